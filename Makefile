@@ -1,0 +1,51 @@
+# txmon developer entry points. Everything installs into ./.venv from the project's
+# own files (requirements.lock, infra/maven/*.xml): nothing needs to be pre-installed
+# beyond Python 3.11, Java 17 and Maven.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install jars demo smoke up down status test test-unit test-integration lock clean
+
+install: $(STAMP) jars
+
+$(STAMP): requirements.lock setup.py
+	infra/ensure-system.sh
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q uv==0.13.9
+	$(BIN)/uv pip install -q --python $(BIN)/python -r requirements.lock
+	touch $@
+
+jars: $(STAMP)
+	$(BIN)/txmon infra fetch
+
+# The main job on the local default (README, first command).
+demo: install
+	$(BIN)/txmon infra up
+	$(BIN)/txmon smoke --count 5000
+	$(BIN)/txmon infra status
+
+up: install
+	$(BIN)/txmon infra up
+down:
+	$(BIN)/txmon infra down
+status:
+	$(BIN)/txmon infra status
+
+# The tests (README, second command): unit tests, then integration tests against
+# real Kafka, Cassandra and Spark that the test session starts and stops itself.
+test: install
+	$(BIN)/python -m pytest
+
+test-unit: install
+	$(BIN)/python -m pytest -m "not integration"
+
+test-integration: install
+	$(BIN)/python -m pytest -m integration
+
+lock:
+	$(BIN)/uv pip compile requirements.in --python-version 3.11 -o requirements.lock --no-header
+
+clean:
+	rm -rf .txmon-test

@@ -1,0 +1,124 @@
+"""The ``txmon`` command line. Each subcommand is a thin shell over package code.
+
+User mistakes (bad config, a taken port, missing Java or jars) surface as TxmonError
+and are printed as one line with a non-zero exit, never as a traceback.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from typing import Annotated, Optional
+
+import typer
+
+from infra.errors import TxmonError
+from infra.settings import load_settings
+
+app = typer.Typer(
+    help="txmon: real-time transaction monitoring for banks and UPI switches.\n\n"
+    "Configuration: config/txmon.yaml, overridden by TXMON_<SECTION>__<KEY> environment "
+    "variables (e.g. TXMON_KAFKA__PORT=19092); TXMON_CONFIG names another YAML file.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+infra_app = typer.Typer(help="Local Kafka and Cassandra: fetch jars, start, check, stop.", no_args_is_help=True)
+app.add_typer(infra_app, name="infra")
+
+
+@infra_app.command("fetch")
+def infra_fetch(force: Annotated[bool, typer.Option(help="re-run Maven even if jars are current")] = False) -> None:
+    """Fetch the JVM artifacts (Kafka, Cassandra, Spark's Kafka connector) from Maven Central.
+
+    A second run does nothing while infra/maven/*.xml is unchanged (no network needed).
+    """
+    from infra import jars
+
+    settings = load_settings()
+    changed = jars.fetch(settings, force=force)
+    typer.echo(f"jars {'fetched into' if changed else 'already current in'} {settings.jars_path}")
+
+
+@infra_app.command("up")
+def infra_up() -> None:
+    """Start Kafka (KRaft) and Cassandra, wait until they answer, create topics and tables.
+
+    Safe to run again: running services are kept, missing topics/tables are added.
+    """
+    from infra import stack
+
+    for r in stack.up(load_settings(), log=typer.echo):
+        rss = f", {r.rss_mb:.0f} MiB resident" if r.rss_mb else ""
+        typer.echo(f"{r.name}: {'started' if r.started else 'running'}{rss}")
+
+
+@infra_app.command("status")
+def infra_status() -> None:
+    """Show each service's pid, port and health; exit 1 if any is unhealthy."""
+    from infra import stack
+
+    statuses = stack.status(load_settings())
+    for s in statuses:
+        rss = f"{s.rss_mb:7.0f} MiB" if s.rss_mb else "      -    "
+        typer.echo(f"{s.name:<10} pid={str(s.pid or '-'):<8} port={s.port:<6} rss={rss}  "
+                   f"{'healthy' if s.healthy else 'UNHEALTHY: ' + s.detail}")
+    if not all(s.healthy for s in statuses):
+        raise typer.Exit(1)
+
+
+@infra_app.command("down")
+def infra_down(purge: Annotated[bool, typer.Option(help="also delete the services' data and logs")] = False) -> None:
+    """Stop Kafka and Cassandra cleanly (SIGTERM, then SIGKILL after a grace period)."""
+    from infra import stack
+
+    stack.down(load_settings(), purge=purge, log=typer.echo)
+
+
+@app.command("smoke")
+def smoke(
+    count: Annotated[int, typer.Option(min=1, help="records to produce")] = 1000,
+    topic: Annotated[str, typer.Option(help="Kafka topic to use")] = "smoke",
+) -> None:
+    """Produce COUNT records to Kafka, stream them through Spark into Cassandra, print what landed."""
+    from infra.smoke_run import run_smoke
+
+    result = run_smoke(load_settings(), count=count, topic=topic, log=typer.echo)
+    if result.landed != count:
+        raise TxmonError(f"smoke pipeline landed {result.landed} of {count} records; see the Spark output above")
+
+
+@app.command("spark-submit", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def spark_submit(
+    ctx: typer.Context,
+    job: Annotated[str, typer.Argument(help="job file, e.g. spark_jobs/smoke.py")],
+    master: Annotated[Optional[str], typer.Option(help="Spark master (default: spark.master from config)")] = None,
+    print_only: Annotated[bool, typer.Option("--print", help="print the command instead of running it")] = False,
+) -> None:
+    """Run a job with spark-submit and txmon's wiring (connector jars, interpreter, confs).
+
+    Arguments after the job are passed to it: txmon spark-submit spark_jobs/smoke.py --topic smoke
+    """
+    from spark_jobs.session import spark_submit_argv
+
+    argv = spark_submit_argv(load_settings(), job, list(ctx.args), master=master)
+    if print_only:
+        typer.echo(" ".join(argv))
+        return
+    raise typer.Exit(subprocess.call(argv))
+
+
+def main() -> None:
+    try:
+        app()
+    except TxmonError as exc:
+        typer.secho(f"txmon: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

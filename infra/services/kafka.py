@@ -1,0 +1,148 @@
+"""Single-node Apache Kafka 4.x in KRaft combined mode (broker + controller)."""
+from __future__ import annotations
+
+import subprocess
+import uuid
+import base64
+
+from infra.errors import ServiceStartError
+from infra.jars import classpath
+from infra.services.base import Service
+
+_LOG4J2 = """\
+status = warn
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = {log}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = info
+rootLogger.appenderRef.file.ref = file
+logger.kafka.name = kafka
+logger.kafka.level = warn
+logger.state.name = state.change.logger
+logger.state.level = warn
+"""
+
+
+class KafkaService(Service):
+    name = "kafka"
+    port_env_hint = "TXMON_KAFKA__PORT / TXMON_KAFKA__CONTROLLER_PORT"
+
+    @property
+    def cfg(self):
+        return self.settings.kafka
+
+    @property
+    def host(self) -> str:
+        return self.cfg.host
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.cfg.port, self.cfg.controller_port]
+
+    def _properties(self) -> str:
+        c = self.cfg
+        return "\n".join([
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"listeners=PLAINTEXT://{c.host}:{c.port},CONTROLLER://{c.host}:{c.controller_port}",
+            f"advertised.listeners=PLAINTEXT://{c.host}:{c.port}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            f"controller.quorum.bootstrap.servers={c.host}:{c.controller_port}",
+            f"log.dirs={self.home / 'data'}",
+            f"num.partitions={c.partitions}",
+            "auto.create.topics.enable=false",
+            # One node: every internal topic has a single replica.
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=4",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "share.coordinator.state.topic.replication.factor=1",
+            "share.coordinator.state.topic.min.isr=1",
+            "group.initial.rebalance.delay.ms=0",
+            # Sized for a 2-core box.
+            "num.network.threads=2",
+            "num.io.threads=4",
+            "log.retention.hours=48",
+            "",
+        ])
+
+    def prepare(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "server.properties").write_text(self._properties())
+        (self.home / "log4j2.properties").write_text(
+            _LOG4J2.format(log=self.settings.state_path / "logs" / "kafka-server.log")
+        )
+        if not (self.home / "data" / "meta.properties").exists():
+            self._format_storage()
+
+    def _java_base(self, java: str) -> list[str]:
+        cp = ":".join(str(p) for p in classpath(self.settings, "kafka"))
+        return [java, f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}", "-cp", cp]
+
+    def _format_storage(self) -> None:
+        from infra.process import find_java
+
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cmd = self._java_base(find_java()) + [
+            "kafka.tools.StorageTool", "format", "-t", cluster_id,
+            "-c", str(self.home / "server.properties"), "--standalone",
+        ]
+        res = subprocess.run(cmd, capture_output=True, text=True, cwd=self.home)
+        if res.returncode != 0:
+            raise ServiceStartError(f"kafka storage format failed: {(res.stdout + res.stderr).strip()[-800:]}")
+
+    def command(self, java: str) -> list[str]:
+        heap = f"{self.cfg.heap_mb}m"
+        return [
+            java, f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true",
+            self.process.marker, f"-Dtxmon.state={self.settings.state_path}",
+            *self._java_base(java)[1:], "kafka.Kafka", str(self.home / "server.properties"),
+        ]
+
+    def probe(self) -> str | None:
+        from kafka import KafkaAdminClient
+        from kafka.errors import KafkaError
+
+        try:
+            admin = KafkaAdminClient(
+                bootstrap_servers=self.cfg.bootstrap, request_timeout_ms=3000,
+                client_id="txmon-probe",
+            )
+        except (KafkaError, OSError, ValueError) as exc:
+            return f"no metadata response: {type(exc).__name__}"
+        try:
+            admin.list_topics()
+            return None
+        except (KafkaError, OSError) as exc:
+            return f"metadata request failed: {type(exc).__name__}"
+        finally:
+            admin.close()
+
+    def bootstrap(self) -> None:
+        ensure_topics(self.cfg.bootstrap, self.cfg.topics.all(), self.cfg.partitions)
+
+
+def ensure_topics(bootstrap: str, topics: list[str], partitions: int) -> list[str]:
+    """Create any missing topics (single replica). Returns the ones created."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="txmon-admin")
+    try:
+        missing = [t for t in topics if t not in set(admin.list_topics())]
+        if missing:
+            try:
+                admin.create_topics(
+                    [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in missing]
+                )
+            except TopicAlreadyExistsError:
+                pass  # created concurrently: that is the state we wanted
+        return missing
+    finally:
+        admin.close()

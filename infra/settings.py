@@ -1,0 +1,143 @@
+"""Validated configuration: one frozen model, from YAML plus the environment.
+
+Precedence (highest first): ``TXMON_<SECTION>__<KEY>`` environment variables, the
+YAML file named by ``TXMON_CONFIG`` (default ``config/txmon.yaml``), the defaults below.
+Secrets never live in YAML; they are read from the environment only where used.
+"""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from infra.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = PROJECT_ROOT / "config" / "txmon.yaml"
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaTopics(_Section):
+    transactions: str = "transactions"
+    labels: str = "labels"
+    alerts: str = "alerts"
+    dead_letter: str = "transactions_dlq"
+
+    def all(self) -> list[str]:
+        return [self.transactions, self.labels, self.alerts, self.dead_letter]
+
+
+class KafkaSettings(_Section):
+    host: str = "127.0.0.1"
+    port: Port = 9092
+    controller_port: Port = 9093
+    heap_mb: int = Field(768, ge=256, le=16384)
+    partitions: int = Field(4, ge=1, le=256)
+    ready_timeout_s: float = Field(90, gt=0)
+    topics: KafkaTopics = KafkaTopics()
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class CassandraSettings(_Section):
+    host: str = "127.0.0.1"
+    port: Port = 9042
+    storage_port: Port = 7000
+    heap_mb: int = Field(1024, ge=512, le=32768)
+    keyspace: str = Field("txmon", pattern=r"^[a-z][a-z0-9_]{0,47}$")
+    replication_factor: int = Field(1, ge=1, le=9)
+    ready_timeout_s: float = Field(180, gt=0)
+
+
+class SparkSettings(_Section):
+    master: str = "local[2]"
+    driver_memory: str = Field("2g", pattern=r"^\d+[mgMG]$")
+    shuffle_partitions: int = Field(4, ge=1)
+    trigger_seconds: float = Field(2, gt=0)
+    max_offsets_per_trigger: int = Field(200_000, ge=1)
+    cassandra_write_concurrency: int = Field(64, ge=1, le=2048)
+
+
+class Settings(BaseSettings):
+    """Everything txmon needs to know about where things run."""
+
+    model_config = SettingsConfigDict(
+        frozen=True,
+        extra="forbid",
+        env_prefix="TXMON_",
+        env_nested_delimiter="__",
+    )
+
+    state_dir: Path = Path(".txmon")
+    # Kept apart from state_dir so test runs (own state_dir) share one jar cache.
+    jars_dir: Path = Path(".txmon/jars")
+    kafka: KafkaSettings = KafkaSettings()
+    cassandra: CassandraSettings = CassandraSettings()
+    spark: SparkSettings = SparkSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_file = Path(os.environ.get("TXMON_CONFIG", DEFAULT_CONFIG))
+        return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+
+    @property
+    def state_path(self) -> Path:
+        """Absolute state directory (relative paths are taken from the project root)."""
+        return _absolute(self.state_dir)
+
+    @property
+    def jars_path(self) -> Path:
+        return _absolute(self.jars_dir)
+
+
+def _absolute(path: Path) -> Path:
+    p = path.expanduser()
+    return p if p.is_absolute() else PROJECT_ROOT / p
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the configuration now (environment is read at call time, not import time).
+
+    Raises ConfigError with every problem listed and where to fix it.
+    """
+    config_file = os.environ.get("TXMON_CONFIG", str(DEFAULT_CONFIG))
+    if not Path(config_file).is_file():
+        raise ConfigError(f"config file {config_file} not found: set TXMON_CONFIG to an existing YAML file")
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(
+            f"invalid configuration ({problems}); fix {config_file} or the TXMON_* environment variables"
+        ) from None
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    """Process-wide settings, loaded once on first use."""
+    return load_settings()

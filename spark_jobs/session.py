@@ -1,0 +1,82 @@
+"""Spark wiring shared by every job and test: one place builds the session.
+
+The Kafka connector is not inside pyspark; its jars come from Maven (``txmon infra
+fetch``) and are passed with ``spark.jars``. Workers must run the project's own
+interpreter (``PYSPARK_PYTHON``) or pandas/Arrow code fails in them.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from infra.jars import classpath
+from infra.settings import PROJECT_ROOT, Settings
+
+
+def spark_conf(settings: Settings, app_name: str, master: str | None = None) -> dict[str, str]:
+    """Every Spark setting txmon relies on, as plain key/values (for builder or --conf)."""
+    jars = ",".join(str(j) for j in classpath(settings, "spark-kafka"))
+    sp = settings.spark
+    return {
+        "spark.app.name": app_name,
+        "spark.master": master or sp.master,
+        "spark.jars": jars,
+        "spark.driver.memory": sp.driver_memory,
+        "spark.sql.shuffle.partitions": str(sp.shuffle_partitions),
+        "spark.sql.session.timeZone": "UTC",
+        "spark.pyspark.python": sys.executable,
+        "spark.pyspark.driver.python": sys.executable,
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.streaming.stateStore.providerClass":
+            "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
+        # Local temp data under the state dir, not /tmp of whoever runs the job.
+        "spark.local.dir": str(settings.state_path / "spark" / "local"),
+        "spark.driver.bindAddress": "127.0.0.1",
+        "spark.driver.host": "127.0.0.1",
+    }
+
+
+def build_session(settings: Settings, app_name: str, master: str | None = None):
+    """A SparkSession with txmon's wiring (creates the JVM on first call)."""
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    (settings.state_path / "spark" / "local").mkdir(parents=True, exist_ok=True)
+    builder = SparkSession.builder
+    for key, value in spark_conf(settings, app_name, master).items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
+
+
+def spark_submit_bin() -> str:
+    """The spark-submit that ships with the installed pyspark."""
+    beside = Path(sys.executable).with_name("spark-submit")
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("spark-submit")
+    if found is None:
+        import pyspark
+
+        return str(Path(pyspark.__file__).parent / "bin" / "spark-submit")
+    return found
+
+
+def spark_submit_argv(
+    settings: Settings, job: str, job_args: list[str], app_name: str | None = None,
+    master: str | None = None,
+) -> list[str]:
+    """The full ``spark-submit`` command line for a job file under spark_jobs/."""
+    job_path = Path(job)
+    if not job_path.is_absolute():
+        job_path = PROJECT_ROOT / job_path
+    conf = spark_conf(settings, app_name or job_path.stem, master)
+    argv = [spark_submit_bin(), "--master", conf.pop("spark.master"), "--jars", conf.pop("spark.jars"),
+            "--driver-memory", conf.pop("spark.driver.memory")]
+    for key, value in conf.items():
+        argv += ["--conf", f"{key}={value}"]
+    return argv + [str(job_path), *job_args]
