@@ -21,6 +21,7 @@ INSTALL_REQUIRES = [
     "tenacity==9.2.1",
     "psutil==7.2.2",
     "tqdm==4.70.1",
+    "lz4==4.4.5",  # Kafka producer compression
     "matplotlib==3.11.2",
     "apache-airflow==3.3.2",
 ]

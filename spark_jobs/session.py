@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 from infra.jars import classpath
@@ -33,6 +34,11 @@ def spark_conf(settings: Settings, app_name: str, master: str | None = None) -> 
             "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
         # Local temp data under the state dir, not /tmp of whoever runs the job.
         "spark.local.dir": str(settings.state_path / "spark" / "local"),
+        # Timestamps are UTC end to end (JVM, Python workers, Cassandra driver).
+        "spark.executorEnv.TZ": "UTC",
+        "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
+        "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.driver.bindAddress": "127.0.0.1",
         "spark.driver.host": "127.0.0.1",
     }
@@ -42,6 +48,8 @@ def build_session(settings: Settings, app_name: str, master: str | None = None):
     """A SparkSession with txmon's wiring (creates the JVM on first call)."""
     from pyspark.sql import SparkSession
 
+    os.environ["TZ"] = "UTC"  # Python workers inherit it: naive datetimes mean UTC
+    time.tzset()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     (settings.state_path / "spark" / "local").mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,622 @@
+"""The transaction event contract: the one module that defines what an event is.
+
+Every producer (simulator, replay) writes events through :func:`to_json`, and every
+consumer checks them against the same rules. Python code calls :func:`validate_event`;
+the Spark stream cannot call Python on its hot path, so it reads the same rules as
+plain data from this module (``CHANNELS``, ``REQUIRED_FIELDS``, ``FIELD_PATTERNS``,
+``FIELD_RANGES``, ``spark_schema()``...). All of those are derived from the pydantic
+models below, so a field is declared exactly once.
+
+Wire format, schema version 1: one compact JSON object per event, keys in the order
+the fields are declared in :class:`TransactionEvent`, optional fields omitted when
+absent, ``event_time`` in UTC with a ``Z`` suffix, money as integer paise.
+
+When an event breaks several rules, the reported dead-letter reason is the first
+one in :class:`DeadLetterReason` declaration order, so Python and Spark agree on a
+single reason per bad record.
+"""
+from __future__ import annotations
+
+import json
+import types
+import typing
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from enum import Enum, StrEnum
+from typing import Annotated, Any, Iterator, Literal
+
+from annotated_types import Ge, Le
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails, PydanticCustomError
+
+from infra.errors import EventValidationError
+
+__all__ = [
+    "ACCOUNT_NUMBER_PATTERN", "CHANNELS", "CITY_PATTERN", "CRORE", "DEAD_LETTER_REASONS",
+    "DEVICE_ID_PATTERN", "DEVICE_OPTIONAL_CHANNELS", "FIELD_ENUMS", "FIELD_PATTERNS",
+    "FIELD_RANGES", "IFSC_PATTERN", "IP_PATTERN", "IST", "LAKH", "LAT_RANGE", "LON_RANGE",
+    "MAX_AMOUNT_PAISE", "MCC_PATTERN", "MCC_REQUIRED_TXN_TYPES", "PAISE_PER_RUPEE",
+    "PARTY_ID_FIELDS", "REQUIRED_FIELDS", "RTGS_MIN_AMOUNT_PAISE", "SCHEMA_VERSION",
+    "STATUSES", "SUPPORTED_VERSIONS", "TXN_ID_PATTERN", "TXN_TYPES", "VPA_PATTERN",
+    "Channel", "DeadLetterReason", "Geo", "Party", "Payer", "Status", "TransactionEvent",
+    "TxnType", "format_inr", "kafka_key", "paise_to_rupees", "rupees_to_paise", "spark_schema",
+    "to_json", "validate_event",
+]
+
+SCHEMA_VERSION = 1
+"""Version written by this code. Bump it (and add to SUPPORTED_VERSIONS) on any
+change a version-1 consumer could not read."""
+SUPPORTED_VERSIONS: tuple[int, ...] = (1,)
+
+PAISE_PER_RUPEE = 100
+LAKH = 100_000
+CRORE = 100 * LAKH
+
+MAX_AMOUNT_PAISE = 100 * CRORE * PAISE_PER_RUPEE
+"""Default absurd-amount cap: 100 crore INR (10^11 paise). Far above any retail or
+UPI payment (UPI caps at a few lakh; RTGS has no upper limit, but a single 100 crore
+transfer through a retail monitoring feed is a unit bug, e.g. rupees sent as paise
+twice). Pass ``max_amount_paise`` to :func:`validate_event` to change it."""
+
+RTGS_MIN_AMOUNT_PAISE = 2 * LAKH * PAISE_PER_RUPEE
+"""RBI: RTGS is for transfers of 2 lakh INR and above."""
+
+IST = timezone(timedelta(hours=5, minutes=30), "IST")
+"""Indian Standard Time: events travel in UTC, but customers live (and sleep) in IST."""
+
+
+class Channel(StrEnum):
+    """Payment rail the transaction travelled on."""
+
+    UPI = "UPI"
+    IMPS = "IMPS"
+    NEFT = "NEFT"
+    RTGS = "RTGS"
+    CARD_POS = "CARD_POS"
+    CARD_ECOM = "CARD_ECOM"
+    ATM = "ATM"
+
+
+class TxnType(StrEnum):
+    """What the payer meant to do; one rail carries several types."""
+
+    P2P = "P2P"
+    P2M = "P2M"
+    COLLECT = "COLLECT"
+    BILL_PAY = "BILL_PAY"
+    CASH_WITHDRAWAL = "CASH_WITHDRAWAL"
+    CARD_PAYMENT = "CARD_PAYMENT"
+    TRANSFER = "TRANSFER"
+
+
+class Status(StrEnum):
+    """Outcome reported by the switch; failed attempts matter for fraud (card testing)."""
+
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+    PENDING = "PENDING"
+
+
+CHANNELS: tuple[str, ...] = tuple(c.value for c in Channel)
+TXN_TYPES: tuple[str, ...] = tuple(t.value for t in TxnType)
+STATUSES: tuple[str, ...] = tuple(s.value for s in Status)
+
+MCC_REQUIRED_TXN_TYPES: tuple[str, ...] = tuple(
+    t.value for t in (TxnType.P2M, TxnType.CARD_PAYMENT, TxnType.BILL_PAY)
+)
+"""Merchant payments must name the merchant category; P2P and transfers need not."""
+DEVICE_OPTIONAL_CHANNELS: tuple[str, ...] = (Channel.NEFT.value, Channel.RTGS.value)
+"""Branch / batch rails may have no device; every other channel must send one."""
+PARTY_ID_FIELDS: tuple[str, ...] = ("account_number", "vpa")
+"""A party (payer or payee) must carry at least one of these."""
+
+# Regexes are shared with Spark (`rlike`, Java regex) and pydantic (Rust regex), so
+# they stick to the common subset: no look-arounds, no possessive quantifiers.
+TXN_ID_PATTERN = r"^[0-9A-Za-z][0-9A-Za-z_-]{7,63}$"
+ACCOUNT_NUMBER_PATTERN = r"^[0-9]{9,18}$"
+IFSC_PATTERN = r"^[A-Z]{4}0[A-Z0-9]{6}$"
+VPA_PATTERN = r"^[A-Za-z0-9._-]{2,256}@[A-Za-z][A-Za-z0-9]{1,63}$"
+MCC_PATTERN = r"^[0-9]{4}$"
+DEVICE_ID_PATTERN = r"^[!-~]{1,128}$"
+CITY_PATTERN = r"^[^\x00-\x1F\x7F]{1,100}$"
+
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+_IPV4 = rf"({_OCTET}\.){{3}}{_OCTET}"
+_H = r"[0-9A-Fa-f]{1,4}"
+_IPV6 = "|".join([
+    rf"({_H}:){{7}}{_H}",
+    rf"({_H}:){{1,7}}:",
+    rf"({_H}:){{1,6}}:{_H}",
+    rf"({_H}:){{1,5}}(:{_H}){{1,2}}",
+    rf"({_H}:){{1,4}}(:{_H}){{1,3}}",
+    rf"({_H}:){{1,3}}(:{_H}){{1,4}}",
+    rf"({_H}:){{1,2}}(:{_H}){{1,5}}",
+    rf"{_H}:(:{_H}){{1,6}}",
+    rf":((:{_H}){{1,7}}|:)",
+    rf"({_H}:){{6}}{_IPV4}",
+    rf"::([Ff]{{4}}(:0{{1,4}})?:)?{_IPV4}",
+    rf"({_H}:){{1,4}}:{_IPV4}",
+])
+IP_PATTERN = rf"^({_IPV4}|{_IPV6})$"
+"""IPv4 dotted quad or IPv6 (no zone index). A regex rather than :mod:`ipaddress`
+so that Spark can apply the very same rule with ``rlike``."""
+
+LAT_RANGE = (-90.0, 90.0)
+LON_RANGE = (-180.0, 180.0)
+
+
+class DeadLetterReason(StrEnum):
+    """Why an event went to the dead-letter store. Values are stable wire strings
+    shared with the Spark stream; declaration order is precedence (first wins)."""
+
+    MALFORMED_JSON = "malformed_json"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    MISSING_FIELD = "missing_field"
+    WRONG_TYPE = "wrong_type"
+    UNKNOWN_CHANNEL = "unknown_channel"
+    NON_POSITIVE_AMOUNT = "non_positive_amount"
+    ABSURD_AMOUNT = "absurd_amount"
+    INVALID_FIELD = "invalid_field"
+    FUTURE_TIMESTAMP = "future_timestamp"
+
+
+DEAD_LETTER_REASONS: tuple[str, ...] = tuple(r.value for r in DeadLetterReason)
+_PRECEDENCE = {reason: rank for rank, reason in enumerate(DeadLetterReason)}
+
+
+def _pattern(regex: str) -> StringConstraints:
+    return StringConstraints(pattern=regex)
+
+
+TxnId = Annotated[str, _pattern(TXN_ID_PATTERN)]
+AccountNumber = Annotated[str, _pattern(ACCOUNT_NUMBER_PATTERN)]
+Ifsc = Annotated[str, _pattern(IFSC_PATTERN)]
+Vpa = Annotated[str, _pattern(VPA_PATTERN)]
+Mcc = Annotated[str, _pattern(MCC_PATTERN)]
+DeviceId = Annotated[str, _pattern(DEVICE_ID_PATTERN)]
+IpAddress = Annotated[str, _pattern(IP_PATTERN)]
+City = Annotated[str, _pattern(CITY_PATTERN)]
+
+
+class _Contract(BaseModel):
+    """Shared config: immutable, unknown keys rejected (a typo must not pass silently)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Geo(_Contract):
+    """Where the payer was, as reported by the app or terminal."""
+
+    city: City
+    lat: StrictFloat = Field(ge=LAT_RANGE[0], le=LAT_RANGE[1])
+    lon: StrictFloat = Field(ge=LON_RANGE[0], le=LON_RANGE[1])
+
+
+class Party(_Contract):
+    """One side of a payment. UPI payees are often known only by their VPA, so
+    either identifier may be missing, but not both."""
+
+    account_number: AccountNumber | None = None
+    ifsc: Ifsc | None = None
+    vpa: Vpa | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _has_an_identifier(cls, data: Any) -> Any:
+        if isinstance(data, dict) and all(data.get(f) is None for f in PARTY_ID_FIELDS):
+            raise PydanticCustomError(
+                DeadLetterReason.MISSING_FIELD,
+                "a party needs account_number or vpa; send at least one",
+            )
+        return data
+
+
+class Payer(Party):
+    """The paying side. Its account number is required: it is the Kafka key and the
+    key of every per-account aggregate downstream."""
+
+    account_number: AccountNumber
+
+
+class TransactionEvent(_Contract):
+    """One bank or UPI transaction as it crosses the wire (schema version 1)."""
+
+    schema_version: StrictInt
+    txn_id: TxnId
+    event_time: datetime
+    channel: Channel
+    txn_type: TxnType
+    payer: Payer
+    payee: Party
+    amount_paise: StrictInt
+    currency: Literal["INR"]
+    mcc: Mcc | None = None
+    device_id: DeviceId | None = None
+    ip: IpAddress | None = None
+    geo: Geo | None = None
+    status: Status
+
+    @model_validator(mode="before")
+    @classmethod
+    def _version_and_conditional_fields(cls, data: Any) -> Any:
+        # Checked on the raw input, before field errors, so the outcome follows the
+        # DeadLetterReason precedence whatever else is wrong with the record.
+        if not isinstance(data, dict):
+            return data
+        version = data.get("schema_version")
+        if type(version) is int and version not in SUPPORTED_VERSIONS:
+            raise PydanticCustomError(
+                DeadLetterReason.UNSUPPORTED_VERSION,
+                "schema_version {version} is not supported (supported: {supported}); "
+                "upgrade txmon or make the producer write version {current}",
+                {"version": version, "supported": SUPPORTED_VERSIONS, "current": SCHEMA_VERSION},
+            )
+        if data.get("txn_type") in MCC_REQUIRED_TXN_TYPES and data.get("mcc") is None:
+            raise PydanticCustomError(
+                DeadLetterReason.MISSING_FIELD,
+                "mcc is required for txn_type {txn_type}; send the merchant category code",
+                {"txn_type": str(data.get("txn_type"))},
+            )
+        channel = data.get("channel")
+        if (
+            channel in CHANNELS
+            and channel not in DEVICE_OPTIONAL_CHANNELS
+            and data.get("device_id") is None
+        ):
+            raise PydanticCustomError(
+                DeadLetterReason.MISSING_FIELD,
+                "device_id is required for channel {channel} (optional only for NEFT/RTGS)",
+                {"channel": str(channel)},
+            )
+        return data
+
+    @field_validator("event_time", mode="before")
+    @classmethod
+    def _aware_utc(cls, value: Any) -> datetime:
+        if isinstance(value, str):
+            try:
+                value = datetime.fromisoformat(value)
+            except ValueError:
+                raise PydanticCustomError(
+                    DeadLetterReason.INVALID_FIELD,
+                    "event_time {value} is not ISO-8601; send e.g. 2025-01-06T09:30:00Z",
+                    {"value": value},
+                ) from None
+        if not isinstance(value, datetime):
+            raise PydanticCustomError(
+                DeadLetterReason.WRONG_TYPE, "event_time must be an ISO-8601 string"
+            )
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise PydanticCustomError(
+                DeadLetterReason.INVALID_FIELD,
+                "event_time has no UTC offset; append 'Z' or '+05:30' - naive times are ambiguous",
+            )
+        return value if value.tzinfo is timezone.utc else value.astimezone(timezone.utc)
+
+    @field_validator("amount_paise")
+    @classmethod
+    def _amount_in_range(cls, value: int, info: ValidationInfo) -> int:
+        if value <= 0:
+            raise PydanticCustomError(
+                DeadLetterReason.NON_POSITIVE_AMOUNT,
+                "amount_paise must be > 0, got {amount}",
+                {"amount": value},
+            )
+        cap = (info.context or {}).get("max_amount_paise", MAX_AMOUNT_PAISE)
+        if value > cap:
+            raise PydanticCustomError(
+                DeadLetterReason.ABSURD_AMOUNT,
+                "amount_paise {amount} exceeds the cap {cap}; check the producer's unit "
+                "(paise, not rupees) or raise max_amount_paise",
+                {"amount": value, "cap": cap},
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _rtgs_minimum(self) -> TransactionEvent:
+        if self.channel is Channel.RTGS and self.amount_paise < RTGS_MIN_AMOUNT_PAISE:
+            raise PydanticCustomError(
+                DeadLetterReason.INVALID_FIELD,
+                "RTGS requires amount_paise >= {minimum}; route smaller amounts via NEFT/IMPS",
+                {"minimum": RTGS_MIN_AMOUNT_PAISE},
+            )
+        return self
+
+
+# --------------------------------------------------------------------------- wire
+
+
+def to_json(event: TransactionEvent) -> bytes:
+    """Serialise compactly, keys in declaration order, absent optionals omitted.
+
+    Same event in, same bytes out: the simulator's determinism tests and idempotent
+    replays rely on it.
+    """
+    return event.__pydantic_serializer__.to_json(event, exclude_none=True)
+
+
+def kafka_key(event: TransactionEvent) -> bytes:
+    """Kafka message key: the payer account, so one account's events stay ordered
+    in one partition and per-account state lives on one Spark task."""
+    return event.payer.account_number.encode("ascii")
+
+
+def _decode(raw: bytes | str | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(raw, dict):
+        return raw
+    if not isinstance(raw, (bytes, bytearray, str)):
+        raise EventValidationError(
+            DeadLetterReason.MALFORMED_JSON,
+            f"expected JSON bytes/str or a dict, got {type(raw).__name__}",
+        )
+    try:
+        data = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise EventValidationError(
+            DeadLetterReason.MALFORMED_JSON, f"not valid UTF-8 JSON ({exc})"
+        ) from None
+    if not isinstance(data, dict):
+        raise EventValidationError(
+            DeadLetterReason.MALFORMED_JSON,
+            f"expected a JSON object, got {type(data).__name__}",
+        )
+    return data
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _reason(error: ErrorDetails) -> DeadLetterReason:
+    kind = error["type"]
+    if kind in DEAD_LETTER_REASONS:
+        return DeadLetterReason(kind)
+    if kind == "missing":
+        return DeadLetterReason.MISSING_FIELD
+    if kind == "enum" and tuple(error["loc"]) == ("channel",):
+        return DeadLetterReason.UNKNOWN_CHANNEL
+    if kind.endswith("_type") or kind == "is_instance_of":
+        return DeadLetterReason.WRONG_TYPE
+    return DeadLetterReason.INVALID_FIELD
+
+
+def _to_event_error(exc: ValidationError) -> EventValidationError:
+    errors = exc.errors(include_url=False, include_input=False)
+    ranked = sorted(errors, key=lambda e: _PRECEDENCE[_reason(e)])
+    first = ranked[0]
+    where = ".".join(str(part) for part in first["loc"]) or "event"
+    message = first["msg"]
+    if first["type"] == "string_pattern_mismatch":  # the raw regex is unreadable here
+        message = f"value does not match the format in FIELD_PATTERNS[{where!r}]"
+    more = f" (+{len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    return EventValidationError(
+        _reason(first),
+        f"{where}: {message}{more}; see event contract v{SCHEMA_VERSION} in ingestion/events.py",
+    )
+
+
+def validate_event(
+    raw: bytes | str | dict[str, Any],
+    *,
+    now: datetime | None = None,
+    max_future_skew: timedelta = timedelta(minutes=5),
+    max_amount_paise: int = MAX_AMOUNT_PAISE,
+) -> TransactionEvent:
+    """Parse and check one event; raise EventValidationError with a reason code.
+
+    ``now`` is the reference for the future-timestamp check (wall clock if omitted);
+    replays pass their own clock so that old files validate the same way every time.
+
+    >>> e = validate_event(b'{"schema_version":1,"txn_id":"0f8fad5b-d9cb-469f-a165-70867728950e",'
+    ...     b'"event_time":"2025-01-06T10:00:00+05:30","channel":"UPI","txn_type":"P2P",'
+    ...     b'"payer":{"account_number":"123456789012"},"payee":{"vpa":"asha@oksbi"},'
+    ...     b'"amount_paise":150000,"currency":"INR","device_id":"dev-1","status":"SUCCESS"}')
+    >>> e.event_time.isoformat(), format_inr(e.amount_paise)
+    ('2025-01-06T04:30:00+00:00', '₹1,500.00')
+    >>> validate_event('{"schema_version": 2}')  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    infra.errors.EventValidationError: unsupported_version: ...
+    """
+    data = _decode(raw)
+    try:
+        event = TransactionEvent.model_validate(
+            data, context={"max_amount_paise": max_amount_paise}
+        )
+    except ValidationError as exc:
+        raise _to_event_error(exc) from None
+    reference = now if now is not None else datetime.now(timezone.utc)
+    if reference.tzinfo is None:
+        raise ValueError("validate_event(now=...) must be timezone-aware, e.g. datetime.now(timezone.utc)")
+    if event.event_time > reference + max_future_skew:
+        raise EventValidationError(
+            DeadLetterReason.FUTURE_TIMESTAMP,
+            f"event_time {event.event_time.isoformat()} is more than {max_future_skew} "
+            f"ahead of {reference.isoformat()}; check the producer's clock",
+        )
+    return event
+
+
+# ------------------------------------------------------------ contract as plain data
+
+
+@dataclass(frozen=True)
+class _Leaf:
+    path: str
+    base: Any
+    required: bool  # required whenever its enclosing object is present
+    metadata: tuple[Any, ...]
+
+
+def _unwrap(annotation: Any) -> tuple[Any, tuple[Any, ...]]:
+    """Strip ``X | None`` and ``Annotated[...]``: return the base type and metadata."""
+    metadata: list[Any] = []
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is Annotated:
+            annotation, *extra = typing.get_args(annotation)
+            metadata.extend(extra)
+        elif origin in (typing.Union, types.UnionType):
+            (annotation,) = [a for a in typing.get_args(annotation) if a is not type(None)]
+        else:
+            return annotation, tuple(metadata)
+
+
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+def _walk(model: type[BaseModel], prefix: str = "") -> Iterator[_Leaf]:
+    for name, info in model.model_fields.items():
+        base, metadata = _unwrap(info.annotation)
+        path = prefix + name
+        yield _Leaf(path, base, info.is_required(), metadata + tuple(info.metadata))
+        if _is_model(base):
+            yield from _walk(base, path + ".")
+
+
+def _leaves() -> tuple[_Leaf, ...]:
+    return tuple(_walk(TransactionEvent))
+
+
+def _required_paths() -> tuple[str, ...]:
+    return tuple(leaf.path for leaf in _leaves() if leaf.required)
+
+
+def _patterns() -> dict[str, str]:
+    found = {}
+    for leaf in _leaves():
+        for meta in leaf.metadata:
+            if isinstance(meta, StringConstraints) and meta.pattern:
+                found[leaf.path] = meta.pattern
+    return found
+
+
+def _ranges() -> dict[str, tuple[float, float]]:
+    found = {}
+    for leaf in _leaves():
+        low = next((m.ge for m in leaf.metadata if isinstance(m, Ge)), None)
+        high = next((m.le for m in leaf.metadata if isinstance(m, Le)), None)
+        if low is not None and high is not None:
+            found[leaf.path] = (float(low), float(high))
+    return found
+
+
+def _enums() -> dict[str, tuple[str, ...]]:
+    found = {}
+    for leaf in _leaves():
+        if isinstance(leaf.base, type) and issubclass(leaf.base, Enum):
+            found[leaf.path] = tuple(m.value for m in leaf.base)
+        elif typing.get_origin(leaf.base) is Literal:
+            found[leaf.path] = typing.get_args(leaf.base)
+    return found
+
+
+REQUIRED_FIELDS: tuple[str, ...] = _required_paths()
+"""Dotted paths that must be present and non-null. A nested path (``geo.lat``) is
+required whenever its enclosing object is present."""
+FIELD_PATTERNS: dict[str, str] = _patterns()
+"""Dotted path -> regex every non-null value must match (Java- and Rust-compatible)."""
+FIELD_RANGES: dict[str, tuple[float, float]] = _ranges()
+"""Dotted path -> inclusive (low, high) bounds."""
+FIELD_ENUMS: dict[str, tuple[str, ...]] = _enums()
+"""Dotted path -> allowed string values."""
+
+
+def spark_schema() -> Any:
+    """The JSON layout as a ``pyspark.sql.types.StructType`` for ``from_json``.
+
+    pyspark is imported here, not at module top, so producers and tests need no
+    Spark. ``event_time`` stays a string: the stream parses it (and dead-letters
+    naive or unparsable values) with built-ins. Enums are strings, amounts LongType.
+    """
+    from pyspark.sql import types as T
+
+    def spark_type(base: Any) -> Any:
+        if _is_model(base):
+            return struct(base)
+        if base is int:
+            return T.LongType()
+        if base is float:
+            return T.DoubleType()
+        if typing.get_origin(base) is Literal:
+            return spark_type(type(typing.get_args(base)[0]))
+        return T.StringType()  # str, StrEnum, datetime (parsed downstream)
+
+    def struct(model: type[BaseModel]) -> Any:
+        fields = []
+        for name, info in model.model_fields.items():
+            base, _ = _unwrap(info.annotation)
+            fields.append(T.StructField(name, spark_type(base), nullable=not info.is_required()))
+        return T.StructType(fields)
+
+    return struct(TransactionEvent)
+
+
+# ------------------------------------------------------------------------- money
+
+
+def rupees_to_paise(rupees: Decimal | int | str) -> int:
+    """Exact rupees -> paise. Floats are refused: 0.1 + 0.2 is not money.
+
+    >>> rupees_to_paise(Decimal("12.34"))
+    1234
+    >>> rupees_to_paise("2,00,000")
+    20000000
+    >>> rupees_to_paise(Decimal("0.005"))
+    Traceback (most recent call last):
+    ValueError: 0.005 INR is not a whole number of paise; round it explicitly first
+    """
+    if isinstance(rupees, float):
+        raise TypeError("pass rupees as Decimal, int or str, never float")
+    value = Decimal(rupees.replace(",", "")) if isinstance(rupees, str) else Decimal(rupees)
+    paise = value * PAISE_PER_RUPEE
+    if paise != paise.to_integral_value():
+        raise ValueError(f"{rupees} INR is not a whole number of paise; round it explicitly first")
+    return int(paise)
+
+
+def paise_to_rupees(paise: int) -> Decimal:
+    """Exact paise -> rupees.
+
+    >>> paise_to_rupees(123456)
+    Decimal('1234.56')
+    """
+    return Decimal(paise).scaleb(-2)
+
+
+def format_inr(paise: int) -> str:
+    """Human rupee string with Indian digit grouping (lakh, crore), for alerts and logs.
+
+    >>> format_inr(123456)
+    '₹1,234.56'
+    >>> format_inr(123456700)
+    '₹12,34,567.00'
+    >>> format_inr(-5)
+    '-₹0.05'
+    >>> format_inr(10**11)
+    '₹1,00,00,00,000.00'
+    """
+    sign = "-" if paise < 0 else ""
+    rupees, fraction = divmod(abs(paise), PAISE_PER_RUPEE)
+    digits = str(rupees)
+    head, tail = digits[:-3], digits[-3:]
+    groups = []
+    while len(head) > 2:
+        head, group = head[:-2], head[-2:]
+        groups.insert(0, group)
+    if head:
+        groups.insert(0, head)
+    grouped = ",".join([*groups, tail])
+    return f"{sign}₹{grouped}.{fraction:02d}"

@@ -1,0 +1,247 @@
+"""The transactions stream: Kafka -> validate -> Cassandra, with a dead-letter path.
+
+Two streaming queries over the ``transactions`` topic, each with its own checkpoint:
+
+* ``ingest``: every record is validated against the event contract. Valid events are
+  upserted into ``transactions`` (keyed by txn_id); invalid ones go to the
+  ``dead_letters`` table (keyed by topic/partition/offset) and the dead-letter topic,
+  with the reason and the raw payload. Bad data never stops the query.
+* ``aggregates``: per-account windows over valid events, with a watermark: a
+  1-minute tumbling window and a 1-hour window sliding every 5 minutes (count,
+  total, max amount, distinct payees), upserted into ``account_aggregates``.
+
+Exactly-once into Cassandra: Spark's checkpoint records which offsets each
+micro-batch covers and replays an unfinished batch after a crash; every write is an
+idempotent upsert on a natural key, so a replay rewrites the same rows. (The
+dead-letter *topic* is at-least-once: its records carry topic/partition/offset so a
+consumer can de-duplicate; the dead_letters *table* is exact.)
+
+    spark-submit --jars <connector jars> spark_jobs/transactions_stream.py [--available-now]
+    txmon stream
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+
+from infra.settings import Settings, load_settings
+from spark_jobs.cassandra_sink import CassandraTarget, write_dataframe
+
+TRANSACTION_COLUMNS = (
+    "txn_id", "schema_version", "event_time", "channel", "txn_type",
+    "payer_account", "payer_ifsc", "payer_vpa", "payee_account", "payee_ifsc", "payee_vpa",
+    "amount_paise", "currency", "mcc", "device_id", "ip", "city", "lat", "lon", "status",
+    "kafka_partition", "kafka_offset", "kafka_timestamp", "landed_at",
+)
+DEAD_LETTER_COLUMNS = (
+    "topic", "kafka_partition", "kafka_offset", "reason", "detail", "raw_key", "raw_value",
+    "kafka_timestamp", "landed_at",
+)
+AGGREGATE_COLUMNS = (
+    "payer_account", "window_kind", "window_start", "window_end", "txn_count", "total_paise",
+    "max_paise", "distinct_payees", "updated_at",
+)
+WINDOWS = {  # window_kind -> (duration, slide)
+    "tumble_1m": ("1 minute", None),
+    "slide_1h": ("1 hour", "5 minutes"),
+}
+WATERMARK = "10 minutes"
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    topic: str
+    dlq_topic: str
+    checkpoint_dir: str
+    keyspace: str
+    trigger_seconds: float
+    max_offsets_per_trigger: int
+    available_now: bool = False
+    starting_offsets: str = "earliest"
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides) -> "StreamOptions":
+        values = dict(
+            topic=settings.kafka.topics.transactions,
+            dlq_topic=settings.kafka.topics.dead_letter,
+            checkpoint_dir=str(settings.state_path / "checkpoints" / "transactions"),
+            keyspace=settings.cassandra.keyspace,
+            trigger_seconds=settings.spark.trigger_seconds,
+            max_offsets_per_trigger=settings.spark.max_offsets_per_trigger,
+        )
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def read_kafka(spark, settings: Settings, opts: StreamOptions):
+    return (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", settings.kafka.bootstrap)
+        .option("subscribe", opts.topic)
+        .option("startingOffsets", opts.starting_offsets)
+        .option("maxOffsetsPerTrigger", opts.max_offsets_per_trigger)
+        .option("failOnDataLoss", "false")
+        .load()
+    )
+
+
+def typed_transactions(validated_df):
+    """Valid records -> one flat, typed row per transaction (the Cassandra layout)."""
+    from pyspark.sql import functions as F
+
+    from ingestion.events import spark_schema
+
+    ev = F.from_json("value", spark_schema()).alias("e")
+    parsed = validated_df.where(F.col("dlq_reason").isNull()).select(ev, "partition", "offset", "kafka_ts")
+    return parsed.select(
+        F.col("e.txn_id").alias("txn_id"),
+        F.col("e.schema_version").cast("int").alias("schema_version"),
+        F.to_timestamp("e.event_time").alias("event_time"),
+        F.col("e.channel").alias("channel"),
+        F.col("e.txn_type").alias("txn_type"),
+        F.col("e.payer.account_number").alias("payer_account"),
+        F.col("e.payer.ifsc").alias("payer_ifsc"),
+        F.col("e.payer.vpa").alias("payer_vpa"),
+        F.col("e.payee.account_number").alias("payee_account"),
+        F.col("e.payee.ifsc").alias("payee_ifsc"),
+        F.col("e.payee.vpa").alias("payee_vpa"),
+        F.col("e.amount_paise").alias("amount_paise"),
+        F.col("e.currency").alias("currency"),
+        F.col("e.mcc").alias("mcc"),
+        F.col("e.device_id").alias("device_id"),
+        F.col("e.ip").alias("ip"),
+        F.col("e.geo.city").alias("city"),
+        F.col("e.geo.lat").alias("lat"),
+        F.col("e.geo.lon").alias("lon"),
+        F.col("e.status").alias("status"),
+        F.col("partition").alias("kafka_partition"),
+        F.col("offset").alias("kafka_offset"),
+        F.col("kafka_ts").alias("kafka_timestamp"),
+        F.current_timestamp().alias("landed_at"),
+    )
+
+
+def dead_letter_rows(validated_df):
+    from pyspark.sql import functions as F
+
+    return validated_df.where(F.col("dlq_reason").isNotNull()).select(
+        "topic", F.col("partition").alias("kafka_partition"), F.col("offset").alias("kafka_offset"),
+        F.col("dlq_reason").alias("reason"), F.col("dlq_detail").alias("detail"),
+        F.col("key").alias("raw_key"), F.col("value").alias("raw_value"),
+        F.col("kafka_ts").alias("kafka_timestamp"), F.current_timestamp().alias("landed_at"),
+    )
+
+
+def start_ingest_query(spark, settings: Settings, opts: StreamOptions):
+    from pyspark.sql import functions as F
+
+    from spark_jobs.validation import validate
+
+    target = CassandraTarget.from_settings(settings, opts.keyspace)
+    validated = validate(read_kafka(spark, settings, opts))
+    bootstrap = settings.kafka.bootstrap
+
+    def _write(batch_df, _batch_id: int) -> None:
+        batch_df.persist()
+        try:
+            write_dataframe(typed_transactions(batch_df), target, "transactions", TRANSACTION_COLUMNS)
+            bad = dead_letter_rows(batch_df).persist()
+            if not bad.isEmpty():
+                write_dataframe(bad, target, "dead_letters", DEAD_LETTER_COLUMNS)
+                (bad.select(
+                    F.col("raw_key").alias("key"),
+                    F.to_json(F.struct(*[c for c in DEAD_LETTER_COLUMNS if c != "landed_at"])).alias("value"),
+                ).write.format("kafka")
+                 .option("kafka.bootstrap.servers", bootstrap)
+                 .option("topic", opts.dlq_topic)
+                 .save())
+            bad.unpersist()
+        finally:
+            batch_df.unpersist()
+
+    return _start(validated.writeStream.foreachBatch(_write), opts, "ingest")
+
+
+def windowed_aggregates(transactions_df):
+    """Per-account window aggregates (streaming-safe: collect_set, not count distinct)."""
+    from pyspark.sql import functions as F
+
+    payee = F.coalesce(F.col("payee_account"), F.col("payee_vpa"))
+    watermarked = transactions_df.withWatermark("event_time", WATERMARK)
+    outputs = []
+    for kind, (duration, slide) in WINDOWS.items():
+        w = F.window("event_time", duration, slide) if slide else F.window("event_time", duration)
+        outputs.append(
+            watermarked.groupBy(F.col("payer_account"), w.alias("w")).agg(
+                F.count(F.lit(1)).alias("txn_count"),
+                F.sum("amount_paise").alias("total_paise"),
+                F.max("amount_paise").alias("max_paise"),
+                F.size(F.collect_set(payee)).cast("long").alias("distinct_payees"),
+            ).select(
+                "payer_account", F.lit(kind).alias("window_kind"),
+                F.col("w.start").alias("window_start"), F.col("w.end").alias("window_end"),
+                "txn_count", "total_paise", "max_paise", "distinct_payees",
+                F.current_timestamp().alias("updated_at"),
+            )
+        )
+    return outputs
+
+
+def start_aggregate_queries(spark, settings: Settings, opts: StreamOptions):
+    from spark_jobs.validation import validate
+
+    target = CassandraTarget.from_settings(settings, opts.keyspace)
+    queries = []
+    for frame, kind in zip(windowed_aggregates(typed_transactions(validate(read_kafka(spark, settings, opts)))),
+                           WINDOWS):
+        def _write(batch_df, _batch_id: int) -> None:
+            write_dataframe(batch_df, target, "account_aggregates", AGGREGATE_COLUMNS)
+
+        writer = frame.writeStream.outputMode("update").foreachBatch(_write)
+        queries.append(_start(writer, opts, f"agg_{kind}"))
+    return queries
+
+
+def _start(writer, opts: StreamOptions, name: str):
+    writer = writer.option("checkpointLocation", f"{opts.checkpoint_dir}/{name}")
+    if opts.available_now:
+        writer = writer.trigger(availableNow=True)
+    else:
+        writer = writer.trigger(processingTime=f"{opts.trigger_seconds} seconds")
+    return writer.queryName(f"{name}_{opts.topic}").start()
+
+
+def start_all(spark, settings: Settings, opts: StreamOptions) -> list:
+    """Start every query of the transactions stream; returns them (ingest first)."""
+    return [start_ingest_query(spark, settings, opts), *start_aggregate_queries(spark, settings, opts)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    from spark_jobs.session import build_session
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--topic", help="source topic (default: kafka.topics.transactions)")
+    parser.add_argument("--dlq-topic", help="dead-letter topic (default: kafka.topics.dead_letter)")
+    parser.add_argument("--checkpoint-dir", help="checkpoint root (default: <state_dir>/checkpoints/transactions)")
+    parser.add_argument("--trigger-seconds", type=float, help="micro-batch interval (default: spark.trigger_seconds)")
+    parser.add_argument("--available-now", action="store_true",
+                        help="process what is in the topic now, then stop (batch-style catch-up)")
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    opts = StreamOptions.from_settings(
+        settings, topic=args.topic, dlq_topic=args.dlq_topic, checkpoint_dir=args.checkpoint_dir,
+        trigger_seconds=args.trigger_seconds, available_now=args.available_now or None,
+    )
+    spark = build_session(settings, "txmon-transactions-stream")
+    queries = start_all(spark, settings, opts)
+    if opts.available_now:
+        for q in queries:
+            q.awaitTermination()
+    else:
+        spark.streams.awaitAnyTermination()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
