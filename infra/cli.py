@@ -5,11 +5,9 @@ and are printed as one line with a non-zero exit, never as a traceback.
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import time
-import uuid
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -88,6 +86,64 @@ def smoke(
     result = run_smoke(load_settings(), count=count, topic=topic, log=typer.echo)
     if result.landed != count:
         raise TxmonError(f"smoke pipeline landed {result.landed} of {count} records; see the Spark output above")
+
+
+@app.command("simulate")
+def simulate(
+    rate: Annotated[float, typer.Option(min=1, help="target events per second")] = 1000.0,
+    count: Annotated[Optional[int], typer.Option(min=1, help="stop after this many events")] = None,
+    duration: Annotated[Optional[float], typer.Option(min=1, help="stop after this many seconds")] = None,
+    seed: Annotated[int, typer.Option(help="simulator seed (same seed -> same traffic)")] = 42,
+    fraud_rate: Annotated[float, typer.Option(min=0, max=0.5, help="share of fraudulent events")] = 0.01,
+    customers: Annotated[int, typer.Option(min=20, help="simulated account holders")] = 10_000,
+    label_delay: Annotated[float, typer.Option(min=0, help="seconds of event time before a fraud label is released")] = 60.0,
+    labels_file: Annotated[Optional[Path], typer.Option(help="write every ground-truth label here (.jsonl/.csv)")] = None,
+    topic: Annotated[Optional[str], typer.Option(help="Kafka topic (default: kafka.topics.transactions)")] = None,
+) -> None:
+    """Stream simulated UPI and banking transactions (with labelled fraud) into Kafka.
+
+    Needs --count or --duration. Labels never travel in the events: fraud labels go to
+    the labels topic after --label-delay, and all labels to --labels-file.
+    """
+    from ingestion.simulate import SimulateOptions, run_simulation
+
+    if count is None and duration is None:
+        raise TxmonError("say how much to send: --count N or --duration SECONDS")
+    summary = run_simulation(load_settings(), SimulateOptions(
+        seed=seed, rate=rate, count=count, duration=duration, fraud_rate=fraud_rate, n_customers=customers,
+        label_delay_seconds=label_delay, labels_file=labels_file, topic=topic,
+    ))
+    typer.echo(summary.line())
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+@app.command("stream", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def stream(ctx: typer.Context) -> None:
+    """Run the transactions stream (Kafka -> validate -> Cassandra + dead-letter + aggregates).
+
+    Options are those of spark_jobs/transactions_stream.py (see `txmon stream --help-job`):
+    --topic, --dlq-topic, --checkpoint-dir, --trigger-seconds, --available-now.
+    """
+    from spark_jobs.transactions_stream import main as stream_main
+
+    args = ["--help" if a == "--help-job" else a for a in ctx.args]
+    raise typer.Exit(stream_main(args))
+
+
+@app.command("demo")
+def demo(
+    seconds: Annotated[float, typer.Option(min=5, help="how long to produce traffic")] = 60,
+    rate: Annotated[float, typer.Option(min=1, help="events per second to produce")] = 2000,
+    seed: Annotated[int, typer.Option(help="simulator seed")] = 42,
+) -> None:
+    """The main job on the local default: services up, stream running, simulated traffic
+    for SECONDS, then a summary read back from Cassandra. Services are left running."""
+    from infra.demo import run_demo
+
+    result = run_demo(load_settings(), seconds=seconds, rate=rate, seed=seed, log=typer.echo)
+    if not result.ok:
+        raise typer.Exit(1)
 
 
 @app.command("spark-submit", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

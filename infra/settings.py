@@ -71,7 +71,8 @@ class SparkSettings(_Section):
     shuffle_partitions: int = Field(4, ge=1)
     trigger_seconds: float = Field(2, gt=0)
     max_offsets_per_trigger: int = Field(200_000, ge=1)
-    cassandra_write_concurrency: int = Field(64, ge=1, le=2048)
+    cassandra_write_concurrency: int = Field(16, ge=1, le=2048)
+    cassandra_batch_rows: int = Field(32, ge=1, le=200)
 
 
 class Settings(BaseSettings):

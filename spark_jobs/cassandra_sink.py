@@ -1,8 +1,10 @@
 """Writing Spark micro-batches to Cassandra with the Python driver.
 
 No spark-cassandra-connector supports Spark 4 yet, so each Spark partition writes its
-rows itself: one prepared INSERT, many requests in flight (execute_concurrent), and a
-driver session cached per worker process so it is reused across micro-batches.
+rows itself: one prepared INSERT, rows grouped into small UNLOGGED batches per replica
+(the Python driver spends most of its CPU per request, so ~32 rows a request is ~4x
+faster than one: see bench/), many batches in flight (execute_concurrent), and a driver
+session cached per worker process so it is reused across micro-batches.
 Writes are upserts keyed by natural ids, so a replayed micro-batch is harmless.
 """
 from __future__ import annotations
@@ -21,13 +23,15 @@ class CassandraTarget:
     host: str
     port: int
     keyspace: str
-    concurrency: int = 64
+    concurrency: int = 16
+    batch_rows: int = 32
 
     @classmethod
     def from_settings(cls, settings: Settings, keyspace: str | None = None) -> "CassandraTarget":
         return cls(
             settings.cassandra.host, settings.cassandra.port,
             keyspace or settings.cassandra.keyspace, settings.spark.cassandra_write_concurrency,
+            settings.spark.cassandra_batch_rows,
         )
 
 
@@ -69,7 +73,7 @@ def write_rows(target: CassandraTarget, table: str, columns: tuple[str, ...], ro
     Raising fails the Spark task, so Spark retries the micro-batch; since every write
     is an idempotent upsert the retry cannot duplicate anything.
     """
-    from cassandra.concurrent import execute_concurrent_with_args
+    from cassandra.concurrent import execute_concurrent, execute_concurrent_with_args
 
     session = session_for(target)
     key = (id(session), insert_statement(table, columns))
@@ -79,10 +83,40 @@ def write_rows(target: CassandraTarget, table: str, columns: tuple[str, ...], ro
     params = [tuple(row) for row in rows]
     if not params:
         return 0
-    results = execute_concurrent_with_args(
-        session, stmt, params, concurrency=target.concurrency, raise_on_first_error=True
-    )
-    return len(results)
+    if target.batch_rows <= 1:
+        execute_concurrent_with_args(session, stmt, params, concurrency=target.concurrency,
+                                     raise_on_first_error=True)
+        return len(params)
+    batches = [(b, ()) for b in replica_batches(session, stmt, params, target.batch_rows)]
+    execute_concurrent(session, batches, concurrency=target.concurrency, raise_on_first_error=True)
+    return len(params)
+
+
+def replica_batches(session, stmt, params: list[tuple], batch_rows: int) -> list:
+    """UNLOGGED batches of at most ``batch_rows`` rows whose partitions share a replica.
+
+    Grouping by replica keeps each batch on the node that owns its rows, so a cluster
+    does no extra coordinator fan-out; on one node every row shares the group.
+    """
+    from cassandra.query import BatchStatement, BatchType
+
+    token_map = session.cluster.metadata.token_map
+    groups: dict[object, list] = {}
+    for row in params:
+        bound = stmt.bind(row)
+        replica = None
+        if token_map is not None and len(session.cluster.metadata.all_hosts()) > 1:
+            replicas = session.cluster.metadata.get_replicas(stmt.keyspace, bound.routing_key)
+            replica = replicas[0] if replicas else None
+        groups.setdefault(replica, []).append(bound)
+    batches = []
+    for bound_rows in groups.values():
+        for i in range(0, len(bound_rows), batch_rows):
+            batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+            for b in bound_rows[i:i + batch_rows]:
+                batch.add(b)
+            batches.append(batch)
+    return batches
 
 
 def write_dataframe(df, target: CassandraTarget, table: str, columns: tuple[str, ...]) -> None:

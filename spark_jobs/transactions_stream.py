@@ -42,11 +42,11 @@ AGGREGATE_COLUMNS = (
     "payer_account", "window_kind", "window_start", "window_end", "txn_count", "total_paise",
     "max_paise", "distinct_payees", "updated_at",
 )
-WINDOWS = {  # window_kind -> (duration, slide)
-    "tumble_1m": ("1 minute", None),
-    "slide_1h": ("1 hour", "5 minutes"),
+WINDOW_SECONDS = {  # window_kind -> (size, slide or None for tumbling)
+    "tumble_1m": (60, None),
+    "slide_1h": (3600, 300),
 }
-WATERMARK = "10 minutes"
+LATENESS_SECONDS = 600  # events later than this behind the newest are left out of aggregates
 
 
 @dataclass(frozen=True)
@@ -163,44 +163,72 @@ def start_ingest_query(spark, settings: Settings, opts: StreamOptions):
     return _start(validated.writeStream.foreachBatch(_write), opts, "ingest")
 
 
+def window_expansion_sql() -> str:
+    """SQL for the array of (window_kind, window_start, window_end) an event belongs to.
+
+    >>> print(window_expansion_sql())  # doctest: +ELLIPSIS
+    concat(array(named_struct('window_kind', 'tumble_1m', ...
+    """
+    parts = []
+    for kind, (size_s, slide_s) in WINDOW_SECONDS.items():
+        if slide_s is None:
+            start = f"timestamp_seconds(floor(unix_seconds(event_time) / {size_s}) * {size_s})"
+            parts.append(
+                f"array(named_struct('window_kind', '{kind}', 'window_start', {start}, "
+                f"'window_end', {start} + make_dt_interval(0, 0, 0, {size_s})))"
+            )
+        else:
+            base = f"floor(unix_seconds(event_time) / {slide_s}) * {slide_s}"
+            n = size_s // slide_s
+            parts.append(
+                f"transform(sequence(0, {n - 1}), k -> named_struct('window_kind', '{kind}', "
+                f"'window_start', timestamp_seconds({base} - k * {slide_s}), "
+                f"'window_end', timestamp_seconds({base} - k * {slide_s} + {size_s})))"
+            )
+    return f"concat({', '.join(parts)})"
+
+
 def windowed_aggregates(transactions_df):
-    """Per-account window aggregates (streaming-safe: collect_set, not count distinct)."""
+    """Per-account window aggregates for every window kind in ONE stateful aggregation.
+
+    Each event is exploded into every window it belongs to (1 tumbling minute, 12
+    overlapping hours) and grouped once: one Kafka read, one validation, one shuffle,
+    one state store. collect_set, because streaming aggregations cannot count distinct.
+
+    State is bounded by a watermark on ``window_end``. The latest window_end seen is
+    always (latest event time, rounded down to 5 min) + 1 h, from the newest sliding
+    window, so a delay of 1 h + LATENESS evicts every window, of either kind, once it
+    ended more than LATENESS before the newest event — the same lateness rule for both.
+    """
     from pyspark.sql import functions as F
 
-    payee = F.coalesce(F.col("payee_account"), F.col("payee_vpa"))
-    watermarked = transactions_df.withWatermark("event_time", WATERMARK)
-    outputs = []
-    for kind, (duration, slide) in WINDOWS.items():
-        w = F.window("event_time", duration, slide) if slide else F.window("event_time", duration)
-        outputs.append(
-            watermarked.groupBy(F.col("payer_account"), w.alias("w")).agg(
-                F.count(F.lit(1)).alias("txn_count"),
-                F.sum("amount_paise").alias("total_paise"),
-                F.max("amount_paise").alias("max_paise"),
-                F.size(F.collect_set(payee)).cast("long").alias("distinct_payees"),
-            ).select(
-                "payer_account", F.lit(kind).alias("window_kind"),
-                F.col("w.start").alias("window_start"), F.col("w.end").alias("window_end"),
-                "txn_count", "total_paise", "max_paise", "distinct_payees",
-                F.current_timestamp().alias("updated_at"),
-            )
-        )
-    return outputs
+    longest = max(size for size, _ in WINDOW_SECONDS.values())
+    delay = f"{longest + LATENESS_SECONDS} seconds"
+    exploded = transactions_df.select(
+        "payer_account", "amount_paise",
+        F.coalesce(F.col("payee_account"), F.col("payee_vpa")).alias("payee"),
+        F.explode(F.expr(window_expansion_sql())).alias("w"),
+    ).select("payer_account", "amount_paise", "payee", "w.window_kind", "w.window_start", "w.window_end")
+    return exploded.withWatermark("window_end", delay).groupBy(
+        "payer_account", "window_kind", "window_start", "window_end"
+    ).agg(
+        F.count(F.lit(1)).alias("txn_count"),
+        F.sum("amount_paise").alias("total_paise"),
+        F.max("amount_paise").alias("max_paise"),
+        F.size(F.collect_set("payee")).cast("long").alias("distinct_payees"),
+    ).withColumn("updated_at", F.current_timestamp()).select(*AGGREGATE_COLUMNS)
 
 
-def start_aggregate_queries(spark, settings: Settings, opts: StreamOptions):
+def start_aggregate_query(spark, settings: Settings, opts: StreamOptions):
     from spark_jobs.validation import validate
 
     target = CassandraTarget.from_settings(settings, opts.keyspace)
-    queries = []
-    for frame, kind in zip(windowed_aggregates(typed_transactions(validate(read_kafka(spark, settings, opts)))),
-                           WINDOWS):
-        def _write(batch_df, _batch_id: int) -> None:
-            write_dataframe(batch_df, target, "account_aggregates", AGGREGATE_COLUMNS)
+    frame = windowed_aggregates(typed_transactions(validate(read_kafka(spark, settings, opts))))
 
-        writer = frame.writeStream.outputMode("update").foreachBatch(_write)
-        queries.append(_start(writer, opts, f"agg_{kind}"))
-    return queries
+    def _write(batch_df, _batch_id: int) -> None:
+        write_dataframe(batch_df, target, "account_aggregates", AGGREGATE_COLUMNS)
+
+    return _start(frame.writeStream.outputMode("update").foreachBatch(_write), opts, "aggregates")
 
 
 def _start(writer, opts: StreamOptions, name: str):
@@ -214,7 +242,7 @@ def _start(writer, opts: StreamOptions, name: str):
 
 def start_all(spark, settings: Settings, opts: StreamOptions) -> list:
     """Start every query of the transactions stream; returns them (ingest first)."""
-    return [start_ingest_query(spark, settings, opts), *start_aggregate_queries(spark, settings, opts)]
+    return [start_ingest_query(spark, settings, opts), start_aggregate_query(spark, settings, opts)]
 
 
 def main(argv: list[str] | None = None) -> int:

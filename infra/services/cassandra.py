@@ -97,6 +97,11 @@ class CassandraService(Service):
             "concurrent_writes": 16,
             "concurrent_counter_writes": 8,
             "auto_snapshot": False,
+            # The stream writes small UNLOGGED batches (<= ~64 rows of ~1 KiB, grouped by
+            # replica); keep the warnings for batches well beyond that.
+            "batch_size_warn_threshold": "64KiB",
+            "batch_size_fail_threshold": "640KiB",
+            "unlogged_batch_across_partitions_warn_threshold": 128,
             "disk_failure_policy": "stop",
             "commit_failure_policy": "stop",
         }

@@ -1,0 +1,1049 @@
+"""Replay mode: a bank's historical CSV or Parquet file, streamed into Kafka in event-time order.
+
+A small YAML mapping (see ``config/replay/*.yaml``) says how the file's columns become
+events of the contract in :mod:`ingestion.events`. Every row is mapped to a raw event
+dict and checked with :func:`~ingestion.events.validate_event`; valid events are sorted
+by event time (stable) and sent, optionally paced. A row that cannot be mapped or
+breaks the contract goes to the rejects file with its row number, reason code and
+detail, and is counted in the summary: nothing is dropped silently.
+
+Mapping file::
+
+    source:                      # optional
+      format: csv                # csv | parquet; default: from the file suffix
+      delimiter: ","             # csv only
+    fields:                      # contract target (dotted path) -> spec
+      txn_id:       {column: trans_num}
+      event_time:   {column: ts, format: "%Y-%m-%d %H:%M:%S", timezone: Asia/Kolkata}
+      amount_paise: {column: amt, unit: rupees}
+      payer.account_number: {column: acct, pattern: "^[A-Z](\\d+)$"}
+      channel:      {value: UPI}
+      ...
+    label:                       # optional ground truth, for evaluation
+      is_fraud: {column: is_fraud}
+      scenario: {value: historical}
+      delay: P1D                 # label_time = event_time + delay (default 1 day, as the simulator)
+
+A spec is ``{value: CONSTANT}`` or ``{column: NAME, ...}``. A column's cell goes
+through these optional steps, in order:
+
+1. ``pattern``: a regex searched in the cell text; keeps group 1 (the whole match if
+   the pattern has no group). The one general extraction mechanism.
+2. ``map``: replaces the text by the map's value (keys compare as text; quote them).
+3. ``template``: ``str.format`` with ``{value}`` (the text) and ``{slug}`` (see
+   :func:`slug`), e.g. ``"{slug}@okaxis"`` or ``"{value:0>12}"``.
+4. conversion for the target: ``amount_paise`` needs ``unit: rupees|paise`` (exact,
+   via Decimal from the text, never float); ``event_time`` is ISO-8601, or
+   ``format`` (strptime) with ``timezone`` (IANA name) for naive times, or a number
+   of ``unit: seconds|milliseconds|minutes|hours|days`` after ``origin`` (default
+   the Unix epoch); ``geo.lat``/``geo.lon`` become floats; everything else text.
+
+``default`` is the target value used when the column gives none: an empty cell, no
+``pattern`` match, or a text missing from ``map``. It skips steps 1-3 but not step 4.
+Without a default an empty cell leaves the field out (the contract then decides) and a
+pattern or map miss rejects the row (``unmapped_value``); ``default: null`` leaves the
+field out in every case.
+
+Not mapped: ``schema_version`` (always the current one), ``currency`` (``INR`` unless
+mapped) and ``txn_id``, which is then ``uuid5(REPLAY_TXN_NAMESPACE, "<file name>:<row>")``:
+the same file replayed twice gives the same ids, so downstream upserts stay idempotent.
+Row numbers count data rows from 1 (a CSV's header is row 0).
+
+Rejection reasons: the contract's :class:`~ingestion.events.DeadLetterReason` values,
+plus :class:`ReplayRejectReason` for rows that never became an event. Mapping
+problems are reported before contract problems.
+
+Limits: the whole file is read into memory (pyarrow-backed pandas columns, roughly
+the file's size), and every valid event is held until the file is sorted: about
+3 KB and 90 us of CPU per row, so a million rows take some 3 GB and a minute and a
+half before the first event leaves. Split larger files by date and replay them one
+after another. Duplicate ``txn_id`` values in the source are not detected here.
+"""
+from __future__ import annotations
+
+import csv
+import difflib
+import json
+import re
+import string
+import time
+import types
+import typing
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from inspect import signature
+from pathlib import Path
+from typing import Annotated, Any, Callable, Iterator, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import pandas as pd
+import pyarrow as pa
+import yaml
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from infra.errors import ConfigError, EventValidationError
+from ingestion.events import (
+    FIELD_ENUMS,
+    FIELD_PATTERNS,
+    PARTY_ID_FIELDS,
+    SCHEMA_VERSION,
+    DeadLetterReason,
+    TransactionEvent,
+    rupees_to_paise,
+    validate_event,
+)
+from ingestion.labels import LabelReleaser
+from ingestion.simulator import Label
+
+__all__ = [
+    "REJECT_REASONS", "REPLAY_TXN_NAMESPACE", "FieldSpec", "LabelSpec", "ReplayMapping",
+    "ReplayMappingError", "ReplayPacer", "ReplayRejectReason", "ReplaySummary", "SourceSpec",
+    "due_offset", "load_mapping", "parse_mapping", "read_source", "replay_file", "slug",
+]
+
+
+class ReplayMappingError(ConfigError):
+    """The replay mapping file is invalid, or does not fit the file being replayed."""
+
+
+class ReplayRejectReason(StrEnum):
+    """Why a source row never became an event (beyond the contract's own reasons)."""
+
+    UNMAPPED_VALUE = "unmapped_value"
+    """The cell does not match the spec's ``pattern``, or is missing from its ``map``,
+    and the spec has no ``default``."""
+    UNPARSABLE_VALUE = "unparsable_value"
+    """The cell is not a number, time or true/false where the target needs one."""
+    FRACTIONAL_PAISE = "fractional_paise"
+    """An amount that is not a whole number of paise (e.g. 12.345 rupees)."""
+
+
+REJECT_REASONS: tuple[str, ...] = (
+    *(r.value for r in ReplayRejectReason), *(r.value for r in DeadLetterReason)
+)
+
+REPLAY_TXN_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "txmon:replay:txn_id")
+"""Namespace of the txn ids generated for files whose mapping has no ``txn_id``."""
+
+# validate_event's own default, so the check after shift_to agrees with the contract.
+_MAX_FUTURE_SKEW: timedelta = signature(validate_event).parameters["max_future_skew"].default
+_NO_FUTURE_CHECK = datetime(9000, 1, 1, tzinfo=timezone.utc)
+_MIN_SLEEP_S = 0.001
+
+# ------------------------------------------------------------------------ mapping
+
+_AMOUNT_UNITS = ("rupees", "paise")
+_TIME_UNITS = {"seconds": 1, "milliseconds": Decimal("0.001"), "minutes": 60, "hours": 3600, "days": 86400}
+_TEMPLATE_NAMES = ("value", "slug")
+_COLUMN_ONLY = ("pattern", "map", "default", "template", "unit", "format", "timezone", "origin")
+
+
+def _scalar(value: Any) -> str | int | float | bool:
+    if isinstance(value, (str, int, float, bool)):
+        return value
+    raise PydanticCustomError(
+        "scalar", "must be text, a number or true/false, got {kind}", {"kind": type(value).__name__}
+    )
+
+
+Scalar = Annotated[str | int | float | bool, PlainValidator(_scalar)]
+
+
+def _key_text(key: Any) -> str:
+    """Map keys compare as cell text: YAML's ``1:`` and ``true:`` become "1" and "true"."""
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    return str(key)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class FieldSpec(_Strict):
+    """Where one target's value comes from: ``{column: NAME, ...}`` or ``{value: CONSTANT}``."""
+
+    column: str | None = Field(None, min_length=1)
+    value: Scalar | None = None
+    pattern: str | None = None
+    map: dict[str, Scalar] | None = None
+    default: Scalar | None = None
+    template: str | None = None
+    unit: str | None = None  # checked per target: amounts and event_time take different units
+    format: str | None = None
+    timezone: str | None = None
+    origin: AwareDatetime | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_kind(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise PydanticCustomError(
+                "spec", "a field spec is a mapping: {column: NAME, ...} or {value: CONSTANT}"
+            )
+        kinds = [k for k in ("column", "value") if k in data]
+        if len(kinds) != 1:
+            raise PydanticCustomError(
+                "spec",
+                "needs exactly one of `column: NAME` (read from the file) or `value: CONSTANT` "
+                "(the same for every row); got keys {keys}",
+                {"keys": ", ".join(map(str, data)) or "none"},
+            )
+        if "value" in data:
+            if data["value"] is None:
+                raise PydanticCustomError("spec", "`value: null` sets nothing; remove the field instead")
+            others = [str(k) for k in data if k != "value" and k in _COLUMN_ONLY]
+            if others:
+                raise PydanticCustomError(
+                    "spec", "a constant takes no {keys}; those apply to `column:` specs",
+                    {"keys": ", ".join(others)},
+                )
+        if isinstance(data.get("map"), dict):
+            data = {**data, "map": {_key_text(k): v for k, v in data["map"].items()}}
+        return data
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise PydanticCustomError(
+                    "pattern", "'{pattern}' is not a valid regex ({error})",
+                    {"pattern": value, "error": str(exc)},
+                ) from None
+        return value
+
+    @field_validator("template")
+    @classmethod
+    def _known_placeholders(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            names = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+        except ValueError as exc:
+            raise PydanticCustomError(
+                "template", "{error}; write a literal brace as {{ or }}", {"error": str(exc)}
+            ) from None
+        unknown = names - set(_TEMPLATE_NAMES)
+        if unknown or not names:
+            raise PydanticCustomError(
+                "template", "placeholders must be {value} or {slug}, got {found}",
+                {"found": ", ".join(sorted(unknown)) or "none"},
+            )
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise PydanticCustomError(
+                    "timezone", "unknown time zone '{zone}'; use an IANA name such as UTC or Asia/Kolkata",
+                    {"zone": value},
+                ) from None
+        return value
+
+    @property
+    def has_default(self) -> bool:
+        """True when ``default`` was written in the file (``default: null`` counts)."""
+        return "default" in self.model_fields_set
+
+
+class SourceSpec(_Strict):
+    """How to read the file."""
+
+    format: Literal["csv", "parquet"] | None = None
+    delimiter: str = Field(",", min_length=1, max_length=1)
+
+
+class LabelSpec(_Strict):
+    """Ground truth columns. ``scenario`` is kept for fraud rows only, as the simulator does."""
+
+    is_fraud: FieldSpec
+    scenario: FieldSpec | None = None
+    delay: timedelta = timedelta(days=1)
+
+    @field_validator("delay")
+    @classmethod
+    def _not_negative(cls, value: timedelta) -> timedelta:
+        if value < timedelta(0):
+            raise PydanticCustomError("delay", "delay must be >= 0, e.g. P1D or 0")
+        return value
+
+
+class ReplayMapping(_Strict):
+    """A whole mapping file. Build it with :func:`load_mapping` or :func:`parse_mapping`."""
+
+    source: SourceSpec = SourceSpec()
+    fields: dict[str, FieldSpec]
+    label: LabelSpec | None = None
+
+    @model_validator(mode="after")
+    def _fits_contract(self) -> ReplayMapping:
+        problems = _contract_problems(self)
+        if problems:
+            raise PydanticCustomError("mapping", "{problems}", {"problems": "; ".join(problems)})
+        return self
+
+    def columns(self) -> list[str]:
+        """Source columns the mapping reads, in first-use order."""
+        specs = [*self.fields.values()]
+        if self.label is not None:
+            specs += [s for s in (self.label.is_fraud, self.label.scenario) if s is not None]
+        return list(dict.fromkeys(s.column for s in specs if s.column is not None))
+
+
+# ---------------------------------------------------------- contract targets
+
+
+@dataclass(frozen=True)
+class _Target:
+    path: str
+    kind: str  # "time" | "amount" | "float" | "text"
+    required: bool  # whenever its enclosing object is present
+    parent: str  # "" for top-level fields
+
+
+def _unwrap(annotation: Any) -> Any:
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            (annotation,) = [a for a in typing.get_args(annotation) if a is not type(None)]
+        else:
+            return annotation
+
+
+def _contract_targets(model: type[BaseModel] = TransactionEvent, parent: str = "") -> Iterator[_Target]:
+    for name, info in model.model_fields.items():
+        base = _unwrap(info.annotation)
+        path = f"{parent}.{name}" if parent else name
+        if isinstance(base, type) and issubclass(base, BaseModel):
+            yield from _contract_targets(base, path)
+            continue
+        if path == "schema_version":
+            continue  # written by txmon, never mapped
+        kind = {"event_time": "time", "amount_paise": "amount"}.get(path)
+        kind = kind or ("float" if base is float else "text")
+        yield _Target(path, kind, info.is_required(), parent)
+
+
+TARGETS: dict[str, _Target] = {t.path: t for t in _contract_targets()}
+_PARTIES = ("payer", "payee")
+_NOT_REQUIRED_IN_MAPPING = ("txn_id", "currency")  # generated / defaulted
+
+
+def _spec_problems(where: str, spec: FieldSpec, target: _Target | None) -> list[str]:
+    """Target-specific checks of one spec (``target`` None: a label spec)."""
+    problems: list[str] = []
+    kind = target.kind if target else "text"
+    used = [k for k in ("unit", "format", "timezone", "origin") if getattr(spec, k) is not None]
+    if kind == "amount":
+        if spec.unit not in (None, *_AMOUNT_UNITS):
+            problems.append(f"{where}.unit: amounts take unit rupees or paise, not {spec.unit}")
+        if spec.column is not None and spec.unit is None:
+            problems.append(f"{where}: say what the column holds: unit: rupees or unit: paise")
+        if spec.value is not None and (type(spec.value) is not int):
+            problems.append(f"{where}.value: a constant amount is a whole number of paise")
+        problems += [f"{where}.{k}: only event_time takes {k}" for k in used if k != "unit"]
+    elif kind == "time":
+        if spec.unit is not None and spec.unit not in _TIME_UNITS:
+            problems.append(f"{where}.unit: event_time offsets take unit {'|'.join(_TIME_UNITS)}, not {spec.unit}")
+        if spec.unit is not None and (spec.format or spec.timezone):
+            problems.append(f"{where}: unit (a number after origin) excludes format and timezone; "
+                            "put the offset in origin, e.g. 2025-01-01T00:00:00+05:30")
+        if spec.origin is not None and spec.unit is None:
+            problems.append(f"{where}.origin: needs unit, e.g. unit: hours")
+        if spec.format and "%z" not in spec.format and "%Z" not in spec.format and not spec.timezone:
+            problems.append(f"{where}: times read with format {spec.format!r} have no UTC offset; "
+                            "add timezone: UTC (or the zone the file was written in)")
+    else:
+        problems += [
+            f"{where}.{k}: only {'amount_paise and event_time take' if k == 'unit' else 'event_time takes'} {k}"
+            for k in used
+        ]
+    path = target.path if target else None
+    finals = [] if spec.value is None else [spec.value]
+    if spec.default is not None:
+        finals.append(spec.default)
+    if spec.map and spec.template is None:
+        finals += list(spec.map.values())
+    if path in FIELD_ENUMS:
+        allowed = FIELD_ENUMS[path]
+        bad = sorted({str(v) for v in finals} - set(allowed))
+        if bad:
+            problems.append(f"{where}: {', '.join(bad)} not allowed; choose from {', '.join(allowed)}")
+    elif path in FIELD_PATTERNS:
+        bad = sorted({_key_text(v) for v in finals if not re.search(FIELD_PATTERNS[path], _key_text(v))})
+        if bad:
+            problems.append(f"{where}: {', '.join(map(repr, bad))} breaks the contract format "
+                            f"FIELD_PATTERNS[{path!r}]")
+    return problems
+
+
+def _contract_problems(mapping: ReplayMapping) -> list[str]:
+    problems: list[str] = []
+    suggested: set[str] = set()
+    for name, spec in mapping.fields.items():
+        target = TARGETS.get(name)
+        if target is None:
+            close = difflib.get_close_matches(name, TARGETS, n=1)
+            suggested.update(close)
+            hint = f"did you mean {close[0]}? " if close else ""
+            why = "is written by txmon" if name == "schema_version" else "is not in the event contract"
+            problems.append(f"fields.{name}: {why}; {hint}valid targets: {', '.join(TARGETS)}")
+            continue
+        problems += _spec_problems(f"fields.{name}", spec, target)
+    mapped = set(mapping.fields)
+    present_objects = {t.split(".")[0] for t in mapped if "." in t} | set(_PARTIES)
+    missing = [
+        t.path for t in TARGETS.values()
+        if t.required and t.path not in mapped and t.path not in _NOT_REQUIRED_IN_MAPPING
+        and (t.parent == "" or t.parent in present_objects) and t.path not in suggested
+    ]
+    for party in _PARTIES:
+        ids = [f"{party}.{f}" for f in PARTY_ID_FIELDS]
+        if not (mapped | suggested) & set(ids) and not any(i in missing for i in ids):
+            missing.append(" or ".join(ids))
+    if missing:
+        problems.append(f"fields: missing {', '.join(missing)} (required by the event contract); "
+                        "map each to a column or a constant ({column: NAME} or {value: CONSTANT})")
+    if mapping.label is not None:
+        problems += _spec_problems("label.is_fraud", mapping.label.is_fraud, None)
+        if mapping.label.scenario is not None:
+            problems += _spec_problems("label.scenario", mapping.label.scenario, None)
+    return problems
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    if not loc:
+        return list(ReplayMapping.model_fields)
+    if loc[0] == "source":
+        return list(SourceSpec.model_fields)
+    if loc[0] == "label" and len(loc) == 1:
+        return list(LabelSpec.model_fields)
+    return list(FieldSpec.model_fields)
+
+
+def _describe(exc: ValidationError) -> str:
+    lines: dict[str, str] = {}
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        where = ".".join(str(p) for p in loc)
+        if err["type"] == "extra_forbidden":
+            message = f"unknown key; allowed here: {', '.join(_allowed_keys(loc[:-1]))}"
+        elif err["type"] == "missing":
+            message = "required key is missing"
+        else:
+            message = err["msg"]
+        lines.setdefault(where, f"{where}: {message}" if where else message)
+    return "; ".join(lines.values())
+
+
+def parse_mapping(data: Any, *, source: str = "replay mapping") -> ReplayMapping:
+    """Validate an already-parsed mapping (a dict); raise ReplayMappingError naming every bad key.
+
+    >>> parse_mapping({"fields": {"payer.acount_number": {"column": "acct"}}})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ingestion.replay.ReplayMappingError: replay mapping: fields.payer.acount_number: is not in the event contract; did you mean payer.account_number? ...
+    """
+    if not isinstance(data, dict):
+        raise ReplayMappingError(
+            f"{source}: expected a mapping with a `fields:` section, got {type(data).__name__}"
+        )
+    try:
+        return ReplayMapping.model_validate(data)
+    except ValidationError as exc:
+        raise ReplayMappingError(f"{source}: {_describe(exc)}") from None
+
+
+def load_mapping(path: str | Path) -> ReplayMapping:
+    """Read and validate a YAML mapping file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ReplayMappingError(f"cannot read mapping {path}: {exc.strerror or exc}; check the path") from None
+    except yaml.YAMLError as exc:
+        raise ReplayMappingError(f"{path} is not valid YAML: {exc}") from None
+    return parse_mapping(data, source=str(path))
+
+
+# ------------------------------------------------------------------- reading
+
+
+def _format_of(path: Path, mapping: ReplayMapping) -> str:
+    if mapping.source.format:
+        return mapping.source.format
+    suffixes = [s.lower() for s in path.suffixes]
+    if ".csv" in suffixes or ".tsv" in suffixes:
+        return "csv"
+    if ".parquet" in suffixes or ".pq" in suffixes:
+        return "parquet"
+    raise ReplayMappingError(
+        f"cannot tell the format of {path.name} from its suffix; set source.format: csv or parquet"
+    )
+
+
+def read_source(path: str | Path, mapping: ReplayMapping) -> pd.DataFrame:
+    """Read the whole file with pyarrow-backed columns.
+
+    CSV cells stay text (so ``10.10`` stays exactly ``10.10``; empty cells are ``""``);
+    Parquet keeps its types (ints, decimals, timestamps, nulls).
+    """
+    path = Path(path)
+    fmt = _format_of(path, mapping)
+    try:
+        if fmt == "csv":
+            frame = pd.read_csv(path, sep=mapping.source.delimiter, dtype=pd.ArrowDtype(pa.string()),
+                                keep_default_na=False, na_values=[])
+        else:
+            frame = pd.read_parquet(path, dtype_backend="pyarrow")
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise ReplayMappingError(
+            f"cannot read {path} as {fmt}: {exc}; check the path and source.format"
+        ) from None
+    missing = [c for c in mapping.columns() if c not in frame.columns]
+    if missing:
+        raise ReplayMappingError(
+            f"{path.name} has no column {', '.join(map(repr, missing))} named in the mapping "
+            f"(columns: {', '.join(map(str, frame.columns))}); fix the mapping's column names"
+        )
+    return frame
+
+
+# ---------------------------------------------------------------- row mapping
+
+
+class _Reject(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+_ABSENT = object()
+
+
+def _is_missing(cell: Any) -> bool:
+    if cell is None or cell is pd.NA or cell is pd.NaT:
+        return True
+    if isinstance(cell, str):
+        return not cell.strip()
+    return isinstance(cell, float) and cell != cell
+
+
+def _text(cell: Any) -> str:
+    if isinstance(cell, str):
+        return cell.strip()
+    if isinstance(cell, bool):
+        return "true" if cell else "false"
+    if isinstance(cell, float) and cell.is_integer():
+        return str(int(cell))
+    if isinstance(cell, datetime):
+        return cell.isoformat()
+    return str(cell)  # float: shortest repr, exact for what the writer meant; Decimal: exact
+
+
+def slug(text: str) -> str:
+    """Lower case, every run of characters other than a-z and 0-9 turned into one dot.
+
+    >>> slug("Rippin, Kub and Mann")
+    'rippin.kub.and.mann'
+    >>> slug("C1231006815")
+    'c1231006815'
+    """
+    return re.sub(r"[^a-z0-9]+", ".", text.lower()).strip(".")
+
+
+def _decimal(value: Any, where: str) -> Decimal:
+    if isinstance(value, Decimal):
+        number = value
+    else:
+        text = _text(value) if not isinstance(value, int) or isinstance(value, bool) else str(value)
+        try:
+            number = Decimal(text.replace(",", ""))
+        except InvalidOperation:
+            raise _Reject(ReplayRejectReason.UNPARSABLE_VALUE, f"{where}: {text!r} is not a number") from None
+    if not number.is_finite():
+        raise _Reject(ReplayRejectReason.UNPARSABLE_VALUE, f"{where}: {number} is not a finite number")
+    return number
+
+
+def _to_amount(unit: str, where: str) -> Callable[[Any], int]:
+    def convert(value: Any) -> int:
+        number = _decimal(value, where)
+        if unit == "rupees":
+            try:
+                return rupees_to_paise(number)
+            except ValueError:
+                raise _Reject(ReplayRejectReason.FRACTIONAL_PAISE,
+                              f"{where}: {number} rupees is not a whole number of paise") from None
+        if number != number.to_integral_value():
+            raise _Reject(ReplayRejectReason.FRACTIONAL_PAISE, f"{where}: {number} paise is not whole")
+        return int(number)
+    return convert
+
+
+def _to_time(spec: FieldSpec, where: str) -> Callable[[Any], datetime]:
+    zone = ZoneInfo(spec.timezone) if spec.timezone else None
+    if spec.unit is not None:
+        origin = spec.origin or datetime(1970, 1, 1, tzinfo=timezone.utc)
+        micros = Decimal(_TIME_UNITS[spec.unit]) * 1_000_000
+
+        def offset(value: Any) -> datetime:
+            number = _decimal(value, where)
+            try:
+                return origin + timedelta(microseconds=int((number * micros).to_integral_value()))
+            except OverflowError:
+                raise _Reject(ReplayRejectReason.UNPARSABLE_VALUE,
+                              f"{where}: {number} {spec.unit} after {origin.isoformat()} is out of range") from None
+        return offset
+
+    def parse(value: Any) -> datetime:
+        if isinstance(value, pd.Timestamp):
+            moment = value.to_pydatetime()
+        elif isinstance(value, datetime):
+            moment = value
+        else:
+            text = _text(value)
+            try:
+                moment = datetime.strptime(text, spec.format) if spec.format else datetime.fromisoformat(text)
+            except ValueError:
+                expected = f"format {spec.format!r}" if spec.format else "ISO-8601"
+                raise _Reject(ReplayRejectReason.UNPARSABLE_VALUE,
+                              f"{where}: {text!r} is not a time in {expected}") from None
+        if moment.tzinfo is None and zone is not None:
+            moment = moment.replace(tzinfo=zone)
+        return moment  # still naive without a timezone: the contract rejects it
+    return parse
+
+
+def _to_float(where: str) -> Callable[[Any], float]:
+    def convert(value: Any) -> float:
+        try:
+            return float(value if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool)
+                         else _text(value))
+        except ValueError:
+            raise _Reject(ReplayRejectReason.UNPARSABLE_VALUE,
+                          f"{where}: {_text(value)!r} is not a number") from None
+    return convert
+
+
+_TRUE = frozenset({"1", "true", "t", "yes", "y"})
+_FALSE = frozenset({"0", "false", "f", "no", "n"})
+
+
+def _to_bool(where: str) -> Callable[[Any], bool]:
+    def convert(value: Any) -> bool:
+        text = _text(value).lower()
+        if text in _TRUE or text in _FALSE:
+            return text in _TRUE
+        raise _Reject(ReplayRejectReason.UNPARSABLE_VALUE, f"{where}: {text!r} is not true/false or 1/0")
+    return convert
+
+
+def _to_text(value: Any) -> str:
+    return _text(value)
+
+
+class _Extractor:
+    """One spec compiled for a given file: cell -> target value, or _ABSENT."""
+
+    def __init__(self, where: str, spec: FieldSpec, index: int | None, convert: Callable[[Any], Any]) -> None:
+        self.where = where
+        self.spec = spec
+        self.index = index
+        self.convert = convert
+        self.regex = re.compile(spec.pattern) if spec.pattern else None
+        self.group = 1 if self.regex is not None and self.regex.groups else 0
+        self.transforms = bool(spec.pattern or spec.map is not None or spec.template)
+        # Constants are converted once, here, so a bad one fails the whole replay up front.
+        self.constant = self._constant(spec.value) if index is None else _ABSENT
+        self.default = self._constant(spec.default) if spec.default is not None else _ABSENT
+
+    def _constant(self, value: Any) -> Any:
+        try:
+            return self.convert(value)
+        except _Reject as exc:
+            raise ReplayMappingError(f"{exc.detail}; fix the constant in the mapping") from None
+
+    def _fallback(self, why: str | None) -> Any:
+        if self.spec.has_default:
+            return self.default
+        if why is None:
+            return _ABSENT
+        raise _Reject(ReplayRejectReason.UNMAPPED_VALUE, f"{self.where}: {why}; add it or set a default")
+
+    def __call__(self, row: tuple[Any, ...]) -> Any:
+        spec = self.spec
+        if self.index is None:
+            return self.constant
+        cell = row[self.index]
+        if _is_missing(cell):
+            return self._fallback(None)
+        if not self.transforms:
+            return self.convert(cell)
+        value: Any = _text(cell)
+        if self.regex is not None:
+            found = self.regex.search(value)
+            if found is None or found.group(self.group) is None:
+                return self._fallback(f"{spec.column} value {value!r} does not match pattern {spec.pattern!r}")
+            value = found.group(self.group)
+        if spec.map is not None:
+            if value not in spec.map:
+                return self._fallback(f"{spec.column} value {value!r} is not in the map")
+            value = spec.map[value]
+        if spec.template is not None:
+            text = _text(value)
+            value = spec.template.format(value=text, slug=slug(text))
+        return self.convert(value)
+
+
+def _converter(spec: FieldSpec, kind: str, where: str) -> Callable[[Any], Any]:
+    if kind == "amount":
+        return _to_amount(spec.unit or "paise", where)
+    if kind == "time":
+        return _to_time(spec, where)
+    if kind == "float":
+        return _to_float(where)
+    if kind == "bool":
+        return _to_bool(where)
+    return _to_text
+
+
+class _RowMapper:
+    """The mapping compiled against one file's columns."""
+
+    def __init__(self, mapping: ReplayMapping, source_name: str) -> None:
+        self.columns = mapping.columns()
+        index = {name: i for i, name in enumerate(self.columns)}
+
+        def compile_(where: str, spec: FieldSpec, kind: str) -> _Extractor:
+            column = index[spec.column] if spec.column is not None else None
+            return _Extractor(where, spec, column, _converter(spec, kind, where))
+
+        self.fields = [
+            (tuple(name.split(".")), compile_(name, spec, TARGETS[name].kind))
+            for name, spec in mapping.fields.items()
+        ]
+        self.source_name = source_name
+        self.generate_id = "txn_id" not in mapping.fields
+        self.default_currency = "currency" not in mapping.fields
+        label = mapping.label
+        self.is_fraud = compile_("label.is_fraud", label.is_fraud, "bool") if label else None
+        self.scenario = compile_("label.scenario", label.scenario, "text") if label and label.scenario else None
+
+    def event(self, row: tuple[Any, ...], row_number: int) -> dict[str, Any]:
+        """Raw event dict for validate_event; raises _Reject when a cell cannot be mapped."""
+        raw: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
+        if self.generate_id:
+            raw["txn_id"] = str(uuid.uuid5(REPLAY_TXN_NAMESPACE, f"{self.source_name}:{row_number}"))
+        if self.default_currency:
+            raw["currency"] = "INR"
+        for path, extract in self.fields:
+            value = extract(row)
+            if value is _ABSENT:
+                continue
+            if len(path) == 1:
+                raw[path[0]] = value
+            else:
+                raw.setdefault(path[0], {})[path[1]] = value
+        return raw
+
+    def label(self, row: tuple[Any, ...]) -> tuple[bool, str | None] | None:
+        if self.is_fraud is None:
+            return None
+        is_fraud = self.is_fraud(row)
+        if is_fraud is _ABSENT:
+            raise _Reject(DeadLetterReason.MISSING_FIELD,
+                          "label.is_fraud: empty; set default: 0 to count such rows as genuine")
+        scenario = self.scenario(row) if self.scenario is not None else None
+        return is_fraud, (scenario if is_fraud and scenario is not _ABSENT else None)
+
+
+def _rows(frame: pd.DataFrame, columns: list[str], batch: int = 8192) -> Iterator[tuple[Any, ...]]:
+    """Row tuples of the named columns, materialised one batch at a time."""
+    for start in range(0, len(frame), batch):
+        part = frame.iloc[start:start + batch]
+        yield from zip(*(part[c].tolist() for c in columns)) if columns else ((),) * len(part)
+
+
+# ------------------------------------------------------------------- pacing
+
+
+def due_offset(index: int, event_offset_s: float, *, speedup: float | None = None,
+               rate: float | None = None) -> float:
+    """Wall-clock seconds after the first send at which event ``index`` is due.
+
+    ``event_offset_s`` is its event time minus the first event's, in seconds.
+
+    >>> due_offset(3, 120.0, speedup=60)   # 2 minutes of event time at 60x
+    2.0
+    >>> due_offset(3, 120.0, rate=100)      # the 4th event at 100 events/s
+    0.03
+    >>> due_offset(3, 120.0)                # as fast as possible
+    0.0
+    """
+    if speedup:
+        return event_offset_s / speedup
+    if rate:
+        return index / rate
+    return 0.0
+
+
+class ReplayPacer:
+    """Sleeps whenever the replay is ahead of its schedule (see :func:`due_offset`).
+
+    ``clock`` and ``sleep`` are injectable so tests can run on a fake clock. A replay
+    that falls behind (a slow broker) sends without sleeping until it catches up.
+    """
+
+    def __init__(self, *, speedup: float | None = None, rate: float | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        if speedup is not None and rate is not None:
+            raise ValueError("pass speedup or rate, not both")
+        for name, value in (("speedup", speedup), ("rate", rate)):
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
+        self.speedup, self.rate = speedup, rate
+        self.clock, self.sleep = clock, sleep
+        self._start: float | None = None
+        self._first: datetime | None = None
+        self.slept = 0.0
+
+    def wait(self, index: int, event_time: datetime) -> None:
+        if not (self.speedup or self.rate):
+            return
+        now = self.clock()
+        if self._start is None:
+            self._start, self._first = now, event_time
+        assert self._first is not None
+        offset = (event_time - self._first).total_seconds()
+        ahead = self._start + due_offset(index, offset, speedup=self.speedup, rate=self.rate) - now
+        if ahead >= _MIN_SLEEP_S:
+            self.sleep(ahead)
+            self.slept += ahead
+
+
+# ------------------------------------------------------------------ replay
+
+
+@dataclass
+class ReplaySummary:
+    """What a replay did; ``line()`` is printed at the end of every run."""
+
+    source: str
+    dry_run: bool
+    rows_read: int = 0
+    events_valid: int = 0
+    events_sent: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    reject_examples: dict[str, str] = field(default_factory=dict)  # reason -> first "row N: detail"
+    labels: int = 0
+    fraud_labels: int = 0
+    delivery_failed: int = 0
+    first_event_time: datetime | None = None
+    last_event_time: datetime | None = None
+    seconds: float = 0.0
+
+    @property
+    def rejected(self) -> int:
+        return sum(self.rejected_by_reason.values())
+
+    def line(self) -> str:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.rejected_by_reason.items()))
+        rejected = f"{self.rejected} rejected ({reasons})" if reasons else "0 rejected"
+        action = f"dry run, would send {self.events_valid}" if self.dry_run else f"sent {self.events_sent}"
+        failed = f", {self.delivery_failed} delivery failures" if self.delivery_failed else ""
+        labels = f", {self.labels} labels ({self.fraud_labels} fraud)" if self.labels else ""
+        return (f"{self.source}: read {self.rows_read} rows, {action} events, {rejected}"
+                f"{failed}{labels}, in {self.seconds:.1f}s")
+
+    def count_reject(self, row_number: int, reason: str, detail: str) -> None:
+        self.rejected_by_reason[reason] = self.rejected_by_reason.get(reason, 0) + 1
+        self.reject_examples.setdefault(reason, f"row {row_number}: {detail}")
+
+
+@dataclass(slots=True)
+class _Valid:
+    event: TransactionEvent
+    row_number: int
+    label: tuple[bool, str | None] | None
+
+
+def _json_cell(cell: Any) -> Any:
+    if _is_missing(cell) and not isinstance(cell, str):
+        return None
+    if isinstance(cell, (str, bool, int, float)):
+        return cell
+    return _text(cell)
+
+
+def _write_rejects(path: Path, frame: pd.DataFrame, rejects: list[tuple[int, str, str]]) -> None:
+    names = [str(c) for c in frame.columns]
+    with path.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["row_number", "reason", "detail", "raw"])
+        ordered = sorted(rejects, key=lambda r: r[0])
+        source_rows = frame.iloc[[row_number - 1 for row_number, _, _ in ordered]]
+        for (row_number, reason, detail), cells in zip(ordered, source_rows.itertuples(index=False, name=None)):
+            raw = json.dumps(dict(zip(names, map(_json_cell, cells))), ensure_ascii=False)
+            writer.writerow([row_number, reason, detail, raw])
+
+
+def replay_file(
+    path: str | Path,
+    mapping: ReplayMapping | str | Path,
+    *,
+    producer: Any = None,
+    speedup: float | None = None,
+    rate: float | None = None,
+    shift_to: datetime | None = None,
+    rejects_path: str | Path | None = None,
+    labels_path: str | Path | None = None,
+    now: datetime | None = None,
+    progress: bool = False,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> ReplaySummary:
+    """Map, validate, sort and send one file; return what happened.
+
+    ``producer``: a :class:`~ingestion.producer.TransactionProducer` (or anything with
+    ``send_event``, ``send_label``, ``flush`` and ``summary``); None is a dry run that
+    validates and reports (rejects and labels files included) but sends nothing.
+    ``speedup=k`` plays k seconds of event time per wall-clock second; ``rate`` sends
+    that many events per second; neither sends as fast as possible (dry runs never wait).
+    ``shift_to`` moves every event by the same amount so the last one lands at that
+    instant (replay old data as live). ``now`` (default: the wall clock, read once) is
+    the reference for the future-timestamp check, applied after shifting.
+    ``rejects_path``: CSV of row_number, reason, detail, raw (the source row as JSON),
+    written before sending starts. ``labels_path``: JSONL in the shape of
+    :meth:`ingestion.simulator.Label.to_dict`; fraud labels also go to the labels
+    topic once the replay's event time passes their label_time.
+    """
+    started = clock()
+    if not isinstance(mapping, ReplayMapping):
+        mapping = load_mapping(mapping)
+    if labels_path is not None and mapping.label is None:
+        raise ReplayMappingError("labels_path was given but the mapping has no `label:` section; "
+                                 "add one (label: {is_fraud: {column: ...}}) or drop labels_path")
+    now = now if now is not None else datetime.now(timezone.utc)
+    if now.tzinfo is None or (shift_to is not None and shift_to.tzinfo is None):
+        raise ValueError("now and shift_to must be timezone-aware, e.g. datetime.now(timezone.utc)")
+    pacer = ReplayPacer(speedup=speedup, rate=rate, clock=clock, sleep=sleep)
+    path = Path(path)
+    frame = read_source(path, mapping)
+    summary = ReplaySummary(source=path.name, dry_run=producer is None, rows_read=len(frame))
+    rejects: list[tuple[int, str, str]] = []
+
+    def reject(row_number: int, reason: str, detail: str) -> None:
+        rejects.append((row_number, str(reason), detail))
+        summary.count_reject(row_number, str(reason), detail)
+
+    # With shift_to the future check has to wait until the times are final.
+    check_against = now if shift_to is None else _NO_FUTURE_CHECK
+    valid = _map_rows(frame, _RowMapper(mapping, path.name), check_against, reject, progress)
+    valid.sort(key=lambda v: v.event.event_time)  # stable: ties keep file order
+    if shift_to is not None:
+        valid = _shift(valid, shift_to, now, reject)
+    summary.events_valid = len(valid)
+    if valid:
+        summary.first_event_time = valid[0].event.event_time
+        summary.last_event_time = valid[-1].event.event_time
+    if rejects_path is not None:
+        _write_rejects(Path(rejects_path), frame, rejects)
+    del frame  # the source can be large; sending may take hours
+
+    _send(valid, mapping, producer, pacer, summary, labels_path, progress)
+    summary.seconds = clock() - started
+    return summary
+
+
+def _map_rows(frame: pd.DataFrame, mapper: _RowMapper, now: datetime,
+              reject: Callable[[int, str, str], None], progress: bool) -> list[_Valid]:
+    from tqdm import tqdm
+
+    valid: list[_Valid] = []
+    rows = tqdm(_rows(frame, mapper.columns), total=len(frame), unit="row", desc="validate",
+                disable=not progress, mininterval=1.0)
+    for row_number, row in enumerate(rows, start=1):
+        try:
+            event = validate_event(mapper.event(row, row_number), now=now)
+            valid.append(_Valid(event, row_number, mapper.label(row)))
+        except (_Reject, EventValidationError) as exc:
+            reject(row_number, exc.reason, exc.detail)
+    return valid
+
+
+def _shift(valid: list[_Valid], shift_to: datetime, now: datetime,
+           reject: Callable[[int, str, str], None]) -> list[_Valid]:
+    """Move every event so the last lands at ``shift_to``; reject those then in the future."""
+    if not valid:
+        return valid
+    delta = shift_to.astimezone(timezone.utc) - valid[-1].event.event_time
+    limit = now + _MAX_FUTURE_SKEW
+    kept: list[_Valid] = []
+    for item in valid:
+        moved = item.event.event_time + delta
+        if moved > limit:
+            reject(item.row_number, DeadLetterReason.FUTURE_TIMESTAMP,
+                   f"event_time {moved.isoformat()} (shifted by {delta}) is more than "
+                   f"{_MAX_FUTURE_SKEW} ahead of {now.isoformat()}; pick an earlier shift_to")
+            continue
+        item.event = item.event.model_copy(update={"event_time": moved})
+        kept.append(item)
+    return kept
+
+
+def _send(valid: list[_Valid], mapping: ReplayMapping, producer: Any, pacer: ReplayPacer,
+          summary: ReplaySummary, labels_path: str | Path | None, progress: bool) -> None:
+    from tqdm import tqdm
+
+    delay = mapping.label.delay if mapping.label else timedelta(0)
+    releaser = (LabelReleaser(producer, Path(labels_path) if labels_path else None)
+                if mapping.label is not None else None)
+    failed_before = producer.summary.failed if producer is not None else 0
+    bar = tqdm(total=len(valid), unit="tx", desc="send", disable=not progress, mininterval=1.0)
+    try:
+        for index, item in enumerate(valid):
+            event = item.event
+            if producer is not None:
+                pacer.wait(index, event.event_time)
+                producer.send_event(event)
+                summary.events_sent += 1
+            if releaser is not None and item.label is not None:
+                is_fraud, scenario = item.label
+                releaser(Label(event.txn_id, is_fraud, scenario, event.event_time + delay), event)
+                summary.labels += 1
+                summary.fraud_labels += is_fraud
+            bar.update(1)
+    finally:
+        bar.close()
+        if releaser is not None:
+            releaser.close(release_pending=True)
+        if producer is not None:
+            producer.flush()
+            summary.delivery_failed = producer.summary.failed - failed_before

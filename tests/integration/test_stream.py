@@ -1,0 +1,180 @@
+"""The transactions stream against real Kafka, Spark and Cassandra."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import zlib
+from collections import Counter, defaultdict
+
+import pandas as pd
+import pytest
+
+from infra.readback import count_landed, dead_letters_since, kafka_end_offsets
+from ingestion.bad_records import bad_records
+from ingestion.events import DEAD_LETTER_REASONS
+from ingestion.simulate import SimulateOptions, simulator_for
+from ingestion.producer import TransactionProducer
+from spark_jobs.transactions_stream import StreamOptions, start_all
+
+
+def _seed(topic: str) -> int:
+    return zlib.crc32(topic.encode())
+
+
+def _produce(settings, topic, n, seed, bad_every=None):
+    """Produce n simulated events (+ optionally bad records); returns (events, bad reasons)."""
+    sim = simulator_for(SimulateOptions(seed=seed, count=n, rate=None, n_customers=300, progress=False))
+    producer = TransactionProducer(settings, topic=topic)
+    events, bad = [], Counter()
+    reasons = sorted(DEAD_LETTER_REASONS)
+    for i, item in enumerate(sim.generate(n)):
+        producer.send_event(item.event)
+        events.append(item.event)
+        if bad_every and i % bad_every == 0:
+            reason = reasons[(i // bad_every) % len(reasons)]
+            producer.send_raw(b"bad", bad_records(item.event)[reason])
+            bad[reason] += 1
+    producer.close()
+    assert producer.summary.failed == 0
+    return events, bad
+
+
+def _options(settings, topic, tmp_path, **kw):
+    return StreamOptions.from_settings(
+        settings, topic=topic, dlq_topic=f"{topic}_dlq", checkpoint_dir=str(tmp_path / "ckpt"), **kw
+    )
+
+
+def _run_available_now(spark, settings, opts):
+    queries = start_all(spark, settings, opts)
+    for q in queries:
+        q.awaitTermination(timeout=300)
+        assert q.exception() is None, q.exception()
+        assert not q.isActive
+
+
+@pytest.fixture()
+def stream_topic(services, unique_name):
+    from infra.services.kafka import ensure_topics
+
+    name = unique_name("tx")
+    ensure_topics(services.kafka.bootstrap, [name, f"{name}_dlq"], services.kafka.partitions)
+    return name
+
+
+def test_every_valid_event_lands_once_and_bad_input_is_dead_lettered(
+        services, spark, stream_topic, cassandra_session, tmp_path):
+    events, bad = _produce(services, stream_topic, 3000, _seed(stream_topic), bad_every=100)
+    assert set(bad) == set(DEAD_LETTER_REASONS)  # every kind of bad input is in the mix
+
+    _run_available_now(spark, services, _options(services, stream_topic, tmp_path, available_now=True))
+
+    assert count_landed(cassandra_session, [e.txn_id for e in events]) == len(events)
+    zero = {p: 0 for p in range(services.kafka.partitions)}
+    assert dead_letters_since(cassandra_session, stream_topic, zero) == bad
+
+    # Each dead letter keeps its raw payload and a readable detail.
+    row = cassandra_session.execute(
+        "SELECT raw_value, detail FROM dead_letters WHERE topic = %s AND kafka_partition IN (0,1,2,3) LIMIT 1",
+        (stream_topic,),
+    ).one()
+    assert row.raw_value and row.detail
+
+    # ... and is also published on the dead-letter topic with its coordinates.
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(f"{stream_topic}_dlq", bootstrap_servers=services.kafka.bootstrap,
+                             auto_offset_reset="earliest", consumer_timeout_ms=10_000)
+    dlq = [json.loads(m.value) for m in consumer]
+    consumer.close()
+    assert Counter(d["reason"] for d in dlq) == bad
+    assert all({"topic", "kafka_partition", "kafka_offset", "raw_value"} <= set(d) for d in dlq)
+
+
+def test_window_aggregates_match_an_independent_computation(
+        services, spark, stream_topic, cassandra_session, tmp_path):
+    events, _ = _produce(services, stream_topic, 2000, _seed(stream_topic))
+    _run_available_now(spark, services, _options(services, stream_topic, tmp_path, available_now=True))
+
+    df = pd.DataFrame({
+        "acct": [e.payer.account_number for e in events],
+        "t": pd.to_datetime([e.event_time for e in events], utc=True),
+        "amt": [e.amount_paise for e in events],
+        "payee": [e.payee.account_number or e.payee.vpa for e in events],
+    })
+    df["minute"] = df["t"].dt.floor("1min")
+    expected = df.groupby(["acct", "minute"]).agg(n=("amt", "size"), total=("amt", "sum"),
+                                                  mx=("amt", "max"), payees=("payee", "nunique"))
+    stmt = cassandra_session.prepare(
+        "SELECT window_start, txn_count, total_paise, max_paise, distinct_payees FROM account_aggregates "
+        "WHERE payer_account = ? AND window_kind = 'tumble_1m'"
+    )
+    accounts = df["acct"].value_counts().index[:25]
+    for acct in accounts:
+        got = {pd.Timestamp(r.window_start, tz="UTC"): (r.txn_count, r.total_paise, r.max_paise, r.distinct_payees)
+               for r in cassandra_session.execute(stmt, (acct,))}
+        want = {m: tuple(int(v) for v in row) for m, row in expected.loc[acct].iterrows()}
+        assert got == want, acct
+
+    # Sliding hour windows: every window containing an event counts exactly its events.
+    busiest = accounts[0]
+    mine = df[df["acct"] == busiest]
+    rows = cassandra_session.execute(
+        "SELECT window_start, window_end, txn_count, total_paise FROM account_aggregates "
+        "WHERE payer_account = %s AND window_kind = 'slide_1h'", (busiest,))
+    checked = 0
+    for r in rows:
+        start, end = pd.Timestamp(r.window_start, tz="UTC"), pd.Timestamp(r.window_end, tz="UTC")
+        inside = mine[(mine["t"] >= start) & (mine["t"] < end)]
+        assert end - start == pd.Timedelta(hours=1)
+        assert (r.txn_count, r.total_paise) == (len(inside), int(inside["amt"].sum()))
+        checked += 1
+    assert checked >= 12
+
+
+def test_killed_stream_restarts_from_checkpoint_without_loss_or_double_counting(
+        services, stream_topic, cassandra_session, tmp_path):
+    """SIGKILL the spark-submit process mid-run, restart it: exactly N rows, aggregates counted once."""
+    from spark_jobs.session import spark_submit_argv
+
+    n = 12_000
+    events, bad = _produce(services, stream_topic, n, _seed(stream_topic), bad_every=500)
+    ids = [e.txn_id for e in events]
+    args = ["--topic", stream_topic, "--dlq-topic", f"{stream_topic}_dlq",
+            "--checkpoint-dir", str(tmp_path / "ckpt"), "--trigger-seconds", "1"]
+    env = {**os.environ, "TXMON_SPARK__MAX_OFFSETS_PER_TRIGGER": "1500"}
+    log = open(tmp_path / "first-run.log", "w")
+    first = subprocess.Popen(spark_submit_argv(services, "spark_jobs/transactions_stream.py", args),
+                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        landed = 0
+        while time.monotonic() < deadline:
+            landed = count_landed(cassandra_session, ids)
+            if landed > 0 or first.poll() is not None:
+                break
+            time.sleep(0.5)
+        assert first.poll() is None, (tmp_path / "first-run.log").read_text()[-3000:]
+        assert 0 < landed < n, f"kill must happen mid-run, landed={landed}"
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+        log.close()
+
+    second = subprocess.run(
+        spark_submit_argv(services, "spark_jobs/transactions_stream.py", [*args, "--available-now"]),
+        env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+
+    assert count_landed(cassandra_session, ids) == n
+    zero = {p: 0 for p in range(services.kafka.partitions)}
+    assert dead_letters_since(cassandra_session, stream_topic, zero) == bad
+    # The stateful aggregation resumed from its checkpoint: every valid event counted once.
+    per_account = Counter(e.payer.account_number for e in events)
+    stmt = cassandra_session.prepare(
+        "SELECT txn_count FROM account_aggregates WHERE payer_account = ? AND window_kind = 'tumble_1m'")
+    for acct, expected in per_account.most_common(40):
+        assert sum(r.txn_count for r in cassandra_session.execute(stmt, (acct,))) == expected, acct

@@ -1,0 +1,534 @@
+"""Replay mode: mapping validation, row mapping, rejects, ordering, pacing, labels.
+
+No services: a small in-memory producer records what would have been sent.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import importlib.util
+import json
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from ingestion.events import IST, TransactionEvent, to_json
+from ingestion.producer import ProduceSummary
+from ingestion.replay import (
+    REJECT_REASONS,
+    REPLAY_TXN_NAMESPACE,
+    ReplayMappingError,
+    ReplayPacer,
+    due_offset,
+    load_mapping,
+    parse_mapping,
+    replay_file,
+)
+from ingestion.simulator import Label
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "ingestion" / "samples" / "card_transactions_sample.csv"
+CARD_MAPPING = ROOT / "config" / "replay" / "card_transactions.yaml"
+PAYSIM_MAPPING = ROOT / "config" / "replay" / "paysim.yaml"
+NOW = datetime(2025, 1, 1, tzinfo=timezone.utc)
+SAMPLE_REJECTS = {17: "non_positive_amount", 58: "unparsable_value", 101: "missing_field", 150: "fractional_paise"}
+
+
+class FakeProducer:
+    """Records what TransactionProducer would have sent (unit tests only)."""
+
+    def __init__(self) -> None:
+        self.events: list[TransactionEvent] = []
+        self.labels: list[tuple[bytes, bytes]] = []
+        self.flushes = 0
+        self.summary = ProduceSummary()
+
+    def send_event(self, event: TransactionEvent) -> None:
+        self.events.append(event)
+
+    def send_raw(self, key: bytes | None, value: bytes, topic: str | None = None) -> None:
+        raise AssertionError("replay sends validated events only")
+
+    def send_label(self, key: bytes, value: bytes) -> None:
+        self.labels.append((key, value))
+        self.summary.labels_sent += 1
+
+    def flush(self, timeout: float | None = None) -> None:
+        self.flushes += 1
+
+
+class FakeClock:
+    """Monotonic clock that moves only when slept on (or told to)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(round(seconds, 9))
+        self.now += seconds
+
+
+def _mapping(**fields: object) -> dict:
+    """A small valid mapping over columns id, ts (ISO), acct, amt; overrides by target."""
+    base = {
+        "txn_id": {"column": "id"},
+        "event_time": {"column": "ts"},
+        "channel": {"value": "UPI"},
+        "txn_type": {"value": "P2P"},
+        "payer.account_number": {"column": "acct"},
+        "payee.vpa": {"value": "shop@okaxis"},
+        "amount_paise": {"column": "amt", "unit": "rupees"},
+        "device_id": {"value": "dev-1"},
+        "status": {"value": "SUCCESS"},
+    }
+    base.update(fields)
+    return {"fields": {k: v for k, v in base.items() if v is not None}}
+
+
+def _csv(path: Path, header: str, *rows: str) -> Path:
+    path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    return path
+
+
+def _rows(rows: list[tuple[str, str, str]], path: Path) -> Path:
+    """CSV with columns id, ts, acct, amt from (ts, acct, amt); ids txn-00000001..."""
+    lines = [f"txn-{i:08d},{ts},{acct},{amt}" for i, (ts, acct, amt) in enumerate(rows, start=1)]
+    return _csv(path, "id,ts,acct,amt", *lines)
+
+
+def _read_rejects(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# ------------------------------------------------------------------ mapping file
+
+
+def test_shipped_mappings_load() -> None:
+    card = load_mapping(CARD_MAPPING)
+    paysim = load_mapping(PAYSIM_MAPPING)
+    assert "trans_num" in card.columns() and card.label is not None
+    assert paysim.columns() == ["step", "type", "nameOrig", "nameDest", "amount", "isFraud"]
+    assert "txn_id" not in paysim.fields  # generated
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"payer.acount_number": {"column": "acct"}, "payer.account_number": None},
+         ["fields.payer.acount_number", "did you mean payer.account_number?", "valid targets"]),
+        ({"device_id": {"col": "dev"}}, ["fields.device_id", "got keys col", "column: NAME", "value: CONSTANT"]),
+        ({"device_id": {"column": "dev", "value": "x"}}, ["fields.device_id", "exactly one"]),
+        ({"amount_paise": {"column": "amt", "unit": "dollars"}}, ["fields.amount_paise.unit", "rupees or paise", "dollars"]),
+        ({"amount_paise": {"column": "amt"}}, ["fields.amount_paise", "unit: rupees or unit: paise"]),
+        ({"device_id": {"column": "dev", "unit": "hours"}}, ["fields.device_id.unit", "only amount_paise and event_time"]),
+        ({"event_time": {"column": "ts", "unit": "fortnights"}}, ["fields.event_time.unit", "fortnights"]),
+        ({"event_time": {"column": "ts", "format": "%d/%m/%Y %H:%M"}}, ["fields.event_time", "add timezone"]),
+        ({"event_time": {"column": "ts", "timezone": "Asia/Calcutta-ish"}}, ["fields.event_time.timezone", "IANA"]),
+        ({"channel": {"value": "CARD"}}, ["fields.channel", "CARD not allowed", "CARD_POS"]),
+        ({"mcc": {"column": "cat", "map": {"food": "58120"}}}, ["fields.mcc", "'58120'", "FIELD_PATTERNS['mcc']"]),
+        ({"device_id": {"column": "dev", "pattern": "(("}}, ["fields.device_id.pattern", "not a valid regex"]),
+        ({"device_id": {"column": "dev", "template": "{name}"}}, ["fields.device_id.template", "{value} or {slug}"]),
+        ({"device_id": {"value": "x", "map": {"a": "b"}}}, ["fields.device_id", "a constant takes no map"]),
+        ({"device_id": {"column": "dev", "colour": "red"}}, ["fields.device_id.colour", "unknown key", "allowed here"]),
+        ({"status": None}, ["fields: missing status"]),
+        ({"payee.vpa": None}, ["missing payee.account_number or payee.vpa"]),
+        ({"geo.city": {"column": "city"}}, ["missing geo.lat, geo.lon"]),
+        ({"schema_version": {"value": 1}}, ["fields.schema_version", "written by txmon"]),
+    ],
+)
+def test_mapping_errors_name_the_key(change: dict, expected: list[str]) -> None:
+    with pytest.raises(ReplayMappingError) as info:
+        parse_mapping(_mapping(**change), source="m.yaml")
+    message = str(info.value)
+    assert message.startswith("m.yaml: ")
+    for part in expected:
+        assert part in message
+
+
+def test_mapping_top_level_and_label_errors() -> None:
+    data = _mapping()
+    with pytest.raises(ReplayMappingError, match=r"sorce: unknown key; allowed here: source, fields, label"):
+        parse_mapping({**data, "sorce": {}})
+    with pytest.raises(ReplayMappingError, match=r"label.isfraud: unknown key"):
+        parse_mapping({**data, "label": {"isfraud": {"column": "f"}}})
+    with pytest.raises(ReplayMappingError, match=r"label.delay: delay must be >= 0"):
+        parse_mapping({**data, "label": {"is_fraud": {"column": "f"}, "delay": -1}})
+
+
+def test_load_mapping_reports_yaml_and_missing_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("fields: [unclosed\n", encoding="utf-8")
+    with pytest.raises(ReplayMappingError, match="not valid YAML"):
+        load_mapping(bad)
+    with pytest.raises(ReplayMappingError, match="cannot read mapping"):
+        load_mapping(tmp_path / "absent.yaml")
+
+
+def test_missing_source_column_is_a_mapping_error(tmp_path: Path) -> None:
+    source = _csv(tmp_path / "t.csv", "id,ts,acct,amount", "txn-00000001,2024-01-01T00:00:00Z,123456789,1")
+    with pytest.raises(ReplayMappingError, match=r"no column 'amt' named in the mapping"):
+        replay_file(source, parse_mapping(_mapping()), now=NOW)
+
+
+# ------------------------------------------------------------------- row mapping
+
+
+def test_rupees_to_paise_is_exact(tmp_path: Path) -> None:
+    amounts = ["10.10", "0.07", "0.1", "5", "\"1,234.56\"", "99999.99", "12.345", "abc", "0.00"]
+    source = _rows([("2024-01-01T10:00:00+05:30", "123456789", a) for a in amounts], tmp_path / "a.csv")
+    producer = FakeProducer()
+    summary = replay_file(source, parse_mapping(_mapping()), producer=producer,
+                          rejects_path=tmp_path / "rejects.csv", now=NOW)
+    assert [e.amount_paise for e in producer.events] == [1010, 7, 10, 500, 123456, 9999999]
+    rejects = {int(r["row_number"]): r["reason"] for r in _read_rejects(tmp_path / "rejects.csv")}
+    assert rejects == {7: "fractional_paise", 8: "unparsable_value", 9: "non_positive_amount"}
+    assert summary.rejected_by_reason == {"fractional_paise": 1, "unparsable_value": 1, "non_positive_amount": 1}
+    assert set(summary.rejected_by_reason) <= set(REJECT_REASONS)
+
+
+def test_amount_in_paise_must_be_whole(tmp_path: Path) -> None:
+    source = _rows([("2024-01-01T00:00:00Z", "123456789", a) for a in ["1050", "10.5"]], tmp_path / "p.csv")
+    producer = FakeProducer()
+    summary = replay_file(source, parse_mapping(_mapping(amount_paise={"column": "amt", "unit": "paise"})),
+                          producer=producer, now=NOW)
+    assert [e.amount_paise for e in producer.events] == [1050]
+    assert summary.rejected_by_reason == {"fractional_paise": 1}
+
+
+def test_sample_rejects_broken_rows_with_reason_and_row_number(tmp_path: Path) -> None:
+    producer = FakeProducer()
+    rejects = tmp_path / "rejects.csv"
+    summary = replay_file(SAMPLE, CARD_MAPPING, producer=producer, rejects_path=rejects, now=NOW)
+
+    rows = _read_rejects(rejects)
+    assert {int(r["row_number"]): r["reason"] for r in rows} == SAMPLE_REJECTS
+    assert list(rows[0]) == ["row_number", "reason", "detail", "raw"]
+    by_row = {int(r["row_number"]): r for r in rows}
+    assert json.loads(by_row[17]["raw"])["amt"] == "-250.00"
+    assert json.loads(by_row[101]["raw"])["cc_num"] == ""
+    assert "12.345" in by_row[150]["detail"]
+    assert "2024-06-31 25:10:00" in by_row[58]["detail"]
+
+    assert summary.rows_read == 200
+    assert summary.events_sent == summary.events_valid == len(producer.events) == 196
+    assert summary.rejected_by_reason == {reason: 1 for reason in SAMPLE_REJECTS.values()}
+    assert summary.reject_examples["fractional_paise"].startswith("row 150: ")
+    assert producer.flushes == 1
+    assert "read 200 rows, sent 196 events, 4 rejected" in summary.line()
+
+
+def test_card_mapping_transforms(tmp_path: Path) -> None:
+    producer = FakeProducer()
+    replay_file(SAMPLE, CARD_MAPPING, producer=producer, now=NOW)
+    source = pd.read_csv(SAMPLE, dtype=str, keep_default_na=False).set_index("trans_num")
+    for event in producer.events:
+        row = source.loc[event.txn_id]
+        assert event.channel == ("CARD_ECOM" if row.category.endswith("_net") else "CARD_POS")
+        assert row.cc_num.endswith(event.payer.account_number)
+        assert len(event.payer.account_number) == min(len(row.cc_num), 18)
+        local = datetime.strptime(row.trans_date_trans_time, "%Y-%m-%d %H:%M:%S").replace(tzinfo=IST)
+        assert event.event_time == local
+        assert event.geo is not None and event.geo.lat == float(row.merch_lat)
+    merchant = next(e for e in producer.events if source.loc[e.txn_id].merchant == "fraud_Rippin, Kub and Mann")
+    assert merchant.payee.vpa == "rippin.kub.and.mann@okaxis"
+    assert any(len(source.loc[e.txn_id].cc_num) == 19 for e in producer.events)
+
+
+def test_parquet_source_gives_the_same_events(tmp_path: Path) -> None:
+    frame = pd.read_csv(SAMPLE, dtype=str, keep_default_na=False)
+    frame["amt"] = frame["amt"].astype(float)  # typed columns, as a bank's export would have
+    frame["cc_num"] = pd.array([int(v) if v else None for v in frame["cc_num"]], dtype="Int64")
+    frame["is_fraud"] = frame["is_fraud"].astype(int)
+    frame[["merch_lat", "merch_long"]] = frame[["merch_lat", "merch_long"]].astype(float)
+    parquet = tmp_path / "card_transactions_sample.parquet"
+    frame.to_parquet(parquet, index=False)
+
+    from_csv, from_parquet = FakeProducer(), FakeProducer()
+    replay_file(SAMPLE, CARD_MAPPING, producer=from_csv, now=NOW)
+    summary = replay_file(parquet, CARD_MAPPING, producer=from_parquet, now=NOW)
+    assert [to_json(e) for e in from_parquet.events] == [to_json(e) for e in from_csv.events]
+    assert summary.rejected_by_reason == {reason: 1 for reason in SAMPLE_REJECTS.values()}
+
+
+def test_generated_txn_ids_are_deterministic(tmp_path: Path) -> None:
+    source = _rows([("2024-01-01T00:00:00Z", "123456789", "1")] * 2, tmp_path / "bank.csv")
+    mapping = parse_mapping(_mapping(txn_id=None))
+    first, second = FakeProducer(), FakeProducer()
+    replay_file(source, mapping, producer=first, now=NOW)
+    replay_file(source, mapping, producer=second, now=NOW)
+    ids = [e.txn_id for e in first.events]
+    assert ids == [str(uuid.uuid5(REPLAY_TXN_NAMESPACE, f"bank.csv:{n}")) for n in (1, 2)]
+    assert ids == [e.txn_id for e in second.events]
+
+
+def test_map_default_and_null_default(tmp_path: Path) -> None:
+    source = _csv(tmp_path / "m.csv", "id,ts,acct,amt,kind",
+                  "txn-00000001,2024-01-01T00:00:00Z,123456789,1,shop",
+                  "txn-00000002,2024-01-01T00:00:01Z,123456789,1,friend",
+                  "txn-00000003,2024-01-01T00:00:02Z,123456789,1,alien")
+    mapping = _mapping(
+        txn_type={"column": "kind", "map": {"shop": "P2M", "friend": "P2P"}},
+        mcc={"column": "kind", "map": {"shop": "5411"}, "default": None},
+    )
+    producer = FakeProducer()
+    summary = replay_file(source, parse_mapping(mapping), producer=producer,
+                          rejects_path=tmp_path / "r.csv", now=NOW)
+    assert [(e.txn_type, e.mcc) for e in producer.events] == [("P2M", "5411"), ("P2P", None)]
+    (reject,) = _read_rejects(tmp_path / "r.csv")
+    assert (reject["row_number"], reject["reason"]) == ("3", "unmapped_value")
+    assert "'alien' is not in the map" in reject["detail"]
+    assert summary.rejected_by_reason == {"unmapped_value": 1}
+
+
+def test_naive_iso_times_without_timezone_are_rejected(tmp_path: Path) -> None:
+    source = _rows([("2024-01-01T10:00:00", "123456789", "1")], tmp_path / "n.csv")
+    summary = replay_file(source, parse_mapping(_mapping()), now=NOW)
+    assert summary.rejected_by_reason == {"invalid_field": 1}
+    assert "no UTC offset" in summary.reject_examples["invalid_field"]
+
+
+# ------------------------------------------------------------ ordering and time
+
+
+def test_events_are_sent_in_event_time_order() -> None:
+    producer = FakeProducer()
+    replay_file(SAMPLE, CARD_MAPPING, producer=producer, now=NOW)
+    file_order = pd.read_csv(SAMPLE, dtype=str)["trans_date_trans_time"].tolist()
+    assert file_order != sorted(file_order)  # the sample is grouped by card, not by time
+    times = [e.event_time for e in producer.events]
+    assert times == sorted(times)
+
+
+def test_ties_keep_file_order(tmp_path: Path) -> None:
+    source = _rows([("2024-01-01T00:00:05Z", "111111111", "1"), ("2024-01-01T00:00:01Z", "222222222", "1"),
+                    ("2024-01-01T00:00:05Z", "333333333", "1"), ("2024-01-01T05:30:01+05:30", "444444444", "1")],
+                   tmp_path / "ties.csv")
+    producer = FakeProducer()
+    replay_file(source, parse_mapping(_mapping()), producer=producer, now=NOW)
+    assert [e.payer.account_number for e in producer.events] == ["222222222", "444444444", "111111111", "333333333"]
+
+
+def test_shift_to_puts_the_last_event_at_the_instant() -> None:
+    original, shifted = FakeProducer(), FakeProducer()
+    replay_file(SAMPLE, CARD_MAPPING, producer=original, now=NOW)
+    target = datetime(2024, 12, 31, 12, 0, tzinfo=IST)
+    summary = replay_file(SAMPLE, CARD_MAPPING, producer=shifted, shift_to=target, now=NOW)
+    assert shifted.events[-1].event_time == target
+    assert summary.last_event_time == target
+    delta = target - original.events[-1].event_time
+    assert [e.event_time for e in shifted.events] == [e.event_time + delta for e in original.events]
+    assert [e.txn_id for e in shifted.events] == [e.txn_id for e in original.events]
+
+
+def test_future_events_are_rejected_after_shifting(tmp_path: Path) -> None:
+    source = _rows([("2024-01-01T00:00:00Z", "123456789", "1"), ("2024-01-01T00:30:00Z", "123456789", "1"),
+                    ("2024-01-01T01:00:00Z", "123456789", "1")], tmp_path / "f.csv")
+    producer = FakeProducer()
+    summary = replay_file(source, parse_mapping(_mapping()), producer=producer,
+                          shift_to=NOW + timedelta(hours=1), rejects_path=tmp_path / "r.csv", now=NOW)
+    assert [e.event_time for e in producer.events] == [NOW]
+    assert [(r["row_number"], r["reason"]) for r in _read_rejects(tmp_path / "r.csv")] == [
+        ("2", "future_timestamp"), ("3", "future_timestamp")]
+    assert summary.rejected_by_reason == {"future_timestamp": 2}
+
+
+def test_future_events_are_rejected_without_shift(tmp_path: Path) -> None:
+    source = _rows([("2024-12-31T23:59:00Z", "123456789", "1"), ("2025-01-01T00:10:00Z", "123456789", "1")],
+                   tmp_path / "f.csv")
+    summary = replay_file(source, parse_mapping(_mapping()), producer=FakeProducer(), now=NOW)
+    assert (summary.events_sent, summary.rejected_by_reason) == (1, {"future_timestamp": 1})
+
+
+def test_naive_shift_to_is_refused() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        replay_file(SAMPLE, CARD_MAPPING, shift_to=datetime(2025, 1, 1), now=NOW)
+
+
+# ------------------------------------------------------------------------ pacing
+
+
+def test_due_offset() -> None:
+    assert due_offset(0, 0.0, speedup=10) == 0.0
+    assert due_offset(5, 30.0, speedup=10) == 3.0
+    assert due_offset(5, 30.0, rate=2) == 2.5
+    assert due_offset(5, 30.0) == 0.0
+
+
+def test_speedup_pacer_sleeps_until_each_event_is_due() -> None:
+    clock = FakeClock()
+    pacer = ReplayPacer(speedup=60, clock=clock, sleep=clock.sleep)
+    t0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    for index, offset in enumerate([0, 60, 60, 180, 600]):  # seconds of event time
+        pacer.wait(index, t0 + timedelta(seconds=offset))
+    assert clock.sleeps == [1.0, 2.0, 7.0]
+    assert clock.now == 1010.0  # 600 s of event time in 10 s at 60x
+
+
+def test_pacer_does_not_sleep_when_behind() -> None:
+    clock = FakeClock()
+    pacer = ReplayPacer(speedup=10, clock=clock, sleep=clock.sleep)
+    t0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    pacer.wait(0, t0)
+    clock.now += 5.0  # a slow broker: 5 s spent sending the first event
+    pacer.wait(1, t0 + timedelta(seconds=20))  # due at +2 s: already late
+    pacer.wait(2, t0 + timedelta(seconds=80))  # due at +8 s: 3 s ahead
+    assert clock.sleeps == [3.0]
+
+
+def test_rate_pacer_and_unpaced() -> None:
+    clock = FakeClock()
+    pacer = ReplayPacer(rate=4, clock=clock, sleep=clock.sleep)
+    t0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    for index in range(4):
+        pacer.wait(index, t0)
+    assert clock.sleeps == [0.25, 0.25, 0.25]
+    unpaced = ReplayPacer(clock=clock, sleep=clock.sleep)
+    unpaced.wait(0, t0)
+    unpaced.wait(1, t0 + timedelta(days=1))
+    assert clock.sleeps == [0.25, 0.25, 0.25]
+    with pytest.raises(ValueError, match="not both"):
+        ReplayPacer(speedup=2, rate=2)
+    with pytest.raises(ValueError, match="must be > 0"):
+        ReplayPacer(speedup=0.0)
+
+
+def test_replay_with_speedup_spans_event_time_over_k(tmp_path: Path) -> None:
+    clock = FakeClock()
+    producer = FakeProducer()
+    summary = replay_file(SAMPLE, CARD_MAPPING, producer=producer, speedup=3600, now=NOW,
+                          clock=clock, sleep=clock.sleep)
+    span = (producer.events[-1].event_time - producer.events[0].event_time).total_seconds()
+    assert sum(clock.sleeps) == pytest.approx(span / 3600)
+    assert summary.seconds == pytest.approx(span / 3600)
+
+
+# ---------------------------------------------------------------------- PaySim
+
+PAYSIM_HEADER = ("step,type,amount,nameOrig,oldbalanceOrg,newbalanceOrig,nameDest,oldbalanceDest,"
+                 "newbalanceDest,isFraud,isFlaggedFraud")
+
+
+def test_paysim_mapping(tmp_path: Path) -> None:
+    source = _csv(
+        tmp_path / "paysim.csv", PAYSIM_HEADER,
+        "1,PAYMENT,9839.64,C1231006815,170136.0,160296.36,M1979787155,0.0,0.0,0,0",
+        "1,TRANSFER,181.0,C1305486145,181.0,0.0,C553264065,0.0,0.0,1,0",
+        "2,CASH_OUT,181.0,C840083671,181.0,0.0,C38997010,21182.0,0.0,1,0",
+        "3,DEBIT,5337.77,C712410124,41720.0,36382.23,C195600860,41898.0,40348.79,0,0",
+        "3,CASH_IN,1000.5,C99,0,0,C195600860,0,0,0,0",
+        "4,PAYMENT,10.0,X-99,0,0,M1979787155,0,0,0,0",
+        "4,REFUND,10.0,C712410124,0,0,M1979787155,0,0,0,0",
+    )
+    producer = FakeProducer()
+    summary = replay_file(source, PAYSIM_MAPPING, producer=producer, rejects_path=tmp_path / "r.csv",
+                          labels_path=tmp_path / "labels.jsonl", now=NOW)
+    events = producer.events
+    assert [(e.payer.account_number, e.payee.account_number) for e in events] == [
+        ("001231006815", "001979787155"), ("001305486145", "000553264065"),
+        ("000840083671", "000038997010"), ("000712410124", "000195600860"), ("000000000099", "000195600860"),
+    ]
+    assert [(e.txn_type, e.channel, e.mcc) for e in events] == [
+        ("P2M", "UPI", "5999"), ("TRANSFER", "IMPS", None), ("CASH_WITHDRAWAL", "ATM", None),
+        ("TRANSFER", "IMPS", None), ("P2P", "UPI", None),
+    ]
+    origin = datetime(2025, 1, 1, tzinfo=IST)
+    assert [e.event_time for e in events] == [origin + timedelta(hours=h) for h in (1, 1, 2, 3, 3)]
+    assert [e.amount_paise for e in events] == [983964, 18100, 18100, 533777, 100050]
+    assert events[0].device_id == "wallet-c1231006815"
+    assert [e.txn_id for e in events] == [str(uuid.uuid5(REPLAY_TXN_NAMESPACE, f"paysim.csv:{n}")) for n in range(1, 6)]
+    rejects = _read_rejects(tmp_path / "r.csv")
+    assert [(r["row_number"], r["reason"]) for r in rejects] == [("6", "unmapped_value"), ("7", "unmapped_value")]
+    assert "'X-99' does not match pattern" in rejects[0]["detail"]
+    assert "'REFUND' is not in the map" in rejects[1]["detail"]
+    assert (summary.labels, summary.fraud_labels) == (5, 2)
+
+
+# ------------------------------------------------------------------------ labels
+
+
+def test_labels_file_and_fraud_labels_sent(tmp_path: Path) -> None:
+    producer = FakeProducer()
+    labels_path = tmp_path / "labels.jsonl"
+    summary = replay_file(SAMPLE, CARD_MAPPING, producer=producer, labels_path=labels_path, now=NOW)
+
+    lines = [json.loads(line) for line in labels_path.read_text(encoding="utf-8").splitlines()]
+    sent = {e.txn_id: e for e in producer.events}
+    assert [line["txn_id"] for line in lines] == [e.txn_id for e in producer.events]
+    assert list(lines[0]) == list(Label.__dataclass_fields__)
+    for line in lines:
+        expected = Label(line["txn_id"], line["is_fraud"], "historical" if line["is_fraud"] else None,
+                         sent[line["txn_id"]].event_time + timedelta(days=1))
+        assert line == expected.to_dict()
+    frauds = [line for line in lines if line["is_fraud"]]
+    assert len(frauds) == 6 == summary.fraud_labels
+    assert summary.labels == 196
+    assert sorted(key.decode() for key, _ in producer.labels) == sorted(f["txn_id"] for f in frauds)
+    assert all(json.loads(value) in frauds for _, value in producer.labels)
+
+
+def test_unparsable_label_rejects_the_row(tmp_path: Path) -> None:
+    source = _csv(tmp_path / "l.csv", "id,ts,acct,amt,fraud",
+                  "txn-00000001,2024-01-01T00:00:00Z,123456789,1,yes",
+                  "txn-00000002,2024-01-01T00:00:00Z,123456789,1,maybe")
+    mapping = {**_mapping(), "label": {"is_fraud": {"column": "fraud"}, "delay": 0}}
+    summary = replay_file(source, parse_mapping(mapping), producer=FakeProducer(), now=NOW)
+    assert (summary.events_sent, summary.fraud_labels) == (1, 1)
+    assert summary.rejected_by_reason == {"unparsable_value": 1}
+
+
+# ----------------------------------------------------------------------- dry run
+
+
+def test_dry_run_validates_and_reports_but_sends_nothing(tmp_path: Path) -> None:
+    clock = FakeClock()
+    summary = replay_file(SAMPLE, CARD_MAPPING, producer=None, speedup=1.0, now=NOW,
+                          rejects_path=tmp_path / "r.csv", labels_path=tmp_path / "l.jsonl",
+                          clock=clock, sleep=clock.sleep)
+    assert summary.dry_run and summary.events_sent == 0 and summary.events_valid == 196
+    assert clock.sleeps == []  # a dry run never waits
+    assert len(_read_rejects(tmp_path / "r.csv")) == 4
+    assert len((tmp_path / "l.jsonl").read_text(encoding="utf-8").splitlines()) == 196
+    assert "dry run, would send 196 events, 4 rejected" in summary.line()
+
+
+# ------------------------------------------------------------------------ sample
+
+
+def test_sample_file_is_what_the_generator_writes() -> None:
+    spec = importlib.util.spec_from_file_location("make_sample", SAMPLE.with_name("make_sample.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.render() == SAMPLE.read_text(encoding="utf-8")
+    frame = pd.read_csv(SAMPLE, dtype=str, keep_default_na=False)
+    assert len(frame) == 200 and (frame["is_fraud"] == "1").sum() == 6
+
+
+def test_mapping_models_are_frozen() -> None:
+    mapping = load_mapping(CARD_MAPPING)
+    with pytest.raises(Exception):
+        mapping.fields["txn_id"].column = "other"  # type: ignore[misc]
+    data = yaml.safe_load(CARD_MAPPING.read_text(encoding="utf-8"))
+    assert parse_mapping(copy.deepcopy(data)) == mapping
+
+
+def test_bad_constant_fails_up_front(tmp_path: Path) -> None:
+    source = _rows([("2024-01-01T00:00:00Z", "123456789", "1")], tmp_path / "c.csv")
+    mapping = parse_mapping(_mapping(event_time={"value": "yesterday"}))
+    with pytest.raises(ReplayMappingError, match=r"event_time: 'yesterday' is not a time.*fix the constant"):
+        replay_file(source, mapping, now=NOW)
+
+
+def test_labels_path_needs_a_label_section(tmp_path: Path) -> None:
+    source = _rows([("2024-01-01T00:00:00Z", "123456789", "1")], tmp_path / "c.csv")
+    with pytest.raises(ReplayMappingError, match="no `label:` section"):
+        replay_file(source, parse_mapping(_mapping()), labels_path=tmp_path / "l.jsonl", now=NOW)
