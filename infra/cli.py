@@ -27,6 +27,15 @@ infra_app = typer.Typer(help="Local Kafka and Cassandra: fetch jars, start, chec
 app.add_typer(infra_app, name="infra")
 
 
+def _register_subapps() -> None:
+    from alerting.cli import alerts_app
+
+    app.add_typer(alerts_app, name="alerts")
+
+
+_register_subapps()
+
+
 @infra_app.command("fetch")
 def infra_fetch(force: Annotated[bool, typer.Option(help="re-run Maven even if jars are current")] = False) -> None:
     """Fetch the JVM artifacts (Kafka, Cassandra, Spark's Kafka connector) from Maven Central.
