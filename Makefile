@@ -22,9 +22,7 @@ jars: $(STAMP)
 
 # The main job on the local default (README, first command).
 demo: install
-	$(BIN)/txmon infra up
-	$(BIN)/txmon smoke --count 5000
-	$(BIN)/txmon infra status
+	$(BIN)/txmon demo
 
 up: install
 	$(BIN)/txmon infra up

@@ -127,6 +127,52 @@ def simulate(
         raise typer.Exit(1)
 
 
+@app.command("replay")
+def replay(
+    file: Annotated[Path, typer.Argument(help="historical transactions, .csv or .parquet")],
+    mapping: Annotated[Path, typer.Option(help="YAML mapping from the file's columns to the event contract "
+                                                 "(examples: config/replay/*.yaml)")],
+    speedup: Annotated[Optional[float], typer.Option(min=0.001, help="replay k seconds of event time per wall second")] = None,
+    rate: Annotated[Optional[float], typer.Option(min=1, help="events per second instead of event-time pacing")] = None,
+    shift_to_now: Annotated[bool, typer.Option(help="shift event times so the last event is now (replay as live)")] = False,
+    rejects: Annotated[Optional[Path], typer.Option(help="CSV of rows that could not be mapped, with the reason")] = None,
+    labels: Annotated[Optional[Path], typer.Option(help="write ground-truth labels (if the mapping has `label`)")] = None,
+    dry_run: Annotated[bool, typer.Option(help="validate and report only; send nothing")] = False,
+    topic: Annotated[Optional[str], typer.Option(help="Kafka topic (default: kafka.topics.transactions)")] = None,
+) -> None:
+    """Replay a historical CSV/Parquet file into Kafka in event-time order.
+
+    Rows that cannot be mapped or break the event contract are not sent; each is listed
+    with its row number and reason in --rejects (default: <file>.rejects.csv).
+    """
+    from datetime import datetime, timezone
+
+    from ingestion.producer import TransactionProducer
+    from ingestion.replay import replay_file
+
+    if speedup is not None and rate is not None:
+        raise TxmonError("choose one of --speedup (event-time pacing) and --rate (events per second)")
+    if not file.is_file():
+        raise TxmonError(f"{file} not found: pass an existing .csv or .parquet file")
+    if not mapping.is_file():
+        raise TxmonError(f"mapping {mapping} not found: see config/replay/*.yaml for examples")
+    settings = load_settings()
+    rejects = rejects or file.with_suffix(".rejects.csv")
+    producer = None if dry_run else TransactionProducer(settings, topic=topic)
+    try:
+        summary = replay_file(
+            file, mapping, producer=producer, speedup=speedup, rate=rate,
+            shift_to=datetime.now(timezone.utc) if shift_to_now else None,
+            rejects_path=rejects, labels_path=labels, progress=True,
+        )
+    finally:
+        if producer is not None:
+            producer.close()
+    typer.echo(summary.line())
+    if summary.rejected:
+        typer.echo(f"rejected rows and reasons: {rejects}")
+
+
 @app.command("stream", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def stream(ctx: typer.Context) -> None:
     """Run the transactions stream (Kafka -> validate -> Cassandra + dead-letter + aggregates).

@@ -22,6 +22,7 @@ class SimulateOptions:
     label_delay_seconds: float = 60.0
     labels_file: Path | None = None
     topic: str | None = None
+    labels_topic: str | None = None
     live: bool = True
     progress: bool = True
 
@@ -47,7 +48,7 @@ def run_simulation(settings: Settings, opts: SimulateOptions, on_event=None) -> 
     ``on_event(event, producer)`` is called after each event is handed to Kafka.
     """
     simulator = simulator_for(opts)
-    producer = TransactionProducer(settings, topic=opts.topic)
+    producer = TransactionProducer(settings, topic=opts.topic, labels_topic=opts.labels_topic)
     releaser = LabelReleaser(producer, opts.labels_file)
 
     def _on_label(label, event):
