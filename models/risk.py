@@ -1,0 +1,57 @@
+"""Risk score and decision: how rule hits and model outputs become 0-100 and an action.
+
+Combination is a noisy-OR, so each signal can only raise the risk and the score stays
+explainable: ``risk = 100 * (1 - (1 - r) * (1 - w_m * p) * (1 - w_a * a))`` with
+``r`` the rule score (sum of fired rules' contributions, capped at 100, as a fraction),
+``p`` the supervised fraud probability and ``a`` the anomaly score (both 0-1).
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Decision = Literal["APPROVE", "REVIEW", "BLOCK"]
+
+
+class RiskPolicy(BaseModel):
+    """Weights and thresholds (config/rules.yaml, section `policy`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model_weight: float = Field(0.9, ge=0, le=1)
+    anomaly_weight: float = Field(0.3, ge=0, le=1)
+    review_at: int = Field(50, ge=1, le=100)
+    block_at: int = Field(80, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "RiskPolicy":
+        if self.block_at < self.review_at:
+            raise ValueError("block_at must be >= review_at")
+        return self
+
+
+def risk_score(rule_score: float, fraud_probability: float, anomaly: float, policy: RiskPolicy) -> int:
+    """
+    >>> p = RiskPolicy()
+    >>> risk_score(0, 0.0, 0.0, p), risk_score(60, 0.0, 0.0, p), risk_score(60, 0.5, 0.0, p)
+    (0, 60, 78)
+    >>> risk_score(250, 0.0, 0.0, p)
+    100
+    """
+    r = min(max(rule_score, 0.0), 100.0) / 100.0
+    keep = (1 - r) * (1 - policy.model_weight * fraud_probability) * (1 - policy.anomaly_weight * anomaly)
+    return int(round(100 * (1 - keep)))
+
+
+def decide(score: int, policy: RiskPolicy) -> Decision:
+    """
+    >>> p = RiskPolicy()
+    >>> decide(10, p), decide(50, p), decide(80, p)
+    ('APPROVE', 'REVIEW', 'BLOCK')
+    """
+    if score >= policy.block_at:
+        return "BLOCK"
+    if score >= policy.review_at:
+        return "REVIEW"
+    return "APPROVE"
