@@ -33,7 +33,7 @@ setup(
     description="Real-time transaction fraud monitoring: Kafka, Spark Structured Streaming, Cassandra",
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["ingestion*", "spark_jobs*", "models*", "alerting*", "infra*"]),
-    package_data={"infra": ["schema.cql"]},
+    package_data={"infra": ["schema.cql"], "alerting": ["templates/*.j2"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": TEST_REQUIRES},
     entry_points={"console_scripts": ["txmon=infra.cli:main"]},

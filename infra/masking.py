@@ -65,3 +65,42 @@ def mask_party(account: str | None, vpa: str | None) -> str:
     'XXXXXXXX9012 / ra***@okaxis'
     """
     return " / ".join(p for p in (mask_account(account), mask_vpa(vpa)) if p)
+
+
+def mask_email(email: str | None) -> str:
+    """Keep the first two characters of the mailbox and the domain.
+
+    >>> mask_email("fraud-desk@bank.example")
+    'fr***@bank.example'
+    >>> mask_email("a@b.in")
+    'a***@b.in'
+    """
+    if not email or "@" not in email:
+        return "***" if email else ""
+    user, domain = email.rsplit("@", 1)
+    keep = 2 if len(user) > 2 else 1
+    return f"{user[:keep]}***@{domain}"
+
+
+_PHONE_TEXT = re.compile(r"(?<![\w+])\+\d{1,3}[ -]?\d{8,12}\b")
+_ACCOUNT_TEXT = re.compile(r"(?<![\w.])\d{9,18}(?![\w])")
+_ADDRESS_TEXT = re.compile(r"(?<![\w.+-])[A-Za-z0-9._+-]{2,256}@[A-Za-z][A-Za-z0-9.-]{1,253}")
+
+
+def redact(text: str | None) -> str:
+    """Mask every phone number, account-number-like digit run, VPA and email address in
+    free text - a last line of defence for provider responses and log lines that echo
+    what they were sent.
+
+    >>> redact("to +919876543210 from 123456789012 via rahul@okaxis cc ops@bank.example")
+    'to +91XXXXXX3210 from XXXXXXXX9012 via ra***@okaxis cc op***@bank.example'
+    >>> redact("sid SM123 status queued, 2 segments")
+    'sid SM123 status queued, 2 segments'
+    """
+    if not text:
+        return ""
+    text = _PHONE_TEXT.sub(lambda m: mask_phone(m.group().replace(" ", "").replace("-", "")), text)
+    text = _ACCOUNT_TEXT.sub(lambda m: mask_account(m.group()), text)
+    return _ADDRESS_TEXT.sub(
+        lambda m: mask_email(m.group()) if "." in m.group().split("@", 1)[1] else mask_vpa(m.group()), text
+    )

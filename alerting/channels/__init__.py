@@ -1,0 +1,30 @@
+"""Alert channels: email (SMTP), SMS (HTTP gateway), webhook (chat), one interface.
+
+>>> sorted(CHANNEL_CLASSES)
+['email', 'sms', 'webhook']
+"""
+from __future__ import annotations
+
+from alerting.channels.base import Audience, Channel, InlineImage, OutboundMessage, Receipt, Recipient
+from alerting.channels.email import EmailChannel
+from alerting.channels.sms import SmsChannel
+from alerting.channels.webhook import WebhookChannel
+from alerting.config import AlertingConfig
+
+__all__ = [
+    "CHANNEL_CLASSES", "Audience", "Channel", "EmailChannel", "InlineImage", "OutboundMessage",
+    "Receipt", "Recipient", "SmsChannel", "WebhookChannel", "build_channels",
+]
+
+CHANNEL_CLASSES: dict[str, type[Channel]] = {
+    "email": EmailChannel, "sms": SmsChannel, "webhook": WebhookChannel,
+}
+
+
+def build_channels(config: AlertingConfig, needed: set[str] | None = None) -> dict[str, Channel]:
+    """The channels the routes use (or ``needed``), each reading its secret now, so a
+    missing credential stops the dispatcher at start-up with the variable named."""
+    if needed is None:
+        needed = {t.channel for r in config.routes for t in r.deliver} | {"email"}
+    sections = {"email": config.smtp, "sms": config.sms, "webhook": config.webhook}
+    return {name: CHANNEL_CLASSES[name](sections[name]) for name in sorted(needed)}  # type: ignore[arg-type]

@@ -1,0 +1,50 @@
+"""SMS through an HTTP gateway of the Twilio REST shape.
+
+``POST {base_url}/2010-04-01/Accounts/{sid}/Messages.json`` with form fields
+``To``, ``From``, ``Body`` and HTTP basic auth (account sid, token); the reply is JSON
+with the message ``sid`` and ``status``. An ``Idempotency-Key`` header carries the
+delivery's idempotency key for gateways that collapse repeats.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import urllib.parse
+
+from alerting.channels.base import Channel, OutboundMessage, Receipt
+from alerting.channels.http import post
+from alerting.config import SmsConfig
+from alerting.errors import ChannelError
+from alerting.segments import sms_segments
+
+
+class SmsChannel(Channel):
+    name = "sms"
+
+    def __init__(self, config: SmsConfig) -> None:
+        self.config = config
+        token = config.token()  # read from the environment now: fail at start-up
+        auth = base64.b64encode(f"{config.account_sid}:{token.get_secret_value()}".encode()).decode()
+        self._auth_header = f"Basic {auth}"
+        self.url = f"{config.base_url.rstrip('/')}/2010-04-01/Accounts/{config.account_sid}/Messages.json"
+
+    def send(self, message: OutboundMessage) -> Receipt:
+        segments = sms_segments(message.text)
+        if segments > self.config.max_segments:
+            raise ChannelError(f"SMS is {segments} segments (max {self.config.max_segments}); shorten the template",
+                               transient=False)
+        body = urllib.parse.urlencode(
+            {"To": message.recipient.address, "From": self.config.from_number, "Body": message.text}
+        ).encode()
+        reply = post(self.url, body, {
+            "Authorization": self._auth_header,
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Idempotency-Key": message.idempotency_key,
+            "Accept": "application/json",
+        }, self.config.timeout_s, "SMS gateway")
+        try:
+            data = json.loads(reply.body)
+        except json.JSONDecodeError:
+            data = {}
+        sid, status = data.get("sid", "?"), data.get("status", "?")
+        return Receipt(f"HTTP {reply.status} sid={sid} status={status} segments={segments}")

@@ -1,0 +1,254 @@
+"""Alerting configuration: routing, recipients, channels, retries, throttling.
+
+Read from ``config/alerting.yaml`` (``TXMON_ALERTING_CONFIG`` names another file) and
+overridden key by key by ``TXMON_ALERTING__<SECTION>__<KEY>`` environment variables
+(e.g. ``TXMON_ALERTING__SMTP__PORT=2525``). Frozen, unknown keys rejected.
+
+Secrets are never in the file: it names the environment variable that holds each
+one (``password_env``, ``token_env``, ``url_env``), read when the channel is built.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from alerting.contract import DECISIONS, SEVERITIES, Decision, Severity
+from alerting.errors import AlertingConfigError, SecretMissingError
+from infra.settings import PROJECT_ROOT
+
+DEFAULT_ALERTING_CONFIG = PROJECT_ROOT / "config" / "alerting.yaml"
+CUSTOMER = "customer"
+"""Route target meaning "the payer's own contact details" (customer_contacts table)."""
+
+ChannelName = Literal["email", "sms", "webhook"]
+CHANNEL_NAMES: tuple[str, ...] = ("email", "sms", "webhook")
+Port = Annotated[int, Field(ge=1, le=65535)]
+EnvName = Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")]
+Email = Annotated[str, Field(pattern=r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")]
+Phone = Annotated[str, Field(pattern=r"^\+?[0-9]{8,15}$")]
+
+
+def _secret(env: str | None, what: str) -> SecretStr | None:
+    if env is None:
+        return None
+    value = os.environ.get(env)
+    if not value:
+        raise SecretMissingError(f"{what} is read from the environment variable {env}, which is not set; export it")
+    return SecretStr(value)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SmtpConfig(_Section):
+    """Outgoing mail server. ``security``: ``ssl`` (implicit TLS, port 465),
+    ``starttls`` (upgrade, port 587) or ``none`` (loopback relays and tests only)."""
+
+    host: str = "127.0.0.1"
+    port: Port = 587
+    security: Literal["none", "starttls", "ssl"] = "starttls"
+    username: str | None = None
+    password_env: EnvName | None = "TXMON_SMTP_PASSWORD"
+    from_address: str = "txmon alerts <alerts@bank.example>"
+    timeout_s: float = Field(10, gt=0)
+
+    def password(self) -> SecretStr | None:
+        """The password, read now from ``password_env``; only needed with a username."""
+        return _secret(self.password_env, "the SMTP password") if self.username else None
+
+
+class SmsConfig(_Section):
+    """An HTTP SMS gateway of the common Twilio REST shape: ``POST
+    {base_url}/2010-04-01/Accounts/{account_sid}/Messages.json`` with form fields
+    To/From/Body and HTTP basic auth (account sid, token)."""
+
+    base_url: str = Field("https://api.twilio.com", pattern=r"^https?://")
+    account_sid: str = "AC00000000000000000000000000000000"
+    token_env: EnvName = "TXMON_SMS_TOKEN"
+    from_number: str = "TXMONB"
+    timeout_s: float = Field(10, gt=0)
+    max_segments: int = Field(2, ge=1, le=10)
+
+    def token(self) -> SecretStr:
+        secret = _secret(self.token_env, "the SMS gateway token")
+        assert secret is not None
+        return secret
+
+
+class WebhookConfig(_Section):
+    """Incoming-webhook chat channels (Slack, Teams): a JSON ``{"text": ...}`` POST.
+    Each recipient group names the environment variable holding its URL."""
+
+    timeout_s: float = Field(10, gt=0)
+
+
+class RetryConfig(_Section):
+    """Exponential backoff per delivery: waits initial_s, initial_s*multiplier, ...
+    capped at max_s, for ``attempts`` tries in all. After the last one the delivery is
+    recorded failed (retried later by ``txmon alerts retry-failed``) and the channel's
+    circuit opens for ``circuit_cooldown_s``: deliveries meanwhile fail at once instead of
+    each waiting out the whole backoff."""
+
+    attempts: int = Field(5, ge=1, le=20)
+    initial_s: float = Field(0.5, gt=0)
+    multiplier: float = Field(2.0, ge=1)
+    max_s: float = Field(30, gt=0)
+    circuit_cooldown_s: float = Field(30, ge=0)
+
+
+class ThrottleConfig(_Section):
+    """At most one message per (account, rule, channel, recipient) per window; alerts
+    arriving inside an open window fold into one follow-up sent when it closes."""
+
+    enabled: bool = True
+    window_s: float = Field(600, gt=0)
+
+
+class DispatcherConfig(_Section):
+    group_id: str = "txmon-alert-dispatcher"
+    topic: str | None = None  # default: kafka.topics.alerts of the main configuration
+    poll_ms: int = Field(500, ge=10, le=60_000)
+    max_poll_records: int = Field(100, ge=1, le=10_000)
+    workers: int = Field(4, ge=1, le=64)
+    session_timeout_ms: int = Field(10_000, ge=6_000, le=300_000)
+    """How soon the group notices a dead dispatcher and hands its partitions on."""
+    in_doubt: Literal["resend", "skip"] = "resend"
+    """A delivery found 'sending' after a crash may or may not have reached the provider.
+    ``resend`` (default: nothing lost) sends it again with the same Message-ID /
+    Idempotency-Key so the receiver can collapse it; ``skip`` records it as sent."""
+
+
+class BankConfig(_Section):
+    """How customer messages sign off and where they call."""
+
+    name: str = "txmon Bank"
+    helpline: str = "1800-000-0000"
+
+
+class RecipientGroup(_Section):
+    """Staff recipients by channel. Webhook URLs are secrets: the group names the
+    environment variable holding its URL."""
+
+    email: tuple[Email, ...] = ()
+    sms: tuple[Phone, ...] = ()
+    webhook_url_env: EnvName | None = None
+
+
+class RouteMatch(_Section):
+    """All given conditions must hold; an omitted one matches anything."""
+
+    decisions: tuple[Decision, ...] | None = None
+    severities: tuple[Severity, ...] | None = None
+    reason_codes: tuple[str, ...] | None = None  # any of the alert's codes
+    min_risk_score: int | None = Field(None, ge=0, le=100)
+
+
+class Target(_Section):
+    channel: ChannelName
+    to: str  # "customer" or a recipient group name
+
+
+class Route(_Section):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$")
+    match: RouteMatch = RouteMatch()
+    deliver: tuple[Target, ...] = Field(min_length=1)
+
+
+class DigestConfig(_Section):
+    recipients: str = "fraud_desk"
+    top_accounts: int = Field(10, ge=1, le=100)
+    top_rules: int = Field(15, ge=1, le=100)
+
+
+class AlertingConfig(BaseSettings):
+    """Everything the dispatcher, retry job and digest need besides Kafka/Cassandra."""
+
+    model_config = SettingsConfigDict(
+        frozen=True, extra="forbid", env_prefix="TXMON_ALERTING__", env_nested_delimiter="__",
+    )
+
+    smtp: SmtpConfig = SmtpConfig()
+    sms: SmsConfig = SmsConfig()
+    webhook: WebhookConfig = WebhookConfig()
+    retry: RetryConfig = RetryConfig()
+    throttle: ThrottleConfig = ThrottleConfig()
+    dispatcher: DispatcherConfig = DispatcherConfig()
+    bank: BankConfig = BankConfig()
+    digest: DigestConfig = DigestConfig()
+    recipients: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")], RecipientGroup] = {}
+    routes: tuple[Route, ...] = ()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings,
+                YamlConfigSettingsSource(settings_cls, yaml_file=alerting_config_path()))
+
+    @model_validator(mode="after")
+    def _targets_resolve(self) -> AlertingConfig:
+        for route in self.routes:
+            for target in route.deliver:
+                if target.to == CUSTOMER:
+                    if target.channel == "webhook":
+                        raise ValueError(f"route {route.name}: customers have no webhook; use sms or email")
+                    continue
+                group = self.recipients.get(target.to)
+                if group is None:
+                    raise ValueError(f"route {route.name}: recipient group {target.to!r} is not defined "
+                                     f"under recipients (or use 'customer')")
+                if target.channel == "webhook" and group.webhook_url_env is None:
+                    raise ValueError(f"route {route.name}: group {target.to!r} has no webhook_url_env")
+                if target.channel in ("email", "sms") and not getattr(group, target.channel):
+                    raise ValueError(f"route {route.name}: group {target.to!r} lists no {target.channel} recipients")
+        if self.digest.recipients not in self.recipients or not self.recipients[self.digest.recipients].email:
+            raise ValueError(f"digest.recipients {self.digest.recipients!r} must name a group with email addresses")
+        return self
+
+
+def alerting_config_path() -> Path:
+    return Path(os.environ.get("TXMON_ALERTING_CONFIG", DEFAULT_ALERTING_CONFIG))
+
+
+def load_alerting_config(**overrides: object) -> AlertingConfig:
+    """Read the alerting configuration now (file and environment at call time).
+
+    Raises AlertingConfigError listing every problem and where to fix it.
+    """
+    path = alerting_config_path()
+    if not path.is_file():
+        raise AlertingConfigError(f"alerting config {path} not found: set TXMON_ALERTING_CONFIG to an existing YAML file")
+    try:
+        return AlertingConfig(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'alerting'}: {re.sub(r'^Value error, ', '', err['msg'])}"
+            for err in exc.errors()
+        )
+        raise AlertingConfigError(
+            f"invalid alerting configuration ({problems}); fix {path} or the TXMON_ALERTING__* environment variables"
+        ) from None
+
+
+__all__ = [
+    "CHANNEL_NAMES", "CUSTOMER", "DECISIONS", "SEVERITIES", "AlertingConfig", "BankConfig",
+    "ChannelName", "DigestConfig", "DispatcherConfig", "RecipientGroup", "RetryConfig", "Route",
+    "RouteMatch", "SmsConfig", "SmtpConfig", "Target", "ThrottleConfig", "WebhookConfig",
+    "alerting_config_path", "load_alerting_config",
+]

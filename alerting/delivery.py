@@ -1,0 +1,196 @@
+"""Delivering one message exactly as the delivery log allows: idempotent, retried with
+exponential backoff (tenacity), every attempt recorded before and after it is made.
+
+Per (delivery id, channel, recipient key) the log goes through::
+
+    sending -> sent                        (accepted by the provider)
+    sending -> retrying -> sending -> ...  (transient error, backoff)
+    ... -> failed                          (permanent error or retries used up)
+
+A delivery whose latest status is ``sent``, ``folded`` or ``no_recipient`` is never
+sent again; ``failed`` ones are left to :func:`alerting.retry.retry_failed_deliveries`.
+A latest status of ``sending`` means the process died mid-send: the provider may or
+may not have the message ("in doubt"); see ``dispatcher.in_doubt``.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from typing import Callable, Protocol
+
+from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from alerting.channels.base import Channel, OutboundMessage, Recipient
+from alerting.config import RetryConfig
+from alerting.errors import ChannelError
+from alerting.store import Attempt, Failure
+
+log = logging.getLogger("txmon.alerting")
+
+DONE = frozenset({"sent", "folded", "no_recipient"})
+"""Latest statuses after which a delivery is never attempted again."""
+
+
+class DeliveryLog(Protocol):
+    def latest_attempt(self, delivery_id: uuid.UUID, channel: str, recipient_key: str) -> tuple[int, str] | None: ...
+    def record_attempt(self, attempt: Attempt) -> None: ...
+    def add_failure(self, failure: Failure) -> None: ...
+    def remove_failure(self, day: date, delivery_id: uuid.UUID, channel: str, recipient_key: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Job:
+    """One message to one recipient. ``day`` is the failures-table partition for
+    retry-failed (None: the caller retries it itself, e.g. follow-ups and digests)."""
+
+    delivery_id: uuid.UUID
+    kind: str
+    route: str
+    day: date | None
+    message: OutboundMessage
+
+    @property
+    def recipient(self) -> Recipient:
+        return self.message.recipient
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # sent | done (already delivered earlier) | failed | pending (failed earlier; not retried here)
+    attempts: int = 0
+    response: str = ""
+
+
+def idempotency_key(delivery_id: uuid.UUID, recipient: Recipient) -> str:
+    """``<delivery id>.<channel>.<recipient key>``: Message-ID and Idempotency-Key."""
+    return f"{delivery_id}.{recipient.channel}.{recipient.key}"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Deliverer:
+    """Sends jobs through the channels, keeping the delivery log. Thread-safe."""
+
+    def __init__(
+        self, channels: dict[str, Channel], log_store: DeliveryLog, retry: RetryConfig, *,
+        in_doubt: str = "resend", now: Callable[[], datetime] = utcnow,
+        sleep: Callable[[float], None] = time.sleep, monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.channels, self.store, self.retry = channels, log_store, retry
+        self.in_doubt, self.now, self.sleep, self.monotonic = in_doubt, now, sleep, monotonic
+        self._open_until: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    # ---------------------------------------------------------------- records
+    def _record(self, job_or_id: Job | uuid.UUID, recipient: Recipient, attempt: int, status: str,
+                response: str, kind: str = "alert", route: str = "") -> None:
+        if isinstance(job_or_id, Job):
+            delivery_id, kind, route = job_or_id.delivery_id, job_or_id.kind, job_or_id.route
+        else:
+            delivery_id = job_or_id
+        self.store.record_attempt(Attempt(delivery_id, recipient.channel, recipient.key, attempt, kind, route,
+                                          recipient.masked, status, response[:1000], self.now()))
+
+    def state(self, delivery_id: uuid.UUID, recipient: Recipient) -> tuple[int, str] | None:
+        return self.store.latest_attempt(delivery_id, recipient.channel, recipient.key)
+
+    def mark(self, delivery_id: uuid.UUID, recipient: Recipient, status: str, response: str, *,
+             kind: str = "alert", route: str = "") -> bool:
+        """Record a terminal non-send outcome (folded, no_recipient) unless one is there.
+        Returns False when the delivery was already done."""
+        state = self.state(delivery_id, recipient)
+        if state is not None and state[1] in DONE:
+            return False
+        self._record(delivery_id, recipient, (state[0] + 1) if state else 1, status, response, kind, route)
+        return True
+
+    # ---------------------------------------------------------------- circuit
+    def _circuit_open(self, channel: str) -> bool:
+        with self._lock:
+            return self.monotonic() < self._open_until.get(channel, 0.0)
+
+    def _trip(self, channel: str) -> None:
+        with self._lock:
+            self._open_until[channel] = self.monotonic() + self.retry.circuit_cooldown_s
+
+    def _close(self, channel: str) -> None:
+        with self._lock:
+            self._open_until.pop(channel, None)
+
+    # ---------------------------------------------------------------- deliver
+    def deliver(self, job: Job, *, retry_failed: bool = False) -> Outcome:
+        """Send unless the log says it is done; retry transient errors with backoff;
+        record every attempt. Errors from the log itself (Cassandra) propagate."""
+        recipient = job.recipient
+        state = self.state(job.delivery_id, recipient)
+        last = state[0] if state else 0
+        if state is not None:
+            status = state[1]
+            if status in DONE:
+                return Outcome("done", 0)
+            if status == "failed" and not retry_failed:
+                return Outcome("pending", 0)
+            if status == "sending":
+                log.warning("%s %s to %s was in flight when the dispatcher stopped: in doubt, %s",
+                            job.kind, job.delivery_id, recipient.masked,
+                            "sending again with the same message id" if self.in_doubt == "resend" else "assumed sent")
+                if self.in_doubt == "skip":
+                    self._record(job, recipient, last + 1, "sent", "in doubt after a crash; assumed sent (in_doubt=skip)")
+                    return Outcome("sent", 0, "assumed")
+        channel = self.channels[recipient.channel]
+        if self._circuit_open(recipient.channel):
+            response = f"not attempted: {recipient.channel} circuit open after repeated failures"
+            self._record(job, recipient, last + 1, "failed", response)
+            self._fail(job, response)
+            return Outcome("failed", 1, response)
+
+        attempts = 0
+        retrying = Retrying(
+            stop=stop_after_attempt(self.retry.attempts),
+            wait=wait_exponential(multiplier=self.retry.initial_s, exp_base=self.retry.multiplier,
+                                  max=self.retry.max_s),
+            retry=retry_if_exception(lambda e: isinstance(e, ChannelError) and e.transient),
+            sleep=self.sleep,
+        )
+        try:
+            for trial in retrying:
+                with trial:
+                    attempts += 1
+                    number = last + attempts
+                    self._record(job, recipient, number, "sending", "")
+                    try:
+                        receipt = channel.send(job.message)
+                    except ChannelError as exc:
+                        self._record(job, recipient, number, "retrying" if exc.transient else "failed", exc.response)
+                        log.info("%s %s via %s to %s: attempt %d failed (%s)", job.kind, job.delivery_id,
+                                 recipient.channel, recipient.masked, attempts, exc.response)
+                        raise
+                    self._record(job, recipient, number, "sent", receipt.response)
+        except (ChannelError, RetryError) as exc:
+            error = exc.last_attempt.exception() if isinstance(exc, RetryError) else exc
+            assert isinstance(error, ChannelError)
+            number = last + attempts
+            self._record(job, recipient, number, "failed", error.response)
+            if error.transient:
+                self._trip(recipient.channel)
+            self._fail(job, error.response)
+            log.warning("%s %s via %s to %s FAILED after %d attempt(s): %s", job.kind, job.delivery_id,
+                        recipient.channel, recipient.masked, attempts, error)
+            return Outcome("failed", attempts, error.response)
+        self._close(recipient.channel)
+        if retry_failed and job.day is not None:
+            self.store.remove_failure(job.day, job.delivery_id, recipient.channel, recipient.key)
+        log.info("%s %s via %s to %s: sent (attempt %d) %s", job.kind, job.delivery_id, recipient.channel,
+                 recipient.masked, attempts, receipt.response)
+        return Outcome("sent", attempts, receipt.response)
+
+    def _fail(self, job: Job, response: str) -> None:
+        if job.day is not None:
+            self.store.add_failure(Failure(job.day, job.delivery_id, job.recipient.channel, job.recipient.key,
+                                           job.kind, job.recipient.masked, response[:1000], self.now()))

@@ -1,0 +1,244 @@
+"""The alert dispatcher: consumes the ``alerts`` topic and delivers every alert.
+
+For each record: validate it against the contract (a bad one goes to the
+``dead_letters`` table with the reason), upsert it into ``alerts``, route it, fold it
+or send it on every channel (in parallel), and record each outcome in
+``alert_deliveries``. Only when all of a poll's records have their outcomes durably
+recorded are their offsets committed, so a crash re-delivers rather than loses, and
+the delivery log stops anything already sent from being sent twice.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from alerting.channels.base import OutboundMessage, Recipient
+from alerting.config import AlertingConfig
+from alerting.contract import Alert, alert_day, from_json
+from alerting.delivery import DONE, Deliverer, Job, Outcome, idempotency_key, utcnow
+from alerting.errors import AlertContractError
+from alerting.render import FollowUp, Rendered, render_message
+from alerting.routing import Directory
+from alerting.store import AlertStore
+from alerting.throttle import Throttle, Window
+from infra.masking import mask_party
+
+log = logging.getLogger("txmon.alerting")
+
+
+@dataclass
+class DispatchStats:
+    records: int = 0
+    alerts: int = 0
+    dead_letters: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    followups: int = 0
+
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count(self, status: str, n: int = 1) -> None:
+        with self._lock:
+            self.outcomes[status] = self.outcomes.get(status, 0) + n
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            setattr(self, name, getattr(self, name) + n)
+
+    def line(self) -> str:
+        parts = ", ".join(f"{k} {v}" for k, v in sorted(self.outcomes.items()))
+        return (f"{self.records} records: {self.alerts} alerts, {self.dead_letters} dead-lettered; "
+                f"deliveries: {parts or 'none'}; follow-ups sent: {self.followups}")
+
+
+def build_message(delivery_id: uuid.UUID, kind: str, recipient: Recipient, rendered: Rendered) -> OutboundMessage:
+    return OutboundMessage(
+        idempotency_key(delivery_id, recipient), recipient, rendered.subject, rendered.text, rendered.html,
+        headers=(("X-Txmon-Alert-Id", str(delivery_id)), ("X-Txmon-Kind", kind)),
+    )
+
+
+class Dispatcher:
+    """Alert handling independent of Kafka (``process_alert``, ``flush_due``), plus the
+    consumer loop (``run``)."""
+
+    def __init__(self, config: AlertingConfig, store: AlertStore, deliverer: Deliverer, directory: Directory,
+                 *, now: Callable[[], datetime] = utcnow) -> None:
+        self.config, self.store, self.deliverer, self.directory = config, store, deliverer, directory
+        self.throttle = Throttle(store, config.throttle, now)
+        self.pool = ThreadPoolExecutor(max_workers=config.dispatcher.workers, thread_name_prefix="deliver")
+        # Partitions of one poll are handled side by side; records of one partition (hence
+        # of one account: the key) stay in order, which the throttle relies on.
+        self.partitions = ThreadPoolExecutor(max_workers=config.dispatcher.workers, thread_name_prefix="partition")
+        self.stats = DispatchStats()
+
+    def close(self) -> None:
+        self.partitions.shutdown(wait=True)
+        self.pool.shutdown(wait=True)
+
+    def handle_partition(self, records: list[Any], scope: str) -> None:
+        for record in records:
+            self.handle_record(record, scope)
+
+    def _render(self, recipient: Recipient, **what: Any) -> Rendered:
+        return render_message(recipient.audience, recipient.channel, self.config.bank,
+                              max_sms_segments=self.config.sms.max_segments, **what)
+
+    # ------------------------------------------------------------ one alert
+    def process_alert(self, alert: Alert, scope: str) -> list[Outcome]:
+        """Record, route, throttle and deliver one alert; returns the send outcomes."""
+        self.store.save_alert(alert)
+        self.stats.add("alerts")
+        contact = self.store.contact(alert.payer_account) if self.directory.needs_contact(alert) else None
+        targets, unreachable = self.directory.resolve(alert, contact)
+        for miss in unreachable:
+            if self.deliverer.mark(alert.alert_id, miss.recipient, "no_recipient",
+                                   f"no {miss.channel} contact on file for the customer", route=miss.route):
+                self.stats.count("no_recipient")
+                log.warning("alert %s: no %s contact for %s; recorded no_recipient", alert.alert_id, miss.channel,
+                            miss.recipient.masked)
+        jobs = []
+        for target in targets:
+            state = self.deliverer.state(alert.alert_id, target.recipient)
+            if state is not None and (state[1] in DONE or state[1] == "failed"):
+                self.stats.count("already")
+                continue
+            verdict, window = self.throttle.admit(scope, alert, target.recipient, target.route)
+            if verdict == "fold":
+                assert window is not None
+                self.deliverer.mark(alert.alert_id, target.recipient, "folded",
+                                    f"folded into the follow-up of window {window.row.window_start:%H:%M:%S}Z",
+                                    route=target.route)
+                self.stats.count("folded")
+                continue
+            rendered = self._render(target.recipient, alert=alert)
+            jobs.append(Job(alert.alert_id, "alert", target.route, alert_day(alert),
+                            build_message(alert.alert_id, "alert", target.recipient, rendered)))
+        outcomes = list(self.pool.map(self.deliverer.deliver, jobs))
+        for outcome in outcomes:
+            self.stats.count(outcome.status)
+        log.info("alert %s %s/%s risk %d payer %s: %s", alert.alert_id, alert.decision, alert.severity.value,
+                 alert.risk_score, mask_party(alert.payer_account, alert.payer_vpa),
+                 ", ".join(f"{j.recipient.channel}->{j.recipient.masked} {o.status}" for j, o in zip(jobs, outcomes))
+                 or "nothing to send")
+        return outcomes
+
+    def handle_record(self, record: Any, scope: str) -> None:
+        """One Kafka record: an alert, or a dead letter with the reason."""
+        self.stats.add("records")
+        try:
+            alert = from_json(record.value)
+        except AlertContractError as exc:
+            self.stats.add("dead_letters")
+            raw = record.value.decode("utf-8", errors="replace") if isinstance(record.value, bytes) else str(record.value)
+            key = record.key.decode("utf-8", errors="replace") if record.key else None
+            stamp = datetime.fromtimestamp(record.timestamp / 1000, timezone.utc) if record.timestamp else None
+            self.store.dead_letter(record.topic, record.partition, record.offset, "invalid_alert", str(exc)[:2000],
+                                   key, raw, stamp, utcnow())
+            log.error("alert record %s[%d]@%d dead-lettered: invalid_alert", record.topic, record.partition,
+                      record.offset)
+            return
+        self.process_alert(alert, scope)
+
+    # ------------------------------------------------------------ follow-ups
+    def _followup_recipient(self, window: Window, alerts: list[Alert]) -> tuple[Recipient, str] | None:
+        if window.recipient is not None:
+            return window.recipient, window.route
+        for alert in alerts:  # after a restart: the recipient is re-resolved from the routing
+            contact = self.store.contact(alert.payer_account) if self.directory.needs_contact(alert) else None
+            for target in self.directory.resolve(alert, contact)[0]:
+                if (target.recipient.channel, target.recipient.key) == (window.row.channel, window.row.recipient_key):
+                    return target.recipient, target.route
+        return None
+
+    def flush_due(self) -> int:
+        """Send the follow-up of every closed window with folded alerts; returns how many went."""
+        sent = 0
+        for window in self.throttle.due():
+            folded = set(window.folded)
+            alerts = self.store.load_alerts(folded)
+            found = self._followup_recipient(window, alerts)
+            if found is None or not alerts:
+                log.error("follow-up of %d folded alerts: recipient no longer routed; dropping the window "
+                          "(each alert stays recorded as folded)", len(folded))
+                self.throttle.followup_sent(window, folded)
+                continue
+            recipient, route = found
+            rendered = self._render(recipient, followup=FollowUp(window.row.rule_code, tuple(alerts)))
+            job = Job(window.followup_id, "followup", route, None,
+                      build_message(window.followup_id, "followup", recipient, rendered))
+            outcome = self.deliverer.deliver(job, retry_failed=True)  # a failed follow-up is tried again
+            if outcome.status in ("sent", "done"):
+                self.throttle.followup_sent(window, folded)
+                sent += outcome.status == "sent"
+            else:
+                self.throttle.followup_failed(window, self.config.retry.circuit_cooldown_s)
+        self.stats.add("followups", sent)
+        self.throttle.sweep()
+        return sent
+
+    # ------------------------------------------------------------ the loop
+    def run(self, consumer: Any, *, topic: str, group_id: str, max_messages: int | None = None,
+            idle_timeout_s: float | None = None, stop: threading.Event | None = None) -> DispatchStats:
+        """Consume until ``max_messages`` records, ``idle_timeout_s`` without a record
+        (counted from when the group gave this consumer its partitions), or ``stop`` is
+        set. Offsets are committed after each poll's outcomes are stored."""
+        from kafka import ConsumerRebalanceListener
+        from kafka.structs import OffsetAndMetadata
+
+        throttle = self.throttle
+        assigned_at: list[float] = []  # idle time counts from the first assignment
+
+        class Ownership(ConsumerRebalanceListener):
+            def on_partitions_revoked(self, revoked: Any) -> None:
+                for tp in revoked:
+                    throttle.forget(scope_of(tp.partition))
+
+            def on_partitions_assigned(self, assigned: Any) -> None:
+                for tp in assigned:
+                    throttle.load(scope_of(tp.partition))
+                assigned_at.append(time.monotonic())
+
+        def scope_of(partition: int) -> str:
+            return f"{group_id}/{topic}/{partition}"
+
+        consumer.subscribe([topic], listener=Ownership())
+        stop = stop or threading.Event()
+        processed, last_record = 0, 0.0
+        poll_ms = self.config.dispatcher.poll_ms
+        while not stop.is_set():
+            remaining = None if max_messages is None else max_messages - processed
+            batch = consumer.poll(timeout_ms=poll_ms, max_records=min(remaining or 10**9,
+                                                                       self.config.dispatcher.max_poll_records))
+            if batch:
+                futures = [self.partitions.submit(self.handle_partition, records, scope_of(tp.partition))
+                           for tp, records in batch.items()]
+                for future in futures:
+                    future.result()  # a failure (e.g. Cassandra down) stops here: nothing is committed
+                consumer.commit({tp: OffsetAndMetadata(records[-1].offset + 1, "", -1)
+                                 for tp, records in batch.items()})  # every outcome is already in Cassandra
+                processed += sum(len(records) for records in batch.values())
+                last_record = time.monotonic()
+            self.flush_due()
+            if max_messages is not None and processed >= max_messages:
+                break
+            if (idle_timeout_s is not None and assigned_at
+                    and time.monotonic() - max(last_record, assigned_at[0]) >= idle_timeout_s):
+                break
+        return self.stats
+
+
+def make_consumer(bootstrap: str, group_id: str, config: Any) -> Any:
+    """Manual commits only; a new group starts from the earliest alert (none skipped)."""
+    from kafka import KafkaConsumer
+
+    return KafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group_id, client_id="txmon-alert-dispatcher",
+        enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=config.max_poll_records,
+        session_timeout_ms=config.session_timeout_ms, heartbeat_interval_ms=config.session_timeout_ms // 3,
+    )
