@@ -159,14 +159,15 @@ def produce_events(
 
 
 def live_start_time(planned_events: int | None, rate: float | None, mean_tps: float) -> datetime:
-    """Start the simulated clock far enough back that the run stays in the past.
+    """Start the simulated clock so that a run of ``planned_events`` ends before now.
 
-    The simulator's clock follows its diurnal profile (night hours run ~5x faster than
-    the weekly mean), so the planned span is padded six-fold.
+    The expected span is planned_events / mean_tps, but the diurnal profile makes the
+    real one vary, so the clock starts 1.5 spans back; anything that would still land
+    after the wall clock is clamped to it by the producer. Unbounded runs start one
+    simulated day back.
     """
     now = datetime.now(timezone.utc).replace(microsecond=0)
     if planned_events is None:
-        return now - timedelta(hours=1)
-    span = planned_events / mean_tps
-    return now - timedelta(seconds=6 * span + 60)
+        return now - timedelta(days=1)
+    return now - timedelta(seconds=1.5 * planned_events / mean_tps)
 

@@ -19,7 +19,8 @@ class SimulateOptions:
     fraud_rate: float = 0.01
     n_customers: int = 10_000
     n_merchants: int = 1_000
-    label_delay_seconds: float = 60.0
+    label_delay_seconds: float = 3600.0
+    txns_per_customer_per_day: float = 4.0
     labels_file: Path | None = None
     topic: str | None = None
     labels_topic: str | None = None
@@ -28,11 +29,17 @@ class SimulateOptions:
 
 
 def simulator_for(opts: SimulateOptions) -> Simulator:
-    """Live runs put the simulated clock just behind the wall clock and let it advance at
-    about the producing rate, so event-time windows and watermarks behave as in production."""
-    mean_tps = opts.rate or 1000.0
+    """A simulator whose customers behave like real ones whatever the producing rate.
+
+    The simulated clock runs at the population's own pace (``txns_per_customer_per_day``
+    per customer), not at the producing rate: producing 2,000 tx/s from 10,000 customers
+    replays about five days of their history per minute, so per-account windows and
+    profiles look like a bank's. Live runs start the clock far enough back that the run
+    ends at about the wall clock (see :func:`live_start_time`).
+    """
+    mean_tps = opts.n_customers * opts.txns_per_customer_per_day / 86_400
     planned = opts.count if opts.count is not None else (
-        int(opts.duration * mean_tps) if opts.duration is not None else None
+        int(opts.duration * opts.rate) if opts.duration is not None and opts.rate else None
     )
     extra = {"start_time": live_start_time(planned, opts.rate, mean_tps)} if opts.live else {}
     config = SimulatorConfig(

@@ -31,17 +31,36 @@ class RiskPolicy(BaseModel):
         return self
 
 
+def risk_scores(rule_score, fraud_probability, anomaly, policy: RiskPolicy):
+    """Vectorised risk (numpy arrays in, int array out).
+
+    >>> import numpy as np
+    >>> risk_scores(np.array([0, 60, 60, 250]), np.array([0, 0, .5, 0]), np.zeros(4), RiskPolicy()).tolist()
+    [0, 60, 78, 100]
+    """
+    import numpy as np
+
+    r = np.clip(np.asarray(rule_score, dtype=float), 0.0, 100.0) / 100.0
+    keep = ((1 - r) * (1 - policy.model_weight * np.asarray(fraud_probability, dtype=float))
+            * (1 - policy.anomaly_weight * np.asarray(anomaly, dtype=float)))
+    return np.rint(100 * (1 - keep)).astype(int)
+
+
 def risk_score(rule_score: float, fraud_probability: float, anomaly: float, policy: RiskPolicy) -> int:
     """
     >>> p = RiskPolicy()
     >>> risk_score(0, 0.0, 0.0, p), risk_score(60, 0.0, 0.0, p), risk_score(60, 0.5, 0.0, p)
     (0, 60, 78)
-    >>> risk_score(250, 0.0, 0.0, p)
-    100
     """
-    r = min(max(rule_score, 0.0), 100.0) / 100.0
-    keep = (1 - r) * (1 - policy.model_weight * fraud_probability) * (1 - policy.anomaly_weight * anomaly)
-    return int(round(100 * (1 - keep)))
+    return int(risk_scores([rule_score], [fraud_probability], [anomaly], policy)[0])
+
+
+def decisions(scores, policy: RiskPolicy):
+    """Vectorised :func:`decide`."""
+    import numpy as np
+
+    scores = np.asarray(scores)
+    return np.where(scores >= policy.block_at, "BLOCK", np.where(scores >= policy.review_at, "REVIEW", "APPROVE"))
 
 
 def decide(score: int, policy: RiskPolicy) -> Decision:

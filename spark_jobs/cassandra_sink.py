@@ -67,7 +67,8 @@ def insert_statement(table: str, columns: tuple[str, ...]) -> str:
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
 
 
-def write_rows(target: CassandraTarget, table: str, columns: tuple[str, ...], rows: Iterable[Any]) -> int:
+def write_rows(target: CassandraTarget, table: str, columns: tuple[str, ...], rows: Iterable[Any],
+               batch_rows: int | None = None) -> int:
     """Upsert rows (tuples or Rows in ``columns`` order); raises if any write fails.
 
     Raising fails the Spark task, so Spark retries the micro-batch; since every write
@@ -83,11 +84,12 @@ def write_rows(target: CassandraTarget, table: str, columns: tuple[str, ...], ro
     params = [tuple(row) for row in rows]
     if not params:
         return 0
-    if target.batch_rows <= 1:
+    batch_rows = batch_rows or target.batch_rows
+    if batch_rows <= 1:
         execute_concurrent_with_args(session, stmt, params, concurrency=target.concurrency,
                                      raise_on_first_error=True)
         return len(params)
-    batches = [(b, ()) for b in replica_batches(session, stmt, params, target.batch_rows)]
+    batches = [(b, ()) for b in replica_batches(session, stmt, params, batch_rows)]
     execute_concurrent(session, batches, concurrency=target.concurrency, raise_on_first_error=True)
     return len(params)
 
@@ -119,11 +121,16 @@ def replica_batches(session, stmt, params: list[tuple], batch_rows: int) -> list
     return batches
 
 
-def write_dataframe(df, target: CassandraTarget, table: str, columns: tuple[str, ...]) -> None:
-    """Write a (micro-batch) DataFrame from its partitions, in parallel across executors."""
+def write_dataframe(df, target: CassandraTarget, table: str, columns: tuple[str, ...],
+                    batch_rows: int | None = None) -> None:
+    """Write a (micro-batch) DataFrame from its partitions, in parallel across executors.
+
+    ``batch_rows`` overrides the rows per UNLOGGED batch for tables with wide rows (keep a
+    batch well under Cassandra's batch_size_fail_threshold).
+    """
     selected = df.select(*columns)
 
     def _write_partition(rows):
-        write_rows(target, table, columns, rows)
+        write_rows(target, table, columns, rows, batch_rows)
 
     selected.foreachPartition(_write_partition)

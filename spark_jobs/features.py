@@ -36,6 +36,7 @@ NEAR_THRESHOLD_BAND = 0.10             # within 10% below a threshold
 NO_PREVIOUS_S = 10_000_000.0           # "no previous transaction": ~116 days
 MAX_KNOWN_PAYEES = 500
 MAX_KNOWN_DEVICES = 20
+NEW_DEVICE_S = 3600                    # a device counts as new for its first hour
 PAYER_STATE_TTL_S = 30 * 86400         # profiles idle this long are dropped
 
 # Inputs every fold needs, in this order (typed columns of the transactions table).
@@ -96,7 +97,7 @@ class PayerState:
     last_lon: float | None = None
     recent: deque = field(default_factory=deque)   # (t_us, amount, payee, failed) within 24 h
     payees: dict = field(default_factory=dict)     # payee -> last t_us (capped)
-    devices: dict = field(default_factory=dict)    # device -> last t_us (capped)
+    devices: dict = field(default_factory=dict)    # device -> [first t_us, history count then] (capped)
 
     def to_json(self) -> str:
         return json.dumps([self.n, self.mean, self.m2, self.last_us, self.last_lat, self.last_lon,
@@ -143,7 +144,15 @@ def payer_fold(state: PayerState, t_us: int, payee: str | None, amount: int, dev
     std = math.sqrt(state.m2 / (history - 1)) if history >= 2 else 0.0
     zscore = (amount - state.mean) / std if std > 0 else 0.0
     new_payee = int(payee is not None and payee not in state.payees)
-    new_device = int(device is not None and history > 0 and device not in state.devices)
+    # A device is "new" for its first hour on an account that had history before it: an
+    # account takeover sends several transfers from the new phone, not just one.
+    seen = state.devices.get(device) if device is not None else None
+    if device is None:
+        new_device = 0
+    elif seen is None:
+        new_device = int(history > 0)
+    else:
+        new_device = int(seen[1] > 0 and t_us - seen[0] <= NEW_DEVICE_S * MICROS)
     local_s = t_us // MICROS + IST_OFFSET_S
     hour = (local_s // 3600) % 24
     if state.last_us is None:
@@ -164,9 +173,11 @@ def payer_fold(state: PayerState, t_us: int, payee: str | None, amount: int, dev
     if payee is not None:
         state.payees[payee] = t_us
         _cap(state.payees, MAX_KNOWN_PAYEES)
-    if device is not None:
-        state.devices[device] = t_us
-        _cap(state.devices, MAX_KNOWN_DEVICES)
+    if device is not None and device not in state.devices:
+        state.devices[device] = [t_us, history]
+        if len(state.devices) > MAX_KNOWN_DEVICES:  # forget the oldest devices
+            for key, _ in sorted(state.devices.items(), key=lambda kv: kv[1][0])[:-MAX_KNOWN_DEVICES]:
+                del state.devices[key]
     state.last_us = t_us
     if lat is not None and lon is not None:
         state.last_lat, state.last_lon = lat, lon
@@ -246,9 +257,16 @@ class MemoryProfileStore(ProfileStore):
 
 
 def _micros(series) -> "list[int]":
+    """Epoch microseconds, whatever the column's unit (Arrow gives µs, pandas often ns).
+
+    >>> import pandas as pd
+    >>> ts = pd.Series(pd.to_datetime(["1970-01-01T00:00:01Z"]))
+    >>> _micros(ts), _micros(ts.astype("datetime64[us, UTC]"))
+    ([1000000], [1000000])
+    """
     import pandas as pd
 
-    return (pd.to_datetime(series, utc=True).astype("int64") // 1000).tolist()
+    return pd.to_datetime(series, utc=True).dt.as_unit("us").astype("int64").tolist()
 
 
 def _clean(value):
@@ -261,57 +279,65 @@ def _clean(value):
         return value
 
 
-def add_features(pdf, store: ProfileStore):
-    """Transactions (typed columns incl. payee_key) -> same rows + every feature column.
+def _ordered(pdf):
+    return pdf.sort_values(["event_time", "txn_id"], kind="mergesort").reset_index(drop=True)
 
-    Rows may be in any order and may mix keys; each key's rows are folded in
-    (event_time, txn_id) order, starting from the profile in ``store``, and the updated
-    profiles are saved back. Output rows come back in (event_time, txn_id) order.
-    """
+
+def add_payee_features(pdf, store: ProfileStore):
+    """PAYEE_FEATURES and LABEL_FEATURES for rows that hold ALL of their payees' rows
+    in this batch (the stream repartitions by payee_key first)."""
     import pandas as pd
 
-    if pdf.empty:
-        out = pdf.copy()
-        for name in FEATURES:
-            if name not in out:
-                out[name] = pd.Series(dtype="int64" if name in INTEGER_FEATURES else "float64")
-        return out
-    pdf = pdf.sort_values(["event_time", "txn_id"], kind="mergesort").reset_index(drop=True)
-    times = _micros(pdf["event_time"])
-    payers = pdf["payer_account"].tolist()
-    payees = pdf["payee_key"].tolist()
-
-    # payee phase
-    payee_states = {k: PayeeState.from_json(v) for k, v in store.load("payee", sorted(set(payees))).items()}
-    payee_rows = []
+    pdf = _ordered(pdf)
+    times = _micros(pdf["event_time"]) if len(pdf) else []
+    payers, payees = pdf["payer_account"].tolist(), pdf["payee_key"].tolist()
+    keys = sorted(set(payees))
+    states = {k: PayeeState.from_json(v) for k, v in store.load("payee", keys).items()}
+    rows = []
     for t, payer, payee in zip(times, payers, payees):
-        state = payee_states.get(payee)
+        state = states.get(payee)
         if state is None:
-            state = payee_states[payee] = PayeeState()
-        payee_rows.append(payee_fold(state, t, payer))
-    store.save("payee", {k: v.to_json() for k, v in payee_states.items()})
-    label_times = store.fraud_label_times(sorted(set(payees)))
-
-    # payer phase
-    payer_states = {k: PayerState.from_json(v) for k, v in store.load("payer", sorted(set(payers))).items()}
-    payer_rows = []
-    for t, payer, payee, amount, device, lat, lon, status in zip(
-            times, payers, payees, pdf["amount_paise"].tolist(), pdf["device_id"].tolist(),
-            pdf["lat"].tolist(), pdf["lon"].tolist(), pdf["status"].tolist()):
-        state = payer_states.get(payer)
-        if state is None:
-            state = payer_states[payer] = PayerState()
-        lat, lon = _clean(lat), _clean(lon)
-        payer_rows.append(payer_fold(state, t, _clean(payee), int(amount), _clean(device),
-                                     None if lat is None else float(lat), None if lon is None else float(lon),
-                                     status == "FAILED"))
-    store.save("payer", {k: v.to_json() for k, v in payer_states.items()})
-
-    out = pdf.copy()
-    out = pd.concat([out, pd.DataFrame(payer_rows, columns=list(PAYER_FEATURES)),
-                     pd.DataFrame(payee_rows, columns=list(PAYEE_FEATURES))], axis=1)
-    out["payee_fraud_reports"] = [fraud_reports_before(label_times.get(p, []), t) for p, t in zip(payees, times)]
+            state = states[payee] = PayeeState()
+        rows.append(payee_fold(state, t, payer))
+    store.save("payee", {k: v.to_json() for k, v in states.items()})
+    label_times = store.fraud_label_times(keys) if keys else {}
+    out = pd.concat([pdf, pd.DataFrame(rows, columns=list(PAYEE_FEATURES), dtype="int64")], axis=1)
+    out["payee_fraud_reports"] = pd.Series(
+        [fraud_reports_before(label_times.get(p, []), t) for p, t in zip(payees, times)], dtype="int64")
     return out
+
+
+def add_payer_features(pdf, store: ProfileStore):
+    """PAYER_FEATURES for rows that hold ALL of their payers' rows in this batch."""
+    import pandas as pd
+
+    pdf = _ordered(pdf)
+    times = _micros(pdf["event_time"]) if len(pdf) else []
+    payers = pdf["payer_account"].tolist()
+    states = {k: PayerState.from_json(v) for k, v in store.load("payer", sorted(set(payers))).items()}
+    rows = []
+    for t, payer, payee, amount, device, lat, lon, status in zip(
+            times, payers, pdf["payee_key"].tolist(), pdf["amount_paise"].tolist(), pdf["device_id"].tolist(),
+            pdf["lat"].tolist(), pdf["lon"].tolist(), pdf["status"].tolist()):
+        state = states.get(payer)
+        if state is None:
+            state = states[payer] = PayerState()
+        lat, lon = _clean(lat), _clean(lon)
+        rows.append(payer_fold(state, t, _clean(payee), int(amount), _clean(device),
+                               None if lat is None else float(lat), None if lon is None else float(lon),
+                               status == "FAILED"))
+    store.save("payer", {k: v.to_json() for k, v in states.items()})
+    feats = pd.DataFrame(rows, columns=list(PAYER_FEATURES))
+    for name in PAYER_FEATURES:
+        feats[name] = feats[name].astype("int64" if name in INTEGER_FEATURES else "float64")
+    return pd.concat([pdf, feats], axis=1)
+
+
+def add_features(pdf, store: ProfileStore):
+    """Transactions (typed columns incl. payee_key) -> same rows + every feature column,
+    in (event_time, txn_id) order. Each key's rows are folded in that order, starting
+    from the profile in ``store``; updated profiles are saved back."""
+    return add_payer_features(add_payee_features(pdf, store), store)
 
 
 def transactions_frame(events) -> "pd.DataFrame":

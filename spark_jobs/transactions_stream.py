@@ -22,11 +22,14 @@ consumer can de-duplicate; the dead_letters *table* is exact.)
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from infra.settings import Settings, load_settings
-from spark_jobs.cassandra_sink import CassandraTarget, write_dataframe
+from spark_jobs.cassandra_sink import CassandraTarget, write_dataframe, write_rows
 
 TRANSACTION_COLUMNS = (
     "txn_id", "schema_version", "event_time", "channel", "txn_type",
@@ -59,6 +62,11 @@ class StreamOptions:
     max_offsets_per_trigger: int
     available_now: bool = False
     starting_offsets: str = "earliest"
+    detect: bool = True
+    labels_topic: str = "labels"
+    alerts_topic: str = "alerts"
+    rules_path: str | None = None
+    registry_root: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides) -> "StreamOptions":
@@ -69,16 +77,19 @@ class StreamOptions:
             keyspace=settings.cassandra.keyspace,
             trigger_seconds=settings.spark.trigger_seconds,
             max_offsets_per_trigger=settings.spark.max_offsets_per_trigger,
+            labels_topic=settings.kafka.topics.labels,
+            alerts_topic=settings.kafka.topics.alerts,
+            registry_root=os.environ.get("TXMON_MODELS_DIR", str(settings.state_path / "models")),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
 
-def read_kafka(spark, settings: Settings, opts: StreamOptions):
+def read_kafka(spark, settings: Settings, opts: StreamOptions, topic: str | None = None):
     return (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", settings.kafka.bootstrap)
-        .option("subscribe", opts.topic)
+        .option("subscribe", topic or opts.topic)
         .option("startingOffsets", opts.starting_offsets)
         .option("maxOffsetsPerTrigger", opts.max_offsets_per_trigger)
         .option("failOnDataLoss", "false")
@@ -141,11 +152,25 @@ def start_ingest_query(spark, settings: Settings, opts: StreamOptions):
     target = CassandraTarget.from_settings(settings, opts.keyspace)
     validated = validate(read_kafka(spark, settings, opts))
     bootstrap = settings.kafka.bootstrap
+    detector = None
+    if opts.detect:
+        from spark_jobs.detection import Detector
 
-    def _write(batch_df, _batch_id: int) -> None:
+        detector = Detector(settings, target, rules_path=opts.rules_path,
+                            registry_root=opts.registry_root and Path(opts.registry_root),
+                            alerts_topic=opts.alerts_topic)
+
+    def _write(batch_df, batch_id: int) -> None:
         batch_df.persist()
         try:
-            write_dataframe(typed_transactions(batch_df), target, "transactions", TRANSACTION_COLUMNS)
+            typed = typed_transactions(batch_df)
+            write_dataframe(typed, target, "transactions", TRANSACTION_COLUMNS)
+            if detector is not None:
+                # The token ties profile updates to this micro-batch of this query, so a
+                # replay of the batch starts from the same profiles (exactly-once features).
+                scored = detector.score(batch_df.sparkSession, typed, f"{opts.checkpoint_dir}#{batch_id}").persist()
+                detector.write(scored)
+                scored.unpersist()
             bad = dead_letter_rows(batch_df).persist()
             if not bad.isEmpty():
                 write_dataframe(bad, target, "dead_letters", DEAD_LETTER_COLUMNS)
@@ -160,7 +185,9 @@ def start_ingest_query(spark, settings: Settings, opts: StreamOptions):
         finally:
             batch_df.unpersist()
 
-    return _start(validated.writeStream.foreachBatch(_write), opts, "ingest")
+    query = _start(validated.writeStream.foreachBatch(_write), opts, "ingest")
+    query.detector = detector  # for operators and tests: current rules, model, last rules error
+    return query
 
 
 def window_expansion_sql() -> str:
@@ -231,6 +258,47 @@ def start_aggregate_query(spark, settings: Settings, opts: StreamOptions):
     return _start(frame.writeStream.outputMode("update").foreachBatch(_write), opts, "aggregates")
 
 
+LABEL_COLUMNS = ("txn_id", "is_fraud", "scenario", "label_time", "received_at")
+
+
+def start_labels_query(spark, settings: Settings, opts: StreamOptions):
+    """Ground-truth labels as they arrive: into ``labels``, and confirmed frauds by payee
+    into ``payee_fraud_labels`` (the payee_fraud_reports feature reads it)."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    target = CassandraTarget.from_settings(settings, opts.keyspace)
+    schema = T.StructType([T.StructField("txn_id", T.StringType()), T.StructField("is_fraud", T.BooleanType()),
+                           T.StructField("scenario", T.StringType()), T.StructField("label_time", T.StringType())])
+    labels = read_kafka(spark, settings, opts, topic=opts.labels_topic).select(
+        F.from_json(F.col("value").cast("string"), schema).alias("l")).select(
+        "l.txn_id", "l.is_fraud", "l.scenario", F.to_timestamp("l.label_time").alias("label_time"),
+        F.current_timestamp().alias("received_at")).where(F.col("txn_id").isNotNull())
+
+    def _write(batch_df, _batch_id: int) -> None:
+        rows = batch_df.collect()  # labels are few (frauds, chargebacks)
+        if not rows:
+            return
+        write_rows(target, "labels", LABEL_COLUMNS, [tuple(r[c] for c in LABEL_COLUMNS) for r in rows])
+        frauds = {r.txn_id: r for r in rows if r.is_fraud}
+        if not frauds:
+            return
+        from spark_jobs.cassandra_sink import session_for
+
+        session = session_for(target)
+        stmt = session.prepare("SELECT txn_id, payee_account, payee_vpa FROM transactions WHERE txn_id IN ?")
+        ids = list(frauds)
+        payees = []
+        for i in range(0, len(ids), 100):
+            for t in session.execute(stmt, (ids[i:i + 100],)):
+                lab = frauds[t.txn_id]
+                payees.append((t.payee_account or t.payee_vpa, t.txn_id, lab.label_time, lab.scenario, lab.received_at))
+        write_rows(target, "payee_fraud_labels", ("payee_key", "txn_id", "label_time", "scenario", "received_at"),
+                   payees)
+
+    return _start(labels.writeStream.foreachBatch(_write), opts, "labels")
+
+
 def _start(writer, opts: StreamOptions, name: str):
     writer = writer.option("checkpointLocation", f"{opts.checkpoint_dir}/{name}")
     if opts.available_now:
@@ -242,7 +310,10 @@ def _start(writer, opts: StreamOptions, name: str):
 
 def start_all(spark, settings: Settings, opts: StreamOptions) -> list:
     """Start every query of the transactions stream; returns them (ingest first)."""
-    return [start_ingest_query(spark, settings, opts), start_aggregate_query(spark, settings, opts)]
+    queries = [start_ingest_query(spark, settings, opts), start_aggregate_query(spark, settings, opts)]
+    if opts.detect:
+        queries.append(start_labels_query(spark, settings, opts))
+    return queries
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -253,6 +324,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dlq-topic", help="dead-letter topic (default: kafka.topics.dead_letter)")
     parser.add_argument("--checkpoint-dir", help="checkpoint root (default: <state_dir>/checkpoints/transactions)")
     parser.add_argument("--trigger-seconds", type=float, help="micro-batch interval (default: spark.trigger_seconds)")
+    parser.add_argument("--labels-topic", help="ground-truth labels topic (default: kafka.topics.labels)")
+    parser.add_argument("--alerts-topic", help="alerts topic (default: kafka.topics.alerts)")
+    parser.add_argument("--rules", help="rules YAML, reloaded when it changes (default: config/rules.yaml)")
+    parser.add_argument("--no-detect", action="store_true", help="ingest only: no features, scoring or alerts")
     parser.add_argument("--available-now", action="store_true",
                         help="process what is in the topic now, then stop (batch-style catch-up)")
     args = parser.parse_args(argv)
@@ -260,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     opts = StreamOptions.from_settings(
         settings, topic=args.topic, dlq_topic=args.dlq_topic, checkpoint_dir=args.checkpoint_dir,
         trigger_seconds=args.trigger_seconds, available_now=args.available_now or None,
+        labels_topic=args.labels_topic, alerts_topic=args.alerts_topic, rules_path=args.rules,
+        detect=False if args.no_detect else None,
     )
     spark = build_session(settings, "txmon-transactions-stream")
     queries = start_all(spark, settings, opts)

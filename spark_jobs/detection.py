@@ -1,0 +1,290 @@
+"""Scoring a micro-batch: features -> rules -> models -> risk, decision, reasons -> outputs.
+
+Runs inside the transactions stream's foreachBatch on the batch's valid transactions:
+
+1. payee features, then payer features, folded per key from Cassandra profiles that
+   are versioned by micro-batch (spark_jobs/profile_store.py): exactly-once features;
+2. rules from config/rules.yaml as Spark SQL expressions (hot-reloaded between batches);
+3. the champion model bundle (registry checked between batches, broadcast once per
+   version) scoring whole Arrow batches: fraud probability and anomaly score;
+4. risk 0-100 and decision (models/risk.py); reasons: the rules that fired with their
+   values, and the features that pushed the model most;
+5. every scored transaction to ``scored_transactions``; every REVIEW/BLOCK as an alert
+   (alerting/contract.py) to Cassandra ``alerts``/``alerts_by_day`` and Kafka ``alerts``.
+   All keyed by txn id / alert id: a replayed batch creates no duplicate.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+from infra.settings import Settings
+from spark_jobs.cassandra_sink import CassandraTarget, write_dataframe, write_rows
+from spark_jobs.features import FEATURES, INTEGER_FEATURES, LABEL_FEATURES, PAYEE_FEATURES, PAYER_FEATURES
+from spark_jobs.rules import DEFAULT_RULES, RulesWatcher, apply_rules
+
+log = logging.getLogger(__name__)
+
+NO_MODEL = "none"
+SCORED_COLUMNS = (
+    "txn_id", "event_time", "payer_account", "payee_key", "amount_paise", "channel", "txn_type",
+    "risk_score", "decision", "rule_score", "fraud_probability", "anomaly_score", "rules_fired", "reasons",
+    "model_version", "rules_version", "features", "kafka_timestamp", "scored_at",
+)
+ALERT_COLUMNS = ("alert_id", "schema_version", "txn_id", "created_at", "event_time", "day", "payer_account",
+                 "payer_vpa", "payee_account", "payee_vpa", "amount_paise", "channel", "txn_type", "risk_score",
+                 "decision", "severity", "reasons", "reason_codes", "model_version", "rules_version")
+ALERT_BY_DAY_COLUMNS = ("day", "alert_id", "event_time", "created_at", "payer_account", "decision", "severity",
+                        "risk_score", "amount_paise", "reason_codes")
+SEVERITY_ORDER = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
+
+
+def _arrow_schema(spark_schema):
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    return to_arrow_schema(spark_schema, timezone="UTC")
+
+
+def _with_columns(schema, names, integer=INTEGER_FEATURES):
+    from pyspark.sql import types as T
+
+    fields = [f for f in schema.fields if f.name not in names]
+    for name in names:
+        fields.append(T.StructField(name, T.LongType() if name in integer else T.DoubleType()))
+    return T.StructType(fields)
+
+
+def cassandra_profiles(target: CassandraTarget, token: str):
+    """Store factory for the stream: profiles in Cassandra, versioned by micro-batch."""
+
+    def make():
+        from spark_jobs.profile_store import CassandraProfileStore
+
+        return CassandraProfileStore(target, token)
+
+    return make
+
+
+def _partition_fold(fold, make_store, out_schema):
+    """mapInArrow function: fold a whole partition (all rows of its keys) with profiles."""
+    arrow_schema = _arrow_schema(out_schema)
+
+    def run(batches: Iterator) -> Iterator:
+        import pyarrow as pa
+
+        batches = [b for b in batches if b.num_rows]
+        if not batches:  # empty partitions are normal (few keys, many partitions)
+            return
+        out = fold(pa.Table.from_batches(batches).to_pandas(), make_store())
+        yield from pa.Table.from_pandas(out[arrow_schema.names], schema=arrow_schema,
+                                        preserve_index=False).to_batches()
+
+    return run
+
+
+def add_features_to_batch(df, make_store, partitions: int):
+    """Payee phase (partitioned by payee) then payer phase (partitioned by payer).
+
+    ``make_store`` builds each task's ProfileStore: :func:`cassandra_profiles` in the
+    stream; ``MemoryProfileStore`` (fresh, empty) for batch runs over history, where
+    every key's whole history is in one partition.
+    """
+    from pyspark.sql import functions as F
+
+    from spark_jobs.features import add_payee_features, add_payer_features
+
+    df = df.withColumn("payee_key", F.coalesce("payee_account", "payee_vpa"))
+    payee_schema = _with_columns(df.schema, (*PAYEE_FEATURES, *LABEL_FEATURES))
+    with_payee = df.repartition(partitions, "payee_key").mapInArrow(
+        _partition_fold(add_payee_features, make_store, payee_schema), payee_schema)
+    payer_schema = _with_columns(with_payee.schema, PAYER_FEATURES)
+    return with_payee.repartition(partitions, "payer_account").mapInArrow(
+        _partition_fold(add_payer_features, make_store, payer_schema), payer_schema)
+
+
+@dataclass
+class ModelHolder:
+    """The champion bundle, re-checked between micro-batches (hot swap)."""
+
+    registry_root: Path | None
+    version: str = NO_MODEL
+    broadcast: object = None
+    _checked: str | None = field(default=None, repr=False)
+
+    def refresh(self, spark) -> bool:
+        if self.registry_root is None:
+            return False
+        try:
+            from models.registry import Registry
+
+            registry = Registry(self.registry_root)
+            champion = registry.champion()
+        except Exception as exc:  # registry unreadable: keep scoring with what we have
+            log.error("model registry unreadable (%s); keeping model %s", exc, self.version)
+            return False
+        if champion is None or champion == self.version:
+            return False
+        bundle = registry.load(champion)
+        if self.broadcast is not None:
+            self.broadcast.unpersist()
+        self.broadcast = spark.sparkContext.broadcast(bundle)
+        log.warning("model %s now scoring (was %s)", champion, self.version)
+        self.version = champion
+        return True
+
+
+def _score_partition(bundle_bc, model_version: str, ruleset, out_schema):
+    """mapInArrow function: model scores, risk, decision, reasons, alert JSON."""
+    arrow_schema = _arrow_schema(out_schema)
+    policy = ruleset.policy
+    rules = {r.id: r for r in ruleset.rules}
+
+    def run(batches: Iterator) -> Iterator:
+        import numpy as np
+        import pyarrow as pa
+
+        from models.risk import decisions, risk_scores
+
+        bundle = bundle_bc.value if bundle_bc is not None else None
+        now = datetime.now(timezone.utc)
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            pdf = batch.to_pandas()
+            feats = pdf[list(FEATURES)]
+            if bundle is not None:
+                prob, anomaly = bundle.score(feats)
+            else:
+                prob, anomaly = np.zeros(len(pdf)), np.zeros(len(pdf))
+            risk = risk_scores(pdf["rule_score"].to_numpy(), prob, anomaly, policy)
+            decision = decisions(risk, policy)
+            flagged = np.flatnonzero(decision != "APPROVE")
+            explanations = {}
+            if bundle is not None and len(flagged):
+                for i, expl in zip(flagged, bundle.explain(feats.iloc[flagged], top_k=3)):
+                    explanations[i] = expl
+            reasons_col, alerts_col = [], []
+            records = pdf.to_dict("records")
+            for i, row in enumerate(records):
+                fired = list(row["rules_fired"]) if row["rules_fired"] is not None else []
+                reasons = [{"code": rid, "description": rules[rid].reason_text(row),
+                            "value": _value_text(row, rules[rid]), "contribution": rules[rid].score / 100.0}
+                           for rid in fired if rid in rules]
+                for name, contribution in explanations.get(i, []):
+                    if contribution > 0:
+                        reasons.append({"code": f"MODEL_{name.upper()}",
+                                        "description": f"model: unusual {name.replace('_', ' ')}",
+                                        "value": _fmt(row.get(name)), "contribution": round(float(contribution), 4)})
+                if decision[i] != "APPROVE" and not reasons:
+                    reasons.append({"code": "MODEL_SCORE", "description": "model risk score",
+                                    "value": f"{prob[i]:.3f}", "contribution": float(prob[i])})
+                reasons_col.append(json.dumps(reasons, separators=(",", ":")))
+                alerts_col.append(_alert_json(row, int(risk[i]), str(decision[i]), reasons, fired, rules,
+                                              model_version, ruleset.label, now)
+                                  if decision[i] != "APPROVE" else None)
+            pdf["fraud_probability"] = prob.astype(float)
+            pdf["anomaly_score"] = anomaly.astype(float)
+            pdf["risk_score"] = risk.astype("int32")
+            pdf["decision"] = decision
+            pdf["reasons"] = reasons_col
+            pdf["alert_json"] = alerts_col
+            pdf["model_version"] = model_version
+            pdf["rules_version"] = ruleset.label
+            yield from pa.Table.from_pandas(pdf[arrow_schema.names], schema=arrow_schema,
+                                            preserve_index=False).to_batches()
+
+    return run
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def _value_text(row: dict, rule) -> str:
+    import re
+
+    names = re.findall(r"\{([a-z_0-9]+)\}", rule.reason or "")
+    return ", ".join(f"{n}={_fmt(row.get(n))}" for n in names)[:200]
+
+
+def _alert_json(row, risk, decision, reasons, fired, rules, model_version, rules_label, now) -> str:
+    from alerting.contract import Alert, to_json
+
+    severities = [rules[r].severity for r in fired if r in rules]
+    severity = max(severities, key=SEVERITY_ORDER.index) if severities else (
+        "HIGH" if decision == "BLOCK" else "MEDIUM")
+    if decision == "BLOCK" and SEVERITY_ORDER.index(severity) < SEVERITY_ORDER.index("HIGH"):
+        severity = "HIGH"
+    event_time = row["event_time"]
+    if event_time.tzinfo is None:
+        event_time = event_time.replace(tzinfo=timezone.utc)
+    alert = Alert(
+        txn_id=row["txn_id"], created_at=now, event_time=event_time, payer_account=row["payer_account"],
+        payer_vpa=row.get("payer_vpa") or None, payee_account=row.get("payee_account") or None,
+        payee_vpa=row.get("payee_vpa") or None, amount_paise=int(row["amount_paise"]), channel=row["channel"],
+        txn_type=row["txn_type"], risk_score=risk, decision=decision, severity=severity,
+        reasons=reasons, model_version=model_version, rules_version=rules_label,
+    )
+    return to_json(alert).decode()
+
+
+class Detector:
+    """Per-stream scoring state: rules watcher, model holder, output targets."""
+
+    def __init__(self, settings: Settings, target: CassandraTarget, rules_path: Path | None = None,
+                 registry_root: Path | None = None, alerts_topic: str | None = None) -> None:
+        self.settings = settings
+        self.target = target
+        self.rules = RulesWatcher(Path(rules_path or DEFAULT_RULES))
+        self.models = ModelHolder(registry_root)
+        self.alerts_topic = alerts_topic or settings.kafka.topics.alerts
+        self.partitions = settings.spark.shuffle_partitions
+
+    def score(self, spark, typed_valid_df, token: str):
+        """Valid typed transactions -> scored DataFrame (persisted by the caller)."""
+        from pyspark.sql import types as T
+
+        featured = add_features_to_batch(typed_valid_df, cassandra_profiles(self.target, token), self.partitions)
+        self.rules.refresh(spark, featured.schema)
+        self.models.refresh(spark)
+        ruled = apply_rules(featured, self.rules.current)
+        out_schema = T.StructType(list(ruled.schema.fields) + [
+            T.StructField("fraud_probability", T.DoubleType()), T.StructField("anomaly_score", T.DoubleType()),
+            T.StructField("risk_score", T.IntegerType()), T.StructField("decision", T.StringType()),
+            T.StructField("reasons", T.StringType()), T.StructField("alert_json", T.StringType()),
+            T.StructField("model_version", T.StringType()), T.StructField("rules_version", T.StringType()),
+        ])
+        return ruled.mapInArrow(
+            _score_partition(self.models.broadcast, self.models.version, self.rules.current, out_schema),
+            out_schema)
+
+    def write(self, scored) -> None:
+        from pyspark.sql import functions as F
+
+        features = F.create_map(*[x for name in FEATURES for x in (F.lit(name), F.col(name).cast("double"))])
+        write_dataframe(scored.withColumn("features", features).withColumn("scored_at", F.current_timestamp()),
+                        self.target, "scored_transactions", SCORED_COLUMNS, batch_rows=8)
+        alerts = scored.where(F.col("alert_json").isNotNull()).select("payer_account", "alert_json")
+        target = self.target
+
+        def _alert_rows(rows):
+            from alerting.contract import alert_row, from_json
+
+            main, by_day = [], []
+            for row in rows:
+                values = alert_row(from_json(row.alert_json))
+                main.append(tuple(values[c] for c in ALERT_COLUMNS))
+                by_day.append(tuple(values[c] for c in ALERT_BY_DAY_COLUMNS))
+            write_rows(target, "alerts", ALERT_COLUMNS, main, batch_rows=8)
+            write_rows(target, "alerts_by_day", ALERT_BY_DAY_COLUMNS, by_day)
+
+        alerts.foreachPartition(_alert_rows)
+        (alerts.select(F.col("payer_account").alias("key"), F.col("alert_json").alias("value"))
+         .write.format("kafka").option("kafka.bootstrap.servers", self.settings.kafka.bootstrap)
+         .option("topic", self.alerts_topic).save())
