@@ -194,7 +194,7 @@ def stream(ctx: typer.Context) -> None:
 @app.command("demo")
 def demo(
     seconds: Annotated[float, typer.Option(min=5, help="how long to produce traffic")] = 60,
-    rate: Annotated[float, typer.Option(min=1, help="events per second to produce")] = 2000,
+    rate: Annotated[float, typer.Option(min=1, help="events per second to produce")] = 1000,
     seed: Annotated[int, typer.Option(help="simulator seed")] = 42,
 ) -> None:
     """The main job on the local default: services up, stream running, simulated traffic

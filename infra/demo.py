@@ -26,10 +26,11 @@ class DemoResult:
     produce_seconds: float = 0.0
     end_to_end_seconds: float = 0.0
     spark_rows_per_second: float = 0.0
+    scored: int = 0
 
     @property
     def ok(self) -> bool:
-        return self.landed == self.produced and self.dead_lettered == self.bad_sent
+        return (self.landed == self.produced == self.scored) and self.dead_lettered == self.bad_sent
 
 
 def _caught_up(query, targets: dict[int, int], topic: str) -> bool:
@@ -43,7 +44,7 @@ def _caught_up(query, targets: dict[int, int], topic: str) -> bool:
     return all(int(done.get(str(p), 0)) >= off for p, off in targets.items())
 
 
-def run_demo(settings: Settings, seconds: float = 60, rate: float = 2000, seed: int = 42,
+def run_demo(settings: Settings, seconds: float = 60, rate: float = 1000, seed: int = 42,
              bad_every: int = 400, log=print) -> DemoResult:
     from infra.cassandra_schema import connect
     from ingestion.bad_records import bad_records
@@ -63,11 +64,14 @@ def run_demo(settings: Settings, seconds: float = 60, rate: float = 2000, seed: 
     result = DemoResult()
     ids: list[str] = []
     payers: Counter = Counter()
+    frauds: dict[str, str] = {}
     reason_cycle = None
 
-    def on_event(event, producer) -> None:
+    def on_event(event, label, producer) -> None:
         nonlocal reason_cycle
         ids.append(event.txn_id)
+        if label.is_fraud:
+            frauds[event.txn_id] = label.scenario
         payers[event.payer.account_number] += 1
         if len(ids) % bad_every == 0:
             corpus = bad_records(event)
@@ -82,7 +86,7 @@ def run_demo(settings: Settings, seconds: float = 60, rate: float = 2000, seed: 
     t0 = time.monotonic()
     summary = run_simulation(
         settings,
-        SimulateOptions(seed=seed, rate=rate, duration=seconds, label_delay_seconds=30, progress=False),
+        SimulateOptions(seed=seed, rate=rate, duration=seconds, progress=False),
         on_event=on_event,
     )
     result.produced = len(ids)
@@ -90,7 +94,7 @@ def run_demo(settings: Settings, seconds: float = 60, rate: float = 2000, seed: 
     log(summary.line())
 
     targets = kafka_end_offsets(settings.kafka.bootstrap, topic)
-    deadline = time.monotonic() + max(120.0, seconds * 2)
+    deadline = time.monotonic() + max(300.0, seconds * 5)
     while not _caught_up(queries[0], targets, topic) and time.monotonic() < deadline:
         if queries[0].exception() is not None:
             raise RuntimeError(f"stream failed: {queries[0].exception()}")
@@ -107,14 +111,61 @@ def run_demo(settings: Settings, seconds: float = 60, rate: float = 2000, seed: 
     try:
         result.landed = count_landed(session, ids)
         result.dead_lettered = dead_letters_since(session, topic, start_offsets)
+        scored = scored_decisions(session, ids)
         top = [acct for acct, _ in payers.most_common(5)]
         aggregates = account_aggregates(session, top, "slide_1h")
     finally:
         cluster.shutdown()
 
     _print_summary(result, summary, aggregates, log)
+    result.scored = len(scored)
+    _print_detection(scored, frauds, log)
+    log("RESULT: " + ("OK - every valid event landed once and was scored, every bad record "
+                      "dead-lettered with its reason" if result.ok else "MISMATCH - see the counts above"))
     log("Kafka and Cassandra are still running (`txmon infra status`); stop them with `txmon infra down`.")
     return result
+
+
+def scored_decisions(session, ids: list[str]) -> dict[str, tuple]:
+    """txn_id -> (decision, risk_score, rules_fired, reasons JSON, payer) for scored transactions."""
+    from cassandra.concurrent import execute_concurrent_with_args
+
+    stmt = session.prepare("SELECT txn_id, decision, risk_score, rules_fired, reasons, payer_account "
+                           "FROM scored_transactions WHERE txn_id IN ?")
+    args = [(ids[i:i + 100],) for i in range(0, len(ids), 100)]
+    out = {}
+    for r in execute_concurrent_with_args(session, stmt, args, concurrency=32, raise_on_first_error=True):
+        for row in r.result_or_exc:
+            out[row.txn_id] = (row.decision, row.risk_score, row.rules_fired or [], row.reasons, row.payer_account)
+    return out
+
+
+def _print_detection(scored: dict, frauds: dict, log) -> None:
+    from infra.masking import mask_account
+
+    decisions = Counter(d for d, *_ in scored.values())
+    flagged = {t for t, (d, *_) in scored.items() if d != "APPROVE"}
+    legit = [t for t in scored if t not in frauds]
+    log(f"scored transactions             {len(scored):>10,}  "
+        + "  ".join(f"{k}={decisions.get(k, 0):,}" for k in ("APPROVE", "REVIEW", "BLOCK")))
+    if legit:
+        log(f"alert rate on legitimate traffic {sum(t in flagged for t in legit) / len(legit):>9.2%}")
+    by_scenario: dict[str, list[bool]] = {}
+    for txn, scenario in frauds.items():
+        if txn in scored:
+            by_scenario.setdefault(scenario, []).append(txn in flagged)
+    if by_scenario:
+        log("fraud caught, by simulated scenario (rules + champion model, if any):")
+        for scenario, hits in sorted(by_scenario.items()):
+            log(f"    {scenario:<32}{sum(hits):>5} of {len(hits):<5} ({sum(hits) / len(hits):.0%})")
+    examples = [t for t in flagged if t in frauds][:3]
+    if examples:
+        log("example alerts:")
+    for txn in examples:
+        decision, risk, fired, reasons, payer = scored[txn]
+        words = "; ".join(r["description"] for r in json.loads(reasons or "[]"))[:110]
+        log(f"    {decision:<6} risk={risk:<3} {mask_account(payer):<16} {words}")
+    log("-" * 72)
 
 
 def _print_summary(result: DemoResult, summary, aggregates, log) -> None:
@@ -136,9 +187,6 @@ def _print_summary(result: DemoResult, summary, aggregates, log) -> None:
     log(f"Spark ingest query, mean        {result.spark_rows_per_second:>10,.0f} rows/s per micro-batch")
     log("busiest accounts, latest 1-hour sliding window:")
     for row in aggregates:
-        log(f"    {mask_account(row.payer_account):<16} {row.window_start:%H:%M}-{row.window_end:%H:%M}  "
+        log(f"    {mask_account(row.payer_account):<16} {row.window_start:%d %b %H:%M}-{row.window_end:%H:%M}  "
             f"txns={row.txn_count:<4} total=₹{row.total_paise / 100:>12,.2f}  max=₹{row.max_paise / 100:>11,.2f}  "
             f"payees={row.distinct_payees}")
-    log(rule)
-    log("RESULT: " + ("OK - every valid event landed once, every bad record dead-lettered with its reason"
-                      if result.ok else "MISMATCH - see the counts above"))

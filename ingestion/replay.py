@@ -111,7 +111,7 @@ from ingestion.simulator import Label
 __all__ = [
     "REJECT_REASONS", "REPLAY_TXN_NAMESPACE", "FieldSpec", "LabelSpec", "ReplayMapping",
     "ReplayMappingError", "ReplayPacer", "ReplayRejectReason", "ReplaySummary", "SourceSpec",
-    "due_offset", "load_mapping", "parse_mapping", "read_source", "replay_file", "slug",
+    "due_offset", "load_labelled", "load_mapping", "parse_mapping", "read_source", "replay_file", "slug",
 ]
 
 
@@ -980,6 +980,40 @@ def replay_file(
     _send(valid, mapping, producer, pacer, summary, labels_path, progress)
     summary.seconds = clock() - started
     return summary
+
+
+def load_labelled(
+    path: str | Path,
+    mapping: ReplayMapping | str | Path,
+    *,
+    now: datetime | None = None,
+    on_reject: Callable[[int, str, str], None] | None = None,
+) -> tuple[list[TransactionEvent], list[Label]]:
+    """Read a labelled file into memory: (events, labels), both in event-time order.
+
+    The same mapping, validation and ordering as :func:`replay_file`, nothing sent: for
+    training and offline evaluation. Rows that cannot be mapped or break the contract
+    are left out (as replay leaves them out); ``labels[i]`` belongs to ``events[i]``,
+    with ``label_time = event_time + label.delay``. ``now`` (default: the wall clock)
+    is the reference of the future-timestamp check. ``on_reject(row_number, reason,
+    detail)`` is called for each row left out. Raises ReplayMappingError when the
+    mapping has no ``label:`` section.
+    """
+    if not isinstance(mapping, ReplayMapping):
+        mapping = load_mapping(mapping)
+    if mapping.label is None:
+        raise ReplayMappingError("the mapping has no `label:` section, so the file has no ground truth; "
+                                 "add one (label: {is_fraud: {column: ...}})")
+    path = Path(path)
+    frame = read_source(path, mapping)
+    valid = _map_rows(frame, _RowMapper(mapping, path.name), now or datetime.now(timezone.utc),
+                      on_reject or (lambda row_number, reason, detail: None), progress=False)
+    valid.sort(key=lambda v: v.event.event_time)  # stable: ties keep file order
+    delay = mapping.label.delay
+    events = [v.event for v in valid]
+    labels = [Label(v.event.txn_id, v.label[0], v.label[1], v.event.event_time + delay)
+              for v in valid if v.label is not None]
+    return events, labels
 
 
 def _map_rows(frame: pd.DataFrame, mapper: _RowMapper, now: datetime,

@@ -52,7 +52,7 @@ def simulator_for(opts: SimulateOptions) -> Simulator:
 def run_simulation(settings: Settings, opts: SimulateOptions, on_event=None) -> ProduceSummary:
     """Produce simulated traffic; fraud labels follow on the labels topic after their delay.
 
-    ``on_event(event, producer)`` is called after each event is handed to Kafka.
+    ``on_event(event, label, producer)`` is called after each event is handed to Kafka.
     """
     simulator = simulator_for(opts)
     producer = TransactionProducer(settings, topic=opts.topic, labels_topic=opts.labels_topic)
@@ -61,7 +61,7 @@ def run_simulation(settings: Settings, opts: SimulateOptions, on_event=None) -> 
     def _on_label(label, event):
         releaser(label, event)
         if on_event is not None:
-            on_event(event, producer)
+            on_event(event, label, producer)
 
     try:
         summary = produce_events(

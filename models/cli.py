@@ -1,6 +1,217 @@
-"""`txmon train`, `txmon evaluate`, `txmon models ...` commands. Registered in infra/cli.py."""
+"""`txmon train`, `txmon evaluate`, `txmon models ...` commands. Registered in infra/cli.py.
+
+Thin shells over models.training / models.evaluation / models.registry; heavy imports
+happen inside the commands so `txmon --help` stays fast. Problems the user can fix
+are TxmonError subclasses: one line and a non-zero exit.
+"""
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
+from models.config import MODELS_DIR_ENV
+
 models_app = typer.Typer(help="Model registry: list versions, promote, roll back.", no_args_is_help=True)
+
+_SOURCE = "Data source"
+_REGISTRY = "Registry"
+
+ModelsDir = Annotated[Optional[Path], typer.Option(
+    "--models-dir", envvar=MODELS_DIR_ENV, rich_help_panel=_REGISTRY,
+    help="model registry directory (default: <state_dir>/models)")]
+Simulate = Annotated[Optional[int], typer.Option(
+    "--simulate", min=100, metavar="N", rich_help_panel=_SOURCE,
+    help="simulate N labelled transactions (default mix, 0.2 tx/s of simulated time, so 200k span ~11.6 "
+         "days) (default: 200000 when --replay is not given)")]
+Seed = Annotated[int, typer.Option(help="simulator seed (train: also seeds the models)", rich_help_panel=_SOURCE)]
+Replay = Annotated[Optional[Path], typer.Option(
+    "--replay", metavar="FILE", rich_help_panel=_SOURCE,
+    help="labelled history: a CSV/Parquet file read with --mapping (which needs a `label:` section)")]
+Mapping = Annotated[Optional[Path], typer.Option(
+    "--mapping", metavar="YAML", rich_help_panel=_SOURCE, help="replay mapping for --replay (config/replay/*.yaml)")]
+
+
+def _registry(models_dir: Path | None):
+    from models.config import models_dir as default_dir
+    from models.registry import Registry
+
+    return Registry(models_dir or default_dir())
+
+
+def _history(simulate: int | None, seed: int, replay: Path | None, mapping: Path | None):
+    from models import sources
+    from models.errors import TrainingDataError
+
+    if replay is not None and simulate is not None:
+        raise TrainingDataError("choose one source: --simulate N or --replay FILE --mapping YAML")
+    if replay is not None:
+        if mapping is None:
+            raise TrainingDataError("--replay needs --mapping YAML (e.g. config/replay/card_transactions.yaml)")
+        history = sources.from_file(replay, mapping)
+    else:
+        if mapping is not None:
+            raise TrainingDataError("--mapping goes with --replay FILE")
+        history = sources.simulated(simulate or sources.DEFAULT_SIMULATED_EVENTS, seed)
+    frauds = sum(lb.is_fraud for lb in history.labels)
+    left_out = ", ".join(f"{reason} {n}" for reason, n in sorted(history.rejected.items()))
+    typer.echo(f"data: {history.source}: {len(history.events):,} transactions, {frauds:,} fraud"
+               + (f" ({sum(history.rejected.values())} rows left out: {left_out})" if left_out else ""))
+    return history
+
+
+def _policy():
+    """The risk policy the stream uses: config/rules.yaml, section `policy` (defaults without the file)."""
+    import yaml
+    from pydantic import ValidationError
+
+    from infra.errors import ConfigError
+    from infra.settings import PROJECT_ROOT
+    from models.risk import RiskPolicy
+
+    path = PROJECT_ROOT / "config" / "rules.yaml"
+    if not path.is_file():
+        return RiskPolicy(), "defaults"
+    try:
+        section = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("policy") or {}
+        return RiskPolicy(**section), str(path.relative_to(PROJECT_ROOT))
+    except (yaml.YAMLError, AttributeError, TypeError, ValidationError) as exc:
+        raise ConfigError(f"{path}: invalid `policy` section ({exc}); fix the file") from None
+
+
+def _print_table(rows: list[tuple[str, str]]) -> None:
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        typer.echo(f"  {name:<{width}}  {value}")
+
+
+def train(
+    simulate: Simulate = None,
+    seed: Seed = 42,
+    replay: Replay = None,
+    mapping: Mapping = None,
+    promote: Annotated[Optional[bool], typer.Option(
+        "--promote/--no-promote", rich_help_panel=_REGISTRY,
+        help="make the new version live (default: only if there is no champion yet)")] = None,
+    models_dir: ModelsDir = None,
+) -> None:
+    """Train the fraud models on labelled history, time-split, and register a new version.
+
+    Trains on the earliest 70% of the history (by event time) and reports metrics on
+    the latest 30% (model only, rule score 0, risk policy from config/rules.yaml).
+    """
+    from models.evaluation import metrics_table
+    from models.training import TrainingConfig
+    from models.training import train as train_models
+
+    history = _history(simulate, seed, replay, mapping)
+    policy, policy_source = _policy()
+    result = train_models(history.events, history.labels, TrainingConfig(seed=seed), data_source=history.source,
+                          policy=policy)
+    meta = result.metadata
+    typer.echo(f"train:    {meta.rows.train:,} rows, {meta.frauds.train:,} fraud, "
+               f"{meta.train_window.start:%Y-%m-%d %H:%M} .. {meta.train_window.end:%Y-%m-%d %H:%M} UTC")
+    typer.echo(f"hold-out: {meta.rows.holdout:,} rows, {meta.frauds.holdout:,} fraud, "
+               f"{meta.holdout_window.start:%Y-%m-%d %H:%M} .. {meta.holdout_window.end:%Y-%m-%d %H:%M} UTC")
+    typer.echo(f"calibration: {meta.calibration}")
+    for note in meta.notes:
+        typer.echo(f"note: {note}")
+    typer.echo(f"hold-out metrics (model only, rule score 0, policy from {policy_source}):")
+    _print_table(metrics_table(result.evaluation))
+    registry = _registry(models_dir)
+    version = registry.register(result.bundle, meta)
+    live = registry.champion()
+    if promote or (promote is None and live is None):
+        registry.promote(version)
+        typer.echo(f"registered {version} in {registry.root} and promoted it (champion)")
+    else:
+        typer.echo(f"registered {version} in {registry.root}; champion stays {live} "
+                   f"(`txmon models promote {version}` to make it live)")
+
+
+def evaluate(
+    simulate: Simulate = None,
+    seed: Seed = 42,
+    replay: Replay = None,
+    mapping: Mapping = None,
+    version: Annotated[Optional[str], typer.Option(help="model version (default: the champion)")] = None,
+    report_dir: Annotated[Optional[Path], typer.Option(
+        help="where report.md, pr_curve.png, metrics.json go (default: <state_dir>/reports/<version>)")] = None,
+    k: Annotated[int, typer.Option(min=1, help="accounts per day for daily precision@k")] = 100,
+    models_dir: ModelsDir = None,
+) -> None:
+    """Score labelled history with a registered model and report how well it catches fraud.
+
+    On the very data the model was trained on, only its hold-out window is scored (the
+    earlier part still builds the behavioural profiles). Rule score 0 (the rules run in
+    Spark); risk policy from config/rules.yaml.
+    """
+    import pandas as pd
+
+    from infra.settings import load_settings
+    from models.evaluation import evaluate_offline, metrics_table, write_report
+
+    registry = _registry(models_dir)
+    version = version or registry.require_champion()
+    bundle, meta = registry.load(version), registry.metadata(version)
+    history = _history(simulate, seed, replay, mapping)
+    since = None
+    if history.source == meta.data_source:
+        since = pd.Timestamp(meta.holdout_window.start)
+        typer.echo(f"{version} was trained on this data: scoring only its hold-out window "
+                   f"(from {since:%Y-%m-%d %H:%M} UTC); earlier transactions warm up the profiles")
+    policy, policy_source = _policy()
+    metrics = evaluate_offline(history.events, history.labels, bundle, policy, k=k, since=since)
+    for note in metrics.notes:
+        typer.echo(f"note: {note}")
+    typer.echo(f"{version} on {metrics.rows:,} transactions (rule score 0, policy from {policy_source}):")
+    _print_table(metrics_table(metrics))
+    out = report_dir or load_settings().state_path / "reports" / version
+    report = write_report(metrics, out, title=f"Model {version}: {history.source}")
+    typer.echo(f"report: {report} (+ pr_curve.png, metrics.json)")
+
+
+@models_app.command("list")
+def list_versions(models_dir: ModelsDir = None) -> None:
+    """Registered versions with their hold-out metrics; `*` marks the live champion."""
+    from models.errors import RegistryError
+
+    registry = _registry(models_dir)
+    versions = registry.versions()
+    if not versions:
+        raise RegistryError(f"no models registered in {registry.root}: run `txmon train` first")
+    live = registry.champion()
+    header = f"  {'version':<8} {'created (UTC)':<17} {'train rows':>10} {'hold-out':>9} {'frauds':>7} " \
+             f"{'AP':>7} {'ROC-AUC':>7} {'p@100':>7}  data"
+    typer.echo(header)
+    for m in versions:
+        def fmt(name: str) -> str:
+            value = m.metrics.get(name)
+            return "n/a" if value is None else f"{value:.4f}"
+        mark = "*" if m.version == live else " "
+        typer.echo(f"{mark} {m.version:<8} {m.created_at:%Y-%m-%d %H:%M} {m.rows.train:>10,} {m.rows.holdout:>9,} "
+                   f"{m.frauds.holdout:>7,} {fmt('model_average_precision'):>7} {fmt('model_roc_auc'):>7} "
+                   f"{fmt('model_daily_precision_at_100'):>7}  {m.data_source}")
+    typer.echo(f"champion: {live}" if live else "champion: none (`txmon models promote VERSION`)")
+
+
+@models_app.command("promote")
+def promote_version(
+    version: Annotated[str, typer.Argument(help="version id, e.g. v0003 (see `txmon models list`)")],
+    models_dir: ModelsDir = None,
+) -> None:
+    """Make VERSION the live champion (the previous one stays in the history for rollback)."""
+    registry = _registry(models_dir)
+    before = registry.champion()
+    registry.promote(version)
+    typer.echo(f"champion: {version}" + (f" (was {before})" if before and before != version else ""))
+
+
+@models_app.command("rollback")
+def rollback(models_dir: ModelsDir = None) -> None:
+    """Return to the previous champion."""
+    registry = _registry(models_dir)
+    before = registry.champion()
+    now_live = registry.rollback()
+    typer.echo(f"champion: {now_live} (rolled back from {before})")

@@ -79,10 +79,16 @@ class StreamOptions:
             max_offsets_per_trigger=settings.spark.max_offsets_per_trigger,
             labels_topic=settings.kafka.topics.labels,
             alerts_topic=settings.kafka.topics.alerts,
-            registry_root=os.environ.get("TXMON_MODELS_DIR", str(settings.state_path / "models")),
+            registry_root=str(_models_dir()),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+def _models_dir():
+    from models.config import models_dir
+
+    return models_dir()
 
 
 def read_kafka(spark, settings: Settings, opts: StreamOptions, topic: str | None = None):

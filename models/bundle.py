@@ -1,0 +1,152 @@
+"""The model bundle: supervised classifier + anomaly detector + what scoring needs, in one object.
+
+One bundle is what the registry stores (``model.joblib``) and what Spark broadcasts
+once (:meth:`ModelBundle.to_bytes`). Scoring is vectorised over a pandas frame that
+has the :data:`~spark_jobs.features.FEATURES` columns:
+
+- ``fraud_probability``: the class-weighted gradient-boosting model's logit, mapped
+  by a Platt sigmoid ``expit(a * logit + b)`` fitted out of time (or, with too few
+  frauds to fit one, the exact prior correction of the class weights), so it is a
+  probability on the real base rate, which the noisy-OR in :mod:`models.risk` needs.
+- ``anomaly``: the Isolation Forest's score as its empirical CDF over the training
+  traffic: 0.9 means "more unusual than 90% of the genuine transactions it saw".
+
+This module imports only numpy, pandas, scikit-learn and the feature list, so Spark
+executors can unpickle a bundle cheaply.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+import joblib
+import numpy as np
+import pandas as pd
+from scipy.special import expit
+
+from spark_jobs.features import FEATURES
+
+__all__ = ["LOG_FEATURES", "ModelBundle", "anomaly_pipeline", "feature_matrix", "signed_log1p"]
+
+LOG_FEATURES = tuple(f for f in FEATURES if not f.startswith("is_") and f != "hour_ist")
+"""Money, count, ratio, time and distance features: heavy-tailed, so the anomaly model
+sees ``sign(x) * log1p(|x|)`` of them (trees split on a uniform draw in [min, max])."""
+_LOG_INDEX = np.array([FEATURES.index(f) for f in LOG_FEATURES])
+
+
+def signed_log1p(x: np.ndarray) -> np.ndarray:
+    """``sign(x) * log1p(|x|)`` on the LOG_FEATURES columns of a FEATURES matrix.
+
+    >>> m = np.zeros((1, len(FEATURES))); m[0, 0] = np.e - 1; m[0, FEATURES.index("hour_ist")] = 3
+    >>> out = signed_log1p(m); float(out[0, 0]), float(out[0, FEATURES.index("hour_ist")])
+    (1.0, 3.0)
+    """
+    out = np.array(x, dtype=np.float64, copy=True)
+    cols = out[:, _LOG_INDEX]
+    out[:, _LOG_INDEX] = np.sign(cols) * np.log1p(np.abs(cols))
+    return out
+
+
+def anomaly_pipeline(n_estimators: int, seed: int):
+    """Log transform, then an Isolation Forest (unfitted)."""
+    from sklearn.ensemble import IsolationForest
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    return make_pipeline(FunctionTransformer(signed_log1p),
+                         IsolationForest(n_estimators=n_estimators, random_state=seed, n_jobs=1))
+
+
+def feature_matrix(frame: pd.DataFrame) -> np.ndarray:
+    """The FEATURES columns, in order, as float64. Raises KeyError naming missing columns."""
+    missing = [f for f in FEATURES if f not in frame.columns]
+    if missing:
+        raise KeyError(f"frame lacks feature columns {missing}; compute them with "
+                       "spark_jobs.features.add_features first")
+    return frame.loc[:, list(FEATURES)].to_numpy(dtype=np.float64)
+
+
+@dataclass(eq=False)
+class ModelBundle:
+    """Both models and what scoring and explanations need. Build with models.training.train."""
+
+    classifier: object
+    """Fitted HistGradientBoostingClassifier on the raw FEATURES matrix (class-weighted)."""
+    platt: tuple[float, float]
+    """(a, b): fraud_probability = expit(a * classifier logit + b)."""
+    anomaly_model: object
+    """Fitted pipeline (signed_log1p -> IsolationForest)."""
+    anomaly_reference: np.ndarray
+    """Quantiles (0, 0.001, ..., 1) of the training traffic's anomaly scores."""
+    medians: np.ndarray
+    """Training median of each feature: the neutral value explanations substitute."""
+    explain_features: tuple[str, ...]
+    """Features explanations consider, most important first."""
+    features: tuple[str, ...] = field(default=FEATURES)
+
+    # ------------------------------------------------------------------ scoring
+
+    def matrix(self, frame: pd.DataFrame) -> np.ndarray:
+        if tuple(self.features) != FEATURES:
+            raise ValueError("this bundle was trained on a different feature list; retrain it with `txmon train`")
+        return feature_matrix(frame)
+
+    def probability(self, x: np.ndarray) -> np.ndarray:
+        """Calibrated fraud probability of each row of a FEATURES matrix."""
+        if len(x) == 0:
+            return np.zeros(0)
+        a, b = self.platt
+        return expit(a * self.classifier.decision_function(x) + b)
+
+    def anomaly(self, x: np.ndarray) -> np.ndarray:
+        """Anomaly in [0, 1] (empirical CDF against the training traffic) of each row."""
+        if len(x) == 0:
+            return np.zeros(0)
+        raw = -self.anomaly_model.score_samples(x)
+        grid = np.linspace(0.0, 1.0, len(self.anomaly_reference))
+        return np.interp(raw, self.anomaly_reference, grid)
+
+    def score(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(fraud_probability, anomaly), each in [0, 1], one per row of ``frame``."""
+        x = self.matrix(frame)
+        return self.probability(x), self.anomaly(x)
+
+    def explain(self, frame: pd.DataFrame, top_k: int = 3) -> list[list[tuple[str, float]]]:
+        """Per row, up to ``top_k`` (feature, probability drop) pairs, largest first.
+
+        Occlusion: each candidate feature in turn is set to its training median and the
+        drop in fraud probability is measured; only features whose usual value would
+        have *lowered* the probability (drop > 0) are reported. One batched prediction
+        over rows x candidate features; meant for flagged rows.
+        """
+        x = self.matrix(frame)
+        n, d = x.shape
+        if n == 0 or top_k <= 0:
+            return [[] for _ in range(n)]
+        columns = [self.features.index(f) for f in self.explain_features]
+        base = self.probability(x)
+        occluded = np.broadcast_to(x, (len(columns), n, d)).copy()
+        for j, col in enumerate(columns):
+            occluded[j, :, col] = self.medians[col]
+        drops = base[None, :] - self.probability(occluded.reshape(-1, d)).reshape(len(columns), n)
+        out: list[list[tuple[str, float]]] = []
+        for i in range(n):
+            order = np.argsort(-drops[:, i], kind="stable")[:top_k]
+            out.append([(self.explain_features[j], round(float(drops[j, i]), 6))
+                        for j in order if drops[j, i] > 0])
+        return out
+
+    # ------------------------------------------------------------ serialisation
+
+    def to_bytes(self) -> bytes:
+        """The bundle as joblib bytes (compressed), e.g. for a Spark broadcast."""
+        buffer = io.BytesIO()
+        joblib.dump(self, buffer, compress=3)
+        return buffer.getvalue()
+
+    @staticmethod
+    def from_bytes(data: bytes) -> "ModelBundle":
+        bundle = joblib.load(io.BytesIO(data))
+        if not isinstance(bundle, ModelBundle):
+            raise TypeError(f"expected a ModelBundle, got {type(bundle).__name__}")
+        return bundle

@@ -1,0 +1,88 @@
+"""Labelled history -> one feature frame, and the time-based split.
+
+Features come from the one definition in :mod:`spark_jobs.features`, folded over the
+whole history in event-time order with an in-memory profile store. The store is given
+every confirmed fraud's label time, keyed by payee; the fold counts only labels whose
+label_time has passed at each transaction, so no future knowledge leaks into
+``payee_fraud_reports``.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from models.errors import TrainingDataError
+from spark_jobs.features import MemoryProfileStore, add_features, transactions_frame
+
+if TYPE_CHECKING:
+    from ingestion.events import TransactionEvent
+    from ingestion.simulator import Label
+
+__all__ = ["LABEL_COLUMNS", "fraud_label_times", "labelled_features", "time_split"]
+
+LABEL_COLUMNS = ("is_fraud", "scenario", "label_time")
+
+
+def _labels_frame(labels: Iterable["Label"]) -> pd.DataFrame:
+    rows = [(lb.txn_id, bool(lb.is_fraud), lb.scenario, lb.label_time) for lb in labels]
+    frame = pd.DataFrame(rows, columns=["txn_id", *LABEL_COLUMNS])
+    frame["label_time"] = pd.to_datetime(frame["label_time"], utc=True)
+    return frame.drop_duplicates("txn_id", keep="last")
+
+
+def fraud_label_times(transactions: pd.DataFrame) -> dict[str, list[int]]:
+    """payee_key -> sorted label times (µs since the epoch) of its confirmed frauds.
+
+    ``transactions`` needs payee_key, is_fraud and label_time columns.
+    """
+    fraud = transactions.loc[transactions["is_fraud"].astype(bool) & transactions["payee_key"].notna(),
+                             ["payee_key", "label_time"]]
+    micros = pd.to_datetime(fraud["label_time"], utc=True).astype("int64") // 1000
+    out: dict[str, list[int]] = {}
+    for payee, t in zip(fraud["payee_key"].tolist(), micros.tolist()):
+        out.setdefault(payee, []).append(int(t))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def labelled_features(events: Sequence["TransactionEvent"], labels: Iterable["Label"]) -> pd.DataFrame:
+    """Events + labels -> the transactions frame with every FEATURES column and the labels.
+
+    Rows come back in (event_time, txn_id) order. An event without a label counts as
+    genuine (is_fraud False, no scenario): unlabelled traffic is presumed legitimate,
+    as in a chargeback feed.
+    """
+    if not events:
+        raise TrainingDataError("no transactions to compute features from; check the input file or --simulate N")
+    frame = transactions_frame(events)
+    frame = frame.merge(_labels_frame(labels), on="txn_id", how="left")
+    frame["is_fraud"] = frame["is_fraud"].fillna(False).astype(bool)
+    frame["scenario"] = frame["scenario"].where(frame["is_fraud"], None)
+    store = MemoryProfileStore(fraud_labels=fraud_label_times(frame))
+    return add_features(frame, store)
+
+
+def time_split(frame: pd.DataFrame, holdout_fraction: float = 0.3) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, hold-out): the earliest ~(1 - fraction) of rows by event_time, then the rest.
+
+    The cut is a time, so rows sharing a timestamp stay on one side and the latest
+    training event is strictly before the earliest hold-out event.
+
+    >>> t = pd.to_datetime(["2025-01-01T00:00Z"] * 2 + ["2025-01-02T00:00Z"] * 3, utc=True)
+    >>> train, holdout = time_split(pd.DataFrame({"event_time": t, "x": range(5)}), 0.3)
+    >>> len(train), len(holdout), bool(train.event_time.max() < holdout.event_time.min())
+    (2, 3, True)
+    """
+    if not 0 < holdout_fraction < 1:
+        raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
+    ordered = frame.sort_values("event_time", kind="mergesort").reset_index(drop=True)
+    times = ordered["event_time"]
+    cut = times.iloc[min(len(ordered) - 1, int(np.floor(len(ordered) * (1 - holdout_fraction))))]
+    train, holdout = ordered[times < cut], ordered[times >= cut]
+    if train.empty or holdout.empty:
+        raise TrainingDataError(
+            f"cannot split {len(ordered)} transactions by time into training and hold-out "
+            "(too few rows or distinct timestamps); use more history")
+    return train.reset_index(drop=True), holdout.reset_index(drop=True)
+

@@ -1,0 +1,359 @@
+"""How well risk scores catch fraud: frame-based metrics, the offline path, the report.
+
+Every metric takes a plain pandas frame with ``txn_id, payer_account, event_time,
+risk_score (0-100), decision, is_fraud, scenario`` (and optionally
+``fraud_probability``, ``anomaly``), so the offline path here and the online path
+(stream output joined with labels) share them.
+
+- ROC-AUC and average precision (area under the precision-recall curve) per score.
+- Daily precision@k: for each calendar day (IST by default) accounts are ranked by
+  their highest score that day; precision is the share of the top k that had at least
+  one fraud that day; the mean over days is reported. Ties at the cut are shared
+  fairly (the expected precision under a random order of the tied accounts), so the
+  integer risk score is not flattered or punished by an arbitrary tie-break.
+- Recall per fraud scenario at the policy's thresholds: a transaction is flagged when
+  its decision is not APPROVE. Alert rate: the share of transactions flagged.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict
+
+from models.bundle import ModelBundle
+from models.risk import RiskPolicy
+from models.scoring import RuleScores, score_frame
+
+if TYPE_CHECKING:
+    from ingestion.events import TransactionEvent
+    from ingestion.simulator import Label
+
+__all__ = [
+    "DEFAULT_K", "DEFAULT_TZ", "DailyPrecision", "EvaluationMetrics", "PrCurve", "RankingMetrics",
+    "ScenarioRecall", "daily_precision_at_k", "evaluate_frame", "evaluate_offline", "precision_at_k",
+    "metrics_table", "ranking_metrics", "recall_by_scenario", "score_labelled", "write_report",
+]
+
+DEFAULT_K = 100
+DEFAULT_TZ = "Asia/Kolkata"
+FLAG_DECISIONS_EXCLUDE = "APPROVE"
+_CURVE_POINTS = 400
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RankingMetrics(_Frozen):
+    """How well one score ranks fraud above genuine traffic. None: undefined (one class only)."""
+
+    roc_auc: float | None
+    average_precision: float | None
+    daily_precision_at_k: float | None
+
+
+class DailyPrecision(_Frozen):
+    day: str
+    accounts: int
+    fraud_accounts: int
+    precision: float
+
+
+class ScenarioRecall(_Frozen):
+    scenario: str
+    frauds: int
+    flagged: int
+    recall: float
+
+
+class PrCurve(_Frozen):
+    precision: tuple[float, ...]
+    recall: tuple[float, ...]
+
+
+class EvaluationMetrics(_Frozen):
+    rows: int
+    frauds: int
+    fraud_rate: float
+    k: int
+    tz: str
+    """Time zone whose calendar days the daily metrics use."""
+    alert_rate: float
+    block_rate: float
+    recall: float | None
+    """Share of fraudulent transactions flagged (decision != APPROVE)."""
+    risk: RankingMetrics
+    """Ranking by the combined risk score."""
+    model: RankingMetrics | None
+    """Ranking by the raw model probability (None: no fraud_probability column)."""
+    anomaly: RankingMetrics | None
+    daily: tuple[DailyPrecision, ...]
+    """Per-day precision@k of the risk score."""
+    daily_precision_ceiling: float | None
+    """The best daily precision@k any score could reach (mean over days of
+    min(accounts with fraud, k) / k): days with fewer than k fraudulent accounts cap it."""
+    by_scenario: tuple[ScenarioRecall, ...]
+    policy: dict[str, float]
+    curves: dict[str, PrCurve]
+    notes: tuple[str, ...]
+
+    def summary(self) -> dict[str, float | None]:
+        """Flat name -> value, for metadata.json and tables."""
+        out: dict[str, float | None] = {
+            "rows": float(self.rows), "frauds": float(self.frauds), "fraud_rate": self.fraud_rate,
+            "average_precision": self.risk.average_precision, "roc_auc": self.risk.roc_auc,
+            f"daily_precision_at_{self.k}": self.risk.daily_precision_at_k,
+            f"daily_precision_at_{self.k}_ceiling": self.daily_precision_ceiling,
+            "alert_rate": self.alert_rate, "block_rate": self.block_rate, "recall": self.recall,
+        }
+        for name, ranking in (("model", self.model), ("anomaly", self.anomaly)):
+            if ranking is not None:
+                out[f"{name}_average_precision"] = ranking.average_precision
+                out[f"{name}_roc_auc"] = ranking.roc_auc
+                out[f"{name}_daily_precision_at_{self.k}"] = ranking.daily_precision_at_k
+        for s in self.by_scenario:
+            out[f"recall_{s.scenario}"] = s.recall
+        return out
+
+
+# ------------------------------------------------------------------ metric functions
+
+
+def ranking_metrics(is_fraud: Sequence[bool], score: Sequence[float]) -> tuple[float | None, float | None]:
+    """(ROC-AUC, average precision); both None when only one class is present.
+
+    >>> ranking_metrics([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
+    (0.75, 0.8333333333333333)
+    >>> ranking_metrics([0, 0], [0.1, 0.2])
+    (None, None)
+    """
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    y = np.asarray(is_fraud, dtype=bool)
+    if y.all() or not y.any():
+        return None, None
+    s = np.asarray(score, dtype=np.float64)
+    return float(roc_auc_score(y, s)), float(average_precision_score(y, s))
+
+
+def precision_at_k(score: Sequence[float], positive: Sequence[bool], k: int) -> float:
+    """Share of positives among the k highest scores (all of them when fewer than k).
+
+    Ties straddling the cut count by their share: the expected precision when the tied
+    items are taken in random order.
+
+    >>> precision_at_k([9, 8, 7, 1], [1, 0, 1, 0], k=2)
+    0.5
+    >>> precision_at_k([5, 5, 5, 5], [1, 0, 0, 0], k=2)  # 2 of 4 tied: expect 0.5 positives
+    0.25
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    s = np.asarray(score, dtype=np.float64)
+    p = np.asarray(positive, dtype=bool)
+    if len(s) == 0:
+        raise ValueError("precision@k of nothing")
+    take = min(k, len(s))
+    cut = np.sort(s)[::-1][take - 1]
+    above, tied = s > cut, s == cut
+    expected = p[above].sum() + (take - above.sum()) * p[tied].sum() / tied.sum()
+    return float(expected / take)
+
+
+def daily_precision_at_k(frame: pd.DataFrame, k: int = DEFAULT_K, score: str = "risk_score",
+                         tz: str = DEFAULT_TZ) -> list[DailyPrecision]:
+    """Per calendar day in ``tz``: rank payer accounts by their highest ``score`` that day,
+    take the top k, report the share that had at least one fraud that day."""
+    if frame.empty:
+        return []
+    day = pd.to_datetime(frame["event_time"], utc=True).dt.tz_convert(tz).dt.strftime("%Y-%m-%d")
+    accounts = (pd.DataFrame({"day": day.to_numpy(), "account": frame["payer_account"].to_numpy(),
+                              "score": frame[score].to_numpy(dtype=np.float64),
+                              "fraud": frame["is_fraud"].to_numpy(dtype=bool)})
+                .groupby(["day", "account"], sort=True).agg(score=("score", "max"), fraud=("fraud", "any")))
+    out = []
+    for name, group in accounts.groupby(level="day", sort=True):
+        out.append(DailyPrecision(day=str(name), accounts=len(group), fraud_accounts=int(group["fraud"].sum()),
+                                  precision=precision_at_k(group["score"], group["fraud"], k)))
+    return out
+
+
+def recall_by_scenario(frame: pd.DataFrame) -> list[ScenarioRecall]:
+    """Per fraud scenario (sorted by name): frauds, flagged (decision != APPROVE), recall.
+    Frauds without a scenario count as ``unknown``."""
+    fraud = frame[frame["is_fraud"].astype(bool)]
+    if fraud.empty:
+        return []
+    flagged = fraud["decision"].astype(str) != FLAG_DECISIONS_EXCLUDE
+    scenario = fraud["scenario"].astype("object").where(fraud["scenario"].notna(), "unknown").astype(str)
+    table = pd.DataFrame({"scenario": scenario.to_numpy(), "flagged": flagged.to_numpy()}).groupby("scenario")
+    return [ScenarioRecall(scenario=str(name), frauds=len(g), flagged=int(g["flagged"].sum()),
+                           recall=float(g["flagged"].mean()))
+            for name, g in table]
+
+
+def _curve(is_fraud: np.ndarray, score: np.ndarray) -> PrCurve | None:
+    from sklearn.metrics import precision_recall_curve
+
+    if is_fraud.all() or not is_fraud.any():
+        return None
+    precision, recall, _ = precision_recall_curve(is_fraud, score)
+    _, by_recall = np.unique(np.round(recall * _CURVE_POINTS), return_index=True)  # even in recall
+    keep = np.union1d(by_recall, np.linspace(0, len(precision) - 1, min(len(precision), _CURVE_POINTS)).astype(int))
+    return PrCurve(precision=tuple(np.round(precision[keep], 5).tolist()),
+                   recall=tuple(np.round(recall[keep], 5).tolist()))
+
+
+def _ranking(frame: pd.DataFrame, column: str, k: int, tz: str) -> RankingMetrics:
+    auc, ap = ranking_metrics(frame["is_fraud"], frame[column])
+    daily = daily_precision_at_k(frame, k, column, tz)
+    return RankingMetrics(roc_auc=auc, average_precision=ap,
+                          daily_precision_at_k=float(np.mean([d.precision for d in daily])) if daily else None)
+
+
+def _ceiling(daily: Sequence[DailyPrecision], k: int) -> float | None:
+    if not daily:
+        return None
+    return float(np.mean([min(d.fraud_accounts, k, d.accounts) / min(k, d.accounts) for d in daily]))
+
+
+def evaluate_frame(frame: pd.DataFrame, k: int = DEFAULT_K, policy: RiskPolicy | None = None,
+                   tz: str = DEFAULT_TZ) -> EvaluationMetrics:
+    """Every metric of one scored, labelled frame (see the module docstring)."""
+    required = ["txn_id", "payer_account", "event_time", "risk_score", "decision", "is_fraud", "scenario"]
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise KeyError(f"evaluation frame lacks columns {missing}")
+    if frame.empty:
+        from models.errors import TrainingDataError
+
+        raise TrainingDataError("nothing to evaluate: no scored transactions in the evaluation window")
+    y = frame["is_fraud"].to_numpy(dtype=bool)
+    flagged = frame["decision"].astype(str).to_numpy() != FLAG_DECISIONS_EXCLUDE
+    notes = []
+    if not y.any():
+        notes.append("the evaluation window has no fraud: ROC-AUC, average precision and recall are "
+                     "undefined; evaluate on a longer or more recent labelled history")
+    elif y.all():
+        notes.append("every evaluated transaction is fraud: ranking metrics are undefined")
+    curves = {}
+    for name, column in (("risk score", "risk_score"), ("model probability", "fraud_probability"),
+                         ("anomaly", "anomaly")):
+        if column in frame.columns:
+            curve = _curve(y, frame[column].to_numpy(dtype=np.float64))
+            if curve is not None:
+                curves[name] = curve
+    daily = tuple(daily_precision_at_k(frame, k, "risk_score", tz))
+    return EvaluationMetrics(
+        rows=len(frame), frauds=int(y.sum()), fraud_rate=float(y.mean()), k=k, tz=tz,
+        alert_rate=float(flagged.mean()), block_rate=float((frame["decision"].astype(str) == "BLOCK").mean()),
+        recall=float(flagged[y].mean()) if y.any() else None,
+        risk=_ranking(frame, "risk_score", k, tz),
+        model=_ranking(frame, "fraud_probability", k, tz) if "fraud_probability" in frame.columns else None,
+        anomaly=_ranking(frame, "anomaly", k, tz) if "anomaly" in frame.columns else None,
+        daily=daily, daily_precision_ceiling=_ceiling(daily, k),
+        by_scenario=tuple(recall_by_scenario(frame)),
+        policy=(policy or RiskPolicy()).model_dump(),
+        curves=curves, notes=tuple(notes),
+    )
+
+
+# ------------------------------------------------------------------------ offline path
+
+
+def score_labelled(events: Sequence["TransactionEvent"], labels: Iterable["Label"], bundle: ModelBundle,
+                   policy: RiskPolicy, rules_score: RuleScores = None, *,
+                   since: pd.Timestamp | None = None) -> pd.DataFrame:
+    """Features of the whole history, scored and labelled; rows before ``since`` dropped.
+
+    Earlier rows still warm up the behavioural profiles, exactly as the stream's state
+    would have. ``rules_score``: see :data:`models.scoring.RuleScores` (default: 0).
+    """
+    from models.dataset import labelled_features
+
+    features = labelled_features(events, labels)
+    if since is not None:
+        features = features[features["event_time"] >= pd.Timestamp(since)].reset_index(drop=True)
+    return score_frame(features, bundle, policy, rules_score)
+
+
+def evaluate_offline(events: Sequence["TransactionEvent"], labels: Iterable["Label"], bundle: ModelBundle,
+                     policy: RiskPolicy, rules_score: RuleScores = None, *, k: int = DEFAULT_K,
+                     since: pd.Timestamp | None = None, tz: str = DEFAULT_TZ) -> EvaluationMetrics:
+    """Compute features, score with ``bundle``, combine with ``rules_score`` under ``policy``,
+    and measure against ``labels`` (transactions at or after ``since`` only)."""
+    return evaluate_frame(score_labelled(events, labels, bundle, policy, rules_score, since=since), k, policy, tz)
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _fmt(value: float | None, pct: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    return f"{100 * value:.2f}%" if pct else f"{value:.4f}"
+
+
+def metrics_table(metrics: EvaluationMetrics) -> list[tuple[str, str]]:
+    """(name, formatted value) rows: what the CLI prints and the report starts with."""
+    rows = [("transactions", f"{metrics.rows:,}"), ("frauds", f"{metrics.frauds:,} ({_fmt(metrics.fraud_rate, True)})")]
+    for label, ranking in (("risk score", metrics.risk), ("model probability", metrics.model),
+                           ("anomaly", metrics.anomaly)):
+        if ranking is None:
+            continue
+        rows += [(f"{label}: average precision", _fmt(ranking.average_precision)),
+                 (f"{label}: ROC-AUC", _fmt(ranking.roc_auc)),
+                 (f"{label}: daily precision@{metrics.k}", _fmt(ranking.daily_precision_at_k))]
+    rows += [(f"daily precision@{metrics.k} ceiling (accounts with fraud / k)",
+              _fmt(metrics.daily_precision_ceiling))]
+    rows += [("alert rate (REVIEW or BLOCK)", _fmt(metrics.alert_rate, True)),
+             ("block rate", _fmt(metrics.block_rate, True)),
+             ("recall (all frauds)", _fmt(metrics.recall, True))]
+    rows += [(f"recall: {s.scenario}", f"{_fmt(s.recall, True)} ({s.flagged}/{s.frauds})") for s in metrics.by_scenario]
+    return rows
+
+
+def write_report(metrics: EvaluationMetrics, path_dir: str | Path, title: str = "Model evaluation") -> Path:
+    """Write ``report.md``, ``pr_curve.png`` and ``metrics.json`` into ``path_dir``; return report.md."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(path_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(metrics.model_dump_json(indent=2), encoding="utf-8")
+
+    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=110)
+    for name, curve in metrics.curves.items():
+        ax.plot(curve.recall, curve.precision, label=name, drawstyle="steps-post")
+    ax.axhline(metrics.fraud_rate, color="grey", linestyle=":", label=f"base rate {metrics.fraud_rate:.2%}")
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="Precision-recall")
+    ax.legend(loc="lower left")
+    if not metrics.curves:
+        ax.text(0.5, 0.5, "undefined: no fraud (or only fraud)\nin the evaluation window", ha="center")
+    fig.tight_layout()
+    fig.savefig(out / "pr_curve.png")
+    plt.close(fig)
+
+    lines = [f"# {title}", ""]
+    lines += [f"> {note}" for note in metrics.notes] + ([""] if metrics.notes else [])
+    lines += ["| metric | value |", "| --- | --- |"] + [f"| {n} | {v} |" for n, v in metrics_table(metrics)]
+    lines += ["", f"Policy: {', '.join(f'{k}={v}' for k, v in metrics.policy.items())}. "
+              "Flagged = decision REVIEW or BLOCK.", ""]
+    if metrics.daily:
+        lines += [f"## Daily precision@{metrics.k} (risk score, {metrics.tz} days)", "",
+                  "| day | accounts | accounts with fraud | precision |", "| --- | --- | --- | --- |"]
+        lines += [f"| {d.day} | {d.accounts:,} | {d.fraud_accounts:,} | {d.precision:.4f} |" for d in metrics.daily]
+        lines.append("")
+    if metrics.by_scenario:
+        lines += ["## Recall per scenario", "", "| scenario | frauds | flagged | recall |", "| --- | --- | --- | --- |"]
+        lines += [f"| {s.scenario} | {s.frauds} | {s.flagged} | {s.recall:.2%} |" for s in metrics.by_scenario]
+        lines.append("")
+    lines += ["![precision-recall curve](pr_curve.png)", ""]
+    report = out / "report.md"
+    report.write_text("\n".join(lines), encoding="utf-8")
+    return report

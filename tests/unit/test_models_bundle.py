@@ -1,0 +1,147 @@
+"""The bundle on a planted frame (one feature decides fraud): scores, explanations, determinism."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.bundle import ModelBundle, signed_log1p
+from models.testing import planted_frame
+from models.training import TrainingConfig, train_frame
+from spark_jobs.features import FEATURES
+
+CONFIG = TrainingConfig(seed=3, max_iter=30, iforest_estimators=20)
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return train_frame(planted_frame(dominant="payer_count_5m"), CONFIG, data_source="planted")
+
+
+def test_planted_feature_is_explained_first(planted):
+    fraud = planted.holdout[planted.holdout["is_fraud"]]
+    explanations = planted.bundle.explain(fraud, top_k=3)
+    assert len(explanations) == len(fraud) > 10
+    assert all(row and row[0][0] == "payer_count_5m" for row in explanations)
+    assert all(row[0][1] > 0.5 for row in explanations)
+    assert planted.bundle.explain_features[0] == "payer_count_5m"
+
+
+def test_explain_skips_features_that_did_not_raise_the_probability(planted):
+    genuine = planted.holdout[~planted.holdout["is_fraud"]].head(50)
+    for row in planted.bundle.explain(genuine, top_k=5):
+        assert all(drop > 0 for _, drop in row)
+        assert "payer_count_5m" not in [name for name, _ in row]
+
+
+def test_planted_signal_is_learned(planted):
+    assert planted.metadata.metrics["model_average_precision"] > 0.95
+    assert planted.metadata.calibration.startswith("platt")
+
+
+def test_score_is_vectorised_and_order_preserving(planted):
+    frame = planted.holdout.head(200)
+    p, a = planted.bundle.score(frame)
+    assert p.shape == a.shape == (200,)
+    p_rev, a_rev = planted.bundle.score(frame.iloc[::-1])
+    np.testing.assert_allclose(p_rev[::-1], p)
+    np.testing.assert_allclose(a_rev[::-1], a)
+
+
+def test_score_needs_every_feature(planted):
+    with pytest.raises(KeyError, match="amount_paise"):
+        planted.bundle.score(planted.holdout.drop(columns=["amount_paise"]))
+
+
+def test_empty_frames(planted):
+    empty = planted.holdout.head(0)
+    p, a = planted.bundle.score(empty)
+    assert len(p) == len(a) == 0
+    assert planted.bundle.explain(empty) == []
+
+
+def test_training_is_deterministic(planted):
+    again = train_frame(planted_frame(dominant="payer_count_5m"), CONFIG, data_source="planted")
+    frame = planted.holdout
+    for x, y in zip(planted.bundle.score(frame), again.bundle.score(frame)):
+        np.testing.assert_array_equal(x, y)
+    assert again.bundle.explain_features == planted.bundle.explain_features
+
+
+def test_bytes_round_trip(planted):
+    clone = ModelBundle.from_bytes(planted.bundle.to_bytes())
+    frame = planted.holdout.head(100)
+    np.testing.assert_array_equal(clone.score(frame)[0], planted.bundle.score(frame)[0])
+    assert clone.explain(frame) == planted.bundle.explain(frame)
+
+
+def test_signed_log1p_only_touches_heavy_tailed_columns():
+    x = np.full((1, len(FEATURES)), -3.0)
+    out = signed_log1p(x)[0]
+    assert out[FEATURES.index("hour_ist")] == -3.0
+    assert out[FEATURES.index("is_night")] == -3.0
+    assert out[FEATURES.index("amount_zscore")] == pytest.approx(-np.log1p(3.0))
+
+
+def test_too_little_fraud_uses_prior_correction():
+    frame = planted_frame(n=600, fraud_rate=0.02, seed=11)
+    result = train_frame(frame, CONFIG, data_source="planted-small")
+    assert result.metadata.calibration.startswith("prior correction")
+    a, b = result.bundle.platt
+    train_frauds = result.metadata.frauds.train
+    assert a == 1.0 and b == pytest.approx(np.log(train_frauds / (result.metadata.rows.train - train_frauds)))
+
+
+def test_no_fraud_in_training_window_says_what_to_do():
+    from models.errors import TrainingDataError
+
+    frame = planted_frame(n=300, fraud_rate=0.0)
+    with pytest.raises(TrainingDataError, match="longer labelled history"):
+        train_frame(frame, CONFIG, data_source="none")
+
+
+def test_no_fraud_in_holdout_is_reported_not_fatal():
+    frame = planted_frame(n=800, fraud_rate=0.05, seed=5)
+    late = frame["event_time"] >= frame["event_time"].quantile(0.6)
+    frame.loc[late, "is_fraud"] = False
+    frame.loc[late, "scenario"] = None
+    result = train_frame(frame, CONFIG, data_source="early-fraud-only")
+    assert result.metadata.frauds.holdout == 0
+    assert result.metadata.metrics["average_precision"] is None
+    assert any("no fraud" in note for note in result.metadata.notes)
+    assert isinstance(result.holdout, pd.DataFrame)
+
+
+def test_rule_scores_combine_with_the_models(planted):
+    from models.risk import RiskPolicy, risk_score
+    from models.scoring import score_frame
+
+    policy = RiskPolicy()
+    frame = planted.holdout.head(300).drop(columns=["fraud_probability", "anomaly", "rule_score", "risk_score",
+                                                     "decision"])
+    model_only = score_frame(frame, planted.bundle, policy)
+    assert (model_only["rule_score"] == 0).all()
+    row = model_only.iloc[7]
+    assert row["risk_score"] == risk_score(0, row["fraud_probability"], row["anomaly"], policy)
+
+    by_function = score_frame(frame, planted.bundle, policy, lambda f: np.where(f["amount_paise"] > 3, 60.0, 0.0))
+    assert (by_function["rule_score"] == np.where(frame["amount_paise"] > 3, 60.0, 0.0)).all()
+    assert (by_function["risk_score"] >= model_only["risk_score"]).all()
+    assert (by_function.loc[by_function["rule_score"] == 60, "risk_score"] >= 60).all()
+
+    one = frame["txn_id"].iloc[3]
+    by_txn = score_frame(frame, planted.bundle, policy, pd.Series({one: 100.0}))
+    assert by_txn["rule_score"].tolist() == [100.0 if t == one else 0.0 for t in frame["txn_id"]]
+    assert by_txn.loc[by_txn["txn_id"] == one, "decision"].item() == "BLOCK"
+
+    with pytest.raises(ValueError, match="one per row"):
+        score_frame(frame, planted.bundle, policy, [1.0, 2.0])
+
+
+def test_scoring_bench_runs(planted):
+    from bench.scoring_bench import format_table, run
+
+    rows = run(planted.bundle, planted.holdout, batches=(200,), repeats=1, explain_batch=20)
+    assert len(rows) == 1 and rows[0].score_rows_s > 0 and rows[0].predict_proba_rows_s > 0
+    assert rows[0].explain_rows_s > 0
+    assert "ratio" in format_table(rows)

@@ -1,0 +1,77 @@
+"""`txmon train`, `txmon evaluate`, `txmon models list|promote|rollback`."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from infra.cli import app
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ["--replay", str(ROOT / "ingestion/samples/card_transactions_sample.csv"),
+          "--mapping", str(ROOT / "config/replay/card_transactions.yaml")]
+
+
+def test_models_list_on_an_empty_registry_is_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "infra.cli", "models", "list"], capture_output=True, text=True,
+                            env={**os.environ, "TXMON_MODELS_DIR": str(tmp_path / "models")}, timeout=120)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "run `txmon train` first" in lines[0], result.stderr
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch):
+    monkeypatch.setenv("TXMON_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("TXMON_STATE_DIR", str(tmp_path / "state"))
+    runner = CliRunner()
+
+    def run(*args: str, ok: bool = True):
+        result = runner.invoke(app, list(args))
+        if ok:
+            assert result.exit_code == 0, (result.output, result.exception)
+        return result
+
+    return run
+
+
+def test_train_then_evaluate_on_the_sample_file(cli, tmp_path):
+    first = cli("train", *SAMPLE)
+    assert "hold-out: 59 rows, 0 fraud" in first.output
+    assert "no fraud" in first.output  # said plainly, not a crash
+    assert "registered v0001" in first.output and "promoted" in first.output
+
+    second = cli("train", *SAMPLE)  # a champion exists: register only
+    assert "registered v0002" in second.output and "champion stays v0001" in second.output
+
+    evaluated = cli("evaluate", *SAMPLE)
+    assert "scoring only its hold-out window" in evaluated.output
+    assert "v0001 on 59 transactions" in evaluated.output
+    report = tmp_path / "state" / "reports" / "v0001"
+    assert {p.name for p in report.iterdir()} == {"report.md", "pr_curve.png", "metrics.json"}
+
+    listed = cli("models", "list")
+    rows = [line for line in listed.output.splitlines() if "v000" in line and "replay" in line]
+    assert rows[0].startswith("* v0001") and rows[1].startswith("  v0002")
+
+    assert "champion: v0002 (was v0001)" in cli("models", "promote", "v0002").output
+    assert "champion: v0001 (rolled back from v0002)" in cli("models", "rollback").output
+    refused = cli("models", "rollback", ok=False)
+    assert refused.exit_code != 0 and "nothing to roll back" in str(refused.exception)
+
+
+def test_source_options_are_checked(cli):
+    result = cli("train", "--replay", "x.csv", ok=False)
+    assert "--replay needs --mapping" in str(result.exception)
+    result = cli("train", "--simulate", "1000", *SAMPLE, ok=False)
+    assert "choose one source" in str(result.exception)
+
+
+def test_evaluate_without_a_champion_says_what_to_do(cli):
+    result = cli("evaluate", *SAMPLE, ok=False)
+    assert "run `txmon train` first" in str(result.exception)

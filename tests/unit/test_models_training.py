@@ -1,0 +1,87 @@
+"""Training on a small seeded simulation: honest time split, useful models, picklable bundle."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.bundle import ModelBundle
+from models.dataset import time_split
+from models.sources import simulated
+from models.training import TrainingConfig, train
+from spark_jobs.features import FEATURES
+
+EVENTS = 20_000  # ~1.2 simulated days at the training default of 0.2 tx/s; ~200 frauds
+CONFIG = TrainingConfig(seed=7, max_iter=40, iforest_estimators=30)
+
+
+@pytest.fixture(scope="module")
+def result():
+    history = simulated(EVENTS, seed=7)
+    return train(history.events, history.labels, CONFIG, data_source=history.source)
+
+
+def test_time_split_has_no_overlap(result):
+    meta = result.metadata
+    assert meta.train_window.end < meta.holdout_window.start
+    assert result.holdout["event_time"].min() == meta.holdout_window.start
+    assert meta.rows.train + meta.rows.holdout == EVENTS
+    assert 0.68 < meta.rows.train / EVENTS < 0.72
+
+
+def test_time_split_keeps_equal_timestamps_together(result):
+    frame = result.holdout.copy()
+    frame["event_time"] = frame["event_time"].dt.floor("h")  # many rows share each hour
+    train_part, holdout_part = time_split(frame, 0.3)
+    assert train_part["event_time"].max() < holdout_part["event_time"].min()
+
+
+def test_holdout_average_precision_well_above_base_rate(result):
+    metrics = result.metadata.metrics
+    base = metrics["fraud_rate"]
+    assert 0.005 < base < 0.02
+    assert result.metadata.frauds.holdout >= 40
+    assert metrics["model_average_precision"] > 20 * base
+    assert metrics["model_roc_auc"] > 0.8
+    assert metrics["average_precision"] > 20 * base  # risk score (model + anomaly, rule score 0)
+
+
+def test_probabilities_are_calibrated_to_the_base_rate(result):
+    p = result.holdout["fraud_probability"].to_numpy()
+    assert ((0 <= p) & (p <= 1)).all()
+    assert 0.3 < p.mean() / result.metadata.metrics["fraud_rate"] < 3  # balanced weights alone give ~10x
+
+
+def test_anomaly_is_a_cdf_against_training_traffic(result):
+    a = result.holdout["anomaly"].to_numpy()
+    assert ((0 <= a) & (a <= 1)).all()
+    genuine = ~result.holdout["is_fraud"].to_numpy(dtype=bool)
+    assert 0.35 < a[genuine].mean() < 0.65
+    assert a[~genuine].mean() > a[genuine].mean()
+
+
+def test_metadata_records_what_was_trained(result):
+    meta = result.metadata
+    assert meta.features == FEATURES
+    assert meta.seed == 7 and meta.params["max_iter"] == 40
+    assert meta.data_source.startswith("simulator n=20000 seed=7")
+    assert set(meta.libraries) == {"python", "sklearn", "numpy", "pandas"}
+    assert meta.frauds.train > 0 and meta.version is None
+
+
+def test_bundle_round_trips_through_bytes(result):
+    frame = result.holdout.head(500)
+    clone = ModelBundle.from_bytes(result.bundle.to_bytes())
+    for original, copy in zip(result.bundle.score(frame), clone.score(frame)):
+        np.testing.assert_array_equal(original, copy)
+
+
+def test_explain_names_known_features_for_flagged_rows(result):
+    flagged = result.holdout[result.holdout["decision"] != "APPROVE"].head(20)
+    assert len(flagged) > 0
+    explanations = result.bundle.explain(flagged, top_k=3)
+    assert len(explanations) == len(flagged)
+    for row in explanations:
+        assert 1 <= len(row) <= 3
+        assert all(name in FEATURES and drop > 0 for name, drop in row)
+        assert [d for _, d in row] == sorted((d for _, d in row), reverse=True)
+
