@@ -22,6 +22,7 @@ jars: $(STAMP)
 
 # The main job on the local default (README, first command).
 demo: install
+	$(BIN)/txmon models list >/dev/null 2>&1 || $(BIN)/txmon train --simulate 100000
 	$(BIN)/txmon demo
 
 up: install
