@@ -15,16 +15,11 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    YamlConfigSettingsSource,
-)
+from pydantic_settings import SettingsConfigDict
 
 from alerting.contract import DECISIONS, SEVERITIES, Decision, Severity
 from alerting.errors import AlertingConfigError, SecretMissingError
-from infra.settings import PROJECT_ROOT
+from infra.settings import PROJECT_ROOT, YamlBackedSettings
 
 DEFAULT_ALERTING_CONFIG = PROJECT_ROOT / "config" / "alerting.yaml"
 CUSTOMER = "customer"
@@ -171,7 +166,7 @@ class DigestConfig(_Section):
     top_rules: int = Field(15, ge=1, le=100)
 
 
-class AlertingConfig(BaseSettings):
+class AlertingConfig(YamlBackedSettings):
     """Everything the dispatcher, retry job and digest need besides Kafka/Cassandra."""
 
     model_config = SettingsConfigDict(
@@ -190,16 +185,8 @@ class AlertingConfig(BaseSettings):
     routes: tuple[Route, ...] = ()
 
     @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings,
-                YamlConfigSettingsSource(settings_cls, yaml_file=alerting_config_path()))
+    def yaml_path(cls) -> Path:
+        return alerting_config_path()
 
     @model_validator(mode="after")
     def _targets_resolve(self) -> AlertingConfig:

@@ -54,6 +54,7 @@ from pydantic import (
 )
 
 from alerting.errors import AlertContractError
+from infra.settings import describe_errors
 from ingestion.events import (
     ACCOUNT_NUMBER_PATTERN,
     IST,
@@ -207,11 +208,8 @@ def from_json(raw: bytes | str) -> Alert:
     try:
         return Alert.model_validate_json(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'alert'}: {err['msg']}" for err in exc.errors()
-        )
         raise AlertContractError(
-            f"not a valid alert ({problems}); producers must build it with alerting.contract.Alert"
+            f"not a valid alert ({describe_errors(exc)}); producers must build it with alerting.contract.Alert"
         ) from None
 
 

@@ -75,7 +75,32 @@ class SparkSettings(_Section):
     cassandra_batch_rows: int = Field(32, ge=1, le=200)
 
 
-class Settings(BaseSettings):
+def describe_errors(exc: ValidationError) -> str:
+    """All problems of a pydantic error on one line: ``a.b: message; c: message``."""
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}" for err in exc.errors())
+
+
+class YamlBackedSettings(BaseSettings):
+    """Settings from init arguments, then the environment, then the YAML file that
+    :meth:`yaml_path` names (read when the settings are built, never at import)."""
+
+    @classmethod
+    def yaml_path(cls) -> Path:
+        raise NotImplementedError
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls, yaml_file=cls.yaml_path()))
+
+
+class Settings(YamlBackedSettings):
     """Everything txmon needs to know about where things run."""
 
     model_config = SettingsConfigDict(
@@ -93,16 +118,8 @@ class Settings(BaseSettings):
     spark: SparkSettings = SparkSettings()
 
     @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        yaml_file = Path(os.environ.get("TXMON_CONFIG", DEFAULT_CONFIG))
-        return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+    def yaml_path(cls) -> Path:
+        return Path(os.environ.get("TXMON_CONFIG", DEFAULT_CONFIG))
 
     @property
     def state_path(self) -> Path:
@@ -130,11 +147,8 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
         raise ConfigError(
-            f"invalid configuration ({problems}); fix {config_file} or the TXMON_* environment variables"
+            f"invalid configuration ({describe_errors(exc)}); fix {config_file} or the TXMON_* environment variables"
         ) from None
 
 

@@ -10,7 +10,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable
 
 from infra.settings import Settings
 from ingestion.events import TransactionEvent, kafka_key, to_json

@@ -24,7 +24,7 @@ import json
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+
 
 MICROS = 1_000_000
 WINDOWS_S = {"5m": 300, "1h": 3600, "24h": 86400}

@@ -22,8 +22,6 @@ consumer can de-duplicate; the dead_letters *table* is exact.)
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
