@@ -140,8 +140,15 @@ def evaluate(
         help="where report.md, pr_curve.png, metrics.json go (default: <state_dir>/reports/<version>)")] = None,
     k: Annotated[int, typer.Option(min=1, help="accounts per day for daily precision@k")] = 100,
     models_dir: ModelsDir = None,
+    online: Annotated[bool, typer.Option(
+        help="evaluate the decisions the stream took (scored_transactions in Cassandra) instead")] = False,
+    labels_file: Annotated[Optional[Path], typer.Option(
+        help="with --online: ground truth from this file (.jsonl/.csv) instead of the labels table")] = None,
 ) -> None:
     """Score labelled history with a registered model and report how well it catches fraud.
+
+    --online instead joins what the running stream decided (rules + model, as deployed)
+    with the labels received so far, or with --labels-file.
 
     On the very data the model was trained on, only its hold-out window is scored (the
     earlier part still builds the behavioural profiles). Rule score 0 (the rules run in
@@ -152,6 +159,24 @@ def evaluate(
     from infra.settings import load_settings
     from models.evaluation import evaluate_offline, metrics_table, write_report
 
+    if online:
+        from models.evaluation import evaluate_frame
+        from models.online import online_frame
+
+        settings = load_settings()
+        frame = online_frame(settings, labels_file)
+        policy, policy_source = _policy()
+        metrics = evaluate_frame(frame, k=k, policy=policy)
+        versions = ", ".join(sorted(set(frame["model_version"].dropna()))) or "none"
+        for note in metrics.notes:
+            typer.echo(f"note: {note}")
+        typer.echo(f"stream decisions on {metrics.rows:,} transactions (models: {versions}; rules and "
+                   f"thresholds as deployed):")
+        _print_table(metrics_table(metrics))
+        out = report_dir or settings.state_path / "reports" / "online"
+        report = write_report(metrics, out, title="Online: stream decisions joined with labels")
+        typer.echo(f"report: {report} (+ pr_curve.png, metrics.json)")
+        return
     registry = _registry(models_dir)
     version = version or registry.require_champion()
     bundle, meta = registry.load(version), registry.metadata(version)

@@ -195,3 +195,19 @@ def test_rules_reload_while_running_and_bad_rules_keep_the_old_ones(services, sp
         producer.close()
         for q in queries:
             q.stop()
+
+
+def test_online_evaluation_joins_stream_decisions_with_labels(detected, services, tmp_path):
+    from models.evaluation import evaluate_frame
+    from models.online import online_frame
+
+    labels_file = tmp_path / "labels.jsonl"
+    labels_file.write_text("".join(json.dumps(i.label.to_dict()) + "\n" for i in detected["items"]))
+    frame = online_frame(services, labels_file)
+    assert len(frame) == len(detected["items"])  # exactly the labelled transactions
+    metrics = evaluate_frame(frame, k=10)
+    truth = detected["frame"]
+    fraud = truth[truth["scenario"] != "legit"]
+    assert metrics.frauds == len(fraud)
+    assert metrics.recall == pytest.approx((fraud["decision"] != "APPROVE").mean())
+    assert metrics.alert_rate == pytest.approx((truth["decision"] != "APPROVE").mean())
