@@ -113,6 +113,16 @@ def simulate(
     label_delay: Annotated[float, typer.Option(min=0, help="seconds of event time before a fraud label is released")] = 60.0,
     labels_file: Annotated[Optional[Path], typer.Option(help="write every ground-truth label here (.jsonl/.csv)")] = None,
     topic: Annotated[Optional[str], typer.Option(help="Kafka topic (default: kafka.topics.transactions)")] = None,
+    drift_after_events: Annotated[Optional[int], typer.Option(
+        rich_help_panel="Drift", help="change the regime after about this many events")] = None,
+    drift_fraud_rate: Annotated[Optional[float], typer.Option(
+        rich_help_panel="Drift", help="fraud rate after the change")] = None,
+    drift_scenario: Annotated[Optional[str], typer.Option(
+        rich_help_panel="Drift", help="a new fraud pattern after the change, e.g. qr_code_swap")] = None,
+    drift_scenario_share: Annotated[float, typer.Option(
+        rich_help_panel="Drift", help="share of attacks after the change that use the new pattern")] = 0.5,
+    drift_spending_multiplier: Annotated[Optional[float], typer.Option(
+        rich_help_panel="Drift", help="benign shift: scale legitimate ticket sizes (festival season)")] = None,
 ) -> None:
     """Stream simulated UPI and banking transactions (with labelled fraud) into Kafka.
 
@@ -126,6 +136,8 @@ def simulate(
     summary = run_simulation(load_settings(), SimulateOptions(
         seed=seed, rate=rate, count=count, duration=duration, fraud_rate=fraud_rate, n_customers=customers,
         label_delay_seconds=label_delay, labels_file=labels_file, topic=topic,
+        drift_after_events=drift_after_events, drift_fraud_rate=drift_fraud_rate, drift_scenario=drift_scenario,
+        drift_scenario_share=drift_scenario_share, drift_spending_multiplier=drift_spending_multiplier,
     ))
     typer.echo(summary.line())
     if summary.failed:

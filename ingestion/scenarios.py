@@ -37,7 +37,8 @@ from ingestion.events import (
 if TYPE_CHECKING:
     from ingestion.simulator import Customer, Population
 
-__all__ = ["SCENARIOS", "Scenario", "ScenarioId", "THRESHOLDS_PAISE", "UPI_LIMIT_PAISE"]
+__all__ = ["ALL_SCENARIOS", "EMERGING_SCENARIOS", "SCENARIOS", "EmergingScenarioId", "Scenario", "ScenarioId",
+           "THRESHOLDS_PAISE", "UPI_LIMIT_PAISE"]
 
 UPI_LIMIT_PAISE = 1 * LAKH * PAISE_PER_RUPEE
 """NPCI's general per-transaction UPI limit (1 lakh INR)."""
@@ -54,6 +55,14 @@ class ScenarioId(StrEnum):
     ACCOUNT_TAKEOVER = "account_takeover"
     CARD_TESTING = "card_testing"
     STRUCTURING = "structuring"
+
+
+class EmergingScenarioId(StrEnum):
+    """Patterns held out of the default mix: they appear only when a simulated regime
+    change (``SimulatorConfig.drift``) or an explicit ``scenario_weights`` asks for them,
+    so models trained on default traffic have never seen them."""
+
+    QR_CODE_SWAP = "qr_code_swap"
 
 
 Scenario = Callable[[np.random.Generator, Faker, "Population", datetime], list[TransactionEvent]]
@@ -271,6 +280,40 @@ def structuring(rng: np.random.Generator, faker: Faker, population: Population,
     return events
 
 
+def qr_code_swap(rng: np.random.Generator, faker: Faker, population: Population,
+                 start: datetime) -> list[TransactionEvent]:
+    """A fraudster pastes his own QR sticker over a shop's QR code: the shop's walk-in
+    customers scan it and pay him instead of the merchant, until someone notices.
+
+    Signature: 12-40 distinct payers (customers of the shop's city; visitors make up
+    the number where the town is small) each make one UPI P2P push — a scanned
+    personal QR is P2P, with no merchant code — of a shop-sized amount (a 50-2,500 INR
+    ticket of that shop's category) to one fresh personal VPA within 20-120 minutes,
+    each from the payer's own phone, home city and usual device. Per
+    event nothing stands out (amounts and places of ordinary P2M payments); the tell
+    is the payee: a VPA nobody paid before that suddenly receives shop-like traffic
+    from many strangers.
+    """
+    city = population.customers[int(rng.integers(0, len(population.customers)))].city
+    shops = population.shops_by_city[city.name]
+    shop = shops[int(rng.integers(0, len(shops)))]
+    locals_ = [c for c in population.customers if c.city is city]
+    n = min(int(rng.integers(12, 41)), len(population.customers))
+    if len(locals_) >= n:
+        payers = [locals_[int(i)] for i in rng.choice(len(locals_), size=n, replace=False)]
+    else:
+        visitors = [c for c in population.distinct_customers(rng, n + len(locals_)) if c.city is not city]
+        payers = locals_ + visitors[:n - len(locals_)]
+    fraudster = population.fresh_party(rng, faker, account=False)
+    rupees = shop.category.median_rupees * np.exp(shop.category.sigma * rng.standard_normal(n))
+    amounts = np.clip(np.round(rupees), 50, 2_500).astype(int) * PAISE_PER_RUPEE
+    times = _times(rng, start, n, rng.uniform(1_200, 7_200))
+    return [
+        _own_upi(rng, payer, at, fraudster, int(amount))
+        for payer, at, amount in zip(payers, times, amounts)
+    ]
+
+
 SCENARIOS: dict[str, Scenario] = {
     ScenarioId.VELOCITY_BURST.value: velocity_burst,
     ScenarioId.NEW_PAYEE_HIGH_VALUE.value: new_payee_high_value,
@@ -281,3 +324,13 @@ SCENARIOS: dict[str, Scenario] = {
     ScenarioId.STRUCTURING.value: structuring,
 }
 """Scenario id -> generator. A new scenario is one function plus one entry here."""
+
+
+EMERGING_SCENARIOS: dict[str, Scenario] = {
+    EmergingScenarioId.QR_CODE_SWAP.value: qr_code_swap,
+}
+"""Scenario id -> generator for patterns outside the default mix (see
+:class:`EmergingScenarioId`). Never part of ``SCENARIOS`` or the default weights."""
+
+ALL_SCENARIOS: dict[str, Scenario] = {**SCENARIOS, **EMERGING_SCENARIOS}
+"""Every scenario a config may name."""

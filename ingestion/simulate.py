@@ -7,7 +7,8 @@ from pathlib import Path
 from infra.settings import Settings
 from ingestion.labels import LabelReleaser
 from ingestion.producer import ProduceSummary, TransactionProducer, live_start_time, produce_events
-from ingestion.simulator import Simulator, SimulatorConfig
+from infra.errors import ConfigError
+from ingestion.simulator import RegimeChange, Simulator, SimulatorConfig, expected_time_after
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,13 @@ class SimulateOptions:
     labels_topic: str | None = None
     live: bool = True
     progress: bool = True
+    # A regime change after this many events (None: none). The other drift_* options say
+    # what changes; each None keeps the value from before.
+    drift_after_events: int | None = None
+    drift_fraud_rate: float | None = None
+    drift_scenario: str | None = None  # a new pattern, e.g. "qr_code_swap"
+    drift_scenario_share: float = 0.5  # share of attacks after the change that use it
+    drift_spending_multiplier: float | None = None  # benign surge of legit ticket sizes
 
 
 def simulator_for(opts: SimulateOptions) -> Simulator:
@@ -46,7 +54,31 @@ def simulator_for(opts: SimulateOptions) -> Simulator:
         n_customers=opts.n_customers, n_merchants=opts.n_merchants, fraud_rate=opts.fraud_rate,
         mean_tps=mean_tps, label_delay_seconds=opts.label_delay_seconds, **extra,
     )
+    drift = drift_for(opts, config)
+    if drift is not None:
+        config = SimulatorConfig(**{**config.model_dump(), "drift": drift})
     return Simulator(config, seed=opts.seed)
+
+
+def drift_for(opts: SimulateOptions, config: SimulatorConfig) -> RegimeChange | None:
+    """The regime change the ``drift_*`` options ask for, placed at the simulated time by
+    which about ``drift_after_events`` events have happened (:func:`expected_time_after`)."""
+    asked = (opts.drift_fraud_rate, opts.drift_scenario, opts.drift_spending_multiplier)
+    if opts.drift_after_events is None:
+        if any(a is not None for a in asked):
+            raise ConfigError("drift options need --drift-after-events (when the regime changes)")
+        return None
+    if opts.drift_after_events < 0:
+        raise ConfigError(f"--drift-after-events must be >= 0, got {opts.drift_after_events}")
+    at = expected_time_after(config.start_time, config.mean_tps, opts.drift_after_events, config.fraud_rate)
+    try:
+        return RegimeChange(at=at, fraud_rate=opts.drift_fraud_rate, new_scenario=opts.drift_scenario,
+                            new_scenario_share=opts.drift_scenario_share,
+                            spending_multiplier=opts.drift_spending_multiplier)
+    except ValueError as exc:  # pydantic's ValidationError: name the bad option in one line
+        first = exc.errors()[0] if hasattr(exc, "errors") else {"loc": (), "msg": str(exc)}
+        where = ".".join(str(p) for p in first["loc"]) or "drift"
+        raise ConfigError(f"drift option {where}: {first['msg']}") from exc
 
 
 def run_simulation(settings: Settings, opts: SimulateOptions, on_event=None) -> ProduceSummary:

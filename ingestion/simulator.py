@@ -44,13 +44,13 @@ from ingestion.events import (
     TransactionEvent,
     TxnType,
 )
-from ingestion.scenarios import SCENARIOS, UPI_LIMIT_PAISE, ScenarioId
+from ingestion.scenarios import ALL_SCENARIOS, UPI_LIMIT_PAISE, ScenarioId
 
 __all__ = [
     "BANKS", "CITIES", "DEFAULT_SCENARIO_WEIGHTS", "MERCHANT_CATEGORIES", "City", "Customer",
     "Label", "Merchant",
-    "Population", "SimulatedTransaction", "Simulator", "SimulatorConfig", "build_population",
-    "write_labels",
+    "Population", "RegimeChange", "SimulatedTransaction", "Simulator", "SimulatorConfig",
+    "build_population", "expected_time_after", "write_labels",
 ]
 
 # ------------------------------------------------------------------ reference data
@@ -442,6 +442,73 @@ DEFAULT_SCENARIO_WEIGHTS: dict[str, float] = {
 """Relative frequency of each attack; configs may override any subset."""
 
 
+def _check_weights(value: dict[str, float]) -> dict[str, float]:
+    unknown = sorted(set(value) - set(ALL_SCENARIOS))
+    if unknown:
+        raise ValueError(f"unknown scenarios {unknown}; choose from {sorted(ALL_SCENARIOS)}")
+    if any(w < 0 for w in value.values()):
+        raise ValueError("scenario weights must be >= 0")
+    return value
+
+
+class RegimeChange(BaseModel):
+    """A change of regime at simulated time ``at``: what drift looks like to the models.
+
+    Every field left None keeps the value from before. Events before ``at`` are exactly
+    those of the same seed without the change; attacks already under way at ``at``
+    finish as planned.
+
+    - ``fraud_rate``: the new share of fraud events (paced afresh from ``at``).
+    - ``scenario_weights``: the new attack mix (replaces the old one).
+    - ``new_scenario``: a pattern the default mix never produces (e.g. ``qr_code_swap``,
+      see ``ingestion.scenarios.EMERGING_SCENARIOS``), given ``new_scenario_share`` of
+      the attacks from ``at`` on; the rest follow the (new or old) mix.
+    - ``spending_multiplier``: a benign surge (festival season): every legitimate
+      ticket — shop, online, bill, transfer, ATM — is scaled by it, rail limits still
+      apply. Fraud is untouched.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    at: AwareDatetime = Field(description="simulated time the new regime starts")
+    fraud_rate: float | None = Field(None, ge=0.0, lt=0.5)
+    scenario_weights: dict[str, float] | None = None
+    new_scenario: str | None = None
+    new_scenario_share: float = Field(0.5, gt=0.0, le=1.0,
+                                      description="share of attacks after `at` that are new_scenario")
+    spending_multiplier: float | None = Field(None, gt=0.0, le=20.0)
+
+    @field_validator("at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return value.astimezone(timezone.utc)
+
+    @field_validator("scenario_weights")
+    @classmethod
+    def _known_scenarios(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        return None if value is None else _check_weights(value)
+
+    @field_validator("new_scenario")
+    @classmethod
+    def _known_new_scenario(cls, value: str | None) -> str | None:
+        if value is not None and value not in ALL_SCENARIOS:
+            raise ValueError(f"unknown scenario {value!r}; choose from {sorted(ALL_SCENARIOS)}")
+        return value
+
+    def weights_after(self, before: dict[str, float]) -> dict[str, float]:
+        """The attack mix from ``at`` on, normalised to sum to 1 (positive weights only)."""
+        base = {k: w for k, w in (self.scenario_weights if self.scenario_weights is not None
+                                  else before).items() if w > 0 and k != self.new_scenario}
+        total = sum(base.values())
+        if self.new_scenario is None:
+            return {k: w / total for k, w in base.items()} if total > 0 else {}
+        if total <= 0:
+            return {self.new_scenario: 1.0}
+        rest = 1.0 - self.new_scenario_share
+        mix = {k: rest * w / total for k, w in base.items() if rest > 0}
+        return {**mix, self.new_scenario: self.new_scenario_share}
+
+
 class SimulatorConfig(BaseModel):
     """What to simulate. Frozen and strict so a typo in YAML fails loudly."""
 
@@ -458,6 +525,7 @@ class SimulatorConfig(BaseModel):
     label_delay_seconds: float = Field(
         86_400.0, ge=0.0, description="event_time -> label_time (chargeback / complaint delay)"
     )
+    drift: RegimeChange | None = Field(None, description="a regime change part-way through")
 
     @field_validator("start_time")
     @classmethod
@@ -467,17 +535,18 @@ class SimulatorConfig(BaseModel):
     @field_validator("scenario_weights")
     @classmethod
     def _known_scenarios(cls, value: dict[str, float]) -> dict[str, float]:
-        unknown = sorted(set(value) - set(SCENARIOS))
-        if unknown:
-            raise ValueError(f"unknown scenarios {unknown}; choose from {sorted(SCENARIOS)}")
-        if any(w < 0 for w in value.values()):
-            raise ValueError("scenario weights must be >= 0")
-        return value
+        return _check_weights(value)
 
     @model_validator(mode="after")
     def _some_weight(self) -> SimulatorConfig:
         if self.fraud_rate > 0 and sum(self.scenario_weights.values()) <= 0:
             raise ValueError("fraud_rate > 0 needs at least one positive scenario weight")
+        drift = self.drift
+        if drift is not None:
+            rate = drift.fraud_rate if drift.fraud_rate is not None else self.fraud_rate
+            if rate > 0 and not drift.weights_after(self.scenario_weights):
+                raise ValueError("drift: a fraud rate > 0 after `at` needs a positive scenario weight "
+                                 "or a new_scenario")
         return self
 
 
@@ -554,21 +623,13 @@ class Simulator:
             config.n_customers, config.n_merchants, np.random.default_rng(population_seed), faker
         )
         self._kinds = _Picker(list(TRAFFIC_MIX), [k.weight for k in TRAFFIC_MIX])
-        self._gap_us = self._gap_table()
-        local = config.start_time.astimezone(IST)
-        monday = (local - timedelta(days=local.weekday())).replace(hour=0, minute=0, second=0, microsecond=0)
-        self._week_offset_us = (local - monday) // timedelta(microseconds=1)
+        self._gap_us = _gap_table(config.mean_tps)
+        self._week_offset_us = _week_offset_us(config.start_time)
         self._label_delay = timedelta(seconds=config.label_delay_seconds)
-        weights = {k: w for k, w in config.scenario_weights.items() if w > 0}
-        self._scenario_ids = sorted(weights)
-        total = sum(weights.values())
-        self._scenario_p = [weights[k] / total for k in self._scenario_ids]
-
-    def _gap_table(self) -> list[float]:
-        """Mean microseconds between events for each IST hour of the week."""
-        profile = [d * h for d in WEEKDAY_PROFILE for h in HOURLY_PROFILE]
-        mean = sum(profile) / len(profile)
-        return [1e6 / (self.config.mean_tps * p / mean) for p in profile]
+        self._mix = _mix({k: w for k, w in config.scenario_weights.items() if w > 0})
+        drift = config.drift
+        self._drift_at_us = None if drift is None else max(
+            0, (drift.at - config.start_time) // timedelta(microseconds=1))
 
     def generate(self, n: int) -> Iterator[SimulatedTransaction]:
         """The first ``n`` transactions, in event-time order."""
@@ -585,28 +646,44 @@ class Simulator:
         pacer = _FraudPacer(self.config.fraud_rate, fraud_rng)
         start = self.config.start_time
         t_us = 0
+        mix, season = self._mix, 1.0
+        drift_at = self._drift_at_us  # None once the regime has changed (or never will)
         while True:
             chunk = self._draw_chunk(rng)
             for i in range(_CHUNK):
                 hour = (self._week_offset_us + t_us) // _HOUR_US % _WEEK_HOURS
                 t_us += int(chunk.gaps[i] * self._gap_us[hour])
+                if drift_at is not None and t_us >= drift_at:
+                    drift_at = None
+                    mix, season = self._change_regime(pacer)
                 while pending and pending[0][0] <= t_us:
                     yield heapq.heappop(pending)[2]
                 if pacer.attack_due():
-                    run = self._start_scenario(fraud_rng, faker, start + timedelta(microseconds=t_us))
+                    run = self._start_scenario(fraud_rng, faker, start + timedelta(microseconds=t_us), mix)
                     for item in run:
                         at = (item.event.event_time - start) // timedelta(microseconds=1)
                         heapq.heappush(pending, (at, next(order), item))
                     pacer.scheduled(len(run))
-                event = self._normal_event(chunk, i, start + timedelta(microseconds=t_us))
+                event = self._normal_event(chunk, i, start + timedelta(microseconds=t_us), season)
                 yield SimulatedTransaction(
                     event, Label(event.txn_id, False, None, event.event_time + self._label_delay)
                 )
 
-    def _start_scenario(self, rng: np.random.Generator, faker: Faker,
-                        at: datetime) -> list[SimulatedTransaction]:
-        scenario = self._scenario_ids[int(rng.choice(len(self._scenario_ids), p=self._scenario_p))]
-        events = SCENARIOS[scenario](rng, faker, self.population, at)
+    def _change_regime(self, pacer: _FraudPacer) -> tuple[_Mix, float]:
+        """Apply ``config.drift``: new fraud pacing, attack mix and legit spending level.
+        Draws from the fraud generator only from here on, so earlier events are unchanged."""
+        drift = self.config.drift
+        assert drift is not None
+        if drift.fraud_rate is not None:
+            pacer.retarget(drift.fraud_rate)
+        mix = _mix(drift.weights_after(self.config.scenario_weights))
+        return mix, drift.spending_multiplier if drift.spending_multiplier is not None else 1.0
+
+    def _start_scenario(self, rng: np.random.Generator, faker: Faker, at: datetime,
+                        mix: _Mix) -> list[SimulatedTransaction]:
+        ids, p = mix
+        scenario = ids[int(rng.choice(len(ids), p=p))]
+        events = ALL_SCENARIOS[scenario](rng, faker, self.population, at)
         return [
             SimulatedTransaction(e, Label(e.txn_id, True, scenario, e.event_time + self._label_delay))
             for e in events
@@ -627,17 +704,17 @@ class Simulator:
             ids=[str(uuid.UUID(bytes=raw_ids[16 * i:16 * i + 16], version=4)) for i in range(_CHUNK)],
         )
 
-    def _normal_event(self, chunk: _Chunk, i: int, at: datetime) -> TransactionEvent:
+    def _normal_event(self, chunk: _Chunk, i: int, at: datetime, season: float = 1.0) -> TransactionEvent:
         kind: _Kind = self._kinds.pick(chunk.kinds[i])  # type: ignore[assignment]
         payer = self.population.customers[chunk.payers[i]]
         u_payee, u_device, u_status = chunk.u[i]
         device = payer.devices[0] if u_device < 0.85 or len(payer.devices) == 1 else payer.devices[1]
         if kind.payee == "contact":
-            parts = self._to_contact(kind.channel, payer, device, chunk.z[i], u_payee)
+            parts = self._to_contact(kind.channel, payer, device, chunk.z[i], u_payee, season)
         elif kind.payee == "atm":
-            parts = self._at_atm(payer, chunk.z[i], u_payee)
+            parts = self._at_atm(payer, chunk.z[i], u_payee, season)
         else:
-            parts = self._at_merchant(kind, payer, device, chunk.z[i], u_payee)
+            parts = self._at_merchant(kind, payer, device, chunk.z[i], u_payee, season)
         payer_party, payee, amount, mcc, device_id, ip, geo = parts
         status = (Status.SUCCESS if u_status < STATUS_ODDS[0]
                   else Status.FAILED if u_status < STATUS_ODDS[1] else Status.PENDING)
@@ -648,25 +725,26 @@ class Simulator:
         )
 
     def _to_contact(self, channel: Channel, payer: Customer, device: str, z: float,
-                    u: float) -> _Parts:
+                    u: float, season: float = 1.0) -> _Parts:
         """A person-to-person payment: UPI by VPA, other rails by account + IFSC."""
         payee = self._contact(payer, u)
-        amount = self._transfer_amount(channel, payer, z)
+        amount = self._transfer_amount(channel, payer, z, season)
         if channel is Channel.UPI:
             return payer.upi_payer, payee.vpa_payee, amount, None, device, payer.ip, payer.geo
         # NEFT/RTGS are often keyed in at a branch or in net banking: no phone involved.
         device_id = device if channel is Channel.IMPS else None
         return payer.bank_payer, payee.bank_payee, amount, None, device_id, payer.ip, payer.geo
 
-    def _at_atm(self, payer: Customer, z: float, u: float) -> _Parts:
+    def _at_atm(self, payer: Customer, z: float, u: float, season: float = 1.0) -> _Parts:
         """Cash from an ATM in the home city, in 100-rupee notes, 100 to 20,000 INR."""
         atms = self.population.atms_by_city[payer.city.name]
         atm = atms[int(u * len(atms))]
-        notes = min(max(round(30 * math.exp(0.6 * z)), 1), 200)
+        notes = min(max(round(30 * season * math.exp(0.6 * z)), 1), 200)
         return (payer.bank_payer, atm.payee, notes * 100 * PAISE_PER_RUPEE, ATM_MCC,
                 atm.terminal_id, None, atm.geo)
 
-    def _at_merchant(self, kind: _Kind, payer: Customer, device: str, z: float, u: float) -> _Parts:
+    def _at_merchant(self, kind: _Kind, payer: Customer, device: str, z: float, u: float,
+                     season: float = 1.0) -> _Parts:
         """A shop (QR or card terminal), an online store or a biller."""
         pop = self.population
         if kind.payee == "shop":
@@ -675,7 +753,7 @@ class Simulator:
             merchants = pop.online_merchants if kind.payee == "online" else pop.billers
         merchant = merchants[int(u * len(merchants))]
         category = merchant.category
-        rupees = category.median_rupees * payer.spend_multiplier * math.exp(category.sigma * z)
+        rupees = category.median_rupees * payer.spend_multiplier * season * math.exp(category.sigma * z)
         if kind.channel is Channel.UPI:  # UPI amounts are usually whole rupees
             amount = min(max(round(rupees), 1) * PAISE_PER_RUPEE, UPI_LIMIT_PAISE)
             return payer.upi_payer, merchant.payee, amount, merchant.mcc, device, payer.ip, payer.geo
@@ -694,14 +772,67 @@ class Simulator:
         return customers[other if other != payer.index else (other + 1) % len(customers)]
 
     @staticmethod
-    def _transfer_amount(channel: Channel, payer: Customer, z: float) -> int:
+    def _transfer_amount(channel: Channel, payer: Customer, z: float, season: float = 1.0) -> int:
         median, sigma, cap = TRANSFER_TICKETS[channel]
         if channel is Channel.RTGS:
-            excess = math.exp(sigma * z) * payer.spend_multiplier
+            excess = math.exp(sigma * z) * payer.spend_multiplier * season
             rupees = RTGS_MIN_AMOUNT_PAISE / PAISE_PER_RUPEE * (1 + excess)
         else:
-            rupees = median * payer.spend_multiplier * math.exp(sigma * z)
+            rupees = median * payer.spend_multiplier * season * math.exp(sigma * z)
         return min(max(round(rupees), 1) * PAISE_PER_RUPEE, cap)
+
+
+_Mix = tuple[list[str], list[float]]
+"""Scenario ids (sorted) and their probabilities."""
+
+
+def _mix(weights: dict[str, float]) -> _Mix:
+    ids = sorted(weights)
+    total = sum(weights.values())
+    return ids, [weights[k] / total for k in ids]
+
+
+def _gap_table(mean_tps: float) -> list[float]:
+    """Mean microseconds between events for each IST hour of the week."""
+    profile = [d * h for d in WEEKDAY_PROFILE for h in HOURLY_PROFILE]
+    mean = sum(profile) / len(profile)
+    return [1e6 / (mean_tps * p / mean) for p in profile]
+
+
+def _week_offset_us(start: datetime) -> int:
+    """Microseconds from Monday 00:00 IST to ``start``."""
+    local = start.astimezone(IST)
+    monday = (local - timedelta(days=local.weekday())).replace(hour=0, minute=0, second=0, microsecond=0)
+    return (local - monday) // timedelta(microseconds=1)
+
+
+def expected_time_after(start_time: datetime, mean_tps: float, n_events: int,
+                        fraud_rate: float = 0.0) -> datetime:
+    """The simulated time by which about ``n_events`` events (fraud included) have
+    happened, following the diurnal and weekly rhythm: turns "drift after N events"
+    into the ``at`` of a :class:`RegimeChange`.
+
+    >>> start = datetime(2025, 1, 6, tzinfo=IST)  # Monday midnight, a quiet hour
+    >>> expected_time_after(start, 10.0, 0) == start
+    True
+    >>> expected_time_after(start, 10.0, 36_000) - start > timedelta(hours=1)
+    True
+    """
+    gaps = _gap_table(mean_tps)
+    offset = _week_offset_us(start_time)
+    remaining = n_events * (1.0 - fraud_rate)
+    t = 0.0
+    while remaining > 0:
+        position = offset + t
+        hour = int(position // _HOUR_US) % _WEEK_HOURS
+        left = _HOUR_US - position % _HOUR_US
+        fits = left / gaps[hour]
+        if remaining <= fits:
+            t += remaining * gaps[hour]
+            break
+        remaining -= fits
+        t += left
+    return start_time + timedelta(microseconds=round(t))
 
 
 class _FraudPacer:
@@ -714,7 +845,15 @@ class _FraudPacer:
         self.rng = rng
         self.normals = 0  # normal events seen so far
         self.fraud = 0  # fraud events scheduled so far
+        self.normals0 = 0  # counts when the current rate took effect (see retarget)
+        self.fraud0 = 0
         self.next_at = round(10 * self._ratio() * rng.random()) if rate > 0 else 0
+
+    def retarget(self, rate: float) -> None:
+        """Aim at ``rate`` from now on, counting afresh (no catch-up burst or pause)."""
+        self.rate = rate
+        self.normals0, self.fraud0 = self.normals, self.fraud
+        self.next_at = self.normals + round(self._ratio() * self.rng.random()) if rate > 0 else 0
 
     def _ratio(self) -> float:
         return (1 - self.rate) / self.rate
@@ -727,7 +866,8 @@ class _FraudPacer:
     def scheduled(self, run_length: int) -> None:
         self.fraud += run_length
         jitter = run_length * self._ratio() * (self.rng.gamma(4.0, 0.25) - 1.0)
-        self.next_at = max(self.normals, round(self.fraud * self._ratio() + jitter))
+        target = self.normals0 + round((self.fraud - self.fraud0) * self._ratio() + jitter)
+        self.next_at = max(self.normals, target)
 
 
 @dataclass(slots=True)

@@ -224,10 +224,13 @@ def _alert_json(row, risk, decision, reasons, fired, rules, model_version, rules
     event_time = row["event_time"]
     if event_time.tzinfo is None:
         event_time = event_time.replace(tzinfo=timezone.utc)
+    def text(name):  # missing values arrive as None or NaN depending on the column's path
+        value = row.get(name)
+        return value if isinstance(value, str) and value else None
+
     alert = Alert(
         txn_id=row["txn_id"], created_at=now, event_time=event_time, payer_account=row["payer_account"],
-        payer_vpa=row.get("payer_vpa") or None, payee_account=row.get("payee_account") or None,
-        payee_vpa=row.get("payee_vpa") or None, amount_paise=int(row["amount_paise"]), channel=row["channel"],
+        payer_vpa=text("payer_vpa"), payee_account=text("payee_account"), payee_vpa=text("payee_vpa"), amount_paise=int(row["amount_paise"]), channel=row["channel"],
         txn_type=row["txn_type"], risk_score=risk, decision=decision, severity=severity,
         reasons=reasons, model_version=model_version, rules_version=rules_label,
     )
