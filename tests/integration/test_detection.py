@@ -45,13 +45,30 @@ def _scored(session, ids):
     return pd.DataFrame(rows)
 
 
+def _train_champion(registry_root):
+    """A small model on separate simulated history, promoted in a registry of the test's own."""
+    from models.registry import Registry
+    from models.sources import simulated
+    from models.training import TrainingConfig, train
+
+    history = simulated(n=40_000, seed=4242, mean_tps=0.2)
+    result = train(history.events, history.labels, TrainingConfig(seed=1, max_iter=120, iforest_estimators=50),
+                   data_source=history.source)
+    registry = Registry(registry_root)
+    version = registry.register(result.bundle, result.metadata)
+    registry.promote(version)
+    return version
+
+
 @pytest.fixture(scope="module")
 def detected(services, spark, cassandra_session, tmp_path_factory):
-    """Simulated traffic with every scenario, run once through the full stream (rules only)."""
+    """Simulated traffic with every scenario, run once through the full stream with the
+    rules and a champion model trained on other simulated history."""
     tmp = tmp_path_factory.mktemp("detect")
     names = _topics(services, f"det_{zlib.crc32(str(tmp).encode()):x}")
     rules = tmp / "rules.yaml"
     shutil.copy(RULES, rules)
+    version = _train_champion(tmp / "models")
     sim = simulator_for(SimulateOptions(seed=zlib.crc32(str(tmp).encode()), count=12_000, rate=None,
                                         fraud_rate=0.08, n_customers=2_000, live=True, progress=False))
     producer = TransactionProducer(services, topic=names["tx"], labels_topic=names["labels"])
@@ -66,7 +83,7 @@ def detected(services, spark, cassandra_session, tmp_path_factory):
     labels = pd.DataFrame([{"txn_id": i.event.txn_id, "scenario": i.label.scenario or "legit"} for i in items])
     scored = _scored(cassandra_session, labels["txn_id"].tolist())
     return {"names": names, "items": items, "frame": labels.merge(scored, on="txn_id", how="left"),
-            "rules": load_rules(rules)}
+            "rules": load_rules(rules), "model_version": version}
 
 
 def test_every_transaction_is_scored_with_versions(detected):
@@ -75,7 +92,7 @@ def test_every_transaction_is_scored_with_versions(detected):
     assert frame["risk_score"].between(0, 100).all()
     assert set(frame["decision"]) <= {"APPROVE", "REVIEW", "BLOCK"}
     assert (frame["rules_version"] == detected["rules"].label).all()
-    assert (frame["model_version"] == "none").all()  # empty registry: rules alone
+    assert (frame["model_version"] == detected["model_version"]).all()  # the champion, loaded by the stream
 
 
 def test_each_scenario_is_flagged_with_its_reason_codes(detected):
@@ -87,19 +104,26 @@ def test_each_scenario_is_flagged_with_its_reason_codes(detected):
     for rule in detected["rules"].rules:
         if rule.scenario:
             targets.setdefault(rule.scenario, set()).add(rule.id)
-    # Scenarios the rules alone are built to catch (the others need the models).
-    rule_caught = {"velocity_burst": 0.5, "card_testing": 0.7, "mule_fan_in": 0.4, "structuring": 0.5,
-                   "account_takeover": 0.3}
+    # Minimum recall per scenario (rules + model); every flagged fraud must carry a reason
+    # from the rule built for its scenario or from the model's strongest features.
+    min_recall = {"velocity_burst": 0.6, "card_testing": 0.8, "mule_fan_in": 0.5, "structuring": 0.5,
+                  "account_takeover": 0.6, "new_payee_high_value": 0.3, "late_night_social_engineering": 0.3}
     seen = set(frame["scenario"]) - {"legit"}
-    assert set(rule_caught) <= seen, f"simulation lacks scenarios: {set(rule_caught) - seen}"
-    for scenario, min_recall in rule_caught.items():
+    assert {"velocity_burst", "card_testing", "account_takeover", "mule_fan_in"} <= seen, seen
+    for scenario in sorted(seen):
         fraud = frame[frame["scenario"] == scenario]
-        assert fraud["flagged"].mean() >= min_recall, (scenario, fraud["flagged"].mean())
+        assert fraud["flagged"].mean() >= min_recall[scenario], (scenario, fraud["flagged"].mean())
         flagged = fraud[fraud["flagged"]]
-        with_reason = flagged["rules_fired"].map(lambda fired: bool(set(fired or []) & targets[scenario]))
-        assert with_reason.mean() >= 0.8, (scenario, with_reason.mean())
-        reasons = json.loads(flagged.iloc[0]["reasons"])
-        assert reasons and all(r["description"] for r in reasons)
+        codes = flagged["reasons"].map(lambda text: {r["code"] for r in json.loads(text)})
+        expected = codes.map(lambda c: bool(c & targets[scenario]) or any(x.startswith("MODEL_") for x in c))
+        assert expected.all(), (scenario, codes[~expected].head())
+        # The first payments of a pattern cannot trip its rule yet (a burst needs several);
+        # those are the model's. Most flagged ones must still carry the rule's own code.
+        rule_reasoned = codes.map(lambda c: bool(c & targets[scenario])).mean()
+        min_rule_share = {"card_testing": 0.8, "velocity_burst": 0.5, "structuring": 0.5}
+        if scenario in min_rule_share:
+            assert rule_reasoned >= min_rule_share[scenario], (scenario, rule_reasoned)
+        assert all(r["description"] for r in json.loads(flagged.iloc[0]["reasons"]))
 
 
 def test_alerts_land_in_cassandra_and_on_the_topic_once(detected, services, cassandra_session):
