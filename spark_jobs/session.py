@@ -36,6 +36,10 @@ def spark_conf(settings: Settings, app_name: str, master: str | None = None) -> 
         "spark.local.dir": str(settings.state_path / "spark" / "local"),
         # Timestamps are UTC end to end (JVM, Python workers, Cassandra driver).
         "spark.executorEnv.TZ": "UTC",
+        # One OpenMP thread per Python worker: Spark already runs one worker per core, and
+        # scikit-learn's OpenMP pools spin-waiting against each other made in-Spark scoring
+        # ~5x slower (bench/stream_scoring_bench.py).
+        "spark.executorEnv.OMP_NUM_THREADS": "1",
         "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
         "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
         "spark.sql.execution.arrow.pyspark.enabled": "true",

@@ -86,9 +86,8 @@ class KafkaService(Service):
     def _format_storage(self) -> None:
         from infra.process import find_java
 
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         cmd = self._java_base(find_java()) + [
-            "kafka.tools.StorageTool", "format", "-t", cluster_id,
+            "kafka.tools.StorageTool", "format", f"--cluster-id={new_cluster_id()}",
             "-c", str(self.home / "server.properties"), "--standalone",
         ]
         res = subprocess.run(cmd, capture_output=True, text=True, cwd=self.home)
@@ -125,6 +124,21 @@ class KafkaService(Service):
 
     def bootstrap(self) -> None:
         ensure_topics(self.cfg.bootstrap, self.cfg.topics.all(), self.cfg.partitions)
+
+
+def new_cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding.
+
+    Never starts with '-': the storage tool's argument parser would take it for an option
+    (this failed one CI run in 64 before it was guarded).
+
+    >>> all(not new_cluster_id().startswith("-") and len(new_cluster_id()) == 22 for _ in range(500))
+    True
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def ensure_topics(bootstrap: str, topics: list[str], partitions: int) -> list[str]:
