@@ -207,7 +207,7 @@ def stream(ctx: typer.Context) -> None:
 def demo(
     seconds: Annotated[float, typer.Option(min=5, help="how long to produce traffic")] = 60,
     rate: Annotated[float, typer.Option(min=1, help="events per second to produce")] = 1000,
-    seed: Annotated[int, typer.Option(help="simulator seed")] = 42,
+    seed: Annotated[Optional[int], typer.Option(help="simulator seed (default: a new one each run)")] = None,
 ) -> None:
     """The main job on the local default: services up, stream running, simulated traffic
     for SECONDS, then a summary read back from Cassandra. Services are left running."""

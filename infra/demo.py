@@ -44,7 +44,7 @@ def _caught_up(query, targets: dict[int, int], topic: str) -> bool:
     return all(int(done.get(str(p), 0)) >= off for p, off in targets.items())
 
 
-def run_demo(settings: Settings, seconds: float = 60, rate: float = 1000, seed: int = 42,
+def run_demo(settings: Settings, seconds: float = 60, rate: float = 1000, seed: int | None = None,
              bad_every: int = 400, log=print) -> DemoResult:
     from infra.cassandra_schema import connect
     from ingestion.bad_records import bad_records
@@ -52,13 +52,24 @@ def run_demo(settings: Settings, seconds: float = 60, rate: float = 1000, seed: 
     from spark_jobs.session import build_session
     from spark_jobs.transactions_stream import StreamOptions, start_all
 
+    if seed is None:
+        # A new population each run: a second run with the same seed would replay the same
+        # accounts into profiles that already hold the first run's history.
+        seed = int(time.time()) % 1_000_000
     stack.up(settings, log=log)
+    log(f"simulator seed {seed} (pass --seed {seed} to draw the same population again)")
     topic = settings.kafka.topics.transactions
     start_offsets = kafka_end_offsets(settings.kafka.bootstrap, topic)
 
     log("starting the transactions stream (Spark Structured Streaming)...")
     spark = build_session(settings, "txmon-demo")
-    opts = StreamOptions.from_settings(settings)
+    # Each demo run streams its own events from the offsets where it starts, with its own
+    # checkpoint: simulated history runs days in a minute, so a second run's event times
+    # lie behind the first run's watermark and a shared checkpoint would drop them.
+    opts = StreamOptions.from_settings(
+        settings, checkpoint_dir=str(settings.state_path / "checkpoints" / f"demo-{seed}-{int(time.time())}"),
+        starting_offsets=json.dumps({topic: {str(p): off for p, off in start_offsets.items()}}),
+    )
     queries = start_all(spark, settings, opts)
 
     result = DemoResult()

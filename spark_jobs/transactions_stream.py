@@ -94,7 +94,8 @@ def read_kafka(spark, settings: Settings, opts: StreamOptions, topic: str | None
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", settings.kafka.bootstrap)
         .option("subscribe", topic or opts.topic)
-        .option("startingOffsets", opts.starting_offsets)
+        # starting_offsets may be per-partition JSON for the transactions topic only.
+        .option("startingOffsets", opts.starting_offsets if topic in (None, opts.topic) else "earliest")
         .option("maxOffsetsPerTrigger", opts.max_offsets_per_trigger)
         .option("failOnDataLoss", "false")
         .load()
