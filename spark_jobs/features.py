@@ -6,7 +6,7 @@ works on one pandas frame with a :class:`ProfileStore`. The stream calls it for 
 Spark partition of a micro-batch with the Cassandra-backed store (profiles survive
 restarts and are versioned by micro-batch, so a replayed batch starts from the same
 profiles: exactly once); batch jobs and training call it with an in-memory store that
-starts empty. Same code, same order, same features (tests/integration/test_features_parity.py).
+starts empty. Same code, same order, same features (tests/integration/test_detection.py, batch vs stream parity).
 
 Why not Spark's own keyed state: with ~10k active accounts per micro-batch, PySpark's
 per-key stateful APIs (applyInPandasWithState, transformWithStateInPandas) pay a
