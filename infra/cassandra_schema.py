@@ -32,23 +32,25 @@ def schema_statements(keyspace: str, replication_factor: int = 1) -> list[str]:
     return [stmt.strip() for stmt in text.split(";") if stmt.strip()]
 
 
-def connect(settings: Settings, keyspace: str | None = None, timeout: float = 10):
-    """(cluster, session) for the configured node, with a token-aware local policy."""
+def open_cluster(host: str, port: int, timeout: float = 10, request_timeout: float = 10):
+    """A driver Cluster with txmon's settings: token-aware local policy, protocol v5.
+    Every connection the project makes (CLI, tests, Spark sinks) is built here."""
     from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
     from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
 
     profile = ExecutionProfile(
         load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
-        request_timeout=max(timeout, 10),
+        request_timeout=max(timeout, request_timeout),
     )
-    cluster = Cluster(
-        contact_points=[settings.cassandra.host],
-        port=settings.cassandra.port,
-        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
-        connect_timeout=timeout,
-        control_connection_timeout=timeout,
-        protocol_version=5,
+    return Cluster(
+        contact_points=[host], port=port, execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+        connect_timeout=timeout, control_connection_timeout=timeout, protocol_version=5,
     )
+
+
+def connect(settings: Settings, keyspace: str | None = None, timeout: float = 10):
+    """(cluster, session) for the configured node."""
+    cluster = open_cluster(settings.cassandra.host, settings.cassandra.port, timeout)
     try:
         session = cluster.connect(keyspace)
     except Exception:

@@ -45,18 +45,20 @@ def session_for(target: CassandraTarget):
     key = (target.host, target.port, target.keyspace)
     with _lock:
         if key not in _sessions:
-            from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
-            from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+            from infra.cassandra_schema import open_cluster
 
-            profile = ExecutionProfile(
-                load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()), request_timeout=30
-            )
-            cluster = Cluster(
-                [target.host], port=target.port, protocol_version=5,
-                execution_profiles={EXEC_PROFILE_DEFAULT: profile},
-            )
+            cluster = open_cluster(target.host, target.port, request_timeout=30)
             _sessions[key] = cluster.connect(target.keyspace)
         return _sessions[key]
+
+
+def prepared(session, cql: str):
+    """A prepared statement, prepared once per session (not once per task or batch)."""
+    key = (id(session), cql)
+    stmt = _prepared.get(key)
+    if stmt is None:
+        stmt = _prepared[key] = session.prepare(cql)
+    return stmt
 
 
 def insert_statement(table: str, columns: tuple[str, ...]) -> str:
@@ -77,10 +79,7 @@ def write_rows(target: CassandraTarget, table: str, columns: tuple[str, ...], ro
     from cassandra.concurrent import execute_concurrent, execute_concurrent_with_args
 
     session = session_for(target)
-    key = (id(session), insert_statement(table, columns))
-    stmt = _prepared.get(key)
-    if stmt is None:
-        stmt = _prepared[key] = session.prepare(key[1])
+    stmt = prepared(session, insert_statement(table, columns))
     params = [tuple(row) for row in rows]
     if not params:
         return 0

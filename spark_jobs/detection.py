@@ -207,10 +207,7 @@ def _fmt(value) -> str:
 
 
 def _value_text(row: dict, rule) -> str:
-    import re
-
-    names = re.findall(r"\{([a-z_0-9]+)\}", rule.reason or "")
-    return ", ".join(f"{n}={_fmt(row.get(n))}" for n in names)[:200]
+    return ", ".join(f"{n}={_fmt(row.get(n))}" for n in rule.placeholders())[:200]
 
 
 def _alert_json(row, risk, decision, reasons, fired, rules, model_version, rules_label, now) -> str:

@@ -7,7 +7,9 @@ the same events onto the same starting profiles, so features come out identical.
 """
 from __future__ import annotations
 
-from spark_jobs.cassandra_sink import CassandraTarget, session_for
+from datetime import timezone
+
+from spark_jobs.cassandra_sink import CassandraTarget, prepared, session_for
 from spark_jobs.features import ProfileStore
 
 _CHUNK = 100
@@ -19,12 +21,12 @@ class CassandraProfileStore(ProfileStore):
         self.batch_token = batch_token
         self.session = session_for(target)
         self._base: dict[tuple[str, str], str | None] = {}
-        self._select = self.session.prepare(
+        self._select = prepared(self.session,
             "SELECT key, state, prev_state, applied_batch FROM feature_profiles WHERE kind = ? AND key IN ?")
-        self._insert = self.session.prepare(
+        self._insert = prepared(self.session,
             "INSERT INTO feature_profiles (kind, key, state, prev_state, applied_batch, updated_at) "
             "VALUES (?, ?, ?, ?, ?, toTimestamp(now()))")
-        self._labels = self.session.prepare(
+        self._labels = prepared(self.session,
             "SELECT payee_key, label_time FROM payee_fraud_labels WHERE payee_key IN ?")
 
     def _read(self, stmt, kind: str | None, keys: list[str]) -> list:
@@ -58,6 +60,6 @@ class CassandraProfileStore(ProfileStore):
     def fraud_label_times(self, payees):
         times: dict[str, list[int]] = {}
         for row in self._read(self._labels, None, payees):
-            us = int(row.label_time.replace(tzinfo=__import__("datetime").timezone.utc).timestamp() * 1_000_000)
+            us = int(row.label_time.replace(tzinfo=timezone.utc).timestamp() * 1_000_000)
             times.setdefault(row.payee_key, []).append(us)
         return {k: sorted(v) for k, v in times.items()}

@@ -52,6 +52,10 @@ class Rule(BaseModel):
             raise ValueError("calls a JVM reflection function (reflect/java_method), which rules may not use")
         return value
 
+    def placeholders(self) -> list[str]:
+        """Columns the reason template names, e.g. ['payer_count_5m']."""
+        return _PLACEHOLDER.findall(self.reason or "")
+
     def reason_text(self, values: dict) -> str:
         """The reason in plain words with this transaction's values filled in."""
         template = self.reason or self.description
@@ -142,7 +146,7 @@ def check_conditions(spark, ruleset: RuleSet, schema) -> None:
             raise RulesError(f"rule {rule.id}: condition `{rule.condition}` is {dtype.simpleString()}, "
                              "not true/false; compare it with something (e.g. `>= 3`)")
     for rule in ruleset.rules:
-        for name in _PLACEHOLDER.findall(rule.reason or ""):
+        for name in rule.placeholders():
             if name not in schema.fieldNames():
                 raise RulesError(f"rule {rule.id}: reason uses {{{name}}}, which is not a column; "
                                  f"use one of the feature columns")

@@ -64,7 +64,7 @@ def validate(raw_df):
     from pyspark.sql import functions as F
 
     # Invalid UTF-8 becomes replacement characters here, which the JSON check then
-    # reports as malformed_json; the raw bytes are kept base64 in the dead letter.
+    # reports as malformed_json; the dead letter keeps that decoded text.
     text = raw_df.select(
         F.col("key").cast("string").alias("key"),
         F.col("value").cast("string").alias("value"),
