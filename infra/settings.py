@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import (
@@ -75,6 +75,31 @@ class SparkSettings(_Section):
     cassandra_batch_rows: int = Field(32, ge=1, le=200)
 
 
+class DriftSettings(_Section):
+    """The stream's drift monitor (spark_jobs/drift_stream.py, models/drift.py)."""
+
+    enabled: bool = True
+    # Where a detection goes: "airflow" triggers the model_retraining DAG over its REST
+    # API; "none" only records it in Cassandra drift_events.
+    notify: Literal["airflow", "none"] = "airflow"
+    notify_cooldown_minutes: float = Field(360, ge=0)
+    grace: int = Field(200, ge=1)
+    sample_size: int = Field(2000, ge=1)
+
+
+class RetrainingSettings(_Section):
+    """Challenger training from Cassandra history (models/retraining.py)."""
+
+    window_days: float = Field(14, gt=0, description="history the challenger learns from, ending now")
+    warmup_hours: float = Field(24, ge=0, description="history before the window, read only to warm "
+                                                       "per-account features up")
+    holdout_fraction: float = Field(0.3, gt=0, lt=1)
+    metric: Literal["model_average_precision", "model_roc_auc", "model_daily_precision_at_100"] = \
+        "model_average_precision"
+    margin: float = Field(0.01, ge=0, le=1, description="the challenger must beat the champion by this much")
+    min_frauds: int = Field(20, ge=1, description="confirmed frauds the window needs to train at all")
+
+
 def describe_errors(exc: ValidationError) -> str:
     """All problems of a pydantic error on one line: ``a.b: message; c: message``."""
     return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}" for err in exc.errors())
@@ -116,6 +141,8 @@ class Settings(YamlBackedSettings):
     kafka: KafkaSettings = KafkaSettings()
     cassandra: CassandraSettings = CassandraSettings()
     spark: SparkSettings = SparkSettings()
+    drift: DriftSettings = DriftSettings()
+    retraining: RetrainingSettings = RetrainingSettings()
 
     @classmethod
     def yaml_path(cls) -> Path:
