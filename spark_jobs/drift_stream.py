@@ -32,7 +32,7 @@ from spark_jobs.cassandra_sink import CassandraTarget, prepared, session_for, wr
 
 log = logging.getLogger(__name__)
 
-SCORE_COLUMNS = ("txn_id", "event_time", "fraud_probability", "anomaly_score", "amount_paise",
+SCORE_COLUMNS = ("txn_id", "event_time", "hour_ist", "fraud_probability", "anomaly_score", "amount_paise",
                  "payer_count_1h", "model_version")
 EVENT_COLUMNS = ("stream", "part", "batch_id", "signal", "detected_at", "data_time", "n_seen",
                  "mean_before", "variance_before", "width_before", "mean_after", "variance_after",
@@ -116,6 +116,7 @@ class StreamDrift:
         self.cooldown = timedelta(minutes=settings.drift.notify_cooldown_minutes)
         self.registry_root = registry_root
         self.events: list[DriftEvent] = []  # this process's detections, newest last (operators, tests)
+        self._reference: tuple[str | None, object] = (None, None)  # (model version, its ScoreReference)
 
     # ----------------------------------------------------------------- feeding
 
@@ -131,7 +132,8 @@ class StreamDrift:
         version = str(frame["model_version"].iloc[-1])
         if part.monitor.model_version != version:
             part.monitor.new_model(version)
-        events = part.monitor.update_scores(frame, datetime.now(timezone.utc), model_version=version)
+        events = part.monitor.update_scores(frame, datetime.now(timezone.utc), model_version=version,
+                                            reference=self._reference_for(version))
         return self._finish(part, batch_id, events, frame["event_time"].max())
 
     def observe_labels(self, labels: pd.DataFrame, batch_id: int) -> list[DriftEvent]:
@@ -161,6 +163,20 @@ class StreamDrift:
         except Exception as exc:  # an unreadable registry must not stop the labels query
             log.error("model registry unreadable (%s); label drift fed without a model filter", exc)
             return None
+
+    def _reference_for(self, version: str):
+        """The live model's per-hour score reference (None: no model, or an older bundle)."""
+        if self._reference[0] != version:
+            reference = None
+            if self.registry_root is not None:
+                try:
+                    from models.registry import Registry
+
+                    reference = getattr(Registry(self.registry_root).load(version), "drift_reference", None)
+                except Exception as exc:  # e.g. "none" (no model yet): raw values are fed
+                    log.info("no score reference for model %s (%s); feeding raw values", version, exc)
+            self._reference = (version, reference)
+        return self._reference[1]
 
     def _decisions(self, ids: list[str]) -> pd.DataFrame:
         session = session_for(self.target)
