@@ -107,14 +107,16 @@ def simulated_stream(n: int, *, change: bool, seed: int = 5, batch: int = 5_000,
     drift = dict(drift_after_events=n // 2, drift_scenario="qr_code_swap", drift_scenario_share=0.7) if change else {}
     if change:
         drift["drift_after_events"] += warmup
-    items = list(simulator_for(options(seed, n + warmup, **drift)).generate(n + warmup))
+    simulator = simulator_for(options(seed, n + warmup, **drift))
+    items = list(simulator.generate(n + warmup))
     frame = labelled_features([i.event for i in items], [i.label for i in items]).iloc[warmup:]
     frame = frame.reset_index(drop=True)
     scored = score_frame(frame, champion, stream_policy()[0]).rename(columns={"anomaly": "anomaly_score"})
     scored["model_version"] = "bench"
     position = pd.Series(range(len(scored)), index=scored["txn_id"])
-    change_index = n // 2 if change else None
-    change_time = scored["event_time"].iloc[change_index] if change else None
+    # The regime changes at a simulated time (the first event at or after it is the change).
+    change_time = pd.Timestamp(simulator.config.drift.at) if change else None
+    change_index = int(scored["event_time"].searchsorted(change_time)) if change else None
     monitor = DriftMonitor(config, model_version="bench")
     alarms = []  # (part, signal, transaction index of the trigger, simulated time of the alarm)
     for start in range(0, len(scored), batch):
@@ -136,7 +138,8 @@ def simulated_stream(n: int, *, change: bool, seed: int = 5, batch: int = 5_000,
             else:
                 alarms.append(("labels", event.signal.value, None, chunk["label_time"].max()))
         frauds_seen += len(fraud_ids)
-    result: dict[str, object] = {"n": n, "alarms": alarms, "frauds": int(scored["is_fraud"].sum())}
+    result: dict[str, object] = {"n": n, "alarms": alarms, "frauds": int(scored["is_fraud"].sum()),
+                                 "change_index": change_index}
     if change:
         after = [a for a in alarms if a[2] is not None and a[2] >= change_index]
         result["false_before_change"] = sum(1 for a in alarms if a[2] is not None and a[2] < change_index)
@@ -205,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{[a[:2] for a in stationary['alarms']]}")
         changed = simulated_stream(args.simulated, change=True, config=config)
         first = changed["first"]
-        print(f"new pattern qr_code_swap from transaction {args.simulated // 2:,} (champion's recall on it "
+        print(f"new pattern qr_code_swap from transaction {changed['change_index']:,} (champion's recall on it "
               f"{changed['qr_recall']:.3f}): alarms before the change {changed['false_before_change']}; "
               + ("never detected" if first is None else
                  f"first alarm {first[0]} after {first[1]:,} transactions, {first[2]:.1f} simulated hours "

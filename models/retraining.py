@@ -151,7 +151,9 @@ def train_challenger(settings: Settings, run_id: str) -> str:
     registry = _registry(settings)
     if done.is_file():
         version = _read_json(done)["version"]
-        registry.metadata(version)  # still there?
+        if version not in {m.version for m in registry.versions()}:
+            raise RetrainingError(f"run {run_id} registered challenger {version}, which is not in the registry at "
+                                  f"{registry.root} (another registry, or deleted); start a new run id or delete {out}")
         return version
     from models.training import TrainingConfig, train_frame
 

@@ -178,7 +178,8 @@ def test_drift_retrain_promote_and_hot_swap(loop):
     # 3. Retraining over the history in Cassandra (what the model_retraining DAG runs).
     first_time = min(i.event.event_time for i in before)
     last_time = max(i.event.event_time for i in before)
-    result = retraining.retrain(settings, "loop-test", first_time, last_time + pd.Timedelta(seconds=1),
+    run_id = f"loop-{loop['stream']}"
+    result = retraining.retrain(settings, run_id, first_time, last_time + pd.Timedelta(seconds=1),
                                 spark=loop["spark"])
     print("retraining:", result["reason"], "| qr recall champion/challenger:",
           (result["champion"] or {}).get("recall_qr_code_swap"), result["challenger"].get("recall_qr_code_swap"))
@@ -188,7 +189,7 @@ def test_drift_retrain_promote_and_hot_swap(loop):
     assert registry.champion() == result["challenger_version"]
     assert registry.annotation(result["challenger_version"], "retraining")["promote"] is True
     # Idempotent per run: running it again redoes nothing and changes nothing.
-    again = retraining.retrain(settings, "loop-test", first_time, last_time, spark=loop["spark"])
+    again = retraining.retrain(settings, run_id, first_time, last_time, spark=loop["spark"])
     assert again["challenger_version"] == result["challenger_version"] and len(registry.versions()) == 2
 
     # 4. The running stream scores new traffic with the new champion: no restart.
