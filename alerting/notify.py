@@ -11,7 +11,7 @@ Two paths, on purpose:
 from __future__ import annotations
 
 import uuid
-from typing import Sequence
+from typing import Any, Sequence
 
 from alerting.channels.base import OutboundMessage, Recipient
 from alerting.config import AlertingConfig
@@ -21,7 +21,7 @@ from alerting.dispatcher import build_message
 from alerting.render import Rendered
 from infra.masking import mask_email, redact
 
-__all__ = ["email_now", "notice_id", "notify_group"]
+__all__ = ["email_now", "notice_id", "notify_group", "retraining_email"]
 
 
 def notice_id(key: str) -> uuid.UUID:
@@ -70,3 +70,51 @@ def notify_group(settings, group: str, subject: str, text: str, *, key: str, kin
             message = build_message(delivery_id, kind, recipient, rendered)
             outcomes.append(rt.deliverer.deliver(Job(delivery_id, kind, kind, None, message), retry_failed=True))
     return outcomes
+
+
+def _metric_rows(champion: dict[str, Any], challenger: dict[str, Any]) -> list[str]:
+    names = sorted(set(champion) | set(challenger))
+    rows = [f"{'metric':<24}{'champion':>14}{'challenger':>14}"]
+    for name in names:
+        rows.append(f"{name:<24}{_fmt(champion.get(name)):>14}{_fmt(challenger.get(name)):>14}")
+    return rows
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "-" if value is None else str(value)
+
+
+def retraining_email(plan: dict[str, Any], result: dict[str, Any], promoted: str | None) -> tuple[str, str]:
+    """(subject, text) telling the fraud desk what a retraining run decided and why.
+
+    >>> s, t = retraining_email({"run_id": "r1", "start": "a", "end": "b", "reason": "drift"},
+    ...     {"promote": True, "margin": 0.031, "champion_version": "v3", "challenger_version": "v4",
+    ...      "champion": {"pr_auc": 0.61}, "challenger": {"pr_auc": 0.64}}, "v4")
+    >>> s
+    '[txmon] Model retraining (drift): challenger v4 promoted over v3'
+    >>> "pr_auc                          0.6100        0.6400" in t
+    True
+    """
+    champion_v = result.get("champion_version") or "none"
+    challenger_v = result.get("challenger_version") or "?"
+    if promoted:
+        verdict = f"challenger {promoted} promoted over {champion_v}"
+    else:
+        verdict = f"champion {champion_v} kept; challenger {challenger_v} not promoted"
+    subject = f"[txmon] Model retraining ({plan.get('reason', 'schedule')}): {verdict}"
+    lines = [
+        f"Decision:  {verdict}",
+        f"Margin:    {_fmt(result.get('margin'))} (challenger minus champion on the promotion metric)",
+        f"Window:    {plan.get('start')} to {plan.get('end')}",
+        f"Run:       {plan.get('run_id')}",
+        f"Reason:    {plan.get('reason', 'schedule')}",
+    ]
+    drift = plan.get("drift_event")
+    if drift:
+        lines.append(f"Drift:     {drift.get('signal')} at {drift.get('detected_at')}: mean "
+                     f"{_fmt(drift.get('mean_before'))} -> {_fmt(drift.get('mean_after'))}")
+    lines += ["", *_metric_rows(result.get("champion") or {}, result.get("challenger") or {}), "",
+              "Roll back with `txmon models rollback` if the new champion misbehaves; `txmon models list` shows every version."]
+    return subject, "\n".join(lines)
