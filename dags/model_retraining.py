@@ -85,7 +85,8 @@ with DAG(
     train_challenger = BashOperator(
         task_id="train_challenger",
         doc_md="Trains the challenger with Spark and registers it (not promoted).",
-        bash_command=(f"{TXMON} spark-submit spark_jobs/retrain_job.py "
+        # spark-submit finds SPARK_HOME with the first python3 on PATH: the venv's.
+        bash_command=(f'PATH="{TXMON.parent}:$PATH" {TXMON} spark-submit spark_jobs/retrain_job.py '
                       "--run-id {{ ti.xcom_pull(task_ids='extract')['run_id'] }} --stage train"),
         cwd=str(PROJECT_ROOT),
         append_env=True,

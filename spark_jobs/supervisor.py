@@ -138,6 +138,8 @@ def restart(settings: Settings, reason: str, *, job_args: list[str] | None = Non
     argv = [str(Path(sys.executable).with_name("txmon")), "spark-submit", STREAM_JOB, *(job_args or [])]
     child_env = dict(os.environ if env is None else env)
     child_env["TXMON_STATE_DIR"] = str(settings.state_path)
+    # spark-submit finds SPARK_HOME with the first python3 on PATH: make it the venv's.
+    child_env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + child_env.get("PATH", "")
     pid = proc.start_with_env(argv, cwd=PROJECT_ROOT, env=child_env)
     record = {"at": datetime.now(timezone.utc).isoformat(), "reason": reason, "old_pid": old_pid, "pid": pid,
               "argv": argv[1:], "triggered_by": triggered_by, "log": str(proc.log_file)}
