@@ -90,6 +90,9 @@ class DetachedCommand(ManagedProcess):
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
             )
         self.pid_file.write_text(str(proc.pid))
+        # Until the child has exec'd, /proc shows the parent's environment (no marker):
+        # wait for it, so pid() right after a start is reliable.
+        wait_until(lambda: self.pid() is not None or proc.poll() is not None, timeout=10, interval=0.02)
         return proc.pid
 
     def stop(self, timeout: float = 45.0, first_signal: int = signal.SIGTERM) -> bool:
@@ -282,6 +285,12 @@ def login(settings: Settings) -> Login:
     return Login(settings.airflow.url, settings.airflow.admin_user, password, path)
 
 
+def _all_admins() -> bool:
+    """Airflow runs without login (``[core] simple_auth_manager_all_admins``), e.g. for a
+    docs screenshot; txmon never turns it on itself."""
+    return os.environ.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "").lower() == "true"
+
+
 def health(settings: Settings) -> dict[str, Any] | None:
     """``/api/v2/monitor/health`` as JSON, or None if the API server does not answer."""
     try:
@@ -335,7 +344,7 @@ def up(settings: Settings, log: Callable[[str], None] = print) -> tuple[AirflowS
         log(f"airflow: already running (pid {proc.pid()})")
 
     def ready() -> bool:
-        return _healthy(health(settings))[0] and login(settings).password is not None
+        return _healthy(health(settings))[0] and (_all_admins() or login(settings).password is not None)
 
     if not wait_until(ready, settings.airflow.ready_timeout_s, interval=2, abort=proc.exited):
         detail = "exited" if proc.exited() else f"not ready after {settings.airflow.ready_timeout_s:.0f}s"
@@ -377,6 +386,8 @@ class AirflowClient:
         return password
 
     def token(self) -> str:
+        if self._token is None and _all_admins():  # no login at all: Airflow hands out admin tokens
+            self._token = self._request("GET", "/auth/token", auth=False)["access_token"]
         if self._token is None:
             body = {"username": self.settings.airflow.admin_user, "password": self._password()}
             self._token = self._request("POST", "/auth/token", body, auth=False)["access_token"]
