@@ -15,6 +15,6 @@ for _ in $(seq 60); do
   .venv/bin/txmon airflow status | grep -q alert_dispatch && break
   sleep 3
 done
-chromium-headless-shell --no-sandbox --hide-scrollbars --window-size=1440,760 \
+chromium-headless-shell --no-sandbox --hide-scrollbars --window-size=1440,900 \
   --virtual-time-budget=20000 --screenshot=docs/airflow_dags.png "http://127.0.0.1:$PORT/dags"
 echo "wrote docs/airflow_dags.png"
