@@ -68,18 +68,11 @@ with DAG(
     def digest_due(params=None, **context) -> bool:
         """True for a manual `digest_date`, or when this run's interval contains 00:30 IST."""
         from alerting.contract import DAY_TZ
-        from infra.orchestration import interval_end, utc
+        from infra.orchestration import daily_due, interval_end, utc
 
         if params.get("digest_date"):
             return True
-        start, end = utc(context.get("data_interval_start")), interval_end(context)
-        if start is None:
-            return False
-        local_end = end.astimezone(DAY_TZ)
-        due = local_end.replace(hour=DIGEST_TIME_IST[0], minute=DIGEST_TIME_IST[1], second=0, microsecond=0)
-        if due > local_end:
-            due -= timedelta(days=1)
-        return start < due <= end
+        return daily_due(utc(context.get("data_interval_start")), interval_end(context), *DIGEST_TIME_IST, DAY_TZ)
 
     @task
     def send_digest(params=None, **context) -> dict:

@@ -133,3 +133,25 @@ def ist_day(moment: datetime) -> date:
     from alerting.contract import DAY_TZ
 
     return moment.astimezone(DAY_TZ).date()
+
+
+def daily_due(start: datetime | None, end: datetime, hour: int, minute: int, tz: Any) -> bool:
+    """Whether the interval ``(start, end]`` contains the daily moment ``hour:minute`` in
+    ``tz``: a job that runs every few minutes does its daily part in exactly one run.
+
+    >>> from datetime import timezone
+    >>> t = lambda h, m: datetime(2026, 11, 22, h, m, tzinfo=timezone.utc)
+    >>> daily_due(t(18, 55), t(19, 0), 0, 30, timezone(timedelta(hours=5, minutes=30)))  # 00:30 IST
+    True
+    >>> daily_due(t(19, 0), t(19, 5), 0, 30, timezone(timedelta(hours=5, minutes=30)))
+    False
+    >>> daily_due(None, t(19, 0), 0, 30, timezone.utc)
+    False
+    """
+    if start is None:
+        return False
+    local_end = end.astimezone(tz)
+    due = local_end.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    if due > local_end:
+        due -= timedelta(days=1)
+    return start < due <= end
