@@ -72,30 +72,19 @@ def notify_group(settings, group: str, subject: str, text: str, *, key: str, kin
     return outcomes
 
 
-def _metric_rows(champion: dict[str, Any], challenger: dict[str, Any]) -> list[str]:
-    names = sorted(set(champion) | set(challenger))
-    rows = [f"{'metric':<24}{'champion':>14}{'challenger':>14}"]
-    for name in names:
-        rows.append(f"{name:<24}{_fmt(champion.get(name)):>14}{_fmt(challenger.get(name)):>14}")
-    return rows
+def retraining_email(plan: dict[str, Any], result: dict[str, Any], promoted: str | None,
+                     comparison: str) -> tuple[str, str]:
+    """(subject, text) telling the fraud desk what a retraining run decided and why;
+    ``comparison`` is the metrics table (:func:`models.retraining.comparison_markdown`).
 
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return "-" if value is None else str(value)
-
-
-def retraining_email(plan: dict[str, Any], result: dict[str, Any], promoted: str | None) -> tuple[str, str]:
-    """(subject, text) telling the fraud desk what a retraining run decided and why.
-
-    >>> s, t = retraining_email({"run_id": "r1", "start": "a", "end": "b", "reason": "drift"},
-    ...     {"promote": True, "margin": 0.031, "champion_version": "v3", "challenger_version": "v4",
-    ...      "champion": {"pr_auc": 0.61}, "challenger": {"pr_auc": 0.64}}, "v4")
+    >>> s, t = retraining_email({"run_id": "r1", "start": "a", "end": "b", "reason": "drift",
+    ...     "drift_event": {"signal": "anomaly_score", "detected_at": "t", "mean_before": 0.2, "mean_after": 0.4}},
+    ...     {"promote": True, "reason": "challenger better", "champion_version": "v3",
+    ...      "challenger_version": "v4"}, "v4", "| metric | ... |")
     >>> s
     '[txmon] Model retraining (drift): challenger v4 promoted over v3'
-    >>> "pr_auc                          0.6100        0.6400" in t
-    True
+    >>> print(t.splitlines()[4])
+    Drift:     anomaly_score at t: mean 0.2 -> 0.4
     """
     champion_v = result.get("champion_version") or "none"
     challenger_v = result.get("challenger_version") or "?"
@@ -103,18 +92,18 @@ def retraining_email(plan: dict[str, Any], result: dict[str, Any], promoted: str
         verdict = f"challenger {promoted} promoted over {champion_v}"
     else:
         verdict = f"champion {champion_v} kept; challenger {challenger_v} not promoted"
-    subject = f"[txmon] Model retraining ({plan.get('reason', 'schedule')}): {verdict}"
+    reason = plan.get("reason") or "schedule"
     lines = [
-        f"Decision:  {verdict}",
-        f"Margin:    {_fmt(result.get('margin'))} (challenger minus champion on the promotion metric)",
+        f"Decision:  {verdict} ({result.get('reason', '')})",
         f"Window:    {plan.get('start')} to {plan.get('end')}",
         f"Run:       {plan.get('run_id')}",
-        f"Reason:    {plan.get('reason', 'schedule')}",
+        f"Reason:    {reason}",
     ]
     drift = plan.get("drift_event")
     if drift:
         lines.append(f"Drift:     {drift.get('signal')} at {drift.get('detected_at')}: mean "
-                     f"{_fmt(drift.get('mean_before'))} -> {_fmt(drift.get('mean_after'))}")
-    lines += ["", *_metric_rows(result.get("champion") or {}, result.get("challenger") or {}), "",
-              "Roll back with `txmon models rollback` if the new champion misbehaves; `txmon models list` shows every version."]
-    return subject, "\n".join(lines)
+                     f"{drift.get('mean_before')} -> {drift.get('mean_after')}")
+    lines += ["", comparison.rstrip(), "",
+              "Roll back with `txmon models rollback` if the new champion misbehaves; "
+              "`txmon models list` shows every version."]
+    return f"[txmon] Model retraining ({reason}): {verdict}", "\n".join(lines)

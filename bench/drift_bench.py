@@ -9,6 +9,14 @@ Seeded synthetic streams shaped like the scored stream's signals:
 
     .venv/bin/python bench/drift_bench.py                # default config, 1M values per signal
     .venv/bin/python bench/drift_bench.py --million 0.2 --repeats 5
+    .venv/bin/python bench/drift_bench.py --simulated 1000000   # + the simulator's own traffic
+
+``--simulated N`` also feeds the monitor exactly as the stream does (spark_jobs/drift_stream.py:
+micro-batches of scored transactions, late labels in label-time order joined with the
+decisions) with the simulator's traffic scored by a champion trained on separate
+history: false alarms per million transactions on N stationary transactions, and the
+delay (transactions, simulated hours) until a new fraud pattern (qr_code_swap, 70 % of
+attacks from the middle of the run on) is detected.
 
 Importable: :func:`detection_delay`, :func:`false_alarms_per_million`, :func:`run`.
 """
@@ -73,6 +81,73 @@ def false_alarms_per_million(config: DriftConfig | None = None, *, n: int = 1_00
     return out
 
 
+def simulated_stream(n: int, *, change: bool, seed: int = 5, batch: int = 5_000, label_batch: int = 500,
+                     config: DriftConfig | None = None, per_hour: bool = True,
+                     warmup: int = 20_000) -> dict[str, object]:
+    """Alarms of a monitor fed like the stream's, over n simulated transactions
+    (a regime change half-way when ``change``). The first ``warmup`` transactions only
+    warm the per-account profiles up (a running bank's are warm); ``per_hour=False``
+    feeds raw values instead of the per-hour PIT."""
+    import pandas as pd
+
+    from ingestion.simulate import SimulateOptions, simulator_for
+    from models.dataset import labelled_features
+    from models.risk import stream_policy
+    from models.scoring import score_frame
+    from models.training import TrainingConfig, train
+
+    def options(seed_, count, **kw):
+        return SimulateOptions(seed=seed_, count=count, rate=None, n_customers=10_000, live=False,
+                               progress=False, **kw)
+
+    history = list(simulator_for(options(seed + 1000, 100_000)).generate(100_000))
+    champion = train([i.event for i in history], [i.label for i in history], TrainingConfig(seed=1),
+                     data_source="bench").bundle
+    reference = champion.drift_reference if per_hour else None
+    drift = dict(drift_after_events=n // 2, drift_scenario="qr_code_swap", drift_scenario_share=0.7) if change else {}
+    if change:
+        drift["drift_after_events"] += warmup
+    items = list(simulator_for(options(seed, n + warmup, **drift)).generate(n + warmup))
+    frame = labelled_features([i.event for i in items], [i.label for i in items]).iloc[warmup:]
+    frame = frame.reset_index(drop=True)
+    scored = score_frame(frame, champion, stream_policy()[0]).rename(columns={"anomaly": "anomaly_score"})
+    scored["model_version"] = "bench"
+    position = pd.Series(range(len(scored)), index=scored["txn_id"])
+    change_index = n // 2 if change else None
+    change_time = scored["event_time"].iloc[change_index] if change else None
+    monitor = DriftMonitor(config, model_version="bench")
+    alarms = []  # (part, signal, transaction index of the trigger, simulated time of the alarm)
+    for start in range(0, len(scored), batch):
+        chunk = scored.iloc[start:start + batch]
+        at = chunk["event_time"].max().to_pydatetime()
+        for event in monitor.update_scores(chunk, at, reference=reference):
+            alarms.append(("scores", event.signal.value, start + len(chunk) - 1, chunk["event_time"].max()))
+    outcomes = scored[["txn_id", "is_fraud", "decision", "label_time"]].sort_values(["label_time", "txn_id"])
+    frauds_seen = 0
+    for start in range(0, len(outcomes), label_batch):
+        chunk = outcomes.iloc[start:start + label_batch]
+        events = monitor.update_labels(chunk, chunk["label_time"].max().to_pydatetime())
+        fraud_ids = chunk.loc[chunk["is_fraud"], "txn_id"].tolist()
+        for event in events:
+            if event.signal is Signal.RECALL_AMONG_FRAUDS:
+                trigger = fraud_ids[event.n_seen - frauds_seen - 1]
+                alarms.append(("labels", event.signal.value, int(position[trigger]),
+                               chunk.set_index("txn_id").loc[trigger, "label_time"]))
+            else:
+                alarms.append(("labels", event.signal.value, None, chunk["label_time"].max()))
+        frauds_seen += len(fraud_ids)
+    result: dict[str, object] = {"n": n, "alarms": alarms, "frauds": int(scored["is_fraud"].sum())}
+    if change:
+        after = [a for a in alarms if a[2] is not None and a[2] >= change_index]
+        result["false_before_change"] = sum(1 for a in alarms if a[2] is not None and a[2] < change_index)
+        result["first"] = None if not after else min(
+            ((a[1], a[2] - change_index, (a[3] - change_time).total_seconds() / 3600) for a in after),
+            key=lambda x: x[1])
+        qr = scored["scenario"] == "qr_code_swap"
+        result["qr_recall"] = float((scored.loc[qr, "decision"] != "APPROVE").mean()) if qr.any() else None
+    return result
+
+
 def run(config: DriftConfig | None = None, *, million: float = 1.0, repeats: int = 20) -> dict[str, object]:
     config = config or DriftConfig()
     recall = [detection_delay(Signal.RECALL_AMONG_FRAUDS, STATIONARY[Signal.RECALL_AMONG_FRAUDS],
@@ -103,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=20, help="seeds per detection-delay measurement")
     parser.add_argument("--river-default", action="store_true",
                         help="also count false alarms with River's default delta (0.002) everywhere")
+    parser.add_argument("--simulated", type=int, metavar="N", default=0,
+                        help="also run the monitor over N simulated transactions, stationary and with a new "
+                             "fraud pattern half-way (slow: ~N/5000 s)")
     args = parser.parse_args(argv)
     config = DriftConfig()
     result = run(config, million=args.million, repeats=args.repeats)
@@ -116,6 +194,22 @@ def main(argv: list[str] | None = None) -> int:
     for signal, rate in alarms.items():
         print(f"  {signal.value:<22} {rate:.2f}")
     print(f"  {'mean over signals':<22} {total:.2f}")
+    if args.simulated:
+        raw = simulated_stream(args.simulated, change=False, config=config, per_hour=False)
+        print(f"simulated stationary traffic, raw values (no per-hour reference): {len(raw['alarms'])} alarms = "
+              f"{len(raw['alarms']) * 1e6 / args.simulated:.2f} per million transactions")
+        stationary = simulated_stream(args.simulated, change=False, config=config)
+        print(f"simulated stationary traffic, {args.simulated:,} transactions ({stationary['frauds']:,} frauds), "
+              f"fed as the stream feeds it: {len(stationary['alarms'])} alarms = "
+              f"{len(stationary['alarms']) * 1e6 / args.simulated:.2f} per million transactions "
+              f"{[a[:2] for a in stationary['alarms']]}")
+        changed = simulated_stream(args.simulated, change=True, config=config)
+        first = changed["first"]
+        print(f"new pattern qr_code_swap from transaction {args.simulated // 2:,} (champion's recall on it "
+              f"{changed['qr_recall']:.3f}): alarms before the change {changed['false_before_change']}; "
+              + ("never detected" if first is None else
+                 f"first alarm {first[0]} after {first[1]:,} transactions, {first[2]:.1f} simulated hours "
+                 "(the label delay included)"))
     if args.river_default:
         river = DriftConfig(deltas={s.value: 0.002 for s in Signal})
         reference = false_alarms_per_million(river, n=int(args.million * 1_000_000))

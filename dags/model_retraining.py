@@ -5,7 +5,7 @@ Daily at 02:00 UTC, and whenever the drift monitor triggers it through the REST 
 (`infra.airflow.on_drift_event`: conf `{"reason": "drift", "drift_event": {...}}`).
 
 1. `extract`: transactions and labels of the window from Cassandra
-   (`models.retraining.extract`). The window is `[end - lookback_days, end)` with `end` the
+   (`models.retraining.extract`). The window is `[end - window_days, end)` with `end` the
    end of the data interval (a manual run without one: when it was triggered), or the
    `start` / `end` params. The window names the run's directory
    `<state_dir>/retraining/<start>_<end>/`: re-running a window reuses it, every stage is
@@ -19,7 +19,7 @@ Daily at 02:00 UTC, and whenever the drift monitor triggers it through the REST 
    models' metrics and the decision (sent once per run, through the delivery log).
 
 **Trigger by hand**: `txmon airflow trigger model_retraining --conf '{"start": "2026-10-01", "end": "2026-11-01"}'`
-or `--conf '{"lookback_days": 60}'`.
+or `--conf '{"window_days": 60}'`.
 """
 from __future__ import annotations
 
@@ -49,11 +49,11 @@ with DAG(
     default_args=default_args(execution_timeout=timedelta(hours=1)),
     params={
         "start": Param(None, type=["null", "string"], title="Start",
-                       description="window start, ISO date/time (default: end - lookback_days)"),
+                       description="window start, ISO date/time (default: end - window_days)"),
         "end": Param(None, type=["null", "string"], title="End",
                      description="window end, ISO date/time (default: end of the data interval)"),
-        "lookback_days": Param(None, type=["null", "integer"], minimum=1, maximum=3650,
-                               description="days of history (default: airflow.retrain_lookback_days)"),
+        "window_days": Param(None, type=["null", "number"], exclusiveMinimum=0, maximum=3650,
+                             description="days of history (default: retraining.window_days)"),
         "reason": Param("schedule", type="string", description="why this run: schedule | drift | manual"),
         "drift_event": Param(None, type=["null", "object"],
                              description="the drift alarm (models.drift.DriftEvent) when reason is drift"),
@@ -69,7 +69,7 @@ with DAG(
         from models import retraining
 
         settings = load_settings()
-        run_id, start, end = retraining_window(params, context, settings.airflow.retrain_lookback_days)
+        run_id, start, end = retraining_window(params, context, settings.retraining.window_days)
         counts = retraining.extract(settings, run_id, start, end)
         return {"run_id": run_id, "start": start.isoformat(), "end": end.isoformat(),
                 "reason": params.get("reason") or "schedule", "drift_event": params.get("drift_event"),
@@ -119,10 +119,11 @@ with DAG(
         """Email the decision and both models' metrics to the fraud desk (once per run)."""
         from alerting.notify import notify_group, retraining_email
         from infra.settings import load_settings
+        from models import retraining
 
         settings = load_settings()
         promoted = ti.xcom_pull(task_ids="promote")
-        subject, text = retraining_email(plan, result, promoted)
+        subject, text = retraining_email(plan, result, promoted, retraining.comparison_markdown(result))
         outcomes = notify_group(settings, settings.airflow.fraud_desk_group, subject, text,
                                 key=f"model_retraining:{plan['run_id']}:{ti.run_id}", kind="retraining")
         if any(o.status == "failed" for o in outcomes):

@@ -105,10 +105,10 @@ def interval_end(context: Mapping[str, Any]) -> datetime:
     return end
 
 
-def retraining_window(params: Mapping[str, Any], context: Mapping[str, Any], lookback_days: int
+def retraining_window(params: Mapping[str, Any], context: Mapping[str, Any], window_days: float
                       ) -> tuple[str, datetime, datetime]:
     """(run_id, start, end) of one retraining: ``params.start``/``params.end`` when given,
-    else the data interval's end and ``lookback_days`` before it. The run id names the
+    else the data interval's end and ``window_days`` (param, else the setting) before it. The run id names the
     window only, so any re-run (or second trigger) for the same window reuses the same
     ``<state_dir>/retraining/<run_id>/`` and stays idempotent.
 
@@ -117,7 +117,7 @@ def retraining_window(params: Mapping[str, Any], context: Mapping[str, Any], loo
     ('20261001T000000Z_20261101T000000Z', '2026-10-01T00:00:00+00:00', '2026-11-01T00:00:00+00:00')
     """
     end = utc(params.get("end")) or interval_end(context)
-    days = int(params.get("lookback_days") or lookback_days)
+    days = float(params.get("window_days") or window_days)
     start = utc(params.get("start")) or end - timedelta(days=days)
     if start >= end:
         raise ValueError(f"retraining window is empty: start {start.isoformat()} is not before end {end.isoformat()}")

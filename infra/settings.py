@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import (
@@ -75,6 +75,31 @@ class SparkSettings(_Section):
     cassandra_batch_rows: int = Field(32, ge=1, le=200)
 
 
+class DriftSettings(_Section):
+    """The stream's drift monitor (spark_jobs/drift_stream.py, models/drift.py)."""
+
+    enabled: bool = True
+    # Where a detection goes: "airflow" triggers the model_retraining DAG over its REST
+    # API; "none" only records it in Cassandra drift_events.
+    notify: Literal["airflow", "none"] = "airflow"
+    notify_cooldown_minutes: float = Field(360, ge=0)
+    grace: int = Field(200, ge=1)
+    sample_size: int = Field(2000, ge=1)
+
+
+class RetrainingSettings(_Section):
+    """Challenger training from Cassandra history (models/retraining.py)."""
+
+    window_days: float = Field(14, gt=0, description="history the challenger learns from, ending now")
+    warmup_hours: float = Field(24, ge=0, description="history before the window, read only to warm "
+                                                       "per-account features up")
+    holdout_fraction: float = Field(0.3, gt=0, lt=1)
+    metric: Literal["model_average_precision", "model_roc_auc", "model_daily_precision_at_100"] = \
+        "model_average_precision"
+    margin: float = Field(0.01, ge=0, le=1, description="the challenger must beat the champion by this much")
+    min_frauds: int = Field(20, ge=1, description="confirmed frauds the window needs to train at all")
+
+
 class AirflowSettings(_Section):
     """The project's local Airflow (``txmon airflow up``): where it listens, who is told
     of failures, and how the stream supervisor judges the streaming job."""
@@ -86,7 +111,6 @@ class AirflowSettings(_Section):
     operator_email: tuple[str, ...] = ("airflow-ops@bank.example",)
     # alerting.yaml recipients group told of each retraining outcome.
     fraud_desk_group: str = "fraud_desk"
-    retrain_lookback_days: int = Field(30, ge=1, le=3650)
     # Replay mapping for files dropped straight into <state_dir>/landing.
     landing_mapping: Path = Path("config/replay/card_transactions.yaml")
     # The streaming job counts as stalled after this long without a heartbeat,
@@ -139,6 +163,8 @@ class Settings(YamlBackedSettings):
     kafka: KafkaSettings = KafkaSettings()
     cassandra: CassandraSettings = CassandraSettings()
     spark: SparkSettings = SparkSettings()
+    drift: DriftSettings = DriftSettings()
+    retraining: RetrainingSettings = RetrainingSettings()
     airflow: AirflowSettings = AirflowSettings()
 
     @classmethod

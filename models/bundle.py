@@ -83,6 +83,8 @@ class ModelBundle:
     explain_features: tuple[str, ...]
     """Features explanations consider, most important first."""
     features: tuple[str, ...] = field(default=FEATURES)
+    drift_reference: object = None
+    """models.drift.ScoreReference of the hold-out this bundle scored (None: older bundles)."""
 
     # ------------------------------------------------------------------ scoring
 

@@ -6,6 +6,7 @@ are TxmonError subclasses: one line and a non-zero exit.
 """
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -62,22 +63,9 @@ def _history(simulate: int | None, seed: int, replay: Path | None, mapping: Path
 
 
 def _policy():
-    """The risk policy the stream uses: config/rules.yaml, section `policy` (defaults without the file)."""
-    import yaml
-    from pydantic import ValidationError
+    from models.risk import stream_policy
 
-    from infra.errors import ConfigError
-    from infra.settings import PROJECT_ROOT
-    from models.risk import RiskPolicy
-
-    path = PROJECT_ROOT / "config" / "rules.yaml"
-    if not path.is_file():
-        return RiskPolicy(), "defaults"
-    try:
-        section = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("policy") or {}
-        return RiskPolicy(**section), str(path.relative_to(PROJECT_ROOT))
-    except (yaml.YAMLError, AttributeError, TypeError, ValidationError) as exc:
-        raise ConfigError(f"{path}: invalid `policy` section ({exc}); fix the file") from None
+    return stream_policy()
 
 
 def _print_table(rows: list[tuple[str, str]]) -> None:
@@ -197,6 +185,41 @@ def evaluate(
     typer.echo(f"report: {report} (+ pr_curve.png, metrics.json)")
 
 
+def retrain(
+    run_id: Annotated[Optional[str], typer.Option(
+        "--run-id", help="names the run (same id = same run, stages already done are skipped) "
+                         "(default: manual-<UTC time>)")] = None,
+    start: Annotated[Optional[datetime], typer.Option(
+        help="window start, UTC (default: end - retraining.window_days)")] = None,
+    end: Annotated[Optional[datetime], typer.Option(help="window end, UTC (default: now)")] = None,
+    stage: Annotated[str, typer.Option(help="one stage: extract, build_features, train, evaluate, promote; "
+                                            "or all")] = "all",
+) -> None:
+    """Train a challenger on recent history in Cassandra; promote it only if it beats the champion.
+
+    The streaming job picks a promoted model up between micro-batches. Runs the same
+    stages as `txmon spark-submit spark_jobs/retrain_job.py` and the model_retraining DAG.
+    """
+    import argparse
+    import json
+    from datetime import timezone
+
+    from spark_jobs.retrain_job import STAGES, run
+
+    if stage not in STAGES:
+        raise typer.BadParameter(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}", param_hint="--stage")
+    utc = [None if t is None else (t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t) for t in (start, end)]
+    run_id = run_id or f"manual-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+    result = run(argparse.Namespace(run_id=run_id, stage=stage, start=utc[0], end=utc[1]))
+    if stage == "all":
+        from models.retraining import comparison_markdown
+
+        typer.echo(comparison_markdown(result))
+        typer.echo(f"live: {result['promoted'] or 'unchanged (challenger kept out)'}; run {run_id}")
+    else:
+        typer.echo(json.dumps(result, default=str, indent=2))
+
+
 @models_app.command("list")
 def list_versions(models_dir: ModelsDir = None) -> None:
     """Registered versions with their hold-out metrics; `*` marks the live champion."""
@@ -218,6 +241,10 @@ def list_versions(models_dir: ModelsDir = None) -> None:
         typer.echo(f"{mark} {m.version:<8} {m.created_at:%Y-%m-%d %H:%M} {m.rows.train:>10,} {m.rows.holdout:>9,} "
                    f"{m.frauds.holdout:>7,} {fmt('model_average_precision'):>7} {fmt('model_roc_auc'):>7} "
                    f"{fmt('model_daily_precision_at_100'):>7}  {m.data_source}")
+        verdict = registry.annotation(m.version, "retraining")
+        if verdict is not None:
+            typer.echo(f"  {'':<8} challenger vs {verdict.get('champion_version') or 'no champion'}: "
+                       f"{'promoted' if verdict['promote'] else 'kept out'} ({verdict['reason']})")
     typer.echo(f"champion: {live}" if live else "champion: none (`txmon models promote VERSION`)")
 
 

@@ -13,6 +13,14 @@ Two kinds of signal, one :class:`river.drift.ADWIN` detector each:
 A shift here says the *inputs* moved (a festival surge, a new fraud pattern, a broken
 feature); it does not say the model got worse.
 
+Raw values are not stationary even when nothing changes: amounts, velocity and scores
+follow the time of day (the simulator's traffic alarmed about 370 times per million
+transactions on raw values). So when the model bundle carries a :class:`ScoreReference`
+(per IST hour, the quantiles of each signal on the hold-out the model scored when it was
+trained), each value is fed as its probability integral transform against its hour's
+reference: uniform-like at every hour while nothing changes, so only a real change in
+the distribution moves ADWIN's mean.
+
 **Supervised** — fed as late labels (chargebacks, analyst dispositions) arrive:
 
 - ``recall_among_frauds``: for each confirmed fraud, 1.0 if the stream flagged it
@@ -83,7 +91,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FORMAT_VERSION", "LABEL_SIGNALS", "SCORE_SIGNALS", "Deltas", "DriftConfig", "DriftEvent",
-    "DriftMonitor", "DriftStateError", "DriftStateStore", "FileDriftStateStore", "Signal",
+    "DriftMonitor", "DriftStateError", "DriftStateStore", "FileDriftStateStore", "ScoreReference", "Signal",
     "deterministic_sample",
 ]
 
@@ -247,6 +255,55 @@ def _score_values(frame: pd.DataFrame) -> dict[Signal, np.ndarray]:
     }
 
 
+# ------------------------------------------------------------------------ reference
+
+
+class ScoreReference(BaseModel):
+    """Per IST hour of day, ``points`` quantiles of each score signal (see module doc).
+
+    >>> import pandas as pd
+    >>> frame = pd.DataFrame({"hour_ist": [h % 24 for h in range(4800)],
+    ...     "fraud_probability": [(h % 24) / 100 for h in range(4800)], "anomaly_score": 0.5,
+    ...     "amount_paise": 100_00, "payer_count_1h": 1})
+    >>> ref = ScoreReference.from_frame(frame)
+    >>> ref.transform(Signal.FRAUD_PROBABILITY, np.array([0.0, 0.23]), np.array([0, 23])).tolist()
+    [0.5, 0.5]
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    quantiles: dict[str, list[list[float]]] = Field(description="signal -> 24 hours -> sorted quantiles")
+    min_rows_per_hour: int = 50
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, points: int = 101, min_rows_per_hour: int = 50) -> ScoreReference:
+        """From a scored frame (``hour_ist`` + the score columns; ``anomaly`` is accepted
+        for ``anomaly_score``). Hours with fewer than ``min_rows_per_hour`` rows use all hours."""
+        if "anomaly_score" not in frame.columns and "anomaly" in frame.columns:
+            frame = frame.rename(columns={"anomaly": "anomaly_score"})
+        hours = frame["hour_ist"].to_numpy(dtype=int)
+        grid = np.linspace(0.0, 1.0, points)
+        out: dict[str, list[list[float]]] = {}
+        for signal, values in _score_values(frame).items():
+            overall = np.quantile(values, grid).tolist()
+            out[signal.value] = [
+                np.quantile(values[hours == h], grid).tolist() if (hours == h).sum() >= min_rows_per_hour else overall
+                for h in range(24)]
+        return cls(quantiles=out, min_rows_per_hour=min_rows_per_hour)
+
+    def transform(self, signal: Signal, values: np.ndarray, hours: np.ndarray) -> np.ndarray:
+        """Each value's mid-rank among its hour's quantiles, in [0, 1] (ties share the middle)."""
+        table = np.asarray(self.quantiles[signal.value])
+        out = np.empty(len(values), dtype=float)
+        for h in np.unique(hours):
+            rows = hours == h
+            q = table[int(h) % 24]
+            left = np.searchsorted(q, values[rows], "left")
+            right = np.searchsorted(q, values[rows], "right")
+            out[rows] = (left + right) / (2.0 * len(q))
+        return out
+
+
 # ------------------------------------------------------------------------- monitor
 
 
@@ -290,14 +347,16 @@ class DriftMonitor:
         return events
 
     def update_scores(self, frame: pd.DataFrame, at: datetime, *,
-                      model_version: str | None = None) -> list[DriftEvent]:
+                      model_version: str | None = None,
+                      reference: ScoreReference | None = None) -> list[DriftEvent]:
         """Feed one scored micro-batch (columns ``fraud_probability``, ``anomaly_score``,
         ``amount_paise``, ``payer_count_1h``; ``txn_id`` for the sample).
 
         At most ``config.sample_size`` rows are used (:func:`deterministic_sample`).
         The frame's order is kept: pass it sorted (e.g. by ``event_time, txn_id``) for
         replay-stable state. ``model_version`` defaults to the frame's last
-        ``model_version`` value, then to the monitor's.
+        ``model_version`` value, then to the monitor's. With a ``reference`` (the live
+        model's, needs ``hour_ist``), values are fed as their per-hour PIT.
         """
         if frame.empty:
             return []
@@ -305,7 +364,10 @@ class DriftMonitor:
         if model_version is None and "model_version" in sample.columns:
             model_version = str(sample["model_version"].iloc[-1])
         events: list[DriftEvent] = []
+        hours = sample["hour_ist"].to_numpy(dtype=int) if reference is not None else None
         for signal, values in _score_values(sample).items():
+            if reference is not None:
+                values = reference.transform(signal, values, hours)
             events += self.observe(signal, values.tolist(), at, model_version=model_version)
         return events
 

@@ -4,6 +4,7 @@ Layout under the root (default ``<state_dir>/models``, or ``$TXMON_MODELS_DIR``)
 
     v0001/model.joblib        the ModelBundle
     v0001/metadata.json       ModelMetadata (version, created_at, windows, counts, metrics, ...)
+    v0001/retraining.json     annotations added later (e.g. the champion/challenger comparison)
     v0002/...
     champion.json             {"history": [{"version": "v0001", "promoted_at": ...}, ...]}
 
@@ -35,6 +36,7 @@ MODEL_FILE = "model.joblib"
 METADATA_FILE = "metadata.json"
 CHAMPION_FILE = "champion.json"
 _VERSION = re.compile(r"^v(\d{4,})$")
+_ANNOTATION = re.compile(r"^[a-z][a-z_]{0,40}$")
 _MAX_CLAIM_ATTEMPTS = 100
 
 
@@ -108,6 +110,32 @@ class Registry:
         if not isinstance(bundle, ModelBundle):
             raise RegistryError(f"{path} does not hold a ModelBundle; retrain with `txmon train`")
         return bundle
+
+    def annotate(self, version: str, name: str, data: dict) -> None:
+        """Attach a JSON document to a version (metadata stays immutable), replacing
+        any earlier one of the same name; e.g. ``retraining``: how it fared against
+        the champion when it was a challenger."""
+        if not _ANNOTATION.match(name) or name in ("metadata", "model"):
+            raise RegistryError(f"annotation name {name!r} must be lower-case letters/underscores")
+        directory = self._dir(version)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}-", suffix=".json", dir=directory)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                json.dump(data, out, indent=2, default=str)
+            os.replace(tmp, directory / f"{name}.json")
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def annotation(self, version: str, name: str) -> dict | None:
+        """The document :meth:`annotate` attached, or None."""
+        path = self._dir(version) / f"{name}.json"
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise RegistryError(f"cannot read {path} ({exc}); delete it") from None
 
     # ----------------------------------------------------------------- champion
 

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from models.bundle import ModelBundle, anomaly_pipeline, feature_matrix
 from models.dataset import labelled_features, time_split
 from models.errors import TrainingDataError
+from models.drift import ScoreReference
 from models.evaluation import EvaluationMetrics, evaluate_frame
 from models.metadata import ModelMetadata, SplitCounts, TimeWindow, library_versions
 from models.risk import RiskPolicy
@@ -159,6 +160,7 @@ def train_frame(frame: pd.DataFrame, config: TrainingConfig = TrainingConfig(), 
     bundle.explain_features = _explain_order(bundle, train_set, config)
 
     scored = score_frame(holdout, bundle, policy)
+    bundle.drift_reference = ScoreReference.from_frame(scored)  # out-of-sample scores, per hour
     evaluation = evaluate_frame(scored, config.k, policy)
     metrics = evaluation.summary()
     yh = scored["is_fraud"].to_numpy(dtype=bool)

@@ -149,7 +149,7 @@ def dead_letter_rows(validated_df):
     )
 
 
-def start_ingest_query(spark, settings: Settings, opts: StreamOptions):
+def start_ingest_query(spark, settings: Settings, opts: StreamOptions, drift=None):
     from pyspark.sql import functions as F
 
     from spark_jobs.validation import validate
@@ -175,6 +175,8 @@ def start_ingest_query(spark, settings: Settings, opts: StreamOptions):
                 # replay of the batch starts from the same profiles (exactly-once features).
                 scored = detector.score(batch_df.sparkSession, typed, f"{opts.checkpoint_dir}#{batch_id}").persist()
                 detector.write(scored)
+                if drift is not None:
+                    drift.observe_scores(scored, batch_id)
                 scored.unpersist()
             bad = dead_letter_rows(batch_df).persist()
             if not bad.isEmpty():
@@ -192,6 +194,7 @@ def start_ingest_query(spark, settings: Settings, opts: StreamOptions):
 
     query = _start(validated.writeStream.foreachBatch(_write), opts, "ingest")
     query.detector = detector  # for operators and tests: current rules, model, last rules error
+    query.drift = drift
     return query
 
 
@@ -266,9 +269,10 @@ def start_aggregate_query(spark, settings: Settings, opts: StreamOptions):
 LABEL_COLUMNS = ("txn_id", "is_fraud", "scenario", "label_time", "received_at")
 
 
-def start_labels_query(spark, settings: Settings, opts: StreamOptions):
-    """Ground-truth labels as they arrive: into ``labels``, and confirmed frauds by payee
-    into ``payee_fraud_labels`` (the payee_fraud_reports feature reads it)."""
+def start_labels_query(spark, settings: Settings, opts: StreamOptions, drift=None):
+    """Ground-truth labels as they arrive: into ``labels``, confirmed frauds by payee
+    into ``payee_fraud_labels`` (the payee_fraud_reports feature reads it), and the
+    outcomes of the stream's decisions to the drift monitor."""
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
@@ -280,18 +284,25 @@ def start_labels_query(spark, settings: Settings, opts: StreamOptions):
         "l.txn_id", "l.is_fraud", "l.scenario", F.to_timestamp("l.label_time").alias("label_time"),
         F.current_timestamp().alias("received_at")).where(F.col("txn_id").isNotNull())
 
-    def _write(batch_df, _batch_id: int) -> None:
+    def _write(batch_df, batch_id: int) -> None:
         rows = batch_df.collect()  # labels are few (frauds, chargebacks)
         if not rows:
             return
         write_rows(target, "labels", LABEL_COLUMNS, [tuple(r[c] for c in LABEL_COLUMNS) for r in rows])
         frauds = {r.txn_id: r for r in rows if r.is_fraud}
-        if not frauds:
-            return
-        from spark_jobs.cassandra_sink import session_for
+        if frauds:
+            _write_payee_fraud_labels(frauds)
+        if drift is not None:
+            import pandas as pd
+
+            drift.observe_labels(pd.DataFrame([(r.txn_id, r.is_fraud, r.label_time) for r in rows],
+                                              columns=["txn_id", "is_fraud", "label_time"]), batch_id)
+
+    def _write_payee_fraud_labels(frauds: dict) -> None:
+        from spark_jobs.cassandra_sink import prepared, session_for
 
         session = session_for(target)
-        stmt = session.prepare("SELECT txn_id, payee_account, payee_vpa FROM transactions WHERE txn_id IN ?")
+        stmt = prepared(session, "SELECT txn_id, payee_account, payee_vpa FROM transactions WHERE txn_id IN ?")
         ids = list(frauds)
         payees = []
         for i in range(0, len(ids), 100):
@@ -315,9 +326,16 @@ def _start(writer, opts: StreamOptions, name: str):
 
 def start_all(spark, settings: Settings, opts: StreamOptions) -> list:
     """Start every query of the transactions stream; returns them (ingest first)."""
-    queries = [start_ingest_query(spark, settings, opts), start_aggregate_query(spark, settings, opts)]
+    drift = None
+    if opts.detect and settings.drift.enabled:
+        from spark_jobs.drift_stream import StreamDrift, default_notifier
+
+        # State keyed by the source topic: one monitor per stream of transactions.
+        drift = StreamDrift(settings, CassandraTarget.from_settings(settings, opts.keyspace), opts.topic,
+                            notifier=default_notifier(settings), registry_root=opts.registry_root)
+    queries = [start_ingest_query(spark, settings, opts, drift), start_aggregate_query(spark, settings, opts)]
     if opts.detect:
-        queries.append(start_labels_query(spark, settings, opts))
+        queries.append(start_labels_query(spark, settings, opts, drift))
     return queries
 
 

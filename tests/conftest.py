@@ -17,6 +17,8 @@ _TEST_ENV = {
     "TXMON_CASSANDRA__PORT": "19042",
     "TXMON_CASSANDRA__STORAGE_PORT": "17000",
     "TXMON_CASSANDRA__KEYSPACE": "txmon_test",
+    # Drift detections are recorded, not sent to an Airflow a developer may be running.
+    "TXMON_DRIFT__NOTIFY": "none",
 }
 for _key, _value in _TEST_ENV.items():
     os.environ.setdefault(_key, _value)

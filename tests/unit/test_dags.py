@@ -90,7 +90,7 @@ def test_model_retraining_graph_branches_and_joins(dagbag):
     train = dag.get_task("train_challenger")
     assert "spark-submit spark_jobs/retrain_job.py" in train.bash_command
     assert "--run-id {{ ti.xcom_pull(task_ids='extract')['run_id'] }} --stage train" in train.bash_command
-    assert {"start", "end", "lookback_days", "reason", "drift_event"} <= set(dag.params)
+    assert {"start", "end", "window_days", "reason", "drift_event"} <= set(dag.params)
     assert dag.timetable.expression == "0 2 * * *"
 
 

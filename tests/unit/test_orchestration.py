@@ -175,7 +175,7 @@ def test_retraining_window_is_the_data_interval_and_names_the_run():
     end = datetime(2026, 11, 23, 2, 0, tzinfo=timezone.utc)
     run_id, start, stop = retraining_window({}, {"data_interval_end": end}, 30)
     assert (run_id, start, stop) == ("20261024T020000Z_20261123T020000Z", end - timedelta(days=30), end)
-    again = retraining_window({"lookback_days": None}, {"data_interval_end": end}, 30)
+    again = retraining_window({"window_days": None}, {"data_interval_end": end}, 30)
     assert again[0] == run_id  # a re-run of the interval is the same retraining
     with pytest.raises(ValueError, match="window is empty"):
         retraining_window({"start": "2026-12-01"}, {"data_interval_end": end}, 30)

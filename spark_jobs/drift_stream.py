@@ -1,0 +1,222 @@
+"""The drift monitor (models/drift.py) fed from the running transactions stream.
+
+Two parts, each owned by one streaming query and so by one driver thread:
+
+* ``scores`` — the ingest query calls :meth:`StreamDrift.observe_scores` with every
+  scored micro-batch: model score, anomaly score, amount and velocity (unsupervised).
+* ``labels`` — the labels query calls :meth:`StreamDrift.observe_labels` with every
+  batch of late labels, joined here with the decisions the stream made
+  (``scored_transactions``): recall among frauds and precision of alerts (supervised).
+  Only outcomes of the live champion are fed, and the label detectors restart when a
+  new champion goes live, so a swap is judged on its own decisions.
+
+State survives restarts in Cassandra ``drift_state`` (one row per stream and part),
+together with the last micro-batch folded in: a batch Spark replays after a crash is
+not fed twice. Every detection is written to ``drift_events`` (keyed by the batch that
+raised it, so a replay rewrites the same row) and handed to the notifier — by default
+Airflow's ``model_retraining`` DAG (:func:`infra.airflow.on_drift_event`), at most once
+per ``drift.notify_cooldown_minutes``. A notifier that fails is logged and recorded on
+the event; it never stops the stream.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+
+import pandas as pd
+
+from infra.settings import Settings
+from models.drift import DriftEvent, DriftMonitor, DriftStateStore
+from spark_jobs.cassandra_sink import CassandraTarget, prepared, session_for, write_rows
+
+log = logging.getLogger(__name__)
+
+SCORE_COLUMNS = ("txn_id", "event_time", "hour_ist", "fraud_probability", "anomaly_score", "amount_paise",
+                 "payer_count_1h", "model_version")
+EVENT_COLUMNS = ("stream", "part", "batch_id", "signal", "detected_at", "data_time", "n_seen",
+                 "mean_before", "variance_before", "width_before", "mean_after", "variance_after",
+                 "width_after", "model_version", "notified")
+Notifier = Callable[[DriftEvent], str]
+"""Takes a drift event, returns what it did (e.g. the DAG run id); raises on failure."""
+
+
+class CassandraDriftStateStore(DriftStateStore):
+    """Monitor bytes in ``drift_state``, keyed ``<stream>/<part>``, with the applied batch."""
+
+    def __init__(self, target: CassandraTarget, stream: str) -> None:
+        self.target = target
+        self.stream = stream
+
+    def _session(self):
+        return session_for(self.target)
+
+    def row(self, part: str):
+        session = self._session()
+        stmt = prepared(session, "SELECT state, applied_batch, last_notified_at FROM drift_state "
+                                 "WHERE stream = ? AND part = ?")
+        return session.execute(stmt, (self.stream, part)).one()
+
+    def load(self, key: str) -> bytes | None:
+        row = self.row(key)
+        return bytes(row.state) if row is not None and row.state is not None else None
+
+    def save(self, key: str, data: bytes, *, applied_batch: int | None = None,
+             last_notified_at: datetime | None = None) -> None:
+        # One INSERT replaces the row atomically (a reader sees the old or the new state).
+        session = self._session()
+        stmt = prepared(session, "INSERT INTO drift_state (stream, part, state, applied_batch, "
+                                 "last_notified_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)")
+        session.execute(stmt, (self.stream, key, data, applied_batch, last_notified_at,
+                               datetime.now(timezone.utc)))
+
+
+def airflow_notifier(settings: Settings) -> Notifier:
+    """Trigger the retraining DAG through Airflow's REST API."""
+
+    def notify(event: DriftEvent) -> str:
+        from infra.airflow import on_drift_event
+
+        return f"airflow run {on_drift_event(settings, event)}"
+
+    return notify
+
+
+def default_notifier(settings: Settings) -> Notifier | None:
+    return airflow_notifier(settings) if settings.drift.notify == "airflow" else None
+
+
+class _Part:
+    """One part's monitor, its last applied batch and its notification clock."""
+
+    def __init__(self, store: CassandraDriftStateStore, name: str, config) -> None:
+        row = store.row(name)
+        self.name = name
+        self.monitor = (DriftMonitor.from_bytes(bytes(row.state)) if row is not None and row.state is not None
+                        else DriftMonitor(config))
+        self.applied_batch = row.applied_batch if row is not None and row.applied_batch is not None else -1
+        last = row.last_notified_at if row is not None else None
+        self.last_notified_at = last.replace(tzinfo=timezone.utc) if last is not None and last.tzinfo is None else last
+
+
+class StreamDrift:
+    """Drift detection for one stream (``stream`` names its state, e.g. the checkpoint)."""
+
+    def __init__(self, settings: Settings, target: CassandraTarget, stream: str, *,
+                 notifier: Notifier | None = None, registry_root=None) -> None:
+        from models.drift import DriftConfig
+
+        self.settings = settings
+        self.target = target
+        self.stream = stream
+        self.store = CassandraDriftStateStore(target, stream)
+        config = DriftConfig(grace=settings.drift.grace, sample_size=settings.drift.sample_size)
+        self.parts = {name: _Part(self.store, name, config) for name in ("scores", "labels")}
+        self.notifier = notifier
+        self.cooldown = timedelta(minutes=settings.drift.notify_cooldown_minutes)
+        self.registry_root = registry_root
+        self.events: list[DriftEvent] = []  # this process's detections, newest last (operators, tests)
+        self._reference: tuple[str | None, object] = (None, None)  # (model version, its ScoreReference)
+
+    # ----------------------------------------------------------------- feeding
+
+    def observe_scores(self, scored_df, batch_id: int) -> list[DriftEvent]:
+        """Feed one scored micro-batch (a Spark DataFrame from detection.Detector.score)."""
+        part = self.parts["scores"]
+        if batch_id <= part.applied_batch:
+            return []  # a replay of a batch already folded in
+        frame = scored_df.select(*SCORE_COLUMNS).toPandas()
+        if frame.empty:
+            return []
+        frame = frame.sort_values(["event_time", "txn_id"], kind="stable")
+        version = str(frame["model_version"].iloc[-1])
+        if part.monitor.model_version != version:
+            part.monitor.new_model(version)
+        events = part.monitor.update_scores(frame, datetime.now(timezone.utc), model_version=version,
+                                            reference=self._reference_for(version))
+        return self._finish(part, batch_id, events, frame["event_time"].max())
+
+    def observe_labels(self, labels: pd.DataFrame, batch_id: int) -> list[DriftEvent]:
+        """Feed one batch of labels (columns txn_id, is_fraud, label_time)."""
+        part = self.parts["labels"]
+        if batch_id <= part.applied_batch or labels.empty:
+            return []
+        champion = self._champion()
+        if champion is not None and part.monitor.model_version != champion:
+            part.monitor.new_model(champion)
+        outcomes = labels.merge(self._decisions(labels["txn_id"].tolist()), on="txn_id", how="inner")
+        if champion is not None:
+            outcomes = outcomes[outcomes["model_version"] == champion]
+        events = part.monitor.update_labels(outcomes, datetime.now(timezone.utc), model_version=champion)
+        data_time = pd.to_datetime(labels["label_time"], utc=True).max() if "label_time" in labels else None
+        return self._finish(part, batch_id, events, data_time)
+
+    # ---------------------------------------------------------------- internals
+
+    def _champion(self) -> str | None:
+        if self.registry_root is None:
+            return None
+        try:
+            from models.registry import Registry
+
+            return Registry(self.registry_root).champion()
+        except Exception as exc:  # an unreadable registry must not stop the labels query
+            log.error("model registry unreadable (%s); label drift fed without a model filter", exc)
+            return None
+
+    def _reference_for(self, version: str):
+        """The live model's per-hour score reference (None: no model, or an older bundle)."""
+        if self._reference[0] != version:
+            reference = None
+            if self.registry_root is not None:
+                try:
+                    from models.registry import Registry
+
+                    reference = getattr(Registry(self.registry_root).load(version), "drift_reference", None)
+                except Exception as exc:  # e.g. "none" (no model yet): raw values are fed
+                    log.info("no score reference for model %s (%s); feeding raw values", version, exc)
+            self._reference = (version, reference)
+        return self._reference[1]
+
+    def _decisions(self, ids: list[str]) -> pd.DataFrame:
+        session = session_for(self.target)
+        stmt = prepared(session, "SELECT txn_id, decision, model_version FROM scored_transactions WHERE txn_id IN ?")
+        rows = []
+        for i in range(0, len(ids), 100):
+            rows += [(r.txn_id, r.decision, r.model_version) for r in session.execute(stmt, (ids[i:i + 100],))]
+        return pd.DataFrame(rows, columns=["txn_id", "decision", "model_version"])
+
+    def _finish(self, part: _Part, batch_id: int, events: list[DriftEvent], data_time) -> list[DriftEvent]:
+        # Events first, state second: a crash in between replays the batch, which finds
+        # the same events (deterministic sample) and rewrites the same rows.
+        if events:
+            data_time = None if data_time is None or pd.isna(data_time) else pd.Timestamp(data_time).to_pydatetime()
+            rows = []
+            for event in events:
+                notified = self._notify(part, event)
+                rows.append((self.stream, part.name, batch_id, event.signal.value, event.detected_at, data_time,
+                             event.n_seen, event.mean_before, event.variance_before, event.width_before,
+                             event.mean_after, event.variance_after, event.width_after, event.model_version,
+                             notified))
+                log.warning("drift on %s/%s: %s mean %.4f -> %.4f after %d values (%s)", self.stream, part.name,
+                            event.signal.value, event.mean_before, event.mean_after, event.n_seen, notified)
+            write_rows(self.target, "drift_events", EVENT_COLUMNS, rows, batch_rows=1)
+            self.events.extend(events)
+        part.applied_batch = batch_id
+        self.store.save(part.name, part.monitor.to_bytes(), applied_batch=batch_id,
+                        last_notified_at=part.last_notified_at)
+        return events
+
+    def _notify(self, part: _Part, event: DriftEvent) -> str:
+        if self.notifier is None:
+            return "not notified: drift.notify is none"
+        last = max((p.last_notified_at for p in self.parts.values() if p.last_notified_at), default=None)
+        if last is not None and event.detected_at - last < self.cooldown:
+            return f"not notified: within the cooldown after {last.isoformat()}"
+        try:
+            done = self.notifier(event)
+        except Exception as exc:  # Airflow down or refusing: record it, keep streaming
+            log.error("drift event on %s could not be notified: %s", event.signal.value, exc)
+            return f"notify failed: {exc}"[:500]
+        part.last_notified_at = event.detected_at
+        return done

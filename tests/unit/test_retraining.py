@@ -1,0 +1,116 @@
+"""Retraining decisions and stage bookkeeping (the Spark/Cassandra stages are in
+tests/integration/test_adaptive_loop.py)."""
+from __future__ import annotations
+
+import pytest
+
+from models import retraining
+from models.registry import Registry
+from models.testing import planted_frame
+from models.training import TrainingConfig, train_frame
+
+SMALL = TrainingConfig(seed=3, max_iter=15, iforest_estimators=5)
+
+
+@pytest.fixture(scope="module")
+def frames():
+    """A model that learnt the planted signal, and one that learnt from noise only."""
+    good = train_frame(planted_frame(n=2000, seed=1), SMALL, data_source="planted")
+    noise = planted_frame(n=2000, seed=2, dominant="payer_count_5m")
+    noise["is_fraud"] = noise["is_fraud"].sample(frac=1.0, random_state=0).to_numpy()  # labels unrelated to features
+    noise["scenario"] = noise["is_fraud"].map({True: "planted", False: None})
+    bad = train_frame(noise, SMALL, data_source="shuffled labels")
+    holdout = planted_frame(n=1500, seed=9)
+    return good.bundle, bad.bundle, holdout
+
+
+def test_a_better_challenger_is_promoted(frames):
+    good, bad, holdout = frames
+    result = retraining.compare(holdout, bad, good, metric="model_average_precision", margin=0.01)
+    assert result["promote"] is True
+    assert result["challenger"]["model_average_precision"] > result["champion"]["model_average_precision"] + 0.01
+    assert "+" in result["reason"] and ">= margin" in result["reason"]
+    assert result["holdout_rows"] == 1500 and result["holdout_frauds"] == int(holdout["is_fraud"].sum())
+
+
+def test_a_worse_challenger_is_kept_out(frames):
+    good, bad, holdout = frames
+    result = retraining.compare(holdout, good, bad, metric="model_average_precision", margin=0.0)
+    assert result["promote"] is False and "< margin" in result["reason"]
+
+
+def test_an_equal_challenger_needs_the_margin(frames):
+    good, _, holdout = frames
+    assert retraining.compare(holdout, good, good, metric="model_roc_auc", margin=0.0)["promote"] is True
+    assert retraining.compare(holdout, good, good, metric="model_roc_auc", margin=0.01)["promote"] is False
+
+
+def test_first_model_is_promoted_when_nothing_is_live(frames):
+    good, _, holdout = frames
+    result = retraining.compare(holdout, None, good, metric="model_average_precision", margin=0.5)
+    assert result["promote"] is True and result["champion"] is None
+    text = retraining.comparison_markdown({**result, "run_id": "r1", "challenger_version": "v0002"})
+    assert "(none)" in text and "v0002" in text and "promote" in text
+
+
+def test_a_holdout_without_fraud_promotes_nothing(frames):
+    good, bad, holdout = frames
+    clean = holdout[~holdout["is_fraud"]].copy()
+    result = retraining.compare(clean, bad, good, metric="model_average_precision", margin=0.0)
+    assert result["promote"] is False and "undefined" in result["reason"]
+
+
+def test_run_ids_are_checked(settings_tmp):
+    assert retraining.run_dir(settings_tmp, "scheduled__2026-11-23T00:00:00+00:00").name == \
+        "scheduled__2026-11-23T00_00_00+00_00"
+    for bad in ("", "../x", ".hidden", "a b"):
+        with pytest.raises(retraining.RetrainingError, match="run id"):
+            retraining.run_dir(settings_tmp, bad)
+
+
+def test_stages_need_their_predecessors(settings_tmp):
+    with pytest.raises(retraining.RetrainingError, match="run the 'extract' stage"):
+        retraining.build_features(settings_tmp, "r1")
+    with pytest.raises(retraining.RetrainingError, match="run the 'evaluate' stage"):
+        retraining.promote(settings_tmp, "r1")
+
+
+def test_promote_respects_a_champion_changed_since_the_comparison(settings_tmp, frames, monkeypatch, tmp_path):
+    good, bad, holdout = frames
+    registry = Registry(tmp_path / "models")
+    monkeypatch.setenv("TXMON_MODELS_DIR", str(tmp_path / "models"))
+    trained = train_frame(planted_frame(n=1500, seed=4), SMALL, data_source="x")
+    v1 = registry.promote(registry.register(trained.bundle, trained.metadata))
+    v2 = registry.register(trained.bundle, trained.metadata)
+    v3 = registry.register(trained.bundle, trained.metadata)
+    out = retraining.run_dir(settings_tmp, "r2")
+    out.mkdir(parents=True)
+    retraining._write_json(out / "comparison.json", {"promote": True, "champion_version": v1,
+                                                      "challenger_version": v2})
+    registry.promote(v3)  # an operator promoted another version in between
+    assert retraining.promote(settings_tmp, "r2") is None and registry.champion() == v3
+    registry.rollback()
+    assert retraining.promote(settings_tmp, "r2") == v2 and registry.champion() == v2
+    assert retraining.promote(settings_tmp, "r2") == v2  # again: nothing changes
+    assert [h["version"] for h in registry.champion_history()] == [v1, v2]
+
+
+def test_registry_annotations(tmp_path):
+    from models.errors import RegistryError
+
+    registry = Registry(tmp_path / "models")
+    trained = train_frame(planted_frame(n=1500, seed=4), SMALL, data_source="x")
+    version = registry.register(trained.bundle, trained.metadata)
+    assert registry.annotation(version, "retraining") is None
+    registry.annotate(version, "retraining", {"promote": False, "reason": "r"})
+    assert registry.annotation(version, "retraining") == {"promote": False, "reason": "r"}
+    with pytest.raises(RegistryError, match="annotation name"):
+        registry.annotate(version, "../metadata", {})
+
+
+@pytest.fixture
+def settings_tmp(tmp_path, monkeypatch):
+    from infra.settings import load_settings
+
+    monkeypatch.setenv("TXMON_STATE_DIR", str(tmp_path / "state"))
+    return load_settings()
