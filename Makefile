@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install jars demo smoke up down status test test-unit test-integration lock clean
+.PHONY: install jars demo smoke up down status airflow airflow-down test test-unit test-integration lock clean
 
 install: $(STAMP) jars
 
@@ -31,6 +31,12 @@ down:
 	$(BIN)/txmon infra down
 status:
 	$(BIN)/txmon infra status
+
+# The project's own Airflow (UI on airflow.port, login printed); see README "Airflow".
+airflow: install
+	$(BIN)/txmon airflow up
+airflow-down:
+	$(BIN)/txmon airflow down
 
 # The tests (README, second command): unit tests, then integration tests against
 # real Kafka, Cassandra and Spark that the test session starts and stops itself.

@@ -29,9 +29,11 @@ app.add_typer(infra_app, name="infra")
 
 def _register_subapps() -> None:
     from alerting.cli import alerts_app
+    from infra.airflow_cli import airflow_app
     from models import cli as models_cli
 
     app.add_typer(alerts_app, name="alerts")
+    app.add_typer(airflow_app, name="airflow")
     app.add_typer(models_cli.models_app, name="models")
     for name in ("train", "evaluate", "retrain"):  # top-level commands defined in models/cli.py
         if hasattr(models_cli, name):

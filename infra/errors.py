@@ -45,3 +45,11 @@ class EventValidationError(TxmonError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class AirflowApiError(TxmonError):
+    """Airflow's REST API refused a request (unknown DAG, bad conf, ...)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status

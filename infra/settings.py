@@ -100,6 +100,28 @@ class RetrainingSettings(_Section):
     min_frauds: int = Field(20, ge=1, description="confirmed frauds the window needs to train at all")
 
 
+class AirflowSettings(_Section):
+    """The project's local Airflow (``txmon airflow up``): where it listens, who is told
+    of failures, and how the stream supervisor judges the streaming job."""
+
+    host: str = "127.0.0.1"
+    port: Port = 8080
+    ready_timeout_s: float = Field(240, gt=0)
+    admin_user: str = Field("admin", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    operator_email: tuple[str, ...] = ("airflow-ops@bank.example",)
+    # alerting.yaml recipients group told of each retraining outcome.
+    fraud_desk_group: str = "fraud_desk"
+    # Replay mapping for files dropped straight into <state_dir>/landing.
+    landing_mapping: Path = Path("config/replay/card_transactions.yaml")
+    # The streaming job counts as stalled after this long without a heartbeat,
+    # or without progress while Kafka holds unread records.
+    stream_stall_after_s: float = Field(300, gt=0)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
 def describe_errors(exc: ValidationError) -> str:
     """All problems of a pydantic error on one line: ``a.b: message; c: message``."""
     return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}" for err in exc.errors())
@@ -143,6 +165,7 @@ class Settings(YamlBackedSettings):
     spark: SparkSettings = SparkSettings()
     drift: DriftSettings = DriftSettings()
     retraining: RetrainingSettings = RetrainingSettings()
+    airflow: AirflowSettings = AirflowSettings()
 
     @classmethod
     def yaml_path(cls) -> Path:
@@ -156,6 +179,16 @@ class Settings(YamlBackedSettings):
     @property
     def jars_path(self) -> Path:
         return _absolute(self.jars_dir)
+
+    @property
+    def airflow_home(self) -> Path:
+        """AIRFLOW_HOME of the project's local Airflow (SQLite DB, logs, generated passwords)."""
+        return self.state_path / "airflow"
+
+    @property
+    def landing_path(self) -> Path:
+        """Historical batch drops land here; the ingestion DAG replays them into Kafka."""
+        return self.state_path / "landing"
 
 
 def _absolute(path: Path) -> Path:

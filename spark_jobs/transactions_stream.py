@@ -340,6 +340,7 @@ def start_all(spark, settings: Settings, opts: StreamOptions) -> list:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from spark_jobs.heartbeat import register as register_heartbeat
     from spark_jobs.session import build_session
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -362,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         detect=False if args.no_detect else None,
     )
     spark = build_session(settings, "txmon-transactions-stream")
+    register_heartbeat(spark, settings)  # <state_dir>/stream/heartbeat.json, read by stream_supervisor
     queries = start_all(spark, settings, opts)
     if opts.available_now:
         for q in queries:

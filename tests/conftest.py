@@ -23,6 +23,19 @@ _TEST_ENV = {
 for _key, _value in _TEST_ENV.items():
     os.environ.setdefault(_key, _value)
 
+# In-process Airflow (DagBag, dag.test()) gets its own home and DB, always: never a
+# developer's AIRFLOW_HOME, nor the one `txmon airflow up` uses. Set before any test
+# module imports airflow (its configuration is read at import).
+_AIRFLOW_HOME = ROOT / ".txmon-test" / "airflow-pytest"
+os.environ.update({
+    "AIRFLOW_HOME": str(_AIRFLOW_HOME),
+    "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}",
+    "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+})
+_AIRFLOW_HOME.mkdir(parents=True, exist_ok=True)
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Everything under tests/integration is an integration test."""

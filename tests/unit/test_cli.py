@@ -29,7 +29,7 @@ def _assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -
 def test_help_lists_every_command():
     result = _txmon("--help")
     assert result.returncode == 0
-    for command in ("infra", "smoke", "spark-submit"):
+    for command in ("infra", "smoke", "spark-submit", "airflow"):
         assert command in result.stdout
     infra_help = _txmon("infra", "--help").stdout
     for command in ("fetch", "up", "status", "down"):

@@ -1,0 +1,86 @@
+"""`txmon airflow ...`: the project's local Airflow. Registered in infra/cli.py."""
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+airflow_app = typer.Typer(
+    help="Local Airflow (AIRFLOW_HOME=<state_dir>/airflow, DAGs from dags/): start, check, stop, trigger.",
+    no_args_is_help=True,
+)
+
+
+@airflow_app.command("up")
+def up() -> None:
+    """Start `airflow standalone` in the background (SQLite DB, project DAGs, connections
+    from config) and wait until it is healthy; print the UI address and login."""
+    from infra import airflow
+    from infra.settings import load_settings
+
+    settings = load_settings()
+    st, login, waited = airflow.up(settings, log=typer.echo)
+    rss = f", {st.rss_mb:.0f} MiB resident" if st.rss_mb else ""
+    typer.echo(f"airflow: {st.detail} after {waited:.1f}s (pid {st.pid}{rss})")
+    typer.echo(login.line())
+
+
+@airflow_app.command("status")
+def status() -> None:
+    """Pid, health and login; the DAGs with their paused state. Exit 1 if unhealthy."""
+    from infra import airflow
+    from infra.settings import load_settings
+
+    settings = load_settings()
+    st = airflow.status(settings)
+    typer.echo(f"airflow    pid={st.pid or '-'} url={st.url} {st.detail}")
+    if st.pid is None or not st.healthy:
+        raise typer.Exit(1)
+    typer.echo(airflow.login(settings).line())
+    for dag in airflow.list_dags(settings):
+        typer.echo(f"  {dag['dag_id']:<20} {'paused' if dag.get('is_paused') else 'active':<7} "
+                   f"schedule={dag.get('timetable_summary') or '-'}")
+
+
+@airflow_app.command("down")
+def down() -> None:
+    """Stop Airflow (scheduler, API server, DAG processor, triggerer and running tasks)."""
+    from infra import airflow
+    from infra.settings import load_settings
+
+    airflow.down(load_settings(), log=typer.echo)
+
+
+@airflow_app.command("trigger")
+def trigger(
+    dag_id: Annotated[str, typer.Argument(help="ingestion | stream_supervisor | model_retraining | alert_dispatch")],
+    conf: Annotated[Optional[str], typer.Option(help='run parameters as a JSON object, e.g. \'{"file": "drop.csv"}\'')] = None,
+    run_id: Annotated[Optional[str], typer.Option(help="dag run id (default: Airflow's manual__<time>)")] = None,
+) -> None:
+    """Trigger a DAG run through the REST API; print the run id and where to watch it."""
+    from infra import airflow
+    from infra.settings import load_settings
+
+    settings = load_settings()
+    created = airflow.trigger_dag(settings, dag_id, airflow.parse_conf(conf), run_id=run_id, log=typer.echo)
+    typer.echo(f"triggered {dag_id} run {created}; watch it at {settings.airflow.url}/dags/{dag_id}")
+
+
+@airflow_app.command("unpause")
+def unpause(dag_id: Annotated[str, typer.Argument(help="DAG to unpause (new DAGs start paused)")]) -> None:
+    """Let the scheduler run a DAG on its schedule (and run queued manual runs)."""
+    from infra import airflow
+    from infra.settings import load_settings
+
+    airflow.set_paused(load_settings(), dag_id, False)
+    typer.echo(f"{dag_id}: unpaused")
+
+
+@airflow_app.command("pause")
+def pause(dag_id: Annotated[str, typer.Argument(help="DAG to pause")]) -> None:
+    """Stop scheduling a DAG (running tasks finish)."""
+    from infra import airflow
+    from infra.settings import load_settings
+
+    airflow.set_paused(load_settings(), dag_id, True)
+    typer.echo(f"{dag_id}: paused")

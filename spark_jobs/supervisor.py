@@ -1,0 +1,173 @@
+"""Keeping the streaming job alive: is it running and progressing, and (re)start it if not.
+
+The ``stream_supervisor`` DAG calls :func:`supervise` every few minutes. The job is
+
+* **dead** when no process of ours runs it (pid file + ownership marker, see
+  :class:`infra.airflow.DetachedCommand`);
+* **stalled** when it runs but its heartbeat (:mod:`spark_jobs.heartbeat`) is older than
+  ``airflow.stream_stall_after_s``, or a query reading the topic has made no progress
+  for that long while Kafka holds records past the query's offsets;
+* **starting** within that same grace period after a (re)start, before its first
+  heartbeat; **running** otherwise.
+
+Dead or stalled: the old process group is stopped, ``txmon spark-submit
+spark_jobs/transactions_stream.py`` is started detached (pid file, log under
+``<state_dir>/logs/stream.out``), and the restart is appended to
+``<state_dir>/stream/restarts.jsonl`` with the reason and the DAG run that did it.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import psutil
+
+from infra.airflow import DetachedCommand
+from infra.settings import PROJECT_ROOT, Settings
+from spark_jobs.heartbeat import heartbeat_path, read_heartbeat
+
+STREAM_JOB = "spark_jobs/transactions_stream.py"
+State = Literal["running", "starting", "dead", "stalled"]
+
+__all__ = ["STREAM_JOB", "StreamHealth", "check", "restart", "restarts", "restarts_path", "stream_process",
+           "supervise"]
+
+
+def stream_process(settings: Settings) -> DetachedCommand:
+    return DetachedCommand("stream", settings.state_path)
+
+
+def restarts_path(settings: Settings) -> Path:
+    return settings.state_path / "stream" / "restarts.jsonl"
+
+
+@dataclass(frozen=True)
+class StreamHealth:
+    state: State
+    reason: str
+    pid: int | None = None
+    heartbeat_age_s: float | None = None
+    lag: int | None = None
+    queries: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def needs_restart(self) -> bool:
+        return self.state in ("dead", "stalled")
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        t = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def _lag(query: dict[str, Any], topic: str, end_offsets: dict[int, int]) -> int | None:
+    """Records in Kafka past what this query has processed (None: it does not read the topic)."""
+    done = (query.get("end_offsets") or {}).get(topic)
+    if done is None:
+        return None
+    return sum(max(0, end - int(done.get(str(p), 0))) for p, end in end_offsets.items())
+
+
+def check(settings: Settings, *, topic: str | None = None, now: datetime | None = None,
+          end_offsets: Callable[[str], dict[int, int]] | None = None) -> StreamHealth:
+    """Judge the streaming job from its process and heartbeat (see the module docstring).
+
+    ``end_offsets(topic)`` gives Kafka's end offsets per partition (default: asked from
+    the broker); it is only called when the heartbeat alone cannot decide.
+    """
+    now = now or datetime.now(timezone.utc)
+    topic = topic or settings.kafka.topics.transactions
+    stall = settings.airflow.stream_stall_after_s
+    pid = stream_process(settings).pid()
+    if pid is None:
+        return StreamHealth("dead", "no streaming job running")
+    try:
+        started = datetime.fromtimestamp(psutil.Process(pid).create_time(), timezone.utc)
+    except psutil.Error:
+        return StreamHealth("dead", "the streaming job exited")
+    beat = read_heartbeat(heartbeat_path(settings.state_path)) or {}
+    written = _parse_time(beat.get("written_at"))
+    if written is None or written < started:  # nothing yet from this process
+        up_for = (now - started).total_seconds()
+        if up_for <= stall:
+            return StreamHealth("starting", f"started {up_for:.0f}s ago, no heartbeat yet", pid)
+        return StreamHealth("stalled", f"no heartbeat in the {up_for:.0f}s since it started", pid)
+    age = (now - written).total_seconds()
+    queries = beat.get("queries") or {}
+    if age > stall:
+        return StreamHealth("stalled", f"no heartbeat for {age:.0f}s (limit {stall:.0f}s)", pid, age, None, queries)
+    stale = {name: q for name, q in queries.items()
+             if (now - (_parse_time(q.get("last_progress_at")) or started)).total_seconds() > stall}
+    lag_total = None
+    if stale:
+        offsets = (end_offsets or _kafka_end_offsets(settings))(topic)
+        for name, q in stale.items():
+            lag = _lag(q, topic, offsets)
+            if lag:
+                return StreamHealth("stalled", f"query {name} made no progress for more than {stall:.0f}s "
+                                    f"while Kafka holds {lag} unread records of {topic}", pid, age, lag, queries)
+            lag_total = (lag_total or 0) + (lag or 0)
+    return StreamHealth("running", "heartbeat fresh" + ("" if not stale else ", idle with nothing to read"),
+                        pid, age, lag_total, queries)
+
+
+def _kafka_end_offsets(settings: Settings) -> Callable[[str], dict[int, int]]:
+    from infra.readback import kafka_end_offsets
+
+    return lambda topic: kafka_end_offsets(settings.kafka.bootstrap, topic)
+
+
+def restart(settings: Settings, reason: str, *, job_args: list[str] | None = None,
+            triggered_by: str | None = None, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Stop whatever is left of the job, start it again detached, record the restart."""
+    import os
+
+    proc = stream_process(settings)
+    old_pid = proc.pid()
+    if old_pid is not None:
+        proc.stop(timeout=60)
+    argv = [str(Path(sys.executable).with_name("txmon")), "spark-submit", STREAM_JOB, *(job_args or [])]
+    child_env = dict(os.environ if env is None else env)
+    child_env["TXMON_STATE_DIR"] = str(settings.state_path)
+    # spark-submit finds SPARK_HOME with the first python3 on PATH: make it the venv's.
+    child_env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + child_env.get("PATH", "")
+    pid = proc.start_with_env(argv, cwd=PROJECT_ROOT, env=child_env)
+    record = {"at": datetime.now(timezone.utc).isoformat(), "reason": reason, "old_pid": old_pid, "pid": pid,
+              "argv": argv[1:], "triggered_by": triggered_by, "log": str(proc.log_file)}
+    path = restarts_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as out:
+        out.write(json.dumps(record) + "\n")
+    return record
+
+
+def restarts(settings: Settings) -> list[dict[str, Any]]:
+    """Every recorded restart, oldest first."""
+    try:
+        return [json.loads(line) for line in restarts_path(settings).read_text().splitlines() if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def supervise(settings: Settings, *, topic: str | None = None, job_args: list[str] | None = None,
+              triggered_by: str | None = None, now: datetime | None = None,
+              end_offsets: Callable[[str], dict[int, int]] | None = None) -> dict[str, Any]:
+    """Check once; restart if dead or stalled. Returns the health (and the restart, if any)."""
+    health = check(settings, topic=topic, now=now, end_offsets=end_offsets)
+    result: dict[str, Any] = {"health": asdict(health), "restart": None}
+    if health.needs_restart:
+        args = list(job_args or [])
+        if topic and "--topic" not in args:
+            args += ["--topic", topic]
+        result["restart"] = restart(settings, f"{health.state}: {health.reason}", job_args=args,
+                                    triggered_by=triggered_by)
+    return result

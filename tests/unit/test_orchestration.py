@@ -1,0 +1,214 @@
+"""Local Airflow set-up, the stream supervisor's judgement, the landing folder and the
+operator's failure email: real processes, files and a real SMTP server, no Airflow
+server (tests/integration/test_airflow.py starts one)."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from types import SimpleNamespace
+
+import psutil
+import pytest
+from typer.testing import CliRunner
+
+from alerting.testing import SmtpSink
+from infra import airflow
+from infra.cli import app
+from infra.orchestration import failure_text, notify_operator, retraining_window
+from infra.settings import PROJECT_ROOT, load_settings
+from ingestion.landing import LandingError, find_landed, resolve_mapping
+from spark_jobs.heartbeat import heartbeat_path, write_json_atomic
+from spark_jobs.supervisor import check, stream_process
+
+
+@pytest.fixture()
+def settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("TXMON_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("TXMON_AIRFLOW__STREAM_STALL_AFTER_S", "60")
+    return load_settings()
+
+
+@pytest.fixture()
+def sleeper(settings):
+    """A real detached process owned by the 'stream' pid file, with a child of its own."""
+    proc = stream_process(settings)
+    code = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); time.sleep(120)"
+    pid = proc.start_with_env([sys.executable, "-c", code], cwd=PROJECT_ROOT, env=dict(os.environ))
+    assert proc.pid() == pid
+    yield proc
+    proc.stop(timeout=5)
+
+
+# ------------------------------------------------------------------ airflow set-up
+
+
+def test_airflow_env_points_at_the_project_and_keeps_secrets_in_the_environment(settings, monkeypatch):
+    monkeypatch.setenv("TXMON_AIRFLOW__PORT", "28181")
+    monkeypatch.setenv("TXMON_ALERTING__SMTP__USERNAME", "alerts")
+    monkeypatch.setenv("TXMON_SMTP_PASSWORD", "smtp-s3cret")
+    monkeypatch.setenv("TXMON_SMS_TOKEN", "sms-s3cret")
+    s = load_settings()
+    env = airflow.airflow_env(s, base={"PATH": "/usr/bin"})
+    assert env["AIRFLOW_HOME"] == str(s.state_path / "airflow")
+    assert env["AIRFLOW__CORE__DAGS_FOLDER"] == str(PROJECT_ROOT / "dags")
+    assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"
+    assert env["AIRFLOW__API__PORT"] == "28181"
+    assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:28181/execution/"
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == f"sqlite:///{s.state_path / 'airflow' / 'airflow.db'}"
+    assert env["PATH"].startswith(str(Path(sys.executable).parent))
+    kafka = json.loads(env["AIRFLOW_CONN_TXMON_KAFKA"])
+    assert (kafka["host"], kafka["port"]) == (s.kafka.host, s.kafka.port)
+    assert json.loads(env["AIRFLOW_CONN_TXMON_CASSANDRA"])["schema"] == s.cassandra.keyspace
+    assert json.loads(env["AIRFLOW_CONN_TXMON_SMTP"])["password"] == "smtp-s3cret"
+    assert json.loads(env["AIRFLOW_CONN_TXMON_SMS"])["password"] == "sms-s3cret"
+    assert json.loads(env["AIRFLOW_CONN_TXMON_SPARK"])["host"] == s.spark.master
+    # The operator's env file has the settings but never a secret.
+    s.airflow_home.mkdir(parents=True)
+    text = airflow.write_env_file(s, env).read_text()
+    assert "AIRFLOW__CORE__DAGS_FOLDER" in text and "s3cret" not in text and "AIRFLOW_CONN" not in text
+
+
+def test_login_reads_the_generated_password(settings):
+    assert airflow.login(settings).password is None
+    assert "not generated yet" in airflow.login(settings).line()
+    settings.airflow_home.mkdir(parents=True)
+    (settings.airflow_home / airflow.PASSWORD_FILE).write_text(json.dumps({"admin": "pw123"}))
+    login = airflow.login(settings)
+    assert (login.user, login.password) == ("admin", "pw123")
+    assert "user: admin  password: pw123" in login.line()
+
+
+def test_trigger_with_bad_conf_is_one_clear_line():
+    result = CliRunner().invoke(app, ["airflow", "trigger", "ingestion", "--conf", "{nope"])
+    assert result.exit_code != 0
+    assert "--conf is not JSON" in str(result.exception)
+
+
+def test_status_of_an_airflow_that_is_not_running_exits_1(settings):
+    result = CliRunner().invoke(app, ["airflow", "status"])
+    assert result.exit_code == 1 and "not running" in result.output
+
+
+def test_detached_command_stop_takes_the_whole_process_group(sleeper):
+    leader = psutil.Process(sleeper.pid())
+    deadline = time.monotonic() + 10
+    while not leader.children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (child,) = leader.children()
+    assert sleeper.stop(timeout=3)
+    assert not leader.is_running() or leader.status() == psutil.STATUS_ZOMBIE
+    assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+    assert sleeper.pid() is None
+
+
+def test_a_pid_file_naming_someone_elses_process_is_not_ours(settings):
+    proc = stream_process(settings)
+    proc.pid_file.parent.mkdir(parents=True)
+    proc.pid_file.write_text(str(os.getpid()))  # alive, but not started by txmon for this state dir
+    assert proc.pid() is None
+
+
+# ------------------------------------------------------------------ stream supervisor
+
+
+def _beat(settings, written_at: datetime, last_progress_at: datetime, offsets: dict | None) -> None:
+    write_json_atomic(heartbeat_path(settings.state_path), {
+        "pid": 1, "written_at": written_at.isoformat(),
+        "queries": {"ingest": {"id": "q", "status": "progress", "batch_id": 7, "input_rows": 10,
+                               "last_progress_at": last_progress_at.isoformat(), "end_offsets": offsets}}})
+
+
+def test_no_process_is_dead(settings):
+    health = check(settings, end_offsets=lambda t: pytest.fail("Kafka not needed"))
+    assert (health.state, health.needs_restart) == ("dead", True)
+
+
+def test_a_fresh_start_without_heartbeat_is_starting_then_stalled(settings, sleeper):
+    now = datetime.now(timezone.utc)
+    assert check(settings, now=now).state == "starting"
+    stalled = check(settings, now=now + timedelta(seconds=120))
+    assert stalled.state == "stalled" and "no heartbeat" in stalled.reason
+
+
+def test_an_old_heartbeat_is_stalled(settings, sleeper):
+    now = datetime.now(timezone.utc) + timedelta(seconds=600)
+    _beat(settings, now - timedelta(seconds=61), now - timedelta(seconds=61), None)
+    health = check(settings, now=now)
+    assert health.state == "stalled" and "no heartbeat for 61s" in health.reason
+
+
+def test_no_progress_while_kafka_has_lag_is_stalled_but_idle_is_fine(settings, sleeper):
+    now = datetime.now(timezone.utc) + timedelta(seconds=600)
+    topic = settings.kafka.topics.transactions
+    _beat(settings, now - timedelta(seconds=5), now - timedelta(seconds=300), {topic: {"0": 100, "1": 50}})
+    lagging = check(settings, now=now, end_offsets=lambda t: {0: 130, 1: 50})
+    assert lagging.state == "stalled" and "30 unread records" in lagging.reason and lagging.lag == 30
+    idle = check(settings, now=now, end_offsets=lambda t: {0: 100, 1: 50})
+    assert idle.state == "running" and not idle.needs_restart
+    _beat(settings, now - timedelta(seconds=5), now - timedelta(seconds=5), {topic: {"0": 100, "1": 50}})
+    assert check(settings, now=now, end_offsets=lambda t: pytest.fail("fresh progress needs no Kafka")).state == "running"
+
+
+# ------------------------------------------------------------------ landing folder, windows, callbacks
+
+
+def test_landing_files_get_their_mapping_by_folder(settings):
+    landing = settings.landing_path
+    (landing / "paysim").mkdir(parents=True)
+    (landing / "done").mkdir()
+    (landing / "a.csv").write_text("x\n")
+    (landing / "paysim" / "b.csv").write_text("x\n")
+    (landing / "done" / "old.csv").write_text("x\n")
+    (landing / "notes.txt").write_text("x\n")
+    found = {f.path.name: f.mapping.name for f in find_landed(settings)}
+    assert found == {"a.csv": "card_transactions.yaml", "b.csv": "paysim.yaml"}
+    assert resolve_mapping(settings, "paysim") == PROJECT_ROOT / "config" / "replay" / "paysim.yaml"
+    with pytest.raises(LandingError, match="use one of config/replay/\\*.yaml \\(card_transactions, paysim\\)"):
+        resolve_mapping(settings, "nope")
+
+
+def test_retraining_window_is_the_data_interval_and_names_the_run():
+    end = datetime(2026, 11, 23, 2, 0, tzinfo=timezone.utc)
+    run_id, start, stop = retraining_window({}, {"data_interval_end": end}, 30)
+    assert (run_id, start, stop) == ("20261024T020000Z_20261123T020000Z", end - timedelta(days=30), end)
+    again = retraining_window({"window_days": None}, {"data_interval_end": end}, 30)
+    assert again[0] == run_id  # a re-run of the interval is the same retraining
+    with pytest.raises(ValueError, match="window is empty"):
+        retraining_window({"start": "2026-12-01"}, {"data_interval_end": end}, 30)
+    with pytest.raises(ValueError, match="not an ISO date"):
+        retraining_window({"end": "yesterday"}, {}, 30)
+
+
+def _context(error: Exception):
+    ti = SimpleNamespace(dag_id="ingestion", task_id="replay_files", run_id="scheduled__2026-11-23", try_number=3)
+    return {"task_instance": ti, "exception": error}
+
+
+def test_failure_callback_emails_the_operator_with_masked_details(monkeypatch):
+    with SmtpSink() as sink:
+        monkeypatch.setenv("TXMON_ALERTING__SMTP__PORT", str(sink.port))
+        monkeypatch.setenv("TXMON_ALERTING__SMTP__SECURITY", "none")
+        monkeypatch.delenv("TXMON_ALERTING_CONFIG", raising=False)
+        notify_operator(_context(RuntimeError("account 123456789012 refused")))
+        (mail,) = sink.wait_for(1, timeout_s=10)
+    assert mail.rcpt_tos == ["airflow-ops@bank.example"]
+    assert mail.message["Subject"] == "[txmon] Airflow task failed: ingestion.replay_files"
+    text = mail.text()
+    assert "Try:       3" in text and "RuntimeError" in text
+    assert "123456789012" not in text and "XXXXXXXX9012" in text
+
+
+def test_failure_callback_never_raises_when_mail_is_down(monkeypatch, caplog):
+    from alerting.testing import free_port
+
+    monkeypatch.setenv("TXMON_ALERTING__SMTP__PORT", str(free_port()))  # nothing listens
+    monkeypatch.setenv("TXMON_ALERTING__SMTP__SECURITY", "none")
+    monkeypatch.setenv("TXMON_ALERTING__SMTP__TIMEOUT_S", "2")
+    notify_operator(_context(RuntimeError("boom")))
+    assert "could not email the operator" in caplog.text
+    subject, body = failure_text(_context(RuntimeError("boom")))
+    assert subject.endswith("ingestion.replay_files") and "clear the task" in body
