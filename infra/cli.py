@@ -231,13 +231,13 @@ def spark_submit(
 
     Arguments after the job are passed to it: txmon spark-submit spark_jobs/smoke.py --topic smoke
     """
-    from spark_jobs.session import spark_submit_argv
+    from spark_jobs.session import spark_submit_argv, spark_submit_env
 
     argv = spark_submit_argv(load_settings(), job, list(ctx.args), master=master)
     if print_only:
         typer.echo(" ".join(argv))
         return
-    raise typer.Exit(subprocess.call(argv))
+    raise typer.Exit(subprocess.call(argv, env=spark_submit_env()))
 
 
 def main() -> None:

@@ -56,8 +56,14 @@ def run(args: argparse.Namespace, settings=None, spark=None) -> object:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from infra.errors import TxmonError
+
     args = parser().parse_args(argv)
-    print(json.dumps(run(args), default=str))
+    try:
+        print(json.dumps(run(args), default=str))
+    except TxmonError as exc:  # the user can fix it: one line, no traceback
+        print(f"retrain_job: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -78,6 +78,18 @@ def spark_submit_bin() -> str:
     return found
 
 
+def spark_submit_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for running spark-submit: SPARK_HOME is the installed pyspark and
+    this interpreter's bin comes first on PATH (the script otherwise asks whichever
+    ``python3`` is first on PATH where Spark lives, and one without pyspark fails)."""
+    import pyspark
+
+    env = dict(os.environ if environ is None else environ)
+    env["SPARK_HOME"] = str(Path(pyspark.__file__).parent)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
 def spark_submit_argv(
     settings: Settings, job: str, job_args: list[str], app_name: str | None = None,
     master: str | None = None,
