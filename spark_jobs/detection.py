@@ -137,6 +137,18 @@ class ModelHolder:
         return True
 
 
+def scored_schema(ruled_schema):
+    """The ruled batch's columns plus what scoring adds (the mapInArrow output schema)."""
+    from pyspark.sql import types as T
+
+    return T.StructType(list(ruled_schema.fields) + [
+        T.StructField("fraud_probability", T.DoubleType()), T.StructField("anomaly_score", T.DoubleType()),
+        T.StructField("risk_score", T.IntegerType()), T.StructField("decision", T.StringType()),
+        T.StructField("reasons", T.StringType()), T.StructField("alert_json", T.StringType()),
+        T.StructField("model_version", T.StringType()), T.StructField("rules_version", T.StringType()),
+    ])
+
+
 def _score_partition(bundle_bc, model_version: str, ruleset, out_schema):
     """mapInArrow function: model scores, risk, decision, reasons, alert JSON."""
     arrow_schema = _arrow_schema(out_schema)
@@ -248,18 +260,11 @@ class Detector:
 
     def score(self, spark, typed_valid_df, token: str):
         """Valid typed transactions -> scored DataFrame (persisted by the caller)."""
-        from pyspark.sql import types as T
-
         featured = add_features_to_batch(typed_valid_df, cassandra_profiles(self.target, token), self.partitions)
         self.rules.refresh(spark, featured.schema)
         self.models.refresh(spark)
         ruled = apply_rules(featured, self.rules.current)
-        out_schema = T.StructType(list(ruled.schema.fields) + [
-            T.StructField("fraud_probability", T.DoubleType()), T.StructField("anomaly_score", T.DoubleType()),
-            T.StructField("risk_score", T.IntegerType()), T.StructField("decision", T.StringType()),
-            T.StructField("reasons", T.StringType()), T.StructField("alert_json", T.StringType()),
-            T.StructField("model_version", T.StringType()), T.StructField("rules_version", T.StringType()),
-        ])
+        out_schema = scored_schema(ruled.schema)
         return ruled.mapInArrow(
             _score_partition(self.models.broadcast, self.models.version, self.rules.current, out_schema),
             out_schema)

@@ -25,6 +25,8 @@ def spark_conf(settings: Settings, app_name: str, master: str | None = None) -> 
         "spark.master": master or sp.master,
         "spark.jars": jars,
         "spark.driver.memory": sp.driver_memory,
+        # Used on a cluster (infra/spark_cluster.py workers); ignored by local[N].
+        "spark.executor.memory": sp.cluster.executor_memory,
         "spark.sql.shuffle.partitions": str(sp.shuffle_partitions),
         "spark.sql.session.timeZone": "UTC",
         "spark.pyspark.python": sys.executable,
@@ -76,6 +78,18 @@ def spark_submit_bin() -> str:
 
         return str(Path(pyspark.__file__).parent / "bin" / "spark-submit")
     return found
+
+
+def spark_submit_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for a ``spark-submit`` subprocess: its launcher scripts find Spark and
+    Python through these, which a shell without the venv activated lacks."""
+    import pyspark
+
+    env = dict(os.environ if base is None else base)
+    env.setdefault("SPARK_HOME", str(Path(pyspark.__file__).parent))
+    env.setdefault("PYSPARK_PYTHON", sys.executable)
+    env.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    return env
 
 
 def spark_submit_argv(

@@ -17,6 +17,9 @@ _TEST_ENV = {
     "TXMON_CASSANDRA__PORT": "19042",
     "TXMON_CASSANDRA__STORAGE_PORT": "17000",
     "TXMON_CASSANDRA__KEYSPACE": "txmon_test",
+    "TXMON_SPARK__CLUSTER__MASTER_PORT": "37077",
+    "TXMON_SPARK__CLUSTER__MASTER_WEBUI_PORT": "38080",
+    "TXMON_SPARK__CLUSTER__WORKER_WEBUI_PORT": "38081",
 }
 for _key, _value in _TEST_ENV.items():
     os.environ.setdefault(_key, _value)
