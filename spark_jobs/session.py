@@ -59,8 +59,13 @@ def build_session(settings: Settings, app_name: str, master: str | None = None):
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     (settings.state_path / "spark" / "local").mkdir(parents=True, exist_ok=True)
+    conf = spark_conf(settings, app_name, master)
+    if master is None and "PYSPARK_GATEWAY_PORT" in os.environ:
+        # Launched by spark-submit: its --master chose where the job runs (a cluster, say);
+        # setting spark.master here would silently pull the job back to local[N].
+        conf.pop("spark.master")
     builder = SparkSession.builder
-    for key, value in spark_conf(settings, app_name, master).items():
+    for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
