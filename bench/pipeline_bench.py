@@ -360,28 +360,39 @@ def run(cfg: BenchConfig, out_dir: Path, log=print) -> dict:
             base_topic = f"bench_base_{stamp}"
             ensure_topics(settings.kafka.bootstrap, [base_topic, f"{base_topic}_dlq"], settings.kafka.partitions)
             payloads = baselines.simulated_payloads(cfg.baseline_events, cfg.seed)
-            rates = [baselines.kafka_produce(settings, base_topic, payloads),
-                     baselines.kafka_consume(settings, base_topic, len(payloads))]
+            rates = []
+            for fn in (lambda: baselines.kafka_produce(settings, base_topic, payloads),
+                       lambda: baselines.kafka_consume(settings, base_topic, len(payloads))):
+                rates.append(fn())
+                _log_rate(rates[-1], log)
             del payloads
             from spark_jobs.session import build_session
 
             spark = build_session(settings, "txmon-bench")
-            rates.append(baselines.spark_noop(spark, settings, base_topic))
-            rates.append(baselines.cassandra_insert(spark, settings, base_topic))
+            for fn in (lambda: baselines.spark_noop(spark, settings, base_topic),
+                       lambda: baselines.cassandra_insert(spark, settings, base_topic)):
+                rates.append(fn())
+                _log_rate(rates[-1], log)
             ckpt = settings.state_path / "checkpoints" / f"bench-{stamp}"
             ingest_only, _ = baselines.spark_stream(spark, settings, base_topic, False, str(ckpt / "ingest-only"),
                                                     dlq_topic=f"{base_topic}_dlq")
             rates.append(ingest_only)
+            _log_rate(ingest_only, log)
             alerts_base = f"bench_base_alerts_{stamp}"
             ensure_topics(settings.kafka.bootstrap, [alerts_base], settings.kafka.partitions)
+            from bench.spark_profile import format_profile, job_profile, last_job_id
+
+            before = last_job_id(spark)
             detect, detect_progress = baselines.spark_stream(
                 spark, settings, base_topic, True, str(ckpt / "detect"), dlq_topic=f"{base_topic}_dlq",
                 alerts_topic=alerts_base)
             rates.append(detect)
-            for r in rates:
-                log(f"  {r.name:<62}{r.rows_per_s:>10,.0f} rows/s  ({r.rows:,} in {r.seconds:.1f}s)")
+            _log_rate(detect, log)
             result["baselines"] = [{**asdict(r), "rows_per_s": r.rows_per_s} for r in rates]
             result["detect_backlog_duration_ms"] = _duration_breakdown(detect_progress)
+            result["detect_backlog_jobs"] = job_profile(spark, before)
+            log("where the detection stream's time goes (backlog run, Spark jobs by call site):")
+            log("  " + format_profile(result["detect_backlog_jobs"][:12]).replace("\n", "\n  "))
             scoring = baselines.scoring(spark, cfg.scoring_rows, cfg.seed + 1)
             result["scoring"] = scoring
             for name, v in scoring.items():
@@ -427,6 +438,10 @@ def run(cfg: BenchConfig, out_dir: Path, log=print) -> dict:
             stream.stop()
         if not was_running and os.environ.get("TXMON_BENCH_KEEP") != "1":
             stack.down(settings, log=lambda m: None)
+
+
+def _log_rate(r, log) -> None:
+    log(f"  {r.name:<62}{r.rows_per_s:>10,.0f} rows/s  ({r.rows:,} in {r.seconds:.1f}s)")
 
 
 def _ratios(result: dict) -> dict[str, float]:

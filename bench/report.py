@@ -60,6 +60,10 @@ def markdown(result: dict) -> str:
               "| phase | ms |", "|---|---:|"]
     lines += [f"| {k} | {v:,.0f} |" for k, v in sorted(result["detect_backlog_duration_ms"].items(),
                                                         key=lambda kv: -kv[1])]
+    lines += ["", "## Spark jobs by call site (detection on, backlog run)", "",
+              "| job | count | seconds | share |", "|---|---:|---:|---:|"]
+    lines += [f"| {r['job']} | {r['jobs']} | {r['seconds']:.1f} | {r['share']:.1%} |"
+              for r in result.get("detect_backlog_jobs", [])]
     lines += ["", "![latency](latency.png)", ""]
     return "\n".join(lines)
 
