@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import (
@@ -62,6 +62,10 @@ class CassandraSettings(_Section):
     heap_mb: int = Field(1024, ge=512, le=32768)
     keyspace: str = Field("txmon", pattern=r"^[a-z][a-z0-9_]{0,47}$")
     replication_factor: int = Field(1, ge=1, le=9)
+    # Multi-node: name the local datacenter (NetworkTopologyStrategy, DC-aware routing)
+    # and use LOCAL_QUORUM with replication_factor 3. None / LOCAL_ONE suit one node.
+    datacenter: str | None = None
+    consistency: Literal["ONE", "LOCAL_ONE", "QUORUM", "LOCAL_QUORUM", "ALL"] = "LOCAL_ONE"
     ready_timeout_s: float = Field(180, gt=0)
 
 

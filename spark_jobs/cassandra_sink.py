@@ -25,13 +25,15 @@ class CassandraTarget:
     keyspace: str
     concurrency: int = 16
     batch_rows: int = 32
+    consistency: str = "LOCAL_ONE"
+    datacenter: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, keyspace: str | None = None) -> "CassandraTarget":
         return cls(
             settings.cassandra.host, settings.cassandra.port,
             keyspace or settings.cassandra.keyspace, settings.spark.cassandra_write_concurrency,
-            settings.spark.cassandra_batch_rows,
+            settings.spark.cassandra_batch_rows, settings.cassandra.consistency, settings.cassandra.datacenter,
         )
 
 
@@ -47,7 +49,8 @@ def session_for(target: CassandraTarget):
         if key not in _sessions:
             from infra.cassandra_schema import open_cluster
 
-            cluster = open_cluster(target.host, target.port, request_timeout=30)
+            cluster = open_cluster(target.host, target.port, request_timeout=30, consistency=target.consistency,
+                                   datacenter=target.datacenter)
             _sessions[key] = cluster.connect(target.keyspace)
         return _sessions[key]
 
