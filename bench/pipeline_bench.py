@@ -59,6 +59,7 @@ class BenchConfig:
     latency_fraction: float = 0.5
     lag_bound_s: float = 10.0
     warmup_events: int = 3000
+    min_rate: float = 30.0  # when the first rate fails, halve down to this
     train_events: int = 50_000
     seed: int = 7
 
@@ -411,12 +412,16 @@ def run(cfg: BenchConfig, out_dir: Path, log=print) -> dict:
                 steps.append(step)
                 if not step.sustained:
                     break
+            lower = cfg.rates[0] / 2
+            while not any(s.sustained for s in steps) and lower >= cfg.min_rate:  # not even the first: go down
+                steps.append(run_step(stream, names, lower, cfg, cfg.seed + 50 + len(steps), log))
+                lower /= 2
             result["steps"] = [asdict(s) for s in steps]
             sustained = [s.target_rate for s in steps if s.sustained]
             best = max(sustained) if sustained else 0.0
             result["sustained_tx_s"] = best
             load["after_ramp"] = os.getloadavg()
-            lat_rate = max(50.0, cfg.latency_fraction * (best or cfg.rates[0]))
+            lat_rate = max(10.0, cfg.latency_fraction * (best or cfg.min_rate))
             log(f"latency at {cfg.latency_fraction:.0%} of the sustained rate:")
             lat = measure_latency(stream, names, lat_rate, cfg, cfg.seed + 99, log)
             result["latency"] = {"rate": lat["rate"], "transactions": lat["transactions"],
