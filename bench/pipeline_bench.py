@@ -65,7 +65,7 @@ class BenchConfig:
 
     @classmethod
     def quick(cls) -> "BenchConfig":
-        return cls(rates=(250, 500, 1000, 2000), step_seconds=20, baseline_events=20_000, scoring_rows=20_000,
+        return cls(rates=(100, 250, 500, 1000, 2000), step_seconds=20, baseline_events=20_000, scoring_rows=20_000,
                    latency_seconds=15)
 
     @classmethod

@@ -4,7 +4,8 @@ Structured Streaming's ``durationMs`` puts all of a foreachBatch sink under ``ad
 Inside it the stream runs several Spark jobs (write transactions, the two feature folds,
 scoring, the scored/alerts writes, the alerts topic, dead letters); the Spark UI's REST
 API (``/api/v1/applications/<id>/jobs``) has each job's call site and wall time, so the
-sum per call site says which step to attack first.
+sum per call site says which step to attack first. Jobs the pipeline labels (each
+Cassandra write sets a job description, ``txmon: write <table>``) are grouped by label.
 """
 from __future__ import annotations
 
@@ -47,6 +48,8 @@ def job_profile(spark, after_job_id: int = -1) -> list[dict]:
         seconds = _ts(job["completionTime"]) - _ts(job["submissionTime"])
         site = job.get("name", "?").split(" at ")
         name = f"{site[0]} at {site[1].rsplit('/', 1)[-1]}" if len(site) == 2 else job.get("name", "?")
+        if job.get("description"):  # set by the pipeline's writers (cassandra_sink.write_dataframe)
+            name = job["description"].splitlines()[0]
         by_site.setdefault(name, []).append(seconds)
     total = sum(sum(v) for v in by_site.values()) or 1.0
     rows = [{"job": name, "jobs": len(v), "seconds": sum(v), "share": sum(v) / total} for name, v in by_site.items()]

@@ -8,7 +8,7 @@ The stream scores with ``mapInArrow`` and the model bundle broadcast once
 * Spark ``mapInArrow`` running ``bundle.score`` on a cached DataFrame (``local[2]``);
 * the stream's full scoring step (risk, decision, reasons, alert JSON) in ``mapInArrow``.
 
-    .venv/bin/python bench/stream_scoring_bench.py [--rows 100000]
+    .venv/bin/python bench/stream_scoring_bench.py [--rows 100000] [--against 781adfb]
 
 Goal (issue 4): in-stream scoring / plain predict >= 0.5.
 """
@@ -58,13 +58,7 @@ def measure(spark, bundle, frame, repeats: int = 3) -> dict[str, float]:
         results[PREDICT] = n / _best(lambda: bundle.classifier.predict_proba(matrix), repeats)
         results["bundle.score (pandas, 1 thread)"] = n / _best(lambda: bundle.score(features), repeats)
 
-    cols = ["txn_id", "payer_account", "payee_account", "payee_vpa", "payer_vpa", "amount_paise", "channel",
-            "txn_type", "event_time", *[c for c in FEATURES if c != "amount_paise"]]
-    pdf = frame.reindex(columns=cols)
-    for name in ("payer_vpa", "payee_account", "payee_vpa", "channel", "txn_type"):
-        pdf[name] = pdf[name].astype(object).where(pdf[name].notna(), None)
-    pdf["event_time"] = pdf["event_time"].dt.tz_localize(None)
-    sdf = spark.createDataFrame(pdf).repartition(2).cache()
+    sdf = _spark_frame(spark, frame).cache()
     sdf.count()
     bc = spark.sparkContext.broadcast(bundle)
 
@@ -93,6 +87,75 @@ def measure(spark, bundle, frame, repeats: int = 3) -> dict[str, float]:
     return results
 
 
+def detection_at(ref: str):
+    """spark_jobs/detection.py as of git ``ref``, importable on Spark workers (by value)."""
+    import importlib.util
+    import subprocess
+
+    from pyspark import cloudpickle
+
+    root = Path(__file__).resolve().parents[1]
+    source = subprocess.run(["git", "show", f"{ref}:spark_jobs/detection.py"], cwd=root, check=True,
+                            capture_output=True, text=True).stdout
+    name = f"detection_{ref.replace('-', '_').replace('~', '_')}"
+    spec = importlib.util.spec_from_loader(name, loader=None)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    exec(compile(source, f"{ref}:spark_jobs/detection.py", "exec"), module.__dict__)
+    cloudpickle.register_pickle_by_value(module)
+    return module
+
+
+def compare_steps(spark, bundle, frame, ref: str, repeats: int = 3) -> dict:
+    """The full scoring step of git ``ref`` against the working tree's, same rows, interleaved;
+    also checks that both produce the same rows (alert created_at aside)."""
+    import json
+    import statistics
+
+    from spark_jobs import detection
+    from spark_jobs.rules import apply_rules, load_rules
+
+    old = detection_at(ref)
+    rules = load_rules()
+    ruled = apply_rules(_spark_frame(spark, frame), rules).cache()
+    n = ruled.count()
+    bc = spark.sparkContext.broadcast(bundle)
+    schema = detection.scored_schema(ruled.schema)
+    steps = {ref: old._score_partition(bc, "bench", rules, schema),
+             "working tree": detection._score_partition(bc, "bench", rules, schema)}
+
+    def rows(step):
+        pdf = ruled.mapInArrow(step, schema).toPandas().set_index("txn_id").sort_index()
+        pdf["alert_json"] = pdf["alert_json"].map(
+            lambda t: None if t is None else {k: v for k, v in json.loads(t).items() if k != "created_at"})
+        pdf["rules_fired"] = pdf["rules_fired"].map(list)
+        return pdf
+
+    a, b = (rows(step) for step in steps.values())
+    identical = a.equals(b)
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            t0 = time.perf_counter()
+            ruled.mapInArrow(step, schema).write.format("noop").mode("overwrite").save()
+            times[name].append(time.perf_counter() - t0)
+    ruled.unpersist()
+    return {"rows": n, "identical": identical,
+            **{f"{name} rows/s": n / statistics.median(ts) for name, ts in times.items()}}
+
+
+def _spark_frame(spark, frame):
+    from spark_jobs.features import FEATURES
+
+    cols = ["txn_id", "payer_account", "payee_account", "payee_vpa", "payer_vpa", "amount_paise", "channel",
+            "txn_type", "event_time", *[c for c in FEATURES if c != "amount_paise"]]
+    pdf = frame.reindex(columns=cols)
+    for name in ("payer_vpa", "payee_account", "payee_vpa", "channel", "txn_type"):
+        pdf[name] = pdf[name].astype(object).where(pdf[name].notna(), None)
+    pdf["event_time"] = pdf["event_time"].dt.tz_localize(None)
+    return spark.createDataFrame(pdf).repartition(2)
+
+
 def format_results(results: dict[str, float]) -> str:
     base = results[PREDICT]
     lines = [f"{'path':<52}{'rows/s':>12}{'vs predict':>12}"]
@@ -111,6 +174,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000, help="feature rows to score")
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--against", metavar="GIT_REF",
+                        help="also time the scoring step of spark_jobs/detection.py at this commit against the "
+                             "working tree's (same rows, interleaved) and check their output is identical")
     args = parser.parse_args()
 
     bundle, described = load_or_train(None, 100_000, 42)
@@ -120,6 +186,11 @@ def main() -> None:
     print(f"model: {described}; {len(frame):,} rows; machine: {os.cpu_count()} cores, "
           f"loadavg {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(format_results(results))
+    if args.against:
+        cmp = compare_steps(spark, bundle, frame, args.against, args.repeats)
+        before, after = cmp[f"{args.against} rows/s"], cmp["working tree rows/s"]
+        print(f"full scoring step, {cmp['rows']:,} rows: {args.against} {before:,.0f} rows/s, working tree "
+              f"{after:,.0f} rows/s ({after / before:.2f}x); output identical: {cmp['identical']}")
 
 
 if __name__ == "__main__":

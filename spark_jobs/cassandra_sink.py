@@ -135,4 +135,13 @@ def write_dataframe(df, target: CassandraTarget, table: str, columns: tuple[str,
     def _write_partition(rows):
         write_rows(target, table, columns, rows, batch_rows)
 
-    selected.foreachPartition(_write_partition)
+    # Named in the Spark UI and its REST API, so a profile can say which write (and what
+    # it computes first: features and scoring run inside the scored_transactions write)
+    # takes the time (bench/spark_profile.py).
+    sc = df.sparkSession.sparkContext
+    previous = sc.getLocalProperty("spark.job.description")
+    sc.setLocalProperty("spark.job.description", f"txmon: write {table}")
+    try:
+        selected.foreachPartition(_write_partition)
+    finally:
+        sc.setLocalProperty("spark.job.description", previous)
