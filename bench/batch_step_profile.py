@@ -80,9 +80,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--events", type=int, default=8000)
     parser.add_argument("--rows-per-batch", type=int, default=1000, help="maxOffsetsPerTrigger")
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--partitions", type=int, help="Kafka partitions of the topic [default: kafka.partitions]")
     args = parser.parse_args(argv)
 
     os.environ["TXMON_SPARK__MAX_OFFSETS_PER_TRIGGER"] = str(args.rows_per_batch)
+    if args.partitions:
+        os.environ["TXMON_KAFKA__PARTITIONS"] = str(args.partitions)
     settings = load_settings()
     stamp = int(time.time())
     topic = f"steps_{stamp}"
@@ -96,7 +99,8 @@ def main(argv: list[str] | None = None) -> None:
         dlq_topic=f"{topic}_dlq", alerts_topic=f"{topic}_alerts")
     batches = len(progress)
     add_batch = sum(p["durationMs"].get("addBatch", 0) for p in progress) / 1000
-    print(f"{rate.rows:,} rows in {batches} micro-batches of ~{rate.rows / max(batches, 1):,.0f}; "
+    print(f"{settings.kafka.partitions} Kafka partitions, {settings.spark.shuffle_partitions} shuffle partitions: "
+          f"{rate.rows:,} rows in {batches} micro-batches of ~{rate.rows / max(batches, 1):,.0f}; "
           f"{rate.rows_per_s:,.0f} rows/s; loadavg {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"{'step':<40}{'s per micro-batch':>18}{'share of addBatch':>19}")
     for name, seconds in sorted(totals.items(), key=lambda kv: -kv[1]):
