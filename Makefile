@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install jars demo smoke up down status airflow airflow-down test test-unit test-integration lock clean
+.PHONY: install jars demo smoke up down status airflow airflow-down test test-unit test-integration lock clean bench bench-quick
 
 install: $(STAMP) jars
 
@@ -49,8 +49,14 @@ test-unit: install
 test-integration: install
 	$(BIN)/python -m pytest -m integration
 
+# End-to-end benchmark (its own services under .txmon-bench): full <= 15 min, quick <= 4 min.
+bench: install
+	$(BIN)/txmon bench
+bench-quick: install
+	$(BIN)/txmon bench --quick
+
 lock:
 	$(BIN)/uv pip compile requirements.in --python-version 3.11 -o requirements.lock --no-header
 
 clean:
-	rm -rf .txmon-test
+	rm -rf .txmon-test .txmon-bench

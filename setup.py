@@ -32,7 +32,7 @@ setup(
     version="0.1.0",
     description="Real-time transaction fraud monitoring: Kafka, Spark Structured Streaming, Cassandra",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["ingestion*", "spark_jobs*", "models*", "alerting*", "infra*"]),
+    packages=find_packages(include=["ingestion*", "spark_jobs*", "models*", "alerting*", "infra*", "bench*"]),
     package_data={"infra": ["schema.cql"], "alerting": ["templates/*.j2"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": TEST_REQUIRES},

@@ -8,7 +8,7 @@ The stream scores with ``mapInArrow`` and the model bundle broadcast once
 * Spark ``mapInArrow`` running ``bundle.score`` on a cached DataFrame (``local[2]``);
 * the stream's full scoring step (risk, decision, reasons, alert JSON) in ``mapInArrow``.
 
-    .venv/bin/python bench/stream_scoring_bench.py [--rows 100000]
+    .venv/bin/python bench/stream_scoring_bench.py [--rows 100000] [--against 781adfb]
 
 Goal (issue 4): in-stream scoring / plain predict >= 0.5.
 """
@@ -24,6 +24,7 @@ if __package__ in (None, ""):
 
 
 def _best(fn, repeats: int = 3) -> float:
+    fn()  # warm-up: broadcast, Python workers, JIT
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -32,38 +33,32 @@ def _best(fn, repeats: int = 3) -> float:
     return min(times)
 
 
-def main() -> None:
-    from bench.scoring_bench import load_or_train, scoring_frame
-    from infra.settings import load_settings
+PREDICT = "predict_proba (NumPy, 1 thread)"
+IN_STREAM = "Spark full scoring step (risk, reasons, alerts)"
+
+
+def measure(spark, bundle, frame, repeats: int = 3) -> dict[str, float]:
+    """rows/s of each scoring path on the same feature rows (``frame``: :func:`scoring_frame`).
+
+    Importable: the pipeline benchmark (bench/pipeline_bench.py) reports these in its run.
+    """
+    from threadpoolctl import threadpool_limits
+
     from models.bundle import feature_matrix
-    from spark_jobs.detection import _score_partition
+    from pyspark.sql import types as T
+    from spark_jobs.detection import _score_partition, scored_schema
     from spark_jobs.features import FEATURES
     from spark_jobs.rules import apply_rules, load_rules
-    from spark_jobs.session import build_session
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=100_000, help="feature rows to score")
-    parser.add_argument("--seed", type=int, default=3)
-    args = parser.parse_args()
-
-    bundle, described = load_or_train(None, 100_000, 42)
-    frame = scoring_frame(args.rows, args.seed)
     features = frame[list(FEATURES)]
     matrix = feature_matrix(features)
     n = len(frame)
-
     results = {}
-    results["predict_proba (NumPy, 1 thread)"] = n / _best(lambda: bundle.classifier.predict_proba(matrix))
-    results["bundle.score (pandas, 1 thread)"] = n / _best(lambda: bundle.score(features))
+    with threadpool_limits(1):  # as in a Spark Python worker (OMP_NUM_THREADS=1)
+        results[PREDICT] = n / _best(lambda: bundle.classifier.predict_proba(matrix), repeats)
+        results["bundle.score (pandas, 1 thread)"] = n / _best(lambda: bundle.score(features), repeats)
 
-    spark = build_session(load_settings(), "stream-scoring-bench")
-    cols = ["txn_id", "payer_account", "payee_account", "payee_vpa", "payer_vpa", "amount_paise", "channel",
-            "txn_type", "event_time", *[c for c in FEATURES if c != "amount_paise"]]
-    pdf = frame.reindex(columns=cols)
-    for name in ("payer_vpa", "payee_account", "payee_vpa", "channel", "txn_type"):
-        pdf[name] = pdf[name].astype(object).where(pdf[name].notna(), None)
-    pdf["event_time"] = pdf["event_time"].dt.tz_localize(None)
-    sdf = spark.createDataFrame(pdf).repartition(2).cache()
+    sdf = _spark_frame(spark, frame).cache()
     sdf.count()
     bc = spark.sparkContext.broadcast(bundle)
 
@@ -76,28 +71,126 @@ def main() -> None:
             yield pa.RecordBatch.from_arrays([pa.array(p), pa.array(a)], names=["p", "a"])
 
     results["Spark mapInArrow bundle.score (local[2])"] = n / _best(
-        lambda: sdf.mapInArrow(score_only, "p double, a double").write.format("noop").mode("overwrite").save())
+        lambda: sdf.mapInArrow(score_only, "p double, a double").write.format("noop").mode("overwrite").save(),
+        repeats)
 
     rules = load_rules()
     ruled = apply_rules(sdf, rules).cache()
     ruled.count()
-    from pyspark.sql import types as T
-
-    out_schema = T.StructType(list(ruled.schema.fields) + [
-        T.StructField("fraud_probability", T.DoubleType()), T.StructField("anomaly_score", T.DoubleType()),
-        T.StructField("risk_score", T.IntegerType()), T.StructField("decision", T.StringType()),
-        T.StructField("reasons", T.StringType()), T.StructField("alert_json", T.StringType()),
-        T.StructField("model_version", T.StringType()), T.StructField("rules_version", T.StringType()),
-    ])
+    out_schema = scored_schema(ruled.schema)
     step = _score_partition(bc, "bench", rules, out_schema)
-    results["Spark full scoring step (risk, reasons, alerts)"] = n / _best(
-        lambda: ruled.mapInArrow(step, out_schema).write.format("noop").mode("overwrite").save(), repeats=2)
+    results[IN_STREAM] = n / _best(
+        lambda: ruled.mapInArrow(step, out_schema).write.format("noop").mode("overwrite").save(), repeats)
+    sdf.unpersist()
+    ruled.unpersist()
+    bc.destroy()
+    return results
 
-    base = results["predict_proba (NumPy, 1 thread)"]
-    print(f"model: {described}; {n:,} rows; machine: 2 cores")
-    print(f"{'path':<52}{'rows/s':>12}{'vs predict':>12}")
-    for name, rate in results.items():
-        print(f"{name:<52}{rate:>12,.0f}{rate / base:>12.2f}")
+
+def detection_at(ref: str):
+    """spark_jobs/detection.py as of git ``ref``, importable on Spark workers (by value)."""
+    import importlib.util
+    import subprocess
+
+    from pyspark import cloudpickle
+
+    root = Path(__file__).resolve().parents[1]
+    source = subprocess.run(["git", "show", f"{ref}:spark_jobs/detection.py"], cwd=root, check=True,
+                            capture_output=True, text=True).stdout
+    name = f"detection_{ref.replace('-', '_').replace('~', '_')}"
+    spec = importlib.util.spec_from_loader(name, loader=None)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    exec(compile(source, f"{ref}:spark_jobs/detection.py", "exec"), module.__dict__)
+    cloudpickle.register_pickle_by_value(module)
+    return module
+
+
+def compare_steps(spark, bundle, frame, ref: str, repeats: int = 3) -> dict:
+    """The full scoring step of git ``ref`` against the working tree's, same rows, interleaved;
+    also checks that both produce the same rows (alert created_at aside)."""
+    import json
+    import statistics
+
+    from spark_jobs import detection
+    from spark_jobs.rules import apply_rules, load_rules
+
+    old = detection_at(ref)
+    rules = load_rules()
+    ruled = apply_rules(_spark_frame(spark, frame), rules).cache()
+    n = ruled.count()
+    bc = spark.sparkContext.broadcast(bundle)
+    schema = detection.scored_schema(ruled.schema)
+    steps = {ref: old._score_partition(bc, "bench", rules, schema),
+             "working tree": detection._score_partition(bc, "bench", rules, schema)}
+
+    def rows(step):
+        pdf = ruled.mapInArrow(step, schema).toPandas().set_index("txn_id").sort_index()
+        pdf["alert_json"] = pdf["alert_json"].map(
+            lambda t: None if t is None else {k: v for k, v in json.loads(t).items() if k != "created_at"})
+        pdf["rules_fired"] = pdf["rules_fired"].map(list)
+        return pdf
+
+    a, b = (rows(step) for step in steps.values())
+    identical = a.equals(b)
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            t0 = time.perf_counter()
+            ruled.mapInArrow(step, schema).write.format("noop").mode("overwrite").save()
+            times[name].append(time.perf_counter() - t0)
+    ruled.unpersist()
+    return {"rows": n, "identical": identical,
+            **{f"{name} rows/s": n / statistics.median(ts) for name, ts in times.items()}}
+
+
+def _spark_frame(spark, frame):
+    from spark_jobs.features import FEATURES
+
+    cols = ["txn_id", "payer_account", "payee_account", "payee_vpa", "payer_vpa", "amount_paise", "channel",
+            "txn_type", "event_time", *[c for c in FEATURES if c != "amount_paise"]]
+    pdf = frame.reindex(columns=cols)
+    for name in ("payer_vpa", "payee_account", "payee_vpa", "channel", "txn_type"):
+        pdf[name] = pdf[name].astype(object).where(pdf[name].notna(), None)
+    pdf["event_time"] = pdf["event_time"].dt.tz_localize(None)
+    return spark.createDataFrame(pdf).repartition(2)
+
+
+def format_results(results: dict[str, float]) -> str:
+    base = results[PREDICT]
+    lines = [f"{'path':<52}{'rows/s':>12}{'vs predict':>12}"]
+    lines += [f"{name:<52}{rate:>12,.0f}{rate / base:>12.2f}" for name, rate in results.items()]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    import os
+
+    from bench.scoring_bench import load_or_train, scoring_frame
+    from infra.settings import load_settings
+    from spark_jobs.session import build_session
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=100_000, help="feature rows to score")
+    parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--against", metavar="GIT_REF",
+                        help="also time the scoring step of spark_jobs/detection.py at this commit against the "
+                             "working tree's (same rows, interleaved) and check their output is identical")
+    args = parser.parse_args()
+
+    bundle, described = load_or_train(None, 100_000, 42)
+    frame = scoring_frame(args.rows, args.seed)
+    spark = build_session(load_settings(), "stream-scoring-bench")
+    results = measure(spark, bundle, frame, args.repeats)
+    print(f"model: {described}; {len(frame):,} rows; machine: {os.cpu_count()} cores, "
+          f"loadavg {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(format_results(results))
+    if args.against:
+        cmp = compare_steps(spark, bundle, frame, args.against, args.repeats)
+        before, after = cmp[f"{args.against} rows/s"], cmp["working tree rows/s"]
+        print(f"full scoring step, {cmp['rows']:,} rows: {args.against} {before:,.0f} rows/s, working tree "
+              f"{after:,.0f} rows/s ({after / before:.2f}x); output identical: {cmp['identical']}")
 
 
 if __name__ == "__main__":

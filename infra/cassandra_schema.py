@@ -12,35 +12,44 @@ from infra.settings import Settings
 SCHEMA_FILE = Path(__file__).with_name("schema.cql")
 
 
-def replication_clause(replication_factor: int) -> str:
-    """CQL replication map for the keyspace.
+def replication_clause(replication_factor: int, datacenter: str | None = None) -> str:
+    """CQL replication map for the keyspace: SimpleStrategy on one node, else
+    NetworkTopologyStrategy with ``replication_factor`` replicas in ``datacenter``.
 
     >>> replication_clause(1)
     "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+    >>> replication_clause(3, "dc1")
+    "{'class': 'NetworkTopologyStrategy', 'dc1': 3}"
     """
+    if datacenter:
+        return f"{{'class': 'NetworkTopologyStrategy', '{datacenter}': {replication_factor}}}"
     return f"{{'class': 'SimpleStrategy', 'replication_factor': {replication_factor}}}"
 
 
-def schema_statements(keyspace: str, replication_factor: int = 1) -> list[str]:
+def schema_statements(keyspace: str, replication_factor: int = 1, datacenter: str | None = None) -> list[str]:
     """The DDL statements, in order, for one keyspace."""
     text = "\n".join(
         line for line in SCHEMA_FILE.read_text().splitlines() if not line.lstrip().startswith("--")
     )
     text = text.replace("{keyspace}", keyspace).replace(
-        "{replication}", replication_clause(replication_factor)
+        "{replication}", replication_clause(replication_factor, datacenter)
     )
     return [stmt.strip() for stmt in text.split(";") if stmt.strip()]
 
 
-def open_cluster(host: str, port: int, timeout: float = 10, request_timeout: float = 10):
-    """A driver Cluster with txmon's settings: token-aware local policy, protocol v5.
+def open_cluster(host: str, port: int, timeout: float = 10, request_timeout: float = 10,
+                 consistency: str = "LOCAL_ONE", datacenter: str | None = None):
+    """A driver Cluster with txmon's settings: token-aware local policy, protocol v5,
+    the configured consistency (LOCAL_QUORUM on a multi-node cluster with RF 3).
     Every connection the project makes (CLI, tests, Spark sinks) is built here."""
+    from cassandra import ConsistencyLevel
     from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
     from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
 
     profile = ExecutionProfile(
-        load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
+        load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=datacenter)),
         request_timeout=max(timeout, request_timeout),
+        consistency_level=getattr(ConsistencyLevel, consistency),
     )
     return Cluster(
         contact_points=[host], port=port, execution_profiles={EXEC_PROFILE_DEFAULT: profile},
@@ -50,7 +59,8 @@ def open_cluster(host: str, port: int, timeout: float = 10, request_timeout: flo
 
 def connect(settings: Settings, keyspace: str | None = None, timeout: float = 10):
     """(cluster, session) for the configured node."""
-    cluster = open_cluster(settings.cassandra.host, settings.cassandra.port, timeout)
+    c = settings.cassandra
+    cluster = open_cluster(c.host, c.port, timeout, consistency=c.consistency, datacenter=c.datacenter)
     try:
         session = cluster.connect(keyspace)
     except Exception:
@@ -64,7 +74,7 @@ def apply_schema(settings: Settings, keyspace: str | None = None) -> None:
     ks = keyspace or settings.cassandra.keyspace
     cluster, session = connect(settings)
     try:
-        for stmt in schema_statements(ks, settings.cassandra.replication_factor):
+        for stmt in schema_statements(ks, settings.cassandra.replication_factor, settings.cassandra.datacenter):
             session.execute(stmt, timeout=60)
         cluster.refresh_schema_metadata()
     finally:

@@ -25,6 +25,9 @@ app = typer.Typer(
 )
 infra_app = typer.Typer(help="Local Kafka and Cassandra: fetch jars, start, check, stop.", no_args_is_help=True)
 app.add_typer(infra_app, name="infra")
+cluster_app = typer.Typer(help="A local Spark standalone cluster (master + workers) to submit jobs to.",
+                          no_args_is_help=True)
+app.add_typer(cluster_app, name="spark-cluster")
 
 
 def _register_subapps() -> None:
@@ -89,6 +92,39 @@ def infra_down(purge: Annotated[bool, typer.Option(help="also delete the service
     from infra import stack
 
     stack.down(load_settings(), purge=purge, log=typer.echo)
+
+
+@cluster_app.command("up")
+def spark_cluster_up() -> None:
+    """Start a Spark master and spark.cluster.workers workers; wait until every worker is ALIVE.
+
+    Then: txmon spark-submit --master spark://127.0.0.1:<master_port> spark_jobs/transactions_stream.py
+    """
+    from infra import spark_cluster
+
+    spark_cluster.up(load_settings(), log=typer.echo)
+
+
+@cluster_app.command("status")
+def spark_cluster_status() -> None:
+    """Each daemon's pid, port and health; exit 1 if any is unhealthy."""
+    from infra import spark_cluster
+
+    statuses = spark_cluster.status(load_settings())
+    for s in statuses:
+        rss = f"{s.rss_mb:7.0f} MiB" if s.rss_mb else "      -    "
+        typer.echo(f"{s.name:<15} pid={str(s.pid or '-'):<8} port={s.port:<6} rss={rss}  "
+                   f"{'healthy' if s.healthy else 'UNHEALTHY: ' + s.detail}")
+    if not all(s.healthy for s in statuses):
+        raise typer.Exit(1)
+
+
+@cluster_app.command("down")
+def spark_cluster_down(purge: Annotated[bool, typer.Option(help="also delete work dirs and logs")] = False) -> None:
+    """Stop the workers (and their executors), then the master."""
+    from infra import spark_cluster
+
+    spark_cluster.down(load_settings(), purge=purge, log=typer.echo)
 
 
 @app.command("smoke")
@@ -218,6 +254,22 @@ def demo(
     result = run_demo(load_settings(), seconds=seconds, rate=rate, seed=seed, log=typer.echo)
     if not result.ok:
         raise typer.Exit(1)
+
+
+@app.command("bench")
+def bench(
+    quick: Annotated[bool, typer.Option(help="short steps, small baselines: a check in a few minutes")] = False,
+    out: Annotated[Optional[Path], typer.Option(help="results directory (default: bench/results/<UTC time>)")] = None,
+) -> None:
+    """End-to-end benchmark: same-run baselines, highest sustained tx/s, latency, memory.
+
+    Starts its own Kafka and Cassandra (state dir .txmon-bench, ports 29092/29042 unless
+    TXMON_* say otherwise), prints a table, writes JSON, markdown and a latency histogram.
+    """
+    from bench.pipeline_bench import main as bench_main
+
+    argv = (["--quick"] if quick else []) + (["--out", str(out)] if out else [])
+    raise typer.Exit(bench_main(argv))
 
 
 @app.command("spark-submit", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -108,8 +108,11 @@ class ManagedProcess:
         state_marker = f"-Dtxmon.state={self.state_dir}"
         return pid if self.marker in cmd and state_marker in cmd else None
 
-    def start(self, argv: list[str], cwd: Path) -> int:
-        """Launch detached (own session) with output to the log file; write the pid file."""
+    def start(self, argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> int:
+        """Launch detached (own session) with output to the log file; write the pid file.
+
+        ``env`` adds to (never replaces) this process's environment.
+        """
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as log:
@@ -121,6 +124,7 @@ class ManagedProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 close_fds=True,
+                env={**os.environ, **env} if env else None,
             )
         self.pid_file.write_text(str(proc.pid))
         return proc.pid

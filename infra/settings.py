@@ -62,17 +62,42 @@ class CassandraSettings(_Section):
     heap_mb: int = Field(1024, ge=512, le=32768)
     keyspace: str = Field("txmon", pattern=r"^[a-z][a-z0-9_]{0,47}$")
     replication_factor: int = Field(1, ge=1, le=9)
+    # Multi-node: name the local datacenter (NetworkTopologyStrategy, DC-aware routing)
+    # and use LOCAL_QUORUM with replication_factor 3. None / LOCAL_ONE suit one node.
+    datacenter: str | None = None
+    consistency: Literal["ONE", "LOCAL_ONE", "QUORUM", "LOCAL_QUORUM", "ALL"] = "LOCAL_ONE"
     ready_timeout_s: float = Field(180, gt=0)
+
+
+class SparkClusterSettings(_Section):
+    """A local Spark standalone cluster (infra/spark_cluster.py): master + workers."""
+
+    host: str = "127.0.0.1"
+    master_port: Port = 7077
+    master_webui_port: Port = 8180
+    workers: int = Field(2, ge=1, le=16)
+    worker_cores: int = Field(1, ge=1)
+    worker_memory: str = Field("1536m", pattern=r"^\d+[mgMG]$")
+    # Worker i listens for its web UI on worker_webui_port + i (its RPC port is random).
+    worker_webui_port: Port = 8181
+    executor_memory: str = Field("1g", pattern=r"^\d+[mgMG]$")
+    daemon_memory: str = Field("256m", pattern=r"^\d+[mgMG]$")
+    ready_timeout_s: float = Field(90, gt=0)
+
+    @property
+    def master_url(self) -> str:
+        return f"spark://{self.host}:{self.master_port}"
 
 
 class SparkSettings(_Section):
     master: str = "local[2]"
     driver_memory: str = Field("2g", pattern=r"^\d+[mgMG]$")
-    shuffle_partitions: int = Field(4, ge=1)
+    shuffle_partitions: int = Field(2, ge=1)
     trigger_seconds: float = Field(2, gt=0)
     max_offsets_per_trigger: int = Field(200_000, ge=1)
     cassandra_write_concurrency: int = Field(16, ge=1, le=2048)
     cassandra_batch_rows: int = Field(32, ge=1, le=200)
+    cluster: SparkClusterSettings = SparkClusterSettings()
 
 
 class DriftSettings(_Section):

@@ -25,13 +25,15 @@ class CassandraTarget:
     keyspace: str
     concurrency: int = 16
     batch_rows: int = 32
+    consistency: str = "LOCAL_ONE"
+    datacenter: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, keyspace: str | None = None) -> "CassandraTarget":
         return cls(
             settings.cassandra.host, settings.cassandra.port,
             keyspace or settings.cassandra.keyspace, settings.spark.cassandra_write_concurrency,
-            settings.spark.cassandra_batch_rows,
+            settings.spark.cassandra_batch_rows, settings.cassandra.consistency, settings.cassandra.datacenter,
         )
 
 
@@ -47,7 +49,8 @@ def session_for(target: CassandraTarget):
         if key not in _sessions:
             from infra.cassandra_schema import open_cluster
 
-            cluster = open_cluster(target.host, target.port, request_timeout=30)
+            cluster = open_cluster(target.host, target.port, request_timeout=30, consistency=target.consistency,
+                                   datacenter=target.datacenter)
             _sessions[key] = cluster.connect(target.keyspace)
         return _sessions[key]
 
@@ -132,4 +135,13 @@ def write_dataframe(df, target: CassandraTarget, table: str, columns: tuple[str,
     def _write_partition(rows):
         write_rows(target, table, columns, rows, batch_rows)
 
-    selected.foreachPartition(_write_partition)
+    # Named in the Spark UI and its REST API, so a profile can say which write (and what
+    # it computes first: features and scoring run inside the scored_transactions write)
+    # takes the time (bench/spark_profile.py).
+    sc = df.sparkSession.sparkContext
+    previous = sc.getLocalProperty("spark.job.description")
+    sc.setLocalProperty("spark.job.description", f"txmon: write {table}")
+    try:
+        selected.foreachPartition(_write_partition)
+    finally:
+        sc.setLocalProperty("spark.job.description", previous)

@@ -137,8 +137,27 @@ class ModelHolder:
         return True
 
 
+def scored_schema(ruled_schema):
+    """The ruled batch's columns plus what scoring adds (the mapInArrow output schema)."""
+    from pyspark.sql import types as T
+
+    return T.StructType(list(ruled_schema.fields) + [
+        T.StructField("fraud_probability", T.DoubleType()), T.StructField("anomaly_score", T.DoubleType()),
+        T.StructField("risk_score", T.IntegerType()), T.StructField("decision", T.StringType()),
+        T.StructField("reasons", T.StringType()), T.StructField("alert_json", T.StringType()),
+        T.StructField("model_version", T.StringType()), T.StructField("rules_version", T.StringType()),
+    ])
+
+
 def _score_partition(bundle_bc, model_version: str, ruleset, out_schema):
-    """mapInArrow function: model scores, risk, decision, reasons, alert JSON."""
+    """mapInArrow function: model scores, risk, decision, reasons, alert JSON.
+
+    Works on the Arrow batch: only the feature columns become pandas (for the model),
+    the batch's own columns pass through untouched, and reasons / alerts are built, row
+    by row, only for rows that need them (a rule fired or the decision is not APPROVE);
+    every other row's reasons are ``[]``. Converting the whole ~45-column batch to pandas
+    and back, and a Python dict per row, cost more than the models (bench/stream_scoring_bench.py).
+    """
     arrow_schema = _arrow_schema(out_schema)
     policy = ruleset.policy
     rules = {r.id: r for r in ruleset.rules}
@@ -146,58 +165,68 @@ def _score_partition(bundle_bc, model_version: str, ruleset, out_schema):
     def run(batches: Iterator) -> Iterator:
         import numpy as np
         import pyarrow as pa
+        import pyarrow.compute as pc
 
         from models.risk import decisions, risk_scores
 
         bundle = bundle_bc.value if bundle_bc is not None else None
         now = datetime.now(timezone.utc)
         for batch in batches:
-            if batch.num_rows == 0:
+            n = batch.num_rows
+            if n == 0:
                 continue
-            pdf = batch.to_pandas()
-            feats = pdf[list(FEATURES)]
+            feats = batch.select(list(FEATURES)).to_pandas()
             if bundle is not None:
                 prob, anomaly = bundle.score(feats)
             else:
-                prob, anomaly = np.zeros(len(pdf)), np.zeros(len(pdf))
-            risk = risk_scores(pdf["rule_score"].to_numpy(), prob, anomaly, policy)
+                prob, anomaly = np.zeros(n), np.zeros(n)
+            rule_score = batch.column("rule_score").to_numpy(zero_copy_only=False)
+            risk = risk_scores(rule_score, prob, anomaly, policy)
             decision = decisions(risk, policy)
-            flagged = np.flatnonzero(decision != "APPROVE")
-            explanations = {}
-            if bundle is not None and len(flagged):
-                for i, expl in zip(flagged, bundle.explain(feats.iloc[flagged], top_k=3)):
-                    explanations[i] = expl
-            reasons_col, alerts_col = [], []
-            records = pdf.to_dict("records")
-            for i, row in enumerate(records):
-                fired = list(row["rules_fired"]) if row["rules_fired"] is not None else []
-                reasons = [{"code": rid, "description": rules[rid].reason_text(row),
-                            "value": _value_text(row, rules[rid]), "contribution": rules[rid].score / 100.0}
-                           for rid in fired if rid in rules]
-                for name, contribution in explanations.get(i, []):
-                    if contribution > 0:
-                        reasons.append({"code": f"MODEL_{name.upper()}",
-                                        "description": f"model: unusual {name.replace('_', ' ')}",
-                                        "value": _fmt(row.get(name)), "contribution": round(float(contribution), 4)})
-                if decision[i] != "APPROVE" and not reasons:
-                    reasons.append({"code": "MODEL_SCORE", "description": "model risk score",
-                                    "value": f"{prob[i]:.3f}", "contribution": float(prob[i])})
-                reasons_col.append(json.dumps(reasons, separators=(",", ":")))
-                alerts_col.append(_alert_json(row, int(risk[i]), str(decision[i]), reasons, fired, rules,
-                                              model_version, ruleset.label, now)
-                                  if decision[i] != "APPROVE" else None)
-            pdf["fraud_probability"] = prob.astype(float)
-            pdf["anomaly_score"] = anomaly.astype(float)
-            pdf["risk_score"] = risk.astype("int32")
-            pdf["decision"] = decision
-            pdf["reasons"] = reasons_col
-            pdf["alert_json"] = alerts_col
-            pdf["model_version"] = model_version
-            pdf["rules_version"] = ruleset.label
-            yield from pa.Table.from_pandas(pdf[arrow_schema.names], schema=arrow_schema,
-                                            preserve_index=False).to_batches()
+            flagged = decision != "APPROVE"
+            fired_any = pc.fill_null(pc.list_value_length(batch.column("rules_fired")), 0).to_numpy(
+                zero_copy_only=False) > 0
+            need = np.flatnonzero(flagged | fired_any)
+            reasons_col = np.full(n, "[]", dtype=object)
+            alerts_col = np.full(n, None, dtype=object)
+            if len(need):
+                flagged_idx = np.flatnonzero(flagged)
+                explanations = {}
+                if bundle is not None and len(flagged_idx):
+                    explanations = dict(zip(flagged_idx, bundle.explain(feats.iloc[flagged_idx], top_k=3)))
+                records = batch.take(pa.array(need)).to_pandas().to_dict("records")
+                for i, row in zip(need, records):
+                    fired = list(row["rules_fired"]) if row["rules_fired"] is not None else []
+                    reasons = _reasons(row, fired, rules, explanations.get(i, []), decision[i], prob[i])
+                    reasons_col[i] = json.dumps(reasons, separators=(",", ":"))
+                    if flagged[i]:
+                        alerts_col[i] = _alert_json(row, int(risk[i]), str(decision[i]), reasons, fired, rules,
+                                                    model_version, ruleset.label, now)
+            added = [
+                pa.array(prob, pa.float64()), pa.array(anomaly, pa.float64()), pa.array(risk, pa.int32()),
+                pa.array(decision, pa.string()), pa.array(reasons_col, pa.string()), pa.array(alerts_col, pa.string()),
+                pa.array(np.full(n, model_version, dtype=object), pa.string()),
+                pa.array(np.full(n, ruleset.label, dtype=object), pa.string()),
+            ]
+            yield pa.RecordBatch.from_arrays(batch.columns + added, schema=arrow_schema)
 
     return run
+
+
+def _reasons(row: dict, fired: list[str], rules: dict, explanation, decision: str, prob: float) -> list[dict]:
+    """The rules that fired with their values, then the model's strongest features."""
+    reasons = [{"code": rid, "description": rules[rid].reason_text(row),
+                "value": _value_text(row, rules[rid]), "contribution": rules[rid].score / 100.0}
+               for rid in fired if rid in rules]
+    for name, contribution in explanation:
+        if contribution > 0:
+            reasons.append({"code": f"MODEL_{name.upper()}",
+                            "description": f"model: unusual {name.replace('_', ' ')}",
+                            "value": _fmt(row.get(name)), "contribution": round(float(contribution), 4)})
+    if decision != "APPROVE" and not reasons:
+        reasons.append({"code": "MODEL_SCORE", "description": "model risk score",
+                        "value": f"{prob:.3f}", "contribution": float(prob)})
+    return reasons
 
 
 def _fmt(value) -> str:
@@ -248,18 +277,11 @@ class Detector:
 
     def score(self, spark, typed_valid_df, token: str):
         """Valid typed transactions -> scored DataFrame (persisted by the caller)."""
-        from pyspark.sql import types as T
-
         featured = add_features_to_batch(typed_valid_df, cassandra_profiles(self.target, token), self.partitions)
         self.rules.refresh(spark, featured.schema)
         self.models.refresh(spark)
         ruled = apply_rules(featured, self.rules.current)
-        out_schema = T.StructType(list(ruled.schema.fields) + [
-            T.StructField("fraud_probability", T.DoubleType()), T.StructField("anomaly_score", T.DoubleType()),
-            T.StructField("risk_score", T.IntegerType()), T.StructField("decision", T.StringType()),
-            T.StructField("reasons", T.StringType()), T.StructField("alert_json", T.StringType()),
-            T.StructField("model_version", T.StringType()), T.StructField("rules_version", T.StringType()),
-        ])
+        out_schema = scored_schema(ruled.schema)
         return ruled.mapInArrow(
             _score_partition(self.models.broadcast, self.models.version, self.rules.current, out_schema),
             out_schema)

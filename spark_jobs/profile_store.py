@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from datetime import timezone
 
-from spark_jobs.cassandra_sink import CassandraTarget, prepared, session_for
+from spark_jobs.cassandra_sink import CassandraTarget, prepared, replica_batches, session_for
 from spark_jobs.features import ProfileStore
 
 _CHUNK = 100
+_SAVE_BATCH_ROWS = 8  # a profile holds two JSON states: keep a batch well under batch_size_fail_threshold
 
 
 class CassandraProfileStore(ProfileStore):
@@ -50,12 +51,15 @@ class CassandraProfileStore(ProfileStore):
         return profiles
 
     def save(self, kind, profiles):
-        from cassandra.concurrent import execute_concurrent_with_args
+        from cassandra.concurrent import execute_concurrent
 
         params = [(kind, key, state, self._base.get((kind, key)), self.batch_token)
                   for key, state in profiles.items()]
-        execute_concurrent_with_args(self.session, self._insert, params, concurrency=self.target.concurrency,
-                                     raise_on_first_error=True)
+        # Small UNLOGGED batches, like every other write (cassandra_sink): the Python driver
+        # spends its CPU per request, and one request per profile made saving profiles the
+        # largest single cost of a detection micro-batch (bench/spark_profile.py).
+        batches = [(b, ()) for b in replica_batches(self.session, self._insert, params, _SAVE_BATCH_ROWS)]
+        execute_concurrent(self.session, batches, concurrency=self.target.concurrency, raise_on_first_error=True)
 
     def fraud_label_times(self, payees):
         times: dict[str, list[int]] = {}

@@ -25,6 +25,8 @@ def spark_conf(settings: Settings, app_name: str, master: str | None = None) -> 
         "spark.master": master or sp.master,
         "spark.jars": jars,
         "spark.driver.memory": sp.driver_memory,
+        # Used on a cluster (infra/spark_cluster.py workers); ignored by local[N].
+        "spark.executor.memory": sp.cluster.executor_memory,
         "spark.sql.shuffle.partitions": str(sp.shuffle_partitions),
         "spark.sql.session.timeZone": "UTC",
         "spark.pyspark.python": sys.executable,
@@ -57,8 +59,13 @@ def build_session(settings: Settings, app_name: str, master: str | None = None):
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     (settings.state_path / "spark" / "local").mkdir(parents=True, exist_ok=True)
+    conf = spark_conf(settings, app_name, master)
+    if master is None and "PYSPARK_GATEWAY_PORT" in os.environ:
+        # Launched by spark-submit: its --master chose where the job runs (a cluster, say);
+        # setting spark.master here would silently pull the job back to local[N].
+        conf.pop("spark.master")
     builder = SparkSession.builder
-    for key, value in spark_conf(settings, app_name, master).items():
+    for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
@@ -78,14 +85,16 @@ def spark_submit_bin() -> str:
     return found
 
 
-def spark_submit_env(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment for running spark-submit: SPARK_HOME is the installed pyspark and
-    this interpreter's bin comes first on PATH (the script otherwise asks whichever
-    ``python3`` is first on PATH where Spark lives, and one without pyspark fails)."""
+def spark_submit_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for a ``spark-submit`` subprocess: its launcher scripts find Spark and
+    Python through these, which a shell without the venv activated lacks (the script asks
+    whichever ``python3`` is first on PATH where Spark lives)."""
     import pyspark
 
-    env = dict(os.environ if environ is None else environ)
-    env["SPARK_HOME"] = str(Path(pyspark.__file__).parent)
+    env = dict(os.environ if base is None else base)
+    env.setdefault("SPARK_HOME", str(Path(pyspark.__file__).parent))
+    env.setdefault("PYSPARK_PYTHON", sys.executable)
+    env.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     return env
 

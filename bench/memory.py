@@ -1,0 +1,85 @@
+"""Peak resident memory of every process of the stack, sampled in the background.
+
+Groups: Kafka and Cassandra (their pid files), the Spark driver JVM (a child of this
+Python process, started by py4j), Spark's Python workers (descendants of that JVM), and
+this process itself (the bench driver and the producer). A group's figure is the sum of
+its processes at one sample; the peak is the largest sample.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+
+import psutil
+
+from infra.settings import Settings
+
+
+def _rss(procs: list[psutil.Process]) -> float:
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total / 2**20
+
+
+def stack_processes(settings: Settings) -> dict[str, list[psutil.Process]]:
+    """The processes of each group right now (missing ones are left out)."""
+    from infra.stack import services
+
+    groups: dict[str, list[psutil.Process]] = {}
+    for svc in services(settings):
+        pid = svc.process.pid()
+        if pid is not None:
+            groups[svc.name] = [psutil.Process(pid)]
+    me = psutil.Process(os.getpid())
+    groups["bench driver + producer (Python)"] = [me]
+    jvms = [c for c in me.children() if "java" in c.name()]
+    groups["Spark driver JVM"] = jvms
+    workers = []
+    for jvm in jvms:
+        try:
+            workers += [p for p in jvm.children(recursive=True) if "python" in p.name()]
+        except psutil.Error:
+            pass
+    groups["Spark Python workers"] = workers
+    return groups
+
+
+@dataclass
+class MemorySampler:
+    """``with MemorySampler(settings) as m: ...`` then ``m.peaks_mb`` (and ``m.total_peak_mb``)."""
+
+    settings: Settings
+    interval_s: float = 1.0
+    peaks_mb: dict[str, float] = field(default_factory=dict)
+    total_peak_mb: float = 0.0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def sample(self) -> None:
+        total = 0.0
+        for name, procs in stack_processes(self.settings).items():
+            mb = _rss(procs)
+            total += mb
+            self.peaks_mb[name] = max(self.peaks_mb.get(name, 0.0), mb)
+        self.total_peak_mb = max(self.total_peak_mb, total)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+
+    def __enter__(self) -> "MemorySampler":
+        self.sample()
+        self._thread = threading.Thread(target=self._run, name="memory-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.sample()

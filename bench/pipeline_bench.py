@@ -1,0 +1,500 @@
+"""End-to-end pipeline benchmark (issue 8): same-run baselines, sustained rate, latency, memory.
+
+    txmon bench [--quick] [--out DIR]          # or: make bench / make bench-quick
+
+1. Brings up its own Kafka + Cassandra through infra.stack (state dir ``.txmon-bench``,
+   ports 29092/29093/29042/27000 unless TXMON_* say otherwise) and makes sure a champion
+   model exists (trains one on simulated history if the registry is empty).
+2. Baselines, measured now on this machine (bench/baselines.py): Kafka produce and
+   consume, Spark Kafka source -> noop sink, the stream ingest-only and with detection on
+   a backlog, Cassandra upserts through the sink, plain predict_proba vs in-stream scoring.
+3. Ramp: the full stream (ingest + features + rules + models -> Cassandra + alerts, plus
+   the aggregates and labels queries) runs while the simulator produces at rising rates
+   for a fixed period each. A rate is *sustained* if the producer achieved it and the
+   consumer lag (Kafka end offsets - offsets of the last finished micro-batch) stayed
+   below ``lag_bound_s`` seconds of input through the second half of the period.
+4. Latency at ``latency_fraction`` of the best sustained rate: per transaction, Kafka
+   record timestamp -> WRITETIME of its row in ``transactions`` (landed) and in
+   ``scored_transactions`` (scored), and -> the Kafka timestamp of its alert on the
+   alerts topic: p50 / p95 / p99.
+5. Peak resident memory of every process (bench/memory.py), sampled throughout.
+
+Writes ``bench/results/<UTC timestamp>/{bench.json, bench.md, latency.png}`` and prints
+the table. Every figure is measured in this run; ratios are against this run's baselines.
+The machine's load average is recorded: on a shared machine absolute numbers sink, the
+ratios much less.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH_ENV = {  # its own stack: never a developer's (.txmon) or the tests' (.txmon-test)
+    "TXMON_STATE_DIR": str(ROOT / ".txmon-bench"),
+    "TXMON_KAFKA__PORT": "29092",
+    "TXMON_KAFKA__CONTROLLER_PORT": "29093",
+    "TXMON_CASSANDRA__PORT": "29042",
+    "TXMON_CASSANDRA__STORAGE_PORT": "27000",
+}
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    rates: tuple[int, ...]
+    step_seconds: float
+    baseline_events: int
+    scoring_rows: int
+    latency_seconds: float
+    latency_fraction: float = 0.5
+    lag_bound_s: float = 10.0
+    warmup_events: int = 3000
+    min_rate: float = 30.0  # when the first rate fails, halve down to this
+    train_events: int = 50_000
+    seed: int = 7
+
+    @classmethod
+    def quick(cls) -> "BenchConfig":
+        return cls(rates=(100, 250, 500, 1000, 2000), step_seconds=20, baseline_events=20_000, scoring_rows=20_000,
+                   latency_seconds=15)
+
+    @classmethod
+    def full(cls) -> "BenchConfig":
+        return cls(rates=(250, 500, 1000, 1500, 2000, 3000, 4000, 6000, 8000, 10_000, 12_000), step_seconds=45,
+                   baseline_events=60_000, scoring_rows=50_000, latency_seconds=40)
+
+
+@dataclass
+class Step:
+    target_rate: float
+    produced: int
+    produce_rate: float
+    processed_rate: float
+    max_lag_late: int
+    lag_bound: int
+    drain_seconds: float | None
+    sustained: bool
+    batch_seconds_mean: float
+    batch_rows_mean: float
+    duration_ms: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- stream
+
+
+class StreamUnderTest:
+    """The full stream (all queries) over the bench topics, as ``txmon demo`` runs it."""
+
+    def __init__(self, settings, names: dict[str, str], checkpoint: str) -> None:
+        from kafka import KafkaConsumer
+
+        from spark_jobs.session import build_session
+        from spark_jobs.transactions_stream import StreamOptions, start_all
+
+        self.settings = settings
+        self.topic = names["topic"]
+        self.spark = build_session(settings, "txmon-bench")
+        self.opts = StreamOptions.from_settings(settings, checkpoint_dir=checkpoint, **names)
+        self.queries = start_all(self.spark, settings, self.opts)
+        self.ingest = self.queries[0]
+        self._consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, enable_auto_commit=False,
+                                       client_id="txmon-bench-lag")
+        from kafka import TopicPartition
+
+        parts = self._consumer.partitions_for_topic(self.topic) or set()
+        self._tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
+
+    def end_offset(self) -> int:
+        return sum(self._consumer.end_offsets(self._tps).values())
+
+    def processed_offset(self) -> int:
+        progress = self.ingest.lastProgress
+        if not progress:
+            return 0
+        end = progress["sources"][0].get("endOffset")
+        if isinstance(end, str):
+            end = json.loads(end)
+        return sum(int(v) for v in (end or {}).get(self.topic, {}).values())
+
+    def lag(self) -> int:
+        return max(0, self.end_offset() - self.processed_offset())
+
+    def check(self) -> None:
+        for q in self.queries:
+            if q.exception() is not None:
+                raise RuntimeError(f"stream query {q.name} failed: {q.exception()}")
+
+    def wait_caught_up(self, timeout: float) -> float | None:
+        """Seconds until every produced record is processed (None: not within timeout)."""
+        target = self.end_offset()
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            self.check()
+            if self.processed_offset() >= target:
+                return time.monotonic() - t0
+            time.sleep(0.5)
+        return None
+
+    def stop(self) -> None:
+        for q in self.queries:
+            q.stop()
+        self._consumer.close()
+
+
+def _produce(settings, names, rate: float, seconds: float, seed: int, on_event=None):
+    from ingestion.simulate import SimulateOptions, run_simulation
+
+    return run_simulation(settings, SimulateOptions(
+        seed=seed, rate=rate, duration=seconds, progress=False, topic=names["topic"],
+        labels_topic=names["labels_topic"], label_delay_seconds=300), on_event=on_event)
+
+
+def _progress_in(stream: StreamUnderTest, since: float) -> list[dict]:
+    out = []
+    for p in stream.ingest.recentProgress:
+        ts = datetime.fromisoformat(p["timestamp"].replace("Z", "+00:00")).timestamp()
+        if ts >= since and p.get("numInputRows", 0) > 0:
+            out.append(p)
+    return out
+
+
+def _duration_breakdown(progress: list[dict]) -> dict[str, float]:
+    """Mean durationMs per micro-batch, by phase (Spark's own breakdown)."""
+    keys: dict[str, list[float]] = {}
+    for p in progress:
+        for k, v in p.get("durationMs", {}).items():
+            keys.setdefault(k, []).append(v)
+    return {k: sum(v) / len(v) for k, v in keys.items()}
+
+
+def run_step(stream: StreamUnderTest, names, rate: float, cfg: BenchConfig, seed: int, log) -> Step:
+    start_wall = time.time()
+    lags: list[tuple[float, int]] = []
+    result: dict = {}
+    t0 = time.monotonic()
+    producer = threading.Thread(target=lambda: result.setdefault(
+        "summary", _produce(stream.settings, names, rate, cfg.step_seconds, seed)), daemon=True)
+    producer.start()
+    while producer.is_alive():
+        stream.check()
+        lags.append((time.monotonic() - t0, stream.lag()))
+        time.sleep(1.0)
+    producer.join()
+    summary = result["summary"]
+    elapsed = time.monotonic() - t0
+    lags.append((elapsed, stream.lag()))
+    late = [lag for t, lag in lags if t >= elapsed / 2]
+    bound = int(rate * cfg.lag_bound_s)
+    drain = stream.wait_caught_up(timeout=max(60.0, cfg.step_seconds * 2))
+    progress = _progress_in(stream, start_wall)
+    rows = sum(p["numInputRows"] for p in progress)
+    span = (time.time() - start_wall) if progress else 0
+    batch_s = [p["durationMs"].get("triggerExecution", 0) / 1000 for p in progress]
+    step = Step(
+        target_rate=rate, produced=summary.sent, produce_rate=summary.rate,
+        processed_rate=rows / span if span else 0.0, max_lag_late=max(late) if late else 0, lag_bound=bound,
+        drain_seconds=drain,
+        sustained=summary.rate >= 0.9 * rate and (max(late) if late else 0) <= bound and drain is not None,
+        batch_seconds_mean=sum(batch_s) / len(batch_s) if batch_s else 0.0,
+        batch_rows_mean=rows / len(progress) if progress else 0.0,
+        duration_ms=_duration_breakdown(progress),
+    )
+    log(f"  {rate:>7,.0f} tx/s target: produced {step.produce_rate:>7,.0f}/s, max lag (2nd half) "
+        f"{step.max_lag_late:>7,} (bound {bound:,}), drained in "
+        f"{'-' if drain is None else f'{drain:.1f}s'}, {len(progress)} batches of ~{step.batch_rows_mean:,.0f} rows "
+        f"in {step.batch_seconds_mean:.1f}s -> {'SUSTAINED' if step.sustained else 'not sustained'}")
+    return step
+
+
+# ----------------------------------------------------------------------------- latency
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    """
+    >>> percentiles([1.0, 2.0, 3.0, 4.0])["p50"]
+    2.5
+    """
+    import numpy as np
+
+    if not values:
+        return {}
+    arr = np.asarray(values, dtype=float)
+    return {"n": int(arr.size), "p50": float(np.percentile(arr, 50)), "p95": float(np.percentile(arr, 95)),
+            "p99": float(np.percentile(arr, 99)), "max": float(arr.max())}
+
+
+def measure_latency(stream: StreamUnderTest, names, rate: float, cfg: BenchConfig, seed: int, log) -> dict:
+    """Latency per transaction at ``rate``: Kafka timestamp -> landed / scored / alerted."""
+    from infra.cassandra_schema import connect
+    from infra.readback import kafka_end_offsets
+
+    alerts_start = kafka_end_offsets(stream.settings.kafka.bootstrap, names["alerts_topic"])
+    ids: list[str] = []
+    _produce(stream.settings, names, rate, cfg.latency_seconds, seed,
+             on_event=lambda event, label, producer: ids.append(event.txn_id))
+    stream.wait_caught_up(timeout=max(120.0, cfg.latency_seconds * 4))
+    cluster, session = connect(stream.settings, stream.settings.cassandra.keyspace)
+    try:
+        landed = _writetimes(session, "transactions", "landed_at", ids)
+        scored = _writetimes(session, "scored_transactions", "decision", ids)
+    finally:
+        cluster.shutdown()
+    kafka_ts = {t: k for t, (k, _) in scored.items()} or {t: k for t, (k, _) in landed.items()}
+    alerts = _alert_latencies(stream.settings, names["alerts_topic"], alerts_start, kafka_ts)
+    out = {
+        "rate": rate, "transactions": len(ids),
+        "landed_s": [w - k for k, w in landed.values()],
+        "scored_s": [w - k for k, w in scored.values()],
+        "alert_s": alerts,
+    }
+    log(f"  latency at {rate:,.0f} tx/s over {len(ids):,} transactions ({len(alerts):,} alerts)")
+    return out
+
+
+def _writetimes(session, table: str, column: str, ids: list[str]) -> dict[str, tuple[float, float]]:
+    """txn_id -> (Kafka record timestamp, write time of ``column``) in epoch seconds."""
+    from cassandra.concurrent import execute_concurrent_with_args
+
+    stmt = session.prepare(f"SELECT txn_id, kafka_timestamp, WRITETIME({column}) AS wt FROM {table} "
+                           "WHERE txn_id IN ?")
+    args = [(ids[i:i + 100],) for i in range(0, len(ids), 100)]
+    out = {}
+    for r in execute_concurrent_with_args(session, stmt, args, concurrency=32, raise_on_first_error=True):
+        for row in r.result_or_exc:
+            if row.kafka_timestamp is not None and row.wt is not None:
+                ts = row.kafka_timestamp.replace(tzinfo=timezone.utc).timestamp()
+                out[row.txn_id] = (ts, row.wt / 1e6)
+    return out
+
+
+def _alert_latencies(settings, topic: str, start: dict[int, int], kafka_ts: dict[str, float]) -> list[float]:
+    """Alert record timestamp - transaction record timestamp, for this phase's transactions."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, enable_auto_commit=False,
+                             consumer_timeout_ms=5000, client_id="txmon-bench-alerts")
+    tps = [TopicPartition(topic, p) for p in start]
+    consumer.assign(tps)
+    for tp in tps:
+        consumer.seek(tp, start[tp.partition])
+    out = []
+    for msg in consumer:
+        try:
+            txn = json.loads(msg.value)["txn_id"]
+        except (ValueError, KeyError):
+            continue
+        if txn in kafka_ts:
+            out.append(msg.timestamp / 1000 - kafka_ts[txn])
+    consumer.close()
+    return out
+
+
+# ----------------------------------------------------------------------------- orchestration
+
+
+def _ensure_champion(cfg: BenchConfig, log) -> str:
+    from models.config import models_dir
+    from models.registry import Registry
+
+    registry = Registry(models_dir())
+    if registry.champion() is None:
+        from models.sources import simulated
+        from models.training import TrainingConfig, train
+
+        log(f"no champion model in {registry.root}: training one on {cfg.train_events:,} simulated events...")
+        history = simulated(cfg.train_events, 42)
+        result = train(history.events, history.labels, TrainingConfig(seed=42), data_source=history.source)
+        registry.promote(registry.register(result.bundle, result.metadata))
+    return registry.champion()
+
+
+def _topics(settings, stamp: str) -> dict[str, str]:
+    from infra.services.kafka import ensure_topics
+
+    names = {"topic": f"bench_tx_{stamp}", "dlq_topic": f"bench_dlq_{stamp}",
+             "labels_topic": f"bench_labels_{stamp}", "alerts_topic": f"bench_alerts_{stamp}"}
+    ensure_topics(settings.kafka.bootstrap, list(names.values()), settings.kafka.partitions)
+    return names
+
+
+def run(cfg: BenchConfig, out_dir: Path, log=print) -> dict:
+    from bench import baselines
+    from bench.memory import MemorySampler
+    from bench.report import write_report
+    from infra import stack
+    from infra.services.kafka import ensure_topics
+    from infra.settings import load_settings
+
+    for key, value in BENCH_ENV.items():
+        os.environ.setdefault(key, value)
+    settings = load_settings()
+    started = datetime.now(timezone.utc)
+    stamp = started.strftime("%Y%m%dT%H%M%S")
+    load = {"start": os.getloadavg()}
+    t_start = time.monotonic()
+    was_running = all(s.healthy for s in stack.status(settings))
+    stack.up(settings, log=lambda m: log(f"  {m}"))
+    model = _ensure_champion(cfg, log)
+    result: dict = {"started": started.isoformat(), "mode": asdict(cfg), "model": model,
+                    "machine": _machine(), "settings": {
+                        "spark_master": settings.spark.master, "shuffle_partitions": settings.spark.shuffle_partitions,
+                        "trigger_seconds": settings.spark.trigger_seconds,
+                        "max_offsets_per_trigger": settings.spark.max_offsets_per_trigger,
+                        "kafka_partitions": settings.kafka.partitions,
+                        "cassandra_write_concurrency": settings.spark.cassandra_write_concurrency,
+                        "cassandra_batch_rows": settings.spark.cassandra_batch_rows}}
+    sampler = MemorySampler(settings)
+    stream = None
+    try:
+        with sampler:
+            log("baselines (same run):")
+            base_topic = f"bench_base_{stamp}"
+            ensure_topics(settings.kafka.bootstrap, [base_topic, f"{base_topic}_dlq"], settings.kafka.partitions)
+            payloads = baselines.simulated_payloads(cfg.baseline_events, cfg.seed)
+            rates = []
+            for fn in (lambda: baselines.kafka_produce(settings, base_topic, payloads),
+                       lambda: baselines.kafka_consume(settings, base_topic, len(payloads))):
+                rates.append(fn())
+                _log_rate(rates[-1], log)
+            del payloads
+            from spark_jobs.session import build_session
+
+            spark = build_session(settings, "txmon-bench")
+            for fn in (lambda: baselines.spark_noop(spark, settings, base_topic),
+                       lambda: baselines.cassandra_insert(spark, settings, base_topic)):
+                rates.append(fn())
+                _log_rate(rates[-1], log)
+            ckpt = settings.state_path / "checkpoints" / f"bench-{stamp}"
+            ingest_only, _ = baselines.spark_stream(spark, settings, base_topic, False, str(ckpt / "ingest-only"),
+                                                    dlq_topic=f"{base_topic}_dlq")
+            rates.append(ingest_only)
+            _log_rate(ingest_only, log)
+            alerts_base = f"bench_base_alerts_{stamp}"
+            ensure_topics(settings.kafka.bootstrap, [alerts_base], settings.kafka.partitions)
+            from bench.spark_profile import format_profile, job_profile, last_job_id
+
+            before = last_job_id(spark)
+            detect, detect_progress = baselines.spark_stream(
+                spark, settings, base_topic, True, str(ckpt / "detect"), dlq_topic=f"{base_topic}_dlq",
+                alerts_topic=alerts_base)
+            rates.append(detect)
+            _log_rate(detect, log)
+            result["baselines"] = [{**asdict(r), "rows_per_s": r.rows_per_s} for r in rates]
+            result["detect_backlog_duration_ms"] = _duration_breakdown(detect_progress)
+            result["detect_backlog_jobs"] = job_profile(spark, before)
+            log("where the detection stream's time goes (backlog run, Spark jobs by call site):")
+            log("  " + format_profile(result["detect_backlog_jobs"][:12]).replace("\n", "\n  "))
+            scoring = baselines.scoring(spark, cfg.scoring_rows, cfg.seed + 1)
+            result["scoring"] = scoring
+            for name, v in scoring.items():
+                log(f"  {name:<62}{v:>10,.0f} rows/s")
+            load["after_baselines"] = os.getloadavg()
+
+            log(f"ramp: {cfg.step_seconds:.0f}s per rate, sustained = producer kept up and lag "
+                f"<= {cfg.lag_bound_s:.0f}s of input in the second half")
+            names = _topics(settings, stamp)
+            stream = StreamUnderTest(settings, names, str(ckpt / "pipeline"))
+            _produce(settings, names, 1000, cfg.warmup_events / 1000, cfg.seed + 2)  # warm-up: workers, broadcast
+            stream.wait_caught_up(timeout=300)
+            steps = []
+            for i, rate in enumerate(cfg.rates):
+                step = run_step(stream, names, rate, cfg, cfg.seed + 10 + i, log)
+                steps.append(step)
+                if not step.sustained:
+                    break
+            lower = cfg.rates[0] / 2
+            while not any(s.sustained for s in steps) and lower >= cfg.min_rate:  # not even the first: go down
+                steps.append(run_step(stream, names, lower, cfg, cfg.seed + 50 + len(steps), log))
+                lower /= 2
+            result["steps"] = [asdict(s) for s in steps]
+            sustained = [s.target_rate for s in steps if s.sustained]
+            best = max(sustained) if sustained else 0.0
+            result["sustained_tx_s"] = best
+            load["after_ramp"] = os.getloadavg()
+            lat_rate = max(10.0, cfg.latency_fraction * (best or cfg.min_rate))
+            log(f"latency at {cfg.latency_fraction:.0%} of the sustained rate:")
+            lat = measure_latency(stream, names, lat_rate, cfg, cfg.seed + 99, log)
+            result["latency"] = {"rate": lat["rate"], "transactions": lat["transactions"],
+                                 **{k: percentiles(lat[k]) for k in ("landed_s", "scored_s", "alert_s")}}
+            result["_latency_samples"] = {k: lat[k] for k in ("landed_s", "scored_s", "alert_s")}
+            stream.stop()
+            stream = None
+        load["end"] = os.getloadavg()
+        result["loadavg"] = load
+        result["memory_peak_mb"] = dict(sampler.peaks_mb)
+        result["memory_total_peak_mb"] = sampler.total_peak_mb
+        result["ratios"] = _ratios(result)
+        result["seconds"] = time.monotonic() - t_start
+        paths = write_report(result, out_dir)
+        log(f"report: {', '.join(str(p) for p in paths)}")
+        return result
+    finally:
+        if stream is not None:
+            stream.stop()
+        if not was_running and os.environ.get("TXMON_BENCH_KEEP") != "1":
+            stack.down(settings, log=lambda m: None)
+
+
+def _log_rate(r, log) -> None:
+    log(f"  {r.name:<62}{r.rows_per_s:>10,.0f} rows/s  ({r.rows:,} in {r.seconds:.1f}s)")
+
+
+def _ratios(result: dict) -> dict[str, float]:
+    from bench.stream_scoring_bench import IN_STREAM, PREDICT
+
+    by_name = {b["name"]: b["rows_per_s"] for b in result["baselines"]}
+    noop = next(v for k, v in by_name.items() if k.startswith("Spark Kafka source"))
+    out = {"pipeline_sustained / spark_noop": result["sustained_tx_s"] / noop if noop else 0.0}
+    for k, v in by_name.items():
+        if k.startswith("Spark stream"):
+            out[f"{k.split(', available-now')[0]} / spark_noop"] = v / noop if noop else 0.0
+    sc = result["scoring"]
+    out["in-stream scoring / plain predict_proba"] = sc[IN_STREAM] / sc[PREDICT]
+    return out
+
+
+def _machine() -> dict:
+    import platform
+
+    import psutil
+
+    return {"cpus": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+            "python": platform.python_version(), "platform": platform.platform(), "commit": _git_commit()}
+
+
+def _git_commit() -> str:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short steps and smaller baselines (a few minutes)")
+    parser.add_argument("--out", type=Path, help="results directory [default: bench/results/<UTC timestamp>]")
+    args = parser.parse_args(argv)
+    cfg = BenchConfig.quick() if args.quick else BenchConfig.full()
+    out = args.out or ROOT / "bench" / "results" / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    from bench.report import format_table
+
+    result = run(cfg, out)
+    print(format_table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""The pipeline benchmark's outputs: a printed table, JSON, markdown and a latency histogram."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _fmt_lat(p: dict) -> str:
+    if not p:
+        return "-"
+    return f"{p['p50']:.2f} / {p['p95']:.2f} / {p['p99']:.2f} s (n={p['n']:,})"
+
+
+def rows(result: dict) -> list[tuple[str, str]]:
+    """(measure, value) pairs: the table printed, and the markdown's."""
+    out = [("machine", f"{result['machine']['cpus']} cores, {result['machine']['memory_gib']} GiB, "
+                       f"commit {result['machine']['commit']}"),
+           ("load average (1/5/15 min) at start / end",
+            " / ".join(" ".join(f"{x:.2f}" for x in result["loadavg"][k]) for k in ("start", "end")))]
+    for b in result["baselines"]:
+        out.append((f"baseline: {b['name']}", f"{b['rows_per_s']:,.0f} rows/s"))
+    for name, v in result["scoring"].items():
+        out.append((f"scoring: {name}", f"{v:,.0f} rows/s"))
+    out.append(("pipeline: highest sustained rate", f"{result['sustained_tx_s']:,.0f} tx/s"))
+    lat = result["latency"]
+    out.append((f"latency at {lat['rate']:,.0f} tx/s: Kafka -> landed (p50/p95/p99)", _fmt_lat(lat["landed_s"])))
+    out.append(("  Kafka -> scored row", _fmt_lat(lat["scored_s"])))
+    out.append(("  Kafka -> alert on the alerts topic", _fmt_lat(lat["alert_s"])))
+    for name, mb in sorted(result["memory_peak_mb"].items()):
+        out.append((f"peak RSS: {name}", f"{mb:,.0f} MiB"))
+    out.append(("peak RSS: whole stack (sum at one sample)", f"{result['memory_total_peak_mb']:,.0f} MiB"))
+    for name, v in result["ratios"].items():
+        out.append((f"ratio: {name}", f"{v:.3f}"))
+    return out
+
+
+def format_table(result: dict) -> str:
+    pairs = rows(result)
+    width = max(len(k) for k, _ in pairs) + 2
+    return "\n".join(f"{k:<{width}}{v}" for k, v in pairs)
+
+
+def _steps_markdown(result: dict) -> list[str]:
+    lines = ["| target tx/s | produced tx/s | processed tx/s | max lag (2nd half) | bound | drain s | "
+             "batch rows | batch s | sustained |", "|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"]
+    for s in result["steps"]:
+        drain = "-" if s["drain_seconds"] is None else f"{s['drain_seconds']:.1f}"
+        lines.append(f"| {s['target_rate']:,.0f} | {s['produce_rate']:,.0f} | {s['processed_rate']:,.0f} | "
+                     f"{s['max_lag_late']:,} | {s['lag_bound']:,} | {drain} | {s['batch_rows_mean']:,.0f} | "
+                     f"{s['batch_seconds_mean']:.1f} | {'yes' if s['sustained'] else 'no'} |")
+    return lines
+
+
+def markdown(result: dict) -> str:
+    lines = [f"# txmon pipeline benchmark, {result['started']}", "",
+             f"Mode: `{json.dumps(result['mode'])}`", "", "| measure | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in rows(result)]
+    lines += ["", "## Ramp", ""] + _steps_markdown(result)
+    lines += ["", "## Where a micro-batch's time goes (mean durationMs, detection on, backlog run)", "",
+              "| phase | ms |", "|---|---:|"]
+    lines += [f"| {k} | {v:,.0f} |" for k, v in sorted(result["detect_backlog_duration_ms"].items(),
+                                                        key=lambda kv: -kv[1])]
+    lines += ["", "## Spark jobs by call site (detection on, backlog run)", "",
+              "| job | count | seconds | share |", "|---|---:|---:|---:|"]
+    lines += [f"| {r['job']} | {r['jobs']} | {r['seconds']:.1f} | {r['share']:.1%} |"
+              for r in result.get("detect_backlog_jobs", [])]
+    lines += ["", "![latency](latency.png)", ""]
+    return "\n".join(lines)
+
+
+def histogram(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    samples = result.get("_latency_samples", {})
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for key, label in (("landed_s", "Kafka -> landed"), ("scored_s", "Kafka -> scored"),
+                       ("alert_s", "Kafka -> alert")):
+        values = samples.get(key) or []
+        if values:
+            ax.hist(values, bins=60, alpha=0.5, label=f"{label} (n={len(values):,})")
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("transactions")
+    ax.set_title(f"End-to-end latency at {result['latency']['rate']:,.0f} tx/s")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(result: dict, out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    js = out_dir / "bench.json"
+    js.write_text(json.dumps({k: v for k, v in result.items() if not k.startswith("_")}, indent=2, default=str))
+    md = out_dir / "bench.md"
+    md.write_text(markdown(result))
+    png = out_dir / "latency.png"
+    histogram(result, png)
+    return [js, md, png]
