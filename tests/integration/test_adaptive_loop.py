@@ -82,17 +82,16 @@ def _wait_drift(session, stream: str, part: str, timeout: float = 300) -> list:
 
 @pytest.fixture(scope="module")
 def loop(services, spark, tmp_path_factory):
-    from infra.cassandra_schema import apply_schema, connect
+    from infra.cassandra_schema import connect
     from infra.services.kafka import ensure_topics
+    from tests.integration.history import keyspace_settings
     from spark_jobs.transactions_stream import StreamOptions, start_all
 
     tmp = tmp_path_factory.mktemp("loop")
-    settings = services.model_copy(update={"cassandra": services.cassandra.model_copy(update={"keyspace": KEYSPACE})})
-    apply_schema(settings)
+    settings = keyspace_settings(services, KEYSPACE, (
+        "transactions", "scored_transactions", "labels", "feature_profiles", "payee_fraud_labels", "drift_events",
+        "drift_state", "alerts", "alerts_by_day"))
     cluster, session = connect(settings, KEYSPACE)
-    for table in ("transactions", "scored_transactions", "labels", "feature_profiles", "payee_fraud_labels",
-                  "drift_events", "drift_state", "alerts", "alerts_by_day"):
-        session.execute(f"TRUNCATE {table}")
     old_models = os.environ.get("TXMON_MODELS_DIR")
     os.environ["TXMON_MODELS_DIR"] = str(tmp / "models")  # where retraining registers and promotes
     champion = _train_champion(tmp / "models")
@@ -213,25 +212,36 @@ def test_drift_retrain_promote_and_hot_swap(loop):
     assert recall_after >= recall_before + 0.3
 
 
-def test_a_benign_shift_does_not_promote_a_worse_model():
-    """A festival-season surge (legit tickets x3): a challenger trained on the short window
-    since the surge is no better than the champion on the same recent period, so it is
-    kept out. (The same compare() the evaluate stage runs, on in-memory history.)"""
-    from models.dataset import labelled_features, time_split
-    from models.retraining import compare
-    from models.training import TrainingConfig, train, train_frame
+def test_a_benign_shift_does_not_promote_a_worse_model(services, spark, tmp_path, monkeypatch):
+    """A festival-season surge (legit tickets x3) after 40k transactions; the champion knew
+    the traffic before it. Retraining over the history in Cassandra (extract -> features
+    -> challenger on the window since the surge -> champion vs challenger on the same
+    recent hold-out) finds the challenger no better, and keeps it out."""
+    from models import retraining
+    from models.registry import Registry
+    from models.training import TrainingConfig, train
+    from tests.integration.history import history_into_cassandra, keyspace_settings
 
     opts = SimulateOptions(seed=11, count=46_000, rate=None, fraud_rate=0.03, n_customers=2_000, live=False,
                            progress=False, drift_after_events=40_000, drift_spending_multiplier=3.0)
     items = list(simulator_for(opts).generate(46_000))
-    champion = train([i.event for i in items[:40_000]], [i.label for i in items[:40_000]], TrainingConfig(seed=1),
+    before, since = items[:40_000], items[40_000:]
+    assert (sorted(i.event.amount_paise for i in since if not i.label.is_fraud)[len(since) // 2]
+            > 1.5 * sorted(i.event.amount_paise for i in before if not i.label.is_fraud)[len(before) // 2])
+    champion = train([i.event for i in before], [i.label for i in before], TrainingConfig(seed=1),
                      data_source="before the surge")
-    history = labelled_features([i.event for i in items], [i.label for i in items])
-    window = history.iloc[40_000:].reset_index(drop=True)  # features warmed up by the earlier history
-    assert window["amount_paise"].median() > 1.5 * history.iloc[:40_000]["amount_paise"].median()  # the surge
-    challenger = train_frame(window, TrainingConfig(holdout_fraction=0.3), data_source="since the surge")
-    _, holdout = time_split(window, 0.3)
-    result = compare(holdout, champion.bundle, challenger.bundle, metric="model_average_precision", margin=0.01)
+    monkeypatch.setenv("TXMON_MODELS_DIR", str(tmp_path / "models"))
+    registry = Registry(tmp_path / "models")
+    live = registry.promote(registry.register(champion.bundle, champion.metadata))
+    settings = keyspace_settings(services, "txmon_benign_test")
+    history_into_cassandra(settings, "txmon_benign_test", items)
+
+    start = min(i.event.event_time for i in since)
+    end = max(i.event.event_time for i in since) + pd.Timedelta(seconds=1)
+    result = retraining.retrain(settings, f"benign-{tmp_path.name}", start, end, spark=spark)
     print("benign shift:", result["reason"])
+    assert result["champion_version"] == live
+    assert result["promote"] is False and result["promoted"] is None
     assert result["challenger"]["model_average_precision"] < result["champion"]["model_average_precision"] + 0.01
-    assert result["promote"] is False
+    assert registry.champion() == live  # still live; the challenger is registered, with why it was kept out
+    assert registry.annotation(result["challenger_version"], "retraining")["promote"] is False

@@ -261,40 +261,15 @@ def test_a_drift_event_triggers_model_retraining_through_the_rest_api(airflow_se
 # ------------------------------------------------------------------ model retraining
 
 
-def _history_into_cassandra(settings, keyspace: str, items) -> None:
-    """Simulated transactions and their labels, written as the stream would have landed them."""
-    import pandas as pd
-
-    from spark_jobs.cassandra_sink import CassandraTarget, write_rows
-    from spark_jobs.features import transactions_frame
-    from spark_jobs.history import HISTORY_COLUMNS
-
-    target = CassandraTarget.from_settings(settings, keyspace)
-    frame = transactions_frame([i.event for i in items])
-    frame["event_time"] = frame["event_time"].dt.to_pydatetime()
-    columns = tuple(HISTORY_COLUMNS)
-    rows = [tuple(None if (not isinstance(v, str) and pd.isna(v)) else v for v in row)
-            for row in frame[list(columns)].itertuples(index=False)]
-    write_rows(target, "transactions", columns, rows)
-    now = datetime.now(timezone.utc)
-    write_rows(target, "labels", ("txn_id", "is_fraud", "scenario", "label_time", "received_at"),
-               [(i.label.txn_id, i.label.is_fraud, i.label.scenario, i.label.label_time, now) for i in items])
-
-
 def test_model_retraining_trains_evaluates_decides_and_tells_the_fraud_desk(
         services, airflow_db, alerting_env, monkeypatch, tmp_path):
-    from infra.cassandra_schema import apply_schema, connect
     from ingestion.simulate import SimulateOptions, simulator_for
     from models.registry import Registry
     from models.training import TrainingConfig, train
+    from tests.integration.history import history_into_cassandra, keyspace_settings
 
     keyspace = "txmon_dag_retrain_test"
-    settings = services.model_copy(update={"cassandra": services.cassandra.model_copy(update={"keyspace": keyspace})})
-    apply_schema(settings)
-    cluster, session = connect(settings, keyspace)
-    for table in ("transactions", "labels", "alert_deliveries"):
-        session.execute(f"TRUNCATE {table}")
-    cluster.shutdown()
+    settings = keyspace_settings(services, keyspace, ("transactions", "labels", "alert_deliveries"))
     monkeypatch.setenv("TXMON_CASSANDRA__KEYSPACE", keyspace)  # for the tasks and the spark-submit they run
     monkeypatch.setenv("TXMON_MODELS_DIR", str(tmp_path / "models"))
 
@@ -309,7 +284,7 @@ def test_model_retraining_trains_evaluates_decides_and_tells_the_fraud_desk(
     registry = Registry(tmp_path / "models")
     champion = registry.promote(registry.register(weak.bundle, weak.metadata))
     items = list(simulator_for(options(32, 10_000)).generate(10_000))
-    _history_into_cassandra(settings, keyspace, items)
+    history_into_cassandra(settings, keyspace, items)
     start = min(i.event.event_time for i in items)
     end = max(i.event.event_time for i in items) + timedelta(seconds=1)
 

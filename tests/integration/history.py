@@ -1,0 +1,38 @@
+"""Test helper: simulated history written into Cassandra as the stream would have landed it."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+
+def history_into_cassandra(settings, keyspace: str, items) -> None:
+    """Transactions (the columns retraining reads) and their labels, into ``keyspace``."""
+    import pandas as pd
+
+    from spark_jobs.cassandra_sink import CassandraTarget, write_rows
+    from spark_jobs.features import transactions_frame
+    from spark_jobs.history import HISTORY_COLUMNS
+
+    target = CassandraTarget.from_settings(settings, keyspace)
+    frame = transactions_frame([i.event for i in items])
+    columns = tuple(HISTORY_COLUMNS)
+    rows = [tuple(None if (not isinstance(v, str) and pd.isna(v)) else v for v in row)
+            for row in frame[list(columns)].itertuples(index=False)]
+    write_rows(target, "transactions", columns, rows)
+    now = datetime.now(timezone.utc)
+    write_rows(target, "labels", ("txn_id", "is_fraud", "scenario", "label_time", "received_at"),
+               [(i.label.txn_id, i.label.is_fraud, i.label.scenario, i.label.label_time, now) for i in items])
+
+
+def keyspace_settings(settings, keyspace: str, truncate=("transactions", "labels")):
+    """Settings for an own keyspace (schema applied, the given tables emptied)."""
+    from infra.cassandra_schema import apply_schema, connect
+
+    own = settings.model_copy(update={"cassandra": settings.cassandra.model_copy(update={"keyspace": keyspace})})
+    apply_schema(own)
+    cluster, session = connect(own, keyspace)
+    try:
+        for table in truncate:
+            session.execute(f"TRUNCATE {table}")
+    finally:
+        cluster.shutdown()
+    return own
