@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import psutil
 
 from infra.errors import AirflowApiError, ServiceStartError, ServiceNotRunningError
-from infra.process import ManagedProcess, ensure_port_free, port_open, wait_until
+from infra.process import ManagedProcess, ensure_port_free, wait_until
 from infra.settings import PROJECT_ROOT, Settings
 
 if TYPE_CHECKING:
@@ -64,19 +64,8 @@ class DetachedCommand(ManagedProcess):
     def marker_value(self) -> str:
         return f"{self.name}@{self.state_dir}"
 
-    def pid(self) -> int | None:
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
-        try:
-            proc = psutil.Process(pid)
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                return None
-            marker = proc.environ().get(MARKER_ENV)
-        except psutil.Error:
-            return None
-        return pid if marker == self.marker_value else None
+    def owns(self, proc: "psutil.Process") -> bool:
+        return proc.environ().get(MARKER_ENV) == self.marker_value
 
     def start_with_env(self, argv: list[str], cwd: Path, env: dict[str, str]) -> int:
         """Start detached with ``env`` (plus the ownership marker); write the pid file."""

@@ -72,18 +72,22 @@ def infra_up() -> None:
         typer.echo(f"{r.name}: {'started' if r.started else 'running'}{rss}")
 
 
+def _print_statuses(statuses, name_width: int) -> None:
+    """One line per service (pid, port, memory, health); exit 1 if any is unhealthy."""
+    for s in statuses:
+        rss = f"{s.rss_mb:7.0f} MiB" if s.rss_mb else "      -    "
+        typer.echo(f"{s.name:<{name_width}} pid={str(s.pid or '-'):<8} port={s.port:<6} rss={rss}  "
+                   f"{'healthy' if s.healthy else 'UNHEALTHY: ' + s.detail}")
+    if not all(s.healthy for s in statuses):
+        raise typer.Exit(1)
+
+
 @infra_app.command("status")
 def infra_status() -> None:
     """Show each service's pid, port and health; exit 1 if any is unhealthy."""
     from infra import stack
 
-    statuses = stack.status(load_settings())
-    for s in statuses:
-        rss = f"{s.rss_mb:7.0f} MiB" if s.rss_mb else "      -    "
-        typer.echo(f"{s.name:<10} pid={str(s.pid or '-'):<8} port={s.port:<6} rss={rss}  "
-                   f"{'healthy' if s.healthy else 'UNHEALTHY: ' + s.detail}")
-    if not all(s.healthy for s in statuses):
-        raise typer.Exit(1)
+    _print_statuses(stack.status(load_settings()), name_width=10)
 
 
 @infra_app.command("down")
@@ -110,13 +114,7 @@ def spark_cluster_status() -> None:
     """Each daemon's pid, port and health; exit 1 if any is unhealthy."""
     from infra import spark_cluster
 
-    statuses = spark_cluster.status(load_settings())
-    for s in statuses:
-        rss = f"{s.rss_mb:7.0f} MiB" if s.rss_mb else "      -    "
-        typer.echo(f"{s.name:<15} pid={str(s.pid or '-'):<8} port={s.port:<6} rss={rss}  "
-                   f"{'healthy' if s.healthy else 'UNHEALTHY: ' + s.detail}")
-    if not all(s.healthy for s in statuses):
-        raise typer.Exit(1)
+    _print_statuses(spark_cluster.status(load_settings()), name_width=15)
 
 
 @cluster_app.command("down")

@@ -102,11 +102,15 @@ class ManagedProcess:
             proc = psutil.Process(pid)
             if proc.status() == psutil.STATUS_ZOMBIE:
                 return None
-            cmd = proc.cmdline()
+            return pid if self.owns(proc) else None
         except psutil.Error:
             return None
-        state_marker = f"-Dtxmon.state={self.state_dir}"
-        return pid if self.marker in cmd and state_marker in cmd else None
+
+    def owns(self, proc: "psutil.Process") -> bool:
+        """Is this live process ours (not a stranger that reused the pid)? Java services
+        carry ``-Dtxmon.service`` and ``-Dtxmon.state`` flags on their command line."""
+        cmd = proc.cmdline()
+        return self.marker in cmd and f"-Dtxmon.state={self.state_dir}" in cmd
 
     def start(self, argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> int:
         """Launch detached (own session) with output to the log file; write the pid file.
