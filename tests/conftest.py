@@ -19,9 +19,10 @@ _TEST_ENV = {
     "TXMON_CASSANDRA__KEYSPACE": "txmon_test",
     # Drift detections are recorded, not sent to an Airflow a developer may be running.
     "TXMON_DRIFT__NOTIFY": "none",
-    "TXMON_SPARK__CLUSTER__MASTER_PORT": "37077",
-    "TXMON_SPARK__CLUSTER__MASTER_WEBUI_PORT": "38080",
-    "TXMON_SPARK__CLUSTER__WORKER_WEBUI_PORT": "38081",
+    # Below Linux's ephemeral range (32768-60999): a client socket cannot be holding them.
+    "TXMON_SPARK__CLUSTER__MASTER_PORT": "17077",
+    "TXMON_SPARK__CLUSTER__MASTER_WEBUI_PORT": "18080",
+    "TXMON_SPARK__CLUSTER__WORKER_WEBUI_PORT": "18081",
 }
 for _key, _value in _TEST_ENV.items():
     os.environ.setdefault(_key, _value)
