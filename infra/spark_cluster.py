@@ -117,14 +117,25 @@ def up(settings: Settings, log=print) -> ClusterReport:
     """Start the master and workers that are not running; wait until every worker is ALIVE.
 
     Idempotent, like ``txmon infra up``. Raises ServiceStartError with the log tail if a
-    daemon exits or the workers do not register in time.
+    daemon exits or the workers do not register in time; the daemons this call started
+    are stopped again then, so a failed start leaves nothing holding the ports.
     """
+    started: list[str] = []
+    try:
+        return _up(settings, log, started)
+    except BaseException:
+        for d in reversed(daemons(settings)):
+            if d.name in started:
+                d.process.stop(timeout=30)
+        raise
+
+
+def _up(settings: Settings, log, started: list[str]) -> ClusterReport:
     from infra.process import find_java
 
     find_java()  # a clear error before spark-class prints its own
     c = settings.spark.cluster
     t0 = time.monotonic()
-    started = []
     for daemon in daemons(settings):
         if daemon.process.pid() is not None:
             log(f"{daemon.name}: already running (pid {daemon.process.pid()})")
