@@ -268,6 +268,20 @@ class WebhookSink(_HttpStub):
         return 200, {"ok": True}
 
 
+def provider_env(smtp: "SmtpSink", gateway: "SmsGatewayStub", sms_token_env: str, **extra: str) -> dict[str, str]:
+    """TXMON_* variables pointing the alerting config at these local providers (the same
+    variables a deployment sets), plus ``extra``; the SMS token is read from ``sms_token_env``."""
+    return {
+        "TXMON_ALERTING__SMTP__PORT": str(smtp.port),
+        "TXMON_ALERTING__SMTP__SECURITY": "none",
+        "TXMON_ALERTING__SMS__BASE_URL": gateway.base_url,
+        "TXMON_ALERTING__SMS__ACCOUNT_SID": gateway.account_sid,
+        "TXMON_ALERTING__SMS__TOKEN_ENV": sms_token_env,
+        sms_token_env: "gw-token",
+        **extra,
+    }
+
+
 def make_alert(n: int, *, account: str | None = None, created_at: Any = None, **overrides: Any) -> Any:
     """A valid, deterministic alert number ``n`` (BLOCK/CRITICAL by default), for tests
     and the benchmark. Account ``5000000000nn``-style numbers and VPAs derive from n."""

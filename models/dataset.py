@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from models.errors import TrainingDataError
-from spark_jobs.features import MemoryProfileStore, add_features, transactions_frame
+from spark_jobs.features import MemoryProfileStore, _micros, add_features, transactions_frame
 
 if TYPE_CHECKING:
     from ingestion.events import TransactionEvent
@@ -39,9 +39,9 @@ def fraud_label_times(transactions: pd.DataFrame) -> dict[str, list[int]]:
     """
     fraud = transactions.loc[transactions["is_fraud"].astype(bool) & transactions["payee_key"].notna(),
                              ["payee_key", "label_time"]]
-    micros = pd.to_datetime(fraud["label_time"], utc=True).astype("int64") // 1000
+    micros = _micros(fraud["label_time"]) if len(fraud) else []  # whatever the unit (ns from Python, us from Spark)
     out: dict[str, list[int]] = {}
-    for payee, t in zip(fraud["payee_key"].tolist(), micros.tolist()):
+    for payee, t in zip(fraud["payee_key"].tolist(), micros):
         out.setdefault(payee, []).append(int(t))
     return {k: sorted(v) for k, v in out.items()}
 

@@ -136,6 +136,11 @@ class ModelHolder:
         self.version = champion
         return True
 
+    def drift_reference(self):
+        """The live bundle's per-hour score reference (models.drift), from the driver's copy
+        of the broadcast; None without a model or for bundles trained before it existed."""
+        return None if self.broadcast is None else getattr(self.broadcast.value, "drift_reference", None)
+
 
 def scored_schema(ruled_schema):
     """The ruled batch's columns plus what scoring adds (the mapInArrow output schema)."""

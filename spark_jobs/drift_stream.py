@@ -116,12 +116,12 @@ class StreamDrift:
         self.cooldown = timedelta(minutes=settings.drift.notify_cooldown_minutes)
         self.registry_root = registry_root
         self.events: list[DriftEvent] = []  # this process's detections, newest last (operators, tests)
-        self._reference: tuple[str | None, object] = (None, None)  # (model version, its ScoreReference)
 
     # ----------------------------------------------------------------- feeding
 
-    def observe_scores(self, scored_df, batch_id: int) -> list[DriftEvent]:
-        """Feed one scored micro-batch (a Spark DataFrame from detection.Detector.score)."""
+    def observe_scores(self, scored_df, batch_id: int, reference=None) -> list[DriftEvent]:
+        """Feed one scored micro-batch (a Spark DataFrame from detection.Detector.score);
+        ``reference``: the scoring model's per-hour ScoreReference (None: raw values)."""
         part = self.parts["scores"]
         if batch_id <= part.applied_batch:
             return []  # a replay of a batch already folded in
@@ -133,7 +133,7 @@ class StreamDrift:
         if part.monitor.model_version != version:
             part.monitor.new_model(version)
         events = part.monitor.update_scores(frame, datetime.now(timezone.utc), model_version=version,
-                                            reference=self._reference_for(version))
+                                            reference=reference)
         return self._finish(part, batch_id, events, frame["event_time"].max())
 
     def observe_labels(self, labels: pd.DataFrame, batch_id: int) -> list[DriftEvent]:
@@ -163,20 +163,6 @@ class StreamDrift:
         except Exception as exc:  # an unreadable registry must not stop the labels query
             log.error("model registry unreadable (%s); label drift fed without a model filter", exc)
             return None
-
-    def _reference_for(self, version: str):
-        """The live model's per-hour score reference (None: no model, or an older bundle)."""
-        if self._reference[0] != version:
-            reference = None
-            if self.registry_root is not None:
-                try:
-                    from models.registry import Registry
-
-                    reference = getattr(Registry(self.registry_root).load(version), "drift_reference", None)
-                except Exception as exc:  # e.g. "none" (no model yet): raw values are fed
-                    log.info("no score reference for model %s (%s); feeding raw values", version, exc)
-            self._reference = (version, reference)
-        return self._reference[1]
 
     def _decisions(self, ids: list[str]) -> pd.DataFrame:
         session = session_for(self.target)

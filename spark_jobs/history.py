@@ -93,16 +93,15 @@ def read_history(spark, target: CassandraTarget, since: datetime, until: datetim
 
 
 def fraud_label_times(transactions, labels) -> dict[str, list[int]]:
-    """payee_key -> sorted label times (µs) of its confirmed frauds (collected: frauds are few)."""
+    """payee_key -> sorted label times (µs) of its confirmed frauds: the frauds (few) are
+    collected and handed to the one definition, :func:`models.dataset.fraud_label_times`."""
     from pyspark.sql import functions as F
 
+    from models.dataset import fraud_label_times as by_payee
+
     frauds = (labels.where(F.col("is_fraud")).join(transactions, "txn_id")
-              .select(F.coalesce("payee_account", "payee_vpa").alias("payee_key"),
-                      F.unix_micros("label_time").alias("t")).where(F.col("payee_key").isNotNull()))
-    out: dict[str, list[int]] = {}
-    for row in frauds.collect():
-        out.setdefault(row.payee_key, []).append(int(row.t))
-    return {k: sorted(v) for k, v in out.items()}
+              .select(F.coalesce("payee_account", "payee_vpa").alias("payee_key"), "is_fraud", "label_time"))
+    return by_payee(frauds.toPandas())
 
 
 def labelled_features(transactions, labels, partitions: int):

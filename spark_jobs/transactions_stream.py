@@ -176,7 +176,7 @@ def start_ingest_query(spark, settings: Settings, opts: StreamOptions, drift=Non
                 scored = detector.score(batch_df.sparkSession, typed, f"{opts.checkpoint_dir}#{batch_id}").persist()
                 detector.write(scored)
                 if drift is not None:
-                    drift.observe_scores(scored, batch_id)
+                    drift.observe_scores(scored, batch_id, detector.models.drift_reference())
                 scored.unpersist()
             bad = dead_letter_rows(batch_df).persist()
             if not bad.isEmpty():

@@ -108,21 +108,12 @@ def test_ingestion_replays_a_landed_file_into_kafka_and_reports_its_bad_rows(ser
 
 @pytest.fixture()
 def alerting_env(monkeypatch):
-    from alerting.testing import SmsGatewayStub, SmtpSink, WebhookSink
+    from alerting.testing import SmsGatewayStub, SmtpSink, WebhookSink, provider_env
 
     with SmtpSink() as smtp, SmsGatewayStub(token="gw-token") as gateway, WebhookSink() as webhook:
-        env = {
-            "TXMON_ALERTING__SMTP__PORT": str(smtp.port),
-            "TXMON_ALERTING__SMTP__SECURITY": "none",
-            "TXMON_ALERTING__SMS__BASE_URL": gateway.base_url,
-            "TXMON_ALERTING__SMS__ACCOUNT_SID": gateway.account_sid,
-            "TXMON_ALERTING__SMS__TOKEN_ENV": SMS_TOKEN_ENV,
-            SMS_TOKEN_ENV: "gw-token",
-            "TXMON_WEBHOOK_FRAUD_DESK": webhook.url,
-            "TXMON_ALERTING__RETRY__INITIAL_S": "0.05",
-            "TXMON_ALERTING__RETRY__MAX_S": "0.1",
-            "TXMON_ALERTING__RETRY__ATTEMPTS": "2",
-        }
+        env = provider_env(smtp, gateway, SMS_TOKEN_ENV, TXMON_WEBHOOK_FRAUD_DESK=webhook.url,
+                           TXMON_ALERTING__RETRY__INITIAL_S="0.05", TXMON_ALERTING__RETRY__MAX_S="0.1",
+                           TXMON_ALERTING__RETRY__ATTEMPTS="2")
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         monkeypatch.delenv("TXMON_ALERTING_CONFIG", raising=False)

@@ -63,17 +63,10 @@ def store(cassandra_session) -> AlertStore:
 def alerting_env(monkeypatch, smtp, gateway, webhook):
     """Point the alerting config at the local providers, through the environment
     (the same variables a deployment sets), and return a loader for it."""
-    env = {
-        "TXMON_ALERTING__SMTP__PORT": str(smtp.port),
-        "TXMON_ALERTING__SMTP__SECURITY": "none",
-        "TXMON_ALERTING__SMS__BASE_URL": gateway.base_url,
-        "TXMON_ALERTING__SMS__ACCOUNT_SID": gateway.account_sid,
-        "TXMON_ALERTING__SMS__TOKEN_ENV": SMS_TOKEN_ENV,
-        SMS_TOKEN_ENV: "gw-token",
-        "TXMON_ALERTING__DISPATCHER__POLL_MS": "100",
-        "TXMON_ALERTING__RETRY__INITIAL_S": "0.05",
-        "TXMON_ALERTING__RETRY__MAX_S": "0.5",
-    }
+    from alerting.testing import provider_env
+
+    env = provider_env(smtp, gateway, SMS_TOKEN_ENV, TXMON_ALERTING__DISPATCHER__POLL_MS="100",
+                       TXMON_ALERTING__RETRY__INITIAL_S="0.05", TXMON_ALERTING__RETRY__MAX_S="0.5")
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("TXMON_ALERTING_CONFIG", raising=False)
