@@ -1,11 +1,13 @@
-"""Where one detection micro-batch spends its time, step by step, timed from the driver.
+"""Where one detection micro-batch spends its time, step by step, timed inside the tasks.
 
-Spark's ``durationMs`` lumps a foreachBatch sink into ``addBatch``. This runs the stream's
-ingest query (available-now, ``--rows-per-batch`` per micro-batch) over simulated events
-with timers around each step of ``_write`` in spark_jobs/transactions_stream.py: the
-features and the scoring are persisted and counted on their own so their time is not
-folded into the write that would otherwise compute them. That extra persist is a
-profiling artefact (a little slower than the stream); the step shares are what matter.
+A micro-batch of the stream is one Spark job (spark_jobs/transactions_stream.py ``_write``):
+land (transactions, dead letters) -> payee fold -> payer fold -> rules -> scoring ->
+outputs, each Python step a ``mapInArrow`` function running in the Spark tasks. This
+runs the stream's ingest query (available-now, ``--rows-per-batch`` per micro-batch) over
+simulated events with a timer around each of those functions; the timings come back to
+the driver through a Spark accumulator. Worker seconds are summed over the tasks (two
+run at once on local[2]); what addBatch holds beyond them is Spark's own share:
+scheduling, the Kafka read, JSON parsing, shuffles, Arrow transfer to and from Python.
 
     TXMON_KAFKA__PORT=... TXMON_CASSANDRA__PORT=... \\
         .venv/bin/python bench/batch_step_profile.py --events 8000 --rows-per-batch 1000
@@ -15,59 +17,67 @@ Needs running services (``txmon infra up``) and a champion model (``txmon train`
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def instrument(totals: dict[str, float]) -> None:
-    """Wrap the stream's steps with timers (this process only)."""
-    import spark_jobs.cassandra_sink as sink
+def _timed_factory(name_of, factory, acc):
+    """Wrap a mapInArrow function factory: its functions add their own run time to ``acc``."""
+
+    def make(*args, **kwargs):
+        run = factory(*args, **kwargs)
+        name = name_of(*args)
+
+        def timed_run(batches):
+            import time as _time
+
+            spent, it = 0.0, iter(run(batches))
+            while True:
+                t0 = _time.perf_counter()
+                try:
+                    out = next(it)
+                except StopIteration:
+                    acc.add({name: spent + _time.perf_counter() - t0})
+                    return
+                spent += _time.perf_counter() - t0
+                yield out
+
+        return timed_run
+
+    return make
+
+
+def instrument(spark) -> object:
+    """Time every Python step of the micro-batch; returns the accumulator (step -> seconds)."""
+    from pyspark.accumulators import AccumulatorParam
+
     import spark_jobs.detection as detection
     import spark_jobs.transactions_stream as stream
 
-    def timed(name, fn):
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            t0 = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                totals[name] += time.perf_counter() - t0
-        return wrapper
+    class Seconds(AccumulatorParam):
+        def zero(self, value):
+            return {}
 
-    write_dataframe = sink.write_dataframe
+        def addInPlace(self, a, b):
+            for k, v in b.items():
+                a[k] = a.get(k, 0.0) + v
+            return a
 
-    def write(df, target, table, *args, **kwargs):
-        return timed(f"write {table}", write_dataframe)(df, target, table, *args, **kwargs)
-
-    stream.write_dataframe = write
-    detection.write_dataframe = write
-    add_features = detection.add_features_to_batch
-
-    def features(*args, **kwargs):
-        df = add_features(*args, **kwargs).persist()
-        timed("features (payee + payer folds)", df.count)()
-        return df
-
-    detection.add_features_to_batch = features
-    score = detection.Detector.score
-
-    def scoring(self, *args, **kwargs):
-        df = score(self, *args, **kwargs).persist()
-        timed("rules + models + reasons", df.count)()
-        return df
-
-    detection.Detector.score = scoring
-    detector_write = detection.Detector.write
-    detection.Detector.write = lambda self, scored: timed("detector outputs (scored + alerts)", detector_write)(
-        self, scored)
+    acc = spark.sparkContext.accumulator({}, Seconds())
+    stream.land_partition = _timed_factory(lambda *a: "land (write transactions, dead letters)",
+                                           stream.land_partition, acc)
+    detection._partition_fold = _timed_factory(
+        lambda fold, *a: f"features: {fold.__name__} (load, fold, save profiles)", detection._partition_fold, acc)
+    detection._score_partition = _timed_factory(lambda *a: "scoring (models, risk, reasons)",
+                                                detection._score_partition, acc)
+    detection._outputs_partition = _timed_factory(lambda *a: "outputs (write scored, alerts, alerts topic)",
+                                                  detection._outputs_partition, acc)
+    return acc
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -91,9 +101,8 @@ def main(argv: list[str] | None = None) -> None:
     topic = f"steps_{stamp}"
     ensure_topics(settings.kafka.bootstrap, [topic, f"{topic}_dlq", f"{topic}_alerts"], settings.kafka.partitions)
     baselines.kafka_produce(settings, topic, baselines.simulated_payloads(args.events, args.seed))
-    totals: dict[str, float] = defaultdict(float)
-    instrument(totals)
     spark = build_session(settings, "txmon-batch-steps")
+    acc = instrument(spark)
     rate, progress = baselines.spark_stream(
         spark, settings, topic, True, str(settings.state_path / "checkpoints" / f"steps-{stamp}"),
         dlq_topic=f"{topic}_dlq", alerts_topic=f"{topic}_alerts")
@@ -102,10 +111,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{settings.kafka.partitions} Kafka partitions, {settings.spark.shuffle_partitions} shuffle partitions: "
           f"{rate.rows:,} rows in {batches} micro-batches of ~{rate.rows / max(batches, 1):,.0f}; "
           f"{rate.rows_per_s:,.0f} rows/s; loadavg {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"{'step':<40}{'s per micro-batch':>18}{'share of addBatch':>19}")
+    totals = acc.value
+    worker = sum(totals.values())
+    print(f"{'Python step (inside the tasks)':<56}{'worker s / batch':>17}{'share':>7}")
     for name, seconds in sorted(totals.items(), key=lambda kv: -kv[1]):
-        print(f"{name:<40}{seconds / batches:>18.2f}{seconds / add_batch:>19.0%}")
-    print(f"{'addBatch (whole foreachBatch)':<40}{add_batch / batches:>18.2f}")
+        print(f"{name:<56}{seconds / batches:>17.2f}{seconds / worker:>7.0%}")
+    print(f"{'all Python steps (summed over parallel tasks)':<56}{worker / batches:>17.2f}")
+    print(f"{'addBatch wall time (the whole micro-batch job)':<56}{add_batch / batches:>17.2f}")
 
 
 if __name__ == "__main__":

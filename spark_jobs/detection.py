@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 from infra.settings import Settings
-from spark_jobs.cassandra_sink import CassandraTarget, write_dataframe, write_rows
+from spark_jobs.cassandra_sink import CassandraTarget, write_rows
 from spark_jobs.features import FEATURES, INTEGER_FEATURES, LABEL_FEATURES, PAYEE_FEATURES, PAYER_FEATURES
 from spark_jobs.rules import DEFAULT_RULES, RulesWatcher, apply_rules
 
@@ -41,6 +41,9 @@ ALERT_COLUMNS = ("alert_id", "schema_version", "txn_id", "created_at", "event_ti
 ALERT_BY_DAY_COLUMNS = ("day", "alert_id", "event_time", "created_at", "payer_account", "decision", "severity",
                         "risk_score", "amount_paise", "reason_codes")
 SEVERITY_ORDER = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
+OUTCOME_COLUMNS = ("txn_id", "event_time", "hour_ist", "fraud_probability", "anomaly_score", "amount_paise",
+                   "payer_count_1h", "decision", "model_version")
+"""What a micro-batch returns to the driver per transaction (the drift monitor's inputs)."""
 
 
 def _arrow_schema(spark_schema):
@@ -291,27 +294,53 @@ class Detector:
             _score_partition(self.models.broadcast, self.models.version, self.rules.current, out_schema),
             out_schema)
 
-    def write(self, scored) -> None:
-        from pyspark.sql import functions as F
+    def process(self, spark, landed_df, token: str):
+        """Landed transactions -> scored and written (scored_transactions, alerts, the
+        alerts topic) inside the tasks; returns, per transaction, the OUTCOME_COLUMNS the
+        driver collects (drift monitor). Nothing is computed until that is collected."""
+        scored = self.score(spark, landed_df, token)
+        fields = {f.name: f for f in scored.schema.fields}
+        from pyspark.sql import types as T
 
-        features = F.create_map(*[x for name in FEATURES for x in (F.lit(name), F.col(name).cast("double"))])
-        write_dataframe(scored.withColumn("features", features).withColumn("scored_at", F.current_timestamp()),
-                        self.target, "scored_transactions", SCORED_COLUMNS, batch_rows=8)
-        alerts = scored.where(F.col("alert_json").isNotNull()).select("payer_account", "alert_json")
-        target = self.target
+        outcome_schema = T.StructType([fields[c] for c in OUTCOME_COLUMNS])
+        return scored.mapInArrow(
+            _outputs_partition(self.target, self.settings.kafka.bootstrap, self.alerts_topic, outcome_schema),
+            outcome_schema)
 
-        def _alert_rows(rows):
-            from alerting.contract import alert_row, from_json
 
-            main, by_day = [], []
-            for row in rows:
-                values = alert_row(from_json(row.alert_json))
-                main.append(tuple(values[c] for c in ALERT_COLUMNS))
-                by_day.append(tuple(values[c] for c in ALERT_BY_DAY_COLUMNS))
-            write_rows(target, "alerts", ALERT_COLUMNS, main, batch_rows=8)
-            write_rows(target, "alerts_by_day", ALERT_BY_DAY_COLUMNS, by_day)
+def _outputs_partition(target: CassandraTarget, bootstrap: str, alerts_topic: str, outcome_schema):
+    """mapInArrow function: write each scored row to ``scored_transactions``, each alert to
+    ``alerts``/``alerts_by_day`` and the alerts topic, from the task; yield the outcome
+    columns. (One Spark job per micro-batch: see transactions_stream.land_partition.)"""
+    names = list(outcome_schema.names)
+    carried = [c for c in SCORED_COLUMNS if c not in ("features", "scored_at")]
 
-        alerts.foreachPartition(_alert_rows)
-        (alerts.select(F.col("payer_account").alias("key"), F.col("alert_json").alias("value"))
-         .write.format("kafka").option("kafka.bootstrap.servers", self.settings.kafka.bootstrap)
-         .option("topic", self.alerts_topic).save())
+    def run(batches: Iterator) -> Iterator:
+        from alerting.contract import alert_row, from_json
+        from spark_jobs.kafka_sink import publish
+
+        for batch in batches:
+            n = batch.num_rows
+            if n == 0:
+                continue
+            now = datetime.now(timezone.utc)
+            values = {c: batch.column(c).to_pylist() for c in carried}
+            feature_values = [batch.column(f).cast("double").to_pylist() for f in FEATURES]
+            features = [dict(zip(FEATURES, row)) for row in zip(*feature_values)]
+            rows = [(*row, feats, now) for row, feats in zip(zip(*(values[c] for c in carried)), features)]
+            write_rows(target, "scored_transactions", (*carried, "features", "scored_at"), rows, batch_rows=8)
+            alerts = [a for a in batch.column("alert_json").to_pylist() if a is not None]
+            if alerts:
+                main, by_day, messages = [], [], []
+                for text in alerts:
+                    alert = from_json(text)
+                    row = alert_row(alert)
+                    main.append(tuple(row[c] for c in ALERT_COLUMNS))
+                    by_day.append(tuple(row[c] for c in ALERT_BY_DAY_COLUMNS))
+                    messages.append((alert.payer_account.encode(), text.encode()))
+                write_rows(target, "alerts", ALERT_COLUMNS, main, batch_rows=8)
+                write_rows(target, "alerts_by_day", ALERT_BY_DAY_COLUMNS, by_day)
+                publish(bootstrap, alerts_topic, messages)
+            yield batch.select(names)
+
+    return run

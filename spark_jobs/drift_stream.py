@@ -119,13 +119,16 @@ class StreamDrift:
 
     # ----------------------------------------------------------------- feeding
 
-    def observe_scores(self, scored_df, batch_id: int, reference=None) -> list[DriftEvent]:
-        """Feed one scored micro-batch (a Spark DataFrame from detection.Detector.score);
-        ``reference``: the scoring model's per-hour ScoreReference (None: raw values)."""
+    def observe_scores(self, frame: pd.DataFrame, batch_id: int, reference=None) -> list[DriftEvent]:
+        """Feed one scored micro-batch: a pandas frame with SCORE_COLUMNS (what
+        detection.Detector.process returns to the driver); ``reference``: the scoring
+        model's per-hour ScoreReference (None: raw values)."""
         part = self.parts["scores"]
         if batch_id <= part.applied_batch:
             return []  # a replay of a batch already folded in
-        frame = scored_df.select(*SCORE_COLUMNS).toPandas()
+        missing = set(SCORE_COLUMNS) - set(frame.columns)
+        if missing:
+            raise ValueError(f"scored batch lacks the drift monitor's columns {sorted(missing)}")
         if frame.empty:
             return []
         frame = frame.sort_values(["event_time", "txn_id"], kind="stable")

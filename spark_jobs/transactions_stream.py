@@ -25,6 +25,7 @@ import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from infra.settings import Settings, load_settings
 from spark_jobs.cassandra_sink import CassandraTarget, write_dataframe, write_rows
@@ -58,6 +59,7 @@ class StreamOptions:
     keyspace: str
     trigger_seconds: float
     max_offsets_per_trigger: int
+    aggregates_trigger_seconds: float | None = None  # None: trigger_seconds
     available_now: bool = False
     starting_offsets: str = "earliest"
     detect: bool = True
@@ -74,6 +76,7 @@ class StreamOptions:
             checkpoint_dir=str(settings.state_path / "checkpoints" / "transactions"),
             keyspace=settings.cassandra.keyspace,
             trigger_seconds=settings.spark.trigger_seconds,
+            aggregates_trigger_seconds=settings.spark.aggregates_trigger_seconds,
             max_offsets_per_trigger=settings.spark.max_offsets_per_trigger,
             labels_topic=settings.kafka.topics.labels,
             alerts_topic=settings.kafka.topics.alerts,
@@ -102,15 +105,11 @@ def read_kafka(spark, settings: Settings, opts: StreamOptions, topic: str | None
     )
 
 
-def typed_transactions(validated_df):
-    """Valid records -> one flat, typed row per transaction (the Cassandra layout)."""
+def _typed_columns():
+    """The typed transaction columns from a parsed event ``e`` and its Kafka coordinates."""
     from pyspark.sql import functions as F
 
-    from ingestion.events import spark_schema
-
-    ev = F.from_json("value", spark_schema()).alias("e")
-    parsed = validated_df.where(F.col("dlq_reason").isNull()).select(ev, "partition", "offset", "kafka_ts")
-    return parsed.select(
+    return [
         F.col("e.txn_id").alias("txn_id"),
         F.col("e.schema_version").cast("int").alias("schema_version"),
         F.to_timestamp("e.event_time").alias("event_time"),
@@ -135,23 +134,92 @@ def typed_transactions(validated_df):
         F.col("offset").alias("kafka_offset"),
         F.col("kafka_ts").alias("kafka_timestamp"),
         F.current_timestamp().alias("landed_at"),
-    )
+    ]
 
 
-def dead_letter_rows(validated_df):
+def _event_struct():
     from pyspark.sql import functions as F
 
-    return validated_df.where(F.col("dlq_reason").isNotNull()).select(
-        "topic", F.col("partition").alias("kafka_partition"), F.col("offset").alias("kafka_offset"),
+    from ingestion.events import spark_schema
+
+    return F.from_json("value", spark_schema()).alias("e")
+
+
+def typed_transactions(validated_df):
+    """Valid records -> one flat, typed row per transaction (the Cassandra layout)."""
+    from pyspark.sql import functions as F
+
+    parsed = validated_df.where(F.col("dlq_reason").isNull()).select(
+        _event_struct(), "partition", "offset", "kafka_ts")
+    return parsed.select(*_typed_columns())
+
+
+_DEAD_LETTER_ONLY = ("topic", "reason", "detail", "raw_key", "raw_value")
+
+
+def landing_frame(validated_df):
+    """Every record once: the typed columns (null for an invalid record, except its Kafka
+    coordinates and landing time) and the dead-letter columns (null for a valid one)."""
+    from pyspark.sql import functions as F
+
+    return validated_df.select(
+        _event_struct(), "partition", "offset", "kafka_ts", "topic",
         F.col("dlq_reason").alias("reason"), F.col("dlq_detail").alias("detail"),
         F.col("key").alias("raw_key"), F.col("value").alias("raw_value"),
-        F.col("kafka_ts").alias("kafka_timestamp"), F.current_timestamp().alias("landed_at"),
-    )
+    ).select(*_typed_columns(), *_DEAD_LETTER_ONLY)
+
+
+def land_partition(target: CassandraTarget, bootstrap: str, dlq_topic: str, out_schema):
+    """mapInArrow function over :func:`landing_frame`: writes valid records to
+    ``transactions`` and invalid ones to ``dead_letters`` and the dead-letter topic, from
+    the task that holds them; yields the valid typed rows for detection.
+
+    Landing inside the micro-batch's one Spark job, instead of a write job, a dead-letter
+    check job and a Kafka job of its own, is what made small micro-batches cheap
+    (bench/batch_step_profile.py).
+    """
+    import json
+
+    from spark_jobs.kafka_sink import publish
+
+    names = list(out_schema.names)
+
+    def rows(batch, columns):
+        return list(zip(*[batch.column(c).to_pylist() for c in columns]))
+
+    def run(batches: Iterator) -> Iterator:
+        import pyarrow.compute as pc
+
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            valid_mask = pc.is_null(batch.column("reason"))
+            valid = batch.filter(valid_mask)
+            if valid.num_rows:
+                write_rows(target, "transactions", TRANSACTION_COLUMNS, rows(valid, TRANSACTION_COLUMNS))
+            bad = batch.filter(pc.invert(valid_mask))
+            if bad.num_rows:
+                letters = rows(bad, DEAD_LETTER_COLUMNS)
+                write_rows(target, "dead_letters", DEAD_LETTER_COLUMNS, letters)
+                messages = []
+                for letter in letters:
+                    record = dict(zip(DEAD_LETTER_COLUMNS, letter))
+                    del record["landed_at"]  # the topic carries where it came from, not when it landed
+                    key = record["raw_key"]
+                    messages.append((None if key is None else key.encode(),
+                                     json.dumps(record, default=_json_default, separators=(",", ":")).encode()))
+                publish(bootstrap, dlq_topic, messages)
+            if valid.num_rows:
+                yield valid.select(names)
+
+    return run
+
+
+def _json_default(value):
+    return value.isoformat()  # datetimes (Kafka timestamps)
 
 
 def start_ingest_query(spark, settings: Settings, opts: StreamOptions, drift=None):
-    from pyspark.sql import functions as F
-
     from spark_jobs.validation import validate
 
     target = CassandraTarget.from_settings(settings, opts.keyspace)
@@ -166,31 +234,24 @@ def start_ingest_query(spark, settings: Settings, opts: StreamOptions, drift=Non
                             alerts_topic=opts.alerts_topic)
 
     def _write(batch_df, batch_id: int) -> None:
-        batch_df.persist()
-        try:
-            typed = typed_transactions(batch_df)
-            write_dataframe(typed, target, "transactions", TRANSACTION_COLUMNS)
-            if detector is not None:
-                # The token ties profile updates to this micro-batch of this query, so a
-                # replay of the batch starts from the same profiles (exactly-once features).
-                scored = detector.score(batch_df.sparkSession, typed, f"{opts.checkpoint_dir}#{batch_id}").persist()
-                detector.write(scored)
-                if drift is not None:
-                    drift.observe_scores(scored, batch_id, detector.models.drift_reference())
-                scored.unpersist()
-            bad = dead_letter_rows(batch_df).persist()
-            if not bad.isEmpty():
-                write_dataframe(bad, target, "dead_letters", DEAD_LETTER_COLUMNS)
-                (bad.select(
-                    F.col("raw_key").alias("key"),
-                    F.to_json(F.struct(*[c for c in DEAD_LETTER_COLUMNS if c != "landed_at"])).alias("value"),
-                ).write.format("kafka")
-                 .option("kafka.bootstrap.servers", bootstrap)
-                 .option("topic", opts.dlq_topic)
-                 .save())
-            bad.unpersist()
-        finally:
-            batch_df.unpersist()
+        # The whole micro-batch is ONE Spark job: land (transactions, dead letters), then
+        # features, rules, models, outputs, all written from the tasks that hold the rows;
+        # the driver only collects the few columns the drift monitor needs. Every separate
+        # job costs ~0.3-0.7 s here whatever its size, and the former write-per-step layout
+        # (6-8 jobs) was most of a small batch's time (bench/batch_step_profile.py).
+        frame = landing_frame(batch_df)
+        typed_schema = frame.drop(*_DEAD_LETTER_ONLY).schema
+        landed = frame.mapInArrow(land_partition(target, bootstrap, opts.dlq_topic, typed_schema), typed_schema)
+        if detector is None:
+            landed.write.format("noop").mode("overwrite").save()
+            return
+        # The token ties profile updates to this micro-batch of this query, so a replay of
+        # the batch starts from the same profiles (exactly-once features).
+        outcome = detector.process(batch_df.sparkSession, landed, f"{opts.checkpoint_dir}#{batch_id}")
+        if drift is None:
+            outcome.write.format("noop").mode("overwrite").save()
+        else:
+            drift.observe_scores(outcome.toPandas(), batch_id, detector.models.drift_reference())
 
     query = _start(validated.writeStream.foreachBatch(_write), opts, "ingest")
     query.detector = detector  # for operators and tests: current rules, model, last rules error
@@ -263,7 +324,8 @@ def start_aggregate_query(spark, settings: Settings, opts: StreamOptions):
     def _write(batch_df, _batch_id: int) -> None:
         write_dataframe(batch_df, target, "account_aggregates", AGGREGATE_COLUMNS)
 
-    return _start(frame.writeStream.outputMode("update").foreachBatch(_write), opts, "aggregates")
+    return _start(frame.writeStream.outputMode("update").foreachBatch(_write), opts, "aggregates",
+                  opts.aggregates_trigger_seconds)
 
 
 LABEL_COLUMNS = ("txn_id", "is_fraud", "scenario", "label_time", "received_at")
@@ -315,12 +377,12 @@ def start_labels_query(spark, settings: Settings, opts: StreamOptions, drift=Non
     return _start(labels.writeStream.foreachBatch(_write), opts, "labels")
 
 
-def _start(writer, opts: StreamOptions, name: str):
+def _start(writer, opts: StreamOptions, name: str, trigger_seconds: float | None = None):
     writer = writer.option("checkpointLocation", f"{opts.checkpoint_dir}/{name}")
     if opts.available_now:
         writer = writer.trigger(availableNow=True)
     else:
-        writer = writer.trigger(processingTime=f"{opts.trigger_seconds} seconds")
+        writer = writer.trigger(processingTime=f"{trigger_seconds or opts.trigger_seconds} seconds")
     return writer.queryName(f"{name}_{opts.topic}").start()
 
 
