@@ -381,17 +381,25 @@ def run(cfg: BenchConfig, out_dir: Path, log=print) -> dict:
             _log_rate(ingest_only, log)
             alerts_base = f"bench_base_alerts_{stamp}"
             ensure_topics(settings.kafka.bootstrap, [alerts_base], settings.kafka.partitions)
-            from bench.spark_profile import format_profile, job_profile, last_job_id
+            from bench.spark_profile import format_profile, format_steps, job_profile, last_job_id, step_timers
 
             before = last_job_id(spark)
-            detect, detect_progress = baselines.spark_stream(
-                spark, settings, base_topic, True, str(ckpt / "detect"), dlq_topic=f"{base_topic}_dlq",
-                alerts_topic=alerts_base)
+            with step_timers(spark) as steps:
+                detect, detect_progress = baselines.spark_stream(
+                    spark, settings, base_topic, True, str(ckpt / "detect"), dlq_topic=f"{base_topic}_dlq",
+                    alerts_topic=alerts_base)
             rates.append(detect)
             _log_rate(detect, log)
             result["baselines"] = [{**asdict(r), "rows_per_s": r.rows_per_s} for r in rates]
             result["detect_backlog_duration_ms"] = _duration_breakdown(detect_progress)
             result["detect_backlog_jobs"] = job_profile(spark, before)
+            result["detect_backlog_steps"] = {"batches": len(detect_progress),
+                                              "add_batch_s": sum(p["durationMs"].get("addBatch", 0)
+                                                                 for p in detect_progress) / 1000,
+                                              "worker_seconds": dict(steps.value)}
+            log("where the detection stream's time goes (backlog run, Python steps inside the tasks):")
+            log("  " + format_steps(steps.value, len(detect_progress) or 1,
+                                    result["detect_backlog_steps"]["add_batch_s"]).replace("\n", "\n  "))
             log("where the detection stream's time goes (backlog run, Spark jobs by call site):")
             log("  " + format_profile(result["detect_backlog_jobs"][:12]).replace("\n", "\n  "))
             scoring = baselines.scoring(spark, cfg.scoring_rows, cfg.seed + 1)

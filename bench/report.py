@@ -64,6 +64,15 @@ def markdown(result: dict) -> str:
               "| job | count | seconds | share |", "|---|---:|---:|---:|"]
     lines += [f"| {r['job']} | {r['jobs']} | {r['seconds']:.1f} | {r['share']:.1%} |"
               for r in result.get("detect_backlog_jobs", [])]
+    steps = result.get("detect_backlog_steps")
+    if steps and steps.get("worker_seconds"):
+        batches = max(steps["batches"], 1)
+        total = sum(steps["worker_seconds"].values()) or 1.0
+        lines += ["", "## Python steps inside the micro-batch job (detection on, backlog run)", "",
+                  "| step | worker s per batch | share |", "|---|---:|---:|"]
+        lines += [f"| {k} | {v / batches:.2f} | {v / total:.0%} |"
+                  for k, v in sorted(steps["worker_seconds"].items(), key=lambda kv: -kv[1])]
+        lines.append(f"| addBatch wall time per batch | {steps['add_batch_s'] / batches:.2f} | |")
     lines += ["", "![latency](latency.png)", ""]
     return "\n".join(lines)
 

@@ -1,16 +1,19 @@
-"""Where a micro-batch's time goes, by Spark job: a profile from the driver's own REST API.
+"""Where a micro-batch's time goes: Spark jobs by call site, and Python steps by name.
 
 Structured Streaming's ``durationMs`` puts all of a foreachBatch sink under ``addBatch``.
-Inside it the stream runs several Spark jobs (write transactions, the two feature folds,
-scoring, the scored/alerts writes, the alerts topic, dead letters); the Spark UI's REST
-API (``/api/v1/applications/<id>/jobs``) has each job's call site and wall time, so the
-sum per call site says which step to attack first. Jobs the pipeline labels (each
-Cassandra write sets a job description, ``txmon: write <table>``) are grouped by label.
+
+* :func:`job_profile`: the Spark UI's REST API (``/api/v1/applications/<id>/jobs``) has
+  each job's call site and wall time; jobs a writer labels (``txmon: write <table>``,
+  cassandra_sink.write_dataframe) are grouped by label. Since the stream's micro-batch
+  became one Spark job this mostly counts jobs per batch.
+* :func:`step_timers`: inside that one job, how long each Python step (land, the two
+  feature folds, scoring, outputs) runs in the tasks, gathered with an accumulator.
 """
 from __future__ import annotations
 
 import json
 import urllib.request
+from contextlib import contextmanager
 from datetime import datetime
 
 
@@ -59,4 +62,97 @@ def job_profile(spark, after_job_id: int = -1) -> list[dict]:
 def format_profile(rows: list[dict]) -> str:
     lines = [f"{'Spark job (call site)':<60}{'jobs':>6}{'seconds':>10}{'share':>8}"]
     lines += [f"{r['job'][:58]:<60}{r['jobs']:>6}{r['seconds']:>10.1f}{r['share']:>8.1%}" for r in rows]
+    return "\n".join(lines)
+
+
+def _timed_factory(name_of, factory, acc):
+    """Wrap a mapInArrow function factory: its functions add their own run time to ``acc``."""
+
+    def make(*args, **kwargs):
+        run = factory(*args, **kwargs)
+        name = name_of(*args)
+
+        def timed_run(batches):
+            import time as _time
+
+            # Steps of one stage are chained through the JVM, so waiting for the next input
+            # batch is the upstream step's time: count only this function's own time.
+            waited = [0.0]
+
+            def source():
+                upstream = iter(batches)
+                while True:
+                    t0 = _time.perf_counter()
+                    try:
+                        batch = next(upstream)
+                    except StopIteration:
+                        waited[0] += _time.perf_counter() - t0
+                        return
+                    waited[0] += _time.perf_counter() - t0
+                    yield batch
+
+            spent, it = 0.0, iter(run(source()))
+            while True:
+                t0 = _time.perf_counter()
+                try:
+                    out = next(it)
+                except StopIteration:
+                    acc.add({name: spent + _time.perf_counter() - t0 - waited[0]})
+                    return
+                spent += _time.perf_counter() - t0
+                yield out
+
+        return timed_run
+
+    return make
+
+
+@contextmanager
+def step_timers(spark):
+    """Time every Python step of the stream's micro-batch (inside the Spark tasks) while
+    the block runs; yields a Spark accumulator whose value is {step: worker seconds}.
+
+    The steps are mapInArrow functions made by factories in spark_jobs; each factory is
+    wrapped for the duration of the block (queries started inside it are timed)."""
+    from pyspark.accumulators import AccumulatorParam
+
+    import spark_jobs.detection as detection
+    import spark_jobs.transactions_stream as stream
+
+    class Seconds(AccumulatorParam):
+        def zero(self, value):
+            return {}
+
+        def addInPlace(self, a, b):
+            for k, v in b.items():
+                a[k] = a.get(k, 0.0) + v
+            return a
+
+    acc = spark.sparkContext.accumulator({}, Seconds())
+    originals = [(stream, "land_partition", stream.land_partition),
+                 *[(detection, n, getattr(detection, n))
+                   for n in ("_partition_fold", "_score_partition", "_outputs_partition")]]
+    stream.land_partition = _timed_factory(lambda *a: "land (write transactions, dead letters)",
+                                           stream.land_partition, acc)
+    detection._partition_fold = _timed_factory(
+        lambda fold, *a: f"features: {fold.__name__} (load, fold, save profiles)", detection._partition_fold, acc)
+    detection._score_partition = _timed_factory(lambda *a: "scoring (models, risk, reasons)",
+                                                detection._score_partition, acc)
+    detection._outputs_partition = _timed_factory(lambda *a: "outputs (write scored, alerts, alerts topic)",
+                                                  detection._outputs_partition, acc)
+    try:
+        yield acc
+    finally:
+        for module, name, original in originals:
+            setattr(module, name, original)
+
+
+def format_steps(totals: dict[str, float], batches: int, add_batch_s: float) -> str:
+    """The step timings as a table: worker seconds per micro-batch and share."""
+    worker = sum(totals.values()) or 1.0
+    lines = [f"{'Python step (inside the tasks)':<56}{'worker s / batch':>17}{'share':>7}"]
+    lines += [f"{name:<56}{seconds / batches:>17.2f}{seconds / worker:>7.0%}"
+              for name, seconds in sorted(totals.items(), key=lambda kv: -kv[1])]
+    lines.append(f"{'all Python steps (summed over parallel tasks)':<56}{sum(totals.values()) / batches:>17.2f}")
+    lines.append(f"{'addBatch wall time (the whole micro-batch job)':<56}{add_batch_s / batches:>17.2f}")
     return "\n".join(lines)
