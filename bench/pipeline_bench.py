@@ -46,6 +46,9 @@ BENCH_ENV = {  # its own stack: never a developer's (.txmon) or the tests' (.txm
     "TXMON_KAFKA__CONTROLLER_PORT": "29093",
     "TXMON_CASSANDRA__PORT": "29042",
     "TXMON_CASSANDRA__STORAGE_PORT": "27000",
+    # No Airflow in the bench: drift alarms are recorded in Cassandra, not sent anywhere
+    # (with notify: airflow every alarm would log a failed REST call).
+    "TXMON_DRIFT__NOTIFY": "none",
 }
 
 

@@ -93,8 +93,8 @@ class SparkSettings(_Section):
     master: str = "local[2]"
     driver_memory: str = Field("2g", pattern=r"^\d+[mgMG]$")
     shuffle_partitions: int = Field(2, ge=1)
-    trigger_seconds: float = Field(2, gt=0)
-    aggregates_trigger_seconds: float = Field(10, gt=0)
+    trigger_seconds: float = Field(0.5, gt=0)
+    secondary_trigger_seconds: float = Field(10, gt=0)
     max_offsets_per_trigger: int = Field(200_000, ge=1)
     cassandra_write_concurrency: int = Field(16, ge=1, le=2048)
     cassandra_batch_rows: int = Field(32, ge=1, le=200)

@@ -59,7 +59,7 @@ class StreamOptions:
     keyspace: str
     trigger_seconds: float
     max_offsets_per_trigger: int
-    aggregates_trigger_seconds: float | None = None  # None: trigger_seconds
+    secondary_trigger_seconds: float | None = None  # aggregates and labels queries; None: trigger_seconds
     available_now: bool = False
     starting_offsets: str = "earliest"
     detect: bool = True
@@ -76,7 +76,7 @@ class StreamOptions:
             checkpoint_dir=str(settings.state_path / "checkpoints" / "transactions"),
             keyspace=settings.cassandra.keyspace,
             trigger_seconds=settings.spark.trigger_seconds,
-            aggregates_trigger_seconds=settings.spark.aggregates_trigger_seconds,
+            secondary_trigger_seconds=settings.spark.secondary_trigger_seconds,
             max_offsets_per_trigger=settings.spark.max_offsets_per_trigger,
             labels_topic=settings.kafka.topics.labels,
             alerts_topic=settings.kafka.topics.alerts,
@@ -325,7 +325,7 @@ def start_aggregate_query(spark, settings: Settings, opts: StreamOptions):
         write_dataframe(batch_df, target, "account_aggregates", AGGREGATE_COLUMNS)
 
     return _start(frame.writeStream.outputMode("update").foreachBatch(_write), opts, "aggregates",
-                  opts.aggregates_trigger_seconds)
+                  opts.secondary_trigger_seconds)
 
 
 LABEL_COLUMNS = ("txn_id", "is_fraud", "scenario", "label_time", "received_at")
@@ -374,7 +374,7 @@ def start_labels_query(spark, settings: Settings, opts: StreamOptions, drift=Non
         write_rows(target, "payee_fraud_labels", ("payee_key", "txn_id", "label_time", "scenario", "received_at"),
                    payees)
 
-    return _start(labels.writeStream.foreachBatch(_write), opts, "labels")
+    return _start(labels.writeStream.foreachBatch(_write), opts, "labels", opts.secondary_trigger_seconds)
 
 
 def _start(writer, opts: StreamOptions, name: str, trigger_seconds: float | None = None):

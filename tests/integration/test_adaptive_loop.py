@@ -102,7 +102,7 @@ def loop(services, spark, tmp_path_factory):
     opts = StreamOptions.from_settings(
         settings, topic=names["tx"], dlq_topic=names["dlq"], alerts_topic=names["alerts"],
         labels_topic=names["labels"], checkpoint_dir=str(tmp / "ckpt"), registry_root=str(tmp / "models"),
-        keyspace=KEYSPACE, trigger_seconds=1)
+        keyspace=KEYSPACE, trigger_seconds=1, secondary_trigger_seconds=2)
     items = list(simulator_for(_options(seed=SEED, count=N_BEFORE_SWAP + N_AFTER_SWAP, drift_after_events=CHANGE_AT,
                                         drift_scenario="qr_code_swap", drift_scenario_share=0.7))
                  .generate(N_BEFORE_SWAP + N_AFTER_SWAP))
