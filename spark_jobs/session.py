@@ -45,6 +45,10 @@ def spark_conf(settings: Settings, app_name: str, master: str | None = None) -> 
         "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
         "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
+        # Python workers are forked from a daemon that has already imported pandas,
+        # scikit-learn, the drivers...: a new worker does not spend seconds importing them
+        # in the middle of a micro-batch (spark_jobs/worker_daemon.py).
+        "spark.python.daemon.module": "spark_jobs.worker_daemon",
         "spark.driver.bindAddress": "127.0.0.1",
         "spark.driver.host": "127.0.0.1",
     }
