@@ -60,13 +60,23 @@ def anomaly_pipeline(n_estimators: int, seed: int):
                          IsolationForest(n_estimators=n_estimators, random_state=seed, n_jobs=1))
 
 
-def feature_matrix(frame: pd.DataFrame) -> np.ndarray:
-    """The FEATURES columns, in order, as float64. Raises KeyError naming missing columns."""
-    missing = [f for f in FEATURES if f not in frame.columns]
+def feature_matrix(frame) -> np.ndarray:
+    """The FEATURES columns, in order, as float64. Raises KeyError naming missing columns.
+
+    ``frame``: a pandas DataFrame, or a pyarrow RecordBatch/Table (the stream's scoring
+    step: columns straight to NumPy, nulls as NaN, no pandas frame in between).
+    """
+    names = frame.schema.names if hasattr(frame, "schema") and hasattr(frame, "column") else frame.columns
+    missing = [f for f in FEATURES if f not in names]
     if missing:
         raise KeyError(f"frame lacks feature columns {missing}; compute them with "
                        "spark_jobs.features.add_features first")
-    return frame.loc[:, list(FEATURES)].to_numpy(dtype=np.float64)
+    if isinstance(frame, pd.DataFrame):
+        return frame.loc[:, list(FEATURES)].to_numpy(dtype=np.float64)
+    out = np.empty((frame.num_rows, len(FEATURES)), dtype=np.float64)
+    for j, name in enumerate(FEATURES):
+        out[:, j] = frame.column(name).to_numpy(zero_copy_only=False)
+    return out
 
 
 class ForestPaths:
@@ -126,7 +136,8 @@ class ModelBundle:
 
     # ------------------------------------------------------------------ scoring
 
-    def matrix(self, frame: pd.DataFrame) -> np.ndarray:
+    def matrix(self, frame) -> np.ndarray:
+        """:func:`feature_matrix` of ``frame`` (pandas or Arrow), for this bundle's feature list."""
         if tuple(self.features) != FEATURES:
             raise ValueError("this bundle was trained on a different feature list; retrain it with `txmon train`")
         return feature_matrix(frame)
@@ -157,8 +168,8 @@ class ModelBundle:
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "_paths"}
 
-    def score(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """(fraud_probability, anomaly), each in [0, 1], one per row of ``frame``."""
+    def score(self, frame) -> tuple[np.ndarray, np.ndarray]:
+        """(fraud_probability, anomaly), each in [0, 1], one per row of ``frame`` (pandas or Arrow)."""
         x = self.matrix(frame)
         return self.probability(x), self.anomaly(x)
 
