@@ -14,7 +14,7 @@ The stream scores with ``mapInArrow`` and the model bundle broadcast once
   floor: what any Python step returning the batch's columns costs before doing work);
 * the stream's full scoring step (risk, decision, reasons, alert JSON) in ``mapInArrow``.
 
-    .venv/bin/python bench/stream_scoring_bench.py [--rows 100000] [--against 781adfb]
+    .venv/bin/python bench/stream_scoring_bench.py [--rows 100000] [--against 781adfb] [--arrow-batch 1000]
 
 Goal (issue 4): in-stream scoring / plain predict >= 0.5. Every path is reported against
 baselines 1 and 2 (and bundle.score); the in-process baselines run on one thread, the
@@ -210,13 +210,19 @@ def main() -> None:
     parser.add_argument("--against", metavar="GIT_REF",
                         help="also time the scoring step of spark_jobs/detection.py at this commit against the "
                              "working tree's (same rows, interleaved) and check their output is identical")
+    parser.add_argument("--arrow-batch", type=int, metavar="ROWS",
+                        help="spark.sql.execution.arrow.maxRecordsPerBatch for the Spark paths [Spark's default, "
+                             "10,000]; the stream's batches are a micro-batch's rows per partition, often < 1,000")
     args = parser.parse_args()
 
     bundle, described = load_or_train(None, 100_000, 42)
     frame = scoring_frame(args.rows, args.seed)
     spark = build_session(load_settings(), "stream-scoring-bench")
+    if args.arrow_batch:
+        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.arrow_batch))
     results = measure(spark, bundle, frame, args.repeats)
-    print(f"model: {described}; {len(frame):,} rows; machine: {os.cpu_count()} cores, "
+    arrow_batch = spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch")
+    print(f"model: {described}; {len(frame):,} rows; Arrow batches of {arrow_batch} rows; machine: {os.cpu_count()} cores, "
           f"loadavg {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(format_results(results))
     if args.against:
