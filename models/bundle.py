@@ -87,8 +87,10 @@ class ForestPaths:
     term is computed once per tree at construction (same float operations, so the same
     values), each tree's own Cython ``apply`` finds the leaves, and the depths are summed
     in the same tree order, then ``2 ** -(depths / (n_trees * c(max_samples)))`` as
-    sklearn does. tests/unit/test_models_bundle.py checks equality with sklearn's
-    ``score_samples``; the scoring bench measures the gain.
+    sklearn does. It reads the forest's private per-tree arrays (scikit-learn is pinned
+    in requirements.lock); tests/unit/test_models_training.py checks bit-for-bit equality
+    with ``score_samples`` on a trained forest, so an upgrade that changes them fails
+    there. bench/stream_scoring_bench.py measures the gain.
     """
 
     def __init__(self, pipeline) -> None:
