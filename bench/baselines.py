@@ -11,7 +11,7 @@ Every baseline goes through the code the pipeline uses, minus the rest of the pi
   large micro-batches;
 * Cassandra inserts through ``spark_jobs/cassandra_sink.write_dataframe`` from a cached
   DataFrame (the pipeline's write path, both cores);
-* plain ``predict_proba`` against in-stream scoring (bench/stream_scoring_bench.py).
+* plain ``predict_proba`` (and both models' plain calls) against in-stream scoring (bench/stream_scoring_bench.py).
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@
    model exists (trains one on simulated history if the registry is empty).
 2. Baselines, measured now on this machine (bench/baselines.py): Kafka produce and
    consume, Spark Kafka source -> noop sink, the stream ingest-only and with detection on
-   a backlog, Cassandra upserts through the sink, plain predict_proba vs in-stream scoring.
+   a backlog, Cassandra upserts through the sink, plain predict_proba (and both models) vs in-stream scoring.
 3. Ramp: the full stream (ingest + features + rules + models -> Cassandra + alerts, plus
    the aggregates and labels queries) runs while the simulator produces at rising rates
    for a fixed period each. A rate is *sustained* if the producer achieved it and the
@@ -461,7 +461,7 @@ def _log_rate(r, log) -> None:
 
 
 def _ratios(result: dict) -> dict[str, float]:
-    from bench.stream_scoring_bench import IN_STREAM, PREDICT
+    from bench.stream_scoring_bench import ratios as scoring_ratios
 
     by_name = {b["name"]: b["rows_per_s"] for b in result["baselines"]}
     noop = next(v for k, v in by_name.items() if k.startswith("Spark Kafka source"))
@@ -469,8 +469,7 @@ def _ratios(result: dict) -> dict[str, float]:
     for k, v in by_name.items():
         if k.startswith("Spark stream"):
             out[f"{k.split(', available-now')[0]} / spark_noop"] = v / noop if noop else 0.0
-    sc = result["scoring"]
-    out["in-stream scoring / plain predict_proba"] = sc[IN_STREAM] / sc[PREDICT]
+    out.update(scoring_ratios(result["scoring"]))  # vs the classifier alone and vs both models
     return out
 
 

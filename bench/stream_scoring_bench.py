@@ -3,14 +3,24 @@
 The stream scores with ``mapInArrow`` and the model bundle broadcast once
 (spark_jobs/detection.py). This bench times, on the same feature rows:
 
-* ``predict_proba`` of the bare classifier on one NumPy matrix (the baseline);
-* ``bundle.score`` on one pandas frame (classifier + calibration + Isolation Forest);
-* Spark ``mapInArrow`` running ``bundle.score`` on a cached DataFrame (``local[2]``);
+* ``predict_proba`` of the bare classifier on one NumPy matrix (baseline 1: one model);
+* plain scikit-learn calls of BOTH models the stream scores with, ``predict_proba`` of
+  the classifier and ``score_samples`` of the Isolation Forest pipeline (baseline 2: the
+  fair "plain model.predict" for a stream that runs two models);
+* ``bundle.score`` on one pandas frame (the stream's own model code in-process, one
+  thread: classifier + calibration + the forest through models.bundle.ForestPaths);
+* Spark ``mapInArrow`` over the feature columns of a cached DataFrame (``local[2]``)
+  returning the two scores, once with the plain scikit-learn calls and once with
+  ``bundle.score`` (the models alone inside Spark);
+* Spark ``mapInArrow`` passing the ruled batch through Python untouched (the transfer
+  floor: what any Python step returning the batch's columns costs before doing work);
 * the stream's full scoring step (risk, decision, reasons, alert JSON) in ``mapInArrow``.
 
-    .venv/bin/python bench/stream_scoring_bench.py [--rows 100000] [--against 781adfb]
+    .venv/bin/python bench/stream_scoring_bench.py [--rows 100000] [--against 781adfb] [--arrow-batch 1000]
 
-Goal (issue 4): in-stream scoring / plain predict >= 0.5.
+Goal (issue 4): in-stream scoring / plain predict >= 0.5. Every path is reported against
+baselines 1 and 2 (and bundle.score); the in-process baselines run on one thread, the
+Spark paths on ``local[2]`` sharing the machine's cores with the JVM.
 """
 from __future__ import annotations
 
@@ -34,6 +44,11 @@ def _best(fn, repeats: int = 3) -> float:
 
 
 PREDICT = "predict_proba (NumPy, 1 thread)"
+PLAIN_BOTH = "predict_proba + IF score_samples (sklearn, 1 thread)"
+BUNDLE = "bundle.score (pandas, 1 thread)"
+SPARK_PLAIN = "Spark mapInArrow, features -> predict_proba + score_samples"
+SPARK_BUNDLE = "Spark mapInArrow, features -> bundle.score"
+TRANSFER = "Spark mapInArrow pass-through, no scoring (floor)"
 IN_STREAM = "Spark full scoring step (risk, reasons, alerts)"
 
 
@@ -56,27 +71,48 @@ def measure(spark, bundle, frame, repeats: int = 3) -> dict[str, float]:
     results = {}
     with threadpool_limits(1):  # as in a Spark Python worker (OMP_NUM_THREADS=1)
         results[PREDICT] = n / _best(lambda: bundle.classifier.predict_proba(matrix), repeats)
-        results["bundle.score (pandas, 1 thread)"] = n / _best(lambda: bundle.score(features), repeats)
+        results[PLAIN_BOTH] = n / _best(lambda: (bundle.classifier.predict_proba(matrix),
+                                                 bundle.anomaly_model.score_samples(matrix)), repeats)
+        results[BUNDLE] = n / _best(lambda: bundle.score(features), repeats)
 
     sdf = _spark_frame(spark, frame).cache()
     sdf.count()
     bc = spark.sparkContext.broadcast(bundle)
 
-    def score_only(batches):
-        import pyarrow as pa
+    def models_only(plain: bool):
+        def run(batches):
+            import pyarrow as pa
 
-        model = bc.value
-        for batch in batches:
-            p, a = model.score(batch.to_pandas()[list(FEATURES)])
-            yield pa.RecordBatch.from_arrays([pa.array(p), pa.array(a)], names=["p", "a"])
+            model = bc.value
+            for batch in batches:
+                if plain:  # both models' own scikit-learn calls, as before models.bundle.ForestPaths
+                    x = feature_matrix(batch)
+                    p, a = model.classifier.predict_proba(x)[:, 1], -model.anomaly_model.score_samples(x)
+                else:
+                    p, a = model.score(batch)
+                yield pa.RecordBatch.from_arrays([pa.array(p), pa.array(a)], names=["p", "a"])
+        return run
 
-    results["Spark mapInArrow bundle.score (local[2])"] = n / _best(
-        lambda: sdf.mapInArrow(score_only, "p double, a double").write.format("noop").mode("overwrite").save(),
-        repeats)
+    # Models only: the feature columns in, two columns out (no pass-through, no risk/reasons).
+    feats = sdf.select(*FEATURES)
+    results[SPARK_PLAIN] = n / _best(
+        lambda: feats.mapInArrow(models_only(True), "p double, a double").write.format("noop").mode("overwrite")
+        .save(), repeats)
+    results[SPARK_BUNDLE] = n / _best(
+        lambda: feats.mapInArrow(models_only(False), "p double, a double").write.format("noop").mode("overwrite")
+        .save(), repeats)
 
     rules = load_rules()
     ruled = apply_rules(sdf, rules).cache()
     ruled.count()
+
+    def pass_through(batches):
+        yield from batches
+
+    # The floor of any Python step that returns the batch's columns (as mapInArrow must):
+    # Arrow out of the JVM and back, no work in Python.
+    results[TRANSFER] = n / _best(
+        lambda: ruled.mapInArrow(pass_through, ruled.schema).write.format("noop").mode("overwrite").save(), repeats)
     out_schema = scored_schema(ruled.schema)
     step = _score_partition(bc, "bench", rules, out_schema)
     results[IN_STREAM] = n / _best(
@@ -156,10 +192,21 @@ def _spark_frame(spark, frame):
     return spark.createDataFrame(pdf).repartition(2)
 
 
+def ratios(results: dict[str, float]) -> dict[str, float]:
+    """The issue-4 ratios of this run: in-stream scoring over each plain baseline."""
+    return {"in-stream scoring / plain predict_proba": results[IN_STREAM] / results[PREDICT],
+            "in-stream scoring / plain predict_proba + IF score_samples": results[IN_STREAM] / results[PLAIN_BOTH],
+            "in-stream scoring / bundle.score in-process": results[IN_STREAM] / results[BUNDLE]}
+
+
 def format_results(results: dict[str, float]) -> str:
-    base = results[PREDICT]
-    lines = [f"{'path':<52}{'rows/s':>12}{'vs predict':>12}"]
-    lines += [f"{name:<52}{rate:>12,.0f}{rate / base:>12.2f}" for name, rate in results.items()]
+    heads = ("vs proba", "vs both", "vs bundle")
+    bases = (results[PREDICT], results[PLAIN_BOTH], results[BUNDLE])
+    lines = [f"{'path':<62}{'rows/s':>11}" + "".join(f"{h:>11}" for h in heads)]
+    lines += [f"{name:<62}{rate:>11,.0f}" + "".join(f"{rate / b:>11.2f}" for b in bases)
+              for name, rate in results.items()]
+    lines += [f"{name}: {value:.3f} ({'meets' if value >= 0.5 else 'misses'} the 0.5 goal)"
+              for name, value in ratios(results).items()]
     return "\n".join(lines)
 
 
@@ -177,13 +224,19 @@ def main() -> None:
     parser.add_argument("--against", metavar="GIT_REF",
                         help="also time the scoring step of spark_jobs/detection.py at this commit against the "
                              "working tree's (same rows, interleaved) and check their output is identical")
+    parser.add_argument("--arrow-batch", type=int, metavar="ROWS",
+                        help="spark.sql.execution.arrow.maxRecordsPerBatch for the Spark paths [Spark's default, "
+                             "10,000]; the stream's batches are a micro-batch's rows per partition, often < 1,000")
     args = parser.parse_args()
 
     bundle, described = load_or_train(None, 100_000, 42)
     frame = scoring_frame(args.rows, args.seed)
     spark = build_session(load_settings(), "stream-scoring-bench")
+    if args.arrow_batch:
+        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.arrow_batch))
     results = measure(spark, bundle, frame, args.repeats)
-    print(f"model: {described}; {len(frame):,} rows; machine: {os.cpu_count()} cores, "
+    arrow_batch = spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch")
+    print(f"model: {described}; {len(frame):,} rows; Arrow batches of {arrow_batch} rows; machine: {os.cpu_count()} cores, "
           f"loadavg {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(format_results(results))
     if args.against:

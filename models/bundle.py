@@ -10,6 +10,9 @@ has the :data:`~spark_jobs.features.FEATURES` columns:
   probability on the real base rate, which the noisy-OR in :mod:`models.risk` needs.
 - ``anomaly``: the Isolation Forest's score as its empirical CDF over the training
   traffic: 0.9 means "more unusual than 90% of the genuine transactions it saw".
+  The forest's score is computed by :class:`ForestPaths` (the same per-tree Cython
+  ``apply`` and the same float operations as ``IsolationForest.score_samples``,
+  without its per-call validation, joblib dispatch and per-tree leaf arithmetic).
 
 This module imports only numpy, pandas, scikit-learn and the feature list, so Spark
 executors can unpickle a bundle cheaply.
@@ -26,7 +29,7 @@ from scipy.special import expit
 
 from spark_jobs.features import FEATURES
 
-__all__ = ["LOG_FEATURES", "ModelBundle", "anomaly_pipeline", "feature_matrix", "signed_log1p"]
+__all__ = ["LOG_FEATURES", "ForestPaths", "ModelBundle", "anomaly_pipeline", "feature_matrix", "signed_log1p"]
 
 LOG_FEATURES = tuple(f for f in FEATURES if not f.startswith("is_") and f != "hour_ist")
 """Money, count, ratio, time and distance features: heavy-tailed, so the anomaly model
@@ -57,13 +60,60 @@ def anomaly_pipeline(n_estimators: int, seed: int):
                          IsolationForest(n_estimators=n_estimators, random_state=seed, n_jobs=1))
 
 
-def feature_matrix(frame: pd.DataFrame) -> np.ndarray:
-    """The FEATURES columns, in order, as float64. Raises KeyError naming missing columns."""
-    missing = [f for f in FEATURES if f not in frame.columns]
+def feature_matrix(frame) -> np.ndarray:
+    """The FEATURES columns, in order, as float64. Raises KeyError naming missing columns.
+
+    ``frame``: a pandas DataFrame, or a pyarrow RecordBatch/Table (the stream's scoring
+    step: columns straight to NumPy, nulls as NaN, no pandas frame in between).
+    """
+    names = frame.schema.names if hasattr(frame, "schema") and hasattr(frame, "column") else frame.columns
+    missing = [f for f in FEATURES if f not in names]
     if missing:
         raise KeyError(f"frame lacks feature columns {missing}; compute them with "
                        "spark_jobs.features.add_features first")
-    return frame.loc[:, list(FEATURES)].to_numpy(dtype=np.float64)
+    if isinstance(frame, pd.DataFrame):
+        return frame.loc[:, list(FEATURES)].to_numpy(dtype=np.float64)
+    out = np.empty((frame.num_rows, len(FEATURES)), dtype=np.float64)
+    for j, name in enumerate(FEATURES):
+        out[:, j] = frame.column(name).to_numpy(zero_copy_only=False)
+    return out
+
+
+class ForestPaths:
+    """``-IsolationForest.score_samples`` of a fitted pipeline, bit for bit, in fewer steps.
+
+    scikit-learn (1.9) scores each tree through joblib, and for every tree and row adds
+    ``decision_path_length[leaf] + average_path_length[leaf] - 1.0``. Here that leaf
+    term is computed once per tree at construction (same float operations, so the same
+    values), each tree's own Cython ``apply`` finds the leaves, and the depths are summed
+    in the same tree order, then ``2 ** -(depths / (n_trees * c(max_samples)))`` as
+    sklearn does. It reads the forest's private per-tree arrays (scikit-learn is pinned
+    in requirements.lock); tests/unit/test_models_training.py checks bit-for-bit equality
+    with ``score_samples`` on a trained forest, so an upgrade that changes them fails
+    there. bench/stream_scoring_bench.py measures the gain.
+    """
+
+    def __init__(self, pipeline) -> None:
+        from sklearn.ensemble._iforest import _average_path_length
+
+        forest = pipeline[-1]
+        self.prepare = pipeline[:-1]  # the pipeline's transforms (signed_log1p)
+        subsample = forest._max_features != forest.n_features_in_
+        self.trees = [
+            (est.tree_, features if subsample else None, dpl + apl - 1.0)
+            for est, features, dpl, apl in zip(forest.estimators_, forest.estimators_features_,
+                                               forest._decision_path_lengths,
+                                               forest._average_path_length_per_tree)
+        ]
+        self.denominator = len(forest.estimators_) * _average_path_length([forest._max_samples])
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """The forest's anomaly score (higher = more unusual) of each row of a FEATURES matrix."""
+        x32 = np.asarray(self.prepare.transform(x), dtype=np.float32)  # as sklearn's validate_data
+        depths = np.zeros(len(x32), order="f")
+        for tree, features, leaf_depth in self.trees:
+            depths += leaf_depth[tree.apply(x32 if features is None else x32[:, features])]
+        return 2 ** -np.divide(depths, self.denominator, out=np.ones_like(depths), where=self.denominator != 0)
 
 
 @dataclass(eq=False)
@@ -88,7 +138,8 @@ class ModelBundle:
 
     # ------------------------------------------------------------------ scoring
 
-    def matrix(self, frame: pd.DataFrame) -> np.ndarray:
+    def matrix(self, frame) -> np.ndarray:
+        """:func:`feature_matrix` of ``frame`` (pandas or Arrow), for this bundle's feature list."""
         if tuple(self.features) != FEATURES:
             raise ValueError("this bundle was trained on a different feature list; retrain it with `txmon train`")
         return feature_matrix(frame)
@@ -104,12 +155,23 @@ class ModelBundle:
         """Anomaly in [0, 1] (empirical CDF against the training traffic) of each row."""
         if len(x) == 0:
             return np.zeros(0)
-        raw = -self.anomaly_model.score_samples(x)
+        raw = self._forest_paths()(x)
         grid = np.linspace(0.0, 1.0, len(self.anomaly_reference))
         return np.interp(raw, self.anomaly_reference, grid)
 
-    def score(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """(fraud_probability, anomaly), each in [0, 1], one per row of ``frame``."""
+    def _forest_paths(self) -> ForestPaths:
+        # Built on first use in each process (an executor after unpickling the broadcast);
+        # never pickled with the bundle (__getstate__).
+        paths = self.__dict__.get("_paths")
+        if paths is None:
+            paths = self.__dict__["_paths"] = ForestPaths(self.anomaly_model)
+        return paths
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_paths"}
+
+    def score(self, frame) -> tuple[np.ndarray, np.ndarray]:
+        """(fraud_probability, anomaly), each in [0, 1], one per row of ``frame`` (pandas or Arrow)."""
         x = self.matrix(frame)
         return self.probability(x), self.anomaly(x)
 

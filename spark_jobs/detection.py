@@ -160,8 +160,8 @@ def scored_schema(ruled_schema):
 def _score_partition(bundle_bc, model_version: str, ruleset, out_schema):
     """mapInArrow function: model scores, risk, decision, reasons, alert JSON.
 
-    Works on the Arrow batch: only the feature columns become pandas (for the model),
-    the batch's own columns pass through untouched, and reasons / alerts are built, row
+    Works on the Arrow batch: the feature columns go straight to a NumPy matrix for the
+    models, the batch's own columns pass through untouched, and reasons / alerts are built, row
     by row, only for rows that need them (a rule fired or the decision is not APPROVE);
     every other row's reasons are ``[]``. Converting the whole ~45-column batch to pandas
     and back, and a Python dict per row, cost more than the models (bench/stream_scoring_bench.py).
@@ -172,6 +172,7 @@ def _score_partition(bundle_bc, model_version: str, ruleset, out_schema):
 
     def run(batches: Iterator) -> Iterator:
         import numpy as np
+        import pandas as pd
         import pyarrow as pa
         import pyarrow.compute as pc
 
@@ -183,9 +184,9 @@ def _score_partition(bundle_bc, model_version: str, ruleset, out_schema):
             n = batch.num_rows
             if n == 0:
                 continue
-            feats = batch.select(list(FEATURES)).to_pandas()
             if bundle is not None:
-                prob, anomaly = bundle.score(feats)
+                x = bundle.matrix(batch)  # Arrow columns straight to NumPy (no pandas frame)
+                prob, anomaly = bundle.probability(x), bundle.anomaly(x)
             else:
                 prob, anomaly = np.zeros(n), np.zeros(n)
             rule_score = batch.column("rule_score").to_numpy(zero_copy_only=False)
@@ -201,7 +202,8 @@ def _score_partition(bundle_bc, model_version: str, ruleset, out_schema):
                 flagged_idx = np.flatnonzero(flagged)
                 explanations = {}
                 if bundle is not None and len(flagged_idx):
-                    explanations = dict(zip(flagged_idx, bundle.explain(feats.iloc[flagged_idx], top_k=3)))
+                    flagged_feats = pd.DataFrame(x[flagged_idx], columns=list(FEATURES))
+                    explanations = dict(zip(flagged_idx, bundle.explain(flagged_feats, top_k=3)))
                 records = batch.take(pa.array(need)).to_pandas().to_dict("records")
                 for i, row in zip(need, records):
                     fired = list(row["rules_fired"]) if row["rules_fired"] is not None else []

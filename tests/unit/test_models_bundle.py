@@ -145,3 +145,19 @@ def test_scoring_bench_runs(planted):
     assert len(rows) == 1 and rows[0].score_rows_s > 0 and rows[0].predict_proba_rows_s > 0
     assert rows[0].explain_rows_s > 0
     assert "ratio" in format_table(rows)
+
+
+def test_feature_matrix_from_arrow_equals_the_pandas_path(planted):
+    """The stream's scoring step reads Arrow batches; nulls must become NaN as in pandas."""
+    import pyarrow as pa
+
+    from models.bundle import feature_matrix
+
+    frame = planted.holdout.head(50).copy()
+    frame.loc[frame.index[::5], "amount_to_mean"] = np.nan
+    batch = pa.RecordBatch.from_pandas(frame[list(FEATURES)], preserve_index=False)
+    np.testing.assert_array_equal(feature_matrix(batch), feature_matrix(frame))
+    for got, expected in zip(planted.bundle.score(batch), planted.bundle.score(frame)):
+        np.testing.assert_array_equal(got, expected)
+    with pytest.raises(KeyError, match="amount_paise"):
+        feature_matrix(batch.drop_columns(["amount_paise"]))

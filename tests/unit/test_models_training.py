@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.bundle import ModelBundle
+from models.bundle import ForestPaths, ModelBundle, feature_matrix
 from models.dataset import time_split
 from models.sources import simulated
 from models.training import TrainingConfig, train
@@ -73,6 +73,24 @@ def test_bundle_round_trips_through_bytes(result):
     clone = ModelBundle.from_bytes(result.bundle.to_bytes())
     for original, copy in zip(result.bundle.score(frame), clone.score(frame)):
         np.testing.assert_array_equal(original, copy)
+
+
+def test_forest_paths_equal_sklearn_score_samples_bit_for_bit(result):
+    """The bundle's forest traversal (models.bundle.ForestPaths) on the trained forest gives
+    exactly sklearn's scores, also for missing and infinite values."""
+    x = feature_matrix(result.holdout)
+    x[::7, FEATURES.index("amount_to_mean")] = np.nan
+    x[::11, FEATURES.index("amount_paise")] = np.inf
+    x[::13, FEATURES.index("secs_since_prev")] = -np.inf
+    expected = -result.bundle.anomaly_model.score_samples(x)
+    np.testing.assert_array_equal(ForestPaths(result.bundle.anomaly_model)(x), expected)
+    grid = np.linspace(0.0, 1.0, len(result.bundle.anomaly_reference))
+    np.testing.assert_array_equal(result.bundle.anomaly(x), np.interp(expected, result.bundle.anomaly_reference, grid))
+
+
+def test_forest_paths_are_not_pickled_with_the_bundle(result):
+    result.bundle.score(result.holdout.head(10))  # builds the traversal on this copy
+    assert "_paths" not in ModelBundle.from_bytes(result.bundle.to_bytes()).__dict__
 
 
 def test_explain_names_known_features_for_flagged_rows(result):
