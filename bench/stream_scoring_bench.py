@@ -60,7 +60,6 @@ def measure(spark, bundle, frame, repeats: int = 3) -> dict[str, float]:
     from threadpoolctl import threadpool_limits
 
     from models.bundle import feature_matrix
-    from pyspark.sql import types as T
     from spark_jobs.detection import _score_partition, scored_schema
     from spark_jobs.features import FEATURES
     from spark_jobs.rules import apply_rules, load_rules
