@@ -4,6 +4,12 @@ Groups: Kafka and Cassandra (their pid files), the Spark driver JVM (a child of 
 Python process, started by py4j), Spark's Python workers (descendants of that JVM), and
 this process itself (the bench driver and the producer). A group's figure is the sum of
 its processes at one sample; the peak is the largest sample.
+
+Each process counts its proportional set size (PSS: private pages, plus shared pages
+divided by the processes sharing them) where the kernel reports it, else its RSS. Spark's
+Python workers are forked from one daemon that has imported pandas, scikit-learn and the
+drivers (spark_jobs/worker_daemon.py): they share those pages copy-on-write, and summing
+their RSS would count the shared libraries once per worker.
 """
 from __future__ import annotations
 
@@ -17,10 +23,17 @@ from infra.settings import Settings
 
 
 def _rss(procs: list[psutil.Process]) -> float:
+    """MiB resident, by PSS where available (see the module doc)."""
     total = 0
     for p in procs:
         try:
-            total += p.memory_info().rss
+            info = p.memory_full_info()
+            total += getattr(info, "pss", info.rss)
+        except psutil.AccessDenied:
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                pass
         except psutil.Error:
             pass
     return total / 2**20

@@ -27,8 +27,8 @@ def rows(result: dict) -> list[tuple[str, str]]:
     out.append(("  Kafka -> scored row", _fmt_lat(lat["scored_s"])))
     out.append(("  Kafka -> alert on the alerts topic", _fmt_lat(lat["alert_s"])))
     for name, mb in sorted(result["memory_peak_mb"].items()):
-        out.append((f"peak RSS: {name}", f"{mb:,.0f} MiB"))
-    out.append(("peak RSS: whole stack (sum at one sample)", f"{result['memory_total_peak_mb']:,.0f} MiB"))
+        out.append((f"peak memory (PSS): {name}", f"{mb:,.0f} MiB"))
+    out.append(("peak memory (PSS): whole stack (sum at one sample)", f"{result['memory_total_peak_mb']:,.0f} MiB"))
     for name, v in result["ratios"].items():
         out.append((f"ratio: {name}", f"{v:.3f}"))
     return out

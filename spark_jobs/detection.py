@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 from infra.settings import Settings
-from spark_jobs.cassandra_sink import CassandraTarget, write_rows
+from spark_jobs.cassandra_sink import CassandraTarget, arrow_rows, write_rows
 from spark_jobs.features import FEATURES, INTEGER_FEATURES, LABEL_FEATURES, PAYEE_FEATURES, PAYER_FEATURES
 from spark_jobs.rules import DEFAULT_RULES, RulesWatcher, apply_rules
 
@@ -325,12 +325,13 @@ def _outputs_partition(target: CassandraTarget, bootstrap: str, alerts_topic: st
             n = batch.num_rows
             if n == 0:
                 continue
-            now = datetime.now(timezone.utc)
-            values = {c: batch.column(c).to_pylist() for c in carried}
+            now = datetime.now(timezone.utc).replace(tzinfo=None)  # naive UTC: see arrow_rows
             feature_values = [batch.column(f).cast("double").to_pylist() for f in FEATURES]
             features = [dict(zip(FEATURES, row)) for row in zip(*feature_values)]
-            rows = [(*row, feats, now) for row, feats in zip(zip(*(values[c] for c in carried)), features)]
-            write_rows(target, "scored_transactions", (*carried, "features", "scored_at"), rows, batch_rows=8)
+            rows = [(*row, feats, now) for row, feats in zip(arrow_rows(batch, carried), features)]
+            # The cluster default of 32 rows per batch: a scored row is ~1-2 KB, far under the
+            # batch thresholds in infra/services/cassandra.py; 8 rows per batch was 2.2x slower.
+            write_rows(target, "scored_transactions", (*carried, "features", "scored_at"), rows)
             alerts = [a for a in batch.column("alert_json").to_pylist() if a is not None]
             if alerts:
                 main, by_day, messages = [], [], []

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Iterator
 
 from infra.settings import Settings, load_settings
-from spark_jobs.cassandra_sink import CassandraTarget, write_dataframe, write_rows
+from spark_jobs.cassandra_sink import CassandraTarget, arrow_rows, write_dataframe, write_rows
 
 TRANSACTION_COLUMNS = (
     "txn_id", "schema_version", "event_time", "channel", "txn_type",
@@ -184,9 +184,6 @@ def land_partition(target: CassandraTarget, bootstrap: str, dlq_topic: str, out_
 
     names = list(out_schema.names)
 
-    def rows(batch, columns):
-        return list(zip(*[batch.column(c).to_pylist() for c in columns]))
-
     def run(batches: Iterator) -> Iterator:
         import pyarrow.compute as pc
 
@@ -196,10 +193,10 @@ def land_partition(target: CassandraTarget, bootstrap: str, dlq_topic: str, out_
             valid_mask = pc.is_null(batch.column("reason"))
             valid = batch.filter(valid_mask)
             if valid.num_rows:
-                write_rows(target, "transactions", TRANSACTION_COLUMNS, rows(valid, TRANSACTION_COLUMNS))
+                write_rows(target, "transactions", TRANSACTION_COLUMNS, arrow_rows(valid, TRANSACTION_COLUMNS))
             bad = batch.filter(pc.invert(valid_mask))
             if bad.num_rows:
-                letters = rows(bad, DEAD_LETTER_COLUMNS)
+                letters = arrow_rows(bad, DEAD_LETTER_COLUMNS)
                 write_rows(target, "dead_letters", DEAD_LETTER_COLUMNS, letters)
                 messages = []
                 for letter in letters:
