@@ -213,7 +213,13 @@ def land_partition(target: CassandraTarget, bootstrap: str, dlq_topic: str, out_
 
 
 def _json_default(value):
-    return value.isoformat()  # datetimes (Kafka timestamps)
+    """Datetimes (Kafka timestamps) as ISO 8601 with their UTC offset (arrow_rows gives
+    naive UTC datetimes for the Cassandra driver; a JSON reader must not guess)."""
+    from datetime import timezone
+
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.isoformat()
 
 
 def start_ingest_query(spark, settings: Settings, opts: StreamOptions, drift=None):
