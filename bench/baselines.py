@@ -112,6 +112,17 @@ def spark_stream(spark, settings: Settings, topic: str, detect: bool, checkpoint
     return Rate(f"Spark stream, {what}, available-now", rows, seconds), list(query.recentProgress)
 
 
+def detection_backlog(spark, settings: Settings, name: str, events: int, seed: int) -> tuple[Rate, list]:
+    """Simulated events into a fresh topic ``name``, then the detection stream over them
+    (available-now): the profiling scripts' run (bench/batch_step_profile.py, cpu_split.py)."""
+    from infra.services.kafka import ensure_topics
+
+    ensure_topics(settings.kafka.bootstrap, [name, f"{name}_dlq", f"{name}_alerts"], settings.kafka.partitions)
+    kafka_produce(settings, name, simulated_payloads(events, seed))
+    return spark_stream(spark, settings, name, True, str(settings.state_path / "checkpoints" / name),
+                        dlq_topic=f"{name}_dlq", alerts_topic=f"{name}_alerts")
+
+
 def cassandra_insert(spark, settings: Settings, topic: str) -> Rate:
     """Typed transactions (read once, cached) upserted through the pipeline's sink code."""
     from spark_jobs.cassandra_sink import CassandraTarget, write_dataframe

@@ -29,7 +29,6 @@ if __package__ in (None, ""):
 def main(argv: list[str] | None = None) -> None:
     from bench import baselines
     from bench.spark_profile import format_steps, step_timers
-    from infra.services.kafka import ensure_topics
     from infra.settings import load_settings
     from spark_jobs.session import build_session
 
@@ -51,13 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     spark = build_session(settings, "txmon-batch-steps")
 
     def run(name: str, events: int, seed: int):
-        topic = f"{name}_{stamp}"
-        ensure_topics(settings.kafka.bootstrap, [topic, f"{topic}_dlq", f"{topic}_alerts"],
-                      settings.kafka.partitions)
-        baselines.kafka_produce(settings, topic, baselines.simulated_payloads(events, seed))
-        return baselines.spark_stream(
-            spark, settings, topic, True, str(settings.state_path / "checkpoints" / f"{name}-{stamp}"),
-            dlq_topic=f"{topic}_dlq", alerts_topic=f"{topic}_alerts")
+        return baselines.detection_backlog(spark, settings, f"{name}_{stamp}", events, seed)
 
     with step_timers(spark) as acc:
         if args.warmup_events:

@@ -50,7 +50,6 @@ def main(argv: list[str] | None = None) -> None:
 
     from bench import baselines
     from bench.memory import stack_processes
-    from infra.services.kafka import ensure_topics
     from infra.settings import load_settings
     from spark_jobs.session import build_session
 
@@ -59,13 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     spark = build_session(settings, "txmon-cpu-split")
 
     def run(name: str, events: int, seed: int):
-        topic = f"{name}_{stamp}"
-        ensure_topics(settings.kafka.bootstrap, [topic, f"{topic}_dlq", f"{topic}_alerts"],
-                      settings.kafka.partitions)
-        baselines.kafka_produce(settings, topic, baselines.simulated_payloads(events, seed))
-        return baselines.spark_stream(
-            spark, settings, topic, True, str(settings.state_path / "checkpoints" / f"{name}-{stamp}"),
-            dlq_topic=f"{topic}_dlq", alerts_topic=f"{topic}_alerts")
+        return baselines.detection_backlog(spark, settings, f"{name}_{stamp}", events, seed)
 
     if args.warmup_events:
         run("cpu_warmup", args.warmup_events, args.seed + 1)
