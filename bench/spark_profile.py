@@ -131,14 +131,13 @@ def step_timers(spark):
     acc = spark.sparkContext.accumulator({}, Seconds())
     originals = [(stream, "land_partition", stream.land_partition),
                  *[(detection, n, getattr(detection, n))
-                   for n in ("_partition_fold", "_score_partition", "_outputs_partition")]]
+                   for n in ("_partition_fold", "_outputs_partition")]]
     stream.land_partition = _timed_factory(lambda *a: "land (write transactions, dead letters)",
                                            stream.land_partition, acc)
     detection._partition_fold = _timed_factory(
         lambda fold, *a: f"features: {fold.__name__} (load, fold, save profiles)", detection._partition_fold, acc)
-    detection._score_partition = _timed_factory(lambda *a: "scoring (models, risk, reasons)",
-                                                detection._score_partition, acc)
-    detection._outputs_partition = _timed_factory(lambda *a: "outputs (write scored, alerts, alerts topic)",
+    # Scoring (models, risk, decision) runs in the JVM (spark_jobs/jvm_scoring.py): not a Python step.
+    detection._outputs_partition = _timed_factory(lambda *a: "outputs (reasons; write scored, alerts, topic)",
                                                   detection._outputs_partition, acc)
     try:
         yield acc

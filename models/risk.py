@@ -63,6 +63,33 @@ def decisions(scores, policy: RiskPolicy):
     return np.where(scores >= policy.block_at, "BLOCK", np.where(scores >= policy.review_at, "REVIEW", "APPROVE"))
 
 
+def risk_column(rule_score, fraud_probability, anomaly, policy: RiskPolicy):
+    """:func:`risk_scores` as a Spark column (the stream scores in the JVM).
+
+    The same double operations in the same order as the NumPy form (clip, ``/ 100``, the
+    three factors multiplied left to right, ``rint``, half to even in both), so both give
+    the same integer for the same inputs; tests/integration/test_jvm_scoring.py checks it on a grid.
+    """
+    from pyspark.sql import functions as F
+
+    def col(c):
+        return F.col(c) if isinstance(c, str) else c
+
+    r = F.least(F.greatest(col(rule_score).cast("double"), F.lit(0.0)), F.lit(100.0)) / F.lit(100.0)
+    keep = ((F.lit(1.0) - r) * (F.lit(1.0) - F.lit(float(policy.model_weight)) * col(fraud_probability))
+            * (F.lit(1.0) - F.lit(float(policy.anomaly_weight)) * col(anomaly)))
+    return F.rint(F.lit(100.0) * (F.lit(1.0) - keep)).cast("int")
+
+
+def decision_column(risk, policy: RiskPolicy):
+    """:func:`decisions` as a Spark column."""
+    from pyspark.sql import functions as F
+
+    risk = F.col(risk) if isinstance(risk, str) else risk
+    return (F.when(risk >= policy.block_at, F.lit("BLOCK"))
+            .when(risk >= policy.review_at, F.lit("REVIEW")).otherwise(F.lit("APPROVE")))
+
+
 def decide(score: int, policy: RiskPolicy) -> Decision:
     """
     >>> p = RiskPolicy()

@@ -6,10 +6,12 @@ Runs inside the transactions stream's foreachBatch on the batch's valid transact
    are versioned by micro-batch (spark_jobs/profile_store.py): exactly-once features;
 2. rules from config/rules.yaml as Spark SQL expressions (hot-reloaded between batches);
 3. the champion model bundle (registry checked between batches, broadcast once per
-   version) scoring whole Arrow batches: fraud probability and anomaly score;
-4. risk 0-100 and decision (models/risk.py); reasons: the rules that fired with their
-   values, and the features that pushed the model most;
-5. every scored transaction to ``scored_transactions``; every REVIEW/BLOCK as an alert
+   version) scored in the JVM (spark_jobs/jvm_scoring.py): fraud probability and
+   anomaly score, with no Python round trip;
+4. risk 0-100 and decision as Spark SQL columns (models/risk.py);
+5. in the write step (Python, for the rows that need them): reasons, i.e. the rules that
+   fired with their values and the features that pushed the model most, and alerts;
+   every scored transaction to ``scored_transactions``; every REVIEW/BLOCK as an alert
    (alerting/contract.py) to Cassandra ``alerts``/``alerts_by_day`` and Kafka ``alerts``.
    All keyed by txn id / alert id: a replayed batch creates no duplicate.
 """
@@ -116,6 +118,9 @@ class ModelHolder:
     registry_root: Path | None
     version: str = NO_MODEL
     broadcast: object = None
+    """The bundle for Python workers (explanations of flagged rows)."""
+    trees: object = None
+    """The same models for the JVM scorer (spark_jobs/jvm_scoring.py)."""
     _checked: str | None = field(default=None, repr=False)
 
     def refresh(self, spark) -> bool:
@@ -131,10 +136,19 @@ class ModelHolder:
             return False
         if champion is None or champion == self.version:
             return False
-        bundle = registry.load(champion)
+        from spark_jobs.jvm_scoring import broadcast_trees
+
+        try:
+            bundle = registry.load(champion)
+            trees = broadcast_trees(spark, bundle, champion)
+        except Exception as exc:  # e.g. models.tree_export.UnsupportedModelError: say why, keep the old model
+            log.error("model %s cannot be scored in the stream (%s); keeping model %s", champion, exc, self.version)
+            return False
         if self.broadcast is not None:
             self.broadcast.unpersist()
+            self.trees.unpersist()
         self.broadcast = spark.sparkContext.broadcast(bundle)
+        self.trees = trees
         log.warning("model %s now scoring (was %s)", champion, self.version)
         self.version = champion
         return True
@@ -145,82 +159,60 @@ class ModelHolder:
         return None if self.broadcast is None else getattr(self.broadcast.value, "drift_reference", None)
 
 
-def scored_schema(ruled_schema):
-    """The ruled batch's columns plus what scoring adds (the mapInArrow output schema)."""
-    from pyspark.sql import types as T
+def score_ruled(ruled, trees, model_version: str, ruleset, spark=None):
+    """A ruled batch plus ``fraud_probability``, ``anomaly_score`` (both models in the JVM,
+    spark_jobs/jvm_scoring.py), ``risk_score``, ``decision`` (models/risk.py's columns),
+    ``model_version`` and ``rules_version``: no Python step."""
+    from pyspark.sql import functions as F
 
-    return T.StructType(list(ruled_schema.fields) + [
-        T.StructField("fraud_probability", T.DoubleType()), T.StructField("anomaly_score", T.DoubleType()),
-        T.StructField("risk_score", T.IntegerType()), T.StructField("decision", T.StringType()),
-        T.StructField("reasons", T.StringType()), T.StructField("alert_json", T.StringType()),
-        T.StructField("model_version", T.StringType()), T.StructField("rules_version", T.StringType()),
-    ])
+    from models.risk import decision_column, risk_column
+    from spark_jobs.jvm_scoring import with_model_scores
+
+    scored = with_model_scores(ruled, trees, spark)
+    return (scored
+            .withColumn("risk_score", risk_column("rule_score", "fraud_probability", "anomaly_score", ruleset.policy))
+            .withColumn("decision", decision_column("risk_score", ruleset.policy))
+            .withColumn("model_version", F.lit(model_version))
+            .withColumn("rules_version", F.lit(ruleset.label)))
 
 
-def _score_partition(bundle_bc, model_version: str, ruleset, out_schema):
-    """mapInArrow function: model scores, risk, decision, reasons, alert JSON.
+def _explain_batch(batch, bundle, rules: dict, model_version: str, rules_label: str, now):
+    """(reasons JSON per row, alert JSON or None per row) of one scored Arrow batch.
 
-    Works on the Arrow batch: the feature columns go straight to a NumPy matrix for the
-    models, the batch's own columns pass through untouched, and reasons / alerts are built, row
-    by row, only for rows that need them (a rule fired or the decision is not APPROVE);
-    every other row's reasons are ``[]``. Converting the whole ~45-column batch to pandas
-    and back, and a Python dict per row, cost more than the models (bench/stream_scoring_bench.py).
+    Built row by row only for rows that need them (a rule fired or the decision is not
+    APPROVE; ~4 % of the bench's traffic); every other row's reasons are ``[]``. The
+    model explanation (:meth:`ModelBundle.explain`) runs on the flagged rows only.
     """
-    arrow_schema = _arrow_schema(out_schema)
-    policy = ruleset.policy
-    rules = {r.id: r for r in ruleset.rules}
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
-    def run(batches: Iterator) -> Iterator:
-        import numpy as np
-        import pandas as pd
-        import pyarrow as pa
-        import pyarrow.compute as pc
+    n = batch.num_rows
+    decision = np.asarray(batch.column("decision").to_pylist(), dtype=object)
+    flagged = decision != "APPROVE"
+    fired_any = pc.fill_null(pc.list_value_length(batch.column("rules_fired")), 0).to_numpy(
+        zero_copy_only=False) > 0
+    need = np.flatnonzero(flagged | fired_any)
+    reasons_col = np.full(n, "[]", dtype=object)
+    alerts_col = np.full(n, None, dtype=object)
+    if not len(need):
+        return reasons_col, alerts_col
+    import pandas as pd
 
-        from models.risk import decisions, risk_scores
-
-        bundle = bundle_bc.value if bundle_bc is not None else None
-        now = datetime.now(timezone.utc)
-        for batch in batches:
-            n = batch.num_rows
-            if n == 0:
-                continue
-            if bundle is not None:
-                x = bundle.matrix(batch)  # Arrow columns straight to NumPy (no pandas frame)
-                prob, anomaly = bundle.probability(x), bundle.anomaly(x)
-            else:
-                prob, anomaly = np.zeros(n), np.zeros(n)
-            rule_score = batch.column("rule_score").to_numpy(zero_copy_only=False)
-            risk = risk_scores(rule_score, prob, anomaly, policy)
-            decision = decisions(risk, policy)
-            flagged = decision != "APPROVE"
-            fired_any = pc.fill_null(pc.list_value_length(batch.column("rules_fired")), 0).to_numpy(
-                zero_copy_only=False) > 0
-            need = np.flatnonzero(flagged | fired_any)
-            reasons_col = np.full(n, "[]", dtype=object)
-            alerts_col = np.full(n, None, dtype=object)
-            if len(need):
-                flagged_idx = np.flatnonzero(flagged)
-                explanations = {}
-                if bundle is not None and len(flagged_idx):
-                    flagged_feats = pd.DataFrame(x[flagged_idx], columns=list(FEATURES))
-                    explanations = dict(zip(flagged_idx, bundle.explain(flagged_feats, top_k=3)))
-                records = batch.take(pa.array(need)).to_pandas().to_dict("records")
-                for i, row in zip(need, records):
-                    fired = list(row["rules_fired"]) if row["rules_fired"] is not None else []
-                    reasons = _reasons(row, fired, rules, explanations.get(i, []), decision[i], prob[i])
-                    reasons_col[i] = json.dumps(reasons, separators=(",", ":"))
-                    if flagged[i]:
-                        alerts_col[i] = _alert_json(row, int(risk[i]), str(decision[i]), reasons, fired, rules,
-                                                    model_version, ruleset.label, now)
-            added = [
-                pa.array(prob, pa.float64()), pa.array(anomaly, pa.float64()), pa.array(risk, pa.int32()),
-                pa.array(decision, pa.string()), pa.array(reasons_col, pa.string()), pa.array(alerts_col, pa.string()),
-                pa.array(np.full(n, model_version, dtype=object), pa.string()),
-                pa.array(np.full(n, ruleset.label, dtype=object), pa.string()),
-            ]
-            yield pa.RecordBatch.from_arrays(batch.columns + added, schema=arrow_schema)
-
-    return run
+    flagged_idx = np.flatnonzero(flagged)
+    explanations = {}
+    if bundle is not None and len(flagged_idx):
+        x = bundle.matrix(batch.take(pa.array(flagged_idx)))
+        explanations = dict(zip(flagged_idx, bundle.explain(pd.DataFrame(x, columns=list(FEATURES)), top_k=3)))
+    records = batch.take(pa.array(need)).to_pandas().to_dict("records")
+    for i, row in zip(need, records):
+        fired = list(row["rules_fired"]) if row["rules_fired"] is not None else []
+        reasons = _reasons(row, fired, rules, explanations.get(i, []), decision[i], row["fraud_probability"])
+        reasons_col[i] = json.dumps(reasons, separators=(",", ":"))
+        if flagged[i]:
+            alerts_col[i] = _alert_json(row, int(row["risk_score"]), str(decision[i]), reasons, fired, rules,
+                                        model_version, rules_label, now)
+    return reasons_col, alerts_col
 
 
 def _reasons(row: dict, fired: list[str], rules: dict, explanation, decision: str, prob: float) -> list[dict]:
@@ -286,15 +278,15 @@ class Detector:
         self.partitions = settings.spark.shuffle_partitions
 
     def score(self, spark, typed_valid_df, token: str):
-        """Valid typed transactions -> scored DataFrame (persisted by the caller)."""
+        """Valid typed transactions -> features, rules, both models, risk and decision.
+
+        Everything after the feature folds runs in the JVM (rules as Spark SQL, the models
+        through spark_jobs/jvm_scoring.py, risk and decision as columns of models/risk.py)."""
         featured = add_features_to_batch(typed_valid_df, cassandra_profiles(self.target, token), self.partitions)
         self.rules.refresh(spark, featured.schema)
         self.models.refresh(spark)
-        ruled = apply_rules(featured, self.rules.current)
-        out_schema = scored_schema(ruled.schema)
-        return ruled.mapInArrow(
-            _score_partition(self.models.broadcast, self.models.version, self.rules.current, out_schema),
-            out_schema)
+        return score_ruled(apply_rules(featured, self.rules.current), self.models.trees, self.models.version,
+                           self.rules.current, spark)
 
     def process(self, spark, landed_df, token: str):
         """Landed transactions -> scored and written (scored_transactions, alerts, the
@@ -306,26 +298,38 @@ class Detector:
 
         outcome_schema = T.StructType([fields[c] for c in OUTCOME_COLUMNS])
         return scored.mapInArrow(
-            _outputs_partition(self.target, self.settings.kafka.bootstrap, self.alerts_topic, outcome_schema),
+            _outputs_partition(self.target, self.settings.kafka.bootstrap, self.alerts_topic, outcome_schema,
+                               self.models.broadcast, self.models.version, self.rules.current),
             outcome_schema)
 
 
-def _outputs_partition(target: CassandraTarget, bootstrap: str, alerts_topic: str, outcome_schema):
-    """mapInArrow function: write each scored row to ``scored_transactions``, each alert to
+def _outputs_partition(target: CassandraTarget, bootstrap: str, alerts_topic: str, outcome_schema,
+                       bundle_bc, model_version: str, ruleset):
+    """mapInArrow function: reasons and alert JSON for the rows that need them
+    (:func:`_explain_batch`), then each scored row to ``scored_transactions``, each alert to
     ``alerts``/``alerts_by_day`` and the alerts topic, from the task; yield the outcome
     columns. (One Spark job per micro-batch: see transactions_stream.land_partition.)"""
     names = list(outcome_schema.names)
     carried = [c for c in SCORED_COLUMNS if c not in ("features", "scored_at")]
+    rules = {r.id: r for r in ruleset.rules}
 
     def run(batches: Iterator) -> Iterator:
+        import pyarrow as pa
+
         from alerting.contract import alert_row, from_json
         from spark_jobs.kafka_sink import publish
 
+        bundle = bundle_bc.value if bundle_bc is not None else None
         for batch in batches:
             n = batch.num_rows
             if n == 0:
                 continue
-            now = datetime.now(timezone.utc).replace(tzinfo=None)  # naive UTC: see arrow_rows
+            now_utc = datetime.now(timezone.utc)
+            now = now_utc.replace(tzinfo=None)  # naive UTC: see arrow_rows
+            reasons, alert_json = _explain_batch(batch, bundle, rules, model_version, ruleset.label, now_utc)
+            batch = pa.RecordBatch.from_arrays(
+                [*batch.columns, pa.array(reasons, pa.string()), pa.array(alert_json, pa.string())],
+                names=[*batch.schema.names, "reasons", "alert_json"])
             feature_values = [batch.column(f).cast("double").to_pylist() for f in FEATURES]
             features = [dict(zip(FEATURES, row)) for row in zip(*feature_values)]
             rows = [(*row, feats, now) for row, feats in zip(arrow_rows(batch, carried), features)]

@@ -1,7 +1,8 @@
 """Spark wiring shared by every job and test: one place builds the session.
 
 The Kafka connector is not inside pyspark; its jars come from Maven (``txmon infra
-fetch``) and are passed with ``spark.jars``. Workers must run the project's own
+fetch``) and are passed with ``spark.jars``, with txmon's own scorer jar (built from
+spark_jobs/jvm by infra/jars.py). Workers must run the project's own
 interpreter (``PYSPARK_PYTHON``) or pandas/Arrow code fails in them.
 """
 from __future__ import annotations
@@ -12,13 +13,14 @@ import sys
 import time
 from pathlib import Path
 
-from infra.jars import classpath
+from infra.jars import classpath, scoring_jar
 from infra.settings import PROJECT_ROOT, Settings
 
 
 def spark_conf(settings: Settings, app_name: str, master: str | None = None) -> dict[str, str]:
     """Every Spark setting txmon relies on, as plain key/values (for builder or --conf)."""
-    jars = ",".join(str(j) for j in classpath(settings, "spark-kafka"))
+    # The Kafka connector, and txmon's JVM model scorer (spark_jobs/jvm_scoring.py).
+    jars = ",".join(str(j) for j in [*classpath(settings, "spark-kafka"), scoring_jar(settings)[0]])
     sp = settings.spark
     return {
         "spark.app.name": app_name,

@@ -161,3 +161,23 @@ def test_feature_matrix_from_arrow_equals_the_pandas_path(planted):
         np.testing.assert_array_equal(got, expected)
     with pytest.raises(KeyError, match="amount_paise"):
         feature_matrix(batch.drop_columns(["amount_paise"]))
+
+
+def test_tree_export_refuses_what_the_jvm_scorer_cannot_evaluate(planted):
+    """The stream scores bundles in the JVM (spark_jobs/jvm_scoring.py); a bundle it would score
+    differently is refused, with the reason, instead of being scored."""
+    import copy
+
+    from sklearn.ensemble import IsolationForest
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from models.tree_export import UnsupportedModelError, tree_bytes
+
+    data = tree_bytes(planted.bundle, "v1")
+    assert data[:4] == data[-4:] == b"TXM1"
+    other = copy.copy(planted.bundle)
+    x = planted.bundle.matrix(planted.holdout)
+    other.anomaly_model = make_pipeline(StandardScaler(), IsolationForest(n_estimators=5, random_state=0)).fit(x)
+    with pytest.raises(UnsupportedModelError, match="signed_log1p -> IsolationForest"):
+        tree_bytes(other, "v2")

@@ -1,0 +1,112 @@
+"""A model bundle's two tree ensembles as flat arrays, for the JVM scorer.
+
+The stream scores in the JVM (spark_jobs/jvm/io/txmon/scoring/TreeModels.java) so its
+rows never cross to Python for the models. This module writes what that class reads:
+big-endian ints/doubles/booleans in one byte string (``DataInputStream`` order).
+
+It reads scikit-learn's fitted internals, like :class:`models.bundle.ForestPaths`:
+the gradient-boosting predictors' node records and baseline, the forest's per-tree
+arrays and leaf path lengths (scikit-learn is pinned in requirements.lock). Anything
+the JVM evaluator does not implement (categorical splits, multi-class, another
+anomaly pipeline) raises ``UnsupportedModelError`` naming it, and the stream refuses the
+bundle with that message instead of scoring it differently.
+"""
+from __future__ import annotations
+
+import io
+import struct
+
+import numpy as np
+
+from models.bundle import LOG_FEATURES, ForestPaths, ModelBundle, signed_log1p
+from spark_jobs.features import FEATURES
+
+__all__ = ["UnsupportedModelError", "tree_bytes"]
+
+_MAGIC = 0x54584D31  # "TXM1"; the Java side checks it at both ends of the export
+
+
+class UnsupportedModelError(ValueError):
+    """The bundle uses something TreeModels.java does not evaluate."""
+
+
+def _utf(text: str) -> bytes:
+    data = text.encode("utf-8")
+    return struct.pack(">H", len(data)) + data  # DataInputStream.readUTF (ASCII-safe)
+
+
+def _ints(values) -> bytes:
+    return np.asarray(values, dtype=">i4").tobytes()
+
+
+def _doubles(values) -> bytes:
+    return np.asarray(values, dtype=">f8").tobytes()
+
+
+def _bools(values) -> bytes:
+    return np.asarray(values, dtype=bool).astype(np.uint8).tobytes()
+
+
+def _trees(out: io.BytesIO, feature, threshold, missing_left, left, right, value) -> None:
+    """One ensemble: per-tree node counts, then each node array over all trees. A leaf has
+    feature -1 and its output in ``value``; child indexes count from the tree's first node."""
+    out.write(_ints([len(feature)]) + _ints([len(f) for f in feature]))
+    for column in (_ints(np.concatenate(feature)), _doubles(np.concatenate(threshold)),
+                   _bools(np.concatenate(missing_left)), _ints(np.concatenate(left)), _ints(np.concatenate(right)),
+                   _doubles(np.concatenate(value))):
+        out.write(column)
+
+
+def _classifier(out: io.BytesIO, bundle: ModelBundle) -> None:
+    clf = bundle.classifier
+    if getattr(clf, "n_trees_per_iteration_", 1) != 1:
+        raise UnsupportedModelError("the JVM scorer handles a binary classifier only (one tree per iteration)")
+    baseline = np.asarray(clf._baseline_prediction, dtype=np.float64).ravel()
+    nodes = [predictor.nodes for (predictor,) in clf._predictors]
+    if any(n["is_categorical"].any() for n in nodes):
+        raise UnsupportedModelError("the classifier has categorical splits; the JVM scorer handles numeric ones only")
+    a, b = bundle.platt
+    out.write(_doubles([baseline[0], a, b]))
+    leaf = [n["is_leaf"].astype(bool) for n in nodes]
+    _trees(out, [np.where(lf, -1, n["feature_idx"]) for n, lf in zip(nodes, leaf)],
+           [n["num_threshold"] for n in nodes], [n["missing_go_to_left"] for n in nodes],
+           [np.where(lf, -1, n["left"].astype(np.int64)) for n, lf in zip(nodes, leaf)],
+           [np.where(lf, -1, n["right"].astype(np.int64)) for n, lf in zip(nodes, leaf)],
+           [n["value"] for n in nodes])
+
+
+def _forest(out: io.BytesIO, bundle: ModelBundle) -> None:
+    steps = bundle.anomaly_model[:-1]
+    if len(steps) != 1 or getattr(steps[0], "func", None) is not signed_log1p:
+        raise UnsupportedModelError("the anomaly pipeline is not signed_log1p -> IsolationForest "
+                                    "(models.bundle.anomaly_pipeline); the JVM scorer implements only that")
+    paths = ForestPaths(bundle.anomaly_model)
+    out.write(_ints([len(LOG_FEATURES)]) + _ints([FEATURES.index(f) for f in LOG_FEATURES]))
+    out.write(_doubles([paths.denominator]))
+    features, thresholds, missing, lefts, rights, terms = [], [], [], [], [], []
+    for tree, subset, leaf_term in paths.trees:
+        leaf = tree.children_left < 0
+        feature = tree.feature.astype(np.int64)
+        if subset is not None:  # a tree fitted on a feature subset indexes that subset: map to FEATURES
+            feature = np.asarray(subset)[np.maximum(feature, 0)]
+        features.append(np.where(leaf, -1, feature))
+        thresholds.append(tree.threshold)
+        missing.append(tree.missing_go_to_left)
+        lefts.append(tree.children_left)
+        rights.append(tree.children_right)
+        terms.append(leaf_term)
+    _trees(out, features, thresholds, missing, lefts, rights, terms)
+
+
+def tree_bytes(bundle: ModelBundle, version: str) -> bytes:
+    """The export TreeModels.fromBytes reads (a few hundred KB for the default models)."""
+    if tuple(bundle.features) != FEATURES:
+        raise UnsupportedModelError("this bundle was trained on a different feature list; retrain it with `txmon train`")
+    out = io.BytesIO()
+    out.write(_ints([_MAGIC]) + _utf(version) + _ints([len(FEATURES)]))
+    _classifier(out, bundle)
+    _forest(out, bundle)
+    reference = np.asarray(bundle.anomaly_reference, dtype=np.float64)
+    out.write(_ints([len(reference)]) + _doubles(reference) + _doubles(np.linspace(0.0, 1.0, len(reference))))
+    out.write(_ints([_MAGIC]))
+    return out.getvalue()
