@@ -18,6 +18,8 @@ same feature rows:
 * Spark ``mapInArrow`` passing the ruled batch through Python untouched (the transfer
   floor: what any Python step returning the batch's columns costs before doing work;
   why the scoring moved to the JVM);
+* Spark reading the same cached rows into the ``noop`` sink with no scoring at all
+  (Spark's own floor: no in-Spark path can be faster);
 * the stream's scoring step: both models, risk and decision, in the JVM (the issue-4
   ratio is this one's);
 * that step followed by the Python reasons/alert-JSON code of the stream's write step,
@@ -57,6 +59,7 @@ BUNDLE = "bundle.score (pandas, 1 thread)"
 SPARK_PLAIN = "Spark mapInArrow, features -> predict_proba + score_samples"
 SPARK_BUNDLE = "Spark mapInArrow, features -> bundle.score"
 TRANSFER = "Spark mapInArrow pass-through, no scoring (floor)"
+SCAN_FLOOR = "Spark noop over the ruled frame, no scoring (Spark's own floor)"
 IN_STREAM = "Spark scoring step in the JVM (both models, risk, decision)"
 WITH_REASONS = "JVM scoring + Python reasons/alerts (pass-through mapInArrow)"
 
@@ -122,6 +125,9 @@ def measure(spark, bundle, frame, repeats: int = 3) -> dict[str, float]:
     # Arrow out of the JVM and back, no work in Python.
     results[TRANSFER] = n / _best(
         lambda: ruled.mapInArrow(pass_through, ruled.schema).write.format("noop").mode("overwrite").save(), repeats)
+    # What Spark costs with no scoring at all: reading the cached rows into the noop sink.
+    # No in-Spark step can beat it, so it bounds every ratio from above.
+    results[SCAN_FLOOR] = n / _best(lambda: ruled.write.format("noop").mode("overwrite").save(), repeats)
     trees = broadcast_trees(spark, bundle, "bench")
     scored = score_ruled(ruled, trees, "bench", rules, spark)
     results[IN_STREAM] = n / _best(lambda: scored.write.format("noop").mode("overwrite").save(), repeats)

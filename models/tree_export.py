@@ -4,7 +4,10 @@ The stream scores in the JVM (spark_jobs/jvm/io/txmon/scoring/TreeModels.java) s
 rows never cross to Python for the models. This module writes what that class reads:
 big-endian ints/doubles/booleans in one byte string (``DataInputStream`` order).
 
-It reads scikit-learn's fitted internals, like :class:`models.bundle.ForestPaths`:
+The forest's input transform (float32 of ``signed_log1p``) is folded into its
+thresholds (:func:`raw_thresholds`), so the JVM compares raw feature values and needs
+no log1p of its own. It reads scikit-learn's fitted internals, like
+:class:`models.bundle.ForestPaths`:
 the gradient-boosting predictors' node records and baseline, the forest's per-tree
 arrays and leaf path lengths (scikit-learn is pinned in requirements.lock). Anything
 the JVM evaluator does not implement (categorical splits, multi-class, another
@@ -21,7 +24,7 @@ import numpy as np
 from models.bundle import LOG_FEATURES, ForestPaths, ModelBundle, signed_log1p
 from spark_jobs.features import FEATURES
 
-__all__ = ["UnsupportedModelError", "tree_bytes"]
+__all__ = ["UnsupportedModelError", "raw_thresholds", "tree_bytes"]
 
 _MAGIC = 0x54584D31  # "TXM1"; the Java side checks it at both ends of the export
 
@@ -75,13 +78,55 @@ def _classifier(out: io.BytesIO, bundle: ModelBundle) -> None:
            [n["value"] for n in nodes])
 
 
+_SIGN = np.uint64(1 << 63)
+
+
+def _ordered(v: np.ndarray) -> np.ndarray:
+    """Doubles -> uint64 keys in the same order (-inf smallest, +inf largest)."""
+    bits = v.view(np.uint64)
+    return np.where(bits & _SIGN, ~bits, bits | _SIGN)
+
+
+def _unordered(key: np.ndarray) -> np.ndarray:
+    return np.where(key & _SIGN, key & ~_SIGN, ~key).view(np.float64)
+
+
+def _forest_input(v: np.ndarray, log: np.ndarray) -> np.ndarray:
+    """What the forest's trees compare for a raw feature value: signed_log1p's expression
+    (log features), then float32 as sklearn's trees read it; as float64."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        logged = np.where(log, np.sign(v) * np.log1p(np.abs(v)), v)
+        return logged.astype(np.float32).astype(np.float64)
+
+
+def raw_thresholds(threshold: np.ndarray, log: np.ndarray) -> np.ndarray:
+    """Each split's threshold mapped back to raw feature values.
+
+    A split sends a row left when ``f(v) <= t``, with ``f`` the forest's input transform
+    (:func:`_forest_input`; ``log`` says per split whether the feature is log-transformed).
+    ``f`` never decreases, so that holds exactly when ``v <= t'``, with ``t'`` the largest
+    double for which ``f(t') <= t``: found here by bisecting the 2**64 doubles in order,
+    with numpy's own log1p. The JVM then compares raw values, with no log1p per row, and
+    agrees with the Python path on every split, bit for bit (tests/unit/test_models_bundle.py).
+    """
+    threshold = np.asarray(threshold, dtype=np.float64)
+    lo = np.full(threshold.shape, _ordered(np.array([-np.inf]))[0])  # f(-inf) = -inf <= t: true
+    hi = np.full(threshold.shape, _ordered(np.array([np.inf]))[0])
+    while np.any(lo < hi):
+        mid = lo + (hi - lo + np.uint64(1)) // np.uint64(2)
+        ok = _forest_input(_unordered(mid), log) <= threshold
+        lo = np.where(ok, mid, lo)
+        hi = np.where(ok, hi, mid - np.uint64(1))
+    return _unordered(lo)
+
+
 def _forest(out: io.BytesIO, bundle: ModelBundle) -> None:
     steps = bundle.anomaly_model[:-1]
     if len(steps) != 1 or getattr(steps[0], "func", None) is not signed_log1p:
         raise UnsupportedModelError("the anomaly pipeline is not signed_log1p -> IsolationForest "
                                     "(models.bundle.anomaly_pipeline); the JVM scorer implements only that")
     paths = ForestPaths(bundle.anomaly_model)
-    out.write(_ints([len(LOG_FEATURES)]) + _ints([FEATURES.index(f) for f in LOG_FEATURES]))
+    is_log = np.array([f in LOG_FEATURES for f in FEATURES])
     out.write(_doubles([paths.denominator]))
     features, thresholds, missing, lefts, rights, terms = [], [], [], [], [], []
     for tree, subset, leaf_term in paths.trees:
@@ -90,7 +135,7 @@ def _forest(out: io.BytesIO, bundle: ModelBundle) -> None:
         if subset is not None:  # a tree fitted on a feature subset indexes that subset: map to FEATURES
             feature = np.asarray(subset)[np.maximum(feature, 0)]
         features.append(np.where(leaf, -1, feature))
-        thresholds.append(tree.threshold)
+        thresholds.append(np.where(leaf, np.nan, raw_thresholds(tree.threshold, is_log[feature])))
         missing.append(tree.missing_go_to_left)
         lefts.append(tree.children_left)
         rights.append(tree.children_right)

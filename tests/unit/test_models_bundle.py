@@ -181,3 +181,24 @@ def test_tree_export_refuses_what_the_jvm_scorer_cannot_evaluate(planted):
     other.anomaly_model = make_pipeline(StandardScaler(), IsolationForest(n_estimators=5, random_state=0)).fit(x)
     with pytest.raises(UnsupportedModelError, match="signed_log1p -> IsolationForest"):
         tree_bytes(other, "v2")
+
+
+def test_raw_thresholds_split_raw_values_exactly_as_the_forest_splits_its_input():
+    """The JVM forest compares raw values against thresholds mapped back through the forest's
+    input transform (float32 of signed_log1p); every value must go the same way as in Python."""
+    from models.tree_export import _forest_input, raw_thresholds
+
+    rng = np.random.default_rng(9)
+    for log in (True, False):
+        logged = rng.normal(0, 8, 300) if log else rng.normal(0, 1e6, 300)
+        thresholds = np.concatenate([logged, [0.0, -0.0, 1e-30, 2.5, 23.0]])
+        flags = np.full(len(thresholds), log)
+        mapped = raw_thresholds(thresholds, flags)
+        assert np.isfinite(mapped).all()
+        # the boundary itself, its neighbours, and random raw values of every magnitude
+        probes = np.concatenate([mapped, np.nextafter(mapped, np.inf), np.nextafter(mapped, -np.inf)])
+        values = np.concatenate([probes, rng.normal(0, 1, 2000) * 10.0 ** rng.integers(-3, 12, 2000),
+                                 [0.0, -0.0, np.inf, -np.inf]])
+        for t, raw in zip(thresholds, mapped):
+            expected = _forest_input(values, np.full(len(values), log)) <= t
+            np.testing.assert_array_equal(values <= raw, expected)
