@@ -44,8 +44,10 @@ ALERT_BY_DAY_COLUMNS = ("day", "alert_id", "event_time", "created_at", "payer_ac
                         "risk_score", "amount_paise", "reason_codes")
 SEVERITY_ORDER = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
 OUTCOME_COLUMNS = ("txn_id", "event_time", "hour_ist", "fraud_probability", "anomaly_score", "amount_paise",
-                   "payer_count_1h", "decision", "model_version")
-"""What a micro-batch returns to the driver per transaction (the drift monitor's inputs)."""
+                   "payer_count_1h", "model_version")
+"""What a micro-batch returns to the driver per transaction: exactly the drift monitor's
+inputs (spark_jobs/drift_stream.py reads this list; detection must not import it, as
+the workers import this module)."""
 
 
 def _arrow_schema(spark_schema):

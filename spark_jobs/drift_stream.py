@@ -29,11 +29,13 @@ import pandas as pd
 from infra.settings import Settings
 from models.drift import DriftEvent, DriftMonitor, DriftStateStore
 from spark_jobs.cassandra_sink import CassandraTarget, prepared, session_for, write_rows
+from spark_jobs.detection import OUTCOME_COLUMNS
 
 log = logging.getLogger(__name__)
 
-SCORE_COLUMNS = ("txn_id", "event_time", "hour_ist", "fraud_probability", "anomaly_score", "amount_paise",
-                 "payer_count_1h", "model_version")
+SCORE_COLUMNS = OUTCOME_COLUMNS
+"""The columns :meth:`StreamDrift.observe_scores` reads: what each micro-batch of the
+detection query returns to the driver (one list, owned by spark_jobs/detection.py)."""
 EVENT_COLUMNS = ("stream", "part", "batch_id", "signal", "detected_at", "data_time", "n_seen",
                  "mean_before", "variance_before", "width_before", "mean_after", "variance_after",
                  "width_after", "model_version", "notified")

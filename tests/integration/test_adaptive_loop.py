@@ -19,6 +19,8 @@ when it sees the drift event (the DAG itself is tested with the Airflow tests).
 """
 from __future__ import annotations
 
+import uuid
+
 import dataclasses
 import json
 import os
@@ -238,7 +240,9 @@ def test_a_benign_shift_does_not_promote_a_worse_model(services, spark, tmp_path
 
     start = min(i.event.event_time for i in since)
     end = max(i.event.event_time for i in since) + pd.Timedelta(seconds=1)
-    result = retraining.retrain(settings, f"benign-{tmp_path.name}", start, end, spark=spark)
+    # tmp_path.name repeats across pytest runs, and a run id's state outlives the run
+    # (.txmon-test/retraining/): a unique id keeps a re-run from resuming an old run.
+    result = retraining.retrain(settings, f"benign-{uuid.uuid4().hex[:10]}", start, end, spark=spark)
     print("benign shift:", result["reason"])
     assert result["champion_version"] == live
     assert result["promote"] is False and result["promoted"] is None

@@ -2,8 +2,10 @@
 
 The job is submitted with ``spark-submit --master spark://...`` exactly as on a real
 cluster and reads a 6-partition topic: every Kafka partition becomes a task, spread over
-both workers' executors. Every valid event must land once in Cassandra, every bad record
-must be dead-lettered with its reason, and both workers must have run executors.
+both workers' executors. Every valid event must land once in Cassandra and be scored by
+the champion model (in the executors' JVMs: the scorer jar travels with ``spark.jars``),
+every bad record must be dead-lettered with its reason, and both workers must have run
+executors.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import pytest
 
 from infra import spark_cluster
 from infra.readback import count_landed, dead_letters_since
+from tests.integration.test_detection import _train_champion
 from tests.integration.test_stream import _produce
 
 PARTITIONS = 6
@@ -50,15 +53,20 @@ def test_stream_runs_unchanged_on_a_standalone_cluster(cluster, cassandra_sessio
     ensure_topics(settings.kafka.bootstrap, [topic, f"{topic}_dlq"], PARTITIONS)
     events, bad = _produce(settings, topic, 2000, zlib.crc32(topic.encode()), bad_every=100)
 
+    version = _train_champion(tmp_path / "models")
+    ensure_topics(settings.kafka.bootstrap, [f"{topic}_alerts", f"{topic}_labels"], PARTITIONS)
+
     submitted_ms = time.time() * 1000
     argv = spark_submit_argv(
         settings, "spark_jobs/transactions_stream.py",
-        ["--topic", topic, "--dlq-topic", f"{topic}_dlq", "--checkpoint-dir", str(tmp_path / "ckpt"),
-         "--available-now", "--no-detect"],
+        ["--topic", topic, "--dlq-topic", f"{topic}_dlq", "--alerts-topic", f"{topic}_alerts",
+         "--labels-topic", f"{topic}_labels", "--checkpoint-dir", str(tmp_path / "ckpt"), "--available-now"],
         master=settings.spark.cluster.master_url)
     log = tmp_path / "spark-submit.log"
+    env = spark_submit_env()
+    env["TXMON_MODELS_DIR"] = str(tmp_path / "models")
     with open(log, "wb") as out:
-        code = subprocess.call(argv, env=spark_submit_env(), stdout=out, stderr=subprocess.STDOUT, timeout=600)
+        code = subprocess.call(argv, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=900)
     assert code == 0, log.read_text()[-3000:]
 
     ids = [e.txn_id for e in events]
@@ -68,6 +76,11 @@ def test_stream_runs_unchanged_on_a_standalone_cluster(cluster, cassandra_sessio
     stmt = cassandra_session.prepare("SELECT kafka_partition FROM transactions WHERE txn_id IN ?")
     seen = {r.kafka_partition for i in range(0, len(ids), 100) for r in cassandra_session.execute(stmt, (ids[i:i + 100],))}
     assert seen == set(range(PARTITIONS))  # every partition of the topic was read
+    stmt = cassandra_session.prepare("SELECT model_version, fraud_probability, anomaly_score FROM "
+                                     "scored_transactions WHERE txn_id IN ?")
+    scored = [r for i in range(0, len(ids), 100) for r in cassandra_session.execute(stmt, (ids[i:i + 100],))]
+    assert len(scored) == len(ids) and {r.model_version for r in scored} == {version}
+    assert len({round(r.anomaly_score, 6) for r in scored}) > 100  # real model scores, not a constant
 
     state = spark_cluster.master_state(settings)
     apps = [a for a in state["completedapps"] + state["activeapps"] if a["starttime"] >= submitted_ms]
