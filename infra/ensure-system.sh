@@ -4,6 +4,7 @@
 set -euo pipefail
 need=()
 command -v java >/dev/null 2>&1 || need+=(openjdk-17-jdk-headless)
+command -v javac >/dev/null 2>&1 || need+=(openjdk-17-jdk-headless)  # builds the JVM scorer (infra/jars.py)
 command -v mvn  >/dev/null 2>&1 || need+=(maven)
 command -v python3.11 >/dev/null 2>&1 || need+=(python3.11 python3.11-venv)
 if [ ${#need[@]} -gt 0 ]; then
