@@ -123,6 +123,28 @@ def detection_backlog(spark, settings: Settings, name: str, events: int, seed: i
                         dlq_topic=f"{name}_dlq", alerts_topic=f"{name}_alerts")
 
 
+def backlog_runner(app_name: str, rows_per_batch: int, partitions: int | None = None):
+    """``(spark, settings, run)`` for the profiling scripts: micro-batches of ``rows_per_batch``
+    rows (and topics of ``partitions`` Kafka partitions) set before the settings load;
+    ``run(name, events, seed)`` is :func:`detection_backlog` on a topic named for this run."""
+    import os
+
+    from infra.settings import load_settings
+    from spark_jobs.session import build_session
+
+    os.environ["TXMON_SPARK__MAX_OFFSETS_PER_TRIGGER"] = str(rows_per_batch)
+    if partitions:
+        os.environ["TXMON_KAFKA__PARTITIONS"] = str(partitions)
+    settings = load_settings()
+    spark = build_session(settings, app_name)
+    stamp = int(time.time())
+
+    def run(name: str, events: int, seed: int) -> tuple[Rate, list]:
+        return detection_backlog(spark, settings, f"{name}_{stamp}", events, seed)
+
+    return spark, settings, run
+
+
 def cassandra_insert(spark, settings: Settings, topic: str) -> Rate:
     """Typed transactions (read once, cached) upserted through the pipeline's sink code."""
     from spark_jobs.cassandra_sink import CassandraTarget, write_dataframe

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -29,8 +28,6 @@ if __package__ in (None, ""):
 def main(argv: list[str] | None = None) -> None:
     from bench import baselines
     from bench.spark_profile import format_steps, step_timers
-    from infra.settings import load_settings
-    from spark_jobs.session import build_session
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=8000)
@@ -42,15 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--partitions", type=int, help="Kafka partitions of the topic [default: kafka.partitions]")
     args = parser.parse_args(argv)
 
-    os.environ["TXMON_SPARK__MAX_OFFSETS_PER_TRIGGER"] = str(args.rows_per_batch)
-    if args.partitions:
-        os.environ["TXMON_KAFKA__PARTITIONS"] = str(args.partitions)
-    settings = load_settings()
-    stamp = int(time.time())
-    spark = build_session(settings, "txmon-batch-steps")
-
-    def run(name: str, events: int, seed: int):
-        return baselines.detection_backlog(spark, settings, f"{name}_{stamp}", events, seed)
+    spark, settings, run = baselines.backlog_runner("txmon-batch-steps", args.rows_per_batch, args.partitions)
 
     with step_timers(spark) as acc:
         if args.warmup_events:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -46,20 +45,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup-events", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=5)
     args = parser.parse_args(argv)
-    os.environ["TXMON_SPARK__MAX_OFFSETS_PER_TRIGGER"] = str(args.rows_per_batch)
 
     from bench import baselines
     from bench.memory import stack_processes
-    from infra.settings import load_settings
-    from spark_jobs.session import build_session
 
-    settings = load_settings()
-    stamp = int(time.time())
-    spark = build_session(settings, "txmon-cpu-split")
-
-    def run(name: str, events: int, seed: int):
-        return baselines.detection_backlog(spark, settings, f"{name}_{stamp}", events, seed)
-
+    _, settings, run = baselines.backlog_runner("txmon-cpu-split", args.rows_per_batch)
     if args.warmup_events:
         run("cpu_warmup", args.warmup_events, args.seed + 1)
     before = cpu_seconds(stack_processes(settings))

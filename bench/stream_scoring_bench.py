@@ -149,23 +149,18 @@ def _explained_schema(schema):
 
 
 def _explaining(bundle_bc, ruleset):
-    """mapInArrow function: the write step's reasons/alerts code (detection._explain_batch) on a
-    JVM-scored batch, the batch passed through with the two columns added."""
+    """mapInArrow function: the write step's reasons/alerts code (detection.with_explanations)
+    on a JVM-scored batch, the batch passed through with the two columns added."""
     from datetime import datetime, timezone
 
-    from spark_jobs.detection import _explain_batch
+    from spark_jobs.detection import with_explanations
 
     rules = {r.id: r for r in ruleset.rules}
 
     def run(batches):
-        import pyarrow as pa
-
         bundle = bundle_bc.value
         for batch in batches:
-            reasons, alerts = _explain_batch(batch, bundle, rules, "bench", ruleset.label, datetime.now(timezone.utc))
-            yield pa.RecordBatch.from_arrays([*batch.columns, pa.array(reasons, pa.string()),
-                                              pa.array(alerts, pa.string())],
-                                             names=[*batch.schema.names, "reasons", "alert_json"])
+            yield with_explanations(batch, bundle, rules, "bench", ruleset.label, datetime.now(timezone.utc))
     return run
 
 

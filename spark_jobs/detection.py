@@ -178,6 +178,16 @@ def score_ruled(ruled, trees, model_version: str, ruleset, spark=None):
             .withColumn("rules_version", F.lit(ruleset.label)))
 
 
+def with_explanations(batch, bundle, rules: dict, model_version: str, rules_label: str, now):
+    """The scored Arrow batch plus ``reasons`` and ``alert_json`` columns (:func:`_explain_batch`)."""
+    import pyarrow as pa
+
+    reasons, alert_json = _explain_batch(batch, bundle, rules, model_version, rules_label, now)
+    return pa.RecordBatch.from_arrays([*batch.columns, pa.array(reasons, pa.string()),
+                                       pa.array(alert_json, pa.string())],
+                                      names=[*batch.schema.names, "reasons", "alert_json"])
+
+
 def _explain_batch(batch, bundle, rules: dict, model_version: str, rules_label: str, now):
     """(reasons JSON per row, alert JSON or None per row) of one scored Arrow batch.
 
@@ -316,8 +326,6 @@ def _outputs_partition(target: CassandraTarget, bootstrap: str, alerts_topic: st
     rules = {r.id: r for r in ruleset.rules}
 
     def run(batches: Iterator) -> Iterator:
-        import pyarrow as pa
-
         from alerting.contract import alert_row, from_json
         from spark_jobs.kafka_sink import publish
 
@@ -328,10 +336,7 @@ def _outputs_partition(target: CassandraTarget, bootstrap: str, alerts_topic: st
                 continue
             now_utc = datetime.now(timezone.utc)
             now = now_utc.replace(tzinfo=None)  # naive UTC: see arrow_rows
-            reasons, alert_json = _explain_batch(batch, bundle, rules, model_version, ruleset.label, now_utc)
-            batch = pa.RecordBatch.from_arrays(
-                [*batch.columns, pa.array(reasons, pa.string()), pa.array(alert_json, pa.string())],
-                names=[*batch.schema.names, "reasons", "alert_json"])
+            batch = with_explanations(batch, bundle, rules, model_version, ruleset.label, now_utc)
             feature_values = [batch.column(f).cast("double").to_pylist() for f in FEATURES]
             features = [dict(zip(FEATURES, row)) for row in zip(*feature_values)]
             rows = [(*row, feats, now) for row, feats in zip(arrow_rows(batch, carried), features)]

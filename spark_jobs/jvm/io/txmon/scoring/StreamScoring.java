@@ -38,7 +38,8 @@ public final class StreamScoring {
     public static Column scores(Broadcast<TreeModels> models, String featureNames) {
         String[] names = featureNames.split(",");
         if (names.length != models.value().featureCount()) {
-            throw new IllegalArgumentException("the model scores " + models.value().featureCount()
+            throw new IllegalArgumentException("model " + models.value().version() + " scores "
+                    + models.value().featureCount()
                     + " features but " + names.length + " columns were given");
         }
         Column[] columns = new Column[names.length];
