@@ -255,7 +255,9 @@ def test_a_drift_event_triggers_model_retraining_through_the_rest_api(airflow_se
 def test_model_retraining_trains_evaluates_decides_and_tells_the_fraud_desk(
         services, airflow_db, alerting_env, monkeypatch, tmp_path):
     from ingestion.simulate import SimulateOptions, simulator_for
+    from infra.orchestration import retraining_window
     from models.registry import Registry
+    from models.retraining import run_dir
     from models.training import TrainingConfig, train
     from tests.integration.history import history_into_cassandra, keyspace_settings
 
@@ -278,6 +280,10 @@ def test_model_retraining_trains_evaluates_decides_and_tells_the_fraud_desk(
     history_into_cassandra(settings, keyspace, items)
     start = min(i.event.event_time for i in items)
     end = max(i.event.event_time for i in items) + timedelta(seconds=1)
+    # The simulator's seeds are fixed, so this window (and the run id it names) repeats across
+    # pytest runs; a kept state dir would otherwise resume a stale run whose registry is gone.
+    run_id, _, _ = retraining_window({"start": start.isoformat(), "end": end.isoformat()}, {}, 1)
+    shutil.rmtree(run_dir(settings, run_id), ignore_errors=True)
 
     run = _dag("model_retraining").test(
         logical_date=datetime(2026, 11, 23, 2, 0, tzinfo=timezone.utc),
