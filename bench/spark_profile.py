@@ -132,7 +132,7 @@ def step_timers(spark):
     originals = [(stream, "land_partition", stream.land_partition),
                  *[(detection, n, getattr(detection, n))
                    for n in ("_partition_fold", "_outputs_partition")]]
-    stream.land_partition = _timed_factory(lambda *a: "land (write transactions, dead letters)",
+    stream.land_partition = _timed_factory(lambda *a: "land (validate; write transactions, dead letters)",
                                            stream.land_partition, acc)
     detection._partition_fold = _timed_factory(
         lambda fold, *a: f"features: {fold.__name__} (load, fold, save profiles)", detection._partition_fold, acc)

@@ -2,7 +2,8 @@
 
 Two streaming queries over the ``transactions`` topic, each with its own checkpoint:
 
-* ``ingest``: every record is validated against the event contract. Valid events are
+* ``ingest``: every record is validated against the event contract (in the landing
+  step, spark_jobs/validation.contract_verdicts). Valid events are
   upserted into ``transactions`` (keyed by txn_id); invalid ones go to the
   ``dead_letters`` table (keyed by topic/partition/offset) and the dead-letter topic,
   with the reason and the raw payload. Bad data never stops the query.
@@ -154,42 +155,53 @@ def typed_transactions(validated_df):
     return parsed.select(*_typed_columns())
 
 
-_DEAD_LETTER_ONLY = ("topic", "reason", "detail", "raw_key", "raw_value")
+_RAW_ONLY = ("topic", "raw_key", "raw_value")
 
 
-def landing_frame(validated_df):
-    """Every record once: the typed columns (null for an invalid record, except its Kafka
-    coordinates and landing time) and the dead-letter columns (null for a valid one)."""
+def landing_frame(raw_text_df):
+    """Every record once, not yet validated: the typed columns as Spark parses them (what
+    lands for a valid event; ignored for an invalid one) and the raw record."""
     from pyspark.sql import functions as F
 
-    return validated_df.select(
+    return raw_text_df.select(
         _event_struct(), "partition", "offset", "kafka_ts", "topic",
-        F.col("dlq_reason").alias("reason"), F.col("dlq_detail").alias("detail"),
         F.col("key").alias("raw_key"), F.col("value").alias("raw_value"),
-    ).select(*_typed_columns(), *_DEAD_LETTER_ONLY)
+    ).select(*_typed_columns(), *_RAW_ONLY)
 
 
 def land_partition(target: CassandraTarget, bootstrap: str, dlq_topic: str, out_schema):
-    """mapInArrow function over :func:`landing_frame`: writes valid records to
-    ``transactions`` and invalid ones to ``dead_letters`` and the dead-letter topic, from
-    the task that holds them; yields the valid typed rows for detection.
+    """mapInArrow function over :func:`landing_frame`: validates every record against the
+    event contract (spark_jobs/validation.contract_verdicts), writes valid records to
+    ``transactions`` and invalid ones, with the reason, to ``dead_letters`` and the
+    dead-letter topic, from the task that holds them; yields the valid typed rows for
+    detection.
 
     Landing inside the micro-batch's one Spark job, instead of a write job, a dead-letter
     check job and a Kafka job of its own, is what made small micro-batches cheap
-    (bench/batch_step_profile.py).
+    (bench/batch_step_profile.py); validating here rather than in a Python step of its own
+    saves each micro-batch a round trip of every record through Arrow and a Python task per
+    Kafka partition (notes on issue 8).
     """
     import json
 
     from spark_jobs.kafka_sink import publish
+    from spark_jobs.validation import contract_verdicts
 
     names = list(out_schema.names)
 
     def run(batches: Iterator) -> Iterator:
+        from datetime import datetime, timezone
+
+        import pyarrow as pa
         import pyarrow.compute as pc
 
         for batch in batches:
             if batch.num_rows == 0:
                 continue
+            reasons, details = contract_verdicts(batch.column("raw_value").to_pylist(), datetime.now(timezone.utc))
+            batch = pa.RecordBatch.from_arrays(
+                [*batch.columns, pa.array(reasons, pa.string()), pa.array(details, pa.string())],
+                names=[*batch.schema.names, "reason", "detail"])
             valid_mask = pc.is_null(batch.column("reason"))
             valid = batch.filter(valid_mask)
             if valid.num_rows:
@@ -223,10 +235,10 @@ def _json_default(value):
 
 
 def start_ingest_query(spark, settings: Settings, opts: StreamOptions, drift=None):
-    from spark_jobs.validation import validate
+    from spark_jobs.validation import raw_text
 
     target = CassandraTarget.from_settings(settings, opts.keyspace)
-    validated = validate(read_kafka(spark, settings, opts))
+    records = raw_text(read_kafka(spark, settings, opts))
     bootstrap = settings.kafka.bootstrap
     detector = None
     if opts.detect:
@@ -243,7 +255,7 @@ def start_ingest_query(spark, settings: Settings, opts: StreamOptions, drift=Non
         # job costs ~0.3-0.7 s here whatever its size, and the former write-per-step layout
         # (6-8 jobs) was most of a small batch's time (bench/batch_step_profile.py).
         frame = landing_frame(batch_df)
-        typed_schema = frame.drop(*_DEAD_LETTER_ONLY).schema
+        typed_schema = frame.drop(*_RAW_ONLY).schema
         landed = frame.mapInArrow(land_partition(target, bootstrap, opts.dlq_topic, typed_schema), typed_schema)
         if detector is None:
             landed.write.format("noop").mode("overwrite").save()
@@ -256,7 +268,7 @@ def start_ingest_query(spark, settings: Settings, opts: StreamOptions, drift=Non
         else:
             drift.observe_scores(outcome.toPandas(), batch_id, detector.models.drift_reference())
 
-    query = _start(validated.writeStream.foreachBatch(_write), opts, "ingest")
+    query = _start(records.writeStream.foreachBatch(_write), opts, "ingest")
     query.detector = detector  # for operators and tests: current rules, model, last rules error
     query.drift = drift
     return query
