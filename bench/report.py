@@ -26,6 +26,11 @@ def rows(result: dict) -> list[tuple[str, str]]:
     out.append((f"latency at {lat['rate']:,.0f} tx/s: Kafka -> landed (p50/p95/p99)", _fmt_lat(lat["landed_s"])))
     out.append(("  Kafka -> scored row", _fmt_lat(lat["scored_s"])))
     out.append(("  Kafka -> alert on the alerts topic", _fmt_lat(lat["alert_s"])))
+    if "alerts" in lat:  # runs before the alert count was recorded lack it
+        top = ", ".join(f"{code} {n:,}" for code, n in list(lat["alert_reasons"].items())[:4])
+        out.append(("  alerts in that phase (top reason codes)",
+                    f"{lat['alerts']:,} of {lat['transactions']:,} transactions "
+                    f"({lat['alerts'] / max(1, lat['transactions']):.1%}; {top or 'none'})"))
     for name, mb in sorted(result["memory_peak_mb"].items()):
         out.append((f"peak memory (PSS): {name}", f"{mb:,.0f} MiB"))
     out.append(("peak memory (PSS): whole stack (sum at one sample)", f"{result['memory_total_peak_mb']:,.0f} MiB"))
