@@ -66,15 +66,20 @@ class BenchConfig:
     train_events: int = 50_000
     seed: int = 7
 
+    def fallback_rates(self) -> list[float]:
+        """The rates tried when even the first is not sustained: halving down to ``min_rate``."""
+        out, lower = [], self.rates[0] / 2
+        while lower >= self.min_rate:
+            out.append(lower)
+            lower /= 2
+        return out
+
     def planned_events(self) -> int:
         """Events of the longest possible bench: warm-up, every ramp step, the latency phase
         at the top rate (what :class:`BenchTraffic` must fit before the wall clock)."""
-        ramp = sum(self.rates) * self.step_seconds
-        halving, lower = 0.0, self.rates[0] / 2
-        while lower >= self.min_rate:
-            halving, lower = halving + lower * self.step_seconds, lower / 2
+        steps = (sum(self.rates) + sum(self.fallback_rates())) * self.step_seconds
         top = max(self.rates) * self.latency_fraction * self.latency_seconds
-        return int(self.rates[0] * self.warmup_seconds + ramp + halving + top)
+        return int(self.rates[0] * self.warmup_seconds + steps + top)
 
     @classmethod
     def quick(cls) -> "BenchConfig":
@@ -182,7 +187,6 @@ class BenchTraffic:
         from ingestion.simulate import SimulateOptions, simulator_for
 
         simulator = simulator_for(SimulateOptions(seed=seed, count=planned_events, rate=1000.0, progress=False,
-                                                  topic=names["topic"], labels_topic=names["labels_topic"],
                                                   label_delay_seconds=300))
         self._events = ((s.event, s.label) for s in simulator.stream())
         self.producer = TransactionProducer(settings, topic=names["topic"], labels_topic=names["labels_topic"])
@@ -406,10 +410,7 @@ def run(cfg: BenchConfig, out_dir: Path, log=print) -> dict:
     load = {"start": os.getloadavg()}
     t_start = time.monotonic()
     was_running = all(s.healthy for s in stack.status(settings))
-    stack.up(settings, log=lambda m: log(f"  {m}"))
-    from infra.cassandra_schema import apply_schema
-
-    apply_schema(settings)
+    stack.up(settings, log=lambda m: log(f"  {m}"))  # also creates the keyspace and tables
     model = _ensure_champion(cfg, log)
     result: dict = {"started": started.isoformat(), "mode": asdict(cfg), "model": model,
                     "machine": _machine(), "settings": {
@@ -420,7 +421,7 @@ def run(cfg: BenchConfig, out_dir: Path, log=print) -> dict:
                         "cassandra_write_concurrency": settings.spark.cassandra_write_concurrency,
                         "cassandra_batch_rows": settings.spark.cassandra_batch_rows}}
     sampler = MemorySampler(settings)
-    stream = None
+    stream = traffic = None
     try:
         with sampler:
             log("baselines (same run):")
@@ -493,10 +494,10 @@ def run(cfg: BenchConfig, out_dir: Path, log=print) -> dict:
                 steps.append(step)
                 if not step.sustained:
                     break
-            lower = cfg.rates[0] / 2
-            while not any(s.sustained for s in steps) and lower >= cfg.min_rate:  # not even the first: go down
+            for lower in cfg.fallback_rates():  # not even the first: go down
+                if any(s.sustained for s in steps):
+                    break
                 steps.append(run_step(stream, traffic, lower, cfg, log))
-                lower /= 2
             result["steps"] = [asdict(s) for s in steps]
             sustained = [s.target_rate for s in steps if s.sustained]
             best = max(sustained) if sustained else 0.0
@@ -505,7 +506,6 @@ def run(cfg: BenchConfig, out_dir: Path, log=print) -> dict:
             lat_rate = max(10.0, cfg.latency_fraction * (best or cfg.min_rate))
             log(f"latency at {cfg.latency_fraction:.0%} of the sustained rate:")
             lat = measure_latency(stream, traffic, names, lat_rate, cfg, log)
-            traffic.close()
             result["latency"] = {"rate": lat["rate"], "transactions": lat["transactions"],
                                  "alerts": len(lat["alert_s"]), "alert_reasons": lat["alert_reasons"],
                                  **{k: percentiles(lat[k]) for k in ("landed_s", "scored_s", "alert_s")}}
@@ -524,6 +524,8 @@ def run(cfg: BenchConfig, out_dir: Path, log=print) -> dict:
     finally:
         if stream is not None:
             stream.stop()
+        if traffic is not None:
+            traffic.close()
         keep = os.environ.get("TXMON_BENCH_KEEP") == "1"
         if own_keyspace and not keep:
             _drop_keyspace(settings)

@@ -171,7 +171,7 @@ def landing_frame(raw_text_df):
 
 def land_partition(target: CassandraTarget, bootstrap: str, dlq_topic: str, out_schema):
     """mapInArrow function over :func:`landing_frame`: validates every record against the
-    event contract (spark_jobs/validation.contract_verdicts), writes valid records to
+    event contract (spark_jobs/validation.with_verdicts), writes valid records to
     ``transactions`` and invalid ones, with the reason, to ``dead_letters`` and the
     dead-letter topic, from the task that holds them; yields the valid typed rows for
     detection.
@@ -185,23 +185,17 @@ def land_partition(target: CassandraTarget, bootstrap: str, dlq_topic: str, out_
     import json
 
     from spark_jobs.kafka_sink import publish
-    from spark_jobs.validation import contract_verdicts
+    from spark_jobs.validation import with_verdicts
 
     names = list(out_schema.names)
 
     def run(batches: Iterator) -> Iterator:
-        from datetime import datetime, timezone
-
-        import pyarrow as pa
         import pyarrow.compute as pc
 
         for batch in batches:
             if batch.num_rows == 0:
                 continue
-            reasons, details = contract_verdicts(batch.column("raw_value").to_pylist(), datetime.now(timezone.utc))
-            batch = pa.RecordBatch.from_arrays(
-                [*batch.columns, pa.array(reasons, pa.string()), pa.array(details, pa.string())],
-                names=[*batch.schema.names, "reason", "detail"])
+            batch = with_verdicts(batch, "raw_value", ("reason", "detail"))
             valid_mask = pc.is_null(batch.column("reason"))
             valid = batch.filter(valid_mask)
             if valid.num_rows:

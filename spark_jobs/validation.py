@@ -52,16 +52,22 @@ def contract_verdicts(values: list, now: datetime) -> tuple[list[str | None], li
     return reasons, details
 
 
-def validate_batches(batches: Iterator) -> Iterator:
-    """mapInArrow function: append (dlq_reason, dlq_detail) to every record."""
+def with_verdicts(batch, value_column: str = "value", names: tuple[str, str] = ("dlq_reason", "dlq_detail")):
+    """An Arrow record batch plus the (reason, detail) columns of :func:`contract_verdicts`
+    for its ``value_column``, named ``names``."""
     import pyarrow as pa
 
+    reasons, details = contract_verdicts(batch.column(value_column).to_pylist(), datetime.now(timezone.utc))
+    return pa.RecordBatch.from_arrays(
+        [*batch.columns, pa.array(reasons, pa.string()), pa.array(details, pa.string())],
+        names=[*batch.schema.names, *names],
+    )
+
+
+def validate_batches(batches: Iterator) -> Iterator:
+    """mapInArrow function: append (dlq_reason, dlq_detail) to every record."""
     for batch in batches:
-        reasons, details = contract_verdicts(batch.column("value").to_pylist(), datetime.now(timezone.utc))
-        yield pa.RecordBatch.from_arrays(
-            [*batch.columns, pa.array(reasons, pa.string()), pa.array(details, pa.string())],
-            names=[*batch.schema.names, "dlq_reason", "dlq_detail"],
-        )
+        yield with_verdicts(batch)
 
 
 def raw_text(raw_df):
