@@ -4,6 +4,8 @@ Runs inside the transactions stream's foreachBatch on the batch's valid transact
 
 1. payee features, then payer features, folded per key from Cassandra profiles that
    are versioned by micro-batch (spark_jobs/profile_store.py): exactly-once features;
+   the payer fold also writes each payer's windows to ``account_aggregates``
+   (spark_jobs/features.payer_windows);
 2. rules from config/rules.yaml as Spark SQL expressions (hot-reloaded between batches);
 3. the champion model bundle (registry checked between batches, broadcast once per
    version) scored in the JVM (spark_jobs/jvm_scoring.py): fraud probability and

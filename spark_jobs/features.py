@@ -38,6 +38,10 @@ MAX_KNOWN_PAYEES = 500
 MAX_KNOWN_DEVICES = 20
 NEW_DEVICE_S = 3600                    # a device counts as new for its first hour
 PAYER_STATE_TTL_S = 30 * 86400         # profiles idle this long are dropped
+AGGREGATE_WINDOWS_S = {                # account_aggregates: window_kind -> (size, slide or None: tumbling)
+    "tumble_1m": (60, None),
+    "slide_1h": (3600, 300),
+}
 
 # Inputs every fold needs, in this order (typed columns of the transactions table).
 INPUT_COLUMNS = ("txn_id", "event_time", "payer_account", "payee_key", "amount_paise", "device_id",
@@ -187,6 +191,58 @@ def payer_fold(state: PayerState, t_us: int, payee: str | None, amount: int, dev
             failed_1h, small_1h, near_24h)
 
 
+def event_windows(t_us: int) -> list[tuple[str, int, int]]:
+    """(window_kind, start µs, end µs) of every account_aggregates window holding an
+    event at ``t_us``: one tumbling minute and 12 overlapping hours sliding by 5 min.
+    Windows are [start, end), aligned on the epoch like Spark's ``window``.
+
+    >>> [(k, s // MICROS, e // MICROS) for k, s, e in event_windows(3_900 * MICROS)][:3]
+    [('tumble_1m', 3900, 3960), ('slide_1h', 3900, 7500), ('slide_1h', 3600, 7200)]
+    >>> len(event_windows(0))
+    13
+    """
+    out = []
+    for kind, (size_s, slide_s) in AGGREGATE_WINDOWS_S.items():
+        step = (slide_s or size_s) * MICROS
+        base = t_us // step * step
+        out.extend((kind, base - k * step, base - k * step + size_s * MICROS) for k in range(size_s * MICROS // step))
+    return out
+
+
+def payer_windows(state: PayerState, times_us) -> list[tuple]:
+    """account_aggregates rows of one payer for every window holding one of ``times_us``
+    (events already folded into ``state``): (window_kind, start µs, end µs, count,
+    total paise, max paise, distinct payees), computed from the payer's last 24 h, so a
+    replayed or restarted batch recomputes the same values.
+
+    Windows starting 24 h or more before the payer's newest event are left out: the
+    state no longer holds all of their events (only very late events have such windows;
+    :func:`add_payer_features` computes a batch's windows before its own later events
+    push them out).
+    """
+    import bisect
+
+    wanted = {}
+    for t in times_us:
+        for kind, start, end in event_windows(t):
+            wanted[(kind, start)] = end
+    if not wanted or not state.recent:
+        return []
+    events = sorted(state.recent, key=lambda r: r[0])  # (t_us, amount, payee, failed), by time
+    times = [r[0] for r in events]
+    horizon = times[-1] - WINDOWS_S["24h"] * MICROS
+    rows = []
+    for (kind, start), end in sorted(wanted.items()):
+        if start <= horizon:
+            continue
+        inside = events[bisect.bisect_left(times, start):bisect.bisect_left(times, end)]
+        if inside:
+            amounts = [r[1] for r in inside]
+            rows.append((kind, start, end, len(inside), sum(amounts), max(amounts),
+                         len({r[2] for r in inside if r[2] is not None})))
+    return rows
+
+
 @dataclass
 class PayeeState:
     """Who paid this payee in the last hour."""
@@ -225,7 +281,13 @@ def fraud_reports_before(label_times_us: list[int], t_us: int) -> int:
 # -------------------------------------------------------------- profiles and frames
 
 class ProfileStore:
-    """Where per-key profiles live between micro-batches. ``load`` returns JSON texts."""
+    """Where per-key profiles live between micro-batches. ``load`` returns JSON texts.
+
+    A store that ``keeps_windows`` is also given each batch's account_aggregates rows
+    (:func:`payer_windows`), derived from the payer profiles it saves.
+    """
+
+    keeps_windows = False
 
     def load(self, kind: str, keys: list[str]) -> dict[str, str]:
         raise NotImplementedError
@@ -237,13 +299,20 @@ class ProfileStore:
         """payee -> sorted label times (µs) of confirmed frauds known so far."""
         raise NotImplementedError
 
+    def save_windows(self, rows: list[tuple]) -> None:
+        """(payer_account, *payer_windows row) tuples, when ``keeps_windows``."""
+        raise NotImplementedError
+
 
 class MemoryProfileStore(ProfileStore):
-    """Profiles in a dict: batch backfills, training, tests. Starts empty."""
+    """Profiles in a dict: batch backfills, training, tests. Starts empty. With
+    ``keep_windows``, the latest account_aggregates row per (payer, kind, start) too."""
 
-    def __init__(self, fraud_labels: dict[str, list[int]] | None = None) -> None:
+    def __init__(self, fraud_labels: dict[str, list[int]] | None = None, keep_windows: bool = False) -> None:
         self.profiles: dict[tuple[str, str], str] = {}
         self.labels = {k: sorted(v) for k, v in (fraud_labels or {}).items()}
+        self.keeps_windows = keep_windows
+        self.windows: dict[tuple[str, str, int], tuple] = {}
 
     def load(self, kind, keys):
         return {k: self.profiles[(kind, k)] for k in keys if (kind, k) in self.profiles}
@@ -254,6 +323,10 @@ class MemoryProfileStore(ProfileStore):
 
     def fraud_label_times(self, payees):
         return {p: self.labels[p] for p in payees if p in self.labels}
+
+    def save_windows(self, rows):
+        for row in rows:
+            self.windows[row[:3]] = row
 
 
 def _micros(series) -> "list[int]":
@@ -316,17 +389,34 @@ def add_payer_features(pdf, store: ProfileStore):
     payers = pdf["payer_account"].tolist()
     states = {k: PayerState.from_json(v) for k, v in store.load("payer", sorted(set(payers))).items()}
     rows = []
+    # account_aggregates (stores that keep them): payer -> this batch's event times not yet
+    # turned into windows, and the earliest start of their windows. A batch can span more
+    # than the 24 h a profile holds (catch-up after downtime), so a payer's windows are
+    # computed before a later event of the batch would push their events out of the state.
+    pending: dict[str, list[int]] = {}
+    oldest: dict[str, int] = {}
+    windows = []
+    keep_until = WINDOWS_S["24h"] * MICROS
     for t, payer, payee, amount, device, lat, lon, status in zip(
             times, payers, pdf["payee_key"].tolist(), pdf["amount_paise"].tolist(), pdf["device_id"].tolist(),
             pdf["lat"].tolist(), pdf["lon"].tolist(), pdf["status"].tolist()):
         state = states.get(payer)
         if state is None:
             state = states[payer] = PayerState()
+        if store.keeps_windows:
+            if payer in oldest and oldest[payer] <= t - keep_until:
+                windows.extend((payer, *w) for w in payer_windows(state, pending.pop(payer)))
+                del oldest[payer]
+            pending.setdefault(payer, []).append(t)
+            oldest.setdefault(payer, min(start for _, start, _ in event_windows(t)))
         lat, lon = _clean(lat), _clean(lon)
         rows.append(payer_fold(state, t, _clean(payee), int(amount), _clean(device),
                                None if lat is None else float(lat), None if lon is None else float(lon),
                                status == "FAILED"))
     store.save("payer", {k: v.to_json() for k, v in states.items()})
+    if store.keeps_windows:
+        windows.extend((payer, *w) for payer, times in pending.items() for w in payer_windows(states[payer], times))
+        store.save_windows(windows)
     feats = pd.DataFrame(rows, columns=list(PAYER_FEATURES))
     for name in PAYER_FEATURES:
         feats[name] = feats[name].astype("int64" if name in INTEGER_FEATURES else "float64")

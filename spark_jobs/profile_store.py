@@ -7,16 +7,26 @@ the same events onto the same starting profiles, so features come out identical.
 """
 from __future__ import annotations
 
-from datetime import timezone
+from datetime import datetime, timedelta, timezone
 
-from spark_jobs.cassandra_sink import CassandraTarget, prepared, replica_batches, session_for
+from spark_jobs.cassandra_sink import CassandraTarget, prepared, replica_batches, session_for, write_rows
 from spark_jobs.features import ProfileStore
 
 _CHUNK = 100
 _SAVE_BATCH_ROWS = 8  # a profile holds two JSON states: keep a batch well under batch_size_fail_threshold
+_EPOCH = datetime(1970, 1, 1)  # naive UTC, as the driver binds fastest (cassandra_sink.arrow_rows)
+AGGREGATE_COLUMNS = (
+    "payer_account", "window_kind", "window_start", "window_end", "txn_count", "total_paise",
+    "max_paise", "distinct_payees", "updated_at",
+)
 
 
 class CassandraProfileStore(ProfileStore):
+    """Profiles in ``feature_profiles``; the account windows derived from the payer
+    profiles in ``account_aggregates`` (keyed by payer, kind, start: upserts)."""
+
+    keeps_windows = True
+
     def __init__(self, target: CassandraTarget, batch_token: str) -> None:
         self.target = target
         self.batch_token = batch_token
@@ -71,6 +81,12 @@ class CassandraProfileStore(ProfileStore):
         # largest single cost of a detection micro-batch (bench/spark_profile.py).
         batches = [(b, ()) for b in replica_batches(self.session, self._insert, params, _SAVE_BATCH_ROWS)]
         execute_concurrent(self.session, batches, concurrency=self.target.concurrency, raise_on_first_error=True)
+
+    def save_windows(self, rows):
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        write_rows(self.target, "account_aggregates", AGGREGATE_COLUMNS, [
+            (payer, kind, _EPOCH + timedelta(microseconds=start), _EPOCH + timedelta(microseconds=end), *values, now)
+            for payer, kind, start, end, *values in rows])
 
     def fraud_label_times(self, payees):
         times: dict[str, list[int]] = {}

@@ -1,15 +1,18 @@
 """The transactions stream: Kafka -> validate -> Cassandra, with a dead-letter path.
 
-Two streaming queries over the ``transactions`` topic, each with its own checkpoint:
+Streaming queries, each with its own checkpoint:
 
-* ``ingest``: every record is validated against the event contract (in the landing
-  step, spark_jobs/validation.contract_verdicts). Valid events are
-  upserted into ``transactions`` (keyed by txn_id); invalid ones go to the
+* ``ingest`` over the ``transactions`` topic: every record is validated against the
+  event contract (in the landing step, spark_jobs/validation.contract_verdicts). Valid
+  events are upserted into ``transactions`` (keyed by txn_id); invalid ones go to the
   ``dead_letters`` table (keyed by topic/partition/offset) and the dead-letter topic,
-  with the reason and the raw payload. Bad data never stops the query.
-* ``aggregates``: per-account windows over valid events, with a watermark: a
-  1-minute tumbling window and a 1-hour window sliding every 5 minutes (count,
-  total, max amount, distinct payees), upserted into ``account_aggregates``.
+  with the reason and the raw payload. Bad data never stops the query. Then detection
+  (spark_jobs/detection.py) on the landed events: features, rules, models, alerts,
+  and the per-account windows of ``account_aggregates`` (a 1-minute tumbling window
+  and a 1-hour window sliding every 5 minutes: count, total, max amount, distinct
+  payees), computed in the payer feature fold from each payer's last 24 h.
+* ``labels`` over the labels topic: ground truth for the drift monitor and the
+  payee fraud reports feature.
 
 Exactly-once into Cassandra: Spark's checkpoint records which offsets each
 micro-batch covers and replays an unfinished batch after a crash; every write is an
@@ -29,7 +32,7 @@ from pathlib import Path
 from typing import Iterator
 
 from infra.settings import Settings, load_settings
-from spark_jobs.cassandra_sink import CassandraTarget, arrow_rows, write_dataframe, write_rows
+from spark_jobs.cassandra_sink import CassandraTarget, arrow_rows, write_rows
 
 TRANSACTION_COLUMNS = (
     "txn_id", "schema_version", "event_time", "channel", "txn_type",
@@ -41,15 +44,6 @@ DEAD_LETTER_COLUMNS = (
     "topic", "kafka_partition", "kafka_offset", "reason", "detail", "raw_key", "raw_value",
     "kafka_timestamp", "landed_at",
 )
-AGGREGATE_COLUMNS = (
-    "payer_account", "window_kind", "window_start", "window_end", "txn_count", "total_paise",
-    "max_paise", "distinct_payees", "updated_at",
-)
-WINDOW_SECONDS = {  # window_kind -> (size, slide or None for tumbling)
-    "tumble_1m": (60, None),
-    "slide_1h": (3600, 300),
-}
-LATENESS_SECONDS = 600  # events later than this behind the newest are left out of aggregates
 
 
 @dataclass(frozen=True)
@@ -60,7 +54,7 @@ class StreamOptions:
     keyspace: str
     trigger_seconds: float
     max_offsets_per_trigger: int
-    secondary_trigger_seconds: float | None = None  # aggregates and labels queries; None: trigger_seconds
+    secondary_trigger_seconds: float | None = None  # labels query; None: trigger_seconds
     available_now: bool = False
     starting_offsets: str = "earliest"
     detect: bool = True
@@ -268,75 +262,6 @@ def start_ingest_query(spark, settings: Settings, opts: StreamOptions, drift=Non
     return query
 
 
-def window_expansion_sql() -> str:
-    """SQL for the array of (window_kind, window_start, window_end) an event belongs to.
-
-    >>> print(window_expansion_sql())  # doctest: +ELLIPSIS
-    concat(array(named_struct('window_kind', 'tumble_1m', ...
-    """
-    parts = []
-    for kind, (size_s, slide_s) in WINDOW_SECONDS.items():
-        if slide_s is None:
-            start = f"timestamp_seconds(floor(unix_seconds(event_time) / {size_s}) * {size_s})"
-            parts.append(
-                f"array(named_struct('window_kind', '{kind}', 'window_start', {start}, "
-                f"'window_end', {start} + make_dt_interval(0, 0, 0, {size_s})))"
-            )
-        else:
-            base = f"floor(unix_seconds(event_time) / {slide_s}) * {slide_s}"
-            n = size_s // slide_s
-            parts.append(
-                f"transform(sequence(0, {n - 1}), k -> named_struct('window_kind', '{kind}', "
-                f"'window_start', timestamp_seconds({base} - k * {slide_s}), "
-                f"'window_end', timestamp_seconds({base} - k * {slide_s} + {size_s})))"
-            )
-    return f"concat({', '.join(parts)})"
-
-
-def windowed_aggregates(transactions_df):
-    """Per-account window aggregates for every window kind in ONE stateful aggregation.
-
-    Each event is exploded into every window it belongs to (1 tumbling minute, 12
-    overlapping hours) and grouped once: one Kafka read, one validation, one shuffle,
-    one state store. collect_set, because streaming aggregations cannot count distinct.
-
-    State is bounded by a watermark on ``window_end``. The latest window_end seen is
-    always (latest event time, rounded down to 5 min) + 1 h, from the newest sliding
-    window, so a delay of 1 h + LATENESS evicts every window, of either kind, once it
-    ended more than LATENESS before the newest event — the same lateness rule for both.
-    """
-    from pyspark.sql import functions as F
-
-    longest = max(size for size, _ in WINDOW_SECONDS.values())
-    delay = f"{longest + LATENESS_SECONDS} seconds"
-    exploded = transactions_df.select(
-        "payer_account", "amount_paise",
-        F.coalesce(F.col("payee_account"), F.col("payee_vpa")).alias("payee"),
-        F.explode(F.expr(window_expansion_sql())).alias("w"),
-    ).select("payer_account", "amount_paise", "payee", "w.window_kind", "w.window_start", "w.window_end")
-    return exploded.withWatermark("window_end", delay).groupBy(
-        "payer_account", "window_kind", "window_start", "window_end"
-    ).agg(
-        F.count(F.lit(1)).alias("txn_count"),
-        F.sum("amount_paise").alias("total_paise"),
-        F.max("amount_paise").alias("max_paise"),
-        F.size(F.collect_set("payee")).cast("long").alias("distinct_payees"),
-    ).withColumn("updated_at", F.current_timestamp()).select(*AGGREGATE_COLUMNS)
-
-
-def start_aggregate_query(spark, settings: Settings, opts: StreamOptions):
-    from spark_jobs.validation import validate
-
-    target = CassandraTarget.from_settings(settings, opts.keyspace)
-    frame = windowed_aggregates(typed_transactions(validate(read_kafka(spark, settings, opts))))
-
-    def _write(batch_df, _batch_id: int) -> None:
-        write_dataframe(batch_df, target, "account_aggregates", AGGREGATE_COLUMNS)
-
-    return _start(frame.writeStream.outputMode("update").foreachBatch(_write), opts, "aggregates",
-                  opts.secondary_trigger_seconds)
-
-
 LABEL_COLUMNS = ("txn_id", "is_fraud", "scenario", "label_time", "received_at")
 
 
@@ -404,7 +329,7 @@ def start_all(spark, settings: Settings, opts: StreamOptions) -> list:
         # State keyed by the source topic: one monitor per stream of transactions.
         drift = StreamDrift(settings, CassandraTarget.from_settings(settings, opts.keyspace), opts.topic,
                             notifier=default_notifier(settings), registry_root=opts.registry_root)
-    queries = [start_ingest_query(spark, settings, opts, drift), start_aggregate_query(spark, settings, opts)]
+    queries = [start_ingest_query(spark, settings, opts, drift)]
     if opts.detect:
         queries.append(start_labels_query(spark, settings, opts, drift))
     return queries
@@ -422,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--labels-topic", help="ground-truth labels topic (default: kafka.topics.labels)")
     parser.add_argument("--alerts-topic", help="alerts topic (default: kafka.topics.alerts)")
     parser.add_argument("--rules", help="rules YAML, reloaded when it changes (default: config/rules.yaml)")
-    parser.add_argument("--no-detect", action="store_true", help="ingest only: no features, scoring or alerts")
+    parser.add_argument("--no-detect", action="store_true", help="ingest only: no features, account aggregates, scoring or alerts")
     parser.add_argument("--available-now", action="store_true",
                         help="process what is in the topic now, then stop (batch-style catch-up)")
     args = parser.parse_args(argv)

@@ -1,0 +1,67 @@
+"""account_aggregates from the payer fold (features.payer_windows) against pandas."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from ingestion.simulate import SimulateOptions, simulator_for
+from spark_jobs.features import (MICROS, MemoryProfileStore, PayerState, add_features, payer_fold, payer_windows,
+                                 transactions_frame)
+
+
+def _events(n: int, seed: int):
+    sim = simulator_for(SimulateOptions(seed=seed, count=n, rate=None, n_customers=80, progress=False))
+    return transactions_frame([s.event for s in sim.generate(n)])
+
+
+def _fold_in_batches(frame, batches: int) -> MemoryProfileStore:
+    """Fold the events in Kafka order, ``batches`` micro-batches, as the stream does."""
+    store = MemoryProfileStore(keep_windows=True)
+    size = -(-len(frame) // batches)
+    for i in range(0, len(frame), size):
+        add_features(frame.iloc[i:i + size].reset_index(drop=True), store)
+    return store
+
+
+def _expected(frame, freq: str, size: pd.Timedelta) -> dict:
+    """{(payer, kind, start): (count, total, max, distinct payees)}: every event copied
+    into each window of ``size`` starting on a multiple of ``freq`` that holds it, then
+    grouped (how Spark's sliding ``window`` does it)."""
+    kind = "tumble_1m" if size == pd.Timedelta(minutes=1) else "slide_1h"
+    step = pd.Timedelta(freq)
+    base = frame["event_time"].dt.floor(freq)
+    copies = pd.concat([frame.assign(start=base - k * step) for k in range(int(size / step))])
+    grouped = copies.groupby(["payer_account", "start"]).agg(
+        n=("amount_paise", "size"), total=("amount_paise", "sum"), mx=("amount_paise", "max"),
+        payees=("payee_key", "nunique"))
+    return {(payer, kind, int(start.value // 1000)): tuple(int(v) for v in row)
+            for (payer, start), row in zip(grouped.index, grouped.itertuples(index=False))}
+
+
+@pytest.mark.parametrize("batches", [1, 7])
+def test_windows_equal_an_independent_computation_however_the_events_are_batched(batches):
+    frame = _events(1500, seed=11)
+    store = _fold_in_batches(frame, batches)
+    got = {key: row[4:] for key, row in store.windows.items()}
+    assert {k: v for k, v in got.items() if k[1] == "tumble_1m"} == _expected(frame, "1min", pd.Timedelta(minutes=1))
+    hours = _expected(frame, "5min", pd.Timedelta(hours=1))
+    assert {k: v for k, v in got.items() if k[1] == "slide_1h"} == hours
+    assert all(row[3] - row[2] == 3600 * MICROS for row in store.windows.values() if row[1] == "slide_1h")
+
+
+def test_a_store_that_keeps_no_windows_is_not_asked_to():
+    store = MemoryProfileStore()  # training and batch jobs: no windows computed
+    add_features(_events(200, seed=3), store)
+    assert store.windows == {}
+
+
+def test_windows_the_24h_state_no_longer_covers_are_left_out():
+    state = PayerState()
+    day = 86_400 * MICROS
+    now = 10 * day
+    payer_fold(state, now, "P1", 500, None, None, None, False)
+    late = now - day - 10 * MICROS  # a very late event: its windows start before the 24 h the state holds
+    payer_fold(state, late, "P2", 700, None, None, None, False)
+    rows = payer_windows(state, [now, late])
+    assert rows and all(start > now - day for _, start, _, *_ in rows)
+    assert {r[3] for r in rows} == {1}  # each kept window holds the recent event only
