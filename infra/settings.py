@@ -96,6 +96,7 @@ class SparkSettings(_Section):
     trigger_seconds: float = Field(0.5, gt=0)
     secondary_trigger_seconds: float = Field(10, gt=0)
     max_offsets_per_trigger: int = Field(200_000, ge=1)
+    kafka_fetch_max_wait_ms: int = Field(10, ge=0, le=60_000)
     cassandra_write_concurrency: int = Field(16, ge=1, le=2048)
     cassandra_batch_rows: int = Field(32, ge=1, le=200)
     cluster: SparkClusterSettings = SparkClusterSettings()
