@@ -8,8 +8,8 @@
 2. Baselines, measured now on this machine (bench/baselines.py): Kafka produce and
    consume, Spark Kafka source -> noop sink, the stream ingest-only and with detection on
    a backlog, Cassandra upserts through the sink, plain predict_proba (and both models) vs in-stream scoring.
-3. Ramp: the full stream (ingest + features + rules + models -> Cassandra + alerts, plus
-   the aggregates and labels queries) runs while the simulator produces at rising rates
+3. Ramp: the full stream (ingest + features and account windows + rules + models ->
+   Cassandra + alerts, plus the labels query) runs while the simulator produces at rising rates
    for a fixed period each. A rate is *sustained* if the producer achieved it and the
    consumer lag (Kafka end offsets - offsets of the last finished micro-batch) stayed
    below ``lag_bound_s`` seconds of input through the second half of the period.

@@ -228,7 +228,7 @@ def replay(
 
 @app.command("stream", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def stream(ctx: typer.Context) -> None:
-    """Run the transactions stream (Kafka -> validate -> Cassandra + dead-letter + aggregates).
+    """Run the transactions stream (Kafka -> validate -> Cassandra + dead-letter, detection, account windows).
 
     Options are those of spark_jobs/transactions_stream.py (see `txmon stream --help-job`):
     --topic, --dlq-topic, --checkpoint-dir, --trigger-seconds, --available-now.

@@ -86,7 +86,7 @@ def raw_text(raw_df):
 def validate(raw_df):
     """Kafka source DataFrame -> raw columns (value as UTF-8 text) + dlq_reason/detail.
 
-    For queries that need the verdict as columns (aggregates, batch reads of a topic); the
+    For reads that need the verdict as columns (batch reads of a topic, the bench); the
     ingest query validates inside its landing step instead
     (spark_jobs/transactions_stream.land_partition), one Python pass fewer per micro-batch."""
     return raw_text(raw_df).mapInArrow(validate_batches, validated_schema())
