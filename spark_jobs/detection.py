@@ -173,11 +173,11 @@ def score_ruled(ruled, trees, model_version: str, ruleset, spark=None):
     from spark_jobs.jvm_scoring import with_model_scores
 
     scored = with_model_scores(ruled, trees, spark)
-    return (scored
-            .withColumn("risk_score", risk_column("rule_score", "fraud_probability", "anomaly_score", ruleset.policy))
-            .withColumn("decision", decision_column("risk_score", ruleset.policy))
-            .withColumn("model_version", F.lit(model_version))
-            .withColumn("rules_version", F.lit(ruleset.label)))
+    # One withColumns: the driver analyses the whole plan again for every DataFrame step,
+    # once per micro-batch (the optimizer collapses the projections either way).
+    risk = risk_column("rule_score", "fraud_probability", "anomaly_score", ruleset.policy)
+    return scored.withColumns({"risk_score": risk, "decision": decision_column(risk, ruleset.policy),
+                               "model_version": F.lit(model_version), "rules_version": F.lit(ruleset.label)})
 
 
 def with_explanations(batch, bundle, rules: dict, model_version: str, rules_label: str, now):
@@ -299,8 +299,8 @@ class Detector:
         featured = add_features_to_batch(typed_valid_df, cassandra_profiles(self.target, token), self.partitions)
         self.rules.refresh(spark, featured.schema)
         self.models.refresh(spark)
-        return score_ruled(apply_rules(featured, self.rules.current), self.models.trees, self.models.version,
-                           self.rules.current, spark)
+        ruled = apply_rules(featured, self.rules.current, self.rules.columns)
+        return score_ruled(ruled, self.models.trees, self.models.version, self.rules.current, spark)
 
     def process(self, spark, landed_df, token: str):
         """Landed transactions -> scored and written (scored_transactions, alerts, the

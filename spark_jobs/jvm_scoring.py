@@ -39,13 +39,13 @@ def with_model_scores(df, trees, spark=None):
     from pyspark.sql import functions as F
 
     if trees is None:
-        return df.withColumn("fraud_probability", F.lit(0.0)).withColumn("anomaly_score", F.lit(0.0))
+        return df.withColumns({"fraud_probability": F.lit(0.0), "anomaly_score": F.lit(0.0)})
     spark = spark or df.sparkSession
     jvm = spark.sparkContext._jvm
     scores = Column(jvm.io.txmon.scoring.StreamScoring.scores(trees, ",".join(FEATURES)))
     # One UDF call per row: the struct is not inlined into both field reads (Spark's
     # CollapseProject keeps a UDF referenced twice in its own projection).
     return (df.withColumn("_model_scores", scores)
-            .withColumn("fraud_probability", F.col("_model_scores.fraud_probability"))
-            .withColumn("anomaly_score", F.col("_model_scores.anomaly_score"))
+            .withColumns({"fraud_probability": F.col("_model_scores.fraud_probability"),
+                          "anomaly_score": F.col("_model_scores.anomaly_score")})
             .drop("_model_scores"))
