@@ -207,6 +207,7 @@ class Dispatcher:
         def scope_of(partition: int) -> str:
             return f"{group_id}/{topic}/{partition}"
 
+        await_topic_metadata(consumer, topic)
         consumer.subscribe([topic], listener=Ownership())
         stop = stop or threading.Event()
         processed, last_record = 0, 0.0
@@ -231,6 +232,24 @@ class Dispatcher:
                     and time.monotonic() - max(last_record, assigned_at[0]) >= idle_timeout_s):
                 break
         return self.stats
+
+
+def await_topic_metadata(consumer: Any, topic: str, timeout_s: float = 15.0) -> bool:
+    """Wait (bounded) until the consumer's metadata lists ``topic``'s partitions.
+
+    A group leader whose metadata lacks a just-created topic assigns no partitions, and
+    kafka-python only notices at its next metadata refresh (``metadata_max_age_ms``, 5
+    min): the dispatcher would sit idle that long (seen in CI as kafka's warning "No
+    partition metadata for topic"). A topic that does not exist yet is still subscribed
+    to after the wait, as before: the group picks it up once it is created.
+    """
+    deadline = time.monotonic() + timeout_s
+    while not consumer.partitions_for_topic(topic):
+        if time.monotonic() >= deadline:
+            log.warning("alerts topic %s has no partitions yet; subscribing anyway", topic)
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def make_consumer(bootstrap: str, group_id: str, config: Any) -> Any:
