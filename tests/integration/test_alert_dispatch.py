@@ -223,7 +223,7 @@ def test_smtp_down_for_a_while_delivers_after_it_returns_none_lost_none_twice(
         except BaseException as exc:  # surfaced by the assertions below
             result["error"] = exc
 
-    worker = threading.Thread(target=run)
+    worker = threading.Thread(target=run, daemon=True)  # a failed wait must not hang pytest at exit
     worker.start()
 
     # Bring the server back once the dispatcher has demonstrably been failing and backing off.
