@@ -390,13 +390,14 @@ def add_payer_features(pdf, store: ProfileStore):
     states = {k: PayerState.from_json(v) for k, v in store.load("payer", sorted(set(payers))).items()}
     rows = []
     # account_aggregates (stores that keep them): payer -> this batch's event times not yet
-    # turned into windows, and the earliest start of their windows. A batch can span more
-    # than the 24 h a profile holds (catch-up after downtime), so a payer's windows are
-    # computed before a later event of the batch would push their events out of the state.
+    # turned into windows. A batch can span more than the 24 h a profile holds (catch-up
+    # after downtime), so a payer's windows are computed before a later event of the batch
+    # could push their events out of the state: once its first pending event is 23 h
+    # older (its windows start at most 1 h before it). A window computed again later in
+    # the batch replaces the earlier row (keyed below), so only final values are saved.
     pending: dict[str, list[int]] = {}
-    oldest: dict[str, int] = {}
-    windows = []
-    keep_until = WINDOWS_S["24h"] * MICROS
+    windows: dict[tuple, tuple] = {}
+    flush_after = (WINDOWS_S["24h"] - max(size for size, _ in AGGREGATE_WINDOWS_S.values())) * MICROS
     for t, payer, payee, amount, device, lat, lon, status in zip(
             times, payers, pdf["payee_key"].tolist(), pdf["amount_paise"].tolist(), pdf["device_id"].tolist(),
             pdf["lat"].tolist(), pdf["lon"].tolist(), pdf["status"].tolist()):
@@ -404,19 +405,18 @@ def add_payer_features(pdf, store: ProfileStore):
         if state is None:
             state = states[payer] = PayerState()
         if store.keeps_windows:
-            if payer in oldest and oldest[payer] <= t - keep_until:
-                windows.extend((payer, *w) for w in payer_windows(state, pending.pop(payer)))
-                del oldest[payer]
+            if payer in pending and pending[payer][0] <= t - flush_after:
+                windows.update(((payer, w[0], w[1]), (payer, *w)) for w in payer_windows(state, pending.pop(payer)))
             pending.setdefault(payer, []).append(t)
-            oldest.setdefault(payer, min(start for _, start, _ in event_windows(t)))
         lat, lon = _clean(lat), _clean(lon)
         rows.append(payer_fold(state, t, _clean(payee), int(amount), _clean(device),
                                None if lat is None else float(lat), None if lon is None else float(lon),
                                status == "FAILED"))
     store.save("payer", {k: v.to_json() for k, v in states.items()})
     if store.keeps_windows:
-        windows.extend((payer, *w) for payer, times in pending.items() for w in payer_windows(states[payer], times))
-        store.save_windows(windows)
+        windows.update(((payer, w[0], w[1]), (payer, *w))
+                       for payer, times in pending.items() for w in payer_windows(states[payer], times))
+        store.save_windows(list(windows.values()))
     feats = pd.DataFrame(rows, columns=list(PAYER_FEATURES))
     for name in PAYER_FEATURES:
         feats[name] = feats[name].astype("int64" if name in INTEGER_FEATURES else "float64")

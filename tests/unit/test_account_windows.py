@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 from ingestion.simulate import SimulateOptions, simulator_for
-from spark_jobs.features import (MICROS, MemoryProfileStore, PayerState, add_features, payer_fold, payer_windows,
-                                 transactions_frame)
+from spark_jobs.features import (MICROS, MemoryProfileStore, PayerState, add_features, add_payer_features, payer_fold,
+                                 payer_windows, transactions_frame)
 
 
 def _events(n: int, seed: int):
@@ -65,3 +65,27 @@ def test_windows_the_24h_state_no_longer_covers_are_left_out():
     rows = payer_windows(state, [now, late])
     assert rows and all(start > now - day for _, start, _, *_ in rows)
     assert {r[3] for r in rows} == {1}  # each kept window holds the recent event only
+
+
+def test_each_window_is_saved_once_per_batch_even_when_the_batch_spans_a_day():
+    """Rows saved together are written concurrently: two rows for one window could land in
+    either order, so a batch saves each window once, with its final value."""
+    saved = []
+
+    class Recording(MemoryProfileStore):
+        def save_windows(self, rows):
+            saved.extend(rows)
+            super().save_windows(rows)
+
+    t0 = pd.Timestamp("2026-01-01", tz="UTC")
+    frame = pd.DataFrame({
+        "txn_id": ["a", "b", "c"],
+        "event_time": [t0, t0 + pd.Timedelta(hours=23), t0 + pd.Timedelta(hours=23, minutes=10)],
+        "payer_account": "P", "payee_key": ["x", "y", "z"], "amount_paise": [100, 200, 300],
+        "device_id": "d", "lat": None, "lon": None, "status": "SUCCESS"})
+    store = Recording(keep_windows=True)
+    add_payer_features(frame, store)
+    keys = [row[:3] for row in saved]
+    assert len(keys) == len(set(keys))
+    last_hour = store.windows[("P", "slide_1h", int((t0 + pd.Timedelta(hours=22, minutes=15)).value // 1000))]
+    assert last_hour[4:6] == (2, 500)  # the 23:00 and 23:10 events, both counted
