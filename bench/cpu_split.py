@@ -22,20 +22,46 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def cpu_seconds(groups: dict) -> dict[str, float]:
+def process_cpu(groups: dict) -> dict[str, dict[int, float]]:
+    """CPU seconds (user + system) of every process, by group and pid."""
     import psutil
 
-    out = {}
+    out: dict[str, dict[int, float]] = {}
     for group, procs in groups.items():
-        total = 0.0
+        out[group] = {}
         for p in procs:
             try:
                 c = p.cpu_times()
-                total += c.user + c.system
+                out[group][p.pid] = c.user + c.system
             except psutil.Error:
                 pass
-        out[group] = total
     return out
+
+
+def cpu_per_transaction(before: dict[str, dict[int, float]], after: dict[str, dict[int, float]],
+                        transactions: int) -> dict[str, dict]:
+    """CPU seconds and ms per transaction by process group, plus ``all``. Processes are
+    matched by pid: one started during the phase (a new Python worker) counts whole, one
+    that ended during it is lost (psutil cannot read a process that is gone).
+
+    >>> r = cpu_per_transaction({"kafka": {1: 1.0}, "jvm": {2: 2.0}}, {"kafka": {1: 1.5}, "jvm": {2: 4.0}}, 1000)
+    >>> r["kafka"], r["all"]
+    ({'cpu_s': 0.5, 'ms_per_tx': 0.5}, {'cpu_s': 2.5, 'ms_per_tx': 2.5})
+    """
+    out, total = {}, 0.0
+    for group, procs in after.items():
+        spent = sum(max(0.0, cpu - before.get(group, {}).get(pid, 0.0)) for pid, cpu in procs.items())
+        total += spent
+        out[group] = {"cpu_s": round(spent, 3), "ms_per_tx": round(spent * 1000 / max(transactions, 1), 3)}
+    out["all"] = {"cpu_s": round(total, 3), "ms_per_tx": round(total * 1000 / max(transactions, 1), 3)}
+    return out
+
+
+def format_cpu_table(cpu: dict[str, dict], indent: str = "") -> str:
+    """The :func:`cpu_per_transaction` result as a table."""
+    lines = [f"{indent}{'process group':<40}{'CPU s':>8}{'ms / transaction':>18}"]
+    lines += [f"{indent}{group:<40}{v['cpu_s']:>8.1f}{v['ms_per_tx']:>18.2f}" for group, v in cpu.items()]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -52,18 +78,12 @@ def main(argv: list[str] | None = None) -> None:
     _, settings, run = baselines.backlog_runner("txmon-cpu-split", args.rows_per_batch)
     if args.warmup_events:
         run("cpu_warmup", args.warmup_events, args.seed + 1)
-    before = cpu_seconds(stack_processes(settings))
+    before = process_cpu(stack_processes(settings))
     rate, progress = run("cpu_split", args.events, args.seed)
-    after = cpu_seconds(stack_processes(settings))
+    after = process_cpu(stack_processes(settings))
     print(f"{rate.rows:,} rows in {len(progress)} micro-batches, {rate.rows_per_s:,.0f} rows/s; "
           f"loadavg {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"{'process group':<36}{'CPU s':>8}{'ms / transaction':>18}")
-    total = 0.0
-    for group, end in after.items():
-        spent = end - before.get(group, 0.0)
-        total += spent
-        print(f"{group:<36}{spent:>8.1f}{spent * 1000 / max(rate.rows, 1):>18.2f}")
-    print(f"{'all':<36}{total:>8.1f}{total * 1000 / max(rate.rows, 1):>18.2f}")
+    print(format_cpu_table(cpu_per_transaction(before, after, rate.rows)))
 
 
 if __name__ == "__main__":

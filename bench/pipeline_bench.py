@@ -113,7 +113,8 @@ class Step:
 class StreamUnderTest:
     """The full stream (all queries) over the bench topics, as ``txmon demo`` runs it."""
 
-    def __init__(self, settings, names: dict[str, str], checkpoint: str) -> None:
+    def __init__(self, settings, names: dict[str, str], checkpoint: str,
+                 extra_conf: dict[str, str] | None = None) -> None:
         from kafka import KafkaConsumer
 
         from spark_jobs.session import build_session
@@ -121,7 +122,7 @@ class StreamUnderTest:
 
         self.settings = settings
         self.topic = names["topic"]
-        self.spark = build_session(settings, "txmon-bench")
+        self.spark = build_session(settings, "txmon-bench", extra_conf=extra_conf)
         self.opts = StreamOptions.from_settings(settings, checkpoint_dir=checkpoint, **names)
         self.queries = start_all(self.spark, settings, self.opts)
         self.ingest = self.queries[0]
@@ -361,7 +362,7 @@ def _alert_latencies(settings, topic: str, start: dict[int, int], kafka_ts: dict
 # ----------------------------------------------------------------------------- orchestration
 
 
-def _ensure_champion(cfg: BenchConfig, log) -> str:
+def ensure_champion(train_events: int, log) -> str:
     from models.config import models_dir
     from models.registry import Registry
 
@@ -370,8 +371,8 @@ def _ensure_champion(cfg: BenchConfig, log) -> str:
         from models.sources import simulated
         from models.training import TrainingConfig, train
 
-        log(f"no champion model in {registry.root}: training one on {cfg.train_events:,} simulated events...")
-        history = simulated(cfg.train_events, 42)
+        log(f"no champion model in {registry.root}: training one on {train_events:,} simulated events...")
+        history = simulated(train_events, 42)
         result = train(history.events, history.labels, TrainingConfig(seed=42), data_source=history.source)
         registry.promote(registry.register(result.bundle, result.metadata))
     return registry.champion()
@@ -394,26 +395,17 @@ def run(cfg: BenchConfig, out_dir: Path, log=print) -> dict:
     from infra.services.kafka import ensure_topics
     from infra.settings import load_settings
 
-    for key, value in BENCH_ENV.items():
-        os.environ.setdefault(key, value)
     started = datetime.now(timezone.utc)
     stamp = started.strftime("%Y%m%dT%H%M%S")
-    # A keyspace of this run's own (dropped at the end): the backlog baseline and the ramp
-    # replay the same seeded accounts in every run, and on a kept keyspace they were folded
-    # on top of the profiles an earlier run left (same accounts, later states); the second
-    # of two runs on one keyspace ran its detection backlog at 1,249 rows/s (the first 2,245)
-    # and alerted on 67 % of its latency phase (VELOCITY_BURST: the same accounts again).
-    own_keyspace = "TXMON_CASSANDRA__KEYSPACE" not in os.environ
-    if own_keyspace:
-        os.environ["TXMON_CASSANDRA__KEYSPACE"] = f"bench_{stamp.lower()}"
+    own_keyspace = use_bench_environment(stamp)
     settings = load_settings()
     load = {"start": os.getloadavg()}
     t_start = time.monotonic()
     was_running = all(s.healthy for s in stack.status(settings))
     stack.up(settings, log=lambda m: log(f"  {m}"))  # also creates the keyspace and tables
-    model = _ensure_champion(cfg, log)
+    model = ensure_champion(cfg.train_events, log)
     result: dict = {"started": started.isoformat(), "mode": asdict(cfg), "model": model,
-                    "machine": _machine(), "settings": {
+                    "machine": machine_facts(), "settings": {
                         "spark_master": settings.spark.master, "shuffle_partitions": settings.spark.shuffle_partitions,
                         "trigger_seconds": settings.spark.trigger_seconds,
                         "max_offsets_per_trigger": settings.spark.max_offsets_per_trigger,
@@ -528,12 +520,31 @@ def run(cfg: BenchConfig, out_dir: Path, log=print) -> dict:
             traffic.close()
         keep = os.environ.get("TXMON_BENCH_KEEP") == "1"
         if own_keyspace and not keep:
-            _drop_keyspace(settings)
+            drop_keyspace(settings)
         if not was_running and not keep:
             stack.down(settings, log=lambda m: None)
 
 
-def _drop_keyspace(settings) -> None:
+def use_bench_environment(stamp: str) -> bool:
+    """Point this process's settings at the bench stack (:data:`BENCH_ENV`, unless TXMON_*
+    say otherwise) and, unless a keyspace is given, at a keyspace of this run's own
+    (``bench_<stamp>``); True when the keyspace is the run's own (drop it at the end).
+
+    Why a keyspace per run: the bench replays the same seeded accounts every run, and on a
+    kept keyspace they were folded on top of the profiles an earlier run left (same
+    accounts, later states); the second of two runs on one keyspace ran its detection
+    backlog at 1,249 rows/s (the first 2,245) and alerted on 67 % of its latency phase
+    (VELOCITY_BURST: the same accounts again).
+    """
+    for key, value in BENCH_ENV.items():
+        os.environ.setdefault(key, value)
+    own_keyspace = "TXMON_CASSANDRA__KEYSPACE" not in os.environ
+    if own_keyspace:
+        os.environ["TXMON_CASSANDRA__KEYSPACE"] = f"bench_{stamp.lower()}"
+    return own_keyspace
+
+
+def drop_keyspace(settings) -> None:
     from infra.cassandra_schema import connect
 
     cluster, session = connect(settings)
@@ -560,7 +571,7 @@ def _ratios(result: dict) -> dict[str, float]:
     return out
 
 
-def _machine() -> dict:
+def machine_facts() -> dict:
     import platform
 
     import psutil

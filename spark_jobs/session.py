@@ -56,8 +56,10 @@ def spark_conf(settings: Settings, app_name: str, master: str | None = None) -> 
     }
 
 
-def build_session(settings: Settings, app_name: str, master: str | None = None):
-    """A SparkSession with txmon's wiring (creates the JVM on first call)."""
+def build_session(settings: Settings, app_name: str, master: str | None = None,
+                  extra_conf: dict[str, str] | None = None):
+    """A SparkSession with txmon's wiring (creates the JVM on first call); ``extra_conf``
+    overrides or adds Spark settings (bench/stream_at_rate.py's ``--conf``)."""
     from pyspark.sql import SparkSession
 
     os.environ["TZ"] = "UTC"  # Python workers inherit it: naive datetimes mean UTC
@@ -65,7 +67,7 @@ def build_session(settings: Settings, app_name: str, master: str | None = None):
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     (settings.state_path / "spark" / "local").mkdir(parents=True, exist_ok=True)
-    conf = spark_conf(settings, app_name, master)
+    conf = {**spark_conf(settings, app_name, master), **(extra_conf or {})}
     if master is None and "PYSPARK_GATEWAY_PORT" in os.environ:
         # Launched by spark-submit: its --master chose where the job runs (a cluster, say);
         # setting spark.master here would silently pull the job back to local[N].

@@ -1,0 +1,184 @@
+"""The full stream at one fixed input rate: CPU per transaction by process, micro-batch
+size and duration, consumer lag. The A/B harness behind the README's "what each change
+gained" rows.
+
+    .venv/bin/python -m bench.stream_at_rate --rate 300 --seconds 60
+    .venv/bin/python -m bench.stream_at_rate --rate 300 --conf spark.sql.adaptive.enabled=false
+    TXMON_SPARK__KAFKA_FETCH_MAX_WAIT_MS=500 .venv/bin/python -m bench.stream_at_rate --rate 300
+
+``make bench`` finds the highest rate the stream sustains; at a rate both versions
+sustain, that number cannot tell two versions apart, but the CPU each one spends per
+transaction can: on two cores, 2 / (ms of CPU per transaction) bounds the rate.
+
+Runs on the bench stack (``.txmon-bench``, ports 29092/29093/29042/27000, started and
+stopped here unless already running) in a keyspace of its own, with the champion model
+(trained on simulated history if the registry has none). It produces ``--warmup-seconds``
+of traffic, waits for the stream to catch up, then reads every process group's CPU time
+(``psutil``: Kafka, Cassandra, the Spark driver JVM, Spark's Python workers, and this
+process, which is both the stream's Python driver, where foreachBatch runs, and the producer), produces
+``--seconds`` at ``--rate``, waits until all of it is processed and reads them again.
+
+To compare two versions of the code, run it once on each (``git stash`` or a worktree) and
+alternate the pair at least twice: consecutive runs on this machine differ by ~5-10 %.
+``--jsonl FILE`` appends each run's result as one JSON line for that comparison. Do not
+edit the working tree during a run: Spark's Python workers import it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def parse_conf(pairs: list[str]) -> dict[str, str]:
+    """``["k=v", ...]`` -> dict; a pair without ``=`` is a usage error that says how to write it.
+
+    >>> parse_conf(["spark.sql.adaptive.enabled=false", "a.b=x=y"])
+    {'spark.sql.adaptive.enabled': 'false', 'a.b': 'x=y'}
+    """
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--conf {pair!r}: expected KEY=VALUE, e.g. --conf spark.sql.adaptive.enabled=false")
+        out[key.strip()] = value
+    return out
+
+
+def measure(stream, traffic, settings, rate: float, seconds: float, drain_timeout: float) -> dict:
+    """Produce ``seconds`` at ``rate`` into a caught-up stream; CPU, batches and lag of that phase."""
+    from bench.cpu_split import cpu_per_transaction, process_cpu
+    from bench.memory import stack_processes
+    from bench.pipeline_bench import _duration_breakdown, _progress_in
+
+    lags: list[int] = []
+    producing = threading.Event()
+    producing.set()
+
+    def watch_lag():
+        while producing.is_set():
+            lags.append(stream.lag())
+            time.sleep(1.0)
+
+    before = process_cpu(stack_processes(settings))
+    start_wall, t0 = time.time(), time.monotonic()
+    watcher = threading.Thread(target=watch_lag, daemon=True)
+    watcher.start()
+    try:
+        summary = traffic.produce(rate, seconds)
+    finally:
+        producing.clear()
+        watcher.join()
+    drain = stream.wait_caught_up(drain_timeout)
+    elapsed = time.monotonic() - t0
+    after = process_cpu(stack_processes(settings))
+    progress = _progress_in(stream, start_wall)
+    rows = sum(p["numInputRows"] for p in progress)
+    batch_s = [p["durationMs"].get("triggerExecution", 0) / 1000 for p in progress]
+    return {
+        "rate": rate, "seconds": seconds, "produced": summary.sent, "produce_rate": round(summary.rate, 1),
+        "processed_rows": rows, "drain_seconds": None if drain is None else round(drain, 1),
+        "elapsed_seconds": round(elapsed, 1), "max_lag": max(lags, default=0),
+        "micro_batches": len(progress),
+        "batch_rows_mean": round(rows / len(progress), 1) if progress else 0.0,
+        "batch_seconds_mean": round(sum(batch_s) / len(batch_s), 3) if batch_s else 0.0,
+        "duration_ms": {k: round(v, 1) for k, v in _duration_breakdown(progress).items()},
+        "cpu": cpu_per_transaction(before, after, summary.sent),
+    }
+
+
+def format_result(r: dict) -> str:
+    from bench.cpu_split import format_cpu_table
+
+    lines = [f"{r['label'] or 'run'} @ {r['commit']}: {r['rate']:,.0f} tx/s x {r['seconds']:.0f} s, "
+             f"produced {r['produced']:,} ({r['produce_rate']:,.0f}/s); max lag {r['max_lag']:,}; "
+             f"drained {'NOT within timeout' if r['drain_seconds'] is None else str(r['drain_seconds']) + ' s'}",
+             f"  {r['micro_batches']} micro-batches of {r['batch_rows_mean']:,.0f} rows, "
+             f"{r['batch_seconds_mean']:.2f} s each (addBatch {r['duration_ms'].get('addBatch', 0):,.0f} ms); "
+             f"loadavg {r['loadavg_after'][0]:.2f}",
+             format_cpu_table(r["cpu"], indent="  ")]
+    return "\n".join(lines)
+
+
+def run(rate: float, seconds: float, warmup_seconds: float, extra_conf: dict[str, str], label: str,
+        seed: int, log=print) -> dict:
+    from bench.pipeline_bench import (BenchTraffic, StreamUnderTest, _git_commit, _topics, drop_keyspace,
+                                      ensure_champion, use_bench_environment)
+    from infra import stack
+    from infra.settings import load_settings
+
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    own_keyspace = use_bench_environment(stamp)
+    settings = load_settings()
+    was_running = all(s.healthy for s in stack.status(settings))
+    stack.up(settings, log=lambda m: log(f"  {m}"))
+    stream = traffic = None
+    try:
+        model = ensure_champion(50_000, log)
+        names = _topics(settings, f"rate_{stamp}")
+        stream = StreamUnderTest(settings, names, str(settings.state_path / "checkpoints" / f"rate-{stamp}"),
+                                 extra_conf=extra_conf)
+        traffic = BenchTraffic(settings, names, seed, int(rate * (warmup_seconds + seconds) * 1.5) + 1000)
+        if warmup_seconds:
+            log(f"warm-up: {rate:,.0f} tx/s for {warmup_seconds:.0f} s (not measured)")
+            traffic.produce(rate, warmup_seconds)
+            if stream.wait_caught_up(max(120.0, warmup_seconds * 4)) is None:
+                raise RuntimeError("the stream did not catch up after the warm-up: the rate is far above what "
+                                   "it sustains; try a lower --rate")
+        log(f"measuring: {rate:,.0f} tx/s for {seconds:.0f} s")
+        result = measure(stream, traffic, settings, rate, seconds, drain_timeout=max(120.0, seconds * 4))
+        result.update(label=label, commit=_git_commit(), model=model, extra_conf=extra_conf,
+                      loadavg_after=os.getloadavg(), started=stamp,
+                      settings={"trigger_seconds": settings.spark.trigger_seconds,
+                                "max_offsets_per_trigger": settings.spark.max_offsets_per_trigger,
+                                "kafka_partitions": settings.kafka.partitions,
+                                "kafka_fetch_max_wait_ms": settings.spark.kafka_fetch_max_wait_ms})
+        return result
+    finally:
+        if stream is not None:
+            stream.stop()
+        if traffic is not None:
+            traffic.close()
+        keep = os.environ.get("TXMON_BENCH_KEEP") == "1"
+        if own_keyspace and not keep:
+            drop_keyspace(settings)
+        if not was_running and not keep:
+            stack.down(settings, log=lambda m: None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=300.0, help="transactions per second [300]")
+    parser.add_argument("--seconds", type=float, default=60.0, help="measured period [60]")
+    parser.add_argument("--warmup-seconds", type=float, default=20.0, help="unmeasured traffic first [20]")
+    parser.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra Spark setting for the stream's session (repeatable)")
+    parser.add_argument("--label", default="", help="name of this run in the output (e.g. old / new)")
+    parser.add_argument("--seed", type=int, default=11, help="simulator seed [11]")
+    parser.add_argument("--jsonl", type=Path, help="append the result as one JSON line to this file")
+    args = parser.parse_args(argv)
+    if args.rate <= 0 or args.seconds <= 0 or args.warmup_seconds < 0:
+        parser.error("--rate and --seconds must be > 0, --warmup-seconds >= 0")
+    try:
+        extra_conf = parse_conf(args.conf)
+    except ValueError as exc:
+        parser.error(str(exc))
+    result = run(args.rate, args.seconds, args.warmup_seconds, extra_conf, args.label, args.seed)
+    print(format_result(result))
+    if args.jsonl:
+        args.jsonl.parent.mkdir(parents=True, exist_ok=True)
+        with args.jsonl.open("a") as f:
+            f.write(json.dumps(result) + "\n")
+    return 0 if result["drain_seconds"] is not None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""bench/stream_at_rate.py: argument handling and the CPU arithmetic (the run itself needs
+the bench stack; it is exercised by running it, see its docstring)."""
+import pytest
+
+from bench.cpu_split import cpu_per_transaction
+from bench.stream_at_rate import main, parse_conf
+
+
+def test_conf_pairs_become_spark_settings():
+    assert parse_conf(["spark.sql.adaptive.enabled=false", "x.y=a=b"]) == {
+        "spark.sql.adaptive.enabled": "false", "x.y": "a=b"}
+
+
+@pytest.mark.parametrize("bad", ["spark.sql.adaptive.enabled", "=false"])
+def test_a_conf_without_key_and_value_is_refused_with_the_form_to_use(bad, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--conf", bad])
+    assert exc.value.code == 2
+    assert "expected KEY=VALUE" in capsys.readouterr().err
+
+
+def test_a_rate_of_zero_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        main(["--rate", "0"])
+    assert "--rate and --seconds must be > 0" in capsys.readouterr().err
+
+
+def test_cpu_per_transaction_matches_processes_by_pid():
+    before = {"kafka": {1: 10.0}, "spark driver JVM": {2: 20.0}, "python workers": {3: 5.0, 4: 7.0}}
+    # worker 4 ended during the phase (lost); worker 5 started during it (counts whole)
+    after = {"kafka": {1: 10.5}, "spark driver JVM": {2: 22.0}, "python workers": {3: 5.5, 5: 1.0}}
+    r = cpu_per_transaction(before, after, 500)
+    assert r["kafka"] == {"cpu_s": 0.5, "ms_per_tx": 1.0}
+    assert r["python workers"] == {"cpu_s": 1.5, "ms_per_tx": 3.0}
+    assert r["all"] == {"cpu_s": 4.0, "ms_per_tx": 8.0}
