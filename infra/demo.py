@@ -195,7 +195,7 @@ def _print_summary(result: DemoResult, summary, aggregates, log) -> None:
     log(f"end to end (produce->landed)    {result.produced / result.end_to_end_seconds:>10,.0f} events/s "
         f"over {result.end_to_end_seconds:.1f}s")
     log(f"Spark ingest query, mean        {result.spark_rows_per_second:>10,.0f} rows/s per micro-batch")
-    log("busiest accounts, latest 1-hour sliding window:")
+    log("busiest accounts, last hour (1-hour window to their newest 5-minute bucket):")
     for row in aggregates:
         log(f"    {mask_account(row.payer_account):<16} {row.window_start:%d %b %H:%M}-{row.window_end:%H:%M}  "
             f"txns={row.txn_count:<4} total=₹{row.total_paise / 100:>12,.2f}  max=₹{row.max_paise / 100:>11,.2f}  "

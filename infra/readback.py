@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Iterable, NamedTuple, Sequence
 
 
 def kafka_end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
@@ -42,13 +43,66 @@ def dead_letters_since(session, topic: str, start_offsets: dict[int, int]) -> Co
     return reasons
 
 
-def account_aggregates(session, accounts: Iterable[str], window_kind: str) -> list:
-    """Latest window rows of each account for one window kind, newest first."""
+class AccountWindow(NamedTuple):
+    """One per-account window, stored (tumbling) or derived (sliding hour)."""
+
+    payer_account: str
+    window_kind: str
+    window_start: datetime  # naive UTC, as the Cassandra driver returns timestamps
+    window_end: datetime
+    txn_count: int
+    total_paise: int
+    max_paise: int
+    distinct_payees: int
+
+
+_EPOCH = datetime(1970, 1, 1)
+_US = timedelta(microseconds=1)
+
+
+def account_windows(session, account: str, window_kind: str, since: datetime | None = None) -> list[AccountWindow]:
+    """Every window of one account and kind, newest first (those starting at or after
+    ``since``, naive UTC, if given). Stored kinds (``tumble_1m``, ``tumble_5m``) are read
+    as they are; ``slide_1h`` is derived from the ``tumble_5m`` rows
+    (:func:`spark_jobs.features.sliding_hours`)."""
+    from spark_jobs.features import AGGREGATE_WINDOWS_S, SLIDING_HOUR, sliding_hours
+
+    derived, size_s, bucket_kind = SLIDING_HOUR
+    if window_kind not in (*AGGREGATE_WINDOWS_S, derived):
+        raise ValueError(f"unknown window kind {window_kind!r}: one of {', '.join((*AGGREGATE_WINDOWS_S, derived))}")
+    stored = bucket_kind if window_kind == derived else window_kind
+    lookback = timedelta(seconds=size_s - AGGREGATE_WINDOWS_S[bucket_kind]) if window_kind == derived else timedelta(0)
     stmt = session.prepare(
-        "SELECT payer_account, window_start, window_end, txn_count, total_paise, max_paise, distinct_payees "
-        "FROM account_aggregates WHERE payer_account = ? AND window_kind = ? LIMIT 1"
-    )
-    rows = []
+        "SELECT window_start, window_end, txn_count, total_paise, max_paise, distinct_payees, payees "
+        "FROM account_aggregates WHERE payer_account = ? AND window_kind = ? AND window_start >= ?")
+    rows = list(session.execute(stmt, (account, stored, (since - lookback) if since else _EPOCH)))
+    if window_kind != derived:
+        return [AccountWindow(account, window_kind, r.window_start, r.window_end, r.txn_count, r.total_paise,
+                              r.max_paise, r.distinct_payees) for r in rows]
+    hours = sliding_hours([((r.window_start - _EPOCH) // _US, r.txn_count, r.total_paise, r.max_paise, r.payees)
+                           for r in rows])
+    out = [AccountWindow(account, derived, _EPOCH + start * _US, _EPOCH + end * _US, *values)
+           for _, start, end, *values in hours]
+    return [w for w in out if since is None or w.window_start >= since]
+
+
+def account_aggregates(session, accounts: Iterable[str], window_kind: str) -> list[AccountWindow]:
+    """Each account's latest window of one kind: the newest stored row, or for
+    ``slide_1h`` the hour that ends with the account's newest 5-minute bucket."""
+    from spark_jobs.features import AGGREGATE_WINDOWS_S, SLIDING_HOUR
+
+    derived, _, bucket_kind = SLIDING_HOUR
+    newest = session.prepare("SELECT window_start FROM account_aggregates "
+                             "WHERE payer_account = ? AND window_kind = ? LIMIT 1")
+    out = []
     for account in accounts:
-        rows.extend(session.execute(stmt, (account, window_kind)))
-    return rows
+        row = session.execute(newest, (account, bucket_kind if window_kind == derived else window_kind)).one()
+        if row is None:
+            continue
+        if window_kind == derived:
+            end = row.window_start + timedelta(seconds=AGGREGATE_WINDOWS_S[bucket_kind])
+            out.extend(w for w in account_windows(session, account, derived, since=row.window_start - timedelta(hours=1))
+                       if w.window_end == end)
+        else:
+            out.extend(account_windows(session, account, window_kind, since=row.window_start))
+    return out

@@ -17,7 +17,7 @@ _SAVE_BATCH_ROWS = 8  # a profile holds two JSON states: keep a batch well under
 _EPOCH = datetime(1970, 1, 1)  # naive UTC, as the driver binds fastest (cassandra_sink.arrow_rows)
 AGGREGATE_COLUMNS = (
     "payer_account", "window_kind", "window_start", "window_end", "txn_count", "total_paise",
-    "max_paise", "distinct_payees", "updated_at",
+    "max_paise", "distinct_payees", "payees", "updated_at",
 )
 
 

@@ -8,9 +8,11 @@ Streaming queries, each with its own checkpoint:
   ``dead_letters`` table (keyed by topic/partition/offset) and the dead-letter topic,
   with the reason and the raw payload. Bad data never stops the query. Then detection
   (spark_jobs/detection.py) on the landed events: features, rules, models, alerts,
-  and the per-account windows of ``account_aggregates`` (a 1-minute tumbling window
-  and a 1-hour window sliding every 5 minutes: count, total, max amount, distinct
-  payees), computed in the payer feature fold from each payer's last 24 h.
+  and the per-account windows of ``account_aggregates`` (1-minute and 5-minute
+  tumbling windows: count, total, max amount, distinct payees; the 1-hour window
+  sliding every 5 minutes is summed from the 5-minute rows when read,
+  infra/readback.account_windows), computed in the payer feature fold from each
+  payer's last 24 h.
 * ``labels`` over the labels topic: ground truth for the drift monitor and the
   payee fraud reports feature.
 
