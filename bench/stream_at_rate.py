@@ -18,6 +18,11 @@ of traffic, waits for the stream to catch up, then reads every process group's C
 process, which is both the stream's Python driver, where foreachBatch runs, and the producer), produces
 ``--seconds`` at ``--rate``, waits until all of it is processed and reads them again.
 
+The warm-up matters for the Spark driver JVM: in its first minutes the JIT compiler
+threads are most of its CPU (per-thread CPU from /proc/<pid>/task at 500 tx/s: 62 % of
+the JVM's CPU 45-85 s after start, 29 % at 145-185 s, 19 % at 245-285 s), so a short
+warm-up charges JIT compilation to whatever is measured; compare runs with equal warm-ups.
+
 To compare two versions of the code, run it once on each (``git stash`` or a worktree) and
 alternate the pair at least twice: consecutive runs on this machine differ by ~5-10 %.
 ``--jsonl FILE`` appends each run's result as one JSON line for that comparison. Do not
@@ -158,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=300.0, help="transactions per second [300]")
     parser.add_argument("--seconds", type=float, default=60.0, help="measured period [60]")
-    parser.add_argument("--warmup-seconds", type=float, default=20.0, help="unmeasured traffic first [20]")
+    parser.add_argument("--warmup-seconds", type=float, default=60.0, help="unmeasured traffic first [60]")
     parser.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
                         help="extra Spark setting for the stream's session (repeatable)")
     parser.add_argument("--label", default="", help="name of this run in the output (e.g. old / new)")
