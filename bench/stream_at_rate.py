@@ -1,5 +1,5 @@
 """The full stream at one fixed input rate: CPU per transaction by process, micro-batch
-size and duration, consumer lag. The A/B harness behind the README's "what each change
+size and duration, consumer lag, peak memory (PSS) by process. The A/B harness behind the README's "what each change
 gained" rows.
 
     .venv/bin/python -m bench.stream_at_rate --rate 300 --seconds 60
@@ -61,7 +61,7 @@ def parse_conf(pairs: list[str]) -> dict[str, str]:
 def measure(stream, traffic, settings, rate: float, seconds: float, drain_timeout: float) -> dict:
     """Produce ``seconds`` at ``rate`` into a caught-up stream; CPU, batches and lag of that phase."""
     from bench.cpu_split import cpu_per_transaction, process_cpu
-    from bench.memory import stack_processes
+    from bench.memory import MemorySampler, stack_processes
     from bench.pipeline_bench import _duration_breakdown, _progress_in
 
     lags: list[int] = []
@@ -77,12 +77,13 @@ def measure(stream, traffic, settings, rate: float, seconds: float, drain_timeou
     start_wall, t0 = time.time(), time.monotonic()
     watcher = threading.Thread(target=watch_lag, daemon=True)
     watcher.start()
-    try:
-        summary = traffic.produce(rate, seconds)
-    finally:
-        producing.clear()
-        watcher.join()
-    drain = stream.wait_caught_up(drain_timeout)
+    with MemorySampler(settings) as memory:
+        try:
+            summary = traffic.produce(rate, seconds)
+        finally:
+            producing.clear()
+            watcher.join()
+        drain = stream.wait_caught_up(drain_timeout)
     elapsed = time.monotonic() - t0
     after = process_cpu(stack_processes(settings))
     progress = _progress_in(stream, start_wall)
@@ -97,6 +98,7 @@ def measure(stream, traffic, settings, rate: float, seconds: float, drain_timeou
         "batch_seconds_mean": round(sum(batch_s) / len(batch_s), 3) if batch_s else 0.0,
         "duration_ms": {k: round(v, 1) for k, v in _duration_breakdown(progress).items()},
         "cpu": cpu_per_transaction(before, after, summary.sent),
+        "peak_pss_mib": {**{k: round(v) for k, v in memory.peaks_mb.items()}, "whole stack": round(memory.total_peak_mb)},
     }
 
 
@@ -109,7 +111,8 @@ def format_result(r: dict) -> str:
              f"  {r['micro_batches']} micro-batches of {r['batch_rows_mean']:,.0f} rows, "
              f"{r['batch_seconds_mean']:.2f} s each (addBatch {r['duration_ms'].get('addBatch', 0):,.0f} ms); "
              f"loadavg {r['loadavg_after'][0]:.2f}",
-             format_cpu_table(r["cpu"], indent="  ")]
+             format_cpu_table(r["cpu"], indent="  "),
+             "  peak PSS (MiB): " + ", ".join(f"{k} {v:,}" for k, v in r["peak_pss_mib"].items())]
     return "\n".join(lines)
 
 
