@@ -50,7 +50,11 @@ def stack_processes(settings: Settings) -> dict[str, list[psutil.Process]]:
             groups[svc.name] = [psutil.Process(pid)]
     me = psutil.Process(os.getpid())
     groups["bench driver + producer (Python)"] = [me]
-    jvms = [c for c in me.children() if "java" in c.name()]
+    # Kafka and Cassandra are children of this process too when it started the stack
+    # (stack.up): counted here as well, they inflated the Spark JVM's figure and the
+    # whole-stack sum by their own size until 2026-11-24.
+    services_pids = {p.pid for procs in groups.values() for p in procs}
+    jvms = [c for c in me.children() if "java" in c.name() and c.pid not in services_pids]
     groups["Spark driver JVM"] = jvms
     workers = []
     for jvm in jvms:

@@ -1,0 +1,32 @@
+"""bench/memory.stack_processes: each process in exactly one group."""
+import os
+import subprocess
+import sys
+import types
+
+import psutil
+
+import infra.stack
+from bench.memory import stack_processes
+
+
+def test_services_started_by_this_process_are_not_counted_as_the_spark_jvm(tmp_path, monkeypatch):
+    # A child named "java", as Kafka and Cassandra are when the bench started the stack.
+    java = tmp_path / "java"
+    java.symlink_to(sys.executable)
+    service = subprocess.Popen([str(java), "-c", "import time; time.sleep(30)"])
+    spark = subprocess.Popen([str(java), "-c", "import time; time.sleep(30)"])
+    try:
+        fake = types.SimpleNamespace(name="cassandra", process=types.SimpleNamespace(pid=lambda: service.pid))
+        monkeypatch.setattr(infra.stack, "services", lambda settings: [fake])
+        groups = stack_processes(settings=None)
+        pids = {name: {p.pid for p in procs} for name, procs in groups.items()}
+        assert pids["cassandra"] == {service.pid}
+        assert pids["Spark driver JVM"] == {spark.pid}
+        assert pids["bench driver + producer (Python)"] == {os.getpid()}
+        assert psutil.Process(spark.pid).name() == "java"
+    finally:
+        service.kill()
+        spark.kill()
+        service.wait()
+        spark.wait()
