@@ -32,6 +32,7 @@ import os
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -391,138 +392,128 @@ def run(cfg: BenchConfig, out_dir: Path, log=print) -> dict:
     from bench import baselines
     from bench.memory import MemorySampler
     from bench.report import write_report
-    from infra import stack
     from infra.services.kafka import ensure_topics
-    from infra.settings import load_settings
 
     started = datetime.now(timezone.utc)
     stamp = started.strftime("%Y%m%dT%H%M%S")
-    own_keyspace = use_bench_environment(stamp)
-    settings = load_settings()
     load = {"start": os.getloadavg()}
     t_start = time.monotonic()
-    was_running = all(s.healthy for s in stack.status(settings))
-    stack.up(settings, log=lambda m: log(f"  {m}"))  # also creates the keyspace and tables
-    model = ensure_champion(cfg.train_events, log)
-    result: dict = {"started": started.isoformat(), "mode": asdict(cfg), "model": model,
-                    "machine": machine_facts(), "settings": {
-                        "spark_master": settings.spark.master, "shuffle_partitions": settings.spark.shuffle_partitions,
-                        "trigger_seconds": settings.spark.trigger_seconds,
-                        "max_offsets_per_trigger": settings.spark.max_offsets_per_trigger,
-                        "kafka_partitions": settings.kafka.partitions,
-                        "cassandra_write_concurrency": settings.spark.cassandra_write_concurrency,
-                        "cassandra_batch_rows": settings.spark.cassandra_batch_rows}}
-    sampler = MemorySampler(settings)
-    stream = traffic = None
-    try:
-        with sampler:
-            log("baselines (same run):")
-            base_topic = f"bench_base_{stamp}"
-            ensure_topics(settings.kafka.bootstrap, [base_topic, f"{base_topic}_dlq"], settings.kafka.partitions)
-            payloads = baselines.simulated_payloads(cfg.baseline_events, cfg.seed)
-            rates = []
-            for fn in (lambda: baselines.kafka_produce(settings, base_topic, payloads),
-                       lambda: baselines.kafka_consume(settings, base_topic, len(payloads))):
-                rates.append(fn())
-                _log_rate(rates[-1], log)
-            del payloads
-            from spark_jobs.session import build_session
+    with bench_stack(stamp, log) as settings:
+        model = ensure_champion(cfg.train_events, log)
+        result: dict = {"started": started.isoformat(), "mode": asdict(cfg), "model": model,
+                        "machine": machine_facts(), "settings": {
+                            "spark_master": settings.spark.master, "shuffle_partitions": settings.spark.shuffle_partitions,
+                            "trigger_seconds": settings.spark.trigger_seconds,
+                            "max_offsets_per_trigger": settings.spark.max_offsets_per_trigger,
+                            "kafka_partitions": settings.kafka.partitions,
+                            "cassandra_write_concurrency": settings.spark.cassandra_write_concurrency,
+                            "cassandra_batch_rows": settings.spark.cassandra_batch_rows}}
+        sampler = MemorySampler(settings)
+        stream = traffic = None
+        try:
+            with sampler:
+                log("baselines (same run):")
+                base_topic = f"bench_base_{stamp}"
+                ensure_topics(settings.kafka.bootstrap, [base_topic, f"{base_topic}_dlq"], settings.kafka.partitions)
+                payloads = baselines.simulated_payloads(cfg.baseline_events, cfg.seed)
+                rates = []
+                for fn in (lambda: baselines.kafka_produce(settings, base_topic, payloads),
+                           lambda: baselines.kafka_consume(settings, base_topic, len(payloads))):
+                    rates.append(fn())
+                    _log_rate(rates[-1], log)
+                del payloads
+                from spark_jobs.session import build_session
 
-            spark = build_session(settings, "txmon-bench")
-            for fn in (lambda: baselines.spark_noop(spark, settings, base_topic),
-                       lambda: baselines.cassandra_insert(spark, settings, base_topic)):
-                rates.append(fn())
-                _log_rate(rates[-1], log)
-            ckpt = settings.state_path / "checkpoints" / f"bench-{stamp}"
-            ingest_only, _ = baselines.spark_stream(spark, settings, base_topic, False, str(ckpt / "ingest-only"),
-                                                    dlq_topic=f"{base_topic}_dlq")
-            rates.append(ingest_only)
-            _log_rate(ingest_only, log)
-            alerts_base = f"bench_base_alerts_{stamp}"
-            ensure_topics(settings.kafka.bootstrap, [alerts_base], settings.kafka.partitions)
-            from bench.spark_profile import format_profile, format_steps, job_profile, last_job_id, step_timers
+                spark = build_session(settings, "txmon-bench")
+                for fn in (lambda: baselines.spark_noop(spark, settings, base_topic),
+                           lambda: baselines.cassandra_insert(spark, settings, base_topic)):
+                    rates.append(fn())
+                    _log_rate(rates[-1], log)
+                ckpt = settings.state_path / "checkpoints" / f"bench-{stamp}"
+                ingest_only, _ = baselines.spark_stream(spark, settings, base_topic, False, str(ckpt / "ingest-only"),
+                                                        dlq_topic=f"{base_topic}_dlq")
+                rates.append(ingest_only)
+                _log_rate(ingest_only, log)
+                alerts_base = f"bench_base_alerts_{stamp}"
+                ensure_topics(settings.kafka.bootstrap, [alerts_base], settings.kafka.partitions)
+                from bench.spark_profile import format_profile, format_steps, job_profile, last_job_id, step_timers
 
-            before = last_job_id(spark)
-            with step_timers(spark) as steps:
-                detect, detect_progress = baselines.spark_stream(
-                    spark, settings, base_topic, True, str(ckpt / "detect"), dlq_topic=f"{base_topic}_dlq",
-                    alerts_topic=alerts_base)
-            rates.append(detect)
-            _log_rate(detect, log)
-            result["baselines"] = [{**asdict(r), "rows_per_s": r.rows_per_s} for r in rates]
-            result["detect_backlog_duration_ms"] = _duration_breakdown(detect_progress)
-            result["detect_backlog_jobs"] = job_profile(spark, before)
-            result["detect_backlog_steps"] = {"batches": len(detect_progress),
-                                              "add_batch_s": sum(p["durationMs"].get("addBatch", 0)
-                                                                 for p in detect_progress) / 1000,
-                                              "worker_seconds": dict(steps.value)}
-            log("where the detection stream's time goes (backlog run, Python steps inside the tasks):")
-            log("  " + format_steps(steps.value, len(detect_progress) or 1,
-                                    result["detect_backlog_steps"]["add_batch_s"]).replace("\n", "\n  "))
-            log("where the detection stream's time goes (backlog run, Spark jobs by call site):")
-            log("  " + format_profile(result["detect_backlog_jobs"][:12]).replace("\n", "\n  "))
-            scoring = baselines.scoring(spark, cfg.scoring_rows, cfg.seed + 1)
-            result["scoring"] = scoring
-            for name, v in scoring.items():
-                log(f"  {name:<62}{v:>10,.0f} rows/s")
-            load["after_baselines"] = os.getloadavg()
+                before = last_job_id(spark)
+                with step_timers(spark) as steps:
+                    detect, detect_progress = baselines.spark_stream(
+                        spark, settings, base_topic, True, str(ckpt / "detect"), dlq_topic=f"{base_topic}_dlq",
+                        alerts_topic=alerts_base)
+                rates.append(detect)
+                _log_rate(detect, log)
+                result["baselines"] = [{**asdict(r), "rows_per_s": r.rows_per_s} for r in rates]
+                result["detect_backlog_duration_ms"] = _duration_breakdown(detect_progress)
+                result["detect_backlog_jobs"] = job_profile(spark, before)
+                result["detect_backlog_steps"] = {"batches": len(detect_progress),
+                                                  "add_batch_s": sum(p["durationMs"].get("addBatch", 0)
+                                                                     for p in detect_progress) / 1000,
+                                                  "worker_seconds": dict(steps.value)}
+                log("where the detection stream's time goes (backlog run, Python steps inside the tasks):")
+                log("  " + format_steps(steps.value, len(detect_progress) or 1,
+                                        result["detect_backlog_steps"]["add_batch_s"]).replace("\n", "\n  "))
+                log("where the detection stream's time goes (backlog run, Spark jobs by call site):")
+                log("  " + format_profile(result["detect_backlog_jobs"][:12]).replace("\n", "\n  "))
+                scoring = baselines.scoring(spark, cfg.scoring_rows, cfg.seed + 1)
+                result["scoring"] = scoring
+                for name, v in scoring.items():
+                    log(f"  {name:<62}{v:>10,.0f} rows/s")
+                load["after_baselines"] = os.getloadavg()
 
-            log(f"ramp: {cfg.step_seconds:.0f}s per rate, sustained = producer kept up and lag "
-                f"<= {cfg.lag_bound_s:.0f}s of input in the second half")
-            names = _topics(settings, stamp)
-            stream = StreamUnderTest(settings, names, str(ckpt / "pipeline"))
-            # A population of its own (the backlog baselines used cfg.seed's): its profiles start empty.
-            traffic = BenchTraffic(settings, names, cfg.seed + 2, cfg.planned_events())
-            # Warm-up, not judged: the first micro-batches start the Python workers, broadcast the
-            # model and run while HotSpot still compiles; judging them made the first step's
-            # verdict swing between runs (notes on issue 8).
-            warm = traffic.produce(cfg.rates[0], cfg.warmup_seconds)
-            warm_drain = stream.wait_caught_up(timeout=300)
-            log(f"  warm-up: {warm.sent:,} events at {cfg.rates[0]:,} tx/s, caught up "
-                f"{'-' if warm_drain is None else f'{warm_drain:.1f}s'} after")
-            steps = []
-            for rate in cfg.rates:
-                step = run_step(stream, traffic, rate, cfg, log)
-                steps.append(step)
-                if not step.sustained:
-                    break
-            for lower in cfg.fallback_rates():  # not even the first: go down
-                if any(s.sustained for s in steps):
-                    break
-                steps.append(run_step(stream, traffic, lower, cfg, log))
-            result["steps"] = [asdict(s) for s in steps]
-            sustained = [s.target_rate for s in steps if s.sustained]
-            best = max(sustained) if sustained else 0.0
-            result["sustained_tx_s"] = best
-            load["after_ramp"] = os.getloadavg()
-            lat_rate = max(10.0, cfg.latency_fraction * (best or cfg.min_rate))
-            log(f"latency at {cfg.latency_fraction:.0%} of the sustained rate:")
-            lat = measure_latency(stream, traffic, names, lat_rate, cfg, log)
-            result["latency"] = {"rate": lat["rate"], "transactions": lat["transactions"],
-                                 "alerts": len(lat["alert_s"]), "alert_reasons": lat["alert_reasons"],
-                                 **{k: percentiles(lat[k]) for k in ("landed_s", "scored_s", "alert_s")}}
-            result["_latency_samples"] = {k: lat[k] for k in ("landed_s", "scored_s", "alert_s")}
-            stream.stop()
-            stream = None
-        load["end"] = os.getloadavg()
-        result["loadavg"] = load
-        result["memory_peak_mb"] = dict(sampler.peaks_mb)
-        result["memory_total_peak_mb"] = sampler.total_peak_mb
-        result["ratios"] = _ratios(result)
-        result["seconds"] = time.monotonic() - t_start
-        paths = write_report(result, out_dir)
-        log(f"report: {', '.join(str(p) for p in paths)}")
-        return result
-    finally:
-        if stream is not None:
-            stream.stop()
-        if traffic is not None:
-            traffic.close()
-        keep = os.environ.get("TXMON_BENCH_KEEP") == "1"
-        if own_keyspace and not keep:
-            drop_keyspace(settings)
-        if not was_running and not keep:
-            stack.down(settings, log=lambda m: None)
+                log(f"ramp: {cfg.step_seconds:.0f}s per rate, sustained = producer kept up and lag "
+                    f"<= {cfg.lag_bound_s:.0f}s of input in the second half")
+                names = _topics(settings, stamp)
+                stream = StreamUnderTest(settings, names, str(ckpt / "pipeline"))
+                # A population of its own (the backlog baselines used cfg.seed's): its profiles start empty.
+                traffic = BenchTraffic(settings, names, cfg.seed + 2, cfg.planned_events())
+                # Warm-up, not judged: the first micro-batches start the Python workers, broadcast the
+                # model and run while HotSpot still compiles; judging them made the first step's
+                # verdict swing between runs (notes on issue 8).
+                warm = traffic.produce(cfg.rates[0], cfg.warmup_seconds)
+                warm_drain = stream.wait_caught_up(timeout=300)
+                log(f"  warm-up: {warm.sent:,} events at {cfg.rates[0]:,} tx/s, caught up "
+                    f"{'-' if warm_drain is None else f'{warm_drain:.1f}s'} after")
+                steps = []
+                for rate in cfg.rates:
+                    step = run_step(stream, traffic, rate, cfg, log)
+                    steps.append(step)
+                    if not step.sustained:
+                        break
+                for lower in cfg.fallback_rates():  # not even the first: go down
+                    if any(s.sustained for s in steps):
+                        break
+                    steps.append(run_step(stream, traffic, lower, cfg, log))
+                result["steps"] = [asdict(s) for s in steps]
+                sustained = [s.target_rate for s in steps if s.sustained]
+                best = max(sustained) if sustained else 0.0
+                result["sustained_tx_s"] = best
+                load["after_ramp"] = os.getloadavg()
+                lat_rate = max(10.0, cfg.latency_fraction * (best or cfg.min_rate))
+                log(f"latency at {cfg.latency_fraction:.0%} of the sustained rate:")
+                lat = measure_latency(stream, traffic, names, lat_rate, cfg, log)
+                result["latency"] = {"rate": lat["rate"], "transactions": lat["transactions"],
+                                     "alerts": len(lat["alert_s"]), "alert_reasons": lat["alert_reasons"],
+                                     **{k: percentiles(lat[k]) for k in ("landed_s", "scored_s", "alert_s")}}
+                result["_latency_samples"] = {k: lat[k] for k in ("landed_s", "scored_s", "alert_s")}
+                stream.stop()
+                stream = None
+            load["end"] = os.getloadavg()
+            result["loadavg"] = load
+            result["memory_peak_mb"] = dict(sampler.peaks_mb)
+            result["memory_total_peak_mb"] = sampler.total_peak_mb
+            result["ratios"] = _ratios(result)
+            result["seconds"] = time.monotonic() - t_start
+            paths = write_report(result, out_dir)
+            log(f"report: {', '.join(str(p) for p in paths)}")
+            return result
+        finally:
+            if stream is not None:
+                stream.stop()
+            if traffic is not None:
+                traffic.close()
 
 
 def use_bench_environment(stamp: str) -> bool:
@@ -542,6 +533,29 @@ def use_bench_environment(stamp: str) -> bool:
     if own_keyspace:
         os.environ["TXMON_CASSANDRA__KEYSPACE"] = f"bench_{stamp.lower()}"
     return own_keyspace
+
+
+@contextmanager
+def bench_stack(stamp: str, log=print):
+    """``with bench_stack(stamp) as settings:`` the bench's Kafka and Cassandra, up, with
+    this run's settings (:func:`use_bench_environment`). On the way out the run's own
+    keyspace is dropped and a stack this started is stopped, unless ``TXMON_BENCH_KEEP=1``.
+    Stop what uses them (streams, producers) inside the block."""
+    from infra import stack
+    from infra.settings import load_settings
+
+    own_keyspace = use_bench_environment(stamp)
+    settings = load_settings()
+    was_running = all(s.healthy for s in stack.status(settings))
+    stack.up(settings, log=lambda m: log(f"  {m}"))  # also creates the keyspace and tables
+    try:
+        yield settings
+    finally:
+        keep = os.environ.get("TXMON_BENCH_KEEP") == "1"
+        if own_keyspace and not keep:
+            drop_keyspace(settings)
+        if not was_running and not keep:
+            stack.down(settings, log=lambda m: None)
 
 
 def drop_keyspace(settings) -> None:

@@ -118,48 +118,37 @@ def format_result(r: dict) -> str:
 
 def run(rate: float, seconds: float, warmup_seconds: float, extra_conf: dict[str, str], label: str,
         seed: int, log=print) -> dict:
-    from bench.pipeline_bench import (BenchTraffic, StreamUnderTest, _git_commit, _topics, drop_keyspace,
-                                      ensure_champion, use_bench_environment)
-    from infra import stack
-    from infra.settings import load_settings
+    from bench.pipeline_bench import BenchTraffic, StreamUnderTest, _git_commit, _topics, bench_stack, ensure_champion
 
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-    own_keyspace = use_bench_environment(stamp)
-    settings = load_settings()
-    was_running = all(s.healthy for s in stack.status(settings))
-    stack.up(settings, log=lambda m: log(f"  {m}"))
-    stream = traffic = None
-    try:
-        model = ensure_champion(50_000, log)
-        names = _topics(settings, f"rate_{stamp}")
-        stream = StreamUnderTest(settings, names, str(settings.state_path / "checkpoints" / f"rate-{stamp}"),
-                                 extra_conf=extra_conf)
-        traffic = BenchTraffic(settings, names, seed, int(rate * (warmup_seconds + seconds) * 1.5) + 1000)
-        if warmup_seconds:
-            log(f"warm-up: {rate:,.0f} tx/s for {warmup_seconds:.0f} s (not measured)")
-            traffic.produce(rate, warmup_seconds)
-            if stream.wait_caught_up(max(120.0, warmup_seconds * 4)) is None:
-                raise RuntimeError("the stream did not catch up after the warm-up: the rate is far above what "
-                                   "it sustains; try a lower --rate")
-        log(f"measuring: {rate:,.0f} tx/s for {seconds:.0f} s")
-        result = measure(stream, traffic, settings, rate, seconds, drain_timeout=max(120.0, seconds * 4))
-        result.update(label=label, commit=_git_commit(), model=model, extra_conf=extra_conf,
-                      loadavg_after=os.getloadavg(), started=stamp,
-                      settings={"trigger_seconds": settings.spark.trigger_seconds,
-                                "max_offsets_per_trigger": settings.spark.max_offsets_per_trigger,
-                                "kafka_partitions": settings.kafka.partitions,
-                                "kafka_fetch_max_wait_ms": settings.spark.kafka_fetch_max_wait_ms})
-        return result
-    finally:
-        if stream is not None:
-            stream.stop()
-        if traffic is not None:
-            traffic.close()
-        keep = os.environ.get("TXMON_BENCH_KEEP") == "1"
-        if own_keyspace and not keep:
-            drop_keyspace(settings)
-        if not was_running and not keep:
-            stack.down(settings, log=lambda m: None)
+    with bench_stack(stamp, log) as settings:
+        stream = traffic = None
+        try:
+            model = ensure_champion(50_000, log)
+            names = _topics(settings, f"rate_{stamp}")
+            stream = StreamUnderTest(settings, names, str(settings.state_path / "checkpoints" / f"rate-{stamp}"),
+                                     extra_conf=extra_conf)
+            traffic = BenchTraffic(settings, names, seed, int(rate * (warmup_seconds + seconds) * 1.5) + 1000)
+            if warmup_seconds:
+                log(f"warm-up: {rate:,.0f} tx/s for {warmup_seconds:.0f} s (not measured)")
+                traffic.produce(rate, warmup_seconds)
+                if stream.wait_caught_up(max(120.0, warmup_seconds * 4)) is None:
+                    raise RuntimeError("the stream did not catch up after the warm-up: the rate is far above what "
+                                       "it sustains; try a lower --rate")
+            log(f"measuring: {rate:,.0f} tx/s for {seconds:.0f} s")
+            result = measure(stream, traffic, settings, rate, seconds, drain_timeout=max(120.0, seconds * 4))
+            result.update(label=label, commit=_git_commit(), model=model, extra_conf=extra_conf,
+                          loadavg_after=os.getloadavg(), started=stamp,
+                          settings={"trigger_seconds": settings.spark.trigger_seconds,
+                                    "max_offsets_per_trigger": settings.spark.max_offsets_per_trigger,
+                                    "kafka_partitions": settings.kafka.partitions,
+                                    "kafka_fetch_max_wait_ms": settings.spark.kafka_fetch_max_wait_ms})
+            return result
+        finally:
+            if stream is not None:
+                stream.stop()
+            if traffic is not None:
+                traffic.close()
 
 
 def main(argv: list[str] | None = None) -> int:

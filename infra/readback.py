@@ -91,7 +91,7 @@ def account_aggregates(session, accounts: Iterable[str], window_kind: str) -> li
     ``slide_1h`` the hour that ends with the account's newest 5-minute bucket."""
     from spark_jobs.features import AGGREGATE_WINDOWS_S, SLIDING_HOUR
 
-    derived, _, bucket_kind = SLIDING_HOUR
+    derived, size_s, bucket_kind = SLIDING_HOUR
     newest = session.prepare("SELECT window_start FROM account_aggregates "
                              "WHERE payer_account = ? AND window_kind = ? LIMIT 1")
     out = []
@@ -101,7 +101,7 @@ def account_aggregates(session, accounts: Iterable[str], window_kind: str) -> li
             continue
         if window_kind == derived:
             end = row.window_start + timedelta(seconds=AGGREGATE_WINDOWS_S[bucket_kind])
-            out.extend(w for w in account_windows(session, account, derived, since=row.window_start - timedelta(hours=1))
+            out.extend(w for w in account_windows(session, account, derived, since=end - timedelta(seconds=size_s))
                        if w.window_end == end)
         else:
             out.extend(account_windows(session, account, window_kind, since=row.window_start))

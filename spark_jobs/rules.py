@@ -209,7 +209,7 @@ class RulesWatcher:
             log.error("rules reload rejected, still scoring with %s: %s", self.current.label, exc)
             return False
         changed = self.current is None or candidate.label != self.current.label
-        if changed or self.columns is None:
+        if changed:  # also the first load: columns is None exactly while current is
             self.columns = rule_columns(candidate)
         self.current, self.last_error = candidate, None
         if changed:
