@@ -155,3 +155,30 @@ def format_steps(totals: dict[str, float], batches: int, add_batch_s: float) -> 
     lines.append(f"{'all Python steps (summed over parallel tasks)':<56}{sum(totals.values()) / batches:>17.2f}")
     lines.append(f"{'addBatch wall time (the whole micro-batch job)':<56}{add_batch_s / batches:>17.2f}")
     return "\n".join(lines)
+
+
+def compile_counters(spark) -> dict[str, int]:
+    """The driver JVM's compile work so far: Spark's whole-stage codegen compilations (Janino,
+    ``CodegenMetrics``) and the JIT's total compile time in ms (``CompilationMXBean``).
+
+    Taken before and after a steady-state period, they show whether micro-batches reuse
+    their generated classes: a plan whose generated source changes every batch (e.g. an
+    inlined ``current_timestamp()`` literal) compiles every batch, and the JIT then compiles
+    the new classes again (notes on issue 8)."""
+    jvm = spark.sparkContext._jvm
+    codegen = jvm.org.apache.spark.metrics.source.CodegenMetrics.METRIC_COMPILATION_TIME().getCount()
+    jit = jvm.java.lang.management.ManagementFactory.getCompilationMXBean().getTotalCompilationTime()
+    return {"codegen_compilations": int(codegen), "jit_compile_ms": int(jit)}
+
+
+def compile_delta(before: dict[str, int], after: dict[str, int], micro_batches: int) -> dict[str, float]:
+    """
+    >>> compile_delta({"codegen_compilations": 10, "jit_compile_ms": 500},
+    ...               {"codegen_compilations": 30, "jit_compile_ms": 1500}, 10)
+    {'codegen_compilations': 20, 'codegen_per_batch': 2.0, 'jit_compile_ms': 1000, 'jit_ms_per_batch': 100.0}
+    """
+    compilations = after["codegen_compilations"] - before["codegen_compilations"]
+    jit = after["jit_compile_ms"] - before["jit_compile_ms"]
+    per = max(micro_batches, 1)
+    return {"codegen_compilations": compilations, "codegen_per_batch": round(compilations / per, 2),
+            "jit_compile_ms": jit, "jit_ms_per_batch": round(jit / per, 1)}

@@ -63,6 +63,7 @@ def measure(stream, traffic, settings, rate: float, seconds: float, drain_timeou
     from bench.cpu_split import cpu_per_transaction, process_cpu
     from bench.memory import MemorySampler, stack_processes
     from bench.pipeline_bench import _duration_breakdown, _progress_in
+    from bench.spark_profile import compile_counters, compile_delta
 
     lags: list[int] = []
     producing = threading.Event()
@@ -74,6 +75,7 @@ def measure(stream, traffic, settings, rate: float, seconds: float, drain_timeou
             time.sleep(1.0)
 
     before = process_cpu(stack_processes(settings))
+    compiled_before = compile_counters(stream.spark)
     start_wall, t0 = time.time(), time.monotonic()
     watcher = threading.Thread(target=watch_lag, daemon=True)
     watcher.start()
@@ -86,6 +88,7 @@ def measure(stream, traffic, settings, rate: float, seconds: float, drain_timeou
         drain = stream.wait_caught_up(drain_timeout)
     elapsed = time.monotonic() - t0
     after = process_cpu(stack_processes(settings))
+    compiled_after = compile_counters(stream.spark)
     progress = _progress_in(stream, start_wall)
     rows = sum(p["numInputRows"] for p in progress)
     batch_s = [p["durationMs"].get("triggerExecution", 0) / 1000 for p in progress]
@@ -98,6 +101,7 @@ def measure(stream, traffic, settings, rate: float, seconds: float, drain_timeou
         "batch_seconds_mean": round(sum(batch_s) / len(batch_s), 3) if batch_s else 0.0,
         "duration_ms": {k: round(v, 1) for k, v in _duration_breakdown(progress).items()},
         "cpu": cpu_per_transaction(before, after, summary.sent),
+        "compiles": compile_delta(compiled_before, compiled_after, len(progress)),
         "peak_pss_mib": {**{k: round(v) for k, v in memory.peaks_mb.items()}, "whole stack": round(memory.total_peak_mb)},
     }
 
@@ -111,6 +115,8 @@ def format_result(r: dict) -> str:
              f"  {r['micro_batches']} micro-batches of {r['batch_rows_mean']:,.0f} rows, "
              f"{r['batch_seconds_mean']:.2f} s each (addBatch {r['duration_ms'].get('addBatch', 0):,.0f} ms); "
              f"loadavg {r['loadavg_after'][0]:.2f}",
+             f"  driver JVM compiles: {r['compiles']['codegen_per_batch']:g} whole-stage codegen per micro-batch, "
+             f"JIT {r['compiles']['jit_ms_per_batch']:,.0f} ms per micro-batch",
              format_cpu_table(r["cpu"], indent="  "),
              "  peak PSS (MiB): " + ", ".join(f"{k} {v:,}" for k, v in r["peak_pss_mib"].items())]
     return "\n".join(lines)

@@ -107,7 +107,8 @@ def read_kafka(spark, settings: Settings, opts: StreamOptions, topic: str | None
 
 
 def _typed_columns():
-    """The typed transaction columns from a parsed event ``e`` and its Kafka coordinates."""
+    """The typed transaction columns from a parsed event ``e`` and its Kafka coordinates
+    (all of TRANSACTION_COLUMNS but ``landed_at``)."""
     from pyspark.sql import functions as F
 
     return [
@@ -134,7 +135,6 @@ def _typed_columns():
         F.col("partition").alias("kafka_partition"),
         F.col("offset").alias("kafka_offset"),
         F.col("kafka_ts").alias("kafka_timestamp"),
-        F.current_timestamp().alias("landed_at"),
     ]
 
 
@@ -147,12 +147,15 @@ def _event_struct():
 
 
 def typed_transactions(validated_df):
-    """Valid records -> one flat, typed row per transaction (the Cassandra layout)."""
+    """Valid records -> one flat, typed row per transaction (the Cassandra layout).
+
+    For batch jobs over history: ``landed_at`` is the query's time. (The stream sets it
+    in the landing task instead: see :func:`landing_frame`.)"""
     from pyspark.sql import functions as F
 
     parsed = validated_df.where(F.col("dlq_reason").isNull()).select(
         _event_struct(), "partition", "offset", "kafka_ts")
-    return parsed.select(*_typed_columns())
+    return parsed.select(*_typed_columns(), F.current_timestamp().alias("landed_at"))
 
 
 _RAW_ONLY = ("topic", "raw_key", "raw_value")
@@ -160,7 +163,13 @@ _RAW_ONLY = ("topic", "raw_key", "raw_value")
 
 def landing_frame(raw_text_df):
     """Every record once, not yet validated: the typed columns as Spark parses them (what
-    lands for a valid event; ignored for an invalid one) and the raw record."""
+    lands for a valid event; ignored for an invalid one) and the raw record.
+
+    No ``landed_at`` here: :func:`land_partition` stamps it. ``current_timestamp()`` in a
+    streaming plan becomes a literal of the micro-batch's time, which whole-stage codegen
+    inlines into the generated Java source, so every micro-batch compiled its landing stage
+    anew (Janino) and the JIT compiled the new classes again: the driver JVM's C2 compiler
+    threads used ~70 % of its CPU in steady state (bench/thread_cpu.py; notes on issue 8)."""
     from pyspark.sql import functions as F
 
     return raw_text_df.select(
@@ -169,8 +178,17 @@ def landing_frame(raw_text_df):
     ).select(*_typed_columns(), *_RAW_ONLY)
 
 
+def typed_schema(landing_df):
+    """The typed rows :func:`land_partition` yields for a :func:`landing_frame`: its
+    transaction columns plus ``landed_at``."""
+    from pyspark.sql import types as T
+
+    return T.StructType([*landing_df.drop(*_RAW_ONLY).schema.fields, T.StructField("landed_at", T.TimestampType())])
+
+
 def land_partition(target: CassandraTarget, bootstrap: str, dlq_topic: str, out_schema):
-    """mapInArrow function over :func:`landing_frame`: validates every record against the
+    """mapInArrow function over :func:`landing_frame`: stamps ``landed_at`` (when the task
+    lands the batch), validates every record against the
     event contract (spark_jobs/validation.with_verdicts), writes valid records to
     ``transactions`` and invalid ones, with the reason, to ``dead_letters`` and the
     dead-letter topic, from the task that holds them; yields the valid typed rows for
@@ -190,11 +208,17 @@ def land_partition(target: CassandraTarget, bootstrap: str, dlq_topic: str, out_
     names = list(out_schema.names)
 
     def run(batches: Iterator) -> Iterator:
+        from datetime import datetime, timezone
+
+        import pyarrow as pa
         import pyarrow.compute as pc
 
         for batch in batches:
             if batch.num_rows == 0:
                 continue
+            stamp_type = batch.column("kafka_timestamp").type  # Spark's timestamp as Arrow gives it
+            landed = pa.repeat(pa.scalar(datetime.now(timezone.utc), stamp_type), batch.num_rows)
+            batch = batch.append_column("landed_at", landed)
             batch = with_verdicts(batch, "raw_value", ("reason", "detail"))
             valid_mask = pc.is_null(batch.column("reason"))
             valid = batch.filter(valid_mask)
@@ -249,8 +273,8 @@ def start_ingest_query(spark, settings: Settings, opts: StreamOptions, drift=Non
         # job costs ~0.3-0.7 s here whatever its size, and the former write-per-step layout
         # (6-8 jobs) was most of a small batch's time (bench/batch_step_profile.py).
         frame = landing_frame(batch_df)
-        typed_schema = frame.drop(*_RAW_ONLY).schema
-        landed = frame.mapInArrow(land_partition(target, bootstrap, opts.dlq_topic, typed_schema), typed_schema)
+        landed_schema = typed_schema(frame)
+        landed = frame.mapInArrow(land_partition(target, bootstrap, opts.dlq_topic, landed_schema), landed_schema)
         if detector is None:
             landed.write.format("noop").mode("overwrite").save()
             return
@@ -283,24 +307,30 @@ def start_labels_query(spark, settings: Settings, opts: StreamOptions, drift=Non
                            T.StructField("scenario", T.StringType()), T.StructField("label_time", T.StringType())])
     labels = read_kafka(spark, settings, opts, topic=opts.labels_topic).select(
         F.from_json(F.col("value").cast("string"), schema).alias("l")).select(
+        # received_at is stamped in _write: current_timestamp() would make every micro-batch
+        # compile its plan anew (see landing_frame).
         "l.txn_id", "l.is_fraud", "l.scenario", F.to_timestamp("l.label_time").alias("label_time"),
-        F.current_timestamp().alias("received_at")).where(F.col("txn_id").isNotNull())
+    ).where(F.col("txn_id").isNotNull())
 
     def _write(batch_df, batch_id: int) -> None:
+        from datetime import datetime, timezone
+
         rows = batch_df.collect()  # labels are few (frauds, chargebacks)
         if not rows:
             return
-        write_rows(target, "labels", LABEL_COLUMNS, [tuple(r[c] for c in LABEL_COLUMNS) for r in rows])
+        received_at = datetime.now(timezone.utc).replace(tzinfo=None)  # naive UTC, as the driver binds it
+        write_rows(target, "labels", LABEL_COLUMNS,
+                   [(r.txn_id, r.is_fraud, r.scenario, r.label_time, received_at) for r in rows])
         frauds = {r.txn_id: r for r in rows if r.is_fraud}
         if frauds:
-            _write_payee_fraud_labels(frauds)
+            _write_payee_fraud_labels(frauds, received_at)
         if drift is not None:
             import pandas as pd
 
             drift.observe_labels(pd.DataFrame([(r.txn_id, r.is_fraud, r.label_time) for r in rows],
                                               columns=["txn_id", "is_fraud", "label_time"]), batch_id)
 
-    def _write_payee_fraud_labels(frauds: dict) -> None:
+    def _write_payee_fraud_labels(frauds: dict, received_at) -> None:
         from spark_jobs.cassandra_sink import prepared, session_for
 
         session = session_for(target)
@@ -310,7 +340,7 @@ def start_labels_query(spark, settings: Settings, opts: StreamOptions, drift=Non
         for i in range(0, len(ids), 100):
             for t in session.execute(stmt, (ids[i:i + 100],)):
                 lab = frauds[t.txn_id]
-                payees.append((t.payee_account or t.payee_vpa, t.txn_id, lab.label_time, lab.scenario, lab.received_at))
+                payees.append((t.payee_account or t.payee_vpa, t.txn_id, lab.label_time, lab.scenario, received_at))
         write_rows(target, "payee_fraud_labels", ("payee_key", "txn_id", "label_time", "scenario", "received_at"),
                    payees)
 

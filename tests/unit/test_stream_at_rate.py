@@ -33,3 +33,14 @@ def test_cpu_per_transaction_matches_processes_by_pid():
     assert r["kafka"] == {"cpu_s": 0.5, "ms_per_tx": 1.0}
     assert r["python workers"] == {"cpu_s": 1.5, "ms_per_tx": 3.0}
     assert r["all"] == {"cpu_s": 4.0, "ms_per_tx": 8.0}
+
+
+def test_compile_work_is_reported_per_micro_batch():
+    from bench.spark_profile import compile_delta
+
+    before = {"codegen_compilations": 10, "jit_compile_ms": 500}
+    after = {"codegen_compilations": 33, "jit_compile_ms": 1700}
+    assert compile_delta(before, after, 10) == {"codegen_compilations": 23, "codegen_per_batch": 2.3,
+                                                "jit_compile_ms": 1200, "jit_ms_per_batch": 120.0}
+    # a period without micro-batches reports totals, not a division by zero
+    assert compile_delta(before, before, 0)["codegen_per_batch"] == 0.0
