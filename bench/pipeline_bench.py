@@ -287,32 +287,36 @@ def percentiles(values: list[float]) -> dict[str, float]:
 def measure_latency(stream: StreamUnderTest, traffic: BenchTraffic, names, rate: float, cfg: BenchConfig,
                     log) -> dict:
     """Latency per transaction at ``rate``: Kafka timestamp -> landed / scored / alerted."""
-    from infra.cassandra_schema import connect
     from infra.readback import kafka_end_offsets
 
     alerts_start = kafka_end_offsets(stream.settings.kafka.bootstrap, names["alerts_topic"])
     ids: list[str] = []
     traffic.produce(rate, cfg.latency_seconds, on_event=lambda event: ids.append(event.txn_id))
     stream.wait_caught_up(timeout=max(120.0, cfg.latency_seconds * 4))
-    cluster, session = connect(stream.settings, stream.settings.cassandra.keyspace)
+    out = {"rate": rate, "transactions": len(ids), **latencies(stream.settings, names, ids, alerts_start)}
+    log(f"  latency at {rate:,.0f} tx/s over {len(ids):,} transactions ({len(out['alert_s']):,} alerts, "
+        f"{len(out['alert_s']) / max(1, len(ids)):.1%}; reasons: "
+        f"{', '.join(f'{code} {n:,}' for code, n in list(out['alert_reasons'].items())[:6]) or 'none'})")
+    return out
+
+
+def latencies(settings, names, ids: list[str], alerts_start: dict[int, int]) -> dict:
+    """Seconds from each transaction's Kafka record timestamp to its row in ``transactions``
+    (landed_s) and ``scored_transactions`` (scored_s) and to its alert on the alerts topic
+    (alert_s, records after ``alerts_start``), plus the alerts' reason codes, once the
+    stream has processed ``ids``."""
+    from infra.cassandra_schema import connect
+
+    cluster, session = connect(settings, settings.cassandra.keyspace)
     try:
         landed = _writetimes(session, "transactions", "landed_at", ids)
         scored = _writetimes(session, "scored_transactions", "decision", ids)
     finally:
         cluster.shutdown()
     kafka_ts = {t: k for t, (k, _) in scored.items()} or {t: k for t, (k, _) in landed.items()}
-    alerts, reasons = _alert_latencies(stream.settings, names["alerts_topic"], alerts_start, kafka_ts)
-    out = {
-        "rate": rate, "transactions": len(ids),
-        "landed_s": [w - k for k, w in landed.values()],
-        "scored_s": [w - k for k, w in scored.values()],
-        "alert_s": alerts,
-        "alert_reasons": reasons,
-    }
-    log(f"  latency at {rate:,.0f} tx/s over {len(ids):,} transactions ({len(alerts):,} alerts, "
-        f"{len(alerts) / max(1, len(ids)):.1%}; reasons: "
-        f"{', '.join(f'{code} {n:,}' for code, n in list(reasons.items())[:6]) or 'none'})")
-    return out
+    alerts, reasons = _alert_latencies(settings, names["alerts_topic"], alerts_start, kafka_ts)
+    return {"landed_s": [w - k for k, w in landed.values()], "scored_s": [w - k for k, w in scored.values()],
+            "alert_s": alerts, "alert_reasons": reasons}
 
 
 def _writetimes(session, table: str, column: str, ids: list[str]) -> dict[str, tuple[float, float]]:

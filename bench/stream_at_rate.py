@@ -1,5 +1,6 @@
 """The full stream at one fixed input rate: CPU per transaction by process, micro-batch
-size and duration, consumer lag, peak memory (PSS) by process. The A/B harness behind the README's "what each change
+size and duration, consumer lag, latency (Kafka -> landed / scored / alert), peak memory (PSS) by
+process, compile work of the driver JVM. The A/B harness behind the README's "what each change
 gained" rows.
 
     .venv/bin/python -m bench.stream_at_rate --rate 300 --seconds 60
@@ -58,11 +59,13 @@ def parse_conf(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-def measure(stream, traffic, settings, rate: float, seconds: float, drain_timeout: float) -> dict:
-    """Produce ``seconds`` at ``rate`` into a caught-up stream; CPU, batches and lag of that phase."""
+def measure(stream, traffic, settings, names, rate: float, seconds: float, drain_timeout: float) -> dict:
+    """Produce ``seconds`` at ``rate`` into a caught-up stream; CPU, batches, lag and latency
+    (Kafka timestamp -> landed / scored / alert, p50/p95/p99) of that phase."""
     from bench.cpu_split import cpu_per_transaction, process_cpu
     from bench.memory import MemorySampler, stack_processes
-    from bench.pipeline_bench import _duration_breakdown, _progress_in
+    from bench.pipeline_bench import _duration_breakdown, _progress_in, latencies, percentiles
+    from infra.readback import kafka_end_offsets
     from bench.spark_profile import compile_counters, compile_delta
 
     lags: list[int] = []
@@ -74,6 +77,8 @@ def measure(stream, traffic, settings, rate: float, seconds: float, drain_timeou
             lags.append(stream.lag())
             time.sleep(1.0)
 
+    alerts_start = kafka_end_offsets(settings.kafka.bootstrap, names["alerts_topic"])
+    ids: list[str] = []
     before = process_cpu(stack_processes(settings))
     compiled_before = compile_counters(stream.spark)
     start_wall, t0 = time.time(), time.monotonic()
@@ -81,7 +86,7 @@ def measure(stream, traffic, settings, rate: float, seconds: float, drain_timeou
     watcher.start()
     with MemorySampler(settings) as memory:
         try:
-            summary = traffic.produce(rate, seconds)
+            summary = traffic.produce(rate, seconds, on_event=lambda event: ids.append(event.txn_id))
         finally:
             producing.clear()
             watcher.join()
@@ -90,6 +95,7 @@ def measure(stream, traffic, settings, rate: float, seconds: float, drain_timeou
     after = process_cpu(stack_processes(settings))
     compiled_after = compile_counters(stream.spark)
     progress = _progress_in(stream, start_wall)
+    lat = latencies(settings, names, ids, alerts_start)
     rows = sum(p["numInputRows"] for p in progress)
     batch_s = [p["durationMs"].get("triggerExecution", 0) / 1000 for p in progress]
     return {
@@ -102,6 +108,8 @@ def measure(stream, traffic, settings, rate: float, seconds: float, drain_timeou
         "duration_ms": {k: round(v, 1) for k, v in _duration_breakdown(progress).items()},
         "cpu": cpu_per_transaction(before, after, summary.sent),
         "compiles": compile_delta(compiled_before, compiled_after, len(progress)),
+        "latency_s": {k: {q: round(v, 3) for q, v in percentiles(lat[k]).items()}
+                      for k in ("landed_s", "scored_s", "alert_s")},
         "peak_pss_mib": {**{k: round(v) for k, v in memory.peaks_mb.items()}, "whole stack": round(memory.total_peak_mb)},
     }
 
@@ -117,6 +125,9 @@ def format_result(r: dict) -> str:
              f"loadavg {r['loadavg_after'][0]:.2f}",
              f"  driver JVM compiles: {r['compiles']['codegen_per_batch']:g} whole-stage codegen per micro-batch, "
              f"JIT {r['compiles']['jit_ms_per_batch']:,.0f} ms per micro-batch",
+             "  latency, Kafka -> landed / scored / alert, p50 / p95 / p99 (s): " + "; ".join(
+                 " / ".join(f"{r['latency_s'][k].get(q, float('nan')):.2f}" for q in ("p50", "p95", "p99"))
+                 for k in ("landed_s", "scored_s", "alert_s")),
              format_cpu_table(r["cpu"], indent="  "),
              "  peak PSS (MiB): " + ", ".join(f"{k} {v:,}" for k, v in r["peak_pss_mib"].items())]
     return "\n".join(lines)
@@ -142,7 +153,8 @@ def run(rate: float, seconds: float, warmup_seconds: float, extra_conf: dict[str
                     raise RuntimeError("the stream did not catch up after the warm-up: the rate is far above what "
                                        "it sustains; try a lower --rate")
             log(f"measuring: {rate:,.0f} tx/s for {seconds:.0f} s")
-            result = measure(stream, traffic, settings, rate, seconds, drain_timeout=max(120.0, seconds * 4))
+            result = measure(stream, traffic, settings, names, rate, seconds,
+                             drain_timeout=max(120.0, seconds * 4))
             result.update(label=label, commit=_git_commit(), model=model, extra_conf=extra_conf,
                           loadavg_after=os.getloadavg(), started=stamp,
                           settings={"trigger_seconds": settings.spark.trigger_seconds,

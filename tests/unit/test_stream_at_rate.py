@@ -44,3 +44,22 @@ def test_compile_work_is_reported_per_micro_batch():
                                                 "jit_compile_ms": 1200, "jit_ms_per_batch": 120.0}
     # a period without micro-batches reports totals, not a division by zero
     assert compile_delta(before, before, 0)["codegen_per_batch"] == 0.0
+
+
+def test_the_printed_result_has_latency_and_compile_work():
+    from bench.stream_at_rate import format_result
+
+    r = {"label": "new", "commit": "abc1234", "rate": 1000.0, "seconds": 60.0, "produced": 60_000,
+         "produce_rate": 1000.0, "max_lag": 4096, "drain_seconds": 1.5, "micro_batches": 40,
+         "batch_rows_mean": 1500.0, "batch_seconds_mean": 1.5, "duration_ms": {"addBatch": 1400.0},
+         "loadavg_after": (4.0, 3.0, 2.0),
+         "compiles": {"codegen_compilations": 0, "codegen_per_batch": 0.0, "jit_compile_ms": 8000,
+                      "jit_ms_per_batch": 200.0},
+         "latency_s": {"landed_s": {"n": 60_000, "p50": 1.1, "p95": 1.9, "p99": 2.4},
+                       "scored_s": {"n": 60_000, "p50": 2.0, "p95": 2.9, "p99": 3.4},
+                       "alert_s": {}},  # no alerts in the phase: shown as nan, not a KeyError
+         "cpu": cpu_per_transaction({"kafka": {1: 1.0}}, {"kafka": {1: 2.0}}, 60_000),
+         "peak_pss_mib": {"kafka": 400, "whole stack": 400}}
+    text = format_result(r)
+    assert "0 whole-stage codegen per micro-batch, JIT 200 ms per micro-batch" in text
+    assert "1.10 / 1.90 / 2.40; 2.00 / 2.90 / 3.40; nan / nan / nan" in text
