@@ -105,6 +105,8 @@ def measure(stream, traffic, settings, names, rate: float, seconds: float, drain
         "micro_batches": len(progress),
         "batch_rows_mean": round(rows / len(progress), 1) if progress else 0.0,
         "batch_seconds_mean": round(sum(batch_s) / len(batch_s), 3) if batch_s else 0.0,
+        # The latency tail follows the long micro-batches, not the mean one.
+        "batch_seconds": {q: round(v, 3) for q, v in percentiles(batch_s).items() if q != "n"},
         "duration_ms": {k: round(v, 1) for k, v in _duration_breakdown(progress).items()},
         "cpu": cpu_per_transaction(before, after, summary.sent),
         "compiles": compile_delta(compiled_before, compiled_after, len(progress)),
@@ -121,7 +123,9 @@ def format_result(r: dict) -> str:
              f"produced {r['produced']:,} ({r['produce_rate']:,.0f}/s); max lag {r['max_lag']:,}; "
              f"drained {'NOT within timeout' if r['drain_seconds'] is None else str(r['drain_seconds']) + ' s'}",
              f"  {r['micro_batches']} micro-batches of {r['batch_rows_mean']:,.0f} rows, "
-             f"{r['batch_seconds_mean']:.2f} s each (addBatch {r['duration_ms'].get('addBatch', 0):,.0f} ms); "
+             f"{r['batch_seconds_mean']:.2f} s each (p50 / p95 / max "
+             + " / ".join(f"{r['batch_seconds'].get(q, float('nan')):.2f}" for q in ("p50", "p95", "max"))
+             + f" s; addBatch {r['duration_ms'].get('addBatch', 0):,.0f} ms); "
              f"loadavg {r['loadavg_after'][0]:.2f}",
              f"  driver JVM compiles: {r['compiles']['codegen_per_batch']:g} whole-stage codegen per micro-batch, "
              f"JIT {r['compiles']['jit_ms_per_batch']:,.0f} ms per micro-batch",

@@ -52,6 +52,7 @@ def test_the_printed_result_has_latency_and_compile_work():
     r = {"label": "new", "commit": "abc1234", "rate": 1000.0, "seconds": 60.0, "produced": 60_000,
          "produce_rate": 1000.0, "max_lag": 4096, "drain_seconds": 1.5, "micro_batches": 40,
          "batch_rows_mean": 1500.0, "batch_seconds_mean": 1.5, "duration_ms": {"addBatch": 1400.0},
+         "batch_seconds": {"p50": 1.4, "p95": 2.6, "p99": 3.1, "max": 3.3},
          "loadavg_after": (4.0, 3.0, 2.0),
          "compiles": {"codegen_compilations": 0, "codegen_per_batch": 0.0, "jit_compile_ms": 8000,
                       "jit_ms_per_batch": 200.0},
@@ -62,4 +63,5 @@ def test_the_printed_result_has_latency_and_compile_work():
          "peak_pss_mib": {"kafka": 400, "whole stack": 400}}
     text = format_result(r)
     assert "0 whole-stage codegen per micro-batch, JIT 200 ms per micro-batch" in text
+    assert "1.50 s each (p50 / p95 / max 1.40 / 2.60 / 3.30 s; addBatch 1,400 ms)" in text
     assert "1.10 / 1.90 / 2.40; 2.00 / 2.90 / 3.40; nan / nan / nan" in text
