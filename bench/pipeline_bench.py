@@ -514,10 +514,15 @@ def run(cfg: BenchConfig, out_dir: Path, log=print) -> dict:
             log(f"report: {', '.join(str(p) for p in paths)}")
             return result
         finally:
-            if stream is not None:
-                stream.stop()
-            if traffic is not None:
-                traffic.close()
+            stop_run(stream, traffic)
+
+
+def stop_run(stream: "StreamUnderTest | None", traffic: "BenchTraffic | None") -> None:
+    """Stop a run's stream and close its producer, whichever of them was started."""
+    if stream is not None:
+        stream.stop()
+    if traffic is not None:
+        traffic.close()
 
 
 def use_bench_environment(stamp: str) -> bool:

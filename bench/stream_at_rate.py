@@ -65,8 +65,8 @@ def measure(stream, traffic, settings, names, rate: float, seconds: float, drain
     from bench.cpu_split import cpu_per_transaction, process_cpu
     from bench.memory import MemorySampler, stack_processes
     from bench.pipeline_bench import _duration_breakdown, _progress_in, latencies, percentiles
-    from infra.readback import kafka_end_offsets
     from bench.spark_profile import compile_counters, compile_delta
+    from infra.readback import kafka_end_offsets
 
     lags: list[int] = []
     producing = threading.Event()
@@ -116,6 +116,12 @@ def measure(stream, traffic, settings, names, rate: float, seconds: float, drain
     }
 
 
+def _quantiles(values: dict[str, float], top: str) -> str:
+    """'p50 / p95 / <top>' of a :func:`bench.pipeline_bench.percentiles` dict; nan where
+    the phase had no values (e.g. no alerts)."""
+    return " / ".join(f"{values.get(q, float('nan')):.2f}" for q in ("p50", "p95", top))
+
+
 def format_result(r: dict) -> str:
     from bench.cpu_split import format_cpu_table
 
@@ -123,15 +129,13 @@ def format_result(r: dict) -> str:
              f"produced {r['produced']:,} ({r['produce_rate']:,.0f}/s); max lag {r['max_lag']:,}; "
              f"drained {'NOT within timeout' if r['drain_seconds'] is None else str(r['drain_seconds']) + ' s'}",
              f"  {r['micro_batches']} micro-batches of {r['batch_rows_mean']:,.0f} rows, "
-             f"{r['batch_seconds_mean']:.2f} s each (p50 / p95 / max "
-             + " / ".join(f"{r['batch_seconds'].get(q, float('nan')):.2f}" for q in ("p50", "p95", "max"))
-             + f" s; addBatch {r['duration_ms'].get('addBatch', 0):,.0f} ms); "
+             f"{r['batch_seconds_mean']:.2f} s each (p50 / p95 / max {_quantiles(r['batch_seconds'], 'max')} s; "
+             f"addBatch {r['duration_ms'].get('addBatch', 0):,.0f} ms); "
              f"loadavg {r['loadavg_after'][0]:.2f}",
              f"  driver JVM compiles: {r['compiles']['codegen_per_batch']:g} whole-stage codegen per micro-batch, "
              f"JIT {r['compiles']['jit_ms_per_batch']:,.0f} ms per micro-batch",
-             "  latency, Kafka -> landed / scored / alert, p50 / p95 / p99 (s): " + "; ".join(
-                 " / ".join(f"{r['latency_s'][k].get(q, float('nan')):.2f}" for q in ("p50", "p95", "p99"))
-                 for k in ("landed_s", "scored_s", "alert_s")),
+             "  latency, Kafka -> landed / scored / alert, p50 / p95 / p99 (s): "
+             + "; ".join(_quantiles(r["latency_s"][k], "p99") for k in ("landed_s", "scored_s", "alert_s")),
              format_cpu_table(r["cpu"], indent="  "),
              "  peak PSS (MiB): " + ", ".join(f"{k} {v:,}" for k, v in r["peak_pss_mib"].items())]
     return "\n".join(lines)
@@ -139,7 +143,8 @@ def format_result(r: dict) -> str:
 
 def run(rate: float, seconds: float, warmup_seconds: float, extra_conf: dict[str, str], label: str,
         seed: int, log=print) -> dict:
-    from bench.pipeline_bench import BenchTraffic, StreamUnderTest, _git_commit, _topics, bench_stack, ensure_champion
+    from bench.pipeline_bench import (BenchTraffic, StreamUnderTest, _git_commit, _topics, bench_stack,
+                                      ensure_champion, stop_run)
 
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     with bench_stack(stamp, log) as settings:
@@ -167,10 +172,7 @@ def run(rate: float, seconds: float, warmup_seconds: float, extra_conf: dict[str
                                     "kafka_fetch_max_wait_ms": settings.spark.kafka_fetch_max_wait_ms})
             return result
         finally:
-            if stream is not None:
-                stream.stop()
-            if traffic is not None:
-                traffic.close()
+            stop_run(stream, traffic)
 
 
 def main(argv: list[str] | None = None) -> int:
