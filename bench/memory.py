@@ -2,7 +2,9 @@
 
 Groups: Kafka and Cassandra (their pid files), the Spark driver JVM (a child of this
 Python process, started by py4j), Spark's Python workers (descendants of that JVM), and
-this process itself (the bench driver and the producer). A group's figure is the sum of
+this process itself (the bench and the Spark driver's Python), and the producer (this
+process's Python children: bench.pipeline_bench.BenchTraffic's process and the
+multiprocessing helper beside it). A group's figure is the sum of
 its processes at one sample; the peak is the largest sample.
 
 Each process counts its proportional set size (PSS: private pages, plus shared pages
@@ -49,7 +51,8 @@ def stack_processes(settings: Settings) -> dict[str, list[psutil.Process]]:
         if pid is not None:
             groups[svc.name] = [psutil.Process(pid)]
     me = psutil.Process(os.getpid())
-    groups["bench driver + producer (Python)"] = [me]
+    groups["bench + Spark driver (Python)"] = [me]
+    groups["producer (Python)"] = [c for c in me.children() if "python" in c.name()]
     # Kafka and Cassandra are children of this process too when it started the stack
     # (stack.up): counted here as well, they inflated the Spark JVM's figure and the
     # whole-stack sum by their own size until 2026-11-24.

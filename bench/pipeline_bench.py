@@ -181,33 +181,99 @@ class BenchTraffic:
     enough back for the whole planned bench (:func:`ingestion.producer.live_start_time`),
     so events never pass the wall clock however far the ramp goes; a ramp that stops
     early simply ends in the past, which nothing in the stream compares with wall time.
+
+    The simulator and the Kafka producer run in a process of their own, as ``txmon
+    produce`` does beside a deployed stream. In the bench's own process they competed for
+    the GIL with the Spark driver's Python, which builds every micro-batch's plan through
+    py4j and feeds the drift monitor (until 2026-11-24).
     """
 
     def __init__(self, settings, names: dict[str, str], seed: int, planned_events: int) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")  # never fork a process that runs a JVM gateway
+        self._conn, child = ctx.Pipe()
+        self._process = ctx.Process(target=_traffic_process, name="txmon-bench-producer", daemon=True,
+                                    args=(child, settings, names, seed, planned_events))
+        self._process.start()
+        child.close()
+        self._reply()  # the simulator and the producer are ready (or their error is raised here)
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    def produce(self, rate: float, seconds: float, collect_ids: bool = False):
+        """Produce at ``rate`` for ``seconds``; the :class:`ProduceSummary` of this phase only,
+        and with ``collect_ids`` also ``(summary, txn_ids)`` of the events it produced."""
+        self._conn.send(("produce", rate, seconds, collect_ids))
+        summary, ids = self._reply()
+        return (summary, ids) if collect_ids else summary
+
+    def _reply(self):
+        try:
+            status, value = self._conn.recv()
+        except EOFError:
+            raise RuntimeError(f"the bench's producer process died (exit code {self._process.exitcode})") from None
+        if status == "error":
+            raise RuntimeError(f"the bench's producer process failed: {value}")
+        return value
+
+    def close(self) -> None:
+        if self._process.is_alive():
+            try:
+                self._conn.send(("close",))
+                self._reply()
+            except (OSError, EOFError, RuntimeError):
+                pass
+        self._process.join(timeout=30)
+        if self._process.is_alive():
+            self._process.kill()
+        self._conn.close()
+
+
+def _traffic_process(conn, settings, names: dict[str, str], seed: int, planned_events: int) -> None:
+    """BenchTraffic's process: one simulator and one producer, driven over ``conn``."""
+    import traceback
+
+    try:
         from ingestion.labels import LabelReleaser
-        from ingestion.producer import TransactionProducer
+        from ingestion.producer import ProduceSummary, TransactionProducer, produce_events
         from ingestion.simulate import SimulateOptions, simulator_for
 
         simulator = simulator_for(SimulateOptions(seed=seed, count=planned_events, rate=1000.0, progress=False,
                                                   label_delay_seconds=300))
-        self._events = ((s.event, s.label) for s in simulator.stream())
-        self.producer = TransactionProducer(settings, topic=names["topic"], labels_topic=names["labels_topic"])
-        self._labels = LabelReleaser(self.producer)
-
-    def produce(self, rate: float, seconds: float, on_event=None):
-        """Produce at ``rate`` for ``seconds``; the :class:`ProduceSummary` of this phase only."""
-        from ingestion.producer import ProduceSummary, produce_events
+        events = ((s.event, s.label) for s in simulator.stream())
+        producer = TransactionProducer(settings, topic=names["topic"], labels_topic=names["labels_topic"])
+        labels = LabelReleaser(producer)
+    except Exception:
+        conn.send(("error", traceback.format_exc()))
+        return
+    conn.send(("ok", None))
+    while True:
+        try:
+            command = conn.recv()
+        except EOFError:  # the bench is gone
+            producer.close()
+            return
+        if command[0] == "close":
+            producer.close()
+            conn.send(("ok", None))
+            return
+        _, rate, seconds, collect_ids = command
+        ids: list[str] = []
 
         def on_label(label, event):
-            self._labels(label, event)  # fraud labels follow once the simulated clock passes their time
-            if on_event is not None:
-                on_event(event)
+            labels(label, event)  # fraud labels follow once the simulated clock passes their time
+            if collect_ids:
+                ids.append(event.txn_id)
 
-        self.producer.summary = ProduceSummary()
-        return produce_events(self.producer, self._events, rate=rate, duration=seconds, on_label=on_label)
-
-    def close(self) -> None:
-        self.producer.close()
+        try:
+            producer.summary = ProduceSummary()
+            summary = produce_events(producer, events, rate=rate, duration=seconds, on_label=on_label)
+            conn.send(("ok", (summary, ids)))
+        except Exception:
+            conn.send(("error", traceback.format_exc()))
 
 
 def _progress_in(stream: StreamUnderTest, since: float) -> list[dict]:
@@ -290,8 +356,7 @@ def measure_latency(stream: StreamUnderTest, traffic: BenchTraffic, names, rate:
     from infra.readback import kafka_end_offsets
 
     alerts_start = kafka_end_offsets(stream.settings.kafka.bootstrap, names["alerts_topic"])
-    ids: list[str] = []
-    traffic.produce(rate, cfg.latency_seconds, on_event=lambda event: ids.append(event.txn_id))
+    _, ids = traffic.produce(rate, cfg.latency_seconds, collect_ids=True)
     stream.wait_caught_up(timeout=max(120.0, cfg.latency_seconds * 4))
     out = {"rate": rate, "transactions": len(ids), **latencies(stream.settings, names, ids, alerts_start)}
     log(f"  latency at {rate:,.0f} tx/s over {len(ids):,} transactions ({len(out['alert_s']):,} alerts, "

@@ -78,7 +78,6 @@ def measure(stream, traffic, settings, names, rate: float, seconds: float, drain
             time.sleep(1.0)
 
     alerts_start = kafka_end_offsets(settings.kafka.bootstrap, names["alerts_topic"])
-    ids: list[str] = []
     before = process_cpu(stack_processes(settings))
     compiled_before = compile_counters(stream.spark)
     start_wall, t0 = time.time(), time.monotonic()
@@ -86,7 +85,7 @@ def measure(stream, traffic, settings, names, rate: float, seconds: float, drain
     watcher.start()
     with MemorySampler(settings) as memory:
         try:
-            summary = traffic.produce(rate, seconds, on_event=lambda event: ids.append(event.txn_id))
+            summary, ids = traffic.produce(rate, seconds, collect_ids=True)
         finally:
             producing.clear()
             watcher.join()
@@ -108,12 +107,22 @@ def measure(stream, traffic, settings, names, rate: float, seconds: float, drain
         # The latency tail follows the long micro-batches, not the mean one.
         "batch_seconds": {q: round(v, 3) for q, v in percentiles(batch_s).items() if q != "n"},
         "duration_ms": {k: round(v, 1) for k, v in _duration_breakdown(progress).items()},
+        "driver_ms": driver_phases(getattr(stream.ingest, "batch_timings", ()), {p["batchId"] for p in progress}),
         "cpu": cpu_per_transaction(before, after, summary.sent),
         "compiles": compile_delta(compiled_before, compiled_after, len(progress)),
         "latency_s": {k: {q: round(v, 3) for q, v in percentiles(lat[k]).items()}
                       for k in ("landed_s", "scored_s", "alert_s")},
         "peak_pss_mib": {**{k: round(v) for k, v in memory.peaks_mb.items()}, "whole stack": round(memory.total_peak_mb)},
     }
+
+
+def driver_phases(timings, batch_ids: set[int]) -> dict[str, float]:
+    """Mean ms per micro-batch the ingest query's foreachBatch spent, on the driver, building
+    the plan, running it (the Spark jobs and collecting the drift columns) and feeding the
+    drift monitor (spark_jobs/transactions_stream.py keeps these as ``batch_timings``)."""
+    chosen = [t for t in timings if t["batch_id"] in batch_ids]
+    return {phase: round(1000 * sum(t[f"{phase}_s"] for t in chosen) / len(chosen), 1) if chosen else 0.0
+            for phase in ("plan", "run", "drift")}
 
 
 def _quantiles(values: dict[str, float], top: str) -> str:
@@ -132,6 +141,8 @@ def format_result(r: dict) -> str:
              f"{r['batch_seconds_mean']:.2f} s each (p50 / p95 / max {_quantiles(r['batch_seconds'], 'max')} s; "
              f"addBatch {r['duration_ms'].get('addBatch', 0):,.0f} ms); "
              f"loadavg {r['loadavg_after'][0]:.2f}",
+             "  in the ingest query's foreachBatch, ms per micro-batch: "
+             + ", ".join(f"{k} {v:,.0f}" for k, v in r.get("driver_ms", {}).items()),
              f"  driver JVM compiles: {r['compiles']['codegen_per_batch']:g} whole-stage codegen per micro-batch, "
              f"JIT {r['compiles']['jit_ms_per_batch']:,.0f} ms per micro-batch",
              "  latency, Kafka -> landed / scored / alert, p50 / p95 / p99 (s): "

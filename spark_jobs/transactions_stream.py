@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -161,21 +163,29 @@ def typed_transactions(validated_df):
 _RAW_ONLY = ("topic", "raw_key", "raw_value")
 
 
-def landing_frame(raw_text_df):
+def landing_columns() -> tuple:
+    """The columns :func:`landing_frame` selects, in its two selects. They do not depend on
+    the micro-batch: the stream builds them once (every Column is a py4j round trip, and
+    building the plan was ~200 ms of the driver's Python per micro-batch)."""
+    from pyspark.sql import functions as F
+
+    return ((_event_struct(), "partition", "offset", "kafka_ts", "topic",
+             F.col("key").alias("raw_key"), F.col("value").alias("raw_value")),
+            (*_typed_columns(), *_RAW_ONLY))
+
+
+def landing_frame(raw_text_df, columns: tuple | None = None):
     """Every record once, not yet validated: the typed columns as Spark parses them (what
     lands for a valid event; ignored for an invalid one) and the raw record.
+    ``columns``: :func:`landing_columns`, built earlier.
 
     No ``landed_at`` here: :func:`land_partition` stamps it. ``current_timestamp()`` in a
     streaming plan becomes a literal of the micro-batch's time, which whole-stage codegen
     inlines into the generated Java source, so every micro-batch compiled its landing stage
     anew (Janino) and the JIT compiled the new classes again: the driver JVM's C2 compiler
     threads used ~70 % of its CPU in steady state (bench/thread_cpu.py; notes on issue 8)."""
-    from pyspark.sql import functions as F
-
-    return raw_text_df.select(
-        _event_struct(), "partition", "offset", "kafka_ts", "topic",
-        F.col("key").alias("raw_key"), F.col("value").alias("raw_value"),
-    ).select(*_typed_columns(), *_RAW_ONLY)
+    parsed, typed = columns or landing_columns()
+    return raw_text_df.select(*parsed).select(*typed)
 
 
 def typed_schema(landing_df):
@@ -266,12 +276,15 @@ def start_ingest_query(spark, settings: Settings, opts: StreamOptions, drift=Non
                             registry_root=opts.registry_root and Path(opts.registry_root),
                             alerts_topic=opts.alerts_topic)
 
+    timings = deque(maxlen=1000)  # per micro-batch, on the driver: plan / run / drift seconds
+
     def _write(batch_df, batch_id: int) -> None:
         # The whole micro-batch is ONE Spark job: land (transactions, dead letters), then
         # features, rules, models, outputs, all written from the tasks that hold the rows;
         # the driver only collects the few columns the drift monitor needs. Every separate
         # job costs ~0.3-0.7 s here whatever its size, and the former write-per-step layout
         # (6-8 jobs) was most of a small batch's time (bench/batch_step_profile.py).
+        started = time.monotonic()
         frame = landing_frame(batch_df)
         landed_schema = typed_schema(frame)
         landed = frame.mapInArrow(land_partition(target, bootstrap, opts.dlq_topic, landed_schema), landed_schema)
@@ -281,14 +294,21 @@ def start_ingest_query(spark, settings: Settings, opts: StreamOptions, drift=Non
         # The token ties profile updates to this micro-batch of this query, so a replay of
         # the batch starts from the same profiles (exactly-once features).
         outcome = detector.process(batch_df.sparkSession, landed, f"{opts.checkpoint_dir}#{batch_id}")
+        planned = time.monotonic()
         if drift is None:
             outcome.write.format("noop").mode("overwrite").save()
+            ran = time.monotonic()
         else:
-            drift.observe_scores(outcome.toPandas(), batch_id, detector.models.drift_reference())
+            scores = outcome.toPandas()
+            ran = time.monotonic()
+            drift.observe_scores(scores, batch_id, detector.models.drift_reference())
+        timings.append({"batch_id": batch_id, "plan_s": planned - started, "run_s": ran - planned,
+                        "drift_s": time.monotonic() - ran})
 
     query = _start(records.writeStream.foreachBatch(_write), opts, "ingest")
     query.detector = detector  # for operators and tests: current rules, model, last rules error
     query.drift = drift
+    query.batch_timings = timings  # where the driver's time goes, per micro-batch (bench/stream_at_rate.py)
     return query
 
 

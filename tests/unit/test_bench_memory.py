@@ -16,6 +16,7 @@ def test_services_started_by_this_process_are_not_counted_as_the_spark_jvm(tmp_p
     java.symlink_to(sys.executable)
     service = subprocess.Popen([str(java), "-c", "import time; time.sleep(30)"])
     spark = subprocess.Popen([str(java), "-c", "import time; time.sleep(30)"])
+    producer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         fake = types.SimpleNamespace(name="cassandra", process=types.SimpleNamespace(pid=lambda: service.pid))
         monkeypatch.setattr(infra.stack, "services", lambda settings: [fake])
@@ -25,10 +26,11 @@ def test_services_started_by_this_process_are_not_counted_as_the_spark_jvm(tmp_p
         # The test session may have java children of its own (the test stack, a Spark JVM).
         assert spark.pid in pids["Spark driver JVM"]
         assert service.pid not in pids["Spark driver JVM"]
-        assert pids["bench driver + producer (Python)"] == {os.getpid()}
+        assert pids["bench + Spark driver (Python)"] == {os.getpid()}
+        assert producer.pid in pids["producer (Python)"]
+        assert not pids["producer (Python)"] & (pids["Spark driver JVM"] | {service.pid})
         assert psutil.Process(spark.pid).name() == "java"
     finally:
-        service.kill()
-        spark.kill()
-        service.wait()
-        spark.wait()
+        for child in (service, spark, producer):
+            child.kill()
+            child.wait()

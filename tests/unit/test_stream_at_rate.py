@@ -52,6 +52,7 @@ def test_the_printed_result_has_latency_and_compile_work():
     r = {"label": "new", "commit": "abc1234", "rate": 1000.0, "seconds": 60.0, "produced": 60_000,
          "produce_rate": 1000.0, "max_lag": 4096, "drain_seconds": 1.5, "micro_batches": 40,
          "batch_rows_mean": 1500.0, "batch_seconds_mean": 1.5, "duration_ms": {"addBatch": 1400.0},
+         "driver_ms": {"plan": 90.0, "run": 1200.0, "drift": 60.0},
          "batch_seconds": {"p50": 1.4, "p95": 2.6, "p99": 3.1, "max": 3.3},
          "loadavg_after": (4.0, 3.0, 2.0),
          "compiles": {"codegen_compilations": 0, "codegen_per_batch": 0.0, "jit_compile_ms": 8000,
@@ -65,3 +66,15 @@ def test_the_printed_result_has_latency_and_compile_work():
     assert "0 whole-stage codegen per micro-batch, JIT 200 ms per micro-batch" in text
     assert "1.50 s each (p50 / p95 / max 1.40 / 2.60 / 3.30 s; addBatch 1,400 ms)" in text
     assert "1.10 / 1.90 / 2.40; 2.00 / 2.90 / 3.40; nan / nan / nan" in text
+    assert "foreachBatch, ms per micro-batch: plan 90, run 1,200, drift 60" in text
+
+
+def test_driver_phases_average_only_the_measured_micro_batches():
+    from bench.stream_at_rate import driver_phases
+
+    timings = [{"batch_id": 7, "plan_s": 0.5, "run_s": 5.0, "drift_s": 0.5},  # warm-up: not measured
+               {"batch_id": 8, "plan_s": 0.1, "run_s": 1.0, "drift_s": 0.02},
+               {"batch_id": 9, "plan_s": 0.3, "run_s": 2.0, "drift_s": 0.04}]
+    assert driver_phases(timings, {8, 9}) == {"plan": 200.0, "run": 1500.0, "drift": 30.0}
+    # no timings (ingest-only stream, or none in the phase): zeros, not a division by zero
+    assert driver_phases(timings, {42}) == {"plan": 0.0, "run": 0.0, "drift": 0.0}
