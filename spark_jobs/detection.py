@@ -163,21 +163,35 @@ class ModelHolder:
         return None if self.broadcast is None else getattr(self.broadcast.value, "drift_reference", None)
 
 
-def score_ruled(ruled, trees, model_version: str, ruleset, spark=None):
-    """A ruled batch plus ``fraud_probability``, ``anomaly_score`` (both models in the JVM,
-    spark_jobs/jvm_scoring.py), ``risk_score``, ``decision`` (models/risk.py's columns),
-    ``model_version`` and ``rules_version``: no Python step."""
+def score_columns(trees, model_version: str, ruleset, spark) -> dict:
+    """The columns :func:`score_ruled` adds, for one model and one rule set. They hold no
+    micro-batch, so the stream builds them once per model and rules version: every Column
+    is a py4j round trip, and building the plan was ~200 ms of the driver's Python per
+    micro-batch (notes on issue 8)."""
     from pyspark.sql import functions as F
 
     from models.risk import decision_column, risk_column
+    from spark_jobs.jvm_scoring import model_scores_column
+
+    risk = risk_column("rule_score", "fraud_probability", "anomaly_score", ruleset.policy)
+    return {"models": None if trees is None else model_scores_column(trees, spark),
+            "risk": {"risk_score": risk, "decision": decision_column(risk, ruleset.policy),
+                     "model_version": F.lit(model_version), "rules_version": F.lit(ruleset.label)}}
+
+
+def score_ruled(ruled, trees, model_version: str, ruleset, spark=None, columns: dict | None = None):
+    """A ruled batch plus ``fraud_probability``, ``anomaly_score`` (both models in the JVM,
+    spark_jobs/jvm_scoring.py), ``risk_score``, ``decision`` (models/risk.py's columns),
+    ``model_version`` and ``rules_version``: no Python step. ``columns``: the
+    :func:`score_columns` of these trees, version and rules, built earlier."""
     from spark_jobs.jvm_scoring import with_model_scores
 
-    scored = with_model_scores(ruled, trees, spark)
+    spark = spark or ruled.sparkSession
+    columns = columns or score_columns(trees, model_version, ruleset, spark)
+    scored = with_model_scores(ruled, trees, spark, scores=columns["models"])
     # One withColumns: the driver analyses the whole plan again for every DataFrame step,
     # once per micro-batch (the optimizer collapses the projections either way).
-    risk = risk_column("rule_score", "fraud_probability", "anomaly_score", ruleset.policy)
-    return scored.withColumns({"risk_score": risk, "decision": decision_column(risk, ruleset.policy),
-                               "model_version": F.lit(model_version), "rules_version": F.lit(ruleset.label)})
+    return scored.withColumns(columns["risk"])
 
 
 def with_explanations(batch, bundle, rules: dict, model_version: str, rules_label: str, now):
@@ -290,6 +304,7 @@ class Detector:
         self.models = ModelHolder(registry_root)
         self.alerts_topic = alerts_topic or settings.kafka.topics.alerts
         self.partitions = settings.spark.shuffle_partitions
+        self._score_columns: tuple = (None, None)  # (model version, trees, rules label) -> score_columns
 
     def score(self, spark, typed_valid_df, token: str):
         """Valid typed transactions -> features, rules, both models, risk and decision.
@@ -300,7 +315,12 @@ class Detector:
         self.rules.refresh(spark, featured.schema)
         self.models.refresh(spark)
         ruled = apply_rules(featured, self.rules.current, self.rules.columns)
-        return score_ruled(ruled, self.models.trees, self.models.version, self.rules.current, spark)
+        key = (self.models.version, id(self.models.trees), self.rules.current.label)
+        if self._score_columns[0] != key:
+            self._score_columns = (key, score_columns(self.models.trees, self.models.version, self.rules.current,
+                                                      spark))
+        return score_ruled(ruled, self.models.trees, self.models.version, self.rules.current, spark,
+                           columns=self._score_columns[1])
 
     def process(self, spark, landed_df, token: str):
         """Landed transactions -> scored and written (scored_transactions, alerts, the

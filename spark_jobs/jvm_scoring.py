@@ -30,19 +30,25 @@ def broadcast_trees(spark, bundle, version: str):
     return jvm.io.txmon.scoring.StreamScoring.broadcast(spark._jsparkSession, bytearray(data))
 
 
-def with_model_scores(df, trees, spark=None):
+def model_scores_column(trees, spark):
+    """The struct column (fraud_probability, anomaly_score) of both models over FEATURES;
+    it holds no micro-batch, so a stream builds it once per model."""
+    from pyspark.sql import Column
+
+    return Column(spark.sparkContext._jvm.io.txmon.scoring.StreamScoring.scores(trees, ",".join(FEATURES)))
+
+
+def with_model_scores(df, trees, spark=None, scores=None):
     """``df`` plus ``fraud_probability`` and ``anomaly_score`` (doubles in [0, 1]).
 
     ``trees``: a :func:`broadcast_trees` result, or None (no model: both 0.0, as the
-    Python scoring did without a bundle)."""
-    from pyspark.sql import Column
+    Python scoring did without a bundle). ``scores``: :func:`model_scores_column` of
+    ``trees``, built earlier."""
     from pyspark.sql import functions as F
 
     if trees is None:
         return df.withColumns({"fraud_probability": F.lit(0.0), "anomaly_score": F.lit(0.0)})
-    spark = spark or df.sparkSession
-    jvm = spark.sparkContext._jvm
-    scores = Column(jvm.io.txmon.scoring.StreamScoring.scores(trees, ",".join(FEATURES)))
+    scores = scores if scores is not None else model_scores_column(trees, spark or df.sparkSession)
     # One UDF call per row: the struct is not inlined into both field reads (Spark's
     # CollapseProject keeps a UDF referenced twice in its own projection).
     return (df.withColumn("_model_scores", scores)
