@@ -278,7 +278,6 @@ def start_ingest_query(spark, settings: Settings, opts: StreamOptions, drift=Non
 
     timings = deque(maxlen=1000)  # per micro-batch, on the driver: plan / run / drift seconds
     landing = {}  # what does not change between micro-batches: built on the first one
-    landing_tasks = settings.spark.shuffle_partitions  # one per core (config/txmon.yaml)
 
     def _write(batch_df, batch_id: int) -> None:
         # The whole micro-batch is ONE Spark job: land (transactions, dead letters), then
@@ -291,10 +290,7 @@ def start_ingest_query(spark, settings: Settings, opts: StreamOptions, drift=Non
             landing["columns"] = landing_columns()
             landing["schema"] = typed_schema(landing_frame(batch_df, landing["columns"]))
             landing["function"] = land_partition(target, bootstrap, opts.dlq_topic, landing["schema"])
-        # One landing task per core, not per Kafka partition: each task has a fixed cost
-        # (a Python worker's Arrow stream, its Cassandra and Kafka writes) that 4 partitions
-        # on 2 cores paid twice per core. Records stay whole; nothing is shuffled.
-        frame = landing_frame(batch_df, landing["columns"]).coalesce(landing_tasks)
+        frame = landing_frame(batch_df, landing["columns"])
         landed = frame.mapInArrow(landing["function"], landing["schema"])
         if detector is None:
             landed.write.format("noop").mode("overwrite").save()
