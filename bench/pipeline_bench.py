@@ -250,30 +250,35 @@ def _traffic_process(conn, settings, names: dict[str, str], seed: int, planned_e
         conn.send(("error", traceback.format_exc()))
         return
     conn.send(("ok", None))
-    while True:
-        try:
-            command = conn.recv()
-        except EOFError:  # the bench is gone
-            producer.close()
-            return
-        if command[0] == "close":
-            producer.close()
-            conn.send(("ok", None))
-            return
-        _, rate, seconds, collect_ids = command
-        ids: list[str] = []
+    try:
+        while True:
+            try:
+                command = conn.recv()
+            except EOFError:  # the bench is gone
+                return
+            if command[0] == "close":
+                return
+            _, rate, seconds, collect_ids = command
+            ids: list[str] = []
 
-        def on_label(label, event):
-            labels(label, event)  # fraud labels follow once the simulated clock passes their time
-            if collect_ids:
-                ids.append(event.txn_id)
+            def on_label(label, event):
+                labels(label, event)  # fraud labels follow once the simulated clock passes their time
+                if collect_ids:
+                    ids.append(event.txn_id)
 
-        try:
-            producer.summary = ProduceSummary()
-            summary = produce_events(producer, events, rate=rate, duration=seconds, on_label=on_label)
-            conn.send(("ok", (summary, ids)))
-        except Exception:
-            conn.send(("error", traceback.format_exc()))
+            try:
+                producer.summary = ProduceSummary()
+                summary = produce_events(producer, events, rate=rate, duration=seconds, on_label=on_label)
+                conn.send(("ok", (summary, ids)))
+            except Exception:
+                conn.send(("error", traceback.format_exc()))
+    finally:
+        producer.close()
+        if not conn.closed:
+            try:
+                conn.send(("ok", None))  # closed: BenchTraffic.close waits for this
+            except OSError:
+                pass
 
 
 def _progress_in(stream: StreamUnderTest, since: float) -> list[dict]:

@@ -304,7 +304,10 @@ class Detector:
         self.models = ModelHolder(registry_root)
         self.alerts_topic = alerts_topic or settings.kafka.topics.alerts
         self.partitions = settings.spark.shuffle_partitions
-        self._score_columns: tuple = (None, None)  # (model version, trees, rules label) -> score_columns
+        # score_columns of the current model and rules, and the (model version, rules label)
+        # they were built for: a new model comes with a new version, new rules with a new label.
+        self._score_columns: dict | None = None
+        self._score_columns_for: tuple | None = None
 
     def score(self, spark, typed_valid_df, token: str):
         """Valid typed transactions -> features, rules, both models, risk and decision.
@@ -315,12 +318,12 @@ class Detector:
         self.rules.refresh(spark, featured.schema)
         self.models.refresh(spark)
         ruled = apply_rules(featured, self.rules.current, self.rules.columns)
-        key = (self.models.version, id(self.models.trees), self.rules.current.label)
-        if self._score_columns[0] != key:
-            self._score_columns = (key, score_columns(self.models.trees, self.models.version, self.rules.current,
-                                                      spark))
+        built_for = (self.models.version, self.rules.current.label)
+        if self._score_columns_for != built_for:
+            self._score_columns = score_columns(self.models.trees, self.models.version, self.rules.current, spark)
+            self._score_columns_for = built_for
         return score_ruled(ruled, self.models.trees, self.models.version, self.rules.current, spark,
-                           columns=self._score_columns[1])
+                           columns=self._score_columns)
 
     def process(self, spark, landed_df, token: str):
         """Landed transactions -> scored and written (scored_transactions, alerts, the

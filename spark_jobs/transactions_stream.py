@@ -174,17 +174,17 @@ def landing_columns() -> tuple:
             (*_typed_columns(), *_RAW_ONLY))
 
 
-def landing_frame(raw_text_df, columns: tuple | None = None):
+def landing_frame(raw_text_df, columns: tuple):
     """Every record once, not yet validated: the typed columns as Spark parses them (what
     lands for a valid event; ignored for an invalid one) and the raw record.
-    ``columns``: :func:`landing_columns`, built earlier.
+    ``columns``: :func:`landing_columns`, built once per query.
 
     No ``landed_at`` here: :func:`land_partition` stamps it. ``current_timestamp()`` in a
     streaming plan becomes a literal of the micro-batch's time, which whole-stage codegen
     inlines into the generated Java source, so every micro-batch compiled its landing stage
     anew (Janino) and the JIT compiled the new classes again: the driver JVM's C2 compiler
     threads used ~70 % of its CPU in steady state (bench/thread_cpu.py; notes on issue 8)."""
-    parsed, typed = columns or landing_columns()
+    parsed, typed = columns
     return raw_text_df.select(*parsed).select(*typed)
 
 
@@ -276,8 +276,12 @@ def start_ingest_query(spark, settings: Settings, opts: StreamOptions, drift=Non
                             registry_root=opts.registry_root and Path(opts.registry_root),
                             alerts_topic=opts.alerts_topic)
 
+    # What does not change between micro-batches, built once: a micro-batch's frame has the
+    # streaming frame's schema.
+    landing_cols = landing_columns()
+    landed_schema = typed_schema(landing_frame(records, landing_cols))
+    land = land_partition(target, bootstrap, opts.dlq_topic, landed_schema)
     timings = deque(maxlen=1000)  # per micro-batch, on the driver: plan / run / drift seconds
-    landing = {}  # what does not change between micro-batches: built on the first one
 
     def _write(batch_df, batch_id: int) -> None:
         # The whole micro-batch is ONE Spark job: land (transactions, dead letters), then
@@ -286,12 +290,7 @@ def start_ingest_query(spark, settings: Settings, opts: StreamOptions, drift=Non
         # job costs ~0.3-0.7 s here whatever its size, and the former write-per-step layout
         # (6-8 jobs) was most of a small batch's time (bench/batch_step_profile.py).
         started = time.monotonic()
-        if not landing:
-            landing["columns"] = landing_columns()
-            landing["schema"] = typed_schema(landing_frame(batch_df, landing["columns"]))
-            landing["function"] = land_partition(target, bootstrap, opts.dlq_topic, landing["schema"])
-        frame = landing_frame(batch_df, landing["columns"])
-        landed = frame.mapInArrow(landing["function"], landing["schema"])
+        landed = landing_frame(batch_df, landing_cols).mapInArrow(land, landed_schema)
         if detector is None:
             landed.write.format("noop").mode("overwrite").save()
             return
