@@ -67,13 +67,31 @@ def _with_columns(schema, names, integer=INTEGER_FEATURES):
     return T.StructType(fields)
 
 
-def cassandra_profiles(target: CassandraTarget, token: str):
-    """Store factory for the stream: profiles in Cassandra, versioned by micro-batch."""
+BATCH_ID_PROPERTY = "streaming.sql.batchId"
+"""The local property Spark's micro-batch execution sets to the running micro-batch's id on
+the thread that runs it; the jobs that thread starts pass it to their tasks."""
+
+
+def cassandra_profiles(target: CassandraTarget, query_key: str):
+    """Store factory for the stream: profiles in Cassandra, versioned by micro-batch.
+
+    Each task's store carries the token ``<query_key>#<micro-batch id>``: profile updates are
+    tied to this micro-batch of this query, so a replay of the batch starts from the same
+    profiles (spark_jobs/profile_store.py). The task reads the id from
+    :data:`BATCH_ID_PROPERTY`, so one factory, and the plan that holds it, serve every
+    micro-batch (spark_jobs/prepared_plan.py)."""
 
     def make():
+        from pyspark import TaskContext
+
         from spark_jobs.profile_store import CassandraProfileStore
 
-        return CassandraProfileStore(target, token)
+        context = TaskContext.get()
+        batch_id = context and context.getLocalProperty(BATCH_ID_PROPERTY)
+        if batch_id is None:
+            raise RuntimeError("cassandra_profiles serves a streaming query's micro-batches only: this task "
+                               f"has no {BATCH_ID_PROPERTY}; use MemoryProfileStore outside a stream")
+        return CassandraProfileStore(target, f"{query_key}#{batch_id}")
 
     return make
 
@@ -98,6 +116,7 @@ def _partition_fold(fold, make_store, out_schema):
 def add_features_to_batch(df, make_store, partitions: int):
     """Payee phase (partitioned by payee) then payer phase (partitioned by payer).
 
+    ``df``: a DataFrame or a PreparedPlan (the stream's, spark_jobs/prepared_plan.py).
     ``make_store`` builds each task's ProfileStore: :func:`cassandra_profiles` in the
     stream; ``MemoryProfileStore`` (fresh, empty) for batch runs over history, where
     every key's whole history is in one partition.
@@ -163,35 +182,22 @@ class ModelHolder:
         return None if self.broadcast is None else getattr(self.broadcast.value, "drift_reference", None)
 
 
-def score_columns(trees, model_version: str, ruleset, spark) -> dict:
-    """The columns :func:`score_ruled` adds, for one model and one rule set. They hold no
-    micro-batch, so the stream builds them once per model and rules version: every Column
-    is a py4j round trip, and building the plan was ~200 ms of the driver's Python per
-    micro-batch (notes on issue 8)."""
+def score_ruled(ruled, trees, model_version: str, ruleset, spark=None):
+    """A ruled batch plus ``fraud_probability``, ``anomaly_score`` (both models in the JVM,
+    spark_jobs/jvm_scoring.py), ``risk_score``, ``decision`` (models/risk.py's columns),
+    ``model_version`` and ``rules_version``: no Python step. ``ruled``: a DataFrame or a
+    PreparedPlan."""
     from pyspark.sql import functions as F
 
     from models.risk import decision_column, risk_column
-    from spark_jobs.jvm_scoring import model_scores_column
-
-    risk = risk_column("rule_score", "fraud_probability", "anomaly_score", ruleset.policy)
-    return {"models": None if trees is None else model_scores_column(trees, spark),
-            "risk": {"risk_score": risk, "decision": decision_column(risk, ruleset.policy),
-                     "model_version": F.lit(model_version), "rules_version": F.lit(ruleset.label)}}
-
-
-def score_ruled(ruled, trees, model_version: str, ruleset, spark=None, columns: dict | None = None):
-    """A ruled batch plus ``fraud_probability``, ``anomaly_score`` (both models in the JVM,
-    spark_jobs/jvm_scoring.py), ``risk_score``, ``decision`` (models/risk.py's columns),
-    ``model_version`` and ``rules_version``: no Python step. ``columns``: the
-    :func:`score_columns` of these trees, version and rules, built earlier."""
     from spark_jobs.jvm_scoring import with_model_scores
 
-    spark = spark or ruled.sparkSession
-    columns = columns or score_columns(trees, model_version, ruleset, spark)
-    scored = with_model_scores(ruled, trees, spark, scores=columns["models"])
-    # One withColumns: the driver analyses the whole plan again for every DataFrame step,
-    # once per micro-batch (the optimizer collapses the projections either way).
-    return scored.withColumns(columns["risk"])
+    scored = with_model_scores(ruled, trees, spark or ruled.sparkSession)
+    risk = risk_column("rule_score", "fraud_probability", "anomaly_score", ruleset.policy)
+    # One withColumns: the driver analyses the whole plan again for every DataFrame step
+    # (the optimizer collapses the projections either way).
+    return scored.withColumns({"risk_score": risk, "decision": decision_column(risk, ruleset.policy),
+                               "model_version": F.lit(model_version), "rules_version": F.lit(ruleset.label)})
 
 
 def with_explanations(batch, bundle, rules: dict, model_version: str, rules_label: str, now):
@@ -294,50 +300,50 @@ def _alert_json(row, risk, decision, reasons, fired, rules, model_version, rules
 
 
 class Detector:
-    """Per-stream scoring state: rules watcher, model holder, output targets."""
+    """Per-stream scoring state: rules watcher, model holder, output targets, and the plan
+    from a micro-batch's records to its outcome, rebuilt when the rules or model change."""
 
-    def __init__(self, settings: Settings, target: CassandraTarget, rules_path: Path | None = None,
-                 registry_root: Path | None = None, alerts_topic: str | None = None) -> None:
+    def __init__(self, settings: Settings, target: CassandraTarget, landed, query_key: str,
+                 rules_path: Path | None = None, registry_root: Path | None = None,
+                 alerts_topic: str | None = None) -> None:
+        """``landed``: the stream's PreparedPlan to its landed valid transactions
+        (transactions_stream.landing_plan); ``query_key``: names the query in profile
+        tokens (:func:`cassandra_profiles`)."""
         self.settings = settings
         self.target = target
         self.rules = RulesWatcher(Path(rules_path or DEFAULT_RULES))
         self.models = ModelHolder(registry_root)
         self.alerts_topic = alerts_topic or settings.kafka.topics.alerts
-        self.partitions = settings.spark.shuffle_partitions
-        # score_columns of the current model and rules, and the (model version, rules label)
-        # they were built for: a new model comes with a new version, new rules with a new label.
-        self._score_columns: dict | None = None
-        self._score_columns_for: tuple | None = None
+        self._featured = add_features_to_batch(landed, cassandra_profiles(target, query_key),
+                                               settings.spark.shuffle_partitions)
+        # The plan for the current model and rules, and the (model version, rules label) it
+        # was built for: a new model comes with a new version, new rules with a new label.
+        self._plan = None
+        self._plan_for: tuple | None = None
 
-    def score(self, spark, typed_valid_df, token: str):
-        """Valid typed transactions -> features, rules, both models, risk and decision.
-
-        Everything after the feature folds runs in the JVM (rules as Spark SQL, the models
-        through spark_jobs/jvm_scoring.py, risk and decision as columns of models/risk.py)."""
-        featured = add_features_to_batch(typed_valid_df, cassandra_profiles(self.target, token), self.partitions)
-        self.rules.refresh(spark, featured.schema)
+    def plan(self, spark):
+        """Check the rules file and the model registry, then give the plan for this
+        micro-batch: features, rules, both models, risk and decision (everything after the
+        feature folds in the JVM: rules as Spark SQL, the models through
+        spark_jobs/jvm_scoring.py, risk and decision as models/risk.py's columns), then the
+        outputs step. Written from the tasks; the plan's frame is, per transaction, the
+        OUTCOME_COLUMNS the driver collects for the drift monitor."""
+        self.rules.refresh(spark, self._featured.schema)
         self.models.refresh(spark)
-        ruled = apply_rules(featured, self.rules.current, self.rules.columns)
         built_for = (self.models.version, self.rules.current.label)
-        if self._score_columns_for != built_for:
-            self._score_columns = score_columns(self.models.trees, self.models.version, self.rules.current, spark)
-            self._score_columns_for = built_for
-        return score_ruled(ruled, self.models.trees, self.models.version, self.rules.current, spark,
-                           columns=self._score_columns)
+        if self._plan_for != built_for:
+            ruled = apply_rules(self._featured, self.rules.current)
+            scored = score_ruled(ruled, self.models.trees, self.models.version, self.rules.current, spark)
+            fields = {f.name: f for f in scored.schema.fields}
+            from pyspark.sql import types as T
 
-    def process(self, spark, landed_df, token: str):
-        """Landed transactions -> scored and written (scored_transactions, alerts, the
-        alerts topic) inside the tasks; returns, per transaction, the OUTCOME_COLUMNS the
-        driver collects (drift monitor). Nothing is computed until that is collected."""
-        scored = self.score(spark, landed_df, token)
-        fields = {f.name: f for f in scored.schema.fields}
-        from pyspark.sql import types as T
-
-        outcome_schema = T.StructType([fields[c] for c in OUTCOME_COLUMNS])
-        return scored.mapInArrow(
-            _outputs_partition(self.target, self.settings.kafka.bootstrap, self.alerts_topic, outcome_schema,
-                               self.models.broadcast, self.models.version, self.rules.current),
-            outcome_schema)
+            outcome_schema = T.StructType([fields[c] for c in OUTCOME_COLUMNS])
+            self._plan = scored.mapInArrow(
+                _outputs_partition(self.target, self.settings.kafka.bootstrap, self.alerts_topic, outcome_schema,
+                                   self.models.broadcast, self.models.version, self.rules.current),
+                outcome_schema)
+            self._plan_for = built_for
+        return self._plan
 
 
 def _outputs_partition(target: CassandraTarget, bootstrap: str, alerts_topic: str, outcome_schema,

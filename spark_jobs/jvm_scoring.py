@@ -31,24 +31,23 @@ def broadcast_trees(spark, bundle, version: str):
 
 
 def model_scores_column(trees, spark):
-    """The struct column (fraud_probability, anomaly_score) of both models over FEATURES;
-    it holds no micro-batch, so a stream builds it once per model."""
+    """The struct column (fraud_probability, anomaly_score) of both models over FEATURES."""
     from pyspark.sql import Column
 
     return Column(spark.sparkContext._jvm.io.txmon.scoring.StreamScoring.scores(trees, ",".join(FEATURES)))
 
 
-def with_model_scores(df, trees, spark=None, scores=None):
-    """``df`` plus ``fraud_probability`` and ``anomaly_score`` (doubles in [0, 1]).
+def with_model_scores(df, trees, spark=None):
+    """``df`` (a DataFrame or a PreparedPlan) plus ``fraud_probability`` and
+    ``anomaly_score`` (doubles in [0, 1]).
 
     ``trees``: a :func:`broadcast_trees` result, or None (no model: both 0.0, as the
-    Python scoring did without a bundle). ``scores``: :func:`model_scores_column` of
-    ``trees``, built earlier."""
+    Python scoring did without a bundle)."""
     from pyspark.sql import functions as F
 
     if trees is None:
         return df.withColumns({"fraud_probability": F.lit(0.0), "anomaly_score": F.lit(0.0)})
-    scores = scores if scores is not None else model_scores_column(trees, spark or df.sparkSession)
+    scores = model_scores_column(trees, spark or df.sparkSession)
     # One UDF call per row: the struct is not inlined into both field reads (Spark's
     # CollapseProject keeps a UDF referenced twice in its own projection).
     return (df.withColumn("_model_scores", scores)

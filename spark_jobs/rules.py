@@ -155,10 +155,10 @@ def check_conditions(spark, ruleset: RuleSet, schema) -> None:
 def rule_columns(ruleset: RuleSet) -> dict:
     """``rules_fired`` (array of ids) and ``rule_score`` (capped at 100) as Spark columns.
 
-    Unresolved expressions, so one build serves every micro-batch until the rules change
-    (:class:`RulesWatcher` keeps it): building them goes through py4j a few times per
-    rule and cost the driver 77-118 ms per micro-batch, applying built ones 14-16 ms
-    (13 rules, measured on an empty frame of the scored schema).
+    Unresolved expressions, so the stream's plan, built when the rules change, serves every
+    micro-batch until then (spark_jobs/detection.Detector.plan): building them goes through
+    py4j a few times per rule and cost the driver 77-118 ms per micro-batch when it was done
+    for each (13 rules, measured on an empty frame of the scored schema).
     """
     from pyspark.sql import functions as F
 
@@ -172,10 +172,10 @@ def rule_columns(ruleset: RuleSet) -> dict:
     return {"rules_fired": fired, "rule_score": F.least(score, F.lit(100.0))}
 
 
-def apply_rules(df, ruleset: RuleSet, columns: dict | None = None):
-    """Add ``rules_fired`` and ``rule_score`` (:func:`rule_columns`, or ``columns`` built
-    from this ``ruleset`` earlier)."""
-    return df.withColumns(columns if columns is not None else rule_columns(ruleset))
+def apply_rules(df, ruleset: RuleSet):
+    """Add ``rules_fired`` and ``rule_score`` (:func:`rule_columns`) to a DataFrame or a
+    PreparedPlan (spark_jobs/prepared_plan.py)."""
+    return df.withColumns(rule_columns(ruleset))
 
 
 @dataclass
@@ -185,8 +185,6 @@ class RulesWatcher:
     path: Path
     current: RuleSet | None = None
     last_error: str | None = None
-    columns: dict | None = None
-    """:func:`rule_columns` of ``current``, built when it is taken into use."""
     _stamp: tuple | None = None
 
     def refresh(self, spark, schema) -> bool:
@@ -209,8 +207,6 @@ class RulesWatcher:
             log.error("rules reload rejected, still scoring with %s: %s", self.current.label, exc)
             return False
         changed = self.current is None or candidate.label != self.current.label
-        if changed:  # also the first load: columns is None exactly while current is
-            self.columns = rule_columns(candidate)
         self.current, self.last_error = candidate, None
         if changed:
             log.warning("rules %s loaded from %s (%d active)", candidate.label, self.path, len(candidate.active))

@@ -163,29 +163,32 @@ def typed_transactions(validated_df):
 _RAW_ONLY = ("topic", "raw_key", "raw_value")
 
 
-def landing_columns() -> tuple:
-    """The columns :func:`landing_frame` selects, in its two selects. They do not depend on
-    the micro-batch: the stream builds them once (every Column is a py4j round trip, and
-    building the plan was ~200 ms of the driver's Python per micro-batch)."""
-    from pyspark.sql import functions as F
-
-    return ((_event_struct(), "partition", "offset", "kafka_ts", "topic",
-             F.col("key").alias("raw_key"), F.col("value").alias("raw_value")),
-            (*_typed_columns(), *_RAW_ONLY))
-
-
-def landing_frame(raw_text_df, columns: tuple):
+def landing_frame(raw_text_df):
     """Every record once, not yet validated: the typed columns as Spark parses them (what
-    lands for a valid event; ignored for an invalid one) and the raw record.
-    ``columns``: :func:`landing_columns`, built once per query.
+    lands for a valid event; ignored for an invalid one) and the raw record. ``raw_text_df``:
+    a DataFrame or a PreparedPlan (:func:`landing_plan`).
 
     No ``landed_at`` here: :func:`land_partition` stamps it. ``current_timestamp()`` in a
     streaming plan becomes a literal of the micro-batch's time, which whole-stage codegen
     inlines into the generated Java source, so every micro-batch compiled its landing stage
     anew (Janino) and the JIT compiled the new classes again: the driver JVM's C2 compiler
     threads used ~70 % of its CPU in steady state (bench/thread_cpu.py; notes on issue 8)."""
-    parsed, typed = columns
-    return raw_text_df.select(*parsed).select(*typed)
+    from pyspark.sql import functions as F
+
+    return (raw_text_df.select(_event_struct(), "partition", "offset", "kafka_ts", "topic",
+                               F.col("key").alias("raw_key"), F.col("value").alias("raw_value"))
+            .select(*_typed_columns(), *_RAW_ONLY))
+
+
+def landing_plan(records, target: CassandraTarget, bootstrap: str, dlq_topic: str):
+    """A micro-batch's landing (:func:`landing_frame`, then :func:`land_partition`) as a
+    PreparedPlan built once per query from the streaming frame ``records``, whose schema
+    every micro-batch has: its frame is the valid typed rows, landed."""
+    from spark_jobs.prepared_plan import PreparedPlan
+
+    frame = landing_frame(PreparedPlan(records.sparkSession, records.schema))
+    landed_schema = typed_schema(frame)
+    return frame.mapInArrow(land_partition(target, bootstrap, dlq_topic, landed_schema), landed_schema)
 
 
 def typed_schema(landing_df):
@@ -267,20 +270,18 @@ def start_ingest_query(spark, settings: Settings, opts: StreamOptions, drift=Non
 
     target = CassandraTarget.from_settings(settings, opts.keyspace)
     records = raw_text(read_kafka(spark, settings, opts))
-    bootstrap = settings.kafka.bootstrap
+    # The micro-batch's plan is built once, not per micro-batch (spark_jobs/prepared_plan.py):
+    # landing here, features to outputs by the Detector (again when the rules or model change).
+    landing = landing_plan(records, target, settings.kafka.bootstrap, opts.dlq_topic)
     detector = None
     if opts.detect:
         from spark_jobs.detection import Detector
 
-        detector = Detector(settings, target, rules_path=opts.rules_path,
+        # The checkpoint names the query: profile updates carry "<checkpoint>#<batch id>",
+        # so a replay of a micro-batch starts from the same profiles (exactly-once features).
+        detector = Detector(settings, target, landing, opts.checkpoint_dir, rules_path=opts.rules_path,
                             registry_root=opts.registry_root and Path(opts.registry_root),
                             alerts_topic=opts.alerts_topic)
-
-    # What does not change between micro-batches, built once: a micro-batch's frame has the
-    # streaming frame's schema.
-    landing_cols = landing_columns()
-    landed_schema = typed_schema(landing_frame(records, landing_cols))
-    land = land_partition(target, bootstrap, opts.dlq_topic, landed_schema)
     timings = deque(maxlen=1000)  # per micro-batch, on the driver: plan / run / drift seconds
 
     def _write(batch_df, batch_id: int) -> None:
@@ -290,19 +291,14 @@ def start_ingest_query(spark, settings: Settings, opts: StreamOptions, drift=Non
         # job costs ~0.3-0.7 s here whatever its size, and the former write-per-step layout
         # (6-8 jobs) was most of a small batch's time (bench/batch_step_profile.py).
         started = time.monotonic()
-        landed = landing_frame(batch_df, landing_cols).mapInArrow(land, landed_schema)
-        if detector is None:
-            landed.write.format("noop").mode("overwrite").save()
-            return
-        # The token ties profile updates to this micro-batch of this query, so a replay of
-        # the batch starts from the same profiles (exactly-once features).
-        outcome = detector.process(batch_df.sparkSession, landed, f"{opts.checkpoint_dir}#{batch_id}")
+        plan = landing if detector is None else detector.plan(batch_df.sparkSession)
+        frame = plan(batch_df)
         planned = time.monotonic()
         if drift is None:
-            outcome.write.format("noop").mode("overwrite").save()
+            frame.write.format("noop").mode("overwrite").save()
             ran = time.monotonic()
         else:
-            scores = outcome.toPandas()
+            scores = frame.toPandas()
             ran = time.monotonic()
             drift.observe_scores(scores, batch_id, detector.models.drift_reference())
         timings.append({"batch_id": batch_id, "plan_s": planned - started, "run_s": ran - planned,
