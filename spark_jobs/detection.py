@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -142,6 +143,9 @@ class ModelHolder:
     version: str = NO_MODEL
     broadcast: object = None
     """The bundle for Python workers (explanations of flagged rows)."""
+    broadcast_key: str | None = None
+    """Names ``broadcast`` for good, unlike the version (two registries can both have a
+    v0001): what workers keep their unpickled copy under (:func:`_worker_bundle`)."""
     trees: object = None
     """The same models for the JVM scorer (spark_jobs/jvm_scoring.py)."""
     _checked: str | None = field(default=None, repr=False)
@@ -171,6 +175,7 @@ class ModelHolder:
             self.broadcast.unpersist()
             self.trees.unpersist()
         self.broadcast = spark.sparkContext.broadcast(bundle)
+        self.broadcast_key = f"{champion}-{uuid.uuid4().hex}"
         self.trees = trees
         log.warning("model %s now scoring (was %s)", champion, self.version)
         self.version = champion
@@ -340,14 +345,38 @@ class Detector:
             outcome_schema = T.StructType([fields[c] for c in OUTCOME_COLUMNS])
             self._plan = scored.mapInArrow(
                 _outputs_partition(self.target, self.settings.kafka.bootstrap, self.alerts_topic, outcome_schema,
-                                   self.models.broadcast, self.models.version, self.rules.current),
+                                   self.models.broadcast, self.models.broadcast_key, self.models.version,
+                                   self.rules.current),
                 outcome_schema)
             self._plan_for = built_for
         return self._plan
 
 
+_bundle_in_worker: tuple[str, object] | None = None
+"""(broadcast key, bundle) last unpickled in this Python worker: see :func:`_worker_bundle`."""
+
+
+def _worker_bundle(bundle_bc, bundle_key: str | None):
+    """The champion bundle in a Python worker, unpickled once per broadcast
+    (``ModelHolder.broadcast_key``).
+
+    A reused worker keeps a broadcast's value only until it runs a task that does not use
+    that broadcast: Spark then tells it to drop the broadcast, and the next outputs task
+    gets it again and unpickles it again. The landing and feature tasks, which use none,
+    run on the same workers in every micro-batch, so most outputs tasks unpickled the
+    bundle (py-spy of the workers at 200 tx/s: 159 of 2,012 samples in txmon's steps were
+    ``Broadcast.load``; a /tmp job alternating two UDFs on one worker shows the value gone).
+    A new champion comes with a new broadcast and key, and replaces the kept one."""
+    global _bundle_in_worker
+    if bundle_bc is None:
+        return None
+    if _bundle_in_worker is None or _bundle_in_worker[0] != bundle_key:
+        _bundle_in_worker = (bundle_key, bundle_bc.value)
+    return _bundle_in_worker[1]
+
+
 def _outputs_partition(target: CassandraTarget, bootstrap: str, alerts_topic: str, outcome_schema,
-                       bundle_bc, model_version: str, ruleset):
+                       bundle_bc, bundle_key: str | None, model_version: str, ruleset):
     """mapInArrow function: reasons and alert JSON for the rows that need them
     (:func:`_explain_batch`), then each scored row to ``scored_transactions``, each alert to
     ``alerts``/``alerts_by_day`` and the alerts topic, from the task; yield the outcome
@@ -360,7 +389,7 @@ def _outputs_partition(target: CassandraTarget, bootstrap: str, alerts_topic: st
         from alerting.contract import alert_row, from_json
         from spark_jobs.kafka_sink import publish
 
-        bundle = bundle_bc.value if bundle_bc is not None else None
+        bundle = _worker_bundle(bundle_bc, bundle_key)
         for batch in batches:
             n = batch.num_rows
             if n == 0:
