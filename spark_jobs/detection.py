@@ -114,45 +114,25 @@ def _partition_fold(fold, make_store, out_schema):
     return run
 
 
-def with_payee_key(df):
-    """``payee_key``, what payee profiles are keyed by: the payee's account number, else its
-    VPA. ``df``: a DataFrame or a PreparedPlan."""
-    from pyspark.sql import functions as F
-
-    return df.withColumn("payee_key", F.coalesce("payee_account", "payee_vpa"))
-
-
-def payee_phase(schema, make_store):
-    """The payee fold as a mapInArrow function over rows of ``schema`` (with ``payee_key``)
-    that hold all of their payees' rows, and the schema it yields (PAYEE_FEATURES and
-    LABEL_FEATURES added)."""
-    from spark_jobs.features import add_payee_features
-
-    payee_schema = _with_columns(schema, (*PAYEE_FEATURES, *LABEL_FEATURES))
-    return _partition_fold(add_payee_features, make_store, payee_schema), payee_schema
-
-
-def add_payer_features_to_batch(df, make_store, partitions: int):
-    """Payer phase: PAYER_FEATURES, partitioned by payer."""
-    from spark_jobs.features import add_payer_features
-
-    payer_schema = _with_columns(df.schema, PAYER_FEATURES)
-    return df.repartition(partitions, "payer_account").mapInArrow(
-        _partition_fold(add_payer_features, make_store, payer_schema), payer_schema)
-
-
 def add_features_to_batch(df, make_store, partitions: int):
     """Payee phase (partitioned by payee) then payer phase (partitioned by payer).
 
-    ``df``: a DataFrame or a PreparedPlan. ``make_store`` builds each task's ProfileStore:
-    ``MemoryProfileStore`` (fresh, empty) for batch runs over history, where every key's
-    whole history is in one partition. (The stream runs the payee phase in its landing
-    tasks, transactions_stream.landing_plan, and :func:`add_payer_features_to_batch` after.)
+    ``df``: a DataFrame or a PreparedPlan (the stream's, spark_jobs/prepared_plan.py).
+    ``make_store`` builds each task's ProfileStore: :func:`cassandra_profiles` in the
+    stream; ``MemoryProfileStore`` (fresh, empty) for batch runs over history, where
+    every key's whole history is in one partition.
     """
-    df = with_payee_key(df)
-    fold, payee_schema = payee_phase(df.schema, make_store)
-    return add_payer_features_to_batch(df.repartition(partitions, "payee_key").mapInArrow(fold, payee_schema),
-                                       make_store, partitions)
+    from pyspark.sql import functions as F
+
+    from spark_jobs.features import add_payee_features, add_payer_features
+
+    df = df.withColumn("payee_key", F.coalesce("payee_account", "payee_vpa"))
+    payee_schema = _with_columns(df.schema, (*PAYEE_FEATURES, *LABEL_FEATURES))
+    with_payee = df.repartition(partitions, "payee_key").mapInArrow(
+        _partition_fold(add_payee_features, make_store, payee_schema), payee_schema)
+    payer_schema = _with_columns(with_payee.schema, PAYER_FEATURES)
+    return with_payee.repartition(partitions, "payer_account").mapInArrow(
+        _partition_fold(add_payer_features, make_store, payer_schema), payer_schema)
 
 
 @dataclass
@@ -328,18 +308,19 @@ class Detector:
     """Per-stream scoring state: rules watcher, model holder, output targets, and the plan
     from a micro-batch's records to its outcome, rebuilt when the rules or model change."""
 
-    def __init__(self, settings: Settings, target: CassandraTarget, landed, make_store,
+    def __init__(self, settings: Settings, target: CassandraTarget, landed, query_key: str,
                  rules_path: Path | None = None, registry_root: Path | None = None,
                  alerts_topic: str | None = None) -> None:
-        """``landed``: the stream's PreparedPlan to its landed valid transactions with their
-        payee features (transactions_stream.landing_plan); ``make_store``: the profiles
-        (:func:`cassandra_profiles`)."""
+        """``landed``: the stream's PreparedPlan to its landed valid transactions
+        (transactions_stream.landing_plan); ``query_key``: names the query in profile
+        tokens (:func:`cassandra_profiles`)."""
         self.settings = settings
         self.target = target
         self.rules = RulesWatcher(Path(rules_path or DEFAULT_RULES))
         self.models = ModelHolder(registry_root)
         self.alerts_topic = alerts_topic or settings.kafka.topics.alerts
-        self._featured = add_payer_features_to_batch(landed, make_store, settings.spark.shuffle_partitions)
+        self._featured = add_features_to_batch(landed, cassandra_profiles(target, query_key),
+                                               settings.spark.shuffle_partitions)
         # The plan for the current model and rules, and the (model version, rules label) it
         # was built for: a new model comes with a new version, new rules with a new label.
         self._plan = None

@@ -180,41 +180,15 @@ def landing_frame(raw_text_df):
             .select(*_typed_columns(), *_RAW_ONLY))
 
 
-def landing_plan(records, target: CassandraTarget, bootstrap: str, dlq_topic: str, payees=None):
+def landing_plan(records, target: CassandraTarget, bootstrap: str, dlq_topic: str):
     """A micro-batch's landing (:func:`landing_frame`, then :func:`land_partition`) as a
     PreparedPlan built once per query from the streaming frame ``records``, whose schema
-    every micro-batch has: its frame is the valid typed rows, landed.
-
-    ``payees``: ``(make_store, partitions)`` when detection is on. The records are then
-    partitioned by payee first (in the JVM: Kafka read, JSON parse, shuffle), and each
-    landing task runs the payee feature fold (spark_jobs/detection.payee_phase) on the valid
-    rows it landed: one Python step, and one trip of every row through Arrow, fewer per
-    micro-batch than a payee stage of its own (notes on issue 8)."""
+    every micro-batch has: its frame is the valid typed rows, landed."""
     from spark_jobs.prepared_plan import PreparedPlan
 
     frame = landing_frame(PreparedPlan(records.sparkSession, records.schema))
-    if payees is not None:
-        from spark_jobs.detection import with_payee_key
-
-        make_store, partitions = payees
-        frame = with_payee_key(frame).repartition(partitions, "payee_key")
     landed_schema = typed_schema(frame)
-    land = land_partition(target, bootstrap, dlq_topic, landed_schema)
-    if payees is None:
-        return frame.mapInArrow(land, landed_schema)
-    from spark_jobs.detection import payee_phase
-
-    fold, payee_schema = payee_phase(landed_schema, make_store)
-    return frame.mapInArrow(_then(land, fold), payee_schema)
-
-
-def _then(first, second):
-    """mapInArrow function: ``second`` over what ``first`` yields, in the same task."""
-
-    def run(batches: Iterator) -> Iterator:
-        return second(first(batches))
-
-    return run
+    return frame.mapInArrow(land_partition(target, bootstrap, dlq_topic, landed_schema), landed_schema)
 
 
 def typed_schema(landing_df):
@@ -298,20 +272,14 @@ def start_ingest_query(spark, settings: Settings, opts: StreamOptions, drift=Non
     records = raw_text(read_kafka(spark, settings, opts))
     # The micro-batch's plan is built once, not per micro-batch (spark_jobs/prepared_plan.py):
     # landing here, features to outputs by the Detector (again when the rules or model change).
+    landing = landing_plan(records, target, settings.kafka.bootstrap, opts.dlq_topic)
     detector = None
-    payees = None
     if opts.detect:
-        from spark_jobs.detection import Detector, cassandra_profiles
+        from spark_jobs.detection import Detector
 
         # The checkpoint names the query: profile updates carry "<checkpoint>#<batch id>",
         # so a replay of a micro-batch starts from the same profiles (exactly-once features).
-        make_store = cassandra_profiles(target, opts.checkpoint_dir)
-        # Two landing tasks per core: a task waiting on Cassandra leaves its core to another
-        # (one per core was slower at 1,500 tx/s; notes on issue 8).
-        payees = (make_store, 2 * settings.spark.shuffle_partitions)
-    landing = landing_plan(records, target, settings.kafka.bootstrap, opts.dlq_topic, payees)
-    if opts.detect:
-        detector = Detector(settings, target, landing, make_store, rules_path=opts.rules_path,
+        detector = Detector(settings, target, landing, opts.checkpoint_dir, rules_path=opts.rules_path,
                             registry_root=opts.registry_root and Path(opts.registry_root),
                             alerts_topic=opts.alerts_topic)
     timings = deque(maxlen=1000)  # per micro-batch, on the driver: plan / run / drift seconds
