@@ -55,6 +55,17 @@ def session_for(target: CassandraTarget):
         return _sessions[key]
 
 
+def close_sessions() -> None:
+    """Shut down this process's cached sessions. A process that outlives the Cassandra it
+    wrote to (the test session stopping its stack) calls this first: otherwise the sessions'
+    reconnection threads keep logging "marked down" after the process closed its output."""
+    with _lock:
+        for session in _sessions.values():
+            session.cluster.shutdown()
+        _sessions.clear()
+        _prepared.clear()
+
+
 def prepared(session, cql: str):
     """A prepared statement, prepared once per session (not once per task or batch)."""
     key = (id(session), cql)

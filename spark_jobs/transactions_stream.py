@@ -285,11 +285,12 @@ def start_ingest_query(spark, settings: Settings, opts: StreamOptions, drift=Non
     timings = deque(maxlen=1000)  # per micro-batch, on the driver: plan / run / drift seconds
 
     def _write(batch_df, batch_id: int) -> None:
-        # The whole micro-batch is ONE Spark job: land (transactions, dead letters), then
+        # The whole micro-batch is ONE query: land (transactions, dead letters), then
         # features, rules, models, outputs, all written from the tasks that hold the rows;
-        # the driver only collects the few columns the drift monitor needs. Every separate
-        # job costs ~0.3-0.7 s here whatever its size, and the former write-per-step layout
-        # (6-8 jobs) was most of a small batch's time (bench/batch_step_profile.py).
+        # the driver only collects the few columns the drift monitor needs. (Adaptive query
+        # execution runs its three stages as three Spark jobs.) Every separate query cost
+        # ~0.3-0.7 s here whatever its size, and the former write-per-step layout (6-8
+        # jobs) was most of a small batch's time (bench/batch_step_profile.py).
         started = time.monotonic()
         plan = landing if detector is None else detector.plan(batch_df.sparkSession)
         frame = plan(batch_df)

@@ -25,6 +25,9 @@ def services(settings: Settings) -> Settings:
     were_running = all(s.healthy for s in stack.status(settings))
     stack.up(settings, log=lambda msg: None)
     yield settings
+    from spark_jobs.cassandra_sink import close_sessions
+
+    close_sessions()  # the streams' driver-side sessions, before their Cassandra goes away
     if not were_running and os.environ.get("TXMON_TEST_KEEP") != "1":
         stack.down(settings, purge=True, log=lambda msg: None)
 
