@@ -17,12 +17,14 @@ from contextlib import contextmanager
 from datetime import datetime
 
 
-def _get(url: str):
+def rest_get(url: str):
+    """One JSON answer of Spark's REST API."""
     with urllib.request.urlopen(url, timeout=10) as resp:
         return json.load(resp)
 
 
-def _ts(text: str) -> float:
+def rest_seconds(text: str) -> float:
+    """A Spark REST time (``2026-11-24T12:00:01.400GMT``) as epoch seconds."""
     return datetime.strptime(text.replace("GMT", "+0000"), "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
 
 
@@ -37,7 +39,7 @@ def _jobs(spark) -> list[dict]:
     if not sc.uiWebUrl:
         return []
     try:
-        return _get(f"{sc.uiWebUrl}/api/v1/applications/{sc.applicationId}/jobs?status=succeeded")
+        return rest_get(f"{sc.uiWebUrl}/api/v1/applications/{sc.applicationId}/jobs?status=succeeded")
     except OSError:
         return []
 
@@ -48,7 +50,7 @@ def job_profile(spark, after_job_id: int = -1) -> list[dict]:
     for job in _jobs(spark):
         if job["jobId"] <= after_job_id or "completionTime" not in job:
             continue
-        seconds = _ts(job["completionTime"]) - _ts(job["submissionTime"])
+        seconds = rest_seconds(job["completionTime"]) - rest_seconds(job["submissionTime"])
         site = job.get("name", "?").split(" at ")
         name = f"{site[0]} at {site[1].rsplit('/', 1)[-1]}" if len(site) == 2 else job.get("name", "?")
         if job.get("description"):  # set by the pipeline's writers (cassandra_sink.write_dataframe)

@@ -14,15 +14,14 @@ on issue 8 measured the landing, payee and payer/outputs stages.)
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import urllib.error
-import urllib.request
-from datetime import datetime
+
+from bench.spark_profile import rest_get, rest_seconds
 
 
-def _time(text: str) -> datetime:
-    return datetime.strptime(text.replace("GMT", ""), "%Y-%m-%dT%H:%M:%S.%f")
+def _ms(start: float, end: float) -> str:
+    return f"{(end - start) * 1000:.0f} ms"
 
 
 def _task(task: dict) -> str:
@@ -37,26 +36,25 @@ def timeline(jobs: list[dict], stages: dict[int, dict], tasks: dict[int, list[di
     objects by stage id; ``tasks``: their task lists by stage id."""
     lines, previous_end = [], None
     for job in sorted(jobs, key=lambda j: j["jobId"]):
-        start, end = _time(job["submissionTime"]), _time(job["completionTime"])
-        gap = "" if previous_end is None else f", {(start - previous_end).total_seconds() * 1000:.0f} ms after the job before"
+        start, end = rest_seconds(job["submissionTime"]), rest_seconds(job["completionTime"])
+        gap = "" if previous_end is None else f", {_ms(previous_end, start)} after the job before"
         name = job.get("description") or job.get("name", "")
-        lines.append(f"job {job['jobId']} {name.splitlines()[0][:48]!r}: {(end - start).total_seconds() * 1000:.0f} ms{gap}")
+        lines.append(f"job {job['jobId']} {name.splitlines()[0][:48]!r}: {_ms(start, end)}{gap}")
         previous_end = end
         for stage_id in sorted(job.get("stageIds", [])):
             stage = stages.get(stage_id)
             if stage is None:  # skipped (its shuffle output reused) or still running
                 continue
-            s_start, s_end = _time(stage["submissionTime"]), _time(stage["completionTime"])
+            s_start, s_end = rest_seconds(stage["submissionTime"]), rest_seconds(stage["completionTime"])
             spans = " ".join(_task(t) for t in sorted(tasks.get(stage_id, []), key=lambda t: t["taskId"]))
-            lines.append(f"  stage {stage_id}: +{(s_start - start).total_seconds() * 1000:.0f} ms, "
-                         f"{(s_end - s_start).total_seconds() * 1000:.0f} ms, {stage['numTasks']} tasks: {spans}")
+            lines.append(f"  stage {stage_id}: +{_ms(start, s_start)}, {_ms(s_start, s_end)}, "
+                         f"{stage['numTasks']} tasks: {spans}")
     return lines
 
 
 def fetch(ui: str, last: int) -> tuple[list[dict], dict[int, dict], dict[int, list[dict]]]:
     def get(path: str):
-        with urllib.request.urlopen(f"{ui}/api/v1/applications{path}", timeout=10) as response:
-            return json.load(response)
+        return rest_get(f"{ui}/api/v1/applications{path}")
 
     app = get("")[0]["id"]
     jobs = [j for j in get(f"/{app}/jobs") if j["status"] == "SUCCEEDED"][:last]  # newest first

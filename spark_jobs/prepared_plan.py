@@ -56,10 +56,16 @@ class PreparedPlan:
         template = DataFrame(getattr(self._template._jdf, method)(*args), self.sparkSession)
         return PreparedPlan(self.sparkSession, None, (*self._steps, (method, args)), template)
 
-    def _jcols(self, cols) -> object:
-        from pyspark.sql.classic.column import _to_java_column, _to_seq
+    def _jseq(self, values, converter=None) -> object:
+        """A Java Seq of ``values`` (names, or Columns with ``converter``), built once."""
+        from pyspark.sql.classic.column import _to_seq
 
-        return _to_seq(self.sparkSession.sparkContext, list(cols), _to_java_column)
+        return _to_seq(self.sparkSession.sparkContext, list(values), converter)
+
+    def _jcols(self, cols) -> object:
+        from pyspark.sql.classic.column import _to_java_column
+
+        return self._jseq(cols, _to_java_column)
 
     def select(self, *cols) -> "PreparedPlan":
         return self._then("select", self._jcols(cols))
@@ -68,15 +74,10 @@ class PreparedPlan:
         return self._then("withColumn", name, col._jc)
 
     def withColumns(self, columns: dict) -> "PreparedPlan":
-        from pyspark.sql.classic.column import _to_seq
-
-        names = _to_seq(self.sparkSession.sparkContext, list(columns))
-        return self._then("withColumns", names, self._jcols(columns.values()))
+        return self._then("withColumns", self._jseq(columns), self._jcols(columns.values()))
 
     def drop(self, *names: str) -> "PreparedPlan":
-        from pyspark.sql.classic.column import _to_seq
-
-        return self._then("drop", _to_seq(self.sparkSession.sparkContext, list(names)))
+        return self._then("drop", self._jseq(names))
 
     def repartition(self, partitions: int, *cols) -> "PreparedPlan":
         return self._then("repartition", partitions, self._jcols(cols))
