@@ -38,7 +38,7 @@ NO_MODEL = "none"
 SCORED_COLUMNS = (
     "txn_id", "event_time", "payer_account", "payee_key", "amount_paise", "channel", "txn_type",
     "risk_score", "decision", "rule_score", "fraud_probability", "anomaly_score", "rules_fired", "reasons",
-    "model_version", "rules_version", "features", "kafka_timestamp", "scored_at",
+    "model_version", "rules_version", "features_json", "kafka_timestamp", "scored_at",
 )
 ALERT_COLUMNS = ("alert_id", "schema_version", "txn_id", "created_at", "event_time", "day", "payer_account",
                  "payer_vpa", "payee_account", "payee_vpa", "amount_paise", "channel", "txn_type", "risk_score",
@@ -190,8 +190,9 @@ class ModelHolder:
 def score_ruled(ruled, trees, model_version: str, ruleset, spark=None):
     """A ruled batch plus ``fraud_probability``, ``anomaly_score`` (both models in the JVM,
     spark_jobs/jvm_scoring.py), ``risk_score``, ``decision`` (models/risk.py's columns),
-    ``model_version`` and ``rules_version``: no Python step. ``ruled``: a DataFrame or a
-    PreparedPlan."""
+    ``model_version``, ``rules_version`` and ``features_json`` (every feature as one JSON
+    object, what ``scored_transactions`` keeps): no Python step. ``ruled``: a DataFrame or
+    a PreparedPlan."""
     from pyspark.sql import functions as F
 
     from models.risk import decision_column, risk_column
@@ -201,8 +202,12 @@ def score_ruled(ruled, trees, model_version: str, ruleset, spark=None):
     risk = risk_column("rule_score", "fraud_probability", "anomaly_score", ruleset.policy)
     # One withColumns: the driver analyses the whole plan again for every DataFrame step
     # (the optimizer collapses the projections either way).
+    # features_json in the JVM: as a CQL map, building each row's dict and binding its 26
+    # entries was half the cost of binding a scored row in the outputs step, and each entry
+    # was a Cassandra cell (notes on issue 8).
     return scored.withColumns({"risk_score": risk, "decision": decision_column(risk, ruleset.policy),
-                               "model_version": F.lit(model_version), "rules_version": F.lit(ruleset.label)})
+                               "model_version": F.lit(model_version), "rules_version": F.lit(ruleset.label),
+                               "features_json": F.to_json(F.struct(*FEATURES))})
 
 
 def with_explanations(batch, bundle, rules: dict, model_version: str, rules_label: str, now):
@@ -382,7 +387,7 @@ def _outputs_partition(target: CassandraTarget, bootstrap: str, alerts_topic: st
     ``alerts``/``alerts_by_day`` and the alerts topic, from the task; yield the outcome
     columns. (One Spark job per micro-batch: see transactions_stream.land_partition.)"""
     names = list(outcome_schema.names)
-    carried = [c for c in SCORED_COLUMNS if c not in ("features", "scored_at")]
+    carried = [c for c in SCORED_COLUMNS if c != "scored_at"]
     rules = {r.id: r for r in ruleset.rules}
 
     def run(batches: Iterator) -> Iterator:
@@ -397,13 +402,11 @@ def _outputs_partition(target: CassandraTarget, bootstrap: str, alerts_topic: st
             now_utc = datetime.now(timezone.utc)
             now = now_utc.replace(tzinfo=None)  # naive UTC: see arrow_rows
             batch = with_explanations(batch, bundle, rules, model_version, ruleset.label, now_utc)
-            feature_values = [batch.column(f).cast("double").to_pylist() for f in FEATURES]
-            features = [dict(zip(FEATURES, row)) for row in zip(*feature_values)]
-            rows = [(*row, feats, now) for row, feats in zip(arrow_rows(batch, carried), features)]
+            rows = [(*row, now) for row in arrow_rows(batch, carried)]
             # 16 rows per batch: a scored row is ~2 KB, so 32 crossed the 64 KiB warn threshold
             # (infra/services/cassandra.py) and Cassandra logged every such batch; 16 and 32
             # measured the same within noise, 8 was ~2x slower (/tmp micro-bench, notes on issue 8).
-            write_rows(target, "scored_transactions", (*carried, "features", "scored_at"), rows, batch_rows=16)
+            write_rows(target, "scored_transactions", (*carried, "scored_at"), rows, batch_rows=16)
             alerts = [a for a in batch.column("alert_json").to_pylist() if a is not None]
             if alerts:
                 main, by_day, messages = [], [], []

@@ -38,7 +38,7 @@ def _options(services, names, tmp, **kw):
 
 
 def _scored(session, ids):
-    stmt = session.prepare("SELECT txn_id, risk_score, decision, rules_fired, reasons, features, model_version, "
+    stmt = session.prepare("SELECT txn_id, risk_score, decision, rules_fired, reasons, features_json, model_version, "
                            "rules_version FROM scored_transactions WHERE txn_id IN ?")
     rows = []
     for i in range(0, len(ids), 100):
@@ -165,7 +165,8 @@ def test_stream_features_equal_batch_features_over_the_same_events(detected, spa
            .option("subscribe", detected["names"]["tx"]).option("startingOffsets", "earliest").load())
     batch = add_features_to_batch(typed_transactions(validate(raw)), MemoryProfileStore, 4)
     batch_pdf = batch.select("txn_id", *FEATURES).toPandas().set_index("txn_id").sort_index()
-    stream = detected["frame"].set_index("txn_id")["features"].apply(pd.Series)[list(FEATURES)].sort_index()
+    stream = (detected["frame"].set_index("txn_id")["features_json"].map(json.loads).apply(pd.Series)
+              [list(FEATURES)].sort_index())
     assert len(batch_pdf) == len(stream) == len(detected["items"])
     pd.testing.assert_frame_equal(batch_pdf.astype(float), stream.astype(float), check_exact=True)
 
