@@ -48,6 +48,17 @@ def test_cassandra_write_read(services, cassandra_session):
     assert sorted((r.id, r.payload) for r in rows) == sorted((str(i), f"p{i}") for i in range(10))
 
 
+def test_cassandra_connections_send_without_waiting_for_acks(cassandra_session):
+    """Every connection txmon opens sets TCP_NODELAY (infra.cassandra_schema.open_cluster):
+    without it, requests under load stalled ~40 ms on Nagle's algorithm (notes on issue 8)."""
+    import socket
+
+    connections = [c for pool in cassandra_session.get_pools() for c in pool.get_connections()]
+    connections.append(cassandra_session.cluster.control_connection._connection)
+    assert len(connections) >= 2
+    assert [c._socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for c in connections] == [1] * len(connections)
+
+
 def test_schema_has_every_table(services, cassandra_session):
     from infra.cassandra_schema import schema_statements
 
