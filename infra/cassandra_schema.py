@@ -5,6 +5,7 @@ replication from the configuration and applies it idempotently.
 """
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from infra.settings import Settings
@@ -42,8 +43,6 @@ def open_cluster(host: str, port: int, timeout: float = 10, request_timeout: flo
     """A driver Cluster with txmon's settings: token-aware local policy, protocol v5,
     the configured consistency (LOCAL_QUORUM on a multi-node cluster with RF 3).
     Every connection the project makes (CLI, tests, Spark sinks) is built here."""
-    import socket
-
     from cassandra import ConsistencyLevel
     from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
     from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy

@@ -190,9 +190,8 @@ class ModelHolder:
 def score_ruled(ruled, trees, model_version: str, ruleset, spark=None):
     """A ruled batch plus ``fraud_probability``, ``anomaly_score`` (both models in the JVM,
     spark_jobs/jvm_scoring.py), ``risk_score``, ``decision`` (models/risk.py's columns),
-    ``model_version``, ``rules_version`` and ``features_json`` (every feature as one JSON
-    object, what ``scored_transactions`` keeps): no Python step. ``ruled``: a DataFrame or
-    a PreparedPlan."""
+    ``model_version`` and ``rules_version``: no Python step. ``ruled``: a DataFrame or a
+    PreparedPlan."""
     from pyspark.sql import functions as F
 
     from models.risk import decision_column, risk_column
@@ -202,12 +201,8 @@ def score_ruled(ruled, trees, model_version: str, ruleset, spark=None):
     risk = risk_column("rule_score", "fraud_probability", "anomaly_score", ruleset.policy)
     # One withColumns: the driver analyses the whole plan again for every DataFrame step
     # (the optimizer collapses the projections either way).
-    # features_json in the JVM: as a CQL map, building each row's dict and binding its 26
-    # entries was half the cost of binding a scored row in the outputs step, and each entry
-    # was a Cassandra cell (notes on issue 8).
     return scored.withColumns({"risk_score": risk, "decision": decision_column(risk, ruleset.policy),
-                               "model_version": F.lit(model_version), "rules_version": F.lit(ruleset.label),
-                               "features_json": F.to_json(F.struct(*FEATURES))})
+                               "model_version": F.lit(model_version), "rules_version": F.lit(ruleset.label)})
 
 
 def with_explanations(batch, bundle, rules: dict, model_version: str, rules_label: str, now):
@@ -344,6 +339,13 @@ class Detector:
         if self._plan_for != built_for:
             ruled = apply_rules(self._featured, self.rules.current)
             scored = score_ruled(ruled, self.models.trees, self.models.version, self.rules.current, spark)
+            # What scored_transactions keeps of the features: one JSON object built in the JVM.
+            # As a CQL map, building each row's dict and binding its 26 entries was half the
+            # cost of binding a scored row in the outputs step, and each entry was a Cassandra
+            # cell (notes on issue 8). Here, not in score_ruled: it is output, not scoring.
+            from pyspark.sql import functions as F
+
+            scored = scored.withColumn("features_json", F.to_json(F.struct(*FEATURES)))
             fields = {f.name: f for f in scored.schema.fields}
             from pyspark.sql import types as T
 
@@ -387,7 +389,7 @@ def _outputs_partition(target: CassandraTarget, bootstrap: str, alerts_topic: st
     ``alerts``/``alerts_by_day`` and the alerts topic, from the task; yield the outcome
     columns. (One Spark job per micro-batch: see transactions_stream.land_partition.)"""
     names = list(outcome_schema.names)
-    carried = [c for c in SCORED_COLUMNS if c != "scored_at"]
+    carried = [c for c in SCORED_COLUMNS if c != "scored_at"]  # scored_at: stamped here
     rules = {r.id: r for r in ruleset.rules}
 
     def run(batches: Iterator) -> Iterator:
