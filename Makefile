@@ -15,6 +15,10 @@ $(STAMP): requirements.lock setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q uv==0.13.9
 	$(BIN)/uv pip install -q --python $(BIN)/python -r requirements.lock
+	# pyspark ships only as an sdist, and every fresh install unpacks and builds it into
+	# a new ~1.4 GB revision of uv's cache; prune keeps only the current one (a CI run
+	# failed with a full disk after ~70 clean-clone installs had left 73 GiB behind).
+	$(BIN)/uv cache prune -q
 	touch $@
 
 jars: $(STAMP)
