@@ -85,12 +85,14 @@ def _trigger_seconds(query) -> tuple[int, float]:
 
 def spark_noop(spark, settings: Settings, topic: str) -> Rate:
     """The Spark Kafka source into the no-op sink: what Spark alone reads per second here."""
+    from spark_jobs.session import checkpoint_location
     from spark_jobs.transactions_stream import StreamOptions, read_kafka
 
     opts = StreamOptions.from_settings(settings, topic=topic)
     for run in ("warm-up", "measured"):  # the first query of a session also pays JVM warm-up
         query = (read_kafka(spark, settings, opts).writeStream.format("noop").trigger(availableNow=True)
-                 .option("checkpointLocation", str(settings.state_path / "checkpoints" / f"bench-noop-{topic}-{run}"))
+                 .option("checkpointLocation", checkpoint_location(
+                     spark, str(settings.state_path / "checkpoints" / f"bench-noop-{topic}-{run}")))
                  .queryName(f"noop_{topic}_{run.replace('-', '')}").start())
         query.awaitTermination()
     rows, seconds = _trigger_seconds(query)

@@ -22,6 +22,8 @@ def start_smoke_query(spark, settings: Settings, topic: str, checkpoint: str,
     """Start the streaming query; with ``available_now`` it stops once the topic is drained."""
     from pyspark.sql import functions as F
 
+    from spark_jobs.session import checkpoint_location
+
     target = CassandraTarget.from_settings(settings, keyspace)
     source = (
         spark.readStream.format("kafka")
@@ -46,7 +48,7 @@ def start_smoke_query(spark, settings: Settings, topic: str, checkpoint: str,
     def _write(batch_df, _batch_id: int) -> None:
         write_dataframe(batch_df, target, "smoke_events", SMOKE_COLUMNS)
 
-    writer = rows.writeStream.foreachBatch(_write).option("checkpointLocation", checkpoint)
+    writer = rows.writeStream.foreachBatch(_write).option("checkpointLocation", checkpoint_location(spark, checkpoint))
     writer = writer.trigger(availableNow=True) if available_now else writer.trigger(processingTime="1 second")
     return writer.queryName(f"smoke_{topic}").start()
 

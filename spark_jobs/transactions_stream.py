@@ -305,7 +305,7 @@ def start_ingest_query(spark, settings: Settings, opts: StreamOptions, drift=Non
         timings.append({"batch_id": batch_id, "plan_s": planned - started, "run_s": ran - planned,
                         "drift_s": time.monotonic() - ran})
 
-    query = _start(records.writeStream.foreachBatch(_write), opts, "ingest")
+    query = _start(spark, records.writeStream.foreachBatch(_write), opts, "ingest")
     query.detector = detector  # for operators and tests: current rules, model, last rules error
     query.drift = drift
     query.batch_timings = timings  # where the driver's time goes, per micro-batch (bench/stream_at_rate.py)
@@ -364,11 +364,13 @@ def start_labels_query(spark, settings: Settings, opts: StreamOptions, drift=Non
         write_rows(target, "payee_fraud_labels", ("payee_key", "txn_id", "label_time", "scenario", "received_at"),
                    payees)
 
-    return _start(labels.writeStream.foreachBatch(_write), opts, "labels", opts.secondary_trigger_seconds)
+    return _start(spark, labels.writeStream.foreachBatch(_write), opts, "labels", opts.secondary_trigger_seconds)
 
 
-def _start(writer, opts: StreamOptions, name: str, trigger_seconds: float | None = None):
-    writer = writer.option("checkpointLocation", f"{opts.checkpoint_dir}/{name}")
+def _start(spark, writer, opts: StreamOptions, name: str, trigger_seconds: float | None = None):
+    from spark_jobs.session import checkpoint_location
+
+    writer = writer.option("checkpointLocation", checkpoint_location(spark, f"{opts.checkpoint_dir}/{name}"))
     if opts.available_now:
         writer = writer.trigger(availableNow=True)
     else:

@@ -171,6 +171,46 @@ def test_later_micro_batches_reuse_the_code_spark_generated_for_the_first(
     assert len(stamps) == 50 and all(resumed_at <= t <= datetime.now(timezone.utc) for t in stamps)
 
 
+def test_local_checkpoints_are_written_with_plain_java_io_and_other_file_systems_keep_sparks_choice(
+        services, spark, stream_topic, cassandra_session, tmp_path):
+    """Spark's default checkpoint manager (Hadoop's FileContext) forks a ``chmod`` or
+    ``readlink`` process for each checkpoint file it writes on a local disk (~19 per
+    micro-batch, ~90 ms of the stream's critical path). A local checkpoint is written by
+    the FileSystem-based manager, and the stream lands everything and resumes from it;
+    HDFS or an object store keeps Spark's default, and a manager the job chose is kept."""
+    from spark_jobs.session import CHECKPOINT_MANAGER_KEY, LOCAL_CHECKPOINT_MANAGER, checkpoint_location
+
+    opts = _options(services, stream_topic, tmp_path, available_now=True, max_offsets_per_trigger=300)
+    first, _ = _produce(services, stream_topic, 600, _seed(stream_topic))
+    queries = start_all(spark, services, opts)
+    for q in queries:
+        q.awaitTermination(timeout=300)
+        assert q.exception() is None, q.exception()
+    managers = {(q.name, log): getattr(q._jsq.streamingQuery(), log)().fileManager().getClass().getName()
+                for q in queries for log in ("offsetLog", "commitLog")}
+    assert len(managers) == 4 and set(managers.values()) == {LOCAL_CHECKPOINT_MANAGER}, managers
+    later, _ = _produce(services, stream_topic, 300, _seed(stream_topic) + 1)
+    _run_available_now(spark, services, opts)  # resumed from the checkpoint those managers wrote
+    assert count_landed(cassandra_session, [e.txn_id for e in first + later]) == len(first) + len(later)
+    commits = sorted(int(p.name) for p in (tmp_path / "ckpt" / "ingest" / "commits").iterdir() if p.name.isdigit())
+    assert len(commits) >= 3 and commits == list(range(len(commits)))
+
+    saved = spark.conf.get(CHECKPOINT_MANAGER_KEY, None)
+    try:
+        location = "hdfs://namenode:8020/txmon/checkpoints/ingest"
+        assert checkpoint_location(spark, location) == location
+        assert spark.conf.get(CHECKPOINT_MANAGER_KEY, None) is None  # Spark's default for HDFS
+        spark.conf.set(CHECKPOINT_MANAGER_KEY, "com.example.ObjectStoreCheckpointManager")
+        for location in (str(tmp_path / "ckpt"), "s3a://bucket/checkpoints"):
+            checkpoint_location(spark, location)
+            assert spark.conf.get(CHECKPOINT_MANAGER_KEY) == "com.example.ObjectStoreCheckpointManager"
+    finally:
+        if saved is None:
+            spark.conf.unset(CHECKPOINT_MANAGER_KEY)
+        else:
+            spark.conf.set(CHECKPOINT_MANAGER_KEY, saved)
+
+
 def test_killed_stream_restarts_from_checkpoint_without_loss_or_double_counting(
         services, stream_topic, cassandra_session, tmp_path):
     """SIGKILL the spark-submit process mid-run, restart it: exactly N rows, aggregates counted once."""
