@@ -4,7 +4,8 @@
 to ``<jars_dir>/<module>/``. A fingerprint of the pom files is stored beside them, so a
 second fetch does nothing (and needs no network) while the poms are unchanged.
 
-txmon's JVM model scorer (``spark_jobs/jvm``) is compiled with the JDK's ``javac``
+txmon's JVM code (``spark_jobs/jvm``: the model scorer, and the checkpoint manager for
+local checkpoints, spark_jobs/session.checkpoint_location) is compiled with the JDK's ``javac``
 against the jars of the installed pyspark (no Maven needed: the Spark API it uses ships
 with pyspark), into ``<jars_dir>/txmon-scoring/``; rebuilt when its sources change.
 """

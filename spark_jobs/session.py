@@ -19,7 +19,8 @@ from infra.settings import PROJECT_ROOT, Settings
 
 def spark_conf(settings: Settings, app_name: str, master: str | None = None) -> dict[str, str]:
     """Every Spark setting txmon relies on, as plain key/values (for builder or --conf)."""
-    # The Kafka connector, and txmon's JVM model scorer (spark_jobs/jvm_scoring.py).
+    # The Kafka connector, and txmon's JVM code: the model scorer (spark_jobs/jvm_scoring.py)
+    # and the local checkpoint manager (checkpoint_location below).
     jars = ",".join(str(j) for j in [*classpath(settings, "spark-kafka"), scoring_jar(settings)[0]])
     sp = settings.spark
     return {
