@@ -337,18 +337,17 @@ class Detector:
         self.models.refresh(spark)
         built_for = (self.models.version, self.rules.current.label)
         if self._plan_for != built_for:
+            from pyspark.sql import functions as F
+            from pyspark.sql import types as T
+
             ruled = apply_rules(self._featured, self.rules.current)
             scored = score_ruled(ruled, self.models.trees, self.models.version, self.rules.current, spark)
             # What scored_transactions keeps of the features: one JSON object built in the JVM.
             # As a CQL map, building each row's dict and binding its 26 entries was half the
             # cost of binding a scored row in the outputs step, and each entry was a Cassandra
             # cell (notes on issue 8). Here, not in score_ruled: it is output, not scoring.
-            from pyspark.sql import functions as F
-
             scored = scored.withColumn("features_json", F.to_json(F.struct(*FEATURES)))
             fields = {f.name: f for f in scored.schema.fields}
-            from pyspark.sql import types as T
-
             outcome_schema = T.StructType([fields[c] for c in OUTCOME_COLUMNS])
             self._plan = scored.mapInArrow(
                 _outputs_partition(self.target, self.settings.kafka.bootstrap, self.alerts_topic, outcome_schema,

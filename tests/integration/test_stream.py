@@ -176,7 +176,7 @@ def test_local_checkpoints_are_written_with_plain_java_io_and_other_file_systems
     """Spark's default checkpoint manager (Hadoop's FileContext) forks a ``chmod`` or
     ``readlink`` process for each checkpoint file it writes on a local disk (~19 per
     micro-batch, ~90 ms of the stream's critical path). A local checkpoint is written by
-    the FileSystem-based manager, and the stream lands everything and resumes from it;
+    txmon's manager (plain Java I/O), and the stream lands everything and resumes from it;
     HDFS or an object store keeps Spark's default, and a manager the job chose is kept."""
     from spark_jobs.session import CHECKPOINT_MANAGER_KEY, LOCAL_CHECKPOINT_MANAGER, checkpoint_location
 
