@@ -89,7 +89,7 @@ class BenchConfig:
 
     @classmethod
     def full(cls) -> "BenchConfig":
-        return cls(rates=(250, 500, 1000, 1250, 1500, 2000, 3000, 4000, 6000, 8000, 10_000, 12_000), step_seconds=45,
+        return cls(rates=(250, 500, 1000, 1250, 1500, 2000, 2500, 3000, 4000, 6000, 8000, 10_000, 12_000), step_seconds=45,
                    baseline_events=60_000, scoring_rows=50_000, latency_seconds=40)
 
 
