@@ -357,13 +357,20 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 def measure_latency(stream: StreamUnderTest, traffic: BenchTraffic, names, rate: float, cfg: BenchConfig,
                     log) -> dict:
-    """Latency per transaction at ``rate``: Kafka timestamp -> landed / scored / alerted."""
+    """Latency per transaction at ``rate``: Kafka timestamp -> landed / scored / alerted; and
+    the CPU each process group spent per transaction meanwhile (``cpu``, as
+    bench/stream_at_rate.py measures it), which says where the time goes at that rate."""
+    from bench.cpu_split import cpu_per_transaction, process_cpu
+    from bench.memory import stack_processes
     from infra.readback import kafka_end_offsets
 
     alerts_start = kafka_end_offsets(stream.settings.kafka.bootstrap, names["alerts_topic"])
+    cpu_before = process_cpu(stack_processes(stream.settings))
     _, ids = traffic.produce(rate, cfg.latency_seconds, collect_ids=True)
     stream.wait_caught_up(timeout=max(120.0, cfg.latency_seconds * 4))
-    out = {"rate": rate, "transactions": len(ids), **latencies(stream.settings, names, ids, alerts_start)}
+    cpu = cpu_per_transaction(cpu_before, process_cpu(stack_processes(stream.settings)), len(ids))
+    out = {"rate": rate, "transactions": len(ids), "cpu": cpu,
+           **latencies(stream.settings, names, ids, alerts_start)}
     log(f"  latency at {rate:,.0f} tx/s over {len(ids):,} transactions ({len(out['alert_s']):,} alerts, "
         f"{len(out['alert_s']) / max(1, len(ids)):.1%}; reasons: "
         f"{', '.join(f'{code} {n:,}' for code, n in list(out['alert_reasons'].items())[:6]) or 'none'})")
@@ -570,6 +577,7 @@ def run(cfg: BenchConfig, out_dir: Path, log=print) -> dict:
                 lat = measure_latency(stream, traffic, names, lat_rate, cfg, log)
                 result["latency"] = {"rate": lat["rate"], "transactions": lat["transactions"],
                                      "alerts": len(lat["alert_s"]), "alert_reasons": lat["alert_reasons"],
+                                     "cpu": lat["cpu"],
                                      **{k: percentiles(lat[k]) for k in ("landed_s", "scored_s", "alert_s")}}
                 result["_latency_samples"] = {k: lat[k] for k in ("landed_s", "scored_s", "alert_s")}
                 stream.stop()

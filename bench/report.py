@@ -31,11 +31,36 @@ def rows(result: dict) -> list[tuple[str, str]]:
         out.append(("  alerts in that phase (top reason codes)",
                     f"{lat['alerts']:,} of {lat['transactions']:,} transactions "
                     f"({lat['alerts'] / max(1, lat['transactions']):.1%}; {top or 'none'})"))
+    out += _cpu_rows(lat, result["machine"]["cpus"])
     for name, mb in sorted(result["memory_peak_mb"].items()):
         out.append((f"peak memory (PSS): {name}", f"{mb:,.0f} MiB"))
     out.append(("peak memory (PSS): whole stack (sum at one sample)", f"{result['memory_total_peak_mb']:,.0f} MiB"))
     for name, v in result["ratios"].items():
         out.append((f"ratio: {name}", f"{v:.3f}"))
+    return out
+
+
+def _cpu_rows(lat: dict, cores: int) -> list[tuple[str, str]]:
+    """CPU per transaction by process group during the latency phase, and the rate that
+    CPU would allow if the machine's cores did nothing else (runs before 2026-11-24 lack it).
+
+    >>> _cpu_rows({"rate": 1000, "cpu": {"kafka": {"cpu_s": 2.0, "ms_per_tx": 0.05},
+    ...                                  "all": {"cpu_s": 70.0, "ms_per_tx": 1.75}}}, cores=2)
+    [('CPU per transaction at 1,000 tx/s: kafka', '0.050 ms (2.0 s)'), ('CPU per transaction at 1,000 tx/s: all processes', '1.750 ms (70.0 s): 2 cores could carry at most 1,143 tx/s at this micro-batch size')]
+    """
+    cpu = lat.get("cpu")
+    if not cpu:
+        return []
+    out = []
+    for name, v in cpu.items():
+        if name != "all":
+            out.append((f"CPU per transaction at {lat['rate']:,.0f} tx/s: {name}",
+                        f"{v['ms_per_tx']:.3f} ms ({v['cpu_s']:.1f} s)"))
+    total = cpu["all"]
+    bound = f": {cores} cores could carry at most {cores * 1000 / total['ms_per_tx']:,.0f} tx/s at this micro-batch size" \
+        if total["ms_per_tx"] > 0 else ""
+    out.append((f"CPU per transaction at {lat['rate']:,.0f} tx/s: all processes",
+                f"{total['ms_per_tx']:.3f} ms ({total['cpu_s']:.1f} s){bound}"))
     return out
 
 
