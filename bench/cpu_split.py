@@ -38,6 +38,14 @@ def process_cpu(groups: dict) -> dict[str, dict[int, float]]:
     return out
 
 
+def stack_cpu(settings) -> dict[str, dict[int, float]]:
+    """:func:`process_cpu` of every process of the stack right now (bench.memory.stack_processes):
+    read before and after a phase, for :func:`cpu_per_transaction`."""
+    from bench.memory import stack_processes
+
+    return process_cpu(stack_processes(settings))
+
+
 def cpu_per_transaction(before: dict[str, dict[int, float]], after: dict[str, dict[int, float]],
                         transactions: int) -> dict[str, dict]:
     """CPU seconds and ms per transaction by process group, plus ``all``. Processes are
@@ -73,14 +81,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     from bench import baselines
-    from bench.memory import stack_processes
 
     _, settings, run = baselines.backlog_runner("txmon-cpu-split", args.rows_per_batch)
     if args.warmup_events:
         run("cpu_warmup", args.warmup_events, args.seed + 1)
-    before = process_cpu(stack_processes(settings))
+    before = stack_cpu(settings)
     rate, progress = run("cpu_split", args.events, args.seed)
-    after = process_cpu(stack_processes(settings))
+    after = stack_cpu(settings)
     print(f"{rate.rows:,} rows in {len(progress)} micro-batches, {rate.rows_per_s:,.0f} rows/s; "
           f"loadavg {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(format_cpu_table(cpu_per_transaction(before, after, rate.rows)))

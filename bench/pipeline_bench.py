@@ -360,15 +360,14 @@ def measure_latency(stream: StreamUnderTest, traffic: BenchTraffic, names, rate:
     """Latency per transaction at ``rate``: Kafka timestamp -> landed / scored / alerted; and
     the CPU each process group spent per transaction meanwhile (``cpu``, as
     bench/stream_at_rate.py measures it), which says where the time goes at that rate."""
-    from bench.cpu_split import cpu_per_transaction, process_cpu
-    from bench.memory import stack_processes
+    from bench.cpu_split import cpu_per_transaction, stack_cpu
     from infra.readback import kafka_end_offsets
 
     alerts_start = kafka_end_offsets(stream.settings.kafka.bootstrap, names["alerts_topic"])
-    cpu_before = process_cpu(stack_processes(stream.settings))
+    cpu_before = stack_cpu(stream.settings)
     _, ids = traffic.produce(rate, cfg.latency_seconds, collect_ids=True)
     stream.wait_caught_up(timeout=max(120.0, cfg.latency_seconds * 4))
-    cpu = cpu_per_transaction(cpu_before, process_cpu(stack_processes(stream.settings)), len(ids))
+    cpu = cpu_per_transaction(cpu_before, stack_cpu(stream.settings), len(ids))
     out = {"rate": rate, "transactions": len(ids), "cpu": cpu,
            **latencies(stream.settings, names, ids, alerts_start)}
     log(f"  latency at {rate:,.0f} tx/s over {len(ids):,} transactions ({len(out['alert_s']):,} alerts, "

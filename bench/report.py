@@ -57,8 +57,9 @@ def _cpu_rows(lat: dict, cores: int) -> list[tuple[str, str]]:
             out.append((f"CPU per transaction at {lat['rate']:,.0f} tx/s: {name}",
                         f"{v['ms_per_tx']:.3f} ms ({v['cpu_s']:.1f} s)"))
     total = cpu["all"]
-    bound = f": {cores} cores could carry at most {cores * 1000 / total['ms_per_tx']:,.0f} tx/s at this micro-batch size" \
-        if total["ms_per_tx"] > 0 else ""
+    bound = ""
+    if total["ms_per_tx"] > 0:
+        bound = f": {cores} cores could carry at most {cores * 1000 / total['ms_per_tx']:,.0f} tx/s at this micro-batch size"
     out.append((f"CPU per transaction at {lat['rate']:,.0f} tx/s: all processes",
                 f"{total['ms_per_tx']:.3f} ms ({total['cpu_s']:.1f} s){bound}"))
     return out

@@ -62,8 +62,8 @@ def parse_conf(pairs: list[str]) -> dict[str, str]:
 def measure(stream, traffic, settings, names, rate: float, seconds: float, drain_timeout: float) -> dict:
     """Produce ``seconds`` at ``rate`` into a caught-up stream; CPU, batches, lag and latency
     (Kafka timestamp -> landed / scored / alert, p50/p95/p99) of that phase."""
-    from bench.cpu_split import cpu_per_transaction, process_cpu
-    from bench.memory import MemorySampler, stack_processes
+    from bench.cpu_split import cpu_per_transaction, stack_cpu
+    from bench.memory import MemorySampler
     from bench.pipeline_bench import _duration_breakdown, _progress_in, latencies, percentiles
     from bench.spark_profile import compile_counters, compile_delta
     from infra.readback import kafka_end_offsets
@@ -78,7 +78,7 @@ def measure(stream, traffic, settings, names, rate: float, seconds: float, drain
             time.sleep(1.0)
 
     alerts_start = kafka_end_offsets(settings.kafka.bootstrap, names["alerts_topic"])
-    before = process_cpu(stack_processes(settings))
+    before = stack_cpu(settings)
     compiled_before = compile_counters(stream.spark)
     start_wall, t0 = time.time(), time.monotonic()
     watcher = threading.Thread(target=watch_lag, daemon=True)
@@ -91,7 +91,7 @@ def measure(stream, traffic, settings, names, rate: float, seconds: float, drain
             watcher.join()
         drain = stream.wait_caught_up(drain_timeout)
     elapsed = time.monotonic() - t0
-    after = process_cpu(stack_processes(settings))
+    after = stack_cpu(settings)
     compiled_after = compile_counters(stream.spark)
     progress = _progress_in(stream, start_wall)
     lat = latencies(settings, names, ids, alerts_start)
