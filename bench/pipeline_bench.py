@@ -178,7 +178,7 @@ class BenchTraffic:
     A bank's stream sees the same customers day after day; a new population per phase
     would make every phase start with cold profiles and, on a shared keyspace, put each
     phase's clock back behind the profiles the previous one left. The clock starts far
-    enough back for the whole planned bench (:func:`ingestion.producer.live_start_time`),
+    enough back for the whole planned bench (:func:`ingestion.simulator.live_start_time`),
     so events never pass the wall clock however far the ramp goes; a ramp that stops
     early simply ends in the past, which nothing in the stream compares with wall time.
 

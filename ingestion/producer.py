@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Callable, Iterable
 
 from infra.settings import Settings
@@ -156,18 +156,4 @@ def produce_events(
         bar.close()
     producer.summary.seconds = time.monotonic() - t0
     return producer.summary
-
-
-def live_start_time(planned_events: int | None, rate: float | None, mean_tps: float) -> datetime:
-    """Start the simulated clock so that a run of ``planned_events`` ends before now.
-
-    The expected span is planned_events / mean_tps, but the diurnal profile makes the
-    real one vary, so the clock starts 1.5 spans back; anything that would still land
-    after the wall clock is clamped to it by the producer. Unbounded runs start one
-    simulated day back.
-    """
-    now = datetime.now(timezone.utc).replace(microsecond=0)
-    if planned_events is None:
-        return now - timedelta(days=1)
-    return now - timedelta(seconds=1.5 * planned_events / mean_tps)
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from infra.settings import Settings
 from ingestion.labels import LabelReleaser
-from ingestion.producer import ProduceSummary, TransactionProducer, live_start_time, produce_events
+from ingestion.producer import ProduceSummary, TransactionProducer, produce_events
 from infra.errors import ConfigError
-from ingestion.simulator import RegimeChange, Simulator, SimulatorConfig, expected_time_after
+from ingestion.simulator import RegimeChange, Simulator, SimulatorConfig, expected_time_after, live_start_time
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def simulator_for(opts: SimulateOptions) -> Simulator:
     planned = opts.count if opts.count is not None else (
         int(opts.duration * opts.rate) if opts.duration is not None and opts.rate else None
     )
-    extra = {"start_time": live_start_time(planned, opts.rate, mean_tps)} if opts.live else {}
+    extra = {"start_time": live_start_time(planned, mean_tps, opts.fraud_rate)} if opts.live else {}
     config = SimulatorConfig(
         n_customers=opts.n_customers, n_merchants=opts.n_merchants, fraud_rate=opts.fraud_rate,
         mean_tps=mean_tps, label_delay_seconds=opts.label_delay_seconds, **extra,

@@ -50,7 +50,7 @@ __all__ = [
     "BANKS", "CITIES", "DEFAULT_SCENARIO_WEIGHTS", "MERCHANT_CATEGORIES", "City", "Customer",
     "Label", "Merchant",
     "Population", "RegimeChange", "SimulatedTransaction", "Simulator", "SimulatorConfig",
-    "build_population", "expected_time_after", "write_labels",
+    "build_population", "expected_time_after", "live_start_time", "write_labels",
 ]
 
 # ------------------------------------------------------------------ reference data
@@ -833,6 +833,50 @@ def expected_time_after(start_time: datetime, mean_tps: float, n_events: int,
         remaining -= fits
         t += left
     return start_time + timedelta(microseconds=round(t))
+
+
+# Events a live run may produce beyond its expected count before its clock passes the
+# wall clock: attack bursts and the randomness of a short run's arrivals (a 300-event run
+# at night varies by ~10 %).
+LIVE_EVENTS_MARGIN = 1.25
+
+
+def live_start_time(planned_events: int | None, mean_tps: float, fraud_rate: float = 0.0,
+                    now: datetime | None = None) -> datetime:
+    """Start the simulated clock so that a run of ``planned_events`` ends before now.
+
+    The latest start from which :func:`expected_time_after` puts ``LIVE_EVENTS_MARGIN``
+    times the planned events before ``now`` — so the diurnal rhythm is accounted for: a
+    run planned across the quiet night hours starts further back than one across the
+    day. (A fixed multiple of the mean span does not: from 23:30 UTC a 300-event run of
+    300 customers started 1.5 mean spans back ran up to 3 h past the wall clock, and the
+    producer clamped ~13 % of its events to now.) Whatever still lands after the wall
+    clock is clamped by the producer (:func:`ingestion.producer.clamp_future`).
+    Unbounded runs start one simulated day back.
+    """
+    now = (now or datetime.now(timezone.utc)).replace(microsecond=0)
+    if planned_events is None:
+        return now - timedelta(days=1)
+    events = math.ceil(planned_events * LIVE_EVENTS_MARGIN)
+    span = timedelta(seconds=events / mean_tps)
+
+    def ends_before_now(start: datetime) -> bool:
+        return expected_time_after(start, mean_tps, events, fraud_rate) <= now
+
+    earliest = now - span
+    while not ends_before_now(earliest):  # quieter hours than average: go further back
+        earliest -= span
+    latest = now  # ends after now (unless the run is empty)
+    if ends_before_now(latest):
+        return latest
+    # The expected end grows with the start, so bisect to the second.
+    while latest - earliest > timedelta(seconds=1):
+        middle = earliest + (latest - earliest) / 2
+        if ends_before_now(middle):
+            earliest = middle
+        else:
+            latest = middle
+    return earliest.replace(microsecond=0)
 
 
 class _FraudPacer:

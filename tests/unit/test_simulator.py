@@ -31,6 +31,7 @@ from ingestion.simulator import (
     SimulatedTransaction,
     Simulator,
     SimulatorConfig,
+    live_start_time,
     write_labels,
 )
 
@@ -323,3 +324,27 @@ def test_write_labels_refuses_unknown_format(tmp_path: Path) -> None:
     label = Label("0f8fad5b-d9cb-469f-a165-70867728950e", False, None, datetime.now(timezone.utc))
     with pytest.raises(ValueError, match=r"\.jsonl or \.csv"):
         write_labels([label], tmp_path / "labels.parquet")
+
+
+@pytest.mark.parametrize("hour_utc", [23.5, 5.0, 12.0, 18.0])
+def test_a_live_run_ends_before_the_wall_clock_at_any_hour(hour_utc: float) -> None:
+    """300 customers, 300 events: a short run, planned from the quiet night hours (23:30
+    UTC is 05:00 IST) as well as from busy ones. The start follows the diurnal rhythm, so no
+    event lands after "now" (the stream would dead-letter it as a future timestamp, or the
+    producer clamp a burst of events to now), and the run still ends on the same day: the
+    night is quiet, so its last event may be hours before now, not days."""
+    now = datetime(2026, 11, 24, tzinfo=timezone.utc) + timedelta(hours=hour_utc)
+    mean_tps = 300 * 4 / 86_400
+    start = live_start_time(300, mean_tps, fraud_rate=0.01, now=now)
+    assert start < now
+    for seed in range(4):
+        items = Simulator(small(mean_tps=mean_tps, fraud_rate=0.01, start_time=start), seed=seed).generate(300)
+        last = max(item.event.event_time for item in items)
+        assert last <= now
+        assert now - last < timedelta(hours=12)
+
+
+def test_a_live_run_without_a_planned_count_starts_a_day_back() -> None:
+    now = datetime(2026, 11, 24, 12, tzinfo=timezone.utc)
+    assert live_start_time(None, 1.0, now=now) == now - timedelta(days=1)
+    assert live_start_time(0, 1.0, now=now) == now
