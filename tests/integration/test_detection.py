@@ -250,3 +250,25 @@ def test_online_evaluation_joins_stream_decisions_with_labels(detected, services
     assert metrics.frauds == len(fraud)
     assert metrics.recall == pytest.approx((fraud["decision"] != "APPROVE").mean())
     assert metrics.alert_rate == pytest.approx((truth["decision"] != "APPROVE").mean())
+
+
+def test_known_fraud_payee_rule_spares_merchants(spark):
+    """A payee with confirmed fraud reports is flagged when it is a person or an account
+    (no merchant category code), not when it is a merchant: a merchant's reports are
+    mostly stolen cards tested or spent at the shop, and the rule would flag every later
+    customer of the shop (README "Detection")."""
+    from models.dataset import labelled_features
+    from spark_jobs.rules import apply_rules
+
+    sim = simulator_for(SimulateOptions(seed=5, count=3_000, rate=None, fraud_rate=0.0, n_customers=500,
+                                        live=False, progress=False))
+    items = list(sim.generate(3_000))
+    frame = labelled_features([i.event for i in items], [i.label for i in items])
+    frame["payee_fraud_reports"] = 1  # as if every payee had a confirmed report
+    frame = frame.drop(columns=["label_time"]).assign(event_time=frame["event_time"].dt.tz_localize(None))
+    ruled = apply_rules(spark.createDataFrame(frame), load_rules(RULES)).select("mcc", "rules_fired").toPandas()
+    fired = ruled["rules_fired"].map(lambda r: r is not None and "KNOWN_FRAUD_PAYEE" in list(r))
+    merchant = ruled["mcc"].notna()
+    assert merchant.any() and (~merchant).any()  # both kinds of payee in the traffic
+    assert fired[~merchant].all()
+    assert not fired[merchant].any()
