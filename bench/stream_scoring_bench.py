@@ -225,10 +225,11 @@ def compare_steps(spark, bundle, frame, ref: str, repeats: int = 3) -> dict:
 def _spark_frame(spark, frame):
     from spark_jobs.features import FEATURES
 
+    # The transaction columns the committed rules read (channel, txn_type, mcc, ...) and the features.
     cols = ["txn_id", "payer_account", "payee_account", "payee_vpa", "payer_vpa", "amount_paise", "channel",
-            "txn_type", "event_time", *[c for c in FEATURES if c != "amount_paise"]]
+            "txn_type", "mcc", "event_time", *[c for c in FEATURES if c != "amount_paise"]]
     pdf = frame.reindex(columns=cols)
-    for name in ("payer_vpa", "payee_account", "payee_vpa", "channel", "txn_type"):
+    for name in ("payer_vpa", "payee_account", "payee_vpa", "channel", "txn_type", "mcc"):
         pdf[name] = pdf[name].astype(object).where(pdf[name].notna(), None)
     pdf["event_time"] = pdf["event_time"].dt.tz_localize(None)
     return spark.createDataFrame(pdf).repartition(2)
