@@ -857,18 +857,17 @@ def live_start_time(planned_events: int | None, mean_tps: float, fraud_rate: flo
     now = (now or datetime.now(timezone.utc)).replace(microsecond=0)
     if planned_events is None:
         return now - timedelta(days=1)
+    if planned_events == 0:
+        return now
     events = math.ceil(planned_events * LIVE_EVENTS_MARGIN)
     span = timedelta(seconds=events / mean_tps)
 
     def ends_before_now(start: datetime) -> bool:
         return expected_time_after(start, mean_tps, events, fraud_rate) <= now
 
-    earliest = now - span
+    earliest, latest = now - span, now  # a run starting now ends after it
     while not ends_before_now(earliest):  # quieter hours than average: go further back
         earliest -= span
-    latest = now  # ends after now (unless the run is empty)
-    if ends_before_now(latest):
-        return latest
     # The expected end grows with the start, so bisect to the second.
     while latest - earliest > timedelta(seconds=1):
         middle = earliest + (latest - earliest) / 2

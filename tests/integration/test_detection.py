@@ -72,8 +72,8 @@ def detected(services, spark, cassandra_session, tmp_path_factory):
     version = _train_champion(tmp / "models")
     # Fixed seed and fixed simulated clock (live=False: it starts on a fixed Monday), so the
     # recall floors below are checked against one known simulation whatever the hour the
-    # test runs. A live clock starts 1.5 expected spans before now and, at some hours of the
-    # diurnal profile, runs past the wall clock: the stream rightly dead-letters those events.
+    # test runs: a live clock's start depends on the hour (it follows the diurnal rhythm to
+    # end before now), and so would the traffic's hours of day.
     # Profiles of its accounts left by an earlier run (TXMON_TEST_KEEP=1) would skew its features.
     cassandra_session.execute("TRUNCATE feature_profiles")
     cassandra_session.execute("TRUNCATE payee_fraud_labels")
@@ -189,7 +189,7 @@ def test_rules_reload_while_running_and_bad_rules_keep_the_old_ones(services, sp
     ingest = queries[0]
     # A seed of this run's own: txn ids derive from it, and with TXMON_TEST_KEEP=1 the rows a
     # fixed seed scored in an earlier run would satisfy send_and_wait before this stream ran.
-    # live=False for the reason the detection fixture gives: a live clock can pass the wall clock.
+    # live=False: the same traffic whatever the hour the test runs (see the detection fixture).
     sim = simulator_for(SimulateOptions(seed=time.time_ns() % 10**9, count=900, rate=None, fraud_rate=0.0,
                                         n_customers=500, live=False, progress=False))
     items = [i.event for i in sim.generate(900)]

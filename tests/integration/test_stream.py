@@ -32,9 +32,10 @@ def _produce(settings, topic, n, seed, bad_every=None):
     events, bad = [], Counter()
     reasons = sorted(DEAD_LETTER_REASONS)
     for i, item in enumerate(sim.generate(n)):
-        # As the producer's own loop does (produce_events): the simulated clock can run past
-        # the wall clock at quiet hours of its diurnal profile, and the stream dead-letters
-        # events stamped in the future (these tests failed from ~23:30 UTC, 05:00 IST).
+        # As the producer's own loop does (produce_events), in case the simulated clock still
+        # passes the wall clock: the stream would dead-letter a future timestamp. Before the
+        # live clock followed the diurnal rhythm (ingestion.simulator.live_start_time), these
+        # tests failed from ~23:30 UTC (05:00 IST) for that reason.
         event, _ = clamp_future(item.event, datetime.now(timezone.utc))
         producer.send_event(event)
         events.append(event)
