@@ -7,6 +7,10 @@ decides is passed as ``AIRFLOW__*`` environment variables built by :func:`airflo
 (DAG folder ``dags/``, no examples, ports, connections), so nothing is edited in the
 generated file and a change of config/txmon.yaml applies at the next start.
 
+DAG files are named ``<dag_id>_dag.py``: Airflow puts ``dags/`` first on the import path
+of every task process, so a DAG file named like a package (``ingestion.py``) would hide
+that package from the tasks (tests/unit/test_dags.py keeps it so).
+
 Connections (Kafka, Cassandra, Spark, SMTP, SMS) are ``AIRFLOW_CONN_*`` variables made
 from the project's configuration; the SMTP password and SMS token are copied from the
 environment variables config/alerting.yaml names, never written to disk.

@@ -72,7 +72,13 @@ def notify_operator(context: Mapping[str, Any]) -> None:
 
 
 def utc(value: Any) -> datetime | None:
-    """A datetime (or ISO text / date) as aware UTC; None stays None.
+    """A datetime (or ISO text / date) as a plain, aware UTC ``datetime``; a naive one is
+    taken as UTC; None (or "") stays None.
+
+    Airflow hands tasks pendulum ``DateTime`` objects. The result is always the standard
+    library's class: pendulum arithmetic drops a ``datetime.timezone.utc`` tzinfo
+    (``DateTime(..., tzinfo=timezone.utc) - timedelta(days=1)`` is naive), which made
+    windows computed from the data interval compare naive against aware.
 
     >>> utc("2026-11-01").isoformat()
     '2026-11-01T00:00:00+00:00'
@@ -83,15 +89,20 @@ def utc(value: Any) -> datetime | None:
         return None
     if isinstance(value, str):
         try:
-            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError:
             raise ValueError(f"{value!r} is not an ISO date or time; give e.g. 2026-11-01 or "
                              "2026-11-01T00:00:00Z") from None
     if isinstance(value, date) and not isinstance(value, datetime):
         value = datetime(value.year, value.month, value.day)
-    if value.tzinfo is None:
+    if not isinstance(value, datetime):
+        raise TypeError(f"expected a datetime, date or ISO text, got {type(value).__name__}: {value!r}")
+    if value.tzinfo is None or value.utcoffset() is None:
         value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+    else:
+        value = value.astimezone(timezone.utc)
+    return datetime(value.year, value.month, value.day, value.hour, value.minute, value.second,
+                    value.microsecond, tzinfo=timezone.utc)
 
 
 def interval_end(context: Mapping[str, Any]) -> datetime:
@@ -116,12 +127,21 @@ def retraining_window(params: Mapping[str, Any], context: Mapping[str, Any], win
     >>> rid, s.isoformat(), e.isoformat()
     ('20261001T000000Z_20261101T000000Z', '2026-10-01T00:00:00+00:00', '2026-11-01T00:00:00+00:00')
     """
+    params = params or {}
     end = utc(params.get("end")) or interval_end(context)
-    days = float(params.get("window_days") or window_days)
+    days = _days(params.get("window_days") or window_days)
     start = utc(params.get("start")) or end - timedelta(days=days)
     if start >= end:
         raise ValueError(f"retraining window is empty: start {start.isoformat()} is not before end {end.isoformat()}")
     return f"{start:%Y%m%dT%H%M%SZ}_{end:%Y%m%dT%H%M%SZ}", start, end
+
+
+def _days(value: Any) -> float:
+    """``window_days`` as a number; a conf typed by hand may carry it as text ("30")."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"window_days must be a number of days, e.g. 30; got {value!r}") from None
 
 
 def ist_day(moment: datetime) -> date:

@@ -34,7 +34,31 @@ def _graph(dag) -> dict[str, set[str]]:
 def test_every_dag_file_imports_without_errors(dagbag):
     assert dagbag.import_errors == {}
     assert set(dagbag.dags) == DAG_IDS
-    assert {Path(s.file).name for s in dagbag.dagbag_stats} == {f"{d}.py" for d in DAG_IDS}
+    assert {Path(s.file).name for s in dagbag.dagbag_stats} == {f"{d}_dag.py" for d in DAG_IDS}
+    for dag_id, dag in dagbag.dags.items():
+        assert Path(dag.fileloc).name == f"{dag_id}_dag.py"
+
+
+def _project_packages() -> set[str]:
+    """Top-level importable names of the project: its package folders (and the ``txmon``
+    namespace, whether or not it exists yet)."""
+    return {p.parent.name for p in ROOT.glob("*/__init__.py")} | {"txmon"}
+
+
+def test_no_dag_file_can_shadow_a_package():
+    """A real Airflow puts dags/ first on sys.path of every task process, so a DAG file
+    named like a package (dags/ingestion.py) hides it: ``import ingestion.landing`` then
+    fails in the task although every in-process test passes."""
+    modules = {p.stem for p in (ROOT / "dags").iterdir() if p.suffix == ".py" or (p / "__init__.py").is_file()}
+    assert modules, "no DAG files found"
+    assert {"ingestion", "infra", "models", "alerting"} <= _project_packages()
+    assert modules & _project_packages() == set()
+    # Nor anything else a task may import: every name must be free outside dags/.
+    code = ("import importlib.util, json, sys; names = json.loads(sys.argv[1]); "
+            "print(json.dumps(sorted(n for n in names if importlib.util.find_spec(n) is not None)))")
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(sorted(modules))], capture_output=True,
+                         text=True, check=True, cwd="/")
+    assert json.loads(out.stdout) == []
 
 
 def test_parsing_the_dags_imports_no_heavy_package_and_is_quick():

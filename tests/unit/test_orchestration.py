@@ -7,10 +7,11 @@ import json
 import os
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
 
+import pendulum
 import psutil
 import pytest
 from typer.testing import CliRunner
@@ -18,7 +19,7 @@ from typer.testing import CliRunner
 from alerting.testing import SmtpSink
 from infra import airflow
 from infra.cli import app
-from infra.orchestration import failure_text, notify_operator, retraining_window
+from infra.orchestration import daily_due, failure_text, interval_end, notify_operator, retraining_window, utc
 from infra.settings import PROJECT_ROOT, load_settings
 from ingestion.landing import LandingError, find_landed, resolve_mapping
 from spark_jobs.heartbeat import heartbeat_path, write_json_atomic
@@ -181,6 +182,96 @@ def test_retraining_window_is_the_data_interval_and_names_the_run():
         retraining_window({"start": "2026-12-01"}, {"data_interval_end": end}, 30)
     with pytest.raises(ValueError, match="not an ISO date"):
         retraining_window({"end": "yesterday"}, {}, 30)
+
+
+# How Airflow's task runner hands a run's times to a task: pendulum DateTimes (scheduled
+# runs and runs triggered with a logical date), or, for a run triggered without a logical
+# date, no data interval at all and the DagRun's run_after.
+AIRFLOW_END = pendulum.datetime(2026, 11, 23, 2, 0, tz="UTC")
+
+
+def _manual_run(run_after: datetime):
+    """The Task SDK's own DagRun of a run triggered by hand without a logical date."""
+    from airflow.sdk.api.datamodels._generated import DagRun
+
+    return DagRun(dag_id="model_retraining", run_id="manual__x", logical_date=None, data_interval_start=None,
+                  data_interval_end=None, run_after=run_after, start_date=None, end_date=None,
+                  run_type="manual", state="running", consumed_asset_events=[], partition_key=None)
+
+
+def test_utc_returns_plain_aware_datetimes_whatever_airflow_or_the_user_gives():
+    ist = timezone(timedelta(hours=5, minutes=30))
+    cases = {
+        AIRFLOW_END: datetime(2026, 11, 23, 2, 0),
+        pendulum.datetime(2026, 11, 23, 7, 30, tz="Asia/Kolkata"): datetime(2026, 11, 23, 2, 0),
+        datetime(2026, 11, 23, 2, 0): datetime(2026, 11, 23, 2, 0),  # naive: taken as UTC
+        datetime(2026, 11, 23, 7, 30, tzinfo=ist): datetime(2026, 11, 23, 2, 0),
+        date(2026, 11, 23): datetime(2026, 11, 23),
+        "2026-11-23": datetime(2026, 11, 23),
+        "2026-11-23T02:00:00Z": datetime(2026, 11, 23, 2, 0),
+        " 2026-11-23T07:30:00+05:30 ": datetime(2026, 11, 23, 2, 0),
+        "2026-11-23T02:00:00": datetime(2026, 11, 23, 2, 0),
+    }
+    for given, expected in cases.items():
+        got = utc(given)
+        assert type(got) is datetime, (given, type(got))
+        assert got == expected.replace(tzinfo=timezone.utc) and got.tzinfo is timezone.utc, given
+        # The arithmetic a window needs keeps the zone (pendulum's drops this one).
+        assert (got - timedelta(days=1)).tzinfo is timezone.utc, given
+    assert utc(None) is None and utc("") is None
+    with pytest.raises(TypeError, match="expected a datetime"):
+        utc(1764900000)
+
+
+def test_retraining_window_of_a_scheduled_run_from_airflow_pendulum_interval():
+    run_id, start, end = retraining_window({}, {"data_interval_end": AIRFLOW_END}, 30)
+    assert run_id == "20261024T020000Z_20261123T020000Z"
+    assert (start, end) == (datetime(2026, 10, 24, 2, tzinfo=timezone.utc), datetime(2026, 11, 23, 2, tzinfo=timezone.utc))
+    assert type(start) is datetime and type(end) is datetime
+
+
+def test_retraining_window_of_a_naive_interval_end_takes_it_as_utc():
+    run_id, start, end = retraining_window({}, {"data_interval_end": datetime(2026, 11, 23, 2, 0)}, 30)
+    assert run_id == "20261024T020000Z_20261123T020000Z" and end.tzinfo is timezone.utc
+
+
+def test_retraining_window_of_a_manual_run_without_data_interval_ends_when_it_was_triggered():
+    run_after = pendulum.datetime(2026, 12, 5, 21, 5, 29, 308316, tz="UTC")
+    context = {"dag_run": _manual_run(run_after)}  # no logical date: no data_interval_* keys at all
+    run_id, start, end = retraining_window({}, context, 14)
+    assert end == datetime(2026, 12, 5, 21, 5, tzinfo=timezone.utc)  # floored: a retry agrees
+    assert start == end - timedelta(days=14)
+    assert run_id == "20261121T210500Z_20261205T210500Z"
+    # A run triggered from another zone names the same instant.
+    ist = _manual_run(datetime(2026, 12, 6, 2, 35, 29, tzinfo=timezone(timedelta(hours=5, minutes=30))))
+    assert retraining_window({}, {"dag_run": ist}, 14)[0] == run_id
+
+
+def test_retraining_window_params_as_text_win_over_the_interval():
+    context = {"data_interval_end": AIRFLOW_END}
+    # Both ends given: the data interval plays no part.
+    assert retraining_window({"start": "2026-10-01", "end": "2026-11-01T05:30:00+05:30"}, context, 30)[0] == \
+        "20261001T000000Z_20261101T000000Z"
+    # Only a start (naive text) against Airflow's aware interval end.
+    run_id, start, end = retraining_window({"start": "2026-11-20T00:00:00"}, context, 30)
+    assert run_id == "20261120T000000Z_20261123T020000Z" and start.tzinfo is end.tzinfo is timezone.utc
+    # Only an end: window_days back from it, the param (number or text) before the setting.
+    assert retraining_window({"end": "2026-11-10"}, context, 30)[0] == \
+        "20261011T000000Z_20261110T000000Z"
+    for days in (7, 7.0, "7"):
+        assert retraining_window({"window_days": days}, context, 30)[0] == "20261116T020000Z_20261123T020000Z"
+    assert retraining_window({"window_days": None, "start": None, "end": ""}, context, 30)[0] == \
+        "20261024T020000Z_20261123T020000Z"
+    with pytest.raises(ValueError, match="window_days must be a number of days"):
+        retraining_window({"window_days": "a month"}, context, 30)
+
+
+def test_the_digest_is_due_once_a_day_with_airflow_pendulum_intervals():
+    ist = timezone(timedelta(hours=5, minutes=30))
+    start, end = pendulum.datetime(2026, 11, 22, 18, 55, tz="UTC"), pendulum.datetime(2026, 11, 22, 19, 0, tz="UTC")
+    assert daily_due(utc(start), utc(end), 0, 30, ist)  # 00:30 IST = 19:00 UTC
+    assert not daily_due(utc(end), utc(end.add(minutes=5)), 0, 30, ist)
+    assert interval_end({"data_interval_end": end}) == datetime(2026, 11, 22, 19, 0, tzinfo=timezone.utc)
 
 
 def _context(error: Exception):
