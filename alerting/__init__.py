@@ -6,9 +6,11 @@
 * ``render``     - Jinja2 templates (``templates/``), masked views, SMS fitting (``segments``)
 * ``channels/``  - email (SMTP), sms (Twilio-shaped HTTP gateway), webhook (chat)
 * ``delivery``   - idempotent delivery with retries/backoff and the delivery log
+* ``circuit``    - per-channel circuit breakers (closed, open, half-open probe)
 * ``throttle``   - per account+rule windows folding alert storms into one follow-up
 * ``dispatcher`` - the consumer loop (``txmon alerts dispatch``)
-* ``retry``      - failed deliveries, retried by the alert-dispatch DAG (``txmon alerts retry-failed``)
+* ``retry``      - second chances: deferred deliveries parked in the dispatcher until their
+                   channel is back; failed ones, retried by the DAG (``txmon alerts retry-failed``)
 * ``digest``     - the daily summary email with a chart (``txmon alerts digest --date``)
 * ``store``      - Cassandra tables of infra/schema.cql ("Alerting (issue 6)")
 * ``testing``    - local SMTP server, SMS gateway and webhook stand-ins for tests and benchmarks

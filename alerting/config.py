@@ -89,17 +89,43 @@ class WebhookConfig(_Section):
 
 
 class RetryConfig(_Section):
-    """Exponential backoff per delivery: waits initial_s, initial_s*multiplier, ...
-    capped at max_s, for ``attempts`` tries in all. After the last one the delivery is
-    recorded failed (retried later by ``txmon alerts retry-failed``) and the channel's
-    circuit opens for ``circuit_cooldown_s``: deliveries meanwhile fail at once instead of
-    each waiting out the whole backoff."""
+    """Two layers of retry, both in the dispatcher.
+
+    Per delivery, exponential backoff: waits initial_s, initial_s*multiplier, ... capped
+    at max_s, for ``attempts`` tries in all (fewer if the channel's circuit opens).
+
+    A delivery whose tries ran out on a transient error, or that met an open circuit, is
+    *deferred*: parked in the dispatcher and handed back to its channel once the circuit
+    lets sends through again. Each hand-back that fails again is a round; after
+    ``requeue_rounds`` rounds or ``requeue_max_age_s`` parked, it is recorded ``failed``
+    and left to ``txmon alerts retry-failed``. ``requeue_rounds: 0`` switches parking
+    off: tries used up means failed at once.
+    """
 
     attempts: int = Field(5, ge=1, le=20)
     initial_s: float = Field(0.5, gt=0)
     multiplier: float = Field(2.0, ge=1)
     max_s: float = Field(30, gt=0)
-    circuit_cooldown_s: float = Field(30, ge=0)
+    requeue_rounds: int = Field(10, ge=0, le=1000)
+    requeue_max_age_s: float = Field(3600, gt=0)
+
+
+class CircuitConfig(_Section):
+    """Per-channel circuit breaker (alerting/circuit.py): ``failure_threshold``
+    consecutive transient failures open it; after ``open_s`` one probe send is let
+    through (half-open); a failed probe re-opens it for ``multiplier`` times longer, up
+    to ``max_open_s``; an answered one closes it and the parked deliveries go out."""
+
+    failure_threshold: int = Field(5, ge=1, le=1000)
+    open_s: float = Field(5, gt=0)
+    multiplier: float = Field(2.0, ge=1)
+    max_open_s: float = Field(60, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CircuitConfig:
+        if self.max_open_s < self.open_s:
+            raise ValueError(f"max_open_s ({self.max_open_s}) must be at least open_s ({self.open_s})")
+        return self
 
 
 class ThrottleConfig(_Section):
@@ -177,6 +203,7 @@ class AlertingConfig(YamlBackedSettings):
     sms: SmsConfig = SmsConfig()
     webhook: WebhookConfig = WebhookConfig()
     retry: RetryConfig = RetryConfig()
+    circuit: CircuitConfig = CircuitConfig()
     throttle: ThrottleConfig = ThrottleConfig()
     dispatcher: DispatcherConfig = DispatcherConfig()
     bank: BankConfig = BankConfig()
@@ -234,7 +261,7 @@ def load_alerting_config(**overrides: object) -> AlertingConfig:
 
 
 __all__ = [
-    "CHANNEL_NAMES", "CUSTOMER", "DECISIONS", "SEVERITIES", "AlertingConfig", "BankConfig",
+    "CHANNEL_NAMES", "CUSTOMER", "DECISIONS", "SEVERITIES", "AlertingConfig", "BankConfig", "CircuitConfig",
     "ChannelName", "DigestConfig", "DispatcherConfig", "RecipientGroup", "RetryConfig", "Route",
     "RouteMatch", "SmsConfig", "SmtpConfig", "Target", "ThrottleConfig", "WebhookConfig",
     "alerting_config_path", "load_alerting_config",

@@ -5,7 +5,9 @@ Per (delivery id, channel, recipient key) the log goes through::
 
     sending -> sent                        (accepted by the provider)
     sending -> retrying -> sending -> ...  (transient error, backoff)
-    ... -> failed                          (permanent error or retries used up)
+    ... -> deferred -> sending -> ...      (tries used up or circuit open: parked in the
+                                            dispatcher, handed back when the channel is back)
+    ... -> failed                          (permanent error, or parking's bounds reached)
 
 A delivery whose latest status is ``sent``, ``folded`` or ``no_recipient`` is never
 sent again; ``failed`` ones are left to :func:`alerting.retry.retry_failed_deliveries`.
@@ -15,24 +17,29 @@ may not have the message ("in doubt"); see ``dispatcher.in_doubt``.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
-from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, stop_any, wait_exponential
 
 from alerting.channels.base import Channel, OutboundMessage, Recipient
-from alerting.config import RetryConfig
+from alerting.circuit import Breakers, State
+from alerting.config import CircuitConfig, RetryConfig
 from alerting.errors import ChannelError
 from alerting.store import Attempt, Failure
+
+if TYPE_CHECKING:
+    from alerting.render import Rendered
 
 log = logging.getLogger("txmon.alerting")
 
 DONE = frozenset({"sent", "folded", "no_recipient"})
 """Latest statuses after which a delivery is never attempted again."""
+DEFERRED = "deferred"
+"""Latest status of a delivery parked in the dispatcher until its channel is back."""
 
 
 class DeliveryLog(Protocol):
@@ -61,6 +68,7 @@ class Job:
 @dataclass(frozen=True)
 class Outcome:
     status: str  # sent | done (already delivered earlier) | failed | pending (failed earlier; not retried here)
+    #              | deferred (transient failure, to be handed back by the caller's RetryQueue)
     attempts: int = 0
     response: str = ""
 
@@ -70,22 +78,39 @@ def idempotency_key(delivery_id: uuid.UUID, recipient: Recipient) -> str:
     return f"{delivery_id}.{recipient.channel}.{recipient.key}"
 
 
+def build_message(delivery_id: uuid.UUID, kind: str, recipient: Recipient, rendered: Rendered) -> OutboundMessage:
+    return OutboundMessage(
+        idempotency_key(delivery_id, recipient), recipient, rendered.subject, rendered.text, rendered.html,
+        headers=(("X-Txmon-Alert-Id", str(delivery_id)), ("X-Txmon-Kind", kind)),
+    )
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+class _CircuitOpen(ChannelError):
+    """Raised instead of sending while the channel's circuit is open: not retried here."""
+
+    def __init__(self, channel: str) -> None:
+        super().__init__(f"not attempted: {channel} circuit open after repeated failures", transient=True)
+
+
 class Deliverer:
-    """Sends jobs through the channels, keeping the delivery log. Thread-safe."""
+    """Sends jobs through the channels, keeping the delivery log. Thread-safe.
+
+    Every send asks the channel's circuit breaker first (alerting/circuit.py) and tells
+    it the answer, so a provider that is down opens the circuit for all deliveries on
+    that channel and one probe finds out when it is back."""
 
     def __init__(
         self, channels: dict[str, Channel], log_store: DeliveryLog, retry: RetryConfig, *,
-        in_doubt: str = "resend", now: Callable[[], datetime] = utcnow,
+        circuit: CircuitConfig | None = None, in_doubt: str = "resend", now: Callable[[], datetime] = utcnow,
         sleep: Callable[[float], None] = time.sleep, monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.channels, self.store, self.retry = channels, log_store, retry
         self.in_doubt, self.now, self.sleep, self.monotonic = in_doubt, now, sleep, monotonic
-        self._open_until: dict[str, float] = {}
-        self._lock = threading.Lock()
+        self.breakers = Breakers(circuit or CircuitConfig(), monotonic)
 
     # ---------------------------------------------------------------- records
     def _record(self, job_or_id: Job | uuid.UUID, recipient: Recipient, attempt: int, status: str,
@@ -110,23 +135,14 @@ class Deliverer:
         self._record(delivery_id, recipient, (state[0] + 1) if state else 1, status, response, kind, route)
         return True
 
-    # ---------------------------------------------------------------- circuit
-    def _circuit_open(self, channel: str) -> bool:
-        with self._lock:
-            return self.monotonic() < self._open_until.get(channel, 0.0)
-
-    def _trip(self, channel: str) -> None:
-        with self._lock:
-            self._open_until[channel] = self.monotonic() + self.retry.circuit_cooldown_s
-
-    def _close(self, channel: str) -> None:
-        with self._lock:
-            self._open_until.pop(channel, None)
-
     # ---------------------------------------------------------------- deliver
-    def deliver(self, job: Job, *, retry_failed: bool = False) -> Outcome:
+    def deliver(self, job: Job, *, retry_failed: bool = False, defer: bool = False) -> Outcome:
         """Send unless the log says it is done; retry transient errors with backoff;
-        record every attempt. Errors from the log itself (Cassandra) propagate."""
+        record every attempt. Errors from the log itself (Cassandra) propagate.
+
+        With ``defer``, a transient failure that outlasts the backoff (or an open
+        circuit) is recorded ``deferred`` instead of ``failed``: the caller parks the job
+        and hands it back later (alerting.retry.RetryQueue)."""
         recipient = job.recipient
         state = self.state(job.delivery_id, recipient)
         last = state[0] if state else 0
@@ -144,51 +160,70 @@ class Deliverer:
                     self._record(job, recipient, last + 1, "sent", "in doubt after a crash; assumed sent (in_doubt=skip)")
                     return Outcome("sent", 0, "assumed")
         channel = self.channels[recipient.channel]
-        if self._circuit_open(recipient.channel):
-            response = f"not attempted: {recipient.channel} circuit open after repeated failures"
-            self._record(job, recipient, last + 1, "failed", response)
-            self._fail(job, response)
-            return Outcome("failed", 1, response)
+        breaker = self.breakers[recipient.channel]
 
         attempts = 0
         retrying = Retrying(
-            stop=stop_after_attempt(self.retry.attempts),
+            # Stop early once the circuit is open: waiting out the backoff would only meet it.
+            stop=stop_any(stop_after_attempt(self.retry.attempts), lambda _: breaker.state is not State.CLOSED),
             wait=wait_exponential(multiplier=self.retry.initial_s, exp_base=self.retry.multiplier,
                                   max=self.retry.max_s),
-            retry=retry_if_exception(lambda e: isinstance(e, ChannelError) and e.transient),
+            retry=retry_if_exception(lambda e: isinstance(e, ChannelError) and e.transient
+                                     and not isinstance(e, _CircuitOpen)),
             sleep=self.sleep,
         )
         try:
             for trial in retrying:
                 with trial:
+                    if not breaker.acquire():
+                        raise _CircuitOpen(recipient.channel)
                     attempts += 1
                     number = last + attempts
-                    self._record(job, recipient, number, "sending", "")
                     try:
+                        self._record(job, recipient, number, "sending", "")
                         receipt = channel.send(job.message)
                     except ChannelError as exc:
+                        breaker.failed() if exc.transient else breaker.succeeded()
                         self._record(job, recipient, number, "retrying" if exc.transient else "failed", exc.response)
                         log.info("%s %s via %s to %s: attempt %d failed (%s)", job.kind, job.delivery_id,
                                  recipient.channel, recipient.masked, attempts, exc.response)
                         raise
+                    except BaseException:
+                        breaker.abandon()
+                        raise
+                    breaker.succeeded()
                     self._record(job, recipient, number, "sent", receipt.response)
         except (ChannelError, RetryError) as exc:
             error = exc.last_attempt.exception() if isinstance(exc, RetryError) else exc
             assert isinstance(error, ChannelError)
-            number = last + attempts
+            number = last + attempts if attempts else last + 1  # overwrite the last 'retrying' row
+            if error.transient and defer:
+                self._record(job, recipient, number, DEFERRED, error.response)
+                log.info("%s %s via %s to %s deferred after %d attempt(s) (%s): parked until the channel is back",
+                         job.kind, job.delivery_id, recipient.channel, recipient.masked, attempts, error.response)
+                return Outcome(DEFERRED, attempts, error.response)
             self._record(job, recipient, number, "failed", error.response)
-            if error.transient:
-                self._trip(recipient.channel)
             self._fail(job, error.response)
             log.warning("%s %s via %s to %s FAILED after %d attempt(s): %s", job.kind, job.delivery_id,
                         recipient.channel, recipient.masked, attempts, error)
             return Outcome("failed", attempts, error.response)
-        self._close(recipient.channel)
         if retry_failed and job.day is not None:
             self.store.remove_failure(job.day, job.delivery_id, recipient.channel, recipient.key)
         log.info("%s %s via %s to %s: sent (attempt %d) %s", job.kind, job.delivery_id, recipient.channel,
                  recipient.masked, attempts, receipt.response)
         return Outcome("sent", attempts, receipt.response)
+
+    def give_up(self, job: Job, why: str) -> Outcome:
+        """End a deferred delivery as ``failed`` (and queue it for retry-failed), unless
+        the log shows it done meanwhile."""
+        state = self.state(job.delivery_id, job.recipient)
+        if state is not None and state[1] in DONE:
+            return Outcome("done", 0)
+        self._record(job, job.recipient, (state[0] + 1) if state else 1, "failed", why)
+        self._fail(job, why)
+        log.warning("%s %s via %s to %s FAILED: %s; left to `txmon alerts retry-failed`", job.kind, job.delivery_id,
+                    job.recipient.channel, job.recipient.masked, why)
+        return Outcome("failed", 0, why)
 
     def _fail(self, job: Job, response: str) -> None:
         if job.day is not None:

@@ -6,24 +6,32 @@ or send it on every channel (in parallel), and record each outcome in
 ``alert_deliveries``. Only when all of a poll's records have their outcomes durably
 recorded are their offsets committed, so a crash re-delivers rather than loses, and
 the delivery log stops anything already sent from being sent twice.
+
+A channel that is down opens its circuit (alerting.circuit); its deliveries are
+*deferred* and parked in the dispatcher's :class:`~alerting.retry.RetryQueue`, which
+hands them back once a probe finds the provider answering again - no second command
+needed. A parked delivery's record is not committed past, so a crash meanwhile
+re-consumes the alert and parks it again. When a bounded run (``max_messages``,
+``idle_timeout_s``) ends, what is still parked is recorded failed for
+``txmon alerts retry-failed``; a stopped service (``stop``) leaves it to its next start.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from alerting.channels.base import OutboundMessage, Recipient
+from alerting.channels.base import Recipient
 from alerting.config import AlertingConfig
 from alerting.contract import Alert, alert_day, from_json
-from alerting.delivery import DONE, Deliverer, Job, Outcome, idempotency_key, utcnow
+from alerting.delivery import DEFERRED, DONE, Deliverer, Job, Outcome, build_message, utcnow
 from alerting.errors import AlertContractError
 from alerting.render import FollowUp, Rendered, render_message
+from alerting.retry import RetryQueue
 from alerting.routing import Directory
 from alerting.store import AlertStore
 from alerting.throttle import Throttle, Window
@@ -39,6 +47,7 @@ class DispatchStats:
     dead_letters: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
     followups: int = 0
+    deferred: int = 0  # deliveries parked until their channel is back (their end is in outcomes)
 
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -53,14 +62,11 @@ class DispatchStats:
     def line(self) -> str:
         parts = ", ".join(f"{k} {v}" for k, v in sorted(self.outcomes.items()))
         return (f"{self.records} records: {self.alerts} alerts, {self.dead_letters} dead-lettered; "
-                f"deliveries: {parts or 'none'}; follow-ups sent: {self.followups}")
+                f"deliveries: {parts or 'none'} ({self.deferred} deferred on the way); "
+                f"follow-ups sent: {self.followups}")
 
 
-def build_message(delivery_id: uuid.UUID, kind: str, recipient: Recipient, rendered: Rendered) -> OutboundMessage:
-    return OutboundMessage(
-        idempotency_key(delivery_id, recipient), recipient, rendered.subject, rendered.text, rendered.html,
-        headers=(("X-Txmon-Alert-Id", str(delivery_id)), ("X-Txmon-Kind", kind)),
-    )
+__all__ = ["DispatchStats", "Dispatcher", "await_topic_metadata", "build_message", "make_consumer"]
 
 
 class Dispatcher:
@@ -76,10 +82,15 @@ class Dispatcher:
         # of one account: the key) stay in order, which the throttle relies on.
         self.partitions = ThreadPoolExecutor(max_workers=config.dispatcher.workers, thread_name_prefix="partition")
         self.stats = DispatchStats()
+        self.requeue = RetryQueue(deliverer, config.retry)
+        self.defer = config.retry.requeue_rounds > 0
 
     def close(self) -> None:
         self.partitions.shutdown(wait=True)
         self.pool.shutdown(wait=True)
+
+    def _deliver(self, job: Job) -> Outcome:
+        return self.deliverer.deliver(job, defer=self.defer)
 
     def handle_partition(self, records: list[Any], scope: str) -> None:
         for record in records:
@@ -90,8 +101,10 @@ class Dispatcher:
                               max_sms_segments=self.config.sms.max_segments, **what)
 
     # ------------------------------------------------------------ one alert
-    def process_alert(self, alert: Alert, scope: str) -> list[Outcome]:
-        """Record, route, throttle and deliver one alert; returns the send outcomes."""
+    def process_alert(self, alert: Alert, scope: str, origin: tuple[int, int] | None = None) -> list[Outcome]:
+        """Record, route, throttle and deliver one alert; returns the send outcomes.
+        ``origin`` (partition, offset) is where the alert came from, held uncommitted
+        while one of its deliveries is parked."""
         self.store.save_alert(alert)
         self.stats.add("alerts")
         contact = self.store.contact(alert.payer_account) if self.directory.needs_contact(alert) else None
@@ -108,6 +121,15 @@ class Dispatcher:
             if state is not None and (state[1] in DONE or state[1] == "failed"):
                 self.stats.count("already")
                 continue
+            if state is not None and state[1] == DEFERRED and self.defer:
+                # Parked before a restart (its record was held uncommitted): park it again;
+                # the throttle admitted it back then.
+                job = Job(alert.alert_id, "alert", target.route, alert_day(alert),
+                          build_message(alert.alert_id, "alert", target.recipient,
+                                        self._render(target.recipient, alert=alert)))
+                if self.requeue.park(job, origin, "parked before the dispatcher restarted"):
+                    self.stats.add("deferred")
+                continue
             verdict, window = self.throttle.admit(scope, alert, target.recipient, target.route)
             if verdict == "fold":
                 assert window is not None
@@ -119,9 +141,13 @@ class Dispatcher:
             rendered = self._render(target.recipient, alert=alert)
             jobs.append(Job(alert.alert_id, "alert", target.route, alert_day(alert),
                             build_message(alert.alert_id, "alert", target.recipient, rendered)))
-        outcomes = list(self.pool.map(self.deliverer.deliver, jobs))
-        for outcome in outcomes:
-            self.stats.count(outcome.status)
+        outcomes = list(self.pool.map(self._deliver, jobs))
+        for job, outcome in zip(jobs, outcomes):
+            if outcome.status == DEFERRED:
+                if self.requeue.park(job, origin, outcome.response):
+                    self.stats.add("deferred")
+            else:
+                self.stats.count(outcome.status)
         log.info("alert %s %s/%s risk %d payer %s: %s", alert.alert_id, alert.decision, alert.severity.value,
                  alert.risk_score, mask_party(alert.payer_account, alert.payer_vpa),
                  ", ".join(f"{j.recipient.channel}->{j.recipient.masked} {o.status}" for j, o in zip(jobs, outcomes))
@@ -143,7 +169,7 @@ class Dispatcher:
             log.error("alert record %s[%d]@%d dead-lettered: invalid_alert", record.topic, record.partition,
                       record.offset)
             return
-        self.process_alert(alert, scope)
+        self.process_alert(alert, scope, (record.partition, record.offset))
 
     # ------------------------------------------------------------ follow-ups
     def _followup_recipient(self, window: Window, alerts: list[Alert]) -> tuple[Recipient, str] | None:
@@ -177,27 +203,60 @@ class Dispatcher:
                 self.throttle.followup_sent(window, folded)
                 sent += outcome.status == "sent"
             else:
-                self.throttle.followup_failed(window, self.config.retry.circuit_cooldown_s)
+                # The throttle owns follow-up retries: next when the channel may be back.
+                retry_in = self.deliverer.breakers[recipient.channel].retry_in()
+                self.throttle.followup_failed(window, max(retry_in, self.config.circuit.open_s))
         self.stats.add("followups", sent)
         self.throttle.sweep()
         return sent
+
+    # ------------------------------------------------------------ parked deliveries
+    def retry_parked(self) -> int:
+        """Hand parked deliveries back to channels whose circuit lets sends through;
+        returns how many were sent."""
+        outcomes = self.requeue.run_due(self.pool, limit=self.config.dispatcher.max_poll_records)
+        for outcome in outcomes:
+            if outcome.status != DEFERRED:
+                self.stats.count(outcome.status)
+        return sum(o.status == "sent" for o in outcomes)
+
+    def end_parked(self, stopped: bool) -> None:
+        """At the end of a run: a stopped service leaves parked deliveries to its next start
+        (their records are uncommitted); a bounded run records them failed for retry-failed."""
+        if not len(self.requeue):
+            return
+        if stopped:
+            log.warning("%d deferred deliveries still parked at shutdown; their alerts stay uncommitted and are "
+                        "parked again at the next start", len(self.requeue))
+            return
+        outcomes = self.requeue.give_up_all("the dispatcher run ended while the channel was still failing")
+        for outcome in outcomes:
+            self.stats.count(outcome.status)
 
     # ------------------------------------------------------------ the loop
     def run(self, consumer: Any, *, topic: str, group_id: str, max_messages: int | None = None,
             idle_timeout_s: float | None = None, stop: threading.Event | None = None) -> DispatchStats:
         """Consume until ``max_messages`` records, ``idle_timeout_s`` without a record
         (counted from when the group gave this consumer its partitions), or ``stop`` is
-        set. Offsets are committed after each poll's outcomes are stored."""
-        from kafka import ConsumerRebalanceListener
+        set. Offsets are committed after each poll's outcomes are stored, up to (not past)
+        the oldest record with a parked delivery."""
+        from kafka import ConsumerRebalanceListener, TopicPartition
         from kafka.structs import OffsetAndMetadata
 
-        throttle = self.throttle
+        throttle, requeue = self.throttle, self.requeue
         assigned_at: list[float] = []  # idle time counts from the first assignment
+        consumed: dict[int, int] = {}  # partition -> next offset after what this process handled
+        committed: dict[int, int] = {}
 
         class Ownership(ConsumerRebalanceListener):
             def on_partitions_revoked(self, revoked: Any) -> None:
                 for tp in revoked:
                     throttle.forget(scope_of(tp.partition))
+                    consumed.pop(tp.partition, None)
+                    committed.pop(tp.partition, None)
+                dropped = requeue.drop_partitions({tp.partition for tp in revoked})
+                if dropped:
+                    log.info("%d parked deliveries of revoked partitions left to their new owner", dropped)
 
             def on_partitions_assigned(self, assigned: Any) -> None:
                 for tp in assigned:
@@ -206,6 +265,17 @@ class Dispatcher:
 
         def scope_of(partition: int) -> str:
             return f"{group_id}/{topic}/{partition}"
+
+        def commit() -> None:
+            held = requeue.held()
+            offsets = {}
+            for partition, upto in consumed.items():
+                offset = min(upto, held.get(partition, upto))
+                if committed.get(partition) != offset:
+                    offsets[TopicPartition(topic, partition)] = OffsetAndMetadata(offset, "", -1)
+            if offsets:
+                consumer.commit(offsets)  # every outcome up to there is already in Cassandra
+                committed.update({tp.partition: meta.offset for tp, meta in offsets.items()})
 
         await_topic_metadata(consumer, topic)
         consumer.subscribe([topic], listener=Ownership())
@@ -221,16 +291,21 @@ class Dispatcher:
                            for tp, records in batch.items()]
                 for future in futures:
                     future.result()  # a failure (e.g. Cassandra down) stops here: nothing is committed
-                consumer.commit({tp: OffsetAndMetadata(records[-1].offset + 1, "", -1)
-                                 for tp, records in batch.items()})  # every outcome is already in Cassandra
+                for tp, records in batch.items():
+                    consumed[tp.partition] = records[-1].offset + 1
                 processed += sum(len(records) for records in batch.values())
                 last_record = time.monotonic()
+                commit()
             self.flush_due()
+            self.retry_parked()
+            commit()  # a no-op unless a parked delivery ended or a batch moved the offsets
             if max_messages is not None and processed >= max_messages:
                 break
             if (idle_timeout_s is not None and assigned_at
                     and time.monotonic() - max(last_record, assigned_at[0]) >= idle_timeout_s):
                 break
+        self.end_parked(stopped=stop.is_set())
+        commit()
         return self.stats
 
 

@@ -1,23 +1,171 @@
-"""Second chances: deliveries whose retries ran out are retried here, by the
-alert-dispatch DAG (``txmon alerts retry-failed``), once the channel is back.
+"""Second chances for deliveries whose own retries (alerting.delivery) did not get
+them through, at two levels:
 
-Work is keyed by the alerts' IST days (``alert_delivery_failures`` partitions), passed
-in by the caller - never "now" - so a DAG run is repeatable for its data interval.
+* :class:`RetryQueue` - in the dispatcher (``txmon alerts dispatch``): deliveries
+  *deferred* by a transient failure or an open circuit are parked and handed back to
+  their channel as soon as its circuit breaker (alerting.circuit) lets sends through,
+  i.e. once the provider is back. Bounded by ``retry.requeue_rounds`` and
+  ``retry.requeue_max_age_s``; past them the delivery is recorded ``failed``.
+* :func:`retry_failed_deliveries` - the ``failed`` ones, retried by the alert-dispatch
+  DAG (``txmon alerts retry-failed``). Work is keyed by the alerts' IST days
+  (``alert_delivery_failures`` partitions), passed in by the caller - never "now" - so
+  a DAG run is repeatable for its data interval.
+
+Both go through :meth:`alerting.delivery.Deliverer.deliver`, so the delivery log keeps
+each delivery to one send per recipient and channel whichever path gets it out.
 """
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
+from alerting.circuit import State
+from alerting.config import RetryConfig
 from alerting.contract import alert_day
-from alerting.delivery import Job
-from alerting.dispatcher import build_message
+from alerting.delivery import DEFERRED, Deliverer, Job, Outcome, build_message
 from alerting.render import render_message
-from alerting.runtime import Runtime
+
+if TYPE_CHECKING:
+    from alerting.runtime import Runtime
 
 log = logging.getLogger("txmon.alerting")
+
+
+ParkKey = tuple[object, str, str]  # (delivery id, channel, recipient key)
+
+
+@dataclass
+class Parked:
+    """A deferred delivery waiting for its channel. ``origin`` is the (partition, offset)
+    of the alert's Kafka record, which the dispatcher keeps uncommitted meanwhile, so a
+    crash re-consumes the alert and parks the delivery again instead of losing it."""
+
+    job: Job
+    origin: tuple[int, int] | None
+    since: float  # monotonic time it was parked in this process
+    response: str = ""
+    rounds: int = 0  # hand-backs that reached the provider and failed again
+
+    @property
+    def key(self) -> ParkKey:
+        return (self.job.delivery_id, self.job.recipient.channel, self.job.recipient.key)
+
+
+class RetryQueue:
+    """Deferred deliveries per channel, oldest first. Thread-safe: partitions park into
+    it side by side; the dispatcher's loop hands them back (:meth:`run_due`)."""
+
+    def __init__(self, deliverer: Deliverer, config: RetryConfig) -> None:
+        self.deliverer, self.config = deliverer, config
+        self._parked: dict[str, OrderedDict[ParkKey, Parked]] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(len(q) for q in self._parked.values())
+
+    def park(self, job: Job, origin: tuple[int, int] | None, response: str) -> bool:
+        """Hold a deferred delivery; False if it is parked already (the alert came twice)."""
+        entry = Parked(job, origin, self.deliverer.monotonic(), response)
+        with self._lock:
+            queue = self._parked.setdefault(job.recipient.channel, OrderedDict())
+            if entry.key in queue:
+                return False
+            queue[entry.key] = entry
+            return True
+
+    def held(self) -> dict[int, int]:
+        """partition -> offset of its oldest record with a parked delivery (not to be committed past)."""
+        out: dict[int, int] = {}
+        with self._lock:
+            for queue in self._parked.values():
+                for entry in queue.values():
+                    if entry.origin is not None:
+                        partition, offset = entry.origin
+                        out[partition] = min(offset, out.get(partition, offset))
+        return out
+
+    def drop_partitions(self, partitions: set[int]) -> int:
+        """Forget deliveries of partitions this dispatcher no longer owns: their records
+        are uncommitted, so the new owner re-consumes and parks them. Returns how many."""
+        with self._lock:
+            dropped = 0
+            for queue in self._parked.values():
+                for key in [k for k, e in queue.items() if e.origin is not None and e.origin[0] in partitions]:
+                    del queue[key]
+                    dropped += 1
+            return dropped
+
+    def _remove(self, entry: Parked) -> None:
+        with self._lock:
+            self._parked.get(entry.job.recipient.channel, OrderedDict()).pop(entry.key, None)
+
+    def _to_back(self, entry: Parked) -> None:
+        """Rotate: the next probe tries another delivery, so one cannot use up all the rounds."""
+        with self._lock:
+            queue = self._parked.get(entry.job.recipient.channel)
+            if queue is not None and entry.key in queue:
+                queue.move_to_end(entry.key)
+
+    def _give_up(self, entry: Parked, why: str) -> Outcome:
+        self._remove(entry)
+        return self.deliverer.give_up(entry.job, f"{why}; last error: {entry.response}"[:1000])
+
+    def _hand_back(self, entry: Parked) -> Outcome:
+        outcome = self.deliverer.deliver(entry.job, defer=True)
+        if outcome.status != DEFERRED:
+            self._remove(entry)  # sent, done meanwhile, or refused for good (recorded failed)
+            return outcome
+        if outcome.attempts:
+            entry.rounds += 1
+            entry.response = outcome.response
+            if entry.rounds >= self.config.requeue_rounds:
+                return self._give_up(entry, f"still failing after {entry.rounds} rounds parked")
+        self._to_back(entry)
+        return outcome
+
+    def _expire(self) -> list[Outcome]:
+        now = self.deliverer.monotonic()
+        with self._lock:
+            old = [e for q in self._parked.values() for e in q.values()
+                   if now - e.since >= self.config.requeue_max_age_s]
+        return [self._give_up(e, f"parked {now - e.since:.0f} s, the limit (retry.requeue_max_age_s)")
+                for e in old]
+
+    def run_due(self, pool: Executor, limit: int) -> list[Outcome]:
+        """Hand parked deliveries back to channels whose circuit lets sends through:
+        closed - up to ``limit`` per channel, in parallel; open but due a probe - one
+        delivery as the probe, then (if that closed it) the rest. Deliveries past their
+        bounds are recorded failed. Returns the outcomes (``deferred`` for those still parked)."""
+        outcomes = self._expire()
+        with self._lock:
+            channels = {name: list(q.values())[:limit] for name, q in self._parked.items() if q}
+        for name, entries in channels.items():
+            breaker = self.deliverer.breakers[name]
+            if not breaker.ready():
+                continue
+            if breaker.state is not State.CLOSED:
+                outcomes.append(self._hand_back(entries[0]))
+                entries = entries[1:]
+                if breaker.state is not State.CLOSED:
+                    continue
+            sent_before = sum(o.status == "sent" for o in outcomes)
+            outcomes.extend(pool.map(self._hand_back, entries))
+            sent = sum(o.status == "sent" for o in outcomes) - sent_before
+            log.info("handed %d parked %s deliveries back: %d sent, %d still parked", len(entries), name, sent,
+                     len(self._parked.get(name, ())))
+        return outcomes
+
+    def give_up_all(self, why: str) -> list[Outcome]:
+        """Record every parked delivery failed (for retry-failed): the run is ending for good."""
+        with self._lock:
+            entries = [e for q in self._parked.values() for e in q.values()]
+        return [self._give_up(e, why) for e in entries]
 
 
 @dataclass

@@ -40,7 +40,8 @@ def runtime(settings: Settings, config: AlertingConfig, *, needed: set[str] | No
     directory = Directory(config, channels=set(channels))
     cluster, store = open_store(settings)
     try:
-        deliverer = Deliverer(channels, store, config.retry, in_doubt=config.dispatcher.in_doubt, now=now, sleep=sleep)
+        deliverer = Deliverer(channels, store, config.retry, circuit=config.circuit, in_doubt=config.dispatcher.in_doubt,
+                              now=now, sleep=sleep)
         yield Runtime(settings, config, store, channels, deliverer, directory)
     finally:
         for channel in channels.values():

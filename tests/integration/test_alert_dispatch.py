@@ -17,8 +17,11 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+import yaml
 
-from alerting.config import AlertingConfig, RetryConfig, ThrottleConfig, load_alerting_config
+from alerting.config import (
+    DEFAULT_ALERTING_CONFIG, AlertingConfig, CircuitConfig, RetryConfig, ThrottleConfig, load_alerting_config,
+)
 from alerting.contract import Alert
 from alerting.publish import publish_alerts
 from alerting.retry import retry_failed_deliveries
@@ -214,7 +217,9 @@ def test_smtp_down_for_a_while_delivers_after_it_returns_none_lost_none_twice(
     alerts = _alerts(topic, 5, decision="REVIEW", severity="LOW")  # email only
     smtp.stop()
     publish_alerts(services, alerts, topic)
-    config = _config(retry=RetryConfig(attempts=20, initial_s=0.05, multiplier=1.5, max_s=0.3))
+    # The per-delivery backoff alone rides out a short outage (the circuit never opens here).
+    config = _config(retry=RetryConfig(attempts=20, initial_s=0.05, multiplier=1.5, max_s=0.3),
+                     circuit=CircuitConfig(failure_threshold=1000))
     result: dict = {}
 
     def run() -> None:
@@ -251,25 +256,30 @@ def test_smtp_down_for_a_while_delivers_after_it_returns_none_lost_none_twice(
     assert result["stats"].outcomes == {"sent": 5}
 
 
-def test_retries_used_up_are_recorded_failed_then_retry_failed_delivers_them_once(
+def test_a_bounded_run_ending_during_an_outage_records_failed_then_retry_failed_delivers_them_once(
         services, topic, unique_name, alerting_env, smtp, store):
     day = _unique_day(topic)
     alerts = _alerts(topic, 4, decision="REVIEW", severity="LOW", day=day)
     smtp.stop()
     publish_alerts(services, alerts, topic)
     group = unique_name("g")
-    config = _config(retry=RetryConfig(attempts=2, initial_s=0.05, max_s=0.1, circuit_cooldown_s=300))
+    config = _config(retry=RetryConfig(attempts=2, initial_s=0.05, max_s=0.1),
+                     circuit=CircuitConfig(failure_threshold=3, open_s=300, max_open_s=300))
 
     stats = dispatch(services, config, topic=topic, group_id=group, max_messages=4)
 
-    assert stats.outcomes == {"failed": 4}
+    # Parked while the server was down; the run ended (max_messages) before it came back,
+    # so they were handed to retry-failed rather than kept by a process that is exiting.
+    assert stats.outcomes == {"failed": 4} and stats.deferred == 4
     assert {(f.delivery_id, f.channel) for f in store.failures(day)} == {(a.alert_id, "email") for a in alerts}
-    # The first ones (partitions run side by side) waited out their retries; once the circuit
-    # opened, the rest failed at once instead of each waiting out the backoff again.
+    # Once the circuit opened, no delivery waited out the rest of its backoff: fewer sends
+    # reached the dead server than deliveries x attempts (partitions run side by side, so
+    # which ones tried depends on timing).
     logs = {x.alert_id: sorted(store.attempts(x.alert_id), key=lambda a: a.attempt) for x in alerts}
-    assert all(log[-1].status == "failed" for log in logs.values())
-    assert any([a.status for a in log] == ["retrying", "failed"] for log in logs.values())
-    assert all(log[0].status == "retrying" or "circuit open" in log[0].provider_response for log in logs.values())
+    assert all([a.status for a in log][-2:] == ["deferred", "failed"] for log in logs.values())
+    tried = [a for log in logs.values() for a in log if a.status != "failed" and "circuit open" not in a.provider_response]
+    assert 1 <= len(tried) < len(alerts) * config.retry.attempts
+    assert all("Connection refused" in a.provider_response for a in tried)
     # Failed is an outcome: offsets are committed, nothing is re-consumed.
     assert _committed(services, group, topic) == _end_offsets(services, topic)
 
@@ -324,7 +334,7 @@ def test_a_burst_of_50_alerts_for_one_account_sends_a_bounded_number_of_messages
     assert sms_segments(texts[1]) <= 2
 
     # ... and is sent by a later run, once.
-    clock.t += timedelta(seconds=config.retry.circuit_cooldown_s + 1)
+    clock.t += timedelta(seconds=config.circuit.max_open_s + 1)
     third = dispatch(services, config, topic=topic, group_id=group, idle_timeout_s=0.5, now=clock)
     assert third.followups == 1
     mails = smtp.messages()
@@ -407,3 +417,122 @@ def test_dispatcher_killed_mid_run_and_restarted_delivers_every_alert_once_per_c
     for alert in alerts:
         assert _latest_statuses(store, alert) == {"sms": "sent", "email": "sent"}
     assert _committed(services, group, topic) == _end_offsets(services, topic)
+
+
+def _latest_by_recipient(store: AlertStore, alert: Alert) -> dict[tuple[str, str], str]:
+    """(channel, recipient key) -> latest status of this alert's deliveries."""
+    latest: dict[tuple[str, str], tuple[int, str]] = {}
+    for a in store.attempts(alert.alert_id):
+        key = (a.channel, a.recipient_key)
+        if key not in latest or a.attempt > latest[key][0]:
+            latest[key] = (a.attempt, a.status)
+    return {k: s for k, (_, s) in latest.items()}
+
+
+def test_mail_server_down_for_a_while_then_back_the_dispatcher_alone_delivers_every_alert_once(
+        services, topic, unique_name, alerting_env, smtp, gateway, store, tmp_path):
+    """The drill: the mail server is stopped while alerts keep flowing, then started again on
+    the same port. The running `txmon alerts dispatch` parks the emails (circuit open),
+    probes, and sends them once the server answers - with no `retry-failed` run."""
+    outage_s = float(os.environ.get("TXMON_TEST_MAIL_OUTAGE_S", "60"))
+    # Every BLOCK alert goes to two fraud-desk addresses by email and to the customer by SMS.
+    desk = ["fraud-desk@bank.example", "fraud-oncall@bank.example"]
+    raw = yaml.safe_load(DEFAULT_ALERTING_CONFIG.read_text())
+    raw["recipients"]["fraud_desk"]["email"] = desk
+    config_file = tmp_path / "alerting.yaml"
+    config_file.write_text(yaml.safe_dump(raw))
+    day = _unique_day(topic)
+    pool = _alerts(topic, 1000, day=day, severity="HIGH")  # BLOCK, HIGH: no chat webhook
+    _save_contacts(store, pool)
+    env = {**os.environ, "TXMON_ALERTING_CONFIG": str(config_file), "TXMON_ALERTS_LOG_LEVEL": "INFO",
+           "TXMON_ALERTING__RETRY__ATTEMPTS": "3", "TXMON_ALERTING__CIRCUIT__FAILURE_THRESHOLD": "3",
+           "TXMON_ALERTING__CIRCUIT__OPEN_S": "1", "TXMON_ALERTING__CIRCUIT__MAX_OPEN_S": "4"}
+    group = unique_name("g")
+    log_file = tmp_path / "dispatch.log"
+    with log_file.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "infra.cli", "alerts", "dispatch", "--topic", topic, "--group-id", group],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+    published: list[Alert] = []
+    try:
+        def publish(n: int) -> None:
+            batch = pool[len(published):len(published) + n]
+            publish_alerts(services, batch, topic)
+            published.extend(batch)
+
+        def all_sent(alerts: list[Alert]) -> bool:
+            return all(set(_latest_by_recipient(store, a).values()) == {"sent"}
+                       and len(_latest_by_recipient(store, a)) == 3 for a in alerts)
+
+        # Before: delivered normally; wait until the log has every outcome, so nothing is in
+        # flight when the server goes (a mail cut off mid-DATA could legitimately arrive twice).
+        publish(10)
+        deadline = time.monotonic() + 120
+        while not all_sent(published) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert all_sent(published), log_file.read_text()[-3000:]
+        assert len(smtp.messages()) == 20
+
+        # The outage: the server is stopped while alerts keep coming, three a second.
+        smtp.stop()
+        before_outage = len(published)
+        sms_at_stop = len(gateway.messages)
+        back_at = time.monotonic() + outage_s
+        while time.monotonic() < back_at:
+            publish(3)
+            time.sleep(min(1.0, max(0.0, back_at - time.monotonic())))
+        during = published[before_outage:]
+        deferred = [a for a in during if any(x.status == "deferred" and x.channel == "email"
+                                             for x in store.attempts(a.alert_id))]
+        assert deferred, "no email was deferred: the dispatcher never met the outage"
+        assert len(smtp.messages()) == 20
+        # Other channels are not held up by the mail server: the customers' SMS kept going.
+        assert len(gateway.messages) > sms_at_stop
+
+        # Back on the same port; alerts keep flowing for a few more seconds.
+        smtp.start()
+        for _ in range(5):
+            publish(3)
+            time.sleep(1)
+
+        expected_mails = len(published) * len(desk)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None:
+            if len(smtp.messages()) >= expected_mails and all_sent(published):
+                break
+            time.sleep(0.5)
+        assert proc.poll() is None, log_file.read_text()[-3000:]
+    finally:
+        proc.terminate()  # SIGTERM: the dispatcher finishes its poll and exits cleanly
+        proc.wait(60)
+    output = log_file.read_text()
+    assert proc.returncode == 0, output[-3000:]
+
+    # Every alert, once per recipient and channel: no more, no less, no duplicate Message-ID.
+    mails = smtp.messages()
+    assert len(mails) == len(published) * len(desk)
+    assert Counter(m.message_id for m in mails).most_common(1)[0][1] == 1
+    assert {(m.alert_id, tuple(m.rcpt_tos)) for m in mails} == {
+        (str(a.alert_id), (address,)) for a in published for address in desk}
+    assert len(gateway.requests) == len(gateway.messages) == len(published)
+    assert sorted(m["To"] for m in gateway.messages.values()) == sorted(_phone(a.payer_account) for a in published)
+    for alert in published:
+        latest = _latest_by_recipient(store, alert)
+        assert sorted(c for c, _ in latest) == ["email", "email", "sms"] and set(latest.values()) == {"sent"}
+    # Sent by the dispatcher itself: nothing ever reached the failures table for retry-failed.
+    assert store.failures(day) == []
+    # Its own account: every delivery sent exactly once, some of them deferred on the way.
+    (summary,) = [line for line in output.splitlines() if " records: " in line]
+    sent = len(published) * 3
+    assert f"deliveries: sent {sent} (" in summary, summary
+    assert int(summary.split(" (")[1].split(" deferred")[0]) >= len(deferred)
+    # The circuit opened, was probed, and closed when the server answered.
+    assert "email circuit open (3 consecutive failures)" in output
+    assert "email circuit half-open" in output and "email circuit closed" in output
+    if outage_s >= 10:
+        assert "email circuit open (the probe failed)" in output
+    # Nothing left uncommitted: a restart would not see these alerts again.
+    assert _committed(services, group, topic) == _end_offsets(services, topic)
+    # No raw account numbers or phone numbers in what the dispatcher logged.
+    for alert in published[:20]:
+        assert alert.payer_account not in output and _phone(alert.payer_account)[3:] not in output

@@ -1,5 +1,5 @@
 """Delivery log semantics (idempotency, retries with exponential backoff, circuit,
-in-doubt sends) and throttle windows, with an in-memory log and a scripted channel.
+in-doubt sends, deferral) and throttle windows, with an in-memory log and a scripted channel.
 The Cassandra-backed versions are exercised end to end in tests/integration."""
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from alerting.channels.base import Channel, OutboundMessage, Receipt, Recipient
-from alerting.config import RetryConfig, ThrottleConfig
+from alerting.config import CircuitConfig, RetryConfig, ThrottleConfig
 from alerting.delivery import Deliverer, Job, idempotency_key
 from alerting.errors import ChannelError
+from alerting.retry import RetryQueue
 from alerting.store import Attempt
 from alerting.throttle import Throttle
 from alerting.testing import make_alert
@@ -101,10 +102,11 @@ class Clock:
         return datetime(2026, 1, 5, tzinfo=timezone.utc) + timedelta(seconds=self.t)
 
 
-def _deliverer(channel, store, clock, **retry):
-    cfg = RetryConfig(**{"attempts": 4, "initial_s": 0.5, "multiplier": 2, "max_s": 30, "circuit_cooldown_s": 60,
-                         **retry})
-    return Deliverer({"sms": channel}, store, cfg, now=clock.now, sleep=clock.sleep, monotonic=clock.monotonic)
+def _deliverer(channel, store, clock, circuit=None, **retry):
+    cfg = RetryConfig(**{"attempts": 4, "initial_s": 0.5, "multiplier": 2, "max_s": 30, **retry})
+    circuit = circuit or CircuitConfig(failure_threshold=4, open_s=60, max_open_s=600)
+    return Deliverer({"sms": channel}, store, cfg, circuit=circuit, now=clock.now, sleep=clock.sleep,
+                     monotonic=clock.monotonic)
 
 
 def _job(n=1, day=DAY):
@@ -137,9 +139,9 @@ def test_retries_run_out_then_failed_is_recorded_and_queued_and_the_circuit_open
     assert len(channel.sent) == 4 and len(clock.sleeps) == sleeps
     assert store.statuses(_job(2).delivery_id) == ["failed"]
 
-    # The dispatcher leaves failed ones to retry-failed; after the cooldown they go.
+    # The dispatcher leaves failed ones to retry-failed; once the circuit lets a probe through they go.
     assert deliverer.deliver(_job(1)).status == "pending"
-    clock.t += 61
+    clock.t += 60
     outcome = deliverer.deliver(_job(1), retry_failed=True)
     assert outcome.status == "sent"
     assert store.statuses(_job(1).delivery_id)[-1] == "sent"
@@ -189,6 +191,113 @@ def test_a_send_in_doubt_after_a_crash(policy, sends, last):
     assert store.statuses(job.delivery_id) == ["sending", last]
     if sends:
         assert channel.sent == [job.message.idempotency_key]  # same key: the provider can collapse it
+
+
+# ------------------------------------------------------------------ deferral and the retry queue
+
+class Inline:
+    """An executor that runs the queue's hand-backs one after the other, in order."""
+
+    def map(self, fn, items):
+        return [fn(item) for item in items]
+
+
+def _outage(**retry):
+    """A deliverer whose circuit opens after 4 failures and probes after 60 s (x2 per
+    failed probe), and its retry queue."""
+    store, clock = MemoryStore(), Clock()
+    channel = ScriptedChannel()
+    deliverer = _deliverer(channel, store, clock, **retry)
+    return store, clock, channel, deliverer, RetryQueue(deliverer, deliverer.retry)
+
+
+def test_deferred_deliveries_wait_for_the_circuit_and_go_once_when_a_probe_succeeds():
+    store, clock, channel, deliverer, queue = _outage()
+    channel.script = ["transient"] * 4
+    first = deliverer.deliver(_job(1), defer=True)  # tries used up; the 4th failure opens the circuit
+    assert (first.status, first.attempts) == ("deferred", 4)
+    second = deliverer.deliver(_job(2), defer=True)  # circuit open: not even tried
+    assert (second.status, second.attempts) == ("deferred", 0) and len(channel.sent) == 4
+    assert store.statuses(_job(1).delivery_id) == ["retrying", "retrying", "retrying", "deferred"]
+    assert store.statuses(_job(2).delivery_id) == ["deferred"]
+    assert store.failures == {}  # deferred is not failed: nothing for retry-failed
+    assert queue.park(_job(1), (0, 10), first.response) and queue.park(_job(2), (0, 11), second.response)
+    assert not queue.park(_job(2), (0, 11), second.response)  # the same alert twice is parked once
+
+    assert queue.run_due(Inline(), limit=100) == [] and len(channel.sent) == 4  # still open: no send
+    clock.t += deliverer.breakers["sms"].retry_in()
+    channel.script = ["transient"]  # the provider is still down: the probe fails
+    (probe,) = queue.run_due(Inline(), limit=100)
+    assert probe.status == "deferred" and len(channel.sent) == 5 and len(queue) == 2
+    assert deliverer.breakers["sms"].retry_in() == 120.0  # the backoff doubled
+
+    clock.t += 120  # back: the next probe (the other delivery: they rotate) closes it, the rest follow
+    outcomes = queue.run_due(Inline(), limit=100)
+    assert [o.status for o in outcomes] == ["sent", "sent"] and len(queue) == 0
+    assert channel.sent[5:] == [_job(2).message.idempotency_key, _job(1).message.idempotency_key]
+    for n in (1, 2):
+        assert store.statuses(_job(n).delivery_id)[-1] == "sent"
+    assert queue.run_due(Inline(), limit=100) == [] and len(channel.sent) == 7  # each went exactly once
+
+
+def test_a_parked_delivery_sent_meanwhile_by_someone_else_is_not_sent_again():
+    store, clock, channel, deliverer, queue = _outage()
+    channel.script = ["transient"] * 4
+    queue.park(_job(1), None, deliverer.deliver(_job(1), defer=True).response)
+    store.record_attempt(Attempt(_job(1).delivery_id, "sms", RECIPIENT.key, 9, "alert", "block", RECIPIENT.masked,
+                                 "sent", "201", clock.now()))
+    clock.t += 60
+    assert [o.status for o in queue.run_due(Inline(), limit=100)] == ["done"]
+    assert len(channel.sent) == 4 and len(queue) == 0
+
+
+def test_a_delivery_failing_round_after_round_ends_failed_for_retry_failed():
+    store, clock, channel, deliverer, queue = _outage(requeue_rounds=2)
+    channel.script = ["transient"] * 6
+    queue.park(_job(1), (0, 3), deliverer.deliver(_job(1), defer=True).response)
+    clock.t += 60
+    assert [o.status for o in queue.run_due(Inline(), limit=100)] == ["deferred"]
+    clock.t += 120
+    (last,) = queue.run_due(Inline(), limit=100)
+    assert last.status == "failed" and "still failing after 2 rounds parked" in last.response
+    assert len(queue) == 0 and queue.held() == {}
+    assert store.statuses(_job(1).delivery_id)[-1] == "failed"
+    assert (DAY, _job(1).delivery_id, "sms", RECIPIENT.key) in store.failures
+    clock.t += 240
+    assert deliverer.deliver(_job(1), retry_failed=True).status == "sent"  # what retry-failed does
+    assert (DAY, _job(1).delivery_id, "sms", RECIPIENT.key) not in store.failures
+
+
+def test_a_delivery_parked_longer_than_the_limit_ends_failed_without_another_try():
+    store, clock, channel, deliverer, queue = _outage(requeue_max_age_s=30)
+    channel.script = ["transient"] * 4
+    queue.park(_job(1), None, deliverer.deliver(_job(1), defer=True).response)
+    clock.t += 29.9
+    assert queue.run_due(Inline(), limit=100) == []
+    clock.t += 0.1
+    (expired,) = queue.run_due(Inline(), limit=100)
+    assert expired.status == "failed" and expired.response.startswith("parked 30 s, the limit")
+    assert len(channel.sent) == 4 and (DAY, _job(1).delivery_id, "sms", RECIPIENT.key) in store.failures
+
+
+def test_offsets_are_held_at_the_oldest_parked_record_of_each_partition():
+    store, clock, channel, deliverer, queue = _outage()
+    for n, origin in [(1, (0, 7)), (2, (0, 5)), (3, (1, 3))]:
+        queue.park(_job(n), origin, "down")
+    assert queue.held() == {0: 5, 1: 3}
+    assert queue.drop_partitions({1}) == 1 and queue.held() == {0: 5}
+    outcomes = queue.run_due(Inline(), limit=1)  # the circuit is closed: they go, one per call here
+    assert [o.status for o in outcomes] == ["sent"] and queue.held() == {0: 5}
+    queue.run_due(Inline(), limit=1)
+    assert queue.held() == {} and len(queue) == 0
+
+
+def test_parking_can_be_given_up_for_retry_failed_at_the_end_of_a_run():
+    store, clock, channel, deliverer, queue = _outage()
+    queue.park(_job(1), (0, 1), "down")
+    (outcome,) = queue.give_up_all("the run ended")
+    assert outcome.status == "failed" and len(queue) == 0 and channel.sent == []
+    assert (DAY, _job(1).delivery_id, "sms", RECIPIENT.key) in store.failures
 
 
 # ------------------------------------------------------------------ throttle
