@@ -67,6 +67,8 @@ def dispatch(
 
     Offsets are committed only after each delivery outcome is in Cassandra; a restart
     re-delivers what was not committed and skips what the delivery log shows as sent.
+    A channel that is down opens its circuit: its deliveries are parked and sent by this
+    process once a probe finds the provider back (settings: circuit.*, retry.requeue_*).
     SIGTERM/SIGINT finish the current poll and exit cleanly.
     """
     from alerting.config import load_alerting_config

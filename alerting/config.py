@@ -97,9 +97,10 @@ class RetryConfig(_Section):
     A delivery whose tries ran out on a transient error, or that met an open circuit, is
     *deferred*: parked in the dispatcher and handed back to its channel once the circuit
     lets sends through again. Each hand-back that fails again is a round; after
-    ``requeue_rounds`` rounds or ``requeue_max_age_s`` parked, it is recorded ``failed``
-    and left to ``txmon alerts retry-failed``. ``requeue_rounds: 0`` switches parking
-    off: tries used up means failed at once.
+    ``requeue_rounds`` rounds or ``requeue_max_age_s`` parked (counted from when this
+    dispatcher process parked it), it is recorded ``failed`` and left to ``txmon alerts
+    retry-failed``. ``requeue_rounds: 0`` switches parking off: tries used up means
+    failed at once.
     """
 
     attempts: int = Field(5, ge=1, le=20)

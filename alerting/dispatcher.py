@@ -121,13 +121,15 @@ class Dispatcher:
             if state is not None and (state[1] in DONE or state[1] == "failed"):
                 self.stats.count("already")
                 continue
-            if state is not None and state[1] == DEFERRED and self.defer:
-                # Parked before a restart (its record was held uncommitted): park it again;
-                # the throttle admitted it back then.
+            if state is not None and state[1] == DEFERRED:
+                # Parked before a restart (its record was held uncommitted). The throttle
+                # admitted it back then: park it again, or send it if parking is now off.
                 job = Job(alert.alert_id, "alert", target.route, alert_day(alert),
                           build_message(alert.alert_id, "alert", target.recipient,
                                         self._render(target.recipient, alert=alert)))
-                if self.requeue.park(job, origin, "parked before the dispatcher restarted"):
+                if not self.defer:
+                    jobs.append(job)
+                elif self.requeue.park(job, origin, "parked before the dispatcher restarted"):
                     self.stats.add("deferred")
                 continue
             verdict, window = self.throttle.admit(scope, alert, target.recipient, target.route)

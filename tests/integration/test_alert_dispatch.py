@@ -298,6 +298,50 @@ def test_a_bounded_run_ending_during_an_outage_records_failed_then_retry_failed_
     assert rerun.records == 0 and len(smtp.messages()) == 4
 
 
+def test_a_dispatcher_stopped_with_deliveries_parked_sends_them_once_after_its_restart(
+        services, topic, unique_name, alerting_env, smtp, store):
+    day = _unique_day(topic)
+    alerts = _alerts(topic, 6, decision="REVIEW", severity="LOW", day=day)  # email only
+    smtp.stop()
+    publish_alerts(services, alerts, topic)
+    config = _config(retry=RetryConfig(attempts=2, initial_s=0.05, max_s=0.1),
+                     circuit=CircuitConfig(failure_threshold=2, open_s=300, max_open_s=300))
+    group, stop, result = unique_name("g"), threading.Event(), {}
+
+    def run() -> None:
+        try:
+            result["stats"] = dispatch(services, config, topic=topic, group_id=group, stop=stop)
+        except BaseException as exc:  # surfaced by the assertions below
+            result["error"] = exc
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and worker.is_alive():
+        if all(_latest_statuses(store, a) == {"email": "deferred"} for a in alerts):
+            break
+        time.sleep(0.1)
+    stop.set()  # SIGTERM, as a service manager stops it
+    worker.join(60)
+    assert not worker.is_alive() and "error" not in result, result
+    assert result["stats"].deferred == 6 and result["stats"].outcomes == {}
+    # Parked, not failed: nothing for retry-failed, and no record committed past a parked one.
+    assert store.failures(day) == []
+    assert _committed(services, group, topic) == {}
+
+    smtp.start()
+    again = dispatch(services, config, topic=topic, group_id=group, idle_timeout_s=1)
+
+    # The restarted dispatcher re-consumed the held records, parked them again and, its
+    # circuit being closed, sent each once.
+    assert again.outcomes == {"sent": 6} and again.deferred == 6
+    mails = smtp.messages()
+    assert sorted(m.alert_id for m in mails) == sorted(str(a.alert_id) for a in alerts)
+    for alert in alerts:
+        assert _latest_statuses(store, alert) == {"email": "sent"}
+    assert _committed(services, group, topic) == _end_offsets(services, topic)
+
+
 class FakeClock:
     def __init__(self):
         self.t = datetime.now(timezone.utc)
@@ -430,7 +474,7 @@ def _latest_by_recipient(store: AlertStore, alert: Alert) -> dict[tuple[str, str
 
 
 def test_mail_server_down_for_a_while_then_back_the_dispatcher_alone_delivers_every_alert_once(
-        services, topic, unique_name, alerting_env, smtp, gateway, store, tmp_path):
+        services, topic, unique_name, alerting_env, smtp, gateway, store, tmp_path, record_property):
     """The drill: the mail server is stopped while alerts keep flowing, then started again on
     the same port. The running `txmon alerts dispatch` parks the emails (circuit open),
     probes, and sends them once the server answers - with no `retry-failed` run."""
@@ -523,6 +567,9 @@ def test_mail_server_down_for_a_while_then_back_the_dispatcher_alone_delivers_ev
     assert store.failures(day) == []
     # Its own account: every delivery sent exactly once, some of them deferred on the way.
     (summary,) = [line for line in output.splitlines() if " records: " in line]
+    record_property("outage_s", outage_s)
+    record_property("alerts", f"{len(published)} ({len(during)} during the outage)")
+    record_property("dispatcher", summary)
     sent = len(published) * 3
     assert f"deliveries: sent {sent} (" in summary, summary
     assert int(summary.split(" (")[1].split(" deferred")[0]) >= len(deferred)
