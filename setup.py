@@ -28,7 +28,7 @@ INSTALL_REQUIRES = [
     "matplotlib==3.11.2",
     "apache-airflow==3.3.2",
 ]
-TEST_REQUIRES = ["pytest==9.2.0", "aiosmtpd==1.4.6"]
+TEST_REQUIRES = ["pytest==9.2.0", "aiosmtpd==1.4.6", "hypothesis==6.170.15"]
 
 setup(
     name="txmon",

@@ -150,12 +150,11 @@ def backlog_runner(app_name: str, rows_per_batch: int, partitions: int | None = 
 def cassandra_insert(spark, settings: Settings, topic: str) -> Rate:
     """Typed transactions (read once, cached) upserted through the pipeline's sink code."""
     from spark_jobs.cassandra_sink import CassandraTarget, write_dataframe
-    from spark_jobs.transactions_stream import TRANSACTION_COLUMNS, typed_transactions
-    from spark_jobs.validation import validate
+    from spark_jobs.transactions_stream import TRANSACTION_COLUMNS, landed_transactions
 
     raw = (spark.read.format("kafka").option("kafka.bootstrap.servers", settings.kafka.bootstrap)
            .option("subscribe", topic).option("startingOffsets", "earliest").load())
-    typed = typed_transactions(validate(raw)).repartition(settings.spark.shuffle_partitions).cache()
+    typed = landed_transactions(raw).repartition(settings.spark.shuffle_partitions).cache()
     rows = typed.count()
     target = CassandraTarget.from_settings(settings)
     t0 = time.perf_counter()

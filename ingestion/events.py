@@ -18,8 +18,10 @@ single reason per bad record.
 from __future__ import annotations
 
 import json
+import re
 import types
 import typing
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -44,15 +46,15 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 from infra.errors import EventValidationError
 
 __all__ = [
-    "ACCOUNT_NUMBER_PATTERN", "CHANNELS", "CITY_PATTERN", "CRORE", "DEAD_LETTER_REASONS",
+    "ACCOUNT_NUMBER_PATTERN", "CHANNELS", "CITY_PATTERN", "CONTRACT_REASONS", "CRORE", "DEAD_LETTER_REASONS",
     "DEVICE_ID_PATTERN", "DEVICE_OPTIONAL_CHANNELS", "FIELD_ENUMS", "FIELD_PATTERNS",
     "FIELD_RANGES", "IFSC_PATTERN", "IP_PATTERN", "IST", "LAKH", "LAT_RANGE", "LON_RANGE",
     "MAX_AMOUNT_PAISE", "MCC_PATTERN", "MCC_REQUIRED_TXN_TYPES", "PAISE_PER_RUPEE",
     "PARTY_ID_FIELDS", "REQUIRED_FIELDS", "RTGS_MIN_AMOUNT_PAISE", "SCHEMA_VERSION",
     "STATUSES", "SUPPORTED_VERSIONS", "TXN_ID_PATTERN", "TXN_TYPES", "VPA_PATTERN",
-    "Channel", "DeadLetterReason", "Geo", "Party", "Payer", "Status", "TransactionEvent",
-    "TxnType", "format_inr", "kafka_key", "paise_to_rupees", "rupees_to_paise", "spark_schema",
-    "to_json", "validate_event",
+    "Channel", "DeadLetterReason", "Geo", "LabelEvent", "Party", "Payer", "Status", "TransactionEvent",
+    "TxnType", "format_inr", "is_unsafe_text", "kafka_key", "paise_to_rupees", "rupees_to_paise",
+    "safe_text", "spark_schema", "to_json", "validate_event", "validate_label",
 ]
 
 SCHEMA_VERSION = 1
@@ -162,6 +164,10 @@ class DeadLetterReason(StrEnum):
     shared with the Spark stream; declaration order is precedence (first wins)."""
 
     MALFORMED_JSON = "malformed_json"
+    # Control, format and bidirectional-override characters make a stored value render as
+    # something other than what was sent (U+202E reverses the text after it): hostile
+    # whatever else the record holds, so judged before the fields are.
+    CONTROL_CHARACTERS = "control_characters"
     UNSUPPORTED_VERSION = "unsupported_version"
     MISSING_FIELD = "missing_field"
     WRONG_TYPE = "wrong_type"
@@ -170,9 +176,21 @@ class DeadLetterReason(StrEnum):
     ABSURD_AMOUNT = "absurd_amount"
     INVALID_FIELD = "invalid_field"
     FUTURE_TIMESTAMP = "future_timestamp"
+    STALE_TIMESTAMP = "stale_timestamp"
+    # Decided outside validate_event: by the stream's landing step (a txn_id already landed
+    # with other content), by the producer (a record over the broker's size limit), and by
+    # whoever judges a record when judging itself failed (the exception's text is kept).
+    CONFLICTING_DUPLICATE = "conflicting_duplicate"
+    OVERSIZE = "oversize"
+    UNPROCESSABLE = "unprocessable"
 
 
 DEAD_LETTER_REASONS: tuple[str, ...] = tuple(r.value for r in DeadLetterReason)
+CONTRACT_REASONS: tuple[str, ...] = tuple(
+    r.value for r in DeadLetterReason
+    if r not in (DeadLetterReason.CONFLICTING_DUPLICATE, DeadLetterReason.OVERSIZE, DeadLetterReason.UNPROCESSABLE)
+)
+"""The reasons :func:`validate_event` itself gives (each reachable from some input)."""
 _PRECEDENCE = {reason: rank for rank, reason in enumerate(DeadLetterReason)}
 
 
@@ -255,6 +273,14 @@ class TransactionEvent(_Contract):
         # DeadLetterReason precedence whatever else is wrong with the record.
         if not isinstance(data, dict):
             return data
+        where = _unsafe_text(data)
+        if where is not None:
+            raise PydanticCustomError(
+                DeadLetterReason.CONTROL_CHARACTERS,
+                "{where} holds control, format or bidirectional-override characters; "
+                "send plain printable text",
+                {"where": where},
+            )
         version = data.get("schema_version")
         if type(version) is int and version not in SUPPORTED_VERSIONS:
             raise PydanticCustomError(
@@ -303,7 +329,13 @@ class TransactionEvent(_Contract):
                 DeadLetterReason.INVALID_FIELD,
                 "event_time has no UTC offset; append 'Z' or '+05:30' - naive times are ambiguous",
             )
-        return value if value.tzinfo is timezone.utc else value.astimezone(timezone.utc)
+        try:
+            return value if value.tzinfo is timezone.utc else value.astimezone(timezone.utc)
+        except OverflowError:  # e.g. 0001-01-01T00:00:00+05:30 is before year 1 in UTC
+            raise PydanticCustomError(
+                DeadLetterReason.INVALID_FIELD,
+                "event_time is outside the representable range in UTC (years 1-9999)",
+            ) from None
 
     @field_validator("amount_paise")
     @classmethod
@@ -367,6 +399,10 @@ def _decode(raw: bytes | str | dict[str, Any]) -> dict[str, Any]:
         raise EventValidationError(
             DeadLetterReason.MALFORMED_JSON, f"not valid UTF-8 JSON ({exc})"
         ) from None
+    except RecursionError:
+        raise EventValidationError(
+            DeadLetterReason.MALFORMED_JSON, "JSON nested too deeply; an event is a flat object of depth 2"
+        ) from None
     if not isinstance(data, dict):
         raise EventValidationError(
             DeadLetterReason.MALFORMED_JSON,
@@ -377,6 +413,47 @@ def _decode(raw: bytes | str | dict[str, Any]) -> dict[str, Any]:
 
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
+
+
+# C0/C1 controls, soft hyphen, Arabic letter mark, zero-width and bidi marks/overrides/
+# isolates, line/paragraph separators, invisible operators, BOM, interlinear annotation,
+# lone surrogates (JSON escapes can make them; UTF-8 cannot carry them to Cassandra) and
+# tag characters. Unicode categories catch the other format/private-use characters.
+_UNSAFE_TEXT = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f"
+    "\ufeff\ufff9-\ufffb\ud800-\udfff\U000e0000-\U000e007f]"
+)
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
+
+
+def is_unsafe_text(text: str) -> bool:
+    r"""Whether ``text`` holds a character that renders as something other than itself.
+
+    >>> is_unsafe_text("Pune"), is_unsafe_text("Bengaluru \u0cac\u0cc6\u0c82\u0c97\u0cb3\u0cc2\u0cb0\u0cc1")
+    (False, False)
+    >>> is_unsafe_text("abc\u202egnp.exe"), is_unsafe_text("tab\there"), is_unsafe_text("\ud800")
+    (True, True, True)
+    """
+    if _UNSAFE_TEXT.search(text):
+        return True
+    return not text.isascii() and any(unicodedata.category(c) in _UNSAFE_CATEGORIES for c in text)
+
+
+def _unsafe_text(data: dict[str, Any], prefix: str = "", depth: int = 0) -> str | None:
+    """The dotted path of the first key or string value holding unsafe text, or None.
+
+    Only the event's own depth is walked: deeper values are wrong-typed anyway."""
+    for key, value in data.items():
+        path = f"{prefix}{key}" if isinstance(key, str) else prefix + "?"
+        if isinstance(key, str) and is_unsafe_text(key):
+            return f"key {path!r}".encode("ascii", "backslashreplace").decode()
+        if isinstance(value, str) and is_unsafe_text(value):
+            return path.encode("ascii", "backslashreplace").decode()
+        if isinstance(value, dict) and depth < 1:
+            found = _unsafe_text(value, path + ".", depth + 1)
+            if found is not None:
+                return found
+    return None
 
 
 def _reason(error: ErrorDetails) -> DeadLetterReason:
@@ -413,11 +490,16 @@ def validate_event(
     now: datetime | None = None,
     max_future_skew: timedelta = timedelta(minutes=5),
     max_amount_paise: int = MAX_AMOUNT_PAISE,
+    max_age: timedelta | None = None,
 ) -> TransactionEvent:
-    """Parse and check one event; raise EventValidationError with a reason code.
+    """Parse and check one event; raise EventValidationError with a reason code, and
+    nothing else, whatever ``raw`` holds (an unexpected failure while judging it is
+    reported as ``unprocessable`` with the exception's text).
 
     ``now`` is the reference for the future-timestamp check (wall clock if omitted);
     replays pass their own clock so that old files validate the same way every time.
+    ``max_age``: events older than this before ``now`` are ``stale_timestamp`` (the live
+    stream sets it; a replay of history does not).
 
     >>> e = validate_event(b'{"schema_version":1,"txn_id":"0f8fad5b-d9cb-469f-a165-70867728950e",'
     ...     b'"event_time":"2025-01-06T10:00:00+05:30","channel":"UPI","txn_type":"P2P",'
@@ -429,6 +511,21 @@ def validate_event(
     Traceback (most recent call last):
     infra.errors.EventValidationError: unsupported_version: ...
     """
+    reference = now if now is not None else datetime.now(timezone.utc)
+    if reference.tzinfo is None:
+        raise ValueError("validate_event(now=...) must be timezone-aware, e.g. datetime.now(timezone.utc)")
+    try:
+        return _judge(raw, reference, max_future_skew, max_amount_paise, max_age)
+    except EventValidationError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the contract's promise: one error type, whatever the input
+        raise EventValidationError(
+            DeadLetterReason.UNPROCESSABLE, safe_text(f"{type(exc).__name__}: {exc}")[:1000]
+        ) from None
+
+
+def _judge(raw: bytes | str | dict[str, Any], reference: datetime, max_future_skew: timedelta,
+           max_amount_paise: int, max_age: timedelta | None) -> TransactionEvent:
     data = _decode(raw)
     try:
         event = TransactionEvent.model_validate(
@@ -436,16 +533,73 @@ def validate_event(
         )
     except ValidationError as exc:
         raise _to_event_error(exc) from None
-    reference = now if now is not None else datetime.now(timezone.utc)
-    if reference.tzinfo is None:
-        raise ValueError("validate_event(now=...) must be timezone-aware, e.g. datetime.now(timezone.utc)")
     if event.event_time > reference + max_future_skew:
         raise EventValidationError(
             DeadLetterReason.FUTURE_TIMESTAMP,
             f"event_time {event.event_time.isoformat()} is more than {max_future_skew} "
             f"ahead of {reference.isoformat()}; check the producer's clock",
         )
+    if max_age is not None and event.event_time < reference - max_age:
+        raise EventValidationError(
+            DeadLetterReason.STALE_TIMESTAMP,
+            f"event_time {event.event_time.isoformat()} is more than {max_age.days} days "
+            f"before {reference.isoformat()}; replay history with a shifted clock or raise "
+            "contract.max_event_age_days",
+        )
     return event
+
+
+def safe_text(text: str) -> str:
+    r"""``text`` with lone surrogates escaped, so it encodes as UTF-8 (Cassandra, Kafka, logs).
+
+    >>> safe_text("ok \ud800")
+    'ok \\ud800'
+    """
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+# ------------------------------------------------------------------------ labels
+
+
+class LabelEvent(_Contract):
+    """Ground truth for one transaction, as the labels topic carries it: a chargeback, a
+    complaint, an analyst's disposition. ``label_time`` is when the truth became known."""
+
+    txn_id: TxnId
+    is_fraud: bool
+    scenario: Annotated[str, StringConstraints(max_length=64)] | None = None
+    label_time: datetime
+
+    _aware_label_time = field_validator("label_time", mode="before")(
+        TransactionEvent._aware_utc.__func__  # type: ignore[attr-defined]
+    )
+
+
+def validate_label(raw: bytes | str | dict[str, Any]) -> LabelEvent:
+    """Parse and check one label; raise EventValidationError and nothing else.
+
+    >>> validate_label(b'{"txn_id":"0f8fad5b-d9cb","is_fraud":true,"label_time":"2025-01-13T10:00:00Z"}').is_fraud
+    True
+    >>> validate_label(b'{"txn_id":"0f8fad5b-d9cb","is_fraud":true,"label_time":"soon"}')  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    infra.errors.EventValidationError: invalid_field: label_time: ...
+    """
+    try:
+        data = _decode(raw)
+        where = _unsafe_text(data)
+        if where is not None:
+            raise EventValidationError(DeadLetterReason.CONTROL_CHARACTERS,
+                                       f"{where} holds control, format or bidirectional-override characters")
+        try:
+            return LabelEvent.model_validate(data)
+        except ValidationError as exc:
+            raise _to_event_error(exc) from None
+    except EventValidationError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one error type, whatever the input
+        raise EventValidationError(
+            DeadLetterReason.UNPROCESSABLE, safe_text(f"{type(exc).__name__}: {exc}")[:1000]
+        ) from None
 
 
 # ------------------------------------------------------------ contract as plain data

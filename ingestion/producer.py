@@ -1,19 +1,40 @@
 """Kafka producer for transaction events (simulated or replayed).
 
 Per-account ordering: the key is the payer account, so every event of one account
-lands in one partition in order. Durability: ``acks=all`` with idempotence-safe
-retries. Throughput: batching (``linger_ms``/``batch_size``) and lz4 compression.
+lands in one partition in order. Durability: ``acks=all`` with the idempotent producer
+(the broker drops a retried batch it already has, so a retry neither duplicates nor
+reorders). Throughput: batching (``linger_ms``/``batch_size``) and lz4 compression.
+
+Back-pressure: the send buffer is bounded (``buffer_memory``); when the broker is away
+and the buffer is full, ``send`` blocks instead of piling events up in memory, so the
+loop feeding it slows to what Kafka accepts. Every record is accounted for: ``sent``
+counts what the broker acknowledged, ``failed`` what it never did, and on close the
+records still undelivered are written, one JSON line each, to ``undelivered_path``
+(re-sendable as they are). A record over the size limit never reaches Kafka's transactions
+topic: it goes to the dead-letter topic with reason ``oversize`` and a cut payload.
 """
 from __future__ import annotations
 
+import base64
+import json
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Callable, Iterable
 
 from infra.settings import Settings
-from ingestion.events import TransactionEvent, kafka_key, to_json
+from ingestion.events import DeadLetterReason, TransactionEvent, kafka_key, to_json
+
+log = logging.getLogger(__name__)
+
+# The broker's default message.max.bytes (1 MiB plus record overhead): a record over it
+# would be refused there after a round trip; refusing it here keeps it out of the batch.
+MAX_RECORD_BYTES = 1_000_000
+# What a dead letter keeps of an oversize payload (the dead-letter topic has the same limit).
+OVERSIZE_KEEP_BYTES = 16_384
 
 
 @dataclass
@@ -24,8 +45,10 @@ class ProduceSummary:
     failed: int = 0
     labels_sent: int = 0
     clamped_to_now: int = 0
+    oversize: int = 0
     seconds: float = 0.0
     errors: dict[str, int] = field(default_factory=dict)
+    undelivered_path: Path | None = None
 
     @property
     def rate(self) -> float:
@@ -33,60 +56,167 @@ class ProduceSummary:
 
     def line(self) -> str:
         err = f" ({', '.join(f'{k}: {v}' for k, v in self.errors.items())})" if self.errors else ""
-        return (f"sent {self.sent} events, failed {self.failed}{err}, labels {self.labels_sent}, "
-                f"in {self.seconds:.1f}s = {self.rate:,.0f} events/s")
+        over = f", {self.oversize} oversize to the dead-letter topic" if self.oversize else ""
+        kept = f"; undelivered records in {self.undelivered_path}" if self.undelivered_path else ""
+        return (f"sent {self.sent} events, failed {self.failed}{err}{over}, labels {self.labels_sent}, "
+                f"in {self.seconds:.1f}s = {self.rate:,.0f} events/s{kept}")
 
 
 class TransactionProducer:
-    """Thin wrapper over kafka-python's KafkaProducer that counts delivery outcomes."""
+    """Thin wrapper over kafka-python's KafkaProducer that accounts for every record."""
 
     def __init__(self, settings: Settings, topic: str | None = None, labels_topic: str | None = None,
-                 linger_ms: int = 20, batch_size: int = 256 * 1024, compression: str | None = "lz4") -> None:
+                 linger_ms: int = 20, batch_size: int = 256 * 1024, compression: str | None = "lz4",
+                 dlq_topic: str | None = None, buffer_memory: int = 16 * 1024 * 1024,
+                 max_block_ms: int = 600_000, undelivered_dir: Path | None = None) -> None:
         from kafka import KafkaProducer
 
         self.topic = topic or settings.kafka.topics.transactions
         self.labels_topic = labels_topic or settings.kafka.topics.labels
+        self.dlq_topic = dlq_topic or settings.kafka.topics.dead_letter
         self.summary = ProduceSummary()
+        self._undelivered_dir = undelivered_dir or settings.state_path / "producer"
         self._lock = threading.Lock()
+        self._drained = threading.Condition(self._lock)
+        self._buffer_bytes = buffer_memory
+        self._max_block_s = max_block_ms / 1000
+        self._pending_bytes = 0
+        self._pending: dict[int, tuple[str, bytes | None, bytes]] = {}
+        self._next = 0
+        self._failures: list[dict] = []
         self._producer = KafkaProducer(
             bootstrap_servers=settings.kafka.bootstrap,
             acks="all",
+            enable_idempotence=True,  # retries (unbounded count, bounded by delivery_timeout_ms) stay exactly-once
             linger_ms=linger_ms,
             batch_size=batch_size,
             compression_type=compression,
-            retries=10,
-            max_in_flight_requests_per_connection=1,  # retries must not reorder an account's events
+            delivery_timeout_ms=300_000,
+            max_in_flight_requests_per_connection=5,  # idempotence keeps order up to 5
+            max_block_ms=max_block_ms,
+            max_request_size=MAX_RECORD_BYTES + 64 * 1024,
             client_id="txmon-producer",
         )
 
-    def _ok(self, _metadata) -> None:
+    def _track(self, topic: str, key: bytes | None, value: bytes) -> int | None:
+        """Register a record as pending; wait while the pending records fill the buffer
+        (kafka-python's own accumulator is unbounded). None: the buffer stayed full for
+        max_block_ms, and the record is reported as failed instead of queued."""
+        size = len(value) + len(key or b"")
+        deadline = time.monotonic() + self._max_block_s
         with self._lock:
-            self.summary.sent += 1
+            while self._pending and self._pending_bytes + size > self._buffer_bytes:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self._count_failure("BufferFull", (topic, key, value),
+                                        f"send buffer full for {self._max_block_s:.0f} s: is Kafka reachable?")
+                    return None
+                self._drained.wait(timeout=min(left, 5.0))
+            token = self._next
+            self._next += 1
+            self._pending[token] = (topic, key, value)
+            self._pending_bytes += size
+        return token
 
-    def _failed(self, exc: BaseException) -> None:
+    def _release(self, token: int):
+        record = self._pending.pop(token, None)
+        if record is not None:
+            self._pending_bytes -= len(record[2]) + len(record[1] or b"")
+            self._drained.notify_all()
+        return record
+
+    def _ok(self, token: int, counted: bool, _metadata) -> None:
         with self._lock:
-            self.summary.failed += 1
-            name = type(exc).__name__
-            self.summary.errors[name] = self.summary.errors.get(name, 0) + 1
+            self._release(token)
+            if counted:
+                self.summary.sent += 1
+
+    def _failed(self, token: int, exc: BaseException) -> None:
+        with self._lock:
+            record = self._release(token)
+            if record is not None:
+                self._count_failure(type(exc).__name__, record, f"{type(exc).__name__}: {exc}")
+
+    def _count_failure(self, name: str, record: tuple, error: str) -> None:
+        self.summary.failed += 1
+        self.summary.errors[name] = self.summary.errors.get(name, 0) + 1
+        self._failures.append(_undelivered(*record, error=error))
 
     def send_event(self, event: TransactionEvent) -> None:
         self.send_raw(kafka_key(event), to_json(event))
 
-    def send_raw(self, key: bytes | None, value: bytes, topic: str | None = None) -> None:
-        """Send bytes as they are (replay of foreign data, or deliberately bad records)."""
-        future = self._producer.send(topic or self.topic, key=key, value=value)
-        future.add_callback(self._ok).add_errback(self._failed)
+    def send_raw(self, key: bytes | None, value: bytes | None, topic: str | None = None) -> None:
+        """Send bytes as they are (replay of foreign data, or deliberately bad records).
+        Blocks while the send buffer is full (back-pressure)."""
+        topic = topic or self.topic
+        size = len(value or b"") + len(key or b"")
+        if size > MAX_RECORD_BYTES:
+            self._dead_letter_oversize(topic, key, value or b"", size)
+            return
+        self._send(topic, key, value, counted=True)
+
+    def _send(self, topic: str, key: bytes | None, value: bytes | None, counted: bool) -> None:
+        token = self._track(topic, key, value or b"")
+        if token is None:
+            return
+        try:
+            future = self._producer.send(topic, key=key, value=value)
+        except Exception as exc:  # noqa: BLE001 - refused before queueing (size, buffer timeout): reported per record
+            self._failed(token, exc)
+            return
+        future.add_callback(lambda md: self._ok(token, counted, md)).add_errback(lambda exc: self._failed(token, exc))
+
+    def _dead_letter_oversize(self, topic: str, key: bytes | None, value: bytes, size: int) -> None:
+        letter = {
+            "topic": topic, "kafka_partition": None, "kafka_offset": None,
+            "reason": DeadLetterReason.OVERSIZE.value,
+            "detail": (f"record of {size:,} bytes is over the {MAX_RECORD_BYTES:,}-byte limit; refused by "
+                       f"the producer; raw_value keeps its first {OVERSIZE_KEEP_BYTES:,} bytes"),
+            "raw_key": None if key is None else key.decode("utf-8", "backslashreplace"),
+            "raw_value": value[:OVERSIZE_KEEP_BYTES].decode("utf-8", "backslashreplace"),
+            "kafka_timestamp": datetime.now(timezone.utc).isoformat(),
+        }
+        self.summary.oversize += 1
+        log.warning("record of %d bytes for %s sent to the dead-letter topic %s as oversize", size, topic,
+                    self.dlq_topic)
+        self._send(self.dlq_topic, key, json.dumps(letter, separators=(",", ":")).encode(), counted=False)
 
     def send_label(self, key: bytes, value: bytes) -> None:
-        self._producer.send(self.labels_topic, key=key, value=value)
+        self._send(self.labels_topic, key, value, counted=False)
         self.summary.labels_sent += 1
 
     def flush(self, timeout: float | None = 120) -> None:
         self._producer.flush(timeout=timeout)
 
-    def close(self) -> None:
-        self._producer.flush()
-        self._producer.close()
+    def close(self, timeout: float = 120) -> ProduceSummary:
+        """Deliver what is buffered (up to ``timeout`` seconds), then account for the rest:
+        each record not acknowledged is written to ``summary.undelivered_path``."""
+        try:
+            self._producer.flush(timeout=timeout)
+        except Exception as exc:  # noqa: BLE001 - what did not make it is reported per record below
+            log.warning("flush ended before every record was delivered: %s", exc)
+        self._producer.close(timeout=5)
+        with self._lock:
+            for record in self._pending.values():
+                self._count_failure("Unacknowledged", record, "not acknowledged when the producer closed")
+            self._pending.clear()
+            self._pending_bytes = 0
+            if self._failures:
+                self._undelivered_dir.mkdir(parents=True, exist_ok=True)
+                path = self._undelivered_dir / f"undelivered-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}.jsonl"
+                with path.open("w", encoding="utf-8") as out:
+                    for failure in self._failures:
+                        out.write(json.dumps(failure, separators=(",", ":")) + "\n")
+                self.summary.undelivered_path = path
+                log.error("%d records were not delivered; written to %s", len(self._failures), path)
+                self._failures.clear()
+        return self.summary
+
+
+def _undelivered(topic: str, key: bytes | None, value: bytes, error: str) -> dict:
+    """One undelivered record as a JSON-able dict, bytes in base64 so nothing is lost."""
+    return {"topic": topic, "key_b64": None if key is None else base64.b64encode(key).decode(),
+            "value_b64": base64.b64encode(value).decode(), "error": error}
 
 
 class Pacer:

@@ -28,6 +28,7 @@ consumer can de-duplicate; the dead_letters *table* is exact.)
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections import deque
@@ -36,18 +37,15 @@ from pathlib import Path
 from typing import Iterator
 
 from infra.settings import Settings, load_settings
+from spark_jobs import validation
 from spark_jobs.cassandra_sink import CassandraTarget, arrow_rows, write_rows
 
-TRANSACTION_COLUMNS = (
-    "txn_id", "schema_version", "event_time", "channel", "txn_type",
-    "payer_account", "payer_ifsc", "payer_vpa", "payee_account", "payee_ifsc", "payee_vpa",
-    "amount_paise", "currency", "mcc", "device_id", "ip", "city", "lat", "lon", "status",
-    "kafka_partition", "kafka_offset", "kafka_timestamp", "landed_at",
-)
-DEAD_LETTER_COLUMNS = (
-    "topic", "kafka_partition", "kafka_offset", "reason", "detail", "raw_key", "raw_value",
-    "kafka_timestamp", "landed_at",
-)
+# The transactions table's and dead_letters table's columns as the stream binds them.
+TRANSACTION_COLUMNS = validation.TRANSACTION_COLUMNS
+DEAD_LETTER_COLUMNS = validation.DEAD_LETTER_COLUMNS
+# What "the same event" means for a txn_id seen again: every contract field, not where
+# Kafka put it or when it landed.
+CONTENT_COLUMNS = TRANSACTION_COLUMNS[:TRANSACTION_COLUMNS.index("status") + 1]
 
 
 @dataclass(frozen=True)
@@ -108,151 +106,157 @@ def read_kafka(spark, settings: Settings, opts: StreamOptions, topic: str | None
     )
 
 
-def _typed_columns():
-    """The typed transaction columns from a parsed event ``e`` and its Kafka coordinates
-    (all of TRANSACTION_COLUMNS but ``landed_at``)."""
-    from pyspark.sql import functions as F
-
-    return [
-        F.col("e.txn_id").alias("txn_id"),
-        F.col("e.schema_version").cast("int").alias("schema_version"),
-        F.to_timestamp("e.event_time").alias("event_time"),
-        F.col("e.channel").alias("channel"),
-        F.col("e.txn_type").alias("txn_type"),
-        F.col("e.payer.account_number").alias("payer_account"),
-        F.col("e.payer.ifsc").alias("payer_ifsc"),
-        F.col("e.payer.vpa").alias("payer_vpa"),
-        F.col("e.payee.account_number").alias("payee_account"),
-        F.col("e.payee.ifsc").alias("payee_ifsc"),
-        F.col("e.payee.vpa").alias("payee_vpa"),
-        F.col("e.amount_paise").alias("amount_paise"),
-        F.col("e.currency").alias("currency"),
-        F.col("e.mcc").alias("mcc"),
-        F.col("e.device_id").alias("device_id"),
-        F.col("e.ip").alias("ip"),
-        F.col("e.geo.city").alias("city"),
-        F.col("e.geo.lat").alias("lat"),
-        F.col("e.geo.lon").alias("lon"),
-        F.col("e.status").alias("status"),
-        F.col("partition").alias("kafka_partition"),
-        F.col("offset").alias("kafka_offset"),
-        F.col("kafka_ts").alias("kafka_timestamp"),
-    ]
+def landed_transactions(raw_df, judge: validation.Judge = validation.Judge()):
+    """Kafka source DataFrame -> typed rows of its valid events, for batch jobs over history
+    (``landed_at`` is when the task judged them; nothing is written)."""
+    return validation.valid_transactions(raw_df, judge)
 
 
-def _event_struct():
-    from pyspark.sql import functions as F
-
-    from ingestion.events import spark_schema
-
-    return F.from_json("value", spark_schema()).alias("e")
-
-
-def typed_transactions(validated_df):
-    """Valid records -> one flat, typed row per transaction (the Cassandra layout).
-
-    For batch jobs over history: ``landed_at`` is the query's time. (The stream sets it
-    in the landing task instead: see :func:`landing_frame`.)"""
-    from pyspark.sql import functions as F
-
-    parsed = validated_df.where(F.col("dlq_reason").isNull()).select(
-        _event_struct(), "partition", "offset", "kafka_ts")
-    return parsed.select(*_typed_columns(), F.current_timestamp().alias("landed_at"))
-
-
-_RAW_ONLY = ("topic", "raw_key", "raw_value")
-
-
-def landing_frame(raw_text_df):
-    """Every record once, not yet validated: the typed columns as Spark parses them (what
-    lands for a valid event; ignored for an invalid one) and the raw record. ``raw_text_df``:
-    a DataFrame or a PreparedPlan (:func:`landing_plan`).
-
-    No ``landed_at`` here: :func:`land_partition` stamps it. ``current_timestamp()`` in a
-    streaming plan becomes a literal of the micro-batch's time, which whole-stage codegen
-    inlines into the generated Java source, so every micro-batch compiled its landing stage
-    anew (Janino) and the JIT compiled the new classes again: the driver JVM's C2 compiler
-    threads used ~70 % of its CPU in steady state (bench/thread_cpu.py; notes on issue 8)."""
-    from pyspark.sql import functions as F
-
-    return (raw_text_df.select(_event_struct(), "partition", "offset", "kafka_ts", "topic",
-                               F.col("key").alias("raw_key"), F.col("value").alias("raw_value"))
-            .select(*_typed_columns(), *_RAW_ONLY))
-
-
-def landing_plan(records, target: CassandraTarget, bootstrap: str, dlq_topic: str):
-    """A micro-batch's landing (:func:`landing_frame`, then :func:`land_partition`) as a
-    PreparedPlan built once per query from the streaming frame ``records``, whose schema
-    every micro-batch has: its frame is the valid typed rows, landed."""
+def landing_plan(records, target: CassandraTarget, bootstrap: str, dlq_topic: str,
+                 judge: validation.Judge = validation.Judge()):
+    """A micro-batch's landing (:func:`land_partition`) as a PreparedPlan built once per
+    query from the streaming frame ``records`` (:func:`validation.raw_records`), whose
+    schema every micro-batch has: its frame is the valid typed rows, landed."""
     from spark_jobs.prepared_plan import PreparedPlan
 
-    frame = landing_frame(PreparedPlan(records.sparkSession, records.schema))
-    landed_schema = typed_schema(frame)
-    return frame.mapInArrow(land_partition(target, bootstrap, dlq_topic, landed_schema), landed_schema)
+    plan = PreparedPlan(records.sparkSession, records.schema)
+    return plan.mapInArrow(land_partition(target, bootstrap, dlq_topic, judge), validation.typed_schema())
 
 
-def typed_schema(landing_df):
-    """The typed rows :func:`land_partition` yields for a :func:`landing_frame`: its
-    transaction columns plus ``landed_at``."""
-    from pyspark.sql import types as T
-
-    return T.StructType([*landing_df.drop(*_RAW_ONLY).schema.fields, T.StructField("landed_at", T.TimestampType())])
-
-
-def land_partition(target: CassandraTarget, bootstrap: str, dlq_topic: str, out_schema):
-    """mapInArrow function over :func:`landing_frame`: stamps ``landed_at`` (when the task
-    lands the batch), validates every record against the
-    event contract (spark_jobs/validation.with_verdicts), writes valid records to
-    ``transactions`` and invalid ones, with the reason, to ``dead_letters`` and the
-    dead-letter topic, from the task that holds them; yields the valid typed rows for
-    detection.
+def land_partition(target: CassandraTarget, bootstrap: str, dlq_topic: str,
+                   judge: validation.Judge = validation.Judge()):
+    """mapInArrow function over raw Kafka records: judges every record in Python
+    (spark_jobs/validation.judge_batch: nothing Spark-side interprets the payload, so no
+    value can fail the micro-batch), sets aside txn_ids landed before
+    (:func:`split_duplicates`), writes the valid records to ``transactions`` and the rest,
+    with the reason, to ``dead_letters`` and the dead-letter topic, from the task that
+    holds them; yields the typed rows of the events to detect on.
 
     Landing inside the micro-batch's one Spark job, instead of a write job, a dead-letter
     check job and a Kafka job of its own, is what made small micro-batches cheap
-    (bench/batch_step_profile.py); validating here rather than in a Python step of its own
-    saves each micro-batch a round trip of every record through Arrow and a Python task per
-    Kafka partition (notes on issue 8).
+    (bench/batch_step_profile.py).
     """
-    import json
-
-    from spark_jobs.kafka_sink import publish
-    from spark_jobs.validation import with_verdicts
-
-    names = list(out_schema.names)
 
     def run(batches: Iterator) -> Iterator:
         from datetime import datetime, timezone
 
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
         for batch in batches:
             if batch.num_rows == 0:
                 continue
-            stamp_type = batch.column("kafka_timestamp").type  # Spark's timestamp as Arrow gives it
-            landed = pa.repeat(pa.scalar(datetime.now(timezone.utc), stamp_type), batch.num_rows)
-            batch = batch.append_column("landed_at", landed)
-            batch = with_verdicts(batch, "raw_value", ("reason", "detail"))
-            valid_mask = pc.is_null(batch.column("reason"))
-            valid = batch.filter(valid_mask)
+            now = datetime.now(timezone.utc)
+            judged = validation.judge_batch(batch, now, judge)
+            valid, conflicts = split_duplicates(target, judged.valid)
+            letters = judged.dead_letters + validation.dead_letter_rows(
+                batch, [(judged.index[i], error) for i, error in conflicts], now)
             if valid.num_rows:
                 write_rows(target, "transactions", TRANSACTION_COLUMNS, arrow_rows(valid, TRANSACTION_COLUMNS))
-            bad = batch.filter(pc.invert(valid_mask))
-            if bad.num_rows:
-                letters = arrow_rows(bad, DEAD_LETTER_COLUMNS)
-                write_rows(target, "dead_letters", DEAD_LETTER_COLUMNS, letters)
-                messages = []
-                for letter in letters:
-                    record = dict(zip(DEAD_LETTER_COLUMNS, letter))
-                    del record["landed_at"]  # the topic carries where it came from, not when it landed
-                    key = record["raw_key"]
-                    messages.append((None if key is None else key.encode(),
-                                     json.dumps(record, default=_json_default, separators=(",", ":")).encode()))
-                publish(bootstrap, dlq_topic, messages)
+            if letters:
+                publish_dead_letters(target, bootstrap, dlq_topic, letters)
             if valid.num_rows:
-                yield valid.select(names)
+                yield valid
 
     return run
+
+
+def publish_dead_letters(target: CassandraTarget, bootstrap: str, dlq_topic: str, letters: list[tuple]) -> None:
+    """Dead-letter tuples (:data:`DEAD_LETTER_COLUMNS`) to the table and the topic."""
+    import json
+
+    from spark_jobs.kafka_sink import publish
+
+    # Few rows per batch: a dead letter may carry validation.MAX_RAW_CHARS of payload, and
+    # Cassandra refuses batches over batch_size_fail_threshold.
+    write_rows(target, "dead_letters", DEAD_LETTER_COLUMNS, letters, batch_rows=2)
+    messages = []
+    for letter in letters:
+        record = dict(zip(DEAD_LETTER_COLUMNS, letter))
+        del record["landed_at"]  # the topic carries where it came from, not when it landed
+        key = record["raw_key"]
+        messages.append((None if key is None else key.encode("utf-8", "backslashreplace"),
+                         json.dumps(record, default=_json_default, separators=(",", ":")).encode()))
+    publish(bootstrap, dlq_topic, messages)
+
+
+def _content(values: tuple) -> tuple:
+    """Comparable content of a transaction: event time to the millisecond (what Cassandra
+    keeps) as naive UTC, everything else as is."""
+    from datetime import timezone
+
+    out = list(values)
+    t = out[2]
+    if t is not None:
+        if t.tzinfo is not None:
+            t = t.astimezone(timezone.utc).replace(tzinfo=None)
+        out[2] = t.replace(microsecond=t.microsecond // 1000 * 1000)
+    return tuple(out)
+
+
+def split_duplicates(target: CassandraTarget, valid):
+    """Valid typed rows -> (rows to land and detect on, [(row index, conflicting_duplicate
+    error)]).
+
+    A txn_id already landed (in Cassandra, or earlier in this batch) from another Kafka
+    record is a duplicate: with the same content it is a no-op (a producer's retry, a file
+    replayed twice), dropped before windows or scoring can count it again; with other
+    content it is dead-lettered and the first version stands. The same Kafka record seen
+    again (partition and offset equal) is Spark replaying an unfinished micro-batch, and
+    lands again as before. Two records of one txn_id in one micro-batch but in different
+    Kafka partitions (different payers) are judged by different tasks and both land: the
+    check is per task, not a lock (docs/architecture.md)."""
+    import pyarrow as pa
+
+    if valid.num_rows == 0:
+        return valid, []
+    ids = valid.column("txn_id").to_pylist()
+    stored = _stored_versions(target, list(dict.fromkeys(ids)))
+    contents = list(zip(*(valid.column(c).to_pylist() for c in CONTENT_COLUMNS)))
+    partitions = valid.column("kafka_partition").to_pylist()
+    offsets = valid.column("kafka_offset").to_pylist()
+    keep, letters = [], []
+    seen: dict[str, tuple] = {}
+    for i, txn_id in enumerate(ids):
+        content = _content(contents[i])
+        first = seen.get(txn_id) or stored.get(txn_id)
+        if first is None or (first[1], first[2]) == (partitions[i], offsets[i]):
+            seen[txn_id] = (content, partitions[i], offsets[i])
+            keep.append(i)
+            continue
+        if first[0] == content:
+            continue  # identical duplicate: already counted once
+        letters.append((i, _conflict(txn_id, first, content)))
+    if len(keep) == valid.num_rows:
+        return valid, letters
+    return valid.take(pa.array(keep, pa.int64())), letters
+
+
+def _stored_versions(target: CassandraTarget, ids: list[str]) -> dict[str, tuple]:
+    """txn_id -> (content, kafka partition, kafka offset) of the ones already landed."""
+    from cassandra.concurrent import execute_concurrent_with_args
+
+    from spark_jobs.cassandra_sink import prepared, session_for
+
+    session = session_for(target)
+    stmt = prepared(session, f"SELECT {', '.join(CONTENT_COLUMNS)}, kafka_partition, kafka_offset "
+                             "FROM transactions WHERE txn_id IN ?")
+    chunks = [(ids[i:i + 100],) for i in range(0, len(ids), 100)]
+    found = {}
+    for ok, rows in execute_concurrent_with_args(session, stmt, chunks, concurrency=target.concurrency,
+                                                 raise_on_first_error=True):
+        for row in rows:
+            found[row.txn_id] = (_content(tuple(row)[:len(CONTENT_COLUMNS)]), row.kafka_partition, row.kafka_offset)
+    return found
+
+
+def _conflict(txn_id: str, first: tuple, content: tuple):
+    from infra.errors import EventValidationError
+    from ingestion.events import DeadLetterReason, safe_text
+
+    differs = [f"{c}: {first[0][k]!r} -> {content[k]!r}" for k, c in enumerate(CONTENT_COLUMNS)
+               if first[0][k] != content[k]]
+    detail = (f"txn_id {txn_id} already landed from partition {first[1]} offset {first[2]} with other "
+              f"content ({'; '.join(differs)}); the first version stands in transactions, this one is "
+              "kept here; send a new txn_id for a new payment")
+    return EventValidationError(DeadLetterReason.CONFLICTING_DUPLICATE, safe_text(detail)[:validation.MAX_DETAIL_CHARS])
 
 
 def _json_default(value):
@@ -266,13 +270,12 @@ def _json_default(value):
 
 
 def start_ingest_query(spark, settings: Settings, opts: StreamOptions, drift=None):
-    from spark_jobs.validation import raw_text
-
     target = CassandraTarget.from_settings(settings, opts.keyspace)
-    records = raw_text(read_kafka(spark, settings, opts))
+    records = validation.raw_records(read_kafka(spark, settings, opts))
     # The micro-batch's plan is built once, not per micro-batch (spark_jobs/prepared_plan.py):
     # landing here, features to outputs by the Detector (again when the rules or model change).
-    landing = landing_plan(records, target, settings.kafka.bootstrap, opts.dlq_topic)
+    landing = landing_plan(records, target, settings.kafka.bootstrap, opts.dlq_topic,
+                           validation.Judge.from_settings(settings))
     detector = None
     if opts.detect:
         from spark_jobs.detection import Detector
@@ -318,36 +321,34 @@ LABEL_COLUMNS = ("txn_id", "is_fraud", "scenario", "label_time", "received_at")
 def start_labels_query(spark, settings: Settings, opts: StreamOptions, drift=None):
     """Ground-truth labels as they arrive: into ``labels``, confirmed frauds by payee
     into ``payee_fraud_labels`` (the payee_fraud_reports feature reads it), and the
-    outcomes of the stream's decisions to the drift monitor."""
-    from pyspark.sql import functions as F
-    from pyspark.sql import types as T
-
+    outcomes of the stream's decisions to the drift monitor. Each record is judged by the
+    label contract (ingestion.events.validate_label) in Python on the driver (labels are
+    few); one it rejects is dead-lettered with its reason, like a bad transaction."""
     target = CassandraTarget.from_settings(settings, opts.keyspace)
-    schema = T.StructType([T.StructField("txn_id", T.StringType()), T.StructField("is_fraud", T.BooleanType()),
-                           T.StructField("scenario", T.StringType()), T.StructField("label_time", T.StringType())])
-    labels = read_kafka(spark, settings, opts, topic=opts.labels_topic).select(
-        F.from_json(F.col("value").cast("string"), schema).alias("l")).select(
-        # received_at is stamped in _write: current_timestamp() would make every micro-batch
-        # compile its plan anew (see landing_frame).
-        "l.txn_id", "l.is_fraud", "l.scenario", F.to_timestamp("l.label_time").alias("label_time"),
-    ).where(F.col("txn_id").isNotNull())
+    records = validation.raw_records(read_kafka(spark, settings, opts, topic=opts.labels_topic))
 
     def _write(batch_df, batch_id: int) -> None:
         from datetime import datetime, timezone
 
-        rows = batch_df.collect()  # labels are few (frauds, chargebacks)
+        rows = batch_df.collect()
         if not rows:
             return
-        received_at = datetime.now(timezone.utc).replace(tzinfo=None)  # naive UTC, as the driver binds it
+        now = datetime.now(timezone.utc)
+        received_at = now.replace(tzinfo=None)  # naive UTC, as the driver binds it
+        labels, letters = judge_labels(rows, now)
+        if letters:
+            publish_dead_letters(target, settings.kafka.bootstrap, opts.dlq_topic, letters)
+        if not labels:
+            return
         write_rows(target, "labels", LABEL_COLUMNS,
-                   [(r.txn_id, r.is_fraud, r.scenario, r.label_time, received_at) for r in rows])
-        frauds = {r.txn_id: r for r in rows if r.is_fraud}
+                   [(lab.txn_id, lab.is_fraud, lab.scenario, _naive(lab.label_time), received_at) for lab in labels])
+        frauds = {lab.txn_id: lab for lab in labels if lab.is_fraud}
         if frauds:
             _write_payee_fraud_labels(frauds, received_at)
         if drift is not None:
             import pandas as pd
 
-            drift.observe_labels(pd.DataFrame([(r.txn_id, r.is_fraud, r.label_time) for r in rows],
+            drift.observe_labels(pd.DataFrame([(lab.txn_id, lab.is_fraud, lab.label_time) for lab in labels],
                                               columns=["txn_id", "is_fraud", "label_time"]), batch_id)
 
     def _write_payee_fraud_labels(frauds: dict, received_at) -> None:
@@ -360,11 +361,43 @@ def start_labels_query(spark, settings: Settings, opts: StreamOptions, drift=Non
         for i in range(0, len(ids), 100):
             for t in session.execute(stmt, (ids[i:i + 100],)):
                 lab = frauds[t.txn_id]
-                payees.append((t.payee_account or t.payee_vpa, t.txn_id, lab.label_time, lab.scenario, received_at))
+                payees.append((t.payee_account or t.payee_vpa, t.txn_id, _naive(lab.label_time), lab.scenario,
+                               received_at))
         write_rows(target, "payee_fraud_labels", ("payee_key", "txn_id", "label_time", "scenario", "received_at"),
                    payees)
 
-    return _start(spark, labels.writeStream.foreachBatch(_write), opts, "labels", opts.secondary_trigger_seconds)
+    return _start(spark, records.writeStream.foreachBatch(_write), opts, "labels", opts.secondary_trigger_seconds)
+
+
+def judge_labels(rows, now) -> tuple[list, list[tuple]]:
+    """Collected raw label records -> (valid labels, the last per txn_id; dead-letter tuples)."""
+    import pyarrow as pa
+
+    from infra.errors import EventValidationError
+    from ingestion.events import validate_label
+
+    labels: dict[str, object] = {}
+    bad = []
+    for i, row in enumerate(rows):
+        try:
+            label = validate_label(row.value if row.value is not None else b"")
+        except EventValidationError as exc:
+            bad.append((i, exc))
+            continue
+        labels[label.txn_id] = label
+    if not bad:
+        return list(labels.values()), []
+    raw = pa.RecordBatch.from_pylist([row.asDict() for row in rows], schema=pa.schema([
+        ("key", pa.binary()), ("value", pa.binary()), ("topic", pa.string()), ("partition", pa.int32()),
+        ("offset", pa.int64()), ("kafka_ts", pa.timestamp("us", tz="UTC"))]))
+    return list(labels.values()), validation.dead_letter_rows(raw, bad, now)
+
+
+def _naive(t):
+    """A timezone-aware datetime as naive UTC (how the Cassandra driver binds it)."""
+    from datetime import timezone
+
+    return t.astimezone(timezone.utc).replace(tzinfo=None)
 
 
 def _start(spark, writer, opts: StreamOptions, name: str, trigger_seconds: float | None = None):

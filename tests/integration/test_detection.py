@@ -161,12 +161,11 @@ def test_stream_features_equal_batch_features_over_the_same_events(detected, spa
     """The same definitions run in batch over history: identical features, value for value."""
     from spark_jobs.detection import add_features_to_batch
     from spark_jobs.features import MemoryProfileStore
-    from spark_jobs.transactions_stream import typed_transactions
-    from spark_jobs.validation import validate
+    from spark_jobs.transactions_stream import landed_transactions
 
     raw = (spark.read.format("kafka").option("kafka.bootstrap.servers", detected_settings(spark))
            .option("subscribe", detected["names"]["tx"]).option("startingOffsets", "earliest").load())
-    batch = add_features_to_batch(typed_transactions(validate(raw)), MemoryProfileStore, 4)
+    batch = add_features_to_batch(landed_transactions(raw), MemoryProfileStore, 4)
     batch_pdf = batch.select("txn_id", *FEATURES).toPandas().set_index("txn_id").sort_index()
     stream = (detected["frame"].set_index("txn_id")["features_json"].map(json.loads).apply(pd.Series)
               [list(FEATURES)].sort_index())

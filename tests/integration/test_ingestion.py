@@ -74,3 +74,27 @@ def test_replay_sends_mappable_rows_in_event_time_order_and_reports_the_rest(ser
         by_partition[r.partition].append(validate_event(r.value).event_time)
     for times in by_partition.values():
         assert times == sorted(times)  # event-time order within each partition
+
+
+def test_an_oversize_record_goes_to_the_dead_letter_topic_and_the_rest_is_delivered(
+        services, unique_name, tmp_path):
+    """A record over the broker's size limit never stops or poisons a run: the producer
+    dead-letters it (reason, cut payload) and delivers everything else, counted exactly."""
+    from infra.services.kafka import ensure_topics
+    from ingestion.producer import MAX_RECORD_BYTES, OVERSIZE_KEEP_BYTES, TransactionProducer
+
+    topic, dlq = unique_name("big"), unique_name("big_dlq")
+    ensure_topics(services.kafka.bootstrap, [topic, dlq], services.kafka.partitions)
+    producer = TransactionProducer(services, topic=topic, dlq_topic=dlq, undelivered_dir=tmp_path)
+    for i in range(50):
+        producer.send_raw(b"acct", json.dumps({"n": i}).encode())
+    producer.send_raw(b"acct", b'{"city":"' + b"x" * (MAX_RECORD_BYTES + 10) + b'"}')
+    summary = producer.close()
+
+    assert (summary.sent, summary.failed, summary.oversize) == (50, 0, 1)
+    assert summary.undelivered_path is None and not list(tmp_path.iterdir())
+    assert sorted(json.loads(r.value)["n"] for r in _consume(services, topic)) == list(range(50))
+    (letter,) = [json.loads(r.value) for r in _consume(services, dlq)]
+    assert letter["reason"] == "oversize" and letter["topic"] == topic
+    assert letter["raw_value"] == "{\"city\":\"" + "x" * (OVERSIZE_KEEP_BYTES - 9)
+    assert f"{MAX_RECORD_BYTES:,}-byte limit" in letter["detail"]

@@ -15,7 +15,7 @@ import pytest
 
 from infra.readback import account_aggregates, account_windows, count_landed, dead_letters_since, kafka_end_offsets
 from ingestion.bad_records import bad_records
-from ingestion.events import DEAD_LETTER_REASONS
+from ingestion.events import CONTRACT_REASONS
 from ingestion.simulate import SimulateOptions, simulator_for
 from ingestion.producer import TransactionProducer, clamp_future
 from spark_jobs.transactions_stream import StreamOptions, start_all
@@ -30,7 +30,7 @@ def _produce(settings, topic, n, seed, bad_every=None):
     sim = simulator_for(SimulateOptions(seed=seed, count=n, rate=None, n_customers=300, progress=False))
     producer = TransactionProducer(settings, topic=topic)
     events, bad = [], Counter()
-    reasons = sorted(DEAD_LETTER_REASONS)
+    reasons = sorted(CONTRACT_REASONS)
     for i, item in enumerate(sim.generate(n)):
         # As the producer's own loop does (produce_events), in case the simulated clock still
         # passes the wall clock: the stream would dead-letter a future timestamp. Before the
@@ -74,7 +74,7 @@ def stream_topic(services, unique_name):
 def test_every_valid_event_lands_once_and_bad_input_is_dead_lettered(
         services, spark, stream_topic, cassandra_session, tmp_path):
     events, bad = _produce(services, stream_topic, 3000, _seed(stream_topic), bad_every=100)
-    assert set(bad) == set(DEAD_LETTER_REASONS)  # every kind of bad input is in the mix
+    assert set(bad) == set(CONTRACT_REASONS)  # every kind of bad input is in the mix
 
     _run_available_now(spark, services, _options(services, stream_topic, tmp_path, available_now=True))
 

@@ -62,10 +62,11 @@ def reason_for(raw: Any, **kwargs: Any) -> str:
 
 def test_reason_codes_are_the_stable_wire_strings() -> None:
     assert events.DEAD_LETTER_REASONS == tuple(DeadLetterReason) == (
-        "malformed_json", "unsupported_version", "missing_field", "wrong_type",
+        "malformed_json", "control_characters", "unsupported_version", "missing_field", "wrong_type",
         "unknown_channel", "non_positive_amount", "absurd_amount", "invalid_field",
-        "future_timestamp",
+        "future_timestamp", "stale_timestamp", "conflicting_duplicate", "oversize", "unprocessable",
     )
+    assert events.CONTRACT_REASONS == events.DEAD_LETTER_REASONS[:-3]
 
 
 BAD_INPUTS: list[tuple[Any, str]] = [
@@ -106,18 +107,27 @@ BAD_INPUTS: list[tuple[Any, str]] = [
     (good(fraud=True), "invalid_field"),  # unknown keys are rejected
     (good(channel="RTGS", txn_type="TRANSFER", mcc=..., amount_paise=100_000), "invalid_field"),
     (good(event_time="2025-01-06T12:06:00Z"), "future_timestamp"),
+    (good(event_time="1970-01-01T00:00:00Z"), "stale_timestamp"),
+    (good(geo={"city": "Pune\u202egnp.exe", "lat": 18.5, "lon": 73.8}), "control_characters"),
+    (good(device_id="dev\u200b1"), "control_characters"),
+    (good(status="SUCCESS\x00"), "control_characters"),
+    (good(**{"note\u2066": "x"}), "control_characters"),  # in a key too
+    (good(event_time="0001-01-01T00:00:00+05:30"), "invalid_field"),  # before year 1 in UTC
+    (good(event_time="9999-12-31T23:59:59-05:00"), "invalid_field"),  # after year 9999 in UTC
+    (b"[" * 100_000 + b"]" * 100_000, "malformed_json"),  # nested past the parser's recursion limit
+    (b'{"a": 1}\xff', "malformed_json"),
 ]
 
 
 @pytest.mark.parametrize(("raw", "reason"), BAD_INPUTS)
 def test_each_bad_input_gets_its_reason(raw: Any, reason: str) -> None:
-    assert reason_for(raw) == reason
+    assert reason_for(raw, max_age=timedelta(days=1095)) == reason
 
 
 def test_every_reason_code_is_reachable() -> None:
     """Guard against a reason that nothing can produce (a dead code on the Spark side)."""
     reachable = {reason for _, reason in BAD_INPUTS}
-    assert reachable == set(events.DEAD_LETTER_REASONS)
+    assert reachable == set(events.CONTRACT_REASONS)
 
 
 def test_precedence_first_reason_in_declaration_order_wins() -> None:
