@@ -54,7 +54,8 @@ with DAG(
                      description="window end, ISO date/time (default: end of the data interval)"),
         "window_days": Param(None, type=["null", "number"], exclusiveMinimum=0, maximum=3650,
                              description="days of history (default: retraining.window_days)"),
-        "reason": Param("schedule", type="string", description="why this run: schedule | drift | manual"),
+        "reason": Param(None, type=["null", "string"],
+                        description="why this run: schedule | drift | manual (default: how the run was started)"),
         "drift_event": Param(None, type=["null", "object"],
                              description="the drift alarm (models.drift.DriftEvent) when reason is drift"),
     },
@@ -71,8 +72,9 @@ with DAG(
         settings = load_settings()
         run_id, start, end = retraining_window(params, context, settings.retraining.window_days)
         counts = retraining.extract(settings, run_id, start, end)
+        started_by = "schedule" if getattr(context.get("dag_run"), "run_type", None) == "scheduled" else "manual"
         return {"run_id": run_id, "start": start.isoformat(), "end": end.isoformat(),
-                "reason": params.get("reason") or "schedule", "drift_event": params.get("drift_event"),
+                "reason": params.get("reason") or started_by, "drift_event": params.get("drift_event"),
                 "extracted": counts}
 
     @task

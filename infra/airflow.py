@@ -29,7 +29,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from datetime import timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -411,11 +411,18 @@ class AirflowClient:
     def patch(self, path: str, body: Any) -> Any:
         return self._request("PATCH", path, body)
 
+    def delete(self, path: str) -> Any:
+        return self._request("DELETE", path)
+
 
 def trigger_dag(settings: Settings, dag_id: str, conf: dict[str, Any] | None = None, *,
-                run_id: str | None = None, client: AirflowClient | None = None,
-                log: Callable[[str], None] | None = None) -> str:
+                run_id: str | None = None, logical_date: datetime | None = None,
+                client: AirflowClient | None = None, log: Callable[[str], None] | None = None) -> str:
     """Create a manual run of ``dag_id`` with ``conf``; return its dag run id.
+
+    Without ``logical_date`` the run has no data interval (its tasks use the moment it
+    was triggered); with one, Airflow gives it the interval its schedule has there, as a
+    scheduled run of that time would get (e.g. to redo a past interval).
 
     With ``run_id``, triggering the same run again is not an error: the existing run's
     id is returned (Airflow answers 409 for a taken run id). A paused DAG still gets
@@ -431,7 +438,10 @@ def trigger_dag(settings: Settings, dag_id: str, conf: dict[str, Any] | None = N
                 f"DAG {dag_id!r} is not known to Airflow: check the name (`txmon airflow status` lists "
                 "the DAGs) or look for import errors in the UI", status=404) from None
         raise
-    body: dict[str, Any] = {"logical_date": None, "conf": conf or {}}
+    if logical_date is not None and logical_date.tzinfo is None:
+        raise AirflowApiError(f"logical date {logical_date.isoformat()} has no time zone; give e.g. "
+                              "2026-11-23T02:00:00Z")
+    body: dict[str, Any] = {"logical_date": logical_date.isoformat() if logical_date else None, "conf": conf or {}}
     if run_id is not None:
         body["dag_run_id"] = run_id
     try:

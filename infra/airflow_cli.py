@@ -56,14 +56,29 @@ def trigger(
     dag_id: Annotated[str, typer.Argument(help="ingestion | stream_supervisor | model_retraining | alert_dispatch")],
     conf: Annotated[Optional[str], typer.Option(help='run parameters as a JSON object, e.g. \'{"file": "drop.csv"}\'')] = None,
     run_id: Annotated[Optional[str], typer.Option(help="dag run id (default: Airflow's manual__<time>)")] = None,
+    logical_date: Annotated[Optional[str], typer.Option(
+        help="ISO time, e.g. 2026-11-23T02:00:00Z: the run gets the data interval of the schedule there "
+             "(default: none; the tasks use the time of the trigger)")] = None,
 ) -> None:
     """Trigger a DAG run through the REST API; print the run id and where to watch it."""
     from infra import airflow
     from infra.settings import load_settings
 
     settings = load_settings()
-    created = airflow.trigger_dag(settings, dag_id, airflow.parse_conf(conf), run_id=run_id, log=typer.echo)
+    created = airflow.trigger_dag(settings, dag_id, airflow.parse_conf(conf), run_id=run_id,
+                                  logical_date=_logical_date(logical_date), log=typer.echo)
     typer.echo(f"triggered {dag_id} run {created}; watch it at {settings.airflow.url}/dags/{dag_id}")
+
+
+def _logical_date(text: Optional[str]):
+    """``--logical-date`` as an aware datetime (a time without zone is UTC)."""
+    from infra.errors import AirflowApiError
+    from infra.orchestration import utc
+
+    try:
+        return utc(text)
+    except ValueError as exc:
+        raise AirflowApiError(f"--logical-date: {exc}") from None
 
 
 @airflow_app.command("unpause")

@@ -1,9 +1,17 @@
-"""The DAGs against the real Kafka, Cassandra and Spark of the test session (``dag.test()``
-in this process, with the test AIRFLOW_HOME of tests/conftest.py), and the project's
-own Airflow server (``txmon airflow up`` code path) receiving a drift event.
+"""Every DAG as an operator runs it: the project's own Airflow, started by the code of
+``txmon airflow up`` (``airflow standalone``: scheduler, DAG processor, API server and
+triggerer in their own processes, each task in a fresh task-runner process with
+``dags/`` first on its import path), every DAG triggered through the REST API with and
+without params, each run awaited to ``success`` against the real Kafka, Cassandra and
+Spark of the test session.
 
-The Airflow server listens on TXMON_AIRFLOW__PORT (default here 28080) with
-AIRFLOW_HOME=<test state dir>/airflow; it is stopped at the end of the module.
+``dag.test()`` is no substitute: it runs the tasks in the test's own process, where
+txmon's packages are already imported and a DAG file that shadows one goes unnoticed.
+
+The server listens on TXMON_AIRFLOW__PORT (default here 28080) with a fresh
+AIRFLOW_HOME=<test state dir>/airflow and is stopped at the end of the module. Its tasks
+inherit the environment of its start, so everything they need (the local mail and SMS
+stand-ins, an own keyspace, a model registry) is set before it starts.
 """
 from __future__ import annotations
 
@@ -11,207 +19,340 @@ import csv
 import json
 import os
 import shutil
-import time
+import urllib.parse
+import uuid
 import zlib
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from infra.process import wait_until
 from infra.readback import kafka_end_offsets
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "ingestion" / "samples" / "card_transactions_sample.csv"
 SMS_TOKEN_ENV = "TXMON_TEST_SMS_TOKEN"
+KEYSPACE = "txmon_airflow_test"
+DAG_IDS = ("alert_dispatch", "ingestion", "model_retraining", "stream_supervisor")
+
+
+# ------------------------------------------------------------------ the server
 
 
 @pytest.fixture(scope="module")
-def airflow_db():
-    """The in-process Airflow's metadata DB (created or migrated once)."""
-    from airflow.utils import db
+def providers():
+    """The local mail server, SMS gateway and webhook the tasks deliver to (module-wide:
+    Airflow's tasks learn their ports when Airflow starts)."""
+    from alerting.testing import SmsGatewayStub, SmtpSink, WebhookSink
 
-    db.initdb()
-
-
-def _dag(dag_id: str):
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(str(ROOT / "dags"))
-    assert bag.import_errors == {}
-    return bag.dags[dag_id]
+    with SmtpSink() as smtp, SmsGatewayStub(token="gw-token") as gateway, WebhookSink() as webhook:
+        yield SimpleNamespace(smtp=smtp, gateway=gateway, webhook=webhook)
 
 
-def _states(run) -> dict[str, str]:
-    return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+@pytest.fixture(scope="module")
+def airflow_server(services, providers, tmp_path_factory):
+    """`txmon airflow up` on the test ports with a fresh AIRFLOW_HOME; stopped at the end."""
+    from alerting.testing import provider_env
+    from infra import airflow
+    from infra.settings import load_settings
+    from tests.integration.history import keyspace_settings
 
-
-def _read_topic(settings, topic: str, expected: int, timeout_s: float = 30) -> list[dict]:
-    from kafka import KafkaConsumer
-
-    consumer = KafkaConsumer(topic, bootstrap_servers=settings.kafka.bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, consumer_timeout_ms=2000)
-    records: list[dict] = []
-    deadline = time.monotonic() + timeout_s
+    env = provider_env(
+        providers.smtp, providers.gateway, SMS_TOKEN_ENV, TXMON_WEBHOOK_FRAUD_DESK=providers.webhook.url,
+        TXMON_ALERTING__RETRY__INITIAL_S="0.05", TXMON_ALERTING__RETRY__MAX_S="0.1",
+        TXMON_ALERTING__RETRY__ATTEMPTS="2",
+        TXMON_CASSANDRA__KEYSPACE=KEYSPACE,  # retraining reads all history of its window: only ours
+        TXMON_MODELS_DIR=str(tmp_path_factory.mktemp("models")),
+        # Only the runs the tests trigger: a cron run would start at a moment set by the
+        # wall clock and, with max_active_runs=1, hold a triggered run back.
+        AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE="False",
+    )
+    patch = pytest.MonkeyPatch()
+    for key, value in env.items():
+        patch.setenv(key, value)
+    patch.delenv("TXMON_ALERTING_CONFIG", raising=False)
+    for key, default in (("TXMON_AIRFLOW__PORT", "28080"), ("TXMON_AIRFLOW__READY_TIMEOUT_S", "480")):
+        patch.setenv(key, os.environ.get(key, default))
+    settings = load_settings()
+    assert settings.cassandra.keyspace == KEYSPACE
+    keyspace_settings(settings, KEYSPACE, ("transactions", "labels", "alert_delivery_failures"))
+    # A fresh home: no runs, paused states or stale environment of an earlier session.
+    airflow.down(settings, log=print)
+    shutil.rmtree(settings.airflow_home, ignore_errors=True)
     try:
-        while len(records) < expected and time.monotonic() < deadline:
-            for message in consumer:
-                records.append(json.loads(message.value))
+        airflow.up(settings, log=print)
+        client = airflow.AirflowClient(settings)
+        # The DAG processor registers the DAGs shortly after start-up.
+        assert wait_until(lambda: {d["dag_id"] for d in airflow.list_dags(settings, client)} >= set(DAG_IDS),
+                          180, interval=3), airflow.list_dags(settings, client)
+        assert client.get("/api/v2/importErrors")["import_errors"] == []
+        yield SimpleNamespace(settings=settings, client=client, **vars(providers))
     finally:
-        consumer.close()
-    return records
+        airflow.down(settings, log=print)
+        patch.undo()
+
+
+def _q(value: str) -> str:
+    return urllib.parse.quote(value, safe="")
+
+
+def _task_states(client, dag_id: str, run_id: str) -> dict[str, str]:
+    tis = client.get(f"/api/v2/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances")["task_instances"]
+    return {ti["task_id"]: ti["state"] for ti in tis}
+
+
+def _task_log_errors(settings, dag_id: str, run_id: str) -> str:
+    """The error lines of the run's task logs, for the assertion message of a failed run."""
+    root = settings.airflow_home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"
+    lines = []
+    for path in sorted(root.glob("task_id=*/attempt=*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if record.get("level") != "error" or record.get("logger") == "task.stderr":
+                continue
+            text = record.get("event", "")
+            for error in record.get("error_detail") or []:
+                frame = (error.get("frames") or [{}])[-1]
+                text += (f": {error.get('exc_type')}: {error.get('exc_value')} "
+                         f"(at {frame.get('filename')}:{frame.get('lineno')})")
+            lines.append(f"{path.relative_to(root)}: {text[:600]}")
+    return "\n".join(lines) or f"no error lines under {root}"
+
+
+def _xcom(client, dag_id: str, run_id: str, task_id: str):
+    entry = client.get(f"/api/v2/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances/{_q(task_id)}"
+                       "/xcomEntries/return_value")
+    value = entry["value"]
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def run_dag(server, dag_id: str, conf: dict | None, timeout_s: float) -> tuple[dict, dict[str, str]]:
+    """Trigger ``dag_id`` through the REST API (as `txmon airflow trigger` does), wait
+    until the run has finished, and return (the run, task states); the run must succeed."""
+    from infra import airflow
+
+    settings, client = server.settings, server.client
+    airflow.set_paused(settings, dag_id, False, client)
+    run_id = airflow.trigger_dag(settings, dag_id, conf, run_id=f"test__{uuid.uuid4().hex[:12]}", client=client)
+    path = f"/api/v2/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}"
+    wait_until(lambda: client.get(path)["state"] in ("success", "failed"), timeout_s, interval=3)
+    run = client.get(path)
+    states = _task_states(client, dag_id, run_id)
+    assert run["state"] == "success", (f"{dag_id} run {run_id} with conf {conf}: {run['state']}, tasks {states}\n"
+                                       + _task_log_errors(settings, dag_id, run_id))
+    assert run["conf"] == (conf or {}) and run["run_type"] == "manual"
+    return run, states
+
+
+def _run_after(run: dict) -> datetime:
+    return datetime.fromisoformat(run["run_after"].replace("Z", "+00:00"))
+
+
+def test_every_dag_is_registered_from_a_file_that_shadows_no_package(airflow_server):
+    for dag_id in DAG_IDS:
+        dag = airflow_server.client.get(f"/api/v2/dags/{dag_id}")
+        assert Path(dag["fileloc"]).name == f"{dag_id}_dag.py"
 
 
 # ------------------------------------------------------------------ ingestion
 
 
-def test_ingestion_replays_a_landed_file_into_kafka_and_reports_its_bad_rows(services, topic, airflow_db):
-    settings = services
-    landing = settings.landing_path
-    shutil.rmtree(landing, ignore_errors=True)
-    landing.mkdir(parents=True)
+def _records_since(settings, topic: str, since: dict[int, int], expected: int, timeout_s: float = 30) -> list[dict]:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, enable_auto_commit=False,
+                             consumer_timeout_ms=2000)
+    partitions = [TopicPartition(topic, p) for p in sorted(since)]
+    consumer.assign(partitions)
+    for tp in partitions:
+        consumer.seek(tp, since[tp.partition])
+    records: list[dict] = []
+    try:
+        wait_until(lambda: records.extend(json.loads(m.value) for m in consumer) or len(records) >= expected,
+                   timeout_s, interval=0)
+    finally:
+        consumer.close()
+    return records
+
+
+def _sample() -> tuple[list[str], list[list[str]]]:
+    """The sample's header and its first 40 rows."""
     with SAMPLE.open(newline="") as fh:
         rows = list(csv.reader(fh))
-    header, good = rows[0], rows[1:41]
-    amt, when = header.index("amt"), header.index("trans_date_trans_time")
-    bad_amount = list(good[0]); bad_amount[amt] = "twelve"; bad_amount[header.index("trans_num")] = "bad-amt"
-    bad_time = list(good[1]); bad_time[when] = "yesterday"; bad_time[header.index("trans_num")] = "bad-time"
-    dropped = landing / f"{topic}.csv"
-    with dropped.open("w", newline="") as out:
-        csv.writer(out).writerows([header, *good, bad_amount, bad_time])
+    return rows[0], rows[1:41]
 
-    run = _dag("ingestion").test(logical_date=datetime(2026, 11, 23, 3, 0, tzinfo=timezone.utc),
-                                 run_conf={"topic": topic})
 
-    assert str(run.state) == "success", _states(run)
-    assert _states(run) == {"wait_for_files": "success", "replay_files": "success"}
-    # The valid rows are events in Kafka, by their own txn ids; the bad ones are not...
-    # (The sample itself carries a refund-like negative amount, which the contract refuses.)
+def _drop(path: Path, header: list[str], rows: list[list[str]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as out:
+        csv.writer(out).writerows([header, *rows])
+    return path
+
+
+def test_ingestion_without_params_replays_what_has_landed_into_the_transactions_topic(airflow_server):
+    settings = airflow_server.settings
+    landing = settings.landing_path
+    shutil.rmtree(landing, ignore_errors=True)
+    header, good = _sample()
+    dropped = _drop(landing / f"drop_{uuid.uuid4().hex[:8]}.csv", header, good)
+    topic = settings.kafka.topics.transactions
+    before = kafka_end_offsets(settings.kafka.bootstrap, topic)
+
+    run, states = run_dag(airflow_server, "ingestion", None, timeout_s=300)
+
+    assert states == {"wait_for_files": "success", "replay_files": "success"}
+    valid = [r for r in good if float(r[header.index("amt")]) > 0]  # the sample holds one refund-like row
+    events = _records_since(settings, topic, before, len(valid))
+    assert sorted(e["txn_id"] for e in events) == sorted(r[header.index("trans_num")] for r in valid)
+    after = kafka_end_offsets(settings.kafka.bootstrap, topic)
+    assert sum(after.values()) - sum(before.values()) == len(valid)
+    # A manual run without a logical date files the drop under the day it was triggered.
+    assert not dropped.exists()
+    assert (landing / "done" / _run_after(run).date().isoformat() / dropped.name).is_file()
+
+
+def test_ingestion_with_params_replays_the_named_file_to_the_named_topic_and_reports_bad_rows(
+        airflow_server, topic):
+    settings = airflow_server.settings
+    landing = settings.landing_path
+    header, good = _sample()
+    amt, when, num = header.index("amt"), header.index("trans_date_trans_time"), header.index("trans_num")
+    bad_amount = list(good[0]); bad_amount[amt] = "twelve"; bad_amount[num] = "bad-amt"
+    bad_time = list(good[1]); bad_time[when] = "yesterday"; bad_time[num] = "bad-time"
+    shutil.rmtree(landing, ignore_errors=True)
+    dropped = _drop(landing / f"{topic}.csv", header, [*good, bad_amount, bad_time])
+
+    run, states = run_dag(airflow_server, "ingestion",
+                          {"file": dropped.name, "mapping": "card_transactions", "topic": topic}, timeout_s=300)
+
+    assert states == {"wait_for_files": "success", "replay_files": "success"}
     negative = [n for n, r in enumerate(good, start=1) if float(r[amt]) <= 0]
     valid = [r for r in good if float(r[amt]) > 0]
     assert len(negative) == 1 and len(valid) == 39
     assert sum(kafka_end_offsets(settings.kafka.bootstrap, topic).values()) == len(valid)
-    events = _read_topic(settings, topic, len(valid))
-    assert sorted(e["txn_id"] for e in events) == sorted(r[header.index("trans_num")] for r in valid)
-    # ... and are reported, row by row with the reason, in the rejects file.
+    events = _records_since(settings, topic, {p: 0 for p in range(settings.kafka.partitions)}, len(valid))
+    assert sorted(e["txn_id"] for e in events) == sorted(r[num] for r in valid)
+    # The bad rows are reported, row by row with the reason, in the rejects file...
     with (landing / "rejects" / f"{dropped.name}.rejects.csv").open(newline="") as fh:
         rejects = list(csv.DictReader(fh))
     assert [(r["row_number"], r["reason"]) for r in rejects] == [
         (str(negative[0]), "non_positive_amount"), ("41", "unparsable_value"), ("42", "unparsable_value")]
     assert "twelve" in rejects[1]["raw"] and "yesterday" in rejects[2]["raw"]
-    # The file is done: moved out of the landing folder, so the next run does not replay it.
+    # ... and the file is done: moved out of the landing folder, so no run replays it again.
     assert not dropped.exists()
-    assert (landing / "done" / "2026-11-23" / dropped.name).is_file()
+    assert (landing / "done" / _run_after(run).date().isoformat() / dropped.name).is_file()
+    assert _xcom(airflow_server.client, "ingestion", run["dag_run_id"], "replay_files")[0]["rejected"] == 3
 
 
 # ------------------------------------------------------------------ alert dispatch
 
 
-@pytest.fixture()
-def alerting_env(monkeypatch):
-    from alerting.testing import SmsGatewayStub, SmtpSink, WebhookSink, provider_env
-
-    with SmtpSink() as smtp, SmsGatewayStub(token="gw-token") as gateway, WebhookSink() as webhook:
-        env = provider_env(smtp, gateway, SMS_TOKEN_ENV, TXMON_WEBHOOK_FRAUD_DESK=webhook.url,
-                           TXMON_ALERTING__RETRY__INITIAL_S="0.05", TXMON_ALERTING__RETRY__MAX_S="0.1",
-                           TXMON_ALERTING__RETRY__ATTEMPTS="2")
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
-        monkeypatch.delenv("TXMON_ALERTING_CONFIG", raising=False)
-        yield smtp
-
-
-def test_alert_dispatch_resends_failed_deliveries_and_sends_the_digest(
-        services, topic, unique_name, cassandra_session, alerting_env, airflow_db):
+def test_alert_dispatch_retries_todays_failures_by_default_and_a_given_day_with_its_digest_on_request(
+        airflow_server, topic, unique_name):
     from alerting.config import load_alerting_config
+    from alerting.contract import DAY_TZ, alert_day
     from alerting.publish import publish_alerts
     from alerting.runtime import dispatch
     from alerting.store import AlertStore
     from alerting.testing import make_alert
+    from infra.cassandra_schema import connect
 
-    smtp = alerting_env
+    settings, smtp = airflow_server.settings, airflow_server.smtp
+    # A far day of this test's own, and now (the default days of a run are today's and
+    # yesterday's, in IST).
     day = date(2100, 1, 1) + timedelta(days=zlib.crc32(topic.encode()) % 2_000_000)
+    far = datetime.combine(day, datetime.min.time(), timezone.utc) + timedelta(hours=6)
+    now = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(seconds=10)
     base = zlib.crc32(topic.encode()) % 10**6
-    moment = datetime.combine(day, datetime.min.time(), timezone.utc) + timedelta(hours=6)
     alerts = [make_alert(i, txn_id=f"{topic}-{i:03d}".replace("_", "-"), payer_account=f"7{base:06d}{i:05d}",
                          decision="REVIEW", severity="LOW", event_time=moment + timedelta(seconds=i),
-                         created_at=moment + timedelta(seconds=i + 1)) for i in range(3)]
-    smtp.stop()  # the mail server is down while the alerts are dispatched: deliveries fail
-    publish_alerts(services, alerts, topic)
-    stats = dispatch(services, load_alerting_config(), topic=topic, group_id=unique_name("g"), max_messages=3)
-    assert stats.outcomes == {"failed": 3}
-    store = AlertStore(cassandra_session)
-    assert len(store.failures(day)) == 3
+                         created_at=moment + timedelta(seconds=i + 1))
+              for i, moment in enumerate([far, far, far, now, now])]
+    far_ids = {str(a.alert_id) for a in alerts[:3]}
+    today_ids = {str(a.alert_id) for a in alerts[3:]}
+    today = {alert_day(a) for a in alerts[3:]}  # one IST day, or two across midnight
+    smtp.stop()  # the mail server is down while the alerts are dispatched: every delivery fails
+    publish_alerts(settings, alerts, topic)
+    stats = dispatch(settings, load_alerting_config(), topic=topic, group_id=unique_name("g"), max_messages=5)
+    assert stats.outcomes == {"failed": 5}
     smtp.start()
+    cluster, session = connect(settings, KEYSPACE)
+    try:
+        store = AlertStore(session)
 
-    run = _dag("alert_dispatch").test(
-        logical_date=datetime(2026, 11, 23, 3, 0, tzinfo=timezone.utc),
-        run_conf={"retry_date": day.isoformat(), "retry_days": 1, "digest_date": day.isoformat()})
+        def failed(days) -> set[str]:
+            return {str(f.delivery_id) for d in days for f in store.failures(d)}
 
-    assert str(run.state) == "success", _states(run)
-    assert _states(run) == {"retry_failed": "success", "digest_due": "success", "send_digest": "success"}
-    assert store.failures(day) == []
-    mails = smtp.wait_for(4, timeout_s=30)
-    subjects = sorted(str(m.message["Subject"]) for m in mails)
-    assert sum(m.alert_id in {str(a.alert_id) for a in alerts} for m in mails) == 3
+        assert failed([day]) == far_ids and failed(today) >= today_ids
+
+        # Without params: the failures of the run's IST day (and the day before) are
+        # re-sent; no digest, since a run triggered by hand has no data interval.
+        run, states = run_dag(airflow_server, "alert_dispatch", None, timeout_s=300)
+        assert states == {"retry_failed": "success", "digest_due": "success", "send_digest": "skipped"}
+        retried = _xcom(airflow_server.client, "alert_dispatch", run["dag_run_id"], "retry_failed")
+        run_day = _run_after(run).astimezone(DAY_TZ).date()
+        assert retried["days"] == [run_day.isoformat(), (run_day - timedelta(days=1)).isoformat()]
+        assert not failed(today) & today_ids
+        assert failed([day]) == far_ids  # another day's failures wait for a run of their day
+        mails = smtp.wait_for(2, timeout_s=30)
+        assert {m.alert_id for m in mails} >= today_ids
+
+        # With params: that day's failures, and its digest.
+        run, states = run_dag(airflow_server, "alert_dispatch",
+                              {"retry_date": day.isoformat(), "retry_days": 1, "digest_date": day.isoformat()},
+                              timeout_s=300)
+        assert states == {"retry_failed": "success", "digest_due": "success", "send_digest": "success"}
+        assert failed([day]) == set()
+    finally:
+        cluster.shutdown()
+    mails = smtp.wait_for(len(mails) + 4, timeout_s=30)
+    assert {m.alert_id for m in mails} >= far_ids
+    subjects = [str(m.message["Subject"]) for m in mails]
     assert any(s.startswith(f"[txmon] Daily fraud digest {day}: 3 alerts") for s in subjects), subjects
 
 
 # ------------------------------------------------------------------ stream supervisor
 
 
-def test_stream_supervisor_starts_a_dead_stream_which_then_beats(services, airflow_db):
+def test_stream_supervisor_restarts_a_dead_stream_then_finds_it_healthy(airflow_server):
     from spark_jobs.heartbeat import heartbeat_path, read_heartbeat
     from spark_jobs.supervisor import restarts, stream_process
 
-    settings = services
+    settings = airflow_server.settings
     proc = stream_process(settings)
     proc.stop(timeout=30)
     heartbeat_path(settings.state_path).unlink(missing_ok=True)
     before = len(restarts(settings))
-    dag = _dag("stream_supervisor")
     try:
-        run = dag.test(logical_date=datetime(2026, 11, 23, 3, 0, tzinfo=timezone.utc))
-        assert str(run.state) == "success", _states(run)
-        assert _states(run) == {"check_stream": "success", "restart_stream": "success", "stream_healthy": "skipped"}
+        # Without params: the stream of the transactions topic is dead -> restarted.
+        run, states = run_dag(airflow_server, "stream_supervisor", None, timeout_s=300)
+        assert states == {"check_stream": "success", "restart_stream": "success", "stream_healthy": "skipped"}
         record = restarts(settings)[before]
         assert record["reason"] == "dead: no streaming job running" and record["old_pid"] is None
-        assert record["triggered_by"].startswith("stream_supervisor/") and proc.pid() == record["pid"]
+        assert record["triggered_by"] == f"stream_supervisor/{run['dag_run_id']}" and proc.pid() == record["pid"]
 
         # The restarted job is the real one: its listener writes the heartbeat.
-        deadline = time.monotonic() + 420
-        beat = None
-        while time.monotonic() < deadline and proc.pid() is not None:
+        def beating() -> bool:
             beat = read_heartbeat(heartbeat_path(settings.state_path))
-            if beat and any(q.get("status") in ("progress", "idle") for q in beat["queries"].values()):
-                break
-            time.sleep(3)
-        assert proc.pid() is not None, proc.log_tail(40)
-        assert beat and beat["queries"], proc.log_tail(40)
+            return bool(beat and any(q.get("status") in ("progress", "idle") for q in beat["queries"].values()))
 
-        again = dag.test(logical_date=datetime(2026, 11, 23, 3, 5, tzinfo=timezone.utc))
-        assert _states(again) == {"check_stream": "success", "restart_stream": "skipped", "stream_healthy": "success"}
+        assert wait_until(beating, 420, interval=3, abort=lambda: proc.pid() is None), proc.log_tail(40)
+
+        # With params (the same topic, named): running, so nothing to do.
+        run, states = run_dag(airflow_server, "stream_supervisor", {"topic": settings.kafka.topics.transactions},
+                              timeout_s=300)
+        assert states == {"check_stream": "success", "restart_stream": "skipped", "stream_healthy": "success"}
         assert len(restarts(settings)) == before + 1
     finally:
         proc.stop(timeout=60)
 
 
-# ------------------------------------------------------------------ the Airflow server
-
-
-@pytest.fixture(scope="module")
-def airflow_server():
-    """`txmon airflow up` on the test ports; stopped (not purged) at the end."""
-    from infra import airflow
-    from infra.settings import load_settings
-
-    os.environ.setdefault("TXMON_AIRFLOW__PORT", "28080")
-    os.environ.setdefault("TXMON_AIRFLOW__READY_TIMEOUT_S", "480")
-    settings = load_settings()
-    started = time.monotonic()
-    status, login, _ = airflow.up(settings, log=print)
-    print(f"airflow up in {time.monotonic() - started:.1f}s")
-    yield settings
-    airflow.down(settings, log=print)
+# ------------------------------------------------------------------ the REST API and the command line
 
 
 def test_a_drift_event_triggers_model_retraining_through_the_rest_api(airflow_server):
@@ -221,27 +362,27 @@ def test_a_drift_event_triggers_model_retraining_through_the_rest_api(airflow_se
     from infra.cli import app
     from models.drift import DriftEvent
 
-    settings = airflow_server
-    deadline = time.monotonic() + 180  # the DAG processor registers the DAGs after start-up
-    while time.monotonic() < deadline:
-        if {d["dag_id"] for d in airflow.list_dags(settings)} >= {"model_retraining", "ingestion"}:
-            break
-        time.sleep(3)
+    settings, client = airflow_server.settings, airflow_server.client
+    # Paused, the run waits: this test looks at the trigger, the retraining test below runs one.
+    airflow.set_paused(settings, "model_retraining", True, client)
     event = DriftEvent(detected_at=datetime.now(timezone.utc).replace(microsecond=0), signal="anomaly_score",
                        n_seen=5000, mean_before=0.21, variance_before=0.01, width_before=4000,
                        mean_after=0.37, variance_after=0.02, width_after=900, model_version="v3")
 
     run_id = airflow.on_drift_event(settings, event)
-    assert airflow.on_drift_event(settings, event) == run_id  # the same alarm: the same run
+    try:
+        assert airflow.on_drift_event(settings, event) == run_id  # the same alarm: the same run
 
-    runs = [r for r in airflow.dag_runs(settings, "model_retraining") if r["dag_run_id"] == run_id]
-    assert len(runs) == 1
-    assert runs[0]["conf"] == {"reason": "drift", "drift_event": event.model_dump(mode="json")}
-    assert runs[0]["run_type"] == "manual"
+        runs = [r for r in airflow.dag_runs(settings, "model_retraining") if r["dag_run_id"] == run_id]
+        assert len(runs) == 1
+        assert runs[0]["conf"] == {"reason": "drift", "drift_event": event.model_dump(mode="json")}
+        assert runs[0]["run_type"] == "manual" and runs[0]["state"] == "queued"
+    finally:
+        client.delete(f"/api/v2/dags/model_retraining/dagRuns/{_q(run_id)}")
 
     result = CliRunner().invoke(app, ["airflow", "status"])
     assert result.exit_code == 0, result.output
-    for dag_id in ("ingestion", "stream_supervisor", "model_retraining", "alert_dispatch"):
+    for dag_id in DAG_IDS:
         assert dag_id in result.output
     assert f"user: {settings.airflow.admin_user}  password: " in result.output
 
@@ -252,60 +393,72 @@ def test_a_drift_event_triggers_model_retraining_through_the_rest_api(airflow_se
 # ------------------------------------------------------------------ model retraining
 
 
-def test_model_retraining_trains_evaluates_decides_and_tells_the_fraud_desk(
-        services, airflow_db, alerting_env, monkeypatch, tmp_path):
+def test_model_retraining_by_window_and_by_default_trains_evaluates_decides_and_tells_the_fraud_desk(
+        airflow_server):
     from ingestion.simulate import SimulateOptions, simulator_for
-    from infra.orchestration import retraining_window
+    from models.config import models_dir
     from models.registry import Registry
-    from models.retraining import run_dir
     from models.training import TrainingConfig, train
     from tests.integration.history import history_into_cassandra, keyspace_settings
 
-    keyspace = "txmon_dag_retrain_test"
-    settings = keyspace_settings(services, keyspace, ("transactions", "labels", "alert_deliveries"))
-    monkeypatch.setenv("TXMON_CASSANDRA__KEYSPACE", keyspace)  # for the tasks and the spark-submit they run
-    monkeypatch.setenv("TXMON_MODELS_DIR", str(tmp_path / "models"))
+    settings, client, smtp = airflow_server.settings, airflow_server.client, airflow_server.smtp
+    # Nothing but this test's history (the stream of the test above wrote what it scored).
+    keyspace_settings(settings, KEYSPACE, ("transactions", "labels"))
 
-    def options(seed, count):
-        return SimulateOptions(seed=seed, count=count, rate=None, fraud_rate=0.05, n_customers=1_000, live=False,
+    def options(seed, count, live):
+        return SimulateOptions(seed=seed, count=count, rate=None, fraud_rate=0.05, n_customers=1_000, live=live,
                                progress=False)
 
     # The live champion: a deliberately small model (few trees, little history).
-    old = list(simulator_for(options(31, 6_000)).generate(6_000))
+    old = list(simulator_for(options(31, 6_000, False)).generate(6_000))
     weak = train([i.event for i in old], [i.label for i in old], TrainingConfig(seed=1, max_iter=3),
                  data_source="small history")
-    registry = Registry(tmp_path / "models")
+    registry = Registry(models_dir())  # the registry of Airflow's tasks (TXMON_MODELS_DIR)
     champion = registry.promote(registry.register(weak.bundle, weak.metadata))
-    items = list(simulator_for(options(32, 10_000)).generate(10_000))
-    history_into_cassandra(settings, keyspace, items)
+    # Recent history (ending before now), so the default window of a run holds it too.
+    items = list(simulator_for(options(32, 10_000, True)).generate(10_000))
+    history_into_cassandra(settings, KEYSPACE, items)
     start = min(i.event.event_time for i in items)
     end = max(i.event.event_time for i in items) + timedelta(seconds=1)
-    # The simulator's seeds are fixed, so this window (and the run id it names) repeats across
-    # pytest runs; a kept state dir would otherwise resume a stale run whose registry is gone.
-    run_id, _, _ = retraining_window({"start": start.isoformat(), "end": end.isoformat()}, {}, 1)
-    shutil.rmtree(run_dir(settings, run_id), ignore_errors=True)
+    mails_before = len(smtp.messages())
 
-    run = _dag("model_retraining").test(
-        logical_date=datetime(2026, 11, 23, 2, 0, tzinfo=timezone.utc),
-        run_conf={"start": start.isoformat(), "end": end.isoformat(), "reason": "manual"})
+    def check(run: dict, states: dict[str, str], champion_before: str) -> str:
+        assert {k: v for k, v in states.items() if k not in ("promote", "keep")} == {
+            "extract": "success", "build_features": "success", "train_challenger": "success",
+            "evaluate": "success", "decide": "success", "notify_fraud_desk": "success"}
+        challenger = registry.versions()[-1].version
+        verdict = registry.annotation(challenger, "retraining")
+        assert verdict["champion_version"] == champion_before and verdict["challenger_version"] == challenger
+        assert verdict["holdout_rows"] > 0 and verdict["challenger"]["model_average_precision"] is not None
+        # The branch followed the decision, and the registry shows it.
+        if verdict["promote"]:
+            assert (states["promote"], states["keep"]) == ("success", "skipped") and registry.champion() == challenger
+        else:
+            assert (states["promote"], states["keep"]) == ("skipped", "success")
+            assert registry.champion() == champion_before
+        print("model_retraining:", verdict["reason"])
+        return challenger
 
-    states = _states(run)
-    assert str(run.state) == "success", states
-    assert {k: v for k, v in states.items() if k not in ("promote", "keep")} == {
-        "extract": "success", "build_features": "success", "train_challenger": "success", "evaluate": "success",
-        "decide": "success", "notify_fraud_desk": "success"}
-    versions = [m.version for m in registry.versions()]
-    assert len(versions) == 2 and versions[0] == champion
-    challenger = versions[1]
-    verdict = registry.annotation(challenger, "retraining")
-    assert verdict["champion_version"] == champion and verdict["challenger_version"] == challenger
-    assert verdict["holdout_rows"] > 0 and verdict["challenger"]["model_average_precision"] is not None
-    # The branch followed the decision, and the registry shows it.
-    if verdict["promote"]:
-        assert (states["promote"], states["keep"]) == ("success", "skipped") and registry.champion() == challenger
-    else:
-        assert (states["promote"], states["keep"]) == ("skipped", "success") and registry.champion() == champion
-    print("model_retraining:", verdict["reason"])
-    mails = alerting_env.wait_for(1, timeout_s=30)
-    body = "\n".join(str(m.message) for m in mails)
-    assert challenger in body and ("promote" in body.lower() or "keep" in body.lower())
+    # With params: the window given.
+    run, states = run_dag(airflow_server, "model_retraining",
+                          {"start": start.isoformat(), "end": end.isoformat(), "reason": "manual"}, timeout_s=1500)
+    plan = _xcom(client, "model_retraining", run["dag_run_id"], "extract")
+    assert (plan["start"], plan["end"], plan["reason"]) == (start.isoformat(), end.isoformat(), "manual")
+    first = check(run, states, champion)
+    assert [m.version for m in registry.versions()] == [champion, first]
+
+    # Without params: retraining.window_days back from when the run was triggered.
+    champion_now = registry.champion()
+    run, states = run_dag(airflow_server, "model_retraining", None, timeout_s=1500)
+    plan = _xcom(client, "model_retraining", run["dag_run_id"], "extract")
+    window_end = _run_after(run).astimezone(timezone.utc).replace(second=0, microsecond=0)
+    assert datetime.fromisoformat(plan["end"]) == window_end
+    assert datetime.fromisoformat(plan["start"]) == window_end - timedelta(days=settings.retraining.window_days)
+    assert plan["reason"] == "manual"  # started by hand, though no conf says so
+    assert plan["extracted"]["transactions"] == len(items)
+    second = check(run, states, champion_now)
+    assert [m.version for m in registry.versions()] == [champion, first, second]
+
+    mails = smtp.wait_for(mails_before + 2, timeout_s=30)[mails_before:]
+    bodies = ["\n".join(str(m.message) for m in mails if v in str(m.message)) for v in (first, second)]
+    assert all(b and ("promote" in b.lower() or "keep" in b.lower()) for b in bodies), bodies
