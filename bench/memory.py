@@ -54,8 +54,8 @@ def stack_processes(settings: Settings) -> dict[str, list[psutil.Process]]:
     groups["bench + Spark driver (Python)"] = [me]
     groups["producer (Python)"] = [c for c in me.children() if "python" in c.name()]
     # Kafka and Cassandra are children of this process too when it started the stack
-    # (stack.up): counted here as well, they inflated the Spark JVM's figure and the
-    # whole-stack sum by their own size until 2026-11-24.
+    # (stack.up): counted here as well, they would inflate the Spark JVM's figure and the
+    # whole-stack sum by their own size, so they are left out of it.
     services_pids = {p.pid for procs in groups.values() for p in procs}
     jvms = [c for c in me.children() if "java" in c.name() and c.pid not in services_pids]
     groups["Spark driver JVM"] = jvms

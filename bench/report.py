@@ -42,7 +42,7 @@ def rows(result: dict) -> list[tuple[str, str]]:
 
 def _cpu_rows(lat: dict, cores: int) -> list[tuple[str, str]]:
     """CPU per transaction by process group during the latency phase, and the rate that
-    CPU would allow if the machine's cores did nothing else (runs before 2026-11-24 lack it).
+    CPU would allow if the machine's cores did nothing else (older results may lack it).
 
     >>> _cpu_rows({"rate": 1000, "cpu": {"kafka": {"cpu_s": 2.0, "ms_per_tx": 0.05},
     ...                                  "all": {"cpu_s": 70.0, "ms_per_tx": 1.75}}}, cores=2)

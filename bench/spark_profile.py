@@ -166,7 +166,7 @@ def compile_counters(spark) -> dict[str, int]:
     Taken before and after a steady-state period, they show whether micro-batches reuse
     their generated classes: a plan whose generated source changes every batch (e.g. an
     inlined ``current_timestamp()`` literal) compiles every batch, and the JIT then compiles
-    the new classes again (notes on issue 8)."""
+    the new classes again (docs/performance.md, "What each change gained")."""
     jvm = spark.sparkContext._jvm
     codegen = jvm.org.apache.spark.metrics.source.CodegenMetrics.METRIC_COMPILATION_TIME().getCount()
     jit = jvm.java.lang.management.ManagementFactory.getCompilationMXBean().getTotalCompilationTime()

@@ -8,8 +8,8 @@ driver-only time between them: the plan, the drift monitor, Spark's offset and c
 logs), and for each of its stages the start, duration and every task as
 ``duration (run ms / JVM CPU ms, scheduler delay, records)``. A task's JVM CPU leaves out
 its Python worker, so a Python step shows as run time without CPU. With adaptive query
-execution each shuffle stage of a micro-batch is a job of its own. (This is how the notes
-on issue 8 measured the landing, payee and payer/outputs stages.)
+execution each shuffle stage of a micro-batch is a job of its own. (This is how the
+landing, payee and payer/outputs stages in docs/performance.md were measured.)
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The full stream at one fixed input rate: CPU per transaction by process, micro-batch
 size and duration, consumer lag, latency (Kafka -> landed / scored / alert), peak memory (PSS) by
-process, compile work of the driver JVM. The A/B harness behind the README's "what each change
-gained" rows.
+process, compile work of the driver JVM. The A/B harness behind the "what each change
+gained" rows of docs/performance.md.
 
     .venv/bin/python -m bench.stream_at_rate --rate 300 --seconds 60
     .venv/bin/python -m bench.stream_at_rate --rate 300 --conf spark.sql.adaptive.enabled=false

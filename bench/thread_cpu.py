@@ -6,7 +6,7 @@ Reads ``/proc/<pid>/task/*/stat`` (user + system ticks) at the start and the end
 names lose their numbers (``C2 CompilerThread1`` and ``C1 CompilerThread0`` become ``CN
 CompilerThreadN``), so a pool is one line. Linux truncates thread names to 15 characters.
 It found that the JIT compiler threads are most of the Spark driver JVM's CPU in its first
-minutes, and that G1 and compaction were over a third of Cassandra's (README, "Performance").
+minutes, and that G1 and compaction were over a third of Cassandra's (docs/performance.md).
 Run it alongside ``bench/stream_at_rate.py`` once that run is past its warm-up.
 """
 from __future__ import annotations

@@ -9,8 +9,8 @@ and alerts stay in Python, built in the write step for the few rows that need th
 
 Why: moving a batch JVM -> Arrow -> Python -> JVM costs more than the two models
 themselves (bench/stream_scoring_bench.py: the pass-through floor alone was 0.35-0.65
-of both models' plain scikit-learn calls), so Python scoring could not reach issue 4's
-in-stream / plain-predict goal of 0.5.
+of both models' plain scikit-learn calls), so Python scoring could not reach the
+in-stream / plain-predict goal of 0.5 (docs/detection.md, "Scoring in the JVM").
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ pyspark turns every argument of a DataFrame step into Java objects through py4j,
 trip at a time: a Java list is filled element by element, and a ``mapInArrow`` looks up each
 input column and pickles its function again. The stream's plan for one micro-batch (landing,
 two feature folds, rules, both models, outputs) took ~680 round trips, 110-160 ms of the
-driver's Python, on the path of every micro-batch (cProfile; notes on issue 8). None of those
+driver's Python, on the path of every micro-batch (cProfile; docs/performance.md). None of those
 arguments depend on the micro-batch: only the frame they apply to does.
 
 :class:`PreparedPlan` has the DataFrame methods the stream's plan uses (``select``,
