@@ -227,15 +227,28 @@ def replay(
 
 
 @app.command("stream", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def stream(ctx: typer.Context) -> None:
+def stream(
+    ctx: typer.Context,
+    supervise: Annotated[bool, typer.Option(
+        "--supervise", help="run the stream as a child process and restart it when it dies or stalls, with "
+                            "backoff (no Airflow needed); restarts go to <state_dir>/stream/restarts.jsonl, "
+                            "the stream's output to <state_dir>/logs/stream.out. Settings: recovery.supervise_*")] = False,
+) -> None:
     """Run the transactions stream (Kafka -> validate -> Cassandra + dead-letter, detection, account windows).
 
     Options are those of spark_jobs/transactions_stream.py (see `txmon stream --help-job`):
     --topic, --dlq-topic, --checkpoint-dir, --trigger-seconds, --available-now.
+    Kafka or Cassandra outages are waited out with backoff (settings: recovery.*); one
+    stream per checkpoint (a second one is refused).
     """
+    args = ["--help" if a == "--help-job" else a for a in ctx.args]
+    if supervise:
+        from spark_jobs.supervisor import run_supervised
+
+        run_supervised(load_settings(), args)
+        return
     from spark_jobs.transactions_stream import main as stream_main
 
-    args = ["--help" if a == "--help-job" else a for a in ctx.args]
     raise typer.Exit(stream_main(args))
 
 

@@ -34,6 +34,18 @@ class ServiceNotRunningError(TxmonError):
     """An operation needs a service that is not running."""
 
 
+class StreamLockedError(TxmonError):
+    """Another stream holds the checkpoint this one was asked to use."""
+
+
+class StreamRecoveryError(TxmonError):
+    """The stream's queries kept failing for longer than its recovery allows."""
+
+
+class StreamSupervisionError(TxmonError):
+    """``txmon stream --supervise`` gave up restarting a stream that keeps dying."""
+
+
 class EventValidationError(TxmonError):
     """A transaction event does not satisfy the event contract.
 

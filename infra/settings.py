@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -102,13 +102,39 @@ class SparkSettings(_Section):
     cluster: SparkClusterSettings = SparkClusterSettings()
 
 
-class ContractSettings(_Section):
-    """What the stream accepts beyond the event contract's fixed rules."""
+class RecoverySettings(_Section):
+    """How the stream rides out Kafka and Cassandra outages (spark_jobs/recovery.py) and how
+    ``txmon stream --supervise`` restarts a stream process that died (spark_jobs/supervisor.py).
 
-    # Older events are dead-lettered as stale_timestamp: 1970-01-01 is a producer's zero
-    # value, not a payment. Three years keeps history replays (chargeback windows, the
-    # shipped samples, backfills) in; raise it to backfill older data.
-    max_event_age_days: int = Field(1095, ge=1, le=36_500)
+    Three layers, innermost first: a Cassandra call retried inside its task; the stream's
+    queries restarted from their checkpoint inside the process; the process restarted by
+    the supervisor. Each backs off exponentially from its ``*_initial_s`` to ``*_max_s``."""
+
+    # A Cassandra read or write that fails with a connection error (node down, timeout)
+    # is retried in place for up to cassandra_retry_give_up_s (0: not at all); a longer
+    # outage fails the micro-batch and is left to the query restarts below.
+    cassandra_retry_initial_s: float = Field(0.5, gt=0)
+    cassandra_retry_max_s: float = Field(5, gt=0)
+    cassandra_retry_give_up_s: float = Field(30, ge=0)
+    # A failed query: wait until Kafka and Cassandra answer, then restart every query
+    # from its checkpoint. The process gives up (exit 2) when the queries have failed
+    # without completing a micro-batch for restart_give_up_s.
+    restart_initial_s: float = Field(1, gt=0)
+    restart_max_s: float = Field(30, gt=0)
+    restart_give_up_s: float = Field(1800, gt=0)
+    # txmon stream --supervise: how often it checks the stream process, the back-off
+    # between restarts, and how many restarts in a row may die before it gives up.
+    supervise_poll_s: float = Field(5, gt=0)
+    supervise_restart_initial_s: float = Field(2, gt=0)
+    supervise_restart_max_s: float = Field(60, gt=0)
+    supervise_max_failed_starts: int = Field(10, ge=1)
+
+    @model_validator(mode="after")
+    def _caps_not_below_starts(self) -> "RecoverySettings":
+        for name in ("cassandra_retry", "restart", "supervise_restart"):
+            if getattr(self, f"{name}_max_s") < getattr(self, f"{name}_initial_s"):
+                raise ValueError(f"{name}_max_s must be at least {name}_initial_s")
+        return self
 
 
 class DriftSettings(_Section):
@@ -199,10 +225,10 @@ class Settings(YamlBackedSettings):
     kafka: KafkaSettings = KafkaSettings()
     cassandra: CassandraSettings = CassandraSettings()
     spark: SparkSettings = SparkSettings()
-    contract: ContractSettings = ContractSettings()
     drift: DriftSettings = DriftSettings()
     retraining: RetrainingSettings = RetrainingSettings()
     airflow: AirflowSettings = AirflowSettings()
+    recovery: RecoverySettings = RecoverySettings()
 
     @classmethod
     def yaml_path(cls) -> Path:

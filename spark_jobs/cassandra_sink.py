@@ -5,15 +5,17 @@ rows itself: one prepared INSERT, rows grouped into small UNLOGGED batches per r
 (the Python driver spends most of its CPU per request, so ~32 rows a request is ~4x
 faster than one: see bench/), many batches in flight (execute_concurrent), and a driver
 session cached per worker process so it is reused across micro-batches.
-Writes are upserts keyed by natural ids, so a replayed micro-batch is harmless.
+Writes are upserts keyed by natural ids, so a replayed micro-batch is harmless, and so
+is a write retried after a connection error (:func:`retried`, spark_jobs/recovery.py).
 """
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
 from infra.settings import Settings
+from spark_jobs.recovery import Backoff, call_with_retry
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,8 @@ class CassandraTarget:
     batch_rows: int = 32
     consistency: str = "LOCAL_ONE"
     datacenter: str | None = None
+    # Backoff for a call that fails while Cassandra is down (None: fail at once).
+    retry: Backoff | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, keyspace: str | None = None) -> "CassandraTarget":
@@ -34,8 +38,11 @@ class CassandraTarget:
             settings.cassandra.host, settings.cassandra.port,
             keyspace or settings.cassandra.keyspace, settings.spark.cassandra_write_concurrency,
             settings.spark.cassandra_batch_rows, settings.cassandra.consistency, settings.cassandra.datacenter,
+            Backoff.cassandra_calls(settings),
         )
 
+
+T = TypeVar("T")
 
 _sessions: dict[tuple[str, int, str], Any] = {}
 _prepared: dict[tuple[int, str], Any] = {}
@@ -49,9 +56,21 @@ def session_for(target: CassandraTarget):
         if key not in _sessions:
             from infra.cassandra_schema import open_cluster
 
+            from cassandra.policies import ExponentialReconnectionPolicy
+
             cluster = open_cluster(target.host, target.port, request_timeout=30, consistency=target.consistency,
                                    datacenter=target.datacenter)
-            _sessions[key] = cluster.connect(target.keyspace)
+            # The driver's default tries a node that went down again after 1, 2, 4, ... up
+            # to 600 s and stops after 64 tries: a cached session would stay blind to a
+            # Cassandra back from a few minutes' outage for minutes more, or for good.
+            # Keep trying, at most retry.max_s apart, so it sees the node as it returns.
+            cap = target.retry.max_s if target.retry else 5.0
+            cluster.reconnection_policy = ExponentialReconnectionPolicy(min(0.5, cap), cap, max_attempts=None)
+            try:
+                _sessions[key] = cluster.connect(target.keyspace)
+            except Exception:
+                cluster.shutdown()  # no reconnection threads left behind by a failed connect
+                raise
         return _sessions[key]
 
 
@@ -83,20 +102,34 @@ def insert_statement(table: str, columns: tuple[str, ...]) -> str:
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
 
 
+def retried(target: CassandraTarget, what: str, fn: Callable[[], T]) -> T:
+    """``fn()``, retried with ``target.retry``'s backoff while Cassandra is down or slow
+    (spark_jobs/recovery.call_with_retry; a healthy call costs one ``try``). ``fn`` must
+    be an idempotent read or upsert, and fetch its session with :func:`session_for`."""
+    return call_with_retry(target.retry, what, fn)
+
+
 def write_rows(target: CassandraTarget, table: str, columns: tuple[str, ...], rows: Iterable[Any],
                batch_rows: int | None = None) -> int:
     """Upsert rows (tuples or Rows in ``columns`` order); raises if any write fails.
 
-    Raising fails the Spark task, so Spark retries the micro-batch; since every write
-    is an idempotent upsert the retry cannot duplicate anything.
+    A connection error is retried in place for a while (:func:`retried`). Raising then
+    fails the Spark task, so Spark replays the micro-batch; since every write is an
+    idempotent upsert neither retry can duplicate anything.
     """
+    params = [tuple(row) for row in rows]  # materialised: a retry writes the same rows again
+    if not params:
+        return 0
+    return retried(target, f"writing {len(params)} rows to {table}",
+                   lambda: _write_params(target, table, columns, params, batch_rows))
+
+
+def _write_params(target: CassandraTarget, table: str, columns: tuple[str, ...], params: list[tuple],
+                  batch_rows: int | None) -> int:
     from cassandra.concurrent import execute_concurrent, execute_concurrent_with_args
 
     session = session_for(target)
     stmt = prepared(session, insert_statement(table, columns))
-    params = [tuple(row) for row in rows]
-    if not params:
-        return 0
     batch_rows = batch_rows or target.batch_rows
     if batch_rows <= 1:
         execute_concurrent_with_args(session, stmt, params, concurrency=target.concurrency,

@@ -2,15 +2,19 @@
 
 A :class:`HeartbeatListener` registered on the session writes
 ``<state_dir>/stream/heartbeat.json`` (atomically: temp file + rename) on every query
-start, progress, idle tick and termination. The ``stream_supervisor`` DAG reads it to
-tell a live, progressing job from a dead or stalled one (see
-:mod:`spark_jobs.supervisor`). Shape::
+start, progress, idle tick and termination, and whenever the stream's recovery
+(spark_jobs/recovery.keep_running) waits for Kafka or Cassandra or restarts its queries.
+The supervisor (``txmon stream --supervise``, the ``stream_supervisor`` DAG) reads it to
+tell a live, progressing job from a dead or stalled one, and both from one that waits
+out an outage (see :mod:`spark_jobs.supervisor`). Shape::
 
     {"pid": 123, "written_at": "...Z", "queries": {"<name>": {
         "id": "...", "run_id": "...", "status": "progress|idle|started|terminated",
         "batch_id": 41, "input_rows": 1200, "batch_timestamp": "...Z",
         "last_progress_at": "...Z", "updated_at": "...Z",
-        "end_offsets": {"<topic>": {"0": 1234, ...}}, "exception": null}}}
+        "end_offsets": {"<topic>": {"0": 1234, ...}}, "exception": null}},
+     "recovery": {"state": "running|waiting|gave_up", "restarts": 2, "attempt": 3,
+        "since": "...Z", "last_error": "...", "next_attempt_at": "...Z", "updated_at": "...Z"}}
 """
 from __future__ import annotations
 
@@ -74,6 +78,20 @@ class HeartbeatListener(StreamingQueryListener):
         self._lock = threading.Lock()
         self._queries: dict[str, dict[str, Any]] = {}
         self._names: dict[str, str] = {}
+        self._recovery: dict[str, Any] = {}
+
+    def _write(self) -> None:
+        data: dict[str, Any] = {"pid": os.getpid(), "written_at": _now(), "queries": self._queries}
+        if self._recovery:
+            data["recovery"] = self._recovery
+        write_json_atomic(self.path, data)
+
+    def recovery(self, **fields: Any) -> None:
+        """Record the state of the stream's recovery (replacing the previous one); the
+        query restarts so far stay counted in ``restarts``."""
+        with self._lock:
+            self._recovery = {**fields, "updated_at": _now()}
+            self._write()
 
     def _update(self, query_id: str, name: str | None, **fields: Any) -> None:
         with self._lock:
@@ -81,7 +99,7 @@ class HeartbeatListener(StreamingQueryListener):
             self._names[query_id] = key
             entry = self._queries.setdefault(key, {"id": query_id})
             entry.update(fields, updated_at=_now())
-            write_json_atomic(self.path, {"pid": os.getpid(), "written_at": _now(), "queries": self._queries})
+            self._write()
 
     def onQueryStarted(self, event: Any) -> None:  # noqa: N802 - Spark's listener API
         self._update(str(event.id), event.name, run_id=str(event.runId), status="started", exception=None)

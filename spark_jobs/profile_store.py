@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from spark_jobs.cassandra_sink import CassandraTarget, prepared, replica_batches, session_for, write_rows
+from spark_jobs.cassandra_sink import CassandraTarget, prepared, replica_batches, retried, session_for, write_rows
 from spark_jobs.features import ProfileStore
 
 _CHUNK = 100
@@ -46,6 +46,11 @@ class CassandraProfileStore(ProfileStore):
             "SELECT payee_key, label_time FROM payee_fraud_labels WHERE payee_key IN ?")
 
     def _read(self, stmt, kind: str | None, keys: list[str]) -> list:
+        # Retried while Cassandra is down (the session reconnects by itself; cassandra_sink).
+        return retried(self.target, f"reading {len(keys)} {kind or 'label'} profiles",
+                       lambda: self._read_once(stmt, kind, keys))
+
+    def _read_once(self, stmt, kind: str | None, keys: list[str]) -> list:
         from cassandra.concurrent import execute_concurrent_with_args
 
         chunks = [keys[i:i + _CHUNK] for i in range(0, len(keys), _CHUNK)]
@@ -80,7 +85,9 @@ class CassandraProfileStore(ProfileStore):
         # spends its CPU per request, and one request per profile made saving profiles the
         # largest single cost of a detection micro-batch (bench/spark_profile.py).
         batches = [(b, ()) for b in replica_batches(self.session, self._insert, params, _SAVE_BATCH_ROWS)]
-        execute_concurrent(self.session, batches, concurrency=self.target.concurrency, raise_on_first_error=True)
+        retried(self.target, f"saving {len(params)} {kind} profiles",
+                lambda: execute_concurrent(self.session, batches, concurrency=self.target.concurrency,
+                                           raise_on_first_error=True))
 
     def save_windows(self, rows):
         now = datetime.now(timezone.utc).replace(tzinfo=None)

@@ -1,6 +1,8 @@
 """Keeping the streaming job alive: is it running and progressing, and (re)start it if not.
 
-The ``stream_supervisor`` DAG calls :func:`supervise` every few minutes. The job is
+Two callers, one judgement: ``txmon stream --supervise`` (:func:`run_supervised`) checks
+every few seconds, without Airflow, and restarts with backoff; the ``stream_supervisor``
+DAG calls :func:`supervise` every few minutes as the scheduled check. The job is
 
 * **dead** when no process of ours runs it (pid file + ownership marker, see
   :class:`infra.airflow.DetachedCommand`);
@@ -8,7 +10,10 @@ The ``stream_supervisor`` DAG calls :func:`supervise` every few minutes. The job
   ``airflow.stream_stall_after_s``, or a query reading the topic has made no progress
   for that long while Kafka holds records past the query's offsets;
 * **starting** within that same grace period after a (re)start, before its first
-  heartbeat; **running** otherwise.
+  heartbeat;
+* **waiting** when its heartbeat is fresh and says it is waiting out a Kafka or
+  Cassandra outage (spark_jobs/recovery.py): it will restart its queries itself, and a
+  new process would only wait the same way; **running** otherwise.
 
 Dead or stalled: the old process group is stopped, ``txmon spark-submit
 spark_jobs/transactions_stream.py`` is started detached (pid file, log under
@@ -18,7 +23,10 @@ spark_jobs/transactions_stream.py`` is started detached (pid file, log under
 from __future__ import annotations
 
 import json
+import math
+import signal
 import sys
+import threading
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,15 +34,17 @@ from typing import Any, Callable, Literal
 
 import psutil
 
-from infra.airflow import DetachedCommand
+from infra.airflow import MARKER_ENV, DetachedCommand
+from infra.errors import StreamLockedError, StreamSupervisionError
 from infra.settings import PROJECT_ROOT, Settings
 from spark_jobs.heartbeat import heartbeat_path, read_heartbeat
 
 STREAM_JOB = "spark_jobs/transactions_stream.py"
-State = Literal["running", "starting", "dead", "stalled"]
+SUPERVISE_TRIGGER = "txmon stream --supervise"
+State = Literal["running", "starting", "waiting", "dead", "stalled"]
 
-__all__ = ["STREAM_JOB", "StreamHealth", "check", "restart", "restarts", "restarts_path", "stream_process",
-           "supervise"]
+__all__ = ["STREAM_JOB", "StreamHealth", "check", "restart", "restarts", "restarts_path", "run_supervised",
+           "stream_process", "supervise"]
 
 
 def stream_process(settings: Settings) -> DetachedCommand:
@@ -105,6 +115,10 @@ def check(settings: Settings, *, topic: str | None = None, now: datetime | None 
     queries = beat.get("queries") or {}
     if age > stall:
         return StreamHealth("stalled", f"no heartbeat for {age:.0f}s (limit {stall:.0f}s)", pid, age, None, queries)
+    recovery = beat.get("recovery") or {}
+    if recovery.get("state") == "waiting":
+        return StreamHealth("waiting", f"waiting out an outage since {recovery.get('since')} "
+                            f"(attempt {recovery.get('attempt')}): {recovery.get('last_error')}", pid, age, None, queries)
     stale = {name: q for name, q in queries.items()
              if (now - (_parse_time(q.get("last_progress_at")) or started)).total_seconds() > stall}
     lag_total = None
@@ -135,6 +149,7 @@ def restart(settings: Settings, reason: str, *, job_args: list[str] | None = Non
     old_pid = proc.pid()
     if old_pid is not None:
         proc.stop(timeout=60)
+    _stop_leftovers(proc)
     argv = [str(Path(sys.executable).with_name("txmon")), "spark-submit", STREAM_JOB, *(job_args or [])]
     child_env = dict(os.environ if env is None else env)
     child_env["TXMON_STATE_DIR"] = str(settings.state_path)
@@ -148,6 +163,26 @@ def restart(settings: Settings, reason: str, *, job_args: list[str] | None = Non
     with path.open("a") as out:
         out.write(json.dumps(record) + "\n")
     return record
+
+
+def _stop_leftovers(proc: DetachedCommand) -> None:
+    """Kill what is left of an earlier run whose leader is gone: a kill -9 of the
+    ``txmon spark-submit`` leader leaves its Spark JVM and Python driver running, and that
+    driver still holds the checkpoint lock, so a new stream could not start. Ours are
+    the processes carrying the run's marker in their environment (children inherit it)."""
+    leftovers = []
+    for candidate in psutil.process_iter():
+        try:
+            if candidate.environ().get(MARKER_ENV) == proc.marker_value:
+                leftovers.append(candidate)
+        except psutil.Error:
+            continue
+    for leftover in leftovers:
+        try:
+            leftover.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(leftovers, timeout=30)
 
 
 def restarts(settings: Settings) -> list[dict[str, Any]]:
@@ -171,3 +206,108 @@ def supervise(settings: Settings, *, topic: str | None = None, job_args: list[st
         result["restart"] = restart(settings, f"{health.state}: {health.reason}", job_args=args,
                                     triggered_by=triggered_by)
     return result
+
+
+# ------------------------------------------------------------------ txmon stream --supervise
+
+
+def _option(args: list[str], name: str) -> str | None:
+    """The value of ``--name value`` or ``--name=value`` in a job's arguments.
+
+    >>> _option(["--topic", "tx", "--checkpoint-dir=/c"], "--checkpoint-dir"), _option([], "--topic")
+    ('/c', None)
+    """
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _say(message: str) -> None:
+    print(f"{datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ} txmon supervise: {message}", flush=True)
+
+
+def _foreign_lock_holder(settings: Settings, checkpoint_dir: str, proc: DetachedCommand) -> dict[str, Any] | None:
+    """Who holds the checkpoint, if it is not a process of the supervised run."""
+    from spark_jobs.checkpoint_lock import CheckpointLock
+
+    lock = CheckpointLock(checkpoint_dir)
+    holder = lock.holder()
+    if holder is None:
+        return None
+    try:
+        if holder.get("pid") and psutil.Process(holder["pid"]).environ().get(MARKER_ENV) == proc.marker_value:
+            return None  # ours: restart() clears what is left of an earlier run
+    except psutil.Error:
+        pass
+    return {**holder, "message": lock._message(holder)}
+
+
+def run_supervised(settings: Settings, job_args: list[str] | None = None, *, log: Callable[[str], None] = _say,
+                   stop: threading.Event | None = None) -> int:
+    """``txmon stream --supervise``: run the stream as a child process and keep it alive.
+
+    Every ``recovery.supervise_poll_s`` the stream is judged as the DAG judges it
+    (:func:`check`); a dead or stalled one is restarted (:func:`restart`: recorded in
+    restarts.jsonl), after a backoff when the previous start never got to run. Gives up
+    with :class:`StreamSupervisionError` after ``recovery.supervise_max_failed_starts``
+    starts in a row that died before running. SIGTERM or SIGINT stops the child, then
+    the supervisor. A stream already running under this state directory (started by the
+    DAG, or by a supervisor that was killed) is adopted, not started twice. Returns the
+    number of starts it made.
+    """
+    from spark_jobs.recovery import Backoff
+    from spark_jobs.transactions_stream import StreamOptions
+
+    args = list(job_args or [])
+    r = settings.recovery
+    backoff = Backoff(r.supervise_restart_initial_s, r.supervise_restart_max_s, math.inf)
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    topic = _option(args, "--topic")
+    checkpoint_dir = _option(args, "--checkpoint-dir") or StreamOptions.from_settings(settings).checkpoint_dir
+    proc = stream_process(settings)
+    starts, failed_starts, checks = 0, 0, 0
+    log(f"watching the stream every {r.supervise_poll_s:g}s (state {settings.state_path}, checkpoint {checkpoint_dir})")
+    try:
+        while not stop.is_set():
+            checks += 1
+            health = check(settings, topic=topic)
+            if health.state in ("running", "waiting"):
+                if failed_starts:
+                    log(f"stream {health.state} (pid {health.pid}): {health.reason}")
+                failed_starts = 0
+            elif health.needs_restart:
+                foreign = _foreign_lock_holder(settings, checkpoint_dir, proc)
+                if foreign is not None:
+                    if checks == 1:
+                        raise StreamLockedError(foreign["message"])
+                    log(f"not restarting: {foreign['message']}")
+                elif failed_starts >= r.supervise_max_failed_starts:
+                    raise StreamSupervisionError(
+                        f"the stream died {failed_starts} times in a row before it ran (last: {health.reason}); "
+                        f"see {proc.log_file} and {restarts_path(settings)}, fix the cause, then run "
+                        f"`txmon stream --supervise` again (limit recovery.supervise_max_failed_starts)")
+                else:
+                    if failed_starts:
+                        delay = backoff.delay(failed_starts)
+                        log(f"stream {health.state} again ({health.reason}); restarting in {delay:.0f}s")
+                        if stop.wait(delay):
+                            break
+                    reason = f"{health.state}: {health.reason}"
+                    record = restart(settings, reason, job_args=args, triggered_by=SUPERVISE_TRIGGER)
+                    starts += 1
+                    failed_starts += 1
+                    log(f"stream {reason}; started pid {record['pid']} (log {record['log']}; "
+                        f"recorded in {restarts_path(settings)})")
+            stop.wait(r.supervise_poll_s)
+    finally:
+        if stop.is_set() and proc.pid() is not None:
+            log(f"stopping the stream (pid {proc.pid()})")
+            proc.stop(timeout=60)
+            _stop_leftovers(proc)
+    return starts
