@@ -53,9 +53,10 @@ def summarize(rows: Iterable[dict[str, Any]], day: date, *, top_accounts: int = 
 
     >>> from datetime import datetime, timezone
     >>> t = datetime(2026, 1, 5, 4, 0, tzinfo=timezone.utc)  # 09:30 IST
-    >>> rows = [dict(payer_account="123456789012", decision="BLOCK", severity="HIGH", amount_paise=500,
+    >>> payer = dict(payer_ref="0f" * 16, payer_account_masked="XXXXXXXX9012")
+    >>> rows = [dict(payer, decision="BLOCK", severity="HIGH", amount_paise=500,
     ...              reason_codes=["AMOUNT_SPIKE", "NEW_DEVICE"], event_time=t),
-    ...         dict(payer_account="123456789012", decision="REVIEW", severity="LOW", amount_paise=100,
+    ...         dict(payer, decision="REVIEW", severity="LOW", amount_paise=100,
     ...              reason_codes=["AMOUNT_SPIKE"], event_time=t)]
     >>> d = summarize(rows, date(2026, 1, 5))
     >>> d.total, d.by_decision, d.by_rule
@@ -70,7 +71,7 @@ def summarize(rows: Iterable[dict[str, Any]], day: date, *, top_accounts: int = 
     per_account: dict[str, list[dict[str, Any]]] = defaultdict(list)
     hourly = {d: [0] * 24 for d in DECISIONS}
     for r in rows:
-        per_account[r["payer_account"]].append(r)
+        per_account[r["payer_ref"]].append(r)  # two accounts can share a masked form
         hourly.setdefault(r["decision"], [0] * 24)[r["event_time"].astimezone(DAY_TZ).hour] += 1
     ranked = sorted(per_account.items(), key=lambda kv: (-len(kv[1]), -sum(r["amount_paise"] for r in kv[1]), kv[0]))
     return DigestData(
@@ -81,7 +82,7 @@ def summarize(rows: Iterable[dict[str, Any]], day: date, *, top_accounts: int = 
         by_severity={s: severities.get(s, 0) for s in SEVERITIES[::-1]},
         by_rule=sorted(rules.items(), key=lambda kv: (-kv[1], kv[0]))[:top_rules],
         top_accounts=[
-            {"account": mask_account(acct), "alerts": len(rs), "blocks": sum(r["decision"] == "BLOCK" for r in rs),
+            {"account": mask_account(rs[0]["payer_account_masked"]), "alerts": len(rs), "blocks": sum(r["decision"] == "BLOCK" for r in rs),
              "amount": format_inr(sum(r["amount_paise"] for r in rs))}
             for acct, rs in ranked[:top_accounts]
         ],

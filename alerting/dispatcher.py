@@ -107,7 +107,7 @@ class Dispatcher:
         while one of its deliveries is parked."""
         self.store.save_alert(alert)
         self.stats.add("alerts")
-        contact = self.store.contact(alert.payer_account) if self.directory.needs_contact(alert) else None
+        contact = self.store.contact_for(alert) if self.directory.needs_contact(alert) else None
         targets, unreachable = self.directory.resolve(alert, contact)
         for miss in unreachable:
             if self.deliverer.mark(alert.alert_id, miss.recipient, "no_recipient",
@@ -151,7 +151,7 @@ class Dispatcher:
             else:
                 self.stats.count(outcome.status)
         log.info("alert %s %s/%s risk %d payer %s: %s", alert.alert_id, alert.decision, alert.severity.value,
-                 alert.risk_score, mask_party(alert.payer_account, alert.payer_vpa),
+                 alert.risk_score, mask_party(alert.payer_account_masked, alert.payer_vpa_masked),
                  ", ".join(f"{j.recipient.channel}->{j.recipient.masked} {o.status}" for j, o in zip(jobs, outcomes))
                  or "nothing to send")
         return outcomes
@@ -178,7 +178,7 @@ class Dispatcher:
         if window.recipient is not None:
             return window.recipient, window.route
         for alert in alerts:  # after a restart: the recipient is re-resolved from the routing
-            contact = self.store.contact(alert.payer_account) if self.directory.needs_contact(alert) else None
+            contact = self.store.contact_for(alert) if self.directory.needs_contact(alert) else None
             for target in self.directory.resolve(alert, contact)[0]:
                 if (target.recipient.channel, target.recipient.key) == (window.row.channel, window.row.recipient_key):
                     return target.recipient, target.route

@@ -1,8 +1,8 @@
 """Turning alerts into messages with the Jinja2 templates in ``alerting/templates``.
 
-Templates never see a raw identifier: they get a *view* of the alert in which the
-account, VPAs and free-text reason fields are already masked (:func:`alert_view`), so
-no template edit can leak one. SMS texts are fitted into the configured number of
+Templates never see a raw identifier: an alert carries its account and VPAs masked
+(alerting.contract), and the *view* a template gets (:func:`alert_view`) masks them
+again and redacts the free-text reason fields, so no template edit can leak one. SMS texts are fitted into the configured number of
 segments by shortening the reason, never by cutting the warning or the helpline.
 Template files are named ``<audience>_<channel>.<part>.j2`` (parts: subject, txt, html).
 """
@@ -80,10 +80,12 @@ def alert_view(alert: Alert) -> dict[str, Any]:
         "channel": alert.channel.value,
         "txn_type": alert.txn_type.value,
         "payment": PAYMENT_WORDS.get(alert.channel.value, "payment"),
-        "payer": mask_party(alert.payer_account, alert.payer_vpa),
-        "payer_account": mask_account(alert.payer_account),
-        "payee": mask_party(alert.payee_account, alert.payee_vpa) or "an unknown payee",
-        "payee_short": mask_vpa(alert.payee_vpa) if alert.payee_vpa else mask_account(alert.payee_account),
+        # Masking a masked value changes nothing: this holds only if a clear one slipped in.
+        "payer": mask_party(alert.payer_account_masked, alert.payer_vpa_masked),
+        "payer_account": mask_account(alert.payer_account_masked),
+        "payee": mask_party(alert.payee_account_masked, alert.payee_vpa_masked) or "an unknown payee",
+        "payee_short": (mask_vpa(alert.payee_vpa_masked) if alert.payee_vpa_masked
+                        else mask_account(alert.payee_account_masked)),
         "primary_code": primary.code,
         "primary_reason": redact(primary.description),
         "reasons": [

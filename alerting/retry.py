@@ -203,7 +203,7 @@ def retry_failed_deliveries(days: Iterable[date], rt: Runtime | None = None) -> 
             alert = rt.store.load_alert(failure.delivery_id)
             target = None
             if alert is not None:
-                contact = rt.store.contact(alert.payer_account) if rt.directory.needs_contact(alert) else None
+                contact = rt.store.contact_for(alert) if rt.directory.needs_contact(alert) else None
                 targets, _ = rt.directory.resolve(alert, contact)
                 target = next((t for t in targets if (t.recipient.channel, t.recipient.key)
                                == (failure.channel, failure.recipient_key)), None)

@@ -2,7 +2,8 @@
 
 Staff addresses come from ``recipients`` groups (webhook URLs from the environment,
 read once when the :class:`Directory` is built); the customer's phone and email come
-from the ``customer_contacts`` table, passed in as a :class:`Contact`.
+from the ``customer_contacts`` table, passed in as a :class:`Contact` (the store finds
+it by the clear payer account, which alerts do not carry: alerting.store.contact_for).
 """
 from __future__ import annotations
 
@@ -118,8 +119,9 @@ class Directory:
                 if target.to == CUSTOMER:
                     address = getattr(contact, "phone" if target.channel == "sms" else "email", None) if contact else None
                     if not address:
-                        placeholder = Recipient(target.channel, f"customer:{alert.payer_account}",
-                                                f"customer {mask_account(alert.payer_account)}", "customer", CUSTOMER)
+                        placeholder = Recipient(target.channel, f"customer:{alert.payer_ref}",
+                                                f"customer {mask_account(alert.payer_account_masked)}", "customer",
+                                                CUSTOMER)
                         if (target.channel, placeholder.key) not in seen:
                             seen.add((target.channel, placeholder.key))
                             unreachable.append(Unreachable(route.name, target.channel, placeholder))

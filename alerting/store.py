@@ -11,17 +11,16 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any, Iterable, Sequence
 
-from alerting.contract import Alert, alert_from_row, alert_row
+from alerting.contract import ALERT_BY_DAY_COLUMNS as _BY_DAY_COLUMNS
+from alerting.contract import ALERT_COLUMNS as _ALERT_COLUMNS
+from alerting.contract import Alert, alert_from_row, alert_row, upgrade_day_row
 from alerting.errors import AlertStoreUnavailableError
 from alerting.routing import Contact
 
-_ALERT_COLUMNS = (  # alert_row() keys
-    "alert_id", "schema_version", "txn_id", "created_at", "event_time", "day", "payer_account", "payer_vpa",
-    "payee_account", "payee_vpa", "amount_paise", "channel", "txn_type", "risk_score", "decision", "severity",
-    "reasons", "reason_codes", "model_version", "rules_version",
-)
-_BY_DAY_COLUMNS = ("day", "alert_id", "event_time", "created_at", "payer_account", "decision", "severity",
-                   "risk_score", "amount_paise", "reason_codes")
+# Read back as well as the written columns: the clear ones of version-1 rows (upgraded
+# by alert_from_row) and, per day, the account those rows were counted by.
+_ALERT_READ_COLUMNS = (*_ALERT_COLUMNS, "payer_account", "payer_vpa", "payee_account", "payee_vpa")
+_BY_DAY_READ_COLUMNS = (*_BY_DAY_COLUMNS, "payer_account")
 
 
 @dataclass(frozen=True)
@@ -93,8 +92,8 @@ class AlertStore:
         self._insert_alert = p(f"INSERT INTO alerts ({cols}) VALUES ({', '.join('?' * len(_ALERT_COLUMNS))})")
         self._insert_by_day = p(f"INSERT INTO alerts_by_day ({', '.join(_BY_DAY_COLUMNS)}) "
                                 f"VALUES ({', '.join('?' * len(_BY_DAY_COLUMNS))})")
-        self._select_alert = p(f"SELECT {cols} FROM alerts WHERE alert_id = ?")
-        self._select_day = p(f"SELECT {', '.join(_BY_DAY_COLUMNS)} FROM alerts_by_day WHERE day = ?")
+        self._select_alert = p(f"SELECT {', '.join(_ALERT_READ_COLUMNS)} FROM alerts WHERE alert_id = ?")
+        self._select_day = p(f"SELECT {', '.join(_BY_DAY_READ_COLUMNS)} FROM alerts_by_day WHERE day = ?")
         self._latest = p("SELECT attempt, status FROM alert_deliveries "
                          "WHERE alert_id = ? AND channel = ? AND recipient_key = ? LIMIT 1")
         self._attempts = p("SELECT alert_id, channel, recipient_key, attempt, kind, route, recipient_masked, status, "
@@ -110,6 +109,8 @@ class AlertStore:
         self._select_failures = p("SELECT day, alert_id, channel, recipient_key, kind, recipient_masked, last_response, "
                                   "failed_at FROM alert_delivery_failures WHERE day = ?")
         self._select_contact = p("SELECT account, phone, email FROM customer_contacts WHERE account = ?")
+        # The one read of a clear account number on the alert path (docs/security-pii.md).
+        self._select_payer = p("SELECT payer_account FROM transactions WHERE txn_id = ?")
         self._insert_contact = p("INSERT INTO customer_contacts (account, phone, email, name, updated_at) "
                                  "VALUES (?, ?, ?, ?, ?)")
         self._select_windows = p("SELECT throttle_key, window_start, window_end, lead_alert_id, channel, recipient_key, "
@@ -145,8 +146,8 @@ class AlertStore:
 
     def alerts_for_day(self, day: date) -> list[dict[str, Any]]:
         rows = self.session.execute(self._select_day, (day,))
-        return [{**r._asdict(), "event_time": _utc(r.event_time), "created_at": _utc(r.created_at),
-                 "reason_codes": list(r.reason_codes or [])} for r in rows]
+        return [upgrade_day_row({**r._asdict(), "event_time": _utc(r.event_time), "created_at": _utc(r.created_at),
+                                 "reason_codes": list(r.reason_codes or [])}) for r in rows]
 
     # -------------------------------------------------------------- deliveries
     def latest_attempt(self, delivery_id: uuid.UUID, channel: str, recipient_key: str) -> tuple[int, str] | None:
@@ -177,6 +178,18 @@ class AlertStore:
     def contact(self, account: str) -> Contact | None:
         row = self.session.execute(self._select_contact, (account,)).one()
         return Contact(row.account, row.phone, row.email) if row is not None else None
+
+    def payer_account(self, txn_id: str) -> str | None:
+        """The clear payer account of a transaction, from ``transactions``: alerts carry it
+        masked only. None when the transaction is not there (e.g. an alert made by hand)."""
+        row = self.session.execute(self._select_payer, (txn_id,)).one()
+        return row.payer_account if row is not None else None
+
+    def contact_for(self, alert: Alert) -> Contact | None:
+        """The contact details of the alert's payer: the account from ``transactions`` by
+        txn id, then its ``customer_contacts`` row. The number stays in this call."""
+        account = self.payer_account(alert.txn_id)
+        return self.contact(account) if account else None
 
     def save_contacts(self, contacts: Sequence[tuple[str, str | None, str | None, str | None]], at: datetime) -> int:
         """Upsert (account, phone, email, name) rows; returns how many were written."""
@@ -215,7 +228,7 @@ class AlertStore:
                                                  kafka_timestamp, at))
 
 
-ALERTING_TABLES = ("alerts", "alerts_by_day", "alert_deliveries", "alert_delivery_failures", "customer_contacts",
+ALERTING_TABLES = ("transactions", "alerts", "alerts_by_day", "alert_deliveries", "alert_delivery_failures", "customer_contacts",
                    "alert_throttle", "alert_folds", "dead_letters")
 
 

@@ -22,7 +22,8 @@ from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
-__all__ = ["ReceivedMail", "SmsGatewayStub", "SmtpSink", "WebhookSink", "free_port", "make_alert"]
+__all__ = ["ReceivedMail", "SmsGatewayStub", "SmtpSink", "WebhookSink", "TEST_PII_KEY", "clear_parties", "free_port",
+           "land_payers", "make_alert", "payer_of"]
 
 
 def free_port() -> int:
@@ -282,12 +283,40 @@ def provider_env(smtp: "SmtpSink", gateway: "SmsGatewayStub", sms_token_env: str
     }
 
 
+TEST_PII_KEY = b"txmon-tests-only-pii-token-key-000000"
+"""The key :func:`make_alert` pseudonymises payers with (the stream uses the deployment's)."""
+
+_PARTIES: dict[str, dict[str, Any]] = {}
+
+
+def clear_parties(alert: Any) -> dict[str, Any]:
+    """The clear identifiers :func:`make_alert` masked into ``alert`` (payer_account,
+    payer_vpa, payee_account, payee_vpa): what a test checks outputs against."""
+    return dict(_PARTIES[alert.txn_id])
+
+
+def payer_of(alert: Any) -> str:
+    """The clear payer account of an alert made by :func:`make_alert`."""
+    return _PARTIES[alert.txn_id]["payer_account"]
+
+
+def land_payers(session: Any, pairs: Any) -> None:
+    """Write (txn_id, payer_account) rows to ``transactions``, standing in for the stream's
+    landing of the transactions behind hand-made alerts: the dispatcher reads the clear
+    payer account there to find the customer's contacts. ``session``: bound to the keyspace."""
+    stmt = session.prepare("INSERT INTO transactions (txn_id, payer_account) VALUES (?, ?)")
+    for txn_id, account in pairs:
+        session.execute(stmt, (txn_id, account))
+
+
 def make_alert(n: int, *, account: str | None = None, created_at: Any = None, **overrides: Any) -> Any:
     """A valid, deterministic alert number ``n`` (BLOCK/CRITICAL by default), for tests
-    and the benchmark. Account ``5000000000nn``-style numbers and VPAs derive from n."""
+    and the benchmark. Account ``5000000000nn``-style numbers and VPAs derive from n;
+    overrides may give the clear ``payer_account``, ``payer_vpa``, ``payee_account`` and
+    ``payee_vpa``, which are masked as the stream masks them (alerting.contract.build_alert)."""
     from datetime import datetime, timedelta, timezone
 
-    from alerting.contract import Alert
+    from alerting.contract import build_alert
 
     base = datetime(2026, 1, 5, 3, 30, tzinfo=timezone.utc)  # 09:00 IST
     fields: dict[str, Any] = {
@@ -314,4 +343,6 @@ def make_alert(n: int, *, account: str | None = None, created_at: Any = None, **
         "rules_version": "rules-test",
     }
     fields.update(overrides)
-    return Alert(**fields)
+    alert = build_alert(key=TEST_PII_KEY, **fields)
+    _PARTIES[alert.txn_id] = {k: fields[k] for k in ("payer_account", "payer_vpa", "payee_account", "payee_vpa")}
+    return alert

@@ -38,7 +38,8 @@ class ThrottleStore(Protocol):
 
 
 def throttle_key(account: str, rule: str, channel: str, recipient_key: str) -> str:
-    """Hash of the key parts: the account number must not sit in clear in the table.
+    """Hash of the key parts; ``account`` is the alert's ``payer_ref``, which the hash keeps
+    out of the table too.
 
     >>> throttle_key("123456789012", "AMOUNT_SPIKE", "sms", "ab12") == throttle_key("123456789012", "AMOUNT_SPIKE", "sms", "ab12")
     True
@@ -111,7 +112,7 @@ class Throttle:
         if not self.config.enabled:
             return "send", None
         rule = alert.primary_reason.code
-        key = throttle_key(alert.payer_account, rule, recipient.channel, recipient.key)
+        key = throttle_key(alert.payer_ref, rule, recipient.channel, recipient.key)
         now = self.now()
         with self._lock:
             window = self._windows.get((scope, key))

@@ -34,7 +34,7 @@ from alerting.config import SmtpConfig, ThrottleConfig, load_alerting_config  # 
 from alerting.publish import AlertPublisher  # noqa: E402
 from alerting.runtime import dispatch  # noqa: E402
 from alerting.store import open_store  # noqa: E402
-from alerting.testing import SmsGatewayStub, SmtpSink, make_alert  # noqa: E402
+from alerting.testing import SmsGatewayStub, SmtpSink, land_payers, make_alert  # noqa: E402
 from infra import stack  # noqa: E402
 from infra.services.kafka import ensure_topics  # noqa: E402
 from infra.settings import load_settings  # noqa: E402
@@ -95,6 +95,8 @@ def main() -> int:
         phones = {"+9198" + a[-8:]: i for i, a in enumerate(accounts)}
         cluster, store = open_store(settings)
         store.save_contacts([(a, phone, None, None) for phone, a in zip(phones, accounts)], datetime.now(timezone.utc))
+        # The dispatcher finds a customer through the transaction's row (alerts carry no account).
+        land_payers(store.session, [(f"BENCH{run}{i:07d}", a) for i, a in enumerate(accounts)])
         cluster.shutdown()
 
         result: dict = {}

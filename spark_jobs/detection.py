@@ -14,7 +14,8 @@ Runs inside the transactions stream's foreachBatch on the batch's valid transact
 5. in the write step (Python, for the rows that need them): reasons, i.e. the rules that
    fired with their values and the features that pushed the model most, and alerts;
    every scored transaction to ``scored_transactions``; every REVIEW/BLOCK as an alert
-   (alerting/contract.py) to Cassandra ``alerts``/``alerts_by_day`` and Kafka ``alerts``.
+   (alerting/contract.py) to Cassandra ``alerts``/``alerts_by_day`` and Kafka ``alerts``,
+   its account numbers and VPAs masked and the payer pseudonymised (docs/security-pii.md).
    All keyed by txn id / alert id: a replayed batch creates no duplicate.
 """
 from __future__ import annotations
@@ -40,11 +41,6 @@ SCORED_COLUMNS = (
     "risk_score", "decision", "rule_score", "fraud_probability", "anomaly_score", "rules_fired", "reasons",
     "model_version", "rules_version", "features_json", "kafka_timestamp", "scored_at",
 )
-ALERT_COLUMNS = ("alert_id", "schema_version", "txn_id", "created_at", "event_time", "day", "payer_account",
-                 "payer_vpa", "payee_account", "payee_vpa", "amount_paise", "channel", "txn_type", "risk_score",
-                 "decision", "severity", "reasons", "reason_codes", "model_version", "rules_version")
-ALERT_BY_DAY_COLUMNS = ("day", "alert_id", "event_time", "created_at", "payer_account", "decision", "severity",
-                        "risk_score", "amount_paise", "reason_codes")
 SEVERITY_ORDER = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
 OUTCOME_COLUMNS = ("txn_id", "event_time", "hour_ist", "fraud_probability", "anomaly_score", "amount_paise",
                    "payer_count_1h", "model_version")
@@ -205,17 +201,17 @@ def score_ruled(ruled, trees, model_version: str, ruleset, spark=None):
                                "model_version": F.lit(model_version), "rules_version": F.lit(ruleset.label)})
 
 
-def with_explanations(batch, bundle, rules: dict, model_version: str, rules_label: str, now):
+def with_explanations(batch, bundle, rules: dict, model_version: str, rules_label: str, now, pii_key: bytes):
     """The scored Arrow batch plus ``reasons`` and ``alert_json`` columns (:func:`_explain_batch`)."""
     import pyarrow as pa
 
-    reasons, alert_json = _explain_batch(batch, bundle, rules, model_version, rules_label, now)
+    reasons, alert_json = _explain_batch(batch, bundle, rules, model_version, rules_label, now, pii_key)
     return pa.RecordBatch.from_arrays([*batch.columns, pa.array(reasons, pa.string()),
                                        pa.array(alert_json, pa.string())],
                                       names=[*batch.schema.names, "reasons", "alert_json"])
 
 
-def _explain_batch(batch, bundle, rules: dict, model_version: str, rules_label: str, now):
+def _explain_batch(batch, bundle, rules: dict, model_version: str, rules_label: str, now, pii_key: bytes):
     """(reasons JSON per row, alert JSON or None per row) of one scored Arrow batch.
 
     Built row by row only for rows that need them (a rule fired or the decision is not
@@ -250,7 +246,7 @@ def _explain_batch(batch, bundle, rules: dict, model_version: str, rules_label: 
         reasons_col[i] = json.dumps(reasons, separators=(",", ":"))
         if flagged[i]:
             alerts_col[i] = _alert_json(row, int(row["risk_score"]), str(decision[i]), reasons, fired, rules,
-                                        model_version, rules_label, now)
+                                        model_version, rules_label, now, pii_key)
     return reasons_col, alerts_col
 
 
@@ -280,8 +276,10 @@ def _value_text(row: dict, rule) -> str:
     return ", ".join(f"{n}={_fmt(row.get(n))}" for n in rule.placeholders())[:200]
 
 
-def _alert_json(row, risk, decision, reasons, fired, rules, model_version, rules_label, now) -> str:
-    from alerting.contract import Alert, to_json
+def _alert_json(row, risk, decision, reasons, fired, rules, model_version, rules_label, now, pii_key) -> str:
+    """The alert of one flagged row, masked and pseudonymised here, once per alert: the
+    clear identifiers stay in the transactions table (docs/security-pii.md)."""
+    from alerting.contract import build_alert, to_json
 
     severities = [rules[r].severity for r in fired if r in rules]
     severity = max(severities, key=SEVERITY_ORDER.index) if severities else (
@@ -295,9 +293,10 @@ def _alert_json(row, risk, decision, reasons, fired, rules, model_version, rules
         value = row.get(name)
         return value if isinstance(value, str) and value else None
 
-    alert = Alert(
-        txn_id=row["txn_id"], created_at=now, event_time=event_time, payer_account=row["payer_account"],
-        payer_vpa=text("payer_vpa"), payee_account=text("payee_account"), payee_vpa=text("payee_vpa"), amount_paise=int(row["amount_paise"]), channel=row["channel"],
+    alert = build_alert(
+        key=pii_key, txn_id=row["txn_id"], created_at=now, event_time=event_time,
+        payer_account=row["payer_account"], payer_vpa=text("payer_vpa"), payee_account=text("payee_account"),
+        payee_vpa=text("payee_vpa"), amount_paise=int(row["amount_paise"]), channel=row["channel"],
         txn_type=row["txn_type"], risk_score=risk, decision=decision, severity=severity,
         reasons=reasons, model_version=model_version, rules_version=rules_label,
     )
@@ -319,6 +318,11 @@ class Detector:
         self.rules = RulesWatcher(Path(rules_path or DEFAULT_RULES))
         self.models = ModelHolder(registry_root)
         self.alerts_topic = alerts_topic or settings.kafka.topics.alerts
+        from infra.masking import pii_token_key
+
+        # Read on the driver and shipped in the outputs closure, so executors need neither
+        # the variable nor the state directory (docs/security-pii.md).
+        self.pii_key = pii_token_key(settings.state_path)
         self._featured = add_features_to_batch(landed, cassandra_profiles(target, query_key),
                                                settings.spark.shuffle_partitions)
         # The plan for the current model and rules, and the (model version, rules label) it
@@ -352,7 +356,7 @@ class Detector:
             self._plan = scored.mapInArrow(
                 _outputs_partition(self.target, self.settings.kafka.bootstrap, self.alerts_topic, outcome_schema,
                                    self.models.broadcast, self.models.broadcast_key, self.models.version,
-                                   self.rules.current),
+                                   self.rules.current, self.pii_key),
                 outcome_schema)
             self._plan_for = built_for
         return self._plan
@@ -382,7 +386,7 @@ def _worker_bundle(bundle_bc, bundle_key: str | None):
 
 
 def _outputs_partition(target: CassandraTarget, bootstrap: str, alerts_topic: str, outcome_schema,
-                       bundle_bc, bundle_key: str | None, model_version: str, ruleset):
+                       bundle_bc, bundle_key: str | None, model_version: str, ruleset, pii_key: bytes):
     """mapInArrow function: reasons and alert JSON for the rows that need them
     (:func:`_explain_batch`), then each scored row to ``scored_transactions``, each alert to
     ``alerts``/``alerts_by_day`` and the alerts topic, from the task; yield the outcome
@@ -392,7 +396,7 @@ def _outputs_partition(target: CassandraTarget, bootstrap: str, alerts_topic: st
     rules = {r.id: r for r in ruleset.rules}
 
     def run(batches: Iterator) -> Iterator:
-        from alerting.contract import alert_row, from_json
+        from alerting.contract import ALERT_BY_DAY_COLUMNS, ALERT_COLUMNS, alert_row, from_json, kafka_key
         from spark_jobs.kafka_sink import publish
 
         bundle = _worker_bundle(bundle_bc, bundle_key)
@@ -402,7 +406,7 @@ def _outputs_partition(target: CassandraTarget, bootstrap: str, alerts_topic: st
                 continue
             now_utc = datetime.now(timezone.utc)
             now = now_utc.replace(tzinfo=None)  # naive UTC: see arrow_rows
-            batch = with_explanations(batch, bundle, rules, model_version, ruleset.label, now_utc)
+            batch = with_explanations(batch, bundle, rules, model_version, ruleset.label, now_utc, pii_key)
             rows = [(*row, now) for row in arrow_rows(batch, carried)]
             # 16 rows per batch: a scored row is ~2 KB, so 32 crossed the 64 KiB warn threshold
             # (infra/services/cassandra.py) and Cassandra logged every such batch; 16 and 32
@@ -416,7 +420,7 @@ def _outputs_partition(target: CassandraTarget, bootstrap: str, alerts_topic: st
                     row = alert_row(alert)
                     main.append(tuple(row[c] for c in ALERT_COLUMNS))
                     by_day.append(tuple(row[c] for c in ALERT_BY_DAY_COLUMNS))
-                    messages.append((alert.payer_account.encode(), text.encode()))
+                    messages.append((kafka_key(alert), text.encode()))
                 write_rows(target, "alerts", ALERT_COLUMNS, main, batch_rows=8)
                 write_rows(target, "alerts_by_day", ALERT_BY_DAY_COLUMNS, by_day)
                 publish(bootstrap, alerts_topic, messages)

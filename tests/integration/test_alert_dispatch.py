@@ -28,7 +28,9 @@ from alerting.retry import retry_failed_deliveries
 from alerting.runtime import dispatch, runtime
 from alerting.segments import is_gsm7, sms_segments
 from alerting.store import AlertStore
-from alerting.testing import SmsGatewayStub, SmtpSink, WebhookSink, make_alert
+from alerting.testing import (
+    SmsGatewayStub, SmtpSink, WebhookSink, clear_parties, land_payers, make_alert, payer_of,
+)
 from infra.readback import dead_letters_since, kafka_end_offsets
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,8 +108,11 @@ def _alerts(topic: str, n: int, *, day: date | None = None, **overrides) -> list
 
 
 def _save_contacts(store: AlertStore, alerts: list[Alert]) -> None:
-    store.save_contacts([(a.payer_account, _phone(a.payer_account), None, None) for a in alerts],
+    """Contacts of the alerts' payers, and their transactions' rows, where the dispatcher
+    reads the clear payer account (the alerts carry it masked)."""
+    store.save_contacts([(payer_of(a), _phone(payer_of(a)), None, None) for a in alerts],
                         datetime.now(timezone.utc))
+    land_payers(store.session, [(a.txn_id, payer_of(a)) for a in alerts])
 
 
 def _committed(settings, group: str, topic: str) -> dict[int, int]:
@@ -135,8 +140,7 @@ def _latest_statuses(store: AlertStore, alert: Alert) -> dict[str, str]:
 
 
 def _raw_identifiers(alert: Alert) -> list[str]:
-    return [alert.payer_account, alert.payer_vpa or "", alert.payee_account or "", alert.payee_vpa or "",
-            _phone(alert.payer_account)[3:]]
+    return [v for v in clear_parties(alert).values() if v] + [_phone(payer_of(alert))[3:]]
 
 
 # ------------------------------------------------------------------ tests
@@ -163,7 +167,7 @@ def test_alerts_on_kafka_arrive_as_masked_emails_sms_and_webhooks(
         mail = by_alert[str(a.alert_id)]
         assert mail.rcpt_tos == ["fraud-desk@bank.example"]
         assert mail.message["Subject"] == (f"[txmon] BLOCK {a.severity.value}: ₹12,500.{a.amount_paise % 100:02d} UPI "
-                                           f"from XXXXXXXX{a.payer_account[-4:]} (AMOUNT_SPIKE)")
+                                           f"from XXXXXXXX{payer_of(a)[-4:]} (AMOUNT_SPIKE)")
         for body in (mail.text(), mail.html()):
             assert "amount is 25 times this account" in body and "Call the customer" in body
             assert f"cu***@okaxis" in body
@@ -172,11 +176,11 @@ def test_alerts_on_kafka_arrive_as_masked_emails_sms_and_webhooks(
         assert "queued for review" in by_alert[str(a.alert_id)].text()
     # SMS: one per BLOCK customer with a phone, GSM-7, at most two segments.
     sms = {m["To"]: m["Body"] for m in gateway.messages.values()}
-    assert set(sms) == {_phone(a.payer_account) for a in block}
+    assert set(sms) == {_phone(payer_of(a)) for a in block}
     for a in block:
-        body = sms[_phone(a.payer_account)]
+        body = sms[_phone(payer_of(a))]
         assert body.startswith(f"txmon Bank: We BLOCKED a UPI payment of Rs.12,500.{a.amount_paise % 100:02d} "
-                               f"from a/c XXXXXXXX{a.payer_account[-4:]}")
+                               f"from a/c XXXXXXXX{payer_of(a)[-4:]}")
         assert is_gsm7(body) and sms_segments(body) <= 2
     # Webhook: CRITICAL alerts only.
     assert len(webhook.posts) == 3 and all(p["text"].startswith("*BLOCK CRITICAL*") for p in webhook.posts)
@@ -195,7 +199,7 @@ def test_alerts_on_kafka_arrive_as_masked_emails_sms_and_webhooks(
     assert _latest_statuses(store, review[0]) == {"email": "sent"}
     assert _latest_statuses(store, no_phone[0]) == {"sms": "no_recipient", "email": "sent"}
     sent_sms = [a for a in store.attempts(block[0].alert_id) if a.channel == "sms"][0]
-    assert sent_sms.recipient_masked == f"+91XXXXXX{block[0].payer_account[-4:]}"
+    assert sent_sms.recipient_masked == f"+91XXXXXX{payer_of(block[0])[-4:]}"
     assert sent_sms.provider_response.startswith("HTTP 201 sid=SM") and sent_sms.route == "block"
 
     # The bad record is dead-lettered with its reason, not dropped.
@@ -355,7 +359,7 @@ def test_a_burst_of_50_alerts_for_one_account_sends_a_bounded_number_of_messages
     account = _accounts(topic, 1)[0]
     alerts = [make_alert(i, account=account, txn_id=f"{topic}-{i:03d}".replace("_", "-"), severity="HIGH")
               for i in range(50)]
-    _save_contacts(store, alerts[:1])
+    _save_contacts(store, alerts)  # one account: one contact; each alert's own transaction
     publish_alerts(services, alerts, topic)
     config = _config(throttle=ThrottleConfig(window_s=600))
     clock, group = FakeClock(), unique_name("g")
@@ -450,7 +454,7 @@ def test_dispatcher_killed_mid_run_and_restarted_delivers_every_alert_once_per_c
         else:  # sent once; a send cut off before the server took it is simply sent again
             assert log in (["sent"], ["sending", "sent"])
     # SMS: the gateway honours the idempotency key, so each customer got exactly one.
-    assert sorted(m["To"] for m in gateway.messages.values()) == sorted(_phone(a.payer_account) for a in alerts)
+    assert sorted(m["To"] for m in gateway.messages.values()) == sorted(_phone(payer_of(a)) for a in alerts)
     # A request repeats only if it was in flight at the kill: at most one per partition handled
     # side by side (the gateway accepted it, the store had not recorded it yet), never twice.
     requests_per_key = Counter(r["key"] for r in gateway.requests)
@@ -559,7 +563,7 @@ def test_mail_server_down_for_a_while_then_back_the_dispatcher_alone_delivers_ev
     assert {(m.alert_id, tuple(m.rcpt_tos)) for m in mails} == {
         (str(a.alert_id), (address,)) for a in published for address in desk}
     assert len(gateway.requests) == len(gateway.messages) == len(published)
-    assert sorted(m["To"] for m in gateway.messages.values()) == sorted(_phone(a.payer_account) for a in published)
+    assert sorted(m["To"] for m in gateway.messages.values()) == sorted(_phone(payer_of(a)) for a in published)
     for alert in published:
         latest = _latest_by_recipient(store, alert)
         assert sorted(c for c, _ in latest) == ["email", "email", "sms"] and set(latest.values()) == {"sent"}
@@ -582,4 +586,4 @@ def test_mail_server_down_for_a_while_then_back_the_dispatcher_alone_delivers_ev
     assert _committed(services, group, topic) == _end_offsets(services, topic)
     # No raw account numbers or phone numbers in what the dispatcher logged.
     for alert in published[:20]:
-        assert alert.payer_account not in output and _phone(alert.payer_account)[3:] not in output
+        assert payer_of(alert) not in output and _phone(payer_of(alert))[3:] not in output

@@ -8,11 +8,13 @@ from datetime import datetime, timezone
 import pytest
 
 from alerting.contract import (
-    Alert, alert_day, alert_from_row, alert_id_for, alert_row, from_json, kafka_key, to_json,
+    ALERT_BY_DAY_COLUMNS, ALERT_COLUMNS, Alert, alert_day, alert_from_row, alert_id_for, alert_row, from_json,
+    kafka_key, to_json, upgrade_day_row,
 )
 from alerting.errors import AlertContractError
-from alerting.testing import make_alert
+from alerting.testing import TEST_PII_KEY, make_alert
 from infra.errors import TxmonError
+from infra.masking import account_ref
 
 
 def _fields(**overrides):
@@ -31,17 +33,20 @@ def test_alert_id_is_a_uuid5_of_the_txn_id_so_replays_never_duplicate():
 def test_exact_wire_format_and_round_trip():
     alert = make_alert(7)
     raw = to_json(alert)
-    assert raw.startswith(b'{"schema_version":1,"alert_id":"')
-    assert b'"created_at":"2026-01-05T03:30:07.800000Z","event_time":"2026-01-05T03:30:07Z"' in raw
+    assert raw.startswith(b'{"schema_version":2,"alert_id":"')
+    ref = account_ref("500000000007", TEST_PII_KEY)
+    assert (f'"created_at":"2026-01-05T03:30:07.800000Z","event_time":"2026-01-05T03:30:07Z","payer_ref":"{ref}",'
+            '"payer_account_masked":"XXXXXXXX0007","payer_vpa_masked":"pa***@okhdfc",'
+            '"payee_account_masked":"XXXXXXXX5433","payee_vpa_masked":"me***@ybl","amount_paise":').encode() in raw
     assert from_json(raw) == alert
     assert to_json(from_json(raw)) == raw  # same alert, same bytes
-    assert kafka_key(alert) == b"500000000007"
+    assert kafka_key(alert) == ref.encode()
 
 
 def test_optional_parties_are_omitted_on_the_wire():
     alert = make_alert(3, payer_vpa=None, payee_account=None, payee_vpa=None)
     data = json.loads(to_json(alert))
-    assert "payer_vpa" not in data and "payee_account" not in data and "payee_vpa" not in data
+    assert not {"payer_vpa_masked", "payee_account_masked", "payee_vpa_masked"} & set(data)
 
 
 @pytest.mark.parametrize("overrides, field", [
@@ -52,10 +57,11 @@ def test_optional_parties_are_omitted_on_the_wire():
     ({"reasons": []}, "reasons"),
     ({"amount_paise": 0}, "amount_paise"),
     ({"amount_paise": 12.5}, "amount_paise"),
-    ({"payer_account": "12AB"}, "payer_account"),
-    ({"payer_vpa": "no-handle"}, "payer_vpa"),
+    ({"payer_account_masked": "12AB"}, "payer_account_masked"),
+    ({"payer_vpa_masked": "no-handle"}, "payer_vpa_masked"),
+    ({"payer_ref": "not-hex"}, "payer_ref"),
     ({"event_time": "2026-01-05T03:30:00"}, "no UTC offset"),
-    ({"schema_version": 2}, "schema_version"),
+    ({"schema_version": 3}, "schema_version"),
     ({"unexpected": 1}, "unexpected"),
     ({"channel": "CHEQUE"}, "channel"),
 ])
@@ -104,3 +110,56 @@ def test_alert_is_frozen():
     with pytest.raises(Exception):
         make_alert(1).risk_score = 5  # type: ignore[misc]
     assert isinstance(make_alert(1), Alert)
+
+
+@pytest.mark.parametrize("field, clear", [
+    ("payer_account_masked", "123456789012"), ("payee_account_masked", "123456789012"),
+    ("payer_vpa_masked", "rahul.sharma@okaxis"), ("payee_vpa_masked", "shop@ybl"),
+])
+def test_a_clear_identifier_in_a_masked_field_is_refused(field, clear):
+    with pytest.raises(AlertContractError, match=field):
+        from_json(json.dumps(_fields(**{field: clear})))
+
+
+def test_the_clear_fields_of_version_1_are_not_accepted_in_version_2():
+    with pytest.raises(AlertContractError, match="payer_account"):
+        from_json(json.dumps(_fields(payer_account="123456789012")))
+
+
+def _v1() -> dict:
+    """A version-1 message as earlier releases wrote it: the parties in clear."""
+    data = _fields()
+    for name in ("payer_ref", "payer_account_masked", "payer_vpa_masked", "payee_account_masked", "payee_vpa_masked"):
+        data.pop(name, None)
+    data.update(schema_version=1, payer_account="500000000001", payer_vpa="payer1.name@okhdfc",
+                payee_account="900000007919", payee_vpa="merchant1@ybl")
+    data["reasons"][1]["value"] = "merchant1@ybl"
+    return data
+
+
+def test_a_version_1_message_is_read_masked(tmp_path, monkeypatch):
+    monkeypatch.setenv("TXMON_PII_TOKEN_KEY", TEST_PII_KEY.decode())
+    monkeypatch.setattr("alerting.contract._process_key", None)
+    alert = from_json(json.dumps(_v1()))
+    assert alert == make_alert(1)  # what the stream now writes for the same transaction
+    raw = to_json(alert)
+    assert b"500000000001" not in raw and b"merchant1@ybl" not in raw and b"payer1.name@okhdfc" not in raw
+
+
+def test_a_version_1_row_is_read_masked_and_its_day_row_counted_by_ref(monkeypatch):
+    monkeypatch.setenv("TXMON_PII_TOKEN_KEY", TEST_PII_KEY.decode())
+    monkeypatch.setattr("alerting.contract._process_key", None)
+    v1 = _v1()
+    row = {**alert_row(make_alert(1)), "schema_version": 1, "payer_account": v1["payer_account"],
+           "payer_vpa": v1["payer_vpa"], "payee_account": v1["payee_account"], "payee_vpa": v1["payee_vpa"],
+           "payer_ref": None, "payer_account_masked": None, "payer_vpa_masked": None, "payee_account_masked": None,
+           "payee_vpa_masked": None, "reasons": json.dumps(v1["reasons"])}
+    assert alert_from_row(row) == make_alert(1)
+    day = upgrade_day_row({"payer_account": "500000000001", "payer_ref": None, "payer_account_masked": None})
+    assert day == {"payer_ref": account_ref("500000000001", TEST_PII_KEY), "payer_account_masked": "XXXXXXXX0001"}
+
+
+def test_rows_hold_no_clear_column():
+    row = alert_row(make_alert(1))
+    assert set(ALERT_COLUMNS) <= set(row) and set(ALERT_BY_DAY_COLUMNS) <= set(row)
+    assert not {"payer_account", "payer_vpa", "payee_account", "payee_vpa"} & set(row)

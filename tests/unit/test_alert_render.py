@@ -38,31 +38,30 @@ def _random_alerts(seed: int, n: int):
         account = "".join(rng.choice("0123456789") for _ in range(rng.randint(9, 18)))
         user = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz.") for _ in range(rng.randint(3, 30)))
         payee = "".join(rng.choice("0123456789") for _ in range(12))
-        yield make_alert(i, payer_account=account, payer_vpa=f"{user}x@okicici", payee_account=payee,
-                         payee_vpa=f"shop{payee}@paytm",
-                         reasons=[{"code": "R1", "description": f"new payee {payee} / {user}x@okicici",
-                                   "value": account, "contribution": 1.0}])
+        clear = {"payer_account": account, "payer_vpa": f"{user}x@okicici", "payee_account": payee,
+                 "payee_vpa": f"shop{payee}@paytm"}
+        yield clear, make_alert(i, **clear, reasons=[{"code": "R1", "description": f"new payee {payee} / {user}x@okicici",
+                                                      "value": account, "contribution": 1.0}])
 
 
 def test_no_raw_identifier_appears_in_any_message():
     bank = BankConfig()
     alerts = list(_random_alerts(seed=11, n=40))
-    for alert in alerts:
-        raw = [alert.payer_account, alert.payee_account, alert.payer_vpa, alert.payee_vpa,
-               alert.payer_vpa.split("@")[0], alert.payee_account[-8:]]
+    for clear, alert in alerts:
+        raw = [*clear.values(), clear["payer_vpa"].split("@")[0], clear["payee_account"][-8:]]
         for audience, channel in COMBOS:
             r = render_message(audience, channel, bank, alert=alert)
             blob = "\n".join(filter(None, [r.subject, r.text, r.html]))
             for value in raw:
                 assert value not in blob, (audience, channel, value)
-            assert "X" * 4 + alert.payer_account[-4:] in blob or audience == "staff" and channel == "webhook" \
-                and alert.payer_account[-4:] in blob
-    followup = FollowUp("R1", tuple(alerts[:5]))
+            assert "X" * 4 + clear["payer_account"][-4:] in blob or audience == "staff" and channel == "webhook" \
+                and clear["payer_account"][-4:] in blob
+    followup = FollowUp("R1", tuple(alert for _, alert in alerts[:5]))
     for audience, channel in COMBOS:
         r = render_message(audience, channel, bank, followup=followup)
         blob = "\n".join(filter(None, [r.subject, r.text, r.html]))
-        for alert in alerts[:5]:
-            assert alert.payer_account not in blob and alert.payee_vpa not in blob
+        for clear, _ in alerts[:5]:
+            assert clear["payer_account"] not in blob and clear["payee_vpa"] not in blob
 
 
 def test_staff_email_tells_what_happened_why_and_what_to_do():
@@ -144,7 +143,7 @@ def _digest_rows():
     rows = []
     for i in range(30):
         rows.append({
-            "payer_account": f"50000000000{i % 3}", "decision": "BLOCK" if i % 3 == 0 else "REVIEW",
+            "payer_ref": f"{i % 3:032x}", "payer_account_masked": f"XXXXXXXX000{i % 3}", "decision": "BLOCK" if i % 3 == 0 else "REVIEW",
             "severity": "HIGH", "amount_paise": 10_000 * (i + 1), "event_time": base + timedelta(minutes=20 * i),
             "reason_codes": ["AMOUNT_SPIKE"] + (["NEW_DEVICE"] if i % 2 else []),
         })
