@@ -333,8 +333,10 @@ def make_consumer(bootstrap: str, group_id: str, config: Any) -> Any:
     """Manual commits only; a new group starts from the earliest alert (none skipped)."""
     from kafka import KafkaConsumer
 
+    from infra.kafka_client import client_config
+
     return KafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group_id, client_id="txmon-alert-dispatcher",
+        bootstrap_servers=bootstrap, group_id=group_id, client_id="txmon-alert-dispatcher", **client_config(),
         enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=config.max_poll_records,
         session_timeout_ms=config.session_timeout_ms, heartbeat_interval_ms=config.session_timeout_ms // 3,
     )

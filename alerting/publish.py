@@ -17,10 +17,12 @@ class AlertPublisher:
     def __init__(self, settings: Settings, topic: str | None = None, linger_ms: int = 0) -> None:
         from kafka import KafkaProducer
 
+        from infra.kafka_client import client_config
+
         self.topic = topic or settings.kafka.topics.alerts
         self._producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all", linger_ms=linger_ms,
                                        retries=10, max_in_flight_requests_per_connection=1,
-                                       client_id="txmon-alerts")
+                                       client_id="txmon-alerts", **client_config(settings))
 
     def send(self, alert: Alert) -> Any:
         return self._producer.send(self.topic, key=kafka_key(alert), value=to_json(alert))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from infra.kafka_client import client_config, spark_kafka_options
 from infra.settings import Settings
 
 
@@ -62,7 +63,7 @@ def kafka_consume(settings: Settings, topic: str, expected: int) -> Rate:
 
     consumer = KafkaConsumer(topic, bootstrap_servers=settings.kafka.bootstrap, auto_offset_reset="earliest",
                              enable_auto_commit=False, consumer_timeout_ms=20_000, max_poll_records=5000,
-                             client_id="txmon-bench")
+                             client_id="txmon-bench", **client_config(settings))
     n = 0
     t0 = None
     for _ in consumer:
@@ -153,6 +154,7 @@ def cassandra_insert(spark, settings: Settings, topic: str) -> Rate:
     from spark_jobs.transactions_stream import TRANSACTION_COLUMNS, landed_transactions
 
     raw = (spark.read.format("kafka").option("kafka.bootstrap.servers", settings.kafka.bootstrap)
+           .options(**spark_kafka_options(settings))
            .option("subscribe", topic).option("startingOffsets", "earliest").load())
     typed = landed_transactions(raw).repartition(settings.spark.shuffle_partitions).cache()
     rows = typed.count()

@@ -127,8 +127,10 @@ class StreamUnderTest:
         self.opts = StreamOptions.from_settings(settings, checkpoint_dir=checkpoint, **names)
         self.queries = start_all(self.spark, settings, self.opts)
         self.ingest = self.queries[0]
+        from infra.kafka_client import client_config
+
         self._consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, enable_auto_commit=False,
-                                       client_id="txmon-bench-lag")
+                                       client_id="txmon-bench-lag", **client_config(settings))
         from kafka import TopicPartition
 
         parts = self._consumer.partitions_for_topic(self.topic) or set()
@@ -420,8 +422,10 @@ def _alert_latencies(settings, topic: str, start: dict[int, int], kafka_ts: dict
 
     from kafka import KafkaConsumer, TopicPartition
 
+    from infra.kafka_client import client_config
+
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, enable_auto_commit=False,
-                             consumer_timeout_ms=5000, client_id="txmon-bench-alerts")
+                             consumer_timeout_ms=5000, client_id="txmon-bench-alerts", **client_config(settings))
     tps = [TopicPartition(topic, p) for p in start]
     consumer.assign(tps)
     for tp in tps:
@@ -647,7 +651,7 @@ def bench_stack(stamp: str, log=print):
 def drop_keyspace(settings) -> None:
     from infra.cassandra_schema import connect
 
-    cluster, session = connect(settings)
+    cluster, session = connect(settings, admin=True)  # the application role may not drop schema
     try:
         session.execute(f"DROP KEYSPACE IF EXISTS {settings.cassandra.keyspace}", timeout=120)
     finally:

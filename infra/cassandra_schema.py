@@ -2,13 +2,23 @@
 
 The DDL lives in ``infra/schema.cql``; this module fills in the keyspace and
 replication from the configuration and applies it idempotently.
+
+Every connection logs in (PasswordAuthenticator): as the application role by default,
+as the administrator role for schema and role changes (credentials from the environment,
+infra/credentials.py). The administrator creates each keyspace and grants the
+application role SELECT and MODIFY on it, nothing more.
 """
 from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from infra import credentials
 from infra.settings import Settings
+
+if TYPE_CHECKING:
+    from infra.credentials import Credential
 
 SCHEMA_FILE = Path(__file__).with_name("schema.cql")
 
@@ -39,11 +49,14 @@ def schema_statements(keyspace: str, replication_factor: int = 1, datacenter: st
 
 
 def open_cluster(host: str, port: int, timeout: float = 10, request_timeout: float = 10,
-                 consistency: str = "LOCAL_ONE", datacenter: str | None = None):
+                 consistency: str = "LOCAL_ONE", datacenter: str | None = None,
+                 credential: Credential | None = None):
     """A driver Cluster with txmon's settings: token-aware local policy, protocol v5,
-    the configured consistency (LOCAL_QUORUM on a multi-node cluster with RF 3).
+    the configured consistency (LOCAL_QUORUM on a multi-node cluster with RF 3), logged
+    in as ``credential`` (default: the application role from the environment).
     Every connection the project makes (CLI, tests, Spark sinks) is built here."""
     from cassandra import ConsistencyLevel
+    from cassandra.auth import PlainTextAuthProvider
     from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
     from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
 
@@ -52,8 +65,10 @@ def open_cluster(host: str, port: int, timeout: float = 10, request_timeout: flo
         request_timeout=max(timeout, request_timeout),
         consistency_level=getattr(ConsistencyLevel, consistency),
     )
+    credential = credential or credentials.cassandra()
     return Cluster(
         contact_points=[host], port=port, execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+        auth_provider=PlainTextAuthProvider(credential.user, credential.password),
         connect_timeout=timeout, control_connection_timeout=timeout, protocol_version=5,
         # TCP_NODELAY (the driver leaves Nagle's algorithm on): without it, under load the
         # stream's one drift-state INSERT per micro-batch waited ~40 ms (the signature of Nagle
@@ -63,10 +78,13 @@ def open_cluster(host: str, port: int, timeout: float = 10, request_timeout: flo
     )
 
 
-def connect(settings: Settings, keyspace: str | None = None, timeout: float = 10):
-    """(cluster, session) for the configured node."""
+def connect(settings: Settings, keyspace: str | None = None, timeout: float = 10, *, admin: bool = False,
+            credential: Credential | None = None):
+    """(cluster, session) for the configured node, as the application role (``admin``:
+    the administrator role; ``credential``: whoever it names)."""
     c = settings.cassandra
-    cluster = open_cluster(c.host, c.port, timeout, consistency=c.consistency, datacenter=c.datacenter)
+    cluster = open_cluster(c.host, c.port, timeout, consistency=c.consistency, datacenter=c.datacenter,
+                           credential=credential or credentials.cassandra(admin))
     try:
         session = cluster.connect(keyspace)
     except Exception:
@@ -76,12 +94,92 @@ def connect(settings: Settings, keyspace: str | None = None, timeout: float = 10
 
 
 def apply_schema(settings: Settings, keyspace: str | None = None) -> None:
-    """Create the keyspace and every table if missing (safe to run any number of times)."""
+    """Create the keyspace and every table if missing, as the administrator, and let the
+    application role read and write it (safe to run any number of times)."""
     ks = keyspace or settings.cassandra.keyspace
-    cluster, session = connect(settings)
+    cluster, session = connect(settings, admin=True)
     try:
         for stmt in schema_statements(ks, settings.cassandra.replication_factor, settings.cassandra.datacenter):
             session.execute(stmt, timeout=60)
+        app = credentials.cassandra().user
+        for permission in APP_PERMISSIONS:
+            session.execute(f'GRANT {permission} ON KEYSPACE {ks} TO "{app}"', timeout=60)
         cluster.refresh_schema_metadata()
     finally:
         cluster.shutdown()
+
+
+# What the application role may do in its keyspaces: read and write rows (MODIFY covers
+# TRUNCATE). Not CREATE/ALTER/DROP (schema changes go through apply_schema) nor AUTHORIZE.
+APP_PERMISSIONS = ("SELECT", "MODIFY")
+DEFAULT_SUPERUSER = "cassandra"  # created by Cassandra at first start, password "cassandra"
+
+
+def ensure_roles(settings: Settings, timeout: float = 60) -> None:
+    """Roles at first start, and their passwords kept in line with the environment.
+
+    A fresh node has only the default superuser ``cassandra``/``cassandra``, known to
+    everyone. Logged in as it, create txmon's administrator role (SUPERUSER, password
+    from the environment); then, as that role, drop ``cassandra``. After that, create the
+    application role (LOGIN, no superuser) or reset its password to the environment's,
+    so a password changed in the environment is applied by the next ``txmon infra up``.
+    """
+    import time
+
+    from cassandra import AuthenticationFailed
+    from cassandra.cluster import NoHostAvailable
+
+    admin = credentials.cassandra(admin=True)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            cluster, session = connect(settings, credential=admin)
+            break
+        except NoHostAvailable as exc:
+            if not _auth_refused(exc, AuthenticationFailed):
+                raise
+        # The administrator does not exist yet: only the default superuser can create it.
+        # Cassandra creates that role a moment after CQL opens, hence the retries.
+        try:
+            _create_admin(settings, admin)
+        except NoHostAvailable as exc:
+            if not _auth_refused(exc, AuthenticationFailed) or time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+    try:
+        session.execute(f'DROP ROLE IF EXISTS "{DEFAULT_SUPERUSER}"', timeout=60)
+        app = credentials.cassandra()
+        statement = session.prepare("SELECT role FROM system_auth.roles WHERE role = ?")
+        exists = session.execute(statement, [app.user]).one() is not None
+        verb = "ALTER" if exists else "CREATE"
+        extra = "" if exists else " AND LOGIN = true AND SUPERUSER = false"
+        # Role DDL takes no bind markers; the password is escaped as a CQL string literal.
+        session.execute(f'{verb} ROLE "{app.user}" WITH PASSWORD = {_cql_string(app.password)}{extra}',
+                        timeout=60)
+    finally:
+        cluster.shutdown()
+
+
+def _create_admin(settings: Settings, admin: Credential) -> None:
+    from infra.credentials import Credential
+
+    cluster, session = connect(settings, credential=Credential(DEFAULT_SUPERUSER, DEFAULT_SUPERUSER))
+    try:
+        session.execute(f'CREATE ROLE IF NOT EXISTS "{admin.user}" WITH PASSWORD = {_cql_string(admin.password)} '
+                        "AND LOGIN = true AND SUPERUSER = true", timeout=60)
+    finally:
+        cluster.shutdown()
+
+
+def _auth_refused(exc: Exception, auth_failed: type) -> bool:
+    """NoHostAvailable because the node refused the login (not because it is down)."""
+    return any(isinstance(e, auth_failed) for e in getattr(exc, "errors", {}).values())
+
+
+def _cql_string(value: str) -> str:
+    """A CQL string literal.
+
+    >>> _cql_string("it's")
+    "'it''s'"
+    """
+    return "'" + value.replace("'", "''") + "'"

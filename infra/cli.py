@@ -98,6 +98,30 @@ def infra_down(purge: Annotated[bool, typer.Option(help="also delete the service
     stack.down(load_settings(), purge=purge, log=typer.echo)
 
 
+@infra_app.command("credentials")
+def infra_credentials() -> None:
+    """Print the Kafka and Cassandra users and passwords as shell exports (passwords are
+    shown here and nowhere else).
+
+    Values set in the environment win over <state_dir>/secrets.env, which `txmon infra up`
+    generates on its first run (mode 0600). `eval "$(txmon infra credentials)"` gives a
+    shell what txmon's processes use; see docs/security.md.
+    """
+    import os
+    import shlex
+
+    from infra import credentials
+
+    settings = load_settings()
+    credentials.load(settings)
+    missing = [name for name in credentials.VARIABLES if not os.environ.get(name)]
+    if missing:
+        raise TxmonError(f"no credentials yet ({', '.join(missing)} unset and not in "
+                         f"{credentials.secrets_path(settings)}): run `txmon infra up` first")
+    for name in credentials.VARIABLES:
+        typer.echo(f"export {name}={shlex.quote(os.environ[name])}")
+
+
 @cluster_app.command("up")
 def spark_cluster_up() -> None:
     """Start a Spark master and spark.cluster.workers workers; wait until every worker is ALIVE.

@@ -10,7 +10,10 @@ def kafka_end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     """Next offset to be written, per partition (what a consumer would reach at the end)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, client_id="txmon-readback")
+    from infra.kafka_client import client_config
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, client_id="txmon-readback",
+                             **client_config())
     try:
         partitions = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]

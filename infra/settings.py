@@ -49,6 +49,12 @@ class KafkaSettings(_Section):
     partitions: int = Field(4, ge=1, le=256)
     ready_timeout_s: float = Field(90, gt=0)
     topics: KafkaTopics = KafkaTopics()
+    # Clients authenticate with SCRAM over SASL (infra/kafka_client.py); the local broker
+    # runs SASL_PLAINTEXT on loopback. SASL_SSL is for a broker with TLS, whose CA
+    # certificate (PEM) clients trust through ssl_cafile (docs/security.md).
+    security_protocol: Literal["SASL_PLAINTEXT", "SASL_SSL"] = "SASL_PLAINTEXT"
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] = "SCRAM-SHA-512"
+    ssl_cafile: Path | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -91,6 +97,9 @@ class SparkClusterSettings(_Section):
 
 class SparkSettings(_Section):
     master: str = "local[2]"
+    # The driver binds its RPC, block manager and web UI here (loopback: nothing of a
+    # job is reachable from the network unless configured).
+    host: str = "127.0.0.1"
     driver_memory: str = Field("2g", pattern=r"^\d+[mgMG]$")
     shuffle_partitions: int = Field(2, ge=1)
     trigger_seconds: float = Field(0.5, gt=0)

@@ -21,13 +21,15 @@ def run_smoke(settings: Settings, count: int, topic: str = "smoke", log=print) -
     from kafka import KafkaProducer
 
     from infra.cassandra_schema import connect
+    from infra.kafka_client import client_config
     from infra.services.kafka import ensure_topics
     from spark_jobs.session import build_session
     from spark_jobs.smoke import start_smoke_query
 
     run_id = uuid.uuid4().hex[:12]
     ensure_topics(settings.kafka.bootstrap, [topic], settings.kafka.partitions)
-    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all", linger_ms=5)
+    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all", linger_ms=5,
+                             **client_config(settings))
     for i in range(count):
         producer.send(topic, key=str(i).encode(), value=json.dumps({"run_id": run_id, "id": str(i)}).encode())
     producer.flush()

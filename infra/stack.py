@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from infra import jars
+from infra import credentials, jars
 from infra.services.base import Service, ServiceStatus
 from infra.services.cassandra import CassandraService
 from infra.services.kafka import KafkaService
@@ -28,8 +28,11 @@ def up(settings: Settings, log=print) -> list[UpReport]:
 
     Idempotent: running services are left alone, and bootstrapping only adds what is
     missing. Both JVMs start before either is waited on, so their start-up overlaps.
+    The first run generates the services' credentials (infra/credentials.py); every run
+    puts them into this process's environment, where the JVMs started here find them.
     """
     jars.fetch(settings)
+    credentials.ensure(settings)
     svcs = services(settings)
     t0 = time.monotonic()
     started = {}

@@ -71,6 +71,8 @@ class TransactionProducer:
                  max_block_ms: int = 600_000, undelivered_dir: Path | None = None) -> None:
         from kafka import KafkaProducer
 
+        from infra.kafka_client import client_config
+
         self.topic = topic or settings.kafka.topics.transactions
         self.labels_topic = labels_topic or settings.kafka.topics.labels
         self.dlq_topic = dlq_topic or settings.kafka.topics.dead_letter
@@ -96,6 +98,7 @@ class TransactionProducer:
             max_block_ms=max_block_ms,
             max_request_size=MAX_RECORD_BYTES + 64 * 1024,
             client_id="txmon-producer",
+            **client_config(settings),
         )
 
     def _track(self, topic: str, key: bytes | None, value: bytes) -> int | None:

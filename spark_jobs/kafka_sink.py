@@ -27,10 +27,12 @@ def producer_for(bootstrap: str):
         if bootstrap not in _producers:
             from kafka import KafkaProducer
 
+            from infra.kafka_client import client_config
+
             _producers[bootstrap] = KafkaProducer(
                 bootstrap_servers=bootstrap, acks="all", linger_ms=5, compression_type="lz4", retries=10,
                 max_in_flight_requests_per_connection=1,  # keeps one account's records in order
-                client_id="txmon-stream",
+                client_id="txmon-stream", **client_config(),
             )
         return _producers[bootstrap]
 

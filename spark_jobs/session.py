@@ -52,9 +52,15 @@ def spark_conf(settings: Settings, app_name: str, master: str | None = None) -> 
         # scikit-learn, the drivers...: a new worker does not spend seconds importing them
         # in the middle of a micro-batch (spark_jobs/worker_daemon.py).
         "spark.python.daemon.module": "spark_jobs.worker_daemon",
-        "spark.driver.bindAddress": "127.0.0.1",
-        "spark.driver.host": "127.0.0.1",
+        "spark.driver.bindAddress": sp.host,
+        "spark.driver.host": sp.host,
     }
+
+
+def local_ip_env(settings: Settings) -> dict[str, str]:
+    """``SPARK_LOCAL_IP`` for a driver JVM: Spark's web UI binds to it, and to every
+    interface without it (spark.driver.bindAddress does not apply to the UI)."""
+    return {"SPARK_LOCAL_IP": settings.spark.host}
 
 
 def build_session(settings: Settings, app_name: str, master: str | None = None,
@@ -67,6 +73,9 @@ def build_session(settings: Settings, app_name: str, master: str | None = None,
     time.tzset()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    # The JVM pyspark launches inherits it (a JVM started by spark-submit already has it:
+    # spark_submit_env).
+    os.environ.update(local_ip_env(settings))
     (settings.state_path / "spark" / "local").mkdir(parents=True, exist_ok=True)
     conf = {**spark_conf(settings, app_name, master), **(extra_conf or {})}
     if master is None and "PYSPARK_GATEWAY_PORT" in os.environ:
@@ -123,13 +132,17 @@ def spark_submit_bin() -> str:
     return found
 
 
-def spark_submit_env(base: dict[str, str] | None = None) -> dict[str, str]:
+def spark_submit_env(base: dict[str, str] | None = None, settings: Settings | None = None) -> dict[str, str]:
     """Environment for a ``spark-submit`` subprocess: its launcher scripts find Spark and
     Python through these, which a shell without the venv activated lacks (the script asks
-    whichever ``python3`` is first on PATH where Spark lives)."""
+    whichever ``python3`` is first on PATH where Spark lives); and the address the
+    driver's web UI binds to (:func:`local_ip_env`)."""
     import pyspark
 
+    from infra.settings import load_settings
+
     env = dict(os.environ if base is None else base)
+    env.update(local_ip_env(settings or load_settings()))
     env.setdefault("SPARK_HOME", str(Path(pyspark.__file__).parent))
     env.setdefault("PYSPARK_PYTHON", sys.executable)
     env.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)

@@ -22,12 +22,14 @@ def start_smoke_query(spark, settings: Settings, topic: str, checkpoint: str,
     """Start the streaming query; with ``available_now`` it stops once the topic is drained."""
     from pyspark.sql import functions as F
 
+    from infra.kafka_client import spark_kafka_options
     from spark_jobs.session import checkpoint_location
 
     target = CassandraTarget.from_settings(settings, keyspace)
     source = (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", settings.kafka.bootstrap)
+        .options(**spark_kafka_options(settings))
         .option("subscribe", topic)
         .option("startingOffsets", "earliest")
         .load()

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from infra.kafka_client import spark_kafka_options
 from infra.settings import Settings, load_settings
 from spark_jobs import validation
 from spark_jobs.cassandra_sink import CassandraTarget, arrow_rows, write_rows
@@ -93,6 +94,7 @@ def read_kafka(spark, settings: Settings, opts: StreamOptions, topic: str | None
     return (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", settings.kafka.bootstrap)
+        .options(**spark_kafka_options(settings))
         .option("subscribe", topic or opts.topic)
         # starting_offsets may be per-partition JSON for the transactions topic only.
         .option("startingOffsets", opts.starting_offsets if topic in (None, opts.topic) else "earliest")

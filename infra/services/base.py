@@ -54,6 +54,10 @@ class Service(ABC):
     def probe(self) -> str | None:
         """None when the service answers its protocol; otherwise why not."""
 
+    def ready_probe(self) -> str | None:
+        """None when the service is far enough up for :meth:`bootstrap` (default: healthy)."""
+        return self.probe()
+
     @abstractmethod
     def bootstrap(self) -> None:
         """Create what the pipeline needs (topics / schema); idempotent."""
@@ -72,7 +76,7 @@ class Service(ABC):
     def wait_ready(self, timeout: float) -> float:
         """Block until the service answers; returns seconds waited."""
         t0 = time.monotonic()
-        ok = wait_until(lambda: self.probe() is None, timeout, interval=1.0, abort=self.process.exited)
+        ok = wait_until(lambda: self.ready_probe() is None, timeout, interval=1.0, abort=self.process.exited)
         if not ok:
             why = "process exited" if self.process.exited() else f"not ready after {timeout:.0f}s"
             raise ServiceStartError(

@@ -88,8 +88,11 @@ class CassandraService(Service):
             "saved_caches_directory": str(data / "saved_caches"),
             "hints_directory": str(data / "hints"),
             "cdc_raw_directory": str(data / "cdc_raw"),
-            "authenticator": "AllowAllAuthenticator",
-            "authorizer": "AllowAllAuthorizer",
+            # Every client logs in, and roles carry permissions; the roles themselves are
+            # created by bootstrap() (infra/cassandra_schema.ensure_roles).
+            "authenticator": "PasswordAuthenticator",
+            "authorizer": "CassandraAuthorizer",
+            "role_manager": "CassandraRoleManager",
             # A fresh 5.0 cluster: no 4.x compatibility constraints on storage.
             "storage_compatibility_mode": "NONE",
             # Small machine: modest concurrency and caches.
@@ -156,11 +159,15 @@ class CassandraService(Service):
         ]
 
     def probe(self) -> str | None:
+        """Healthy means the application role can log in and query."""
         from infra.cassandra_schema import connect
 
         try:
             cluster, session = connect(self.settings, keyspace=None, timeout=3)
         except Exception as exc:  # the driver raises many unrelated types while starting
+            if _login_refused(exc):
+                return ("CQL answers but refuses txmon's login: the node's roles do not match "
+                        "TXMON_CASSANDRA_USER / TXMON_CASSANDRA_PASSWORD (see `txmon infra credentials`)")
             return f"CQL not answering: {type(exc).__name__}"
         try:
             session.execute("SELECT release_version FROM system.local")
@@ -170,7 +177,21 @@ class CassandraService(Service):
         finally:
             cluster.shutdown()
 
-    def bootstrap(self) -> None:
-        from infra.cassandra_schema import apply_schema
+    def ready_probe(self) -> str | None:
+        """Ready to bootstrap: CQL answers, even if only to refuse a login (on first start
+        the application role does not exist until bootstrap() creates it)."""
+        problem = self.probe()
+        return None if problem is None or problem.startswith("CQL answers but refuses") else problem
 
+    def bootstrap(self) -> None:
+        from infra.cassandra_schema import apply_schema, ensure_roles
+
+        ensure_roles(self.settings)
         apply_schema(self.settings)
+
+
+def _login_refused(exc: Exception) -> bool:
+    from cassandra import AuthenticationFailed
+
+    return isinstance(exc, AuthenticationFailed) or any(
+        isinstance(e, AuthenticationFailed) for e in (getattr(exc, "errors", None) or {}).values())

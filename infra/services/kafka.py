@@ -5,9 +5,14 @@ import subprocess
 import uuid
 import base64
 
+from infra import credentials
 from infra.errors import ServiceStartError
 from infra.jars import classpath
+from infra.kafka_client import SCRAM_LOGIN_MODULE, client_config, jaas_config
 from infra.services.base import Service
+
+PLAIN_LOGIN_MODULE = "org.apache.kafka.common.security.plain.PlainLoginModule"
+ADMIN_PASSWORD_ENV = "TXMON_KAFKA_ADMIN_PASSWORD"
 
 _LOG4J2 = """\
 status = warn
@@ -43,14 +48,43 @@ class KafkaService(Service):
 
     def _properties(self) -> str:
         c = self.cfg
+        if c.security_protocol != "SASL_PLAINTEXT":
+            raise ServiceStartError(
+                f"the local broker runs SASL_PLAINTEXT on loopback only; kafka.security_protocol={c.security_protocol} "
+                "is for a broker with TLS that you run (docs/security.md shows its listener settings)")
+        admin = credentials.kafka(admin=True)
+        mechanism = c.sasl_mechanism.lower()
+        # Passwords are not written here: the broker resolves ${env:...} from its own
+        # environment (EnvVarConfigProvider), which it inherits from `txmon infra up`.
+        admin_password = f"${{env:{ADMIN_PASSWORD_ENV}}}"
         return "\n".join([
             "process.roles=broker,controller",
             "node.id=1",
-            f"listeners=PLAINTEXT://{c.host}:{c.port},CONTROLLER://{c.host}:{c.controller_port}",
-            f"advertised.listeners=PLAINTEXT://{c.host}:{c.port}",
+            # Both listeners on loopback (kafka.host) and both authenticated: clients and the
+            # broker itself with SCRAM on CLIENT; the broker to its controller with PLAIN on
+            # CONTROLLER (a KRaft controller cannot use SCRAM: its users live in the metadata
+            # it serves), whose only user is the administrator, defined right here.
+            f"listeners=CLIENT://{c.host}:{c.port},CONTROLLER://{c.host}:{c.controller_port}",
+            f"advertised.listeners=CLIENT://{c.host}:{c.port}",
             "controller.listener.names=CONTROLLER",
-            "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name=CLIENT",
+            "listener.security.protocol.map=CLIENT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+            f"listener.name.client.sasl.enabled.mechanisms={c.sasl_mechanism}",
+            f"sasl.mechanism.inter.broker.protocol={c.sasl_mechanism}",
+            f"listener.name.client.{mechanism}.sasl.jaas.config="
+            + jaas_config(SCRAM_LOGIN_MODULE, admin.user, admin_password),
+            "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+            "sasl.mechanism.controller.protocol=PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config="
+            + jaas_config(PLAIN_LOGIN_MODULE, admin.user, admin_password)[:-1]
+            + f' user_{admin.user}="{admin_password}";',
+            "config.providers=env",
+            "config.providers.env.class=org.apache.kafka.common.config.provider.EnvVarConfigProvider",
+            # ACLs: nothing is allowed that no ACL allows; the administrator (the broker's own
+            # principal too) is a super user; the application gets its ACLs in bootstrap().
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            f"super.users=User:{admin.user}",
+            "allow.everyone.if.no.acl.found=false",
             f"controller.quorum.bootstrap.servers={c.host}:{c.controller_port}",
             f"log.dirs={self.home / 'data'}",
             f"num.partitions={c.partitions}",
@@ -86,13 +120,20 @@ class KafkaService(Service):
     def _format_storage(self) -> None:
         from infra.process import find_java
 
+        # SCRAM users exist from the first start: the broker itself logs in as the
+        # administrator before anyone could create a user through the API.
+        scram = [arg for cred in (credentials.kafka(admin=True), credentials.kafka())
+                 for arg in ("--add-scram", f"{self.cfg.sasl_mechanism}=[name={cred.user},password={cred.password}]")]
         cmd = self._java_base(find_java()) + [
             "kafka.tools.StorageTool", "format", f"--cluster-id={new_cluster_id()}",
-            "-c", str(self.home / "server.properties"), "--standalone",
+            "-c", str(self.home / "server.properties"), "--standalone", *scram,
         ]
         res = subprocess.run(cmd, capture_output=True, text=True, cwd=self.home)
         if res.returncode != 0:
-            raise ServiceStartError(f"kafka storage format failed: {(res.stdout + res.stderr).strip()[-800:]}")
+            output = (res.stdout + res.stderr).strip()[-800:]
+            for cred in (credentials.kafka(admin=True), credentials.kafka()):
+                output = output.replace(cred.password, "***")
+            raise ServiceStartError(f"kafka storage format failed: {output}")
 
     def command(self, java: str) -> list[str]:
         heap = f"{self.cfg.heap_mb}m"
@@ -110,7 +151,7 @@ class KafkaService(Service):
         try:
             admin = KafkaAdminClient(
                 bootstrap_servers=self.cfg.bootstrap, request_timeout_ms=3000,
-                client_id="txmon-probe",
+                client_id="txmon-probe", **client_config(self.settings, admin=True),
             )
         except (KafkaError, OSError, ValueError) as exc:
             return f"no metadata response: {type(exc).__name__}"
@@ -124,6 +165,7 @@ class KafkaService(Service):
 
     def bootstrap(self) -> None:
         ensure_topics(self.cfg.bootstrap, self.cfg.topics.all(), self.cfg.partitions)
+        ensure_app_acls(self.settings)
 
 
 def new_cluster_id() -> str:
@@ -147,7 +189,7 @@ def ensure_topics(bootstrap: str, topics: list[str], partitions: int) -> list[st
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="txmon-admin")
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="txmon-admin", **client_config(admin=True))
     try:
         missing = [t for t in topics if t not in set(admin.list_topics())]
         if missing:
@@ -158,5 +200,34 @@ def ensure_topics(bootstrap: str, topics: list[str], partitions: int) -> list[st
             except TopicAlreadyExistsError:
                 pass  # created concurrently: that is the state we wanted
         return missing
+    finally:
+        admin.close()
+
+
+# The application principal's ACLs: read and write records of any topic and consume in
+# any group (test runs and benchmarks use their own topics and groups); describe them.
+# Not granted: creating, deleting or altering topics and their configs, and anything on
+# the cluster resource (ACLs, quotas, users): those need the administrator.
+APP_ACLS = (
+    ("TOPIC", "*", ("READ", "WRITE", "DESCRIBE")),
+    ("GROUP", "*", ("READ", "DESCRIBE")),
+)
+
+
+def ensure_app_acls(settings) -> None:
+    """Allow the application principal what :data:`APP_ACLS` lists (idempotent: the
+    broker keeps one copy of an ACL however often it is created)."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import ACL, ACLOperation, ACLPermissionType, ResourcePattern, ResourceType
+
+    principal = f"User:{credentials.kafka().user}"
+    acls = [ACL(principal, "*", ACLOperation[op], ACLPermissionType.ALLOW, ResourcePattern(ResourceType[kind], name))
+            for kind, name, ops in APP_ACLS for op in ops]
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap, client_id="txmon-admin",
+                             **client_config(settings, admin=True))
+    try:
+        result = admin.create_acls(acls)
+        if result.get("failed"):
+            raise ServiceStartError(f"kafka: creating the application's ACLs failed: {result['failed']}")
     finally:
         admin.close()

@@ -28,6 +28,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from infra.kafka_client import client_config
 from infra.process import wait_until
 from infra.readback import kafka_end_offsets
 
@@ -166,7 +167,7 @@ def _records_since(settings, topic: str, since: dict[int, int], expected: int, t
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, enable_auto_commit=False,
-                             consumer_timeout_ms=2000)
+                             consumer_timeout_ms=2000, **client_config(settings))
     partitions = [TopicPartition(topic, p) for p in sorted(since)]
     consumer.assign(partitions)
     for tp in partitions:

@@ -31,6 +31,7 @@ from alerting.store import AlertStore
 from alerting.testing import (
     SmsGatewayStub, SmtpSink, WebhookSink, clear_parties, land_payers, make_alert, payer_of,
 )
+from infra.kafka_client import client_config
 from infra.readback import dead_letters_since, kafka_end_offsets
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,7 +119,8 @@ def _save_contacts(store: AlertStore, alerts: list[Alert]) -> None:
 def _committed(settings, group: str, topic: str) -> dict[int, int]:
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, group_id=group, enable_auto_commit=False)
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, group_id=group, enable_auto_commit=False,
+                             **client_config(settings))
     try:
         found = {p: consumer.committed(TopicPartition(topic, p)) for p in consumer.partitions_for_topic(topic)}
     finally:

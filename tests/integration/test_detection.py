@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from alerting.contract import alert_id_for, from_json
+from infra.kafka_client import client_config, spark_kafka_options
 from infra.settings import PROJECT_ROOT
 from ingestion.producer import TransactionProducer
 from ingestion.simulate import SimulateOptions, simulator_for
@@ -143,7 +144,7 @@ def test_alerts_land_in_cassandra_and_on_the_topic_once(detected, services, cass
     flagged = detected["frame"][detected["frame"]["decision"] != "APPROVE"]
     assert len(flagged) > 0
     consumer = KafkaConsumer(detected["names"]["alerts"], bootstrap_servers=services.kafka.bootstrap,
-                             auto_offset_reset="earliest", consumer_timeout_ms=10_000)
+                             auto_offset_reset="earliest", consumer_timeout_ms=10_000, **client_config())
     alerts = [from_json(m.value) for m in consumer]
     consumer.close()
     assert Counter(a.txn_id for a in alerts) == Counter(flagged["txn_id"])  # one alert per flagged txn
@@ -164,6 +165,7 @@ def test_stream_features_equal_batch_features_over_the_same_events(detected, spa
     from spark_jobs.transactions_stream import landed_transactions
 
     raw = (spark.read.format("kafka").option("kafka.bootstrap.servers", detected_settings(spark))
+           .options(**spark_kafka_options())
            .option("subscribe", detected["names"]["tx"]).option("startingOffsets", "earliest").load())
     batch = add_features_to_batch(landed_transactions(raw), MemoryProfileStore, 4)
     batch_pdf = batch.select("txn_id", *FEATURES).toPandas().set_index("txn_id").sort_index()

@@ -10,6 +10,7 @@ import time
 import psutil
 
 from infra import stack
+from infra.kafka_client import client_config
 from infra.services.kafka import KafkaService
 
 
@@ -20,7 +21,7 @@ def _txmon(*args: str, env=None) -> subprocess.CompletedProcess:
 def test_kafka_produce_consume_round_trip(services, topic):
     from kafka import KafkaConsumer, KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=services.kafka.bootstrap, acks="all")
+    producer = KafkaProducer(bootstrap_servers=services.kafka.bootstrap, acks="all", **client_config(services))
     sent = {f"k{i}": {"n": i} for i in range(50)}
     for key, value in sent.items():
         producer.send(topic, key=key.encode(), value=json.dumps(value).encode())
@@ -29,7 +30,7 @@ def test_kafka_produce_consume_round_trip(services, topic):
 
     consumer = KafkaConsumer(
         topic, bootstrap_servers=services.kafka.bootstrap, auto_offset_reset="earliest",
-        group_id=f"g-{topic}", consumer_timeout_ms=10_000,
+        group_id=f"g-{topic}", consumer_timeout_ms=10_000, **client_config(services),
     )
     received = {m.key.decode(): json.loads(m.value) for m in consumer}
     consumer.close()

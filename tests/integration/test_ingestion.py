@@ -6,6 +6,7 @@ from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
 
+from infra.kafka_client import client_config
 from infra.settings import PROJECT_ROOT
 from ingestion.events import validate_event
 from ingestion.simulate import SimulateOptions, run_simulation
@@ -15,7 +16,7 @@ def _consume(settings, topic, timeout_ms=8000):
     from kafka import KafkaConsumer
 
     consumer = KafkaConsumer(topic, bootstrap_servers=settings.kafka.bootstrap, auto_offset_reset="earliest",
-                             consumer_timeout_ms=timeout_ms, group_id=f"read-{topic}")
+                             consumer_timeout_ms=timeout_ms, group_id=f"read-{topic}", **client_config(settings))
     records = list(consumer)
     consumer.close()
     return records

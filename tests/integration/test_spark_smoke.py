@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+from infra.kafka_client import client_config
 from spark_jobs.smoke import start_smoke_query
 
 
@@ -11,7 +12,7 @@ def test_smoke_job_lands_every_record_once(services, spark, topic, cassandra_ses
 
     n = 2_000
     run_id = topic
-    producer = KafkaProducer(bootstrap_servers=services.kafka.bootstrap, acks="all", linger_ms=5)
+    producer = KafkaProducer(bootstrap_servers=services.kafka.bootstrap, acks="all", linger_ms=5, **client_config())
     for i in range(n):
         producer.send(topic, key=str(i).encode(), value=json.dumps({"run_id": run_id, "id": str(i)}).encode())
     producer.flush()
@@ -44,7 +45,7 @@ def test_spark_submit_runs_smoke_job(services, topic, cassandra_session, tmp_pat
 
     from spark_jobs.session import spark_submit_argv
 
-    producer = KafkaProducer(bootstrap_servers=services.kafka.bootstrap, acks="all")
+    producer = KafkaProducer(bootstrap_servers=services.kafka.bootstrap, acks="all", **client_config())
     for i in range(100):
         producer.send(topic, value=json.dumps({"run_id": topic, "id": str(i)}).encode())
     producer.flush()

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 import pandas as pd
 import pytest
 
+from infra.kafka_client import client_config
 from infra.readback import account_aggregates, account_windows, count_landed, dead_letters_since, kafka_end_offsets
 from ingestion.bad_records import bad_records
 from ingestion.events import CONTRACT_REASONS
@@ -93,7 +94,7 @@ def test_every_valid_event_lands_once_and_bad_input_is_dead_lettered(
     from kafka import KafkaConsumer
 
     consumer = KafkaConsumer(f"{stream_topic}_dlq", bootstrap_servers=services.kafka.bootstrap,
-                             auto_offset_reset="earliest", consumer_timeout_ms=10_000)
+                             auto_offset_reset="earliest", consumer_timeout_ms=10_000, **client_config(services))
     dlq = [json.loads(m.value) for m in consumer]
     consumer.close()
     assert Counter(d["reason"] for d in dlq) == bad
