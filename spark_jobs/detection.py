@@ -349,7 +349,7 @@ class Detector:
             # What scored_transactions keeps of the features: one JSON object built in the JVM.
             # As a CQL map, building each row's dict and binding its 26 entries was half the
             # cost of binding a scored row in the outputs step, and each entry was a Cassandra
-            # cell (notes on issue 8). Here, not in score_ruled: it is output, not scoring.
+            # cell (docs/performance.md). Here, not in score_ruled: it is output, not scoring.
             scored = scored.withColumn("features_json", F.to_json(F.struct(*FEATURES)))
             fields = {f.name: f for f in scored.schema.fields}
             outcome_schema = T.StructType([fields[c] for c in OUTCOME_COLUMNS])
@@ -410,7 +410,7 @@ def _outputs_partition(target: CassandraTarget, bootstrap: str, alerts_topic: st
             rows = [(*row, now) for row in arrow_rows(batch, carried)]
             # 16 rows per batch: a scored row is ~2 KB, so 32 crossed the 64 KiB warn threshold
             # (infra/services/cassandra.py) and Cassandra logged every such batch; 16 and 32
-            # measured the same within noise, 8 was ~2x slower (/tmp micro-bench, notes on issue 8).
+            # measured the same within noise, 8 was ~2x slower (micro-bench of write_rows).
             write_rows(target, "scored_transactions", (*carried, "scored_at"), rows, batch_rows=16)
             alerts = [a for a in batch.column("alert_json").to_pylist() if a is not None]
             if alerts:

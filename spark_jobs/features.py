@@ -10,8 +10,8 @@ starts empty. Same code, same order, same features (tests/integration/test_detec
 
 Why not Spark's own keyed state: with ~10k active accounts per micro-batch, PySpark's
 per-key stateful APIs (applyInPandasWithState, transformWithStateInPandas) pay a
-per-key Python call; measured here they were far slower than the stream's input rate
-(notes on issue 4). Per-partition folding with batched state reads/writes is not.
+per-key Python call; measured here they were far slower than the stream's input rate.
+Per-partition folding with batched state reads/writes is not.
 
 Windows include the current transaction: ``payer_count_5m`` is the number of the
 payer's transactions in (t - 5 min, t], this one included. History-relative features
@@ -38,6 +38,12 @@ MAX_KNOWN_PAYEES = 500
 MAX_KNOWN_DEVICES = 20
 NEW_DEVICE_S = 3600                    # a device counts as new for its first hour
 PAYER_STATE_TTL_S = 30 * 86400         # profiles idle this long are dropped
+# Longer views (1, 7 and 30 days) come from fixed 6-hour buckets rather than the events
+# themselves: a 30-day profile stays at most 121 small entries whatever the traffic, and a
+# window (t - w, t] is summed from the buckets wholly after t - w (between w - 6 h and w).
+BUCKET_S = 6 * 3600
+LONG_WINDOWS_DAYS = (1, 7, 30)
+LONG_HORIZON_S = max(LONG_WINDOWS_DAYS) * 86400
 # account_aggregates rows the payer fold writes: window_kind -> size of a tumbling window.
 # The 1-hour window sliding by 5 minutes is not stored: it is the sum of 12 tumble_5m rows
 # (each keeps its payee set for the distinct count), derived when read (sliding_hours).
@@ -57,16 +63,35 @@ PAYER_FEATURES = (
     "is_new_payee", "is_new_device", "hour_ist", "is_night",
     "secs_since_prev", "km_from_prev", "kmh_from_prev",
     "payer_failed_1h", "payer_small_1h", "payer_near_threshold_24h",
+    # 7- and 30-day spending (this transaction included) and this amount against the
+    # mean and spread of the days before it; how long the customer has been known.
+    "payer_count_7d", "payer_sum_7d", "payer_mean_7d",
+    "payer_count_30d", "payer_sum_30d", "payer_mean_30d",
+    "amount_to_mean_7d", "amount_to_mean_30d", "amount_zscore_30d",
+    "days_since_first_seen", "is_weekend_ist",
 )
-PAYEE_FEATURES = ("payee_payers_1h", "payee_count_1h")
-LABEL_FEATURES = ("payee_fraud_reports",)
+PAYEE_FEATURES = (
+    "payee_payers_1h", "payee_count_1h",
+    # The payee's (merchant's, terminal's) volume over 1, 7 and 30 days, this one included.
+    "payee_count_1d", "payee_count_7d", "payee_count_30d",
+)
+LABEL_FEATURES = (
+    "payee_fraud_reports",
+    # Known frauds / transactions at this payee over 1, 7 and 30 days: a fraud counts once
+    # its label has arrived (label time <= this transaction's time), never before.
+    "payee_fraud_rate_1d", "payee_fraud_rate_7d", "payee_fraud_rate_30d",
+    # Frauds at this payee whose labels arrived in the last 7 days: a compromised
+    # terminal keeps producing fresh reports long after its first fraud.
+    "payee_reports_7d",
+)
 FEATURES = ("amount_paise", *PAYER_FEATURES, *PAYEE_FEATURES, *LABEL_FEATURES)
 """Every feature column, in the order models see them."""
 
 INTEGER_FEATURES = frozenset(
-    f for f in FEATURES if f.startswith(("payer_count", "payer_sum", "payer_payees", "payee_", "is_"))
+    f for f in FEATURES if f.startswith(("payer_count", "payer_sum", "payer_payees", "payee_payers",
+                                         "payee_count", "is_"))
     or f in ("amount_paise", "payer_history_count", "hour_ist", "payer_failed_1h", "payer_small_1h",
-             "payer_near_threshold_24h", "payee_fraud_reports")
+             "payer_near_threshold_24h", "payee_fraud_reports", "payee_reports_7d")
 )
 
 
@@ -104,15 +129,68 @@ class PayerState:
     recent: deque = field(default_factory=deque)   # (t_us, amount, payee, failed) within 24 h
     payees: dict = field(default_factory=dict)     # payee -> last t_us (capped)
     devices: dict = field(default_factory=dict)    # device -> [first t_us, history count then] (capped)
+    first_us: int | None = None
+    buckets: dict = field(default_factory=dict)    # 6-hour bucket -> [count, sum, sum of squares], 30 days
 
     def to_json(self) -> str:
         return json.dumps([self.n, self.mean, self.m2, self.last_us, self.last_lat, self.last_lon,
-                           list(self.recent), self.payees, self.devices], separators=(",", ":"))
+                           list(self.recent), self.payees, self.devices, self.first_us, self.buckets],
+                          separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> "PayerState":
-        n, mean, m2, last_us, lat, lon, recent, payees, devices = json.loads(text)
-        return cls(n, mean, m2, last_us, lat, lon, deque(tuple(r) for r in recent), payees, devices)
+        n, mean, m2, last_us, lat, lon, recent, payees, devices, *longer = json.loads(text)
+        recent = deque(tuple(r) for r in recent)
+        if longer:
+            first_us, buckets = longer
+            buckets = {int(k): v for k, v in buckets.items()}
+        else:  # a profile saved before the long views: known since its oldest remembered event
+            first_us, buckets = (recent[0][0] if recent else last_us), {}
+        return cls(n, mean, m2, last_us, lat, lon, recent, payees, devices, first_us, buckets)
+
+
+def bucket_of(t_us: int) -> int:
+    """The 6-hour bucket holding ``t_us``.
+
+    >>> bucket_of(0), bucket_of(6 * 3600 * MICROS - 1), bucket_of(6 * 3600 * MICROS)
+    (0, 0, 1)
+    """
+    return t_us // (BUCKET_S * MICROS)
+
+
+def long_window_totals(buckets: dict, t_us: int) -> list[list[float]]:
+    """[count, sum, sum of squares] over each window of :data:`LONG_WINDOWS_DAYS` ending
+    at ``t_us``, from the buckets wholly after ``t_us - window``.
+
+    >>> day = 86400 * MICROS
+    >>> b = {bucket_of(10 * day): [2, 30, 500], bucket_of(4 * day): [1, 7, 49], bucket_of(0): [5, 5, 5]}
+    >>> long_window_totals(b, 10 * day + 1)
+    [[2, 30, 500], [3, 37, 549], [8, 42, 554]]
+    """
+    # One pass: the windows are nested (1 day inside 7 inside 30), so a bucket outside
+    # the widest is skipped at once and one inside the narrowest counts for all three.
+    low_1, low_7, low_30 = (bucket_of(t_us - d * 86400 * MICROS) for d in LONG_WINDOWS_DAYS)
+    c1 = s1 = q1 = c7 = s7 = q7 = c30 = s30 = q30 = 0
+    for key, (count, total, squares) in buckets.items():
+        if key > low_30:
+            c30 += count
+            s30 += total
+            q30 += squares
+            if key > low_7:
+                c7 += count
+                s7 += total
+                q7 += squares
+                if key > low_1:
+                    c1 += count
+                    s1 += total
+                    q1 += squares
+    return [[c1, s1, q1], [c7, s7, q7], [c30, s30, q30]]
+
+
+def _prune_buckets(buckets: dict, t_us: int) -> None:
+    oldest = bucket_of(t_us - LONG_HORIZON_S * MICROS)
+    for key in [k for k in buckets if k <= oldest]:
+        del buckets[key]
 
 
 def _cap(d: dict, limit: int) -> None:
@@ -161,6 +239,19 @@ def payer_fold(state: PayerState, t_us: int, payee: str | None, amount: int, dev
         new_device = int(seen[1] > 0 and t_us - seen[0] <= NEW_DEVICE_S * MICROS)
     local_s = t_us // MICROS + IST_OFFSET_S
     hour = (local_s // 3600) % 24
+    weekend = int((local_s // 86400 + 3) % 7 >= 5)  # the epoch's day 0 was a Thursday
+    _, prior_7d, prior_30d = long_window_totals(state.buckets, t_us)
+    count_7d, sum_7d = prior_7d[0] + 1, prior_7d[1] + amount
+    count_30d, sum_30d = prior_30d[0] + 1, prior_30d[1] + amount
+    to_mean_7d = amount * prior_7d[0] / prior_7d[1] if prior_7d[1] > 0 else 1.0
+    to_mean_30d = amount * prior_30d[0] / prior_30d[1] if prior_30d[1] > 0 else 1.0
+    zscore_30d = 0.0
+    if prior_30d[0] >= 2:
+        mean_30d = prior_30d[1] / prior_30d[0]
+        var_30d = max(0.0, (prior_30d[2] - prior_30d[0] * mean_30d ** 2) / (prior_30d[0] - 1))
+        zscore_30d = (amount - mean_30d) / math.sqrt(var_30d) if var_30d > 0 else 0.0
+    first_us = state.first_us if state.first_us is not None else t_us
+    days_known = max(0.0, (t_us - first_us) / (86400 * MICROS))
     if state.last_us is None:
         since, km, kmh = NO_PREVIOUS_S, 0.0, 0.0
     else:
@@ -187,10 +278,18 @@ def payer_fold(state: PayerState, t_us: int, payee: str | None, amount: int, dev
     state.last_us = t_us
     if lat is not None and lon is not None:
         state.last_lat, state.last_lon = lat, lon
+    state.first_us = first_us
+    bucket = state.buckets.setdefault(bucket_of(t_us), [0, 0, 0])
+    bucket[0] += 1
+    bucket[1] += amount
+    bucket[2] += amount * amount
+    _prune_buckets(state.buckets, t_us)
 
     return (*counts, *sums, *payees, history, round(to_mean, 6), round(zscore, 6), new_payee, new_device,
             hour, int(hour in NIGHT_HOURS_IST), round(since, 3), round(km, 3), round(kmh, 3),
-            failed_1h, small_1h, near_24h)
+            failed_1h, small_1h, near_24h,
+            count_7d, sum_7d, round(sum_7d / count_7d, 3), count_30d, sum_30d, round(sum_30d / count_30d, 3),
+            round(to_mean_7d, 6), round(to_mean_30d, 6), round(zscore_30d, 6), round(days_known, 4), weekend)
 
 
 def event_windows(t_us: int) -> list[tuple[str, int, int]]:
@@ -275,25 +374,43 @@ def sliding_hours(buckets) -> list[tuple]:
 
 @dataclass
 class PayeeState:
-    """Who paid this payee in the last hour."""
+    """Who paid this payee in the last hour, and how many paid it per 6-hour bucket over
+    the last 30 days."""
 
     recent: deque = field(default_factory=deque)  # (t_us, payer)
+    buckets: dict = field(default_factory=dict)   # 6-hour bucket -> transactions
 
     def to_json(self) -> str:
-        return json.dumps(list(self.recent), separators=(",", ":"))
+        return json.dumps([list(self.recent), self.buckets], separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> "PayeeState":
-        return cls(deque(tuple(r) for r in json.loads(text)))
+        data = json.loads(text)
+        if data and isinstance(data[0], list) and len(data) == 2 and isinstance(data[1], dict):
+            return cls(deque(tuple(r) for r in data[0]), {int(k): v for k, v in data[1].items()})
+        return cls(deque(tuple(r) for r in data))  # saved before the long views: the last hour only
 
 
-def payee_fold(state: PayeeState, t_us: int, payer: str) -> tuple[int, int]:
-    """(distinct payers, transactions) to this payee in (t - 1 h, t], this one included."""
+def payee_fold(state: PayeeState, t_us: int, payer: str) -> tuple[int, ...]:
+    """(distinct payers, transactions) to this payee in (t - 1 h, t], then its transactions
+    over each of :data:`LONG_WINDOWS_DAYS`; this one included."""
     state.recent.append((t_us, payer))
     lo = t_us - 3600 * MICROS
     while state.recent and state.recent[0][0] <= lo:
         state.recent.popleft()
-    return len({p for _, p in state.recent}), len(state.recent)
+    key = bucket_of(t_us)
+    state.buckets[key] = state.buckets.get(key, 0) + 1
+    _prune_buckets(state.buckets, t_us)
+    low_1, low_7, low_30 = (bucket_of(t_us - d * 86400 * MICROS) for d in LONG_WINDOWS_DAYS)
+    c1 = c7 = c30 = 0
+    for k, n in state.buckets.items():  # nested windows, one pass (long_window_totals)
+        if k > low_30:
+            c30 += n
+            if k > low_7:
+                c7 += n
+                if k > low_1:
+                    c1 += n
+    return (len({p for _, p in state.recent}), len(state.recent), c1, c7, c30)
 
 
 def fraud_reports_before(label_times_us: list[int], t_us: int) -> int:
@@ -306,6 +423,36 @@ def fraud_reports_before(label_times_us: list[int], t_us: int) -> int:
     import bisect
 
     return bisect.bisect_right(label_times_us, t_us)
+
+
+def payee_label_features(frauds: list[tuple[int, int]], label_times: list[int], t_us: int,
+                         window_counts: tuple[int, ...]) -> tuple:
+    """LABEL_FEATURES of one transaction at ``t_us``: ``frauds`` are this payee's
+    confirmed frauds as (label time, transaction time) sorted by label time (and
+    ``label_times`` their label times alone); ``window_counts`` the payee's transactions
+    over each of :data:`LONG_WINDOWS_DAYS`, this one included.
+
+    >>> day = 86400 * MICROS
+    >>> frauds = [(8 * day, 1 * day), (9 * day, 9 * day - 5), (20 * day, 10 * day)]
+    >>> payee_label_features(frauds, [f[0] for f in frauds], 9 * day + 1, (4, 10, 40))
+    (2, 0.25, 0.1, 0.05, 2)
+    """
+    import bisect
+
+    known = bisect.bisect_right(label_times, t_us)
+    lows = [bucket_of(t_us - d * 86400 * MICROS) for d in LONG_WINDOWS_DAYS]
+    in_window = [0] * len(lows)
+    recent_reports = 0
+    report_low = t_us - 7 * 86400 * MICROS
+    for label_us, txn_us in frauds[:known]:
+        key = bucket_of(txn_us)
+        for i, low in enumerate(lows):
+            if key > low:
+                in_window[i] += 1
+        if label_us > report_low:
+            recent_reports += 1
+    rates = [round(min(1.0, n / c), 6) if c > 0 else 0.0 for n, c in zip(in_window, window_counts)]
+    return (known, *rates, recent_reports)
 
 
 # -------------------------------------------------------------- profiles and frames
@@ -325,8 +472,9 @@ class ProfileStore:
     def save(self, kind: str, profiles: dict[str, str]) -> None:
         raise NotImplementedError
 
-    def fraud_label_times(self, payees: list[str]) -> dict[str, list[int]]:
-        """payee -> sorted label times (µs) of confirmed frauds known so far."""
+    def fraud_label_times(self, payees: list[str]) -> dict[str, list[tuple[int, int]]]:
+        """payee -> its confirmed frauds known so far as (label time µs, transaction time
+        µs), sorted."""
         raise NotImplementedError
 
     def save_windows(self, rows: list[tuple]) -> None:
@@ -338,9 +486,11 @@ class MemoryProfileStore(ProfileStore):
     """Profiles in a dict: batch backfills, training, tests. Starts empty. With
     ``keep_windows``, the latest account_aggregates row per (payer, kind, start) too."""
 
-    def __init__(self, fraud_labels: dict[str, list[int]] | None = None, keep_windows: bool = False) -> None:
+    def __init__(self, fraud_labels: dict[str, list] | None = None, keep_windows: bool = False) -> None:
+        """``fraud_labels``: payee -> (label time, transaction time) pairs in µs, or bare
+        label times (the transaction then counts as made when it was labelled)."""
         self.profiles: dict[tuple[str, str], str] = {}
-        self.labels = {k: sorted(v) for k, v in (fraud_labels or {}).items()}
+        self.labels = {k: sorted(label_pair(x) for x in v) for k, v in (fraud_labels or {}).items()}
         self.keeps_windows = keep_windows
         self.windows: dict[tuple[str, str, int], tuple] = {}
 
@@ -357,6 +507,17 @@ class MemoryProfileStore(ProfileStore):
     def save_windows(self, rows):
         for row in rows:
             self.windows[row[:3]] = row
+
+
+def label_pair(value) -> tuple[int, int]:
+    """(label time, transaction time) from a pair or a bare label time.
+
+    >>> label_pair(5), label_pair((7, 3))
+    ((5, 5), (7, 3))
+    """
+    if isinstance(value, (tuple, list)):
+        return int(value[0]), int(value[1])
+    return int(value), int(value)
 
 
 def _micros(series) -> "list[int]":
@@ -396,17 +557,23 @@ def add_payee_features(pdf, store: ProfileStore):
     payers, payees = pdf["payer_account"].tolist(), pdf["payee_key"].tolist()
     keys = sorted(set(payees))
     states = {k: PayeeState.from_json(v) for k, v in store.load("payee", keys).items()}
-    rows = []
+    frauds = store.fraud_label_times(keys) if keys else {}
+    label_times = {k: [f[0] for f in v] for k, v in frauds.items()}
+    rows, label_rows = [], []
+    no_frauds: list = []
     for t, payer, payee in zip(times, payers, payees):
         state = states.get(payee)
         if state is None:
             state = states[payee] = PayeeState()
-        rows.append(payee_fold(state, t, payer))
+        folded = payee_fold(state, t, payer)
+        rows.append(folded)
+        label_rows.append(payee_label_features(frauds.get(payee, no_frauds), label_times.get(payee, no_frauds), t,
+                                               folded[2:]))
     store.save("payee", {k: v.to_json() for k, v in states.items()})
-    label_times = store.fraud_label_times(keys) if keys else {}
     out = pd.concat([pdf, pd.DataFrame(rows, columns=list(PAYEE_FEATURES), dtype="int64")], axis=1)
-    out["payee_fraud_reports"] = pd.Series(
-        [fraud_reports_before(label_times.get(p, []), t) for p, t in zip(payees, times)], dtype="int64")
+    labels = pd.DataFrame(label_rows, columns=list(LABEL_FEATURES))
+    for name in LABEL_FEATURES:
+        out[name] = labels[name].astype("int64" if name in INTEGER_FEATURES else "float64")
     return out
 
 

@@ -92,15 +92,16 @@ def read_history(spark, target: CassandraTarget, since: datetime, until: datetim
     return transactions, labels
 
 
-def fraud_label_times(transactions, labels) -> dict[str, list[int]]:
-    """payee_key -> sorted label times (µs) of its confirmed frauds: the frauds (few) are
+def fraud_label_times(transactions, labels) -> dict[str, list[tuple[int, int]]]:
+    """payee_key -> (label time, transaction time) of its confirmed frauds: the frauds (few) are
     collected and handed to the one definition, :func:`models.dataset.fraud_label_times`."""
     from pyspark.sql import functions as F
 
     from models.dataset import fraud_label_times as by_payee
 
     frauds = (labels.where(F.col("is_fraud")).join(transactions, "txn_id")
-              .select(F.coalesce("payee_account", "payee_vpa").alias("payee_key"), "is_fraud", "label_time"))
+              .select(F.coalesce("payee_account", "payee_vpa").alias("payee_key"), "is_fraud", "label_time",
+                      "event_time"))
     return by_payee(frauds.toPandas())
 
 

@@ -43,7 +43,7 @@ class CassandraProfileStore(ProfileStore):
             "INSERT INTO feature_profiles (kind, key, state, prev_state, applied_batch, updated_at) "
             "VALUES (?, ?, ?, ?, ?, toTimestamp(now()))")
         self._labels = prepared(self.session,
-            "SELECT payee_key, label_time FROM payee_fraud_labels WHERE payee_key IN ?")
+            "SELECT payee_key, label_time, event_time FROM payee_fraud_labels WHERE payee_key IN ?")
 
     def _read(self, stmt, kind: str | None, keys: list[str]) -> list:
         # Retried while Cassandra is down (the session reconnects by itself; cassandra_sink).
@@ -96,8 +96,14 @@ class CassandraProfileStore(ProfileStore):
             for payer, kind, start, end, *values in rows])
 
     def fraud_label_times(self, payees):
-        times: dict[str, list[int]] = {}
+        times: dict[str, list[tuple[int, int]]] = {}
         for row in self._read(self._labels, None, payees):
-            us = int(row.label_time.replace(tzinfo=timezone.utc).timestamp() * 1_000_000)
-            times.setdefault(row.payee_key, []).append(us)
+            labelled = _micros(row.label_time)
+            # A label stored before transaction times were kept counts as made when labelled.
+            made = labelled if row.event_time is None else _micros(row.event_time)
+            times.setdefault(row.payee_key, []).append((labelled, made))
         return {k: sorted(v) for k, v in times.items()}
+
+
+def _micros(naive_utc: datetime) -> int:
+    return (naive_utc - _EPOCH) // timedelta(microseconds=1)

@@ -44,6 +44,31 @@ class Rule(BaseModel):
     reason: str | None = Field(None, max_length=200)
     scenario: str | None = None
     enabled: bool = True
+    # The payment rails the rule is written for (None: every channel). A card rule's
+    # thresholds mean nothing on UPI transfers, and the reverse.
+    channels: tuple[str, ...] | None = Field(None, min_length=1)
+
+    @field_validator("channels")
+    @classmethod
+    def _known_channels(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        from ingestion.events import CHANNELS
+
+        unknown = [c for c in value or () if c not in CHANNELS]
+        if unknown:
+            raise ValueError(f"unknown channels {unknown}; use some of {list(CHANNELS)}")
+        return value
+
+    @property
+    def effective_condition(self) -> str:
+        """The condition as Spark evaluates it: restricted to :attr:`channels` if set.
+
+        >>> Rule(id="R1", description="big", condition="amount_paise > 5", score=1, severity="LOW",
+        ...      channels=("CARD_POS", "CARD_ECOM")).effective_condition
+        "(amount_paise > 5) AND channel IN ('CARD_POS', 'CARD_ECOM')"
+        """
+        if not self.channels:
+            return self.condition
+        return f"({self.condition}) AND channel IN ({', '.join(repr(c) for c in self.channels)})"
 
     @field_validator("condition")
     @classmethod
@@ -138,7 +163,7 @@ def check_conditions(spark, ruleset: RuleSet, schema) -> None:
     empty = spark.createDataFrame([], schema)
     for rule in ruleset.rules:
         try:
-            dtype = empty.select(F.expr(rule.condition).alias("c")).schema["c"].dataType
+            dtype = empty.select(F.expr(rule.effective_condition).alias("c")).schema["c"].dataType
         except (ParseException, AnalysisException) as exc:
             first = str(exc).strip().splitlines()[0][:300]
             raise RulesError(f"rule {rule.id}: condition `{rule.condition}` is invalid: {first}") from None
@@ -165,7 +190,7 @@ def rule_columns(ruleset: RuleSet) -> dict:
     rules = ruleset.active
     if not rules:
         return {"rules_fired": F.array().cast("array<string>"), "rule_score": F.lit(0.0)}
-    hits = [F.coalesce(F.expr(r.condition), F.lit(False)) for r in rules]
+    hits = [F.coalesce(F.expr(r.effective_condition), F.lit(False)) for r in rules]
     fired = F.filter(F.array(*[F.when(h, F.lit(r.id)) for h, r in zip(hits, rules)]), lambda x: x.isNotNull())
     score = sum((F.when(h, F.lit(float(r.score))).otherwise(F.lit(0.0)) for h, r in zip(hits, rules)),
                 F.lit(0.0))

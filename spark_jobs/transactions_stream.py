@@ -357,16 +357,17 @@ def start_labels_query(spark, settings: Settings, opts: StreamOptions, drift=Non
         from spark_jobs.cassandra_sink import prepared, session_for
 
         session = session_for(target)
-        stmt = prepared(session, "SELECT txn_id, payee_account, payee_vpa FROM transactions WHERE txn_id IN ?")
+        stmt = prepared(session, "SELECT txn_id, payee_account, payee_vpa, event_time FROM transactions "
+                                 "WHERE txn_id IN ?")
         ids = list(frauds)
         payees = []
         for i in range(0, len(ids), 100):
             for t in session.execute(stmt, (ids[i:i + 100],)):
                 lab = frauds[t.txn_id]
                 payees.append((t.payee_account or t.payee_vpa, t.txn_id, _naive(lab.label_time), lab.scenario,
-                               received_at))
-        write_rows(target, "payee_fraud_labels", ("payee_key", "txn_id", "label_time", "scenario", "received_at"),
-                   payees)
+                               received_at, t.event_time))
+        write_rows(target, "payee_fraud_labels",
+                   ("payee_key", "txn_id", "label_time", "scenario", "received_at", "event_time"), payees)
 
     return _start(spark, records.writeStream.foreachBatch(_write), opts, "labels", opts.secondary_trigger_seconds)
 
@@ -429,7 +430,14 @@ def start_all(spark, settings: Settings, opts: StreamOptions) -> list:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the stream until it is stopped. Outages of Kafka or Cassandra are waited out
+    (spark_jobs/recovery.py); a TxmonError (a second stream on the checkpoint, bad
+    configuration, recovery given up) is one line on stderr and exit code 2, whether this
+    runs as ``txmon stream`` or under spark-submit."""
+    from infra.errors import TxmonError
+    from spark_jobs.checkpoint_lock import CheckpointLock
     from spark_jobs.heartbeat import register as register_heartbeat
+    from spark_jobs.recovery import Backoff, SparkQueries, dependency_probe, keep_running
     from spark_jobs.session import build_session
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -444,22 +452,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--available-now", action="store_true",
                         help="process what is in the topic now, then stop (batch-style catch-up)")
     args = parser.parse_args(argv)
-    settings = load_settings()
-    opts = StreamOptions.from_settings(
-        settings, topic=args.topic, dlq_topic=args.dlq_topic, checkpoint_dir=args.checkpoint_dir,
-        trigger_seconds=args.trigger_seconds, available_now=args.available_now or None,
-        labels_topic=args.labels_topic, alerts_topic=args.alerts_topic, rules_path=args.rules,
-        detect=False if args.no_detect else None,
-    )
-    spark = build_session(settings, "txmon-transactions-stream")
-    register_heartbeat(spark, settings)  # <state_dir>/stream/heartbeat.json, read by stream_supervisor
-    queries = start_all(spark, settings, opts)
-    if opts.available_now:
-        for q in queries:
-            q.awaitTermination()
-    else:
-        spark.streams.awaitAnyTermination()
-    return 0
+    try:
+        settings = load_settings()
+        opts = StreamOptions.from_settings(
+            settings, topic=args.topic, dlq_topic=args.dlq_topic, checkpoint_dir=args.checkpoint_dir,
+            trigger_seconds=args.trigger_seconds, available_now=args.available_now or None,
+            labels_topic=args.labels_topic, alerts_topic=args.alerts_topic, rules_path=args.rules,
+            detect=False if args.no_detect else None,
+        )
+        # Before Spark starts: a second stream on this checkpoint fails at once.
+        with CheckpointLock(opts.checkpoint_dir):
+            spark = build_session(settings, "txmon-transactions-stream")
+            # <state_dir>/stream/heartbeat.json, read by the supervisor
+            heartbeat = register_heartbeat(spark, settings)
+            if opts.available_now:
+                for q in start_all(spark, settings, opts):
+                    q.awaitTermination()
+                return 0
+            keep_running(SparkQueries(spark, lambda: start_all(spark, settings, opts)),
+                         probe=dependency_probe(settings), heartbeat=heartbeat,
+                         policy=Backoff.query_restarts(settings))
+            return 0
+    except TxmonError as exc:
+        print(f"txmon: {exc}", file=sys.stderr, flush=True)
+        return 2
 
 
 if __name__ == "__main__":

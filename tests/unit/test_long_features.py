@@ -1,0 +1,91 @@
+"""The 1/7/30-day customer and payee features against a brute-force computation."""
+from __future__ import annotations
+
+import json
+import random
+
+import pandas as pd
+import pytest
+
+from spark_jobs.features import (
+    BUCKET_S,
+    MICROS,
+    MemoryProfileStore,
+    PayeeState,
+    PayerState,
+    add_features,
+    bucket_of,
+)
+
+DAY = 86400 * MICROS
+
+
+def _history(seed: int, n: int = 150) -> pd.DataFrame:
+    rng = random.Random(seed)
+    start = 1_736_121_600 * MICROS  # 2025-01-06T00:00Z
+    rows = []
+    for i in range(n):
+        t = start + int(rng.uniform(0, 45) * DAY)
+        rows.append({"txn_id": f"t{i:05d}", "event_time": pd.Timestamp(t // 1000, unit="us", tz="UTC"),
+                     "payer_account": f"{rng.randrange(8):012d}", "payee_key": f"m{rng.randrange(5)}",
+                     "amount_paise": rng.choice([0, 500, 12_000, 99_000, 2_500_000]), "device_id": None,
+                     "lat": None, "lon": None, "status": "SUCCESS"})
+    frame = pd.DataFrame(rows)
+    frame["event_time"] = pd.to_datetime([r["event_time"] for r in rows], utc=True)
+    return frame
+
+
+def _in_window(times: list[int], t: int, days: int) -> list[int]:
+    low = bucket_of(t - days * DAY)
+    return [x for x in times if bucket_of(x) > low and x <= t]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_long_windows_match_brute_force(seed: int) -> None:
+    frame = _history(seed)
+    # Frauds at payee m0, labelled 3 days after they happened.
+    fraud_rows = frame[frame["payee_key"] == "m0"].head(10)
+    labels = {"m0": [(int(t.value // 1000) + 3 * DAY, int(t.value // 1000)) for t in fraud_rows["event_time"]]}
+    out = add_features(frame, MemoryProfileStore(fraud_labels=labels))
+    times = (out["event_time"].astype("int64") // 1000).tolist()
+    first_seen: dict[str, int] = {}
+    for i, row in out.iterrows():
+        t = times[i]
+        mine = [(times[j], out.at[j, "amount_paise"]) for j in range(i + 1) if out.at[j, "payer_account"] == row.payer_account]
+        for days in (7, 30):
+            inside = _in_window([m[0] for m in mine], t, days)
+            assert row[f"payer_count_{days}d"] == len(inside)
+            assert row[f"payer_sum_{days}d"] == sum(a for x, a in mine if x in inside)
+        first_seen.setdefault(row.payer_account, t)
+        assert row["days_since_first_seen"] == pytest.approx((t - first_seen[row.payer_account]) / DAY, abs=1e-4)
+        payee_times = [times[j] for j in range(i + 1) if out.at[j, "payee_key"] == row.payee_key]
+        for days in (1, 7, 30):
+            assert row[f"payee_count_{days}d"] == len(_in_window(payee_times, t, days))
+        known = [(lab, made) for lab, made in labels.get(row.payee_key, []) if lab <= t]
+        assert row["payee_fraud_reports"] == len(known)
+        assert row["payee_reports_7d"] == sum(1 for lab, _ in known if lab > t - 7 * DAY)
+        for days in (1, 7, 30):
+            frauds = len(_in_window([made for _, made in known], t, days))
+            count = row[f"payee_count_{days}d"]
+            assert row[f"payee_fraud_rate_{days}d"] == pytest.approx(min(1.0, frauds / count) if count else 0.0)
+
+
+def test_a_fraud_is_invisible_until_its_label_arrives() -> None:
+    frame = _history(5, 120)
+    made = int(frame["event_time"].min().value // 1000)
+    out = add_features(frame, MemoryProfileStore(fraud_labels={"m1": [(made + 40 * DAY, made)]}))
+    times = out["event_time"].astype("int64") // 1000
+    early = out[(out["payee_key"] == "m1") & (times < made + 40 * DAY)]
+    assert len(early) and (early["payee_fraud_reports"] == 0).all() and (early["payee_fraud_rate_30d"] == 0).all()
+
+
+def test_state_stays_bounded_and_old_profiles_still_load() -> None:
+    frame = _history(7, 300)
+    store = MemoryProfileStore()
+    add_features(frame, store)
+    for (kind, _), text in store.profiles.items():
+        state = (PayerState if kind == "payer" else PayeeState).from_json(text)
+        assert len(state.buckets) <= 30 * 86400 // BUCKET_S + 1
+    old_payer = json.dumps([3, 100.0, 0.0, 5 * DAY, None, None, [[5 * DAY, 100, "m1", False]], {}, {}])
+    assert PayerState.from_json(old_payer).first_us == 5 * DAY
+    assert PayeeState.from_json(json.dumps([[5 * DAY, "acct"]])).recent[0][0] == 5 * DAY
