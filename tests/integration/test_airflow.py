@@ -22,7 +22,7 @@ import shutil
 import urllib.parse
 import uuid
 import zlib
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -132,14 +132,19 @@ def _xcom(client, dag_id: str, run_id: str, task_id: str):
     return json.loads(value) if isinstance(value, str) else value
 
 
-def run_dag(server, dag_id: str, conf: dict | None, timeout_s: float) -> tuple[dict, dict[str, str]]:
+def run_dag(server, dag_id: str, conf: dict | None, timeout_s: float,
+            logical_date: datetime | None = None) -> tuple[dict, dict[str, str]]:
     """Trigger ``dag_id`` through the REST API (as `txmon airflow trigger` does), wait
-    until the run has finished, and return (the run, task states); the run must succeed."""
+    until the run has finished, and return (the run, task states); the run must succeed.
+
+    Without ``logical_date`` the run has no data interval, as when an operator triggers
+    it; with one it gets the interval of the schedule there, as a scheduled run does."""
     from infra import airflow
 
     settings, client = server.settings, server.client
     airflow.set_paused(settings, dag_id, False, client)
-    run_id = airflow.trigger_dag(settings, dag_id, conf, run_id=f"test__{uuid.uuid4().hex[:12]}", client=client)
+    run_id = airflow.trigger_dag(settings, dag_id, conf, run_id=f"test__{uuid.uuid4().hex[:12]}",
+                                 logical_date=logical_date, client=client)
     path = f"/api/v2/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}"
     wait_until(lambda: client.get(path)["state"] in ("success", "failed"), timeout_s, interval=3)
     run = client.get(path)
@@ -150,8 +155,12 @@ def run_dag(server, dag_id: str, conf: dict | None, timeout_s: float) -> tuple[d
     return run, states
 
 
+def _time(run: dict, key: str) -> datetime | None:
+    return datetime.fromisoformat(run[key].replace("Z", "+00:00")) if run.get(key) else None
+
+
 def _run_after(run: dict) -> datetime:
-    return datetime.fromisoformat(run["run_after"].replace("Z", "+00:00"))
+    return _time(run, "run_after")
 
 
 def test_every_dag_is_registered_from_a_file_that_shadows_no_package(airflow_server):
@@ -253,7 +262,7 @@ def test_ingestion_with_params_replays_the_named_file_to_the_named_topic_and_rep
 # ------------------------------------------------------------------ alert dispatch
 
 
-def test_alert_dispatch_retries_todays_failures_by_default_and_a_given_day_with_its_digest_on_request(
+def test_alert_dispatch_retries_todays_failures_by_default_a_given_day_on_request_and_sends_each_digest_once(
         airflow_server, topic, unique_name):
     from alerting.config import load_alerting_config
     from alerting.contract import DAY_TZ, alert_day
@@ -264,9 +273,10 @@ def test_alert_dispatch_retries_todays_failures_by_default_and_a_given_day_with_
     from infra.cassandra_schema import connect
 
     settings, smtp = airflow_server.settings, airflow_server.smtp
-    # A far day of this test's own, and now (the default days of a run are today's and
-    # yesterday's, in IST).
-    day = date(2100, 1, 1) + timedelta(days=zlib.crc32(topic.encode()) % 2_000_000)
+    # A past day of this test's own, after the DAG's start date (Airflow gives a run of a
+    # logical date before it no tasks at all), and now (the default days of a run are
+    # today's and yesterday's, in IST).
+    day = date(2026, 1, 2) + timedelta(days=zlib.crc32(topic.encode()) % 300)
     far = datetime.combine(day, datetime.min.time(), timezone.utc) + timedelta(hours=6)
     now = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(seconds=10)
     base = zlib.crc32(topic.encode()) % 10**6
@@ -309,12 +319,26 @@ def test_alert_dispatch_retries_todays_failures_by_default_and_a_given_day_with_
                               timeout_s=300)
         assert states == {"retry_failed": "success", "digest_due": "success", "send_digest": "success"}
         assert failed([day]) == set()
+        mails = smtp.wait_for(len(mails) + 4, timeout_s=30)
+        assert {m.alert_id for m in mails} >= far_ids
+
+        # With a logical date, the run has its schedule's data interval there, as a
+        # scheduled run has: the one ending at 00:30 IST sends the digest of the IST day
+        # that just ended, the day above, whose digest went out already: so not again.
+        due = datetime.combine(day, time(19, 0), timezone.utc)  # 00:30 IST the day after
+        run, states = run_dag(airflow_server, "alert_dispatch", None, timeout_s=300,
+                              logical_date=due + timedelta(minutes=2))
+        assert (_time(run, "data_interval_start"), _time(run, "data_interval_end")) == (due - timedelta(minutes=5), due)
+        assert states == {"retry_failed": "success", "digest_due": "success", "send_digest": "success"}
+        digest = _xcom(airflow_server.client, "alert_dispatch", run["dag_run_id"], "send_digest")
+        assert (digest["day"], digest["alerts"]) == (day.isoformat(), 3)
+        retried = _xcom(airflow_server.client, "alert_dispatch", run["dag_run_id"], "retry_failed")
+        assert retried["days"] == [(day + timedelta(days=1)).isoformat(), day.isoformat()]
     finally:
         cluster.shutdown()
-    mails = smtp.wait_for(len(mails) + 4, timeout_s=30)
-    assert {m.alert_id for m in mails} >= far_ids
-    subjects = [str(m.message["Subject"]) for m in mails]
-    assert any(s.startswith(f"[txmon] Daily fraud digest {day}: 3 alerts") for s in subjects), subjects
+    subjects = [str(m.message["Subject"]) for m in smtp.messages()]
+    digests = [s for s in subjects if s.startswith(f"[txmon] Daily fraud digest {day}:")]
+    assert len(digests) == 1 and digests[0].startswith(f"[txmon] Daily fraud digest {day}: 3 alerts"), subjects
 
 
 # ------------------------------------------------------------------ stream supervisor
@@ -394,7 +418,7 @@ def test_a_drift_event_triggers_model_retraining_through_the_rest_api(airflow_se
 # ------------------------------------------------------------------ model retraining
 
 
-def test_model_retraining_by_window_and_by_default_trains_evaluates_decides_and_tells_the_fraud_desk(
+def test_model_retraining_by_interval_and_by_default_trains_evaluates_decides_and_tells_the_fraud_desk(
         airflow_server):
     from ingestion.simulate import SimulateOptions, simulator_for
     from models.config import models_dir
@@ -419,8 +443,7 @@ def test_model_retraining_by_window_and_by_default_trains_evaluates_decides_and_
     # Recent history (ending before now), so the default window of a run holds it too.
     items = list(simulator_for(options(32, 10_000, True)).generate(10_000))
     history_into_cassandra(settings, KEYSPACE, items)
-    start = min(i.event.event_time for i in items)
-    end = max(i.event.event_time for i in items) + timedelta(seconds=1)
+    last = max(i.event.event_time for i in items)
     mails_before = len(smtp.messages())
 
     def check(run: dict, states: dict[str, str], champion_before: str) -> str:
@@ -440,17 +463,25 @@ def test_model_retraining_by_window_and_by_default_trains_evaluates_decides_and_
         print("model_retraining:", verdict["reason"])
         return challenger
 
-    # With params: the window given.
-    run, states = run_dag(airflow_server, "model_retraining",
-                          {"start": start.isoformat(), "end": end.isoformat(), "reason": "manual"}, timeout_s=1500)
+    # With params and a logical date: window_days back from the end of the data interval
+    # the schedule has there (the 02:00 UTC before the last transaction), as in a
+    # scheduled run, where Airflow hands the task pendulum times.
+    run, states = run_dag(airflow_server, "model_retraining", {"window_days": 30, "reason": "drift"},
+                          timeout_s=2400, logical_date=last)
     plan = _xcom(client, "model_retraining", run["dag_run_id"], "extract")
-    assert (plan["start"], plan["end"], plan["reason"]) == (start.isoformat(), end.isoformat(), "manual")
+    interval_end = _time(run, "data_interval_end")
+    two_am = last.astimezone(timezone.utc).replace(hour=2, minute=0, second=0, microsecond=0)
+    assert interval_end == (two_am if two_am <= last else two_am - timedelta(days=1))
+    assert datetime.fromisoformat(plan["end"]) == interval_end
+    assert datetime.fromisoformat(plan["start"]) == interval_end - timedelta(days=30)
+    assert plan["reason"] == "drift"
+    assert plan["extracted"]["transactions"] == sum(i.event.event_time < interval_end for i in items) > 0
     first = check(run, states, champion)
     assert [m.version for m in registry.versions()] == [champion, first]
 
     # Without params: retraining.window_days back from when the run was triggered.
     champion_now = registry.champion()
-    run, states = run_dag(airflow_server, "model_retraining", None, timeout_s=1500)
+    run, states = run_dag(airflow_server, "model_retraining", None, timeout_s=2400)
     plan = _xcom(client, "model_retraining", run["dag_run_id"], "extract")
     window_end = _run_after(run).astimezone(timezone.utc).replace(second=0, microsecond=0)
     assert datetime.fromisoformat(plan["end"]) == window_end
