@@ -38,7 +38,7 @@ def _register_subapps() -> None:
     app.add_typer(alerts_app, name="alerts")
     app.add_typer(airflow_app, name="airflow")
     app.add_typer(models_cli.models_app, name="models")
-    for name in ("train", "evaluate", "retrain"):  # top-level commands defined in models/cli.py
+    for name in ("train", "evaluate", "backtest", "retrain"):  # top-level commands defined in models/cli.py
         if hasattr(models_cli, name):
             app.command(name)(getattr(models_cli, name))
 

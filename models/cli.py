@@ -267,3 +267,161 @@ def rollback(models_dir: ModelsDir = None) -> None:
     before = registry.champion()
     now_live = registry.rollback()
     typer.echo(f"champion: {now_live} (rolled back from {before})")
+
+
+def _when(text: str | None, tz: str, flag: str):
+    """A --train-start/... value: a date or ISO date-time; naive ones are in ``tz``."""
+    import pandas as pd
+
+    from models.errors import TrainingDataError
+
+    if text is None:
+        return None
+    try:
+        moment = pd.Timestamp(text)
+    except ValueError:
+        raise TrainingDataError(f"{flag} {text!r} is not a date or date-time; write e.g. 2024-06-01 or "
+                                "2024-06-01T12:00+05:30") from None
+    return (moment.tz_localize(tz) if moment.tzinfo is None else moment).to_pydatetime()
+
+
+def backtest(
+    file: Annotated[Optional[Path], typer.Argument(
+        metavar="FILE", help="labelled CSV or Parquet history, read with --mapping (or use --simulate N)")] = None,
+    mapping: Annotated[Optional[Path], typer.Option(
+        "--mapping", metavar="YAML", rich_help_panel=_SOURCE,
+        help="replay mapping for FILE, with a `label:` section (config/replay/*.yaml)")] = None,
+    simulate: Annotated[Optional[int], typer.Option(
+        "--simulate", min=1000, metavar="N", rich_help_panel=_SOURCE,
+        help="backtest on N simulated labelled transactions instead of a file (0.2 tx/s of simulated time)")] = None,
+    train_start: Annotated[Optional[str], typer.Option(
+        "--train-start", metavar="DATE", rich_help_panel="Windows",
+        help="training window start; earlier rows only build profiles (default: a quarter into the data)")] = None,
+    train_end: Annotated[Optional[str], typer.Option(
+        "--train-end", metavar="DATE", rich_help_panel="Windows",
+        help="training window end (exclusive); the model knows the labels known by then (default: test-start)")] = None,
+    test_start: Annotated[Optional[str], typer.Option(
+        "--test-start", metavar="DATE", rich_help_panel="Windows",
+        help="test window start (default: the last third of the data's days)")] = None,
+    test_end: Annotated[Optional[str], typer.Option(
+        "--test-end", metavar="DATE", rich_help_panel="Windows",
+        help="test window end, exclusive (default: the day after the last transaction)")] = None,
+    label_delay: Annotated[Optional[str], typer.Option(
+        "--label-delay", metavar="DURATION", rich_help_panel="Windows",
+        help="labels are known this long after their transaction, ISO-8601 (P7D, PT12H) (default: the mapping's "
+             "label.delay, or the simulator's label times)")] = None,
+    rolling: Annotated[int, typer.Option(
+        min=1, rich_help_panel="Windows", help="N consecutive windows, each moved on by the test length; "
+                                               "the report gives mean ± std")] = 1,
+    tz: Annotated[str, typer.Option(rich_help_panel="Windows",
+                                    help="time zone of dates without an offset, and of the daily metrics")]
+        = "Asia/Kolkata",
+    scores_out: Annotated[Optional[Path], typer.Option(
+        "--scores-out", metavar="CSV", rich_help_panel="Output",
+        help="per test transaction: the file's txn id and row, risk, model probability, decision, top reasons "
+             "(default: <report-dir>/scores.csv)")] = None,
+    report_dir: Annotated[Optional[Path], typer.Option(
+        "--report-dir", metavar="DIR", rich_help_panel="Output",
+        help="report.md, backtest.json and charts (default: <state_dir>/reports/backtest)")] = None,
+    rejects_out: Annotated[Optional[Path], typer.Option(
+        "--rejects-out", metavar="CSV", rich_help_panel="Output",
+        help="rows of FILE left out: row number, reason, every problem, label, raw row "
+             "(default: <report-dir>/rejects.csv)")] = None,
+    k: Annotated[int, typer.Option(min=1, rich_help_panel="Output", help="accounts per day for precision@k")] = 100,
+    alert_rate: Annotated[float, typer.Option(
+        min=0.0001, max=1.0, rich_help_panel="Output", help="share of transactions flagged for 'recall at a fixed "
+                                                            "alert rate'")] = 0.01,
+    seed: Annotated[int, typer.Option(help="seeds the simulator and every model")] = 42,
+    rules: Annotated[Optional[Path], typer.Option(
+        "--rules", metavar="YAML", help="rules and risk policy (default: config/rules.yaml, as the stream)")] = None,
+    baselines: Annotated[bool, typer.Option(
+        "--baselines/--no-baselines", help="fit the logistic regression and random forest references")] = True,
+    tune: Annotated[bool, typer.Option("--tune/--no-tune", help="search the boosting grid on the training "
+                                                                  "window's latest slice")] = True,
+    chunk_rows: Annotated[int, typer.Option(min=1000, help="rows mapped and folded at a time (memory)")] = 100_000,
+) -> None:
+    """Backtest txmon on labelled history: train on one window, score a later one as the stream would.
+
+    Features are computed as of each transaction from the source's first row (rows before
+    --train-start only build profiles); a label counts only once it is known
+    (--label-delay after its transaction), in the features and in training. The model is
+    trained with `txmon train`'s code on the training rows whose labels are known at
+    --train-end; the test window is scored with the stream's rules, models, risk and
+    decision. A logistic regression and a random forest on the same features and rows are
+    the references every report compares with. See docs/detection.md, "Backtesting".
+    """
+    import shlex
+    import sys
+
+    from pydantic import TypeAdapter, ValidationError
+    from datetime import timedelta
+
+    from infra.settings import load_settings
+    from models import backtest as bt
+    from models.errors import TrainingDataError
+    from models.training import TrainingConfig
+    from spark_jobs.rules import DEFAULT_RULES, load_rules
+
+    if (file is None) == (simulate is None):
+        raise TrainingDataError("give one source: FILE --mapping YAML, or --simulate N")
+    if file is not None and mapping is None:
+        raise TrainingDataError("FILE needs --mapping YAML with a `label:` section "
+                                "(e.g. config/replay/card_transactions.yaml)")
+    if simulate is not None and (mapping is not None or rejects_out is not None):
+        raise TrainingDataError("--mapping and --rejects-out go with FILE, not --simulate")
+    delay = None
+    if label_delay is not None:
+        try:
+            delay = TypeAdapter(timedelta).validate_python(label_delay)
+        except ValidationError:
+            raise TrainingDataError(f"--label-delay {label_delay!r} is not a duration; write e.g. P7D or PT12H") from None
+    windows = {flag: _when(value, tz, flag) for flag, value in (
+        ("--train-start", train_start), ("--train-end", train_end), ("--test-start", test_start),
+        ("--test-end", test_end))}
+    report_dir = report_dir or load_settings().state_path / "reports" / "backtest"
+    ruleset = load_rules(rules or DEFAULT_RULES)
+    if file is not None:
+        rejects_out = rejects_out or report_dir / "rejects.csv"
+        source = bt.read_file(file, mapping, label_delay=delay, chunk_rows=chunk_rows, rejects_path=rejects_out)
+        typer.echo(f"data: {source.name}: {source.rows_read:,} rows, {len(source.transactions):,} transactions, "
+                   f"{int(source.transactions['is_fraud'].sum()):,} fraud")
+        typer.echo(f"{len(source.rejects):,} rows rejected ({source.rejected_fraud:,} of them labelled fraud); "
+                   f"details in {rejects_out}")
+    else:
+        source = bt.simulated(simulate, seed, label_delay=delay, chunk_rows=chunk_rows)
+        typer.echo(f"data: {source.name}: {len(source.transactions):,} transactions, "
+                   f"{int(source.transactions['is_fraud'].sum()):,} fraud")
+    if all(v is None for v in windows.values()):
+        window = bt.default_window(source.transactions["event_time"], tz)
+        typer.echo(f"windows: none given, so the default split of the data's days: {window.describe()}")
+    else:
+        missing = [flag for flag, v in windows.items() if v is None and flag != "--train-end"]
+        if missing:
+            raise TrainingDataError(f"give {', '.join(missing)} too (or no window dates for the default split)")
+        try:
+            window = bt.BacktestWindow(train_start=windows["--train-start"],
+                                       train_end=windows["--train-end"] or windows["--test-start"],
+                                       test_start=windows["--test-start"], test_end=windows["--test-end"])
+        except ValidationError as exc:
+            raise TrainingDataError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
+    config = bt.BacktestConfig(window=window, label_delay=delay, rolling=rolling, k=k, alert_rate=alert_rate, tz=tz,
+                               training=TrainingConfig(seed=seed, tune=tune), baselines=baselines,
+                               chunk_rows=chunk_rows)
+    result = bt.run(source, config, ruleset, log=typer.echo)
+    command = "txmon " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    written = bt.write_outputs(result, scores_out=scores_out or report_dir / "scores.csv", report_dir=report_dir,
+                               command=command)
+    rows = [("scorer", "ROC-AUC", "AP", f"card p@{k}", f"recall@{alert_rate:.2%}"), *bt.headline_rows(result)]
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for row in rows:
+        typer.echo("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
+    verdict = result.verdict()
+    if verdict:
+        beat = sum(bool(v) for v in verdict.values())
+        typer.echo(f"txmon's risk score beats the baselines on {beat} of {len(verdict)} comparisons"
+                   + "".join(f"; not {name}" for name, v in verdict.items() if v is False))
+    for note in result.notes:
+        typer.echo(f"note: {note}")
+    typer.echo(f"scores: {written['scores']}")
+    typer.echo(f"report: {written['report']} (+ backtest.json, pr_curve.png, score_distribution.png, "
+               "daily_precision.png)")

@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from ingestion.events import TransactionEvent
     from ingestion.simulator import Label
 
-__all__ = ["LABEL_COLUMNS", "fraud_label_times", "labelled_features", "time_split"]
+__all__ = ["LABEL_COLUMNS", "feature_store", "features_in_chunks", "fraud_label_times", "labelled_features",
+           "time_split"]
 
 LABEL_COLUMNS = ("is_fraud", "scenario", "label_time")
 
@@ -59,8 +60,35 @@ def labelled_features(events: Sequence["TransactionEvent"], labels: Iterable["La
     frame = frame.merge(_labels_frame(labels), on="txn_id", how="left")
     frame["is_fraud"] = frame["is_fraud"].fillna(False).astype(bool)
     frame["scenario"] = frame["scenario"].where(frame["is_fraud"], None)
-    store = MemoryProfileStore(fraud_labels=fraud_label_times(frame))
-    return add_features(frame, store)
+    return add_features(frame, feature_store(frame))
+
+
+def feature_store(transactions: pd.DataFrame) -> MemoryProfileStore:
+    """An empty in-memory profile store that knows every confirmed fraud of
+    ``transactions`` (payee_key, is_fraud, label_time, event_time columns) with its label
+    time: the features count a label only once its time has passed."""
+    return MemoryProfileStore(fraud_labels=fraud_label_times(transactions))
+
+
+def features_in_chunks(transactions: pd.DataFrame, chunk_rows: int = 100_000) -> pd.DataFrame:
+    """:func:`spark_jobs.features.add_features` over labelled ``transactions`` (any order),
+    folded in (event_time, txn_id) order ``chunk_rows`` at a time through one profile
+    store, as the stream folds its micro-batches: the same features as one pass, with the
+    fold's per-chunk lists and frames bounded. A chunk never splits rows that share a
+    timestamp (the fold orders those by txn_id)."""
+    if transactions.empty:
+        raise TrainingDataError("no transactions to compute features from")
+    ordered = transactions.sort_values(["event_time", "txn_id"], kind="mergesort").reset_index(drop=True)
+    store = feature_store(ordered)
+    times = ordered["event_time"]
+    parts, start = [], 0
+    while start < len(ordered):
+        end = min(len(ordered), start + chunk_rows)
+        if end < len(ordered):
+            end = int(times.searchsorted(times.iloc[end - 1], side="right"))
+        parts.append(add_features(ordered.iloc[start:end].reset_index(drop=True), store))
+        start = end
+    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
 
 
 def time_split(frame: pd.DataFrame, holdout_fraction: float = 0.3) -> tuple[pd.DataFrame, pd.DataFrame]:

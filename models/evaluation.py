@@ -6,11 +6,19 @@ risk_score (0-100), decision, is_fraud, scenario`` (and optionally
 (stream output joined with labels) share them.
 
 - ROC-AUC and average precision (area under the precision-recall curve) per score.
-- Daily precision@k: for each calendar day (IST by default) accounts are ranked by
-  their highest score that day; precision is the share of the top k that had at least
-  one fraud that day; the mean over days is reported. Ties at the cut are shared
-  fairly (the expected precision under a random order of the tied accounts), so the
-  integer risk score is not flattered or punished by an arbitrary tie-break.
+- Daily precision@k (txmon's own): for each calendar day (IST by default) accounts are
+  ranked by their highest score that day; precision is the share of the top k that had
+  at least one fraud that day; the mean over days is reported. Ties at the cut are
+  shared fairly (the expected precision under a random order of the tied accounts), so
+  the integer risk score is not flattered or punished by an arbitrary tie-break.
+- Card precision@k (the literature's, as the Fraud Detection Handbook defines "card
+  precision top-k"): the same daily ranking of accounts, but accounts already detected
+  (a fraudulent account in an earlier day's top k) are removed before ranking, the
+  denominator is always k, and ties are broken by the order (score descending, account
+  ascending) rather than shared. It is what a fraud team's investigators see: k cards a
+  day, never the same compromised card twice.
+- Recall at a fixed alert rate: the share of frauds among the top ``alert_rate`` of
+  transactions by score (ties shared), so scores on different scales compare.
 - Recall per fraud scenario at the policy's thresholds: a transaction is flagged when
   its decision is not APPROVE. Alert rate: the share of transactions flagged.
 """
@@ -32,13 +40,16 @@ if TYPE_CHECKING:
     from ingestion.simulator import Label
 
 __all__ = [
-    "DEFAULT_K", "DEFAULT_TZ", "DailyPrecision", "EvaluationMetrics", "PrCurve", "RankingMetrics",
-    "ScenarioRecall", "daily_precision_at_k", "evaluate_frame", "evaluate_offline", "precision_at_k",
-    "metrics_table", "ranking_metrics", "recall_by_scenario", "score_labelled", "write_report",
+    "CardPrecisionDay", "DEFAULT_ALERT_RATE", "DEFAULT_K", "DEFAULT_TZ", "DailyPrecision", "EvaluationMetrics",
+    "PrCurve", "RankingMetrics", "ScenarioRecall", "card_precision_at_k", "daily_precision_at_k", "evaluate_frame",
+    "evaluate_offline", "precision_at_k", "metrics_table", "ranking", "ranking_metrics", "recall_at_alert_rate",
+    "recall_by_scenario", "score_labelled", "write_report",
 ]
 
 DEFAULT_K = 100
 DEFAULT_TZ = "Asia/Kolkata"
+DEFAULT_ALERT_RATE = 0.01
+"""Share of transactions flagged for :func:`recall_at_alert_rate` (1 %: a fraud desk's budget)."""
 FLAG_DECISIONS_EXCLUDE = "APPROVE"
 _CURVE_POINTS = 400
 
@@ -53,12 +64,29 @@ class RankingMetrics(_Frozen):
     roc_auc: float | None
     average_precision: float | None
     daily_precision_at_k: float | None
+    card_precision_at_k: float | None = None
+    """The literature's card precision@k (:func:`card_precision_at_k`), mean over days."""
+    recall_at_alert_rate: float | None = None
+    """Recall when the top ``EvaluationMetrics.fixed_alert_rate`` of transactions are flagged."""
 
 
 class DailyPrecision(_Frozen):
     day: str
     accounts: int
     fraud_accounts: int
+    precision: float
+
+
+class CardPrecisionDay(_Frozen):
+    day: str
+    accounts: int
+    """Accounts active that day, before the already-detected ones are removed."""
+    candidates: int
+    """Accounts ranked that day (active, not detected on an earlier day)."""
+    fraud_accounts: int
+    """Candidates with at least one fraud that day."""
+    detected: int
+    """Fraudulent accounts among the day's top k."""
     precision: float
 
 
@@ -92,6 +120,9 @@ class EvaluationMetrics(_Frozen):
     anomaly: RankingMetrics | None
     daily: tuple[DailyPrecision, ...]
     """Per-day precision@k of the risk score."""
+    card_daily: tuple[CardPrecisionDay, ...] = ()
+    """Per-day card precision@k (literature) of the risk score."""
+    fixed_alert_rate: float = DEFAULT_ALERT_RATE
     daily_precision_ceiling: float | None
     """The best daily precision@k any score could reach (mean over days of
     min(accounts with fraud, k) / k): days with fewer than k fraudulent accounts cap it."""
@@ -107,6 +138,8 @@ class EvaluationMetrics(_Frozen):
             "average_precision": self.risk.average_precision, "roc_auc": self.risk.roc_auc,
             f"daily_precision_at_{self.k}": self.risk.daily_precision_at_k,
             f"daily_precision_at_{self.k}_ceiling": self.daily_precision_ceiling,
+            f"card_precision_at_{self.k}": self.risk.card_precision_at_k,
+            "fixed_rate_recall": self.risk.recall_at_alert_rate, "fixed_alert_rate": self.fixed_alert_rate,
             "alert_rate": self.alert_rate, "block_rate": self.block_rate, "recall": self.recall,
         }
         for name, ranking in (("model", self.model), ("anomaly", self.anomaly)):
@@ -114,6 +147,8 @@ class EvaluationMetrics(_Frozen):
                 out[f"{name}_average_precision"] = ranking.average_precision
                 out[f"{name}_roc_auc"] = ranking.roc_auc
                 out[f"{name}_daily_precision_at_{self.k}"] = ranking.daily_precision_at_k
+                out[f"{name}_card_precision_at_{self.k}"] = ranking.card_precision_at_k
+                out[f"{name}_fixed_rate_recall"] = ranking.recall_at_alert_rate
         for s in self.by_scenario:
             out[f"recall_{s.scenario}"] = s.recall
         return out
@@ -181,6 +216,66 @@ def daily_precision_at_k(frame: pd.DataFrame, k: int = DEFAULT_K, score: str = "
     return out
 
 
+def _days(frame: pd.DataFrame, tz: str) -> np.ndarray:
+    return pd.to_datetime(frame["event_time"], utc=True).dt.tz_convert(tz).dt.strftime("%Y-%m-%d").to_numpy()
+
+
+def card_precision_at_k(frame: pd.DataFrame, k: int = DEFAULT_K, score: str = "risk_score",
+                        tz: str = DEFAULT_TZ) -> list[CardPrecisionDay]:
+    """The literature's card precision@k, per calendar day in ``tz`` (days in order).
+
+    Each day, every account not yet detected is ranked by its highest ``score`` that day
+    (ties: account id ascending, so the result is reproducible); the top k are "checked";
+    precision is the number of them with a fraud that day divided by k (not by the
+    number of accounts: a quiet day counts against the score as it does against an
+    investigator's time). Fraudulent accounts in a day's top k are detected and removed
+    from every later day. Mean of the days' precisions = the reported figure.
+
+    >>> t = pd.to_datetime(["2025-01-06T04:00Z"] * 3 + ["2025-01-07T04:00Z"] * 3, utc=True)
+    >>> f = pd.DataFrame({"event_time": t, "payer_account": list("ABCABC"),
+    ...                   "risk_score": [90, 80, 10, 95, 85, 50], "is_fraud": [1, 0, 1, 1, 0, 1]})
+    >>> [(d.day, d.candidates, d.detected, d.precision) for d in card_precision_at_k(f, k=2, tz="UTC")]
+    [('2025-01-06', 3, 1, 0.5), ('2025-01-07', 2, 1, 0.5)]
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if frame.empty:
+        return []
+    accounts = (pd.DataFrame({"day": _days(frame, tz), "account": frame["payer_account"].astype(str).to_numpy(),
+                              "score": frame[score].to_numpy(dtype=np.float64),
+                              "fraud": frame["is_fraud"].to_numpy(dtype=bool)})
+                .groupby(["day", "account"], sort=True).agg(score=("score", "max"), fraud=("fraud", "any"))
+                .reset_index())
+    detected: set[str] = set()
+    out = []
+    for day, group in accounts.groupby("day", sort=True):
+        candidates = group[~group["account"].isin(detected)]
+        top = candidates.sort_values(["score", "account"], ascending=[False, True], kind="mergesort").head(k)
+        found = top.loc[top["fraud"], "account"].tolist()
+        out.append(CardPrecisionDay(day=str(day), accounts=len(group), candidates=len(candidates),
+                                    fraud_accounts=int(candidates["fraud"].sum()), detected=len(found),
+                                    precision=len(found) / k))
+        detected.update(found)
+    return out
+
+
+def recall_at_alert_rate(is_fraud: Sequence[bool], score: Sequence[float],
+                         alert_rate: float = DEFAULT_ALERT_RATE) -> float | None:
+    """Share of frauds among the top ``alert_rate`` of transactions by ``score`` (at least
+    one transaction; ties at the cut shared as in :func:`precision_at_k`). None without fraud.
+
+    >>> recall_at_alert_rate([1, 0, 1, 0], [0.9, 0.8, 0.1, 0.2], 0.25)
+    0.5
+    """
+    if not 0 < alert_rate <= 1:
+        raise ValueError(f"alert_rate must be in (0, 1], got {alert_rate}")
+    y = np.asarray(is_fraud, dtype=bool)
+    if not y.any():
+        return None
+    flagged = max(1, int(round(alert_rate * len(y))))
+    return float(precision_at_k(score, y, flagged) * flagged / y.sum())
+
+
 def recall_by_scenario(frame: pd.DataFrame) -> list[ScenarioRecall]:
     """Per fraud scenario (sorted by name): frauds, flagged (decision != APPROVE), recall.
     Frauds without a scenario count as ``unknown``."""
@@ -207,11 +302,20 @@ def _curve(is_fraud: np.ndarray, score: np.ndarray) -> PrCurve | None:
                    recall=tuple(np.round(recall[keep], 5).tolist()))
 
 
-def _ranking(frame: pd.DataFrame, column: str, k: int, tz: str) -> RankingMetrics:
+def ranking(frame: pd.DataFrame, column: str, k: int = DEFAULT_K, tz: str = DEFAULT_TZ,
+            alert_rate: float = DEFAULT_ALERT_RATE) -> RankingMetrics:
+    """Every ranking metric of one score column of a labelled frame (any score: txmon's
+    risk or probability, or a baseline's), so all scores are measured the same way."""
     auc, ap = ranking_metrics(frame["is_fraud"], frame[column])
     daily = daily_precision_at_k(frame, k, column, tz)
+    card = card_precision_at_k(frame, k, column, tz)
     return RankingMetrics(roc_auc=auc, average_precision=ap,
-                          daily_precision_at_k=float(np.mean([d.precision for d in daily])) if daily else None)
+                          daily_precision_at_k=float(np.mean([d.precision for d in daily])) if daily else None,
+                          card_precision_at_k=float(np.mean([d.precision for d in card])) if card else None,
+                          recall_at_alert_rate=recall_at_alert_rate(frame["is_fraud"], frame[column], alert_rate))
+
+
+_ranking = ranking
 
 
 def _ceiling(daily: Sequence[DailyPrecision], k: int) -> float | None:
@@ -221,7 +325,7 @@ def _ceiling(daily: Sequence[DailyPrecision], k: int) -> float | None:
 
 
 def evaluate_frame(frame: pd.DataFrame, k: int = DEFAULT_K, policy: RiskPolicy | None = None,
-                   tz: str = DEFAULT_TZ) -> EvaluationMetrics:
+                   tz: str = DEFAULT_TZ, alert_rate: float = DEFAULT_ALERT_RATE) -> EvaluationMetrics:
     """Every metric of one scored, labelled frame (see the module docstring)."""
     required = ["txn_id", "payer_account", "event_time", "risk_score", "decision", "is_fraud", "scenario"]
     missing = [c for c in required if c not in frame.columns]
@@ -251,10 +355,11 @@ def evaluate_frame(frame: pd.DataFrame, k: int = DEFAULT_K, policy: RiskPolicy |
         rows=len(frame), frauds=int(y.sum()), fraud_rate=float(y.mean()), k=k, tz=tz,
         alert_rate=float(flagged.mean()), block_rate=float((frame["decision"].astype(str) == "BLOCK").mean()),
         recall=float(flagged[y].mean()) if y.any() else None,
-        risk=_ranking(frame, "risk_score", k, tz),
-        model=_ranking(frame, "fraud_probability", k, tz) if "fraud_probability" in frame.columns else None,
-        anomaly=_ranking(frame, "anomaly", k, tz) if "anomaly" in frame.columns else None,
+        risk=ranking(frame, "risk_score", k, tz, alert_rate),
+        model=ranking(frame, "fraud_probability", k, tz, alert_rate) if "fraud_probability" in frame.columns else None,
+        anomaly=ranking(frame, "anomaly", k, tz, alert_rate) if "anomaly" in frame.columns else None,
         daily=daily, daily_precision_ceiling=_ceiling(daily, k),
+        card_daily=tuple(card_precision_at_k(frame, k, "risk_score", tz)), fixed_alert_rate=alert_rate,
         by_scenario=tuple(recall_by_scenario(frame)),
         policy=(policy or RiskPolicy()).model_dump(),
         curves=curves, notes=tuple(notes),
@@ -300,13 +405,16 @@ def _fmt(value: float | None, pct: bool = False) -> str:
 def metrics_table(metrics: EvaluationMetrics) -> list[tuple[str, str]]:
     """(name, formatted value) rows: what the CLI prints and the report starts with."""
     rows = [("transactions", f"{metrics.rows:,}"), ("frauds", f"{metrics.frauds:,} ({_fmt(metrics.fraud_rate, True)})")]
-    for label, ranking in (("risk score", metrics.risk), ("model probability", metrics.model),
-                           ("anomaly", metrics.anomaly)):
-        if ranking is None:
+    for label, rank in (("risk score", metrics.risk), ("model probability", metrics.model),
+                        ("anomaly", metrics.anomaly)):
+        if rank is None:
             continue
-        rows += [(f"{label}: average precision", _fmt(ranking.average_precision)),
-                 (f"{label}: ROC-AUC", _fmt(ranking.roc_auc)),
-                 (f"{label}: daily precision@{metrics.k}", _fmt(ranking.daily_precision_at_k))]
+        rows += [(f"{label}: average precision", _fmt(rank.average_precision)),
+                 (f"{label}: ROC-AUC", _fmt(rank.roc_auc)),
+                 (f"{label}: daily precision@{metrics.k}", _fmt(rank.daily_precision_at_k)),
+                 (f"{label}: card precision@{metrics.k} (literature)", _fmt(rank.card_precision_at_k)),
+                 (f"{label}: recall at {_fmt(metrics.fixed_alert_rate, True)} alerts",
+                  _fmt(rank.recall_at_alert_rate, True))]
     rows += [(f"daily precision@{metrics.k} ceiling (accounts with fraud / k)",
               _fmt(metrics.daily_precision_ceiling))]
     rows += [("alert rate (REVIEW or BLOCK)", _fmt(metrics.alert_rate, True)),

@@ -1,30 +1,40 @@
-"""Train a model bundle from labelled history, with an honest time-based hold-out.
+"""Train a model bundle from labelled history: one fit function for every caller.
 
-1. Features for the whole history (:func:`models.dataset.labelled_features`).
-2. Split by event time: the earliest ~70% trains, the latest ~30% is held out; never
-   random, so the hold-out measures the model on days it has not seen.
-3. Supervised: HistGradientBoostingClassifier with balanced class weights (fraud is
-   ~1% of traffic). Weighting inflates probabilities, so they are mapped back to the
-   real base rate: with enough frauds, a Platt sigmoid fitted on the latest slice of
-   the training window (the model is fitted on the earlier part; time order again);
-   otherwise the exact prior correction of the weights (``logit + log(n_fraud/n_legit)``).
-   Both are monotone: they change the probability's scale, never the ranking, so
-   average precision is what the boosting model earns. (Isotonic calibration lowered
-   hold-out AP in our runs, by ties it creates; it is not used.)
-4. Unsupervised: Isolation Forest on the training window's presumed-genuine rows, on
-   log-transformed money/count features; its score is reported as the empirical CDF
-   against those rows (0-1).
-5. Explanations: features ranked by the mean probability drop when occluded (set to
+:func:`fit` is the one place models are fitted. ``txmon train`` (:func:`train_frame`:
+the latest ``holdout_fraction`` of the history held out), ``txmon backtest``
+(models/backtest.py: an explicit training window, only labels known at its end) and
+retraining (models/retraining.py) all call it with the rows they may learn from.
+
+Inside :func:`fit`, time order again: the latest ``validation_fraction`` of the rows is
+the validation slice (never random: the slice measures days the trees have not seen).
+
+1. Supervised: HistGradientBoostingClassifier with balanced class weights (fraud is
+   ~1% of traffic), on the earlier part. With enough frauds on both sides
+   (``min_calibration_frauds``), each point of a small grid (learning rate, leaves,
+   min_samples_leaf, l2) grows until the validation slice's average precision stops
+   improving (early stopping out of time: scikit-learn's ``X_val``); the best point
+   and its iteration count win. Its spread over three seeds is measured on the same slice and
+   recorded. With ``refit_all`` the chosen model is grown again on every row (the
+   latest days matter most when fraud moves) with the chosen iteration count.
+2. Calibration: weighting inflates probabilities, so they are mapped back to the real
+   base rate by a Platt sigmoid fitted on the validation slice; with too few frauds to
+   validate, the exact prior correction of the weights (``logit + log(n_fraud/n_legit)``)
+   and the default hyperparameters. Both are monotone: they change the probability's
+   scale, never the ranking. (Isotonic calibration lowered hold-out AP in our runs, by
+   ties it creates; it is not used.)
+3. Unsupervised: Isolation Forest on the presumed-genuine rows, on log-transformed
+   money/count features; its score is reported as the empirical CDF against those rows
+   (0-1). Its weight in the risk score is the policy's ``anomaly_weight``
+   (config/rules.yaml); every evaluation reports the risk with and without it.
+4. Explanations: features ranked by the mean probability drop when occluded (set to
    the training median) over training frauds; the top ones are what ``explain`` tries.
-6. The hold-out is scored exactly as the stream will (:func:`models.scoring.score_frame`,
-   rule score 0) and every metric of :mod:`models.evaluation` goes into the metadata.
 
 Everything is seeded by ``TrainingConfig.seed``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -34,7 +44,7 @@ from models.bundle import ModelBundle, anomaly_pipeline, feature_matrix
 from models.dataset import labelled_features, time_split
 from models.errors import TrainingDataError
 from models.drift import ScoreReference
-from models.evaluation import EvaluationMetrics, evaluate_frame
+from models.evaluation import DEFAULT_K, EvaluationMetrics, evaluate_frame
 from models.metadata import ModelMetadata, SplitCounts, TimeWindow, library_versions
 from models.risk import RiskPolicy
 from models.scoring import score_frame
@@ -44,10 +54,11 @@ if TYPE_CHECKING:
     from ingestion.events import TransactionEvent
     from ingestion.simulator import Label
 
-__all__ = ["TrainingConfig", "TrainingResult", "train", "train_frame"]
+__all__ = ["FitResult", "TrainingConfig", "TrainingResult", "fit", "train", "train_frame"]
 
 _REFERENCE_QUANTILES = 1001
 _IMPORTANCE_SAMPLE = 500
+_SPREAD_SEEDS = 3   # seeds the chosen point is fitted with to measure its spread
 
 
 class TrainingConfig(BaseModel):
@@ -56,18 +67,49 @@ class TrainingConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     seed: int = 42
-    holdout_fraction: float = Field(0.3, gt=0, lt=1, description="latest share of history held out")
-    calibration_fraction: float = Field(0.2, gt=0, lt=1,
-                                        description="latest share of the training window that fits the sigmoid")
-    min_calibration_frauds: int = Field(20, ge=1, description="frauds needed on each side to fit a sigmoid")
-    max_iter: int = Field(300, ge=1)
-    learning_rate: float = Field(0.1, gt=0, le=1)
+    holdout_fraction: float = Field(0.3, gt=0, lt=1, description="latest share of history `txmon train` holds out")
+    validation_fraction: float = Field(0.2, gt=0, lt=1,
+                                       description="latest share of the training rows that tunes, stops and calibrates")
+    min_calibration_frauds: int = Field(20, ge=1, description="frauds needed on each side to validate out of time")
+    max_iter: int = Field(300, ge=1, description="most boosting iterations (early stopping usually ends sooner)")
+    learning_rate: float = Field(0.1, gt=0, le=1, description="used when there is too little fraud to tune")
     max_leaf_nodes: int = Field(31, ge=2)
     min_samples_leaf: int = Field(20, ge=1)
     l2_regularization: float = Field(0.0, ge=0)
+    tune: bool = Field(True, description="search `grid` on the validation slice")
+    grid: tuple[tuple[float, int, int, float], ...] = Field(
+        ((0.1, 31, 20, 0.0), (0.05, 15, 100, 1.0), (0.05, 63, 50, 1.0), (0.1, 15, 20, 0.1)),
+        description="(learning rate, max leaf nodes, min samples per leaf, l2) points: the old default, "
+                    "small regularised trees, large slow trees, small fast trees; a few points, as each "
+                    "costs a fit on 2 cores")
+    n_iter_no_change: int = Field(10, ge=1, description="iterations without validation gain before stopping")
+    class_weight: Literal["balanced"] | None = Field(
+        "balanced", description="weight fraud up to the genuine traffic's total (None: unweighted)")
+    refit_all: bool = Field(True, description="grow the chosen model again on every training row")
+    seed_spread: bool = Field(True, description="fit the chosen point with 3 seeds and record the AP spread")
     iforest_estimators: int = Field(100, ge=1)
     explain_top_n: int = Field(12, ge=1, le=len(FEATURES))
-    k: int = Field(100, ge=1, description="precision@k of the hold-out report")
+    k: int = Field(DEFAULT_K, ge=1, description="precision@k of the hold-out report")
+
+    def points(self) -> list[dict]:
+        """The hyperparameter points :func:`fit` tries, in a fixed order."""
+        if not self.tune:
+            return [self.defaults()]
+        return [dict(learning_rate=lr, max_leaf_nodes=int(leaves), min_samples_leaf=int(leaf), l2_regularization=l2)
+                for lr, leaves, leaf, l2 in self.grid]
+
+    def defaults(self) -> dict:
+        return dict(learning_rate=self.learning_rate, max_leaf_nodes=self.max_leaf_nodes,
+                    min_samples_leaf=self.min_samples_leaf, l2_regularization=self.l2_regularization)
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` learned and how it chose (``info`` goes into the metadata's params)."""
+
+    bundle: ModelBundle
+    calibration: str
+    info: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -79,43 +121,102 @@ class TrainingResult:
     evaluation: EvaluationMetrics
 
 
-def _classifier(config: TrainingConfig, rows: int, frauds: int):
+def _classifier(params: dict, max_iter: int, seed: int, config: TrainingConfig, early: bool = False):
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    early = rows >= 10_000 and frauds >= 50  # a stratified 10% validation set needs frauds in it
     return HistGradientBoostingClassifier(
-        max_iter=config.max_iter, learning_rate=config.learning_rate, max_leaf_nodes=config.max_leaf_nodes,
-        min_samples_leaf=config.min_samples_leaf, l2_regularization=config.l2_regularization,
-        class_weight="balanced", early_stopping=early, validation_fraction=0.1 if early else None,
-        n_iter_no_change=10, random_state=config.seed)
+        max_iter=max_iter, class_weight=config.class_weight, early_stopping=early, scoring="average_precision",
+        n_iter_no_change=config.n_iter_no_change, random_state=seed, **params)
+
+
+def _ap(y: np.ndarray, score: np.ndarray) -> float:
+    from sklearn.metrics import average_precision_score
+
+    return float(average_precision_score(y, score))
 
 
 def _platt(logit: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """(a, b) maximising the likelihood of y under expit(a * logit + b)."""
     from sklearn.linear_model import LogisticRegression
 
-    fit = LogisticRegression(C=1e6, max_iter=1000).fit(logit.reshape(-1, 1), y)
-    return float(fit.coef_[0, 0]), float(fit.intercept_[0])
+    fit_ = LogisticRegression(C=1e6, max_iter=1000).fit(logit.reshape(-1, 1), y)
+    return float(fit_.coef_[0, 0]), float(fit_.intercept_[0])
 
 
-def _fit_supervised(train: pd.DataFrame, config: TrainingConfig) -> tuple[object, tuple[float, float], dict]:
-    x, y = feature_matrix(train), train["is_fraud"].to_numpy(dtype=bool)
-    times = train["event_time"]
-    cut = times.iloc[min(len(train) - 1, int(len(train) * (1 - config.calibration_fraction)))]
-    fit_part = (times < cut).to_numpy()
+def _validation_cut(rows: pd.DataFrame, fraction: float) -> np.ndarray:
+    """True for the rows that fit (before the time cut), False for the validation slice."""
+    times = rows["event_time"]
+    cut = times.iloc[min(len(rows) - 1, int(len(rows) * (1 - fraction)))]
+    return (times < cut).to_numpy()
+
+
+def _fit_supervised(rows: pd.DataFrame, config: TrainingConfig) -> tuple[object, tuple[float, float], str, dict]:
+    x, y = feature_matrix(rows), rows["is_fraud"].to_numpy(dtype=bool)
+    fit_part = _validation_cut(rows, config.validation_fraction)
     need = config.min_calibration_frauds
-    if y[fit_part].sum() >= need and y[~fit_part].sum() >= need:
-        model = _classifier(config, int(fit_part.sum()), int(y[fit_part].sum())).fit(x[fit_part], y[fit_part])
-        platt = _platt(model.decision_function(x[~fit_part]), y[~fit_part])
-        info = {"calibration": "platt sigmoid on the latest training slice",
-                "fit_rows": int(fit_part.sum()), "calibration_rows": int((~fit_part).sum())}
-    else:
-        model = _classifier(config, len(y), int(y.sum())).fit(x, y)
-        platt = (1.0, float(np.log(y.sum() / (len(y) - y.sum()))))
-        info = {"calibration": f"prior correction (fewer than {need} frauds to fit a sigmoid out of time)",
-                "fit_rows": len(y), "calibration_rows": 0}
-    info["boosting_iterations"] = int(model.n_iter_)
-    return model, platt, info
+    if not (y[fit_part].sum() >= need and y[~fit_part].sum() >= need):
+        params = config.defaults()
+        model = _classifier(params, config.max_iter, config.seed, config).fit(x, y)
+        # The exact prior correction of balanced weights; unweighted trees need none.
+        platt = (1.0, float(np.log(y.sum() / (len(y) - y.sum()))) if config.class_weight else 0.0)
+        return model, platt, f"prior correction (fewer than {need} frauds to validate out of time)", {
+            "hyperparameters": params, "boosting_iterations": int(model.n_iter_), "tuned": False,
+            "fit_rows": len(y), "validation_rows": 0}
+    xf, yf, xv, yv = x[fit_part], y[fit_part], x[~fit_part], y[~fit_part]
+    tried, models = [], []
+    for params in config.points():
+        # Early stopping on the validation slice (X_val): time-based, never a random split.
+        model = _classifier(params, config.max_iter, config.seed, config, early=True).fit(xf, yf, X_val=xv, y_val=yv)
+        models.append(model)
+        tried.append({**params, "iterations": int(model.n_iter_),
+                      "validation_ap": round(_ap(yv, model.decision_function(xv)), 6)})
+    chosen = max(range(len(tried)), key=lambda i: tried[i]["validation_ap"])  # first of equals: grid order
+    fitted, best = models[chosen], tried[chosen]
+    params = {k: best[k] for k in ("learning_rate", "max_leaf_nodes", "min_samples_leaf", "l2_regularization")}
+    iters = best["iterations"]
+    platt = _platt(fitted.decision_function(xv), yv)
+    info = {"hyperparameters": params, "boosting_iterations": iters, "tuned": config.tune, "grid": tried,
+            "fit_rows": int(fit_part.sum()), "validation_rows": int((~fit_part).sum()),
+            "validation_frauds": int(yv.sum()), "validation_ap": best["validation_ap"]}
+    if config.seed_spread:
+        aps = [best["validation_ap"]] + [
+            _ap(yv, _classifier(params, config.max_iter, config.seed + i, config, early=True)
+                .fit(xf, yf, X_val=xv, y_val=yv).decision_function(xv))
+            for i in range(1, _SPREAD_SEEDS)]
+        info["seed_validation_ap"] = [round(a, 6) for a in aps]
+        info["seed_ap_spread"] = round(max(aps) - min(aps), 6)
+    model = _classifier(params, iters, config.seed, config).fit(x, y) if config.refit_all else fitted
+    how = "platt sigmoid on the latest training slice" + (
+        " (trees then grown again on every training row)" if config.refit_all else "")
+    return model, platt, how, info
+
+
+def fit(rows: pd.DataFrame, config: TrainingConfig = TrainingConfig()) -> FitResult:
+    """Fit both models on ``rows``: labelled feature rows the caller may learn from (every
+    label known), any order. Raises TrainingDataError when they cannot train a model."""
+    rows = rows.sort_values("event_time", kind="mergesort").reset_index(drop=True)
+    y = rows["is_fraud"].to_numpy(dtype=bool)
+    if not y.any():
+        raise TrainingDataError(
+            f"the training window ({len(rows)} transactions with known labels, up to {rows['event_time'].max()}) "
+            "has no confirmed fraud, so the supervised model has nothing to learn from; "
+            "use a longer labelled history")
+    if y.all():
+        raise TrainingDataError("every transaction in the training window is fraud; check the label mapping")
+    classifier, platt, calibration, info = _fit_supervised(rows, config)
+    x = feature_matrix(rows)
+    genuine = x[~y]
+    anomaly_model = anomaly_pipeline(config.iforest_estimators, config.seed).fit(genuine)
+    reference = np.quantile(-anomaly_model.score_samples(genuine), np.linspace(0, 1, _REFERENCE_QUANTILES))
+    # Medians ignore missing values (a feature a source lacks is NaN on every row: then 0).
+    with np.errstate(all="ignore"):
+        medians = np.nan_to_num(np.nanmedian(x, axis=0)) if len(x) else np.zeros(len(FEATURES))
+    bundle = ModelBundle(classifier=classifier, platt=platt, anomaly_model=anomaly_model,
+                         anomaly_reference=reference, medians=medians, explain_features=FEATURES)
+    bundle.explain_features = _explain_order(bundle, rows, config)
+    info["platt"] = list(platt)
+    info["explain_features"] = list(bundle.explain_features)
+    return FitResult(bundle=bundle, calibration=calibration, info=info)
 
 
 def _explain_order(bundle: ModelBundle, train: pd.DataFrame, config: TrainingConfig) -> tuple[str, ...]:
@@ -138,44 +239,45 @@ def _window(frame: pd.DataFrame) -> TimeWindow:
 
 def train_frame(frame: pd.DataFrame, config: TrainingConfig = TrainingConfig(), *, data_source: str,
                 policy: RiskPolicy | None = None) -> TrainingResult:
-    """Train on a labelled feature frame (see :func:`models.dataset.labelled_features`)."""
+    """Train on a labelled feature frame (see :func:`models.dataset.labelled_features`):
+    the earliest ``1 - holdout_fraction`` by time fits (:func:`fit`), the rest is scored
+    exactly as the stream will (:func:`models.scoring.score_frame`, rule score 0) and
+    every metric of :mod:`models.evaluation` goes into the metadata."""
     policy = policy or RiskPolicy()
     train_set, holdout = time_split(frame, config.holdout_fraction)
-    y = train_set["is_fraud"].to_numpy(dtype=bool)
-    if not y.any():
-        raise TrainingDataError(
-            f"the training window ({len(train_set)} earliest transactions, up to {train_set['event_time'].max()}) "
-            "has no confirmed fraud, so the supervised model has nothing to learn from; "
-            "use a longer labelled history")
-    if y.all():
-        raise TrainingDataError("every transaction in the training window is fraud; check the label mapping")
-
-    classifier, platt, info = _fit_supervised(train_set, config)
-    x = feature_matrix(train_set)
-    genuine = x[~y]
-    anomaly_model = anomaly_pipeline(config.iforest_estimators, config.seed).fit(genuine)
-    reference = np.quantile(-anomaly_model.score_samples(genuine), np.linspace(0, 1, _REFERENCE_QUANTILES))
-    bundle = ModelBundle(classifier=classifier, platt=platt, anomaly_model=anomaly_model,
-                         anomaly_reference=reference, medians=np.median(x, axis=0), explain_features=FEATURES)
-    bundle.explain_features = _explain_order(bundle, train_set, config)
-
-    scored = score_frame(holdout, bundle, policy)
-    bundle.drift_reference = ScoreReference.from_frame(scored)  # out-of-sample scores, per hour
+    fitted = fit(train_set, config)
+    scored = score_frame(holdout, fitted.bundle, policy)
+    fitted.bundle.drift_reference = ScoreReference.from_frame(scored)  # out-of-sample scores, per hour
     evaluation = evaluate_frame(scored, config.k, policy)
-    metrics = evaluation.summary()
-    yh = scored["is_fraud"].to_numpy(dtype=bool)
-    metrics["model_brier"] = float(np.mean((scored["fraud_probability"].to_numpy() - yh) ** 2))
+    metrics = holdout_metrics(scored, evaluation, fitted.bundle, policy, config.k)
+    y = train_set["is_fraud"].to_numpy(dtype=bool)
     metadata = ModelMetadata(
         features=FEATURES, train_window=_window(train_set), holdout_window=_window(holdout),
         rows=SplitCounts(train=len(train_set), holdout=len(holdout)),
-        frauds=SplitCounts(train=int(y.sum()), holdout=int(yh.sum())),
-        metrics=metrics, notes=evaluation.notes, calibration=info["calibration"],
+        frauds=SplitCounts(train=int(y.sum()), holdout=int(scored["is_fraud"].sum())),
+        metrics=metrics, notes=evaluation.notes, calibration=fitted.calibration,
         libraries=library_versions(), data_source=data_source, seed=config.seed,
-        params={**config.model_dump(), **{k: v for k, v in info.items() if k != "calibration"},
-                "platt": list(platt), "explain_features": list(bundle.explain_features),
-                "policy": policy.model_dump()},
+        params={**config.model_dump(), **fitted.info, "policy": policy.model_dump()},
     )
-    return TrainingResult(bundle=bundle, metadata=metadata, holdout=scored, evaluation=evaluation)
+    return TrainingResult(bundle=fitted.bundle, metadata=metadata, holdout=scored, evaluation=evaluation)
+
+
+def holdout_metrics(scored: pd.DataFrame, evaluation: EvaluationMetrics, bundle: ModelBundle,
+                    policy: RiskPolicy, k: int) -> dict:
+    """The evaluation's summary plus the model's Brier score and the risk score without
+    the anomaly model (so every report shows whether the Isolation Forest adds)."""
+    from models.evaluation import ranking
+
+    metrics = evaluation.summary()
+    y = scored["is_fraud"].to_numpy(dtype=bool)
+    metrics["model_brier"] = float(np.mean((scored["fraud_probability"].to_numpy() - y) ** 2)) if len(y) else None
+    plain = score_frame(scored, bundle, policy.model_copy(update={"anomaly_weight": 0.0}),
+                        scored["rule_score"].to_numpy())
+    no_anomaly = ranking(plain, "risk_score", k, evaluation.tz, evaluation.fixed_alert_rate)
+    metrics["risk_without_anomaly_average_precision"] = no_anomaly.average_precision
+    metrics["risk_without_anomaly_roc_auc"] = no_anomaly.roc_auc
+    metrics[f"risk_without_anomaly_card_precision_at_{k}"] = no_anomaly.card_precision_at_k
+    return metrics
 
 
 def train(events: Sequence["TransactionEvent"], labels: Sequence["Label"],

@@ -1,0 +1,708 @@
+"""Backtesting: how a fraud team judges txmon on its own labelled history.
+
+``txmon backtest`` is the one place txmon's detection numbers come from. Given a
+labelled file (or the simulator) and a train/test split in time, it:
+
+1. reads the source in chunks (:func:`read_file`, :func:`simulated`): each chunk is mapped
+   and validated by the replay mapping's own code (ingestion/replay.py) and kept as typed
+   columns; no Python object per row outlives its chunk. Rejected rows keep their row
+   number, reason and label (:class:`ingestion.replay.RejectedRow`).
+2. computes the stream's features (spark_jobs/features.add_features, one in-memory profile
+   store) over the whole file in event-time order, chunk by chunk, so every row's features
+   are as of that row, from the file's first row: rows before the training window only
+   build profiles. A label is known ``label_delay`` after its transaction, for the
+   label-based features as for training.
+3. trains with :func:`models.training.fit` on the training window, on the rows whose label
+   is known at the window's end (the rest of the window is dropped, not counted genuine:
+   see docs/detection.md, "Backtesting");
+4. scores the test window as the stream does: the rules (spark_jobs/rules.apply_rules, the
+   same compiled Spark SQL, in a local SparkSession), both models, risk and decision
+   (models/scoring.score_frame), reasons (spark_jobs/detection's);
+5. measures txmon's risk score and model probability, and a logistic regression and a
+   random forest fitted on the same rows and features, with the same metrics
+   (models/evaluation.ranking), per window; ``rolling`` windows slide by the test length.
+
+:func:`run` returns a :class:`BacktestResult`; :func:`write_outputs` writes the scores,
+the report (markdown, JSON, charts) and the rejects.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from itertools import islice
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import pandas as pd
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from models.bundle import ModelBundle, feature_matrix
+from models.dataset import features_in_chunks
+from models.errors import TrainingDataError
+from models.evaluation import DEFAULT_ALERT_RATE, DEFAULT_K, DEFAULT_TZ, EvaluationMetrics, evaluate_frame, ranking
+from models.risk import RiskPolicy
+from models.scoring import score_frame
+from models.training import FitResult, TrainingConfig, fit
+from spark_jobs.features import FEATURES, transactions_frame
+
+__all__ = ["BacktestConfig", "BacktestResult", "BacktestWindow", "LabelledSource", "WindowResult",
+           "default_window", "read_file", "rule_hits", "run", "score_window", "simulated", "write_outputs"]
+
+DEFAULT_CHUNK_ROWS = 100_000
+SCORERS = ("txmon risk", "txmon model", "txmon risk without anomaly", "logistic regression", "random forest")
+"""What every report compares, in this order; the first is txmon's verdict line."""
+_COLUMN = {"txmon risk": "risk_score", "txmon model": "fraud_probability",
+           "txmon risk without anomaly": "risk_without_anomaly", "logistic regression": "lr_probability",
+           "random forest": "rf_probability"}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class BacktestWindow(_Frozen):
+    """[train_start, train_end) trains, [test_start, test_end) is scored; UTC instants."""
+
+    train_start: AwareDatetime
+    train_end: AwareDatetime
+    test_start: AwareDatetime
+    test_end: AwareDatetime
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "BacktestWindow":
+        if not self.train_start < self.train_end <= self.test_start < self.test_end:
+            raise ValueError(
+                "windows must satisfy train-start < train-end <= test-start < test-end (the test window "
+                f"follows the training window); got {self.describe()}")
+        return self
+
+    def shifted(self, steps: int) -> "BacktestWindow":
+        """This window moved forward by ``steps`` test lengths (prequential rolling)."""
+        delta = (self.test_end - self.test_start) * steps
+        return BacktestWindow(train_start=self.train_start + delta, train_end=self.train_end + delta,
+                              test_start=self.test_start + delta, test_end=self.test_end + delta)
+
+    def describe(self) -> str:
+        def fmt(t: datetime) -> str:
+            return t.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M")
+        return (f"train {fmt(self.train_start)} .. {fmt(self.train_end)} UTC, "
+                f"test {fmt(self.test_start)} .. {fmt(self.test_end)} UTC")
+
+
+class BacktestConfig(_Frozen):
+    window: BacktestWindow
+    label_delay: timedelta | None = Field(
+        None, description="labels known this long after their transaction (None: the source's own)")
+    rolling: int = Field(1, ge=1, description="consecutive windows, each moved on by the test length")
+    k: int = Field(DEFAULT_K, ge=1)
+    alert_rate: float = Field(DEFAULT_ALERT_RATE, gt=0, le=1)
+    tz: str = DEFAULT_TZ
+    training: TrainingConfig = TrainingConfig()
+    baselines: bool = True
+    chunk_rows: int = Field(DEFAULT_CHUNK_ROWS, ge=100)
+
+
+# ------------------------------------------------------------------------ sources
+
+
+@dataclass
+class LabelledSource:
+    """A labelled history as typed columns: the features frame's inputs plus ``row_number``
+    (the source's, from 1), ``is_fraud``, ``scenario`` and ``label_time``."""
+
+    transactions: pd.DataFrame
+    name: str
+    rejects: list = field(default_factory=list)
+    """ingestion.replay.RejectedRow of every source row left out."""
+    rows_read: int = 0
+
+    @property
+    def rejected_fraud(self) -> int:
+        return sum(r.is_fraud is True for r in self.rejects)
+
+
+def _event_frame(events: list, row_numbers: list[int], labels: list[tuple[bool, str | None]],
+                 label_times: list) -> pd.DataFrame:
+    frame = transactions_frame(events)
+    frame["schema_version"] = [e.schema_version for e in events]
+    frame["payer_ifsc"] = [e.payer.ifsc for e in events]
+    frame["payer_vpa"] = [e.payer.vpa for e in events]
+    frame["payee_ifsc"] = [e.payee.ifsc for e in events]
+    frame["currency"] = [str(e.currency) for e in events]
+    frame["ip"] = [e.ip for e in events]
+    frame["row_number"] = np.asarray(row_numbers, dtype=np.int64)
+    frame["is_fraud"] = np.asarray([bool(lb[0]) for lb in labels], dtype=bool)
+    frame["scenario"] = [lb[1] if lb[0] else None for lb in labels]
+    frame["label_time"] = pd.to_datetime(pd.Series(label_times), utc=True).to_numpy()
+    frame["label_time"] = pd.to_datetime(frame["label_time"], utc=True)
+    return frame
+
+
+class _OffsetMapper:
+    """A replay row mapper seen from a later chunk of the file: row numbers count from the
+    file's first row (generated txn ids depend on them)."""
+
+    def __init__(self, mapper, offset: int) -> None:
+        self.mapper, self.offset = mapper, offset
+        self.columns = mapper.columns
+
+    def event(self, row, row_number: int):
+        return self.mapper.event(row, row_number + self.offset)
+
+    def label(self, row):
+        return self.mapper.label(row)
+
+
+def read_file(path: str | Path, mapping, *, label_delay: timedelta | None = None,
+              chunk_rows: int = DEFAULT_CHUNK_ROWS, rejects_path: str | Path | None = None,
+              now: datetime | None = None) -> LabelledSource:
+    """A labelled CSV/Parquet file through its replay mapping (which needs a ``label:``
+    section), chunk by chunk; ``label_delay`` overrides the mapping's ``label.delay``.
+    ``rejects_path``: the rows left out, as replay writes them (row number, reason, every
+    problem, label, raw row)."""
+    from ingestion import replay
+
+    mapping_name = "given" if isinstance(mapping, replay.ReplayMapping) else Path(mapping).name
+    mapping = mapping if isinstance(mapping, replay.ReplayMapping) else replay.load_mapping(mapping)
+    if mapping.label is None:
+        raise replay.ReplayMappingError("the mapping has no `label:` section, so the file has no ground truth to "
+                                        "backtest against; add one (label: {is_fraud: {column: ...}})")
+    path = Path(path)
+    delay = label_delay if label_delay is not None else mapping.label.delay
+    frame = replay.read_source(path, mapping)
+    mapper = replay._RowMapper(mapping, path.name)
+    now = now or datetime.now(timezone.utc)
+    parts, rejects = [], []
+    for start in range(0, len(frame), chunk_rows):
+        found: list = []
+        valid = replay._map_rows(frame.iloc[start:start + chunk_rows], _OffsetMapper(mapper, start), now,
+                                 found.append, progress=False)
+        rejects += [dataclasses.replace(r, row_number=r.row_number + start) for r in found]
+        if valid:
+            events = [v.event for v in valid]
+            parts.append(_event_frame(events, [v.row_number + start for v in valid],
+                                      [v.label or (False, None) for v in valid],
+                                      [e.event_time + delay for e in events]))
+        del valid
+    if rejects_path is not None:
+        replay._write_rejects(Path(rejects_path), frame, rejects)
+    rows = len(frame)
+    del frame
+    if not parts:
+        raise TrainingDataError(f"no row of {path.name} became a transaction ({len(rejects)} rejected); "
+                                "see the rejects file and fix the mapping")
+    name = f"replay {path.name} mapping {mapping_name}"
+    return LabelledSource(pd.concat(parts, ignore_index=True), name, rejects, rows)
+
+
+def simulated(n: int, seed: int = 42, *, mean_tps: float | None = None, label_delay: timedelta | None = None,
+              chunk_rows: int = DEFAULT_CHUNK_ROWS) -> LabelledSource:
+    """The first ``n`` transactions of the default simulator mix (``models.sources``' rate),
+    chunk by chunk; labels at the simulator's own label times unless ``label_delay``."""
+    from ingestion.simulator import Simulator, SimulatorConfig
+    from models.sources import DEFAULT_SIMULATED_TPS
+
+    tps = mean_tps or DEFAULT_SIMULATED_TPS
+    items: Iterator = iter(Simulator(SimulatorConfig(mean_tps=tps), seed).generate(n))
+    parts, done = [], 0
+    while True:
+        chunk = list(islice(items, chunk_rows))
+        if not chunk:
+            break
+        events = [i.event for i in chunk]
+        times = [(i.event.event_time + label_delay) if label_delay is not None else i.label.label_time for i in chunk]
+        parts.append(_event_frame(events, list(range(done + 1, done + len(chunk) + 1)),
+                                  [(i.label.is_fraud, i.label.scenario) for i in chunk], times))
+        done += len(chunk)
+    return LabelledSource(pd.concat(parts, ignore_index=True), f"simulator n={n} seed={seed} mean_tps={tps}",
+                          rows_read=done)
+
+
+def default_window(times: pd.Series, tz: str = DEFAULT_TZ) -> BacktestWindow:
+    """A split of the source's span in whole days of ``tz``: the first quarter builds
+    profiles only, the last third is the test, the training window between (for runs that
+    give no dates, such as ``--simulate N``)."""
+    local = pd.to_datetime(times, utc=True).dt.tz_convert(tz)
+    first, last = local.min().normalize(), local.max().normalize() + pd.Timedelta(days=1)
+    days = int((last - first) / pd.Timedelta(days=1))
+    if days < 3:
+        raise TrainingDataError(f"the data spans {days} day(s); give --train-start/--train-end/--test-start/"
+                                "--test-end explicitly (a default split needs 3 days or more)")
+    history = max(1, days // 4)
+    test = max(1, days // 3)
+    train_start = first + pd.Timedelta(days=history)
+    test_start = last - pd.Timedelta(days=test)
+    return BacktestWindow(train_start=train_start.to_pydatetime(), train_end=test_start.to_pydatetime(),
+                          test_start=test_start.to_pydatetime(), test_end=last.to_pydatetime())
+
+
+# -------------------------------------------------------------------------- rules
+
+
+def _rules_schema():
+    """The Spark schema of the rows the stream's rules see: landed transactions
+    (spark_jobs/validation.typed_schema), ``payee_key``, every feature with its stream type."""
+    from pyspark.sql import types as T
+
+    from spark_jobs.detection import _with_columns
+    from spark_jobs.validation import typed_schema
+
+    schema = T.StructType([T.StructField("_pos", T.LongType()), *typed_schema().fields,
+                           T.StructField("payee_key", T.StringType())])
+    return _with_columns(schema, tuple(f for f in FEATURES if f != "amount_paise"))
+
+
+def local_spark():
+    """A small local SparkSession for the rules (the active one if there is one): the rules
+    are Spark SQL, and evaluating them with Spark is what keeps them one definition."""
+    import os
+    import sys
+
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = (SparkSession.builder.master("local[2]").appName("txmon-backtest")
+               .config("spark.sql.session.timeZone", "UTC").config("spark.ui.enabled", "false")
+               .config("spark.ui.showConsoleProgress", "false")
+               .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+               .config("spark.driver.bindAddress", "127.0.0.1").config("spark.driver.host", "127.0.0.1")
+               .config("spark.driver.memory", "2g").config("spark.sql.shuffle.partitions", "4"))
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+def rule_hits(featured: pd.DataFrame, ruleset, spark) -> tuple[np.ndarray, list[list[str]]]:
+    """(rule_score, rules_fired) of every row of ``featured``, in its order, computed by
+    :func:`spark_jobs.rules.apply_rules` on a Spark frame with the stream's column types
+    (missing values are nulls there, as in the stream)."""
+    import pyarrow as pa
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    from spark_jobs.rules import apply_rules, check_conditions
+
+    if featured.empty:
+        return np.zeros(0), []
+    frame = featured.copy()
+    frame["_pos"] = np.arange(len(frame), dtype=np.int64)
+    schema = _rules_schema()
+    for f in schema.fields:
+        if f.name not in frame.columns:
+            frame[f.name] = None
+    arrow_schema = to_arrow_schema(schema, timezone="UTC")
+    table = pa.Table.from_pandas(frame[arrow_schema.names], schema=arrow_schema, preserve_index=False)
+    df = spark.createDataFrame(table)
+    check_conditions(spark, ruleset, df.schema)
+    out = apply_rules(df, ruleset).select("_pos", "rule_score", "rules_fired").toArrow().to_pandas()
+    out = out.sort_values("_pos").reset_index(drop=True)
+    fired = [list(f) if f is not None else [] for f in out["rules_fired"]]
+    return out["rule_score"].to_numpy(dtype=np.float64), fired
+
+
+# ------------------------------------------------------------------------ scoring
+
+
+def _top_reasons(scored: pd.DataFrame, fired: list[list[str]], bundle: ModelBundle, ruleset,
+                 top: int = 3) -> list[str]:
+    """"CODE: description" of each row's strongest reasons (the stream's
+    spark_jobs.detection._reasons), for rows that were flagged or fired a rule."""
+    from spark_jobs.detection import _reasons
+
+    rules = {r.id: r for r in ruleset.rules}
+    decision = scored["decision"].astype(str).to_numpy()
+    flagged = np.flatnonzero(decision != "APPROVE")
+    explanations = dict(zip(flagged, bundle.explain(scored.iloc[flagged], top_k=3))) if len(flagged) else {}
+    out = [""] * len(scored)
+    need = sorted(set(flagged.tolist()) | {i for i, f in enumerate(fired) if f})
+    records = scored.iloc[need].to_dict("records") if need else []
+    for i, row in zip(need, records):
+        reasons = _reasons(row, fired[i], rules, explanations.get(i, []), decision[i], float(row["fraud_probability"]))
+        out[i] = " | ".join(f"{r['code']}: {r['description']}" for r in reasons[:top])
+    return out
+
+
+def score_window(features: pd.DataFrame, bundle: ModelBundle, ruleset, spark,
+                 hits: tuple[np.ndarray, list[list[str]]] | None = None) -> pd.DataFrame:
+    """``features`` scored as the stream scores them: rules + models + risk + decision
+    (:func:`models.scoring.score_frame` under the rules file's policy), with
+    ``rules_fired``, ``top_reasons`` and ``risk_without_anomaly`` (anomaly weight 0)."""
+    rule_score, fired = hits if hits is not None else rule_hits(features, ruleset, spark)
+    policy: RiskPolicy = ruleset.policy
+    scored = score_frame(features, bundle, policy, rule_score)
+    scored["rules_fired"] = [";".join(f) for f in fired]
+    plain = score_frame(features, bundle, policy.model_copy(update={"anomaly_weight": 0.0}), rule_score)
+    scored["risk_without_anomaly"] = plain["risk_score"].to_numpy()
+    scored["top_reasons"] = _top_reasons(scored, fired, bundle, ruleset)
+    return scored
+
+
+# ---------------------------------------------------------------------- baselines
+
+
+def _baseline_matrix(frame: pd.DataFrame) -> np.ndarray:
+    x = feature_matrix(frame)
+    x[~np.isfinite(x)] = np.nan  # imputed like any missing value
+    return x
+
+
+def fit_baselines(train: pd.DataFrame, seed: int) -> dict:
+    """The textbook references, on the same rows and features as txmon's model: a
+    logistic regression (median-imputed, standardised) and a random forest (median-imputed)."""
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = _baseline_matrix(train), train["is_fraud"].to_numpy(dtype=bool)
+    lr = make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler(),
+                       LogisticRegression(max_iter=2000)).fit(x, y)
+    rf = make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True),
+                       RandomForestClassifier(n_estimators=100, min_samples_leaf=5, random_state=seed,
+                                              n_jobs=1)).fit(x, y)
+    return {"lr_probability": lr, "rf_probability": rf}
+
+
+# --------------------------------------------------------------------------- run
+
+
+@dataclass
+class WindowResult:
+    index: int
+    window: BacktestWindow
+    scored: pd.DataFrame
+    """The test window scored (features, labels, every scorer's column)."""
+    evaluation: EvaluationMetrics
+    rankings: dict
+    """Scorer name -> models.evaluation.RankingMetrics."""
+    scenario_recall: dict
+    """Scorer name -> {scenario: recall at the fixed alert rate}."""
+    fit: FitResult
+    counts: dict
+
+
+@dataclass
+class BacktestResult:
+    config: BacktestConfig
+    source: str
+    windows: list[WindowResult]
+    rows: int
+    rejected: int
+    rejected_fraud: int
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        """Scorer -> metric -> {"mean", "std", "values"} over the windows."""
+        out: dict = {}
+        for name in SCORERS:
+            per = [w.rankings[name] for w in self.windows if name in w.rankings]
+            if not per:
+                continue
+            out[name] = {}
+            for metric in ("roc_auc", "average_precision", "card_precision_at_k", "recall_at_alert_rate",
+                           "daily_precision_at_k"):
+                values = [getattr(r, metric) for r in per]
+                known = [v for v in values if v is not None]
+                out[name][metric] = {"mean": float(np.mean(known)) if known else None,
+                                     "std": float(np.std(known)) if len(known) > 1 else (0.0 if known else None),
+                                     "values": values}
+        return out
+
+    def verdict(self) -> dict:
+        """Whether txmon's risk score beat each baseline, per headline metric (mean over windows)."""
+        summary = self.summary()
+        txmon = summary.get("txmon risk", {})
+        out = {}
+        for base in ("logistic regression", "random forest"):
+            if base not in summary:
+                continue
+            for metric in ("roc_auc", "average_precision", "card_precision_at_k"):
+                a, b = txmon.get(metric, {}).get("mean"), summary[base][metric]["mean"]
+                out[f"{base}: {metric}"] = None if a is None or b is None else bool(a > b)
+        return out
+
+
+def _scenario_recall(frame: pd.DataFrame, column: str, rate: float) -> dict:
+    """Recall per fraud scenario when the top ``rate`` of transactions by ``column`` are flagged."""
+    y = frame["is_fraud"].to_numpy(dtype=bool)
+    if not y.any():
+        return {}
+    n = max(1, int(round(rate * len(frame))))
+    score = frame[column].to_numpy(dtype=np.float64)
+    # Expected flags per row with ties at the cut shared (as precision_at_k shares them).
+    cut = np.sort(score)[::-1][n - 1]
+    above, tied = score > cut, score == cut
+    share = (n - above.sum()) / tied.sum()
+    flag = np.where(above, 1.0, np.where(tied, share, 0.0))
+    scenario = frame["scenario"].astype("object").where(frame["scenario"].notna(), "unknown").astype(str)
+    out = {}
+    for name in sorted(set(scenario[y])):
+        rows = y & (scenario.to_numpy() == name)
+        out[name] = float(flag[rows].sum() / rows.sum())
+    return out
+
+
+def _window_rows(featured: pd.DataFrame, start: datetime, end: datetime) -> pd.DataFrame:
+    t = featured["event_time"]
+    return featured[(t >= pd.Timestamp(start)) & (t < pd.Timestamp(end))].reset_index(drop=True)
+
+
+def run(source: LabelledSource, config: BacktestConfig, ruleset, *, spark=None, log=print,
+        rule_scorer=None) -> BacktestResult:
+    """Features over the whole source, then each window: fit, score, baselines, metrics.
+
+    ``rule_scorer(features) -> (rule_score, rules_fired)`` replaces :func:`rule_hits` (and
+    its SparkSession) in tests that check everything but the rules."""
+    if config.label_delay is not None:  # one delay for every label, features and training alike
+        source.transactions["label_time"] = source.transactions["event_time"] + pd.Timedelta(config.label_delay)
+    log(f"features: {len(source.transactions):,} transactions in event-time order "
+        f"({config.chunk_rows:,} per chunk)")
+    featured = features_in_chunks(source.transactions, config.chunk_rows)
+    source.transactions = featured.iloc[:0]  # the features frame holds every input column now
+    windows = [config.window.shifted(i) for i in range(config.rolling)]
+    tests = [_window_rows(featured, w.test_start, w.test_end) for w in windows]
+    empty = [i for i, t in enumerate(tests) if t.empty]
+    if empty:
+        raise TrainingDataError(
+            f"test window {empty[0] + 1} ({windows[empty[0]].describe()}) holds no transaction of "
+            f"{source.name} (data from {featured['event_time'].min()} to {featured['event_time'].max()}); "
+            "choose dates inside the data or fewer --rolling windows")
+    if rule_scorer is None:
+        spark = spark or local_spark()
+
+        def rule_scorer(frame):
+            return rule_hits(frame, ruleset, spark)
+    # Rules do not depend on the model: every test row of every window, in one Spark job.
+    tested = pd.concat(tests, ignore_index=True)
+    rule_score, fired = rule_scorer(tested)
+    offsets = np.cumsum([0] + [len(t) for t in tests])
+    results, notes = [], []
+    for i, (window, test) in enumerate(zip(windows, tests)):
+        train = _window_rows(featured, window.train_start, window.train_end)
+        known = train[train["label_time"] <= pd.Timestamp(window.train_end)]
+        counts = {"train_rows": len(train), "train_rows_label_known": len(known),
+                  "train_frauds_known": int(known["is_fraud"].sum()),
+                  "train_frauds_unknown_yet": int(train["is_fraud"].sum() - known["is_fraud"].sum()),
+                  "history_rows": int((featured["event_time"] < pd.Timestamp(window.train_start)).sum()),
+                  "test_rows": len(test), "test_frauds": int(test["is_fraud"].sum())}
+        if known.empty:
+            raise TrainingDataError(
+                f"window {i + 1}: no training transaction's label is known by train-end "
+                f"({window.describe()}); make the training window longer than the label delay")
+        log(f"window {i + 1}/{len(windows)}: {window.describe()}: training on {len(known):,} rows with known "
+            f"labels ({counts['train_frauds_known']:,} fraud; {len(train) - len(known):,} later rows wait for "
+            f"their labels), testing on {len(test):,} ({counts['test_frauds']:,} fraud)")
+        training = config.training.model_copy(update={"k": config.k})
+        fitted = fit(known, training)
+        a, b = offsets[i], offsets[i + 1]
+        scored = score_window(test, fitted.bundle, ruleset, spark, (rule_score[a:b], fired[a:b]))
+        if config.baselines:
+            for column, model in fit_baselines(known, training.seed).items():
+                scored[column] = model.predict_proba(_baseline_matrix(scored))[:, 1]
+        evaluation = evaluate_frame(scored, config.k, ruleset.policy, config.tz, config.alert_rate)
+        rankings = {name: ranking(scored, column, config.k, config.tz, config.alert_rate)
+                    for name, column in _COLUMN.items() if column in scored.columns}
+        scenarios = {name: _scenario_recall(scored, column, config.alert_rate)
+                     for name, column in _COLUMN.items() if column in scored.columns}
+        scored.insert(0, "window", i + 1)
+        results.append(WindowResult(i + 1, window, scored, evaluation, rankings, scenarios, fitted, counts))
+        notes += [f"window {i + 1}: {n}" for n in evaluation.notes]
+    return BacktestResult(config, source.name, results, rows=len(featured), rejected=len(source.rejects),
+                          rejected_fraud=source.rejected_fraud, notes=notes)
+
+
+# ----------------------------------------------------------------------- outputs
+
+SCORE_COLUMNS = ("window", "txn_id", "row_number", "event_time", "payer_account", "is_fraud", "scenario",
+                 "risk_score", "fraud_probability", "decision", "top_reasons", "rules_fired", "rule_score",
+                 "anomaly", "risk_without_anomaly", "lr_probability", "rf_probability")
+
+
+def write_scores(result: BacktestResult, path: str | Path) -> Path:
+    """One row per test-window transaction (the file's own txn id and row number)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    first = True
+    for w in result.windows:
+        columns = [c for c in SCORE_COLUMNS if c in w.scored.columns]
+        out = w.scored[columns].copy()
+        out["is_fraud"] = out["is_fraud"].astype(int)
+        out.to_csv(path, mode="w" if first else "a", header=first, index=False)
+        first = False
+    return path
+
+
+def _fmt(value, pct: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{100 * value:.2f}%" if pct else f"{value:.4f}"
+
+
+def _mean_std(entry: dict, pct: bool = False) -> str:
+    if entry["mean"] is None:
+        return "n/a"
+    if len(entry["values"]) > 1:
+        return f"{_fmt(entry['mean'], pct)} ± {_fmt(entry['std'], pct)}"
+    return _fmt(entry["mean"], pct)
+
+
+def headline_rows(result: BacktestResult) -> list[tuple[str, str, str, str, str]]:
+    """(scorer, ROC-AUC, AP, card precision@k, recall at the alert rate): the report's table."""
+    summary = result.summary()
+    return [(name, _mean_std(m["roc_auc"]), _mean_std(m["average_precision"]), _mean_std(m["card_precision_at_k"]),
+             _mean_std(m["recall_at_alert_rate"], pct=True)) for name, m in summary.items()]
+
+
+def _charts(result: BacktestResult, out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import precision_recall_curve
+
+    pooled = pd.concat([w.scored for w in result.windows], ignore_index=True)
+    y = pooled["is_fraud"].to_numpy(dtype=bool)
+    names = []
+    fig, ax = plt.subplots(figsize=(6.5, 4.8), dpi=110)
+    if y.any() and not y.all():
+        for name, column in _COLUMN.items():
+            if column in pooled.columns:
+                p, r, _ = precision_recall_curve(y, pooled[column].to_numpy(dtype=np.float64))
+                ax.plot(r, p, label=name, drawstyle="steps-post")
+    ax.axhline(y.mean() if len(y) else 0, color="grey", linestyle=":", label=f"base rate {y.mean():.2%}")
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02),
+           title="Precision-recall, test window(s)")
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "pr_curve.png")
+    plt.close(fig)
+    names.append("pr_curve.png")
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=110)
+    bins = np.arange(0, 102, 2)
+    ax.hist(pooled.loc[~y, "risk_score"], bins=bins, density=True, alpha=0.6, label="genuine")
+    if y.any():
+        ax.hist(pooled.loc[y, "risk_score"], bins=bins, density=True, alpha=0.6, label="fraud")
+    policy = result.windows[0].evaluation.policy
+    for key in ("review_at", "block_at"):
+        ax.axvline(policy[key], color="black", linestyle="--", linewidth=0.8)
+    ax.set(xlabel="txmon risk score", ylabel="density (log)", yscale="log", title="Risk score by label")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "score_distribution.png")
+    plt.close(fig)
+    names.append("score_distribution.png")
+
+    from models.evaluation import card_precision_at_k
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    for name, column in _COLUMN.items():
+        if column not in pooled.columns or name == "txmon risk without anomaly":
+            continue
+        days = [d for w in result.windows for d in card_precision_at_k(w.scored, result.config.k, column,
+                                                                        result.config.tz)]
+        ax.plot([pd.Timestamp(d.day) for d in days], [d.precision for d in days], marker="o", label=name)
+    ax.set(ylabel=f"card precision@{result.config.k}", ylim=(0, 1.02), title="Daily card precision@k (literature)")
+    ax.legend(fontsize=8)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(out / "daily_precision.png")
+    plt.close(fig)
+    names.append("daily_precision.png")
+    return names
+
+
+def report_json(result: BacktestResult, command: str | None = None) -> dict:
+    def windows():
+        for w in result.windows:
+            yield {"window": w.index, **json.loads(w.window.model_dump_json()), "counts": w.counts,
+                   "rankings": {k: v.model_dump() for k, v in w.rankings.items()},
+                   "scenario_recall_at_alert_rate": w.scenario_recall,
+                   "txmon": w.evaluation.summary(),
+                   "training": {"calibration": w.fit.calibration,
+                                **{k: v for k, v in w.fit.info.items() if k != "explain_features"}}}
+    return {"command": command, "source": result.source, "rows": result.rows, "rejected": result.rejected,
+            "rejected_fraud": result.rejected_fraud, "config": json.loads(result.config.model_dump_json()),
+            "summary": result.summary(), "txmon_beats": result.verdict(), "notes": result.notes,
+            "windows": list(windows())}
+
+
+def write_report(result: BacktestResult, out_dir: str | Path, command: str | None = None) -> Path:
+    """report.md, backtest.json and the charts (pr_curve, score_distribution, daily_precision)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = report_json(result, command)
+    (out / "backtest.json").write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+    charts = _charts(result, out)
+    cfg = result.config
+    k = cfg.k
+    lines = [f"# Backtest: {result.source}", ""]
+    if command:
+        lines += ["```", command, "```", ""]
+    lines += [f"{result.rows:,} transactions read through the stream's features; {result.rejected:,} source rows "
+              f"rejected ({result.rejected_fraud:,} of them labelled fraud). Labels known "
+              f"{'the source' + chr(39) + 's delay' if cfg.label_delay is None else cfg.label_delay} after their "
+              f"transaction. {len(result.windows)} window(s)" + (" (mean ± std)" if len(result.windows) > 1 else "")
+              + ".", ""]
+    lines += [f"| scorer | ROC-AUC | average precision | card precision@{k} | recall at "
+              f"{_fmt(cfg.alert_rate, True)} alerts |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {' | '.join(row)} |" for row in headline_rows(result)]
+    verdict = result.verdict()
+    if verdict:
+        beat = [k_ for k_, v in verdict.items() if v]
+        lost = [k_ for k_, v in verdict.items() if v is False]
+        lines += ["", f"**txmon's risk score beats the baselines on {len(beat)} of {len(verdict)} comparisons.**"
+                  + (f" Not on: {', '.join(lost)}." if lost else "")]
+    lines += ["", f"Card precision@{k} is the literature's (per {cfg.tz} day, the {k} accounts with the highest "
+              "score, accounts already detected on earlier test days removed, divided by k, mean over days); "
+              "txmon's own daily precision@k (ties shared, detected accounts kept) is in backtest.json.", ""]
+    for w in result.windows:
+        info = w.fit.info
+        lines += [f"## Window {w.index}: {w.window.describe()}", ""]
+        c = w.counts
+        lines += [f"History before training: {c['history_rows']:,} rows (profiles only). Training: "
+                  f"{c['train_rows_label_known']:,} rows with known labels ({c['train_frauds_known']:,} fraud); "
+                  f"{c['train_rows'] - c['train_rows_label_known']:,} later rows dropped (label not yet known, "
+                  f"{c['train_frauds_unknown_yet']:,} of them fraud). Test: {c['test_rows']:,} rows, "
+                  f"{c['test_frauds']:,} fraud.", ""]
+        lines += [f"Model: {w.fit.calibration}; hyperparameters {info.get('hyperparameters')}, "
+                  f"{info.get('boosting_iterations')} iterations"
+                  + (f"; validation AP over 3 seeds {info['seed_validation_ap']} (spread {info['seed_ap_spread']})"
+                     if "seed_ap_spread" in info else "") + ".", ""]
+        ev = w.evaluation
+        lines += [f"Decisions (policy {', '.join(f'{k_}={v}' for k_, v in ev.policy.items())}): alert rate "
+                  f"{_fmt(ev.alert_rate, True)}, recall {_fmt(ev.recall, True)}.", ""]
+        scen = w.scenario_recall.get("txmon risk", {})
+        if scen and (len(scen) > 1 or "unknown" not in scen):
+            names = [n for n in SCORERS if n in w.scenario_recall]
+            lines += [f"Recall per scenario at {_fmt(cfg.alert_rate, True)} alerts:", "",
+                      "| scenario | " + " | ".join(names) + " | decision recall (txmon) |",
+                      "| --- |" + " --- |" * (len(names) + 1)]
+            by_decision = {s.scenario: s.recall for s in ev.by_scenario}
+            for s in sorted(scen):
+                lines.append(f"| {s} | " + " | ".join(_fmt(w.scenario_recall[n].get(s), True) for n in names)
+                             + f" | {_fmt(by_decision.get(s), True)} |")
+            lines.append("")
+    if result.notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in result.notes] + [""]
+    lines += [f"![{c}]({c})" for c in charts] + [""]
+    report = out / "report.md"
+    report.write_text("\n".join(lines), encoding="utf-8")
+    return report
+
+
+def write_outputs(result: BacktestResult, *, scores_out: Path | None, report_dir: Path | None,
+                  command: str | None = None) -> dict:
+    written = {}
+    if scores_out is not None:
+        written["scores"] = write_scores(result, scores_out)
+    if report_dir is not None:
+        written["report"] = write_report(result, report_dir, command)
+    return written

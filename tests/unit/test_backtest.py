@@ -1,0 +1,188 @@
+"""Backtesting on small files: chunked reading and features, labels known only after their
+delay, one score per test row, the report, the literature's card precision@k.
+
+The rules (Spark SQL) are replaced by zeros here; tests/integration/test_backtest_parity.py
+runs them, and the whole scoring, against the stream."""
+from __future__ import annotations
+
+import csv
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models import backtest as bt
+from models.dataset import features_in_chunks, labelled_features
+from models.errors import TrainingDataError
+from models.evaluation import card_precision_at_k, recall_at_alert_rate
+from models.training import TrainingConfig
+from spark_jobs.features import FEATURES
+from spark_jobs.rules import load_rules
+
+ROOT = Path(__file__).resolve().parents[2]
+CARD_MAPPING = ROOT / "config/replay/card_transactions.yaml"
+FAST = TrainingConfig(seed=5, max_iter=30, iforest_estimators=10, tune=False, seed_spread=False)
+
+
+def _no_rules(frame):
+    return np.zeros(len(frame)), [[] for _ in range(len(frame))]
+
+
+@pytest.fixture(scope="module")
+def source():
+    return bt.simulated(6_000, seed=11, mean_tps=0.02, chunk_rows=1_000)  # ~3.5 days
+
+
+def test_card_precision_removes_accounts_detected_on_earlier_days_and_divides_by_k():
+    t = pd.to_datetime(["2025-01-06T04:00Z"] * 4 + ["2025-01-07T04:00Z"] * 4, utc=True)
+    frame = pd.DataFrame({"event_time": t, "payer_account": list("ABCDABCD"),
+                          "risk_score": [90, 80, 80, 10, 99, 70, 70, 70],
+                          "is_fraud": [1, 0, 1, 0, 1, 1, 0, 1]})
+    days = card_precision_at_k(frame, k=2, tz="UTC")
+    # day 1: A (90) then B before C on the tie at 80 (account order): A detected -> 1/2
+    # day 2: A is removed although it scores 99; B, C tie at 70 with D: B (fraud), C -> 1/2
+    assert [(d.candidates, d.detected, d.precision) for d in days] == [(4, 1, 0.5), (3, 1, 0.5)]
+    assert card_precision_at_k(frame, k=10, tz="UTC")[0].precision == pytest.approx(0.2)  # 2 found / k
+
+
+def test_recall_at_a_fixed_alert_rate_shares_ties():
+    assert recall_at_alert_rate([1, 0, 1, 0], [5, 5, 5, 5], 0.5) == pytest.approx(0.5)
+    assert recall_at_alert_rate([0, 0], [1, 2], 0.5) is None
+
+
+def test_features_in_chunks_equal_one_pass(source):
+    frame = source.transactions
+    chunked = features_in_chunks(frame, chunk_rows=700)
+    whole = features_in_chunks(frame, chunk_rows=100_000)
+    pd.testing.assert_frame_equal(chunked[["txn_id", *FEATURES]], whole[["txn_id", *FEATURES]])
+    assert chunked["event_time"].is_monotonic_increasing
+
+
+def test_simulated_source_matches_the_training_path(source):
+    from models.sources import simulated
+
+    history = simulated(6_000, seed=11, mean_tps=0.02)
+    expected = labelled_features(history.events, history.labels)
+    got = features_in_chunks(source.transactions, 1_000)
+    pd.testing.assert_frame_equal(got[["txn_id", *FEATURES]].reset_index(drop=True),
+                                  expected[["txn_id", *FEATURES]].reset_index(drop=True))
+    assert got["is_fraud"].sum() == expected["is_fraud"].sum()
+
+
+def _card_file(path: Path) -> Path:
+    """The sample card file plus a few broken rows, one of them a labelled fraud."""
+    rows = list(csv.reader((ROOT / "ingestion/samples/card_transactions_sample.csv").open()))
+    header, data = rows[0], rows[1:]
+    bad = list(data[5])
+    bad[header.index("amt")] = "not money"
+    bad[header.index("is_fraud")] = "1"
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(data[:50] + [bad] + data[50:])
+    return path
+
+
+def test_read_file_in_chunks_keeps_row_numbers_ids_and_rejected_labels(tmp_path):
+    path = _card_file(tmp_path / "cards.csv")
+    small = bt.read_file(path, CARD_MAPPING, chunk_rows=100, rejects_path=tmp_path / "rejects.csv",
+                         label_delay=timedelta(hours=6))
+    whole = bt.read_file(path, CARD_MAPPING, chunk_rows=10_000)
+    pd.testing.assert_frame_equal(small.transactions.drop(columns="label_time"),
+                                  whole.transactions.drop(columns="label_time"))
+    assert small.rows_read == 201
+    bad = [r for r in small.rejects if r.row_number == 51]
+    assert bad and bad[0].is_fraud is True and small.rejected_fraud >= 1
+    rejects = pd.read_csv(tmp_path / "rejects.csv")
+    assert {"row_number", "reason", "is_fraud"} <= set(rejects.columns)
+    assert 51 in rejects["row_number"].tolist()
+    # ids are the file's own (trans_num), row numbers count from the file's first data row
+    first = small.transactions.set_index("row_number").loc[1]
+    assert first["txn_id"] == "d21a7ef5562f19d82f73545bb54e9988"
+    lag = small.transactions["label_time"] - small.transactions["event_time"]
+    assert (lag == pd.Timedelta(hours=6)).all()
+
+
+def _window(source, history_days=1.0, train_days=1.5, test_days=1.0):
+    t0 = source.transactions["event_time"].min().floor("D")
+    w = lambda d: (t0 + pd.Timedelta(days=d)).to_pydatetime()  # noqa: E731
+    return bt.BacktestWindow(train_start=w(history_days), train_end=w(history_days + train_days),
+                             test_start=w(history_days + train_days),
+                             test_end=w(history_days + train_days + test_days))
+
+
+@pytest.fixture(scope="module")
+def result(source):
+    import copy
+
+    config = bt.BacktestConfig(window=_window(source), label_delay=timedelta(hours=12), training=FAST, k=20)
+    return bt.run(copy.deepcopy(source), config, load_rules(), log=lambda *_: None, rule_scorer=_no_rules)
+
+
+def test_training_uses_only_labels_known_at_train_end(result):
+    w = result.windows[0]
+    c = w.counts
+    # Rows of the training window's last 12 hours have no known label yet: left out, not counted genuine.
+    assert 0 < c["train_rows_label_known"] < c["train_rows"]
+    assert c["history_rows"] > 0
+    info = w.fit.info
+    assert info["fit_rows"] + info["validation_rows"] == c["train_rows_label_known"]
+
+
+def test_every_test_row_is_scored_once_with_every_scorer(result, tmp_path):
+    w = result.windows[0]
+    test = w.scored
+    assert len(test) == w.counts["test_rows"] and test["txn_id"].is_unique
+    assert test["event_time"].min() >= pd.Timestamp(w.window.test_start)
+    assert set(result.summary()) == set(bt.SCORERS)
+    out = bt.write_outputs(result, scores_out=tmp_path / "scores.csv", report_dir=tmp_path / "report",
+                           command="txmon backtest --simulate 6000")
+    scores = pd.read_csv(out["scores"])
+    assert len(scores) == len(test)
+    assert {"txn_id", "row_number", "risk_score", "fraud_probability", "decision", "top_reasons"} <= set(scores)
+    assert scores["risk_score"].between(0, 100).all()
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "logistic regression" in report and "card precision@20" in report
+    for chart in ("pr_curve.png", "score_distribution.png", "daily_precision.png", "backtest.json"):
+        assert (tmp_path / "report" / chart).stat().st_size > 0
+
+
+def test_rolling_windows_slide_by_the_test_length(source):
+    import copy
+
+    window = _window(source, history_days=1.0, train_days=1.5, test_days=1.0)
+    config = bt.BacktestConfig(window=window, label_delay=timedelta(hours=1), training=FAST, rolling=2,
+                               baselines=False)
+    result = bt.run(copy.deepcopy(source), config, load_rules(), log=lambda *_: None, rule_scorer=_no_rules)
+    first, second = (w.window for w in result.windows)
+    assert second.test_start == first.test_end and second.train_start - first.train_start == timedelta(days=1)
+    entry = result.summary()["txmon risk"]["average_precision"]
+    assert len(entry["values"]) == 2 and entry["std"] is not None
+
+
+def test_a_window_outside_the_data_says_what_to_do(source):
+    import copy
+
+    far = _window(source, history_days=30)
+    config = bt.BacktestConfig(window=far, training=FAST)
+    with pytest.raises(TrainingDataError, match="holds no transaction"):
+        bt.run(copy.deepcopy(source), config, load_rules(), log=lambda *_: None, rule_scorer=_no_rules)
+
+
+def test_windows_must_be_in_order():
+    t = pd.Timestamp("2025-01-06T00:00Z").to_pydatetime()
+    with pytest.raises(ValueError, match="train-start < train-end <= test-start < test-end"):
+        bt.BacktestWindow(train_start=t, train_end=t + timedelta(days=2), test_start=t + timedelta(days=1),
+                          test_end=t + timedelta(days=3))
+
+
+def test_backtest_cli_checks_its_source_options():
+    from typer.testing import CliRunner
+
+    from infra.cli import app
+
+    result = CliRunner().invoke(app, ["backtest", str(ROOT / "ingestion/samples/card_transactions_sample.csv")])
+    assert result.exit_code != 0
+    assert "--mapping" in (result.output + str(result.exception))
