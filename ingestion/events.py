@@ -24,7 +24,7 @@ import typing
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from enum import Enum, StrEnum
 from typing import Annotated, Any, Iterator, Literal
 
@@ -46,15 +46,16 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 from infra.errors import EventValidationError
 
 __all__ = [
-    "ACCOUNT_NUMBER_PATTERN", "CHANNELS", "CITY_PATTERN", "CONTRACT_REASONS", "CRORE", "DEAD_LETTER_REASONS",
-    "DEVICE_ID_PATTERN", "DEVICE_OPTIONAL_CHANNELS", "FIELD_ENUMS", "FIELD_PATTERNS",
+    "ACCOUNT_NUMBER_PATTERN", "AMOUNT_ROUNDINGS", "CHANNELS", "CITY_PATTERN", "CONTRACT_REASONS", "CRORE",
+    "DEAD_LETTER_REASONS", "DEVICE_ID_PATTERN", "FIELD_ENUMS", "FIELD_FORMATS", "FIELD_PATTERNS",
     "FIELD_RANGES", "IFSC_PATTERN", "IP_PATTERN", "IST", "LAKH", "LAT_RANGE", "LON_RANGE",
-    "MAX_AMOUNT_PAISE", "MCC_PATTERN", "MCC_REQUIRED_TXN_TYPES", "PAISE_PER_RUPEE",
+    "MAX_AMOUNT_PAISE", "MCC_PATTERN", "PAISE_PER_RUPEE",
     "PARTY_ID_FIELDS", "REQUIRED_FIELDS", "RTGS_MIN_AMOUNT_PAISE", "SCHEMA_VERSION",
     "STATUSES", "SUPPORTED_VERSIONS", "TXN_ID_PATTERN", "TXN_TYPES", "VPA_PATTERN",
-    "Channel", "DeadLetterReason", "Geo", "LabelEvent", "Party", "Payer", "Status", "TransactionEvent",
-    "TxnType", "format_inr", "is_unsafe_text", "kafka_key", "paise_to_rupees", "rupees_to_paise",
-    "safe_text", "spark_schema", "to_json", "validate_event", "validate_label",
+    "AmountRounding", "Channel", "DeadLetterReason", "Geo", "LabelEvent", "Party", "Payer", "Problem", "Status",
+    "TransactionEvent", "TxnType", "check_event", "describe_problems", "format_inr", "is_unsafe_text",
+    "kafka_key", "paise_to_rupees", "rupees_to_paise", "safe_text", "spark_schema", "to_json",
+    "validate_event", "validate_label", "whole_paise",
 ]
 
 SCHEMA_VERSION = 1
@@ -115,12 +116,10 @@ CHANNELS: tuple[str, ...] = tuple(c.value for c in Channel)
 TXN_TYPES: tuple[str, ...] = tuple(t.value for t in TxnType)
 STATUSES: tuple[str, ...] = tuple(s.value for s in Status)
 
-MCC_REQUIRED_TXN_TYPES: tuple[str, ...] = tuple(
-    t.value for t in (TxnType.P2M, TxnType.CARD_PAYMENT, TxnType.BILL_PAY)
-)
-"""Merchant payments must name the merchant category; P2P and transfers need not."""
-DEVICE_OPTIONAL_CHANNELS: tuple[str, ...] = (Channel.NEFT.value, Channel.RTGS.value)
-"""Branch / batch rails may have no device; every other channel must send one."""
+# mcc and device_id are optional on every channel and txn_type: many sources (card
+# acquirer files, core-banking exports) have no device or merchant category at all, and
+# the features treat a missing one as "unknown". Rejecting such rows would drop whole
+# data sets, frauds included, instead of scoring them with less information.
 PARTY_ID_FIELDS: tuple[str, ...] = ("account_number", "vpa")
 """A party (payer or payee) must carry at least one of these."""
 
@@ -172,6 +171,9 @@ class DeadLetterReason(StrEnum):
     MISSING_FIELD = "missing_field"
     WRONG_TYPE = "wrong_type"
     UNKNOWN_CHANNEL = "unknown_channel"
+    # A negative amount. Zero is valid (card verifications and authorisation checks are
+    # real, scored transactions); the wire string keeps its old name because stored dead
+    # letters and dashboards already carry it.
     NON_POSITIVE_AMOUNT = "non_positive_amount"
     ABSURD_AMOUNT = "absurd_amount"
     INVALID_FIELD = "invalid_field"
@@ -198,14 +200,28 @@ def _pattern(regex: str) -> StringConstraints:
     return StringConstraints(pattern=regex)
 
 
-TxnId = Annotated[str, _pattern(TXN_ID_PATTERN)]
-AccountNumber = Annotated[str, _pattern(ACCOUNT_NUMBER_PATTERN)]
-Ifsc = Annotated[str, _pattern(IFSC_PATTERN)]
-Vpa = Annotated[str, _pattern(VPA_PATTERN)]
-Mcc = Annotated[str, _pattern(MCC_PATTERN)]
-DeviceId = Annotated[str, _pattern(DEVICE_ID_PATTERN)]
-IpAddress = Annotated[str, _pattern(IP_PATTERN)]
-City = Annotated[str, _pattern(CITY_PATTERN)]
+@dataclass(frozen=True)
+class _Format:
+    """A field's format in plain words with an example: error messages quote it, since a
+    regex is unreadable there. Pydantic ignores this marker; :data:`FIELD_FORMATS` reads it."""
+
+    text: str
+
+
+TxnId = Annotated[str, _pattern(TXN_ID_PATTERN), _Format(
+    "8-64 letters, digits, '_' or '-', starting with a letter or digit, e.g. 0f8fad5b-d9cb-469f")]
+AccountNumber = Annotated[str, _pattern(ACCOUNT_NUMBER_PATTERN), _Format(
+    "9-18 digits, e.g. 123456789012 (left-pad shorter numbers with zeros)")]
+Ifsc = Annotated[str, _pattern(IFSC_PATTERN), _Format("4 capital letters, a 0, then 6 capital letters or digits, "
+                                                      "e.g. HDFC0001234")]
+Vpa = Annotated[str, _pattern(VPA_PATTERN), _Format("name@handle, e.g. asha.rao@okhdfcbank")]
+Mcc = Annotated[str, _pattern(MCC_PATTERN), _Format("4 digits, e.g. 5411")]
+DeviceId = Annotated[str, _pattern(DEVICE_ID_PATTERN), _Format(
+    "1-128 printable ASCII characters without spaces, e.g. a1b2c3d4e5f60718")]
+IpAddress = Annotated[str, _pattern(IP_PATTERN), _Format("an IPv4 or IPv6 address, e.g. 49.36.10.20")]
+City = Annotated[str, _pattern(CITY_PATTERN), _Format("1-100 characters of plain text, e.g. Pune")]
+EventTime = Annotated[datetime, _Format("ISO-8601 with a UTC offset, e.g. 2025-01-06T09:30:00Z")]
+AmountPaise = Annotated[StrictInt, _Format("whole paise as an integer >= 0, e.g. 45050 for Rs 450.50")]
 
 
 class _Contract(BaseModel):
@@ -253,12 +269,12 @@ class TransactionEvent(_Contract):
 
     schema_version: StrictInt
     txn_id: TxnId
-    event_time: datetime
+    event_time: EventTime
     channel: Channel
     txn_type: TxnType
     payer: Payer
     payee: Party
-    amount_paise: StrictInt
+    amount_paise: AmountPaise
     currency: Literal["INR"]
     mcc: Mcc | None = None
     device_id: DeviceId | None = None
@@ -268,7 +284,7 @@ class TransactionEvent(_Contract):
 
     @model_validator(mode="before")
     @classmethod
-    def _version_and_conditional_fields(cls, data: Any) -> Any:
+    def _safe_text_and_version(cls, data: Any) -> Any:
         # Checked on the raw input, before field errors, so the outcome follows the
         # DeadLetterReason precedence whatever else is wrong with the record.
         if not isinstance(data, dict):
@@ -288,23 +304,6 @@ class TransactionEvent(_Contract):
                 "schema_version {version} is not supported (supported: {supported}); "
                 "upgrade txmon or make the producer write version {current}",
                 {"version": version, "supported": SUPPORTED_VERSIONS, "current": SCHEMA_VERSION},
-            )
-        if data.get("txn_type") in MCC_REQUIRED_TXN_TYPES and data.get("mcc") is None:
-            raise PydanticCustomError(
-                DeadLetterReason.MISSING_FIELD,
-                "mcc is required for txn_type {txn_type}; send the merchant category code",
-                {"txn_type": str(data.get("txn_type"))},
-            )
-        channel = data.get("channel")
-        if (
-            channel in CHANNELS
-            and channel not in DEVICE_OPTIONAL_CHANNELS
-            and data.get("device_id") is None
-        ):
-            raise PydanticCustomError(
-                DeadLetterReason.MISSING_FIELD,
-                "device_id is required for channel {channel} (optional only for NEFT/RTGS)",
-                {"channel": str(channel)},
             )
         return data
 
@@ -340,17 +339,18 @@ class TransactionEvent(_Contract):
     @field_validator("amount_paise")
     @classmethod
     def _amount_in_range(cls, value: int, info: ValidationInfo) -> int:
-        if value <= 0:
+        if value < 0:
             raise PydanticCustomError(
                 DeadLetterReason.NON_POSITIVE_AMOUNT,
-                "amount_paise must be > 0, got {amount}",
+                "must be >= 0, got {amount}; send a refund or reversal as its own "
+                "transaction with a positive amount",
                 {"amount": value},
             )
         cap = (info.context or {}).get("max_amount_paise", MAX_AMOUNT_PAISE)
         if value > cap:
             raise PydanticCustomError(
                 DeadLetterReason.ABSURD_AMOUNT,
-                "amount_paise {amount} exceeds the cap {cap}; check the producer's unit "
+                "{amount} exceeds the cap {cap}; check the producer's unit "
                 "(paise, not rupees) or raise max_amount_paise",
                 {"amount": value, "cap": cap},
             )
@@ -469,19 +469,65 @@ def _reason(error: ErrorDetails) -> DeadLetterReason:
     return DeadLetterReason.INVALID_FIELD
 
 
+@dataclass(frozen=True)
+class Problem:
+    """One broken rule: its reason code, where (a dotted path; ``event`` for the record as a
+    whole; None when the record could not be read field by field) and what is wrong, in
+    words that name the expected format."""
+
+    reason: str
+    where: str | None
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}" if self.where else self.message
+
+
+def _shown(value: Any, limit: int = 40) -> str:
+    """A short, printable rendering of an offending value for a message."""
+    text = safe_text(repr(value))
+    text = text.encode("ascii", "backslashreplace").decode() if is_unsafe_text(text) else text
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _problem(error: ErrorDetails) -> Problem:
+    where = ".".join(str(part) for part in error["loc"]) or "event"
+    kind, message = error["type"], error["msg"]
+    expected = FIELD_FORMATS.get(where)
+    if kind == "string_pattern_mismatch":  # the raw regex is unreadable here
+        message = f"{_shown(error.get('input'))} is not {expected or 'in the format of FIELD_PATTERNS[' + repr(where) + ']'}"
+    elif kind == "missing":
+        message = "required but missing" + (f"; send {expected}" if expected else "")
+    elif expected and _reason(error) is DeadLetterReason.WRONG_TYPE:
+        message = f"{message}, got {_shown(error.get('input'))}; send {expected}"
+    return Problem(_reason(error), where, message)
+
+
+def _problems(exc: ValidationError) -> list[Problem]:
+    """Every problem pydantic found, first by DeadLetterReason precedence (stable within one)."""
+    found = [_problem(e) for e in exc.errors(include_url=False)]
+    return sorted(found, key=lambda p: _PRECEDENCE[DeadLetterReason(p.reason)])
+
+
+def describe_problems(problems: list[Problem] | tuple[Problem, ...]) -> str:
+    """One line naming every problem, the first (the reported reason) first.
+
+    >>> describe_problems([Problem("non_positive_amount", "amount_paise", "must be >= 0, got -5"),
+    ...                    Problem("invalid_field", "mcc", "'541' is not 4 digits, e.g. 5411")])
+    "amount_paise: must be >= 0, got -5 | 1 more: [invalid_field] mcc: '541' is not 4 digits, e.g. 5411; see event contract v1 in ingestion/events.py"
+    """
+    first, *rest = problems
+    text = str(first)
+    if rest:  # " | " between problems: a message may hold a ";" of its own
+        text += f" | {len(rest)} more: " + " | ".join(f"[{p.reason}] {p}" for p in rest)
+    if any(p.where for p in problems):
+        text += f"; see event contract v{SCHEMA_VERSION} in ingestion/events.py"
+    return text
+
+
 def _to_event_error(exc: ValidationError) -> EventValidationError:
-    errors = exc.errors(include_url=False, include_input=False)
-    ranked = sorted(errors, key=lambda e: _PRECEDENCE[_reason(e)])
-    first = ranked[0]
-    where = ".".join(str(part) for part in first["loc"]) or "event"
-    message = first["msg"]
-    if first["type"] == "string_pattern_mismatch":  # the raw regex is unreadable here
-        message = f"value does not match the format in FIELD_PATTERNS[{where!r}]"
-    more = f" (+{len(errors) - 1} more problems)" if len(errors) > 1 else ""
-    return EventValidationError(
-        _reason(first),
-        f"{where}: {message}{more}; see event contract v{SCHEMA_VERSION} in ingestion/events.py",
-    )
+    problems = _problems(exc)
+    return EventValidationError(problems[0].reason, describe_problems(problems))
 
 
 def validate_event(
@@ -495,6 +541,9 @@ def validate_event(
     """Parse and check one event; raise EventValidationError with a reason code, and
     nothing else, whatever ``raw`` holds (an unexpected failure while judging it is
     reported as ``unprocessable`` with the exception's text).
+
+    The reason is the first problem by :class:`DeadLetterReason` precedence; the detail
+    names every problem the record has (see :func:`check_event` for them one by one).
 
     ``now`` is the reference for the future-timestamp check (wall clock if omitted);
     replays pass their own clock so that old files validate the same way every time.
@@ -511,42 +560,60 @@ def validate_event(
     Traceback (most recent call last):
     infra.errors.EventValidationError: unsupported_version: ...
     """
+    event, problems = check_event(raw, now=now, max_future_skew=max_future_skew,
+                                  max_amount_paise=max_amount_paise, max_age=max_age)
+    if problems:
+        raise EventValidationError(problems[0].reason, describe_problems(problems))
+    assert event is not None
+    return event
+
+
+def check_event(
+    raw: bytes | str | dict[str, Any],
+    *,
+    now: datetime | None = None,
+    max_future_skew: timedelta = timedelta(minutes=5),
+    max_amount_paise: int = MAX_AMOUNT_PAISE,
+    max_age: timedelta | None = None,
+) -> tuple[TransactionEvent | None, tuple[Problem, ...]]:
+    """:func:`validate_event` without raising: ``(event, ())`` or ``(None, problems)``,
+    problems in precedence order. For callers that merge the contract's problems with
+    their own (a replay row whose cells could not all be mapped)."""
     reference = now if now is not None else datetime.now(timezone.utc)
     if reference.tzinfo is None:
         raise ValueError("validate_event(now=...) must be timezone-aware, e.g. datetime.now(timezone.utc)")
     try:
         return _judge(raw, reference, max_future_skew, max_amount_paise, max_age)
-    except EventValidationError:
-        raise
+    except EventValidationError as exc:
+        return None, (Problem(exc.reason, None, exc.detail),)
     except Exception as exc:  # noqa: BLE001 - the contract's promise: one error type, whatever the input
-        raise EventValidationError(
-            DeadLetterReason.UNPROCESSABLE, safe_text(f"{type(exc).__name__}: {exc}")[:1000]
-        ) from None
+        return None, (Problem(DeadLetterReason.UNPROCESSABLE, None,
+                              safe_text(f"{type(exc).__name__}: {exc}")[:1000]),)
 
 
 def _judge(raw: bytes | str | dict[str, Any], reference: datetime, max_future_skew: timedelta,
-           max_amount_paise: int, max_age: timedelta | None) -> TransactionEvent:
+           max_amount_paise: int, max_age: timedelta | None) -> tuple[TransactionEvent | None, tuple[Problem, ...]]:
     data = _decode(raw)
     try:
         event = TransactionEvent.model_validate(
             data, context={"max_amount_paise": max_amount_paise}
         )
     except ValidationError as exc:
-        raise _to_event_error(exc) from None
+        return None, tuple(_problems(exc))
     if event.event_time > reference + max_future_skew:
-        raise EventValidationError(
-            DeadLetterReason.FUTURE_TIMESTAMP,
+        return None, (Problem(
+            DeadLetterReason.FUTURE_TIMESTAMP, None,
             f"event_time {event.event_time.isoformat()} is more than {max_future_skew} "
             f"ahead of {reference.isoformat()}; check the producer's clock",
-        )
+        ),)
     if max_age is not None and event.event_time < reference - max_age:
-        raise EventValidationError(
-            DeadLetterReason.STALE_TIMESTAMP,
+        return None, (Problem(
+            DeadLetterReason.STALE_TIMESTAMP, None,
             f"event_time {event.event_time.isoformat()} is more than {max_age.days} days "
             f"before {reference.isoformat()}; replay history with a shifted clock or raise "
             "contract.max_event_age_days",
-        )
-    return event
+        ),)
+    return event, ()
 
 
 def safe_text(text: str) -> str:
@@ -667,6 +734,10 @@ def _ranges() -> dict[str, tuple[float, float]]:
     return found
 
 
+def _formats() -> dict[str, str]:
+    return {leaf.path: meta.text for leaf in _leaves() for meta in leaf.metadata if isinstance(meta, _Format)}
+
+
 def _enums() -> dict[str, tuple[str, ...]]:
     found = {}
     for leaf in _leaves():
@@ -686,6 +757,8 @@ FIELD_RANGES: dict[str, tuple[float, float]] = _ranges()
 """Dotted path -> inclusive (low, high) bounds."""
 FIELD_ENUMS: dict[str, tuple[str, ...]] = _enums()
 """Dotted path -> allowed string values."""
+FIELD_FORMATS: dict[str, str] = _formats()
+"""Dotted path -> the expected format in plain words with an example (for messages)."""
 
 
 def spark_schema() -> Any:
@@ -721,13 +794,26 @@ def spark_schema() -> Any:
 # ------------------------------------------------------------------------- money
 
 
-def rupees_to_paise(rupees: Decimal | int | str) -> int:
+AmountRounding = Literal["half_even", "half_up", "down"]
+AMOUNT_ROUNDINGS: dict[str, str] = {"half_even": ROUND_HALF_EVEN, "half_up": ROUND_HALF_UP, "down": ROUND_DOWN}
+"""How a source amount finer than a paisa may be rounded, by name: ``half_even`` (banker's
+rounding, no bias over many amounts), ``half_up`` (ties away from zero), ``down`` (toward
+zero, truncation)."""
+
+
+def rupees_to_paise(rupees: Decimal | int | str, *, rounding: AmountRounding | None = None) -> int:
     """Exact rupees -> paise. Floats are refused: 0.1 + 0.2 is not money.
+
+    ``rounding`` (a name in :data:`AMOUNT_ROUNDINGS`) allows amounts finer than a paisa,
+    e.g. a float written as ``851.9499999999999``: rounded once, in Decimal, from the
+    exact written value. Without it such amounts are refused.
 
     >>> rupees_to_paise(Decimal("12.34"))
     1234
     >>> rupees_to_paise("2,00,000")
     20000000
+    >>> rupees_to_paise("851.9499999999999", rounding="half_even"), rupees_to_paise("0.125", rounding="half_even")
+    (85195, 12)
     >>> rupees_to_paise(Decimal("0.005"))
     Traceback (most recent call last):
     ValueError: 0.005 INR is not a whole number of paise; round it explicitly first
@@ -735,9 +821,22 @@ def rupees_to_paise(rupees: Decimal | int | str) -> int:
     if isinstance(rupees, float):
         raise TypeError("pass rupees as Decimal, int or str, never float")
     value = Decimal(rupees.replace(",", "")) if isinstance(rupees, str) else Decimal(rupees)
-    paise = value * PAISE_PER_RUPEE
+    return whole_paise(value * PAISE_PER_RUPEE, rounding, shown=f"{rupees} INR")
+
+
+def whole_paise(paise: Decimal, rounding: AmountRounding | None = None, *, shown: str | None = None) -> int:
+    """An exact amount in paise as an int, rounded by name (see :data:`AMOUNT_ROUNDINGS`)
+    when ``rounding`` is given, refused (ValueError) when fractional without it.
+
+    >>> whole_paise(Decimal("1050")), whole_paise(Decimal("10.5"), "half_even"), whole_paise(Decimal("10.5"), "half_up")
+    (1050, 10, 11)
+    """
+    if rounding is not None:
+        if rounding not in AMOUNT_ROUNDINGS:
+            raise ValueError(f"unknown rounding {rounding!r}; choose one of {', '.join(AMOUNT_ROUNDINGS)}")
+        paise = paise.quantize(Decimal(1), rounding=AMOUNT_ROUNDINGS[rounding])
     if paise != paise.to_integral_value():
-        raise ValueError(f"{rupees} INR is not a whole number of paise; round it explicitly first")
+        raise ValueError(f"{shown or f'{paise} paise'} is not a whole number of paise; round it explicitly first")
     return int(paise)
 
 

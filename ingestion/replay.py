@@ -2,10 +2,11 @@
 
 A small YAML mapping (see ``config/replay/*.yaml``) says how the file's columns become
 events of the contract in :mod:`ingestion.events`. Every row is mapped to a raw event
-dict and checked with :func:`~ingestion.events.validate_event`; valid events are sorted
-by event time (stable) and sent, optionally paced. A row that cannot be mapped or
-breaks the contract goes to the rejects file with its row number, reason code and
-detail, and is counted in the summary: nothing is dropped silently.
+dict and checked with :func:`~ingestion.events.check_event` (the rules of
+``validate_event``); valid events are sorted by event time (stable) and sent, optionally
+paced. A row that cannot be mapped or breaks the contract goes to the rejects file with
+its row number, reason code, every problem it has (each naming the expected format) and
+its label, and is counted in the summary: nothing is dropped silently.
 
 Mapping file::
 
@@ -15,25 +16,38 @@ Mapping file::
     fields:                      # contract target (dotted path) -> spec
       txn_id:       {column: trans_num}
       event_time:   {column: ts, format: "%Y-%m-%d %H:%M:%S", timezone: Asia/Kolkata}
-      amount_paise: {column: amt, unit: rupees}
+      amount_paise: {column: amt, unit: rupees, round: half_even}
       payer.account_number: {column: acct, pattern: "^[A-Z](\\d+)$"}
       channel:      {value: UPI}
+      device_id:    {absent: true}   # the source has no such field
       ...
     label:                       # optional ground truth, for evaluation
       is_fraud: {column: is_fraud}
       scenario: {value: historical}
       delay: P1D                 # label_time = event_time + delay (default 1 day, as the simulator)
 
-A spec is ``{value: CONSTANT}`` or ``{column: NAME, ...}``. A column's cell goes
-through these optional steps, in order:
+A spec is ``{value: CONSTANT}``, ``{column: NAME, ...}`` or ``{absent: true}``. ``absent``
+declares that the source has no such field (typically ``device_id``, ``mcc``, ``ip``,
+``geo.*`` in card or core-banking files): the event leaves it out and the models treat
+it as missing. Only optional targets can be absent; leaving a target out of the mapping
+means the same, ``absent`` says so on purpose for the next reader.
+
+A column's cell goes through these optional steps, in order:
 
 1. ``pattern``: a regex searched in the cell text; keeps group 1 (the whole match if
    the pattern has no group). The one general extraction mechanism.
 2. ``map``: replaces the text by the map's value (keys compare as text; quote them).
 3. ``template``: ``str.format`` with ``{value}`` (the text) and ``{slug}`` (see
-   :func:`slug`), e.g. ``"{slug}@okaxis"`` or ``"{value:0>12}"``.
+   :func:`slug`), e.g. ``"{slug}@okaxis"`` or ``"{value:0>12}"``: numeric ids such as
+   customer ``7`` become account numbers (``000000000007``) this way. Both are text, so
+   pad with ``0>12``, not ``012d``. A whole number read as float or decimal (Parquet, an
+   id column with gaps) is the integer's text: ``12.0`` gives ``12``. A CSV cell is kept
+   as written: strip a written ``12.0`` with ``pattern: "^(\\d+)(?:\\.0+)?$"``.
 4. conversion for the target: ``amount_paise`` needs ``unit: rupees|paise`` (exact,
-   via Decimal from the text, never float); ``event_time`` is ISO-8601, or
+   via Decimal from the text, never float) and refuses fractions of a paisa unless
+   ``round: half_even|half_up|down`` says how to round them (once, in Decimal, from the
+   written value, so a float written as ``851.9499999999999`` becomes 85195 paise);
+   ``event_time`` is ISO-8601, or
    ``format`` (strptime) with ``timezone`` (IANA name) for naive times, or a number
    of ``unit: seconds|milliseconds|minutes|hours|days`` after ``origin`` (default
    the Unix epoch); ``geo.lat``/``geo.lon`` become floats; everything else text.
@@ -50,8 +64,10 @@ the same file replayed twice gives the same ids, so downstream upserts stay idem
 Row numbers count data rows from 1 (a CSV's header is row 0).
 
 Rejection reasons: the contract's :class:`~ingestion.events.DeadLetterReason` values,
-plus :class:`ReplayRejectReason` for rows that never became an event. Mapping
-problems are reported before contract problems.
+plus :class:`ReplayRejectReason` for rows that never became an event. A row's reason is
+its first problem (mapping problems before contract problems); its detail lists them
+all, e.g. ``amount_paise: 12.345 rupees is not a whole number of paise; ... | 1 more:
+[invalid_field] payer.account_number: '12345' is not 9-18 digits, e.g. 123456789012``.
 
 Limits: the whole file is read into memory (pyarrow-backed pandas columns, roughly
 the file's size), and every valid event is held until the file is sorted: about
@@ -94,23 +110,28 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from infra.errors import ConfigError, EventValidationError
+from infra.errors import ConfigError
 from ingestion.events import (
     FIELD_ENUMS,
     FIELD_PATTERNS,
     PARTY_ID_FIELDS,
     SCHEMA_VERSION,
+    AmountRounding,
     DeadLetterReason,
+    Problem,
     TransactionEvent,
+    check_event,
+    describe_problems,
     rupees_to_paise,
     validate_event,
+    whole_paise,
 )
 from ingestion.labels import LabelReleaser
 from ingestion.simulator import Label
 
 __all__ = [
-    "REJECT_REASONS", "REPLAY_TXN_NAMESPACE", "FieldSpec", "LabelSpec", "ReplayMapping",
-    "ReplayMappingError", "ReplayPacer", "ReplayRejectReason", "ReplaySummary", "SourceSpec",
+    "REJECTS_COLUMNS", "REJECT_REASONS", "REPLAY_TXN_NAMESPACE", "FieldSpec", "LabelSpec", "RejectedRow",
+    "ReplayMapping", "ReplayMappingError", "ReplayPacer", "ReplayRejectReason", "ReplaySummary", "SourceSpec",
     "due_offset", "load_labelled", "load_mapping", "parse_mapping", "read_source", "replay_file", "slug",
 ]
 
@@ -148,7 +169,8 @@ _MIN_SLEEP_S = 0.001
 _AMOUNT_UNITS = ("rupees", "paise")
 _TIME_UNITS = {"seconds": 1, "milliseconds": Decimal("0.001"), "minutes": 60, "hours": 3600, "days": 86400}
 _TEMPLATE_NAMES = ("value", "slug")
-_COLUMN_ONLY = ("pattern", "map", "default", "template", "unit", "format", "timezone", "origin")
+_COLUMN_ONLY = ("pattern", "map", "default", "template", "unit", "round", "format", "timezone", "origin")
+_SPEC_KINDS = ("column", "value", "absent")
 
 
 def _scalar(value: Any) -> str | int | float | bool:
@@ -174,15 +196,18 @@ class _Strict(BaseModel):
 
 
 class FieldSpec(_Strict):
-    """Where one target's value comes from: ``{column: NAME, ...}`` or ``{value: CONSTANT}``."""
+    """Where one target's value comes from: ``{column: NAME, ...}``, ``{value: CONSTANT}``, or
+    ``{absent: true}`` (the source has no such field)."""
 
     column: str | None = Field(None, min_length=1)
     value: Scalar | None = None
+    absent: Literal[True] | None = None
     pattern: str | None = None
     map: dict[str, Scalar] | None = None
     default: Scalar | None = None
     template: str | None = None
     unit: str | None = None  # checked per target: amounts and event_time take different units
+    round: AmountRounding | None = None
     format: str | None = None
     timezone: str | None = None
     origin: AwareDatetime | None = None
@@ -192,16 +217,24 @@ class FieldSpec(_Strict):
     def _one_kind(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             raise PydanticCustomError(
-                "spec", "a field spec is a mapping: {column: NAME, ...} or {value: CONSTANT}"
+                "spec", "a field spec is a mapping: {column: NAME, ...}, {value: CONSTANT} or {absent: true}"
             )
-        kinds = [k for k in ("column", "value") if k in data]
+        kinds = [k for k in _SPEC_KINDS if k in data]
         if len(kinds) != 1:
             raise PydanticCustomError(
                 "spec",
-                "needs exactly one of `column: NAME` (read from the file) or `value: CONSTANT` "
-                "(the same for every row); got keys {keys}",
+                "needs exactly one of `column: NAME` (read from the file), `value: CONSTANT` "
+                "(the same for every row) or `absent: true` (the source has no such field); got keys {keys}",
                 {"keys": ", ".join(map(str, data)) or "none"},
             )
+        if "absent" in data:
+            if data["absent"] is not True:
+                raise PydanticCustomError(
+                    "spec", "absent takes only `true`; to read the field, give `column:` or `value:` instead")
+            if len(data) > 1:
+                raise PydanticCustomError(
+                    "spec", "an absent field takes no other keys, got {keys}",
+                    {"keys": ", ".join(str(k) for k in data if k != "absent")})
         if "value" in data:
             if data["value"] is None:
                 raise PydanticCustomError("spec", "`value: null` sets nothing; remove the field instead")
@@ -245,6 +278,13 @@ class FieldSpec(_Strict):
                 "template", "placeholders must be {value} or {slug}, got {found}",
                 {"found": ", ".join(sorted(unknown)) or "none"},
             )
+        try:  # format specs depend on the type, never on the text: one try checks them all
+            value.format(value="1", slug="1")
+        except (ValueError, IndexError, KeyError) as exc:
+            raise PydanticCustomError(
+                "template", "{error}: the value and slug are text, so pad with {good}, not {bad}",
+                {"error": str(exc), "good": "{value:0>12}", "bad": "{value:012d}"},
+            ) from None
         return value
 
     @field_validator("timezone")
@@ -355,7 +395,16 @@ def _spec_problems(where: str, spec: FieldSpec, target: _Target | None) -> list[
     """Target-specific checks of one spec (``target`` None: a label spec)."""
     problems: list[str] = []
     kind = target.kind if target else "text"
+    if spec.absent:
+        if target is None:
+            return [f"{where}: a label cannot be absent; leave the key out instead"]
+        if target.required:
+            return [f"{where}: cannot be absent, the event contract requires it; map it to a column or "
+                    "a constant"]
+        return []
     used = [k for k in ("unit", "format", "timezone", "origin") if getattr(spec, k) is not None]
+    if spec.round is not None and kind != "amount":
+        problems.append(f"{where}.round: only amount_paise takes round")
     if kind == "amount":
         if spec.unit not in (None, *_AMOUNT_UNITS):
             problems.append(f"{where}.unit: amounts take unit rupees or paise, not {spec.unit}")
@@ -413,7 +462,8 @@ def _contract_problems(mapping: ReplayMapping) -> list[str]:
             continue
         problems += _spec_problems(f"fields.{name}", spec, target)
     mapped = set(mapping.fields)
-    present_objects = {t.split(".")[0] for t in mapped if "." in t} | set(_PARTIES)
+    read = {name for name, spec in mapping.fields.items() if not spec.absent}
+    present_objects = {t.split(".")[0] for t in read if "." in t} | set(_PARTIES)
     missing = [
         t.path for t in TARGETS.values()
         if t.required and t.path not in mapped and t.path not in _NOT_REQUIRED_IN_MAPPING
@@ -421,7 +471,7 @@ def _contract_problems(mapping: ReplayMapping) -> list[str]:
     ]
     for party in _PARTIES:
         ids = [f"{party}.{f}" for f in PARTY_ID_FIELDS]
-        if not (mapped | suggested) & set(ids) and not any(i in missing for i in ids):
+        if not (read | suggested) & set(ids) and not any(i in missing for i in ids):
             missing.append(" or ".join(ids))
     if missing:
         problems.append(f"fields: missing {', '.join(missing)} (required by the event contract); "
@@ -559,7 +609,11 @@ def _text(cell: Any) -> str:
         return cell.strip()
     if isinstance(cell, bool):
         return "true" if cell else "false"
+    # A whole number in a float or decimal column (an id column with gaps, read as float)
+    # is written as the integer it is: "12", never "12.0", so templates can pad it.
     if isinstance(cell, float) and cell.is_integer():
+        return str(int(cell))
+    if isinstance(cell, Decimal) and cell.is_finite() and cell == cell.to_integral_value():
         return str(int(cell))
     if isinstance(cell, datetime):
         return cell.isoformat()
@@ -591,18 +645,22 @@ def _decimal(value: Any, where: str) -> Decimal:
     return number
 
 
-def _to_amount(unit: str, where: str) -> Callable[[Any], int]:
+def _to_amount(unit: str, rounding: AmountRounding | None, where: str) -> Callable[[Any], int]:
+    fix = ("; fix the source, or round it: add `round: half_even` (or half_up, down) to the mapping's "
+           "amount_paise")
+
     def convert(value: Any) -> int:
         number = _decimal(value, where)
-        if unit == "rupees":
-            try:
-                return rupees_to_paise(number)
-            except ValueError:
-                raise _Reject(ReplayRejectReason.FRACTIONAL_PAISE,
-                              f"{where}: {number} rupees is not a whole number of paise") from None
-        if number != number.to_integral_value():
-            raise _Reject(ReplayRejectReason.FRACTIONAL_PAISE, f"{where}: {number} paise is not whole")
-        return int(number)
+        try:
+            paise = (rupees_to_paise(number, rounding=rounding) if unit == "rupees"
+                     else whole_paise(number, rounding))
+        except ValueError:
+            raise _Reject(ReplayRejectReason.FRACTIONAL_PAISE,
+                          f"{where}: {number} {unit} is not a whole number of paise{fix}") from None
+        if paise == 0 and number < 0:  # a refund rounded to nothing is still a negative amount
+            raise _Reject(DeadLetterReason.NON_POSITIVE_AMOUNT,
+                          f"{where}: {number} {unit} is negative (it rounds to 0 paise); amounts must be >= 0")
+        return paise
     return convert
 
 
@@ -723,7 +781,7 @@ class _Extractor:
 
 def _converter(spec: FieldSpec, kind: str, where: str) -> Callable[[Any], Any]:
     if kind == "amount":
-        return _to_amount(spec.unit or "paise", where)
+        return _to_amount(spec.unit or "paise", spec.round, where)
     if kind == "time":
         return _to_time(spec, where)
     if kind == "float":
@@ -746,7 +804,7 @@ class _RowMapper:
 
         self.fields = [
             (tuple(name.split(".")), compile_(name, spec, TARGETS[name].kind))
-            for name, spec in mapping.fields.items()
+            for name, spec in mapping.fields.items() if not spec.absent
         ]
         self.source_name = source_name
         self.generate_id = "txn_id" not in mapping.fields
@@ -755,22 +813,28 @@ class _RowMapper:
         self.is_fraud = compile_("label.is_fraud", label.is_fraud, "bool") if label else None
         self.scenario = compile_("label.scenario", label.scenario, "text") if label and label.scenario else None
 
-    def event(self, row: tuple[Any, ...], row_number: int) -> dict[str, Any]:
-        """Raw event dict for validate_event; raises _Reject when a cell cannot be mapped."""
+    def event(self, row: tuple[Any, ...], row_number: int) -> tuple[dict[str, Any], dict[str, _Reject]]:
+        """Raw event dict for check_event, and the cells that could not be mapped (by target
+        path; those targets are left out of the dict)."""
         raw: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
+        failed: dict[str, _Reject] = {}
         if self.generate_id:
             raw["txn_id"] = str(uuid.uuid5(REPLAY_TXN_NAMESPACE, f"{self.source_name}:{row_number}"))
         if self.default_currency:
             raw["currency"] = "INR"
         for path, extract in self.fields:
-            value = extract(row)
+            try:
+                value = extract(row)
+            except _Reject as exc:
+                failed[".".join(path)] = exc
+                continue
             if value is _ABSENT:
                 continue
             if len(path) == 1:
                 raw[path[0]] = value
             else:
                 raw.setdefault(path[0], {})[path[1]] = value
-        return raw
+        return raw, failed
 
     def label(self, row: tuple[Any, ...]) -> tuple[bool, str | None] | None:
         if self.is_fraud is None:
@@ -862,6 +926,7 @@ class ReplaySummary:
     events_sent: int = 0
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     reject_examples: dict[str, str] = field(default_factory=dict)  # reason -> first "row N: detail"
+    rejected_fraud: int = 0  # rejected rows whose label (when the mapping has one) says fraud
     labels: int = 0
     fraud_labels: int = 0
     delivery_failed: int = 0
@@ -875,16 +940,40 @@ class ReplaySummary:
 
     def line(self) -> str:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.rejected_by_reason.items()))
-        rejected = f"{self.rejected} rejected ({reasons})" if reasons else "0 rejected"
+        fraud = f"; {self.rejected_fraud} of them labelled fraud" if self.rejected_fraud else ""
+        rejected = f"{self.rejected} rejected ({reasons}{fraud})" if reasons else "0 rejected"
         action = f"dry run, would send {self.events_valid}" if self.dry_run else f"sent {self.events_sent}"
         failed = f", {self.delivery_failed} delivery failures" if self.delivery_failed else ""
         labels = f", {self.labels} labels ({self.fraud_labels} fraud)" if self.labels else ""
         return (f"{self.source}: read {self.rows_read} rows, {action} events, {rejected}"
                 f"{failed}{labels}, in {self.seconds:.1f}s")
 
-    def count_reject(self, row_number: int, reason: str, detail: str) -> None:
+    def count_reject(self, rejected: RejectedRow) -> None:
+        reason = rejected.reason
         self.rejected_by_reason[reason] = self.rejected_by_reason.get(reason, 0) + 1
-        self.reject_examples.setdefault(reason, f"row {row_number}: {detail}")
+        self.reject_examples.setdefault(reason, f"row {rejected.row_number}: {rejected.detail}")
+        self.rejected_fraud += rejected.is_fraud is True
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedRow:
+    """A source row that never became an event: what went wrong, and its label if known.
+
+    ``reason`` is the first problem (mapping problems before the contract's, which are in
+    DeadLetterReason precedence); ``detail`` names every problem the row has. ``is_fraud``
+    and ``scenario`` are the row's label when the mapping has one and it could be read
+    (None otherwise): a rejected fraud is a fraud the models never see."""
+
+    row_number: int
+    reason: str
+    detail: str
+    is_fraud: bool | None = None
+    scenario: str | None = None
+
+
+REJECTS_COLUMNS = ("row_number", "reason", "detail", "is_fraud", "scenario", "raw")
+"""Columns of a rejects file (:func:`replay_file`, :func:`load_labelled`): ``raw`` is the
+source row as JSON; ``is_fraud`` is 1/0, empty when the label is unknown."""
 
 
 @dataclass(slots=True)
@@ -902,16 +991,18 @@ def _json_cell(cell: Any) -> Any:
     return _text(cell)
 
 
-def _write_rejects(path: Path, frame: pd.DataFrame, rejects: list[tuple[int, str, str]]) -> None:
+def _write_rejects(path: Path, frame: pd.DataFrame, rejects: list[RejectedRow]) -> None:
     names = [str(c) for c in frame.columns]
+    path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8", newline="") as out:
         writer = csv.writer(out)
-        writer.writerow(["row_number", "reason", "detail", "raw"])
-        ordered = sorted(rejects, key=lambda r: r[0])
-        source_rows = frame.iloc[[row_number - 1 for row_number, _, _ in ordered]]
-        for (row_number, reason, detail), cells in zip(ordered, source_rows.itertuples(index=False, name=None)):
+        writer.writerow(REJECTS_COLUMNS)
+        ordered = sorted(rejects, key=lambda r: r.row_number)
+        source_rows = frame.iloc[[r.row_number - 1 for r in ordered]]
+        for r, cells in zip(ordered, source_rows.itertuples(index=False, name=None)):
             raw = json.dumps(dict(zip(names, map(_json_cell, cells))), ensure_ascii=False)
-            writer.writerow([row_number, reason, detail, raw])
+            label = "" if r.is_fraud is None else int(r.is_fraud)
+            writer.writerow([r.row_number, r.reason, r.detail, label, r.scenario or "", raw])
 
 
 def replay_file(
@@ -939,8 +1030,9 @@ def replay_file(
     ``shift_to`` moves every event by the same amount so the last one lands at that
     instant (replay old data as live). ``now`` (default: the wall clock, read once) is
     the reference for the future-timestamp check, applied after shifting.
-    ``rejects_path``: CSV of row_number, reason, detail, raw (the source row as JSON),
-    written before sending starts. ``labels_path``: JSONL in the shape of
+    ``rejects_path``: CSV of :data:`REJECTS_COLUMNS` (row number, reason, every problem,
+    the row's label when the mapping has one, the source row as JSON), written before
+    sending starts. ``labels_path``: JSONL in the shape of
     :meth:`ingestion.simulator.Label.to_dict`; fraud labels also go to the labels
     topic once the replay's event time passes their label_time.
     """
@@ -957,11 +1049,11 @@ def replay_file(
     path = Path(path)
     frame = read_source(path, mapping)
     summary = ReplaySummary(source=path.name, dry_run=producer is None, rows_read=len(frame))
-    rejects: list[tuple[int, str, str]] = []
+    rejects: list[RejectedRow] = []
 
-    def reject(row_number: int, reason: str, detail: str) -> None:
-        rejects.append((row_number, str(reason), detail))
-        summary.count_reject(row_number, str(reason), detail)
+    def reject(rejected: RejectedRow) -> None:
+        rejects.append(rejected)
+        summary.count_reject(rejected)
 
     # With shift_to the future check has to wait until the times are final.
     check_against = now if shift_to is None else _NO_FUTURE_CHECK
@@ -987,7 +1079,8 @@ def load_labelled(
     mapping: ReplayMapping | str | Path,
     *,
     now: datetime | None = None,
-    on_reject: Callable[[int, str, str], None] | None = None,
+    on_reject: Callable[[RejectedRow], None] | None = None,
+    rejects_path: str | Path | None = None,
 ) -> tuple[list[TransactionEvent], list[Label]]:
     """Read a labelled file into memory: (events, labels), both in event-time order.
 
@@ -995,8 +1088,10 @@ def load_labelled(
     training and offline evaluation. Rows that cannot be mapped or break the contract
     are left out (as replay leaves them out); ``labels[i]`` belongs to ``events[i]``,
     with ``label_time = event_time + label.delay``. ``now`` (default: the wall clock)
-    is the reference of the future-timestamp check. ``on_reject(row_number, reason,
-    detail)`` is called for each row left out. Raises ReplayMappingError when the
+    is the reference of the future-timestamp check. ``on_reject`` is called with a
+    :class:`RejectedRow` for each row left out; ``rejects_path`` gets them all as a CSV
+    of :data:`REJECTS_COLUMNS`, as replay's (written even when nothing was rejected, so
+    a stale file from an earlier run never stands). Raises ReplayMappingError when the
     mapping has no ``label:`` section.
     """
     if not isinstance(mapping, ReplayMapping):
@@ -1006,8 +1101,18 @@ def load_labelled(
                                  "add one (label: {is_fraud: {column: ...}})")
     path = Path(path)
     frame = read_source(path, mapping)
-    valid = _map_rows(frame, _RowMapper(mapping, path.name), now or datetime.now(timezone.utc),
-                      on_reject or (lambda row_number, reason, detail: None), progress=False)
+    rejects: list[RejectedRow] = []
+
+    def reject(rejected: RejectedRow) -> None:
+        rejects.append(rejected)
+        if on_reject is not None:
+            on_reject(rejected)
+
+    valid = _map_rows(frame, _RowMapper(mapping, path.name), now or datetime.now(timezone.utc), reject,
+                      progress=False)
+    if rejects_path is not None:
+        _write_rejects(Path(rejects_path), frame, rejects)
+    del frame
     valid.sort(key=lambda v: v.event.event_time)  # stable: ties keep file order
     delay = mapping.label.delay
     events = [v.event for v in valid]
@@ -1017,23 +1122,42 @@ def load_labelled(
 
 
 def _map_rows(frame: pd.DataFrame, mapper: _RowMapper, now: datetime,
-              reject: Callable[[int, str, str], None], progress: bool) -> list[_Valid]:
+              reject: Callable[[RejectedRow], None], progress: bool) -> list[_Valid]:
     from tqdm import tqdm
 
     valid: list[_Valid] = []
     rows = tqdm(_rows(frame, mapper.columns), total=len(frame), unit="row", desc="validate",
                 disable=not progress, mininterval=1.0)
     for row_number, row in enumerate(rows, start=1):
+        raw, failed = mapper.event(row, row_number)
+        problems = [Problem(exc.reason, None, exc.detail) for exc in failed.values()]
         try:
-            event = validate_event(mapper.event(row, row_number), now=now)
-            valid.append(_Valid(event, row_number, mapper.label(row)))
-        except (_Reject, EventValidationError) as exc:
-            reject(row_number, exc.reason, exc.detail)
+            label = mapper.label(row)
+        except _Reject as exc:
+            label = None
+            problems.append(Problem(exc.reason, None, exc.detail))
+        # The contract judges what could be mapped, so one pass names every problem the row
+        # has; its complaints about targets left out because their cell failed are echoes.
+        event, broken = check_event(raw, now=now)
+        problems += [p for p in broken if not _echo(p, failed)]
+        if problems:
+            is_fraud, scenario = label if label is not None else (None, None)
+            reject(RejectedRow(row_number, str(problems[0].reason), describe_problems(problems), is_fraud, scenario))
+        else:
+            assert event is not None
+            valid.append(_Valid(event, row_number, label))
     return valid
 
 
+def _echo(problem: Problem, failed: dict[str, _Reject]) -> bool:
+    """Whether a contract problem only follows from a cell that failed to map: the target
+    itself missing, or its party/geo object incomplete (``payee`` when ``payee.vpa`` failed)."""
+    where = problem.where
+    return where is not None and any(path == where or path.startswith(where + ".") for path in failed)
+
+
 def _shift(valid: list[_Valid], shift_to: datetime, now: datetime,
-           reject: Callable[[int, str, str], None]) -> list[_Valid]:
+           reject: Callable[[RejectedRow], None]) -> list[_Valid]:
     """Move every event so the last lands at ``shift_to``; reject those then in the future."""
     if not valid:
         return valid
@@ -1043,9 +1167,11 @@ def _shift(valid: list[_Valid], shift_to: datetime, now: datetime,
     for item in valid:
         moved = item.event.event_time + delta
         if moved > limit:
-            reject(item.row_number, DeadLetterReason.FUTURE_TIMESTAMP,
-                   f"event_time {moved.isoformat()} (shifted by {delta}) is more than "
-                   f"{_MAX_FUTURE_SKEW} ahead of {now.isoformat()}; pick an earlier shift_to")
+            is_fraud, scenario = item.label if item.label is not None else (None, None)
+            reject(RejectedRow(item.row_number, DeadLetterReason.FUTURE_TIMESTAMP.value,
+                               f"event_time {moved.isoformat()} (shifted by {delta}) is more than "
+                               f"{_MAX_FUTURE_SKEW} ahead of {now.isoformat()}; pick an earlier shift_to",
+                               is_fraud, scenario))
             continue
         item.event = item.event.model_copy(update={"event_time": moved})
         kept.append(item)

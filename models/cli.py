@@ -32,6 +32,10 @@ Replay = Annotated[Optional[Path], typer.Option(
     help="labelled history: a CSV/Parquet file read with --mapping (which needs a `label:` section)")]
 Mapping = Annotated[Optional[Path], typer.Option(
     "--mapping", metavar="YAML", rich_help_panel=_SOURCE, help="replay mapping for --replay (config/replay/*.yaml)")]
+RejectsOut = Annotated[Optional[Path], typer.Option(
+    "--rejects-out", metavar="PATH", rich_help_panel=_SOURCE,
+    help="with --replay: CSV of the rows left out (row number, reason, every problem, label, raw row) "
+         "(default: <state_dir>/rejects/<file>.<mapping>.rejects.csv)")]
 
 
 def _registry(models_dir: Path | None):
@@ -41,24 +45,31 @@ def _registry(models_dir: Path | None):
     return Registry(models_dir or default_dir())
 
 
-def _history(simulate: int | None, seed: int, replay: Path | None, mapping: Path | None):
+def _history(simulate: int | None, seed: int, replay: Path | None, mapping: Path | None,
+             rejects_out: Path | None = None):
     from models import sources
     from models.errors import TrainingDataError
 
     if replay is not None and simulate is not None:
         raise TrainingDataError("choose one source: --simulate N or --replay FILE --mapping YAML")
+    if replay is None and rejects_out is not None:
+        raise TrainingDataError("--rejects-out goes with --replay FILE")
     if replay is not None:
         if mapping is None:
             raise TrainingDataError("--replay needs --mapping YAML (e.g. config/replay/card_transactions.yaml)")
-        history = sources.from_file(replay, mapping)
+        if rejects_out is None:
+            from infra.settings import load_settings
+
+            rejects_out = load_settings().state_path / "rejects" / f"{replay.name}.{mapping.stem}.rejects.csv"
+        history = sources.from_file(replay, mapping, rejects_path=rejects_out)
     else:
         if mapping is not None:
             raise TrainingDataError("--mapping goes with --replay FILE")
         history = sources.simulated(simulate or sources.DEFAULT_SIMULATED_EVENTS, seed)
     frauds = sum(lb.is_fraud for lb in history.labels)
-    left_out = ", ".join(f"{reason} {n}" for reason, n in sorted(history.rejected.items()))
-    typer.echo(f"data: {history.source}: {len(history.events):,} transactions, {frauds:,} fraud"
-               + (f" ({sum(history.rejected.values())} rows left out: {left_out})" if left_out else ""))
+    typer.echo(f"data: {history.source}: {len(history.events):,} transactions, {frauds:,} fraud")
+    if replay is not None:
+        typer.echo(history.rejects_line())
     return history
 
 
@@ -79,6 +90,7 @@ def train(
     seed: Seed = 42,
     replay: Replay = None,
     mapping: Mapping = None,
+    rejects_out: RejectsOut = None,
     promote: Annotated[Optional[bool], typer.Option(
         "--promote/--no-promote", rich_help_panel=_REGISTRY,
         help="make the new version live (default: only if there is no champion yet)")] = None,
@@ -93,7 +105,7 @@ def train(
     from models.training import TrainingConfig
     from models.training import train as train_models
 
-    history = _history(simulate, seed, replay, mapping)
+    history = _history(simulate, seed, replay, mapping, rejects_out)
     policy, policy_source = _policy()
     result = train_models(history.events, history.labels, TrainingConfig(seed=seed), data_source=history.source,
                           policy=policy)

@@ -29,6 +29,20 @@ class LabelledHistory:
     source: str
     rejected: dict[str, int] = field(default_factory=dict)
     """Source rows left out, by reason (replay files only)."""
+    rejected_fraud: int = 0
+    """How many of those rows were labelled fraud: frauds the models never see."""
+    rejects_path: Path | None = None
+    """The rejects file (row number, reason, every problem, label, raw row), when written."""
+
+    def rejects_line(self) -> str:
+        """What was left out, for a command's output: "N rows rejected (M of them labelled
+        fraud); details in PATH"."""
+        total = sum(self.rejected.values())
+        by_reason = ", ".join(f"{reason} {n}" for reason, n in sorted(self.rejected.items()))
+        line = f"{total:,} rows rejected ({self.rejected_fraud:,} of them labelled fraud)"
+        if self.rejects_path is not None:
+            line += f"; details in {self.rejects_path}"
+        return line + (f" (by reason: {by_reason})" if by_reason else "")
 
 
 def simulated(n: int = DEFAULT_SIMULATED_EVENTS, seed: int = 42,
@@ -49,16 +63,22 @@ def _digest(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def from_file(path: str | Path, mapping: str | Path) -> LabelledHistory:
-    """A labelled CSV/Parquet file read with a replay mapping that has a ``label:`` section."""
-    from ingestion.replay import load_labelled
+def from_file(path: str | Path, mapping: str | Path, rejects_path: str | Path | None = None) -> LabelledHistory:
+    """A labelled CSV/Parquet file read with a replay mapping that has a ``label:`` section.
+
+    ``rejects_path``: where the rows left out are written (see
+    :data:`ingestion.replay.REJECTS_COLUMNS`); none is written when omitted."""
+    from ingestion.replay import RejectedRow, load_labelled
 
     path = Path(path)
     rejected: dict[str, int] = {}
+    frauds = 0
 
-    def count(row_number: int, reason: str, detail: str) -> None:
-        rejected[str(reason)] = rejected.get(str(reason), 0) + 1
+    def count(row: RejectedRow) -> None:
+        nonlocal frauds
+        rejected[row.reason] = rejected.get(row.reason, 0) + 1
+        frauds += row.is_fraud is True
 
-    events, labels = load_labelled(path, mapping, on_reject=count)
+    events, labels = load_labelled(path, mapping, on_reject=count, rejects_path=rejects_path)
     return LabelledHistory(events, labels, f"replay {path.name} sha256:{_digest(path)} mapping {Path(mapping).name}",
-                           rejected)
+                           rejected, frauds, Path(rejects_path) if rejects_path is not None else None)

@@ -6,10 +6,12 @@ import ipaddress
 import json
 import re
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from infra.errors import EventValidationError
 from ingestion import events
@@ -79,8 +81,6 @@ BAD_INPUTS: list[tuple[Any, str]] = [
     (good(schema_version=...), "missing_field"),
     (good(payer={"vpa": "asha@oksbi"}), "missing_field"),  # payer account is the key
     (good(payee={"ifsc": "SBIN0005943"}), "missing_field"),  # neither account nor vpa
-    (good(mcc=...), "missing_field"),  # P2M needs a merchant category
-    (good(device_id=...), "missing_field"),  # UPI needs a device
     (good(geo={"city": "Pune", "lat": 18.5}), "missing_field"),
     (good(amount_paise=450.5), "wrong_type"),  # never floats
     (good(amount_paise="45050"), "wrong_type"),
@@ -90,7 +90,7 @@ BAD_INPUTS: list[tuple[Any, str]] = [
     (good(geo={"city": "Pune", "lat": "18.5", "lon": 73.8}), "wrong_type"),
     (good(channel="SWIFT"), "unknown_channel"),
     (good(channel="upi"), "unknown_channel"),
-    (good(amount_paise=0), "non_positive_amount"),
+    (good(amount_paise=-1), "non_positive_amount"),
     (good(amount_paise=-100), "non_positive_amount"),
     (good(amount_paise=10**11 + 1), "absurd_amount"),
     (good(txn_type="REFUND"), "invalid_field"),
@@ -134,8 +134,8 @@ def test_precedence_first_reason_in_declaration_order_wins() -> None:
     assert reason_for(good(schema_version=7, amount_paise=-1, channel="X")) == "unsupported_version"
     assert reason_for(good(txn_id=..., amount_paise=1.5)) == "missing_field"
     assert reason_for(good(amount_paise=1.5, channel="X", mcc="1")) == "wrong_type"
-    assert reason_for(good(channel="X", amount_paise=0)) == "unknown_channel"
-    assert reason_for(good(amount_paise=0, ip="bad")) == "non_positive_amount"
+    assert reason_for(good(channel="X", amount_paise=-1)) == "unknown_channel"
+    assert reason_for(good(amount_paise=-1, ip="bad")) == "non_positive_amount"
     assert reason_for(good(ip="bad", event_time="2030-01-01T00:00:00Z")) == "invalid_field"
 
 
@@ -170,6 +170,65 @@ def test_optional_fields_may_be_absent() -> None:
     assert validate_event(transfer, now=NOW).device_id is None
     p2p = good(txn_type="P2P", mcc=..., payee={"vpa": "ravi@ybl"})
     assert validate_event(p2p, now=NOW).payee.account_number is None
+
+
+@pytest.mark.parametrize("channel", events.CHANNELS)
+@pytest.mark.parametrize("txn_type", events.TXN_TYPES)
+def test_mcc_and_device_are_optional_for_every_channel_and_type(channel: str, txn_type: str) -> None:
+    """A source without device or merchant category (card acquirer files) is scored, not rejected."""
+    bare = good(channel=channel, txn_type=txn_type, mcc=..., device_id=..., amount_paise=events.RTGS_MIN_AMOUNT_PAISE)
+    event = validate_event(bare, now=NOW)
+    assert (event.mcc, event.device_id) == (None, None)
+    assert to_json(event).count(b'"mcc"') == 0  # absent on the wire, not null
+
+
+def test_mcc_and_device_keep_their_formats_when_present() -> None:
+    assert reason_for(good(txn_type="P2P", mcc="54a1")) == "invalid_field"
+    assert reason_for(good(channel="NEFT", txn_type="TRANSFER", device_id="has space")) == "invalid_field"
+    assert reason_for(good(device_id="")) == "invalid_field"
+
+
+def test_zero_amount_is_valid_and_negative_is_not() -> None:
+    """Card verifications and authorisation checks carry no money but are real (and scored)."""
+    assert validate_event(good(amount_paise=0), now=NOW).amount_paise == 0
+    with pytest.raises(EventValidationError) as caught:
+        validate_event(good(amount_paise=-5), now=NOW)
+    assert caught.value.reason == "non_positive_amount"  # stable wire string, though zero passes
+    assert "amount_paise: must be >= 0, got -5" in caught.value.detail
+
+
+def test_detail_lists_every_problem_with_the_expected_format() -> None:
+    bad = good(amount_paise=-5, mcc="541", payer={"account_number": "000000012.0"}, ip="300.1.2.3")
+    with pytest.raises(EventValidationError) as caught:
+        validate_event(bad, now=NOW)
+    error = caught.value
+    assert error.reason == "non_positive_amount"  # the first by precedence
+    assert error.detail.startswith("amount_paise: must be >= 0, got -5; send a refund")
+    assert " | 3 more: [invalid_field] " in error.detail
+    assert "[invalid_field] mcc: '541' is not 4 digits, e.g. 5411" in error.detail
+    assert "[invalid_field] payer.account_number: '000000012.0' is not 9-18 digits, e.g. 123456789012" in error.detail
+    assert "[invalid_field] ip: '300.1.2.3' is not an IPv4 or IPv6 address" in error.detail
+    assert error.detail.endswith("see event contract v1 in ingestion/events.py")
+
+
+def test_check_event_returns_every_problem_in_precedence_order() -> None:
+    event, problems = events.check_event(good(amount_paise=1.5, txn_id=..., mcc="1"), now=NOW)
+    assert event is None
+    assert [(p.reason, p.where) for p in problems] == [
+        ("missing_field", "txn_id"), ("wrong_type", "amount_paise"), ("invalid_field", "mcc")]
+    assert "got 1.5; send whole paise as an integer" in problems[1].message
+    assert "send 8-64 letters" in problems[0].message
+    assert events.check_event(GOOD, now=NOW) == (validate_event(GOOD, now=NOW), ())
+    assert events.check_event(b"{", now=NOW)[1][0].reason == "malformed_json"
+
+
+def test_every_pattern_has_a_plain_format_whose_example_fits() -> None:
+    """Messages quote FIELD_FORMATS instead of the regex; its example must itself be valid."""
+    assert set(events.FIELD_PATTERNS) <= set(events.FIELD_FORMATS)
+    for path, pattern in events.FIELD_PATTERNS.items():
+        example = re.search(r"e\.g\. (\S+)", events.FIELD_FORMATS[path])
+        assert example is not None, path
+        assert re.match(pattern, example.group(1)), (path, example.group(1))
 
 
 def test_future_timestamp_respects_skew_and_clock() -> None:
@@ -263,3 +322,45 @@ def test_money_helpers() -> None:
     assert format_inr(rupees_to_paise("10,00,000")) == "₹10,00,000.00"
     with pytest.raises(TypeError, match="never float"):
         rupees_to_paise(12.34)  # type: ignore[arg-type]
+
+
+def _half_even_oracle(units: int, decimals: int) -> int:
+    """Paise of ``units / 10**decimals`` rupees, half-even, in integer arithmetic only."""
+    if units < 0:
+        return -_half_even_oracle(-units, decimals)
+    if decimals <= 2:
+        return units * 10 ** (2 - decimals)
+    step = 10 ** (decimals - 2)
+    paise, rest = divmod(units, step)
+    if 2 * rest > step or (2 * rest == step and paise % 2):
+        paise += 1
+    return paise
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.integers(min_value=-10**13, max_value=10**13), st.integers(min_value=0, max_value=16))
+def test_half_even_rounding_of_any_decimal_text(units: int, decimals: int) -> None:
+    """Any amount written with up to 16 decimals rounds half-even exactly (no float on the way)."""
+    text = str(Decimal(units).scaleb(-decimals))
+    assert rupees_to_paise(text, rounding="half_even") == _half_even_oracle(units, decimals)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.floats(min_value=-1e9, max_value=1e9, allow_nan=False, allow_infinity=False),
+       st.sampled_from(sorted(events.AMOUNT_ROUNDINGS)))
+def test_float_text_rounds_as_decimal_does(amount: float, rounding: str) -> None:
+    """A float's shortest text (how CSV writers print it) rounds as Decimal rounds that text."""
+    text = repr(amount)
+    mode = {"half_even": ROUND_HALF_EVEN, "half_up": ROUND_HALF_UP, "down": ROUND_DOWN}[rounding]
+    expected = int((Decimal(text) * 100).quantize(Decimal(1), rounding=mode))
+    assert rupees_to_paise(text, rounding=rounding) == expected  # type: ignore[arg-type]
+
+
+def test_rounding_names_and_exactness_without_rounding() -> None:
+    assert rupees_to_paise("851.9499999999999", rounding="half_even") == 85195
+    assert [rupees_to_paise(a, rounding="half_up") for a in ("0.125", "-0.125")] == [13, -13]
+    assert [rupees_to_paise(a, rounding="down") for a in ("0.129", "-0.129")] == [12, -12]
+    with pytest.raises(ValueError, match="not a whole number of paise"):
+        rupees_to_paise("851.9499999999999")
+    with pytest.raises(ValueError, match="unknown rounding 'bankers'"):
+        rupees_to_paise("1.005", rounding="bankers")  # type: ignore[arg-type]

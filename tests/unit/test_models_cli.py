@@ -75,3 +75,42 @@ def test_source_options_are_checked(cli):
 def test_evaluate_without_a_champion_says_what_to_do(cli):
     result = cli("evaluate", *SAMPLE, ok=False)
     assert "run `txmon train` first" in str(result.exception)
+
+
+def _card_simulated_file(tmp_path: Path) -> Path:
+    """A small generated file of the simulated card layout, plus two broken rows (one fraud)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_card_simulated",
+                                                  ROOT / "ingestion/samples/make_card_simulated.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    path = module.write(tmp_path / "cards.csv", customers=60, terminals=30, days=30, seed=5,
+                        card_compromise_rate=0.01, terminal_compromise_rate=0.003)
+    with path.open("a", encoding="utf-8") as out:
+        out.write("900001,2018-04-20 10:00:00,1,2,-12.5,0,0,1,3\n")      # negative, labelled fraud
+        out.write("900002,2018-04-31 10:00:00,1,2,10.1,0,0,0,0\n")       # no 31 April
+    return path
+
+
+def test_train_on_generated_card_data_reports_and_writes_rejects(cli, tmp_path):
+    cards = _card_simulated_file(tmp_path)
+    rejects = tmp_path / "out" / "rejects.csv"
+    result = cli("train", "--replay", str(cards), "--mapping", str(ROOT / "config/replay/card_simulated.yaml"),
+                 "--rejects-out", str(rejects))
+    assert f"2 rows rejected (1 of them labelled fraud); details in {rejects}" in result.output
+    assert "registered v0001" in result.output
+    lines = rejects.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "row_number,reason,detail,is_fraud,scenario,raw" and len(lines) == 3
+    assert ",non_positive_amount," in lines[1] and ",1,scenario_3," in lines[1]
+    assert ",unparsable_value," in lines[2]
+
+    again = cli("train", "--replay", str(cards), "--mapping", str(ROOT / "config/replay/card_simulated.yaml"))
+    default = tmp_path / "state" / "rejects" / "cards.csv.card_simulated.rejects.csv"
+    assert f"details in {default}" in again.output and default.is_file()
+
+
+def test_rejects_out_goes_with_replay(cli):
+    result = cli("train", "--simulate", "1000", "--rejects-out", "r.csv", ok=False)
+    assert "--rejects-out goes with --replay" in str(result.exception)

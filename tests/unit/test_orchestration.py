@@ -168,7 +168,7 @@ def test_landing_files_get_their_mapping_by_folder(settings):
     found = {f.path.name: f.mapping.name for f in find_landed(settings)}
     assert found == {"a.csv": "card_transactions.yaml", "b.csv": "paysim.yaml"}
     assert resolve_mapping(settings, "paysim") == PROJECT_ROOT / "config" / "replay" / "paysim.yaml"
-    with pytest.raises(LandingError, match="use one of config/replay/\\*.yaml \\(card_transactions, paysim\\)"):
+    with pytest.raises(LandingError, match="use one of config/replay/\\*.yaml \\(card_simulated, card_transactions, paysim\\)"):
         resolve_mapping(settings, "nope")
 
 

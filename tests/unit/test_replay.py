@@ -24,6 +24,7 @@ from ingestion.replay import (
     ReplayMappingError,
     ReplayPacer,
     due_offset,
+    load_labelled,
     load_mapping,
     parse_mapping,
     replay_file,
@@ -34,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "ingestion" / "samples" / "card_transactions_sample.csv"
 CARD_MAPPING = ROOT / "config" / "replay" / "card_transactions.yaml"
 PAYSIM_MAPPING = ROOT / "config" / "replay" / "paysim.yaml"
+CARD_SIMULATED_MAPPING = ROOT / "config" / "replay" / "card_simulated.yaml"
 NOW = datetime(2025, 1, 1, tzinfo=timezone.utc)
 SAMPLE_REJECTS = {17: "non_positive_amount", 58: "unparsable_value", 101: "missing_field", 150: "fractional_paise"}
 
@@ -183,12 +185,12 @@ def test_missing_source_column_is_a_mapping_error(tmp_path: Path) -> None:
 
 
 def test_rupees_to_paise_is_exact(tmp_path: Path) -> None:
-    amounts = ["10.10", "0.07", "0.1", "5", "\"1,234.56\"", "99999.99", "12.345", "abc", "0.00"]
+    amounts = ["10.10", "0.07", "0.1", "5", "\"1,234.56\"", "99999.99", "12.345", "abc", "-0.50", "0.00"]
     source = _rows([("2024-01-01T10:00:00+05:30", "123456789", a) for a in amounts], tmp_path / "a.csv")
     producer = FakeProducer()
     summary = replay_file(source, parse_mapping(_mapping()), producer=producer,
                           rejects_path=tmp_path / "rejects.csv", now=NOW)
-    assert [e.amount_paise for e in producer.events] == [1010, 7, 10, 500, 123456, 9999999]
+    assert [e.amount_paise for e in producer.events] == [1010, 7, 10, 500, 123456, 9999999, 0]
     rejects = {int(r["row_number"]): r["reason"] for r in _read_rejects(tmp_path / "rejects.csv")}
     assert rejects == {7: "fractional_paise", 8: "unparsable_value", 9: "non_positive_amount"}
     assert summary.rejected_by_reason == {"fractional_paise": 1, "unparsable_value": 1, "non_positive_amount": 1}
@@ -211,7 +213,8 @@ def test_sample_rejects_broken_rows_with_reason_and_row_number(tmp_path: Path) -
 
     rows = _read_rejects(rejects)
     assert {int(r["row_number"]): r["reason"] for r in rows} == SAMPLE_REJECTS
-    assert list(rows[0]) == ["row_number", "reason", "detail", "raw"]
+    assert list(rows[0]) == ["row_number", "reason", "detail", "is_fraud", "scenario", "raw"]
+    assert {r["is_fraud"] for r in rows} == {"0"}  # the mapping's label, read for rejected rows too
     by_row = {int(r["row_number"]): r for r in rows}
     assert json.loads(by_row[17]["raw"])["amt"] == "-250.00"
     assert json.loads(by_row[101]["raw"])["cc_num"] == ""
@@ -532,3 +535,226 @@ def test_labels_path_needs_a_label_section(tmp_path: Path) -> None:
     source = _rows([("2024-01-01T00:00:00Z", "123456789", "1")], tmp_path / "c.csv")
     with pytest.raises(ReplayMappingError, match="no `label:` section"):
         replay_file(source, parse_mapping(_mapping()), labels_path=tmp_path / "l.jsonl", now=NOW)
+
+
+# ------------------------------------------------------------- amounts: rounding
+
+
+def test_round_option_rounds_amounts_to_paise(tmp_path: Path) -> None:
+    amounts = ["851.9499999999999", "0.125", "0.135", "0.005", "-0.004", "-0.006", "12"]
+    source = _rows([("2024-01-01T00:00:00Z", "123456789", a) for a in amounts], tmp_path / "r.csv")
+    expected = {"half_even": [85195, 12, 14, 0, 1200], "half_up": [85195, 13, 14, 1, 1200],
+                "down": [85194, 12, 13, 0, 1200]}
+    for rounding, kept in expected.items():
+        producer = FakeProducer()
+        mapping = _mapping(amount_paise={"column": "amt", "unit": "rupees", "round": rounding})
+        replay_file(source, parse_mapping(mapping), producer=producer, rejects_path=tmp_path / "x.csv", now=NOW)
+        assert [e.amount_paise for e in producer.events] == kept, rounding
+        rejects = {int(r["row_number"]): r for r in _read_rejects(tmp_path / "x.csv")}
+        # Negative amounts stay rejected, even those that round to 0 paise.
+        assert {n: r["reason"] for n, r in rejects.items()} == {5: "non_positive_amount", 6: "non_positive_amount"}
+        assert "negative" in rejects[5]["detail"]
+
+
+def test_fractional_amount_without_round_names_the_fix(tmp_path: Path) -> None:
+    source = _rows([("2024-01-01T00:00:00Z", "123456789", "851.9499999999999")], tmp_path / "f.csv")
+    summary = replay_file(source, parse_mapping(_mapping()), now=NOW)
+    assert summary.rejected_by_reason == {"fractional_paise": 1}
+    assert "add `round: half_even`" in summary.reject_examples["fractional_paise"]
+
+
+def test_round_in_paise_and_only_on_amounts(tmp_path: Path) -> None:
+    source = _rows([("2024-01-01T00:00:00Z", "123456789", a) for a in ["1050.5", "1051.5"]], tmp_path / "p.csv")
+    producer = FakeProducer()
+    mapping = _mapping(amount_paise={"column": "amt", "unit": "paise", "round": "half_even"})
+    replay_file(source, parse_mapping(mapping), producer=producer, now=NOW)
+    assert [e.amount_paise for e in producer.events] == [1050, 1052]
+    with pytest.raises(ReplayMappingError, match=r"fields.device_id.round: only amount_paise takes round"):
+        parse_mapping(_mapping(device_id={"column": "dev", "round": "half_even"}))
+    with pytest.raises(ReplayMappingError, match=r"fields.amount_paise.round"):
+        parse_mapping(_mapping(amount_paise={"column": "amt", "unit": "rupees", "round": "bankers"}))
+
+
+def test_parquet_float_amounts_round_from_their_shortest_text(tmp_path: Path) -> None:
+    """A float cell is read as the text it prints as (what the writer meant), then rounded."""
+    amounts = [851.9499999999999, 0.125, 2.675, 77.30000000000001, 1e-05, 0.0]
+    frame = pd.DataFrame({"id": [f"txn-{i:08d}" for i in range(len(amounts))],
+                          "ts": ["2024-01-01T00:00:00Z"] * len(amounts), "acct": ["123456789"] * len(amounts),
+                          "amt": amounts})
+    frame.to_parquet(tmp_path / "f.parquet", index=False)
+    producer = FakeProducer()
+    mapping = _mapping(amount_paise={"column": "amt", "unit": "rupees", "round": "half_even"})
+    replay_file(tmp_path / "f.parquet", parse_mapping(mapping), producer=producer, now=NOW)
+    assert [e.amount_paise for e in producer.events] == [85195, 12, 268, 7730, 0, 0]
+
+
+# ------------------------------------------------------------------ absent fields
+
+
+def test_absent_fields_are_left_out_and_declared(tmp_path: Path) -> None:
+    source = _rows([("2024-01-01T00:00:00Z", "123456789", "1")], tmp_path / "a.csv")
+    mapping = parse_mapping(_mapping(txn_type={"value": "CARD_PAYMENT"}, channel={"value": "CARD_POS"},
+                                     device_id={"absent": True}, mcc={"absent": True}, ip={"absent": True}))
+    producer = FakeProducer()
+    summary = replay_file(source, mapping, producer=producer, now=NOW)
+    assert summary.rejected == 0
+    (event,) = producer.events
+    assert (event.device_id, event.mcc, event.ip) == (None, None, None)
+    assert mapping.fields["device_id"].absent and "device_id" not in mapping.columns()
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"status": {"absent": True}}, "fields.status: cannot be absent, the event contract requires it"),
+        ({"payer.account_number": {"absent": True}}, "fields.payer.account_number: cannot be absent"),
+        ({"payee.vpa": {"absent": True}}, "missing payee.account_number or payee.vpa"),
+        ({"mcc": {"absent": False}}, "absent takes only `true`"),
+        ({"mcc": {"absent": True, "default": "5411"}}, "an absent field takes no other keys, got default"),
+        ({"mcc": {"absent": True, "column": "m"}}, "needs exactly one of `column: NAME`"),
+    ],
+)
+def test_absent_is_checked_against_the_contract(change: dict, expected: str) -> None:
+    with pytest.raises(ReplayMappingError) as info:
+        parse_mapping(_mapping(**change))
+    assert expected in str(info.value)
+
+
+def test_a_label_cannot_be_absent() -> None:
+    with pytest.raises(ReplayMappingError, match="label.scenario: a label cannot be absent"):
+        parse_mapping({**_mapping(), "label": {"is_fraud": {"column": "f"}, "scenario": {"absent": True}}})
+
+
+# ------------------------------------------------------------ numeric ids -> accounts
+
+
+def test_numeric_ids_pad_to_account_numbers_from_csv_and_parquet(tmp_path: Path) -> None:
+    """Customer 0..4999 and terminal ids become 12-digit accounts: never "000000012.0"."""
+    ids = [0, 12, 4999]
+    mapping = parse_mapping(_mapping(**{
+        "payer.account_number": {"column": "acct", "template": "{value:0>12}"},
+        "payee.vpa": None, "payee.account_number": {"column": "terminal", "template": "{value:0>12}"}}))
+    rows = [f"txn-{i:08d},2024-01-01T00:00:0{i}Z,{v},{v},1" for i, v in enumerate(ids)]
+    csv_file = _csv(tmp_path / "ids.csv", "id,ts,acct,terminal,amt", *rows)
+    frame = pd.DataFrame({"id": [f"txn-{i:08d}" for i in range(3)],
+                          "ts": [f"2024-01-01T00:00:0{i}Z" for i in range(3)],
+                          "acct": pd.array(ids, dtype="int64"),
+                          "terminal": [0.0, 12.0, float("nan")],  # a float column: ids with a gap
+                          "amt": [1, 1, 1]})
+    frame.to_parquet(tmp_path / "ids.parquet", index=False)
+    from_csv, from_parquet = FakeProducer(), FakeProducer()
+    replay_file(csv_file, mapping, producer=from_csv, now=NOW)
+    summary = replay_file(tmp_path / "ids.parquet", mapping, producer=from_parquet, rejects_path=tmp_path / "r.csv",
+                          now=NOW)
+    expected = ["000000000000", "000000000012", "000000004999"]
+    assert [e.payer.account_number for e in from_csv.events] == expected
+    assert [e.payee.account_number for e in from_csv.events] == expected
+    assert [e.payer.account_number for e in from_parquet.events] == expected[:2]
+    assert [e.payee.account_number for e in from_parquet.events] == expected[:2]
+    (reject,) = _read_rejects(tmp_path / "r.csv")  # the empty terminal: a payee with no identifier
+    assert (reject["row_number"], reject["reason"]) == ("3", "missing_field")
+    assert summary.rejected == 1
+
+
+def test_written_float_ids_need_a_pattern_and_the_reject_names_the_format(tmp_path: Path) -> None:
+    source = _csv(tmp_path / "f.csv", "id,ts,acct,amt", "txn-00000001,2024-01-01T00:00:00Z,12.0,1")
+    padded = {"column": "acct", "template": "{value:0>12}"}
+    summary = replay_file(source, parse_mapping(_mapping(**{"payer.account_number": padded})), now=NOW)
+    assert summary.rejected_by_reason == {"invalid_field": 1}
+    assert "'0000000012.0' is not 9-18 digits, e.g. 123456789012" in summary.reject_examples["invalid_field"]
+    stripped = {**padded, "pattern": r"^(\d+)(?:\.0+)?$"}
+    producer = FakeProducer()
+    replay_file(source, parse_mapping(_mapping(**{"payer.account_number": stripped})), producer=producer, now=NOW)
+    assert producer.events[0].payer.account_number == "000000000012"
+
+
+def test_template_with_a_numeric_format_spec_is_a_mapping_error() -> None:
+    with pytest.raises(ReplayMappingError, match=r"pad with \{value:0>12\}, not \{value:012d\}"):
+        parse_mapping(_mapping(**{"payer.account_number": {"column": "acct", "template": "{value:012d}"}}))
+
+
+# ------------------------------------------------------- every problem of a row
+
+
+def test_a_rejected_row_names_every_problem_and_the_expected_formats(tmp_path: Path) -> None:
+    source = _csv(tmp_path / "b.csv", "id,ts,acct,amt,dev", "txn-00000001,yesterday,12345,12.345,has space")
+    mapping = parse_mapping(_mapping(device_id={"column": "dev"}))
+    summary = replay_file(source, mapping, rejects_path=tmp_path / "r.csv", now=NOW)
+    (reject,) = _read_rejects(tmp_path / "r.csv")
+    assert reject["reason"] == "unparsable_value"  # mapping problems first, in the mapping's order
+    detail = reject["detail"]
+    assert detail.startswith("event_time: 'yesterday' is not a time in ISO-8601 | 3 more: ")
+    assert "[fractional_paise] amount_paise: 12.345 rupees is not a whole number of paise" in detail
+    assert "[invalid_field] payer.account_number: '12345' is not 9-18 digits, e.g. 123456789012" in detail
+    assert "[invalid_field] device_id: 'has space' is not 1-128 printable ASCII characters" in detail
+    assert "required but missing" not in detail  # no echo of the cells that failed to map
+    assert summary.rejected_by_reason == {"unparsable_value": 1}
+
+
+def test_rejected_rows_carry_their_label(tmp_path: Path) -> None:
+    source = _csv(tmp_path / "l.csv", "id,ts,acct,amt,fraud,kind",
+                  "txn-00000001,2024-01-01T00:00:00Z,123456789,12.345,1,stolen",
+                  "txn-00000002,2024-01-01T00:00:00Z,123456789,-1,0,",
+                  "txn-00000003,2024-01-01T00:00:00Z,123456789,1,maybe,",
+                  "txn-00000004,2024-01-01T00:00:00Z,123456789,1,1,stolen")
+    mapping = parse_mapping({**_mapping(), "label": {"is_fraud": {"column": "fraud"}, "scenario": {"column": "kind"}}})
+    seen = []
+    events, labels = load_labelled(source, mapping, now=NOW, on_reject=seen.append, rejects_path=tmp_path / "r.csv")
+    assert [lb.is_fraud for lb in labels] == [True]
+    assert [(r.row_number, r.reason, r.is_fraud, r.scenario) for r in seen] == [
+        (1, "fractional_paise", True, "stolen"), (2, "non_positive_amount", False, None),
+        (3, "unparsable_value", None, None)]
+    rows = _read_rejects(tmp_path / "r.csv")
+    assert [(r["is_fraud"], r["scenario"]) for r in rows] == [("1", "stolen"), ("0", ""), ("", "")]
+    summary = replay_file(source, mapping, now=NOW)
+    assert summary.rejected_fraud == 1 and "1 of them labelled fraud" in summary.line()
+
+
+# ------------------------------------------------------- simulated card layout
+
+
+def _card_simulated() -> object:
+    spec = importlib.util.spec_from_file_location("make_card_simulated",
+                                                  SAMPLE.with_name("make_card_simulated.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_card_simulated_generator_is_seeded_and_has_the_layout() -> None:
+    make = _card_simulated()
+    first, again = make.generate(customers=30, terminals=20, days=20, seed=3), \
+        make.generate(customers=30, terminals=20, days=20, seed=3)
+    pd.testing.assert_frame_equal(first, again)
+    assert tuple(first.columns) == make.COLUMNS
+    assert first["TX_TIME_SECONDS"].is_monotonic_increasing
+    assert set(first["TX_FRAUD_SCENARIO"]) <= {0, 1, 2, 3}
+    assert ((first["TX_FRAUD"] == 1) == (first["TX_FRAUD_SCENARIO"] > 0)).all()
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_card_simulated_mapping_reads_every_row(tmp_path: Path, suffix: str) -> None:
+    from decimal import ROUND_HALF_EVEN, Decimal
+
+    make = _card_simulated()
+    path = make.write(tmp_path / f"cards{suffix}", customers=40, terminals=20, days=30, seed=11, zero_share=0.01,
+                      card_compromise_rate=0.02)
+    source = pd.read_csv(path, dtype=str) if suffix == ".csv" else pd.read_parquet(path)
+    rejects = []
+    events, labels = load_labelled(path, CARD_SIMULATED_MAPPING, now=NOW, on_reject=rejects.append)
+    assert rejects == [] and len(events) == len(source)
+    by_id = source.set_index(source["TRANSACTION_ID"].astype(int))
+    for event, label in zip(events, labels):
+        row = by_id.loc[int(event.txn_id)]
+        written = Decimal(str(row["TX_AMOUNT"]))
+        assert event.amount_paise == int((written * 100).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+        assert event.payer.account_number == f"{int(row['CUSTOMER_ID']):012d}"
+        assert event.payee.account_number == f"{int(row['TERMINAL_ID']):012d}"
+        assert (event.channel, event.txn_type, event.mcc, event.device_id) == ("CARD_POS", "CARD_PAYMENT", None, None)
+        assert label.is_fraud == (int(row["TX_FRAUD"]) == 1)
+        assert label.scenario == (f"scenario_{int(row['TX_FRAUD_SCENARIO'])}" if label.is_fraud else None)
+        assert label.label_time == event.event_time + timedelta(days=7)
+    assert any(e.amount_paise == 0 for e in events)
+    fractional = [a for a in source["TX_AMOUNT"].astype(str) if len(a.partition(".")[2]) > 2]
+    assert fractional  # float text such as 851.9499999999999, all read
