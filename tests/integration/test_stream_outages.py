@@ -158,9 +158,11 @@ def _wait_for_some(settings, stream: Stream, ids, what: str) -> int:
     return landed
 
 
-def _assert_exactly_once(settings, events, stream: Stream) -> None:
-    """Produced = landed = scored, and no event counted twice."""
+def _assert_exactly_once(settings, events, stream: Stream) -> dict:
+    """Produced = landed = scored, and no event counted twice. Returns the counts and how
+    long the stream took from here to score everything."""
     ids = [e.txn_id for e in events]
+    started = time.monotonic()
     done = wait_until(lambda: _landed(settings, ids, "scored_transactions") == len(ids), timeout=CATCH_UP_S,
                       interval=2, abort=lambda: not stream.alive())
     landed, scored = _landed(settings, ids), _landed(settings, ids, "scored_transactions")
@@ -172,6 +174,13 @@ def _assert_exactly_once(settings, events, stream: Stream) -> None:
                                "WHERE payer_account = ? AND window_kind = 'tumble_1m'")
         counted = {acct: sum(r.txn_count for r in session.execute(stmt, (acct,))) for acct in per_account}
     assert counted == dict(per_account)
+    return {"produced": len(ids), "landed": landed, "scored": scored, "accounts_checked": len(counted),
+            "caught_up_s": round(time.monotonic() - started)}
+
+
+def _report(drill: str, **figures) -> None:
+    """One line per drill with its figures (shown with ``pytest -s``; docs/operations.md)."""
+    print(f"\nDRILL {drill}: " + ", ".join(f"{k}={v}" for k, v in figures.items()), flush=True)
 
 
 def _recovery(settings) -> dict:
@@ -195,15 +204,19 @@ def test_stream_waits_out_a_cassandra_outage_and_loses_or_doubles_nothing(servic
         assert stream.alive(), f"the stream exited during the Cassandra outage:\n{stream.tail()}"
         assert landed < len(first), f"the kill must happen mid-run, landed={landed}"
         waiting = _recovery(services)
+        outage_s = time.monotonic() - killed_at
         assert cassandra.start()
-        cassandra.wait_ready(services.cassandra.ready_timeout_s)
+        ready_after_s = cassandra.wait_ready(services.cassandra.ready_timeout_s)
 
-        _assert_exactly_once(services, events, stream)
+        figures = _assert_exactly_once(services, events, stream)
         assert stream.alive()
         recovery = _recovery(services)
         # The wait was visible while it lasted, and the stream restarted its queries itself.
         assert waiting.get("state") == "waiting" and "cassandra" in waiting.get("last_error", "").lower(), waiting
         assert recovery["state"] == "running" and recovery["restarts"] >= 1, recovery
+        _report("cassandra killed", outage_s=round(outage_s), cassandra_ready_after_s=round(ready_after_s),
+                landed_before_kill=landed, query_restarts=recovery["restarts"],
+                restart_attempts=recovery["attempt"], **figures)
     finally:
         stream.stop()
         if cassandra.process.pid() is None:  # leave the session's stack as it was found
@@ -220,16 +233,21 @@ def test_stream_carries_on_after_kafka_is_killed_and_restarted(services, stream_
     try:
         landed = _wait_for_some(services, stream, [e.txn_id for e in before], "the outage")
         os.kill(kafka.process.pid(), signal.SIGKILL)
+        killed_at = time.monotonic()
         assert wait_until(kafka.process.exited, timeout=30)
         assert landed < len(before), f"the kill must happen mid-run, landed={landed}"
         time.sleep(OUTAGE_S)
         assert stream.alive(), f"the stream exited during the Kafka outage:\n{stream.tail()}"
+        outage_s = time.monotonic() - killed_at
         assert kafka.start()
-        kafka.wait_ready(services.kafka.ready_timeout_s)
+        ready_after_s = kafka.wait_ready(services.kafka.ready_timeout_s)
         _produce(services, stream_topic, after)
 
-        _assert_exactly_once(services, events, stream)
+        figures = _assert_exactly_once(services, events, stream)
         assert stream.alive()
+        recovery = _recovery(services)
+        _report("kafka killed", outage_s=round(outage_s), kafka_ready_after_s=round(ready_after_s),
+                landed_before_kill=landed, query_restarts=recovery.get("restarts", 0), **figures)
     finally:
         stream.stop()
         if kafka.process.pid() is None:
@@ -249,14 +267,19 @@ def test_supervisor_restarts_a_stream_killed_with_sigkill(services, stream_topic
         (started,) = restarts(services)[recorded:]
         assert started["triggered_by"] == "txmon stream --supervise" and started["reason"].startswith("dead")
         victim = CheckpointLock(str(ckpt)).holder()["pid"]  # the stream's driver: it holds the checkpoint
+        landed = _landed(services, [e.txn_id for e in before])
         os.kill(victim, signal.SIGKILL)
+        killed_at = time.monotonic()
         _produce(services, stream_topic, after)
 
         assert wait_until(lambda: len(restarts(services)) > recorded + 1, timeout=120, interval=1,
                           abort=lambda: not supervisor.alive()), supervisor.tail()
+        restarted_after_s = time.monotonic() - killed_at
         restart = restarts(services)[recorded + 1]
         assert restart["reason"].startswith("dead") and restart["pid"] != started["pid"], restart
-        _assert_exactly_once(services, events, supervisor)
+        figures = _assert_exactly_once(services, events, supervisor)
+        _report("stream killed -9 under txmon stream --supervise", landed_before_kill=landed,
+                restarted_after_s=round(restarted_after_s), **figures)
         assert CheckpointLock(str(ckpt)).holder()["pid"] != victim
         assert supervisor.alive() and "started pid" in supervisor.tail()
     finally:
@@ -283,7 +306,8 @@ def test_a_second_stream_on_the_same_checkpoint_is_refused_and_the_first_keeps_r
             f"{json.loads((ckpt / 'stream.lock').read_text())['started_at']}): stop it first "
             f"(kill {first.proc.pid}), or give this one its own --checkpoint-dir")
         _produce(services, stream_topic, events[500:])
-        _assert_exactly_once(services, events, first)
+        figures = _assert_exactly_once(services, events, first)
         assert first.alive()
+        _report("second stream on the same checkpoint", refused_exit_code=second.returncode, **figures)
     finally:
         first.stop()
