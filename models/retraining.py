@@ -12,8 +12,10 @@ re-run of the same data interval changes nothing:
    the warm-up rows only warm the per-account profiles up and are dropped -> ``features/``.
 3. :func:`train_challenger` — :func:`models.training.train_frame` on the window (time
    split: the latest ``holdout_fraction`` is held out) -> a registered version, NOT live.
-4. :func:`evaluate` — champion and challenger scored on the same held-out recent period;
-   average precision, ROC-AUC, daily precision@k, recall per scenario; the decision:
+4. :func:`evaluate` — champion and challenger scored on the same held-out recent period
+   and measured with the backtest's metrics (models/evaluation.evaluate_frame: average
+   precision, ROC-AUC, the literature's card precision@k, recall at a fixed alert rate,
+   daily precision@k, recall per scenario); the decision:
    promote only if the challenger beats the champion on ``retraining.metric`` by
    ``retraining.margin`` -> ``comparison.json`` + ``comparison.md``, and the comparison is
    recorded on the challenger's registry entry whatever the outcome.
@@ -289,7 +291,8 @@ def _session(settings: Settings):
 def comparison_markdown(result: dict) -> str:
     """The comparison as a markdown table (for comparison.md and the fraud-desk email)."""
     champ, chall = result.get("champion") or {}, result["challenger"]
-    names = ["model_average_precision", "model_roc_auc", "model_daily_precision_at_100", "recall", "alert_rate",
+    names = ["model_average_precision", "model_roc_auc", "model_card_precision_at_100", "model_fixed_rate_recall",
+             "model_daily_precision_at_100", "average_precision", "card_precision_at_100", "recall", "alert_rate",
              *sorted(k for k in chall if k.startswith("recall_"))]
 
     def fmt(value) -> str:
