@@ -196,8 +196,9 @@ class ModelBundle:
         out: list[list[tuple[str, float]]] = []
         for i in range(n):
             order = np.argsort(-drops[:, i], kind="stable")[:top_k]
-            out.append([(self.explain_features[j], round(float(drops[j, i]), 6))
-                        for j in order if drops[j, i] > 0])
+            # Rounded before the test: a drop under 5e-7 would otherwise be reported as 0.0.
+            rounded = [(self.explain_features[j], round(float(drops[j, i]), 6)) for j in order]
+            out.append([(name, drop) for name, drop in rounded if drop > 0])
         return out
 
     # ------------------------------------------------------------ serialisation
