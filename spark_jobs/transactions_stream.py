@@ -233,6 +233,12 @@ def split_duplicates(target: CassandraTarget, valid):
 
 def _stored_versions(target: CassandraTarget, ids: list[str]) -> dict[str, tuple]:
     """txn_id -> (content, kafka partition, kafka offset) of the ones already landed."""
+    from spark_jobs.cassandra_sink import retried
+
+    return retried(target, f"checking {len(ids)} txn_ids for duplicates", lambda: _read_versions(target, ids))
+
+
+def _read_versions(target: CassandraTarget, ids: list[str]) -> dict[str, tuple]:
     from cassandra.concurrent import execute_concurrent_with_args
 
     from spark_jobs.cassandra_sink import prepared, session_for
@@ -242,8 +248,8 @@ def _stored_versions(target: CassandraTarget, ids: list[str]) -> dict[str, tuple
                              "FROM transactions WHERE txn_id IN ?")
     chunks = [(ids[i:i + 100],) for i in range(0, len(ids), 100)]
     found = {}
-    for ok, rows in execute_concurrent_with_args(session, stmt, chunks, concurrency=target.concurrency,
-                                                 raise_on_first_error=True):
+    for _ok, rows in execute_concurrent_with_args(session, stmt, chunks, concurrency=target.concurrency,
+                                                  raise_on_first_error=True):
         for row in rows:
             found[row.txn_id] = (_content(tuple(row)[:len(CONTENT_COLUMNS)]), row.kafka_partition, row.kafka_offset)
     return found
