@@ -423,12 +423,16 @@ def test_model_retraining_by_interval_and_by_default_trains_evaluates_decides_an
     from ingestion.simulate import SimulateOptions, simulator_for
     from models.config import models_dir
     from models.registry import Registry
+    from models.retraining import run_dir
     from models.training import TrainingConfig, train
     from tests.integration.history import history_into_cassandra, keyspace_settings
 
     settings, client, smtp = airflow_server.settings, airflow_server.client, airflow_server.smtp
     # Nothing but this test's history (the stream of the test above wrote what it scored).
     keyspace_settings(settings, KEYSPACE, ("transactions", "labels"))
+    # A window names its run directory, and an interval's window repeats across sessions:
+    # a kept one would resume a run whose challenger is in an earlier session's registry.
+    shutil.rmtree(run_dir(settings, "any").parent, ignore_errors=True)
 
     def options(seed, count, live):
         return SimulateOptions(seed=seed, count=count, rate=None, fraud_rate=0.05, n_customers=1_000, live=live,
