@@ -33,17 +33,20 @@ def _labels_frame(labels: Iterable["Label"]) -> pd.DataFrame:
     return frame.drop_duplicates("txn_id", keep="last")
 
 
-def fraud_label_times(transactions: pd.DataFrame) -> dict[str, list[int]]:
-    """payee_key -> sorted label times (µs since the epoch) of its confirmed frauds.
+def fraud_label_times(transactions: pd.DataFrame) -> dict[str, list[tuple[int, int]]]:
+    """payee_key -> its confirmed frauds as (label time, transaction time), µs since the
+    epoch, sorted by label time.
 
-    ``transactions`` needs payee_key, is_fraud and label_time columns.
+    ``transactions`` needs payee_key, is_fraud, label_time and event_time columns.
     """
     fraud = transactions.loc[transactions["is_fraud"].astype(bool) & transactions["payee_key"].notna(),
-                             ["payee_key", "label_time"]]
-    micros = _micros(fraud["label_time"]) if len(fraud) else []  # whatever the unit (ns from Python, us from Spark)
-    out: dict[str, list[int]] = {}
-    for payee, t in zip(fraud["payee_key"].tolist(), micros):
-        out.setdefault(payee, []).append(int(t))
+                             ["payee_key", "label_time", "event_time"]]
+    # whatever the unit (ns from Python, us from Spark)
+    labelled = _micros(fraud["label_time"]) if len(fraud) else []
+    made = _micros(fraud["event_time"]) if len(fraud) else []
+    out: dict[str, list[tuple[int, int]]] = {}
+    for payee, label_us, txn_us in zip(fraud["payee_key"].tolist(), labelled, made):
+        out.setdefault(payee, []).append((int(label_us), int(txn_us)))
     return {k: sorted(v) for k, v in out.items()}
 
 
