@@ -1,4 +1,4 @@
-"""End-to-end pipeline benchmark (issue 8): same-run baselines, sustained rate, latency, memory.
+"""End-to-end pipeline benchmark: same-run baselines, sustained rate, latency, memory.
 
     txmon bench [--quick] [--out DIR]          # or: make bench / make bench-quick
 
@@ -187,7 +187,7 @@ class BenchTraffic:
     The simulator and the Kafka producer run in a process of their own, as ``txmon
     produce`` does beside a deployed stream. In the bench's own process they competed for
     the GIL with the Spark driver's Python, which builds every micro-batch's plan through
-    py4j and feeds the drift monitor (until 2026-11-24).
+    py4j and feeds the drift monitor.
     """
 
     def __init__(self, settings, names: dict[str, str], seed: int, planned_events: int) -> None:
@@ -555,7 +555,7 @@ def run(cfg: BenchConfig, out_dir: Path, log=print) -> dict:
                 traffic = BenchTraffic(settings, names, cfg.seed + 2, cfg.planned_events())
                 # Warm-up, not judged: the first micro-batches start the Python workers, broadcast the
                 # model and run while HotSpot still compiles; judging them made the first step's
-                # verdict swing between runs (notes on issue 8).
+                # verdict swing between runs.
                 warm = traffic.produce(cfg.rates[0], cfg.warmup_seconds)
                 warm_drain = stream.wait_caught_up(timeout=300)
                 log(f"  warm-up: {warm.sent:,} events at {cfg.rates[0]:,} tx/s, caught up "

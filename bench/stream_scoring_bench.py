@@ -20,7 +20,7 @@ same feature rows:
   why the scoring moved to the JVM);
 * Spark reading the same cached rows into the ``noop`` sink with no scoring at all
   (Spark's own floor: no in-Spark path can be faster);
-* the stream's scoring step: both models, risk and decision, in the JVM (the issue-4
+* the stream's scoring step: both models, risk and decision, in the JVM (the goal's
   ratio is this one's);
 * that step followed by the Python reasons/alert-JSON code of the stream's write step,
   in a pass-through ``mapInArrow`` (in the stream it rides in the write step's own
@@ -28,7 +28,7 @@ same feature rows:
 
     .venv/bin/python bench/stream_scoring_bench.py [--rows 100000] [--against 781adfb] [--arrow-batch 1000]
 
-Goal (issue 4): in-stream scoring / plain predict >= 0.5. Every path is reported against
+Goal: in-stream scoring / plain predict >= 0.5. Every path is reported against
 baselines 1 and 2 (and bundle.score); the in-process baselines run on one thread, the
 Spark paths on ``local[2]`` sharing the machine's cores with the JVM.
 """
@@ -238,7 +238,7 @@ def _spark_frame(spark, frame):
 
 
 def ratios(results: dict[str, float]) -> dict[str, float]:
-    """The issue-4 ratios of this run: in-stream scoring over each plain baseline."""
+    """The goal's ratios of this run: in-stream scoring over each plain baseline."""
     return {"in-stream scoring / plain predict_proba": results[IN_STREAM] / results[PREDICT],
             "in-stream scoring / plain predict_proba + IF score_samples": results[IN_STREAM] / results[PLAIN_BOTH],
             "in-stream scoring / bundle.score in-process": results[IN_STREAM] / results[BUNDLE]}

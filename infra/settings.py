@@ -111,6 +111,15 @@ class SparkSettings(_Section):
     cluster: SparkClusterSettings = SparkClusterSettings()
 
 
+class ContractSettings(_Section):
+    """What the stream accepts beyond the event contract's fixed rules."""
+
+    # Older events are dead-lettered as stale_timestamp: 1970-01-01 is a producer's zero
+    # value, not a payment. Three years keeps history replays (chargeback windows, the
+    # shipped samples, backfills) in; raise it to backfill older data.
+    max_event_age_days: int = Field(1095, ge=1, le=36_500)
+
+
 class RecoverySettings(_Section):
     """How the stream rides out Kafka and Cassandra outages (spark_jobs/recovery.py) and how
     ``txmon stream --supervise`` restarts a stream process that died (spark_jobs/supervisor.py).
@@ -234,6 +243,7 @@ class Settings(YamlBackedSettings):
     kafka: KafkaSettings = KafkaSettings()
     cassandra: CassandraSettings = CassandraSettings()
     spark: SparkSettings = SparkSettings()
+    contract: ContractSettings = ContractSettings()
     drift: DriftSettings = DriftSettings()
     retraining: RetrainingSettings = RetrainingSettings()
     airflow: AirflowSettings = AirflowSettings()

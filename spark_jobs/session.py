@@ -102,8 +102,8 @@ def checkpoint_location(spark, location: str) -> str:
     file system without Hadoop's native library (pyspark ships none) forks a ``chmod`` for
     every file it creates and a ``readlink`` for every rename: ~19 processes per micro-batch
     for the offset and commit logs, which made ``walCommit`` and ``commitOffsets`` ~40-50 ms
-    each on the stream's critical path (JFR of the driver JVM, ``jdk.ProcessStart``; notes
-    on issue 8). On a local path txmon's manager (spark_jobs/jvm/io/txmon/checkpoint) writes
+    each on the stream's critical path (JFR of the driver JVM, ``jdk.ProcessStart``;
+    docs/performance.md). On a local path txmon's manager (spark_jobs/jvm/io/txmon/checkpoint) writes
     the same files with plain Java I/O: Spark's FileSystem-based manager, creating files
     without setting a permission. The logs never overwrite a file, and rename(2) is atomic
     on a local file system, so restarts from the checkpoint are as safe. Other file systems
