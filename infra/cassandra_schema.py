@@ -151,6 +151,8 @@ def ensure_roles(settings: Settings, timeout: float = 60) -> None:
         app = credentials.cassandra()
         statement = session.prepare("SELECT role FROM system_auth.roles WHERE role = ?")
         exists = session.execute(statement, [app.user]).one() is not None
+        if exists and _can_log_in(settings, app, AuthenticationFailed):
+            return  # Cassandra refuses a second password change within 5 s: change only when needed
         verb = "ALTER" if exists else "CREATE"
         extra = "" if exists else " AND LOGIN = true AND SUPERUSER = false"
         # Role DDL takes no bind markers; the password is escaped as a CQL string literal.
@@ -158,6 +160,19 @@ def ensure_roles(settings: Settings, timeout: float = 60) -> None:
                         timeout=60)
     finally:
         cluster.shutdown()
+
+
+def _can_log_in(settings: Settings, credential: Credential, auth_failed: type) -> bool:
+    from cassandra.cluster import NoHostAvailable
+
+    try:
+        cluster, _ = connect(settings, credential=credential)
+    except NoHostAvailable as exc:
+        if _auth_refused(exc, auth_failed):
+            return False
+        raise
+    cluster.shutdown()
+    return True
 
 
 def _create_admin(settings: Settings, admin: Credential) -> None:

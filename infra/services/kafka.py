@@ -13,6 +13,7 @@ from infra.services.base import Service
 
 PLAIN_LOGIN_MODULE = "org.apache.kafka.common.security.plain.PlainLoginModule"
 ADMIN_PASSWORD_ENV = "TXMON_KAFKA_ADMIN_PASSWORD"
+SCRAM_MARKER = "txmon-scram-users"  # written beside meta.properties by a format with --add-scram
 
 _LOG4J2 = """\
 status = warn
@@ -110,8 +111,17 @@ class KafkaService(Service):
         (self.home / "log4j2.properties").write_text(
             _LOG4J2.format(log=self.settings.state_path / "logs" / "kafka-server.log")
         )
-        if not (self.home / "data" / "meta.properties").exists():
+        data = self.home / "data"
+        if not (data / "meta.properties").exists():
             self._format_storage()
+            (data / SCRAM_MARKER).write_text("SCRAM users created at format\n")
+        elif not (data / SCRAM_MARKER).exists():
+            # Formatted before the broker required SASL: it has no SCRAM users, so neither
+            # the broker nor any client could log in.
+            raise ServiceStartError(
+                f"kafka: the storage in {data} was formatted without SCRAM users (before authentication "
+                "was required); delete it with `txmon infra down --purge` (its topics are lost) and run "
+                "`txmon infra up` again")
 
     def _java_base(self, java: str) -> list[str]:
         cp = ":".join(str(p) for p in classpath(self.settings, "kafka"))
