@@ -51,7 +51,7 @@ def test_cassandra_write_read(services, cassandra_session):
 
 def test_cassandra_connections_send_without_waiting_for_acks(cassandra_session):
     """Every connection txmon opens sets TCP_NODELAY (infra.cassandra_schema.open_cluster):
-    without it, requests under load stalled ~40 ms on Nagle's algorithm (notes on issue 8)."""
+    without it, requests under load stalled ~40 ms on Nagle's algorithm (docs/performance.md)."""
     import socket
 
     connections = [c for pool in cassandra_session.get_pools() for c in pool.get_connections()]
