@@ -25,13 +25,7 @@ def bad_records(event: TransactionEvent, now: datetime | None = None) -> dict[st
     base = json.loads(to_json(event))
 
     def variant(txn_suffix: str, **changes) -> bytes:
-        data = {**base, "txn_id": f"{base['txn_id'][:50]}-{txn_suffix}"}
-        for key, value in changes.items():
-            if value is _DROP:
-                data.pop(key, None)
-            else:
-                data[key] = value
-        return json.dumps(data).encode()
+        return _variant(base, f"{base['txn_id'][:50]}-{txn_suffix}", changes)
 
     future = (now + timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return {
@@ -52,7 +46,18 @@ def bad_records(event: TransactionEvent, now: datetime | None = None) -> dict[st
 _DROP = object()
 
 
-def hostile_records(event: TransactionEvent, now: datetime | None = None) -> list[tuple[str, bytes | None, str]]:
+def _variant(base: dict, txn_id: str, changes: dict) -> bytes:
+    """``base`` as JSON bytes under ``txn_id``, each change set (or dropped with ``_DROP``)."""
+    data = {**base, "txn_id": txn_id}
+    for key, value in changes.items():
+        if value is _DROP:
+            data.pop(key, None)
+        else:
+            data[key] = value
+    return json.dumps(data).encode()
+
+
+def hostile_records(event: TransactionEvent) -> list[tuple[str, bytes | None, str]]:
     """(name, raw Kafka value, expected dead-letter reason) for records nobody here would
     write: JSON, encoding, type, range, size and timestamp tricks. Each is built from
     ``event`` with a txn_id of its own, so none collides with the valid traffic.
@@ -63,19 +68,12 @@ def hostile_records(event: TransactionEvent, now: datetime | None = None) -> lis
     >>> len(records) >= 40, len({name for name, _, _ in records}) == len(records)
     (True, True)
     """
-    now = now or datetime.now(timezone.utc)
     base = json.loads(to_json(event))
     out: list[tuple[str, bytes | None, str]] = []
 
     def add(name: str, reason: str, raw: object = _DROP, **changes) -> None:
         if raw is _DROP:  # a variant of the valid event; non-ASCII text as JSON \u escapes
-            data = {**base, "txn_id": f"{base['txn_id'][:40]}-h{len(out):03d}"}
-            for key, value in changes.items():
-                if value is _DROP:
-                    data.pop(key, None)
-                else:
-                    data[key] = value
-            raw = json.dumps(data).encode()
+            raw = _variant(base, f"{base['txn_id'][:40]}-h{len(out):03d}", changes)
         out.append((name, raw, reason))  # type: ignore[arg-type]
 
     valid = json.dumps({**base, "txn_id": f"{base['txn_id'][:40]}-hv"})

@@ -59,7 +59,7 @@ def test_hostile_records_never_stop_the_stream(services, spark, topics, cassandr
 
     producer = TransactionProducer(services, topic=topics["tx"], labels_topic=topics["labels"])
     expected_bad: Counter = Counter()
-    hostile = hostile_records(events[0], now)
+    hostile = hostile_records(events[0])
     assert len(hostile) >= 40
     step = N_VALID // len(hostile)
     for i, event in enumerate(events):
