@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 
 install: $(STAMP) jars
 
-$(STAMP): requirements.lock setup.py
+$(STAMP): requirements.lock setup.py pyproject.toml
 	infra/ensure-system.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q uv==0.13.9

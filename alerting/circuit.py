@@ -14,7 +14,7 @@ connections, timeouts, 4xx SMTP / 5xx HTTP replies) count; a permanent refusal m
 provider answered, which is what the breaker wants to know. Time comes from an injected
 monotonic clock, so tests drive it.
 
->>> from alerting.config import CircuitConfig
+>>> from txmon.alerting.config import CircuitConfig
 >>> clock = [0.0]
 >>> b = CircuitBreaker("email", CircuitConfig(failure_threshold=2, open_s=10), lambda: clock[0])
 >>> b.acquire(), b.failed(), b.acquire(), b.failed(), b.state.value
@@ -35,7 +35,7 @@ import threading
 import time
 from typing import Callable
 
-from alerting.config import CircuitConfig
+from txmon.alerting.config import CircuitConfig
 
 log = logging.getLogger("txmon.alerting")
 

@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from alerting.errors import AlertingConfigError
+from txmon.alerting.errors import AlertingConfigError
 
 alerts_app = typer.Typer(help="Alert dispatch to bank staff and customers: email, SMS, webhook.",
                          no_args_is_help=True)
@@ -26,7 +26,7 @@ class RedactingFilter(logging.Filter):
     """Last line of defence: mask any phone, account number, VPA or email in a log line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from infra.masking import redact
+        from txmon.infra.masking import redact
 
         record.msg, record.args = redact(record.getMessage()), None
         return True
@@ -71,9 +71,9 @@ def dispatch(
     process once a probe finds the provider back (settings: circuit.*, retry.requeue_*).
     SIGTERM/SIGINT finish the current poll and exit cleanly.
     """
-    from alerting.config import load_alerting_config
-    from alerting.runtime import dispatch as run_dispatch
-    from infra.settings import load_settings
+    from txmon.alerting.config import load_alerting_config
+    from txmon.alerting.runtime import dispatch as run_dispatch
+    from txmon.infra.settings import load_settings
 
     _logging(log_level)
     stop = threading.Event()
@@ -93,10 +93,10 @@ def digest(
 ) -> None:
     """Email the daily digest for fraud-desk staff: counts by decision and rule, top
     accounts (masked), a chart of alerts per hour. Sent once per day; re-runs are no-ops."""
-    from alerting.config import load_alerting_config
-    from alerting.digest import send_digest
-    from alerting.runtime import runtime
-    from infra.settings import load_settings
+    from txmon.alerting.config import load_alerting_config
+    from txmon.alerting.digest import send_digest
+    from txmon.alerting.runtime import runtime
+    from txmon.infra.settings import load_settings
 
     _logging(log_level)
     the_day = _day(day)
@@ -119,11 +119,11 @@ def retry_failed(
 ) -> None:
     """Retry deliveries whose retries ran out (the alert-dispatch DAG runs this).
     Exit 1 while some still fail, so the DAG task retries."""
-    from alerting.config import load_alerting_config
-    from alerting.contract import DAY_TZ
-    from alerting.retry import retry_failed_deliveries
-    from alerting.runtime import runtime
-    from infra.settings import load_settings
+    from txmon.alerting.config import load_alerting_config
+    from txmon.alerting.contract import DAY_TZ
+    from txmon.alerting.retry import retry_failed_deliveries
+    from txmon.alerting.runtime import runtime
+    from txmon.infra.settings import load_settings
 
     _logging(log_level)
     last = _day(day) if day else datetime.now(timezone.utc).astimezone(DAY_TZ).date()
@@ -139,9 +139,9 @@ def contacts_import(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV with columns account,phone,email[,name]")],
 ) -> None:
     """Load customer contact details (for customer SMS/email) into Cassandra (upsert)."""
-    from alerting.store import open_store
-    from infra.settings import load_settings
-    from ingestion.events import ACCOUNT_NUMBER_PATTERN
+    from txmon.alerting.store import open_store
+    from txmon.infra.settings import load_settings
+    from txmon.ingestion.events import ACCOUNT_NUMBER_PATTERN
 
     rows = []
     with file.open(newline="") as fh:

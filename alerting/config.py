@@ -17,9 +17,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from alerting.contract import DECISIONS, SEVERITIES, Decision, Severity
-from alerting.errors import AlertingConfigError, SecretMissingError
-from infra.settings import PROJECT_ROOT, YamlBackedSettings
+from txmon.alerting.contract import DECISIONS, SEVERITIES, Decision, Severity
+from txmon.alerting.errors import AlertingConfigError, SecretMissingError
+from txmon.infra.settings import PROJECT_ROOT, YamlBackedSettings
 
 DEFAULT_ALERTING_CONFIG = PROJECT_ROOT / "config" / "alerting.yaml"
 CUSTOMER = "customer"

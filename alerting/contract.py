@@ -65,10 +65,10 @@ from pydantic import (
     model_validator,
 )
 
-from alerting.errors import AlertContractError
-from infra.masking import account_ref, mask_account, mask_identifiers, mask_vpa, pii_token_key
-from infra.settings import describe_errors
-from ingestion.events import (
+from txmon.alerting.errors import AlertContractError
+from txmon.infra.masking import account_ref, mask_account, mask_identifiers, mask_vpa, pii_token_key
+from txmon.infra.settings import describe_errors
+from txmon.ingestion.events import (
     ACCOUNT_NUMBER_PATTERN,
     IST,
     TXN_ID_PATTERN,
@@ -275,7 +275,7 @@ def _key() -> bytes:
     """This process's pseudonym key, for version-1 data only (the stream passes its own)."""
     global _process_key
     if _process_key is None:
-        from infra.settings import settings
+        from txmon.infra.settings import settings
 
         _process_key = pii_token_key(settings().state_path)
     return _process_key

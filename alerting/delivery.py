@@ -25,14 +25,14 @@ from typing import TYPE_CHECKING, Callable, Protocol
 
 from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, stop_any, wait_exponential
 
-from alerting.channels.base import Channel, OutboundMessage, Recipient
-from alerting.circuit import Breakers, State
-from alerting.config import CircuitConfig, RetryConfig
-from alerting.errors import ChannelError
-from alerting.store import Attempt, Failure
+from txmon.alerting.channels.base import Channel, OutboundMessage, Recipient
+from txmon.alerting.circuit import Breakers, State
+from txmon.alerting.config import CircuitConfig, RetryConfig
+from txmon.alerting.errors import ChannelError
+from txmon.alerting.store import Attempt, Failure
 
 if TYPE_CHECKING:
-    from alerting.render import Rendered
+    from txmon.alerting.render import Rendered
 
 log = logging.getLogger("txmon.alerting")
 

@@ -16,14 +16,14 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Iterable
 
-from alerting.channels.base import InlineImage
-from alerting.contract import ALERT_ID_NAMESPACE, DAY_TZ, DECISIONS, SEVERITIES
-from alerting.delivery import Job, Outcome
-from alerting.dispatcher import build_message
-from alerting.render import Rendered, render_template
-from alerting.runtime import Runtime
-from infra.masking import mask_account
-from ingestion.events import format_inr
+from txmon.alerting.channels.base import InlineImage
+from txmon.alerting.contract import ALERT_ID_NAMESPACE, DAY_TZ, DECISIONS, SEVERITIES
+from txmon.alerting.delivery import Job, Outcome
+from txmon.alerting.dispatcher import build_message
+from txmon.alerting.render import Rendered, render_template
+from txmon.alerting.runtime import Runtime
+from txmon.infra.masking import mask_account
+from txmon.ingestion.events import format_inr
 
 CHART_CID = "alerts-per-hour@txmon"
 

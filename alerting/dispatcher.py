@@ -25,17 +25,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from alerting.channels.base import Recipient
-from alerting.config import AlertingConfig
-from alerting.contract import Alert, alert_day, from_json
-from alerting.delivery import DEFERRED, DONE, Deliverer, Job, Outcome, build_message, utcnow
-from alerting.errors import AlertContractError
-from alerting.render import FollowUp, Rendered, render_message
-from alerting.retry import RetryQueue
-from alerting.routing import Directory
-from alerting.store import AlertStore
-from alerting.throttle import Throttle, Window
-from infra.masking import mask_party
+from txmon.alerting.channels.base import Recipient
+from txmon.alerting.config import AlertingConfig
+from txmon.alerting.contract import Alert, alert_day, from_json
+from txmon.alerting.delivery import DEFERRED, DONE, Deliverer, Job, Outcome, build_message, utcnow
+from txmon.alerting.errors import AlertContractError
+from txmon.alerting.render import FollowUp, Rendered, render_message
+from txmon.alerting.retry import RetryQueue
+from txmon.alerting.routing import Directory
+from txmon.alerting.store import AlertStore
+from txmon.alerting.throttle import Throttle, Window
+from txmon.infra.masking import mask_party
 
 log = logging.getLogger("txmon.alerting")
 
@@ -333,7 +333,7 @@ def make_consumer(bootstrap: str, group_id: str, config: Any) -> Any:
     """Manual commits only; a new group starts from the earliest alert (none skipped)."""
     from kafka import KafkaConsumer
 
-    from infra.kafka_client import client_config
+    from txmon.infra.kafka_client import client_config
 
     return KafkaConsumer(
         bootstrap_servers=bootstrap, group_id=group_id, client_id="txmon-alert-dispatcher", **client_config(),

@@ -5,7 +5,7 @@ them as one line and exits non-zero instead of showing a traceback.
 """
 from __future__ import annotations
 
-from infra.errors import TxmonError
+from txmon.infra.errors import TxmonError
 
 
 class AlertContractError(TxmonError):

@@ -13,13 +13,13 @@ from __future__ import annotations
 import uuid
 from typing import Any, Sequence
 
-from alerting.channels.base import OutboundMessage, Recipient
-from alerting.config import AlertingConfig
-from alerting.contract import ALERT_ID_NAMESPACE
-from alerting.delivery import Job, Outcome
-from alerting.dispatcher import build_message
-from alerting.render import Rendered
-from infra.masking import mask_email, redact
+from txmon.alerting.channels.base import OutboundMessage, Recipient
+from txmon.alerting.config import AlertingConfig
+from txmon.alerting.contract import ALERT_ID_NAMESPACE
+from txmon.alerting.delivery import Job, Outcome
+from txmon.alerting.dispatcher import build_message
+from txmon.alerting.render import Rendered
+from txmon.infra.masking import mask_email, redact
 
 __all__ = ["email_now", "notice_id", "notify_group", "retraining_email"]
 
@@ -33,8 +33,8 @@ def email_now(to: Sequence[str], subject: str, text: str, *, key: str,
               config: AlertingConfig | None = None) -> list[str]:
     """Send one plain-text email to each address now; return the (masked) recipients it
     reached. Raises :class:`~alerting.errors.ChannelError` on the first refusal."""
-    from alerting.channels.email import EmailChannel
-    from alerting.config import load_alerting_config
+    from txmon.alerting.channels.email import EmailChannel
+    from txmon.alerting.config import load_alerting_config
 
     config = config or load_alerting_config()
     channel = EmailChannel(config.smtp)
@@ -54,9 +54,9 @@ def notify_group(settings, group: str, subject: str, text: str, *, key: str, kin
                  html: str | None = None, config: AlertingConfig | None = None) -> list[Outcome]:
     """Email every address of an alerting.yaml recipients ``group`` through the delivery
     log (retries with backoff; a notice already sent under ``key`` is not sent again)."""
-    from alerting.config import load_alerting_config
-    from alerting.errors import AlertingConfigError
-    from alerting.runtime import runtime
+    from txmon.alerting.config import load_alerting_config
+    from txmon.alerting.errors import AlertingConfigError
+    from txmon.alerting.runtime import runtime
 
     config = config or load_alerting_config()
     if group not in config.recipients or not config.recipients[group].email:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from alerting.contract import Alert, kafka_key, to_json
-from infra.settings import Settings
+from txmon.alerting.contract import Alert, kafka_key, to_json
+from txmon.infra.settings import Settings
 
 
 class AlertPublisher:
@@ -17,7 +17,7 @@ class AlertPublisher:
     def __init__(self, settings: Settings, topic: str | None = None, linger_ms: int = 0) -> None:
         from kafka import KafkaProducer
 
-        from infra.kafka_client import client_config
+        from txmon.infra.kafka_client import client_config
 
         self.topic = topic or settings.kafka.topics.alerts
         self._producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all", linger_ms=linger_ms,

@@ -17,12 +17,12 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from alerting.config import BankConfig
-from alerting.contract import Alert, Severity
-from alerting.errors import AlertingConfigError
-from alerting.segments import sms_segments
-from infra.masking import mask_account, mask_party, mask_vpa, redact
-from ingestion.events import IST, format_inr
+from txmon.alerting.config import BankConfig
+from txmon.alerting.contract import Alert, Severity
+from txmon.alerting.errors import AlertingConfigError
+from txmon.alerting.segments import sms_segments
+from txmon.infra.masking import mask_account, mask_party, mask_vpa, redact
+from txmon.ingestion.events import IST, format_inr
 
 TEMPLATES_DIR = Path(__file__).with_name("templates")
 

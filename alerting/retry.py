@@ -24,14 +24,14 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Iterable
 
-from alerting.circuit import State
-from alerting.config import RetryConfig
-from alerting.contract import alert_day
-from alerting.delivery import DEFERRED, Deliverer, Job, Outcome, build_message
-from alerting.render import render_message
+from txmon.alerting.circuit import State
+from txmon.alerting.config import RetryConfig
+from txmon.alerting.contract import alert_day
+from txmon.alerting.delivery import DEFERRED, Deliverer, Job, Outcome, build_message
+from txmon.alerting.render import render_message
 
 if TYPE_CHECKING:
-    from alerting.runtime import Runtime
+    from txmon.alerting.runtime import Runtime
 
 log = logging.getLogger("txmon.alerting")
 
@@ -189,9 +189,9 @@ def retry_failed_deliveries(days: Iterable[date], rt: Runtime | None = None) -> 
     config/alerting.yaml) and disconnects when done."""
     days = list(days)
     if rt is None:
-        from alerting.config import load_alerting_config
-        from alerting.runtime import runtime
-        from infra.settings import load_settings
+        from txmon.alerting.config import load_alerting_config
+        from txmon.alerting.runtime import runtime
+        from txmon.infra.settings import load_settings
 
         with runtime(load_settings(), load_alerting_config()) as opened:
             return retry_failed_deliveries(days, opened)

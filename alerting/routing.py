@@ -11,11 +11,11 @@ import os
 from dataclasses import dataclass
 from typing import Mapping
 
-from alerting.channels.base import Recipient
-from alerting.config import CUSTOMER, AlertingConfig, Route, RouteMatch
-from alerting.contract import Alert
-from alerting.errors import SecretMissingError
-from infra.masking import mask_account, mask_email, mask_phone
+from txmon.alerting.channels.base import Recipient
+from txmon.alerting.config import CUSTOMER, AlertingConfig, Route, RouteMatch
+from txmon.alerting.contract import Alert
+from txmon.alerting.errors import SecretMissingError
+from txmon.infra.masking import mask_account, mask_email, mask_phone
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable, Iterator
 
-from alerting.channels import Channel, build_channels
-from alerting.config import AlertingConfig
-from alerting.delivery import Deliverer, utcnow
-from alerting.dispatcher import DispatchStats, Dispatcher, make_consumer
-from alerting.errors import AlertStoreUnavailableError
-from alerting.routing import Directory
-from alerting.store import AlertStore, open_store
-from infra.settings import Settings
+from txmon.alerting.channels import Channel, build_channels
+from txmon.alerting.config import AlertingConfig
+from txmon.alerting.delivery import Deliverer, utcnow
+from txmon.alerting.dispatcher import DispatchStats, Dispatcher, make_consumer
+from txmon.alerting.errors import AlertStoreUnavailableError
+from txmon.alerting.routing import Directory
+from txmon.alerting.store import AlertStore, open_store
+from txmon.infra.settings import Settings
 
 
 @dataclass

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any, Iterable, Sequence
 
-from alerting.contract import ALERT_BY_DAY_COLUMNS as _BY_DAY_COLUMNS
-from alerting.contract import ALERT_COLUMNS as _ALERT_COLUMNS
-from alerting.contract import Alert, alert_from_row, alert_row, upgrade_day_row
-from alerting.errors import AlertStoreUnavailableError
-from alerting.routing import Contact
+from txmon.alerting.contract import ALERT_BY_DAY_COLUMNS as _BY_DAY_COLUMNS
+from txmon.alerting.contract import ALERT_COLUMNS as _ALERT_COLUMNS
+from txmon.alerting.contract import Alert, alert_from_row, alert_row, upgrade_day_row
+from txmon.alerting.errors import AlertStoreUnavailableError
+from txmon.alerting.routing import Contact
 
 # Read back as well as the written columns: the clear ones of version-1 rows (upgraded
 # by alert_from_row) and, per day, the account those rows were counted by.
@@ -239,7 +239,7 @@ def open_store(settings: Any) -> tuple[Any, AlertStore]:
     alerting tables have not been created yet."""
     from cassandra.cluster import NoHostAvailable
 
-    from infra.cassandra_schema import connect
+    from txmon.infra.cassandra_schema import connect
 
     c = settings.cassandra
     try:

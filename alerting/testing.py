@@ -316,7 +316,7 @@ def make_alert(n: int, *, account: str | None = None, created_at: Any = None, **
     ``payee_vpa``, which are masked as the stream masks them (alerting.contract.build_alert)."""
     from datetime import datetime, timedelta, timezone
 
-    from alerting.contract import build_alert
+    from txmon.alerting.contract import build_alert
 
     base = datetime(2026, 1, 5, 3, 30, tzinfo=timezone.utc)  # 09:00 IST
     fields: dict[str, Any] = {

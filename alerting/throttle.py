@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Callable, Literal, Protocol
 
-from alerting.channels.base import Recipient
-from alerting.config import ThrottleConfig
-from alerting.contract import ALERT_ID_NAMESPACE, Alert
-from alerting.store import WindowRow
+from txmon.alerting.channels.base import Recipient
+from txmon.alerting.config import ThrottleConfig
+from txmon.alerting.contract import ALERT_ID_NAMESPACE, Alert
+from txmon.alerting.store import WindowRow
 
 Verdict = Literal["send", "fold"]
 

@@ -28,16 +28,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from alerting.channels import EmailChannel, OutboundMessage, Recipient  # noqa: E402
-from alerting.contract import alert_id_for  # noqa: E402
-from alerting.config import SmtpConfig, ThrottleConfig, load_alerting_config  # noqa: E402
-from alerting.publish import AlertPublisher  # noqa: E402
-from alerting.runtime import dispatch  # noqa: E402
-from alerting.store import open_store  # noqa: E402
-from alerting.testing import SmsGatewayStub, SmtpSink, land_payers, make_alert  # noqa: E402
-from infra import stack  # noqa: E402
-from infra.services.kafka import ensure_topics  # noqa: E402
-from infra.settings import load_settings  # noqa: E402
+from txmon.alerting.channels import EmailChannel, OutboundMessage, Recipient  # noqa: E402
+from txmon.alerting.contract import alert_id_for  # noqa: E402
+from txmon.alerting.config import SmtpConfig, ThrottleConfig, load_alerting_config  # noqa: E402
+from txmon.alerting.publish import AlertPublisher  # noqa: E402
+from txmon.alerting.runtime import dispatch  # noqa: E402
+from txmon.alerting.store import open_store  # noqa: E402
+from txmon.alerting.testing import SmsGatewayStub, SmtpSink, land_payers, make_alert  # noqa: E402
+from txmon.infra import stack  # noqa: E402
+from txmon.infra.services.kafka import ensure_topics  # noqa: E402
+from txmon.infra.settings import load_settings  # noqa: E402
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -50,14 +50,14 @@ def generate(path: Path, rows: int, seed: int = 7) -> None:
 def measure(mode: str, path: Path) -> dict:
     started = time.perf_counter()
     if mode == "chunked":
-        from models.backtest import read_file
-        from models.dataset import features_in_chunks
+        from txmon.models.backtest import read_file
+        from txmon.models.dataset import features_in_chunks
 
         source = read_file(path, MAPPING)
         rows = len(features_in_chunks(source.transactions))
     else:
-        from ingestion.replay import load_labelled
-        from models.dataset import labelled_features
+        from txmon.ingestion.replay import load_labelled
+        from txmon.models.dataset import labelled_features
 
         events, labels = load_labelled(path, MAPPING)
         rows = len(labelled_features(events, labels))

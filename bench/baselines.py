@@ -18,8 +18,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from infra.kafka_client import client_config, spark_kafka_options
-from infra.settings import Settings
+from txmon.infra.kafka_client import client_config, spark_kafka_options
+from txmon.infra.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -36,15 +36,15 @@ class Rate:
 
 def simulated_payloads(n: int, seed: int) -> list[tuple[bytes, bytes]]:
     """(key, value) bytes of n simulated events, serialised as the producer sends them."""
-    from ingestion.events import kafka_key, to_json
-    from ingestion.simulate import SimulateOptions, simulator_for
+    from txmon.ingestion.events import kafka_key, to_json
+    from txmon.ingestion.simulate import SimulateOptions, simulator_for
 
     sim = simulator_for(SimulateOptions(seed=seed, count=n, rate=None, progress=False))
     return [(kafka_key(s.event), to_json(s.event)) for s in sim.generate(n)]
 
 
 def kafka_produce(settings: Settings, topic: str, payloads: list[tuple[bytes, bytes]]) -> Rate:
-    from ingestion.producer import TransactionProducer
+    from txmon.ingestion.producer import TransactionProducer
 
     producer = TransactionProducer(settings, topic=topic)
     t0 = time.perf_counter()
@@ -86,8 +86,8 @@ def _trigger_seconds(query) -> tuple[int, float]:
 
 def spark_noop(spark, settings: Settings, topic: str) -> Rate:
     """The Spark Kafka source into the no-op sink: what Spark alone reads per second here."""
-    from spark_jobs.session import checkpoint_location
-    from spark_jobs.transactions_stream import StreamOptions, read_kafka
+    from txmon.spark_jobs.session import checkpoint_location
+    from txmon.spark_jobs.transactions_stream import StreamOptions, read_kafka
 
     opts = StreamOptions.from_settings(settings, topic=topic)
     for run in ("warm-up", "measured"):  # the first query of a session also pays JVM warm-up
@@ -102,7 +102,7 @@ def spark_noop(spark, settings: Settings, topic: str) -> Rate:
 
 def spark_stream(spark, settings: Settings, topic: str, detect: bool, checkpoint: str, **names) -> tuple[Rate, list]:
     """The ingest query (the stream's main query) over what is in ``topic``, available-now."""
-    from spark_jobs.transactions_stream import StreamOptions, start_ingest_query
+    from txmon.spark_jobs.transactions_stream import StreamOptions, start_ingest_query
 
     opts = StreamOptions.from_settings(settings, topic=topic, checkpoint_dir=checkpoint, available_now=True,
                                        detect=detect, **names)
@@ -118,7 +118,7 @@ def spark_stream(spark, settings: Settings, topic: str, detect: bool, checkpoint
 def detection_backlog(spark, settings: Settings, name: str, events: int, seed: int) -> tuple[Rate, list]:
     """Simulated events into a fresh topic ``name``, then the detection stream over them
     (available-now): the profiling scripts' run (bench/batch_step_profile.py, cpu_split.py)."""
-    from infra.services.kafka import ensure_topics
+    from txmon.infra.services.kafka import ensure_topics
 
     ensure_topics(settings.kafka.bootstrap, [name, f"{name}_dlq", f"{name}_alerts"], settings.kafka.partitions)
     kafka_produce(settings, name, simulated_payloads(events, seed))
@@ -132,8 +132,8 @@ def backlog_runner(app_name: str, rows_per_batch: int, partitions: int | None = 
     ``run(name, events, seed)`` is :func:`detection_backlog` on a topic named for this run."""
     import os
 
-    from infra.settings import load_settings
-    from spark_jobs.session import build_session
+    from txmon.infra.settings import load_settings
+    from txmon.spark_jobs.session import build_session
 
     os.environ["TXMON_SPARK__MAX_OFFSETS_PER_TRIGGER"] = str(rows_per_batch)
     if partitions:
@@ -150,8 +150,8 @@ def backlog_runner(app_name: str, rows_per_batch: int, partitions: int | None = 
 
 def cassandra_insert(spark, settings: Settings, topic: str) -> Rate:
     """Typed transactions (read once, cached) upserted through the pipeline's sink code."""
-    from spark_jobs.cassandra_sink import CassandraTarget, write_dataframe
-    from spark_jobs.transactions_stream import TRANSACTION_COLUMNS, landed_transactions
+    from txmon.spark_jobs.cassandra_sink import CassandraTarget, write_dataframe
+    from txmon.spark_jobs.transactions_stream import TRANSACTION_COLUMNS, landed_transactions
 
     raw = (spark.read.format("kafka").option("kafka.bootstrap.servers", settings.kafka.bootstrap)
            .options(**spark_kafka_options(settings))
@@ -169,8 +169,8 @@ def cassandra_insert(spark, settings: Settings, topic: str) -> Rate:
 
 def scoring(spark, rows: int, seed: int) -> dict[str, float]:
     """rows/s of plain predict_proba and of each in-Spark scoring path (same rows, same run)."""
-    from bench.scoring_bench import load_or_train, scoring_frame
-    from bench.stream_scoring_bench import measure
+    from txmon.bench.scoring_bench import load_or_train, scoring_frame
+    from txmon.bench.stream_scoring_bench import measure
 
     bundle, _ = load_or_train(None, 50_000, 42)
     return measure(spark, bundle, scoring_frame(rows, seed), repeats=2)

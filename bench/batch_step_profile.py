@@ -26,8 +26,8 @@ if __package__ in (None, ""):
 
 
 def main(argv: list[str] | None = None) -> None:
-    from bench import baselines
-    from bench.spark_profile import format_steps, step_timers
+    from txmon.bench import baselines
+    from txmon.bench.spark_profile import format_steps, step_timers
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=8000)

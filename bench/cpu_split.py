@@ -41,7 +41,7 @@ def process_cpu(groups: dict) -> dict[str, dict[int, float]]:
 def stack_cpu(settings) -> dict[str, dict[int, float]]:
     """:func:`process_cpu` of every process of the stack right now (bench.memory.stack_processes):
     read before and after a phase, for :func:`cpu_per_transaction`."""
-    from bench.memory import stack_processes
+    from txmon.bench.memory import stack_processes
 
     return process_cpu(stack_processes(settings))
 
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=5)
     args = parser.parse_args(argv)
 
-    from bench import baselines
+    from txmon.bench import baselines
 
     _, settings, run = baselines.backlog_runner("txmon-cpu-split", args.rows_per_batch)
     if args.warmup_events:

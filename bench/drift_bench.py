@@ -35,7 +35,7 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.drift import DriftConfig, DriftMonitor, Signal  # noqa: E402
+from txmon.models.drift import DriftConfig, DriftMonitor, Signal  # noqa: E402
 
 __all__ = ["STATIONARY", "detection_delay", "false_alarms_per_million", "run"]
 
@@ -90,11 +90,11 @@ def simulated_stream(n: int, *, change: bool, seed: int = 5, batch: int = 5_000,
     feeds raw values instead of the per-hour PIT."""
     import pandas as pd
 
-    from ingestion.simulate import SimulateOptions, simulator_for
-    from models.dataset import labelled_features
-    from models.risk import stream_policy
-    from models.scoring import score_frame
-    from models.training import TrainingConfig, train
+    from txmon.ingestion.simulate import SimulateOptions, simulator_for
+    from txmon.models.dataset import labelled_features
+    from txmon.models.risk import stream_policy
+    from txmon.models.scoring import score_frame
+    from txmon.models.training import TrainingConfig, train
 
     def options(seed_, count, **kw):
         return SimulateOptions(seed=seed_, count=count, rate=None, n_customers=10_000, live=False,

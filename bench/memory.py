@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from infra.settings import Settings
+from txmon.infra.settings import Settings
 
 
 def _rss(procs: list[psutil.Process]) -> float:
@@ -43,7 +43,7 @@ def _rss(procs: list[psutil.Process]) -> float:
 
 def stack_processes(settings: Settings) -> dict[str, list[psutil.Process]]:
     """The processes of each group right now (missing ones are left out)."""
-    from infra.stack import services
+    from txmon.infra.stack import services
 
     groups: dict[str, list[psutil.Process]] = {}
     for svc in services(settings):

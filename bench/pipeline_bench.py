@@ -118,8 +118,8 @@ class StreamUnderTest:
                  extra_conf: dict[str, str] | None = None) -> None:
         from kafka import KafkaConsumer
 
-        from spark_jobs.session import build_session
-        from spark_jobs.transactions_stream import StreamOptions, start_all
+        from txmon.spark_jobs.session import build_session
+        from txmon.spark_jobs.transactions_stream import StreamOptions, start_all
 
         self.settings = settings
         self.topic = names["topic"]
@@ -127,7 +127,7 @@ class StreamUnderTest:
         self.opts = StreamOptions.from_settings(settings, checkpoint_dir=checkpoint, **names)
         self.queries = start_all(self.spark, settings, self.opts)
         self.ingest = self.queries[0]
-        from infra.kafka_client import client_config
+        from txmon.infra.kafka_client import client_config
 
         self._consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, enable_auto_commit=False,
                                        client_id="txmon-bench-lag", **client_config(settings))
@@ -239,9 +239,9 @@ def _traffic_process(conn, settings, names: dict[str, str], seed: int, planned_e
     import traceback
 
     try:
-        from ingestion.labels import LabelReleaser
-        from ingestion.producer import ProduceSummary, TransactionProducer, produce_events
-        from ingestion.simulate import SimulateOptions, simulator_for
+        from txmon.ingestion.labels import LabelReleaser
+        from txmon.ingestion.producer import ProduceSummary, TransactionProducer, produce_events
+        from txmon.ingestion.simulate import SimulateOptions, simulator_for
 
         simulator = simulator_for(SimulateOptions(seed=seed, count=planned_events, rate=1000.0, progress=False,
                                                   label_delay_seconds=300))
@@ -362,8 +362,8 @@ def measure_latency(stream: StreamUnderTest, traffic: BenchTraffic, names, rate:
     """Latency per transaction at ``rate``: Kafka timestamp -> landed / scored / alerted; and
     the CPU each process group spent per transaction meanwhile (``cpu``, as
     bench/stream_at_rate.py measures it), which says where the time goes at that rate."""
-    from bench.cpu_split import cpu_per_transaction, stack_cpu
-    from infra.readback import kafka_end_offsets
+    from txmon.bench.cpu_split import cpu_per_transaction, stack_cpu
+    from txmon.infra.readback import kafka_end_offsets
 
     alerts_start = kafka_end_offsets(stream.settings.kafka.bootstrap, names["alerts_topic"])
     cpu_before = stack_cpu(stream.settings)
@@ -383,7 +383,7 @@ def latencies(settings, names, ids: list[str], alerts_start: dict[int, int]) -> 
     (landed_s) and ``scored_transactions`` (scored_s) and to its alert on the alerts topic
     (alert_s, records after ``alerts_start``), plus the alerts' reason codes, once the
     stream has processed ``ids``."""
-    from infra.cassandra_schema import connect
+    from txmon.infra.cassandra_schema import connect
 
     cluster, session = connect(settings, settings.cassandra.keyspace)
     try:
@@ -422,7 +422,7 @@ def _alert_latencies(settings, topic: str, start: dict[int, int], kafka_ts: dict
 
     from kafka import KafkaConsumer, TopicPartition
 
-    from infra.kafka_client import client_config
+    from txmon.infra.kafka_client import client_config
 
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, enable_auto_commit=False,
                              consumer_timeout_ms=5000, client_id="txmon-bench-alerts", **client_config(settings))
@@ -448,13 +448,13 @@ def _alert_latencies(settings, topic: str, start: dict[int, int], kafka_ts: dict
 
 
 def ensure_champion(train_events: int, log) -> str:
-    from models.config import models_dir
-    from models.registry import Registry
+    from txmon.models.config import models_dir
+    from txmon.models.registry import Registry
 
     registry = Registry(models_dir())
     if registry.champion() is None:
-        from models.sources import simulated
-        from models.training import TrainingConfig, train
+        from txmon.models.sources import simulated
+        from txmon.models.training import TrainingConfig, train
 
         log(f"no champion model in {registry.root}: training one on {train_events:,} simulated events...")
         history = simulated(train_events, 42)
@@ -464,7 +464,7 @@ def ensure_champion(train_events: int, log) -> str:
 
 
 def _topics(settings, stamp: str) -> dict[str, str]:
-    from infra.services.kafka import ensure_topics
+    from txmon.infra.services.kafka import ensure_topics
 
     names = {"topic": f"bench_tx_{stamp}", "dlq_topic": f"bench_dlq_{stamp}",
              "labels_topic": f"bench_labels_{stamp}", "alerts_topic": f"bench_alerts_{stamp}"}
@@ -473,10 +473,10 @@ def _topics(settings, stamp: str) -> dict[str, str]:
 
 
 def run(cfg: BenchConfig, out_dir: Path, log=print) -> dict:
-    from bench import baselines
-    from bench.memory import MemorySampler
-    from bench.report import write_report
-    from infra.services.kafka import ensure_topics
+    from txmon.bench import baselines
+    from txmon.bench.memory import MemorySampler
+    from txmon.bench.report import write_report
+    from txmon.infra.services.kafka import ensure_topics
 
     started = datetime.now(timezone.utc)
     stamp = started.strftime("%Y%m%dT%H%M%S")
@@ -506,7 +506,7 @@ def run(cfg: BenchConfig, out_dir: Path, log=print) -> dict:
                     rates.append(fn())
                     _log_rate(rates[-1], log)
                 del payloads
-                from spark_jobs.session import build_session
+                from txmon.spark_jobs.session import build_session
 
                 spark = build_session(settings, "txmon-bench")
                 for fn in (lambda: baselines.spark_noop(spark, settings, base_topic),
@@ -520,7 +520,7 @@ def run(cfg: BenchConfig, out_dir: Path, log=print) -> dict:
                 _log_rate(ingest_only, log)
                 alerts_base = f"bench_base_alerts_{stamp}"
                 ensure_topics(settings.kafka.bootstrap, [alerts_base], settings.kafka.partitions)
-                from bench.spark_profile import format_profile, format_steps, job_profile, last_job_id, step_timers
+                from txmon.bench.spark_profile import format_profile, format_steps, job_profile, last_job_id, step_timers
 
                 before = last_job_id(spark)
                 with step_timers(spark) as steps:
@@ -631,8 +631,8 @@ def bench_stack(stamp: str, log=print):
     this run's settings (:func:`use_bench_environment`). On the way out the run's own
     keyspace is dropped and a stack this started is stopped, unless ``TXMON_BENCH_KEEP=1``.
     Stop what uses them (streams, producers) inside the block."""
-    from infra import stack
-    from infra.settings import load_settings
+    from txmon.infra import stack
+    from txmon.infra.settings import load_settings
 
     own_keyspace = use_bench_environment(stamp)
     settings = load_settings()
@@ -649,7 +649,7 @@ def bench_stack(stamp: str, log=print):
 
 
 def drop_keyspace(settings) -> None:
-    from infra.cassandra_schema import connect
+    from txmon.infra.cassandra_schema import connect
 
     cluster, session = connect(settings, admin=True)  # the application role may not drop schema
     try:
@@ -663,7 +663,7 @@ def _log_rate(r, log) -> None:
 
 
 def _ratios(result: dict) -> dict[str, float]:
-    from bench.stream_scoring_bench import ratios as scoring_ratios
+    from txmon.bench.stream_scoring_bench import ratios as scoring_ratios
 
     by_name = {b["name"]: b["rows_per_s"] for b in result["baselines"]}
     noop = next(v for k, v in by_name.items() if k.startswith("Spark Kafka source"))
@@ -701,7 +701,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = BenchConfig.quick() if args.quick else BenchConfig.full()
     out = args.out or ROOT / "bench" / "results" / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    from bench.report import format_table
+    from txmon.bench.report import format_table
 
     result = run(cfg, out)
     print(format_table(result))

@@ -14,14 +14,14 @@ import pandas as pd
 
 
 def main() -> None:
-    from infra.settings import load_settings
-    from ingestion.simulate import SimulateOptions, simulator_for
-    from models.config import models_dir
-    from models.registry import Registry
-    from models.risk import RiskPolicy, decisions, risk_scores
-    from spark_jobs.features import FEATURES, MemoryProfileStore, add_features, transactions_frame
-    from spark_jobs.rules import apply_rules, load_rules
-    from spark_jobs.session import build_session
+    from txmon.infra.settings import load_settings
+    from txmon.ingestion.simulate import SimulateOptions, simulator_for
+    from txmon.models.config import models_dir
+    from txmon.models.registry import Registry
+    from txmon.models.risk import RiskPolicy, decisions, risk_scores
+    from txmon.spark_jobs.features import FEATURES, MemoryProfileStore, add_features, transactions_frame
+    from txmon.spark_jobs.rules import apply_rules, load_rules
+    from txmon.spark_jobs.session import build_session
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=60_000)

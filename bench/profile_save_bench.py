@@ -24,8 +24,8 @@ if __package__ in (None, ""):
 
 def folded_profiles(n_events: int, seed: int) -> dict[str, str]:
     """Payer profiles (JSON) after folding simulated traffic: realistic sizes."""
-    from ingestion.simulate import SimulateOptions, simulator_for
-    from spark_jobs.features import MemoryProfileStore, add_features, transactions_frame
+    from txmon.ingestion.simulate import SimulateOptions, simulator_for
+    from txmon.spark_jobs.features import MemoryProfileStore, add_features, transactions_frame
 
     sim = simulator_for(SimulateOptions(seed=seed, count=n_events, rate=None, progress=False))
     store = MemoryProfileStore()
@@ -36,9 +36,9 @@ def folded_profiles(n_events: int, seed: int) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> None:
     from cassandra.concurrent import execute_concurrent_with_args
 
-    from infra.settings import load_settings
-    from spark_jobs.cassandra_sink import CassandraTarget
-    from spark_jobs.profile_store import CassandraProfileStore
+    from txmon.infra.settings import load_settings
+    from txmon.spark_jobs.cassandra_sink import CassandraTarget
+    from txmon.spark_jobs.profile_store import CassandraProfileStore
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=40_000, help="simulated events folded into profiles")

@@ -11,9 +11,9 @@ trees can be compared in one run without starting the stack:
 import sys, time, json
 root = sys.argv[1] if len(sys.argv) > 1 else str(__import__("pathlib").Path(__file__).resolve().parents[1])
 sys.path.insert(0, root)
-from ingestion.simulator import Simulator, SimulatorConfig
-from spark_jobs.features import add_features, MemoryProfileStore, transactions_frame
-from ingestion.events import to_json, validate_event
+from txmon.ingestion.simulator import Simulator, SimulatorConfig
+from txmon.spark_jobs.features import add_features, MemoryProfileStore, transactions_frame
+from txmon.ingestion.events import to_json, validate_event
 items = [i.event for i in Simulator(SimulatorConfig(n_customers=3000), seed=3).generate(30000)]
 frame = transactions_frame(items)
 best = 1e9
@@ -31,7 +31,7 @@ for _ in range(3):
 print(root, "validate_event us/row", round(best / len(raws) * 1e6, 1))
 try:
     import pyarrow as pa
-    from spark_jobs import validation
+    from txmon.spark_jobs import validation
     if hasattr(validation, "judge_batch"):
         batch = pa.RecordBatch.from_pydict({"key": pa.array([b"k"]*len(raws), pa.binary()), "value": pa.array(raws, pa.binary()),
             "topic": pa.array(["t"]*len(raws)), "partition": pa.array([0]*len(raws), pa.int32()),

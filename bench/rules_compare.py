@@ -8,7 +8,7 @@ them; Spark evaluates each file's conditions (:func:`spark_jobs.rules.apply_rule
 decision is each file's own policy (:mod:`models.risk`). Needs a champion (`txmon train`).
 
     git show 26a67bc:config/rules.yaml > /tmp/rules-before.yaml
-    .venv/bin/python -m bench.rules_compare /tmp/rules-before.yaml config/rules.yaml [--events 150000]
+    .venv/bin/python -m txmon.bench.rules_compare /tmp/rules-before.yaml config/rules.yaml [--events 150000]
 """
 from __future__ import annotations
 
@@ -30,15 +30,15 @@ def main(argv: list[str] | None = None) -> None:
 
     import pandas as pd
 
-    from infra.settings import load_settings
-    from ingestion.simulate import SimulateOptions, simulator_for
-    from models.config import models_dir
-    from models.dataset import labelled_features
-    from models.registry import Registry
-    from models.risk import RiskPolicy, decisions, risk_scores
-    from spark_jobs.features import FEATURES
-    from spark_jobs.rules import apply_rules, load_rules
-    from spark_jobs.session import build_session
+    from txmon.infra.settings import load_settings
+    from txmon.ingestion.simulate import SimulateOptions, simulator_for
+    from txmon.models.config import models_dir
+    from txmon.models.dataset import labelled_features
+    from txmon.models.registry import Registry
+    from txmon.models.risk import RiskPolicy, decisions, risk_scores
+    from txmon.spark_jobs.features import FEATURES
+    from txmon.spark_jobs.rules import apply_rules, load_rules
+    from txmon.spark_jobs.session import build_session
 
     sim = simulator_for(SimulateOptions(seed=args.seed, count=args.events, rate=1000, fraud_rate=0.01,
                                         n_customers=args.customers, label_delay_seconds=args.label_delay,

@@ -52,8 +52,8 @@ def _median_seconds(fns, repeats: int) -> list[float]:
 
 def scoring_frame(events: int, seed: int):
     """Feature rows to score: simulated traffic (default mix, training's 0.2 tx/s)."""
-    from models.dataset import labelled_features
-    from models.sources import simulated
+    from txmon.models.dataset import labelled_features
+    from txmon.models.sources import simulated
 
     history = simulated(events, seed)
     return labelled_features(history.events, history.labels)
@@ -62,15 +62,15 @@ def scoring_frame(events: int, seed: int):
 def load_or_train(version: str | None, train_events: int, seed: int):
     """(bundle, description): a registry version (default the champion) or, when the registry
     is empty, a bundle trained here on ``train_events`` simulated transactions."""
-    from models.config import models_dir
-    from models.registry import Registry
-    from models.training import TrainingConfig, train
+    from txmon.models.config import models_dir
+    from txmon.models.registry import Registry
+    from txmon.models.training import TrainingConfig, train
 
     registry = Registry(models_dir())
     chosen = version or registry.champion()
     if chosen is not None:
         return registry.load(chosen), f"registry {registry.root} {chosen}"
-    from models.sources import simulated
+    from txmon.models.sources import simulated
 
     history = simulated(train_events, seed)
     result = train(history.events, history.labels, TrainingConfig(seed=seed), data_source=history.source)
@@ -79,7 +79,7 @@ def load_or_train(version: str | None, train_events: int, seed: int):
 
 def run(bundle, frame, batches=(1_000, 10_000, 50_000), repeats: int = 7, explain_batch: int = 100) -> list[BenchRow]:
     """Median rows/s of bundle.score and bundle.classifier.predict_proba for each batch size."""
-    from models.bundle import feature_matrix
+    from txmon.models.bundle import feature_matrix
 
     rows = []
     for batch in batches:

@@ -1,6 +1,6 @@
 """Where a running stream's micro-batches spend their time, stage by stage, from Spark's REST API.
 
-    .venv/bin/python -m bench.stage_timeline [--jobs 12] [--ui http://127.0.0.1:4040]
+    .venv/bin/python -m txmon.bench.stage_timeline [--jobs 12] [--ui http://127.0.0.1:4040]
 
 Run it while a stream runs (e.g. during ``bench.stream_at_rate``): for the last ``--jobs``
 finished Spark jobs it prints each job's duration and the gap since the job before (the
@@ -17,7 +17,7 @@ import argparse
 import sys
 import urllib.error
 
-from bench.spark_profile import rest_get, rest_seconds
+from txmon.bench.spark_profile import rest_get, rest_seconds
 
 
 def _ms(start: float, end: float) -> str:
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         jobs, stages, tasks = fetch(args.ui.rstrip("/"), args.jobs)
     except (urllib.error.URLError, OSError) as exc:
-        print(f"no Spark UI at {args.ui} ({exc}); start a stream first (e.g. python -m bench.stream_at_rate) "
+        print(f"no Spark UI at {args.ui} ({exc}); start a stream first (e.g. python -m txmon.bench.stream_at_rate) "
               "or pass --ui with its address (spark.ui.port)", file=sys.stderr)
         return 2
     print("\n".join(timeline(jobs, stages, tasks)))

@@ -3,9 +3,9 @@ size and duration, consumer lag, latency (Kafka -> landed / scored / alert), pea
 process, compile work of the driver JVM. The A/B harness behind the "what each change
 gained" rows of docs/performance.md.
 
-    .venv/bin/python -m bench.stream_at_rate --rate 300 --seconds 60
-    .venv/bin/python -m bench.stream_at_rate --rate 300 --conf spark.sql.adaptive.enabled=false
-    TXMON_SPARK__KAFKA_FETCH_MAX_WAIT_MS=500 .venv/bin/python -m bench.stream_at_rate --rate 300
+    .venv/bin/python -m txmon.bench.stream_at_rate --rate 300 --seconds 60
+    .venv/bin/python -m txmon.bench.stream_at_rate --rate 300 --conf spark.sql.adaptive.enabled=false
+    TXMON_SPARK__KAFKA_FETCH_MAX_WAIT_MS=500 .venv/bin/python -m txmon.bench.stream_at_rate --rate 300
 
 ``make bench`` finds the highest rate the stream sustains; at a rate both versions
 sustain, that number cannot tell two versions apart, but the CPU each one spends per
@@ -62,11 +62,11 @@ def parse_conf(pairs: list[str]) -> dict[str, str]:
 def measure(stream, traffic, settings, names, rate: float, seconds: float, drain_timeout: float) -> dict:
     """Produce ``seconds`` at ``rate`` into a caught-up stream; CPU, batches, lag and latency
     (Kafka timestamp -> landed / scored / alert, p50/p95/p99) of that phase."""
-    from bench.cpu_split import cpu_per_transaction, stack_cpu
-    from bench.memory import MemorySampler
-    from bench.pipeline_bench import _duration_breakdown, _progress_in, latencies, percentiles
-    from bench.spark_profile import compile_counters, compile_delta
-    from infra.readback import kafka_end_offsets
+    from txmon.bench.cpu_split import cpu_per_transaction, stack_cpu
+    from txmon.bench.memory import MemorySampler
+    from txmon.bench.pipeline_bench import _duration_breakdown, _progress_in, latencies, percentiles
+    from txmon.bench.spark_profile import compile_counters, compile_delta
+    from txmon.infra.readback import kafka_end_offsets
 
     lags: list[int] = []
     producing = threading.Event()
@@ -132,7 +132,7 @@ def _quantiles(values: dict[str, float], top: str) -> str:
 
 
 def format_result(r: dict) -> str:
-    from bench.cpu_split import format_cpu_table
+    from txmon.bench.cpu_split import format_cpu_table
 
     lines = [f"{r['label'] or 'run'} @ {r['commit']}: {r['rate']:,.0f} tx/s x {r['seconds']:.0f} s, "
              f"produced {r['produced']:,} ({r['produce_rate']:,.0f}/s); max lag {r['max_lag']:,}; "
@@ -154,7 +154,7 @@ def format_result(r: dict) -> str:
 
 def run(rate: float, seconds: float, warmup_seconds: float, extra_conf: dict[str, str], label: str,
         seed: int, log=print) -> dict:
-    from bench.pipeline_bench import (BenchTraffic, StreamUnderTest, _git_commit, _topics, bench_stack,
+    from txmon.bench.pipeline_bench import (BenchTraffic, StreamUnderTest, _git_commit, _topics, bench_stack,
                                       ensure_champion, stop_run)
 
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")

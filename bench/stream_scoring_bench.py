@@ -71,11 +71,11 @@ def measure(spark, bundle, frame, repeats: int = 3) -> dict[str, float]:
     """
     from threadpoolctl import threadpool_limits
 
-    from models.bundle import feature_matrix
-    from spark_jobs.detection import score_ruled
-    from spark_jobs.features import FEATURES
-    from spark_jobs.jvm_scoring import broadcast_trees
-    from spark_jobs.rules import apply_rules, load_rules
+    from txmon.models.bundle import feature_matrix
+    from txmon.spark_jobs.detection import score_ruled
+    from txmon.spark_jobs.features import FEATURES
+    from txmon.spark_jobs.jvm_scoring import broadcast_trees
+    from txmon.spark_jobs.rules import apply_rules, load_rules
 
     features = frame[list(FEATURES)]
     matrix = feature_matrix(features)
@@ -153,7 +153,7 @@ def _explaining(bundle_bc, ruleset):
     on a JVM-scored batch, the batch passed through with the two columns added."""
     from datetime import datetime, timezone
 
-    from spark_jobs.detection import with_explanations
+    from txmon.spark_jobs.detection import with_explanations
 
     rules = {r.id: r for r in ruleset.rules}
 
@@ -193,9 +193,9 @@ def compare_steps(spark, bundle, frame, ref: str, repeats: int = 3) -> dict:
 
     import numpy as np
 
-    from spark_jobs.detection import score_ruled
-    from spark_jobs.jvm_scoring import broadcast_trees
-    from spark_jobs.rules import apply_rules, load_rules
+    from txmon.spark_jobs.detection import score_ruled
+    from txmon.spark_jobs.jvm_scoring import broadcast_trees
+    from txmon.spark_jobs.rules import apply_rules, load_rules
 
     old = detection_at(ref)
     if not hasattr(old, "_score_partition"):
@@ -225,7 +225,7 @@ def compare_steps(spark, bundle, frame, ref: str, repeats: int = 3) -> dict:
 
 
 def _spark_frame(spark, frame):
-    from spark_jobs.features import FEATURES
+    from txmon.spark_jobs.features import FEATURES
 
     # The transaction columns the committed rules read (channel, txn_type, mcc, ...) and the features.
     cols = ["txn_id", "payer_account", "payee_account", "payee_vpa", "payer_vpa", "amount_paise", "channel",
@@ -258,9 +258,9 @@ def format_results(results: dict[str, float]) -> str:
 def main() -> None:
     import os
 
-    from bench.scoring_bench import load_or_train, scoring_frame
-    from infra.settings import load_settings
-    from spark_jobs.session import build_session
+    from txmon.bench.scoring_bench import load_or_train, scoring_frame
+    from txmon.infra.settings import load_settings
+    from txmon.spark_jobs.session import build_session
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=100_000, help="feature rows to score")

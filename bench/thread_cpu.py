@@ -1,6 +1,6 @@
 """CPU of one process's threads over a period, grouped by thread name: where a JVM's CPU goes.
 
-    .venv/bin/python -m bench.thread_cpu <pid> 40      # e.g. the Spark driver JVM or Cassandra
+    .venv/bin/python -m txmon.bench.thread_cpu <pid> 40      # e.g. the Spark driver JVM or Cassandra
 
 Reads ``/proc/<pid>/task/*/stat`` (user + system ticks) at the start and the end. Thread
 names lose their numbers (``C2 CompilerThread1`` and ``C1 CompilerThread0`` become ``CN

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta, timezone
 from airflow.sdk import DAG, Param, task
 from airflow.sdk.definitions.timetables.interval import CronDataIntervalTimetable
 
-from infra.orchestration import default_args
+from txmon.infra.orchestration import default_args
 
 DIGEST_TIME_IST = (0, 30)  # the digest of day D goes out at 00:30 IST on D+1
 
@@ -53,8 +53,8 @@ with DAG(
         import logging
         from datetime import date
 
-        from alerting.retry import retry_failed_deliveries
-        from infra.orchestration import interval_end, ist_day
+        from txmon.alerting.retry import retry_failed_deliveries
+        from txmon.infra.orchestration import interval_end, ist_day
 
         last = date.fromisoformat(params["retry_date"]) if params.get("retry_date") else ist_day(interval_end(context))
         days = [last - timedelta(days=n) for n in range(int(params.get("retry_days") or 2))]
@@ -67,8 +67,8 @@ with DAG(
     @task.short_circuit
     def digest_due(params=None, **context) -> bool:
         """True for a manual `digest_date`, or when this run's interval contains 00:30 IST."""
-        from alerting.contract import DAY_TZ
-        from infra.orchestration import daily_due, interval_end, utc
+        from txmon.alerting.contract import DAY_TZ
+        from txmon.infra.orchestration import daily_due, interval_end, utc
 
         if params.get("digest_date"):
             return True
@@ -79,11 +79,11 @@ with DAG(
         """Email the fraud desk the digest of the IST day (once per day: re-runs are no-ops)."""
         from datetime import date
 
-        from alerting.config import load_alerting_config
-        from alerting.digest import send_digest as send
-        from alerting.runtime import runtime
-        from infra.orchestration import interval_end, ist_day
-        from infra.settings import load_settings
+        from txmon.alerting.config import load_alerting_config
+        from txmon.alerting.digest import send_digest as send
+        from txmon.alerting.runtime import runtime
+        from txmon.infra.orchestration import interval_end, ist_day
+        from txmon.infra.settings import load_settings
 
         day = (date.fromisoformat(params["digest_date"]) if params.get("digest_date")
                else ist_day(interval_end(context)) - timedelta(days=1))

@@ -27,7 +27,7 @@ from datetime import datetime, timedelta, timezone
 from airflow.sdk import DAG, Param, task
 from airflow.sdk.definitions.timetables.interval import CronDataIntervalTimetable
 
-from infra.orchestration import default_args
+from txmon.infra.orchestration import default_args
 
 with DAG(
     dag_id="ingestion",
@@ -56,8 +56,8 @@ with DAG(
         skipped when nothing lands within 10 minutes."""
         from airflow.sdk import PokeReturnValue
 
-        from infra.settings import load_settings
-        from ingestion.landing import find_landed, resolve_mapping
+        from txmon.infra.settings import load_settings
+        from txmon.ingestion.landing import find_landed, resolve_mapping
 
         settings = load_settings()
         if params.get("file"):
@@ -72,9 +72,9 @@ with DAG(
     @task
     def replay_files(files: list[dict], params=None, data_interval_end=None, dag_run=None) -> list[dict]:
         """Replay each file into Kafka, report its rejects, move it to done/."""
-        from infra.orchestration import interval_end
-        from infra.settings import load_settings
-        from ingestion.landing import ingest_file
+        from txmon.infra.orchestration import interval_end
+        from txmon.infra.settings import load_settings
+        from txmon.ingestion.landing import ingest_file
 
         settings = load_settings()
         day = interval_end({"data_interval_end": data_interval_end, "dag_run": dag_run}).date()

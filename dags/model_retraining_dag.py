@@ -32,7 +32,7 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, Param, TriggerRule, task
 from airflow.sdk.definitions.timetables.interval import CronDataIntervalTimetable
 
-from infra.orchestration import default_args
+from txmon.infra.orchestration import default_args
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TXMON = Path(sys.executable).with_name("txmon")
@@ -65,9 +65,9 @@ with DAG(
     @task
     def extract(params=None, **context) -> dict:
         """Fix the window and run id, then extract the window's history from Cassandra."""
-        from infra.orchestration import retraining_window
-        from infra.settings import load_settings
-        from models import retraining
+        from txmon.infra.orchestration import retraining_window
+        from txmon.infra.settings import load_settings
+        from txmon.models import retraining
 
         settings = load_settings()
         run_id, start, end = retraining_window(params, context, settings.retraining.window_days)
@@ -79,8 +79,8 @@ with DAG(
 
     @task
     def build_features(plan: dict) -> dict:
-        from infra.settings import load_settings
-        from models import retraining
+        from txmon.infra.settings import load_settings
+        from txmon.models import retraining
 
         return retraining.build_features(load_settings(), plan["run_id"])
 
@@ -98,8 +98,8 @@ with DAG(
     @task
     def evaluate(plan: dict) -> dict:
         """Challenger against champion on the same hold-out; says whether to promote."""
-        from infra.settings import load_settings
-        from models import retraining
+        from txmon.infra.settings import load_settings
+        from txmon.models import retraining
 
         return retraining.evaluate(load_settings(), plan["run_id"])
 
@@ -109,8 +109,8 @@ with DAG(
 
     @task
     def promote(plan: dict) -> str | None:
-        from infra.settings import load_settings
-        from models import retraining
+        from txmon.infra.settings import load_settings
+        from txmon.models import retraining
 
         return retraining.promote(load_settings(), plan["run_id"])
 
@@ -119,9 +119,9 @@ with DAG(
     @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
     def notify_fraud_desk(plan: dict, result: dict, ti=None) -> list[str]:
         """Email the decision and both models' metrics to the fraud desk (once per run)."""
-        from alerting.notify import notify_group, retraining_email
-        from infra.settings import load_settings
-        from models import retraining
+        from txmon.alerting.notify import notify_group, retraining_email
+        from txmon.infra.settings import load_settings
+        from txmon.models import retraining
 
         settings = load_settings()
         promoted = ti.xcom_pull(task_ids="promote")

@@ -27,7 +27,7 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, Param, task
 from airflow.sdk.definitions.timetables.interval import CronDataIntervalTimetable
 
-from infra.orchestration import default_args
+from txmon.infra.orchestration import default_args
 
 with DAG(
     dag_id="stream_supervisor",
@@ -51,8 +51,8 @@ with DAG(
         """Dead or stalled -> restart_stream; starting or running -> stream_healthy."""
         import logging
 
-        from infra.settings import load_settings
-        from spark_jobs.supervisor import check
+        from txmon.infra.settings import load_settings
+        from txmon.spark_jobs.supervisor import check
 
         health = check(load_settings(), topic=params.get("topic"))
         logging.getLogger("txmon.airflow").info("stream %s: %s (pid %s)", health.state, health.reason, health.pid)
@@ -63,8 +63,8 @@ with DAG(
         """Re-check (the job may have come back meanwhile), then restart and record it."""
         import logging
 
-        from infra.settings import load_settings
-        from spark_jobs.supervisor import supervise
+        from txmon.infra.settings import load_settings
+        from txmon.spark_jobs.supervisor import supervise
 
         result = supervise(load_settings(), topic=params.get("topic"), triggered_by=f"stream_supervisor/{run_id}")
         restart = result["restart"]

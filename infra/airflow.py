@@ -35,12 +35,12 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import psutil
 
-from infra.errors import AirflowApiError, ServiceStartError, ServiceNotRunningError
-from infra.process import ManagedProcess, ensure_port_free, wait_until
-from infra.settings import PROJECT_ROOT, Settings
+from txmon.infra.errors import AirflowApiError, ServiceStartError, ServiceNotRunningError
+from txmon.infra.process import ManagedProcess, ensure_port_free, wait_until
+from txmon.infra.settings import PROJECT_ROOT, Settings
 
 if TYPE_CHECKING:
-    from models.drift import DriftEvent
+    from txmon.models.drift import DriftEvent
 
 DAGS_FOLDER = PROJECT_ROOT / "dags"
 MARKER_ENV = "TXMON_PROCESS"
@@ -148,7 +148,7 @@ def connections(settings: Settings) -> dict[str, dict[str, Any]]:
     Secrets come from the environment variables config/alerting.yaml names; a secret
     that is not set is left out (the connection still describes the endpoint).
     """
-    from alerting.config import load_alerting_config
+    from txmon.alerting.config import load_alerting_config
 
     alerting = load_alerting_config()
     smtp: dict[str, Any] = {

@@ -15,8 +15,8 @@ airflow_app = typer.Typer(
 def up() -> None:
     """Start `airflow standalone` in the background (SQLite DB, project DAGs, connections
     from config) and wait until it is healthy; print the UI address and login."""
-    from infra import airflow
-    from infra.settings import load_settings
+    from txmon.infra import airflow
+    from txmon.infra.settings import load_settings
 
     settings = load_settings()
     st, login, waited = airflow.up(settings, log=typer.echo)
@@ -28,8 +28,8 @@ def up() -> None:
 @airflow_app.command("status")
 def status() -> None:
     """Pid, health and login; the DAGs with their paused state. Exit 1 if unhealthy."""
-    from infra import airflow
-    from infra.settings import load_settings
+    from txmon.infra import airflow
+    from txmon.infra.settings import load_settings
 
     settings = load_settings()
     st = airflow.status(settings)
@@ -45,8 +45,8 @@ def status() -> None:
 @airflow_app.command("down")
 def down() -> None:
     """Stop Airflow (scheduler, API server, DAG processor, triggerer and running tasks)."""
-    from infra import airflow
-    from infra.settings import load_settings
+    from txmon.infra import airflow
+    from txmon.infra.settings import load_settings
 
     airflow.down(load_settings(), log=typer.echo)
 
@@ -61,8 +61,8 @@ def trigger(
              "(default: none; the tasks use the time of the trigger)")] = None,
 ) -> None:
     """Trigger a DAG run through the REST API; print the run id and where to watch it."""
-    from infra import airflow
-    from infra.settings import load_settings
+    from txmon.infra import airflow
+    from txmon.infra.settings import load_settings
 
     settings = load_settings()
     created = airflow.trigger_dag(settings, dag_id, airflow.parse_conf(conf), run_id=run_id,
@@ -72,8 +72,8 @@ def trigger(
 
 def _logical_date(text: Optional[str]):
     """``--logical-date`` as an aware datetime (a time without zone is UTC)."""
-    from infra.errors import AirflowApiError
-    from infra.orchestration import utc
+    from txmon.infra.errors import AirflowApiError
+    from txmon.infra.orchestration import utc
 
     try:
         return utc(text)
@@ -84,8 +84,8 @@ def _logical_date(text: Optional[str]):
 @airflow_app.command("unpause")
 def unpause(dag_id: Annotated[str, typer.Argument(help="DAG to unpause (new DAGs start paused)")]) -> None:
     """Let the scheduler run a DAG on its schedule (and run queued manual runs)."""
-    from infra import airflow
-    from infra.settings import load_settings
+    from txmon.infra import airflow
+    from txmon.infra.settings import load_settings
 
     airflow.set_paused(load_settings(), dag_id, False)
     typer.echo(f"{dag_id}: unpaused")
@@ -94,8 +94,8 @@ def unpause(dag_id: Annotated[str, typer.Argument(help="DAG to unpause (new DAGs
 @airflow_app.command("pause")
 def pause(dag_id: Annotated[str, typer.Argument(help="DAG to pause")]) -> None:
     """Stop scheduling a DAG (running tasks finish)."""
-    from infra import airflow
-    from infra.settings import load_settings
+    from txmon.infra import airflow
+    from txmon.infra.settings import load_settings
 
     airflow.set_paused(load_settings(), dag_id, True)
     typer.echo(f"{dag_id}: paused")

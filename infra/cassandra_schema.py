@@ -14,11 +14,11 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from infra import credentials
-from infra.settings import Settings
+from txmon.infra import credentials
+from txmon.infra.settings import Settings
 
 if TYPE_CHECKING:
-    from infra.credentials import Credential
+    from txmon.infra.credentials import Credential
 
 SCHEMA_FILE = Path(__file__).with_name("schema.cql")
 
@@ -176,7 +176,7 @@ def _can_log_in(settings: Settings, credential: Credential, auth_failed: type) -
 
 
 def _create_admin(settings: Settings, admin: Credential) -> None:
-    from infra.credentials import Credential
+    from txmon.infra.credentials import Credential
 
     cluster, session = connect(settings, credential=Credential(DEFAULT_SUPERUSER, DEFAULT_SUPERUSER))
     try:

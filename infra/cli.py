@@ -12,8 +12,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from infra.errors import TxmonError
-from infra.settings import load_settings
+from txmon.infra.errors import TxmonError
+from txmon.infra.settings import load_settings
 
 app = typer.Typer(
     help="txmon: real-time transaction monitoring for banks and UPI switches.\n\n"
@@ -31,9 +31,9 @@ app.add_typer(cluster_app, name="spark-cluster")
 
 
 def _register_subapps() -> None:
-    from alerting.cli import alerts_app
-    from infra.airflow_cli import airflow_app
-    from models import cli as models_cli
+    from txmon.alerting.cli import alerts_app
+    from txmon.infra.airflow_cli import airflow_app
+    from txmon.models import cli as models_cli
 
     app.add_typer(alerts_app, name="alerts")
     app.add_typer(airflow_app, name="airflow")
@@ -52,7 +52,7 @@ def infra_fetch(force: Annotated[bool, typer.Option(help="re-run Maven even if j
 
     A second run does nothing while infra/maven/*.xml is unchanged (no network needed).
     """
-    from infra import jars
+    from txmon.infra import jars
 
     settings = load_settings()
     changed = jars.fetch(settings, force=force)
@@ -65,7 +65,7 @@ def infra_up() -> None:
 
     Safe to run again: running services are kept, missing topics/tables are added.
     """
-    from infra import stack
+    from txmon.infra import stack
 
     for r in stack.up(load_settings(), log=typer.echo):
         rss = f", {r.rss_mb:.0f} MiB resident" if r.rss_mb else ""
@@ -85,7 +85,7 @@ def _print_statuses(statuses, name_width: int) -> None:
 @infra_app.command("status")
 def infra_status() -> None:
     """Show each service's pid, port and health; exit 1 if any is unhealthy."""
-    from infra import stack
+    from txmon.infra import stack
 
     _print_statuses(stack.status(load_settings()), name_width=10)
 
@@ -93,7 +93,7 @@ def infra_status() -> None:
 @infra_app.command("down")
 def infra_down(purge: Annotated[bool, typer.Option(help="also delete the services' data and logs")] = False) -> None:
     """Stop Kafka and Cassandra cleanly (SIGTERM, then SIGKILL after a grace period)."""
-    from infra import stack
+    from txmon.infra import stack
 
     stack.down(load_settings(), purge=purge, log=typer.echo)
 
@@ -110,7 +110,7 @@ def infra_credentials() -> None:
     import os
     import shlex
 
-    from infra import credentials
+    from txmon.infra import credentials
 
     settings = load_settings()
     credentials.load(settings)
@@ -128,7 +128,7 @@ def spark_cluster_up() -> None:
 
     Then: txmon spark-submit --master spark://127.0.0.1:<master_port> spark_jobs/transactions_stream.py
     """
-    from infra import spark_cluster
+    from txmon.infra import spark_cluster
 
     spark_cluster.up(load_settings(), log=typer.echo)
 
@@ -136,7 +136,7 @@ def spark_cluster_up() -> None:
 @cluster_app.command("status")
 def spark_cluster_status() -> None:
     """Each daemon's pid, port and health; exit 1 if any is unhealthy."""
-    from infra import spark_cluster
+    from txmon.infra import spark_cluster
 
     _print_statuses(spark_cluster.status(load_settings()), name_width=15)
 
@@ -144,7 +144,7 @@ def spark_cluster_status() -> None:
 @cluster_app.command("down")
 def spark_cluster_down(purge: Annotated[bool, typer.Option(help="also delete work dirs and logs")] = False) -> None:
     """Stop the workers (and their executors), then the master."""
-    from infra import spark_cluster
+    from txmon.infra import spark_cluster
 
     spark_cluster.down(load_settings(), purge=purge, log=typer.echo)
 
@@ -155,7 +155,7 @@ def smoke(
     topic: Annotated[str, typer.Option(help="Kafka topic to use")] = "smoke",
 ) -> None:
     """Produce COUNT records to Kafka, stream them through Spark into Cassandra, print what landed."""
-    from infra.smoke_run import run_smoke
+    from txmon.infra.smoke_run import run_smoke
 
     result = run_smoke(load_settings(), count=count, topic=topic, log=typer.echo)
     if result.landed != count:
@@ -189,7 +189,7 @@ def simulate(
     Needs --count or --duration. Labels never travel in the events: fraud labels go to
     the labels topic after --label-delay, and all labels to --labels-file.
     """
-    from ingestion.simulate import SimulateOptions, run_simulation
+    from txmon.ingestion.simulate import SimulateOptions, run_simulation
 
     if count is None and duration is None:
         raise TxmonError("say how much to send: --count N or --duration SECONDS")
@@ -224,8 +224,8 @@ def replay(
     """
     from datetime import datetime, timezone
 
-    from ingestion.producer import TransactionProducer
-    from ingestion.replay import replay_file
+    from txmon.ingestion.producer import TransactionProducer
+    from txmon.ingestion.replay import replay_file
 
     if speedup is not None and rate is not None:
         raise TxmonError("choose one of --speedup (event-time pacing) and --rate (events per second)")
@@ -267,11 +267,11 @@ def stream(
     """
     args = ["--help" if a == "--help-job" else a for a in ctx.args]
     if supervise:
-        from spark_jobs.supervisor import run_supervised
+        from txmon.spark_jobs.supervisor import run_supervised
 
         run_supervised(load_settings(), args)
         return
-    from spark_jobs.transactions_stream import main as stream_main
+    from txmon.spark_jobs.transactions_stream import main as stream_main
 
     raise typer.Exit(stream_main(args))
 
@@ -284,7 +284,7 @@ def demo(
 ) -> None:
     """The main job on the local default: services up, stream running, simulated traffic
     for SECONDS, then a summary read back from Cassandra. Services are left running."""
-    from infra.demo import run_demo
+    from txmon.infra.demo import run_demo
 
     result = run_demo(load_settings(), seconds=seconds, rate=rate, seed=seed, log=typer.echo)
     if not result.ok:
@@ -301,7 +301,7 @@ def bench(
     Starts its own Kafka and Cassandra (state dir .txmon-bench, ports 29092/29042 unless
     TXMON_* say otherwise), prints a table, writes JSON, markdown and a latency histogram.
     """
-    from bench.pipeline_bench import main as bench_main
+    from txmon.bench.pipeline_bench import main as bench_main
 
     argv = (["--quick"] if quick else []) + (["--out", str(out)] if out else [])
     raise typer.Exit(bench_main(argv))
@@ -318,7 +318,7 @@ def spark_submit(
 
     Arguments after the job are passed to it: txmon spark-submit spark_jobs/smoke.py --topic smoke
     """
-    from spark_jobs.session import spark_submit_argv, spark_submit_env
+    from txmon.spark_jobs.session import spark_submit_argv, spark_submit_env
 
     argv = spark_submit_argv(load_settings(), job, list(ctx.args), master=master)
     if print_only:

@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from infra.errors import ConfigError
+from txmon.infra.errors import ConfigError
 
 if TYPE_CHECKING:
-    from infra.settings import Settings
+    from txmon.infra.settings import Settings
 
 SECRETS_FILE = "secrets.env"
 
@@ -119,7 +119,7 @@ def load(settings: Settings | None = None, force: bool = False) -> None:
         if _loaded and not force:
             return
         if settings is None:
-            from infra.settings import settings as process_settings
+            from txmon.infra.settings import settings as process_settings
 
             settings = process_settings()
         path = secrets_path(settings)

@@ -12,9 +12,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from itertools import cycle
 
-from infra import stack
-from infra.readback import account_aggregates, count_landed, dead_letters_since, kafka_end_offsets
-from infra.settings import Settings
+from txmon.infra import stack
+from txmon.infra.readback import account_aggregates, count_landed, dead_letters_since, kafka_end_offsets
+from txmon.infra.settings import Settings
 
 
 @dataclass
@@ -46,11 +46,11 @@ def _caught_up(query, targets: dict[int, int], topic: str) -> bool:
 
 def run_demo(settings: Settings, seconds: float = 60, rate: float = 1000, seed: int | None = None,
              bad_every: int = 400, log=print) -> DemoResult:
-    from infra.cassandra_schema import connect
-    from ingestion.bad_records import bad_records
-    from ingestion.simulate import SimulateOptions, run_simulation
-    from spark_jobs.session import build_session
-    from spark_jobs.transactions_stream import StreamOptions, start_all
+    from txmon.infra.cassandra_schema import connect
+    from txmon.ingestion.bad_records import bad_records
+    from txmon.ingestion.simulate import SimulateOptions, run_simulation
+    from txmon.spark_jobs.session import build_session
+    from txmon.spark_jobs.transactions_stream import StreamOptions, start_all
 
     if seed is None:
         # A new population each run: a second run with the same seed would replay the same
@@ -151,7 +151,7 @@ def scored_decisions(session, ids: list[str]) -> dict[str, tuple]:
 
 
 def _print_detection(scored: dict, frauds: dict, log) -> None:
-    from infra.masking import mask_account
+    from txmon.infra.masking import mask_account
 
     decisions = Counter(d for d, *_ in scored.values())
     flagged = {t for t, (d, *_) in scored.items() if d != "APPROVE"}
@@ -179,7 +179,7 @@ def _print_detection(scored: dict, frauds: dict, log) -> None:
 
 
 def _print_summary(result: DemoResult, summary, aggregates, log) -> None:
-    from infra.masking import mask_account
+    from txmon.infra.masking import mask_account
 
     rule = "-" * 72
     log(rule)

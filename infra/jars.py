@@ -19,8 +19,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from infra.errors import JarsMissingError, TxmonError
-from infra.settings import PROJECT_ROOT, Settings
+from txmon.infra.errors import JarsMissingError, TxmonError
+from txmon.infra.settings import PROJECT_ROOT, Settings
 
 MAVEN_DIR = PROJECT_ROOT / "infra" / "maven"
 MODULES = ("kafka", "cassandra", "spark-kafka")

@@ -16,16 +16,16 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from infra import credentials
+from txmon.infra import credentials
 
 if TYPE_CHECKING:
-    from infra.settings import Settings
+    from txmon.infra.settings import Settings
 
 
 def _settings(settings: Settings | None) -> Settings:
     if settings is not None:
         return settings
-    from infra.settings import settings as process_settings
+    from txmon.infra.settings import settings as process_settings
 
     return process_settings()
 

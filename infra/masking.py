@@ -188,7 +188,7 @@ def pii_token_key(state_dir: Path, environ: Mapping[str, str] | None = None) -> 
                     f.write(secrets.token_urlsafe(48))
         value = path.read_text().strip()
     if len(value) < 32:
-        from infra.errors import ConfigError
+        from txmon.infra.errors import ConfigError
 
         raise ConfigError(
             f"{PII_KEY_ENV} is {len(value)} characters; give it at least 32 random ones "

@@ -58,8 +58,8 @@ def notify_operator(context: Mapping[str, Any]) -> None:
     original failure, so a send error is logged instead."""
     subject, body = failure_text(context)
     try:
-        from alerting.notify import email_now
-        from infra.settings import load_settings
+        from txmon.alerting.notify import email_now
+        from txmon.infra.settings import load_settings
 
         settings = load_settings()
         ti = context.get("task_instance") or context.get("ti")
@@ -150,7 +150,7 @@ def ist_day(moment: datetime) -> date:
     >>> ist_day(datetime(2026, 11, 22, 19, 0, tzinfo=timezone.utc))
     datetime.date(2026, 11, 23)
     """
-    from alerting.contract import DAY_TZ
+    from txmon.alerting.contract import DAY_TZ
 
     return moment.astimezone(DAY_TZ).date()
 

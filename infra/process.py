@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 
-from infra.errors import JavaMissingError, PortInUseError
+from txmon.infra.errors import JavaMissingError, PortInUseError
 
 
 def find_java() -> str:

@@ -6,7 +6,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from infra.settings import Settings
+from txmon.infra.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -20,11 +20,11 @@ class SmokeResult:
 def run_smoke(settings: Settings, count: int, topic: str = "smoke", log=print) -> SmokeResult:
     from kafka import KafkaProducer
 
-    from infra.cassandra_schema import connect
-    from infra.kafka_client import client_config
-    from infra.services.kafka import ensure_topics
-    from spark_jobs.session import build_session
-    from spark_jobs.smoke import start_smoke_query
+    from txmon.infra.cassandra_schema import connect
+    from txmon.infra.kafka_client import client_config
+    from txmon.infra.services.kafka import ensure_topics
+    from txmon.spark_jobs.session import build_session
+    from txmon.spark_jobs.smoke import start_smoke_query
 
     run_id = uuid.uuid4().hex[:12]
     ensure_topics(settings.kafka.bootstrap, [topic], settings.kafka.partitions)

@@ -20,10 +20,10 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.errors import ServiceStartError
-from infra.process import ManagedProcess, ensure_port_free, wait_until
-from infra.services.base import ServiceStatus
-from infra.settings import Settings
+from txmon.infra.errors import ServiceStartError
+from txmon.infra.process import ManagedProcess, ensure_port_free, wait_until
+from txmon.infra.services.base import ServiceStatus
+from txmon.infra.settings import Settings
 
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
@@ -131,7 +131,7 @@ def up(settings: Settings, log=print) -> ClusterReport:
 
 
 def _up(settings: Settings, log, started: list[str]) -> ClusterReport:
-    from infra.process import find_java
+    from txmon.infra.process import find_java
 
     find_java()  # a clear error before spark-class prints its own
     c = settings.spark.cluster

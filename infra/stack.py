@@ -4,11 +4,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from infra import credentials, jars
-from infra.services.base import Service, ServiceStatus
-from infra.services.cassandra import CassandraService
-from infra.services.kafka import KafkaService
-from infra.settings import Settings
+from txmon.infra import credentials, jars
+from txmon.infra.services.base import Service, ServiceStatus
+from txmon.infra.services.cassandra import CassandraService
+from txmon.infra.services.kafka import KafkaService
+from txmon.infra.settings import Settings
 
 
 def services(settings: Settings) -> list[Service]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 
-from ingestion.events import TransactionEvent, to_json
+from txmon.ingestion.events import TransactionEvent, to_json
 
 
 def bad_records(event: TransactionEvent, now: datetime | None = None) -> dict[str, bytes]:
@@ -16,7 +16,7 @@ def bad_records(event: TransactionEvent, now: datetime | None = None) -> dict[st
     (every one of ``CONTRACT_REASONS``; ``stale_timestamp`` under the stream's default
     ``contract.max_event_age_days``).
 
-    >>> from ingestion.simulator import Simulator, SimulatorConfig
+    >>> from txmon.ingestion.simulator import Simulator, SimulatorConfig
     >>> ev = next(Simulator(SimulatorConfig(n_customers=50, n_merchants=20), seed=1).generate(1)).event
     >>> sorted(bad_records(ev))[:3]
     ['absurd_amount', 'control_characters', 'future_timestamp']
@@ -62,7 +62,7 @@ def hostile_records(event: TransactionEvent) -> list[tuple[str, bytes | None, st
     write: JSON, encoding, type, range, size and timestamp tricks. Each is built from
     ``event`` with a txn_id of its own, so none collides with the valid traffic.
 
-    >>> from ingestion.simulator import Simulator, SimulatorConfig
+    >>> from txmon.ingestion.simulator import Simulator, SimulatorConfig
     >>> ev = next(Simulator(SimulatorConfig(n_customers=50, n_merchants=20), seed=1).generate(1)).event
     >>> records = hostile_records(ev)
     >>> len(records) >= 40, len({name for name, _, _ in records}) == len(records)

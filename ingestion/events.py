@@ -43,7 +43,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from infra.errors import EventValidationError
+from txmon.infra.errors import EventValidationError
 
 __all__ = [
     "ACCOUNT_NUMBER_PATTERN", "AMOUNT_ROUNDINGS", "CHANNELS", "CITY_PATTERN", "CONTRACT_REASONS", "CRORE",

@@ -13,9 +13,9 @@ import json
 from pathlib import Path
 from typing import IO
 
-from ingestion.events import TransactionEvent
-from ingestion.producer import TransactionProducer
-from ingestion.simulator import Label
+from txmon.ingestion.events import TransactionEvent
+from txmon.ingestion.producer import TransactionProducer
+from txmon.ingestion.simulator import Label
 
 
 class LabelReleaser:

@@ -21,9 +21,9 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from infra.errors import TxmonError
-from infra.masking import redact
-from infra.settings import PROJECT_ROOT, Settings
+from txmon.infra.errors import TxmonError
+from txmon.infra.masking import redact
+from txmon.infra.settings import PROJECT_ROOT, Settings
 
 log = logging.getLogger("txmon.ingestion")
 
@@ -87,8 +87,8 @@ def ingest_file(settings: Settings, path: str | Path, mapping: str | Path | None
     lies in the landing folder and every event was delivered. Returns what happened
     (counts, reject reasons with a masked example each, where the file and rejects went).
     Raises if events could not be delivered (the file stays for the retry)."""
-    from ingestion.producer import TransactionProducer
-    from ingestion.replay import replay_file
+    from txmon.ingestion.producer import TransactionProducer
+    from txmon.ingestion.replay import replay_file
 
     path = Path(path)
     if not path.is_absolute():

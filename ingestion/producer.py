@@ -25,8 +25,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable
 
-from infra.settings import Settings
-from ingestion.events import DeadLetterReason, TransactionEvent, kafka_key, to_json
+from txmon.infra.settings import Settings
+from txmon.ingestion.events import DeadLetterReason, TransactionEvent, kafka_key, to_json
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class TransactionProducer:
                  max_block_ms: int = 600_000, undelivered_dir: Path | None = None) -> None:
         from kafka import KafkaProducer
 
-        from infra.kafka_client import client_config
+        from txmon.infra.kafka_client import client_config
 
         self.topic = topic or settings.kafka.topics.transactions
         self.labels_topic = labels_topic or settings.kafka.topics.labels

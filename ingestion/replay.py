@@ -110,8 +110,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from infra.errors import ConfigError
-from ingestion.events import (
+from txmon.infra.errors import ConfigError
+from txmon.ingestion.events import (
     FIELD_ENUMS,
     FIELD_PATTERNS,
     PARTY_ID_FIELDS,
@@ -126,8 +126,8 @@ from ingestion.events import (
     validate_event,
     whole_paise,
 )
-from ingestion.labels import LabelReleaser
-from ingestion.simulator import Label
+from txmon.ingestion.labels import LabelReleaser
+from txmon.ingestion.simulator import Label
 
 __all__ = [
     "REJECTS_COLUMNS", "REJECT_REASONS", "REPLAY_TXN_NAMESPACE", "FieldSpec", "LabelSpec", "RejectedRow",

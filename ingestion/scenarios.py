@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 from faker import Faker
 
-from ingestion.events import (
+from txmon.ingestion.events import (
     IST,
     LAKH,
     PAISE_PER_RUPEE,
@@ -35,7 +35,7 @@ from ingestion.events import (
 )
 
 if TYPE_CHECKING:
-    from ingestion.simulator import Customer, Population
+    from txmon.ingestion.simulator import Customer, Population
 
 __all__ = ["ALL_SCENARIOS", "EMERGING_SCENARIOS", "SCENARIOS", "EmergingScenarioId", "Scenario", "ScenarioId",
            "THRESHOLDS_PAISE", "UPI_LIMIT_PAISE"]

@@ -30,7 +30,7 @@ import numpy as np
 from faker import Faker
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ingestion.events import (
+from txmon.ingestion.events import (
     IST,
     LAKH,
     PAISE_PER_RUPEE,
@@ -44,7 +44,7 @@ from ingestion.events import (
     TransactionEvent,
     TxnType,
 )
-from ingestion.scenarios import ALL_SCENARIOS, UPI_LIMIT_PAISE, ScenarioId
+from txmon.ingestion.scenarios import ALL_SCENARIOS, UPI_LIMIT_PAISE, ScenarioId
 
 __all__ = [
     "BANKS", "CITIES", "DEFAULT_SCENARIO_WEIGHTS", "MERCHANT_CATEGORIES", "City", "Customer",

@@ -40,14 +40,14 @@ import numpy as np
 import pandas as pd
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from models.bundle import ModelBundle, feature_matrix
-from models.dataset import features_in_chunks
-from models.errors import TrainingDataError
-from models.evaluation import DEFAULT_ALERT_RATE, DEFAULT_K, DEFAULT_TZ, EvaluationMetrics, evaluate_frame, ranking
-from models.risk import RiskPolicy
-from models.scoring import score_frame
-from models.training import FitResult, TrainingConfig, fit
-from spark_jobs.features import FEATURES, transactions_frame
+from txmon.models.bundle import ModelBundle, feature_matrix
+from txmon.models.dataset import features_in_chunks
+from txmon.models.errors import TrainingDataError
+from txmon.models.evaluation import DEFAULT_ALERT_RATE, DEFAULT_K, DEFAULT_TZ, EvaluationMetrics, evaluate_frame, ranking
+from txmon.models.risk import RiskPolicy
+from txmon.models.scoring import score_frame
+from txmon.models.training import FitResult, TrainingConfig, fit
+from txmon.spark_jobs.features import FEATURES, transactions_frame
 
 __all__ = ["BacktestConfig", "BacktestResult", "BacktestWindow", "LabelledSource", "WindowResult",
            "default_window", "read_file", "rule_hits", "run", "score_window", "simulated", "write_outputs"]
@@ -164,7 +164,7 @@ def read_file(path: str | Path, mapping, *, label_delay: timedelta | None = None
     section), chunk by chunk; ``label_delay`` overrides the mapping's ``label.delay``.
     ``rejects_path``: the rows left out, as replay writes them (row number, reason, every
     problem, label, raw row)."""
-    from ingestion import replay
+    from txmon.ingestion import replay
 
     mapping_name = "given" if isinstance(mapping, replay.ReplayMapping) else Path(mapping).name
     mapping = mapping if isinstance(mapping, replay.ReplayMapping) else replay.load_mapping(mapping)
@@ -203,8 +203,8 @@ def simulated(n: int, seed: int = 42, *, mean_tps: float | None = None, label_de
               chunk_rows: int = DEFAULT_CHUNK_ROWS) -> LabelledSource:
     """The first ``n`` transactions of the default simulator mix (``models.sources``' rate),
     chunk by chunk; labels at the simulator's own label times unless ``label_delay``."""
-    from ingestion.simulator import Simulator, SimulatorConfig
-    from models.sources import DEFAULT_SIMULATED_TPS
+    from txmon.ingestion.simulator import Simulator, SimulatorConfig
+    from txmon.models.sources import DEFAULT_SIMULATED_TPS
 
     tps = mean_tps or DEFAULT_SIMULATED_TPS
     items: Iterator = iter(Simulator(SimulatorConfig(mean_tps=tps), seed).generate(n))
@@ -248,8 +248,8 @@ def _rules_schema():
     (spark_jobs/validation.typed_schema), ``payee_key``, every feature with its stream type."""
     from pyspark.sql import types as T
 
-    from spark_jobs.detection import _with_columns
-    from spark_jobs.validation import typed_schema
+    from txmon.spark_jobs.detection import _with_columns
+    from txmon.spark_jobs.validation import typed_schema
 
     schema = T.StructType([T.StructField("_pos", T.LongType()), *typed_schema().fields,
                            T.StructField("payee_key", T.StringType())])
@@ -286,7 +286,7 @@ def rule_hits(featured: pd.DataFrame, ruleset, spark) -> tuple[np.ndarray, list[
     import pyarrow as pa
     from pyspark.sql.pandas.types import to_arrow_schema
 
-    from spark_jobs.rules import apply_rules, check_conditions
+    from txmon.spark_jobs.rules import apply_rules, check_conditions
 
     if featured.empty:
         return np.zeros(0), []
@@ -313,7 +313,7 @@ def _top_reasons(scored: pd.DataFrame, fired: list[list[str]], bundle: ModelBund
                  top: int = 3) -> list[str]:
     """"CODE: description" of each row's strongest reasons (the stream's
     spark_jobs.detection._reasons), for rows that were flagged or fired a rule."""
-    from spark_jobs.detection import _reasons
+    from txmon.spark_jobs.detection import _reasons
 
     rules = {r.id: r for r in ruleset.rules}
     decision = scored["decision"].astype(str).to_numpy()
@@ -600,7 +600,7 @@ def _charts(result: BacktestResult, out: Path) -> list[str]:
     plt.close(fig)
     names.append("score_distribution.png")
 
-    from models.evaluation import card_precision_at_k
+    from txmon.models.evaluation import card_precision_at_k
 
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     for name, column in _COLUMN.items():

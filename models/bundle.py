@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from spark_jobs.features import FEATURES
+from txmon.spark_jobs.features import FEATURES
 
 __all__ = ["LOG_FEATURES", "ForestPaths", "ModelBundle", "anomaly_pipeline", "feature_matrix", "signed_log1p"]
 

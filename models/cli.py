@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from models.config import MODELS_DIR_ENV
+from txmon.models.config import MODELS_DIR_ENV
 
 models_app = typer.Typer(help="Model registry: list versions, promote, roll back.", no_args_is_help=True)
 
@@ -39,16 +39,16 @@ RejectsOut = Annotated[Optional[Path], typer.Option(
 
 
 def _registry(models_dir: Path | None):
-    from models.config import models_dir as default_dir
-    from models.registry import Registry
+    from txmon.models.config import models_dir as default_dir
+    from txmon.models.registry import Registry
 
     return Registry(models_dir or default_dir())
 
 
 def _history(simulate: int | None, seed: int, replay: Path | None, mapping: Path | None,
              rejects_out: Path | None = None):
-    from models import sources
-    from models.errors import TrainingDataError
+    from txmon.models import sources
+    from txmon.models.errors import TrainingDataError
 
     if replay is not None and simulate is not None:
         raise TrainingDataError("choose one source: --simulate N or --replay FILE --mapping YAML")
@@ -58,7 +58,7 @@ def _history(simulate: int | None, seed: int, replay: Path | None, mapping: Path
         if mapping is None:
             raise TrainingDataError("--replay needs --mapping YAML (e.g. config/replay/card_transactions.yaml)")
         if rejects_out is None:
-            from infra.settings import load_settings
+            from txmon.infra.settings import load_settings
 
             rejects_out = load_settings().state_path / "rejects" / f"{replay.name}.{mapping.stem}.rejects.csv"
         history = sources.from_file(replay, mapping, rejects_path=rejects_out)
@@ -74,7 +74,7 @@ def _history(simulate: int | None, seed: int, replay: Path | None, mapping: Path
 
 
 def _policy():
-    from models.risk import stream_policy
+    from txmon.models.risk import stream_policy
 
     return stream_policy()
 
@@ -101,9 +101,9 @@ def train(
     Trains on the earliest 70% of the history (by event time) and reports metrics on
     the latest 30% (model only, rule score 0, risk policy from config/rules.yaml).
     """
-    from models.evaluation import metrics_table
-    from models.training import TrainingConfig
-    from models.training import train as train_models
+    from txmon.models.evaluation import metrics_table
+    from txmon.models.training import TrainingConfig
+    from txmon.models.training import train as train_models
 
     history = _history(simulate, seed, replay, mapping, rejects_out)
     policy, policy_source = _policy()
@@ -156,12 +156,12 @@ def evaluate(
     """
     import pandas as pd
 
-    from infra.settings import load_settings
-    from models.evaluation import evaluate_offline, metrics_table, write_report
+    from txmon.infra.settings import load_settings
+    from txmon.models.evaluation import evaluate_offline, metrics_table, write_report
 
     if online:
-        from models.evaluation import evaluate_frame
-        from models.online import online_frame
+        from txmon.models.evaluation import evaluate_frame
+        from txmon.models.online import online_frame
 
         settings = load_settings()
         frame = online_frame(settings, labels_file)
@@ -216,7 +216,7 @@ def retrain(
     import json
     from datetime import timezone
 
-    from spark_jobs.retrain_job import STAGES, run
+    from txmon.spark_jobs.retrain_job import STAGES, run
 
     if stage not in STAGES:
         raise typer.BadParameter(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}", param_hint="--stage")
@@ -224,7 +224,7 @@ def retrain(
     run_id = run_id or f"manual-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
     result = run(argparse.Namespace(run_id=run_id, stage=stage, start=utc[0], end=utc[1]))
     if stage == "all":
-        from models.retraining import comparison_markdown
+        from txmon.models.retraining import comparison_markdown
 
         typer.echo(comparison_markdown(result))
         typer.echo(f"live: {result['promoted'] or 'unchanged (challenger kept out)'}; run {run_id}")
@@ -235,7 +235,7 @@ def retrain(
 @models_app.command("list")
 def list_versions(models_dir: ModelsDir = None) -> None:
     """Registered versions with their hold-out metrics; `*` marks the live champion."""
-    from models.errors import RegistryError
+    from txmon.models.errors import RegistryError
 
     registry = _registry(models_dir)
     versions = registry.versions()
@@ -285,7 +285,7 @@ def _when(text: str | None, tz: str, flag: str):
     """A --train-start/... value: a date or ISO date-time; naive ones are in ``tz``."""
     import pandas as pd
 
-    from models.errors import TrainingDataError
+    from txmon.models.errors import TrainingDataError
 
     if text is None:
         return None
@@ -368,11 +368,11 @@ def backtest(
     from pydantic import TypeAdapter, ValidationError
     from datetime import timedelta
 
-    from infra.settings import load_settings
-    from models import backtest as bt
-    from models.errors import TrainingDataError
-    from models.training import TrainingConfig
-    from spark_jobs.rules import DEFAULT_RULES, load_rules
+    from txmon.infra.settings import load_settings
+    from txmon.models import backtest as bt
+    from txmon.models.errors import TrainingDataError
+    from txmon.models.training import TrainingConfig
+    from txmon.spark_jobs.rules import DEFAULT_RULES, load_rules
 
     if (file is None) == (simulate is None):
         raise TrainingDataError("give one source: FILE --mapping YAML, or --simulate N")

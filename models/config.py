@@ -26,7 +26,7 @@ class ModelsConfig(BaseModel):
         override = os.environ.get(MODELS_DIR_ENV)
         if override:
             return cls(models_dir=Path(override).expanduser().resolve())
-        from infra.settings import load_settings
+        from txmon.infra.settings import load_settings
 
         return cls(models_dir=load_settings().state_path / "models")
 

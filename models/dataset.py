@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from models.errors import TrainingDataError
-from spark_jobs.features import MemoryProfileStore, _micros, add_features, transactions_frame
+from txmon.models.errors import TrainingDataError
+from txmon.spark_jobs.features import MemoryProfileStore, _micros, add_features, transactions_frame
 
 if TYPE_CHECKING:
-    from ingestion.events import TransactionEvent
-    from ingestion.simulator import Label
+    from txmon.ingestion.events import TransactionEvent
+    from txmon.ingestion.simulator import Label
 
 __all__ = ["LABEL_COLUMNS", "feature_store", "features_in_chunks", "fraud_label_times", "labelled_features",
            "time_split"]

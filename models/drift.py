@@ -84,7 +84,7 @@ import numpy as np
 import pandas as pd
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from models.errors import ModelError
+from txmon.models.errors import ModelError
 
 if TYPE_CHECKING:
     from river.drift import ADWIN

@@ -1,7 +1,7 @@
 """Errors of the detection models and their registry. Each message names the fix."""
 from __future__ import annotations
 
-from infra.errors import TxmonError
+from txmon.infra.errors import TxmonError
 
 __all__ = ["ModelError", "NoChampionError", "NothingToRollBackError", "RegistryError",
            "TrainingDataError", "UnknownVersionError"]

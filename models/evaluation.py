@@ -31,13 +31,13 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
-from models.bundle import ModelBundle
-from models.risk import RiskPolicy
-from models.scoring import RuleScores, score_frame
+from txmon.models.bundle import ModelBundle
+from txmon.models.risk import RiskPolicy
+from txmon.models.scoring import RuleScores, score_frame
 
 if TYPE_CHECKING:
-    from ingestion.events import TransactionEvent
-    from ingestion.simulator import Label
+    from txmon.ingestion.events import TransactionEvent
+    from txmon.ingestion.simulator import Label
 
 __all__ = [
     "CardPrecisionDay", "DEFAULT_ALERT_RATE", "DEFAULT_K", "DEFAULT_TZ", "DailyPrecision", "EvaluationMetrics",
@@ -332,7 +332,7 @@ def evaluate_frame(frame: pd.DataFrame, k: int = DEFAULT_K, policy: RiskPolicy |
     if missing:
         raise KeyError(f"evaluation frame lacks columns {missing}")
     if frame.empty:
-        from models.errors import TrainingDataError
+        from txmon.models.errors import TrainingDataError
 
         raise TrainingDataError("nothing to evaluate: no scored transactions in the evaluation window")
     y = frame["is_fraud"].to_numpy(dtype=bool)
@@ -377,7 +377,7 @@ def score_labelled(events: Sequence["TransactionEvent"], labels: Iterable["Label
     Earlier rows still warm up the behavioural profiles, exactly as the stream's state
     would have. ``rules_score``: see :data:`models.scoring.RuleScores` (default: 0).
     """
-    from models.dataset import labelled_features
+    from txmon.models.dataset import labelled_features
 
     features = labelled_features(events, labels)
     if since is not None:

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import joblib
 
-from models.bundle import ModelBundle
-from models.errors import NoChampionError, NothingToRollBackError, RegistryError, UnknownVersionError
-from models.metadata import ModelMetadata
+from txmon.models.bundle import ModelBundle
+from txmon.models.errors import NoChampionError, NothingToRollBackError, RegistryError, UnknownVersionError
+from txmon.models.metadata import ModelMetadata
 
 __all__ = ["CHAMPION_FILE", "METADATA_FILE", "MODEL_FILE", "Registry"]
 

@@ -37,8 +37,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from infra.settings import Settings
-from models.errors import ModelError, TrainingDataError
+from txmon.infra.settings import Settings
+from txmon.models.errors import ModelError, TrainingDataError
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,8 @@ def run_dir(settings: Settings, run_id: str) -> Path:
 
 
 def _registry(settings: Settings):
-    from models.config import models_dir
-    from models.registry import Registry
+    from txmon.models.config import models_dir
+    from txmon.models.registry import Registry
 
     return Registry(models_dir())
 
@@ -98,8 +98,8 @@ def extract(settings: Settings, run_id: str, start: datetime, end: datetime, spa
     done = out / "extract.json"
     if done.is_file():
         return _read_json(done)
-    from spark_jobs.cassandra_sink import CassandraTarget
-    from spark_jobs.history import read_history
+    from txmon.spark_jobs.cassandra_sink import CassandraTarget
+    from txmon.spark_jobs.history import read_history
 
     spark = spark or _session(settings)
     since = start - timedelta(hours=settings.retraining.warmup_hours)
@@ -125,7 +125,7 @@ def build_features(settings: Settings, run_id: str, spark=None) -> dict:
     extracted = _read_json(_need(out / "extract.json", "extract"))
     from pyspark.sql import functions as F
 
-    from spark_jobs.history import labelled_features
+    from txmon.spark_jobs.history import labelled_features
 
     spark = spark or _session(settings)
     history = out / "history"
@@ -157,7 +157,7 @@ def train_challenger(settings: Settings, run_id: str) -> str:
             raise RetrainingError(f"run {run_id} registered challenger {version}, which is not in the registry at "
                                   f"{registry.root} (another registry, or deleted); start a new run id or delete {out}")
         return version
-    from models.training import TrainingConfig, train_frame
+    from txmon.models.training import TrainingConfig, train_frame
 
     frame = _features(settings, run_id)
     frauds = int(frame["is_fraud"].sum())
@@ -177,7 +177,7 @@ def train_challenger(settings: Settings, run_id: str) -> str:
 
 
 def _policy():
-    from models.risk import stream_policy
+    from txmon.models.risk import stream_policy
 
     return stream_policy()[0]
 
@@ -189,9 +189,9 @@ def compare(holdout: pd.DataFrame, champion, challenger, *, metric: str, margin:
     ``champion`` may be None (nothing live yet): the challenger is promoted if it is
     a usable model at all (its metric is defined).
     """
-    from models.evaluation import evaluate_frame
-    from models.risk import RiskPolicy
-    from models.scoring import score_frame
+    from txmon.models.evaluation import evaluate_frame
+    from txmon.models.risk import RiskPolicy
+    from txmon.models.scoring import score_frame
 
     policy = policy or RiskPolicy()
 
@@ -225,7 +225,7 @@ Comparison = dict
 
 def evaluate(settings: Settings, run_id: str) -> dict:
     """Stage 4: champion vs challenger on the challenger's hold-out; the decision."""
-    from models.dataset import time_split
+    from txmon.models.dataset import time_split
 
     out = run_dir(settings, run_id)
     done = out / "comparison.json"
@@ -283,7 +283,7 @@ def default_window(settings: Settings, end: datetime | None = None) -> tuple[dat
 
 
 def _session(settings: Settings):
-    from spark_jobs.session import build_session
+    from txmon.spark_jobs.session import build_session
 
     return build_session(settings, "txmon-retrain")
 

@@ -108,8 +108,8 @@ def stream_policy() -> tuple[RiskPolicy, str]:
     import yaml
     from pydantic import ValidationError
 
-    from infra.errors import ConfigError
-    from infra.settings import PROJECT_ROOT
+    from txmon.infra.errors import ConfigError
+    from txmon.infra.settings import PROJECT_ROOT
 
     path = PROJECT_ROOT / "config" / "rules.yaml"
     if not path.is_file():

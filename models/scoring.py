@@ -11,8 +11,8 @@ from typing import Callable, Mapping, Union
 import numpy as np
 import pandas as pd
 
-from models.bundle import ModelBundle
-from models.risk import RiskPolicy, decisions, risk_scores
+from txmon.models.bundle import ModelBundle
+from txmon.models.risk import RiskPolicy, decisions, risk_scores
 
 __all__ = ["RuleScores", "SCORE_COLUMNS", "rule_scores_for", "score_frame"]
 

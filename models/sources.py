@@ -10,8 +10,8 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ingestion.events import TransactionEvent
-from ingestion.simulator import Label
+from txmon.ingestion.events import TransactionEvent
+from txmon.ingestion.simulator import Label
 
 __all__ = ["DEFAULT_SIMULATED_EVENTS", "DEFAULT_SIMULATED_TPS", "LabelledHistory", "from_file", "simulated"]
 
@@ -48,7 +48,7 @@ class LabelledHistory:
 def simulated(n: int = DEFAULT_SIMULATED_EVENTS, seed: int = 42,
               mean_tps: float = DEFAULT_SIMULATED_TPS) -> LabelledHistory:
     """The first ``n`` transactions of the default simulator mix at ``mean_tps``."""
-    from ingestion.simulator import Simulator, SimulatorConfig
+    from txmon.ingestion.simulator import Simulator, SimulatorConfig
 
     items = list(Simulator(SimulatorConfig(mean_tps=mean_tps), seed).generate(n))
     return LabelledHistory([i.event for i in items], [i.label for i in items],
@@ -68,7 +68,7 @@ def from_file(path: str | Path, mapping: str | Path, rejects_path: str | Path | 
 
     ``rejects_path``: where the rows left out are written (see
     :data:`ingestion.replay.REJECTS_COLUMNS`); none is written when omitted."""
-    from ingestion.replay import RejectedRow, load_labelled
+    from txmon.ingestion.replay import RejectedRow, load_labelled
 
     path = Path(path)
     rejected: dict[str, int] = {}

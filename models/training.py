@@ -40,19 +40,19 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.bundle import ModelBundle, anomaly_pipeline, feature_matrix
-from models.dataset import labelled_features, time_split
-from models.errors import TrainingDataError
-from models.drift import ScoreReference
-from models.evaluation import DEFAULT_K, EvaluationMetrics, evaluate_frame
-from models.metadata import ModelMetadata, SplitCounts, TimeWindow, library_versions
-from models.risk import RiskPolicy
-from models.scoring import score_frame
-from spark_jobs.features import FEATURES
+from txmon.models.bundle import ModelBundle, anomaly_pipeline, feature_matrix
+from txmon.models.dataset import labelled_features, time_split
+from txmon.models.errors import TrainingDataError
+from txmon.models.drift import ScoreReference
+from txmon.models.evaluation import DEFAULT_K, EvaluationMetrics, evaluate_frame
+from txmon.models.metadata import ModelMetadata, SplitCounts, TimeWindow, library_versions
+from txmon.models.risk import RiskPolicy
+from txmon.models.scoring import score_frame
+from txmon.spark_jobs.features import FEATURES
 
 if TYPE_CHECKING:
-    from ingestion.events import TransactionEvent
-    from ingestion.simulator import Label
+    from txmon.ingestion.events import TransactionEvent
+    from txmon.ingestion.simulator import Label
 
 __all__ = ["FitResult", "TrainingConfig", "TrainingResult", "fit", "train", "train_frame"]
 
@@ -266,7 +266,7 @@ def holdout_metrics(scored: pd.DataFrame, evaluation: EvaluationMetrics, bundle:
                     policy: RiskPolicy, k: int) -> dict:
     """The evaluation's summary plus the model's Brier score and the risk score without
     the anomaly model (so every report shows whether the Isolation Forest adds)."""
-    from models.evaluation import ranking
+    from txmon.models.evaluation import ranking
 
     metrics = evaluation.summary()
     y = scored["is_fraud"].to_numpy(dtype=bool)

@@ -21,8 +21,8 @@ import struct
 
 import numpy as np
 
-from models.bundle import LOG_FEATURES, ForestPaths, ModelBundle, signed_log1p
-from spark_jobs.features import FEATURES
+from txmon.models.bundle import LOG_FEATURES, ForestPaths, ModelBundle, signed_log1p
+from txmon.spark_jobs.features import FEATURES
 
 __all__ = ["UnsupportedModelError", "raw_thresholds", "tree_bytes"]
 

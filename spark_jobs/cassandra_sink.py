@@ -14,8 +14,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, TypeVar
 
-from infra.settings import Settings
-from spark_jobs.recovery import Backoff, call_with_retry
+from txmon.infra.settings import Settings
+from txmon.spark_jobs.recovery import Backoff, call_with_retry
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def session_for(target: CassandraTarget):
     key = (target.host, target.port, target.keyspace)
     with _lock:
         if key not in _sessions:
-            from infra.cassandra_schema import open_cluster
+            from txmon.infra.cassandra_schema import open_cluster
 
             from cassandra.policies import ExponentialReconnectionPolicy
 

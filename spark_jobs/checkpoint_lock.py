@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from infra.errors import StreamLockedError
+from txmon.infra.errors import StreamLockedError
 
 LOCK_FILE = "stream.lock"
 log = logging.getLogger("txmon.stream")

@@ -28,10 +28,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from infra.settings import Settings
-from spark_jobs.cassandra_sink import CassandraTarget, arrow_rows, write_rows
-from spark_jobs.features import FEATURES, INTEGER_FEATURES, LABEL_FEATURES, PAYEE_FEATURES, PAYER_FEATURES
-from spark_jobs.rules import DEFAULT_RULES, RulesWatcher, apply_rules
+from txmon.infra.settings import Settings
+from txmon.spark_jobs.cassandra_sink import CassandraTarget, arrow_rows, write_rows
+from txmon.spark_jobs.features import FEATURES, INTEGER_FEATURES, LABEL_FEATURES, PAYEE_FEATURES, PAYER_FEATURES
+from txmon.spark_jobs.rules import DEFAULT_RULES, RulesWatcher, apply_rules
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def cassandra_profiles(target: CassandraTarget, query_key: str):
     def make():
         from pyspark import TaskContext
 
-        from spark_jobs.profile_store import CassandraProfileStore
+        from txmon.spark_jobs.profile_store import CassandraProfileStore
 
         context = TaskContext.get()
         batch_id = context and context.getLocalProperty(BATCH_ID_PROPERTY)
@@ -120,7 +120,7 @@ def add_features_to_batch(df, make_store, partitions: int):
     """
     from pyspark.sql import functions as F
 
-    from spark_jobs.features import add_payee_features, add_payer_features
+    from txmon.spark_jobs.features import add_payee_features, add_payer_features
 
     df = df.withColumn("payee_key", F.coalesce("payee_account", "payee_vpa"))
     payee_schema = _with_columns(df.schema, (*PAYEE_FEATURES, *LABEL_FEATURES))
@@ -150,7 +150,7 @@ class ModelHolder:
         if self.registry_root is None:
             return False
         try:
-            from models.registry import Registry
+            from txmon.models.registry import Registry
 
             registry = Registry(self.registry_root)
             champion = registry.champion()
@@ -159,7 +159,7 @@ class ModelHolder:
             return False
         if champion is None or champion == self.version:
             return False
-        from spark_jobs.jvm_scoring import broadcast_trees
+        from txmon.spark_jobs.jvm_scoring import broadcast_trees
 
         try:
             bundle = registry.load(champion)
@@ -190,8 +190,8 @@ def score_ruled(ruled, trees, model_version: str, ruleset, spark=None):
     PreparedPlan."""
     from pyspark.sql import functions as F
 
-    from models.risk import decision_column, risk_column
-    from spark_jobs.jvm_scoring import with_model_scores
+    from txmon.models.risk import decision_column, risk_column
+    from txmon.spark_jobs.jvm_scoring import with_model_scores
 
     scored = with_model_scores(ruled, trees, spark or ruled.sparkSession)
     risk = risk_column("rule_score", "fraud_probability", "anomaly_score", ruleset.policy)
@@ -279,7 +279,7 @@ def _value_text(row: dict, rule) -> str:
 def _alert_json(row, risk, decision, reasons, fired, rules, model_version, rules_label, now, pii_key) -> str:
     """The alert of one flagged row, masked and pseudonymised here, once per alert: the
     clear identifiers stay in the transactions table (docs/security-pii.md)."""
-    from alerting.contract import build_alert, to_json
+    from txmon.alerting.contract import build_alert, to_json
 
     severities = [rules[r].severity for r in fired if r in rules]
     severity = max(severities, key=SEVERITY_ORDER.index) if severities else (
@@ -318,7 +318,7 @@ class Detector:
         self.rules = RulesWatcher(Path(rules_path or DEFAULT_RULES))
         self.models = ModelHolder(registry_root)
         self.alerts_topic = alerts_topic or settings.kafka.topics.alerts
-        from infra.masking import pii_token_key
+        from txmon.infra.masking import pii_token_key
 
         # Read on the driver and shipped in the outputs closure, so executors need neither
         # the variable nor the state directory (docs/security-pii.md).
@@ -396,8 +396,8 @@ def _outputs_partition(target: CassandraTarget, bootstrap: str, alerts_topic: st
     rules = {r.id: r for r in ruleset.rules}
 
     def run(batches: Iterator) -> Iterator:
-        from alerting.contract import ALERT_BY_DAY_COLUMNS, ALERT_COLUMNS, alert_row, from_json, kafka_key
-        from spark_jobs.kafka_sink import publish
+        from txmon.alerting.contract import ALERT_BY_DAY_COLUMNS, ALERT_COLUMNS, alert_row, from_json, kafka_key
+        from txmon.spark_jobs.kafka_sink import publish
 
         bundle = _worker_bundle(bundle_bc, bundle_key)
         for batch in batches:

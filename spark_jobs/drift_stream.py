@@ -26,10 +26,10 @@ from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 
-from infra.settings import Settings
-from models.drift import DriftEvent, DriftMonitor, DriftStateStore
-from spark_jobs.cassandra_sink import CassandraTarget, prepared, session_for, write_rows
-from spark_jobs.detection import OUTCOME_COLUMNS
+from txmon.infra.settings import Settings
+from txmon.models.drift import DriftEvent, DriftMonitor, DriftStateStore
+from txmon.spark_jobs.cassandra_sink import CassandraTarget, prepared, session_for, write_rows
+from txmon.spark_jobs.detection import OUTCOME_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def airflow_notifier(settings: Settings) -> Notifier:
     """Trigger the retraining DAG through Airflow's REST API."""
 
     def notify(event: DriftEvent) -> str:
-        from infra.airflow import on_drift_event
+        from txmon.infra.airflow import on_drift_event
 
         return f"airflow run {on_drift_event(settings, event)}"
 
@@ -106,7 +106,7 @@ class StreamDrift:
 
     def __init__(self, settings: Settings, target: CassandraTarget, stream: str, *,
                  notifier: Notifier | None = None, registry_root=None) -> None:
-        from models.drift import DriftConfig
+        from txmon.models.drift import DriftConfig
 
         self.settings = settings
         self.target = target
@@ -162,7 +162,7 @@ class StreamDrift:
         if self.registry_root is None:
             return None
         try:
-            from models.registry import Registry
+            from txmon.models.registry import Registry
 
             return Registry(self.registry_root).champion()
         except Exception as exc:  # an unreadable registry must not stop the labels query

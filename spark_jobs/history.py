@@ -18,7 +18,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from functools import partial
 
-from spark_jobs.cassandra_sink import CassandraTarget, prepared, session_for
+from txmon.spark_jobs.cassandra_sink import CassandraTarget, prepared, session_for
 
 MIN_TOKEN = -(2 ** 63)
 MAX_TOKEN = 2 ** 63 - 1
@@ -97,7 +97,7 @@ def fraud_label_times(transactions, labels) -> dict[str, list[tuple[int, int]]]:
     collected and handed to the one definition, :func:`models.dataset.fraud_label_times`."""
     from pyspark.sql import functions as F
 
-    from models.dataset import fraud_label_times as by_payee
+    from txmon.models.dataset import fraud_label_times as by_payee
 
     frauds = (labels.where(F.col("is_fraud")).join(transactions, "txn_id")
               .select(F.coalesce("payee_account", "payee_vpa").alias("payee_key"), "is_fraud", "label_time",
@@ -112,8 +112,8 @@ def labelled_features(transactions, labels, partitions: int):
     """
     from pyspark.sql import functions as F
 
-    from spark_jobs.detection import add_features_to_batch
-    from spark_jobs.features import MemoryProfileStore
+    from txmon.spark_jobs.detection import add_features_to_batch
+    from txmon.spark_jobs.features import MemoryProfileStore
 
     make_store = partial(MemoryProfileStore, fraud_labels=fraud_label_times(transactions, labels))
     featured = add_features_to_batch(transactions, make_store, partitions)

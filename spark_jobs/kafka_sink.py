@@ -27,7 +27,7 @@ def producer_for(bootstrap: str):
         if bootstrap not in _producers:
             from kafka import KafkaProducer
 
-            from infra.kafka_client import client_config
+            from txmon.infra.kafka_client import client_config
 
             _producers[bootstrap] = KafkaProducer(
                 bootstrap_servers=bootstrap, acks="all", linger_ms=5, compression_type="lz4", retries=10,

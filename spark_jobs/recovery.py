@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Protocol, TypeVar
 
-from infra.errors import StreamRecoveryError
+from txmon.infra.errors import StreamRecoveryError
 
 log = logging.getLogger("txmon.recovery")
 T = TypeVar("T")
@@ -260,7 +260,7 @@ class SparkQueries:
         self.queries = []
         # Cached driver sessions may hold connections the outage broke; the next start
         # opens fresh ones (the workers' sessions recover by themselves: cassandra_sink).
-        from spark_jobs.cassandra_sink import close_sessions
+        from txmon.spark_jobs.cassandra_sink import close_sessions
 
         close_sessions()
 
@@ -272,8 +272,8 @@ def _input_rows(progress: Any) -> int:
 
 def dependency_probe(settings: Any) -> Callable[[], dict[str, str | None]]:
     """Asks Kafka and Cassandra whether they answer, as ``txmon infra status`` does."""
-    from infra.services.cassandra import CassandraService
-    from infra.services.kafka import KafkaService
+    from txmon.infra.services.cassandra import CassandraService
+    from txmon.infra.services.kafka import KafkaService
 
     services = [KafkaService(settings), CassandraService(settings)]
 

@@ -35,8 +35,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, settings=None, spark=None) -> object:
-    from infra.settings import load_settings
-    from models import retraining
+    from txmon.infra.settings import load_settings
+    from txmon.models import retraining
 
     settings = settings or load_settings()
     start, end = retraining.default_window(settings, args.end)
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace, settings=None, spark=None) -> object:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from infra.errors import TxmonError
+    from txmon.infra.errors import TxmonError
 
     args = parser().parse_args(argv)
     try:

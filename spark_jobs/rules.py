@@ -17,9 +17,9 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from infra.errors import ConfigError
-from infra.settings import PROJECT_ROOT
-from models.risk import RiskPolicy
+from txmon.infra.errors import ConfigError
+from txmon.infra.settings import PROJECT_ROOT
+from txmon.models.risk import RiskPolicy
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class Rule(BaseModel):
     @field_validator("channels")
     @classmethod
     def _known_channels(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        from ingestion.events import CHANNELS
+        from txmon.ingestion.events import CHANNELS
 
         unknown = [c for c in value or () if c not in CHANNELS]
         if unknown:

@@ -13,8 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from infra.jars import classpath, scoring_jar
-from infra.settings import PROJECT_ROOT, Settings
+from txmon.infra.jars import classpath, scoring_jar
+from txmon.infra.settings import PROJECT_ROOT, Settings
 
 
 def spark_conf(settings: Settings, app_name: str, master: str | None = None) -> dict[str, str]:
@@ -51,7 +51,7 @@ def spark_conf(settings: Settings, app_name: str, master: str | None = None) -> 
         # Python workers are forked from a daemon that has already imported pandas,
         # scikit-learn, the drivers...: a new worker does not spend seconds importing them
         # in the middle of a micro-batch (spark_jobs/worker_daemon.py).
-        "spark.python.daemon.module": "spark_jobs.worker_daemon",
+        "spark.python.daemon.module": "txmon.spark_jobs.worker_daemon",
         "spark.driver.bindAddress": sp.host,
         "spark.driver.host": sp.host,
     }
@@ -139,7 +139,7 @@ def spark_submit_env(base: dict[str, str] | None = None, settings: Settings | No
     driver's web UI binds to (:func:`local_ip_env`)."""
     import pyspark
 
-    from infra.settings import load_settings
+    from txmon.infra.settings import load_settings
 
     env = dict(os.environ if base is None else base)
     env.update(local_ip_env(settings or load_settings()))

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from infra.settings import Settings, load_settings
-from spark_jobs.cassandra_sink import CassandraTarget, write_dataframe
+from txmon.infra.settings import Settings, load_settings
+from txmon.spark_jobs.cassandra_sink import CassandraTarget, write_dataframe
 
 SMOKE_COLUMNS = ("run_id", "id", "payload", "kafka_partition", "kafka_offset", "landed_at")
 
@@ -22,8 +22,8 @@ def start_smoke_query(spark, settings: Settings, topic: str, checkpoint: str,
     """Start the streaming query; with ``available_now`` it stops once the topic is drained."""
     from pyspark.sql import functions as F
 
-    from infra.kafka_client import spark_kafka_options
-    from spark_jobs.session import checkpoint_location
+    from txmon.infra.kafka_client import spark_kafka_options
+    from txmon.spark_jobs.session import checkpoint_location
 
     target = CassandraTarget.from_settings(settings, keyspace)
     source = (
@@ -56,7 +56,7 @@ def start_smoke_query(spark, settings: Settings, topic: str, checkpoint: str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    from spark_jobs.session import build_session
+    from txmon.spark_jobs.session import build_session
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--topic", default="smoke", help="Kafka topic to read (default: smoke)")

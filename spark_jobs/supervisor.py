@@ -34,10 +34,10 @@ from typing import Any, Callable, Literal
 
 import psutil
 
-from infra.airflow import MARKER_ENV, DetachedCommand
-from infra.errors import StreamLockedError, StreamSupervisionError
-from infra.settings import PROJECT_ROOT, Settings
-from spark_jobs.heartbeat import heartbeat_path, read_heartbeat
+from txmon.infra.airflow import MARKER_ENV, DetachedCommand
+from txmon.infra.errors import StreamLockedError, StreamSupervisionError
+from txmon.infra.settings import PROJECT_ROOT, Settings
+from txmon.spark_jobs.heartbeat import heartbeat_path, read_heartbeat
 
 STREAM_JOB = "spark_jobs/transactions_stream.py"
 SUPERVISE_TRIGGER = "txmon stream --supervise"
@@ -135,7 +135,7 @@ def check(settings: Settings, *, topic: str | None = None, now: datetime | None 
 
 
 def _kafka_end_offsets(settings: Settings) -> Callable[[str], dict[int, int]]:
-    from infra.readback import kafka_end_offsets
+    from txmon.infra.readback import kafka_end_offsets
 
     return lambda topic: kafka_end_offsets(settings.kafka.bootstrap, topic)
 
@@ -231,7 +231,7 @@ def _say(message: str) -> None:
 
 def _foreign_lock_holder(settings: Settings, checkpoint_dir: str, proc: DetachedCommand) -> dict[str, Any] | None:
     """Who holds the checkpoint, if it is not a process of the supervised run."""
-    from spark_jobs.checkpoint_lock import CheckpointLock
+    from txmon.spark_jobs.checkpoint_lock import CheckpointLock
 
     lock = CheckpointLock(checkpoint_dir)
     holder = lock.holder()
@@ -258,8 +258,8 @@ def run_supervised(settings: Settings, job_args: list[str] | None = None, *, log
     DAG, or by a supervisor that was killed) is adopted, not started twice. Returns the
     number of starts it made.
     """
-    from spark_jobs.recovery import Backoff
-    from spark_jobs.transactions_stream import StreamOptions
+    from txmon.spark_jobs.recovery import Backoff
+    from txmon.spark_jobs.transactions_stream import StreamOptions
 
     args = list(job_args or [])
     r = settings.recovery

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
-from infra.errors import EventValidationError
-from ingestion.events import DeadLetterReason, TransactionEvent, safe_text, validate_event
+from txmon.infra.errors import EventValidationError
+from txmon.ingestion.events import DeadLetterReason, TransactionEvent, safe_text, validate_event
 
 # (name, Spark SQL type) of a landed transaction, in the order of the ``transactions``
 # table's columns as the stream binds them; ``landed_at`` is stamped by the landing task.

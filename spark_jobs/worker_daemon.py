@@ -33,9 +33,9 @@ PRELOAD = (
     "numpy", "pandas", "pyarrow", "pyarrow.compute", "scipy.special",
     "sklearn.ensemble", "sklearn.pipeline", "sklearn.preprocessing",
     "pydantic", "cassandra.cluster", "cassandra.concurrent", "kafka",
-    "models.bundle", "alerting.contract", "ingestion.events",
-    "spark_jobs.features", "spark_jobs.detection", "spark_jobs.profile_store",
-    "spark_jobs.validation", "spark_jobs.kafka_sink",
+    "txmon.models.bundle", "txmon.alerting.contract", "txmon.ingestion.events",
+    "txmon.spark_jobs.features", "txmon.spark_jobs.detection", "txmon.spark_jobs.profile_store",
+    "txmon.spark_jobs.validation", "txmon.spark_jobs.kafka_sink",
 )
 
 

@@ -5,11 +5,11 @@
 """
 from __future__ import annotations
 
-from alerting.channels.base import Audience, Channel, InlineImage, OutboundMessage, Receipt, Recipient
-from alerting.channels.email import EmailChannel
-from alerting.channels.sms import SmsChannel
-from alerting.channels.webhook import WebhookChannel
-from alerting.config import AlertingConfig
+from txmon.alerting.channels.base import Audience, Channel, InlineImage, OutboundMessage, Receipt, Recipient
+from txmon.alerting.channels.email import EmailChannel
+from txmon.alerting.channels.sms import SmsChannel
+from txmon.alerting.channels.webhook import WebhookChannel
+from txmon.alerting.config import AlertingConfig
 
 __all__ = [
     "CHANNEL_CLASSES", "Audience", "Channel", "EmailChannel", "InlineImage", "OutboundMessage",

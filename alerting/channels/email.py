@@ -13,10 +13,10 @@ import ssl
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
 
-from alerting.channels.base import Channel, OutboundMessage, Receipt
-from alerting.config import SmtpConfig
-from alerting.errors import ChannelError
-from infra.masking import redact
+from txmon.alerting.channels.base import Channel, OutboundMessage, Receipt
+from txmon.alerting.config import SmtpConfig
+from txmon.alerting.errors import ChannelError
+from txmon.infra.masking import redact
 
 
 # CRLF line ends on the wire and 7-bit transfer encodings (quoted-printable/base64 for

@@ -10,8 +10,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
-from alerting.errors import ChannelError
-from infra.masking import redact
+from txmon.alerting.errors import ChannelError
+from txmon.infra.masking import redact
 
 
 @dataclass(frozen=True)

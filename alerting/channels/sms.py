@@ -11,11 +11,11 @@ import base64
 import json
 import urllib.parse
 
-from alerting.channels.base import Channel, OutboundMessage, Receipt
-from alerting.channels.http import post
-from alerting.config import SmsConfig
-from alerting.errors import ChannelError
-from alerting.segments import sms_segments
+from txmon.alerting.channels.base import Channel, OutboundMessage, Receipt
+from txmon.alerting.channels.http import post
+from txmon.alerting.config import SmsConfig
+from txmon.alerting.errors import ChannelError
+from txmon.alerting.segments import sms_segments
 
 
 class SmsChannel(Channel):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from alerting.channels.base import Channel, OutboundMessage, Receipt
-from alerting.channels.http import post
-from alerting.config import WebhookConfig
+from txmon.alerting.channels.base import Channel, OutboundMessage, Receipt
+from txmon.alerting.channels.http import post
+from txmon.alerting.config import WebhookConfig
 
 
 class WebhookChannel(Channel):

@@ -6,9 +6,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.errors import ServiceStartError
-from infra.process import ManagedProcess, ensure_port_free, find_java, wait_until
-from infra.settings import Settings
+from txmon.infra.errors import ServiceStartError
+from txmon.infra.process import ManagedProcess, ensure_port_free, find_java, wait_until
+from txmon.infra.settings import Settings
 
 
 @dataclass(frozen=True)

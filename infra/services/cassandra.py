@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import yaml
 
-from infra.jars import classpath
-from infra.services.base import Service
+from txmon.infra.jars import classpath
+from txmon.infra.services.base import Service
 
 # From Cassandra's conf/jvm17-server.options: the JDK 17 module openings it needs.
 _JDK17_OPTIONS = [
@@ -160,7 +160,7 @@ class CassandraService(Service):
 
     def probe(self) -> str | None:
         """Healthy means the application role can log in and query."""
-        from infra.cassandra_schema import connect
+        from txmon.infra.cassandra_schema import connect
 
         try:
             cluster, session = connect(self.settings, keyspace=None, timeout=3)
@@ -184,7 +184,7 @@ class CassandraService(Service):
         return None if problem is None or problem.startswith("CQL answers but refuses") else problem
 
     def bootstrap(self) -> None:
-        from infra.cassandra_schema import apply_schema, ensure_roles
+        from txmon.infra.cassandra_schema import apply_schema, ensure_roles
 
         ensure_roles(self.settings)
         apply_schema(self.settings)

@@ -5,11 +5,11 @@ import subprocess
 import uuid
 import base64
 
-from infra import credentials
-from infra.errors import ServiceStartError
-from infra.jars import classpath
-from infra.kafka_client import SCRAM_LOGIN_MODULE, client_config, jaas_config
-from infra.services.base import Service
+from txmon.infra import credentials
+from txmon.infra.errors import ServiceStartError
+from txmon.infra.jars import classpath
+from txmon.infra.kafka_client import SCRAM_LOGIN_MODULE, client_config, jaas_config
+from txmon.infra.services.base import Service
 
 PLAIN_LOGIN_MODULE = "org.apache.kafka.common.security.plain.PlainLoginModule"
 ADMIN_PASSWORD_ENV = "TXMON_KAFKA_ADMIN_PASSWORD"
@@ -128,7 +128,7 @@ class KafkaService(Service):
         return [java, f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}", "-cp", cp]
 
     def _format_storage(self) -> None:
-        from infra.process import find_java
+        from txmon.infra.process import find_java
 
         # SCRAM users exist from the first start: the broker itself logs in as the
         # administrator before anyone could create a user through the API.

@@ -11,8 +11,8 @@ import uuid
 
 import pytest
 
-from infra import stack
-from infra.settings import Settings, load_settings
+from txmon.infra import stack
+from txmon.infra.settings import Settings, load_settings
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +25,7 @@ def services(settings: Settings) -> Settings:
     were_running = all(s.healthy for s in stack.status(settings))
     stack.up(settings, log=lambda msg: None)
     yield settings
-    from spark_jobs.cassandra_sink import close_sessions
+    from txmon.spark_jobs.cassandra_sink import close_sessions
 
     close_sessions()  # the streams' driver-side sessions, before their Cassandra goes away
     if not were_running and os.environ.get("TXMON_TEST_KEEP") != "1":
@@ -40,7 +40,7 @@ def unique_name():
 
 @pytest.fixture()
 def topic(services: Settings, unique_name) -> str:
-    from infra.services.kafka import ensure_topics
+    from txmon.infra.services.kafka import ensure_topics
 
     name = unique_name("t")
     ensure_topics(services.kafka.bootstrap, [name], services.kafka.partitions)
@@ -49,7 +49,7 @@ def topic(services: Settings, unique_name) -> str:
 
 @pytest.fixture(scope="session")
 def cassandra_session(services: Settings):
-    from infra.cassandra_schema import connect
+    from txmon.infra.cassandra_schema import connect
 
     cluster, session = connect(services, services.cassandra.keyspace)
     yield session
@@ -58,7 +58,7 @@ def cassandra_session(services: Settings):
 
 @pytest.fixture(scope="session")
 def spark(services: Settings):
-    from spark_jobs.session import build_session
+    from txmon.spark_jobs.session import build_session
 
     session = build_session(services, "txmon-tests")
     yield session

@@ -8,9 +8,9 @@ def history_into_cassandra(settings, keyspace: str, items) -> None:
     """Transactions (the columns retraining reads) and their labels, into ``keyspace``."""
     import pandas as pd
 
-    from spark_jobs.cassandra_sink import CassandraTarget, write_rows
-    from spark_jobs.features import transactions_frame
-    from spark_jobs.history import HISTORY_COLUMNS
+    from txmon.spark_jobs.cassandra_sink import CassandraTarget, write_rows
+    from txmon.spark_jobs.features import transactions_frame
+    from txmon.spark_jobs.history import HISTORY_COLUMNS
 
     target = CassandraTarget.from_settings(settings, keyspace)
     frame = transactions_frame([i.event for i in items])
@@ -25,7 +25,7 @@ def history_into_cassandra(settings, keyspace: str, items) -> None:
 
 def keyspace_settings(settings, keyspace: str, truncate=("transactions", "labels")):
     """Settings for an own keyspace (schema applied, the given tables emptied)."""
-    from infra.cassandra_schema import apply_schema, connect
+    from txmon.infra.cassandra_schema import apply_schema, connect
 
     own = settings.model_copy(update={"cassandra": settings.cassandra.model_copy(update={"keyspace": keyspace})})
     apply_schema(own)

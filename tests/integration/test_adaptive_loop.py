@@ -31,9 +31,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from infra.settings import PROJECT_ROOT
-from ingestion.producer import TransactionProducer
-from ingestion.simulate import SimulateOptions, simulator_for
+from txmon.infra.settings import PROJECT_ROOT
+from txmon.ingestion.producer import TransactionProducer
+from txmon.ingestion.simulate import SimulateOptions, simulator_for
 
 RULES = PROJECT_ROOT / "config" / "rules.yaml"
 KEYSPACE = "txmon_loop_test"
@@ -49,8 +49,8 @@ def _options(**kw) -> SimulateOptions:
 
 def _train_champion(registry_root) -> str:
     """A model of the same population's kind of traffic, before any change (default mix)."""
-    from models.registry import Registry
-    from models.training import TrainingConfig, train
+    from txmon.models.registry import Registry
+    from txmon.models.training import TrainingConfig, train
 
     items = list(simulator_for(_options(seed=SEED + 1, count=40_000)).generate(40_000))
     result = train([i.event for i in items], [i.label for i in items], TrainingConfig(seed=1),
@@ -84,10 +84,10 @@ def _wait_drift(session, stream: str, part: str, timeout: float = 300) -> list:
 
 @pytest.fixture(scope="module")
 def loop(services, spark, tmp_path_factory):
-    from infra.cassandra_schema import connect
-    from infra.services.kafka import ensure_topics
+    from txmon.infra.cassandra_schema import connect
+    from txmon.infra.services.kafka import ensure_topics
     from tests.integration.history import keyspace_settings
-    from spark_jobs.transactions_stream import StreamOptions, start_all
+    from txmon.spark_jobs.transactions_stream import StreamOptions, start_all
 
     tmp = tmp_path_factory.mktemp("loop")
     settings = keyspace_settings(services, KEYSPACE, (
@@ -129,10 +129,10 @@ def loop(services, spark, tmp_path_factory):
 
 
 def test_drift_retrain_promote_and_hot_swap(loop):
-    from models import retraining
-    from models.registry import Registry
-    from spark_jobs.cassandra_sink import CassandraTarget
-    from spark_jobs.drift_stream import StreamDrift
+    from txmon.models import retraining
+    from txmon.models.registry import Registry
+    from txmon.spark_jobs.cassandra_sink import CassandraTarget
+    from txmon.spark_jobs.drift_stream import StreamDrift
 
     settings, session, producer, items = loop["settings"], loop["session"], loop["producer"], loop["items"]
     ingest = loop["queries"][0]
@@ -219,9 +219,9 @@ def test_a_benign_shift_does_not_promote_a_worse_model(services, spark, tmp_path
     the traffic before it. Retraining over the history in Cassandra (extract -> features
     -> challenger on the window since the surge -> champion vs challenger on the same
     recent hold-out) finds the challenger no better, and keeps it out."""
-    from models import retraining
-    from models.registry import Registry
-    from models.training import TrainingConfig, train
+    from txmon.models import retraining
+    from txmon.models.registry import Registry
+    from txmon.models.training import TrainingConfig, train
     from tests.integration.history import history_into_cassandra, keyspace_settings
 
     opts = SimulateOptions(seed=11, count=46_000, rate=None, fraud_rate=0.03, n_customers=2_000, live=False,

@@ -28,9 +28,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from infra.kafka_client import client_config
-from infra.process import wait_until
-from infra.readback import kafka_end_offsets
+from txmon.infra.kafka_client import client_config
+from txmon.infra.process import wait_until
+from txmon.infra.readback import kafka_end_offsets
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "ingestion" / "samples" / "card_transactions_sample.csv"
@@ -46,7 +46,7 @@ DAG_IDS = ("alert_dispatch", "ingestion", "model_retraining", "stream_supervisor
 def providers():
     """The local mail server, SMS gateway and webhook the tasks deliver to (module-wide:
     Airflow's tasks learn their ports when Airflow starts)."""
-    from alerting.testing import SmsGatewayStub, SmtpSink, WebhookSink
+    from txmon.alerting.testing import SmsGatewayStub, SmtpSink, WebhookSink
 
     with SmtpSink() as smtp, SmsGatewayStub(token="gw-token") as gateway, WebhookSink() as webhook:
         yield SimpleNamespace(smtp=smtp, gateway=gateway, webhook=webhook)
@@ -55,9 +55,9 @@ def providers():
 @pytest.fixture(scope="module")
 def airflow_server(services, providers, tmp_path_factory):
     """`txmon airflow up` on the test ports with a fresh AIRFLOW_HOME; stopped at the end."""
-    from alerting.testing import provider_env
-    from infra import airflow
-    from infra.settings import load_settings
+    from txmon.alerting.testing import provider_env
+    from txmon.infra import airflow
+    from txmon.infra.settings import load_settings
     from tests.integration.history import keyspace_settings
 
     env = provider_env(
@@ -139,7 +139,7 @@ def run_dag(server, dag_id: str, conf: dict | None, timeout_s: float,
 
     Without ``logical_date`` the run has no data interval, as when an operator triggers
     it; with one it gets the interval of the schedule there, as a scheduled run does."""
-    from infra import airflow
+    from txmon.infra import airflow
 
     settings, client = server.settings, server.client
     airflow.set_paused(settings, dag_id, False, client)
@@ -264,13 +264,13 @@ def test_ingestion_with_params_replays_the_named_file_to_the_named_topic_and_rep
 
 def test_alert_dispatch_retries_todays_failures_by_default_a_given_day_on_request_and_sends_each_digest_once(
         airflow_server, topic, unique_name):
-    from alerting.config import load_alerting_config
-    from alerting.contract import DAY_TZ, alert_day
-    from alerting.publish import publish_alerts
-    from alerting.runtime import dispatch
-    from alerting.store import AlertStore
-    from alerting.testing import make_alert
-    from infra.cassandra_schema import connect
+    from txmon.alerting.config import load_alerting_config
+    from txmon.alerting.contract import DAY_TZ, alert_day
+    from txmon.alerting.publish import publish_alerts
+    from txmon.alerting.runtime import dispatch
+    from txmon.alerting.store import AlertStore
+    from txmon.alerting.testing import make_alert
+    from txmon.infra.cassandra_schema import connect
 
     settings, smtp = airflow_server.settings, airflow_server.smtp
     # A past day of this test's own, after the DAG's start date (Airflow gives a run of a
@@ -345,8 +345,8 @@ def test_alert_dispatch_retries_todays_failures_by_default_a_given_day_on_reques
 
 
 def test_stream_supervisor_restarts_a_dead_stream_then_finds_it_healthy(airflow_server):
-    from spark_jobs.heartbeat import heartbeat_path, read_heartbeat
-    from spark_jobs.supervisor import restarts, stream_process
+    from txmon.spark_jobs.heartbeat import heartbeat_path, read_heartbeat
+    from txmon.spark_jobs.supervisor import restarts, stream_process
 
     settings = airflow_server.settings
     proc = stream_process(settings)
@@ -383,9 +383,9 @@ def test_stream_supervisor_restarts_a_dead_stream_then_finds_it_healthy(airflow_
 def test_a_drift_event_triggers_model_retraining_through_the_rest_api(airflow_server):
     from typer.testing import CliRunner
 
-    from infra import airflow
-    from infra.cli import app
-    from models.drift import DriftEvent
+    from txmon.infra import airflow
+    from txmon.infra.cli import app
+    from txmon.models.drift import DriftEvent
 
     settings, client = airflow_server.settings, airflow_server.client
     # Paused, the run waits: this test looks at the trigger, the retraining test below runs one.
@@ -420,11 +420,11 @@ def test_a_drift_event_triggers_model_retraining_through_the_rest_api(airflow_se
 
 def test_model_retraining_by_interval_and_by_default_trains_evaluates_decides_and_tells_the_fraud_desk(
         airflow_server):
-    from ingestion.simulate import SimulateOptions, simulator_for
-    from models.config import models_dir
-    from models.registry import Registry
-    from models.retraining import run_dir
-    from models.training import TrainingConfig, train
+    from txmon.ingestion.simulate import SimulateOptions, simulator_for
+    from txmon.models.config import models_dir
+    from txmon.models.registry import Registry
+    from txmon.models.retraining import run_dir
+    from txmon.models.training import TrainingConfig, train
     from tests.integration.history import history_into_cassandra, keyspace_settings
 
     settings, client, smtp = airflow_server.settings, airflow_server.client, airflow_server.smtp

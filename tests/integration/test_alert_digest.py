@@ -7,13 +7,13 @@ from datetime import date, datetime, timedelta
 import pytest
 from typer.testing import CliRunner
 
-from alerting.contract import DAY_TZ
-from alerting.digest import CHART_CID, digest_id, send_digest
-from alerting.runtime import runtime
-from alerting.store import AlertStore
-from alerting.config import RetryConfig, load_alerting_config
-from alerting.testing import SmtpSink, make_alert
-from infra.cli import app
+from txmon.alerting.contract import DAY_TZ
+from txmon.alerting.digest import CHART_CID, digest_id, send_digest
+from txmon.alerting.runtime import runtime
+from txmon.alerting.store import AlertStore
+from txmon.alerting.config import RetryConfig, load_alerting_config
+from txmon.alerting.testing import SmtpSink, make_alert
+from txmon.infra.cli import app
 
 
 @pytest.fixture()

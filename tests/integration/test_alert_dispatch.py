@@ -19,20 +19,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-from alerting.config import (
+from txmon.alerting.config import (
     DEFAULT_ALERTING_CONFIG, AlertingConfig, CircuitConfig, RetryConfig, ThrottleConfig, load_alerting_config,
 )
-from alerting.contract import Alert
-from alerting.publish import publish_alerts
-from alerting.retry import retry_failed_deliveries
-from alerting.runtime import dispatch, runtime
-from alerting.segments import is_gsm7, sms_segments
-from alerting.store import AlertStore
-from alerting.testing import (
+from txmon.alerting.contract import Alert
+from txmon.alerting.publish import publish_alerts
+from txmon.alerting.retry import retry_failed_deliveries
+from txmon.alerting.runtime import dispatch, runtime
+from txmon.alerting.segments import is_gsm7, sms_segments
+from txmon.alerting.store import AlertStore
+from txmon.alerting.testing import (
     SmsGatewayStub, SmtpSink, WebhookSink, clear_parties, land_payers, make_alert, payer_of,
 )
-from infra.kafka_client import client_config
-from infra.readback import dead_letters_since, kafka_end_offsets
+from txmon.infra.kafka_client import client_config
+from txmon.infra.readback import dead_letters_since, kafka_end_offsets
 
 ROOT = Path(__file__).resolve().parents[2]
 SMS_TOKEN_ENV = "TXMON_TEST_SMS_TOKEN"
@@ -69,7 +69,7 @@ def store(cassandra_session) -> AlertStore:
 def alerting_env(monkeypatch, smtp, gateway, webhook):
     """Point the alerting config at the local providers, through the environment
     (the same variables a deployment sets), and return a loader for it."""
-    from alerting.testing import provider_env
+    from txmon.alerting.testing import provider_env
 
     env = provider_env(smtp, gateway, SMS_TOKEN_ENV, TXMON_ALERTING__DISPATCHER__POLL_MS="100",
                        TXMON_ALERTING__RETRY__INITIAL_S="0.05", TXMON_ALERTING__RETRY__MAX_S="0.5")
@@ -400,7 +400,7 @@ def test_a_burst_of_50_alerts_for_one_account_sends_a_bounded_number_of_messages
 
 def _dispatch_cli(env: dict[str, str], topic: str, group: str, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "infra.cli", "alerts", "dispatch", "--topic", topic, "--group-id", group, *extra],
+        [sys.executable, "-m", "txmon.infra.cli", "alerts", "dispatch", "--topic", topic, "--group-id", group, *extra],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
 
@@ -501,7 +501,7 @@ def test_mail_server_down_for_a_while_then_back_the_dispatcher_alone_delivers_ev
     log_file = tmp_path / "dispatch.log"
     with log_file.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "infra.cli", "alerts", "dispatch", "--topic", topic, "--group-id", group],
+            [sys.executable, "-m", "txmon.infra.cli", "alerts", "dispatch", "--topic", topic, "--group-id", group],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
     published: list[Alert] = []
     try:

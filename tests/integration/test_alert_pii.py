@@ -12,16 +12,16 @@ from collections import Counter
 import pytest
 import yaml
 
-from alerting.config import DEFAULT_ALERTING_CONFIG, load_alerting_config
-from alerting.contract import alert_day, from_json
-from alerting.runtime import dispatch
-from alerting.store import AlertStore
-from alerting.testing import SmsGatewayStub, SmtpSink, provider_env
-from infra.masking import account_ref, mask_account, pii_token_key
-from infra.settings import PROJECT_ROOT
-from ingestion.producer import TransactionProducer
-from ingestion.simulate import SimulateOptions, simulator_for
-from spark_jobs.transactions_stream import StreamOptions, start_all
+from txmon.alerting.config import DEFAULT_ALERTING_CONFIG, load_alerting_config
+from txmon.alerting.contract import alert_day, from_json
+from txmon.alerting.runtime import dispatch
+from txmon.alerting.store import AlertStore
+from txmon.alerting.testing import SmsGatewayStub, SmtpSink, provider_env
+from txmon.infra.masking import account_ref, mask_account, pii_token_key
+from txmon.infra.settings import PROJECT_ROOT
+from txmon.ingestion.producer import TransactionProducer
+from txmon.ingestion.simulate import SimulateOptions, simulator_for
+from txmon.spark_jobs.transactions_stream import StreamOptions, start_all
 
 SEED = 20261205
 EVENTS = 3_000
@@ -58,7 +58,7 @@ def _clear_values(text: str, identifiers: set[str]) -> set[str]:
 @pytest.fixture(scope="module")
 def streamed(services, spark, cassandra_session, tmp_path_factory):
     """Simulated traffic (every scenario) run once through the full stream, rules only."""
-    from infra.services.kafka import ensure_topics
+    from txmon.infra.services.kafka import ensure_topics
 
     tmp = tmp_path_factory.mktemp("pii")
     base = f"pii_{zlib.crc32(str(tmp).encode()):x}"
@@ -92,7 +92,7 @@ def streamed(services, spark, cassandra_session, tmp_path_factory):
 def published(streamed, services):
     """Every record of the alerts topic: (key, value) bytes, read as the dispatcher's
     consumer reads them (a group of its own, from the earliest offset)."""
-    from alerting.dispatcher import make_consumer
+    from txmon.alerting.dispatcher import make_consumer
 
     consumer = make_consumer(services.kafka.bootstrap, f"{streamed['names']['alerts']}_read",
                              load_alerting_config().dispatcher)

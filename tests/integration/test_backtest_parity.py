@@ -14,11 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from infra.settings import PROJECT_ROOT
-from ingestion.producer import TransactionProducer
-from ingestion.simulate import SimulateOptions, simulator_for
-from spark_jobs.rules import load_rules
-from spark_jobs.transactions_stream import StreamOptions, start_all
+from txmon.infra.settings import PROJECT_ROOT
+from txmon.ingestion.producer import TransactionProducer
+from txmon.ingestion.simulate import SimulateOptions, simulator_for
+from txmon.spark_jobs.rules import load_rules
+from txmon.spark_jobs.transactions_stream import StreamOptions, start_all
 
 RULES = PROJECT_ROOT / "config" / "rules.yaml"
 EVENTS = 4_000
@@ -26,12 +26,12 @@ EVENTS = 4_000
 
 def _champion(registry_root):
     """A model from backtest's own fit on separate simulated history, promoted."""
-    from models import backtest as bt
-    from models.dataset import features_in_chunks
-    from models.metadata import ModelMetadata, SplitCounts, TimeWindow, library_versions
-    from models.registry import Registry
-    from models.training import TrainingConfig, fit
-    from spark_jobs.features import FEATURES
+    from txmon.models import backtest as bt
+    from txmon.models.dataset import features_in_chunks
+    from txmon.models.metadata import ModelMetadata, SplitCounts, TimeWindow, library_versions
+    from txmon.models.registry import Registry
+    from txmon.models.training import TrainingConfig, fit
+    from txmon.spark_jobs.features import FEATURES
 
     history = features_in_chunks(bt.simulated(30_000, seed=4243).transactions, 10_000)
     fitted = fit(history, TrainingConfig(seed=1, max_iter=80, iforest_estimators=40, seed_spread=False))
@@ -50,9 +50,9 @@ def _champion(registry_root):
 
 @pytest.fixture(scope="module")
 def both(services, spark, cassandra_session, tmp_path_factory):
-    from infra.services.kafka import ensure_topics
-    from models import backtest as bt
-    from models.dataset import features_in_chunks
+    from txmon.infra.services.kafka import ensure_topics
+    from txmon.models import backtest as bt
+    from txmon.models.dataset import features_in_chunks
 
     tmp = tmp_path_factory.mktemp("parity")
     names = {k: f"parity_{zlib.crc32(str(tmp).encode()):x}_{k}" for k in ("tx", "dlq", "alerts", "labels")}

@@ -5,13 +5,13 @@ import json
 
 import psutil
 
-from bench.memory import stack_processes
-from bench.pipeline_bench import BenchTraffic
+from txmon.bench.memory import stack_processes
+from txmon.bench.pipeline_bench import BenchTraffic
 from tests.integration.test_ingestion import _consume
 
 
 def test_bench_traffic_produces_from_its_own_process_and_continues_one_timeline(services, unique_name):
-    from infra.services.kafka import ensure_topics
+    from txmon.infra.services.kafka import ensure_topics
 
     names = {"topic": unique_name("bench_tx"), "labels_topic": unique_name("bench_labels")}
     ensure_topics(services.kafka.bootstrap, list(names.values()), services.kafka.partitions)

@@ -10,21 +10,21 @@ from collections import Counter
 import pandas as pd
 import pytest
 
-from alerting.contract import alert_id_for, from_json
-from infra.kafka_client import client_config, spark_kafka_options
-from infra.settings import PROJECT_ROOT
-from ingestion.producer import TransactionProducer
-from ingestion.simulate import SimulateOptions, simulator_for
-from spark_jobs.features import FEATURES
-from spark_jobs.rules import load_rules
-from spark_jobs.transactions_stream import StreamOptions, start_all
+from txmon.alerting.contract import alert_id_for, from_json
+from txmon.infra.kafka_client import client_config, spark_kafka_options
+from txmon.infra.settings import PROJECT_ROOT
+from txmon.ingestion.producer import TransactionProducer
+from txmon.ingestion.simulate import SimulateOptions, simulator_for
+from txmon.spark_jobs.features import FEATURES
+from txmon.spark_jobs.rules import load_rules
+from txmon.spark_jobs.transactions_stream import StreamOptions, start_all
 
 RULES = PROJECT_ROOT / "config" / "rules.yaml"
 DETECTION_SEED = 20261123
 
 
 def _topics(services, base):
-    from infra.services.kafka import ensure_topics
+    from txmon.infra.services.kafka import ensure_topics
 
     names = {k: f"{base}_{k}" for k in ("tx", "dlq", "alerts", "labels")}
     ensure_topics(services.kafka.bootstrap, list(names.values()), services.kafka.partitions)
@@ -49,9 +49,9 @@ def _scored(session, ids):
 
 def _train_champion(registry_root):
     """A small model on separate simulated history, promoted in a registry of the test's own."""
-    from models.registry import Registry
-    from models.sources import simulated
-    from models.training import TrainingConfig, train
+    from txmon.models.registry import Registry
+    from txmon.models.sources import simulated
+    from txmon.models.training import TrainingConfig, train
 
     history = simulated(n=40_000, seed=4242, mean_tps=0.2)
     result = train(history.events, history.labels, TrainingConfig(seed=1, max_iter=120, iforest_estimators=50),
@@ -160,9 +160,9 @@ def test_alerts_land_in_cassandra_and_on_the_topic_once(detected, services, cass
 
 def test_stream_features_equal_batch_features_over_the_same_events(detected, spark):
     """The same definitions run in batch over history: identical features, value for value."""
-    from spark_jobs.detection import add_features_to_batch
-    from spark_jobs.features import MemoryProfileStore
-    from spark_jobs.transactions_stream import landed_transactions
+    from txmon.spark_jobs.detection import add_features_to_batch
+    from txmon.spark_jobs.features import MemoryProfileStore
+    from txmon.spark_jobs.transactions_stream import landed_transactions
 
     raw = (spark.read.format("kafka").option("kafka.bootstrap.servers", detected_settings(spark))
            .options(**spark_kafka_options())
@@ -176,7 +176,7 @@ def test_stream_features_equal_batch_features_over_the_same_events(detected, spa
 
 
 def detected_settings(spark) -> str:
-    from infra.settings import load_settings
+    from txmon.infra.settings import load_settings
 
     return load_settings().kafka.bootstrap
 
@@ -238,8 +238,8 @@ def test_rules_reload_while_running_and_bad_rules_keep_the_old_ones(services, sp
 
 
 def test_online_evaluation_joins_stream_decisions_with_labels(detected, services, tmp_path):
-    from models.evaluation import evaluate_frame
-    from models.online import online_frame
+    from txmon.models.evaluation import evaluate_frame
+    from txmon.models.online import online_frame
 
     labels_file = tmp_path / "labels.jsonl"
     labels_file.write_text("".join(json.dumps(i.label.to_dict()) + "\n" for i in detected["items"]))
@@ -258,8 +258,8 @@ def test_known_fraud_payee_rule_spares_merchants(spark):
     (no merchant category code), not when it is a merchant: a merchant's reports are
     mostly stolen cards tested or spent at the shop, and the rule would flag every later
     customer of the shop (README "Detection")."""
-    from models.dataset import labelled_features
-    from spark_jobs.rules import apply_rules
+    from txmon.models.dataset import labelled_features
+    from txmon.spark_jobs.rules import apply_rules
 
     sim = simulator_for(SimulateOptions(seed=5, count=3_000, rate=None, fraud_rate=0.0, n_customers=500,
                                         live=False, progress=False))

@@ -9,13 +9,13 @@ import time
 
 import psutil
 
-from infra import stack
-from infra.kafka_client import client_config
-from infra.services.kafka import KafkaService
+from txmon.infra import stack
+from txmon.infra.kafka_client import client_config
+from txmon.infra.services.kafka import KafkaService
 
 
 def _txmon(*args: str, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "infra.cli", *args], capture_output=True, text=True, env=env)
+    return subprocess.run([sys.executable, "-m", "txmon.infra.cli", *args], capture_output=True, text=True, env=env)
 
 
 def test_kafka_produce_consume_round_trip(services, topic):
@@ -61,7 +61,7 @@ def test_cassandra_connections_send_without_waiting_for_acks(cassandra_session):
 
 
 def test_schema_has_every_table(services, cassandra_session):
-    from infra.cassandra_schema import schema_statements
+    from txmon.infra.cassandra_schema import schema_statements
 
     tables = {
         r.table_name for r in cassandra_session.execute(

@@ -6,10 +6,10 @@ from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
 
-from infra.kafka_client import client_config
-from infra.settings import PROJECT_ROOT
-from ingestion.events import validate_event
-from ingestion.simulate import SimulateOptions, run_simulation
+from txmon.infra.kafka_client import client_config
+from txmon.infra.settings import PROJECT_ROOT
+from txmon.ingestion.events import validate_event
+from txmon.ingestion.simulate import SimulateOptions, run_simulation
 
 
 def _consume(settings, topic, timeout_ms=8000):
@@ -23,7 +23,7 @@ def _consume(settings, topic, timeout_ms=8000):
 
 
 def test_simulated_traffic_keys_by_payer_and_labels_travel_separately(services, unique_name, tmp_path):
-    from infra.services.kafka import ensure_topics
+    from txmon.infra.services.kafka import ensure_topics
 
     topic, labels_topic = unique_name("sim"), unique_name("labels")
     ensure_topics(services.kafka.bootstrap, [topic, labels_topic], services.kafka.partitions)
@@ -56,8 +56,8 @@ def test_simulated_traffic_keys_by_payer_and_labels_travel_separately(services, 
 
 
 def test_replay_sends_mappable_rows_in_event_time_order_and_reports_the_rest(services, topic, tmp_path):
-    from ingestion.producer import TransactionProducer
-    from ingestion.replay import replay_file
+    from txmon.ingestion.producer import TransactionProducer
+    from txmon.ingestion.replay import replay_file
 
     sample = PROJECT_ROOT / "ingestion" / "samples" / "card_transactions_sample.csv"
     producer = TransactionProducer(services, topic=topic)
@@ -81,8 +81,8 @@ def test_an_oversize_record_goes_to_the_dead_letter_topic_and_the_rest_is_delive
         services, unique_name, tmp_path):
     """A record over the broker's size limit never stops or poisons a run: the producer
     dead-letters it (reason, cut payload) and delivers everything else, counted exactly."""
-    from infra.services.kafka import ensure_topics
-    from ingestion.producer import MAX_RECORD_BYTES, OVERSIZE_KEEP_BYTES, TransactionProducer
+    from txmon.infra.services.kafka import ensure_topics
+    from txmon.ingestion.producer import MAX_RECORD_BYTES, OVERSIZE_KEEP_BYTES, TransactionProducer
 
     topic, dlq = unique_name("big"), unique_name("big_dlq")
     ensure_topics(services.kafka.bootstrap, [topic, dlq], services.kafka.partitions)

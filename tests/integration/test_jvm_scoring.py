@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.risk import RiskPolicy, decision_column, decisions, risk_column, risk_scores
-from models.scoring import score_frame
-from models.sources import simulated
-from models.training import TrainingConfig, train
-from spark_jobs.features import FEATURES
-from spark_jobs.jvm_scoring import broadcast_trees, with_model_scores
+from txmon.models.risk import RiskPolicy, decision_column, decisions, risk_column, risk_scores
+from txmon.models.scoring import score_frame
+from txmon.models.sources import simulated
+from txmon.models.training import TrainingConfig, train
+from txmon.spark_jobs.features import FEATURES
+from txmon.spark_jobs.jvm_scoring import broadcast_trees, with_model_scores
 
 TOLERANCE = 1e-12  # measured differences are <= 1e-15 (TreeModels.java)
 
@@ -62,9 +62,9 @@ def test_jvm_scores_equal_the_bundle_scores(spark, trained, holdout):
 
 
 def test_jvm_risk_and_decision_equal_the_python_scoring(spark, trained, holdout):
-    from bench.stream_scoring_bench import _spark_frame
-    from spark_jobs.detection import score_ruled
-    from spark_jobs.rules import apply_rules, load_rules
+    from txmon.bench.stream_scoring_bench import _spark_frame
+    from txmon.spark_jobs.detection import score_ruled
+    from txmon.spark_jobs.rules import apply_rules, load_rules
 
     rules = load_rules()
     ruled = apply_rules(_spark_frame(spark, holdout), rules)

@@ -17,19 +17,19 @@ from datetime import datetime, timezone
 
 import pytest
 
-from infra.readback import count_landed, dead_letters_since
-from ingestion.bad_records import hostile_records
-from ingestion.simulate import SimulateOptions, simulator_for
-from ingestion.producer import TransactionProducer, clamp_future
-from ingestion.events import kafka_key, to_json
-from spark_jobs.transactions_stream import StreamOptions, start_all
+from txmon.infra.readback import count_landed, dead_letters_since
+from txmon.ingestion.bad_records import hostile_records
+from txmon.ingestion.simulate import SimulateOptions, simulator_for
+from txmon.ingestion.producer import TransactionProducer, clamp_future
+from txmon.ingestion.events import kafka_key, to_json
+from txmon.spark_jobs.transactions_stream import StreamOptions, start_all
 
 N_VALID = 1200
 
 
 @pytest.fixture()
 def topics(services, unique_name):
-    from infra.services.kafka import ensure_topics
+    from txmon.infra.services.kafka import ensure_topics
 
     name = unique_name("poison")
     names = {"tx": name, "dlq": f"{name}_dlq", "labels": f"{name}_labels", "alerts": f"{name}_alerts"}
@@ -38,7 +38,7 @@ def topics(services, unique_name):
 
 
 def _wait_for(predicate, timeout_s: float, queries, what: str):
-    from infra.process import wait_until
+    from txmon.infra.process import wait_until
 
     def ready():
         for q in queries:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from spark_jobs.prepared_plan import PreparedPlan
+from txmon.spark_jobs.prepared_plan import PreparedPlan
 
 pytestmark = pytest.mark.integration
 

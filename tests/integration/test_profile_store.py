@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import uuid
 
-from spark_jobs.cassandra_sink import CassandraTarget
-from spark_jobs.profile_store import CassandraProfileStore
+from txmon.spark_jobs.cassandra_sink import CassandraTarget
+from txmon.spark_jobs.profile_store import CassandraProfileStore
 
 
 def test_a_replayed_batch_starts_from_the_profiles_before_it(services):

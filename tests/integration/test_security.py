@@ -14,10 +14,10 @@ import time
 import psutil
 import pytest
 
-from infra import credentials, spark_cluster, stack
-from infra.cassandra_schema import connect
-from infra.credentials import Credential
-from infra.kafka_client import client_config
+from txmon.infra import credentials, spark_cluster, stack
+from txmon.infra.cassandra_schema import connect
+from txmon.infra.credentials import Credential
+from txmon.infra.kafka_client import client_config
 
 
 def _cassandra_refuses(settings, credential: Credential | None) -> str:
@@ -174,8 +174,8 @@ def cluster(services):
 def test_nothing_txmon_starts_listens_beyond_loopback(services, spark, cluster, unique_name, tmp_path):
     """Kafka, Cassandra, the standalone cluster's master and workers, and a running stream's
     driver (its web UI included), found by process, not by the ports we expect."""
-    from infra.services.kafka import ensure_topics
-    from spark_jobs.smoke import start_smoke_query
+    from txmon.infra.services.kafka import ensure_topics
+    from txmon.spark_jobs.smoke import start_smoke_query
 
     topic = unique_name("sec")
     ensure_topics(services.kafka.bootstrap, [topic], 1)

@@ -17,8 +17,8 @@ import zlib
 
 import pytest
 
-from infra import spark_cluster
-from infra.readback import count_landed, dead_letters_since
+from txmon.infra import spark_cluster
+from txmon.infra.readback import count_landed, dead_letters_since
 from tests.integration.test_detection import _train_champion
 from tests.integration.test_stream import _produce
 
@@ -44,8 +44,8 @@ def _worker_app_ids(settings) -> list[set[str]]:
 
 
 def test_stream_runs_unchanged_on_a_standalone_cluster(cluster, cassandra_session, unique_name, tmp_path):
-    from infra.services.kafka import ensure_topics
-    from spark_jobs.session import spark_submit_argv, spark_submit_env
+    from txmon.infra.services.kafka import ensure_topics
+    from txmon.spark_jobs.session import spark_submit_argv, spark_submit_env
 
     settings = cluster
     assert len(spark_cluster.alive_workers(settings)) == settings.spark.cluster.workers == 2

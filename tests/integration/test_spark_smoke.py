@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import json
 
-from infra.kafka_client import client_config
-from spark_jobs.smoke import start_smoke_query
+from txmon.infra.kafka_client import client_config
+from txmon.spark_jobs.smoke import start_smoke_query
 
 
 def test_smoke_job_lands_every_record_once(services, spark, topic, cassandra_session, tmp_path):
@@ -43,7 +43,7 @@ def test_spark_submit_runs_smoke_job(services, topic, cassandra_session, tmp_pat
 
     from kafka import KafkaProducer
 
-    from spark_jobs.session import spark_submit_argv
+    from txmon.spark_jobs.session import spark_submit_argv
 
     producer = KafkaProducer(bootstrap_servers=services.kafka.bootstrap, acks="all", **client_config())
     for i in range(100):

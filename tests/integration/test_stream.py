@@ -13,13 +13,13 @@ from datetime import datetime, timezone
 import pandas as pd
 import pytest
 
-from infra.kafka_client import client_config
-from infra.readback import account_aggregates, account_windows, count_landed, dead_letters_since, kafka_end_offsets
-from ingestion.bad_records import bad_records
-from ingestion.events import CONTRACT_REASONS
-from ingestion.simulate import SimulateOptions, simulator_for
-from ingestion.producer import TransactionProducer, clamp_future
-from spark_jobs.transactions_stream import StreamOptions, start_all
+from txmon.infra.kafka_client import client_config
+from txmon.infra.readback import account_aggregates, account_windows, count_landed, dead_letters_since, kafka_end_offsets
+from txmon.ingestion.bad_records import bad_records
+from txmon.ingestion.events import CONTRACT_REASONS
+from txmon.ingestion.simulate import SimulateOptions, simulator_for
+from txmon.ingestion.producer import TransactionProducer, clamp_future
+from txmon.spark_jobs.transactions_stream import StreamOptions, start_all
 
 
 def _seed(topic: str) -> int:
@@ -65,7 +65,7 @@ def _run_available_now(spark, settings, opts):
 
 @pytest.fixture()
 def stream_topic(services, unique_name):
-    from infra.services.kafka import ensure_topics
+    from txmon.infra.services.kafka import ensure_topics
 
     name = unique_name("tx")
     ensure_topics(services.kafka.bootstrap, [name, f"{name}_dlq"], services.kafka.partitions)
@@ -155,7 +155,7 @@ def test_later_micro_batches_reuse_the_code_spark_generated_for_the_first(
     same Java source, so Spark's codegen cache serves it and the JIT keeps what it compiled.
     (current_timestamp() in the plan made every batch compile 2-3 classes: Janino on the
     stream's critical path, then the JIT compiling the new classes again.)"""
-    from bench.spark_profile import compile_counters
+    from txmon.bench.spark_profile import compile_counters
 
     opts = _options(services, stream_topic, tmp_path, available_now=True, max_offsets_per_trigger=400)
     first, bad = _produce(services, stream_topic, 800, _seed(stream_topic), bad_every=200)
@@ -184,7 +184,7 @@ def test_local_checkpoints_are_written_with_plain_java_io_and_other_file_systems
     micro-batch, ~90 ms of the stream's critical path). A local checkpoint is written by
     txmon's manager (plain Java I/O), and the stream lands everything and resumes from it;
     HDFS or an object store keeps Spark's default, and a manager the job chose is kept."""
-    from spark_jobs.session import CHECKPOINT_MANAGER_KEY, LOCAL_CHECKPOINT_MANAGER, checkpoint_location
+    from txmon.spark_jobs.session import CHECKPOINT_MANAGER_KEY, LOCAL_CHECKPOINT_MANAGER, checkpoint_location
 
     opts = _options(services, stream_topic, tmp_path, available_now=True, max_offsets_per_trigger=300)
     first, _ = _produce(services, stream_topic, 600, _seed(stream_topic))
@@ -220,7 +220,7 @@ def test_local_checkpoints_are_written_with_plain_java_io_and_other_file_systems
 def test_killed_stream_restarts_from_checkpoint_without_loss_or_double_counting(
         services, stream_topic, cassandra_session, tmp_path):
     """SIGKILL the spark-submit process mid-run, restart it: exactly N rows, aggregates counted once."""
-    from spark_jobs.session import spark_submit_argv
+    from txmon.spark_jobs.session import spark_submit_argv
 
     n = 12_000
     events, bad = _produce(services, stream_topic, n, _seed(stream_topic), bad_every=500)

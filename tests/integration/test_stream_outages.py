@@ -27,18 +27,18 @@ from pathlib import Path
 
 import pytest
 
-from infra.cassandra_schema import connect
-from infra.kafka_client import client_config
-from infra.process import wait_until
-from infra.readback import count_landed
-from infra.services.cassandra import CassandraService
-from infra.services.kafka import KafkaService, ensure_topics
-from ingestion.events import kafka_key, to_json
-from ingestion.producer import clamp_future
-from ingestion.simulate import SimulateOptions, simulator_for
-from spark_jobs.checkpoint_lock import CheckpointLock
-from spark_jobs.heartbeat import heartbeat_path, read_heartbeat
-from spark_jobs.supervisor import restarts, stream_process
+from txmon.infra.cassandra_schema import connect
+from txmon.infra.kafka_client import client_config
+from txmon.infra.process import wait_until
+from txmon.infra.readback import count_landed
+from txmon.infra.services.cassandra import CassandraService
+from txmon.infra.services.kafka import KafkaService, ensure_topics
+from txmon.ingestion.events import kafka_key, to_json
+from txmon.ingestion.producer import clamp_future
+from txmon.ingestion.simulate import SimulateOptions, simulator_for
+from txmon.spark_jobs.checkpoint_lock import CheckpointLock
+from txmon.spark_jobs.heartbeat import heartbeat_path, read_heartbeat
+from txmon.spark_jobs.supervisor import restarts, stream_process
 
 OUTAGE_S = float(os.environ.get("TXMON_TEST_OUTAGE_S", "60"))
 EVENTS = 3000  # half before the outage, half during it (or after a kill)

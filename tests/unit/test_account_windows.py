@@ -4,8 +4,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from ingestion.simulate import SimulateOptions, simulator_for
-from spark_jobs.features import (MICROS, MemoryProfileStore, PayerState, add_features, add_payer_features, payer_fold,
+from txmon.ingestion.simulate import SimulateOptions, simulator_for
+from txmon.spark_jobs.features import (MICROS, MemoryProfileStore, PayerState, add_features, add_payer_features, payer_fold,
                                  payer_windows, sliding_hours, transactions_frame)
 
 
@@ -110,7 +110,7 @@ def test_each_window_is_saved_once_per_batch_even_when_the_batch_spans_a_day():
 
 
 def test_reading_an_unknown_window_kind_says_which_exist():
-    from infra.readback import account_windows
+    from txmon.infra.readback import account_windows
 
     with pytest.raises(ValueError, match="one of tumble_1m, tumble_5m, slide_1h"):
         account_windows(None, "P", "slide_2h")

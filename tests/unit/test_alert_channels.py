@@ -8,11 +8,11 @@ from typing import Any, Callable
 
 import pytest
 
-from alerting.channels import CHANNEL_CLASSES, EmailChannel, OutboundMessage, Recipient, SmsChannel, WebhookChannel
-from alerting.channels.base import InlineImage
-from alerting.config import SmsConfig, SmtpConfig, WebhookConfig
-from alerting.errors import ChannelError, SecretMissingError
-from alerting.testing import SmsGatewayStub, SmtpSink, WebhookSink
+from txmon.alerting.channels import CHANNEL_CLASSES, EmailChannel, OutboundMessage, Recipient, SmsChannel, WebhookChannel
+from txmon.alerting.channels.base import InlineImage
+from txmon.alerting.config import SmsConfig, SmtpConfig, WebhookConfig
+from txmon.alerting.errors import ChannelError, SecretMissingError
+from txmon.alerting.testing import SmsGatewayStub, SmtpSink, WebhookSink
 
 PHONE = "+919812345678"
 # Loopback test servers log in without TLS on purpose; aiosmtpd warns about that.

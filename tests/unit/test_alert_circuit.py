@@ -8,8 +8,8 @@ import threading
 import pytest
 from pydantic import ValidationError
 
-from alerting.circuit import Breakers, CircuitBreaker, State
-from alerting.config import CircuitConfig
+from txmon.alerting.circuit import Breakers, CircuitBreaker, State
+from txmon.alerting.config import CircuitConfig
 
 
 class Clock:

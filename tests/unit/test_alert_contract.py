@@ -7,14 +7,14 @@ from datetime import datetime, timezone
 
 import pytest
 
-from alerting.contract import (
+from txmon.alerting.contract import (
     ALERT_BY_DAY_COLUMNS, ALERT_COLUMNS, Alert, alert_day, alert_from_row, alert_id_for, alert_row, from_json,
     kafka_key, to_json, upgrade_day_row,
 )
-from alerting.errors import AlertContractError
-from alerting.testing import TEST_PII_KEY, make_alert
-from infra.errors import TxmonError
-from infra.masking import account_ref
+from txmon.alerting.errors import AlertContractError
+from txmon.alerting.testing import TEST_PII_KEY, make_alert
+from txmon.infra.errors import TxmonError
+from txmon.infra.masking import account_ref
 
 
 def _fields(**overrides):
@@ -139,7 +139,7 @@ def _v1() -> dict:
 
 def test_a_version_1_message_is_read_masked(tmp_path, monkeypatch):
     monkeypatch.setenv("TXMON_PII_TOKEN_KEY", TEST_PII_KEY.decode())
-    monkeypatch.setattr("alerting.contract._process_key", None)
+    monkeypatch.setattr("txmon.alerting.contract._process_key", None)
     alert = from_json(json.dumps(_v1()))
     assert alert == make_alert(1)  # what the stream now writes for the same transaction
     raw = to_json(alert)
@@ -148,7 +148,7 @@ def test_a_version_1_message_is_read_masked(tmp_path, monkeypatch):
 
 def test_a_version_1_row_is_read_masked_and_its_day_row_counted_by_ref(monkeypatch):
     monkeypatch.setenv("TXMON_PII_TOKEN_KEY", TEST_PII_KEY.decode())
-    monkeypatch.setattr("alerting.contract._process_key", None)
+    monkeypatch.setattr("txmon.alerting.contract._process_key", None)
     v1 = _v1()
     row = {**alert_row(make_alert(1)), "schema_version": 1, "payer_account": v1["payer_account"],
            "payer_vpa": v1["payer_vpa"], "payee_account": v1["payee_account"], "payee_vpa": v1["payee_vpa"],

@@ -8,14 +8,14 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from alerting.channels.base import Channel, OutboundMessage, Receipt, Recipient
-from alerting.config import CircuitConfig, RetryConfig, ThrottleConfig
-from alerting.delivery import Deliverer, Job, idempotency_key
-from alerting.errors import ChannelError
-from alerting.retry import RetryQueue
-from alerting.store import Attempt
-from alerting.throttle import Throttle
-from alerting.testing import make_alert
+from txmon.alerting.channels.base import Channel, OutboundMessage, Receipt, Recipient
+from txmon.alerting.config import CircuitConfig, RetryConfig, ThrottleConfig
+from txmon.alerting.delivery import Deliverer, Job, idempotency_key
+from txmon.alerting.errors import ChannelError
+from txmon.alerting.retry import RetryQueue
+from txmon.alerting.store import Attempt
+from txmon.alerting.throttle import Throttle
+from txmon.alerting.testing import make_alert
 
 RECIPIENT = Recipient("sms", "+919876543210", "+91XXXXXX3210", "customer", "customer")
 DAY = datetime(2026, 1, 5).date()

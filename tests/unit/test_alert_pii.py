@@ -10,14 +10,14 @@ from datetime import datetime, timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from alerting.config import BankConfig, load_alerting_config
-from alerting.contract import alert_row, from_json, kafka_key, to_json
-from alerting.render import FollowUp, render_message
-from alerting.routing import Directory
-from alerting.testing import TEST_PII_KEY, make_alert
-from infra.masking import account_ref, mask_identifiers
-from ingestion.events import ACCOUNT_NUMBER_PATTERN, VPA_PATTERN
-from spark_jobs.detection import _alert_json
+from txmon.alerting.config import BankConfig, load_alerting_config
+from txmon.alerting.contract import alert_row, from_json, kafka_key, to_json
+from txmon.alerting.render import FollowUp, render_message
+from txmon.alerting.routing import Directory
+from txmon.alerting.testing import TEST_PII_KEY, make_alert
+from txmon.infra.masking import account_ref, mask_identifiers
+from txmon.ingestion.events import ACCOUNT_NUMBER_PATTERN, VPA_PATTERN
+from txmon.spark_jobs.detection import _alert_json
 
 COMBOS = [("customer", "sms"), ("customer", "email"), ("staff", "email"), ("staff", "sms"), ("staff", "webhook")]
 # The txn id has no digits, so no digit run of a test's own making can pass for an account.

@@ -6,13 +6,13 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
-from alerting.config import BankConfig
-from alerting.digest import CHART_CID, chart_png, render_digest, summarize
-from alerting.errors import AlertingConfigError
-from alerting.render import FollowUp, render_message
-from alerting.segments import is_gsm7, sms_segments
-from alerting.testing import make_alert
-from ingestion.events import MAX_AMOUNT_PAISE
+from txmon.alerting.config import BankConfig
+from txmon.alerting.digest import CHART_CID, chart_png, render_digest, summarize
+from txmon.alerting.errors import AlertingConfigError
+from txmon.alerting.render import FollowUp, render_message
+from txmon.alerting.segments import is_gsm7, sms_segments
+from txmon.alerting.testing import make_alert
+from txmon.ingestion.events import MAX_AMOUNT_PAISE
 
 COMBOS = [("customer", "sms"), ("customer", "email"), ("staff", "email"), ("staff", "sms"), ("staff", "webhook")]
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from alerting.config import AlertingConfig, load_alerting_config
-from alerting.errors import AlertingConfigError, SecretMissingError
-from alerting.routing import Contact, Directory, mask_recipient
-from alerting.testing import make_alert
+from txmon.alerting.config import AlertingConfig, load_alerting_config
+from txmon.alerting.errors import AlertingConfigError, SecretMissingError
+from txmon.alerting.routing import Contact, Directory, mask_recipient
+from txmon.alerting.testing import make_alert
 
 HOOK = "https://hooks.example/services/T/B/secret-token"
 

@@ -13,13 +13,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models import backtest as bt
-from models.dataset import features_in_chunks, labelled_features
-from models.errors import TrainingDataError
-from models.evaluation import card_precision_at_k, recall_at_alert_rate
-from models.training import TrainingConfig
-from spark_jobs.features import FEATURES
-from spark_jobs.rules import load_rules
+from txmon.models import backtest as bt
+from txmon.models.dataset import features_in_chunks, labelled_features
+from txmon.models.errors import TrainingDataError
+from txmon.models.evaluation import card_precision_at_k, recall_at_alert_rate
+from txmon.models.training import TrainingConfig
+from txmon.spark_jobs.features import FEATURES
+from txmon.spark_jobs.rules import load_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 CARD_MAPPING = ROOT / "config/replay/card_transactions.yaml"
@@ -61,7 +61,7 @@ def test_features_in_chunks_equal_one_pass(source):
 
 
 def test_simulated_source_matches_the_training_path(source):
-    from models.sources import simulated
+    from txmon.models.sources import simulated
 
     history = simulated(6_000, seed=11, mean_tps=0.02)
     expected = labelled_features(history.events, history.labels)
@@ -181,7 +181,7 @@ def test_windows_must_be_in_order():
 def test_backtest_cli_checks_its_source_options():
     from typer.testing import CliRunner
 
-    from infra.cli import app
+    from txmon.infra.cli import app
 
     result = CliRunner().invoke(app, ["backtest", str(ROOT / "ingestion/samples/card_transactions_sample.csv")])
     assert result.exit_code != 0

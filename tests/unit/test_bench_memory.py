@@ -6,8 +6,8 @@ import types
 
 import psutil
 
-import infra.stack
-from bench.memory import stack_processes
+import txmon.infra.stack as stack_module
+from txmon.bench.memory import stack_processes
 
 
 def test_services_started_by_this_process_are_not_counted_as_the_spark_jvm(tmp_path, monkeypatch):
@@ -19,7 +19,7 @@ def test_services_started_by_this_process_are_not_counted_as_the_spark_jvm(tmp_p
     producer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         fake = types.SimpleNamespace(name="cassandra", process=types.SimpleNamespace(pid=lambda: service.pid))
-        monkeypatch.setattr(infra.stack, "services", lambda settings: [fake])
+        monkeypatch.setattr(stack_module, "services", lambda settings: [fake])
         groups = stack_processes(settings=None)
         pids = {name: {p.pid for p in procs} for name, procs in groups.items()}
         assert pids["cassandra"] == {service.pid}

@@ -1,5 +1,5 @@
 """The bench report's rows: CPU per transaction of the latency phase, and old results."""
-from bench.report import markdown, rows
+from txmon.bench.report import markdown, rows
 
 
 def _result(latency_extra: dict) -> dict:

@@ -5,8 +5,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from bench.pipeline_bench import BenchConfig
-from ingestion.simulate import SimulateOptions, simulator_for
+from txmon.bench.pipeline_bench import BenchConfig
+from txmon.ingestion.simulate import SimulateOptions, simulator_for
 
 
 @pytest.mark.parametrize("cfg", [BenchConfig.quick(), BenchConfig.full()], ids=["quick", "full"])

@@ -14,9 +14,9 @@ import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from infra.errors import EventValidationError
-from ingestion.events import DEAD_LETTER_REASONS, validate_event, validate_label
-from spark_jobs import validation
+from txmon.infra.errors import EventValidationError
+from txmon.ingestion.events import DEAD_LETTER_REASONS, validate_event, validate_label
+from txmon.spark_jobs import validation
 
 NOW = datetime(2025, 1, 6, 12, 0, tzinfo=timezone.utc)
 GOOD = {

@@ -6,11 +6,11 @@ import stat
 
 import pytest
 
-from infra import credentials
-from infra.errors import ConfigError
-from infra.kafka_client import client_config, spark_kafka_options
-from infra.settings import load_settings
-from infra.settings import settings as process_settings
+from txmon.infra import credentials
+from txmon.infra.errors import ConfigError
+from txmon.infra.kafka_client import client_config, spark_kafka_options
+from txmon.infra.settings import load_settings
+from txmon.infra.settings import settings as process_settings
 
 
 @pytest.fixture()

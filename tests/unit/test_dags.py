@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.orchestration import notify_operator
+from txmon.infra.orchestration import notify_operator
 
 ROOT = Path(__file__).resolve().parents[2]
 DAG_IDS = {"ingestion", "stream_supervisor", "model_retraining", "alert_dispatch"}

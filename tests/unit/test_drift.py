@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from models.drift import (
+from txmon.models.drift import (
     FORMAT_VERSION,
     LABEL_SIGNALS,
     SCORE_SIGNALS,

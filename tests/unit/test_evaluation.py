@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from models.evaluation import (
+from txmon.models.evaluation import (
     daily_precision_at_k,
     evaluate_frame,
     precision_at_k,

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infra.errors import EventValidationError
-from ingestion import events
-from ingestion.events import (
+from txmon.infra.errors import EventValidationError
+from txmon.ingestion import events
+from txmon.ingestion.events import (
     DeadLetterReason,
     TransactionEvent,
     format_inr,

@@ -5,10 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.bundle import ModelBundle, signed_log1p
-from models.testing import planted_frame
-from models.training import TrainingConfig, train_frame
-from spark_jobs.features import FEATURES
+from txmon.models.bundle import ModelBundle, signed_log1p
+from txmon.models.testing import planted_frame
+from txmon.models.training import TrainingConfig, train_frame
+from txmon.spark_jobs.features import FEATURES
 
 CONFIG = TrainingConfig(seed=3, max_iter=30, iforest_estimators=20)
 
@@ -93,7 +93,7 @@ def test_too_little_fraud_uses_prior_correction():
 
 
 def test_no_fraud_in_training_window_says_what_to_do():
-    from models.errors import TrainingDataError
+    from txmon.models.errors import TrainingDataError
 
     frame = planted_frame(n=300, fraud_rate=0.0)
     with pytest.raises(TrainingDataError, match="longer labelled history"):
@@ -113,8 +113,8 @@ def test_no_fraud_in_holdout_is_reported_not_fatal():
 
 
 def test_rule_scores_combine_with_the_models(planted):
-    from models.risk import RiskPolicy, risk_score
-    from models.scoring import score_frame
+    from txmon.models.risk import RiskPolicy, risk_score
+    from txmon.models.scoring import score_frame
 
     policy = RiskPolicy()
     frame = planted.holdout.head(300).drop(columns=["fraud_probability", "anomaly", "rule_score", "risk_score",
@@ -139,7 +139,7 @@ def test_rule_scores_combine_with_the_models(planted):
 
 
 def test_scoring_bench_runs(planted):
-    from bench.scoring_bench import format_table, run
+    from txmon.bench.scoring_bench import format_table, run
 
     rows = run(planted.bundle, planted.holdout, batches=(200,), repeats=1, explain_batch=20)
     assert len(rows) == 1 and rows[0].score_rows_s > 0 and rows[0].predict_proba_rows_s > 0
@@ -151,7 +151,7 @@ def test_feature_matrix_from_arrow_equals_the_pandas_path(planted):
     """The stream's scoring step reads Arrow batches; nulls must become NaN as in pandas."""
     import pyarrow as pa
 
-    from models.bundle import feature_matrix
+    from txmon.models.bundle import feature_matrix
 
     frame = planted.holdout.head(50).copy()
     frame.loc[frame.index[::5], "amount_to_mean"] = np.nan
@@ -172,7 +172,7 @@ def test_tree_export_refuses_what_the_jvm_scorer_cannot_evaluate(planted):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from models.tree_export import UnsupportedModelError, tree_bytes
+    from txmon.models.tree_export import UnsupportedModelError, tree_bytes
 
     data = tree_bytes(planted.bundle, "v1")
     assert data[:4] == data[-4:] == b"TXM1"
@@ -186,7 +186,7 @@ def test_tree_export_refuses_what_the_jvm_scorer_cannot_evaluate(planted):
 def test_raw_thresholds_split_raw_values_exactly_as_the_forest_splits_its_input():
     """The JVM forest compares raw values against thresholds mapped back through the forest's
     input transform (float32 of signed_log1p); every value must go the same way as in Python."""
-    from models.tree_export import _forest_input, raw_thresholds
+    from txmon.models.tree_export import _forest_input, raw_thresholds
 
     rng = np.random.default_rng(9)
     for log in (True, False):

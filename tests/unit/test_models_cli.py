@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from infra.cli import app
+from txmon.infra.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ["--replay", str(ROOT / "ingestion/samples/card_transactions_sample.csv"),
@@ -17,7 +17,7 @@ SAMPLE = ["--replay", str(ROOT / "ingestion/samples/card_transactions_sample.csv
 
 
 def test_models_list_on_an_empty_registry_is_one_line(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "infra.cli", "models", "list"], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "txmon.infra.cli", "models", "list"], capture_output=True, text=True,
                             env={**os.environ, "TXMON_MODELS_DIR": str(tmp_path / "models")}, timeout=120)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ingestion.replay import ReplayMappingError, load_labelled
-from models.dataset import labelled_features
-from models.sources import from_file
+from txmon.ingestion.replay import ReplayMappingError, load_labelled
+from txmon.models.dataset import labelled_features
+from txmon.models.sources import from_file
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "ingestion/samples/card_transactions_sample.csv"

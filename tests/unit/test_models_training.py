@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.bundle import ForestPaths, ModelBundle, feature_matrix
-from models.dataset import time_split
-from models.sources import simulated
-from models.training import TrainingConfig, train
-from spark_jobs.features import FEATURES
+from txmon.models.bundle import ForestPaths, ModelBundle, feature_matrix
+from txmon.models.dataset import time_split
+from txmon.models.sources import simulated
+from txmon.models.training import TrainingConfig, train
+from txmon.spark_jobs.features import FEATURES
 
 EVENTS = 20_000  # ~1.2 simulated days at the training default of 0.2 tx/s; ~200 frauds
 CONFIG = TrainingConfig(seed=7, max_iter=40, iforest_estimators=30)

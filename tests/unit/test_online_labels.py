@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from models.errors import TrainingDataError
-from models.online import read_labels_file
+from txmon.models.errors import TrainingDataError
+from txmon.models.online import read_labels_file
 
 
 def test_reads_jsonl_and_csv_labels(tmp_path):

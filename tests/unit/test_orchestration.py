@@ -16,14 +16,14 @@ import psutil
 import pytest
 from typer.testing import CliRunner
 
-from alerting.testing import SmtpSink
-from infra import airflow
-from infra.cli import app
-from infra.orchestration import daily_due, failure_text, interval_end, notify_operator, retraining_window, utc
-from infra.settings import PROJECT_ROOT, load_settings
-from ingestion.landing import LandingError, find_landed, resolve_mapping
-from spark_jobs.heartbeat import heartbeat_path, write_json_atomic
-from spark_jobs.supervisor import check, stream_process
+from txmon.alerting.testing import SmtpSink
+from txmon.infra import airflow
+from txmon.infra.cli import app
+from txmon.infra.orchestration import daily_due, failure_text, interval_end, notify_operator, retraining_window, utc
+from txmon.infra.settings import PROJECT_ROOT, load_settings
+from txmon.ingestion.landing import LandingError, find_landed, resolve_mapping
+from txmon.spark_jobs.heartbeat import heartbeat_path, write_json_atomic
+from txmon.spark_jobs.supervisor import check, stream_process
 
 
 @pytest.fixture()
@@ -294,7 +294,7 @@ def test_failure_callback_emails_the_operator_with_masked_details(monkeypatch):
 
 
 def test_failure_callback_never_raises_when_mail_is_down(monkeypatch, caplog):
-    from alerting.testing import free_port
+    from txmon.alerting.testing import free_port
 
     monkeypatch.setenv("TXMON_ALERTING__SMTP__PORT", str(free_port()))  # nothing listens
     monkeypatch.setenv("TXMON_ALERTING__SMTP__SECURITY", "none")

@@ -8,12 +8,12 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from models import registry as registry_module
-from models.errors import NoChampionError, NothingToRollBackError, UnknownVersionError
-from models.registry import CHAMPION_FILE, METADATA_FILE, MODEL_FILE, Registry
-from models.testing import planted_frame
-from models.training import TrainingConfig, train_frame
-from spark_jobs.features import FEATURES
+from txmon.models import registry as registry_module
+from txmon.models.errors import NoChampionError, NothingToRollBackError, UnknownVersionError
+from txmon.models.registry import CHAMPION_FILE, METADATA_FILE, MODEL_FILE, Registry
+from txmon.models.testing import planted_frame
+from txmon.models.training import TrainingConfig, train_frame
+from txmon.spark_jobs.features import FEATURES
 
 NOW = datetime(2025, 2, 1, 12, 0, tzinfo=timezone.utc)
 

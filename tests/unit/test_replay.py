@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from ingestion.events import IST, TransactionEvent, to_json
-from ingestion.producer import ProduceSummary
-from ingestion.replay import (
+from txmon.ingestion.events import IST, TransactionEvent, to_json
+from txmon.ingestion.producer import ProduceSummary
+from txmon.ingestion.replay import (
     REJECT_REASONS,
     REPLAY_TXN_NAMESPACE,
     ReplayMappingError,
@@ -29,7 +29,7 @@ from ingestion.replay import (
     parse_mapping,
     replay_file,
 )
-from ingestion.simulator import Label
+from txmon.ingestion.simulator import Label
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "ingestion" / "samples" / "card_transactions_sample.csv"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from models import retraining
-from models.registry import Registry
-from models.testing import planted_frame
-from models.training import TrainingConfig, train_frame
+from txmon.models import retraining
+from txmon.models.registry import Registry
+from txmon.models.testing import planted_frame
+from txmon.models.training import TrainingConfig, train_frame
 
 SMALL = TrainingConfig(seed=3, max_iter=15, iforest_estimators=5)
 
@@ -96,7 +96,7 @@ def test_promote_respects_a_champion_changed_since_the_comparison(settings_tmp, 
 
 
 def test_registry_annotations(tmp_path):
-    from models.errors import RegistryError
+    from txmon.models.errors import RegistryError
 
     registry = Registry(tmp_path / "models")
     trained = train_frame(planted_frame(n=1500, seed=4), SMALL, data_source="x")
@@ -110,7 +110,7 @@ def test_registry_annotations(tmp_path):
 
 @pytest.fixture
 def settings_tmp(tmp_path, monkeypatch):
-    from infra.settings import load_settings
+    from txmon.infra.settings import load_settings
 
     monkeypatch.setenv("TXMON_STATE_DIR", str(tmp_path / "state"))
     return load_settings()

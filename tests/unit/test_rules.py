@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from spark_jobs.features import FEATURES
-from spark_jobs.rules import RulesError, load_rules, parse_rules
+from txmon.spark_jobs.features import FEATURES
+from txmon.spark_jobs.rules import RulesError, load_rules, parse_rules
 
 BASE = """
 version: 1

@@ -1,7 +1,7 @@
 """bench.rules_compare refuses a rules file that does not exist, before starting anything."""
 import pytest
 
-from bench.rules_compare import main
+from txmon.bench.rules_compare import main
 
 
 def test_a_missing_rules_file_is_named_with_how_to_fix_it(tmp_path, capsys):

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from infra.errors import ConfigError
-from infra.settings import PROJECT_ROOT, load_settings
+from txmon.infra.errors import ConfigError
+from txmon.infra.settings import PROJECT_ROOT, load_settings
 
 
 def test_environment_overrides_yaml(monkeypatch):

@@ -13,7 +13,7 @@ import pytest
 from faker import Faker
 from pydantic import ValidationError
 
-from ingestion.events import (
+from txmon.ingestion.events import (
     IST,
     RTGS_MIN_AMOUNT_PAISE,
     Channel,
@@ -23,8 +23,8 @@ from ingestion.events import (
     to_json,
     validate_event,
 )
-from ingestion.scenarios import SCENARIOS, THRESHOLDS_PAISE, UPI_LIMIT_PAISE, ScenarioId
-from ingestion.simulator import (
+from txmon.ingestion.scenarios import SCENARIOS, THRESHOLDS_PAISE, UPI_LIMIT_PAISE, ScenarioId
+from txmon.ingestion.simulator import (
     Customer,
     Label,
     Population,

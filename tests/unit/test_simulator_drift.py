@@ -10,11 +10,11 @@ import pytest
 from faker import Faker
 from pydantic import ValidationError
 
-from infra.errors import ConfigError
-from ingestion.events import Channel, TxnType, to_json
-from ingestion.scenarios import ALL_SCENARIOS, EMERGING_SCENARIOS, SCENARIOS, EmergingScenarioId
-from ingestion.simulate import SimulateOptions, simulator_for
-from ingestion.simulator import (
+from txmon.infra.errors import ConfigError
+from txmon.ingestion.events import Channel, TxnType, to_json
+from txmon.ingestion.scenarios import ALL_SCENARIOS, EMERGING_SCENARIOS, SCENARIOS, EmergingScenarioId
+from txmon.ingestion.simulate import SimulateOptions, simulator_for
+from txmon.ingestion.simulator import (
     DEFAULT_SCENARIO_WEIGHTS,
     RegimeChange,
     SimulatedTransaction,

@@ -1,7 +1,7 @@
 """bench/stage_timeline.py: a stream's Spark jobs, stages and tasks as a timeline."""
 from __future__ import annotations
 
-from bench.stage_timeline import main, timeline
+from txmon.bench.stage_timeline import main, timeline
 
 
 def _job(job_id, start, end, stage_ids, description="ingest_q\nid = 1"):

@@ -2,8 +2,8 @@
 the bench stack; it is exercised by running it, see its docstring)."""
 import pytest
 
-from bench.cpu_split import cpu_per_transaction
-from bench.stream_at_rate import main, parse_conf
+from txmon.bench.cpu_split import cpu_per_transaction
+from txmon.bench.stream_at_rate import main, parse_conf
 
 
 def test_conf_pairs_become_spark_settings():
@@ -36,7 +36,7 @@ def test_cpu_per_transaction_matches_processes_by_pid():
 
 
 def test_compile_work_is_reported_per_micro_batch():
-    from bench.spark_profile import compile_delta
+    from txmon.bench.spark_profile import compile_delta
 
     before = {"codegen_compilations": 10, "jit_compile_ms": 500}
     after = {"codegen_compilations": 33, "jit_compile_ms": 1700}
@@ -47,7 +47,7 @@ def test_compile_work_is_reported_per_micro_batch():
 
 
 def test_the_printed_result_has_latency_and_compile_work():
-    from bench.stream_at_rate import format_result
+    from txmon.bench.stream_at_rate import format_result
 
     r = {"label": "new", "commit": "abc1234", "rate": 1000.0, "seconds": 60.0, "produced": 60_000,
          "produce_rate": 1000.0, "max_lag": 4096, "drain_seconds": 1.5, "micro_batches": 40,
@@ -70,7 +70,7 @@ def test_the_printed_result_has_latency_and_compile_work():
 
 
 def test_driver_phases_average_only_the_measured_micro_batches():
-    from bench.stream_at_rate import driver_phases
+    from txmon.bench.stream_at_rate import driver_phases
 
     timings = [{"batch_id": 7, "plan_s": 0.5, "run_s": 5.0, "drift_s": 0.5},  # warm-up: not measured
                {"batch_id": 8, "plan_s": 0.1, "run_s": 1.0, "drift_s": 0.02},

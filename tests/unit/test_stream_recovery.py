@@ -15,13 +15,13 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from typer.testing import CliRunner
 
-from infra.cli import app
-from infra.errors import StreamLockedError, StreamRecoveryError
-from infra.settings import PROJECT_ROOT, load_settings
-from spark_jobs.checkpoint_lock import LOCK_FILE, CheckpointLock
-from spark_jobs.heartbeat import heartbeat_path, write_json_atomic
-from spark_jobs.recovery import Backoff, call_with_retry, cassandra_outage_errors, keep_running
-from spark_jobs.supervisor import check, stream_process
+from txmon.infra.cli import app
+from txmon.infra.errors import StreamLockedError, StreamRecoveryError
+from txmon.infra.settings import PROJECT_ROOT, load_settings
+from txmon.spark_jobs.checkpoint_lock import LOCK_FILE, CheckpointLock
+from txmon.spark_jobs.heartbeat import heartbeat_path, write_json_atomic
+from txmon.spark_jobs.recovery import Backoff, call_with_retry, cassandra_outage_errors, keep_running
+from txmon.spark_jobs.supervisor import check, stream_process
 
 
 class FakeTime:

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from bench.thread_cpu import cpu_by_group, main, thread_cpu
+from txmon.bench.thread_cpu import cpu_by_group, main, thread_cpu
 
 
 def test_a_busy_thread_is_charged_to_its_pool():
