@@ -558,7 +558,7 @@ def validate_event(
     ('2025-01-06T04:30:00+00:00', '₹1,500.00')
     >>> validate_event('{"schema_version": 2}')  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    infra.errors.EventValidationError: unsupported_version: ...
+    txmon.infra.errors.EventValidationError: unsupported_version: ...
     """
     event, problems = check_event(raw, now=now, max_future_skew=max_future_skew,
                                   max_amount_paise=max_amount_paise, max_age=max_age)
@@ -649,7 +649,7 @@ def validate_label(raw: bytes | str | dict[str, Any]) -> LabelEvent:
     True
     >>> validate_label(b'{"txn_id":"0f8fad5b-d9cb","is_fraud":true,"label_time":"soon"}')  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    infra.errors.EventValidationError: invalid_field: label_time: ...
+    txmon.infra.errors.EventValidationError: invalid_field: label_time: ...
     """
     try:
         data = _decode(raw)

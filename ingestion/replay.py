@@ -516,7 +516,7 @@ def parse_mapping(data: Any, *, source: str = "replay mapping") -> ReplayMapping
 
     >>> parse_mapping({"fields": {"payer.acount_number": {"column": "acct"}}})  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    ingestion.replay.ReplayMappingError: replay mapping: fields.payer.acount_number: is not in the event contract; did you mean payer.account_number? ...
+    txmon.ingestion.replay.ReplayMappingError: replay mapping: fields.payer.acount_number: is not in the event contract; did you mean payer.account_number? ...
     """
     if not isinstance(data, dict):
         raise ReplayMappingError(
