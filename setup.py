@@ -6,7 +6,7 @@ or ``infra`` is installed into site-packages.
 """
 from setuptools import find_packages, setup
 
-FOLDERS = ("ingestion", "spark_jobs", "models", "alerting", "infra", "bench")
+FOLDERS = ("ingestion", "spark_jobs", "models", "alerting", "infra", "bench", "webapp")
 
 packages: list[str] = []
 package_dir: dict[str, str] = {}
