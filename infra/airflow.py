@@ -190,8 +190,7 @@ def airflow_env(settings: Settings, base: dict[str, str] | None = None) -> dict[
     """The environment Airflow runs with: ``base`` (default: this process's) plus
     AIRFLOW_HOME, txmon's ``AIRFLOW__*`` settings and ``AIRFLOW_CONN_*`` connections.
 
-    The venv's bin directory goes first on PATH: ``airflow standalone`` starts its
-    components as ``airflow ...`` from PATH, and tasks run ``txmon``.
+    The venv's bin directory goes first on PATH: tasks run ``txmon`` and ``airflow``.
     """
     env = dict(os.environ if base is None else base)
     home = settings.airflow_home
@@ -319,9 +318,10 @@ def _tree_rss_mb(pid: int) -> float | None:
 
 
 def up(settings: Settings, log: Callable[[str], None] = print) -> tuple[AirflowStatus, Login, float]:
-    """Start ``airflow standalone`` in the background (if not running) and wait until the
-    API server, scheduler, DAG processor and triggerer report healthy and the DAGs are
-    registered. Returns (status, login, seconds waited). Idempotent."""
+    """Start Airflow's components in the background (if not running; see
+    :mod:`txmon.infra.airflow_components`) and wait until the API server, scheduler, DAG
+    processor and triggerer report healthy and the login exists. Returns (status, login,
+    seconds waited). Idempotent."""
     proc = airflow_process(settings)
     started = time.monotonic()
     home = settings.airflow_home
@@ -330,9 +330,10 @@ def up(settings: Settings, log: Callable[[str], None] = print) -> tuple[AirflowS
         home.mkdir(parents=True, exist_ok=True)
         env = airflow_env(settings)
         write_env_file(settings, env)
-        pid = proc.start_with_env([str(Path(sys.executable).with_name("airflow")), "standalone"],
+        pid = proc.start_with_env([sys.executable, "-m", "txmon.infra.airflow_components"],
                                   cwd=PROJECT_ROOT, env=env)
-        log(f"airflow: starting standalone (pid {pid}), AIRFLOW_HOME={home}, log {proc.log_file}")
+        log(f"airflow: starting scheduler, DAG processor, triggerer and API server (pid {pid}), "
+            f"AIRFLOW_HOME={home}, log {proc.log_file}")
     else:
         log(f"airflow: already running (pid {proc.pid()})")
 
@@ -349,8 +350,8 @@ def up(settings: Settings, log: Callable[[str], None] = print) -> tuple[AirflowS
 
 
 def down(settings: Settings, log: Callable[[str], None] = print) -> bool:
-    """Stop Airflow and all its components. ``airflow standalone`` shuts its components
-    down on SIGINT; anything left in its process group is terminated after that."""
+    """Stop Airflow and all its components. The components' parent shuts them down on
+    SIGINT; anything left in its process group is terminated after that."""
     stopped = airflow_process(settings).stop(timeout=60, first_signal=signal.SIGINT)
     log(f"airflow: {'stopped' if stopped else 'was not running'}")
     return stopped

@@ -13,8 +13,9 @@ airflow_app = typer.Typer(
 
 @airflow_app.command("up")
 def up() -> None:
-    """Start `airflow standalone` in the background (SQLite DB, project DAGs, connections
-    from config) and wait until it is healthy; print the UI address and login."""
+    """Start Airflow (scheduler, DAG processor, triggerer, API server) in the background
+    (SQLite DB, project DAGs, connections from config) and wait until it is healthy;
+    print the UI address and login."""
     from txmon.infra import airflow
     from txmon.infra.settings import load_settings
 

@@ -1,6 +1,6 @@
 """Every DAG as an operator runs it: the project's own Airflow, started by the code of
-``txmon airflow up`` (``airflow standalone``: scheduler, DAG processor, API server and
-triggerer in their own processes, each task in a fresh task-runner process with
+``txmon airflow up`` (scheduler, DAG processor, API server and triggerer in their own
+processes under one parent, each task in a fresh task-runner process with
 ``dags/`` first on its import path), every DAG triggered through the REST API with and
 without params, each run awaited to ``success`` against the real Kafka, Cassandra and
 Spark of the test session.
@@ -498,3 +498,23 @@ def test_model_retraining_by_interval_and_by_default_trains_evaluates_decides_an
     mails = smtp.wait_for(mails_before + 2, timeout_s=30)[mails_before:]
     bodies = ["\n".join(str(m.message) for m in mails if v in str(m.message)) for v in (first, second)]
     assert all(b and ("promote" in b.lower() or "keep" in b.lower()) for b in bodies), bodies
+
+
+def test_no_airflow_process_listens_beyond_loopback(airflow_server):
+    """Found by process: the components' parent, the scheduler, DAG processor, triggerer
+    and API server, and whatever they started. The scheduler's and triggerer's task-log
+    servers (which bind every interface) are not started; the API server listens on
+    ``airflow.host`` and is the only listener."""
+    import psutil
+    from txmon.infra import airflow
+
+    from tests.integration.listeners import exposed, listeners
+
+    settings = airflow_server.settings
+    leader = psutil.Process(airflow.airflow_process(settings).pid())
+    components = leader.children()
+    assert len(components) == 4, [c.cmdline() for c in components]
+    pids = {leader.pid, *(p.pid for p in leader.children(recursive=True))}
+    found = listeners(pids)
+    assert {(address, port) for _, address, port in found} == {(settings.airflow.host, settings.airflow.port)}, found
+    assert exposed(pids) == []

@@ -6,7 +6,6 @@ service, so a refusal cannot pass because the service is simply down.
 """
 from __future__ import annotations
 
-import ipaddress
 import os
 import stat
 import time
@@ -18,6 +17,8 @@ from txmon.infra import credentials, spark_cluster, stack
 from txmon.infra.cassandra_schema import connect
 from txmon.infra.credentials import Credential
 from txmon.infra.kafka_client import client_config
+
+from tests.integration.listeners import exposed, listeners
 
 
 def _cassandra_refuses(settings, credential: Credential | None) -> str:
@@ -146,22 +147,6 @@ def test_credentials_live_in_a_private_file_and_never_in_logs(services):
     assert not any(password in config for password in passwords)
 
 
-LOOPBACK = {"127.0.0.1", "::1"}
-
-
-def _listeners(pids: set[int]) -> list[tuple[int, str, int]]:
-    """(pid, address, port) of every listening TCP socket of these processes."""
-    out = []
-    for conn in psutil.net_connections(kind="tcp"):
-        if conn.status == psutil.CONN_LISTEN and conn.pid in pids:
-            address = conn.laddr.ip
-            mapped = ipaddress.ip_address(address.split("%")[0])
-            if isinstance(mapped, ipaddress.IPv6Address) and mapped.ipv4_mapped:
-                address = str(mapped.ipv4_mapped)
-            out.append((conn.pid, address, conn.laddr.port))
-    return out
-
-
 @pytest.fixture()
 def cluster(services):
     started = not any(s.pid for s in spark_cluster.status(services))
@@ -190,15 +175,13 @@ def test_nothing_txmon_starts_listens_beyond_loopback(services, spark, cluster, 
         pids |= {d.process.pid() for d in spark_cluster.daemons(services)}
         pids |= {child.pid for child in psutil.Process(os.getpid()).children(recursive=True)}
         pids.discard(None)
-        listeners = _listeners(pids)
+        found = listeners(pids)
         ui_port = int(spark.sparkContext.uiWebUrl.rsplit(":", 1)[1])
         c = services.spark.cluster
         expected = {services.kafka.port, services.kafka.controller_port, services.cassandra.port,
                     services.cassandra.storage_port, ui_port, c.master_port, c.master_webui_port,
                     *(c.worker_webui_port + i for i in range(c.workers))}
-        assert expected <= {port for _, _, port in listeners}, listeners
-        exposed = [(psutil.Process(pid).name(), address, port) for pid, address, port in listeners
-                   if address not in LOOPBACK]
-        assert exposed == []
+        assert expected <= {port for _, _, port in found}, found
+        assert exposed(pids) == []
     finally:
         query.stop()
