@@ -75,7 +75,7 @@ def notify_group(settings, group: str, subject: str, text: str, *, key: str, kin
 def retraining_email(plan: dict[str, Any], result: dict[str, Any], promoted: str | None,
                      comparison: str) -> tuple[str, str]:
     """(subject, text) telling the fraud desk what a retraining run decided and why;
-    ``comparison`` is the metrics table (:func:`models.retraining.comparison_markdown`).
+    ``comparison`` is the metrics table (:func:`spark_jobs.retraining.comparison_markdown`).
 
     >>> s, t = retraining_email({"run_id": "r1", "start": "a", "end": "b", "reason": "drift",
     ...     "drift_event": {"signal": "anomaly_score", "detected_at": "t", "mean_before": 0.2, "mean_after": 0.4}},

@@ -1,4 +1,4 @@
-"""Peak memory of reading a labelled file for a backtest: chunked (models/backtest.read_file
+"""Peak memory of reading a labelled file for a backtest: chunked (spark_jobs/backtest.read_file
 + features_in_chunks) against the whole-file path training uses (ingestion.replay.load_labelled:
 one validated event object per row, then labelled_features), on the same generated file.
 
@@ -50,7 +50,7 @@ def generate(path: Path, rows: int, seed: int = 7) -> None:
 def measure(mode: str, path: Path) -> dict:
     started = time.perf_counter()
     if mode == "chunked":
-        from txmon.models.backtest import read_file
+        from txmon.spark_jobs.backtest import read_file
         from txmon.models.dataset import features_in_chunks
 
         source = read_file(path, MAPPING)

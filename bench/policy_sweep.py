@@ -19,7 +19,7 @@ def main() -> None:
     from txmon.models.config import models_dir
     from txmon.models.registry import Registry
     from txmon.models.risk import RiskPolicy, decisions, risk_scores
-    from txmon.spark_jobs.features import FEATURES, MemoryProfileStore, add_features, transactions_frame
+    from txmon.models.features import FEATURES, MemoryProfileStore, add_features, transactions_frame
     from txmon.spark_jobs.rules import apply_rules, load_rules
     from txmon.spark_jobs.session import build_session
 

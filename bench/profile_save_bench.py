@@ -25,7 +25,7 @@ if __package__ in (None, ""):
 def folded_profiles(n_events: int, seed: int) -> dict[str, str]:
     """Payer profiles (JSON) after folding simulated traffic: realistic sizes."""
     from txmon.ingestion.simulate import SimulateOptions, simulator_for
-    from txmon.spark_jobs.features import MemoryProfileStore, add_features, transactions_frame
+    from txmon.models.features import MemoryProfileStore, add_features, transactions_frame
 
     sim = simulator_for(SimulateOptions(seed=seed, count=n_events, rate=None, progress=False))
     store = MemoryProfileStore()

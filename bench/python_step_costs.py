@@ -12,7 +12,7 @@ import sys, time, json
 root = sys.argv[1] if len(sys.argv) > 1 else str(__import__("pathlib").Path(__file__).resolve().parents[1])
 sys.path.insert(0, root)
 from txmon.ingestion.simulator import Simulator, SimulatorConfig
-from txmon.spark_jobs.features import add_features, MemoryProfileStore, transactions_frame
+from txmon.models.features import add_features, MemoryProfileStore, transactions_frame
 from txmon.ingestion.events import to_json, validate_event
 items = [i.event for i in Simulator(SimulatorConfig(n_customers=3000), seed=3).generate(30000)]
 frame = transactions_frame(items)

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     from txmon.models.dataset import labelled_features
     from txmon.models.registry import Registry
     from txmon.models.risk import RiskPolicy, decisions, risk_scores
-    from txmon.spark_jobs.features import FEATURES
+    from txmon.models.features import FEATURES
     from txmon.spark_jobs.rules import apply_rules, load_rules
     from txmon.spark_jobs.session import build_session
 

@@ -73,7 +73,7 @@ def measure(spark, bundle, frame, repeats: int = 3) -> dict[str, float]:
 
     from txmon.models.bundle import feature_matrix
     from txmon.spark_jobs.detection import score_ruled
-    from txmon.spark_jobs.features import FEATURES
+    from txmon.models.features import FEATURES
     from txmon.spark_jobs.jvm_scoring import broadcast_trees
     from txmon.spark_jobs.rules import apply_rules, load_rules
 
@@ -225,7 +225,7 @@ def compare_steps(spark, bundle, frame, ref: str, repeats: int = 3) -> dict:
 
 
 def _spark_frame(spark, frame):
-    from txmon.spark_jobs.features import FEATURES
+    from txmon.models.features import FEATURES
 
     # The transaction columns the committed rules read (channel, txn_type, mcc, ...) and the features.
     cols = ["txn_id", "payer_account", "payee_account", "payee_vpa", "payer_vpa", "amount_paise", "channel",

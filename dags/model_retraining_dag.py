@@ -5,12 +5,12 @@ Daily at 02:00 UTC, and whenever the drift monitor triggers it through the REST 
 (`infra.airflow.on_drift_event`: conf `{"reason": "drift", "drift_event": {...}}`).
 
 1. `extract`: transactions and labels of the window from Cassandra
-   (`models.retraining.extract`). The window is `[end - window_days, end)` with `end` the
+   (`spark_jobs.retraining.extract`). The window is `[end - window_days, end)` with `end` the
    end of the data interval (a manual run without one: when it was triggered), or the
    `start` / `end` params. The window names the run's directory
    `<state_dir>/retraining/<start>_<end>/`: re-running a window reuses it, every stage is
    idempotent.
-2. `build_features` (`models.retraining.build_features`).
+2. `build_features` (`spark_jobs.retraining.build_features`).
 3. `train_challenger`: `txmon spark-submit spark_jobs/retrain_job.py --run-id ... --stage train`;
    registers the challenger in the model registry (not promoted).
 4. `evaluate` the challenger against the champion on the same hold-out.
@@ -67,7 +67,7 @@ with DAG(
         """Fix the window and run id, then extract the window's history from Cassandra."""
         from txmon.infra.orchestration import retraining_window
         from txmon.infra.settings import load_settings
-        from txmon.models import retraining
+        from txmon.spark_jobs import retraining
 
         settings = load_settings()
         run_id, start, end = retraining_window(params, context, settings.retraining.window_days)
@@ -80,7 +80,7 @@ with DAG(
     @task
     def build_features(plan: dict) -> dict:
         from txmon.infra.settings import load_settings
-        from txmon.models import retraining
+        from txmon.spark_jobs import retraining
 
         return retraining.build_features(load_settings(), plan["run_id"])
 
@@ -99,7 +99,7 @@ with DAG(
     def evaluate(plan: dict) -> dict:
         """Challenger against champion on the same hold-out; says whether to promote."""
         from txmon.infra.settings import load_settings
-        from txmon.models import retraining
+        from txmon.spark_jobs import retraining
 
         return retraining.evaluate(load_settings(), plan["run_id"])
 
@@ -110,7 +110,7 @@ with DAG(
     @task
     def promote(plan: dict) -> str | None:
         from txmon.infra.settings import load_settings
-        from txmon.models import retraining
+        from txmon.spark_jobs import retraining
 
         return retraining.promote(load_settings(), plan["run_id"])
 
@@ -121,7 +121,7 @@ with DAG(
         """Email the decision and both models' metrics to the fraud desk (once per run)."""
         from txmon.alerting.notify import notify_group, retraining_email
         from txmon.infra.settings import load_settings
-        from txmon.models import retraining
+        from txmon.spark_jobs import retraining
 
         settings = load_settings()
         promoted = ti.xcom_pull(task_ids="promote")

@@ -67,8 +67,8 @@ def account_windows(session, account: str, window_kind: str, since: datetime | N
     """Every window of one account and kind, newest first (those starting at or after
     ``since``, naive UTC, if given). Stored kinds (``tumble_1m``, ``tumble_5m``) are read
     as they are; ``slide_1h`` is derived from the ``tumble_5m`` rows
-    (:func:`spark_jobs.features.sliding_hours`)."""
-    from txmon.spark_jobs.features import AGGREGATE_WINDOWS_S, SLIDING_HOUR, sliding_hours
+    (:func:`models.features.sliding_hours`)."""
+    from txmon.models.features import AGGREGATE_WINDOWS_S, SLIDING_HOUR, sliding_hours
 
     derived, size_s, bucket_kind = SLIDING_HOUR
     if window_kind not in (*AGGREGATE_WINDOWS_S, derived):
@@ -92,7 +92,7 @@ def account_windows(session, account: str, window_kind: str, since: datetime | N
 def account_aggregates(session, accounts: Iterable[str], window_kind: str) -> list[AccountWindow]:
     """Each account's latest window of one kind: the newest stored row, or for
     ``slide_1h`` the hour that ends with the account's newest 5-minute bucket."""
-    from txmon.spark_jobs.features import AGGREGATE_WINDOWS_S, SLIDING_HOUR
+    from txmon.models.features import AGGREGATE_WINDOWS_S, SLIDING_HOUR
 
     derived, size_s, bucket_kind = SLIDING_HOUR
     newest = session.prepare("SELECT window_start FROM account_aggregates "

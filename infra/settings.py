@@ -168,7 +168,7 @@ class DriftSettings(_Section):
 
 
 class RetrainingSettings(_Section):
-    """Challenger training from Cassandra history (models/retraining.py)."""
+    """Challenger training from Cassandra history (spark_jobs/retraining.py)."""
 
     window_days: float = Field(14, gt=0, description="history the challenger learns from, ending now")
     warmup_hours: float = Field(24, ge=0, description="history before the window, read only to warm "

@@ -2,7 +2,7 @@
 
 One bundle is what the registry stores (``model.joblib``) and what Spark broadcasts
 once (:meth:`ModelBundle.to_bytes`). Scoring is vectorised over a pandas frame that
-has the :data:`~spark_jobs.features.FEATURES` columns:
+has the :data:`~models.features.FEATURES` columns:
 
 - ``fraud_probability``: the class-weighted gradient-boosting model's logit, mapped
   by a Platt sigmoid ``expit(a * logit + b)`` fitted out of time (or, with too few
@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from txmon.spark_jobs.features import FEATURES
+from txmon.models.features import FEATURES
 
 __all__ = ["LOG_FEATURES", "ForestPaths", "ModelBundle", "anomaly_pipeline", "feature_matrix", "signed_log1p"]
 
@@ -70,7 +70,7 @@ def feature_matrix(frame) -> np.ndarray:
     missing = [f for f in FEATURES if f not in names]
     if missing:
         raise KeyError(f"frame lacks feature columns {missing}; compute them with "
-                       "spark_jobs.features.add_features first")
+                       "models.features.add_features first")
     if isinstance(frame, pd.DataFrame):
         return frame.loc[:, list(FEATURES)].to_numpy(dtype=np.float64)
     out = np.empty((frame.num_rows, len(FEATURES)), dtype=np.float64)

@@ -224,7 +224,7 @@ def retrain(
     run_id = run_id or f"manual-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
     result = run(argparse.Namespace(run_id=run_id, stage=stage, start=utc[0], end=utc[1]))
     if stage == "all":
-        from txmon.models.retraining import comparison_markdown
+        from txmon.spark_jobs.retraining import comparison_markdown
 
         typer.echo(comparison_markdown(result))
         typer.echo(f"live: {result['promoted'] or 'unchanged (challenger kept out)'}; run {run_id}")
@@ -369,7 +369,7 @@ def backtest(
     from datetime import timedelta
 
     from txmon.infra.settings import load_settings
-    from txmon.models import backtest as bt
+    from txmon.spark_jobs import backtest as bt
     from txmon.models.errors import TrainingDataError
     from txmon.models.training import TrainingConfig
     from txmon.spark_jobs.rules import DEFAULT_RULES, load_rules

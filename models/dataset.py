@@ -1,6 +1,6 @@
 """Labelled history -> one feature frame, and the time-based split.
 
-Features come from the one definition in :mod:`spark_jobs.features`, folded over the
+Features come from the one definition in :mod:`models.features`, folded over the
 whole history in event-time order with an in-memory profile store. The store is given
 every confirmed fraud's label time, keyed by payee; the fold counts only labels whose
 label_time has passed at each transaction, so no future knowledge leaks into
@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from txmon.models.errors import TrainingDataError
-from txmon.spark_jobs.features import MemoryProfileStore, _micros, add_features, transactions_frame
+from txmon.models.features import MemoryProfileStore, add_features, epoch_micros, transactions_frame
 
 if TYPE_CHECKING:
     from txmon.ingestion.events import TransactionEvent
@@ -42,8 +42,8 @@ def fraud_label_times(transactions: pd.DataFrame) -> dict[str, list[tuple[int, i
     fraud = transactions.loc[transactions["is_fraud"].astype(bool) & transactions["payee_key"].notna(),
                              ["payee_key", "label_time", "event_time"]]
     # whatever the unit (ns from Python, us from Spark)
-    labelled = _micros(fraud["label_time"]) if len(fraud) else []
-    made = _micros(fraud["event_time"]) if len(fraud) else []
+    labelled = epoch_micros(fraud["label_time"]) if len(fraud) else []
+    made = epoch_micros(fraud["event_time"]) if len(fraud) else []
     out: dict[str, list[tuple[int, int]]] = {}
     for payee, label_us, txn_us in zip(fraud["payee_key"].tolist(), labelled, made):
         out.setdefault(payee, []).append((int(label_us), int(txn_us)))
@@ -74,7 +74,7 @@ def feature_store(transactions: pd.DataFrame) -> MemoryProfileStore:
 
 
 def features_in_chunks(transactions: pd.DataFrame, chunk_rows: int = 100_000) -> pd.DataFrame:
-    """:func:`spark_jobs.features.add_features` over labelled ``transactions`` (any order),
+    """:func:`models.features.add_features` over labelled ``transactions`` (any order),
     folded in (event_time, txn_id) order ``chunk_rows`` at a time through one profile
     store, as the stream folds its micro-batches: the same features as one pass, with the
     fold's per-chunk lists and frames bounded. A chunk never splits rows that share a

@@ -520,12 +520,12 @@ def label_pair(value) -> tuple[int, int]:
     return int(value), int(value)
 
 
-def _micros(series) -> "list[int]":
+def epoch_micros(series) -> "list[int]":
     """Epoch microseconds, whatever the column's unit (Arrow gives µs, pandas often ns).
 
     >>> import pandas as pd
     >>> ts = pd.Series(pd.to_datetime(["1970-01-01T00:00:01Z"]))
-    >>> _micros(ts), _micros(ts.astype("datetime64[us, UTC]"))
+    >>> epoch_micros(ts), epoch_micros(ts.astype("datetime64[us, UTC]"))
     ([1000000], [1000000])
     """
     import pandas as pd
@@ -553,7 +553,7 @@ def add_payee_features(pdf, store: ProfileStore):
     import pandas as pd
 
     pdf = _ordered(pdf)
-    times = _micros(pdf["event_time"]) if len(pdf) else []
+    times = epoch_micros(pdf["event_time"]) if len(pdf) else []
     payers, payees = pdf["payer_account"].tolist(), pdf["payee_key"].tolist()
     keys = sorted(set(payees))
     states = {k: PayeeState.from_json(v) for k, v in store.load("payee", keys).items()}
@@ -582,7 +582,7 @@ def add_payer_features(pdf, store: ProfileStore):
     import pandas as pd
 
     pdf = _ordered(pdf)
-    times = _micros(pdf["event_time"]) if len(pdf) else []
+    times = epoch_micros(pdf["event_time"]) if len(pdf) else []
     payers = pdf["payer_account"].tolist()
     states = {k: PayerState.from_json(v) for k, v in store.load("payer", sorted(set(payers))).items()}
     rows = []

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from txmon.spark_jobs.features import FEATURES, INTEGER_FEATURES
+from txmon.models.features import FEATURES, INTEGER_FEATURES
 
 __all__ = ["planted_frame"]
 

@@ -2,8 +2,8 @@
 
 :func:`fit` is the one place models are fitted. ``txmon train`` (:func:`train_frame`:
 the latest ``holdout_fraction`` of the history held out), ``txmon backtest``
-(models/backtest.py: an explicit training window, only labels known at its end) and
-retraining (models/retraining.py) all call it with the rows they may learn from.
+(spark_jobs/backtest.py: an explicit training window, only labels known at its end) and
+retraining (spark_jobs/retraining.py) all call it with the rows they may learn from.
 
 Inside :func:`fit`, time order again: the latest ``validation_fraction`` of the rows is
 the validation slice (never random: the slice measures days the trees have not seen).
@@ -48,7 +48,7 @@ from txmon.models.evaluation import DEFAULT_K, EvaluationMetrics, evaluate_frame
 from txmon.models.metadata import ModelMetadata, SplitCounts, TimeWindow, library_versions
 from txmon.models.risk import RiskPolicy
 from txmon.models.scoring import score_frame
-from txmon.spark_jobs.features import FEATURES
+from txmon.models.features import FEATURES
 
 if TYPE_CHECKING:
     from txmon.ingestion.events import TransactionEvent

@@ -22,7 +22,7 @@ import struct
 import numpy as np
 
 from txmon.models.bundle import LOG_FEATURES, ForestPaths, ModelBundle, signed_log1p
-from txmon.spark_jobs.features import FEATURES
+from txmon.models.features import FEATURES
 
 __all__ = ["UnsupportedModelError", "raw_thresholds", "tree_bytes"]
 

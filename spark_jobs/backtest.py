@@ -7,7 +7,7 @@ labelled file (or the simulator) and a train/test split in time, it:
    and validated by the replay mapping's own code (ingestion/replay.py) and kept as typed
    columns; no Python object per row outlives its chunk. Rejected rows keep their row
    number, reason and label (:class:`ingestion.replay.RejectedRow`).
-2. computes the stream's features (spark_jobs/features.add_features, one in-memory profile
+2. computes the stream's features (models/features.add_features, one in-memory profile
    store) over the whole file in event-time order, chunk by chunk, so every row's features
    are as of that row, from the file's first row: rows before the training window only
    build profiles. A label is known ``label_delay`` after its transaction, for the
@@ -47,7 +47,7 @@ from txmon.models.evaluation import DEFAULT_ALERT_RATE, DEFAULT_K, DEFAULT_TZ, E
 from txmon.models.risk import RiskPolicy
 from txmon.models.scoring import score_frame
 from txmon.models.training import FitResult, TrainingConfig, fit
-from txmon.spark_jobs.features import FEATURES, transactions_frame
+from txmon.models.features import FEATURES, transactions_frame
 
 __all__ = ["BacktestConfig", "BacktestResult", "BacktestWindow", "LabelledSource", "WindowResult",
            "default_window", "read_file", "rule_hits", "run", "score_window", "simulated", "write_outputs"]
@@ -248,12 +248,12 @@ def _rules_schema():
     (spark_jobs/validation.typed_schema), ``payee_key``, every feature with its stream type."""
     from pyspark.sql import types as T
 
-    from txmon.spark_jobs.detection import _with_columns
+    from txmon.spark_jobs.detection import with_feature_fields
     from txmon.spark_jobs.validation import typed_schema
 
     schema = T.StructType([T.StructField("_pos", T.LongType()), *typed_schema().fields,
                            T.StructField("payee_key", T.StringType())])
-    return _with_columns(schema, tuple(f for f in FEATURES if f != "amount_paise"))
+    return with_feature_fields(schema, tuple(f for f in FEATURES if f != "amount_paise"))
 
 
 def local_spark():
@@ -312,8 +312,8 @@ def rule_hits(featured: pd.DataFrame, ruleset, spark) -> tuple[np.ndarray, list[
 def _top_reasons(scored: pd.DataFrame, fired: list[list[str]], bundle: ModelBundle, ruleset,
                  top: int = 3) -> list[str]:
     """"CODE: description" of each row's strongest reasons (the stream's
-    spark_jobs.detection._reasons), for rows that were flagged or fired a rule."""
-    from txmon.spark_jobs.detection import _reasons
+    spark_jobs.detection.alert_reasons), for rows that were flagged or fired a rule."""
+    from txmon.spark_jobs.detection import alert_reasons
 
     rules = {r.id: r for r in ruleset.rules}
     decision = scored["decision"].astype(str).to_numpy()
@@ -323,7 +323,7 @@ def _top_reasons(scored: pd.DataFrame, fired: list[list[str]], bundle: ModelBund
     need = sorted(set(flagged.tolist()) | {i for i, f in enumerate(fired) if f})
     records = scored.iloc[need].to_dict("records") if need else []
     for i, row in zip(need, records):
-        reasons = _reasons(row, fired[i], rules, explanations.get(i, []), decision[i], float(row["fraud_probability"]))
+        reasons = alert_reasons(row, fired[i], rules, explanations.get(i, []), decision[i], float(row["fraud_probability"]))
         out[i] = " | ".join(f"{r['code']}: {r['description']}" for r in reasons[:top])
     return out
 

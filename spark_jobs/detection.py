@@ -5,7 +5,7 @@ Runs inside the transactions stream's foreachBatch on the batch's valid transact
 1. payee features, then payer features, folded per key from Cassandra profiles that
    are versioned by micro-batch (spark_jobs/profile_store.py): exactly-once features;
    the payer fold also writes each payer's windows to ``account_aggregates``
-   (spark_jobs/features.payer_windows);
+   (models/features.payer_windows);
 2. rules from config/rules.yaml as Spark SQL expressions (hot-reloaded between batches);
 3. the champion model bundle (registry checked between batches, broadcast once per
    version) scored in the JVM (spark_jobs/jvm_scoring.py): fraud probability and
@@ -30,7 +30,7 @@ from typing import Iterator
 
 from txmon.infra.settings import Settings
 from txmon.spark_jobs.cassandra_sink import CassandraTarget, arrow_rows, write_rows
-from txmon.spark_jobs.features import FEATURES, INTEGER_FEATURES, LABEL_FEATURES, PAYEE_FEATURES, PAYER_FEATURES
+from txmon.models.features import FEATURES, INTEGER_FEATURES, LABEL_FEATURES, PAYEE_FEATURES, PAYER_FEATURES
 from txmon.spark_jobs.rules import DEFAULT_RULES, RulesWatcher, apply_rules
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,8 @@ def _arrow_schema(spark_schema):
     return to_arrow_schema(spark_schema, timezone="UTC")
 
 
-def _with_columns(schema, names, integer=INTEGER_FEATURES):
+def with_feature_fields(schema, names, integer=INTEGER_FEATURES):
+    """``schema`` with the feature columns ``names`` (re)added in their stream types."""
     from pyspark.sql import types as T
 
     fields = [f for f in schema.fields if f.name not in names]
@@ -120,13 +121,13 @@ def add_features_to_batch(df, make_store, partitions: int):
     """
     from pyspark.sql import functions as F
 
-    from txmon.spark_jobs.features import add_payee_features, add_payer_features
+    from txmon.models.features import add_payee_features, add_payer_features
 
     df = df.withColumn("payee_key", F.coalesce("payee_account", "payee_vpa"))
-    payee_schema = _with_columns(df.schema, (*PAYEE_FEATURES, *LABEL_FEATURES))
+    payee_schema = with_feature_fields(df.schema, (*PAYEE_FEATURES, *LABEL_FEATURES))
     with_payee = df.repartition(partitions, "payee_key").mapInArrow(
         _partition_fold(add_payee_features, make_store, payee_schema), payee_schema)
-    payer_schema = _with_columns(with_payee.schema, PAYER_FEATURES)
+    payer_schema = with_feature_fields(with_payee.schema, PAYER_FEATURES)
     return with_payee.repartition(partitions, "payer_account").mapInArrow(
         _partition_fold(add_payer_features, make_store, payer_schema), payer_schema)
 
@@ -242,7 +243,7 @@ def _explain_batch(batch, bundle, rules: dict, model_version: str, rules_label: 
     records = batch.take(pa.array(need)).to_pandas().to_dict("records")
     for i, row in zip(need, records):
         fired = list(row["rules_fired"]) if row["rules_fired"] is not None else []
-        reasons = _reasons(row, fired, rules, explanations.get(i, []), decision[i], row["fraud_probability"])
+        reasons = alert_reasons(row, fired, rules, explanations.get(i, []), decision[i], row["fraud_probability"])
         reasons_col[i] = json.dumps(reasons, separators=(",", ":"))
         if flagged[i]:
             alerts_col[i] = _alert_json(row, int(row["risk_score"]), str(decision[i]), reasons, fired, rules,
@@ -250,7 +251,7 @@ def _explain_batch(batch, bundle, rules: dict, model_version: str, rules_label: 
     return reasons_col, alerts_col
 
 
-def _reasons(row: dict, fired: list[str], rules: dict, explanation, decision: str, prob: float) -> list[dict]:
+def alert_reasons(row: dict, fired: list[str], rules: dict, explanation, decision: str, prob: float) -> list[dict]:
     """The rules that fired with their values, then the model's strongest features."""
     reasons = [{"code": rid, "description": rules[rid].reason_text(row),
                 "value": _value_text(row, rules[rid]), "contribution": rules[rid].score / 100.0}

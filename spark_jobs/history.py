@@ -7,7 +7,7 @@ driver (a cached session per worker, a prepared statement per session). Every ro
 read exactly once whatever the cluster size, and the ranges run in parallel across
 executors.
 
-Features over history use the one definition in :mod:`spark_jobs.features` through
+Features over history use the one definition in :mod:`models.features` through
 :func:`spark_jobs.detection.add_features_to_batch` with an empty in-memory profile
 store per task (each key's whole history is in one partition), exactly as the batch
 side of the batch/stream parity test does; the payee fraud-report feature counts only
@@ -113,7 +113,7 @@ def labelled_features(transactions, labels, partitions: int):
     from pyspark.sql import functions as F
 
     from txmon.spark_jobs.detection import add_features_to_batch
-    from txmon.spark_jobs.features import MemoryProfileStore
+    from txmon.models.features import MemoryProfileStore
 
     make_store = partial(MemoryProfileStore, fraud_labels=fraud_label_times(transactions, labels))
     featured = add_features_to_batch(transactions, make_store, partitions)

@@ -14,7 +14,7 @@ in-stream / plain-predict goal of 0.5 (docs/detection.md, "Scoring in the JVM").
 """
 from __future__ import annotations
 
-from txmon.spark_jobs.features import FEATURES
+from txmon.models.features import FEATURES
 
 __all__ = ["broadcast_trees", "with_model_scores"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from txmon.spark_jobs.cassandra_sink import CassandraTarget, prepared, replica_batches, retried, session_for, write_rows
-from txmon.spark_jobs.features import ProfileStore
+from txmon.models.features import ProfileStore
 
 _CHUNK = 100
 _SAVE_BATCH_ROWS = 8  # a profile holds two JSON states: keep a batch well under batch_size_fail_threshold

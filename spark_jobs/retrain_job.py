@@ -1,4 +1,4 @@
-"""Retraining as a Spark batch job: one stage or all of them (models/retraining.py).
+"""Retraining as a Spark batch job: one stage or all of them (spark_jobs/retraining.py).
 
     txmon spark-submit spark_jobs/retrain_job.py --run-id R [--start ISO --end ISO] [--stage all]
     txmon retrain ...                                 # the same, in-process
@@ -36,7 +36,7 @@ def parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, settings=None, spark=None) -> object:
     from txmon.infra.settings import load_settings
-    from txmon.models import retraining
+    from txmon.spark_jobs import retraining
 
     settings = settings or load_settings()
     start, end = retraining.default_window(settings, args.end)

@@ -34,7 +34,7 @@ PRELOAD = (
     "sklearn.ensemble", "sklearn.pipeline", "sklearn.preprocessing",
     "pydantic", "cassandra.cluster", "cassandra.concurrent", "kafka",
     "txmon.models.bundle", "txmon.alerting.contract", "txmon.ingestion.events",
-    "txmon.spark_jobs.features", "txmon.spark_jobs.detection", "txmon.spark_jobs.profile_store",
+    "txmon.models.features", "txmon.spark_jobs.detection", "txmon.spark_jobs.profile_store",
     "txmon.spark_jobs.validation", "txmon.spark_jobs.kafka_sink",
 )
 

@@ -9,7 +9,7 @@ def history_into_cassandra(settings, keyspace: str, items) -> None:
     import pandas as pd
 
     from txmon.spark_jobs.cassandra_sink import CassandraTarget, write_rows
-    from txmon.spark_jobs.features import transactions_frame
+    from txmon.models.features import transactions_frame
     from txmon.spark_jobs.history import HISTORY_COLUMNS
 
     target = CassandraTarget.from_settings(settings, keyspace)

@@ -14,7 +14,7 @@ Without it, the champion alone sees the pattern (recall ~0) as a bank would see 
 pattern its rules do not cover.
 
 Runs in a keyspace of its own so retraining reads only this test's history. The
-retraining DAG would call the same ``models.retraining.retrain``; here the test calls it
+retraining DAG would call the same ``spark_jobs.retraining.retrain``; here the test calls it
 when it sees the drift event (the DAG itself is tested with the Airflow tests).
 """
 from __future__ import annotations
@@ -129,7 +129,7 @@ def loop(services, spark, tmp_path_factory):
 
 
 def test_drift_retrain_promote_and_hot_swap(loop):
-    from txmon.models import retraining
+    from txmon.spark_jobs import retraining
     from txmon.models.registry import Registry
     from txmon.spark_jobs.cassandra_sink import CassandraTarget
     from txmon.spark_jobs.drift_stream import StreamDrift
@@ -219,7 +219,7 @@ def test_a_benign_shift_does_not_promote_a_worse_model(services, spark, tmp_path
     the traffic before it. Retraining over the history in Cassandra (extract -> features
     -> challenger on the window since the surge -> champion vs challenger on the same
     recent hold-out) finds the challenger no better, and keeps it out."""
-    from txmon.models import retraining
+    from txmon.spark_jobs import retraining
     from txmon.models.registry import Registry
     from txmon.models.training import TrainingConfig, train
     from tests.integration.history import history_into_cassandra, keyspace_settings

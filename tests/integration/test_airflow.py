@@ -423,7 +423,7 @@ def test_model_retraining_by_interval_and_by_default_trains_evaluates_decides_an
     from txmon.ingestion.simulate import SimulateOptions, simulator_for
     from txmon.models.config import models_dir
     from txmon.models.registry import Registry
-    from txmon.models.retraining import run_dir
+    from txmon.spark_jobs.retraining import run_dir
     from txmon.models.training import TrainingConfig, train
     from tests.integration.history import history_into_cassandra, keyspace_settings
 

@@ -2,7 +2,7 @@
 
 The same simulated events go once through the real stream (Kafka -> Spark -> Cassandra,
 the champion scored in the JVM) and once through backtest's scoring
-(models/backtest.score_window: the same features, the same rules through apply_rules,
+(spark_jobs/backtest.score_window: the same features, the same rules through apply_rules,
 models/scoring.score_frame); every risk score, decision and fired rule must agree.
 """
 from __future__ import annotations
@@ -26,12 +26,12 @@ EVENTS = 4_000
 
 def _champion(registry_root):
     """A model from backtest's own fit on separate simulated history, promoted."""
-    from txmon.models import backtest as bt
+    from txmon.spark_jobs import backtest as bt
     from txmon.models.dataset import features_in_chunks
     from txmon.models.metadata import ModelMetadata, SplitCounts, TimeWindow, library_versions
     from txmon.models.registry import Registry
     from txmon.models.training import TrainingConfig, fit
-    from txmon.spark_jobs.features import FEATURES
+    from txmon.models.features import FEATURES
 
     history = features_in_chunks(bt.simulated(30_000, seed=4243).transactions, 10_000)
     fitted = fit(history, TrainingConfig(seed=1, max_iter=80, iforest_estimators=40, seed_spread=False))
@@ -51,7 +51,7 @@ def _champion(registry_root):
 @pytest.fixture(scope="module")
 def both(services, spark, cassandra_session, tmp_path_factory):
     from txmon.infra.services.kafka import ensure_topics
-    from txmon.models import backtest as bt
+    from txmon.spark_jobs import backtest as bt
     from txmon.models.dataset import features_in_chunks
 
     tmp = tmp_path_factory.mktemp("parity")

@@ -15,7 +15,7 @@ from txmon.infra.kafka_client import client_config, spark_kafka_options
 from txmon.infra.settings import PROJECT_ROOT
 from txmon.ingestion.producer import TransactionProducer
 from txmon.ingestion.simulate import SimulateOptions, simulator_for
-from txmon.spark_jobs.features import FEATURES
+from txmon.models.features import FEATURES
 from txmon.spark_jobs.rules import load_rules
 from txmon.spark_jobs.transactions_stream import StreamOptions, start_all
 
@@ -161,7 +161,7 @@ def test_alerts_land_in_cassandra_and_on_the_topic_once(detected, services, cass
 def test_stream_features_equal_batch_features_over_the_same_events(detected, spark):
     """The same definitions run in batch over history: identical features, value for value."""
     from txmon.spark_jobs.detection import add_features_to_batch
-    from txmon.spark_jobs.features import MemoryProfileStore
+    from txmon.models.features import MemoryProfileStore
     from txmon.spark_jobs.transactions_stream import landed_transactions
 
     raw = (spark.read.format("kafka").option("kafka.bootstrap.servers", detected_settings(spark))

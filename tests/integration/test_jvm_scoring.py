@@ -15,7 +15,7 @@ from txmon.models.risk import RiskPolicy, decision_column, decisions, risk_colum
 from txmon.models.scoring import score_frame
 from txmon.models.sources import simulated
 from txmon.models.training import TrainingConfig, train
-from txmon.spark_jobs.features import FEATURES
+from txmon.models.features import FEATURES
 from txmon.spark_jobs.jvm_scoring import broadcast_trees, with_model_scores
 
 TOLERANCE = 1e-12  # measured differences are <= 1e-15 (TreeModels.java)

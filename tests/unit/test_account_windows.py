@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from txmon.ingestion.simulate import SimulateOptions, simulator_for
-from txmon.spark_jobs.features import (MICROS, MemoryProfileStore, PayerState, add_features, add_payer_features, payer_fold,
+from txmon.models.features import (MICROS, MemoryProfileStore, PayerState, add_features, add_payer_features, payer_fold,
                                  payer_windows, sliding_hours, transactions_frame)
 
 

@@ -13,12 +13,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from txmon.models import backtest as bt
+from txmon.spark_jobs import backtest as bt
 from txmon.models.dataset import features_in_chunks, labelled_features
 from txmon.models.errors import TrainingDataError
 from txmon.models.evaluation import card_precision_at_k, recall_at_alert_rate
 from txmon.models.training import TrainingConfig
-from txmon.spark_jobs.features import FEATURES
+from txmon.models.features import FEATURES
 from txmon.spark_jobs.rules import load_rules
 
 ROOT = Path(__file__).resolve().parents[2]

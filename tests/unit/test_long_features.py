@@ -7,7 +7,7 @@ import random
 import pandas as pd
 import pytest
 
-from txmon.spark_jobs.features import (
+from txmon.models.features import (
     BUCKET_S,
     MICROS,
     MemoryProfileStore,

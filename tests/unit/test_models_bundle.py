@@ -8,7 +8,7 @@ import pytest
 from txmon.models.bundle import ModelBundle, signed_log1p
 from txmon.models.testing import planted_frame
 from txmon.models.training import TrainingConfig, train_frame
-from txmon.spark_jobs.features import FEATURES
+from txmon.models.features import FEATURES
 
 CONFIG = TrainingConfig(seed=3, max_iter=30, iforest_estimators=20)
 

@@ -8,7 +8,7 @@ from txmon.models.bundle import ForestPaths, ModelBundle, feature_matrix
 from txmon.models.dataset import time_split
 from txmon.models.sources import simulated
 from txmon.models.training import TrainingConfig, train
-from txmon.spark_jobs.features import FEATURES
+from txmon.models.features import FEATURES
 
 EVENTS = 20_000  # ~1.2 simulated days at the training default of 0.2 tx/s; ~200 frauds
 CONFIG = TrainingConfig(seed=7, max_iter=40, iforest_estimators=30)

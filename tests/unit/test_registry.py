@@ -13,7 +13,7 @@ from txmon.models.errors import NoChampionError, NothingToRollBackError, Unknown
 from txmon.models.registry import CHAMPION_FILE, METADATA_FILE, MODEL_FILE, Registry
 from txmon.models.testing import planted_frame
 from txmon.models.training import TrainingConfig, train_frame
-from txmon.spark_jobs.features import FEATURES
+from txmon.models.features import FEATURES
 
 NOW = datetime(2025, 2, 1, 12, 0, tzinfo=timezone.utc)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from txmon.models import retraining
+from txmon.spark_jobs import retraining
 from txmon.models.registry import Registry
 from txmon.models.testing import planted_frame
 from txmon.models.training import TrainingConfig, train_frame

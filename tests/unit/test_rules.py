@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from txmon.spark_jobs.features import FEATURES
+from txmon.models.features import FEATURES
 from txmon.spark_jobs.rules import RulesError, load_rules, parse_rules
 
 BASE = """
