@@ -1,0 +1,271 @@
+"""The console's pages and form handlers: one FastAPI router under ``/console``.
+
+Server-rendered Jinja2; a few lines of static JavaScript (static/console.js) poll the
+queue for new alerts and keep the bulk-close ticks across refreshes. No page but the
+login page answers without a session; every POST checks the session's CSRF token; the
+login form, which has no session yet, checks a double-submit cookie instead.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from starlette.templating import Jinja2Templates
+
+from txmon.alerting.contract import DAY_TZ, DECISIONS, SEVERITIES
+from txmon.webapp.console import auth, cases, queries
+from txmon.webapp.console.store import Session
+
+HERE = Path(__file__).parent
+PREFIX = "/console"
+COOKIE = "txmon_console"
+LOGIN_COOKIE = "txmon_console_login"
+STATIC_FILES = {"console.css": "text/css", "console.js": "text/javascript"}
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+                               "frame-ancestors 'none'; form-action 'self'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+@dataclass(frozen=True)
+class ConsoleConfig:
+    """Console options from the environment (read when the app is built)."""
+
+    session_minutes: int = 480
+    secure_cookie: bool = False  # True behind TLS; the default serves loopback over plain HTTP
+
+    @classmethod
+    def from_env(cls) -> "ConsoleConfig":
+        return cls(int(os.environ.get("TXMON_CONSOLE_SESSION_MINUTES", "480")),
+                   os.environ.get("TXMON_CONSOLE_SECURE_COOKIE", "0").lower() in ("1", "true", "yes"))
+
+
+class Backend:
+    """Cassandra stores and the label sink, connected on first use and shared by requests."""
+
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._stores: tuple[Any, Any] | None = None
+        self._cluster: Any = None
+        self.sink: Any = cases.KafkaLabelSink(settings)
+
+    def stores(self):
+        with self._lock:
+            if self._stores is None:
+                from txmon.alerting.store import AlertStore
+                from txmon.infra.cassandra_schema import connect
+                from txmon.webapp.console.store import ConsoleStore
+
+                self._cluster, session = connect(self.settings, self.settings.cassandra.keyspace)
+                self._stores = (AlertStore(session), ConsoleStore(session))
+            return self._stores
+
+    def close(self) -> None:
+        self.sink.close()
+        if self._cluster is not None:
+            self._cluster.shutdown()
+
+
+def _money(paise: int | None) -> str:
+    return "" if paise is None else f"₹{paise / 100:,.2f}"
+
+
+def _ist(t: datetime | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    if t is None:
+        return ""
+    t = t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+    return t.astimezone(DAY_TZ).strftime(fmt)
+
+
+def _templates() -> Jinja2Templates:
+    t = Jinja2Templates(directory=str(HERE / "templates"))
+    t.env.filters["money"] = _money
+    t.env.filters["ist"] = _ist
+    return t
+
+
+def console_router(settings: Any, config: ConsoleConfig | None = None,
+                   clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                   backend: Backend | None = None) -> APIRouter:
+    """The console's routes, bound to one configuration and one Cassandra connection."""
+    config = config or ConsoleConfig.from_env()
+    backend = backend or Backend(settings)
+    templates = _templates()
+    ttl = timedelta(minutes=config.session_minutes)
+    router = APIRouter(prefix=PREFIX, include_in_schema=False)
+    router.backend = backend  # type: ignore[attr-defined]
+
+    def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+        response = templates.TemplateResponse(request, name, {"prefix": PREFIX, **context}, status_code=status)
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+    def session_of(request: Request) -> Session | None:
+        token = request.cookies.get(COOKIE)
+        if not token:
+            return None
+        store = backend.stores()[1]
+        s = store.session_for(token, clock())
+        if s is not None:
+            # A disabled or demoted user loses the session's rights at once, not at expiry.
+            user = store.user(s.username)
+            if user is None or user.disabled or user.role != s.role:
+                return None
+        return s
+
+    def need(request: Request) -> Session:
+        s = session_of(request)
+        if s is None:
+            if request.headers.get("X-Console-Fragment"):
+                raise HTTPException(401, "log in again")
+            raise HTTPException(303, headers={"Location": f"{PREFIX}/login"})
+        return s
+
+    async def form_of(request: Request, s: Session) -> Any:
+        form = await request.form()
+        if not auth.csrf_ok(s.csrf_token, form.get("csrf_token")):
+            raise HTTPException(403, "CSRF token missing or wrong: reload the page and try again")
+        return form
+
+    def refused(request: Request, s: Session, message: str, status: int = 403) -> HTMLResponse:
+        return render(request, "error.html", status=status, user=s, message=message)
+
+    # ------------------------------------------------------------- login
+    @router.get("/login", response_class=HTMLResponse)
+    def login_page(request: Request, error: str = "") -> Response:
+        if session_of(request) is not None:
+            return RedirectResponse(f"{PREFIX}/", 303)
+        nonce = secrets.token_urlsafe(32)
+        response = render(request, "login.html", csrf_token=nonce, error=error, user=None)
+        response.set_cookie(LOGIN_COOKIE, nonce, httponly=True, samesite="strict", secure=config.secure_cookie,
+                            path=f"{PREFIX}/login", max_age=1800)
+        return response
+
+    @router.post("/login")
+    async def login(request: Request) -> Response:
+        form = await request.form()
+        if not auth.csrf_ok(request.cookies.get(LOGIN_COOKIE), form.get("csrf_token")):
+            raise HTTPException(403, "CSRF token missing or wrong: reload the login page and try again")
+        username, password = str(form.get("username", "")).strip(), str(form.get("password", ""))
+        _, store = backend.stores()
+        role = auth.check_login(store, username, password) if username and password else None
+        if role is None:
+            return RedirectResponse(f"{PREFIX}/login?error=1", 303)
+        new = auth.open_session(store, username, role, clock(), ttl)
+        response = RedirectResponse(f"{PREFIX}/", 303)
+        response.set_cookie(COOKIE, new.token, httponly=True, samesite="lax", secure=config.secure_cookie,
+                            path=PREFIX, max_age=int(ttl.total_seconds()))
+        response.delete_cookie(LOGIN_COOKIE, path=f"{PREFIX}/login")
+        return response
+
+    @router.post("/logout")
+    async def logout(request: Request) -> Response:
+        s = need(request)
+        await form_of(request, s)
+        backend.stores()[1].drop_session(request.cookies[COOKIE])
+        response = RedirectResponse(f"{PREFIX}/login", 303)
+        response.delete_cookie(COOKIE, path=PREFIX)
+        return response
+
+    # ------------------------------------------------------------- queue
+    def queue_context(request: Request) -> dict[str, Any]:
+        f = queries.QueueFilter.parse(dict(request.query_params), queries.today_ist(clock()))
+        alerts, store = backend.stores()
+        return {"f": f, "q": queries.queue(alerts, store, f), "statuses": queries.STATUSES,
+                "severities": SEVERITIES, "decisions": DECISIONS}
+
+    @router.get("/", response_class=HTMLResponse)
+    def queue_page(request: Request) -> Response:
+        s = need(request)
+        return render(request, "queue.html", user=s, can=_can(s), **queue_context(request))
+
+    @router.get("/queue/rows", response_class=HTMLResponse)
+    def queue_rows(request: Request) -> Response:
+        s = need(request)
+        return render(request, "_queue_rows.html", user=s, can=_can(s), **queue_context(request))
+
+    # -------------------------------------------------------------- case
+    @router.get("/cases/{alert_id}", response_class=HTMLResponse)
+    def case_page(request: Request, alert_id: uuid.UUID) -> Response:
+        s = need(request)
+        alerts, store = backend.stores()
+        view = queries.case_view(alerts, store, alert_id)
+        if view is None:
+            return refused(request, s, "no such alert", 404)
+        if auth.allowed(s.role, "work") and view.state.opened_at is None:
+            store.mark_opened(alert_id, clock())  # time to disposition counts from the first look
+        workers = [u.username for u in store.users() if not u.disabled and auth.allowed(u.role, "work")]
+        return render(request, "case.html", user=s, can=_can(s), v=view, workers=workers,
+                      dispositions=list(cases.DISPOSITIONS), show=lambda v, k: queries.present(
+                          v, k, auth.allowed(s.role, "see_clear")))
+
+    async def act(request: Request, alert_id: uuid.UUID, do: Callable[[Any, Any, Session, Any], Any]) -> Response:
+        s = need(request)
+        form = await form_of(request, s)
+        alerts, store = backend.stores()
+        try:
+            do(alerts, store, s, form)
+        except cases.ActionRefused as exc:
+            return refused(request, s, str(exc))
+        return RedirectResponse(f"{PREFIX}/cases/{alert_id}", 303)
+
+    @router.post("/cases/{alert_id}/assign")
+    async def assign(request: Request, alert_id: uuid.UUID) -> Response:
+        return await act(request, alert_id, lambda alerts, store, s, form: cases.assign(
+            store, alert_id, s.username, s.role, str(form.get("assignee") or s.username), clock()))
+
+    @router.post("/cases/{alert_id}/comment")
+    async def comment(request: Request, alert_id: uuid.UUID) -> Response:
+        return await act(request, alert_id, lambda alerts, store, s, form: cases.comment(
+            store, alert_id, s.username, s.role, str(form.get("text", "")), clock()))
+
+    @router.post("/cases/{alert_id}/disposition")
+    async def disposition(request: Request, alert_id: uuid.UUID) -> Response:
+        def do(alerts, store, s, form):
+            alert = alerts.load_alert(alert_id)
+            if alert is None:
+                raise cases.ActionRefused("no such alert")
+            cases.dispose(store, backend.sink, alert_id, alert.txn_id, s.username, s.role,
+                          str(form.get("disposition", "")), clock())
+        return await act(request, alert_id, do)
+
+    @router.post("/bulk-close")
+    async def bulk_close(request: Request) -> Response:
+        s = need(request)
+        form = await form_of(request, s)
+        try:
+            ids = [uuid.UUID(str(v)) for v in form.getlist("alert_id")]
+        except ValueError:
+            return refused(request, s, "a selected alert id is not valid", 400)
+        try:
+            cases.bulk_close(backend.stores()[1], ids, s.username, s.role, clock())
+        except cases.ActionRefused as exc:
+            return refused(request, s, str(exc))
+        back = str(form.get("back", ""))
+        return RedirectResponse(f"{PREFIX}/?{back}" if back else f"{PREFIX}/", 303)
+
+    # ------------------------------------------------------------ static
+    @router.get("/static/{name}")
+    def static(name: str) -> Response:
+        if name not in STATIC_FILES:
+            raise HTTPException(404)
+        return FileResponse(HERE / "static" / name, media_type=STATIC_FILES[name])
+
+    return router
+
+
+def _can(s: Session) -> dict[str, bool]:
+    return {p: auth.allowed(s.role, p) for p in ("work", "see_clear", "assign_others", "bulk_close")}  # type: ignore[misc]
