@@ -303,10 +303,9 @@ def bench(
     Starts its own Kafka and Cassandra (state dir .txmon-bench, ports 29092/29042 unless
     TXMON_* say otherwise), prints a table, writes JSON, markdown and a latency histogram.
     """
-    from txmon.bench.pipeline_bench import main as bench_main
-
+    # A subprocess, not an import: the benchmark sits above the product, which never imports it.
     argv = (["--quick"] if quick else []) + (["--out", str(out)] if out else [])
-    raise typer.Exit(bench_main(argv))
+    raise typer.Exit(subprocess.call([sys.executable, "-m", "txmon.bench.pipeline_bench", *argv]))
 
 
 @app.command("spark-submit", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
