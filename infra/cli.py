@@ -34,9 +34,11 @@ def _register_subapps() -> None:
     from txmon.alerting.cli import alerts_app
     from txmon.infra.airflow_cli import airflow_app
     from txmon.models import cli as models_cli
+    from txmon.webapp.cli import api_app
     from txmon.webapp.console.cli import console_app
 
     app.add_typer(alerts_app, name="alerts")
+    app.add_typer(api_app, name="api")
     app.add_typer(console_app, name="console")
     app.add_typer(airflow_app, name="airflow")
     app.add_typer(models_cli.models_app, name="models")

@@ -1,15 +1,158 @@
-"""The ASGI application: the scoring API and the fraud-desk console in one FastAPI app."""
+"""The ASGI application: ``create_app(settings)`` -> FastAPI, served by ``txmon api``.
+
+Stateless by design: everything a worker keeps (the Cassandra session, the Kafka
+producer, the loaded rules and champion, verified keys, rate buckets, metrics) can be
+rebuilt from Cassandra, Kafka and the files, so any number of workers or hosts can serve
+behind a load balancer. Run it with ``txmon api`` (uvicorn), or any ASGI server with
+``uvicorn --factory txmon.webapp.app:app_from_env``.
+"""
 from __future__ import annotations
 
-from typing import Any
+import logging
+import time
+from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from txmon.infra.settings import Settings, load_settings
+from txmon.webapp.api.config import ApiSettings, load_api_settings
+from txmon.webapp.api.routes import _EVENT_SCHEMA, ApiError
+from txmon.webapp.api.routes import router as api_router
+from txmon.webapp.api.services import ApiServices, KafkaUnavailable
+from txmon.webapp.api.store import StoreUnavailable
+
+log = logging.getLogger(__name__)
 
 
-def create_app(settings: Any) -> FastAPI:
-    """The web application for one configuration (``txmon console`` / ``txmon serve``)."""
+class BodyLimit:
+    """Pure ASGI middleware: 413 for a body over ``limit`` bytes, by Content-Length before
+    reading, or while reading a chunked body (then the app sees a cut body and is not run)."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > self.limit
+                except ValueError:
+                    too_big = False
+                if too_big:
+                    return await self._refuse(scope, receive, send)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope, receive, send):
+        response = JSONResponse({"error": "body_too_large",
+                                 "detail": f"request bodies are limited to {self.limit:,} bytes"}, status_code=413)
+        await response(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(settings: Settings | None = None, api_settings: ApiSettings | None = None,
+               services: ApiServices | None = None) -> FastAPI:
+    """The application. ``services``: ready-made (unit tests); by default built from the settings."""
+    settings = settings or load_settings()
+    api_settings = api_settings or (services.api if services is not None else load_api_settings())
+    services = services or ApiServices.build(settings, api_settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        services.close()
+
+    app = FastAPI(title="txmon", version="1", lifespan=lifespan,
+                  description="Real-time transaction scoring and the fraud-desk console. Every route but "
+                              "/healthz needs an API key (`Authorization: Bearer <key>` or `X-API-Key`); "
+                              "see docs/api.md.")
+    app.state.api = services
+    app.state.settings = settings
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next):
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        services.metrics.requests.labels(path, request.method, str(response.status_code)).inc()
+        services.metrics.latency.labels(path).observe(time.perf_counter() - start)
+        return response
+
+    app.add_middleware(BodyLimit, limit=api_settings.max_body_bytes)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError):
+        return JSONResponse(exc.body, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_down(request: Request, exc: StoreUnavailable):
+        return JSONResponse({"error": "cassandra_unavailable", "detail": str(exc), "retry": True},
+                            status_code=503, headers={"Retry-After": "1"})
+
+    @app.exception_handler(KafkaUnavailable)
+    async def kafka_down(request: Request, exc: KafkaUnavailable):
+        return JSONResponse({"error": "kafka_unavailable", "detail": str(exc), "retry": True},
+                            status_code=503, headers={"Retry-After": "1"})
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+        return JSONResponse({"error": "invalid_request", "field": where, "detail": first.get("msg", "invalid"),
+                             "problems": [{"field": ".".join(str(p) for p in e["loc"][1:]), "message": e["msg"]}
+                                          for e in exc.errors()]}, status_code=422)
+
+    @app.get("/healthz", tags=["operations"], summary="The process is up (no key needed)")
+    def healthz() -> dict:
+        return {"status": "ok"}
+
+    app.include_router(api_router)
     from txmon.webapp.console.web import console_router
 
-    app = FastAPI(title="txmon", docs_url=None, redoc_url=None, openapi_url=None)
     app.include_router(console_router(settings))
+
+    def openapi():
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                                 routes=app.routes)
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(_EVENT_SCHEMA.pop("$defs", {}))
+            components["TransactionEvent"] = _EVENT_SCHEMA
+            schema["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"},
+                                                       "apiKey": {"type": "apiKey", "in": "header",
+                                                                  "name": "X-API-Key"}}
+            schema["security"] = [{"bearer": []}, {"apiKey": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ASGI servers (each worker builds its own app from the environment)."""
+    return create_app()

@@ -1,0 +1,371 @@
+"""The scoring API's HTTP routes (``/v1/...``, ``/readyz``, ``/metrics``).
+
+Handlers are thin: parse and check the request, call the scorer or the store, shape the
+answer. Blocking work (Cassandra, Kafka, the models) runs in the server's thread pool.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import time
+from base64 import urlsafe_b64decode, urlsafe_b64encode
+from datetime import date, datetime, timedelta, timezone
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+
+from txmon.ingestion.events import IST, TransactionEvent, check_event, describe_problems, to_json
+from txmon.webapp.api.keys import Principal
+from txmon.webapp.api.services import ApiServices
+
+router = APIRouter()
+_EVENT_SCHEMA = TransactionEvent.model_json_schema(ref_template="#/components/schemas/{model}")
+
+
+class ApiError(HTTPException):
+    """An error answer with a machine-readable ``error`` code and a ``detail`` that says what to do."""
+
+    def __init__(self, status: int, error: str, detail: str, headers: dict | None = None, **extra: Any) -> None:
+        super().__init__(status_code=status, detail=detail, headers=headers)
+        self.body = {"error": error, "detail": detail, **extra}
+
+
+def services(request: Request) -> ApiServices:
+    return request.app.state.api
+
+
+def _presented_key(request: Request) -> str | None:
+    auth = request.headers.get("authorization")
+    if auth:
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    key = request.headers.get("x-api-key")
+    return key.strip() if key and key.strip() else None
+
+
+def requires(scope: str | None):
+    """Dependency: the caller's principal, holding ``scope`` (None: any valid key);
+    401 without a valid key, 403 without the scope, 429 over the key's rate."""
+
+    def check(request: Request) -> Principal:
+        api = services(request)
+        key = _presented_key(request)
+        if key is None:
+            raise ApiError(401, "unauthenticated", "send an API key as `Authorization: Bearer <key>` or "
+                           "`X-API-Key: <key>` (create one with `txmon api keys create`)",
+                           headers={"WWW-Authenticate": "Bearer"})
+        principal = api.verifier.verify(key)
+        if principal is None:
+            raise ApiError(401, "invalid_key", "the API key is unknown, wrong or revoked",
+                           headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        if scope is not None and not principal.can(scope):
+            raise ApiError(403, "forbidden", f"this key lacks the `{scope}` scope; its scopes: "
+                           f"{', '.join(sorted(principal.scopes))}")
+        if not api.buckets.allow(principal.key_id):
+            wait = api.buckets.retry_after()
+            raise ApiError(429, "rate_limited", f"over this key's rate of {api.api.rate_per_s:g} requests/s "
+                           "(per worker); slow down", headers={"Retry-After": str(max(1, round(wait)))})
+        request.state.principal = principal
+        return principal
+
+    return check
+
+
+def _mask(value: str | None, principal: Principal, kind: Literal["account", "vpa"] = "account") -> str | None:
+    from txmon.infra.masking import mask_account, mask_vpa
+
+    if value is None or principal.can("clear"):
+        return value
+    return mask_account(value) if kind == "account" else mask_vpa(value)
+
+
+# ------------------------------------------------------------------ scoring
+
+
+def _event_or_422(api: ApiServices, raw: Any) -> TransactionEvent:
+    event, problems = check_event(raw, now=datetime.now(timezone.utc), max_age=api.max_age)
+    if problems:
+        first = problems[0]
+        raise ApiError(422, "invalid_event", describe_problems(problems), field=first.where, reason=str(first.reason),
+                       problems=[{"field": p.where, "reason": str(p.reason), "message": p.message} for p in problems])
+    assert event is not None
+    return event
+
+
+def _score_one(api: ApiServices, event: TransactionEvent) -> dict:
+    start = time.perf_counter()
+    profiles = api.store.profiles(event.payer.account_number, event.payee.account_number or event.payee.vpa)
+    verdict = api.scorer.score(event, profiles)
+    api.metrics.decisions.labels(verdict.decision).inc()
+    out = verdict.as_dict()
+    out["latency_ms"] = round((time.perf_counter() - start) * 1000, 3)
+    return out
+
+
+def _content_hash(event: TransactionEvent) -> str:
+    return hashlib.sha256(to_json(event)).hexdigest()
+
+
+def _score_and_ingest(api: ApiServices, event: TransactionEvent, principal: Principal) -> dict:
+    """Score, keep the verdict as the decision of record (first one wins), publish the
+    event once. A retry of the same event gets the recorded verdict back (and publishes
+    again only if the first attempt was never acknowledged); the same txn_id with other
+    content is a conflict (the stream would dead-letter it as conflicting_duplicate)."""
+    digest = _content_hash(event)
+    existing = api.store.decision(event.txn_id)
+    if existing is None:
+        result = _score_one(api, event)
+        claimed, existing = api.store.claim_decision(event.txn_id, digest, json.dumps(result), principal.key_id)
+        if claimed:
+            api.publish(lambda p: p.send_event(event))
+            api.store.decision_published(event.txn_id)
+            return {**result, "ingested": True, "duplicate": False}
+    if existing.content_hash != digest:
+        raise ApiError(409, "conflicting_duplicate",
+                       f"txn_id {event.txn_id} was already scored and ingested with other content; "
+                       "send a new txn_id for a new payment")
+    recorded = json.loads(existing.verdict)
+    if getattr(existing, "published_at", None) is None:
+        api.publish(lambda p: p.send_event(event))  # the first attempt was never acknowledged
+        api.store.decision_published(event.txn_id)
+    return {**recorded, "ingested": True, "duplicate": True}
+
+
+@router.post("/v1/score", tags=["scoring"], summary="Score one transaction",
+             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                 "schema": {"$ref": "#/components/schemas/TransactionEvent"}}}}})
+async def score(request: Request, principal: Annotated[Principal, Depends(requires("score"))],
+                ingest: Annotated[bool, Query(description="also publish to the transactions topic "
+                                                      "(idempotent by txn_id)")] = False) -> dict:
+    """One transaction in the event contract -> risk 0-100, decision, reasons, versions, latency.
+    Nothing is saved unless ``ingest=true``."""
+    api = services(request)
+    raw = await request.body()
+    event = _event_or_422(api, raw)
+    if ingest:
+        return await run_in_threadpool(_score_and_ingest, api, event, principal)
+    return await run_in_threadpool(_score_one, api, event)
+
+
+@router.post("/v1/score/batch", tags=["scoring"], summary="Score several transactions")
+async def score_batch(request: Request, principal: Annotated[Principal, Depends(requires("score"))]) -> dict:
+    """``{"transactions": [event, ...]}`` -> one result per event, in order: a verdict, or
+    ``{"error": ..., "field": ...}`` for an event the contract refuses. Each is scored
+    against the saved profiles alone (the batch's events are not folded into each other's
+    features); nothing is saved."""
+    api = services(request)
+    try:
+        body = json.loads(await request.body())
+        items = body["transactions"]
+        if not isinstance(items, list):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        raise ApiError(422, "invalid_body", 'send {"transactions": [event, ...]}', field="transactions") from None
+    if not items or len(items) > api.api.batch_max:
+        raise ApiError(422, "invalid_body", f"send 1 to {api.api.batch_max} transactions per batch",
+                       field="transactions")
+
+    def run() -> list[dict]:
+        out = []
+        for i, item in enumerate(items):
+            try:
+                out.append(_score_one(api, _event_or_422(api, item)))
+            except ApiError as exc:
+                if exc.status_code != 422:
+                    raise
+                out.append({"index": i, **exc.body})
+        return out
+
+    return {"results": await run_in_threadpool(run)}
+
+
+# ------------------------------------------------------------------ read back
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
+
+
+@router.get("/v1/transactions/{txn_id}", tags=["read"], summary="A transaction and its verdicts")
+def transaction(txn_id: str, request: Request, principal: Annotated[Principal, Depends(requires("read"))]) -> dict:
+    """The landed transaction, the stream's scored row, and the API's recorded verdict if it
+    was scored with ``ingest=true`` (``decision_of_record`` names the one that counts)."""
+    api = services(request)
+    landed, scored, decided = api.store.transaction(txn_id), api.store.scored(txn_id), api.store.decision(txn_id)
+    if landed is None and scored is None and decided is None:
+        raise ApiError(404, "not_found", f"no transaction {txn_id} has been landed, scored or ingested "
+                       "(the stream lands an ingested event within seconds)")
+    out: dict[str, Any] = {"txn_id": txn_id, "transaction": None, "stream": None, "api": None}
+    if landed is not None:
+        out["transaction"] = {
+            "event_time": _iso(landed.event_time), "channel": landed.channel, "txn_type": landed.txn_type,
+            "payer_account": _mask(landed.payer_account, principal), "payer_vpa": _mask(landed.payer_vpa, principal, "vpa"),
+            "payee_account": _mask(landed.payee_account, principal), "payee_vpa": _mask(landed.payee_vpa, principal, "vpa"),
+            "amount_paise": landed.amount_paise, "status": landed.status, "landed_at": _iso(landed.landed_at)}
+    if scored is not None:
+        out["stream"] = {
+            "risk_score": scored.risk_score, "decision": scored.decision, "rule_score": scored.rule_score,
+            "fraud_probability": scored.fraud_probability, "anomaly_score": scored.anomaly_score,
+            "rules_fired": list(scored.rules_fired or []), "reasons": json.loads(scored.reasons or "[]"),
+            "model_version": scored.model_version, "rules_version": scored.rules_version,
+            "scored_at": _iso(scored.scored_at)}
+    if decided is not None:
+        verdict = json.loads(decided.verdict)
+        verdict.pop("features", None)
+        out["api"] = {**verdict, "decided_at": _iso(decided.decided_at)}
+    out["decision_of_record"] = "api" if decided is not None else ("stream" if scored is not None else None)
+    return out
+
+
+WindowKind = Literal["tumble_1m", "tumble_5m", "slide_1h"]
+
+
+@router.get("/v1/accounts/{account}/windows", tags=["read"], summary="An account's windowed aggregates")
+def account_windows(account: str, request: Request, principal: Annotated[Principal, Depends(requires("read"))],
+                    kind: WindowKind = "tumble_5m",
+                    since: Annotated[datetime | None, Query(description="ISO 8601; default: the last 24 h")] = None,
+                    limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict:
+    api = services(request)
+    since = since or datetime.now(timezone.utc) - timedelta(hours=24)
+    naive = since.astimezone(timezone.utc).replace(tzinfo=None) if since.tzinfo else since
+    rows = api.store.account_windows(account, kind, naive)[:limit]
+    return {"account": _mask(account, principal), "kind": kind, "since": _iso(naive),
+            "windows": [{"start": _iso(w.window_start), "end": _iso(w.window_end), "txn_count": w.txn_count,
+                         "total_paise": w.total_paise, "max_paise": w.max_paise,
+                         "distinct_payees": w.distinct_payees} for w in rows]}
+
+
+@router.get("/v1/accounts/{account}/summary", tags=["read"], summary="An account's latest windows")
+def account_summary(account: str, request: Request,
+                    principal: Annotated[Principal, Depends(requires("read"))]) -> dict:
+    """The newest window of each kind over the last 24 hours (None where the account had none)."""
+    api = services(request)
+    since = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(hours=24)
+    latest = {}
+    for kind in ("tumble_1m", "tumble_5m", "slide_1h"):
+        rows = api.store.account_windows(account, kind, since)
+        w = rows[0] if rows else None
+        latest[kind] = None if w is None else {
+            "start": _iso(w.window_start), "end": _iso(w.window_end), "txn_count": w.txn_count,
+            "total_paise": w.total_paise, "max_paise": w.max_paise, "distinct_payees": w.distinct_payees}
+    return {"account": _mask(account, principal), "latest": latest}
+
+
+@router.get("/v1/alerts", tags=["read"], summary="Alerts of one day, filtered, paged")
+def alerts(request: Request, principal: Annotated[Principal, Depends(requires("read"))],
+           day: Annotated[date | None, Query(description="IST day of the transactions; default today")] = None,
+           decision: Literal["REVIEW", "BLOCK"] | None = None,
+           severity: Literal["LOW", "MEDIUM", "HIGH", "CRITICAL"] | None = None,
+           min_risk: Annotated[int, Query(ge=0, le=100)] = 0,
+           limit: Annotated[int, Query(ge=1, le=500)] = 50,
+           page: Annotated[str | None, Query(description="`next_page` of the previous answer")] = None) -> dict:
+    """One page of the day's alerts (account numbers are stored masked). Filters apply to
+    each page, so a page can hold fewer than ``limit`` alerts; follow ``next_page`` until
+    it is null."""
+    api = services(request)
+    day = day or datetime.now(IST).date()
+    try:
+        state = urlsafe_b64decode(page.encode()) if page else None
+    except ValueError:
+        raise ApiError(422, "invalid_page", "page must be a next_page value from a previous answer",
+                       field="page") from None
+    rows, next_state = api.store.alerts_page(day, limit, state)
+    items = [{"alert_id": str(r.alert_id), "event_time": _iso(r.event_time), "created_at": _iso(r.created_at),
+              "payer_account_masked": r.payer_account_masked, "decision": r.decision, "severity": r.severity,
+              "risk_score": r.risk_score, "amount_paise": r.amount_paise, "reason_codes": list(r.reason_codes or [])}
+             for r in rows
+             if (decision is None or r.decision == decision) and (severity is None or r.severity == severity)
+             and (r.risk_score or 0) >= min_risk]
+    return {"day": day.isoformat(), "alerts": items,
+            "next_page": urlsafe_b64encode(next_state).decode() if next_state else None}
+
+
+# ------------------------------------------------------------------ labels
+
+
+def _label(api: ApiServices, body: dict, principal: Principal) -> tuple[int, dict]:
+    from txmon.infra.errors import EventValidationError
+    from txmon.ingestion.events import validate_label
+
+    label_id = body.pop("label_id", None) or body.get("txn_id")
+    if not isinstance(label_id, str) or not 1 <= len(label_id) <= 128:
+        raise ApiError(422, "invalid_label", "label_id must be text of 1 to 128 characters (default: txn_id)",
+                       field="label_id")
+    body.setdefault("label_time", datetime.now(timezone.utc).isoformat())
+    try:
+        label = validate_label(body)
+    except EventValidationError as exc:
+        where = exc.detail.split(":", 1)[0] if ":" in exc.detail else None
+        raise ApiError(422, "invalid_label", str(exc), field=where, reason=exc.reason) from None
+    payload = label.model_dump_json(exclude_none=True).encode()
+    digest = hashlib.sha256(payload).hexdigest()
+    claimed, existing = api.store.claim_label(label_id, digest, label.txn_id, principal.key_id)
+    if not claimed:
+        if existing.content_hash != digest:
+            raise ApiError(409, "conflicting_label", f"label {label_id} was already received with other content; "
+                           "send a new label_id for a new label")
+        if existing.state == "sent":
+            return 200, {"label_id": label_id, "txn_id": label.txn_id, "published": True, "duplicate": True}
+    # Claimed now, or claimed before but never acknowledged: (re)publish.
+    api.publish(lambda p: p.send_label(label.txn_id.encode(), payload))
+    api.store.label_sent(label_id)
+    return (202 if claimed else 200), {"label_id": label_id, "txn_id": label.txn_id, "published": True,
+                                       "duplicate": not claimed}
+
+
+@router.post("/v1/labels", tags=["labels"], summary="Confirmed fraud or legitimate, once per label id")
+async def post_label(request: Request, principal: Annotated[Principal, Depends(requires("label"))]) -> Response:
+    """``{"label_id"?, "txn_id", "is_fraud", "scenario"?, "label_time"?}`` -> the labels topic,
+    exactly once per label id (default: the txn_id). 202 the first time, 200 for a repeat."""
+    api = services(request)
+    try:
+        body = json.loads(await request.body())
+        if not isinstance(body, dict):
+            raise TypeError
+    except (ValueError, TypeError):
+        raise ApiError(422, "invalid_label", "send one JSON object", field=None) from None
+    status, out = await run_in_threadpool(_label, api, body, principal)
+    return JSONResponse(out, status_code=status)
+
+
+# ------------------------------------------------------------------ operations
+
+
+def _kafka_reachable(api: ApiServices) -> str | None:
+    k = api.settings.kafka
+    try:
+        with socket.create_connection((k.host, k.port), timeout=1.0):
+            return None
+    except OSError as exc:
+        return f"{k.bootstrap}: {exc}"
+
+
+@router.get("/readyz", tags=["operations"], summary="Kafka, Cassandra and the model")
+def readyz(request: Request, _: Annotated[Principal, Depends(requires(None))]) -> Response:
+    api = services(request)
+    checks: dict[str, Any] = {}
+    try:
+        checks["cassandra"] = {"ok": True, "version": api.store.ping()}
+    except Exception as exc:  # noqa: BLE001 - readiness reports, never raises
+        checks["cassandra"] = {"ok": False, "detail": str(exc)}
+    kafka_problem = _kafka_reachable(api)
+    checks["kafka"] = {"ok": kafka_problem is None, **({"detail": kafka_problem} if kafka_problem else {})}
+    try:
+        model = api.scorer.ready()
+        checks["model"] = {"ok": model["model_loaded"], **model}
+    except Exception as exc:  # noqa: BLE001
+        checks["model"] = {"ok": False, "detail": str(exc)}
+    ok = all(c["ok"] for c in checks.values())
+    return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+
+@router.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+def metrics(request: Request, _: Annotated[Principal, Depends(requires(None))]) -> Response:
+    body, content_type = services(request).metrics.render()
+    return Response(body, media_type=content_type)

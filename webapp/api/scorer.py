@@ -1,0 +1,301 @@
+"""One transaction -> risk, decision and reasons, exactly as the stream would score it.
+
+The stream (spark_jobs/detection.py) folds each micro-batch onto the profiles it saved in
+Cassandra, applies the rules file with Spark and scores the champion in the JVM. For a
+synchronous answer the same pieces run here in Python on one row:
+
+1. features: the payee fold, its label features and the payer fold of
+   :mod:`txmon.models.features` (the one definition), onto the profiles the stream last
+   saved (:class:`Profiles`), folding this transaction *without saving* anything: the
+   stream stays the only writer of profiles, so a scored-only transaction is never
+   counted, and an ingested one is counted once, by the stream;
+2. rules: the same rules file, reloaded when it changes (:class:`RuleBook`), its
+   conditions evaluated by :mod:`.conditions` with Spark SQL's semantics;
+3. models: the registry's champion, reloaded when ``champion.json`` changes
+   (:class:`Champion`), scored by :class:`txmon.models.bundle.ModelBundle` (the JVM
+   scorer equals it to 1e-12: tests/integration/test_jvm_scoring.py);
+4. risk and decision: :func:`txmon.models.risk.risk_scores` / ``decisions``; reasons:
+   the stream's own ``alert_reasons``.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from txmon.ingestion.events import TransactionEvent
+from txmon.models.features import (
+    FEATURES,
+    INTEGER_FEATURES,
+    LABEL_FEATURES,
+    PAYEE_FEATURES,
+    PAYER_FEATURES,
+    PayeeState,
+    PayerState,
+    payee_fold,
+    payee_label_features,
+    payer_fold,
+)
+from txmon.spark_jobs.rules import DEFAULT_RULES, RuleSet, RulesError, load_rules
+from txmon.spark_jobs.validation import TRANSACTION_COLUMNS, event_values
+from txmon.webapp.api.conditions import ConditionError, compile_condition
+
+log = logging.getLogger(__name__)
+
+NO_MODEL = "none"  # the stream's model_version without a champion (spark_jobs/detection.NO_MODEL)
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_US = timedelta(microseconds=1)
+# What a rule may read: the landed transaction's columns, payee_key and every feature,
+# as in the stream's scored frame.
+RULE_COLUMNS = frozenset((*TRANSACTION_COLUMNS, "payee_key", *FEATURES))
+
+
+@dataclass(frozen=True)
+class Profiles:
+    """What the stream last saved about one transaction's payer and payee."""
+
+    payer: str | None = None
+    """PayerState JSON (feature_profiles, kind 'payer'), None for an account never seen."""
+    payee: str | None = None
+    """PayeeState JSON (kind 'payee')."""
+    frauds: tuple[tuple[int, int], ...] = ()
+    """The payee's confirmed frauds received so far: (label time µs, transaction time µs)."""
+
+
+@dataclass(frozen=True)
+class CompiledRules:
+    ruleset: RuleSet
+    conditions: tuple[tuple[Any, Any], ...]  # (rule, evaluator) of the active rules, in file order
+
+    @property
+    def by_id(self) -> dict:
+        return {r.id: r for r in self.ruleset.rules}
+
+
+def compile_rules(ruleset: RuleSet) -> CompiledRules:
+    """Every active rule's condition compiled; RulesError naming the rule if one cannot be."""
+    compiled = []
+    for rule in ruleset.active:
+        try:
+            compiled.append((rule, compile_condition(rule.effective_condition, RULE_COLUMNS)))
+        except ConditionError as exc:
+            raise RulesError(f"rule {rule.id}: condition `{rule.condition}`: {exc}") from None
+    for rule in ruleset.rules:
+        for name in rule.placeholders():
+            if name not in RULE_COLUMNS:
+                raise RulesError(f"rule {rule.id}: reason uses {{{name}}}, which is not a column")
+    return CompiledRules(ruleset, tuple(compiled))
+
+
+class RuleBook:
+    """The rules file, reloaded when its modification time or size changes; a file that
+    fails to load keeps the last good rules (as the stream's RulesWatcher does)."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = Path(path or DEFAULT_RULES)
+        self.current: CompiledRules | None = None
+        self.last_error: str | None = None
+        self._stamp: tuple | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> CompiledRules:
+        try:
+            stat = self.path.stat()
+            stamp: tuple | None = (stat.st_mtime_ns, stat.st_size)
+        except FileNotFoundError:
+            stamp = None
+        if stamp == self._stamp and self.current is not None:
+            return self.current
+        with self._lock:
+            if stamp != self._stamp or self.current is None:
+                self._stamp = stamp
+                try:
+                    candidate = compile_rules(load_rules(self.path))
+                except RulesError as exc:
+                    self.last_error = str(exc)
+                    if self.current is None:
+                        raise
+                    log.error("rules reload rejected, still scoring with %s: %s", self.current.ruleset.label, exc)
+                else:
+                    if self.current is None or candidate.ruleset.label != self.current.ruleset.label:
+                        log.warning("rules %s loaded from %s", candidate.ruleset.label, self.path)
+                    self.current, self.last_error = candidate, None
+        assert self.current is not None
+        return self.current
+
+
+class Champion:
+    """The registry's champion bundle, reloaded when ``champion.json`` changes. A champion
+    that cannot be loaded (or that the stream's JVM scorer could not score) is refused and
+    the last one keeps scoring, as in the stream (spark_jobs/detection.ModelHolder)."""
+
+    def __init__(self, registry_root: Path | None) -> None:
+        self.root = None if registry_root is None else Path(registry_root)
+        self.version = NO_MODEL
+        self.bundle = None
+        self.last_error: str | None = None
+        self._stamp: tuple | None = None
+        self._lock = threading.Lock()
+
+    def _champion_stamp(self) -> tuple | None:
+        if self.root is None:
+            return None
+        from txmon.models.registry import CHAMPION_FILE
+
+        try:
+            stat = (self.root / CHAMPION_FILE).stat()
+        except FileNotFoundError:
+            return None
+        return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+
+    def get(self) -> tuple[str, Any]:
+        stamp = self._champion_stamp()
+        if stamp != self._stamp:
+            with self._lock:
+                if stamp != self._stamp:
+                    self._stamp = stamp
+                    self._reload()
+        return self.version, self.bundle
+
+    def _reload(self) -> None:
+        from txmon.models.registry import Registry
+        from txmon.models.tree_export import tree_bytes
+
+        try:
+            registry = Registry(self.root)
+            champion = registry.champion()
+            if champion is None or champion == self.version:
+                return
+            bundle = registry.load(champion)
+            tree_bytes(bundle, champion)  # the stream refuses a bundle its JVM scorer cannot score: so do we
+        except Exception as exc:  # noqa: BLE001 - a bad champion must not stop scoring with the good one
+            self.last_error = f"model registry {self.root}: {exc}"
+            log.error("champion not loaded (%s); keeping model %s", exc, self.version)
+            return
+        bundle.probability(np.zeros((1, len(FEATURES))))  # build lazily made parts now, not on a request
+        bundle.anomaly(np.zeros((1, len(FEATURES))))
+        log.warning("model %s now scoring (was %s)", champion, self.version)
+        self.version, self.bundle, self.last_error = champion, bundle, None
+
+
+@dataclass
+class Verdict:
+    """What the API answers for one transaction."""
+
+    txn_id: str
+    risk_score: int
+    decision: str
+    rule_score: float
+    fraud_probability: float
+    anomaly_score: float
+    rules_fired: list[str]
+    reasons: list[dict]
+    model_version: str
+    rules_version: str
+    features: dict[str, float | int]
+    row: dict = field(repr=False, default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"txn_id": self.txn_id, "risk_score": self.risk_score, "decision": self.decision,
+                "rule_score": self.rule_score, "fraud_probability": self.fraud_probability,
+                "anomaly_score": self.anomaly_score, "rules_fired": self.rules_fired, "reasons": self.reasons,
+                "model_version": self.model_version, "rules_version": self.rules_version,
+                "features": self.features}
+
+
+def micros(t: datetime) -> int:
+    """Epoch microseconds of an aware datetime (the stream's event-time unit).
+
+    >>> micros(datetime(1970, 1, 1, 0, 0, 1, 5, tzinfo=timezone.utc))
+    1000005
+    """
+    return (t - _EPOCH) // _US
+
+
+def transaction_row(event: TransactionEvent) -> dict:
+    """The landed transaction's columns (spark_jobs/validation.TYPED_FIELDS, without the
+    Kafka coordinates) plus ``payee_key``, as the stream's frame holds them."""
+    row = dict(zip(TRANSACTION_COLUMNS, event_values(event)))
+    row["payee_key"] = event.payee.account_number or event.payee.vpa
+    return row
+
+
+def feature_row(event: TransactionEvent, profiles: Profiles) -> dict:
+    """:func:`transaction_row` plus every feature of this transaction, folded onto copies
+    of the saved profiles (nothing is saved): the stream's add_payee_features then
+    add_payer_features, for one row."""
+    row = transaction_row(event)
+    t_us = micros(event.event_time)
+    payee = row["payee_key"]
+    payee_state = PayeeState.from_json(profiles.payee) if profiles.payee else PayeeState()
+    payee_values = payee_fold(payee_state, t_us, row["payer_account"])
+    frauds = sorted(profiles.frauds)
+    label_values = payee_label_features(frauds, [f[0] for f in frauds], t_us, payee_values[2:])
+    payer_state = PayerState.from_json(profiles.payer) if profiles.payer else PayerState()
+    geo = event.geo
+    payer_values = payer_fold(payer_state, t_us, payee, int(event.amount_paise), event.device_id,
+                              None if geo is None else float(geo.lat), None if geo is None else float(geo.lon),
+                              row["status"] == "FAILED")
+    for names, values in ((PAYEE_FEATURES, payee_values), (LABEL_FEATURES, label_values),
+                          (PAYER_FEATURES, payer_values)):
+        for name, value in zip(names, values):
+            # The stream's frame types: bigint or double columns (features.INTEGER_FEATURES).
+            row[name] = int(value) if name in INTEGER_FEATURES else float(value)
+    return row
+
+
+class Scorer:
+    """Scores transactions with the current rules and champion (both hot-reloaded)."""
+
+    def __init__(self, rules_path: Path | None = None, registry_root: Path | None = None) -> None:
+        self.rules = RuleBook(rules_path)
+        self.champion = Champion(registry_root)
+
+    def ready(self) -> dict[str, Any]:
+        """Loads both now; what /readyz reports of them."""
+        rules = self.rules.get()
+        version, bundle = self.champion.get()
+        return {"rules_version": rules.ruleset.label, "model_version": version, "model_loaded": bundle is not None,
+                "rules_error": self.rules.last_error, "model_error": self.champion.last_error}
+
+    def score(self, event: TransactionEvent, profiles: Profiles) -> Verdict:
+        from txmon.models.risk import decisions, risk_scores
+        from txmon.spark_jobs.detection import alert_reasons
+
+        compiled = self.rules.get()
+        version, bundle = self.champion.get()
+        row = feature_row(event, profiles)
+        fired = [rule.id for rule, condition in compiled.conditions if condition(row) is True]
+        rule_score = min(sum(float(r.score) for r, c in compiled.conditions if r.id in fired), 100.0)
+        if bundle is None:
+            probability, anomaly = 0.0, 0.0
+        else:
+            x = np.array([[row[f] for f in FEATURES]], dtype=np.float64)
+            probability, anomaly = float(bundle.probability(x)[0]), float(bundle.anomaly(x)[0])
+        policy = compiled.ruleset.policy
+        risk = int(risk_scores([rule_score], [probability], [anomaly], policy)[0])
+        decision = str(decisions([risk], policy)[0])
+        explanation: list = []
+        if bundle is not None and decision != "APPROVE":
+            import pandas as pd
+
+            explanation = bundle.explain(pd.DataFrame([[row[f] for f in FEATURES]], columns=list(FEATURES)),
+                                         top_k=3)[0]
+        reasons = alert_reasons(row, fired, compiled.by_id, explanation, decision, probability)
+        return Verdict(txn_id=event.txn_id, risk_score=risk, decision=decision, rule_score=rule_score,
+                       fraud_probability=probability, anomaly_score=anomaly, rules_fired=fired, reasons=reasons,
+                       model_version=version, rules_version=compiled.ruleset.label,
+                       features={f: row[f] for f in FEATURES}, row=row)
+
+
+def timed_score(scorer: Scorer, event: TransactionEvent, profiles: Profiles) -> tuple[Verdict, float]:
+    """(verdict, milliseconds spent scoring)."""
+    start = time.perf_counter()
+    verdict = scorer.score(event, profiles)
+    return verdict, (time.perf_counter() - start) * 1000

@@ -1,0 +1,91 @@
+"""What the API's routes share in one worker: settings, the Cassandra store, the scorer,
+the key verifier, the rate limiter, the metrics and (made on first use) the Kafka producer."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from txmon.infra.errors import TxmonError
+from txmon.infra.settings import Settings
+from txmon.webapp.api.config import ApiSettings
+from txmon.webapp.api.keys import KeyVerifier
+from txmon.webapp.api.limits import TokenBuckets
+from txmon.webapp.api.metrics import ApiMetrics
+from txmon.webapp.api.scorer import Scorer
+
+
+class KafkaUnavailable(TxmonError):
+    """The transactions or labels topic did not acknowledge a record in time."""
+
+
+@dataclass
+class ApiServices:
+    settings: Settings
+    api: ApiSettings
+    store: object
+    """:class:`txmon.webapp.api.store.ApiStore`, or a stand-in with the same methods in unit tests."""
+    scorer: Scorer
+    verifier: KeyVerifier
+    buckets: TokenBuckets
+    metrics: ApiMetrics = field(default_factory=ApiMetrics)
+    max_age: timedelta | None = None
+    """Events older than this are refused as the stream refuses them (contract.max_event_age_days)."""
+    producer_factory: object = None
+    _producer: object = None
+    _producer_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def build(cls, settings: Settings, api: ApiSettings) -> "ApiServices":
+        from txmon.models.config import models_dir
+        from txmon.webapp.api.store import ApiStore
+
+        store = ApiStore(settings, timeout_s=api.cassandra_timeout_s)
+        scorer = Scorer(api.rules_path, api.registry_root or models_dir())
+        return cls(settings=settings, api=api, store=store, scorer=scorer,
+                   verifier=KeyVerifier(store, api.key_cache_s), buckets=TokenBuckets(api.rate_per_s, api.burst),
+                   max_age=timedelta(days=settings.contract.max_event_age_days))
+
+    def producer(self):
+        """The worker's Kafka producer (ingestion/producer.TransactionProducer), made on first use."""
+        if self._producer is None:
+            with self._producer_lock:
+                if self._producer is None:
+                    try:
+                        if self.producer_factory is not None:
+                            self._producer = self.producer_factory()
+                        else:
+                            from txmon.ingestion.producer import TransactionProducer
+
+                            # No linger: a request waits for its own record's acknowledgement.
+                            self._producer = TransactionProducer(self.settings, linger_ms=0,
+                                                                 max_block_ms=int(self.api.kafka_timeout_s * 1000))
+                    except Exception as exc:  # noqa: BLE001 - any failure to reach Kafka is "unavailable"
+                        raise KafkaUnavailable(f"Kafka unavailable ({type(exc).__name__}: {str(exc)[:200]}); "
+                                               "retry shortly") from None
+        return self._producer
+
+    def publish(self, send) -> None:
+        """Run ``send(producer)`` and wait until Kafka acknowledged it; KafkaUnavailable if not.
+
+        The producer counts failures, not which record failed: a failure by any request
+        in this worker while this one waited is taken as this one's (a retry is safe:
+        records are idempotent by txn_id / label id)."""
+        producer = self.producer()
+        failed = producer.summary.failed
+        send(producer)
+        try:
+            producer.flush(timeout=self.api.kafka_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - kafka-python raises its own timeout types
+            raise KafkaUnavailable(f"Kafka did not acknowledge in {self.api.kafka_timeout_s:.0f} s "
+                                   f"({type(exc).__name__}); retry") from None
+        if producer.summary.failed != failed:
+            raise KafkaUnavailable("Kafka refused the record; retry")
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close(timeout=5)
+            self._producer = None
+        close = getattr(self.store, "close", None)
+        if close is not None:
+            close()

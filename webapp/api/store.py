@@ -1,0 +1,228 @@
+"""Everything the API reads and writes in Cassandra: its statements in one place, all
+prepared, behind one small class.
+
+The session is opened on first use, not at start-up, so the API starts (and answers
+/healthz) while Cassandra is away; while it is away every call raises
+:class:`StoreUnavailable` quickly (the routes answer 503 with a clear body), and the
+driver reconnects by itself once the node is back: no restart.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from txmon.infra.errors import TxmonError
+from txmon.infra.settings import Settings
+from txmon.webapp.api.scorer import Profiles
+
+log = logging.getLogger(__name__)
+
+_EPOCH = datetime(1970, 1, 1)
+_US = timedelta(microseconds=1)
+
+STATEMENTS = {
+    "payer_profile": "SELECT state FROM feature_profiles WHERE kind = 'payer' AND key = ?",
+    "payee_profile": "SELECT state FROM feature_profiles WHERE kind = 'payee' AND key = ?",
+    "payee_frauds": "SELECT label_time, event_time FROM payee_fraud_labels WHERE payee_key = ?",
+    "key_get": "SELECT key_id, name, scopes, secret_hash, created_at, revoked_at FROM api_keys WHERE key_id = ?",
+    "key_insert": "INSERT INTO api_keys (key_id, name, scopes, secret_hash, created_at) VALUES (?, ?, ?, ?, ?) "
+                  "IF NOT EXISTS",
+    "key_list": "SELECT key_id, name, scopes, created_at, revoked_at FROM api_keys",
+    "key_revoke": "UPDATE api_keys SET revoked_at = ? WHERE key_id = ? IF EXISTS",
+    "decision_claim": "INSERT INTO api_decisions (txn_id, content_hash, verdict, decided_at, key_id) "
+                      "VALUES (?, ?, ?, ?, ?) IF NOT EXISTS",
+    "decision_get": "SELECT txn_id, content_hash, verdict, decided_at FROM api_decisions WHERE txn_id = ?",
+    "decision_published": "UPDATE api_decisions SET published_at = ? WHERE txn_id = ?",
+    "label_claim": "INSERT INTO api_labels (label_id, content_hash, txn_id, state, received_at, key_id) "
+                   "VALUES (?, ?, ?, 'pending', ?, ?) IF NOT EXISTS",
+    "label_sent": "UPDATE api_labels SET state = 'sent' WHERE label_id = ?",
+    "scored_get": "SELECT txn_id, event_time, payer_account, payee_key, amount_paise, channel, txn_type, "
+                  "risk_score, decision, rule_score, fraud_probability, anomaly_score, rules_fired, reasons, "
+                  "model_version, rules_version, scored_at FROM scored_transactions WHERE txn_id = ?",
+    "transaction_get": "SELECT txn_id, event_time, channel, txn_type, payer_account, payer_vpa, payee_account, "
+                       "payee_vpa, amount_paise, status, landed_at FROM transactions WHERE txn_id = ?",
+    "alerts_by_day": "SELECT alert_id, event_time, created_at, payer_account_masked, decision, severity, "
+                     "risk_score, amount_paise, reason_codes FROM alerts_by_day WHERE day = ?",
+    "ping": "SELECT release_version FROM system.local",
+}
+
+
+class StoreUnavailable(TxmonError):
+    """Cassandra cannot be reached (or timed out); the request can be retried."""
+
+
+def _driver_errors() -> tuple[type[BaseException], ...]:
+    from cassandra import OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
+    from cassandra.cluster import NoHostAvailable
+
+    return (NoHostAvailable, OperationTimedOut, Unavailable, ReadTimeout, WriteTimeout, ConnectionError, OSError)
+
+
+def micros(naive_utc: datetime) -> int:
+    return (naive_utc - _EPOCH) // _US
+
+
+class ApiStore:
+    """One per worker process. Thread-safe (the driver's session is)."""
+
+    def __init__(self, settings: Settings, timeout_s: float = 2.0, retry_connect_s: float = 1.0) -> None:
+        self.settings = settings
+        self.timeout_s = timeout_s
+        self.retry_connect_s = retry_connect_s
+        self._cluster = None
+        self._session = None
+        self._prepared: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._last_attempt = 0.0
+        self._last_error = "not connected yet"
+        self._errors = _driver_errors()
+
+    # -------------------------------------------------------------- connection
+
+    def _connect(self):
+        from cassandra.policies import ConstantReconnectionPolicy
+
+        from txmon.infra.cassandra_schema import open_cluster
+
+        c = self.settings.cassandra
+        cluster = open_cluster(c.host, c.port, timeout=self.timeout_s, request_timeout=self.timeout_s,
+                               consistency=c.consistency, datacenter=c.datacenter)
+        # Back within a second of Cassandra's return (the default backs off up to 10 minutes).
+        cluster.reconnection_policy = ConstantReconnectionPolicy(1.0, max_attempts=None)
+        try:
+            session = cluster.connect(c.keyspace)
+            prepared = {name: session.prepare(cql) for name, cql in STATEMENTS.items()}
+        except Exception:
+            cluster.shutdown()
+            raise
+        return cluster, session, prepared
+
+    def session(self):
+        if self._session is not None:
+            return self._session
+        with self._lock:
+            if self._session is None:
+                if time.monotonic() - self._last_attempt < self.retry_connect_s:
+                    raise StoreUnavailable(f"Cassandra unavailable ({self._last_error}); retry shortly")
+                self._last_attempt = time.monotonic()
+                try:
+                    self._cluster, session, self._prepared = self._connect()
+                except Exception as exc:  # noqa: BLE001 - any failure to connect is "unavailable"
+                    self._last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
+                    raise StoreUnavailable(f"Cassandra unavailable ({self._last_error}); retry shortly") from None
+                self._session = session
+        return self._session
+
+    def close(self) -> None:
+        if self._cluster is not None:
+            self._cluster.shutdown()
+            self._cluster = self._session = None
+
+    def _run(self, name: str, params: tuple = (), **kwargs) -> Any:
+        session = self.session()
+        try:
+            return session.execute(self._prepared[name], params, timeout=self.timeout_s, **kwargs)
+        except self._errors as exc:
+            raise StoreUnavailable(f"Cassandra unavailable ({type(exc).__name__}); retry shortly") from None
+
+    def _gather(self, calls: list[tuple[str, tuple]]) -> list:
+        session = self.session()
+        try:
+            futures = [session.execute_async(self._prepared[n], p, timeout=self.timeout_s) for n, p in calls]
+            return [f.result() for f in futures]
+        except self._errors as exc:
+            raise StoreUnavailable(f"Cassandra unavailable ({type(exc).__name__}); retry shortly") from None
+
+    def ping(self) -> str:
+        return self._run("ping").one().release_version
+
+    # -------------------------------------------------------------- features
+
+    def profiles(self, payer: str, payee: str | None) -> Profiles:
+        """The payer's and payee's profiles as the stream last saved them (``state``: a
+        half-applied micro-batch's profile is the one the stream will restart from or
+        finish, and it finishes before it reads again), and the payee's known frauds."""
+        calls = [("payer_profile", (payer,))]
+        if payee is not None:
+            calls += [("payee_profile", (payee,)), ("payee_frauds", (payee,))]
+        results = self._gather(calls)
+        payer_row = results[0].one()
+        payee_row = results[1].one() if payee is not None else None
+        frauds = []
+        if payee is not None:
+            for row in results[2]:
+                labelled = micros(row.label_time)
+                # A label stored before transaction times were kept counts as made when labelled
+                # (spark_jobs/profile_store.CassandraProfileStore.fraud_label_times).
+                frauds.append((labelled, labelled if row.event_time is None else micros(row.event_time)))
+        return Profiles(payer=payer_row.state if payer_row else None, payee=payee_row.state if payee_row else None,
+                        frauds=tuple(sorted(frauds)))
+
+    # -------------------------------------------------------------- keys
+
+    def key(self, key_id: str):
+        return self._run("key_get", (key_id,)).one()
+
+    def add_key(self, key_id: str, name: str, scopes: set[str], secret_hash: str) -> bool:
+        return bool(self._run("key_insert", (key_id, name, scopes, secret_hash, _now())).was_applied)
+
+    def keys(self) -> list:
+        return list(self._run("key_list"))
+
+    def revoke_key(self, key_id: str) -> bool:
+        return bool(self._run("key_revoke", (_now(), key_id)).was_applied)
+
+    # -------------------------------------------------------------- decisions and labels
+
+    def claim_decision(self, txn_id: str, content_hash: str, verdict_json: str, key_id: str):
+        """(claimed, existing row): the first verdict for a txn_id is the one kept."""
+        result = self._run("decision_claim", (txn_id, content_hash, verdict_json, _now(), key_id))
+        return bool(result.was_applied), (None if result.was_applied else result.one())
+
+    def decision_published(self, txn_id: str) -> None:
+        self._run("decision_published", (_now(), txn_id))
+
+    def decision(self, txn_id: str):
+        return self._run("decision_get", (txn_id,)).one()
+
+    def claim_label(self, label_id: str, content_hash: str, txn_id: str, key_id: str):
+        result = self._run("label_claim", (label_id, content_hash, txn_id, _now(), key_id))
+        return bool(result.was_applied), (None if result.was_applied else result.one())
+
+    def label_sent(self, label_id: str) -> None:
+        self._run("label_sent", (label_id,))
+
+    # -------------------------------------------------------------- read back
+
+    def scored(self, txn_id: str):
+        return self._run("scored_get", (txn_id,)).one()
+
+    def transaction(self, txn_id: str):
+        return self._run("transaction_get", (txn_id,)).one()
+
+    def alerts_page(self, day, limit: int, paging_state: bytes | None):
+        """(rows of one page, next paging state or None) of one IST day's alerts."""
+        session = self.session()
+        bound = self._prepared["alerts_by_day"].bind((day,))
+        bound.fetch_size = limit  # on the bound statement: the prepared one is shared by threads
+        try:
+            result = session.execute(bound, timeout=self.timeout_s, paging_state=paging_state)
+        except self._errors as exc:
+            raise StoreUnavailable(f"Cassandra unavailable ({type(exc).__name__}); retry shortly") from None
+        return list(result.current_rows), result.paging_state
+
+    def account_windows(self, account: str, kind: str, since: datetime | None):
+        from txmon.infra.readback import account_windows
+
+        session = self.session()
+        try:
+            return account_windows(session, account, kind, since)
+        except self._errors as exc:
+            raise StoreUnavailable(f"Cassandra unavailable ({type(exc).__name__}); retry shortly") from None
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
