@@ -17,9 +17,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from txmon.alerting.contract import DECISIONS, SEVERITIES, Decision, Severity
 from txmon.alerting.errors import AlertingConfigError, SecretMissingError
 from txmon.infra.settings import PROJECT_ROOT, YamlBackedSettings
+from txmon.models.risk import AlertDecision, Severity
 
 DEFAULT_ALERTING_CONFIG = PROJECT_ROOT / "config" / "alerting.yaml"
 CUSTOMER = "customer"
@@ -170,7 +170,7 @@ class RecipientGroup(_Section):
 class RouteMatch(_Section):
     """All given conditions must hold; an omitted one matches anything."""
 
-    decisions: tuple[Decision, ...] | None = None
+    decisions: tuple[AlertDecision, ...] | None = None
     severities: tuple[Severity, ...] | None = None
     reason_codes: tuple[str, ...] | None = None  # any of the alert's codes
     min_risk_score: int | None = Field(None, ge=0, le=100)
@@ -262,7 +262,7 @@ def load_alerting_config(**overrides: object) -> AlertingConfig:
 
 
 __all__ = [
-    "CHANNEL_NAMES", "CUSTOMER", "DECISIONS", "SEVERITIES", "AlertingConfig", "BankConfig", "CircuitConfig",
+    "CHANNEL_NAMES", "CUSTOMER", "AlertingConfig", "BankConfig", "CircuitConfig",
     "ChannelName", "DigestConfig", "DispatcherConfig", "RecipientGroup", "RetryConfig", "Route",
     "RouteMatch", "SmsConfig", "SmtpConfig", "Target", "ThrottleConfig", "WebhookConfig",
     "alerting_config_path", "load_alerting_config",

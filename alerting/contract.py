@@ -51,7 +51,6 @@ import json
 import math
 import uuid
 from datetime import date, datetime, timezone
-from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -66,6 +65,7 @@ from pydantic import (
 )
 
 from txmon.alerting.errors import AlertContractError
+from txmon.infra.cassandra_schema import table_columns
 from txmon.infra.masking import account_ref, mask_account, mask_identifiers, mask_vpa, pii_token_key
 from txmon.infra.settings import describe_errors
 from txmon.ingestion.events import (
@@ -76,10 +76,11 @@ from txmon.ingestion.events import (
     Channel,
     TxnType,
 )
+from txmon.models.risk import AlertDecision, Severity
 
 __all__ = [
-    "ALERT_BY_DAY_COLUMNS", "ALERT_COLUMNS", "ALERT_ID_NAMESPACE", "DAY_TZ", "DECISIONS", "SCHEMA_VERSION",
-    "SEVERITIES", "SUPPORTED_VERSIONS", "Alert", "Decision", "Reason", "Severity",
+    "ALERT_BY_DAY_COLUMNS", "ALERT_COLUMNS", "ALERT_ID_NAMESPACE", "DAY_TZ", "SCHEMA_VERSION",
+    "SUPPORTED_VERSIONS", "Alert", "Reason",
     "alert_day", "alert_from_row", "alert_id_for", "alert_row", "build_alert", "from_json", "kafka_key", "to_json",
     "upgrade_day_row",
 ]
@@ -97,21 +98,6 @@ ALERT_ID_NAMESPACE = uuid.UUID("5d8f3a52-7c1e-5b7a-9f0e-2b1d6c4e8a90")
 DAY_TZ = IST
 """The ``day`` an alert belongs to (digest, ``alerts_by_day``) is its event's date in
 IST: the fraud desk works Indian days. Part of the table layout, so not configurable."""
-
-Decision = Literal["REVIEW", "BLOCK"]
-DECISIONS: tuple[str, ...] = ("REVIEW", "BLOCK")
-
-
-class Severity(StrEnum):
-    """How urgent the alert is, set by the detection engine (ordered, low to high)."""
-
-    LOW = "LOW"
-    MEDIUM = "MEDIUM"
-    HIGH = "HIGH"
-    CRITICAL = "CRITICAL"
-
-
-SEVERITIES: tuple[str, ...] = tuple(s.value for s in Severity)
 
 AccountNumber = Annotated[str, StringConstraints(pattern=ACCOUNT_NUMBER_PATTERN)]
 Vpa = Annotated[str, StringConstraints(pattern=VPA_PATTERN)]
@@ -208,7 +194,7 @@ class Alert(_AlertChecks):
     channel: Channel
     txn_type: TxnType
     risk_score: StrictInt = Field(ge=0, le=100)
-    decision: Decision
+    decision: AlertDecision
     severity: Severity
     reasons: tuple[Reason, ...] = Field(min_length=1)
     model_version: NonEmpty
@@ -240,7 +226,7 @@ class AlertV1(_AlertChecks):
     channel: Channel
     txn_type: TxnType
     risk_score: StrictInt = Field(ge=0, le=100)
-    decision: Decision
+    decision: AlertDecision
     severity: Severity
     reasons: tuple[Reason, ...] = Field(min_length=1)
     model_version: NonEmpty
@@ -342,19 +328,14 @@ def alert_day(alert: Alert) -> date:
     return alert.event_time.astimezone(DAY_TZ).date()
 
 
-ALERT_COLUMNS = ("alert_id", "schema_version", "txn_id", "created_at", "event_time", "day", "payer_ref",
-                 "payer_account_masked", "payer_vpa_masked", "payee_account_masked", "payee_vpa_masked",
-                 "amount_paise", "channel", "txn_type", "risk_score", "decision", "severity", "reasons",
-                 "reason_codes", "model_version", "rules_version")
-"""Columns of ``alerts`` written for an alert (:func:`alert_row` keys). The table's
-version-1 clear columns (payer_account ...) are read, never written."""
-
-ALERT_BY_DAY_COLUMNS = ("day", "alert_id", "event_time", "created_at", "payer_ref", "payer_account_masked",
-                        "decision", "severity", "risk_score", "amount_paise", "reason_codes")
-"""Columns of ``alerts_by_day`` written for an alert (a subset of :func:`alert_row`)."""
-
 _V1_COLUMNS = ("payer_account", "payer_vpa", "payee_account", "payee_vpa")
-"""Clear columns of ``alerts`` that only version-1 rows have filled."""
+"""Clear columns of ``alerts`` that only version-1 rows have filled: read, never written."""
+
+ALERT_COLUMNS = tuple(c for c in table_columns("alerts") if c not in _V1_COLUMNS)
+"""Columns of ``alerts`` written for an alert (:func:`alert_row` keys), from schema.cql."""
+
+ALERT_BY_DAY_COLUMNS = tuple(c for c in table_columns("alerts_by_day") if c not in _V1_COLUMNS)
+"""Columns of ``alerts_by_day`` written for an alert (a subset of :func:`alert_row`)."""
 
 
 def alert_row(alert: Alert) -> dict[str, Any]:

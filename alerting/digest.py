@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from txmon.alerting.channels.base import InlineImage
-from txmon.alerting.contract import ALERT_ID_NAMESPACE, DAY_TZ, DECISIONS, SEVERITIES
+from txmon.alerting.contract import ALERT_ID_NAMESPACE, DAY_TZ
+from txmon.models.risk import ALERT_DECISIONS, SEVERITIES
 from txmon.alerting.delivery import Job, Outcome
 from txmon.alerting.dispatcher import build_message
 from txmon.alerting.render import Rendered, render_template
@@ -69,7 +70,7 @@ def summarize(rows: Iterable[dict[str, Any]], day: date, *, top_accounts: int = 
     severities: Counter[str] = Counter(r["severity"] for r in rows)
     rules: Counter[str] = Counter(code for r in rows for code in dict.fromkeys(r["reason_codes"]))
     per_account: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    hourly = {d: [0] * 24 for d in DECISIONS}
+    hourly = {d: [0] * 24 for d in ALERT_DECISIONS}
     for r in rows:
         per_account[r["payer_ref"]].append(r)  # two accounts can share a masked form
         hourly.setdefault(r["decision"], [0] * 24)[r["event_time"].astimezone(DAY_TZ).hour] += 1
@@ -78,7 +79,7 @@ def summarize(rows: Iterable[dict[str, Any]], day: date, *, top_accounts: int = 
         day=day,
         total=len(rows),
         total_amount=format_inr(sum(r["amount_paise"] for r in rows)),
-        by_decision={d: decisions.get(d, 0) for d in DECISIONS[::-1]},  # BLOCK first
+        by_decision={d: decisions.get(d, 0) for d in ALERT_DECISIONS[::-1]},  # BLOCK first
         by_severity={s: severities.get(s, 0) for s in SEVERITIES[::-1]},
         by_rule=sorted(rules.items(), key=lambda kv: (-kv[1], kv[0]))[:top_rules],
         top_accounts=[

@@ -18,11 +18,12 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from txmon.alerting.config import BankConfig
-from txmon.alerting.contract import Alert, Severity
+from txmon.alerting.contract import Alert
 from txmon.alerting.errors import AlertingConfigError
 from txmon.alerting.segments import sms_segments
 from txmon.infra.masking import mask_account, mask_party, mask_vpa, redact
 from txmon.ingestion.events import IST, format_inr
+from txmon.models.risk import Severity
 
 TEMPLATES_DIR = Path(__file__).with_name("templates")
 

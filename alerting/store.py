@@ -1,7 +1,7 @@
 """Cassandra behind the alerting package: alerts, the delivery log, failures awaiting
 retry, throttle windows, customer contacts. Every statement is prepared once.
 
-The tables are defined in infra/schema.cql ("Alerting (issue 6)"). Writes are
+The tables are defined in infra/schema.cql ("Alerting"). Writes are
 synchronous on purpose: the dispatcher commits a Kafka offset only after they return.
 """
 from __future__ import annotations
@@ -16,11 +16,12 @@ from txmon.alerting.contract import ALERT_COLUMNS as _ALERT_COLUMNS
 from txmon.alerting.contract import Alert, alert_from_row, alert_row, upgrade_day_row
 from txmon.alerting.errors import AlertStoreUnavailableError
 from txmon.alerting.routing import Contact
+from txmon.infra.cassandra_schema import table_columns
 
-# Read back as well as the written columns: the clear ones of version-1 rows (upgraded
-# by alert_from_row) and, per day, the account those rows were counted by.
-_ALERT_READ_COLUMNS = (*_ALERT_COLUMNS, "payer_account", "payer_vpa", "payee_account", "payee_vpa")
-_BY_DAY_READ_COLUMNS = (*_BY_DAY_COLUMNS, "payer_account")
+# Every column is read back, the written ones and the clear ones of version-1 rows
+# (upgraded by alert_from_row; per day, the account those rows were counted by).
+_ALERT_READ_COLUMNS = table_columns("alerts")
+_BY_DAY_READ_COLUMNS = table_columns("alerts_by_day")
 
 
 @dataclass(frozen=True)

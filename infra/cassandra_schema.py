@@ -10,6 +10,8 @@ application role SELECT and MODIFY on it, nothing more.
 """
 from __future__ import annotations
 
+import functools
+import re
 import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,6 +48,36 @@ def schema_statements(keyspace: str, replication_factor: int = 1, datacenter: st
         "{replication}", replication_clause(replication_factor, datacenter)
     )
     return [stmt.strip() for stmt in text.split(";") if stmt.strip()]
+
+
+_CREATE_TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS \{keyspace\}\.(\w+) \((.*?)\n\)", re.DOTALL)
+_ADD_COLUMN = re.compile(r"ALTER TABLE \{keyspace\}\.(\w+) ADD IF NOT EXISTS (\w+) ")
+
+
+@functools.cache
+def _columns_by_table() -> dict[str, tuple[str, ...]]:
+    text = "\n".join(line.split("--")[0] for line in SCHEMA_FILE.read_text().splitlines())
+    tables: dict[str, list[str]] = {}
+    for table, body in _CREATE_TABLE.findall(text):
+        tables[table] = [line.split()[0] for line in body.splitlines()
+                         if line.strip() and not line.strip().startswith("PRIMARY KEY")]
+    for table, column in _ADD_COLUMN.findall(text):
+        if column not in tables[table]:
+            tables[table].append(column)
+    return {table: tuple(columns) for table, columns in tables.items()}
+
+
+def table_columns(table: str) -> tuple[str, ...]:
+    """The columns of ``table`` as schema.cql defines them, in order (columns added by an
+    ALTER last): code that writes a table derives its column list from here.
+
+    >>> table_columns("labels")
+    ('txn_id', 'is_fraud', 'scenario', 'label_time', 'received_at')
+    """
+    try:
+        return _columns_by_table()[table]
+    except KeyError:
+        raise KeyError(f"no table {table!r} in {SCHEMA_FILE.name}") from None
 
 
 def open_cluster(host: str, port: int, timeout: float = 10, request_timeout: float = 10,

@@ -7,11 +7,30 @@ explainable: ``risk = 100 * (1 - (1 - r) * (1 - w_m * p) * (1 - w_a * a))`` with
 """
 from __future__ import annotations
 
-from typing import Literal
+from enum import StrEnum
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Decision = Literal["APPROVE", "REVIEW", "BLOCK"]
+"""What is done with a transaction, by its risk score (:func:`decide`)."""
+DECISIONS: tuple[str, ...] = get_args(Decision)
+
+AlertDecision = Literal["REVIEW", "BLOCK"]
+"""The decisions that raise an alert: every :data:`Decision` but APPROVE."""
+ALERT_DECISIONS: tuple[str, ...] = get_args(AlertDecision)
+
+
+class Severity(StrEnum):
+    """How urgent an alert is: a rule's own, or raised for a block (ordered, low to high)."""
+
+    LOW = "LOW"
+    MEDIUM = "MEDIUM"
+    HIGH = "HIGH"
+    CRITICAL = "CRITICAL"
+
+
+SEVERITIES: tuple[str, ...] = tuple(s.value for s in Severity)
 
 
 class RiskPolicy(BaseModel):

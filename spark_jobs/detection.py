@@ -28,20 +28,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
+from txmon.infra.cassandra_schema import table_columns
 from txmon.infra.settings import Settings
 from txmon.spark_jobs.cassandra_sink import CassandraTarget, arrow_rows, write_rows
 from txmon.models.features import FEATURES, INTEGER_FEATURES, LABEL_FEATURES, PAYEE_FEATURES, PAYER_FEATURES
+from txmon.models.risk import SEVERITIES, Severity
 from txmon.spark_jobs.rules import DEFAULT_RULES, RulesWatcher, apply_rules
 
 log = logging.getLogger(__name__)
 
 NO_MODEL = "none"
-SCORED_COLUMNS = (
-    "txn_id", "event_time", "payer_account", "payee_key", "amount_paise", "channel", "txn_type",
-    "risk_score", "decision", "rule_score", "fraud_probability", "anomaly_score", "rules_fired", "reasons",
-    "model_version", "rules_version", "features_json", "kafka_timestamp", "scored_at",
-)
-SEVERITY_ORDER = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
+SCORED_COLUMNS = table_columns("scored_transactions")
 OUTCOME_COLUMNS = ("txn_id", "event_time", "hour_ist", "fraud_probability", "anomaly_score", "amount_paise",
                    "payer_count_1h", "model_version")
 """What a micro-batch returns to the driver per transaction: exactly the drift monitor's
@@ -283,9 +280,9 @@ def _alert_json(row, risk, decision, reasons, fired, rules, model_version, rules
     from txmon.alerting.contract import build_alert, to_json
 
     severities = [rules[r].severity for r in fired if r in rules]
-    severity = max(severities, key=SEVERITY_ORDER.index) if severities else (
+    severity = max(severities, key=SEVERITIES.index) if severities else (
         "HIGH" if decision == "BLOCK" else "MEDIUM")
-    if decision == "BLOCK" and SEVERITY_ORDER.index(severity) < SEVERITY_ORDER.index("HIGH"):
+    if decision == "BLOCK" and SEVERITIES.index(severity) < SEVERITIES.index(Severity.HIGH):
         severity = "HIGH"
     event_time = row["event_time"]
     if event_time.tzinfo is None:

@@ -26,6 +26,7 @@ from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 
+from txmon.infra.cassandra_schema import table_columns
 from txmon.infra.settings import Settings
 from txmon.models.drift import DriftEvent, DriftMonitor, DriftStateStore
 from txmon.spark_jobs.cassandra_sink import CassandraTarget, prepared, session_for, write_rows
@@ -36,9 +37,7 @@ log = logging.getLogger(__name__)
 SCORE_COLUMNS = OUTCOME_COLUMNS
 """The columns :meth:`StreamDrift.observe_scores` reads: what each micro-batch of the
 detection query returns to the driver (one list, owned by spark_jobs/detection.py)."""
-EVENT_COLUMNS = ("stream", "part", "batch_id", "signal", "detected_at", "data_time", "n_seen",
-                 "mean_before", "variance_before", "width_before", "mean_after", "variance_after",
-                 "width_after", "model_version", "notified")
+EVENT_COLUMNS = table_columns("drift_events")
 Notifier = Callable[[DriftEvent], str]
 """Takes a drift event, returns what it did (e.g. the DAG run id); raises on failure."""
 

@@ -10,15 +10,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from txmon.spark_jobs.cassandra_sink import CassandraTarget, prepared, replica_batches, retried, session_for, write_rows
+from txmon.infra.cassandra_schema import table_columns
 from txmon.models.features import ProfileStore
 
 _CHUNK = 100
 _SAVE_BATCH_ROWS = 8  # a profile holds two JSON states: keep a batch well under batch_size_fail_threshold
 _EPOCH = datetime(1970, 1, 1)  # naive UTC, as the driver binds fastest (cassandra_sink.arrow_rows)
-AGGREGATE_COLUMNS = (
-    "payer_account", "window_kind", "window_start", "window_end", "txn_count", "total_paise",
-    "max_paise", "distinct_payees", "payees", "updated_at",
-)
+AGGREGATE_COLUMNS = table_columns("account_aggregates")
 
 
 class CassandraProfileStore(ProfileStore):

@@ -12,14 +12,13 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from txmon.infra.errors import ConfigError
 from txmon.infra.settings import PROJECT_ROOT
-from txmon.models.risk import RiskPolicy
+from txmon.models.risk import RiskPolicy, Severity
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +39,7 @@ class Rule(BaseModel):
     description: str = Field(min_length=3, max_length=200)
     condition: str = Field(min_length=1)
     score: float = Field(ge=0, le=100)
-    severity: Literal["LOW", "MEDIUM", "HIGH", "CRITICAL"]
+    severity: Severity
     reason: str | None = Field(None, max_length=200)
     scenario: str | None = None
     enabled: bool = True

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-from txmon.alerting.contract import DAY_TZ, DECISIONS, SEVERITIES
+from txmon.alerting.contract import DAY_TZ
 from txmon.alerting.store import AlertStore
+from txmon.models.risk import ALERT_DECISIONS, SEVERITIES
 from txmon.webapp.console.store import CaseState, ConsoleStore
 
 STATUSES = ("open", "assigned", "escalated", "closed")
@@ -59,7 +60,7 @@ class QueueFilter:
         if frm > to:
             frm, to = to, frm
         frm = max(frm, to - timedelta(days=MAX_DAYS - 1))
-        return cls(status, severity if severity in SEVERITIES else "", decision if decision in DECISIONS else "",
+        return cls(status, severity if severity in SEVERITIES else "", decision if decision in ALERT_DECISIONS else "",
                    params.get("rule", "").strip()[:64], params.get("channel", "").strip()[:16], frm, to, page)
 
     def days(self) -> list[date]:
@@ -106,7 +107,7 @@ def queue(alerts: AlertStore, console: ConsoleStore, f: QueueFilter) -> QueuePag
     cases = console.cases()
     rules = sorted({code for r in day_rows for code in (r["reason_codes"] or [])})
     matching = [r for r in day_rows
-                if (r["decision"] in DECISIONS)
+                if (r["decision"] in ALERT_DECISIONS)
                 and (not f.decision or r["decision"] == f.decision)
                 and (not f.severity or r["severity"] == f.severity)
                 and (not f.rule or f.rule in (r["reason_codes"] or []))

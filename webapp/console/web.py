@@ -20,7 +20,8 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
-from txmon.alerting.contract import DAY_TZ, DECISIONS, SEVERITIES
+from txmon.alerting.contract import DAY_TZ
+from txmon.models.risk import ALERT_DECISIONS, SEVERITIES
 from txmon.webapp.console import auth, cases, queries
 from txmon.webapp.console.store import Session
 
@@ -185,7 +186,7 @@ def console_router(settings: Any, config: ConsoleConfig | None = None,
         f = queries.QueueFilter.parse(dict(request.query_params), queries.today_ist(clock()))
         alerts, store = backend.stores()
         return {"f": f, "q": queries.queue(alerts, store, f), "statuses": queries.STATUSES,
-                "severities": SEVERITIES, "decisions": DECISIONS}
+                "severities": SEVERITIES, "decisions": ALERT_DECISIONS}
 
     @router.get("/", response_class=HTMLResponse)
     def queue_page(request: Request) -> Response:
