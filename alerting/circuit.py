@@ -33,7 +33,7 @@ import enum
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from txmon.alerting.config import CircuitConfig
 

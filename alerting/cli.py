@@ -10,9 +10,9 @@ import logging
 import re
 import signal
 import threading
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -53,13 +53,13 @@ LogLevel = Annotated[str, typer.Option(envvar="TXMON_ALERTS_LOG_LEVEL", help="lo
 
 @alerts_app.command("dispatch")
 def dispatch(
-    topic: Annotated[Optional[str], typer.Option(envvar="TXMON_ALERTS_TOPIC",
+    topic: Annotated[str | None, typer.Option(envvar="TXMON_ALERTS_TOPIC",
                      help="alerts topic (default: dispatcher.topic, else kafka.topics.alerts)")] = None,
-    group_id: Annotated[Optional[str], typer.Option(envvar="TXMON_ALERTS_GROUP_ID",
+    group_id: Annotated[str | None, typer.Option(envvar="TXMON_ALERTS_GROUP_ID",
                         help="Kafka consumer group (default: dispatcher.group_id)")] = None,
-    max_messages: Annotated[Optional[int], typer.Option(min=1, envvar="TXMON_ALERTS_MAX_MESSAGES",
+    max_messages: Annotated[int | None, typer.Option(min=1, envvar="TXMON_ALERTS_MAX_MESSAGES",
                             help="stop after this many records (batch use, tests) (default: run until stopped)")] = None,
-    idle_timeout: Annotated[Optional[float], typer.Option(min=0.1, envvar="TXMON_ALERTS_IDLE_TIMEOUT",
+    idle_timeout: Annotated[float | None, typer.Option(min=0.1, envvar="TXMON_ALERTS_IDLE_TIMEOUT",
                             help="stop after this many seconds without a record (default: never)")] = None,
     log_level: LogLevel = "INFO",
 ) -> None:
@@ -88,7 +88,7 @@ def dispatch(
 def digest(
     day: Annotated[str, typer.Option("--date", envvar="TXMON_ALERTS_DATE",
                                      help="IST day to summarise, YYYY-MM-DD (required: batch work never assumes 'today')")],
-    out: Annotated[Optional[Path], typer.Option(help="write the HTML, text and PNG here instead of sending")] = None,
+    out: Annotated[Path | None, typer.Option(help="write the HTML, text and PNG here instead of sending")] = None,
     log_level: LogLevel = "WARNING",
 ) -> None:
     """Email the daily digest for fraud-desk staff: counts by decision and rule, top
@@ -112,7 +112,7 @@ def digest(
 
 @alerts_app.command("retry-failed")
 def retry_failed(
-    day: Annotated[Optional[str], typer.Option("--date", envvar="TXMON_ALERTS_DATE",
+    day: Annotated[str | None, typer.Option("--date", envvar="TXMON_ALERTS_DATE",
                    help="last IST day of alerts to retry, YYYY-MM-DD (default: today in IST)")] = None,
     days: Annotated[int, typer.Option(min=1, max=31, help="how many days back from --date to look")] = 2,
     log_level: LogLevel = "INFO",
@@ -126,7 +126,7 @@ def retry_failed(
     from txmon.infra.settings import load_settings
 
     _logging(log_level)
-    last = _day(day) if day else datetime.now(timezone.utc).astimezone(DAY_TZ).date()
+    last = _day(day) if day else datetime.now(UTC).astimezone(DAY_TZ).date()
     with runtime(load_settings(), load_alerting_config()) as rt:
         report = retry_failed_deliveries([last - timedelta(days=n) for n in range(days)], rt)
     typer.echo(report.line())
@@ -158,7 +158,7 @@ def contacts_import(
             rows.append((account, phone, (rec["email"] or "").strip() or None, (rec.get("name") or "").strip() or None))
     cluster, store = open_store(load_settings())
     try:
-        n = store.save_contacts(rows, datetime.now(timezone.utc))
+        n = store.save_contacts(rows, datetime.now(UTC))
     finally:
         cluster.shutdown()
     typer.echo(f"{n} contacts upserted")

@@ -50,7 +50,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -163,7 +163,7 @@ class _AlertChecks(_Contract):
     def _aware_utc(cls, value: datetime) -> datetime:
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError("time has no UTC offset; append 'Z' or '+05:30' - naive times are ambiguous")
-        return value.astimezone(timezone.utc)
+        return value.astimezone(UTC)
 
     @model_validator(mode="after")
     def _id_matches_txn(self) -> Any:
@@ -375,7 +375,7 @@ def alert_from_row(row: Any) -> Alert:
     fields["reasons"] = json.loads(data["reasons"])
     for key in ("created_at", "event_time"):
         if fields[key].tzinfo is None:  # the driver returns naive UTC datetimes
-            fields[key] = fields[key].replace(tzinfo=timezone.utc)
+            fields[key] = fields[key].replace(tzinfo=UTC)
     if v1:
         return _upgrade(AlertV1.model_validate(fields))
     return Alert.model_validate(fields)

@@ -19,9 +19,10 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
-from typing import TYPE_CHECKING, Callable, Protocol
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Protocol
 
 from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, stop_any, wait_exponential
 
@@ -86,7 +87,7 @@ def build_message(delivery_id: uuid.UUID, kind: str, recipient: Recipient, rende
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class _CircuitOpen(ChannelError):

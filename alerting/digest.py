@@ -11,20 +11,21 @@ import dataclasses
 import io
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from txmon.alerting.channels.base import InlineImage
 from txmon.alerting.contract import ALERT_ID_NAMESPACE, DAY_TZ
-from txmon.models.risk import ALERT_DECISIONS, SEVERITIES
 from txmon.alerting.delivery import Job, Outcome
 from txmon.alerting.dispatcher import build_message
 from txmon.alerting.render import Rendered, render_template
 from txmon.alerting.runtime import Runtime
 from txmon.infra.masking import mask_account
 from txmon.ingestion.events import format_inr
+from txmon.models.risk import ALERT_DECISIONS, SEVERITIES
 
 CHART_CID = "alerts-per-hour@txmon"
 
@@ -83,7 +84,8 @@ def summarize(rows: Iterable[dict[str, Any]], day: date, *, top_accounts: int = 
         by_severity={s: severities.get(s, 0) for s in SEVERITIES[::-1]},
         by_rule=sorted(rules.items(), key=lambda kv: (-kv[1], kv[0]))[:top_rules],
         top_accounts=[
-            {"account": mask_account(rs[0]["payer_account_masked"]), "alerts": len(rs), "blocks": sum(r["decision"] == "BLOCK" for r in rs),
+            {"account": mask_account(rs[0]["payer_account_masked"]), "alerts": len(rs),
+             "blocks": sum(r["decision"] == "BLOCK" for r in rs),
              "amount": format_inr(sum(r["amount_paise"] for r in rs))}
             for acct, rs in ranked[:top_accounts]
         ],

@@ -20,10 +20,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from txmon.alerting.channels.base import Recipient
 from txmon.alerting.config import AlertingConfig
@@ -165,7 +166,7 @@ class Dispatcher:
             self.stats.add("dead_letters")
             raw = record.value.decode("utf-8", errors="replace") if isinstance(record.value, bytes) else str(record.value)
             key = record.key.decode("utf-8", errors="replace") if record.key else None
-            stamp = datetime.fromtimestamp(record.timestamp / 1000, timezone.utc) if record.timestamp else None
+            stamp = datetime.fromtimestamp(record.timestamp / 1000, UTC) if record.timestamp else None
             self.store.dead_letter(record.topic, record.partition, record.offset, "invalid_alert", str(exc)[:2000],
                                    key, raw, stamp, utcnow())
             log.error("alert record %s[%d]@%d dead-lettered: invalid_alert", record.topic, record.partition,

@@ -11,7 +11,8 @@ Two paths, on purpose:
 from __future__ import annotations
 
 import uuid
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from txmon.alerting.channels.base import OutboundMessage, Recipient
 from txmon.alerting.config import AlertingConfig

@@ -5,7 +5,8 @@ The detection engine may use :class:`AlertPublisher` or produce the same bytes i
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from txmon.alerting.contract import Alert, kafka_key, to_json
 from txmon.infra.settings import Settings

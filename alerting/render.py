@@ -2,8 +2,9 @@
 
 Templates never see a raw identifier: an alert carries its account and VPAs masked
 (alerting.contract), and the *view* a template gets (:func:`alert_view`) masks them
-again and redacts the free-text reason fields, so no template edit can leak one. SMS texts are fitted into the configured number of
-segments by shortening the reason, never by cutting the warning or the helpline.
+again and redacts the free-text reason fields, so no template edit can leak one. SMS texts
+are fitted into the configured number of segments by shortening the reason, never by
+cutting the warning or the helpline.
 Template files are named ``<audience>_<channel>.<part>.j2`` (parts: subject, txt, html).
 """
 from __future__ import annotations

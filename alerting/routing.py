@@ -8,8 +8,8 @@ it by the clear payer account, which alerts do not carry: alerting.store.contact
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from txmon.alerting.channels.base import Recipient
 from txmon.alerting.config import CUSTOMER, AlertingConfig, Route, RouteMatch
@@ -68,9 +68,7 @@ def matches(match: RouteMatch, alert: Alert) -> bool:
         return False
     if match.reason_codes is not None and not set(match.reason_codes) & set(alert.reason_codes):
         return False
-    if match.min_risk_score is not None and alert.risk_score < match.min_risk_score:
-        return False
-    return True
+    return not (match.min_risk_score is not None and alert.risk_score < match.min_risk_score)
 
 
 class Directory:

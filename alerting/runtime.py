@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Iterator
 
 from txmon.alerting.channels import Channel, build_channels
 from txmon.alerting.config import AlertingConfig
 from txmon.alerting.delivery import Deliverer, utcnow
-from txmon.alerting.dispatcher import DispatchStats, Dispatcher, make_consumer
+from txmon.alerting.dispatcher import Dispatcher, DispatchStats, make_consumer
 from txmon.alerting.errors import AlertStoreUnavailableError
 from txmon.alerting.routing import Directory
 from txmon.alerting.store import AlertStore, open_store

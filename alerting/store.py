@@ -7,9 +7,10 @@ synchronous on purpose: the dispatcher commits a Kafka offset only after they re
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
-from typing import Any, Iterable, Sequence
+from datetime import UTC, date, datetime
+from typing import Any
 
 from txmon.alerting.contract import ALERT_BY_DAY_COLUMNS as _BY_DAY_COLUMNS
 from txmon.alerting.contract import ALERT_COLUMNS as _ALERT_COLUMNS
@@ -66,7 +67,7 @@ class WindowRow:
 
 
 def _utc(t: datetime | None) -> datetime | None:
-    return t.replace(tzinfo=timezone.utc) if t is not None and t.tzinfo is None else t
+    return t.replace(tzinfo=UTC) if t is not None and t.tzinfo is None else t
 
 
 def _date(value: Any) -> date:

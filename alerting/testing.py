@@ -17,13 +17,25 @@ import json
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
-__all__ = ["ReceivedMail", "SmsGatewayStub", "SmtpSink", "WebhookSink", "TEST_PII_KEY", "clear_parties", "free_port",
-           "land_payers", "make_alert", "payer_of"]
+__all__ = [
+    "TEST_PII_KEY",
+    "ReceivedMail",
+    "SmsGatewayStub",
+    "SmtpSink",
+    "WebhookSink",
+    "clear_parties",
+    "free_port",
+    "land_payers",
+    "make_alert",
+    "payer_of",
+]
 
 
 def free_port() -> int:
@@ -159,7 +171,7 @@ class _HttpStub:
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server API
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 with stub._lock:
@@ -269,7 +281,7 @@ class WebhookSink(_HttpStub):
         return 200, {"ok": True}
 
 
-def provider_env(smtp: "SmtpSink", gateway: "SmsGatewayStub", sms_token_env: str, **extra: str) -> dict[str, str]:
+def provider_env(smtp: SmtpSink, gateway: SmsGatewayStub, sms_token_env: str, **extra: str) -> dict[str, str]:
     """TXMON_* variables pointing the alerting config at these local providers (the same
     variables a deployment sets), plus ``extra``; the SMS token is read from ``sms_token_env``."""
     return {
@@ -314,11 +326,11 @@ def make_alert(n: int, *, account: str | None = None, created_at: Any = None, **
     and the benchmark. Account ``5000000000nn``-style numbers and VPAs derive from n;
     overrides may give the clear ``payer_account``, ``payer_vpa``, ``payee_account`` and
     ``payee_vpa``, which are masked as the stream masks them (alerting.contract.build_alert)."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from txmon.alerting.contract import build_alert
 
-    base = datetime(2026, 1, 5, 3, 30, tzinfo=timezone.utc)  # 09:00 IST
+    base = datetime(2026, 1, 5, 3, 30, tzinfo=UTC)  # 09:00 IST
     fields: dict[str, Any] = {
         "txn_id": f"TXNT{n:012d}",
         "created_at": created_at or base + timedelta(seconds=n, milliseconds=800),

@@ -16,9 +16,10 @@ from __future__ import annotations
 import hashlib
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Callable, Literal, Protocol
+from typing import Literal, Protocol
 
 from txmon.alerting.channels.base import Recipient
 from txmon.alerting.config import ThrottleConfig

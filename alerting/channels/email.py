@@ -18,7 +18,6 @@ from txmon.alerting.config import SmtpConfig
 from txmon.alerting.errors import ChannelError
 from txmon.infra.masking import redact
 
-
 # CRLF line ends on the wire and 7-bit transfer encodings (quoted-printable/base64 for
 # non-ASCII such as the rupee sign), so any relay accepts it without 8BITMIME/SMTPUTF8.
 _POLICY = email.policy.SMTP.clone(cte_type="7bit")

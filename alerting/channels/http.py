@@ -5,7 +5,6 @@ The standard library's ``urllib`` is enough for a single POST per message; 429 a
 """
 from __future__ import annotations
 
-import socket
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout_s: float, what:
         hint = "" if transient else "; check the recipient and the gateway account"
         raise ChannelError(f"{what} answered HTTP {exc.code}{hint}", transient=transient,
                            response=f"HTTP {exc.code} {text}"[:1000]) from None
-    except (urllib.error.URLError, ConnectionError, socket.timeout, TimeoutError) as exc:
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
         reason = getattr(exc, "reason", exc)
         raise ChannelError(f"{what} unreachable: {type(reason).__name__}: {redact(str(reason))}",
                            transient=True) from None
