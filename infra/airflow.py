@@ -20,6 +20,7 @@ which speak to Airflow 3's REST API (``/api/v2``) with a JWT from ``/auth/token`
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -28,14 +29,15 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from txmon.infra.errors import AirflowApiError, ServiceStartError, ServiceNotRunningError
+from txmon.infra.errors import AirflowApiError, ServiceNotRunningError, ServiceStartError
 from txmon.infra.process import ManagedProcess, ensure_port_free, wait_until
 from txmon.infra.settings import PROJECT_ROOT, Settings
 
@@ -68,7 +70,7 @@ class DetachedCommand(ManagedProcess):
     def marker_value(self) -> str:
         return f"{self.name}@{self.state_dir}"
 
-    def owns(self, proc: "psutil.Process") -> bool:
+    def owns(self, proc: psutil.Process) -> bool:
         return proc.environ().get(MARKER_ENV) == self.marker_value
 
     def start_with_env(self, argv: list[str], cwd: Path, env: dict[str, str]) -> int:
@@ -96,10 +98,8 @@ class DetachedCommand(ManagedProcess):
             self.pid_file.unlink(missing_ok=True)
             return False
         group = _group_members(pid)
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, first_signal)
-        except ProcessLookupError:
-            pass
         _, alive = psutil.wait_procs(group, timeout=timeout / 3)
         for proc in alive:
             _signal(proc, signal.SIGTERM)
@@ -129,10 +129,8 @@ def _group_members(pid: int) -> list[psutil.Process]:
 
 
 def _signal(proc: psutil.Process, sig: int) -> None:
-    try:
+    with contextlib.suppress(psutil.Error):
         proc.send_signal(sig)
-    except psutil.Error:
-        pass
 
 
 def airflow_process(settings: Settings) -> DetachedCommand:
@@ -270,10 +268,8 @@ def login(settings: Settings) -> Login:
     on first start and keeps it (plain text, mode 0600) in AIRFLOW_HOME."""
     path = settings.airflow_home / PASSWORD_FILE
     password = None
-    try:
+    with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
         password = json.loads(path.read_text()).get(settings.airflow.admin_user)
-    except (FileNotFoundError, json.JSONDecodeError):
-        pass
     return Login(settings.airflow.url, settings.airflow.admin_user, password, path)
 
 
@@ -459,7 +455,7 @@ def trigger_dag(settings: Settings, dag_id: str, conf: dict[str, Any] | None = N
 
 def drift_run_id(event: DriftEvent) -> str:
     """One retraining run per drift alarm: the same event triggers the same run."""
-    at = event.detected_at.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    at = event.detected_at.astimezone(UTC).strftime("%Y%m%dT%H%M%S")
     return f"drift__{event.signal}__{at}"
 
 

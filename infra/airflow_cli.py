@@ -1,7 +1,7 @@
 """`txmon airflow ...`: the project's local Airflow. Registered in infra/cli.py."""
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -55,9 +55,9 @@ def down() -> None:
 @airflow_app.command("trigger")
 def trigger(
     dag_id: Annotated[str, typer.Argument(help="ingestion | stream_supervisor | model_retraining | alert_dispatch")],
-    conf: Annotated[Optional[str], typer.Option(help='run parameters as a JSON object, e.g. \'{"file": "drop.csv"}\'')] = None,
-    run_id: Annotated[Optional[str], typer.Option(help="dag run id (default: Airflow's manual__<time>)")] = None,
-    logical_date: Annotated[Optional[str], typer.Option(
+    conf: Annotated[str | None, typer.Option(help='run parameters as a JSON object, e.g. \'{"file": "drop.csv"}\'')] = None,
+    run_id: Annotated[str | None, typer.Option(help="dag run id (default: Airflow's manual__<time>)")] = None,
+    logical_date: Annotated[str | None, typer.Option(
         help="ISO time, e.g. 2026-11-23T02:00:00Z: the run gets the data interval of the schedule there "
              "(default: none; the tasks use the time of the trigger)")] = None,
 ) -> None:
@@ -71,7 +71,7 @@ def trigger(
     typer.echo(f"triggered {dag_id} run {created}; watch it at {settings.airflow.url}/dags/{dag_id}")
 
 
-def _logical_date(text: Optional[str]):
+def _logical_date(text: str | None):
     """``--logical-date`` as an aware datetime (a time without zone is UTC)."""
     from txmon.infra.errors import AirflowApiError
     from txmon.infra.orchestration import utc

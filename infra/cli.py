@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -80,7 +81,7 @@ def _print_statuses(statuses, name_width: int) -> None:
     """One line per service (pid, port, memory, health); exit 1 if any is unhealthy."""
     for s in statuses:
         rss = f"{s.rss_mb:7.0f} MiB" if s.rss_mb else "      -    "
-        typer.echo(f"{s.name:<{name_width}} pid={str(s.pid or '-'):<8} port={s.port:<6} rss={rss}  "
+        typer.echo(f"{s.name:<{name_width}} pid={s.pid or '-'!s:<8} port={s.port:<6} rss={rss}  "
                    f"{'healthy' if s.healthy else 'UNHEALTHY: ' + s.detail}")
     if not all(s.healthy for s in statuses):
         raise typer.Exit(1)
@@ -169,23 +170,23 @@ def smoke(
 @app.command("simulate")
 def simulate(
     rate: Annotated[float, typer.Option(min=1, help="target events per second")] = 1000.0,
-    count: Annotated[Optional[int], typer.Option(min=1, help="stop after this many events")] = None,
-    duration: Annotated[Optional[float], typer.Option(min=1, help="stop after this many seconds")] = None,
+    count: Annotated[int | None, typer.Option(min=1, help="stop after this many events")] = None,
+    duration: Annotated[float | None, typer.Option(min=1, help="stop after this many seconds")] = None,
     seed: Annotated[int, typer.Option(help="simulator seed (same seed -> same traffic)")] = 42,
     fraud_rate: Annotated[float, typer.Option(min=0, max=0.5, help="share of fraudulent events")] = 0.01,
     customers: Annotated[int, typer.Option(min=20, help="simulated account holders")] = 10_000,
     label_delay: Annotated[float, typer.Option(min=0, help="seconds of event time before a fraud label is released")] = 60.0,
-    labels_file: Annotated[Optional[Path], typer.Option(help="write every ground-truth label here (.jsonl/.csv)")] = None,
-    topic: Annotated[Optional[str], typer.Option(help="Kafka topic (default: kafka.topics.transactions)")] = None,
-    drift_after_events: Annotated[Optional[int], typer.Option(
+    labels_file: Annotated[Path | None, typer.Option(help="write every ground-truth label here (.jsonl/.csv)")] = None,
+    topic: Annotated[str | None, typer.Option(help="Kafka topic (default: kafka.topics.transactions)")] = None,
+    drift_after_events: Annotated[int | None, typer.Option(
         rich_help_panel="Drift", help="change the regime after about this many events")] = None,
-    drift_fraud_rate: Annotated[Optional[float], typer.Option(
+    drift_fraud_rate: Annotated[float | None, typer.Option(
         rich_help_panel="Drift", help="fraud rate after the change")] = None,
-    drift_scenario: Annotated[Optional[str], typer.Option(
+    drift_scenario: Annotated[str | None, typer.Option(
         rich_help_panel="Drift", help="a new fraud pattern after the change, e.g. qr_code_swap")] = None,
     drift_scenario_share: Annotated[float, typer.Option(
         rich_help_panel="Drift", help="share of attacks after the change that use the new pattern")] = 0.5,
-    drift_spending_multiplier: Annotated[Optional[float], typer.Option(
+    drift_spending_multiplier: Annotated[float | None, typer.Option(
         rich_help_panel="Drift", help="benign shift: scale legitimate ticket sizes (festival season)")] = None,
 ) -> None:
     """Stream simulated UPI and banking transactions (with labelled fraud) into Kafka.
@@ -213,20 +214,20 @@ def replay(
     file: Annotated[Path, typer.Argument(help="historical transactions, .csv or .parquet")],
     mapping: Annotated[Path, typer.Option(help="YAML mapping from the file's columns to the event contract "
                                                  "(examples: config/replay/*.yaml)")],
-    speedup: Annotated[Optional[float], typer.Option(min=0.001, help="replay k seconds of event time per wall second")] = None,
-    rate: Annotated[Optional[float], typer.Option(min=1, help="events per second instead of event-time pacing")] = None,
+    speedup: Annotated[float | None, typer.Option(min=0.001, help="replay k seconds of event time per wall second")] = None,
+    rate: Annotated[float | None, typer.Option(min=1, help="events per second instead of event-time pacing")] = None,
     shift_to_now: Annotated[bool, typer.Option(help="shift event times so the last event is now (replay as live)")] = False,
-    rejects: Annotated[Optional[Path], typer.Option(help="CSV of rows that could not be mapped, with the reason")] = None,
-    labels: Annotated[Optional[Path], typer.Option(help="write ground-truth labels (if the mapping has `label`)")] = None,
+    rejects: Annotated[Path | None, typer.Option(help="CSV of rows that could not be mapped, with the reason")] = None,
+    labels: Annotated[Path | None, typer.Option(help="write ground-truth labels (if the mapping has `label`)")] = None,
     dry_run: Annotated[bool, typer.Option(help="validate and report only; send nothing")] = False,
-    topic: Annotated[Optional[str], typer.Option(help="Kafka topic (default: kafka.topics.transactions)")] = None,
+    topic: Annotated[str | None, typer.Option(help="Kafka topic (default: kafka.topics.transactions)")] = None,
 ) -> None:
     """Replay a historical CSV/Parquet file into Kafka in event-time order.
 
     Rows that cannot be mapped or break the event contract are not sent; each is listed
     with its row number and reason in --rejects (default: <file>.rejects.csv).
     """
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from txmon.ingestion.producer import TransactionProducer
     from txmon.ingestion.replay import replay_file
@@ -243,7 +244,7 @@ def replay(
     try:
         summary = replay_file(
             file, mapping, producer=producer, speedup=speedup, rate=rate,
-            shift_to=datetime.now(timezone.utc) if shift_to_now else None,
+            shift_to=datetime.now(UTC) if shift_to_now else None,
             rejects_path=rejects, labels_path=labels, progress=True,
         )
     finally:
@@ -284,7 +285,7 @@ def stream(
 def demo(
     seconds: Annotated[float, typer.Option(min=5, help="how long to produce traffic")] = 60,
     rate: Annotated[float, typer.Option(min=1, help="events per second to produce")] = 1000,
-    seed: Annotated[Optional[int], typer.Option(help="simulator seed (default: a new one each run)")] = None,
+    seed: Annotated[int | None, typer.Option(help="simulator seed (default: a new one each run)")] = None,
 ) -> None:
     """The main job on the local default: services up, stream running, simulated traffic
     for SECONDS, then a summary read back from Cassandra. Services are left running."""
@@ -298,7 +299,7 @@ def demo(
 @app.command("bench")
 def bench(
     quick: Annotated[bool, typer.Option(help="short steps, small baselines: a check in a few minutes")] = False,
-    out: Annotated[Optional[Path], typer.Option(help="results directory (default: bench/results/<UTC time>)")] = None,
+    out: Annotated[Path | None, typer.Option(help="results directory (default: bench/results/<UTC time>)")] = None,
 ) -> None:
     """End-to-end benchmark: same-run baselines, highest sustained tx/s, latency, memory.
 
@@ -314,7 +315,7 @@ def bench(
 def spark_submit(
     ctx: typer.Context,
     job: Annotated[str, typer.Argument(help="job file, e.g. spark_jobs/smoke.py")],
-    master: Annotated[Optional[str], typer.Option(help="Spark master (default: spark.master from config)")] = None,
+    master: Annotated[str | None, typer.Option(help="Spark master (default: spark.master from config)")] = None,
     print_only: Annotated[bool, typer.Option("--print", help="print the command instead of running it")] = False,
 ) -> None:
     """Run a job with spark-submit and txmon's wiring (connector jars, interpreter, confs).

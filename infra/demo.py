@@ -172,7 +172,7 @@ def _print_detection(scored: dict, frauds: dict, log) -> None:
     if examples:
         log("example alerts:")
     for txn in examples:
-        decision, risk, fired, reasons, payer = scored[txn]
+        decision, risk, _fired, reasons, payer = scored[txn]
         words = "; ".join(r["description"] for r in json.loads(reasons or "[]"))[:110]
         log(f"    {decision:<6} risk={risk:<3} {mask_account(payer):<16} {words}")
     log("-" * 72)

@@ -56,7 +56,7 @@ def fetch(settings: Settings, force: bool = False) -> bool:
         shutil.rmtree(target / module, ignore_errors=True)
     cmd = [mvn, "-B", "-q", "-f", str(MAVEN_DIR / "pom.xml"), "generate-resources",
            f"-Dtxmon.jars.dir={target}"]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    result = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).splitlines()[-20:])
         raise TxmonError(f"Maven could not fetch the JVM artifacts (exit {result.returncode}):\n{tail}")
@@ -109,7 +109,7 @@ def scoring_jar(settings: Settings, force: bool = False) -> tuple[Path, bool]:
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
         classes = Path(tmp) / "classes"
         result = subprocess.run([javac, "--release", "17", "-nowarn", "-d", str(classes),
-                                 "-cp", str(spark_jars / "*"), *sources], capture_output=True, text=True)
+                                 "-cp", str(spark_jars / "*"), *sources], check=False, capture_output=True, text=True)
         if result.returncode != 0:
             tail = "\n".join((result.stdout + result.stderr).splitlines()[-20:])
             raise TxmonError(f"javac could not build the scorer jar from {SCORING_SOURCES} (exit {result.returncode}):\n{tail}")

@@ -9,8 +9,8 @@ import hmac
 import os
 import re
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 _DIGITS = re.compile(r"\d")
 _LONG_DIGITS = re.compile(r"\d{5,}")

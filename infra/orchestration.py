@@ -7,8 +7,9 @@ module level; settings, SMTP and Airflow's context are imported when called.
 from __future__ import annotations
 
 import logging
-from datetime import date, datetime, timedelta, timezone
-from typing import Any, Mapping
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 log = logging.getLogger("txmon.airflow")
 
@@ -63,8 +64,8 @@ def notify_operator(context: Mapping[str, Any]) -> None:
 
         settings = load_settings()
         ti = context.get("task_instance") or context.get("ti")
-        key = f"failure:{getattr(ti, 'dag_id', '')}:{getattr(ti, 'task_id', '')}:{getattr(ti, 'run_id', '')}:" \
-              f"{getattr(ti, 'try_number', '')}"
+        key = (f"failure:{getattr(ti, 'dag_id', '')}:{getattr(ti, 'task_id', '')}:{getattr(ti, 'run_id', '')}:"
+               f"{getattr(ti, 'try_number', '')}")
         sent = email_now(settings.airflow.operator_email, subject, body, key=key)
         log.warning("task failure emailed to %s", ", ".join(sent))
     except Exception as exc:  # noqa: BLE001 - callback boundary: report, never mask the task's own failure
@@ -94,15 +95,15 @@ def utc(value: Any) -> datetime | None:
             raise ValueError(f"{value!r} is not an ISO date or time; give e.g. 2026-11-01 or "
                              "2026-11-01T00:00:00Z") from None
     if isinstance(value, date) and not isinstance(value, datetime):
-        value = datetime(value.year, value.month, value.day)
+        value = datetime(value.year, value.month, value.day, tzinfo=UTC)
     if not isinstance(value, datetime):
         raise TypeError(f"expected a datetime, date or ISO text, got {type(value).__name__}: {value!r}")
     if value.tzinfo is None or value.utcoffset() is None:
-        value = value.replace(tzinfo=timezone.utc)
+        value = value.replace(tzinfo=UTC)
     else:
-        value = value.astimezone(timezone.utc)
+        value = value.astimezone(UTC)
     return datetime(value.year, value.month, value.day, value.hour, value.minute, value.second,
-                    value.microsecond, tzinfo=timezone.utc)
+                    value.microsecond, tzinfo=UTC)
 
 
 def interval_end(context: Mapping[str, Any]) -> datetime:
@@ -111,7 +112,7 @@ def interval_end(context: Mapping[str, Any]) -> datetime:
     end = utc(context.get("data_interval_end"))
     if end is None:
         run = context.get("dag_run")
-        end = utc(getattr(run, "run_after", None)) or datetime.now(timezone.utc)
+        end = utc(getattr(run, "run_after", None)) or datetime.now(UTC)
         end = end.replace(second=0, microsecond=0)
     return end
 

@@ -106,7 +106,7 @@ class ManagedProcess:
         except psutil.Error:
             return None
 
-    def owns(self, proc: "psutil.Process") -> bool:
+    def owns(self, proc: psutil.Process) -> bool:
         """Is this live process ours (not a stranger that reused the pid)? Java services
         carry ``-Dtxmon.service`` and ``-Dtxmon.state`` flags on their command line."""
         cmd = proc.cmdline()

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Iterable, NamedTuple, Sequence
+from typing import NamedTuple
 
 
 def kafka_end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
@@ -59,7 +60,7 @@ class AccountWindow(NamedTuple):
     distinct_payees: int
 
 
-_EPOCH = datetime(1970, 1, 1)
+_EPOCH = datetime(1970, 1, 1)  # noqa: DTZ001 - naive UTC, as the Cassandra driver returns timestamps
 _US = timedelta(microseconds=1)
 
 

@@ -148,7 +148,7 @@ def _up(settings: Settings, log, started: list[str]) -> ClusterReport:
         if daemon.name == "spark-master":  # workers register with a master that answers
             _wait(settings, daemon, lambda: master_state(settings) is not None, c.ready_timeout_s)
     # Not ManagedProcess.exited(): until spark-class execs the JVM the command line lacks our marker.
-    dead = lambda: any(_gone(d) for d in daemons(settings))  # noqa: E731
+    dead = lambda: any(_gone(d) for d in daemons(settings))
     ok = wait_until(lambda: len(alive_workers(settings)) >= c.workers, c.ready_timeout_s, interval=1.0, abort=dead)
     if not ok:
         culprit = next((d for d in daemons(settings) if _gone(d)), daemons(settings)[-1])

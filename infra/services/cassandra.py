@@ -164,7 +164,7 @@ class CassandraService(Service):
 
         try:
             cluster, session = connect(self.settings, keyspace=None, timeout=3)
-        except Exception as exc:  # the driver raises many unrelated types while starting
+        except Exception as exc:  # noqa: BLE001 - the driver raises many unrelated types while starting
             if _login_refused(exc):
                 return ("CQL answers but refuses txmon's login: the node's roles do not match "
                         "TXMON_CASSANDRA_USER / TXMON_CASSANDRA_PASSWORD (see `txmon infra credentials`)")
@@ -172,7 +172,7 @@ class CassandraService(Service):
         try:
             session.execute("SELECT release_version FROM system.local")
             return None
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a probe reports, never raises
             return f"CQL query failed: {type(exc).__name__}"
         finally:
             cluster.shutdown()

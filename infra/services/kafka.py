@@ -1,9 +1,10 @@
 """Single-node Apache Kafka 4.x in KRaft combined mode (broker + controller)."""
 from __future__ import annotations
 
+import base64
+import contextlib
 import subprocess
 import uuid
-import base64
 
 from txmon.infra import credentials
 from txmon.infra.errors import ServiceStartError
@@ -134,11 +135,11 @@ class KafkaService(Service):
         # administrator before anyone could create a user through the API.
         scram = [arg for cred in (credentials.kafka(admin=True), credentials.kafka())
                  for arg in ("--add-scram", f"{self.cfg.sasl_mechanism}=[name={cred.user},password={cred.password}]")]
-        cmd = self._java_base(find_java()) + [
-            "kafka.tools.StorageTool", "format", f"--cluster-id={new_cluster_id()}",
+        cmd = [
+            *self._java_base(find_java()), "kafka.tools.StorageTool", "format", f"--cluster-id={new_cluster_id()}",
             "-c", str(self.home / "server.properties"), "--standalone", *scram,
         ]
-        res = subprocess.run(cmd, capture_output=True, text=True, cwd=self.home)
+        res = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=self.home)
         if res.returncode != 0:
             output = (res.stdout + res.stderr).strip()[-800:]
             for cred in (credentials.kafka(admin=True), credentials.kafka()):
@@ -203,12 +204,10 @@ def ensure_topics(bootstrap: str, topics: list[str], partitions: int) -> list[st
     try:
         missing = [t for t in topics if t not in set(admin.list_topics())]
         if missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # created concurrently: the state we wanted
                 admin.create_topics(
                     [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in missing]
                 )
-            except TopicAlreadyExistsError:
-                pass  # created concurrently: that is the state we wanted
         return missing
     finally:
         admin.close()
