@@ -6,7 +6,7 @@ every class of bad input is dead-lettered with the right reason).
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from txmon.ingestion.events import TransactionEvent, to_json
 
@@ -21,7 +21,7 @@ def bad_records(event: TransactionEvent, now: datetime | None = None) -> dict[st
     >>> sorted(bad_records(ev))[:3]
     ['absurd_amount', 'control_characters', 'future_timestamp']
     """
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     base = json.loads(to_json(event))
 
     def variant(txn_suffix: str, **changes) -> bytes:

@@ -22,11 +22,12 @@ import re
 import types
 import typing
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from enum import Enum, StrEnum
-from typing import Annotated, Any, Iterator, Literal
+from typing import Annotated, Any, Literal
 
 from annotated_types import Ge, Le
 from pydantic import (
@@ -329,7 +330,7 @@ class TransactionEvent(_Contract):
                 "event_time has no UTC offset; append 'Z' or '+05:30' - naive times are ambiguous",
             )
         try:
-            return value if value.tzinfo is timezone.utc else value.astimezone(timezone.utc)
+            return value if value.tzinfo is UTC else value.astimezone(UTC)
         except OverflowError:  # e.g. 0001-01-01T00:00:00+05:30 is before year 1 in UTC
             raise PydanticCustomError(
                 DeadLetterReason.INVALID_FIELD,
@@ -514,7 +515,8 @@ def describe_problems(problems: list[Problem] | tuple[Problem, ...]) -> str:
 
     >>> describe_problems([Problem("non_positive_amount", "amount_paise", "must be >= 0, got -5"),
     ...                    Problem("invalid_field", "mcc", "'541' is not 4 digits, e.g. 5411")])
-    "amount_paise: must be >= 0, got -5 | 1 more: [invalid_field] mcc: '541' is not 4 digits, e.g. 5411; see event contract v1 in ingestion/events.py"
+    "amount_paise: must be >= 0, got -5 | 1 more: [invalid_field] mcc: '541' is not 4 digits, e.g. 5411;
+    see event contract v1 in ingestion/events.py"
     """
     first, *rest = problems
     text = str(first)
@@ -579,7 +581,7 @@ def check_event(
     """:func:`validate_event` without raising: ``(event, ())`` or ``(None, problems)``,
     problems in precedence order. For callers that merge the contract's problems with
     their own (a replay row whose cells could not all be mapped)."""
-    reference = now if now is not None else datetime.now(timezone.utc)
+    reference = now if now is not None else datetime.now(UTC)
     if reference.tzinfo is None:
         raise ValueError("validate_event(now=...) must be timezone-aware, e.g. datetime.now(timezone.utc)")
     try:

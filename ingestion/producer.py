@@ -20,10 +20,10 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Iterable
 
 from txmon.infra.settings import Settings
 from txmon.ingestion.events import DeadLetterReason, TransactionEvent, kafka_key, to_json
@@ -177,7 +177,7 @@ class TransactionProducer:
                        f"the producer; raw_value keeps its first {OVERSIZE_KEEP_BYTES:,} bytes"),
             "raw_key": None if key is None else key.decode("utf-8", "backslashreplace"),
             "raw_value": value[:OVERSIZE_KEEP_BYTES].decode("utf-8", "backslashreplace"),
-            "kafka_timestamp": datetime.now(timezone.utc).isoformat(),
+            "kafka_timestamp": datetime.now(UTC).isoformat(),
         }
         self.summary.oversize += 1
         log.warning("record of %d bytes for %s sent to the dead-letter topic %s as oversize", size, topic,
@@ -206,7 +206,7 @@ class TransactionProducer:
             self._pending_bytes = 0
             if self._failures:
                 self._undelivered_dir.mkdir(parents=True, exist_ok=True)
-                path = self._undelivered_dir / f"undelivered-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}.jsonl"
+                path = self._undelivered_dir / f"undelivered-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}.jsonl"
                 with path.open("w", encoding="utf-8") as out:
                     for failure in self._failures:
                         out.write(json.dumps(failure, separators=(",", ":")) + "\n")
@@ -274,7 +274,7 @@ def produce_events(
                 break
             if n % 256 == 0:
                 pacer.wait(n)
-                now = datetime.now(timezone.utc)
+                now = datetime.now(UTC)
             event, clamped = clamp_future(event, now)
             producer.summary.clamped_to_now += clamped
             producer.send_event(event)

@@ -80,19 +80,21 @@ from __future__ import annotations
 import csv
 import difflib
 import json
+import math
 import re
 import string
 import time
 import types
 import typing
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from inspect import signature
 from pathlib import Path
-from typing import Annotated, Any, Callable, Iterator, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
@@ -161,7 +163,7 @@ REPLAY_TXN_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "txmon:replay:txn_id")
 
 # validate_event's own default, so the check after shift_to agrees with the contract.
 _MAX_FUTURE_SKEW: timedelta = signature(validate_event).parameters["max_future_skew"].default
-_NO_FUTURE_CHECK = datetime(9000, 1, 1, tzinfo=timezone.utc)
+_NO_FUTURE_CHECK = datetime(9000, 1, 1, tzinfo=UTC)
 _MIN_SLEEP_S = 0.001
 
 # ------------------------------------------------------------------------ mapping
@@ -514,9 +516,12 @@ def _describe(exc: ValidationError) -> str:
 def parse_mapping(data: Any, *, source: str = "replay mapping") -> ReplayMapping:
     """Validate an already-parsed mapping (a dict); raise ReplayMappingError naming every bad key.
 
-    >>> parse_mapping({"fields": {"payer.acount_number": {"column": "acct"}}})  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    txmon.ingestion.replay.ReplayMappingError: replay mapping: fields.payer.acount_number: is not in the event contract; did you mean payer.account_number? ...
+    >>> try:
+    ...     parse_mapping({"fields": {"payer.acount_number": {"column": "acct"}}})
+    ... except ReplayMappingError as exc:
+    ...     print(exc)
+    replay mapping: fields.payer.acount_number: is not in the event contract;
+    did you mean payer.account_number? ...
     """
     if not isinstance(data, dict):
         raise ReplayMappingError(
@@ -601,7 +606,7 @@ def _is_missing(cell: Any) -> bool:
         return True
     if isinstance(cell, str):
         return not cell.strip()
-    return isinstance(cell, float) and cell != cell
+    return isinstance(cell, float) and math.isnan(cell)
 
 
 def _text(cell: Any) -> str:
@@ -667,7 +672,7 @@ def _to_amount(unit: str, rounding: AmountRounding | None, where: str) -> Callab
 def _to_time(spec: FieldSpec, where: str) -> Callable[[Any], datetime]:
     zone = ZoneInfo(spec.timezone) if spec.timezone else None
     if spec.unit is not None:
-        origin = spec.origin or datetime(1970, 1, 1, tzinfo=timezone.utc)
+        origin = spec.origin or datetime(1970, 1, 1, tzinfo=UTC)
         micros = Decimal(_TIME_UNITS[spec.unit]) * 1_000_000
 
         def offset(value: Any) -> datetime:
@@ -687,7 +692,8 @@ def _to_time(spec: FieldSpec, where: str) -> Callable[[Any], datetime]:
         else:
             text = _text(value)
             try:
-                moment = datetime.strptime(text, spec.format) if spec.format else datetime.fromisoformat(text)
+                # A naive result takes the mapping's timezone below, or the contract rejects it.
+                moment = datetime.strptime(text, spec.format) if spec.format else datetime.fromisoformat(text)  # noqa: DTZ007
             except ValueError:
                 expected = f"format {spec.format!r}" if spec.format else "ISO-8601"
                 raise _Reject(ReplayRejectReason.UNPARSABLE_VALUE,
@@ -1042,7 +1048,7 @@ def replay_file(
     if labels_path is not None and mapping.label is None:
         raise ReplayMappingError("labels_path was given but the mapping has no `label:` section; "
                                  "add one (label: {is_fraud: {column: ...}}) or drop labels_path")
-    now = now if now is not None else datetime.now(timezone.utc)
+    now = now if now is not None else datetime.now(UTC)
     if now.tzinfo is None or (shift_to is not None and shift_to.tzinfo is None):
         raise ValueError("now and shift_to must be timezone-aware, e.g. datetime.now(timezone.utc)")
     pacer = ReplayPacer(speedup=speedup, rate=rate, clock=clock, sleep=sleep)
@@ -1108,7 +1114,7 @@ def load_labelled(
         if on_reject is not None:
             on_reject(rejected)
 
-    valid = _map_rows(frame, _RowMapper(mapping, path.name), now or datetime.now(timezone.utc), reject,
+    valid = _map_rows(frame, _RowMapper(mapping, path.name), now or datetime.now(UTC), reject,
                       progress=False)
     if rejects_path is not None:
         _write_rejects(Path(rejects_path), frame, rejects)
@@ -1161,7 +1167,7 @@ def _shift(valid: list[_Valid], shift_to: datetime, now: datetime,
     """Move every event so the last lands at ``shift_to``; reject those then in the future."""
     if not valid:
         return valid
-    delta = shift_to.astimezone(timezone.utc) - valid[-1].event.event_time
+    delta = shift_to.astimezone(UTC) - valid[-1].event.event_time
     limit = now + _MAX_FUTURE_SKEW
     kept: list[_Valid] = []
     for item in valid:

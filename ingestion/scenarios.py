@@ -13,9 +13,10 @@ checked against them; see each function's docstring.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 from faker import Faker
@@ -37,8 +38,16 @@ from txmon.ingestion.events import (
 if TYPE_CHECKING:
     from txmon.ingestion.simulator import Customer, Population
 
-__all__ = ["ALL_SCENARIOS", "EMERGING_SCENARIOS", "SCENARIOS", "EmergingScenarioId", "Scenario", "ScenarioId",
-           "THRESHOLDS_PAISE", "UPI_LIMIT_PAISE"]
+__all__ = [
+    "ALL_SCENARIOS",
+    "EMERGING_SCENARIOS",
+    "SCENARIOS",
+    "THRESHOLDS_PAISE",
+    "UPI_LIMIT_PAISE",
+    "EmergingScenarioId",
+    "Scenario",
+    "ScenarioId",
+]
 
 UPI_LIMIT_PAISE = 1 * LAKH * PAISE_PER_RUPEE
 """NPCI's general per-transaction UPI limit (1 lakh INR)."""

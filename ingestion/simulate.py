@@ -4,10 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from txmon.infra.errors import ConfigError
 from txmon.infra.settings import Settings
 from txmon.ingestion.labels import LabelReleaser
 from txmon.ingestion.producer import ProduceSummary, TransactionProducer, produce_events
-from txmon.infra.errors import ConfigError
 from txmon.ingestion.simulator import RegimeChange, Simulator, SimulatorConfig, expected_time_after, live_start_time
 
 

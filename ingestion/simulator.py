@@ -21,10 +21,11 @@ import json
 import math
 import re
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Iterable, Iterator, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 from faker import Faker
@@ -225,7 +226,7 @@ class Atm:
 class _Picker:
     """Weighted choice from a fixed list with one uniform draw (no numpy call)."""
 
-    __slots__ = ("items", "cumulative")
+    __slots__ = ("cumulative", "items")
 
     def __init__(self, items: list, weights: Iterable[float]) -> None:
         self.items = items
@@ -406,7 +407,7 @@ def _customer(i: int, city: City, multiplier: float, neighbours: list[int], n_cu
     local = rng.integers(0, len(neighbours), n_contacts)
     anywhere = rng.integers(0, n_customers, n_contacts)
     near = rng.random(n_contacts) < 0.7  # most people pay people in their own city
-    contacts = tuple(int(neighbours[l]) if n else int(a) for l, a, n in zip(local, anywhere, near))
+    contacts = tuple(int(neighbours[j]) if n else int(a) for j, a, n in zip(local, anywhere, near))
     return Customer(
         index=i,
         city=city,
@@ -481,7 +482,7 @@ class RegimeChange(BaseModel):
     @field_validator("at")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
-        return value.astimezone(timezone.utc)
+        return value.astimezone(UTC)
 
     @field_validator("scenario_weights")
     @classmethod
@@ -530,7 +531,7 @@ class SimulatorConfig(BaseModel):
     @field_validator("start_time")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
-        return value.astimezone(timezone.utc)
+        return value.astimezone(UTC)
 
     @field_validator("scenario_weights")
     @classmethod
@@ -854,7 +855,7 @@ def live_start_time(planned_events: int | None, mean_tps: float, fraud_rate: flo
     clock is clamped by the producer (:func:`ingestion.producer.clamp_future`).
     Unbounded runs start one simulated day back.
     """
-    now = (now or datetime.now(timezone.utc)).replace(microsecond=0)
+    now = (now or datetime.now(UTC)).replace(microsecond=0)
     if planned_events is None:
         return now - timedelta(days=1)
     if planned_events == 0:
