@@ -210,7 +210,7 @@ class ModelBundle:
         return buffer.getvalue()
 
     @staticmethod
-    def from_bytes(data: bytes) -> "ModelBundle":
+    def from_bytes(data: bytes) -> ModelBundle:
         bundle = joblib.load(io.BytesIO(data))
         if not isinstance(bundle, ModelBundle):
             raise TypeError(f"expected a ModelBundle, got {type(bundle).__name__}")

@@ -22,7 +22,7 @@ class ModelsConfig(BaseModel):
     models_dir: Path
 
     @classmethod
-    def load(cls) -> "ModelsConfig":
+    def load(cls) -> ModelsConfig:
         override = os.environ.get(MODELS_DIR_ENV)
         if override:
             return cls(models_dir=Path(override).expanduser().resolve())

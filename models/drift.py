@@ -75,7 +75,7 @@ import re
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -201,7 +201,7 @@ class DriftEvent(BaseModel):
     @field_validator("detected_at")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
-        return value.astimezone(timezone.utc)
+        return value.astimezone(UTC)
 
 
 def _window(detector: ADWIN) -> tuple[float, float, int]:
@@ -314,8 +314,8 @@ class DriftMonitor:
         self.config = config or DriftConfig()
         self.model_version = model_version
         self.detectors: dict[Signal, ADWIN] = {s: self.config.detector(s) for s in Signal}
-        self.n_seen: dict[Signal, int] = {s: 0 for s in Signal}
-        self.n_alarms: dict[Signal, int] = {s: 0 for s in Signal}
+        self.n_seen: dict[Signal, int] = dict.fromkeys(Signal, 0)
+        self.n_alarms: dict[Signal, int] = dict.fromkeys(Signal, 0)
 
     # --- feeding
 

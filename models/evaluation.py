@@ -24,8 +24,9 @@ risk_score (0-100), decision, is_fraud, scenario`` (and optionally
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -40,10 +41,27 @@ if TYPE_CHECKING:
     from txmon.ingestion.simulator import Label
 
 __all__ = [
-    "CardPrecisionDay", "DEFAULT_ALERT_RATE", "DEFAULT_K", "DEFAULT_TZ", "DailyPrecision", "EvaluationMetrics",
-    "PrCurve", "RankingMetrics", "ScenarioRecall", "card_precision_at_k", "daily_precision_at_k", "evaluate_frame",
-    "evaluate_offline", "precision_at_k", "metrics_table", "ranking", "ranking_metrics", "recall_at_alert_rate",
-    "recall_by_scenario", "score_labelled", "write_report",
+    "DEFAULT_ALERT_RATE",
+    "DEFAULT_K",
+    "DEFAULT_TZ",
+    "CardPrecisionDay",
+    "DailyPrecision",
+    "EvaluationMetrics",
+    "PrCurve",
+    "RankingMetrics",
+    "ScenarioRecall",
+    "card_precision_at_k",
+    "daily_precision_at_k",
+    "evaluate_frame",
+    "evaluate_offline",
+    "metrics_table",
+    "precision_at_k",
+    "ranking",
+    "ranking_metrics",
+    "recall_at_alert_rate",
+    "recall_by_scenario",
+    "score_labelled",
+    "write_report",
 ]
 
 DEFAULT_K = 100
@@ -272,7 +290,7 @@ def recall_at_alert_rate(is_fraud: Sequence[bool], score: Sequence[float],
     y = np.asarray(is_fraud, dtype=bool)
     if not y.any():
         return None
-    flagged = max(1, int(round(alert_rate * len(y))))
+    flagged = max(1, round(alert_rate * len(y)))
     return float(precision_at_k(score, y, flagged) * flagged / y.sum())
 
 
@@ -369,7 +387,7 @@ def evaluate_frame(frame: pd.DataFrame, k: int = DEFAULT_K, policy: RiskPolicy |
 # ------------------------------------------------------------------------ offline path
 
 
-def score_labelled(events: Sequence["TransactionEvent"], labels: Iterable["Label"], bundle: ModelBundle,
+def score_labelled(events: Sequence[TransactionEvent], labels: Iterable[Label], bundle: ModelBundle,
                    policy: RiskPolicy, rules_score: RuleScores = None, *,
                    since: pd.Timestamp | None = None) -> pd.DataFrame:
     """Features of the whole history, scored and labelled; rows before ``since`` dropped.
@@ -385,7 +403,7 @@ def score_labelled(events: Sequence["TransactionEvent"], labels: Iterable["Label
     return score_frame(features, bundle, policy, rules_score)
 
 
-def evaluate_offline(events: Sequence["TransactionEvent"], labels: Iterable["Label"], bundle: ModelBundle,
+def evaluate_offline(events: Sequence[TransactionEvent], labels: Iterable[Label], bundle: ModelBundle,
                      policy: RiskPolicy, rules_score: RuleScores = None, *, k: int = DEFAULT_K,
                      since: pd.Timestamp | None = None, tz: str = DEFAULT_TZ) -> EvaluationMetrics:
     """Compute features, score with ``bundle``, combine with ``rules_score`` under ``policy``,

@@ -21,7 +21,7 @@ import os
 import re
 import shutil
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import joblib
@@ -58,7 +58,7 @@ class Registry:
     def register(self, bundle: ModelBundle, metadata: ModelMetadata, *, now: datetime | None = None) -> str:
         """Store a bundle as the next version (not live until promoted); return its id."""
         self.root.mkdir(parents=True, exist_ok=True)
-        created = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+        created = (now or datetime.now(UTC)).astimezone(UTC)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
         try:
             joblib.dump(bundle, staging / MODEL_FILE, compress=3)
@@ -185,7 +185,7 @@ class Registry:
         history = self._history()
         if history and history[-1]["version"] == version:
             return version
-        at = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+        at = (now or datetime.now(UTC)).astimezone(UTC)
         self._write_history([*history, {"version": version, "promoted_at": at.isoformat()}])
         return version
 

@@ -6,20 +6,20 @@ the combination lives in one place: :func:`models.risk.risk_scores` and
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping, Union
+from collections.abc import Callable, Mapping
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from txmon.models.bundle import ModelBundle
 from txmon.models.risk import RiskPolicy, decisions, risk_scores
 
-__all__ = ["RuleScores", "SCORE_COLUMNS", "rule_scores_for", "score_frame"]
+__all__ = ["SCORE_COLUMNS", "RuleScores", "rule_scores_for", "score_frame"]
 
 SCORE_COLUMNS = ("fraud_probability", "anomaly", "rule_score", "risk_score", "decision")
 
-RuleScores = Union[None, Callable[[pd.DataFrame], "np.typing.ArrayLike"], Mapping[str, float], pd.Series,
-                   np.ndarray, list]
+RuleScores = None | Callable[[pd.DataFrame], npt.ArrayLike] | Mapping[str, float] | pd.Series | np.ndarray | list
 """Where per-row rule scores (0-100) come from:
 
 - None: no rules engine, every rule score is 0;
