@@ -11,8 +11,9 @@ is a write retried after a connection error (:func:`retried`, spark_jobs/recover
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, TypeVar
 
 from txmon.infra.settings import Settings
 from txmon.spark_jobs.recovery import Backoff, call_with_retry
@@ -33,7 +34,7 @@ class CassandraTarget:
     retry: Backoff | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings, keyspace: str | None = None) -> "CassandraTarget":
+    def from_settings(cls, settings: Settings, keyspace: str | None = None) -> CassandraTarget:
         return cls(
             settings.cassandra.host, settings.cassandra.port,
             keyspace or settings.cassandra.keyspace, settings.spark.cassandra_write_concurrency,
@@ -54,9 +55,9 @@ def session_for(target: CassandraTarget):
     key = (target.host, target.port, target.keyspace)
     with _lock:
         if key not in _sessions:
-            from txmon.infra.cassandra_schema import open_cluster
-
             from cassandra.policies import ExponentialReconnectionPolicy
+
+            from txmon.infra.cassandra_schema import open_cluster
 
             cluster = open_cluster(target.host, target.port, request_timeout=30, consistency=target.consistency,
                                    datacenter=target.datacenter)

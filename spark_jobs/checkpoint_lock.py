@@ -24,7 +24,7 @@ import logging
 import os
 import socket
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -63,7 +63,7 @@ class CheckpointLock:
         self.path: Path | None = None if local is None else local / LOCK_FILE
         self._fd: int | None = None
 
-    def acquire(self) -> "CheckpointLock":
+    def acquire(self) -> CheckpointLock:
         """Take the lock or raise :class:`StreamLockedError` at once (never waits)."""
         if self.path is None:
             log.warning("checkpoint %s is not on a local file system: no lock against a second stream on it",
@@ -81,7 +81,7 @@ class CheckpointLock:
             os.close(fd)
             raise
         record = {"pid": os.getpid(), "host": socket.gethostname(),
-                  "started_at": datetime.now(timezone.utc).isoformat(), "argv": sys.argv}
+                  "started_at": datetime.now(UTC).isoformat(), "argv": sys.argv}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(record).encode(), 0)
         self._fd = fd
@@ -116,7 +116,7 @@ class CheckpointLock:
         return (f"another stream is already running on checkpoint {self.checkpoint_dir} ({who}{where}{since}): "
                 f"{stop}, or give this one its own --checkpoint-dir")
 
-    def __enter__(self) -> "CheckpointLock":
+    def __enter__(self) -> CheckpointLock:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
@@ -69,7 +69,7 @@ class CassandraDriftStateStore(DriftStateStore):
         stmt = prepared(session, "INSERT INTO drift_state (stream, part, state, applied_batch, "
                                  "last_notified_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)")
         session.execute(stmt, (self.stream, key, data, applied_batch, last_notified_at,
-                               datetime.now(timezone.utc)))
+                               datetime.now(UTC)))
 
 
 def airflow_notifier(settings: Settings) -> Notifier:
@@ -97,7 +97,7 @@ class _Part:
                         else DriftMonitor(config))
         self.applied_batch = row.applied_batch if row is not None and row.applied_batch is not None else -1
         last = row.last_notified_at if row is not None else None
-        self.last_notified_at = last.replace(tzinfo=timezone.utc) if last is not None and last.tzinfo is None else last
+        self.last_notified_at = last.replace(tzinfo=UTC) if last is not None and last.tzinfo is None else last
 
 
 class StreamDrift:
@@ -136,7 +136,7 @@ class StreamDrift:
         version = str(frame["model_version"].iloc[-1])
         if part.monitor.model_version != version:
             part.monitor.new_model(version)
-        events = part.monitor.update_scores(frame, datetime.now(timezone.utc), model_version=version,
+        events = part.monitor.update_scores(frame, datetime.now(UTC), model_version=version,
                                             reference=reference)
         return self._finish(part, batch_id, events, frame["event_time"].max())
 
@@ -151,7 +151,7 @@ class StreamDrift:
         outcomes = labels.merge(self._decisions(labels["txn_id"].tolist()), on="txn_id", how="inner")
         if champion is not None:
             outcomes = outcomes[outcomes["model_version"] == champion]
-        events = part.monitor.update_labels(outcomes, datetime.now(timezone.utc), model_version=champion)
+        events = part.monitor.update_labels(outcomes, datetime.now(UTC), model_version=champion)
         data_time = pd.to_datetime(labels["label_time"], utc=True).max() if "label_time" in labels else None
         return self._finish(part, batch_id, events, data_time)
 
@@ -164,7 +164,7 @@ class StreamDrift:
             from txmon.models.registry import Registry
 
             return Registry(self.registry_root).champion()
-        except Exception as exc:  # an unreadable registry must not stop the labels query
+        except Exception as exc:  # noqa: BLE001 - an unreadable registry must not stop the labels query
             log.error("model registry unreadable (%s); label drift fed without a model filter", exc)
             return None
 
@@ -205,7 +205,7 @@ class StreamDrift:
             return f"not notified: within the cooldown after {last.isoformat()}"
         try:
             done = self.notifier(event)
-        except Exception as exc:  # Airflow down or refusing: record it, keep streaming
+        except Exception as exc:  # noqa: BLE001 - Airflow down or refusing: record it, keep streaming
             log.error("drift event on %s could not be notified: %s", event.signal.value, exc)
             return f"notify failed: {exc}"[:500]
         part.last_notified_at = event.detected_at

@@ -22,7 +22,7 @@ import json
 import os
 import tempfile
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ def read_heartbeat(path: Path) -> dict[str, Any] | None:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 def _offsets(text: str | None) -> Any:
@@ -101,10 +101,10 @@ class HeartbeatListener(StreamingQueryListener):
             entry.update(fields, updated_at=_now())
             self._write()
 
-    def onQueryStarted(self, event: Any) -> None:  # noqa: N802 - Spark's listener API
+    def onQueryStarted(self, event: Any) -> None:
         self._update(str(event.id), event.name, run_id=str(event.runId), status="started", exception=None)
 
-    def onQueryProgress(self, event: Any) -> None:  # noqa: N802
+    def onQueryProgress(self, event: Any) -> None:
         p = event.progress
         end_offsets: dict[str, Any] = {}
         for source in p.sources:
@@ -115,10 +115,10 @@ class HeartbeatListener(StreamingQueryListener):
                      input_rows=p.numInputRows, batch_timestamp=p.timestamp, last_progress_at=_now(),
                      end_offsets=end_offsets or None)
 
-    def onQueryIdle(self, event: Any) -> None:  # noqa: N802
+    def onQueryIdle(self, event: Any) -> None:
         self._update(str(event.id), None, run_id=str(event.runId), status="idle")
 
-    def onQueryTerminated(self, event: Any) -> None:  # noqa: N802
+    def onQueryTerminated(self, event: Any) -> None:
         self._update(str(event.id), None, run_id=str(event.runId), status="terminated", exception=event.exception)
 
 

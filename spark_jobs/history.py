@@ -15,7 +15,8 @@ labels whose ``label_time`` had passed at each transaction.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import itertools
+from datetime import UTC, datetime
 from functools import partial
 
 from txmon.spark_jobs.cassandra_sink import CassandraTarget, prepared, session_for
@@ -45,7 +46,7 @@ def token_ranges(splits: int) -> list[tuple[int, int]]:
         raise ValueError(f"splits must be >= 1, got {splits}")
     span = MAX_TOKEN - MIN_TOKEN
     bounds = [MIN_TOKEN + span * i // splits for i in range(splits)] + [MAX_TOKEN]
-    return list(zip(bounds[:-1], bounds[1:]))
+    return list(itertools.pairwise(bounds))
 
 
 def _schema(columns: dict[str, str]):
@@ -67,7 +68,7 @@ def _fetch(target: CassandraTarget, table: str, key: str, columns: tuple[str, ..
             values = list(row)
             for i in timestamps:  # the driver returns naive UTC; say so, for Spark
                 if values[i] is not None:
-                    values[i] = values[i].replace(tzinfo=timezone.utc)
+                    values[i] = values[i].replace(tzinfo=UTC)
             yield tuple(values)
 
 
@@ -112,8 +113,8 @@ def labelled_features(transactions, labels, partitions: int):
     """
     from pyspark.sql import functions as F
 
-    from txmon.spark_jobs.detection import add_features_to_batch
     from txmon.models.features import MemoryProfileStore
+    from txmon.spark_jobs.detection import add_features_to_batch
 
     make_store = partial(MemoryProfileStore, fraud_labels=fraud_label_times(transactions, labels))
     featured = add_features_to_batch(transactions, make_store, partitions)

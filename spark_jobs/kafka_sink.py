@@ -14,7 +14,8 @@ replay may publish a record twice, and every record carries an id to de-duplicat
 from __future__ import annotations
 
 import threading
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 _producers: dict[str, Any] = {}
 _lock = threading.Lock()

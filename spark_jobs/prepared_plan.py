@@ -19,7 +19,7 @@ setup.py, and tests/integration/test_prepared_plan.py checks each method against
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 
 class PreparedPlan:
@@ -50,7 +50,7 @@ class PreparedPlan:
     def columns(self) -> list[str]:
         return self._template.columns
 
-    def _then(self, method: str, *args) -> "PreparedPlan":
+    def _then(self, method: str, *args) -> PreparedPlan:
         from pyspark.sql.classic.dataframe import DataFrame
 
         template = DataFrame(getattr(self._template._jdf, method)(*args), self.sparkSession)
@@ -67,22 +67,22 @@ class PreparedPlan:
 
         return self._jseq(cols, _to_java_column)
 
-    def select(self, *cols) -> "PreparedPlan":
+    def select(self, *cols) -> PreparedPlan:
         return self._then("select", self._jcols(cols))
 
-    def withColumn(self, name: str, col) -> "PreparedPlan":
+    def withColumn(self, name: str, col) -> PreparedPlan:
         return self._then("withColumn", name, col._jc)
 
-    def withColumns(self, columns: dict) -> "PreparedPlan":
+    def withColumns(self, columns: dict) -> PreparedPlan:
         return self._then("withColumns", self._jseq(columns), self._jcols(columns.values()))
 
-    def drop(self, *names: str) -> "PreparedPlan":
+    def drop(self, *names: str) -> PreparedPlan:
         return self._then("drop", self._jseq(names))
 
-    def repartition(self, partitions: int, *cols) -> "PreparedPlan":
+    def repartition(self, partitions: int, *cols) -> PreparedPlan:
         return self._then("repartition", partitions, self._jcols(cols))
 
-    def mapInArrow(self, func: Callable, schema) -> "PreparedPlan":
+    def mapInArrow(self, func: Callable, schema) -> PreparedPlan:
         """Like ``DataFrame.mapInArrow``: ``func`` gets every column of this plan's frame."""
         from pyspark.rdd import PythonEvalType
         from pyspark.sql import functions as F

@@ -7,15 +7,15 @@ the same events onto the same starting profiles, so features come out identical.
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-from txmon.spark_jobs.cassandra_sink import CassandraTarget, prepared, replica_batches, retried, session_for, write_rows
 from txmon.infra.cassandra_schema import table_columns
 from txmon.models.features import ProfileStore
+from txmon.spark_jobs.cassandra_sink import CassandraTarget, prepared, replica_batches, retried, session_for, write_rows
 
 _CHUNK = 100
 _SAVE_BATCH_ROWS = 8  # a profile holds two JSON states: keep a batch well under batch_size_fail_threshold
-_EPOCH = datetime(1970, 1, 1)  # naive UTC, as the driver binds fastest (cassandra_sink.arrow_rows)
+_EPOCH = datetime(1970, 1, 1)  # noqa: DTZ001 - naive UTC, as the driver binds fastest (cassandra_sink.arrow_rows)
 AGGREGATE_COLUMNS = table_columns("account_aggregates")
 
 
@@ -88,7 +88,7 @@ class CassandraProfileStore(ProfileStore):
                                            raise_on_first_error=True))
 
     def save_windows(self, rows):
-        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        now = datetime.now(UTC).replace(tzinfo=None)
         write_rows(self.target, "account_aggregates", AGGREGATE_COLUMNS, [
             (payer, kind, _EPOCH + timedelta(microseconds=start), _EPOCH + timedelta(microseconds=end), *values, now)
             for payer, kind, start, end, *values in rows])

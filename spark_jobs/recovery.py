@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Protocol, TypeVar
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol, TypeVar
 
 from txmon.infra.errors import StreamRecoveryError
 
@@ -57,12 +58,12 @@ class Backoff:
         return float(min(self.max_s, self.initial_s * self.multiplier ** max(0, attempt - 1)))
 
     @classmethod
-    def cassandra_calls(cls, settings: Any) -> "Backoff":
+    def cassandra_calls(cls, settings: Any) -> Backoff:
         r = settings.recovery
         return cls(r.cassandra_retry_initial_s, r.cassandra_retry_max_s, r.cassandra_retry_give_up_s)
 
     @classmethod
-    def query_restarts(cls, settings: Any) -> "Backoff":
+    def query_restarts(cls, settings: Any) -> Backoff:
         r = settings.recovery
         return cls(r.restart_initial_s, r.restart_max_s, r.restart_give_up_s)
 
@@ -158,7 +159,7 @@ def _iso(at: datetime) -> str:
 def keep_running(queries: Queries, *, probe: Callable[[], dict[str, str | None]], heartbeat: Heartbeat | None,
                  policy: Backoff, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep,
-                 wall: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> int:
+                 wall: Callable[[], datetime] = lambda: datetime.now(UTC)) -> int:
     """Run ``queries`` until they stop without an error; returns how often they were restarted.
 
     A failed query stops all of them; then, with ``policy``'s backoff, ``probe()`` is asked
@@ -205,7 +206,7 @@ def keep_running(queries: Queries, *, probe: Callable[[], dict[str, str | None]]
                 continue
             try:
                 queries.start()
-            except Exception as exc:  # anything a start touches (Kafka, Cassandra, the JVM) may still be coming up
+            except Exception as exc:  # noqa: BLE001 - anything a start touches (Kafka, Cassandra, the JVM) may still be coming up
                 reason = f"restart failed: {_brief(exc)}"
                 queries.stop()
                 continue
@@ -255,7 +256,7 @@ class SparkQueries:
         for q in {q.id: q for q in [*self.queries, *self.spark.streams.active]}.values():
             try:
                 q.stop()
-            except Exception as exc:  # a query that failed may refuse a clean stop; it is gone either way
+            except Exception as exc:  # noqa: BLE001 - a query that failed may refuse a clean stop; it is gone either way
                 log.warning("stopping query %s: %s", q.name, _brief(exc))
         self.queries = []
         # Cached driver sessions may hold connections the outage broke; the next start
@@ -282,7 +283,7 @@ def dependency_probe(settings: Any) -> Callable[[], dict[str, str | None]]:
         for svc in services:
             try:
                 out[f"{svc.name} {svc.host}:{svc.ports[0]}"] = svc.probe()
-            except Exception as exc:  # a probe must report, never raise
+            except Exception as exc:  # noqa: BLE001 - a probe must report, never raise
                 out[f"{svc.name} {svc.host}:{svc.ports[0]}"] = _brief(exc, 120)
         return out
 

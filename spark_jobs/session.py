@@ -163,4 +163,4 @@ def spark_submit_argv(
             "--driver-memory", conf.pop("spark.driver.memory")]
     for key, value in conf.items():
         argv += ["--conf", f"{key}={value}"]
-    return argv + [str(job_path), *job_args]
+    return [*argv, str(job_path), *job_args]

@@ -22,15 +22,17 @@ spark_jobs/transactions_stream.py`` is started detached (pid file, log under
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import psutil
 
@@ -76,7 +78,7 @@ def _parse_time(value: Any) -> datetime | None:
         t = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
         return None
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 def _lag(query: dict[str, Any], topic: str, end_offsets: dict[int, int]) -> int | None:
@@ -94,14 +96,14 @@ def check(settings: Settings, *, topic: str | None = None, now: datetime | None 
     ``end_offsets(topic)`` gives Kafka's end offsets per partition (default: asked from
     the broker); it is only called when the heartbeat alone cannot decide.
     """
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     topic = topic or settings.kafka.topics.transactions
     stall = settings.airflow.stream_stall_after_s
     pid = stream_process(settings).pid()
     if pid is None:
         return StreamHealth("dead", "no streaming job running")
     try:
-        started = datetime.fromtimestamp(psutil.Process(pid).create_time(), timezone.utc)
+        started = datetime.fromtimestamp(psutil.Process(pid).create_time(), UTC)
     except psutil.Error:
         return StreamHealth("dead", "the streaming job exited")
     beat = read_heartbeat(heartbeat_path(settings.state_path)) or {}
@@ -156,7 +158,7 @@ def restart(settings: Settings, reason: str, *, job_args: list[str] | None = Non
     # spark-submit finds SPARK_HOME with the first python3 on PATH: make it the venv's.
     child_env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + child_env.get("PATH", "")
     pid = proc.start_with_env(argv, cwd=PROJECT_ROOT, env=child_env)
-    record = {"at": datetime.now(timezone.utc).isoformat(), "reason": reason, "old_pid": old_pid, "pid": pid,
+    record = {"at": datetime.now(UTC).isoformat(), "reason": reason, "old_pid": old_pid, "pid": pid,
               "argv": argv[1:], "triggered_by": triggered_by, "log": str(proc.log_file)}
     path = restarts_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -178,10 +180,8 @@ def _stop_leftovers(proc: DetachedCommand) -> None:
         except psutil.Error:
             continue
     for leftover in leftovers:
-        try:
+        with contextlib.suppress(psutil.Error):
             leftover.kill()
-        except psutil.Error:
-            pass
     psutil.wait_procs(leftovers, timeout=30)
 
 
@@ -226,7 +226,7 @@ def _option(args: list[str], name: str) -> str | None:
 
 
 def _say(message: str) -> None:
-    print(f"{datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ} txmon supervise: {message}", flush=True)
+    print(f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} txmon supervise: {message}", flush=True)
 
 
 def _foreign_lock_holder(settings: Settings, checkpoint_dir: str, proc: DetachedCommand) -> dict[str, Any] | None:

@@ -32,9 +32,10 @@ import json
 import sys
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
-from typing import Iterator
 
 from txmon.infra.kafka_client import spark_kafka_options
 from txmon.infra.settings import Settings, load_settings
@@ -67,19 +68,19 @@ class StreamOptions:
     registry_root: str | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings, **overrides) -> "StreamOptions":
-        values = dict(
-            topic=settings.kafka.topics.transactions,
-            dlq_topic=settings.kafka.topics.dead_letter,
-            checkpoint_dir=str(settings.state_path / "checkpoints" / "transactions"),
-            keyspace=settings.cassandra.keyspace,
-            trigger_seconds=settings.spark.trigger_seconds,
-            secondary_trigger_seconds=settings.spark.secondary_trigger_seconds,
-            max_offsets_per_trigger=settings.spark.max_offsets_per_trigger,
-            labels_topic=settings.kafka.topics.labels,
-            alerts_topic=settings.kafka.topics.alerts,
-            registry_root=str(_models_dir()),
-        )
+    def from_settings(cls, settings: Settings, **overrides) -> StreamOptions:
+        values = {
+            "topic": settings.kafka.topics.transactions,
+            "dlq_topic": settings.kafka.topics.dead_letter,
+            "checkpoint_dir": str(settings.state_path / "checkpoints" / "transactions"),
+            "keyspace": settings.cassandra.keyspace,
+            "trigger_seconds": settings.spark.trigger_seconds,
+            "secondary_trigger_seconds": settings.spark.secondary_trigger_seconds,
+            "max_offsets_per_trigger": settings.spark.max_offsets_per_trigger,
+            "labels_topic": settings.kafka.topics.labels,
+            "alerts_topic": settings.kafka.topics.alerts,
+            "registry_root": str(_models_dir()),
+        }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -140,12 +141,12 @@ def land_partition(target: CassandraTarget, bootstrap: str, dlq_topic: str,
     """
 
     def run(batches: Iterator) -> Iterator:
-        from datetime import datetime, timezone
+        from datetime import datetime
 
         for batch in batches:
             if batch.num_rows == 0:
                 continue
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             judged = validation.judge_batch(batch, now, judge)
             valid, conflicts = split_duplicates(target, judged.valid)
             letters = judged.dead_letters + validation.dead_letter_rows(
@@ -162,7 +163,6 @@ def land_partition(target: CassandraTarget, bootstrap: str, dlq_topic: str,
 
 def publish_dead_letters(target: CassandraTarget, bootstrap: str, dlq_topic: str, letters: list[tuple]) -> None:
     """Dead-letter tuples (:data:`DEAD_LETTER_COLUMNS`) to the table and the topic."""
-    import json
 
     from txmon.spark_jobs.kafka_sink import publish
 
@@ -182,13 +182,12 @@ def publish_dead_letters(target: CassandraTarget, bootstrap: str, dlq_topic: str
 def _content(values: tuple) -> tuple:
     """Comparable content of a transaction: event time to the millisecond (what Cassandra
     keeps) as naive UTC, everything else as is."""
-    from datetime import timezone
 
     out = list(values)
     t = out[2]
     if t is not None:
         if t.tzinfo is not None:
-            t = t.astimezone(timezone.utc).replace(tzinfo=None)
+            t = t.astimezone(UTC).replace(tzinfo=None)
         out[2] = t.replace(microsecond=t.microsecond // 1000 * 1000)
     return tuple(out)
 
@@ -270,10 +269,9 @@ def _conflict(txn_id: str, first: tuple, content: tuple):
 def _json_default(value):
     """Datetimes (Kafka timestamps) as ISO 8601 with their UTC offset (arrow_rows gives
     naive UTC datetimes for the Cassandra driver; a JSON reader must not guess)."""
-    from datetime import timezone
 
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
+        value = value.replace(tzinfo=UTC)
     return value.isoformat()
 
 
@@ -336,12 +334,12 @@ def start_labels_query(spark, settings: Settings, opts: StreamOptions, drift=Non
     records = validation.raw_records(read_kafka(spark, settings, opts, topic=opts.labels_topic))
 
     def _write(batch_df, batch_id: int) -> None:
-        from datetime import datetime, timezone
+        from datetime import datetime
 
         rows = batch_df.collect()
         if not rows:
             return
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         received_at = now.replace(tzinfo=None)  # naive UTC, as the driver binds it
         labels, letters = judge_labels(rows, now)
         if letters:
@@ -404,9 +402,8 @@ def judge_labels(rows, now) -> tuple[list, list[tuple]]:
 
 def _naive(t):
     """A timezone-aware datetime as naive UTC (how the Cassandra driver binds it)."""
-    from datetime import timezone
 
-    return t.astimezone(timezone.utc).replace(tzinfo=None)
+    return t.astimezone(UTC).replace(tzinfo=None)
 
 
 def _start(spark, writer, opts: StreamOptions, name: str, trigger_seconds: float | None = None):
@@ -454,7 +451,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--labels-topic", help="ground-truth labels topic (default: kafka.topics.labels)")
     parser.add_argument("--alerts-topic", help="alerts topic (default: kafka.topics.alerts)")
     parser.add_argument("--rules", help="rules YAML, reloaded when it changes (default: config/rules.yaml)")
-    parser.add_argument("--no-detect", action="store_true", help="ingest only: no features, account aggregates, scoring or alerts")
+    parser.add_argument("--no-detect", action="store_true",
+                        help="ingest only: no features, account aggregates, scoring or alerts")
     parser.add_argument("--available-now", action="store_true",
                         help="process what is in the topic now, then stop (batch-style catch-up)")
     args = parser.parse_args(argv)

@@ -13,9 +13,9 @@ columns are therefore built here, from the event the contract already parsed.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Iterator
+from datetime import UTC, datetime, timedelta
 
 from txmon.infra.errors import EventValidationError
 from txmon.ingestion.events import DeadLetterReason, TransactionEvent, safe_text, validate_event
@@ -55,7 +55,7 @@ class Judge:
     max_age: timedelta | None = None
 
     @classmethod
-    def from_settings(cls, settings) -> "Judge":
+    def from_settings(cls, settings) -> Judge:
         return cls(max_age=timedelta(days=settings.contract.max_event_age_days))
 
 
@@ -187,14 +187,14 @@ def dead_letter_rows(batch, bad: list[tuple[int, EventValidationError]], now: da
     """Dead-letter tuples for the records at the given indexes of a raw batch."""
     if not bad:
         return []
-    landed = now.astimezone(timezone.utc).replace(tzinfo=None)
+    landed = now.astimezone(UTC).replace(tzinfo=None)
     keys, values = batch.column("key"), batch.column("value")
     topics, partitions, offsets, stamps = (batch.column(c) for c in ("topic", "partition", "offset", "kafka_ts"))
     out = []
     for i, error in bad:
         stamp = stamps[i].as_py()
         if stamp is not None and stamp.tzinfo is not None:
-            stamp = stamp.astimezone(timezone.utc).replace(tzinfo=None)
+            stamp = stamp.astimezone(UTC).replace(tzinfo=None)
         out.append((topics[i].as_py(), partitions[i].as_py(), offsets[i].as_py(), str(error.reason),
                     error.detail, display_text(keys[i].as_py(), MAX_KEY_CHARS),
                     display_text(values[i].as_py(), MAX_RAW_CHARS), stamp, landed))
@@ -213,7 +213,7 @@ def with_verdicts(batch, judge: Judge = Judge()):
     key and value as display text (for batch reads of a topic and the bench)."""
     import pyarrow as pa
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     reasons, details = [], []
     for raw in batch.column("value").to_pylist():
         outcome = verdict(raw, now, judge)
@@ -256,6 +256,6 @@ def valid_transactions(raw_df, judge: Judge = Judge()):
 
     def run(batches: Iterator) -> Iterator:
         for batch in batches:
-            yield judge_batch(batch, datetime.now(timezone.utc), judge).valid
+            yield judge_batch(batch, datetime.now(UTC), judge).valid
 
     return raw_records(raw_df).mapInArrow(run, typed_schema())

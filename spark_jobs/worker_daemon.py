@@ -46,7 +46,7 @@ def preload() -> list[str]:
     for name in PRELOAD:
         try:
             importlib.import_module(name)
-        except Exception:  # never keep Spark from starting its workers
+        except Exception:  # noqa: BLE001 - never keep Spark from starting its workers
             missing.append(name)
     return missing
 
