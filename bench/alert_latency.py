@@ -23,21 +23,21 @@ import sys
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from txmon.alerting.channels import EmailChannel, OutboundMessage, Recipient  # noqa: E402
-from txmon.alerting.contract import alert_id_for  # noqa: E402
-from txmon.alerting.config import SmtpConfig, ThrottleConfig, load_alerting_config  # noqa: E402
-from txmon.alerting.publish import AlertPublisher  # noqa: E402
-from txmon.alerting.runtime import dispatch  # noqa: E402
-from txmon.alerting.store import open_store  # noqa: E402
-from txmon.alerting.testing import SmsGatewayStub, SmtpSink, land_payers, make_alert  # noqa: E402
-from txmon.infra import stack  # noqa: E402
-from txmon.infra.services.kafka import ensure_topics  # noqa: E402
-from txmon.infra.settings import load_settings  # noqa: E402
+from txmon.alerting.channels import EmailChannel, OutboundMessage, Recipient
+from txmon.alerting.config import SmtpConfig, ThrottleConfig, load_alerting_config
+from txmon.alerting.contract import alert_id_for
+from txmon.alerting.publish import AlertPublisher
+from txmon.alerting.runtime import dispatch
+from txmon.alerting.store import open_store
+from txmon.alerting.testing import SmsGatewayStub, SmtpSink, land_payers, make_alert
+from txmon.infra import stack
+from txmon.infra.services.kafka import ensure_topics
+from txmon.infra.settings import load_settings
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -94,7 +94,7 @@ def main() -> int:
         accounts = [f"6{int(run, 16) % 10**5:05d}{i:06d}" for i in range(total)]  # 12 digits, unique per run
         phones = {"+9198" + a[-8:]: i for i, a in enumerate(accounts)}
         cluster, store = open_store(settings)
-        store.save_contacts([(a, phone, None, None) for phone, a in zip(phones, accounts)], datetime.now(timezone.utc))
+        store.save_contacts([(a, phone, None, None) for phone, a in zip(phones, accounts)], datetime.now(UTC))
         # The dispatcher finds a customer through the transaction's row (alerts carry no account).
         land_payers(store.session, [(f"BENCH{run}{i:07d}", a) for i, a in enumerate(accounts)])
         cluster.shutdown()
@@ -105,7 +105,7 @@ def main() -> int:
         worker.start()
 
         def alert(i: int):
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             return make_alert(i, txn_id=f"BENCH{run}{i:07d}", account=accounts[i], created_at=now, event_time=now,
                               severity="HIGH")
 

@@ -50,8 +50,8 @@ def generate(path: Path, rows: int, seed: int = 7) -> None:
 def measure(mode: str, path: Path) -> dict:
     started = time.perf_counter()
     if mode == "chunked":
-        from txmon.spark_jobs.backtest import read_file
         from txmon.models.dataset import features_in_chunks
+        from txmon.spark_jobs.backtest import read_file
 
         source = read_file(path, MAPPING)
         rows = len(features_in_chunks(source.transactions))
@@ -80,7 +80,7 @@ def main() -> None:
     results = {}
     for mode in ("chunked", "whole"):
         out = subprocess.run([sys.executable, __file__, "--file", str(args.file), "--measure", mode],
-                             capture_output=True, text=True, cwd=ROOT)
+                             check=False, capture_output=True, text=True, cwd=ROOT)
         if out.returncode != 0:
             print(f"{mode}: failed\n{out.stderr[-2000:]}")
             continue

@@ -15,6 +15,7 @@ their RSS would count the shared libraries once per worker.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from dataclasses import dataclass, field
@@ -32,10 +33,8 @@ def _rss(procs: list[psutil.Process]) -> float:
             info = p.memory_full_info()
             total += getattr(info, "pss", info.rss)
         except psutil.AccessDenied:
-            try:
+            with contextlib.suppress(psutil.Error):
                 total += p.memory_info().rss
-            except psutil.Error:
-                pass
         except psutil.Error:
             pass
     return total / 2**20
@@ -61,10 +60,8 @@ def stack_processes(settings: Settings) -> dict[str, list[psutil.Process]]:
     groups["Spark driver JVM"] = jvms
     workers = []
     for jvm in jvms:
-        try:
+        with contextlib.suppress(psutil.Error):
             workers += [p for p in jvm.children(recursive=True) if "python" in p.name()]
-        except psutil.Error:
-            pass
     groups["Spark Python workers"] = workers
     return groups
 
@@ -92,7 +89,7 @@ class MemorySampler:
         while not self._stop.wait(self.interval_s):
             self.sample()
 
-    def __enter__(self) -> "MemorySampler":
+    def __enter__(self) -> MemorySampler:
         self.sample()
         self._thread = threading.Thread(target=self._run, name="memory-sampler", daemon=True)
         self._thread.start()

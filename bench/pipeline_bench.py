@@ -27,6 +27,7 @@ ratios much less.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -34,7 +35,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -83,12 +84,12 @@ class BenchConfig:
         return int(self.rates[0] * self.warmup_seconds + steps + top)
 
     @classmethod
-    def quick(cls) -> "BenchConfig":
+    def quick(cls) -> BenchConfig:
         return cls(rates=(100, 250, 500, 1000, 2000), step_seconds=20, baseline_events=20_000, scoring_rows=20_000,
                    latency_seconds=15, warmup_seconds=15)
 
     @classmethod
-    def full(cls) -> "BenchConfig":
+    def full(cls) -> BenchConfig:
         return cls(rates=(250, 500, 1000, 1250, 1500, 2000, 2500, 3000, 4000, 6000, 8000, 10_000, 12_000), step_seconds=45,
                    baseline_events=60_000, scoring_rows=50_000, latency_seconds=40)
 
@@ -248,7 +249,7 @@ def _traffic_process(conn, settings, names: dict[str, str], seed: int, planned_e
         events = ((s.event, s.label) for s in simulator.stream())
         producer = TransactionProducer(settings, topic=names["topic"], labels_topic=names["labels_topic"])
         labels = LabelReleaser(producer)
-    except Exception:
+    except Exception:  # noqa: BLE001 - the child reports any failure to the bench, which raises it
         conn.send(("error", traceback.format_exc()))
         return
     conn.send(("ok", None))
@@ -263,7 +264,7 @@ def _traffic_process(conn, settings, names: dict[str, str], seed: int, planned_e
             _, rate, seconds, collect_ids = command
             ids: list[str] = []
 
-            def on_label(label, event):
+            def on_label(label, event, ids: list[str] = ids, collect_ids: bool = collect_ids) -> None:
                 labels(label, event)  # fraud labels follow once the simulated clock passes their time
                 if collect_ids:
                     ids.append(event.txn_id)
@@ -272,15 +273,13 @@ def _traffic_process(conn, settings, names: dict[str, str], seed: int, planned_e
                 producer.summary = ProduceSummary()
                 summary = produce_events(producer, events, rate=rate, duration=seconds, on_label=on_label)
                 conn.send(("ok", (summary, ids)))
-            except Exception:
+            except Exception:  # noqa: BLE001 - as above: reported to the bench
                 conn.send(("error", traceback.format_exc()))
     finally:
         producer.close()
         if not conn.closed:
-            try:
+            with contextlib.suppress(OSError):
                 conn.send(("ok", None))  # closed: BenchTraffic.close waits for this
-            except OSError:
-                pass
 
 
 def _progress_in(stream: StreamUnderTest, since: float) -> list[dict]:
@@ -408,7 +407,7 @@ def _writetimes(session, table: str, column: str, ids: list[str]) -> dict[str, t
     for r in execute_concurrent_with_args(session, stmt, args, concurrency=32, raise_on_first_error=True):
         for row in r.result_or_exc:
             if row.kafka_timestamp is not None and row.wt is not None:
-                ts = row.kafka_timestamp.replace(tzinfo=timezone.utc).timestamp()
+                ts = row.kafka_timestamp.replace(tzinfo=UTC).timestamp()
                 out[row.txn_id] = (ts, row.wt / 1e6)
     return out
 
@@ -478,7 +477,7 @@ def run(cfg: BenchConfig, out_dir: Path, log=print) -> dict:
     from txmon.bench.report import write_report
     from txmon.infra.services.kafka import ensure_topics
 
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     stamp = started.strftime("%Y%m%dT%H%M%S")
     load = {"start": os.getloadavg()}
     t_start = time.monotonic()
@@ -500,11 +499,10 @@ def run(cfg: BenchConfig, out_dir: Path, log=print) -> dict:
                 base_topic = f"bench_base_{stamp}"
                 ensure_topics(settings.kafka.bootstrap, [base_topic, f"{base_topic}_dlq"], settings.kafka.partitions)
                 payloads = baselines.simulated_payloads(cfg.baseline_events, cfg.seed)
-                rates = []
-                for fn in (lambda: baselines.kafka_produce(settings, base_topic, payloads),
-                           lambda: baselines.kafka_consume(settings, base_topic, len(payloads))):
-                    rates.append(fn())
-                    _log_rate(rates[-1], log)
+                rates = [baselines.kafka_produce(settings, base_topic, payloads)]
+                _log_rate(rates[-1], log)
+                rates.append(baselines.kafka_consume(settings, base_topic, len(payloads)))
+                _log_rate(rates[-1], log)
                 del payloads
                 from txmon.spark_jobs.session import build_session
 
@@ -520,7 +518,13 @@ def run(cfg: BenchConfig, out_dir: Path, log=print) -> dict:
                 _log_rate(ingest_only, log)
                 alerts_base = f"bench_base_alerts_{stamp}"
                 ensure_topics(settings.kafka.bootstrap, [alerts_base], settings.kafka.partitions)
-                from txmon.bench.spark_profile import format_profile, format_steps, job_profile, last_job_id, step_timers
+                from txmon.bench.spark_profile import (
+                    format_profile,
+                    format_steps,
+                    job_profile,
+                    last_job_id,
+                    step_timers,
+                )
 
                 before = last_job_id(spark)
                 with step_timers(spark) as steps:
@@ -598,7 +602,7 @@ def run(cfg: BenchConfig, out_dir: Path, log=print) -> dict:
             stop_run(stream, traffic)
 
 
-def stop_run(stream: "StreamUnderTest | None", traffic: "BenchTraffic | None") -> None:
+def stop_run(stream: StreamUnderTest | None, traffic: BenchTraffic | None) -> None:
     """Stop a run's stream and close its producer, whichever of them was started."""
     if stream is not None:
         stream.stop()
@@ -700,7 +704,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="results directory [default: bench/results/<UTC timestamp>]")
     args = parser.parse_args(argv)
     cfg = BenchConfig.quick() if args.quick else BenchConfig.full()
-    out = args.out or ROOT / "bench" / "results" / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = args.out or ROOT / "bench" / "results" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     from txmon.bench.report import format_table
 
     result = run(cfg, out)

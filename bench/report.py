@@ -46,7 +46,9 @@ def _cpu_rows(lat: dict, cores: int) -> list[tuple[str, str]]:
 
     >>> _cpu_rows({"rate": 1000, "cpu": {"kafka": {"cpu_s": 2.0, "ms_per_tx": 0.05},
     ...                                  "all": {"cpu_s": 70.0, "ms_per_tx": 1.75}}}, cores=2)
-    [('CPU per transaction at 1,000 tx/s: kafka', '0.050 ms (2.0 s)'), ('CPU per transaction at 1,000 tx/s: all processes', '1.750 ms (70.0 s): 2 cores could carry at most 1,143 tx/s at this micro-batch size')]
+    [('CPU per transaction at 1,000 tx/s: kafka', '0.050 ms (2.0 s)'),
+     ('CPU per transaction at 1,000 tx/s: all processes',
+      '1.750 ms (70.0 s): 2 cores could carry at most 1,143 tx/s at this micro-batch size')]
     """
     cpu = lat.get("cpu")
     if not cpu:
@@ -86,7 +88,7 @@ def markdown(result: dict) -> str:
     lines = [f"# txmon pipeline benchmark, {result['started']}", "",
              f"Mode: `{json.dumps(result['mode'])}`", "", "| measure | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in rows(result)]
-    lines += ["", "## Ramp", ""] + _steps_markdown(result)
+    lines += ["", "## Ramp", "", *_steps_markdown(result)]
     lines += ["", "## Where a micro-batch's time goes (mean durationMs, detection on, backlog run)", "",
               "| phase | ms |", "|---|---:|"]
     lines += [f"| {k} | {v:,.0f} |" for k, v in sorted(result["detect_backlog_duration_ms"].items(),

@@ -87,12 +87,12 @@ def run(bundle, frame, batches=(1_000, 10_000, 50_000), repeats: int = 7, explai
         if len(part) < batch:
             break
         x = feature_matrix(part)  # prebuilt: predict_proba gets the matrix for free
-        score_s, proba_s = _median_seconds([lambda: bundle.score(part), lambda: bundle.classifier.predict_proba(x)],
-                                           repeats)
+        score_s, proba_s = _median_seconds([lambda part=part: bundle.score(part),
+                                            lambda x=x: bundle.classifier.predict_proba(x)], repeats)
         explain = None
         if batch == batches[0]:
             head = part.iloc[:explain_batch]
-            explain = len(head) / _median_seconds([lambda: bundle.explain(head)], repeats)[0]
+            explain = len(head) / _median_seconds([lambda head=head: bundle.explain(head)], repeats)[0]
         rows.append(BenchRow(batch, batch / score_s, batch / proba_s, explain))
     return rows
 

@@ -118,8 +118,8 @@ def step_timers(spark):
     wrapped for the duration of the block (queries started inside it are timed)."""
     from pyspark.accumulators import AccumulatorParam
 
-    import txmon.spark_jobs.detection as detection
     import txmon.spark_jobs.transactions_stream as stream
+    from txmon.spark_jobs import detection
 
     class Seconds(AccumulatorParam):
         def zero(self, value):

@@ -37,7 +37,7 @@ import os
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -154,10 +154,17 @@ def format_result(r: dict) -> str:
 
 def run(rate: float, seconds: float, warmup_seconds: float, extra_conf: dict[str, str], label: str,
         seed: int, log=print) -> dict:
-    from txmon.bench.pipeline_bench import (BenchTraffic, StreamUnderTest, _git_commit, _topics, bench_stack,
-                                      ensure_champion, stop_run)
+    from txmon.bench.pipeline_bench import (
+        BenchTraffic,
+        StreamUnderTest,
+        _git_commit,
+        _topics,
+        bench_stack,
+        ensure_champion,
+        stop_run,
+    )
 
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     with bench_stack(stamp, log) as settings:
         stream = traffic = None
         try:
