@@ -22,7 +22,7 @@ Without `file`, the sensor waits up to 10 minutes for a drop and skips the run i
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import DAG, Param, task
 from airflow.sdk.definitions.timetables.interval import CronDataIntervalTimetable
@@ -34,7 +34,7 @@ with DAG(
     description="Replay files dropped in the landing folder into Kafka (bad rows to a rejects file)",
     doc_md=__doc__,
     schedule=CronDataIntervalTimetable("*/15 * * * *", timezone="UTC"),
-    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
     default_args=default_args(execution_timeout=timedelta(hours=2)),

@@ -24,7 +24,7 @@ or `--conf '{"window_days": 60}'`.
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from airflow.providers.standard.operators.bash import BashOperator
@@ -42,7 +42,7 @@ with DAG(
     description="Retrain a challenger, evaluate it against the champion, promote or keep, email the fraud desk",
     doc_md=__doc__,
     schedule=CronDataIntervalTimetable("0 2 * * *", timezone="UTC"),
-    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
     dagrun_timeout=timedelta(hours=6),

@@ -21,7 +21,7 @@ chooses the source topic (default `kafka.topics.transactions`).
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, Param, task
@@ -34,7 +34,7 @@ with DAG(
     description="Restart the Spark streaming job when it is dead or stalled; record each restart",
     doc_md=__doc__,
     schedule=CronDataIntervalTimetable("*/5 * * * *", timezone="UTC"),
-    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
     dagrun_timeout=timedelta(minutes=15),
