@@ -32,13 +32,13 @@ def services(settings: Settings) -> Settings:
         stack.down(settings, purge=True, log=lambda msg: None)
 
 
-@pytest.fixture()
+@pytest.fixture
 def unique_name():
     """Factory of unique names for topics, runs, consumer groups."""
     return lambda prefix: f"{prefix}_{uuid.uuid4().hex[:10]}"
 
 
-@pytest.fixture()
+@pytest.fixture
 def topic(services: Settings, unique_name) -> str:
     from txmon.infra.services.kafka import ensure_topics
 

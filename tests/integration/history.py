@@ -1,15 +1,15 @@
 """Test helper: simulated history written into Cassandra as the stream would have landed it."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 def history_into_cassandra(settings, keyspace: str, items) -> None:
     """Transactions (the columns retraining reads) and their labels, into ``keyspace``."""
     import pandas as pd
 
-    from txmon.spark_jobs.cassandra_sink import CassandraTarget, write_rows
     from txmon.models.features import transactions_frame
+    from txmon.spark_jobs.cassandra_sink import CassandraTarget, write_rows
     from txmon.spark_jobs.history import HISTORY_COLUMNS
 
     target = CassandraTarget.from_settings(settings, keyspace)
@@ -18,7 +18,7 @@ def history_into_cassandra(settings, keyspace: str, items) -> None:
     rows = [tuple(None if (not isinstance(v, str) and pd.isna(v)) else v for v in row)
             for row in frame[list(columns)].itertuples(index=False)]
     write_rows(target, "transactions", columns, rows)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     write_rows(target, "labels", ("txn_id", "is_fraud", "scenario", "label_time", "received_at"),
                [(i.label.txn_id, i.label.is_fraud, i.label.scenario, i.label.label_time, now) for i in items])
 

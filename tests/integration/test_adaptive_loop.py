@@ -19,12 +19,11 @@ when it sees the drift event (the DAG itself is tested with the Airflow tests).
 """
 from __future__ import annotations
 
-import uuid
-
 import dataclasses
 import json
 import os
 import time
+import uuid
 import zlib
 
 import pandas as pd
@@ -84,9 +83,9 @@ def _wait_drift(session, stream: str, part: str, timeout: float = 300) -> list:
 
 @pytest.fixture(scope="module")
 def loop(services, spark, tmp_path_factory):
+    from tests.integration.history import keyspace_settings
     from txmon.infra.cassandra_schema import connect
     from txmon.infra.services.kafka import ensure_topics
-    from tests.integration.history import keyspace_settings
     from txmon.spark_jobs.transactions_stream import StreamOptions, start_all
 
     tmp = tmp_path_factory.mktemp("loop")
@@ -129,8 +128,8 @@ def loop(services, spark, tmp_path_factory):
 
 
 def test_drift_retrain_promote_and_hot_swap(loop):
-    from txmon.spark_jobs import retraining
     from txmon.models.registry import Registry
+    from txmon.spark_jobs import retraining
     from txmon.spark_jobs.cassandra_sink import CassandraTarget
     from txmon.spark_jobs.drift_stream import StreamDrift
 
@@ -219,10 +218,10 @@ def test_a_benign_shift_does_not_promote_a_worse_model(services, spark, tmp_path
     the traffic before it. Retraining over the history in Cassandra (extract -> features
     -> challenger on the window since the surge -> champion vs challenger on the same
     recent hold-out) finds the challenger no better, and keeps it out."""
-    from txmon.spark_jobs import retraining
+    from tests.integration.history import history_into_cassandra, keyspace_settings
     from txmon.models.registry import Registry
     from txmon.models.training import TrainingConfig, train
-    from tests.integration.history import history_into_cassandra, keyspace_settings
+    from txmon.spark_jobs import retraining
 
     opts = SimulateOptions(seed=11, count=46_000, rate=None, fraud_rate=0.03, n_customers=2_000, live=False,
                            progress=False, drift_after_events=40_000, drift_spending_multiplier=3.0)

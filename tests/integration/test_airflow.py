@@ -22,7 +22,7 @@ import shutil
 import urllib.parse
 import uuid
 import zlib
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -55,10 +55,10 @@ def providers():
 @pytest.fixture(scope="module")
 def airflow_server(services, providers, tmp_path_factory):
     """`txmon airflow up` on the test ports with a fresh AIRFLOW_HOME; stopped at the end."""
+    from tests.integration.history import keyspace_settings
     from txmon.alerting.testing import provider_env
     from txmon.infra import airflow
     from txmon.infra.settings import load_settings
-    from tests.integration.history import keyspace_settings
 
     env = provider_env(
         providers.smtp, providers.gateway, SMS_TOKEN_ENV, TXMON_WEBHOOK_FRAUD_DESK=providers.webhook.url,
@@ -232,8 +232,10 @@ def test_ingestion_with_params_replays_the_named_file_to_the_named_topic_and_rep
     landing = settings.landing_path
     header, good = _sample()
     amt, when, num = header.index("amt"), header.index("trans_date_trans_time"), header.index("trans_num")
-    bad_amount = list(good[0]); bad_amount[amt] = "twelve"; bad_amount[num] = "bad-amt"
-    bad_time = list(good[1]); bad_time[when] = "yesterday"; bad_time[num] = "bad-time"
+    bad_amount = list(good[0])
+    bad_amount[amt], bad_amount[num] = "twelve", "bad-amt"
+    bad_time = list(good[1])
+    bad_time[when], bad_time[num] = "yesterday", "bad-time"
     shutil.rmtree(landing, ignore_errors=True)
     dropped = _drop(landing / f"{topic}.csv", header, [*good, bad_amount, bad_time])
 
@@ -245,7 +247,7 @@ def test_ingestion_with_params_replays_the_named_file_to_the_named_topic_and_rep
     valid = [r for r in good if float(r[amt]) > 0]
     assert len(negative) == 1 and len(valid) == 39
     assert sum(kafka_end_offsets(settings.kafka.bootstrap, topic).values()) == len(valid)
-    events = _records_since(settings, topic, {p: 0 for p in range(settings.kafka.partitions)}, len(valid))
+    events = _records_since(settings, topic, dict.fromkeys(range(settings.kafka.partitions), 0), len(valid))
     assert sorted(e["txn_id"] for e in events) == sorted(r[num] for r in valid)
     # The bad rows are reported, row by row with the reason, in the rejects file...
     with (landing / "rejects" / f"{dropped.name}.rejects.csv").open(newline="") as fh:
@@ -277,8 +279,8 @@ def test_alert_dispatch_retries_todays_failures_by_default_a_given_day_on_reques
     # logical date before it no tasks at all), and now (the default days of a run are
     # today's and yesterday's, in IST).
     day = date(2026, 1, 2) + timedelta(days=zlib.crc32(topic.encode()) % 300)
-    far = datetime.combine(day, datetime.min.time(), timezone.utc) + timedelta(hours=6)
-    now = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(seconds=10)
+    far = datetime.combine(day, datetime.min.time(), UTC) + timedelta(hours=6)
+    now = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=10)
     base = zlib.crc32(topic.encode()) % 10**6
     alerts = [make_alert(i, txn_id=f"{topic}-{i:03d}".replace("_", "-"), payer_account=f"7{base:06d}{i:05d}",
                          decision="REVIEW", severity="LOW", event_time=moment + timedelta(seconds=i),
@@ -325,7 +327,7 @@ def test_alert_dispatch_retries_todays_failures_by_default_a_given_day_on_reques
         # With a logical date, the run has its schedule's data interval there, as a
         # scheduled run has: the one ending at 00:30 IST sends the digest of the IST day
         # that just ended, the day above, whose digest went out already: so not again.
-        due = datetime.combine(day, time(19, 0), timezone.utc)  # 00:30 IST the day after
+        due = datetime.combine(day, time(19, 0), UTC)  # 00:30 IST the day after
         run, states = run_dag(airflow_server, "alert_dispatch", None, timeout_s=300,
                               logical_date=due + timedelta(minutes=2))
         assert (_time(run, "data_interval_start"), _time(run, "data_interval_end")) == (due - timedelta(minutes=5), due)
@@ -390,7 +392,7 @@ def test_a_drift_event_triggers_model_retraining_through_the_rest_api(airflow_se
     settings, client = airflow_server.settings, airflow_server.client
     # Paused, the run waits: this test looks at the trigger, the retraining test below runs one.
     airflow.set_paused(settings, "model_retraining", True, client)
-    event = DriftEvent(detected_at=datetime.now(timezone.utc).replace(microsecond=0), signal="anomaly_score",
+    event = DriftEvent(detected_at=datetime.now(UTC).replace(microsecond=0), signal="anomaly_score",
                        n_seen=5000, mean_before=0.21, variance_before=0.01, width_before=4000,
                        mean_after=0.37, variance_after=0.02, width_after=900, model_version="v3")
 
@@ -420,12 +422,12 @@ def test_a_drift_event_triggers_model_retraining_through_the_rest_api(airflow_se
 
 def test_model_retraining_by_interval_and_by_default_trains_evaluates_decides_and_tells_the_fraud_desk(
         airflow_server):
+    from tests.integration.history import history_into_cassandra, keyspace_settings
     from txmon.ingestion.simulate import SimulateOptions, simulator_for
     from txmon.models.config import models_dir
     from txmon.models.registry import Registry
-    from txmon.spark_jobs.retraining import run_dir
     from txmon.models.training import TrainingConfig, train
-    from tests.integration.history import history_into_cassandra, keyspace_settings
+    from txmon.spark_jobs.retraining import run_dir
 
     settings, client, smtp = airflow_server.settings, airflow_server.client, airflow_server.smtp
     # Nothing but this test's history (the stream of the test above wrote what it scored).
@@ -474,7 +476,7 @@ def test_model_retraining_by_interval_and_by_default_trains_evaluates_decides_an
                           timeout_s=2400, logical_date=last)
     plan = _xcom(client, "model_retraining", run["dag_run_id"], "extract")
     interval_end = _time(run, "data_interval_end")
-    two_am = last.astimezone(timezone.utc).replace(hour=2, minute=0, second=0, microsecond=0)
+    two_am = last.astimezone(UTC).replace(hour=2, minute=0, second=0, microsecond=0)
     assert interval_end == (two_am if two_am <= last else two_am - timedelta(days=1))
     assert datetime.fromisoformat(plan["end"]) == interval_end
     assert datetime.fromisoformat(plan["start"]) == interval_end - timedelta(days=30)
@@ -487,7 +489,7 @@ def test_model_retraining_by_interval_and_by_default_trains_evaluates_decides_an
     champion_now = registry.champion()
     run, states = run_dag(airflow_server, "model_retraining", None, timeout_s=2400)
     plan = _xcom(client, "model_retraining", run["dag_run_id"], "extract")
-    window_end = _run_after(run).astimezone(timezone.utc).replace(second=0, microsecond=0)
+    window_end = _run_after(run).astimezone(UTC).replace(second=0, microsecond=0)
     assert datetime.fromisoformat(plan["end"]) == window_end
     assert datetime.fromisoformat(plan["start"]) == window_end - timedelta(days=settings.retraining.window_days)
     assert plan["reason"] == "manual"  # started by hand, though no conf says so
@@ -506,9 +508,9 @@ def test_no_airflow_process_listens_beyond_loopback(airflow_server):
     servers (which bind every interface) are not started; the API server listens on
     ``airflow.host`` and is the only listener."""
     import psutil
-    from txmon.infra import airflow
 
     from tests.integration.listeners import exposed, listeners
+    from txmon.infra import airflow
 
     settings = airflow_server.settings
     leader = psutil.Process(airflow.airflow_process(settings).pid())

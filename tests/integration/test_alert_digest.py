@@ -7,16 +7,16 @@ from datetime import date, datetime, timedelta
 import pytest
 from typer.testing import CliRunner
 
+from txmon.alerting.config import RetryConfig, load_alerting_config
 from txmon.alerting.contract import DAY_TZ
 from txmon.alerting.digest import CHART_CID, digest_id, send_digest
 from txmon.alerting.runtime import runtime
 from txmon.alerting.store import AlertStore
-from txmon.alerting.config import RetryConfig, load_alerting_config
 from txmon.alerting.testing import SmtpSink, make_alert
 from txmon.infra.cli import app
 
 
-@pytest.fixture()
+@pytest.fixture
 def smtp(monkeypatch):
     with SmtpSink() as sink:
         monkeypatch.setenv("TXMON_ALERTING__SMTP__PORT", str(sink.port))

@@ -13,14 +13,19 @@ import threading
 import time
 import zlib
 from collections import Counter
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import yaml
 
 from txmon.alerting.config import (
-    DEFAULT_ALERTING_CONFIG, AlertingConfig, CircuitConfig, RetryConfig, ThrottleConfig, load_alerting_config,
+    DEFAULT_ALERTING_CONFIG,
+    AlertingConfig,
+    CircuitConfig,
+    RetryConfig,
+    ThrottleConfig,
+    load_alerting_config,
 )
 from txmon.alerting.contract import Alert
 from txmon.alerting.publish import publish_alerts
@@ -29,7 +34,13 @@ from txmon.alerting.runtime import dispatch, runtime
 from txmon.alerting.segments import is_gsm7, sms_segments
 from txmon.alerting.store import AlertStore
 from txmon.alerting.testing import (
-    SmsGatewayStub, SmtpSink, WebhookSink, clear_parties, land_payers, make_alert, payer_of,
+    SmsGatewayStub,
+    SmtpSink,
+    WebhookSink,
+    clear_parties,
+    land_payers,
+    make_alert,
+    payer_of,
 )
 from txmon.infra.kafka_client import client_config
 from txmon.infra.readback import dead_letters_since, kafka_end_offsets
@@ -40,32 +51,32 @@ SMS_TOKEN_ENV = "TXMON_TEST_SMS_TOKEN"
 
 # ------------------------------------------------------------------ fixtures
 
-@pytest.fixture()
+@pytest.fixture
 def smtp():
     sink = SmtpSink().start()
     yield sink
     sink.stop()
 
 
-@pytest.fixture()
+@pytest.fixture
 def gateway():
     with SmsGatewayStub(token="gw-token") as gw:
         yield gw
 
 
-@pytest.fixture()
+@pytest.fixture
 def webhook(monkeypatch):
     with WebhookSink() as sink:
         monkeypatch.setenv("TXMON_WEBHOOK_FRAUD_DESK", sink.url)
         yield sink
 
 
-@pytest.fixture()
+@pytest.fixture
 def store(cassandra_session) -> AlertStore:
     return AlertStore(cassandra_session)
 
 
-@pytest.fixture()
+@pytest.fixture
 def alerting_env(monkeypatch, smtp, gateway, webhook):
     """Point the alerting config at the local providers, through the environment
     (the same variables a deployment sets), and return a loader for it."""
@@ -102,7 +113,7 @@ def _alerts(topic: str, n: int, *, day: date | None = None, **overrides) -> list
         fields = {"txn_id": f"{topic}-{i:05d}".replace("_", "-")[:60], "payer_account": account,
                   "payer_vpa": f"cust{i}.{account[-4:]}@okaxis", **overrides}
         if day is not None:
-            moment = datetime.combine(day, datetime.min.time(), timezone.utc) + timedelta(hours=6, seconds=i)
+            moment = datetime.combine(day, datetime.min.time(), UTC) + timedelta(hours=6, seconds=i)
             fields.update(event_time=moment, created_at=moment + timedelta(seconds=1))
         out.append(make_alert(i, **fields))
     return out
@@ -112,7 +123,7 @@ def _save_contacts(store: AlertStore, alerts: list[Alert]) -> None:
     """Contacts of the alerts' payers, and their transactions' rows, where the dispatcher
     reads the clear payer account (the alerts carry it masked)."""
     store.save_contacts([(payer_of(a), _phone(payer_of(a)), None, None) for a in alerts],
-                        datetime.now(timezone.utc))
+                        datetime.now(UTC))
     land_payers(store.session, [(a.txn_id, payer_of(a)) for a in alerts])
 
 
@@ -172,7 +183,7 @@ def test_alerts_on_kafka_arrive_as_masked_emails_sms_and_webhooks(
                                            f"from XXXXXXXX{payer_of(a)[-4:]} (AMOUNT_SPIKE)")
         for body in (mail.text(), mail.html()):
             assert "amount is 25 times this account" in body and "Call the customer" in body
-            assert f"cu***@okaxis" in body
+            assert "cu***@okaxis" in body
     for a in review:
         assert by_alert[str(a.alert_id)].rcpt_tos == ["fraud-analysts@bank.example"]
         assert "queued for review" in by_alert[str(a.alert_id)].text()
@@ -200,12 +211,12 @@ def test_alerts_on_kafka_arrive_as_masked_emails_sms_and_webhooks(
     assert _latest_statuses(store, block[0]) == {"sms": "sent", "email": "sent", "webhook": "sent"}
     assert _latest_statuses(store, review[0]) == {"email": "sent"}
     assert _latest_statuses(store, no_phone[0]) == {"sms": "no_recipient", "email": "sent"}
-    sent_sms = [a for a in store.attempts(block[0].alert_id) if a.channel == "sms"][0]
+    sent_sms = next(a for a in store.attempts(block[0].alert_id) if a.channel == "sms")
     assert sent_sms.recipient_masked == f"+91XXXXXX{payer_of(block[0])[-4:]}"
     assert sent_sms.provider_response.startswith("HTTP 201 sid=SM") and sent_sms.route == "block"
 
     # The bad record is dead-lettered with its reason, not dropped.
-    zero = {p: 0 for p in range(services.kafka.partitions)}
+    zero = dict.fromkeys(range(services.kafka.partitions), 0)
     assert dead_letters_since(cassandra_session, topic, zero) == Counter({"invalid_alert": 1})
     # Offsets were committed after the outcomes were recorded.
     assert _committed(services, group, topic) == _end_offsets(services, topic)
@@ -231,7 +242,7 @@ def test_smtp_down_for_a_while_delivers_after_it_returns_none_lost_none_twice(
     def run() -> None:
         try:
             result["stats"] = dispatch(services, config, topic=topic, group_id=unique_name("g"), max_messages=5)
-        except BaseException as exc:  # surfaced by the assertions below
+        except BaseException as exc:  # noqa: BLE001 - surfaced by the assertions below
             result["error"] = exc
 
     worker = threading.Thread(target=run, daemon=True)  # a failed wait must not hang pytest at exit
@@ -317,7 +328,7 @@ def test_a_dispatcher_stopped_with_deliveries_parked_sends_them_once_after_its_r
     def run() -> None:
         try:
             result["stats"] = dispatch(services, config, topic=topic, group_id=group, stop=stop)
-        except BaseException as exc:  # surfaced by the assertions below
+        except BaseException as exc:  # noqa: BLE001 - surfaced by the assertions below
             result["error"] = exc
 
     worker = threading.Thread(target=run, daemon=True)
@@ -350,7 +361,7 @@ def test_a_dispatcher_stopped_with_deliveries_parked_sends_them_once_after_its_r
 
 class FakeClock:
     def __init__(self):
-        self.t = datetime.now(timezone.utc)
+        self.t = datetime.now(UTC)
 
     def __call__(self):
         return self.t

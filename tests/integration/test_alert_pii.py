@@ -8,6 +8,7 @@ import re
 import shutil
 import zlib
 from collections import Counter
+from datetime import UTC
 
 import pytest
 import yaml
@@ -179,6 +180,6 @@ def test_the_dispatcher_still_reaches_each_payer_and_logs_no_clear_value(
 
 
 def _now():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)

@@ -5,9 +5,9 @@ import json
 
 import psutil
 
+from tests.integration.test_ingestion import _consume
 from txmon.bench.memory import stack_processes
 from txmon.bench.pipeline_bench import BenchTraffic
-from tests.integration.test_ingestion import _consume
 
 
 def test_bench_traffic_produces_from_its_own_process_and_continues_one_timeline(services, unique_name):

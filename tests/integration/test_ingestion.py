@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from datetime import datetime
-from pathlib import Path
 
 from txmon.infra.kafka_client import client_config
 from txmon.infra.settings import PROJECT_ROOT

@@ -13,21 +13,21 @@ import json
 import time
 import zlib
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from txmon.infra.readback import count_landed, dead_letters_since
 from txmon.ingestion.bad_records import hostile_records
-from txmon.ingestion.simulate import SimulateOptions, simulator_for
-from txmon.ingestion.producer import TransactionProducer, clamp_future
 from txmon.ingestion.events import kafka_key, to_json
+from txmon.ingestion.producer import TransactionProducer, clamp_future
+from txmon.ingestion.simulate import SimulateOptions, simulator_for
 from txmon.spark_jobs.transactions_stream import StreamOptions, start_all
 
 N_VALID = 1200
 
 
-@pytest.fixture()
+@pytest.fixture
 def topics(services, unique_name):
     from txmon.infra.services.kafka import ensure_topics
 
@@ -49,7 +49,7 @@ def _wait_for(predicate, timeout_s: float, queries, what: str):
 
 
 def test_hostile_records_never_stop_the_stream(services, spark, topics, cassandra_session, tmp_path):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     sim = simulator_for(SimulateOptions(seed=zlib.crc32(topics["tx"].encode()), count=N_VALID, rate=None,
                                         n_customers=300, progress=False))
     events = [clamp_future(item.event, now)[0] for item in sim.generate(N_VALID)]
@@ -65,7 +65,7 @@ def test_hostile_records_never_stop_the_stream(services, spark, topics, cassandr
     for i, event in enumerate(events):
         producer.send_event(event)
         if i % step == 0 and i // step < len(hostile):
-            name, raw, reason = hostile[i // step]
+            _name, raw, reason = hostile[i // step]
             producer.send_raw(b"\xff\xfe hostile key" if i % 2 or raw is None else None, raw)
             expected_bad[reason] += 1
     # Re-sent identical events (a producer's retry, a file replayed twice): no-ops.
@@ -96,7 +96,7 @@ def test_hostile_records_never_stop_the_stream(services, spark, topics, cassandr
     queries = start_all(spark, services, opts)
     try:
         ids = [e.txn_id for e in events]
-        zero = {p: 0 for p in range(services.kafka.partitions)}
+        zero = dict.fromkeys(range(services.kafka.partitions), 0)
         _wait_for(lambda: count_landed(cassandra_session, ids, "scored_transactions") == N_VALID
                   and sum(dead_letters_since(cassandra_session, topics["tx"], zero).values())
                   >= sum(expected_bad.values())

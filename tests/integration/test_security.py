@@ -13,12 +13,11 @@ import time
 import psutil
 import pytest
 
+from tests.integration.listeners import exposed, listeners
 from txmon.infra import credentials, spark_cluster, stack
 from txmon.infra.cassandra_schema import connect
 from txmon.infra.credentials import Credential
 from txmon.infra.kafka_client import client_config
-
-from tests.integration.listeners import exposed, listeners
 
 
 def _cassandra_refuses(settings, credential: Credential | None) -> str:
@@ -147,7 +146,7 @@ def test_credentials_live_in_a_private_file_and_never_in_logs(services):
     assert not any(password in config for password in passwords)
 
 
-@pytest.fixture()
+@pytest.fixture
 def cluster(services):
     started = not any(s.pid for s in spark_cluster.status(services))
     spark_cluster.up(services, log=lambda msg: None)

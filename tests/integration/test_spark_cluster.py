@@ -17,10 +17,10 @@ import zlib
 
 import pytest
 
-from txmon.infra import spark_cluster
-from txmon.infra.readback import count_landed, dead_letters_since
 from tests.integration.test_detection import _train_champion
 from tests.integration.test_stream import _produce
+from txmon.infra import spark_cluster
+from txmon.infra.readback import count_landed, dead_letters_since
 
 PARTITIONS = 6
 
@@ -71,7 +71,7 @@ def test_stream_runs_unchanged_on_a_standalone_cluster(cluster, cassandra_sessio
 
     ids = [e.txn_id for e in events]
     assert count_landed(cassandra_session, ids) == len(ids)  # primary key txn_id: once each
-    zero = {p: 0 for p in range(PARTITIONS)}
+    zero = dict.fromkeys(range(PARTITIONS), 0)
     assert dead_letters_since(cassandra_session, topic, zero) == bad
     stmt = cassandra_session.prepare("SELECT kafka_partition FROM transactions WHERE txn_id IN ?")
     seen = {r.kafka_partition for i in range(0, len(ids), 100) for r in cassandra_session.execute(stmt, (ids[i:i + 100],))}

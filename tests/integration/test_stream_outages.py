@@ -13,6 +13,7 @@ default (30 s) only so a drill does not spend half a minute asleep after the ser
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -22,7 +23,7 @@ import time
 import zlib
 from collections import Counter
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -46,14 +47,14 @@ CATCH_UP_S = 300  # after the service is back: recover, replay, score everything
 TXMON = str(Path(sys.executable).with_name("txmon"))
 
 
-@pytest.fixture()
+@pytest.fixture
 def stream_topic(services, unique_name):
     name = unique_name("out")
     ensure_topics(services.kafka.bootstrap, [name, f"{name}_dlq"], services.kafka.partitions)
     return name
 
 
-@pytest.fixture()
+@pytest.fixture
 def stream_env(services, tmp_path):
     """The environment a user's shell would have, plus: small micro-batches (so the outage
     lands mid-run), a recovery cap of 5 s, a supervisor that looks every 2 s, and a Spark UI
@@ -83,7 +84,7 @@ def _produce(settings, topic: str, events) -> None:
     producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all", linger_ms=20,
                              max_in_flight_requests_per_connection=1, client_id="txmon-drill",
                              **client_config(settings))
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     futures = [producer.send(topic, key=kafka_key(event), value=to_json(clamp_future(event, now)[0]))
                for event in events]
     producer.flush(timeout=120)
@@ -106,7 +107,7 @@ def _landed(settings, ids, table="transactions") -> int:
     try:
         with _cassandra(settings) as session:
             return count_landed(session, ids, table)
-    except Exception:  # Cassandra down or still starting: nothing readable yet
+    except Exception:  # noqa: BLE001 - Cassandra down or still starting: nothing readable yet
         return -1
 
 
@@ -115,7 +116,7 @@ class Stream:
 
     def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
         self.log = log
-        self._out = open(log, "w")
+        self._out = open(log, "w")  # noqa: SIM115 - the child writes to it until stop() closes it
         self.proc = subprocess.Popen([TXMON, "stream", *args], env=env, stdout=self._out, stderr=subprocess.STDOUT,
                                      start_new_session=True)
 
@@ -133,10 +134,9 @@ class Stream:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=30)
-        try:  # whatever is left in its group (the Spark JVM of a stream that was not told)
+        # Whatever is left in its group (the Spark JVM of a stream that was not told).
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self._out.close()
         return self.proc.returncode
 
@@ -296,8 +296,8 @@ def test_a_second_stream_on_the_same_checkpoint_is_refused_and_the_first_keeps_r
     first = Stream(_args(stream_topic, ckpt), stream_env, tmp_path / "first.log")
     try:
         _wait_for_some(services, first, [e.txn_id for e in events[:500]], "the second start")
-        second = subprocess.run([TXMON, "stream", *_args(stream_topic, ckpt)], env=stream_env, capture_output=True,
-                                text=True, timeout=120)
+        second = subprocess.run([TXMON, "stream", *_args(stream_topic, ckpt)], env=stream_env, check=False,
+                                capture_output=True, text=True, timeout=120)
         assert second.returncode == 2, second.stdout + second.stderr
         lines = second.stderr.strip().splitlines()
         assert len(lines) == 1, second.stderr

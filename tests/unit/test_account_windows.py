@@ -5,8 +5,17 @@ import pandas as pd
 import pytest
 
 from txmon.ingestion.simulate import SimulateOptions, simulator_for
-from txmon.models.features import (MICROS, MemoryProfileStore, PayerState, add_features, add_payer_features, payer_fold,
-                                 payer_windows, sliding_hours, transactions_frame)
+from txmon.models.features import (
+    MICROS,
+    MemoryProfileStore,
+    PayerState,
+    add_features,
+    add_payer_features,
+    payer_fold,
+    payer_windows,
+    sliding_hours,
+    transactions_frame,
+)
 
 
 def _events(n: int, seed: int):

@@ -3,12 +3,20 @@ provider (aiosmtpd SMTP server, Twilio-shaped HTTP gateway, webhook endpoint) on
 loopback and must behave the same way. A new channel joins CASES and is covered."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
-from txmon.alerting.channels import CHANNEL_CLASSES, EmailChannel, OutboundMessage, Recipient, SmsChannel, WebhookChannel
+from txmon.alerting.channels import (
+    CHANNEL_CLASSES,
+    EmailChannel,
+    OutboundMessage,
+    Recipient,
+    SmsChannel,
+    WebhookChannel,
+)
 from txmon.alerting.channels.base import InlineImage
 from txmon.alerting.config import SmsConfig, SmtpConfig, WebhookConfig
 from txmon.alerting.errors import ChannelError, SecretMissingError

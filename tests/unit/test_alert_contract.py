@@ -3,13 +3,23 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
+from pydantic import ValidationError
 
 from txmon.alerting.contract import (
-    ALERT_BY_DAY_COLUMNS, ALERT_COLUMNS, Alert, alert_day, alert_from_row, alert_id_for, alert_row, from_json,
-    kafka_key, to_json, upgrade_day_row,
+    ALERT_BY_DAY_COLUMNS,
+    ALERT_COLUMNS,
+    Alert,
+    alert_day,
+    alert_from_row,
+    alert_id_for,
+    alert_row,
+    from_json,
+    kafka_key,
+    to_json,
+    upgrade_day_row,
 )
 from txmon.alerting.errors import AlertContractError
 from txmon.alerting.testing import TEST_PII_KEY, make_alert
@@ -24,7 +34,7 @@ def _fields(**overrides):
 
 
 def test_alert_id_is_a_uuid5_of_the_txn_id_so_replays_never_duplicate():
-    a, b = make_alert(1), make_alert(1, created_at=datetime(2027, 1, 1, tzinfo=timezone.utc))
+    a, b = make_alert(1), make_alert(1, created_at=datetime(2027, 1, 1, tzinfo=UTC))
     assert a.alert_id == b.alert_id == alert_id_for("TXNT000000000001")
     assert a.alert_id.version == 5
     assert make_alert(2).alert_id != a.alert_id
@@ -49,7 +59,7 @@ def test_optional_parties_are_omitted_on_the_wire():
     assert not {"payer_vpa_masked", "payee_account_masked", "payee_vpa_masked"} & set(data)
 
 
-@pytest.mark.parametrize("overrides, field", [
+@pytest.mark.parametrize(("overrides", "field"), [
     ({"alert_id": str(uuid.uuid4())}, "alert_id must be alert_id_for(txn_id)"),
     ({"risk_score": 101}, "risk_score"),
     ({"decision": "ALLOW"}, "decision"),
@@ -85,7 +95,7 @@ def test_malformed_json_is_a_contract_error():
 
 def test_times_are_kept_in_utc_and_the_day_is_the_ist_date():
     alert = make_alert(1, event_time="2026-01-06T00:45:00+05:30")
-    assert alert.event_time == datetime(2026, 1, 5, 19, 15, tzinfo=timezone.utc)
+    assert alert.event_time == datetime(2026, 1, 5, 19, 15, tzinfo=UTC)
     assert alert_day(alert).isoformat() == "2026-01-06"
 
 
@@ -107,12 +117,12 @@ def test_cassandra_row_round_trip_with_naive_driver_times():
 
 
 def test_alert_is_frozen():
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         make_alert(1).risk_score = 5  # type: ignore[misc]
     assert isinstance(make_alert(1), Alert)
 
 
-@pytest.mark.parametrize("field, clear", [
+@pytest.mark.parametrize(("field", "clear"), [
     ("payer_account_masked", "123456789012"), ("payee_account_masked", "123456789012"),
     ("payer_vpa_masked", "rahul.sharma@okaxis"), ("payee_vpa_masked", "shop@ybl"),
 ])

@@ -4,7 +4,7 @@ The Cassandra-backed versions are exercised end to end in tests/integration."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -14,8 +14,8 @@ from txmon.alerting.delivery import Deliverer, Job, idempotency_key
 from txmon.alerting.errors import ChannelError
 from txmon.alerting.retry import RetryQueue
 from txmon.alerting.store import Attempt
-from txmon.alerting.throttle import Throttle
 from txmon.alerting.testing import make_alert
+from txmon.alerting.throttle import Throttle
 
 RECIPIENT = Recipient("sms", "+919876543210", "+91XXXXXX3210", "customer", "customer")
 DAY = datetime(2026, 1, 5).date()
@@ -99,7 +99,7 @@ class Clock:
         return self.t
 
     def now(self):
-        return datetime(2026, 1, 5, tzinfo=timezone.utc) + timedelta(seconds=self.t)
+        return datetime(2026, 1, 5, tzinfo=UTC) + timedelta(seconds=self.t)
 
 
 def _deliverer(channel, store, clock, circuit=None, **retry):
@@ -177,7 +177,7 @@ def test_folded_and_no_recipient_marks_are_terminal():
     assert deliverer.deliver(job).status == "done" and channel.sent == []
 
 
-@pytest.mark.parametrize("policy, sends, last", [("resend", 1, "sent"), ("skip", 0, "sent")])
+@pytest.mark.parametrize(("policy", "sends", "last"), [("resend", 1, "sent"), ("skip", 0, "sent")])
 def test_a_send_in_doubt_after_a_crash(policy, sends, last):
     store, clock = MemoryStore(), Clock()
     job = _job()
@@ -281,7 +281,7 @@ def test_a_delivery_parked_longer_than_the_limit_ends_failed_without_another_try
 
 
 def test_offsets_are_held_at_the_oldest_parked_record_of_each_partition():
-    store, clock, channel, deliverer, queue = _outage()
+    _store, _clock, _channel, _deliverer, queue = _outage()
     for n, origin in [(1, (0, 7)), (2, (0, 5)), (3, (1, 3))]:
         queue.park(_job(n), origin, "down")
     assert queue.held() == {0: 5, 1: 3}
@@ -293,7 +293,7 @@ def test_offsets_are_held_at_the_oldest_parked_record_of_each_partition():
 
 
 def test_parking_can_be_given_up_for_retry_failed_at_the_end_of_a_run():
-    store, clock, channel, deliverer, queue = _outage()
+    store, _clock, channel, _deliverer, queue = _outage()
     queue.park(_job(1), (0, 1), "down")
     (outcome,) = queue.give_up_all("the run ended")
     assert outcome.status == "failed" and len(queue) == 0 and channel.sent == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -86,7 +86,7 @@ def test_the_streams_alert_message_holds_no_clear_identifier(case, decision):
            "txn_type": "P2P", **{k: (v if v is not None else float("nan")) for k, v in ids.items()}}
     reasons = [{"code": "KNOWN_FRAUD_PAYEE", "description": description, "value": value, "contribution": 0.7}]
     text = _alert_json(row, 88, decision, reasons, [], {}, "m1", "r1", datetime(2026, 1, 5, 3, 30, 1,
-                                                                                tzinfo=timezone.utc), TEST_PII_KEY)
+                                                                                tzinfo=UTC), TEST_PII_KEY)
     alert = from_json(text)
     assert not _leaks(ids, text, kafka_key(alert))
     assert alert.payer_ref == account_ref(ids["payer_account"], TEST_PII_KEY)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import random
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -54,8 +54,8 @@ def test_no_raw_identifier_appears_in_any_message():
             blob = "\n".join(filter(None, [r.subject, r.text, r.html]))
             for value in raw:
                 assert value not in blob, (audience, channel, value)
-            assert "X" * 4 + clear["payer_account"][-4:] in blob or audience == "staff" and channel == "webhook" \
-                and clear["payer_account"][-4:] in blob
+            assert "X" * 4 + clear["payer_account"][-4:] in blob or (audience == "staff" and channel == "webhook" \
+                and clear["payer_account"][-4:] in blob)
     followup = FollowUp("R1", tuple(alert for _, alert in alerts[:5]))
     for audience, channel in COMBOS:
         r = render_message(audience, channel, bank, followup=followup)
@@ -114,11 +114,11 @@ def test_a_reason_in_another_script_is_dropped_not_the_warning():
 
 
 def test_a_template_that_cannot_fit_names_the_fix():
-    with pytest.raises(AlertingConfigError, match="shorten bank.name"):
+    with pytest.raises(AlertingConfigError, match=r"shorten bank\.name"):
         render_message("customer", "sms", BankConfig(name="B" * 300), alert=make_alert(1))
 
 
-@pytest.mark.parametrize("text, segments", [
+@pytest.mark.parametrize(("text", "segments"), [
     ("a" * 160, 1), ("a" * 161, 2), ("a" * 306, 2), ("a" * 307, 3),
     ("€" * 80, 1), ("€" * 81, 2), ("a" * 152 + "€", 1), ("a" * 159 + "€", 2),
     ("अ" * 70, 1), ("अ" * 71, 2), ("अ" * 134, 2), ("अ" * 135, 3), ("", 0),
@@ -139,11 +139,12 @@ def test_followup_summarises_the_folded_alerts():
 # ------------------------------------------------------------------ digest
 
 def _digest_rows():
-    base = datetime(2026, 1, 5, 0, 0, tzinfo=timezone.utc)  # 05:30 IST
+    base = datetime(2026, 1, 5, 0, 0, tzinfo=UTC)  # 05:30 IST
     rows = []
     for i in range(30):
         rows.append({
-            "payer_ref": f"{i % 3:032x}", "payer_account_masked": f"XXXXXXXX000{i % 3}", "decision": "BLOCK" if i % 3 == 0 else "REVIEW",
+            "payer_ref": f"{i % 3:032x}", "payer_account_masked": f"XXXXXXXX000{i % 3}",
+            "decision": "BLOCK" if i % 3 == 0 else "REVIEW",
             "severity": "HIGH", "amount_paise": 10_000 * (i + 1), "event_time": base + timedelta(minutes=20 * i),
             "reason_codes": ["AMOUNT_SPIKE"] + (["NEW_DEVICE"] if i % 2 else []),
         })

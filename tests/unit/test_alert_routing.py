@@ -11,7 +11,7 @@ from txmon.alerting.testing import make_alert
 HOOK = "https://hooks.example/services/T/B/secret-token"
 
 
-@pytest.fixture()
+@pytest.fixture
 def config(monkeypatch) -> AlertingConfig:
     monkeypatch.setenv("TXMON_WEBHOOK_FRAUD_DESK", HOOK)
     monkeypatch.delenv("TXMON_ALERTING_CONFIG", raising=False)
@@ -83,7 +83,7 @@ def test_environment_overrides_any_key(monkeypatch):
     assert (config.smtp.port, config.throttle.window_s) == (2525, 60)
 
 
-@pytest.mark.parametrize("yaml_text, message", [
+@pytest.mark.parametrize(("yaml_text", "message"), [
     ("routes:\n  - name: x\n    deliver: [{channel: email, to: nobody}]\n", "recipient group 'nobody' is not defined"),
     ("smtp:\n  prot: 25\n", "smtp.prot"),
     ("routes:\n  - name: x\n    deliver: [{channel: webhook, to: customer}]\n", "customers have no webhook"),

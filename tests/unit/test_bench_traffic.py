@@ -1,7 +1,7 @@
 """The bench's traffic plan: one timeline long enough for the longest possible bench."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -21,5 +21,5 @@ def test_the_planned_timeline_starts_far_enough_back_to_end_before_the_wall_cloc
     planned = cfg.planned_events()
     sim = simulator_for(SimulateOptions(seed=9, count=planned, rate=1000.0, progress=False))
     events = [s.event for s in sim.generate(planned)]
-    assert events[-1].event_time < datetime.now(timezone.utc)
+    assert events[-1].event_time < datetime.now(UTC)
     assert events == sorted(events, key=lambda e: e.event_time)  # one timeline, never back in time

@@ -13,7 +13,7 @@ from txmon.infra.settings import load_settings
 
 def _txmon(*args: str, **env: str) -> subprocess.CompletedProcess:
     full_env = {**os.environ, **env}
-    return subprocess.run([sys.executable, "-m", "txmon.infra.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "txmon.infra.cli", *args], check=False, capture_output=True, text=True,
                           env=full_env, timeout=120)
 
 

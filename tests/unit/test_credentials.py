@@ -13,7 +13,7 @@ from txmon.infra.settings import load_settings
 from txmon.infra.settings import settings as process_settings
 
 
-@pytest.fixture()
+@pytest.fixture
 def state(tmp_path, monkeypatch):
     """Own state dir, no credential variables inherited from the caller, a fresh loader."""
     monkeypatch.setenv("TXMON_STATE_DIR", str(tmp_path))
@@ -61,7 +61,7 @@ def test_a_process_without_the_variables_loads_them_from_its_state_dir(state, mo
 
 
 def test_no_password_anywhere_names_the_fix(state):
-    with pytest.raises(ConfigError, match="TXMON_KAFKA_PASSWORD.*txmon infra up"):
+    with pytest.raises(ConfigError, match=r"TXMON_KAFKA_PASSWORD.*txmon infra up"):
         credentials.kafka()
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from txmon.spark_jobs.cassandra_sink import CassandraTarget
 from txmon.spark_jobs import detection
+from txmon.spark_jobs.cassandra_sink import CassandraTarget
 from txmon.spark_jobs.detection import BATCH_ID_PROPERTY, cassandra_profiles
 
 TARGET = CassandraTarget("127.0.0.1", 1, "ks")
@@ -22,7 +22,7 @@ class _Context:
 def test_a_store_carries_the_query_and_the_micro_batch_of_its_task(monkeypatch):
     import pyspark
 
-    import txmon.spark_jobs.profile_store as profile_store
+    from txmon.spark_jobs import profile_store
 
     made = []
     monkeypatch.setattr(profile_store, "CassandraProfileStore", lambda target, token: made.append((target, token)))

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pickle
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ from txmon.models.drift import (
     deterministic_sample,
 )
 
-AT = datetime(2025, 1, 6, 12, 0, tzinfo=timezone.utc)
+AT = datetime(2025, 1, 6, 12, 0, tzinfo=UTC)
 BATCH = 2_000
 
 

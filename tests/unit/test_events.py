@@ -5,13 +5,14 @@ import copy
 import ipaddress
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from txmon.infra.errors import EventValidationError
 from txmon.ingestion import events
@@ -25,7 +26,7 @@ from txmon.ingestion.events import (
     validate_event,
 )
 
-NOW = datetime(2025, 1, 6, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2025, 1, 6, 12, 0, tzinfo=UTC)
 
 GOOD: dict[str, Any] = {
     "schema_version": 1,
@@ -68,7 +69,7 @@ def test_reason_codes_are_the_stable_wire_strings() -> None:
         "unknown_channel", "non_positive_amount", "absurd_amount", "invalid_field",
         "future_timestamp", "stale_timestamp", "conflicting_duplicate", "oversize", "unprocessable",
     )
-    assert events.CONTRACT_REASONS == events.DEAD_LETTER_REASONS[:-3]
+    assert events.DEAD_LETTER_REASONS[:-3] == events.CONTRACT_REASONS
 
 
 BAD_INPUTS: list[tuple[Any, str]] = [
@@ -259,7 +260,7 @@ def test_kafka_key_is_payer_account() -> None:
 
 def test_models_are_frozen() -> None:
     event = validate_event(GOOD, now=NOW)
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         event.amount_paise = 1  # type: ignore[misc]
 
 

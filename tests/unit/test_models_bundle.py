@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 
 from txmon.models.bundle import ModelBundle, signed_log1p
+from txmon.models.features import FEATURES
 from txmon.models.testing import planted_frame
 from txmon.models.training import TrainingConfig, train_frame
-from txmon.models.features import FEATURES
 
 CONFIG = TrainingConfig(seed=3, max_iter=30, iforest_estimators=20)
 

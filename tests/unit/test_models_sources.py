@@ -1,6 +1,7 @@
 """Labelled history: replay files with labels, label-aware features."""
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,7 +21,7 @@ def test_load_labelled_reads_events_and_labels_in_time_order():
     events, labels = load_labelled(SAMPLE, MAPPING)
     assert len(events) == len(labels) == 196  # the sample's 4 deliberately bad rows are left out
     assert [e.txn_id for e in events] == [lb.txn_id for lb in labels]
-    assert all(a.event_time <= b.event_time for a, b in zip(events, events[1:]))
+    assert all(a.event_time <= b.event_time for a, b in itertools.pairwise(events))
     assert sum(lb.is_fraud for lb in labels) == 6
     assert {lb.scenario for lb in labels if lb.is_fraud} == {"historical"}
     assert {lb.scenario for lb in labels if not lb.is_fraud} == {None}

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -26,18 +26,19 @@ from txmon.spark_jobs.heartbeat import heartbeat_path, write_json_atomic
 from txmon.spark_jobs.supervisor import check, stream_process
 
 
-@pytest.fixture()
+@pytest.fixture
 def settings(tmp_path, monkeypatch):
     monkeypatch.setenv("TXMON_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("TXMON_AIRFLOW__STREAM_STALL_AFTER_S", "60")
     return load_settings()
 
 
-@pytest.fixture()
+@pytest.fixture
 def sleeper(settings):
     """A real detached process owned by the 'stream' pid file, with a child of its own."""
     proc = stream_process(settings)
-    code = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); time.sleep(120)"
+    code = ("import subprocess, sys, time; "
+            "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); time.sleep(120)")
     pid = proc.start_with_env([sys.executable, "-c", code], cwd=PROJECT_ROOT, env=dict(os.environ))
     assert proc.pid() == pid
     yield proc
@@ -129,21 +130,21 @@ def test_no_process_is_dead(settings):
 
 
 def test_a_fresh_start_without_heartbeat_is_starting_then_stalled(settings, sleeper):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     assert check(settings, now=now).state == "starting"
     stalled = check(settings, now=now + timedelta(seconds=120))
     assert stalled.state == "stalled" and "no heartbeat" in stalled.reason
 
 
 def test_an_old_heartbeat_is_stalled(settings, sleeper):
-    now = datetime.now(timezone.utc) + timedelta(seconds=600)
+    now = datetime.now(UTC) + timedelta(seconds=600)
     _beat(settings, now - timedelta(seconds=61), now - timedelta(seconds=61), None)
     health = check(settings, now=now)
     assert health.state == "stalled" and "no heartbeat for 61s" in health.reason
 
 
 def test_no_progress_while_kafka_has_lag_is_stalled_but_idle_is_fine(settings, sleeper):
-    now = datetime.now(timezone.utc) + timedelta(seconds=600)
+    now = datetime.now(UTC) + timedelta(seconds=600)
     topic = settings.kafka.topics.transactions
     _beat(settings, now - timedelta(seconds=5), now - timedelta(seconds=300), {topic: {"0": 100, "1": 50}})
     lagging = check(settings, now=now, end_offsets=lambda t: {0: 130, 1: 50})
@@ -168,12 +169,12 @@ def test_landing_files_get_their_mapping_by_folder(settings):
     found = {f.path.name: f.mapping.name for f in find_landed(settings)}
     assert found == {"a.csv": "card_transactions.yaml", "b.csv": "paysim.yaml"}
     assert resolve_mapping(settings, "paysim") == PROJECT_ROOT / "config" / "replay" / "paysim.yaml"
-    with pytest.raises(LandingError, match="use one of config/replay/\\*.yaml \\(card_simulated, card_transactions, paysim\\)"):
+    with pytest.raises(LandingError, match=r"use one of config/replay/\*\.yaml \(card_simulated, card_transactions, paysim\)"):
         resolve_mapping(settings, "nope")
 
 
 def test_retraining_window_is_the_data_interval_and_names_the_run():
-    end = datetime(2026, 11, 23, 2, 0, tzinfo=timezone.utc)
+    end = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
     run_id, start, stop = retraining_window({}, {"data_interval_end": end}, 30)
     assert (run_id, start, stop) == ("20261024T020000Z_20261123T020000Z", end - timedelta(days=30), end)
     again = retraining_window({"window_days": None}, {"data_interval_end": end}, 30)
@@ -215,9 +216,9 @@ def test_utc_returns_plain_aware_datetimes_whatever_airflow_or_the_user_gives():
     for given, expected in cases.items():
         got = utc(given)
         assert type(got) is datetime, (given, type(got))
-        assert got == expected.replace(tzinfo=timezone.utc) and got.tzinfo is timezone.utc, given
+        assert got == expected.replace(tzinfo=UTC) and got.tzinfo is UTC, given
         # The arithmetic a window needs keeps the zone (pendulum's drops this one).
-        assert (got - timedelta(days=1)).tzinfo is timezone.utc, given
+        assert (got - timedelta(days=1)).tzinfo is UTC, given
     assert utc(None) is None and utc("") is None
     with pytest.raises(TypeError, match="expected a datetime"):
         utc(1764900000)
@@ -226,20 +227,20 @@ def test_utc_returns_plain_aware_datetimes_whatever_airflow_or_the_user_gives():
 def test_retraining_window_of_a_scheduled_run_from_airflow_pendulum_interval():
     run_id, start, end = retraining_window({}, {"data_interval_end": AIRFLOW_END}, 30)
     assert run_id == "20261024T020000Z_20261123T020000Z"
-    assert (start, end) == (datetime(2026, 10, 24, 2, tzinfo=timezone.utc), datetime(2026, 11, 23, 2, tzinfo=timezone.utc))
+    assert (start, end) == (datetime(2026, 10, 24, 2, tzinfo=UTC), datetime(2026, 11, 23, 2, tzinfo=UTC))
     assert type(start) is datetime and type(end) is datetime
 
 
 def test_retraining_window_of_a_naive_interval_end_takes_it_as_utc():
-    run_id, start, end = retraining_window({}, {"data_interval_end": datetime(2026, 11, 23, 2, 0)}, 30)
-    assert run_id == "20261024T020000Z_20261123T020000Z" and end.tzinfo is timezone.utc
+    run_id, _start, end = retraining_window({}, {"data_interval_end": datetime(2026, 11, 23, 2, 0)}, 30)
+    assert run_id == "20261024T020000Z_20261123T020000Z" and end.tzinfo is UTC
 
 
 def test_retraining_window_of_a_manual_run_without_data_interval_ends_when_it_was_triggered():
     run_after = pendulum.datetime(2026, 12, 5, 21, 5, 29, 308316, tz="UTC")
     context = {"dag_run": _manual_run(run_after)}  # no logical date: no data_interval_* keys at all
     run_id, start, end = retraining_window({}, context, 14)
-    assert end == datetime(2026, 12, 5, 21, 5, tzinfo=timezone.utc)  # floored: a retry agrees
+    assert end == datetime(2026, 12, 5, 21, 5, tzinfo=UTC)  # floored: a retry agrees
     assert start == end - timedelta(days=14)
     assert run_id == "20261121T210500Z_20261205T210500Z"
     # A run triggered from another zone names the same instant.
@@ -254,7 +255,7 @@ def test_retraining_window_params_as_text_win_over_the_interval():
         "20261001T000000Z_20261101T000000Z"
     # Only a start (naive text) against Airflow's aware interval end.
     run_id, start, end = retraining_window({"start": "2026-11-20T00:00:00"}, context, 30)
-    assert run_id == "20261120T000000Z_20261123T020000Z" and start.tzinfo is end.tzinfo is timezone.utc
+    assert run_id == "20261120T000000Z_20261123T020000Z" and start.tzinfo is end.tzinfo is UTC
     # Only an end: window_days back from it, the param (number or text) before the setting.
     assert retraining_window({"end": "2026-11-10"}, context, 30)[0] == \
         "20261011T000000Z_20261110T000000Z"
@@ -271,7 +272,7 @@ def test_the_digest_is_due_once_a_day_with_airflow_pendulum_intervals():
     start, end = pendulum.datetime(2026, 11, 22, 18, 55, tz="UTC"), pendulum.datetime(2026, 11, 22, 19, 0, tz="UTC")
     assert daily_due(utc(start), utc(end), 0, 30, ist)  # 00:30 IST = 19:00 UTC
     assert not daily_due(utc(end), utc(end.add(minutes=5)), 0, 30, ist)
-    assert interval_end({"data_interval_end": end}) == datetime(2026, 11, 22, 19, 0, tzinfo=timezone.utc)
+    assert interval_end({"data_interval_end": end}) == datetime(2026, 11, 22, 19, 0, tzinfo=UTC)
 
 
 def _context(error: Exception):

@@ -3,19 +3,19 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 
 from txmon.models import registry as registry_module
 from txmon.models.errors import NoChampionError, NothingToRollBackError, UnknownVersionError
+from txmon.models.features import FEATURES
 from txmon.models.registry import CHAMPION_FILE, METADATA_FILE, MODEL_FILE, Registry
 from txmon.models.testing import planted_frame
 from txmon.models.training import TrainingConfig, train_frame
-from txmon.models.features import FEATURES
 
-NOW = datetime(2025, 2, 1, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2025, 2, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_champion_pointer_is_replaced_atomically(registry, trained, monkeypatch)
         raise OSError("disk full")
 
     monkeypatch.setattr(registry_module.os, "replace", crash)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="disk full"):
         registry.promote(v2)
     monkeypatch.undo()
     assert (registry.root / CHAMPION_FILE).read_bytes() == before  # old pointer intact
@@ -120,6 +120,6 @@ def test_failed_registration_leaves_nothing(registry, trained, monkeypatch):
         raise OSError("no space left")
 
     monkeypatch.setattr(registry_module.joblib, "dump", broken_dump)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="no space left"):
         registry.register(trained.bundle, trained.metadata)
     assert list(registry.root.iterdir()) == []

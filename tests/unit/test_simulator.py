@@ -5,7 +5,7 @@ import csv
 import json
 import statistics
 from collections import Counter, defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +35,9 @@ from txmon.ingestion.simulator import (
     write_labels,
 )
 
-FAR_FUTURE = datetime(2100, 1, 1, tzinfo=timezone.utc)  # simulated times are never "future"
+FAR_FUTURE = datetime(2100, 1, 1, tzinfo=UTC)  # simulated times are never "future"
 N = 20_000
-EVEN_WEIGHTS = {scenario: 1.0 for scenario in SCENARIOS}
+EVEN_WEIGHTS = dict.fromkeys(SCENARIOS, 1.0)
 Heavy = tuple[Simulator, list[SimulatedTransaction]]
 
 
@@ -158,7 +158,7 @@ def test_every_scenario_appears_with_its_id(fraud_heavy: Heavy) -> None:
 
 
 def test_zero_weight_scenarios_never_run() -> None:
-    only = {scenario: 0.0 for scenario in SCENARIOS} | {"card_testing": 1.0}
+    only = dict.fromkeys(SCENARIOS, 0.0) | {"card_testing": 1.0}
     items = Simulator(small(fraud_rate=0.05, scenario_weights=only), seed=5).generate(5_000)
     assert {item.label.scenario for item in items if item.label.is_fraud} == {"card_testing"}
 
@@ -205,7 +205,7 @@ def _runs(scenario: str, population: Population, n_runs: int = 25) -> list[list[
     rng = np.random.default_rng(11)
     faker = Faker("en_IN")
     faker.seed_instance(11)
-    start = datetime(2025, 1, 6, 9, 0, tzinfo=timezone.utc)
+    start = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
     return [SCENARIOS[scenario](rng, faker, population, start + timedelta(hours=5 * k))
             for k in range(n_runs)]
 
@@ -306,7 +306,7 @@ def test_config_is_strict() -> None:
         SimulatorConfig(start_time=datetime(2025, 1, 1))  # naive: ambiguous
     with pytest.raises(ValidationError):
         config().n_customers = 5  # type: ignore[misc]
-    assert SimulatorConfig(start_time=datetime(2025, 1, 1, tzinfo=IST)).start_time.tzinfo == timezone.utc
+    assert SimulatorConfig(start_time=datetime(2025, 1, 1, tzinfo=IST)).start_time.tzinfo == UTC
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
@@ -321,7 +321,7 @@ def test_write_labels(tmp_path: Path, traffic: list[SimulatedTransaction], suffi
 
 
 def test_write_labels_refuses_unknown_format(tmp_path: Path) -> None:
-    label = Label("0f8fad5b-d9cb-469f-a165-70867728950e", False, None, datetime.now(timezone.utc))
+    label = Label("0f8fad5b-d9cb-469f-a165-70867728950e", False, None, datetime.now(UTC))
     with pytest.raises(ValueError, match=r"\.jsonl or \.csv"):
         write_labels([label], tmp_path / "labels.parquet")
 
@@ -333,7 +333,7 @@ def test_a_live_run_ends_before_the_wall_clock_at_any_hour(hour_utc: float) -> N
     event lands after "now" (the stream would dead-letter it as a future timestamp, or the
     producer clamp a burst of events to now), and the run still ends on the same day: the
     night is quiet, so its last event may be hours before now, not days."""
-    now = datetime(2026, 11, 24, tzinfo=timezone.utc) + timedelta(hours=hour_utc)
+    now = datetime(2026, 11, 24, tzinfo=UTC) + timedelta(hours=hour_utc)
     mean_tps = 300 * 4 / 86_400
     start = live_start_time(300, mean_tps, fraud_rate=0.01, now=now)
     assert start < now
@@ -345,6 +345,6 @@ def test_a_live_run_ends_before_the_wall_clock_at_any_hour(hour_utc: float) -> N
 
 
 def test_a_live_run_without_a_planned_count_starts_a_day_back() -> None:
-    now = datetime(2026, 11, 24, 12, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 24, 12, tzinfo=UTC)
     assert live_start_time(None, 1.0, now=now) == now - timedelta(days=1)
     assert live_start_time(0, 1.0, now=now) == now

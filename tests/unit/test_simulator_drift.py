@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -101,7 +101,7 @@ def test_qr_code_swap_run_is_many_strangers_paying_one_fresh_vpa() -> None:
     sim = Simulator(_config(), seed=SEED)
     rng, faker = np.random.default_rng(3), Faker("en_IN")
     faker.seed_instance(3)
-    start = datetime(2025, 1, 6, 9, 0, tzinfo=timezone.utc)
+    start = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
     for k in range(20):
         run = ALL_SCENARIOS[QR](rng, faker, sim.population, start + timedelta(hours=k))
         assert 12 <= len(run) <= 40

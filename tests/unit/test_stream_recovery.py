@@ -10,7 +10,7 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from typer.testing import CliRunner
@@ -42,9 +42,9 @@ class FakeTime:
 class Flaky:
     """Fails with ``error`` the first ``failures`` calls, then answers."""
 
-    def __init__(self, failures: int, error: BaseException = ConnectionError("Connection reset by peer")) -> None:
+    def __init__(self, failures: int, error: BaseException | None = None) -> None:
         self.failures = failures
-        self.error = error
+        self.error = error or ConnectionError("Connection reset by peer")
         self.calls = 0
 
     def __call__(self) -> str:
@@ -101,7 +101,7 @@ def test_retries_stop_at_the_budget_and_raise_the_last_error():
 def test_a_bug_is_not_retried_and_no_budget_means_no_retry():
     t = FakeTime()
     bug = Flaky(1, ValueError("Invalid column name"))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="Invalid column name"):
         _retry(Backoff(0.5, 5, 30), bug, t)
     down = Flaky(1)
     with pytest.raises(ConnectionError):
@@ -161,7 +161,7 @@ def _probe(answers):
 
 
 def _wall():
-    return datetime(2026, 12, 5, tzinfo=timezone.utc)
+    return datetime(2026, 12, 5, tzinfo=UTC)
 
 
 def test_a_failed_query_waits_for_its_dependencies_then_restarts_from_the_checkpoint():
@@ -191,7 +191,7 @@ def test_a_restart_that_fails_counts_as_another_failure():
 def test_recovery_gives_up_after_its_budget_without_progress_but_progress_starts_it_again():
     t, beats = FakeTime(), Beats()
     failing = [(RuntimeError("boom"), False)] * 50
-    with pytest.raises(StreamRecoveryError, match="kept failing for 6\\ds .*recovery.restart_give_up_s=60.*boom"):
+    with pytest.raises(StreamRecoveryError, match=r"kept failing for 6\ds .*recovery\.restart_give_up_s=60.*boom"):
         keep_running(FakeQueries(failing), probe=_probe([]), heartbeat=beats, policy=Backoff(1, 8, 60),
                      clock=t.clock, sleep=t.sleep, wall=_wall)
     assert beats.states[-1]["state"] == "gave_up"
@@ -260,14 +260,14 @@ def test_txmon_stream_on_a_held_checkpoint_exits_2_with_one_line(tmp_path, monke
 # ------------------------------------------------------------------ the supervisor's judgement
 
 
-@pytest.fixture()
+@pytest.fixture
 def settings(tmp_path, monkeypatch):
     monkeypatch.setenv("TXMON_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("TXMON_AIRFLOW__STREAM_STALL_AFTER_S", "60")
     return load_settings()
 
 
-@pytest.fixture()
+@pytest.fixture
 def sleeper(settings):
     """A real detached process owned by the 'stream' pid file."""
     proc = stream_process(settings)
@@ -279,7 +279,7 @@ def sleeper(settings):
 
 
 def test_a_stream_waiting_out_an_outage_is_not_restarted_unless_its_heartbeat_stops(settings, sleeper):
-    now = datetime.now(timezone.utc) + timedelta(seconds=600)
+    now = datetime.now(UTC) + timedelta(seconds=600)
     stale = now - timedelta(seconds=300)
     beat = {"pid": sleeper.pid(), "written_at": (now - timedelta(seconds=5)).isoformat(),
             "queries": {"ingest": {"status": "terminated", "last_progress_at": stale.isoformat(),
