@@ -66,14 +66,16 @@ def labelled_features(events: Sequence["TransactionEvent"], labels: Iterable["La
     return add_features(frame, feature_store(frame))
 
 
-def feature_store(transactions: pd.DataFrame) -> MemoryProfileStore:
+def feature_store(transactions: pd.DataFrame, label_delay_s: float = 0.0) -> MemoryProfileStore:
     """An empty in-memory profile store that knows every confirmed fraud of
     ``transactions`` (payee_key, is_fraud, label_time, event_time columns) with its label
-    time: the features count a label only once its time has passed."""
-    return MemoryProfileStore(fraud_labels=fraud_label_times(transactions))
+    time: the features count a label only once its time has passed. ``label_delay_s``: how
+    long labels take to arrive (the payee fraud rates look at transactions that old)."""
+    return MemoryProfileStore(fraud_labels=fraud_label_times(transactions), label_delay_s=label_delay_s)
 
 
-def features_in_chunks(transactions: pd.DataFrame, chunk_rows: int = 100_000) -> pd.DataFrame:
+def features_in_chunks(transactions: pd.DataFrame, chunk_rows: int = 100_000,
+                       label_delay_s: float = 0.0) -> pd.DataFrame:
     """:func:`models.features.add_features` over labelled ``transactions`` (any order),
     folded in (event_time, txn_id) order ``chunk_rows`` at a time through one profile
     store, as the stream folds its micro-batches: the same features as one pass, with the
@@ -82,7 +84,7 @@ def features_in_chunks(transactions: pd.DataFrame, chunk_rows: int = 100_000) ->
     if transactions.empty:
         raise TrainingDataError("no transactions to compute features from")
     ordered = transactions.sort_values(["event_time", "txn_id"], kind="mergesort").reset_index(drop=True)
-    store = feature_store(ordered)
+    store = feature_store(ordered, label_delay_s)
     times = ordered["event_time"]
     parts, start = [], 0
     while start < len(ordered):

@@ -34,6 +34,7 @@ SMALL_AMOUNT_PAISE = 200_00            # <= Rs 200: card-testing sized
 THRESHOLDS_PAISE = (50_000_00, 10_00_000_00)  # Rs 50k (PAN) and Rs 10 lakh (CTR) reporting lines
 NEAR_THRESHOLD_BAND = 0.10             # within 10% below a threshold
 NO_PREVIOUS_S = 10_000_000.0           # "no previous transaction": ~116 days
+NO_FRAUD_DAYS = 999.0                  # "no known fraud": longer ago than any profile remembers
 MAX_KNOWN_PAYEES = 500
 MAX_KNOWN_DEVICES = 20
 NEW_DEVICE_S = 3600                    # a device counts as new for its first hour
@@ -83,6 +84,10 @@ LABEL_FEATURES = (
     # Frauds at this payee whose labels arrived in the last 7 days: a compromised
     # terminal keeps producing fresh reports long after its first fraud.
     "payee_reports_7d",
+    # How long this payee has been producing known fraud: days from the transaction time of
+    # its oldest and of its newest known fraud (within the profile's horizon) to now, and
+    # how many: a compromised terminal keeps producing fraud for a while, then stops.
+    "payee_fraud_days_since_first", "payee_fraud_days_since_last", "payee_known_frauds_30d",
 )
 FEATURES = ("amount_paise", *PAYER_FEATURES, *PAYEE_FEATURES, *LABEL_FEATURES)
 """Every feature column, in the order models see them."""
@@ -90,7 +95,7 @@ FEATURES = ("amount_paise", *PAYER_FEATURES, *PAYEE_FEATURES, *LABEL_FEATURES)
 INTEGER_FEATURES = frozenset(
     f for f in FEATURES if f.startswith(("payer_count", "payer_sum", "payer_payees", "payee_payers",
                                          "payee_count", "is_"))
-    or f in ("amount_paise", "payer_history_count", "hour_ist", "payer_failed_1h", "payer_small_1h",
+    or f in ("payee_known_frauds_30d", "amount_paise", "payer_history_count", "hour_ist", "payer_failed_1h", "payer_small_1h",
              "payer_near_threshold_24h", "payee_fraud_reports", "payee_reports_7d")
 )
 
@@ -187,8 +192,8 @@ def long_window_totals(buckets: dict, t_us: int) -> list[list[float]]:
     return [[c1, s1, q1], [c7, s7, q7], [c30, s30, q30]]
 
 
-def _prune_buckets(buckets: dict, t_us: int) -> None:
-    oldest = bucket_of(t_us - LONG_HORIZON_S * MICROS)
+def _prune_buckets(buckets: dict, t_us: int, delay_us: int = 0) -> None:
+    oldest = bucket_of(t_us - LONG_HORIZON_S * MICROS - delay_us)
     for key in [k for k in buckets if k <= oldest]:
         del buckets[key]
 
@@ -216,7 +221,7 @@ def payer_fold(state: PayerState, t_us: int, payee: str | None, amount: int, dev
         payees.append(len({r[2] for r in inside if r[2] is not None}))
     hour_lo = t_us - 3600 * MICROS
     failed_1h = sum(1 for r in state.recent if r[0] > hour_lo and r[3])
-    small_1h = sum(1 for r in state.recent if r[0] > hour_lo and r[1] <= SMALL_AMOUNT_PAISE)
+    small_1h = sum(1 for r in state.recent if r[0] > hour_lo and 0 < r[1] <= SMALL_AMOUNT_PAISE)
     near_24h = sum(1 for r in state.recent if near_threshold(r[1]))
 
     # relative to history before this transaction
@@ -391,16 +396,17 @@ class PayeeState:
         return cls(deque(tuple(r) for r in data))  # saved before the long views: the last hour only
 
 
-def payee_fold(state: PayeeState, t_us: int, payer: str) -> tuple[int, ...]:
+def payee_fold(state: PayeeState, t_us: int, payer: str, delay_us: int = 0) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(distinct payers, transactions) to this payee in (t - 1 h, t], then its transactions
-    over each of :data:`LONG_WINDOWS_DAYS`; this one included."""
+    over each of :data:`LONG_WINDOWS_DAYS`; this one included. Second: its transactions over
+    the same windows ending ``delay_us`` ago (labels of those are known by now)."""
     state.recent.append((t_us, payer))
     lo = t_us - 3600 * MICROS
     while state.recent and state.recent[0][0] <= lo:
         state.recent.popleft()
     key = bucket_of(t_us)
     state.buckets[key] = state.buckets.get(key, 0) + 1
-    _prune_buckets(state.buckets, t_us)
+    _prune_buckets(state.buckets, t_us, delay_us)
     low_1, low_7, low_30 = (bucket_of(t_us - d * 86400 * MICROS) for d in LONG_WINDOWS_DAYS)
     c1 = c7 = c30 = 0
     for k, n in state.buckets.items():  # nested windows, one pass (long_window_totals)
@@ -410,7 +416,21 @@ def payee_fold(state: PayeeState, t_us: int, payer: str) -> tuple[int, ...]:
                 c7 += n
                 if k > low_1:
                     c1 += n
-    return (len({p for _, p in state.recent}), len(state.recent), c1, c7, c30)
+    if delay_us:
+        high = bucket_of(t_us - delay_us)
+        m_1, m_7, m_30 = (bucket_of(t_us - delay_us - d * 86400 * MICROS) for d in LONG_WINDOWS_DAYS)
+        m1 = m7 = m30 = 0
+        for k, n in state.buckets.items():
+            if m_30 < k <= high:
+                m30 += n
+                if k > m_7:
+                    m7 += n
+                    if k > m_1:
+                        m1 += n
+        matured = (m1, m7, m30)
+    else:
+        matured = (c1, c7, c30)
+    return (len({p for _, p in state.recent}), len(state.recent), c1, c7, c30), matured
 
 
 def fraud_reports_before(label_times_us: list[int], t_us: int) -> int:
@@ -426,33 +446,47 @@ def fraud_reports_before(label_times_us: list[int], t_us: int) -> int:
 
 
 def payee_label_features(frauds: list[tuple[int, int]], label_times: list[int], t_us: int,
-                         window_counts: tuple[int, ...]) -> tuple:
+                         window_counts: tuple[int, ...], delay_us: int = 0) -> tuple:
     """LABEL_FEATURES of one transaction at ``t_us``: ``frauds`` are this payee's
     confirmed frauds as (label time, transaction time) sorted by label time (and
     ``label_times`` their label times alone); ``window_counts`` the payee's transactions
-    over each of :data:`LONG_WINDOWS_DAYS`, this one included.
+    over each of :data:`LONG_WINDOWS_DAYS` ending ``delay_us`` before ``t_us`` (this one
+    included when ``delay_us`` is 0). A fraud counts once its label has arrived; the rates
+    are known frauds over transactions made in the same window, the window ending
+    ``delay_us`` ago, when the labels of what was made then have arrived.
 
     >>> day = 86400 * MICROS
     >>> frauds = [(8 * day, 1 * day), (9 * day, 9 * day - 5), (20 * day, 10 * day)]
     >>> payee_label_features(frauds, [f[0] for f in frauds], 9 * day + 1, (4, 10, 40))
-    (2, 0.25, 0.1, 0.05, 2)
+    (2, 0.25, 0.1, 0.05, 2, 8.0, 0.0, 2)
+    >>> payee_label_features(frauds, [f[0] for f in frauds], 9 * day + 1, (2, 5, 20), delay_us=7 * day)
+    (2, 0.0, 0.2, 0.05, 2, 8.0, 0.0, 1)
     """
     import bisect
 
     known = bisect.bisect_right(label_times, t_us)
-    lows = [bucket_of(t_us - d * 86400 * MICROS) for d in LONG_WINDOWS_DAYS]
+    high = bucket_of(t_us - delay_us)
+    lows = [bucket_of(t_us - delay_us - d * 86400 * MICROS) for d in LONG_WINDOWS_DAYS]
     in_window = [0] * len(lows)
     recent_reports = 0
     report_low = t_us - 7 * 86400 * MICROS
+    horizon = t_us - LONG_HORIZON_S * MICROS - delay_us
+    first = last = None
     for label_us, txn_us in frauds[:known]:
         key = bucket_of(txn_us)
-        for i, low in enumerate(lows):
-            if key > low:
-                in_window[i] += 1
+        if key <= high:
+            for i, low in enumerate(lows):
+                if key > low:
+                    in_window[i] += 1
         if label_us > report_low:
             recent_reports += 1
+        if txn_us > horizon:
+            first = txn_us if first is None or txn_us < first else first
+            last = txn_us if last is None or txn_us > last else last
     rates = [round(min(1.0, n / c), 6) if c > 0 else 0.0 for n, c in zip(in_window, window_counts)]
-    return (known, *rates, recent_reports)
+    since_first = NO_FRAUD_DAYS if first is None else round(max(0, t_us - first) / (86400 * MICROS), 4)
+    since_last = NO_FRAUD_DAYS if last is None else round(max(0, t_us - last) / (86400 * MICROS), 4)
+    return (known, *rates, recent_reports, since_first, since_last, in_window[-1])
 
 
 # -------------------------------------------------------------- profiles and frames
@@ -465,6 +499,9 @@ class ProfileStore:
     """
 
     keeps_windows = False
+    label_delay_us = 0
+    """How long after a transaction its label is known: the payee fraud rates look at the
+    transactions made that long ago and earlier (0: every label is known at once)."""
 
     def load(self, kind: str, keys: list[str]) -> dict[str, str]:
         raise NotImplementedError
@@ -486,13 +523,15 @@ class MemoryProfileStore(ProfileStore):
     """Profiles in a dict: batch backfills, training, tests. Starts empty. With
     ``keep_windows``, the latest account_aggregates row per (payer, kind, start) too."""
 
-    def __init__(self, fraud_labels: dict[str, list] | None = None, keep_windows: bool = False) -> None:
+    def __init__(self, fraud_labels: dict[str, list] | None = None, keep_windows: bool = False,
+                 label_delay_s: float = 0.0) -> None:
         """``fraud_labels``: payee -> (label time, transaction time) pairs in µs, or bare
         label times (the transaction then counts as made when it was labelled)."""
         self.profiles: dict[tuple[str, str], str] = {}
         self.labels = {k: sorted(label_pair(x) for x in v) for k, v in (fraud_labels or {}).items()}
         self.keeps_windows = keep_windows
         self.windows: dict[tuple[str, str, int], tuple] = {}
+        self.label_delay_us = int(round(label_delay_s * MICROS))
 
     def load(self, kind, keys):
         return {k: self.profiles[(kind, k)] for k in keys if (kind, k) in self.profiles}
@@ -559,16 +598,17 @@ def add_payee_features(pdf, store: ProfileStore):
     states = {k: PayeeState.from_json(v) for k, v in store.load("payee", keys).items()}
     frauds = store.fraud_label_times(keys) if keys else {}
     label_times = {k: [f[0] for f in v] for k, v in frauds.items()}
+    delay = int(store.label_delay_us)
     rows, label_rows = [], []
     no_frauds: list = []
     for t, payer, payee in zip(times, payers, payees):
         state = states.get(payee)
         if state is None:
             state = states[payee] = PayeeState()
-        folded = payee_fold(state, t, payer)
+        folded, matured = payee_fold(state, t, payer, delay)
         rows.append(folded)
         label_rows.append(payee_label_features(frauds.get(payee, no_frauds), label_times.get(payee, no_frauds), t,
-                                               folded[2:]))
+                                               matured, delay))
     store.save("payee", {k: v.to_json() for k, v in states.items()})
     out = pd.concat([pdf, pd.DataFrame(rows, columns=list(PAYEE_FEATURES), dtype="int64")], axis=1)
     labels = pd.DataFrame(label_rows, columns=list(LABEL_FEATURES))

@@ -449,6 +449,18 @@ def _scenario_recall(frame: pd.DataFrame, column: str, rate: float) -> dict:
     return out
 
 
+def _label_delay_s(source: LabelledSource, config: BacktestConfig) -> float:
+    """How long labels take to arrive, for the features that wait for them: the configured
+    delay, else the typical (median) gap between a transaction and its label."""
+    if config.label_delay is not None:
+        return config.label_delay.total_seconds()
+    frame = source.transactions
+    if frame.empty:
+        return 0.0
+    gap = (pd.to_datetime(frame["label_time"], utc=True) - pd.to_datetime(frame["event_time"], utc=True))
+    return max(0.0, float(gap.dt.total_seconds().median()))
+
+
 def _window_rows(featured: pd.DataFrame, start: datetime, end: datetime) -> pd.DataFrame:
     t = featured["event_time"]
     return featured[(t >= pd.Timestamp(start)) & (t < pd.Timestamp(end))].reset_index(drop=True)
@@ -464,7 +476,7 @@ def run(source: LabelledSource, config: BacktestConfig, ruleset, *, spark=None, 
         source.transactions["label_time"] = source.transactions["event_time"] + pd.Timedelta(config.label_delay)
     log(f"features: {len(source.transactions):,} transactions in event-time order "
         f"({config.chunk_rows:,} per chunk)")
-    featured = features_in_chunks(source.transactions, config.chunk_rows)
+    featured = features_in_chunks(source.transactions, config.chunk_rows, _label_delay_s(source, config))
     source.transactions = featured.iloc[:0]  # the features frame holds every input column now
     windows = [config.window.shifted(i) for i in range(config.rolling)]
     tests = [_window_rows(featured, w.test_start, w.test_end) for w in windows]
