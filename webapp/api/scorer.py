@@ -4,9 +4,9 @@ The stream (spark_jobs/detection.py) folds each micro-batch onto the profiles it
 Cassandra, applies the rules file with Spark and scores the champion in the JVM. For a
 synchronous answer the same pieces run here in Python on one row:
 
-1. features: the payee fold, its label features and the payer fold of
-   :mod:`txmon.models.features` (the one definition), onto the profiles the stream last
-   saved (:class:`Profiles`), folding this transaction *without saving* anything: the
+1. features: the folds of :mod:`txmon.models.features` (the one definition), called as
+   the stream's ``add_features`` calls them, onto the profiles the stream last saved
+   (:class:`SnapshotStore`), folding this transaction *without saving* anything: the
    stream stays the only writer of profiles, so a scored-only transaction is never
    counted, and an ingested one is counted once, by the stream;
 2. rules: the same rules file, reloaded when it changes (:class:`RuleBook`), its
@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from txmon.infra.settings import DEFAULT_RULES
 from txmon.ingestion.events import TransactionEvent
 from txmon.models.features import (
     FEATURES,
@@ -38,19 +39,20 @@ from txmon.models.features import (
     PAYER_FEATURES,
     PayeeState,
     PayerState,
+    ProfileStore,
+    add_features,
     payee_fold,
     payee_label_features,
     payer_fold,
 )
-from txmon.spark_jobs.rules import DEFAULT_RULES, RuleSet, RulesError, load_rules
+from txmon.models.rules import RuleSet, RulesError, load_rules
 from txmon.spark_jobs.validation import TRANSACTION_COLUMNS, event_values
 from txmon.webapp.api.conditions import ConditionError, compile_condition
 
 log = logging.getLogger(__name__)
 
-NO_MODEL = "none"  # the stream's model_version without a champion (spark_jobs/detection.NO_MODEL)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_US = timedelta(microseconds=1)
+NO_MODEL = "none"  # the stream's model_version without a champion (spark_jobs/detection.NO_MODEL)
 # What a rule may read: the landed transaction's columns, payee_key and every feature,
 # as in the stream's scored frame.
 RULE_COLUMNS = frozenset((*TRANSACTION_COLUMNS, "payee_key", *FEATURES))
@@ -209,15 +211,6 @@ class Verdict:
                 "features": self.features}
 
 
-def micros(t: datetime) -> int:
-    """Epoch microseconds of an aware datetime (the stream's event-time unit).
-
-    >>> micros(datetime(1970, 1, 1, 0, 0, 1, 5, tzinfo=timezone.utc))
-    1000005
-    """
-    return (t - _EPOCH) // _US
-
-
 def transaction_row(event: TransactionEvent) -> dict:
     """The landed transaction's columns (spark_jobs/validation.TYPED_FIELDS, without the
     Kafka coordinates) plus ``payee_key``, as the stream's frame holds them."""
@@ -226,28 +219,76 @@ def transaction_row(event: TransactionEvent) -> dict:
     return row
 
 
+class SnapshotStore(ProfileStore):
+    """The saved profiles of one request as a read-only :class:`ProfileStore`: the feature
+    folds run exactly as in the stream (``add_features``), and what they would save is
+    dropped."""
+
+    def __init__(self, profiles: Profiles, payer: str, payee: str | None) -> None:
+        self._profiles = {("payer", payer): profiles.payer, ("payee", payee): profiles.payee}
+        self._frauds = {payee: sorted(profiles.frauds)} if payee is not None and profiles.frauds else {}
+
+    def load(self, kind, keys):
+        return {k: v for k in keys if (v := self._profiles.get((kind, k))) is not None}
+
+    def save(self, kind, profiles):
+        pass  # the stream is the only writer of profiles
+
+    def fraud_label_times(self, payees):
+        return {p: self._frauds[p] for p in payees if p in self._frauds}
+
+    def save_windows(self, rows):
+        pass
+
+
 def feature_row(event: TransactionEvent, profiles: Profiles) -> dict:
-    """:func:`transaction_row` plus every feature of this transaction, folded onto copies
-    of the saved profiles (nothing is saved): the stream's add_payee_features then
-    add_payer_features, for one row."""
+    """:func:`transaction_row` plus every feature of this transaction, folded onto the saved
+    profiles (nothing is saved).
+
+    The stream's ``add_payee_features`` then ``add_payer_features`` for one row, calling the
+    same folds with the same arguments, without their pandas frame: the frame path costs
+    ~100x more per single row (dtype casts per column), a request's whole budget. The copy
+    of their few lines of glue is held to :func:`frame_feature_row` (the frame path itself)
+    by tests/unit/test_api_features.py."""
     row = transaction_row(event)
-    t_us = micros(event.event_time)
-    payee = row["payee_key"]
+    store = SnapshotStore(profiles, row["payer_account"], row["payee_key"])
+    t_us = _micros(event)
+    payee, payer = row["payee_key"], row["payer_account"]
     payee_state = PayeeState.from_json(profiles.payee) if profiles.payee else PayeeState()
-    payee_values = payee_fold(payee_state, t_us, row["payer_account"])
-    frauds = sorted(profiles.frauds)
-    label_values = payee_label_features(frauds, [f[0] for f in frauds], t_us, payee_values[2:])
+    delay = int(store.label_delay_us)
+    folded, matured = payee_fold(payee_state, t_us, payer, delay)
+    frauds = store.fraud_label_times([payee]).get(payee, [])
+    labels = payee_label_features(frauds, [f[0] for f in frauds], t_us, matured, delay)
     payer_state = PayerState.from_json(profiles.payer) if profiles.payer else PayerState()
-    geo = event.geo
-    payer_values = payer_fold(payer_state, t_us, payee, int(event.amount_paise), event.device_id,
-                              None if geo is None else float(geo.lat), None if geo is None else float(geo.lon),
+    lat, lon = row["lat"], row["lon"]
+    payer_values = payer_fold(payer_state, t_us, payee, int(row["amount_paise"]), row["device_id"],
+                              None if lat is None else float(lat), None if lon is None else float(lon),
                               row["status"] == "FAILED")
-    for names, values in ((PAYEE_FEATURES, payee_values), (LABEL_FEATURES, label_values),
-                          (PAYER_FEATURES, payer_values)):
+    for names, values in ((PAYEE_FEATURES, folded), (LABEL_FEATURES, labels), (PAYER_FEATURES, payer_values)):
         for name, value in zip(names, values):
             # The stream's frame types: bigint or double columns (features.INTEGER_FEATURES).
             row[name] = int(value) if name in INTEGER_FEATURES else float(value)
     return row
+
+
+def frame_feature_row(event: TransactionEvent, profiles: Profiles) -> dict:
+    """:func:`feature_row` the stream's way: :func:`add_features` over a one-row frame and a
+    read-only store of the saved profiles. The reference the fast path is tested against."""
+    import pandas as pd
+
+    row = transaction_row(event)
+    frame = pd.DataFrame([row])
+    frame["event_time"] = pd.to_datetime(frame["event_time"], utc=True)
+    values = add_features(frame, SnapshotStore(profiles, row["payer_account"], row["payee_key"])).iloc[0]
+    for name in FEATURES:
+        if name != "amount_paise":
+            row[name] = int(values[name]) if name in INTEGER_FEATURES else float(values[name])
+    return row
+
+
+def _micros(event: TransactionEvent) -> int:
+    """Event time in epoch microseconds, as the stream's frame holds it (models.features.epoch_micros)."""
+    return (event.event_time - _EPOCH) // timedelta(microseconds=1)
 
 
 class Scorer:
