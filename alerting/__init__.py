@@ -12,6 +12,6 @@
 * ``retry``      - second chances: deferred deliveries parked in the dispatcher until their
                    channel is back; failed ones, retried by the DAG (``txmon alerts retry-failed``)
 * ``digest``     - the daily summary email with a chart (``txmon alerts digest --date``)
-* ``store``      - Cassandra tables of infra/schema.cql ("Alerting (issue 6)")
+* ``store``      - Cassandra tables of infra/schema.cql ("Alerting")
 * ``testing``    - local SMTP server, SMS gateway and webhook stand-ins for tests and benchmarks
 """

@@ -18,10 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from pydantic_settings import SettingsConfigDict
 
 from txmon.alerting.errors import AlertingConfigError, SecretMissingError
-from txmon.infra.settings import PROJECT_ROOT, YamlBackedSettings
+from txmon.infra.settings import DEFAULT_ALERTING_CONFIG, YamlBackedSettings
 from txmon.models.risk import AlertDecision, Severity
 
-DEFAULT_ALERTING_CONFIG = PROJECT_ROOT / "config" / "alerting.yaml"
 CUSTOMER = "customer"
 """Route target meaning "the payer's own contact details" (customer_contacts table)."""
 

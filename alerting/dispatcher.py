@@ -37,6 +37,7 @@ from txmon.alerting.routing import Directory
 from txmon.alerting.store import AlertStore
 from txmon.alerting.throttle import Throttle, Window
 from txmon.infra.masking import mask_party
+from txmon.infra.process import wait_until
 
 log = logging.getLogger("txmon.alerting")
 
@@ -321,13 +322,10 @@ def await_topic_metadata(consumer: Any, topic: str, timeout_s: float = 15.0) -> 
     partition metadata for topic"). A topic that does not exist yet is still subscribed
     to after the wait, as before: the group picks it up once it is created.
     """
-    deadline = time.monotonic() + timeout_s
-    while not consumer.partitions_for_topic(topic):
-        if time.monotonic() >= deadline:
-            log.warning("alerts topic %s has no partitions yet; subscribing anyway", topic)
-            return False
-        time.sleep(0.2)
-    return True
+    if wait_until(lambda: bool(consumer.partitions_for_topic(topic)), timeout_s, interval=0.2):
+        return True
+    log.warning("alerts topic %s has no partitions yet; subscribing anyway", topic)
+    return False
 
 
 def make_consumer(bootstrap: str, group_id: str, config: Any) -> Any:

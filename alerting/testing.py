@@ -24,6 +24,8 @@ from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from txmon.infra.process import wait_until
+
 __all__ = [
     "TEST_PII_KEY",
     "ReceivedMail",
@@ -147,11 +149,7 @@ class SmtpSink:
 
     def wait_for(self, count: int, timeout_s: float = 30.0) -> list[ReceivedMail]:
         """Wait until at least ``count`` messages arrived (bounded), return all."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if len(self.received) >= count:
-                break
-            time.sleep(0.02)
+        wait_until(lambda: len(self.received) >= count, timeout_s, interval=0.02)
         return self.messages()
 
     def __enter__(self) -> SmtpSink:

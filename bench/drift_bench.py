@@ -92,7 +92,7 @@ def simulated_stream(n: int, *, change: bool, seed: int = 5, batch: int = 5_000,
 
     from txmon.ingestion.simulate import SimulateOptions, simulator_for
     from txmon.models.dataset import labelled_features
-    from txmon.models.risk import stream_policy
+    from txmon.models.rules import stream_policy
     from txmon.models.scoring import score_frame
     from txmon.models.training import TrainingConfig, train
 

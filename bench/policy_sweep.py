@@ -20,7 +20,8 @@ def main() -> None:
     from txmon.models.registry import Registry
     from txmon.models.risk import RiskPolicy, decisions, risk_scores
     from txmon.models.features import FEATURES, MemoryProfileStore, add_features, transactions_frame
-    from txmon.spark_jobs.rules import apply_rules, load_rules
+    from txmon.models.rules import load_rules
+    from txmon.spark_jobs.rules import apply_rules
     from txmon.spark_jobs.session import build_session
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> None:
     from txmon.models.registry import Registry
     from txmon.models.risk import RiskPolicy, decisions, risk_scores
     from txmon.models.features import FEATURES
-    from txmon.spark_jobs.rules import apply_rules, load_rules
+    from txmon.models.rules import load_rules
+    from txmon.spark_jobs.rules import apply_rules
     from txmon.spark_jobs.session import build_session
 
     sim = simulator_for(SimulateOptions(seed=args.seed, count=args.events, rate=1000, fraud_rate=0.01,

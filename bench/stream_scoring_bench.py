@@ -75,7 +75,8 @@ def measure(spark, bundle, frame, repeats: int = 3) -> dict[str, float]:
     from txmon.spark_jobs.detection import score_ruled
     from txmon.models.features import FEATURES
     from txmon.spark_jobs.jvm_scoring import broadcast_trees
-    from txmon.spark_jobs.rules import apply_rules, load_rules
+    from txmon.models.rules import load_rules
+    from txmon.spark_jobs.rules import apply_rules
 
     features = frame[list(FEATURES)]
     matrix = feature_matrix(features)
@@ -195,7 +196,8 @@ def compare_steps(spark, bundle, frame, ref: str, repeats: int = 3) -> dict:
 
     from txmon.spark_jobs.detection import score_ruled
     from txmon.spark_jobs.jvm_scoring import broadcast_trees
-    from txmon.spark_jobs.rules import apply_rules, load_rules
+    from txmon.models.rules import load_rules
+    from txmon.spark_jobs.rules import apply_rules
 
     old = detection_at(ref)
     if not hasattr(old, "_score_partition"):

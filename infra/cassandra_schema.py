@@ -105,7 +105,7 @@ def open_cluster(host: str, port: int, timeout: float = 10, request_timeout: flo
         # TCP_NODELAY (the driver leaves Nagle's algorithm on): without it, under load the
         # stream's one drift-state INSERT per micro-batch waited ~40 ms (the signature of Nagle
         # against delayed ACKs) where a probe saw p50 2 ms, and micro-batches at 1,000 tx/s
-        # took 1.10 s instead of 0.90 (notes on issue 8).
+        # took 1.10 s instead of 0.90 (docs/performance.md).
         sockopts=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
     )
 

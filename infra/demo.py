@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from itertools import cycle
 
 from txmon.infra import stack
+from txmon.infra.process import wait_until
 from txmon.infra.readback import account_aggregates, count_landed, dead_letters_since, kafka_end_offsets
 from txmon.infra.settings import Settings
 
@@ -105,11 +106,10 @@ def run_demo(settings: Settings, seconds: float = 60, rate: float = 1000, seed: 
     log(summary.line())
 
     targets = kafka_end_offsets(settings.kafka.bootstrap, topic)
-    deadline = time.monotonic() + max(300.0, seconds * 5)
-    while not _caught_up(queries[0], targets, topic) and time.monotonic() < deadline:
-        if queries[0].exception() is not None:
-            raise RuntimeError(f"stream failed: {queries[0].exception()}")
-        time.sleep(1)
+    wait_until(lambda: _caught_up(queries[0], targets, topic), max(300.0, seconds * 5), interval=1,
+               abort=lambda: queries[0].exception() is not None)
+    if queries[0].exception() is not None:
+        raise RuntimeError(f"stream failed: {queries[0].exception()}")
     result.end_to_end_seconds = time.monotonic() - t0
     rates = [p["processedRowsPerSecond"] for p in queries[0].recentProgress
              if p.get("numInputRows", 0) > 0 and p.get("processedRowsPerSecond")]

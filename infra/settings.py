@@ -22,7 +22,14 @@ from pydantic_settings import (
 from txmon.infra.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = PROJECT_ROOT / "config" / "txmon.yaml"
+CONFIG_DIR = PROJECT_ROOT / "config"
+# Every configuration file txmon reads, by default. The two settings files are named by
+# an environment variable (TXMON_CONFIG, TXMON_ALERTING_CONFIG) as they cannot name
+# themselves; the rest are named here.
+DEFAULT_CONFIG = CONFIG_DIR / "txmon.yaml"
+DEFAULT_ALERTING_CONFIG = CONFIG_DIR / "alerting.yaml"
+DEFAULT_RULES = CONFIG_DIR / "rules.yaml"
+REPLAY_MAPPINGS = CONFIG_DIR / "replay"
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 

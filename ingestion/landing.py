@@ -23,7 +23,7 @@ from typing import Any
 
 from txmon.infra.errors import TxmonError
 from txmon.infra.masking import redact
-from txmon.infra.settings import PROJECT_ROOT, Settings
+from txmon.infra.settings import PROJECT_ROOT, REPLAY_MAPPINGS, Settings
 
 log = logging.getLogger("txmon.ingestion")
 
@@ -54,10 +54,10 @@ def resolve_mapping(settings: Settings, name_or_path: str | Path | None) -> Path
     else:
         candidate = Path(name_or_path)
         if candidate.suffix not in (".yaml", ".yml") and len(candidate.parts) == 1:
-            candidate = Path("config/replay") / f"{candidate}.yaml"
+            candidate = REPLAY_MAPPINGS / f"{candidate}.yaml"
     path = candidate if candidate.is_absolute() else PROJECT_ROOT / candidate
     if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in (PROJECT_ROOT / "config" / "replay").glob("*.yaml")))
+        known = ", ".join(sorted(p.stem for p in REPLAY_MAPPINGS.glob("*.yaml")))
         raise LandingError(f"replay mapping {path} not found; use one of config/replay/*.yaml ({known}) "
                            "or a path to your own")
     return path

@@ -74,7 +74,7 @@ def _history(simulate: int | None, seed: int, replay: Path | None, mapping: Path
 
 
 def _policy():
-    from txmon.models.risk import stream_policy
+    from txmon.models.rules import stream_policy
 
     return stream_policy()
 
@@ -372,7 +372,8 @@ def backtest(
     from txmon.spark_jobs import backtest as bt
     from txmon.models.errors import TrainingDataError
     from txmon.models.training import TrainingConfig
-    from txmon.spark_jobs.rules import DEFAULT_RULES, load_rules
+    from txmon.infra.settings import DEFAULT_RULES
+    from txmon.models.rules import load_rules
 
     if (file is None) == (simulate is None):
         raise TrainingDataError("give one source: FILE --mapping YAML, or --simulate N")

@@ -120,21 +120,3 @@ def decide(score: int, policy: RiskPolicy) -> Decision:
     if score >= policy.review_at:
         return "REVIEW"
     return "APPROVE"
-
-
-def stream_policy() -> tuple[RiskPolicy, str]:
-    """The risk policy the stream uses: config/rules.yaml, section `policy` (defaults without the file)."""
-    import yaml
-    from pydantic import ValidationError
-
-    from txmon.infra.errors import ConfigError
-    from txmon.infra.settings import PROJECT_ROOT
-
-    path = PROJECT_ROOT / "config" / "rules.yaml"
-    if not path.is_file():
-        return RiskPolicy(), "defaults"
-    try:
-        section = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("policy") or {}
-        return RiskPolicy(**section), str(path.relative_to(PROJECT_ROOT))
-    except (yaml.YAMLError, AttributeError, TypeError, ValidationError) as exc:
-        raise ConfigError(f"{path}: invalid `policy` section ({exc}); fix the file") from None

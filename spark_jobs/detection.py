@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import Iterator
 
 from txmon.infra.cassandra_schema import table_columns
-from txmon.infra.settings import Settings
+from txmon.infra.settings import DEFAULT_RULES, Settings
 from txmon.spark_jobs.cassandra_sink import CassandraTarget, arrow_rows, write_rows
 from txmon.models.features import FEATURES, INTEGER_FEATURES, LABEL_FEATURES, PAYEE_FEATURES, PAYER_FEATURES
 from txmon.models.risk import SEVERITIES, Severity
-from txmon.spark_jobs.rules import DEFAULT_RULES, RulesWatcher, apply_rules
+from txmon.spark_jobs.rules import RulesWatcher, apply_rules
 
 log = logging.getLogger(__name__)
 

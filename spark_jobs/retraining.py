@@ -177,7 +177,7 @@ def train_challenger(settings: Settings, run_id: str) -> str:
 
 
 def _policy():
-    from txmon.models.risk import stream_policy
+    from txmon.models.rules import stream_policy
 
     return stream_policy()[0]
 

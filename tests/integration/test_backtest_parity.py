@@ -17,7 +17,7 @@ import pytest
 from txmon.infra.settings import PROJECT_ROOT
 from txmon.ingestion.producer import TransactionProducer
 from txmon.ingestion.simulate import SimulateOptions, simulator_for
-from txmon.spark_jobs.rules import load_rules
+from txmon.models.rules import load_rules
 from txmon.spark_jobs.transactions_stream import StreamOptions, start_all
 
 RULES = PROJECT_ROOT / "config" / "rules.yaml"

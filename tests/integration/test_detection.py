@@ -16,7 +16,7 @@ from txmon.infra.settings import PROJECT_ROOT
 from txmon.ingestion.producer import TransactionProducer
 from txmon.ingestion.simulate import SimulateOptions, simulator_for
 from txmon.models.features import FEATURES
-from txmon.spark_jobs.rules import load_rules
+from txmon.models.rules import load_rules
 from txmon.spark_jobs.transactions_stream import StreamOptions, start_all
 
 RULES = PROJECT_ROOT / "config" / "rules.yaml"

@@ -64,7 +64,8 @@ def test_jvm_scores_equal_the_bundle_scores(spark, trained, holdout):
 def test_jvm_risk_and_decision_equal_the_python_scoring(spark, trained, holdout):
     from txmon.bench.stream_scoring_bench import _spark_frame
     from txmon.spark_jobs.detection import score_ruled
-    from txmon.spark_jobs.rules import apply_rules, load_rules
+    from txmon.models.rules import load_rules
+    from txmon.spark_jobs.rules import apply_rules
 
     rules = load_rules()
     ruled = apply_rules(_spark_frame(spark, holdout), rules)

@@ -19,7 +19,7 @@ from txmon.models.errors import TrainingDataError
 from txmon.models.evaluation import card_precision_at_k, recall_at_alert_rate
 from txmon.models.training import TrainingConfig
 from txmon.models.features import FEATURES
-from txmon.spark_jobs.rules import load_rules
+from txmon.models.rules import load_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 CARD_MAPPING = ROOT / "config/replay/card_transactions.yaml"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from txmon.models.features import FEATURES
-from txmon.spark_jobs.rules import RulesError, load_rules, parse_rules
+from txmon.models.rules import RulesError, load_rules, parse_rules
 
 BASE = """
 version: 1
