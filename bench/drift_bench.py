@@ -10,6 +10,13 @@ Seeded synthetic streams shaped like the scored stream's signals:
     .venv/bin/python bench/drift_bench.py                # default config, 1M values per signal
     .venv/bin/python bench/drift_bench.py --million 0.2 --repeats 5
     .venv/bin/python bench/drift_bench.py --simulated 1000000   # + the simulator's own traffic
+    .venv/bin/python bench/drift_bench.py --demo 60000          # + a fresh population, as make demo
+
+``--demo N`` feeds the monitor (as the stream does) with N transactions of a population
+new to the stream, scored by a champion trained as ``make demo`` trains it: every
+payer's history starts at the first transaction, as in ``make demo``. It counts alarms
+with the default config (score signals fed from payers known ``min_history_days``) and
+with ``min_history_days=0`` (every transaction fed, as before that setting existed).
 
 ``--simulated N`` also feeds the monitor exactly as the stream does (spark_jobs/drift_stream.py:
 micro-batches of scored transactions, late labels in label-time order joined with the
@@ -83,26 +90,28 @@ def false_alarms_per_million(config: DriftConfig | None = None, *, n: int = 1_00
 
 def simulated_stream(n: int, *, change: bool, seed: int = 5, batch: int = 5_000, label_batch: int = 500,
                      config: DriftConfig | None = None, per_hour: bool = True,
-                     warmup: int = 20_000) -> dict[str, object]:
+                     n_customers: int = 1_000, warmup_days: float = 31.0,
+                     champion=None) -> dict[str, object]:
     """Alarms of a monitor fed like the stream's, over n simulated transactions
-    (a regime change half-way when ``change``). The first ``warmup`` transactions only
-    warm the per-account profiles up (a running bank's are warm); ``per_hour=False``
-    feeds raw values instead of the per-hour PIT."""
+    (a regime change half-way when ``change``). The first ``warmup_days`` of simulated
+    time only warm the per-account profiles up (a running bank's are warm, and the score
+    signals take payers known 30 days); a small population (``n_customers``) gets there
+    in fewer transactions. ``per_hour=False`` feeds raw values instead of the per-hour
+    PIT. ``champion``: a bundle to score with (default: trained on separate history of
+    the same population kind)."""
     import pandas as pd
 
     from txmon.ingestion.simulate import SimulateOptions, simulator_for
     from txmon.models.dataset import labelled_features
     from txmon.models.rules import stream_policy
     from txmon.models.scoring import score_frame
-    from txmon.models.training import TrainingConfig, train
 
     def options(seed_, count, **kw):
-        return SimulateOptions(seed=seed_, count=count, rate=None, n_customers=10_000, live=False,
+        return SimulateOptions(seed=seed_, count=count, rate=None, n_customers=n_customers, live=False,
                                progress=False, **kw)
 
-    history = list(simulator_for(options(seed + 1000, 100_000)).generate(100_000))
-    champion = train([i.event for i in history], [i.label for i in history], TrainingConfig(seed=1),
-                     data_source="bench").bundle
+    warmup = int(n_customers * options(seed, 1).txns_per_customer_per_day * warmup_days)
+    champion = champion if champion is not None else simulated_champion(seed=seed, n_customers=n_customers)
     reference = champion.drift_reference if per_hour else None
     drift = dict(drift_after_events=n // 2, drift_scenario="qr_code_swap", drift_scenario_share=0.7) if change else {}
     if change:
@@ -165,6 +174,74 @@ def run(config: DriftConfig | None = None, *, million: float = 1.0, repeats: int
             "seconds": time.perf_counter() - started}
 
 
+def simulated_champion(*, seed: int = 5, n_customers: int = 1_000):
+    """A champion trained on 100,000 transactions of separate history (another seed) of
+    the population :func:`simulated_stream` simulates."""
+    from txmon.ingestion.simulate import SimulateOptions, simulator_for
+    from txmon.models.training import TrainingConfig, train
+
+    opts = SimulateOptions(seed=seed + 1000, count=100_000, rate=None, n_customers=n_customers, live=False,
+                           progress=False)
+    history = list(simulator_for(opts).generate(100_000))
+    return train([i.event for i in history], [i.label for i in history], TrainingConfig(seed=1),
+                 data_source="bench").bundle
+
+
+def demo_champion():
+    """The champion ``make demo`` trains when the registry is empty (``txmon train
+    --simulate 100000``: the default simulator mix, seed 42)."""
+    from txmon.models import sources
+    from txmon.models.training import TrainingConfig, train
+
+    history = sources.simulated(100_000, 42)
+    return train(history.events, history.labels, TrainingConfig(seed=42), data_source=history.source).bundle
+
+
+def demo_population(n: int, *, seed: int = 7, champion=None, configs: dict[str, DriftConfig] | None = None,
+                    batch: int = 2_000, label_batch: int = 500) -> dict[str, list[tuple[str, str, int]]]:
+    """Alarms, per config, of a monitor fed as the stream feeds it with the first ``n``
+    transactions of a population new to the stream (``make demo``: a new seed each run,
+    every profile empty at its first transaction), scored by ``champion`` (default:
+    :func:`demo_champion`). Each alarm: (part, signal, transaction index)."""
+    from txmon.ingestion.simulate import SimulateOptions, simulator_for
+    from txmon.models.dataset import labelled_features
+    from txmon.models.rules import stream_policy
+    from txmon.models.scoring import score_frame
+
+    champion = champion if champion is not None else demo_champion()
+    configs = configs or {"default": DriftConfig(), "min_history_days=0": DriftConfig(min_history_days=0)}
+    items = list(simulator_for(SimulateOptions(seed=seed, count=n, rate=1000, live=False, progress=False))
+                 .generate(n))
+    frame = labelled_features([i.event for i in items], [i.label for i in items])
+    scored = score_frame(frame, champion, stream_policy()[0]).rename(columns={"anomaly": "anomaly_score"})
+    scored["model_version"] = "demo"
+    return feed_as_stream(scored, champion.drift_reference, configs, batch=batch, label_batch=label_batch)
+
+
+def feed_as_stream(scored, reference, configs: dict[str, DriftConfig], *, batch: int = 2_000,
+                   label_batch: int = 500) -> dict[str, list[tuple[str, str, int]]]:
+    """Alarms, per config, of a fresh monitor fed with a scored frame as the stream feeds
+    it: micro-batches of ``batch`` rows in event-time order (score signals), then the
+    frauds' labels in label-time order (label signals)."""
+    position = dict(zip(scored["txn_id"], range(len(scored)), strict=True))
+    outcomes = scored[["txn_id", "is_fraud", "decision", "label_time"]].sort_values(["label_time", "txn_id"])
+    outcomes = outcomes[outcomes["is_fraud"]]  # the simulator labels frauds only
+    out: dict[str, list[tuple[str, str, int]]] = {}
+    for name, config in configs.items():
+        monitor = DriftMonitor(config, model_version="demo")
+        alarms = []
+        for start in range(0, len(scored), batch):
+            chunk = scored.iloc[start:start + batch]
+            alarms += [("scores", e.signal.value, start) for e in
+                       monitor.update_scores(chunk, chunk["event_time"].max().to_pydatetime(), reference=reference)]
+        for start in range(0, len(outcomes), label_batch):
+            chunk = outcomes.iloc[start:start + label_batch]
+            alarms += [("labels", e.signal.value, position[chunk["txn_id"].iloc[-1]]) for e in
+                       monitor.update_labels(chunk, chunk["label_time"].max().to_pydatetime())]
+        out[name] = alarms
+    return out
+
+
 def _describe(delays: list[int | None]) -> str:
     found = [d for d in delays if d is not None and d >= 0]
     missed = sum(d is None for d in delays)
@@ -181,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=20, help="seeds per detection-delay measurement")
     parser.add_argument("--river-default", action="store_true",
                         help="also count false alarms with River's default delta (0.002) everywhere")
+    parser.add_argument("--demo", type=int, metavar="N", default=0,
+                        help="also feed N transactions of a fresh population (as make demo), with and without "
+                             "the min_history_days filter (trains the demo's champion first: slow)")
     parser.add_argument("--simulated", type=int, metavar="N", default=0,
                         help="also run the monitor over N simulated transactions, stationary and with a new "
                              "fraud pattern half-way (slow: ~N/5000 s)")
@@ -198,21 +278,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {signal.value:<22} {rate:.2f}")
     print(f"  {'mean over signals':<22} {total:.2f}")
     if args.simulated:
-        raw = simulated_stream(args.simulated, change=False, config=config, per_hour=False)
+        champion = simulated_champion()
+        raw = simulated_stream(args.simulated, change=False, config=config, per_hour=False, champion=champion)
         print(f"simulated stationary traffic, raw values (no per-hour reference): {len(raw['alarms'])} alarms = "
               f"{len(raw['alarms']) * 1e6 / args.simulated:.2f} per million transactions")
-        stationary = simulated_stream(args.simulated, change=False, config=config)
+        stationary = simulated_stream(args.simulated, change=False, config=config, champion=champion)
         print(f"simulated stationary traffic, {args.simulated:,} transactions ({stationary['frauds']:,} frauds), "
               f"fed as the stream feeds it: {len(stationary['alarms'])} alarms = "
               f"{len(stationary['alarms']) * 1e6 / args.simulated:.2f} per million transactions "
               f"{[a[:2] for a in stationary['alarms']]}")
-        changed = simulated_stream(args.simulated, change=True, config=config)
+        changed = simulated_stream(args.simulated, change=True, config=config, champion=champion)
         first = changed["first"]
         print(f"new pattern qr_code_swap from transaction {changed['change_index']:,} (champion's recall on it "
               f"{changed['qr_recall']:.3f}): alarms before the change {changed['false_before_change']}; "
               + ("never detected" if first is None else
                  f"first alarm {first[0]} after {first[1]:,} transactions, {first[2]:.1f} simulated hours "
                  "(the label delay included)"))
+    if args.demo:
+        for name, alarms in demo_population(args.demo).items():
+            print(f"fresh population as make demo, {args.demo:,} transactions, {name}: {len(alarms)} alarms = "
+                  f"{len(alarms) * 1e6 / args.demo:.0f} per million transactions {[a[:2] for a in alarms]}")
     if args.river_default:
         river = DriftConfig(deltas={s.value: 0.002 for s in Signal})
         reference = false_alarms_per_million(river, n=int(args.million * 1_000_000))

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 NO_MODEL = "none"
 SCORED_COLUMNS = table_columns("scored_transactions")
 OUTCOME_COLUMNS = ("txn_id", "event_time", "hour_ist", "fraud_probability", "anomaly_score", "amount_paise",
-                   "payer_count_1h", "model_version")
+                   "payer_count_1h", "days_since_first_seen", "model_version")
 """What a micro-batch returns to the driver per transaction: exactly the drift monitor's
 inputs (spark_jobs/drift_stream.py reads this list; detection must not import it, as
 the workers import this module)."""
