@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -208,7 +208,8 @@ class AlertingConfig(YamlBackedSettings):
     dispatcher: DispatcherConfig = DispatcherConfig()
     bank: BankConfig = BankConfig()
     digest: DigestConfig = DigestConfig()
-    recipients: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")], RecipientGroup] = {}
+    recipients: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")], RecipientGroup] = Field(
+        default_factory=dict)
     routes: tuple[Route, ...] = ()
 
     @classmethod
@@ -240,7 +241,7 @@ def alerting_config_path() -> Path:
     return Path(os.environ.get("TXMON_ALERTING_CONFIG", DEFAULT_ALERTING_CONFIG))
 
 
-def load_alerting_config(**overrides: object) -> AlertingConfig:
+def load_alerting_config(**overrides: Any) -> AlertingConfig:
     """Read the alerting configuration now (file and environment at call time).
 
     Raises AlertingConfigError listing every problem and where to fix it.
@@ -249,7 +250,7 @@ def load_alerting_config(**overrides: object) -> AlertingConfig:
     if not path.is_file():
         raise AlertingConfigError(f"alerting config {path} not found: set TXMON_ALERTING_CONFIG to an existing YAML file")
     try:
-        return AlertingConfig(**overrides)  # type: ignore[arg-type]
+        return AlertingConfig(**overrides)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'alerting'}: {re.sub(r'^Value error, ', '', err['msg'])}"
@@ -261,8 +262,23 @@ def load_alerting_config(**overrides: object) -> AlertingConfig:
 
 
 __all__ = [
-    "CHANNEL_NAMES", "CUSTOMER", "AlertingConfig", "BankConfig", "CircuitConfig",
-    "ChannelName", "DigestConfig", "DispatcherConfig", "RecipientGroup", "RetryConfig", "Route",
-    "RouteMatch", "SmsConfig", "SmtpConfig", "Target", "ThrottleConfig", "WebhookConfig",
-    "alerting_config_path", "load_alerting_config",
+    "CHANNEL_NAMES",
+    "CUSTOMER",
+    "AlertingConfig",
+    "BankConfig",
+    "ChannelName",
+    "CircuitConfig",
+    "DigestConfig",
+    "DispatcherConfig",
+    "RecipientGroup",
+    "RetryConfig",
+    "Route",
+    "RouteMatch",
+    "SmsConfig",
+    "SmtpConfig",
+    "Target",
+    "ThrottleConfig",
+    "WebhookConfig",
+    "alerting_config_path",
+    "load_alerting_config",
 ]

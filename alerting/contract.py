@@ -51,7 +51,7 @@ import json
 import math
 import uuid
 from datetime import UTC, date, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     BaseModel,
@@ -85,7 +85,7 @@ __all__ = [
     "upgrade_day_row",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION: Final = 2
 """Version written by this code; bump it on any change a reader of the previous version
 could not read. 2: identifiers masked, the payer as ``payer_ref`` (1 had them in clear)."""
 
@@ -167,6 +167,7 @@ class _AlertChecks(_Contract):
 
     @model_validator(mode="after")
     def _id_matches_txn(self) -> Any:
+        # The fields are declared by the model this check is mixed into.
         if self.alert_id != alert_id_for(self.txn_id):  # type: ignore[attr-defined]
             raise ValueError("alert_id must be alert_id_for(txn_id); omit it and it is filled in")
         return self

@@ -166,7 +166,9 @@ class Deliverer:
         attempts = 0
         retrying = Retrying(
             # Stop early once the circuit is open: waiting out the backoff would only meet it.
-            stop=stop_any(stop_after_attempt(self.retry.attempts), lambda _: breaker.state is not State.CLOSED),
+            # tenacity calls any callable(retry_state) as a stop; its stubs only name stop_base.
+            stop=stop_any(stop_after_attempt(self.retry.attempts),
+                          lambda _: breaker.state is not State.CLOSED),  # type: ignore[arg-type]
             wait=wait_exponential(multiplier=self.retry.initial_s, exp_base=self.retry.multiplier,
                                   max=self.retry.max_s),
             retry=retry_if_exception(lambda e: isinstance(e, ChannelError) and e.transient

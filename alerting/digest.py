@@ -148,6 +148,7 @@ def send_digest(rt: Runtime, day: date, *, out_dir: Path | None = None) -> Diges
     ``out_dir``, write digest.html / digest.txt / chart PNG there instead)."""
     data, rendered, png = build_digest(rt, day)
     if out_dir is not None:
+        assert rendered.html is not None  # the digest template has an HTML part
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / f"digest-{day}.html").write_text(rendered.html.replace(f"cid:{CHART_CID}", f"digest-{day}.png"))
         (out_dir / f"digest-{day}.txt").write_text(rendered.text)

@@ -150,7 +150,11 @@ def render_message(
     """The message for one alert (or one follow-up) to one audience over one channel."""
     if (alert is None) == (followup is None):
         raise ValueError("give exactly one of alert or followup")
-    shown = alert if alert is not None else max(followup.alerts, key=lambda a: (a.event_time, a.txn_id))  # type: ignore[union-attr]
+    if alert is not None:
+        shown = alert
+    else:
+        assert followup is not None  # exactly one of the two, checked above
+        shown = max(followup.alerts, key=lambda a: (a.event_time, a.txn_id))
     context: dict[str, Any] = {
         "alert": alert_view(shown), "bank": bank,
         "followup": followup_view(followup) if followup else None,

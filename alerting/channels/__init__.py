@@ -5,6 +5,8 @@
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from txmon.alerting.channels.base import Audience, Channel, InlineImage, OutboundMessage, Receipt, Recipient
 from txmon.alerting.channels.email import EmailChannel
 from txmon.alerting.channels.sms import SmsChannel
@@ -26,5 +28,8 @@ def build_channels(config: AlertingConfig, needed: set[str] | None = None) -> di
     missing credential stops the dispatcher at start-up with the variable named."""
     if needed is None:
         needed = {t.channel for r in config.routes for t in r.deliver} | {"email"}
-    sections = {"email": config.smtp, "sms": config.sms, "webhook": config.webhook}
-    return {name: CHANNEL_CLASSES[name](sections[name]) for name in sorted(needed)}  # type: ignore[arg-type]
+    build: dict[str, Callable[[], Channel]] = {
+        "email": lambda: EmailChannel(config.smtp), "sms": lambda: SmsChannel(config.sms),
+        "webhook": lambda: WebhookChannel(config.webhook),
+    }
+    return {name: build[name]() for name in sorted(needed)}

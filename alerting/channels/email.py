@@ -36,7 +36,7 @@ def build_email(message: OutboundMessage, from_address: str) -> EmailMessage:
     mail.set_content(message.text)
     if message.html is not None:
         mail.add_alternative(message.html, subtype="html")
-        html_part = mail.get_payload()[-1]
+        *_, html_part = mail.iter_parts()
         for image in message.inline_images:
             html_part.add_related(image.data, maintype="image", subtype=image.subtype, cid=f"<{image.cid}>")
     return mail
