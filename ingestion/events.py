@@ -718,19 +718,20 @@ def _required_paths() -> tuple[str, ...]:
 
 
 def _patterns() -> dict[str, str]:
-    found = {}
+    found: dict[str, str] = {}
     for leaf in _leaves():
         for meta in leaf.metadata:
             if isinstance(meta, StringConstraints) and meta.pattern:
-                found[leaf.path] = meta.pattern
+                found[leaf.path] = str(meta.pattern)
     return found
 
 
 def _ranges() -> dict[str, tuple[float, float]]:
     found = {}
     for leaf in _leaves():
-        low = next((m.ge for m in leaf.metadata if isinstance(m, Ge)), None)
-        high = next((m.le for m in leaf.metadata if isinstance(m, Le)), None)
+        # annotated_types declares its bounds as comparison protocols; the contract's are numbers.
+        low: Any = next((m.ge for m in leaf.metadata if isinstance(m, Ge)), None)
+        high: Any = next((m.le for m in leaf.metadata if isinstance(m, Le)), None)
         if low is not None and high is not None:
             found[leaf.path] = (float(low), float(high))
     return found
@@ -867,7 +868,7 @@ def format_inr(paise: int) -> str:
     rupees, fraction = divmod(abs(paise), PAISE_PER_RUPEE)
     digits = str(rupees)
     head, tail = digits[:-3], digits[-3:]
-    groups = []
+    groups: list[str] = []
     while len(head) > 2:
         head, group = head[:-2], head[-2:]
         groups.insert(0, group)

@@ -169,7 +169,8 @@ _MIN_SLEEP_S = 0.001
 # ------------------------------------------------------------------------ mapping
 
 _AMOUNT_UNITS = ("rupees", "paise")
-_TIME_UNITS = {"seconds": 1, "milliseconds": Decimal("0.001"), "minutes": 60, "hours": 3600, "days": 86400}
+_TIME_UNITS: dict[str, int | Decimal] = {"seconds": 1, "milliseconds": Decimal("0.001"), "minutes": 60, "hours": 3600,
+                                          "days": 86400}
 _TEMPLATE_NAMES = ("value", "slug")
 _COLUMN_ONLY = ("pattern", "map", "default", "template", "unit", "round", "format", "timezone", "origin")
 _SPEC_KINDS = ("column", "value", "absent")

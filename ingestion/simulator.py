@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import NamedTuple
+from typing import Generic, NamedTuple, TypeVar
 
 import numpy as np
 from faker import Faker
@@ -223,16 +223,19 @@ class Atm:
     terminal_id: str
 
 
-class _Picker:
+_T = TypeVar("_T")
+
+
+class _Picker(Generic[_T]):
     """Weighted choice from a fixed list with one uniform draw (no numpy call)."""
 
     __slots__ = ("cumulative", "items")
 
-    def __init__(self, items: list, weights: Iterable[float]) -> None:
+    def __init__(self, items: list[_T], weights: Iterable[float]) -> None:
         self.items = items
         self.cumulative = list(itertools.accumulate(weights))
 
-    def pick(self, u: float) -> object:
+    def pick(self, u: float) -> _T:
         i = bisect.bisect_right(self.cumulative, u * self.cumulative[-1])
         return self.items[min(i, len(self.items) - 1)]
 
@@ -251,7 +254,7 @@ class _Identity:
         self.handle_picker = _Picker([h for h, _ in UPI_HANDLES], [w for _, w in UPI_HANDLES])
 
     def bank(self, rng: np.random.Generator) -> Bank:
-        return self.bank_picker.pick(float(rng.random()))  # type: ignore[return-value]
+        return self.bank_picker.pick(float(rng.random()))
 
     def account(self, rng: np.random.Generator, bank: Bank, *, register: bool = True) -> str:
         while True:
@@ -274,7 +277,7 @@ class _Identity:
 
     def vpa(self, rng: np.random.Generator, *, handle: str | None = None, name: str | None = None,
             register: bool = True) -> str:
-        handle = handle or self.handle_picker.pick(float(rng.random()))  # type: ignore[assignment]
+        handle = handle or self.handle_picker.pick(float(rng.random()))
         if name is None:
             first = self.first[int(rng.integers(0, len(self.first)))]
             last = self.last[int(rng.integers(0, len(self.last)))]
@@ -360,7 +363,7 @@ def build_population(n_customers: int, n_merchants: int, rng: np.random.Generato
     """Draw customers, merchants and ATMs once; Faker is used here, not per event."""
     ident = _Identity(faker)
     city_picker = _Picker(list(CITIES), [c.weight for c in CITIES])
-    home: list[City] = [city_picker.pick(u) for u in rng.random(n_customers)]  # type: ignore[misc]
+    home = [city_picker.pick(float(u)) for u in rng.random(n_customers)]
     by_city: dict[str, list[int]] = {}
     for i, city in enumerate(home):
         by_city.setdefault(city.name, []).append(i)
@@ -373,14 +376,14 @@ def build_population(n_customers: int, n_merchants: int, rng: np.random.Generato
     category_picker = _Picker(list(MERCHANT_CATEGORIES), [m.weight for m in MERCHANT_CATEGORIES])
     merchants = []
     for j in range(n_merchants):
-        category: MerchantCategory = category_picker.pick(float(rng.random()))  # type: ignore[assignment]
-        city: City = city_picker.pick(float(rng.random()))  # type: ignore[assignment]
+        category = category_picker.pick(float(rng.random()))
+        merchant_city = city_picker.pick(float(rng.random()))
         bank = ident.bank(rng)
         handle = MERCHANT_HANDLES[int(rng.integers(0, len(MERCHANT_HANDLES)))]
         name = f"{_slug(faker.last_name())}{_slug(category.name)}"
         merchants.append(Merchant(
-            index=j, category=category, city=city, geo=_geo(city, rng, 0.03),
-            payee=Party(account_number=ident.account(rng, bank), ifsc=ident.ifsc(rng, bank, city),
+            index=j, category=category, city=merchant_city, geo=_geo(merchant_city, rng, 0.03),
+            payee=Party(account_number=ident.account(rng, bank), ifsc=ident.ifsc(rng, bank, merchant_city),
                         vpa=ident.vpa(rng, handle=handle, name=name)),
             terminal_id=f"T{int(rng.integers(10**7, 10**8))}",
         ))
@@ -706,7 +709,7 @@ class Simulator:
         )
 
     def _normal_event(self, chunk: _Chunk, i: int, at: datetime, season: float = 1.0) -> TransactionEvent:
-        kind: _Kind = self._kinds.pick(chunk.kinds[i])  # type: ignore[assignment]
+        kind = self._kinds.pick(chunk.kinds[i])
         payer = self.population.customers[chunk.payers[i]]
         u_payee, u_device, u_status = chunk.u[i]
         device = payer.devices[0] if u_device < 0.85 or len(payer.devices) == 1 else payer.devices[1]

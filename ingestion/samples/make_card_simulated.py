@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -59,16 +60,16 @@ def generate(customers: int = 200, terminals: int = 100, days: int = 60, seed: i
         total = int(counts.sum())
         if total == 0:
             continue
-        day = np.repeat(np.arange(days), counts)
+        txn_day = np.repeat(np.arange(days), counts)
         second = rng.normal(43_200, 20_000, total)
         inside = (second >= 0) & (second < 86_400)  # the original drops times outside the day
-        day, second, total = day[inside], second[inside].astype(np.int64), int(inside.sum())
+        txn_day, second, total = txn_day[inside], second[inside].astype(np.int64), int(inside.sum())
         amount = rng.normal(mean_amount[customer], std_amount[customer], total)
         negative = amount < 0
         amount[negative] = rng.uniform(0, 2 * mean_amount[customer], int(negative.sum()))
         parts.append(pd.DataFrame({
             "CUSTOMER_ID": customer, "TERMINAL_ID": rng.choice(usual[customer], total),
-            "TX_TIME_SECONDS": day * 86_400 + second, "TX_TIME_DAYS": day, "TX_AMOUNT": np.round(amount, 2),
+            "TX_TIME_SECONDS": txn_day * 86_400 + second, "TX_TIME_DAYS": txn_day, "TX_AMOUNT": np.round(amount, 2),
         }))
     frame = pd.concat(parts, ignore_index=True).sort_values("TX_TIME_SECONDS", kind="stable", ignore_index=True)
     frame.loc[rng.random(len(frame)) < zero_share, "TX_AMOUNT"] = 0.0
@@ -78,12 +79,12 @@ def generate(customers: int = 200, terminals: int = 100, days: int = 60, seed: i
     high = frame["TX_AMOUNT"] > HIGH_AMOUNT
     frame.loc[high, ["TX_FRAUD", "TX_FRAUD_SCENARIO"]] = (1, 1)
     for day in range(days):
-        for terminal in np.flatnonzero(rng.random(terminals) < terminal_compromise_rate):
-            hit = ((frame["TERMINAL_ID"] == terminal) & (frame["TX_TIME_DAYS"] >= day)
+        for compromised in np.flatnonzero(rng.random(terminals) < terminal_compromise_rate):
+            hit = ((frame["TERMINAL_ID"] == compromised) & (frame["TX_TIME_DAYS"] >= day)
                    & (frame["TX_TIME_DAYS"] < day + TERMINAL_DAYS))
             frame.loc[hit, ["TX_FRAUD", "TX_FRAUD_SCENARIO"]] = (1, 2)
-        for customer in np.flatnonzero(rng.random(customers) < card_compromise_rate):
-            window = np.flatnonzero((frame["CUSTOMER_ID"] == customer) & (frame["TX_TIME_DAYS"] >= day)
+        for card in np.flatnonzero(rng.random(customers) < card_compromise_rate):
+            window = np.flatnonzero((frame["CUSTOMER_ID"] == card) & (frame["TX_TIME_DAYS"] >= day)
                                     & (frame["TX_TIME_DAYS"] < day + CARD_DAYS))
             stolen = rng.choice(window, size=len(window) // 3, replace=False) if len(window) else window
             # x5 on a two-decimal float: written back as e.g. 851.9499999999999, as in the original.
@@ -96,10 +97,10 @@ def generate(customers: int = 200, terminals: int = 100, days: int = 60, seed: i
     return frame[list(COLUMNS)]
 
 
-def write(path: str | Path, **options: object) -> Path:
+def write(path: str | Path, **options: Any) -> Path:
     """Generate (see :func:`generate` for ``options``) and write CSV or Parquet by suffix."""
     path = Path(path)
-    frame = generate(**options)  # type: ignore[arg-type]
+    frame = generate(**options)
     if path.suffix.lower() in (".parquet", ".pq"):
         frame.to_parquet(path, index=False)
     else:

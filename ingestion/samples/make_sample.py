@@ -22,6 +22,7 @@ import io
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -77,7 +78,7 @@ def _card_number(rng: np.random.Generator, length: int) -> str:
     return str(int(rng.integers(1, 10))) + "".join(str(d) for d in rng.integers(0, 10, length - 1))
 
 
-def _cards(rng: np.random.Generator) -> list[dict[str, object]]:
+def _cards(rng: np.random.Generator) -> list[dict[str, Any]]:
     lengths = [16] * (CARDS - 4) + [13, 15, 12, 19]  # real files mix card lengths
     cards = []
     for length in lengths:
@@ -101,7 +102,7 @@ def rows(seed: int = SEED) -> list[dict[str, str]]:
     cards = _cards(rng)
     broken = {n - 1 for n in BROKEN}
     weights = np.array(CATEGORY_WEIGHTS, dtype=float) / sum(CATEGORY_WEIGHTS)
-    drafts = []
+    drafts: list[dict[str, Any]] = []
     for _ in range(ROWS):
         card = cards[int(rng.integers(len(cards)))]
         at = START + timedelta(seconds=int(rng.integers(0, SPAN_HOURS * 3600)))
@@ -119,7 +120,7 @@ def rows(seed: int = SEED) -> list[dict[str, str]]:
     out = []
     for n, draft in enumerate(drafts, start=1):
         card, (city, state, pin, lat, lon, population) = draft["card"], draft["card"]["city"]
-        at: datetime = draft["at"]
+        at = draft["at"]
         row = {
             "trans_date_trans_time": at.strftime("%Y-%m-%d %H:%M:%S"),
             "cc_num": card["cc_num"],
