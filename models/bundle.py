@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
+from typing import Any
 
 import joblib
 import numpy as np
@@ -110,7 +111,7 @@ class ForestPaths:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """The forest's anomaly score (higher = more unusual) of each row of a FEATURES matrix."""
         x32 = np.asarray(self.prepare.transform(x), dtype=np.float32)  # as sklearn's validate_data
-        depths = np.zeros(len(x32), order="f")
+        depths = np.zeros(len(x32), order="F")
         for tree, features, leaf_depth in self.trees:
             depths += leaf_depth[tree.apply(x32 if features is None else x32[:, features])]
         return 2 ** -np.divide(depths, self.denominator, out=np.ones_like(depths), where=self.denominator != 0)
@@ -120,11 +121,11 @@ class ForestPaths:
 class ModelBundle:
     """Both models and what scoring and explanations need. Build with models.training.train."""
 
-    classifier: object
+    classifier: Any  # scikit-learn has no type information
     """Fitted HistGradientBoostingClassifier on the raw FEATURES matrix (class-weighted)."""
     platt: tuple[float, float]
     """(a, b): fraud_probability = expit(a * classifier logit + b)."""
-    anomaly_model: object
+    anomaly_model: Any
     """Fitted pipeline (signed_log1p -> IsolationForest)."""
     anomaly_reference: np.ndarray
     """Quantiles (0, 0.001, ..., 1) of the training traffic's anomaly scores."""

@@ -6,9 +6,9 @@ are TxmonError subclasses: one line and a non-zero exit.
 """
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -19,20 +19,20 @@ models_app = typer.Typer(help="Model registry: list versions, promote, roll back
 _SOURCE = "Data source"
 _REGISTRY = "Registry"
 
-ModelsDir = Annotated[Optional[Path], typer.Option(
+ModelsDir = Annotated[Path | None, typer.Option(
     "--models-dir", envvar=MODELS_DIR_ENV, rich_help_panel=_REGISTRY,
     help="model registry directory (default: <state_dir>/models)")]
-Simulate = Annotated[Optional[int], typer.Option(
+Simulate = Annotated[int | None, typer.Option(
     "--simulate", min=100, metavar="N", rich_help_panel=_SOURCE,
     help="simulate N labelled transactions (default mix, 0.2 tx/s of simulated time, so 200k span ~11.6 "
          "days) (default: 200000 when --replay is not given)")]
 Seed = Annotated[int, typer.Option(help="simulator seed (train: also seeds the models)", rich_help_panel=_SOURCE)]
-Replay = Annotated[Optional[Path], typer.Option(
+Replay = Annotated[Path | None, typer.Option(
     "--replay", metavar="FILE", rich_help_panel=_SOURCE,
     help="labelled history: a CSV/Parquet file read with --mapping (which needs a `label:` section)")]
-Mapping = Annotated[Optional[Path], typer.Option(
+Mapping = Annotated[Path | None, typer.Option(
     "--mapping", metavar="YAML", rich_help_panel=_SOURCE, help="replay mapping for --replay (config/replay/*.yaml)")]
-RejectsOut = Annotated[Optional[Path], typer.Option(
+RejectsOut = Annotated[Path | None, typer.Option(
     "--rejects-out", metavar="PATH", rich_help_panel=_SOURCE,
     help="with --replay: CSV of the rows left out (row number, reason, every problem, label, raw row) "
          "(default: <state_dir>/rejects/<file>.<mapping>.rejects.csv)")]
@@ -91,7 +91,7 @@ def train(
     replay: Replay = None,
     mapping: Mapping = None,
     rejects_out: RejectsOut = None,
-    promote: Annotated[Optional[bool], typer.Option(
+    promote: Annotated[bool | None, typer.Option(
         "--promote/--no-promote", rich_help_panel=_REGISTRY,
         help="make the new version live (default: only if there is no champion yet)")] = None,
     models_dir: ModelsDir = None,
@@ -135,14 +135,14 @@ def evaluate(
     seed: Seed = 42,
     replay: Replay = None,
     mapping: Mapping = None,
-    version: Annotated[Optional[str], typer.Option(help="model version (default: the champion)")] = None,
-    report_dir: Annotated[Optional[Path], typer.Option(
+    version: Annotated[str | None, typer.Option(help="model version (default: the champion)")] = None,
+    report_dir: Annotated[Path | None, typer.Option(
         help="where report.md, pr_curve.png, metrics.json go (default: <state_dir>/reports/<version>)")] = None,
     k: Annotated[int, typer.Option(min=1, help="accounts per day for daily precision@k")] = 100,
     models_dir: ModelsDir = None,
     online: Annotated[bool, typer.Option(
         help="evaluate the decisions the stream took (scored_transactions in Cassandra) instead")] = False,
-    labels_file: Annotated[Optional[Path], typer.Option(
+    labels_file: Annotated[Path | None, typer.Option(
         help="with --online: ground truth from this file (.jsonl/.csv) instead of the labels table")] = None,
 ) -> None:
     """Score labelled history with a registered model and report how well it catches fraud.
@@ -198,12 +198,12 @@ def evaluate(
 
 
 def retrain(
-    run_id: Annotated[Optional[str], typer.Option(
+    run_id: Annotated[str | None, typer.Option(
         "--run-id", help="names the run (same id = same run, stages already done are skipped) "
                          "(default: manual-<UTC time>)")] = None,
-    start: Annotated[Optional[datetime], typer.Option(
+    start: Annotated[datetime | None, typer.Option(
         help="window start, UTC (default: end - retraining.window_days)")] = None,
-    end: Annotated[Optional[datetime], typer.Option(help="window end, UTC (default: now)")] = None,
+    end: Annotated[datetime | None, typer.Option(help="window end, UTC (default: now)")] = None,
     stage: Annotated[str, typer.Option(help="one stage: extract, build_features, train, evaluate, promote; "
                                             "or all")] = "all",
 ) -> None:
@@ -214,14 +214,13 @@ def retrain(
     """
     import argparse
     import json
-    from datetime import timezone
 
     from txmon.spark_jobs.retrain_job import STAGES, run
 
     if stage not in STAGES:
         raise typer.BadParameter(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}", param_hint="--stage")
-    utc = [None if t is None else (t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t) for t in (start, end)]
-    run_id = run_id or f"manual-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+    utc = [None if t is None else (t.replace(tzinfo=UTC) if t.tzinfo is None else t) for t in (start, end)]
+    run_id = run_id or f"manual-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     result = run(argparse.Namespace(run_id=run_id, stage=stage, start=utc[0], end=utc[1]))
     if stage == "all":
         from txmon.spark_jobs.retraining import comparison_markdown
@@ -242,12 +241,12 @@ def list_versions(models_dir: ModelsDir = None) -> None:
     if not versions:
         raise RegistryError(f"no models registered in {registry.root}: run `txmon train` first")
     live = registry.champion()
-    header = f"  {'version':<8} {'created (UTC)':<17} {'train rows':>10} {'hold-out':>9} {'frauds':>7} " \
-             f"{'AP':>7} {'ROC-AUC':>7} {'p@100':>7}  data"
+    header = (f"  {'version':<8} {'created (UTC)':<17} {'train rows':>10} {'hold-out':>9} {'frauds':>7} "
+              f"{'AP':>7} {'ROC-AUC':>7} {'p@100':>7}  data")
     typer.echo(header)
     for m in versions:
-        def fmt(name: str) -> str:
-            value = m.metrics.get(name)
+        def fmt(name: str, metrics: dict[str, float | None] = m.metrics) -> str:
+            value = metrics.get(name)
             return "n/a" if value is None else f"{value:.4f}"
         mark = "*" if m.version == live else " "
         typer.echo(f"{mark} {m.version:<8} {m.created_at:%Y-%m-%d %H:%M} {m.rows.train:>10,} {m.rows.holdout:>9,} "
@@ -298,27 +297,27 @@ def _when(text: str | None, tz: str, flag: str):
 
 
 def backtest(
-    file: Annotated[Optional[Path], typer.Argument(
+    file: Annotated[Path | None, typer.Argument(
         metavar="FILE", help="labelled CSV or Parquet history, read with --mapping (or use --simulate N)")] = None,
-    mapping: Annotated[Optional[Path], typer.Option(
+    mapping: Annotated[Path | None, typer.Option(
         "--mapping", metavar="YAML", rich_help_panel=_SOURCE,
         help="replay mapping for FILE, with a `label:` section (config/replay/*.yaml)")] = None,
-    simulate: Annotated[Optional[int], typer.Option(
+    simulate: Annotated[int | None, typer.Option(
         "--simulate", min=1000, metavar="N", rich_help_panel=_SOURCE,
         help="backtest on N simulated labelled transactions instead of a file (0.2 tx/s of simulated time)")] = None,
-    train_start: Annotated[Optional[str], typer.Option(
+    train_start: Annotated[str | None, typer.Option(
         "--train-start", metavar="DATE", rich_help_panel="Windows",
         help="training window start; earlier rows only build profiles (default: a quarter into the data)")] = None,
-    train_end: Annotated[Optional[str], typer.Option(
+    train_end: Annotated[str | None, typer.Option(
         "--train-end", metavar="DATE", rich_help_panel="Windows",
         help="training window end (exclusive); the model knows the labels known by then (default: test-start)")] = None,
-    test_start: Annotated[Optional[str], typer.Option(
+    test_start: Annotated[str | None, typer.Option(
         "--test-start", metavar="DATE", rich_help_panel="Windows",
         help="test window start (default: the last third of the data's days)")] = None,
-    test_end: Annotated[Optional[str], typer.Option(
+    test_end: Annotated[str | None, typer.Option(
         "--test-end", metavar="DATE", rich_help_panel="Windows",
         help="test window end, exclusive (default: the day after the last transaction)")] = None,
-    label_delay: Annotated[Optional[str], typer.Option(
+    label_delay: Annotated[str | None, typer.Option(
         "--label-delay", metavar="DURATION", rich_help_panel="Windows",
         help="labels are known this long after their transaction, ISO-8601 (P7D, PT12H) (default: the mapping's "
              "label.delay, or the simulator's label times)")] = None,
@@ -328,14 +327,14 @@ def backtest(
     tz: Annotated[str, typer.Option(rich_help_panel="Windows",
                                     help="time zone of dates without an offset, and of the daily metrics")]
         = "Asia/Kolkata",
-    scores_out: Annotated[Optional[Path], typer.Option(
+    scores_out: Annotated[Path | None, typer.Option(
         "--scores-out", metavar="CSV", rich_help_panel="Output",
         help="per test transaction: the file's txn id and row, risk, model probability, decision, top reasons "
              "(default: <report-dir>/scores.csv)")] = None,
-    report_dir: Annotated[Optional[Path], typer.Option(
+    report_dir: Annotated[Path | None, typer.Option(
         "--report-dir", metavar="DIR", rich_help_panel="Output",
         help="report.md, backtest.json and charts (default: <state_dir>/reports/backtest)")] = None,
-    rejects_out: Annotated[Optional[Path], typer.Option(
+    rejects_out: Annotated[Path | None, typer.Option(
         "--rejects-out", metavar="CSV", rich_help_panel="Output",
         help="rows of FILE left out: row number, reason, every problem, label, raw row "
              "(default: <report-dir>/rejects.csv)")] = None,
@@ -344,7 +343,7 @@ def backtest(
         min=0.0001, max=1.0, rich_help_panel="Output", help="share of transactions flagged for 'recall at a fixed "
                                                             "alert rate'")] = 0.01,
     seed: Annotated[int, typer.Option(help="seeds the simulator and every model")] = 42,
-    rules: Annotated[Optional[Path], typer.Option(
+    rules: Annotated[Path | None, typer.Option(
         "--rules", metavar="YAML", help="rules and risk policy (default: config/rules.yaml, as the stream)")] = None,
     baselines: Annotated[bool, typer.Option(
         "--baselines/--no-baselines", help="fit the logistic regression and random forest references")] = True,
@@ -364,16 +363,15 @@ def backtest(
     """
     import shlex
     import sys
-
-    from pydantic import TypeAdapter, ValidationError
     from datetime import timedelta
 
-    from txmon.infra.settings import load_settings
-    from txmon.spark_jobs import backtest as bt
+    from pydantic import TypeAdapter, ValidationError
+
+    from txmon.infra.settings import DEFAULT_RULES, load_settings
     from txmon.models.errors import TrainingDataError
-    from txmon.models.training import TrainingConfig
-    from txmon.infra.settings import DEFAULT_RULES
     from txmon.models.rules import load_rules
+    from txmon.models.training import TrainingConfig
+    from txmon.spark_jobs import backtest as bt
 
     if (file is None) == (simulate is None):
         raise TrainingDataError("give one source: FILE --mapping YAML, or --simulate N")

@@ -405,7 +405,7 @@ class DriftMonitor:
         events: list[DriftEvent] = []
         hours = sample["hour_ist"].to_numpy(dtype=int) if reference is not None else None
         for signal, values in _score_values(sample).items():
-            if reference is not None:
+            if reference is not None and hours is not None:
                 values = reference.transform(signal, values, hours)
             events += self.observe(signal, values.tolist(), at, model_version=model_version)
         return events

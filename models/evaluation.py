@@ -33,6 +33,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from txmon.models.bundle import ModelBundle
+from txmon.models.dataset import labelled_features
 from txmon.models.risk import RiskPolicy
 from txmon.models.scoring import RuleScores, score_frame
 
@@ -192,7 +193,7 @@ def ranking_metrics(is_fraud: Sequence[bool], score: Sequence[float]) -> tuple[f
     return float(roc_auc_score(y, s)), float(average_precision_score(y, s))
 
 
-def precision_at_k(score: Sequence[float], positive: Sequence[bool], k: int) -> float:
+def precision_at_k(score: Sequence[float] | np.ndarray, positive: Sequence[bool] | np.ndarray, k: int) -> float:
     """Share of positives among the k highest scores (all of them when fewer than k).
 
     Ties straddling the cut count by their share: the expected precision when the tied
@@ -395,8 +396,6 @@ def score_labelled(events: Sequence[TransactionEvent], labels: Iterable[Label], 
     Earlier rows still warm up the behavioural profiles, exactly as the stream's state
     would have. ``rules_score``: see :data:`models.scoring.RuleScores` (default: 0).
     """
-    from txmon.models.dataset import labelled_features
-
     features = labelled_features(events, labels)
     if since is not None:
         features = features[features["event_time"] >= pd.Timestamp(since)].reset_index(drop=True)

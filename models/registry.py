@@ -63,8 +63,7 @@ class Registry:
         try:
             joblib.dump(bundle, staging / MODEL_FILE, compress=3)
             for _ in range(_MAX_CLAIM_ATTEMPTS):
-                numbers = [int(_VERSION.match(p.name).group(1)) for p in self.root.iterdir()
-                           if _VERSION.match(p.name)]
+                numbers = [int(m.group(1)) for p in self.root.iterdir() if (m := _VERSION.match(p.name))]
                 version = f"v{max(numbers, default=0) + 1:04d}"
                 final = metadata.model_copy(update={"version": version, "created_at": created})
                 (staging / METADATA_FILE).write_text(final.model_dump_json(indent=2), encoding="utf-8")

@@ -44,7 +44,7 @@ class RiskPolicy(BaseModel):
     block_at: int = Field(80, ge=1, le=100)
 
     @model_validator(mode="after")
-    def _ordered(self) -> "RiskPolicy":
+    def _ordered(self) -> RiskPolicy:
         if self.block_at < self.review_at:
             raise ValueError("block_at must be >= review_at")
         return self

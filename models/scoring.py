@@ -7,6 +7,7 @@ the combination lives in one place: :func:`models.risk.risk_scores` and
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -19,7 +20,7 @@ __all__ = ["SCORE_COLUMNS", "RuleScores", "rule_scores_for", "score_frame"]
 
 SCORE_COLUMNS = ("fraud_probability", "anomaly", "rule_score", "risk_score", "decision")
 
-RuleScores = None | Callable[[pd.DataFrame], npt.ArrayLike] | Mapping[str, float] | pd.Series | np.ndarray | list
+RuleScores: TypeAlias = Callable[[pd.DataFrame], npt.ArrayLike] | Mapping[str, float] | pd.Series | np.ndarray | list | None
 """Where per-row rule scores (0-100) come from:
 
 - None: no rules engine, every rule score is 0;

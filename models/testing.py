@@ -35,6 +35,6 @@ def planted_frame(n: int = 4000, *, seed: int = 7, dominant: str = "payer_count_
     base = frame[dominant].to_numpy()
     frame[dominant] = np.where(fraud, base + 40 + rng.integers(0, 10, n), base).astype(frame[dominant].dtype)
     frame["is_fraud"] = fraud
-    frame["scenario"] = np.where(fraud, "planted", None)
+    frame["scenario"] = pd.Series(["planted" if f else None for f in fraud], index=frame.index, dtype=object)
     frame["label_time"] = frame["event_time"] + pd.Timedelta(days=1)
     return frame
