@@ -214,12 +214,16 @@ def with_verdicts(batch, judge: Judge = Judge()):
     import pyarrow as pa
 
     now = datetime.now(UTC)
-    reasons, details = [], []
+    reasons: list[str | None] = []
+    details: list[str | None] = []
     for raw in batch.column("value").to_pylist():
         outcome = verdict(raw, now, judge)
-        failed = isinstance(outcome, EventValidationError)
-        reasons.append(str(outcome.reason) if failed else None)
-        details.append(outcome.detail if failed else None)
+        if isinstance(outcome, EventValidationError):
+            reasons.append(str(outcome.reason))
+            details.append(outcome.detail)
+        else:
+            reasons.append(None)
+            details.append(None)
     texts = [pa.array([display_text(v, 1 << 30) for v in batch.column(c).to_pylist()], pa.string())
              for c in ("key", "value")]
     return pa.RecordBatch.from_arrays(
