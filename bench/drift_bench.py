@@ -34,7 +34,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -42,11 +42,11 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from txmon.models.drift import DriftConfig, DriftMonitor, Signal  # noqa: E402
+from txmon.models.drift import DriftConfig, DriftMonitor, Signal
 
 __all__ = ["STATIONARY", "detection_delay", "false_alarms_per_million", "run"]
 
-AT = datetime(2025, 1, 6, tzinfo=timezone.utc)  # detection time is an input, never now()
+AT = datetime(2025, 1, 6, tzinfo=UTC)  # detection time is an input, never now()
 Draw = Callable[[np.random.Generator, int], np.ndarray]
 
 STATIONARY: dict[Signal, Draw] = {
@@ -113,7 +113,7 @@ def simulated_stream(n: int, *, change: bool, seed: int = 5, batch: int = 5_000,
     warmup = int(n_customers * options(seed, 1).txns_per_customer_per_day * warmup_days)
     champion = champion if champion is not None else simulated_champion(seed=seed, n_customers=n_customers)
     reference = champion.drift_reference if per_hour else None
-    drift = dict(drift_after_events=n // 2, drift_scenario="qr_code_swap", drift_scenario_share=0.7) if change else {}
+    drift = {"drift_after_events": n // 2, "drift_scenario": "qr_code_swap", "drift_scenario_share": 0.7} if change else {}
     if change:
         drift["drift_after_events"] += warmup
     simulator = simulator_for(options(seed, n + warmup, **drift))

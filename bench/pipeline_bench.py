@@ -203,7 +203,7 @@ class BenchTraffic:
         self._reply()  # the simulator and the producer are ready (or their error is raised here)
 
     @property
-    def pid(self) -> int:
+    def pid(self) -> int | None:
         return self._process.pid
 
     def produce(self, rate: float, seconds: float, collect_ids: bool = False):
@@ -429,7 +429,8 @@ def _alert_latencies(settings, topic: str, start: dict[int, int], kafka_ts: dict
     consumer.assign(tps)
     for tp in tps:
         consumer.seek(tp, start[tp.partition])
-    out, reasons = [], Counter()
+    out: list = []
+    reasons: Counter[str] = Counter()
     for msg in consumer:
         try:
             alert = json.loads(msg.value)
@@ -459,7 +460,9 @@ def ensure_champion(train_events: int, log) -> str:
         history = simulated(train_events, 42)
         result = train(history.events, history.labels, TrainingConfig(seed=42), data_source=history.source)
         registry.promote(registry.register(result.bundle, result.metadata))
-    return registry.champion()
+    champion = registry.champion()
+    assert champion is not None  # promoted just above
+    return champion
 
 
 def _topics(settings, stamp: str) -> dict[str, str]:

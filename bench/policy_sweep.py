@@ -17,9 +17,9 @@ def main() -> None:
     from txmon.infra.settings import load_settings
     from txmon.ingestion.simulate import SimulateOptions, simulator_for
     from txmon.models.config import models_dir
+    from txmon.models.features import FEATURES, MemoryProfileStore, add_features, transactions_frame
     from txmon.models.registry import Registry
     from txmon.models.risk import RiskPolicy, decisions, risk_scores
-    from txmon.models.features import FEATURES, MemoryProfileStore, add_features, transactions_frame
     from txmon.models.rules import load_rules
     from txmon.spark_jobs.rules import apply_rules
     from txmon.spark_jobs.session import build_session

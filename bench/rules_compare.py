@@ -34,9 +34,9 @@ def main(argv: list[str] | None = None) -> None:
     from txmon.ingestion.simulate import SimulateOptions, simulator_for
     from txmon.models.config import models_dir
     from txmon.models.dataset import labelled_features
+    from txmon.models.features import FEATURES
     from txmon.models.registry import Registry
     from txmon.models.risk import RiskPolicy, decisions, risk_scores
-    from txmon.models.features import FEATURES
     from txmon.models.rules import load_rules
     from txmon.spark_jobs.rules import apply_rules
     from txmon.spark_jobs.session import build_session

@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from datetime import UTC
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -72,10 +73,10 @@ def measure(spark, bundle, frame, repeats: int = 3) -> dict[str, float]:
     from threadpoolctl import threadpool_limits
 
     from txmon.models.bundle import feature_matrix
-    from txmon.spark_jobs.detection import score_ruled
     from txmon.models.features import FEATURES
-    from txmon.spark_jobs.jvm_scoring import broadcast_trees
     from txmon.models.rules import load_rules
+    from txmon.spark_jobs.detection import score_ruled
+    from txmon.spark_jobs.jvm_scoring import broadcast_trees
     from txmon.spark_jobs.rules import apply_rules
 
     features = frame[list(FEATURES)]
@@ -152,7 +153,7 @@ def _explained_schema(schema):
 def _explaining(bundle_bc, ruleset):
     """mapInArrow function: the write step's reasons/alerts code (detection.with_explanations)
     on a JVM-scored batch, the batch passed through with the two columns added."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from txmon.spark_jobs.detection import with_explanations
 
@@ -162,7 +163,7 @@ def _explaining(bundle_bc, ruleset):
         bundle = bundle_bc.value
         for batch in batches:
             # Any key: the bench times the masking, it publishes nothing.
-            yield with_explanations(batch, bundle, rules, "bench", ruleset.label, datetime.now(timezone.utc),
+            yield with_explanations(batch, bundle, rules, "bench", ruleset.label, datetime.now(UTC),
                                     b"bench-only-pii-token-key-0123456789")
     return run
 
@@ -179,6 +180,7 @@ def detection_at(ref: str):
                             capture_output=True, text=True).stdout
     name = f"detection_{ref.replace('-', '_').replace('~', '_')}"
     spec = importlib.util.spec_from_loader(name, loader=None)
+    assert spec is not None  # always, without a loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     exec(compile(source, f"{ref}:spark_jobs/detection.py", "exec"), module.__dict__)
@@ -194,9 +196,9 @@ def compare_steps(spark, bundle, frame, ref: str, repeats: int = 3) -> dict:
 
     import numpy as np
 
+    from txmon.models.rules import load_rules
     from txmon.spark_jobs.detection import score_ruled
     from txmon.spark_jobs.jvm_scoring import broadcast_trees
-    from txmon.models.rules import load_rules
     from txmon.spark_jobs.rules import apply_rules
 
     old = detection_at(ref)

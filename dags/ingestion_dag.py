@@ -65,8 +65,8 @@ with DAG(
             return PokeReturnValue(True, [{"path": params["file"], "mapping": str(mapping)}])
         found = [f.as_dict() for f in find_landed(settings)]
         if params.get("mapping"):
-            mapping = str(resolve_mapping(settings, params["mapping"]))
-            found = [{**f, "mapping": mapping} for f in found]
+            chosen = str(resolve_mapping(settings, params["mapping"]))
+            found = [{**f, "mapping": chosen} for f in found]
         return PokeReturnValue(bool(found), found or None)
 
     @task
