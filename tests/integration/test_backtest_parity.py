@@ -26,12 +26,12 @@ EVENTS = 4_000
 
 def _champion(registry_root):
     """A model from backtest's own fit on separate simulated history, promoted."""
-    from txmon.spark_jobs import backtest as bt
     from txmon.models.dataset import features_in_chunks
+    from txmon.models.features import FEATURES
     from txmon.models.metadata import ModelMetadata, SplitCounts, TimeWindow, library_versions
     from txmon.models.registry import Registry
     from txmon.models.training import TrainingConfig, fit
-    from txmon.models.features import FEATURES
+    from txmon.spark_jobs import backtest as bt
 
     history = features_in_chunks(bt.simulated(30_000, seed=4243).transactions, 10_000)
     fitted = fit(history, TrainingConfig(seed=1, max_iter=80, iforest_estimators=40, seed_spread=False))
@@ -51,8 +51,8 @@ def _champion(registry_root):
 @pytest.fixture(scope="module")
 def both(services, spark, cassandra_session, tmp_path_factory):
     from txmon.infra.services.kafka import ensure_topics
-    from txmon.spark_jobs import backtest as bt
     from txmon.models.dataset import features_in_chunks
+    from txmon.spark_jobs import backtest as bt
 
     tmp = tmp_path_factory.mktemp("parity")
     names = {k: f"parity_{zlib.crc32(str(tmp).encode()):x}_{k}" for k in ("tx", "dlq", "alerts", "labels")}

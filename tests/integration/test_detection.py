@@ -127,11 +127,12 @@ def test_each_scenario_is_flagged_with_its_reason_codes(detected):
         assert recall[scenario] >= min_recall[scenario], (scenario, recall[scenario])
         flagged = fraud[fraud["flagged"]]
         codes = flagged["reasons"].map(lambda text: {r["code"] for r in json.loads(text)})
-        expected = codes.map(lambda c: bool(c & targets[scenario]) or any(x.startswith("MODEL_") for x in c))
+        target = targets[scenario]
+        expected = codes.map(lambda c, target=target: bool(c & target) or any(x.startswith("MODEL_") for x in c))
         assert expected.all(), (scenario, codes[~expected].head())
         # The first payments of a pattern cannot trip its rule yet (a burst needs several);
         # those are the model's. Most flagged ones must still carry the rule's own code.
-        rule_reasoned = codes.map(lambda c: bool(c & targets[scenario])).mean()
+        rule_reasoned = codes.map(lambda c, target=target: bool(c & target)).mean()
         min_rule_share = {"card_testing": 0.8, "velocity_burst": 0.5, "structuring": 0.5}
         if scenario in min_rule_share:
             assert rule_reasoned >= min_rule_share[scenario], (scenario, rule_reasoned)
@@ -160,8 +161,8 @@ def test_alerts_land_in_cassandra_and_on_the_topic_once(detected, services, cass
 
 def test_stream_features_equal_batch_features_over_the_same_events(detected, spark):
     """The same definitions run in batch over history: identical features, value for value."""
-    from txmon.spark_jobs.detection import add_features_to_batch
     from txmon.models.features import MemoryProfileStore
+    from txmon.spark_jobs.detection import add_features_to_batch
     from txmon.spark_jobs.transactions_stream import landed_transactions
 
     raw = (spark.read.format("kafka").option("kafka.bootstrap.servers", detected_settings(spark))

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from txmon.models.features import FEATURES
 from txmon.models.risk import RiskPolicy, decision_column, decisions, risk_column, risk_scores
 from txmon.models.scoring import score_frame
 from txmon.models.sources import simulated
 from txmon.models.training import TrainingConfig, train
-from txmon.models.features import FEATURES
 from txmon.spark_jobs.jvm_scoring import broadcast_trees, with_model_scores
 
 TOLERANCE = 1e-12  # measured differences are <= 1e-15 (TreeModels.java)
@@ -63,8 +63,8 @@ def test_jvm_scores_equal_the_bundle_scores(spark, trained, holdout):
 
 def test_jvm_risk_and_decision_equal_the_python_scoring(spark, trained, holdout):
     from txmon.bench.stream_scoring_bench import _spark_frame
-    from txmon.spark_jobs.detection import score_ruled
     from txmon.models.rules import load_rules
+    from txmon.spark_jobs.detection import score_ruled
     from txmon.spark_jobs.rules import apply_rules
 
     rules = load_rules()

@@ -13,13 +13,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from txmon.spark_jobs import backtest as bt
 from txmon.models.dataset import features_in_chunks, labelled_features
 from txmon.models.errors import TrainingDataError
 from txmon.models.evaluation import card_precision_at_k, recall_at_alert_rate
-from txmon.models.training import TrainingConfig
 from txmon.models.features import FEATURES
 from txmon.models.rules import load_rules
+from txmon.models.training import TrainingConfig
+from txmon.spark_jobs import backtest as bt
 
 ROOT = Path(__file__).resolve().parents[2]
 CARD_MAPPING = ROOT / "config/replay/card_transactions.yaml"
@@ -81,7 +81,7 @@ def _card_file(path: Path) -> Path:
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
-        writer.writerows(data[:50] + [bad] + data[50:])
+        writer.writerows([*data[:50], bad, *data[50:]])
     return path
 
 
@@ -107,7 +107,7 @@ def test_read_file_in_chunks_keeps_row_numbers_ids_and_rejected_labels(tmp_path)
 
 def _window(source, history_days=1.0, train_days=1.5, test_days=1.0):
     t0 = source.transactions["event_time"].min().floor("D")
-    w = lambda d: (t0 + pd.Timedelta(days=d)).to_pydatetime()  # noqa: E731
+    w = lambda d: (t0 + pd.Timedelta(days=d)).to_pydatetime()
     return bt.BacktestWindow(train_start=w(history_days), train_end=w(history_days + train_days),
                              test_start=w(history_days + train_days),
                              test_end=w(history_days + train_days + test_days))
