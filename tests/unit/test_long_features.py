@@ -10,6 +10,7 @@ import pytest
 from txmon.models.features import (
     BUCKET_S,
     MICROS,
+    NO_FRAUD_DAYS,
     MemoryProfileStore,
     PayeeState,
     PayerState,
@@ -40,13 +41,19 @@ def _in_window(times: list[int], t: int, days: int) -> list[int]:
     return [x for x in times if bucket_of(x) > low and x <= t]
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_long_windows_match_brute_force(seed: int) -> None:
+def _in_delayed_window(times: list[int], t: int, days: int, delay: int) -> list[int]:
+    low, high = bucket_of(t - delay - days * DAY), bucket_of(t - delay)
+    return [x for x in times if low < bucket_of(x) <= high and x <= t]
+
+
+@pytest.mark.parametrize(("seed", "delay_days"), [(1, 0), (2, 0), (3, 3)])
+def test_long_windows_match_brute_force(seed: int, delay_days: int) -> None:
     frame = _history(seed)
     # Frauds at payee m0, labelled 3 days after they happened.
     fraud_rows = frame[frame["payee_key"] == "m0"].head(10)
     labels = {"m0": [(int(t.value // 1000) + 3 * DAY, int(t.value // 1000)) for t in fraud_rows["event_time"]]}
-    out = add_features(frame, MemoryProfileStore(fraud_labels=labels))
+    delay = delay_days * DAY
+    out = add_features(frame, MemoryProfileStore(fraud_labels=labels, label_delay_s=delay_days * 86400))
     times = (out["event_time"].astype("int64") // 1000).tolist()
     first_seen: dict[str, int] = {}
     for i, row in out.iterrows():
@@ -65,9 +72,27 @@ def test_long_windows_match_brute_force(seed: int) -> None:
         assert row["payee_fraud_reports"] == len(known)
         assert row["payee_reports_7d"] == sum(1 for lab, _ in known if lab > t - 7 * DAY)
         for days in (1, 7, 30):
-            frauds = len(_in_window([made for _, made in known], t, days))
-            count = row[f"payee_count_{days}d"]
+            # known frauds over transactions made in the same window, ending label-delay ago
+            frauds = len(_in_delayed_window([made for _, made in known], t, days, delay))
+            count = len(_in_delayed_window(payee_times, t, days, delay))
             assert row[f"payee_fraud_rate_{days}d"] == pytest.approx(min(1.0, frauds / count) if count else 0.0)
+        assert row["payee_known_frauds_30d"] == len(_in_delayed_window([made for _, made in known], t, 30, delay))
+        recent = [made for _, made in known if made > t - 30 * DAY - delay]
+        assert row["payee_fraud_days_since_first"] == (pytest.approx((t - min(recent)) / DAY, abs=1e-4) if recent
+                                                       else NO_FRAUD_DAYS)
+        assert row["payee_fraud_days_since_last"] == (pytest.approx((t - max(recent)) / DAY, abs=1e-4) if recent
+                                                      else NO_FRAUD_DAYS)
+
+
+def test_zero_amounts_are_not_small_payment_probes() -> None:
+    t0 = pd.Timestamp("2025-01-06T10:00Z")
+    frame = pd.DataFrame({"txn_id": [f"z{i}" for i in range(4)],
+                          "event_time": pd.to_datetime([t0 + pd.Timedelta(minutes=i) for i in range(4)], utc=True),
+                          "payer_account": "000000000001", "payee_key": "m1", "amount_paise": [0, 0, 0, 100],
+                          "device_id": None, "lat": None, "lon": None, "status": "SUCCESS"})
+    out = add_features(frame, MemoryProfileStore())
+    assert out["payer_small_1h"].tolist() == [0, 0, 0, 1]
+    assert out["payer_count_1h"].tolist() == [1, 2, 3, 4]
 
 
 def test_a_fraud_is_invisible_until_its_label_arrives() -> None:
@@ -81,11 +106,13 @@ def test_a_fraud_is_invisible_until_its_label_arrives() -> None:
 
 def test_state_stays_bounded_and_old_profiles_still_load() -> None:
     frame = _history(7, 300)
-    store = MemoryProfileStore()
+    store = MemoryProfileStore(label_delay_s=7 * 86400)
     add_features(frame, store)
     for (kind, _), text in store.profiles.items():
         state = (PayerState if kind == "payer" else PayeeState).from_json(text)
-        assert len(state.buckets) <= 30 * 86400 // BUCKET_S + 1
+        # payers: 30 days; payees: 30 days + the label delay (their rates look that far back)
+        horizon_days = 30 if kind == "payer" else 37
+        assert len(state.buckets) <= horizon_days * 86400 // BUCKET_S + 1
     old_payer = json.dumps([3, 100.0, 0.0, 5 * DAY, None, None, [[5 * DAY, 100, "m1", False]], {}, {}])
     assert PayerState.from_json(old_payer).first_us == 5 * DAY
     assert PayeeState.from_json(json.dumps([[5 * DAY, "acct"]])).recent[0][0] == 5 * DAY
