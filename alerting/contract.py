@@ -67,7 +67,7 @@ from pydantic import (
 from txmon.alerting.errors import AlertContractError
 from txmon.infra.cassandra_schema import table_columns
 from txmon.infra.masking import account_ref, mask_account, mask_identifiers, mask_vpa, pii_token_key
-from txmon.infra.settings import describe_errors
+from txmon.infra.settings import describe_errors, settings
 from txmon.ingestion.events import (
     ACCOUNT_NUMBER_PATTERN,
     IST,
@@ -262,8 +262,6 @@ def _key() -> bytes:
     """This process's pseudonym key, for version-1 data only (the stream passes its own)."""
     global _process_key
     if _process_key is None:
-        from txmon.infra.settings import settings
-
         _process_key = pii_token_key(settings().state_path)
     return _process_key
 

@@ -36,6 +36,7 @@ from txmon.alerting.retry import RetryQueue
 from txmon.alerting.routing import Directory
 from txmon.alerting.store import AlertStore
 from txmon.alerting.throttle import Throttle, Window
+from txmon.infra.kafka_client import client_config
 from txmon.infra.masking import mask_party
 from txmon.infra.process import wait_until
 
@@ -331,8 +332,6 @@ def await_topic_metadata(consumer: Any, topic: str, timeout_s: float = 15.0) -> 
 def make_consumer(bootstrap: str, group_id: str, config: Any) -> Any:
     """Manual commits only; a new group starts from the earliest alert (none skipped)."""
     from kafka import KafkaConsumer
-
-    from txmon.infra.kafka_client import client_config
 
     return KafkaConsumer(
         bootstrap_servers=bootstrap, group_id=group_id, client_id="txmon-alert-dispatcher", **client_config(),

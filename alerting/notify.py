@@ -15,11 +15,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from txmon.alerting.channels.base import OutboundMessage, Recipient
-from txmon.alerting.config import AlertingConfig
+from txmon.alerting.channels.email import EmailChannel
+from txmon.alerting.config import AlertingConfig, load_alerting_config
 from txmon.alerting.contract import ALERT_ID_NAMESPACE
 from txmon.alerting.delivery import Job, Outcome
 from txmon.alerting.dispatcher import build_message
+from txmon.alerting.errors import AlertingConfigError
 from txmon.alerting.render import Rendered
+from txmon.alerting.runtime import runtime
 from txmon.infra.masking import mask_email, redact
 
 __all__ = ["email_now", "notice_id", "notify_group", "retraining_email"]
@@ -34,9 +37,6 @@ def email_now(to: Sequence[str], subject: str, text: str, *, key: str,
               config: AlertingConfig | None = None) -> list[str]:
     """Send one plain-text email to each address now; return the (masked) recipients it
     reached. Raises :class:`~alerting.errors.ChannelError` on the first refusal."""
-    from txmon.alerting.channels.email import EmailChannel
-    from txmon.alerting.config import load_alerting_config
-
     config = config or load_alerting_config()
     channel = EmailChannel(config.smtp)
     sent = []
@@ -55,10 +55,6 @@ def notify_group(settings, group: str, subject: str, text: str, *, key: str, kin
                  html: str | None = None, config: AlertingConfig | None = None) -> list[Outcome]:
     """Email every address of an alerting.yaml recipients ``group`` through the delivery
     log (retries with backoff; a notice already sent under ``key`` is not sent again)."""
-    from txmon.alerting.config import load_alerting_config
-    from txmon.alerting.errors import AlertingConfigError
-    from txmon.alerting.runtime import runtime
-
     config = config or load_alerting_config()
     if group not in config.recipients or not config.recipients[group].email:
         raise AlertingConfigError(f"recipients group {group!r} has no email addresses in the alerting config; "

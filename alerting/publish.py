@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from txmon.alerting.contract import Alert, kafka_key, to_json
+from txmon.infra.kafka_client import client_config
 from txmon.infra.settings import Settings
 
 
@@ -17,8 +18,6 @@ class AlertPublisher:
 
     def __init__(self, settings: Settings, topic: str | None = None, linger_ms: int = 0) -> None:
         from kafka import KafkaProducer
-
-        from txmon.infra.kafka_client import client_config
 
         self.topic = topic or settings.kafka.topics.alerts
         self._producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all", linger_ms=linger_ms,

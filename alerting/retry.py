@@ -26,10 +26,11 @@ from datetime import date
 from typing import TYPE_CHECKING
 
 from txmon.alerting.circuit import State
-from txmon.alerting.config import RetryConfig
+from txmon.alerting.config import RetryConfig, load_alerting_config
 from txmon.alerting.contract import alert_day
 from txmon.alerting.delivery import DEFERRED, Deliverer, Job, Outcome, build_message
 from txmon.alerting.render import render_message
+from txmon.infra.settings import load_settings
 
 if TYPE_CHECKING:
     from txmon.alerting.runtime import Runtime
@@ -190,9 +191,8 @@ def retry_failed_deliveries(days: Iterable[date], rt: Runtime | None = None) -> 
     config/alerting.yaml) and disconnects when done."""
     days = list(days)
     if rt is None:
-        from txmon.alerting.config import load_alerting_config
+        # Imported here: runtime imports the dispatcher, which imports this module.
         from txmon.alerting.runtime import runtime
-        from txmon.infra.settings import load_settings
 
         with runtime(load_settings(), load_alerting_config()) as opened:
             return retry_failed_deliveries(days, opened)

@@ -17,7 +17,7 @@ from txmon.alerting.contract import ALERT_COLUMNS as _ALERT_COLUMNS
 from txmon.alerting.contract import Alert, alert_from_row, alert_row, upgrade_day_row
 from txmon.alerting.errors import AlertStoreUnavailableError
 from txmon.alerting.routing import Contact
-from txmon.infra.cassandra_schema import table_columns
+from txmon.infra.cassandra_schema import connect, table_columns
 
 # Every column is read back, the written ones and the clear ones of version-1 rows
 # (upgraded by alert_from_row; per day, the account those rows were counted by).
@@ -240,8 +240,6 @@ def open_store(settings: Any) -> tuple[Any, AlertStore]:
     Raises AlertStoreUnavailableError, naming the fix, when Cassandra is down or the
     alerting tables have not been created yet."""
     from cassandra.cluster import NoHostAvailable
-
-    from txmon.infra.cassandra_schema import connect
 
     c = settings.cassandra
     try:

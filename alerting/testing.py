@@ -14,16 +14,18 @@ import base64
 import email
 import email.policy
 import json
+import socket
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from txmon.alerting.contract import build_alert
 from txmon.infra.process import wait_until
 
 __all__ = [
@@ -41,8 +43,6 @@ __all__ = [
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -324,10 +324,6 @@ def make_alert(n: int, *, account: str | None = None, created_at: Any = None, **
     and the benchmark. Account ``5000000000nn``-style numbers and VPAs derive from n;
     overrides may give the clear ``payer_account``, ``payer_vpa``, ``payee_account`` and
     ``payee_vpa``, which are masked as the stream masks them (alerting.contract.build_alert)."""
-    from datetime import datetime, timedelta
-
-    from txmon.alerting.contract import build_alert
-
     base = datetime(2026, 1, 5, 3, 30, tzinfo=UTC)  # 09:00 IST
     fields: dict[str, Any] = {
         "txn_id": f"TXNT{n:012d}",

@@ -22,8 +22,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import shlex
 import signal
+import subprocess
 import sys
 import time
 import urllib.error
@@ -37,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
+from txmon.alerting.config import load_alerting_config
 from txmon.infra.errors import AirflowApiError, ServiceNotRunningError, ServiceStartError
 from txmon.infra.process import ManagedProcess, ensure_port_free, wait_until
 from txmon.infra.settings import PROJECT_ROOT, Settings
@@ -75,8 +79,6 @@ class DetachedCommand(ManagedProcess):
 
     def start_with_env(self, argv: list[str], cwd: Path, env: dict[str, str]) -> int:
         """Start detached with ``env`` (plus the ownership marker); write the pid file."""
-        import subprocess
-
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as log:
@@ -146,8 +148,6 @@ def connections(settings: Settings) -> dict[str, dict[str, Any]]:
     Secrets come from the environment variables config/alerting.yaml names; a secret
     that is not set is left out (the connection still describes the endpoint).
     """
-    from txmon.alerting.config import load_alerting_config
-
     alerting = load_alerting_config()
     smtp: dict[str, Any] = {
         "conn_type": "smtp", "host": alerting.smtp.host, "port": alerting.smtp.port,
@@ -233,8 +233,6 @@ def write_env_file(settings: Settings, env: dict[str, str]) -> Path:
 
 
 def _shell_quote(value: str) -> str:
-    import shlex
-
     return shlex.quote(value)
 
 
@@ -465,8 +463,6 @@ def on_drift_event(settings: Settings, event: DriftEvent) -> str:
     conf = ``{"reason": "drift", "drift_event": <event as JSON>}``; the run id comes from
     the event, so a repeated call for one alarm does not start a second run.
     """
-    import logging
-
     conf = {"reason": "drift", "drift_event": event.model_dump(mode="json")}
     return trigger_dag(settings, RETRAINING_DAG, conf, run_id=drift_run_id(event),
                        log=logging.getLogger("txmon.airflow").warning)

@@ -13,14 +13,12 @@ from __future__ import annotations
 import functools
 import re
 import socket
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from txmon.infra import credentials
+from txmon.infra.credentials import Credential
 from txmon.infra.settings import Settings
-
-if TYPE_CHECKING:
-    from txmon.infra.credentials import Credential
 
 SCHEMA_FILE = Path(__file__).with_name("schema.cql")
 
@@ -156,8 +154,6 @@ def ensure_roles(settings: Settings, timeout: float = 60) -> None:
     application role (LOGIN, no superuser) or reset its password to the environment's,
     so a password changed in the environment is applied by the next ``txmon infra up``.
     """
-    import time
-
     from cassandra import AuthenticationFailed
     from cassandra.cluster import NoHostAvailable
 
@@ -208,8 +204,6 @@ def _can_log_in(settings: Settings, credential: Credential, auth_failed: type) -
 
 
 def _create_admin(settings: Settings, admin: Credential) -> None:
-    from txmon.infra.credentials import Credential
-
     cluster, session = connect(settings, credential=Credential(DEFAULT_SUPERUSER, DEFAULT_SUPERUSER))
     try:
         session.execute(f'CREATE ROLE IF NOT EXISTS "{admin.user}" WITH PASSWORD = {_cql_string(admin.password)} '

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from txmon.infra.errors import ConfigError
+from txmon.infra.settings import settings as process_settings
 
 if TYPE_CHECKING:
     from txmon.infra.settings import Settings
@@ -119,8 +120,6 @@ def load(settings: Settings | None = None, force: bool = False) -> None:
         if _loaded and not force:
             return
         if settings is None:
-            from txmon.infra.settings import settings as process_settings
-
             settings = process_settings()
         path = secrets_path(settings)
         if path.exists():

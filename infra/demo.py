@@ -13,9 +13,15 @@ from dataclasses import dataclass, field
 from itertools import cycle
 
 from txmon.infra import stack
+from txmon.infra.cassandra_schema import connect
+from txmon.infra.masking import mask_account
 from txmon.infra.process import wait_until
 from txmon.infra.readback import account_aggregates, count_landed, dead_letters_since, kafka_end_offsets
 from txmon.infra.settings import Settings
+from txmon.ingestion.bad_records import bad_records
+from txmon.ingestion.simulate import SimulateOptions, run_simulation
+from txmon.spark_jobs.session import build_session
+from txmon.spark_jobs.transactions_stream import StreamOptions, start_all
 
 
 @dataclass
@@ -47,12 +53,6 @@ def _caught_up(query, targets: dict[int, int], topic: str) -> bool:
 
 def run_demo(settings: Settings, seconds: float = 60, rate: float = 1000, seed: int | None = None,
              bad_every: int = 400, log=print) -> DemoResult:
-    from txmon.infra.cassandra_schema import connect
-    from txmon.ingestion.bad_records import bad_records
-    from txmon.ingestion.simulate import SimulateOptions, run_simulation
-    from txmon.spark_jobs.session import build_session
-    from txmon.spark_jobs.transactions_stream import StreamOptions, start_all
-
     if seed is None:
         # A new population each run: a second run with the same seed would replay the same
         # accounts into profiles that already hold the first run's history.
@@ -151,8 +151,6 @@ def scored_decisions(session, ids: list[str]) -> dict[str, tuple]:
 
 
 def _print_detection(scored: dict, frauds: dict, log) -> None:
-    from txmon.infra.masking import mask_account
-
     decisions = Counter(d for d, *_ in scored.values())
     flagged = {t for t, (d, *_) in scored.items() if d != "APPROVE"}
     legit = [t for t in scored if t not in frauds]
@@ -179,8 +177,6 @@ def _print_detection(scored: dict, frauds: dict, log) -> None:
 
 
 def _print_summary(result: DemoResult, summary, aggregates, log) -> None:
-    from txmon.infra.masking import mask_account
-
     rule = "-" * 72
     log(rule)
     log(f"events produced (valid)         {result.produced:>10,}")

@@ -17,6 +17,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from txmon.infra import credentials
+from txmon.infra.settings import settings as process_settings
 
 if TYPE_CHECKING:
     from txmon.infra.settings import Settings
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
 def _settings(settings: Settings | None) -> Settings:
     if settings is not None:
         return settings
-    from txmon.infra.settings import settings as process_settings
 
     return process_settings()
 

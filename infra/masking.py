@@ -12,6 +12,8 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
+from txmon.infra.errors import ConfigError
+
 _DIGITS = re.compile(r"\d")
 _LONG_DIGITS = re.compile(r"\d{5,}")
 
@@ -188,8 +190,6 @@ def pii_token_key(state_dir: Path, environ: Mapping[str, str] | None = None) -> 
                     f.write(secrets.token_urlsafe(48))
         value = path.read_text().strip()
     if len(value) < 32:
-        from txmon.infra.errors import ConfigError
-
         raise ConfigError(
             f"{PII_KEY_ENV} is {len(value)} characters; give it at least 32 random ones "
             "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)")

@@ -11,6 +11,10 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from txmon.alerting.contract import DAY_TZ
+from txmon.alerting.notify import email_now
+from txmon.infra.settings import load_settings
+
 log = logging.getLogger("txmon.airflow")
 
 
@@ -59,9 +63,6 @@ def notify_operator(context: Mapping[str, Any]) -> None:
     original failure, so a send error is logged instead."""
     subject, body = failure_text(context)
     try:
-        from txmon.alerting.notify import email_now
-        from txmon.infra.settings import load_settings
-
         settings = load_settings()
         ti = context.get("task_instance") or context.get("ti")
         key = (f"failure:{getattr(ti, 'dag_id', '')}:{getattr(ti, 'task_id', '')}:{getattr(ti, 'run_id', '')}:"
@@ -151,8 +152,6 @@ def ist_day(moment: datetime) -> date:
     >>> ist_day(datetime(2026, 11, 22, 19, 0, tzinfo=timezone.utc))
     datetime.date(2026, 11, 23)
     """
-    from txmon.alerting.contract import DAY_TZ
-
     return moment.astimezone(DAY_TZ).date()
 
 

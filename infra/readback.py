@@ -6,12 +6,13 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
+from txmon.infra.kafka_client import client_config
+from txmon.models.features import AGGREGATE_WINDOWS_S, SLIDING_HOUR, sliding_hours
+
 
 def kafka_end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     """Next offset to be written, per partition (what a consumer would reach at the end)."""
     from kafka import KafkaConsumer, TopicPartition
-
-    from txmon.infra.kafka_client import client_config
 
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, client_id="txmon-readback",
                              **client_config())
@@ -69,8 +70,6 @@ def account_windows(session, account: str, window_kind: str, since: datetime | N
     ``since``, naive UTC, if given). Stored kinds (``tumble_1m``, ``tumble_5m``) are read
     as they are; ``slide_1h`` is derived from the ``tumble_5m`` rows
     (:func:`models.features.sliding_hours`)."""
-    from txmon.models.features import AGGREGATE_WINDOWS_S, SLIDING_HOUR, sliding_hours
-
     derived, size_s, bucket_kind = SLIDING_HOUR
     if window_kind not in (*AGGREGATE_WINDOWS_S, derived):
         raise ValueError(f"unknown window kind {window_kind!r}: one of {', '.join((*AGGREGATE_WINDOWS_S, derived))}")
@@ -93,8 +92,6 @@ def account_windows(session, account: str, window_kind: str, since: datetime | N
 def account_aggregates(session, accounts: Iterable[str], window_kind: str) -> list[AccountWindow]:
     """Each account's latest window of one kind: the newest stored row, or for
     ``slide_1h`` the hour that ends with the account's newest 5-minute bucket."""
-    from txmon.models.features import AGGREGATE_WINDOWS_S, SLIDING_HOUR
-
     derived, size_s, bucket_kind = SLIDING_HOUR
     newest = session.prepare("SELECT window_start FROM account_aggregates "
                              "WHERE payer_account = ? AND window_kind = ? LIMIT 1")

@@ -6,7 +6,12 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from txmon.infra.cassandra_schema import connect
+from txmon.infra.kafka_client import client_config
+from txmon.infra.services.kafka import ensure_topics
 from txmon.infra.settings import Settings
+from txmon.spark_jobs.session import build_session
+from txmon.spark_jobs.smoke import start_smoke_query
 
 
 @dataclass(frozen=True)
@@ -19,12 +24,6 @@ class SmokeResult:
 
 def run_smoke(settings: Settings, count: int, topic: str = "smoke", log=print) -> SmokeResult:
     from kafka import KafkaProducer
-
-    from txmon.infra.cassandra_schema import connect
-    from txmon.infra.kafka_client import client_config
-    from txmon.infra.services.kafka import ensure_topics
-    from txmon.spark_jobs.session import build_session
-    from txmon.spark_jobs.smoke import start_smoke_query
 
     run_id = uuid.uuid4().hex[:12]
     ensure_topics(settings.kafka.bootstrap, [topic], settings.kafka.partitions)

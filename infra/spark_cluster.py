@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from txmon.infra.errors import ServiceStartError
-from txmon.infra.process import ManagedProcess, ensure_port_free, wait_until
+from txmon.infra.process import ManagedProcess, ensure_port_free, find_java, wait_until
 from txmon.infra.services.base import ServiceStatus
 from txmon.infra.settings import Settings
 
@@ -131,8 +131,6 @@ def up(settings: Settings, log=print) -> ClusterReport:
 
 
 def _up(settings: Settings, log, started: list[str]) -> ClusterReport:
-    from txmon.infra.process import find_java
-
     find_java()  # a clear error before spark-class prints its own
     c = settings.spark.cluster
     t0 = time.monotonic()

@@ -24,6 +24,8 @@ from typing import Any
 from txmon.infra.errors import TxmonError
 from txmon.infra.masking import redact
 from txmon.infra.settings import PROJECT_ROOT, REPLAY_MAPPINGS, Settings
+from txmon.ingestion.producer import TransactionProducer
+from txmon.ingestion.replay import replay_file
 
 log = logging.getLogger("txmon.ingestion")
 
@@ -87,9 +89,6 @@ def ingest_file(settings: Settings, path: str | Path, mapping: str | Path | None
     lies in the landing folder and every event was delivered. Returns what happened
     (counts, reject reasons with a masked example each, where the file and rejects went).
     Raises if events could not be delivered (the file stays for the retry)."""
-    from txmon.ingestion.producer import TransactionProducer
-    from txmon.ingestion.replay import replay_file
-
     path = Path(path)
     if not path.is_absolute():
         in_landing = settings.landing_path / path

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from txmon.infra.kafka_client import client_config
 from txmon.infra.settings import Settings
 from txmon.ingestion.events import DeadLetterReason, TransactionEvent, kafka_key, to_json
 
@@ -70,8 +71,6 @@ class TransactionProducer:
                  dlq_topic: str | None = None, buffer_memory: int = 16 * 1024 * 1024,
                  max_block_ms: int = 600_000, undelivered_dir: Path | None = None) -> None:
         from kafka import KafkaProducer
-
-        from txmon.infra.kafka_client import client_config
 
         self.topic = topic or settings.kafka.topics.transactions
         self.labels_topic = labels_topic or settings.kafka.topics.labels

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from txmon.infra.settings import load_settings
+
 __all__ = ["MODELS_DIR_ENV", "ModelsConfig", "models_dir"]
 
 MODELS_DIR_ENV = "TXMON_MODELS_DIR"
@@ -26,7 +28,6 @@ class ModelsConfig(BaseModel):
         override = os.environ.get(MODELS_DIR_ENV)
         if override:
             return cls(models_dir=Path(override).expanduser().resolve())
-        from txmon.infra.settings import load_settings
 
         return cls(models_dir=load_settings().state_path / "models")
 

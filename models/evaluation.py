@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict
 
 from txmon.models.bundle import ModelBundle
 from txmon.models.dataset import labelled_features
+from txmon.models.errors import TrainingDataError
 from txmon.models.risk import RiskPolicy
 from txmon.models.scoring import RuleScores, score_frame
 
@@ -351,8 +352,6 @@ def evaluate_frame(frame: pd.DataFrame, k: int = DEFAULT_K, policy: RiskPolicy |
     if missing:
         raise KeyError(f"evaluation frame lacks columns {missing}")
     if frame.empty:
-        from txmon.models.errors import TrainingDataError
-
         raise TrainingDataError("nothing to evaluate: no scored transactions in the evaluation window")
     y = frame["is_fraud"].to_numpy(dtype=bool)
     flagged = frame["decision"].astype(str).to_numpy() != FLAG_DECISIONS_EXCLUDE

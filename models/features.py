@@ -20,11 +20,11 @@ at transactions *before* this one.
 """
 from __future__ import annotations
 
+import bisect
 import json
 import math
 from collections import deque
 from dataclasses import dataclass, field
-
 
 MICROS = 1_000_000
 WINDOWS_S = {"5m": 300, "1h": 3600, "24h": 86400}
@@ -324,8 +324,6 @@ def payer_windows(state: PayerState, times_us) -> list[tuple]:
     :func:`add_payer_features` computes a batch's windows before its own later events
     push them out).
     """
-    import bisect
-
     wanted = {}
     for t in times_us:
         for kind, start, end in event_windows(t):
@@ -440,8 +438,6 @@ def fraud_reports_before(label_times_us: list[int], t_us: int) -> int:
     >>> fraud_reports_before([10, 20, 30], 20)
     2
     """
-    import bisect
-
     return bisect.bisect_right(label_times_us, t_us)
 
 
@@ -462,8 +458,6 @@ def payee_label_features(frauds: list[tuple[int, int]], label_times: list[int], 
     >>> payee_label_features(frauds, [f[0] for f in frauds], 9 * day + 1, (2, 5, 20), delay_us=7 * day)
     (2, 0.0, 0.2, 0.05, 2, 8.0, 0.0, 1)
     """
-    import bisect
-
     known = bisect.bisect_right(label_times, t_us)
     high = bucket_of(t_us - delay_us)
     lows = [bucket_of(t_us - delay_us - d * 86400 * MICROS) for d in LONG_WINDOWS_DAYS]

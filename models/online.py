@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from txmon.infra.cassandra_schema import connect
 from txmon.infra.settings import Settings
+from txmon.models.errors import TrainingDataError
 
 SCORED = ("txn_id", "payer_account", "event_time", "risk_score", "decision", "fraud_probability",
           "anomaly_score", "model_version", "rules_version")
@@ -26,8 +28,6 @@ def read_labels_file(path: Path) -> pd.DataFrame:
     elif path.suffix == ".csv":
         frame = pd.read_csv(path)
     else:
-        from txmon.models.errors import TrainingDataError
-
         raise TrainingDataError(f"labels file {path} must be .jsonl or .csv (as `txmon simulate --labels-file` writes)")
     frame["is_fraud"] = frame["is_fraud"].astype(str).str.lower().isin(["true", "1"])
     return frame[["txn_id", "is_fraud", "scenario"]]
@@ -47,8 +47,6 @@ def online_frame(settings: Settings, labels_file: Path | None = None) -> pd.Data
     labels file covers every transaction); without one, every scored transaction is,
     with the fraud labels received so far (unlabelled counts as genuine).
     """
-    from txmon.infra.cassandra_schema import connect
-
     cluster, session = connect(settings, settings.cassandra.keyspace)
     try:
         scored = _fetch(session, f"SELECT {', '.join(SCORED)} FROM scored_transactions", SCORED)

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from txmon.ingestion.events import TransactionEvent
-from txmon.ingestion.simulator import Label
+from txmon.ingestion.replay import RejectedRow, load_labelled
+from txmon.ingestion.simulator import Label, Simulator, SimulatorConfig
 
 __all__ = ["DEFAULT_SIMULATED_EVENTS", "DEFAULT_SIMULATED_TPS", "LabelledHistory", "from_file", "simulated"]
 
@@ -48,8 +49,6 @@ class LabelledHistory:
 def simulated(n: int = DEFAULT_SIMULATED_EVENTS, seed: int = 42,
               mean_tps: float = DEFAULT_SIMULATED_TPS) -> LabelledHistory:
     """The first ``n`` transactions of the default simulator mix at ``mean_tps``."""
-    from txmon.ingestion.simulator import Simulator, SimulatorConfig
-
     items = list(Simulator(SimulatorConfig(mean_tps=mean_tps), seed).generate(n))
     return LabelledHistory([i.event for i in items], [i.label for i in items],
                            f"simulator n={n} seed={seed} mean_tps={mean_tps} (default mix)")
@@ -68,8 +67,6 @@ def from_file(path: str | Path, mapping: str | Path, rejects_path: str | Path | 
 
     ``rejects_path``: where the rows left out are written (see
     :data:`ingestion.replay.REJECTS_COLUMNS`); none is written when omitted."""
-    from txmon.ingestion.replay import RejectedRow, load_labelled
-
     path = Path(path)
     rejected: dict[str, int] = {}
     frauds = 0

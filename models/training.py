@@ -42,13 +42,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from txmon.models.bundle import ModelBundle, anomaly_pipeline, feature_matrix
 from txmon.models.dataset import labelled_features, time_split
-from txmon.models.errors import TrainingDataError
 from txmon.models.drift import ScoreReference
-from txmon.models.evaluation import DEFAULT_K, EvaluationMetrics, evaluate_frame
+from txmon.models.errors import TrainingDataError
+from txmon.models.evaluation import DEFAULT_K, EvaluationMetrics, evaluate_frame, ranking
+from txmon.models.features import FEATURES
 from txmon.models.metadata import ModelMetadata, SplitCounts, TimeWindow, library_versions
 from txmon.models.risk import RiskPolicy
 from txmon.models.scoring import score_frame
-from txmon.models.features import FEATURES
 
 if TYPE_CHECKING:
     from txmon.ingestion.events import TransactionEvent
@@ -266,8 +266,6 @@ def holdout_metrics(scored: pd.DataFrame, evaluation: EvaluationMetrics, bundle:
                     policy: RiskPolicy, k: int) -> dict:
     """The evaluation's summary plus the model's Brier score and the risk score without
     the anomaly model (so every report shows whether the Isolation Forest adds)."""
-    from txmon.models.evaluation import ranking
-
     metrics = evaluation.summary()
     y = scored["is_fraud"].to_numpy(dtype=bool)
     metrics["model_brier"] = float(np.mean((scored["fraud_probability"].to_numpy() - y) ** 2)) if len(y) else None

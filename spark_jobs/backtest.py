@@ -30,24 +30,40 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from itertools import islice
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from txmon.ingestion import replay
+from txmon.ingestion.simulator import Simulator, SimulatorConfig
 from txmon.models.bundle import ModelBundle, feature_matrix
 from txmon.models.dataset import features_in_chunks
 from txmon.models.errors import TrainingDataError
-from txmon.models.evaluation import DEFAULT_ALERT_RATE, DEFAULT_K, DEFAULT_TZ, EvaluationMetrics, evaluate_frame, ranking
+from txmon.models.evaluation import (
+    DEFAULT_ALERT_RATE,
+    DEFAULT_K,
+    DEFAULT_TZ,
+    EvaluationMetrics,
+    card_precision_at_k,
+    evaluate_frame,
+    ranking,
+)
+from txmon.models.features import FEATURES, transactions_frame
 from txmon.models.risk import RiskPolicy
 from txmon.models.scoring import score_frame
+from txmon.models.sources import DEFAULT_SIMULATED_TPS
 from txmon.models.training import FitResult, TrainingConfig, fit
-from txmon.models.features import FEATURES, transactions_frame
+from txmon.spark_jobs.detection import alert_reasons, with_feature_fields
+from txmon.spark_jobs.rules import apply_rules, check_conditions
+from txmon.spark_jobs.validation import typed_schema
 
 __all__ = ["BacktestConfig", "BacktestResult", "BacktestWindow", "LabelledSource", "WindowResult",
            "default_window", "read_file", "rule_hits", "run", "score_window", "simulated", "write_outputs"]
@@ -164,8 +180,6 @@ def read_file(path: str | Path, mapping, *, label_delay: timedelta | None = None
     section), chunk by chunk; ``label_delay`` overrides the mapping's ``label.delay``.
     ``rejects_path``: the rows left out, as replay writes them (row number, reason, every
     problem, label, raw row)."""
-    from txmon.ingestion import replay
-
     mapping_name = "given" if isinstance(mapping, replay.ReplayMapping) else Path(mapping).name
     mapping = mapping if isinstance(mapping, replay.ReplayMapping) else replay.load_mapping(mapping)
     if mapping.label is None:
@@ -203,9 +217,6 @@ def simulated(n: int, seed: int = 42, *, mean_tps: float | None = None, label_de
               chunk_rows: int = DEFAULT_CHUNK_ROWS) -> LabelledSource:
     """The first ``n`` transactions of the default simulator mix (``models.sources``' rate),
     chunk by chunk; labels at the simulator's own label times unless ``label_delay``."""
-    from txmon.ingestion.simulator import Simulator, SimulatorConfig
-    from txmon.models.sources import DEFAULT_SIMULATED_TPS
-
     tps = mean_tps or DEFAULT_SIMULATED_TPS
     items: Iterator = iter(Simulator(SimulatorConfig(mean_tps=tps), seed).generate(n))
     parts, done = [], 0
@@ -248,9 +259,6 @@ def _rules_schema():
     (spark_jobs/validation.typed_schema), ``payee_key``, every feature with its stream type."""
     from pyspark.sql import types as T
 
-    from txmon.spark_jobs.detection import with_feature_fields
-    from txmon.spark_jobs.validation import typed_schema
-
     schema = T.StructType([T.StructField("_pos", T.LongType()), *typed_schema().fields,
                            T.StructField("payee_key", T.StringType())])
     return with_feature_fields(schema, tuple(f for f in FEATURES if f != "amount_paise"))
@@ -259,9 +267,6 @@ def _rules_schema():
 def local_spark():
     """A small local SparkSession for the rules (the active one if there is one): the rules
     are Spark SQL, and evaluating them with Spark is what keeps them one definition."""
-    import os
-    import sys
-
     from pyspark.sql import SparkSession
 
     active = SparkSession.getActiveSession()
@@ -285,8 +290,6 @@ def rule_hits(featured: pd.DataFrame, ruleset, spark) -> tuple[np.ndarray, list[
     (missing values are nulls there, as in the stream)."""
     import pyarrow as pa
     from pyspark.sql.pandas.types import to_arrow_schema
-
-    from txmon.spark_jobs.rules import apply_rules, check_conditions
 
     if featured.empty:
         return np.zeros(0), []
@@ -313,8 +316,6 @@ def _top_reasons(scored: pd.DataFrame, fired: list[list[str]], bundle: ModelBund
                  top: int = 3) -> list[str]:
     """"CODE: description" of each row's strongest reasons (the stream's
     spark_jobs.detection.alert_reasons), for rows that were flagged or fired a rule."""
-    from txmon.spark_jobs.detection import alert_reasons
-
     rules = {r.id: r for r in ruleset.rules}
     decision = scored["decision"].astype(str).to_numpy()
     flagged = np.flatnonzero(decision != "APPROVE")
@@ -611,8 +612,6 @@ def _charts(result: BacktestResult, out: Path) -> list[str]:
     fig.savefig(out / "score_distribution.png")
     plt.close(fig)
     names.append("score_distribution.png")
-
-    from txmon.models.evaluation import card_precision_at_k
 
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     for name, column in _COLUMN.items():

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from txmon.infra.cassandra_schema import open_cluster
 from txmon.infra.settings import Settings
 from txmon.spark_jobs.recovery import Backoff, call_with_retry
 
@@ -56,8 +57,6 @@ def session_for(target: CassandraTarget):
     with _lock:
         if key not in _sessions:
             from cassandra.policies import ExponentialReconnectionPolicy
-
-            from txmon.infra.cassandra_schema import open_cluster
 
             cluster = open_cluster(target.host, target.port, request_timeout=30, consistency=target.consistency,
                                    datacenter=target.datacenter)

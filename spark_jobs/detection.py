@@ -28,11 +28,33 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
+from txmon.alerting.contract import (
+    ALERT_BY_DAY_COLUMNS,
+    ALERT_COLUMNS,
+    alert_row,
+    build_alert,
+    from_json,
+    kafka_key,
+    to_json,
+)
 from txmon.infra.cassandra_schema import table_columns
+from txmon.infra.masking import pii_token_key
 from txmon.infra.settings import DEFAULT_RULES, Settings
+from txmon.models.features import (
+    FEATURES,
+    INTEGER_FEATURES,
+    LABEL_FEATURES,
+    PAYEE_FEATURES,
+    PAYER_FEATURES,
+    add_payee_features,
+    add_payer_features,
+)
+from txmon.models.registry import Registry
+from txmon.models.risk import SEVERITIES, Severity, decision_column, risk_column
 from txmon.spark_jobs.cassandra_sink import CassandraTarget, arrow_rows, write_rows
-from txmon.models.features import FEATURES, INTEGER_FEATURES, LABEL_FEATURES, PAYEE_FEATURES, PAYER_FEATURES
-from txmon.models.risk import SEVERITIES, Severity
+from txmon.spark_jobs.jvm_scoring import broadcast_trees, with_model_scores
+from txmon.spark_jobs.kafka_sink import publish
+from txmon.spark_jobs.profile_store import CassandraProfileStore
 from txmon.spark_jobs.rules import RulesWatcher, apply_rules
 
 log = logging.getLogger(__name__)
@@ -79,8 +101,6 @@ def cassandra_profiles(target: CassandraTarget, query_key: str):
     def make():
         from pyspark import TaskContext
 
-        from txmon.spark_jobs.profile_store import CassandraProfileStore
-
         context = TaskContext.get()
         batch_id = context and context.getLocalProperty(BATCH_ID_PROPERTY)
         if batch_id is None:
@@ -118,8 +138,6 @@ def add_features_to_batch(df, make_store, partitions: int):
     """
     from pyspark.sql import functions as F
 
-    from txmon.models.features import add_payee_features, add_payer_features
-
     df = df.withColumn("payee_key", F.coalesce("payee_account", "payee_vpa"))
     payee_schema = with_feature_fields(df.schema, (*PAYEE_FEATURES, *LABEL_FEATURES))
     with_payee = df.repartition(partitions, "payee_key").mapInArrow(
@@ -148,8 +166,6 @@ class ModelHolder:
         if self.registry_root is None:
             return False
         try:
-            from txmon.models.registry import Registry
-
             registry = Registry(self.registry_root)
             champion = registry.champion()
         except Exception as exc:  # registry unreadable: keep scoring with what we have
@@ -157,7 +173,6 @@ class ModelHolder:
             return False
         if champion is None or champion == self.version:
             return False
-        from txmon.spark_jobs.jvm_scoring import broadcast_trees
 
         try:
             bundle = registry.load(champion)
@@ -187,9 +202,6 @@ def score_ruled(ruled, trees, model_version: str, ruleset, spark=None):
     ``model_version`` and ``rules_version``: no Python step. ``ruled``: a DataFrame or a
     PreparedPlan."""
     from pyspark.sql import functions as F
-
-    from txmon.models.risk import decision_column, risk_column
-    from txmon.spark_jobs.jvm_scoring import with_model_scores
 
     scored = with_model_scores(ruled, trees, spark or ruled.sparkSession)
     risk = risk_column("rule_score", "fraud_probability", "anomaly_score", ruleset.policy)
@@ -277,8 +289,6 @@ def _value_text(row: dict, rule) -> str:
 def _alert_json(row, risk, decision, reasons, fired, rules, model_version, rules_label, now, pii_key) -> str:
     """The alert of one flagged row, masked and pseudonymised here, once per alert: the
     clear identifiers stay in the transactions table (docs/security-pii.md)."""
-    from txmon.alerting.contract import build_alert, to_json
-
     severities = [rules[r].severity for r in fired if r in rules]
     severity = max(severities, key=SEVERITIES.index) if severities else (
         "HIGH" if decision == "BLOCK" else "MEDIUM")
@@ -316,7 +326,6 @@ class Detector:
         self.rules = RulesWatcher(Path(rules_path or DEFAULT_RULES))
         self.models = ModelHolder(registry_root)
         self.alerts_topic = alerts_topic or settings.kafka.topics.alerts
-        from txmon.infra.masking import pii_token_key
 
         # Read on the driver and shipped in the outputs closure, so executors need neither
         # the variable nor the state directory (docs/security-pii.md).
@@ -394,9 +403,6 @@ def _outputs_partition(target: CassandraTarget, bootstrap: str, alerts_topic: st
     rules = {r.id: r for r in ruleset.rules}
 
     def run(batches: Iterator) -> Iterator:
-        from txmon.alerting.contract import ALERT_BY_DAY_COLUMNS, ALERT_COLUMNS, alert_row, from_json, kafka_key
-        from txmon.spark_jobs.kafka_sink import publish
-
         bundle = _worker_bundle(bundle_bc, bundle_key)
         for batch in batches:
             n = batch.num_rows

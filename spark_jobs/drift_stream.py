@@ -26,9 +26,11 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
+from txmon.infra.airflow import on_drift_event
 from txmon.infra.cassandra_schema import table_columns
 from txmon.infra.settings import Settings
-from txmon.models.drift import DriftEvent, DriftMonitor, DriftStateStore
+from txmon.models.drift import DriftConfig, DriftEvent, DriftMonitor, DriftStateStore
+from txmon.models.registry import Registry
 from txmon.spark_jobs.cassandra_sink import CassandraTarget, prepared, session_for, write_rows
 from txmon.spark_jobs.detection import OUTCOME_COLUMNS
 
@@ -76,8 +78,6 @@ def airflow_notifier(settings: Settings) -> Notifier:
     """Trigger the retraining DAG through Airflow's REST API."""
 
     def notify(event: DriftEvent) -> str:
-        from txmon.infra.airflow import on_drift_event
-
         return f"airflow run {on_drift_event(settings, event)}"
 
     return notify
@@ -105,8 +105,6 @@ class StreamDrift:
 
     def __init__(self, settings: Settings, target: CassandraTarget, stream: str, *,
                  notifier: Notifier | None = None, registry_root=None) -> None:
-        from txmon.models.drift import DriftConfig
-
         self.settings = settings
         self.target = target
         self.stream = stream
@@ -161,8 +159,6 @@ class StreamDrift:
         if self.registry_root is None:
             return None
         try:
-            from txmon.models.registry import Registry
-
             return Registry(self.registry_root).champion()
         except Exception as exc:  # noqa: BLE001 - an unreadable registry must not stop the labels query
             log.error("model registry unreadable (%s); label drift fed without a model filter", exc)

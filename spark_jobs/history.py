@@ -19,7 +19,10 @@ import itertools
 from datetime import UTC, datetime
 from functools import partial
 
+from txmon.models.dataset import fraud_label_times as by_payee
+from txmon.models.features import MemoryProfileStore
 from txmon.spark_jobs.cassandra_sink import CassandraTarget, prepared, session_for
+from txmon.spark_jobs.detection import add_features_to_batch
 
 MIN_TOKEN = -(2 ** 63)
 MAX_TOKEN = 2 ** 63 - 1
@@ -98,8 +101,6 @@ def fraud_label_times(transactions, labels) -> dict[str, list[tuple[int, int]]]:
     collected and handed to the one definition, :func:`models.dataset.fraud_label_times`."""
     from pyspark.sql import functions as F
 
-    from txmon.models.dataset import fraud_label_times as by_payee
-
     frauds = (labels.where(F.col("is_fraud")).join(transactions, "txn_id")
               .select(F.coalesce("payee_account", "payee_vpa").alias("payee_key"), "is_fraud", "label_time",
                       "event_time"))
@@ -112,9 +113,6 @@ def labelled_features(transactions, labels, partitions: int):
     An unlabelled transaction counts as genuine, as in training (models.dataset).
     """
     from pyspark.sql import functions as F
-
-    from txmon.models.features import MemoryProfileStore
-    from txmon.spark_jobs.detection import add_features_to_batch
 
     make_store = partial(MemoryProfileStore, fraud_labels=fraud_label_times(transactions, labels))
     featured = add_features_to_batch(transactions, make_store, partitions)

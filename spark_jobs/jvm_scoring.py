@@ -15,6 +15,7 @@ in-stream / plain-predict goal of 0.5 (docs/detection.md, "Scoring in the JVM").
 from __future__ import annotations
 
 from txmon.models.features import FEATURES
+from txmon.models.tree_export import tree_bytes
 
 __all__ = ["broadcast_trees", "with_model_scores"]
 
@@ -23,8 +24,6 @@ def broadcast_trees(spark, bundle, version: str):
     """The bundle's trees as a JVM broadcast (``Broadcast<TreeModels>``; ``.unpersist()``
     when replaced). Raises models.tree_export.UnsupportedModelError for a bundle the JVM
     scorer cannot evaluate exactly, and py4j's error if the JVM rejects the export."""
-    from txmon.models.tree_export import tree_bytes
-
     data = tree_bytes(bundle, version)
     jvm = spark.sparkContext._jvm
     return jvm.io.txmon.scoring.StreamScoring.broadcast(spark._jsparkSession, bytearray(data))

@@ -17,6 +17,8 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
+from txmon.infra.kafka_client import client_config
+
 _producers: dict[str, Any] = {}
 _lock = threading.Lock()
 SEND_TIMEOUT_S = 60
@@ -27,8 +29,6 @@ def producer_for(bootstrap: str):
     with _lock:
         if bootstrap not in _producers:
             from kafka import KafkaProducer
-
-            from txmon.infra.kafka_client import client_config
 
             _producers[bootstrap] = KafkaProducer(
                 bootstrap_servers=bootstrap, acks="all", linger_ms=5, compression_type="lz4", retries=10,

@@ -31,6 +31,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 from txmon.infra.errors import StreamRecoveryError
+from txmon.infra.services.cassandra import CassandraService
+from txmon.infra.services.kafka import KafkaService
 
 log = logging.getLogger("txmon.recovery")
 T = TypeVar("T")
@@ -261,6 +263,7 @@ class SparkQueries:
         self.queries = []
         # Cached driver sessions may hold connections the outage broke; the next start
         # opens fresh ones (the workers' sessions recover by themselves: cassandra_sink).
+        # Imported here: cassandra_sink imports this module (its retries) at the top.
         from txmon.spark_jobs.cassandra_sink import close_sessions
 
         close_sessions()
@@ -273,9 +276,6 @@ def _input_rows(progress: Any) -> int:
 
 def dependency_probe(settings: Any) -> Callable[[], dict[str, str | None]]:
     """Asks Kafka and Cassandra whether they answer, as ``txmon infra status`` does."""
-    from txmon.infra.services.cassandra import CassandraService
-    from txmon.infra.services.kafka import KafkaService
-
     services = [KafkaService(settings), CassandraService(settings)]
 
     def probe() -> dict[str, str | None]:

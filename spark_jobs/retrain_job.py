@@ -14,6 +14,10 @@ import json
 import sys
 from datetime import datetime
 
+from txmon.infra.errors import TxmonError
+from txmon.infra.settings import load_settings
+from txmon.spark_jobs import retraining
+
 STAGES = ("extract", "build_features", "train", "evaluate", "promote", "all")
 
 
@@ -35,9 +39,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, settings=None, spark=None) -> object:
-    from txmon.infra.settings import load_settings
-    from txmon.spark_jobs import retraining
-
     settings = settings or load_settings()
     start, end = retraining.default_window(settings, args.end)
     start = args.start or start
@@ -56,8 +57,6 @@ def run(args: argparse.Namespace, settings=None, spark=None) -> object:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from txmon.infra.errors import TxmonError
-
     args = parser().parse_args(argv)
     try:
         print(json.dumps(run(args), default=str))

@@ -38,7 +38,18 @@ from pathlib import Path
 import pandas as pd
 
 from txmon.infra.settings import Settings
+from txmon.models.config import models_dir
+from txmon.models.dataset import time_split
 from txmon.models.errors import ModelError, TrainingDataError
+from txmon.models.evaluation import evaluate_frame
+from txmon.models.registry import Registry
+from txmon.models.risk import RiskPolicy
+from txmon.models.rules import stream_policy
+from txmon.models.scoring import score_frame
+from txmon.models.training import TrainingConfig, train_frame
+from txmon.spark_jobs.cassandra_sink import CassandraTarget
+from txmon.spark_jobs.history import labelled_features, read_history
+from txmon.spark_jobs.session import build_session
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +71,6 @@ def run_dir(settings: Settings, run_id: str) -> Path:
 
 
 def _registry(settings: Settings):
-    from txmon.models.config import models_dir
-    from txmon.models.registry import Registry
-
     return Registry(models_dir())
 
 
@@ -98,8 +106,6 @@ def extract(settings: Settings, run_id: str, start: datetime, end: datetime, spa
     done = out / "extract.json"
     if done.is_file():
         return _read_json(done)
-    from txmon.spark_jobs.cassandra_sink import CassandraTarget
-    from txmon.spark_jobs.history import read_history
 
     spark = spark or _session(settings)
     since = start - timedelta(hours=settings.retraining.warmup_hours)
@@ -124,8 +130,6 @@ def build_features(settings: Settings, run_id: str, spark=None) -> dict:
         return _read_json(done)
     extracted = _read_json(_need(out / "extract.json", "extract"))
     from pyspark.sql import functions as F
-
-    from txmon.spark_jobs.history import labelled_features
 
     spark = spark or _session(settings)
     history = out / "history"
@@ -157,7 +161,6 @@ def train_challenger(settings: Settings, run_id: str) -> str:
             raise RetrainingError(f"run {run_id} registered challenger {version}, which is not in the registry at "
                                   f"{registry.root} (another registry, or deleted); start a new run id or delete {out}")
         return version
-    from txmon.models.training import TrainingConfig, train_frame
 
     frame = _features(settings, run_id)
     frauds = int(frame["is_fraud"].sum())
@@ -177,8 +180,6 @@ def train_challenger(settings: Settings, run_id: str) -> str:
 
 
 def _policy():
-    from txmon.models.rules import stream_policy
-
     return stream_policy()[0]
 
 
@@ -189,10 +190,6 @@ def compare(holdout: pd.DataFrame, champion, challenger, *, metric: str, margin:
     ``champion`` may be None (nothing live yet): the challenger is promoted if it is
     a usable model at all (its metric is defined).
     """
-    from txmon.models.evaluation import evaluate_frame
-    from txmon.models.risk import RiskPolicy
-    from txmon.models.scoring import score_frame
-
     policy = policy or RiskPolicy()
 
     def metrics(bundle) -> dict:
@@ -225,8 +222,6 @@ Comparison = dict
 
 def evaluate(settings: Settings, run_id: str) -> dict:
     """Stage 4: champion vs challenger on the challenger's hold-out; the decision."""
-    from txmon.models.dataset import time_split
-
     out = run_dir(settings, run_id)
     done = out / "comparison.json"
     if done.is_file():
@@ -283,8 +278,6 @@ def default_window(settings: Settings, end: datetime | None = None) -> tuple[dat
 
 
 def _session(settings: Settings):
-    from txmon.spark_jobs.session import build_session
-
     return build_session(settings, "txmon-retrain")
 
 

@@ -12,9 +12,10 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 from txmon.infra.jars import classpath, scoring_jar
-from txmon.infra.settings import PROJECT_ROOT, Settings
+from txmon.infra.settings import PROJECT_ROOT, Settings, load_settings
 
 
 def spark_conf(settings: Settings, app_name: str, master: str | None = None) -> dict[str, str]:
@@ -108,8 +109,6 @@ def checkpoint_location(spark, location: str) -> str:
     without setting a permission. The logs never overwrite a file, and rename(2) is atomic
     on a local file system, so restarts from the checkpoint are as safe. Other file systems
     (HDFS, object stores) keep Spark's default or whatever manager the job was given."""
-    from urllib.parse import urlparse
-
     local = urlparse(location).scheme in ("", "file")
     chosen = spark.conf.get(CHECKPOINT_MANAGER_KEY, None)
     if local and chosen is None:
@@ -138,8 +137,6 @@ def spark_submit_env(base: dict[str, str] | None = None, settings: Settings | No
     whichever ``python3`` is first on PATH where Spark lives); and the address the
     driver's web UI binds to (:func:`local_ip_env`)."""
     import pyspark
-
-    from txmon.infra.settings import load_settings
 
     env = dict(os.environ if base is None else base)
     env.update(local_ip_env(settings or load_settings()))

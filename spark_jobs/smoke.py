@@ -11,8 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from txmon.infra.kafka_client import spark_kafka_options
 from txmon.infra.settings import Settings, load_settings
 from txmon.spark_jobs.cassandra_sink import CassandraTarget, write_dataframe
+from txmon.spark_jobs.session import build_session, checkpoint_location
 
 SMOKE_COLUMNS = ("run_id", "id", "payload", "kafka_partition", "kafka_offset", "landed_at")
 
@@ -21,9 +23,6 @@ def start_smoke_query(spark, settings: Settings, topic: str, checkpoint: str,
                       available_now: bool = True, keyspace: str | None = None):
     """Start the streaming query; with ``available_now`` it stops once the topic is drained."""
     from pyspark.sql import functions as F
-
-    from txmon.infra.kafka_client import spark_kafka_options
-    from txmon.spark_jobs.session import checkpoint_location
 
     target = CassandraTarget.from_settings(settings, keyspace)
     source = (
@@ -56,8 +55,6 @@ def start_smoke_query(spark, settings: Settings, topic: str, checkpoint: str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    from txmon.spark_jobs.session import build_session
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--topic", default="smoke", help="Kafka topic to read (default: smoke)")
     parser.add_argument("--checkpoint", help="checkpoint dir (default: <state_dir>/checkpoints/smoke-<topic>)")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -38,8 +39,12 @@ import psutil
 
 from txmon.infra.airflow import MARKER_ENV, DetachedCommand
 from txmon.infra.errors import StreamLockedError, StreamSupervisionError
+from txmon.infra.readback import kafka_end_offsets
 from txmon.infra.settings import PROJECT_ROOT, Settings
+from txmon.spark_jobs.checkpoint_lock import CheckpointLock
 from txmon.spark_jobs.heartbeat import heartbeat_path, read_heartbeat
+from txmon.spark_jobs.recovery import Backoff
+from txmon.spark_jobs.transactions_stream import StreamOptions
 
 STREAM_JOB = "spark_jobs/transactions_stream.py"
 SUPERVISE_TRIGGER = "txmon stream --supervise"
@@ -137,16 +142,12 @@ def check(settings: Settings, *, topic: str | None = None, now: datetime | None 
 
 
 def _kafka_end_offsets(settings: Settings) -> Callable[[str], dict[int, int]]:
-    from txmon.infra.readback import kafka_end_offsets
-
     return lambda topic: kafka_end_offsets(settings.kafka.bootstrap, topic)
 
 
 def restart(settings: Settings, reason: str, *, job_args: list[str] | None = None,
             triggered_by: str | None = None, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Stop whatever is left of the job, start it again detached, record the restart."""
-    import os
-
     proc = stream_process(settings)
     old_pid = proc.pid()
     if old_pid is not None:
@@ -231,8 +232,6 @@ def _say(message: str) -> None:
 
 def _foreign_lock_holder(settings: Settings, checkpoint_dir: str, proc: DetachedCommand) -> dict[str, Any] | None:
     """Who holds the checkpoint, if it is not a process of the supervised run."""
-    from txmon.spark_jobs.checkpoint_lock import CheckpointLock
-
     lock = CheckpointLock(checkpoint_dir)
     holder = lock.holder()
     if holder is None:
@@ -258,9 +257,6 @@ def run_supervised(settings: Settings, job_args: list[str] | None = None, *, log
     DAG, or by a supervisor that was killed) is adopted, not started twice. Returns the
     number of starts it made.
     """
-    from txmon.spark_jobs.recovery import Backoff
-    from txmon.spark_jobs.transactions_stream import StreamOptions
-
     args = list(job_args or [])
     r = settings.recovery
     backoff = Backoff(r.supervise_restart_initial_s, r.supervise_restart_max_s, math.inf)

@@ -34,13 +34,24 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 
+from txmon.infra.errors import EventValidationError, TxmonError
 from txmon.infra.kafka_client import spark_kafka_options
 from txmon.infra.settings import Settings, load_settings
+from txmon.ingestion.events import DeadLetterReason, safe_text, validate_label
+from txmon.models.config import models_dir
 from txmon.spark_jobs import validation
-from txmon.spark_jobs.cassandra_sink import CassandraTarget, arrow_rows, write_rows
+from txmon.spark_jobs.cassandra_sink import CassandraTarget, arrow_rows, prepared, retried, session_for, write_rows
+from txmon.spark_jobs.checkpoint_lock import CheckpointLock
+from txmon.spark_jobs.detection import Detector
+from txmon.spark_jobs.drift_stream import StreamDrift, default_notifier
+from txmon.spark_jobs.heartbeat import register as register_heartbeat
+from txmon.spark_jobs.kafka_sink import publish
+from txmon.spark_jobs.prepared_plan import PreparedPlan
+from txmon.spark_jobs.recovery import Backoff, SparkQueries, dependency_probe, keep_running
+from txmon.spark_jobs.session import build_session, checkpoint_location
 
 # The transactions table's and dead_letters table's columns as the stream binds them.
 TRANSACTION_COLUMNS = validation.TRANSACTION_COLUMNS
@@ -86,8 +97,6 @@ class StreamOptions:
 
 
 def _models_dir():
-    from txmon.models.config import models_dir
-
     return models_dir()
 
 
@@ -120,8 +129,6 @@ def landing_plan(records, target: CassandraTarget, bootstrap: str, dlq_topic: st
     """A micro-batch's landing (:func:`land_partition`) as a PreparedPlan built once per
     query from the streaming frame ``records`` (:func:`validation.raw_records`), whose
     schema every micro-batch has: its frame is the valid typed rows, landed."""
-    from txmon.spark_jobs.prepared_plan import PreparedPlan
-
     plan = PreparedPlan(records.sparkSession, records.schema)
     return plan.mapInArrow(land_partition(target, bootstrap, dlq_topic, judge), validation.typed_schema())
 
@@ -141,8 +148,6 @@ def land_partition(target: CassandraTarget, bootstrap: str, dlq_topic: str,
     """
 
     def run(batches: Iterator) -> Iterator:
-        from datetime import datetime
-
         for batch in batches:
             if batch.num_rows == 0:
                 continue
@@ -163,8 +168,6 @@ def land_partition(target: CassandraTarget, bootstrap: str, dlq_topic: str,
 
 def publish_dead_letters(target: CassandraTarget, bootstrap: str, dlq_topic: str, letters: list[tuple]) -> None:
     """Dead-letter tuples (:data:`DEAD_LETTER_COLUMNS`) to the table and the topic."""
-
-    from txmon.spark_jobs.kafka_sink import publish
 
     # Few rows per batch: a dead letter may carry validation.MAX_RAW_CHARS of payload, and
     # Cassandra refuses batches over batch_size_fail_threshold.
@@ -232,15 +235,11 @@ def split_duplicates(target: CassandraTarget, valid):
 
 def _stored_versions(target: CassandraTarget, ids: list[str]) -> dict[str, tuple]:
     """txn_id -> (content, kafka partition, kafka offset) of the ones already landed."""
-    from txmon.spark_jobs.cassandra_sink import retried
-
     return retried(target, f"checking {len(ids)} txn_ids for duplicates", lambda: _read_versions(target, ids))
 
 
 def _read_versions(target: CassandraTarget, ids: list[str]) -> dict[str, tuple]:
     from cassandra.concurrent import execute_concurrent_with_args
-
-    from txmon.spark_jobs.cassandra_sink import prepared, session_for
 
     session = session_for(target)
     stmt = prepared(session, f"SELECT {', '.join(CONTENT_COLUMNS)}, kafka_partition, kafka_offset "
@@ -255,9 +254,6 @@ def _read_versions(target: CassandraTarget, ids: list[str]) -> dict[str, tuple]:
 
 
 def _conflict(txn_id: str, first: tuple, content: tuple):
-    from txmon.infra.errors import EventValidationError
-    from txmon.ingestion.events import DeadLetterReason, safe_text
-
     differs = [f"{c}: {first[0][k]!r} -> {content[k]!r}" for k, c in enumerate(CONTENT_COLUMNS)
                if first[0][k] != content[k]]
     detail = (f"txn_id {txn_id} already landed from partition {first[1]} offset {first[2]} with other "
@@ -284,8 +280,6 @@ def start_ingest_query(spark, settings: Settings, opts: StreamOptions, drift=Non
                            validation.Judge.from_settings(settings))
     detector = None
     if opts.detect:
-        from txmon.spark_jobs.detection import Detector
-
         # The checkpoint names the query: profile updates carry "<checkpoint>#<batch id>",
         # so a replay of a micro-batch starts from the same profiles (exactly-once features).
         detector = Detector(settings, target, landing, opts.checkpoint_dir, rules_path=opts.rules_path,
@@ -334,8 +328,6 @@ def start_labels_query(spark, settings: Settings, opts: StreamOptions, drift=Non
     records = validation.raw_records(read_kafka(spark, settings, opts, topic=opts.labels_topic))
 
     def _write(batch_df, batch_id: int) -> None:
-        from datetime import datetime
-
         rows = batch_df.collect()
         if not rows:
             return
@@ -358,8 +350,6 @@ def start_labels_query(spark, settings: Settings, opts: StreamOptions, drift=Non
                                               columns=["txn_id", "is_fraud", "label_time"]), batch_id)
 
     def _write_payee_fraud_labels(frauds: dict, received_at) -> None:
-        from txmon.spark_jobs.cassandra_sink import prepared, session_for
-
         session = session_for(target)
         stmt = prepared(session, "SELECT txn_id, payee_account, payee_vpa, event_time FROM transactions "
                                  "WHERE txn_id IN ?")
@@ -379,9 +369,6 @@ def start_labels_query(spark, settings: Settings, opts: StreamOptions, drift=Non
 def judge_labels(rows, now) -> tuple[list, list[tuple]]:
     """Collected raw label records -> (valid labels, the last per txn_id; dead-letter tuples)."""
     import pyarrow as pa
-
-    from txmon.infra.errors import EventValidationError
-    from txmon.ingestion.events import validate_label
 
     labels: dict[str, object] = {}
     bad = []
@@ -407,8 +394,6 @@ def _naive(t):
 
 
 def _start(spark, writer, opts: StreamOptions, name: str, trigger_seconds: float | None = None):
-    from txmon.spark_jobs.session import checkpoint_location
-
     writer = writer.option("checkpointLocation", checkpoint_location(spark, f"{opts.checkpoint_dir}/{name}"))
     if opts.available_now:
         writer = writer.trigger(availableNow=True)
@@ -421,8 +406,6 @@ def start_all(spark, settings: Settings, opts: StreamOptions) -> list:
     """Start every query of the transactions stream; returns them (ingest first)."""
     drift = None
     if opts.detect and settings.drift.enabled:
-        from txmon.spark_jobs.drift_stream import StreamDrift, default_notifier
-
         # State keyed by the source topic: one monitor per stream of transactions.
         drift = StreamDrift(settings, CassandraTarget.from_settings(settings, opts.keyspace), opts.topic,
                             notifier=default_notifier(settings), registry_root=opts.registry_root)
@@ -437,12 +420,6 @@ def main(argv: list[str] | None = None) -> int:
     (spark_jobs/recovery.py); a TxmonError (a second stream on the checkpoint, bad
     configuration, recovery given up) is one line on stderr and exit code 2, whether this
     runs as ``txmon stream`` or under spark-submit."""
-    from txmon.infra.errors import TxmonError
-    from txmon.spark_jobs.checkpoint_lock import CheckpointLock
-    from txmon.spark_jobs.heartbeat import register as register_heartbeat
-    from txmon.spark_jobs.recovery import Backoff, SparkQueries, dependency_probe, keep_running
-    from txmon.spark_jobs.session import build_session
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--topic", help="source topic (default: kafka.topics.transactions)")
     parser.add_argument("--dlq-topic", help="dead-letter topic (default: kafka.topics.dead_letter)")

@@ -1,6 +1,7 @@
 """What every locally managed service offers to `txmon infra`."""
 from __future__ import annotations
 
+import shutil
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -100,7 +101,5 @@ class Service(ABC):
 
     def purge(self) -> None:
         """Delete the service's data, config and logs (process must be stopped)."""
-        import shutil
-
         shutil.rmtree(self.home, ignore_errors=True)
         self.process.log_file.unlink(missing_ok=True)

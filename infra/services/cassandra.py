@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import yaml
 
+from txmon.infra.cassandra_schema import apply_schema, connect, ensure_roles
 from txmon.infra.jars import classpath
 from txmon.infra.services.base import Service
 
@@ -160,8 +161,6 @@ class CassandraService(Service):
 
     def probe(self) -> str | None:
         """Healthy means the application role can log in and query."""
-        from txmon.infra.cassandra_schema import connect
-
         try:
             cluster, session = connect(self.settings, keyspace=None, timeout=3)
         except Exception as exc:  # noqa: BLE001 - the driver raises many unrelated types while starting
@@ -184,8 +183,6 @@ class CassandraService(Service):
         return None if problem is None or problem.startswith("CQL answers but refuses") else problem
 
     def bootstrap(self) -> None:
-        from txmon.infra.cassandra_schema import apply_schema, ensure_roles
-
         ensure_roles(self.settings)
         apply_schema(self.settings)
 

@@ -10,6 +10,7 @@ from txmon.infra import credentials
 from txmon.infra.errors import ServiceStartError
 from txmon.infra.jars import classpath
 from txmon.infra.kafka_client import SCRAM_LOGIN_MODULE, client_config, jaas_config
+from txmon.infra.process import find_java
 from txmon.infra.services.base import Service
 
 PLAIN_LOGIN_MODULE = "org.apache.kafka.common.security.plain.PlainLoginModule"
@@ -129,8 +130,6 @@ class KafkaService(Service):
         return [java, f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}", "-cp", cp]
 
     def _format_storage(self) -> None:
-        from txmon.infra.process import find_java
-
         # SCRAM users exist from the first start: the broker itself logs in as the
         # administrator before anyone could create a user through the API.
         scram = [arg for cred in (credentials.kafka(admin=True), credentials.kafka())
