@@ -685,8 +685,8 @@ def write_report(result: BacktestResult, out_dir: str | Path, command: str | Non
                   f"{c['test_frauds']:,} fraud.", ""]
         lines += [f"Model: {w.fit.calibration}; hyperparameters {info.get('hyperparameters')}, "
                   f"{info.get('boosting_iterations')} iterations"
-                  + (f"; validation AP over 3 seeds {info['seed_validation_ap']} (spread {info['seed_ap_spread']})"
-                     if "seed_ap_spread" in info else "") + ".", ""]
+                  + (f"; validation AP over 3 seeds {info['seed_ap_mean']:.4f} ± {info['seed_ap_std']:.4f} "
+                     f"(spread {info['seed_ap_spread']})" if "seed_ap_std" in info else "") + ".", ""]
         ev = w.evaluation
         lines += [f"Decisions (policy {', '.join(f'{k_}={v}' for k_, v in ev.policy.items())}): alert rate "
                   f"{_fmt(ev.alert_rate, True)}, recall {_fmt(ev.recall, True)}.", ""]

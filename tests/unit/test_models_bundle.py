@@ -202,3 +202,70 @@ def test_raw_thresholds_split_raw_values_exactly_as_the_forest_splits_its_input(
         for t, raw in zip(thresholds, mapped):
             expected = _forest_input(values, np.full(len(values), log)) <= t
             np.testing.assert_array_equal(values <= raw, expected)
+
+
+def _exported_probability(data: bytes, x: np.ndarray) -> np.ndarray:
+    """The classifier part of a tree export, walked as TreeModels.probability walks it
+    (leaf: feature -1; NaN follows the node's missing-values side; left when v <= threshold;
+    leaf values added in tree order onto the baseline; then the Platt sigmoid)."""
+    import io
+    import struct
+
+    src = io.BytesIO(data)
+
+    def ints(n):
+        return np.frombuffer(src.read(4 * n), dtype=">i4").astype(np.int64)
+
+    def doubles(n):
+        return np.frombuffer(src.read(8 * n), dtype=">f8").astype(np.float64)
+
+    ints(1)  # magic
+    src.read(struct.unpack(">H", src.read(2))[0])  # version
+    ints(1)  # feature count
+    baseline, a, b = doubles(3)
+    sizes = ints(ints(1)[0])
+    n = int(sizes.sum())
+    feature, threshold = ints(n), doubles(n)
+    missing_left = np.frombuffer(src.read(n), dtype=np.uint8).astype(bool)
+    left, right, value = ints(n), ints(n), doubles(n)
+    roots = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    out = np.empty(len(x))
+    for i, row in enumerate(x):
+        total = baseline
+        for root in roots:
+            node = root
+            while feature[node] >= 0:
+                v = row[feature[node]]
+                go_left = missing_left[node] if np.isnan(v) else v <= threshold[node]
+                node = root + (left[node] if go_left else right[node])
+            total += value[node]
+        out[i] = 1.0 / (1.0 + np.exp(-(a * total + b)))
+    return out
+
+
+def test_missing_values_are_learned_and_exported_for_the_stream():
+    """A field a source lacks reaches the model as NaN (never imputed): the boosting learns
+    which side missing values go at each split, and the stream's export carries that side,
+    so the JVM walk gives the Python probability on rows with missing values too."""
+    from sklearn.metrics import average_precision_score
+
+    from txmon.models.tree_export import tree_bytes
+
+    frame = planted_frame(n=3000, seed=4, dominant="payer_sum_5m")
+    rng = np.random.default_rng(4)
+    fraud = frame["is_fraud"].to_numpy()
+    # Missingness alone signals fraud here (90 % of frauds, 1 % of the rest lack the field),
+    # and one field is absent from the whole source.
+    frame["km_from_prev"] = frame["km_from_prev"].where(~np.where(fraud, rng.random(len(frame)) < 0.9,
+                                                                   rng.random(len(frame)) < 0.01))
+    frame["kmh_from_prev"] = np.nan
+    frame["payer_sum_5m"] = rng.lognormal(0.0, 1.0, len(frame))  # the planted signal removed
+    result = train_frame(frame, TrainingConfig(seed=1, max_iter=30, iforest_estimators=5, tune=False,
+                                               seed_spread=False), data_source="missing")
+    holdout = result.holdout
+    x = result.bundle.matrix(holdout)
+    assert np.isnan(x).any()
+    probability = result.bundle.probability(x)
+    assert average_precision_score(holdout["is_fraud"], probability) > 0.5  # learned from missingness
+    exported = _exported_probability(tree_bytes(result.bundle, "v-missing"), x)
+    np.testing.assert_allclose(exported, probability, rtol=0, atol=1e-12)

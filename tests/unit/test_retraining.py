@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from txmon.spark_jobs import retraining
 from txmon.models.registry import Registry
 from txmon.models.testing import planted_frame
 from txmon.models.training import TrainingConfig, train_frame
+from txmon.spark_jobs import retraining
 
 SMALL = TrainingConfig(seed=3, max_iter=15, iforest_estimators=5)
 
@@ -53,6 +53,24 @@ def test_first_model_is_promoted_when_nothing_is_live(frames):
     assert "(none)" in text and "v0002" in text and "promote" in text
 
 
+def test_every_configurable_metric_is_measured_as_the_backtest_measures_it(frames):
+    """Each value retraining.metric accepts is a measure the comparison computes (average
+    precision, ROC-AUC, card precision@100, recall at the fixed alert rate), defined on a
+    hold-out with fraud: a typo-free setting can never compare on an absent number."""
+    from typing import get_args
+
+    from txmon.infra.settings import RetrainingSettings
+
+    good, bad, holdout = frames
+    metrics = get_args(RetrainingSettings.model_fields["metric"].annotation)
+    assert {"model_average_precision", "model_roc_auc", "model_card_precision_at_100"} <= set(metrics)
+    for metric in metrics:
+        result = retraining.compare(holdout, bad, good, metric=metric, margin=0.0)
+        assert result["challenger"][metric] is not None and result["champion"][metric] is not None, metric
+        assert "undefined" not in result["reason"], metric
+    assert retraining.compare(holdout, bad, good, metric="model_card_precision_at_100", margin=0.0)["promote"]
+
+
 def test_a_holdout_without_fraud_promotes_nothing(frames):
     good, bad, holdout = frames
     clean = holdout[~holdout["is_fraud"]].copy()
@@ -76,7 +94,7 @@ def test_stages_need_their_predecessors(settings_tmp):
 
 
 def test_promote_respects_a_champion_changed_since_the_comparison(settings_tmp, frames, monkeypatch, tmp_path):
-    good, bad, holdout = frames
+    _good, _bad, _holdout = frames
     registry = Registry(tmp_path / "models")
     monkeypatch.setenv("TXMON_MODELS_DIR", str(tmp_path / "models"))
     trained = train_frame(planted_frame(n=1500, seed=4), SMALL, data_source="x")
