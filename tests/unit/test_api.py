@@ -295,6 +295,10 @@ def test_a_label_is_published_once_per_label_id(world):
     assert second.json()["duplicate"] is True and len(producer.labels) == 1
     key, value = producer.labels[0]
     assert key == b"api-unit-0001" and json.loads(value)["is_fraud"] is True
+    undated = {"txn_id": "api-unit-0002", "is_fraud": True}  # label_time defaults to now: still one label
+    assert [client.post("/v1/labels", json=undated, headers=auth(keys["label"])).status_code
+            for _ in range(2)] == [202, 200]
+    assert len(producer.labels) == 2
     changed = client.post("/v1/labels", json={**label, "is_fraud": False}, headers=auth(keys["label"]))
     assert changed.status_code == 409
     bad = client.post("/v1/labels", json={"txn_id": "api-unit-0001", "is_fraud": "maybe"},

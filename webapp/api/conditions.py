@@ -1,6 +1,6 @@
 """Rule conditions evaluated on one row in Python, with Spark SQL's semantics.
 
-The rules file (config/rules.yaml, loaded by :mod:`txmon.spark_jobs.rules`) writes each
+The rules file (config/rules.yaml, loaded by :mod:`txmon.models.rules`) writes each
 condition as a Spark SQL expression, and the stream evaluates it with Spark. A synchronous
 API cannot start a Spark job per request (hundreds of milliseconds), so the same text is
 compiled here into a small Python evaluator for the part of Spark SQL rules use:
@@ -26,7 +26,7 @@ import operator
 import re
 from typing import Any, Callable, Iterable
 
-from txmon.spark_jobs.rules import RulesError
+from txmon.models.rules import RulesError
 
 Row = dict
 Evaluator = Callable[[Row], Any]

@@ -129,7 +129,7 @@ def _score_and_ingest(api: ApiServices, event: TransactionEvent, principal: Prin
                        f"txn_id {event.txn_id} was already scored and ingested with other content; "
                        "send a new txn_id for a new payment")
     recorded = json.loads(existing.verdict)
-    if getattr(existing, "published_at", None) is None:
+    if existing.published_at is None:
         api.publish(lambda p: p.send_event(event))  # the first attempt was never acknowledged
         api.store.decision_published(event.txn_id)
     return {**recorded, "ingested": True, "duplicate": True}
@@ -297,6 +297,9 @@ def _label(api: ApiServices, body: dict, principal: Principal) -> tuple[int, dic
     if not isinstance(label_id, str) or not 1 <= len(label_id) <= 128:
         raise ApiError(422, "invalid_label", "label_id must be text of 1 to 128 characters (default: txn_id)",
                        field="label_id")
+    # A repeat is recognised by what the client sent: a label_time defaulted to now differs
+    # on every attempt, so it is not part of the comparison.
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
     body.setdefault("label_time", datetime.now(timezone.utc).isoformat())
     try:
         label = validate_label(body)
@@ -304,7 +307,6 @@ def _label(api: ApiServices, body: dict, principal: Principal) -> tuple[int, dic
         where = exc.detail.split(":", 1)[0] if ":" in exc.detail else None
         raise ApiError(422, "invalid_label", str(exc), field=where, reason=exc.reason) from None
     payload = label.model_dump_json(exclude_none=True).encode()
-    digest = hashlib.sha256(payload).hexdigest()
     claimed, existing = api.store.claim_label(label_id, digest, label.txn_id, principal.key_id)
     if not claimed:
         if existing.content_hash != digest:

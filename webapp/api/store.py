@@ -34,7 +34,7 @@ STATEMENTS = {
     "key_revoke": "UPDATE api_keys SET revoked_at = ? WHERE key_id = ? IF EXISTS",
     "decision_claim": "INSERT INTO api_decisions (txn_id, content_hash, verdict, decided_at, key_id) "
                       "VALUES (?, ?, ?, ?, ?) IF NOT EXISTS",
-    "decision_get": "SELECT txn_id, content_hash, verdict, decided_at FROM api_decisions WHERE txn_id = ?",
+    "decision_get": "SELECT txn_id, content_hash, verdict, decided_at, published_at FROM api_decisions WHERE txn_id = ?",
     "decision_published": "UPDATE api_decisions SET published_at = ? WHERE txn_id = ?",
     "label_claim": "INSERT INTO api_labels (label_id, content_hash, txn_id, state, received_at, key_id) "
                    "VALUES (?, ?, ?, 'pending', ?, ?) IF NOT EXISTS",
