@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, overload
 
 from txmon.alerting.contract import ALERT_BY_DAY_COLUMNS as _BY_DAY_COLUMNS
 from txmon.alerting.contract import ALERT_COLUMNS as _ALERT_COLUMNS
@@ -66,6 +66,10 @@ class WindowRow:
     rule_code: str
 
 
+@overload
+def _utc(t: datetime) -> datetime: ...
+@overload
+def _utc(t: None) -> None: ...
 def _utc(t: datetime | None) -> datetime | None:
     return t.replace(tzinfo=UTC) if t is not None and t.tzinfo is None else t
 

@@ -95,7 +95,7 @@ def account_aggregates(session, accounts: Iterable[str], window_kind: str) -> li
     derived, size_s, bucket_kind = SLIDING_HOUR
     newest = session.prepare("SELECT window_start FROM account_aggregates "
                              "WHERE payer_account = ? AND window_kind = ? LIMIT 1")
-    out = []
+    out: list[AccountWindow] = []
     for account in accounts:
         row = session.execute(newest, (account, bucket_kind if window_kind == derived else window_kind)).one()
         if row is None:

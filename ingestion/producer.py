@@ -139,7 +139,7 @@ class TransactionProducer:
             if record is not None:
                 self._count_failure(type(exc).__name__, record, f"{type(exc).__name__}: {exc}")
 
-    def _count_failure(self, name: str, record: tuple, error: str) -> None:
+    def _count_failure(self, name: str, record: tuple[str, bytes | None, bytes], error: str) -> None:
         self.summary.failed += 1
         self.summary.errors[name] = self.summary.errors.get(name, 0) + 1
         self._failures.append(_undelivered(*record, error=error))

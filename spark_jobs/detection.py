@@ -23,10 +23,11 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterator
+from typing import Any
 
 from txmon.alerting.contract import (
     ALERT_BY_DAY_COLUMNS,
@@ -118,10 +119,10 @@ def _partition_fold(fold, make_store, out_schema):
     def run(batches: Iterator) -> Iterator:
         import pyarrow as pa
 
-        batches = [b for b in batches if b.num_rows]
-        if not batches:  # empty partitions are normal (few keys, many partitions)
+        nonempty = [b for b in batches if b.num_rows]
+        if not nonempty:  # empty partitions are normal (few keys, many partitions)
             return
-        out = fold(pa.Table.from_batches(batches).to_pandas(), make_store())
+        out = fold(pa.Table.from_batches(nonempty).to_pandas(), make_store())
         yield from pa.Table.from_pandas(out[arrow_schema.names], schema=arrow_schema,
                                         preserve_index=False).to_batches()
 
@@ -153,12 +154,12 @@ class ModelHolder:
 
     registry_root: Path | None
     version: str = NO_MODEL
-    broadcast: object = None
+    broadcast: Any = None  # a pyspark Broadcast (pyspark is untyped here)
     """The bundle for Python workers (explanations of flagged rows)."""
     broadcast_key: str | None = None
     """Names ``broadcast`` for good, unlike the version (two registries can both have a
     v0001): what workers keep their unpickled copy under (:func:`_worker_bundle`)."""
-    trees: object = None
+    trees: Any = None
     """The same models for the JVM scorer (spark_jobs/jvm_scoring.py)."""
     _checked: str | None = field(default=None, repr=False)
 
@@ -168,7 +169,7 @@ class ModelHolder:
         try:
             registry = Registry(self.registry_root)
             champion = registry.champion()
-        except Exception as exc:  # registry unreadable: keep scoring with what we have
+        except Exception as exc:  # noqa: BLE001 - registry unreadable: keep scoring with what we have
             log.error("model registry unreadable (%s); keeping model %s", exc, self.version)
             return False
         if champion is None or champion == self.version:
@@ -177,7 +178,7 @@ class ModelHolder:
         try:
             bundle = registry.load(champion)
             trees = broadcast_trees(spark, bundle, champion)
-        except Exception as exc:  # e.g. models.tree_export.UnsupportedModelError: say why, keep the old model
+        except Exception as exc:  # noqa: BLE001 - e.g. models.tree_export.UnsupportedModelError: say why, keep the old model
             log.error("model %s cannot be scored in the stream (%s); keeping model %s", champion, exc, self.version)
             return False
         if self.broadcast is not None:
@@ -296,7 +297,7 @@ def _alert_json(row, risk, decision, reasons, fired, rules, model_version, rules
         severity = "HIGH"
     event_time = row["event_time"]
     if event_time.tzinfo is None:
-        event_time = event_time.replace(tzinfo=timezone.utc)
+        event_time = event_time.replace(tzinfo=UTC)
     def text(name):  # missing values arrive as None or NaN depending on the column's path
         value = row.get(name)
         return value if isinstance(value, str) and value else None
@@ -346,13 +347,15 @@ class Detector:
         OUTCOME_COLUMNS the driver collects for the drift monitor."""
         self.rules.refresh(spark, self._featured.schema)
         self.models.refresh(spark)
-        built_for = (self.models.version, self.rules.current.label)
+        rules = self.rules.current
+        assert rules is not None  # refresh() loads a rule set or raises
+        built_for = (self.models.version, rules.label)
         if self._plan_for != built_for:
             from pyspark.sql import functions as F
             from pyspark.sql import types as T
 
-            ruled = apply_rules(self._featured, self.rules.current)
-            scored = score_ruled(ruled, self.models.trees, self.models.version, self.rules.current, spark)
+            ruled = apply_rules(self._featured, rules)
+            scored = score_ruled(ruled, self.models.trees, self.models.version, rules, spark)
             # What scored_transactions keeps of the features: one JSON object built in the JVM.
             # As a CQL map, building each row's dict and binding its 26 entries was half the
             # cost of binding a scored row in the outputs step, and each entry was a Cassandra
@@ -369,7 +372,7 @@ class Detector:
         return self._plan
 
 
-_bundle_in_worker: tuple[str, object] | None = None
+_bundle_in_worker: tuple[str | None, Any] | None = None
 """(broadcast key, bundle) last unpickled in this Python worker: see :func:`_worker_bundle`."""
 
 
@@ -408,7 +411,7 @@ def _outputs_partition(target: CassandraTarget, bootstrap: str, alerts_topic: st
             n = batch.num_rows
             if n == 0:
                 continue
-            now_utc = datetime.now(timezone.utc)
+            now_utc = datetime.now(UTC)
             now = now_utc.replace(tzinfo=None)  # naive UTC: see arrow_rows
             batch = with_explanations(batch, bundle, rules, model_version, ruleset.label, now_utc, pii_key)
             rows = [(*row, now) for row in arrow_rows(batch, carried)]

@@ -154,8 +154,8 @@ class Heartbeat(Protocol):
     def recovery(self, **fields: Any) -> None: ...
 
 
-def _iso(at: datetime) -> str:
-    return at.isoformat()
+def _iso(at: datetime | None) -> str | None:
+    return None if at is None else at.isoformat()
 
 
 def keep_running(queries: Queries, *, probe: Callable[[], dict[str, str | None]], heartbeat: Heartbeat | None,

@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -91,7 +91,7 @@ def _need(path: Path, stage: str) -> Path:
 
 
 def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 # ---------------------------------------------------------------------- stages
@@ -210,7 +210,7 @@ def compare(holdout: pd.DataFrame, champion, challenger, *, metric: str, margin:
         why = (f"challenger {metric} {c_value:.4f} vs champion {champ[metric]:.4f}: "
                f"{'+' if gain >= 0 else ''}{gain:.4f} {'>=' if promote else '<'} margin {margin}")
     return {"metric": metric, "margin": margin, "promote": promote, "reason": why,
-            "holdout_rows": int(len(holdout)), "holdout_frauds": int(holdout["is_fraud"].sum()),
+            "holdout_rows": len(holdout), "holdout_frauds": int(holdout["is_fraud"].sum()),
             "holdout_start": holdout["event_time"].min().isoformat(),
             "holdout_end": holdout["event_time"].max().isoformat(),
             "champion": champ, "challenger": chall}
@@ -235,7 +235,7 @@ def evaluate(settings: Settings, run_id: str) -> dict:
     result = compare(holdout, registry.load(champion) if champion else None, registry.load(challenger),
                      metric=settings.retraining.metric, margin=settings.retraining.margin, policy=_policy())
     result.update(run_id=run_id, champion_version=champion, challenger_version=challenger,
-                  evaluated_at=datetime.now(timezone.utc).isoformat())
+                  evaluated_at=datetime.now(UTC).isoformat())
     registry.annotate(challenger, "retraining", result)
     _write_json(done, result)
     (out / "comparison.md").write_text(comparison_markdown(result), encoding="utf-8")
@@ -273,7 +273,7 @@ def retrain(settings: Settings, run_id: str, start: datetime, end: datetime, spa
 
 
 def default_window(settings: Settings, end: datetime | None = None) -> tuple[datetime, datetime]:
-    end = _utc(end or datetime.now(timezone.utc))
+    end = _utc(end or datetime.now(UTC))
     return end - timedelta(days=settings.retraining.window_days), end
 
 

@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from txmon.infra.errors import EventValidationError, TxmonError
 from txmon.infra.kafka_client import spark_kafka_options
@@ -80,7 +81,7 @@ class StreamOptions:
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides) -> StreamOptions:
-        values = {
+        values: dict[str, Any] = {
             "topic": settings.kafka.topics.transactions,
             "dlq_topic": settings.kafka.topics.dead_letter,
             "checkpoint_dir": str(settings.state_path / "checkpoints" / "transactions"),
@@ -282,10 +283,11 @@ def start_ingest_query(spark, settings: Settings, opts: StreamOptions, drift=Non
     if opts.detect:
         # The checkpoint names the query: profile updates carry "<checkpoint>#<batch id>",
         # so a replay of a micro-batch starts from the same profiles (exactly-once features).
-        detector = Detector(settings, target, landing, opts.checkpoint_dir, rules_path=opts.rules_path,
-                            registry_root=opts.registry_root and Path(opts.registry_root),
+        detector = Detector(settings, target, landing, opts.checkpoint_dir,
+                            rules_path=Path(opts.rules_path) if opts.rules_path else None,
+                            registry_root=Path(opts.registry_root) if opts.registry_root else None,
                             alerts_topic=opts.alerts_topic)
-    timings = deque(maxlen=1000)  # per micro-batch, on the driver: plan / run / drift seconds
+    timings: deque[dict[str, Any]] = deque(maxlen=1000)  # per micro-batch, on the driver: plan / run / drift seconds
 
     def _write(batch_df, batch_id: int) -> None:
         # The whole micro-batch is ONE query: land (transactions, dead letters), then
@@ -302,6 +304,7 @@ def start_ingest_query(spark, settings: Settings, opts: StreamOptions, drift=Non
             frame.write.format("noop").mode("overwrite").save()
             ran = time.monotonic()
         else:
+            assert detector is not None  # drift is watched only where there are scores
             scores = frame.toPandas()
             ran = time.monotonic()
             drift.observe_scores(scores, batch_id, detector.models.drift_reference())
