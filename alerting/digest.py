@@ -95,6 +95,7 @@ def summarize(rows: Iterable[dict[str, Any]], day: date, *, top_accounts: int = 
 
 def chart_png(data: DigestData) -> bytes:
     """Stacked bars of alerts per IST hour by decision (matplotlib, Agg, no display)."""
+    # matplotlib (slow to import) only when a chart is drawn.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -245,6 +245,7 @@ class Dispatcher:
         (counted from when the group gave this consumer its partitions), or ``stop`` is
         set. Offsets are committed after each poll's outcomes are stored, up to (not past)
         the oldest record with a parked delivery."""
+        # kafka-python only for the consumer: rendering and delivery are used without it.
         from kafka import ConsumerRebalanceListener, TopicPartition
         from kafka.structs import OffsetAndMetadata
 

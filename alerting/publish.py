@@ -17,6 +17,7 @@ class AlertPublisher:
     """A long-lived producer: ordered per account (one request in flight), durable (acks=all)."""
 
     def __init__(self, settings: Settings, topic: str | None = None, linger_ms: int = 0) -> None:
+        # kafka-python on first publish.
         from kafka import KafkaProducer
 
         self.topic = topic or settings.kafka.topics.alerts

@@ -53,6 +53,7 @@ def dispatch(settings: Settings, config: AlertingConfig, *, topic: str | None = 
              max_messages: int | None = None, idle_timeout_s: float | None = None,
              stop: threading.Event | None = None, now: Callable[[], datetime] = utcnow) -> DispatchStats:
     """Run the dispatcher (what ``txmon alerts dispatch`` does)."""
+    # The Cassandra driver on first connection.
     from cassandra import DriverException
 
     topic = topic or config.dispatcher.topic or settings.kafka.topics.alerts

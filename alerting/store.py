@@ -83,6 +83,7 @@ class AlertStore:
     """All alerting reads and writes, over one driver session bound to the keyspace."""
 
     def __init__(self, session: Any) -> None:
+        # The Cassandra driver on first use: the statements are built without it.
         from cassandra import ConsistencyLevel
 
         self.session = session

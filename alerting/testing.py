@@ -115,6 +115,7 @@ class SmtpSink:
         return Handler()
 
     def _authenticator(self) -> Any:
+        # aiosmtpd is a test dependency: loaded only when a sink starts.
         from aiosmtpd.smtp import AuthResult, LoginPassword
 
         def check(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:

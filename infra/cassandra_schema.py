@@ -85,6 +85,7 @@ def open_cluster(host: str, port: int, timeout: float = 10, request_timeout: flo
     the configured consistency (LOCAL_QUORUM on a multi-node cluster with RF 3), logged
     in as ``credential`` (default: the application role from the environment).
     Every connection the project makes (CLI, tests, Spark sinks) is built here."""
+    # The Cassandra driver is slow to import: loaded on first connection, not by every command importing this module.
     from cassandra import ConsistencyLevel
     from cassandra.auth import PlainTextAuthProvider
     from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile

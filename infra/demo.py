@@ -138,6 +138,7 @@ def run_demo(settings: Settings, seconds: float = 60, rate: float = 1000, seed: 
 
 def scored_decisions(session, ids: list[str]) -> dict[str, tuple]:
     """txn_id -> (decision, risk_score, rules_fired, reasons JSON, payer) for scored transactions."""
+    # Driver on first use: the demo's other steps do not need it.
     from cassandra.concurrent import execute_concurrent_with_args
 
     stmt = session.prepare("SELECT txn_id, decision, risk_score, rules_fired, reasons, payer_account "

@@ -80,6 +80,7 @@ SCORING_MODULE = "txmon-scoring"
 
 
 def _scoring_fingerprint() -> str:
+    # pyspark only to find its jars: every txmon command imports this module.
     import pyspark
 
     digest = hashlib.sha256(pyspark.__version__.encode())

@@ -12,6 +12,7 @@ from txmon.models.features import AGGREGATE_WINDOWS_S, SLIDING_HOUR, sliding_hou
 
 def kafka_end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     """Next offset to be written, per partition (what a consumer would reach at the end)."""
+    # Kafka and Cassandra drivers on first use: readers of one store do not load the other's driver.
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, client_id="txmon-readback",

@@ -23,6 +23,7 @@ class SmokeResult:
 
 
 def run_smoke(settings: Settings, count: int, topic: str = "smoke", log=print) -> SmokeResult:
+    # kafka-python on first use, as in infra/services/kafka.py.
     from kafka import KafkaProducer
 
     run_id = uuid.uuid4().hex[:12]

@@ -32,6 +32,7 @@ PORT_HINT = "TXMON_SPARK__CLUSTER__MASTER_PORT / ..._MASTER_WEBUI_PORT / ..._WOR
 
 def spark_class_bin() -> str:
     """``spark-class`` of the installed pyspark (the launcher that builds the JVM command)."""
+    # pyspark only where a Spark cluster is started: every txmon command imports this module.
     import pyspark
 
     return str(Path(pyspark.__file__).parent / "bin" / "spark-class")

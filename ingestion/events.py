@@ -771,6 +771,7 @@ def spark_schema() -> Any:
     Spark. ``event_time`` stays a string: the stream parses it (and dead-letters
     naive or unparsable values) with built-ins. Enums are strings, amounts LongType.
     """
+    # pyspark only for the Spark schema: producers and the scoring API use this module without Spark.
     from pyspark.sql import types as T
 
     def spark_type(base: Any) -> Any:

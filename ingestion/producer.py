@@ -70,6 +70,7 @@ class TransactionProducer:
                  linger_ms: int = 20, batch_size: int = 256 * 1024, compression: str | None = "lz4",
                  dlq_topic: str | None = None, buffer_memory: int = 16 * 1024 * 1024,
                  max_block_ms: int = 600_000, undelivered_dir: Path | None = None) -> None:
+        # kafka-python on first use: building events and dry runs do not need it.
         from kafka import KafkaProducer
 
         self.topic = topic or settings.kafka.topics.transactions

@@ -1130,6 +1130,7 @@ def load_labelled(
 
 def _map_rows(frame: pd.DataFrame, mapper: _RowMapper, now: datetime,
               reject: Callable[[RejectedRow], None], progress: bool) -> list[_Valid]:
+    # The progress bar only for an interactive replay.
     from tqdm import tqdm
 
     valid: list[_Valid] = []

@@ -53,6 +53,7 @@ def signed_log1p(x: np.ndarray) -> np.ndarray:
 
 def anomaly_pipeline(n_estimators: int, seed: int):
     """Log transform, then an Isolation Forest (unfitted)."""
+    # scikit-learn (the slowest import here) only to fit; scoring a saved bundle needs numpy and scipy.
     from sklearn.ensemble import IsolationForest
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import FunctionTransformer

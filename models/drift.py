@@ -185,6 +185,7 @@ class DriftConfig(BaseModel):
         "(days_since_first_seen): younger profiles' features are still filling"))
 
     def detector(self, signal: Signal) -> ADWIN:
+        # river pulls in scikit-learn: loaded when a detector is made.
         from river.drift import ADWIN  # river.drift pulls in scikit-learn: import when used
 
         return ADWIN(delta=self.deltas.of(signal), clock=self.clock, grace_period=self.grace)

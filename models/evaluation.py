@@ -185,6 +185,7 @@ def ranking_metrics(is_fraud: Sequence[bool], score: Sequence[float]) -> tuple[f
     >>> ranking_metrics([0, 0], [0.1, 0.2])
     (None, None)
     """
+    # scikit-learn and matplotlib (slow to import) only for the metrics and charts that need them.
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     y = np.asarray(is_fraud, dtype=bool)

@@ -561,6 +561,7 @@ def epoch_micros(series) -> "list[int]":
     >>> epoch_micros(ts), epoch_micros(ts.astype("datetime64[us, UTC]"))
     ([1000000], [1000000])
     """
+    # pandas only for the frame helpers: the per-key folds run in Spark workers without it.
     import pandas as pd
 
     return pd.to_datetime(series, utc=True).dt.as_unit("us").astype("int64").tolist()

@@ -46,6 +46,7 @@ class ModelMetadata(_Frozen):
 
 def library_versions() -> dict[str, str]:
     """Versions that decide whether a pickled model loads and scores the same."""
+    # Only to read their versions, when a model is saved.
     import numpy
     import pandas
     import sklearn

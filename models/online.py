@@ -34,6 +34,7 @@ def read_labels_file(path: Path) -> pd.DataFrame:
 
 
 def _fetch(session, query: str, columns, params=()) -> pd.DataFrame:
+    # The Cassandra driver only when labels are read from Cassandra.
     from cassandra.query import SimpleStatement
 
     rows = session.execute(SimpleStatement(query, fetch_size=5000), params)

@@ -57,6 +57,7 @@ def risk_scores(rule_score, fraud_probability, anomaly, policy: RiskPolicy):
     >>> risk_scores(np.array([0, 60, 60, 250]), np.array([0, 0, .5, 0]), np.zeros(4), RiskPolicy()).tolist()
     [0, 60, 78, 100]
     """
+    # pyspark only for the Spark column forms: training and the scoring API use this module without Spark.
     import numpy as np
 
     r = np.clip(np.asarray(rule_score, dtype=float), 0.0, 100.0) / 100.0

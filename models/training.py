@@ -128,6 +128,7 @@ class TrainingResult:
 
 
 def _classifier(params: dict, max_iter: int, seed: int, config: TrainingConfig, early: bool = False):
+    # scikit-learn (the slowest import here) only when a model is fitted.
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     return HistGradientBoostingClassifier(

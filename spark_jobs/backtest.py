@@ -257,6 +257,7 @@ def default_window(times: pd.Series, tz: str = DEFAULT_TZ) -> BacktestWindow:
 def _rules_schema():
     """The Spark schema of the rows the stream's rules see: landed transactions
     (spark_jobs/validation.typed_schema), ``payee_key``, every feature with its stream type."""
+    # Spark, scikit-learn and matplotlib are slow to import: each on first use (txmon backtest --help needs none).
     from pyspark.sql import types as T
 
     schema = T.StructType([T.StructField("_pos", T.LongType()), *typed_schema().fields,

@@ -56,6 +56,7 @@ def session_for(target: CassandraTarget):
     key = (target.host, target.port, target.keyspace)
     with _lock:
         if key not in _sessions:
+            # Drivers on first use: the Spark workers import this module before they write.
             from cassandra.policies import ExponentialReconnectionPolicy
 
             cluster = open_cluster(target.host, target.port, request_timeout=30, consistency=target.consistency,

@@ -70,6 +70,7 @@ the workers import this module)."""
 
 
 def _arrow_schema(spark_schema):
+    # pyspark on first use: the stream supervisor (an Airflow task) imports this module without Spark.
     from pyspark.sql.pandas.types import to_arrow_schema
 
     return to_arrow_schema(spark_schema, timezone="UTC")

@@ -53,6 +53,7 @@ def token_ranges(splits: int) -> list[tuple[int, int]]:
 
 
 def _schema(columns: dict[str, str]):
+    # pyspark on first use: the retraining DAG's non-Spark tasks import this module.
     from pyspark.sql import types as T
 
     types = {"string": T.StringType(), "timestamp": T.TimestampType(), "long": T.LongType(),

@@ -31,6 +31,7 @@ def broadcast_trees(spark, bundle, version: str):
 
 def model_scores_column(trees, spark):
     """The struct column (fraud_probability, anomaly_score) of both models over FEATURES."""
+    # pyspark on first use, as in spark_jobs/detection.py.
     from pyspark.sql import Column
 
     return Column(spark.sparkContext._jvm.io.txmon.scoring.StreamScoring.scores(trees, ",".join(FEATURES)))

@@ -28,6 +28,7 @@ def producer_for(bootstrap: str):
     """A cached KafkaProducer for this worker process."""
     with _lock:
         if bootstrap not in _producers:
+            # kafka-python when the first producer is made, in the worker that needs it.
             from kafka import KafkaProducer
 
             _producers[bootstrap] = KafkaProducer(

@@ -34,6 +34,7 @@ class PreparedPlan:
     # -- what the micro-batch does -------------------------------------------------------
     def __call__(self, df):
         """This plan over ``df`` (a frame with the schema the plan was built for)."""
+        # pyspark on first use, as in spark_jobs/detection.py.
         from pyspark.sql.classic.dataframe import DataFrame
 
         jdf = df._jdf

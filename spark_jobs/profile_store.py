@@ -49,6 +49,7 @@ class CassandraProfileStore(ProfileStore):
                        lambda: self._read_once(stmt, kind, keys))
 
     def _read_once(self, stmt, kind: str | None, keys: list[str]) -> list:
+        # The Cassandra driver on first use, as in spark_jobs/cassandra_sink.py.
         from cassandra.concurrent import execute_concurrent_with_args
 
         chunks = [keys[i:i + _CHUNK] for i in range(0, len(keys), _CHUNK)]

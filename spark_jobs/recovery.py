@@ -31,8 +31,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 from txmon.infra.errors import StreamRecoveryError
-from txmon.infra.services.cassandra import CassandraService
-from txmon.infra.services.kafka import KafkaService
 
 log = logging.getLogger("txmon.recovery")
 T = TypeVar("T")
@@ -73,6 +71,7 @@ class Backoff:
 def cassandra_outage_errors() -> tuple[type[BaseException], ...]:
     """What the Python driver raises while a node is down or not answering in time.
     Anything else (a bad statement, a schema mismatch) is a bug: retrying cannot help."""
+    # Drivers and pyspark on first use: the stream supervisor imports this module without them.
     from cassandra import OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
     from cassandra.cluster import NoHostAvailable
     from cassandra.connection import ConnectionException
@@ -276,6 +275,10 @@ def _input_rows(progress: Any) -> int:
 
 def dependency_probe(settings: Any) -> Callable[[], dict[str, str | None]]:
     """Asks Kafka and Cassandra whether they answer, as ``txmon infra status`` does."""
+    # Here, not at the top: Spark workers import this module, and only the driver probes.
+    from txmon.infra.services.cassandra import CassandraService
+    from txmon.infra.services.kafka import KafkaService
+
     services = [KafkaService(settings), CassandraService(settings)]
 
     def probe() -> dict[str, str | None]:

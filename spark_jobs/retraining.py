@@ -129,6 +129,7 @@ def build_features(settings: Settings, run_id: str, spark=None) -> dict:
     if done.is_file():
         return _read_json(done)
     extracted = _read_json(_need(out / "extract.json", "extract"))
+    # pyspark only in the Spark stages: the retraining DAG runs the others without it.
     from pyspark.sql import functions as F
 
     spark = spark or _session(settings)

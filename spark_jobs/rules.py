@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 def check_conditions(spark, ruleset: RuleSet, schema) -> None:
     """Let Spark's analyser check every condition against the columns it will see."""
+    # pyspark on first use, as in spark_jobs/detection.py.
     from pyspark.errors import AnalysisException, ParseException
     from pyspark.sql import functions as F
     from pyspark.sql.types import BooleanType

@@ -68,6 +68,7 @@ def build_session(settings: Settings, app_name: str, master: str | None = None,
                   extra_conf: dict[str, str] | None = None):
     """A SparkSession with txmon's wiring (creates the JVM on first call); ``extra_conf``
     overrides or adds Spark settings (bench/stream_at_rate.py's ``--conf``)."""
+    # pyspark only to build a session: txmon spark-submit builds its command line without it.
     from pyspark.sql import SparkSession
 
     os.environ["TZ"] = "UTC"  # Python workers inherit it: naive datetimes mean UTC

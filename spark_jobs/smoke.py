@@ -22,6 +22,7 @@ SMOKE_COLUMNS = ("run_id", "id", "payload", "kafka_partition", "kafka_offset", "
 def start_smoke_query(spark, settings: Settings, topic: str, checkpoint: str,
                       available_now: bool = True, keyspace: str | None = None):
     """Start the streaming query; with ``available_now`` it stops once the topic is drained."""
+    # pyspark on first use: txmon smoke imports this module before it starts Spark.
     from pyspark.sql import functions as F
 
     target = CassandraTarget.from_settings(settings, keyspace)

@@ -61,6 +61,7 @@ class Judge:
 
 def typed_schema():
     """The landed transaction rows as a Spark schema (:data:`TYPED_FIELDS`)."""
+    # pyspark and pyarrow on first use: the scoring API imports this module without Spark.
     from pyspark.sql import types as T
 
     kinds = {"string": T.StringType(), "int": T.IntegerType(), "long": T.LongType(),

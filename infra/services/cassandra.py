@@ -188,6 +188,7 @@ class CassandraService(Service):
 
 
 def _login_refused(exc: Exception) -> bool:
+    # The Cassandra driver only for the health probe: starting and stopping the node do not need it.
     from cassandra import AuthenticationFailed
 
     return isinstance(exc, AuthenticationFailed) or any(

@@ -155,6 +155,7 @@ class KafkaService(Service):
         ]
 
     def probe(self) -> str | None:
+        # kafka-python only to talk to the broker: starting and stopping it do not need it.
         from kafka import KafkaAdminClient
         from kafka.errors import KafkaError
 
