@@ -18,6 +18,9 @@ import typer
 
 from txmon.alerting.errors import AlertingConfigError
 
+# Each command imports what it runs when it runs: `txmon --help` and every other command
+# stay free of pandas, Spark and scikit-learn (the slowest imports in the project).
+
 alerts_app = typer.Typer(help="Alert dispatch to bank staff and customers: email, SMS, webhook.",
                          no_args_is_help=True)
 

@@ -16,6 +16,8 @@ import typer
 from txmon.infra.errors import TxmonError
 from txmon.infra.settings import load_settings
 
+# Each command imports what it runs when it runs: `txmon --help` and every other command
+# stay free of pandas, Spark and scikit-learn (the slowest imports in the project).
 app = typer.Typer(
     help="txmon: real-time transaction monitoring for banks and UPI switches.\n\n"
     "Configuration: config/txmon.yaml, overridden by TXMON_<SECTION>__<KEY> environment "

@@ -14,6 +14,8 @@ import typer
 
 from txmon.models.config import MODELS_DIR_ENV
 
+# Each command imports what it runs when it runs: `txmon --help` and every other command
+# stay free of pandas, Spark and scikit-learn (the slowest imports in the project).
 models_app = typer.Typer(help="Model registry: list versions, promote, roll back.", no_args_is_help=True)
 
 _SOURCE = "Data source"
