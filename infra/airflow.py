@@ -303,6 +303,14 @@ def status(settings: Settings) -> AirflowStatus:
     return AirflowStatus(pid, settings.airflow.url, ok, detail, _tree_rss_mb(pid))
 
 
+def reachable(settings: Settings) -> bool:
+    """Is there an Airflow to tell? The project's own runs (its pid file names a live
+    process of this state dir), or TXMON_AIRFLOW_PASSWORD (or no-login mode) says one runs
+    elsewhere. Without either, a drift event has nobody to trigger: it is only recorded."""
+    return airflow_process(settings).pid() is not None or bool(os.environ.get("TXMON_AIRFLOW_PASSWORD")) \
+        or _all_admins()
+
+
 def _tree_rss_mb(pid: int) -> float | None:
     try:
         procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]

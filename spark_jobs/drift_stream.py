@@ -83,8 +83,27 @@ def airflow_notifier(settings: Settings) -> Notifier:
     return notify
 
 
+class NotNotified(Exception):
+    """Raised by a notifier that has nobody to tell: the event is recorded with the reason,
+    no error is logged and the notification cooldown does not start."""
+
+
 def default_notifier(settings: Settings) -> Notifier | None:
-    return airflow_notifier(settings) if settings.drift.notify == "airflow" else None
+    """``drift.notify: airflow``: trigger retraining when there is an Airflow to tell
+    (:func:`txmon.infra.airflow.reachable`, checked at each event, so an Airflow started
+    later is told of the next one); otherwise the event is only recorded."""
+    if settings.drift.notify != "airflow":
+        return None
+    notify = airflow_notifier(settings)
+
+    def when_airflow_runs(event: DriftEvent) -> str:
+        from txmon.infra.airflow import reachable
+
+        if not reachable(settings):
+            raise NotNotified("Airflow is not running (`txmon airflow up`: drift then triggers model_retraining)")
+        return notify(event)
+
+    return when_airflow_runs
 
 
 class _Part:
@@ -184,8 +203,10 @@ class StreamDrift:
                              event.n_seen, event.mean_before, event.variance_before, event.width_before,
                              event.mean_after, event.variance_after, event.width_after, event.model_version,
                              notified))
-                log.warning("drift on %s/%s: %s mean %.4f -> %.4f after %d values (%s)", self.stream, part.name,
-                            event.signal.value, event.mean_before, event.mean_after, event.n_seen, notified)
+                # Recorded without anyone to tell (no Airflow): the operator reads drift_events.
+                level = logging.INFO if notified.startswith("not notified") else logging.WARNING
+                log.log(level, "drift on %s/%s: %s mean %.4f -> %.4f after %d values (%s)", self.stream, part.name,
+                        event.signal.value, event.mean_before, event.mean_after, event.n_seen, notified)
             write_rows(self.target, "drift_events", EVENT_COLUMNS, rows, batch_rows=1)
             self.events.extend(events)
         part.applied_batch = batch_id
@@ -201,6 +222,8 @@ class StreamDrift:
             return f"not notified: within the cooldown after {last.isoformat()}"
         try:
             done = self.notifier(event)
+        except NotNotified as exc:
+            return f"not notified: {exc}"
         except Exception as exc:  # noqa: BLE001 - Airflow down or refusing: record it, keep streaming
             log.error("drift event on %s could not be notified: %s", event.signal.value, exc)
             return f"notify failed: {exc}"[:500]
