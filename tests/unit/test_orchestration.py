@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,6 +19,7 @@ from txmon.alerting.testing import SmtpSink
 from txmon.infra import airflow
 from txmon.infra.cli import app
 from txmon.infra.orchestration import daily_due, failure_text, interval_end, notify_operator, retraining_window, utc
+from txmon.infra.process import wait_until
 from txmon.infra.settings import PROJECT_ROOT, load_settings
 from txmon.ingestion.landing import LandingError, find_landed, resolve_mapping
 from txmon.spark_jobs.heartbeat import heartbeat_path, write_json_atomic
@@ -97,9 +97,7 @@ def test_status_of_an_airflow_that_is_not_running_exits_1(settings):
 
 def test_detached_command_stop_takes_the_whole_process_group(sleeper):
     leader = psutil.Process(sleeper.pid())
-    deadline = time.monotonic() + 10
-    while not leader.children() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: bool(leader.children()), 10, interval=0.05)
     (child,) = leader.children()
     assert sleeper.stop(timeout=3)
     assert not leader.is_running() or leader.status() == psutil.STATUS_ZOMBIE
