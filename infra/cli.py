@@ -293,7 +293,13 @@ def demo(
     for SECONDS, then a summary read back from Cassandra. Services are left running."""
     from txmon.infra.demo import run_demo
 
-    result = run_demo(load_settings(), seconds=seconds, rate=rate, seed=seed, log=typer.echo)
+    settings = load_settings()
+    result = run_demo(settings, seconds=seconds, rate=rate, seed=seed, log=typer.echo)
+    from txmon.webapp.console.cli import first_login
+
+    user, password = first_login(settings)
+    typer.echo(f"fraud-desk console: run `txmon console`, open http://127.0.0.1:8050/console/ and log in as "
+               f"{user}{' / ' + password if password else ''}")
     if not result.ok:
         raise typer.Exit(1)
 

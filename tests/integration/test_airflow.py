@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "ingestion" / "samples" / "card_transactions_sample.csv"
 SMS_TOKEN_ENV = "TXMON_TEST_SMS_TOKEN"
 KEYSPACE = "txmon_airflow_test"
-DAG_IDS = ("alert_dispatch", "ingestion", "model_retraining", "stream_supervisor")
+DAG_IDS = ("alert_dispatch", "ingestion", "model_retraining", "spending_insights", "stream_supervisor")
 
 
 # ------------------------------------------------------------------ the server
@@ -415,6 +415,39 @@ def test_a_drift_event_triggers_model_retraining_through_the_rest_api(airflow_se
 
     result = CliRunner().invoke(app, ["airflow", "trigger", "no_such_dag"])
     assert result.exit_code != 0 and "is not known to Airflow" in str(result.exception)
+
+
+# ------------------------------------------------------------------ spending insights
+
+
+def test_spending_insights_writes_each_accounts_months_years_and_categories(airflow_server):
+    """The DAG's Spark job over transactions in Cassandra: IST months (a payment at 23:00 UTC
+    on 31 October is a November one in India), years, and totals per channel and payee."""
+    from txmon.infra.cassandra_schema import connect
+
+    account = f"9{uuid.uuid4().int % 10**11:011d}"
+    rows = [  # (txn_id, event_time UTC, channel, payee_vpa, amount_paise)
+        (f"TXNSPEND{account}A", datetime(2026, 10, 31, 23, 0, tzinfo=UTC), "UPI", "shop@ybl", 10_000),
+        (f"TXNSPEND{account}B", datetime(2026, 11, 2, 9, 0, tzinfo=UTC), "UPI", "shop@ybl", 30_000),
+        (f"TXNSPEND{account}C", datetime(2026, 10, 5, 9, 0, tzinfo=UTC), "IMPS", "rent@okaxis", 200_000),
+    ]
+    cluster, session = connect(airflow_server.settings, KEYSPACE)
+    try:
+        insert = session.prepare("INSERT INTO transactions (txn_id, event_time, channel, payer_account, payee_vpa, "
+                                 "amount_paise, mcc) VALUES (?, ?, ?, ?, ?, ?, '5411')")
+        for txn_id, at, channel, payee, amount in rows:
+            session.execute(insert, (txn_id, at, channel, account, payee, amount))
+        run_dag(airflow_server, "spending_insights", None, 1800)
+        got = {(r.period_kind, r.period, r.dimension, r.key): (r.txn_count, r.total_paise, r.max_paise)
+               for r in session.execute("SELECT * FROM account_spending WHERE payer_account = %s", (account,))}
+    finally:
+        cluster.shutdown()
+    assert got[("month", "2026-10", "all", "")] == (1, 200_000, 200_000)
+    assert got[("month", "2026-11", "all", "")] == (2, 40_000, 30_000)
+    assert got[("year", "2026", "all", "")] == (3, 240_000, 200_000)
+    assert got[("year", "2026", "channel", "UPI")] == (2, 40_000, 30_000)
+    assert got[("year", "2026", "payee", "rent@okaxis")] == (1, 200_000, 200_000)
+    assert got[("year", "2026", "mcc", "5411")] == (3, 240_000, 200_000)
 
 
 # ------------------------------------------------------------------ model retraining

@@ -16,7 +16,7 @@ import pytest
 from txmon.infra.orchestration import notify_operator
 
 ROOT = Path(__file__).resolve().parents[2]
-DAG_IDS = {"ingestion", "stream_supervisor", "model_retraining", "alert_dispatch"}
+DAG_IDS = {"ingestion", "stream_supervisor", "model_retraining", "alert_dispatch", "spending_insights"}
 HEAVY = ("pyspark", "pandas", "sklearn", "cassandra", "kafka", "river", "matplotlib", "pyarrow", "models", "alerting")
 
 
@@ -122,6 +122,15 @@ def test_alert_dispatch_graph(dagbag):
     dag = dagbag.dags["alert_dispatch"]
     assert _graph(dag) == {"retry_failed": set(), "digest_due": {"send_digest"}, "send_digest": set()}
     assert {"retry_date", "retry_days", "digest_date"} <= set(dag.params)
+
+
+def test_spending_insights_runs_the_spark_job_up_to_the_interval_end(dagbag):
+    dag = dagbag.dags["spending_insights"]
+    assert _graph(dag) == {"compute": set()}
+    command = dag.get_task("compute").bash_command
+    assert "spark-submit spark_jobs/spending_insights.py" in command
+    assert "--until {{ (data_interval_end or dag_run.run_after).isoformat() }}" in command
+    assert dag.timetable.expression == "30 1 * * *"
 
 
 @pytest.mark.parametrize("dag_id", sorted(DAG_IDS))

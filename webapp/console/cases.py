@@ -2,9 +2,8 @@
 
 Each action updates ``case_state`` and appends to the audit log; a disposition of
 confirmed fraud or legitimate also becomes a label on the labels topic, exactly once per
-case (:func:`publish_label`), in the format the simulator's labels use
-(:class:`ingestion.simulator.Label`), so the stream's labels query feeds the drift
-monitor, the payee fraud rates and retraining from the analysts' work.
+case (:func:`publish_label`), in the labels contract (:class:`ingestion.events.LabelEvent`),
+so the stream's labels query feeds the drift monitor, the payee fraud rates and retraining from the analysts' work.
 """
 from __future__ import annotations
 
@@ -139,25 +138,28 @@ class KafkaLabelSink:
     """Labels to the labels topic through the project's producer (acks=all, idempotent),
     one producer per process, created on first use."""
 
-    def __init__(self, settings) -> None:
+    def __init__(self, settings, labels_topic: str | None = None) -> None:
         self.settings = settings
+        self.labels_topic = labels_topic or settings.kafka.topics.labels
         self._producer = None
         self._lock = threading.Lock()
 
     def send(self, claim: LabelClaim) -> None:
-        import json
+        from txmon.ingestion.events import LabelEvent, validate_label
 
-        from txmon.ingestion.simulator import Label
-
-        label = Label(claim.txn_id, claim.is_fraud, claim.scenario, claim.label_time.astimezone(timezone.utc))
+        label = LabelEvent(txn_id=claim.txn_id, is_fraud=claim.is_fraud, scenario=claim.scenario,
+                           label_time=claim.label_time.astimezone(timezone.utc))
+        value = label.model_dump_json().encode()
+        validate_label(value)  # what the stream's labels query will check, checked before sending
         with self._lock:
             if self._producer is None:
                 from txmon.ingestion.producer import TransactionProducer
 
-                self._producer = TransactionProducer(self.settings, linger_ms=0, compression=None,
+                self._producer = TransactionProducer(self.settings, labels_topic=self.labels_topic, linger_ms=0,
+                                                     compression=None,
                                                      max_block_ms=30_000)
             failed = self._producer.summary.failed
-            self._producer.send_label(claim.txn_id.encode(), json.dumps(label.to_dict()).encode())
+            self._producer.send_label(claim.txn_id.encode(), value)
             self._producer.flush(timeout=30)
             if self._producer.summary.failed != failed or self._producer._pending:
                 raise TxmonError("the labels topic did not acknowledge the label; it stays claimed and is "

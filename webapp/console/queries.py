@@ -23,6 +23,7 @@ STATUSES = ("open", "assigned", "escalated", "closed")
 ACTIVE = ("open", "assigned", "escalated")
 PAGE_SIZE = 25
 MAX_DAYS = 31
+PAYEE_SCAN = 100  # alerts nearest in time searched for the same payee on a case page
 SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 
 
@@ -136,8 +137,10 @@ def queue(alerts: AlertStore, console: ConsoleStore, f: QueueFilter) -> QueuePag
             "status": state.status if state else "open", "assignee": state.assignee if state else None,
         })
     created = [r["created_at"] for r in day_rows if r.get("created_at")]
+    from txmon.ingestion.events import Channel
+
     return QueuePage(out, len(matching), page, pages, _utc(max(created)) if created else None, rules,
-                     ["UPI", "IMPS", "NEFT", "RTGS", "CARD"])
+                     [c.value for c in Channel])
 
 
 _PREPARED: dict[tuple[int, str], Any] = {}
@@ -168,6 +171,7 @@ class CaseView:
     actions: list[Any]
     contact: Any
     label: Any
+    payee_frauds: int = 0
 
 
 _TXN_COLUMNS = ("txn_id", "event_time", "channel", "txn_type", "payer_account", "payer_ifsc", "payer_vpa",
@@ -219,7 +223,11 @@ def case_view(alerts: AlertStore, console: ConsoleStore, alert_id: uuid.UUID, ar
     payee_alerts: list[dict[str, Any]] = []
     payee_masked = alert.payee_vpa_masked or alert.payee_account_masked
     if payee_masked and txn:
-        others = [a for a in alerts.load_alerts([r["alert_id"] for r in nearby if r["alert_id"] != alert_id][:5000])
+        # No table is keyed by payee: the alerts nearest in time are read whole and matched.
+        when = alert.event_time
+        nearest = sorted((r for r in nearby if r["alert_id"] != alert_id and r.get("event_time")),
+                         key=lambda r: abs((r["event_time"] - when).total_seconds()))[:PAYEE_SCAN]
+        others = [a for a in alerts.load_alerts([r["alert_id"] for r in nearest])
                   if (a.payee_vpa_masked or a.payee_account_masked) == payee_masked]
         # Masked forms can collide: keep those whose transaction names the same payee.
         same = _same_payee(session, [a.txn_id for a in others], txn.get("payee_vpa"), txn.get("payee_account"))
@@ -227,10 +235,14 @@ def case_view(alerts: AlertStore, console: ConsoleStore, alert_id: uuid.UUID, ar
                          "decision": a.decision, "severity": a.severity, "amount_paise": a.amount_paise,
                          "payer_account_masked": a.payer_account_masked, "reason_codes": a.reason_codes}
                         for a in others if a.txn_id in same]
+    payee_frauds = 0
+    if scored and scored.get("payee_key"):
+        payee_frauds = len(list(session.execute(_prep(
+            session, "SELECT txn_id FROM payee_fraud_labels WHERE payee_key = ?"), (scored["payee_key"],))))
     contact = alerts.contact(txn["payer_account"]) if txn and txn.get("payer_account") else None
     state = console.case(alert_id) or CaseState(alert_id, "open", None, None, None, None)
     return CaseView(alert, state, txn, scored, top, windows, account_alerts[:20], payee_alerts[:20],
-                    console.actions(alert_id), contact, console.label(alert_id))
+                    console.actions(alert_id), contact, console.label(alert_id), payee_frauds)
 
 
 def _same_payee(session, txn_ids: list[str], vpa: str | None, account: str | None) -> set[str]:

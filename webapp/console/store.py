@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -84,6 +85,8 @@ class ConsoleStore:
         from cassandra import ConsistencyLevel
 
         self.session = session
+        self._stamp_lock = threading.Lock()
+        self._last_stamp = 0.0
 
         def p(cql: str, serial: bool = False) -> Any:
             stmt = session.prepare(cql)
@@ -185,7 +188,11 @@ class ConsoleStore:
         """Append one action to the case's history and to the day's audit log."""
         from cassandra.util import uuid_from_time
 
-        stamp = uuid_from_time(at)
+        # Strictly increasing stamps from this process, so actions recorded in one
+        # millisecond (a disposition and its label) keep the order they happened in.
+        with self._stamp_lock:
+            self._last_stamp = max(at.timestamp(), self._last_stamp + 1e-6)
+            stamp = uuid_from_time(self._last_stamp)
         text = json.dumps(detail, sort_keys=True, default=str)
         self.session.execute(self._add_action, (alert_id, stamp, actor, role, action, text))
         self.session.execute(self._add_audit, (at.astimezone(timezone.utc).date(), stamp, actor, role, action,

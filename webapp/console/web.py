@@ -8,6 +8,7 @@ login form, which has no session yet, checks a double-submit cookie instead.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import threading
 import uuid
@@ -56,12 +57,13 @@ class ConsoleConfig:
 class Backend:
     """Cassandra stores and the label sink, connected on first use and shared by requests."""
 
-    def __init__(self, settings: Any) -> None:
+    def __init__(self, settings: Any, labels_topic: str | None = None, stream_topic: str | None = None) -> None:
         self.settings = settings
+        self.stream_topic = stream_topic or settings.kafka.topics.transactions
         self._lock = threading.Lock()
         self._stores: tuple[Any, Any] | None = None
         self._cluster: Any = None
-        self.sink: Any = cases.KafkaLabelSink(settings)
+        self.sink: Any = cases.KafkaLabelSink(settings, labels_topic)
 
     def stores(self):
         with self._lock:
@@ -257,6 +259,54 @@ def console_router(settings: Any, config: ConsoleConfig | None = None,
             return refused(request, s, str(exc))
         back = str(form.get("back", ""))
         return RedirectResponse(f"{PREFIX}/?{back}" if back else f"{PREFIX}/", 303)
+
+    # --------------------------------------------------- dashboard, insights
+    @router.get("/dashboard", response_class=HTMLResponse)
+    def dashboard_page(request: Request, hours: int = 24) -> Response:
+        from txmon.webapp.console import dashboard
+
+        s = need(request)
+        alerts, store = backend.stores()
+        hours = min(max(hours, 1), 24 * 31)
+        d = dashboard.build(alerts, store, settings, backend.stream_topic, hours, clock())
+        return render(request, "dashboard.html", user=s, can=_can(s), d=d)
+
+    def insights_response(request: Request, s: Session, account: str | None, error: str = "") -> Response:
+        from txmon.webapp.console import insights
+
+        clear = auth.allowed(s.role, "see_clear")
+        data = None
+        if account:
+            alerts, _ = backend.stores()
+            data = insights.build(alerts.session, account, clock(),
+                                  lambda k: queries.present(k, "vpa" if "@" in k else "account", clear))
+        return render(request, "insights.html", user=s, can=_can(s), i=data, error=error,
+                      shown_account=queries.present(account, "account", clear) if account else "")
+
+    @router.get("/insights", response_class=HTMLResponse)
+    def insights_page(request: Request, alert: uuid.UUID | None = None) -> Response:
+        # By alert id, so no account number travels in a URL (logs, history, referrers).
+        s = need(request)
+        account = None
+        if alert is not None:
+            alerts, _ = backend.stores()
+            from txmon.webapp.console.insights import account_of_alert
+
+            account = account_of_alert(alerts.session, alerts, alert)
+            if account is None:
+                return insights_response(request, s, None, "no transaction found for that alert")
+        return insights_response(request, s, account)
+
+    @router.post("/insights", response_class=HTMLResponse)
+    async def insights_lookup(request: Request) -> Response:
+        s = need(request)
+        form = await form_of(request, s)
+        if not auth.allowed(s.role, "see_clear"):
+            return refused(request, s, "the viewer role may not look accounts up by number")
+        account = str(form.get("account", "")).strip()
+        if not re.fullmatch(r"\d{6,18}", account):
+            return insights_response(request, s, None, "an account number is 6 to 18 digits")
+        return insights_response(request, s, account)
 
     # ------------------------------------------------------------ static
     @router.get("/static/{name}")

@@ -4,6 +4,7 @@
 document.addEventListener("DOMContentLoaded", function () {
   document.querySelectorAll("[data-poll]").forEach(function (el) {
     var every = parseInt(el.dataset.interval || "5000", 10);
+    var last = null;  // the last fragment swapped in: an unchanged queue is left alone
     setInterval(function () {
       fetch(el.dataset.poll, { headers: { "X-Console-Fragment": "1" }, credentials: "same-origin" })
         .then(function (r) {
@@ -11,7 +12,8 @@ document.addEventListener("DOMContentLoaded", function () {
           return r.ok ? r.text() : null;
         })
         .then(function (html) {
-          if (html === null) { return; }
+          if (html === null || html === last) { return; }
+          last = html;
           var ticked = Array.from(el.querySelectorAll("input[type=checkbox]:checked")).map(function (c) { return c.value; });
           el.innerHTML = html;
           ticked.forEach(function (id) {

@@ -1,0 +1,392 @@
+"""The fraud-desk console in a real browser (Debian's chromium through chromedriver), over
+alerts that simulated traffic raised through the real stream: log in, work an alert to a
+fraud disposition whose label reaches the labels topic once and then the stream's labels
+query (labels table, payee fraud labels, drift monitor), role restrictions and masking,
+CSRF refusal, new alerts appearing without a reload. Saves docs/console-*.png."""
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import threading
+import time
+import uuid
+import zlib
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from txmon.infra.masking import mask_account, mask_vpa
+from txmon.infra.settings import PROJECT_ROOT
+
+SEED = 20261206
+EVENTS = 2_000
+DOCS = PROJECT_ROOT / "docs"
+PASSWORDS = {"alice": "alice-analyst-pw-1", "sam": "sam-supervisor-pw-1", "victor": "victor-viewer-pw-1"}
+ROLES = {"alice": "analyst", "sam": "supervisor", "victor": "viewer"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run_stream(spark, settings, names, tmp: Path) -> None:
+    from txmon.spark_jobs.transactions_stream import StreamOptions, start_all
+
+    opts = StreamOptions.from_settings(
+        settings, topic=names["tx"], dlq_topic=names["dlq"], alerts_topic=names["alerts"],
+        labels_topic=names["labels"], checkpoint_dir=str(tmp / "ckpt"), registry_root=str(tmp / "models"),
+        available_now=True)
+    for q in start_all(spark, settings, opts):
+        q.awaitTermination(timeout=900)
+        assert q.exception() is None, q.exception()
+
+
+@pytest.fixture(scope="module")
+def streamed(services, spark, cassandra_session, tmp_path_factory):
+    """Live-clocked simulated traffic (ending about now, so today's queue holds it) run
+    once through the full stream, rules only."""
+    from txmon.infra.services.kafka import ensure_topics
+    from txmon.ingestion.producer import TransactionProducer
+    from txmon.ingestion.simulate import SimulateOptions, simulator_for
+
+    tmp = tmp_path_factory.mktemp("console")
+    base = f"console_{zlib.crc32(str(tmp).encode()):x}"
+    names = {k: f"{base}_{k}" for k in ("tx", "dlq", "alerts", "labels")}
+    ensure_topics(services.kafka.bootstrap, list(names.values()), services.kafka.partitions)
+    # Features from this traffic alone, and a queue of this run's alerts only.
+    for table in ("feature_profiles", "alerts", "alerts_by_day", "case_state", "case_actions", "case_labels"):
+        cassandra_session.execute(f"TRUNCATE {table}")
+    # A seed of this run's own: its transactions, alerts, cases and labels are new, so no
+    # earlier session's case state or label in the same keyspace can make a check pass.
+    seed = SEED + zlib.crc32(str(tmp).encode())
+    sim = simulator_for(SimulateOptions(seed=seed, count=EVENTS, rate=None, fraud_rate=0.1, n_customers=300,
+                                        live=True, progress=False))
+    items = list(sim.generate(EVENTS))
+    producer = TransactionProducer(services, topic=names["tx"], labels_topic=names["labels"])
+    for item in items:
+        producer.send_event(item.event)
+    producer.close()
+    _run_stream(spark, services, names, tmp)
+    yield {"names": names, "events": {i.event.txn_id: i.event for i in items}, "tmp": tmp,
+           "rerun": lambda: _run_stream(spark, services, names, tmp)}
+    shutil.rmtree(tmp / "ckpt", ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def console(streamed, services, cassandra_session):
+    """The web application served by uvicorn on a loopback port, with three users."""
+    import uvicorn
+    from fastapi import FastAPI
+
+    from txmon.webapp.console.auth import hash_password
+    from txmon.webapp.console.store import ConsoleStore
+    from txmon.webapp.console.web import Backend, console_router
+
+    store = ConsoleStore(cassandra_session)
+    now = datetime.now(UTC)
+    for name, role in ROLES.items():
+        store.put_user(name, role, hash_password(PASSWORDS[name]), now)
+    app = FastAPI()
+    router = console_router(services, backend=Backend(services, labels_topic=streamed["names"]["labels"],
+                                                      stream_topic=streamed["names"]["tx"]))
+    app.include_router(router)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "console did not start"
+        time.sleep(0.1)
+    yield {"url": f"http://127.0.0.1:{port}/console", "store": store}
+    server.should_exit = True
+    thread.join(timeout=10)
+    router.backend.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1500,1100",
+                "--disable-gpu"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    driver.implicitly_wait(0)
+    yield driver
+    driver.quit()
+
+
+def _wait(condition, timeout: float = 20, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def _navigate(driver, click) -> None:
+    """Click something that loads a new page, and wait until the new page is there (a
+    find right after a click could still read the old one)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    old = driver.find_element(By.TAG_NAME, "html")
+    click()
+
+    def gone() -> bool:
+        try:
+            old.tag_name  # noqa: B018 - raises once the old page is replaced
+            return False
+        except StaleElementReferenceException:
+            return driver.execute_script("return document.readyState") == "complete"
+
+    _wait(gone, timeout=60, what="the next page")
+
+
+def _press(driver, element_id: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    _navigate(driver, lambda: driver.find_element(By.ID, element_id).click())
+
+
+def _login(driver, url: str, name: str, password: str | None = None) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.delete_all_cookies()
+    driver.get(f"{url}/login")
+    driver.find_element(By.ID, "username").send_keys(name)
+    driver.find_element(By.ID, "password").send_keys(password or PASSWORDS[name])
+    _press(driver, "login")
+
+
+def _text(driver, element_id: str) -> str:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.ID, element_id).text
+
+
+def _retry_stale(action, attempts: int = 5):
+    """The queue swaps its rows in when they change (polling): an element found just
+    before a swap is stale, so find it again."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    for attempt in range(attempts):
+        try:
+            return action()
+        except StaleElementReferenceException:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2)
+
+
+def _open_case(driver, index: int = 0) -> None:
+    from selenium.webdriver.common.by import By
+
+    href = _retry_stale(lambda: driver.find_elements(By.CSS_SELECTOR, "tr.alert-row a.case-link")[index]
+                        .get_attribute("href"))
+    driver.get(href)
+
+
+def _cookies(driver) -> dict[str, str]:
+    return {c["name"]: c["value"] for c in driver.get_cookies()}
+
+
+def _labels_on(services, topic: str) -> list[tuple[bytes, bytes]]:
+    from kafka import KafkaConsumer
+
+    from txmon.infra.kafka_client import client_config
+
+    consumer = KafkaConsumer(topic, bootstrap_servers=services.kafka.bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False, group_id=f"console-test-{uuid.uuid4().hex[:8]}",
+                             consumer_timeout_ms=8_000, **client_config(services))
+    try:
+        return [(r.key, r.value) for r in consumer]
+    finally:
+        consumer.close()
+
+
+def test_only_the_login_page_answers_without_a_session(console, browser):
+    url = console["url"]
+    browser.delete_all_cookies()
+    for page in ("/", "/cases/" + str(uuid.uuid4()), "/queue/rows"):
+        browser.get(url + page)
+        assert browser.current_url.endswith("/console/login"), page
+    _login(browser, url, "alice", "wrong-password-123")
+    assert "Wrong user name or password" in _text(browser, "login-error")
+    assert "txmon_console" not in _cookies(browser)
+
+
+def test_analyst_sees_the_queue_highest_risk_first(console, browser, streamed):
+    from selenium.webdriver.common.by import By
+
+    _login(browser, console["url"], "alice")
+    assert _text(browser, "who") == "alice (analyst)"
+    risks = _retry_stale(lambda: [int(td.text) for td in browser.find_elements(By.CSS_SELECTOR,
+                                                                                "tr.alert-row td.risk")])
+    assert len(risks) >= 5, "the stream raised alerts"
+    assert risks == sorted(risks, reverse=True)
+    browser.save_screenshot(str(DOCS / "console-queue.png"))
+    # A login page is not shown to someone logged in.
+    browser.get(console["url"] + "/login")
+    assert browser.current_url.rstrip("/").endswith("/console")
+
+
+def test_analyst_works_an_alert_to_fraud_and_the_label_reaches_the_stream(console, browser, streamed, services,
+                                                                          cassandra_session):
+    from selenium.webdriver.common.by import By
+
+    from txmon.webapp.console import cases
+
+    url = console["url"]
+    _login(browser, url, "alice")
+    _open_case(browser)
+    txn_id = _text(browser, "txn-id")
+    event = streamed["events"][txn_id]
+    assert _text(browser, "payer-account") == event.payer.account_number  # analysts see the clear number
+    _press(browser, "assign")
+    assert "assigned" in _text(browser, "case-status")
+    browser.find_element(By.ID, "comment-text").send_keys("Mule pattern: new payee, night-time, drained.")
+    _press(browser, "comment")
+    _press(browser, "dispose-confirmed_fraud")
+    assert _text(browser, "case-status") == "closed · confirmed_fraud"
+    history = _text(browser, "history")
+    for words in ("alice (analyst) assign to alice", "Mule pattern", "disposition: confirmed_fraud",
+                  "label published"):
+        assert words in history
+    assert "published" in _text(browser, "label-state")
+    assert not browser.find_elements(By.ID, "dispose-confirmed_fraud")  # closed: no more dispositions
+    browser.save_screenshot(str(DOCS / "console-case.png"))
+
+    # A second disposition, straight to the handler, is refused and publishes nothing.
+    alert_id = uuid.UUID(browser.current_url.rsplit("/", 1)[1])
+    with pytest.raises(cases.ActionRefused):
+        cases.dispose(console["store"], None, alert_id, txn_id, "alice", "analyst", "legitimate",  # type: ignore[arg-type]
+                      datetime.now(UTC))
+    labels = _labels_on(services, streamed["names"]["labels"])
+    import json
+
+    ours = [json.loads(v) for k, v in labels if k == txn_id.encode()]
+    assert len(ours) == 1 and ours[0]["is_fraud"] is True and ours[0]["scenario"] == "analyst"
+
+    # The stream's labels query takes it: labels table, the payee's fraud labels, the drift monitor.
+    streamed["rerun"]()
+    row = cassandra_session.execute("SELECT is_fraud, scenario FROM labels WHERE txn_id = %s", (txn_id,)).one()
+    assert row is not None and row.is_fraud and row.scenario == "analyst"
+    payee = cassandra_session.execute("SELECT payee_key FROM scored_transactions WHERE txn_id = %s", (txn_id,)).one()
+    assert cassandra_session.execute("SELECT txn_id FROM payee_fraud_labels WHERE payee_key = %s AND txn_id = %s",
+                                     (payee.payee_key, txn_id)).one() is not None
+    drift = cassandra_session.execute("SELECT applied_batch FROM drift_state WHERE stream = %s AND part = 'labels'",
+                                      (streamed["names"]["tx"],)).one()
+    assert drift is not None and drift.applied_batch >= 0
+
+
+def test_viewer_sees_masked_identifiers_and_cannot_act(console, browser, streamed):
+    from selenium.webdriver.common.by import By
+
+    url = console["url"]
+    _login(browser, url, "victor")
+    _open_case(browser)
+    event = streamed["events"][_text(browser, "txn-id")]
+    assert _text(browser, "payer-account") == mask_account(event.payer.account_number)
+    if event.payee.vpa:
+        assert _text(browser, "payee-vpa") == mask_vpa(event.payee.vpa)
+    assert event.payer.account_number not in browser.page_source
+    assert "cannot act" in _text(browser, "read-only")
+    assert not browser.find_elements(By.ID, "assign") and not browser.find_elements(By.ID, "bulk-close")
+    # Forged from outside the page, with the viewer's own valid session and token: refused.
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', browser.page_source).group(1)
+    case_url = browser.current_url
+    r = httpx.post(case_url + "/disposition", data={"csrf_token": csrf, "disposition": "legitimate"},
+                   cookies=_cookies(browser), follow_redirects=False)
+    assert r.status_code == 403 and "viewer role may not" in r.text
+
+
+def test_a_form_without_the_session_csrf_token_is_refused(console, browser):
+    from selenium.webdriver.common.by import By
+
+    _login(browser, console["url"], "alice")
+    _open_case(browser, -1)
+    before = _text(browser, "history")
+    browser.execute_script("document.querySelectorAll('input[name=csrf_token]').forEach(e => e.value = 'forged');")
+    browser.find_element(By.ID, "comment-text").send_keys("should not be saved")
+    _press(browser, "comment")
+    assert "CSRF token missing or wrong" in browser.find_element(By.TAG_NAME, "body").text
+    _navigate(browser, browser.back)
+    _navigate(browser, browser.refresh)
+    assert _text(browser, "history") == before
+
+
+def test_new_alerts_appear_without_a_reload_and_a_supervisor_closes_in_bulk(console, browser, services,
+                                                                            cassandra_session):
+    from selenium.webdriver.common.by import By
+
+    from txmon.alerting.contract import build_alert
+    from txmon.alerting.store import AlertStore
+    from txmon.infra.masking import pii_token_key
+
+    _login(browser, console["url"], "sam")
+    browser.find_element(By.ID, "queue")  # the queue page, polling
+    now = datetime.now(UTC)
+    alert = build_alert(key=pii_token_key(services.state_path), txn_id=f"TXNCONSOLE{uuid.uuid4().hex[:12]}",
+                        created_at=now, event_time=now - timedelta(seconds=5), payer_account="501234567890",
+                        payer_vpa="late.payer@okaxis", payee_vpa="fresh.shop@ybl", amount_paise=9_999_900,
+                        channel="UPI", txn_type="P2M", risk_score=100, decision="BLOCK", severity="CRITICAL",
+                        reasons=[{"code": "CONSOLE_TEST", "description": "raised by the console test",
+                                  "contribution": 1.0}], model_version="test", rules_version="test")
+    AlertStore(cassandra_session).save_alert(alert)
+    _wait(lambda: str(alert.alert_id) in browser.page_source, timeout=30, what="the new alert in the queue")
+    first = _retry_stale(lambda: browser.find_element(By.CSS_SELECTOR, "tr.alert-row").get_attribute("data-alert"))
+    assert first == str(alert.alert_id)  # risk 100 sorts first
+    _retry_stale(lambda: browser.find_element(By.CSS_SELECTOR, f"input[value='{alert.alert_id}']").click())
+    _press(browser, "bulk-close")
+    assert str(alert.alert_id) not in browser.page_source  # closed leaves the active queue
+    state = console["store"].case(alert.alert_id)
+    assert state is not None and state.status == "closed" and state.disposition is None
+    assert [a.action for a in console["store"].actions(alert.alert_id)] == ["bulk_close"]
+
+
+def test_dashboard_and_insights_render_what_the_stream_and_the_batch_job_stored(console, browser, streamed,
+                                                                                services, spark, cassandra_session):
+    from selenium.webdriver.common.by import By
+
+    from txmon.spark_jobs.spending_insights import run
+
+    result = run(services, datetime.now(UTC) + timedelta(minutes=5), spark, splits=4)
+    assert result["rows"] > 0
+    url = console["url"]
+    _login(browser, url, "alice")
+    browser.get(url + "/dashboard?hours=168")
+    assert int(_text(browser, "total")) > 0
+    for name in ("volume", "decisions", "rules", "dead_letters", "workload"):
+        assert browser.find_element(By.ID, f"chart-{name}").get_attribute("src").startswith("data:image/svg+xml")
+    assert "alice" in _text(browser, "workload")  # the case worked above
+    fired = cassandra_session.execute("SELECT count(*) FROM drift_events WHERE stream = %s",
+                                      (streamed["names"]["tx"],)).one()[0]
+    shown = browser.find_elements(By.CSS_SELECTOR, "#drift tr")[1:]  # after the header
+    assert len(shown) == max(1, min(10, fired)) and (fired > 0) == ("None." not in _text(browser, "drift"))
+    browser.save_screenshot(str(DOCS / "console-dashboard.png"))
+
+    browser.get(url + "/")
+    _open_case(browser)
+    event = streamed["events"][_text(browser, "txn-id")]
+    _press(browser, "insights-link")
+    assert _text(browser, "insights-account") == event.payer.account_number
+    mine = [e for e in streamed["events"].values() if e.payer.account_number == event.payer.account_number]
+    summary = _text(browser, "insights-summary")
+    total = sum(e.amount_paise for e in mine)
+    assert f"Transactions (batch, all time) {len(mine)}" in summary
+    assert f"₹{total / 100:,.2f}" in summary
+    for name in ("daily", "monthly", "channels", "mcc", "payees"):
+        assert browser.find_element(By.ID, f"chart-{name}").get_attribute("src").startswith("data:image/svg+xml")
+    browser.save_screenshot(str(DOCS / "console-insights.png"))
