@@ -22,5 +22,6 @@ setup(
     package_data={"txmon.infra": ["schema.cql", "ensure-system.sh", "maven/**/*.xml"],
                   "txmon.alerting": ["templates/*.j2"],
                   "txmon.ingestion": ["samples/*.csv"],
-                  "txmon.spark_jobs": ["jvm/**/*.java"]},
+                  "txmon.spark_jobs": ["jvm/**/*.java"],
+                  "txmon.webapp.console": ["templates/*.html", "static/*.css", "static/*.js"]},
 )
