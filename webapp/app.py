@@ -80,6 +80,10 @@ def create_app(settings: Settings | None = None, api_settings: ApiSettings | Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        try:  # rules and champion loaded before the first request, not during it
+            services.scorer.ready()
+        except Exception as exc:  # noqa: BLE001 - /readyz reports it; scoring raises it per request
+            log.error("rules or model not loaded at start: %s", exc)
         yield
         services.close()
 

@@ -13,7 +13,6 @@ import zlib
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
 from tests.integration.test_backtest_parity import _champion
 from txmon.infra.settings import PROJECT_ROOT

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections import namedtuple
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -93,7 +93,6 @@ class MemoryStore:
 
     def scored(self, txn_id):
         self._up()
-        return None
 
     def ping(self):
         self._up()
@@ -125,7 +124,7 @@ class MemoryProducer:
 
 def event(txn_id: str = "api-unit-0001", **changes) -> dict:
     body = {"schema_version": 1, "txn_id": txn_id,
-            "event_time": (datetime.now(timezone.utc) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "event_time": (datetime.now(UTC) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "channel": "UPI", "txn_type": "P2P", "payer": {"account_number": "123456789012"},
             "payee": {"vpa": "asha@oksbi"}, "amount_paise": 150000, "currency": "INR", "device_id": "dev-1",
             "status": "SUCCESS"}
@@ -144,14 +143,14 @@ def cheap_hashes(monkeypatch):
     monkeypatch.setattr(keys, "_hasher", lambda: PasswordHasher(time_cost=1, memory_cost=64, parallelism=1))
 
 
-@pytest.fixture()
+@pytest.fixture
 def rules_file(tmp_path) -> Path:
     path = tmp_path / "rules.yaml"
     shutil.copy(PROJECT_ROOT / "config" / "rules.yaml", path)
     return path
 
 
-@pytest.fixture()
+@pytest.fixture
 def world(tmp_path, rules_file):
     """(client, store, producer, keys by scope set, services)."""
     store, producer = MemoryStore(), MemoryProducer()

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import operator
 import re
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from txmon.models.rules import RulesError
 
@@ -150,8 +151,8 @@ class _Parser:
 
     def take(self, kind: str, value: Any = None) -> Any:
         if not self.peek(kind, value):
-            k, v = self.tokens[self.i]
-            raise ConditionError(f"expected {value or kind}, found {v if v is not None else 'the end'}")
+            found = self.tokens[self.i][1]
+            raise ConditionError(f"expected {value or kind}, found {found if found is not None else 'the end'}")
         self.i += 1
         return self.tokens[self.i - 1][1]
 
@@ -165,7 +166,7 @@ class _Parser:
         while self.peek("kw", "OR"):
             self.i += 1
             left, right = fn, self.and_()
-            fn = lambda row, l=left, r=right: _or(_truth(l(row)), _truth(r(row)))  # noqa: E731
+            fn = lambda row, a=left, b=right: _or(_truth(a(row)), _truth(b(row)))
         return fn
 
     def and_(self) -> Evaluator:
@@ -173,7 +174,7 @@ class _Parser:
         while self.peek("kw", "AND"):
             self.i += 1
             left, right = fn, self.not_()
-            fn = lambda row, l=left, r=right: _and(_truth(l(row)), _truth(r(row)))  # noqa: E731
+            fn = lambda row, a=left, b=right: _and(_truth(a(row)), _truth(b(row)))
         return fn
 
     def not_(self) -> Evaluator:
@@ -226,7 +227,7 @@ class _Parser:
         while self.peek("op") and self.tokens[self.i][1] in ("+", "-"):
             op = _null_safe(_ARITH[self.take("op")])
             left, right = fn, self.multiplicative()
-            fn = lambda row, l=left, r=right, o=op: o(l(row), r(row))  # noqa: E731
+            fn = lambda row, a=left, b=right, o=op: o(a(row), b(row))
         return fn
 
     def multiplicative(self) -> Evaluator:
@@ -234,7 +235,7 @@ class _Parser:
         while self.peek("op") and self.tokens[self.i][1] in ("*", "/", "%"):
             op = _null_safe(_ARITH[self.take("op")])
             left, right = fn, self.unary()
-            fn = lambda row, l=left, r=right, o=op: o(l(row), r(row))  # noqa: E731
+            fn = lambda row, a=left, b=right, o=op: o(a(row), b(row))
         return fn
 
     def unary(self) -> Evaluator:
@@ -313,7 +314,8 @@ def compile_condition(text: str, columns: Iterable[str]) -> Evaluator:
     (True, False)
     >>> f({"payer_count_5m": None, "txn_type": "P2P"}) is None  # NULL, so the rule does not fire
     True
-    >>> compile_condition("mcc IS NULL AND NOT (amount_paise * 2 < 10)", ["mcc", "amount_paise"])({"mcc": None, "amount_paise": 5})
+    >>> g = compile_condition("mcc IS NULL AND NOT (amount_paise * 2 < 10)", ["mcc", "amount_paise"])
+    >>> g({"mcc": None, "amount_paise": 5})
     True
     >>> try:
     ...     compile_condition("reflect('java.lang.Runtime', 'exec')", ["mcc"])

@@ -10,7 +10,7 @@ import json
 import socket
 import time
 from base64 import urlsafe_b64decode, urlsafe_b64encode
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -87,7 +87,7 @@ def _mask(value: str | None, principal: Principal, kind: Literal["account", "vpa
 
 
 def _event_or_422(api: ApiServices, raw: Any) -> TransactionEvent:
-    event, problems = check_event(raw, now=datetime.now(timezone.utc), max_age=api.max_age)
+    event, problems = check_event(raw, now=datetime.now(UTC), max_age=api.max_age)
     if problems:
         first = problems[0]
         raise ApiError(422, "invalid_event", describe_problems(problems), field=first.where, reason=str(first.reason),
@@ -189,7 +189,7 @@ async def score_batch(request: Request, principal: Annotated[Principal, Depends(
 def _iso(value: datetime | None) -> str | None:
     if value is None:
         return None
-    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
 
 
 @router.get("/v1/transactions/{txn_id}", tags=["read"], summary="A transaction and its verdicts")
@@ -232,8 +232,8 @@ def account_windows(account: str, request: Request, principal: Annotated[Princip
                     since: Annotated[datetime | None, Query(description="ISO 8601; default: the last 24 h")] = None,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict:
     api = services(request)
-    since = since or datetime.now(timezone.utc) - timedelta(hours=24)
-    naive = since.astimezone(timezone.utc).replace(tzinfo=None) if since.tzinfo else since
+    since = since or datetime.now(UTC) - timedelta(hours=24)
+    naive = since.astimezone(UTC).replace(tzinfo=None) if since.tzinfo else since
     rows = api.store.account_windows(account, kind, naive)[:limit]
     return {"account": _mask(account, principal), "kind": kind, "since": _iso(naive),
             "windows": [{"start": _iso(w.window_start), "end": _iso(w.window_end), "txn_count": w.txn_count,
@@ -246,7 +246,7 @@ def account_summary(account: str, request: Request,
                     principal: Annotated[Principal, Depends(requires("read"))]) -> dict:
     """The newest window of each kind over the last 24 hours (None where the account had none)."""
     api = services(request)
-    since = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(hours=24)
+    since = datetime.now(UTC).replace(tzinfo=None) - timedelta(hours=24)
     latest = {}
     for kind in ("tumble_1m", "tumble_5m", "slide_1h"):
         rows = api.store.account_windows(account, kind, since)
@@ -300,7 +300,7 @@ def _label(api: ApiServices, body: dict, principal: Principal) -> tuple[int, dic
     # A repeat is recognised by what the client sent: a label_time defaulted to now differs
     # on every attempt, so it is not part of the comparison.
     digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
-    body.setdefault("label_time", datetime.now(timezone.utc).isoformat())
+    body.setdefault("label_time", datetime.now(UTC).isoformat())
     try:
         label = validate_label(body)
     except EventValidationError as exc:

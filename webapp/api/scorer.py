@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +45,13 @@ from txmon.models.features import (
     payee_label_features,
     payer_fold,
 )
-from txmon.models.rules import RuleSet, RulesError, load_rules
+from txmon.models.rules import RulesError, RuleSet, load_rules
 from txmon.spark_jobs.validation import TRANSACTION_COLUMNS, event_values
 from txmon.webapp.api.conditions import ConditionError, compile_condition
 
 log = logging.getLogger(__name__)
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 NO_MODEL = "none"  # the stream's model_version without a champion (spark_jobs/detection.NO_MODEL)
 # What a rule may read: the landed transaction's columns, payee_key and every feature,
 # as in the stream's scored frame.

@@ -36,7 +36,7 @@ class ApiServices:
     _producer_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def build(cls, settings: Settings, api: ApiSettings) -> "ApiServices":
+    def build(cls, settings: Settings, api: ApiSettings) -> ApiServices:
         from txmon.models.config import models_dir
         from txmon.webapp.api.store import ApiStore
 

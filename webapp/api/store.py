@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from txmon.infra.errors import TxmonError
@@ -20,7 +20,7 @@ from txmon.webapp.api.scorer import Profiles
 
 log = logging.getLogger(__name__)
 
-_EPOCH = datetime(1970, 1, 1)
+_EPOCH = datetime(1970, 1, 1)  # noqa: DTZ001 - the driver gives naive UTC timestamps
 _US = timedelta(microseconds=1)
 
 STATEMENTS = {
@@ -225,4 +225,4 @@ class ApiStore:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
