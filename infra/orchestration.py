@@ -149,7 +149,7 @@ def _days(value: Any) -> float:
 def ist_day(moment: datetime) -> date:
     """The IST calendar day of an instant (alert tables are partitioned by IST day).
 
-    >>> ist_day(datetime(2026, 11, 22, 19, 0, tzinfo=timezone.utc))
+    >>> ist_day(datetime(2026, 11, 22, 19, 0, tzinfo=UTC))
     datetime.date(2026, 11, 23)
     """
     return moment.astimezone(DAY_TZ).date()

@@ -722,7 +722,7 @@ def _patterns() -> dict[str, str]:
     for leaf in _leaves():
         for meta in leaf.metadata:
             if isinstance(meta, StringConstraints) and meta.pattern:
-                found[leaf.path] = str(meta.pattern)
+                found[leaf.path] = meta.pattern if isinstance(meta.pattern, str) else meta.pattern.pattern
     return found
 
 

@@ -104,9 +104,9 @@ def display_text(raw: bytes | str | None, limit: int) -> str | None:
 def verdict(raw: bytes | str | None, now: datetime, judge: Judge = Judge()) -> TransactionEvent | EventValidationError:
     """The event, or the error that says why not, for one raw record value. Never raises.
 
-    >>> verdict(b"\\xff{}", datetime(2025, 1, 6, tzinfo=timezone.utc)).reason
+    >>> verdict(b"\\xff{}", datetime(2025, 1, 6, tzinfo=UTC)).reason
     'malformed_json'
-    >>> verdict(None, datetime(2025, 1, 6, tzinfo=timezone.utc)).detail
+    >>> verdict(None, datetime(2025, 1, 6, tzinfo=UTC)).detail
     'empty Kafka record value'
     """
     try:
