@@ -1,0 +1,144 @@
+"""The console's pages under load: queue, case and dashboard latency with N alerts and M
+scored transactions in Cassandra, against the same primary query from the driver.
+
+    python -m txmon.bench.console_pages --alerts 100000 --transactions 1000000 [--requests 20]
+
+Fills a keyspace of its own (``console_bench`` unless --keyspace) on the configured
+Cassandra (start it with ``txmon infra up``; the keyspace is emptied first), then times
+each page through the ASGI app in-process (httpx, no network: the figure is the app's
+and Cassandra's) as a logged-in analyst, and prints p50/p95 per page with the baseline of
+its main read (the queue's seven alerts_by_day partitions, the alert by id, the scan of
+scored_transactions) measured in the same run. Alerts are spread over the last seven
+IST days, so the default queue holds all of them.
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+
+def _fill(settings, session, alerts: int, transactions: int, seed: int) -> list[uuid.UUID]:
+    from cassandra.concurrent import execute_concurrent_with_args
+
+    from txmon.alerting.contract import ALERT_BY_DAY_COLUMNS, ALERT_COLUMNS, alert_row, build_alert
+    from txmon.infra.masking import pii_token_key
+
+    rng = random.Random(seed)
+    key = pii_token_key(settings.state_path)
+    now = datetime.now(UTC)
+    ins_alert = session.prepare(f"INSERT INTO alerts ({', '.join(ALERT_COLUMNS)}) "
+                                f"VALUES ({', '.join('?' * len(ALERT_COLUMNS))})")
+    ins_day = session.prepare(f"INSERT INTO alerts_by_day ({', '.join(ALERT_BY_DAY_COLUMNS)}) "
+                              f"VALUES ({', '.join('?' * len(ALERT_BY_DAY_COLUMNS))})")
+    ins_scored = session.prepare("INSERT INTO scored_transactions (txn_id, event_time, payer_account, decision, "
+                                 "risk_score, model_version) VALUES (?, ?, ?, ?, ?, ?)")
+    ids, a_rows, d_rows, s_rows = [], [], [], []
+    for i in range(transactions):
+        t = now - timedelta(seconds=rng.uniform(0, 6.5 * 86400))
+        account = f"{rng.randrange(10**11, 10**12)}"
+        alerted = i < alerts
+        decision = rng.choice(("REVIEW", "BLOCK")) if alerted else "APPROVE"
+        txn_id = f"TXNBENCH{seed}{i:09d}"
+        s_rows.append((txn_id, t, account, decision, rng.randrange(60, 101) if alerted else 5, "bench"))
+        if alerted:
+            a = build_alert(key=key, txn_id=txn_id, created_at=t, event_time=t, payer_account=account,
+                            payee_vpa=f"shop{rng.randrange(500)}@ybl", amount_paise=rng.randrange(100, 10**7),
+                            channel="UPI", txn_type="P2M", risk_score=rng.randrange(60, 101), decision=decision,
+                            severity=rng.choice(("MEDIUM", "HIGH", "CRITICAL")),
+                            reasons=[{"code": rng.choice(("VELOCITY_BURST", "NEW_PAYEE", "AMOUNT_SPIKE")),
+                                      "description": "bench", "contribution": 1.0}],
+                            model_version="bench", rules_version="bench")
+            row = alert_row(a)
+            a_rows.append(tuple(row[c] for c in ALERT_COLUMNS))
+            d_rows.append(tuple(row[c] for c in ALERT_BY_DAY_COLUMNS))
+            ids.append(a.alert_id)
+        if len(s_rows) >= 20_000 or i == transactions - 1:
+            for stmt, rows in ((ins_scored, s_rows), (ins_alert, a_rows), (ins_day, d_rows)):
+                if rows:
+                    execute_concurrent_with_args(session, stmt, rows, concurrency=128, raise_on_first_error=True)
+            s_rows, a_rows, d_rows = [], [], []
+            print(f"  filled {i + 1:,} transactions", flush=True)
+    return ids
+
+
+def _pct(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+
+
+def _time(fn, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from txmon.alerting.contract import DAY_TZ
+    from txmon.infra.cassandra_schema import apply_schema, connect
+    from txmon.infra.settings import load_settings
+    from txmon.webapp.app import create_app
+    from txmon.webapp.console.auth import hash_password
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--alerts", type=int, default=100_000)
+    p.add_argument("--transactions", type=int, default=1_000_000)
+    p.add_argument("--requests", type=int, default=20)
+    p.add_argument("--keyspace", default="console_bench")
+    p.add_argument("--seed", type=int, default=7)
+    args = p.parse_args(argv)
+    base = load_settings()
+    settings = base.model_copy(update={"cassandra": base.cassandra.model_copy(update={"keyspace": args.keyspace})})
+    apply_schema(settings)
+    cluster, session = connect(settings, args.keyspace, timeout=60)
+    for table in ("alerts", "alerts_by_day", "scored_transactions", "case_state", "console_users"):
+        session.execute(f"TRUNCATE {table}", timeout=120)
+    t = time.perf_counter()
+    ids = _fill(settings, session, args.alerts, max(args.transactions, args.alerts), args.seed)
+    print(f"filled {args.alerts:,} alerts, {max(args.transactions, args.alerts):,} scored transactions "
+          f"in {time.perf_counter() - t:.0f} s")
+    session.execute(session.prepare("INSERT INTO console_users (username, role, password_hash, disabled) "
+                                    "VALUES (?, 'analyst', ?, false)"), ("bench", hash_password("bench-password-1")))
+    client = TestClient(create_app(settings), follow_redirects=False)
+    page = client.get("/console/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    assert client.post("/console/login", data={"username": "bench", "password": "bench-password-1",
+                                               "csrf_token": token}).status_code == 303
+    case_id = ids[0]
+    today = datetime.now(UTC).astimezone(DAY_TZ).date()
+    by_day = session.prepare("SELECT * FROM alerts_by_day WHERE day = ?")
+    by_id = session.prepare("SELECT * FROM alerts WHERE alert_id = ?")
+    scan = session.prepare("SELECT txn_id, event_time, decision, model_version FROM scored_transactions")
+    scan.fetch_size = 5000
+    checks = {
+        "queue": (lambda: client.get("/console/"),
+                  lambda: [list(session.execute(by_day, (today - timedelta(days=d),))) for d in range(7)]),
+        "case": (lambda: client.get(f"/console/cases/{case_id}"),
+                 lambda: session.execute(by_id, (case_id,)).one()),
+        "dashboard": (lambda: client.get("/console/dashboard"),
+                      lambda: sum(1 for _ in session.execute(scan, timeout=600))),
+    }
+    print(f"{'page':<10} {'p50 ms':>9} {'p95 ms':>9} {'driver p50':>11} {'driver p95':>11} {'ratio p95':>10}")
+    for name, (page_fn, base_fn) in checks.items():
+        assert page_fn().status_code == 200, name  # warm: prepared statements, templates
+        n = args.requests if name != "dashboard" else max(3, args.requests // 5)
+        page_p50, page_p95 = _pct(_time(page_fn, n))
+        base_p50, base_p95 = _pct(_time(base_fn, n))
+        print(f"{name:<10} {page_p50:>9.0f} {page_p95:>9.0f} {base_p50:>11.0f} {base_p95:>11.0f} "
+              f"{page_p95 / base_p95 if base_p95 else float('nan'):>10.1f}")
+    cluster.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
