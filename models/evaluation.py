@@ -362,23 +362,26 @@ def evaluate_frame(frame: pd.DataFrame, k: int = DEFAULT_K, policy: RiskPolicy |
                      "undefined; evaluate on a longer or more recent labelled history")
     elif y.all():
         notes.append("every evaluated transaction is fraud: ranking metrics are undefined")
+    # Rankings use the risk before rounding when the frame has it (models.risk.risk_values):
+    # whole points tie transactions the model tells apart.
+    risk = "risk_exact" if "risk_exact" in frame.columns else "risk_score"
     curves = {}
-    for name, column in (("risk score", "risk_score"), ("model probability", "fraud_probability"),
+    for name, column in (("risk score", risk), ("model probability", "fraud_probability"),
                          ("anomaly", "anomaly")):
         if column in frame.columns:
             curve = _curve(y, frame[column].to_numpy(dtype=np.float64))
             if curve is not None:
                 curves[name] = curve
-    daily = tuple(daily_precision_at_k(frame, k, "risk_score", tz))
+    daily = tuple(daily_precision_at_k(frame, k, risk, tz))
     return EvaluationMetrics(
         rows=len(frame), frauds=int(y.sum()), fraud_rate=float(y.mean()), k=k, tz=tz,
         alert_rate=float(flagged.mean()), block_rate=float((frame["decision"].astype(str) == "BLOCK").mean()),
         recall=float(flagged[y].mean()) if y.any() else None,
-        risk=ranking(frame, "risk_score", k, tz, alert_rate),
+        risk=ranking(frame, risk, k, tz, alert_rate),
         model=ranking(frame, "fraud_probability", k, tz, alert_rate) if "fraud_probability" in frame.columns else None,
         anomaly=ranking(frame, "anomaly", k, tz, alert_rate) if "anomaly" in frame.columns else None,
         daily=daily, daily_precision_ceiling=_ceiling(daily, k),
-        card_daily=tuple(card_precision_at_k(frame, k, "risk_score", tz)), fixed_alert_rate=alert_rate,
+        card_daily=tuple(card_precision_at_k(frame, k, risk, tz)), fixed_alert_rate=alert_rate,
         by_scenario=tuple(recall_by_scenario(frame)),
         policy=(policy or RiskPolicy()).model_dump(),
         curves=curves, notes=tuple(notes),

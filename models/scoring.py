@@ -14,7 +14,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from txmon.models.bundle import ModelBundle
-from txmon.models.risk import RiskPolicy, decisions, risk_scores
+from txmon.models.risk import RiskPolicy, decisions, risk_values
 
 __all__ = ["SCORE_COLUMNS", "RuleScores", "rule_scores_for", "score_frame"]
 
@@ -48,14 +48,17 @@ def rule_scores_for(frame: pd.DataFrame, rules: RuleScores) -> np.ndarray:
 
 def score_frame(features: pd.DataFrame, bundle: ModelBundle, policy: RiskPolicy,
                 rules: RuleScores = None) -> pd.DataFrame:
-    """A copy of ``features`` with SCORE_COLUMNS added (risk_score 0-100, decision)."""
+    """A copy of ``features`` with SCORE_COLUMNS added (risk_score 0-100, decision), and
+    ``risk_exact``, the risk before rounding, which rankings use."""
     probability, anomaly = bundle.score(features)
     rule = rule_scores_for(features, rules)
-    risk = risk_scores(rule, probability, anomaly, policy)
+    exact = risk_values(rule, probability, anomaly, policy)
+    risk = np.rint(exact).astype(np.int64)  # models.risk.risk_scores, without computing it twice
     out = features.copy()
     out["fraud_probability"] = probability
     out["anomaly"] = anomaly
     out["rule_score"] = rule
-    out["risk_score"] = np.asarray(risk, dtype=np.int64)
+    out["risk_score"] = risk
+    out["risk_exact"] = exact
     out["decision"] = decisions(risk, policy).astype(object)
     return out

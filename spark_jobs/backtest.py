@@ -71,7 +71,8 @@ __all__ = ["BacktestConfig", "BacktestResult", "BacktestWindow", "LabelledSource
 DEFAULT_CHUNK_ROWS = 100_000
 SCORERS = ("txmon risk", "txmon model", "txmon risk without anomaly", "logistic regression", "random forest")
 """What every report compares, in this order; the first is txmon's verdict line."""
-_COLUMN = {"txmon risk": "risk_score", "txmon model": "fraud_probability",
+# txmon's risk is ranked before rounding (models.risk.risk_values); scores.csv keeps both.
+_COLUMN = {"txmon risk": "risk_exact", "txmon model": "fraud_probability",
            "txmon risk without anomaly": "risk_without_anomaly", "logistic regression": "lr_probability",
            "random forest": "rf_probability"}
 
@@ -340,7 +341,7 @@ def score_window(features: pd.DataFrame, bundle: ModelBundle, ruleset, spark,
     scored = score_frame(features, bundle, policy, rule_score)
     scored["rules_fired"] = [";".join(f) for f in fired]
     plain = score_frame(features, bundle, policy.model_copy(update={"anomaly_weight": 0.0}), rule_score)
-    scored["risk_without_anomaly"] = plain["risk_score"].to_numpy()
+    scored["risk_without_anomaly"] = plain["risk_exact"].to_numpy()
     scored["top_reasons"] = _top_reasons(scored, fired, bundle, ruleset)
     return scored
 
@@ -535,7 +536,7 @@ def run(source: LabelledSource, config: BacktestConfig, ruleset, *, spark=None, 
 # ----------------------------------------------------------------------- outputs
 
 SCORE_COLUMNS = ("window", "txn_id", "row_number", "event_time", "payer_account", "is_fraud", "scenario",
-                 "risk_score", "fraud_probability", "decision", "top_reasons", "rules_fired", "rule_score",
+                 "risk_score", "risk_exact", "fraud_probability", "decision", "top_reasons", "rules_fired", "rule_score",
                  "anomaly", "risk_without_anomaly", "lr_probability", "rf_probability")
 
 

@@ -22,10 +22,8 @@ class _Context:
 def test_a_store_carries_the_query_and_the_micro_batch_of_its_task(monkeypatch):
     import pyspark
 
-    from txmon.spark_jobs import profile_store
-
     made = []
-    monkeypatch.setattr(profile_store, "CassandraProfileStore", lambda target, token: made.append((target, token)))
+    monkeypatch.setattr(detection, "CassandraProfileStore", lambda target, token: made.append((target, token)))
     make = cassandra_profiles(TARGET, "/ckpt/ingest")
     for batch_id in ("7", "8"):
         monkeypatch.setattr(pyspark.TaskContext, "get", classmethod(lambda cls, b=batch_id: _Context({BATCH_ID_PROPERTY: b})))

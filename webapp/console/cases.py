@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Protocol
 
 from txmon.infra.errors import TxmonError
@@ -148,7 +148,7 @@ class KafkaLabelSink:
         from txmon.ingestion.events import LabelEvent, validate_label
 
         label = LabelEvent(txn_id=claim.txn_id, is_fraud=claim.is_fraud, scenario=claim.scenario,
-                           label_time=claim.label_time.astimezone(timezone.utc))
+                           label_time=claim.label_time.astimezone(UTC))
         value = label.model_dump_json().encode()
         validate_label(value)  # what the stream's labels query will check, checked before sending
         with self._lock:

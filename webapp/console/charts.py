@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Sequence
 
 _COLOURS = ("#1d3557", "#e63946", "#2a9d8f", "#f4a261", "#8d99ae", "#6a4c93")
 

@@ -3,8 +3,8 @@ infra/cli.py. Options can also be set through the environment variables in ``--h
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timezone
-from typing import Annotated, Optional
+from datetime import UTC, datetime
+from typing import Annotated
 
 import typer
 
@@ -90,7 +90,7 @@ def users_add(
     _, cluster, store = _store()
     try:
         existed = store.user(username) is not None
-        store.put_user(username, role, hash_password(password), datetime.now(timezone.utc))
+        store.put_user(username, role, hash_password(password), datetime.now(UTC))
     finally:
         cluster.shutdown()
     typer.echo(f"{'updated' if existed else 'added'} {username} ({role})")
@@ -114,14 +114,14 @@ def users_disable(username: str, enable: Annotated[bool, typer.Option(help="enab
     try:
         if store.user(username) is None:
             raise ConfigError(f"no console user {username!r}")
-        store.set_disabled(username, not enable, datetime.now(timezone.utc))
+        store.set_disabled(username, not enable, datetime.now(UTC))
     finally:
         cluster.shutdown()
     typer.echo(f"{username} {'enabled' if enable else 'disabled'}")
 
 
 @labels_app.command("resend")
-def labels_resend(limit: Annotated[Optional[int], typer.Option(help="at most this many")] = None) -> None:
+def labels_resend(limit: Annotated[int | None, typer.Option(help="at most this many")] = None) -> None:
     """Send the labels that were claimed by a disposition but never acknowledged by Kafka."""
     from txmon.webapp.console.cases import KafkaLabelSink, publish_label
 
@@ -130,7 +130,7 @@ def labels_resend(limit: Annotated[Optional[int], typer.Option(help="at most thi
     sent = 0
     try:
         for claim in store.unpublished_labels()[:limit]:
-            publish_label(store, sink, claim, "txmon-cli", "admin", datetime.now(timezone.utc))
+            publish_label(store, sink, claim, "txmon-cli", "admin", datetime.now(UTC))
             sent += 1
     finally:
         sink.close()
@@ -167,7 +167,7 @@ def first_login(settings) -> tuple[str, str | None]:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(password + "\n")
-        store.put_user(FIRST_USER, "admin", hash_password(password), datetime.now(timezone.utc))
+        store.put_user(FIRST_USER, "admin", hash_password(password), datetime.now(UTC))
         return FIRST_USER, password
     finally:
         cluster.shutdown()

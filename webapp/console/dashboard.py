@@ -13,7 +13,7 @@ import json
 import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from txmon.alerting.store import AlertStore
@@ -40,7 +40,7 @@ class Dashboard:
 
 
 def _utc(t: datetime | None) -> datetime | None:
-    return t.replace(tzinfo=timezone.utc) if t is not None and t.tzinfo is None else t
+    return t.replace(tzinfo=UTC) if t is not None and t.tzinfo is None else t
 
 
 def build(alerts: AlertStore, console: ConsoleStore, settings: Any, topic: str, hours: int,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from txmon.webapp.console import charts
@@ -59,7 +59,7 @@ def build(session: Any, account: str, now: datetime, show_payee) -> Insights:
     count = sum(y["count"] for y in years)
     total = sum(y["total"] for y in years)
     until = max((r.computed_until for r in rows if r.computed_until), default=None)
-    since = (now - timedelta(days=DAILY_DAYS)).astimezone(timezone.utc).replace(tzinfo=None)  # naive UTC, as stored
+    since = (now - timedelta(days=DAILY_DAYS)).astimezone(UTC).replace(tzinfo=None)  # naive UTC, as stored
     daily: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for w in account_windows(session, account, "tumble_5m", since=since):
         day = (w.window_start + timedelta(hours=5, minutes=30)).strftime("%Y-%m-%d")  # naive UTC -> IST day

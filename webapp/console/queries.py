@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from txmon.alerting.contract import DAY_TZ
@@ -41,7 +41,7 @@ class QueueFilter:
     page: int = 1
 
     @classmethod
-    def parse(cls, params: dict[str, str], today: date) -> "QueueFilter":
+    def parse(cls, params: dict[str, str], today: date) -> QueueFilter:
         def day(name: str) -> date | None:
             try:
                 return date.fromisoformat(params[name]) if params.get(name) else None
@@ -118,7 +118,7 @@ def queue(alerts: AlertStore, console: ConsoleStore, f: QueueFilter) -> QueuePag
         full = {a.alert_id: a for a in alerts.load_alerts([r["alert_id"] for r in matching])}
         matching = [r for r in matching if r["alert_id"] in full and full[r["alert_id"]].channel == f.channel]
     matching.sort(key=lambda r: (-(r["risk_score"] or 0), -SEVERITY_RANK.get(r["severity"], 0),
-                                 -(r["event_time"] or datetime.min).timestamp()))
+                                 -(r["event_time"] or datetime.min.replace(tzinfo=UTC)).timestamp()))
     pages = max(1, -(-len(matching) // PAGE_SIZE))
     page = min(f.page, pages)
     chosen = matching[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]
@@ -155,7 +155,7 @@ def _prep(session: Any, cql: str) -> Any:
 
 
 def _utc(t: datetime | None) -> datetime | None:
-    return t.replace(tzinfo=timezone.utc) if t is not None and t.tzinfo is None else t
+    return t.replace(tzinfo=UTC) if t is not None and t.tzinfo is None else t
 
 
 @dataclass
@@ -193,7 +193,7 @@ def case_view(alerts: AlertStore, console: ConsoleStore, alert_id: uuid.UUID, ar
     txn_row = session.execute(_prep(session, f"SELECT {', '.join(_TXN_COLUMNS)} FROM transactions WHERE txn_id = ?"),
                               (alert.txn_id,)).one()
     txn = txn_row._asdict() if txn_row is not None else None
-    scored_row = session.execute(_prep(session, 
+    scored_row = session.execute(_prep(session,
         f"SELECT {', '.join(_SCORED_COLUMNS)} FROM scored_transactions WHERE txn_id = ?"), (alert.txn_id,)).one()
     scored = scored_row._asdict() if scored_row is not None else None
     top: list[tuple[str, Any]] = []
@@ -219,7 +219,7 @@ def case_view(alerts: AlertStore, console: ConsoleStore, alert_id: uuid.UUID, ar
     for d in range(-around_days, around_days + 1):
         nearby.extend(alerts.alerts_for_day(day + timedelta(days=d)))
     account_alerts = sorted((r for r in nearby if r.get("payer_ref") == alert.payer_ref and r["alert_id"] != alert_id),
-                            key=lambda r: r["event_time"] or datetime.min.replace(tzinfo=timezone.utc), reverse=True)
+                            key=lambda r: r["event_time"] or datetime.min.replace(tzinfo=UTC), reverse=True)
     payee_alerts: list[dict[str, Any]] = []
     payee_masked = alert.payee_vpa_masked or alert.payee_account_masked
     if payee_masked and txn:

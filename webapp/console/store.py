@@ -9,9 +9,10 @@ import hashlib
 import json
 import threading
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
-from typing import Any, Iterable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 ROLES = ("viewer", "analyst", "supervisor", "admin")
 """Console roles, least to most allowed (webapp.console.auth decides what each may do)."""
@@ -21,7 +22,7 @@ CONSOLE_TABLES = ("console_users", "console_sessions", "case_state", "case_actio
 
 
 def _utc(t: datetime | None) -> datetime | None:
-    return t.replace(tzinfo=timezone.utc) if t is not None and t.tzinfo is None else t
+    return t.replace(tzinfo=UTC) if t is not None and t.tzinfo is None else t
 
 
 def token_hash(token: str) -> str:
@@ -195,14 +196,14 @@ class ConsoleStore:
             stamp = uuid_from_time(self._last_stamp)
         text = json.dumps(detail, sort_keys=True, default=str)
         self.session.execute(self._add_action, (alert_id, stamp, actor, role, action, text))
-        self.session.execute(self._add_audit, (at.astimezone(timezone.utc).date(), stamp, actor, role, action,
+        self.session.execute(self._add_audit, (at.astimezone(UTC).date(), stamp, actor, role, action,
                                                alert_id, text))
 
     @staticmethod
     def _action_from(r: Any) -> Action:
         from cassandra.util import datetime_from_uuid1
 
-        return Action(r.alert_id, datetime_from_uuid1(r.at).replace(tzinfo=timezone.utc), r.actor, r.role,
+        return Action(r.alert_id, datetime_from_uuid1(r.at).replace(tzinfo=UTC), r.actor, r.role,
                       r.action, json.loads(r.detail or "{}"))
 
     def actions(self, alert_id: uuid.UUID) -> list[Action]:

@@ -12,10 +12,11 @@ import re
 import secrets
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
@@ -49,7 +50,7 @@ class ConsoleConfig:
     secure_cookie: bool = False  # True behind TLS; the default serves loopback over plain HTTP
 
     @classmethod
-    def from_env(cls) -> "ConsoleConfig":
+    def from_env(cls) -> ConsoleConfig:
         return cls(int(os.environ.get("TXMON_CONSOLE_SESSION_MINUTES", "480")),
                    os.environ.get("TXMON_CONSOLE_SECURE_COOKIE", "0").lower() in ("1", "true", "yes"))
 
@@ -89,7 +90,7 @@ def _money(paise: int | None) -> str:
 def _ist(t: datetime | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
     if t is None:
         return ""
-    t = t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+    t = t if t.tzinfo else t.replace(tzinfo=UTC)
     return t.astimezone(DAY_TZ).strftime(fmt)
 
 
@@ -101,7 +102,7 @@ def _templates() -> Jinja2Templates:
 
 
 def console_router(settings: Any, config: ConsoleConfig | None = None,
-                   clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                   clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                    backend: Backend | None = None) -> APIRouter:
     """The console's routes, bound to one configuration and one Cassandra connection."""
     config = config or ConsoleConfig.from_env()
