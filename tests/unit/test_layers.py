@@ -96,13 +96,13 @@ def _txmon_modules(path: Path):
 
 
 def test_every_module_has_a_layer():
-    for path in _sources(PACKAGES + ("dags",)):
+    for path in _sources((*PACKAGES, "dags")):
         layer_of(_module_name(path))
 
 
 def test_no_import_points_up():
     upward = []
-    for path in _sources(PACKAGES + ("dags",)):
+    for path in _sources((*PACKAGES, "dags")):
         here = _module_name(path)
         mine = layer_of(here)
         for line, module in _txmon_modules(path):
@@ -115,7 +115,7 @@ def test_no_import_points_up():
 
 def test_imports_use_the_txmon_namespace():
     bare = []
-    for path in _sources(PACKAGES + ("dags", "tests")):
+    for path in _sources((*PACKAGES, "dags", "tests")):
         for line, module in imports(path):
             top = module.split(".")[0]
             if module.startswith(".") or top in PACKAGES:

@@ -10,7 +10,7 @@ from txmon.models.risk import ALERT_DECISIONS, DECISIONS, SEVERITIES, Severity
 
 
 def test_alert_decisions_are_the_decisions_that_flag():
-    assert ALERT_DECISIONS == tuple(d for d in DECISIONS if d != "APPROVE")
+    assert tuple(d for d in DECISIONS if d != "APPROVE") == ALERT_DECISIONS
 
 
 def test_severities_are_ordered_low_to_high():
