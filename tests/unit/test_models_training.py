@@ -69,6 +69,15 @@ def test_metadata_records_what_was_trained(result):
     assert meta.data_source.startswith("simulator n=20000 seed=7")
     assert set(meta.libraries) == {"python", "sklearn", "numpy", "pandas"}
     assert meta.frauds.train > 0 and meta.version is None
+    # The registry records how the boosting was chosen and how much the seed moves it.
+    params = meta.params
+    assert set(params["hyperparameters"]) == {"learning_rate", "max_leaf_nodes", "min_samples_leaf",
+                                              "l2_regularization"}
+    assert len(params["grid"]) == len(CONFIG.grid) and params["boosting_iterations"] >= 1
+    assert len(params["seed_validation_ap"]) == 3
+    assert params["seed_ap_mean"] == pytest.approx(np.mean(params["seed_validation_ap"]), abs=1e-6)
+    assert params["seed_ap_std"] == pytest.approx(np.std(params["seed_validation_ap"]), abs=1e-6)
+    assert params["seed_ap_spread"] <= 0.03
 
 
 def test_bundle_round_trips_through_bytes(result):
