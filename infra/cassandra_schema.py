@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import re
 import socket
-import time
 from pathlib import Path
 
 from txmon.infra import credentials
@@ -156,25 +155,8 @@ def ensure_roles(settings: Settings, timeout: float = 60) -> None:
     so a password changed in the environment is applied by the next ``txmon infra up``.
     """
     from cassandra import AuthenticationFailed
-    from cassandra.cluster import NoHostAvailable
 
-    admin = credentials.cassandra(admin=True)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            cluster, session = connect(settings, credential=admin)
-            break
-        except NoHostAvailable as exc:
-            if not _auth_refused(exc, AuthenticationFailed):
-                raise
-        # The administrator does not exist yet: only the default superuser can create it.
-        # Cassandra creates that role a moment after CQL opens, hence the retries.
-        try:
-            _create_admin(settings, admin)
-        except NoHostAvailable as exc:
-            if not _auth_refused(exc, AuthenticationFailed) or time.monotonic() > deadline:
-                raise
-            time.sleep(1)
+    cluster, session = admin_session(settings, timeout)
     try:
         session.execute(f'DROP ROLE IF EXISTS "{DEFAULT_SUPERUSER}"', timeout=60)
         app = credentials.cassandra()
@@ -189,6 +171,34 @@ def ensure_roles(settings: Settings, timeout: float = 60) -> None:
                         timeout=60)
     finally:
         cluster.shutdown()
+
+
+def admin_session(settings: Settings, timeout: float = 60) -> tuple:
+    """(cluster, session) logged in as txmon's administrator role, created first if the
+    node has only its default superuser. Cassandra creates that superuser a moment after
+    CQL opens: until then each login is refused, and retried every second up to
+    ``timeout``; any other failure is raised at once."""
+    from cassandra import AuthenticationFailed
+    from cassandra.cluster import NoHostAvailable
+    from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_fixed
+
+    admin = credentials.cassandra(admin=True)
+
+    def refused(exc: BaseException) -> bool:
+        return isinstance(exc, NoHostAvailable) and _auth_refused(exc, AuthenticationFailed)
+
+    for attempt in Retrying(stop=stop_after_delay(timeout), wait=wait_fixed(1), retry=retry_if_exception(refused),
+                            reraise=True):
+        with attempt:
+            try:
+                return connect(settings, credential=admin)
+            except NoHostAvailable as exc:
+                if not refused(exc):
+                    raise
+            # The administrator does not exist yet: only the default superuser can create it.
+            _create_admin(settings, admin)
+            return connect(settings, credential=admin)
+    raise AssertionError("unreachable: Retrying returns or raises")
 
 
 def _can_log_in(settings: Settings, credential: Credential, auth_failed: type) -> bool:
