@@ -1,0 +1,288 @@
+"""Scoring API throughput and latency: requests/s and p50/p95/p99 at 1, 8 and 32
+concurrent clients, with same-run baselines.
+
+Needs Kafka and Cassandra (`txmon infra up`). Starts ``txmon api --workers W`` on a free
+loopback port with a champion (the registry's, else one trained here on planted data
+with the default training settings, so the models have their real size), creates a key,
+and drives ``POST /v1/score`` (no ingest: nothing is written) with keep-alive clients
+(httpx, asyncio, one process) for ``--seconds`` per step. Baselines measured in the same
+run:
+
+- ``in-process score``: :meth:`Scorer.score` on one row (features, rules, both models,
+  risk, reasons), no I/O: the floor of a request's work;
+- ``in-process + Cassandra``: the same with the profile reads a request makes;
+- ``/healthz``: the same server and clients with no work behind the route.
+
+Then a paced step (``--rate`` requests/s, open loop over 32 connections) for the latency
+at a fixed load. The client shares the machine's cores with the server and the stack:
+its own cost is in every figure (compare /healthz).
+
+    .venv/bin/python -m txmon.bench.api_bench                    # 2 workers, 10 s per step
+    .venv/bin/python -m txmon.bench.api_bench --workers 1 --seconds 5
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+CONCURRENCY = (1, 8, 32)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _events(n: int, seed: int = 7) -> list[bytes]:
+    """``n`` live-clock simulated events as their wire JSON (valid for the contract's clock)."""
+    from txmon.ingestion.events import to_json
+    from txmon.ingestion.simulate import SimulateOptions, simulator_for
+
+    sim = simulator_for(SimulateOptions(seed=seed, count=n, rate=None, n_customers=2_000, live=True,
+                                        progress=False))
+    now = datetime.now(UTC)
+    return [to_json(item.event) for item in sim.generate(n) if item.event.event_time <= now]
+
+
+def _registry(settings, tmp: Path) -> Path:
+    """The configured registry if it has a champion, else a temporary one with a model
+    trained here on planted data."""
+    from txmon.models.config import models_dir
+    from txmon.models.registry import Registry
+
+    if Registry(models_dir()).champion() is not None:
+        return models_dir()
+    from txmon.models.testing import planted_frame
+    from txmon.models.training import TrainingConfig, train_frame
+
+    # The default model's sizes (up to 300 boosting rounds, 100 trees in the forest); no
+    # hyperparameter search or seed spread, which change how long training takes, not scoring.
+    config = TrainingConfig(tune=False, seed_spread=False)
+    trained = train_frame(planted_frame(n=20_000, seed=3), config, data_source="api-bench planted")
+    registry = Registry(tmp / "models")
+    registry.promote(registry.register(trained.bundle, trained.metadata))
+    return registry.root
+
+
+def _quantiles(latencies_s: list[float]) -> tuple[float, float, float]:
+    a = np.asarray(latencies_s) * 1000
+    return tuple(float(np.percentile(a, q)) for q in (50, 95, 99))  # type: ignore[return-value]
+
+
+def baseline_in_process(settings, registry: Path, events: list[bytes], seconds: float) -> list[dict]:
+    from txmon.ingestion.events import validate_event
+    from txmon.webapp.api.scorer import Profiles, Scorer
+    from txmon.webapp.api.store import ApiStore
+    from txmon.webapp.app import single_threaded_models
+
+    single_threaded_models()  # as every API worker does
+    scorer = Scorer(None, registry)
+    scorer.ready()  # rules and champion loaded outside the timed loop, as a worker does at start
+    parsed = [validate_event(e) for e in events[:500]]
+    store = ApiStore(settings, timeout_s=5)
+    rows = []
+    try:
+        for name, with_store in (("in-process score (1 row)", False), ("in-process + Cassandra reads", True)):
+            latencies, i, end = [], 0, time.monotonic() + seconds
+            while time.monotonic() < end:
+                e = parsed[i % len(parsed)]
+                i += 1
+                start = time.perf_counter()
+                profiles = store.profiles(e.payer.account_number, e.payee.account_number or e.payee.vpa) \
+                    if with_store else Profiles()
+                scorer.score(e, profiles)
+                latencies.append(time.perf_counter() - start)
+            p50, p95, p99 = _quantiles(latencies)
+            rows.append({"step": name, "clients": 1, "rps": len(latencies) / seconds, "p50": p50, "p95": p95,
+                         "p99": p99, "errors": 0})
+    finally:
+        store.close()
+    return rows
+
+
+async def _drive(url: str, headers: dict, bodies: list[bytes] | None, clients: int, seconds: float,
+                 rate: float | None = None) -> dict:
+    """``clients`` keep-alive connections for ``seconds``; closed loop, or open loop at
+    ``rate`` requests/s (latency then counts from each request's scheduled time)."""
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(limits=limits, timeout=30, headers=headers) as client:
+        start = time.perf_counter()
+        end = start + seconds
+
+        async def worker(w: int) -> None:
+            nonlocal errors
+            i = w
+            sent = 0
+            while True:
+                scheduled = time.perf_counter()
+                if rate is not None:
+                    scheduled = start + (sent * clients + w) / rate
+                    delay = scheduled - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                if scheduled >= end or time.perf_counter() >= end:
+                    return
+                sent += 1
+                try:
+                    if bodies is None:
+                        response = await client.get(url)
+                    else:
+                        response = await client.post(url, content=bodies[i % len(bodies)])
+                        i += clients
+                    ok = response.status_code == 200
+                except httpx.TransportError:  # a timeout or a dropped connection counts, never stops the step
+                    ok = False
+                latencies.append(time.perf_counter() - scheduled)
+                errors += not ok
+
+        await asyncio.gather(*(worker(w) for w in range(clients)))
+        elapsed = time.perf_counter() - start
+    p50, p95, p99 = _quantiles(latencies)
+    return {"rps": len(latencies) / elapsed, "p50": p50, "p95": p95, "p99": p99, "errors": errors}
+
+
+def _serve(workers: int, port: int, registry: Path, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "TXMON_API__REGISTRY_ROOT": str(registry), "TXMON_API__RATE_PER_S": "1000000",
+           "TXMON_API__BURST": "1000000"}
+    txmon = Path(sys.executable).with_name("txmon")
+    return subprocess.Popen([str(txmon), "api", "--port", str(port), "--workers", str(workers)],
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+
+
+def _wait_healthy(base: str, child: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            raise SystemExit(f"txmon api exited:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"txmon api not healthy after {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def _warm_up(url: str, headers: dict, events: list[bytes], timeout: float = 300) -> None:
+    """Until 50 requests in a row succeed: every worker has loaded the rules and the
+    champion (a worker loads them on its first request)."""
+    import httpx
+
+    deadline, streak = time.monotonic() + timeout, 0
+    while streak < 50:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the API did not answer 50 requests in a row within {timeout:.0f} s")
+        try:  # a new connection each time, so that every worker gets some
+            ok = httpx.post(url, content=events[streak], headers=headers, timeout=120).status_code == 200
+        except httpx.TransportError:
+            ok = False
+        streak = streak + 1 if ok else 0
+
+
+def run(workers: int, seconds: float, rate: float, registry: Path | None = None) -> list[dict]:
+    from txmon.infra.cassandra_schema import apply_schema
+    from txmon.infra.settings import load_settings
+    from txmon.webapp.api.keys import create_key
+    from txmon.webapp.api.store import ApiStore
+
+    settings = load_settings()
+    apply_schema(settings)
+    tmp = Path(tempfile.mkdtemp(prefix="txmon-api-bench-"))
+    registry = registry or _registry(settings, tmp)
+    events = _events(4_000)
+    store = ApiStore(settings, timeout_s=10)
+    try:
+        key, principal = create_key(store, "api-bench", ["score"])
+    finally:
+        store.close()
+    rows = baseline_in_process(settings, registry, events, min(seconds, 5.0))
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = tmp / "api.log"
+    child = _serve(workers, port, registry, log)
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    try:
+        _wait_healthy(base, child, log)
+        _warm_up(f"{base}/v1/score", headers, events)
+        for clients in CONCURRENCY:
+            rows.append({"step": "GET /healthz", "clients": clients,
+                         **asyncio.run(_drive(f"{base}/healthz", {}, None, clients, seconds))})
+            rows.append({"step": "POST /v1/score", "clients": clients,
+                         **asyncio.run(_drive(f"{base}/v1/score", headers, events, clients, seconds))})
+        rows.append({"step": f"POST /v1/score at {rate:g}/s", "clients": 32,
+                     **asyncio.run(_drive(f"{base}/v1/score", headers, events, 32, seconds, rate=rate))})
+    finally:
+        child.terminate()
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+        _revoke(settings, principal.key_id)
+    return rows
+
+
+def _revoke(settings, key_id: str) -> None:
+    from txmon.webapp.api.store import ApiStore
+
+    store = ApiStore(settings, timeout_s=10)
+    try:
+        store.revoke_key(key_id)
+    finally:
+        store.close()
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = ["| step | clients | requests/s | p50 ms | p95 ms | p99 ms | errors |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['step']} | {r['clients']} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p95']:.2f} | "
+                     f"{r['p99']:.2f} | {r['errors']} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, default=2, help="txmon api --workers (default 2)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="seconds per step (default 10)")
+    parser.add_argument("--rate", type=float, default=500.0, help="paced step's requests/s (default 500)")
+    parser.add_argument("--registry", type=Path, help="model registry with a champion (default: the configured "
+                        "one if it has a champion, else one trained here)")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    args = parser.parse_args(argv)
+    started = datetime.now(UTC)
+    load_before = os.getloadavg()[0]
+    rows = run(args.workers, args.seconds, args.rate, args.registry)
+    print(f"txmon api bench, {args.workers} worker(s), {args.seconds:g} s per step, "
+          f"{started:%Y-%m-%d %H:%M} UTC, load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}")
+    print(format_table(rows))
+    by = {(r["step"], r["clients"]): r for r in rows}
+    floor = by[("in-process score (1 row)", 1)]
+    for clients in CONCURRENCY:
+        score, health = by[("POST /v1/score", clients)], by[("GET /healthz", clients)]
+        print(f"{clients:>2} clients: score / healthz requests/s {score['rps'] / health['rps']:.2f}; "
+              f"score p50 / in-process p50 {score['p50'] / floor['p50']:.1f}x")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
