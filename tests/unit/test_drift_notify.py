@@ -17,7 +17,7 @@ EVENT = DriftEvent(detected_at=datetime(2026, 1, 5, tzinfo=UTC), signal=Signal.R
                    variance_after=0.24, width_after=40)
 
 
-@pytest.fixture()
+@pytest.fixture
 def settings(tmp_path, monkeypatch):
     monkeypatch.setenv("TXMON_STATE_DIR", str(tmp_path))
     monkeypatch.setenv("TXMON_DRIFT__NOTIFY", "airflow")  # the tests' default is none
