@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -91,7 +92,7 @@ def false_alarms_per_million(config: DriftConfig | None = None, *, n: int = 1_00
 def simulated_stream(n: int, *, change: bool, seed: int = 5, batch: int = 5_000, label_batch: int = 500,
                      config: DriftConfig | None = None, per_hour: bool = True,
                      n_customers: int = 1_000, warmup_days: float = 31.0,
-                     champion=None) -> dict[str, object]:
+                     champion=None) -> dict[str, Any]:
     """Alarms of a monitor fed like the stream's, over n simulated transactions
     (a regime change half-way when ``change``). The first ``warmup_days`` of simulated
     time only warm the per-account profiles up (a running bank's are warm, and the score
@@ -113,7 +114,8 @@ def simulated_stream(n: int, *, change: bool, seed: int = 5, batch: int = 5_000,
     warmup = int(n_customers * options(seed, 1).txns_per_customer_per_day * warmup_days)
     champion = champion if champion is not None else simulated_champion(seed=seed, n_customers=n_customers)
     reference = champion.drift_reference if per_hour else None
-    drift = {"drift_after_events": n // 2, "drift_scenario": "qr_code_swap", "drift_scenario_share": 0.7} if change else {}
+    drift: dict[str, Any] = (
+        {"drift_after_events": n // 2, "drift_scenario": "qr_code_swap", "drift_scenario_share": 0.7} if change else {})
     if change:
         drift["drift_after_events"] += warmup
     simulator = simulator_for(options(seed, n + warmup, **drift))
@@ -124,10 +126,14 @@ def simulated_stream(n: int, *, change: bool, seed: int = 5, batch: int = 5_000,
     scored["model_version"] = "bench"
     position = pd.Series(range(len(scored)), index=scored["txn_id"])
     # The regime changes at a simulated time (the first event at or after it is the change).
-    change_time = pd.Timestamp(simulator.config.drift.at) if change else None
-    change_index = int(scored["event_time"].searchsorted(change_time)) if change else None
+    change_time = change_index = None
+    if change:
+        assert simulator.config.drift is not None  # asked for above
+        change_time = pd.Timestamp(simulator.config.drift.at)
+        change_index = int(scored["event_time"].searchsorted(change_time))
     monitor = DriftMonitor(config, model_version="bench")
-    alarms = []  # (part, signal, transaction index of the trigger, simulated time of the alarm)
+    # (part, signal, transaction index of the trigger, simulated time of the alarm)
+    alarms: list[tuple[str, str, int | None, Any]] = []
     for start in range(0, len(scored), batch):
         chunk = scored.iloc[start:start + batch]
         at = chunk["event_time"].max().to_pydatetime()
@@ -147,20 +153,20 @@ def simulated_stream(n: int, *, change: bool, seed: int = 5, batch: int = 5_000,
             else:
                 alarms.append(("labels", event.signal.value, None, chunk["label_time"].max()))
         frauds_seen += len(fraud_ids)
-    result: dict[str, object] = {"n": n, "alarms": alarms, "frauds": int(scored["is_fraud"].sum()),
+    result: dict[str, Any] = {"n": n, "alarms": alarms, "frauds": int(scored["is_fraud"].sum()),
                                  "change_index": change_index}
-    if change:
-        after = [a for a in alarms if a[2] is not None and a[2] >= change_index]
+    if change_index is not None:
+        after = [(signal, i, t) for _, signal, i, t in alarms if i is not None and i >= change_index]
         result["false_before_change"] = sum(1 for a in alarms if a[2] is not None and a[2] < change_index)
         result["first"] = None if not after else min(
-            ((a[1], a[2] - change_index, (a[3] - change_time).total_seconds() / 3600) for a in after),
+            ((signal, i - change_index, (t - change_time).total_seconds() / 3600) for signal, i, t in after),
             key=lambda x: x[1])
         qr = scored["scenario"] == "qr_code_swap"
         result["qr_recall"] = float((scored.loc[qr, "decision"] != "APPROVE").mean()) if qr.any() else None
     return result
 
 
-def run(config: DriftConfig | None = None, *, million: float = 1.0, repeats: int = 20) -> dict[str, object]:
+def run(config: DriftConfig | None = None, *, million: float = 1.0, repeats: int = 20) -> dict[str, Any]:
     config = config or DriftConfig()
     recall = [detection_delay(Signal.RECALL_AMONG_FRAUDS, STATIONARY[Signal.RECALL_AMONG_FRAUDS],
                               lambda rng, n: (rng.random(n) < 0.2).astype(float),

@@ -227,6 +227,7 @@ def retrain(
     if stage == "all":
         from txmon.spark_jobs.retraining import comparison_markdown
 
+        assert isinstance(result, dict)  # the whole run returns its summary
         typer.echo(comparison_markdown(result))
         typer.echo(f"live: {result['promoted'] or 'unchanged (challenger kept out)'}; run {run_id}")
     else:
@@ -401,6 +402,7 @@ def backtest(
         typer.echo(f"{len(source.rejects):,} rows rejected ({source.rejected_fraud:,} of them labelled fraud); "
                    f"details in {rejects_out}")
     else:
+        assert simulate is not None  # one source, checked above
         source = bt.simulated(simulate, seed, label_delay=delay, chunk_rows=chunk_rows)
         typer.echo(f"data: {source.name}: {len(source.transactions):,} transactions, "
                    f"{int(source.transactions['is_fraud'].sum()):,} fraud")
