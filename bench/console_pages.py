@@ -111,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
                                     "VALUES (?, 'analyst', ?, false)"), ("bench", hash_password("bench-password-1")))
     client = TestClient(create_app(settings), follow_redirects=False)
     page = client.get("/console/login")
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert found is not None, "the login page has no CSRF token"
+    token = found.group(1)
     assert client.post("/console/login", data={"username": "bench", "password": "bench-password-1",
                                                "csrf_token": token}).status_code == 303
     case_id = ids[0]
