@@ -155,7 +155,7 @@ class RecoverySettings(_Section):
     supervise_max_failed_starts: int = Field(10, ge=1)
 
     @model_validator(mode="after")
-    def _caps_not_below_starts(self) -> "RecoverySettings":
+    def _caps_not_below_starts(self) -> RecoverySettings:
         for name in ("cassandra_retry", "restart", "supervise_restart"):
             if getattr(self, f"{name}_max_s") < getattr(self, f"{name}_initial_s"):
                 raise ValueError(f"{name}_max_s must be at least {name}_initial_s")

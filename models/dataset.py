@@ -8,7 +8,8 @@ label_time has passed at each transaction, so no future knowledge leaks into
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -26,7 +27,7 @@ __all__ = ["LABEL_COLUMNS", "feature_store", "features_in_chunks", "fraud_label_
 LABEL_COLUMNS = ("is_fraud", "scenario", "label_time")
 
 
-def _labels_frame(labels: Iterable["Label"]) -> pd.DataFrame:
+def _labels_frame(labels: Iterable[Label]) -> pd.DataFrame:
     rows = [(lb.txn_id, bool(lb.is_fraud), lb.scenario, lb.label_time) for lb in labels]
     frame = pd.DataFrame(rows, columns=["txn_id", *LABEL_COLUMNS])
     frame["label_time"] = pd.to_datetime(frame["label_time"], utc=True)
@@ -50,7 +51,7 @@ def fraud_label_times(transactions: pd.DataFrame) -> dict[str, list[tuple[int, i
     return {k: sorted(v) for k, v in out.items()}
 
 
-def labelled_features(events: Sequence["TransactionEvent"], labels: Iterable["Label"]) -> pd.DataFrame:
+def labelled_features(events: Sequence[TransactionEvent], labels: Iterable[Label]) -> pd.DataFrame:
     """Events + labels -> the transactions frame with every FEATURES column and the labels.
 
     Rows come back in (event_time, txn_id) order. An event without a label counts as

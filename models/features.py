@@ -25,10 +25,14 @@ import json
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MICROS = 1_000_000
 WINDOWS_S = {"5m": 300, "1h": 3600, "24h": 86400}
-NIGHT_HOURS_IST = range(0, 5)          # 00:00-04:59 IST
+NIGHT_HOURS_IST = range(5)          # 00:00-04:59 IST
 IST_OFFSET_S = 5 * 3600 + 1800
 SMALL_AMOUNT_PAISE = 200_00            # <= Rs 200: card-testing sized
 THRESHOLDS_PAISE = (50_000_00, 10_00_000_00)  # Rs 50k (PAN) and Rs 10 lakh (CTR) reporting lines
@@ -143,7 +147,7 @@ class PayerState:
                           separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str) -> "PayerState":
+    def from_json(cls, text: str) -> PayerState:
         n, mean, m2, last_us, lat, lon, recent, payees, devices, *longer = json.loads(text)
         recent = deque(tuple(r) for r in recent)
         if longer:
@@ -261,7 +265,7 @@ def payer_fold(state: PayerState, t_us: int, payee: str | None, amount: int, dev
         since, km, kmh = NO_PREVIOUS_S, 0.0, 0.0
     else:
         since = max(0.0, (t_us - state.last_us) / MICROS)
-        if None not in (lat, lon, state.last_lat, state.last_lon):
+        if lat is not None and lon is not None and state.last_lat is not None and state.last_lon is not None:
             km = haversine_km(state.last_lat, state.last_lon, lat, lon)
             kmh = km / max(since, 60.0) * 3600.0  # at least a minute: GPS jitter is not travel
         else:
@@ -387,7 +391,7 @@ class PayeeState:
         return json.dumps([list(self.recent), self.buckets], separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str) -> "PayeeState":
+    def from_json(cls, text: str) -> PayeeState:
         data = json.loads(text)
         if data and isinstance(data[0], list) and len(data) == 2 and isinstance(data[1], dict):
             return cls(deque(tuple(r) for r in data[0]), {int(k): v for k, v in data[1].items()})
@@ -525,7 +529,7 @@ class MemoryProfileStore(ProfileStore):
         self.labels = {k: sorted(label_pair(x) for x in v) for k, v in (fraud_labels or {}).items()}
         self.keeps_windows = keep_windows
         self.windows: dict[tuple[str, str, int], tuple] = {}
-        self.label_delay_us = int(round(label_delay_s * MICROS))
+        self.label_delay_us = round(label_delay_s * MICROS)
 
     def load(self, kind, keys):
         return {k: self.profiles[(kind, k)] for k in keys if (kind, k) in self.profiles}
@@ -553,7 +557,7 @@ def label_pair(value) -> tuple[int, int]:
     return int(value), int(value)
 
 
-def epoch_micros(series) -> "list[int]":
+def epoch_micros(series) -> list[int]:
     """Epoch microseconds, whatever the column's unit (Arrow gives µs, pandas often ns).
 
     >>> import pandas as pd
@@ -662,7 +666,7 @@ def add_features(pdf, store: ProfileStore):
     return add_payer_features(add_payee_features(pdf, store), store)
 
 
-def transactions_frame(events) -> "pd.DataFrame":
+def transactions_frame(events) -> pd.DataFrame:
     """Contract events -> the typed transactions frame the features expect (no Spark)."""
     import pandas as pd
 

@@ -38,8 +38,9 @@ Everything is seeded by ``TrainingConfig.seed``.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Sequence
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
@@ -101,12 +102,12 @@ class TrainingConfig(BaseModel):
         """The hyperparameter points :func:`fit` tries, in a fixed order."""
         if not self.tune:
             return [self.defaults()]
-        return [dict(learning_rate=lr, max_leaf_nodes=int(leaves), min_samples_leaf=int(leaf), l2_regularization=l2)
+        return [{"learning_rate": lr, "max_leaf_nodes": int(leaves), "min_samples_leaf": int(leaf), "l2_regularization": l2}
                 for lr, leaves, leaf, l2 in self.grid]
 
     def defaults(self) -> dict:
-        return dict(learning_rate=self.learning_rate, max_leaf_nodes=self.max_leaf_nodes,
-                    min_samples_leaf=self.min_samples_leaf, l2_regularization=self.l2_regularization)
+        return {"learning_rate": self.learning_rate, "max_leaf_nodes": self.max_leaf_nodes,
+                    "min_samples_leaf": self.min_samples_leaf, "l2_regularization": self.l2_regularization}
 
 
 @dataclass
@@ -260,7 +261,8 @@ def _explain_order(bundle: ModelBundle, train: pd.DataFrame, config: TrainingCon
 
 
 def _window(frame: pd.DataFrame) -> TimeWindow:
-    return TimeWindow(start=frame["event_time"].min().to_pydatetime(warn=False), end=frame["event_time"].max().to_pydatetime(warn=False))
+    return TimeWindow(start=frame["event_time"].min().to_pydatetime(warn=False),
+                      end=frame["event_time"].max().to_pydatetime(warn=False))
 
 
 def train_frame(frame: pd.DataFrame, config: TrainingConfig = TrainingConfig(), *, data_source: str,
@@ -304,7 +306,7 @@ def holdout_metrics(scored: pd.DataFrame, evaluation: EvaluationMetrics, bundle:
     return metrics
 
 
-def train(events: Sequence["TransactionEvent"], labels: Sequence["Label"],
+def train(events: Sequence[TransactionEvent], labels: Sequence[Label],
           config: TrainingConfig = TrainingConfig(), *, data_source: str,
           policy: RiskPolicy | None = None) -> TrainingResult:
     """Labelled history (contract events + their labels) -> bundle, metadata, scored hold-out."""

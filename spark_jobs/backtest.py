@@ -32,11 +32,11 @@ import json
 import math
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -90,14 +90,14 @@ class BacktestWindow(_Frozen):
     test_end: AwareDatetime
 
     @model_validator(mode="after")
-    def _ordered(self) -> "BacktestWindow":
+    def _ordered(self) -> BacktestWindow:
         if not self.train_start < self.train_end <= self.test_start < self.test_end:
             raise ValueError(
                 "windows must satisfy train-start < train-end <= test-start < test-end (the test window "
                 f"follows the training window); got {self.describe()}")
         return self
 
-    def shifted(self, steps: int) -> "BacktestWindow":
+    def shifted(self, steps: int) -> BacktestWindow:
         """This window moved forward by ``steps`` test lengths (prequential rolling)."""
         delta = (self.test_end - self.test_start) * steps
         return BacktestWindow(train_start=self.train_start + delta, train_end=self.train_end + delta,
@@ -105,7 +105,7 @@ class BacktestWindow(_Frozen):
 
     def describe(self) -> str:
         def fmt(t: datetime) -> str:
-            return t.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M")
+            return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
         return (f"train {fmt(self.train_start)} .. {fmt(self.train_end)} UTC, "
                 f"test {fmt(self.test_start)} .. {fmt(self.test_end)} UTC")
 
@@ -190,7 +190,7 @@ def read_file(path: str | Path, mapping, *, label_delay: timedelta | None = None
     delay = label_delay if label_delay is not None else mapping.label.delay
     frame = replay.read_source(path, mapping)
     mapper = replay._RowMapper(mapping, path.name)
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     parts, rejects = [], []
     for start in range(0, len(frame), chunk_rows):
         found: list = []
@@ -437,7 +437,7 @@ def _scenario_recall(frame: pd.DataFrame, column: str, rate: float) -> dict:
     y = frame["is_fraud"].to_numpy(dtype=bool)
     if not y.any():
         return {}
-    n = max(1, int(round(rate * len(frame))))
+    n = max(1, round(rate * len(frame)))
     score = frame[column].to_numpy(dtype=np.float64)
     # Expected flags per row with ties at the cut shared (as precision_at_k shares them).
     cut = np.sort(score)[::-1][n - 1]
