@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import (
@@ -288,7 +288,7 @@ def _absolute(path: Path) -> Path:
     return p if p.is_absolute() else PROJECT_ROOT / p
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Read the configuration now (environment is read at call time, not import time).
 
     Raises ConfigError with every problem listed and where to fix it.
@@ -297,7 +297,7 @@ def load_settings(**overrides: object) -> Settings:
     if not Path(config_file).is_file():
         raise ConfigError(f"config file {config_file} not found: set TXMON_CONFIG to an existing YAML file")
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(
             f"invalid configuration ({describe_errors(exc)}); fix {config_file} or the TXMON_* environment variables"
