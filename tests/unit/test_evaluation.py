@@ -139,3 +139,15 @@ def test_report_files_are_written(tmp_path):
 def test_missing_columns_are_named():
     with pytest.raises(KeyError, match="decision"):
         evaluate_frame(DAYS.drop(columns=["decision"]))
+
+
+def test_risk_is_ranked_before_rounding_when_the_frame_has_it():
+    # Four transactions tied at risk 1 once rounded; the unrounded risk puts the fraud first.
+    frame = _frame([("2025-01-06T04:00Z", "A", 1, False), ("2025-01-06T04:10Z", "B", 1, False),
+                    ("2025-01-06T04:20Z", "C", 1, True), ("2025-01-06T04:30Z", "D", 1, False)])
+    tied = evaluate_frame(frame)
+    assert tied.risk.roc_auc == pytest.approx(0.5)
+    frame["risk_exact"] = [0.91, 0.95, 1.3, 0.8]
+    exact = evaluate_frame(frame)
+    assert exact.risk.roc_auc == pytest.approx(1.0) and exact.risk.average_precision == pytest.approx(1.0)
+    assert exact.card_daily[0].detected == 1
