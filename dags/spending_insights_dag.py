@@ -40,9 +40,10 @@ with DAG(
     BashOperator(
         task_id="compute",
         doc_md="Runs spark_jobs/spending_insights.py up to the end of the data interval (or the trigger time).",
-        # spark-submit finds SPARK_HOME with the first python3 on PATH: the venv's.
+        # spark-submit finds SPARK_HOME with the first python3 on PATH: the venv's. A run
+        # triggered by hand has no data interval (Airflow 3): it counts up to when it was asked for.
         bash_command=(f'PATH="{TXMON.parent}:$PATH" {TXMON} spark-submit spark_jobs/spending_insights.py '
-                      "--until {{ (data_interval_end or dag_run.run_after).isoformat() }}"),
+                      "--until {{ (dag_run.data_interval_end or dag_run.run_after).isoformat() }}"),
         cwd=str(PROJECT_ROOT),
         append_env=True,
     )

@@ -5,7 +5,8 @@
 Reads every transaction before ``--until`` (default: now) from Cassandra by token range
 (spark_jobs.history), and writes ``account_spending`` (infra/schema.cql): for each payer
 account, IST month (``2026-11``) and year (``2026``), and dimension (``all``, ``channel``,
-``mcc``, ``payee``), the count, total, largest and mean amount. Rows are keyed by
+``mcc``, ``payee``), the count, total, largest and mean amount, and the same over all
+accounts under payer_account ``*`` (the segment of the whole book). Rows are keyed by
 (account, period, dimension, key): a rerun for the same ``--until`` rewrites the same
 rows, so the job is idempotent; the console's insights page reads them. The output is one
 JSON line (rows written, periods) for the caller (the spending_insights DAG).
@@ -20,6 +21,8 @@ from datetime import UTC, datetime
 SPENDING_COLUMNS = ("payer_account", "period_kind", "period", "dimension", "key", "txn_count", "total_paise",
                     "max_paise", "avg_paise", "computed_until")
 DIMENSIONS = ("all", "channel", "mcc", "payee")
+ALL_ACCOUNTS = "*"
+"""The payer_account of the rows that sum every account (no account number is a '*')."""
 _READ = {"txn_id": "string", "event_time": "timestamp", "channel": "string", "payer_account": "string",
          "payee_account": "string", "payee_vpa": "string", "amount_paise": "long", "mcc": "string"}
 
@@ -40,6 +43,9 @@ def aggregate(transactions, until: datetime):
     rows = keyed[0]
     for other in keyed[1:]:
         rows = rows.unionByName(other)
+    # The whole book as one more "account" (ALL_ACCOUNTS): the segment every account's
+    # figures are read against.
+    rows = rows.unionByName(rows.withColumn("payer_account", F.lit(ALL_ACCOUNTS)))
     return (rows.groupBy("payer_account", "period_kind", "period", "dimension", "key")
             .agg(F.count(F.lit(1)).alias("txn_count"), F.sum("amount_paise").alias("total_paise"),
                  F.max("amount_paise").alias("max_paise"),

@@ -129,7 +129,7 @@ def test_spending_insights_runs_the_spark_job_up_to_the_interval_end(dagbag):
     assert _graph(dag) == {"compute": set()}
     command = dag.get_task("compute").bash_command
     assert "spark-submit spark_jobs/spending_insights.py" in command
-    assert "--until {{ (data_interval_end or dag_run.run_after).isoformat() }}" in command
+    assert "--until {{ (dag_run.data_interval_end or dag_run.run_after).isoformat() }}" in command
     assert dag.timetable.expression == "30 1 * * *"
 
 
