@@ -281,13 +281,20 @@ def console_router(settings: Any, config: ConsoleConfig | None = None,
             alerts, _ = backend.stores()
             data = insights.build(alerts.session, account, clock(),
                                   lambda k: queries.present(k, "vpa" if "@" in k else "account", clear))
+        from txmon.spark_jobs.spending_insights import ALL_ACCOUNTS
+
+        shown = "all accounts" if account == ALL_ACCOUNTS else queries.present(account, "account", clear)
         return render(request, "insights.html", user=s, can=_can(s), i=data, error=error,
-                      shown_account=queries.present(account, "account", clear) if account else "")
+                      shown_account=shown if account else "")
 
     @router.get("/insights", response_class=HTMLResponse)
-    def insights_page(request: Request, alert: uuid.UUID | None = None) -> Response:
+    def insights_page(request: Request, alert: uuid.UUID | None = None, segment: str = "") -> Response:
         # By alert id, so no account number travels in a URL (logs, history, referrers).
         s = need(request)
+        if segment == "all":
+            from txmon.spark_jobs.spending_insights import ALL_ACCOUNTS
+
+            return insights_response(request, s, ALL_ACCOUNTS)
         account = None
         if alert is not None:
             alerts, _ = backend.stores()
