@@ -8,9 +8,9 @@ starts itself (a loopback SMTP server and SMS gateway, and a chat webhook: the o
 was scored (read back from Cassandra), what the drift monitor recorded, and what
 reached people by email and SMS (masked), with an example message.
 
-Spark logs at WARN, minus the streaming trigger's "Current batch is falling behind",
-which would repeat once per late micro-batch: the demo counts late batches from the
-query's progress and says it once, in the summary. Progress (events produced, offsets
+Spark logs at WARN (config/log4j2-demo.properties), minus start-up notes and the streaming
+trigger's "Current batch is falling behind", which would repeat once per late micro-batch:
+the demo counts late batches from the query's progress and says it once, in the summary. Progress (events produced, offsets
 caught up) is one line, rewritten in place on a terminal.
 """
 from __future__ import annotations
@@ -33,16 +33,14 @@ from txmon.infra.cassandra_schema import connect
 from txmon.infra.masking import mask_account, mask_phone, redact
 from txmon.infra.process import wait_until
 from txmon.infra.readback import account_aggregates, count_landed, dead_letters_since, kafka_end_offsets
-from txmon.infra.settings import Settings
+from txmon.infra.settings import PROJECT_ROOT, Settings
 from txmon.ingestion.bad_records import bad_records
 from txmon.ingestion.simulate import SimulateOptions, run_simulation
-from txmon.spark_jobs.session import build_session
+from txmon.spark_jobs.session import build_session, spark_conf
 from txmon.spark_jobs.transactions_stream import StreamOptions, start_all
 
 RULE = "-" * 72
-QUIET_SPARK_LOGGERS = ("org.apache.spark.sql.execution.streaming.runtime.ProcessingTimeExecutor",)
-"""Loggers set to ERROR in the demo's Spark: their WARN repeats per micro-batch and the
-summary says the same once (:func:`_stream_pace`)."""
+SPARK_LOG_CONFIG = PROJECT_ROOT / "config" / "log4j2-demo.properties"
 DEMO_SMS_TOKEN_ENV = "TXMON_DEMO_SMS_TOKEN"
 
 
@@ -99,12 +97,10 @@ def _caught_up(query, targets: dict[int, int], topic: str) -> tuple[bool, int]:
     return all(int(done.get(str(p), 0)) >= off for p, off in targets.items()), read
 
 
-def quiet_spark(spark) -> None:
-    """Set :data:`QUIET_SPARK_LOGGERS` to ERROR in this driver's log4j."""
-    jvm = spark.sparkContext._jvm
-    error = jvm.org.apache.logging.log4j.Level.ERROR
-    for name in QUIET_SPARK_LOGGERS:
-        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(name, error)
+def quiet_spark_conf(settings: Settings) -> dict[str, str]:
+    """The driver JVM's options plus :data:`SPARK_LOG_CONFIG` (read when the JVM starts)."""
+    options = spark_conf(settings, "txmon-demo").get("spark.driver.extraJavaOptions", "")
+    return {"spark.driver.extraJavaOptions": f"{options} -Dlog4j2.configurationFile={SPARK_LOG_CONFIG.as_uri()}"}
 
 
 def _record_progress(query, seen: dict[int, dict]) -> None:
@@ -120,8 +116,8 @@ def _stream_pace(seen: dict[int, dict], trigger_s: float) -> str:
     if not late:
         return f"stream kept pace: {len(busy)} micro-batches, each within the {trigger_s:g}s trigger"
     return (f"WARN stream fell behind its {trigger_s:g}s trigger in {len(late)} of {len(busy)} micro-batches "
-            f"(longest {max(late):.1f}s): this machine scores fewer events/s than were produced; "
-            "it caught up - see docs/performance.md to size it")
+            f"(longest {max(late):.1f}s), then caught up: fewer events/s scored than produced here "
+            "(docs/performance.md)")
 
 
 # ------------------------------------------------------------------ alert providers
@@ -188,8 +184,7 @@ def run_demo(settings: Settings, seconds: float = 60, rate: float = 1000, seed: 
     start_offsets = kafka_end_offsets(settings.kafka.bootstrap, topic)
 
     log("starting the transactions stream (Spark Structured Streaming)...")
-    spark = build_session(settings, "txmon-demo")
-    quiet_spark(spark)
+    spark = build_session(settings, "txmon-demo", extra_conf=quiet_spark_conf(settings))
     # Each demo run streams its own events from the offsets where it starts, with its own
     # checkpoint: simulated history runs days in a minute, so a second run's event times
     # lie behind the first run's watermark and a shared checkpoint would drop them.
@@ -340,7 +335,7 @@ def _print_detection(scored: dict, frauds: dict, log) -> None:
             by_scenario.setdefault(scenario, []).append(txn in flagged)
     if by_scenario:
         log("fraud caught, by simulated scenario (rules + champion model, if any):")
-        cells = [f"{scenario:<24}{sum(hits):>4}/{len(hits):<4} {sum(hits) / len(hits):>4.0%}"
+        cells = [f"{scenario:<30}{sum(hits):>4}/{len(hits):<4} {sum(hits) / len(hits):>4.0%}"
                  for scenario, hits in sorted(by_scenario.items())]
         for i in range(0, len(cells), 2):
             log("    " + "   ".join(cells[i:i + 2]))
@@ -385,7 +380,7 @@ def _print_delivery(stats, delivered: dict[str, list], log) -> None:
         log(f"    example SMS to {mask_phone(texts[0].get('To'))}: {redact(texts[0].get('Body'))[:150]}")
     if mails:
         mail = mails[0]
-        body = next((line.strip() for line in mail.text.splitlines() if line.strip()), "")
+        body = next((line.strip() for line in mail.text().splitlines() if line.strip()), "")
         log(f"    example email to {redact(', '.join(mail.rcpt_tos))}: {redact(str(mail.message['Subject']))[:110]}")
         log(f"        {redact(body)[:120]}")
 
