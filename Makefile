@@ -57,7 +57,7 @@ test-integration: install
 # (txmon.models, ...): the editable install maps them with an import hook mypy cannot
 # follow, so the folders that setup.py maps are linked under .lint/txmon first.
 # `make lint FORMAT_CHECK=1` also checks the formatting.
-FORMAT_CHECK ?=
+FORMAT_CHECK ?= 1
 lint: install
 	$(BIN)/ruff check .
 	$(if $(FORMAT_CHECK),$(BIN)/ruff format --check .)

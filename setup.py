@@ -4,6 +4,7 @@ Metadata and dependencies are in pyproject.toml. This file only maps the top-lev
 into one ``txmon`` namespace (``txmon.models`` -> ``models/``), so nothing named ``models``
 or ``infra`` is installed into site-packages.
 """
+
 from setuptools import find_packages, setup
 
 FOLDERS = ("ingestion", "spark_jobs", "models", "alerting", "infra", "bench", "webapp")
@@ -19,9 +20,11 @@ for folder in FOLDERS:
 setup(
     packages=packages,
     package_dir=package_dir,
-    package_data={"txmon.infra": ["schema.cql", "ensure-system.sh", "maven/**/*.xml"],
-                  "txmon.alerting": ["templates/*.j2"],
-                  "txmon.ingestion": ["samples/*.csv"],
-                  "txmon.spark_jobs": ["jvm/**/*.java"],
-                  "txmon.webapp.console": ["templates/*.html", "static/*.css", "static/*.js"]},
+    package_data={
+        "txmon.infra": ["schema.cql", "ensure-system.sh", "maven/**/*.xml"],
+        "txmon.alerting": ["templates/*.j2"],
+        "txmon.ingestion": ["samples/*.csv"],
+        "txmon.spark_jobs": ["jvm/**/*.java"],
+        "txmon.webapp.console": ["templates/*.html", "static/*.css", "static/*.js"],
+    },
 )

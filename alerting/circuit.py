@@ -27,6 +27,7 @@ monotonic clock, so tests drive it.
 >>> b.succeeded(), b.state.value
 (None, 'closed')
 """
+
 from __future__ import annotations
 
 import enum
@@ -65,7 +66,7 @@ class CircuitBreaker:
     # ----------------------------------------------------------------- reading
     def backoff_s(self) -> float:
         c = self.config
-        return min(c.max_open_s, c.open_s * c.multiplier ** self._level)
+        return min(c.max_open_s, c.open_s * c.multiplier**self._level)
 
     @property
     def state(self) -> State:
@@ -99,8 +100,9 @@ class CircuitBreaker:
                 if self.monotonic() < self._opened_at + self.backoff_s():
                     return False
                 self._state = State.HALF_OPEN
-                log.info("%s circuit half-open after %.1f s: probing the provider with one send",
-                         self.name, self.backoff_s())
+                log.info(
+                    "%s circuit half-open after %.1f s: probing the provider with one send", self.name, self.backoff_s()
+                )
             if self._probe_out:
                 return False
             self._probe_out = True

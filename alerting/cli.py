@@ -3,6 +3,7 @@
 Every option can also be set through the environment variable shown in ``--help``;
 the rest of the configuration is config/alerting.yaml (TXMON_ALERTING__* overrides).
 """
+
 from __future__ import annotations
 
 import csv
@@ -21,8 +22,7 @@ from txmon.alerting.errors import AlertingConfigError
 # Each command imports what it runs when it runs: `txmon --help` and every other command
 # stay free of pandas, Spark and scikit-learn (the slowest imports in the project).
 
-alerts_app = typer.Typer(help="Alert dispatch to bank staff and customers: email, SMS, webhook.",
-                         no_args_is_help=True)
+alerts_app = typer.Typer(help="Alert dispatch to bank staff and customers: email, SMS, webhook.", no_args_is_help=True)
 
 
 class RedactingFilter(logging.Filter):
@@ -56,14 +56,32 @@ LogLevel = Annotated[str, typer.Option(envvar="TXMON_ALERTS_LOG_LEVEL", help="lo
 
 @alerts_app.command("dispatch")
 def dispatch(
-    topic: Annotated[str | None, typer.Option(envvar="TXMON_ALERTS_TOPIC",
-                     help="alerts topic (default: dispatcher.topic, else kafka.topics.alerts)")] = None,
-    group_id: Annotated[str | None, typer.Option(envvar="TXMON_ALERTS_GROUP_ID",
-                        help="Kafka consumer group (default: dispatcher.group_id)")] = None,
-    max_messages: Annotated[int | None, typer.Option(min=1, envvar="TXMON_ALERTS_MAX_MESSAGES",
-                            help="stop after this many records (batch use, tests) (default: run until stopped)")] = None,
-    idle_timeout: Annotated[float | None, typer.Option(min=0.1, envvar="TXMON_ALERTS_IDLE_TIMEOUT",
-                            help="stop after this many seconds without a record (default: never)")] = None,
+    topic: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TXMON_ALERTS_TOPIC", help="alerts topic (default: dispatcher.topic, else kafka.topics.alerts)"
+        ),
+    ] = None,
+    group_id: Annotated[
+        str | None,
+        typer.Option(envvar="TXMON_ALERTS_GROUP_ID", help="Kafka consumer group (default: dispatcher.group_id)"),
+    ] = None,
+    max_messages: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            envvar="TXMON_ALERTS_MAX_MESSAGES",
+            help="stop after this many records (batch use, tests) (default: run until stopped)",
+        ),
+    ] = None,
+    idle_timeout: Annotated[
+        float | None,
+        typer.Option(
+            min=0.1,
+            envvar="TXMON_ALERTS_IDLE_TIMEOUT",
+            help="stop after this many seconds without a record (default: never)",
+        ),
+    ] = None,
     log_level: LogLevel = "INFO",
 ) -> None:
     """Consume the alerts topic and deliver every alert by email, SMS and webhook.
@@ -82,15 +100,28 @@ def dispatch(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    stats = run_dispatch(load_settings(), load_alerting_config(), topic=topic, group_id=group_id,
-                         max_messages=max_messages, idle_timeout_s=idle_timeout, stop=stop)
+    stats = run_dispatch(
+        load_settings(),
+        load_alerting_config(),
+        topic=topic,
+        group_id=group_id,
+        max_messages=max_messages,
+        idle_timeout_s=idle_timeout,
+        stop=stop,
+    )
     typer.echo(stats.line())
 
 
 @alerts_app.command("digest")
 def digest(
-    day: Annotated[str, typer.Option("--date", envvar="TXMON_ALERTS_DATE",
-                                     help="IST day to summarise, YYYY-MM-DD (required: batch work never assumes 'today')")],
+    day: Annotated[
+        str,
+        typer.Option(
+            "--date",
+            envvar="TXMON_ALERTS_DATE",
+            help="IST day to summarise, YYYY-MM-DD (required: batch work never assumes 'today')",
+        ),
+    ],
     out: Annotated[Path | None, typer.Option(help="write the HTML, text and PNG here instead of sending")] = None,
     log_level: LogLevel = "WARNING",
 ) -> None:
@@ -107,16 +138,24 @@ def digest(
     with runtime(load_settings(), config, needed=set() if out is not None else {"email"}) as rt:
         result = send_digest(rt, the_day, out_dir=out)
     d = result.data
-    typer.echo(f"digest {d.day}: {d.total} alerts ({', '.join(f'{k} {v}' for k, v in d.by_decision.items())})"
-               + (f"; written to {out}" if out else f"; email: {', '.join(o.status for o in result.outcomes)}"))
+    typer.echo(
+        f"digest {d.day}: {d.total} alerts ({', '.join(f'{k} {v}' for k, v in d.by_decision.items())})"
+        + (f"; written to {out}" if out else f"; email: {', '.join(o.status for o in result.outcomes)}")
+    )
     if any(o.status == "failed" for o in result.outcomes):
         raise typer.Exit(1)
 
 
 @alerts_app.command("retry-failed")
 def retry_failed(
-    day: Annotated[str | None, typer.Option("--date", envvar="TXMON_ALERTS_DATE",
-                   help="last IST day of alerts to retry, YYYY-MM-DD (default: today in IST)")] = None,
+    day: Annotated[
+        str | None,
+        typer.Option(
+            "--date",
+            envvar="TXMON_ALERTS_DATE",
+            help="last IST day of alerts to retry, YYYY-MM-DD (default: today in IST)",
+        ),
+    ] = None,
     days: Annotated[int, typer.Option(min=1, max=31, help="how many days back from --date to look")] = 2,
     log_level: LogLevel = "INFO",
 ) -> None:
@@ -139,7 +178,9 @@ def retry_failed(
 
 @alerts_app.command("contacts-import")
 def contacts_import(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV with columns account,phone,email[,name]")],
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="CSV with columns account,phone,email[,name]")
+    ],
 ) -> None:
     """Load customer contact details (for customer SMS/email) into Cassandra (upsert)."""
     from txmon.alerting.store import open_store
@@ -151,7 +192,9 @@ def contacts_import(
         reader = csv.DictReader(fh)
         missing = {"account", "phone", "email"} - set(reader.fieldnames or [])
         if missing:
-            raise AlertingConfigError(f"{file}: missing column(s) {sorted(missing)}; header must be account,phone,email[,name]")
+            raise AlertingConfigError(
+                f"{file}: missing column(s) {sorted(missing)}; header must be account,phone,email[,name]"
+            )
         for line, rec in enumerate(reader, start=2):
             account, phone = rec["account"].strip(), (rec["phone"] or "").strip() or None
             if not re.fullmatch(ACCOUNT_NUMBER_PATTERN, account):

@@ -7,6 +7,7 @@ overridden key by key by ``TXMON_ALERTING__<SECTION>__<KEY>`` environment variab
 Secrets are never in the file: it names the environment variable that holds each
 one (``password_env``, ``token_env``, ``url_env``), read when the channel is built.
 """
+
 from __future__ import annotations
 
 import os
@@ -196,7 +197,10 @@ class AlertingConfig(YamlBackedSettings):
     """Everything the dispatcher, retry job and digest need besides Kafka/Cassandra."""
 
     model_config = SettingsConfigDict(
-        frozen=True, extra="forbid", env_prefix="TXMON_ALERTING__", env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+        env_prefix="TXMON_ALERTING__",
+        env_nested_delimiter="__",
     )
 
     smtp: SmtpConfig = SmtpConfig()
@@ -209,7 +213,8 @@ class AlertingConfig(YamlBackedSettings):
     bank: BankConfig = BankConfig()
     digest: DigestConfig = DigestConfig()
     recipients: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")], RecipientGroup] = Field(
-        default_factory=dict)
+        default_factory=dict
+    )
     routes: tuple[Route, ...] = ()
 
     @classmethod
@@ -226,8 +231,10 @@ class AlertingConfig(YamlBackedSettings):
                     continue
                 group = self.recipients.get(target.to)
                 if group is None:
-                    raise ValueError(f"route {route.name}: recipient group {target.to!r} is not defined "
-                                     f"under recipients (or use 'customer')")
+                    raise ValueError(
+                        f"route {route.name}: recipient group {target.to!r} is not defined "
+                        f"under recipients (or use 'customer')"
+                    )
                 if target.channel == "webhook" and group.webhook_url_env is None:
                     raise ValueError(f"route {route.name}: group {target.to!r} has no webhook_url_env")
                 if target.channel in ("email", "sms") and not getattr(group, target.channel):
@@ -248,7 +255,9 @@ def load_alerting_config(**overrides: Any) -> AlertingConfig:
     """
     path = alerting_config_path()
     if not path.is_file():
-        raise AlertingConfigError(f"alerting config {path} not found: set TXMON_ALERTING_CONFIG to an existing YAML file")
+        raise AlertingConfigError(
+            f"alerting config {path} not found: set TXMON_ALERTING_CONFIG to an existing YAML file"
+        )
     try:
         return AlertingConfig(**overrides)
     except ValidationError as exc:

@@ -45,6 +45,7 @@ True
 >>> alert_day(alert).isoformat()
 '2026-01-05'
 """
+
 from __future__ import annotations
 
 import json
@@ -79,9 +80,22 @@ from txmon.ingestion.events import (
 from txmon.models.risk import AlertDecision, Severity
 
 __all__ = [
-    "ALERT_BY_DAY_COLUMNS", "ALERT_COLUMNS", "ALERT_ID_NAMESPACE", "DAY_TZ", "SCHEMA_VERSION",
-    "SUPPORTED_VERSIONS", "Alert", "Reason",
-    "alert_day", "alert_from_row", "alert_id_for", "alert_row", "build_alert", "from_json", "kafka_key", "to_json",
+    "ALERT_BY_DAY_COLUMNS",
+    "ALERT_COLUMNS",
+    "ALERT_ID_NAMESPACE",
+    "DAY_TZ",
+    "SCHEMA_VERSION",
+    "SUPPORTED_VERSIONS",
+    "Alert",
+    "Reason",
+    "alert_day",
+    "alert_from_row",
+    "alert_id_for",
+    "alert_row",
+    "build_alert",
+    "from_json",
+    "kafka_key",
+    "to_json",
     "upgrade_day_row",
 ]
 
@@ -234,8 +248,16 @@ class AlertV1(_AlertChecks):
     rules_version: NonEmpty
 
 
-def build_alert(*, key: bytes, payer_account: str, payer_vpa: str | None = None, payee_account: str | None = None,
-                payee_vpa: str | None = None, reasons: Any, **fields: Any) -> Alert:
+def build_alert(
+    *,
+    key: bytes,
+    payer_account: str,
+    payer_vpa: str | None = None,
+    payee_account: str | None = None,
+    payee_vpa: str | None = None,
+    reasons: Any,
+    **fields: Any,
+) -> Alert:
     """The alert of a flagged transaction, from its clear identifiers: masked for display,
     the payer pseudonymised with ``key`` (infra.masking.pii_token_key), and every identifier
     of the transaction masked inside the reasons' texts too (a rule's wording may quote
@@ -250,9 +272,14 @@ def build_alert(*, key: bytes, payer_account: str, payer_vpa: str | None = None,
         return data
 
     return Alert(
-        payer_ref=account_ref(payer_account, key), payer_account_masked=mask_account(payer_account),
-        payer_vpa_masked=mask_vpa(payer_vpa) or None, payee_account_masked=mask_account(payee_account) or None,
-        payee_vpa_masked=mask_vpa(payee_vpa) or None, reasons=[scrub(r) for r in reasons], **fields)
+        payer_ref=account_ref(payer_account, key),
+        payer_account_masked=mask_account(payer_account),
+        payer_vpa_masked=mask_vpa(payer_vpa) or None,
+        payee_account_masked=mask_account(payee_account) or None,
+        payee_vpa_masked=mask_vpa(payee_vpa) or None,
+        reasons=[scrub(r) for r in reasons],
+        **fields,
+    )
 
 
 _process_key: bytes | None = None
@@ -269,8 +296,14 @@ def _key() -> bytes:
 def _upgrade(old: AlertV1) -> Alert:
     """A version-1 alert as version 2: masked, pseudonymised with this process's key."""
     data = old.model_dump(exclude={"schema_version", "payer_account", "payer_vpa", "payee_account", "payee_vpa"})
-    return build_alert(key=_key(), payer_account=old.payer_account, payer_vpa=old.payer_vpa,
-                       payee_account=old.payee_account, payee_vpa=old.payee_vpa, **data)
+    return build_alert(
+        key=_key(),
+        payer_account=old.payer_account,
+        payer_vpa=old.payer_vpa,
+        payee_account=old.payee_account,
+        payee_vpa=old.payee_vpa,
+        **data,
+    )
 
 
 def upgrade_day_row(row: dict[str, Any]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ sent again; ``failed`` ones are left to :func:`alerting.retry.retry_failed_deliv
 A latest status of ``sending`` means the process died mid-send: the provider may or
 may not have the message ("in doubt"); see ``dispatcher.in_doubt``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -81,7 +82,11 @@ def idempotency_key(delivery_id: uuid.UUID, recipient: Recipient) -> str:
 
 def build_message(delivery_id: uuid.UUID, kind: str, recipient: Recipient, rendered: Rendered) -> OutboundMessage:
     return OutboundMessage(
-        idempotency_key(delivery_id, recipient), recipient, rendered.subject, rendered.text, rendered.html,
+        idempotency_key(delivery_id, recipient),
+        recipient,
+        rendered.subject,
+        rendered.text,
+        rendered.html,
         headers=(("X-Txmon-Alert-Id", str(delivery_id)), ("X-Txmon-Kind", kind)),
     )
 
@@ -105,29 +110,64 @@ class Deliverer:
     that channel and one probe finds out when it is back."""
 
     def __init__(
-        self, channels: dict[str, Channel], log_store: DeliveryLog, retry: RetryConfig, *,
-        circuit: CircuitConfig | None = None, in_doubt: str = "resend", now: Callable[[], datetime] = utcnow,
-        sleep: Callable[[float], None] = time.sleep, monotonic: Callable[[], float] = time.monotonic,
+        self,
+        channels: dict[str, Channel],
+        log_store: DeliveryLog,
+        retry: RetryConfig,
+        *,
+        circuit: CircuitConfig | None = None,
+        in_doubt: str = "resend",
+        now: Callable[[], datetime] = utcnow,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.channels, self.store, self.retry = channels, log_store, retry
         self.in_doubt, self.now, self.sleep, self.monotonic = in_doubt, now, sleep, monotonic
         self.breakers = Breakers(circuit or CircuitConfig(), monotonic)
 
     # ---------------------------------------------------------------- records
-    def _record(self, job_or_id: Job | uuid.UUID, recipient: Recipient, attempt: int, status: str,
-                response: str, kind: str = "alert", route: str = "") -> None:
+    def _record(
+        self,
+        job_or_id: Job | uuid.UUID,
+        recipient: Recipient,
+        attempt: int,
+        status: str,
+        response: str,
+        kind: str = "alert",
+        route: str = "",
+    ) -> None:
         if isinstance(job_or_id, Job):
             delivery_id, kind, route = job_or_id.delivery_id, job_or_id.kind, job_or_id.route
         else:
             delivery_id = job_or_id
-        self.store.record_attempt(Attempt(delivery_id, recipient.channel, recipient.key, attempt, kind, route,
-                                          recipient.masked, status, response[:1000], self.now()))
+        self.store.record_attempt(
+            Attempt(
+                delivery_id,
+                recipient.channel,
+                recipient.key,
+                attempt,
+                kind,
+                route,
+                recipient.masked,
+                status,
+                response[:1000],
+                self.now(),
+            )
+        )
 
     def state(self, delivery_id: uuid.UUID, recipient: Recipient) -> tuple[int, str] | None:
         return self.store.latest_attempt(delivery_id, recipient.channel, recipient.key)
 
-    def mark(self, delivery_id: uuid.UUID, recipient: Recipient, status: str, response: str, *,
-             kind: str = "alert", route: str = "") -> bool:
+    def mark(
+        self,
+        delivery_id: uuid.UUID,
+        recipient: Recipient,
+        status: str,
+        response: str,
+        *,
+        kind: str = "alert",
+        route: str = "",
+    ) -> bool:
         """Record a terminal non-send outcome (folded, no_recipient) unless one is there.
         Returns False when the delivery was already done."""
         state = self.state(delivery_id, recipient)
@@ -154,11 +194,17 @@ class Deliverer:
             if status == "failed" and not retry_failed:
                 return Outcome("pending", 0)
             if status == "sending":
-                log.warning("%s %s to %s was in flight when the dispatcher stopped: in doubt, %s",
-                            job.kind, job.delivery_id, recipient.masked,
-                            "sending again with the same message id" if self.in_doubt == "resend" else "assumed sent")
+                log.warning(
+                    "%s %s to %s was in flight when the dispatcher stopped: in doubt, %s",
+                    job.kind,
+                    job.delivery_id,
+                    recipient.masked,
+                    "sending again with the same message id" if self.in_doubt == "resend" else "assumed sent",
+                )
                 if self.in_doubt == "skip":
-                    self._record(job, recipient, last + 1, "sent", "in doubt after a crash; assumed sent (in_doubt=skip)")
+                    self._record(
+                        job, recipient, last + 1, "sent", "in doubt after a crash; assumed sent (in_doubt=skip)"
+                    )
                     return Outcome("sent", 0, "assumed")
         channel = self.channels[recipient.channel]
         breaker = self.breakers[recipient.channel]
@@ -167,12 +213,13 @@ class Deliverer:
         retrying = Retrying(
             # Stop early once the circuit is open: waiting out the backoff would only meet it.
             # tenacity calls any callable(retry_state) as a stop; its stubs only name stop_base.
-            stop=stop_any(stop_after_attempt(self.retry.attempts),
-                          lambda _: breaker.state is not State.CLOSED),  # type: ignore[arg-type]
-            wait=wait_exponential(multiplier=self.retry.initial_s, exp_base=self.retry.multiplier,
-                                  max=self.retry.max_s),
-            retry=retry_if_exception(lambda e: isinstance(e, ChannelError) and e.transient
-                                     and not isinstance(e, _CircuitOpen)),
+            stop=stop_any(stop_after_attempt(self.retry.attempts), lambda _: breaker.state is not State.CLOSED),  # type: ignore[arg-type]
+            wait=wait_exponential(
+                multiplier=self.retry.initial_s, exp_base=self.retry.multiplier, max=self.retry.max_s
+            ),
+            retry=retry_if_exception(
+                lambda e: isinstance(e, ChannelError) and e.transient and not isinstance(e, _CircuitOpen)
+            ),
             sleep=self.sleep,
         )
         try:
@@ -188,8 +235,15 @@ class Deliverer:
                     except ChannelError as exc:
                         breaker.failed() if exc.transient else breaker.succeeded()
                         self._record(job, recipient, number, "retrying" if exc.transient else "failed", exc.response)
-                        log.info("%s %s via %s to %s: attempt %d failed (%s)", job.kind, job.delivery_id,
-                                 recipient.channel, recipient.masked, attempts, exc.response)
+                        log.info(
+                            "%s %s via %s to %s: attempt %d failed (%s)",
+                            job.kind,
+                            job.delivery_id,
+                            recipient.channel,
+                            recipient.masked,
+                            attempts,
+                            exc.response,
+                        )
                         raise
                     except BaseException:
                         breaker.abandon()
@@ -202,18 +256,39 @@ class Deliverer:
             number = last + attempts if attempts else last + 1  # overwrite the last 'retrying' row
             if error.transient and defer:
                 self._record(job, recipient, number, DEFERRED, error.response)
-                log.info("%s %s via %s to %s deferred after %d attempt(s) (%s): parked until the channel is back",
-                         job.kind, job.delivery_id, recipient.channel, recipient.masked, attempts, error.response)
+                log.info(
+                    "%s %s via %s to %s deferred after %d attempt(s) (%s): parked until the channel is back",
+                    job.kind,
+                    job.delivery_id,
+                    recipient.channel,
+                    recipient.masked,
+                    attempts,
+                    error.response,
+                )
                 return Outcome(DEFERRED, attempts, error.response)
             self._record(job, recipient, number, "failed", error.response)
             self._fail(job, error.response)
-            log.warning("%s %s via %s to %s FAILED after %d attempt(s): %s", job.kind, job.delivery_id,
-                        recipient.channel, recipient.masked, attempts, error)
+            log.warning(
+                "%s %s via %s to %s FAILED after %d attempt(s): %s",
+                job.kind,
+                job.delivery_id,
+                recipient.channel,
+                recipient.masked,
+                attempts,
+                error,
+            )
             return Outcome("failed", attempts, error.response)
         if retry_failed and job.day is not None:
             self.store.remove_failure(job.day, job.delivery_id, recipient.channel, recipient.key)
-        log.info("%s %s via %s to %s: sent (attempt %d) %s", job.kind, job.delivery_id, recipient.channel,
-                 recipient.masked, attempts, receipt.response)
+        log.info(
+            "%s %s via %s to %s: sent (attempt %d) %s",
+            job.kind,
+            job.delivery_id,
+            recipient.channel,
+            recipient.masked,
+            attempts,
+            receipt.response,
+        )
         return Outcome("sent", attempts, receipt.response)
 
     def give_up(self, job: Job, why: str) -> Outcome:
@@ -224,11 +299,27 @@ class Deliverer:
             return Outcome("done", 0)
         self._record(job, job.recipient, (state[0] + 1) if state else 1, "failed", why)
         self._fail(job, why)
-        log.warning("%s %s via %s to %s FAILED: %s; left to `txmon alerts retry-failed`", job.kind, job.delivery_id,
-                    job.recipient.channel, job.recipient.masked, why)
+        log.warning(
+            "%s %s via %s to %s FAILED: %s; left to `txmon alerts retry-failed`",
+            job.kind,
+            job.delivery_id,
+            job.recipient.channel,
+            job.recipient.masked,
+            why,
+        )
         return Outcome("failed", 0, why)
 
     def _fail(self, job: Job, response: str) -> None:
         if job.day is not None:
-            self.store.add_failure(Failure(job.day, job.delivery_id, job.recipient.channel, job.recipient.key,
-                                           job.kind, job.recipient.masked, response[:1000], self.now()))
+            self.store.add_failure(
+                Failure(
+                    job.day,
+                    job.delivery_id,
+                    job.recipient.channel,
+                    job.recipient.key,
+                    job.kind,
+                    job.recipient.masked,
+                    response[:1000],
+                    self.now(),
+                )
+            )

@@ -5,6 +5,7 @@ The day is a parameter (an IST calendar day, the ``alerts_by_day`` partition), n
 "today": a DAG run for a given day builds the same digest, and the delivery log keeps
 it from being sent twice.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -84,9 +85,12 @@ def summarize(rows: Iterable[dict[str, Any]], day: date, *, top_accounts: int = 
         by_severity={s: severities.get(s, 0) for s in SEVERITIES[::-1]},
         by_rule=sorted(rules.items(), key=lambda kv: (-kv[1], kv[0]))[:top_rules],
         top_accounts=[
-            {"account": mask_account(rs[0]["payer_account_masked"]), "alerts": len(rs),
-             "blocks": sum(r["decision"] == "BLOCK" for r in rs),
-             "amount": format_inr(sum(r["amount_paise"] for r in rs))}
+            {
+                "account": mask_account(rs[0]["payer_account_masked"]),
+                "alerts": len(rs),
+                "blocks": sum(r["decision"] == "BLOCK" for r in rs),
+                "amount": format_inr(sum(r["amount_paise"] for r in rs)),
+            }
             for acct, rs in ranked[:top_accounts]
         ],
         hourly=hourly,

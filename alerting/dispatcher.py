@@ -15,6 +15,7 @@ re-consumes the alert and parks it again. When a bounded run (``max_messages``,
 ``idle_timeout_s``) ends, what is still parked is recorded failed for
 ``txmon alerts retry-failed``; a stopped service (``stop``) leaves it to its next start.
 """
+
 from __future__ import annotations
 
 import logging
@@ -64,9 +65,11 @@ class DispatchStats:
 
     def line(self) -> str:
         parts = ", ".join(f"{k} {v}" for k, v in sorted(self.outcomes.items()))
-        return (f"{self.records} records: {self.alerts} alerts, {self.dead_letters} dead-lettered; "
-                f"deliveries: {parts or 'none'} ({self.deferred} deferred on the way); "
-                f"follow-ups sent: {self.followups}")
+        return (
+            f"{self.records} records: {self.alerts} alerts, {self.dead_letters} dead-lettered; "
+            f"deliveries: {parts or 'none'} ({self.deferred} deferred on the way); "
+            f"follow-ups sent: {self.followups}"
+        )
 
 
 __all__ = ["DispatchStats", "Dispatcher", "await_topic_metadata", "build_message", "make_consumer"]
@@ -76,8 +79,15 @@ class Dispatcher:
     """Alert handling independent of Kafka (``process_alert``, ``flush_due``), plus the
     consumer loop (``run``)."""
 
-    def __init__(self, config: AlertingConfig, store: AlertStore, deliverer: Deliverer, directory: Directory,
-                 *, now: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        config: AlertingConfig,
+        store: AlertStore,
+        deliverer: Deliverer,
+        directory: Directory,
+        *,
+        now: Callable[[], datetime] = utcnow,
+    ) -> None:
         self.config, self.store, self.deliverer, self.directory = config, store, deliverer, directory
         self.throttle = Throttle(store, config.throttle, now)
         self.pool = ThreadPoolExecutor(max_workers=config.dispatcher.workers, thread_name_prefix="deliver")
@@ -100,8 +110,13 @@ class Dispatcher:
             self.handle_record(record, scope)
 
     def _render(self, recipient: Recipient, **what: Any) -> Rendered:
-        return render_message(recipient.audience, recipient.channel, self.config.bank,
-                              max_sms_segments=self.config.sms.max_segments, **what)
+        return render_message(
+            recipient.audience,
+            recipient.channel,
+            self.config.bank,
+            max_sms_segments=self.config.sms.max_segments,
+            **what,
+        )
 
     # ------------------------------------------------------------ one alert
     def process_alert(self, alert: Alert, scope: str, origin: tuple[int, int] | None = None) -> list[Outcome]:
@@ -113,11 +128,20 @@ class Dispatcher:
         contact = self.store.contact_for(alert) if self.directory.needs_contact(alert) else None
         targets, unreachable = self.directory.resolve(alert, contact)
         for miss in unreachable:
-            if self.deliverer.mark(alert.alert_id, miss.recipient, "no_recipient",
-                                   f"no {miss.channel} contact on file for the customer", route=miss.route):
+            if self.deliverer.mark(
+                alert.alert_id,
+                miss.recipient,
+                "no_recipient",
+                f"no {miss.channel} contact on file for the customer",
+                route=miss.route,
+            ):
                 self.stats.count("no_recipient")
-                log.warning("alert %s: no %s contact for %s; recorded no_recipient", alert.alert_id, miss.channel,
-                            miss.recipient.masked)
+                log.warning(
+                    "alert %s: no %s contact for %s; recorded no_recipient",
+                    alert.alert_id,
+                    miss.channel,
+                    miss.recipient.masked,
+                )
         jobs = []
         for target in targets:
             state = self.deliverer.state(alert.alert_id, target.recipient)
@@ -127,9 +151,15 @@ class Dispatcher:
             if state is not None and state[1] == DEFERRED:
                 # Parked before a restart (its record was held uncommitted). The throttle
                 # admitted it back then: park it again, or send it if parking is now off.
-                job = Job(alert.alert_id, "alert", target.route, alert_day(alert),
-                          build_message(alert.alert_id, "alert", target.recipient,
-                                        self._render(target.recipient, alert=alert)))
+                job = Job(
+                    alert.alert_id,
+                    "alert",
+                    target.route,
+                    alert_day(alert),
+                    build_message(
+                        alert.alert_id, "alert", target.recipient, self._render(target.recipient, alert=alert)
+                    ),
+                )
                 if not self.defer:
                     jobs.append(job)
                 elif self.requeue.park(job, origin, "parked before the dispatcher restarted"):
@@ -138,14 +168,25 @@ class Dispatcher:
             verdict, window = self.throttle.admit(scope, alert, target.recipient, target.route)
             if verdict == "fold":
                 assert window is not None
-                self.deliverer.mark(alert.alert_id, target.recipient, "folded",
-                                    f"folded into the follow-up of window {window.row.window_start:%H:%M:%S}Z",
-                                    route=target.route)
+                self.deliverer.mark(
+                    alert.alert_id,
+                    target.recipient,
+                    "folded",
+                    f"folded into the follow-up of window {window.row.window_start:%H:%M:%S}Z",
+                    route=target.route,
+                )
                 self.stats.count("folded")
                 continue
             rendered = self._render(target.recipient, alert=alert)
-            jobs.append(Job(alert.alert_id, "alert", target.route, alert_day(alert),
-                            build_message(alert.alert_id, "alert", target.recipient, rendered)))
+            jobs.append(
+                Job(
+                    alert.alert_id,
+                    "alert",
+                    target.route,
+                    alert_day(alert),
+                    build_message(alert.alert_id, "alert", target.recipient, rendered),
+                )
+            )
         outcomes = list(self.pool.map(self._deliver, jobs))
         for job, outcome in zip(jobs, outcomes):
             if outcome.status == DEFERRED:
@@ -153,10 +194,16 @@ class Dispatcher:
                     self.stats.add("deferred")
             else:
                 self.stats.count(outcome.status)
-        log.info("alert %s %s/%s risk %d payer %s: %s", alert.alert_id, alert.decision, alert.severity.value,
-                 alert.risk_score, mask_party(alert.payer_account_masked, alert.payer_vpa_masked),
-                 ", ".join(f"{j.recipient.channel}->{j.recipient.masked} {o.status}" for j, o in zip(jobs, outcomes))
-                 or "nothing to send")
+        log.info(
+            "alert %s %s/%s risk %d payer %s: %s",
+            alert.alert_id,
+            alert.decision,
+            alert.severity.value,
+            alert.risk_score,
+            mask_party(alert.payer_account_masked, alert.payer_vpa_masked),
+            ", ".join(f"{j.recipient.channel}->{j.recipient.masked} {o.status}" for j, o in zip(jobs, outcomes))
+            or "nothing to send",
+        )
         return outcomes
 
     def handle_record(self, record: Any, scope: str) -> None:
@@ -166,13 +213,25 @@ class Dispatcher:
             alert = from_json(record.value)
         except AlertContractError as exc:
             self.stats.add("dead_letters")
-            raw = record.value.decode("utf-8", errors="replace") if isinstance(record.value, bytes) else str(record.value)
+            raw = (
+                record.value.decode("utf-8", errors="replace") if isinstance(record.value, bytes) else str(record.value)
+            )
             key = record.key.decode("utf-8", errors="replace") if record.key else None
             stamp = datetime.fromtimestamp(record.timestamp / 1000, UTC) if record.timestamp else None
-            self.store.dead_letter(record.topic, record.partition, record.offset, "invalid_alert", str(exc)[:2000],
-                                   key, raw, stamp, utcnow())
-            log.error("alert record %s[%d]@%d dead-lettered: invalid_alert", record.topic, record.partition,
-                      record.offset)
+            self.store.dead_letter(
+                record.topic,
+                record.partition,
+                record.offset,
+                "invalid_alert",
+                str(exc)[:2000],
+                key,
+                raw,
+                stamp,
+                utcnow(),
+            )
+            log.error(
+                "alert record %s[%d]@%d dead-lettered: invalid_alert", record.topic, record.partition, record.offset
+            )
             return
         self.process_alert(alert, scope, (record.partition, record.offset))
 
@@ -195,14 +254,22 @@ class Dispatcher:
             alerts = self.store.load_alerts(folded)
             found = self._followup_recipient(window, alerts)
             if found is None or not alerts:
-                log.error("follow-up of %d folded alerts: recipient no longer routed; dropping the window "
-                          "(each alert stays recorded as folded)", len(folded))
+                log.error(
+                    "follow-up of %d folded alerts: recipient no longer routed; dropping the window "
+                    "(each alert stays recorded as folded)",
+                    len(folded),
+                )
                 self.throttle.followup_sent(window, folded)
                 continue
             recipient, route = found
             rendered = self._render(recipient, followup=FollowUp(window.row.rule_code, tuple(alerts)))
-            job = Job(window.followup_id, "followup", route, None,
-                      build_message(window.followup_id, "followup", recipient, rendered))
+            job = Job(
+                window.followup_id,
+                "followup",
+                route,
+                None,
+                build_message(window.followup_id, "followup", recipient, rendered),
+            )
             outcome = self.deliverer.deliver(job, retry_failed=True)  # a failed follow-up is tried again
             if outcome.status in ("sent", "done"):
                 self.throttle.followup_sent(window, folded)
@@ -231,16 +298,27 @@ class Dispatcher:
         if not len(self.requeue):
             return
         if stopped:
-            log.warning("%d deferred deliveries still parked at shutdown; their alerts stay uncommitted and are "
-                        "parked again at the next start", len(self.requeue))
+            log.warning(
+                "%d deferred deliveries still parked at shutdown; their alerts stay uncommitted and are "
+                "parked again at the next start",
+                len(self.requeue),
+            )
             return
         outcomes = self.requeue.give_up_all("the dispatcher run ended while the channel was still failing")
         for outcome in outcomes:
             self.stats.count(outcome.status)
 
     # ------------------------------------------------------------ the loop
-    def run(self, consumer: Any, *, topic: str, group_id: str, max_messages: int | None = None,
-            idle_timeout_s: float | None = None, stop: threading.Event | None = None) -> DispatchStats:
+    def run(
+        self,
+        consumer: Any,
+        *,
+        topic: str,
+        group_id: str,
+        max_messages: int | None = None,
+        idle_timeout_s: float | None = None,
+        stop: threading.Event | None = None,
+    ) -> DispatchStats:
         """Consume until ``max_messages`` records, ``idle_timeout_s`` without a record
         (counted from when the group gave this consumer its partitions), or ``stop`` is
         set. Offsets are committed after each poll's outcomes are stored, up to (not past)
@@ -290,11 +368,14 @@ class Dispatcher:
         poll_ms = self.config.dispatcher.poll_ms
         while not stop.is_set():
             remaining = None if max_messages is None else max_messages - processed
-            batch = consumer.poll(timeout_ms=poll_ms, max_records=min(remaining or 10**9,
-                                                                       self.config.dispatcher.max_poll_records))
+            batch = consumer.poll(
+                timeout_ms=poll_ms, max_records=min(remaining or 10**9, self.config.dispatcher.max_poll_records)
+            )
             if batch:
-                futures = [self.partitions.submit(self.handle_partition, records, scope_of(tp.partition))
-                           for tp, records in batch.items()]
+                futures = [
+                    self.partitions.submit(self.handle_partition, records, scope_of(tp.partition))
+                    for tp, records in batch.items()
+                ]
                 for future in futures:
                     future.result()  # a failure (e.g. Cassandra down) stops here: nothing is committed
                 for tp, records in batch.items():
@@ -307,8 +388,11 @@ class Dispatcher:
             commit()  # a no-op unless a parked delivery ended or a batch moved the offsets
             if max_messages is not None and processed >= max_messages:
                 break
-            if (idle_timeout_s is not None and assigned_at
-                    and time.monotonic() - max(last_record, assigned_at[0]) >= idle_timeout_s):
+            if (
+                idle_timeout_s is not None
+                and assigned_at
+                and time.monotonic() - max(last_record, assigned_at[0]) >= idle_timeout_s
+            ):
                 break
         self.end_parked(stopped=stop.is_set())
         commit()
@@ -335,7 +419,13 @@ def make_consumer(bootstrap: str, group_id: str, config: Any) -> Any:
     from kafka import KafkaConsumer
 
     return KafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group_id, client_id="txmon-alert-dispatcher", **client_config(),
-        enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=config.max_poll_records,
-        session_timeout_ms=config.session_timeout_ms, heartbeat_interval_ms=config.session_timeout_ms // 3,
+        bootstrap_servers=bootstrap,
+        group_id=group_id,
+        client_id="txmon-alert-dispatcher",
+        **client_config(),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=config.max_poll_records,
+        session_timeout_ms=config.session_timeout_ms,
+        heartbeat_interval_ms=config.session_timeout_ms // 3,
     )

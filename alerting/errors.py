@@ -3,6 +3,7 @@
 They all derive from :class:`infra.errors.TxmonError`, so the command line prints
 them as one line and exits non-zero instead of showing a traceback.
 """
+
 from __future__ import annotations
 
 from txmon.infra.errors import TxmonError

@@ -8,6 +8,7 @@ Two paths, on purpose:
 * :func:`notify_group` goes through the delivery log like alerts and digests do, keyed
   by a caller-chosen id, so a re-run of the same DAG run does not send it twice.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -33,8 +34,9 @@ def notice_id(key: str) -> uuid.UUID:
     return uuid.uuid5(ALERT_ID_NAMESPACE, f"notice:{key}")
 
 
-def email_now(to: Sequence[str], subject: str, text: str, *, key: str,
-              config: AlertingConfig | None = None) -> list[str]:
+def email_now(
+    to: Sequence[str], subject: str, text: str, *, key: str, config: AlertingConfig | None = None
+) -> list[str]:
     """Send one plain-text email to each address now; return the (masked) recipients it
     reached. Raises :class:`~alerting.errors.ChannelError` on the first refusal."""
     config = config or load_alerting_config()
@@ -43,22 +45,40 @@ def email_now(to: Sequence[str], subject: str, text: str, *, key: str,
     try:
         for address in to:
             recipient = Recipient("email", address, mask_email(address), "staff", "operator")
-            channel.send(OutboundMessage(f"{notice_id(key)}.email.{recipient.key}", recipient, subject,
-                                         redact(text), headers=(("X-Txmon-Kind", "operator-notice"),)))
+            channel.send(
+                OutboundMessage(
+                    f"{notice_id(key)}.email.{recipient.key}",
+                    recipient,
+                    subject,
+                    redact(text),
+                    headers=(("X-Txmon-Kind", "operator-notice"),),
+                )
+            )
             sent.append(recipient.masked)
     finally:
         channel.close()
     return sent
 
 
-def notify_group(settings, group: str, subject: str, text: str, *, key: str, kind: str = "notice",
-                 html: str | None = None, config: AlertingConfig | None = None) -> list[Outcome]:
+def notify_group(
+    settings,
+    group: str,
+    subject: str,
+    text: str,
+    *,
+    key: str,
+    kind: str = "notice",
+    html: str | None = None,
+    config: AlertingConfig | None = None,
+) -> list[Outcome]:
     """Email every address of an alerting.yaml recipients ``group`` through the delivery
     log (retries with backoff; a notice already sent under ``key`` is not sent again)."""
     config = config or load_alerting_config()
     if group not in config.recipients or not config.recipients[group].email:
-        raise AlertingConfigError(f"recipients group {group!r} has no email addresses in the alerting config; "
-                                  "add it under recipients: or choose another group")
+        raise AlertingConfigError(
+            f"recipients group {group!r} has no email addresses in the alerting config; "
+            "add it under recipients: or choose another group"
+        )
     delivery_id = notice_id(key)
     rendered = Rendered(subject, redact(text), html)
     outcomes = []
@@ -69,8 +89,9 @@ def notify_group(settings, group: str, subject: str, text: str, *, key: str, kin
     return outcomes
 
 
-def retraining_email(plan: dict[str, Any], result: dict[str, Any], promoted: str | None,
-                     comparison: str) -> tuple[str, str]:
+def retraining_email(
+    plan: dict[str, Any], result: dict[str, Any], promoted: str | None, comparison: str
+) -> tuple[str, str]:
     """(subject, text) telling the fraud desk what a retraining run decided and why;
     ``comparison`` is the metrics table (:func:`spark_jobs.retraining.comparison_markdown`).
 
@@ -98,9 +119,15 @@ def retraining_email(plan: dict[str, Any], result: dict[str, Any], promoted: str
     ]
     drift = plan.get("drift_event")
     if drift:
-        lines.append(f"Drift:     {drift.get('signal')} at {drift.get('detected_at')}: mean "
-                     f"{drift.get('mean_before')} -> {drift.get('mean_after')}")
-    lines += ["", comparison.rstrip(), "",
-              "Roll back with `txmon models rollback` if the new champion misbehaves; "
-              "`txmon models list` shows every version."]
+        lines.append(
+            f"Drift:     {drift.get('signal')} at {drift.get('detected_at')}: mean "
+            f"{drift.get('mean_before')} -> {drift.get('mean_after')}"
+        )
+    lines += [
+        "",
+        comparison.rstrip(),
+        "",
+        "Roll back with `txmon models rollback` if the new champion misbehaves; "
+        "`txmon models list` shows every version.",
+    ]
     return f"[txmon] Model retraining ({reason}): {verdict}", "\n".join(lines)

@@ -3,6 +3,7 @@
 The detection engine may use :class:`AlertPublisher` or produce the same bytes itself
 (:func:`alerting.contract.to_json` / :func:`alerting.contract.kafka_key`).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -21,9 +22,15 @@ class AlertPublisher:
         from kafka import KafkaProducer
 
         self.topic = topic or settings.kafka.topics.alerts
-        self._producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all", linger_ms=linger_ms,
-                                       retries=10, max_in_flight_requests_per_connection=1,
-                                       client_id="txmon-alerts", **client_config(settings))
+        self._producer = KafkaProducer(
+            bootstrap_servers=settings.kafka.bootstrap,
+            acks="all",
+            linger_ms=linger_ms,
+            retries=10,
+            max_in_flight_requests_per_connection=1,
+            client_id="txmon-alerts",
+            **client_config(settings),
+        )
 
     def send(self, alert: Alert) -> Any:
         return self._producer.send(self.topic, key=kafka_key(alert), value=to_json(alert))
@@ -38,8 +45,12 @@ class AlertPublisher:
         self._producer.close()
 
 
-def publish_alerts(settings: Settings, alerts: Iterable[Alert], topic: str | None = None,
-                   raw: Iterable[tuple[bytes | None, bytes]] = ()) -> int:
+def publish_alerts(
+    settings: Settings,
+    alerts: Iterable[Alert],
+    topic: str | None = None,
+    raw: Iterable[tuple[bytes | None, bytes]] = (),
+) -> int:
     """Produce alerts (and optionally raw key/value records) and wait until the broker
     has them all; returns the number of records written."""
     publisher = AlertPublisher(settings, topic, linger_ms=5)

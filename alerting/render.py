@@ -7,6 +7,7 @@ are fitted into the configured number of segments by shortening the reason, neve
 cutting the warning or the helpline.
 Template files are named ``<audience>_<channel>.<part>.j2`` (parts: subject, txt, html).
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -29,8 +30,13 @@ from txmon.models.risk import Severity
 TEMPLATES_DIR = Path(__file__).with_name("templates")
 
 PAYMENT_WORDS = {
-    "UPI": "UPI payment", "IMPS": "IMPS transfer", "NEFT": "NEFT transfer", "RTGS": "RTGS transfer",
-    "CARD_POS": "card payment", "CARD_ECOM": "online card payment", "ATM": "ATM withdrawal",
+    "UPI": "UPI payment",
+    "IMPS": "IMPS transfer",
+    "NEFT": "NEFT transfer",
+    "RTGS": "RTGS transfer",
+    "CARD_POS": "card payment",
+    "CARD_ECOM": "online card payment",
+    "ATM": "ATM withdrawal",
 }
 
 
@@ -86,13 +92,18 @@ def alert_view(alert: Alert) -> dict[str, Any]:
         "payer": mask_party(alert.payer_account_masked, alert.payer_vpa_masked),
         "payer_account": mask_account(alert.payer_account_masked),
         "payee": mask_party(alert.payee_account_masked, alert.payee_vpa_masked) or "an unknown payee",
-        "payee_short": (mask_vpa(alert.payee_vpa_masked) if alert.payee_vpa_masked
-                        else mask_account(alert.payee_account_masked)),
+        "payee_short": (
+            mask_vpa(alert.payee_vpa_masked) if alert.payee_vpa_masked else mask_account(alert.payee_account_masked)
+        ),
         "primary_code": primary.code,
         "primary_reason": redact(primary.description),
         "reasons": [
-            {"code": r.code, "description": redact(r.description), "value": redact(r.value),
-             "contribution": r.contribution}
+            {
+                "code": r.code,
+                "description": redact(r.description),
+                "value": redact(r.value),
+                "contribution": r.contribution,
+            }
             for r in sorted(alert.reasons, key=lambda r: -r.contribution)
         ],
         "model_version": alert.model_version,
@@ -139,13 +150,18 @@ def render_template(name: str, context: dict[str, Any]) -> str:
 def _shorten(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
-    cut = text[:max(limit - 3, 0)].rsplit(" ", 1)[0].rstrip(" ,;:")
+    cut = text[: max(limit - 3, 0)].rsplit(" ", 1)[0].rstrip(" ,;:")
     return f"{cut}..." if cut else ""
 
 
 def render_message(
-    audience: str, channel: str, bank: BankConfig, *, alert: Alert | None = None,
-    followup: FollowUp | None = None, max_sms_segments: int = 2,
+    audience: str,
+    channel: str,
+    bank: BankConfig,
+    *,
+    alert: Alert | None = None,
+    followup: FollowUp | None = None,
+    max_sms_segments: int = 2,
 ) -> Rendered:
     """The message for one alert (or one follow-up) to one audience over one channel."""
     if (alert is None) == (followup is None):
@@ -156,7 +172,8 @@ def render_message(
         assert followup is not None  # exactly one of the two, checked above
         shown = max(followup.alerts, key=lambda a: (a.event_time, a.txn_id))
     context: dict[str, Any] = {
-        "alert": alert_view(shown), "bank": bank,
+        "alert": alert_view(shown),
+        "bank": bank,
         "followup": followup_view(followup) if followup else None,
         "title": "txmon alert",
     }
@@ -188,4 +205,3 @@ def _fit_sms(template: str, context: dict[str, Any], reason: str, max_segments: 
                 f"({len(text)} characters); shorten bank.name / bank.helpline or the template"
             )
         limit = max(limit - 10, 0) if limit > 10 else 0
-

@@ -14,6 +14,7 @@ them through, at two levels:
 Both go through :meth:`alerting.delivery.Deliverer.deliver`, so the delivery log keeps
 each delivery to one send per recipient and channel whichever path gets it out.
 """
+
 from __future__ import annotations
 
 import logging
@@ -134,10 +135,10 @@ class RetryQueue:
     def _expire(self) -> list[Outcome]:
         now = self.deliverer.monotonic()
         with self._lock:
-            old = [e for q in self._parked.values() for e in q.values()
-                   if now - e.since >= self.config.requeue_max_age_s]
-        return [self._give_up(e, f"parked {now - e.since:.0f} s, the limit (retry.requeue_max_age_s)")
-                for e in old]
+            old = [
+                e for q in self._parked.values() for e in q.values() if now - e.since >= self.config.requeue_max_age_s
+            ]
+        return [self._give_up(e, f"parked {now - e.since:.0f} s, the limit (retry.requeue_max_age_s)") for e in old]
 
     def run_due(self, pool: Executor, limit: int) -> list[Outcome]:
         """Hand parked deliveries back to channels whose circuit lets sends through:
@@ -159,8 +160,13 @@ class RetryQueue:
             sent_before = sum(o.status == "sent" for o in outcomes)
             outcomes.extend(pool.map(self._hand_back, entries))
             sent = sum(o.status == "sent" for o in outcomes) - sent_before
-            log.info("handed %d parked %s deliveries back: %d sent, %d still parked", len(entries), name, sent,
-                     len(self._parked.get(name, ())))
+            log.info(
+                "handed %d parked %s deliveries back: %d sent, %d still parked",
+                len(entries),
+                name,
+                sent,
+                len(self._parked.get(name, ())),
+            )
         return outcomes
 
     def give_up_all(self, why: str) -> list[Outcome]:
@@ -178,8 +184,10 @@ class RetryReport:
     unresolved: list[str] = field(default_factory=list)
 
     def line(self) -> str:
-        return (f"retried deliveries: {self.sent} sent, {self.still_failed} still failing, "
-                f"{self.already_done} already done, {len(self.unresolved)} no longer routable")
+        return (
+            f"retried deliveries: {self.sent} sent, {self.still_failed} still failing, "
+            f"{self.already_done} already done, {len(self.unresolved)} no longer routable"
+        )
 
 
 def retry_failed_deliveries(days: Iterable[date], rt: Runtime | None = None) -> RetryReport:
@@ -206,17 +214,37 @@ def retry_failed_deliveries(days: Iterable[date], rt: Runtime | None = None) -> 
             if alert is not None:
                 contact = rt.store.contact_for(alert) if rt.directory.needs_contact(alert) else None
                 targets, _ = rt.directory.resolve(alert, contact)
-                target = next((t for t in targets if (t.recipient.channel, t.recipient.key)
-                               == (failure.channel, failure.recipient_key)), None)
+                target = next(
+                    (
+                        t
+                        for t in targets
+                        if (t.recipient.channel, t.recipient.key) == (failure.channel, failure.recipient_key)
+                    ),
+                    None,
+                )
             if alert is None or target is None:
                 report.unresolved.append(f"{failure.delivery_id} {failure.channel} {failure.recipient_masked}")
-                log.warning("failed delivery %s via %s to %s: alert or route gone; left in the failures table",
-                            failure.delivery_id, failure.channel, failure.recipient_masked)
+                log.warning(
+                    "failed delivery %s via %s to %s: alert or route gone; left in the failures table",
+                    failure.delivery_id,
+                    failure.channel,
+                    failure.recipient_masked,
+                )
                 continue
-            rendered = render_message(target.recipient.audience, target.recipient.channel, rt.config.bank,
-                                      alert=alert, max_sms_segments=rt.config.sms.max_segments)
-            job = Job(alert.alert_id, "alert", target.route, alert_day(alert),
-                      build_message(alert.alert_id, "alert", target.recipient, rendered))
+            rendered = render_message(
+                target.recipient.audience,
+                target.recipient.channel,
+                rt.config.bank,
+                alert=alert,
+                max_sms_segments=rt.config.sms.max_segments,
+            )
+            job = Job(
+                alert.alert_id,
+                "alert",
+                target.route,
+                alert_day(alert),
+                build_message(alert.alert_id, "alert", target.recipient, rendered),
+            )
             outcome = rt.deliverer.deliver(job, retry_failed=True)
             if outcome.status == "sent":
                 report.sent += 1

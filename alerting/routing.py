@@ -5,6 +5,7 @@ read once when the :class:`Directory` is built); the customer's phone and email 
 from the ``customer_contacts`` table, passed in as a :class:`Contact` (the store finds
 it by the clear payer account, which alerts do not carry: alerting.store.contact_for).
 """
+
 from __future__ import annotations
 
 import os
@@ -74,8 +75,9 @@ def matches(match: RouteMatch, alert: Alert) -> bool:
 class Directory:
     """Staff recipients per (group, channel), resolved once (webhook URLs from env)."""
 
-    def __init__(self, config: AlertingConfig, environ: Mapping[str, str] | None = None,
-                 channels: set[str] | None = None) -> None:
+    def __init__(
+        self, config: AlertingConfig, environ: Mapping[str, str] | None = None, channels: set[str] | None = None
+    ) -> None:
         """``channels``: only those will be used (default all), so e.g. the digest does
         not need the webhook secrets."""
         env = os.environ if environ is None else environ
@@ -115,17 +117,30 @@ class Directory:
         for route in self.routes_for(alert):
             for target in route.deliver:
                 if target.to == CUSTOMER:
-                    address = getattr(contact, "phone" if target.channel == "sms" else "email", None) if contact else None
+                    address = (
+                        getattr(contact, "phone" if target.channel == "sms" else "email", None) if contact else None
+                    )
                     if not address:
-                        placeholder = Recipient(target.channel, f"customer:{alert.payer_ref}",
-                                                f"customer {mask_account(alert.payer_account_masked)}", "customer",
-                                                CUSTOMER)
+                        placeholder = Recipient(
+                            target.channel,
+                            f"customer:{alert.payer_ref}",
+                            f"customer {mask_account(alert.payer_account_masked)}",
+                            "customer",
+                            CUSTOMER,
+                        )
                         if (target.channel, placeholder.key) not in seen:
                             seen.add((target.channel, placeholder.key))
                             unreachable.append(Unreachable(route.name, target.channel, placeholder))
                         continue
-                    recipients = [Recipient(target.channel, address, mask_recipient(target.channel, address, CUSTOMER),
-                                            "customer", CUSTOMER)]
+                    recipients = [
+                        Recipient(
+                            target.channel,
+                            address,
+                            mask_recipient(target.channel, address, CUSTOMER),
+                            "customer",
+                            CUSTOMER,
+                        )
+                    ]
                 else:
                     recipients = self.staff(target.to, target.channel)
                 for recipient in recipients:

@@ -1,5 +1,6 @@
 """Wiring: Cassandra store, channels, deliverer and directory from the configuration,
 for the commands (dispatch, retry-failed, digest), the DAG and the benchmark."""
+
 from __future__ import annotations
 
 import threading
@@ -30,9 +31,15 @@ class Runtime:
 
 
 @contextmanager
-def runtime(settings: Settings, config: AlertingConfig, *, needed: set[str] | None = None,
-            channels: dict[str, Channel] | None = None, now: Callable[[], datetime] = utcnow,
-            sleep: Callable[[float], None] = time.sleep) -> Iterator[Runtime]:
+def runtime(
+    settings: Settings,
+    config: AlertingConfig,
+    *,
+    needed: set[str] | None = None,
+    channels: dict[str, Channel] | None = None,
+    now: Callable[[], datetime] = utcnow,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Iterator[Runtime]:
     """Everything connected; secrets are read (and missing ones reported) here.
     ``needed`` limits the channels built (default: those the routes use, plus email);
     ``channels`` replaces them outright."""
@@ -40,8 +47,15 @@ def runtime(settings: Settings, config: AlertingConfig, *, needed: set[str] | No
     directory = Directory(config, channels=set(channels))
     cluster, store = open_store(settings)
     try:
-        deliverer = Deliverer(channels, store, config.retry, circuit=config.circuit, in_doubt=config.dispatcher.in_doubt,
-                              now=now, sleep=sleep)
+        deliverer = Deliverer(
+            channels,
+            store,
+            config.retry,
+            circuit=config.circuit,
+            in_doubt=config.dispatcher.in_doubt,
+            now=now,
+            sleep=sleep,
+        )
         yield Runtime(settings, config, store, channels, deliverer, directory)
     finally:
         for channel in channels.values():
@@ -49,9 +63,17 @@ def runtime(settings: Settings, config: AlertingConfig, *, needed: set[str] | No
         cluster.shutdown()
 
 
-def dispatch(settings: Settings, config: AlertingConfig, *, topic: str | None = None, group_id: str | None = None,
-             max_messages: int | None = None, idle_timeout_s: float | None = None,
-             stop: threading.Event | None = None, now: Callable[[], datetime] = utcnow) -> DispatchStats:
+def dispatch(
+    settings: Settings,
+    config: AlertingConfig,
+    *,
+    topic: str | None = None,
+    group_id: str | None = None,
+    max_messages: int | None = None,
+    idle_timeout_s: float | None = None,
+    stop: threading.Event | None = None,
+    now: Callable[[], datetime] = utcnow,
+) -> DispatchStats:
     """Run the dispatcher (what ``txmon alerts dispatch`` does)."""
     # The Cassandra driver on first connection.
     from cassandra import DriverException
@@ -62,12 +84,19 @@ def dispatch(settings: Settings, config: AlertingConfig, *, topic: str | None = 
         dispatcher = Dispatcher(config, rt.store, rt.deliverer, rt.directory, now=now)
         consumer = make_consumer(settings.kafka.bootstrap, group_id, config.dispatcher)
         try:
-            return dispatcher.run(consumer, topic=topic, group_id=group_id, max_messages=max_messages,
-                                  idle_timeout_s=idle_timeout_s, stop=stop)
+            return dispatcher.run(
+                consumer,
+                topic=topic,
+                group_id=group_id,
+                max_messages=max_messages,
+                idle_timeout_s=idle_timeout_s,
+                stop=stop,
+            )
         except DriverException as exc:
             raise AlertStoreUnavailableError(
                 f"Cassandra failed mid-dispatch ({type(exc).__name__}: {exc}); nothing after the last "
-                "recorded outcome was committed - restart the dispatcher once Cassandra is healthy") from exc
+                "recorded outcome was committed - restart the dispatcher once Cassandra is healthy"
+            ) from exc
         finally:
             consumer.close(autocommit=False)
             dispatcher.close()

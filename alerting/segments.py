@@ -15,6 +15,7 @@ table (``€ [ ] { } ^ ~ | \\``) cost two septets. Any other character - the rup
 >>> sms_segments("[" * 80), sms_segments("[" * 81)
 (1, 2)
 """
+
 from __future__ import annotations
 
 __all__ = ["GSM7_BASIC", "GSM7_EXTENSION", "is_gsm7", "sms_segments"]

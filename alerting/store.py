@@ -4,6 +4,7 @@ retry, throttle windows, customer contacts. Every statement is prepared once.
 The tables are defined in infra/schema.cql ("Alerting"). Writes are
 synchronous on purpose: the dispatcher commits a Kafka offset only after they return.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -97,41 +98,58 @@ class AlertStore:
 
         cols = ", ".join(_ALERT_COLUMNS)
         self._insert_alert = p(f"INSERT INTO alerts ({cols}) VALUES ({', '.join('?' * len(_ALERT_COLUMNS))})")
-        self._insert_by_day = p(f"INSERT INTO alerts_by_day ({', '.join(_BY_DAY_COLUMNS)}) "
-                                f"VALUES ({', '.join('?' * len(_BY_DAY_COLUMNS))})")
+        self._insert_by_day = p(
+            f"INSERT INTO alerts_by_day ({', '.join(_BY_DAY_COLUMNS)}) VALUES ({', '.join('?' * len(_BY_DAY_COLUMNS))})"
+        )
         self._select_alert = p(f"SELECT {', '.join(_ALERT_READ_COLUMNS)} FROM alerts WHERE alert_id = ?")
         self._select_day = p(f"SELECT {', '.join(_BY_DAY_READ_COLUMNS)} FROM alerts_by_day WHERE day = ?")
-        self._latest = p("SELECT attempt, status FROM alert_deliveries "
-                         "WHERE alert_id = ? AND channel = ? AND recipient_key = ? LIMIT 1")
-        self._attempts = p("SELECT alert_id, channel, recipient_key, attempt, kind, route, recipient_masked, status, "
-                           "provider_response, at FROM alert_deliveries WHERE alert_id = ?")
+        self._latest = p(
+            "SELECT attempt, status FROM alert_deliveries "
+            "WHERE alert_id = ? AND channel = ? AND recipient_key = ? LIMIT 1"
+        )
+        self._attempts = p(
+            "SELECT alert_id, channel, recipient_key, attempt, kind, route, recipient_masked, status, "
+            "provider_response, at FROM alert_deliveries WHERE alert_id = ?"
+        )
         self._insert_attempt = p(
             "INSERT INTO alert_deliveries (alert_id, channel, recipient_key, attempt, kind, route, recipient_masked, "
-            "status, provider_response, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+            "status, provider_response, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
         self._insert_failure = p(
             "INSERT INTO alert_delivery_failures (day, alert_id, channel, recipient_key, kind, recipient_masked, "
-            "last_response, failed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
-        self._delete_failure = p("DELETE FROM alert_delivery_failures WHERE day = ? AND alert_id = ? AND channel = ? "
-                                 "AND recipient_key = ?")
-        self._select_failures = p("SELECT day, alert_id, channel, recipient_key, kind, recipient_masked, last_response, "
-                                  "failed_at FROM alert_delivery_failures WHERE day = ?")
+            "last_response, failed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        self._delete_failure = p(
+            "DELETE FROM alert_delivery_failures WHERE day = ? AND alert_id = ? AND channel = ? AND recipient_key = ?"
+        )
+        self._select_failures = p(
+            "SELECT day, alert_id, channel, recipient_key, kind, recipient_masked, last_response, "
+            "failed_at FROM alert_delivery_failures WHERE day = ?"
+        )
         self._select_contact = p("SELECT account, phone, email FROM customer_contacts WHERE account = ?")
         # The one read of a clear account number on the alert path (docs/security-pii.md).
         self._select_payer = p("SELECT payer_account FROM transactions WHERE txn_id = ?")
-        self._insert_contact = p("INSERT INTO customer_contacts (account, phone, email, name, updated_at) "
-                                 "VALUES (?, ?, ?, ?, ?)")
-        self._select_windows = p("SELECT throttle_key, window_start, window_end, lead_alert_id, channel, recipient_key, "
-                                 "rule_code FROM alert_throttle WHERE scope = ?")
-        self._insert_window = p("INSERT INTO alert_throttle (scope, throttle_key, window_start, window_end, "
-                                "lead_alert_id, channel, recipient_key, rule_code) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+        self._insert_contact = p(
+            "INSERT INTO customer_contacts (account, phone, email, name, updated_at) VALUES (?, ?, ?, ?, ?)"
+        )
+        self._select_windows = p(
+            "SELECT throttle_key, window_start, window_end, lead_alert_id, channel, recipient_key, "
+            "rule_code FROM alert_throttle WHERE scope = ?"
+        )
+        self._insert_window = p(
+            "INSERT INTO alert_throttle (scope, throttle_key, window_start, window_end, "
+            "lead_alert_id, channel, recipient_key, rule_code) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        )
         self._delete_window = p("DELETE FROM alert_throttle WHERE scope = ? AND throttle_key = ?")
         self._select_folds = p("SELECT throttle_key, alert_id, window_start FROM alert_folds WHERE scope = ?")
-        self._insert_fold = p("INSERT INTO alert_folds (scope, throttle_key, alert_id, window_start, folded_at) "
-                              "VALUES (?, ?, ?, ?, ?)")
+        self._insert_fold = p(
+            "INSERT INTO alert_folds (scope, throttle_key, alert_id, window_start, folded_at) VALUES (?, ?, ?, ?, ?)"
+        )
         self._delete_fold = p("DELETE FROM alert_folds WHERE scope = ? AND throttle_key = ? AND alert_id = ?")
         self._insert_dead = p(
             "INSERT INTO dead_letters (topic, kafka_partition, kafka_offset, reason, detail, raw_key, raw_value, "
-            "kafka_timestamp, landed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+            "kafka_timestamp, landed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
 
     # ------------------------------------------------------------------ alerts
     def save_alert(self, alert: Alert) -> None:
@@ -147,14 +165,24 @@ class AlertStore:
     def load_alerts(self, alert_ids: Iterable[uuid.UUID]) -> list[Alert]:
         from cassandra.concurrent import execute_concurrent_with_args
 
-        results = execute_concurrent_with_args(self.session, self._select_alert, [(i,) for i in alert_ids],
-                                               concurrency=32, raise_on_first_error=True)
+        results = execute_concurrent_with_args(
+            self.session, self._select_alert, [(i,) for i in alert_ids], concurrency=32, raise_on_first_error=True
+        )
         return [alert_from_row(row) for ok, rows in results for row in rows]
 
     def alerts_for_day(self, day: date) -> list[dict[str, Any]]:
         rows = self.session.execute(self._select_day, (day,))
-        return [upgrade_day_row({**r._asdict(), "event_time": _utc(r.event_time), "created_at": _utc(r.created_at),
-                                 "reason_codes": list(r.reason_codes or [])}) for r in rows]
+        return [
+            upgrade_day_row(
+                {
+                    **r._asdict(),
+                    "event_time": _utc(r.event_time),
+                    "created_at": _utc(r.created_at),
+                    "reason_codes": list(r.reason_codes or []),
+                }
+            )
+            for r in rows
+        ]
 
     # -------------------------------------------------------------- deliveries
     def latest_attempt(self, delivery_id: uuid.UUID, channel: str, recipient_key: str) -> tuple[int, str] | None:
@@ -162,24 +190,71 @@ class AlertStore:
         return (row.attempt, row.status) if row is not None else None
 
     def record_attempt(self, a: Attempt) -> None:
-        self.session.execute(self._insert_attempt, (
-            a.delivery_id, a.channel, a.recipient_key, a.attempt, a.kind, a.route, a.recipient_masked,
-            a.status, a.provider_response, a.at))
+        self.session.execute(
+            self._insert_attempt,
+            (
+                a.delivery_id,
+                a.channel,
+                a.recipient_key,
+                a.attempt,
+                a.kind,
+                a.route,
+                a.recipient_masked,
+                a.status,
+                a.provider_response,
+                a.at,
+            ),
+        )
 
     def attempts(self, delivery_id: uuid.UUID) -> list[Attempt]:
-        return [Attempt(r.alert_id, r.channel, r.recipient_key, r.attempt, r.kind, r.route, r.recipient_masked,
-                        r.status, r.provider_response, _utc(r.at)) for r in self.session.execute(self._attempts, (delivery_id,))]
+        return [
+            Attempt(
+                r.alert_id,
+                r.channel,
+                r.recipient_key,
+                r.attempt,
+                r.kind,
+                r.route,
+                r.recipient_masked,
+                r.status,
+                r.provider_response,
+                _utc(r.at),
+            )
+            for r in self.session.execute(self._attempts, (delivery_id,))
+        ]
 
     def add_failure(self, f: Failure) -> None:
-        self.session.execute(self._insert_failure, (f.day, f.delivery_id, f.channel, f.recipient_key, f.kind,
-                                                    f.recipient_masked, f.last_response, f.failed_at))
+        self.session.execute(
+            self._insert_failure,
+            (
+                f.day,
+                f.delivery_id,
+                f.channel,
+                f.recipient_key,
+                f.kind,
+                f.recipient_masked,
+                f.last_response,
+                f.failed_at,
+            ),
+        )
 
     def remove_failure(self, day: date, delivery_id: uuid.UUID, channel: str, recipient_key: str) -> None:
         self.session.execute(self._delete_failure, (day, delivery_id, channel, recipient_key))
 
     def failures(self, day: date) -> list[Failure]:
-        return [Failure(_date(r.day), r.alert_id, r.channel, r.recipient_key, r.kind, r.recipient_masked,
-                        r.last_response, _utc(r.failed_at)) for r in self.session.execute(self._select_failures, (day,))]
+        return [
+            Failure(
+                _date(r.day),
+                r.alert_id,
+                r.channel,
+                r.recipient_key,
+                r.kind,
+                r.recipient_masked,
+                r.last_response,
+                _utc(r.failed_at),
+            )
+            for r in self.session.execute(self._select_failures, (day,))
+        ]
 
     # ----------------------------------------------------------------- contacts
     def contact(self, account: str) -> Contact | None:
@@ -202,26 +277,53 @@ class AlertStore:
         """Upsert (account, phone, email, name) rows; returns how many were written."""
         from cassandra.concurrent import execute_concurrent_with_args
 
-        execute_concurrent_with_args(self.session, self._insert_contact, [(*c, at) for c in contacts],
-                                     concurrency=32, raise_on_first_error=True)
+        execute_concurrent_with_args(
+            self.session, self._insert_contact, [(*c, at) for c in contacts], concurrency=32, raise_on_first_error=True
+        )
         return len(contacts)
 
     # ----------------------------------------------------------------- throttle
     def load_windows(self, scope: str) -> list[WindowRow]:
-        return [WindowRow(r.throttle_key, _utc(r.window_start), _utc(r.window_end), r.lead_alert_id, r.channel,
-                          r.recipient_key, r.rule_code) for r in self.session.execute(self._select_windows, (scope,))]
+        return [
+            WindowRow(
+                r.throttle_key,
+                _utc(r.window_start),
+                _utc(r.window_end),
+                r.lead_alert_id,
+                r.channel,
+                r.recipient_key,
+                r.rule_code,
+            )
+            for r in self.session.execute(self._select_windows, (scope,))
+        ]
 
     def save_window(self, scope: str, w: WindowRow) -> None:
-        self.session.execute(self._insert_window, (scope, w.throttle_key, w.window_start, w.window_end,
-                                                   w.lead_alert_id, w.channel, w.recipient_key, w.rule_code))
+        self.session.execute(
+            self._insert_window,
+            (
+                scope,
+                w.throttle_key,
+                w.window_start,
+                w.window_end,
+                w.lead_alert_id,
+                w.channel,
+                w.recipient_key,
+                w.rule_code,
+            ),
+        )
 
     def delete_window(self, scope: str, throttle_key: str) -> None:
         self.session.execute(self._delete_window, (scope, throttle_key))
 
     def load_folds(self, scope: str) -> list[tuple[str, uuid.UUID, datetime]]:
-        return [(r.throttle_key, r.alert_id, _utc(r.window_start)) for r in self.session.execute(self._select_folds, (scope,))]
+        return [
+            (r.throttle_key, r.alert_id, _utc(r.window_start))
+            for r in self.session.execute(self._select_folds, (scope,))
+        ]
 
-    def add_fold(self, scope: str, throttle_key: str, alert_id: uuid.UUID, window_start: datetime, at: datetime) -> None:
+    def add_fold(
+        self, scope: str, throttle_key: str, alert_id: uuid.UUID, window_start: datetime, at: datetime
+    ) -> None:
         self.session.execute(self._insert_fold, (scope, throttle_key, alert_id, window_start, at))
 
     def delete_folds(self, scope: str, throttle_key: str, alert_ids: Iterable[uuid.UUID]) -> None:
@@ -229,14 +331,34 @@ class AlertStore:
             self.session.execute(self._delete_fold, (scope, throttle_key, alert_id))
 
     # ------------------------------------------------------------- dead letters
-    def dead_letter(self, topic: str, partition: int, offset: int, reason: str, detail: str,
-                    raw_key: str | None, raw_value: str, kafka_timestamp: datetime | None, at: datetime) -> None:
-        self.session.execute(self._insert_dead, (topic, partition, offset, reason, detail, raw_key, raw_value,
-                                                 kafka_timestamp, at))
+    def dead_letter(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        reason: str,
+        detail: str,
+        raw_key: str | None,
+        raw_value: str,
+        kafka_timestamp: datetime | None,
+        at: datetime,
+    ) -> None:
+        self.session.execute(
+            self._insert_dead, (topic, partition, offset, reason, detail, raw_key, raw_value, kafka_timestamp, at)
+        )
 
 
-ALERTING_TABLES = ("transactions", "alerts", "alerts_by_day", "alert_deliveries", "alert_delivery_failures", "customer_contacts",
-                   "alert_throttle", "alert_folds", "dead_letters")
+ALERTING_TABLES = (
+    "transactions",
+    "alerts",
+    "alerts_by_day",
+    "alert_deliveries",
+    "alert_delivery_failures",
+    "customer_contacts",
+    "alert_throttle",
+    "alert_folds",
+    "dead_letters",
+)
 
 
 def open_store(settings: Any) -> tuple[Any, AlertStore]:
@@ -251,12 +373,14 @@ def open_store(settings: Any) -> tuple[Any, AlertStore]:
         cluster, session = connect(settings)
     except NoHostAvailable:
         raise AlertStoreUnavailableError(
-            f"Cassandra at {c.host}:{c.port} is not reachable; start it with `txmon infra up`") from None
+            f"Cassandra at {c.host}:{c.port} is not reachable; start it with `txmon infra up`"
+        ) from None
     keyspace = cluster.metadata.keyspaces.get(c.keyspace)
     missing = [t for t in ALERTING_TABLES if keyspace is None or t not in keyspace.tables]
     if missing:
         cluster.shutdown()
         raise AlertStoreUnavailableError(
-            f"keyspace {c.keyspace} lacks table(s) {', '.join(missing)}; run `txmon infra up` to create them")
+            f"keyspace {c.keyspace} lacks table(s) {', '.join(missing)}; run `txmon infra up` to create them"
+        )
     session.set_keyspace(c.keyspace)
     return cluster, AlertStore(session)

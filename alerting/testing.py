@@ -8,6 +8,7 @@
 
 They bind 127.0.0.1 only. aiosmtpd is a test dependency (``pip install txmon[test]``).
 """
+
 from __future__ import annotations
 
 import base64
@@ -101,8 +102,9 @@ class SmtpSink:
                 with sink._lock:
                     if sink._refusals:
                         return sink._refusals.pop(0)
-                message = email.message_from_bytes(envelope.original_content or envelope.content,
-                                                   policy=email.policy.default)
+                message = email.message_from_bytes(
+                    envelope.original_content or envelope.content, policy=email.policy.default
+                )
                 mail = ReceivedMail(time.time(), envelope.mail_from, list(envelope.rcpt_tos), message)
                 if sink.before_accept is not None:
                     sink.before_accept(mail)
@@ -119,8 +121,11 @@ class SmtpSink:
         from aiosmtpd.smtp import AuthResult, LoginPassword
 
         def check(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
-            ok = (isinstance(auth_data, LoginPassword) and self.credentials is not None
-                  and (auth_data.login.decode(), auth_data.password.decode()) == self.credentials)
+            ok = (
+                isinstance(auth_data, LoginPassword)
+                and self.credentials is not None
+                and (auth_data.login.decode(), auth_data.password.decode()) == self.credentials
+            )
             return AuthResult(success=ok, handled=False)
 
         return check
@@ -192,8 +197,9 @@ class _HttpStub:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=type(self).__name__, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name=type(self).__name__, daemon=True
+        )
         self._stopped = False
 
     @property
@@ -341,10 +347,18 @@ def make_alert(n: int, *, account: str | None = None, created_at: Any = None, **
         "decision": "BLOCK",
         "severity": "CRITICAL",
         "reasons": [
-            {"code": "AMOUNT_SPIKE", "description": "amount is 25 times this account's usual payment",
-             "value": "12500.00", "contribution": 0.55},
-            {"code": "NEW_PAYEE_VPA", "description": "first payment to this payee", "value": f"merchant{n}@ybl",
-             "contribution": 0.25},
+            {
+                "code": "AMOUNT_SPIKE",
+                "description": "amount is 25 times this account's usual payment",
+                "value": "12500.00",
+                "contribution": 0.55,
+            },
+            {
+                "code": "NEW_PAYEE_VPA",
+                "description": "first payment to this payee",
+                "value": f"merchant{n}@ybl",
+                "contribution": 0.25,
+            },
         ],
         "model_version": "iforest-test",
         "rules_version": "rules-test",

@@ -11,6 +11,7 @@ per Kafka partition of the dispatcher's group, so a restart or a rebalance picks
 exactly the windows of the partitions it now owns. Windows run on the dispatcher's
 clock (injected, so tests drive it).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -34,7 +35,9 @@ class ThrottleStore(Protocol):
     def save_window(self, scope: str, w: WindowRow) -> None: ...
     def delete_window(self, scope: str, throttle_key: str) -> None: ...
     def load_folds(self, scope: str) -> list[tuple[str, uuid.UUID, datetime]]: ...
-    def add_fold(self, scope: str, throttle_key: str, alert_id: uuid.UUID, window_start: datetime, at: datetime) -> None: ...
+    def add_fold(
+        self, scope: str, throttle_key: str, alert_id: uuid.UUID, window_start: datetime, at: datetime
+    ) -> None: ...
     def delete_folds(self, scope: str, throttle_key: str, alert_ids: list[uuid.UUID]) -> None: ...
 
 
@@ -135,15 +138,25 @@ class Throttle:
         """Closed windows with folded alerts, whose follow-up is to be sent now."""
         now = self.now()
         with self._lock:
-            return [w for w in self._windows.values()
-                    if w.folded and now >= w.row.window_end and (w.retry_at is None or now >= w.retry_at)]
+            return [
+                w
+                for w in self._windows.values()
+                if w.folded and now >= w.row.window_end and (w.retry_at is None or now >= w.retry_at)
+            ]
 
     def followup_sent(self, window: Window, folded: set[uuid.UUID]) -> None:
         """The follow-up for ``folded`` went out: open the next window, drop the folds."""
         now = self.now()
         with self._lock:
-            window.row = WindowRow(window.key, now, now + self.window, window.followup_id, window.row.channel,
-                                   window.row.recipient_key, window.row.rule_code)
+            window.row = WindowRow(
+                window.key,
+                now,
+                now + self.window,
+                window.followup_id,
+                window.row.channel,
+                window.row.recipient_key,
+                window.row.rule_code,
+            )
             window.folded -= folded
             window.retry_at = None
             self.store.save_window(window.scope, window.row)

@@ -14,6 +14,7 @@ alert, contact lookup, routing, delivery log 'sending', SMTP/HTTP, delivery log 
 -> SMTP 250. The baseline, measured in the same run, is the SMTP send alone (the
 email channel straight to the same server): the ratio is what the pipeline adds.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +49,10 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def summary(name: str, ms: list[float]) -> str:
-    return (f"{name:<34} n={len(ms):<5} p50={percentile(ms, 50):7.1f} ms  p90={percentile(ms, 90):7.1f} ms  "
-            f"p99={percentile(ms, 99):7.1f} ms  max={max(ms):7.1f} ms  mean={statistics.fmean(ms):7.1f} ms")
+    return (
+        f"{name:<34} n={len(ms):<5} p50={percentile(ms, 50):7.1f} ms  p90={percentile(ms, 90):7.1f} ms  "
+        f"p99={percentile(ms, 99):7.1f} ms  max={max(ms):7.1f} ms  mean={statistics.fmean(ms):7.1f} ms"
+    )
 
 
 def baseline(smtp: SmtpSink, count: int) -> list[float]:
@@ -81,15 +84,26 @@ def main() -> int:
     ensure_topics(settings.kafka.bootstrap, [topic], settings.kafka.partitions)
 
     with SmtpSink() as smtp, SmsGatewayStub(token="bench") as gateway:
-        os.environ.update({
-            "TXMON_ALERTING__SMTP__PORT": str(smtp.port), "TXMON_ALERTING__SMTP__SECURITY": "none",
-            "TXMON_ALERTING__SMS__BASE_URL": gateway.base_url, "TXMON_ALERTING__SMS__ACCOUNT_SID": gateway.account_sid,
-            "TXMON_SMS_TOKEN": "bench", "TXMON_ALERTING__DISPATCHER__POLL_MS": "100",
-        })
-        config = load_alerting_config(throttle=ThrottleConfig(enabled=False),
-                                      routes=[{"name": "block", "match": {"decisions": ["BLOCK"]},
-                                               "deliver": [{"channel": "sms", "to": "customer"},
-                                                           {"channel": "email", "to": "fraud_desk"}]}])
+        os.environ.update(
+            {
+                "TXMON_ALERTING__SMTP__PORT": str(smtp.port),
+                "TXMON_ALERTING__SMTP__SECURITY": "none",
+                "TXMON_ALERTING__SMS__BASE_URL": gateway.base_url,
+                "TXMON_ALERTING__SMS__ACCOUNT_SID": gateway.account_sid,
+                "TXMON_SMS_TOKEN": "bench",
+                "TXMON_ALERTING__DISPATCHER__POLL_MS": "100",
+            }
+        )
+        config = load_alerting_config(
+            throttle=ThrottleConfig(enabled=False),
+            routes=[
+                {
+                    "name": "block",
+                    "match": {"decisions": ["BLOCK"]},
+                    "deliver": [{"channel": "sms", "to": "customer"}, {"channel": "email", "to": "fraud_desk"}],
+                }
+            ],
+        )
         total = args.count + 1
         accounts = [f"6{int(run, 16) % 10**5:05d}{i:06d}" for i in range(total)]  # 12 digits, unique per run
         phones = {"+9198" + a[-8:]: i for i, a in enumerate(accounts)}
@@ -100,14 +114,18 @@ def main() -> int:
         cluster.shutdown()
 
         result: dict = {}
-        worker = threading.Thread(target=lambda: result.update(stats=dispatch(
-            settings, config, topic=topic, group_id=f"bench-{run}", max_messages=total)))
+        worker = threading.Thread(
+            target=lambda: result.update(
+                stats=dispatch(settings, config, topic=topic, group_id=f"bench-{run}", max_messages=total)
+            )
+        )
         worker.start()
 
         def alert(i: int):
             now = datetime.now(UTC)
-            return make_alert(i, txn_id=f"BENCH{run}{i:07d}", account=accounts[i], created_at=now, event_time=now,
-                              severity="HIGH")
+            return make_alert(
+                i, txn_id=f"BENCH{run}{i:07d}", account=accounts[i], created_at=now, event_time=now, severity="HIGH"
+            )
 
         publisher = AlertPublisher(settings, topic)  # long-lived, as the detection engine's would be
         publisher.send(alert(0)).get(timeout=30)  # warm-up: group join, connections, prepared statements
@@ -134,13 +152,17 @@ def main() -> int:
     if not were_running and not args.keep_services:
         stack.down(settings, log=lambda msg: None)
 
-    print(f"alert delivery latency, {args.count} BLOCK alerts at {args.rate:g}/s (each: email + SMS in parallel), "
-          f"{config.dispatcher.workers} workers, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"alert delivery latency, {args.count} BLOCK alerts at {args.rate:g}/s (each: email + SMS in parallel), "
+        f"{config.dispatcher.workers} workers, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}"
+    )
     print(summary("created_at -> SMTP 250 (email)", email_ms))
     print(summary("created_at -> gateway POST (SMS)", sms_ms))
     print(summary("baseline: SMTP send alone", base))
-    print(f"ratio p50 {percentile(email_ms, 50) / percentile(base, 50):.1f}x, "
-          f"p99 {percentile(email_ms, 99) / percentile(base, 99):.1f}x the bare SMTP send")
+    print(
+        f"ratio p50 {percentile(email_ms, 50) / percentile(base, 50):.1f}x, "
+        f"p99 {percentile(email_ms, 99) / percentile(base, 99):.1f}x the bare SMTP send"
+    )
     print(f"dispatcher: {result['stats'].line()}" if "stats" in result else "dispatcher did not finish")
     return 0 if len(email_ms) == args.count else 1
 

@@ -20,6 +20,7 @@ its own cost is in every figure (compare /healthz).
     .venv/bin/python -m txmon.bench.api_bench                    # 2 workers, 10 s per step
     .venv/bin/python -m txmon.bench.api_bench --workers 1 --seconds 5
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,8 +51,7 @@ def _events(n: int, seed: int = 7) -> list[bytes]:
     from txmon.ingestion.events import to_json
     from txmon.ingestion.simulate import SimulateOptions, simulator_for
 
-    sim = simulator_for(SimulateOptions(seed=seed, count=n, rate=None, n_customers=2_000, live=True,
-                                        progress=False))
+    sim = simulator_for(SimulateOptions(seed=seed, count=n, rate=None, n_customers=2_000, live=True, progress=False))
     now = datetime.now(UTC)
     return [to_json(item.event) for item in sim.generate(n) if item.event.event_time <= now]
 
@@ -100,20 +100,33 @@ def baseline_in_process(settings, registry: Path, events: list[bytes], seconds: 
                 e = parsed[i % len(parsed)]
                 i += 1
                 start = time.perf_counter()
-                profiles = store.profiles(e.payer.account_number, e.payee.account_number or e.payee.vpa) \
-                    if with_store else Profiles()
+                profiles = (
+                    store.profiles(e.payer.account_number, e.payee.account_number or e.payee.vpa)
+                    if with_store
+                    else Profiles()
+                )
                 scorer.score(e, profiles)
                 latencies.append(time.perf_counter() - start)
             p50, p95, p99 = _quantiles(latencies)
-            rows.append({"step": name, "clients": 1, "rps": len(latencies) / seconds, "p50": p50, "p95": p95,
-                         "p99": p99, "errors": 0})
+            rows.append(
+                {
+                    "step": name,
+                    "clients": 1,
+                    "rps": len(latencies) / seconds,
+                    "p50": p50,
+                    "p95": p95,
+                    "p99": p99,
+                    "errors": 0,
+                }
+            )
     finally:
         store.close()
     return rows
 
 
-async def _drive(url: str, headers: dict, bodies: list[bytes] | None, clients: int, seconds: float,
-                 rate: float | None = None) -> dict:
+async def _drive(
+    url: str, headers: dict, bodies: list[bytes] | None, clients: int, seconds: float, rate: float | None = None
+) -> dict:
     """``clients`` keep-alive connections for ``seconds``; closed loop, or open loop at
     ``rate`` requests/s (latency then counts from each request's scheduled time)."""
     import httpx
@@ -158,11 +171,19 @@ async def _drive(url: str, headers: dict, bodies: list[bytes] | None, clients: i
 
 
 def _serve(workers: int, port: int, registry: Path, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "TXMON_API__REGISTRY_ROOT": str(registry), "TXMON_API__RATE_PER_S": "1000000",
-           "TXMON_API__BURST": "1000000"}
+    env = {
+        **os.environ,
+        "TXMON_API__REGISTRY_ROOT": str(registry),
+        "TXMON_API__RATE_PER_S": "1000000",
+        "TXMON_API__BURST": "1000000",
+    }
     txmon = Path(sys.executable).with_name("txmon")
-    return subprocess.Popen([str(txmon), "api", "--port", str(port), "--workers", str(workers)],
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+    return subprocess.Popen(
+        [str(txmon), "api", "--port", str(port), "--workers", str(workers)],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
 
 
 def _wait_healthy(base: str, child: subprocess.Popen, log: Path, timeout: float = 180) -> None:
@@ -223,12 +244,27 @@ def run(workers: int, seconds: float, rate: float, registry: Path | None = None)
         _wait_healthy(base, child, log)
         _warm_up(f"{base}/v1/score", headers, events)
         for clients in CONCURRENCY:
-            rows.append({"step": "GET /healthz", "clients": clients,
-                         **asyncio.run(_drive(f"{base}/healthz", {}, None, clients, seconds))})
-            rows.append({"step": "POST /v1/score", "clients": clients,
-                         **asyncio.run(_drive(f"{base}/v1/score", headers, events, clients, seconds))})
-        rows.append({"step": f"POST /v1/score at {rate:g}/s", "clients": 32,
-                     **asyncio.run(_drive(f"{base}/v1/score", headers, events, 32, seconds, rate=rate))})
+            rows.append(
+                {
+                    "step": "GET /healthz",
+                    "clients": clients,
+                    **asyncio.run(_drive(f"{base}/healthz", {}, None, clients, seconds)),
+                }
+            )
+            rows.append(
+                {
+                    "step": "POST /v1/score",
+                    "clients": clients,
+                    **asyncio.run(_drive(f"{base}/v1/score", headers, events, clients, seconds)),
+                }
+            )
+        rows.append(
+            {
+                "step": f"POST /v1/score at {rate:g}/s",
+                "clients": 32,
+                **asyncio.run(_drive(f"{base}/v1/score", headers, events, 32, seconds, rate=rate)),
+            }
+        )
     finally:
         child.terminate()
         try:
@@ -250,11 +286,15 @@ def _revoke(settings, key_id: str) -> None:
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = ["| step | clients | requests/s | p50 ms | p95 ms | p99 ms | errors |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| step | clients | requests/s | p50 ms | p95 ms | p99 ms | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['step']} | {r['clients']} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p95']:.2f} | "
-                     f"{r['p99']:.2f} | {r['errors']} |")
+        lines.append(
+            f"| {r['step']} | {r['clients']} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p95']:.2f} | "
+            f"{r['p99']:.2f} | {r['errors']} |"
+        )
     return "\n".join(lines)
 
 
@@ -263,22 +303,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="txmon api --workers (default 2)")
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per step (default 10)")
     parser.add_argument("--rate", type=float, default=500.0, help="paced step's requests/s (default 500)")
-    parser.add_argument("--registry", type=Path, help="model registry with a champion (default: the configured "
-                        "one if it has a champion, else one trained here)")
+    parser.add_argument(
+        "--registry",
+        type=Path,
+        help="model registry with a champion (default: the configured one if it has a champion, else one trained here)",
+    )
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args(argv)
     started = datetime.now(UTC)
     load_before = os.getloadavg()[0]
     rows = run(args.workers, args.seconds, args.rate, args.registry)
-    print(f"txmon api bench, {args.workers} worker(s), {args.seconds:g} s per step, "
-          f"{started:%Y-%m-%d %H:%M} UTC, load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}")
+    print(
+        f"txmon api bench, {args.workers} worker(s), {args.seconds:g} s per step, "
+        f"{started:%Y-%m-%d %H:%M} UTC, load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}"
+    )
     print(format_table(rows))
     by = {(r["step"], r["clients"]): r for r in rows}
     floor = by[("in-process score (1 row)", 1)]
     for clients in CONCURRENCY:
         score, health = by[("POST /v1/score", clients)], by[("GET /healthz", clients)]
-        print(f"{clients:>2} clients: score / healthz requests/s {score['rps'] / health['rps']:.2f}; "
-              f"score p50 / in-process p50 {score['p50'] / floor['p50']:.1f}x")
+        print(
+            f"{clients:>2} clients: score / healthz requests/s {score['rps'] / health['rps']:.2f}; "
+            f"score p50 / in-process p50 {score['p50'] / floor['p50']:.1f}x"
+        )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     return 0

@@ -7,6 +7,7 @@ one validated event object per row, then labelled_features), on the same generat
 Each path runs in its own process, so each peak RSS (``ru_maxrss``) is its own. The file is
 card-shaped (config/replay/card_transactions.yaml reads it): 20k cards, 2k merchants, 60 days.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,9 +20,22 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MAPPING = ROOT / "config" / "replay" / "card_transactions.yaml"
-CATEGORIES = ("grocery_pos", "grocery_net", "gas_transport", "shopping_pos", "shopping_net", "misc_pos",
-              "misc_net", "food_dining", "entertainment", "health_fitness", "home", "kids_pets",
-              "personal_care", "travel")
+CATEGORIES = (
+    "grocery_pos",
+    "grocery_net",
+    "gas_transport",
+    "shopping_pos",
+    "shopping_net",
+    "misc_pos",
+    "misc_net",
+    "food_dining",
+    "entertainment",
+    "health_fitness",
+    "home",
+    "kids_pets",
+    "personal_care",
+    "travel",
+)
 
 
 def generate(path: Path, rows: int, seed: int = 7) -> None:
@@ -32,18 +46,20 @@ def generate(path: Path, rows: int, seed: int = 7) -> None:
     start = pd.Timestamp("2024-06-01")
     seconds = np.sort(rng.uniform(0, 60 * 86400, rows))
     cards = rng.integers(0, 20_000, rows)
-    frame = pd.DataFrame({
-        "trans_date_trans_time": (start + pd.to_timedelta(seconds, unit="s")).strftime("%Y-%m-%d %H:%M:%S"),
-        "cc_num": (4_000_000_000_000_000 + cards * 7919).astype(str),
-        "merchant": np.char.add("fraud_Merchant ", rng.integers(0, 2_000, rows).astype(str)),
-        "category": np.asarray(CATEGORIES)[rng.integers(0, len(CATEGORIES), rows)],
-        "amt": np.round(rng.lognormal(3.5, 1.2, rows), 2),
-        "city": "Pune",
-        "trans_num": [f"{i:032x}" for i in range(rows)],
-        "merch_lat": np.round(18.5 + rng.normal(0, 0.2, rows), 6),
-        "merch_long": np.round(73.8 + rng.normal(0, 0.2, rows), 6),
-        "is_fraud": (rng.random(rows) < 0.005).astype(int),
-    })
+    frame = pd.DataFrame(
+        {
+            "trans_date_trans_time": (start + pd.to_timedelta(seconds, unit="s")).strftime("%Y-%m-%d %H:%M:%S"),
+            "cc_num": (4_000_000_000_000_000 + cards * 7919).astype(str),
+            "merchant": np.char.add("fraud_Merchant ", rng.integers(0, 2_000, rows).astype(str)),
+            "category": np.asarray(CATEGORIES)[rng.integers(0, len(CATEGORIES), rows)],
+            "amt": np.round(rng.lognormal(3.5, 1.2, rows), 2),
+            "city": "Pune",
+            "trans_num": [f"{i:032x}" for i in range(rows)],
+            "merch_lat": np.round(18.5 + rng.normal(0, 0.2, rows), 6),
+            "merch_long": np.round(73.8 + rng.normal(0, 0.2, rows), 6),
+            "is_fraud": (rng.random(rows) < 0.005).astype(int),
+        }
+    )
     frame.to_csv(path, index=False)
 
 
@@ -61,8 +77,12 @@ def measure(mode: str, path: Path) -> dict:
 
         events, labels = load_labelled(path, MAPPING)
         rows = len(labelled_features(events, labels))
-    return {"mode": mode, "rows": rows, "seconds": round(time.perf_counter() - started, 1),
-            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    return {
+        "mode": mode,
+        "rows": rows,
+        "seconds": round(time.perf_counter() - started, 1),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
 
 
 def main() -> None:
@@ -79,14 +99,21 @@ def main() -> None:
     print(f"file: {args.file} ({args.file.stat().st_size / 2**20:.0f} MiB, {args.rows:,} rows)")
     results = {}
     for mode in ("chunked", "whole"):
-        out = subprocess.run([sys.executable, __file__, "--file", str(args.file), "--measure", mode],
-                             check=False, capture_output=True, text=True, cwd=ROOT)
+        out = subprocess.run(
+            [sys.executable, __file__, "--file", str(args.file), "--measure", mode],
+            check=False,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
         if out.returncode != 0:
             print(f"{mode}: failed\n{out.stderr[-2000:]}")
             continue
         results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"{mode:>8}: peak RSS {results[mode]['peak_rss_mib']:,.0f} MiB, {results[mode]['seconds']} s, "
-              f"{results[mode]['rows']:,} rows featured")
+        print(
+            f"{mode:>8}: peak RSS {results[mode]['peak_rss_mib']:,.0f} MiB, {results[mode]['seconds']} s, "
+            f"{results[mode]['rows']:,} rows featured"
+        )
     if len(results) == 2:
         print(f"chunked / whole peak RSS: {results['chunked']['peak_rss_mib'] / results['whole']['peak_rss_mib']:.2f}")
 

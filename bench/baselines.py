@@ -13,6 +13,7 @@ Every baseline goes through the code the pipeline uses, minus the rest of the pi
   DataFrame (the pipeline's write path, both cores);
 * plain ``predict_proba`` (and both models' plain calls) against in-stream scoring (bench/stream_scoring_bench.py).
 """
+
 from __future__ import annotations
 
 import time
@@ -61,9 +62,16 @@ def kafka_produce(settings: Settings, topic: str, payloads: list[tuple[bytes, by
 def kafka_consume(settings: Settings, topic: str, expected: int) -> Rate:
     from kafka import KafkaConsumer
 
-    consumer = KafkaConsumer(topic, bootstrap_servers=settings.kafka.bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, consumer_timeout_ms=20_000, max_poll_records=5000,
-                             client_id="txmon-bench", **client_config(settings))
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka.bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=20_000,
+        max_poll_records=5000,
+        client_id="txmon-bench",
+        **client_config(settings),
+    )
     n = 0
     t0 = None
     for _ in consumer:
@@ -79,8 +87,9 @@ def kafka_consume(settings: Settings, topic: str, expected: int) -> Rate:
 
 def _trigger_seconds(query) -> tuple[int, float]:
     rows = sum(p.get("numInputRows", 0) for p in query.recentProgress)
-    ms = sum(p.get("durationMs", {}).get("triggerExecution", 0) for p in query.recentProgress
-             if p.get("numInputRows", 0) > 0)
+    ms = sum(
+        p.get("durationMs", {}).get("triggerExecution", 0) for p in query.recentProgress if p.get("numInputRows", 0) > 0
+    )
     return rows, ms / 1000.0
 
 
@@ -91,10 +100,17 @@ def spark_noop(spark, settings: Settings, topic: str) -> Rate:
 
     opts = StreamOptions.from_settings(settings, topic=topic)
     for run in ("warm-up", "measured"):  # the first query of a session also pays JVM warm-up
-        query = (read_kafka(spark, settings, opts).writeStream.format("noop").trigger(availableNow=True)
-                 .option("checkpointLocation", checkpoint_location(
-                     spark, str(settings.state_path / "checkpoints" / f"bench-noop-{topic}-{run}")))
-                 .queryName(f"noop_{topic}_{run.replace('-', '')}").start())
+        query = (
+            read_kafka(spark, settings, opts)
+            .writeStream.format("noop")
+            .trigger(availableNow=True)
+            .option(
+                "checkpointLocation",
+                checkpoint_location(spark, str(settings.state_path / "checkpoints" / f"bench-noop-{topic}-{run}")),
+            )
+            .queryName(f"noop_{topic}_{run.replace('-', '')}")
+            .start()
+        )
         query.awaitTermination()
     rows, seconds = _trigger_seconds(query)
     return Rate("Spark Kafka source -> noop sink", rows, seconds)
@@ -104,8 +120,9 @@ def spark_stream(spark, settings: Settings, topic: str, detect: bool, checkpoint
     """The ingest query (the stream's main query) over what is in ``topic``, available-now."""
     from txmon.spark_jobs.transactions_stream import StreamOptions, start_ingest_query
 
-    opts = StreamOptions.from_settings(settings, topic=topic, checkpoint_dir=checkpoint, available_now=True,
-                                       detect=detect, **names)
+    opts = StreamOptions.from_settings(
+        settings, topic=topic, checkpoint_dir=checkpoint, available_now=True, detect=detect, **names
+    )
     query = start_ingest_query(spark, settings, opts)
     query.awaitTermination()
     if query.exception() is not None:
@@ -122,8 +139,15 @@ def detection_backlog(spark, settings: Settings, name: str, events: int, seed: i
 
     ensure_topics(settings.kafka.bootstrap, [name, f"{name}_dlq", f"{name}_alerts"], settings.kafka.partitions)
     kafka_produce(settings, name, simulated_payloads(events, seed))
-    return spark_stream(spark, settings, name, True, str(settings.state_path / "checkpoints" / name),
-                        dlq_topic=f"{name}_dlq", alerts_topic=f"{name}_alerts")
+    return spark_stream(
+        spark,
+        settings,
+        name,
+        True,
+        str(settings.state_path / "checkpoints" / name),
+        dlq_topic=f"{name}_dlq",
+        alerts_topic=f"{name}_alerts",
+    )
 
 
 def backlog_runner(app_name: str, rows_per_batch: int, partitions: int | None = None):
@@ -153,9 +177,14 @@ def cassandra_insert(spark, settings: Settings, topic: str) -> Rate:
     from txmon.spark_jobs.cassandra_sink import CassandraTarget, write_dataframe
     from txmon.spark_jobs.transactions_stream import TRANSACTION_COLUMNS, landed_transactions
 
-    raw = (spark.read.format("kafka").option("kafka.bootstrap.servers", settings.kafka.bootstrap)
-           .options(**spark_kafka_options(settings))
-           .option("subscribe", topic).option("startingOffsets", "earliest").load())
+    raw = (
+        spark.read.format("kafka")
+        .option("kafka.bootstrap.servers", settings.kafka.bootstrap)
+        .options(**spark_kafka_options(settings))
+        .option("subscribe", topic)
+        .option("startingOffsets", "earliest")
+        .load()
+    )
     typed = landed_transactions(raw).repartition(settings.spark.shuffle_partitions).cache()
     rows = typed.count()
     target = CassandraTarget.from_settings(settings)
@@ -163,8 +192,12 @@ def cassandra_insert(spark, settings: Settings, topic: str) -> Rate:
     write_dataframe(typed, target, "transactions", TRANSACTION_COLUMNS)
     seconds = time.perf_counter() - t0
     typed.unpersist()
-    return Rate("Cassandra upsert via cassandra_sink (UNLOGGED batches)", rows, seconds,
-                f"concurrency {target.concurrency}, {target.batch_rows} rows/batch")
+    return Rate(
+        "Cassandra upsert via cassandra_sink (UNLOGGED batches)",
+        rows,
+        seconds,
+        f"concurrency {target.concurrency}, {target.batch_rows} rows/batch",
+    )
 
 
 def scoring(spark, rows: int, seed: int) -> dict[str, float]:

@@ -14,6 +14,7 @@ scheduling, the Kafka read, JSON parsing, shuffles, Arrow transfer to and from P
 
 Needs running services (``txmon infra up``) and a champion model (``txmon train``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,9 +34,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--events", type=int, default=8000)
     parser.add_argument("--rows-per-batch", type=int, default=1000, help="maxOffsetsPerTrigger")
     parser.add_argument("--seed", type=int, default=5)
-    parser.add_argument("--warmup-events", type=int, default=4000,
-                        help="run these through first, untimed: every Python worker imports pandas, "
-                             "scikit-learn and the model once (seconds each), which is not per-batch cost")
+    parser.add_argument(
+        "--warmup-events",
+        type=int,
+        default=4000,
+        help="run these through first, untimed: every Python worker imports pandas, "
+        "scikit-learn and the model once (seconds each), which is not per-batch cost",
+    )
     parser.add_argument("--partitions", type=int, help="Kafka partitions of the topic [default: kafka.partitions]")
     args = parser.parse_args(argv)
 
@@ -48,9 +53,11 @@ def main(argv: list[str] | None = None) -> None:
         rate, progress = run("steps", args.events, args.seed)
     batches = len(progress)
     add_batch = sum(p["durationMs"].get("addBatch", 0) for p in progress) / 1000
-    print(f"{settings.kafka.partitions} Kafka partitions, {settings.spark.shuffle_partitions} shuffle partitions: "
-          f"{rate.rows:,} rows in {batches} micro-batches of ~{rate.rows / max(batches, 1):,.0f}; "
-          f"{rate.rows_per_s:,.0f} rows/s; loadavg {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(
+        f"{settings.kafka.partitions} Kafka partitions, {settings.spark.shuffle_partitions} shuffle partitions: "
+        f"{rate.rows:,} rows in {batches} micro-batches of ~{rate.rows / max(batches, 1):,.0f}; "
+        f"{rate.rows_per_s:,.0f} rows/s; loadavg {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
     print(format_steps(acc.value, batches, add_batch))
 
 

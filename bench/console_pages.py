@@ -11,6 +11,7 @@ its main read (the queue's seven alerts_by_day partitions, the alert by id, the 
 scored_transactions) measured in the same run. Alerts are spread over the last seven
 IST days, so the default queue holds all of them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,12 +31,17 @@ def _fill(settings, session, alerts: int, transactions: int, seed: int) -> list[
     rng = random.Random(seed)
     key = pii_token_key(settings.state_path)
     now = datetime.now(UTC)
-    ins_alert = session.prepare(f"INSERT INTO alerts ({', '.join(ALERT_COLUMNS)}) "
-                                f"VALUES ({', '.join('?' * len(ALERT_COLUMNS))})")
-    ins_day = session.prepare(f"INSERT INTO alerts_by_day ({', '.join(ALERT_BY_DAY_COLUMNS)}) "
-                              f"VALUES ({', '.join('?' * len(ALERT_BY_DAY_COLUMNS))})")
-    ins_scored = session.prepare("INSERT INTO scored_transactions (txn_id, event_time, payer_account, decision, "
-                                 "risk_score, model_version) VALUES (?, ?, ?, ?, ?, ?)")
+    ins_alert = session.prepare(
+        f"INSERT INTO alerts ({', '.join(ALERT_COLUMNS)}) VALUES ({', '.join('?' * len(ALERT_COLUMNS))})"
+    )
+    ins_day = session.prepare(
+        f"INSERT INTO alerts_by_day ({', '.join(ALERT_BY_DAY_COLUMNS)}) "
+        f"VALUES ({', '.join('?' * len(ALERT_BY_DAY_COLUMNS))})"
+    )
+    ins_scored = session.prepare(
+        "INSERT INTO scored_transactions (txn_id, event_time, payer_account, decision, "
+        "risk_score, model_version) VALUES (?, ?, ?, ?, ?, ?)"
+    )
     ids, a_rows, d_rows, s_rows = [], [], [], []
     for i in range(transactions):
         t = now - timedelta(seconds=rng.uniform(0, 6.5 * 86400))
@@ -45,13 +51,29 @@ def _fill(settings, session, alerts: int, transactions: int, seed: int) -> list[
         txn_id = f"TXNBENCH{seed}{i:09d}"
         s_rows.append((txn_id, t, account, decision, rng.randrange(60, 101) if alerted else 5, "bench"))
         if alerted:
-            a = build_alert(key=key, txn_id=txn_id, created_at=t, event_time=t, payer_account=account,
-                            payee_vpa=f"shop{rng.randrange(500)}@ybl", amount_paise=rng.randrange(100, 10**7),
-                            channel="UPI", txn_type="P2M", risk_score=rng.randrange(60, 101), decision=decision,
-                            severity=rng.choice(("MEDIUM", "HIGH", "CRITICAL")),
-                            reasons=[{"code": rng.choice(("VELOCITY_BURST", "NEW_PAYEE", "AMOUNT_SPIKE")),
-                                      "description": "bench", "contribution": 1.0}],
-                            model_version="bench", rules_version="bench")
+            a = build_alert(
+                key=key,
+                txn_id=txn_id,
+                created_at=t,
+                event_time=t,
+                payer_account=account,
+                payee_vpa=f"shop{rng.randrange(500)}@ybl",
+                amount_paise=rng.randrange(100, 10**7),
+                channel="UPI",
+                txn_type="P2M",
+                risk_score=rng.randrange(60, 101),
+                decision=decision,
+                severity=rng.choice(("MEDIUM", "HIGH", "CRITICAL")),
+                reasons=[
+                    {
+                        "code": rng.choice(("VELOCITY_BURST", "NEW_PAYEE", "AMOUNT_SPIKE")),
+                        "description": "bench",
+                        "contribution": 1.0,
+                    }
+                ],
+                model_version="bench",
+                rules_version="bench",
+            )
             row = alert_row(a)
             a_rows.append(tuple(row[c] for c in ALERT_COLUMNS))
             d_rows.append(tuple(row[c] for c in ALERT_BY_DAY_COLUMNS))
@@ -105,17 +127,27 @@ def main(argv: list[str] | None = None) -> int:
         session.execute(f"TRUNCATE {table}", timeout=120)
     t = time.perf_counter()
     ids = _fill(settings, session, args.alerts, max(args.transactions, args.alerts), args.seed)
-    print(f"filled {args.alerts:,} alerts, {max(args.transactions, args.alerts):,} scored transactions "
-          f"in {time.perf_counter() - t:.0f} s")
-    session.execute(session.prepare("INSERT INTO console_users (username, role, password_hash, disabled) "
-                                    "VALUES (?, 'analyst', ?, false)"), ("bench", hash_password("bench-password-1")))
+    print(
+        f"filled {args.alerts:,} alerts, {max(args.transactions, args.alerts):,} scored transactions "
+        f"in {time.perf_counter() - t:.0f} s"
+    )
+    session.execute(
+        session.prepare(
+            "INSERT INTO console_users (username, role, password_hash, disabled) VALUES (?, 'analyst', ?, false)"
+        ),
+        ("bench", hash_password("bench-password-1")),
+    )
     client = TestClient(create_app(settings), follow_redirects=False)
     page = client.get("/console/login")
     found = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
     assert found is not None, "the login page has no CSRF token"
     token = found.group(1)
-    assert client.post("/console/login", data={"username": "bench", "password": "bench-password-1",
-                                               "csrf_token": token}).status_code == 303
+    assert (
+        client.post(
+            "/console/login", data={"username": "bench", "password": "bench-password-1", "csrf_token": token}
+        ).status_code
+        == 303
+    )
     case_id = ids[0]
     today = datetime.now(UTC).astimezone(DAY_TZ).date()
     by_day = session.prepare("SELECT * FROM alerts_by_day WHERE day = ?")
@@ -123,12 +155,15 @@ def main(argv: list[str] | None = None) -> int:
     scan = session.prepare("SELECT txn_id, event_time, decision, model_version FROM scored_transactions")
     scan.fetch_size = 5000
     checks = {
-        "queue": (lambda: client.get("/console/"),
-                  lambda: [list(session.execute(by_day, (today - timedelta(days=d),))) for d in range(7)]),
-        "case": (lambda: client.get(f"/console/cases/{case_id}"),
-                 lambda: session.execute(by_id, (case_id,)).one()),
-        "dashboard": (lambda: client.get("/console/dashboard"),
-                      lambda: sum(1 for _ in session.execute(scan, timeout=600))),
+        "queue": (
+            lambda: client.get("/console/"),
+            lambda: [list(session.execute(by_day, (today - timedelta(days=d),))) for d in range(7)],
+        ),
+        "case": (lambda: client.get(f"/console/cases/{case_id}"), lambda: session.execute(by_id, (case_id,)).one()),
+        "dashboard": (
+            lambda: client.get("/console/dashboard"),
+            lambda: sum(1 for _ in session.execute(scan, timeout=600)),
+        ),
     }
     print(f"{'page':<10} {'p50 ms':>9} {'p95 ms':>9} {'driver p50':>11} {'driver p95':>11} {'ratio p95':>10}")
     for name, (page_fn, base_fn) in checks.items():
@@ -136,8 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         n = args.requests if name != "dashboard" else max(3, args.requests // 5)
         page_p50, page_p95 = _pct(_time(page_fn, n))
         base_p50, base_p95 = _pct(_time(base_fn, n))
-        print(f"{name:<10} {page_p50:>9.0f} {page_p95:>9.0f} {base_p50:>11.0f} {base_p95:>11.0f} "
-              f"{page_p95 / base_p95 if base_p95 else float('nan'):>10.1f}")
+        print(
+            f"{name:<10} {page_p50:>9.0f} {page_p95:>9.0f} {base_p50:>11.0f} {base_p95:>11.0f} "
+            f"{page_p95 / base_p95 if base_p95 else float('nan'):>10.1f}"
+        )
     cluster.shutdown()
     return 0
 

@@ -11,6 +11,7 @@ the most transactions per millisecond the machine can carry.
 
 Needs running services (``txmon infra up``) and a champion model (``txmon train``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,8 +47,9 @@ def stack_cpu(settings) -> dict[str, dict[int, float]]:
     return process_cpu(stack_processes(settings))
 
 
-def cpu_per_transaction(before: dict[str, dict[int, float]], after: dict[str, dict[int, float]],
-                        transactions: int) -> dict[str, dict]:
+def cpu_per_transaction(
+    before: dict[str, dict[int, float]], after: dict[str, dict[int, float]], transactions: int
+) -> dict[str, dict]:
     """CPU seconds and ms per transaction by process group, plus ``all``. Processes are
     matched by pid: one started during the phase (a new Python worker) counts whole, one
     that ended during it is lost (psutil cannot read a process that is gone).
@@ -88,8 +90,10 @@ def main(argv: list[str] | None = None) -> None:
     before = stack_cpu(settings)
     rate, progress = run("cpu_split", args.events, args.seed)
     after = stack_cpu(settings)
-    print(f"{rate.rows:,} rows in {len(progress)} micro-batches, {rate.rows_per_s:,.0f} rows/s; "
-          f"loadavg {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(
+        f"{rate.rows:,} rows in {len(progress)} micro-batches, {rate.rows_per_s:,.0f} rows/s; "
+        f"loadavg {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
     print(format_cpu_table(cpu_per_transaction(before, after, rate.rows)))
 
 

@@ -27,6 +27,7 @@ attacks from the middle of the run on) is detected.
 
 Importable: :func:`detection_delay`, :func:`false_alarms_per_million`, :func:`run`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,8 +62,16 @@ STATIONARY: dict[Signal, Draw] = {
 """One seeded stationary draw per signal, roughly the shape the stream produces."""
 
 
-def detection_delay(signal: Signal, before: Draw, after: Draw, *, change_at: int, horizon: int,
-                    seed: int, config: DriftConfig | None = None) -> int | None:
+def detection_delay(
+    signal: Signal,
+    before: Draw,
+    after: Draw,
+    *,
+    change_at: int,
+    horizon: int,
+    seed: int,
+    config: DriftConfig | None = None,
+) -> int | None:
     """Observations after ``change_at`` until the first alarm (None: none within
     ``horizon``); an alarm before the change counts as a false alarm and returns -1."""
     rng = np.random.default_rng(seed)
@@ -75,8 +84,9 @@ def detection_delay(signal: Signal, before: Draw, after: Draw, *, change_at: int
     return -1 if first < change_at else first - change_at
 
 
-def false_alarms_per_million(config: DriftConfig | None = None, *, n: int = 1_000_000, seed: int = 0,
-                             signals: tuple[Signal, ...] = tuple(Signal)) -> dict[Signal, float]:
+def false_alarms_per_million(
+    config: DriftConfig | None = None, *, n: int = 1_000_000, seed: int = 0, signals: tuple[Signal, ...] = tuple(Signal)
+) -> dict[Signal, float]:
     """Alarms per million values on each signal's stationary stream (:data:`STATIONARY`)."""
     out = {}
     for k, signal in enumerate(signals):
@@ -89,10 +99,19 @@ def false_alarms_per_million(config: DriftConfig | None = None, *, n: int = 1_00
     return out
 
 
-def simulated_stream(n: int, *, change: bool, seed: int = 5, batch: int = 5_000, label_batch: int = 500,
-                     config: DriftConfig | None = None, per_hour: bool = True,
-                     n_customers: int = 1_000, warmup_days: float = 31.0,
-                     champion=None) -> dict[str, Any]:
+def simulated_stream(
+    n: int,
+    *,
+    change: bool,
+    seed: int = 5,
+    batch: int = 5_000,
+    label_batch: int = 500,
+    config: DriftConfig | None = None,
+    per_hour: bool = True,
+    n_customers: int = 1_000,
+    warmup_days: float = 31.0,
+    champion=None,
+) -> dict[str, Any]:
     """Alarms of a monitor fed like the stream's, over n simulated transactions
     (a regime change half-way when ``change``). The first ``warmup_days`` of simulated
     time only warm the per-account profiles up (a running bank's are warm, and the score
@@ -108,14 +127,16 @@ def simulated_stream(n: int, *, change: bool, seed: int = 5, batch: int = 5_000,
     from txmon.models.scoring import score_frame
 
     def options(seed_, count, **kw):
-        return SimulateOptions(seed=seed_, count=count, rate=None, n_customers=n_customers, live=False,
-                               progress=False, **kw)
+        return SimulateOptions(
+            seed=seed_, count=count, rate=None, n_customers=n_customers, live=False, progress=False, **kw
+        )
 
     warmup = int(n_customers * options(seed, 1).txns_per_customer_per_day * warmup_days)
     champion = champion if champion is not None else simulated_champion(seed=seed, n_customers=n_customers)
     reference = champion.drift_reference if per_hour else None
     drift: dict[str, Any] = (
-        {"drift_after_events": n // 2, "drift_scenario": "qr_code_swap", "drift_scenario_share": 0.7} if change else {})
+        {"drift_after_events": n // 2, "drift_scenario": "qr_code_swap", "drift_scenario_share": 0.7} if change else {}
+    )
     if change:
         drift["drift_after_events"] += warmup
     simulator = simulator_for(options(seed, n + warmup, **drift))
@@ -135,32 +156,47 @@ def simulated_stream(n: int, *, change: bool, seed: int = 5, batch: int = 5_000,
     # (part, signal, transaction index of the trigger, simulated time of the alarm)
     alarms: list[tuple[str, str, int | None, Any]] = []
     for start in range(0, len(scored), batch):
-        chunk = scored.iloc[start:start + batch]
+        chunk = scored.iloc[start : start + batch]
         at = chunk["event_time"].max().to_pydatetime()
         for event in monitor.update_scores(chunk, at, reference=reference):
             alarms.append(("scores", event.signal.value, start + len(chunk) - 1, chunk["event_time"].max()))
     outcomes = scored[["txn_id", "is_fraud", "decision", "label_time"]].sort_values(["label_time", "txn_id"])
     frauds_seen = 0
     for start in range(0, len(outcomes), label_batch):
-        chunk = outcomes.iloc[start:start + label_batch]
+        chunk = outcomes.iloc[start : start + label_batch]
         events = monitor.update_labels(chunk, chunk["label_time"].max().to_pydatetime())
         fraud_ids = chunk.loc[chunk["is_fraud"], "txn_id"].tolist()
         for event in events:
             if event.signal is Signal.RECALL_AMONG_FRAUDS:
                 trigger = fraud_ids[event.n_seen - frauds_seen - 1]
-                alarms.append(("labels", event.signal.value, int(position[trigger]),
-                               chunk.set_index("txn_id").loc[trigger, "label_time"]))
+                alarms.append(
+                    (
+                        "labels",
+                        event.signal.value,
+                        int(position[trigger]),
+                        chunk.set_index("txn_id").loc[trigger, "label_time"],
+                    )
+                )
             else:
                 alarms.append(("labels", event.signal.value, None, chunk["label_time"].max()))
         frauds_seen += len(fraud_ids)
-    result: dict[str, Any] = {"n": n, "alarms": alarms, "frauds": int(scored["is_fraud"].sum()),
-                                 "change_index": change_index}
+    result: dict[str, Any] = {
+        "n": n,
+        "alarms": alarms,
+        "frauds": int(scored["is_fraud"].sum()),
+        "change_index": change_index,
+    }
     if change_index is not None:
         after = [(signal, i, t) for _, signal, i, t in alarms if i is not None and i >= change_index]
         result["false_before_change"] = sum(1 for a in alarms if a[2] is not None and a[2] < change_index)
-        result["first"] = None if not after else min(
-            ((signal, i - change_index, (t - change_time).total_seconds() / 3600) for signal, i, t in after),
-            key=lambda x: x[1])
+        result["first"] = (
+            None
+            if not after
+            else min(
+                ((signal, i - change_index, (t - change_time).total_seconds() / 3600) for signal, i, t in after),
+                key=lambda x: x[1],
+            )
+        )
         qr = scored["scenario"] == "qr_code_swap"
         result["qr_recall"] = float((scored.loc[qr, "decision"] != "APPROVE").mean()) if qr.any() else None
     return result
@@ -168,16 +204,39 @@ def simulated_stream(n: int, *, change: bool, seed: int = 5, batch: int = 5_000,
 
 def run(config: DriftConfig | None = None, *, million: float = 1.0, repeats: int = 20) -> dict[str, Any]:
     config = config or DriftConfig()
-    recall = [detection_delay(Signal.RECALL_AMONG_FRAUDS, STATIONARY[Signal.RECALL_AMONG_FRAUDS],
-                              lambda rng, n: (rng.random(n) < 0.2).astype(float),
-                              change_at=5_000, horizon=2_000, seed=s, config=config) for s in range(repeats)]
-    scores = [detection_delay(Signal.FRAUD_PROBABILITY, STATIONARY[Signal.FRAUD_PROBABILITY],
-                              lambda rng, n: rng.beta(0.6, 12.0, n),
-                              change_at=50_000, horizon=20_000, seed=s, config=config) for s in range(repeats)]
+    recall = [
+        detection_delay(
+            Signal.RECALL_AMONG_FRAUDS,
+            STATIONARY[Signal.RECALL_AMONG_FRAUDS],
+            lambda rng, n: (rng.random(n) < 0.2).astype(float),
+            change_at=5_000,
+            horizon=2_000,
+            seed=s,
+            config=config,
+        )
+        for s in range(repeats)
+    ]
+    scores = [
+        detection_delay(
+            Signal.FRAUD_PROBABILITY,
+            STATIONARY[Signal.FRAUD_PROBABILITY],
+            lambda rng, n: rng.beta(0.6, 12.0, n),
+            change_at=50_000,
+            horizon=20_000,
+            seed=s,
+            config=config,
+        )
+        for s in range(repeats)
+    ]
     started = time.perf_counter()
     alarms = false_alarms_per_million(config, n=int(million * 1_000_000))
-    return {"recall": recall, "scores": scores, "alarms": alarms, "million": million,
-            "seconds": time.perf_counter() - started}
+    return {
+        "recall": recall,
+        "scores": scores,
+        "alarms": alarms,
+        "million": million,
+        "seconds": time.perf_counter() - started,
+    }
 
 
 def simulated_champion(*, seed: int = 5, n_customers: int = 1_000):
@@ -186,11 +245,13 @@ def simulated_champion(*, seed: int = 5, n_customers: int = 1_000):
     from txmon.ingestion.simulate import SimulateOptions, simulator_for
     from txmon.models.training import TrainingConfig, train
 
-    opts = SimulateOptions(seed=seed + 1000, count=100_000, rate=None, n_customers=n_customers, live=False,
-                           progress=False)
+    opts = SimulateOptions(
+        seed=seed + 1000, count=100_000, rate=None, n_customers=n_customers, live=False, progress=False
+    )
     history = list(simulator_for(opts).generate(100_000))
-    return train([i.event for i in history], [i.label for i in history], TrainingConfig(seed=1),
-                 data_source="bench").bundle
+    return train(
+        [i.event for i in history], [i.label for i in history], TrainingConfig(seed=1), data_source="bench"
+    ).bundle
 
 
 def demo_champion():
@@ -203,8 +264,15 @@ def demo_champion():
     return train(history.events, history.labels, TrainingConfig(seed=42), data_source=history.source).bundle
 
 
-def demo_population(n: int, *, seed: int = 7, champion=None, configs: dict[str, DriftConfig] | None = None,
-                    batch: int = 2_000, label_batch: int = 500) -> dict[str, list[tuple[str, str, int]]]:
+def demo_population(
+    n: int,
+    *,
+    seed: int = 7,
+    champion=None,
+    configs: dict[str, DriftConfig] | None = None,
+    batch: int = 2_000,
+    label_batch: int = 500,
+) -> dict[str, list[tuple[str, str, int]]]:
     """Alarms, per config, of a monitor fed as the stream feeds it with the first ``n``
     transactions of a population new to the stream (``make demo``: a new seed each run,
     every profile empty at its first transaction), scored by ``champion`` (default:
@@ -216,16 +284,16 @@ def demo_population(n: int, *, seed: int = 7, champion=None, configs: dict[str, 
 
     champion = champion if champion is not None else demo_champion()
     configs = configs or {"default": DriftConfig(), "min_history_days=0": DriftConfig(min_history_days=0)}
-    items = list(simulator_for(SimulateOptions(seed=seed, count=n, rate=1000, live=False, progress=False))
-                 .generate(n))
+    items = list(simulator_for(SimulateOptions(seed=seed, count=n, rate=1000, live=False, progress=False)).generate(n))
     frame = labelled_features([i.event for i in items], [i.label for i in items])
     scored = score_frame(frame, champion, stream_policy()[0]).rename(columns={"anomaly": "anomaly_score"})
     scored["model_version"] = "demo"
     return feed_as_stream(scored, champion.drift_reference, configs, batch=batch, label_batch=label_batch)
 
 
-def feed_as_stream(scored, reference, configs: dict[str, DriftConfig], *, batch: int = 2_000,
-                   label_batch: int = 500) -> dict[str, list[tuple[str, str, int]]]:
+def feed_as_stream(
+    scored, reference, configs: dict[str, DriftConfig], *, batch: int = 2_000, label_batch: int = 500
+) -> dict[str, list[tuple[str, str, int]]]:
     """Alarms, per config, of a fresh monitor fed with a scored frame as the stream feeds
     it: micro-batches of ``batch`` rows in event-time order (score signals), then the
     frauds' labels in label-time order (label signals)."""
@@ -237,13 +305,17 @@ def feed_as_stream(scored, reference, configs: dict[str, DriftConfig], *, batch:
         monitor = DriftMonitor(config, model_version="demo")
         alarms = []
         for start in range(0, len(scored), batch):
-            chunk = scored.iloc[start:start + batch]
-            alarms += [("scores", e.signal.value, start) for e in
-                       monitor.update_scores(chunk, chunk["event_time"].max().to_pydatetime(), reference=reference)]
+            chunk = scored.iloc[start : start + batch]
+            alarms += [
+                ("scores", e.signal.value, start)
+                for e in monitor.update_scores(chunk, chunk["event_time"].max().to_pydatetime(), reference=reference)
+            ]
         for start in range(0, len(outcomes), label_batch):
-            chunk = outcomes.iloc[start:start + label_batch]
-            alarms += [("labels", e.signal.value, position[chunk["txn_id"].iloc[-1]]) for e in
-                       monitor.update_labels(chunk, chunk["label_time"].max().to_pydatetime())]
+            chunk = outcomes.iloc[start : start + label_batch]
+            alarms += [
+                ("labels", e.signal.value, position[chunk["txn_id"].iloc[-1]])
+                for e in monitor.update_labels(chunk, chunk["label_time"].max().to_pydatetime())
+            ]
         out[name] = alarms
     return out
 
@@ -254,22 +326,37 @@ def _describe(delays: list[int | None]) -> str:
     early = sum(d == -1 for d in delays)
     if not found:
         return f"never detected ({missed} missed, {early} early)"
-    return (f"median {statistics.median(found):.0f}, min {min(found)}, max {max(found)} observations "
-            f"({len(found)}/{len(delays)} runs; missed {missed}, alarmed before the change {early})")
+    return (
+        f"median {statistics.median(found):.0f}, min {min(found)}, max {max(found)} observations "
+        f"({len(found)}/{len(delays)} runs; missed {missed}, alarmed before the change {early})"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--million", type=float, default=1.0, help="stationary values per signal, millions")
     parser.add_argument("--repeats", type=int, default=20, help="seeds per detection-delay measurement")
-    parser.add_argument("--river-default", action="store_true",
-                        help="also count false alarms with River's default delta (0.002) everywhere")
-    parser.add_argument("--demo", type=int, metavar="N", default=0,
-                        help="also feed N transactions of a fresh population (as make demo), with and without "
-                             "the min_history_days filter (trains the demo's champion first: slow)")
-    parser.add_argument("--simulated", type=int, metavar="N", default=0,
-                        help="also run the monitor over N simulated transactions, stationary and with a new "
-                             "fraud pattern half-way (slow: ~N/5000 s)")
+    parser.add_argument(
+        "--river-default",
+        action="store_true",
+        help="also count false alarms with River's default delta (0.002) everywhere",
+    )
+    parser.add_argument(
+        "--demo",
+        type=int,
+        metavar="N",
+        default=0,
+        help="also feed N transactions of a fresh population (as make demo), with and without "
+        "the min_history_days filter (trains the demo's champion first: slow)",
+    )
+    parser.add_argument(
+        "--simulated",
+        type=int,
+        metavar="N",
+        default=0,
+        help="also run the monitor over N simulated transactions, stationary and with a new "
+        "fraud pattern half-way (slow: ~N/5000 s)",
+    )
     args = parser.parse_args(argv)
     config = DriftConfig()
     result = run(config, million=args.million, repeats=args.repeats)
@@ -278,37 +365,52 @@ def main(argv: list[str] | None = None) -> int:
     print(f"score mean shift Beta(0.3,12) -> Beta(0.6,12) (after 50,000 scores): {_describe(result['scores'])}")
     alarms = result["alarms"]
     total = sum(alarms.values()) / len(alarms)
-    print(f"false alarms per million observations, stationary ({args.million:g}M values per signal, "
-          f"{result['seconds']:.1f}s):")
+    print(
+        f"false alarms per million observations, stationary ({args.million:g}M values per signal, "
+        f"{result['seconds']:.1f}s):"
+    )
     for signal, rate in alarms.items():
         print(f"  {signal.value:<22} {rate:.2f}")
     print(f"  {'mean over signals':<22} {total:.2f}")
     if args.simulated:
         champion = simulated_champion()
         raw = simulated_stream(args.simulated, change=False, config=config, per_hour=False, champion=champion)
-        print(f"simulated stationary traffic, raw values (no per-hour reference): {len(raw['alarms'])} alarms = "
-              f"{len(raw['alarms']) * 1e6 / args.simulated:.2f} per million transactions")
+        print(
+            f"simulated stationary traffic, raw values (no per-hour reference): {len(raw['alarms'])} alarms = "
+            f"{len(raw['alarms']) * 1e6 / args.simulated:.2f} per million transactions"
+        )
         stationary = simulated_stream(args.simulated, change=False, config=config, champion=champion)
-        print(f"simulated stationary traffic, {args.simulated:,} transactions ({stationary['frauds']:,} frauds), "
-              f"fed as the stream feeds it: {len(stationary['alarms'])} alarms = "
-              f"{len(stationary['alarms']) * 1e6 / args.simulated:.2f} per million transactions "
-              f"{[a[:2] for a in stationary['alarms']]}")
+        print(
+            f"simulated stationary traffic, {args.simulated:,} transactions ({stationary['frauds']:,} frauds), "
+            f"fed as the stream feeds it: {len(stationary['alarms'])} alarms = "
+            f"{len(stationary['alarms']) * 1e6 / args.simulated:.2f} per million transactions "
+            f"{[a[:2] for a in stationary['alarms']]}"
+        )
         changed = simulated_stream(args.simulated, change=True, config=config, champion=champion)
         first = changed["first"]
-        print(f"new pattern qr_code_swap from transaction {changed['change_index']:,} (champion's recall on it "
-              f"{changed['qr_recall']:.3f}): alarms before the change {changed['false_before_change']}; "
-              + ("never detected" if first is None else
-                 f"first alarm {first[0]} after {first[1]:,} transactions, {first[2]:.1f} simulated hours "
-                 "(the label delay included)"))
+        print(
+            f"new pattern qr_code_swap from transaction {changed['change_index']:,} (champion's recall on it "
+            f"{changed['qr_recall']:.3f}): alarms before the change {changed['false_before_change']}; "
+            + (
+                "never detected"
+                if first is None
+                else f"first alarm {first[0]} after {first[1]:,} transactions, {first[2]:.1f} simulated hours "
+                "(the label delay included)"
+            )
+        )
     if args.demo:
         for name, alarms in demo_population(args.demo).items():
-            print(f"fresh population as make demo, {args.demo:,} transactions, {name}: {len(alarms)} alarms = "
-                  f"{len(alarms) * 1e6 / args.demo:.0f} per million transactions {[a[:2] for a in alarms]}")
+            print(
+                f"fresh population as make demo, {args.demo:,} transactions, {name}: {len(alarms)} alarms = "
+                f"{len(alarms) * 1e6 / args.demo:.0f} per million transactions {[a[:2] for a in alarms]}"
+            )
     if args.river_default:
         river = DriftConfig(deltas={s.value: 0.002 for s in Signal})
         reference = false_alarms_per_million(river, n=int(args.million * 1_000_000))
-        print("for reference, River's default delta 0.002 on every signal: "
-              + ", ".join(f"{s.value} {r:.2f}" for s, r in reference.items()))
+        print(
+            "for reference, River's default delta 0.002 on every signal: "
+            + ", ".join(f"{s.value} {r:.2f}" for s, r in reference.items())
+        )
     return 0
 
 

@@ -13,6 +13,7 @@ Python workers are forked from one daemon that has imported pandas, scikit-learn
 drivers (spark_jobs/worker_daemon.py): they share those pages copy-on-write, and summing
 their RSS would count the shared libraries once per worker.
 """
+
 from __future__ import annotations
 
 import contextlib

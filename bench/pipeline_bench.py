@@ -24,6 +24,7 @@ the table. Every figure is measured in this run; ratios are against this run's b
 The machine's load average is recorded: on a shared machine absolute numbers sink, the
 ratios much less.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -85,13 +86,24 @@ class BenchConfig:
 
     @classmethod
     def quick(cls) -> BenchConfig:
-        return cls(rates=(100, 250, 500, 1000, 2000), step_seconds=20, baseline_events=20_000, scoring_rows=20_000,
-                   latency_seconds=15, warmup_seconds=15)
+        return cls(
+            rates=(100, 250, 500, 1000, 2000),
+            step_seconds=20,
+            baseline_events=20_000,
+            scoring_rows=20_000,
+            latency_seconds=15,
+            warmup_seconds=15,
+        )
 
     @classmethod
     def full(cls) -> BenchConfig:
-        return cls(rates=(250, 500, 1000, 1250, 1500, 2000, 2500, 3000, 4000, 6000, 8000, 10_000, 12_000), step_seconds=45,
-                   baseline_events=60_000, scoring_rows=50_000, latency_seconds=40)
+        return cls(
+            rates=(250, 500, 1000, 1250, 1500, 2000, 2500, 3000, 4000, 6000, 8000, 10_000, 12_000),
+            step_seconds=45,
+            baseline_events=60_000,
+            scoring_rows=50_000,
+            latency_seconds=40,
+        )
 
 
 @dataclass
@@ -115,8 +127,9 @@ class Step:
 class StreamUnderTest:
     """The full stream (all queries) over the bench topics, as ``txmon demo`` runs it."""
 
-    def __init__(self, settings, names: dict[str, str], checkpoint: str,
-                 extra_conf: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, settings, names: dict[str, str], checkpoint: str, extra_conf: dict[str, str] | None = None
+    ) -> None:
         from kafka import KafkaConsumer
 
         from txmon.spark_jobs.session import build_session
@@ -130,8 +143,12 @@ class StreamUnderTest:
         self.ingest = self.queries[0]
         from txmon.infra.kafka_client import client_config
 
-        self._consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, enable_auto_commit=False,
-                                       client_id="txmon-bench-lag", **client_config(settings))
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=settings.kafka.bootstrap,
+            enable_auto_commit=False,
+            client_id="txmon-bench-lag",
+            **client_config(settings),
+        )
         from kafka import TopicPartition
 
         parts = self._consumer.partitions_for_topic(self.topic) or set()
@@ -196,8 +213,12 @@ class BenchTraffic:
 
         ctx = multiprocessing.get_context("spawn")  # never fork a process that runs a JVM gateway
         self._conn, child = ctx.Pipe()
-        self._process = ctx.Process(target=_traffic_process, name="txmon-bench-producer", daemon=True,
-                                    args=(child, settings, names, seed, planned_events))
+        self._process = ctx.Process(
+            target=_traffic_process,
+            name="txmon-bench-producer",
+            daemon=True,
+            args=(child, settings, names, seed, planned_events),
+        )
         self._process.start()
         child.close()
         self._reply()  # the simulator and the producer are ready (or their error is raised here)
@@ -244,8 +265,9 @@ def _traffic_process(conn, settings, names: dict[str, str], seed: int, planned_e
         from txmon.ingestion.producer import ProduceSummary, TransactionProducer, produce_events
         from txmon.ingestion.simulate import SimulateOptions, simulator_for
 
-        simulator = simulator_for(SimulateOptions(seed=seed, count=planned_events, rate=1000.0, progress=False,
-                                                  label_delay_seconds=300))
+        simulator = simulator_for(
+            SimulateOptions(seed=seed, count=planned_events, rate=1000.0, progress=False, label_delay_seconds=300)
+        )
         events = ((s.event, s.label) for s in simulator.stream())
         producer = TransactionProducer(settings, topic=names["topic"], labels_topic=names["labels_topic"])
         labels = LabelReleaser(producer)
@@ -305,8 +327,9 @@ def run_step(stream: StreamUnderTest, traffic: BenchTraffic, rate: float, cfg: B
     lags: list[tuple[float, int]] = []
     result: dict = {}
     t0 = time.monotonic()
-    producer = threading.Thread(target=lambda: result.setdefault(
-        "summary", traffic.produce(rate, cfg.step_seconds)), daemon=True)
+    producer = threading.Thread(
+        target=lambda: result.setdefault("summary", traffic.produce(rate, cfg.step_seconds)), daemon=True
+    )
     producer.start()
     while producer.is_alive():
         stream.check()
@@ -324,18 +347,24 @@ def run_step(stream: StreamUnderTest, traffic: BenchTraffic, rate: float, cfg: B
     span = (time.time() - start_wall) if progress else 0
     batch_s = [p["durationMs"].get("triggerExecution", 0) / 1000 for p in progress]
     step = Step(
-        target_rate=rate, produced=summary.sent, produce_rate=summary.rate,
-        processed_rate=rows / span if span else 0.0, max_lag_late=max(late) if late else 0, lag_bound=bound,
+        target_rate=rate,
+        produced=summary.sent,
+        produce_rate=summary.rate,
+        processed_rate=rows / span if span else 0.0,
+        max_lag_late=max(late) if late else 0,
+        lag_bound=bound,
         drain_seconds=drain,
         sustained=summary.rate >= 0.9 * rate and (max(late) if late else 0) <= bound and drain is not None,
         batch_seconds_mean=sum(batch_s) / len(batch_s) if batch_s else 0.0,
         batch_rows_mean=rows / len(progress) if progress else 0.0,
         duration_ms=_duration_breakdown(progress),
     )
-    log(f"  {rate:>7,.0f} tx/s target: produced {step.produce_rate:>7,.0f}/s, max lag (2nd half) "
+    log(
+        f"  {rate:>7,.0f} tx/s target: produced {step.produce_rate:>7,.0f}/s, max lag (2nd half) "
         f"{step.max_lag_late:>7,} (bound {bound:,}), drained in "
         f"{'-' if drain is None else f'{drain:.1f}s'}, {len(progress)} batches of ~{step.batch_rows_mean:,.0f} rows "
-        f"in {step.batch_seconds_mean:.1f}s -> {'SUSTAINED' if step.sustained else 'not sustained'}")
+        f"in {step.batch_seconds_mean:.1f}s -> {'SUSTAINED' if step.sustained else 'not sustained'}"
+    )
     return step
 
 
@@ -352,12 +381,16 @@ def percentiles(values: list[float]) -> dict[str, float]:
     if not values:
         return {}
     arr = np.asarray(values, dtype=float)
-    return {"n": int(arr.size), "p50": float(np.percentile(arr, 50)), "p95": float(np.percentile(arr, 95)),
-            "p99": float(np.percentile(arr, 99)), "max": float(arr.max())}
+    return {
+        "n": int(arr.size),
+        "p50": float(np.percentile(arr, 50)),
+        "p95": float(np.percentile(arr, 95)),
+        "p99": float(np.percentile(arr, 99)),
+        "max": float(arr.max()),
+    }
 
 
-def measure_latency(stream: StreamUnderTest, traffic: BenchTraffic, names, rate: float, cfg: BenchConfig,
-                    log) -> dict:
+def measure_latency(stream: StreamUnderTest, traffic: BenchTraffic, names, rate: float, cfg: BenchConfig, log) -> dict:
     """Latency per transaction at ``rate``: Kafka timestamp -> landed / scored / alerted; and
     the CPU each process group spent per transaction meanwhile (``cpu``, as
     bench/stream_at_rate.py measures it), which says where the time goes at that rate."""
@@ -369,11 +402,12 @@ def measure_latency(stream: StreamUnderTest, traffic: BenchTraffic, names, rate:
     _, ids = traffic.produce(rate, cfg.latency_seconds, collect_ids=True)
     stream.wait_caught_up(timeout=max(120.0, cfg.latency_seconds * 4))
     cpu = cpu_per_transaction(cpu_before, stack_cpu(stream.settings), len(ids))
-    out = {"rate": rate, "transactions": len(ids), "cpu": cpu,
-           **latencies(stream.settings, names, ids, alerts_start)}
-    log(f"  latency at {rate:,.0f} tx/s over {len(ids):,} transactions ({len(out['alert_s']):,} alerts, "
+    out = {"rate": rate, "transactions": len(ids), "cpu": cpu, **latencies(stream.settings, names, ids, alerts_start)}
+    log(
+        f"  latency at {rate:,.0f} tx/s over {len(ids):,} transactions ({len(out['alert_s']):,} alerts, "
         f"{len(out['alert_s']) / max(1, len(ids)):.1%}; reasons: "
-        f"{', '.join(f'{code} {n:,}' for code, n in list(out['alert_reasons'].items())[:6]) or 'none'})")
+        f"{', '.join(f'{code} {n:,}' for code, n in list(out['alert_reasons'].items())[:6]) or 'none'})"
+    )
     return out
 
 
@@ -392,17 +426,20 @@ def latencies(settings, names, ids: list[str], alerts_start: dict[int, int]) -> 
         cluster.shutdown()
     kafka_ts = {t: k for t, (k, _) in scored.items()} or {t: k for t, (k, _) in landed.items()}
     alerts, reasons = _alert_latencies(settings, names["alerts_topic"], alerts_start, kafka_ts)
-    return {"landed_s": [w - k for k, w in landed.values()], "scored_s": [w - k for k, w in scored.values()],
-            "alert_s": alerts, "alert_reasons": reasons}
+    return {
+        "landed_s": [w - k for k, w in landed.values()],
+        "scored_s": [w - k for k, w in scored.values()],
+        "alert_s": alerts,
+        "alert_reasons": reasons,
+    }
 
 
 def _writetimes(session, table: str, column: str, ids: list[str]) -> dict[str, tuple[float, float]]:
     """txn_id -> (Kafka record timestamp, write time of ``column``) in epoch seconds."""
     from cassandra.concurrent import execute_concurrent_with_args
 
-    stmt = session.prepare(f"SELECT txn_id, kafka_timestamp, WRITETIME({column}) AS wt FROM {table} "
-                           "WHERE txn_id IN ?")
-    args = [(ids[i:i + 100],) for i in range(0, len(ids), 100)]
+    stmt = session.prepare(f"SELECT txn_id, kafka_timestamp, WRITETIME({column}) AS wt FROM {table} WHERE txn_id IN ?")
+    args = [(ids[i : i + 100],) for i in range(0, len(ids), 100)]
     out = {}
     for r in execute_concurrent_with_args(session, stmt, args, concurrency=32, raise_on_first_error=True):
         for row in r.result_or_exc:
@@ -412,8 +449,9 @@ def _writetimes(session, table: str, column: str, ids: list[str]) -> dict[str, t
     return out
 
 
-def _alert_latencies(settings, topic: str, start: dict[int, int], kafka_ts: dict[str, float]
-                     ) -> tuple[list[float], dict[str, int]]:
+def _alert_latencies(
+    settings, topic: str, start: dict[int, int], kafka_ts: dict[str, float]
+) -> tuple[list[float], dict[str, int]]:
     """For this phase's transactions: alert record timestamp - transaction record timestamp,
     and how many alerts named each reason code (a sanity check of the traffic: a bank
     alerts on a few percent of transactions, and the codes say why)."""
@@ -423,8 +461,13 @@ def _alert_latencies(settings, topic: str, start: dict[int, int], kafka_ts: dict
 
     from txmon.infra.kafka_client import client_config
 
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, enable_auto_commit=False,
-                             consumer_timeout_ms=5000, client_id="txmon-bench-alerts", **client_config(settings))
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap,
+        enable_auto_commit=False,
+        consumer_timeout_ms=5000,
+        client_id="txmon-bench-alerts",
+        **client_config(settings),
+    )
     tps = [TopicPartition(topic, p) for p in start]
     consumer.assign(tps)
     for tp in tps:
@@ -468,8 +511,12 @@ def ensure_champion(train_events: int, log) -> str:
 def _topics(settings, stamp: str) -> dict[str, str]:
     from txmon.infra.services.kafka import ensure_topics
 
-    names = {"topic": f"bench_tx_{stamp}", "dlq_topic": f"bench_dlq_{stamp}",
-             "labels_topic": f"bench_labels_{stamp}", "alerts_topic": f"bench_alerts_{stamp}"}
+    names = {
+        "topic": f"bench_tx_{stamp}",
+        "dlq_topic": f"bench_dlq_{stamp}",
+        "labels_topic": f"bench_labels_{stamp}",
+        "alerts_topic": f"bench_alerts_{stamp}",
+    }
     ensure_topics(settings.kafka.bootstrap, list(names.values()), settings.kafka.partitions)
     return names
 
@@ -486,14 +533,21 @@ def run(cfg: BenchConfig, out_dir: Path, log=print) -> dict:
     t_start = time.monotonic()
     with bench_stack(stamp, log) as settings:
         model = ensure_champion(cfg.train_events, log)
-        result: dict = {"started": started.isoformat(), "mode": asdict(cfg), "model": model,
-                        "machine": machine_facts(), "settings": {
-                            "spark_master": settings.spark.master, "shuffle_partitions": settings.spark.shuffle_partitions,
-                            "trigger_seconds": settings.spark.trigger_seconds,
-                            "max_offsets_per_trigger": settings.spark.max_offsets_per_trigger,
-                            "kafka_partitions": settings.kafka.partitions,
-                            "cassandra_write_concurrency": settings.spark.cassandra_write_concurrency,
-                            "cassandra_batch_rows": settings.spark.cassandra_batch_rows}}
+        result: dict = {
+            "started": started.isoformat(),
+            "mode": asdict(cfg),
+            "model": model,
+            "machine": machine_facts(),
+            "settings": {
+                "spark_master": settings.spark.master,
+                "shuffle_partitions": settings.spark.shuffle_partitions,
+                "trigger_seconds": settings.spark.trigger_seconds,
+                "max_offsets_per_trigger": settings.spark.max_offsets_per_trigger,
+                "kafka_partitions": settings.kafka.partitions,
+                "cassandra_write_concurrency": settings.spark.cassandra_write_concurrency,
+                "cassandra_batch_rows": settings.spark.cassandra_batch_rows,
+            },
+        }
         sampler = MemorySampler(settings)
         stream = traffic = None
         try:
@@ -510,13 +564,16 @@ def run(cfg: BenchConfig, out_dir: Path, log=print) -> dict:
                 from txmon.spark_jobs.session import build_session
 
                 spark = build_session(settings, "txmon-bench")
-                for fn in (lambda: baselines.spark_noop(spark, settings, base_topic),
-                           lambda: baselines.cassandra_insert(spark, settings, base_topic)):
+                for fn in (
+                    lambda: baselines.spark_noop(spark, settings, base_topic),
+                    lambda: baselines.cassandra_insert(spark, settings, base_topic),
+                ):
                     rates.append(fn())
                     _log_rate(rates[-1], log)
                 ckpt = settings.state_path / "checkpoints" / f"bench-{stamp}"
-                ingest_only, _ = baselines.spark_stream(spark, settings, base_topic, False, str(ckpt / "ingest-only"),
-                                                        dlq_topic=f"{base_topic}_dlq")
+                ingest_only, _ = baselines.spark_stream(
+                    spark, settings, base_topic, False, str(ckpt / "ingest-only"), dlq_topic=f"{base_topic}_dlq"
+                )
                 rates.append(ingest_only)
                 _log_rate(ingest_only, log)
                 alerts_base = f"bench_base_alerts_{stamp}"
@@ -532,20 +589,31 @@ def run(cfg: BenchConfig, out_dir: Path, log=print) -> dict:
                 before = last_job_id(spark)
                 with step_timers(spark) as steps:
                     detect, detect_progress = baselines.spark_stream(
-                        spark, settings, base_topic, True, str(ckpt / "detect"), dlq_topic=f"{base_topic}_dlq",
-                        alerts_topic=alerts_base)
+                        spark,
+                        settings,
+                        base_topic,
+                        True,
+                        str(ckpt / "detect"),
+                        dlq_topic=f"{base_topic}_dlq",
+                        alerts_topic=alerts_base,
+                    )
                 rates.append(detect)
                 _log_rate(detect, log)
                 result["baselines"] = [{**asdict(r), "rows_per_s": r.rows_per_s} for r in rates]
                 result["detect_backlog_duration_ms"] = _duration_breakdown(detect_progress)
                 result["detect_backlog_jobs"] = job_profile(spark, before)
-                result["detect_backlog_steps"] = {"batches": len(detect_progress),
-                                                  "add_batch_s": sum(p["durationMs"].get("addBatch", 0)
-                                                                     for p in detect_progress) / 1000,
-                                                  "worker_seconds": dict(steps.value)}
+                result["detect_backlog_steps"] = {
+                    "batches": len(detect_progress),
+                    "add_batch_s": sum(p["durationMs"].get("addBatch", 0) for p in detect_progress) / 1000,
+                    "worker_seconds": dict(steps.value),
+                }
                 log("where the detection stream's time goes (backlog run, Python steps inside the tasks):")
-                log("  " + format_steps(steps.value, len(detect_progress) or 1,
-                                        result["detect_backlog_steps"]["add_batch_s"]).replace("\n", "\n  "))
+                log(
+                    "  "
+                    + format_steps(
+                        steps.value, len(detect_progress) or 1, result["detect_backlog_steps"]["add_batch_s"]
+                    ).replace("\n", "\n  ")
+                )
                 log("where the detection stream's time goes (backlog run, Spark jobs by call site):")
                 log("  " + format_profile(result["detect_backlog_jobs"][:12]).replace("\n", "\n  "))
                 scoring = baselines.scoring(spark, cfg.scoring_rows, cfg.seed + 1)
@@ -554,8 +622,10 @@ def run(cfg: BenchConfig, out_dir: Path, log=print) -> dict:
                     log(f"  {name:<62}{v:>10,.0f} rows/s")
                 load["after_baselines"] = os.getloadavg()
 
-                log(f"ramp: {cfg.step_seconds:.0f}s per rate, sustained = producer kept up and lag "
-                    f"<= {cfg.lag_bound_s:.0f}s of input in the second half")
+                log(
+                    f"ramp: {cfg.step_seconds:.0f}s per rate, sustained = producer kept up and lag "
+                    f"<= {cfg.lag_bound_s:.0f}s of input in the second half"
+                )
                 names = _topics(settings, stamp)
                 stream = StreamUnderTest(settings, names, str(ckpt / "pipeline"))
                 # A population of its own (the backlog baselines used cfg.seed's): its profiles start empty.
@@ -565,8 +635,10 @@ def run(cfg: BenchConfig, out_dir: Path, log=print) -> dict:
                 # verdict swing between runs.
                 warm = traffic.produce(cfg.rates[0], cfg.warmup_seconds)
                 warm_drain = stream.wait_caught_up(timeout=300)
-                log(f"  warm-up: {warm.sent:,} events at {cfg.rates[0]:,} tx/s, caught up "
-                    f"{'-' if warm_drain is None else f'{warm_drain:.1f}s'} after")
+                log(
+                    f"  warm-up: {warm.sent:,} events at {cfg.rates[0]:,} tx/s, caught up "
+                    f"{'-' if warm_drain is None else f'{warm_drain:.1f}s'} after"
+                )
                 steps = []
                 for rate in cfg.rates:
                     step = run_step(stream, traffic, rate, cfg, log)
@@ -585,10 +657,14 @@ def run(cfg: BenchConfig, out_dir: Path, log=print) -> dict:
                 lat_rate = max(10.0, cfg.latency_fraction * (best or cfg.min_rate))
                 log(f"latency at {cfg.latency_fraction:.0%} of the sustained rate:")
                 lat = measure_latency(stream, traffic, names, lat_rate, cfg, log)
-                result["latency"] = {"rate": lat["rate"], "transactions": lat["transactions"],
-                                     "alerts": len(lat["alert_s"]), "alert_reasons": lat["alert_reasons"],
-                                     "cpu": lat["cpu"],
-                                     **{k: percentiles(lat[k]) for k in ("landed_s", "scored_s", "alert_s")}}
+                result["latency"] = {
+                    "rate": lat["rate"],
+                    "transactions": lat["transactions"],
+                    "alerts": len(lat["alert_s"]),
+                    "alert_reasons": lat["alert_reasons"],
+                    "cpu": lat["cpu"],
+                    **{k: percentiles(lat[k]) for k in ("landed_s", "scored_s", "alert_s")},
+                }
                 result["_latency_samples"] = {k: lat[k] for k in ("landed_s", "scored_s", "alert_s")}
                 stream.stop()
                 stream = None
@@ -687,16 +763,22 @@ def machine_facts() -> dict:
 
     import psutil
 
-    return {"cpus": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-            "python": platform.python_version(), "platform": platform.platform(), "commit": _git_commit()}
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "commit": _git_commit(),
+    }
 
 
 def _git_commit() -> str:
     import subprocess
 
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 

@@ -6,6 +6,7 @@ them under each policy. Needs a champion (`txmon train`).
 
     .venv/bin/python bench/policy_sweep.py [--events 60000] [--seed 7]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
 
-    sim = simulator_for(SimulateOptions(seed=args.seed, count=args.events, rate=1000, fraud_rate=0.01,
-                                        n_customers=10_000, progress=False, live=False))
+    sim = simulator_for(
+        SimulateOptions(
+            seed=args.seed,
+            count=args.events,
+            rate=1000,
+            fraud_rate=0.01,
+            n_customers=10_000,
+            progress=False,
+            live=False,
+        )
+    )
     items = list(sim.generate(args.events))
     frame = transactions_frame([i.event for i in items])
     frame["scenario"] = [i.label.scenario or "legit" for i in items]
@@ -47,11 +57,17 @@ def main() -> None:
     print(f"model {registry.champion()}, rules {rules.label}, {args.events:,} events, {int((~legit).sum())} fraud")
     print(f"{'review_at':>9} {'block_at':>8} {'model_w':>7} {'anomaly_w':>9} {'legit alerts':>12} {'recall':>7}")
     for review_at, anomaly_w in [(50, 0.3), (50, 0.1), (60, 0.3), (60, 0.1), (50, 0.0)]:
-        policy = RiskPolicy(model_weight=rules.policy.model_weight, anomaly_weight=anomaly_w,
-                            review_at=review_at, block_at=max(rules.policy.block_at, review_at))
+        policy = RiskPolicy(
+            model_weight=rules.policy.model_weight,
+            anomaly_weight=anomaly_w,
+            review_at=review_at,
+            block_at=max(rules.policy.block_at, review_at),
+        )
         flagged = decisions(risk_scores(feats["rule_score"], prob, anomaly, policy), policy) != "APPROVE"
-        print(f"{review_at:>9} {policy.block_at:>8} {policy.model_weight:>7} {anomaly_w:>9} "
-              f"{flagged[legit].mean():>12.2%} {flagged[~legit].mean():>7.1%}")
+        print(
+            f"{review_at:>9} {policy.block_at:>8} {policy.model_weight:>7} {anomaly_w:>9} "
+            f"{flagged[legit].mean():>12.2%} {flagged[~legit].mean():>7.1%}"
+        )
     recall = pd.Series(flagged[~legit]).groupby(feats["scenario"][~legit].to_numpy()).mean()
     print("recall by scenario at the last policy:", recall.round(2).to_dict())
 

@@ -9,6 +9,7 @@ same machine load, on profiles folded from simulated traffic.
 
 Needs a running Cassandra with the schema (``txmon infra up``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,8 +53,9 @@ def main(argv: list[str] | None = None) -> None:
 
     def per_request():
         params = [("bench", k, v, None, "bench#0") for k, v in profiles.items()]
-        execute_concurrent_with_args(store.session, store._insert, params, concurrency=store.target.concurrency,
-                                     raise_on_first_error=True)
+        execute_concurrent_with_args(
+            store.session, store._insert, params, concurrency=store.target.concurrency, raise_on_first_error=True
+        )
 
     def batched():
         store.save("bench", profiles)
@@ -67,8 +69,10 @@ def main(argv: list[str] | None = None) -> None:
             fn()
             times[name].append(time.perf_counter() - t0)
     n = len(profiles)
-    print(f"{n:,} payer profiles, JSON median {sizes[len(sizes) // 2]:,} B (max {sizes[-1]:,} B); "
-          f"median of {args.repeats}; loadavg {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(
+        f"{n:,} payer profiles, JSON median {sizes[len(sizes) // 2]:,} B (max {sizes[-1]:,} B); "
+        f"median of {args.repeats}; loadavg {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
     base = n / statistics.median(times["one request per profile"])
     for name, ts in times.items():
         rate = n / statistics.median(ts)

@@ -8,6 +8,7 @@ trees can be compared in one run without starting the stack:
     .venv/bin/python bench/python_step_costs.py                # this tree
     .venv/bin/python bench/python_step_costs.py /path/to/other/checkout
 """
+
 import sys
 import time
 from collections.abc import Callable
@@ -52,10 +53,16 @@ def main() -> None:
 
     n = len(raws)
     if hasattr(validation, "judge_batch"):
-        batch = pa.RecordBatch.from_pydict({
-            "key": pa.array([b"k"] * n, pa.binary()), "value": pa.array(raws, pa.binary()),
-            "topic": pa.array(["t"] * n), "partition": pa.array([0] * n, pa.int32()),
-            "offset": pa.array(range(n), pa.int64()), "kafka_ts": pa.array([now] * n, pa.timestamp("us", tz="UTC"))})
+        batch = pa.RecordBatch.from_pydict(
+            {
+                "key": pa.array([b"k"] * n, pa.binary()),
+                "value": pa.array(raws, pa.binary()),
+                "topic": pa.array(["t"] * n),
+                "partition": pa.array([0] * n, pa.int32()),
+                "offset": pa.array(range(n), pa.int64()),
+                "kafka_ts": pa.array([now] * n, pa.timestamp("us", tz="UTC")),
+            }
+        )
         best = _best_of_three(lambda: validation.judge_batch(batch, now, validation.Judge()))
         print(root, "judge_batch (validate + typed columns) us/row", round(best / n * 1e6, 1))
     else:  # an older checkout

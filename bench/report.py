@@ -1,4 +1,5 @@
 """The pipeline benchmark's outputs: a printed table, JSON, markdown and a latency histogram."""
+
 from __future__ import annotations
 
 import json
@@ -13,10 +14,17 @@ def _fmt_lat(p: dict) -> str:
 
 def rows(result: dict) -> list[tuple[str, str]]:
     """(measure, value) pairs: the table printed, and the markdown's."""
-    out = [("machine", f"{result['machine']['cpus']} cores, {result['machine']['memory_gib']} GiB, "
-                       f"commit {result['machine']['commit']}"),
-           ("load average (1/5/15 min) at start / end",
-            " / ".join(" ".join(f"{x:.2f}" for x in result["loadavg"][k]) for k in ("start", "end")))]
+    out = [
+        (
+            "machine",
+            f"{result['machine']['cpus']} cores, {result['machine']['memory_gib']} GiB, "
+            f"commit {result['machine']['commit']}",
+        ),
+        (
+            "load average (1/5/15 min) at start / end",
+            " / ".join(" ".join(f"{x:.2f}" for x in result["loadavg"][k]) for k in ("start", "end")),
+        ),
+    ]
     for b in result["baselines"]:
         out.append((f"baseline: {b['name']}", f"{b['rows_per_s']:,.0f} rows/s"))
     for name, v in result["scoring"].items():
@@ -28,9 +36,13 @@ def rows(result: dict) -> list[tuple[str, str]]:
     out.append(("  Kafka -> alert on the alerts topic", _fmt_lat(lat["alert_s"])))
     if "alerts" in lat:  # runs before the alert count was recorded lack it
         top = ", ".join(f"{code} {n:,}" for code, n in list(lat["alert_reasons"].items())[:4])
-        out.append(("  alerts in that phase (top reason codes)",
-                    f"{lat['alerts']:,} of {lat['transactions']:,} transactions "
-                    f"({lat['alerts'] / max(1, lat['transactions']):.1%}; {top or 'none'})"))
+        out.append(
+            (
+                "  alerts in that phase (top reason codes)",
+                f"{lat['alerts']:,} of {lat['transactions']:,} transactions "
+                f"({lat['alerts'] / max(1, lat['transactions']):.1%}; {top or 'none'})",
+            )
+        )
     out += _cpu_rows(lat, result["machine"]["cpus"])
     for name, mb in sorted(result["memory_peak_mb"].items()):
         out.append((f"peak memory (PSS): {name}", f"{mb:,.0f} MiB"))
@@ -56,14 +68,22 @@ def _cpu_rows(lat: dict, cores: int) -> list[tuple[str, str]]:
     out = []
     for name, v in cpu.items():
         if name != "all":
-            out.append((f"CPU per transaction at {lat['rate']:,.0f} tx/s: {name}",
-                        f"{v['ms_per_tx']:.3f} ms ({v['cpu_s']:.1f} s)"))
+            out.append(
+                (
+                    f"CPU per transaction at {lat['rate']:,.0f} tx/s: {name}",
+                    f"{v['ms_per_tx']:.3f} ms ({v['cpu_s']:.1f} s)",
+                )
+            )
     total = cpu["all"]
     bound = ""
     if total["ms_per_tx"] > 0:
         bound = f": {cores} cores could carry at most {cores * 1000 / total['ms_per_tx']:,.0f} tx/s at this micro-batch size"
-    out.append((f"CPU per transaction at {lat['rate']:,.0f} tx/s: all processes",
-                f"{total['ms_per_tx']:.3f} ms ({total['cpu_s']:.1f} s){bound}"))
+    out.append(
+        (
+            f"CPU per transaction at {lat['rate']:,.0f} tx/s: all processes",
+            f"{total['ms_per_tx']:.3f} ms ({total['cpu_s']:.1f} s){bound}",
+        )
+    )
     return out
 
 
@@ -74,37 +94,68 @@ def format_table(result: dict) -> str:
 
 
 def _steps_markdown(result: dict) -> list[str]:
-    lines = ["| target tx/s | produced tx/s | processed tx/s | max lag (2nd half) | bound | drain s | "
-             "batch rows | batch s | sustained |", "|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"]
+    lines = [
+        "| target tx/s | produced tx/s | processed tx/s | max lag (2nd half) | bound | drain s | "
+        "batch rows | batch s | sustained |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|:---:|",
+    ]
     for s in result["steps"]:
         drain = "-" if s["drain_seconds"] is None else f"{s['drain_seconds']:.1f}"
-        lines.append(f"| {s['target_rate']:,.0f} | {s['produce_rate']:,.0f} | {s['processed_rate']:,.0f} | "
-                     f"{s['max_lag_late']:,} | {s['lag_bound']:,} | {drain} | {s['batch_rows_mean']:,.0f} | "
-                     f"{s['batch_seconds_mean']:.1f} | {'yes' if s['sustained'] else 'no'} |")
+        lines.append(
+            f"| {s['target_rate']:,.0f} | {s['produce_rate']:,.0f} | {s['processed_rate']:,.0f} | "
+            f"{s['max_lag_late']:,} | {s['lag_bound']:,} | {drain} | {s['batch_rows_mean']:,.0f} | "
+            f"{s['batch_seconds_mean']:.1f} | {'yes' if s['sustained'] else 'no'} |"
+        )
     return lines
 
 
 def markdown(result: dict) -> str:
-    lines = [f"# txmon pipeline benchmark, {result['started']}", "",
-             f"Mode: `{json.dumps(result['mode'])}`", "", "| measure | value |", "|---|---|"]
+    lines = [
+        f"# txmon pipeline benchmark, {result['started']}",
+        "",
+        f"Mode: `{json.dumps(result['mode'])}`",
+        "",
+        "| measure | value |",
+        "|---|---|",
+    ]
     lines += [f"| {k} | {v} |" for k, v in rows(result)]
     lines += ["", "## Ramp", "", *_steps_markdown(result)]
-    lines += ["", "## Where a micro-batch's time goes (mean durationMs, detection on, backlog run)", "",
-              "| phase | ms |", "|---|---:|"]
-    lines += [f"| {k} | {v:,.0f} |" for k, v in sorted(result["detect_backlog_duration_ms"].items(),
-                                                        key=lambda kv: -kv[1])]
-    lines += ["", "## Spark jobs by call site (detection on, backlog run)", "",
-              "| job | count | seconds | share |", "|---|---:|---:|---:|"]
-    lines += [f"| {r['job']} | {r['jobs']} | {r['seconds']:.1f} | {r['share']:.1%} |"
-              for r in result.get("detect_backlog_jobs", [])]
+    lines += [
+        "",
+        "## Where a micro-batch's time goes (mean durationMs, detection on, backlog run)",
+        "",
+        "| phase | ms |",
+        "|---|---:|",
+    ]
+    lines += [
+        f"| {k} | {v:,.0f} |" for k, v in sorted(result["detect_backlog_duration_ms"].items(), key=lambda kv: -kv[1])
+    ]
+    lines += [
+        "",
+        "## Spark jobs by call site (detection on, backlog run)",
+        "",
+        "| job | count | seconds | share |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['job']} | {r['jobs']} | {r['seconds']:.1f} | {r['share']:.1%} |"
+        for r in result.get("detect_backlog_jobs", [])
+    ]
     steps = result.get("detect_backlog_steps")
     if steps and steps.get("worker_seconds"):
         batches = max(steps["batches"], 1)
         total = sum(steps["worker_seconds"].values()) or 1.0
-        lines += ["", "## Python steps inside the micro-batch job (detection on, backlog run)", "",
-                  "| step | worker s per batch | share |", "|---|---:|---:|"]
-        lines += [f"| {k} | {v / batches:.2f} | {v / total:.0%} |"
-                  for k, v in sorted(steps["worker_seconds"].items(), key=lambda kv: -kv[1])]
+        lines += [
+            "",
+            "## Python steps inside the micro-batch job (detection on, backlog run)",
+            "",
+            "| step | worker s per batch | share |",
+            "|---|---:|---:|",
+        ]
+        lines += [
+            f"| {k} | {v / batches:.2f} | {v / total:.0%} |"
+            for k, v in sorted(steps["worker_seconds"].items(), key=lambda kv: -kv[1])
+        ]
         lines.append(f"| addBatch wall time per batch | {steps['add_batch_s'] / batches:.2f} | |")
     lines += ["", "![latency](latency.png)", ""]
     return "\n".join(lines)
@@ -118,8 +169,7 @@ def histogram(result: dict, path: Path) -> None:
 
     samples = result.get("_latency_samples", {})
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for key, label in (("landed_s", "Kafka -> landed"), ("scored_s", "Kafka -> scored"),
-                       ("alert_s", "Kafka -> alert")):
+    for key, label in (("landed_s", "Kafka -> landed"), ("scored_s", "Kafka -> scored"), ("alert_s", "Kafka -> alert")):
         values = samples.get(key) or []
         if values:
             ax.hist(values, bins=60, alpha=0.5, label=f"{label} (n={len(values):,})")

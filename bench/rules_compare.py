@@ -10,6 +10,7 @@ decision is each file's own policy (:mod:`models.risk`). Needs a champion (`txmo
     git show 26a67bc:config/rules.yaml > /tmp/rules-before.yaml
     .venv/bin/python -m txmon.bench.rules_compare /tmp/rules-before.yaml config/rules.yaml [--events 150000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,9 +42,18 @@ def main(argv: list[str] | None = None) -> None:
     from txmon.spark_jobs.rules import apply_rules
     from txmon.spark_jobs.session import build_session
 
-    sim = simulator_for(SimulateOptions(seed=args.seed, count=args.events, rate=1000, fraud_rate=0.01,
-                                        n_customers=args.customers, label_delay_seconds=args.label_delay,
-                                        progress=False, live=False))
+    sim = simulator_for(
+        SimulateOptions(
+            seed=args.seed,
+            count=args.events,
+            rate=1000,
+            fraud_rate=0.01,
+            n_customers=args.customers,
+            label_delay_seconds=args.label_delay,
+            progress=False,
+            live=False,
+        )
+    )
     items = list(sim.generate(args.events))
     feats = labelled_features([i.event for i in items], [i.label for i in items])
     scenario = feats["scenario"].fillna("legit")
@@ -53,27 +63,44 @@ def main(argv: list[str] | None = None) -> None:
     spark = build_session(load_settings(), "rules-compare")
     naive = {c: feats[c].dt.tz_localize(None) for c in ("event_time", "label_time")}
     sdf = spark.createDataFrame(feats.assign(**naive))
-    print(f"model {registry.champion()}, {args.events:,} events, {int((~legit).sum()):,} fraud, "
-          f"labels after {args.label_delay:g} s")
+    print(
+        f"model {registry.champion()}, {args.events:,} events, {int((~legit).sum()):,} fraud, "
+        f"labels after {args.label_delay:g} s"
+    )
     fired_by_file = []
     for path in args.rules:
         rules = load_rules(path)
         ruled = feats[["txn_id"]].merge(
-            apply_rules(sdf, rules).select("txn_id", "rule_score", "rules_fired").toPandas(), on="txn_id")
-        policy = RiskPolicy(model_weight=rules.policy.model_weight, anomaly_weight=rules.policy.anomaly_weight,
-                            review_at=rules.policy.review_at, block_at=rules.policy.block_at)
+            apply_rules(sdf, rules).select("txn_id", "rule_score", "rules_fired").toPandas(), on="txn_id"
+        )
+        policy = RiskPolicy(
+            model_weight=rules.policy.model_weight,
+            anomaly_weight=rules.policy.anomaly_weight,
+            review_at=rules.policy.review_at,
+            block_at=rules.policy.block_at,
+        )
         flagged = decisions(risk_scores(ruled["rule_score"], prob, anomaly, policy), policy) != "APPROVE"
         recall = pd.Series(flagged[~legit]).groupby(scenario[~legit].to_numpy()).mean().round(3).to_dict()
-        print(f"{path} ({rules.label}): legit alerts {flagged[legit].mean():.2%}, "
-              f"fraud recall {flagged[~legit].mean():.1%}; by scenario {recall}")
-        fired_by_file.append({r.id: ruled["rules_fired"].map(lambda f, i=r.id: f is not None and i in list(f)).to_numpy()
-                              for r in rules.rules})
+        print(
+            f"{path} ({rules.label}): legit alerts {flagged[legit].mean():.2%}, "
+            f"fraud recall {flagged[~legit].mean():.1%}; by scenario {recall}"
+        )
+        fired_by_file.append(
+            {
+                r.id: ruled["rules_fired"].map(lambda f, i=r.id: f is not None and i in list(f)).to_numpy()
+                for r in rules.rules
+            }
+        )
     for rule_id in sorted(set(fired_by_file[0]) | set(fired_by_file[1])):
-        counts = [(int(f[rule_id][legit].sum()), int(f[rule_id][~legit].sum())) if rule_id in f else None
-                  for f in fired_by_file]
+        counts = [
+            (int(f[rule_id][legit].sum()), int(f[rule_id][~legit].sum())) if rule_id in f else None
+            for f in fired_by_file
+        ]
         if counts[0] != counts[1]:
-            print(f"  {rule_id}: fired on legit / fraud rows " + " -> ".join(
-                "absent" if c is None else f"{c[0]:,} / {c[1]:,}" for c in counts))
+            print(
+                f"  {rule_id}: fired on legit / fraud rows "
+                + " -> ".join("absent" if c is None else f"{c[0]:,} / {c[1]:,}" for c in counts)
+            )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ Forest and its CDF). ``explain`` is timed per flagged-sized batch as well.
 
 Importable: :func:`run` returns the rows, :func:`format_table` prints them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -87,8 +88,9 @@ def run(bundle, frame, batches=(1_000, 10_000, 50_000), repeats: int = 7, explai
         if len(part) < batch:
             break
         x = feature_matrix(part)  # prebuilt: predict_proba gets the matrix for free
-        score_s, proba_s = _median_seconds([lambda part=part: bundle.score(part),
-                                            lambda x=x: bundle.classifier.predict_proba(x)], repeats)
+        score_s, proba_s = _median_seconds(
+            [lambda part=part: bundle.score(part), lambda x=x: bundle.classifier.predict_proba(x)], repeats
+        )
         explain = None
         if batch == batches[0]:
             head = part.iloc[:explain_batch]
@@ -98,12 +100,15 @@ def run(bundle, frame, batches=(1_000, 10_000, 50_000), repeats: int = 7, explai
 
 
 def format_table(rows: list[BenchRow]) -> str:
-    lines = [f"{'rows/batch':>10} {'bundle.score rows/s':>20} {'predict_proba rows/s':>21} {'ratio':>6}"
-             f" {'explain rows/s':>15}"]
+    lines = [
+        f"{'rows/batch':>10} {'bundle.score rows/s':>20} {'predict_proba rows/s':>21} {'ratio':>6}"
+        f" {'explain rows/s':>15}"
+    ]
     for r in rows:
         explain = f"{r.explain_rows_s:,.0f}" if r.explain_rows_s else "-"
-        lines.append(f"{r.batch:>10,} {r.score_rows_s:>20,.0f} {r.predict_proba_rows_s:>21,.0f} {r.ratio:>6.2f}"
-                     f" {explain:>15}")
+        lines.append(
+            f"{r.batch:>10,} {r.score_rows_s:>20,.0f} {r.predict_proba_rows_s:>21,.0f} {r.ratio:>6.2f} {explain:>15}"
+        )
     return "\n".join(lines)
 
 
@@ -111,13 +116,21 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", help="registry version to load [default: the champion]")
     parser.add_argument("--rows", type=int, default=50_000, help="simulated transactions to score")
-    parser.add_argument("--train-events", type=int, default=50_000,
-                        help="simulated transactions to train on when the registry has no champion")
+    parser.add_argument(
+        "--train-events",
+        type=int,
+        default=50_000,
+        help="simulated transactions to train on when the registry has no champion",
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="OpenMP/BLAS threads while timing (Spark runs one single-threaded task per core) "
-                             "[default: 1; 0 = library default]")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="OpenMP/BLAS threads while timing (Spark runs one single-threaded task per core) "
+        "[default: 1; 0 = library default]",
+    )
     args = parser.parse_args(argv)
 
     from contextlib import nullcontext
@@ -132,8 +145,10 @@ def main(argv: list[str] | None = None) -> None:
         threads = {p.get("user_api"): p.get("num_threads") for p in threadpool_info()}
     trees = getattr(bundle.classifier, "n_iter_", "?")
     print(f"model: {where}; boosting iterations {trees}; thread pools {threads}")
-    print(f"median of {args.repeats} runs; predict_proba gets a prebuilt float64 matrix, "
-          "bundle.score a pandas frame; explain: batches of 100 rows")
+    print(
+        f"median of {args.repeats} runs; predict_proba gets a prebuilt float64 matrix, "
+        "bundle.score a pandas frame; explain: batches of 100 rows"
+    )
     print(format_table(rows))
 
 

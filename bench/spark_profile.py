@@ -9,6 +9,7 @@ Structured Streaming's ``durationMs`` puts all of a foreachBatch sink under ``ad
 * :func:`step_timers`: inside that one job, how long each Python step (land, the two
   feature folds, scoring, outputs) runs in the tasks, gathered with an accumulator.
 """
+
 from __future__ import annotations
 
 import json
@@ -131,16 +132,20 @@ def step_timers(spark):
             return a
 
     acc = spark.sparkContext.accumulator({}, Seconds())
-    originals = [(stream, "land_partition", stream.land_partition),
-                 *[(detection, n, getattr(detection, n))
-                   for n in ("_partition_fold", "_outputs_partition")]]
-    stream.land_partition = _timed_factory(lambda *a: "land (validate; write transactions, dead letters)",
-                                           stream.land_partition, acc)
+    originals = [
+        (stream, "land_partition", stream.land_partition),
+        *[(detection, n, getattr(detection, n)) for n in ("_partition_fold", "_outputs_partition")],
+    ]
+    stream.land_partition = _timed_factory(
+        lambda *a: "land (validate; write transactions, dead letters)", stream.land_partition, acc
+    )
     detection._partition_fold = _timed_factory(
-        lambda fold, *a: f"features: {fold.__name__} (load, fold, save profiles)", detection._partition_fold, acc)
+        lambda fold, *a: f"features: {fold.__name__} (load, fold, save profiles)", detection._partition_fold, acc
+    )
     # Scoring (models, risk, decision) runs in the JVM (spark_jobs/jvm_scoring.py): not a Python step.
-    detection._outputs_partition = _timed_factory(lambda *a: "outputs (reasons; write scored, alerts, topic)",
-                                                  detection._outputs_partition, acc)
+    detection._outputs_partition = _timed_factory(
+        lambda *a: "outputs (reasons; write scored, alerts, topic)", detection._outputs_partition, acc
+    )
     try:
         yield acc
     finally:
@@ -152,8 +157,10 @@ def format_steps(totals: dict[str, float], batches: int, add_batch_s: float) -> 
     """The step timings as a table: worker seconds per micro-batch and share."""
     worker = sum(totals.values()) or 1.0
     lines = [f"{'Python step (inside the tasks)':<56}{'worker s / batch':>17}{'share':>7}"]
-    lines += [f"{name:<56}{seconds / batches:>17.2f}{seconds / worker:>7.0%}"
-              for name, seconds in sorted(totals.items(), key=lambda kv: -kv[1])]
+    lines += [
+        f"{name:<56}{seconds / batches:>17.2f}{seconds / worker:>7.0%}"
+        for name, seconds in sorted(totals.items(), key=lambda kv: -kv[1])
+    ]
     lines.append(f"{'all Python steps (summed over parallel tasks)':<56}{sum(totals.values()) / batches:>17.2f}")
     lines.append(f"{'addBatch wall time (the whole micro-batch job)':<56}{add_batch_s / batches:>17.2f}")
     return "\n".join(lines)
@@ -182,5 +189,9 @@ def compile_delta(before: dict[str, int], after: dict[str, int], micro_batches: 
     compilations = after["codegen_compilations"] - before["codegen_compilations"]
     jit = after["jit_compile_ms"] - before["jit_compile_ms"]
     per = max(micro_batches, 1)
-    return {"codegen_compilations": compilations, "codegen_per_batch": round(compilations / per, 2),
-            "jit_compile_ms": jit, "jit_ms_per_batch": round(jit / per, 1)}
+    return {
+        "codegen_compilations": compilations,
+        "codegen_per_batch": round(compilations / per, 2),
+        "jit_compile_ms": jit,
+        "jit_ms_per_batch": round(jit / per, 1),
+    }

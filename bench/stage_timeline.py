@@ -11,6 +11,7 @@ its Python worker, so a Python step shows as run time without CPU. With adaptive
 execution each shuffle stage of a micro-batch is a job of its own. (This is how the
 landing, payee and payer/outputs stages in docs/performance.md were measured.)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,10 @@ def _ms(start: float, end: float) -> str:
 def _task(task: dict) -> str:
     m = task.get("taskMetrics", {})
     records = m.get("inputMetrics", {}).get("recordsRead", 0) or m.get("shuffleReadMetrics", {}).get("recordsRead", 0)
-    return (f"{task['duration']}({m.get('executorRunTime', 0)}r/{m.get('executorCpuTime', 0) // 1_000_000}c,"
-            f"sd{task.get('schedulerDelay', 0)},rec{records})")
+    return (
+        f"{task['duration']}({m.get('executorRunTime', 0)}r/{m.get('executorCpuTime', 0) // 1_000_000}c,"
+        f"sd{task.get('schedulerDelay', 0)},rec{records})"
+    )
 
 
 def timeline(jobs: list[dict], stages: dict[int, dict], tasks: dict[int, list[dict]]) -> list[str]:
@@ -47,8 +50,9 @@ def timeline(jobs: list[dict], stages: dict[int, dict], tasks: dict[int, list[di
                 continue
             s_start, s_end = rest_seconds(stage["submissionTime"]), rest_seconds(stage["completionTime"])
             spans = " ".join(_task(t) for t in sorted(tasks.get(stage_id, []), key=lambda t: t["taskId"]))
-            lines.append(f"  stage {stage_id}: +{_ms(start, s_start)}, {_ms(s_start, s_end)}, "
-                         f"{stage['numTasks']} tasks: {spans}")
+            lines.append(
+                f"  stage {stage_id}: +{_ms(start, s_start)}, {_ms(s_start, s_end)}, {stage['numTasks']} tasks: {spans}"
+            )
     return lines
 
 
@@ -74,8 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         jobs, stages, tasks = fetch(args.ui.rstrip("/"), args.jobs)
     except (urllib.error.URLError, OSError) as exc:
-        print(f"no Spark UI at {args.ui} ({exc}); start a stream first (e.g. python -m txmon.bench.stream_at_rate) "
-              "or pass --ui with its address (spark.ui.port)", file=sys.stderr)
+        print(
+            f"no Spark UI at {args.ui} ({exc}); start a stream first (e.g. python -m txmon.bench.stream_at_rate) "
+            "or pass --ui with its address (spark.ui.port)",
+            file=sys.stderr,
+        )
         return 2
     print("\n".join(timeline(jobs, stages, tasks)))
     return 0

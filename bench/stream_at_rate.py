@@ -29,6 +29,7 @@ alternate the pair at least twice: consecutive runs on this machine differ by ~5
 ``--jsonl FILE`` appends each run's result as one JSON line for that comparison. Do not
 edit the working tree during a run: Spark's Python workers import it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -98,9 +99,14 @@ def measure(stream, traffic, settings, names, rate: float, seconds: float, drain
     rows = sum(p["numInputRows"] for p in progress)
     batch_s = [p["durationMs"].get("triggerExecution", 0) / 1000 for p in progress]
     return {
-        "rate": rate, "seconds": seconds, "produced": summary.sent, "produce_rate": round(summary.rate, 1),
-        "processed_rows": rows, "drain_seconds": None if drain is None else round(drain, 1),
-        "elapsed_seconds": round(elapsed, 1), "max_lag": max(lags, default=0),
+        "rate": rate,
+        "seconds": seconds,
+        "produced": summary.sent,
+        "produce_rate": round(summary.rate, 1),
+        "processed_rows": rows,
+        "drain_seconds": None if drain is None else round(drain, 1),
+        "elapsed_seconds": round(elapsed, 1),
+        "max_lag": max(lags, default=0),
         "micro_batches": len(progress),
         "batch_rows_mean": round(rows / len(progress), 1) if progress else 0.0,
         "batch_seconds_mean": round(sum(batch_s) / len(batch_s), 3) if batch_s else 0.0,
@@ -110,9 +116,13 @@ def measure(stream, traffic, settings, names, rate: float, seconds: float, drain
         "driver_ms": driver_phases(getattr(stream.ingest, "batch_timings", ()), {p["batchId"] for p in progress}),
         "cpu": cpu_per_transaction(before, after, summary.sent),
         "compiles": compile_delta(compiled_before, compiled_after, len(progress)),
-        "latency_s": {k: {q: round(v, 3) for q, v in percentiles(lat[k]).items()}
-                      for k in ("landed_s", "scored_s", "alert_s")},
-        "peak_pss_mib": {**{k: round(v) for k, v in memory.peaks_mb.items()}, "whole stack": round(memory.total_peak_mb)},
+        "latency_s": {
+            k: {q: round(v, 3) for q, v in percentiles(lat[k]).items()} for k in ("landed_s", "scored_s", "alert_s")
+        },
+        "peak_pss_mib": {
+            **{k: round(v) for k, v in memory.peaks_mb.items()},
+            "whole stack": round(memory.total_peak_mb),
+        },
     }
 
 
@@ -121,8 +131,10 @@ def driver_phases(timings, batch_ids: set[int]) -> dict[str, float]:
     the plan, running it (the Spark jobs and collecting the drift columns) and feeding the
     drift monitor (spark_jobs/transactions_stream.py keeps these as ``batch_timings``)."""
     chosen = [t for t in timings if t["batch_id"] in batch_ids]
-    return {phase: round(1000 * sum(t[f"{phase}_s"] for t in chosen) / len(chosen), 1) if chosen else 0.0
-            for phase in ("plan", "run", "drift")}
+    return {
+        phase: round(1000 * sum(t[f"{phase}_s"] for t in chosen) / len(chosen), 1) if chosen else 0.0
+        for phase in ("plan", "run", "drift")
+    }
 
 
 def _quantiles(values: dict[str, float], top: str) -> str:
@@ -134,26 +146,29 @@ def _quantiles(values: dict[str, float], top: str) -> str:
 def format_result(r: dict) -> str:
     from txmon.bench.cpu_split import format_cpu_table
 
-    lines = [f"{r['label'] or 'run'} @ {r['commit']}: {r['rate']:,.0f} tx/s x {r['seconds']:.0f} s, "
-             f"produced {r['produced']:,} ({r['produce_rate']:,.0f}/s); max lag {r['max_lag']:,}; "
-             f"drained {'NOT within timeout' if r['drain_seconds'] is None else str(r['drain_seconds']) + ' s'}",
-             f"  {r['micro_batches']} micro-batches of {r['batch_rows_mean']:,.0f} rows, "
-             f"{r['batch_seconds_mean']:.2f} s each (p50 / p95 / max {_quantiles(r['batch_seconds'], 'max')} s; "
-             f"addBatch {r['duration_ms'].get('addBatch', 0):,.0f} ms); "
-             f"loadavg {r['loadavg_after'][0]:.2f}",
-             "  in the ingest query's foreachBatch, ms per micro-batch: "
-             + ", ".join(f"{k} {v:,.0f}" for k, v in r.get("driver_ms", {}).items()),
-             f"  driver JVM compiles: {r['compiles']['codegen_per_batch']:g} whole-stage codegen per micro-batch, "
-             f"JIT {r['compiles']['jit_ms_per_batch']:,.0f} ms per micro-batch",
-             "  latency, Kafka -> landed / scored / alert, p50 / p95 / p99 (s): "
-             + "; ".join(_quantiles(r["latency_s"][k], "p99") for k in ("landed_s", "scored_s", "alert_s")),
-             format_cpu_table(r["cpu"], indent="  "),
-             "  peak PSS (MiB): " + ", ".join(f"{k} {v:,}" for k, v in r["peak_pss_mib"].items())]
+    lines = [
+        f"{r['label'] or 'run'} @ {r['commit']}: {r['rate']:,.0f} tx/s x {r['seconds']:.0f} s, "
+        f"produced {r['produced']:,} ({r['produce_rate']:,.0f}/s); max lag {r['max_lag']:,}; "
+        f"drained {'NOT within timeout' if r['drain_seconds'] is None else str(r['drain_seconds']) + ' s'}",
+        f"  {r['micro_batches']} micro-batches of {r['batch_rows_mean']:,.0f} rows, "
+        f"{r['batch_seconds_mean']:.2f} s each (p50 / p95 / max {_quantiles(r['batch_seconds'], 'max')} s; "
+        f"addBatch {r['duration_ms'].get('addBatch', 0):,.0f} ms); "
+        f"loadavg {r['loadavg_after'][0]:.2f}",
+        "  in the ingest query's foreachBatch, ms per micro-batch: "
+        + ", ".join(f"{k} {v:,.0f}" for k, v in r.get("driver_ms", {}).items()),
+        f"  driver JVM compiles: {r['compiles']['codegen_per_batch']:g} whole-stage codegen per micro-batch, "
+        f"JIT {r['compiles']['jit_ms_per_batch']:,.0f} ms per micro-batch",
+        "  latency, Kafka -> landed / scored / alert, p50 / p95 / p99 (s): "
+        + "; ".join(_quantiles(r["latency_s"][k], "p99") for k in ("landed_s", "scored_s", "alert_s")),
+        format_cpu_table(r["cpu"], indent="  "),
+        "  peak PSS (MiB): " + ", ".join(f"{k} {v:,}" for k, v in r["peak_pss_mib"].items()),
+    ]
     return "\n".join(lines)
 
 
-def run(rate: float, seconds: float, warmup_seconds: float, extra_conf: dict[str, str], label: str,
-        seed: int, log=print) -> dict:
+def run(
+    rate: float, seconds: float, warmup_seconds: float, extra_conf: dict[str, str], label: str, seed: int, log=print
+) -> dict:
     from txmon.bench.pipeline_bench import (
         BenchTraffic,
         StreamUnderTest,
@@ -170,24 +185,34 @@ def run(rate: float, seconds: float, warmup_seconds: float, extra_conf: dict[str
         try:
             model = ensure_champion(50_000, log)
             names = _topics(settings, f"rate_{stamp}")
-            stream = StreamUnderTest(settings, names, str(settings.state_path / "checkpoints" / f"rate-{stamp}"),
-                                     extra_conf=extra_conf)
+            stream = StreamUnderTest(
+                settings, names, str(settings.state_path / "checkpoints" / f"rate-{stamp}"), extra_conf=extra_conf
+            )
             traffic = BenchTraffic(settings, names, seed, int(rate * (warmup_seconds + seconds) * 1.5) + 1000)
             if warmup_seconds:
                 log(f"warm-up: {rate:,.0f} tx/s for {warmup_seconds:.0f} s (not measured)")
                 traffic.produce(rate, warmup_seconds)
                 if stream.wait_caught_up(max(120.0, warmup_seconds * 4)) is None:
-                    raise RuntimeError("the stream did not catch up after the warm-up: the rate is far above what "
-                                       "it sustains; try a lower --rate")
+                    raise RuntimeError(
+                        "the stream did not catch up after the warm-up: the rate is far above what "
+                        "it sustains; try a lower --rate"
+                    )
             log(f"measuring: {rate:,.0f} tx/s for {seconds:.0f} s")
-            result = measure(stream, traffic, settings, names, rate, seconds,
-                             drain_timeout=max(120.0, seconds * 4))
-            result.update(label=label, commit=_git_commit(), model=model, extra_conf=extra_conf,
-                          loadavg_after=os.getloadavg(), started=stamp,
-                          settings={"trigger_seconds": settings.spark.trigger_seconds,
-                                    "max_offsets_per_trigger": settings.spark.max_offsets_per_trigger,
-                                    "kafka_partitions": settings.kafka.partitions,
-                                    "kafka_fetch_max_wait_ms": settings.spark.kafka_fetch_max_wait_ms})
+            result = measure(stream, traffic, settings, names, rate, seconds, drain_timeout=max(120.0, seconds * 4))
+            result.update(
+                label=label,
+                commit=_git_commit(),
+                model=model,
+                extra_conf=extra_conf,
+                loadavg_after=os.getloadavg(),
+                started=stamp,
+                settings={
+                    "trigger_seconds": settings.spark.trigger_seconds,
+                    "max_offsets_per_trigger": settings.spark.max_offsets_per_trigger,
+                    "kafka_partitions": settings.kafka.partitions,
+                    "kafka_fetch_max_wait_ms": settings.spark.kafka_fetch_max_wait_ms,
+                },
+            )
             return result
         finally:
             stop_run(stream, traffic)
@@ -198,8 +223,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=300.0, help="transactions per second [300]")
     parser.add_argument("--seconds", type=float, default=60.0, help="measured period [60]")
     parser.add_argument("--warmup-seconds", type=float, default=60.0, help="unmeasured traffic first [60]")
-    parser.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra Spark setting for the stream's session (repeatable)")
+    parser.add_argument(
+        "--conf",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra Spark setting for the stream's session (repeatable)",
+    )
     parser.add_argument("--label", default="", help="name of this run in the output (e.g. old / new)")
     parser.add_argument("--seed", type=int, default=11, help="simulator seed [11]")
     parser.add_argument("--jsonl", type=Path, help="append the result as one JSON line to this file")

@@ -32,6 +32,7 @@ Goal: in-stream scoring / plain predict >= 0.5. Every path is reported against
 baselines 1 and 2 (and bundle.score); the in-process baselines run on one thread, the
 Spark paths on ``local[2]`` sharing the machine's cores with the JVM.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -85,8 +86,9 @@ def measure(spark, bundle, frame, repeats: int = 3) -> dict[str, float]:
     results = {}
     with threadpool_limits(1):  # as in a Spark Python worker (OMP_NUM_THREADS=1)
         results[PREDICT] = n / _best(lambda: bundle.classifier.predict_proba(matrix), repeats)
-        results[PLAIN_BOTH] = n / _best(lambda: (bundle.classifier.predict_proba(matrix),
-                                                 bundle.anomaly_model.score_samples(matrix)), repeats)
+        results[PLAIN_BOTH] = n / _best(
+            lambda: (bundle.classifier.predict_proba(matrix), bundle.anomaly_model.score_samples(matrix)), repeats
+        )
         results[BUNDLE] = n / _best(lambda: bundle.score(features), repeats)
 
     sdf = _spark_frame(spark, frame).cache()
@@ -105,16 +107,21 @@ def measure(spark, bundle, frame, repeats: int = 3) -> dict[str, float]:
                 else:
                     p, a = model.score(batch)
                 yield pa.RecordBatch.from_arrays([pa.array(p), pa.array(a)], names=["p", "a"])
+
         return run
 
     # Models only: the feature columns in, two columns out (no pass-through, no risk/reasons).
     feats = sdf.select(*FEATURES)
     results[SPARK_PLAIN] = n / _best(
-        lambda: feats.mapInArrow(models_only(True), "p double, a double").write.format("noop").mode("overwrite")
-        .save(), repeats)
+        lambda: feats.mapInArrow(models_only(True), "p double, a double").write.format("noop").mode("overwrite").save(),
+        repeats,
+    )
     results[SPARK_BUNDLE] = n / _best(
-        lambda: feats.mapInArrow(models_only(False), "p double, a double").write.format("noop").mode("overwrite")
-        .save(), repeats)
+        lambda: (
+            feats.mapInArrow(models_only(False), "p double, a double").write.format("noop").mode("overwrite").save()
+        ),
+        repeats,
+    )
 
     rules = load_rules()
     ruled = apply_rules(sdf, rules).cache()
@@ -126,7 +133,8 @@ def measure(spark, bundle, frame, repeats: int = 3) -> dict[str, float]:
     # The floor of any Python step that returns the batch's columns (as mapInArrow must):
     # Arrow out of the JVM and back, no work in Python.
     results[TRANSFER] = n / _best(
-        lambda: ruled.mapInArrow(pass_through, ruled.schema).write.format("noop").mode("overwrite").save(), repeats)
+        lambda: ruled.mapInArrow(pass_through, ruled.schema).write.format("noop").mode("overwrite").save(), repeats
+    )
     # What Spark costs with no scoring at all: reading the cached rows into the noop sink.
     # No in-Spark step can beat it, so it bounds every ratio from above.
     results[SCAN_FLOOR] = n / _best(lambda: ruled.write.format("noop").mode("overwrite").save(), repeats)
@@ -134,8 +142,14 @@ def measure(spark, bundle, frame, repeats: int = 3) -> dict[str, float]:
     scored = score_ruled(ruled, trees, "bench", rules, spark)
     results[IN_STREAM] = n / _best(lambda: scored.write.format("noop").mode("overwrite").save(), repeats)
     results[WITH_REASONS] = n / _best(
-        lambda: scored.mapInArrow(_explaining(bc, rules), _explained_schema(scored.schema))
-        .write.format("noop").mode("overwrite").save(), repeats)
+        lambda: (
+            scored.mapInArrow(_explaining(bc, rules), _explained_schema(scored.schema))
+            .write.format("noop")
+            .mode("overwrite")
+            .save()
+        ),
+        repeats,
+    )
     sdf.unpersist()
     ruled.unpersist()
     bc.destroy()
@@ -146,8 +160,9 @@ def measure(spark, bundle, frame, repeats: int = 3) -> dict[str, float]:
 def _explained_schema(schema):
     from pyspark.sql import types as T
 
-    return T.StructType([*schema.fields, T.StructField("reasons", T.StringType()),
-                         T.StructField("alert_json", T.StringType())])
+    return T.StructType(
+        [*schema.fields, T.StructField("reasons", T.StringType()), T.StructField("alert_json", T.StringType())]
+    )
 
 
 def _explaining(bundle_bc, ruleset):
@@ -163,8 +178,10 @@ def _explaining(bundle_bc, ruleset):
         bundle = bundle_bc.value
         for batch in batches:
             # Any key: the bench times the masking, it publishes nothing.
-            yield with_explanations(batch, bundle, rules, "bench", ruleset.label, datetime.now(UTC),
-                                    b"bench-only-pii-token-key-0123456789")
+            yield with_explanations(
+                batch, bundle, rules, "bench", ruleset.label, datetime.now(UTC), b"bench-only-pii-token-key-0123456789"
+            )
+
     return run
 
 
@@ -176,8 +193,9 @@ def detection_at(ref: str):
     from pyspark import cloudpickle
 
     root = Path(__file__).resolve().parents[1]
-    source = subprocess.run(["git", "show", f"{ref}:spark_jobs/detection.py"], cwd=root, check=True,
-                            capture_output=True, text=True).stdout
+    source = subprocess.run(
+        ["git", "show", f"{ref}:spark_jobs/detection.py"], cwd=root, check=True, capture_output=True, text=True
+    ).stdout
     name = f"detection_{ref.replace('-', '_').replace('~', '_')}"
     spec = importlib.util.spec_from_loader(name, loader=None)
     assert spec is not None  # always, without a loader
@@ -210,8 +228,10 @@ def compare_steps(spark, bundle, frame, ref: str, repeats: int = 3) -> dict:
     bc = spark.sparkContext.broadcast(bundle)
     trees = broadcast_trees(spark, bundle, "bench")
     schema = old.scored_schema(ruled.schema)
-    steps = {ref: lambda: ruled.mapInArrow(old._score_partition(bc, "bench", rules, schema), schema),
-             "working tree (JVM)": lambda: score_ruled(ruled, trees, "bench", rules, spark)}
+    steps = {
+        ref: lambda: ruled.mapInArrow(old._score_partition(bc, "bench", rules, schema), schema),
+        "working tree (JVM)": lambda: score_ruled(ruled, trees, "bench", rules, spark),
+    }
     cols = ["txn_id", "fraud_probability", "anomaly_score", "risk_score", "decision"]
     a, b = (step().select(*cols).toPandas().set_index("txn_id").sort_index() for step in steps.values())
     times: dict[str, list[float]] = {k: [] for k in steps}
@@ -221,19 +241,32 @@ def compare_steps(spark, bundle, frame, ref: str, repeats: int = 3) -> dict:
             step().write.format("noop").mode("overwrite").save()
             times[name].append(time.perf_counter() - t0)
     ruled.unpersist()
-    return {"rows": n,
-            "max |probability difference|": float(np.max(np.abs(a.fraud_probability - b.fraud_probability))),
-            "max |anomaly difference|": float(np.max(np.abs(a.anomaly_score - b.anomaly_score))),
-            "risk and decision identical": bool(a.risk_score.equals(b.risk_score) and a.decision.equals(b.decision)),
-            **{f"{name} rows/s": n / statistics.median(ts) for name, ts in times.items()}}
+    return {
+        "rows": n,
+        "max |probability difference|": float(np.max(np.abs(a.fraud_probability - b.fraud_probability))),
+        "max |anomaly difference|": float(np.max(np.abs(a.anomaly_score - b.anomaly_score))),
+        "risk and decision identical": bool(a.risk_score.equals(b.risk_score) and a.decision.equals(b.decision)),
+        **{f"{name} rows/s": n / statistics.median(ts) for name, ts in times.items()},
+    }
 
 
 def _spark_frame(spark, frame):
     from txmon.models.features import FEATURES
 
     # The transaction columns the committed rules read (channel, txn_type, mcc, ...) and the features.
-    cols = ["txn_id", "payer_account", "payee_account", "payee_vpa", "payer_vpa", "amount_paise", "channel",
-            "txn_type", "mcc", "event_time", *[c for c in FEATURES if c != "amount_paise"]]
+    cols = [
+        "txn_id",
+        "payer_account",
+        "payee_account",
+        "payee_vpa",
+        "payer_vpa",
+        "amount_paise",
+        "channel",
+        "txn_type",
+        "mcc",
+        "event_time",
+        *[c for c in FEATURES if c != "amount_paise"],
+    ]
     pdf = frame.reindex(columns=cols)
     for name in ("payer_vpa", "payee_account", "payee_vpa", "channel", "txn_type", "mcc"):
         pdf[name] = pdf[name].astype(object).where(pdf[name].notna(), None)
@@ -243,19 +276,24 @@ def _spark_frame(spark, frame):
 
 def ratios(results: dict[str, float]) -> dict[str, float]:
     """The goal's ratios of this run: in-stream scoring over each plain baseline."""
-    return {"in-stream scoring / plain predict_proba": results[IN_STREAM] / results[PREDICT],
-            "in-stream scoring / plain predict_proba + IF score_samples": results[IN_STREAM] / results[PLAIN_BOTH],
-            "in-stream scoring / bundle.score in-process": results[IN_STREAM] / results[BUNDLE]}
+    return {
+        "in-stream scoring / plain predict_proba": results[IN_STREAM] / results[PREDICT],
+        "in-stream scoring / plain predict_proba + IF score_samples": results[IN_STREAM] / results[PLAIN_BOTH],
+        "in-stream scoring / bundle.score in-process": results[IN_STREAM] / results[BUNDLE],
+    }
 
 
 def format_results(results: dict[str, float]) -> str:
     heads = ("vs proba", "vs both", "vs bundle")
     bases = (results[PREDICT], results[PLAIN_BOTH], results[BUNDLE])
     lines = [f"{'path':<62}{'rows/s':>11}" + "".join(f"{h:>11}" for h in heads)]
-    lines += [f"{name:<62}{rate:>11,.0f}" + "".join(f"{rate / b:>11.2f}" for b in bases)
-              for name, rate in results.items()]
-    lines += [f"{name}: {value:.3f} ({'meets' if value >= 0.5 else 'misses'} the 0.5 goal)"
-              for name, value in ratios(results).items()]
+    lines += [
+        f"{name:<62}{rate:>11,.0f}" + "".join(f"{rate / b:>11.2f}" for b in bases) for name, rate in results.items()
+    ]
+    lines += [
+        f"{name}: {value:.3f} ({'meets' if value >= 0.5 else 'misses'} the 0.5 goal)"
+        for name, value in ratios(results).items()
+    ]
     return "\n".join(lines)
 
 
@@ -270,13 +308,20 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000, help="feature rows to score")
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--against", metavar="GIT_REF",
-                        help="also time the Python scoring step of spark_jobs/detection.py at this commit (one "
-                             "before the JVM scorer, e.g. 86e7fda) against the working tree's JVM scoring (same "
-                             "rows, interleaved) and compare their scores and decisions")
-    parser.add_argument("--arrow-batch", type=int, metavar="ROWS",
-                        help="spark.sql.execution.arrow.maxRecordsPerBatch for the Spark paths [Spark's default, "
-                             "10,000]; the stream's batches are a micro-batch's rows per partition, often < 1,000")
+    parser.add_argument(
+        "--against",
+        metavar="GIT_REF",
+        help="also time the Python scoring step of spark_jobs/detection.py at this commit (one "
+        "before the JVM scorer, e.g. 86e7fda) against the working tree's JVM scoring (same "
+        "rows, interleaved) and compare their scores and decisions",
+    )
+    parser.add_argument(
+        "--arrow-batch",
+        type=int,
+        metavar="ROWS",
+        help="spark.sql.execution.arrow.maxRecordsPerBatch for the Spark paths [Spark's default, "
+        "10,000]; the stream's batches are a micro-batch's rows per partition, often < 1,000",
+    )
     args = parser.parse_args()
 
     bundle, described = load_or_train(None, 100_000, 42)
@@ -286,14 +331,18 @@ def main() -> None:
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.arrow_batch))
     results = measure(spark, bundle, frame, args.repeats)
     arrow_batch = spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch")
-    print(f"model: {described}; {len(frame):,} rows; Arrow batches of {arrow_batch} rows; machine: {os.cpu_count()} cores, "
-          f"loadavg {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(
+        f"model: {described}; {len(frame):,} rows; Arrow batches of {arrow_batch} rows; machine: {os.cpu_count()} cores, "
+        f"loadavg {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
     print(format_results(results))
     if args.against:
         cmp = compare_steps(spark, bundle, frame, args.against, args.repeats)
         before, after = cmp[f"{args.against} rows/s"], cmp["working tree (JVM) rows/s"]
-        print(f"scoring step, {cmp['rows']:,} rows: {args.against} (Python) {before:,.0f} rows/s, working tree "
-              f"(JVM) {after:,.0f} rows/s ({after / before:.2f}x)")
+        print(
+            f"scoring step, {cmp['rows']:,} rows: {args.against} (Python) {before:,.0f} rows/s, working tree "
+            f"(JVM) {after:,.0f} rows/s ({after / before:.2f}x)"
+        )
         print("; ".join(f"{k}: {v}" for k, v in cmp.items() if "rows" not in k))
 
 

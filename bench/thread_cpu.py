@@ -9,6 +9,7 @@ It found that the JIT compiler threads are most of the Spark driver JVM's CPU in
 minutes, and that G1 and compaction were over a third of Cassandra's (docs/performance.md).
 Run it alongside ``bench/stream_at_rate.py`` once that run is past its warm-up.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,8 @@ def thread_cpu(pid: int) -> dict[str, tuple[str, float]]:
             stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
         except OSError:  # the thread ended between listdir and read
             continue
-        name = stat[stat.index("(") + 1:stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2:].split()
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
         out[tid] = (name, (int(fields[11]) + int(fields[12])) / tick)  # utime, stime
     return out
 
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     time.sleep(args.seconds)
     groups = cpu_by_group(before, thread_cpu(args.pid))
     total = sum(groups.values()) or 1.0
-    for group, cpu in list(groups.items())[:args.top]:
+    for group, cpu in list(groups.items())[: args.top]:
         print(f"{group:<30}{cpu:8.2f} s {100 * cpu / total:5.1f} %")
     print(f"{'all threads':<30}{sum(groups.values()):8.2f} s over {args.seconds:.0f} s")
     return 0

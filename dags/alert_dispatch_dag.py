@@ -15,6 +15,7 @@ The delivery log keeps each day's digest from being sent twice, so re-runs are s
 sends (or re-sends, if it failed) that day's digest; `retry_date` / `retry_days` choose
 the IST days whose failed deliveries are retried.
 """
+
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
@@ -37,11 +38,16 @@ with DAG(
     dagrun_timeout=timedelta(minutes=30),
     default_args=default_args(retries=3, retry_delay=timedelta(seconds=30), execution_timeout=timedelta(minutes=10)),
     params={
-        "retry_date": Param(None, type=["null", "string"], format="date",
-                            description="last IST day to retry, YYYY-MM-DD (default: the run's day)"),
+        "retry_date": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            description="last IST day to retry, YYYY-MM-DD (default: the run's day)",
+        ),
         "retry_days": Param(2, type="integer", minimum=1, maximum=31, description="days back from retry_date"),
-        "digest_date": Param(None, type=["null", "string"], format="date",
-                             description="send the digest of this IST day now, YYYY-MM-DD"),
+        "digest_date": Param(
+            None, type=["null", "string"], format="date", description="send the digest of this IST day now, YYYY-MM-DD"
+        ),
     },
     tags=["txmon", "alerting"],
 ) as dag:
@@ -85,8 +91,11 @@ with DAG(
         from txmon.infra.orchestration import interval_end, ist_day
         from txmon.infra.settings import load_settings
 
-        day = (date.fromisoformat(params["digest_date"]) if params.get("digest_date")
-               else ist_day(interval_end(context)) - timedelta(days=1))
+        day = (
+            date.fromisoformat(params["digest_date"])
+            if params.get("digest_date")
+            else ist_day(interval_end(context)) - timedelta(days=1)
+        )
         with runtime(load_settings(), load_alerting_config(), needed={"email"}) as rt:
             result = send(rt, day)
         statuses = [o.status for o in result.outcomes]

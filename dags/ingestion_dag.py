@@ -20,6 +20,7 @@ optionally `mapping` (a name such as `paysim`, or a path):
 `txmon airflow trigger ingestion --conf '{"file": "june.csv", "mapping": "card_transactions"}'`.
 Without `file`, the sensor waits up to 10 minutes for a drop and skips the run if none comes.
 """
+
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
@@ -39,18 +40,28 @@ with DAG(
     max_active_runs=1,
     default_args=default_args(execution_timeout=timedelta(hours=2)),
     params={
-        "file": Param(None, type=["null", "string"], title="File",
-                      description="a file in the landing folder, or an absolute path; empty: whatever has landed"),
-        "mapping": Param(None, type=["null", "string"], title="Mapping",
-                         description="replay mapping name (config/replay/<name>.yaml) or path; empty: by folder"),
-        "topic": Param(None, type=["null", "string"], title="Topic",
-                       description="Kafka topic (default: kafka.topics.transactions)"),
+        "file": Param(
+            None,
+            type=["null", "string"],
+            title="File",
+            description="a file in the landing folder, or an absolute path; empty: whatever has landed",
+        ),
+        "mapping": Param(
+            None,
+            type=["null", "string"],
+            title="Mapping",
+            description="replay mapping name (config/replay/<name>.yaml) or path; empty: by folder",
+        ),
+        "topic": Param(
+            None, type=["null", "string"], title="Topic", description="Kafka topic (default: kafka.topics.transactions)"
+        ),
     },
     tags=["txmon", "ingestion"],
 ) as dag:
 
-    @task.sensor(poke_interval=30, timeout=600, mode="reschedule", soft_fail=True,
-                 execution_timeout=timedelta(minutes=11))
+    @task.sensor(
+        poke_interval=30, timeout=600, mode="reschedule", soft_fail=True, execution_timeout=timedelta(minutes=11)
+    )
     def wait_for_files(params=None):
         """Done as soon as a file is in the landing folder (or `file` was given); the run is
         skipped when nothing lands within 10 minutes."""
@@ -78,7 +89,6 @@ with DAG(
 
         settings = load_settings()
         day = interval_end({"data_interval_end": data_interval_end, "dag_run": dag_run}).date()
-        return [ingest_file(settings, f["path"], f["mapping"], day=day, topic=params.get("topic"))
-                for f in files]
+        return [ingest_file(settings, f["path"], f["mapping"], day=day, topic=params.get("topic")) for f in files]
 
     replay_files(wait_for_files())

@@ -21,6 +21,7 @@ Daily at 02:00 UTC, and whenever the drift monitor triggers it through the REST 
 **Trigger by hand**: `txmon airflow trigger model_retraining --conf '{"start": "2026-10-01", "end": "2026-11-01"}'`
 or `--conf '{"window_days": 60}'`.
 """
+
 from __future__ import annotations
 
 import sys
@@ -48,16 +49,33 @@ with DAG(
     dagrun_timeout=timedelta(hours=6),
     default_args=default_args(execution_timeout=timedelta(hours=1)),
     params={
-        "start": Param(None, type=["null", "string"], title="Start",
-                       description="window start, ISO date/time (default: end - window_days)"),
-        "end": Param(None, type=["null", "string"], title="End",
-                     description="window end, ISO date/time (default: end of the data interval)"),
-        "window_days": Param(None, type=["null", "number"], exclusiveMinimum=0, maximum=3650,
-                             description="days of history (default: retraining.window_days)"),
-        "reason": Param(None, type=["null", "string"],
-                        description="why this run: schedule | drift | manual (default: how the run was started)"),
-        "drift_event": Param(None, type=["null", "object"],
-                             description="the drift alarm (models.drift.DriftEvent) when reason is drift"),
+        "start": Param(
+            None,
+            type=["null", "string"],
+            title="Start",
+            description="window start, ISO date/time (default: end - window_days)",
+        ),
+        "end": Param(
+            None,
+            type=["null", "string"],
+            title="End",
+            description="window end, ISO date/time (default: end of the data interval)",
+        ),
+        "window_days": Param(
+            None,
+            type=["null", "number"],
+            exclusiveMinimum=0,
+            maximum=3650,
+            description="days of history (default: retraining.window_days)",
+        ),
+        "reason": Param(
+            None,
+            type=["null", "string"],
+            description="why this run: schedule | drift | manual (default: how the run was started)",
+        ),
+        "drift_event": Param(
+            None, type=["null", "object"], description="the drift alarm (models.drift.DriftEvent) when reason is drift"
+        ),
     },
     tags=["txmon", "models"],
 ) as dag:
@@ -73,9 +91,14 @@ with DAG(
         run_id, start, end = retraining_window(params, context, settings.retraining.window_days)
         counts = retraining.extract(settings, run_id, start, end)
         started_by = "schedule" if getattr(context.get("dag_run"), "run_type", None) == "scheduled" else "manual"
-        return {"run_id": run_id, "start": start.isoformat(), "end": end.isoformat(),
-                "reason": params.get("reason") or started_by, "drift_event": params.get("drift_event"),
-                "extracted": counts}
+        return {
+            "run_id": run_id,
+            "start": start.isoformat(),
+            "end": end.isoformat(),
+            "reason": params.get("reason") or started_by,
+            "drift_event": params.get("drift_event"),
+            "extracted": counts,
+        }
 
     @task
     def build_features(plan: dict) -> dict:
@@ -88,8 +111,10 @@ with DAG(
         task_id="train_challenger",
         doc_md="Trains the challenger with Spark and registers it (not promoted).",
         # spark-submit finds SPARK_HOME with the first python3 on PATH: the venv's.
-        bash_command=(f'PATH="{TXMON.parent}:$PATH" {TXMON} spark-submit spark_jobs/retrain_job.py '
-                      "--run-id {{ ti.xcom_pull(task_ids='extract')['run_id'] }} --stage train"),
+        bash_command=(
+            f'PATH="{TXMON.parent}:$PATH" {TXMON} spark-submit spark_jobs/retrain_job.py '
+            "--run-id {{ ti.xcom_pull(task_ids='extract')['run_id'] }} --stage train"
+        ),
         cwd=str(PROJECT_ROOT),
         append_env=True,
         execution_timeout=timedelta(hours=3),
@@ -126,8 +151,14 @@ with DAG(
         settings = load_settings()
         promoted = ti.xcom_pull(task_ids="promote")
         subject, text = retraining_email(plan, result, promoted, retraining.comparison_markdown(result))
-        outcomes = notify_group(settings, settings.airflow.fraud_desk_group, subject, text,
-                                key=f"model_retraining:{plan['run_id']}:{ti.run_id}", kind="retraining")
+        outcomes = notify_group(
+            settings,
+            settings.airflow.fraud_desk_group,
+            subject,
+            text,
+            key=f"model_retraining:{plan['run_id']}:{ti.run_id}",
+            kind="retraining",
+        )
         if any(o.status == "failed" for o in outcomes):
             raise RuntimeError(f"retraining email not delivered: {[o.response for o in outcomes]}")
         return [o.status for o in outcomes]

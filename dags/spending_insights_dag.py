@@ -11,6 +11,7 @@ insights page. Keyed by the interval's end, so a rerun of a run writes the same 
 **Trigger by hand**: `txmon airflow trigger spending_insights` (until the trigger time),
 or with `--logical-date` for a past interval.
 """
+
 from __future__ import annotations
 
 import sys
@@ -42,8 +43,10 @@ with DAG(
         doc_md="Runs spark_jobs/spending_insights.py up to the end of the data interval (or the trigger time).",
         # spark-submit finds SPARK_HOME with the first python3 on PATH: the venv's. A run
         # triggered by hand has no data interval (Airflow 3): it counts up to when it was asked for.
-        bash_command=(f'PATH="{TXMON.parent}:$PATH" {TXMON} spark-submit spark_jobs/spending_insights.py '
-                      "--until {{ (dag_run.data_interval_end or dag_run.run_after).isoformat() }}"),
+        bash_command=(
+            f'PATH="{TXMON.parent}:$PATH" {TXMON} spark-submit spark_jobs/spending_insights.py '
+            "--until {{ (dag_run.data_interval_end or dag_run.run_after).isoformat() }}"
+        ),
         cwd=str(PROJECT_ROOT),
         append_env=True,
     )

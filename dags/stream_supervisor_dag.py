@@ -19,6 +19,7 @@ run to `<state_dir>/stream/restarts.jsonl`.
 **Trigger by hand** to check now: `txmon airflow trigger stream_supervisor`; `topic`
 chooses the source topic (default `kafka.topics.transactions`).
 """
+
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
@@ -40,8 +41,12 @@ with DAG(
     dagrun_timeout=timedelta(minutes=15),
     default_args=default_args(retries=1, retry_delay=timedelta(seconds=20), execution_timeout=timedelta(minutes=5)),
     params={
-        "topic": Param(None, type=["null", "string"], title="Topic",
-                       description="source topic of the stream (default: kafka.topics.transactions)"),
+        "topic": Param(
+            None,
+            type=["null", "string"],
+            title="Topic",
+            description="source topic of the stream (default: kafka.topics.transactions)",
+        ),
     },
     tags=["txmon", "streaming"],
 ) as dag:
@@ -69,8 +74,11 @@ with DAG(
         result = supervise(load_settings(), topic=params.get("topic"), triggered_by=f"stream_supervisor/{run_id}")
         restart = result["restart"]
         logging.getLogger("txmon.airflow").warning(
-            "stream %s", f"restarted: {restart['reason']} (pid {restart['old_pid']} -> {restart['pid']}, "
-                         f"log {restart['log']})" if restart else "came back by itself; not restarted")
+            "stream %s",
+            f"restarted: {restart['reason']} (pid {restart['old_pid']} -> {restart['pid']}, log {restart['log']})"
+            if restart
+            else "came back by itself; not restarted",
+        )
         return result
 
     check_stream() >> [restart_stream(), EmptyOperator(task_id="stream_healthy")]

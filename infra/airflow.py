@@ -18,6 +18,7 @@ environment variables config/alerting.yaml names, never written to disk.
 Code elsewhere (the drift monitor) calls :func:`trigger_dag` / :func:`on_drift_event`,
 which speak to Airflow 3's REST API (``/api/v2``) with a JWT from ``/auth/token``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -83,8 +84,14 @@ class DetachedCommand(ManagedProcess):
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as log:
             proc = subprocess.Popen(
-                argv, cwd=cwd, env={**env, MARKER_ENV: self.marker_value}, stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+                argv,
+                cwd=cwd,
+                env={**env, MARKER_ENV: self.marker_value},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
             )
         self.pid_file.write_text(str(proc.pid))
         # Until the child has exec'd, /proc shows the parent's environment (no marker):
@@ -150,9 +157,15 @@ def connections(settings: Settings) -> dict[str, dict[str, Any]]:
     """
     alerting = load_alerting_config()
     smtp: dict[str, Any] = {
-        "conn_type": "smtp", "host": alerting.smtp.host, "port": alerting.smtp.port,
-        "extra": {"from_email": alerting.smtp.from_address, "disable_ssl": alerting.smtp.security != "ssl",
-                  "disable_tls": alerting.smtp.security != "starttls", "timeout": alerting.smtp.timeout_s},
+        "conn_type": "smtp",
+        "host": alerting.smtp.host,
+        "port": alerting.smtp.port,
+        "extra": {
+            "from_email": alerting.smtp.from_address,
+            "disable_ssl": alerting.smtp.security != "ssl",
+            "disable_tls": alerting.smtp.security != "starttls",
+            "timeout": alerting.smtp.timeout_s,
+        },
     }
     if alerting.smtp.username:
         smtp["login"] = alerting.smtp.username
@@ -160,7 +173,10 @@ def connections(settings: Settings) -> dict[str, dict[str, Any]]:
             smtp["password"] = os.environ[alerting.smtp.password_env]
     sms_url = urllib.parse.urlsplit(alerting.sms.base_url)
     sms: dict[str, Any] = {
-        "conn_type": "http", "host": sms_url.hostname, "schema": sms_url.scheme, "login": alerting.sms.account_sid,
+        "conn_type": "http",
+        "host": sms_url.hostname,
+        "schema": sms_url.scheme,
+        "login": alerting.sms.account_sid,
         "extra": {"from_number": alerting.sms.from_number},
     }
     if sms_url.port:
@@ -168,13 +184,23 @@ def connections(settings: Settings) -> dict[str, dict[str, Any]]:
     if os.environ.get(alerting.sms.token_env):
         sms["password"] = os.environ[alerting.sms.token_env]
     return {
-        "txmon_kafka": {"conn_type": "generic", "host": settings.kafka.host, "port": settings.kafka.port,
-                        "extra": {"bootstrap.servers": settings.kafka.bootstrap,
-                                  "topics": settings.kafka.topics.model_dump()}},
-        "txmon_cassandra": {"conn_type": "generic", "host": settings.cassandra.host, "port": settings.cassandra.port,
-                            "schema": settings.cassandra.keyspace},
-        "txmon_spark": {"conn_type": "generic", "host": settings.spark.master,
-                        "extra": {"deploy_mode": "client", "spark_submit": f"{_txmon_bin()} spark-submit"}},
+        "txmon_kafka": {
+            "conn_type": "generic",
+            "host": settings.kafka.host,
+            "port": settings.kafka.port,
+            "extra": {"bootstrap.servers": settings.kafka.bootstrap, "topics": settings.kafka.topics.model_dump()},
+        },
+        "txmon_cassandra": {
+            "conn_type": "generic",
+            "host": settings.cassandra.host,
+            "port": settings.cassandra.port,
+            "schema": settings.cassandra.keyspace,
+        },
+        "txmon_spark": {
+            "conn_type": "generic",
+            "host": settings.spark.master,
+            "extra": {"deploy_mode": "client", "spark_submit": f"{_txmon_bin()} spark-submit"},
+        },
         "txmon_smtp": smtp,
         "txmon_sms": sms,
     }
@@ -195,27 +221,29 @@ def airflow_env(settings: Settings, base: dict[str, str] | None = None) -> dict[
     af = settings.airflow
     url = af.url
     bin_dir = str(Path(sys.executable).parent)
-    env.update({
-        "AIRFLOW_HOME": str(home),
-        "PATH": bin_dir + os.pathsep + env.get("PATH", ""),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__PARALLELISM": "4",  # 2-core machine: a few tasks at a time
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{af.admin_user}:admin",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        "AIRFLOW__API__HOST": af.host,
-        "AIRFLOW__API__PORT": str(af.port),
-        "AIRFLOW__API__BASE_URL": url,
-        "AIRFLOW__API__EXPOSE_CONFIG": "False",
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
-        "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
-        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
-        # Every TXMON_* setting of this process travels with it, so tasks see the same
-        # state dir, ports and keyspace as the command that started Airflow.
-        "TXMON_STATE_DIR": str(settings.state_path),
-    })
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "PATH": bin_dir + os.pathsep + env.get("PATH", ""),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "4",  # 2-core machine: a few tasks at a time
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{af.admin_user}:admin",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__API__HOST": af.host,
+            "AIRFLOW__API__PORT": str(af.port),
+            "AIRFLOW__API__BASE_URL": url,
+            "AIRFLOW__API__EXPOSE_CONFIG": "False",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+            "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+            # Every TXMON_* setting of this process travels with it, so tasks see the same
+            # state dir, ports and keyspace as the command that started Airflow.
+            "TXMON_STATE_DIR": str(settings.state_path),
+        }
+    )
     for conn_id, conn in connections(settings).items():
         env[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(conn)
     return env
@@ -247,8 +275,11 @@ class Login:
     password_file: Path
 
     def line(self) -> str:
-        where = (f"password: {self.password} (generated, kept in {self.password_file})" if self.password
-                 else f"password: not generated yet; it will be in {self.password_file}")
+        where = (
+            f"password: {self.password} (generated, kept in {self.password_file})"
+            if self.password
+            else f"password: not generated yet; it will be in {self.password_file}"
+        )
         return f"Airflow UI {self.url}  user: {self.user}  {where}"
 
 
@@ -289,8 +320,11 @@ def health(settings: Settings) -> dict[str, Any] | None:
 def _healthy(report: dict[str, Any] | None) -> tuple[bool, str]:
     if report is None:
         return False, "API server not answering"
-    bad = [name for name in ("metadatabase", "scheduler", "dag_processor", "triggerer")
-           if (report.get(name) or {}).get("status") != "healthy"]
+    bad = [
+        name
+        for name in ("metadatabase", "scheduler", "dag_processor", "triggerer")
+        if (report.get(name) or {}).get("status") != "healthy"
+    ]
     return (not bad), ("healthy" if not bad else "not healthy: " + ", ".join(bad))
 
 
@@ -307,8 +341,9 @@ def reachable(settings: Settings) -> bool:
     """Is there an Airflow to tell? The project's own runs (its pid file names a live
     process of this state dir), or TXMON_AIRFLOW_PASSWORD (or no-login mode) says one runs
     elsewhere. Without either, a drift event has nobody to trigger: it is only recorded."""
-    return airflow_process(settings).pid() is not None or bool(os.environ.get("TXMON_AIRFLOW_PASSWORD")) \
-        or _all_admins()
+    return (
+        airflow_process(settings).pid() is not None or bool(os.environ.get("TXMON_AIRFLOW_PASSWORD")) or _all_admins()
+    )
 
 
 def _tree_rss_mb(pid: int) -> float | None:
@@ -332,10 +367,11 @@ def up(settings: Settings, log: Callable[[str], None] = print) -> tuple[AirflowS
         home.mkdir(parents=True, exist_ok=True)
         env = airflow_env(settings)
         write_env_file(settings, env)
-        pid = proc.start_with_env([sys.executable, "-m", "txmon.infra.airflow_components"],
-                                  cwd=PROJECT_ROOT, env=env)
-        log(f"airflow: starting scheduler, DAG processor, triggerer and API server (pid {pid}), "
-            f"AIRFLOW_HOME={home}, log {proc.log_file}")
+        pid = proc.start_with_env([sys.executable, "-m", "txmon.infra.airflow_components"], cwd=PROJECT_ROOT, env=env)
+        log(
+            f"airflow: starting scheduler, DAG processor, triggerer and API server (pid {pid}), "
+            f"AIRFLOW_HOME={home}, log {proc.log_file}"
+        )
     else:
         log(f"airflow: already running (pid {proc.pid()})")
 
@@ -346,7 +382,8 @@ def up(settings: Settings, log: Callable[[str], None] = print) -> tuple[AirflowS
         detail = "exited" if proc.exited() else f"not ready after {settings.airflow.ready_timeout_s:.0f}s"
         raise ServiceStartError(
             f"airflow {detail}; see {proc.log_file}:\n{proc.log_tail()}\n"
-            "fix the cause, then `txmon airflow down` and `txmon airflow up` again")
+            "fix the cause, then `txmon airflow down` and `txmon airflow up` again"
+        )
     waited = time.monotonic() - started
     return status(settings), login(settings), waited
 
@@ -378,7 +415,8 @@ class AirflowClient:
         if not password:
             raise ServiceNotRunningError(
                 f"no Airflow password: {login(self.settings).password_file} does not exist; start Airflow with "
-                "`txmon airflow up` (or set TXMON_AIRFLOW_PASSWORD)")
+                "`txmon airflow up` (or set TXMON_AIRFLOW_PASSWORD)"
+            )
         return password
 
     def token(self) -> str:
@@ -403,7 +441,8 @@ class AirflowClient:
             raise AirflowApiError(f"{method} {path}: HTTP {exc.code} {detail}", status=exc.code) from None
         except OSError as exc:
             raise ServiceNotRunningError(
-                f"Airflow at {self.base} is not answering ({exc}); start it with `txmon airflow up`") from None
+                f"Airflow at {self.base} is not answering ({exc}); start it with `txmon airflow up`"
+            ) from None
 
     def get(self, path: str) -> Any:
         return self._request("GET", path)
@@ -418,9 +457,16 @@ class AirflowClient:
         return self._request("DELETE", path)
 
 
-def trigger_dag(settings: Settings, dag_id: str, conf: dict[str, Any] | None = None, *,
-                run_id: str | None = None, logical_date: datetime | None = None,
-                client: AirflowClient | None = None, log: Callable[[str], None] | None = None) -> str:
+def trigger_dag(
+    settings: Settings,
+    dag_id: str,
+    conf: dict[str, Any] | None = None,
+    *,
+    run_id: str | None = None,
+    logical_date: datetime | None = None,
+    client: AirflowClient | None = None,
+    log: Callable[[str], None] | None = None,
+) -> str:
     """Create a manual run of ``dag_id`` with ``conf``; return its dag run id.
 
     Without ``logical_date`` the run has no data interval (its tasks use the moment it
@@ -439,11 +485,14 @@ def trigger_dag(settings: Settings, dag_id: str, conf: dict[str, Any] | None = N
         if exc.status == 404:
             raise AirflowApiError(
                 f"DAG {dag_id!r} is not known to Airflow: check the name (`txmon airflow status` lists "
-                "the DAGs) or look for import errors in the UI", status=404) from None
+                "the DAGs) or look for import errors in the UI",
+                status=404,
+            ) from None
         raise
     if logical_date is not None and logical_date.tzinfo is None:
-        raise AirflowApiError(f"logical date {logical_date.isoformat()} has no time zone; give e.g. "
-                              "2026-11-23T02:00:00Z")
+        raise AirflowApiError(
+            f"logical date {logical_date.isoformat()} has no time zone; give e.g. 2026-11-23T02:00:00Z"
+        )
     body: dict[str, Any] = {"logical_date": logical_date.isoformat() if logical_date else None, "conf": conf or {}}
     if run_id is not None:
         body["dag_run_id"] = run_id
@@ -454,8 +503,10 @@ def trigger_dag(settings: Settings, dag_id: str, conf: dict[str, Any] | None = N
             return run_id
         raise
     if dag.get("is_paused") and log is not None:
-        log(f"DAG {dag_id} is paused: run {created['dag_run_id']} waits until it is unpaused "
-            f"(UI, or `txmon airflow unpause {dag_id}`)")
+        log(
+            f"DAG {dag_id} is paused: run {created['dag_run_id']} waits until it is unpaused "
+            f"(UI, or `txmon airflow unpause {dag_id}`)"
+        )
     return created["dag_run_id"]
 
 
@@ -472,8 +523,9 @@ def on_drift_event(settings: Settings, event: DriftEvent) -> str:
     the event, so a repeated call for one alarm does not start a second run.
     """
     conf = {"reason": "drift", "drift_event": event.model_dump(mode="json")}
-    return trigger_dag(settings, RETRAINING_DAG, conf, run_id=drift_run_id(event),
-                       log=logging.getLogger("txmon.airflow").warning)
+    return trigger_dag(
+        settings, RETRAINING_DAG, conf, run_id=drift_run_id(event), log=logging.getLogger("txmon.airflow").warning
+    )
 
 
 def dag_runs(settings: Settings, dag_id: str, client: AirflowClient | None = None) -> list[dict[str, Any]]:
@@ -502,9 +554,10 @@ def parse_conf(text: str | None) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise AirflowApiError(f"--conf is not JSON ({exc.msg} at character {exc.pos}); "
-                              "give an object, e.g. --conf '{\"file\": \"drop.csv\"}'") from None
+        raise AirflowApiError(
+            f"--conf is not JSON ({exc.msg} at character {exc.pos}); "
+            'give an object, e.g. --conf \'{"file": "drop.csv"}\''
+        ) from None
     if not isinstance(value, dict):
-        raise AirflowApiError("--conf must be a JSON object, e.g. --conf '{\"start\": \"2026-11-01\"}'")
+        raise AirflowApiError('--conf must be a JSON object, e.g. --conf \'{"start": "2026-11-01"}\'')
     return value
-

@@ -1,4 +1,5 @@
 """`txmon airflow ...`: the project's local Airflow. Registered in infra/cli.py."""
+
 from __future__ import annotations
 
 from typing import Annotated
@@ -39,8 +40,10 @@ def status() -> None:
         raise typer.Exit(1)
     typer.echo(airflow.login(settings).line())
     for dag in airflow.list_dags(settings):
-        typer.echo(f"  {dag['dag_id']:<20} {'paused' if dag.get('is_paused') else 'active':<7} "
-                   f"schedule={dag.get('timetable_summary') or '-'}")
+        typer.echo(
+            f"  {dag['dag_id']:<20} {'paused' if dag.get('is_paused') else 'active':<7} "
+            f"schedule={dag.get('timetable_summary') or '-'}"
+        )
 
 
 @airflow_app.command("down")
@@ -55,19 +58,31 @@ def down() -> None:
 @airflow_app.command("trigger")
 def trigger(
     dag_id: Annotated[str, typer.Argument(help="ingestion | stream_supervisor | model_retraining | alert_dispatch")],
-    conf: Annotated[str | None, typer.Option(help='run parameters as a JSON object, e.g. \'{"file": "drop.csv"}\'')] = None,
+    conf: Annotated[
+        str | None, typer.Option(help='run parameters as a JSON object, e.g. \'{"file": "drop.csv"}\'')
+    ] = None,
     run_id: Annotated[str | None, typer.Option(help="dag run id (default: Airflow's manual__<time>)")] = None,
-    logical_date: Annotated[str | None, typer.Option(
-        help="ISO time, e.g. 2026-11-23T02:00:00Z: the run gets the data interval of the schedule there "
-             "(default: none; the tasks use the time of the trigger)")] = None,
+    logical_date: Annotated[
+        str | None,
+        typer.Option(
+            help="ISO time, e.g. 2026-11-23T02:00:00Z: the run gets the data interval of the schedule there "
+            "(default: none; the tasks use the time of the trigger)"
+        ),
+    ] = None,
 ) -> None:
     """Trigger a DAG run through the REST API; print the run id and where to watch it."""
     from txmon.infra import airflow
     from txmon.infra.settings import load_settings
 
     settings = load_settings()
-    created = airflow.trigger_dag(settings, dag_id, airflow.parse_conf(conf), run_id=run_id,
-                                  logical_date=_logical_date(logical_date), log=typer.echo)
+    created = airflow.trigger_dag(
+        settings,
+        dag_id,
+        airflow.parse_conf(conf),
+        run_id=run_id,
+        logical_date=_logical_date(logical_date),
+        log=typer.echo,
+    )
     typer.echo(f"triggered {dag_id} run {created}; watch it at {settings.airflow.url}/dags/{dag_id}")
 
 

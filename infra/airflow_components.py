@@ -100,11 +100,7 @@ def main() -> int:
 
     code = 0
     while not stop.wait(0.5):
-        exited = {
-            name: proc.returncode
-            for name, proc in procs.items()
-            if proc.poll() is not None
-        }
+        exited = {name: proc.returncode for name, proc in procs.items() if proc.poll() is not None}
         if exited:
             name, code = next(iter(exited.items()))
             _say(

@@ -8,6 +8,7 @@ as the administrator role for schema and role changes (credentials from the envi
 infra/credentials.py). The administrator creates each keyspace and grants the
 application role SELECT and MODIFY on it, nothing more.
 """
+
 from __future__ import annotations
 
 import functools
@@ -38,9 +39,7 @@ def replication_clause(replication_factor: int, datacenter: str | None = None) -
 
 def schema_statements(keyspace: str, replication_factor: int = 1, datacenter: str | None = None) -> list[str]:
     """The DDL statements, in order, for one keyspace."""
-    text = "\n".join(
-        line for line in SCHEMA_FILE.read_text().splitlines() if not line.lstrip().startswith("--")
-    )
+    text = "\n".join(line for line in SCHEMA_FILE.read_text().splitlines() if not line.lstrip().startswith("--"))
     text = text.replace("{keyspace}", keyspace).replace(
         "{replication}", replication_clause(replication_factor, datacenter)
     )
@@ -56,8 +55,9 @@ def _columns_by_table() -> dict[str, tuple[str, ...]]:
     text = "\n".join(line.split("--")[0] for line in SCHEMA_FILE.read_text().splitlines())
     tables: dict[str, list[str]] = {}
     for table, body in _CREATE_TABLE.findall(text):
-        tables[table] = [line.split()[0] for line in body.splitlines()
-                         if line.strip() and not line.strip().startswith("PRIMARY KEY")]
+        tables[table] = [
+            line.split()[0] for line in body.splitlines() if line.strip() and not line.strip().startswith("PRIMARY KEY")
+        ]
     for table, column in _ADD_COLUMN.findall(text):
         if column not in tables[table]:
             tables[table].append(column)
@@ -77,9 +77,15 @@ def table_columns(table: str) -> tuple[str, ...]:
         raise KeyError(f"no table {table!r} in {SCHEMA_FILE.name}") from None
 
 
-def open_cluster(host: str, port: int, timeout: float = 10, request_timeout: float = 10,
-                 consistency: str = "LOCAL_ONE", datacenter: str | None = None,
-                 credential: Credential | None = None):
+def open_cluster(
+    host: str,
+    port: int,
+    timeout: float = 10,
+    request_timeout: float = 10,
+    consistency: str = "LOCAL_ONE",
+    datacenter: str | None = None,
+    credential: Credential | None = None,
+):
     """A driver Cluster with txmon's settings: token-aware local policy, protocol v5,
     the configured consistency (LOCAL_QUORUM on a multi-node cluster with RF 3), logged
     in as ``credential`` (default: the application role from the environment).
@@ -97,9 +103,13 @@ def open_cluster(host: str, port: int, timeout: float = 10, request_timeout: flo
     )
     credential = credential or credentials.cassandra()
     return Cluster(
-        contact_points=[host], port=port, execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+        contact_points=[host],
+        port=port,
+        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         auth_provider=PlainTextAuthProvider(credential.user, credential.password),
-        connect_timeout=timeout, control_connection_timeout=timeout, protocol_version=5,
+        connect_timeout=timeout,
+        control_connection_timeout=timeout,
+        protocol_version=5,
         # TCP_NODELAY (the driver leaves Nagle's algorithm on): without it, under load the
         # stream's one drift-state INSERT per micro-batch waited ~40 ms (the signature of Nagle
         # against delayed ACKs) where a probe saw p50 2 ms, and micro-batches at 1,000 tx/s
@@ -108,13 +118,25 @@ def open_cluster(host: str, port: int, timeout: float = 10, request_timeout: flo
     )
 
 
-def connect(settings: Settings, keyspace: str | None = None, timeout: float = 10, *, admin: bool = False,
-            credential: Credential | None = None):
+def connect(
+    settings: Settings,
+    keyspace: str | None = None,
+    timeout: float = 10,
+    *,
+    admin: bool = False,
+    credential: Credential | None = None,
+):
     """(cluster, session) for the configured node, as the application role (``admin``:
     the administrator role; ``credential``: whoever it names)."""
     c = settings.cassandra
-    cluster = open_cluster(c.host, c.port, timeout, consistency=c.consistency, datacenter=c.datacenter,
-                           credential=credential or credentials.cassandra(admin))
+    cluster = open_cluster(
+        c.host,
+        c.port,
+        timeout,
+        consistency=c.consistency,
+        datacenter=c.datacenter,
+        credential=credential or credentials.cassandra(admin),
+    )
     try:
         session = cluster.connect(keyspace)
     except Exception:
@@ -167,8 +189,7 @@ def ensure_roles(settings: Settings, timeout: float = 60) -> None:
         verb = "ALTER" if exists else "CREATE"
         extra = "" if exists else " AND LOGIN = true AND SUPERUSER = false"
         # Role DDL takes no bind markers; the password is escaped as a CQL string literal.
-        session.execute(f'{verb} ROLE "{app.user}" WITH PASSWORD = {_cql_string(app.password)}{extra}',
-                        timeout=60)
+        session.execute(f'{verb} ROLE "{app.user}" WITH PASSWORD = {_cql_string(app.password)}{extra}', timeout=60)
     finally:
         cluster.shutdown()
 
@@ -187,8 +208,9 @@ def admin_session(settings: Settings, timeout: float = 60) -> tuple:
     def refused(exc: BaseException) -> bool:
         return isinstance(exc, NoHostAvailable) and _auth_refused(exc, AuthenticationFailed)
 
-    for attempt in Retrying(stop=stop_after_delay(timeout), wait=wait_fixed(1), retry=retry_if_exception(refused),
-                            reraise=True):
+    for attempt in Retrying(
+        stop=stop_after_delay(timeout), wait=wait_fixed(1), retry=retry_if_exception(refused), reraise=True
+    ):
         with attempt:
             try:
                 return connect(settings, credential=admin)
@@ -217,8 +239,11 @@ def _can_log_in(settings: Settings, credential: Credential, auth_failed: type) -
 def _create_admin(settings: Settings, admin: Credential) -> None:
     cluster, session = connect(settings, credential=Credential(DEFAULT_SUPERUSER, DEFAULT_SUPERUSER))
     try:
-        session.execute(f'CREATE ROLE IF NOT EXISTS "{admin.user}" WITH PASSWORD = {_cql_string(admin.password)} '
-                        "AND LOGIN = true AND SUPERUSER = true", timeout=60)
+        session.execute(
+            f'CREATE ROLE IF NOT EXISTS "{admin.user}" WITH PASSWORD = {_cql_string(admin.password)} '
+            "AND LOGIN = true AND SUPERUSER = true",
+            timeout=60,
+        )
     finally:
         cluster.shutdown()
 

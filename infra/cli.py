@@ -3,6 +3,7 @@
 User mistakes (bad config, a taken port, missing Java or jars) surface as TxmonError
 and are printed as one line with a non-zero exit, never as a traceback.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -28,8 +29,9 @@ app = typer.Typer(
 )
 infra_app = typer.Typer(help="Local Kafka and Cassandra: fetch jars, start, check, stop.", no_args_is_help=True)
 app.add_typer(infra_app, name="infra")
-cluster_app = typer.Typer(help="A local Spark standalone cluster (master + workers) to submit jobs to.",
-                          no_args_is_help=True)
+cluster_app = typer.Typer(
+    help="A local Spark standalone cluster (master + workers) to submit jobs to.", no_args_is_help=True
+)
 app.add_typer(cluster_app, name="spark-cluster")
 
 
@@ -83,8 +85,10 @@ def _print_statuses(statuses, name_width: int) -> None:
     """One line per service (pid, port, memory, health); exit 1 if any is unhealthy."""
     for s in statuses:
         rss = f"{s.rss_mb:7.0f} MiB" if s.rss_mb else "      -    "
-        typer.echo(f"{s.name:<{name_width}} pid={s.pid or '-'!s:<8} port={s.port:<6} rss={rss}  "
-                   f"{'healthy' if s.healthy else 'UNHEALTHY: ' + s.detail}")
+        typer.echo(
+            f"{s.name:<{name_width}} pid={s.pid or '-'!s:<8} port={s.port:<6} rss={rss}  "
+            f"{'healthy' if s.healthy else 'UNHEALTHY: ' + s.detail}"
+        )
     if not all(s.healthy for s in statuses):
         raise typer.Exit(1)
 
@@ -123,8 +127,10 @@ def infra_credentials() -> None:
     credentials.load(settings)
     missing = [name for name in credentials.VARIABLES if not os.environ.get(name)]
     if missing:
-        raise TxmonError(f"no credentials yet ({', '.join(missing)} unset and not in "
-                         f"{credentials.secrets_path(settings)}): run `txmon infra up` first")
+        raise TxmonError(
+            f"no credentials yet ({', '.join(missing)} unset and not in "
+            f"{credentials.secrets_path(settings)}): run `txmon infra up` first"
+        )
     for name in credentials.VARIABLES:
         typer.echo(f"export {name}={shlex.quote(os.environ[name])}")
 
@@ -177,19 +183,28 @@ def simulate(
     seed: Annotated[int, typer.Option(help="simulator seed (same seed -> same traffic)")] = 42,
     fraud_rate: Annotated[float, typer.Option(min=0, max=0.5, help="share of fraudulent events")] = 0.01,
     customers: Annotated[int, typer.Option(min=20, help="simulated account holders")] = 10_000,
-    label_delay: Annotated[float, typer.Option(min=0, help="seconds of event time before a fraud label is released")] = 60.0,
+    label_delay: Annotated[
+        float, typer.Option(min=0, help="seconds of event time before a fraud label is released")
+    ] = 60.0,
     labels_file: Annotated[Path | None, typer.Option(help="write every ground-truth label here (.jsonl/.csv)")] = None,
     topic: Annotated[str | None, typer.Option(help="Kafka topic (default: kafka.topics.transactions)")] = None,
-    drift_after_events: Annotated[int | None, typer.Option(
-        rich_help_panel="Drift", help="change the regime after about this many events")] = None,
-    drift_fraud_rate: Annotated[float | None, typer.Option(
-        rich_help_panel="Drift", help="fraud rate after the change")] = None,
-    drift_scenario: Annotated[str | None, typer.Option(
-        rich_help_panel="Drift", help="a new fraud pattern after the change, e.g. qr_code_swap")] = None,
-    drift_scenario_share: Annotated[float, typer.Option(
-        rich_help_panel="Drift", help="share of attacks after the change that use the new pattern")] = 0.5,
-    drift_spending_multiplier: Annotated[float | None, typer.Option(
-        rich_help_panel="Drift", help="benign shift: scale legitimate ticket sizes (festival season)")] = None,
+    drift_after_events: Annotated[
+        int | None, typer.Option(rich_help_panel="Drift", help="change the regime after about this many events")
+    ] = None,
+    drift_fraud_rate: Annotated[
+        float | None, typer.Option(rich_help_panel="Drift", help="fraud rate after the change")
+    ] = None,
+    drift_scenario: Annotated[
+        str | None,
+        typer.Option(rich_help_panel="Drift", help="a new fraud pattern after the change, e.g. qr_code_swap"),
+    ] = None,
+    drift_scenario_share: Annotated[
+        float, typer.Option(rich_help_panel="Drift", help="share of attacks after the change that use the new pattern")
+    ] = 0.5,
+    drift_spending_multiplier: Annotated[
+        float | None,
+        typer.Option(rich_help_panel="Drift", help="benign shift: scale legitimate ticket sizes (festival season)"),
+    ] = None,
 ) -> None:
     """Stream simulated UPI and banking transactions (with labelled fraud) into Kafka.
 
@@ -200,12 +215,25 @@ def simulate(
 
     if count is None and duration is None:
         raise TxmonError("say how much to send: --count N or --duration SECONDS")
-    summary = run_simulation(load_settings(), SimulateOptions(
-        seed=seed, rate=rate, count=count, duration=duration, fraud_rate=fraud_rate, n_customers=customers,
-        label_delay_seconds=label_delay, labels_file=labels_file, topic=topic,
-        drift_after_events=drift_after_events, drift_fraud_rate=drift_fraud_rate, drift_scenario=drift_scenario,
-        drift_scenario_share=drift_scenario_share, drift_spending_multiplier=drift_spending_multiplier,
-    ))
+    summary = run_simulation(
+        load_settings(),
+        SimulateOptions(
+            seed=seed,
+            rate=rate,
+            count=count,
+            duration=duration,
+            fraud_rate=fraud_rate,
+            n_customers=customers,
+            label_delay_seconds=label_delay,
+            labels_file=labels_file,
+            topic=topic,
+            drift_after_events=drift_after_events,
+            drift_fraud_rate=drift_fraud_rate,
+            drift_scenario=drift_scenario,
+            drift_scenario_share=drift_scenario_share,
+            drift_spending_multiplier=drift_spending_multiplier,
+        ),
+    )
     typer.echo(summary.line())
     if summary.failed:
         raise typer.Exit(1)
@@ -214,11 +242,19 @@ def simulate(
 @app.command("replay")
 def replay(
     file: Annotated[Path, typer.Argument(help="historical transactions, .csv or .parquet")],
-    mapping: Annotated[Path, typer.Option(help="YAML mapping from the file's columns to the event contract "
-                                                 "(examples: config/replay/*.yaml)")],
-    speedup: Annotated[float | None, typer.Option(min=0.001, help="replay k seconds of event time per wall second")] = None,
+    mapping: Annotated[
+        Path,
+        typer.Option(
+            help="YAML mapping from the file's columns to the event contract (examples: config/replay/*.yaml)"
+        ),
+    ],
+    speedup: Annotated[
+        float | None, typer.Option(min=0.001, help="replay k seconds of event time per wall second")
+    ] = None,
     rate: Annotated[float | None, typer.Option(min=1, help="events per second instead of event-time pacing")] = None,
-    shift_to_now: Annotated[bool, typer.Option(help="shift event times so the last event is now (replay as live)")] = False,
+    shift_to_now: Annotated[
+        bool, typer.Option(help="shift event times so the last event is now (replay as live)")
+    ] = False,
     rejects: Annotated[Path | None, typer.Option(help="CSV of rows that could not be mapped, with the reason")] = None,
     labels: Annotated[Path | None, typer.Option(help="write ground-truth labels (if the mapping has `label`)")] = None,
     dry_run: Annotated[bool, typer.Option(help="validate and report only; send nothing")] = False,
@@ -245,9 +281,15 @@ def replay(
     producer = None if dry_run else TransactionProducer(settings, topic=topic)
     try:
         summary = replay_file(
-            file, mapping, producer=producer, speedup=speedup, rate=rate,
+            file,
+            mapping,
+            producer=producer,
+            speedup=speedup,
+            rate=rate,
             shift_to=datetime.now(UTC) if shift_to_now else None,
-            rejects_path=rejects, labels_path=labels, progress=True,
+            rejects_path=rejects,
+            labels_path=labels,
+            progress=True,
         )
     finally:
         if producer is not None:
@@ -260,10 +302,15 @@ def replay(
 @app.command("stream", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def stream(
     ctx: typer.Context,
-    supervise: Annotated[bool, typer.Option(
-        "--supervise", help="run the stream as a child process and restart it when it dies or stalls, with "
-                            "backoff (no Airflow needed); restarts go to <state_dir>/stream/restarts.jsonl, "
-                            "the stream's output to <state_dir>/logs/stream.out. Settings: recovery.supervise_*")] = False,
+    supervise: Annotated[
+        bool,
+        typer.Option(
+            "--supervise",
+            help="run the stream as a child process and restart it when it dies or stalls, with "
+            "backoff (no Airflow needed); restarts go to <state_dir>/stream/restarts.jsonl, "
+            "the stream's output to <state_dir>/logs/stream.out. Settings: recovery.supervise_*",
+        ),
+    ] = False,
 ) -> None:
     """Run the transactions stream (Kafka -> validate -> Cassandra + dead-letter, detection, account windows).
 
@@ -298,8 +345,10 @@ def demo(
     from txmon.webapp.console.cli import first_login
 
     user, password = first_login(settings)
-    typer.echo(f"fraud-desk console: run `txmon console`, open http://127.0.0.1:8050/console/ and log in as "
-               f"{user}{' / ' + password if password else ''}")
+    typer.echo(
+        f"fraud-desk console: run `txmon console`, open http://127.0.0.1:8050/console/ and log in as "
+        f"{user}{' / ' + password if password else ''}"
+    )
     if not result.ok:
         raise typer.Exit(1)
 

@@ -13,6 +13,7 @@ trigger's "Current batch is falling behind", which would repeat once per late mi
 the demo counts late batches from the query's progress and says it once, in the summary. Progress (events produced, offsets
 caught up) is one line, rewritten in place on a terminal.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -111,13 +112,18 @@ def _record_progress(query, seen: dict[int, dict]) -> None:
 def _stream_pace(seen: dict[int, dict], trigger_s: float) -> str:
     """The falling-behind warning, once: how many micro-batches took longer than the trigger."""
     busy = [p for p in seen.values() if p.get("numInputRows", 0) > 0]
-    late = [p["durationMs"].get("triggerExecution", 0) / 1000 for p in busy
-            if p["durationMs"].get("triggerExecution", 0) > trigger_s * 1000]
+    late = [
+        p["durationMs"].get("triggerExecution", 0) / 1000
+        for p in busy
+        if p["durationMs"].get("triggerExecution", 0) > trigger_s * 1000
+    ]
     if not late:
         return f"stream kept pace: {len(busy)} micro-batches, each within the {trigger_s:g}s trigger"
-    return (f"WARN stream fell behind its {trigger_s:g}s trigger in {len(late)} of {len(busy)} micro-batches "
-            f"(longest {max(late):.1f}s), then caught up: fewer events/s scored than produced here "
-            "(docs/performance.md)")
+    return (
+        f"WARN stream fell behind its {trigger_s:g}s trigger in {len(late)} of {len(busy)} micro-batches "
+        f"(longest {max(late):.1f}s), then caught up: fewer events/s scored than produced here "
+        "(docs/performance.md)"
+    )
 
 
 # ------------------------------------------------------------------ alert providers
@@ -172,8 +178,14 @@ def deliver_alerts(settings: Settings, accounts):
 # ------------------------------------------------------------------ the run
 
 
-def run_demo(settings: Settings, seconds: float = 60, rate: float = 1000, seed: int | None = None,
-             bad_every: int = 400, log=print) -> DemoResult:
+def run_demo(
+    settings: Settings,
+    seconds: float = 60,
+    rate: float = 1000,
+    seed: int | None = None,
+    bad_every: int = 400,
+    log=print,
+) -> DemoResult:
     if seed is None:
         # A new population each run: a second run with the same seed would replay the same
         # accounts into profiles that already hold the first run's history.
@@ -189,7 +201,8 @@ def run_demo(settings: Settings, seconds: float = 60, rate: float = 1000, seed: 
     # checkpoint: simulated history runs days in a minute, so a second run's event times
     # lie behind the first run's watermark and a shared checkpoint would drop them.
     opts = StreamOptions.from_settings(
-        settings, checkpoint_dir=str(settings.state_path / "checkpoints" / f"demo-{seed}-{int(time.time())}"),
+        settings,
+        checkpoint_dir=str(settings.state_path / "checkpoints" / f"demo-{seed}-{int(time.time())}"),
         starting_offsets=json.dumps({topic: {str(p): off for p, off in start_offsets.items()}}),
     )
     queries = start_all(spark, settings, opts)
@@ -218,11 +231,14 @@ def run_demo(settings: Settings, seconds: float = 60, rate: float = 1000, seed: 
         if len(ids) % 1000 == 0:
             progress.show(f"producing: {len(ids):,} events, {sum(result.bad_sent.values())} bad records")
 
-    log(f"producing simulated traffic for {seconds:.0f}s at {rate:,.0f} tx/s "
-        f"(one bad record every {bad_every} events)...")
+    log(
+        f"producing simulated traffic for {seconds:.0f}s at {rate:,.0f} tx/s "
+        f"(one bad record every {bad_every} events)..."
+    )
     t0 = time.monotonic()
-    summary = run_simulation(settings, SimulateOptions(seed=seed, rate=rate, duration=seconds, progress=False),
-                             on_event=on_event)
+    summary = run_simulation(
+        settings, SimulateOptions(seed=seed, rate=rate, duration=seconds, progress=False), on_event=on_event
+    )
     progress.clear()
     result.produced = len(ids)
     result.produce_seconds = summary.seconds
@@ -234,8 +250,9 @@ def run_demo(settings: Settings, seconds: float = 60, rate: float = 1000, seed: 
     def caught_up() -> bool:
         done, read = _caught_up(queries[0], targets, topic)
         _record_progress(queries[0], seen)
-        progress.show(f"stream catching up: {read - sum(start_offsets.get(p, 0) for p in targets):,} "
-                      f"of {total:,} records read")
+        progress.show(
+            f"stream catching up: {read - sum(start_offsets.get(p, 0) for p in targets):,} of {total:,} records read"
+        )
         return done
 
     wait_until(caught_up, max(300.0, seconds * 5), interval=1, abort=lambda: queries[0].exception() is not None)
@@ -244,8 +261,11 @@ def run_demo(settings: Settings, seconds: float = 60, rate: float = 1000, seed: 
         raise RuntimeError(f"stream failed: {queries[0].exception()}")
     result.end_to_end_seconds = time.monotonic() - t0
     _record_progress(queries[0], seen)
-    rates = [p["processedRowsPerSecond"] for p in seen.values()
-             if p.get("numInputRows", 0) > 0 and p.get("processedRowsPerSecond")]
+    rates = [
+        p["processedRowsPerSecond"]
+        for p in seen.values()
+        if p.get("numInputRows", 0) > 0 and p.get("processedRowsPerSecond")
+    ]
     result.spark_rows_per_second = sum(rates) / len(rates) if rates else 0.0
     drift = getattr(queries[0], "drift", None)
     result.drift_events = list(drift.events) if drift is not None else []
@@ -277,8 +297,14 @@ def run_demo(settings: Settings, seconds: float = 60, rate: float = 1000, seed: 
     _print_drift(result.drift_events, log)
     _print_delivery(stats, delivered, log)
     log(RULE)
-    log("RESULT: " + ("OK - every valid event landed once and was scored, every bad record "
-                      "dead-lettered with its reason" if result.ok else "MISMATCH - see the counts above"))
+    log(
+        "RESULT: "
+        + (
+            "OK - every valid event landed once and was scored, every bad record dead-lettered with its reason"
+            if result.ok
+            else "MISMATCH - see the counts above"
+        )
+    )
     log("Kafka and Cassandra are still running (`txmon infra status`); stop them with `txmon infra down`.")
     api = _api_line()
     if api:
@@ -291,9 +317,11 @@ def scored_decisions(session, ids: list[str]) -> dict[str, tuple]:
     # Driver on first use: the demo's other steps do not need it.
     from cassandra.concurrent import execute_concurrent_with_args
 
-    stmt = session.prepare("SELECT txn_id, decision, risk_score, rules_fired, reasons, payer_account "
-                           "FROM scored_transactions WHERE txn_id IN ?")
-    args = [(ids[i:i + 100],) for i in range(0, len(ids), 100)]
+    stmt = session.prepare(
+        "SELECT txn_id, decision, risk_score, rules_fired, reasons, payer_account "
+        "FROM scored_transactions WHERE txn_id IN ?"
+    )
+    args = [(ids[i : i + 100],) for i in range(0, len(ids), 100)]
     out = {}
     for r in execute_concurrent_with_args(session, stmt, args, concurrency=32, raise_on_first_error=True):
         for row in r.result_or_exc:
@@ -307,19 +335,25 @@ def scored_decisions(session, ids: list[str]) -> dict[str, tuple]:
 def _print_summary(result: DemoResult, summary, aggregates, log) -> None:
     missing = result.produced - result.landed
     log(f"events produced (valid)         {result.produced:>10,}   bad records {sum(result.bad_sent.values()):,}")
-    log(f"landed in Cassandra             {result.landed:>10,}   ({'all of them' if not missing else f'MISSING {missing:,}'})")
+    log(
+        f"landed in Cassandra             {result.landed:>10,}   ({'all of them' if not missing else f'MISSING {missing:,}'})"
+    )
     log(f"dead-lettered                   {sum(result.dead_lettered.values()):>10,}   by reason:")
     reasons = [f"{reason} {n}" for reason, n in sorted(result.dead_lettered.items())]
     for i in range(0, len(reasons), 4):
-        log("    " + ", ".join(reasons[i:i + 4]))
+        log("    " + ", ".join(reasons[i : i + 4]))
     log(f"fraud labels sent (delayed)     {summary.labels_sent:>10,}")
-    log(f"produced / end to end / Spark   {summary.rate:>10,.0f} / "
+    log(
+        f"produced / end to end / Spark   {summary.rate:>10,.0f} / "
         f"{result.produced / result.end_to_end_seconds:,.0f} / {result.spark_rows_per_second:,.0f} events/s "
-        f"(end to end over {result.end_to_end_seconds:.0f}s)")
+        f"(end to end over {result.end_to_end_seconds:.0f}s)"
+    )
     log("busiest accounts, last hour:")
     for row in aggregates:
-        log(f"    {mask_account(row.payer_account):<16} {row.window_start:%d %b %H:%M}-{row.window_end:%H:%M}  "
-            f"txns={row.txn_count:<4} total=₹{row.total_paise / 100:>11,.2f}  payees={row.distinct_payees}")
+        log(
+            f"    {mask_account(row.payer_account):<16} {row.window_start:%d %b %H:%M}-{row.window_end:%H:%M}  "
+            f"txns={row.txn_count:<4} total=₹{row.total_paise / 100:>11,.2f}  payees={row.distinct_payees}"
+        )
 
 
 def _print_detection(scored: dict, frauds: dict, log) -> None:
@@ -327,18 +361,23 @@ def _print_detection(scored: dict, frauds: dict, log) -> None:
     flagged = {t for t, (d, *_) in scored.items() if d != "APPROVE"}
     legit = [t for t in scored if t not in frauds]
     rate = f"; alert rate on legitimate traffic {sum(t in flagged for t in legit) / len(legit):.2%}" if legit else ""
-    log(f"scored transactions             {len(scored):>10,}   "
-        + " ".join(f"{k}={decisions.get(k, 0):,}" for k in ("APPROVE", "REVIEW", "BLOCK")) + rate)
+    log(
+        f"scored transactions             {len(scored):>10,}   "
+        + " ".join(f"{k}={decisions.get(k, 0):,}" for k in ("APPROVE", "REVIEW", "BLOCK"))
+        + rate
+    )
     by_scenario: dict[str, list[bool]] = {}
     for txn, scenario in frauds.items():
         if txn in scored:
             by_scenario.setdefault(scenario, []).append(txn in flagged)
     if by_scenario:
         log("fraud caught, by simulated scenario (rules + champion model, if any):")
-        cells = [f"{scenario:<30}{sum(hits):>4}/{len(hits):<4} {sum(hits) / len(hits):>4.0%}"
-                 for scenario, hits in sorted(by_scenario.items())]
+        cells = [
+            f"{scenario:<30}{sum(hits):>4}/{len(hits):<4} {sum(hits) / len(hits):>4.0%}"
+            for scenario, hits in sorted(by_scenario.items())
+        ]
         for i in range(0, len(cells), 2):
-            log("    " + "   ".join(cells[i:i + 2]))
+            log("    " + "   ".join(cells[i : i + 2]))
     examples = [t for t in sorted(flagged) if t in frauds][:2]
     if examples:
         log("example alerts:")
@@ -350,19 +389,28 @@ def _print_detection(scored: dict, frauds: dict, log) -> None:
 
 def _print_drift(events: list, log) -> None:
     if not events:
-        log("drift events                    none (score signals judge payers known 30+ days; "
-            "labels judge recall and precision)")
+        log(
+            "drift events                    none (score signals judge payers known 30+ days; "
+            "labels judge recall and precision)"
+        )
         return
-    log(f"drift events                    {len(events):>10,}   recorded in Cassandra drift_events "
-        "(Airflow, when running, retrains on them):")
+    log(
+        f"drift events                    {len(events):>10,}   recorded in Cassandra drift_events "
+        "(Airflow, when running, retrains on them):"
+    )
     for event in events[:3]:
-        log(f"    {event.signal.value:<22} window mean {event.mean_before:.3f} -> {event.mean_after:.3f} "
-            f"after {event.n_seen:,} values")
+        log(
+            f"    {event.signal.value:<22} window mean {event.mean_before:.3f} -> {event.mean_after:.3f} "
+            f"after {event.n_seen:,} values"
+        )
 
 
 def _delivered(providers: SimpleNamespace) -> dict[str, list]:
-    return {"email": providers.smtp.messages(), "sms": list(providers.gateway.messages.values()),
-            "webhook": list(providers.webhook.posts)}
+    return {
+        "email": providers.smtp.messages(),
+        "sms": list(providers.gateway.messages.values()),
+        "webhook": list(providers.webhook.posts),
+    }
 
 
 def _print_delivery(stats, delivered: dict[str, list], log) -> None:
@@ -371,11 +419,16 @@ def _print_delivery(stats, delivered: dict[str, list], log) -> None:
     log(f"alerts dispatched               {stats.alerts:>10,}   deliveries: {outcomes}")
     mails = delivered["email"]
     recipients = Counter(to for mail in mails for to in mail.rcpt_tos)
-    log(f"    email {len(mails):,} to the local SMTP server ("
-        + ", ".join(f"{redact(to)} {n:,}" for to, n in recipients.most_common(3)) + ")")
+    log(
+        f"    email {len(mails):,} to the local SMTP server ("
+        + ", ".join(f"{redact(to)} {n:,}" for to, n in recipients.most_common(3))
+        + ")"
+    )
     texts = delivered["sms"]
-    log(f"    SMS {len(texts):,} to the local gateway ({len({t.get('To') for t in texts}):,} customers); "
-        f"chat webhook posts {len(delivered['webhook']):,}")
+    log(
+        f"    SMS {len(texts):,} to the local gateway ({len({t.get('To') for t in texts}):,} customers); "
+        f"chat webhook posts {len(delivered['webhook']):,}"
+    )
     if texts:
         log(f"    example SMS to {mask_phone(texts[0].get('To'))}: {redact(texts[0].get('Body'))[:150]}")
     if mails:

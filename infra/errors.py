@@ -3,6 +3,7 @@
 Each message says what went wrong *and what to do about it*; the command line prints
 the message as one line and exits non-zero instead of showing a traceback.
 """
+
 from __future__ import annotations
 
 

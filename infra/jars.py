@@ -9,6 +9,7 @@ local checkpoints, spark_jobs/session.checkpoint_location) is compiled with the 
 against the jars of the installed pyspark (no Maven needed: the Spark API it uses ships
 with pyspark), into ``<jars_dir>/txmon-scoring/``; rebuilt when its sources change.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -54,8 +55,7 @@ def fetch(settings: Settings, force: bool = False) -> bool:
     target = settings.jars_path
     for module in MODULES:  # stale jars of an older version must not linger on the classpath
         shutil.rmtree(target / module, ignore_errors=True)
-    cmd = [mvn, "-B", "-q", "-f", str(MAVEN_DIR / "pom.xml"), "generate-resources",
-           f"-Dtxmon.jars.dir={target}"]
+    cmd = [mvn, "-B", "-q", "-f", str(MAVEN_DIR / "pom.xml"), "generate-resources", f"-Dtxmon.jars.dir={target}"]
     result = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).splitlines()[-20:])
@@ -103,17 +103,25 @@ def scoring_jar(settings: Settings, force: bool = False) -> tuple[Path, bool]:
         return jar, False
     javac = shutil.which("javac")
     if javac is None:
-        raise TxmonError("javac not found: txmon's JVM scorer needs a JDK 17 (e.g. `apt-get install openjdk-17-jdk-headless`)")
+        raise TxmonError(
+            "javac not found: txmon's JVM scorer needs a JDK 17 (e.g. `apt-get install openjdk-17-jdk-headless`)"
+        )
     directory.mkdir(parents=True, exist_ok=True)
     spark_jars = Path(pyspark.__file__).parent / "jars"
     sources = sorted(str(p) for p in SCORING_SOURCES.rglob("*.java"))
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
         classes = Path(tmp) / "classes"
-        result = subprocess.run([javac, "--release", "17", "-nowarn", "-d", str(classes),
-                                 "-cp", str(spark_jars / "*"), *sources], check=False, capture_output=True, text=True)
+        result = subprocess.run(
+            [javac, "--release", "17", "-nowarn", "-d", str(classes), "-cp", str(spark_jars / "*"), *sources],
+            check=False,
+            capture_output=True,
+            text=True,
+        )
         if result.returncode != 0:
             tail = "\n".join((result.stdout + result.stderr).splitlines()[-20:])
-            raise TxmonError(f"javac could not build the scorer jar from {SCORING_SOURCES} (exit {result.returncode}):\n{tail}")
+            raise TxmonError(
+                f"javac could not build the scorer jar from {SCORING_SOURCES} (exit {result.returncode}):\n{tail}"
+            )
         staged = Path(tmp) / jar.name
         with zipfile.ZipFile(staged, "w", zipfile.ZIP_DEFLATED) as out:
             out.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\nCreated-By: txmon infra/jars.py\n")

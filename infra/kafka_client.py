@@ -11,6 +11,7 @@ and in the tests, takes its settings from here:
 Credentials come from the environment (infra/credentials.py). The application principal
 reads and writes topics; ``admin=True`` is for the few places that create topics and ACLs.
 """
+
 from __future__ import annotations
 
 import logging
@@ -58,6 +59,7 @@ def jaas_config(module: str, user: str, password: str) -> str:
     >>> jaas_config("org.apache.kafka.common.security.scram.ScramLoginModule", "txmon", 'p"w')
     'org.apache.kafka.common.security.scram.ScramLoginModule required username="txmon" password="p\\\\"w";'
     """
+
     def quoted(value: str) -> str:
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 

@@ -2,6 +2,7 @@
 message may show of an account number, a VPA or a phone number, and the keyed
 pseudonym (:func:`account_ref`) that stands for an account where one must be told
 apart from another without being shown (docs/security-pii.md)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -68,7 +69,7 @@ def mask_phone(phone: str | None) -> str:
     if not phone:
         return ""
     prefix = phone[:3] if phone.startswith("+") else ""
-    rest = phone[len(prefix):]
+    rest = phone[len(prefix) :]
     digits = [m.start() for m in _DIGITS.finditer(rest)]
     hide = set(digits[:-4])
     return prefix + "".join("X" if i in hide else ch for i, ch in enumerate(rest))
@@ -192,5 +193,6 @@ def pii_token_key(state_dir: Path, environ: Mapping[str, str] | None = None) -> 
     if len(value) < 32:
         raise ConfigError(
             f"{PII_KEY_ENV} is {len(value)} characters; give it at least 32 random ones "
-            "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)")
+            "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
+        )
     return value.encode()

@@ -4,6 +4,7 @@ backoff, timeouts, the failure email), and data-interval helpers.
 DAG files import this at parse time, so it imports only the standard library at
 module level; settings, SMTP and Airflow's context are imported when called.
 """
+
 from __future__ import annotations
 
 import logging
@@ -44,16 +45,18 @@ def failure_text(context: Mapping[str, Any]) -> tuple[str, str]:
     try_number = getattr(ti, "try_number", "?")
     error = context.get("exception")
     subject = f"[txmon] Airflow task failed: {dag_id}.{task_id}"
-    body = "\n".join([
-        f"DAG:       {dag_id}",
-        f"Task:      {task_id}",
-        f"Run:       {run_id}",
-        f"Try:       {try_number}",
-        f"Error:     {type(error).__name__ + ': ' + str(error) if error else 'see the task log'}",
-        "",
-        "Retries are exhausted. Look at the task log in the Airflow UI (Dags -> "
-        f"{dag_id} -> the run -> {task_id} -> Logs), fix the cause and clear the task to re-run it.",
-    ])
+    body = "\n".join(
+        [
+            f"DAG:       {dag_id}",
+            f"Task:      {task_id}",
+            f"Run:       {run_id}",
+            f"Try:       {try_number}",
+            f"Error:     {type(error).__name__ + ': ' + str(error) if error else 'see the task log'}",
+            "",
+            "Retries are exhausted. Look at the task log in the Airflow UI (Dags -> "
+            f"{dag_id} -> the run -> {task_id} -> Logs), fix the cause and clear the task to re-run it.",
+        ]
+    )
     return subject, body
 
 
@@ -65,8 +68,10 @@ def notify_operator(context: Mapping[str, Any]) -> None:
     try:
         settings = load_settings()
         ti = context.get("task_instance") or context.get("ti")
-        key = (f"failure:{getattr(ti, 'dag_id', '')}:{getattr(ti, 'task_id', '')}:{getattr(ti, 'run_id', '')}:"
-               f"{getattr(ti, 'try_number', '')}")
+        key = (
+            f"failure:{getattr(ti, 'dag_id', '')}:{getattr(ti, 'task_id', '')}:{getattr(ti, 'run_id', '')}:"
+            f"{getattr(ti, 'try_number', '')}"
+        )
         sent = email_now(settings.airflow.operator_email, subject, body, key=key)
         log.warning("task failure emailed to %s", ", ".join(sent))
     except Exception as exc:  # noqa: BLE001 - callback boundary: report, never mask the task's own failure
@@ -93,8 +98,9 @@ def utc(value: Any) -> datetime | None:
         try:
             value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError:
-            raise ValueError(f"{value!r} is not an ISO date or time; give e.g. 2026-11-01 or "
-                             "2026-11-01T00:00:00Z") from None
+            raise ValueError(
+                f"{value!r} is not an ISO date or time; give e.g. 2026-11-01 or 2026-11-01T00:00:00Z"
+            ) from None
     if isinstance(value, date) and not isinstance(value, datetime):
         value = datetime(value.year, value.month, value.day, tzinfo=UTC)
     if not isinstance(value, datetime):
@@ -103,8 +109,9 @@ def utc(value: Any) -> datetime | None:
         value = value.replace(tzinfo=UTC)
     else:
         value = value.astimezone(UTC)
-    return datetime(value.year, value.month, value.day, value.hour, value.minute, value.second,
-                    value.microsecond, tzinfo=UTC)
+    return datetime(
+        value.year, value.month, value.day, value.hour, value.minute, value.second, value.microsecond, tzinfo=UTC
+    )
 
 
 def interval_end(context: Mapping[str, Any]) -> datetime:
@@ -118,8 +125,9 @@ def interval_end(context: Mapping[str, Any]) -> datetime:
     return end
 
 
-def retraining_window(params: Mapping[str, Any], context: Mapping[str, Any], window_days: float
-                      ) -> tuple[str, datetime, datetime]:
+def retraining_window(
+    params: Mapping[str, Any], context: Mapping[str, Any], window_days: float
+) -> tuple[str, datetime, datetime]:
     """(run_id, start, end) of one retraining: ``params.start``/``params.end`` when given,
     else the data interval's end and ``window_days`` (param, else the setting) before it. The run id names the
     window only, so any re-run (or second trigger) for the same window reuses the same

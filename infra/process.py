@@ -4,6 +4,7 @@ A pid file alone is not proof: pids get reused. A process counts as ours only if
 it is alive *and* its command line carries the ``-Dtxmon.service=<name>`` marker
 and our state directory.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,7 @@ def find_java() -> str:
     java = shutil.which("java")
     if java is None:
         raise JavaMissingError(
-            "java not found: install a JDK 17+ (e.g. `apt-get install openjdk-17-jre-headless`) "
-            "or set JAVA_HOME"
+            "java not found: install a JDK 17+ (e.g. `apt-get install openjdk-17-jre-headless`) or set JAVA_HOME"
         )
     return java
 

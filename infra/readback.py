@@ -1,4 +1,5 @@
 """Reading back what the pipeline wrote: used by the demo, the benchmark and tests."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -15,8 +16,9 @@ def kafka_end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     # Kafka and Cassandra drivers on first use: readers of one store do not load the other's driver.
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, client_id="txmon-readback",
-                             **client_config())
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, client_id="txmon-readback", **client_config()
+    )
     try:
         partitions = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
@@ -32,7 +34,7 @@ def count_landed(session, txn_ids: Sequence[str], table: str = "transactions", c
     if not txn_ids:
         return 0
     stmt = session.prepare(f"SELECT txn_id FROM {table} WHERE txn_id IN ?")
-    args = [(list(txn_ids[i:i + chunk]),) for i in range(0, len(txn_ids), chunk)]
+    args = [(list(txn_ids[i : i + chunk]),) for i in range(0, len(txn_ids), chunk)]
     results = execute_concurrent_with_args(session, stmt, args, concurrency=32, raise_on_first_error=True)
     return sum(len(list(r.result_or_exc)) for r in results)
 
@@ -78,15 +80,30 @@ def account_windows(session, account: str, window_kind: str, since: datetime | N
     lookback = timedelta(seconds=size_s - AGGREGATE_WINDOWS_S[bucket_kind]) if window_kind == derived else timedelta(0)
     stmt = session.prepare(
         "SELECT window_start, window_end, txn_count, total_paise, max_paise, distinct_payees, payees "
-        "FROM account_aggregates WHERE payer_account = ? AND window_kind = ? AND window_start >= ?")
+        "FROM account_aggregates WHERE payer_account = ? AND window_kind = ? AND window_start >= ?"
+    )
     rows = list(session.execute(stmt, (account, stored, (since - lookback) if since else _EPOCH)))
     if window_kind != derived:
-        return [AccountWindow(account, window_kind, r.window_start, r.window_end, r.txn_count, r.total_paise,
-                              r.max_paise, r.distinct_payees) for r in rows]
-    hours = sliding_hours([((r.window_start - _EPOCH) // _US, r.txn_count, r.total_paise, r.max_paise, r.payees)
-                           for r in rows])
-    out = [AccountWindow(account, derived, _EPOCH + start * _US, _EPOCH + end * _US, *values)
-           for _, start, end, *values in hours]
+        return [
+            AccountWindow(
+                account,
+                window_kind,
+                r.window_start,
+                r.window_end,
+                r.txn_count,
+                r.total_paise,
+                r.max_paise,
+                r.distinct_payees,
+            )
+            for r in rows
+        ]
+    hours = sliding_hours(
+        [((r.window_start - _EPOCH) // _US, r.txn_count, r.total_paise, r.max_paise, r.payees) for r in rows]
+    )
+    out = [
+        AccountWindow(account, derived, _EPOCH + start * _US, _EPOCH + end * _US, *values)
+        for _, start, end, *values in hours
+    ]
     return [w for w in out if since is None or w.window_start >= since]
 
 
@@ -94,8 +111,9 @@ def account_aggregates(session, accounts: Iterable[str], window_kind: str) -> li
     """Each account's latest window of one kind: the newest stored row, or for
     ``slide_1h`` the hour that ends with the account's newest 5-minute bucket."""
     derived, size_s, bucket_kind = SLIDING_HOUR
-    newest = session.prepare("SELECT window_start FROM account_aggregates "
-                             "WHERE payer_account = ? AND window_kind = ? LIMIT 1")
+    newest = session.prepare(
+        "SELECT window_start FROM account_aggregates WHERE payer_account = ? AND window_kind = ? LIMIT 1"
+    )
     out: list[AccountWindow] = []
     for account in accounts:
         row = session.execute(newest, (account, bucket_kind if window_kind == derived else window_kind)).one()
@@ -103,8 +121,11 @@ def account_aggregates(session, accounts: Iterable[str], window_kind: str) -> li
             continue
         if window_kind == derived:
             end = row.window_start + timedelta(seconds=AGGREGATE_WINDOWS_S[bucket_kind])
-            out.extend(w for w in account_windows(session, account, derived, since=end - timedelta(seconds=size_s))
-                       if w.window_end == end)
+            out.extend(
+                w
+                for w in account_windows(session, account, derived, since=end - timedelta(seconds=size_s))
+                if w.window_end == end
+            )
         else:
             out.extend(account_windows(session, account, window_kind, since=row.window_start))
     return out

@@ -4,6 +4,7 @@ Precedence (highest first): ``TXMON_<SECTION>__<KEY>`` environment variables, th
 YAML file named by ``TXMON_CONFIG`` (default ``config/txmon.yaml``), the defaults below.
 Secrets never live in YAML; they are read from the environment only where used.
 """
+
 from __future__ import annotations
 
 import os
@@ -178,14 +179,23 @@ class RetrainingSettings(_Section):
     """Challenger training from Cassandra history (spark_jobs/retraining.py)."""
 
     window_days: float = Field(14, gt=0, description="history the challenger learns from, ending now")
-    warmup_hours: float = Field(24, ge=0, description="history before the window, read only to warm "
-                                                       "per-account features up")
+    warmup_hours: float = Field(
+        24, ge=0, description="history before the window, read only to warm per-account features up"
+    )
     holdout_fraction: float = Field(0.3, gt=0, lt=1)
     # The backtest's measures (models/evaluation.py), on the challenger's hold-out: the
     # model's probability (model_*) or the risk score without rules (model and anomaly).
-    metric: Literal["model_average_precision", "model_roc_auc", "model_card_precision_at_100",
-                    "model_fixed_rate_recall", "model_daily_precision_at_100", "average_precision", "roc_auc",
-                    "card_precision_at_100", "fixed_rate_recall"] = "model_average_precision"
+    metric: Literal[
+        "model_average_precision",
+        "model_roc_auc",
+        "model_card_precision_at_100",
+        "model_fixed_rate_recall",
+        "model_daily_precision_at_100",
+        "average_precision",
+        "roc_auc",
+        "card_precision_at_100",
+        "fixed_rate_recall",
+    ] = "model_average_precision"
     margin: float = Field(0.01, ge=0, le=1, description="the challenger must beat the champion by this much")
     min_frauds: int = Field(20, ge=1, description="confirmed frauds the window needs to train at all")
 

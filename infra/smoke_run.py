@@ -1,4 +1,5 @@
 """`txmon smoke`: produce, stream through Spark into Cassandra, read back."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,9 @@ def run_smoke(settings: Settings, count: int, topic: str = "smoke", log=print) -
 
     run_id = uuid.uuid4().hex[:12]
     ensure_topics(settings.kafka.bootstrap, [topic], settings.kafka.partitions)
-    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all", linger_ms=5,
-                             **client_config(settings))
+    producer = KafkaProducer(
+        bootstrap_servers=settings.kafka.bootstrap, acks="all", linger_ms=5, **client_config(settings)
+    )
     for i in range(count):
         producer.send(topic, key=str(i).encode(), value=json.dumps({"run_id": run_id, "id": str(i)}).encode())
     producer.flush()
@@ -48,14 +50,20 @@ def run_smoke(settings: Settings, count: int, topic: str = "smoke", log=print) -
         landed = session.execute(
             session.prepare("SELECT count(*) FROM smoke_events WHERE run_id = ?"), (run_id,)
         ).one()[0]
-        sample = list(session.execute(
-            session.prepare("SELECT id, kafka_partition, kafka_offset, landed_at FROM smoke_events WHERE run_id = ? LIMIT 3"),
-            (run_id,),
-        ))
+        sample = list(
+            session.execute(
+                session.prepare(
+                    "SELECT id, kafka_partition, kafka_offset, landed_at FROM smoke_events WHERE run_id = ? LIMIT 3"
+                ),
+                (run_id,),
+            )
+        )
     finally:
         cluster.shutdown()
-    log(f"landed in Cassandra {settings.cassandra.keyspace}.smoke_events: {landed} of {count} rows "
-        f"(Spark query ran {seconds:.1f}s)")
+    log(
+        f"landed in Cassandra {settings.cassandra.keyspace}.smoke_events: {landed} of {count} rows "
+        f"(Spark query ran {seconds:.1f}s)"
+    )
     for row in sample:
         log(f"  id={row.id} partition={row.kafka_partition} offset={row.kafka_offset} landed_at={row.landed_at}")
     return SmokeResult(run_id, count, landed, seconds)

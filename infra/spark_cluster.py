@@ -10,6 +10,7 @@ endpoint lists every worker ALIVE.
 The point is to run the *same* jobs as on one machine, unchanged, on a real cluster
 manager: ``txmon spark-submit --master spark://127.0.0.1:7077 spark_jobs/transactions_stream.py``.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,18 +54,48 @@ def daemons(settings: Settings) -> list[Daemon]:
     c = settings.spark.cluster
     state = settings.state_path
     spark_class = spark_class_bin()
-    out = [Daemon("spark-master", ManagedProcess("spark-master", state),
-                  (spark_class, MASTER_CLASS, "--host", c.host, "--port", str(c.master_port),
-                   "--webui-port", str(c.master_webui_port)),
-                  (c.master_port, c.master_webui_port))]
+    out = [
+        Daemon(
+            "spark-master",
+            ManagedProcess("spark-master", state),
+            (
+                spark_class,
+                MASTER_CLASS,
+                "--host",
+                c.host,
+                "--port",
+                str(c.master_port),
+                "--webui-port",
+                str(c.master_webui_port),
+            ),
+            (c.master_port, c.master_webui_port),
+        )
+    ]
     for i in range(1, c.workers + 1):
         name = f"spark-worker-{i}"
         ui = c.worker_webui_port + i - 1
-        out.append(Daemon(name, ManagedProcess(name, state),
-                          (spark_class, WORKER_CLASS, "--host", c.host, "--cores", str(c.worker_cores),
-                           "--memory", c.worker_memory, "--webui-port", str(ui),
-                           "--work-dir", str(work_dir(settings) / name), c.master_url),
-                          (ui,)))
+        out.append(
+            Daemon(
+                name,
+                ManagedProcess(name, state),
+                (
+                    spark_class,
+                    WORKER_CLASS,
+                    "--host",
+                    c.host,
+                    "--cores",
+                    str(c.worker_cores),
+                    "--memory",
+                    c.worker_memory,
+                    "--webui-port",
+                    str(ui),
+                    "--work-dir",
+                    str(work_dir(settings) / name),
+                    c.master_url,
+                ),
+                (ui,),
+            )
+        )
     return out
 
 
@@ -79,8 +110,7 @@ def _env(settings: Settings, daemon: Daemon) -> dict[str, str]:
     for d in (conf_dir, local):
         d.mkdir(parents=True, exist_ok=True)
     return {
-        "SPARK_DAEMON_JAVA_OPTS": f"{daemon.process.marker} -Dtxmon.state={settings.state_path} "
-                                  "-Duser.timezone=UTC",
+        "SPARK_DAEMON_JAVA_OPTS": f"{daemon.process.marker} -Dtxmon.state={settings.state_path} -Duser.timezone=UTC",
         "SPARK_DAEMON_MEMORY": c.daemon_memory,
         "SPARK_LOCAL_IP": c.host,
         "SPARK_LOCAL_DIRS": str(local),
@@ -153,10 +183,13 @@ def _up(settings: Settings, log, started: list[str]) -> ClusterReport:
         culprit = next((d for d in daemons(settings) if _gone(d)), daemons(settings)[-1])
         raise ServiceStartError(
             f"spark cluster not ready: {len(alive_workers(settings))} of {c.workers} workers alive after "
-            f"{time.monotonic() - t0:.0f}s; log {culprit.process.log_file}:\n{culprit.process.log_tail()}")
+            f"{time.monotonic() - t0:.0f}s; log {culprit.process.log_file}:\n{culprit.process.log_tail()}"
+        )
     report = ClusterReport(c.master_url, started, len(alive_workers(settings)), time.monotonic() - t0)
-    log(f"spark cluster: {report.master_url} with {report.workers_alive} workers "
-        f"(UI http://{c.host}:{c.master_webui_port}) ready after {report.ready_after_s:.1f}s")
+    log(
+        f"spark cluster: {report.master_url} with {report.workers_alive} workers "
+        f"(UI http://{c.host}:{c.master_webui_port}) ready after {report.ready_after_s:.1f}s"
+    )
     return report
 
 
@@ -173,16 +206,20 @@ def _gone(daemon: Daemon) -> bool:
 
 def _wait(settings: Settings, daemon: Daemon, predicate, timeout: float) -> None:
     if not wait_until(predicate, timeout, interval=0.5, abort=lambda: _gone(daemon)):
-        raise ServiceStartError(f"{daemon.name} failed to start; log {daemon.process.log_file}:\n"
-                                f"{daemon.process.log_tail()}")
+        raise ServiceStartError(
+            f"{daemon.name} failed to start; log {daemon.process.log_file}:\n{daemon.process.log_tail()}"
+        )
 
 
 def status(settings: Settings) -> list[ServiceStatus]:
     """Pid, port and health of every daemon (a worker is healthy when the master lists it ALIVE)."""
     c = settings.spark.cluster
     state = master_state(settings)
-    alive_uis = {w.get("webuiaddress", "").rsplit(":", 1)[-1] for w in (state or {}).get("workers", [])
-                 if w.get("state") == "ALIVE"}
+    alive_uis = {
+        w.get("webuiaddress", "").rsplit(":", 1)[-1]
+        for w in (state or {}).get("workers", [])
+        if w.get("state") == "ALIVE"
+    }
     out = []
     for d in daemons(settings):
         pid = d.process.pid()
@@ -191,12 +228,28 @@ def status(settings: Settings) -> list[ServiceStatus]:
             out.append(ServiceStatus(d.name, None, port, False, "not running"))
         elif d.name == "spark-master":
             healthy = state is not None
-            out.append(ServiceStatus(d.name, pid, c.master_port, healthy,
-                                     "healthy" if healthy else "web UI not answering", d.process.rss_mb()))
+            out.append(
+                ServiceStatus(
+                    d.name,
+                    pid,
+                    c.master_port,
+                    healthy,
+                    "healthy" if healthy else "web UI not answering",
+                    d.process.rss_mb(),
+                )
+            )
         else:
             healthy = str(port) in alive_uis
-            out.append(ServiceStatus(d.name, pid, port, healthy,
-                                     "healthy" if healthy else "not registered with the master", d.process.rss_mb()))
+            out.append(
+                ServiceStatus(
+                    d.name,
+                    pid,
+                    port,
+                    healthy,
+                    "healthy" if healthy else "not registered with the master",
+                    d.process.rss_mb(),
+                )
+            )
     return out
 
 

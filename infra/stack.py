@@ -1,4 +1,5 @@
 """The local stack as a whole: bring every service up, report on it, take it down."""
+
 from __future__ import annotations
 
 import time

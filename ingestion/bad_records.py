@@ -3,6 +3,7 @@
 Used by the demo (to show the dead-letter path working) and by the tests (to prove
 every class of bad input is dead-lettered with the right reason).
 """
+
 from __future__ import annotations
 
 import json
@@ -93,9 +94,15 @@ def hostile_records(event: TransactionEvent) -> list[tuple[str, bytes | None, st
     # encodings
     add("invalid_utf8", "malformed_json", raw=b"\xff\xfe\xfd\x00garbage")
     add("invalid_utf8_inside_string", "malformed_json", raw=valid.encode().replace(b'"INR"', b'"\xc3\x28"'))
-    add("bidi_override_raw_utf8", "control_characters", raw=valid.replace(
-        '"currency"', '"geo":{"city":"Pune\u202egnp.exe","lat":18.5,"lon":73.8},"currency"', 1).encode()
-        if '"geo"' not in valid else valid.replace(geo["city"], "Pune\u202egnp.exe", 1).encode())
+    add(
+        "bidi_override_raw_utf8",
+        "control_characters",
+        raw=valid.replace(
+            '"currency"', '"geo":{"city":"Pune\u202egnp.exe","lat":18.5,"lon":73.8},"currency"', 1
+        ).encode()
+        if '"geo"' not in valid
+        else valid.replace(geo["city"], "Pune\u202egnp.exe", 1).encode(),
+    )
     add("utf16_encoded_event", "malformed_json", raw=valid.encode("utf-16"))
     add("bom_prefixed_event", "malformed_json", raw=b"\xef\xbb\xbf" + valid.encode())
     add("lone_surrogate_in_city", "control_characters", geo={**geo, "city": "Pu\ud800ne"})
@@ -115,16 +122,29 @@ def hostile_records(event: TransactionEvent) -> list[tuple[str, bytes | None, st
     add("nested_arrays_100k", "malformed_json", raw=b"[" * 100_000 + b"]" * 100_000)
     add("nested_objects_50k", "malformed_json", raw=b'{"a":' * 50_000 + b"1" + b"}" * 50_000)
     add("nan_literal", "malformed_json", raw=valid.replace('"amount_paise":', '"amount_paise":NaN,"x":').encode())
-    add("infinity_literal", "malformed_json",
-        raw=valid.replace('"amount_paise":', '"amount_paise":Infinity,"x":').encode())
-    add("integer_5000_digits", "malformed_json",
-        raw=valid.replace('"amount_paise":', '"amount_paise":' + "9" * 5000 + ',"x":').encode())
-    add("duplicate_key_last_wins_string", "wrong_type",
-        raw=valid.replace('"amount_paise":', '"amount_paise":"12.50","amount_paise_":0,"amount_paise":"1",'
-                          '"y":').encode())
+    add(
+        "infinity_literal",
+        "malformed_json",
+        raw=valid.replace('"amount_paise":', '"amount_paise":Infinity,"x":').encode(),
+    )
+    add(
+        "integer_5000_digits",
+        "malformed_json",
+        raw=valid.replace('"amount_paise":', '"amount_paise":' + "9" * 5000 + ',"x":').encode(),
+    )
+    add(
+        "duplicate_key_last_wins_string",
+        "wrong_type",
+        raw=valid.replace(
+            '"amount_paise":', '"amount_paise":"12.50","amount_paise_":0,"amount_paise":"1","y":'
+        ).encode(),
+    )
     # types and ranges
-    add("amount_float_overflow", "wrong_type", raw=valid.replace('"amount_paise":', '"amount_paise":1e400,"x":')
-        .encode())
+    add(
+        "amount_float_overflow",
+        "wrong_type",
+        raw=valid.replace('"amount_paise":', '"amount_paise":1e400,"x":').encode(),
+    )
     add("amount_10e30", "absurd_amount", amount_paise=10**30)
     add("amount_negative", "non_positive_amount", amount_paise=-1)
     add("amount_decimal_string", "wrong_type", amount_paise="12.50")

@@ -15,6 +15,7 @@ When an event breaks several rules, the reported dead-letter reason is the first
 one in :class:`DeadLetterReason` declaration order, so Python and Spark agree on a
 single reason per bad record.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,16 +48,60 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 from txmon.infra.errors import EventValidationError
 
 __all__ = [
-    "ACCOUNT_NUMBER_PATTERN", "AMOUNT_ROUNDINGS", "CHANNELS", "CITY_PATTERN", "CONTRACT_REASONS", "CRORE",
-    "DEAD_LETTER_REASONS", "DEVICE_ID_PATTERN", "FIELD_ENUMS", "FIELD_FORMATS", "FIELD_PATTERNS",
-    "FIELD_RANGES", "IFSC_PATTERN", "IP_PATTERN", "IST", "LAKH", "LAT_RANGE", "LON_RANGE",
-    "MAX_AMOUNT_PAISE", "MCC_PATTERN", "PAISE_PER_RUPEE",
-    "PARTY_ID_FIELDS", "REQUIRED_FIELDS", "RTGS_MIN_AMOUNT_PAISE", "SCHEMA_VERSION",
-    "STATUSES", "SUPPORTED_VERSIONS", "TXN_ID_PATTERN", "TXN_TYPES", "VPA_PATTERN",
-    "AmountRounding", "Channel", "DeadLetterReason", "Geo", "LabelEvent", "Party", "Payer", "Problem", "Status",
-    "TransactionEvent", "TxnType", "check_event", "describe_problems", "format_inr", "is_unsafe_text",
-    "kafka_key", "paise_to_rupees", "rupees_to_paise", "safe_text", "spark_schema", "to_json",
-    "validate_event", "validate_label", "whole_paise",
+    "ACCOUNT_NUMBER_PATTERN",
+    "AMOUNT_ROUNDINGS",
+    "CHANNELS",
+    "CITY_PATTERN",
+    "CONTRACT_REASONS",
+    "CRORE",
+    "DEAD_LETTER_REASONS",
+    "DEVICE_ID_PATTERN",
+    "FIELD_ENUMS",
+    "FIELD_FORMATS",
+    "FIELD_PATTERNS",
+    "FIELD_RANGES",
+    "IFSC_PATTERN",
+    "IP_PATTERN",
+    "IST",
+    "LAKH",
+    "LAT_RANGE",
+    "LON_RANGE",
+    "MAX_AMOUNT_PAISE",
+    "MCC_PATTERN",
+    "PAISE_PER_RUPEE",
+    "PARTY_ID_FIELDS",
+    "REQUIRED_FIELDS",
+    "RTGS_MIN_AMOUNT_PAISE",
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "SUPPORTED_VERSIONS",
+    "TXN_ID_PATTERN",
+    "TXN_TYPES",
+    "VPA_PATTERN",
+    "AmountRounding",
+    "Channel",
+    "DeadLetterReason",
+    "Geo",
+    "LabelEvent",
+    "Party",
+    "Payer",
+    "Problem",
+    "Status",
+    "TransactionEvent",
+    "TxnType",
+    "check_event",
+    "describe_problems",
+    "format_inr",
+    "is_unsafe_text",
+    "kafka_key",
+    "paise_to_rupees",
+    "rupees_to_paise",
+    "safe_text",
+    "spark_schema",
+    "to_json",
+    "validate_event",
+    "validate_label",
+    "whole_paise",
 ]
 
 SCHEMA_VERSION = 1
@@ -137,20 +182,22 @@ CITY_PATTERN = r"^[^\x00-\x1F\x7F]{1,100}$"
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
 _IPV4 = rf"({_OCTET}\.){{3}}{_OCTET}"
 _H = r"[0-9A-Fa-f]{1,4}"
-_IPV6 = "|".join([
-    rf"({_H}:){{7}}{_H}",
-    rf"({_H}:){{1,7}}:",
-    rf"({_H}:){{1,6}}:{_H}",
-    rf"({_H}:){{1,5}}(:{_H}){{1,2}}",
-    rf"({_H}:){{1,4}}(:{_H}){{1,3}}",
-    rf"({_H}:){{1,3}}(:{_H}){{1,4}}",
-    rf"({_H}:){{1,2}}(:{_H}){{1,5}}",
-    rf"{_H}:(:{_H}){{1,6}}",
-    rf":((:{_H}){{1,7}}|:)",
-    rf"({_H}:){{6}}{_IPV4}",
-    rf"::([Ff]{{4}}(:0{{1,4}})?:)?{_IPV4}",
-    rf"({_H}:){{1,4}}:{_IPV4}",
-])
+_IPV6 = "|".join(
+    [
+        rf"({_H}:){{7}}{_H}",
+        rf"({_H}:){{1,7}}:",
+        rf"({_H}:){{1,6}}:{_H}",
+        rf"({_H}:){{1,5}}(:{_H}){{1,2}}",
+        rf"({_H}:){{1,4}}(:{_H}){{1,3}}",
+        rf"({_H}:){{1,3}}(:{_H}){{1,4}}",
+        rf"({_H}:){{1,2}}(:{_H}){{1,5}}",
+        rf"{_H}:(:{_H}){{1,6}}",
+        rf":((:{_H}){{1,7}}|:)",
+        rf"({_H}:){{6}}{_IPV4}",
+        rf"::([Ff]{{4}}(:0{{1,4}})?:)?{_IPV4}",
+        rf"({_H}:){{1,4}}:{_IPV4}",
+    ]
+)
 IP_PATTERN = rf"^({_IPV4}|{_IPV6})$"
 """IPv4 dotted quad or IPv6 (no zone index). A regex rather than :mod:`ipaddress`
 so that Spark can apply the very same rule with ``rlike``."""
@@ -190,7 +237,8 @@ class DeadLetterReason(StrEnum):
 
 DEAD_LETTER_REASONS: tuple[str, ...] = tuple(r.value for r in DeadLetterReason)
 CONTRACT_REASONS: tuple[str, ...] = tuple(
-    r.value for r in DeadLetterReason
+    r.value
+    for r in DeadLetterReason
     if r not in (DeadLetterReason.CONFLICTING_DUPLICATE, DeadLetterReason.OVERSIZE, DeadLetterReason.UNPROCESSABLE)
 )
 """The reasons :func:`validate_event` itself gives (each reachable from some input)."""
@@ -209,16 +257,24 @@ class _Format:
     text: str
 
 
-TxnId = Annotated[str, _pattern(TXN_ID_PATTERN), _Format(
-    "8-64 letters, digits, '_' or '-', starting with a letter or digit, e.g. 0f8fad5b-d9cb-469f")]
-AccountNumber = Annotated[str, _pattern(ACCOUNT_NUMBER_PATTERN), _Format(
-    "9-18 digits, e.g. 123456789012 (left-pad shorter numbers with zeros)")]
-Ifsc = Annotated[str, _pattern(IFSC_PATTERN), _Format("4 capital letters, a 0, then 6 capital letters or digits, "
-                                                      "e.g. HDFC0001234")]
+TxnId = Annotated[
+    str,
+    _pattern(TXN_ID_PATTERN),
+    _Format("8-64 letters, digits, '_' or '-', starting with a letter or digit, e.g. 0f8fad5b-d9cb-469f"),
+]
+AccountNumber = Annotated[
+    str,
+    _pattern(ACCOUNT_NUMBER_PATTERN),
+    _Format("9-18 digits, e.g. 123456789012 (left-pad shorter numbers with zeros)"),
+]
+Ifsc = Annotated[
+    str, _pattern(IFSC_PATTERN), _Format("4 capital letters, a 0, then 6 capital letters or digits, e.g. HDFC0001234")
+]
 Vpa = Annotated[str, _pattern(VPA_PATTERN), _Format("name@handle, e.g. asha.rao@okhdfcbank")]
 Mcc = Annotated[str, _pattern(MCC_PATTERN), _Format("4 digits, e.g. 5411")]
-DeviceId = Annotated[str, _pattern(DEVICE_ID_PATTERN), _Format(
-    "1-128 printable ASCII characters without spaces, e.g. a1b2c3d4e5f60718")]
+DeviceId = Annotated[
+    str, _pattern(DEVICE_ID_PATTERN), _Format("1-128 printable ASCII characters without spaces, e.g. a1b2c3d4e5f60718")
+]
 IpAddress = Annotated[str, _pattern(IP_PATTERN), _Format("an IPv4 or IPv6 address, e.g. 49.36.10.20")]
 City = Annotated[str, _pattern(CITY_PATTERN), _Format("1-100 characters of plain text, e.g. Pune")]
 EventTime = Annotated[datetime, _Format("ISO-8601 with a UTC offset, e.g. 2025-01-06T09:30:00Z")]
@@ -294,8 +350,7 @@ class TransactionEvent(_Contract):
         if where is not None:
             raise PydanticCustomError(
                 DeadLetterReason.CONTROL_CHARACTERS,
-                "{where} holds control, format or bidirectional-override characters; "
-                "send plain printable text",
+                "{where} holds control, format or bidirectional-override characters; send plain printable text",
                 {"where": where},
             )
         version = data.get("schema_version")
@@ -321,9 +376,7 @@ class TransactionEvent(_Contract):
                     {"value": value},
                 ) from None
         if not isinstance(value, datetime):
-            raise PydanticCustomError(
-                DeadLetterReason.WRONG_TYPE, "event_time must be an ISO-8601 string"
-            )
+            raise PydanticCustomError(DeadLetterReason.WRONG_TYPE, "event_time must be an ISO-8601 string")
         if value.tzinfo is None or value.utcoffset() is None:
             raise PydanticCustomError(
                 DeadLetterReason.INVALID_FIELD,
@@ -343,8 +396,7 @@ class TransactionEvent(_Contract):
         if value < 0:
             raise PydanticCustomError(
                 DeadLetterReason.NON_POSITIVE_AMOUNT,
-                "must be >= 0, got {amount}; send a refund or reversal as its own "
-                "transaction with a positive amount",
+                "must be >= 0, got {amount}; send a refund or reversal as its own transaction with a positive amount",
                 {"amount": value},
             )
         cap = (info.context or {}).get("max_amount_paise", MAX_AMOUNT_PAISE)
@@ -397,9 +449,7 @@ def _decode(raw: bytes | str | dict[str, Any]) -> dict[str, Any]:
     try:
         data = json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise EventValidationError(
-            DeadLetterReason.MALFORMED_JSON, f"not valid UTF-8 JSON ({exc})"
-        ) from None
+        raise EventValidationError(DeadLetterReason.MALFORMED_JSON, f"not valid UTF-8 JSON ({exc})") from None
     except RecursionError:
         raise EventValidationError(
             DeadLetterReason.MALFORMED_JSON, "JSON nested too deeply; an event is a flat object of depth 2"
@@ -488,7 +538,7 @@ def _shown(value: Any, limit: int = 40) -> str:
     """A short, printable rendering of an offending value for a message."""
     text = safe_text(repr(value))
     text = text.encode("ascii", "backslashreplace").decode() if is_unsafe_text(text) else text
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _problem(error: ErrorDetails) -> Problem:
@@ -496,7 +546,9 @@ def _problem(error: ErrorDetails) -> Problem:
     kind, message = error["type"], error["msg"]
     expected = FIELD_FORMATS.get(where)
     if kind == "string_pattern_mismatch":  # the raw regex is unreadable here
-        message = f"{_shown(error.get('input'))} is not {expected or 'in the format of FIELD_PATTERNS[' + repr(where) + ']'}"
+        message = (
+            f"{_shown(error.get('input'))} is not {expected or 'in the format of FIELD_PATTERNS[' + repr(where) + ']'}"
+        )
     elif kind == "missing":
         message = "required but missing" + (f"; send {expected}" if expected else "")
     elif expected and _reason(error) is DeadLetterReason.WRONG_TYPE:
@@ -562,8 +614,9 @@ def validate_event(
     Traceback (most recent call last):
     txmon.infra.errors.EventValidationError: unsupported_version: ...
     """
-    event, problems = check_event(raw, now=now, max_future_skew=max_future_skew,
-                                  max_amount_paise=max_amount_paise, max_age=max_age)
+    event, problems = check_event(
+        raw, now=now, max_future_skew=max_future_skew, max_amount_paise=max_amount_paise, max_age=max_age
+    )
     if problems:
         raise EventValidationError(problems[0].reason, describe_problems(problems))
     assert event is not None
@@ -589,32 +642,40 @@ def check_event(
     except EventValidationError as exc:
         return None, (Problem(exc.reason, None, exc.detail),)
     except Exception as exc:  # noqa: BLE001 - the contract's promise: one error type, whatever the input
-        return None, (Problem(DeadLetterReason.UNPROCESSABLE, None,
-                              safe_text(f"{type(exc).__name__}: {exc}")[:1000]),)
+        return None, (Problem(DeadLetterReason.UNPROCESSABLE, None, safe_text(f"{type(exc).__name__}: {exc}")[:1000]),)
 
 
-def _judge(raw: bytes | str | dict[str, Any], reference: datetime, max_future_skew: timedelta,
-           max_amount_paise: int, max_age: timedelta | None) -> tuple[TransactionEvent | None, tuple[Problem, ...]]:
+def _judge(
+    raw: bytes | str | dict[str, Any],
+    reference: datetime,
+    max_future_skew: timedelta,
+    max_amount_paise: int,
+    max_age: timedelta | None,
+) -> tuple[TransactionEvent | None, tuple[Problem, ...]]:
     data = _decode(raw)
     try:
-        event = TransactionEvent.model_validate(
-            data, context={"max_amount_paise": max_amount_paise}
-        )
+        event = TransactionEvent.model_validate(data, context={"max_amount_paise": max_amount_paise})
     except ValidationError as exc:
         return None, tuple(_problems(exc))
     if event.event_time > reference + max_future_skew:
-        return None, (Problem(
-            DeadLetterReason.FUTURE_TIMESTAMP, None,
-            f"event_time {event.event_time.isoformat()} is more than {max_future_skew} "
-            f"ahead of {reference.isoformat()}; check the producer's clock",
-        ),)
+        return None, (
+            Problem(
+                DeadLetterReason.FUTURE_TIMESTAMP,
+                None,
+                f"event_time {event.event_time.isoformat()} is more than {max_future_skew} "
+                f"ahead of {reference.isoformat()}; check the producer's clock",
+            ),
+        )
     if max_age is not None and event.event_time < reference - max_age:
-        return None, (Problem(
-            DeadLetterReason.STALE_TIMESTAMP, None,
-            f"event_time {event.event_time.isoformat()} is more than {max_age.days} days "
-            f"before {reference.isoformat()}; replay history with a shifted clock or raise "
-            "contract.max_event_age_days",
-        ),)
+        return None, (
+            Problem(
+                DeadLetterReason.STALE_TIMESTAMP,
+                None,
+                f"event_time {event.event_time.isoformat()} is more than {max_age.days} days "
+                f"before {reference.isoformat()}; replay history with a shifted clock or raise "
+                "contract.max_event_age_days",
+            ),
+        )
     return event, ()
 
 
@@ -657,8 +718,10 @@ def validate_label(raw: bytes | str | dict[str, Any]) -> LabelEvent:
         data = _decode(raw)
         where = _unsafe_text(data)
         if where is not None:
-            raise EventValidationError(DeadLetterReason.CONTROL_CHARACTERS,
-                                       f"{where} holds control, format or bidirectional-override characters")
+            raise EventValidationError(
+                DeadLetterReason.CONTROL_CHARACTERS,
+                f"{where} holds control, format or bidirectional-override characters",
+            )
         try:
             return LabelEvent.model_validate(data)
         except ValidationError as exc:

@@ -5,6 +5,7 @@ passed their ``label_time`` (event time + configured delay), so a consumer never
 a label earlier than a bank would. Every label (fraud or not) also goes to a file for
 offline evaluation.
 """
+
 from __future__ import annotations
 
 import heapq

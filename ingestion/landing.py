@@ -12,6 +12,7 @@ failed replay is retried with the file still in place. Replayed txn ids are deri
 from file name and row (see :mod:`ingestion.replay`), so a second replay of a file
 upserts the same rows downstream instead of adding new ones.
 """
+
 from __future__ import annotations
 
 import logging
@@ -60,8 +61,9 @@ def resolve_mapping(settings: Settings, name_or_path: str | Path | None) -> Path
     path = candidate if candidate.is_absolute() else PROJECT_ROOT / candidate
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in REPLAY_MAPPINGS.glob("*.yaml")))
-        raise LandingError(f"replay mapping {path} not found; use one of config/replay/*.yaml ({known}) "
-                           "or a path to your own")
+        raise LandingError(
+            f"replay mapping {path} not found; use one of config/replay/*.yaml ({known}) or a path to your own"
+        )
     return path
 
 
@@ -75,16 +77,26 @@ def find_landed(settings: Settings) -> list[LandedFile]:
         if path.is_file() and path.suffix.lower() in SUFFIXES and not path.name.startswith("."):
             found.append(LandedFile(path, resolve_mapping(settings, None)))
         elif path.is_dir() and path.name not in RESERVED and not path.name.startswith("."):
-            files = [f for f in sorted(path.iterdir())
-                     if f.is_file() and f.suffix.lower() in SUFFIXES and not f.name.startswith(".")]
+            files = [
+                f
+                for f in sorted(path.iterdir())
+                if f.is_file() and f.suffix.lower() in SUFFIXES and not f.name.startswith(".")
+            ]
             if files:
                 mapping = resolve_mapping(settings, path.name)
                 found.extend(LandedFile(f, mapping) for f in files)
     return sorted(found, key=lambda f: (f.path.stat().st_mtime, str(f.path)))
 
 
-def ingest_file(settings: Settings, path: str | Path, mapping: str | Path | None, *, day: date,
-                topic: str | None = None, producer: Any = None) -> dict[str, Any]:
+def ingest_file(
+    settings: Settings,
+    path: str | Path,
+    mapping: str | Path | None,
+    *,
+    day: date,
+    topic: str | None = None,
+    producer: Any = None,
+) -> dict[str, Any]:
     """Replay one file into Kafka; write its rejects file; move it to ``done/<day>/`` if it
     lies in the landing folder and every event was delivered. Returns what happened
     (counts, reject reasons with a masked example each, where the file and rejects went).
@@ -108,13 +120,20 @@ def ingest_file(settings: Settings, path: str | Path, mapping: str | Path | None
             producer.close()
     log.info("%s", summary.line())
     for reason, count in sorted(summary.rejected_by_reason.items()):
-        log.warning("%s: %d row(s) rejected as %s, e.g. %s", path.name, count, reason,
-                    redact(summary.reject_examples.get(reason, "")))
+        log.warning(
+            "%s: %d row(s) rejected as %s, e.g. %s",
+            path.name,
+            count,
+            reason,
+            redact(summary.reject_examples.get(reason, "")),
+        )
     if summary.rejected:
         log.warning("%s: every rejected row, with its reason and raw values, is in %s", path.name, rejects)
     if summary.delivery_failed:
-        raise TxmonError(f"{path.name}: {summary.delivery_failed} events were not acknowledged by Kafka; the file "
-                         "stays in the landing folder and is replayed again (same txn ids) by the retry")
+        raise TxmonError(
+            f"{path.name}: {summary.delivery_failed} events were not acknowledged by Kafka; the file "
+            "stays in the landing folder and is replayed again (same txn ids) by the retry"
+        )
     moved_to = None
     if settings.landing_path in path.parents:
         target_dir = settings.landing_path / "done" / day.isoformat()
@@ -122,8 +141,11 @@ def ingest_file(settings: Settings, path: str | Path, mapping: str | Path | None
         moved_to = target_dir / path.name
         shutil.move(str(path), moved_to)
     return {
-        "file": path.name, "mapping": str(mapping_path), "rows_read": summary.rows_read,
-        "sent": summary.events_sent, "rejected": summary.rejected,
+        "file": path.name,
+        "mapping": str(mapping_path),
+        "rows_read": summary.rows_read,
+        "sent": summary.events_sent,
+        "rejected": summary.rejected,
         "rejected_by_reason": dict(summary.rejected_by_reason),
         "rejects_file": str(rejects) if summary.rejected else None,
         "moved_to": str(moved_to) if moved_to else None,

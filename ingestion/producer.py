@@ -13,6 +13,7 @@ records still undelivered are written, one JSON line each, to ``undelivered_path
 (re-sendable as they are). A record over the size limit never reaches Kafka's transactions
 topic: it goes to the dead-letter topic with reason ``oversize`` and a cut payload.
 """
+
 from __future__ import annotations
 
 import base64
@@ -59,17 +60,28 @@ class ProduceSummary:
         err = f" ({', '.join(f'{k}: {v}' for k, v in self.errors.items())})" if self.errors else ""
         over = f", {self.oversize} oversize to the dead-letter topic" if self.oversize else ""
         kept = f"; undelivered records in {self.undelivered_path}" if self.undelivered_path else ""
-        return (f"sent {self.sent} events, failed {self.failed}{err}{over}, labels {self.labels_sent}, "
-                f"in {self.seconds:.1f}s = {self.rate:,.0f} events/s{kept}")
+        return (
+            f"sent {self.sent} events, failed {self.failed}{err}{over}, labels {self.labels_sent}, "
+            f"in {self.seconds:.1f}s = {self.rate:,.0f} events/s{kept}"
+        )
 
 
 class TransactionProducer:
     """Thin wrapper over kafka-python's KafkaProducer that accounts for every record."""
 
-    def __init__(self, settings: Settings, topic: str | None = None, labels_topic: str | None = None,
-                 linger_ms: int = 20, batch_size: int = 256 * 1024, compression: str | None = "lz4",
-                 dlq_topic: str | None = None, buffer_memory: int = 16 * 1024 * 1024,
-                 max_block_ms: int = 600_000, undelivered_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        topic: str | None = None,
+        labels_topic: str | None = None,
+        linger_ms: int = 20,
+        batch_size: int = 256 * 1024,
+        compression: str | None = "lz4",
+        dlq_topic: str | None = None,
+        buffer_memory: int = 16 * 1024 * 1024,
+        max_block_ms: int = 600_000,
+        undelivered_dir: Path | None = None,
+    ) -> None:
         # kafka-python on first use: building events and dry runs do not need it.
         from kafka import KafkaProducer
 
@@ -111,8 +123,11 @@ class TransactionProducer:
             while self._pending and self._pending_bytes + size > self._buffer_bytes:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    self._count_failure("BufferFull", (topic, key, value),
-                                        f"send buffer full for {self._max_block_s:.0f} s: is Kafka reachable?")
+                    self._count_failure(
+                        "BufferFull",
+                        (topic, key, value),
+                        f"send buffer full for {self._max_block_s:.0f} s: is Kafka reachable?",
+                    )
                     return None
                 self._drained.wait(timeout=min(left, 5.0))
             token = self._next
@@ -171,17 +186,22 @@ class TransactionProducer:
 
     def _dead_letter_oversize(self, topic: str, key: bytes | None, value: bytes, size: int) -> None:
         letter = {
-            "topic": topic, "kafka_partition": None, "kafka_offset": None,
+            "topic": topic,
+            "kafka_partition": None,
+            "kafka_offset": None,
             "reason": DeadLetterReason.OVERSIZE.value,
-            "detail": (f"record of {size:,} bytes is over the {MAX_RECORD_BYTES:,}-byte limit; refused by "
-                       f"the producer; raw_value keeps its first {OVERSIZE_KEEP_BYTES:,} bytes"),
+            "detail": (
+                f"record of {size:,} bytes is over the {MAX_RECORD_BYTES:,}-byte limit; refused by "
+                f"the producer; raw_value keeps its first {OVERSIZE_KEEP_BYTES:,} bytes"
+            ),
             "raw_key": None if key is None else key.decode("utf-8", "backslashreplace"),
             "raw_value": value[:OVERSIZE_KEEP_BYTES].decode("utf-8", "backslashreplace"),
             "kafka_timestamp": datetime.now(UTC).isoformat(),
         }
         self.summary.oversize += 1
-        log.warning("record of %d bytes for %s sent to the dead-letter topic %s as oversize", size, topic,
-                    self.dlq_topic)
+        log.warning(
+            "record of %d bytes for %s sent to the dead-letter topic %s as oversize", size, topic, self.dlq_topic
+        )
         self._send(self.dlq_topic, key, json.dumps(letter, separators=(",", ":")).encode(), counted=False)
 
     def send_label(self, key: bytes, value: bytes) -> None:
@@ -218,8 +238,12 @@ class TransactionProducer:
 
 def _undelivered(topic: str, key: bytes | None, value: bytes, error: str) -> dict:
     """One undelivered record as a JSON-able dict, bytes in base64 so nothing is lost."""
-    return {"topic": topic, "key_b64": None if key is None else base64.b64encode(key).decode(),
-            "value_b64": base64.b64encode(value).decode(), "error": error}
+    return {
+        "topic": topic,
+        "key_b64": None if key is None else base64.b64encode(key).decode(),
+        "value_b64": base64.b64encode(value).decode(),
+        "error": error,
+    }
 
 
 class Pacer:
@@ -289,4 +313,3 @@ def produce_events(
         bar.close()
     producer.summary.seconds = time.monotonic() - t0
     return producer.summary
-

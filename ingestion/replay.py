@@ -75,6 +75,7 @@ the file's size), and every valid event is held until the file is sorted: about
 half before the first event leaves. Split larger files by date and replay them one
 after another. Duplicate ``txn_id`` values in the source are not detected here.
 """
+
 from __future__ import annotations
 
 import csv
@@ -132,9 +133,25 @@ from txmon.ingestion.labels import LabelReleaser
 from txmon.ingestion.simulator import Label
 
 __all__ = [
-    "REJECTS_COLUMNS", "REJECT_REASONS", "REPLAY_TXN_NAMESPACE", "FieldSpec", "LabelSpec", "RejectedRow",
-    "ReplayMapping", "ReplayMappingError", "ReplayPacer", "ReplayRejectReason", "ReplaySummary", "SourceSpec",
-    "due_offset", "load_labelled", "load_mapping", "parse_mapping", "read_source", "replay_file", "slug",
+    "REJECTS_COLUMNS",
+    "REJECT_REASONS",
+    "REPLAY_TXN_NAMESPACE",
+    "FieldSpec",
+    "LabelSpec",
+    "RejectedRow",
+    "ReplayMapping",
+    "ReplayMappingError",
+    "ReplayPacer",
+    "ReplayRejectReason",
+    "ReplaySummary",
+    "SourceSpec",
+    "due_offset",
+    "load_labelled",
+    "load_mapping",
+    "parse_mapping",
+    "read_source",
+    "replay_file",
+    "slug",
 ]
 
 
@@ -154,9 +171,7 @@ class ReplayRejectReason(StrEnum):
     """An amount that is not a whole number of paise (e.g. 12.345 rupees)."""
 
 
-REJECT_REASONS: tuple[str, ...] = (
-    *(r.value for r in ReplayRejectReason), *(r.value for r in DeadLetterReason)
-)
+REJECT_REASONS: tuple[str, ...] = (*(r.value for r in ReplayRejectReason), *(r.value for r in DeadLetterReason))
 
 REPLAY_TXN_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "txmon:replay:txn_id")
 """Namespace of the txn ids generated for files whose mapping has no ``txn_id``."""
@@ -169,8 +184,13 @@ _MIN_SLEEP_S = 0.001
 # ------------------------------------------------------------------------ mapping
 
 _AMOUNT_UNITS = ("rupees", "paise")
-_TIME_UNITS: dict[str, int | Decimal] = {"seconds": 1, "milliseconds": Decimal("0.001"), "minutes": 60, "hours": 3600,
-                                          "days": 86400}
+_TIME_UNITS: dict[str, int | Decimal] = {
+    "seconds": 1,
+    "milliseconds": Decimal("0.001"),
+    "minutes": 60,
+    "hours": 3600,
+    "days": 86400,
+}
 _TEMPLATE_NAMES = ("value", "slug")
 _COLUMN_ONLY = ("pattern", "map", "default", "template", "unit", "round", "format", "timezone", "origin")
 _SPEC_KINDS = ("column", "value", "absent")
@@ -233,18 +253,22 @@ class FieldSpec(_Strict):
         if "absent" in data:
             if data["absent"] is not True:
                 raise PydanticCustomError(
-                    "spec", "absent takes only `true`; to read the field, give `column:` or `value:` instead")
+                    "spec", "absent takes only `true`; to read the field, give `column:` or `value:` instead"
+                )
             if len(data) > 1:
                 raise PydanticCustomError(
-                    "spec", "an absent field takes no other keys, got {keys}",
-                    {"keys": ", ".join(str(k) for k in data if k != "absent")})
+                    "spec",
+                    "an absent field takes no other keys, got {keys}",
+                    {"keys": ", ".join(str(k) for k in data if k != "absent")},
+                )
         if "value" in data:
             if data["value"] is None:
                 raise PydanticCustomError("spec", "`value: null` sets nothing; remove the field instead")
             others = [str(k) for k in data if k != "value" and k in _COLUMN_ONLY]
             if others:
                 raise PydanticCustomError(
-                    "spec", "a constant takes no {keys}; those apply to `column:` specs",
+                    "spec",
+                    "a constant takes no {keys}; those apply to `column:` specs",
                     {"keys": ", ".join(others)},
                 )
         if isinstance(data.get("map"), dict):
@@ -259,7 +283,8 @@ class FieldSpec(_Strict):
                 re.compile(value)
             except re.error as exc:
                 raise PydanticCustomError(
-                    "pattern", "'{pattern}' is not a valid regex ({error})",
+                    "pattern",
+                    "'{pattern}' is not a valid regex ({error})",
                     {"pattern": value, "error": str(exc)},
                 ) from None
         return value
@@ -278,14 +303,16 @@ class FieldSpec(_Strict):
         unknown = names - set(_TEMPLATE_NAMES)
         if unknown or not names:
             raise PydanticCustomError(
-                "template", "placeholders must be {value} or {slug}, got {found}",
+                "template",
+                "placeholders must be {value} or {slug}, got {found}",
                 {"found": ", ".join(sorted(unknown)) or "none"},
             )
         try:  # format specs depend on the type, never on the text: one try checks them all
             value.format(value="1", slug="1")
         except (ValueError, IndexError, KeyError) as exc:
             raise PydanticCustomError(
-                "template", "{error}: the value and slug are text, so pad with {good}, not {bad}",
+                "template",
+                "{error}: the value and slug are text, so pad with {good}, not {bad}",
                 {"error": str(exc), "good": "{value:0>12}", "bad": "{value:012d}"},
             ) from None
         return value
@@ -298,7 +325,8 @@ class FieldSpec(_Strict):
                 ZoneInfo(value)
             except (ZoneInfoNotFoundError, ValueError):
                 raise PydanticCustomError(
-                    "timezone", "unknown time zone '{zone}'; use an IANA name such as UTC or Asia/Kolkata",
+                    "timezone",
+                    "unknown time zone '{zone}'; use an IANA name such as UTC or Asia/Kolkata",
                     {"zone": value},
                 ) from None
         return value
@@ -402,8 +430,7 @@ def _spec_problems(where: str, spec: FieldSpec, target: _Target | None) -> list[
         if target is None:
             return [f"{where}: a label cannot be absent; leave the key out instead"]
         if target.required:
-            return [f"{where}: cannot be absent, the event contract requires it; map it to a column or "
-                    "a constant"]
+            return [f"{where}: cannot be absent, the event contract requires it; map it to a column or a constant"]
         return []
     used = [k for k in ("unit", "format", "timezone", "origin") if getattr(spec, k) is not None]
     if spec.round is not None and kind != "amount":
@@ -420,13 +447,17 @@ def _spec_problems(where: str, spec: FieldSpec, target: _Target | None) -> list[
         if spec.unit is not None and spec.unit not in _TIME_UNITS:
             problems.append(f"{where}.unit: event_time offsets take unit {'|'.join(_TIME_UNITS)}, not {spec.unit}")
         if spec.unit is not None and (spec.format or spec.timezone):
-            problems.append(f"{where}: unit (a number after origin) excludes format and timezone; "
-                            "put the offset in origin, e.g. 2025-01-01T00:00:00+05:30")
+            problems.append(
+                f"{where}: unit (a number after origin) excludes format and timezone; "
+                "put the offset in origin, e.g. 2025-01-01T00:00:00+05:30"
+            )
         if spec.origin is not None and spec.unit is None:
             problems.append(f"{where}.origin: needs unit, e.g. unit: hours")
         if spec.format and "%z" not in spec.format and "%Z" not in spec.format and not spec.timezone:
-            problems.append(f"{where}: times read with format {spec.format!r} have no UTC offset; "
-                            "add timezone: UTC (or the zone the file was written in)")
+            problems.append(
+                f"{where}: times read with format {spec.format!r} have no UTC offset; "
+                "add timezone: UTC (or the zone the file was written in)"
+            )
     else:
         problems += [
             f"{where}.{k}: only {'amount_paise and event_time take' if k == 'unit' else 'event_time takes'} {k}"
@@ -446,8 +477,7 @@ def _spec_problems(where: str, spec: FieldSpec, target: _Target | None) -> list[
     elif path in FIELD_PATTERNS:
         bad = sorted({_key_text(v) for v in finals if not re.search(FIELD_PATTERNS[path], _key_text(v))})
         if bad:
-            problems.append(f"{where}: {', '.join(map(repr, bad))} breaks the contract format "
-                            f"FIELD_PATTERNS[{path!r}]")
+            problems.append(f"{where}: {', '.join(map(repr, bad))} breaks the contract format FIELD_PATTERNS[{path!r}]")
     return problems
 
 
@@ -468,17 +498,23 @@ def _contract_problems(mapping: ReplayMapping) -> list[str]:
     read = {name for name, spec in mapping.fields.items() if not spec.absent}
     present_objects = {t.split(".")[0] for t in read if "." in t} | set(_PARTIES)
     missing = [
-        t.path for t in TARGETS.values()
-        if t.required and t.path not in mapped and t.path not in _NOT_REQUIRED_IN_MAPPING
-        and (t.parent == "" or t.parent in present_objects) and t.path not in suggested
+        t.path
+        for t in TARGETS.values()
+        if t.required
+        and t.path not in mapped
+        and t.path not in _NOT_REQUIRED_IN_MAPPING
+        and (t.parent == "" or t.parent in present_objects)
+        and t.path not in suggested
     ]
     for party in _PARTIES:
         ids = [f"{party}.{f}" for f in PARTY_ID_FIELDS]
         if not (read | suggested) & set(ids) and not any(i in missing for i in ids):
             missing.append(" or ".join(ids))
     if missing:
-        problems.append(f"fields: missing {', '.join(missing)} (required by the event contract); "
-                        "map each to a column or a constant ({column: NAME} or {value: CONSTANT})")
+        problems.append(
+            f"fields: missing {', '.join(missing)} (required by the event contract); "
+            "map each to a column or a constant ({column: NAME} or {value: CONSTANT})"
+        )
     if mapping.label is not None:
         problems += _spec_problems("label.is_fraud", mapping.label.is_fraud, None)
         if mapping.label.scenario is not None:
@@ -525,9 +561,7 @@ def parse_mapping(data: Any, *, source: str = "replay mapping") -> ReplayMapping
     did you mean payer.account_number? ...
     """
     if not isinstance(data, dict):
-        raise ReplayMappingError(
-            f"{source}: expected a mapping with a `fields:` section, got {type(data).__name__}"
-        )
+        raise ReplayMappingError(f"{source}: expected a mapping with a `fields:` section, got {type(data).__name__}")
     try:
         return ReplayMapping.model_validate(data)
     except ValidationError as exc:
@@ -572,14 +606,17 @@ def read_source(path: str | Path, mapping: ReplayMapping) -> pd.DataFrame:
     fmt = _format_of(path, mapping)
     try:
         if fmt == "csv":
-            frame = pd.read_csv(path, sep=mapping.source.delimiter, dtype=pd.ArrowDtype(pa.string()),
-                                keep_default_na=False, na_values=[])
+            frame = pd.read_csv(
+                path,
+                sep=mapping.source.delimiter,
+                dtype=pd.ArrowDtype(pa.string()),
+                keep_default_na=False,
+                na_values=[],
+            )
         else:
             frame = pd.read_parquet(path, dtype_backend="pyarrow")
     except (OSError, ValueError, pa.ArrowException) as exc:
-        raise ReplayMappingError(
-            f"cannot read {path} as {fmt}: {exc}; check the path and source.format"
-        ) from None
+        raise ReplayMappingError(f"cannot read {path} as {fmt}: {exc}; check the path and source.format") from None
     missing = [c for c in mapping.columns() if c not in frame.columns]
     if missing:
         raise ReplayMappingError(
@@ -652,21 +689,23 @@ def _decimal(value: Any, where: str) -> Decimal:
 
 
 def _to_amount(unit: str, rounding: AmountRounding | None, where: str) -> Callable[[Any], int]:
-    fix = ("; fix the source, or round it: add `round: half_even` (or half_up, down) to the mapping's "
-           "amount_paise")
+    fix = "; fix the source, or round it: add `round: half_even` (or half_up, down) to the mapping's amount_paise"
 
     def convert(value: Any) -> int:
         number = _decimal(value, where)
         try:
-            paise = (rupees_to_paise(number, rounding=rounding) if unit == "rupees"
-                     else whole_paise(number, rounding))
+            paise = rupees_to_paise(number, rounding=rounding) if unit == "rupees" else whole_paise(number, rounding)
         except ValueError:
-            raise _Reject(ReplayRejectReason.FRACTIONAL_PAISE,
-                          f"{where}: {number} {unit} is not a whole number of paise{fix}") from None
+            raise _Reject(
+                ReplayRejectReason.FRACTIONAL_PAISE, f"{where}: {number} {unit} is not a whole number of paise{fix}"
+            ) from None
         if paise == 0 and number < 0:  # a refund rounded to nothing is still a negative amount
-            raise _Reject(DeadLetterReason.NON_POSITIVE_AMOUNT,
-                          f"{where}: {number} {unit} is negative (it rounds to 0 paise); amounts must be >= 0")
+            raise _Reject(
+                DeadLetterReason.NON_POSITIVE_AMOUNT,
+                f"{where}: {number} {unit} is negative (it rounds to 0 paise); amounts must be >= 0",
+            )
         return paise
+
     return convert
 
 
@@ -681,8 +720,11 @@ def _to_time(spec: FieldSpec, where: str) -> Callable[[Any], datetime]:
             try:
                 return origin + timedelta(microseconds=int((number * micros).to_integral_value()))
             except OverflowError:
-                raise _Reject(ReplayRejectReason.UNPARSABLE_VALUE,
-                              f"{where}: {number} {spec.unit} after {origin.isoformat()} is out of range") from None
+                raise _Reject(
+                    ReplayRejectReason.UNPARSABLE_VALUE,
+                    f"{where}: {number} {spec.unit} after {origin.isoformat()} is out of range",
+                ) from None
+
         return offset
 
     def parse(value: Any) -> datetime:
@@ -697,22 +739,25 @@ def _to_time(spec: FieldSpec, where: str) -> Callable[[Any], datetime]:
                 moment = datetime.strptime(text, spec.format) if spec.format else datetime.fromisoformat(text)  # noqa: DTZ007
             except ValueError:
                 expected = f"format {spec.format!r}" if spec.format else "ISO-8601"
-                raise _Reject(ReplayRejectReason.UNPARSABLE_VALUE,
-                              f"{where}: {text!r} is not a time in {expected}") from None
+                raise _Reject(
+                    ReplayRejectReason.UNPARSABLE_VALUE, f"{where}: {text!r} is not a time in {expected}"
+                ) from None
         if moment.tzinfo is None and zone is not None:
             moment = moment.replace(tzinfo=zone)
         return moment  # still naive without a timezone: the contract rejects it
+
     return parse
 
 
 def _to_float(where: str) -> Callable[[Any], float]:
     def convert(value: Any) -> float:
         try:
-            return float(value if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool)
-                         else _text(value))
+            return float(
+                value if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool) else _text(value)
+            )
         except ValueError:
-            raise _Reject(ReplayRejectReason.UNPARSABLE_VALUE,
-                          f"{where}: {_text(value)!r} is not a number") from None
+            raise _Reject(ReplayRejectReason.UNPARSABLE_VALUE, f"{where}: {_text(value)!r} is not a number") from None
+
     return convert
 
 
@@ -726,6 +771,7 @@ def _to_bool(where: str) -> Callable[[Any], bool]:
         if text in _TRUE or text in _FALSE:
             return text in _TRUE
         raise _Reject(ReplayRejectReason.UNPARSABLE_VALUE, f"{where}: {text!r} is not true/false or 1/0")
+
     return convert
 
 
@@ -811,7 +857,8 @@ class _RowMapper:
 
         self.fields = [
             (tuple(name.split(".")), compile_(name, spec, TARGETS[name].kind))
-            for name, spec in mapping.fields.items() if not spec.absent
+            for name, spec in mapping.fields.items()
+            if not spec.absent
         ]
         self.source_name = source_name
         self.generate_id = "txn_id" not in mapping.fields
@@ -848,8 +895,9 @@ class _RowMapper:
             return None
         is_fraud = self.is_fraud(row)
         if is_fraud is _ABSENT:
-            raise _Reject(DeadLetterReason.MISSING_FIELD,
-                          "label.is_fraud: empty; set default: 0 to count such rows as genuine")
+            raise _Reject(
+                DeadLetterReason.MISSING_FIELD, "label.is_fraud: empty; set default: 0 to count such rows as genuine"
+            )
         scenario = self.scenario(row) if self.scenario is not None else None
         return is_fraud, (scenario if is_fraud and scenario is not _ABSENT else None)
 
@@ -857,15 +905,14 @@ class _RowMapper:
 def _rows(frame: pd.DataFrame, columns: list[str], batch: int = 8192) -> Iterator[tuple[Any, ...]]:
     """Row tuples of the named columns, materialised one batch at a time."""
     for start in range(0, len(frame), batch):
-        part = frame.iloc[start:start + batch]
+        part = frame.iloc[start : start + batch]
         yield from zip(*(part[c].tolist() for c in columns)) if columns else ((),) * len(part)
 
 
 # ------------------------------------------------------------------- pacing
 
 
-def due_offset(index: int, event_offset_s: float, *, speedup: float | None = None,
-               rate: float | None = None) -> float:
+def due_offset(index: int, event_offset_s: float, *, speedup: float | None = None, rate: float | None = None) -> float:
     """Wall-clock seconds after the first send at which event ``index`` is due.
 
     ``event_offset_s`` is its event time minus the first event's, in seconds.
@@ -891,9 +938,14 @@ class ReplayPacer:
     that falls behind (a slow broker) sends without sleeping until it catches up.
     """
 
-    def __init__(self, *, speedup: float | None = None, rate: float | None = None,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        *,
+        speedup: float | None = None,
+        rate: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         if speedup is not None and rate is not None:
             raise ValueError("pass speedup or rate, not both")
         for name, value in (("speedup", speedup), ("rate", rate)):
@@ -952,8 +1004,10 @@ class ReplaySummary:
         action = f"dry run, would send {self.events_valid}" if self.dry_run else f"sent {self.events_sent}"
         failed = f", {self.delivery_failed} delivery failures" if self.delivery_failed else ""
         labels = f", {self.labels} labels ({self.fraud_labels} fraud)" if self.labels else ""
-        return (f"{self.source}: read {self.rows_read} rows, {action} events, {rejected}"
-                f"{failed}{labels}, in {self.seconds:.1f}s")
+        return (
+            f"{self.source}: read {self.rows_read} rows, {action} events, {rejected}"
+            f"{failed}{labels}, in {self.seconds:.1f}s"
+        )
 
     def count_reject(self, rejected: RejectedRow) -> None:
         reason = rejected.reason
@@ -1047,8 +1101,10 @@ def replay_file(
     if not isinstance(mapping, ReplayMapping):
         mapping = load_mapping(mapping)
     if labels_path is not None and mapping.label is None:
-        raise ReplayMappingError("labels_path was given but the mapping has no `label:` section; "
-                                 "add one (label: {is_fraud: {column: ...}}) or drop labels_path")
+        raise ReplayMappingError(
+            "labels_path was given but the mapping has no `label:` section; "
+            "add one (label: {is_fraud: {column: ...}}) or drop labels_path"
+        )
     now = now if now is not None else datetime.now(UTC)
     if now.tzinfo is None or (shift_to is not None and shift_to.tzinfo is None):
         raise ValueError("now and shift_to must be timezone-aware, e.g. datetime.now(timezone.utc)")
@@ -1104,8 +1160,10 @@ def load_labelled(
     if not isinstance(mapping, ReplayMapping):
         mapping = load_mapping(mapping)
     if mapping.label is None:
-        raise ReplayMappingError("the mapping has no `label:` section, so the file has no ground truth; "
-                                 "add one (label: {is_fraud: {column: ...}})")
+        raise ReplayMappingError(
+            "the mapping has no `label:` section, so the file has no ground truth; "
+            "add one (label: {is_fraud: {column: ...}})"
+        )
     path = Path(path)
     frame = read_source(path, mapping)
     rejects: list[RejectedRow] = []
@@ -1115,27 +1173,34 @@ def load_labelled(
         if on_reject is not None:
             on_reject(rejected)
 
-    valid = _map_rows(frame, _RowMapper(mapping, path.name), now or datetime.now(UTC), reject,
-                      progress=False)
+    valid = _map_rows(frame, _RowMapper(mapping, path.name), now or datetime.now(UTC), reject, progress=False)
     if rejects_path is not None:
         _write_rejects(Path(rejects_path), frame, rejects)
     del frame
     valid.sort(key=lambda v: v.event.event_time)  # stable: ties keep file order
     delay = mapping.label.delay
     events = [v.event for v in valid]
-    labels = [Label(v.event.txn_id, v.label[0], v.label[1], v.event.event_time + delay)
-              for v in valid if v.label is not None]
+    labels = [
+        Label(v.event.txn_id, v.label[0], v.label[1], v.event.event_time + delay) for v in valid if v.label is not None
+    ]
     return events, labels
 
 
-def _map_rows(frame: pd.DataFrame, mapper: _RowMapper, now: datetime,
-              reject: Callable[[RejectedRow], None], progress: bool) -> list[_Valid]:
+def _map_rows(
+    frame: pd.DataFrame, mapper: _RowMapper, now: datetime, reject: Callable[[RejectedRow], None], progress: bool
+) -> list[_Valid]:
     # The progress bar only for an interactive replay.
     from tqdm import tqdm
 
     valid: list[_Valid] = []
-    rows = tqdm(_rows(frame, mapper.columns), total=len(frame), unit="row", desc="validate",
-                disable=not progress, mininterval=1.0)
+    rows = tqdm(
+        _rows(frame, mapper.columns),
+        total=len(frame),
+        unit="row",
+        desc="validate",
+        disable=not progress,
+        mininterval=1.0,
+    )
     for row_number, row in enumerate(rows, start=1):
         raw, failed = mapper.event(row, row_number)
         problems = [Problem(exc.reason, None, exc.detail) for exc in failed.values()]
@@ -1164,8 +1229,9 @@ def _echo(problem: Problem, failed: dict[str, _Reject]) -> bool:
     return where is not None and any(path == where or path.startswith(where + ".") for path in failed)
 
 
-def _shift(valid: list[_Valid], shift_to: datetime, now: datetime,
-           reject: Callable[[RejectedRow], None]) -> list[_Valid]:
+def _shift(
+    valid: list[_Valid], shift_to: datetime, now: datetime, reject: Callable[[RejectedRow], None]
+) -> list[_Valid]:
     """Move every event so the last lands at ``shift_to``; reject those then in the future."""
     if not valid:
         return valid
@@ -1176,23 +1242,37 @@ def _shift(valid: list[_Valid], shift_to: datetime, now: datetime,
         moved = item.event.event_time + delta
         if moved > limit:
             is_fraud, scenario = item.label if item.label is not None else (None, None)
-            reject(RejectedRow(item.row_number, DeadLetterReason.FUTURE_TIMESTAMP.value,
-                               f"event_time {moved.isoformat()} (shifted by {delta}) is more than "
-                               f"{_MAX_FUTURE_SKEW} ahead of {now.isoformat()}; pick an earlier shift_to",
-                               is_fraud, scenario))
+            reject(
+                RejectedRow(
+                    item.row_number,
+                    DeadLetterReason.FUTURE_TIMESTAMP.value,
+                    f"event_time {moved.isoformat()} (shifted by {delta}) is more than "
+                    f"{_MAX_FUTURE_SKEW} ahead of {now.isoformat()}; pick an earlier shift_to",
+                    is_fraud,
+                    scenario,
+                )
+            )
             continue
         item.event = item.event.model_copy(update={"event_time": moved})
         kept.append(item)
     return kept
 
 
-def _send(valid: list[_Valid], mapping: ReplayMapping, producer: Any, pacer: ReplayPacer,
-          summary: ReplaySummary, labels_path: str | Path | None, progress: bool) -> None:
+def _send(
+    valid: list[_Valid],
+    mapping: ReplayMapping,
+    producer: Any,
+    pacer: ReplayPacer,
+    summary: ReplaySummary,
+    labels_path: str | Path | None,
+    progress: bool,
+) -> None:
     from tqdm import tqdm
 
     delay = mapping.label.delay if mapping.label else timedelta(0)
-    releaser = (LabelReleaser(producer, Path(labels_path) if labels_path else None)
-                if mapping.label is not None else None)
+    releaser = (
+        LabelReleaser(producer, Path(labels_path) if labels_path else None) if mapping.label is not None else None
+    )
     failed_before = producer.summary.failed if producer is not None else 0
     bar = tqdm(total=len(valid), unit="tx", desc="send", disable=not progress, mininterval=1.0)
     try:

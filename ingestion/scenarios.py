@@ -10,6 +10,7 @@ files, metrics and model evaluation reports.
 The signatures are deliberately crisp so that tests, rules and models can be
 checked against them; see each function's docstring.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -121,15 +122,32 @@ def _event(
     )
 
 
-def _own_upi(rng: np.random.Generator, victim: Customer, at: datetime, payee: Party,
-             amount_paise: int, txn_type: TxnType = TxnType.P2P) -> TransactionEvent:
+def _own_upi(
+    rng: np.random.Generator,
+    victim: Customer,
+    at: datetime,
+    payee: Party,
+    amount_paise: int,
+    txn_type: TxnType = TxnType.P2P,
+) -> TransactionEvent:
     """A UPI push made from the victim's own phone (authorised push-payment fraud)."""
-    return _event(rng, at, Channel.UPI, txn_type, victim.upi_payer, payee, amount_paise,
-                  device_id=victim.devices[0], ip=victim.ip, geo=victim.geo)
+    return _event(
+        rng,
+        at,
+        Channel.UPI,
+        txn_type,
+        victim.upi_payer,
+        payee,
+        amount_paise,
+        device_id=victim.devices[0],
+        ip=victim.ip,
+        geo=victim.geo,
+    )
 
 
-def velocity_burst(rng: np.random.Generator, faker: Faker, population: Population,
-                   start: datetime) -> list[TransactionEvent]:
+def velocity_burst(
+    rng: np.random.Generator, faker: Faker, population: Population, start: datetime
+) -> list[TransactionEvent]:
     """Hijacked UPI app drains an account in many mid-size pushes to a few fresh payees.
 
     Signature: 8-15 UPI P2P payments of 2k-20k INR from one payer within 8 minutes.
@@ -144,8 +162,9 @@ def velocity_burst(rng: np.random.Generator, faker: Faker, population: Populatio
     ]
 
 
-def new_payee_high_value(rng: np.random.Generator, faker: Faker, population: Population,
-                         start: datetime) -> list[TransactionEvent]:
+def new_payee_high_value(
+    rng: np.random.Generator, faker: Faker, population: Population, start: datetime
+) -> list[TransactionEvent]:
     """Impersonation scam: one or two large transfers to a payee never paid before.
 
     Signature: amount >= 50k INR (25-80x the payer's usual ticket) to a payee that
@@ -159,16 +178,27 @@ def new_payee_high_value(rng: np.random.Generator, faker: Faker, population: Pop
     if amount > UPI_LIMIT_PAISE:
         payee = population.fresh_party(rng, faker, vpa=False)
         return [
-            _event(rng, at, Channel.IMPS, TxnType.TRANSFER, victim.bank_payer, payee, amount,
-                   device_id=victim.devices[0], ip=victim.ip, geo=victim.geo)
+            _event(
+                rng,
+                at,
+                Channel.IMPS,
+                TxnType.TRANSFER,
+                victim.bank_payer,
+                payee,
+                amount,
+                device_id=victim.devices[0],
+                ip=victim.ip,
+                geo=victim.geo,
+            )
             for at in _times(rng, start, n, 600.0)
         ]
     payee = population.fresh_party(rng, faker, account=False)
     return [_own_upi(rng, victim, at, payee, amount) for at in _times(rng, start, n, 600.0)]
 
 
-def mule_fan_in(rng: np.random.Generator, faker: Faker, population: Population,
-                start: datetime) -> list[TransactionEvent]:
+def mule_fan_in(
+    rng: np.random.Generator, faker: Faker, population: Population, start: datetime
+) -> list[TransactionEvent]:
     """A mule account collects from many scam victims (fake jobs, lottery, KYC).
 
     Signature: 10-20 distinct payers pay one fresh payee within 30-180 minutes.
@@ -194,8 +224,9 @@ def _night_start(rng: np.random.Generator, start: datetime) -> datetime:
     return midnight + timedelta(minutes=30, seconds=float(rng.uniform(0, 9_000)))
 
 
-def late_night_social_engineering(rng: np.random.Generator, faker: Faker, population: Population,
-                                  start: datetime) -> list[TransactionEvent]:
+def late_night_social_engineering(
+    rng: np.random.Generator, faker: Faker, population: Population, start: datetime
+) -> list[TransactionEvent]:
     """Caller posing as bank staff talks the victim into approving payments at night.
 
     Signature: 2-5 escalating UPI payments (P2P or approved COLLECT) from one payer to
@@ -214,8 +245,9 @@ def late_night_social_engineering(rng: np.random.Generator, faker: Faker, popula
     return events
 
 
-def account_takeover(rng: np.random.Generator, faker: Faker, population: Population,
-                     start: datetime) -> list[TransactionEvent]:
+def account_takeover(
+    rng: np.random.Generator, faker: Faker, population: Population, start: datetime
+) -> list[TransactionEvent]:
     """Credentials phished, SIM swapped: the attacker logs in from a new phone in
     another city, sends a token payment, then drains the account.
 
@@ -229,8 +261,11 @@ def account_takeover(rng: np.random.Generator, faker: Faker, population: Populat
     n = int(rng.integers(3, 7))
     times = _times(rng, start, n + 1, rng.uniform(300, 900))
     probe = int(rng.integers(1, 11)) * PAISE_PER_RUPEE
-    events = [_event(rng, times[0], Channel.UPI, TxnType.P2P, victim.upi_payer, mules[0], probe,
-                     device_id=device, ip=ip, geo=geo)]
+    events = [
+        _event(
+            rng, times[0], Channel.UPI, TxnType.P2P, victim.upi_payer, mules[0], probe, device_id=device, ip=ip, geo=geo
+        )
+    ]
     for i, at in enumerate(times[1:]):
         amount = int(rng.integers(20_000, 200_001)) * PAISE_PER_RUPEE
         mule = mules[i % len(mules)]
@@ -238,13 +273,13 @@ def account_takeover(rng: np.random.Generator, faker: Faker, population: Populat
             channel, txn_type, payer = Channel.UPI, TxnType.P2P, victim.upi_payer
         else:
             channel, txn_type, payer = Channel.IMPS, TxnType.TRANSFER, victim.bank_payer
-        events.append(_event(rng, at, channel, txn_type, payer, mule, amount,
-                             device_id=device, ip=ip, geo=geo))
+        events.append(_event(rng, at, channel, txn_type, payer, mule, amount, device_id=device, ip=ip, geo=geo))
     return events
 
 
-def card_testing(rng: np.random.Generator, faker: Faker, population: Population,
-                 start: datetime) -> list[TransactionEvent]:
+def card_testing(
+    rng: np.random.Generator, faker: Faker, population: Population, start: datetime
+) -> list[TransactionEvent]:
     """A bot checks which stolen card numbers work with tiny online purchases.
 
     Signature: 15-40 CARD_ECOM payments of 1-10 INR from one payer within 5 minutes,
@@ -259,16 +294,27 @@ def card_testing(rng: np.random.Generator, faker: Faker, population: Population,
     amounts = rng.integers(100, 1_001, n)
     failed = rng.random(n) < 0.6
     return [
-        _event(rng, at, Channel.CARD_ECOM, TxnType.CARD_PAYMENT, victim.bank_payer,
-               targets[i % len(targets)].payee, int(amounts[i]), device_id=device, ip=ip,
-               geo=geo, mcc=targets[i % len(targets)].mcc,
-               status=Status.FAILED if failed[i] else Status.SUCCESS)
+        _event(
+            rng,
+            at,
+            Channel.CARD_ECOM,
+            TxnType.CARD_PAYMENT,
+            victim.bank_payer,
+            targets[i % len(targets)].payee,
+            int(amounts[i]),
+            device_id=device,
+            ip=ip,
+            geo=geo,
+            mcc=targets[i % len(targets)].mcc,
+            status=Status.FAILED if failed[i] else Status.SUCCESS,
+        )
         for i, at in enumerate(_times(rng, start, n, rng.uniform(60, 300)))
     ]
 
 
-def structuring(rng: np.random.Generator, faker: Faker, population: Population,
-                start: datetime) -> list[TransactionEvent]:
+def structuring(
+    rng: np.random.Generator, faker: Faker, population: Population, start: datetime
+) -> list[TransactionEvent]:
     """Splitting a large sum into transfers that each stay under a reporting threshold.
 
     Signature: 3-6 transfers from one payer, each in [90%, 100%) of 50k INR (IMPS) or
@@ -283,14 +329,26 @@ def structuring(rng: np.random.Generator, faker: Faker, population: Population,
     events = []
     for i, at in enumerate(_times(rng, start, n, rng.uniform(3_600, 21_600))):
         channel = (Channel.RTGS if rng.random() < 0.5 else Channel.NEFT) if big else Channel.IMPS
-        events.append(_event(rng, at, channel, TxnType.TRANSFER, payer.bank_payer,
-                             payees[i % len(payees)], int(threshold - below[i]),
-                             device_id=payer.devices[0], ip=payer.ip, geo=payer.geo))
+        events.append(
+            _event(
+                rng,
+                at,
+                channel,
+                TxnType.TRANSFER,
+                payer.bank_payer,
+                payees[i % len(payees)],
+                int(threshold - below[i]),
+                device_id=payer.devices[0],
+                ip=payer.ip,
+                geo=payer.geo,
+            )
+        )
     return events
 
 
-def qr_code_swap(rng: np.random.Generator, faker: Faker, population: Population,
-                 start: datetime) -> list[TransactionEvent]:
+def qr_code_swap(
+    rng: np.random.Generator, faker: Faker, population: Population, start: datetime
+) -> list[TransactionEvent]:
     """A fraudster pastes his own QR sticker over a shop's QR code: the shop's walk-in
     customers scan it and pay him instead of the merchant, until someone notices.
 
@@ -312,15 +370,12 @@ def qr_code_swap(rng: np.random.Generator, faker: Faker, population: Population,
         payers = [locals_[int(i)] for i in rng.choice(len(locals_), size=n, replace=False)]
     else:
         visitors = [c for c in population.distinct_customers(rng, n + len(locals_)) if c.city is not city]
-        payers = locals_ + visitors[:n - len(locals_)]
+        payers = locals_ + visitors[: n - len(locals_)]
     fraudster = population.fresh_party(rng, faker, account=False)
     rupees = shop.category.median_rupees * np.exp(shop.category.sigma * rng.standard_normal(n))
     amounts = np.clip(np.round(rupees), 50, 2_500).astype(int) * PAISE_PER_RUPEE
     times = _times(rng, start, n, rng.uniform(1_200, 7_200))
-    return [
-        _own_upi(rng, payer, at, fraudster, int(amount))
-        for payer, at, amount in zip(payers, times, amounts)
-    ]
+    return [_own_upi(rng, payer, at, fraudster, int(amount)) for payer, at, amount in zip(payers, times, amounts)]
 
 
 SCENARIOS: dict[str, Scenario] = {

@@ -1,4 +1,5 @@
 """`txmon simulate`: seeded simulator -> Kafka, with labels to a topic and a file."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -46,13 +47,19 @@ def simulator_for(opts: SimulateOptions) -> Simulator:
     ends at about the wall clock (see :func:`live_start_time`).
     """
     mean_tps = opts.n_customers * opts.txns_per_customer_per_day / 86_400
-    planned = opts.count if opts.count is not None else (
-        int(opts.duration * opts.rate) if opts.duration is not None and opts.rate else None
+    planned = (
+        opts.count
+        if opts.count is not None
+        else (int(opts.duration * opts.rate) if opts.duration is not None and opts.rate else None)
     )
     extra = {"start_time": live_start_time(planned, mean_tps, opts.fraud_rate)} if opts.live else {}
     config = SimulatorConfig(
-        n_customers=opts.n_customers, n_merchants=opts.n_merchants, fraud_rate=opts.fraud_rate,
-        mean_tps=mean_tps, label_delay_seconds=opts.label_delay_seconds, **extra,
+        n_customers=opts.n_customers,
+        n_merchants=opts.n_merchants,
+        fraud_rate=opts.fraud_rate,
+        mean_tps=mean_tps,
+        label_delay_seconds=opts.label_delay_seconds,
+        **extra,
     )
     drift = drift_for(opts, config)
     if drift is not None:
@@ -72,9 +79,13 @@ def drift_for(opts: SimulateOptions, config: SimulatorConfig) -> RegimeChange | 
         raise ConfigError(f"--drift-after-events must be >= 0, got {opts.drift_after_events}")
     at = expected_time_after(config.start_time, config.mean_tps, opts.drift_after_events, config.fraud_rate)
     try:
-        return RegimeChange(at=at, fraud_rate=opts.drift_fraud_rate, new_scenario=opts.drift_scenario,
-                            new_scenario_share=opts.drift_scenario_share,
-                            spending_multiplier=opts.drift_spending_multiplier)
+        return RegimeChange(
+            at=at,
+            fraud_rate=opts.drift_fraud_rate,
+            new_scenario=opts.drift_scenario,
+            new_scenario_share=opts.drift_scenario_share,
+            spending_multiplier=opts.drift_spending_multiplier,
+        )
     except ValueError as exc:  # pydantic's ValidationError: name the bad option in one line
         first = exc.errors()[0] if hasattr(exc, "errors") else {"loc": (), "msg": str(exc)}
         where = ".".join(str(p) for p in first["loc"]) or "drift"
@@ -97,9 +108,13 @@ def run_simulation(settings: Settings, opts: SimulateOptions, on_event=None) -> 
 
     try:
         summary = produce_events(
-            producer, ((s.event, s.label) for s in simulator.stream()),
-            rate=opts.rate, count=opts.count, duration=opts.duration,
-            on_label=_on_label, progress=opts.progress,
+            producer,
+            ((s.event, s.label) for s in simulator.stream()),
+            rate=opts.rate,
+            count=opts.count,
+            duration=opts.duration,
+            on_label=_on_label,
+            progress=opts.progress,
         )
         releaser.close(release_pending=True)
         producer.flush()

@@ -11,6 +11,7 @@ gives byte-identical output (see :func:`ingestion.events.to_json`).
 Ground truth travels beside the event, never inside it: each item is a
 :class:`SimulatedTransaction` ``(event, label)``.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -48,10 +49,23 @@ from txmon.ingestion.events import (
 from txmon.ingestion.scenarios import ALL_SCENARIOS, UPI_LIMIT_PAISE, ScenarioId
 
 __all__ = [
-    "BANKS", "CITIES", "DEFAULT_SCENARIO_WEIGHTS", "MERCHANT_CATEGORIES", "City", "Customer",
-    "Label", "Merchant",
-    "Population", "RegimeChange", "SimulatedTransaction", "Simulator", "SimulatorConfig",
-    "build_population", "expected_time_after", "live_start_time", "write_labels",
+    "BANKS",
+    "CITIES",
+    "DEFAULT_SCENARIO_WEIGHTS",
+    "MERCHANT_CATEGORIES",
+    "City",
+    "Customer",
+    "Label",
+    "Merchant",
+    "Population",
+    "RegimeChange",
+    "SimulatedTransaction",
+    "Simulator",
+    "SimulatorConfig",
+    "build_population",
+    "expected_time_after",
+    "live_start_time",
+    "write_labels",
 ]
 
 # ------------------------------------------------------------------ reference data
@@ -66,20 +80,34 @@ class City:
 
 
 CITIES: tuple[City, ...] = (
-    City("Mumbai", 19.0760, 72.8777, 12.0), City("Delhi", 28.7041, 77.1025, 11.0),
-    City("Bengaluru", 12.9716, 77.5946, 8.5), City("Hyderabad", 17.3850, 78.4867, 7.0),
-    City("Ahmedabad", 23.0225, 72.5714, 5.5), City("Chennai", 13.0827, 80.2707, 6.5),
-    City("Kolkata", 22.5726, 88.3639, 7.0), City("Pune", 18.5204, 73.8567, 5.0),
-    City("Jaipur", 26.9124, 75.7873, 3.0), City("Surat", 21.1702, 72.8311, 3.0),
-    City("Lucknow", 26.8467, 80.9462, 2.8), City("Kanpur", 26.4499, 80.3319, 2.0),
-    City("Nagpur", 21.1458, 79.0882, 1.9), City("Indore", 22.7196, 75.8577, 1.9),
-    City("Bhopal", 23.2599, 77.4126, 1.5), City("Patna", 25.5941, 85.1376, 1.7),
-    City("Vadodara", 22.3072, 73.1812, 1.4), City("Ludhiana", 30.9010, 75.8573, 1.3),
-    City("Agra", 27.1767, 78.0081, 1.2), City("Nashik", 19.9975, 73.7898, 1.2),
-    City("Kochi", 9.9312, 76.2673, 1.6), City("Coimbatore", 11.0168, 76.9558, 1.6),
-    City("Visakhapatnam", 17.6868, 83.2185, 1.5), City("Guwahati", 26.1445, 91.7362, 1.0),
-    City("Chandigarh", 30.7333, 76.7794, 1.0), City("Bhubaneswar", 20.2961, 85.8245, 0.9),
-    City("Thiruvananthapuram", 8.5241, 76.9366, 0.9), City("Mysuru", 12.2958, 76.6394, 0.8),
+    City("Mumbai", 19.0760, 72.8777, 12.0),
+    City("Delhi", 28.7041, 77.1025, 11.0),
+    City("Bengaluru", 12.9716, 77.5946, 8.5),
+    City("Hyderabad", 17.3850, 78.4867, 7.0),
+    City("Ahmedabad", 23.0225, 72.5714, 5.5),
+    City("Chennai", 13.0827, 80.2707, 6.5),
+    City("Kolkata", 22.5726, 88.3639, 7.0),
+    City("Pune", 18.5204, 73.8567, 5.0),
+    City("Jaipur", 26.9124, 75.7873, 3.0),
+    City("Surat", 21.1702, 72.8311, 3.0),
+    City("Lucknow", 26.8467, 80.9462, 2.8),
+    City("Kanpur", 26.4499, 80.3319, 2.0),
+    City("Nagpur", 21.1458, 79.0882, 1.9),
+    City("Indore", 22.7196, 75.8577, 1.9),
+    City("Bhopal", 23.2599, 77.4126, 1.5),
+    City("Patna", 25.5941, 85.1376, 1.7),
+    City("Vadodara", 22.3072, 73.1812, 1.4),
+    City("Ludhiana", 30.9010, 75.8573, 1.3),
+    City("Agra", 27.1767, 78.0081, 1.2),
+    City("Nashik", 19.9975, 73.7898, 1.2),
+    City("Kochi", 9.9312, 76.2673, 1.6),
+    City("Coimbatore", 11.0168, 76.9558, 1.6),
+    City("Visakhapatnam", 17.6868, 83.2185, 1.5),
+    City("Guwahati", 26.1445, 91.7362, 1.0),
+    City("Chandigarh", 30.7333, 76.7794, 1.0),
+    City("Bhubaneswar", 20.2961, 85.8245, 0.9),
+    City("Thiruvananthapuram", 8.5241, 76.9366, 0.9),
+    City("Mysuru", 12.2958, 76.6394, 0.8),
 )
 
 
@@ -91,24 +119,60 @@ class Bank:
 
 
 BANKS: tuple[Bank, ...] = (
-    Bank("SBIN", 11, 23.0), Bank("HDFC", 14, 14.0), Bank("ICIC", 12, 12.0),
-    Bank("UTIB", 15, 8.0), Bank("PUNB", 16, 7.0), Bank("BARB", 14, 6.0),
-    Bank("KKBK", 10, 5.0), Bank("CNRB", 13, 5.0), Bank("UBIN", 15, 5.0),
-    Bank("YESB", 15, 3.0), Bank("INDB", 12, 3.0), Bank("IDFB", 11, 3.0),
-    Bank("FDRL", 14, 2.0), Bank("IOBA", 15, 2.0), Bank("BKID", 15, 2.0),
+    Bank("SBIN", 11, 23.0),
+    Bank("HDFC", 14, 14.0),
+    Bank("ICIC", 12, 12.0),
+    Bank("UTIB", 15, 8.0),
+    Bank("PUNB", 16, 7.0),
+    Bank("BARB", 14, 6.0),
+    Bank("KKBK", 10, 5.0),
+    Bank("CNRB", 13, 5.0),
+    Bank("UBIN", 15, 5.0),
+    Bank("YESB", 15, 3.0),
+    Bank("INDB", 12, 3.0),
+    Bank("IDFB", 11, 3.0),
+    Bank("FDRL", 14, 2.0),
+    Bank("IOBA", 15, 2.0),
+    Bank("BKID", 15, 2.0),
 )
 
 UPI_HANDLES: tuple[tuple[str, float], ...] = (
-    ("ybl", 27.0), ("oksbi", 11.0), ("okaxis", 10.0), ("okhdfcbank", 9.0), ("ibl", 10.0),
-    ("paytm", 14.0), ("okicici", 7.0), ("axl", 7.0), ("upi", 5.0),
+    ("ybl", 27.0),
+    ("oksbi", 11.0),
+    ("okaxis", 10.0),
+    ("okhdfcbank", 9.0),
+    ("ibl", 10.0),
+    ("paytm", 14.0),
+    ("okicici", 7.0),
+    ("axl", 7.0),
+    ("upi", 5.0),
 )
 MERCHANT_HANDLES = ("ybl", "paytm", "hdfcbank", "icici", "axisbank", "okbizaxis")
 
 # Mobile / broadband /16 blocks allocated to Indian ISPs (Jio, Airtel, Vi, BSNL, ACT).
 IP_PREFIXES = (
-    "49.36", "49.37", "49.43", "157.34", "157.35", "157.48", "106.195", "106.200",
-    "223.182", "223.187", "42.106", "42.108", "117.211", "117.230", "122.161",
-    "122.172", "59.92", "59.89", "182.68", "182.69", "103.21", "27.60",
+    "49.36",
+    "49.37",
+    "49.43",
+    "157.34",
+    "157.35",
+    "157.48",
+    "106.195",
+    "106.200",
+    "223.182",
+    "223.187",
+    "42.106",
+    "42.108",
+    "117.211",
+    "117.230",
+    "122.161",
+    "122.172",
+    "59.92",
+    "59.89",
+    "182.68",
+    "182.69",
+    "103.21",
+    "27.60",
 )
 
 
@@ -140,8 +204,30 @@ ATM_MCC = "6011"
 
 # Hour-of-day (IST) activity: quiet 1-5 am, lunch peak, evening peak.
 HOURLY_PROFILE = (
-    0.25, 0.12, 0.07, 0.05, 0.06, 0.12, 0.30, 0.55, 0.80, 1.00, 1.20, 1.35,
-    1.50, 1.45, 1.30, 1.20, 1.20, 1.35, 1.55, 1.70, 1.70, 1.45, 1.00, 0.55,
+    0.25,
+    0.12,
+    0.07,
+    0.05,
+    0.06,
+    0.12,
+    0.30,
+    0.55,
+    0.80,
+    1.00,
+    1.20,
+    1.35,
+    1.50,
+    1.45,
+    1.30,
+    1.20,
+    1.20,
+    1.35,
+    1.55,
+    1.70,
+    1.70,
+    1.45,
+    1.00,
+    0.55,
 )
 WEEKDAY_PROFILE = (1.00, 0.97, 0.97, 1.00, 1.08, 1.15, 0.95)  # Monday first
 
@@ -258,7 +344,7 @@ class _Identity:
 
     def account(self, rng: np.random.Generator, bank: Bank, *, register: bool = True) -> str:
         while True:
-            number = str(int(rng.integers(10 ** (bank.account_digits - 1), 10 ** bank.account_digits)))
+            number = str(int(rng.integers(10 ** (bank.account_digits - 1), 10**bank.account_digits)))
             if number not in self.accounts:
                 if register:
                     self.accounts.add(number)
@@ -275,8 +361,9 @@ class _Identity:
             return branches[-1]
         return branches[int(rng.integers(0, len(branches)))]
 
-    def vpa(self, rng: np.random.Generator, *, handle: str | None = None, name: str | None = None,
-            register: bool = True) -> str:
+    def vpa(
+        self, rng: np.random.Generator, *, handle: str | None = None, name: str | None = None, register: bool = True
+    ) -> str:
         handle = handle or self.handle_picker.pick(float(rng.random()))
         if name is None:
             first = self.first[int(rng.integers(0, len(self.first)))]
@@ -305,7 +392,7 @@ def _slug(text: str) -> str:
 
 
 def _geo(city: City, rng: np.random.Generator | None = None, jitter: float = 0.0) -> Geo:
-    dlat, dlon = (rng.normal(0.0, jitter, 2) if rng is not None else (0.0, 0.0))
+    dlat, dlon = rng.normal(0.0, jitter, 2) if rng is not None else (0.0, 0.0)
     return Geo(city=city.name, lat=round(city.lat + float(dlat), 4), lon=round(city.lon + float(dlon), 4))
 
 
@@ -313,8 +400,14 @@ class Population:
     """Everyone who transacts in the simulation, plus factories for fresh fraud
     counterparties (mules, attacker devices) that never appear in normal traffic."""
 
-    def __init__(self, customers: list[Customer], merchants: list[Merchant], atms: list[Atm],
-                 activity: np.ndarray, identity: _Identity) -> None:
+    def __init__(
+        self,
+        customers: list[Customer],
+        merchants: list[Merchant],
+        atms: list[Atm],
+        activity: np.ndarray,
+        identity: _Identity,
+    ) -> None:
         self.customers = tuple(customers)
         self.merchants = tuple(merchants)
         self.atms = tuple(atms)
@@ -334,8 +427,7 @@ class Population:
         chosen = rng.choice(len(self.customers), size=min(n, len(self.customers)), replace=False)
         return [self.customers[int(i)] for i in chosen]
 
-    def fresh_party(self, rng: np.random.Generator, faker: Faker, *, account: bool = True,
-                    vpa: bool = True) -> Party:
+    def fresh_party(self, rng: np.random.Generator, faker: Faker, *, account: bool = True, vpa: bool = True) -> Party:
         """A counterparty absent from the population (a mule or a scammer)."""
         ident = self._identity
         bank = ident.bank(rng)
@@ -358,8 +450,7 @@ class Population:
         return self.city_geo[others[int(rng.integers(0, len(others)))].name]
 
 
-def build_population(n_customers: int, n_merchants: int, rng: np.random.Generator,
-                     faker: Faker) -> Population:
+def build_population(n_customers: int, n_merchants: int, rng: np.random.Generator, faker: Faker) -> Population:
     """Draw customers, merchants and ATMs once; Faker is used here, not per event."""
     ident = _Identity(faker)
     city_picker = _Picker(list(CITIES), [c.weight for c in CITIES])
@@ -381,12 +472,20 @@ def build_population(n_customers: int, n_merchants: int, rng: np.random.Generato
         bank = ident.bank(rng)
         handle = MERCHANT_HANDLES[int(rng.integers(0, len(MERCHANT_HANDLES)))]
         name = f"{_slug(faker.last_name())}{_slug(category.name)}"
-        merchants.append(Merchant(
-            index=j, category=category, city=merchant_city, geo=_geo(merchant_city, rng, 0.03),
-            payee=Party(account_number=ident.account(rng, bank), ifsc=ident.ifsc(rng, bank, merchant_city),
-                        vpa=ident.vpa(rng, handle=handle, name=name)),
-            terminal_id=f"T{int(rng.integers(10**7, 10**8))}",
-        ))
+        merchants.append(
+            Merchant(
+                index=j,
+                category=category,
+                city=merchant_city,
+                geo=_geo(merchant_city, rng, 0.03),
+                payee=Party(
+                    account_number=ident.account(rng, bank),
+                    ifsc=ident.ifsc(rng, bank, merchant_city),
+                    vpa=ident.vpa(rng, handle=handle, name=name),
+                ),
+                terminal_id=f"T{int(rng.integers(10**7, 10**8))}",
+            )
+        )
     for where in ("shop", "online", "biller"):  # every kind of payee must exist
         if not any(m.category.where == where for m in merchants):
             raise ValueError(f"n_merchants={n_merchants} left no '{where}' merchant; raise n_merchants")
@@ -394,16 +493,26 @@ def build_population(n_customers: int, n_merchants: int, rng: np.random.Generato
     for city in CITIES:
         for _ in range(3):
             bank = ident.bank(rng)
-            atms.append(Atm(
-                city=city, geo=_geo(city, rng, 0.03),
-                payee=Party(account_number=ident.account(rng, bank), ifsc=ident.ifsc(rng, bank, city)),
-                terminal_id=f"ATM{bank.ifsc_prefix}{int(rng.integers(10**5, 10**6))}",
-            ))
+            atms.append(
+                Atm(
+                    city=city,
+                    geo=_geo(city, rng, 0.03),
+                    payee=Party(account_number=ident.account(rng, bank), ifsc=ident.ifsc(rng, bank, city)),
+                    terminal_id=f"ATM{bank.ifsc_prefix}{int(rng.integers(10**5, 10**6))}",
+                )
+            )
     return Population(customers, merchants, atms, activity, ident)
 
 
-def _customer(i: int, city: City, multiplier: float, neighbours: list[int], n_customers: int,
-              rng: np.random.Generator, ident: _Identity) -> Customer:
+def _customer(
+    i: int,
+    city: City,
+    multiplier: float,
+    neighbours: list[int],
+    n_customers: int,
+    rng: np.random.Generator,
+    ident: _Identity,
+) -> Customer:
     bank = ident.bank(rng)
     account, ifsc, vpa = ident.account(rng, bank), ident.ifsc(rng, bank, city), ident.vpa(rng)
     n_contacts = int(rng.integers(3, 13))
@@ -478,8 +587,9 @@ class RegimeChange(BaseModel):
     fraud_rate: float | None = Field(None, ge=0.0, lt=0.5)
     scenario_weights: dict[str, float] | None = None
     new_scenario: str | None = None
-    new_scenario_share: float = Field(0.5, gt=0.0, le=1.0,
-                                      description="share of attacks after `at` that are new_scenario")
+    new_scenario_share: float = Field(
+        0.5, gt=0.0, le=1.0, description="share of attacks after `at` that are new_scenario"
+    )
     spending_multiplier: float | None = Field(None, gt=0.0, le=20.0)
 
     @field_validator("at")
@@ -501,8 +611,11 @@ class RegimeChange(BaseModel):
 
     def weights_after(self, before: dict[str, float]) -> dict[str, float]:
         """The attack mix from ``at`` on, normalised to sum to 1 (positive weights only)."""
-        base = {k: w for k, w in (self.scenario_weights if self.scenario_weights is not None
-                                  else before).items() if w > 0 and k != self.new_scenario}
+        base = {
+            k: w
+            for k, w in (self.scenario_weights if self.scenario_weights is not None else before).items()
+            if w > 0 and k != self.new_scenario
+        }
         total = sum(base.values())
         if self.new_scenario is None:
             return {k: w / total for k, w in base.items()} if total > 0 else {}
@@ -549,8 +662,9 @@ class SimulatorConfig(BaseModel):
         if drift is not None:
             rate = drift.fraud_rate if drift.fraud_rate is not None else self.fraud_rate
             if rate > 0 and not drift.weights_after(self.scenario_weights):
-                raise ValueError("drift: a fraud rate > 0 after `at` needs a positive scenario weight "
-                                 "or a new_scenario")
+                raise ValueError(
+                    "drift: a fraud rate > 0 after `at` needs a positive scenario weight or a new_scenario"
+                )
         return self
 
 
@@ -632,8 +746,9 @@ class Simulator:
         self._label_delay = timedelta(seconds=config.label_delay_seconds)
         self._mix = _mix({k: w for k, w in config.scenario_weights.items() if w > 0})
         drift = config.drift
-        self._drift_at_us = None if drift is None else max(
-            0, (drift.at - config.start_time) // timedelta(microseconds=1))
+        self._drift_at_us = (
+            None if drift is None else max(0, (drift.at - config.start_time) // timedelta(microseconds=1))
+        )
 
     def generate(self, n: int) -> Iterator[SimulatedTransaction]:
         """The first ``n`` transactions, in event-time order."""
@@ -683,14 +798,14 @@ class Simulator:
         mix = _mix(drift.weights_after(self.config.scenario_weights))
         return mix, drift.spending_multiplier if drift.spending_multiplier is not None else 1.0
 
-    def _start_scenario(self, rng: np.random.Generator, faker: Faker, at: datetime,
-                        mix: _Mix) -> list[SimulatedTransaction]:
+    def _start_scenario(
+        self, rng: np.random.Generator, faker: Faker, at: datetime, mix: _Mix
+    ) -> list[SimulatedTransaction]:
         ids, p = mix
         scenario = ids[int(rng.choice(len(ids), p=p))]
         events = ALL_SCENARIOS[scenario](rng, faker, self.population, at)
         return [
-            SimulatedTransaction(e, Label(e.txn_id, True, scenario, e.event_time + self._label_delay))
-            for e in events
+            SimulatedTransaction(e, Label(e.txn_id, True, scenario, e.event_time + self._label_delay)) for e in events
         ]
 
     # --- normal traffic: numpy draws per chunk, cheap Python per event
@@ -705,7 +820,7 @@ class Simulator:
             kinds=rng.random(_CHUNK).tolist(),
             z=rng.standard_normal(_CHUNK).tolist(),
             u=rng.random((_CHUNK, 3)).tolist(),
-            ids=[str(uuid.UUID(bytes=raw_ids[16 * i:16 * i + 16], version=4)) for i in range(_CHUNK)],
+            ids=[str(uuid.UUID(bytes=raw_ids[16 * i : 16 * i + 16], version=4)) for i in range(_CHUNK)],
         )
 
     def _normal_event(self, chunk: _Chunk, i: int, at: datetime, season: float = 1.0) -> TransactionEvent:
@@ -720,16 +835,33 @@ class Simulator:
         else:
             parts = self._at_merchant(kind, payer, device, chunk.z[i], u_payee, season)
         payer_party, payee, amount, mcc, device_id, ip, geo = parts
-        status = (Status.SUCCESS if u_status < STATUS_ODDS[0]
-                  else Status.FAILED if u_status < STATUS_ODDS[1] else Status.PENDING)
+        status = (
+            Status.SUCCESS
+            if u_status < STATUS_ODDS[0]
+            else Status.FAILED
+            if u_status < STATUS_ODDS[1]
+            else Status.PENDING
+        )
         return TransactionEvent(
-            schema_version=SCHEMA_VERSION, txn_id=chunk.ids[i], event_time=at, channel=kind.channel,
-            txn_type=kind.txn_type, payer=payer_party, payee=payee, amount_paise=amount,
-            currency="INR", mcc=mcc, device_id=device_id, ip=ip, geo=geo, status=status,
+            schema_version=SCHEMA_VERSION,
+            txn_id=chunk.ids[i],
+            event_time=at,
+            channel=kind.channel,
+            txn_type=kind.txn_type,
+            payer=payer_party,
+            payee=payee,
+            amount_paise=amount,
+            currency="INR",
+            mcc=mcc,
+            device_id=device_id,
+            ip=ip,
+            geo=geo,
+            status=status,
         )
 
-    def _to_contact(self, channel: Channel, payer: Customer, device: str, z: float,
-                    u: float, season: float = 1.0) -> _Parts:
+    def _to_contact(
+        self, channel: Channel, payer: Customer, device: str, z: float, u: float, season: float = 1.0
+    ) -> _Parts:
         """A person-to-person payment: UPI by VPA, other rails by account + IFSC."""
         payee = self._contact(payer, u)
         amount = self._transfer_amount(channel, payer, z, season)
@@ -744,11 +876,11 @@ class Simulator:
         atms = self.population.atms_by_city[payer.city.name]
         atm = atms[int(u * len(atms))]
         notes = min(max(round(30 * season * math.exp(0.6 * z)), 1), 200)
-        return (payer.bank_payer, atm.payee, notes * 100 * PAISE_PER_RUPEE, ATM_MCC,
-                atm.terminal_id, None, atm.geo)
+        return (payer.bank_payer, atm.payee, notes * 100 * PAISE_PER_RUPEE, ATM_MCC, atm.terminal_id, None, atm.geo)
 
-    def _at_merchant(self, kind: _Kind, payer: Customer, device: str, z: float, u: float,
-                     season: float = 1.0) -> _Parts:
+    def _at_merchant(
+        self, kind: _Kind, payer: Customer, device: str, z: float, u: float, season: float = 1.0
+    ) -> _Parts:
         """A shop (QR or card terminal), an online store or a biller."""
         pop = self.population
         if kind.payee == "shop":
@@ -763,8 +895,7 @@ class Simulator:
             return payer.upi_payer, merchant.payee, amount, merchant.mcc, device, payer.ip, payer.geo
         amount = min(max(round(rupees * PAISE_PER_RUPEE), 100), CARD_LIMIT_PAISE)
         if kind.channel is Channel.CARD_POS:  # card present: the terminal is the device
-            return (payer.bank_payer, merchant.payee, amount, merchant.mcc, merchant.terminal_id,
-                    None, merchant.geo)
+            return (payer.bank_payer, merchant.payee, amount, merchant.mcc, merchant.terminal_id, None, merchant.geo)
         return payer.bank_payer, merchant.payee, amount, merchant.mcc, device, payer.ip, payer.geo
 
     def _contact(self, payer: Customer, u: float) -> Customer:
@@ -810,8 +941,7 @@ def _week_offset_us(start: datetime) -> int:
     return (local - monday) // timedelta(microseconds=1)
 
 
-def expected_time_after(start_time: datetime, mean_tps: float, n_events: int,
-                        fraud_rate: float = 0.0) -> datetime:
+def expected_time_after(start_time: datetime, mean_tps: float, n_events: int, fraud_rate: float = 0.0) -> datetime:
     """The simulated time by which about ``n_events`` events (fraud included) have
     happened, following the diurnal and weekly rhythm: turns "drift after N events"
     into the ``at`` of a :class:`RegimeChange`.
@@ -845,8 +975,9 @@ def expected_time_after(start_time: datetime, mean_tps: float, n_events: int,
 LIVE_EVENTS_MARGIN = 1.25
 
 
-def live_start_time(planned_events: int | None, mean_tps: float, fraud_rate: float = 0.0,
-                    now: datetime | None = None) -> datetime:
+def live_start_time(
+    planned_events: int | None, mean_tps: float, fraud_rate: float = 0.0, now: datetime | None = None
+) -> datetime:
     """Start the simulated clock so that a run of ``planned_events`` ends before now.
 
     The latest start from which :func:`expected_time_after` puts ``LIVE_EVENTS_MARGIN``

@@ -17,6 +17,7 @@ has the :data:`~models.features.FEATURES` columns:
 This module imports only numpy, pandas, scikit-learn and the feature list, so Spark
 executors can unpickle a bundle cheaply.
 """
+
 from __future__ import annotations
 
 import io
@@ -58,8 +59,9 @@ def anomaly_pipeline(n_estimators: int, seed: int):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import FunctionTransformer
 
-    return make_pipeline(FunctionTransformer(signed_log1p),
-                         IsolationForest(n_estimators=n_estimators, random_state=seed, n_jobs=1))
+    return make_pipeline(
+        FunctionTransformer(signed_log1p), IsolationForest(n_estimators=n_estimators, random_state=seed, n_jobs=1)
+    )
 
 
 def feature_matrix(frame) -> np.ndarray:
@@ -71,8 +73,7 @@ def feature_matrix(frame) -> np.ndarray:
     names = frame.schema.names if hasattr(frame, "schema") and hasattr(frame, "column") else frame.columns
     missing = [f for f in FEATURES if f not in names]
     if missing:
-        raise KeyError(f"frame lacks feature columns {missing}; compute them with "
-                       "models.features.add_features first")
+        raise KeyError(f"frame lacks feature columns {missing}; compute them with models.features.add_features first")
     if isinstance(frame, pd.DataFrame):
         return frame.loc[:, list(FEATURES)].to_numpy(dtype=np.float64)
     out = np.empty((frame.num_rows, len(FEATURES)), dtype=np.float64)
@@ -103,9 +104,12 @@ class ForestPaths:
         subsample = forest._max_features != forest.n_features_in_
         self.trees = [
             (est.tree_, features if subsample else None, dpl + apl - 1.0)
-            for est, features, dpl, apl in zip(forest.estimators_, forest.estimators_features_,
-                                               forest._decision_path_lengths,
-                                               forest._average_path_length_per_tree)
+            for est, features, dpl, apl in zip(
+                forest.estimators_,
+                forest.estimators_features_,
+                forest._decision_path_lengths,
+                forest._average_path_length_per_tree,
+            )
         ]
         self.denominator = len(forest.estimators_) * _average_path_length([forest._max_samples])
 

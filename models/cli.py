@@ -4,6 +4,7 @@ Thin shells over models.training / models.evaluation / models.registry; heavy im
 happen inside the commands so `txmon --help` stays fast. Problems the user can fix
 are TxmonError subclasses: one line and a non-zero exit.
 """
+
 from __future__ import annotations
 
 from datetime import UTC, datetime
@@ -21,23 +22,52 @@ models_app = typer.Typer(help="Model registry: list versions, promote, roll back
 _SOURCE = "Data source"
 _REGISTRY = "Registry"
 
-ModelsDir = Annotated[Path | None, typer.Option(
-    "--models-dir", envvar=MODELS_DIR_ENV, rich_help_panel=_REGISTRY,
-    help="model registry directory (default: <state_dir>/models)")]
-Simulate = Annotated[int | None, typer.Option(
-    "--simulate", min=100, metavar="N", rich_help_panel=_SOURCE,
-    help="simulate N labelled transactions (default mix, 0.2 tx/s of simulated time, so 200k span ~11.6 "
-         "days) (default: 200000 when --replay is not given)")]
+ModelsDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--models-dir",
+        envvar=MODELS_DIR_ENV,
+        rich_help_panel=_REGISTRY,
+        help="model registry directory (default: <state_dir>/models)",
+    ),
+]
+Simulate = Annotated[
+    int | None,
+    typer.Option(
+        "--simulate",
+        min=100,
+        metavar="N",
+        rich_help_panel=_SOURCE,
+        help="simulate N labelled transactions (default mix, 0.2 tx/s of simulated time, so 200k span ~11.6 "
+        "days) (default: 200000 when --replay is not given)",
+    ),
+]
 Seed = Annotated[int, typer.Option(help="simulator seed (train: also seeds the models)", rich_help_panel=_SOURCE)]
-Replay = Annotated[Path | None, typer.Option(
-    "--replay", metavar="FILE", rich_help_panel=_SOURCE,
-    help="labelled history: a CSV/Parquet file read with --mapping (which needs a `label:` section)")]
-Mapping = Annotated[Path | None, typer.Option(
-    "--mapping", metavar="YAML", rich_help_panel=_SOURCE, help="replay mapping for --replay (config/replay/*.yaml)")]
-RejectsOut = Annotated[Path | None, typer.Option(
-    "--rejects-out", metavar="PATH", rich_help_panel=_SOURCE,
-    help="with --replay: CSV of the rows left out (row number, reason, every problem, label, raw row) "
-         "(default: <state_dir>/rejects/<file>.<mapping>.rejects.csv)")]
+Replay = Annotated[
+    Path | None,
+    typer.Option(
+        "--replay",
+        metavar="FILE",
+        rich_help_panel=_SOURCE,
+        help="labelled history: a CSV/Parquet file read with --mapping (which needs a `label:` section)",
+    ),
+]
+Mapping = Annotated[
+    Path | None,
+    typer.Option(
+        "--mapping", metavar="YAML", rich_help_panel=_SOURCE, help="replay mapping for --replay (config/replay/*.yaml)"
+    ),
+]
+RejectsOut = Annotated[
+    Path | None,
+    typer.Option(
+        "--rejects-out",
+        metavar="PATH",
+        rich_help_panel=_SOURCE,
+        help="with --replay: CSV of the rows left out (row number, reason, every problem, label, raw row) "
+        "(default: <state_dir>/rejects/<file>.<mapping>.rejects.csv)",
+    ),
+]
 
 
 def _registry(models_dir: Path | None):
@@ -47,8 +77,9 @@ def _registry(models_dir: Path | None):
     return Registry(models_dir or default_dir())
 
 
-def _history(simulate: int | None, seed: int, replay: Path | None, mapping: Path | None,
-             rejects_out: Path | None = None):
+def _history(
+    simulate: int | None, seed: int, replay: Path | None, mapping: Path | None, rejects_out: Path | None = None
+):
     from txmon.models import sources
     from txmon.models.errors import TrainingDataError
 
@@ -93,9 +124,14 @@ def train(
     replay: Replay = None,
     mapping: Mapping = None,
     rejects_out: RejectsOut = None,
-    promote: Annotated[bool | None, typer.Option(
-        "--promote/--no-promote", rich_help_panel=_REGISTRY,
-        help="make the new version live (default: only if there is no champion yet)")] = None,
+    promote: Annotated[
+        bool | None,
+        typer.Option(
+            "--promote/--no-promote",
+            rich_help_panel=_REGISTRY,
+            help="make the new version live (default: only if there is no champion yet)",
+        ),
+    ] = None,
     models_dir: ModelsDir = None,
 ) -> None:
     """Train the fraud models on labelled history, time-split, and register a new version.
@@ -109,13 +145,18 @@ def train(
 
     history = _history(simulate, seed, replay, mapping, rejects_out)
     policy, policy_source = _policy()
-    result = train_models(history.events, history.labels, TrainingConfig(seed=seed), data_source=history.source,
-                          policy=policy)
+    result = train_models(
+        history.events, history.labels, TrainingConfig(seed=seed), data_source=history.source, policy=policy
+    )
     meta = result.metadata
-    typer.echo(f"train:    {meta.rows.train:,} rows, {meta.frauds.train:,} fraud, "
-               f"{meta.train_window.start:%Y-%m-%d %H:%M} .. {meta.train_window.end:%Y-%m-%d %H:%M} UTC")
-    typer.echo(f"hold-out: {meta.rows.holdout:,} rows, {meta.frauds.holdout:,} fraud, "
-               f"{meta.holdout_window.start:%Y-%m-%d %H:%M} .. {meta.holdout_window.end:%Y-%m-%d %H:%M} UTC")
+    typer.echo(
+        f"train:    {meta.rows.train:,} rows, {meta.frauds.train:,} fraud, "
+        f"{meta.train_window.start:%Y-%m-%d %H:%M} .. {meta.train_window.end:%Y-%m-%d %H:%M} UTC"
+    )
+    typer.echo(
+        f"hold-out: {meta.rows.holdout:,} rows, {meta.frauds.holdout:,} fraud, "
+        f"{meta.holdout_window.start:%Y-%m-%d %H:%M} .. {meta.holdout_window.end:%Y-%m-%d %H:%M} UTC"
+    )
     typer.echo(f"calibration: {meta.calibration}")
     for note in meta.notes:
         typer.echo(f"note: {note}")
@@ -128,8 +169,10 @@ def train(
         registry.promote(version)
         typer.echo(f"registered {version} in {registry.root} and promoted it (champion)")
     else:
-        typer.echo(f"registered {version} in {registry.root}; champion stays {live} "
-                   f"(`txmon models promote {version}` to make it live)")
+        typer.echo(
+            f"registered {version} in {registry.root}; champion stays {live} "
+            f"(`txmon models promote {version}` to make it live)"
+        )
 
 
 def evaluate(
@@ -138,14 +181,19 @@ def evaluate(
     replay: Replay = None,
     mapping: Mapping = None,
     version: Annotated[str | None, typer.Option(help="model version (default: the champion)")] = None,
-    report_dir: Annotated[Path | None, typer.Option(
-        help="where report.md, pr_curve.png, metrics.json go (default: <state_dir>/reports/<version>)")] = None,
+    report_dir: Annotated[
+        Path | None,
+        typer.Option(help="where report.md, pr_curve.png, metrics.json go (default: <state_dir>/reports/<version>)"),
+    ] = None,
     k: Annotated[int, typer.Option(min=1, help="accounts per day for daily precision@k")] = 100,
     models_dir: ModelsDir = None,
-    online: Annotated[bool, typer.Option(
-        help="evaluate the decisions the stream took (scored_transactions in Cassandra) instead")] = False,
-    labels_file: Annotated[Path | None, typer.Option(
-        help="with --online: ground truth from this file (.jsonl/.csv) instead of the labels table")] = None,
+    online: Annotated[
+        bool, typer.Option(help="evaluate the decisions the stream took (scored_transactions in Cassandra) instead")
+    ] = False,
+    labels_file: Annotated[
+        Path | None,
+        typer.Option(help="with --online: ground truth from this file (.jsonl/.csv) instead of the labels table"),
+    ] = None,
 ) -> None:
     """Score labelled history with a registered model and report how well it catches fraud.
 
@@ -172,8 +220,9 @@ def evaluate(
         versions = ", ".join(sorted(set(frame["model_version"].dropna()))) or "none"
         for note in metrics.notes:
             typer.echo(f"note: {note}")
-        typer.echo(f"stream decisions on {metrics.rows:,} transactions (models: {versions}; rules and "
-                   f"thresholds as deployed):")
+        typer.echo(
+            f"stream decisions on {metrics.rows:,} transactions (models: {versions}; rules and thresholds as deployed):"
+        )
         _print_table(metrics_table(metrics))
         out = report_dir or settings.state_path / "reports" / "online"
         report = write_report(metrics, out, title="Online: stream decisions joined with labels")
@@ -186,8 +235,10 @@ def evaluate(
     since = None
     if history.source == meta.data_source:
         since = pd.Timestamp(meta.holdout_window.start)
-        typer.echo(f"{version} was trained on this data: scoring only its hold-out window "
-                   f"(from {since:%Y-%m-%d %H:%M} UTC); earlier transactions warm up the profiles")
+        typer.echo(
+            f"{version} was trained on this data: scoring only its hold-out window "
+            f"(from {since:%Y-%m-%d %H:%M} UTC); earlier transactions warm up the profiles"
+        )
     policy, policy_source = _policy()
     metrics = evaluate_offline(history.events, history.labels, bundle, policy, k=k, since=since)
     for note in metrics.notes:
@@ -200,14 +251,20 @@ def evaluate(
 
 
 def retrain(
-    run_id: Annotated[str | None, typer.Option(
-        "--run-id", help="names the run (same id = same run, stages already done are skipped) "
-                         "(default: manual-<UTC time>)")] = None,
-    start: Annotated[datetime | None, typer.Option(
-        help="window start, UTC (default: end - retraining.window_days)")] = None,
+    run_id: Annotated[
+        str | None,
+        typer.Option(
+            "--run-id",
+            help="names the run (same id = same run, stages already done are skipped) (default: manual-<UTC time>)",
+        ),
+    ] = None,
+    start: Annotated[
+        datetime | None, typer.Option(help="window start, UTC (default: end - retraining.window_days)")
+    ] = None,
     end: Annotated[datetime | None, typer.Option(help="window end, UTC (default: now)")] = None,
-    stage: Annotated[str, typer.Option(help="one stage: extract, build_features, train, evaluate, promote; "
-                                            "or all")] = "all",
+    stage: Annotated[
+        str, typer.Option(help="one stage: extract, build_features, train, evaluate, promote; or all")
+    ] = "all",
 ) -> None:
     """Train a challenger on recent history in Cassandra; promote it only if it beats the champion.
 
@@ -244,21 +301,29 @@ def list_versions(models_dir: ModelsDir = None) -> None:
     if not versions:
         raise RegistryError(f"no models registered in {registry.root}: run `txmon train` first")
     live = registry.champion()
-    header = (f"  {'version':<8} {'created (UTC)':<17} {'train rows':>10} {'hold-out':>9} {'frauds':>7} "
-              f"{'AP':>7} {'ROC-AUC':>7} {'p@100':>7}  data")
+    header = (
+        f"  {'version':<8} {'created (UTC)':<17} {'train rows':>10} {'hold-out':>9} {'frauds':>7} "
+        f"{'AP':>7} {'ROC-AUC':>7} {'p@100':>7}  data"
+    )
     typer.echo(header)
     for m in versions:
+
         def fmt(name: str, metrics: dict[str, float | None] = m.metrics) -> str:
             value = metrics.get(name)
             return "n/a" if value is None else f"{value:.4f}"
+
         mark = "*" if m.version == live else " "
-        typer.echo(f"{mark} {m.version:<8} {m.created_at:%Y-%m-%d %H:%M} {m.rows.train:>10,} {m.rows.holdout:>9,} "
-                   f"{m.frauds.holdout:>7,} {fmt('model_average_precision'):>7} {fmt('model_roc_auc'):>7} "
-                   f"{fmt('model_daily_precision_at_100'):>7}  {m.data_source}")
+        typer.echo(
+            f"{mark} {m.version:<8} {m.created_at:%Y-%m-%d %H:%M} {m.rows.train:>10,} {m.rows.holdout:>9,} "
+            f"{m.frauds.holdout:>7,} {fmt('model_average_precision'):>7} {fmt('model_roc_auc'):>7} "
+            f"{fmt('model_daily_precision_at_100'):>7}  {m.data_source}"
+        )
         verdict = registry.annotation(m.version, "retraining")
         if verdict is not None:
-            typer.echo(f"  {'':<8} challenger vs {verdict.get('champion_version') or 'no champion'}: "
-                       f"{'promoted' if verdict['promote'] else 'kept out'} ({verdict['reason']})")
+            typer.echo(
+                f"  {'':<8} challenger vs {verdict.get('champion_version') or 'no champion'}: "
+                f"{'promoted' if verdict['promote'] else 'kept out'} ({verdict['reason']})"
+            )
     typer.echo(f"champion: {live}" if live else "champion: none (`txmon models promote VERSION`)")
 
 
@@ -294,64 +359,149 @@ def _when(text: str | None, tz: str, flag: str):
     try:
         moment = pd.Timestamp(text)
     except ValueError:
-        raise TrainingDataError(f"{flag} {text!r} is not a date or date-time; write e.g. 2024-06-01 or "
-                                "2024-06-01T12:00+05:30") from None
+        raise TrainingDataError(
+            f"{flag} {text!r} is not a date or date-time; write e.g. 2024-06-01 or 2024-06-01T12:00+05:30"
+        ) from None
     return (moment.tz_localize(tz) if moment.tzinfo is None else moment).to_pydatetime()
 
 
 def backtest(
-    file: Annotated[Path | None, typer.Argument(
-        metavar="FILE", help="labelled CSV or Parquet history, read with --mapping (or use --simulate N)")] = None,
-    mapping: Annotated[Path | None, typer.Option(
-        "--mapping", metavar="YAML", rich_help_panel=_SOURCE,
-        help="replay mapping for FILE, with a `label:` section (config/replay/*.yaml)")] = None,
-    simulate: Annotated[int | None, typer.Option(
-        "--simulate", min=1000, metavar="N", rich_help_panel=_SOURCE,
-        help="backtest on N simulated labelled transactions instead of a file (0.2 tx/s of simulated time)")] = None,
-    train_start: Annotated[str | None, typer.Option(
-        "--train-start", metavar="DATE", rich_help_panel="Windows",
-        help="training window start; earlier rows only build profiles (default: a quarter into the data)")] = None,
-    train_end: Annotated[str | None, typer.Option(
-        "--train-end", metavar="DATE", rich_help_panel="Windows",
-        help="training window end (exclusive); the model knows the labels known by then (default: test-start)")] = None,
-    test_start: Annotated[str | None, typer.Option(
-        "--test-start", metavar="DATE", rich_help_panel="Windows",
-        help="test window start (default: the last third of the data's days)")] = None,
-    test_end: Annotated[str | None, typer.Option(
-        "--test-end", metavar="DATE", rich_help_panel="Windows",
-        help="test window end, exclusive (default: the day after the last transaction)")] = None,
-    label_delay: Annotated[str | None, typer.Option(
-        "--label-delay", metavar="DURATION", rich_help_panel="Windows",
-        help="labels are known this long after their transaction, ISO-8601 (P7D, PT12H) (default: the mapping's "
-             "label.delay, or the simulator's label times)")] = None,
-    rolling: Annotated[int, typer.Option(
-        min=1, rich_help_panel="Windows", help="N consecutive windows, each moved on by the test length; "
-                                               "the report gives mean ± std")] = 1,
-    tz: Annotated[str, typer.Option(rich_help_panel="Windows",
-                                    help="time zone of dates without an offset, and of the daily metrics")]
-        = "Asia/Kolkata",
-    scores_out: Annotated[Path | None, typer.Option(
-        "--scores-out", metavar="CSV", rich_help_panel="Output",
-        help="per test transaction: the file's txn id and row, risk, model probability, decision, top reasons "
-             "(default: <report-dir>/scores.csv)")] = None,
-    report_dir: Annotated[Path | None, typer.Option(
-        "--report-dir", metavar="DIR", rich_help_panel="Output",
-        help="report.md, backtest.json and charts (default: <state_dir>/reports/backtest)")] = None,
-    rejects_out: Annotated[Path | None, typer.Option(
-        "--rejects-out", metavar="CSV", rich_help_panel="Output",
-        help="rows of FILE left out: row number, reason, every problem, label, raw row "
-             "(default: <report-dir>/rejects.csv)")] = None,
+    file: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="FILE", help="labelled CSV or Parquet history, read with --mapping (or use --simulate N)"
+        ),
+    ] = None,
+    mapping: Annotated[
+        Path | None,
+        typer.Option(
+            "--mapping",
+            metavar="YAML",
+            rich_help_panel=_SOURCE,
+            help="replay mapping for FILE, with a `label:` section (config/replay/*.yaml)",
+        ),
+    ] = None,
+    simulate: Annotated[
+        int | None,
+        typer.Option(
+            "--simulate",
+            min=1000,
+            metavar="N",
+            rich_help_panel=_SOURCE,
+            help="backtest on N simulated labelled transactions instead of a file (0.2 tx/s of simulated time)",
+        ),
+    ] = None,
+    train_start: Annotated[
+        str | None,
+        typer.Option(
+            "--train-start",
+            metavar="DATE",
+            rich_help_panel="Windows",
+            help="training window start; earlier rows only build profiles (default: a quarter into the data)",
+        ),
+    ] = None,
+    train_end: Annotated[
+        str | None,
+        typer.Option(
+            "--train-end",
+            metavar="DATE",
+            rich_help_panel="Windows",
+            help="training window end (exclusive); the model knows the labels known by then (default: test-start)",
+        ),
+    ] = None,
+    test_start: Annotated[
+        str | None,
+        typer.Option(
+            "--test-start",
+            metavar="DATE",
+            rich_help_panel="Windows",
+            help="test window start (default: the last third of the data's days)",
+        ),
+    ] = None,
+    test_end: Annotated[
+        str | None,
+        typer.Option(
+            "--test-end",
+            metavar="DATE",
+            rich_help_panel="Windows",
+            help="test window end, exclusive (default: the day after the last transaction)",
+        ),
+    ] = None,
+    label_delay: Annotated[
+        str | None,
+        typer.Option(
+            "--label-delay",
+            metavar="DURATION",
+            rich_help_panel="Windows",
+            help="labels are known this long after their transaction, ISO-8601 (P7D, PT12H) (default: the mapping's "
+            "label.delay, or the simulator's label times)",
+        ),
+    ] = None,
+    rolling: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            rich_help_panel="Windows",
+            help="N consecutive windows, each moved on by the test length; the report gives mean ± std",
+        ),
+    ] = 1,
+    tz: Annotated[
+        str,
+        typer.Option(rich_help_panel="Windows", help="time zone of dates without an offset, and of the daily metrics"),
+    ] = "Asia/Kolkata",
+    scores_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--scores-out",
+            metavar="CSV",
+            rich_help_panel="Output",
+            help="per test transaction: the file's txn id and row, risk, model probability, decision, top reasons "
+            "(default: <report-dir>/scores.csv)",
+        ),
+    ] = None,
+    report_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--report-dir",
+            metavar="DIR",
+            rich_help_panel="Output",
+            help="report.md, backtest.json and charts (default: <state_dir>/reports/backtest)",
+        ),
+    ] = None,
+    rejects_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--rejects-out",
+            metavar="CSV",
+            rich_help_panel="Output",
+            help="rows of FILE left out: row number, reason, every problem, label, raw row "
+            "(default: <report-dir>/rejects.csv)",
+        ),
+    ] = None,
     k: Annotated[int, typer.Option(min=1, rich_help_panel="Output", help="accounts per day for precision@k")] = 100,
-    alert_rate: Annotated[float, typer.Option(
-        min=0.0001, max=1.0, rich_help_panel="Output", help="share of transactions flagged for 'recall at a fixed "
-                                                            "alert rate'")] = 0.01,
+    alert_rate: Annotated[
+        float,
+        typer.Option(
+            min=0.0001,
+            max=1.0,
+            rich_help_panel="Output",
+            help="share of transactions flagged for 'recall at a fixed alert rate'",
+        ),
+    ] = 0.01,
     seed: Annotated[int, typer.Option(help="seeds the simulator and every model")] = 42,
-    rules: Annotated[Path | None, typer.Option(
-        "--rules", metavar="YAML", help="rules and risk policy (default: config/rules.yaml, as the stream)")] = None,
-    baselines: Annotated[bool, typer.Option(
-        "--baselines/--no-baselines", help="fit the logistic regression and random forest references")] = True,
-    tune: Annotated[bool, typer.Option("--tune/--no-tune", help="search the boosting grid on the training "
-                                                                  "window's latest slice")] = True,
+    rules: Annotated[
+        Path | None,
+        typer.Option(
+            "--rules", metavar="YAML", help="rules and risk policy (default: config/rules.yaml, as the stream)"
+        ),
+    ] = None,
+    baselines: Annotated[
+        bool,
+        typer.Option("--baselines/--no-baselines", help="fit the logistic regression and random forest references"),
+    ] = True,
+    tune: Annotated[
+        bool, typer.Option("--tune/--no-tune", help="search the boosting grid on the training window's latest slice")
+    ] = True,
     chunk_rows: Annotated[int, typer.Option(min=1000, help="rows mapped and folded at a time (memory)")] = 100_000,
 ) -> None:
     """Backtest txmon on labelled history: train on one window, score a later one as the stream would.
@@ -379,8 +529,9 @@ def backtest(
     if (file is None) == (simulate is None):
         raise TrainingDataError("give one source: FILE --mapping YAML, or --simulate N")
     if file is not None and mapping is None:
-        raise TrainingDataError("FILE needs --mapping YAML with a `label:` section "
-                                "(e.g. config/replay/card_transactions.yaml)")
+        raise TrainingDataError(
+            "FILE needs --mapping YAML with a `label:` section (e.g. config/replay/card_transactions.yaml)"
+        )
     if simulate is not None and (mapping is not None or rejects_out is not None):
         raise TrainingDataError("--mapping and --rejects-out go with FILE, not --simulate")
     delay = None
@@ -388,24 +539,38 @@ def backtest(
         try:
             delay = TypeAdapter(timedelta).validate_python(label_delay)
         except ValidationError:
-            raise TrainingDataError(f"--label-delay {label_delay!r} is not a duration; write e.g. P7D or PT12H") from None
-    windows = {flag: _when(value, tz, flag) for flag, value in (
-        ("--train-start", train_start), ("--train-end", train_end), ("--test-start", test_start),
-        ("--test-end", test_end))}
+            raise TrainingDataError(
+                f"--label-delay {label_delay!r} is not a duration; write e.g. P7D or PT12H"
+            ) from None
+    windows = {
+        flag: _when(value, tz, flag)
+        for flag, value in (
+            ("--train-start", train_start),
+            ("--train-end", train_end),
+            ("--test-start", test_start),
+            ("--test-end", test_end),
+        )
+    }
     report_dir = report_dir or load_settings().state_path / "reports" / "backtest"
     ruleset = load_rules(rules or DEFAULT_RULES)
     if file is not None:
         rejects_out = rejects_out or report_dir / "rejects.csv"
         source = bt.read_file(file, mapping, label_delay=delay, chunk_rows=chunk_rows, rejects_path=rejects_out)
-        typer.echo(f"data: {source.name}: {source.rows_read:,} rows, {len(source.transactions):,} transactions, "
-                   f"{int(source.transactions['is_fraud'].sum()):,} fraud")
-        typer.echo(f"{len(source.rejects):,} rows rejected ({source.rejected_fraud:,} of them labelled fraud); "
-                   f"details in {rejects_out}")
+        typer.echo(
+            f"data: {source.name}: {source.rows_read:,} rows, {len(source.transactions):,} transactions, "
+            f"{int(source.transactions['is_fraud'].sum()):,} fraud"
+        )
+        typer.echo(
+            f"{len(source.rejects):,} rows rejected ({source.rejected_fraud:,} of them labelled fraud); "
+            f"details in {rejects_out}"
+        )
     else:
         assert simulate is not None  # one source, checked above
         source = bt.simulated(simulate, seed, label_delay=delay, chunk_rows=chunk_rows)
-        typer.echo(f"data: {source.name}: {len(source.transactions):,} transactions, "
-                   f"{int(source.transactions['is_fraud'].sum()):,} fraud")
+        typer.echo(
+            f"data: {source.name}: {len(source.transactions):,} transactions, "
+            f"{int(source.transactions['is_fraud'].sum()):,} fraud"
+        )
     if all(v is None for v in windows.values()):
         window = bt.default_window(source.transactions["event_time"], tz)
         typer.echo(f"windows: none given, so the default split of the data's days: {window.describe()}")
@@ -414,18 +579,30 @@ def backtest(
         if missing:
             raise TrainingDataError(f"give {', '.join(missing)} too (or no window dates for the default split)")
         try:
-            window = bt.BacktestWindow(train_start=windows["--train-start"],
-                                       train_end=windows["--train-end"] or windows["--test-start"],
-                                       test_start=windows["--test-start"], test_end=windows["--test-end"])
+            window = bt.BacktestWindow(
+                train_start=windows["--train-start"],
+                train_end=windows["--train-end"] or windows["--test-start"],
+                test_start=windows["--test-start"],
+                test_end=windows["--test-end"],
+            )
         except ValidationError as exc:
             raise TrainingDataError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
-    config = bt.BacktestConfig(window=window, label_delay=delay, rolling=rolling, k=k, alert_rate=alert_rate, tz=tz,
-                               training=TrainingConfig(seed=seed, tune=tune), baselines=baselines,
-                               chunk_rows=chunk_rows)
+    config = bt.BacktestConfig(
+        window=window,
+        label_delay=delay,
+        rolling=rolling,
+        k=k,
+        alert_rate=alert_rate,
+        tz=tz,
+        training=TrainingConfig(seed=seed, tune=tune),
+        baselines=baselines,
+        chunk_rows=chunk_rows,
+    )
     result = bt.run(source, config, ruleset, log=typer.echo)
     command = "txmon " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    written = bt.write_outputs(result, scores_out=scores_out or report_dir / "scores.csv", report_dir=report_dir,
-                               command=command)
+    written = bt.write_outputs(
+        result, scores_out=scores_out or report_dir / "scores.csv", report_dir=report_dir, command=command
+    )
     rows = [("scorer", "ROC-AUC", "AP", f"card p@{k}", f"recall@{alert_rate:.2%}"), *bt.headline_rows(result)]
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for row in rows:
@@ -433,10 +610,13 @@ def backtest(
     verdict = result.verdict()
     if verdict:
         beat = sum(bool(v) for v in verdict.values())
-        typer.echo(f"txmon's risk score beats the baselines on {beat} of {len(verdict)} comparisons"
-                   + "".join(f"; not {name}" for name, v in verdict.items() if v is False))
+        typer.echo(
+            f"txmon's risk score beats the baselines on {beat} of {len(verdict)} comparisons"
+            + "".join(f"; not {name}" for name, v in verdict.items() if v is False)
+        )
     for note in result.notes:
         typer.echo(f"note: {note}")
     typer.echo(f"scores: {written['scores']}")
-    typer.echo(f"report: {written['report']} (+ backtest.json, pr_curve.png, score_distribution.png, "
-               "daily_precision.png)")
+    typer.echo(
+        f"report: {written['report']} (+ backtest.json, pr_curve.png, score_distribution.png, daily_precision.png)"
+    )

@@ -2,6 +2,7 @@
 
 The environment is read when :func:`models_dir` is called, never at import.
 """
+
 from __future__ import annotations
 
 import os

@@ -6,6 +6,7 @@ every confirmed fraud's label time, keyed by payee; the fold counts only labels 
 label_time has passed at each transaction, so no future knowledge leaks into
 ``payee_fraud_reports``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -21,8 +22,14 @@ if TYPE_CHECKING:
     from txmon.ingestion.events import TransactionEvent
     from txmon.ingestion.simulator import Label
 
-__all__ = ["LABEL_COLUMNS", "feature_store", "features_in_chunks", "fraud_label_times", "labelled_features",
-           "time_split"]
+__all__ = [
+    "LABEL_COLUMNS",
+    "feature_store",
+    "features_in_chunks",
+    "fraud_label_times",
+    "labelled_features",
+    "time_split",
+]
 
 LABEL_COLUMNS = ("is_fraud", "scenario", "label_time")
 
@@ -40,8 +47,10 @@ def fraud_label_times(transactions: pd.DataFrame) -> dict[str, list[tuple[int, i
 
     ``transactions`` needs payee_key, is_fraud, label_time and event_time columns.
     """
-    fraud = transactions.loc[transactions["is_fraud"].astype(bool) & transactions["payee_key"].notna(),
-                             ["payee_key", "label_time", "event_time"]]
+    fraud = transactions.loc[
+        transactions["is_fraud"].astype(bool) & transactions["payee_key"].notna(),
+        ["payee_key", "label_time", "event_time"],
+    ]
     # whatever the unit (ns from Python, us from Spark)
     labelled = epoch_micros(fraud["label_time"]) if len(fraud) else []
     made = epoch_micros(fraud["event_time"]) if len(fraud) else []
@@ -75,8 +84,9 @@ def feature_store(transactions: pd.DataFrame, label_delay_s: float = 0.0) -> Mem
     return MemoryProfileStore(fraud_labels=fraud_label_times(transactions), label_delay_s=label_delay_s)
 
 
-def features_in_chunks(transactions: pd.DataFrame, chunk_rows: int = 100_000,
-                       label_delay_s: float = 0.0) -> pd.DataFrame:
+def features_in_chunks(
+    transactions: pd.DataFrame, chunk_rows: int = 100_000, label_delay_s: float = 0.0
+) -> pd.DataFrame:
     """:func:`models.features.add_features` over labelled ``transactions`` (any order),
     folded in (event_time, txn_id) order ``chunk_rows`` at a time through one profile
     store, as the stream folds its micro-batches: the same features as one pass, with the
@@ -117,6 +127,6 @@ def time_split(frame: pd.DataFrame, holdout_fraction: float = 0.3) -> tuple[pd.D
     if train.empty or holdout.empty:
         raise TrainingDataError(
             f"cannot split {len(ordered)} transactions by time into training and hold-out "
-            "(too few rows or distinct timestamps); use more history")
+            "(too few rows or distinct timestamps); use more history"
+        )
     return train.reset_index(drop=True), holdout.reset_index(drop=True)
-

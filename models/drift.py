@@ -79,6 +79,7 @@ store lives here (a Cassandra store belongs next to the Cassandra code).
 >>> [(e.signal.value, e.n_seen, round(e.mean_before, 2)) for e in events]
 [('recall_among_frauds', 2048, 0.89)]
 """
+
 from __future__ import annotations
 
 import os
@@ -103,9 +104,20 @@ if TYPE_CHECKING:
     from river.drift import ADWIN
 
 __all__ = [
-    "FORMAT_VERSION", "LABEL_SIGNALS", "SCORE_SIGNALS", "Deltas", "DriftConfig", "DriftEvent",
-    "DriftMonitor", "DriftStateError", "DriftStateStore", "FileDriftStateStore", "ScoreReference", "Signal",
-    "deterministic_sample", "established",
+    "FORMAT_VERSION",
+    "LABEL_SIGNALS",
+    "SCORE_SIGNALS",
+    "Deltas",
+    "DriftConfig",
+    "DriftEvent",
+    "DriftMonitor",
+    "DriftStateError",
+    "DriftStateStore",
+    "FileDriftStateStore",
+    "ScoreReference",
+    "Signal",
+    "deterministic_sample",
+    "established",
 ]
 
 FORMAT_VERSION = 1
@@ -175,14 +187,21 @@ class DriftConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     deltas: Deltas = Field(default_factory=Deltas)
-    grace: int = Field(200, ge=1, description="values a detector must see before it may alarm "
-                                                "(again after every alarm)")
-    sample_size: int | None = Field(2_000, ge=1, description="rows per micro-batch fed to the "
-                                                              "score signals; None = every row")
+    grace: int = Field(
+        200, ge=1, description="values a detector must see before it may alarm (again after every alarm)"
+    )
+    sample_size: int | None = Field(
+        2_000, ge=1, description="rows per micro-batch fed to the score signals; None = every row"
+    )
     clock: int = Field(32, ge=1, description="ADWIN checks for change every `clock` values")
-    min_history_days: float = Field(LONG_HORIZON_S / 86_400, ge=0, description=(
-        "score signals take only transactions whose payer the stream has known this long "
-        "(days_since_first_seen): younger profiles' features are still filling"))
+    min_history_days: float = Field(
+        LONG_HORIZON_S / 86_400,
+        ge=0,
+        description=(
+            "score signals take only transactions whose payer the stream has known this long "
+            "(days_since_first_seen): younger profiles' features are still filling"
+        ),
+    )
 
     def detector(self, signal: Signal) -> ADWIN:
         # river pulls in scikit-learn: loaded when a detector is made.
@@ -272,11 +291,13 @@ def established(frame: pd.DataFrame, min_history_days: float) -> pd.DataFrame:
 
 
 def _score_values(frame: pd.DataFrame) -> dict[Signal, np.ndarray]:
-    missing = [c for c in ("fraud_probability", "anomaly_score", "amount_paise", "payer_count_1h")
-               if c not in frame.columns]
+    missing = [
+        c for c in ("fraud_probability", "anomaly_score", "amount_paise", "payer_count_1h") if c not in frame.columns
+    ]
     if missing:
-        raise ValueError(f"scored frame lacks columns {missing}; pass the frame after scoring "
-                         "(spark_jobs/detection.py adds them)")
+        raise ValueError(
+            f"scored frame lacks columns {missing}; pass the frame after scoring (spark_jobs/detection.py adds them)"
+        )
     return {
         Signal.FRAUD_PROBABILITY: frame["fraud_probability"].to_numpy(dtype=float),
         Signal.ANOMALY_SCORE: frame["anomaly_score"].to_numpy(dtype=float),
@@ -306,8 +327,13 @@ class ScoreReference(BaseModel):
     min_rows_per_hour: int = 50
 
     @classmethod
-    def from_frame(cls, frame: pd.DataFrame, points: int = 101, min_rows_per_hour: int = 50,
-                   min_history_days: float = LONG_HORIZON_S / 86_400) -> ScoreReference:
+    def from_frame(
+        cls,
+        frame: pd.DataFrame,
+        points: int = 101,
+        min_rows_per_hour: int = 50,
+        min_history_days: float = LONG_HORIZON_S / 86_400,
+    ) -> ScoreReference:
         """From a scored frame (``hour_ist`` + the score columns; ``anomaly`` is accepted
         for ``anomaly_score``). Hours with fewer than ``min_rows_per_hour`` rows use all hours.
 
@@ -327,7 +353,8 @@ class ScoreReference(BaseModel):
             overall = np.quantile(values, grid).tolist()
             out[signal.value] = [
                 np.quantile(values[hours == h], grid).tolist() if (hours == h).sum() >= min_rows_per_hour else overall
-                for h in range(24)]
+                for h in range(24)
+            ]
         return cls(quantiles=out, min_rows_per_hour=min_rows_per_hour)
 
     def transform(self, signal: Signal, values: np.ndarray, hours: np.ndarray) -> np.ndarray:
@@ -358,8 +385,9 @@ class DriftMonitor:
 
     # --- feeding
 
-    def observe(self, signal: Signal, values: Iterable[float], at: datetime, *,
-                model_version: str | None = None) -> list[DriftEvent]:
+    def observe(
+        self, signal: Signal, values: Iterable[float], at: datetime, *, model_version: str | None = None
+    ) -> list[DriftEvent]:
         """Feed ``values`` to one signal in order; an event for every alarm raised."""
         detector = self.detectors[signal]
         version = model_version if model_version is not None else self.model_version
@@ -375,19 +403,32 @@ class DriftMonitor:
             seen += 1
             if detector.drift_detected:
                 before, after = _from_raw(*raw), _window(detector)
-                events.append(DriftEvent(
-                    detected_at=at, signal=signal, n_seen=seen,
-                    mean_before=before[0], variance_before=before[1], width_before=before[2],
-                    mean_after=after[0], variance_after=after[1], width_after=after[2],
-                    model_version=version,
-                ))
+                events.append(
+                    DriftEvent(
+                        detected_at=at,
+                        signal=signal,
+                        n_seen=seen,
+                        mean_before=before[0],
+                        variance_before=before[1],
+                        width_before=before[2],
+                        mean_after=after[0],
+                        variance_after=after[1],
+                        width_after=after[2],
+                        model_version=version,
+                    )
+                )
         self.n_seen[signal] = seen
         self.n_alarms[signal] += len(events)
         return events
 
-    def update_scores(self, frame: pd.DataFrame, at: datetime, *,
-                      model_version: str | None = None,
-                      reference: ScoreReference | None = None) -> list[DriftEvent]:
+    def update_scores(
+        self,
+        frame: pd.DataFrame,
+        at: datetime,
+        *,
+        model_version: str | None = None,
+        reference: ScoreReference | None = None,
+    ) -> list[DriftEvent]:
         """Feed one scored micro-batch (columns ``fraud_probability``, ``anomaly_score``,
         ``amount_paise``, ``payer_count_1h``; ``txn_id`` for the sample).
 
@@ -411,8 +452,9 @@ class DriftMonitor:
             events += self.observe(signal, values.tolist(), at, model_version=model_version)
         return events
 
-    def update_labels(self, outcomes: pd.DataFrame, at: datetime, *,
-                      model_version: str | None = None) -> list[DriftEvent]:
+    def update_labels(
+        self, outcomes: pd.DataFrame, at: datetime, *, model_version: str | None = None
+    ) -> list[DriftEvent]:
         """Feed late labels joined with the stream's decisions (``is_fraud``, ``decision``).
 
         Frauds feed ``recall_among_frauds`` (1.0 if the decision was not APPROVE);
@@ -423,8 +465,9 @@ class DriftMonitor:
             return []
         missing = [c for c in ("is_fraud", "decision") if c not in outcomes.columns]
         if missing:
-            raise ValueError(f"label outcomes lack columns {missing}; join the labels with "
-                             "scored_transactions on txn_id first")
+            raise ValueError(
+                f"label outcomes lack columns {missing}; join the labels with scored_transactions on txn_id first"
+            )
         order = [c for c in ("label_time", "txn_id") if c in outcomes.columns]
         if "label_time" in order:
             outcomes = outcomes.sort_values(order, kind="stable")
@@ -432,8 +475,9 @@ class DriftMonitor:
         flagged = outcomes["decision"].astype(str).to_numpy() != APPROVE
         recall = flagged[is_fraud].astype(float).tolist()
         precision = is_fraud[flagged].astype(float).tolist()
-        return (self.observe(Signal.RECALL_AMONG_FRAUDS, recall, at, model_version=model_version)
-                + self.observe(Signal.PRECISION_OF_ALERTS, precision, at, model_version=model_version))
+        return self.observe(Signal.RECALL_AMONG_FRAUDS, recall, at, model_version=model_version) + self.observe(
+            Signal.PRECISION_OF_ALERTS, precision, at, model_version=model_version
+        )
 
     def new_model(self, version: str) -> None:
         """A new champion went live: restart the signals that depend on the model,
@@ -454,14 +498,17 @@ class DriftMonitor:
 
     def to_bytes(self) -> bytes:
         """Everything needed to carry on after a restart (format :data:`FORMAT_VERSION`)."""
-        return pickle.dumps({
-            "format": FORMAT_VERSION,
-            "config": self.config.model_dump(mode="json"),
-            "model_version": self.model_version,
-            "detectors": {s.value: d for s, d in self.detectors.items()},
-            "n_seen": {s.value: n for s, n in self.n_seen.items()},
-            "n_alarms": {s.value: n for s, n in self.n_alarms.items()},
-        }, protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps(
+            {
+                "format": FORMAT_VERSION,
+                "config": self.config.model_dump(mode="json"),
+                "model_version": self.model_version,
+                "detectors": {s.value: d for s, d in self.detectors.items()},
+                "n_seen": {s.value: n for s, n in self.n_seen.items()},
+                "n_alarms": {s.value: n for s, n in self.n_alarms.items()},
+            },
+            protocol=pickle.HIGHEST_PROTOCOL,
+        )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> DriftMonitor:
@@ -469,13 +516,22 @@ class DriftMonitor:
         try:
             state = pickle.loads(data)
             version = state["format"]
-        except (pickle.UnpicklingError, EOFError, KeyError, TypeError, AttributeError, ValueError,
-                ImportError, IndexError) as exc:
-            raise DriftStateError(f"drift state is damaged ({exc}); delete it to start the "
-                                  "detectors afresh") from exc
+        except (
+            pickle.UnpicklingError,
+            EOFError,
+            KeyError,
+            TypeError,
+            AttributeError,
+            ValueError,
+            ImportError,
+            IndexError,
+        ) as exc:
+            raise DriftStateError(f"drift state is damaged ({exc}); delete it to start the detectors afresh") from exc
         if version != FORMAT_VERSION:
-            raise DriftStateError(f"drift state has format {version}, this code reads {FORMAT_VERSION}; "
-                                  "delete it to start the detectors afresh")
+            raise DriftStateError(
+                f"drift state has format {version}, this code reads {FORMAT_VERSION}; "
+                "delete it to start the detectors afresh"
+            )
         monitor = cls(DriftConfig.model_validate(state["config"]), model_version=state["model_version"])
         monitor.detectors = {Signal(k): d for k, d in state["detectors"].items()}
         monitor.n_seen = {Signal(k): n for k, n in state["n_seen"].items()}

@@ -1,10 +1,17 @@
 """Errors of the detection models and their registry. Each message names the fix."""
+
 from __future__ import annotations
 
 from txmon.infra.errors import TxmonError
 
-__all__ = ["ModelError", "NoChampionError", "NothingToRollBackError", "RegistryError",
-           "TrainingDataError", "UnknownVersionError"]
+__all__ = [
+    "ModelError",
+    "NoChampionError",
+    "NothingToRollBackError",
+    "RegistryError",
+    "TrainingDataError",
+    "UnknownVersionError",
+]
 
 
 class ModelError(TxmonError):

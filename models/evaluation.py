@@ -22,6 +22,7 @@ risk_score (0-100), decision, is_fraud, scenario`` (and optionally
 - Recall per fraud scenario at the policy's thresholds: a transaction is flagged when
   its decision is not APPROVE. Alert rate: the share of transactions flagged.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -154,13 +155,19 @@ class EvaluationMetrics(_Frozen):
     def summary(self) -> dict[str, float | None]:
         """Flat name -> value, for metadata.json and tables."""
         out: dict[str, float | None] = {
-            "rows": float(self.rows), "frauds": float(self.frauds), "fraud_rate": self.fraud_rate,
-            "average_precision": self.risk.average_precision, "roc_auc": self.risk.roc_auc,
+            "rows": float(self.rows),
+            "frauds": float(self.frauds),
+            "fraud_rate": self.fraud_rate,
+            "average_precision": self.risk.average_precision,
+            "roc_auc": self.risk.roc_auc,
             f"daily_precision_at_{self.k}": self.risk.daily_precision_at_k,
             f"daily_precision_at_{self.k}_ceiling": self.daily_precision_ceiling,
             f"card_precision_at_{self.k}": self.risk.card_precision_at_k,
-            "fixed_rate_recall": self.risk.recall_at_alert_rate, "fixed_alert_rate": self.fixed_alert_rate,
-            "alert_rate": self.alert_rate, "block_rate": self.block_rate, "recall": self.recall,
+            "fixed_rate_recall": self.risk.recall_at_alert_rate,
+            "fixed_alert_rate": self.fixed_alert_rate,
+            "alert_rate": self.alert_rate,
+            "block_rate": self.block_rate,
+            "recall": self.recall,
         }
         for name, ranking in (("model", self.model), ("anomaly", self.anomaly)):
             if ranking is not None:
@@ -219,21 +226,36 @@ def precision_at_k(score: Sequence[float] | np.ndarray, positive: Sequence[bool]
     return float(expected / take)
 
 
-def daily_precision_at_k(frame: pd.DataFrame, k: int = DEFAULT_K, score: str = "risk_score",
-                         tz: str = DEFAULT_TZ) -> list[DailyPrecision]:
+def daily_precision_at_k(
+    frame: pd.DataFrame, k: int = DEFAULT_K, score: str = "risk_score", tz: str = DEFAULT_TZ
+) -> list[DailyPrecision]:
     """Per calendar day in ``tz``: rank payer accounts by their highest ``score`` that day,
     take the top k, report the share that had at least one fraud that day."""
     if frame.empty:
         return []
     day = pd.to_datetime(frame["event_time"], utc=True).dt.tz_convert(tz).dt.strftime("%Y-%m-%d")
-    accounts = (pd.DataFrame({"day": day.to_numpy(), "account": frame["payer_account"].to_numpy(),
-                              "score": frame[score].to_numpy(dtype=np.float64),
-                              "fraud": frame["is_fraud"].to_numpy(dtype=bool)})
-                .groupby(["day", "account"], sort=True).agg(score=("score", "max"), fraud=("fraud", "any")))
+    accounts = (
+        pd.DataFrame(
+            {
+                "day": day.to_numpy(),
+                "account": frame["payer_account"].to_numpy(),
+                "score": frame[score].to_numpy(dtype=np.float64),
+                "fraud": frame["is_fraud"].to_numpy(dtype=bool),
+            }
+        )
+        .groupby(["day", "account"], sort=True)
+        .agg(score=("score", "max"), fraud=("fraud", "any"))
+    )
     out = []
     for name, group in accounts.groupby(level="day", sort=True):
-        out.append(DailyPrecision(day=str(name), accounts=len(group), fraud_accounts=int(group["fraud"].sum()),
-                                  precision=precision_at_k(group["score"], group["fraud"], k)))
+        out.append(
+            DailyPrecision(
+                day=str(name),
+                accounts=len(group),
+                fraud_accounts=int(group["fraud"].sum()),
+                precision=precision_at_k(group["score"], group["fraud"], k),
+            )
+        )
     return out
 
 
@@ -241,8 +263,9 @@ def _days(frame: pd.DataFrame, tz: str) -> np.ndarray:
     return pd.to_datetime(frame["event_time"], utc=True).dt.tz_convert(tz).dt.strftime("%Y-%m-%d").to_numpy()
 
 
-def card_precision_at_k(frame: pd.DataFrame, k: int = DEFAULT_K, score: str = "risk_score",
-                        tz: str = DEFAULT_TZ) -> list[CardPrecisionDay]:
+def card_precision_at_k(
+    frame: pd.DataFrame, k: int = DEFAULT_K, score: str = "risk_score", tz: str = DEFAULT_TZ
+) -> list[CardPrecisionDay]:
     """The literature's card precision@k, per calendar day in ``tz`` (days in order).
 
     Each day, every account not yet detected is ranked by its highest ``score`` that day
@@ -262,26 +285,42 @@ def card_precision_at_k(frame: pd.DataFrame, k: int = DEFAULT_K, score: str = "r
         raise ValueError(f"k must be >= 1, got {k}")
     if frame.empty:
         return []
-    accounts = (pd.DataFrame({"day": _days(frame, tz), "account": frame["payer_account"].astype(str).to_numpy(),
-                              "score": frame[score].to_numpy(dtype=np.float64),
-                              "fraud": frame["is_fraud"].to_numpy(dtype=bool)})
-                .groupby(["day", "account"], sort=True).agg(score=("score", "max"), fraud=("fraud", "any"))
-                .reset_index())
+    accounts = (
+        pd.DataFrame(
+            {
+                "day": _days(frame, tz),
+                "account": frame["payer_account"].astype(str).to_numpy(),
+                "score": frame[score].to_numpy(dtype=np.float64),
+                "fraud": frame["is_fraud"].to_numpy(dtype=bool),
+            }
+        )
+        .groupby(["day", "account"], sort=True)
+        .agg(score=("score", "max"), fraud=("fraud", "any"))
+        .reset_index()
+    )
     detected: set[str] = set()
     out = []
     for day, group in accounts.groupby("day", sort=True):
         candidates = group[~group["account"].isin(detected)]
         top = candidates.sort_values(["score", "account"], ascending=[False, True], kind="mergesort").head(k)
         found = top.loc[top["fraud"], "account"].tolist()
-        out.append(CardPrecisionDay(day=str(day), accounts=len(group), candidates=len(candidates),
-                                    fraud_accounts=int(candidates["fraud"].sum()), detected=len(found),
-                                    precision=len(found) / k))
+        out.append(
+            CardPrecisionDay(
+                day=str(day),
+                accounts=len(group),
+                candidates=len(candidates),
+                fraud_accounts=int(candidates["fraud"].sum()),
+                detected=len(found),
+                precision=len(found) / k,
+            )
+        )
         detected.update(found)
     return out
 
 
-def recall_at_alert_rate(is_fraud: Sequence[bool], score: Sequence[float],
-                         alert_rate: float = DEFAULT_ALERT_RATE) -> float | None:
+def recall_at_alert_rate(
+    is_fraud: Sequence[bool], score: Sequence[float], alert_rate: float = DEFAULT_ALERT_RATE
+) -> float | None:
     """Share of frauds among the top ``alert_rate`` of transactions by ``score`` (at least
     one transaction; ties at the cut shared as in :func:`precision_at_k`). None without fraud.
 
@@ -306,9 +345,12 @@ def recall_by_scenario(frame: pd.DataFrame) -> list[ScenarioRecall]:
     flagged = fraud["decision"].astype(str) != FLAG_DECISIONS_EXCLUDE
     scenario = fraud["scenario"].astype("object").where(fraud["scenario"].notna(), "unknown").astype(str)
     table = pd.DataFrame({"scenario": scenario.to_numpy(), "flagged": flagged.to_numpy()}).groupby("scenario")
-    return [ScenarioRecall(scenario=str(name), frauds=len(g), flagged=int(g["flagged"].sum()),
-                           recall=float(g["flagged"].mean()))
-            for name, g in table]
+    return [
+        ScenarioRecall(
+            scenario=str(name), frauds=len(g), flagged=int(g["flagged"].sum()), recall=float(g["flagged"].mean())
+        )
+        for name, g in table
+    ]
 
 
 def _curve(is_fraud: np.ndarray, score: np.ndarray) -> PrCurve | None:
@@ -319,21 +361,26 @@ def _curve(is_fraud: np.ndarray, score: np.ndarray) -> PrCurve | None:
     precision, recall, _ = precision_recall_curve(is_fraud, score)
     _, by_recall = np.unique(np.round(recall * _CURVE_POINTS), return_index=True)  # even in recall
     keep = np.union1d(by_recall, np.linspace(0, len(precision) - 1, min(len(precision), _CURVE_POINTS)).astype(int))
-    return PrCurve(precision=tuple(np.round(precision[keep], 5).tolist()),
-                   recall=tuple(np.round(recall[keep], 5).tolist()))
+    return PrCurve(
+        precision=tuple(np.round(precision[keep], 5).tolist()), recall=tuple(np.round(recall[keep], 5).tolist())
+    )
 
 
-def ranking(frame: pd.DataFrame, column: str, k: int = DEFAULT_K, tz: str = DEFAULT_TZ,
-            alert_rate: float = DEFAULT_ALERT_RATE) -> RankingMetrics:
+def ranking(
+    frame: pd.DataFrame, column: str, k: int = DEFAULT_K, tz: str = DEFAULT_TZ, alert_rate: float = DEFAULT_ALERT_RATE
+) -> RankingMetrics:
     """Every ranking metric of one score column of a labelled frame (any score: txmon's
     risk or probability, or a baseline's), so all scores are measured the same way."""
     auc, ap = ranking_metrics(frame["is_fraud"], frame[column])
     daily = daily_precision_at_k(frame, k, column, tz)
     card = card_precision_at_k(frame, k, column, tz)
-    return RankingMetrics(roc_auc=auc, average_precision=ap,
-                          daily_precision_at_k=float(np.mean([d.precision for d in daily])) if daily else None,
-                          card_precision_at_k=float(np.mean([d.precision for d in card])) if card else None,
-                          recall_at_alert_rate=recall_at_alert_rate(frame["is_fraud"], frame[column], alert_rate))
+    return RankingMetrics(
+        roc_auc=auc,
+        average_precision=ap,
+        daily_precision_at_k=float(np.mean([d.precision for d in daily])) if daily else None,
+        card_precision_at_k=float(np.mean([d.precision for d in card])) if card else None,
+        recall_at_alert_rate=recall_at_alert_rate(frame["is_fraud"], frame[column], alert_rate),
+    )
 
 
 _ranking = ranking
@@ -345,8 +392,13 @@ def _ceiling(daily: Sequence[DailyPrecision], k: int) -> float | None:
     return float(np.mean([min(d.fraud_accounts, k, d.accounts) / min(k, d.accounts) for d in daily]))
 
 
-def evaluate_frame(frame: pd.DataFrame, k: int = DEFAULT_K, policy: RiskPolicy | None = None,
-                   tz: str = DEFAULT_TZ, alert_rate: float = DEFAULT_ALERT_RATE) -> EvaluationMetrics:
+def evaluate_frame(
+    frame: pd.DataFrame,
+    k: int = DEFAULT_K,
+    policy: RiskPolicy | None = None,
+    tz: str = DEFAULT_TZ,
+    alert_rate: float = DEFAULT_ALERT_RATE,
+) -> EvaluationMetrics:
     """Every metric of one scored, labelled frame (see the module docstring)."""
     required = ["txn_id", "payer_account", "event_time", "risk_score", "decision", "is_fraud", "scenario"]
     missing = [c for c in required if c not in frame.columns]
@@ -358,42 +410,57 @@ def evaluate_frame(frame: pd.DataFrame, k: int = DEFAULT_K, policy: RiskPolicy |
     flagged = frame["decision"].astype(str).to_numpy() != FLAG_DECISIONS_EXCLUDE
     notes = []
     if not y.any():
-        notes.append("the evaluation window has no fraud: ROC-AUC, average precision and recall are "
-                     "undefined; evaluate on a longer or more recent labelled history")
+        notes.append(
+            "the evaluation window has no fraud: ROC-AUC, average precision and recall are "
+            "undefined; evaluate on a longer or more recent labelled history"
+        )
     elif y.all():
         notes.append("every evaluated transaction is fraud: ranking metrics are undefined")
     # Rankings use the risk before rounding when the frame has it (models.risk.risk_values):
     # whole points tie transactions the model tells apart.
     risk = "risk_exact" if "risk_exact" in frame.columns else "risk_score"
     curves = {}
-    for name, column in (("risk score", risk), ("model probability", "fraud_probability"),
-                         ("anomaly", "anomaly")):
+    for name, column in (("risk score", risk), ("model probability", "fraud_probability"), ("anomaly", "anomaly")):
         if column in frame.columns:
             curve = _curve(y, frame[column].to_numpy(dtype=np.float64))
             if curve is not None:
                 curves[name] = curve
     daily = tuple(daily_precision_at_k(frame, k, risk, tz))
     return EvaluationMetrics(
-        rows=len(frame), frauds=int(y.sum()), fraud_rate=float(y.mean()), k=k, tz=tz,
-        alert_rate=float(flagged.mean()), block_rate=float((frame["decision"].astype(str) == "BLOCK").mean()),
+        rows=len(frame),
+        frauds=int(y.sum()),
+        fraud_rate=float(y.mean()),
+        k=k,
+        tz=tz,
+        alert_rate=float(flagged.mean()),
+        block_rate=float((frame["decision"].astype(str) == "BLOCK").mean()),
         recall=float(flagged[y].mean()) if y.any() else None,
         risk=ranking(frame, risk, k, tz, alert_rate),
         model=ranking(frame, "fraud_probability", k, tz, alert_rate) if "fraud_probability" in frame.columns else None,
         anomaly=ranking(frame, "anomaly", k, tz, alert_rate) if "anomaly" in frame.columns else None,
-        daily=daily, daily_precision_ceiling=_ceiling(daily, k),
-        card_daily=tuple(card_precision_at_k(frame, k, risk, tz)), fixed_alert_rate=alert_rate,
+        daily=daily,
+        daily_precision_ceiling=_ceiling(daily, k),
+        card_daily=tuple(card_precision_at_k(frame, k, risk, tz)),
+        fixed_alert_rate=alert_rate,
         by_scenario=tuple(recall_by_scenario(frame)),
         policy=(policy or RiskPolicy()).model_dump(),
-        curves=curves, notes=tuple(notes),
+        curves=curves,
+        notes=tuple(notes),
     )
 
 
 # ------------------------------------------------------------------------ offline path
 
 
-def score_labelled(events: Sequence[TransactionEvent], labels: Iterable[Label], bundle: ModelBundle,
-                   policy: RiskPolicy, rules_score: RuleScores = None, *,
-                   since: pd.Timestamp | None = None) -> pd.DataFrame:
+def score_labelled(
+    events: Sequence[TransactionEvent],
+    labels: Iterable[Label],
+    bundle: ModelBundle,
+    policy: RiskPolicy,
+    rules_score: RuleScores = None,
+    *,
+    since: pd.Timestamp | None = None,
+) -> pd.DataFrame:
     """Features of the whole history, scored and labelled; rows before ``since`` dropped.
 
     Earlier rows still warm up the behavioural profiles, exactly as the stream's state
@@ -405,9 +472,17 @@ def score_labelled(events: Sequence[TransactionEvent], labels: Iterable[Label], 
     return score_frame(features, bundle, policy, rules_score)
 
 
-def evaluate_offline(events: Sequence[TransactionEvent], labels: Iterable[Label], bundle: ModelBundle,
-                     policy: RiskPolicy, rules_score: RuleScores = None, *, k: int = DEFAULT_K,
-                     since: pd.Timestamp | None = None, tz: str = DEFAULT_TZ) -> EvaluationMetrics:
+def evaluate_offline(
+    events: Sequence[TransactionEvent],
+    labels: Iterable[Label],
+    bundle: ModelBundle,
+    policy: RiskPolicy,
+    rules_score: RuleScores = None,
+    *,
+    k: int = DEFAULT_K,
+    since: pd.Timestamp | None = None,
+    tz: str = DEFAULT_TZ,
+) -> EvaluationMetrics:
     """Compute features, score with ``bundle``, combine with ``rules_score`` under ``policy``,
     and measure against ``labels`` (transactions at or after ``since`` only)."""
     return evaluate_frame(score_labelled(events, labels, bundle, policy, rules_score, since=since), k, policy, tz)
@@ -425,21 +500,29 @@ def _fmt(value: float | None, pct: bool = False) -> str:
 def metrics_table(metrics: EvaluationMetrics) -> list[tuple[str, str]]:
     """(name, formatted value) rows: what the CLI prints and the report starts with."""
     rows = [("transactions", f"{metrics.rows:,}"), ("frauds", f"{metrics.frauds:,} ({_fmt(metrics.fraud_rate, True)})")]
-    for label, rank in (("risk score", metrics.risk), ("model probability", metrics.model),
-                        ("anomaly", metrics.anomaly)):
+    for label, rank in (
+        ("risk score", metrics.risk),
+        ("model probability", metrics.model),
+        ("anomaly", metrics.anomaly),
+    ):
         if rank is None:
             continue
-        rows += [(f"{label}: average precision", _fmt(rank.average_precision)),
-                 (f"{label}: ROC-AUC", _fmt(rank.roc_auc)),
-                 (f"{label}: daily precision@{metrics.k}", _fmt(rank.daily_precision_at_k)),
-                 (f"{label}: card precision@{metrics.k} (literature)", _fmt(rank.card_precision_at_k)),
-                 (f"{label}: recall at {_fmt(metrics.fixed_alert_rate, True)} alerts",
-                  _fmt(rank.recall_at_alert_rate, True))]
-    rows += [(f"daily precision@{metrics.k} ceiling (accounts with fraud / k)",
-              _fmt(metrics.daily_precision_ceiling))]
-    rows += [("alert rate (REVIEW or BLOCK)", _fmt(metrics.alert_rate, True)),
-             ("block rate", _fmt(metrics.block_rate, True)),
-             ("recall (all frauds)", _fmt(metrics.recall, True))]
+        rows += [
+            (f"{label}: average precision", _fmt(rank.average_precision)),
+            (f"{label}: ROC-AUC", _fmt(rank.roc_auc)),
+            (f"{label}: daily precision@{metrics.k}", _fmt(rank.daily_precision_at_k)),
+            (f"{label}: card precision@{metrics.k} (literature)", _fmt(rank.card_precision_at_k)),
+            (
+                f"{label}: recall at {_fmt(metrics.fixed_alert_rate, True)} alerts",
+                _fmt(rank.recall_at_alert_rate, True),
+            ),
+        ]
+    rows += [(f"daily precision@{metrics.k} ceiling (accounts with fraud / k)", _fmt(metrics.daily_precision_ceiling))]
+    rows += [
+        ("alert rate (REVIEW or BLOCK)", _fmt(metrics.alert_rate, True)),
+        ("block rate", _fmt(metrics.block_rate, True)),
+        ("recall (all frauds)", _fmt(metrics.recall, True)),
+    ]
     rows += [(f"recall: {s.scenario}", f"{_fmt(s.recall, True)} ({s.flagged}/{s.frauds})") for s in metrics.by_scenario]
     return rows
 
@@ -470,11 +553,18 @@ def write_report(metrics: EvaluationMetrics, path_dir: str | Path, title: str = 
     lines = [f"# {title}", ""]
     lines += [f"> {note}" for note in metrics.notes] + ([""] if metrics.notes else [])
     lines += ["| metric | value |", "| --- | --- |"] + [f"| {n} | {v} |" for n, v in metrics_table(metrics)]
-    lines += ["", f"Policy: {', '.join(f'{k}={v}' for k, v in metrics.policy.items())}. "
-              "Flagged = decision REVIEW or BLOCK.", ""]
+    lines += [
+        "",
+        f"Policy: {', '.join(f'{k}={v}' for k, v in metrics.policy.items())}. Flagged = decision REVIEW or BLOCK.",
+        "",
+    ]
     if metrics.daily:
-        lines += [f"## Daily precision@{metrics.k} (risk score, {metrics.tz} days)", "",
-                  "| day | accounts | accounts with fraud | precision |", "| --- | --- | --- | --- |"]
+        lines += [
+            f"## Daily precision@{metrics.k} (risk score, {metrics.tz} days)",
+            "",
+            "| day | accounts | accounts with fraud | precision |",
+            "| --- | --- | --- | --- |",
+        ]
         lines += [f"| {d.day} | {d.accounts:,} | {d.fraud_accounts:,} | {d.precision:.4f} |" for d in metrics.daily]
         lines.append("")
     if metrics.by_scenario:

@@ -18,6 +18,7 @@ payer's transactions in (t - 5 min, t], this one included. History-relative feat
 (mean, z-score, new payee, new device, time and distance from the previous) look only
 at transactions *before* this one.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -32,17 +33,17 @@ if TYPE_CHECKING:
 
 MICROS = 1_000_000
 WINDOWS_S = {"5m": 300, "1h": 3600, "24h": 86400}
-NIGHT_HOURS_IST = range(5)          # 00:00-04:59 IST
+NIGHT_HOURS_IST = range(5)  # 00:00-04:59 IST
 IST_OFFSET_S = 5 * 3600 + 1800
-SMALL_AMOUNT_PAISE = 200_00            # <= Rs 200: card-testing sized
+SMALL_AMOUNT_PAISE = 200_00  # <= Rs 200: card-testing sized
 THRESHOLDS_PAISE = (50_000_00, 10_00_000_00)  # Rs 50k (PAN) and Rs 10 lakh (CTR) reporting lines
-NEAR_THRESHOLD_BAND = 0.10             # within 10% below a threshold
-NO_PREVIOUS_S = 10_000_000.0           # "no previous transaction": ~116 days
-NO_FRAUD_DAYS = 999.0                  # "no known fraud": longer ago than any profile remembers
+NEAR_THRESHOLD_BAND = 0.10  # within 10% below a threshold
+NO_PREVIOUS_S = 10_000_000.0  # "no previous transaction": ~116 days
+NO_FRAUD_DAYS = 999.0  # "no known fraud": longer ago than any profile remembers
 MAX_KNOWN_PAYEES = 500
 MAX_KNOWN_DEVICES = 20
-NEW_DEVICE_S = 3600                    # a device counts as new for its first hour
-PAYER_STATE_TTL_S = 30 * 86400         # profiles idle this long are dropped
+NEW_DEVICE_S = 3600  # a device counts as new for its first hour
+PAYER_STATE_TTL_S = 30 * 86400  # profiles idle this long are dropped
 # Longer views (1, 7 and 30 days) come from fixed 6-hour buckets rather than the events
 # themselves: a 30-day profile stays at most 121 small entries whatever the traffic, and a
 # window (t - w, t] is summed from the buckets wholly after t - w (between w - 6 h and w).
@@ -57,50 +58,99 @@ AGGREGATE_WINDOWS_S = {"tumble_1m": 60, "tumble_5m": 300}
 SLIDING_HOUR = ("slide_1h", 3600, "tumble_5m")  # derived kind, size (s), the stored kind it sums
 
 # Inputs every fold needs, in this order (typed columns of the transactions table).
-INPUT_COLUMNS = ("txn_id", "event_time", "payer_account", "payee_key", "amount_paise", "device_id",
-                 "lat", "lon", "status")
+INPUT_COLUMNS = (
+    "txn_id",
+    "event_time",
+    "payer_account",
+    "payee_key",
+    "amount_paise",
+    "device_id",
+    "lat",
+    "lon",
+    "status",
+)
 
 PAYER_FEATURES = (
-    "payer_count_5m", "payer_count_1h", "payer_count_24h",
-    "payer_sum_5m", "payer_sum_1h", "payer_sum_24h",
-    "payer_payees_5m", "payer_payees_1h", "payer_payees_24h",
-    "payer_history_count", "amount_to_mean", "amount_zscore",
-    "is_new_payee", "is_new_device", "hour_ist", "is_night",
-    "secs_since_prev", "km_from_prev", "kmh_from_prev",
-    "payer_failed_1h", "payer_small_1h", "payer_near_threshold_24h",
+    "payer_count_5m",
+    "payer_count_1h",
+    "payer_count_24h",
+    "payer_sum_5m",
+    "payer_sum_1h",
+    "payer_sum_24h",
+    "payer_payees_5m",
+    "payer_payees_1h",
+    "payer_payees_24h",
+    "payer_history_count",
+    "amount_to_mean",
+    "amount_zscore",
+    "is_new_payee",
+    "is_new_device",
+    "hour_ist",
+    "is_night",
+    "secs_since_prev",
+    "km_from_prev",
+    "kmh_from_prev",
+    "payer_failed_1h",
+    "payer_small_1h",
+    "payer_near_threshold_24h",
     # 7- and 30-day spending (this transaction included) and this amount against the
     # mean and spread of the days before it; how long the customer has been known.
-    "payer_count_7d", "payer_sum_7d", "payer_mean_7d",
-    "payer_count_30d", "payer_sum_30d", "payer_mean_30d",
-    "amount_to_mean_7d", "amount_to_mean_30d", "amount_zscore_30d",
-    "days_since_first_seen", "is_weekend_ist",
+    "payer_count_7d",
+    "payer_sum_7d",
+    "payer_mean_7d",
+    "payer_count_30d",
+    "payer_sum_30d",
+    "payer_mean_30d",
+    "amount_to_mean_7d",
+    "amount_to_mean_30d",
+    "amount_zscore_30d",
+    "days_since_first_seen",
+    "is_weekend_ist",
 )
 PAYEE_FEATURES = (
-    "payee_payers_1h", "payee_count_1h",
+    "payee_payers_1h",
+    "payee_count_1h",
     # The payee's (merchant's, terminal's) volume over 1, 7 and 30 days, this one included.
-    "payee_count_1d", "payee_count_7d", "payee_count_30d",
+    "payee_count_1d",
+    "payee_count_7d",
+    "payee_count_30d",
 )
 LABEL_FEATURES = (
     "payee_fraud_reports",
     # Known frauds / transactions at this payee over 1, 7 and 30 days: a fraud counts once
     # its label has arrived (label time <= this transaction's time), never before.
-    "payee_fraud_rate_1d", "payee_fraud_rate_7d", "payee_fraud_rate_30d",
+    "payee_fraud_rate_1d",
+    "payee_fraud_rate_7d",
+    "payee_fraud_rate_30d",
     # Frauds at this payee whose labels arrived in the last 7 days: a compromised
     # terminal keeps producing fresh reports long after its first fraud.
     "payee_reports_7d",
     # How long this payee has been producing known fraud: days from the transaction time of
     # its oldest and of its newest known fraud (within the profile's horizon) to now, and
     # how many: a compromised terminal keeps producing fraud for a while, then stops.
-    "payee_fraud_days_since_first", "payee_fraud_days_since_last", "payee_known_frauds_30d",
+    "payee_fraud_days_since_first",
+    "payee_fraud_days_since_last",
+    "payee_known_frauds_30d",
 )
 FEATURES = ("amount_paise", *PAYER_FEATURES, *PAYEE_FEATURES, *LABEL_FEATURES)
 """Every feature column, in the order models see them."""
 
 INTEGER_FEATURES = frozenset(
-    f for f in FEATURES if f.startswith(("payer_count", "payer_sum", "payer_payees", "payee_payers",
-                                         "payee_count", "is_"))
-    or f in ("payee_known_frauds_30d", "amount_paise", "payer_history_count", "hour_ist", "payer_failed_1h", "payer_small_1h",
-             "payer_near_threshold_24h", "payee_fraud_reports", "payee_reports_7d")
+    f
+    for f in FEATURES
+    if f.startswith(("payer_count", "payer_sum", "payer_payees", "payee_payers", "payee_count", "is_"))
+    or f
+    in (
+        "payee_known_frauds_30d",
+        "amount_paise",
+        "payer_history_count",
+        "hour_ist",
+        "payer_failed_1h",
+        "payer_small_1h",
+        "payer_near_threshold_24h",
+        "payee_fraud_reports",
+        "payee_reports_7d",
+    )
 )
 
 
@@ -129,22 +179,35 @@ def near_threshold(amount_paise: int) -> bool:
 class PayerState:
     """Everything we remember about one payer. Bounded: 24 h of events, capped sets."""
 
-    n: int = 0                 # transactions seen
-    mean: float = 0.0          # running mean of amount (Welford)
-    m2: float = 0.0            # running sum of squared deviations
+    n: int = 0  # transactions seen
+    mean: float = 0.0  # running mean of amount (Welford)
+    m2: float = 0.0  # running sum of squared deviations
     last_us: int | None = None
     last_lat: float | None = None
     last_lon: float | None = None
-    recent: deque = field(default_factory=deque)   # (t_us, amount, payee, failed) within 24 h
-    payees: dict = field(default_factory=dict)     # payee -> last t_us (capped)
-    devices: dict = field(default_factory=dict)    # device -> [first t_us, history count then] (capped)
+    recent: deque = field(default_factory=deque)  # (t_us, amount, payee, failed) within 24 h
+    payees: dict = field(default_factory=dict)  # payee -> last t_us (capped)
+    devices: dict = field(default_factory=dict)  # device -> [first t_us, history count then] (capped)
     first_us: int | None = None
-    buckets: dict = field(default_factory=dict)    # 6-hour bucket -> [count, sum, sum of squares], 30 days
+    buckets: dict = field(default_factory=dict)  # 6-hour bucket -> [count, sum, sum of squares], 30 days
 
     def to_json(self) -> str:
-        return json.dumps([self.n, self.mean, self.m2, self.last_us, self.last_lat, self.last_lon,
-                           list(self.recent), self.payees, self.devices, self.first_us, self.buckets],
-                          separators=(",", ":"))
+        return json.dumps(
+            [
+                self.n,
+                self.mean,
+                self.m2,
+                self.last_us,
+                self.last_lat,
+                self.last_lon,
+                list(self.recent),
+                self.payees,
+                self.devices,
+                self.first_us,
+                self.buckets,
+            ],
+            separators=(",", ":"),
+        )
 
     @classmethod
     def from_json(cls, text: str) -> PayerState:
@@ -208,8 +271,16 @@ def _cap(d: dict, limit: int) -> None:
             del d[key]
 
 
-def payer_fold(state: PayerState, t_us: int, payee: str | None, amount: int, device: str | None,
-               lat: float | None, lon: float | None, failed: bool) -> tuple:
+def payer_fold(
+    state: PayerState,
+    t_us: int,
+    payee: str | None,
+    amount: int,
+    device: str | None,
+    lat: float | None,
+    lon: float | None,
+    failed: bool,
+) -> tuple:
     """Features of one transaction given the payer's state; updates the state. Returns
     values in PAYER_FEATURES order."""
     # windows over (t - w, t], this transaction included
@@ -257,7 +328,7 @@ def payer_fold(state: PayerState, t_us: int, payee: str | None, amount: int, dev
     zscore_30d = 0.0
     if prior_30d[0] >= 2:
         mean_30d = prior_30d[1] / prior_30d[0]
-        var_30d = max(0.0, (prior_30d[2] - prior_30d[0] * mean_30d ** 2) / (prior_30d[0] - 1))
+        var_30d = max(0.0, (prior_30d[2] - prior_30d[0] * mean_30d**2) / (prior_30d[0] - 1))
         zscore_30d = (amount - mean_30d) / math.sqrt(var_30d) if var_30d > 0 else 0.0
     first_us = state.first_us if state.first_us is not None else t_us
     days_known = max(0.0, (t_us - first_us) / (86400 * MICROS))
@@ -294,11 +365,35 @@ def payer_fold(state: PayerState, t_us: int, payee: str | None, amount: int, dev
     bucket[2] += amount * amount
     _prune_buckets(state.buckets, t_us)
 
-    return (*counts, *sums, *payees, history, round(to_mean, 6), round(zscore, 6), new_payee, new_device,
-            hour, int(hour in NIGHT_HOURS_IST), round(since, 3), round(km, 3), round(kmh, 3),
-            failed_1h, small_1h, near_24h,
-            count_7d, sum_7d, round(sum_7d / count_7d, 3), count_30d, sum_30d, round(sum_30d / count_30d, 3),
-            round(to_mean_7d, 6), round(to_mean_30d, 6), round(zscore_30d, 6), round(days_known, 4), weekend)
+    return (
+        *counts,
+        *sums,
+        *payees,
+        history,
+        round(to_mean, 6),
+        round(zscore, 6),
+        new_payee,
+        new_device,
+        hour,
+        int(hour in NIGHT_HOURS_IST),
+        round(since, 3),
+        round(km, 3),
+        round(kmh, 3),
+        failed_1h,
+        small_1h,
+        near_24h,
+        count_7d,
+        sum_7d,
+        round(sum_7d / count_7d, 3),
+        count_30d,
+        sum_30d,
+        round(sum_30d / count_30d, 3),
+        round(to_mean_7d, 6),
+        round(to_mean_30d, 6),
+        round(zscore_30d, 6),
+        round(days_known, 4),
+        weekend,
+    )
 
 
 def event_windows(t_us: int) -> list[tuple[str, int, int]]:
@@ -341,7 +436,7 @@ def payer_windows(state: PayerState, times_us) -> list[tuple]:
     for (kind, start), end in sorted(wanted.items()):
         if start <= horizon:
             continue
-        inside = events[bisect.bisect_left(times, start):bisect.bisect_left(times, end)]
+        inside = events[bisect.bisect_left(times, start) : bisect.bisect_left(times, end)]
         if inside:
             amounts = [r[1] for r in inside]
             payees = frozenset(r[2] for r in inside if r[2] is not None)
@@ -374,8 +469,17 @@ def sliding_hours(buckets) -> list[tuple]:
     for start in sorted(starts, reverse=True):
         inside = [by_start[t] for t in range(start, start + per_window * step, step) if t in by_start]
         payees = set().union(*(b[4] or () for b in inside))
-        rows.append((kind, start, start + size_s * MICROS, sum(b[1] for b in inside), sum(b[2] for b in inside),
-                     max(b[3] for b in inside), len(payees)))
+        rows.append(
+            (
+                kind,
+                start,
+                start + size_s * MICROS,
+                sum(b[1] for b in inside),
+                sum(b[2] for b in inside),
+                max(b[3] for b in inside),
+                len(payees),
+            )
+        )
     return rows
 
 
@@ -385,7 +489,7 @@ class PayeeState:
     the last 30 days."""
 
     recent: deque = field(default_factory=deque)  # (t_us, payer)
-    buckets: dict = field(default_factory=dict)   # 6-hour bucket -> transactions
+    buckets: dict = field(default_factory=dict)  # 6-hour bucket -> transactions
 
     def to_json(self) -> str:
         return json.dumps([list(self.recent), self.buckets], separators=(",", ":"))
@@ -445,8 +549,9 @@ def fraud_reports_before(label_times_us: list[int], t_us: int) -> int:
     return bisect.bisect_right(label_times_us, t_us)
 
 
-def payee_label_features(frauds: list[tuple[int, int]], label_times: list[int], t_us: int,
-                         window_counts: tuple[int, ...], delay_us: int = 0) -> tuple:
+def payee_label_features(
+    frauds: list[tuple[int, int]], label_times: list[int], t_us: int, window_counts: tuple[int, ...], delay_us: int = 0
+) -> tuple:
     """LABEL_FEATURES of one transaction at ``t_us``: ``frauds`` are this payee's
     confirmed frauds as (label time, transaction time) sorted by label time (and
     ``label_times`` their label times alone); ``window_counts`` the payee's transactions
@@ -489,6 +594,7 @@ def payee_label_features(frauds: list[tuple[int, int]], label_times: list[int], 
 
 # -------------------------------------------------------------- profiles and frames
 
+
 class ProfileStore:
     """Where per-key profiles live between micro-batches. ``load`` returns JSON texts.
 
@@ -521,8 +627,9 @@ class MemoryProfileStore(ProfileStore):
     """Profiles in a dict: batch backfills, training, tests. Starts empty. With
     ``keep_windows``, the latest account_aggregates row per (payer, kind, start) too."""
 
-    def __init__(self, fraud_labels: dict[str, list] | None = None, keep_windows: bool = False,
-                 label_delay_s: float = 0.0) -> None:
+    def __init__(
+        self, fraud_labels: dict[str, list] | None = None, keep_windows: bool = False, label_delay_s: float = 0.0
+    ) -> None:
         """``fraud_labels``: payee -> (label time, transaction time) pairs in µs, or bare
         label times (the transaction then counts as made when it was labelled)."""
         self.profiles: dict[tuple[str, str], str] = {}
@@ -606,8 +713,9 @@ def add_payee_features(pdf, store: ProfileStore):
             state = states[payee] = PayeeState()
         folded, matured = payee_fold(state, t, payer, delay)
         rows.append(folded)
-        label_rows.append(payee_label_features(frauds.get(payee, no_frauds), label_times.get(payee, no_frauds), t,
-                                               matured, delay))
+        label_rows.append(
+            payee_label_features(frauds.get(payee, no_frauds), label_times.get(payee, no_frauds), t, matured, delay)
+        )
     store.save("payee", {k: v.to_json() for k, v in states.items()})
     out = pd.concat([pdf, pd.DataFrame(rows, columns=list(PAYEE_FEATURES), dtype="int64")], axis=1)
     labels = pd.DataFrame(label_rows, columns=list(LABEL_FEATURES))
@@ -635,8 +743,15 @@ def add_payer_features(pdf, store: ProfileStore):
     windows: dict[tuple, tuple] = {}
     flush_after = (WINDOWS_S["24h"] - max(AGGREGATE_WINDOWS_S.values())) * MICROS
     for t, payer, payee, amount, device, lat, lon, status in zip(
-            times, payers, pdf["payee_key"].tolist(), pdf["amount_paise"].tolist(), pdf["device_id"].tolist(),
-            pdf["lat"].tolist(), pdf["lon"].tolist(), pdf["status"].tolist()):
+        times,
+        payers,
+        pdf["payee_key"].tolist(),
+        pdf["amount_paise"].tolist(),
+        pdf["device_id"].tolist(),
+        pdf["lat"].tolist(),
+        pdf["lon"].tolist(),
+        pdf["status"].tolist(),
+    ):
         state = states.get(payer)
         if state is None:
             state = states[payer] = PayerState()
@@ -645,13 +760,25 @@ def add_payer_features(pdf, store: ProfileStore):
                 windows.update(((payer, w[0], w[1]), (payer, *w)) for w in payer_windows(state, pending.pop(payer)))
             pending.setdefault(payer, []).append(t)
         lat, lon = _clean(lat), _clean(lon)
-        rows.append(payer_fold(state, t, _clean(payee), int(amount), _clean(device),
-                               None if lat is None else float(lat), None if lon is None else float(lon),
-                               status == "FAILED"))
+        rows.append(
+            payer_fold(
+                state,
+                t,
+                _clean(payee),
+                int(amount),
+                _clean(device),
+                None if lat is None else float(lat),
+                None if lon is None else float(lon),
+                status == "FAILED",
+            )
+        )
     store.save("payer", {k: v.to_json() for k, v in states.items()})
     if store.keeps_windows:
-        windows.update(((payer, w[0], w[1]), (payer, *w))
-                       for payer, times in pending.items() for w in payer_windows(states[payer], times))
+        windows.update(
+            ((payer, w[0], w[1]), (payer, *w))
+            for payer, times in pending.items()
+            for w in payer_windows(states[payer], times)
+        )
         store.save_windows(list(windows.values()))
     feats = pd.DataFrame(rows, columns=list(PAYER_FEATURES))
     for name in PAYER_FEATURES:
@@ -670,14 +797,26 @@ def transactions_frame(events) -> pd.DataFrame:
     """Contract events -> the typed transactions frame the features expect (no Spark)."""
     import pandas as pd
 
-    rows = [{
-        "txn_id": e.txn_id, "event_time": e.event_time, "channel": str(e.channel), "txn_type": str(e.txn_type),
-        "payer_account": e.payer.account_number, "payee_account": e.payee.account_number,
-        "payee_vpa": e.payee.vpa, "payee_key": e.payee.account_number or e.payee.vpa,
-        "amount_paise": e.amount_paise, "mcc": e.mcc, "device_id": e.device_id,
-        "lat": e.geo.lat if e.geo else None, "lon": e.geo.lon if e.geo else None,
-        "city": e.geo.city if e.geo else None, "status": str(e.status),
-    } for e in events]
+    rows = [
+        {
+            "txn_id": e.txn_id,
+            "event_time": e.event_time,
+            "channel": str(e.channel),
+            "txn_type": str(e.txn_type),
+            "payer_account": e.payer.account_number,
+            "payee_account": e.payee.account_number,
+            "payee_vpa": e.payee.vpa,
+            "payee_key": e.payee.account_number or e.payee.vpa,
+            "amount_paise": e.amount_paise,
+            "mcc": e.mcc,
+            "device_id": e.device_id,
+            "lat": e.geo.lat if e.geo else None,
+            "lon": e.geo.lon if e.geo else None,
+            "city": e.geo.city if e.geo else None,
+            "status": str(e.status),
+        }
+        for e in events
+    ]
     frame = pd.DataFrame(rows)
     frame["event_time"] = pd.to_datetime(frame["event_time"], utc=True)
     return frame

@@ -1,4 +1,5 @@
 """What the registry records beside each model (``metadata.json``)."""
+
 from __future__ import annotations
 
 import platform
@@ -51,6 +52,9 @@ def library_versions() -> dict[str, str]:
     import pandas
     import sklearn
 
-    return {"python": platform.python_version(), "sklearn": sklearn.__version__,
-            "numpy": numpy.__version__, "pandas": pandas.__version__}
-
+    return {
+        "python": platform.python_version(),
+        "sklearn": sklearn.__version__,
+        "numpy": numpy.__version__,
+        "pandas": pandas.__version__,
+    }

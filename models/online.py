@@ -5,6 +5,7 @@ The stream writes every decision to ``scored_transactions``; labels arrive later
 ``txmon simulate --labels-file`` writes). Joined, they give the same metrics as the
 offline evaluation (models/evaluation.py), for the decisions actually taken.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,17 @@ from txmon.infra.cassandra_schema import connect
 from txmon.infra.settings import Settings
 from txmon.models.errors import TrainingDataError
 
-SCORED = ("txn_id", "payer_account", "event_time", "risk_score", "decision", "fraud_probability",
-          "anomaly_score", "model_version", "rules_version")
+SCORED = (
+    "txn_id",
+    "payer_account",
+    "event_time",
+    "risk_score",
+    "decision",
+    "fraud_probability",
+    "anomaly_score",
+    "model_version",
+    "rules_version",
+)
 
 
 def read_labels_file(path: Path) -> pd.DataFrame:
@@ -55,7 +65,9 @@ def online_frame(settings: Settings, labels_file: Path | None = None) -> pd.Data
             labels = read_labels_file(labels_file)
             frame = labels.merge(scored, on="txn_id", how="inner")
         else:
-            labels = _fetch(session, "SELECT txn_id, is_fraud, scenario FROM labels", ("txn_id", "is_fraud", "scenario"))
+            labels = _fetch(
+                session, "SELECT txn_id, is_fraud, scenario FROM labels", ("txn_id", "is_fraud", "scenario")
+            )
             frame = scored.merge(labels, on="txn_id", how="left")
             frame["is_fraud"] = frame["is_fraud"].astype("boolean").fillna(False).astype(bool)
     finally:

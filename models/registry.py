@@ -14,6 +14,7 @@ and renamed into place (a rename onto an existing version fails, so two concurre
 registrations get different ids), and ``champion.json`` is replaced with ``os.replace``
 of a fully written temporary file, so readers never see half a model or half a pointer.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,8 +52,11 @@ class Registry:
     def _ids(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        found = [(int(m.group(1)), p.name) for p in self.root.iterdir()
-                 if p.is_dir() and (m := _VERSION.match(p.name)) and (p / METADATA_FILE).is_file()]
+        found = [
+            (int(m.group(1)), p.name)
+            for p in self.root.iterdir()
+            if p.is_dir() and (m := _VERSION.match(p.name)) and (p / METADATA_FILE).is_file()
+        ]
         return [name for _, name in sorted(found)]
 
     def register(self, bundle: ModelBundle, metadata: ModelMetadata, *, now: datetime | None = None) -> str:
@@ -87,15 +91,18 @@ class Registry:
         try:
             return ModelMetadata.model_validate_json(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise RegistryError(f"cannot read {path} ({exc}); the version is damaged: "
-                                f"delete {path.parent} or train a new one with `txmon train`") from None
+            raise RegistryError(
+                f"cannot read {path} ({exc}); the version is damaged: "
+                f"delete {path.parent} or train a new one with `txmon train`"
+            ) from None
 
     def _dir(self, version: str) -> Path:
         path = self.root / version
         if not _VERSION.match(version) or not (path / METADATA_FILE).is_file():
             known = ", ".join(self._ids()) or "none yet"
-            raise UnknownVersionError(f"no model version {version!r} in {self.root} (known: {known}); "
-                                      "see `txmon models list`")
+            raise UnknownVersionError(
+                f"no model version {version!r} in {self.root} (known: {known}); see `txmon models list`"
+            )
         return path
 
     def load(self, version: str | None = None) -> ModelBundle:
@@ -145,8 +152,10 @@ class Registry:
         try:
             return list(json.loads(path.read_text(encoding="utf-8"))["history"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise RegistryError(f"champion pointer {path} is unreadable ({exc}); "
-                                "fix it or promote a version again with `txmon models promote VERSION`") from None
+            raise RegistryError(
+                f"champion pointer {path} is unreadable ({exc}); "
+                "fix it or promote a version again with `txmon models promote VERSION`"
+            ) from None
 
     def _write_history(self, history: list[dict]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -173,8 +182,7 @@ class Registry:
     def require_champion(self) -> str:
         version = self.champion()
         if version is None:
-            hint = ("promote one with `txmon models promote VERSION`" if self._ids()
-                    else "run `txmon train` first")
+            hint = "promote one with `txmon models promote VERSION`" if self._ids() else "run `txmon train` first"
             raise NoChampionError(f"no champion model in {self.root}: {hint}")
         return version
 
@@ -194,7 +202,9 @@ class Registry:
         if not history:
             raise NoChampionError(f"no champion model in {self.root} to roll back from: run `txmon train` first")
         if len(history) < 2:
-            raise NothingToRollBackError(f"{history[-1]['version']} is the only champion there has been; "
-                                         "nothing to roll back to (promote another with `txmon models promote VERSION`)")
+            raise NothingToRollBackError(
+                f"{history[-1]['version']} is the only champion there has been; "
+                "nothing to roll back to (promote another with `txmon models promote VERSION`)"
+            )
         self._write_history(history[:-1])
         return history[-2]["version"]

@@ -5,6 +5,7 @@ explainable: ``risk = 100 * (1 - (1 - r) * (1 - w_m * p) * (1 - w_a * a))`` with
 ``r`` the rule score (sum of fired rules' contributions, capped at 100, as a fraction),
 ``p`` the supervised fraud probability and ``a`` the anomaly score (both 0-1).
 """
+
 from __future__ import annotations
 
 from enum import StrEnum
@@ -63,8 +64,11 @@ def risk_values(rule_score, fraud_probability, anomaly, policy: RiskPolicy):
     import numpy as np
 
     r = np.clip(np.asarray(rule_score, dtype=float), 0.0, 100.0) / 100.0
-    keep = ((1 - r) * (1 - policy.model_weight * np.asarray(fraud_probability, dtype=float))
-            * (1 - policy.anomaly_weight * np.asarray(anomaly, dtype=float)))
+    keep = (
+        (1 - r)
+        * (1 - policy.model_weight * np.asarray(fraud_probability, dtype=float))
+        * (1 - policy.anomaly_weight * np.asarray(anomaly, dtype=float))
+    )
     return 100 * (1 - keep)
 
 
@@ -111,8 +115,11 @@ def risk_column(rule_score, fraud_probability, anomaly, policy: RiskPolicy):
         return F.col(c) if isinstance(c, str) else c
 
     r = F.least(F.greatest(col(rule_score).cast("double"), F.lit(0.0)), F.lit(100.0)) / F.lit(100.0)
-    keep = ((F.lit(1.0) - r) * (F.lit(1.0) - F.lit(float(policy.model_weight)) * col(fraud_probability))
-            * (F.lit(1.0) - F.lit(float(policy.anomaly_weight)) * col(anomaly)))
+    keep = (
+        (F.lit(1.0) - r)
+        * (F.lit(1.0) - F.lit(float(policy.model_weight)) * col(fraud_probability))
+        * (F.lit(1.0) - F.lit(float(policy.anomaly_weight)) * col(anomaly))
+    )
     return F.rint(F.lit(100.0) * (F.lit(1.0) - keep)).cast("int")
 
 
@@ -121,8 +128,11 @@ def decision_column(risk, policy: RiskPolicy):
     from pyspark.sql import functions as F
 
     risk = F.col(risk) if isinstance(risk, str) else risk
-    return (F.when(risk >= policy.block_at, F.lit("BLOCK"))
-            .when(risk >= policy.review_at, F.lit("REVIEW")).otherwise(F.lit("APPROVE")))
+    return (
+        F.when(risk >= policy.block_at, F.lit("BLOCK"))
+        .when(risk >= policy.review_at, F.lit("REVIEW"))
+        .otherwise(F.lit("APPROVE"))
+    )
 
 
 def decide(score: int, policy: RiskPolicy) -> Decision:

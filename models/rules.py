@@ -5,6 +5,7 @@ condition is a Spark SQL expression over the feature and transaction columns; Sp
 evaluates and checks it (spark_jobs/rules.py), never Python ``eval``. This module has no
 Spark in it, so training, the scoring API and the stream read the same rules and policy.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -4,6 +4,7 @@ One function for every path that scores a frame (offline evaluation, the stream)
 the combination lives in one place: :func:`models.risk.risk_scores` and
 :func:`models.risk.decisions` (the vectorised forms of ``risk_score`` / ``decide``).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -20,7 +21,9 @@ __all__ = ["SCORE_COLUMNS", "RuleScores", "rule_scores_for", "score_frame"]
 
 SCORE_COLUMNS = ("fraud_probability", "anomaly", "rule_score", "risk_score", "decision")
 
-RuleScores: TypeAlias = Callable[[pd.DataFrame], npt.ArrayLike] | Mapping[str, float] | pd.Series | np.ndarray | list | None
+RuleScores: TypeAlias = (
+    Callable[[pd.DataFrame], npt.ArrayLike] | Mapping[str, float] | pd.Series | np.ndarray | list | None
+)
 """Where per-row rule scores (0-100) come from:
 
 - None: no rules engine, every rule score is 0;
@@ -46,8 +49,9 @@ def rule_scores_for(frame: pd.DataFrame, rules: RuleScores) -> np.ndarray:
     return values
 
 
-def score_frame(features: pd.DataFrame, bundle: ModelBundle, policy: RiskPolicy,
-                rules: RuleScores = None) -> pd.DataFrame:
+def score_frame(
+    features: pd.DataFrame, bundle: ModelBundle, policy: RiskPolicy, rules: RuleScores = None
+) -> pd.DataFrame:
     """A copy of ``features`` with SCORE_COLUMNS added (risk_score 0-100, decision), and
     ``risk_exact``, the risk before rounding, which rankings use."""
     probability, anomaly = bundle.score(features)

@@ -4,6 +4,7 @@ Each source says what it is (:attr:`LabelledHistory.source`), which the registry
 records and ``txmon evaluate`` compares: evaluating on the data a model was trained
 on only scores the hold-out window.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -46,12 +47,16 @@ class LabelledHistory:
         return line + (f" (by reason: {by_reason})" if by_reason else "")
 
 
-def simulated(n: int = DEFAULT_SIMULATED_EVENTS, seed: int = 42,
-              mean_tps: float = DEFAULT_SIMULATED_TPS) -> LabelledHistory:
+def simulated(
+    n: int = DEFAULT_SIMULATED_EVENTS, seed: int = 42, mean_tps: float = DEFAULT_SIMULATED_TPS
+) -> LabelledHistory:
     """The first ``n`` transactions of the default simulator mix at ``mean_tps``."""
     items = list(Simulator(SimulatorConfig(mean_tps=mean_tps), seed).generate(n))
-    return LabelledHistory([i.event for i in items], [i.label for i in items],
-                           f"simulator n={n} seed={seed} mean_tps={mean_tps} (default mix)")
+    return LabelledHistory(
+        [i.event for i in items],
+        [i.label for i in items],
+        f"simulator n={n} seed={seed} mean_tps={mean_tps} (default mix)",
+    )
 
 
 def _digest(path: Path) -> str:
@@ -77,5 +82,11 @@ def from_file(path: str | Path, mapping: str | Path, rejects_path: str | Path | 
         frauds += row.is_fraud is True
 
     events, labels = load_labelled(path, mapping, on_reject=count, rejects_path=rejects_path)
-    return LabelledHistory(events, labels, f"replay {path.name} sha256:{_digest(path)} mapping {Path(mapping).name}",
-                           rejected, frauds, Path(rejects_path) if rejects_path is not None else None)
+    return LabelledHistory(
+        events,
+        labels,
+        f"replay {path.name} sha256:{_digest(path)} mapping {Path(mapping).name}",
+        rejected,
+        frauds,
+        Path(rejects_path) if rejects_path is not None else None,
+    )

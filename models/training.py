@@ -35,6 +35,7 @@ the validation slice (never random: the slice measures days the trees have not s
 
 Everything is seeded by ``TrainingConfig.seed``.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -64,7 +65,7 @@ __all__ = ["FitResult", "TrainingConfig", "TrainingResult", "fit", "train", "tra
 
 _REFERENCE_QUANTILES = 1001
 _IMPORTANCE_SAMPLE = 500
-_SPREAD_SEEDS = 3   # seeds the chosen point is fitted with to measure its spread
+_SPREAD_SEEDS = 3  # seeds the chosen point is fitted with to measure its spread
 
 
 class TrainingConfig(BaseModel):
@@ -74,8 +75,9 @@ class TrainingConfig(BaseModel):
 
     seed: int = 42
     holdout_fraction: float = Field(0.3, gt=0, lt=1, description="latest share of history `txmon train` holds out")
-    validation_fraction: float = Field(0.2, gt=0, lt=1,
-                                       description="latest share of the training rows that tunes, stops and calibrates")
+    validation_fraction: float = Field(
+        0.2, gt=0, lt=1, description="latest share of the training rows that tunes, stops and calibrates"
+    )
     min_calibration_frauds: int = Field(20, ge=1, description="frauds needed on each side to validate out of time")
     max_iter: int = Field(300, ge=1, description="most boosting iterations (early stopping usually ends sooner)")
     learning_rate: float = Field(0.1, gt=0, le=1, description="used when there is too little fraud to tune")
@@ -86,14 +88,19 @@ class TrainingConfig(BaseModel):
     grid: tuple[tuple[float, int, int, float], ...] = Field(
         ((0.1, 31, 20, 0.0), (0.05, 15, 100, 1.0), (0.05, 63, 50, 1.0), (0.1, 15, 20, 0.1)),
         description="(learning rate, max leaf nodes, min samples per leaf, l2) points: the old default, "
-                    "small regularised trees, large slow trees, small fast trees; a few points, as each "
-                    "costs a fit on 2 cores")
+        "small regularised trees, large slow trees, small fast trees; a few points, as each "
+        "costs a fit on 2 cores",
+    )
     n_iter_no_change: int = Field(10, ge=1, description="iterations without validation gain before stopping")
     class_weight: Literal["balanced"] | None = Field(
-        "balanced", description="weight fraud up to the genuine traffic's total (None: unweighted)")
+        "balanced", description="weight fraud up to the genuine traffic's total (None: unweighted)"
+    )
     refit_all: bool = Field(True, description="grow the chosen model again on every training row")
-    seed_spread: bool = Field(True, description="fit the chosen point with 3 seeds and record the validation AP's "
-                                                "mean, standard deviation and spread")
+    seed_spread: bool = Field(
+        True,
+        description="fit the chosen point with 3 seeds and record the validation AP's "
+        "mean, standard deviation and spread",
+    )
     iforest_estimators: int = Field(100, ge=1)
     explain_top_n: int = Field(12, ge=1, le=len(FEATURES))
     k: int = Field(DEFAULT_K, ge=1, description="precision@k of the hold-out report")
@@ -102,12 +109,18 @@ class TrainingConfig(BaseModel):
         """The hyperparameter points :func:`fit` tries, in a fixed order."""
         if not self.tune:
             return [self.defaults()]
-        return [{"learning_rate": lr, "max_leaf_nodes": int(leaves), "min_samples_leaf": int(leaf), "l2_regularization": l2}
-                for lr, leaves, leaf, l2 in self.grid]
+        return [
+            {"learning_rate": lr, "max_leaf_nodes": int(leaves), "min_samples_leaf": int(leaf), "l2_regularization": l2}
+            for lr, leaves, leaf, l2 in self.grid
+        ]
 
     def defaults(self) -> dict:
-        return {"learning_rate": self.learning_rate, "max_leaf_nodes": self.max_leaf_nodes,
-                    "min_samples_leaf": self.min_samples_leaf, "l2_regularization": self.l2_regularization}
+        return {
+            "learning_rate": self.learning_rate,
+            "max_leaf_nodes": self.max_leaf_nodes,
+            "min_samples_leaf": self.min_samples_leaf,
+            "l2_regularization": self.l2_regularization,
+        }
 
 
 @dataclass
@@ -133,8 +146,14 @@ def _classifier(params: dict, max_iter: int, seed: int, config: TrainingConfig, 
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     return HistGradientBoostingClassifier(
-        max_iter=max_iter, class_weight=config.class_weight, early_stopping=early, scoring="average_precision",
-        n_iter_no_change=config.n_iter_no_change, random_state=seed, **params)
+        max_iter=max_iter,
+        class_weight=config.class_weight,
+        early_stopping=early,
+        scoring="average_precision",
+        n_iter_no_change=config.n_iter_no_change,
+        random_state=seed,
+        **params,
+    )
 
 
 def _ap(y: np.ndarray, score: np.ndarray) -> float:
@@ -183,37 +202,64 @@ def _fit_supervised(rows: pd.DataFrame, config: TrainingConfig) -> tuple[object,
         model = _classifier(params, config.max_iter, config.seed, config).fit(_learnable(x), y)
         # The exact prior correction of balanced weights; unweighted trees need none.
         platt = (1.0, float(np.log(y.sum() / (len(y) - y.sum()))) if config.class_weight else 0.0)
-        return model, platt, f"prior correction (fewer than {need} frauds to validate out of time)", {
-            "hyperparameters": params, "boosting_iterations": int(model.n_iter_), "tuned": False,
-            "fit_rows": len(y), "validation_rows": 0}
+        return (
+            model,
+            platt,
+            f"prior correction (fewer than {need} frauds to validate out of time)",
+            {
+                "hyperparameters": params,
+                "boosting_iterations": int(model.n_iter_),
+                "tuned": False,
+                "fit_rows": len(y),
+                "validation_rows": 0,
+            },
+        )
     xf, yf, xv, yv = _learnable(x[fit_part]), y[fit_part], x[~fit_part], y[~fit_part]
     tried, models = [], []
     for params in config.points():
         # Early stopping on the validation slice (X_val): time-based, never a random split.
         model = _classifier(params, config.max_iter, config.seed, config, early=True).fit(xf, yf, X_val=xv, y_val=yv)
         models.append(model)
-        tried.append({**params, "iterations": int(model.n_iter_),
-                      "validation_ap": round(_ap(yv, model.decision_function(xv)), 6)})
+        tried.append(
+            {
+                **params,
+                "iterations": int(model.n_iter_),
+                "validation_ap": round(_ap(yv, model.decision_function(xv)), 6),
+            }
+        )
     chosen = max(range(len(tried)), key=lambda i: tried[i]["validation_ap"])  # first of equals: grid order
     fitted, best = models[chosen], tried[chosen]
     params = {k: best[k] for k in ("learning_rate", "max_leaf_nodes", "min_samples_leaf", "l2_regularization")}
     iters = best["iterations"]
     platt = _platt(fitted.decision_function(xv), yv)
-    info = {"hyperparameters": params, "boosting_iterations": iters, "tuned": config.tune, "grid": tried,
-            "fit_rows": int(fit_part.sum()), "validation_rows": int((~fit_part).sum()),
-            "validation_frauds": int(yv.sum()), "validation_ap": best["validation_ap"]}
+    info = {
+        "hyperparameters": params,
+        "boosting_iterations": iters,
+        "tuned": config.tune,
+        "grid": tried,
+        "fit_rows": int(fit_part.sum()),
+        "validation_rows": int((~fit_part).sum()),
+        "validation_frauds": int(yv.sum()),
+        "validation_ap": best["validation_ap"],
+    }
     if config.seed_spread:
         aps = [best["validation_ap"]] + [
-            _ap(yv, _classifier(params, config.max_iter, config.seed + i, config, early=True)
-                .fit(xf, yf, X_val=xv, y_val=yv).decision_function(xv))
-            for i in range(1, _SPREAD_SEEDS)]
+            _ap(
+                yv,
+                _classifier(params, config.max_iter, config.seed + i, config, early=True)
+                .fit(xf, yf, X_val=xv, y_val=yv)
+                .decision_function(xv),
+            )
+            for i in range(1, _SPREAD_SEEDS)
+        ]
         info["seed_validation_ap"] = [round(a, 6) for a in aps]
         info["seed_ap_mean"] = round(float(np.mean(aps)), 6)
         info["seed_ap_std"] = round(float(np.std(aps)), 6)
         info["seed_ap_spread"] = round(max(aps) - min(aps), 6)
     model = _classifier(params, iters, config.seed, config).fit(_learnable(x), y) if config.refit_all else fitted
     how = "platt sigmoid on the latest training slice" + (
-        " (trees then grown again on every training row)" if config.refit_all else "")
+        " (trees then grown again on every training row)" if config.refit_all else ""
+    )
     return model, platt, how, info
 
 
@@ -226,7 +272,8 @@ def fit(rows: pd.DataFrame, config: TrainingConfig = TrainingConfig()) -> FitRes
         raise TrainingDataError(
             f"the training window ({len(rows)} transactions with known labels, up to {rows['event_time'].max()}) "
             "has no confirmed fraud, so the supervised model has nothing to learn from; "
-            "use a longer labelled history")
+            "use a longer labelled history"
+        )
     if y.all():
         raise TrainingDataError("every transaction in the training window is fraud; check the label mapping")
     classifier, platt, calibration, info = _fit_supervised(rows, config)
@@ -238,8 +285,14 @@ def fit(rows: pd.DataFrame, config: TrainingConfig = TrainingConfig()) -> FitRes
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # "All-NaN slice": the column's median is then 0
         medians = np.nan_to_num(np.nanmedian(x, axis=0)) if len(x) else np.zeros(len(FEATURES))
-    bundle = ModelBundle(classifier=classifier, platt=platt, anomaly_model=anomaly_model,
-                         anomaly_reference=reference, medians=medians, explain_features=FEATURES)
+    bundle = ModelBundle(
+        classifier=classifier,
+        platt=platt,
+        anomaly_model=anomaly_model,
+        anomaly_reference=reference,
+        medians=medians,
+        explain_features=FEATURES,
+    )
     bundle.explain_features = _explain_order(bundle, rows, config)
     info["platt"] = list(platt)
     info["explain_features"] = list(bundle.explain_features)
@@ -261,12 +314,19 @@ def _explain_order(bundle: ModelBundle, train: pd.DataFrame, config: TrainingCon
 
 
 def _window(frame: pd.DataFrame) -> TimeWindow:
-    return TimeWindow(start=frame["event_time"].min().to_pydatetime(warn=False),
-                      end=frame["event_time"].max().to_pydatetime(warn=False))
+    return TimeWindow(
+        start=frame["event_time"].min().to_pydatetime(warn=False),
+        end=frame["event_time"].max().to_pydatetime(warn=False),
+    )
 
 
-def train_frame(frame: pd.DataFrame, config: TrainingConfig = TrainingConfig(), *, data_source: str,
-                policy: RiskPolicy | None = None) -> TrainingResult:
+def train_frame(
+    frame: pd.DataFrame,
+    config: TrainingConfig = TrainingConfig(),
+    *,
+    data_source: str,
+    policy: RiskPolicy | None = None,
+) -> TrainingResult:
     """Train on a labelled feature frame (see :func:`models.dataset.labelled_features`):
     the earliest ``1 - holdout_fraction`` by time fits (:func:`fit`), the rest is scored
     exactly as the stream will (:func:`models.scoring.score_frame`, rule score 0) and
@@ -280,25 +340,33 @@ def train_frame(frame: pd.DataFrame, config: TrainingConfig = TrainingConfig(), 
     metrics = holdout_metrics(scored, evaluation, fitted.bundle, policy, config.k)
     y = train_set["is_fraud"].to_numpy(dtype=bool)
     metadata = ModelMetadata(
-        features=FEATURES, train_window=_window(train_set), holdout_window=_window(holdout),
+        features=FEATURES,
+        train_window=_window(train_set),
+        holdout_window=_window(holdout),
         rows=SplitCounts(train=len(train_set), holdout=len(holdout)),
         frauds=SplitCounts(train=int(y.sum()), holdout=int(scored["is_fraud"].sum())),
-        metrics=metrics, notes=evaluation.notes, calibration=fitted.calibration,
-        libraries=library_versions(), data_source=data_source, seed=config.seed,
+        metrics=metrics,
+        notes=evaluation.notes,
+        calibration=fitted.calibration,
+        libraries=library_versions(),
+        data_source=data_source,
+        seed=config.seed,
         params={**config.model_dump(), **fitted.info, "policy": policy.model_dump()},
     )
     return TrainingResult(bundle=fitted.bundle, metadata=metadata, holdout=scored, evaluation=evaluation)
 
 
-def holdout_metrics(scored: pd.DataFrame, evaluation: EvaluationMetrics, bundle: ModelBundle,
-                    policy: RiskPolicy, k: int) -> dict:
+def holdout_metrics(
+    scored: pd.DataFrame, evaluation: EvaluationMetrics, bundle: ModelBundle, policy: RiskPolicy, k: int
+) -> dict:
     """The evaluation's summary plus the model's Brier score and the risk score without
     the anomaly model (so every report shows whether the Isolation Forest adds)."""
     metrics = evaluation.summary()
     y = scored["is_fraud"].to_numpy(dtype=bool)
     metrics["model_brier"] = float(np.mean((scored["fraud_probability"].to_numpy() - y) ** 2)) if len(y) else None
-    plain = score_frame(scored, bundle, policy.model_copy(update={"anomaly_weight": 0.0}),
-                        scored["rule_score"].to_numpy())
+    plain = score_frame(
+        scored, bundle, policy.model_copy(update={"anomaly_weight": 0.0}), scored["rule_score"].to_numpy()
+    )
     no_anomaly = ranking(plain, "risk_score", k, evaluation.tz, evaluation.fixed_alert_rate)
     metrics["risk_without_anomaly_average_precision"] = no_anomaly.average_precision
     metrics["risk_without_anomaly_roc_auc"] = no_anomaly.roc_auc
@@ -306,8 +374,13 @@ def holdout_metrics(scored: pd.DataFrame, evaluation: EvaluationMetrics, bundle:
     return metrics
 
 
-def train(events: Sequence[TransactionEvent], labels: Sequence[Label],
-          config: TrainingConfig = TrainingConfig(), *, data_source: str,
-          policy: RiskPolicy | None = None) -> TrainingResult:
+def train(
+    events: Sequence[TransactionEvent],
+    labels: Sequence[Label],
+    config: TrainingConfig = TrainingConfig(),
+    *,
+    data_source: str,
+    policy: RiskPolicy | None = None,
+) -> TrainingResult:
     """Labelled history (contract events + their labels) -> bundle, metadata, scored hold-out."""
     return train_frame(labelled_features(events, labels), config, data_source=data_source, policy=policy)

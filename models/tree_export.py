@@ -14,6 +14,7 @@ the JVM evaluator does not implement (categorical splits, multi-class, another
 anomaly pipeline) raises ``UnsupportedModelError`` naming it, and the stream refuses the
 bundle with that message instead of scoring it differently.
 """
+
 from __future__ import annotations
 
 import io
@@ -54,9 +55,14 @@ def _trees(out: io.BytesIO, feature, threshold, missing_left, left, right, value
     """One ensemble: per-tree node counts, then each node array over all trees. A leaf has
     feature -1 and its output in ``value``; child indexes count from the tree's first node."""
     out.write(_ints([len(feature)]) + _ints([len(f) for f in feature]))
-    for column in (_ints(np.concatenate(feature)), _doubles(np.concatenate(threshold)),
-                   _bools(np.concatenate(missing_left)), _ints(np.concatenate(left)), _ints(np.concatenate(right)),
-                   _doubles(np.concatenate(value))):
+    for column in (
+        _ints(np.concatenate(feature)),
+        _doubles(np.concatenate(threshold)),
+        _bools(np.concatenate(missing_left)),
+        _ints(np.concatenate(left)),
+        _ints(np.concatenate(right)),
+        _doubles(np.concatenate(value)),
+    ):
         out.write(column)
 
 
@@ -71,11 +77,15 @@ def _classifier(out: io.BytesIO, bundle: ModelBundle) -> None:
     a, b = bundle.platt
     out.write(_doubles([baseline[0], a, b]))
     leaf = [n["is_leaf"].astype(bool) for n in nodes]
-    _trees(out, [np.where(lf, -1, n["feature_idx"]) for n, lf in zip(nodes, leaf)],
-           [n["num_threshold"] for n in nodes], [n["missing_go_to_left"] for n in nodes],
-           [np.where(lf, -1, n["left"].astype(np.int64)) for n, lf in zip(nodes, leaf)],
-           [np.where(lf, -1, n["right"].astype(np.int64)) for n, lf in zip(nodes, leaf)],
-           [n["value"] for n in nodes])
+    _trees(
+        out,
+        [np.where(lf, -1, n["feature_idx"]) for n, lf in zip(nodes, leaf)],
+        [n["num_threshold"] for n in nodes],
+        [n["missing_go_to_left"] for n in nodes],
+        [np.where(lf, -1, n["left"].astype(np.int64)) for n, lf in zip(nodes, leaf)],
+        [np.where(lf, -1, n["right"].astype(np.int64)) for n, lf in zip(nodes, leaf)],
+        [n["value"] for n in nodes],
+    )
 
 
 _SIGN = np.uint64(1 << 63)
@@ -123,8 +133,10 @@ def raw_thresholds(threshold: np.ndarray, log: np.ndarray) -> np.ndarray:
 def _forest(out: io.BytesIO, bundle: ModelBundle) -> None:
     steps = bundle.anomaly_model[:-1]
     if len(steps) != 1 or getattr(steps[0], "func", None) is not signed_log1p:
-        raise UnsupportedModelError("the anomaly pipeline is not signed_log1p -> IsolationForest "
-                                    "(models.bundle.anomaly_pipeline); the JVM scorer implements only that")
+        raise UnsupportedModelError(
+            "the anomaly pipeline is not signed_log1p -> IsolationForest "
+            "(models.bundle.anomaly_pipeline); the JVM scorer implements only that"
+        )
     paths = ForestPaths(bundle.anomaly_model)
     is_log = np.array([f in LOG_FEATURES for f in FEATURES])
     out.write(_doubles([paths.denominator]))
@@ -146,7 +158,9 @@ def _forest(out: io.BytesIO, bundle: ModelBundle) -> None:
 def tree_bytes(bundle: ModelBundle, version: str) -> bytes:
     """The export TreeModels.fromBytes reads (a few hundred KB for the default models)."""
     if tuple(bundle.features) != FEATURES:
-        raise UnsupportedModelError("this bundle was trained on a different feature list; retrain it with `txmon train`")
+        raise UnsupportedModelError(
+            "this bundle was trained on a different feature list; retrain it with `txmon train`"
+        )
     out = io.BytesIO()
     out.write(_ints([_MAGIC]) + _utf(version) + _ints([len(FEATURES)]))
     _classifier(out, bundle)

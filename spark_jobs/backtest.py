@@ -25,6 +25,7 @@ labelled file (or the simulator) and a train/test split in time, it:
 :func:`run` returns a :class:`BacktestResult`; :func:`write_outputs` writes the scores,
 the report (markdown, JSON, charts) and the rejects.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -65,16 +66,32 @@ from txmon.spark_jobs.detection import alert_reasons, with_feature_fields
 from txmon.spark_jobs.rules import apply_rules, check_conditions
 from txmon.spark_jobs.validation import typed_schema
 
-__all__ = ["BacktestConfig", "BacktestResult", "BacktestWindow", "LabelledSource", "WindowResult",
-           "default_window", "read_file", "rule_hits", "run", "score_window", "simulated", "write_outputs"]
+__all__ = [
+    "BacktestConfig",
+    "BacktestResult",
+    "BacktestWindow",
+    "LabelledSource",
+    "WindowResult",
+    "default_window",
+    "read_file",
+    "rule_hits",
+    "run",
+    "score_window",
+    "simulated",
+    "write_outputs",
+]
 
 DEFAULT_CHUNK_ROWS = 100_000
 SCORERS = ("txmon risk", "txmon model", "txmon risk without anomaly", "logistic regression", "random forest")
 """What every report compares, in this order; the first is txmon's verdict line."""
 # txmon's risk is ranked before rounding (models.risk.risk_values); scores.csv keeps both.
-_COLUMN = {"txmon risk": "risk_exact", "txmon model": "fraud_probability",
-           "txmon risk without anomaly": "risk_without_anomaly", "logistic regression": "lr_probability",
-           "random forest": "rf_probability"}
+_COLUMN = {
+    "txmon risk": "risk_exact",
+    "txmon model": "fraud_probability",
+    "txmon risk without anomaly": "risk_without_anomaly",
+    "logistic regression": "lr_probability",
+    "random forest": "rf_probability",
+}
 
 
 class _Frozen(BaseModel):
@@ -94,26 +111,35 @@ class BacktestWindow(_Frozen):
         if not self.train_start < self.train_end <= self.test_start < self.test_end:
             raise ValueError(
                 "windows must satisfy train-start < train-end <= test-start < test-end (the test window "
-                f"follows the training window); got {self.describe()}")
+                f"follows the training window); got {self.describe()}"
+            )
         return self
 
     def shifted(self, steps: int) -> BacktestWindow:
         """This window moved forward by ``steps`` test lengths (prequential rolling)."""
         delta = (self.test_end - self.test_start) * steps
-        return BacktestWindow(train_start=self.train_start + delta, train_end=self.train_end + delta,
-                              test_start=self.test_start + delta, test_end=self.test_end + delta)
+        return BacktestWindow(
+            train_start=self.train_start + delta,
+            train_end=self.train_end + delta,
+            test_start=self.test_start + delta,
+            test_end=self.test_end + delta,
+        )
 
     def describe(self) -> str:
         def fmt(t: datetime) -> str:
             return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
-        return (f"train {fmt(self.train_start)} .. {fmt(self.train_end)} UTC, "
-                f"test {fmt(self.test_start)} .. {fmt(self.test_end)} UTC")
+
+        return (
+            f"train {fmt(self.train_start)} .. {fmt(self.train_end)} UTC, "
+            f"test {fmt(self.test_start)} .. {fmt(self.test_end)} UTC"
+        )
 
 
 class BacktestConfig(_Frozen):
     window: BacktestWindow
     label_delay: timedelta | None = Field(
-        None, description="labels known this long after their transaction (None: the source's own)")
+        None, description="labels known this long after their transaction (None: the source's own)"
+    )
     rolling: int = Field(1, ge=1, description="consecutive windows, each moved on by the test length")
     k: int = Field(DEFAULT_K, ge=1)
     alert_rate: float = Field(DEFAULT_ALERT_RATE, gt=0, le=1)
@@ -142,8 +168,9 @@ class LabelledSource:
         return sum(r.is_fraud is True for r in self.rejects)
 
 
-def _event_frame(events: list, row_numbers: list[int], labels: list[tuple[bool, str | None]],
-                 label_times: list) -> pd.DataFrame:
+def _event_frame(
+    events: list, row_numbers: list[int], labels: list[tuple[bool, str | None]], label_times: list
+) -> pd.DataFrame:
     frame = transactions_frame(events)
     frame["schema_version"] = [e.schema_version for e in events]
     frame["payer_ifsc"] = [e.payer.ifsc for e in events]
@@ -174,9 +201,15 @@ class _OffsetMapper:
         return self.mapper.label(row)
 
 
-def read_file(path: str | Path, mapping, *, label_delay: timedelta | None = None,
-              chunk_rows: int = DEFAULT_CHUNK_ROWS, rejects_path: str | Path | None = None,
-              now: datetime | None = None) -> LabelledSource:
+def read_file(
+    path: str | Path,
+    mapping,
+    *,
+    label_delay: timedelta | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    rejects_path: str | Path | None = None,
+    now: datetime | None = None,
+) -> LabelledSource:
     """A labelled CSV/Parquet file through its replay mapping (which needs a ``label:``
     section), chunk by chunk; ``label_delay`` overrides the mapping's ``label.delay``.
     ``rejects_path``: the rows left out, as replay writes them (row number, reason, every
@@ -184,8 +217,10 @@ def read_file(path: str | Path, mapping, *, label_delay: timedelta | None = None
     mapping_name = "given" if isinstance(mapping, replay.ReplayMapping) else Path(mapping).name
     mapping = mapping if isinstance(mapping, replay.ReplayMapping) else replay.load_mapping(mapping)
     if mapping.label is None:
-        raise replay.ReplayMappingError("the mapping has no `label:` section, so the file has no ground truth to "
-                                        "backtest against; add one (label: {is_fraud: {column: ...}})")
+        raise replay.ReplayMappingError(
+            "the mapping has no `label:` section, so the file has no ground truth to "
+            "backtest against; add one (label: {is_fraud: {column: ...}})"
+        )
     path = Path(path)
     delay = label_delay if label_delay is not None else mapping.label.delay
     frame = replay.read_source(path, mapping)
@@ -194,28 +229,42 @@ def read_file(path: str | Path, mapping, *, label_delay: timedelta | None = None
     parts, rejects = [], []
     for start in range(0, len(frame), chunk_rows):
         found: list = []
-        valid = replay._map_rows(frame.iloc[start:start + chunk_rows], _OffsetMapper(mapper, start), now,
-                                 found.append, progress=False)
+        valid = replay._map_rows(
+            frame.iloc[start : start + chunk_rows], _OffsetMapper(mapper, start), now, found.append, progress=False
+        )
         rejects += [dataclasses.replace(r, row_number=r.row_number + start) for r in found]
         if valid:
             events = [v.event for v in valid]
-            parts.append(_event_frame(events, [v.row_number + start for v in valid],
-                                      [v.label or (False, None) for v in valid],
-                                      [e.event_time + delay for e in events]))
+            parts.append(
+                _event_frame(
+                    events,
+                    [v.row_number + start for v in valid],
+                    [v.label or (False, None) for v in valid],
+                    [e.event_time + delay for e in events],
+                )
+            )
         del valid
     if rejects_path is not None:
         replay._write_rejects(Path(rejects_path), frame, rejects)
     rows = len(frame)
     del frame
     if not parts:
-        raise TrainingDataError(f"no row of {path.name} became a transaction ({len(rejects)} rejected); "
-                                "see the rejects file and fix the mapping")
+        raise TrainingDataError(
+            f"no row of {path.name} became a transaction ({len(rejects)} rejected); "
+            "see the rejects file and fix the mapping"
+        )
     name = f"replay {path.name} mapping {mapping_name}"
     return LabelledSource(pd.concat(parts, ignore_index=True), name, rejects, rows)
 
 
-def simulated(n: int, seed: int = 42, *, mean_tps: float | None = None, label_delay: timedelta | None = None,
-              chunk_rows: int = DEFAULT_CHUNK_ROWS) -> LabelledSource:
+def simulated(
+    n: int,
+    seed: int = 42,
+    *,
+    mean_tps: float | None = None,
+    label_delay: timedelta | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+) -> LabelledSource:
     """The first ``n`` transactions of the default simulator mix (``models.sources``' rate),
     chunk by chunk; labels at the simulator's own label times unless ``label_delay``."""
     tps = mean_tps or DEFAULT_SIMULATED_TPS
@@ -227,11 +276,18 @@ def simulated(n: int, seed: int = 42, *, mean_tps: float | None = None, label_de
             break
         events = [i.event for i in chunk]
         times = [(i.event.event_time + label_delay) if label_delay is not None else i.label.label_time for i in chunk]
-        parts.append(_event_frame(events, list(range(done + 1, done + len(chunk) + 1)),
-                                  [(i.label.is_fraud, i.label.scenario) for i in chunk], times))
+        parts.append(
+            _event_frame(
+                events,
+                list(range(done + 1, done + len(chunk) + 1)),
+                [(i.label.is_fraud, i.label.scenario) for i in chunk],
+                times,
+            )
+        )
         done += len(chunk)
-    return LabelledSource(pd.concat(parts, ignore_index=True), f"simulator n={n} seed={seed} mean_tps={tps}",
-                          rows_read=done)
+    return LabelledSource(
+        pd.concat(parts, ignore_index=True), f"simulator n={n} seed={seed} mean_tps={tps}", rows_read=done
+    )
 
 
 def default_window(times: pd.Series, tz: str = DEFAULT_TZ) -> BacktestWindow:
@@ -242,14 +298,20 @@ def default_window(times: pd.Series, tz: str = DEFAULT_TZ) -> BacktestWindow:
     first, last = local.min().normalize(), local.max().normalize() + pd.Timedelta(days=1)
     days = int((last - first) / pd.Timedelta(days=1))
     if days < 3:
-        raise TrainingDataError(f"the data spans {days} day(s); give --train-start/--train-end/--test-start/"
-                                "--test-end explicitly (a default split needs 3 days or more)")
+        raise TrainingDataError(
+            f"the data spans {days} day(s); give --train-start/--train-end/--test-start/"
+            "--test-end explicitly (a default split needs 3 days or more)"
+        )
     history = max(1, days // 4)
     test = max(1, days // 3)
     train_start = first + pd.Timedelta(days=history)
     test_start = last - pd.Timedelta(days=test)
-    return BacktestWindow(train_start=train_start.to_pydatetime(), train_end=test_start.to_pydatetime(),
-                          test_start=test_start.to_pydatetime(), test_end=last.to_pydatetime())
+    return BacktestWindow(
+        train_start=train_start.to_pydatetime(),
+        train_end=test_start.to_pydatetime(),
+        test_start=test_start.to_pydatetime(),
+        test_end=last.to_pydatetime(),
+    )
 
 
 # -------------------------------------------------------------------------- rules
@@ -261,8 +323,9 @@ def _rules_schema():
     # Spark, scikit-learn and matplotlib are slow to import: each on first use (txmon backtest --help needs none).
     from pyspark.sql import types as T
 
-    schema = T.StructType([T.StructField("_pos", T.LongType()), *typed_schema().fields,
-                           T.StructField("payee_key", T.StringType())])
+    schema = T.StructType(
+        [T.StructField("_pos", T.LongType()), *typed_schema().fields, T.StructField("payee_key", T.StringType())]
+    )
     return with_feature_fields(schema, tuple(f for f in FEATURES if f != "amount_paise"))
 
 
@@ -275,12 +338,18 @@ def local_spark():
     if active is not None:
         return active
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    builder = (SparkSession.builder.master("local[2]").appName("txmon-backtest")
-               .config("spark.sql.session.timeZone", "UTC").config("spark.ui.enabled", "false")
-               .config("spark.ui.showConsoleProgress", "false")
-               .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-               .config("spark.driver.bindAddress", "127.0.0.1").config("spark.driver.host", "127.0.0.1")
-               .config("spark.driver.memory", "2g").config("spark.sql.shuffle.partitions", "4"))
+    builder = (
+        SparkSession.builder.master("local[2]")
+        .appName("txmon-backtest")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.memory", "2g")
+        .config("spark.sql.shuffle.partitions", "4")
+    )
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
@@ -314,9 +383,8 @@ def rule_hits(featured: pd.DataFrame, ruleset, spark) -> tuple[np.ndarray, list[
 # ------------------------------------------------------------------------ scoring
 
 
-def _top_reasons(scored: pd.DataFrame, fired: list[list[str]], bundle: ModelBundle, ruleset,
-                 top: int = 3) -> list[str]:
-    """"CODE: description" of each row's strongest reasons (the stream's
+def _top_reasons(scored: pd.DataFrame, fired: list[list[str]], bundle: ModelBundle, ruleset, top: int = 3) -> list[str]:
+    """ "CODE: description" of each row's strongest reasons (the stream's
     spark_jobs.detection.alert_reasons), for rows that were flagged or fired a rule."""
     rules = {r.id: r for r in ruleset.rules}
     decision = scored["decision"].astype(str).to_numpy()
@@ -326,13 +394,16 @@ def _top_reasons(scored: pd.DataFrame, fired: list[list[str]], bundle: ModelBund
     need = sorted(set(flagged.tolist()) | {i for i, f in enumerate(fired) if f})
     records = scored.iloc[need].to_dict("records") if need else []
     for i, row in zip(need, records):
-        reasons = alert_reasons(row, fired[i], rules, explanations.get(i, []), decision[i], float(row["fraud_probability"]))
+        reasons = alert_reasons(
+            row, fired[i], rules, explanations.get(i, []), decision[i], float(row["fraud_probability"])
+        )
         out[i] = " | ".join(f"{r['code']}: {r['description']}" for r in reasons[:top])
     return out
 
 
-def score_window(features: pd.DataFrame, bundle: ModelBundle, ruleset, spark,
-                 hits: tuple[np.ndarray, list[list[str]]] | None = None) -> pd.DataFrame:
+def score_window(
+    features: pd.DataFrame, bundle: ModelBundle, ruleset, spark, hits: tuple[np.ndarray, list[list[str]]] | None = None
+) -> pd.DataFrame:
     """``features`` scored as the stream scores them: rules + models + risk + decision
     (:func:`models.scoring.score_frame` under the rules file's policy), with
     ``rules_fired``, ``top_reasons`` and ``risk_without_anomaly`` (anomaly weight 0)."""
@@ -365,11 +436,13 @@ def fit_baselines(train: pd.DataFrame, seed: int) -> dict:
     from sklearn.preprocessing import StandardScaler
 
     x, y = _baseline_matrix(train), train["is_fraud"].to_numpy(dtype=bool)
-    lr = make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler(),
-                       LogisticRegression(max_iter=2000)).fit(x, y)
-    rf = make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True),
-                       RandomForestClassifier(n_estimators=100, min_samples_leaf=5, random_state=seed,
-                                              n_jobs=1)).fit(x, y)
+    lr = make_pipeline(
+        SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler(), LogisticRegression(max_iter=2000)
+    ).fit(x, y)
+    rf = make_pipeline(
+        SimpleImputer(strategy="median", keep_empty_features=True),
+        RandomForestClassifier(n_estimators=100, min_samples_leaf=5, random_state=seed, n_jobs=1),
+    ).fit(x, y)
     return {"lr_probability": lr, "rf_probability": rf}
 
 
@@ -409,13 +482,20 @@ class BacktestResult:
             if not per:
                 continue
             out[name] = {}
-            for metric in ("roc_auc", "average_precision", "card_precision_at_k", "recall_at_alert_rate",
-                           "daily_precision_at_k"):
+            for metric in (
+                "roc_auc",
+                "average_precision",
+                "card_precision_at_k",
+                "recall_at_alert_rate",
+                "daily_precision_at_k",
+            ):
                 values = [getattr(r, metric) for r in per]
                 known = [v for v in values if v is not None]
-                out[name][metric] = {"mean": float(np.mean(known)) if known else None,
-                                     "std": float(np.std(known)) if len(known) > 1 else (0.0 if known else None),
-                                     "values": values}
+                out[name][metric] = {
+                    "mean": float(np.mean(known)) if known else None,
+                    "std": float(np.std(known)) if len(known) > 1 else (0.0 if known else None),
+                    "values": values,
+                }
         return out
 
     def verdict(self) -> dict:
@@ -460,7 +540,7 @@ def _label_delay_s(source: LabelledSource, config: BacktestConfig) -> float:
     frame = source.transactions
     if frame.empty:
         return 0.0
-    gap = (pd.to_datetime(frame["label_time"], utc=True) - pd.to_datetime(frame["event_time"], utc=True))
+    gap = pd.to_datetime(frame["label_time"], utc=True) - pd.to_datetime(frame["event_time"], utc=True)
     return max(0.0, float(gap.dt.total_seconds().median()))
 
 
@@ -469,16 +549,16 @@ def _window_rows(featured: pd.DataFrame, start: datetime, end: datetime) -> pd.D
     return featured[(t >= pd.Timestamp(start)) & (t < pd.Timestamp(end))].reset_index(drop=True)
 
 
-def run(source: LabelledSource, config: BacktestConfig, ruleset, *, spark=None, log=print,
-        rule_scorer=None) -> BacktestResult:
+def run(
+    source: LabelledSource, config: BacktestConfig, ruleset, *, spark=None, log=print, rule_scorer=None
+) -> BacktestResult:
     """Features over the whole source, then each window: fit, score, baselines, metrics.
 
     ``rule_scorer(features) -> (rule_score, rules_fired)`` replaces :func:`rule_hits` (and
     its SparkSession) in tests that check everything but the rules."""
     if config.label_delay is not None:  # one delay for every label, features and training alike
         source.transactions["label_time"] = source.transactions["event_time"] + pd.Timedelta(config.label_delay)
-    log(f"features: {len(source.transactions):,} transactions in event-time order "
-        f"({config.chunk_rows:,} per chunk)")
+    log(f"features: {len(source.transactions):,} transactions in event-time order ({config.chunk_rows:,} per chunk)")
     featured = features_in_chunks(source.transactions, config.chunk_rows, _label_delay_s(source, config))
     source.transactions = featured.iloc[:0]  # the features frame holds every input column now
     windows = [config.window.shifted(i) for i in range(config.rolling)]
@@ -488,12 +568,14 @@ def run(source: LabelledSource, config: BacktestConfig, ruleset, *, spark=None, 
         raise TrainingDataError(
             f"test window {empty[0] + 1} ({windows[empty[0]].describe()}) holds no transaction of "
             f"{source.name} (data from {featured['event_time'].min()} to {featured['event_time'].max()}); "
-            "choose dates inside the data or fewer --rolling windows")
+            "choose dates inside the data or fewer --rolling windows"
+        )
     if rule_scorer is None:
         spark = spark or local_spark()
 
         def rule_scorer(frame):
             return rule_hits(frame, ruleset, spark)
+
     # Rules do not depend on the model: every test row of every window, in one Spark job.
     tested = pd.concat(tests, ignore_index=True)
     rule_score, fired = rule_scorer(tested)
@@ -502,18 +584,25 @@ def run(source: LabelledSource, config: BacktestConfig, ruleset, *, spark=None, 
     for i, (window, test) in enumerate(zip(windows, tests)):
         train = _window_rows(featured, window.train_start, window.train_end)
         known = train[train["label_time"] <= pd.Timestamp(window.train_end)]
-        counts = {"train_rows": len(train), "train_rows_label_known": len(known),
-                  "train_frauds_known": int(known["is_fraud"].sum()),
-                  "train_frauds_unknown_yet": int(train["is_fraud"].sum() - known["is_fraud"].sum()),
-                  "history_rows": int((featured["event_time"] < pd.Timestamp(window.train_start)).sum()),
-                  "test_rows": len(test), "test_frauds": int(test["is_fraud"].sum())}
+        counts = {
+            "train_rows": len(train),
+            "train_rows_label_known": len(known),
+            "train_frauds_known": int(known["is_fraud"].sum()),
+            "train_frauds_unknown_yet": int(train["is_fraud"].sum() - known["is_fraud"].sum()),
+            "history_rows": int((featured["event_time"] < pd.Timestamp(window.train_start)).sum()),
+            "test_rows": len(test),
+            "test_frauds": int(test["is_fraud"].sum()),
+        }
         if known.empty:
             raise TrainingDataError(
                 f"window {i + 1}: no training transaction's label is known by train-end "
-                f"({window.describe()}); make the training window longer than the label delay")
-        log(f"window {i + 1}/{len(windows)}: {window.describe()}: training on {len(known):,} rows with known "
+                f"({window.describe()}); make the training window longer than the label delay"
+            )
+        log(
+            f"window {i + 1}/{len(windows)}: {window.describe()}: training on {len(known):,} rows with known "
             f"labels ({counts['train_frauds_known']:,} fraud; {len(train) - len(known):,} later rows wait for "
-            f"their labels), testing on {len(test):,} ({counts['test_frauds']:,} fraud)")
+            f"their labels), testing on {len(test):,} ({counts['test_frauds']:,} fraud)"
+        )
         training = config.training.model_copy(update={"k": config.k})
         fitted = fit(known, training)
         a, b = offsets[i], offsets[i + 1]
@@ -522,22 +611,52 @@ def run(source: LabelledSource, config: BacktestConfig, ruleset, *, spark=None, 
             for column, model in fit_baselines(known, training.seed).items():
                 scored[column] = model.predict_proba(_baseline_matrix(scored))[:, 1]
         evaluation = evaluate_frame(scored, config.k, ruleset.policy, config.tz, config.alert_rate)
-        rankings = {name: ranking(scored, column, config.k, config.tz, config.alert_rate)
-                    for name, column in _COLUMN.items() if column in scored.columns}
-        scenarios = {name: _scenario_recall(scored, column, config.alert_rate)
-                     for name, column in _COLUMN.items() if column in scored.columns}
+        rankings = {
+            name: ranking(scored, column, config.k, config.tz, config.alert_rate)
+            for name, column in _COLUMN.items()
+            if column in scored.columns
+        }
+        scenarios = {
+            name: _scenario_recall(scored, column, config.alert_rate)
+            for name, column in _COLUMN.items()
+            if column in scored.columns
+        }
         scored.insert(0, "window", i + 1)
         results.append(WindowResult(i + 1, window, scored, evaluation, rankings, scenarios, fitted, counts))
         notes += [f"window {i + 1}: {n}" for n in evaluation.notes]
-    return BacktestResult(config, source.name, results, rows=len(featured), rejected=len(source.rejects),
-                          rejected_fraud=source.rejected_fraud, notes=notes)
+    return BacktestResult(
+        config,
+        source.name,
+        results,
+        rows=len(featured),
+        rejected=len(source.rejects),
+        rejected_fraud=source.rejected_fraud,
+        notes=notes,
+    )
 
 
 # ----------------------------------------------------------------------- outputs
 
-SCORE_COLUMNS = ("window", "txn_id", "row_number", "event_time", "payer_account", "is_fraud", "scenario",
-                 "risk_score", "risk_exact", "fraud_probability", "decision", "top_reasons", "rules_fired", "rule_score",
-                 "anomaly", "risk_without_anomaly", "lr_probability", "rf_probability")
+SCORE_COLUMNS = (
+    "window",
+    "txn_id",
+    "row_number",
+    "event_time",
+    "payer_account",
+    "is_fraud",
+    "scenario",
+    "risk_score",
+    "risk_exact",
+    "fraud_probability",
+    "decision",
+    "top_reasons",
+    "rules_fired",
+    "rule_score",
+    "anomaly",
+    "risk_without_anomaly",
+    "lr_probability",
+    "rf_probability",
+)
 
 
 def write_scores(result: BacktestResult, path: str | Path) -> Path:
@@ -571,8 +690,16 @@ def _mean_std(entry: dict, pct: bool = False) -> str:
 def headline_rows(result: BacktestResult) -> list[tuple[str, str, str, str, str]]:
     """(scorer, ROC-AUC, AP, card precision@k, recall at the alert rate): the report's table."""
     summary = result.summary()
-    return [(name, _mean_std(m["roc_auc"]), _mean_std(m["average_precision"]), _mean_std(m["card_precision_at_k"]),
-             _mean_std(m["recall_at_alert_rate"], pct=True)) for name, m in summary.items()]
+    return [
+        (
+            name,
+            _mean_std(m["roc_auc"]),
+            _mean_std(m["average_precision"]),
+            _mean_std(m["card_precision_at_k"]),
+            _mean_std(m["recall_at_alert_rate"], pct=True),
+        )
+        for name, m in summary.items()
+    ]
 
 
 def _charts(result: BacktestResult, out: Path) -> list[str]:
@@ -592,8 +719,7 @@ def _charts(result: BacktestResult, out: Path) -> list[str]:
                 p, r, _ = precision_recall_curve(y, pooled[column].to_numpy(dtype=np.float64))
                 ax.plot(r, p, label=name, drawstyle="steps-post")
     ax.axhline(y.mean() if len(y) else 0, color="grey", linestyle=":", label=f"base rate {y.mean():.2%}")
-    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02),
-           title="Precision-recall, test window(s)")
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="Precision-recall, test window(s)")
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "pr_curve.png")
@@ -619,8 +745,9 @@ def _charts(result: BacktestResult, out: Path) -> list[str]:
     for name, column in _COLUMN.items():
         if column not in pooled.columns or name == "txmon risk without anomaly":
             continue
-        days = [d for w in result.windows for d in card_precision_at_k(w.scored, result.config.k, column,
-                                                                        result.config.tz)]
+        days = [
+            d for w in result.windows for d in card_precision_at_k(w.scored, result.config.k, column, result.config.tz)
+        ]
         ax.plot([pd.Timestamp(d.day) for d in days], [d.precision for d in days], marker="o", label=name)
     ax.set(ylabel=f"card precision@{result.config.k}", ylim=(0, 1.02), title="Daily card precision@k (literature)")
     ax.legend(fontsize=8)
@@ -635,16 +762,31 @@ def _charts(result: BacktestResult, out: Path) -> list[str]:
 def report_json(result: BacktestResult, command: str | None = None) -> dict:
     def windows():
         for w in result.windows:
-            yield {"window": w.index, **json.loads(w.window.model_dump_json()), "counts": w.counts,
-                   "rankings": {k: v.model_dump() for k, v in w.rankings.items()},
-                   "scenario_recall_at_alert_rate": w.scenario_recall,
-                   "txmon": w.evaluation.summary(),
-                   "training": {"calibration": w.fit.calibration,
-                                **{k: v for k, v in w.fit.info.items() if k != "explain_features"}}}
-    return {"command": command, "source": result.source, "rows": result.rows, "rejected": result.rejected,
-            "rejected_fraud": result.rejected_fraud, "config": json.loads(result.config.model_dump_json()),
-            "summary": result.summary(), "txmon_beats": result.verdict(), "notes": result.notes,
-            "windows": list(windows())}
+            yield {
+                "window": w.index,
+                **json.loads(w.window.model_dump_json()),
+                "counts": w.counts,
+                "rankings": {k: v.model_dump() for k, v in w.rankings.items()},
+                "scenario_recall_at_alert_rate": w.scenario_recall,
+                "txmon": w.evaluation.summary(),
+                "training": {
+                    "calibration": w.fit.calibration,
+                    **{k: v for k, v in w.fit.info.items() if k != "explain_features"},
+                },
+            }
+
+    return {
+        "command": command,
+        "source": result.source,
+        "rows": result.rows,
+        "rejected": result.rejected,
+        "rejected_fraud": result.rejected_fraud,
+        "config": json.loads(result.config.model_dump_json()),
+        "summary": result.summary(),
+        "txmon_beats": result.verdict(),
+        "notes": result.notes,
+        "windows": list(windows()),
+    }
 
 
 def write_report(result: BacktestResult, out_dir: str | Path, command: str | None = None) -> Path:
@@ -659,49 +801,81 @@ def write_report(result: BacktestResult, out_dir: str | Path, command: str | Non
     lines = [f"# Backtest: {result.source}", ""]
     if command:
         lines += ["```", command, "```", ""]
-    lines += [f"{result.rows:,} transactions read through the stream's features; {result.rejected:,} source rows "
-              f"rejected ({result.rejected_fraud:,} of them labelled fraud). Labels known "
-              f"{'the source' + chr(39) + 's delay' if cfg.label_delay is None else cfg.label_delay} after their "
-              f"transaction. {len(result.windows)} window(s)" + (" (mean ± std)" if len(result.windows) > 1 else "")
-              + ".", ""]
-    lines += [f"| scorer | ROC-AUC | average precision | card precision@{k} | recall at "
-              f"{_fmt(cfg.alert_rate, True)} alerts |", "| --- | --- | --- | --- | --- |"]
+    lines += [
+        f"{result.rows:,} transactions read through the stream's features; {result.rejected:,} source rows "
+        f"rejected ({result.rejected_fraud:,} of them labelled fraud). Labels known "
+        f"{'the source' + chr(39) + 's delay' if cfg.label_delay is None else cfg.label_delay} after their "
+        f"transaction. {len(result.windows)} window(s)" + (" (mean ± std)" if len(result.windows) > 1 else "") + ".",
+        "",
+    ]
+    lines += [
+        f"| scorer | ROC-AUC | average precision | card precision@{k} | recall at "
+        f"{_fmt(cfg.alert_rate, True)} alerts |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     lines += [f"| {' | '.join(row)} |" for row in headline_rows(result)]
     verdict = result.verdict()
     if verdict:
         beat = [k_ for k_, v in verdict.items() if v]
         lost = [k_ for k_, v in verdict.items() if v is False]
-        lines += ["", f"**txmon's risk score beats the baselines on {len(beat)} of {len(verdict)} comparisons.**"
-                  + (f" Not on: {', '.join(lost)}." if lost else "")]
-    lines += ["", f"Card precision@{k} is the literature's (per {cfg.tz} day, the {k} accounts with the highest "
-              "score, accounts already detected on earlier test days removed, divided by k, mean over days); "
-              "txmon's own daily precision@k (ties shared, detected accounts kept) is in backtest.json.", ""]
+        lines += [
+            "",
+            f"**txmon's risk score beats the baselines on {len(beat)} of {len(verdict)} comparisons.**"
+            + (f" Not on: {', '.join(lost)}." if lost else ""),
+        ]
+    lines += [
+        "",
+        f"Card precision@{k} is the literature's (per {cfg.tz} day, the {k} accounts with the highest "
+        "score, accounts already detected on earlier test days removed, divided by k, mean over days); "
+        "txmon's own daily precision@k (ties shared, detected accounts kept) is in backtest.json.",
+        "",
+    ]
     for w in result.windows:
         info = w.fit.info
         lines += [f"## Window {w.index}: {w.window.describe()}", ""]
         c = w.counts
-        lines += [f"History before training: {c['history_rows']:,} rows (profiles only). Training: "
-                  f"{c['train_rows_label_known']:,} rows with known labels ({c['train_frauds_known']:,} fraud); "
-                  f"{c['train_rows'] - c['train_rows_label_known']:,} later rows dropped (label not yet known, "
-                  f"{c['train_frauds_unknown_yet']:,} of them fraud). Test: {c['test_rows']:,} rows, "
-                  f"{c['test_frauds']:,} fraud.", ""]
-        lines += [f"Model: {w.fit.calibration}; hyperparameters {info.get('hyperparameters')}, "
-                  f"{info.get('boosting_iterations')} iterations"
-                  + (f"; validation AP over 3 seeds {info['seed_ap_mean']:.4f} ± {info['seed_ap_std']:.4f} "
-                     f"(spread {info['seed_ap_spread']})" if "seed_ap_std" in info else "") + ".", ""]
+        lines += [
+            f"History before training: {c['history_rows']:,} rows (profiles only). Training: "
+            f"{c['train_rows_label_known']:,} rows with known labels ({c['train_frauds_known']:,} fraud); "
+            f"{c['train_rows'] - c['train_rows_label_known']:,} later rows dropped (label not yet known, "
+            f"{c['train_frauds_unknown_yet']:,} of them fraud). Test: {c['test_rows']:,} rows, "
+            f"{c['test_frauds']:,} fraud.",
+            "",
+        ]
+        lines += [
+            f"Model: {w.fit.calibration}; hyperparameters {info.get('hyperparameters')}, "
+            f"{info.get('boosting_iterations')} iterations"
+            + (
+                f"; validation AP over 3 seeds {info['seed_ap_mean']:.4f} ± {info['seed_ap_std']:.4f} "
+                f"(spread {info['seed_ap_spread']})"
+                if "seed_ap_std" in info
+                else ""
+            )
+            + ".",
+            "",
+        ]
         ev = w.evaluation
-        lines += [f"Decisions (policy {', '.join(f'{k_}={v}' for k_, v in ev.policy.items())}): alert rate "
-                  f"{_fmt(ev.alert_rate, True)}, recall {_fmt(ev.recall, True)}.", ""]
+        lines += [
+            f"Decisions (policy {', '.join(f'{k_}={v}' for k_, v in ev.policy.items())}): alert rate "
+            f"{_fmt(ev.alert_rate, True)}, recall {_fmt(ev.recall, True)}.",
+            "",
+        ]
         scen = w.scenario_recall.get("txmon risk", {})
         if scen and (len(scen) > 1 or "unknown" not in scen):
             names = [n for n in SCORERS if n in w.scenario_recall]
-            lines += [f"Recall per scenario at {_fmt(cfg.alert_rate, True)} alerts:", "",
-                      "| scenario | " + " | ".join(names) + " | decision recall (txmon) |",
-                      "| --- |" + " --- |" * (len(names) + 1)]
+            lines += [
+                f"Recall per scenario at {_fmt(cfg.alert_rate, True)} alerts:",
+                "",
+                "| scenario | " + " | ".join(names) + " | decision recall (txmon) |",
+                "| --- |" + " --- |" * (len(names) + 1),
+            ]
             by_decision = {s.scenario: s.recall for s in ev.by_scenario}
             for s in sorted(scen):
-                lines.append(f"| {s} | " + " | ".join(_fmt(w.scenario_recall[n].get(s), True) for n in names)
-                             + f" | {_fmt(by_decision.get(s), True)} |")
+                lines.append(
+                    f"| {s} | "
+                    + " | ".join(_fmt(w.scenario_recall[n].get(s), True) for n in names)
+                    + f" | {_fmt(by_decision.get(s), True)} |"
+                )
             lines.append("")
     if result.notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in result.notes] + [""]
@@ -711,8 +885,9 @@ def write_report(result: BacktestResult, out_dir: str | Path, command: str | Non
     return report
 
 
-def write_outputs(result: BacktestResult, *, scores_out: Path | None, report_dir: Path | None,
-                  command: str | None = None) -> dict:
+def write_outputs(
+    result: BacktestResult, *, scores_out: Path | None, report_dir: Path | None, command: str | None = None
+) -> dict:
     written = {}
     if scores_out is not None:
         written["scores"] = write_scores(result, scores_out)

@@ -8,6 +8,7 @@ session cached per worker process so it is reused across micro-batches.
 Writes are upserts keyed by natural ids, so a replayed micro-batch is harmless, and so
 is a write retried after a connection error (:func:`retried`, spark_jobs/recovery.py).
 """
+
 from __future__ import annotations
 
 import threading
@@ -37,9 +38,13 @@ class CassandraTarget:
     @classmethod
     def from_settings(cls, settings: Settings, keyspace: str | None = None) -> CassandraTarget:
         return cls(
-            settings.cassandra.host, settings.cassandra.port,
-            keyspace or settings.cassandra.keyspace, settings.spark.cassandra_write_concurrency,
-            settings.spark.cassandra_batch_rows, settings.cassandra.consistency, settings.cassandra.datacenter,
+            settings.cassandra.host,
+            settings.cassandra.port,
+            keyspace or settings.cassandra.keyspace,
+            settings.spark.cassandra_write_concurrency,
+            settings.spark.cassandra_batch_rows,
+            settings.cassandra.consistency,
+            settings.cassandra.datacenter,
             Backoff.cassandra_calls(settings),
         )
 
@@ -59,8 +64,13 @@ def session_for(target: CassandraTarget):
             # Drivers on first use: the Spark workers import this module before they write.
             from cassandra.policies import ExponentialReconnectionPolicy
 
-            cluster = open_cluster(target.host, target.port, request_timeout=30, consistency=target.consistency,
-                                   datacenter=target.datacenter)
+            cluster = open_cluster(
+                target.host,
+                target.port,
+                request_timeout=30,
+                consistency=target.consistency,
+                datacenter=target.datacenter,
+            )
             # The driver's default tries a node that went down again after 1, 2, 4, ... up
             # to 600 s and stops after 64 tries: a cached session would stay blind to a
             # Cassandra back from a few minutes' outage for minutes more, or for good.
@@ -110,8 +120,9 @@ def retried(target: CassandraTarget, what: str, fn: Callable[[], T]) -> T:
     return call_with_retry(target.retry, what, fn)
 
 
-def write_rows(target: CassandraTarget, table: str, columns: tuple[str, ...], rows: Iterable[Any],
-               batch_rows: int | None = None) -> int:
+def write_rows(
+    target: CassandraTarget, table: str, columns: tuple[str, ...], rows: Iterable[Any], batch_rows: int | None = None
+) -> int:
     """Upsert rows (tuples or Rows in ``columns`` order); raises if any write fails.
 
     A connection error is retried in place for a while (:func:`retried`). Raising then
@@ -121,20 +132,23 @@ def write_rows(target: CassandraTarget, table: str, columns: tuple[str, ...], ro
     params = [tuple(row) for row in rows]  # materialised: a retry writes the same rows again
     if not params:
         return 0
-    return retried(target, f"writing {len(params)} rows to {table}",
-                   lambda: _write_params(target, table, columns, params, batch_rows))
+    return retried(
+        target,
+        f"writing {len(params)} rows to {table}",
+        lambda: _write_params(target, table, columns, params, batch_rows),
+    )
 
 
-def _write_params(target: CassandraTarget, table: str, columns: tuple[str, ...], params: list[tuple],
-                  batch_rows: int | None) -> int:
+def _write_params(
+    target: CassandraTarget, table: str, columns: tuple[str, ...], params: list[tuple], batch_rows: int | None
+) -> int:
     from cassandra.concurrent import execute_concurrent, execute_concurrent_with_args
 
     session = session_for(target)
     stmt = prepared(session, insert_statement(table, columns))
     batch_rows = batch_rows or target.batch_rows
     if batch_rows <= 1:
-        execute_concurrent_with_args(session, stmt, params, concurrency=target.concurrency,
-                                     raise_on_first_error=True)
+        execute_concurrent_with_args(session, stmt, params, concurrency=target.concurrency, raise_on_first_error=True)
         return len(params)
     batches = [(b, ()) for b in replica_batches(session, stmt, params, batch_rows)]
     execute_concurrent(session, batches, concurrency=target.concurrency, raise_on_first_error=True)
@@ -181,14 +195,15 @@ def replica_batches(session, stmt, params: list[tuple], batch_rows: int) -> list
     for bound_rows in groups.values():
         for i in range(0, len(bound_rows), batch_rows):
             batch = BatchStatement(batch_type=BatchType.UNLOGGED)
-            for b in bound_rows[i:i + batch_rows]:
+            for b in bound_rows[i : i + batch_rows]:
                 batch.add(b)
             batches.append(batch)
     return batches
 
 
-def write_dataframe(df, target: CassandraTarget, table: str, columns: tuple[str, ...],
-                    batch_rows: int | None = None) -> None:
+def write_dataframe(
+    df, target: CassandraTarget, table: str, columns: tuple[str, ...], batch_rows: int | None = None
+) -> None:
     """Write a (micro-batch) DataFrame from its partitions, in parallel across executors.
 
     ``batch_rows`` overrides the rows per UNLOGGED batch for tables with wide rows (keep a

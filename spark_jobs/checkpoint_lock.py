@@ -16,6 +16,7 @@ A checkpoint on HDFS or an object store has no local file to lock: there the loc
 skipped (and said so), as those deployments run the stream under a cluster manager
 that starts one driver per application.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -66,8 +67,10 @@ class CheckpointLock:
     def acquire(self) -> CheckpointLock:
         """Take the lock or raise :class:`StreamLockedError` at once (never waits)."""
         if self.path is None:
-            log.warning("checkpoint %s is not on a local file system: no lock against a second stream on it",
-                        self.checkpoint_dir)
+            log.warning(
+                "checkpoint %s is not on a local file system: no lock against a second stream on it",
+                self.checkpoint_dir,
+            )
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -80,8 +83,12 @@ class CheckpointLock:
         except BaseException:
             os.close(fd)
             raise
-        record = {"pid": os.getpid(), "host": socket.gethostname(),
-                  "started_at": datetime.now(UTC).isoformat(), "argv": sys.argv}
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started_at": datetime.now(UTC).isoformat(),
+            "argv": sys.argv,
+        }
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(record).encode(), 0)
         self._fd = fd
@@ -113,8 +120,10 @@ class CheckpointLock:
         host = holder.get("host")
         where = f" on {host}" if host and host != socket.gethostname() else ""
         stop = f"stop it first (kill {pid})" if pid and not where else "stop it first"
-        return (f"another stream is already running on checkpoint {self.checkpoint_dir} ({who}{where}{since}): "
-                f"{stop}, or give this one its own --checkpoint-dir")
+        return (
+            f"another stream is already running on checkpoint {self.checkpoint_dir} ({who}{where}{since}): "
+            f"{stop}, or give this one its own --checkpoint-dir"
+        )
 
     def __enter__(self) -> CheckpointLock:
         return self.acquire()

@@ -18,6 +18,7 @@ Runs inside the transactions stream's foreachBatch on the batch's valid transact
    its account numbers and VPAs masked and the payer pseudonymised (docs/security-pii.md).
    All keyed by txn id / alert id: a replayed batch creates no duplicate.
 """
+
 from __future__ import annotations
 
 import json
@@ -62,8 +63,17 @@ log = logging.getLogger(__name__)
 
 NO_MODEL = "none"
 SCORED_COLUMNS = table_columns("scored_transactions")
-OUTCOME_COLUMNS = ("txn_id", "event_time", "hour_ist", "fraud_probability", "anomaly_score", "amount_paise",
-                   "payer_count_1h", "days_since_first_seen", "model_version")
+OUTCOME_COLUMNS = (
+    "txn_id",
+    "event_time",
+    "hour_ist",
+    "fraud_probability",
+    "anomaly_score",
+    "amount_paise",
+    "payer_count_1h",
+    "days_since_first_seen",
+    "model_version",
+)
 """What a micro-batch returns to the driver per transaction: exactly the drift monitor's
 inputs (spark_jobs/drift_stream.py reads this list; detection must not import it, as
 the workers import this module)."""
@@ -106,8 +116,10 @@ def cassandra_profiles(target: CassandraTarget, query_key: str):
         context = TaskContext.get()
         batch_id = context and context.getLocalProperty(BATCH_ID_PROPERTY)
         if batch_id is None:
-            raise RuntimeError("cassandra_profiles serves a streaming query's micro-batches only: this task "
-                               f"has no {BATCH_ID_PROPERTY}; use MemoryProfileStore outside a stream")
+            raise RuntimeError(
+                "cassandra_profiles serves a streaming query's micro-batches only: this task "
+                f"has no {BATCH_ID_PROPERTY}; use MemoryProfileStore outside a stream"
+            )
         return CassandraProfileStore(target, f"{query_key}#{batch_id}")
 
     return make
@@ -124,8 +136,7 @@ def _partition_fold(fold, make_store, out_schema):
         if not nonempty:  # empty partitions are normal (few keys, many partitions)
             return
         out = fold(pa.Table.from_batches(nonempty).to_pandas(), make_store())
-        yield from pa.Table.from_pandas(out[arrow_schema.names], schema=arrow_schema,
-                                        preserve_index=False).to_batches()
+        yield from pa.Table.from_pandas(out[arrow_schema.names], schema=arrow_schema, preserve_index=False).to_batches()
 
     return run
 
@@ -143,10 +154,12 @@ def add_features_to_batch(df, make_store, partitions: int):
     df = df.withColumn("payee_key", F.coalesce("payee_account", "payee_vpa"))
     payee_schema = with_feature_fields(df.schema, (*PAYEE_FEATURES, *LABEL_FEATURES))
     with_payee = df.repartition(partitions, "payee_key").mapInArrow(
-        _partition_fold(add_payee_features, make_store, payee_schema), payee_schema)
+        _partition_fold(add_payee_features, make_store, payee_schema), payee_schema
+    )
     payer_schema = with_feature_fields(with_payee.schema, PAYER_FEATURES)
     return with_payee.repartition(partitions, "payer_account").mapInArrow(
-        _partition_fold(add_payer_features, make_store, payer_schema), payer_schema)
+        _partition_fold(add_payer_features, make_store, payer_schema), payer_schema
+    )
 
 
 @dataclass
@@ -209,8 +222,14 @@ def score_ruled(ruled, trees, model_version: str, ruleset, spark=None):
     risk = risk_column("rule_score", "fraud_probability", "anomaly_score", ruleset.policy)
     # One withColumns: the driver analyses the whole plan again for every DataFrame step
     # (the optimizer collapses the projections either way).
-    return scored.withColumns({"risk_score": risk, "decision": decision_column(risk, ruleset.policy),
-                               "model_version": F.lit(model_version), "rules_version": F.lit(ruleset.label)})
+    return scored.withColumns(
+        {
+            "risk_score": risk,
+            "decision": decision_column(risk, ruleset.policy),
+            "model_version": F.lit(model_version),
+            "rules_version": F.lit(ruleset.label),
+        }
+    )
 
 
 def with_explanations(batch, bundle, rules: dict, model_version: str, rules_label: str, now, pii_key: bytes):
@@ -218,9 +237,10 @@ def with_explanations(batch, bundle, rules: dict, model_version: str, rules_labe
     import pyarrow as pa
 
     reasons, alert_json = _explain_batch(batch, bundle, rules, model_version, rules_label, now, pii_key)
-    return pa.RecordBatch.from_arrays([*batch.columns, pa.array(reasons, pa.string()),
-                                       pa.array(alert_json, pa.string())],
-                                      names=[*batch.schema.names, "reasons", "alert_json"])
+    return pa.RecordBatch.from_arrays(
+        [*batch.columns, pa.array(reasons, pa.string()), pa.array(alert_json, pa.string())],
+        names=[*batch.schema.names, "reasons", "alert_json"],
+    )
 
 
 def _explain_batch(batch, bundle, rules: dict, model_version: str, rules_label: str, now, pii_key: bytes):
@@ -237,8 +257,7 @@ def _explain_batch(batch, bundle, rules: dict, model_version: str, rules_label: 
     n = batch.num_rows
     decision = np.asarray(batch.column("decision").to_pylist(), dtype=object)
     flagged = decision != "APPROVE"
-    fired_any = pc.fill_null(pc.list_value_length(batch.column("rules_fired")), 0).to_numpy(
-        zero_copy_only=False) > 0
+    fired_any = pc.fill_null(pc.list_value_length(batch.column("rules_fired")), 0).to_numpy(zero_copy_only=False) > 0
     need = np.flatnonzero(flagged | fired_any)
     reasons_col = np.full(n, "[]", dtype=object)
     alerts_col = np.full(n, None, dtype=object)
@@ -257,24 +276,52 @@ def _explain_batch(batch, bundle, rules: dict, model_version: str, rules_label: 
         reasons = alert_reasons(row, fired, rules, explanations.get(i, []), decision[i], row["fraud_probability"])
         reasons_col[i] = json.dumps(reasons, separators=(",", ":"))
         if flagged[i]:
-            alerts_col[i] = _alert_json(row, int(row["risk_score"]), str(decision[i]), reasons, fired, rules,
-                                        model_version, rules_label, now, pii_key)
+            alerts_col[i] = _alert_json(
+                row,
+                int(row["risk_score"]),
+                str(decision[i]),
+                reasons,
+                fired,
+                rules,
+                model_version,
+                rules_label,
+                now,
+                pii_key,
+            )
     return reasons_col, alerts_col
 
 
 def alert_reasons(row: dict, fired: list[str], rules: dict, explanation, decision: str, prob: float) -> list[dict]:
     """The rules that fired with their values, then the model's strongest features."""
-    reasons = [{"code": rid, "description": rules[rid].reason_text(row),
-                "value": _value_text(row, rules[rid]), "contribution": rules[rid].score / 100.0}
-               for rid in fired if rid in rules]
+    reasons = [
+        {
+            "code": rid,
+            "description": rules[rid].reason_text(row),
+            "value": _value_text(row, rules[rid]),
+            "contribution": rules[rid].score / 100.0,
+        }
+        for rid in fired
+        if rid in rules
+    ]
     for name, contribution in explanation:
         if contribution > 0:
-            reasons.append({"code": f"MODEL_{name.upper()}",
-                            "description": f"model: unusual {name.replace('_', ' ')}",
-                            "value": _fmt(row.get(name)), "contribution": round(float(contribution), 4)})
+            reasons.append(
+                {
+                    "code": f"MODEL_{name.upper()}",
+                    "description": f"model: unusual {name.replace('_', ' ')}",
+                    "value": _fmt(row.get(name)),
+                    "contribution": round(float(contribution), 4),
+                }
+            )
     if decision != "APPROVE" and not reasons:
-        reasons.append({"code": "MODEL_SCORE", "description": "model risk score",
-                        "value": f"{prob:.3f}", "contribution": float(prob)})
+        reasons.append(
+            {
+                "code": "MODEL_SCORE",
+                "description": "model risk score",
+                "value": f"{prob:.3f}",
+                "contribution": float(prob),
+            }
+        )
     return reasons
 
 
@@ -292,23 +339,35 @@ def _alert_json(row, risk, decision, reasons, fired, rules, model_version, rules
     """The alert of one flagged row, masked and pseudonymised here, once per alert: the
     clear identifiers stay in the transactions table (docs/security-pii.md)."""
     severities = [rules[r].severity for r in fired if r in rules]
-    severity = max(severities, key=SEVERITIES.index) if severities else (
-        "HIGH" if decision == "BLOCK" else "MEDIUM")
+    severity = max(severities, key=SEVERITIES.index) if severities else ("HIGH" if decision == "BLOCK" else "MEDIUM")
     if decision == "BLOCK" and SEVERITIES.index(severity) < SEVERITIES.index(Severity.HIGH):
         severity = "HIGH"
     event_time = row["event_time"]
     if event_time.tzinfo is None:
         event_time = event_time.replace(tzinfo=UTC)
+
     def text(name):  # missing values arrive as None or NaN depending on the column's path
         value = row.get(name)
         return value if isinstance(value, str) and value else None
 
     alert = build_alert(
-        key=pii_key, txn_id=row["txn_id"], created_at=now, event_time=event_time,
-        payer_account=row["payer_account"], payer_vpa=text("payer_vpa"), payee_account=text("payee_account"),
-        payee_vpa=text("payee_vpa"), amount_paise=int(row["amount_paise"]), channel=row["channel"],
-        txn_type=row["txn_type"], risk_score=risk, decision=decision, severity=severity,
-        reasons=reasons, model_version=model_version, rules_version=rules_label,
+        key=pii_key,
+        txn_id=row["txn_id"],
+        created_at=now,
+        event_time=event_time,
+        payer_account=row["payer_account"],
+        payer_vpa=text("payer_vpa"),
+        payee_account=text("payee_account"),
+        payee_vpa=text("payee_vpa"),
+        amount_paise=int(row["amount_paise"]),
+        channel=row["channel"],
+        txn_type=row["txn_type"],
+        risk_score=risk,
+        decision=decision,
+        severity=severity,
+        reasons=reasons,
+        model_version=model_version,
+        rules_version=rules_label,
     )
     return to_json(alert).decode()
 
@@ -317,9 +376,16 @@ class Detector:
     """Per-stream scoring state: rules watcher, model holder, output targets, and the plan
     from a micro-batch's records to its outcome, rebuilt when the rules or model change."""
 
-    def __init__(self, settings: Settings, target: CassandraTarget, landed, query_key: str,
-                 rules_path: Path | None = None, registry_root: Path | None = None,
-                 alerts_topic: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        target: CassandraTarget,
+        landed,
+        query_key: str,
+        rules_path: Path | None = None,
+        registry_root: Path | None = None,
+        alerts_topic: str | None = None,
+    ) -> None:
         """``landed``: the stream's PreparedPlan to its landed valid transactions
         (transactions_stream.landing_plan); ``query_key``: names the query in profile
         tokens (:func:`cassandra_profiles`)."""
@@ -332,8 +398,9 @@ class Detector:
         # Read on the driver and shipped in the outputs closure, so executors need neither
         # the variable nor the state directory (docs/security-pii.md).
         self.pii_key = pii_token_key(settings.state_path)
-        self._featured = add_features_to_batch(landed, cassandra_profiles(target, query_key),
-                                               settings.spark.shuffle_partitions)
+        self._featured = add_features_to_batch(
+            landed, cassandra_profiles(target, query_key), settings.spark.shuffle_partitions
+        )
         # The plan for the current model and rules, and the (model version, rules label) it
         # was built for: a new model comes with a new version, new rules with a new label.
         self._plan = None
@@ -365,10 +432,19 @@ class Detector:
             fields = {f.name: f for f in scored.schema.fields}
             outcome_schema = T.StructType([fields[c] for c in OUTCOME_COLUMNS])
             self._plan = scored.mapInArrow(
-                _outputs_partition(self.target, self.settings.kafka.bootstrap, self.alerts_topic, outcome_schema,
-                                   self.models.broadcast, self.models.broadcast_key, self.models.version,
-                                   self.rules.current, self.pii_key),
-                outcome_schema)
+                _outputs_partition(
+                    self.target,
+                    self.settings.kafka.bootstrap,
+                    self.alerts_topic,
+                    outcome_schema,
+                    self.models.broadcast,
+                    self.models.broadcast_key,
+                    self.models.version,
+                    self.rules.current,
+                    self.pii_key,
+                ),
+                outcome_schema,
+            )
             self._plan_for = built_for
         return self._plan
 
@@ -396,8 +472,17 @@ def _worker_bundle(bundle_bc, bundle_key: str | None):
     return _bundle_in_worker[1]
 
 
-def _outputs_partition(target: CassandraTarget, bootstrap: str, alerts_topic: str, outcome_schema,
-                       bundle_bc, bundle_key: str | None, model_version: str, ruleset, pii_key: bytes):
+def _outputs_partition(
+    target: CassandraTarget,
+    bootstrap: str,
+    alerts_topic: str,
+    outcome_schema,
+    bundle_bc,
+    bundle_key: str | None,
+    model_version: str,
+    ruleset,
+    pii_key: bytes,
+):
     """mapInArrow function: reasons and alert JSON for the rows that need them
     (:func:`_explain_batch`), then each scored row to ``scored_transactions``, each alert to
     ``alerts``/``alerts_by_day`` and the alerts topic, from the task; yield the outcome

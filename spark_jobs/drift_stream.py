@@ -18,6 +18,7 @@ Airflow's ``model_retraining`` DAG (:func:`infra.airflow.on_drift_event`), at mo
 per ``drift.notify_cooldown_minutes``. A notifier that fails is logged and recorded on
 the event; it never stops the stream.
 """
+
 from __future__ import annotations
 
 import logging
@@ -56,22 +57,26 @@ class CassandraDriftStateStore(DriftStateStore):
 
     def row(self, part: str):
         session = self._session()
-        stmt = prepared(session, "SELECT state, applied_batch, last_notified_at FROM drift_state "
-                                 "WHERE stream = ? AND part = ?")
+        stmt = prepared(
+            session, "SELECT state, applied_batch, last_notified_at FROM drift_state WHERE stream = ? AND part = ?"
+        )
         return session.execute(stmt, (self.stream, part)).one()
 
     def load(self, key: str) -> bytes | None:
         row = self.row(key)
         return bytes(row.state) if row is not None and row.state is not None else None
 
-    def save(self, key: str, data: bytes, *, applied_batch: int | None = None,
-             last_notified_at: datetime | None = None) -> None:
+    def save(
+        self, key: str, data: bytes, *, applied_batch: int | None = None, last_notified_at: datetime | None = None
+    ) -> None:
         # One INSERT replaces the row atomically (a reader sees the old or the new state).
         session = self._session()
-        stmt = prepared(session, "INSERT INTO drift_state (stream, part, state, applied_batch, "
-                                 "last_notified_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)")
-        session.execute(stmt, (self.stream, key, data, applied_batch, last_notified_at,
-                               datetime.now(UTC)))
+        stmt = prepared(
+            session,
+            "INSERT INTO drift_state (stream, part, state, applied_batch, "
+            "last_notified_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        session.execute(stmt, (self.stream, key, data, applied_batch, last_notified_at, datetime.now(UTC)))
 
 
 def airflow_notifier(settings: Settings) -> Notifier:
@@ -112,8 +117,11 @@ class _Part:
     def __init__(self, store: CassandraDriftStateStore, name: str, config) -> None:
         row = store.row(name)
         self.name = name
-        self.monitor = (DriftMonitor.from_bytes(bytes(row.state)) if row is not None and row.state is not None
-                        else DriftMonitor(config))
+        self.monitor = (
+            DriftMonitor.from_bytes(bytes(row.state))
+            if row is not None and row.state is not None
+            else DriftMonitor(config)
+        )
         self.applied_batch = row.applied_batch if row is not None and row.applied_batch is not None else -1
         last = row.last_notified_at if row is not None else None
         self.last_notified_at = last.replace(tzinfo=UTC) if last is not None and last.tzinfo is None else last
@@ -122,8 +130,15 @@ class _Part:
 class StreamDrift:
     """Drift detection for one stream (``stream`` names its state, e.g. the checkpoint)."""
 
-    def __init__(self, settings: Settings, target: CassandraTarget, stream: str, *,
-                 notifier: Notifier | None = None, registry_root=None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        target: CassandraTarget,
+        stream: str,
+        *,
+        notifier: Notifier | None = None,
+        registry_root=None,
+    ) -> None:
         self.settings = settings
         self.target = target
         self.stream = stream
@@ -153,8 +168,7 @@ class StreamDrift:
         version = str(frame["model_version"].iloc[-1])
         if part.monitor.model_version != version:
             part.monitor.new_model(version)
-        events = part.monitor.update_scores(frame, datetime.now(UTC), model_version=version,
-                                            reference=reference)
+        events = part.monitor.update_scores(frame, datetime.now(UTC), model_version=version, reference=reference)
         return self._finish(part, batch_id, events, frame["event_time"].max())
 
     def observe_labels(self, labels: pd.DataFrame, batch_id: int) -> list[DriftEvent]:
@@ -188,7 +202,7 @@ class StreamDrift:
         stmt = prepared(session, "SELECT txn_id, decision, model_version FROM scored_transactions WHERE txn_id IN ?")
         rows = []
         for i in range(0, len(ids), 100):
-            rows += [(r.txn_id, r.decision, r.model_version) for r in session.execute(stmt, (ids[i:i + 100],))]
+            rows += [(r.txn_id, r.decision, r.model_version) for r in session.execute(stmt, (ids[i : i + 100],))]
         return pd.DataFrame(rows, columns=["txn_id", "decision", "model_version"])
 
     def _finish(self, part: _Part, batch_id: int, events: list[DriftEvent], data_time) -> list[DriftEvent]:
@@ -199,19 +213,44 @@ class StreamDrift:
             rows = []
             for event in events:
                 notified = self._notify(part, event)
-                rows.append((self.stream, part.name, batch_id, event.signal.value, event.detected_at, data_time,
-                             event.n_seen, event.mean_before, event.variance_before, event.width_before,
-                             event.mean_after, event.variance_after, event.width_after, event.model_version,
-                             notified))
+                rows.append(
+                    (
+                        self.stream,
+                        part.name,
+                        batch_id,
+                        event.signal.value,
+                        event.detected_at,
+                        data_time,
+                        event.n_seen,
+                        event.mean_before,
+                        event.variance_before,
+                        event.width_before,
+                        event.mean_after,
+                        event.variance_after,
+                        event.width_after,
+                        event.model_version,
+                        notified,
+                    )
+                )
                 # Recorded without anyone to tell (no Airflow): the operator reads drift_events.
                 level = logging.INFO if notified.startswith("not notified") else logging.WARNING
-                log.log(level, "drift on %s/%s: %s mean %.4f -> %.4f after %d values (%s)", self.stream, part.name,
-                        event.signal.value, event.mean_before, event.mean_after, event.n_seen, notified)
+                log.log(
+                    level,
+                    "drift on %s/%s: %s mean %.4f -> %.4f after %d values (%s)",
+                    self.stream,
+                    part.name,
+                    event.signal.value,
+                    event.mean_before,
+                    event.mean_after,
+                    event.n_seen,
+                    notified,
+                )
             write_rows(self.target, "drift_events", EVENT_COLUMNS, rows, batch_rows=1)
             self.events.extend(events)
         part.applied_batch = batch_id
-        self.store.save(part.name, part.monitor.to_bytes(), applied_batch=batch_id,
-                        last_notified_at=part.last_notified_at)
+        self.store.save(
+            part.name, part.monitor.to_bytes(), applied_batch=batch_id, last_notified_at=part.last_notified_at
+        )
         return events
 
     def _notify(self, part: _Part, event: DriftEvent) -> str:

@@ -16,6 +16,7 @@ out an outage (see :mod:`spark_jobs.supervisor`). Shape::
      "recovery": {"state": "running|waiting|gave_up", "restarts": 2, "attempt": 3,
         "since": "...Z", "last_error": "...", "next_attempt_at": "...Z", "updated_at": "...Z"}}
 """
+
 from __future__ import annotations
 
 import json
@@ -111,9 +112,17 @@ class HeartbeatListener(StreamingQueryListener):
             offsets = _offsets(source.endOffset)
             if isinstance(offsets, dict):
                 end_offsets.update(offsets)
-        self._update(str(p.id), p.name, run_id=str(p.runId), status="progress", batch_id=p.batchId,
-                     input_rows=p.numInputRows, batch_timestamp=p.timestamp, last_progress_at=_now(),
-                     end_offsets=end_offsets or None)
+        self._update(
+            str(p.id),
+            p.name,
+            run_id=str(p.runId),
+            status="progress",
+            batch_id=p.batchId,
+            input_rows=p.numInputRows,
+            batch_timestamp=p.timestamp,
+            last_progress_at=_now(),
+            end_offsets=end_offsets or None,
+        )
 
     def onQueryIdle(self, event: Any) -> None:
         self._update(str(event.id), None, run_id=str(event.runId), status="idle")

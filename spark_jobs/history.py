@@ -13,6 +13,7 @@ store per task (each key's whole history is in one partition), exactly as the ba
 side of the batch/stream parity test does; the payee fraud-report feature counts only
 labels whose ``label_time`` had passed at each transaction.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -24,13 +25,23 @@ from txmon.models.features import MemoryProfileStore
 from txmon.spark_jobs.cassandra_sink import CassandraTarget, prepared, session_for
 from txmon.spark_jobs.detection import add_features_to_batch
 
-MIN_TOKEN = -(2 ** 63)
-MAX_TOKEN = 2 ** 63 - 1
+MIN_TOKEN = -(2**63)
+MAX_TOKEN = 2**63 - 1
 
 HISTORY_COLUMNS = {  # transactions columns the features and reports need -> Spark type name
-    "txn_id": "string", "event_time": "timestamp", "channel": "string", "txn_type": "string",
-    "payer_account": "string", "payee_account": "string", "payee_vpa": "string", "amount_paise": "long",
-    "mcc": "string", "device_id": "string", "city": "string", "lat": "double", "lon": "double",
+    "txn_id": "string",
+    "event_time": "timestamp",
+    "channel": "string",
+    "txn_type": "string",
+    "payer_account": "string",
+    "payee_account": "string",
+    "payee_vpa": "string",
+    "amount_paise": "long",
+    "mcc": "string",
+    "device_id": "string",
+    "city": "string",
+    "lat": "double",
+    "lon": "double",
     "status": "string",
 }
 LABEL_COLUMNS = {"txn_id": "string", "is_fraud": "boolean", "scenario": "string", "label_time": "timestamp"}
@@ -56,16 +67,21 @@ def _schema(columns: dict[str, str]):
     # pyspark on first use: the retraining DAG's non-Spark tasks import this module.
     from pyspark.sql import types as T
 
-    types = {"string": T.StringType(), "timestamp": T.TimestampType(), "long": T.LongType(),
-             "double": T.DoubleType(), "boolean": T.BooleanType()}
+    types = {
+        "string": T.StringType(),
+        "timestamp": T.TimestampType(),
+        "long": T.LongType(),
+        "double": T.DoubleType(),
+        "boolean": T.BooleanType(),
+    }
     return T.StructType([T.StructField(name, types[kind]) for name, kind in columns.items()])
 
 
-def _fetch(target: CassandraTarget, table: str, key: str, columns: tuple[str, ...],
-           timestamps: tuple[int, ...], ranges):
+def _fetch(
+    target: CassandraTarget, table: str, key: str, columns: tuple[str, ...], timestamps: tuple[int, ...], ranges
+):
     session = session_for(target)
-    stmt = prepared(session, f"SELECT {', '.join(columns)} FROM {table} "
-                             f"WHERE token({key}) > ? AND token({key}) <= ?")
+    stmt = prepared(session, f"SELECT {', '.join(columns)} FROM {table} WHERE token({key}) > ? AND token({key}) <= ?")
     stmt.fetch_size = 5000
     for lo, hi in ranges:
         for row in session.execute(stmt, (lo, hi)):
@@ -76,8 +92,7 @@ def _fetch(target: CassandraTarget, table: str, key: str, columns: tuple[str, ..
             yield tuple(values)
 
 
-def read_table(spark, target: CassandraTarget, table: str, key: str, columns: dict[str, str],
-               splits: int = 32):
+def read_table(spark, target: CassandraTarget, table: str, key: str, columns: dict[str, str], splits: int = 32):
     """A whole Cassandra table (the given columns) as a DataFrame, read by token range."""
     names = tuple(columns)
     timestamps = tuple(i for i, kind in enumerate(columns.values()) if kind == "timestamp")
@@ -91,9 +106,11 @@ def read_history(spark, target: CassandraTarget, since: datetime, until: datetim
     from pyspark.sql import functions as F
 
     transactions = read_table(spark, target, "transactions", "txn_id", HISTORY_COLUMNS, splits).where(
-        (F.col("event_time") >= F.lit(since)) & (F.col("event_time") < F.lit(until)))
+        (F.col("event_time") >= F.lit(since)) & (F.col("event_time") < F.lit(until))
+    )
     labels = read_table(spark, target, "labels", "txn_id", LABEL_COLUMNS, max(1, splits // 4)).where(
-        F.col("label_time") < F.lit(until))
+        F.col("label_time") < F.lit(until)
+    )
     return transactions, labels
 
 
@@ -102,9 +119,11 @@ def fraud_label_times(transactions, labels) -> dict[str, list[tuple[int, int]]]:
     collected and handed to the one definition, :func:`models.dataset.fraud_label_times`."""
     from pyspark.sql import functions as F
 
-    frauds = (labels.where(F.col("is_fraud")).join(transactions, "txn_id")
-              .select(F.coalesce("payee_account", "payee_vpa").alias("payee_key"), "is_fraud", "label_time",
-                      "event_time"))
+    frauds = (
+        labels.where(F.col("is_fraud"))
+        .join(transactions, "txn_id")
+        .select(F.coalesce("payee_account", "payee_vpa").alias("payee_key"), "is_fraud", "label_time", "event_time")
+    )
     return by_payee(frauds.toPandas())
 
 
@@ -117,6 +136,8 @@ def labelled_features(transactions, labels, partitions: int):
 
     make_store = partial(MemoryProfileStore, fraud_labels=fraud_label_times(transactions, labels))
     featured = add_features_to_batch(transactions, make_store, partitions)
-    return (featured.join(labels, "txn_id", "left")
-            .withColumn("is_fraud", F.coalesce(F.col("is_fraud"), F.lit(False)))
-            .withColumn("scenario", F.when(F.col("is_fraud"), F.col("scenario"))))
+    return (
+        featured.join(labels, "txn_id", "left")
+        .withColumn("is_fraud", F.coalesce(F.col("is_fraud"), F.lit(False)))
+        .withColumn("scenario", F.when(F.col("is_fraud"), F.col("scenario")))
+    )

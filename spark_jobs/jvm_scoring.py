@@ -12,6 +12,7 @@ themselves (bench/stream_scoring_bench.py: the pass-through floor alone was 0.35
 of both models' plain scikit-learn calls), so Python scoring could not reach the
 in-stream / plain-predict goal of 0.5 (docs/detection.md, "Scoring in the JVM").
 """
+
 from __future__ import annotations
 
 from txmon.models.features import FEATURES
@@ -50,7 +51,13 @@ def with_model_scores(df, trees, spark=None):
     scores = model_scores_column(trees, spark or df.sparkSession)
     # One UDF call per row: the struct is not inlined into both field reads (Spark's
     # CollapseProject keeps a UDF referenced twice in its own projection).
-    return (df.withColumn("_model_scores", scores)
-            .withColumns({"fraud_probability": F.col("_model_scores.fraud_probability"),
-                          "anomaly_score": F.col("_model_scores.anomaly_score")})
-            .drop("_model_scores"))
+    return (
+        df.withColumn("_model_scores", scores)
+        .withColumns(
+            {
+                "fraud_probability": F.col("_model_scores.fraud_probability"),
+                "anomaly_score": F.col("_model_scores.anomaly_score"),
+            }
+        )
+        .drop("_model_scores")
+    )

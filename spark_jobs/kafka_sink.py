@@ -11,6 +11,7 @@ before it finishes, so a failure fails the task and Spark replays the micro-batc
 replay may publish a record twice, and every record carries an id to de-duplicate by
 (the alert id; a dead letter's topic/partition/offset).
 """
+
 from __future__ import annotations
 
 import threading
@@ -32,9 +33,14 @@ def producer_for(bootstrap: str):
             from kafka import KafkaProducer
 
             _producers[bootstrap] = KafkaProducer(
-                bootstrap_servers=bootstrap, acks="all", linger_ms=5, compression_type="lz4", retries=10,
+                bootstrap_servers=bootstrap,
+                acks="all",
+                linger_ms=5,
+                compression_type="lz4",
+                retries=10,
                 max_in_flight_requests_per_connection=1,  # keeps one account's records in order
-                client_id="txmon-stream", **client_config(),
+                client_id="txmon-stream",
+                **client_config(),
             )
         return _producers[bootstrap]
 

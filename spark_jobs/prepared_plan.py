@@ -17,6 +17,7 @@ replays the steps, one py4j call each.
 It uses pyspark's classic internals (``DataFrame._jdf``, ``_to_seq``): pyspark is pinned in
 setup.py, and tests/integration/test_prepared_plan.py checks each method against pyspark's.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

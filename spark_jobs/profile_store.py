@@ -5,6 +5,7 @@ already wrote carry its batch token; for those we start again from ``prev_state`
 profile before that batch), for the others from ``state``. Either way the replay folds
 the same events onto the same starting profiles, so features come out identical.
 """
+
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
@@ -33,30 +34,37 @@ class CassandraProfileStore(ProfileStore):
         # prev_state is read only for keys this batch token already wrote (a replay): it is
         # as large as state (24 h of JSON per key), and reading both for every key doubled
         # the bytes Cassandra served and the driver parsed (py-spy on the stream's workers).
-        self._select = prepared(self.session,
-            "SELECT key, state, applied_batch FROM feature_profiles WHERE kind = ? AND key IN ?")
-        self._select_prev = prepared(self.session,
-            "SELECT key, prev_state FROM feature_profiles WHERE kind = ? AND key IN ?")
-        self._insert = prepared(self.session,
+        self._select = prepared(
+            self.session, "SELECT key, state, applied_batch FROM feature_profiles WHERE kind = ? AND key IN ?"
+        )
+        self._select_prev = prepared(
+            self.session, "SELECT key, prev_state FROM feature_profiles WHERE kind = ? AND key IN ?"
+        )
+        self._insert = prepared(
+            self.session,
             "INSERT INTO feature_profiles (kind, key, state, prev_state, applied_batch, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, toTimestamp(now()))")
-        self._labels = prepared(self.session,
-            "SELECT payee_key, label_time, event_time FROM payee_fraud_labels WHERE payee_key IN ?")
+            "VALUES (?, ?, ?, ?, ?, toTimestamp(now()))",
+        )
+        self._labels = prepared(
+            self.session, "SELECT payee_key, label_time, event_time FROM payee_fraud_labels WHERE payee_key IN ?"
+        )
 
     def _read(self, stmt, kind: str | None, keys: list[str]) -> list:
         # Retried while Cassandra is down (the session reconnects by itself; cassandra_sink).
-        return retried(self.target, f"reading {len(keys)} {kind or 'label'} profiles",
-                       lambda: self._read_once(stmt, kind, keys))
+        return retried(
+            self.target, f"reading {len(keys)} {kind or 'label'} profiles", lambda: self._read_once(stmt, kind, keys)
+        )
 
     def _read_once(self, stmt, kind: str | None, keys: list[str]) -> list:
         # The Cassandra driver on first use, as in spark_jobs/cassandra_sink.py.
         from cassandra.concurrent import execute_concurrent_with_args
 
-        chunks = [keys[i:i + _CHUNK] for i in range(0, len(keys), _CHUNK)]
+        chunks = [keys[i : i + _CHUNK] for i in range(0, len(keys), _CHUNK)]
         args = [(kind, c) if kind is not None else (c,) for c in chunks]
         rows = []
-        for result in execute_concurrent_with_args(self.session, stmt, args, concurrency=self.target.concurrency,
-                                                   raise_on_first_error=True):
+        for result in execute_concurrent_with_args(
+            self.session, stmt, args, concurrency=self.target.concurrency, raise_on_first_error=True
+        ):
             rows.extend(result.result_or_exc)
         return rows
 
@@ -78,21 +86,37 @@ class CassandraProfileStore(ProfileStore):
     def save(self, kind, profiles):
         from cassandra.concurrent import execute_concurrent
 
-        params = [(kind, key, state, self._base.get((kind, key)), self.batch_token)
-                  for key, state in profiles.items()]
+        params = [(kind, key, state, self._base.get((kind, key)), self.batch_token) for key, state in profiles.items()]
         # Small UNLOGGED batches, like every other write (cassandra_sink): the Python driver
         # spends its CPU per request, and one request per profile made saving profiles the
         # largest single cost of a detection micro-batch (bench/spark_profile.py).
         batches = [(b, ()) for b in replica_batches(self.session, self._insert, params, _SAVE_BATCH_ROWS)]
-        retried(self.target, f"saving {len(params)} {kind} profiles",
-                lambda: execute_concurrent(self.session, batches, concurrency=self.target.concurrency,
-                                           raise_on_first_error=True))
+        retried(
+            self.target,
+            f"saving {len(params)} {kind} profiles",
+            lambda: execute_concurrent(
+                self.session, batches, concurrency=self.target.concurrency, raise_on_first_error=True
+            ),
+        )
 
     def save_windows(self, rows):
         now = datetime.now(UTC).replace(tzinfo=None)
-        write_rows(self.target, "account_aggregates", AGGREGATE_COLUMNS, [
-            (payer, kind, _EPOCH + timedelta(microseconds=start), _EPOCH + timedelta(microseconds=end), *values, now)
-            for payer, kind, start, end, *values in rows])
+        write_rows(
+            self.target,
+            "account_aggregates",
+            AGGREGATE_COLUMNS,
+            [
+                (
+                    payer,
+                    kind,
+                    _EPOCH + timedelta(microseconds=start),
+                    _EPOCH + timedelta(microseconds=end),
+                    *values,
+                    now,
+                )
+                for payer, kind, start, end, *values in rows
+            ],
+        )
 
     def fraud_label_times(self, payees):
         times: dict[str, list[tuple[int, int]]] = {}

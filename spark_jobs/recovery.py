@@ -21,6 +21,7 @@ so running a batch again is always safe. What this module adds is *waiting*:
 Spark workers import this module (through :mod:`spark_jobs.cassandra_sink`): keep its
 imports light.
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,8 +36,15 @@ from txmon.infra.errors import StreamRecoveryError
 log = logging.getLogger("txmon.recovery")
 T = TypeVar("T")
 
-__all__ = ["Backoff", "Queries", "SparkQueries", "call_with_retry", "cassandra_outage_errors",
-           "dependency_probe", "keep_running"]
+__all__ = [
+    "Backoff",
+    "Queries",
+    "SparkQueries",
+    "call_with_retry",
+    "cassandra_outage_errors",
+    "dependency_probe",
+    "keep_running",
+]
 
 
 @dataclass(frozen=True)
@@ -76,19 +84,31 @@ def cassandra_outage_errors() -> tuple[type[BaseException], ...]:
     from cassandra.cluster import NoHostAvailable
     from cassandra.connection import ConnectionException
 
-    return (NoHostAvailable, OperationTimedOut, Unavailable, ReadTimeout, WriteTimeout, ConnectionException,
-            ConnectionError)
+    return (
+        NoHostAvailable,
+        OperationTimedOut,
+        Unavailable,
+        ReadTimeout,
+        WriteTimeout,
+        ConnectionException,
+        ConnectionError,
+    )
 
 
 def _brief(error: BaseException, limit: int = 300) -> str:
     text = f"{type(error).__name__}: {error}".replace("\n", " ")
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def call_with_retry(policy: Backoff | None, what: str, fn: Callable[[], T], *,
-                    retryable: Callable[[], tuple[type[BaseException], ...]] = cassandra_outage_errors,
-                    clock: Callable[[], float] = time.monotonic,
-                    sleep: Callable[[float], None] = time.sleep) -> T:
+def call_with_retry(
+    policy: Backoff | None,
+    what: str,
+    fn: Callable[[], T],
+    *,
+    retryable: Callable[[], tuple[type[BaseException], ...]] = cassandra_outage_errors,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
     """``fn()``; if it raises one of ``retryable()``, retry it with ``policy``'s backoff until
     it succeeds or the budget is spent (then the last error is raised). ``fn`` must be
     safe to run again: every txmon write is an idempotent upsert.
@@ -104,17 +124,28 @@ def call_with_retry(policy: Backoff | None, what: str, fn: Callable[[], T], *,
     return _retry(policy, what, fn, first, retryable(), clock, sleep)
 
 
-def _retry(policy: Backoff, what: str, fn: Callable[[], T], first: BaseException,
-           errors: tuple[type[BaseException], ...], clock: Callable[[], float],
-           sleep: Callable[[float], None]) -> T:
+def _retry(
+    policy: Backoff,
+    what: str,
+    fn: Callable[[], T],
+    first: BaseException,
+    errors: tuple[type[BaseException], ...],
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> T:
     from tenacity import Retrying, retry_if_exception_type
 
     started = clock()
     log.warning("%s failed (%s); retrying with backoff for up to %.0fs", what, _brief(first), policy.give_up_after_s)
 
     def _sleep_then(state) -> None:  # tenacity's before_sleep: say what waits and why
-        log.warning("%s: attempt %d failed (%s); next in %.1fs", what, state.attempt_number + 1,
-                    _brief(state.outcome.exception()), policy.delay(state.attempt_number + 1))
+        log.warning(
+            "%s: attempt %d failed (%s); next in %.1fs",
+            what,
+            state.attempt_number + 1,
+            _brief(state.outcome.exception()),
+            policy.delay(state.attempt_number + 1),
+        )
 
     if policy.delay(1) > policy.give_up_after_s:
         raise first
@@ -124,7 +155,9 @@ def _retry(policy: Backoff, what: str, fn: Callable[[], T], first: BaseException
         retry=retry_if_exception_type(errors),
         wait=lambda state: policy.delay(state.attempt_number + 1),
         stop=lambda state: clock() - started + policy.delay(state.attempt_number + 1) > policy.give_up_after_s,
-        before_sleep=_sleep_then, sleep=sleep, reraise=True,
+        before_sleep=_sleep_then,
+        sleep=sleep,
+        reraise=True,
     )
     sleep(policy.delay(1))
     result = retrying(fn)
@@ -157,10 +190,16 @@ def _iso(at: datetime | None) -> str | None:
     return None if at is None else at.isoformat()
 
 
-def keep_running(queries: Queries, *, probe: Callable[[], dict[str, str | None]], heartbeat: Heartbeat | None,
-                 policy: Backoff, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep,
-                 wall: Callable[[], datetime] = lambda: datetime.now(UTC)) -> int:
+def keep_running(
+    queries: Queries,
+    *,
+    probe: Callable[[], dict[str, str | None]],
+    heartbeat: Heartbeat | None,
+    policy: Backoff,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> int:
     """Run ``queries`` until they stop without an error; returns how often they were restarted.
 
     A failed query stops all of them; then, with ``policy``'s backoff, ``probe()`` is asked
@@ -190,15 +229,29 @@ def keep_running(queries: Queries, *, probe: Callable[[], dict[str, str | None]]
             attempt += 1
             waited = clock() - streak_since
             if waited >= policy.give_up_after_s:
-                _beat(heartbeat, state="gave_up", restarts=restarts, attempt=attempt, since=_iso(streak_wall),
-                      last_error=reason)
+                _beat(
+                    heartbeat,
+                    state="gave_up",
+                    restarts=restarts,
+                    attempt=attempt,
+                    since=_iso(streak_wall),
+                    last_error=reason,
+                )
                 raise StreamRecoveryError(
                     f"the stream's queries kept failing for {waited:.0f}s (limit recovery.restart_give_up_s="
                     f"{policy.give_up_after_s:.0f}); last error: {reason}. Check `txmon infra status`, then start "
-                    "the stream again (under `txmon stream --supervise` that happens by itself)")
+                    "the stream again (under `txmon stream --supervise` that happens by itself)"
+                )
             delay = policy.delay(attempt)
-            _beat(heartbeat, state="waiting", restarts=restarts, attempt=attempt, since=_iso(streak_wall),
-                  last_error=reason, next_attempt_at=_iso(wall() + timedelta(seconds=delay)))
+            _beat(
+                heartbeat,
+                state="waiting",
+                restarts=restarts,
+                attempt=attempt,
+                since=_iso(streak_wall),
+                last_error=reason,
+                next_attempt_at=_iso(wall() + timedelta(seconds=delay)),
+            )
             log.warning("stream: restart attempt %d in %.1fs (failing for %.0fs: %s)", attempt, delay, waited, reason)
             sleep(delay)
             down = {name: why for name, why in probe().items() if why}
@@ -212,10 +265,20 @@ def keep_running(queries: Queries, *, probe: Callable[[], dict[str, str | None]]
                 queries.stop()
                 continue
             restarts += 1
-            log.warning("stream: queries restarted from their checkpoints (restart %d, after %.0fs)",
-                        restarts, clock() - streak_since)
-            _beat(heartbeat, state="running", restarts=restarts, attempt=attempt, since=_iso(streak_wall),
-                  last_error=reason, restarted_at=_iso(wall()))
+            log.warning(
+                "stream: queries restarted from their checkpoints (restart %d, after %.0fs)",
+                restarts,
+                clock() - streak_since,
+            )
+            _beat(
+                heartbeat,
+                state="running",
+                restarts=restarts,
+                attempt=attempt,
+                since=_iso(streak_wall),
+                last_error=reason,
+                restarted_at=_iso(wall()),
+            )
             break
 
 

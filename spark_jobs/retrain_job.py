@@ -7,6 +7,7 @@ Stages: extract (needs --start/--end; default: the last retraining.window_days),
 build_features, train, evaluate, promote, all. Each is idempotent per run id; the
 output is one JSON line (what the stage produced) for the caller (e.g. Airflow).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,9 @@ def _when(text: str) -> datetime:
     try:
         return datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO date/time, e.g. 2026-11-20 or "
-                                         "2026-11-20T06:00:00+00:00") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO date/time, e.g. 2026-11-20 or 2026-11-20T06:00:00+00:00"
+        ) from None
 
 
 def parser() -> argparse.ArgumentParser:

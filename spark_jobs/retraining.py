@@ -27,6 +27,7 @@ The streaming job picks a new champion up between micro-batches (hot swap).
     txmon retrain                                  # the last retraining.window_days, all stages
     txmon spark-submit spark_jobs/retrain_job.py --run-id R --start ... --end ... --stage extract
 """
+
 from __future__ import annotations
 
 import json
@@ -53,8 +54,17 @@ from txmon.spark_jobs.session import build_session
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Comparison", "build_features", "compare", "evaluate", "extract", "promote", "retrain",
-           "run_dir", "train_challenger"]
+__all__ = [
+    "Comparison",
+    "build_features",
+    "compare",
+    "evaluate",
+    "extract",
+    "promote",
+    "retrain",
+    "run_dir",
+    "train_challenger",
+]
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9_.:+-]{1,120}$")
 
@@ -65,8 +75,9 @@ class RetrainingError(ModelError):
 
 def run_dir(settings: Settings, run_id: str) -> Path:
     if not _RUN_ID.match(run_id) or run_id.startswith("."):
-        raise RetrainingError(f"run id {run_id!r} must be 1-120 letters, digits or '_.:+-' "
-                              "(Airflow's run ids and ISO dates qualify)")
+        raise RetrainingError(
+            f"run id {run_id!r} must be 1-120 letters, digits or '_.:+-' (Airflow's run ids and ISO dates qualify)"
+        )
     return settings.state_path / "retraining" / run_id.replace(":", "_")
 
 
@@ -115,8 +126,15 @@ def extract(settings: Settings, run_id: str, start: datetime, end: datetime, spa
     labels.write.mode("overwrite").parquet(str(history / "labels"))
     tx = spark.read.parquet(str(history / "transactions"))
     lb = spark.read.parquet(str(history / "labels"))
-    summary = {"run_id": run_id, "start": start.isoformat(), "end": end.isoformat(), "since": since.isoformat(),
-               "transactions": tx.count(), "labels": lb.count(), "frauds": lb.where("is_fraud").count()}
+    summary = {
+        "run_id": run_id,
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "since": since.isoformat(),
+        "transactions": tx.count(),
+        "labels": lb.count(),
+        "frauds": lb.where("is_fraud").count(),
+    }
     _write_json(done, summary)
     log.info("extract %s: %s", run_id, summary)
     return summary
@@ -134,8 +152,11 @@ def build_features(settings: Settings, run_id: str, spark=None) -> dict:
 
     spark = spark or _session(settings)
     history = out / "history"
-    featured = labelled_features(spark.read.parquet(str(history / "transactions")),
-                                 spark.read.parquet(str(history / "labels")), settings.spark.shuffle_partitions)
+    featured = labelled_features(
+        spark.read.parquet(str(history / "transactions")),
+        spark.read.parquet(str(history / "labels")),
+        settings.spark.shuffle_partitions,
+    )
     window = featured.where(F.col("event_time") >= F.lit(datetime.fromisoformat(extracted["start"])))
     window.write.mode("overwrite").parquet(str(out / "features"))
     written = spark.read.parquet(str(out / "features"))
@@ -159,8 +180,10 @@ def train_challenger(settings: Settings, run_id: str) -> str:
     if done.is_file():
         version = _read_json(done)["version"]
         if version not in {m.version for m in registry.versions()}:
-            raise RetrainingError(f"run {run_id} registered challenger {version}, which is not in the registry at "
-                                  f"{registry.root} (another registry, or deleted); start a new run id or delete {out}")
+            raise RetrainingError(
+                f"run {run_id} registered challenger {version}, which is not in the registry at "
+                f"{registry.root} (another registry, or deleted); start a new run id or delete {out}"
+            )
         return version
 
     frame = _features(settings, run_id)
@@ -168,12 +191,18 @@ def train_challenger(settings: Settings, run_id: str) -> str:
     if frauds < settings.retraining.min_frauds:
         raise TrainingDataError(
             f"run {run_id}: the window has {frauds} confirmed frauds, fewer than retraining.min_frauds="
-            f"{settings.retraining.min_frauds}; wait for more labels or widen retraining.window_days")
+            f"{settings.retraining.min_frauds}; wait for more labels or widen retraining.window_days"
+        )
     extracted = _read_json(out / "extract.json")
     config = TrainingConfig(holdout_fraction=settings.retraining.holdout_fraction)
-    result = train_frame(frame, config, data_source=(
-        f"cassandra {settings.cassandra.keyspace} {extracted['start']}..{extracted['end']} (retrain run {run_id})"),
-        policy=_policy())
+    result = train_frame(
+        frame,
+        config,
+        data_source=(
+            f"cassandra {settings.cassandra.keyspace} {extracted['start']}..{extracted['end']} (retrain run {run_id})"
+        ),
+        policy=_policy(),
+    )
     version = registry.register(result.bundle, result.metadata)
     _write_json(done, {"version": version, "run_id": run_id})
     log.info("run %s: challenger %s registered", run_id, version)
@@ -184,8 +213,9 @@ def _policy():
     return stream_policy()[0]
 
 
-def compare(holdout: pd.DataFrame, champion, challenger, *, metric: str, margin: float, k: int = 100,
-            policy=None) -> dict:
+def compare(
+    holdout: pd.DataFrame, champion, challenger, *, metric: str, margin: float, k: int = 100, policy=None
+) -> dict:
     """Score both bundles on the same labelled hold-out; the promotion decision.
 
     ``champion`` may be None (nothing live yet): the challenger is promoted if it is
@@ -208,13 +238,22 @@ def compare(holdout: pd.DataFrame, champion, challenger, *, metric: str, margin:
     else:
         gain = c_value - champ[metric]
         promote = gain >= margin
-        why = (f"challenger {metric} {c_value:.4f} vs champion {champ[metric]:.4f}: "
-               f"{'+' if gain >= 0 else ''}{gain:.4f} {'>=' if promote else '<'} margin {margin}")
-    return {"metric": metric, "margin": margin, "promote": promote, "reason": why,
-            "holdout_rows": len(holdout), "holdout_frauds": int(holdout["is_fraud"].sum()),
-            "holdout_start": holdout["event_time"].min().isoformat(),
-            "holdout_end": holdout["event_time"].max().isoformat(),
-            "champion": champ, "challenger": chall}
+        why = (
+            f"challenger {metric} {c_value:.4f} vs champion {champ[metric]:.4f}: "
+            f"{'+' if gain >= 0 else ''}{gain:.4f} {'>=' if promote else '<'} margin {margin}"
+        )
+    return {
+        "metric": metric,
+        "margin": margin,
+        "promote": promote,
+        "reason": why,
+        "holdout_rows": len(holdout),
+        "holdout_frauds": int(holdout["is_fraud"].sum()),
+        "holdout_start": holdout["event_time"].min().isoformat(),
+        "holdout_end": holdout["event_time"].max().isoformat(),
+        "champion": champ,
+        "challenger": chall,
+    }
 
 
 Comparison = dict
@@ -233,10 +272,20 @@ def evaluate(settings: Settings, run_id: str) -> dict:
     if champion == challenger:
         champion = None
     _, holdout = time_split(_features(settings, run_id), settings.retraining.holdout_fraction)
-    result = compare(holdout, registry.load(champion) if champion else None, registry.load(challenger),
-                     metric=settings.retraining.metric, margin=settings.retraining.margin, policy=_policy())
-    result.update(run_id=run_id, champion_version=champion, challenger_version=challenger,
-                  evaluated_at=datetime.now(UTC).isoformat())
+    result = compare(
+        holdout,
+        registry.load(champion) if champion else None,
+        registry.load(challenger),
+        metric=settings.retraining.metric,
+        margin=settings.retraining.margin,
+        policy=_policy(),
+    )
+    result.update(
+        run_id=run_id,
+        champion_version=champion,
+        challenger_version=challenger,
+        evaluated_at=datetime.now(UTC).isoformat(),
+    )
     registry.annotate(challenger, "retraining", result)
     _write_json(done, result)
     (out / "comparison.md").write_text(comparison_markdown(result), encoding="utf-8")
@@ -256,8 +305,13 @@ def promote(settings: Settings, run_id: str) -> str | None:
     if not result["promote"]:
         return None
     if live != result["champion_version"]:
-        log.warning("run %s: champion changed from %s to %s since the comparison; not promoting %s "
-                    "(re-run the evaluate stage)", run_id, result["champion_version"], live, challenger)
+        log.warning(
+            "run %s: champion changed from %s to %s since the comparison; not promoting %s (re-run the evaluate stage)",
+            run_id,
+            result["champion_version"],
+            live,
+            challenger,
+        )
         return None
     registry.promote(challenger)
     return challenger
@@ -285,18 +339,33 @@ def _session(settings: Settings):
 def comparison_markdown(result: dict) -> str:
     """The comparison as a markdown table (for comparison.md and the fraud-desk email)."""
     champ, chall = result.get("champion") or {}, result["challenger"]
-    names = ["model_average_precision", "model_roc_auc", "model_card_precision_at_100", "model_fixed_rate_recall",
-             "model_daily_precision_at_100", "average_precision", "card_precision_at_100", "recall", "alert_rate",
-             *sorted(k for k in chall if k.startswith("recall_"))]
+    names = [
+        "model_average_precision",
+        "model_roc_auc",
+        "model_card_precision_at_100",
+        "model_fixed_rate_recall",
+        "model_daily_precision_at_100",
+        "average_precision",
+        "card_precision_at_100",
+        "recall",
+        "alert_rate",
+        *sorted(k for k in chall if k.startswith("recall_")),
+    ]
 
     def fmt(value) -> str:
         return "n/a" if value is None else f"{value:.4f}"
 
-    lines = [f"# Retraining run {result.get('run_id', '')}", "",
-             f"Decision: **{'promote' if result['promote'] else 'keep the champion'}** — {result['reason']}", "",
-             f"Hold-out: {result['holdout_rows']:,} transactions, {result['holdout_frauds']:,} frauds, "
-             f"{result['holdout_start']} .. {result['holdout_end']}", "",
-             f"| metric | champion {result.get('champion_version') or '(none)'} | "
-             f"challenger {result.get('challenger_version', '')} |", "|---|---:|---:|"]
+    lines = [
+        f"# Retraining run {result.get('run_id', '')}",
+        "",
+        f"Decision: **{'promote' if result['promote'] else 'keep the champion'}** — {result['reason']}",
+        "",
+        f"Hold-out: {result['holdout_rows']:,} transactions, {result['holdout_frauds']:,} frauds, "
+        f"{result['holdout_start']} .. {result['holdout_end']}",
+        "",
+        f"| metric | champion {result.get('champion_version') or '(none)'} | "
+        f"challenger {result.get('challenger_version', '')} |",
+        "|---|---:|---:|",
+    ]
     lines += [f"| {n} | {fmt(champ.get(n))} | {fmt(chall.get(n))} |" for n in names]
     return "\n".join(lines) + "\n"

@@ -6,6 +6,7 @@ Spark SQL expression over the feature and transaction columns, evaluated by Spar
 boolean is rejected with the rule id and the problem; the stream keeps scoring with the
 last good rules.
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,13 +33,16 @@ def check_conditions(spark, ruleset: RuleSet, schema) -> None:
             first = str(exc).strip().splitlines()[0][:300]
             raise RulesError(f"rule {rule.id}: condition `{rule.condition}` is invalid: {first}") from None
         if not isinstance(dtype, BooleanType):
-            raise RulesError(f"rule {rule.id}: condition `{rule.condition}` is {dtype.simpleString()}, "
-                             "not true/false; compare it with something (e.g. `>= 3`)")
+            raise RulesError(
+                f"rule {rule.id}: condition `{rule.condition}` is {dtype.simpleString()}, "
+                "not true/false; compare it with something (e.g. `>= 3`)"
+            )
     for rule in ruleset.rules:
         for name in rule.placeholders():
             if name not in schema.fieldNames():
-                raise RulesError(f"rule {rule.id}: reason uses {{{name}}}, which is not a column; "
-                                 f"use one of the feature columns")
+                raise RulesError(
+                    f"rule {rule.id}: reason uses {{{name}}}, which is not a column; use one of the feature columns"
+                )
 
 
 def rule_columns(ruleset: RuleSet) -> dict:
@@ -56,8 +60,7 @@ def rule_columns(ruleset: RuleSet) -> dict:
         return {"rules_fired": F.array().cast("array<string>"), "rule_score": F.lit(0.0)}
     hits = [F.coalesce(F.expr(r.effective_condition), F.lit(False)) for r in rules]
     fired = F.filter(F.array(*[F.when(h, F.lit(r.id)) for h, r in zip(hits, rules)]), lambda x: x.isNotNull())
-    score = sum((F.when(h, F.lit(float(r.score))).otherwise(F.lit(0.0)) for h, r in zip(hits, rules)),
-                F.lit(0.0))
+    score = sum((F.when(h, F.lit(float(r.score))).otherwise(F.lit(0.0)) for h, r in zip(hits, rules)), F.lit(0.0))
     return {"rules_fired": fired, "rule_score": F.least(score, F.lit(100.0))}
 
 

@@ -5,6 +5,7 @@ fetch``) and are passed with ``spark.jars``, with txmon's own scorer jar (built 
 spark_jobs/jvm by infra/jars.py). Workers must run the project's own
 interpreter (``PYSPARK_PYTHON``) or pandas/Arrow code fails in them.
 """
+
 from __future__ import annotations
 
 import os
@@ -36,8 +37,9 @@ def spark_conf(settings: Settings, app_name: str, master: str | None = None) -> 
         "spark.pyspark.python": sys.executable,
         "spark.pyspark.driver.python": sys.executable,
         "spark.ui.showConsoleProgress": "false",
-        "spark.sql.streaming.stateStore.providerClass":
-            "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
+        "spark.sql.streaming.stateStore.providerClass": (
+            "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
+        ),
         # Local temp data under the state dir, not /tmp of whoever runs the job.
         "spark.local.dir": str(settings.state_path / "spark" / "local"),
         # Timestamps are UTC end to end (JVM, Python workers, Cassandra driver).
@@ -64,8 +66,9 @@ def local_ip_env(settings: Settings) -> dict[str, str]:
     return {"SPARK_LOCAL_IP": settings.spark.host}
 
 
-def build_session(settings: Settings, app_name: str, master: str | None = None,
-                  extra_conf: dict[str, str] | None = None):
+def build_session(
+    settings: Settings, app_name: str, master: str | None = None, extra_conf: dict[str, str] | None = None
+):
     """A SparkSession with txmon's wiring (creates the JVM on first call); ``extra_conf``
     overrides or adds Spark settings (bench/stream_at_rate.py's ``--conf``)."""
     # pyspark only to build a session: txmon spark-submit builds its command line without it.
@@ -149,7 +152,10 @@ def spark_submit_env(base: dict[str, str] | None = None, settings: Settings | No
 
 
 def spark_submit_argv(
-    settings: Settings, job: str, job_args: list[str], app_name: str | None = None,
+    settings: Settings,
+    job: str,
+    job_args: list[str],
+    app_name: str | None = None,
     master: str | None = None,
 ) -> list[str]:
     """The full ``spark-submit`` command line for a job file under spark_jobs/."""
@@ -157,8 +163,15 @@ def spark_submit_argv(
     if not job_path.is_absolute():
         job_path = PROJECT_ROOT / job_path
     conf = spark_conf(settings, app_name or job_path.stem, master)
-    argv = [spark_submit_bin(), "--master", conf.pop("spark.master"), "--jars", conf.pop("spark.jars"),
-            "--driver-memory", conf.pop("spark.driver.memory")]
+    argv = [
+        spark_submit_bin(),
+        "--master",
+        conf.pop("spark.master"),
+        "--jars",
+        conf.pop("spark.jars"),
+        "--driver-memory",
+        conf.pop("spark.driver.memory"),
+    ]
     for key, value in conf.items():
         argv += ["--conf", f"{key}={value}"]
     return [*argv, str(job_path), *job_args]

@@ -6,6 +6,7 @@ JSON ``{"run_id": ..., "id": ...}``; each lands as one row keyed by (run_id, id)
     spark-submit --jars <spark-kafka jars> spark_jobs/smoke.py --topic smoke
     txmon smoke --count 1000            # produces, runs this job, prints what landed
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,9 @@ from txmon.spark_jobs.session import build_session, checkpoint_location
 SMOKE_COLUMNS = ("run_id", "id", "payload", "kafka_partition", "kafka_offset", "landed_at")
 
 
-def start_smoke_query(spark, settings: Settings, topic: str, checkpoint: str,
-                      available_now: bool = True, keyspace: str | None = None):
+def start_smoke_query(
+    spark, settings: Settings, topic: str, checkpoint: str, available_now: bool = True, keyspace: str | None = None
+):
     """Start the streaming query; with ``available_now`` it stops once the topic is drained."""
     # pyspark on first use: txmon smoke imports this module before it starts Spark.
     from pyspark.sql import functions as F

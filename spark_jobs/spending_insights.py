@@ -11,6 +11,7 @@ accounts under payer_account ``*`` (the segment of the whole book). Rows are key
 rows, so the job is idempotent; the console's insights page reads them. The output is one
 JSON line (rows written, periods) for the caller (the spending_insights DAG).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,13 +19,31 @@ import json
 import sys
 from datetime import UTC, datetime
 
-SPENDING_COLUMNS = ("payer_account", "period_kind", "period", "dimension", "key", "txn_count", "total_paise",
-                    "max_paise", "avg_paise", "computed_until")
+SPENDING_COLUMNS = (
+    "payer_account",
+    "period_kind",
+    "period",
+    "dimension",
+    "key",
+    "txn_count",
+    "total_paise",
+    "max_paise",
+    "avg_paise",
+    "computed_until",
+)
 DIMENSIONS = ("all", "channel", "mcc", "payee")
 ALL_ACCOUNTS = "*"
 """The payer_account of the rows that sum every account (no account number is a '*')."""
-_READ = {"txn_id": "string", "event_time": "timestamp", "channel": "string", "payer_account": "string",
-         "payee_account": "string", "payee_vpa": "string", "amount_paise": "long", "mcc": "string"}
+_READ = {
+    "txn_id": "string",
+    "event_time": "timestamp",
+    "channel": "string",
+    "payer_account": "string",
+    "payee_account": "string",
+    "payee_vpa": "string",
+    "amount_paise": "long",
+    "mcc": "string",
+}
 
 
 def aggregate(transactions, until: datetime):
@@ -34,23 +53,39 @@ def aggregate(transactions, until: datetime):
     ist = F.from_utc_timestamp(F.col("event_time"), "Asia/Kolkata")
     base = transactions.where(F.col("event_time") < F.lit(until)).where(F.col("payer_account").isNotNull())
     keyed = []
-    for dimension, key in (("all", F.lit("")), ("channel", F.coalesce(F.col("channel"), F.lit("?"))),
-                           ("mcc", F.coalesce(F.col("mcc"), F.lit("none"))),
-                           ("payee", F.coalesce(F.col("payee_vpa"), F.col("payee_account"), F.lit("?")))):
+    for dimension, key in (
+        ("all", F.lit("")),
+        ("channel", F.coalesce(F.col("channel"), F.lit("?"))),
+        ("mcc", F.coalesce(F.col("mcc"), F.lit("none"))),
+        ("payee", F.coalesce(F.col("payee_vpa"), F.col("payee_account"), F.lit("?"))),
+    ):
         for kind, period in (("month", F.date_format(ist, "yyyy-MM")), ("year", F.date_format(ist, "yyyy"))):
-            keyed.append(base.select("payer_account", F.lit(kind).alias("period_kind"), period.alias("period"),
-                                     F.lit(dimension).alias("dimension"), key.alias("key"), "amount_paise"))
+            keyed.append(
+                base.select(
+                    "payer_account",
+                    F.lit(kind).alias("period_kind"),
+                    period.alias("period"),
+                    F.lit(dimension).alias("dimension"),
+                    key.alias("key"),
+                    "amount_paise",
+                )
+            )
     rows = keyed[0]
     for other in keyed[1:]:
         rows = rows.unionByName(other)
     # The whole book as one more "account" (ALL_ACCOUNTS): the segment every account's
     # figures are read against.
     rows = rows.unionByName(rows.withColumn("payer_account", F.lit(ALL_ACCOUNTS)))
-    return (rows.groupBy("payer_account", "period_kind", "period", "dimension", "key")
-            .agg(F.count(F.lit(1)).alias("txn_count"), F.sum("amount_paise").alias("total_paise"),
-                 F.max("amount_paise").alias("max_paise"),
-                 F.round(F.avg("amount_paise")).cast("long").alias("avg_paise"))
-            .withColumn("computed_until", F.lit(until)))
+    return (
+        rows.groupBy("payer_account", "period_kind", "period", "dimension", "key")
+        .agg(
+            F.count(F.lit(1)).alias("txn_count"),
+            F.sum("amount_paise").alias("total_paise"),
+            F.max("amount_paise").alias("max_paise"),
+            F.round(F.avg("amount_paise")).cast("long").alias("avg_paise"),
+        )
+        .withColumn("computed_until", F.lit(until))
+    )
 
 
 def run(settings, until: datetime, spark=None, splits: int = 16) -> dict:

@@ -20,6 +20,7 @@ spark_jobs/transactions_stream.py`` is started detached (pid file, log under
 ``<state_dir>/logs/stream.out``), and the restart is appended to
 ``<state_dir>/stream/restarts.jsonl`` with the reason and the DAG run that did it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -50,8 +51,17 @@ STREAM_JOB = "spark_jobs/transactions_stream.py"
 SUPERVISE_TRIGGER = "txmon stream --supervise"
 State = Literal["running", "starting", "waiting", "dead", "stalled"]
 
-__all__ = ["STREAM_JOB", "StreamHealth", "check", "restart", "restarts", "restarts_path", "run_supervised",
-           "stream_process", "supervise"]
+__all__ = [
+    "STREAM_JOB",
+    "StreamHealth",
+    "check",
+    "restart",
+    "restarts",
+    "restarts_path",
+    "run_supervised",
+    "stream_process",
+    "supervise",
+]
 
 
 def stream_process(settings: Settings) -> DetachedCommand:
@@ -94,8 +104,13 @@ def _lag(query: dict[str, Any], topic: str, end_offsets: dict[int, int]) -> int 
     return sum(max(0, end - int(done.get(str(p), 0))) for p, end in end_offsets.items())
 
 
-def check(settings: Settings, *, topic: str | None = None, now: datetime | None = None,
-          end_offsets: Callable[[str], dict[int, int]] | None = None) -> StreamHealth:
+def check(
+    settings: Settings,
+    *,
+    topic: str | None = None,
+    now: datetime | None = None,
+    end_offsets: Callable[[str], dict[int, int]] | None = None,
+) -> StreamHealth:
     """Judge the streaming job from its process and heartbeat (see the module docstring).
 
     ``end_offsets(topic)`` gives Kafka's end offsets per partition (default: asked from
@@ -124,29 +139,58 @@ def check(settings: Settings, *, topic: str | None = None, now: datetime | None 
         return StreamHealth("stalled", f"no heartbeat for {age:.0f}s (limit {stall:.0f}s)", pid, age, None, queries)
     recovery = beat.get("recovery") or {}
     if recovery.get("state") == "waiting":
-        return StreamHealth("waiting", f"waiting out an outage since {recovery.get('since')} "
-                            f"(attempt {recovery.get('attempt')}): {recovery.get('last_error')}", pid, age, None, queries)
-    stale = {name: q for name, q in queries.items()
-             if (now - (_parse_time(q.get("last_progress_at")) or started)).total_seconds() > stall}
+        return StreamHealth(
+            "waiting",
+            f"waiting out an outage since {recovery.get('since')} "
+            f"(attempt {recovery.get('attempt')}): {recovery.get('last_error')}",
+            pid,
+            age,
+            None,
+            queries,
+        )
+    stale = {
+        name: q
+        for name, q in queries.items()
+        if (now - (_parse_time(q.get("last_progress_at")) or started)).total_seconds() > stall
+    }
     lag_total = None
     if stale:
         offsets = (end_offsets or _kafka_end_offsets(settings))(topic)
         for name, q in stale.items():
             lag = _lag(q, topic, offsets)
             if lag:
-                return StreamHealth("stalled", f"query {name} made no progress for more than {stall:.0f}s "
-                                    f"while Kafka holds {lag} unread records of {topic}", pid, age, lag, queries)
+                return StreamHealth(
+                    "stalled",
+                    f"query {name} made no progress for more than {stall:.0f}s "
+                    f"while Kafka holds {lag} unread records of {topic}",
+                    pid,
+                    age,
+                    lag,
+                    queries,
+                )
             lag_total = (lag_total or 0) + (lag or 0)
-    return StreamHealth("running", "heartbeat fresh" + ("" if not stale else ", idle with nothing to read"),
-                        pid, age, lag_total, queries)
+    return StreamHealth(
+        "running",
+        "heartbeat fresh" + ("" if not stale else ", idle with nothing to read"),
+        pid,
+        age,
+        lag_total,
+        queries,
+    )
 
 
 def _kafka_end_offsets(settings: Settings) -> Callable[[str], dict[int, int]]:
     return lambda topic: kafka_end_offsets(settings.kafka.bootstrap, topic)
 
 
-def restart(settings: Settings, reason: str, *, job_args: list[str] | None = None,
-            triggered_by: str | None = None, env: dict[str, str] | None = None) -> dict[str, Any]:
+def restart(
+    settings: Settings,
+    reason: str,
+    *,
+    job_args: list[str] | None = None,
+    triggered_by: str | None = None,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Stop whatever is left of the job, start it again detached, record the restart."""
     proc = stream_process(settings)
     old_pid = proc.pid()
@@ -159,8 +203,15 @@ def restart(settings: Settings, reason: str, *, job_args: list[str] | None = Non
     # spark-submit finds SPARK_HOME with the first python3 on PATH: make it the venv's.
     child_env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + child_env.get("PATH", "")
     pid = proc.start_with_env(argv, cwd=PROJECT_ROOT, env=child_env)
-    record = {"at": datetime.now(UTC).isoformat(), "reason": reason, "old_pid": old_pid, "pid": pid,
-              "argv": argv[1:], "triggered_by": triggered_by, "log": str(proc.log_file)}
+    record = {
+        "at": datetime.now(UTC).isoformat(),
+        "reason": reason,
+        "old_pid": old_pid,
+        "pid": pid,
+        "argv": argv[1:],
+        "triggered_by": triggered_by,
+        "log": str(proc.log_file),
+    }
     path = restarts_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as out:
@@ -194,9 +245,15 @@ def restarts(settings: Settings) -> list[dict[str, Any]]:
         return []
 
 
-def supervise(settings: Settings, *, topic: str | None = None, job_args: list[str] | None = None,
-              triggered_by: str | None = None, now: datetime | None = None,
-              end_offsets: Callable[[str], dict[int, int]] | None = None) -> dict[str, Any]:
+def supervise(
+    settings: Settings,
+    *,
+    topic: str | None = None,
+    job_args: list[str] | None = None,
+    triggered_by: str | None = None,
+    now: datetime | None = None,
+    end_offsets: Callable[[str], dict[int, int]] | None = None,
+) -> dict[str, Any]:
     """Check once; restart if dead or stalled. Returns the health (and the restart, if any)."""
     health = check(settings, topic=topic, now=now, end_offsets=end_offsets)
     result: dict[str, Any] = {"health": asdict(health), "restart": None}
@@ -204,8 +261,9 @@ def supervise(settings: Settings, *, topic: str | None = None, job_args: list[st
         args = list(job_args or [])
         if topic and "--topic" not in args:
             args += ["--topic", topic]
-        result["restart"] = restart(settings, f"{health.state}: {health.reason}", job_args=args,
-                                    triggered_by=triggered_by)
+        result["restart"] = restart(
+            settings, f"{health.state}: {health.reason}", job_args=args, triggered_by=triggered_by
+        )
     return result
 
 
@@ -244,8 +302,13 @@ def _foreign_lock_holder(settings: Settings, checkpoint_dir: str, proc: Detached
     return {**holder, "message": lock._message(holder)}
 
 
-def run_supervised(settings: Settings, job_args: list[str] | None = None, *, log: Callable[[str], None] = _say,
-                   stop: threading.Event | None = None) -> int:
+def run_supervised(
+    settings: Settings,
+    job_args: list[str] | None = None,
+    *,
+    log: Callable[[str], None] = _say,
+    stop: threading.Event | None = None,
+) -> int:
     """``txmon stream --supervise``: run the stream as a child process and keep it alive.
 
     Every ``recovery.supervise_poll_s`` the stream is judged as the DAG judges it
@@ -287,7 +350,8 @@ def run_supervised(settings: Settings, job_args: list[str] | None = None, *, log
                     raise StreamSupervisionError(
                         f"the stream died {failed_starts} times in a row before it ran (last: {health.reason}); "
                         f"see {proc.log_file} and {restarts_path(settings)}, fix the cause, then run "
-                        f"`txmon stream --supervise` again (limit recovery.supervise_max_failed_starts)")
+                        f"`txmon stream --supervise` again (limit recovery.supervise_max_failed_starts)"
+                    )
                 else:
                     if failed_starts:
                         delay = backoff.delay(failed_starts)
@@ -298,8 +362,10 @@ def run_supervised(settings: Settings, job_args: list[str] | None = None, *, log
                     record = restart(settings, reason, job_args=args, triggered_by=SUPERVISE_TRIGGER)
                     starts += 1
                     failed_starts += 1
-                    log(f"stream {reason}; started pid {record['pid']} (log {record['log']}; "
-                        f"recorded in {restarts_path(settings)})")
+                    log(
+                        f"stream {reason}; started pid {record['pid']} (log {record['log']}; "
+                        f"recorded in {restarts_path(settings)})"
+                    )
             stop.wait(r.supervise_poll_s)
     finally:
         if stop.is_set() and proc.pid() is not None:

@@ -25,6 +25,7 @@ consumer can de-duplicate; the dead_letters *table* is exact.)
     spark-submit --jars <connector jars> spark_jobs/transactions_stream.py [--available-now]
     txmon stream
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,7 +60,7 @@ TRANSACTION_COLUMNS = validation.TRANSACTION_COLUMNS
 DEAD_LETTER_COLUMNS = validation.DEAD_LETTER_COLUMNS
 # What "the same event" means for a txn_id seen again: every contract field, not where
 # Kafka put it or when it landed.
-CONTENT_COLUMNS = TRANSACTION_COLUMNS[:TRANSACTION_COLUMNS.index("status") + 1]
+CONTENT_COLUMNS = TRANSACTION_COLUMNS[: TRANSACTION_COLUMNS.index("status") + 1]
 
 
 @dataclass(frozen=True)
@@ -125,8 +126,9 @@ def landed_transactions(raw_df, judge: validation.Judge = validation.Judge()):
     return validation.valid_transactions(raw_df, judge)
 
 
-def landing_plan(records, target: CassandraTarget, bootstrap: str, dlq_topic: str,
-                 judge: validation.Judge = validation.Judge()):
+def landing_plan(
+    records, target: CassandraTarget, bootstrap: str, dlq_topic: str, judge: validation.Judge = validation.Judge()
+):
     """A micro-batch's landing (:func:`land_partition`) as a PreparedPlan built once per
     query from the streaming frame ``records`` (:func:`validation.raw_records`), whose
     schema every micro-batch has: its frame is the valid typed rows, landed."""
@@ -134,8 +136,9 @@ def landing_plan(records, target: CassandraTarget, bootstrap: str, dlq_topic: st
     return plan.mapInArrow(land_partition(target, bootstrap, dlq_topic, judge), validation.typed_schema())
 
 
-def land_partition(target: CassandraTarget, bootstrap: str, dlq_topic: str,
-                   judge: validation.Judge = validation.Judge()):
+def land_partition(
+    target: CassandraTarget, bootstrap: str, dlq_topic: str, judge: validation.Judge = validation.Judge()
+):
     """mapInArrow function over raw Kafka records: judges every record in Python
     (spark_jobs/validation.judge_batch: nothing Spark-side interprets the payload, so no
     value can fail the micro-batch), sets aside txn_ids landed before
@@ -156,7 +159,8 @@ def land_partition(target: CassandraTarget, bootstrap: str, dlq_topic: str,
             judged = validation.judge_batch(batch, now, judge)
             valid, conflicts = split_duplicates(target, judged.valid)
             letters = judged.dead_letters + validation.dead_letter_rows(
-                batch, [(judged.index[i], error) for i, error in conflicts], now)
+                batch, [(judged.index[i], error) for i, error in conflicts], now
+            )
             if valid.num_rows:
                 write_rows(target, "transactions", TRANSACTION_COLUMNS, arrow_rows(valid, TRANSACTION_COLUMNS))
             if letters:
@@ -178,8 +182,12 @@ def publish_dead_letters(target: CassandraTarget, bootstrap: str, dlq_topic: str
         record = dict(zip(DEAD_LETTER_COLUMNS, letter))
         del record["landed_at"]  # the topic carries where it came from, not when it landed
         key = record["raw_key"]
-        messages.append((None if key is None else key.encode("utf-8", "backslashreplace"),
-                         json.dumps(record, default=_json_default, separators=(",", ":")).encode()))
+        messages.append(
+            (
+                None if key is None else key.encode("utf-8", "backslashreplace"),
+                json.dumps(record, default=_json_default, separators=(",", ":")).encode(),
+            )
+        )
     publish(bootstrap, dlq_topic, messages)
 
 
@@ -244,24 +252,32 @@ def _read_versions(target: CassandraTarget, ids: list[str]) -> dict[str, tuple]:
     from cassandra.concurrent import execute_concurrent_with_args
 
     session = session_for(target)
-    stmt = prepared(session, f"SELECT {', '.join(CONTENT_COLUMNS)}, kafka_partition, kafka_offset "
-                             "FROM transactions WHERE txn_id IN ?")
-    chunks = [(ids[i:i + 100],) for i in range(0, len(ids), 100)]
+    stmt = prepared(
+        session,
+        f"SELECT {', '.join(CONTENT_COLUMNS)}, kafka_partition, kafka_offset FROM transactions WHERE txn_id IN ?",
+    )
+    chunks = [(ids[i : i + 100],) for i in range(0, len(ids), 100)]
     found = {}
-    for _ok, rows in execute_concurrent_with_args(session, stmt, chunks, concurrency=target.concurrency,
-                                                  raise_on_first_error=True):
+    for _ok, rows in execute_concurrent_with_args(
+        session, stmt, chunks, concurrency=target.concurrency, raise_on_first_error=True
+    ):
         for row in rows:
-            found[row.txn_id] = (_content(tuple(row)[:len(CONTENT_COLUMNS)]), row.kafka_partition, row.kafka_offset)
+            found[row.txn_id] = (_content(tuple(row)[: len(CONTENT_COLUMNS)]), row.kafka_partition, row.kafka_offset)
     return found
 
 
 def _conflict(txn_id: str, first: tuple, content: tuple):
-    differs = [f"{c}: {first[0][k]!r} -> {content[k]!r}" for k, c in enumerate(CONTENT_COLUMNS)
-               if first[0][k] != content[k]]
-    detail = (f"txn_id {txn_id} already landed from partition {first[1]} offset {first[2]} with other "
-              f"content ({'; '.join(differs)}); the first version stands in transactions, this one is "
-              "kept here; send a new txn_id for a new payment")
-    return EventValidationError(DeadLetterReason.CONFLICTING_DUPLICATE, safe_text(detail)[:validation.MAX_DETAIL_CHARS])
+    differs = [
+        f"{c}: {first[0][k]!r} -> {content[k]!r}" for k, c in enumerate(CONTENT_COLUMNS) if first[0][k] != content[k]
+    ]
+    detail = (
+        f"txn_id {txn_id} already landed from partition {first[1]} offset {first[2]} with other "
+        f"content ({'; '.join(differs)}); the first version stands in transactions, this one is "
+        "kept here; send a new txn_id for a new payment"
+    )
+    return EventValidationError(
+        DeadLetterReason.CONFLICTING_DUPLICATE, safe_text(detail)[: validation.MAX_DETAIL_CHARS]
+    )
 
 
 def _json_default(value):
@@ -278,16 +294,22 @@ def start_ingest_query(spark, settings: Settings, opts: StreamOptions, drift=Non
     records = validation.raw_records(read_kafka(spark, settings, opts))
     # The micro-batch's plan is built once, not per micro-batch (spark_jobs/prepared_plan.py):
     # landing here, features to outputs by the Detector (again when the rules or model change).
-    landing = landing_plan(records, target, settings.kafka.bootstrap, opts.dlq_topic,
-                           validation.Judge.from_settings(settings))
+    landing = landing_plan(
+        records, target, settings.kafka.bootstrap, opts.dlq_topic, validation.Judge.from_settings(settings)
+    )
     detector = None
     if opts.detect:
         # The checkpoint names the query: profile updates carry "<checkpoint>#<batch id>",
         # so a replay of a micro-batch starts from the same profiles (exactly-once features).
-        detector = Detector(settings, target, landing, opts.checkpoint_dir,
-                            rules_path=Path(opts.rules_path) if opts.rules_path else None,
-                            registry_root=Path(opts.registry_root) if opts.registry_root else None,
-                            alerts_topic=opts.alerts_topic)
+        detector = Detector(
+            settings,
+            target,
+            landing,
+            opts.checkpoint_dir,
+            rules_path=Path(opts.rules_path) if opts.rules_path else None,
+            registry_root=Path(opts.registry_root) if opts.registry_root else None,
+            alerts_topic=opts.alerts_topic,
+        )
     timings: deque[dict[str, Any]] = deque(maxlen=1000)  # per micro-batch, on the driver: plan / run / drift seconds
 
     def _write(batch_df, batch_id: int) -> None:
@@ -309,8 +331,14 @@ def start_ingest_query(spark, settings: Settings, opts: StreamOptions, drift=Non
             scores = frame.toPandas()
             ran = time.monotonic()
             drift.observe_scores(scores, batch_id, detector.models.drift_reference())
-        timings.append({"batch_id": batch_id, "plan_s": planned - started, "run_s": ran - planned,
-                        "drift_s": time.monotonic() - ran})
+        timings.append(
+            {
+                "batch_id": batch_id,
+                "plan_s": planned - started,
+                "run_s": ran - planned,
+                "drift_s": time.monotonic() - ran,
+            }
+        )
 
     query = _start(spark, records.writeStream.foreachBatch(_write), opts, "ingest")
     query.detector = detector  # for operators and tests: current rules, model, last rules error
@@ -342,30 +370,52 @@ def start_labels_query(spark, settings: Settings, opts: StreamOptions, drift=Non
             publish_dead_letters(target, settings.kafka.bootstrap, opts.dlq_topic, letters)
         if not labels:
             return
-        write_rows(target, "labels", LABEL_COLUMNS,
-                   [(lab.txn_id, lab.is_fraud, lab.scenario, _naive(lab.label_time), received_at) for lab in labels])
+        write_rows(
+            target,
+            "labels",
+            LABEL_COLUMNS,
+            [(lab.txn_id, lab.is_fraud, lab.scenario, _naive(lab.label_time), received_at) for lab in labels],
+        )
         frauds = {lab.txn_id: lab for lab in labels if lab.is_fraud}
         if frauds:
             _write_payee_fraud_labels(frauds, received_at)
         if drift is not None:
             import pandas as pd
 
-            drift.observe_labels(pd.DataFrame([(lab.txn_id, lab.is_fraud, lab.label_time) for lab in labels],
-                                              columns=["txn_id", "is_fraud", "label_time"]), batch_id)
+            drift.observe_labels(
+                pd.DataFrame(
+                    [(lab.txn_id, lab.is_fraud, lab.label_time) for lab in labels],
+                    columns=["txn_id", "is_fraud", "label_time"],
+                ),
+                batch_id,
+            )
 
     def _write_payee_fraud_labels(frauds: dict, received_at) -> None:
         session = session_for(target)
-        stmt = prepared(session, "SELECT txn_id, payee_account, payee_vpa, event_time FROM transactions "
-                                 "WHERE txn_id IN ?")
+        stmt = prepared(
+            session, "SELECT txn_id, payee_account, payee_vpa, event_time FROM transactions WHERE txn_id IN ?"
+        )
         ids = list(frauds)
         payees = []
         for i in range(0, len(ids), 100):
-            for t in session.execute(stmt, (ids[i:i + 100],)):
+            for t in session.execute(stmt, (ids[i : i + 100],)):
                 lab = frauds[t.txn_id]
-                payees.append((t.payee_account or t.payee_vpa, t.txn_id, _naive(lab.label_time), lab.scenario,
-                               received_at, t.event_time))
-        write_rows(target, "payee_fraud_labels",
-                   ("payee_key", "txn_id", "label_time", "scenario", "received_at", "event_time"), payees)
+                payees.append(
+                    (
+                        t.payee_account or t.payee_vpa,
+                        t.txn_id,
+                        _naive(lab.label_time),
+                        lab.scenario,
+                        received_at,
+                        t.event_time,
+                    )
+                )
+        write_rows(
+            target,
+            "payee_fraud_labels",
+            ("payee_key", "txn_id", "label_time", "scenario", "received_at", "event_time"),
+            payees,
+        )
 
     return _start(spark, records.writeStream.foreachBatch(_write), opts, "labels", opts.secondary_trigger_seconds)
 
@@ -385,9 +435,19 @@ def judge_labels(rows, now) -> tuple[list, list[tuple]]:
         labels[label.txn_id] = label
     if not bad:
         return list(labels.values()), []
-    raw = pa.RecordBatch.from_pylist([row.asDict() for row in rows], schema=pa.schema([
-        ("key", pa.binary()), ("value", pa.binary()), ("topic", pa.string()), ("partition", pa.int32()),
-        ("offset", pa.int64()), ("kafka_ts", pa.timestamp("us", tz="UTC"))]))
+    raw = pa.RecordBatch.from_pylist(
+        [row.asDict() for row in rows],
+        schema=pa.schema(
+            [
+                ("key", pa.binary()),
+                ("value", pa.binary()),
+                ("topic", pa.string()),
+                ("partition", pa.int32()),
+                ("offset", pa.int64()),
+                ("kafka_ts", pa.timestamp("us", tz="UTC")),
+            ]
+        ),
+    )
     return list(labels.values()), validation.dead_letter_rows(raw, bad, now)
 
 
@@ -411,8 +471,13 @@ def start_all(spark, settings: Settings, opts: StreamOptions) -> list:
     drift = None
     if opts.detect and settings.drift.enabled:
         # State keyed by the source topic: one monitor per stream of transactions.
-        drift = StreamDrift(settings, CassandraTarget.from_settings(settings, opts.keyspace), opts.topic,
-                            notifier=default_notifier(settings), registry_root=opts.registry_root)
+        drift = StreamDrift(
+            settings,
+            CassandraTarget.from_settings(settings, opts.keyspace),
+            opts.topic,
+            notifier=default_notifier(settings),
+            registry_root=opts.registry_root,
+        )
     queries = [start_ingest_query(spark, settings, opts, drift)]
     if opts.detect:
         queries.append(start_labels_query(spark, settings, opts, drift))
@@ -432,17 +497,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--labels-topic", help="ground-truth labels topic (default: kafka.topics.labels)")
     parser.add_argument("--alerts-topic", help="alerts topic (default: kafka.topics.alerts)")
     parser.add_argument("--rules", help="rules YAML, reloaded when it changes (default: config/rules.yaml)")
-    parser.add_argument("--no-detect", action="store_true",
-                        help="ingest only: no features, account aggregates, scoring or alerts")
-    parser.add_argument("--available-now", action="store_true",
-                        help="process what is in the topic now, then stop (batch-style catch-up)")
+    parser.add_argument(
+        "--no-detect", action="store_true", help="ingest only: no features, account aggregates, scoring or alerts"
+    )
+    parser.add_argument(
+        "--available-now",
+        action="store_true",
+        help="process what is in the topic now, then stop (batch-style catch-up)",
+    )
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
         opts = StreamOptions.from_settings(
-            settings, topic=args.topic, dlq_topic=args.dlq_topic, checkpoint_dir=args.checkpoint_dir,
-            trigger_seconds=args.trigger_seconds, available_now=args.available_now or None,
-            labels_topic=args.labels_topic, alerts_topic=args.alerts_topic, rules_path=args.rules,
+            settings,
+            topic=args.topic,
+            dlq_topic=args.dlq_topic,
+            checkpoint_dir=args.checkpoint_dir,
+            trigger_seconds=args.trigger_seconds,
+            available_now=args.available_now or None,
+            labels_topic=args.labels_topic,
+            alerts_topic=args.alerts_topic,
+            rules_path=args.rules,
             detect=False if args.no_detect else None,
         )
         # Before Spark starts: a second stream on this checkpoint fails at once.
@@ -454,9 +529,12 @@ def main(argv: list[str] | None = None) -> int:
                 for q in start_all(spark, settings, opts):
                     q.awaitTermination()
                 return 0
-            keep_running(SparkQueries(spark, lambda: start_all(spark, settings, opts)),
-                         probe=dependency_probe(settings), heartbeat=heartbeat,
-                         policy=Backoff.query_restarts(settings))
+            keep_running(
+                SparkQueries(spark, lambda: start_all(spark, settings, opts)),
+                probe=dependency_probe(settings),
+                heartbeat=heartbeat,
+                policy=Backoff.query_restarts(settings),
+            )
             return 0
     except TxmonError as exc:
         print(f"txmon: {exc}", file=sys.stderr, flush=True)

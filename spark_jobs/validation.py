@@ -11,6 +11,7 @@ and fail the whole micro-batch on one value they cannot convert (``"event_time":
 "yesterday"``), and a failed micro-batch is replayed and fails again, forever. The typed
 columns are therefore built here, from the event the contract already parsed.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -23,19 +24,42 @@ from txmon.ingestion.events import DeadLetterReason, TransactionEvent, safe_text
 # (name, Spark SQL type) of a landed transaction, in the order of the ``transactions``
 # table's columns as the stream binds them; ``landed_at`` is stamped by the landing task.
 TYPED_FIELDS: tuple[tuple[str, str], ...] = (
-    ("txn_id", "string"), ("schema_version", "int"), ("event_time", "timestamp"),
-    ("channel", "string"), ("txn_type", "string"),
-    ("payer_account", "string"), ("payer_ifsc", "string"), ("payer_vpa", "string"),
-    ("payee_account", "string"), ("payee_ifsc", "string"), ("payee_vpa", "string"),
-    ("amount_paise", "long"), ("currency", "string"), ("mcc", "string"), ("device_id", "string"),
-    ("ip", "string"), ("city", "string"), ("lat", "double"), ("lon", "double"), ("status", "string"),
-    ("kafka_partition", "int"), ("kafka_offset", "long"), ("kafka_timestamp", "timestamp"),
+    ("txn_id", "string"),
+    ("schema_version", "int"),
+    ("event_time", "timestamp"),
+    ("channel", "string"),
+    ("txn_type", "string"),
+    ("payer_account", "string"),
+    ("payer_ifsc", "string"),
+    ("payer_vpa", "string"),
+    ("payee_account", "string"),
+    ("payee_ifsc", "string"),
+    ("payee_vpa", "string"),
+    ("amount_paise", "long"),
+    ("currency", "string"),
+    ("mcc", "string"),
+    ("device_id", "string"),
+    ("ip", "string"),
+    ("city", "string"),
+    ("lat", "double"),
+    ("lon", "double"),
+    ("status", "string"),
+    ("kafka_partition", "int"),
+    ("kafka_offset", "long"),
+    ("kafka_timestamp", "timestamp"),
     ("landed_at", "timestamp"),
 )
 TRANSACTION_COLUMNS: tuple[str, ...] = tuple(name for name, _ in TYPED_FIELDS)
 DEAD_LETTER_COLUMNS: tuple[str, ...] = (
-    "topic", "kafka_partition", "kafka_offset", "reason", "detail", "raw_key", "raw_value",
-    "kafka_timestamp", "landed_at",
+    "topic",
+    "kafka_partition",
+    "kafka_offset",
+    "reason",
+    "detail",
+    "raw_key",
+    "raw_value",
+    "kafka_timestamp",
+    "landed_at",
 )
 RAW_COLUMNS = ("key", "value", "topic", "partition", "offset", "kafka_ts")
 
@@ -64,24 +88,31 @@ def typed_schema():
     # pyspark and pyarrow on first use: the scoring API imports this module without Spark.
     from pyspark.sql import types as T
 
-    kinds = {"string": T.StringType(), "int": T.IntegerType(), "long": T.LongType(),
-             "double": T.DoubleType(), "timestamp": T.TimestampType()}
+    kinds = {
+        "string": T.StringType(),
+        "int": T.IntegerType(),
+        "long": T.LongType(),
+        "double": T.DoubleType(),
+        "timestamp": T.TimestampType(),
+    }
     return T.StructType([T.StructField(name, kinds[kind]) for name, kind in TYPED_FIELDS])
 
 
 def validated_schema():
     from pyspark.sql import types as T
 
-    return T.StructType([
-        T.StructField("key", T.StringType()),
-        T.StructField("value", T.StringType()),
-        T.StructField("topic", T.StringType()),
-        T.StructField("partition", T.IntegerType()),
-        T.StructField("offset", T.LongType()),
-        T.StructField("kafka_ts", T.TimestampType()),
-        T.StructField("dlq_reason", T.StringType()),
-        T.StructField("dlq_detail", T.StringType()),
-    ])
+    return T.StructType(
+        [
+            T.StructField("key", T.StringType()),
+            T.StructField("value", T.StringType()),
+            T.StructField("topic", T.StringType()),
+            T.StructField("partition", T.IntegerType()),
+            T.StructField("offset", T.LongType()),
+            T.StructField("kafka_ts", T.TimestampType()),
+            T.StructField("dlq_reason", T.StringType()),
+            T.StructField("dlq_detail", T.StringType()),
+        ]
+    )
 
 
 def display_text(raw: bytes | str | None, limit: int) -> str | None:
@@ -116,25 +147,42 @@ def verdict(raw: bytes | str | None, now: datetime, judge: Judge = Judge()) -> T
             try:
                 raw = bytes(raw).decode("utf-8")
             except UnicodeDecodeError as exc:
-                return EventValidationError(str(DeadLetterReason.MALFORMED_JSON),
-                                            f"not valid UTF-8 ({exc}); events are UTF-8 JSON")
+                return EventValidationError(
+                    str(DeadLetterReason.MALFORMED_JSON), f"not valid UTF-8 ({exc}); events are UTF-8 JSON"
+                )
         return validate_event(raw, now=now, max_age=judge.max_age)
     except EventValidationError as exc:
         return EventValidationError(str(exc.reason), safe_text(exc.detail)[:MAX_DETAIL_CHARS])
     except Exception as exc:  # noqa: BLE001 - a record must get a verdict, never stop the stream
-        return EventValidationError(str(DeadLetterReason.UNPROCESSABLE),
-                                    safe_text(f"{type(exc).__name__}: {exc}")[:MAX_DETAIL_CHARS])
+        return EventValidationError(
+            str(DeadLetterReason.UNPROCESSABLE), safe_text(f"{type(exc).__name__}: {exc}")[:MAX_DETAIL_CHARS]
+        )
 
 
 def event_values(e: TransactionEvent) -> tuple:
     """The typed values of one event, in :data:`TYPED_FIELDS` order up to ``status``."""
     geo = e.geo
     return (
-        e.txn_id, e.schema_version, e.event_time, e.channel.value, e.txn_type.value,
-        e.payer.account_number, e.payer.ifsc, e.payer.vpa,
-        e.payee.account_number, e.payee.ifsc, e.payee.vpa,
-        e.amount_paise, e.currency, e.mcc, e.device_id, e.ip,
-        geo.city if geo else None, geo.lat if geo else None, geo.lon if geo else None, e.status.value,
+        e.txn_id,
+        e.schema_version,
+        e.event_time,
+        e.channel.value,
+        e.txn_type.value,
+        e.payer.account_number,
+        e.payer.ifsc,
+        e.payer.vpa,
+        e.payee.account_number,
+        e.payee.ifsc,
+        e.payee.vpa,
+        e.amount_paise,
+        e.currency,
+        e.mcc,
+        e.device_id,
+        e.ip,
+        geo.city if geo else None,
+        geo.lat if geo else None,
+        geo.lon if geo else None,
+        e.status.value,
     )
 
 
@@ -171,15 +219,26 @@ def judge_batch(batch, now: datetime, judge: Judge = Judge()) -> Judged:
                 rows.append(event_values(outcome))
                 keep.append(i)
             except Exception as exc:  # noqa: BLE001 - as in verdict: never stop on a record
-                bad.append((i, EventValidationError(DeadLetterReason.UNPROCESSABLE,
-                                                    safe_text(f"{type(exc).__name__}: {exc}")[:MAX_DETAIL_CHARS])))
+                bad.append(
+                    (
+                        i,
+                        EventValidationError(
+                            DeadLetterReason.UNPROCESSABLE, safe_text(f"{type(exc).__name__}: {exc}")[:MAX_DETAIL_CHARS]
+                        ),
+                    )
+                )
     columns = list(zip(*rows)) if rows else [()] * _EVENT_FIELDS
-    arrays = [pa.array(list(col), type=_arrow_type(kind, stamp_type))
-              for col, (_, kind) in zip(columns, TYPED_FIELDS[:_EVENT_FIELDS])]
+    arrays = [
+        pa.array(list(col), type=_arrow_type(kind, stamp_type))
+        for col, (_, kind) in zip(columns, TYPED_FIELDS[:_EVENT_FIELDS])
+    ]
     picked = pa.array(keep, pa.int64())
-    arrays += [batch.column("partition").take(picked).cast(pa.int32()), batch.column("offset").take(picked),
-               batch.column("kafka_ts").take(picked),
-               pa.repeat(pa.scalar(now, stamp_type), len(keep)) if keep else pa.array([], stamp_type)]
+    arrays += [
+        batch.column("partition").take(picked).cast(pa.int32()),
+        batch.column("offset").take(picked),
+        batch.column("kafka_ts").take(picked),
+        pa.repeat(pa.scalar(now, stamp_type), len(keep)) if keep else pa.array([], stamp_type),
+    ]
     valid = pa.RecordBatch.from_arrays(arrays, names=list(TRANSACTION_COLUMNS))
     return Judged(valid, dead_letter_rows(batch, bad, now), keep)
 
@@ -196,17 +255,32 @@ def dead_letter_rows(batch, bad: list[tuple[int, EventValidationError]], now: da
         stamp = stamps[i].as_py()
         if stamp is not None and stamp.tzinfo is not None:
             stamp = stamp.astimezone(UTC).replace(tzinfo=None)
-        out.append((topics[i].as_py(), partitions[i].as_py(), offsets[i].as_py(), str(error.reason),
-                    error.detail, display_text(keys[i].as_py(), MAX_KEY_CHARS),
-                    display_text(values[i].as_py(), MAX_RAW_CHARS), stamp, landed))
+        out.append(
+            (
+                topics[i].as_py(),
+                partitions[i].as_py(),
+                offsets[i].as_py(),
+                str(error.reason),
+                error.detail,
+                display_text(keys[i].as_py(), MAX_KEY_CHARS),
+                display_text(values[i].as_py(), MAX_RAW_CHARS),
+                stamp,
+                landed,
+            )
+        )
     return out
 
 
 def _arrow_type(kind: str, stamp_type):
     import pyarrow as pa
 
-    return {"string": pa.string(), "int": pa.int32(), "long": pa.int64(), "double": pa.float64(),
-            "timestamp": stamp_type}[kind]
+    return {
+        "string": pa.string(),
+        "int": pa.int32(),
+        "long": pa.int64(),
+        "double": pa.float64(),
+        "timestamp": stamp_type,
+    }[kind]
 
 
 def with_verdicts(batch, judge: Judge = Judge()):
@@ -225,11 +299,16 @@ def with_verdicts(batch, judge: Judge = Judge()):
         else:
             reasons.append(None)
             details.append(None)
-    texts = [pa.array([display_text(v, 1 << 30) for v in batch.column(c).to_pylist()], pa.string())
-             for c in ("key", "value")]
+    texts = [
+        pa.array([display_text(v, 1 << 30) for v in batch.column(c).to_pylist()], pa.string()) for c in ("key", "value")
+    ]
     return pa.RecordBatch.from_arrays(
-        [*texts, *(batch.column(c) for c in RAW_COLUMNS[2:]), pa.array(reasons, pa.string()),
-         pa.array(details, pa.string())],
+        [
+            *texts,
+            *(batch.column(c) for c in RAW_COLUMNS[2:]),
+            pa.array(reasons, pa.string()),
+            pa.array(details, pa.string()),
+        ],
         names=[*RAW_COLUMNS, "dlq_reason", "dlq_detail"],
     )
 

@@ -24,18 +24,33 @@ sharing them copy-on-write (the use the Python docs give for ``gc.freeze``). Fro
 objects are still freed by reference counting; only reference cycles among the imported
 modules' objects would never be collected, and modules live for the whole process.
 """
+
 from __future__ import annotations
 
 import gc
 import importlib
 
 PRELOAD = (
-    "numpy", "pandas", "pyarrow", "pyarrow.compute", "scipy.special",
-    "sklearn.ensemble", "sklearn.pipeline", "sklearn.preprocessing",
-    "pydantic", "cassandra.cluster", "cassandra.concurrent", "kafka",
-    "txmon.models.bundle", "txmon.alerting.contract", "txmon.ingestion.events",
-    "txmon.models.features", "txmon.spark_jobs.detection", "txmon.spark_jobs.profile_store",
-    "txmon.spark_jobs.validation", "txmon.spark_jobs.kafka_sink",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "pyarrow.compute",
+    "scipy.special",
+    "sklearn.ensemble",
+    "sklearn.pipeline",
+    "sklearn.preprocessing",
+    "pydantic",
+    "cassandra.cluster",
+    "cassandra.concurrent",
+    "kafka",
+    "txmon.models.bundle",
+    "txmon.alerting.contract",
+    "txmon.ingestion.events",
+    "txmon.models.features",
+    "txmon.spark_jobs.detection",
+    "txmon.spark_jobs.profile_store",
+    "txmon.spark_jobs.validation",
+    "txmon.spark_jobs.kafka_sink",
 )
 
 

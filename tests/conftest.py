@@ -1,5 +1,6 @@
 """Test-wide setup: an isolated state directory and ports, so tests never touch
 (or collide with) a developer's own `txmon infra up` stack."""
+
 from __future__ import annotations
 
 import os
@@ -31,13 +32,15 @@ for _key, _value in _TEST_ENV.items():
 # developer's AIRFLOW_HOME, nor the one `txmon airflow up` uses. Set before any test
 # module imports airflow (its configuration is read at import).
 _AIRFLOW_HOME = ROOT / ".txmon-test" / "airflow-pytest"
-os.environ.update({
-    "AIRFLOW_HOME": str(_AIRFLOW_HOME),
-    "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}",
-    "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-})
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(_AIRFLOW_HOME),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+    }
+)
 _AIRFLOW_HOME.mkdir(parents=True, exist_ok=True)
 
 

@@ -6,6 +6,7 @@ rebuilt from Cassandra, Kafka and the files, so any number of workers or hosts c
 behind a load balancer. Run it with ``txmon api`` (uvicorn), or any ASGI server with
 ``uvicorn --factory txmon.webapp.app:app_from_env``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -62,8 +63,10 @@ class BodyLimit:
             await self._refuse(scope, receive, send)
 
     async def _refuse(self, scope, receive, send):
-        response = JSONResponse({"error": "body_too_large",
-                                 "detail": f"request bodies are limited to {self.limit:,} bytes"}, status_code=413)
+        response = JSONResponse(
+            {"error": "body_too_large", "detail": f"request bodies are limited to {self.limit:,} bytes"},
+            status_code=413,
+        )
         await response(scope, receive, send)
 
 
@@ -71,8 +74,9 @@ class _TooLarge(Exception):
     pass
 
 
-def create_app(settings: Settings | None = None, api_settings: ApiSettings | None = None,
-               services: ApiServices | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, api_settings: ApiSettings | None = None, services: ApiServices | None = None
+) -> FastAPI:
     """The application. ``services``: ready-made (unit tests); by default built from the settings."""
     settings = settings or load_settings()
     api_settings = api_settings or (services.api if services is not None else load_api_settings())
@@ -87,10 +91,14 @@ def create_app(settings: Settings | None = None, api_settings: ApiSettings | Non
         yield
         services.close()
 
-    app = FastAPI(title="txmon", version="1", lifespan=lifespan,
-                  description="Real-time transaction scoring and the fraud-desk console. Every route but "
-                              "/healthz needs an API key (`Authorization: Bearer <key>` or `X-API-Key`); "
-                              "see docs/api.md.")
+    app = FastAPI(
+        title="txmon",
+        version="1",
+        lifespan=lifespan,
+        description="Real-time transaction scoring and the fraud-desk console. Every route but "
+        "/healthz needs an API key (`Authorization: Bearer <key>` or `X-API-Key`); "
+        "see docs/api.md.",
+    )
     app.state.api = services
     app.state.settings = settings
 
@@ -112,21 +120,35 @@ def create_app(settings: Settings | None = None, api_settings: ApiSettings | Non
 
     @app.exception_handler(StoreUnavailable)
     async def store_down(request: Request, exc: StoreUnavailable):
-        return JSONResponse({"error": "cassandra_unavailable", "detail": str(exc), "retry": True},
-                            status_code=503, headers={"Retry-After": "1"})
+        return JSONResponse(
+            {"error": "cassandra_unavailable", "detail": str(exc), "retry": True},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
 
     @app.exception_handler(KafkaUnavailable)
     async def kafka_down(request: Request, exc: KafkaUnavailable):
-        return JSONResponse({"error": "kafka_unavailable", "detail": str(exc), "retry": True},
-                            status_code=503, headers={"Retry-After": "1"})
+        return JSONResponse(
+            {"error": "kafka_unavailable", "detail": str(exc), "retry": True},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
-        return JSONResponse({"error": "invalid_request", "field": where, "detail": first.get("msg", "invalid"),
-                             "problems": [{"field": ".".join(str(p) for p in e["loc"][1:]), "message": e["msg"]}
-                                          for e in exc.errors()]}, status_code=422)
+        return JSONResponse(
+            {
+                "error": "invalid_request",
+                "field": where,
+                "detail": first.get("msg", "invalid"),
+                "problems": [
+                    {"field": ".".join(str(p) for p in e["loc"][1:]), "message": e["msg"]} for e in exc.errors()
+                ],
+            },
+            status_code=422,
+        )
 
     @app.get("/healthz", tags=["operations"], summary="The process is up (no key needed)")
     def healthz() -> dict:
@@ -141,14 +163,14 @@ def create_app(settings: Settings | None = None, api_settings: ApiSettings | Non
         if app.openapi_schema is None:
             from fastapi.openapi.utils import get_openapi
 
-            schema = get_openapi(title=app.title, version=app.version, description=app.description,
-                                 routes=app.routes)
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components.update(_EVENT_SCHEMA.pop("$defs", {}))
             components["TransactionEvent"] = _EVENT_SCHEMA
-            schema["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"},
-                                                       "apiKey": {"type": "apiKey", "in": "header",
-                                                                  "name": "X-API-Key"}}
+            schema["components"]["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            }
             schema["security"] = [{"bearer": []}, {"apiKey": []}]
             app.openapi_schema = schema
         return app.openapi_schema

@@ -1,5 +1,6 @@
 """`txmon api ...`: serve the scoring API (foreground) and manage its keys. Registered in
 infra/cli.py. Every option can also be set as a ``TXMON_API__<NAME>`` variable."""
+
 from __future__ import annotations
 
 import os
@@ -10,20 +11,32 @@ import typer
 from txmon.infra.errors import TxmonError
 
 api_app = typer.Typer(help="The real-time scoring API (POST /v1/score) and its keys.", invoke_without_command=True)
-keys_app = typer.Typer(help="API keys: one per client system, with scopes score, read, label, clear.",
-                       no_args_is_help=True)
+keys_app = typer.Typer(
+    help="API keys: one per client system, with scopes score, read, label, clear.", no_args_is_help=True
+)
 api_app.add_typer(keys_app, name="keys")
 
 
 @api_app.callback()
 def serve(
     ctx: typer.Context,
-    host: Annotated[str, typer.Option(envvar="TXMON_API__HOST",
-                                      help="address to listen on (loopback by default; see docs/api.md for TLS "
-                                           "before opening it to a network)")] = "127.0.0.1",
+    host: Annotated[
+        str,
+        typer.Option(
+            envvar="TXMON_API__HOST",
+            help="address to listen on (loopback by default; see docs/api.md for TLS before opening it to a network)",
+        ),
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(envvar="TXMON_API__PORT", min=1, max=65535, help="port")] = 8300,
-    workers: Annotated[int, typer.Option(envvar="TXMON_API__WORKERS", min=1, max=64,
-                                         help="worker processes (each keeps its own rate buckets and caches)")] = 1,
+    workers: Annotated[
+        int,
+        typer.Option(
+            envvar="TXMON_API__WORKERS",
+            min=1,
+            max=64,
+            help="worker processes (each keeps its own rate buckets and caches)",
+        ),
+    ] = 1,
     ssl_certfile: Annotated[str | None, typer.Option(help="serve HTTPS with this certificate (PEM)")] = None,
     ssl_keyfile: Annotated[str | None, typer.Option(help="the certificate's private key (PEM)")] = None,
 ) -> None:
@@ -45,10 +58,21 @@ def serve(
     os.environ.update({"TXMON_API__HOST": host, "TXMON_API__PORT": str(port), "TXMON_API__WORKERS": str(workers)})
     load_api_settings()
     scheme = "https" if ssl_certfile else "http"
-    typer.echo(f"txmon API on {scheme}://{host}:{port} ({workers} worker{'s' if workers > 1 else ''}); "
-               f"docs at {scheme}://{host}:{port}/docs")
-    uvicorn.run("txmon.webapp.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_level="warning", access_log=False, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
+    typer.echo(
+        f"txmon API on {scheme}://{host}:{port} ({workers} worker{'s' if workers > 1 else ''}); "
+        f"docs at {scheme}://{host}:{port}/docs"
+    )
+    uvicorn.run(
+        "txmon.webapp.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+    )
 
 
 def _store():
@@ -67,8 +91,7 @@ def _store():
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Argument(help="who the key is for, e.g. payment-switch")],
-    scope: Annotated[list[str], typer.Option("--scope", "-s",
-                                             help="score, read, label or clear (repeat for several)")],
+    scope: Annotated[list[str], typer.Option("--scope", "-s", help="score, read, label or clear (repeat for several)")],
 ) -> None:
     """Create a key and print it once (only its hash is stored)."""
     from txmon.webapp.api.keys import check_scopes, create_key

@@ -3,6 +3,7 @@
 >>> sorted(CHANNEL_CLASSES)
 ['email', 'sms', 'webhook']
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -14,12 +15,23 @@ from txmon.alerting.channels.webhook import WebhookChannel
 from txmon.alerting.config import AlertingConfig
 
 __all__ = [
-    "CHANNEL_CLASSES", "Audience", "Channel", "EmailChannel", "InlineImage", "OutboundMessage",
-    "Receipt", "Recipient", "SmsChannel", "WebhookChannel", "build_channels",
+    "CHANNEL_CLASSES",
+    "Audience",
+    "Channel",
+    "EmailChannel",
+    "InlineImage",
+    "OutboundMessage",
+    "Receipt",
+    "Recipient",
+    "SmsChannel",
+    "WebhookChannel",
+    "build_channels",
 ]
 
 CHANNEL_CLASSES: dict[str, type[Channel]] = {
-    "email": EmailChannel, "sms": SmsChannel, "webhook": WebhookChannel,
+    "email": EmailChannel,
+    "sms": SmsChannel,
+    "webhook": WebhookChannel,
 }
 
 
@@ -29,7 +41,8 @@ def build_channels(config: AlertingConfig, needed: set[str] | None = None) -> di
     if needed is None:
         needed = {t.channel for r in config.routes for t in r.deliver} | {"email"}
     build: dict[str, Callable[[], Channel]] = {
-        "email": lambda: EmailChannel(config.smtp), "sms": lambda: SmsChannel(config.sms),
+        "email": lambda: EmailChannel(config.smtp),
+        "sms": lambda: SmsChannel(config.sms),
         "webhook": lambda: WebhookChannel(config.webhook),
     }
     return {name: build[name]() for name in sorted(needed)}

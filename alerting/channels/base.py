@@ -5,6 +5,7 @@ and report what the provider said, raising :class:`~alerting.errors.ChannelError
 (transient or permanent) when it did not accept the message. Retries, idempotency and
 the delivery log live in :mod:`alerting.delivery`, not here.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -4,6 +4,7 @@ Built on the standard library's ``smtplib`` and ``email`` packages. The message 
 a deterministic Message-ID from the idempotency key, HTML and plain-text alternatives,
 and inline images as ``multipart/related`` parts.
 """
+
 from __future__ import annotations
 
 import email.policy
@@ -55,8 +56,9 @@ class EmailChannel(Channel):
     def _connect(self) -> smtplib.SMTP:
         c = self.config
         if c.security == "ssl":
-            smtp: smtplib.SMTP = smtplib.SMTP_SSL(c.host, c.port, timeout=c.timeout_s,
-                                                  context=ssl.create_default_context())
+            smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+                c.host, c.port, timeout=c.timeout_s, context=ssl.create_default_context()
+            )
         else:
             smtp = smtplib.SMTP(c.host, c.port, timeout=c.timeout_s)
             if c.security == "starttls":
@@ -106,10 +108,14 @@ def _classify(exc: BaseException, stage: str) -> ChannelError:
         text = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
         response = redact(f"{exc.smtp_code} {text}")
         if isinstance(exc, smtplib.SMTPAuthenticationError):
-            return ChannelError(f"SMTP login failed ({response}); check smtp.username and the password "
-                                f"environment variable", transient=False, response=response)
-        return ChannelError(f"SMTP {stage} rejected: {response}", transient=400 <= exc.smtp_code < 500,
-                            response=response)
+            return ChannelError(
+                f"SMTP login failed ({response}); check smtp.username and the password environment variable",
+                transient=False,
+                response=response,
+            )
+        return ChannelError(
+            f"SMTP {stage} rejected: {response}", transient=400 <= exc.smtp_code < 500, response=response
+        )
     if isinstance(exc, (smtplib.SMTPServerDisconnected, ConnectionError, socket.timeout, TimeoutError)):
         return ChannelError(f"SMTP {stage} failed: {type(exc).__name__}: {redact(str(exc))}", transient=True)
     if isinstance(exc, ssl.SSLError):

@@ -3,6 +3,7 @@
 The standard library's ``urllib`` is enough for a single POST per message; 429 and
 5xx replies, timeouts and refused connections are transient, other 4xx permanent.
 """
+
 from __future__ import annotations
 
 import urllib.error
@@ -30,9 +31,11 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout_s: float, what:
         text = redact(exc.read(2048).decode(errors="replace"))
         transient = exc.code == 429 or exc.code >= 500
         hint = "" if transient else "; check the recipient and the gateway account"
-        raise ChannelError(f"{what} answered HTTP {exc.code}{hint}", transient=transient,
-                           response=f"HTTP {exc.code} {text}"[:1000]) from None
+        raise ChannelError(
+            f"{what} answered HTTP {exc.code}{hint}", transient=transient, response=f"HTTP {exc.code} {text}"[:1000]
+        ) from None
     except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise ChannelError(f"{what} unreachable: {type(reason).__name__}: {redact(str(reason))}",
-                           transient=True) from None
+        raise ChannelError(
+            f"{what} unreachable: {type(reason).__name__}: {redact(str(reason))}", transient=True
+        ) from None

@@ -5,6 +5,7 @@
 with the message ``sid`` and ``status``. An ``Idempotency-Key`` header carries the
 delivery's idempotency key for gateways that collapse repeats.
 """
+
 from __future__ import annotations
 
 import base64
@@ -31,17 +32,24 @@ class SmsChannel(Channel):
     def send(self, message: OutboundMessage) -> Receipt:
         segments = sms_segments(message.text)
         if segments > self.config.max_segments:
-            raise ChannelError(f"SMS is {segments} segments (max {self.config.max_segments}); shorten the template",
-                               transient=False)
+            raise ChannelError(
+                f"SMS is {segments} segments (max {self.config.max_segments}); shorten the template", transient=False
+            )
         body = urllib.parse.urlencode(
             {"To": message.recipient.address, "From": self.config.from_number, "Body": message.text}
         ).encode()
-        reply = post(self.url, body, {
-            "Authorization": self._auth_header,
-            "Content-Type": "application/x-www-form-urlencoded",
-            "Idempotency-Key": message.idempotency_key,
-            "Accept": "application/json",
-        }, self.config.timeout_s, "SMS gateway")
+        reply = post(
+            self.url,
+            body,
+            {
+                "Authorization": self._auth_header,
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Idempotency-Key": message.idempotency_key,
+                "Accept": "application/json",
+            },
+            self.config.timeout_s,
+            "SMS gateway",
+        )
         try:
             data = json.loads(reply.body)
         except json.JSONDecodeError:

@@ -1,4 +1,5 @@
 """What every locally managed service offers to `txmon infra`."""
+
 from __future__ import annotations
 
 import shutil
@@ -81,8 +82,7 @@ class Service(ABC):
         if not ok:
             why = "process exited" if self.process.exited() else f"not ready after {timeout:.0f}s"
             raise ServiceStartError(
-                f"{self.name} failed to start ({why}); log {self.process.log_file}:\n"
-                f"{self.process.log_tail()}"
+                f"{self.name} failed to start ({why}); log {self.process.log_file}:\n{self.process.log_tail()}"
             )
         return time.monotonic() - t0
 
@@ -92,9 +92,7 @@ class Service(ABC):
         if pid is None:
             return ServiceStatus(self.name, None, port, False, "not running")
         problem = self.probe()
-        return ServiceStatus(
-            self.name, pid, port, problem is None, problem or "healthy", self.process.rss_mb()
-        )
+        return ServiceStatus(self.name, pid, port, problem is None, problem or "healthy", self.process.rss_mb())
 
     def stop(self) -> bool:
         return self.process.stop()

@@ -1,4 +1,5 @@
 """Single-node Apache Cassandra 5.0 (CassandraDaemon from cassandra-all)."""
+
 from __future__ import annotations
 
 import yaml
@@ -10,29 +11,52 @@ from txmon.infra.services.base import Service
 # From Cassandra's conf/jvm17-server.options: the JDK 17 module openings it needs.
 _JDK17_OPTIONS = [
     "-Djdk.attach.allowAttachSelf=true",
-    "--add-exports", "java.base/jdk.internal.misc=ALL-UNNAMED",
-    "--add-exports", "java.management.rmi/com.sun.jmx.remote.internal.rmi=ALL-UNNAMED",
-    "--add-exports", "java.rmi/sun.rmi.registry=ALL-UNNAMED",
-    "--add-exports", "java.rmi/sun.rmi.server=ALL-UNNAMED",
-    "--add-exports", "java.sql/java.sql=ALL-UNNAMED",
-    "--add-exports", "java.base/java.lang.ref=ALL-UNNAMED",
-    "--add-exports", "jdk.unsupported/sun.misc=ALL-UNNAMED",
-    "--add-exports", "jdk.compiler/com.sun.tools.javac.file=ALL-UNNAMED",
-    "--add-exports", "jdk.attach/sun.tools.attach=ALL-UNNAMED",
-    "--add-opens", "java.base/java.lang.module=ALL-UNNAMED",
-    "--add-opens", "java.base/jdk.internal.loader=ALL-UNNAMED",
-    "--add-opens", "java.base/jdk.internal.ref=ALL-UNNAMED",
-    "--add-opens", "java.base/jdk.internal.reflect=ALL-UNNAMED",
-    "--add-opens", "java.base/jdk.internal.math=ALL-UNNAMED",
-    "--add-opens", "java.base/jdk.internal.module=ALL-UNNAMED",
-    "--add-opens", "java.base/jdk.internal.util.jar=ALL-UNNAMED",
-    "--add-opens", "jdk.management/com.sun.management.internal=ALL-UNNAMED",
-    "--add-opens", "java.base/sun.nio.ch=ALL-UNNAMED",
-    "--add-opens", "java.base/java.io=ALL-UNNAMED",
-    "--add-opens", "java.base/java.lang.reflect=ALL-UNNAMED",
-    "--add-opens", "jdk.compiler/com.sun.tools.javac=ALL-UNNAMED",
-    "--add-opens", "java.base/java.lang=ALL-UNNAMED",
-    "--add-opens", "java.base/java.util=ALL-UNNAMED",
+    "--add-exports",
+    "java.base/jdk.internal.misc=ALL-UNNAMED",
+    "--add-exports",
+    "java.management.rmi/com.sun.jmx.remote.internal.rmi=ALL-UNNAMED",
+    "--add-exports",
+    "java.rmi/sun.rmi.registry=ALL-UNNAMED",
+    "--add-exports",
+    "java.rmi/sun.rmi.server=ALL-UNNAMED",
+    "--add-exports",
+    "java.sql/java.sql=ALL-UNNAMED",
+    "--add-exports",
+    "java.base/java.lang.ref=ALL-UNNAMED",
+    "--add-exports",
+    "jdk.unsupported/sun.misc=ALL-UNNAMED",
+    "--add-exports",
+    "jdk.compiler/com.sun.tools.javac.file=ALL-UNNAMED",
+    "--add-exports",
+    "jdk.attach/sun.tools.attach=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/java.lang.module=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/jdk.internal.loader=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/jdk.internal.ref=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/jdk.internal.reflect=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/jdk.internal.math=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/jdk.internal.module=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/jdk.internal.util.jar=ALL-UNNAMED",
+    "--add-opens",
+    "jdk.management/com.sun.management.internal=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/sun.nio.ch=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/java.io=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/java.lang.reflect=ALL-UNNAMED",
+    "--add-opens",
+    "jdk.compiler/com.sun.tools.javac=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/java.lang=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/java.util=ALL-UNNAMED",
     "-Dio.netty.tryReflectionSetAccessible=true",
     "-Dio.netty.allocator.useCacheForAllThreads=true",
     "-Dio.netty.allocator.maxOrder=11",
@@ -73,10 +97,12 @@ class CassandraService(Service):
             "num_tokens": 1,
             "partitioner": "org.apache.cassandra.dht.Murmur3Partitioner",
             "endpoint_snitch": "SimpleSnitch",
-            "seed_provider": [{
-                "class_name": "org.apache.cassandra.locator.SimpleSeedProvider",
-                "parameters": [{"seeds": f"{c.host}:{c.storage_port}"}],
-            }],
+            "seed_provider": [
+                {
+                    "class_name": "org.apache.cassandra.locator.SimpleSeedProvider",
+                    "parameters": [{"seeds": f"{c.host}:{c.storage_port}"}],
+                }
+            ],
             "listen_address": c.host,
             "rpc_address": c.host,
             "storage_port": c.storage_port,
@@ -106,16 +132,25 @@ class CassandraService(Service):
             # The stream overwrites the same keys all day (profiles, windows); on the
             # 1 GiB heap, skip-list memtables on the heap kept G1 busy (GC threads ~17 %
             # of Cassandra's CPU at 1,000 tx/s, compaction ~20 %; per-thread CPU).
-            "memtable": {"configurations": {
-                "skiplist": {"class_name": "SkipListMemtable"},
-                "trie": {"class_name": "TrieMemtable"},
-                "default": {"inherits": "trie"},
-            }},
+            "memtable": {
+                "configurations": {
+                    "skiplist": {"class_name": "SkipListMemtable"},
+                    "trie": {"class_name": "TrieMemtable"},
+                    "default": {"inherits": "trie"},
+                }
+            },
             "memtable_allocation_type": "offheap_objects",
             "sstable": {"selected_format": "bti"},
-            "default_compaction": {"class_name": "UnifiedCompactionStrategy", "parameters": {
-                "scaling_parameters": "T4", "max_sstables_to_compact": "64", "target_sstable_size": "1GiB",
-                "sstable_growth": "0.3333333333333333", "min_sstable_size": "100MiB"}},
+            "default_compaction": {
+                "class_name": "UnifiedCompactionStrategy",
+                "parameters": {
+                    "scaling_parameters": "T4",
+                    "max_sstables_to_compact": "64",
+                    "target_sstable_size": "1GiB",
+                    "sstable_growth": "0.3333333333333333",
+                    "min_sstable_size": "100MiB",
+                },
+            },
             # The stream writes small UNLOGGED batches (<= ~64 rows of ~1 KiB, grouped by
             # replica); keep the warnings for batches well beyond that.
             "batch_size_warn_threshold": "64KiB",
@@ -137,13 +172,21 @@ class CassandraService(Service):
         jamm = next((j for j in jars if j.name.startswith("jamm-")), None)
         heap = f"{self.cfg.heap_mb}m"
         return [
-            java, f"-Xms{heap}", f"-Xmx{heap}", "-Xss256k",
-            "-XX:+UseG1GC", "-XX:+ParallelRefProcEnabled", "-XX:MaxGCPauseMillis=300",
-            "-XX:G1HeapRegionSize=16m", "-XX:+CrashOnOutOfMemoryError",
-            "-Djava.net.preferIPv4Stack=true", "-Djava.awt.headless=true",
+            java,
+            f"-Xms{heap}",
+            f"-Xmx{heap}",
+            "-Xss256k",
+            "-XX:+UseG1GC",
+            "-XX:+ParallelRefProcEnabled",
+            "-XX:MaxGCPauseMillis=300",
+            "-XX:G1HeapRegionSize=16m",
+            "-XX:+CrashOnOutOfMemoryError",
+            "-Djava.net.preferIPv4Stack=true",
+            "-Djava.awt.headless=true",
             *_JDK17_OPTIONS,
             *([f"-javaagent:{jamm}"] if jamm else []),
-            self.process.marker, f"-Dtxmon.state={self.settings.state_path}",
+            self.process.marker,
+            f"-Dtxmon.state={self.settings.state_path}",
             f"-Dcassandra.config=file://{self.home / 'cassandra.yaml'}",
             f"-Dcassandra.storagedir={self.home / 'data'}",
             f"-Dcassandra.logdir={self.settings.state_path / 'logs'}",
@@ -155,7 +198,8 @@ class CassandraService(Service):
             "-Dcassandra.ring_delay_ms=100",
             "-Dcassandra.superuser_setup_delay_ms=0",
             "-Dcassandra.initial_token=0",
-            "-cp", ":".join(str(j) for j in jars),
+            "-cp",
+            ":".join(str(j) for j in jars),
             "org.apache.cassandra.service.CassandraDaemon",
         ]
 
@@ -165,8 +209,10 @@ class CassandraService(Service):
             cluster, session = connect(self.settings, keyspace=None, timeout=3)
         except Exception as exc:  # noqa: BLE001 - the driver raises many unrelated types while starting
             if _login_refused(exc):
-                return ("CQL answers but refuses txmon's login: the node's roles do not match "
-                        "TXMON_CASSANDRA_USER / TXMON_CASSANDRA_PASSWORD (see `txmon infra credentials`)")
+                return (
+                    "CQL answers but refuses txmon's login: the node's roles do not match "
+                    "TXMON_CASSANDRA_USER / TXMON_CASSANDRA_PASSWORD (see `txmon infra credentials`)"
+                )
             return f"CQL not answering: {type(exc).__name__}"
         try:
             session.execute("SELECT release_version FROM system.local")
@@ -192,4 +238,5 @@ def _login_refused(exc: Exception) -> bool:
     from cassandra import AuthenticationFailed
 
     return isinstance(exc, AuthenticationFailed) or any(
-        isinstance(e, AuthenticationFailed) for e in (getattr(exc, "errors", None) or {}).values())
+        isinstance(e, AuthenticationFailed) for e in (getattr(exc, "errors", None) or {}).values()
+    )

@@ -1,4 +1,5 @@
 """Single-node Apache Kafka 4.x in KRaft combined mode (broker + controller)."""
+
 from __future__ import annotations
 
 import base64
@@ -54,58 +55,61 @@ class KafkaService(Service):
         if c.security_protocol != "SASL_PLAINTEXT":
             raise ServiceStartError(
                 f"the local broker runs SASL_PLAINTEXT on loopback only; kafka.security_protocol={c.security_protocol} "
-                "is for a broker with TLS that you run (docs/security.md shows its listener settings)")
+                "is for a broker with TLS that you run (docs/security.md shows its listener settings)"
+            )
         admin = credentials.kafka(admin=True)
         mechanism = c.sasl_mechanism.lower()
         # Passwords are not written here: the broker resolves ${env:...} from its own
         # environment (EnvVarConfigProvider), which it inherits from `txmon infra up`.
         admin_password = f"${{env:{ADMIN_PASSWORD_ENV}}}"
-        return "\n".join([
-            "process.roles=broker,controller",
-            "node.id=1",
-            # Both listeners on loopback (kafka.host) and both authenticated: clients and the
-            # broker itself with SCRAM on CLIENT; the broker to its controller with PLAIN on
-            # CONTROLLER (a KRaft controller cannot use SCRAM: its users live in the metadata
-            # it serves), whose only user is the administrator, defined right here.
-            f"listeners=CLIENT://{c.host}:{c.port},CONTROLLER://{c.host}:{c.controller_port}",
-            f"advertised.listeners=CLIENT://{c.host}:{c.port}",
-            "controller.listener.names=CONTROLLER",
-            "inter.broker.listener.name=CLIENT",
-            "listener.security.protocol.map=CLIENT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
-            f"listener.name.client.sasl.enabled.mechanisms={c.sasl_mechanism}",
-            f"sasl.mechanism.inter.broker.protocol={c.sasl_mechanism}",
-            f"listener.name.client.{mechanism}.sasl.jaas.config="
-            + jaas_config(SCRAM_LOGIN_MODULE, admin.user, admin_password),
-            "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
-            "sasl.mechanism.controller.protocol=PLAIN",
-            "listener.name.controller.plain.sasl.jaas.config="
-            + jaas_config(PLAIN_LOGIN_MODULE, admin.user, admin_password)[:-1]
-            + f' user_{admin.user}="{admin_password}";',
-            "config.providers=env",
-            "config.providers.env.class=org.apache.kafka.common.config.provider.EnvVarConfigProvider",
-            # ACLs: nothing is allowed that no ACL allows; the administrator (the broker's own
-            # principal too) is a super user; the application gets its ACLs in bootstrap().
-            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-            f"super.users=User:{admin.user}",
-            "allow.everyone.if.no.acl.found=false",
-            f"controller.quorum.bootstrap.servers={c.host}:{c.controller_port}",
-            f"log.dirs={self.home / 'data'}",
-            f"num.partitions={c.partitions}",
-            "auto.create.topics.enable=false",
-            # One node: every internal topic has a single replica.
-            "offsets.topic.replication.factor=1",
-            "offsets.topic.num.partitions=4",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
-            "share.coordinator.state.topic.replication.factor=1",
-            "share.coordinator.state.topic.min.isr=1",
-            "group.initial.rebalance.delay.ms=0",
-            # Sized for a 2-core box.
-            "num.network.threads=2",
-            "num.io.threads=4",
-            "log.retention.hours=48",
-            "",
-        ])
+        return "\n".join(
+            [
+                "process.roles=broker,controller",
+                "node.id=1",
+                # Both listeners on loopback (kafka.host) and both authenticated: clients and the
+                # broker itself with SCRAM on CLIENT; the broker to its controller with PLAIN on
+                # CONTROLLER (a KRaft controller cannot use SCRAM: its users live in the metadata
+                # it serves), whose only user is the administrator, defined right here.
+                f"listeners=CLIENT://{c.host}:{c.port},CONTROLLER://{c.host}:{c.controller_port}",
+                f"advertised.listeners=CLIENT://{c.host}:{c.port}",
+                "controller.listener.names=CONTROLLER",
+                "inter.broker.listener.name=CLIENT",
+                "listener.security.protocol.map=CLIENT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+                f"listener.name.client.sasl.enabled.mechanisms={c.sasl_mechanism}",
+                f"sasl.mechanism.inter.broker.protocol={c.sasl_mechanism}",
+                f"listener.name.client.{mechanism}.sasl.jaas.config="
+                + jaas_config(SCRAM_LOGIN_MODULE, admin.user, admin_password),
+                "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+                "sasl.mechanism.controller.protocol=PLAIN",
+                "listener.name.controller.plain.sasl.jaas.config="
+                + jaas_config(PLAIN_LOGIN_MODULE, admin.user, admin_password)[:-1]
+                + f' user_{admin.user}="{admin_password}";',
+                "config.providers=env",
+                "config.providers.env.class=org.apache.kafka.common.config.provider.EnvVarConfigProvider",
+                # ACLs: nothing is allowed that no ACL allows; the administrator (the broker's own
+                # principal too) is a super user; the application gets its ACLs in bootstrap().
+                "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                f"super.users=User:{admin.user}",
+                "allow.everyone.if.no.acl.found=false",
+                f"controller.quorum.bootstrap.servers={c.host}:{c.controller_port}",
+                f"log.dirs={self.home / 'data'}",
+                f"num.partitions={c.partitions}",
+                "auto.create.topics.enable=false",
+                # One node: every internal topic has a single replica.
+                "offsets.topic.replication.factor=1",
+                "offsets.topic.num.partitions=4",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "share.coordinator.state.topic.replication.factor=1",
+                "share.coordinator.state.topic.min.isr=1",
+                "group.initial.rebalance.delay.ms=0",
+                # Sized for a 2-core box.
+                "num.network.threads=2",
+                "num.io.threads=4",
+                "log.retention.hours=48",
+                "",
+            ]
+        )
 
     def prepare(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
@@ -123,7 +127,8 @@ class KafkaService(Service):
             raise ServiceStartError(
                 f"kafka: the storage in {data} was formatted without SCRAM users (before authentication "
                 "was required); delete it with `txmon infra down --purge` (its topics are lost) and run "
-                "`txmon infra up` again")
+                "`txmon infra up` again"
+            )
 
     def _java_base(self, java: str) -> list[str]:
         cp = ":".join(str(p) for p in classpath(self.settings, "kafka"))
@@ -132,11 +137,20 @@ class KafkaService(Service):
     def _format_storage(self) -> None:
         # SCRAM users exist from the first start: the broker itself logs in as the
         # administrator before anyone could create a user through the API.
-        scram = [arg for cred in (credentials.kafka(admin=True), credentials.kafka())
-                 for arg in ("--add-scram", f"{self.cfg.sasl_mechanism}=[name={cred.user},password={cred.password}]")]
+        scram = [
+            arg
+            for cred in (credentials.kafka(admin=True), credentials.kafka())
+            for arg in ("--add-scram", f"{self.cfg.sasl_mechanism}=[name={cred.user},password={cred.password}]")
+        ]
         cmd = [
-            *self._java_base(find_java()), "kafka.tools.StorageTool", "format", f"--cluster-id={new_cluster_id()}",
-            "-c", str(self.home / "server.properties"), "--standalone", *scram,
+            *self._java_base(find_java()),
+            "kafka.tools.StorageTool",
+            "format",
+            f"--cluster-id={new_cluster_id()}",
+            "-c",
+            str(self.home / "server.properties"),
+            "--standalone",
+            *scram,
         ]
         res = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=self.home)
         if res.returncode != 0:
@@ -148,10 +162,17 @@ class KafkaService(Service):
     def command(self, java: str) -> list[str]:
         heap = f"{self.cfg.heap_mb}m"
         return [
-            java, f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+            java,
+            f"-Xms{heap}",
+            f"-Xmx{heap}",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
             "-Djava.awt.headless=true",
-            self.process.marker, f"-Dtxmon.state={self.settings.state_path}",
-            *self._java_base(java)[1:], "kafka.Kafka", str(self.home / "server.properties"),
+            self.process.marker,
+            f"-Dtxmon.state={self.settings.state_path}",
+            *self._java_base(java)[1:],
+            "kafka.Kafka",
+            str(self.home / "server.properties"),
         ]
 
     def probe(self) -> str | None:
@@ -161,8 +182,10 @@ class KafkaService(Service):
 
         try:
             admin = KafkaAdminClient(
-                bootstrap_servers=self.cfg.bootstrap, request_timeout_ms=3000,
-                client_id="txmon-probe", **client_config(self.settings, admin=True),
+                bootstrap_servers=self.cfg.bootstrap,
+                request_timeout_ms=3000,
+                client_id="txmon-probe",
+                **client_config(self.settings, admin=True),
             )
         except (KafkaError, OSError, ValueError) as exc:
             return f"no metadata response: {type(exc).__name__}"
@@ -205,9 +228,7 @@ def ensure_topics(bootstrap: str, topics: list[str], partitions: int) -> list[st
         missing = [t for t in topics if t not in set(admin.list_topics())]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # created concurrently: the state we wanted
-                admin.create_topics(
-                    [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in missing]
-                )
+                admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=1) for t in missing])
         return missing
     finally:
         admin.close()
@@ -230,10 +251,14 @@ def ensure_app_acls(settings) -> None:
     from kafka.admin import ACL, ACLOperation, ACLPermissionType, ResourcePattern, ResourceType
 
     principal = f"User:{credentials.kafka().user}"
-    acls = [ACL(principal, "*", ACLOperation[op], ACLPermissionType.ALLOW, ResourcePattern(ResourceType[kind], name))
-            for kind, name, ops in APP_ACLS for op in ops]
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap, client_id="txmon-admin",
-                             **client_config(settings, admin=True))
+    acls = [
+        ACL(principal, "*", ACLOperation[op], ACLPermissionType.ALLOW, ResourcePattern(ResourceType[kind], name))
+        for kind, name, ops in APP_ACLS
+        for op in ops
+    ]
+    admin = KafkaAdminClient(
+        bootstrap_servers=settings.kafka.bootstrap, client_id="txmon-admin", **client_config(settings, admin=True)
+    )
     try:
         result = admin.create_acls(acls)
         if result.get("failed"):

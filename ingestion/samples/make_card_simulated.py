@@ -22,6 +22,7 @@ lacks, because real card feeds carry them. Output: CSV or Parquet by the file su
 
     python ingestion/samples/make_card_simulated.py OUT.csv [--customers 200] [--days 60] [--seed 7]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,17 +33,33 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-COLUMNS = ("TRANSACTION_ID", "TX_DATETIME", "CUSTOMER_ID", "TERMINAL_ID", "TX_AMOUNT", "TX_TIME_SECONDS",
-           "TX_TIME_DAYS", "TX_FRAUD", "TX_FRAUD_SCENARIO")
+COLUMNS = (
+    "TRANSACTION_ID",
+    "TX_DATETIME",
+    "CUSTOMER_ID",
+    "TERMINAL_ID",
+    "TX_AMOUNT",
+    "TX_TIME_SECONDS",
+    "TX_TIME_DAYS",
+    "TX_FRAUD",
+    "TX_FRAUD_SCENARIO",
+)
 START = datetime(2018, 4, 1)
 HIGH_AMOUNT = 220.0
 TERMINAL_DAYS = 28
 CARD_DAYS = 14
 
 
-def generate(customers: int = 200, terminals: int = 100, days: int = 60, seed: int = 7, *,
-             terminal_compromise_rate: float = 0.0005, card_compromise_rate: float = 0.002,
-             zero_share: float = 0.002) -> pd.DataFrame:
+def generate(
+    customers: int = 200,
+    terminals: int = 100,
+    days: int = 60,
+    seed: int = 7,
+    *,
+    terminal_compromise_rate: float = 0.0005,
+    card_compromise_rate: float = 0.002,
+    zero_share: float = 0.002,
+) -> pd.DataFrame:
     """The file's rows in event-time order, as pandas would read them back.
 
     Rates are per day: the expected share of terminals (cards) compromised each day.
@@ -67,10 +84,17 @@ def generate(customers: int = 200, terminals: int = 100, days: int = 60, seed: i
         amount = rng.normal(mean_amount[customer], std_amount[customer], total)
         negative = amount < 0
         amount[negative] = rng.uniform(0, 2 * mean_amount[customer], int(negative.sum()))
-        parts.append(pd.DataFrame({
-            "CUSTOMER_ID": customer, "TERMINAL_ID": rng.choice(usual[customer], total),
-            "TX_TIME_SECONDS": txn_day * 86_400 + second, "TX_TIME_DAYS": txn_day, "TX_AMOUNT": np.round(amount, 2),
-        }))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "CUSTOMER_ID": customer,
+                    "TERMINAL_ID": rng.choice(usual[customer], total),
+                    "TX_TIME_SECONDS": txn_day * 86_400 + second,
+                    "TX_TIME_DAYS": txn_day,
+                    "TX_AMOUNT": np.round(amount, 2),
+                }
+            )
+        )
     frame = pd.concat(parts, ignore_index=True).sort_values("TX_TIME_SECONDS", kind="stable", ignore_index=True)
     frame.loc[rng.random(len(frame)) < zero_share, "TX_AMOUNT"] = 0.0
     frame["TX_FRAUD"] = 0
@@ -80,12 +104,18 @@ def generate(customers: int = 200, terminals: int = 100, days: int = 60, seed: i
     frame.loc[high, ["TX_FRAUD", "TX_FRAUD_SCENARIO"]] = (1, 1)
     for day in range(days):
         for compromised in np.flatnonzero(rng.random(terminals) < terminal_compromise_rate):
-            hit = ((frame["TERMINAL_ID"] == compromised) & (frame["TX_TIME_DAYS"] >= day)
-                   & (frame["TX_TIME_DAYS"] < day + TERMINAL_DAYS))
+            hit = (
+                (frame["TERMINAL_ID"] == compromised)
+                & (frame["TX_TIME_DAYS"] >= day)
+                & (frame["TX_TIME_DAYS"] < day + TERMINAL_DAYS)
+            )
             frame.loc[hit, ["TX_FRAUD", "TX_FRAUD_SCENARIO"]] = (1, 2)
         for card in np.flatnonzero(rng.random(customers) < card_compromise_rate):
-            window = np.flatnonzero((frame["CUSTOMER_ID"] == card) & (frame["TX_TIME_DAYS"] >= day)
-                                    & (frame["TX_TIME_DAYS"] < day + CARD_DAYS))
+            window = np.flatnonzero(
+                (frame["CUSTOMER_ID"] == card)
+                & (frame["TX_TIME_DAYS"] >= day)
+                & (frame["TX_TIME_DAYS"] < day + CARD_DAYS)
+            )
             stolen = rng.choice(window, size=len(window) // 3, replace=False) if len(window) else window
             # x5 on a two-decimal float: written back as e.g. 851.9499999999999, as in the original.
             frame.loc[stolen, "TX_AMOUNT"] = frame.loc[stolen, "TX_AMOUNT"] * 5
@@ -118,8 +148,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     path = write(args.output, customers=args.customers, terminals=args.terminals, days=args.days, seed=args.seed)
     frame = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path)
-    print(f"wrote {len(frame):,} rows ({int(frame['TX_FRAUD'].sum()):,} fraud) to {path}; "
-          f"first day {START:%Y-%m-%d}, last {START + timedelta(days=args.days - 1):%Y-%m-%d}")
+    print(
+        f"wrote {len(frame):,} rows ({int(frame['TX_FRAUD'].sum()):,} fraud) to {path}; "
+        f"first day {START:%Y-%m-%d}, last {START + timedelta(days=args.days - 1):%Y-%m-%d}"
+    )
 
 
 if __name__ == "__main__":

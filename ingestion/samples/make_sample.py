@@ -15,6 +15,7 @@ Regenerate (byte-identical for the same seed)::
 
     python ingestion/samples/make_sample.py [OUTPUT.csv]
 """
+
 from __future__ import annotations
 
 import csv
@@ -36,9 +37,28 @@ IST = timezone(timedelta(hours=5, minutes=30))
 OUTPUT = Path(__file__).with_name("card_transactions_sample.csv")
 
 COLUMNS = (
-    "trans_date_trans_time", "cc_num", "merchant", "category", "amt", "first", "last", "gender",
-    "street", "city", "state", "zip", "lat", "long", "city_pop", "job", "dob", "trans_num",
-    "unix_time", "merch_lat", "merch_long", "is_fraud",
+    "trans_date_trans_time",
+    "cc_num",
+    "merchant",
+    "category",
+    "amt",
+    "first",
+    "last",
+    "gender",
+    "street",
+    "city",
+    "state",
+    "zip",
+    "lat",
+    "long",
+    "city_pop",
+    "job",
+    "dob",
+    "trans_num",
+    "unix_time",
+    "merch_lat",
+    "merch_long",
+    "is_fraud",
 )
 BROKEN = {
     17: ("amt", "-250.00"),
@@ -50,23 +70,50 @@ BROKEN = {
 
 # name, state, PIN code, lat, lon, population
 CITIES = (
-    ("Mumbai", "MH", "400001", 19.0760, 72.8777, 12442373), ("Delhi", "DL", "110001", 28.7041, 77.1025, 11034555),
-    ("Bengaluru", "KA", "560001", 12.9716, 77.5946, 8443675), ("Pune", "MH", "411001", 18.5204, 73.8567, 3124458),
-    ("Jaipur", "RJ", "302001", 26.9124, 75.7873, 3046163), ("Kochi", "KL", "682001", 9.9312, 76.2673, 602046),
-    ("Lucknow", "UP", "226001", 26.8467, 80.9462, 2817105), ("Guwahati", "AS", "781001", 26.1445, 91.7362, 957352),
+    ("Mumbai", "MH", "400001", 19.0760, 72.8777, 12442373),
+    ("Delhi", "DL", "110001", 28.7041, 77.1025, 11034555),
+    ("Bengaluru", "KA", "560001", 12.9716, 77.5946, 8443675),
+    ("Pune", "MH", "411001", 18.5204, 73.8567, 3124458),
+    ("Jaipur", "RJ", "302001", 26.9124, 75.7873, 3046163),
+    ("Kochi", "KL", "682001", 9.9312, 76.2673, 602046),
+    ("Lucknow", "UP", "226001", 26.8467, 80.9462, 2817105),
+    ("Guwahati", "AS", "781001", 26.1445, 91.7362, 957352),
 )
 CATEGORIES = (
-    "grocery_pos", "gas_transport", "shopping_net", "misc_net", "food_dining", "entertainment",
-    "health_fitness", "home", "kids_pets", "personal_care", "travel", "misc_pos", "shopping_pos",
+    "grocery_pos",
+    "gas_transport",
+    "shopping_net",
+    "misc_net",
+    "food_dining",
+    "entertainment",
+    "health_fitness",
+    "home",
+    "kids_pets",
+    "personal_care",
+    "travel",
+    "misc_pos",
+    "shopping_pos",
     "grocery_net",
 )
 CATEGORY_WEIGHTS = (14, 10, 8, 5, 9, 7, 6, 9, 8, 7, 3, 6, 6, 2)
 FRAUD_CATEGORIES = ("shopping_net", "misc_net", "grocery_pos")
 MERCHANTS = (
-    "Rippin, Kub and Mann", "Heller, Gutmann and Zieme", "Lind-Buckridge", "Kirlin and Sons",
-    "Sporer-Keebler", "Haley Group", "Johnston-Casper", "Daugherty LLC", "Romaguera Ltd",
-    "Reichel Inc", "Kutch, Hermiston and Farrell", "Stroman, Hudson and Erdman", "Bahringer Group",
-    "Lesch Ltd", "Kuhn LLC", "Boyer PLC",
+    "Rippin, Kub and Mann",
+    "Heller, Gutmann and Zieme",
+    "Lind-Buckridge",
+    "Kirlin and Sons",
+    "Sporer-Keebler",
+    "Haley Group",
+    "Johnston-Casper",
+    "Daugherty LLC",
+    "Romaguera Ltd",
+    "Reichel Inc",
+    "Kutch, Hermiston and Farrell",
+    "Stroman, Hudson and Erdman",
+    "Bahringer Group",
+    "Lesch Ltd",
+    "Kuhn LLC",
+    "Boyer PLC",
 )
 FIRST = ("Aarav", "Diya", "Kabir", "Meera", "Rohan", "Ananya", "Vikram", "Isha", "Arjun", "Sneha")
 LAST = ("Sharma", "Iyer", "Reddy", "Das", "Patel", "Menon", "Singh", "Khan", "Joshi", "Bose")
@@ -83,16 +130,18 @@ def _cards(rng: np.random.Generator) -> list[dict[str, Any]]:
     cards = []
     for length in lengths:
         city = CITIES[int(rng.integers(len(CITIES)))]
-        cards.append({
-            "cc_num": _card_number(rng, length),
-            "first": FIRST[int(rng.integers(len(FIRST)))],
-            "last": LAST[int(rng.integers(len(LAST)))],
-            "gender": "F" if rng.random() < 0.5 else "M",
-            "street": f"{int(rng.integers(1, 400))} {STREETS[int(rng.integers(len(STREETS)))]}",
-            "city": city,
-            "job": JOBS[int(rng.integers(len(JOBS)))],
-            "dob": (datetime(1960, 1, 1) + timedelta(days=int(rng.integers(0, 40 * 365)))).strftime("%Y-%m-%d"),
-        })
+        cards.append(
+            {
+                "cc_num": _card_number(rng, length),
+                "first": FIRST[int(rng.integers(len(FIRST)))],
+                "last": LAST[int(rng.integers(len(LAST)))],
+                "gender": "F" if rng.random() < 0.5 else "M",
+                "street": f"{int(rng.integers(1, 400))} {STREETS[int(rng.integers(len(STREETS)))]}",
+                "city": city,
+                "job": JOBS[int(rng.integers(len(JOBS)))],
+                "dob": (datetime(1960, 1, 1) + timedelta(days=int(rng.integers(0, 40 * 365)))).strftime("%Y-%m-%d"),
+            }
+        )
     return cards
 
 
@@ -127,10 +176,18 @@ def rows(seed: int = SEED) -> list[dict[str, str]]:
             "merchant": "fraud_" + MERCHANTS[int(rng.integers(len(MERCHANTS)))],
             "category": draft["category"],
             "amt": f"{draft['amount']:.2f}",
-            "first": card["first"], "last": card["last"], "gender": card["gender"],
-            "street": card["street"], "city": city, "state": state, "zip": pin,
-            "lat": f"{lat:.4f}", "long": f"{lon:.4f}", "city_pop": str(population),
-            "job": card["job"], "dob": card["dob"],
+            "first": card["first"],
+            "last": card["last"],
+            "gender": card["gender"],
+            "street": card["street"],
+            "city": city,
+            "state": state,
+            "zip": pin,
+            "lat": f"{lat:.4f}",
+            "long": f"{lon:.4f}",
+            "city_pop": str(population),
+            "job": card["job"],
+            "dob": card["dob"],
             "trans_num": bytes(rng.integers(0, 256, 16, dtype=np.uint8)).hex(),
             "unix_time": str(int(at.replace(tzinfo=IST).timestamp())),
             "merch_lat": f"{lat + rng.uniform(-0.9, 0.9):.6f}",

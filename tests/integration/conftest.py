@@ -4,6 +4,7 @@ Kafka, Cassandra (and Spark, in-process) come up via ``infra.stack.up`` exactly 
 ``txmon infra up`` does. Services this session started are stopped and purged at the
 end; set TXMON_TEST_KEEP=1 to leave them running for a faster next run.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Test helper: simulated history written into Cassandra as the stream would have landed it."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime
@@ -15,12 +16,18 @@ def history_into_cassandra(settings, keyspace: str, items) -> None:
     target = CassandraTarget.from_settings(settings, keyspace)
     frame = transactions_frame([i.event for i in items])
     columns = tuple(HISTORY_COLUMNS)
-    rows = [tuple(None if (not isinstance(v, str) and pd.isna(v)) else v for v in row)
-            for row in frame[list(columns)].itertuples(index=False)]
+    rows = [
+        tuple(None if (not isinstance(v, str) and pd.isna(v)) else v for v in row)
+        for row in frame[list(columns)].itertuples(index=False)
+    ]
     write_rows(target, "transactions", columns, rows)
     now = datetime.now(UTC)
-    write_rows(target, "labels", ("txn_id", "is_fraud", "scenario", "label_time", "received_at"),
-               [(i.label.txn_id, i.label.is_fraud, i.label.scenario, i.label.label_time, now) for i in items])
+    write_rows(
+        target,
+        "labels",
+        ("txn_id", "is_fraud", "scenario", "label_time", "received_at"),
+        [(i.label.txn_id, i.label.is_fraud, i.label.scenario, i.label.label_time, now) for i in items],
+    )
 
 
 def keyspace_settings(settings, keyspace: str, truncate=("transactions", "labels")):

@@ -1,4 +1,5 @@
 """What a set of processes listens on, found by process rather than by expected port."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -24,5 +25,6 @@ def listeners(pids: set[int]) -> list[tuple[int, str, int]]:
 
 def exposed(pids: set[int]) -> list[tuple[str, str, int]]:
     """(process name, address, port) of every listener of these processes beyond loopback."""
-    return [(psutil.Process(pid).name(), address, port) for pid, address, port in listeners(pids)
-            if address not in LOOPBACK]
+    return [
+        (psutil.Process(pid).name(), address, port) for pid, address, port in listeners(pids) if address not in LOOPBACK
+    ]

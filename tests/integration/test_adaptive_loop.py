@@ -17,6 +17,7 @@ Runs in a keyspace of its own so retraining reads only this test's history. The
 retraining DAG would call the same ``spark_jobs.retraining.retrain``; here the test calls it
 when it sees the drift event (the DAG itself is tested with the Airflow tests).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -52,8 +53,12 @@ def _train_champion(registry_root) -> str:
     from txmon.models.training import TrainingConfig, train
 
     items = list(simulator_for(_options(seed=SEED + 1, count=40_000)).generate(40_000))
-    result = train([i.event for i in items], [i.label for i in items], TrainingConfig(seed=1),
-                   data_source="simulator, before the change")
+    result = train(
+        [i.event for i in items],
+        [i.label for i in items],
+        TrainingConfig(seed=1),
+        data_source="simulator, before the change",
+    )
     registry = Registry(registry_root)
     return registry.promote(registry.register(result.bundle, result.metadata))
 
@@ -64,7 +69,7 @@ def _wait_scored(session, ids: list[str], timeout: float = 900) -> pd.DataFrame:
     while True:
         rows = []
         for i in range(0, len(ids), 200):
-            rows += [r._asdict() for r in session.execute(stmt, (ids[i:i + 200],))]
+            rows += [r._asdict() for r in session.execute(stmt, (ids[i : i + 200],))]
         if len(rows) == len(ids) or time.monotonic() > deadline:
             assert len(rows) == len(ids), f"only {len(rows)} of {len(ids)} transactions scored in {timeout}s"
             return pd.DataFrame(rows)
@@ -89,9 +94,21 @@ def loop(services, spark, tmp_path_factory):
     from txmon.spark_jobs.transactions_stream import StreamOptions, start_all
 
     tmp = tmp_path_factory.mktemp("loop")
-    settings = keyspace_settings(services, KEYSPACE, (
-        "transactions", "scored_transactions", "labels", "feature_profiles", "payee_fraud_labels", "drift_events",
-        "drift_state", "alerts", "alerts_by_day"))
+    settings = keyspace_settings(
+        services,
+        KEYSPACE,
+        (
+            "transactions",
+            "scored_transactions",
+            "labels",
+            "feature_profiles",
+            "payee_fraud_labels",
+            "drift_events",
+            "drift_state",
+            "alerts",
+            "alerts_by_day",
+        ),
+    )
     cluster, session = connect(settings, KEYSPACE)
     old_models = os.environ.get("TXMON_MODELS_DIR")
     os.environ["TXMON_MODELS_DIR"] = str(tmp / "models")  # where retraining registers and promotes
@@ -101,12 +118,28 @@ def loop(services, spark, tmp_path_factory):
     names = {k: f"{base}_{k}" for k in ("tx", "dlq", "alerts", "labels")}
     ensure_topics(settings.kafka.bootstrap, list(names.values()), settings.kafka.partitions)
     opts = StreamOptions.from_settings(
-        settings, topic=names["tx"], dlq_topic=names["dlq"], alerts_topic=names["alerts"],
-        labels_topic=names["labels"], checkpoint_dir=str(tmp / "ckpt"), registry_root=str(tmp / "models"),
-        keyspace=KEYSPACE, trigger_seconds=1, secondary_trigger_seconds=2)
-    items = list(simulator_for(_options(seed=SEED, count=N_BEFORE_SWAP + N_AFTER_SWAP, drift_after_events=CHANGE_AT,
-                                        drift_scenario="qr_code_swap", drift_scenario_share=0.7))
-                 .generate(N_BEFORE_SWAP + N_AFTER_SWAP))
+        settings,
+        topic=names["tx"],
+        dlq_topic=names["dlq"],
+        alerts_topic=names["alerts"],
+        labels_topic=names["labels"],
+        checkpoint_dir=str(tmp / "ckpt"),
+        registry_root=str(tmp / "models"),
+        keyspace=KEYSPACE,
+        trigger_seconds=1,
+        secondary_trigger_seconds=2,
+    )
+    items = list(
+        simulator_for(
+            _options(
+                seed=SEED,
+                count=N_BEFORE_SWAP + N_AFTER_SWAP,
+                drift_after_events=CHANGE_AT,
+                drift_scenario="qr_code_swap",
+                drift_scenario_share=0.7,
+            )
+        ).generate(N_BEFORE_SWAP + N_AFTER_SWAP)
+    )
     rules = yaml.safe_load(RULES.read_text(encoding="utf-8"))
     rules["rules"] = [r for r in rules["rules"] if r["id"] != "MULE_FAN_IN"]
     (tmp / "rules.yaml").write_text(yaml.safe_dump(rules, sort_keys=False), encoding="utf-8")
@@ -114,8 +147,17 @@ def loop(services, spark, tmp_path_factory):
     queries = start_all(spark, settings, opts)
     producer = TransactionProducer(settings, topic=names["tx"], labels_topic=names["labels"])
     try:
-        yield {"settings": settings, "session": session, "spark": spark, "queries": queries, "producer": producer,
-               "items": items, "champion": champion, "stream": names["tx"], "tmp": tmp}
+        yield {
+            "settings": settings,
+            "session": session,
+            "spark": spark,
+            "queries": queries,
+            "producer": producer,
+            "items": items,
+            "champion": champion,
+            "stream": names["tx"],
+            "tmp": tmp,
+        }
     finally:
         producer.close()
         for q in queries:
@@ -162,10 +204,12 @@ def test_drift_retrain_promote_and_hot_swap(loop):
     index = {i.event.txn_id: n for n, i in enumerate(items)}
     delay_txns = index[trigger.event.txn_id] - CHANGE_AT
     delay_s = (trigger.event.event_time - change_time).total_seconds()
-    frauds_after_change = sum(1 for f in frauds[:first.n_seen] if f.event.event_time >= change_time)
-    print(f"drift: {first.signal} mean {first.mean_before:.3f} -> {first.mean_after:.3f}; raised by fraud label "
-          f"#{first.n_seen} = {frauds_after_change} fraud labels after the change; "
-          f"{delay_txns} transactions / {delay_s / 3600:.1f} simulated hours after the change")
+    frauds_after_change = sum(1 for f in frauds[: first.n_seen] if f.event.event_time >= change_time)
+    print(
+        f"drift: {first.signal} mean {first.mean_before:.3f} -> {first.mean_after:.3f}; raised by fraud label "
+        f"#{first.n_seen} = {frauds_after_change} fraud labels after the change; "
+        f"{delay_txns} transactions / {delay_s / 3600:.1f} simulated hours after the change"
+    )
     assert delay_txns > 0, "an alarm before the change would be a false alarm"
     assert frauds_after_change <= 100, "recall collapsed from ~0.9 to ~0.1: ADWIN needs tens of labels, not hundreds"
 
@@ -179,10 +223,14 @@ def test_drift_retrain_promote_and_hot_swap(loop):
     first_time = min(i.event.event_time for i in before)
     last_time = max(i.event.event_time for i in before)
     run_id = f"loop-{loop['stream']}"
-    result = retraining.retrain(settings, run_id, first_time, last_time + pd.Timedelta(seconds=1),
-                                spark=loop["spark"])
-    print("retraining:", result["reason"], "| qr recall champion/challenger:",
-          (result["champion"] or {}).get("recall_qr_code_swap"), result["challenger"].get("recall_qr_code_swap"))
+    result = retraining.retrain(settings, run_id, first_time, last_time + pd.Timedelta(seconds=1), spark=loop["spark"])
+    print(
+        "retraining:",
+        result["reason"],
+        "| qr recall champion/challenger:",
+        (result["champion"] or {}).get("recall_qr_code_swap"),
+        result["challenger"].get("recall_qr_code_swap"),
+    )
     assert result["champion_version"] == loop["champion"]
     assert result["promote"] and result["promoted"] == result["challenger_version"]
     registry = Registry(loop["tmp"] / "models")
@@ -207,8 +255,10 @@ def test_drift_retrain_promote_and_hot_swap(loop):
 
     recall_before, n_before = recall([i for i in before if i.event.event_time >= change_time], scored_before)
     recall_after, n_after = recall(after, scored_after)
-    print(f"recall on qr_code_swap: {recall_before:.3f} ({n_before} frauds, old champion) -> "
-          f"{recall_after:.3f} ({n_after} frauds, promoted challenger)")
+    print(
+        f"recall on qr_code_swap: {recall_before:.3f} ({n_before} frauds, old champion) -> "
+        f"{recall_after:.3f} ({n_after} frauds, promoted challenger)"
+    )
     assert n_before >= 50 and n_after >= 20
     assert recall_after >= recall_before + 0.3
 
@@ -223,14 +273,26 @@ def test_a_benign_shift_does_not_promote_a_worse_model(services, spark, tmp_path
     from txmon.models.training import TrainingConfig, train
     from txmon.spark_jobs import retraining
 
-    opts = SimulateOptions(seed=11, count=46_000, rate=None, fraud_rate=0.03, n_customers=2_000, live=False,
-                           progress=False, drift_after_events=40_000, drift_spending_multiplier=3.0)
+    opts = SimulateOptions(
+        seed=11,
+        count=46_000,
+        rate=None,
+        fraud_rate=0.03,
+        n_customers=2_000,
+        live=False,
+        progress=False,
+        drift_after_events=40_000,
+        drift_spending_multiplier=3.0,
+    )
     items = list(simulator_for(opts).generate(46_000))
     before, since = items[:40_000], items[40_000:]
-    assert (sorted(i.event.amount_paise for i in since if not i.label.is_fraud)[len(since) // 2]
-            > 1.5 * sorted(i.event.amount_paise for i in before if not i.label.is_fraud)[len(before) // 2])
-    champion = train([i.event for i in before], [i.label for i in before], TrainingConfig(seed=1),
-                     data_source="before the surge")
+    assert (
+        sorted(i.event.amount_paise for i in since if not i.label.is_fraud)[len(since) // 2]
+        > 1.5 * sorted(i.event.amount_paise for i in before if not i.label.is_fraud)[len(before) // 2]
+    )
+    champion = train(
+        [i.event for i in before], [i.label for i in before], TrainingConfig(seed=1), data_source="before the surge"
+    )
     monkeypatch.setenv("TXMON_MODELS_DIR", str(tmp_path / "models"))
     registry = Registry(tmp_path / "models")
     live = registry.promote(registry.register(champion.bundle, champion.metadata))

@@ -13,6 +13,7 @@ AIRFLOW_HOME=<test state dir>/airflow and is stopped at the end of the module. I
 inherit the environment of its start, so everything they need (the local mail and SMS
 stand-ins, an own keyspace, a model registry) is set before it starts.
 """
+
 from __future__ import annotations
 
 import csv
@@ -61,8 +62,12 @@ def airflow_server(services, providers, tmp_path_factory):
     from txmon.infra.settings import load_settings
 
     env = provider_env(
-        providers.smtp, providers.gateway, SMS_TOKEN_ENV, TXMON_WEBHOOK_FRAUD_DESK=providers.webhook.url,
-        TXMON_ALERTING__RETRY__INITIAL_S="0.05", TXMON_ALERTING__RETRY__MAX_S="0.1",
+        providers.smtp,
+        providers.gateway,
+        SMS_TOKEN_ENV,
+        TXMON_WEBHOOK_FRAUD_DESK=providers.webhook.url,
+        TXMON_ALERTING__RETRY__INITIAL_S="0.05",
+        TXMON_ALERTING__RETRY__MAX_S="0.1",
         TXMON_ALERTING__RETRY__ATTEMPTS="2",
         TXMON_CASSANDRA__KEYSPACE=KEYSPACE,  # retraining reads all history of its window: only ours
         TXMON_MODELS_DIR=str(tmp_path_factory.mktemp("models")),
@@ -86,8 +91,9 @@ def airflow_server(services, providers, tmp_path_factory):
         airflow.up(settings, log=print)
         client = airflow.AirflowClient(settings)
         # The DAG processor registers the DAGs shortly after start-up.
-        assert wait_until(lambda: {d["dag_id"] for d in airflow.list_dags(settings, client)} >= set(DAG_IDS),
-                          180, interval=3), airflow.list_dags(settings, client)
+        assert wait_until(
+            lambda: {d["dag_id"] for d in airflow.list_dags(settings, client)} >= set(DAG_IDS), 180, interval=3
+        ), airflow.list_dags(settings, client)
         assert client.get("/api/v2/importErrors")["import_errors"] == []
         yield SimpleNamespace(settings=settings, client=client, **vars(providers))
     finally:
@@ -119,21 +125,25 @@ def _task_log_errors(settings, dag_id: str, run_id: str) -> str:
             text = record.get("event", "")
             for error in record.get("error_detail") or []:
                 frame = (error.get("frames") or [{}])[-1]
-                text += (f": {error.get('exc_type')}: {error.get('exc_value')} "
-                         f"(at {frame.get('filename')}:{frame.get('lineno')})")
+                text += (
+                    f": {error.get('exc_type')}: {error.get('exc_value')} "
+                    f"(at {frame.get('filename')}:{frame.get('lineno')})"
+                )
             lines.append(f"{path.relative_to(root)}: {text[:600]}")
     return "\n".join(lines) or f"no error lines under {root}"
 
 
 def _xcom(client, dag_id: str, run_id: str, task_id: str):
-    entry = client.get(f"/api/v2/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances/{_q(task_id)}"
-                       "/xcomEntries/return_value")
+    entry = client.get(
+        f"/api/v2/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances/{_q(task_id)}/xcomEntries/return_value"
+    )
     value = entry["value"]
     return json.loads(value) if isinstance(value, str) else value
 
 
-def run_dag(server, dag_id: str, conf: dict | None, timeout_s: float,
-            logical_date: datetime | None = None) -> tuple[dict, dict[str, str]]:
+def run_dag(
+    server, dag_id: str, conf: dict | None, timeout_s: float, logical_date: datetime | None = None
+) -> tuple[dict, dict[str, str]]:
     """Trigger ``dag_id`` through the REST API (as `txmon airflow trigger` does), wait
     until the run has finished, and return (the run, task states); the run must succeed.
 
@@ -143,14 +153,17 @@ def run_dag(server, dag_id: str, conf: dict | None, timeout_s: float,
 
     settings, client = server.settings, server.client
     airflow.set_paused(settings, dag_id, False, client)
-    run_id = airflow.trigger_dag(settings, dag_id, conf, run_id=f"test__{uuid.uuid4().hex[:12]}",
-                                 logical_date=logical_date, client=client)
+    run_id = airflow.trigger_dag(
+        settings, dag_id, conf, run_id=f"test__{uuid.uuid4().hex[:12]}", logical_date=logical_date, client=client
+    )
     path = f"/api/v2/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}"
     wait_until(lambda: client.get(path)["state"] in ("success", "failed"), timeout_s, interval=3)
     run = client.get(path)
     states = _task_states(client, dag_id, run_id)
-    assert run["state"] == "success", (f"{dag_id} run {run_id} with conf {conf}: {run['state']}, tasks {states}\n"
-                                       + _task_log_errors(settings, dag_id, run_id))
+    assert run["state"] == "success", (
+        f"{dag_id} run {run_id} with conf {conf}: {run['state']}, tasks {states}\n"
+        + _task_log_errors(settings, dag_id, run_id)
+    )
     assert run["conf"] == (conf or {}) and run["run_type"] == "manual"
     return run, states
 
@@ -175,16 +188,23 @@ def test_every_dag_is_registered_from_a_file_that_shadows_no_package(airflow_ser
 def _records_since(settings, topic: str, since: dict[int, int], expected: int, timeout_s: float = 30) -> list[dict]:
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, enable_auto_commit=False,
-                             consumer_timeout_ms=2000, **client_config(settings))
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap,
+        enable_auto_commit=False,
+        consumer_timeout_ms=2000,
+        **client_config(settings),
+    )
     partitions = [TopicPartition(topic, p) for p in sorted(since)]
     consumer.assign(partitions)
     for tp in partitions:
         consumer.seek(tp, since[tp.partition])
     records: list[dict] = []
     try:
-        wait_until(lambda: records.extend(json.loads(m.value) for m in consumer) or len(records) >= expected,
-                   timeout_s, interval=0)
+        wait_until(
+            lambda: records.extend(json.loads(m.value) for m in consumer) or len(records) >= expected,
+            timeout_s,
+            interval=0,
+        )
     finally:
         consumer.close()
     return records
@@ -226,8 +246,7 @@ def test_ingestion_without_params_replays_what_has_landed_into_the_transactions_
     assert (landing / "done" / _run_after(run).date().isoformat() / dropped.name).is_file()
 
 
-def test_ingestion_with_params_replays_the_named_file_to_the_named_topic_and_reports_bad_rows(
-        airflow_server, topic):
+def test_ingestion_with_params_replays_the_named_file_to_the_named_topic_and_reports_bad_rows(airflow_server, topic):
     settings = airflow_server.settings
     landing = settings.landing_path
     header, good = _sample()
@@ -239,8 +258,12 @@ def test_ingestion_with_params_replays_the_named_file_to_the_named_topic_and_rep
     shutil.rmtree(landing, ignore_errors=True)
     dropped = _drop(landing / f"{topic}.csv", header, [*good, bad_amount, bad_time])
 
-    run, states = run_dag(airflow_server, "ingestion",
-                          {"file": dropped.name, "mapping": "card_transactions", "topic": topic}, timeout_s=300)
+    run, states = run_dag(
+        airflow_server,
+        "ingestion",
+        {"file": dropped.name, "mapping": "card_transactions", "topic": topic},
+        timeout_s=300,
+    )
 
     assert states == {"wait_for_files": "success", "replay_files": "success"}
     negative = [n for n, r in enumerate(good, start=1) if float(r[amt]) <= 0]
@@ -253,7 +276,10 @@ def test_ingestion_with_params_replays_the_named_file_to_the_named_topic_and_rep
     with (landing / "rejects" / f"{dropped.name}.rejects.csv").open(newline="") as fh:
         rejects = list(csv.DictReader(fh))
     assert [(r["row_number"], r["reason"]) for r in rejects] == [
-        (str(negative[0]), "non_positive_amount"), ("41", "unparsable_value"), ("42", "unparsable_value")]
+        (str(negative[0]), "non_positive_amount"),
+        ("41", "unparsable_value"),
+        ("42", "unparsable_value"),
+    ]
     assert "twelve" in rejects[1]["raw"] and "yesterday" in rejects[2]["raw"]
     # ... and the file is done: moved out of the landing folder, so no run replays it again.
     assert not dropped.exists()
@@ -265,7 +291,8 @@ def test_ingestion_with_params_replays_the_named_file_to_the_named_topic_and_rep
 
 
 def test_alert_dispatch_retries_todays_failures_by_default_a_given_day_on_request_and_sends_each_digest_once(
-        airflow_server, topic, unique_name):
+    airflow_server, topic, unique_name
+):
     from txmon.alerting.config import load_alerting_config
     from txmon.alerting.contract import DAY_TZ, alert_day
     from txmon.alerting.publish import publish_alerts
@@ -282,10 +309,18 @@ def test_alert_dispatch_retries_todays_failures_by_default_a_given_day_on_reques
     far = datetime.combine(day, datetime.min.time(), UTC) + timedelta(hours=6)
     now = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=10)
     base = zlib.crc32(topic.encode()) % 10**6
-    alerts = [make_alert(i, txn_id=f"{topic}-{i:03d}".replace("_", "-"), payer_account=f"7{base:06d}{i:05d}",
-                         decision="REVIEW", severity="LOW", event_time=moment + timedelta(seconds=i),
-                         created_at=moment + timedelta(seconds=i + 1))
-              for i, moment in enumerate([far, far, far, now, now])]
+    alerts = [
+        make_alert(
+            i,
+            txn_id=f"{topic}-{i:03d}".replace("_", "-"),
+            payer_account=f"7{base:06d}{i:05d}",
+            decision="REVIEW",
+            severity="LOW",
+            event_time=moment + timedelta(seconds=i),
+            created_at=moment + timedelta(seconds=i + 1),
+        )
+        for i, moment in enumerate([far, far, far, now, now])
+    ]
     far_ids = {str(a.alert_id) for a in alerts[:3]}
     today_ids = {str(a.alert_id) for a in alerts[3:]}
     today = {alert_day(a) for a in alerts[3:]}  # one IST day, or two across midnight
@@ -316,9 +351,12 @@ def test_alert_dispatch_retries_todays_failures_by_default_a_given_day_on_reques
         assert {m.alert_id for m in mails} >= today_ids
 
         # With params: that day's failures, and its digest.
-        run, states = run_dag(airflow_server, "alert_dispatch",
-                              {"retry_date": day.isoformat(), "retry_days": 1, "digest_date": day.isoformat()},
-                              timeout_s=300)
+        run, states = run_dag(
+            airflow_server,
+            "alert_dispatch",
+            {"retry_date": day.isoformat(), "retry_days": 1, "digest_date": day.isoformat()},
+            timeout_s=300,
+        )
         assert states == {"retry_failed": "success", "digest_due": "success", "send_digest": "success"}
         assert failed([day]) == set()
         mails = smtp.wait_for(len(mails) + 4, timeout_s=30)
@@ -328,8 +366,9 @@ def test_alert_dispatch_retries_todays_failures_by_default_a_given_day_on_reques
         # scheduled run has: the one ending at 00:30 IST sends the digest of the IST day
         # that just ended, the day above, whose digest went out already: so not again.
         due = datetime.combine(day, time(19, 0), UTC)  # 00:30 IST the day after
-        run, states = run_dag(airflow_server, "alert_dispatch", None, timeout_s=300,
-                              logical_date=due + timedelta(minutes=2))
+        run, states = run_dag(
+            airflow_server, "alert_dispatch", None, timeout_s=300, logical_date=due + timedelta(minutes=2)
+        )
         assert (_time(run, "data_interval_start"), _time(run, "data_interval_end")) == (due - timedelta(minutes=5), due)
         assert states == {"retry_failed": "success", "digest_due": "success", "send_digest": "success"}
         digest = _xcom(airflow_server.client, "alert_dispatch", run["dag_run_id"], "send_digest")
@@ -371,8 +410,9 @@ def test_stream_supervisor_restarts_a_dead_stream_then_finds_it_healthy(airflow_
         assert wait_until(beating, 420, interval=3, abort=lambda: proc.pid() is None), proc.log_tail(40)
 
         # With params (the same topic, named): running, so nothing to do.
-        run, states = run_dag(airflow_server, "stream_supervisor", {"topic": settings.kafka.topics.transactions},
-                              timeout_s=300)
+        run, states = run_dag(
+            airflow_server, "stream_supervisor", {"topic": settings.kafka.topics.transactions}, timeout_s=300
+        )
         assert states == {"check_stream": "success", "restart_stream": "skipped", "stream_healthy": "success"}
         assert len(restarts(settings)) == before + 1
     finally:
@@ -392,9 +432,18 @@ def test_a_drift_event_triggers_model_retraining_through_the_rest_api(airflow_se
     settings, client = airflow_server.settings, airflow_server.client
     # Paused, the run waits: this test looks at the trigger, the retraining test below runs one.
     airflow.set_paused(settings, "model_retraining", True, client)
-    event = DriftEvent(detected_at=datetime.now(UTC).replace(microsecond=0), signal="anomaly_score",
-                       n_seen=5000, mean_before=0.21, variance_before=0.01, width_before=4000,
-                       mean_after=0.37, variance_after=0.02, width_after=900, model_version="v3")
+    event = DriftEvent(
+        detected_at=datetime.now(UTC).replace(microsecond=0),
+        signal="anomaly_score",
+        n_seen=5000,
+        mean_before=0.21,
+        variance_before=0.01,
+        width_before=4000,
+        mean_after=0.37,
+        variance_after=0.02,
+        width_after=900,
+        model_version="v3",
+    )
 
     run_id = airflow.on_drift_event(settings, event)
     try:
@@ -433,13 +482,17 @@ def test_spending_insights_writes_each_accounts_months_years_and_categories(airf
     ]
     cluster, session = connect(airflow_server.settings, KEYSPACE)
     try:
-        insert = session.prepare("INSERT INTO transactions (txn_id, event_time, channel, payer_account, payee_vpa, "
-                                 "amount_paise, mcc) VALUES (?, ?, ?, ?, ?, ?, '5411')")
+        insert = session.prepare(
+            "INSERT INTO transactions (txn_id, event_time, channel, payer_account, payee_vpa, "
+            "amount_paise, mcc) VALUES (?, ?, ?, ?, ?, ?, '5411')"
+        )
         for txn_id, at, channel, payee, amount in rows:
             session.execute(insert, (txn_id, at, channel, account, payee, amount))
         run_dag(airflow_server, "spending_insights", None, 1800)
-        got = {(r.period_kind, r.period, r.dimension, r.key): (r.txn_count, r.total_paise, r.max_paise)
-               for r in session.execute("SELECT * FROM account_spending WHERE payer_account = %s", (account,))}
+        got = {
+            (r.period_kind, r.period, r.dimension, r.key): (r.txn_count, r.total_paise, r.max_paise)
+            for r in session.execute("SELECT * FROM account_spending WHERE payer_account = %s", (account,))
+        }
     finally:
         cluster.shutdown()
     assert got[("month", "2026-10", "all", "")] == (1, 200_000, 200_000)
@@ -453,8 +506,7 @@ def test_spending_insights_writes_each_accounts_months_years_and_categories(airf
 # ------------------------------------------------------------------ model retraining
 
 
-def test_model_retraining_by_interval_and_by_default_trains_evaluates_decides_and_tells_the_fraud_desk(
-        airflow_server):
+def test_model_retraining_by_interval_and_by_default_trains_evaluates_decides_and_tells_the_fraud_desk(airflow_server):
     from tests.integration.history import history_into_cassandra, keyspace_settings
     from txmon.ingestion.simulate import SimulateOptions, simulator_for
     from txmon.models.config import models_dir
@@ -470,13 +522,15 @@ def test_model_retraining_by_interval_and_by_default_trains_evaluates_decides_an
     shutil.rmtree(run_dir(settings, "any").parent, ignore_errors=True)
 
     def options(seed, count, live):
-        return SimulateOptions(seed=seed, count=count, rate=None, fraud_rate=0.05, n_customers=1_000, live=live,
-                               progress=False)
+        return SimulateOptions(
+            seed=seed, count=count, rate=None, fraud_rate=0.05, n_customers=1_000, live=live, progress=False
+        )
 
     # The live champion: a deliberately small model (few trees, little history).
     old = list(simulator_for(options(31, 6_000, False)).generate(6_000))
-    weak = train([i.event for i in old], [i.label for i in old], TrainingConfig(seed=1, max_iter=3),
-                 data_source="small history")
+    weak = train(
+        [i.event for i in old], [i.label for i in old], TrainingConfig(seed=1, max_iter=3), data_source="small history"
+    )
     registry = Registry(models_dir())  # the registry of Airflow's tasks (TXMON_MODELS_DIR)
     champion = registry.promote(registry.register(weak.bundle, weak.metadata))
     # Recent history (ending before now), so the default window of a run holds it too.
@@ -487,8 +541,13 @@ def test_model_retraining_by_interval_and_by_default_trains_evaluates_decides_an
 
     def check(run: dict, states: dict[str, str], champion_before: str) -> str:
         assert {k: v for k, v in states.items() if k not in ("promote", "keep")} == {
-            "extract": "success", "build_features": "success", "train_challenger": "success",
-            "evaluate": "success", "decide": "success", "notify_fraud_desk": "success"}
+            "extract": "success",
+            "build_features": "success",
+            "train_challenger": "success",
+            "evaluate": "success",
+            "decide": "success",
+            "notify_fraud_desk": "success",
+        }
         challenger = registry.versions()[-1].version
         verdict = registry.annotation(challenger, "retraining")
         assert verdict["champion_version"] == champion_before and verdict["challenger_version"] == challenger
@@ -505,8 +564,9 @@ def test_model_retraining_by_interval_and_by_default_trains_evaluates_decides_an
     # With params and a logical date: window_days back from the end of the data interval
     # the schedule has there (the 02:00 UTC before the last transaction), as in a
     # scheduled run, where Airflow hands the task pendulum times.
-    run, states = run_dag(airflow_server, "model_retraining", {"window_days": 30, "reason": "drift"},
-                          timeout_s=2400, logical_date=last)
+    run, states = run_dag(
+        airflow_server, "model_retraining", {"window_days": 30, "reason": "drift"}, timeout_s=2400, logical_date=last
+    )
     plan = _xcom(client, "model_retraining", run["dag_run_id"], "extract")
     interval_end = _time(run, "data_interval_end")
     two_am = last.astimezone(UTC).replace(hour=2, minute=0, second=0, microsecond=0)

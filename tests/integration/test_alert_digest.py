@@ -1,4 +1,5 @@
 """The daily digest and the batch commands, against real Cassandra and a real SMTP server."""
+
 from __future__ import annotations
 
 import zlib
@@ -35,13 +36,27 @@ def _day_alerts(name: str):
         reasons = [{"code": "AMOUNT_SPIKE", "description": "big", "contribution": 0.6}]
         if i % 3 == 0:
             reasons.append({"code": "NEW_DEVICE", "description": "new phone", "contribution": 0.3})
-        alerts.append(make_alert(
-            i, txn_id=f"{name}-{i:03d}".replace("_", "-"), account=accounts[min(i % 4, 2)],
-            event_time=start + timedelta(hours=2 * i, minutes=5), created_at=start + timedelta(hours=2 * i, minutes=6),
-            decision="BLOCK" if i % 2 == 0 else "REVIEW", reasons=reasons))
+        alerts.append(
+            make_alert(
+                i,
+                txn_id=f"{name}-{i:03d}".replace("_", "-"),
+                account=accounts[min(i % 4, 2)],
+                event_time=start + timedelta(hours=2 * i, minutes=5),
+                created_at=start + timedelta(hours=2 * i, minutes=6),
+                decision="BLOCK" if i % 2 == 0 else "REVIEW",
+                reasons=reasons,
+            )
+        )
     # One alert from the IST day before (UTC date of the same day) must not be counted.
-    alerts.append(make_alert(99, txn_id=f"{name}-099".replace("_", "-"), account=accounts[0],
-                             event_time=start - timedelta(minutes=1), created_at=start))
+    alerts.append(
+        make_alert(
+            99,
+            txn_id=f"{name}-099".replace("_", "-"),
+            account=accounts[0],
+            event_time=start - timedelta(minutes=1),
+            created_at=start,
+        )
+    )
     return day, accounts, alerts
 
 
@@ -61,7 +76,10 @@ def test_digest_email_counts_masks_and_inlines_the_chart_once_per_day(services, 
     assert d.total == 12 and d.by_decision == {"BLOCK": 6, "REVIEW": 6}
     assert d.by_rule == [("AMOUNT_SPIKE", 12), ("NEW_DEVICE", 4)]
     assert [(a["account"], a["alerts"]) for a in d.top_accounts] == [
-        (f"XXXXXXXX{accounts[2][-4:]}", 6), (f"XXXXXXXX{accounts[1][-4:]}", 3), (f"XXXXXXXX{accounts[0][-4:]}", 3)]
+        (f"XXXXXXXX{accounts[2][-4:]}", 6),
+        (f"XXXXXXXX{accounts[1][-4:]}", 3),
+        (f"XXXXXXXX{accounts[0][-4:]}", 3),
+    ]
     # (ties on count rank by amount: account 1's payments are the larger ones)
     assert [sum(v[h] for v in d.hourly.values()) for h in range(0, 24, 2)] == [1] * 12
 
@@ -105,8 +123,11 @@ def test_cli_contacts_import_digest_out_and_retry_failed(services, cassandra_ses
     assert f'src="digest-{day}.png"' in (tmp_path / "out" / f"digest-{day}.html").read_text()
     assert smtp.messages() == []  # --out writes, never sends
 
-    result = runner.invoke(app, ["alerts", "retry-failed", "--date", day.isoformat()], env={
-        "TXMON_WEBHOOK_FRAUD_DESK": "http://127.0.0.1:9/hook", "TXMON_SMS_TOKEN": "x"})
+    result = runner.invoke(
+        app,
+        ["alerts", "retry-failed", "--date", day.isoformat()],
+        env={"TXMON_WEBHOOK_FRAUD_DESK": "http://127.0.0.1:9/hook", "TXMON_SMS_TOKEN": "x"},
+    )
     assert result.exit_code == 0, result.output
     assert "retried deliveries: 0 sent, 0 still failing" in result.output
 

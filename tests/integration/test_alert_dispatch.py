@@ -4,6 +4,7 @@ loopback, a local HTTP server playing the Twilio-shaped SMS gateway and a webhoo
 Each test has its own topic, consumer group, accounts and (where the day matters) its
 own IST day, so tests and repeated runs never see each other's alerts.
 """
+
 from __future__ import annotations
 
 import os
@@ -51,6 +52,7 @@ SMS_TOKEN_ENV = "TXMON_TEST_SMS_TOKEN"
 
 # ------------------------------------------------------------------ fixtures
 
+
 @pytest.fixture
 def smtp():
     sink = SmtpSink().start()
@@ -82,8 +84,14 @@ def alerting_env(monkeypatch, smtp, gateway, webhook):
     (the same variables a deployment sets), and return a loader for it."""
     from txmon.alerting.testing import provider_env
 
-    env = provider_env(smtp, gateway, SMS_TOKEN_ENV, TXMON_ALERTING__DISPATCHER__POLL_MS="100",
-                       TXMON_ALERTING__RETRY__INITIAL_S="0.05", TXMON_ALERTING__RETRY__MAX_S="0.5")
+    env = provider_env(
+        smtp,
+        gateway,
+        SMS_TOKEN_ENV,
+        TXMON_ALERTING__DISPATCHER__POLL_MS="100",
+        TXMON_ALERTING__RETRY__INITIAL_S="0.05",
+        TXMON_ALERTING__RETRY__MAX_S="0.5",
+    )
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("TXMON_ALERTING_CONFIG", raising=False)
@@ -110,8 +118,12 @@ def _phone(account: str) -> str:
 def _alerts(topic: str, n: int, *, day: date | None = None, **overrides) -> list[Alert]:
     out = []
     for i, account in enumerate(_accounts(topic, n)):
-        fields = {"txn_id": f"{topic}-{i:05d}".replace("_", "-")[:60], "payer_account": account,
-                  "payer_vpa": f"cust{i}.{account[-4:]}@okaxis", **overrides}
+        fields = {
+            "txn_id": f"{topic}-{i:05d}".replace("_", "-")[:60],
+            "payer_account": account,
+            "payer_vpa": f"cust{i}.{account[-4:]}@okaxis",
+            **overrides,
+        }
         if day is not None:
             moment = datetime.combine(day, datetime.min.time(), UTC) + timedelta(hours=6, seconds=i)
             fields.update(event_time=moment, created_at=moment + timedelta(seconds=1))
@@ -122,16 +134,16 @@ def _alerts(topic: str, n: int, *, day: date | None = None, **overrides) -> list
 def _save_contacts(store: AlertStore, alerts: list[Alert]) -> None:
     """Contacts of the alerts' payers, and their transactions' rows, where the dispatcher
     reads the clear payer account (the alerts carry it masked)."""
-    store.save_contacts([(payer_of(a), _phone(payer_of(a)), None, None) for a in alerts],
-                        datetime.now(UTC))
+    store.save_contacts([(payer_of(a), _phone(payer_of(a)), None, None) for a in alerts], datetime.now(UTC))
     land_payers(store.session, [(a.txn_id, payer_of(a)) for a in alerts])
 
 
 def _committed(settings, group: str, topic: str) -> dict[int, int]:
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, group_id=group, enable_auto_commit=False,
-                             **client_config(settings))
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap, group_id=group, enable_auto_commit=False, **client_config(settings)
+    )
     try:
         found = {p: consumer.committed(TopicPartition(topic, p)) for p in consumer.partitions_for_topic(topic)}
     finally:
@@ -158,8 +170,10 @@ def _raw_identifiers(alert: Alert) -> list[str]:
 
 # ------------------------------------------------------------------ tests
 
+
 def test_alerts_on_kafka_arrive_as_masked_emails_sms_and_webhooks(
-        services, topic, unique_name, alerting_env, smtp, gateway, webhook, store, cassandra_session, caplog):
+    services, topic, unique_name, alerting_env, smtp, gateway, webhook, store, cassandra_session, caplog
+):
     block = _alerts(topic, 3, severity="CRITICAL")  # SMS to customer, email to desk, chat webhook
     review = _alerts(topic + "r", 2, decision="REVIEW", severity="MEDIUM")  # email to analysts
     no_phone = _alerts(topic + "n", 1, severity="HIGH")  # SMS wanted, no contact on file
@@ -179,8 +193,10 @@ def test_alerts_on_kafka_arrive_as_masked_emails_sms_and_webhooks(
     for a in block + no_phone:
         mail = by_alert[str(a.alert_id)]
         assert mail.rcpt_tos == ["fraud-desk@bank.example"]
-        assert mail.message["Subject"] == (f"[txmon] BLOCK {a.severity.value}: ₹12,500.{a.amount_paise % 100:02d} UPI "
-                                           f"from XXXXXXXX{payer_of(a)[-4:]} (AMOUNT_SPIKE)")
+        assert mail.message["Subject"] == (
+            f"[txmon] BLOCK {a.severity.value}: ₹12,500.{a.amount_paise % 100:02d} UPI "
+            f"from XXXXXXXX{payer_of(a)[-4:]} (AMOUNT_SPIKE)"
+        )
         for body in (mail.text(), mail.html()):
             assert "amount is 25 times this account" in body and "Call the customer" in body
             assert "cu***@okaxis" in body
@@ -192,15 +208,18 @@ def test_alerts_on_kafka_arrive_as_masked_emails_sms_and_webhooks(
     assert set(sms) == {_phone(payer_of(a)) for a in block}
     for a in block:
         body = sms[_phone(payer_of(a))]
-        assert body.startswith(f"txmon Bank: We BLOCKED a UPI payment of Rs.12,500.{a.amount_paise % 100:02d} "
-                               f"from a/c XXXXXXXX{payer_of(a)[-4:]}")
+        assert body.startswith(
+            f"txmon Bank: We BLOCKED a UPI payment of Rs.12,500.{a.amount_paise % 100:02d} "
+            f"from a/c XXXXXXXX{payer_of(a)[-4:]}"
+        )
         assert is_gsm7(body) and sms_segments(body) <= 2
     # Webhook: CRITICAL alerts only.
     assert len(webhook.posts) == 3 and all(p["text"].startswith("*BLOCK CRITICAL*") for p in webhook.posts)
 
     # Nothing anywhere shows a raw account number, VPA or phone number.
-    everything = "\n".join([m.raw() for m in mails] + list(sms.values()) + [p["text"] for p in webhook.posts]
-                           + [caplog.text])
+    everything = "\n".join(
+        [m.raw() for m in mails] + list(sms.values()) + [p["text"] for p in webhook.posts] + [caplog.text]
+    )
     log_rows = [a for alert in alerts for a in store.attempts(alert.alert_id)]
     everything += "\n".join(f"{a.recipient_masked} {a.provider_response}" for a in log_rows)
     for alert in alerts:
@@ -230,13 +249,16 @@ def test_alerts_on_kafka_arrive_as_masked_emails_sms_and_webhooks(
 
 
 def test_smtp_down_for_a_while_delivers_after_it_returns_none_lost_none_twice(
-        services, topic, unique_name, alerting_env, smtp, store):
+    services, topic, unique_name, alerting_env, smtp, store
+):
     alerts = _alerts(topic, 5, decision="REVIEW", severity="LOW")  # email only
     smtp.stop()
     publish_alerts(services, alerts, topic)
     # The per-delivery backoff alone rides out a short outage (the circuit never opens here).
-    config = _config(retry=RetryConfig(attempts=20, initial_s=0.05, multiplier=1.5, max_s=0.3),
-                     circuit=CircuitConfig(failure_threshold=1000))
+    config = _config(
+        retry=RetryConfig(attempts=20, initial_s=0.05, multiplier=1.5, max_s=0.3),
+        circuit=CircuitConfig(failure_threshold=1000),
+    )
     result: dict = {}
 
     def run() -> None:
@@ -274,14 +296,17 @@ def test_smtp_down_for_a_while_delivers_after_it_returns_none_lost_none_twice(
 
 
 def test_a_bounded_run_ending_during_an_outage_records_failed_then_retry_failed_delivers_them_once(
-        services, topic, unique_name, alerting_env, smtp, store):
+    services, topic, unique_name, alerting_env, smtp, store
+):
     day = _unique_day(topic)
     alerts = _alerts(topic, 4, decision="REVIEW", severity="LOW", day=day)
     smtp.stop()
     publish_alerts(services, alerts, topic)
     group = unique_name("g")
-    config = _config(retry=RetryConfig(attempts=2, initial_s=0.05, max_s=0.1),
-                     circuit=CircuitConfig(failure_threshold=3, open_s=300, max_open_s=300))
+    config = _config(
+        retry=RetryConfig(attempts=2, initial_s=0.05, max_s=0.1),
+        circuit=CircuitConfig(failure_threshold=3, open_s=300, max_open_s=300),
+    )
 
     stats = dispatch(services, config, topic=topic, group_id=group, max_messages=4)
 
@@ -294,7 +319,9 @@ def test_a_bounded_run_ending_during_an_outage_records_failed_then_retry_failed_
     # which ones tried depends on timing).
     logs = {x.alert_id: sorted(store.attempts(x.alert_id), key=lambda a: a.attempt) for x in alerts}
     assert all([a.status for a in log][-2:] == ["deferred", "failed"] for log in logs.values())
-    tried = [a for log in logs.values() for a in log if a.status != "failed" and "circuit open" not in a.provider_response]
+    tried = [
+        a for log in logs.values() for a in log if a.status != "failed" and "circuit open" not in a.provider_response
+    ]
     assert 1 <= len(tried) < len(alerts) * config.retry.attempts
     assert all("Connection refused" in a.provider_response for a in tried)
     # Failed is an outcome: offsets are committed, nothing is re-consumed.
@@ -316,13 +343,16 @@ def test_a_bounded_run_ending_during_an_outage_records_failed_then_retry_failed_
 
 
 def test_a_dispatcher_stopped_with_deliveries_parked_sends_them_once_after_its_restart(
-        services, topic, unique_name, alerting_env, smtp, store):
+    services, topic, unique_name, alerting_env, smtp, store
+):
     day = _unique_day(topic)
     alerts = _alerts(topic, 6, decision="REVIEW", severity="LOW", day=day)  # email only
     smtp.stop()
     publish_alerts(services, alerts, topic)
-    config = _config(retry=RetryConfig(attempts=2, initial_s=0.05, max_s=0.1),
-                     circuit=CircuitConfig(failure_threshold=2, open_s=300, max_open_s=300))
+    config = _config(
+        retry=RetryConfig(attempts=2, initial_s=0.05, max_s=0.1),
+        circuit=CircuitConfig(failure_threshold=2, open_s=300, max_open_s=300),
+    )
     group, stop, result = unique_name("g"), threading.Event(), {}
 
     def run() -> None:
@@ -368,10 +398,12 @@ class FakeClock:
 
 
 def test_a_burst_of_50_alerts_for_one_account_sends_a_bounded_number_of_messages(
-        services, topic, unique_name, alerting_env, smtp, gateway, store):
+    services, topic, unique_name, alerting_env, smtp, gateway, store
+):
     account = _accounts(topic, 1)[0]
-    alerts = [make_alert(i, account=account, txn_id=f"{topic}-{i:03d}".replace("_", "-"), severity="HIGH")
-              for i in range(50)]
+    alerts = [
+        make_alert(i, account=account, txn_id=f"{topic}-{i:03d}".replace("_", "-"), severity="HIGH") for i in range(50)
+    ]
     _save_contacts(store, alerts)  # one account: one contact; each alert's own transaction
     publish_alerts(services, alerts, topic)
     config = _config(throttle=ThrottleConfig(window_s=600))
@@ -412,12 +444,17 @@ def test_a_burst_of_50_alerts_for_one_account_sends_a_bounded_number_of_messages
 def _dispatch_cli(env: dict[str, str], topic: str, group: str, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "txmon.infra.cli", "alerts", "dispatch", "--topic", topic, "--group-id", group, *extra],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
 def test_dispatcher_killed_mid_run_and_restarted_delivers_every_alert_once_per_channel(
-        services, topic, unique_name, alerting_env, smtp, gateway, store):
+    services, topic, unique_name, alerting_env, smtp, gateway, store
+):
     alerts = _alerts(topic, 24, severity="HIGH")  # BLOCK: SMS + email each
     _save_contacts(store, alerts)
     publish_alerts(services, alerts, topic)
@@ -461,7 +498,9 @@ def test_dispatcher_killed_mid_run_and_restarted_delivers_every_alert_once_per_c
     assert in_doubt.alert_id in twice and by_id[in_doubt.message_id] == 2
     assert len(twice) <= 2 and all(by_id[m.message_id] <= 2 for m in mails)
     for alert in alerts:
-        log = [a.status for a in sorted(store.attempts(alert.alert_id), key=lambda a: a.attempt) if a.channel == "email"]
+        log = [
+            a.status for a in sorted(store.attempts(alert.alert_id), key=lambda a: a.attempt) if a.channel == "email"
+        ]
         if str(alert.alert_id) in twice:
             assert log == ["sending", "sent"]
         else:  # sent once; a send cut off before the server took it is simply sent again
@@ -491,7 +530,8 @@ def _latest_by_recipient(store: AlertStore, alert: Alert) -> dict[tuple[str, str
 
 
 def test_mail_server_down_for_a_while_then_back_the_dispatcher_alone_delivers_every_alert_once(
-        services, topic, unique_name, alerting_env, smtp, gateway, store, tmp_path, record_property):
+    services, topic, unique_name, alerting_env, smtp, gateway, store, tmp_path, record_property
+):
     """The drill: the mail server is stopped while alerts keep flowing, then started again on
     the same port. The running `txmon alerts dispatch` parks the emails (circuit open),
     probes, and sends them once the server answers - with no `retry-failed` run."""
@@ -505,25 +545,39 @@ def test_mail_server_down_for_a_while_then_back_the_dispatcher_alone_delivers_ev
     day = _unique_day(topic)
     pool = _alerts(topic, 1000, day=day, severity="HIGH")  # BLOCK, HIGH: no chat webhook
     _save_contacts(store, pool)
-    env = {**os.environ, "TXMON_ALERTING_CONFIG": str(config_file), "TXMON_ALERTS_LOG_LEVEL": "INFO",
-           "TXMON_ALERTING__RETRY__ATTEMPTS": "3", "TXMON_ALERTING__CIRCUIT__FAILURE_THRESHOLD": "3",
-           "TXMON_ALERTING__CIRCUIT__OPEN_S": "1", "TXMON_ALERTING__CIRCUIT__MAX_OPEN_S": "4"}
+    env = {
+        **os.environ,
+        "TXMON_ALERTING_CONFIG": str(config_file),
+        "TXMON_ALERTS_LOG_LEVEL": "INFO",
+        "TXMON_ALERTING__RETRY__ATTEMPTS": "3",
+        "TXMON_ALERTING__CIRCUIT__FAILURE_THRESHOLD": "3",
+        "TXMON_ALERTING__CIRCUIT__OPEN_S": "1",
+        "TXMON_ALERTING__CIRCUIT__MAX_OPEN_S": "4",
+    }
     group = unique_name("g")
     log_file = tmp_path / "dispatch.log"
     with log_file.open("w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "txmon.infra.cli", "alerts", "dispatch", "--topic", topic, "--group-id", group],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     published: list[Alert] = []
     try:
+
         def publish(n: int) -> None:
-            batch = pool[len(published):len(published) + n]
+            batch = pool[len(published) : len(published) + n]
             publish_alerts(services, batch, topic)
             published.extend(batch)
 
         def all_sent(alerts: list[Alert]) -> bool:
-            return all(set(_latest_by_recipient(store, a).values()) == {"sent"}
-                       and len(_latest_by_recipient(store, a)) == 3 for a in alerts)
+            return all(
+                set(_latest_by_recipient(store, a).values()) == {"sent"} and len(_latest_by_recipient(store, a)) == 3
+                for a in alerts
+            )
 
         # Before: delivered normally; wait until the log has every outcome, so nothing is in
         # flight when the server goes (a mail cut off mid-DATA could legitimately arrive twice).
@@ -543,8 +597,11 @@ def test_mail_server_down_for_a_while_then_back_the_dispatcher_alone_delivers_ev
             publish(3)
             time.sleep(min(1.0, max(0.0, back_at - time.monotonic())))
         during = published[before_outage:]
-        deferred = [a for a in during if any(x.status == "deferred" and x.channel == "email"
-                                             for x in store.attempts(a.alert_id))]
+        deferred = [
+            a
+            for a in during
+            if any(x.status == "deferred" and x.channel == "email" for x in store.attempts(a.alert_id))
+        ]
         assert deferred, "no email was deferred: the dispatcher never met the outage"
         assert len(smtp.messages()) == 20
         # Other channels are not held up by the mail server: the customers' SMS kept going.
@@ -574,7 +631,8 @@ def test_mail_server_down_for_a_while_then_back_the_dispatcher_alone_delivers_ev
     assert len(mails) == len(published) * len(desk)
     assert Counter(m.message_id for m in mails).most_common(1)[0][1] == 1
     assert {(m.alert_id, tuple(m.rcpt_tos)) for m in mails} == {
-        (str(a.alert_id), (address,)) for a in published for address in desk}
+        (str(a.alert_id), (address,)) for a in published for address in desk
+    }
     assert len(gateway.requests) == len(gateway.messages) == len(published)
     assert sorted(m["To"] for m in gateway.messages.values()) == sorted(_phone(payer_of(a)) for a in published)
     for alert in published:

@@ -1,6 +1,7 @@
 """No account number or VPA of a transaction leaves the stream in clear, and the customer
 still gets the alert: simulated traffic through the real stream, then the real dispatcher
 over its alerts topic to a local SMTP server and SMS gateway (docs/security-pii.md)."""
+
 from __future__ import annotations
 
 import logging
@@ -29,8 +30,11 @@ EVENTS = 3_000
 # A rule whose reason quotes every party of the transaction: the stream must mask what a
 # rule author's wording puts in an alert, not only the alert's own fields.
 QUOTING_RULE = {
-    "id": "QUOTES_PARTIES", "description": "Names the parties (test only)", "condition": "amount_paise > 0",
-    "score": 1, "severity": "LOW",
+    "id": "QUOTES_PARTIES",
+    "description": "Names the parties (test only)",
+    "condition": "amount_paise > 0",
+    "score": 1,
+    "severity": "LOW",
     "reason": "from {payer_account} ({payer_vpa}) to {payee_account} / {payee_vpa}",
 }
 _DIGIT_RUN = re.compile(r"\d+")
@@ -38,8 +42,12 @@ _VPA_LIKE = re.compile(r"[A-Za-z0-9._-]{2,256}@[A-Za-z][A-Za-z0-9]{1,63}")
 
 
 def _parties(event) -> dict:
-    return {"payer_account": event.payer.account_number, "payer_vpa": event.payer.vpa,
-            "payee_account": event.payee.account_number, "payee_vpa": event.payee.vpa}
+    return {
+        "payer_account": event.payer.account_number,
+        "payer_vpa": event.payer.vpa,
+        "payee_account": event.payee.account_number,
+        "payee_vpa": event.payee.vpa,
+    }
 
 
 def _phone(account: str) -> str:
@@ -52,7 +60,7 @@ def _clear_values(text: str, identifiers: set[str]) -> set[str]:
     found = {m for m in _VPA_LIKE.findall(text) if m in identifiers}
     for run in _DIGIT_RUN.findall(text):
         for size in range(9, min(18, len(run)) + 1):
-            found |= {run[i:i + size] for i in range(len(run) - size + 1)} & identifiers
+            found |= {run[i : i + size] for i in range(len(run) - size + 1)} & identifiers
     return found
 
 
@@ -69,17 +77,25 @@ def streamed(services, spark, cassandra_session, tmp_path_factory):
     rules["rules"].append(QUOTING_RULE)
     (tmp / "rules.yaml").write_text(yaml.safe_dump(rules, sort_keys=False))
     cassandra_session.execute("TRUNCATE feature_profiles")
-    sim = simulator_for(SimulateOptions(seed=SEED, count=EVENTS, rate=None, fraud_rate=0.1, n_customers=500,
-                                        live=False, progress=False))
+    sim = simulator_for(
+        SimulateOptions(seed=SEED, count=EVENTS, rate=None, fraud_rate=0.1, n_customers=500, live=False, progress=False)
+    )
     items = list(sim.generate(EVENTS))
     producer = TransactionProducer(services, topic=names["tx"], labels_topic=names["labels"])
     for item in items:
         producer.send_event(item.event)
     producer.close()
     opts = StreamOptions.from_settings(
-        services, topic=names["tx"], dlq_topic=names["dlq"], alerts_topic=names["alerts"],
-        labels_topic=names["labels"], checkpoint_dir=str(tmp / "ckpt"), registry_root=str(tmp / "models"),
-        available_now=True, rules_path=str(tmp / "rules.yaml"))
+        services,
+        topic=names["tx"],
+        dlq_topic=names["dlq"],
+        alerts_topic=names["alerts"],
+        labels_topic=names["labels"],
+        checkpoint_dir=str(tmp / "ckpt"),
+        registry_root=str(tmp / "models"),
+        available_now=True,
+        rules_path=str(tmp / "rules.yaml"),
+    )
     for q in start_all(spark, services, opts):
         q.awaitTermination(timeout=900)
         assert q.exception() is None, q.exception()
@@ -95,8 +111,9 @@ def published(streamed, services):
     consumer reads them (a group of its own, from the earliest offset)."""
     from txmon.alerting.dispatcher import make_consumer
 
-    consumer = make_consumer(services.kafka.bootstrap, f"{streamed['names']['alerts']}_read",
-                             load_alerting_config().dispatcher)
+    consumer = make_consumer(
+        services.kafka.bootstrap, f"{streamed['names']['alerts']}_read", load_alerting_config().dispatcher
+    )
     consumer.subscribe([streamed["names"]["alerts"]])
     records, idle = [], 0
     while idle < 5:  # five empty polls in a row: the topic is read to its end
@@ -132,8 +149,10 @@ def test_no_row_of_alerts_or_alerts_by_day_holds_a_clear_account_or_vpa(streamed
     by_id = cassandra_session.prepare("SELECT * FROM alerts WHERE alert_id = ?")
     by_day = cassandra_session.prepare("SELECT * FROM alerts_by_day WHERE day = ? AND alert_id = ?")
     for alert in alerts:
-        for row in (cassandra_session.execute(by_id, (alert.alert_id,)).one(),
-                    cassandra_session.execute(by_day, (alert_day(alert), alert.alert_id)).one()):
+        for row in (
+            cassandra_session.execute(by_id, (alert.alert_id,)).one(),
+            cassandra_session.execute(by_day, (alert_day(alert), alert.alert_id)).one(),
+        ):
             assert row is not None, alert.alert_id
             values = row._asdict()
             assert values.get("payer_account") is None and values.get("payer_vpa") is None  # version-1 columns
@@ -145,24 +164,37 @@ def test_no_row_of_alerts_or_alerts_by_day_holds_a_clear_account_or_vpa(streamed
 
 
 def test_the_dispatcher_still_reaches_each_payer_and_logs_no_clear_value(
-        streamed, published, services, cassandra_session, monkeypatch, unique_name, caplog, tmp_path):
+    streamed, published, services, cassandra_session, monkeypatch, unique_name, caplog, tmp_path
+):
     events = streamed["events"]
     alerts = [from_json(value) for _, value in published]
     payers = {events[a.txn_id].payer.account_number for a in alerts}
     AlertStore(cassandra_session).save_contacts([(p, _phone(p), None, None) for p in payers], _now())
     with SmtpSink() as smtp, SmsGatewayStub(token="gw-token") as gateway:
-        for k, v in provider_env(smtp, gateway, "TXMON_TEST_SMS_TOKEN", TXMON_ALERTING__DISPATCHER__POLL_MS="100").items():
+        for k, v in provider_env(
+            smtp, gateway, "TXMON_TEST_SMS_TOKEN", TXMON_ALERTING__DISPATCHER__POLL_MS="100"
+        ).items():
             monkeypatch.setenv(k, v)
         # Every alert: an SMS to its customer and an email to the desk, no throttle.
         raw = yaml.safe_load(DEFAULT_ALERTING_CONFIG.read_text())
         raw["throttle"] = {**raw.get("throttle", {}), "enabled": False}
-        raw["routes"] = [{"name": "all", "match": {"decisions": ["REVIEW", "BLOCK"]},
-                          "deliver": [{"channel": "sms", "to": "customer"}, {"channel": "email", "to": "fraud_desk"}]}]
+        raw["routes"] = [
+            {
+                "name": "all",
+                "match": {"decisions": ["REVIEW", "BLOCK"]},
+                "deliver": [{"channel": "sms", "to": "customer"}, {"channel": "email", "to": "fraud_desk"}],
+            }
+        ]
         (tmp_path / "alerting.yaml").write_text(yaml.safe_dump(raw))
         monkeypatch.setenv("TXMON_ALERTING_CONFIG", str(tmp_path / "alerting.yaml"))
         with caplog.at_level(logging.INFO, logger="txmon.alerting"):
-            stats = dispatch(services, load_alerting_config(), topic=streamed["names"]["alerts"],
-                             group_id=unique_name("g"), max_messages=len(published))
+            stats = dispatch(
+                services,
+                load_alerting_config(),
+                topic=streamed["names"]["alerts"],
+                group_id=unique_name("g"),
+                max_messages=len(published),
+            )
         mails = smtp.wait_for(len(alerts), timeout_s=120)
         sms = list(gateway.messages.values())
     assert stats.outcomes == {"sent": 2 * len(alerts)}, stats.line()

@@ -2,6 +2,7 @@
 label (to the drift monitor), keys, auth failures, bad input, and a Cassandra outage
 answered with 503 and recovered from without a restart. Also ``txmon api`` itself,
 served by uvicorn in a child process."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,16 @@ from txmon.spark_jobs.transactions_stream import StreamOptions, start_all
 
 
 @contextmanager
-def api_client(services, tmp: Path, *, rules_path=None, registry_root=None, topics: dict | None = None,
-               scopes=("score", "read", "label"), cache_s: float = 30.0):
+def api_client(
+    services,
+    tmp: Path,
+    *,
+    rules_path=None,
+    registry_root=None,
+    topics: dict | None = None,
+    scopes=("score", "read", "label"),
+    cache_s: float = 30.0,
+):
     """(TestClient of an app on the real Cassandra and Kafka, a new key with ``scopes``).
     ``topics``: {"tx", "labels", ...} the API publishes to (default: the configured ones)."""
     from txmon.infra.cassandra_schema import apply_schema
@@ -37,13 +46,24 @@ def api_client(services, tmp: Path, *, rules_path=None, registry_root=None, topi
     apply_schema(services)  # the API's tables, on a stack started before they existed
     settings = services
     if topics:
-        kafka = services.kafka.model_copy(update={"topics": KafkaTopics(
-            transactions=topics["tx"], labels=topics["labels"], alerts=topics.get("alerts", "alerts"),
-            dead_letter=topics.get("dlq", "transactions_dlq"))})
+        kafka = services.kafka.model_copy(
+            update={
+                "topics": KafkaTopics(
+                    transactions=topics["tx"],
+                    labels=topics["labels"],
+                    alerts=topics.get("alerts", "alerts"),
+                    dead_letter=topics.get("dlq", "transactions_dlq"),
+                )
+            }
+        )
         settings = services.model_copy(update={"kafka": kafka})
-    api = ApiSettings(rules_path=rules_path or PROJECT_ROOT / "config" / "rules.yaml",
-                      registry_root=registry_root or tmp / "no-models", key_cache_s=cache_s, rate_per_s=10_000,
-                      burst=10_000)
+    api = ApiSettings(
+        rules_path=rules_path or PROJECT_ROOT / "config" / "rules.yaml",
+        registry_root=registry_root or tmp / "no-models",
+        key_cache_s=cache_s,
+        rate_per_s=10_000,
+        burst=10_000,
+    )
     built = ApiServices.build(settings, api)
     key, _ = create_key(built.store, "integration", list(scopes))
     with TestClient(create_app(settings, services=built)) as client:
@@ -55,11 +75,20 @@ def _bearer(key: str) -> dict:
 
 
 def _event(txn_id: str, payer: str = "555566667777", amount: int = 250_000) -> dict:
-    return {"schema_version": 1, "txn_id": txn_id,
-            "event_time": (datetime.now(UTC) - timedelta(seconds=30)).isoformat().replace("+00:00", "Z"),
-            "channel": "UPI", "txn_type": "P2P", "payer": {"account_number": payer},
-            "payee": {"vpa": "merchant.one@okhdfc"}, "amount_paise": amount, "currency": "INR",
-            "device_id": "dev-int-1", "geo": {"city": "Pune", "lat": 18.52, "lon": 73.85}, "status": "SUCCESS"}
+    return {
+        "schema_version": 1,
+        "txn_id": txn_id,
+        "event_time": (datetime.now(UTC) - timedelta(seconds=30)).isoformat().replace("+00:00", "Z"),
+        "channel": "UPI",
+        "txn_type": "P2P",
+        "payer": {"account_number": payer},
+        "payee": {"vpa": "merchant.one@okhdfc"},
+        "amount_paise": amount,
+        "currency": "INR",
+        "device_id": "dev-int-1",
+        "geo": {"city": "Pune", "lat": 18.52, "lon": 73.85},
+        "status": "SUCCESS",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -73,10 +102,16 @@ def topics(services, tmp_path_factory):
 
 
 def _stream_once(spark, services, topics, tmp: Path) -> None:
-    opts = StreamOptions.from_settings(services, topic=topics["tx"], dlq_topic=topics["dlq"],
-                                       alerts_topic=topics["alerts"], labels_topic=topics["labels"],
-                                       checkpoint_dir=str(tmp / "ckpt"), registry_root=str(tmp / "no-models"),
-                                       available_now=True)
+    opts = StreamOptions.from_settings(
+        services,
+        topic=topics["tx"],
+        dlq_topic=topics["dlq"],
+        alerts_topic=topics["alerts"],
+        labels_topic=topics["labels"],
+        checkpoint_dir=str(tmp / "ckpt"),
+        registry_root=str(tmp / "no-models"),
+        available_now=True,
+    )
     for q in start_all(spark, services, opts):
         q.awaitTermination(timeout=600)
         assert q.exception() is None, q.exception()
@@ -121,27 +156,33 @@ def test_score_ingest_read_back_and_label(services, spark, cassandra_session, to
         assert _records(services, topics["labels"]) == 1  # exactly once per label id
 
     _stream_once(spark, services, topics, tmp_path)  # the labels query: labels table and drift monitor
-    row = cassandra_session.execute(cassandra_session.prepare("SELECT is_fraud FROM labels WHERE txn_id = ?"),
-                                    (txn_id,)).one()
+    row = cassandra_session.execute(
+        cassandra_session.prepare("SELECT is_fraud FROM labels WHERE txn_id = ?"), (txn_id,)
+    ).one()
     assert row is not None and row.is_fraud is True
-    drift = cassandra_session.execute(cassandra_session.prepare(
-        "SELECT applied_batch FROM drift_state WHERE stream = ? AND part = 'labels'"), (topics["tx"],)).one()
+    drift = cassandra_session.execute(
+        cassandra_session.prepare("SELECT applied_batch FROM drift_state WHERE stream = ? AND part = 'labels'"),
+        (topics["tx"],),
+    ).one()
     assert drift is not None and drift.applied_batch >= 0
 
 
 def test_auth_failures_and_bad_input(services, tmp_path):
     with api_client(services, tmp_path, scopes=["read"]) as (client, key):
         assert client.post("/v1/score", json=_event("api-int-auth-1")).status_code == 401
-        assert client.post("/v1/score", json=_event("api-int-auth-1"),
-                           headers=_bearer(key[:-3] + "abc")).status_code == 401
+        assert (
+            client.post("/v1/score", json=_event("api-int-auth-1"), headers=_bearer(key[:-3] + "abc")).status_code
+            == 401
+        )
         forbidden = client.post("/v1/score", json=_event("api-int-auth-1"), headers={"X-API-Key": key})
         assert forbidden.status_code == 403 and forbidden.json()["error"] == "forbidden"
         assert client.get("/readyz", headers=_bearer(key)).json()["checks"]["cassandra"]["ok"] is True
     with api_client(services, tmp_path, scopes=["score"]) as (client, key):
         bad = client.post("/v1/score", json={**_event("api-int-bad-1"), "channel": "TELEGRAM"}, headers=_bearer(key))
         assert bad.status_code == 422 and bad.json()["field"] == "channel"
-        stale = client.post("/v1/score", json={**_event("api-int-bad-2"), "event_time": "2001-01-01T00:00:00Z"},
-                            headers=_bearer(key))
+        stale = client.post(
+            "/v1/score", json={**_event("api-int-bad-2"), "event_time": "2001-01-01T00:00:00Z"}, headers=_bearer(key)
+        )
         assert stale.status_code == 422 and stale.json()["reason"] == "stale_timestamp"
 
 
@@ -205,9 +246,12 @@ def test_txmon_api_serves_on_loopback(services, tmp_path):
         store.close()
     port = 23300
     log = open(tmp_path / "api.log", "w")  # noqa: SIM115 - the child writes to it until it stops
-    child = subprocess.Popen([sys.executable, "-m", "txmon.infra.cli", "api", "--port", str(port)],
-                             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TXMON_API__REGISTRY_ROOT":
-                                                                        str(tmp_path / "no-models")})
+    child = subprocess.Popen(
+        [sys.executable, "-m", "txmon.infra.cli", "api", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "TXMON_API__REGISTRY_ROOT": str(tmp_path / "no-models")},
+    )
     try:
         deadline, health = time.monotonic() + 120, None
         while time.monotonic() < deadline and child.poll() is None:
@@ -217,8 +261,12 @@ def test_txmon_api_serves_on_loopback(services, tmp_path):
             except httpx.TransportError:
                 time.sleep(0.5)
         assert health is not None and health.json() == {"status": "ok"}, (tmp_path / "api.log").read_text()
-        answer = httpx.post(f"http://127.0.0.1:{port}/v1/score", headers=_bearer(key), timeout=30,
-                            content=json.dumps(_event("api-int-served-1")))
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/v1/score",
+            headers=_bearer(key),
+            timeout=30,
+            content=json.dumps(_event("api-int-served-1")),
+        )
         assert answer.status_code == 200 and answer.json()["txn_id"] == "api-int-served-1"
         assert httpx.get(f"http://127.0.0.1:{port}/docs", timeout=10).status_code == 200
     finally:

@@ -6,6 +6,7 @@ API (POST /v1/score: the saved profiles read from Cassandra, nothing saved) and,
 that, sent through the same stream: each of them meets the same saved profiles in both,
 so risk, decision, fired rules and model outputs must agree.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -66,19 +67,36 @@ def both(services, spark, cassandra_session, tmp_path_factory):
     cassandra_session.execute("TRUNCATE feature_profiles")  # profiles of these accounts from earlier runs
     cassandra_session.execute("TRUNCATE payee_fraud_labels")
     # A seed of its own: the stream treats a txn_id landed before (same seed) as a duplicate.
-    sim = simulator_for(SimulateOptions(seed=20261207, count=HISTORY + LATER, rate=None, fraud_rate=0.08,
-                                        n_customers=600, live=False, progress=False))
+    sim = simulator_for(
+        SimulateOptions(
+            seed=20261207,
+            count=HISTORY + LATER,
+            rate=None,
+            fraud_rate=0.08,
+            n_customers=600,
+            live=False,
+            progress=False,
+        )
+    )
     events = [item.event for item in sim.generate(HISTORY + LATER)]
     history, later = events[:HISTORY], _distinct_parties(events[HISTORY:])
-    opts = StreamOptions.from_settings(services, topic=names["tx"], dlq_topic=names["dlq"],
-                                       alerts_topic=names["alerts"], labels_topic=names["labels"],
-                                       checkpoint_dir=str(tmp / "ckpt"), registry_root=str(tmp / "models"),
-                                       available_now=True, rules_path=str(rules))
+    opts = StreamOptions.from_settings(
+        services,
+        topic=names["tx"],
+        dlq_topic=names["dlq"],
+        alerts_topic=names["alerts"],
+        labels_topic=names["labels"],
+        checkpoint_dir=str(tmp / "ckpt"),
+        registry_root=str(tmp / "models"),
+        available_now=True,
+        rules_path=str(rules),
+    )
     _send(services, names["tx"], history)
     _run_stream(spark, services, opts)
 
-    with api_client(services, tmp, rules_path=rules, registry_root=tmp / "models",
-                    topics=names, scopes=["score", "read"]) as (client, key):
+    with api_client(
+        services, tmp, rules_path=rules, registry_root=tmp / "models", topics=names, scopes=["score", "read"]
+    ) as (client, key):
         api = {}
         for e in later:
             answer = client.post("/v1/score", content=to_json(e), headers={"Authorization": f"Bearer {key}"})
@@ -89,11 +107,12 @@ def both(services, spark, cassandra_session, tmp_path_factory):
     _run_stream(spark, services, opts)
     stmt = cassandra_session.prepare(
         "SELECT txn_id, risk_score, decision, rule_score, rules_fired, fraud_probability, anomaly_score, "
-        "model_version, rules_version, reasons FROM scored_transactions WHERE txn_id IN ?")
+        "model_version, rules_version, reasons FROM scored_transactions WHERE txn_id IN ?"
+    )
     ids = [e.txn_id for e in later]
     stream = {}
     for i in range(0, len(ids), 100):
-        stream.update({r.txn_id: r for r in cassandra_session.execute(stmt, (ids[i:i + 100],))})
+        stream.update({r.txn_id: r for r in cassandra_session.execute(stmt, (ids[i : i + 100],))})
     return {"api": api, "stream": stream, "version": version, "ids": ids}
 
 
@@ -106,10 +125,12 @@ def test_the_api_scores_every_later_event_and_the_stream_too(both):
 def test_risk_decision_rules_and_model_outputs_equal_the_streams(both):
     api, stream = both["api"], both["stream"]
     ids = both["ids"]
-    np.testing.assert_allclose([api[i]["fraud_probability"] for i in ids],
-                               [stream[i].fraud_probability for i in ids], rtol=0, atol=1e-12)
-    np.testing.assert_allclose([api[i]["anomaly_score"] for i in ids],
-                               [stream[i].anomaly_score for i in ids], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        [api[i]["fraud_probability"] for i in ids], [stream[i].fraud_probability for i in ids], rtol=0, atol=1e-12
+    )
+    np.testing.assert_allclose(
+        [api[i]["anomaly_score"] for i in ids], [stream[i].anomaly_score for i in ids], rtol=0, atol=1e-12
+    )
     assert [api[i]["rule_score"] for i in ids] == [stream[i].rule_score for i in ids]
     assert [api[i]["rules_fired"] for i in ids] == [list(stream[i].rules_fired or []) for i in ids]
     assert [api[i]["risk_score"] for i in ids] == [stream[i].risk_score for i in ids]

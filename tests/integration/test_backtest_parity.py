@@ -5,6 +5,7 @@ the champion scored in the JVM) and once through backtest's scoring
 (spark_jobs/backtest.score_window: the same features, the same rules through apply_rules,
 models/scoring.score_frame); every risk score, decision and fired rule must agree.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -35,13 +36,22 @@ def _champion(registry_root):
 
     history = features_in_chunks(bt.simulated(30_000, seed=4243).transactions, 10_000)
     fitted = fit(history, TrainingConfig(seed=1, max_iter=80, iforest_estimators=40, seed_spread=False))
-    window = TimeWindow(start=history["event_time"].min().to_pydatetime(),
-                        end=history["event_time"].max().to_pydatetime())
-    meta = ModelMetadata(features=FEATURES, train_window=window, holdout_window=window,
-                         rows=SplitCounts(train=len(history), holdout=0),
-                         frauds=SplitCounts(train=int(history["is_fraud"].sum()), holdout=0), metrics={},
-                         calibration=fitted.calibration, libraries=library_versions(), data_source="parity",
-                         seed=1, params=fitted.info)
+    window = TimeWindow(
+        start=history["event_time"].min().to_pydatetime(), end=history["event_time"].max().to_pydatetime()
+    )
+    meta = ModelMetadata(
+        features=FEATURES,
+        train_window=window,
+        holdout_window=window,
+        rows=SplitCounts(train=len(history), holdout=0),
+        frauds=SplitCounts(train=int(history["is_fraud"].sum()), holdout=0),
+        metrics={},
+        calibration=fitted.calibration,
+        libraries=library_versions(),
+        data_source="parity",
+        seed=1,
+        params=fitted.info,
+    )
     registry = Registry(registry_root)
     version = registry.register(fitted.bundle, meta)
     registry.promote(version)
@@ -64,34 +74,49 @@ def both(services, spark, cassandra_session, tmp_path_factory):
     cassandra_session.execute("TRUNCATE payee_fraud_labels")
     # A seed no other stream test of the session uses: the simulator's txn_ids follow from
     # the seed, and the stream rightly treats a txn_id it has landed before as a duplicate.
-    sim = simulator_for(SimulateOptions(seed=20261206, count=EVENTS, rate=None, fraud_rate=0.08,
-                                        n_customers=800, live=False, progress=False))
+    sim = simulator_for(
+        SimulateOptions(
+            seed=20261206, count=EVENTS, rate=None, fraud_rate=0.08, n_customers=800, live=False, progress=False
+        )
+    )
     items = list(sim.generate(EVENTS))
     producer = TransactionProducer(services, topic=names["tx"])
     for item in items:
         producer.send_event(item.event)
     producer.close()
-    opts = StreamOptions.from_settings(services, topic=names["tx"], dlq_topic=names["dlq"],
-                                       alerts_topic=names["alerts"], labels_topic=names["labels"],
-                                       checkpoint_dir=str(tmp / "ckpt"), registry_root=str(tmp / "models"),
-                                       available_now=True, rules_path=str(rules))
+    opts = StreamOptions.from_settings(
+        services,
+        topic=names["tx"],
+        dlq_topic=names["dlq"],
+        alerts_topic=names["alerts"],
+        labels_topic=names["labels"],
+        checkpoint_dir=str(tmp / "ckpt"),
+        registry_root=str(tmp / "models"),
+        available_now=True,
+        rules_path=str(rules),
+    )
     for q in start_all(spark, services, opts):
         q.awaitTermination(timeout=900)
         assert q.exception() is None, q.exception()
     ids = [i.event.txn_id for i in items]
     stmt = cassandra_session.prepare(
         "SELECT txn_id, risk_score, decision, rule_score, rules_fired, fraud_probability, anomaly_score, "
-        "model_version FROM scored_transactions WHERE txn_id IN ?")
+        "model_version FROM scored_transactions WHERE txn_id IN ?"
+    )
     rows = []
     for i in range(0, len(ids), 100):
-        rows += [r._asdict() for r in cassandra_session.execute(stmt, (ids[i:i + 100],))]
+        rows += [r._asdict() for r in cassandra_session.execute(stmt, (ids[i : i + 100],))]
     stream = pd.DataFrame(rows).set_index("txn_id").sort_index()
 
     # The stream was sent no labels, so none is known to it: backtest's labels arrive after the end.
     events = [i.event for i in items]
     never = events[-1].event_time + pd.Timedelta(days=3650)
-    source = bt._event_frame(events, list(range(1, len(events) + 1)),
-                             [(i.label.is_fraud, i.label.scenario) for i in items], [never] * len(events))
+    source = bt._event_frame(
+        events,
+        list(range(1, len(events) + 1)),
+        [(i.label.is_fraud, i.label.scenario) for i in items],
+        [never] * len(events),
+    )
     featured = features_in_chunks(source, 1_500)
     backtest = bt.score_window(featured, bundle, load_rules(rules), spark).set_index("txn_id").sort_index()
     return {"stream": stream, "backtest": backtest, "version": version}

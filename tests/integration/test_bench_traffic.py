@@ -1,4 +1,5 @@
 """The bench's producer runs in a process of its own and keeps one timeline across phases."""
+
 from __future__ import annotations
 
 import json

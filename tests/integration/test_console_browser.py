@@ -3,6 +3,7 @@ alerts that simulated traffic raised through the real stream: log in, work an al
 fraud disposition whose label reaches the labels topic once and then the stream's labels
 query (labels table, payee fraud labels, drift monitor), role restrictions and masking,
 CSRF refusal, new alerts appearing without a reload. Saves docs/console-*.png."""
+
 from __future__ import annotations
 
 import re
@@ -38,9 +39,15 @@ def _run_stream(spark, settings, names, tmp: Path) -> None:
     from txmon.spark_jobs.transactions_stream import StreamOptions, start_all
 
     opts = StreamOptions.from_settings(
-        settings, topic=names["tx"], dlq_topic=names["dlq"], alerts_topic=names["alerts"],
-        labels_topic=names["labels"], checkpoint_dir=str(tmp / "ckpt"), registry_root=str(tmp / "models"),
-        available_now=True)
+        settings,
+        topic=names["tx"],
+        dlq_topic=names["dlq"],
+        alerts_topic=names["alerts"],
+        labels_topic=names["labels"],
+        checkpoint_dir=str(tmp / "ckpt"),
+        registry_root=str(tmp / "models"),
+        available_now=True,
+    )
     for q in start_all(spark, settings, opts):
         q.awaitTermination(timeout=900)
         assert q.exception() is None, q.exception()
@@ -64,16 +71,21 @@ def streamed(services, spark, cassandra_session, tmp_path_factory):
     # A seed of this run's own: its transactions, alerts, cases and labels are new, so no
     # earlier session's case state or label in the same keyspace can make a check pass.
     seed = SEED + zlib.crc32(str(tmp).encode())
-    sim = simulator_for(SimulateOptions(seed=seed, count=EVENTS, rate=None, fraud_rate=0.1, n_customers=300,
-                                        live=True, progress=False))
+    sim = simulator_for(
+        SimulateOptions(seed=seed, count=EVENTS, rate=None, fraud_rate=0.1, n_customers=300, live=True, progress=False)
+    )
     items = list(sim.generate(EVENTS))
     producer = TransactionProducer(services, topic=names["tx"], labels_topic=names["labels"])
     for item in items:
         producer.send_event(item.event)
     producer.close()
     _run_stream(spark, services, names, tmp)
-    yield {"names": names, "events": {i.event.txn_id: i.event for i in items}, "tmp": tmp,
-           "rerun": lambda: _run_stream(spark, services, names, tmp)}
+    yield {
+        "names": names,
+        "events": {i.event.txn_id: i.event for i in items},
+        "tmp": tmp,
+        "rerun": lambda: _run_stream(spark, services, names, tmp),
+    }
     shutil.rmtree(tmp / "ckpt", ignore_errors=True)
 
 
@@ -92,8 +104,10 @@ def console(streamed, services, cassandra_session):
     for name, role in ROLES.items():
         store.put_user(name, role, hash_password(PASSWORDS[name]), now)
     app = FastAPI()
-    router = console_router(services, backend=Backend(services, labels_topic=streamed["names"]["labels"],
-                                                      stream_topic=streamed["names"]["tx"]))
+    router = console_router(
+        services,
+        backend=Backend(services, labels_topic=streamed["names"]["labels"], stream_topic=streamed["names"]["tx"]),
+    )
     app.include_router(router)
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -116,8 +130,13 @@ def browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1500,1100",
-                "--disable-gpu"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1500,1100",
+        "--disable-gpu",
+    ):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
     driver.implicitly_wait(0)
@@ -193,8 +212,9 @@ def _retry_stale(action, attempts: int = 5):
 def _open_case(driver, index: int = 0) -> None:
     from selenium.webdriver.common.by import By
 
-    href = _retry_stale(lambda: driver.find_elements(By.CSS_SELECTOR, "tr.alert-row a.case-link")[index]
-                        .get_attribute("href"))
+    href = _retry_stale(
+        lambda: driver.find_elements(By.CSS_SELECTOR, "tr.alert-row a.case-link")[index].get_attribute("href")
+    )
     driver.get(href)
 
 
@@ -207,9 +227,15 @@ def _labels_on(services, topic: str) -> list[tuple[bytes, bytes]]:
 
     from txmon.infra.kafka_client import client_config
 
-    consumer = KafkaConsumer(topic, bootstrap_servers=services.kafka.bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, group_id=f"console-test-{uuid.uuid4().hex[:8]}",
-                             consumer_timeout_ms=8_000, **client_config(services))
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=services.kafka.bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=f"console-test-{uuid.uuid4().hex[:8]}",
+        consumer_timeout_ms=8_000,
+        **client_config(services),
+    )
     try:
         return [(r.key, r.value) for r in consumer]
     finally:
@@ -232,8 +258,9 @@ def test_analyst_sees_the_queue_highest_risk_first(console, browser, streamed):
 
     _login(browser, console["url"], "alice")
     assert _text(browser, "who") == "alice (analyst)"
-    risks = _retry_stale(lambda: [int(td.text) for td in browser.find_elements(By.CSS_SELECTOR,
-                                                                                "tr.alert-row td.risk")])
+    risks = _retry_stale(
+        lambda: [int(td.text) for td in browser.find_elements(By.CSS_SELECTOR, "tr.alert-row td.risk")]
+    )
     assert len(risks) >= 5, "the stream raised alerts"
     assert risks == sorted(risks, reverse=True)
     browser.save_screenshot(str(DOCS / "console-queue.png"))
@@ -242,8 +269,9 @@ def test_analyst_sees_the_queue_highest_risk_first(console, browser, streamed):
     assert browser.current_url.rstrip("/").endswith("/console")
 
 
-def test_analyst_works_an_alert_to_fraud_and_the_label_reaches_the_stream(console, browser, streamed, services,
-                                                                          cassandra_session):
+def test_analyst_works_an_alert_to_fraud_and_the_label_reaches_the_stream(
+    console, browser, streamed, services, cassandra_session
+):
     from selenium.webdriver.common.by import By
 
     from txmon.webapp.console import cases
@@ -261,8 +289,7 @@ def test_analyst_works_an_alert_to_fraud_and_the_label_reaches_the_stream(consol
     _press(browser, "dispose-confirmed_fraud")
     assert _text(browser, "case-status") == "closed · confirmed_fraud"
     history = _text(browser, "history")
-    for words in ("alice (analyst) assign to alice", "Mule pattern", "disposition: confirmed_fraud",
-                  "label published"):
+    for words in ("alice (analyst) assign to alice", "Mule pattern", "disposition: confirmed_fraud", "label published"):
         assert words in history
     assert "published" in _text(browser, "label-state")
     assert not browser.find_elements(By.ID, "dispose-confirmed_fraud")  # closed: no more dispositions
@@ -271,8 +298,16 @@ def test_analyst_works_an_alert_to_fraud_and_the_label_reaches_the_stream(consol
     # A second disposition, straight to the handler, is refused and publishes nothing.
     alert_id = uuid.UUID(browser.current_url.rsplit("/", 1)[1])
     with pytest.raises(cases.ActionRefused):
-        cases.dispose(console["store"], None, alert_id, txn_id, "alice", "analyst", "legitimate",  # type: ignore[arg-type]
-                      datetime.now(UTC))
+        cases.dispose(
+            console["store"],
+            None,
+            alert_id,
+            txn_id,
+            "alice",
+            "analyst",
+            "legitimate",  # type: ignore[arg-type]
+            datetime.now(UTC),
+        )
     labels = _labels_on(services, streamed["names"]["labels"])
     import json
 
@@ -284,10 +319,15 @@ def test_analyst_works_an_alert_to_fraud_and_the_label_reaches_the_stream(consol
     row = cassandra_session.execute("SELECT is_fraud, scenario FROM labels WHERE txn_id = %s", (txn_id,)).one()
     assert row is not None and row.is_fraud and row.scenario == "analyst"
     payee = cassandra_session.execute("SELECT payee_key FROM scored_transactions WHERE txn_id = %s", (txn_id,)).one()
-    assert cassandra_session.execute("SELECT txn_id FROM payee_fraud_labels WHERE payee_key = %s AND txn_id = %s",
-                                     (payee.payee_key, txn_id)).one() is not None
-    drift = cassandra_session.execute("SELECT applied_batch FROM drift_state WHERE stream = %s AND part = 'labels'",
-                                      (streamed["names"]["tx"],)).one()
+    assert (
+        cassandra_session.execute(
+            "SELECT txn_id FROM payee_fraud_labels WHERE payee_key = %s AND txn_id = %s", (payee.payee_key, txn_id)
+        ).one()
+        is not None
+    )
+    drift = cassandra_session.execute(
+        "SELECT applied_batch FROM drift_state WHERE stream = %s AND part = 'labels'", (streamed["names"]["tx"],)
+    ).one()
     assert drift is not None and drift.applied_batch >= 0
 
 
@@ -307,8 +347,12 @@ def test_viewer_sees_masked_identifiers_and_cannot_act(console, browser, streame
     # Forged from outside the page, with the viewer's own valid session and token: refused.
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', browser.page_source).group(1)
     case_url = browser.current_url
-    r = httpx.post(case_url + "/disposition", data={"csrf_token": csrf, "disposition": "legitimate"},
-                   cookies=_cookies(browser), follow_redirects=False)
+    r = httpx.post(
+        case_url + "/disposition",
+        data={"csrf_token": csrf, "disposition": "legitimate"},
+        cookies=_cookies(browser),
+        follow_redirects=False,
+    )
     assert r.status_code == 403 and "viewer role may not" in r.text
 
 
@@ -327,8 +371,9 @@ def test_a_form_without_the_session_csrf_token_is_refused(console, browser):
     assert _text(browser, "history") == before
 
 
-def test_new_alerts_appear_without_a_reload_and_a_supervisor_closes_in_bulk(console, browser, services,
-                                                                            cassandra_session):
+def test_new_alerts_appear_without_a_reload_and_a_supervisor_closes_in_bulk(
+    console, browser, services, cassandra_session
+):
     from selenium.webdriver.common.by import By
 
     from txmon.alerting.contract import build_alert
@@ -338,12 +383,24 @@ def test_new_alerts_appear_without_a_reload_and_a_supervisor_closes_in_bulk(cons
     _login(browser, console["url"], "sam")
     browser.find_element(By.ID, "queue")  # the queue page, polling
     now = datetime.now(UTC)
-    alert = build_alert(key=pii_token_key(services.state_path), txn_id=f"TXNCONSOLE{uuid.uuid4().hex[:12]}",
-                        created_at=now, event_time=now - timedelta(seconds=5), payer_account="501234567890",
-                        payer_vpa="late.payer@okaxis", payee_vpa="fresh.shop@ybl", amount_paise=9_999_900,
-                        channel="UPI", txn_type="P2M", risk_score=100, decision="BLOCK", severity="CRITICAL",
-                        reasons=[{"code": "CONSOLE_TEST", "description": "raised by the console test",
-                                  "contribution": 1.0}], model_version="test", rules_version="test")
+    alert = build_alert(
+        key=pii_token_key(services.state_path),
+        txn_id=f"TXNCONSOLE{uuid.uuid4().hex[:12]}",
+        created_at=now,
+        event_time=now - timedelta(seconds=5),
+        payer_account="501234567890",
+        payer_vpa="late.payer@okaxis",
+        payee_vpa="fresh.shop@ybl",
+        amount_paise=9_999_900,
+        channel="UPI",
+        txn_type="P2M",
+        risk_score=100,
+        decision="BLOCK",
+        severity="CRITICAL",
+        reasons=[{"code": "CONSOLE_TEST", "description": "raised by the console test", "contribution": 1.0}],
+        model_version="test",
+        rules_version="test",
+    )
     AlertStore(cassandra_session).save_alert(alert)
     _wait(lambda: str(alert.alert_id) in browser.page_source, timeout=30, what="the new alert in the queue")
     first = _retry_stale(lambda: browser.find_element(By.CSS_SELECTOR, "tr.alert-row").get_attribute("data-alert"))
@@ -356,8 +413,9 @@ def test_new_alerts_appear_without_a_reload_and_a_supervisor_closes_in_bulk(cons
     assert [a.action for a in console["store"].actions(alert.alert_id)] == ["bulk_close"]
 
 
-def test_dashboard_and_insights_render_what_the_stream_and_the_batch_job_stored(console, browser, streamed,
-                                                                                services, spark, cassandra_session):
+def test_dashboard_and_insights_render_what_the_stream_and_the_batch_job_stored(
+    console, browser, streamed, services, spark, cassandra_session
+):
     from selenium.webdriver.common.by import By
 
     from txmon.spark_jobs.spending_insights import run
@@ -371,8 +429,9 @@ def test_dashboard_and_insights_render_what_the_stream_and_the_batch_job_stored(
     for name in ("volume", "decisions", "rules", "dead_letters", "workload"):
         assert browser.find_element(By.ID, f"chart-{name}").get_attribute("src").startswith("data:image/svg+xml")
     assert "alice" in _text(browser, "workload")  # the case worked above
-    fired = cassandra_session.execute("SELECT count(*) FROM drift_events WHERE stream = %s",
-                                      (streamed["names"]["tx"],)).one()[0]
+    fired = cassandra_session.execute(
+        "SELECT count(*) FROM drift_events WHERE stream = %s", (streamed["names"]["tx"],)
+    ).one()[0]
     shown = browser.find_elements(By.CSS_SELECTOR, "#drift tr")[1:]  # after the header
     assert len(shown) == max(1, min(10, fired)) and (fired > 0) == ("None." not in _text(browser, "drift"))
     browser.save_screenshot(str(DOCS / "console-dashboard.png"))

@@ -1,4 +1,5 @@
 """The detection engine in the real stream: features, rules, scores, alerts."""
+
 from __future__ import annotations
 
 import json
@@ -33,17 +34,25 @@ def _topics(services, base):
 
 def _options(services, names, tmp, **kw):
     return StreamOptions.from_settings(
-        services, topic=names["tx"], dlq_topic=names["dlq"], alerts_topic=names["alerts"],
-        labels_topic=names["labels"], checkpoint_dir=str(tmp / "ckpt"), registry_root=str(tmp / "models"),
-        **kw)
+        services,
+        topic=names["tx"],
+        dlq_topic=names["dlq"],
+        alerts_topic=names["alerts"],
+        labels_topic=names["labels"],
+        checkpoint_dir=str(tmp / "ckpt"),
+        registry_root=str(tmp / "models"),
+        **kw,
+    )
 
 
 def _scored(session, ids):
-    stmt = session.prepare("SELECT txn_id, risk_score, decision, rules_fired, reasons, features_json, model_version, "
-                           "rules_version FROM scored_transactions WHERE txn_id IN ?")
+    stmt = session.prepare(
+        "SELECT txn_id, risk_score, decision, rules_fired, reasons, features_json, model_version, "
+        "rules_version FROM scored_transactions WHERE txn_id IN ?"
+    )
     rows = []
     for i in range(0, len(ids), 100):
-        rows += [r._asdict() for r in session.execute(stmt, (ids[i:i + 100],))]
+        rows += [r._asdict() for r in session.execute(stmt, (ids[i : i + 100],))]
     return pd.DataFrame(rows)
 
 
@@ -54,8 +63,12 @@ def _train_champion(registry_root):
     from txmon.models.training import TrainingConfig, train
 
     history = simulated(n=40_000, seed=4242, mean_tps=0.2)
-    result = train(history.events, history.labels, TrainingConfig(seed=1, max_iter=120, iforest_estimators=50),
-                   data_source=history.source)
+    result = train(
+        history.events,
+        history.labels,
+        TrainingConfig(seed=1, max_iter=120, iforest_estimators=50),
+        data_source=history.source,
+    )
     registry = Registry(registry_root)
     version = registry.register(result.bundle, result.metadata)
     registry.promote(version)
@@ -78,8 +91,11 @@ def detected(services, spark, cassandra_session, tmp_path_factory):
     # Profiles of its accounts left by an earlier run (TXMON_TEST_KEEP=1) would skew its features.
     cassandra_session.execute("TRUNCATE feature_profiles")
     cassandra_session.execute("TRUNCATE payee_fraud_labels")
-    sim = simulator_for(SimulateOptions(seed=DETECTION_SEED, count=12_000, rate=None,
-                                        fraud_rate=0.08, n_customers=2_000, live=False, progress=False))
+    sim = simulator_for(
+        SimulateOptions(
+            seed=DETECTION_SEED, count=12_000, rate=None, fraud_rate=0.08, n_customers=2_000, live=False, progress=False
+        )
+    )
     producer = TransactionProducer(services, topic=names["tx"], labels_topic=names["labels"])
     items = list(sim.generate(12_000))
     for item in items:
@@ -91,8 +107,13 @@ def detected(services, spark, cassandra_session, tmp_path_factory):
         assert q.exception() is None, q.exception()
     labels = pd.DataFrame([{"txn_id": i.event.txn_id, "scenario": i.label.scenario or "legit"} for i in items])
     scored = _scored(cassandra_session, labels["txn_id"].tolist())
-    return {"names": names, "items": items, "frame": labels.merge(scored, on="txn_id", how="left"),
-            "rules": load_rules(rules), "model_version": version}
+    return {
+        "names": names,
+        "items": items,
+        "frame": labels.merge(scored, on="txn_id", how="left"),
+        "rules": load_rules(rules),
+        "model_version": version,
+    }
 
 
 def test_every_transaction_is_scored_with_versions(detected):
@@ -115,13 +136,24 @@ def test_each_scenario_is_flagged_with_its_reason_codes(detected):
             targets.setdefault(rule.scenario, set()).add(rule.id)
     # Minimum recall per scenario (rules + model); every flagged fraud must carry a reason
     # from the rule built for its scenario or from the model's strongest features.
-    min_recall = {"velocity_burst": 0.6, "card_testing": 0.8, "mule_fan_in": 0.5, "structuring": 0.5,
-                  "account_takeover": 0.6, "new_payee_high_value": 0.3, "late_night_social_engineering": 0.25}
+    min_recall = {
+        "velocity_burst": 0.6,
+        "card_testing": 0.8,
+        "mule_fan_in": 0.5,
+        "structuring": 0.5,
+        "account_takeover": 0.6,
+        "new_payee_high_value": 0.3,
+        "late_night_social_engineering": 0.25,
+    }
     seen = set(frame["scenario"]) - {"legit"}
     assert {"velocity_burst", "card_testing", "account_takeover", "mule_fan_in"} <= seen, seen
     recall = {s: frame.loc[frame["scenario"] == s, "flagged"].mean() for s in sorted(seen)}
-    print("recall by scenario:", {s: round(r, 3) for s, r in recall.items()},
-          "legit alert rate:", round(legit["flagged"].mean(), 4))
+    print(
+        "recall by scenario:",
+        {s: round(r, 3) for s, r in recall.items()},
+        "legit alert rate:",
+        round(legit["flagged"].mean(), 4),
+    )
     for scenario in sorted(seen):
         fraud = frame[frame["scenario"] == scenario]
         assert recall[scenario] >= min_recall[scenario], (scenario, recall[scenario])
@@ -144,8 +176,13 @@ def test_alerts_land_in_cassandra_and_on_the_topic_once(detected, services, cass
 
     flagged = detected["frame"][detected["frame"]["decision"] != "APPROVE"]
     assert len(flagged) > 0
-    consumer = KafkaConsumer(detected["names"]["alerts"], bootstrap_servers=services.kafka.bootstrap,
-                             auto_offset_reset="earliest", consumer_timeout_ms=10_000, **client_config())
+    consumer = KafkaConsumer(
+        detected["names"]["alerts"],
+        bootstrap_servers=services.kafka.bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=10_000,
+        **client_config(),
+    )
     alerts = [from_json(m.value) for m in consumer]
     consumer.close()
     assert Counter(a.txn_id for a in alerts) == Counter(flagged["txn_id"])  # one alert per flagged txn
@@ -155,7 +192,8 @@ def test_alerts_land_in_cassandra_and_on_the_topic_once(detected, services, cass
     assert alert.alert_id == alert_id_for(row["txn_id"]) and alert.decision == row["decision"]
     assert alert.risk_score == row["risk_score"] and alert.reasons
     stored = cassandra_session.execute(
-        "SELECT txn_id, decision FROM alerts WHERE alert_id = %s", (alert.alert_id,)).one()
+        "SELECT txn_id, decision FROM alerts WHERE alert_id = %s", (alert.alert_id,)
+    ).one()
     assert stored.txn_id == row["txn_id"] and stored.decision == row["decision"]
 
 
@@ -165,13 +203,23 @@ def test_stream_features_equal_batch_features_over_the_same_events(detected, spa
     from txmon.spark_jobs.detection import add_features_to_batch
     from txmon.spark_jobs.transactions_stream import landed_transactions
 
-    raw = (spark.read.format("kafka").option("kafka.bootstrap.servers", detected_settings(spark))
-           .options(**spark_kafka_options())
-           .option("subscribe", detected["names"]["tx"]).option("startingOffsets", "earliest").load())
+    raw = (
+        spark.read.format("kafka")
+        .option("kafka.bootstrap.servers", detected_settings(spark))
+        .options(**spark_kafka_options())
+        .option("subscribe", detected["names"]["tx"])
+        .option("startingOffsets", "earliest")
+        .load()
+    )
     batch = add_features_to_batch(landed_transactions(raw), MemoryProfileStore, 4)
     batch_pdf = batch.select("txn_id", *FEATURES).toPandas().set_index("txn_id").sort_index()
-    stream = (detected["frame"].set_index("txn_id")["features_json"].map(json.loads).apply(pd.Series)
-              [list(FEATURES)].sort_index())
+    stream = (
+        detected["frame"]
+        .set_index("txn_id")["features_json"]
+        .map(json.loads)
+        .apply(pd.Series)[list(FEATURES)]
+        .sort_index()
+    )
     assert len(batch_pdf) == len(stream) == len(detected["items"])
     pd.testing.assert_frame_equal(batch_pdf.astype(float), stream.astype(float), check_exact=True)
 
@@ -192,8 +240,17 @@ def test_rules_reload_while_running_and_bad_rules_keep_the_old_ones(services, sp
     # A seed of this run's own: txn ids derive from it, and with TXMON_TEST_KEEP=1 the rows a
     # fixed seed scored in an earlier run would satisfy send_and_wait before this stream ran.
     # live=False: the same traffic whatever the hour the test runs (see the detection fixture).
-    sim = simulator_for(SimulateOptions(seed=time.time_ns() % 10**9, count=900, rate=None, fraud_rate=0.0,
-                                        n_customers=500, live=False, progress=False))
+    sim = simulator_for(
+        SimulateOptions(
+            seed=time.time_ns() % 10**9,
+            count=900,
+            rate=None,
+            fraud_rate=0.0,
+            n_customers=500,
+            live=False,
+            progress=False,
+        )
+    )
     items = [i.event for i in sim.generate(900)]
     producer = TransactionProducer(services, topic=names["tx"])
 
@@ -217,7 +274,8 @@ def test_rules_reload_while_running_and_bad_rules_keep_the_old_ones(services, sp
 
         text = rules.read_text() + (
             "\n  - id: EVERYTHING\n    description: Test rule that fires on every payment\n"
-            "    condition: amount_paise >= 1\n    score: 100\n    severity: CRITICAL\n")
+            "    condition: amount_paise >= 1\n    score: 100\n    severity: CRITICAL\n"
+        )
         rules.write_text(text.replace("version: 1", "version: 2"))
         second = send_and_wait(items[300:600])
         assert second["rules_fired"].map(lambda f: "EVERYTHING" in (f or [])).all()
@@ -225,8 +283,11 @@ def test_rules_reload_while_running_and_bad_rules_keep_the_old_ones(services, sp
         new_version = second["rules_version"].iloc[0]
         assert new_version.startswith("v2-") and new_version != first["rules_version"].iloc[0]
 
-        rules.write_text(text.replace("version: 1", "version: 3").replace(
-            "condition: amount_paise >= 1", "condition: no_such_column > 1"))
+        rules.write_text(
+            text.replace("version: 1", "version: 3").replace(
+                "condition: amount_paise >= 1", "condition: no_such_column > 1"
+            )
+        )
         third = send_and_wait(items[600:])
         assert (third["rules_version"] == new_version).all()  # the last good rules kept scoring
         assert third["rules_fired"].map(lambda f: "EVERYTHING" in (f or [])).all()
@@ -262,8 +323,9 @@ def test_known_fraud_payee_rule_spares_merchants(spark):
     from txmon.models.dataset import labelled_features
     from txmon.spark_jobs.rules import apply_rules
 
-    sim = simulator_for(SimulateOptions(seed=5, count=3_000, rate=None, fraud_rate=0.0, n_customers=500,
-                                        live=False, progress=False))
+    sim = simulator_for(
+        SimulateOptions(seed=5, count=3_000, rate=None, fraud_rate=0.0, n_customers=500, live=False, progress=False)
+    )
     items = list(sim.generate(3_000))
     frame = labelled_features([i.event for i in items], [i.label for i in items])
     frame["payee_fraud_reports"] = 1  # as if every payee had a confirmed report

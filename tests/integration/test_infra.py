@@ -1,4 +1,5 @@
 """The local stack: real Kafka and Cassandra, started by txmon's own code."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,9 @@ from txmon.infra.services.kafka import KafkaService
 
 
 def _txmon(*args: str, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "txmon.infra.cli", *args], check=False, capture_output=True, text=True,
-                          env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "txmon.infra.cli", *args], check=False, capture_output=True, text=True, env=env
+    )
 
 
 def test_kafka_produce_consume_round_trip(services, topic):
@@ -29,8 +31,12 @@ def test_kafka_produce_consume_round_trip(services, topic):
     producer.close()
 
     consumer = KafkaConsumer(
-        topic, bootstrap_servers=services.kafka.bootstrap, auto_offset_reset="earliest",
-        group_id=f"g-{topic}", consumer_timeout_ms=10_000, **client_config(services),
+        topic,
+        bootstrap_servers=services.kafka.bootstrap,
+        auto_offset_reset="earliest",
+        group_id=f"g-{topic}",
+        consumer_timeout_ms=10_000,
+        **client_config(services),
     )
     received = {m.key.decode(): json.loads(m.value) for m in consumer}
     consumer.close()
@@ -64,7 +70,8 @@ def test_schema_has_every_table(services, cassandra_session):
     from txmon.infra.cassandra_schema import schema_statements
 
     tables = {
-        r.table_name for r in cassandra_session.execute(
+        r.table_name
+        for r in cassandra_session.execute(
             "SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s",
             (services.cassandra.keyspace,),
         )

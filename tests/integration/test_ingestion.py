@@ -1,4 +1,5 @@
 """Producer, simulator and replay against the real Kafka."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,14 @@ from txmon.ingestion.simulate import SimulateOptions, run_simulation
 def _consume(settings, topic, timeout_ms=8000):
     from kafka import KafkaConsumer
 
-    consumer = KafkaConsumer(topic, bootstrap_servers=settings.kafka.bootstrap, auto_offset_reset="earliest",
-                             consumer_timeout_ms=timeout_ms, group_id=f"read-{topic}", **client_config(settings))
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka.bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=timeout_ms,
+        group_id=f"read-{topic}",
+        **client_config(settings),
+    )
     records = list(consumer)
     consumer.close()
     return records
@@ -26,9 +33,18 @@ def test_simulated_traffic_keys_by_payer_and_labels_travel_separately(services, 
     topic, labels_topic = unique_name("sim"), unique_name("labels")
     ensure_topics(services.kafka.bootstrap, [topic, labels_topic], services.kafka.partitions)
     labels_file = tmp_path / "labels.jsonl"
-    opts = SimulateOptions(seed=5, count=3000, rate=None, fraud_rate=0.05, n_customers=500,
-                           label_delay_seconds=5, labels_file=labels_file, topic=topic,
-                           labels_topic=labels_topic, progress=False)
+    opts = SimulateOptions(
+        seed=5,
+        count=3000,
+        rate=None,
+        fraud_rate=0.05,
+        n_customers=500,
+        label_delay_seconds=5,
+        labels_file=labels_file,
+        topic=topic,
+        labels_topic=labels_topic,
+        progress=False,
+    )
     summary = run_simulation(services, opts)
     assert summary.sent == 3000 and summary.failed == 0
 
@@ -60,8 +76,9 @@ def test_replay_sends_mappable_rows_in_event_time_order_and_reports_the_rest(ser
     sample = PROJECT_ROOT / "ingestion" / "samples" / "card_transactions_sample.csv"
     producer = TransactionProducer(services, topic=topic)
     rejects = tmp_path / "rejects.csv"
-    summary = replay_file(sample, PROJECT_ROOT / "config" / "replay" / "card_transactions.yaml",
-                          producer=producer, rejects_path=rejects)
+    summary = replay_file(
+        sample, PROJECT_ROOT / "config" / "replay" / "card_transactions.yaml", producer=producer, rejects_path=rejects
+    )
     producer.close()
     assert summary.events_sent == 196 and sum(summary.rejected_by_reason.values()) == 4
     assert len(rejects.read_text().strip().splitlines()) == 1 + 4
@@ -75,8 +92,7 @@ def test_replay_sends_mappable_rows_in_event_time_order_and_reports_the_rest(ser
         assert times == sorted(times)  # event-time order within each partition
 
 
-def test_an_oversize_record_goes_to_the_dead_letter_topic_and_the_rest_is_delivered(
-        services, unique_name, tmp_path):
+def test_an_oversize_record_goes_to_the_dead_letter_topic_and_the_rest_is_delivered(services, unique_name, tmp_path):
     """A record over the broker's size limit never stops or poisons a run: the producer
     dead-letters it (reason, cut payload) and delivers everything else, counted exactly."""
     from txmon.infra.services.kafka import ensure_topics
@@ -95,5 +111,5 @@ def test_an_oversize_record_goes_to_the_dead_letter_topic_and_the_rest_is_delive
     assert sorted(json.loads(r.value)["n"] for r in _consume(services, topic)) == list(range(50))
     (letter,) = [json.loads(r.value) for r in _consume(services, dlq)]
     assert letter["reason"] == "oversize" and letter["topic"] == topic
-    assert letter["raw_value"] == "{\"city\":\"" + "x" * (OVERSIZE_KEEP_BYTES - 9)
+    assert letter["raw_value"] == '{"city":"' + "x" * (OVERSIZE_KEEP_BYTES - 9)
     assert f"{MAX_RECORD_BYTES:,}-byte limit" in letter["detail"]

@@ -5,6 +5,7 @@ the stream scores the same bundle in the JVM. These tests hold the two to the sa
 answers: scores equal to the last bits Java's and the C library's exp/log1p/pow may
 differ in, and the same risk score and decision on every row.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -24,8 +25,12 @@ TOLERANCE = 1e-12  # measured differences are <= 1e-15 (TreeModels.java)
 @pytest.fixture(scope="module")
 def trained():
     history = simulated(20_000, seed=11)
-    return train(history.events, history.labels, TrainingConfig(seed=2, max_iter=80, iforest_estimators=40),
-                 data_source=history.source)
+    return train(
+        history.events,
+        history.labels,
+        TrainingConfig(seed=2, max_iter=80, iforest_estimators=40),
+        data_source=history.source,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +76,13 @@ def test_jvm_risk_and_decision_equal_the_python_scoring(spark, trained, holdout)
     ruled = apply_rules(_spark_frame(spark, holdout), rules)
     trees = broadcast_trees(spark, trained.bundle, "test")
     try:
-        stream = (score_ruled(ruled, trees, "test", rules, spark)
-                  .select("txn_id", "rule_score", "risk_score", "decision").toPandas().set_index("txn_id")
-                  .loc[holdout["txn_id"]])
+        stream = (
+            score_ruled(ruled, trees, "test", rules, spark)
+            .select("txn_id", "rule_score", "risk_score", "decision")
+            .toPandas()
+            .set_index("txn_id")
+            .loc[holdout["txn_id"]]
+        )
     finally:
         trees.destroy()
     offline = score_frame(holdout, trained.bundle, rules.policy, rules=stream["rule_score"].to_numpy())
@@ -86,15 +95,20 @@ def test_risk_columns_equal_numpy_risk_on_a_grid(spark):
     """Every rule score 0-110 against probabilities/anomalies that put risk near x.5 too."""
     rng = np.random.default_rng(5)
     n = 20_000
-    frame = pd.DataFrame({
-        "rule_score": rng.integers(0, 111, n).astype(float),
-        "p": np.concatenate([rng.random(n - 4), [0.0, 1.0, 0.5, 0.25]]),
-        "a": np.concatenate([rng.random(n - 4), [0.0, 1.0, 0.5, 0.75]]),
-    })
+    frame = pd.DataFrame(
+        {
+            "rule_score": rng.integers(0, 111, n).astype(float),
+            "p": np.concatenate([rng.random(n - 4), [0.0, 1.0, 0.5, 0.25]]),
+            "a": np.concatenate([rng.random(n - 4), [0.0, 1.0, 0.5, 0.75]]),
+        }
+    )
     for policy in (RiskPolicy(), RiskPolicy(model_weight=0.55, anomaly_weight=0.8, review_at=30, block_at=70)):
-        out = (spark.createDataFrame(frame)
-               .withColumn("risk", risk_column("rule_score", "p", "a", policy))
-               .withColumn("decision", decision_column("risk", policy)).toPandas())
+        out = (
+            spark.createDataFrame(frame)
+            .withColumn("risk", risk_column("rule_score", "p", "a", policy))
+            .withColumn("decision", decision_column("risk", policy))
+            .toPandas()
+        )
         expected = risk_scores(frame["rule_score"], frame["p"], frame["a"], policy)
         np.testing.assert_array_equal(out["risk"].to_numpy(), expected)
         np.testing.assert_array_equal(out["decision"].to_numpy(), decisions(expected, policy))
@@ -109,8 +123,9 @@ def test_interp_matches_numpy_with_repeated_reference_values(spark, trained):
     reference = np.sort(np.concatenate([np.full(5, 0.4), np.full(3, 0.55), np.linspace(0.3, 0.8, 12)]))
     bundle.anomaly_reference = reference
     grid = np.linspace(0.0, 1.0, len(reference))
-    values = np.concatenate([reference, [0.0, 0.29, 0.4, 0.41, 0.55, 0.549999, 0.8, 0.81, 1.0],
-                             np.linspace(0.25, 0.85, 97)])
+    values = np.concatenate(
+        [reference, [0.0, 0.29, 0.4, 0.41, 0.55, 0.549999, 0.8, 0.81, 1.0], np.linspace(0.25, 0.85, 97)]
+    )
     trees = broadcast_trees(spark, bundle, "test")
     try:
         models = trees.value()

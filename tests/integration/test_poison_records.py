@@ -7,6 +7,7 @@ traffic together with re-sent and conflicting duplicates and broken labels, and 
 runs continuously (not ``availableNow``) so that a record that failed a micro-batch would
 show as a dead query.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,8 +51,11 @@ def _wait_for(predicate, timeout_s: float, queries, what: str):
 
 def test_hostile_records_never_stop_the_stream(services, spark, topics, cassandra_session, tmp_path):
     now = datetime.now(UTC)
-    sim = simulator_for(SimulateOptions(seed=zlib.crc32(topics["tx"].encode()), count=N_VALID, rate=None,
-                                        n_customers=300, progress=False))
+    sim = simulator_for(
+        SimulateOptions(
+            seed=zlib.crc32(topics["tx"].encode()), count=N_VALID, rate=None, n_customers=300, progress=False
+        )
+    )
     events = [clamp_future(item.event, now)[0] for item in sim.generate(N_VALID)]
     # A valid event whose text fields carry CQL and markup: stored verbatim (prepared statements).
     sneaky = events[7].model_copy(update={"device_id": "x');DROP/**/TABLE/**/transactions;--<script>"})
@@ -77,31 +81,51 @@ def test_hostile_records_never_stop_the_stream(services, spark, topics, cassandr
         producer.send_raw(kafka_key(event), to_json(event))
     expected_bad["conflicting_duplicate"] += len(changed)
     # Labels: valid ones for a few events, and broken ones the labels query must dead-letter.
-    good_labels = [{"txn_id": e.txn_id, "is_fraud": True, "scenario": "test",
-                    "label_time": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")} for e in events[300:305]]
+    good_labels = [
+        {"txn_id": e.txn_id, "is_fraud": True, "scenario": "test", "label_time": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
+        for e in events[300:305]
+    ]
     for label in good_labels:
         producer.send_label(label["txn_id"].encode(), json.dumps(label).encode())
-    bad_labels = [b"not json", b"\xff\xff", json.dumps({**good_labels[0], "label_time": "soon"}).encode(),
-                  json.dumps({**good_labels[0], "label_time": "0001-01-01T00:00:00+05:30"}).encode(),
-                  json.dumps({**good_labels[0], "txn_id": None}).encode(), b"[" * 50_000]
+    bad_labels = [
+        b"not json",
+        b"\xff\xff",
+        json.dumps({**good_labels[0], "label_time": "soon"}).encode(),
+        json.dumps({**good_labels[0], "label_time": "0001-01-01T00:00:00+05:30"}).encode(),
+        json.dumps({**good_labels[0], "txn_id": None}).encode(),
+        b"[" * 50_000,
+    ]
     for raw in bad_labels:
         producer.send_label(b"bad", raw)
     producer.close()
     assert producer.summary.failed == 0, producer.summary.errors
 
     opts = StreamOptions.from_settings(
-        services, topic=topics["tx"], dlq_topic=topics["dlq"], labels_topic=topics["labels"],
-        alerts_topic=topics["alerts"], checkpoint_dir=str(tmp_path / "ckpt"), trigger_seconds=1.0,
-        secondary_trigger_seconds=1.0, max_offsets_per_trigger=400)
+        services,
+        topic=topics["tx"],
+        dlq_topic=topics["dlq"],
+        labels_topic=topics["labels"],
+        alerts_topic=topics["alerts"],
+        checkpoint_dir=str(tmp_path / "ckpt"),
+        trigger_seconds=1.0,
+        secondary_trigger_seconds=1.0,
+        max_offsets_per_trigger=400,
+    )
     queries = start_all(spark, services, opts)
     try:
         ids = [e.txn_id for e in events]
         zero = dict.fromkeys(range(services.kafka.partitions), 0)
-        _wait_for(lambda: count_landed(cassandra_session, ids, "scored_transactions") == N_VALID
-                  and sum(dead_letters_since(cassandra_session, topics["tx"], zero).values())
-                  >= sum(expected_bad.values())
-                  and sum(dead_letters_since(cassandra_session, topics["labels"], zero).values()) >= len(bad_labels),
-                  300, queries, "every record judged")
+        _wait_for(
+            lambda: (
+                count_landed(cassandra_session, ids, "scored_transactions") == N_VALID
+                and sum(dead_letters_since(cassandra_session, topics["tx"], zero).values())
+                >= sum(expected_bad.values())
+                and sum(dead_letters_since(cassandra_session, topics["labels"], zero).values()) >= len(bad_labels)
+            ),
+            300,
+            queries,
+            "every record judged",
+        )
         time.sleep(3)  # a few more micro-batches: nothing further may arrive or fail
         assert all(q.isActive and q.exception() is None for q in queries)
 
@@ -110,7 +134,11 @@ def test_hostile_records_never_stop_the_stream(services, spark, topics, cassandr
         assert dead_letters_since(cassandra_session, topics["tx"], zero) == expected_bad
         label_reasons = dead_letters_since(cassandra_session, topics["labels"], zero)
         assert sum(label_reasons.values()) == len(bad_labels) and set(label_reasons) <= {
-            "malformed_json", "invalid_field", "wrong_type", "missing_field"}
+            "malformed_json",
+            "invalid_field",
+            "wrong_type",
+            "missing_field",
+        }
         assert count_landed(cassandra_session, [lab["txn_id"] for lab in good_labels], "labels") == len(good_labels)
 
         # The first version of a conflicting txn_id stands; the sneaky text is stored verbatim.
@@ -122,15 +150,19 @@ def test_hostile_records_never_stop_the_stream(services, spark, topics, cassandr
         # Windows count each valid event once: duplicates and conflicts are never counted.
         per_account = Counter(e.payer.account_number for e in events)
         windows = cassandra_session.prepare(
-            "SELECT txn_count FROM account_aggregates WHERE payer_account = ? AND window_kind = 'tumble_1m'")
+            "SELECT txn_count FROM account_aggregates WHERE payer_account = ? AND window_kind = 'tumble_1m'"
+        )
         duplicated = {e.payer.account_number for e in events[100:130] + events[200:210]}
         for account in duplicated | {a for a, _ in per_account.most_common(10)}:
             assert sum(r.txn_count for r in cassandra_session.execute(windows, (account,))) == per_account[account]
 
         # Each dead letter keeps a storable payload and a detail naming what is wrong.
-        rows = list(cassandra_session.execute(
-            "SELECT reason, detail, raw_value FROM dead_letters WHERE topic = %s AND kafka_partition IN (0,1,2,3)",
-            (topics["tx"],)))
+        rows = list(
+            cassandra_session.execute(
+                "SELECT reason, detail, raw_value FROM dead_letters WHERE topic = %s AND kafka_partition IN (0,1,2,3)",
+                (topics["tx"],),
+            )
+        )
         assert all(r.detail for r in rows)
         conflict = next(r for r in rows if r.reason == "conflicting_duplicate")
         assert "amount_paise" in conflict.detail and "first version stands" in conflict.detail

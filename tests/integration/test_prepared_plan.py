@@ -1,5 +1,6 @@
 """spark_jobs/prepared_plan.py: a plan built once gives, on every frame it is applied to,
 what pyspark's own DataFrame methods give."""
+
 from __future__ import annotations
 
 import pytest
@@ -21,8 +22,9 @@ def _steps(df):
         import pyarrow.compute as pc
 
         for batch in batches:
-            yield batch.set_column(batch.schema.get_field_index("amount"), "amount",
-                                   pc.multiply(batch.column("amount"), 2))
+            yield batch.set_column(
+                batch.schema.get_field_index("amount"), "amount", pc.multiply(batch.column("amount"), 2)
+            )
 
     df = df.select("account", F.col("amount").alias("amount"), F.upper("city").alias("city"))
     df = df.withColumn("big", F.col("amount") >= 100)

@@ -1,4 +1,5 @@
 """Feature profiles in the real Cassandra: a replayed micro-batch starts from the same profiles."""
+
 from __future__ import annotations
 
 import uuid

@@ -4,6 +4,7 @@ application may do, and that nothing txmon starts listens beyond loopback.
 Each refusal is checked beside an acceptance with the right credentials on the same
 service, so a refusal cannot pass because the service is simply down.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,9 @@ def _cassandra_refuses(settings, credential: Credential | None) -> str:
 
     try:
         if credential is None:  # deliberately not through open_cluster: it always logs in
-            cluster = Cluster([settings.cassandra.host], port=settings.cassandra.port, protocol_version=5,
-                              connect_timeout=5)
+            cluster = Cluster(
+                [settings.cassandra.host], port=settings.cassandra.port, protocol_version=5, connect_timeout=5
+            )
             try:
                 cluster.connect()
             finally:
@@ -44,7 +46,8 @@ def test_cassandra_refuses_anonymous_wrong_and_default_logins_and_accepts_txmon(
     app = credentials.cassandra()
     assert "requires authentication" in _cassandra_refuses(services, None)
     assert "Provided username txmon and/or password are incorrect" in _cassandra_refuses(
-        services, Credential(app.user, app.password + "x"))
+        services, Credential(app.user, app.password + "x")
+    )
     # The well-known default superuser is gone.
     assert "incorrect" in _cassandra_refuses(services, Credential("cassandra", "cassandra"))
 
@@ -68,11 +71,12 @@ def test_the_application_role_cannot_change_schema_or_roles(services):
 
     cluster, session = connect(services, services.cassandra.keyspace)
     try:
-        for statement in (f"DROP TABLE {services.cassandra.keyspace}.smoke_events",
-                          "CREATE KEYSPACE intruder WITH replication = {'class': 'SimpleStrategy', "
-                          "'replication_factor': 1}",
-                          "CREATE ROLE intruder WITH PASSWORD = 'x' AND LOGIN = true",
-                          "SELECT * FROM system_auth.roles"):
+        for statement in (
+            f"DROP TABLE {services.cassandra.keyspace}.smoke_events",
+            "CREATE KEYSPACE intruder WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}",
+            "CREATE ROLE intruder WITH PASSWORD = 'x' AND LOGIN = true",
+            "SELECT * FROM system_auth.roles",
+        ):
             with pytest.raises(Unauthorized):
                 session.execute(statement)
     finally:
@@ -81,15 +85,22 @@ def test_the_application_role_cannot_change_schema_or_roles(services):
 
 def _kafka_auth_failures(settings) -> int:
     log = settings.state_path / "logs" / "kafka-server.log"
-    return sum("Failed authentication" in line and "invalid credentials" in line
-               for line in log.read_text(errors="replace").splitlines())
+    return sum(
+        "Failed authentication" in line and "invalid credentials" in line
+        for line in log.read_text(errors="replace").splitlines()
+    )
 
 
 def _kafka_admin(settings, **security):
     from kafka import KafkaAdminClient
 
-    return KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap, bootstrap_timeout_ms=5000,
-                            request_timeout_ms=5000, client_id="txmon-security-test", **security)
+    return KafkaAdminClient(
+        bootstrap_servers=settings.kafka.bootstrap,
+        bootstrap_timeout_ms=5000,
+        request_timeout_ms=5000,
+        client_id="txmon-security-test",
+        **security,
+    )
 
 
 def test_kafka_refuses_clients_without_or_with_wrong_credentials_and_accepts_txmon(services, topic):
@@ -119,8 +130,13 @@ def test_kafka_acls_let_the_application_use_topics_but_not_change_them(services,
             admin.delete_topics([topic])
         with pytest.raises(TopicAuthorizationFailedError):
             admin.create_topics([NewTopic(f"{topic}_intruder", 1, 1)])
-        grant_self = ACL(f"User:{credentials.kafka().user}", "*", ACLOperation.ALL, ACLPermissionType.ALLOW,
-                         ResourcePattern(ResourceType.CLUSTER, "kafka-cluster"))
+        grant_self = ACL(
+            f"User:{credentials.kafka().user}",
+            "*",
+            ACLOperation.ALL,
+            ACLPermissionType.ALLOW,
+            ResourcePattern(ResourceType.CLUSTER, "kafka-cluster"),
+        )
         assert admin.create_acls([grant_self])["failed"] == [ClusterAuthorizationFailedError]
         assert topic in admin.list_topics()  # still there, and visible to the application
     finally:
@@ -177,9 +193,16 @@ def test_nothing_txmon_starts_listens_beyond_loopback(services, spark, cluster, 
         found = listeners(pids)
         ui_port = int(spark.sparkContext.uiWebUrl.rsplit(":", 1)[1])
         c = services.spark.cluster
-        expected = {services.kafka.port, services.kafka.controller_port, services.cassandra.port,
-                    services.cassandra.storage_port, ui_port, c.master_port, c.master_webui_port,
-                    *(c.worker_webui_port + i for i in range(c.workers))}
+        expected = {
+            services.kafka.port,
+            services.kafka.controller_port,
+            services.cassandra.port,
+            services.cassandra.storage_port,
+            ui_port,
+            c.master_port,
+            c.master_webui_port,
+            *(c.worker_webui_port + i for i in range(c.workers)),
+        }
         assert expected <= {port for _, _, port in found}, found
         assert exposed(pids) == []
     finally:

@@ -7,6 +7,7 @@ the champion model (in the executors' JVMs: the scorer jar travels with ``spark.
 every bad record must be dead-lettered with its reason, and both workers must have run
 executors.
 """
+
 from __future__ import annotations
 
 import json
@@ -58,10 +59,23 @@ def test_stream_runs_unchanged_on_a_standalone_cluster(cluster, cassandra_sessio
 
     submitted_ms = time.time() * 1000
     argv = spark_submit_argv(
-        settings, "spark_jobs/transactions_stream.py",
-        ["--topic", topic, "--dlq-topic", f"{topic}_dlq", "--alerts-topic", f"{topic}_alerts",
-         "--labels-topic", f"{topic}_labels", "--checkpoint-dir", str(tmp_path / "ckpt"), "--available-now"],
-        master=settings.spark.cluster.master_url)
+        settings,
+        "spark_jobs/transactions_stream.py",
+        [
+            "--topic",
+            topic,
+            "--dlq-topic",
+            f"{topic}_dlq",
+            "--alerts-topic",
+            f"{topic}_alerts",
+            "--labels-topic",
+            f"{topic}_labels",
+            "--checkpoint-dir",
+            str(tmp_path / "ckpt"),
+            "--available-now",
+        ],
+        master=settings.spark.cluster.master_url,
+    )
     log = tmp_path / "spark-submit.log"
     env = spark_submit_env()
     env["TXMON_MODELS_DIR"] = str(tmp_path / "models")
@@ -74,11 +88,14 @@ def test_stream_runs_unchanged_on_a_standalone_cluster(cluster, cassandra_sessio
     zero = dict.fromkeys(range(PARTITIONS), 0)
     assert dead_letters_since(cassandra_session, topic, zero) == bad
     stmt = cassandra_session.prepare("SELECT kafka_partition FROM transactions WHERE txn_id IN ?")
-    seen = {r.kafka_partition for i in range(0, len(ids), 100) for r in cassandra_session.execute(stmt, (ids[i:i + 100],))}
+    seen = {
+        r.kafka_partition for i in range(0, len(ids), 100) for r in cassandra_session.execute(stmt, (ids[i : i + 100],))
+    }
     assert seen == set(range(PARTITIONS))  # every partition of the topic was read
-    stmt = cassandra_session.prepare("SELECT model_version, fraud_probability, anomaly_score FROM "
-                                     "scored_transactions WHERE txn_id IN ?")
-    scored = [r for i in range(0, len(ids), 100) for r in cassandra_session.execute(stmt, (ids[i:i + 100],))]
+    stmt = cassandra_session.prepare(
+        "SELECT model_version, fraud_probability, anomaly_score FROM scored_transactions WHERE txn_id IN ?"
+    )
+    scored = [r for i in range(0, len(ids), 100) for r in cassandra_session.execute(stmt, (ids[i : i + 100],))]
     assert len(scored) == len(ids) and {r.model_version for r in scored} == {version}
     assert len({round(r.anomaly_score, 6) for r in scored}) > 100  # real model scores, not a constant
 

@@ -1,4 +1,5 @@
 """The Spark wiring end to end: Kafka -> Structured Streaming -> Cassandra."""
+
 from __future__ import annotations
 
 import json
@@ -32,9 +33,12 @@ def test_smoke_job_lands_every_record_once(services, spark, topic, cassandra_ses
     again = start_smoke_query(spark, services, topic, checkpoint, available_now=True)
     again.awaitTermination(timeout=120)
     assert again.exception() is None
-    assert cassandra_session.execute(
-        cassandra_session.prepare("SELECT count(*) FROM smoke_events WHERE run_id = ?"), (run_id,)
-    ).one()[0] == n
+    assert (
+        cassandra_session.execute(
+            cassandra_session.prepare("SELECT count(*) FROM smoke_events WHERE run_id = ?"), (run_id,)
+        ).one()[0]
+        == n
+    )
 
 
 def test_spark_submit_runs_smoke_job(services, topic, cassandra_session, tmp_path):
@@ -51,8 +55,7 @@ def test_spark_submit_runs_smoke_job(services, topic, cassandra_session, tmp_pat
     producer.flush()
     producer.close()
 
-    argv = spark_submit_argv(services, "spark_jobs/smoke.py",
-                             ["--topic", topic, "--checkpoint", str(tmp_path / "ck")])
+    argv = spark_submit_argv(services, "spark_jobs/smoke.py", ["--topic", topic, "--checkpoint", str(tmp_path / "ck")])
     result = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     count = cassandra_session.execute(

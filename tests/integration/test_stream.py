@@ -1,4 +1,5 @@
 """The transactions stream against real Kafka, Spark and Cassandra."""
+
 from __future__ import annotations
 
 import json
@@ -78,7 +79,8 @@ def stream_topic(services, unique_name):
 
 
 def test_every_valid_event_lands_once_and_bad_input_is_dead_lettered(
-        services, spark, stream_topic, cassandra_session, tmp_path):
+    services, spark, stream_topic, cassandra_session, tmp_path
+):
     events, bad = _produce(services, stream_topic, 3000, _seed(stream_topic), bad_every=100)
     assert set(bad) == set(CONTRACT_REASONS)  # every kind of bad input is in the mix
 
@@ -98,36 +100,45 @@ def test_every_valid_event_lands_once_and_bad_input_is_dead_lettered(
     # ... and is also published on the dead-letter topic with its coordinates.
     from kafka import KafkaConsumer
 
-    consumer = KafkaConsumer(f"{stream_topic}_dlq", bootstrap_servers=services.kafka.bootstrap,
-                             auto_offset_reset="earliest", consumer_timeout_ms=10_000, **client_config(services))
+    consumer = KafkaConsumer(
+        f"{stream_topic}_dlq",
+        bootstrap_servers=services.kafka.bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=10_000,
+        **client_config(services),
+    )
     dlq = [json.loads(m.value) for m in consumer]
     consumer.close()
     assert Counter(d["reason"] for d in dlq) == bad
     assert all({"topic", "kafka_partition", "kafka_offset", "raw_value"} <= set(d) for d in dlq)
 
 
-def test_window_aggregates_match_an_independent_computation(
-        services, spark, stream_topic, cassandra_session, tmp_path):
+def test_window_aggregates_match_an_independent_computation(services, spark, stream_topic, cassandra_session, tmp_path):
     events, _ = _produce(services, stream_topic, 2000, _seed(stream_topic))
     _run_available_now(spark, services, _options(services, stream_topic, tmp_path, available_now=True))
 
-    df = pd.DataFrame({
-        "acct": [e.payer.account_number for e in events],
-        "t": pd.to_datetime([e.event_time for e in events], utc=True),
-        "amt": [e.amount_paise for e in events],
-        "payee": [e.payee.account_number or e.payee.vpa for e in events],
-    })
+    df = pd.DataFrame(
+        {
+            "acct": [e.payer.account_number for e in events],
+            "t": pd.to_datetime([e.event_time for e in events], utc=True),
+            "amt": [e.amount_paise for e in events],
+            "payee": [e.payee.account_number or e.payee.vpa for e in events],
+        }
+    )
     df["minute"] = df["t"].dt.floor("1min")
-    expected = df.groupby(["acct", "minute"]).agg(n=("amt", "size"), total=("amt", "sum"),
-                                                  mx=("amt", "max"), payees=("payee", "nunique"))
+    expected = df.groupby(["acct", "minute"]).agg(
+        n=("amt", "size"), total=("amt", "sum"), mx=("amt", "max"), payees=("payee", "nunique")
+    )
     stmt = cassandra_session.prepare(
         "SELECT window_start, txn_count, total_paise, max_paise, distinct_payees FROM account_aggregates "
         "WHERE payer_account = ? AND window_kind = 'tumble_1m'"
     )
     accounts = df["acct"].value_counts().index[:25]
     for acct in accounts:
-        got = {pd.Timestamp(r.window_start, tz="UTC"): (r.txn_count, r.total_paise, r.max_paise, r.distinct_payees)
-               for r in cassandra_session.execute(stmt, (acct,))}
+        got = {
+            pd.Timestamp(r.window_start, tz="UTC"): (r.txn_count, r.total_paise, r.max_paise, r.distinct_payees)
+            for r in cassandra_session.execute(stmt, (acct,))
+        }
         want = {m: tuple(int(v) for v in row) for m, row in expected.loc[acct].iterrows()}
         assert got == want, acct
 
@@ -141,7 +152,11 @@ def test_window_aggregates_match_an_independent_computation(
         inside = mine[(mine["t"] >= start) & (mine["t"] < end)]
         assert end - start == pd.Timedelta(hours=1)
         assert (r.txn_count, r.total_paise, r.max_paise, r.distinct_payees) == (
-            len(inside), int(inside["amt"].sum()), int(inside["amt"].max()), inside["payee"].nunique())
+            len(inside),
+            int(inside["amt"].sum()),
+            int(inside["amt"].max()),
+            inside["payee"].nunique(),
+        )
         checked.add(start)
     five = mine["t"].dt.floor("5min")
     assert checked == {b - k * pd.Timedelta(minutes=5) for b in five for k in range(12)}
@@ -151,11 +166,13 @@ def test_window_aggregates_match_an_independent_computation(
     last_hour = mine[mine["t"] >= end - pd.Timedelta(hours=1)]
     latest = account_aggregates(cassandra_session, [busiest, "NO-SUCH-ACCOUNT"], "slide_1h")
     assert [(w.payer_account, pd.Timestamp(w.window_end, tz="UTC"), w.txn_count, w.total_paise) for w in latest] == [
-        (busiest, end, len(last_hour), int(last_hour["amt"].sum()))]
+        (busiest, end, len(last_hour), int(last_hour["amt"].sum()))
+    ]
 
 
 def test_later_micro_batches_reuse_the_code_spark_generated_for_the_first(
-        services, spark, stream_topic, cassandra_session, tmp_path):
+    services, spark, stream_topic, cassandra_session, tmp_path
+):
     """A micro-batch must not generate new code: the plan of every batch compiles to the
     same Java source, so Spark's codegen cache serves it and the JIT keeps what it compiled.
     (current_timestamp() in the plan made every batch compile 2-3 classes: Janino on the
@@ -177,13 +194,15 @@ def test_later_micro_batches_reuse_the_code_spark_generated_for_the_first(
     zero = dict.fromkeys(range(services.kafka.partitions), 0)
     assert dead_letters_since(cassandra_session, stream_topic, zero) == bad + later_bad
     stmt = cassandra_session.prepare("SELECT landed_at FROM transactions WHERE txn_id IN ?")
-    stamps = [r.landed_at.replace(tzinfo=UTC)
-              for r in cassandra_session.execute(stmt, ([e.txn_id for e in later[:50]],))]
+    stamps = [
+        r.landed_at.replace(tzinfo=UTC) for r in cassandra_session.execute(stmt, ([e.txn_id for e in later[:50]],))
+    ]
     assert len(stamps) == 50 and all(resumed_at <= t <= datetime.now(UTC) for t in stamps)
 
 
 def test_local_checkpoints_are_written_with_plain_java_io_and_other_file_systems_keep_sparks_choice(
-        services, spark, stream_topic, cassandra_session, tmp_path):
+    services, spark, stream_topic, cassandra_session, tmp_path
+):
     """Spark's default checkpoint manager (Hadoop's FileContext) forks a ``chmod`` or
     ``readlink`` process for each checkpoint file it writes on a local disk (~19 per
     micro-batch, ~90 ms of the stream's critical path). A local checkpoint is written by
@@ -197,8 +216,11 @@ def test_local_checkpoints_are_written_with_plain_java_io_and_other_file_systems
     for q in queries:
         q.awaitTermination(timeout=300)
         assert q.exception() is None, q.exception()
-    managers = {(q.name, log): getattr(q._jsq.streamingQuery(), log)().fileManager().getClass().getName()
-                for q in queries for log in ("offsetLog", "commitLog")}
+    managers = {
+        (q.name, log): getattr(q._jsq.streamingQuery(), log)().fileManager().getClass().getName()
+        for q in queries
+        for log in ("offsetLog", "commitLog")
+    }
     assert len(managers) == 4 and set(managers.values()) == {LOCAL_CHECKPOINT_MANAGER}, managers
     later, _ = _produce(services, stream_topic, 300, _seed(stream_topic) + 1)
     _run_available_now(spark, services, opts)  # resumed from the checkpoint those managers wrote
@@ -223,19 +245,33 @@ def test_local_checkpoints_are_written_with_plain_java_io_and_other_file_systems
 
 
 def test_killed_stream_restarts_from_checkpoint_without_loss_or_double_counting(
-        services, stream_topic, cassandra_session, tmp_path):
+    services, stream_topic, cassandra_session, tmp_path
+):
     """SIGKILL the spark-submit process mid-run, restart it: exactly N rows, aggregates counted once."""
     from txmon.spark_jobs.session import spark_submit_argv
 
     n = 12_000
     events, bad = _produce(services, stream_topic, n, _seed(stream_topic), bad_every=500)
     ids = [e.txn_id for e in events]
-    args = ["--topic", stream_topic, "--dlq-topic", f"{stream_topic}_dlq",
-            "--checkpoint-dir", str(tmp_path / "ckpt"), "--trigger-seconds", "1"]
+    args = [
+        "--topic",
+        stream_topic,
+        "--dlq-topic",
+        f"{stream_topic}_dlq",
+        "--checkpoint-dir",
+        str(tmp_path / "ckpt"),
+        "--trigger-seconds",
+        "1",
+    ]
     env = {**os.environ, "TXMON_SPARK__MAX_OFFSETS_PER_TRIGGER": "1500"}
     log = open(tmp_path / "first-run.log", "w")  # noqa: SIM115 - the child writes to it; closed below
-    first = subprocess.Popen(spark_submit_argv(services, "spark_jobs/transactions_stream.py", args),
-                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    first = subprocess.Popen(
+        spark_submit_argv(services, "spark_jobs/transactions_stream.py", args),
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 240
         landed = 0
@@ -253,7 +289,12 @@ def test_killed_stream_restarts_from_checkpoint_without_loss_or_double_counting(
 
     second = subprocess.run(
         spark_submit_argv(services, "spark_jobs/transactions_stream.py", [*args, "--available-now"]),
-        env=env, check=False, capture_output=True, text=True, timeout=600)
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert second.returncode == 0, second.stderr[-3000:]
 
     assert count_landed(cassandra_session, ids) == n
@@ -262,6 +303,7 @@ def test_killed_stream_restarts_from_checkpoint_without_loss_or_double_counting(
     # The stateful aggregation resumed from its checkpoint: every valid event counted once.
     per_account = Counter(e.payer.account_number for e in events)
     stmt = cassandra_session.prepare(
-        "SELECT txn_count FROM account_aggregates WHERE payer_account = ? AND window_kind = 'tumble_1m'")
+        "SELECT txn_count FROM account_aggregates WHERE payer_account = ? AND window_kind = 'tumble_1m'"
+    )
     for acct, expected in per_account.most_common(40):
         assert sum(r.txn_count for r in cassandra_session.execute(stmt, (acct,))) == expected, acct

@@ -11,6 +11,7 @@ The outage lasts TXMON_TEST_OUTAGE_S seconds (default 60, as in the drill that f
 stream dying the same second); the stream's recovery backoff is capped lower than its
 default (30 s) only so a drill does not spend half a minute asleep after the service is back.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -64,15 +65,21 @@ def stream_env(services, tmp_path):
     conf.mkdir()
     (conf / "spark-defaults.conf").write_text("spark.ui.port 25040\n")
     heartbeat_path(services.state_path).unlink(missing_ok=True)
-    return {**os.environ, "SPARK_CONF_DIR": str(conf), "TXMON_SPARK__MAX_OFFSETS_PER_TRIGGER": "400",
-            "TXMON_RECOVERY__RESTART_MAX_S": "5", "TXMON_RECOVERY__SUPERVISE_POLL_S": "2",
-            "TXMON_RECOVERY__SUPERVISE_RESTART_INITIAL_S": "1",
-            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    return {
+        **os.environ,
+        "SPARK_CONF_DIR": str(conf),
+        "TXMON_SPARK__MAX_OFFSETS_PER_TRIGGER": "400",
+        "TXMON_RECOVERY__RESTART_MAX_S": "5",
+        "TXMON_RECOVERY__SUPERVISE_POLL_S": "2",
+        "TXMON_RECOVERY__SUPERVISE_RESTART_INITIAL_S": "1",
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    }
 
 
 def _events(topic: str, n: int = EVENTS):
-    sim = simulator_for(SimulateOptions(seed=zlib.crc32(topic.encode()), count=n, rate=None, n_customers=300,
-                                        progress=False))
+    sim = simulator_for(
+        SimulateOptions(seed=zlib.crc32(topic.encode()), count=n, rate=None, n_customers=300, progress=False)
+    )
     return [item.event for item in sim.generate(n)]
 
 
@@ -81,12 +88,18 @@ def _produce(settings, topic: str, events) -> None:
     producer does."""
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all", linger_ms=20,
-                             max_in_flight_requests_per_connection=1, client_id="txmon-drill",
-                             **client_config(settings))
+    producer = KafkaProducer(
+        bootstrap_servers=settings.kafka.bootstrap,
+        acks="all",
+        linger_ms=20,
+        max_in_flight_requests_per_connection=1,
+        client_id="txmon-drill",
+        **client_config(settings),
+    )
     now = datetime.now(UTC)
-    futures = [producer.send(topic, key=kafka_key(event), value=to_json(clamp_future(event, now)[0]))
-               for event in events]
+    futures = [
+        producer.send(topic, key=kafka_key(event), value=to_json(clamp_future(event, now)[0])) for event in events
+    ]
     producer.flush(timeout=120)
     assert all(f.get(timeout=60) for f in futures)
     producer.close()
@@ -117,8 +130,9 @@ class Stream:
     def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
         self.log = log
         self._out = open(log, "w")  # noqa: SIM115 - the child writes to it until stop() closes it
-        self.proc = subprocess.Popen([TXMON, "stream", *args], env=env, stdout=self._out, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [TXMON, "stream", *args], env=env, stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -154,7 +168,8 @@ def _wait_for_some(settings, stream: Stream, ids, what: str) -> int:
         return landed > 0
 
     assert wait_until(some, timeout=240, interval=1, abort=lambda: not stream.alive()), (
-        f"nothing landed before {what}:\n{stream.tail()}")
+        f"nothing landed before {what}:\n{stream.tail()}"
+    )
     return landed
 
 
@@ -163,19 +178,30 @@ def _assert_exactly_once(settings, events, stream: Stream) -> dict:
     long the stream took from here to score everything."""
     ids = [e.txn_id for e in events]
     started = time.monotonic()
-    done = wait_until(lambda: _landed(settings, ids, "scored_transactions") == len(ids), timeout=CATCH_UP_S,
-                      interval=2, abort=lambda: not stream.alive())
+    done = wait_until(
+        lambda: _landed(settings, ids, "scored_transactions") == len(ids),
+        timeout=CATCH_UP_S,
+        interval=2,
+        abort=lambda: not stream.alive(),
+    )
     landed, scored = _landed(settings, ids), _landed(settings, ids, "scored_transactions")
     assert done and (landed, scored) == (len(ids), len(ids)), (
-        f"produced {len(ids)}, landed {landed}, scored {scored}; stream alive: {stream.alive()}\n{stream.tail()}")
+        f"produced {len(ids)}, landed {landed}, scored {scored}; stream alive: {stream.alive()}\n{stream.tail()}"
+    )
     per_account = Counter(e.payer.account_number for e in events)
     with _cassandra(settings) as session:
-        stmt = session.prepare("SELECT txn_count FROM account_aggregates "
-                               "WHERE payer_account = ? AND window_kind = 'tumble_1m'")
+        stmt = session.prepare(
+            "SELECT txn_count FROM account_aggregates WHERE payer_account = ? AND window_kind = 'tumble_1m'"
+        )
         counted = {acct: sum(r.txn_count for r in session.execute(stmt, (acct,))) for acct in per_account}
     assert counted == dict(per_account)
-    return {"produced": len(ids), "landed": landed, "scored": scored, "accounts_checked": len(counted),
-            "caught_up_s": round(time.monotonic() - started)}
+    return {
+        "produced": len(ids),
+        "landed": landed,
+        "scored": scored,
+        "accounts_checked": len(counted),
+        "caught_up_s": round(time.monotonic() - started),
+    }
 
 
 def _report(drill: str, **figures) -> None:
@@ -187,10 +213,9 @@ def _recovery(settings) -> dict:
     return (read_heartbeat(heartbeat_path(settings.state_path)) or {}).get("recovery") or {}
 
 
-def test_stream_waits_out_a_cassandra_outage_and_loses_or_doubles_nothing(services, stream_topic, stream_env,
-                                                                          tmp_path):
+def test_stream_waits_out_a_cassandra_outage_and_loses_or_doubles_nothing(services, stream_topic, stream_env, tmp_path):
     events = _events(stream_topic)
-    first, during = events[:EVENTS // 2], events[EVENTS // 2:]
+    first, during = events[: EVENTS // 2], events[EVENTS // 2 :]
     _produce(services, stream_topic, first)
     stream = Stream(_args(stream_topic, tmp_path / "ckpt"), stream_env, tmp_path / "stream.log")
     cassandra = CassandraService(services)
@@ -214,9 +239,15 @@ def test_stream_waits_out_a_cassandra_outage_and_loses_or_doubles_nothing(servic
         # The wait was visible while it lasted, and the stream restarted its queries itself.
         assert waiting.get("state") == "waiting" and "cassandra" in waiting.get("last_error", "").lower(), waiting
         assert recovery["state"] == "running" and recovery["restarts"] >= 1, recovery
-        _report("cassandra killed", outage_s=round(outage_s), cassandra_ready_after_s=round(ready_after_s),
-                landed_before_kill=landed, query_restarts=recovery["restarts"],
-                restart_attempts=recovery["attempt"], **figures)
+        _report(
+            "cassandra killed",
+            outage_s=round(outage_s),
+            cassandra_ready_after_s=round(ready_after_s),
+            landed_before_kill=landed,
+            query_restarts=recovery["restarts"],
+            restart_attempts=recovery["attempt"],
+            **figures,
+        )
     finally:
         stream.stop()
         if cassandra.process.pid() is None:  # leave the session's stack as it was found
@@ -226,7 +257,7 @@ def test_stream_waits_out_a_cassandra_outage_and_loses_or_doubles_nothing(servic
 
 def test_stream_carries_on_after_kafka_is_killed_and_restarted(services, stream_topic, stream_env, tmp_path):
     events = _events(stream_topic)
-    before, after = events[:EVENTS // 2], events[EVENTS // 2:]
+    before, after = events[: EVENTS // 2], events[EVENTS // 2 :]
     _produce(services, stream_topic, before)
     stream = Stream(_args(stream_topic, tmp_path / "ckpt"), stream_env, tmp_path / "stream.log")
     kafka = KafkaService(services)
@@ -246,8 +277,14 @@ def test_stream_carries_on_after_kafka_is_killed_and_restarted(services, stream_
         figures = _assert_exactly_once(services, events, stream)
         assert stream.alive()
         recovery = _recovery(services)
-        _report("kafka killed", outage_s=round(outage_s), kafka_ready_after_s=round(ready_after_s),
-                landed_before_kill=landed, query_restarts=recovery.get("restarts", 0), **figures)
+        _report(
+            "kafka killed",
+            outage_s=round(outage_s),
+            kafka_ready_after_s=round(ready_after_s),
+            landed_before_kill=landed,
+            query_restarts=recovery.get("restarts", 0),
+            **figures,
+        )
     finally:
         stream.stop()
         if kafka.process.pid() is None:
@@ -258,7 +295,7 @@ def test_stream_carries_on_after_kafka_is_killed_and_restarted(services, stream_
 def test_supervisor_restarts_a_stream_killed_with_sigkill(services, stream_topic, stream_env, tmp_path):
     ckpt = tmp_path / "ckpt"
     events = _events(stream_topic)
-    before, after = events[:EVENTS // 2], events[EVENTS // 2:]
+    before, after = events[: EVENTS // 2], events[EVENTS // 2 :]
     _produce(services, stream_topic, before)
     recorded = len(restarts(services))
     supervisor = Stream(["--supervise", *_args(stream_topic, ckpt)], stream_env, tmp_path / "supervisor.log")
@@ -272,14 +309,22 @@ def test_supervisor_restarts_a_stream_killed_with_sigkill(services, stream_topic
         killed_at = time.monotonic()
         _produce(services, stream_topic, after)
 
-        assert wait_until(lambda: len(restarts(services)) > recorded + 1, timeout=120, interval=1,
-                          abort=lambda: not supervisor.alive()), supervisor.tail()
+        assert wait_until(
+            lambda: len(restarts(services)) > recorded + 1,
+            timeout=120,
+            interval=1,
+            abort=lambda: not supervisor.alive(),
+        ), supervisor.tail()
         restarted_after_s = time.monotonic() - killed_at
         restart = restarts(services)[recorded + 1]
         assert restart["reason"].startswith("dead") and restart["pid"] != started["pid"], restart
         figures = _assert_exactly_once(services, events, supervisor)
-        _report("stream killed -9 under txmon stream --supervise", landed_before_kill=landed,
-                restarted_after_s=round(restarted_after_s), **figures)
+        _report(
+            "stream killed -9 under txmon stream --supervise",
+            landed_before_kill=landed,
+            restarted_after_s=round(restarted_after_s),
+            **figures,
+        )
         assert CheckpointLock(str(ckpt)).holder()["pid"] != victim
         assert supervisor.alive() and "started pid" in supervisor.tail()
     finally:
@@ -289,22 +334,30 @@ def test_supervisor_restarts_a_stream_killed_with_sigkill(services, stream_topic
 
 
 def test_a_second_stream_on_the_same_checkpoint_is_refused_and_the_first_keeps_running(
-        services, stream_topic, stream_env, tmp_path):
+    services, stream_topic, stream_env, tmp_path
+):
     ckpt = tmp_path / "ckpt"
     events = _events(stream_topic, 1000)
     _produce(services, stream_topic, events[:500])
     first = Stream(_args(stream_topic, ckpt), stream_env, tmp_path / "first.log")
     try:
         _wait_for_some(services, first, [e.txn_id for e in events[:500]], "the second start")
-        second = subprocess.run([TXMON, "stream", *_args(stream_topic, ckpt)], env=stream_env, check=False,
-                                capture_output=True, text=True, timeout=120)
+        second = subprocess.run(
+            [TXMON, "stream", *_args(stream_topic, ckpt)],
+            env=stream_env,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert second.returncode == 2, second.stdout + second.stderr
         lines = second.stderr.strip().splitlines()
         assert len(lines) == 1, second.stderr
         assert lines[0] == (
             f"txmon: another stream is already running on checkpoint {ckpt} (pid {first.proc.pid}, since "
             f"{json.loads((ckpt / 'stream.lock').read_text())['started_at']}): stop it first "
-            f"(kill {first.proc.pid}), or give this one its own --checkpoint-dir")
+            f"(kill {first.proc.pid}), or give this one its own --checkpoint-dir"
+        )
         _produce(services, stream_topic, events[500:])
         figures = _assert_exactly_once(services, events, first)
         assert first.alive()

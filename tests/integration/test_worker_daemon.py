@@ -1,5 +1,6 @@
 """Spark's Python workers come from spark_jobs/worker_daemon.py: modules preloaded and
 frozen out of the garbage collector (pyspark runs gc.collect() after every task)."""
+
 from __future__ import annotations
 
 import pytest

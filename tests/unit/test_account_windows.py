@@ -1,4 +1,5 @@
 """account_aggregates from the payer fold (features.payer_windows) against pandas."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -28,7 +29,7 @@ def _fold_in_batches(frame, batches: int) -> MemoryProfileStore:
     store = MemoryProfileStore(keep_windows=True)
     size = -(-len(frame) // batches)
     for i in range(0, len(frame), size):
-        add_features(frame.iloc[i:i + size].reset_index(drop=True), store)
+        add_features(frame.iloc[i : i + size].reset_index(drop=True), store)
     return store
 
 
@@ -40,10 +41,15 @@ def _expected(frame, kind: str, freq: str, size: pd.Timedelta) -> dict:
     base = frame["event_time"].dt.floor(freq)
     copies = pd.concat([frame.assign(start=base - k * step) for k in range(int(size / step))])
     grouped = copies.groupby(["payer_account", "start"]).agg(
-        n=("amount_paise", "size"), total=("amount_paise", "sum"), mx=("amount_paise", "max"),
-        payees=("payee_key", "nunique"))
-    return {(payer, kind, int(start.value // 1000)): tuple(int(v) for v in row)
-            for (payer, start), row in zip(grouped.index, grouped.itertuples(index=False))}
+        n=("amount_paise", "size"),
+        total=("amount_paise", "sum"),
+        mx=("amount_paise", "max"),
+        payees=("payee_key", "nunique"),
+    )
+    return {
+        (payer, kind, int(start.value // 1000)): tuple(int(v) for v in row)
+        for (payer, start), row in zip(grouped.index, grouped.itertuples(index=False))
+    }
 
 
 def _hours_from_buckets(store: MemoryProfileStore) -> dict:
@@ -52,8 +58,11 @@ def _hours_from_buckets(store: MemoryProfileStore) -> dict:
     for (payer, kind, start), row in store.windows.items():
         if kind == "tumble_5m":
             buckets.setdefault(payer, []).append((start, *row[4:7], row[8]))
-    return {(payer, "slide_1h", start): (n, total, mx, payees)
-            for payer, rows in buckets.items() for _, start, end, n, total, mx, payees in sliding_hours(rows)}
+    return {
+        (payer, "slide_1h", start): (n, total, mx, payees)
+        for payer, rows in buckets.items()
+        for _, start, end, n, total, mx, payees in sliding_hours(rows)
+    }
 
 
 @pytest.mark.parametrize("batches", [1, 7])
@@ -63,9 +72,11 @@ def test_windows_equal_an_independent_computation_however_the_events_are_batched
     got = {key: row[4:8] for key, row in store.windows.items()}
     assert {k[1] for k in got} == {"tumble_1m", "tumble_5m"}  # the sliding hour is not stored
     assert {k: v for k, v in got.items() if k[1] == "tumble_1m"} == _expected(
-        frame, "tumble_1m", "1min", pd.Timedelta(minutes=1))
+        frame, "tumble_1m", "1min", pd.Timedelta(minutes=1)
+    )
     assert {k: v for k, v in got.items() if k[1] == "tumble_5m"} == _expected(
-        frame, "tumble_5m", "5min", pd.Timedelta(minutes=5))
+        frame, "tumble_5m", "5min", pd.Timedelta(minutes=5)
+    )
     assert all(row[7] == len(row[8]) for row in store.windows.values())  # distinct payees = the set kept
     assert _hours_from_buckets(store) == _expected(frame, "slide_1h", "5min", pd.Timedelta(hours=1))
 
@@ -105,16 +116,26 @@ def test_each_window_is_saved_once_per_batch_even_when_the_batch_spans_a_day():
             super().save_windows(rows)
 
     t0 = pd.Timestamp("2026-01-01", tz="UTC")
-    frame = pd.DataFrame({
-        "txn_id": ["a", "b", "c"],
-        "event_time": [t0, t0 + pd.Timedelta(hours=23), t0 + pd.Timedelta(hours=23, minutes=10)],
-        "payer_account": "P", "payee_key": ["x", "y", "z"], "amount_paise": [100, 200, 300],
-        "device_id": "d", "lat": None, "lon": None, "status": "SUCCESS"})
+    frame = pd.DataFrame(
+        {
+            "txn_id": ["a", "b", "c"],
+            "event_time": [t0, t0 + pd.Timedelta(hours=23), t0 + pd.Timedelta(hours=23, minutes=10)],
+            "payer_account": "P",
+            "payee_key": ["x", "y", "z"],
+            "amount_paise": [100, 200, 300],
+            "device_id": "d",
+            "lat": None,
+            "lon": None,
+            "status": "SUCCESS",
+        }
+    )
     store = Recording(keep_windows=True)
     add_payer_features(frame, store)
     keys = [row[:3] for row in saved]
     assert len(keys) == len(set(keys))
-    last_hour = _hours_from_buckets(store)[("P", "slide_1h", int((t0 + pd.Timedelta(hours=22, minutes=15)).value // 1000))]
+    last_hour = _hours_from_buckets(store)[
+        ("P", "slide_1h", int((t0 + pd.Timedelta(hours=22, minutes=15)).value // 1000))
+    ]
     assert last_hour[:2] == (2, 500)  # the 23:00 and 23:10 events, both counted
 
 

@@ -1,6 +1,7 @@
 """One contract, every channel: each implementation is run against a real local
 provider (aiosmtpd SMTP server, Twilio-shaped HTTP gateway, webhook endpoint) on
 loopback and must behave the same way. A new channel joins CASES and is covered."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -42,10 +43,12 @@ class Case:
 def _email_case(monkeypatch) -> Case:
     sink = SmtpSink(credentials=("alerts", "s3cret")).start()
     monkeypatch.setenv("TEST_SMTP_PASSWORD", "s3cret")
-    channel = EmailChannel(SmtpConfig(port=sink.port, security="none", username="alerts",
-                                      password_env="TEST_SMTP_PASSWORD"))
+    channel = EmailChannel(
+        SmtpConfig(port=sink.port, security="none", username="alerts", password_env="TEST_SMTP_PASSWORD")
+    )
     return Case(
-        channel, Recipient("email", "desk@bank.example", "de***@bank.example", "staff", "fraud_desk"),
+        channel,
+        Recipient("email", "desk@bank.example", "de***@bank.example", "staff", "fraud_desk"),
         lambda: [{"key": m.message_id.strip("<>").removesuffix("@txmon"), "text": m.text()} for m in sink.messages()],
         lambda: sink.refuse("421 4.3.2 service shutting down", times=10),
         lambda: sink.refuse("550 5.1.1 mailbox unavailable", times=1),
@@ -56,10 +59,14 @@ def _email_case(monkeypatch) -> Case:
 def _sms_case(monkeypatch) -> Case:
     gateway = SmsGatewayStub(token="tok-123").start()
     monkeypatch.setenv("TEST_SMS_TOKEN", "tok-123")
-    channel = SmsChannel(SmsConfig(base_url=gateway.base_url, account_sid=gateway.account_sid,
-                                   token_env="TEST_SMS_TOKEN", from_number="TXMONB"))
+    channel = SmsChannel(
+        SmsConfig(
+            base_url=gateway.base_url, account_sid=gateway.account_sid, token_env="TEST_SMS_TOKEN", from_number="TXMONB"
+        )
+    )
     return Case(
-        channel, Recipient("sms", PHONE, "+91XXXXXX5678", "customer", "customer"),
+        channel,
+        Recipient("sms", PHONE, "+91XXXXXX5678", "customer", "customer"),
         lambda: [{"key": k, "text": m["Body"]} for k, m in gateway.messages.items()],
         lambda: gateway.fail(503, times=10),
         lambda: gateway.fail(400, times=1),
@@ -71,7 +78,8 @@ def _webhook_case(monkeypatch) -> Case:
     sink = WebhookSink().start()
     channel = WebhookChannel(WebhookConfig())
     return Case(
-        channel, Recipient("webhook", sink.url, "webhook:fraud_desk", "staff", "fraud_desk"),
+        channel,
+        Recipient("webhook", sink.url, "webhook:fraud_desk", "staff", "fraud_desk"),
         lambda: [{"key": r["key"], "text": r["text"]} for r in sink.requests],
         lambda: sink.fail(502, times=10),
         lambda: sink.fail(404, times=1),
@@ -94,8 +102,9 @@ def case(request, monkeypatch):
 
 
 def _message(recipient: Recipient, key: str = "0b7c.k1") -> OutboundMessage:
-    return OutboundMessage(key, recipient, "[txmon] BLOCK", "Blocked Rs.1,250.00 from a/c XXXXXXXX9012.",
-                           "<p>Blocked <b>₹1,250.00</b></p>")
+    return OutboundMessage(
+        key, recipient, "[txmon] BLOCK", "Blocked Rs.1,250.00 from a/c XXXXXXXX9012.", "<p>Blocked <b>₹1,250.00</b></p>"
+    )
 
 
 def test_delivers_once_with_the_idempotency_key_and_reports_the_provider_reply(case):
@@ -134,14 +143,19 @@ def test_a_provider_that_is_not_listening_is_a_transient_error(case):
 
 # ------------------------------------------------------------- channel specifics
 
+
 def test_email_has_text_html_inline_image_and_stable_message_id(monkeypatch):
     with SmtpSink() as sink:
         channel = EmailChannel(SmtpConfig(port=sink.port, security="none"))
-        msg = OutboundMessage("abc.email.k", Recipient("email", "desk@bank.example", "de***@bank.example",
-                                                       "staff", "fraud_desk"),
-                              "Digest ₹", "plain body", '<img src="cid:chart@txmon">',
-                              inline_images=(InlineImage("chart@txmon", b"\x89PNG\r\n\x1a\nfake"),),
-                              headers=(("X-Txmon-Alert-Id", "abc"),))
+        msg = OutboundMessage(
+            "abc.email.k",
+            Recipient("email", "desk@bank.example", "de***@bank.example", "staff", "fraud_desk"),
+            "Digest ₹",
+            "plain body",
+            '<img src="cid:chart@txmon">',
+            inline_images=(InlineImage("chart@txmon", b"\x89PNG\r\n\x1a\nfake"),),
+            headers=(("X-Txmon-Alert-Id", "abc"),),
+        )
         channel.send(msg)
         mail = sink.messages()[0]
     assert mail.message_id == "<abc.email.k@txmon>"
@@ -157,8 +171,9 @@ def test_email_has_text_html_inline_image_and_stable_message_id(monkeypatch):
 def test_email_login_with_a_wrong_password_is_permanent_and_names_the_fix(monkeypatch):
     monkeypatch.setenv("TEST_SMTP_PASSWORD", "wrong")
     with SmtpSink(credentials=("alerts", "s3cret")) as sink:
-        channel = EmailChannel(SmtpConfig(port=sink.port, security="none", username="alerts",
-                                          password_env="TEST_SMTP_PASSWORD"))
+        channel = EmailChannel(
+            SmtpConfig(port=sink.port, security="none", username="alerts", password_env="TEST_SMTP_PASSWORD")
+        )
         with pytest.raises(ChannelError) as err:
             channel.send(_message(Recipient("email", "d@bank.example", "d***@bank.example", "staff", "x")))
     assert not err.value.transient
@@ -177,8 +192,14 @@ def test_secrets_come_from_the_environment_and_a_missing_one_is_named(monkeypatc
 def test_sms_gateway_gets_twilio_form_fields_with_basic_auth(monkeypatch):
     monkeypatch.setenv("TEST_SMS_TOKEN", "tok-123")
     with SmsGatewayStub(token="tok-123") as gateway:
-        channel = SmsChannel(SmsConfig(base_url=gateway.base_url, account_sid=gateway.account_sid,
-                                       token_env="TEST_SMS_TOKEN", from_number="TXMONB"))
+        channel = SmsChannel(
+            SmsConfig(
+                base_url=gateway.base_url,
+                account_sid=gateway.account_sid,
+                token_env="TEST_SMS_TOKEN",
+                from_number="TXMONB",
+            )
+        )
         receipt = channel.send(_message(Recipient("sms", PHONE, "+91XXXXXX5678", "customer", "customer")))
         request = gateway.requests[0]
     assert (request["To"], request["From"]) == (PHONE, "TXMONB")
@@ -188,8 +209,9 @@ def test_sms_gateway_gets_twilio_form_fields_with_basic_auth(monkeypatch):
 def test_sms_with_a_wrong_token_is_a_permanent_error(monkeypatch):
     monkeypatch.setenv("TEST_SMS_TOKEN", "not-the-token")
     with SmsGatewayStub(token="tok-123") as gateway:
-        channel = SmsChannel(SmsConfig(base_url=gateway.base_url, account_sid=gateway.account_sid,
-                                       token_env="TEST_SMS_TOKEN"))
+        channel = SmsChannel(
+            SmsConfig(base_url=gateway.base_url, account_sid=gateway.account_sid, token_env="TEST_SMS_TOKEN")
+        )
         with pytest.raises(ChannelError) as err:
             channel.send(_message(Recipient("sms", PHONE, "+91XXXXXX5678", "customer", "customer")))
     assert not err.value.transient and "HTTP 401" in err.value.response
@@ -198,8 +220,11 @@ def test_sms_with_a_wrong_token_is_a_permanent_error(monkeypatch):
 def test_sms_over_the_segment_limit_is_refused_before_sending(monkeypatch):
     monkeypatch.setenv("TEST_SMS_TOKEN", "tok-123")
     with SmsGatewayStub(token="tok-123") as gateway:
-        channel = SmsChannel(SmsConfig(base_url=gateway.base_url, account_sid=gateway.account_sid,
-                                       token_env="TEST_SMS_TOKEN", max_segments=2))
+        channel = SmsChannel(
+            SmsConfig(
+                base_url=gateway.base_url, account_sid=gateway.account_sid, token_env="TEST_SMS_TOKEN", max_segments=2
+            )
+        )
         long = OutboundMessage("k", Recipient("sms", PHONE, "+91XXXXXX5678", "customer", "customer"), "", "x" * 307)
         with pytest.raises(ChannelError, match="3 segments"):
             channel.send(long)

@@ -1,4 +1,5 @@
 """The per-channel circuit breaker's state machine, on an injected clock (no sleeping)."""
+
 from __future__ import annotations
 
 import logging
@@ -21,8 +22,11 @@ class Clock:
 
 
 def _breaker(clock, **config):
-    return CircuitBreaker("email", CircuitConfig(**{"failure_threshold": 3, "open_s": 10, "multiplier": 2,
-                                                   "max_open_s": 35, **config}), clock)
+    return CircuitBreaker(
+        "email",
+        CircuitConfig(**{"failure_threshold": 3, "open_s": 10, "multiplier": 2, "max_open_s": 35, **config}),
+        clock,
+    )
 
 
 def _fail(breaker, n):

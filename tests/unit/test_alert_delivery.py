@@ -1,6 +1,7 @@
 """Delivery log semantics (idempotency, retries with exponential backoff, circuit,
 in-doubt sends, deferral) and throttle windows, with an in-memory log and a scripted channel.
 The Cassandra-backed versions are exercised end to end in tests/integration."""
+
 from __future__ import annotations
 
 import uuid
@@ -37,7 +38,10 @@ class MemoryStore:
         return n, rows[n][0]
 
     def record_attempt(self, a):
-        self.attempts.setdefault((a.delivery_id, a.channel, a.recipient_key), {})[a.attempt] = (a.status, a.provider_response)
+        self.attempts.setdefault((a.delivery_id, a.channel, a.recipient_key), {})[a.attempt] = (
+            a.status,
+            a.provider_response,
+        )
 
     def add_failure(self, f):
         self.failures[(f.day, f.delivery_id, f.channel, f.recipient_key)] = f
@@ -105,14 +109,20 @@ class Clock:
 def _deliverer(channel, store, clock, circuit=None, **retry):
     cfg = RetryConfig(**{"attempts": 4, "initial_s": 0.5, "multiplier": 2, "max_s": 30, **retry})
     circuit = circuit or CircuitConfig(failure_threshold=4, open_s=60, max_open_s=600)
-    return Deliverer({"sms": channel}, store, cfg, circuit=circuit, now=clock.now, sleep=clock.sleep,
-                     monotonic=clock.monotonic)
+    return Deliverer(
+        {"sms": channel}, store, cfg, circuit=circuit, now=clock.now, sleep=clock.sleep, monotonic=clock.monotonic
+    )
 
 
 def _job(n=1, day=DAY):
     alert_id = uuid.uuid5(uuid.NAMESPACE_DNS, str(n))
-    return Job(alert_id, "alert", "block", day, OutboundMessage(idempotency_key(alert_id, RECIPIENT), RECIPIENT,
-                                                                "", f"alert {n}"))
+    return Job(
+        alert_id,
+        "alert",
+        "block",
+        day,
+        OutboundMessage(idempotency_key(alert_id, RECIPIENT), RECIPIENT, "", f"alert {n}"),
+    )
 
 
 def test_transient_errors_are_retried_with_exponential_backoff_and_logged():
@@ -181,8 +191,11 @@ def test_folded_and_no_recipient_marks_are_terminal():
 def test_a_send_in_doubt_after_a_crash(policy, sends, last):
     store, clock = MemoryStore(), Clock()
     job = _job()
-    store.record_attempt(Attempt(job.delivery_id, "sms", RECIPIENT.key, 1, "alert", "block", RECIPIENT.masked,
-                                 "sending", "", clock.now()))
+    store.record_attempt(
+        Attempt(
+            job.delivery_id, "sms", RECIPIENT.key, 1, "alert", "block", RECIPIENT.masked, "sending", "", clock.now()
+        )
+    )
     channel = ScriptedChannel()
     deliverer = _deliverer(channel, store, clock)
     deliverer.in_doubt = policy
@@ -194,6 +207,7 @@ def test_a_send_in_doubt_after_a_crash(policy, sends, last):
 
 
 # ------------------------------------------------------------------ deferral and the retry queue
+
 
 class Inline:
     """An executor that runs the queue's hand-backs one after the other, in order."""
@@ -244,8 +258,11 @@ def test_a_parked_delivery_sent_meanwhile_by_someone_else_is_not_sent_again():
     store, clock, channel, deliverer, queue = _outage()
     channel.script = ["transient"] * 4
     queue.park(_job(1), None, deliverer.deliver(_job(1), defer=True).response)
-    store.record_attempt(Attempt(_job(1).delivery_id, "sms", RECIPIENT.key, 9, "alert", "block", RECIPIENT.masked,
-                                 "sent", "201", clock.now()))
+    store.record_attempt(
+        Attempt(
+            _job(1).delivery_id, "sms", RECIPIENT.key, 9, "alert", "block", RECIPIENT.masked, "sent", "201", clock.now()
+        )
+    )
     clock.t += 60
     assert [o.status for o in queue.run_due(Inline(), limit=100)] == ["done"]
     assert len(channel.sent) == 4 and len(queue) == 0
@@ -302,6 +319,7 @@ def test_parking_can_be_given_up_for_retry_failed_at_the_end_of_a_run():
 
 # ------------------------------------------------------------------ throttle
 
+
 def _throttle(store, clock, window_s=600):
     return Throttle(store, ThrottleConfig(window_s=window_s), clock.now)
 
@@ -309,8 +327,7 @@ def _throttle(store, clock, window_s=600):
 def test_a_burst_for_one_account_and_rule_sends_one_and_folds_the_rest():
     store, clock = MemoryStore(), Clock()
     throttle = _throttle(store, clock)
-    verdicts = [throttle.admit("g/0", make_alert(i, account="500000000001"), RECIPIENT, "block")[0]
-                for i in range(50)]
+    verdicts = [throttle.admit("g/0", make_alert(i, account="500000000001"), RECIPIENT, "block")[0] for i in range(50)]
     assert verdicts == ["send"] + ["fold"] * 49
     assert throttle.due() == []  # window still open
 
@@ -380,4 +397,6 @@ def test_folds_left_over_from_a_finished_window_are_cleaned_on_load():
 def test_throttling_can_be_switched_off():
     store, clock = MemoryStore(), Clock()
     throttle = Throttle(store, ThrottleConfig(enabled=False), clock.now)
-    assert {throttle.admit("g/0", make_alert(i, account="500000000001"), RECIPIENT, "r")[0] for i in range(5)} == {"send"}
+    assert {throttle.admit("g/0", make_alert(i, account="500000000001"), RECIPIENT, "r")[0] for i in range(5)} == {
+        "send"
+    }

@@ -1,6 +1,7 @@
 """No account number or VPA of a transaction leaves the stream in clear: not in the alert
 the stream publishes, its Kafka key, its Cassandra rows, nor any message rendered from it
 (docs/security-pii.md). Properties over arbitrary identifiers the event contract accepts."""
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,12 @@ vpas = st.from_regex(VPA_PATTERN, fullmatch=True).filter(lambda v: len(v) <= 80)
 @st.composite
 def parties(draw):
     """Clear identifiers of one transaction, and reason texts that quote them."""
-    ids = {"payer_account": draw(accounts), "payer_vpa": draw(st.none() | vpas),
-           "payee_account": draw(st.none() | accounts), "payee_vpa": draw(st.none() | vpas)}
+    ids = {
+        "payer_account": draw(accounts),
+        "payer_vpa": draw(st.none() | vpas),
+        "payee_account": draw(st.none() | accounts),
+        "payee_vpa": draw(st.none() | vpas),
+    }
     quoted = [v for v in ids.values() if v]
     words = st.sampled_from(["to", "from", "new payee", "a/c", ",", " ", "(", ")"]) | st.sampled_from(quoted)
     description = "".join(draw(st.lists(words, min_size=1, max_size=8))).strip() or "flagged"
@@ -40,8 +45,13 @@ def parties(draw):
 
 
 def _alert(ids, description, value, n=1):
-    return make_alert(n, txn_id=TXN_ID, amount_paise=1_250_001, **ids,
-                      reasons=[{"code": "R1", "description": description, "value": value, "contribution": 1.0}])
+    return make_alert(
+        n,
+        txn_id=TXN_ID,
+        amount_paise=1_250_001,
+        **ids,
+        reasons=[{"code": "R1", "description": description, "value": value, "contribution": 1.0}],
+    )
 
 
 def _leaks(ids: dict, *outputs: str | bytes) -> list[str]:
@@ -82,11 +92,18 @@ def test_no_rendered_message_holds_a_clear_identifier(case):
 def test_the_streams_alert_message_holds_no_clear_identifier(case, decision):
     """What spark_jobs.detection publishes for a flagged row, reasons quoting the row."""
     ids, description, value = case
-    row = {"txn_id": TXN_ID, "event_time": datetime(2026, 1, 5, 3, 30), "amount_paise": 99_999, "channel": "UPI",
-           "txn_type": "P2P", **{k: (v if v is not None else float("nan")) for k, v in ids.items()}}
+    row = {
+        "txn_id": TXN_ID,
+        "event_time": datetime(2026, 1, 5, 3, 30),
+        "amount_paise": 99_999,
+        "channel": "UPI",
+        "txn_type": "P2P",
+        **{k: (v if v is not None else float("nan")) for k, v in ids.items()},
+    }
     reasons = [{"code": "KNOWN_FRAUD_PAYEE", "description": description, "value": value, "contribution": 0.7}]
-    text = _alert_json(row, 88, decision, reasons, [], {}, "m1", "r1", datetime(2026, 1, 5, 3, 30, 1,
-                                                                                tzinfo=UTC), TEST_PII_KEY)
+    text = _alert_json(
+        row, 88, decision, reasons, [], {}, "m1", "r1", datetime(2026, 1, 5, 3, 30, 1, tzinfo=UTC), TEST_PII_KEY
+    )
     alert = from_json(text)
     assert not _leaks(ids, text, kafka_key(alert))
     assert alert.payer_ref == account_ref(ids["payer_account"], TEST_PII_KEY)
@@ -110,6 +127,5 @@ def test_the_customer_placeholder_names_the_ref_not_the_account():
     alert = make_alert(3, severity="HIGH")
     directory = Directory(load_alerting_config(), environ={"TXMON_WEBHOOK_FRAUD_DESK": "https://hooks.example/x"})
     _, unreachable = directory.resolve(alert, None)
-    assert unreachable and all("500000000003" not in (u.recipient.address + u.recipient.masked)
-                               for u in unreachable)
+    assert unreachable and all("500000000003" not in (u.recipient.address + u.recipient.masked) for u in unreachable)
     assert re.fullmatch(r"customer X+0003", unreachable[0].recipient.masked)

@@ -1,4 +1,5 @@
 """Templates: exact customer SMS, masking everywhere, SMS segment limits, digest."""
+
 from __future__ import annotations
 
 import random
@@ -38,10 +39,27 @@ def _random_alerts(seed: int, n: int):
         account = "".join(rng.choice("0123456789") for _ in range(rng.randint(9, 18)))
         user = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz.") for _ in range(rng.randint(3, 30)))
         payee = "".join(rng.choice("0123456789") for _ in range(12))
-        clear = {"payer_account": account, "payer_vpa": f"{user}x@okicici", "payee_account": payee,
-                 "payee_vpa": f"shop{payee}@paytm"}
-        yield clear, make_alert(i, **clear, reasons=[{"code": "R1", "description": f"new payee {payee} / {user}x@okicici",
-                                                      "value": account, "contribution": 1.0}])
+        clear = {
+            "payer_account": account,
+            "payer_vpa": f"{user}x@okicici",
+            "payee_account": payee,
+            "payee_vpa": f"shop{payee}@paytm",
+        }
+        yield (
+            clear,
+            make_alert(
+                i,
+                **clear,
+                reasons=[
+                    {
+                        "code": "R1",
+                        "description": f"new payee {payee} / {user}x@okicici",
+                        "value": account,
+                        "contribution": 1.0,
+                    }
+                ],
+            ),
+        )
 
 
 def test_no_raw_identifier_appears_in_any_message():
@@ -54,8 +72,9 @@ def test_no_raw_identifier_appears_in_any_message():
             blob = "\n".join(filter(None, [r.subject, r.text, r.html]))
             for value in raw:
                 assert value not in blob, (audience, channel, value)
-            assert "X" * 4 + clear["payer_account"][-4:] in blob or (audience == "staff" and channel == "webhook" \
-                and clear["payer_account"][-4:] in blob)
+            assert "X" * 4 + clear["payer_account"][-4:] in blob or (
+                audience == "staff" and channel == "webhook" and clear["payer_account"][-4:] in blob
+            )
     followup = FollowUp("R1", tuple(alert for _, alert in alerts[:5]))
     for audience, channel in COMBOS:
         r = render_message(audience, channel, bank, followup=followup)
@@ -70,8 +89,10 @@ def test_staff_email_tells_what_happened_why_and_what_to_do():
     for part in (r.text, r.html):
         assert "₹12,500.05" in part
         assert "05 Jan 2026 09:00:05 IST" in part
-        assert "amount is 25 times this account&#39;s usual payment" in part or \
-            "amount is 25 times this account's usual payment" in part
+        assert (
+            "amount is 25 times this account&#39;s usual payment" in part
+            or "amount is 25 times this account's usual payment" in part
+        )
         assert "Call the customer on the registered number" in part
         assert "XXXXXXXX0005 / pa***@okhdfc" in part
 
@@ -85,8 +106,12 @@ def test_html_escapes_reason_text():
 @pytest.mark.parametrize("decision", ["BLOCK", "REVIEW"])
 def test_sms_fits_two_segments_even_for_the_longest_inputs(decision):
     worst = make_alert(
-        99, decision=decision, amount_paise=MAX_AMOUNT_PAISE, payer_account="9" * 18,
-        payee_vpa="p" * 200 + "@" + "h" * 63, payee_account=None,
+        99,
+        decision=decision,
+        amount_paise=MAX_AMOUNT_PAISE,
+        payer_account="9" * 18,
+        payee_vpa="p" * 200 + "@" + "h" * 63,
+        payee_account=None,
         reasons=[{"code": "LONG", "description": "a very long reason " * 25, "contribution": 1.0}],
     )
     bank = BankConfig(name="State Bank of Example Co-operative", helpline="+91-22-12345678")
@@ -118,11 +143,24 @@ def test_a_template_that_cannot_fit_names_the_fix():
         render_message("customer", "sms", BankConfig(name="B" * 300), alert=make_alert(1))
 
 
-@pytest.mark.parametrize(("text", "segments"), [
-    ("a" * 160, 1), ("a" * 161, 2), ("a" * 306, 2), ("a" * 307, 3),
-    ("€" * 80, 1), ("€" * 81, 2), ("a" * 152 + "€", 1), ("a" * 159 + "€", 2),
-    ("अ" * 70, 1), ("अ" * 71, 2), ("अ" * 134, 2), ("अ" * 135, 3), ("", 0),
-])
+@pytest.mark.parametrize(
+    ("text", "segments"),
+    [
+        ("a" * 160, 1),
+        ("a" * 161, 2),
+        ("a" * 306, 2),
+        ("a" * 307, 3),
+        ("€" * 80, 1),
+        ("€" * 81, 2),
+        ("a" * 152 + "€", 1),
+        ("a" * 159 + "€", 2),
+        ("अ" * 70, 1),
+        ("अ" * 71, 2),
+        ("अ" * 134, 2),
+        ("अ" * 135, 3),
+        ("", 0),
+    ],
+)
 def test_sms_segment_arithmetic(text, segments):
     assert sms_segments(text) == segments
 
@@ -138,16 +176,22 @@ def test_followup_summarises_the_folded_alerts():
 
 # ------------------------------------------------------------------ digest
 
+
 def _digest_rows():
     base = datetime(2026, 1, 5, 0, 0, tzinfo=UTC)  # 05:30 IST
     rows = []
     for i in range(30):
-        rows.append({
-            "payer_ref": f"{i % 3:032x}", "payer_account_masked": f"XXXXXXXX000{i % 3}",
-            "decision": "BLOCK" if i % 3 == 0 else "REVIEW",
-            "severity": "HIGH", "amount_paise": 10_000 * (i + 1), "event_time": base + timedelta(minutes=20 * i),
-            "reason_codes": ["AMOUNT_SPIKE"] + (["NEW_DEVICE"] if i % 2 else []),
-        })
+        rows.append(
+            {
+                "payer_ref": f"{i % 3:032x}",
+                "payer_account_masked": f"XXXXXXXX000{i % 3}",
+                "decision": "BLOCK" if i % 3 == 0 else "REVIEW",
+                "severity": "HIGH",
+                "amount_paise": 10_000 * (i + 1),
+                "event_time": base + timedelta(minutes=20 * i),
+                "reason_codes": ["AMOUNT_SPIKE"] + (["NEW_DEVICE"] if i % 2 else []),
+            }
+        )
     return rows
 
 

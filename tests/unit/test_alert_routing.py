@@ -1,4 +1,5 @@
 """Routing from config/alerting.yaml, and the config's validation."""
+
 from __future__ import annotations
 
 import pytest
@@ -20,8 +21,10 @@ def config(monkeypatch) -> AlertingConfig:
 
 def _routes(directory, alert, contact):
     targets, unreachable = directory.resolve(alert, contact)
-    return ([(t.route, t.recipient.channel, t.recipient.masked) for t in targets],
-            [(u.route, u.channel, u.recipient.masked) for u in unreachable])
+    return (
+        [(t.route, t.recipient.channel, t.recipient.masked) for t in targets],
+        [(u.route, u.channel, u.recipient.masked) for u in unreachable],
+    )
 
 
 def test_block_critical_goes_to_customer_sms_desk_email_and_chat(config):
@@ -51,11 +54,17 @@ def test_a_customer_without_a_phone_is_reported_not_dropped(config):
 
 def test_a_recipient_is_served_once_per_alert_across_routes(monkeypatch):
     monkeypatch.setenv("TXMON_WEBHOOK_FRAUD_DESK", HOOK)
-    config = AlertingConfig(routes=[
-        {"name": "a", "match": {"decisions": ["BLOCK"]}, "deliver": [{"channel": "email", "to": "fraud_desk"}]},
-        {"name": "b", "match": {"min_risk_score": 50}, "deliver": [{"channel": "email", "to": "fraud_desk"}]},
-        {"name": "c", "match": {"reason_codes": ["NOPE"]}, "deliver": [{"channel": "email", "to": "analyst_queue"}]},
-    ])
+    config = AlertingConfig(
+        routes=[
+            {"name": "a", "match": {"decisions": ["BLOCK"]}, "deliver": [{"channel": "email", "to": "fraud_desk"}]},
+            {"name": "b", "match": {"min_risk_score": 50}, "deliver": [{"channel": "email", "to": "fraud_desk"}]},
+            {
+                "name": "c",
+                "match": {"reason_codes": ["NOPE"]},
+                "deliver": [{"channel": "email", "to": "analyst_queue"}],
+            },
+        ]
+    )
     targets, _ = Directory(config).resolve(make_alert(1), None)
     assert [(t.route, t.recipient.masked) for t in targets] == [("a", "fr***@bank.example")]
 
@@ -83,13 +92,19 @@ def test_environment_overrides_any_key(monkeypatch):
     assert (config.smtp.port, config.throttle.window_s) == (2525, 60)
 
 
-@pytest.mark.parametrize(("yaml_text", "message"), [
-    ("routes:\n  - name: x\n    deliver: [{channel: email, to: nobody}]\n", "recipient group 'nobody' is not defined"),
-    ("smtp:\n  prot: 25\n", "smtp.prot"),
-    ("routes:\n  - name: x\n    deliver: [{channel: webhook, to: customer}]\n", "customers have no webhook"),
-    ("routes:\n  - name: x\n    deliver: [{channel: fax, to: customer}]\n", "channel"),
-    ("smtp:\n  security: tls\n", "smtp.security"),
-])
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        (
+            "routes:\n  - name: x\n    deliver: [{channel: email, to: nobody}]\n",
+            "recipient group 'nobody' is not defined",
+        ),
+        ("smtp:\n  prot: 25\n", "smtp.prot"),
+        ("routes:\n  - name: x\n    deliver: [{channel: webhook, to: customer}]\n", "customers have no webhook"),
+        ("routes:\n  - name: x\n    deliver: [{channel: fax, to: customer}]\n", "channel"),
+        ("smtp:\n  security: tls\n", "smtp.security"),
+    ],
+)
 def test_bad_config_is_rejected_naming_key_and_fix(tmp_path, monkeypatch, yaml_text, message):
     path = tmp_path / "alerting.yaml"
     path.write_text("recipients:\n  fraud_desk: {email: [d@bank.example]}\n" + yaml_text)

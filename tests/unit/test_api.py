@@ -3,6 +3,7 @@ input, body and rate limits, masking, ingest and label idempotency, 503 and reco
 and hot reload of rules and champion. Cassandra and Kafka are stood in for by in-memory
 objects with the store's and producer's methods; tests/integration/test_api.py runs the
 same routes against the real services."""
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,10 @@ from txmon.webapp.app import create_app
 KeyRow = namedtuple("KeyRow", "key_id name scopes secret_hash created_at revoked_at")
 DecisionRow = namedtuple("DecisionRow", "txn_id content_hash verdict decided_at published_at")
 LabelRow = namedtuple("LabelRow", "label_id content_hash state")
-TxnRow = namedtuple("TxnRow", "txn_id event_time channel txn_type payer_account payer_vpa payee_account payee_vpa "
-                              "amount_paise status landed_at")
+TxnRow = namedtuple(
+    "TxnRow",
+    "txn_id event_time channel txn_type payer_account payer_vpa payee_account payee_vpa amount_paise status landed_at",
+)
 
 
 class MemoryStore:
@@ -123,11 +126,19 @@ class MemoryProducer:
 
 
 def event(txn_id: str = "api-unit-0001", **changes) -> dict:
-    body = {"schema_version": 1, "txn_id": txn_id,
-            "event_time": (datetime.now(UTC) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "channel": "UPI", "txn_type": "P2P", "payer": {"account_number": "123456789012"},
-            "payee": {"vpa": "asha@oksbi"}, "amount_paise": 150000, "currency": "INR", "device_id": "dev-1",
-            "status": "SUCCESS"}
+    body = {
+        "schema_version": 1,
+        "txn_id": txn_id,
+        "event_time": (datetime.now(UTC) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "channel": "UPI",
+        "txn_type": "P2P",
+        "payer": {"account_number": "123456789012"},
+        "payee": {"vpa": "asha@oksbi"},
+        "amount_paise": 150000,
+        "currency": "INR",
+        "device_id": "dev-1",
+        "status": "SUCCESS",
+    }
     body.update(changes)
     return body
 
@@ -155,13 +166,26 @@ def world(tmp_path, rules_file):
     """(client, store, producer, keys by scope set, services)."""
     store, producer = MemoryStore(), MemoryProducer()
     api = ApiSettings(rate_per_s=1000, burst=1000, max_body_bytes=4096, batch_max=3)
-    services = ApiServices(settings=load_settings(), api=api, store=store,
-                           scorer=Scorer(rules_file, tmp_path / "models"), verifier=KeyVerifier(store, 30),
-                           buckets=TokenBuckets(api.rate_per_s, api.burst), max_age=timedelta(days=30),
-                           producer_factory=lambda: producer)
-    keys = {name: create_key(store, name, scopes)[0] for name, scopes in {
-        "score": ["score"], "read": ["read"], "clear": ["read", "clear"], "label": ["label"],
-        "all": ["score", "read", "label"]}.items()}
+    services = ApiServices(
+        settings=load_settings(),
+        api=api,
+        store=store,
+        scorer=Scorer(rules_file, tmp_path / "models"),
+        verifier=KeyVerifier(store, 30),
+        buckets=TokenBuckets(api.rate_per_s, api.burst),
+        max_age=timedelta(days=30),
+        producer_factory=lambda: producer,
+    )
+    keys = {
+        name: create_key(store, name, scopes)[0]
+        for name, scopes in {
+            "score": ["score"],
+            "read": ["read"],
+            "clear": ["read", "clear"],
+            "label": ["label"],
+            "all": ["score", "read", "label"],
+        }.items()
+    }
     client = TestClient(create_app(load_settings(), services=services))
     return client, store, producer, keys, services
 
@@ -224,8 +248,12 @@ def test_a_key_without_the_scope_is_403(world):
     answer = client.post("/v1/score", json=event(), headers=auth(keys["read"]))
     assert answer.status_code == 403 and "score" in answer.json()["detail"]
     assert client.get("/v1/transactions/x-00000001", headers=auth(keys["score"])).status_code == 403
-    assert client.post("/v1/labels", json={"txn_id": "x-00000001", "is_fraud": True},
-                       headers=auth(keys["read"])).status_code == 403
+    assert (
+        client.post(
+            "/v1/labels", json={"txn_id": "x-00000001", "is_fraud": True}, headers=auth(keys["read"])
+        ).status_code
+        == 403
+    )
 
 
 def test_bad_input_is_422_naming_the_field(world):
@@ -286,8 +314,13 @@ def test_ingest_with_a_reused_txn_id_and_other_content_is_409(world):
 
 def test_a_label_is_published_once_per_label_id(world):
     client, _, producer, keys, _ = world
-    label = {"label_id": "cb-1", "txn_id": "api-unit-0001", "is_fraud": True, "scenario": "chargeback",
-             "label_time": "2026-01-01T00:00:00Z"}
+    label = {
+        "label_id": "cb-1",
+        "txn_id": "api-unit-0001",
+        "is_fraud": True,
+        "scenario": "chargeback",
+        "label_time": "2026-01-01T00:00:00Z",
+    }
     first = client.post("/v1/labels", json=label, headers=auth(keys["label"]))
     second = client.post("/v1/labels", json=label, headers=auth(keys["label"]))
     assert (first.status_code, second.status_code) == (202, 200)
@@ -295,20 +328,32 @@ def test_a_label_is_published_once_per_label_id(world):
     key, value = producer.labels[0]
     assert key == b"api-unit-0001" and json.loads(value)["is_fraud"] is True
     undated = {"txn_id": "api-unit-0002", "is_fraud": True}  # label_time defaults to now: still one label
-    assert [client.post("/v1/labels", json=undated, headers=auth(keys["label"])).status_code
-            for _ in range(2)] == [202, 200]
+    assert [client.post("/v1/labels", json=undated, headers=auth(keys["label"])).status_code for _ in range(2)] == [
+        202,
+        200,
+    ]
     assert len(producer.labels) == 2
     changed = client.post("/v1/labels", json={**label, "is_fraud": False}, headers=auth(keys["label"]))
     assert changed.status_code == 409
-    bad = client.post("/v1/labels", json={"txn_id": "api-unit-0001", "is_fraud": "maybe"},
-                      headers=auth(keys["label"]))
+    bad = client.post("/v1/labels", json={"txn_id": "api-unit-0001", "is_fraud": "maybe"}, headers=auth(keys["label"]))
     assert bad.status_code == 422 and bad.json()["field"] == "is_fraud"
 
 
 def test_account_numbers_are_masked_without_the_clear_scope(world):
     client, store, _, keys, _ = world
-    store.txns["api-unit-0001"] = TxnRow("api-unit-0001", datetime(2026, 1, 1), "UPI", "P2P", "123456789012",
-                                         None, None, "asha@oksbi", 150000, "SUCCESS", datetime(2026, 1, 1))
+    store.txns["api-unit-0001"] = TxnRow(
+        "api-unit-0001",
+        datetime(2026, 1, 1),
+        "UPI",
+        "P2P",
+        "123456789012",
+        None,
+        None,
+        "asha@oksbi",
+        150000,
+        "SUCCESS",
+        datetime(2026, 1, 1),
+    )
     masked = client.get("/v1/transactions/api-unit-0001", headers=auth(keys["read"])).json()["transaction"]
     clear = client.get("/v1/transactions/api-unit-0001", headers=auth(keys["clear"])).json()["transaction"]
     assert masked["payer_account"] == "XXXXXXXX9012" and masked["payee_vpa"] == "as***@oksbi"
@@ -318,8 +363,11 @@ def test_account_numbers_are_masked_without_the_clear_scope(world):
 
 def test_batch_scores_each_and_names_bad_items(world):
     client, _, _, keys, _ = world
-    answer = client.post("/v1/score/batch", json={"transactions": [event("b-000001"), event("b-000002", mcc="54")]},
-                         headers=auth(keys["score"]))
+    answer = client.post(
+        "/v1/score/batch",
+        json={"transactions": [event("b-000001"), event("b-000002", mcc="54")]},
+        headers=auth(keys["score"]),
+    )
     results = answer.json()["results"]
     assert results[0]["txn_id"] == "b-000001" and results[1]["field"] == "mcc" and results[1]["index"] == 1
     too_many = client.post("/v1/score/batch", json={"transactions": [event()] * 4}, headers=auth(keys["score"]))
@@ -329,13 +377,16 @@ def test_batch_scores_each_and_names_bad_items(world):
 def test_rules_reload_when_the_file_changes(world, rules_file):
     client, _, _, keys, _ = world
     before = client.post("/v1/score", json=event(), headers=auth(keys["score"])).json()
-    rules_file.write_text(rules_file.read_text() + """
+    rules_file.write_text(
+        rules_file.read_text()
+        + """
   - id: EVERY_UPI_PAYMENT
     description: A test rule that fires on every UPI payment
     condition: channel = 'UPI' AND amount_paise > 0
     score: 60
     severity: LOW
-""")
+"""
+    )
     after = client.post("/v1/score", json=event(), headers=auth(keys["score"])).json()
     assert after["rules_version"] != before["rules_version"]
     assert "EVERY_UPI_PAYMENT" in after["rules_fired"] and after["decision"] == "REVIEW"
@@ -351,8 +402,9 @@ def test_champion_reloads_when_promoted(world, tmp_path):
 
     client, _, _, keys, _ = world
     assert client.post("/v1/score", json=event(), headers=auth(keys["score"])).json()["model_version"] == "none"
-    trained = train_frame(planted_frame(n=800, seed=5), TrainingConfig(seed=3, max_iter=20, iforest_estimators=10),
-                          data_source="planted")
+    trained = train_frame(
+        planted_frame(n=800, seed=5), TrainingConfig(seed=3, max_iter=20, iforest_estimators=10), data_source="planted"
+    )
     registry = Registry(tmp_path / "models")
     registry.promote(registry.register(trained.bundle, trained.metadata))
     body = client.post("/v1/score", json=event(), headers=auth(keys["score"])).json()

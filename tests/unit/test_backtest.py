@@ -3,6 +3,7 @@ delay, one score per test row, the report, the literature's card precision@k.
 
 The rules (Spark SQL) are replaced by zeros here; tests/integration/test_backtest_parity.py
 runs them, and the whole scoring, against the stream."""
+
 from __future__ import annotations
 
 import csv
@@ -37,9 +38,14 @@ def source():
 
 def test_card_precision_removes_accounts_detected_on_earlier_days_and_divides_by_k():
     t = pd.to_datetime(["2025-01-06T04:00Z"] * 4 + ["2025-01-07T04:00Z"] * 4, utc=True)
-    frame = pd.DataFrame({"event_time": t, "payer_account": list("ABCDABCD"),
-                          "risk_score": [90, 80, 80, 10, 99, 70, 70, 70],
-                          "is_fraud": [1, 0, 1, 0, 1, 1, 0, 1]})
+    frame = pd.DataFrame(
+        {
+            "event_time": t,
+            "payer_account": list("ABCDABCD"),
+            "risk_score": [90, 80, 80, 10, 99, 70, 70, 70],
+            "is_fraud": [1, 0, 1, 0, 1, 1, 0, 1],
+        }
+    )
     days = card_precision_at_k(frame, k=2, tz="UTC")
     # day 1: A (90) then B before C on the tie at 80 (account order): A detected -> 1/2
     # day 2: A is removed although it scores 99; B, C tie at 70 with D: B (fraud), C -> 1/2
@@ -66,8 +72,9 @@ def test_simulated_source_matches_the_training_path(source):
     history = simulated(6_000, seed=11, mean_tps=0.02)
     expected = labelled_features(history.events, history.labels)
     got = features_in_chunks(source.transactions, 1_000)
-    pd.testing.assert_frame_equal(got[["txn_id", *FEATURES]].reset_index(drop=True),
-                                  expected[["txn_id", *FEATURES]].reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        got[["txn_id", *FEATURES]].reset_index(drop=True), expected[["txn_id", *FEATURES]].reset_index(drop=True)
+    )
     assert got["is_fraud"].sum() == expected["is_fraud"].sum()
 
 
@@ -87,11 +94,13 @@ def _card_file(path: Path) -> Path:
 
 def test_read_file_in_chunks_keeps_row_numbers_ids_and_rejected_labels(tmp_path):
     path = _card_file(tmp_path / "cards.csv")
-    small = bt.read_file(path, CARD_MAPPING, chunk_rows=100, rejects_path=tmp_path / "rejects.csv",
-                         label_delay=timedelta(hours=6))
+    small = bt.read_file(
+        path, CARD_MAPPING, chunk_rows=100, rejects_path=tmp_path / "rejects.csv", label_delay=timedelta(hours=6)
+    )
     whole = bt.read_file(path, CARD_MAPPING, chunk_rows=10_000)
-    pd.testing.assert_frame_equal(small.transactions.drop(columns="label_time"),
-                                  whole.transactions.drop(columns="label_time"))
+    pd.testing.assert_frame_equal(
+        small.transactions.drop(columns="label_time"), whole.transactions.drop(columns="label_time")
+    )
     assert small.rows_read == 201
     bad = [r for r in small.rejects if r.row_number == 51]
     assert bad and bad[0].is_fraud is True and small.rejected_fraud >= 1
@@ -108,9 +117,12 @@ def test_read_file_in_chunks_keeps_row_numbers_ids_and_rejected_labels(tmp_path)
 def _window(source, history_days=1.0, train_days=1.5, test_days=1.0):
     t0 = source.transactions["event_time"].min().floor("D")
     w = lambda d: (t0 + pd.Timedelta(days=d)).to_pydatetime()
-    return bt.BacktestWindow(train_start=w(history_days), train_end=w(history_days + train_days),
-                             test_start=w(history_days + train_days),
-                             test_end=w(history_days + train_days + test_days))
+    return bt.BacktestWindow(
+        train_start=w(history_days),
+        train_end=w(history_days + train_days),
+        test_start=w(history_days + train_days),
+        test_end=w(history_days + train_days + test_days),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -137,8 +149,12 @@ def test_every_test_row_is_scored_once_with_every_scorer(result, tmp_path):
     assert len(test) == w.counts["test_rows"] and test["txn_id"].is_unique
     assert test["event_time"].min() >= pd.Timestamp(w.window.test_start)
     assert set(result.summary()) == set(bt.SCORERS)
-    out = bt.write_outputs(result, scores_out=tmp_path / "scores.csv", report_dir=tmp_path / "report",
-                           command="txmon backtest --simulate 6000")
+    out = bt.write_outputs(
+        result,
+        scores_out=tmp_path / "scores.csv",
+        report_dir=tmp_path / "report",
+        command="txmon backtest --simulate 6000",
+    )
     scores = pd.read_csv(out["scores"])
     assert len(scores) == len(test)
     assert {"txn_id", "row_number", "risk_score", "fraud_probability", "decision", "top_reasons"} <= set(scores)
@@ -153,8 +169,7 @@ def test_rolling_windows_slide_by_the_test_length(source):
     import copy
 
     window = _window(source, history_days=1.0, train_days=1.5, test_days=1.0)
-    config = bt.BacktestConfig(window=window, label_delay=timedelta(hours=1), training=FAST, rolling=2,
-                               baselines=False)
+    config = bt.BacktestConfig(window=window, label_delay=timedelta(hours=1), training=FAST, rolling=2, baselines=False)
     result = bt.run(copy.deepcopy(source), config, load_rules(), log=lambda *_: None, rule_scorer=_no_rules)
     first, second = (w.window for w in result.windows)
     assert second.test_start == first.test_end and second.train_start - first.train_start == timedelta(days=1)
@@ -174,8 +189,12 @@ def test_a_window_outside_the_data_says_what_to_do(source):
 def test_windows_must_be_in_order():
     t = pd.Timestamp("2025-01-06T00:00Z").to_pydatetime()
     with pytest.raises(ValueError, match="train-start < train-end <= test-start < test-end"):
-        bt.BacktestWindow(train_start=t, train_end=t + timedelta(days=2), test_start=t + timedelta(days=1),
-                          test_end=t + timedelta(days=3))
+        bt.BacktestWindow(
+            train_start=t,
+            train_end=t + timedelta(days=2),
+            test_start=t + timedelta(days=1),
+            test_end=t + timedelta(days=3),
+        )
 
 
 def test_backtest_cli_checks_its_source_options():

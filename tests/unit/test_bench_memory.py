@@ -1,4 +1,5 @@
 """bench/memory.stack_processes: each process in exactly one group."""
+
 import os
 import subprocess
 import sys

@@ -1,4 +1,5 @@
 """The bench's traffic plan: one timeline long enough for the longest possible bench."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime
@@ -12,8 +13,10 @@ from txmon.ingestion.simulate import SimulateOptions, simulator_for
 @pytest.mark.parametrize("cfg", [BenchConfig.quick(), BenchConfig.full()], ids=["quick", "full"])
 def test_planned_events_cover_warmup_every_step_and_latency_at_the_top_rate(cfg):
     ramp = sum(cfg.rates) * cfg.step_seconds
-    assert cfg.planned_events() >= cfg.rates[0] * cfg.warmup_seconds + ramp + \
-        max(cfg.rates) * cfg.latency_fraction * cfg.latency_seconds
+    assert (
+        cfg.planned_events()
+        >= cfg.rates[0] * cfg.warmup_seconds + ramp + max(cfg.rates) * cfg.latency_fraction * cfg.latency_seconds
+    )
 
 
 def test_the_planned_timeline_starts_far_enough_back_to_end_before_the_wall_clock():

@@ -1,4 +1,5 @@
 """The administrator login of ensure_roles, against a node that refuses logins at first."""
+
 from __future__ import annotations
 
 import pytest

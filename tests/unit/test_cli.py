@@ -1,4 +1,5 @@
 """User mistakes get one clear line and a non-zero exit, never a traceback."""
+
 from __future__ import annotations
 
 import os
@@ -13,8 +14,14 @@ from txmon.infra.settings import load_settings
 
 def _txmon(*args: str, **env: str) -> subprocess.CompletedProcess:
     full_env = {**os.environ, **env}
-    return subprocess.run([sys.executable, "-m", "txmon.infra.cli", *args], check=False, capture_output=True, text=True,
-                          env=full_env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "txmon.infra.cli", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=120,
+    )
 
 
 def _assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
@@ -58,8 +65,15 @@ def test_port_in_use_is_reported_with_the_fix(tmp_path):
 
 
 def test_java_missing_is_reported_with_the_fix(tmp_path):
-    result = _txmon("infra", "up", TXMON_STATE_DIR=str(tmp_path), PATH=str(tmp_path), JAVA_HOME="",
-                    TXMON_KAFKA__PORT="29092", TXMON_KAFKA__CONTROLLER_PORT="29093")
+    result = _txmon(
+        "infra",
+        "up",
+        TXMON_STATE_DIR=str(tmp_path),
+        PATH=str(tmp_path),
+        JAVA_HOME="",
+        TXMON_KAFKA__PORT="29092",
+        TXMON_KAFKA__CONTROLLER_PORT="29093",
+    )
     _assert_one_line_error(result, "java not found", "JAVA_HOME")
 
 

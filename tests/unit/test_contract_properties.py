@@ -5,6 +5,7 @@ raise only ``EventValidationError`` (with a known reason), and the stream's judg
 raises and accounts for every record exactly once (valid or dead-lettered, with text that
 Cassandra and Kafka can store).
 """
+
 from __future__ import annotations
 
 import json
@@ -20,24 +21,45 @@ from txmon.spark_jobs import validation
 
 NOW = datetime(2025, 1, 6, 12, 0, tzinfo=UTC)
 GOOD = {
-    "schema_version": 1, "txn_id": "0f8fad5b-d9cb-469f-a165-70867728950e",
-    "event_time": "2025-01-06T10:00:00+05:30", "channel": "UPI", "txn_type": "P2M",
+    "schema_version": 1,
+    "txn_id": "0f8fad5b-d9cb-469f-a165-70867728950e",
+    "event_time": "2025-01-06T10:00:00+05:30",
+    "channel": "UPI",
+    "txn_type": "P2M",
     "payer": {"account_number": "123456789012", "ifsc": "SBIN0005943", "vpa": "asha@oksbi"},
-    "payee": {"vpa": "kirana12@ybl"}, "amount_paise": 45050, "currency": "INR", "mcc": "5411",
-    "device_id": "dev-7f3a", "ip": "10.2.3.4", "geo": {"city": "Pune", "lat": 18.52, "lon": 73.86},
+    "payee": {"vpa": "kirana12@ybl"},
+    "amount_paise": 45050,
+    "currency": "INR",
+    "mcc": "5411",
+    "device_id": "dev-7f3a",
+    "ip": "10.2.3.4",
+    "geo": {"city": "Pune", "lat": 18.52, "lon": 73.86},
     "status": "SUCCESS",
 }
 
-json_scalars = (st.none() | st.booleans() | st.integers() | st.integers(min_value=-10**30, max_value=10**30)
-                | st.floats(allow_nan=False) | st.text() | st.text(alphabet=st.characters(codec=None)))
-json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4)
-                           | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.floats(allow_nan=False)
+    | st.text()
+    | st.text(alphabet=st.characters(codec=None))
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
 timestamps = st.one_of(
-    st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31),
-                 timezones=st.sampled_from([UTC, timezone(timedelta(hours=14)),
-                                            timezone(timedelta(hours=-12)), None])).map(
-        lambda d: d.isoformat()),
-    st.text(max_size=40), st.integers(), st.floats(),
+    st.datetimes(
+        min_value=datetime(1, 1, 1),
+        max_value=datetime(9999, 12, 31),
+        timezones=st.sampled_from([UTC, timezone(timedelta(hours=14)), timezone(timedelta(hours=-12)), None]),
+    ).map(lambda d: d.isoformat()),
+    st.text(max_size=40),
+    st.integers(),
+    st.floats(),
 )
 
 
@@ -94,18 +116,27 @@ def test_a_valid_event_mutated_anyhow_gets_a_verdict(changes: dict) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.one_of(st.none(), st.binary(max_size=120),
-                          _mutations().map(lambda c: json.dumps(_apply(c)).encode("utf-8", "surrogatepass"))),
-                max_size=25))
+@given(
+    st.lists(
+        st.one_of(
+            st.none(),
+            st.binary(max_size=120),
+            _mutations().map(lambda c: json.dumps(_apply(c)).encode("utf-8", "surrogatepass")),
+        ),
+        max_size=25,
+    )
+)
 def test_the_stream_judge_accounts_for_every_record_once(values: list) -> None:
-    batch = pa.RecordBatch.from_pydict({
-        "key": pa.array([b"k"] * len(values), pa.binary()),
-        "value": pa.array(values, pa.binary()),
-        "topic": pa.array(["transactions"] * len(values), pa.string()),
-        "partition": pa.array([0] * len(values), pa.int32()),
-        "offset": pa.array(range(len(values)), pa.int64()),
-        "kafka_ts": pa.array([NOW] * len(values), pa.timestamp("us", tz="UTC")),
-    })
+    batch = pa.RecordBatch.from_pydict(
+        {
+            "key": pa.array([b"k"] * len(values), pa.binary()),
+            "value": pa.array(values, pa.binary()),
+            "topic": pa.array(["transactions"] * len(values), pa.string()),
+            "partition": pa.array([0] * len(values), pa.int32()),
+            "offset": pa.array(range(len(values)), pa.int64()),
+            "kafka_ts": pa.array([NOW] * len(values), pa.timestamp("us", tz="UTC")),
+        }
+    )
     judged = validation.judge_batch(batch, NOW, validation.Judge(max_age=timedelta(days=1095)))
     letters = {row[2]: row for row in judged.dead_letters}
     assert sorted([*judged.index, *letters]) == list(range(len(values)))

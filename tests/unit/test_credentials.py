@@ -1,5 +1,6 @@
 """Service credentials: generated once into a private file, the environment always wins,
 and every Kafka client gets its security settings from one place."""
+
 from __future__ import annotations
 
 import stat
@@ -76,13 +77,16 @@ def test_kafka_clients_authenticate_with_scram_as_the_application_or_the_admin(s
     app, admin = client_config(state), client_config(state, admin=True)
     assert app["security_protocol"] == "SASL_PLAINTEXT" and app["sasl_mechanism"] == "SCRAM-SHA-512"
     assert (app["sasl_plain_username"], app["sasl_plain_password"]) == (
-        credentials.kafka().user, credentials.kafka().password)
+        credentials.kafka().user,
+        credentials.kafka().password,
+    )
     assert admin["sasl_plain_username"] == "txmon_admin"
     spark = spark_kafka_options(state)
     assert spark["kafka.security.protocol"] == "SASL_PLAINTEXT"
     assert spark["kafka.sasl.jaas.config"] == (
-        'org.apache.kafka.common.security.scram.ScramLoginModule required '
-        f'username="txmon" password="{credentials.kafka().password}";')
+        "org.apache.kafka.common.security.scram.ScramLoginModule required "
+        f'username="txmon" password="{credentials.kafka().password}";'
+    )
 
 
 def test_sasl_ssl_clients_trust_the_configured_ca(state, monkeypatch, tmp_path):

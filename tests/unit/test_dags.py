@@ -3,6 +3,7 @@ timeouts, failure callback, docs and parameters operators rely on.
 
 In-process Airflow uses the test AIRFLOW_HOME set in tests/conftest.py.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,10 +55,13 @@ def test_no_dag_file_can_shadow_a_package():
     assert {"ingestion", "infra", "models", "alerting"} <= _project_packages()
     assert modules & _project_packages() == set()
     # Nor anything else a task may import: every name must be free outside dags/.
-    code = ("import importlib.util, json, sys; names = json.loads(sys.argv[1]); "
-            "print(json.dumps(sorted(n for n in names if importlib.util.find_spec(n) is not None)))")
-    out = subprocess.run([sys.executable, "-c", code, json.dumps(sorted(modules))], capture_output=True,
-                         text=True, check=True, cwd="/")
+    code = (
+        "import importlib.util, json, sys; names = json.loads(sys.argv[1]); "
+        "print(json.dumps(sorted(n for n in names if importlib.util.find_spec(n) is not None)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(sorted(modules))], capture_output=True, text=True, check=True, cwd="/"
+    )
     assert json.loads(out.stdout) == []
 
 
@@ -69,7 +73,7 @@ import json, sys, time
 from airflow.dag_processing.dagbag import DagBag
 before = set(sys.modules)
 t = time.perf_counter()
-bag = DagBag({str(ROOT / 'dags')!r})
+bag = DagBag({str(ROOT / "dags")!r})
 elapsed = time.perf_counter() - t
 new = sorted({{m.split('.')[0] for m in set(sys.modules) - before}})
 print(json.dumps({{"errors": bag.import_errors, "new": new, "seconds": elapsed,
@@ -94,8 +98,11 @@ def test_ingestion_graph_and_params(dagbag):
 
 def test_stream_supervisor_graph(dagbag):
     dag = dagbag.dags["stream_supervisor"]
-    assert _graph(dag) == {"check_stream": {"restart_stream", "stream_healthy"},
-                           "restart_stream": set(), "stream_healthy": set()}
+    assert _graph(dag) == {
+        "check_stream": {"restart_stream", "stream_healthy"},
+        "restart_stream": set(),
+        "stream_healthy": set(),
+    }
     assert dag.timetable.expression == "*/5 * * * *"
 
 
@@ -103,11 +110,26 @@ def test_model_retraining_graph_branches_and_joins(dagbag):
     dag = dagbag.dags["model_retraining"]
     graph = _graph(dag)
     # The chain, then the branch and the join (data dependencies add a few direct edges).
-    assert {"extract", "build_features", "train_challenger", "evaluate", "decide", "promote", "keep",
-            "notify_fraud_desk"} == set(graph)
-    for up, down in [("extract", "build_features"), ("build_features", "train_challenger"),
-                     ("train_challenger", "evaluate"), ("evaluate", "decide"), ("decide", "promote"),
-                     ("decide", "keep"), ("promote", "notify_fraud_desk"), ("keep", "notify_fraud_desk")]:
+    assert {
+        "extract",
+        "build_features",
+        "train_challenger",
+        "evaluate",
+        "decide",
+        "promote",
+        "keep",
+        "notify_fraud_desk",
+    } == set(graph)
+    for up, down in [
+        ("extract", "build_features"),
+        ("build_features", "train_challenger"),
+        ("train_challenger", "evaluate"),
+        ("evaluate", "decide"),
+        ("decide", "promote"),
+        ("decide", "keep"),
+        ("promote", "notify_fraud_desk"),
+        ("keep", "notify_fraud_desk"),
+    ]:
         assert down in graph[up], f"{up} -> {down} missing"
     assert graph["notify_fraud_desk"] == set()
     assert dag.get_task("notify_fraud_desk").trigger_rule == "none_failed_min_one_success"

@@ -1,5 +1,6 @@
 """What the stream's detection tasks do in a Python worker (spark_jobs/detection.py): tie
 their profile stores to the micro-batch they run in, and unpickle the model bundle once."""
+
 from __future__ import annotations
 
 import pytest
@@ -26,7 +27,9 @@ def test_a_store_carries_the_query_and_the_micro_batch_of_its_task(monkeypatch):
     monkeypatch.setattr(detection, "CassandraProfileStore", lambda target, token: made.append((target, token)))
     make = cassandra_profiles(TARGET, "/ckpt/ingest")
     for batch_id in ("7", "8"):
-        monkeypatch.setattr(pyspark.TaskContext, "get", classmethod(lambda cls, b=batch_id: _Context({BATCH_ID_PROPERTY: b})))
+        monkeypatch.setattr(
+            pyspark.TaskContext, "get", classmethod(lambda cls, b=batch_id: _Context({BATCH_ID_PROPERTY: b}))
+        )
         make()
     assert made == [(TARGET, "/ckpt/ingest#7"), (TARGET, "/ckpt/ingest#8")]
 

@@ -3,6 +3,7 @@
 The README is read in five minutes by someone who has never seen txmon; history, commit
 hashes and issue numbers belong in bench/RUNS.md and docs/decisions/, not there.
 """
+
 from __future__ import annotations
 
 import re
@@ -38,7 +39,8 @@ def relative_links(path: Path) -> list[str]:
 def test_readme_is_short_enough_to_read_in_five_minutes():
     lines = README.read_text(encoding="utf-8").splitlines()
     assert len(lines) <= README_MAX_LINES, (
-        f"README.md has {len(lines)} lines (at most {README_MAX_LINES}): move detail to docs/")
+        f"README.md has {len(lines)} lines (at most {README_MAX_LINES}): move detail to docs/"
+    )
 
 
 def test_readme_quotes_no_commit_hashes():

@@ -1,4 +1,5 @@
 """Drift monitor: exact seeded detections, quiet on stationary streams, state across restarts."""
+
 from __future__ import annotations
 
 import pickle
@@ -27,28 +28,34 @@ AT = datetime(2025, 1, 6, 12, 0, tzinfo=UTC)
 BATCH = 2_000
 
 
-def scored_batch(rng: np.random.Generator, n: int = BATCH, *, amount_scale: float = 1.0,
-                 start: int = 0) -> pd.DataFrame:
+def scored_batch(
+    rng: np.random.Generator, n: int = BATCH, *, amount_scale: float = 1.0, start: int = 0
+) -> pd.DataFrame:
     """A scored micro-batch shaped like the stream's: small scores, lognormal amounts."""
-    return pd.DataFrame({
-        "txn_id": [f"t{start + i}" for i in range(n)],
-        "fraud_probability": rng.beta(0.3, 12.0, n),
-        "anomaly_score": rng.beta(4.0, 10.0, n),
-        "amount_paise": np.round(rng.lognormal(np.log(80_000), 1.2, n) * amount_scale).astype(np.int64),
-        "payer_count_1h": rng.negative_binomial(2, 0.5, n),
-        "model_version": "v0003",
-    })
+    return pd.DataFrame(
+        {
+            "txn_id": [f"t{start + i}" for i in range(n)],
+            "fraud_probability": rng.beta(0.3, 12.0, n),
+            "anomaly_score": rng.beta(4.0, 10.0, n),
+            "amount_paise": np.round(rng.lognormal(np.log(80_000), 1.2, n) * amount_scale).astype(np.int64),
+            "payer_count_1h": rng.negative_binomial(2, 0.5, n),
+            "model_version": "v0003",
+        }
+    )
 
 
-def label_batch(rng: np.random.Generator, n_frauds: int, recall: float, *, n_legit_alerts: int = 0,
-                start: int = 0) -> pd.DataFrame:
+def label_batch(
+    rng: np.random.Generator, n_frauds: int, recall: float, *, n_legit_alerts: int = 0, start: int = 0
+) -> pd.DataFrame:
     """Late labels joined with decisions: frauds flagged with probability ``recall``."""
     flagged = rng.random(n_frauds) < recall
-    frame = pd.DataFrame({
-        "txn_id": [f"f{start + i}" for i in range(n_frauds + n_legit_alerts)],
-        "is_fraud": [True] * n_frauds + [False] * n_legit_alerts,
-        "decision": [("REVIEW" if f else "APPROVE") for f in flagged] + ["REVIEW"] * n_legit_alerts,
-    })
+    frame = pd.DataFrame(
+        {
+            "txn_id": [f"f{start + i}" for i in range(n_frauds + n_legit_alerts)],
+            "is_fraud": [True] * n_frauds + [False] * n_legit_alerts,
+            "decision": [("REVIEW" if f else "APPROVE") for f in flagged] + ["REVIEW"] * n_legit_alerts,
+        }
+    )
     return frame.iloc[rng.permutation(len(frame))].reset_index(drop=True)  # labels arrive mixed
 
 
@@ -134,8 +141,9 @@ def test_nan_values_are_skipped_not_counted() -> None:
 
 def test_scored_frame_without_the_columns_is_refused() -> None:
     with pytest.raises(ValueError, match="payer_count_1h"):
-        DriftMonitor().update_scores(pd.DataFrame({"fraud_probability": [0.1], "anomaly_score": [0.2],
-                                                   "amount_paise": [100]}), AT)
+        DriftMonitor().update_scores(
+            pd.DataFrame({"fraud_probability": [0.1], "anomaly_score": [0.2], "amount_paise": [100]}), AT
+        )
     with pytest.raises(ValueError, match="decision"):
         DriftMonitor().update_labels(pd.DataFrame({"is_fraud": [True]}), AT)
 
@@ -185,8 +193,17 @@ def test_config_is_frozen_and_strict() -> None:
     with pytest.raises(ValidationError):
         config.grace = 10  # type: ignore[misc]
     with pytest.raises(ValidationError):
-        DriftEvent(detected_at=datetime(2025, 1, 6), signal="log_amount", n_seen=1, mean_before=0,
-                   variance_before=0, width_before=0, mean_after=0, variance_after=0, width_after=0)
+        DriftEvent(
+            detected_at=datetime(2025, 1, 6),
+            signal="log_amount",
+            n_seen=1,
+            mean_before=0,
+            variance_before=0,
+            width_before=0,
+            mean_after=0,
+            variance_after=0,
+            width_after=0,
+        )
 
 
 # ------------------------------------------------------------------ restarts

@@ -1,5 +1,6 @@
 """Who hears of a drift event: Airflow's retraining DAG when there is an Airflow to tell,
 nobody (the event is only recorded) when there is not."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime
@@ -12,9 +13,17 @@ from txmon.models.drift import DriftEvent, Signal
 from txmon.spark_jobs import drift_stream
 from txmon.spark_jobs.drift_stream import NotNotified, default_notifier
 
-EVENT = DriftEvent(detected_at=datetime(2026, 1, 5, tzinfo=UTC), signal=Signal.RECALL_AMONG_FRAUDS, n_seen=300,
-                   mean_before=0.9, variance_before=0.09, width_before=250, mean_after=0.4,
-                   variance_after=0.24, width_after=40)
+EVENT = DriftEvent(
+    detected_at=datetime(2026, 1, 5, tzinfo=UTC),
+    signal=Signal.RECALL_AMONG_FRAUDS,
+    n_seen=300,
+    mean_before=0.9,
+    variance_before=0.09,
+    width_before=250,
+    mean_after=0.4,
+    variance_after=0.24,
+    width_after=40,
+)
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
 """Evaluation metrics on hand-made frames: exact values, ties, time zones, the report."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -26,16 +27,22 @@ def _frame(rows: list[tuple[str, str, int, bool]], **extra) -> pd.DataFrame:
     return frame
 
 
-DAYS = _frame([
-    # 2025-01-06 IST (04:00 UTC = 09:30 IST)
-    ("2025-01-06T04:00Z", "A", 90, True), ("2025-01-06T04:10Z", "A", 10, False),
-    ("2025-01-06T04:20Z", "B", 80, False), ("2025-01-06T04:30Z", "C", 70, True),
-    ("2025-01-06T04:40Z", "D", 20, True),
-    # 2025-01-07 IST: 19:00 UTC on the 6th is 00:30 IST on the 7th
-    ("2025-01-06T19:00Z", "E", 95, False),
-    ("2025-01-07T04:00Z", "A", 50, True), ("2025-01-07T04:10Z", "B", 50, False),
-    ("2025-01-07T04:20Z", "C", 50, False), ("2025-01-07T04:30Z", "D", 10, True),
-])
+DAYS = _frame(
+    [
+        # 2025-01-06 IST (04:00 UTC = 09:30 IST)
+        ("2025-01-06T04:00Z", "A", 90, True),
+        ("2025-01-06T04:10Z", "A", 10, False),
+        ("2025-01-06T04:20Z", "B", 80, False),
+        ("2025-01-06T04:30Z", "C", 70, True),
+        ("2025-01-06T04:40Z", "D", 20, True),
+        # 2025-01-07 IST: 19:00 UTC on the 6th is 00:30 IST on the 7th
+        ("2025-01-06T19:00Z", "E", 95, False),
+        ("2025-01-07T04:00Z", "A", 50, True),
+        ("2025-01-07T04:10Z", "B", 50, False),
+        ("2025-01-07T04:20Z", "C", 50, False),
+        ("2025-01-07T04:30Z", "D", 10, True),
+    ]
+)
 
 
 def test_daily_precision_at_k_ranks_accounts_per_ist_day():
@@ -66,10 +73,14 @@ def test_daily_precision_ceiling():
 
 def _decisions() -> pd.DataFrame:
     rows = [  # (scenario or None for genuine, is_fraud, decision)
-        ("velocity_burst", True, "BLOCK"), ("velocity_burst", True, "REVIEW"), ("velocity_burst", True, "APPROVE"),
-        ("structuring", True, "APPROVE"), ("structuring", True, "APPROVE"),
+        ("velocity_burst", True, "BLOCK"),
+        ("velocity_burst", True, "REVIEW"),
+        ("velocity_burst", True, "APPROVE"),
+        ("structuring", True, "APPROVE"),
+        ("structuring", True, "APPROVE"),
         (None, True, "REVIEW"),
-        *[(None, False, "APPROVE")] * 5, (None, False, "REVIEW"),
+        *[(None, False, "APPROVE")] * 5,
+        (None, False, "REVIEW"),
     ]
     frame = pd.DataFrame(rows, columns=["scenario", "is_fraud", "decision"])
     frame["txn_id"] = [f"t{i}" for i in range(len(frame))]
@@ -81,8 +92,7 @@ def _decisions() -> pd.DataFrame:
 
 def test_recall_per_scenario_is_exact():
     table = {r.scenario: (r.frauds, r.flagged, r.recall) for r in recall_by_scenario(_decisions())}
-    assert table == {"structuring": (2, 0, 0.0), "unknown": (1, 1, 1.0),
-                     "velocity_burst": (3, 2, pytest.approx(2 / 3))}
+    assert table == {"structuring": (2, 0, 0.0), "unknown": (1, 1, 1.0), "velocity_burst": (3, 2, pytest.approx(2 / 3))}
 
 
 def test_alert_rate_block_rate_and_recall():
@@ -143,8 +153,14 @@ def test_missing_columns_are_named():
 
 def test_risk_is_ranked_before_rounding_when_the_frame_has_it():
     # Four transactions tied at risk 1 once rounded; the unrounded risk puts the fraud first.
-    frame = _frame([("2025-01-06T04:00Z", "A", 1, False), ("2025-01-06T04:10Z", "B", 1, False),
-                    ("2025-01-06T04:20Z", "C", 1, True), ("2025-01-06T04:30Z", "D", 1, False)])
+    frame = _frame(
+        [
+            ("2025-01-06T04:00Z", "A", 1, False),
+            ("2025-01-06T04:10Z", "B", 1, False),
+            ("2025-01-06T04:20Z", "C", 1, True),
+            ("2025-01-06T04:30Z", "D", 1, False),
+        ]
+    )
     tied = evaluate_frame(frame)
     assert tied.risk.roc_auc == pytest.approx(0.5)
     frame["risk_exact"] = [0.91, 0.95, 1.3, 0.8]

@@ -1,4 +1,5 @@
 """The event contract: each dead-letter reason, the wire format, the Spark view."""
+
 from __future__ import annotations
 
 import copy
@@ -64,10 +65,25 @@ def reason_for(raw: Any, **kwargs: Any) -> str:
 
 
 def test_reason_codes_are_the_stable_wire_strings() -> None:
-    assert events.DEAD_LETTER_REASONS == tuple(DeadLetterReason) == (
-        "malformed_json", "control_characters", "unsupported_version", "missing_field", "wrong_type",
-        "unknown_channel", "non_positive_amount", "absurd_amount", "invalid_field",
-        "future_timestamp", "stale_timestamp", "conflicting_duplicate", "oversize", "unprocessable",
+    assert (
+        events.DEAD_LETTER_REASONS
+        == tuple(DeadLetterReason)
+        == (
+            "malformed_json",
+            "control_characters",
+            "unsupported_version",
+            "missing_field",
+            "wrong_type",
+            "unknown_channel",
+            "non_positive_amount",
+            "absurd_amount",
+            "invalid_field",
+            "future_timestamp",
+            "stale_timestamp",
+            "conflicting_duplicate",
+            "oversize",
+            "unprocessable",
+        )
     )
     assert events.DEAD_LETTER_REASONS[:-3] == events.CONTRACT_REASONS
 
@@ -216,7 +232,10 @@ def test_check_event_returns_every_problem_in_precedence_order() -> None:
     event, problems = events.check_event(good(amount_paise=1.5, txn_id=..., mcc="1"), now=NOW)
     assert event is None
     assert [(p.reason, p.where) for p in problems] == [
-        ("missing_field", "txn_id"), ("wrong_type", "amount_paise"), ("invalid_field", "mcc")]
+        ("missing_field", "txn_id"),
+        ("wrong_type", "amount_paise"),
+        ("invalid_field", "mcc"),
+    ]
     assert "got 1.5; send whole paise as an integer" in problems[1].message
     assert "send 8-64 letters" in problems[0].message
     assert events.check_event(GOOD, now=NOW) == (validate_event(GOOD, now=NOW), ())
@@ -266,9 +285,20 @@ def test_models_are_frozen() -> None:
 
 def test_required_fields_derived_from_the_model() -> None:
     assert events.REQUIRED_FIELDS == (
-        "schema_version", "txn_id", "event_time", "channel", "txn_type", "payer",
-        "payer.account_number", "payee", "amount_paise", "currency",
-        "geo.city", "geo.lat", "geo.lon", "status",
+        "schema_version",
+        "txn_id",
+        "event_time",
+        "channel",
+        "txn_type",
+        "payer",
+        "payer.account_number",
+        "payee",
+        "amount_paise",
+        "currency",
+        "geo.city",
+        "geo.lat",
+        "geo.lon",
+        "status",
     )
     assert events.FIELD_ENUMS["channel"] == events.CHANNELS
     assert events.FIELD_RANGES == {"geo.lat": (-90.0, 90.0), "geo.lon": (-180.0, 180.0)}
@@ -292,10 +322,28 @@ def test_field_patterns_work_as_plain_regex(path: str, ok: list[str], bad: list[
 
 @pytest.mark.parametrize(
     "address",
-    ["49.36.10.20", "0.0.0.0", "255.255.255.255", "01.2.3.4", "1.2.3", "256.1.1.1",
-     "::1", "::", "2001:db8::1", "fe80::1:2:3:4", "2001:0db8:0000:0000:0000:ff00:0042:8329",
-     "::ffff:192.0.2.1", "1:2:3:4:5:6:7:8", "1:2:3:4:5:6:1.2.3.4", "1::2::3", "12345::1",
-     "gggg::1", "1:2:3:4:5:6:7:8:9", "not-an-ip", ""],
+    [
+        "49.36.10.20",
+        "0.0.0.0",
+        "255.255.255.255",
+        "01.2.3.4",
+        "1.2.3",
+        "256.1.1.1",
+        "::1",
+        "::",
+        "2001:db8::1",
+        "fe80::1:2:3:4",
+        "2001:0db8:0000:0000:0000:ff00:0042:8329",
+        "::ffff:192.0.2.1",
+        "1:2:3:4:5:6:7:8",
+        "1:2:3:4:5:6:1.2.3.4",
+        "1::2::3",
+        "12345::1",
+        "gggg::1",
+        "1:2:3:4:5:6:7:8:9",
+        "not-an-ip",
+        "",
+    ],
 )
 def test_ip_pattern_agrees_with_ipaddress(address: str) -> None:
     try:
@@ -339,7 +387,7 @@ def _half_even_oracle(units: int, decimals: int) -> int:
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.integers(min_value=-10**13, max_value=10**13), st.integers(min_value=0, max_value=16))
+@given(st.integers(min_value=-(10**13), max_value=10**13), st.integers(min_value=0, max_value=16))
 def test_half_even_rounding_of_any_decimal_text(units: int, decimals: int) -> None:
     """Any amount written with up to 16 decimals rounds half-even exactly (no float on the way)."""
     text = str(Decimal(units).scaleb(-decimals))
@@ -347,8 +395,10 @@ def test_half_even_rounding_of_any_decimal_text(units: int, decimals: int) -> No
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.floats(min_value=-1e9, max_value=1e9, allow_nan=False, allow_infinity=False),
-       st.sampled_from(sorted(events.AMOUNT_ROUNDINGS)))
+@given(
+    st.floats(min_value=-1e9, max_value=1e9, allow_nan=False, allow_infinity=False),
+    st.sampled_from(sorted(events.AMOUNT_ROUNDINGS)),
+)
 def test_float_text_rounds_as_decimal_does(amount: float, rounding: str) -> None:
     """A float's shortest text (how CSV writers print it) rounds as Decimal rounds that text."""
     text = repr(amount)

@@ -7,6 +7,7 @@ names it; ``*.cli`` modules, the demo, the DAGs and the web application's entry 
 are the top, importing down; ``bench`` sits above the product, which never imports it
 (``txmon bench`` runs it as a subprocess).
 """
+
 from __future__ import annotations
 
 import ast
@@ -18,20 +19,49 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("infra", "ingestion", "models", "alerting", "spark_jobs", "webapp", "bench")
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("foundation", ("txmon.infra.__init__", "txmon.infra.errors", "txmon.infra.settings", "txmon.infra.masking",
-                    "txmon.infra.credentials", "txmon.infra.process", "txmon.infra.cassandra_schema",
-                    "txmon.infra.jars", "txmon.infra.kafka_client")),
+    (
+        "foundation",
+        (
+            "txmon.infra.__init__",
+            "txmon.infra.errors",
+            "txmon.infra.settings",
+            "txmon.infra.masking",
+            "txmon.infra.credentials",
+            "txmon.infra.process",
+            "txmon.infra.cassandra_schema",
+            "txmon.infra.jars",
+            "txmon.infra.kafka_client",
+        ),
+    ),
     ("contract", ("txmon.ingestion",)),
     ("domain", ("txmon.models",)),
     ("alerting", ("txmon.alerting",)),
-    ("services", ("txmon.infra.services", "txmon.infra.airflow", "txmon.infra.spark_cluster",
-                  "txmon.infra.stack")),
+    ("services", ("txmon.infra.services", "txmon.infra.airflow", "txmon.infra.spark_cluster", "txmon.infra.stack")),
     ("stream", ("txmon.spark_jobs", "txmon.infra.readback")),
-    ("orchestration", ("txmon.infra.airflow_components", "txmon.infra.orchestration",
-                       "txmon.infra.smoke_run", "txmon.spark_jobs.supervisor", "txmon.webapp")),
-    ("entry points", ("txmon.infra.cli", "txmon.infra.airflow_cli", "txmon.infra.demo", "txmon.models.cli",
-                      "txmon.alerting.cli", "txmon.webapp.cli", "txmon.webapp.console.cli", "txmon.webapp.app",
-                      "dags")),
+    (
+        "orchestration",
+        (
+            "txmon.infra.airflow_components",
+            "txmon.infra.orchestration",
+            "txmon.infra.smoke_run",
+            "txmon.spark_jobs.supervisor",
+            "txmon.webapp",
+        ),
+    ),
+    (
+        "entry points",
+        (
+            "txmon.infra.cli",
+            "txmon.infra.airflow_cli",
+            "txmon.infra.demo",
+            "txmon.models.cli",
+            "txmon.alerting.cli",
+            "txmon.webapp.cli",
+            "txmon.webapp.console.cli",
+            "txmon.webapp.app",
+            "dags",
+        ),
+    ),
     ("bench", ("txmon.bench",)),
 )
 
@@ -45,8 +75,9 @@ def layer_of(module: str) -> int:
             if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best:
                 best, index = len(prefix), i
     if index is None:
-        raise AssertionError(f"{module} is in no layer: add it to LAYERS in {Path(__file__).name} "
-                             "and to docs/architecture.md")
+        raise AssertionError(
+            f"{module} is in no layer: add it to LAYERS in {Path(__file__).name} and to docs/architecture.md"
+        )
     return index
 
 
@@ -108,8 +139,9 @@ def test_no_import_points_up():
         for line, module in _txmon_modules(path):
             theirs = layer_of(module)
             if theirs > mine:
-                upward.append(f"{path.relative_to(ROOT)}:{line} {here} ({LAYERS[mine][0]}) imports "
-                              f"{module} ({LAYERS[theirs][0]})")
+                upward.append(
+                    f"{path.relative_to(ROOT)}:{line} {here} ({LAYERS[mine][0]}) imports {module} ({LAYERS[theirs][0]})"
+                )
     assert not upward, "imports from a lower layer to a higher one:\n" + "\n".join(upward)
 
 
@@ -123,12 +155,19 @@ def test_imports_use_the_txmon_namespace():
     assert not bare, "\n".join(bare)
 
 
-@pytest.mark.parametrize(("module", "layer"), [
-    ("txmon.infra.settings", "foundation"), ("txmon.infra.__init__", "foundation"),
-    ("txmon.models.features", "domain"), ("txmon.spark_jobs.detection", "stream"),
-    ("txmon.spark_jobs.supervisor", "orchestration"), ("txmon.models.cli", "entry points"),
-    ("dags.ingestion_dag", "entry points"), ("txmon.bench.pipeline_bench", "bench"),
-])
+@pytest.mark.parametrize(
+    ("module", "layer"),
+    [
+        ("txmon.infra.settings", "foundation"),
+        ("txmon.infra.__init__", "foundation"),
+        ("txmon.models.features", "domain"),
+        ("txmon.spark_jobs.detection", "stream"),
+        ("txmon.spark_jobs.supervisor", "orchestration"),
+        ("txmon.models.cli", "entry points"),
+        ("dags.ingestion_dag", "entry points"),
+        ("txmon.bench.pipeline_bench", "bench"),
+    ],
+)
 def test_layer_of_takes_the_longest_prefix(module, layer):
     assert LAYERS[layer_of(module)][0] == layer
 

@@ -1,4 +1,5 @@
 """The 1/7/30-day customer and payee features against a brute-force computation."""
+
 from __future__ import annotations
 
 import json
@@ -27,10 +28,19 @@ def _history(seed: int, n: int = 150) -> pd.DataFrame:
     rows = []
     for i in range(n):
         t = start + int(rng.uniform(0, 45) * DAY)
-        rows.append({"txn_id": f"t{i:05d}", "event_time": pd.Timestamp(t // 1000, unit="us", tz="UTC"),
-                     "payer_account": f"{rng.randrange(8):012d}", "payee_key": f"m{rng.randrange(5)}",
-                     "amount_paise": rng.choice([0, 500, 12_000, 99_000, 2_500_000]), "device_id": None,
-                     "lat": None, "lon": None, "status": "SUCCESS"})
+        rows.append(
+            {
+                "txn_id": f"t{i:05d}",
+                "event_time": pd.Timestamp(t // 1000, unit="us", tz="UTC"),
+                "payer_account": f"{rng.randrange(8):012d}",
+                "payee_key": f"m{rng.randrange(5)}",
+                "amount_paise": rng.choice([0, 500, 12_000, 99_000, 2_500_000]),
+                "device_id": None,
+                "lat": None,
+                "lon": None,
+                "status": "SUCCESS",
+            }
+        )
     frame = pd.DataFrame(rows)
     frame["event_time"] = pd.to_datetime([r["event_time"] for r in rows], utc=True)
     return frame
@@ -58,7 +68,11 @@ def test_long_windows_match_brute_force(seed: int, delay_days: int) -> None:
     first_seen: dict[str, int] = {}
     for i, row in out.iterrows():
         t = times[i]
-        mine = [(times[j], out.at[j, "amount_paise"]) for j in range(i + 1) if out.at[j, "payer_account"] == row.payer_account]
+        mine = [
+            (times[j], out.at[j, "amount_paise"])
+            for j in range(i + 1)
+            if out.at[j, "payer_account"] == row.payer_account
+        ]
         for days in (7, 30):
             inside = _in_window([m[0] for m in mine], t, days)
             assert row[f"payer_count_{days}d"] == len(inside)
@@ -78,18 +92,29 @@ def test_long_windows_match_brute_force(seed: int, delay_days: int) -> None:
             assert row[f"payee_fraud_rate_{days}d"] == pytest.approx(min(1.0, frauds / count) if count else 0.0)
         assert row["payee_known_frauds_30d"] == len(_in_delayed_window([made for _, made in known], t, 30, delay))
         recent = [made for _, made in known if made > t - 30 * DAY - delay]
-        assert row["payee_fraud_days_since_first"] == (pytest.approx((t - min(recent)) / DAY, abs=1e-4) if recent
-                                                       else NO_FRAUD_DAYS)
-        assert row["payee_fraud_days_since_last"] == (pytest.approx((t - max(recent)) / DAY, abs=1e-4) if recent
-                                                      else NO_FRAUD_DAYS)
+        assert row["payee_fraud_days_since_first"] == (
+            pytest.approx((t - min(recent)) / DAY, abs=1e-4) if recent else NO_FRAUD_DAYS
+        )
+        assert row["payee_fraud_days_since_last"] == (
+            pytest.approx((t - max(recent)) / DAY, abs=1e-4) if recent else NO_FRAUD_DAYS
+        )
 
 
 def test_zero_amounts_are_not_small_payment_probes() -> None:
     t0 = pd.Timestamp("2025-01-06T10:00Z")
-    frame = pd.DataFrame({"txn_id": [f"z{i}" for i in range(4)],
-                          "event_time": pd.to_datetime([t0 + pd.Timedelta(minutes=i) for i in range(4)], utc=True),
-                          "payer_account": "000000000001", "payee_key": "m1", "amount_paise": [0, 0, 0, 100],
-                          "device_id": None, "lat": None, "lon": None, "status": "SUCCESS"})
+    frame = pd.DataFrame(
+        {
+            "txn_id": [f"z{i}" for i in range(4)],
+            "event_time": pd.to_datetime([t0 + pd.Timedelta(minutes=i) for i in range(4)], utc=True),
+            "payer_account": "000000000001",
+            "payee_key": "m1",
+            "amount_paise": [0, 0, 0, 100],
+            "device_id": None,
+            "lat": None,
+            "lon": None,
+            "status": "SUCCESS",
+        }
+    )
     out = add_features(frame, MemoryProfileStore())
     assert out["payer_small_1h"].tolist() == [0, 0, 0, 1]
     assert out["payer_count_1h"].tolist() == [1, 2, 3, 4]

@@ -1,4 +1,5 @@
 """The bundle on a planted frame (one feature decides fraud): scores, explanations, determinism."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -117,8 +118,9 @@ def test_rule_scores_combine_with_the_models(planted):
     from txmon.models.scoring import score_frame
 
     policy = RiskPolicy()
-    frame = planted.holdout.head(300).drop(columns=["fraud_probability", "anomaly", "rule_score", "risk_score",
-                                                     "decision"])
+    frame = planted.holdout.head(300).drop(
+        columns=["fraud_probability", "anomaly", "rule_score", "risk_score", "decision"]
+    )
     model_only = score_frame(frame, planted.bundle, policy)
     assert (model_only["rule_score"] == 0).all()
     row = model_only.iloc[7]
@@ -197,8 +199,9 @@ def test_raw_thresholds_split_raw_values_exactly_as_the_forest_splits_its_input(
         assert np.isfinite(mapped).all()
         # the boundary itself, its neighbours, and random raw values of every magnitude
         probes = np.concatenate([mapped, np.nextafter(mapped, np.inf), np.nextafter(mapped, -np.inf)])
-        values = np.concatenate([probes, rng.normal(0, 1, 2000) * 10.0 ** rng.integers(-3, 12, 2000),
-                                 [0.0, -0.0, np.inf, -np.inf]])
+        values = np.concatenate(
+            [probes, rng.normal(0, 1, 2000) * 10.0 ** rng.integers(-3, 12, 2000), [0.0, -0.0, np.inf, -np.inf]]
+        )
         for t, raw in zip(thresholds, mapped):
             expected = _forest_input(values, np.full(len(values), log)) <= t
             np.testing.assert_array_equal(values <= raw, expected)
@@ -256,12 +259,16 @@ def test_missing_values_are_learned_and_exported_for_the_stream():
     fraud = frame["is_fraud"].to_numpy()
     # Missingness alone signals fraud here (90 % of frauds, 1 % of the rest lack the field),
     # and one field is absent from the whole source.
-    frame["km_from_prev"] = frame["km_from_prev"].where(~np.where(fraud, rng.random(len(frame)) < 0.9,
-                                                                   rng.random(len(frame)) < 0.01))
+    frame["km_from_prev"] = frame["km_from_prev"].where(
+        ~np.where(fraud, rng.random(len(frame)) < 0.9, rng.random(len(frame)) < 0.01)
+    )
     frame["kmh_from_prev"] = np.nan
     frame["payer_sum_5m"] = rng.lognormal(0.0, 1.0, len(frame))  # the planted signal removed
-    result = train_frame(frame, TrainingConfig(seed=1, max_iter=30, iforest_estimators=5, tune=False,
-                                               seed_spread=False), data_source="missing")
+    result = train_frame(
+        frame,
+        TrainingConfig(seed=1, max_iter=30, iforest_estimators=5, tune=False, seed_spread=False),
+        data_source="missing",
+    )
     holdout = result.holdout
     x = result.bundle.matrix(holdout)
     assert np.isnan(x).any()

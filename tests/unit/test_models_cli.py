@@ -1,4 +1,5 @@
 """`txmon train`, `txmon evaluate`, `txmon models list|promote|rollback`."""
+
 from __future__ import annotations
 
 import os
@@ -12,14 +13,23 @@ from typer.testing import CliRunner
 from txmon.infra.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
-SAMPLE = ["--replay", str(ROOT / "ingestion/samples/card_transactions_sample.csv"),
-          "--mapping", str(ROOT / "config/replay/card_transactions.yaml")]
+SAMPLE = [
+    "--replay",
+    str(ROOT / "ingestion/samples/card_transactions_sample.csv"),
+    "--mapping",
+    str(ROOT / "config/replay/card_transactions.yaml"),
+]
 
 
 def test_models_list_on_an_empty_registry_is_one_line(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "txmon.infra.cli", "models", "list"], check=False,
-                            capture_output=True, text=True,
-                            env={**os.environ, "TXMON_MODELS_DIR": str(tmp_path / "models")}, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "txmon.infra.cli", "models", "list"],
+        check=False,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TXMON_MODELS_DIR": str(tmp_path / "models")},
+        timeout=120,
+    )
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -82,24 +92,39 @@ def _card_simulated_file(tmp_path: Path) -> Path:
     """A small generated file of the simulated card layout, plus two broken rows (one fraud)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("make_card_simulated",
-                                                  ROOT / "ingestion/samples/make_card_simulated.py")
+    spec = importlib.util.spec_from_file_location(
+        "make_card_simulated", ROOT / "ingestion/samples/make_card_simulated.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    path = module.write(tmp_path / "cards.csv", customers=60, terminals=30, days=30, seed=5,
-                        card_compromise_rate=0.01, terminal_compromise_rate=0.003)
+    path = module.write(
+        tmp_path / "cards.csv",
+        customers=60,
+        terminals=30,
+        days=30,
+        seed=5,
+        card_compromise_rate=0.01,
+        terminal_compromise_rate=0.003,
+    )
     with path.open("a", encoding="utf-8") as out:
-        out.write("900001,2018-04-20 10:00:00,1,2,-12.5,0,0,1,3\n")      # negative, labelled fraud
-        out.write("900002,2018-04-31 10:00:00,1,2,10.1,0,0,0,0\n")       # no 31 April
+        out.write("900001,2018-04-20 10:00:00,1,2,-12.5,0,0,1,3\n")  # negative, labelled fraud
+        out.write("900002,2018-04-31 10:00:00,1,2,10.1,0,0,0,0\n")  # no 31 April
     return path
 
 
 def test_train_on_generated_card_data_reports_and_writes_rejects(cli, tmp_path):
     cards = _card_simulated_file(tmp_path)
     rejects = tmp_path / "out" / "rejects.csv"
-    result = cli("train", "--replay", str(cards), "--mapping", str(ROOT / "config/replay/card_simulated.yaml"),
-                 "--rejects-out", str(rejects))
+    result = cli(
+        "train",
+        "--replay",
+        str(cards),
+        "--mapping",
+        str(ROOT / "config/replay/card_simulated.yaml"),
+        "--rejects-out",
+        str(rejects),
+    )
     assert f"2 rows rejected (1 of them labelled fraud); details in {rejects}" in result.output
     assert "registered v0001" in result.output
     lines = rejects.read_text(encoding="utf-8").splitlines()

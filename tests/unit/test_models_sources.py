@@ -1,4 +1,5 @@
 """Labelled history: replay files with labels, label-aware features."""
+
 from __future__ import annotations
 
 import itertools
@@ -42,8 +43,10 @@ def test_fraud_reports_count_only_labels_already_received():
     assert history.source.startswith("replay card_transactions_sample.csv sha256:")
     frame = labelled_features(history.events, history.labels)
     frauds = frame[frame["is_fraud"]]
-    expected = [int(((frauds["payee_key"] == payee) & (frauds["label_time"] <= t)).sum())
-                for payee, t in zip(frame["payee_key"], frame["event_time"])]
+    expected = [
+        int(((frauds["payee_key"] == payee) & (frauds["label_time"] <= t)).sum())
+        for payee, t in zip(frame["payee_key"], frame["event_time"])
+    ]
     assert frame["payee_fraud_reports"].tolist() == expected
 
 

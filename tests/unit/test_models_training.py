@@ -1,4 +1,5 @@
 """Training on a small seeded simulation: honest time split, useful models, picklable bundle."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -71,8 +72,12 @@ def test_metadata_records_what_was_trained(result):
     assert meta.frauds.train > 0 and meta.version is None
     # The registry records how the boosting was chosen and how much the seed moves it.
     params = meta.params
-    assert set(params["hyperparameters"]) == {"learning_rate", "max_leaf_nodes", "min_samples_leaf",
-                                              "l2_regularization"}
+    assert set(params["hyperparameters"]) == {
+        "learning_rate",
+        "max_leaf_nodes",
+        "min_samples_leaf",
+        "l2_regularization",
+    }
     assert len(params["grid"]) == len(CONFIG.grid) and params["boosting_iterations"] >= 1
     assert len(params["seed_validation_ap"]) == 3
     assert params["seed_ap_mean"] == pytest.approx(np.mean(params["seed_validation_ap"]), abs=1e-6)
@@ -114,4 +119,3 @@ def test_explain_names_known_features_for_flagged_rows(result):
         assert 1 <= len(row) <= 3
         assert all(name in FEATURES and drop > 0 for name, drop in row)
         assert [d for _, d in row] == sorted((d for _, d in row), reverse=True)
-

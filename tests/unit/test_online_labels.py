@@ -8,8 +8,10 @@ from txmon.models.online import read_labels_file
 
 def test_reads_jsonl_and_csv_labels(tmp_path):
     jsonl = tmp_path / "l.jsonl"
-    jsonl.write_text('{"txn_id":"a","is_fraud":true,"scenario":"card_testing","label_time":"x"}\n'
-                     '{"txn_id":"b","is_fraud":false,"scenario":null,"label_time":"x"}\n')
+    jsonl.write_text(
+        '{"txn_id":"a","is_fraud":true,"scenario":"card_testing","label_time":"x"}\n'
+        '{"txn_id":"b","is_fraud":false,"scenario":null,"label_time":"x"}\n'
+    )
     frame = read_labels_file(jsonl)
     assert frame.to_dict("records") == [
         {"txn_id": "a", "is_fraud": True, "scenario": "card_testing"},

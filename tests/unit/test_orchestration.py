@@ -1,6 +1,7 @@
 """Local Airflow set-up, the stream supervisor's judgement, the landing folder and the
 operator's failure email: real processes, files and a real SMTP server, no Airflow
 server (tests/integration/test_airflow.py starts one)."""
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,10 @@ def settings(tmp_path, monkeypatch):
 def sleeper(settings):
     """A real detached process owned by the 'stream' pid file, with a child of its own."""
     proc = stream_process(settings)
-    code = ("import subprocess, sys, time; "
-            "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); time.sleep(120)")
+    code = (
+        "import subprocess, sys, time; "
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); time.sleep(120)"
+    )
     pid = proc.start_with_env([sys.executable, "-c", code], cwd=PROJECT_ROOT, env=dict(os.environ))
     assert proc.pid() == pid
     yield proc
@@ -116,10 +119,23 @@ def test_a_pid_file_naming_someone_elses_process_is_not_ours(settings):
 
 
 def _beat(settings, written_at: datetime, last_progress_at: datetime, offsets: dict | None) -> None:
-    write_json_atomic(heartbeat_path(settings.state_path), {
-        "pid": 1, "written_at": written_at.isoformat(),
-        "queries": {"ingest": {"id": "q", "status": "progress", "batch_id": 7, "input_rows": 10,
-                               "last_progress_at": last_progress_at.isoformat(), "end_offsets": offsets}}})
+    write_json_atomic(
+        heartbeat_path(settings.state_path),
+        {
+            "pid": 1,
+            "written_at": written_at.isoformat(),
+            "queries": {
+                "ingest": {
+                    "id": "q",
+                    "status": "progress",
+                    "batch_id": 7,
+                    "input_rows": 10,
+                    "last_progress_at": last_progress_at.isoformat(),
+                    "end_offsets": offsets,
+                }
+            },
+        },
+    )
 
 
 def test_no_process_is_dead(settings):
@@ -150,7 +166,9 @@ def test_no_progress_while_kafka_has_lag_is_stalled_but_idle_is_fine(settings, s
     idle = check(settings, now=now, end_offsets=lambda t: {0: 100, 1: 50})
     assert idle.state == "running" and not idle.needs_restart
     _beat(settings, now - timedelta(seconds=5), now - timedelta(seconds=5), {topic: {"0": 100, "1": 50}})
-    assert check(settings, now=now, end_offsets=lambda t: pytest.fail("fresh progress needs no Kafka")).state == "running"
+    assert (
+        check(settings, now=now, end_offsets=lambda t: pytest.fail("fresh progress needs no Kafka")).state == "running"
+    )
 
 
 # ------------------------------------------------------------------ landing folder, windows, callbacks
@@ -167,7 +185,9 @@ def test_landing_files_get_their_mapping_by_folder(settings):
     found = {f.path.name: f.mapping.name for f in find_landed(settings)}
     assert found == {"a.csv": "card_transactions.yaml", "b.csv": "paysim.yaml"}
     assert resolve_mapping(settings, "paysim") == PROJECT_ROOT / "config" / "replay" / "paysim.yaml"
-    with pytest.raises(LandingError, match=r"use one of config/replay/\*\.yaml \(card_simulated, card_transactions, paysim\)"):
+    with pytest.raises(
+        LandingError, match=r"use one of config/replay/\*\.yaml \(card_simulated, card_transactions, paysim\)"
+    ):
         resolve_mapping(settings, "nope")
 
 
@@ -193,9 +213,20 @@ def _manual_run(run_after: datetime):
     """The Task SDK's own DagRun of a run triggered by hand without a logical date."""
     from airflow.sdk.api.datamodels._generated import DagRun
 
-    return DagRun(dag_id="model_retraining", run_id="manual__x", logical_date=None, data_interval_start=None,
-                  data_interval_end=None, run_after=run_after, start_date=None, end_date=None,
-                  run_type="manual", state="running", consumed_asset_events=[], partition_key=None)
+    return DagRun(
+        dag_id="model_retraining",
+        run_id="manual__x",
+        logical_date=None,
+        data_interval_start=None,
+        data_interval_end=None,
+        run_after=run_after,
+        start_date=None,
+        end_date=None,
+        run_type="manual",
+        state="running",
+        consumed_asset_events=[],
+        partition_key=None,
+    )
 
 
 def test_utc_returns_plain_aware_datetimes_whatever_airflow_or_the_user_gives():
@@ -249,18 +280,21 @@ def test_retraining_window_of_a_manual_run_without_data_interval_ends_when_it_wa
 def test_retraining_window_params_as_text_win_over_the_interval():
     context = {"data_interval_end": AIRFLOW_END}
     # Both ends given: the data interval plays no part.
-    assert retraining_window({"start": "2026-10-01", "end": "2026-11-01T05:30:00+05:30"}, context, 30)[0] == \
-        "20261001T000000Z_20261101T000000Z"
+    assert (
+        retraining_window({"start": "2026-10-01", "end": "2026-11-01T05:30:00+05:30"}, context, 30)[0]
+        == "20261001T000000Z_20261101T000000Z"
+    )
     # Only a start (naive text) against Airflow's aware interval end.
     run_id, start, end = retraining_window({"start": "2026-11-20T00:00:00"}, context, 30)
     assert run_id == "20261120T000000Z_20261123T020000Z" and start.tzinfo is end.tzinfo is UTC
     # Only an end: window_days back from it, the param (number or text) before the setting.
-    assert retraining_window({"end": "2026-11-10"}, context, 30)[0] == \
-        "20261011T000000Z_20261110T000000Z"
+    assert retraining_window({"end": "2026-11-10"}, context, 30)[0] == "20261011T000000Z_20261110T000000Z"
     for days in (7, 7.0, "7"):
         assert retraining_window({"window_days": days}, context, 30)[0] == "20261116T020000Z_20261123T020000Z"
-    assert retraining_window({"window_days": None, "start": None, "end": ""}, context, 30)[0] == \
-        "20261024T020000Z_20261123T020000Z"
+    assert (
+        retraining_window({"window_days": None, "start": None, "end": ""}, context, 30)[0]
+        == "20261024T020000Z_20261123T020000Z"
+    )
     with pytest.raises(ValueError, match="window_days must be a number of days"):
         retraining_window({"window_days": "a month"}, context, 30)
 

@@ -1,4 +1,5 @@
 """The filesystem model registry: versions, champion pointer, promote, rollback, errors."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,11 @@ NOW = datetime(2025, 2, 1, 12, 0, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 def trained():
-    return train_frame(planted_frame(n=1500, seed=2), TrainingConfig(seed=2, max_iter=10, iforest_estimators=5),
-                       data_source="planted n=1500")
+    return train_frame(
+        planted_frame(n=1500, seed=2),
+        TrainingConfig(seed=2, max_iter=10, iforest_estimators=5),
+        data_source="planted n=1500",
+    )
 
 
 @pytest.fixture

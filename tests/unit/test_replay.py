@@ -2,6 +2,7 @@
 
 No services: a small in-memory producer records what would have been sent.
 """
+
 from __future__ import annotations
 
 import copy
@@ -126,13 +127,21 @@ def test_shipped_mappings_load() -> None:
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        ({"payer.acount_number": {"column": "acct"}, "payer.account_number": None},
-         ["fields.payer.acount_number", "did you mean payer.account_number?", "valid targets"]),
+        (
+            {"payer.acount_number": {"column": "acct"}, "payer.account_number": None},
+            ["fields.payer.acount_number", "did you mean payer.account_number?", "valid targets"],
+        ),
         ({"device_id": {"col": "dev"}}, ["fields.device_id", "got keys col", "column: NAME", "value: CONSTANT"]),
         ({"device_id": {"column": "dev", "value": "x"}}, ["fields.device_id", "exactly one"]),
-        ({"amount_paise": {"column": "amt", "unit": "dollars"}}, ["fields.amount_paise.unit", "rupees or paise", "dollars"]),
+        (
+            {"amount_paise": {"column": "amt", "unit": "dollars"}},
+            ["fields.amount_paise.unit", "rupees or paise", "dollars"],
+        ),
         ({"amount_paise": {"column": "amt"}}, ["fields.amount_paise", "unit: rupees or unit: paise"]),
-        ({"device_id": {"column": "dev", "unit": "hours"}}, ["fields.device_id.unit", "only amount_paise and event_time"]),
+        (
+            {"device_id": {"column": "dev", "unit": "hours"}},
+            ["fields.device_id.unit", "only amount_paise and event_time"],
+        ),
         ({"event_time": {"column": "ts", "unit": "fortnights"}}, ["fields.event_time.unit", "fortnights"]),
         ({"event_time": {"column": "ts", "format": "%d/%m/%Y %H:%M"}}, ["fields.event_time", "add timezone"]),
         ({"event_time": {"column": "ts", "timezone": "Asia/Calcutta-ish"}}, ["fields.event_time.timezone", "IANA"]),
@@ -186,11 +195,12 @@ def test_missing_source_column_is_a_mapping_error(tmp_path: Path) -> None:
 
 
 def test_rupees_to_paise_is_exact(tmp_path: Path) -> None:
-    amounts = ["10.10", "0.07", "0.1", "5", "\"1,234.56\"", "99999.99", "12.345", "abc", "-0.50", "0.00"]
+    amounts = ["10.10", "0.07", "0.1", "5", '"1,234.56"', "99999.99", "12.345", "abc", "-0.50", "0.00"]
     source = _rows([("2024-01-01T10:00:00+05:30", "123456789", a) for a in amounts], tmp_path / "a.csv")
     producer = FakeProducer()
-    summary = replay_file(source, parse_mapping(_mapping()), producer=producer,
-                          rejects_path=tmp_path / "rejects.csv", now=NOW)
+    summary = replay_file(
+        source, parse_mapping(_mapping()), producer=producer, rejects_path=tmp_path / "rejects.csv", now=NOW
+    )
     assert [e.amount_paise for e in producer.events] == [1010, 7, 10, 500, 123456, 9999999, 0]
     rejects = {int(r["row_number"]): r["reason"] for r in _read_rejects(tmp_path / "rejects.csv")}
     assert rejects == {7: "fractional_paise", 8: "unparsable_value", 9: "non_positive_amount"}
@@ -201,8 +211,9 @@ def test_rupees_to_paise_is_exact(tmp_path: Path) -> None:
 def test_amount_in_paise_must_be_whole(tmp_path: Path) -> None:
     source = _rows([("2024-01-01T00:00:00Z", "123456789", a) for a in ["1050", "10.5"]], tmp_path / "p.csv")
     producer = FakeProducer()
-    summary = replay_file(source, parse_mapping(_mapping(amount_paise={"column": "amt", "unit": "paise"})),
-                          producer=producer, now=NOW)
+    summary = replay_file(
+        source, parse_mapping(_mapping(amount_paise={"column": "amt", "unit": "paise"})), producer=producer, now=NOW
+    )
     assert [e.amount_paise for e in producer.events] == [1050]
     assert summary.rejected_by_reason == {"fractional_paise": 1}
 
@@ -275,17 +286,19 @@ def test_generated_txn_ids_are_deterministic(tmp_path: Path) -> None:
 
 
 def test_map_default_and_null_default(tmp_path: Path) -> None:
-    source = _csv(tmp_path / "m.csv", "id,ts,acct,amt,kind",
-                  "txn-00000001,2024-01-01T00:00:00Z,123456789,1,shop",
-                  "txn-00000002,2024-01-01T00:00:01Z,123456789,1,friend",
-                  "txn-00000003,2024-01-01T00:00:02Z,123456789,1,alien")
+    source = _csv(
+        tmp_path / "m.csv",
+        "id,ts,acct,amt,kind",
+        "txn-00000001,2024-01-01T00:00:00Z,123456789,1,shop",
+        "txn-00000002,2024-01-01T00:00:01Z,123456789,1,friend",
+        "txn-00000003,2024-01-01T00:00:02Z,123456789,1,alien",
+    )
     mapping = _mapping(
         txn_type={"column": "kind", "map": {"shop": "P2M", "friend": "P2P"}},
         mcc={"column": "kind", "map": {"shop": "5411"}, "default": None},
     )
     producer = FakeProducer()
-    summary = replay_file(source, parse_mapping(mapping), producer=producer,
-                          rejects_path=tmp_path / "r.csv", now=NOW)
+    summary = replay_file(source, parse_mapping(mapping), producer=producer, rejects_path=tmp_path / "r.csv", now=NOW)
     assert [(e.txn_type, e.mcc) for e in producer.events] == [("P2M", "5411"), ("P2P", None)]
     (reject,) = _read_rejects(tmp_path / "r.csv")
     assert (reject["row_number"], reject["reason"]) == ("3", "unmapped_value")
@@ -313,9 +326,15 @@ def test_events_are_sent_in_event_time_order() -> None:
 
 
 def test_ties_keep_file_order(tmp_path: Path) -> None:
-    source = _rows([("2024-01-01T00:00:05Z", "111111111", "1"), ("2024-01-01T00:00:01Z", "222222222", "1"),
-                    ("2024-01-01T00:00:05Z", "333333333", "1"), ("2024-01-01T05:30:01+05:30", "444444444", "1")],
-                   tmp_path / "ties.csv")
+    source = _rows(
+        [
+            ("2024-01-01T00:00:05Z", "111111111", "1"),
+            ("2024-01-01T00:00:01Z", "222222222", "1"),
+            ("2024-01-01T00:00:05Z", "333333333", "1"),
+            ("2024-01-01T05:30:01+05:30", "444444444", "1"),
+        ],
+        tmp_path / "ties.csv",
+    )
     producer = FakeProducer()
     replay_file(source, parse_mapping(_mapping()), producer=producer, now=NOW)
     assert [e.payer.account_number for e in producer.events] == ["222222222", "444444444", "111111111", "333333333"]
@@ -334,20 +353,35 @@ def test_shift_to_puts_the_last_event_at_the_instant() -> None:
 
 
 def test_future_events_are_rejected_after_shifting(tmp_path: Path) -> None:
-    source = _rows([("2024-01-01T00:00:00Z", "123456789", "1"), ("2024-01-01T00:30:00Z", "123456789", "1"),
-                    ("2024-01-01T01:00:00Z", "123456789", "1")], tmp_path / "f.csv")
+    source = _rows(
+        [
+            ("2024-01-01T00:00:00Z", "123456789", "1"),
+            ("2024-01-01T00:30:00Z", "123456789", "1"),
+            ("2024-01-01T01:00:00Z", "123456789", "1"),
+        ],
+        tmp_path / "f.csv",
+    )
     producer = FakeProducer()
-    summary = replay_file(source, parse_mapping(_mapping()), producer=producer,
-                          shift_to=NOW + timedelta(hours=1), rejects_path=tmp_path / "r.csv", now=NOW)
+    summary = replay_file(
+        source,
+        parse_mapping(_mapping()),
+        producer=producer,
+        shift_to=NOW + timedelta(hours=1),
+        rejects_path=tmp_path / "r.csv",
+        now=NOW,
+    )
     assert [e.event_time for e in producer.events] == [NOW]
     assert [(r["row_number"], r["reason"]) for r in _read_rejects(tmp_path / "r.csv")] == [
-        ("2", "future_timestamp"), ("3", "future_timestamp")]
+        ("2", "future_timestamp"),
+        ("3", "future_timestamp"),
+    ]
     assert summary.rejected_by_reason == {"future_timestamp": 2}
 
 
 def test_future_events_are_rejected_without_shift(tmp_path: Path) -> None:
-    source = _rows([("2024-12-31T23:59:00Z", "123456789", "1"), ("2025-01-01T00:10:00Z", "123456789", "1")],
-                   tmp_path / "f.csv")
+    source = _rows(
+        [("2024-12-31T23:59:00Z", "123456789", "1"), ("2025-01-01T00:10:00Z", "123456789", "1")], tmp_path / "f.csv"
+    )
     summary = replay_file(source, parse_mapping(_mapping()), producer=FakeProducer(), now=NOW)
     assert (summary.events_sent, summary.rejected_by_reason) == (1, {"future_timestamp": 1})
 
@@ -408,8 +442,9 @@ def test_rate_pacer_and_unpaced() -> None:
 def test_replay_with_speedup_spans_event_time_over_k(tmp_path: Path) -> None:
     clock = FakeClock()
     producer = FakeProducer()
-    summary = replay_file(SAMPLE, CARD_MAPPING, producer=producer, speedup=3600, now=NOW,
-                          clock=clock, sleep=clock.sleep)
+    summary = replay_file(
+        SAMPLE, CARD_MAPPING, producer=producer, speedup=3600, now=NOW, clock=clock, sleep=clock.sleep
+    )
     span = (producer.events[-1].event_time - producer.events[0].event_time).total_seconds()
     assert sum(clock.sleeps) == pytest.approx(span / 3600)
     assert summary.seconds == pytest.approx(span / 3600)
@@ -417,13 +452,16 @@ def test_replay_with_speedup_spans_event_time_over_k(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------- PaySim
 
-PAYSIM_HEADER = ("step,type,amount,nameOrig,oldbalanceOrg,newbalanceOrig,nameDest,oldbalanceDest,"
-                 "newbalanceDest,isFraud,isFlaggedFraud")
+PAYSIM_HEADER = (
+    "step,type,amount,nameOrig,oldbalanceOrg,newbalanceOrig,nameDest,oldbalanceDest,"
+    "newbalanceDest,isFraud,isFlaggedFraud"
+)
 
 
 def test_paysim_mapping(tmp_path: Path) -> None:
     source = _csv(
-        tmp_path / "paysim.csv", PAYSIM_HEADER,
+        tmp_path / "paysim.csv",
+        PAYSIM_HEADER,
         "1,PAYMENT,9839.64,C1231006815,170136.0,160296.36,M1979787155,0.0,0.0,0,0",
         "1,TRANSFER,181.0,C1305486145,181.0,0.0,C553264065,0.0,0.0,1,0",
         "2,CASH_OUT,181.0,C840083671,181.0,0.0,C38997010,21182.0,0.0,1,0",
@@ -433,16 +471,28 @@ def test_paysim_mapping(tmp_path: Path) -> None:
         "4,REFUND,10.0,C712410124,0,0,M1979787155,0,0,0,0",
     )
     producer = FakeProducer()
-    summary = replay_file(source, PAYSIM_MAPPING, producer=producer, rejects_path=tmp_path / "r.csv",
-                          labels_path=tmp_path / "labels.jsonl", now=NOW)
+    summary = replay_file(
+        source,
+        PAYSIM_MAPPING,
+        producer=producer,
+        rejects_path=tmp_path / "r.csv",
+        labels_path=tmp_path / "labels.jsonl",
+        now=NOW,
+    )
     events = producer.events
     assert [(e.payer.account_number, e.payee.account_number) for e in events] == [
-        ("001231006815", "001979787155"), ("001305486145", "000553264065"),
-        ("000840083671", "000038997010"), ("000712410124", "000195600860"), ("000000000099", "000195600860"),
+        ("001231006815", "001979787155"),
+        ("001305486145", "000553264065"),
+        ("000840083671", "000038997010"),
+        ("000712410124", "000195600860"),
+        ("000000000099", "000195600860"),
     ]
     assert [(e.txn_type, e.channel, e.mcc) for e in events] == [
-        ("P2M", "UPI", "5999"), ("TRANSFER", "IMPS", None), ("CASH_WITHDRAWAL", "ATM", None),
-        ("TRANSFER", "IMPS", None), ("P2P", "UPI", None),
+        ("P2M", "UPI", "5999"),
+        ("TRANSFER", "IMPS", None),
+        ("CASH_WITHDRAWAL", "ATM", None),
+        ("TRANSFER", "IMPS", None),
+        ("P2P", "UPI", None),
     ]
     origin = datetime(2025, 1, 1, tzinfo=IST)
     assert [e.event_time for e in events] == [origin + timedelta(hours=h) for h in (1, 1, 2, 3, 3)]
@@ -469,8 +519,12 @@ def test_labels_file_and_fraud_labels_sent(tmp_path: Path) -> None:
     assert [line["txn_id"] for line in lines] == [e.txn_id for e in producer.events]
     assert list(lines[0]) == list(Label.__dataclass_fields__)
     for line in lines:
-        expected = Label(line["txn_id"], line["is_fraud"], "historical" if line["is_fraud"] else None,
-                         sent[line["txn_id"]].event_time + timedelta(days=1))
+        expected = Label(
+            line["txn_id"],
+            line["is_fraud"],
+            "historical" if line["is_fraud"] else None,
+            sent[line["txn_id"]].event_time + timedelta(days=1),
+        )
         assert line == expected.to_dict()
     frauds = [line for line in lines if line["is_fraud"]]
     assert len(frauds) == 6 == summary.fraud_labels
@@ -480,9 +534,12 @@ def test_labels_file_and_fraud_labels_sent(tmp_path: Path) -> None:
 
 
 def test_unparsable_label_rejects_the_row(tmp_path: Path) -> None:
-    source = _csv(tmp_path / "l.csv", "id,ts,acct,amt,fraud",
-                  "txn-00000001,2024-01-01T00:00:00Z,123456789,1,yes",
-                  "txn-00000002,2024-01-01T00:00:00Z,123456789,1,maybe")
+    source = _csv(
+        tmp_path / "l.csv",
+        "id,ts,acct,amt,fraud",
+        "txn-00000001,2024-01-01T00:00:00Z,123456789,1,yes",
+        "txn-00000002,2024-01-01T00:00:00Z,123456789,1,maybe",
+    )
     mapping = {**_mapping(), "label": {"is_fraud": {"column": "fraud"}, "delay": 0}}
     summary = replay_file(source, parse_mapping(mapping), producer=FakeProducer(), now=NOW)
     assert (summary.events_sent, summary.fraud_labels) == (1, 1)
@@ -494,9 +551,17 @@ def test_unparsable_label_rejects_the_row(tmp_path: Path) -> None:
 
 def test_dry_run_validates_and_reports_but_sends_nothing(tmp_path: Path) -> None:
     clock = FakeClock()
-    summary = replay_file(SAMPLE, CARD_MAPPING, producer=None, speedup=1.0, now=NOW,
-                          rejects_path=tmp_path / "r.csv", labels_path=tmp_path / "l.jsonl",
-                          clock=clock, sleep=clock.sleep)
+    summary = replay_file(
+        SAMPLE,
+        CARD_MAPPING,
+        producer=None,
+        speedup=1.0,
+        now=NOW,
+        rejects_path=tmp_path / "r.csv",
+        labels_path=tmp_path / "l.jsonl",
+        clock=clock,
+        sleep=clock.sleep,
+    )
     assert summary.dry_run and summary.events_sent == 0 and summary.events_valid == 196
     assert clock.sleeps == []  # a dry run never waits
     assert len(_read_rejects(tmp_path / "r.csv")) == 4
@@ -544,8 +609,11 @@ def test_labels_path_needs_a_label_section(tmp_path: Path) -> None:
 def test_round_option_rounds_amounts_to_paise(tmp_path: Path) -> None:
     amounts = ["851.9499999999999", "0.125", "0.135", "0.005", "-0.004", "-0.006", "12"]
     source = _rows([("2024-01-01T00:00:00Z", "123456789", a) for a in amounts], tmp_path / "r.csv")
-    expected = {"half_even": [85195, 12, 14, 0, 1200], "half_up": [85195, 13, 14, 1, 1200],
-                "down": [85194, 12, 13, 0, 1200]}
+    expected = {
+        "half_even": [85195, 12, 14, 0, 1200],
+        "half_up": [85195, 13, 14, 1, 1200],
+        "down": [85194, 12, 13, 0, 1200],
+    }
     for rounding, kept in expected.items():
         producer = FakeProducer()
         mapping = _mapping(amount_paise={"column": "amt", "unit": "rupees", "round": rounding})
@@ -579,9 +647,14 @@ def test_round_in_paise_and_only_on_amounts(tmp_path: Path) -> None:
 def test_parquet_float_amounts_round_from_their_shortest_text(tmp_path: Path) -> None:
     """A float cell is read as the text it prints as (what the writer meant), then rounded."""
     amounts = [851.9499999999999, 0.125, 2.675, 77.30000000000001, 1e-05, 0.0]
-    frame = pd.DataFrame({"id": [f"txn-{i:08d}" for i in range(len(amounts))],
-                          "ts": ["2024-01-01T00:00:00Z"] * len(amounts), "acct": ["123456789"] * len(amounts),
-                          "amt": amounts})
+    frame = pd.DataFrame(
+        {
+            "id": [f"txn-{i:08d}" for i in range(len(amounts))],
+            "ts": ["2024-01-01T00:00:00Z"] * len(amounts),
+            "acct": ["123456789"] * len(amounts),
+            "amt": amounts,
+        }
+    )
     frame.to_parquet(tmp_path / "f.parquet", index=False)
     producer = FakeProducer()
     mapping = _mapping(amount_paise={"column": "amt", "unit": "rupees", "round": "half_even"})
@@ -594,8 +667,15 @@ def test_parquet_float_amounts_round_from_their_shortest_text(tmp_path: Path) ->
 
 def test_absent_fields_are_left_out_and_declared(tmp_path: Path) -> None:
     source = _rows([("2024-01-01T00:00:00Z", "123456789", "1")], tmp_path / "a.csv")
-    mapping = parse_mapping(_mapping(txn_type={"value": "CARD_PAYMENT"}, channel={"value": "CARD_POS"},
-                                     device_id={"absent": True}, mcc={"absent": True}, ip={"absent": True}))
+    mapping = parse_mapping(
+        _mapping(
+            txn_type={"value": "CARD_PAYMENT"},
+            channel={"value": "CARD_POS"},
+            device_id={"absent": True},
+            mcc={"absent": True},
+            ip={"absent": True},
+        )
+    )
     producer = FakeProducer()
     summary = replay_file(source, mapping, producer=producer, now=NOW)
     assert summary.rejected == 0
@@ -632,21 +712,32 @@ def test_a_label_cannot_be_absent() -> None:
 def test_numeric_ids_pad_to_account_numbers_from_csv_and_parquet(tmp_path: Path) -> None:
     """Customer 0..4999 and terminal ids become 12-digit accounts: never "000000012.0"."""
     ids = [0, 12, 4999]
-    mapping = parse_mapping(_mapping(**{
-        "payer.account_number": {"column": "acct", "template": "{value:0>12}"},
-        "payee.vpa": None, "payee.account_number": {"column": "terminal", "template": "{value:0>12}"}}))
+    mapping = parse_mapping(
+        _mapping(
+            **{
+                "payer.account_number": {"column": "acct", "template": "{value:0>12}"},
+                "payee.vpa": None,
+                "payee.account_number": {"column": "terminal", "template": "{value:0>12}"},
+            }
+        )
+    )
     rows = [f"txn-{i:08d},2024-01-01T00:00:0{i}Z,{v},{v},1" for i, v in enumerate(ids)]
     csv_file = _csv(tmp_path / "ids.csv", "id,ts,acct,terminal,amt", *rows)
-    frame = pd.DataFrame({"id": [f"txn-{i:08d}" for i in range(3)],
-                          "ts": [f"2024-01-01T00:00:0{i}Z" for i in range(3)],
-                          "acct": pd.array(ids, dtype="int64"),
-                          "terminal": [0.0, 12.0, float("nan")],  # a float column: ids with a gap
-                          "amt": [1, 1, 1]})
+    frame = pd.DataFrame(
+        {
+            "id": [f"txn-{i:08d}" for i in range(3)],
+            "ts": [f"2024-01-01T00:00:0{i}Z" for i in range(3)],
+            "acct": pd.array(ids, dtype="int64"),
+            "terminal": [0.0, 12.0, float("nan")],  # a float column: ids with a gap
+            "amt": [1, 1, 1],
+        }
+    )
     frame.to_parquet(tmp_path / "ids.parquet", index=False)
     from_csv, from_parquet = FakeProducer(), FakeProducer()
     replay_file(csv_file, mapping, producer=from_csv, now=NOW)
-    summary = replay_file(tmp_path / "ids.parquet", mapping, producer=from_parquet, rejects_path=tmp_path / "r.csv",
-                          now=NOW)
+    summary = replay_file(
+        tmp_path / "ids.parquet", mapping, producer=from_parquet, rejects_path=tmp_path / "r.csv", now=NOW
+    )
     expected = ["000000000000", "000000000012", "000000004999"]
     assert [e.payer.account_number for e in from_csv.events] == expected
     assert [e.payee.account_number for e in from_csv.events] == expected
@@ -693,18 +784,23 @@ def test_a_rejected_row_names_every_problem_and_the_expected_formats(tmp_path: P
 
 
 def test_rejected_rows_carry_their_label(tmp_path: Path) -> None:
-    source = _csv(tmp_path / "l.csv", "id,ts,acct,amt,fraud,kind",
-                  "txn-00000001,2024-01-01T00:00:00Z,123456789,12.345,1,stolen",
-                  "txn-00000002,2024-01-01T00:00:00Z,123456789,-1,0,",
-                  "txn-00000003,2024-01-01T00:00:00Z,123456789,1,maybe,",
-                  "txn-00000004,2024-01-01T00:00:00Z,123456789,1,1,stolen")
+    source = _csv(
+        tmp_path / "l.csv",
+        "id,ts,acct,amt,fraud,kind",
+        "txn-00000001,2024-01-01T00:00:00Z,123456789,12.345,1,stolen",
+        "txn-00000002,2024-01-01T00:00:00Z,123456789,-1,0,",
+        "txn-00000003,2024-01-01T00:00:00Z,123456789,1,maybe,",
+        "txn-00000004,2024-01-01T00:00:00Z,123456789,1,1,stolen",
+    )
     mapping = parse_mapping({**_mapping(), "label": {"is_fraud": {"column": "fraud"}, "scenario": {"column": "kind"}}})
     seen = []
     _events, labels = load_labelled(source, mapping, now=NOW, on_reject=seen.append, rejects_path=tmp_path / "r.csv")
     assert [lb.is_fraud for lb in labels] == [True]
     assert [(r.row_number, r.reason, r.is_fraud, r.scenario) for r in seen] == [
-        (1, "fractional_paise", True, "stolen"), (2, "non_positive_amount", False, None),
-        (3, "unparsable_value", None, None)]
+        (1, "fractional_paise", True, "stolen"),
+        (2, "non_positive_amount", False, None),
+        (3, "unparsable_value", None, None),
+    ]
     rows = _read_rejects(tmp_path / "r.csv")
     assert [(r["is_fraud"], r["scenario"]) for r in rows] == [("1", "stolen"), ("0", ""), ("", "")]
     summary = replay_file(source, mapping, now=NOW)
@@ -715,8 +811,7 @@ def test_rejected_rows_carry_their_label(tmp_path: Path) -> None:
 
 
 def _card_simulated() -> object:
-    spec = importlib.util.spec_from_file_location("make_card_simulated",
-                                                  SAMPLE.with_name("make_card_simulated.py"))
+    spec = importlib.util.spec_from_file_location("make_card_simulated", SAMPLE.with_name("make_card_simulated.py"))
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -725,8 +820,10 @@ def _card_simulated() -> object:
 
 def test_card_simulated_generator_is_seeded_and_has_the_layout() -> None:
     make = _card_simulated()
-    first, again = make.generate(customers=30, terminals=20, days=20, seed=3), \
-        make.generate(customers=30, terminals=20, days=20, seed=3)
+    first, again = (
+        make.generate(customers=30, terminals=20, days=20, seed=3),
+        make.generate(customers=30, terminals=20, days=20, seed=3),
+    )
     pd.testing.assert_frame_equal(first, again)
     assert tuple(first.columns) == make.COLUMNS
     assert first["TX_TIME_SECONDS"].is_monotonic_increasing
@@ -739,8 +836,15 @@ def test_card_simulated_mapping_reads_every_row(tmp_path: Path, suffix: str) -> 
     from decimal import ROUND_HALF_EVEN, Decimal
 
     make = _card_simulated()
-    path = make.write(tmp_path / f"cards{suffix}", customers=40, terminals=20, days=30, seed=11, zero_share=0.01,
-                      card_compromise_rate=0.02)
+    path = make.write(
+        tmp_path / f"cards{suffix}",
+        customers=40,
+        terminals=20,
+        days=30,
+        seed=11,
+        zero_share=0.01,
+        card_compromise_rate=0.02,
+    )
     source = pd.read_csv(path, dtype=str) if suffix == ".csv" else pd.read_parquet(path)
     rejects = []
     events, labels = load_labelled(path, CARD_SIMULATED_MAPPING, now=NOW, on_reject=rejects.append)

@@ -1,5 +1,6 @@
 """Retraining decisions and stage bookkeeping (the Spark/Cassandra stages are in
 tests/integration/test_adaptive_loop.py)."""
+
 from __future__ import annotations
 
 import pytest
@@ -79,8 +80,10 @@ def test_a_holdout_without_fraud_promotes_nothing(frames):
 
 
 def test_run_ids_are_checked(settings_tmp):
-    assert retraining.run_dir(settings_tmp, "scheduled__2026-11-23T00:00:00+00:00").name == \
-        "scheduled__2026-11-23T00_00_00+00_00"
+    assert (
+        retraining.run_dir(settings_tmp, "scheduled__2026-11-23T00:00:00+00:00").name
+        == "scheduled__2026-11-23T00_00_00+00_00"
+    )
     for bad in ("", "../x", ".hidden", "a b"):
         with pytest.raises(retraining.RetrainingError, match="run id"):
             retraining.run_dir(settings_tmp, bad)
@@ -103,8 +106,7 @@ def test_promote_respects_a_champion_changed_since_the_comparison(settings_tmp, 
     v3 = registry.register(trained.bundle, trained.metadata)
     out = retraining.run_dir(settings_tmp, "r2")
     out.mkdir(parents=True)
-    retraining._write_json(out / "comparison.json", {"promote": True, "champion_version": v1,
-                                                      "challenger_version": v2})
+    retraining._write_json(out / "comparison.json", {"promote": True, "champion_version": v1, "challenger_version": v2})
     registry.promote(v3)  # an operator promoted another version in between
     assert retraining.promote(settings_tmp, "r2") is None and registry.champion() == v3
     registry.rollback()

@@ -1,4 +1,5 @@
 """Rules YAML: channel targeting and the shipped rule file (no Spark needed)."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """bench.rules_compare refuses a rules file that does not exist, before starting anything."""
+
 import pytest
 
 from txmon.bench.rules_compare import main

@@ -1,5 +1,6 @@
 """One source per shape: table columns come from infra/schema.cql, decisions and
 severities from models/risk.py."""
+
 from __future__ import annotations
 
 import pytest
@@ -19,8 +20,12 @@ def test_severities_are_ordered_low_to_high():
 
 
 def test_alert_columns_are_the_tables_but_the_version_1_clear_ones():
-    assert set(table_columns("alerts")) - set(ALERT_COLUMNS) == {"payer_account", "payer_vpa", "payee_account",
-                                                                 "payee_vpa"}
+    assert set(table_columns("alerts")) - set(ALERT_COLUMNS) == {
+        "payer_account",
+        "payer_vpa",
+        "payee_account",
+        "payee_vpa",
+    }
     assert set(table_columns("alerts_by_day")) - set(ALERT_BY_DAY_COLUMNS) == {"payer_account"}
 
 

@@ -1,4 +1,5 @@
 """The simulator: seeded determinism, valid events, realistic shape, labelled fraud."""
+
 from __future__ import annotations
 
 import csv
@@ -97,16 +98,20 @@ def test_seeded_regression_exact_fraud_counts(traffic: list[SimulatedTransaction
     """Exact outcome for seed 42: any change to the generator shows up here."""
     counts = Counter(item.label.scenario for item in traffic if item.label.is_fraud)
     assert counts == {
-        "account_takeover": 34, "card_testing": 52, "late_night_social_engineering": 12,
-        "mule_fan_in": 45, "new_payee_high_value": 10, "structuring": 13, "velocity_burst": 32,
+        "account_takeover": 34,
+        "card_testing": 52,
+        "late_night_social_engineering": 12,
+        "mule_fan_in": 45,
+        "new_payee_high_value": 10,
+        "structuring": 13,
+        "velocity_burst": 32,
     }
 
 
 # ------------------------------------------------------------------- validity
 
 
-def test_every_event_passes_the_contract(traffic: list[SimulatedTransaction],
-                                         fraud_heavy: Heavy) -> None:
+def test_every_event_passes_the_contract(traffic: list[SimulatedTransaction], fraud_heavy: Heavy) -> None:
     for item in [*traffic, *fraud_heavy[1]]:
         assert validate_event(to_json(item.event), now=FAR_FUTURE) == item.event
 
@@ -139,8 +144,7 @@ def test_labels_match_their_events(traffic: list[SimulatedTransaction]) -> None:
 # ------------------------------------------------------------------ fraud mix
 
 
-def test_fraud_rate_within_tolerance(traffic: list[SimulatedTransaction],
-                                     fraud_heavy: Heavy) -> None:
+def test_fraud_rate_within_tolerance(traffic: list[SimulatedTransaction], fraud_heavy: Heavy) -> None:
     for items, target in ((traffic, 0.01), (fraud_heavy[1], 0.05)):
         rate = sum(item.label.is_fraud for item in items) / len(items)
         assert target * 0.85 <= rate <= target * 1.15, rate
@@ -163,8 +167,7 @@ def test_zero_weight_scenarios_never_run() -> None:
     assert {item.label.scenario for item in items if item.label.is_fraud} == {"card_testing"}
 
 
-def _signature_holds(scenario: str, event: TransactionEvent, customers: dict[str, Customer],
-                     vpas: set[str]) -> bool:
+def _signature_holds(scenario: str, event: TransactionEvent, customers: dict[str, Customer], vpas: set[str]) -> bool:
     """Per-event part of each scenario's signature (the per-run part is tested below)."""
     fresh_payee = event.payee.account_number not in customers and event.payee.vpa not in vpas
     payer = customers[event.payer.account_number]
@@ -206,8 +209,7 @@ def _runs(scenario: str, population: Population, n_runs: int = 25) -> list[list[
     faker = Faker("en_IN")
     faker.seed_instance(11)
     start = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
-    return [SCENARIOS[scenario](rng, faker, population, start + timedelta(hours=5 * k))
-            for k in range(n_runs)]
+    return [SCENARIOS[scenario](rng, faker, population, start + timedelta(hours=5 * k)) for k in range(n_runs)]
 
 
 def _span(run: list[TransactionEvent]) -> timedelta:
@@ -289,7 +291,16 @@ def test_channel_mix_and_ticket_sizes(traffic: list[SimulatedTransaction]) -> No
 def test_population_looks_indian(default_sim: Simulator) -> None:
     customer = default_sim.population.customers[0]
     assert customer.upi_payer.vpa.split("@")[1] in {
-        "ybl", "oksbi", "okaxis", "okhdfcbank", "ibl", "paytm", "okicici", "axl", "upi"}
+        "ybl",
+        "oksbi",
+        "okaxis",
+        "okhdfcbank",
+        "ibl",
+        "paytm",
+        "okicici",
+        "axl",
+        "upi",
+    }
     assert customer.upi_payer.ifsc[4] == "0"
     assert 6 < customer.geo.lat < 37 and 68 < customer.geo.lon < 98
 

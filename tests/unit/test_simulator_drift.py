@@ -1,4 +1,5 @@
 """The simulator's regime change: unchanged before ``at``, the configured drift after."""
+
 from __future__ import annotations
 
 import statistics
@@ -46,8 +47,9 @@ def baseline() -> list[SimulatedTransaction]:
 
 @pytest.fixture(scope="module")
 def drifted() -> list[SimulatedTransaction]:
-    return _items(_config(fraud_rate=0.05, scenario_weights={"card_testing": 1.0}, new_scenario=QR,
-                          spending_multiplier=2.0))
+    return _items(
+        _config(fraud_rate=0.05, scenario_weights={"card_testing": 1.0}, new_scenario=QR, spending_multiplier=2.0)
+    )
 
 
 def _new_frauds(items: list[SimulatedTransaction], baseline: list[SimulatedTransaction]) -> list:
@@ -65,8 +67,8 @@ def test_new_scenario_is_held_out_of_the_default_mix() -> None:
 def test_stream_before_the_change_is_the_unchanged_stream(baseline, drifted) -> None:
     pre = [to_json(i.event) for i in drifted if i.event.event_time < AT]
     assert len(pre) > 3_000
-    assert pre == [to_json(i.event) for i in baseline[:len(pre)]]
-    assert [i.label for i in drifted[:len(pre)]] == [i.label for i in baseline[:len(pre)]]
+    assert pre == [to_json(i.event) for i in baseline[: len(pre)]]
+    assert [i.label for i in drifted[: len(pre)]] == [i.label for i in baseline[: len(pre)]]
     assert drifted[len(pre)].event.event_time >= AT
     assert to_json(drifted[len(pre) + 10].event) != to_json(baseline[len(pre) + 10].event)
 
@@ -119,7 +121,7 @@ def _payers(sim: Simulator, run) -> list:
 def test_spending_multiplier_raises_legit_amounts_and_adds_no_fraud(baseline) -> None:
     surged = _items(_config(spending_multiplier=3.0))
     base = {i.event.txn_id: i for i in baseline}
-    assert [i.event.txn_id for i in surged] == [i.event.txn_id for i in baseline[:len(surged)]]
+    assert [i.event.txn_id for i in surged] == [i.event.txn_id for i in baseline[: len(surged)]]
     ratios = []
     for item in surged:
         before = base[item.event.txn_id]
@@ -150,13 +152,21 @@ def test_regime_change_config_is_strict() -> None:
     with pytest.raises(ValidationError, match="needs a positive scenario weight"):
         SimulatorConfig(drift=RegimeChange(at=AT, scenario_weights={"card_testing": 0.0}))
     assert RegimeChange(at=AT, new_scenario=QR, new_scenario_share=0.25).weights_after(
-        {"card_testing": 1.0, "structuring": 3.0}) == {
-        "card_testing": 0.1875, "structuring": 0.5625, QR: 0.25}
+        {"card_testing": 1.0, "structuring": 3.0}
+    ) == {"card_testing": 0.1875, "structuring": 0.5625, QR: 0.25}
 
 
 def test_simulate_options_place_the_change_after_about_n_events() -> None:
-    opts = SimulateOptions(count=6_000, rate=None, live=False, n_customers=300, n_merchants=60,
-                           drift_after_events=4_000, drift_scenario=QR, drift_fraud_rate=0.05)
+    opts = SimulateOptions(
+        count=6_000,
+        rate=None,
+        live=False,
+        n_customers=300,
+        n_merchants=60,
+        drift_after_events=4_000,
+        drift_scenario=QR,
+        drift_fraud_rate=0.05,
+    )
     sim = simulator_for(opts)
     assert sim.config.drift is not None and sim.config.drift.new_scenario == QR
     before = sum(i.event.event_time < sim.config.drift.at for i in sim.generate(6_000))
@@ -164,8 +174,11 @@ def test_simulate_options_place_the_change_after_about_n_events() -> None:
     with pytest.raises(ConfigError, match="drift-after-events"):
         simulator_for(SimulateOptions(live=False, drift_scenario=QR))
     with pytest.raises(ConfigError, match="new_scenario"):
-        simulator_for(SimulateOptions(live=False, n_customers=300, n_merchants=60,
-                                      drift_after_events=10, drift_scenario="bank_robbery"))
+        simulator_for(
+            SimulateOptions(
+                live=False, n_customers=300, n_merchants=60, drift_after_events=10, drift_scenario="bank_robbery"
+            )
+        )
 
 
 def test_expected_time_after_follows_the_daily_rhythm() -> None:

@@ -3,6 +3,7 @@ restarts, one stream per checkpoint, and the supervisor's judgement of a waiting
 
 Time is injected everywhere: a fake clock that the fake sleep advances, so the tests
 check which waits happen, not how long they took."""
+
 from __future__ import annotations
 
 import json
@@ -55,8 +56,9 @@ class Flaky:
 
 
 def _retry(policy, fn, t: FakeTime):
-    return call_with_retry(policy, "writing rows to transactions", fn, retryable=lambda: (ConnectionError,),
-                           clock=t.clock, sleep=t.sleep)
+    return call_with_retry(
+        policy, "writing rows to transactions", fn, retryable=lambda: (ConnectionError,), clock=t.clock, sleep=t.sleep
+    )
 
 
 # ------------------------------------------------------------------ backoff policy
@@ -168,8 +170,15 @@ def test_a_failed_query_waits_for_its_dependencies_then_restarts_from_the_checkp
     t, beats = FakeTime(), Beats()
     queries = FakeQueries([(RuntimeError("NoHostAvailable: Connection reset by peer"), False), (None, True)])
     down = {"kafka": None, "cassandra": "CQL not answering: NoHostAvailable"}
-    restarts = keep_running(queries, probe=_probe([down, down, down]), heartbeat=beats,
-                            policy=Backoff(1, 30, 1800), clock=t.clock, sleep=t.sleep, wall=_wall)
+    restarts = keep_running(
+        queries,
+        probe=_probe([down, down, down]),
+        heartbeat=beats,
+        policy=Backoff(1, 30, 1800),
+        clock=t.clock,
+        sleep=t.sleep,
+        wall=_wall,
+    )
     assert restarts == 1 and queries.starts == 2
     assert t.sleeps == [1.0, 2.0, 4.0, 8.0]  # three probes found Cassandra down, the fourth restarted
     waiting = [b for b in beats.states if b["state"] == "waiting"]
@@ -180,10 +189,19 @@ def test_a_failed_query_waits_for_its_dependencies_then_restarts_from_the_checkp
 
 def test_a_restart_that_fails_counts_as_another_failure():
     t, beats = FakeTime(), Beats()
-    queries = FakeQueries([(RuntimeError("Kafka: TimeoutException"), False), (None, False)],
-                          failing_starts={2: ConnectionError("broker not available")})
-    restarts = keep_running(queries, probe=_probe([]), heartbeat=beats, policy=Backoff(1, 30, 1800),
-                            clock=t.clock, sleep=t.sleep, wall=_wall)
+    queries = FakeQueries(
+        [(RuntimeError("Kafka: TimeoutException"), False), (None, False)],
+        failing_starts={2: ConnectionError("broker not available")},
+    )
+    restarts = keep_running(
+        queries,
+        probe=_probe([]),
+        heartbeat=beats,
+        policy=Backoff(1, 30, 1800),
+        clock=t.clock,
+        sleep=t.sleep,
+        wall=_wall,
+    )
     assert restarts == 1 and t.sleeps == [1.0, 2.0] and queries.starts == 2
     assert "restart failed: ConnectionError: broker not available" in beats.states[-2]["last_error"]
 
@@ -192,14 +210,31 @@ def test_recovery_gives_up_after_its_budget_without_progress_but_progress_starts
     t, beats = FakeTime(), Beats()
     failing = [(RuntimeError("boom"), False)] * 50
     with pytest.raises(StreamRecoveryError, match=r"kept failing for 6\ds .*recovery\.restart_give_up_s=60.*boom"):
-        keep_running(FakeQueries(failing), probe=_probe([]), heartbeat=beats, policy=Backoff(1, 8, 60),
-                     clock=t.clock, sleep=t.sleep, wall=_wall)
+        keep_running(
+            FakeQueries(failing),
+            probe=_probe([]),
+            heartbeat=beats,
+            policy=Backoff(1, 8, 60),
+            clock=t.clock,
+            sleep=t.sleep,
+            wall=_wall,
+        )
     assert beats.states[-1]["state"] == "gave_up"
     # The same failures with a completed micro-batch between them: each is a new outage.
     t = FakeTime()
     progressing = [(RuntimeError("boom"), True)] * 30 + [(None, True)]
-    assert keep_running(FakeQueries(progressing), probe=_probe([]), heartbeat=None, policy=Backoff(1, 8, 60),
-                        clock=t.clock, sleep=t.sleep, wall=_wall) == 30
+    assert (
+        keep_running(
+            FakeQueries(progressing),
+            probe=_probe([]),
+            heartbeat=None,
+            policy=Backoff(1, 8, 60),
+            clock=t.clock,
+            sleep=t.sleep,
+            wall=_wall,
+        )
+        == 30
+    )
     assert set(t.sleeps) == {1.0}
 
 
@@ -225,8 +260,10 @@ def test_a_second_lock_on_a_checkpoint_is_refused_naming_the_holder(tmp_path):
 
 def test_a_lock_holder_killed_with_sigkill_leaves_no_stale_lock(tmp_path):
     ckpt = tmp_path / "ckpt"
-    code = ("import sys, time; from spark_jobs.checkpoint_lock import CheckpointLock; "
-            f"CheckpointLock({str(ckpt)!r}).acquire(); print('locked', flush=True); time.sleep(120)")
+    code = (
+        "import sys, time; from spark_jobs.checkpoint_lock import CheckpointLock; "
+        f"CheckpointLock({str(ckpt)!r}).acquire(); print('locked', flush=True); time.sleep(120)"
+    )
     holder = subprocess.Popen([sys.executable, "-c", code], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
@@ -271,8 +308,9 @@ def settings(tmp_path, monkeypatch):
 def sleeper(settings):
     """A real detached process owned by the 'stream' pid file."""
     proc = stream_process(settings)
-    pid = proc.start_with_env([sys.executable, "-c", "import time; time.sleep(120)"], cwd=PROJECT_ROOT,
-                              env=dict(os.environ))
+    pid = proc.start_with_env(
+        [sys.executable, "-c", "import time; time.sleep(120)"], cwd=PROJECT_ROOT, env=dict(os.environ)
+    )
     assert proc.pid() == pid
     yield proc
     proc.stop(timeout=5)
@@ -281,11 +319,23 @@ def sleeper(settings):
 def test_a_stream_waiting_out_an_outage_is_not_restarted_unless_its_heartbeat_stops(settings, sleeper):
     now = datetime.now(UTC) + timedelta(seconds=600)
     stale = now - timedelta(seconds=300)
-    beat = {"pid": sleeper.pid(), "written_at": (now - timedelta(seconds=5)).isoformat(),
-            "queries": {"ingest": {"status": "terminated", "last_progress_at": stale.isoformat(),
-                                   "end_offsets": {"transactions": {"0": 10}}}},
-            "recovery": {"state": "waiting", "attempt": 7, "since": stale.isoformat(),
-                         "last_error": "cassandra 127.0.0.1:9042 down (CQL not answering: NoHostAvailable)"}}
+    beat = {
+        "pid": sleeper.pid(),
+        "written_at": (now - timedelta(seconds=5)).isoformat(),
+        "queries": {
+            "ingest": {
+                "status": "terminated",
+                "last_progress_at": stale.isoformat(),
+                "end_offsets": {"transactions": {"0": 10}},
+            }
+        },
+        "recovery": {
+            "state": "waiting",
+            "attempt": 7,
+            "since": stale.isoformat(),
+            "last_error": "cassandra 127.0.0.1:9042 down (CQL not answering: NoHostAvailable)",
+        },
+    }
     write_json_atomic(heartbeat_path(settings.state_path), beat)
     health = check(settings, now=now, end_offsets=lambda t: pytest.fail("a waiting stream needs no Kafka lag"))
     assert (health.state, health.needs_restart) == ("waiting", False)
@@ -294,7 +344,8 @@ def test_a_stream_waiting_out_an_outage_is_not_restarted_unless_its_heartbeat_st
     write_json_atomic(heartbeat_path(settings.state_path), {**beat, "written_at": stale.isoformat()})
     assert check(settings, now=now).state == "stalled"
     # Back to running: the lag check applies again.
-    write_json_atomic(heartbeat_path(settings.state_path),
-                      {**beat, "recovery": {**beat["recovery"], "state": "running"}})
+    write_json_atomic(
+        heartbeat_path(settings.state_path), {**beat, "recovery": {**beat["recovery"], "state": "running"}}
+    )
     assert check(settings, now=now, end_offsets=lambda t: {0: 50}).state == "stalled"
     assert json.loads(heartbeat_path(settings.state_path).read_text())["recovery"]["state"] == "running"

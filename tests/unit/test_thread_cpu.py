@@ -1,4 +1,5 @@
 """bench/thread_cpu.py on this very process: a busy thread shows up under its pool's name."""
+
 import os
 import threading
 import time

@@ -20,6 +20,7 @@ Anything outside this subset is refused when the rules are loaded, naming the ru
 the API never guesses at a rule it cannot evaluate exactly; the parity test
 (tests/integration/test_api_parity.py) holds its answers to the stream's.
 """
+
 from __future__ import annotations
 
 import operator
@@ -34,13 +35,16 @@ Evaluator = Callable[[Row], Any]
 
 __all__ = ["ConditionError", "compile_condition"]
 
-_TOKEN = re.compile(r"""
+_TOKEN = re.compile(
+    r"""
     \s*(?:
       (?P<number>\d+\.\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|\d+(?:[eE][-+]?\d+)?)
     | (?P<string>'(?:[^'\\]|\\.|'')*')
     | (?P<name>[A-Za-z_][A-Za-z_0-9]*|`[^`]+`)
     | (?P<op><=>|<=|>=|<>|!=|==|[-+*/%=<>(),])
-    )""", re.VERBOSE)
+    )""",
+    re.VERBOSE,
+)
 _KEYWORDS = {"AND", "OR", "NOT", "IN", "IS", "NULL", "TRUE", "FALSE", "BETWEEN"}
 
 
@@ -55,7 +59,7 @@ def _tokens(text: str) -> list[tuple[str, Any]]:
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if m is None or m.end() == pos:
-            raise ConditionError(f"cannot read {text[pos:pos + 20]!r}")
+            raise ConditionError(f"cannot read {text[pos : pos + 20]!r}")
         pos = m.end()
         if m.group("number") is not None:
             raw = m.group("number")
@@ -96,6 +100,7 @@ def _or(a, b):
 def _null_safe(fn):
     def apply(a, b):
         return None if a is None or b is None else fn(a, b)
+
     return apply
 
 
@@ -110,8 +115,16 @@ def _modulo(a, b):
     return -result if a < 0 else result
 
 
-_COMPARE = {"=": operator.eq, "==": operator.eq, "!=": operator.ne, "<>": operator.ne, "<": operator.lt,
-            "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+_COMPARE = {
+    "=": operator.eq,
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<>": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
 _ARITH = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": _divide, "%": _modulo}
 
 
@@ -123,18 +136,24 @@ def _skip_nulls(fn):
     def apply(*values):
         present = [v for v in values if v is not None]
         return fn(present) if present else None
+
     return apply
 
 
 def _unary(fn):
     def apply(value):
         return None if value is None else fn(value)
+
     return apply
 
 
 _FUNCTIONS: dict[str, Callable] = {
-    "coalesce": _coalesce, "abs": _unary(abs), "greatest": _skip_nulls(max), "least": _skip_nulls(min),
-    "lower": _unary(str.lower), "upper": _unary(str.upper),
+    "coalesce": _coalesce,
+    "abs": _unary(abs),
+    "greatest": _skip_nulls(max),
+    "least": _skip_nulls(min),
+    "lower": _unary(str.lower),
+    "upper": _unary(str.upper),
 }
 
 
@@ -194,9 +213,14 @@ class _Parser:
             self.i += 1
             right = self.additive()
             return lambda row: (lambda a, b: (a is None and b is None) or (a is not None and b is not None and a == b))(
-                left(row), right(row))
+                left(row), right(row)
+            )
         negate = False
-        if self.peek("kw", "NOT") and self.tokens[self.i + 1][0] == "kw" and self.tokens[self.i + 1][1] in ("IN", "BETWEEN"):
+        if (
+            self.peek("kw", "NOT")
+            and self.tokens[self.i + 1][0] == "kw"
+            and self.tokens[self.i + 1][1] in ("IN", "BETWEEN")
+        ):
             self.i += 1
             negate = True
         if self.peek("kw", "IN"):
@@ -267,8 +291,9 @@ class _Parser:
             if self.peek("op", "("):
                 fn = _FUNCTIONS.get(value.lower())
                 if fn is None:
-                    raise ConditionError(f"function {value}() is not one the API evaluates "
-                                         f"({', '.join(sorted(_FUNCTIONS))})")
+                    raise ConditionError(
+                        f"function {value}() is not one the API evaluates ({', '.join(sorted(_FUNCTIONS))})"
+                    )
                 self.i += 1
                 args: list[Evaluator] = []
                 if not self.peek("op", ")"):

@@ -1,6 +1,7 @@
 """The scoring API's settings: ``TXMON_API__<KEY>`` environment variables (or the
 ``txmon api`` flags, which set them for the workers). Frozen and validated like the rest
 of txmon's configuration (infra/settings.py)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -46,5 +47,6 @@ def load_api_settings(**overrides) -> ApiSettings:
     try:
         return ApiSettings(**overrides)
     except ValidationError as exc:
-        raise ConfigError(f"invalid API settings ({describe_errors(exc)}); fix the TXMON_API__* variables "
-                          "or the `txmon api` flags") from None
+        raise ConfigError(
+            f"invalid API settings ({describe_errors(exc)}); fix the TXMON_API__* variables or the `txmon api` flags"
+        ) from None

@@ -12,6 +12,7 @@ payment switch: a key that verified is remembered in this worker for ``cache_s``
 (by the SHA-256 of the whole key, never the key itself). A revoked key therefore stops
 working within ``cache_s`` on every worker (docs/api.md).
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -4,6 +4,7 @@ Per worker: with N workers (``txmon api --workers N``) or several hosts, a key m
 up to N times ``rate_per_s`` in total. Enough to stop a runaway client from starving the
 others without a shared store on the request path (docs/api.md).
 """
+
 from __future__ import annotations
 
 import threading

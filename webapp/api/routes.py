@@ -3,6 +3,7 @@
 Handlers are thin: parse and check the request, call the scorer or the store, shape the
 answer. Blocking work (Cassandra, Kafka, the models) runs in the server's thread pool.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -55,20 +56,35 @@ def requires(scope: str | None):
         api = services(request)
         key = _presented_key(request)
         if key is None:
-            raise ApiError(401, "unauthenticated", "send an API key as `Authorization: Bearer <key>` or "
-                           "`X-API-Key: <key>` (create one with `txmon api keys create`)",
-                           headers={"WWW-Authenticate": "Bearer"})
+            raise ApiError(
+                401,
+                "unauthenticated",
+                "send an API key as `Authorization: Bearer <key>` or "
+                "`X-API-Key: <key>` (create one with `txmon api keys create`)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         principal = api.verifier.verify(key)
         if principal is None:
-            raise ApiError(401, "invalid_key", "the API key is unknown, wrong or revoked",
-                           headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+            raise ApiError(
+                401,
+                "invalid_key",
+                "the API key is unknown, wrong or revoked",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
         if scope is not None and not principal.can(scope):
-            raise ApiError(403, "forbidden", f"this key lacks the `{scope}` scope; its scopes: "
-                           f"{', '.join(sorted(principal.scopes))}")
+            raise ApiError(
+                403,
+                "forbidden",
+                f"this key lacks the `{scope}` scope; its scopes: {', '.join(sorted(principal.scopes))}",
+            )
         if not api.buckets.allow(principal.key_id):
             wait = api.buckets.retry_after()
-            raise ApiError(429, "rate_limited", f"over this key's rate of {api.api.rate_per_s:g} requests/s "
-                           "(per worker); slow down", headers={"Retry-After": str(max(1, round(wait)))})
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"over this key's rate of {api.api.rate_per_s:g} requests/s (per worker); slow down",
+                headers={"Retry-After": str(max(1, round(wait)))},
+            )
         request.state.principal = principal
         return principal
 
@@ -90,8 +106,14 @@ def _event_or_422(api: ApiServices, raw: Any) -> TransactionEvent:
     event, problems = check_event(raw, now=datetime.now(UTC), max_age=api.max_age)
     if problems:
         first = problems[0]
-        raise ApiError(422, "invalid_event", describe_problems(problems), field=first.where, reason=str(first.reason),
-                       problems=[{"field": p.where, "reason": str(p.reason), "message": p.message} for p in problems])
+        raise ApiError(
+            422,
+            "invalid_event",
+            describe_problems(problems),
+            field=first.where,
+            reason=str(first.reason),
+            problems=[{"field": p.where, "reason": str(p.reason), "message": p.message} for p in problems],
+        )
     assert event is not None
     return event
 
@@ -125,9 +147,12 @@ def _score_and_ingest(api: ApiServices, event: TransactionEvent, principal: Prin
             api.store.decision_published(event.txn_id)
             return {**result, "ingested": True, "duplicate": False}
     if existing.content_hash != digest:
-        raise ApiError(409, "conflicting_duplicate",
-                       f"txn_id {event.txn_id} was already scored and ingested with other content; "
-                       "send a new txn_id for a new payment")
+        raise ApiError(
+            409,
+            "conflicting_duplicate",
+            f"txn_id {event.txn_id} was already scored and ingested with other content; "
+            "send a new txn_id for a new payment",
+        )
     recorded = json.loads(existing.verdict)
     if existing.published_at is None:
         api.publish(lambda p: p.send_event(event))  # the first attempt was never acknowledged
@@ -135,12 +160,22 @@ def _score_and_ingest(api: ApiServices, event: TransactionEvent, principal: Prin
     return {**recorded, "ingested": True, "duplicate": True}
 
 
-@router.post("/v1/score", tags=["scoring"], summary="Score one transaction",
-             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-                 "schema": {"$ref": "#/components/schemas/TransactionEvent"}}}}})
-async def score(request: Request, principal: Annotated[Principal, Depends(requires("score"))],
-                ingest: Annotated[bool, Query(description="also publish to the transactions topic "
-                                                      "(idempotent by txn_id)")] = False) -> dict:
+@router.post(
+    "/v1/score",
+    tags=["scoring"],
+    summary="Score one transaction",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TransactionEvent"}}},
+        }
+    },
+)
+async def score(
+    request: Request,
+    principal: Annotated[Principal, Depends(requires("score"))],
+    ingest: Annotated[bool, Query(description="also publish to the transactions topic (idempotent by txn_id)")] = False,
+) -> dict:
     """One transaction in the event contract -> risk 0-100, decision, reasons, versions, latency.
     Nothing is saved unless ``ingest=true``."""
     api = services(request)
@@ -166,8 +201,9 @@ async def score_batch(request: Request, principal: Annotated[Principal, Depends(
     except (ValueError, KeyError, TypeError):
         raise ApiError(422, "invalid_body", 'send {"transactions": [event, ...]}', field="transactions") from None
     if not items or len(items) > api.api.batch_max:
-        raise ApiError(422, "invalid_body", f"send 1 to {api.api.batch_max} transactions per batch",
-                       field="transactions")
+        raise ApiError(
+            422, "invalid_body", f"send 1 to {api.api.batch_max} transactions per batch", field="transactions"
+        )
 
     def run() -> list[dict]:
         out = []
@@ -199,22 +235,39 @@ def transaction(txn_id: str, request: Request, principal: Annotated[Principal, D
     api = services(request)
     landed, scored, decided = api.store.transaction(txn_id), api.store.scored(txn_id), api.store.decision(txn_id)
     if landed is None and scored is None and decided is None:
-        raise ApiError(404, "not_found", f"no transaction {txn_id} has been landed, scored or ingested "
-                       "(the stream lands an ingested event within seconds)")
+        raise ApiError(
+            404,
+            "not_found",
+            f"no transaction {txn_id} has been landed, scored or ingested "
+            "(the stream lands an ingested event within seconds)",
+        )
     out: dict[str, Any] = {"txn_id": txn_id, "transaction": None, "stream": None, "api": None}
     if landed is not None:
         out["transaction"] = {
-            "event_time": _iso(landed.event_time), "channel": landed.channel, "txn_type": landed.txn_type,
-            "payer_account": _mask(landed.payer_account, principal), "payer_vpa": _mask(landed.payer_vpa, principal, "vpa"),
-            "payee_account": _mask(landed.payee_account, principal), "payee_vpa": _mask(landed.payee_vpa, principal, "vpa"),
-            "amount_paise": landed.amount_paise, "status": landed.status, "landed_at": _iso(landed.landed_at)}
+            "event_time": _iso(landed.event_time),
+            "channel": landed.channel,
+            "txn_type": landed.txn_type,
+            "payer_account": _mask(landed.payer_account, principal),
+            "payer_vpa": _mask(landed.payer_vpa, principal, "vpa"),
+            "payee_account": _mask(landed.payee_account, principal),
+            "payee_vpa": _mask(landed.payee_vpa, principal, "vpa"),
+            "amount_paise": landed.amount_paise,
+            "status": landed.status,
+            "landed_at": _iso(landed.landed_at),
+        }
     if scored is not None:
         out["stream"] = {
-            "risk_score": scored.risk_score, "decision": scored.decision, "rule_score": scored.rule_score,
-            "fraud_probability": scored.fraud_probability, "anomaly_score": scored.anomaly_score,
-            "rules_fired": list(scored.rules_fired or []), "reasons": json.loads(scored.reasons or "[]"),
-            "model_version": scored.model_version, "rules_version": scored.rules_version,
-            "scored_at": _iso(scored.scored_at)}
+            "risk_score": scored.risk_score,
+            "decision": scored.decision,
+            "rule_score": scored.rule_score,
+            "fraud_probability": scored.fraud_probability,
+            "anomaly_score": scored.anomaly_score,
+            "rules_fired": list(scored.rules_fired or []),
+            "reasons": json.loads(scored.reasons or "[]"),
+            "model_version": scored.model_version,
+            "rules_version": scored.rules_version,
+            "scored_at": _iso(scored.scored_at),
+        }
     if decided is not None:
         verdict = json.loads(decided.verdict)
         verdict.pop("features", None)
@@ -227,23 +280,38 @@ WindowKind = Literal["tumble_1m", "tumble_5m", "slide_1h"]
 
 
 @router.get("/v1/accounts/{account}/windows", tags=["read"], summary="An account's windowed aggregates")
-def account_windows(account: str, request: Request, principal: Annotated[Principal, Depends(requires("read"))],
-                    kind: WindowKind = "tumble_5m",
-                    since: Annotated[datetime | None, Query(description="ISO 8601; default: the last 24 h")] = None,
-                    limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict:
+def account_windows(
+    account: str,
+    request: Request,
+    principal: Annotated[Principal, Depends(requires("read"))],
+    kind: WindowKind = "tumble_5m",
+    since: Annotated[datetime | None, Query(description="ISO 8601; default: the last 24 h")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict:
     api = services(request)
     since = since or datetime.now(UTC) - timedelta(hours=24)
     naive = since.astimezone(UTC).replace(tzinfo=None) if since.tzinfo else since
     rows = api.store.account_windows(account, kind, naive)[:limit]
-    return {"account": _mask(account, principal), "kind": kind, "since": _iso(naive),
-            "windows": [{"start": _iso(w.window_start), "end": _iso(w.window_end), "txn_count": w.txn_count,
-                         "total_paise": w.total_paise, "max_paise": w.max_paise,
-                         "distinct_payees": w.distinct_payees} for w in rows]}
+    return {
+        "account": _mask(account, principal),
+        "kind": kind,
+        "since": _iso(naive),
+        "windows": [
+            {
+                "start": _iso(w.window_start),
+                "end": _iso(w.window_end),
+                "txn_count": w.txn_count,
+                "total_paise": w.total_paise,
+                "max_paise": w.max_paise,
+                "distinct_payees": w.distinct_payees,
+            }
+            for w in rows
+        ],
+    }
 
 
 @router.get("/v1/accounts/{account}/summary", tags=["read"], summary="An account's latest windows")
-def account_summary(account: str, request: Request,
-                    principal: Annotated[Principal, Depends(requires("read"))]) -> dict:
+def account_summary(account: str, request: Request, principal: Annotated[Principal, Depends(requires("read"))]) -> dict:
     """The newest window of each kind over the last 24 hours (None where the account had none)."""
     api = services(request)
     since = datetime.now(UTC).replace(tzinfo=None) - timedelta(hours=24)
@@ -251,20 +319,32 @@ def account_summary(account: str, request: Request,
     for kind in ("tumble_1m", "tumble_5m", "slide_1h"):
         rows = api.store.account_windows(account, kind, since)
         w = rows[0] if rows else None
-        latest[kind] = None if w is None else {
-            "start": _iso(w.window_start), "end": _iso(w.window_end), "txn_count": w.txn_count,
-            "total_paise": w.total_paise, "max_paise": w.max_paise, "distinct_payees": w.distinct_payees}
+        latest[kind] = (
+            None
+            if w is None
+            else {
+                "start": _iso(w.window_start),
+                "end": _iso(w.window_end),
+                "txn_count": w.txn_count,
+                "total_paise": w.total_paise,
+                "max_paise": w.max_paise,
+                "distinct_payees": w.distinct_payees,
+            }
+        )
     return {"account": _mask(account, principal), "latest": latest}
 
 
 @router.get("/v1/alerts", tags=["read"], summary="Alerts of one day, filtered, paged")
-def alerts(request: Request, principal: Annotated[Principal, Depends(requires("read"))],
-           day: Annotated[date | None, Query(description="IST day of the transactions; default today")] = None,
-           decision: Literal["REVIEW", "BLOCK"] | None = None,
-           severity: Literal["LOW", "MEDIUM", "HIGH", "CRITICAL"] | None = None,
-           min_risk: Annotated[int, Query(ge=0, le=100)] = 0,
-           limit: Annotated[int, Query(ge=1, le=500)] = 50,
-           page: Annotated[str | None, Query(description="`next_page` of the previous answer")] = None) -> dict:
+def alerts(
+    request: Request,
+    principal: Annotated[Principal, Depends(requires("read"))],
+    day: Annotated[date | None, Query(description="IST day of the transactions; default today")] = None,
+    decision: Literal["REVIEW", "BLOCK"] | None = None,
+    severity: Literal["LOW", "MEDIUM", "HIGH", "CRITICAL"] | None = None,
+    min_risk: Annotated[int, Query(ge=0, le=100)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    page: Annotated[str | None, Query(description="`next_page` of the previous answer")] = None,
+) -> dict:
     """One page of the day's alerts (account numbers are stored masked). Filters apply to
     each page, so a page can hold fewer than ``limit`` alerts; follow ``next_page`` until
     it is null."""
@@ -273,17 +353,32 @@ def alerts(request: Request, principal: Annotated[Principal, Depends(requires("r
     try:
         state = urlsafe_b64decode(page.encode()) if page else None
     except ValueError:
-        raise ApiError(422, "invalid_page", "page must be a next_page value from a previous answer",
-                       field="page") from None
+        raise ApiError(
+            422, "invalid_page", "page must be a next_page value from a previous answer", field="page"
+        ) from None
     rows, next_state = api.store.alerts_page(day, limit, state)
-    items = [{"alert_id": str(r.alert_id), "event_time": _iso(r.event_time), "created_at": _iso(r.created_at),
-              "payer_account_masked": r.payer_account_masked, "decision": r.decision, "severity": r.severity,
-              "risk_score": r.risk_score, "amount_paise": r.amount_paise, "reason_codes": list(r.reason_codes or [])}
-             for r in rows
-             if (decision is None or r.decision == decision) and (severity is None or r.severity == severity)
-             and (r.risk_score or 0) >= min_risk]
-    return {"day": day.isoformat(), "alerts": items,
-            "next_page": urlsafe_b64encode(next_state).decode() if next_state else None}
+    items = [
+        {
+            "alert_id": str(r.alert_id),
+            "event_time": _iso(r.event_time),
+            "created_at": _iso(r.created_at),
+            "payer_account_masked": r.payer_account_masked,
+            "decision": r.decision,
+            "severity": r.severity,
+            "risk_score": r.risk_score,
+            "amount_paise": r.amount_paise,
+            "reason_codes": list(r.reason_codes or []),
+        }
+        for r in rows
+        if (decision is None or r.decision == decision)
+        and (severity is None or r.severity == severity)
+        and (r.risk_score or 0) >= min_risk
+    ]
+    return {
+        "day": day.isoformat(),
+        "alerts": items,
+        "next_page": urlsafe_b64encode(next_state).decode() if next_state else None,
+    }
 
 
 # ------------------------------------------------------------------ labels
@@ -295,8 +390,9 @@ def _label(api: ApiServices, body: dict, principal: Principal) -> tuple[int, dic
 
     label_id = body.pop("label_id", None) or body.get("txn_id")
     if not isinstance(label_id, str) or not 1 <= len(label_id) <= 128:
-        raise ApiError(422, "invalid_label", "label_id must be text of 1 to 128 characters (default: txn_id)",
-                       field="label_id")
+        raise ApiError(
+            422, "invalid_label", "label_id must be text of 1 to 128 characters (default: txn_id)", field="label_id"
+        )
     # A repeat is recognised by what the client sent: a label_time defaulted to now differs
     # on every attempt, so it is not part of the comparison.
     digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
@@ -310,15 +406,22 @@ def _label(api: ApiServices, body: dict, principal: Principal) -> tuple[int, dic
     claimed, existing = api.store.claim_label(label_id, digest, label.txn_id, principal.key_id)
     if not claimed:
         if existing.content_hash != digest:
-            raise ApiError(409, "conflicting_label", f"label {label_id} was already received with other content; "
-                           "send a new label_id for a new label")
+            raise ApiError(
+                409,
+                "conflicting_label",
+                f"label {label_id} was already received with other content; send a new label_id for a new label",
+            )
         if existing.state == "sent":
             return 200, {"label_id": label_id, "txn_id": label.txn_id, "published": True, "duplicate": True}
     # Claimed now, or claimed before but never acknowledged: (re)publish.
     api.publish(lambda p: p.send_label(label.txn_id.encode(), payload))
     api.store.label_sent(label_id)
-    return (202 if claimed else 200), {"label_id": label_id, "txn_id": label.txn_id, "published": True,
-                                       "duplicate": not claimed}
+    return (202 if claimed else 200), {
+        "label_id": label_id,
+        "txn_id": label.txn_id,
+        "published": True,
+        "duplicate": not claimed,
+    }
 
 
 @router.post("/v1/labels", tags=["labels"], summary="Confirmed fraud or legitimate, once per label id")

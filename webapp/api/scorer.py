@@ -17,6 +17,7 @@ synchronous answer the same pieces run here in Python on one row:
 4. risk and decision: :func:`txmon.models.risk.risk_scores` / ``decisions``; reasons:
    the stream's own ``alert_reasons``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -204,11 +205,19 @@ class Verdict:
     row: dict = field(repr=False, default_factory=dict)
 
     def as_dict(self) -> dict:
-        return {"txn_id": self.txn_id, "risk_score": self.risk_score, "decision": self.decision,
-                "rule_score": self.rule_score, "fraud_probability": self.fraud_probability,
-                "anomaly_score": self.anomaly_score, "rules_fired": self.rules_fired, "reasons": self.reasons,
-                "model_version": self.model_version, "rules_version": self.rules_version,
-                "features": self.features}
+        return {
+            "txn_id": self.txn_id,
+            "risk_score": self.risk_score,
+            "decision": self.decision,
+            "rule_score": self.rule_score,
+            "fraud_probability": self.fraud_probability,
+            "anomaly_score": self.anomaly_score,
+            "rules_fired": self.rules_fired,
+            "reasons": self.reasons,
+            "model_version": self.model_version,
+            "rules_version": self.rules_version,
+            "features": self.features,
+        }
 
 
 def transaction_row(event: TransactionEvent) -> dict:
@@ -261,9 +270,16 @@ def feature_row(event: TransactionEvent, profiles: Profiles) -> dict:
     labels = payee_label_features(frauds, [f[0] for f in frauds], t_us, matured, delay)
     payer_state = PayerState.from_json(profiles.payer) if profiles.payer else PayerState()
     lat, lon = row["lat"], row["lon"]
-    payer_values = payer_fold(payer_state, t_us, payee, int(row["amount_paise"]), row["device_id"],
-                              None if lat is None else float(lat), None if lon is None else float(lon),
-                              row["status"] == "FAILED")
+    payer_values = payer_fold(
+        payer_state,
+        t_us,
+        payee,
+        int(row["amount_paise"]),
+        row["device_id"],
+        None if lat is None else float(lat),
+        None if lon is None else float(lon),
+        row["status"] == "FAILED",
+    )
     for names, values in ((PAYEE_FEATURES, folded), (LABEL_FEATURES, labels), (PAYER_FEATURES, payer_values)):
         for name, value in zip(names, values):
             # The stream's frame types: bigint or double columns (features.INTEGER_FEATURES).
@@ -302,8 +318,13 @@ class Scorer:
         """Loads both now; what /readyz reports of them."""
         rules = self.rules.get()
         version, bundle = self.champion.get()
-        return {"rules_version": rules.ruleset.label, "model_version": version, "model_loaded": bundle is not None,
-                "rules_error": self.rules.last_error, "model_error": self.champion.last_error}
+        return {
+            "rules_version": rules.ruleset.label,
+            "model_version": version,
+            "model_loaded": bundle is not None,
+            "rules_error": self.rules.last_error,
+            "model_error": self.champion.last_error,
+        }
 
     def score(self, event: TransactionEvent, profiles: Profiles) -> Verdict:
         from txmon.models.risk import decisions, risk_scores
@@ -326,13 +347,22 @@ class Scorer:
         if bundle is not None and decision != "APPROVE":
             import pandas as pd
 
-            explanation = bundle.explain(pd.DataFrame([[row[f] for f in FEATURES]], columns=list(FEATURES)),
-                                         top_k=3)[0]
+            explanation = bundle.explain(pd.DataFrame([[row[f] for f in FEATURES]], columns=list(FEATURES)), top_k=3)[0]
         reasons = alert_reasons(row, fired, compiled.by_id, explanation, decision, probability)
-        return Verdict(txn_id=event.txn_id, risk_score=risk, decision=decision, rule_score=rule_score,
-                       fraud_probability=probability, anomaly_score=anomaly, rules_fired=fired, reasons=reasons,
-                       model_version=version, rules_version=compiled.ruleset.label,
-                       features={f: row[f] for f in FEATURES}, row=row)
+        return Verdict(
+            txn_id=event.txn_id,
+            risk_score=risk,
+            decision=decision,
+            rule_score=rule_score,
+            fraud_probability=probability,
+            anomaly_score=anomaly,
+            rules_fired=fired,
+            reasons=reasons,
+            model_version=version,
+            rules_version=compiled.ruleset.label,
+            features={f: row[f] for f in FEATURES},
+            row=row,
+        )
 
 
 def timed_score(scorer: Scorer, event: TransactionEvent, profiles: Profiles) -> tuple[Verdict, float]:

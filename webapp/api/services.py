@@ -1,5 +1,6 @@
 """What the API's routes share in one worker: settings, the Cassandra store, the scorer,
 the key verifier, the rate limiter, the metrics and (made on first use) the Kafka producer."""
+
 from __future__ import annotations
 
 import threading
@@ -42,9 +43,15 @@ class ApiServices:
 
         store = ApiStore(settings, timeout_s=api.cassandra_timeout_s)
         scorer = Scorer(api.rules_path, api.registry_root or models_dir())
-        return cls(settings=settings, api=api, store=store, scorer=scorer,
-                   verifier=KeyVerifier(store, api.key_cache_s), buckets=TokenBuckets(api.rate_per_s, api.burst),
-                   max_age=timedelta(days=settings.contract.max_event_age_days))
+        return cls(
+            settings=settings,
+            api=api,
+            store=store,
+            scorer=scorer,
+            verifier=KeyVerifier(store, api.key_cache_s),
+            buckets=TokenBuckets(api.rate_per_s, api.burst),
+            max_age=timedelta(days=settings.contract.max_event_age_days),
+        )
 
     def producer(self):
         """The worker's Kafka producer (ingestion/producer.TransactionProducer), made on first use."""
@@ -58,11 +65,13 @@ class ApiServices:
                             from txmon.ingestion.producer import TransactionProducer
 
                             # No linger: a request waits for its own record's acknowledgement.
-                            self._producer = TransactionProducer(self.settings, linger_ms=0,
-                                                                 max_block_ms=int(self.api.kafka_timeout_s * 1000))
+                            self._producer = TransactionProducer(
+                                self.settings, linger_ms=0, max_block_ms=int(self.api.kafka_timeout_s * 1000)
+                            )
                     except Exception as exc:  # noqa: BLE001 - any failure to reach Kafka is "unavailable"
-                        raise KafkaUnavailable(f"Kafka unavailable ({type(exc).__name__}: {str(exc)[:200]}); "
-                                               "retry shortly") from None
+                        raise KafkaUnavailable(
+                            f"Kafka unavailable ({type(exc).__name__}: {str(exc)[:200]}); retry shortly"
+                        ) from None
         return self._producer
 
     def publish(self, send) -> None:
@@ -77,8 +86,9 @@ class ApiServices:
         try:
             producer.flush(timeout=self.api.kafka_timeout_s)
         except Exception as exc:  # noqa: BLE001 - kafka-python raises its own timeout types
-            raise KafkaUnavailable(f"Kafka did not acknowledge in {self.api.kafka_timeout_s:.0f} s "
-                                   f"({type(exc).__name__}); retry") from None
+            raise KafkaUnavailable(
+                f"Kafka did not acknowledge in {self.api.kafka_timeout_s:.0f} s ({type(exc).__name__}); retry"
+            ) from None
         if producer.summary.failed != failed:
             raise KafkaUnavailable("Kafka refused the record; retry")
 

@@ -6,6 +6,7 @@ The session is opened on first use, not at start-up, so the API starts (and answ
 :class:`StoreUnavailable` quickly (the routes answer 503 with a clear body), and the
 driver reconnects by itself once the node is back: no restart.
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,23 +30,23 @@ STATEMENTS = {
     "payee_frauds": "SELECT label_time, event_time FROM payee_fraud_labels WHERE payee_key = ?",
     "key_get": "SELECT key_id, name, scopes, secret_hash, created_at, revoked_at FROM api_keys WHERE key_id = ?",
     "key_insert": "INSERT INTO api_keys (key_id, name, scopes, secret_hash, created_at) VALUES (?, ?, ?, ?, ?) "
-                  "IF NOT EXISTS",
+    "IF NOT EXISTS",
     "key_list": "SELECT key_id, name, scopes, created_at, revoked_at FROM api_keys",
     "key_revoke": "UPDATE api_keys SET revoked_at = ? WHERE key_id = ? IF EXISTS",
     "decision_claim": "INSERT INTO api_decisions (txn_id, content_hash, verdict, decided_at, key_id) "
-                      "VALUES (?, ?, ?, ?, ?) IF NOT EXISTS",
+    "VALUES (?, ?, ?, ?, ?) IF NOT EXISTS",
     "decision_get": "SELECT txn_id, content_hash, verdict, decided_at, published_at FROM api_decisions WHERE txn_id = ?",
     "decision_published": "UPDATE api_decisions SET published_at = ? WHERE txn_id = ?",
     "label_claim": "INSERT INTO api_labels (label_id, content_hash, txn_id, state, received_at, key_id) "
-                   "VALUES (?, ?, ?, 'pending', ?, ?) IF NOT EXISTS",
+    "VALUES (?, ?, ?, 'pending', ?, ?) IF NOT EXISTS",
     "label_sent": "UPDATE api_labels SET state = 'sent' WHERE label_id = ?",
     "scored_get": "SELECT txn_id, event_time, payer_account, payee_key, amount_paise, channel, txn_type, "
-                  "risk_score, decision, rule_score, fraud_probability, anomaly_score, rules_fired, reasons, "
-                  "model_version, rules_version, scored_at FROM scored_transactions WHERE txn_id = ?",
+    "risk_score, decision, rule_score, fraud_probability, anomaly_score, rules_fired, reasons, "
+    "model_version, rules_version, scored_at FROM scored_transactions WHERE txn_id = ?",
     "transaction_get": "SELECT txn_id, event_time, channel, txn_type, payer_account, payer_vpa, payee_account, "
-                       "payee_vpa, amount_paise, status, landed_at FROM transactions WHERE txn_id = ?",
+    "payee_vpa, amount_paise, status, landed_at FROM transactions WHERE txn_id = ?",
     "alerts_by_day": "SELECT alert_id, event_time, created_at, payer_account_masked, decision, severity, "
-                     "risk_score, amount_paise, reason_codes FROM alerts_by_day WHERE day = ?",
+    "risk_score, amount_paise, reason_codes FROM alerts_by_day WHERE day = ?",
     "ping": "SELECT release_version FROM system.local",
 }
 
@@ -88,8 +89,14 @@ class ApiStore:
         from txmon.infra.cassandra_schema import open_cluster
 
         c = self.settings.cassandra
-        cluster = open_cluster(c.host, c.port, timeout=self.timeout_s, request_timeout=self.timeout_s,
-                               consistency=c.consistency, datacenter=c.datacenter)
+        cluster = open_cluster(
+            c.host,
+            c.port,
+            timeout=self.timeout_s,
+            request_timeout=self.timeout_s,
+            consistency=c.consistency,
+            datacenter=c.datacenter,
+        )
         # Back within a second of Cassandra's return (the default backs off up to 10 minutes).
         cluster.reconnection_policy = ConstantReconnectionPolicy(1.0, max_attempts=None)
         try:
@@ -158,8 +165,11 @@ class ApiStore:
                 # A label stored before transaction times were kept counts as made when labelled
                 # (spark_jobs/profile_store.CassandraProfileStore.fraud_label_times).
                 frauds.append((labelled, labelled if row.event_time is None else micros(row.event_time)))
-        return Profiles(payer=payer_row.state if payer_row else None, payee=payee_row.state if payee_row else None,
-                        frauds=tuple(sorted(frauds)))
+        return Profiles(
+            payer=payer_row.state if payer_row else None,
+            payee=payee_row.state if payee_row else None,
+            frauds=tuple(sorted(frauds)),
+        )
 
     # -------------------------------------------------------------- keys
 

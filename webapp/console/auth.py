@@ -4,6 +4,7 @@ Passwords are hashed with argon2id (argon2-cffi's defaults, RFC 9106's low-memor
 profile); sessions are random tokens whose SHA-256 keys a Cassandra row with an expiry;
 every form carries the session's CSRF token, compared in constant time.
 """
+
 from __future__ import annotations
 
 import hmac

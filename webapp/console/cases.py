@@ -5,6 +5,7 @@ confirmed fraud or legitimate also becomes a label on the labels topic, exactly 
 case (:func:`publish_label`), in the labels contract (:class:`ingestion.events.LabelEvent`),
 so the stream's labels query feeds the drift monitor, the payee fraud rates and retraining from the analysts' work.
 """
+
 from __future__ import annotations
 
 import threading
@@ -55,8 +56,7 @@ def _require(role: str, permission: str) -> None:
         raise ActionRefused(f"the {role} role may not do this")
 
 
-def assign(store: ConsoleStore, alert_id: uuid.UUID, actor: str, role: str, assignee: str,
-           now: datetime) -> CaseState:
+def assign(store: ConsoleStore, alert_id: uuid.UUID, actor: str, role: str, assignee: str, now: datetime) -> CaseState:
     _require(role, "work")
     if assignee != actor:
         _require(role, "assign_others")
@@ -79,8 +79,16 @@ def comment(store: ConsoleStore, alert_id: uuid.UUID, actor: str, role: str, tex
     store.record(alert_id, actor, role, "comment", {"text": text[:MAX_COMMENT]}, now)
 
 
-def dispose(store: ConsoleStore, sink: LabelSink, alert_id: uuid.UUID, txn_id: str, actor: str, role: str,
-            disposition: str, now: datetime) -> CaseState:
+def dispose(
+    store: ConsoleStore,
+    sink: LabelSink,
+    alert_id: uuid.UUID,
+    txn_id: str,
+    actor: str,
+    role: str,
+    disposition: str,
+    now: datetime,
+) -> CaseState:
     """Record a disposition; confirmed fraud and legitimate close the case and publish its
     label (once: a second disposition of a closed case is refused, and a label already
     claimed is never claimed again)."""
@@ -98,14 +106,16 @@ def dispose(store: ConsoleStore, sink: LabelSink, alert_id: uuid.UUID, txn_id: s
     store.put_case(alert_id, status, state.assignee or actor, disposition, now, actor)
     store.record(alert_id, actor, role, "disposition", {"disposition": disposition}, now)
     if is_fraud is not None:
-        claim = LabelClaim(alert_id, label_id_for(alert_id), txn_id, is_fraud, ANALYST_SCENARIO if is_fraud else None,
-                           now, actor, None)
+        claim = LabelClaim(
+            alert_id, label_id_for(alert_id), txn_id, is_fraud, ANALYST_SCENARIO if is_fraud else None, now, actor, None
+        )
         publish_label(store, sink, claim, actor, role, now)
     return _state(store, alert_id)
 
 
-def publish_label(store: ConsoleStore, sink: LabelSink, claim: LabelClaim, actor: str, role: str,
-                  now: datetime) -> LabelClaim:
+def publish_label(
+    store: ConsoleStore, sink: LabelSink, claim: LabelClaim, actor: str, role: str, now: datetime
+) -> LabelClaim:
     """Claim the case's label, send it, mark it published. A claim someone else made and
     already published is left alone; one claimed but never acknowledged (the process died,
     Kafka was away) is sent again - the Kafka key is the txn_id and every consumer keys
@@ -115,8 +125,14 @@ def publish_label(store: ConsoleStore, sink: LabelSink, claim: LabelClaim, actor
         return current
     sink.send(current)
     store.mark_published(current.alert_id, now)
-    store.record(current.alert_id, actor, role, "label_published",
-                 {"label_id": str(current.label_id), "is_fraud": current.is_fraud}, now)
+    store.record(
+        current.alert_id,
+        actor,
+        role,
+        "label_published",
+        {"label_id": str(current.label_id), "is_fraud": current.is_fraud},
+        now,
+    )
     return store.label(current.alert_id) or current
 
 
@@ -147,23 +163,29 @@ class KafkaLabelSink:
     def send(self, claim: LabelClaim) -> None:
         from txmon.ingestion.events import LabelEvent, validate_label
 
-        label = LabelEvent(txn_id=claim.txn_id, is_fraud=claim.is_fraud, scenario=claim.scenario,
-                           label_time=claim.label_time.astimezone(UTC))
+        label = LabelEvent(
+            txn_id=claim.txn_id,
+            is_fraud=claim.is_fraud,
+            scenario=claim.scenario,
+            label_time=claim.label_time.astimezone(UTC),
+        )
         value = label.model_dump_json().encode()
         validate_label(value)  # what the stream's labels query will check, checked before sending
         with self._lock:
             if self._producer is None:
                 from txmon.ingestion.producer import TransactionProducer
 
-                self._producer = TransactionProducer(self.settings, labels_topic=self.labels_topic, linger_ms=0,
-                                                     compression=None,
-                                                     max_block_ms=30_000)
+                self._producer = TransactionProducer(
+                    self.settings, labels_topic=self.labels_topic, linger_ms=0, compression=None, max_block_ms=30_000
+                )
             failed = self._producer.summary.failed
             self._producer.send_label(claim.txn_id.encode(), value)
             self._producer.flush(timeout=30)
             if self._producer.summary.failed != failed or self._producer._pending:
-                raise TxmonError("the labels topic did not acknowledge the label; it stays claimed and is "
-                                 "sent again by the next disposition attempt or `txmon console labels resend`")
+                raise TxmonError(
+                    "the labels topic did not acknowledge the label; it stays claimed and is "
+                    "sent again by the next disposition attempt or `txmon console labels resend`"
+                )
 
     def close(self) -> None:
         with self._lock:

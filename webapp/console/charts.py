@@ -4,6 +4,7 @@ SVG (no JavaScript chart library is vendored: none comes from a Python package h
 Each function takes plain data and returns SVG text; the pages embed them as
 ``data:`` images, so a chart needs no second request and the CSP stays ``'self'``.
 """
+
 from __future__ import annotations
 
 import base64
@@ -21,6 +22,7 @@ _CACHE_SIZE = 256
 def cached(fn):
     """Draw a chart once per distinct data: matplotlib takes a few hundred milliseconds a
     chart, and a dashboard reloaded while nothing changed should not pay it again."""
+
     def wrapper(*args, **kwargs):
         key = fn.__name__ + repr(args) + repr(sorted(kwargs.items()))
         if key not in _CACHE:
@@ -28,6 +30,7 @@ def cached(fn):
                 _CACHE.pop(next(iter(_CACHE)))
             _CACHE[key] = fn(*args, **kwargs)
         return _CACHE[key]
+
     wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
     return wrapper
 
@@ -64,8 +67,13 @@ def empty(title: str) -> str:
 
 
 @cached
-def series(title: str, times: Sequence[datetime], lines: dict[str, Sequence[float]], ylabel: str = "",
-           secondary: tuple[str, Sequence[float]] | None = None) -> str:
+def series(
+    title: str,
+    times: Sequence[datetime],
+    lines: dict[str, Sequence[float]],
+    ylabel: str = "",
+    secondary: tuple[str, Sequence[float]] | None = None,
+) -> str:
     """Lines over time; ``secondary`` (name, values) on a right-hand axis (e.g. a rate)."""
     if not times:
         return empty(title)

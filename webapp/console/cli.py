@@ -1,5 +1,6 @@
 """`txmon console ...`: serve the console, manage its users, resend labels. Registered in
 infra/cli.py. Options can also be set through the environment variables in ``--help``."""
+
 from __future__ import annotations
 
 import sys
@@ -10,8 +11,9 @@ import typer
 
 from txmon.infra.errors import ConfigError, TxmonError
 
-console_app = typer.Typer(help="The fraud desk's web console: alert queue, cases, dashboards.",
-                          invoke_without_command=True)
+console_app = typer.Typer(
+    help="The fraud desk's web console: alert queue, cases, dashboards.", invoke_without_command=True
+)
 users_app = typer.Typer(help="Console users (roles: viewer, analyst, supervisor, admin).", no_args_is_help=True)
 labels_app = typer.Typer(help="Labels made by dispositions.", no_args_is_help=True)
 console_app.add_typer(users_app, name="users")
@@ -27,8 +29,10 @@ def _store():
     try:
         cluster, session = connect(settings, settings.cassandra.keyspace)
     except Exception as exc:  # noqa: BLE001 - any connection failure has the same fix
-        raise TxmonError(f"Cassandra at {settings.cassandra.host}:{settings.cassandra.port} is not reachable "
-                         f"({type(exc).__name__}); start it with `txmon infra up`") from None
+        raise TxmonError(
+            f"Cassandra at {settings.cassandra.host}:{settings.cassandra.port} is not reachable "
+            f"({type(exc).__name__}); start it with `txmon infra up`"
+        ) from None
     tables = cluster.metadata.keyspaces[settings.cassandra.keyspace].tables
     missing = [t for t in CONSOLE_TABLES if t not in tables]
     if missing:
@@ -40,9 +44,13 @@ def _store():
 @console_app.callback()
 def serve(
     ctx: typer.Context,
-    host: Annotated[str, typer.Option(envvar="TXMON_CONSOLE_HOST",
-                                      help="address to listen on (loopback by default; put TLS in front "
-                                           "before opening it to a network)")] = "127.0.0.1",
+    host: Annotated[
+        str,
+        typer.Option(
+            envvar="TXMON_CONSOLE_HOST",
+            help="address to listen on (loopback by default; put TLS in front before opening it to a network)",
+        ),
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(envvar="TXMON_CONSOLE_PORT", help="port to listen on")] = 8050,
 ) -> None:
     """Serve the console at http://HOST:PORT/console/ (the scoring API is in the same app).
@@ -66,8 +74,9 @@ def serve(
 def users_add(
     username: Annotated[str, typer.Argument(help="login name")],
     role: Annotated[str, typer.Option(help="viewer | analyst | supervisor | admin")] = "analyst",
-    password_stdin: Annotated[bool, typer.Option("--password-stdin",
-                                                 help="read the password from standard input (scripts)")] = False,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="read the password from standard input (scripts)")
+    ] = False,
 ) -> None:
     """Add a user, or replace an existing user's role and password. Asks for the password
     (never an argument: it would stay in the shell history and the process list)."""

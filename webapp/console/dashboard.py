@@ -7,6 +7,7 @@ yet, so this is the page's cost at scale (docs/console.md). Rules from
 the console's case state, drift events from ``drift_events``, frauds caught from
 ``labels`` joined to the decisions.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,14 +44,14 @@ def _utc(t: datetime | None) -> datetime | None:
     return t.replace(tzinfo=UTC) if t is not None and t.tzinfo is None else t
 
 
-def build(alerts: AlertStore, console: ConsoleStore, settings: Any, topic: str, hours: int,
-          now: datetime) -> Dashboard:
+def build(alerts: AlertStore, console: ConsoleStore, settings: Any, topic: str, hours: int, now: datetime) -> Dashboard:
     from txmon.alerting.contract import DAY_TZ
 
     session = alerts.session
     since = now - timedelta(hours=hours)
-    scan = session.execute(session.prepare("SELECT txn_id, event_time, decision, model_version "
-                                           "FROM scored_transactions"), timeout=120)
+    scan = session.execute(
+        session.prepare("SELECT txn_id, event_time, decision, model_version FROM scored_transactions"), timeout=120
+    )
     scan.paging_state  # noqa: B018 - pages are fetched as the loop below goes
     rows = []
     decision_of: dict[str, str] = {}
@@ -89,25 +90,57 @@ def build(alerts: AlertStore, console: ConsoleStore, settings: Any, topic: str, 
     for p in range(settings.kafka.partitions):
         dead.update(r.reason for r in session.execute(dl, (topic, p)))
     workload = _workload(console)
-    drift = [{"detected_at": _utc(r.detected_at), "part": r.part, "signal": r.signal, "mean_before": r.mean_before,
-              "mean_after": r.mean_after, "model_version": r.model_version, "notified": r.notified}
-             for r in session.execute(session.prepare(
-                 "SELECT part, signal, detected_at, mean_before, mean_after, model_version, notified "
-                 "FROM drift_events WHERE stream = ? LIMIT 200"), (topic,))]
+    drift = [
+        {
+            "detected_at": _utc(r.detected_at),
+            "part": r.part,
+            "signal": r.signal,
+            "mean_before": r.mean_before,
+            "mean_after": r.mean_after,
+            "model_version": r.model_version,
+            "notified": r.notified,
+        }
+        for r in session.execute(
+            session.prepare(
+                "SELECT part, signal, detected_at, mean_before, mean_after, model_version, notified "
+                "FROM drift_events WHERE stream = ? LIMIT 200"
+            ),
+            (topic,),
+        )
+    ]
     drift.sort(key=lambda d: d["detected_at"] or now, reverse=True)
     caught = _caught(session, decision_of)
-    d = Dashboard(hours, len(rows), decisions["REVIEW"] + decisions["BLOCK"], dict(decisions), dict(models),
-                  rules.most_common(10), dict(dead.most_common()), workload, drift[:10], caught,
-                  _stream(settings, topic))
+    d = Dashboard(
+        hours,
+        len(rows),
+        decisions["REVIEW"] + decisions["BLOCK"],
+        dict(decisions),
+        dict(models),
+        rules.most_common(10),
+        dict(dead.most_common()),
+        workload,
+        drift[:10],
+        caught,
+        _stream(settings, topic),
+    )
     d.charts = {
-        "volume": charts.series("Transactions and alert rate (IST)", times, {"transactions": volume},
-                                "per bucket", secondary=("alert rate %", rate)),
+        "volume": charts.series(
+            "Transactions and alert rate (IST)",
+            times,
+            {"transactions": volume},
+            "per bucket",
+            secondary=("alert rate %", rate),
+        ),
         "decisions": charts.bars("Decision mix", list(decisions), list(decisions.values()), "transactions"),
         "rules": charts.bars("Top rules in alerts", [k for k, _ in d.rules], [v for _, v in d.rules], "alerts"),
-        "dead_letters": charts.bars("Dead letters by reason", list(d.dead_letters), list(d.dead_letters.values()),
-                                    "records"),
-        "workload": charts.stacked("Analyst workload", [w["analyst"] for w in workload],
-                                   {"open": [w["open"] for w in workload], "closed": [w["closed"] for w in workload]}),
+        "dead_letters": charts.bars(
+            "Dead letters by reason", list(d.dead_letters), list(d.dead_letters.values()), "records"
+        ),
+        "workload": charts.stacked(
+            "Analyst workload",
+            [w["analyst"] for w in workload],
+            {"open": [w["open"] for w in workload], "closed": [w["closed"] for w in workload]},
+        ),
     }
     return d
 
@@ -122,9 +155,15 @@ def _workload(console: ConsoleStore) -> list[dict[str, Any]]:
                 per[who]["minutes"].append((c.updated_at - c.opened_at).total_seconds() / 60)
         else:
             per[who]["open"] += 1
-    return [{"analyst": k, "open": v["open"], "closed": v["closed"],
-             "median_minutes": statistics.median(v["minutes"]) if v["minutes"] else None}
-            for k, v in sorted(per.items())]
+    return [
+        {
+            "analyst": k,
+            "open": v["open"],
+            "closed": v["closed"],
+            "median_minutes": statistics.median(v["minutes"]) if v["minutes"] else None,
+        }
+        for k, v in sorted(per.items())
+    ]
 
 
 def _caught(session, decision_of: dict[str, str]) -> list[dict[str, Any]]:
@@ -135,8 +174,10 @@ def _caught(session, decision_of: dict[str, str]) -> list[dict[str, Any]]:
             continue
         per[r.scenario or "unknown"][0] += 1
         per[r.scenario or "unknown"][1] += decision_of[r.txn_id] in ("REVIEW", "BLOCK")
-    return [{"scenario": k, "frauds": n, "flagged": c, "share": c / n if n else 0.0}
-            for k, (n, c) in sorted(per.items(), key=lambda kv: -kv[1][0])]
+    return [
+        {"scenario": k, "frauds": n, "flagged": c, "share": c / n if n else 0.0}
+        for k, (n, c) in sorted(per.items(), key=lambda kv: -kv[1][0])
+    ]
 
 
 def _stream(settings: Any, topic: str) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 ``account_spending`` (monthly and yearly totals, by channel, merchant category and
 payee) and the daily trend of the stream's own 5-minute windows (``account_aggregates``,
 through infra.readback), drawn with webapp.console.charts."""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -39,15 +40,31 @@ def build(session: Any, account: str, now: datetime, show_payee) -> Insights:
     """``show_payee(key)``: a payee as the user may see it (masked for viewers)."""
     from txmon.infra.readback import account_windows
 
-    rows = list(session.execute(session.prepare(
-        "SELECT period_kind, period, dimension, key, txn_count, total_paise, max_paise, avg_paise, computed_until "
-        "FROM account_spending WHERE payer_account = ?"), (account,)))
-    months = sorted(({"period": r.period, "count": r.txn_count, "total": r.total_paise, "avg": r.avg_paise,
-                      "max": r.max_paise} for r in rows if r.period_kind == "month" and r.dimension == "all"),
-                    key=lambda m: m["period"])
-    years = sorted(({"period": r.period, "count": r.txn_count, "total": r.total_paise, "avg": r.avg_paise,
-                     "max": r.max_paise} for r in rows if r.period_kind == "year" and r.dimension == "all"),
-                   key=lambda y: y["period"])
+    rows = list(
+        session.execute(
+            session.prepare(
+                "SELECT period_kind, period, dimension, key, txn_count, total_paise, max_paise, avg_paise, computed_until "
+                "FROM account_spending WHERE payer_account = ?"
+            ),
+            (account,),
+        )
+    )
+    months = sorted(
+        (
+            {"period": r.period, "count": r.txn_count, "total": r.total_paise, "avg": r.avg_paise, "max": r.max_paise}
+            for r in rows
+            if r.period_kind == "month" and r.dimension == "all"
+        ),
+        key=lambda m: m["period"],
+    )
+    years = sorted(
+        (
+            {"period": r.period, "count": r.txn_count, "total": r.total_paise, "avg": r.avg_paise, "max": r.max_paise}
+            for r in rows
+            if r.period_kind == "year" and r.dimension == "all"
+        ),
+        key=lambda y: y["period"],
+    )
     per: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     for r in rows:
         if r.period_kind == "year" and r.dimension != "all":
@@ -66,14 +83,32 @@ def build(session: Any, account: str, now: datetime, show_payee) -> Insights:
         daily[day][0] += w.txn_count
         daily[day][1] += w.total_paise
     days = sorted((d, c, t) for d, (c, t) in daily.items())
-    out = Insights(account, count, total, round(total / count) if count else None, months, years, channels, mccs,
-                   payees, days, until)
+    out = Insights(
+        account,
+        count,
+        total,
+        round(total / count) if count else None,
+        months,
+        years,
+        channels,
+        mccs,
+        payees,
+        days,
+        until,
+    )
     out.charts = {
-        "monthly": charts.stacked("Monthly spend (₹, IST months)", [m["period"] for m in months],
-                                  {"spend": [m["total"] / 100 for m in months]}),
-        "daily": charts.series("Daily spend, last 30 days (₹)",
-                               [datetime.fromisoformat(d) for d, _, _ in days], {"spend": [t / 100 for _, _, t in days]},
-                               "₹", secondary=("transactions", [c for _, c, _ in days])),
+        "monthly": charts.stacked(
+            "Monthly spend (₹, IST months)",
+            [m["period"] for m in months],
+            {"spend": [m["total"] / 100 for m in months]},
+        ),
+        "daily": charts.series(
+            "Daily spend, last 30 days (₹)",
+            [datetime.fromisoformat(d) for d, _, _ in days],
+            {"spend": [t / 100 for _, _, t in days]},
+            "₹",
+            secondary=("transactions", [c for _, c, _ in days]),
+        ),
         "channels": charts.bars("Spend by channel (₹)", [k for k, _ in channels], [v / 100 for _, v in channels]),
         "mcc": charts.bars("Spend by merchant category (₹)", [k for k, _ in mccs], [v / 100 for _, v in mccs]),
         "payees": charts.bars("Top payees (₹)", [p for p, _, _ in payees], [t / 100 for _, _, t in payees]),

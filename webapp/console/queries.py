@@ -6,6 +6,7 @@ The queue reads ``alerts_by_day`` one IST day partition at a time over the chose
 the page's rows are then completed from ``alerts`` by id. Masking for viewers happens in
 :func:`present`, one place, with infra.masking.
 """
+
 from __future__ import annotations
 
 import json
@@ -61,8 +62,16 @@ class QueueFilter:
         if frm > to:
             frm, to = to, frm
         frm = max(frm, to - timedelta(days=MAX_DAYS - 1))
-        return cls(status, severity if severity in SEVERITIES else "", decision if decision in ALERT_DECISIONS else "",
-                   params.get("rule", "").strip()[:64], params.get("channel", "").strip()[:16], frm, to, page)
+        return cls(
+            status,
+            severity if severity in SEVERITIES else "",
+            decision if decision in ALERT_DECISIONS else "",
+            params.get("rule", "").strip()[:64],
+            params.get("channel", "").strip()[:16],
+            frm,
+            to,
+            page,
+        )
 
     def days(self) -> list[date]:
         assert self.day_from is not None and self.day_to is not None
@@ -73,9 +82,16 @@ class QueueFilter:
         """The query string of this filter with some fields changed (pager, polling)."""
         from urllib.parse import urlencode
 
-        values = {"status": self.status, "severity": self.severity, "decision": self.decision, "rule": self.rule,
-                  "channel": self.channel, "from": self.day_from.isoformat() if self.day_from else "",
-                  "to": self.day_to.isoformat() if self.day_to else "", "page": self.page}
+        values = {
+            "status": self.status,
+            "severity": self.severity,
+            "decision": self.decision,
+            "rule": self.rule,
+            "channel": self.channel,
+            "from": self.day_from.isoformat() if self.day_from else "",
+            "to": self.day_to.isoformat() if self.day_to else "",
+            "page": self.page,
+        }
         values.update(changes)
         return urlencode({k: v for k, v in values.items() if v not in ("", None)})
 
@@ -114,40 +130,58 @@ def queue(alerts: AlertStore, console: ConsoleStore, f: QueueFilter) -> QueuePag
     day_rows = alerts_for_days(alerts, f.days())
     cases = console.cases()
     rules = sorted({code for r in day_rows for code in (r["reason_codes"] or [])})
-    matching = [r for r in day_rows
-                if (r["decision"] in ALERT_DECISIONS)
-                and (not f.decision or r["decision"] == f.decision)
-                and (not f.severity or r["severity"] == f.severity)
-                and (not f.rule or f.rule in (r["reason_codes"] or []))
-                and _status_ok(cases.get(r["alert_id"]), f.status)]
+    matching = [
+        r
+        for r in day_rows
+        if (r["decision"] in ALERT_DECISIONS)
+        and (not f.decision or r["decision"] == f.decision)
+        and (not f.severity or r["severity"] == f.severity)
+        and (not f.rule or f.rule in (r["reason_codes"] or []))
+        and _status_ok(cases.get(r["alert_id"]), f.status)
+    ]
     full: dict[uuid.UUID, Any] = {}
     if f.channel:  # channel is not in alerts_by_day: read the candidates' alert rows
         full = {a.alert_id: a for a in alerts.load_alerts([r["alert_id"] for r in matching])}
         matching = [r for r in matching if r["alert_id"] in full and full[r["alert_id"]].channel == f.channel]
-    matching.sort(key=lambda r: (-(r["risk_score"] or 0), -SEVERITY_RANK.get(r["severity"], 0),
-                                 -(r["event_time"] or datetime.min.replace(tzinfo=UTC)).timestamp()))
+    matching.sort(
+        key=lambda r: (
+            -(r["risk_score"] or 0),
+            -SEVERITY_RANK.get(r["severity"], 0),
+            -(r["event_time"] or datetime.min.replace(tzinfo=UTC)).timestamp(),
+        )
+    )
     pages = max(1, -(-len(matching) // PAGE_SIZE))
     page = min(f.page, pages)
-    chosen = matching[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]
+    chosen = matching[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
     missing = [r["alert_id"] for r in chosen if r["alert_id"] not in full]
     full.update({a.alert_id: a for a in alerts.load_alerts(missing)})
     out = []
     for r in chosen:
         a = full.get(r["alert_id"])
         state = cases.get(r["alert_id"])
-        out.append({
-            "alert_id": str(r["alert_id"]), "event_time": _utc(r["event_time"]), "risk_score": r["risk_score"],
-            "decision": r["decision"], "severity": r["severity"], "amount_paise": r["amount_paise"],
-            "reason_codes": list(r["reason_codes"] or []), "payer_masked": r.get("payer_account_masked") or "",
-            "channel": a.channel if a else "", "txn_type": a.txn_type if a else "",
-            "payee_masked": (a.payee_vpa_masked or a.payee_account_masked or "") if a else "",
-            "status": state.status if state else "open", "assignee": state.assignee if state else None,
-        })
+        out.append(
+            {
+                "alert_id": str(r["alert_id"]),
+                "event_time": _utc(r["event_time"]),
+                "risk_score": r["risk_score"],
+                "decision": r["decision"],
+                "severity": r["severity"],
+                "amount_paise": r["amount_paise"],
+                "reason_codes": list(r["reason_codes"] or []),
+                "payer_masked": r.get("payer_account_masked") or "",
+                "channel": a.channel if a else "",
+                "txn_type": a.txn_type if a else "",
+                "payee_masked": (a.payee_vpa_masked or a.payee_account_masked or "") if a else "",
+                "status": state.status if state else "open",
+                "assignee": state.assignee if state else None,
+            }
+        )
     created = [r["created_at"] for r in day_rows if r.get("created_at")]
     from txmon.ingestion.events import Channel
 
-    return QueuePage(out, len(matching), page, pages, _utc(max(created)) if created else None, rules,
-                     [c.value for c in Channel])
+    return QueuePage(
+        out, len(matching), page, pages, _utc(max(created)) if created else None, rules, [c.value for c in Channel]
+    )
 
 
 _PREPARED: dict[tuple[int, str], Any] = {}
@@ -181,11 +215,38 @@ class CaseView:
     payee_frauds: int = 0
 
 
-_TXN_COLUMNS = ("txn_id", "event_time", "channel", "txn_type", "payer_account", "payer_ifsc", "payer_vpa",
-                "payee_account", "payee_ifsc", "payee_vpa", "amount_paise", "currency", "mcc", "device_id", "ip",
-                "city", "status")
-_SCORED_COLUMNS = ("risk_score", "decision", "rule_score", "fraud_probability", "anomaly_score", "rules_fired",
-                   "reasons", "model_version", "rules_version", "features_json", "payee_key")
+_TXN_COLUMNS = (
+    "txn_id",
+    "event_time",
+    "channel",
+    "txn_type",
+    "payer_account",
+    "payer_ifsc",
+    "payer_vpa",
+    "payee_account",
+    "payee_ifsc",
+    "payee_vpa",
+    "amount_paise",
+    "currency",
+    "mcc",
+    "device_id",
+    "ip",
+    "city",
+    "status",
+)
+_SCORED_COLUMNS = (
+    "risk_score",
+    "decision",
+    "rule_score",
+    "fraud_probability",
+    "anomaly_score",
+    "rules_fired",
+    "reasons",
+    "model_version",
+    "rules_version",
+    "features_json",
+    "payee_key",
+)
 
 
 def case_view(alerts: AlertStore, console: ConsoleStore, alert_id: uuid.UUID, around_days: int = 3) -> CaseView | None:
@@ -197,18 +258,22 @@ def case_view(alerts: AlertStore, console: ConsoleStore, alert_id: uuid.UUID, ar
     if alert is None:
         return None
     session = alerts.session
-    txn_row = session.execute(_prep(session, f"SELECT {', '.join(_TXN_COLUMNS)} FROM transactions WHERE txn_id = ?"),
-                              (alert.txn_id,)).one()
+    txn_row = session.execute(
+        _prep(session, f"SELECT {', '.join(_TXN_COLUMNS)} FROM transactions WHERE txn_id = ?"), (alert.txn_id,)
+    ).one()
     txn = txn_row._asdict() if txn_row is not None else None
-    scored_row = session.execute(_prep(session,
-        f"SELECT {', '.join(_SCORED_COLUMNS)} FROM scored_transactions WHERE txn_id = ?"), (alert.txn_id,)).one()
+    scored_row = session.execute(
+        _prep(session, f"SELECT {', '.join(_SCORED_COLUMNS)} FROM scored_transactions WHERE txn_id = ?"),
+        (alert.txn_id,),
+    ).one()
     scored = scored_row._asdict() if scored_row is not None else None
     top: list[tuple[str, Any]] = []
     if scored and scored.get("features_json"):
         try:
             feats = json.loads(scored["features_json"])
-            top = sorted(((k, v) for k, v in feats.items() if isinstance(v, (int, float)) and v),
-                         key=lambda kv: -abs(kv[1]))[:8]
+            top = sorted(
+                ((k, v) for k, v in feats.items() if isinstance(v, (int, float)) and v), key=lambda kv: -abs(kv[1])
+            )[:8]
         except ValueError:
             top = []
     windows: dict[str, list[Any]] = {}
@@ -223,31 +288,66 @@ def case_view(alerts: AlertStore, console: ConsoleStore, alert_id: uuid.UUID, ar
                 windows[kind] = []
     day = alert_day(alert)
     nearby = alerts_for_days(alerts, [day + timedelta(days=d) for d in range(-around_days, around_days + 1)])
-    account_alerts = sorted((r for r in nearby if r.get("payer_ref") == alert.payer_ref and r["alert_id"] != alert_id),
-                            key=lambda r: r["event_time"] or datetime.min.replace(tzinfo=UTC), reverse=True)
+    account_alerts = sorted(
+        (r for r in nearby if r.get("payer_ref") == alert.payer_ref and r["alert_id"] != alert_id),
+        key=lambda r: r["event_time"] or datetime.min.replace(tzinfo=UTC),
+        reverse=True,
+    )
     payee_alerts: list[dict[str, Any]] = []
     payee_masked = alert.payee_vpa_masked or alert.payee_account_masked
     if payee_masked and txn:
         # No table is keyed by payee: the alerts nearest in time are read whole and matched.
         when = alert.event_time
-        nearest = sorted((r for r in nearby if r["alert_id"] != alert_id and r.get("event_time")),
-                         key=lambda r: abs((r["event_time"] - when).total_seconds()))[:PAYEE_SCAN]
-        others = [a for a in alerts.load_alerts([r["alert_id"] for r in nearest])
-                  if (a.payee_vpa_masked or a.payee_account_masked) == payee_masked]
+        nearest = sorted(
+            (r for r in nearby if r["alert_id"] != alert_id and r.get("event_time")),
+            key=lambda r: abs((r["event_time"] - when).total_seconds()),
+        )[:PAYEE_SCAN]
+        others = [
+            a
+            for a in alerts.load_alerts([r["alert_id"] for r in nearest])
+            if (a.payee_vpa_masked or a.payee_account_masked) == payee_masked
+        ]
         # Masked forms can collide: keep those whose transaction names the same payee.
         same = _same_payee(session, [a.txn_id for a in others], txn.get("payee_vpa"), txn.get("payee_account"))
-        payee_alerts = [{"alert_id": a.alert_id, "event_time": a.event_time, "risk_score": a.risk_score,
-                         "decision": a.decision, "severity": a.severity, "amount_paise": a.amount_paise,
-                         "payer_account_masked": a.payer_account_masked, "reason_codes": a.reason_codes}
-                        for a in others if a.txn_id in same]
+        payee_alerts = [
+            {
+                "alert_id": a.alert_id,
+                "event_time": a.event_time,
+                "risk_score": a.risk_score,
+                "decision": a.decision,
+                "severity": a.severity,
+                "amount_paise": a.amount_paise,
+                "payer_account_masked": a.payer_account_masked,
+                "reason_codes": a.reason_codes,
+            }
+            for a in others
+            if a.txn_id in same
+        ]
     payee_frauds = 0
     if scored and scored.get("payee_key"):
-        payee_frauds = len(list(session.execute(_prep(
-            session, "SELECT txn_id FROM payee_fraud_labels WHERE payee_key = ?"), (scored["payee_key"],))))
+        payee_frauds = len(
+            list(
+                session.execute(
+                    _prep(session, "SELECT txn_id FROM payee_fraud_labels WHERE payee_key = ?"), (scored["payee_key"],)
+                )
+            )
+        )
     contact = alerts.contact(txn["payer_account"]) if txn and txn.get("payer_account") else None
     state = console.case(alert_id) or CaseState(alert_id, "open", None, None, None, None)
-    return CaseView(alert, state, txn, scored, top, windows, account_alerts[:20], payee_alerts[:20],
-                    console.actions(alert_id), contact, console.label(alert_id), payee_frauds)
+    return CaseView(
+        alert,
+        state,
+        txn,
+        scored,
+        top,
+        windows,
+        account_alerts[:20],
+        payee_alerts[:20],
+        console.actions(alert_id),
+        contact,
+        console.label(alert_id),
+        payee_frauds,
+    )
 
 
 def _same_payee(session, txn_ids: list[str], vpa: str | None, account: str | None) -> set[str]:
@@ -275,5 +375,9 @@ def present(value: str | None, kind: str, clear: bool) -> str:
         return ""
     if clear:
         return value
-    return {"account": masking.mask_account, "vpa": masking.mask_vpa, "phone": masking.mask_phone,
-            "email": masking.mask_email}[kind](value)
+    return {
+        "account": masking.mask_account,
+        "vpa": masking.mask_vpa,
+        "phone": masking.mask_phone,
+        "email": masking.mask_email,
+    }[kind](value)

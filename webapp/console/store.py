@@ -3,6 +3,7 @@ label claims. Every statement is prepared once; the tables are at the end of
 infra/schema.cql. Alerts themselves are read through :class:`alerting.store.AlertStore`,
 the one owner of the alert tables.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -17,8 +18,7 @@ from typing import Any
 ROLES = ("viewer", "analyst", "supervisor", "admin")
 """Console roles, least to most allowed (webapp.console.auth decides what each may do)."""
 
-CONSOLE_TABLES = ("console_users", "console_sessions", "case_state", "case_actions", "console_audit",
-                  "case_labels")
+CONSOLE_TABLES = ("console_users", "console_sessions", "case_state", "case_actions", "console_audit", "case_labels")
 
 
 def _utc(t: datetime | None) -> datetime | None:
@@ -100,33 +100,51 @@ class ConsoleStore:
 
         self._user = p("SELECT username, role, password_hash, disabled FROM console_users WHERE username = ?")
         self._users = p("SELECT username, role, password_hash, disabled FROM console_users")
-        self._put_user = p("INSERT INTO console_users (username, role, password_hash, disabled, created_at, "
-                           "updated_at) VALUES (?, ?, ?, ?, ?, ?)")
+        self._put_user = p(
+            "INSERT INTO console_users (username, role, password_hash, disabled, created_at, "
+            "updated_at) VALUES (?, ?, ?, ?, ?, ?)"
+        )
         self._set_disabled = p("UPDATE console_users SET disabled = ?, updated_at = ? WHERE username = ?")
-        self._put_session = p("INSERT INTO console_sessions (token_hash, username, role, csrf_token, created_at, "
-                              "expires_at) VALUES (?, ?, ?, ?, ?, ?) USING TTL ?")
+        self._put_session = p(
+            "INSERT INTO console_sessions (token_hash, username, role, csrf_token, created_at, "
+            "expires_at) VALUES (?, ?, ?, ?, ?, ?) USING TTL ?"
+        )
         self._session = p("SELECT username, role, csrf_token, expires_at FROM console_sessions WHERE token_hash = ?")
         self._drop_session = p("DELETE FROM console_sessions WHERE token_hash = ?")
-        self._case = p("SELECT alert_id, status, assignee, disposition, updated_at, updated_by, opened_at "
-                       "FROM case_state WHERE alert_id = ?")
-        self._cases = p("SELECT alert_id, status, assignee, disposition, updated_at, updated_by, opened_at "
-                        "FROM case_state")
-        self._put_case = p("UPDATE case_state SET status = ?, assignee = ?, disposition = ?, updated_at = ?, "
-                           "updated_by = ? WHERE alert_id = ?")
+        self._case = p(
+            "SELECT alert_id, status, assignee, disposition, updated_at, updated_by, opened_at "
+            "FROM case_state WHERE alert_id = ?"
+        )
+        self._cases = p(
+            "SELECT alert_id, status, assignee, disposition, updated_at, updated_by, opened_at FROM case_state"
+        )
+        self._put_case = p(
+            "UPDATE case_state SET status = ?, assignee = ?, disposition = ?, updated_at = ?, "
+            "updated_by = ? WHERE alert_id = ?"
+        )
         self._open_case = p("UPDATE case_state SET opened_at = ? WHERE alert_id = ?")
-        self._add_action = p("INSERT INTO case_actions (alert_id, at, actor, role, action, detail) "
-                             "VALUES (?, ?, ?, ?, ?, ?)")
-        self._add_audit = p("INSERT INTO console_audit (day, at, actor, role, action, alert_id, detail) "
-                            "VALUES (?, ?, ?, ?, ?, ?, ?)")
+        self._add_action = p(
+            "INSERT INTO case_actions (alert_id, at, actor, role, action, detail) VALUES (?, ?, ?, ?, ?, ?)"
+        )
+        self._add_audit = p(
+            "INSERT INTO console_audit (day, at, actor, role, action, alert_id, detail) VALUES (?, ?, ?, ?, ?, ?, ?)"
+        )
         self._actions = p("SELECT alert_id, at, actor, role, action, detail FROM case_actions WHERE alert_id = ?")
         self._audit_day = p("SELECT alert_id, at, actor, role, action, detail FROM console_audit WHERE day = ?")
-        self._claim = p("INSERT INTO case_labels (alert_id, label_id, txn_id, is_fraud, scenario, label_time, "
-                        "claimed_by) VALUES (?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS", serial=True)
-        self._label = p("SELECT alert_id, label_id, txn_id, is_fraud, scenario, label_time, claimed_by, "
-                        "published_at FROM case_labels WHERE alert_id = ?")
+        self._claim = p(
+            "INSERT INTO case_labels (alert_id, label_id, txn_id, is_fraud, scenario, label_time, "
+            "claimed_by) VALUES (?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS",
+            serial=True,
+        )
+        self._label = p(
+            "SELECT alert_id, label_id, txn_id, is_fraud, scenario, label_time, claimed_by, "
+            "published_at FROM case_labels WHERE alert_id = ?"
+        )
         self._published = p("UPDATE case_labels SET published_at = ? WHERE alert_id = ?")
-        self._unpublished = p("SELECT alert_id, label_id, txn_id, is_fraud, scenario, label_time, claimed_by, "
-                              "published_at FROM case_labels")
+        self._unpublished = p(
+            "SELECT alert_id, label_id, txn_id, is_fraud, scenario, label_time, claimed_by, "
+            "published_at FROM case_labels"
+        )
 
     # ------------------------------------------------------------------ users
     def user(self, username: str) -> User | None:
@@ -134,8 +152,10 @@ class ConsoleStore:
         return User(r.username, r.role, r.password_hash, bool(r.disabled)) if r is not None else None
 
     def users(self) -> list[User]:
-        return sorted((User(r.username, r.role, r.password_hash, bool(r.disabled))
-                       for r in self.session.execute(self._users)), key=lambda u: u.username)
+        return sorted(
+            (User(r.username, r.role, r.password_hash, bool(r.disabled)) for r in self.session.execute(self._users)),
+            key=lambda u: u.username,
+        )
 
     def put_user(self, username: str, role: str, password_hash: str, at: datetime) -> None:
         if role not in ROLES:
@@ -146,10 +166,11 @@ class ConsoleStore:
         self.session.execute(self._set_disabled, (disabled, at, username))
 
     # --------------------------------------------------------------- sessions
-    def put_session(self, token: str, username: str, role: str, csrf_token: str, now: datetime,
-                    ttl: timedelta) -> None:
-        self.session.execute(self._put_session, (token_hash(token), username, role, csrf_token, now, now + ttl,
-                                                 max(1, int(ttl.total_seconds()))))
+    def put_session(self, token: str, username: str, role: str, csrf_token: str, now: datetime, ttl: timedelta) -> None:
+        self.session.execute(
+            self._put_session,
+            (token_hash(token), username, role, csrf_token, now, now + ttl, max(1, int(ttl.total_seconds()))),
+        )
 
     def session_for(self, token: str, now: datetime) -> Session | None:
         """The live session of a cookie token, or None (unknown, expired)."""
@@ -164,8 +185,15 @@ class ConsoleStore:
     # ------------------------------------------------------------------ cases
     @staticmethod
     def _case_from(r: Any) -> CaseState:
-        return CaseState(r.alert_id, r.status or "open", r.assignee, r.disposition, _utc(r.updated_at),
-                         r.updated_by, _utc(r.opened_at))
+        return CaseState(
+            r.alert_id,
+            r.status or "open",
+            r.assignee,
+            r.disposition,
+            _utc(r.updated_at),
+            r.updated_by,
+            _utc(r.opened_at),
+        )
 
     def case(self, alert_id: uuid.UUID) -> CaseState | None:
         r = self.session.execute(self._case, (alert_id,)).one()
@@ -176,16 +204,18 @@ class ConsoleStore:
         what analysts acted on, far fewer rows than alerts."""
         return {r.alert_id: self._case_from(r) for r in self.session.execute(self._cases)}
 
-    def put_case(self, alert_id: uuid.UUID, status: str, assignee: str | None, disposition: str | None,
-                 at: datetime, by: str) -> None:
+    def put_case(
+        self, alert_id: uuid.UUID, status: str, assignee: str | None, disposition: str | None, at: datetime, by: str
+    ) -> None:
         self.session.execute(self._put_case, (status, assignee, disposition, at, by, alert_id))
 
     def mark_opened(self, alert_id: uuid.UUID, at: datetime) -> None:
         self.session.execute(self._open_case, (at, alert_id))
 
     # ------------------------------------------------------------- audit log
-    def record(self, alert_id: uuid.UUID, actor: str, role: str, action: str, detail: dict[str, Any],
-               at: datetime) -> None:
+    def record(
+        self, alert_id: uuid.UUID, actor: str, role: str, action: str, detail: dict[str, Any], at: datetime
+    ) -> None:
         """Append one action to the case's history and to the day's audit log."""
         from cassandra.util import uuid_from_time
 
@@ -196,15 +226,20 @@ class ConsoleStore:
             stamp = uuid_from_time(self._last_stamp)
         text = json.dumps(detail, sort_keys=True, default=str)
         self.session.execute(self._add_action, (alert_id, stamp, actor, role, action, text))
-        self.session.execute(self._add_audit, (at.astimezone(UTC).date(), stamp, actor, role, action,
-                                               alert_id, text))
+        self.session.execute(self._add_audit, (at.astimezone(UTC).date(), stamp, actor, role, action, alert_id, text))
 
     @staticmethod
     def _action_from(r: Any) -> Action:
         from cassandra.util import datetime_from_uuid1
 
-        return Action(r.alert_id, datetime_from_uuid1(r.at).replace(tzinfo=UTC), r.actor, r.role,
-                      r.action, json.loads(r.detail or "{}"))
+        return Action(
+            r.alert_id,
+            datetime_from_uuid1(r.at).replace(tzinfo=UTC),
+            r.actor,
+            r.role,
+            r.action,
+            json.loads(r.detail or "{}"),
+        )
 
     def actions(self, alert_id: uuid.UUID) -> list[Action]:
         return [self._action_from(r) for r in self.session.execute(self._actions, (alert_id,))]
@@ -216,8 +251,18 @@ class ConsoleStore:
     def claim_label(self, claim: LabelClaim) -> tuple[bool, LabelClaim]:
         """Claim the case's one label: (True, claim) if this call made it, else (False, the
         claim already there). A lightweight transaction, so of two concurrent claims one wins."""
-        r = self.session.execute(self._claim, (claim.alert_id, claim.label_id, claim.txn_id, claim.is_fraud,
-                                               claim.scenario, claim.label_time, claim.claimed_by)).one()
+        r = self.session.execute(
+            self._claim,
+            (
+                claim.alert_id,
+                claim.label_id,
+                claim.txn_id,
+                claim.is_fraud,
+                claim.scenario,
+                claim.label_time,
+                claim.claimed_by,
+            ),
+        ).one()
         if r.applied:
             return True, claim
         existing = self.label(claim.alert_id)
@@ -230,20 +275,30 @@ class ConsoleStore:
 
     @staticmethod
     def _label_from(r: Any) -> LabelClaim:
-        return LabelClaim(r.alert_id, r.label_id, r.txn_id, bool(r.is_fraud), r.scenario, _utc(r.label_time),
-                          r.claimed_by, _utc(r.published_at))
+        return LabelClaim(
+            r.alert_id,
+            r.label_id,
+            r.txn_id,
+            bool(r.is_fraud),
+            r.scenario,
+            _utc(r.label_time),
+            r.claimed_by,
+            _utc(r.published_at),
+        )
 
     def mark_published(self, alert_id: uuid.UUID, at: datetime) -> None:
         self.session.execute(self._published, (at, alert_id))
 
     def unpublished_labels(self) -> list[LabelClaim]:
-        return [c for c in (self._label_from(r) for r in self.session.execute(self._unpublished))
-                if c.published_at is None]
+        return [
+            c for c in (self._label_from(r) for r in self.session.execute(self._unpublished)) if c.published_at is None
+        ]
 
     def many(self, stmt: Any, args: Iterable[tuple]) -> list[Any]:
         """Rows of one prepared statement run concurrently over many argument tuples."""
         from cassandra.concurrent import execute_concurrent_with_args
 
-        results = execute_concurrent_with_args(self.session, stmt, list(args), concurrency=32,
-                                               raise_on_first_error=True)
+        results = execute_concurrent_with_args(
+            self.session, stmt, list(args), concurrency=32, raise_on_first_error=True
+        )
         return [row for _, rows in results for row in rows]

@@ -5,6 +5,7 @@ queue for new alerts and keep the bulk-close ticks across refreshes. No page but
 login page answers without a session; every POST checks the session's CSRF token; the
 login form, which has no session yet, checks a double-submit cookie instead.
 """
+
 from __future__ import annotations
 
 import os
@@ -34,7 +35,7 @@ LOGIN_COOKIE = "txmon_console_login"
 STATIC_FILES = {"console.css": "text/css", "console.js": "text/javascript"}
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-                               "frame-ancestors 'none'; form-action 'self'",
+    "frame-ancestors 'none'; form-action 'self'",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
@@ -51,8 +52,10 @@ class ConsoleConfig:
 
     @classmethod
     def from_env(cls) -> ConsoleConfig:
-        return cls(int(os.environ.get("TXMON_CONSOLE_SESSION_MINUTES", "480")),
-                   os.environ.get("TXMON_CONSOLE_SECURE_COOKIE", "0").lower() in ("1", "true", "yes"))
+        return cls(
+            int(os.environ.get("TXMON_CONSOLE_SESSION_MINUTES", "480")),
+            os.environ.get("TXMON_CONSOLE_SECURE_COOKIE", "0").lower() in ("1", "true", "yes"),
+        )
 
 
 class Backend:
@@ -101,9 +104,12 @@ def _templates() -> Jinja2Templates:
     return t
 
 
-def console_router(settings: Any, config: ConsoleConfig | None = None,
-                   clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                   backend: Backend | None = None) -> APIRouter:
+def console_router(
+    settings: Any,
+    config: ConsoleConfig | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    backend: Backend | None = None,
+) -> APIRouter:
     """The console's routes, bound to one configuration and one Cassandra connection."""
     config = config or ConsoleConfig.from_env()
     backend = backend or Backend(settings)
@@ -154,8 +160,15 @@ def console_router(settings: Any, config: ConsoleConfig | None = None,
             return RedirectResponse(f"{PREFIX}/", 303)
         nonce = secrets.token_urlsafe(32)
         response = render(request, "login.html", csrf_token=nonce, error=error, user=None)
-        response.set_cookie(LOGIN_COOKIE, nonce, httponly=True, samesite="strict", secure=config.secure_cookie,
-                            path=f"{PREFIX}/login", max_age=1800)
+        response.set_cookie(
+            LOGIN_COOKIE,
+            nonce,
+            httponly=True,
+            samesite="strict",
+            secure=config.secure_cookie,
+            path=f"{PREFIX}/login",
+            max_age=1800,
+        )
         return response
 
     @router.post("/login")
@@ -170,8 +183,15 @@ def console_router(settings: Any, config: ConsoleConfig | None = None,
             return RedirectResponse(f"{PREFIX}/login?error=1", 303)
         new = auth.open_session(store, username, role, clock(), ttl)
         response = RedirectResponse(f"{PREFIX}/", 303)
-        response.set_cookie(COOKIE, new.token, httponly=True, samesite="lax", secure=config.secure_cookie,
-                            path=PREFIX, max_age=int(ttl.total_seconds()))
+        response.set_cookie(
+            COOKIE,
+            new.token,
+            httponly=True,
+            samesite="lax",
+            secure=config.secure_cookie,
+            path=PREFIX,
+            max_age=int(ttl.total_seconds()),
+        )
         response.delete_cookie(LOGIN_COOKIE, path=f"{PREFIX}/login")
         return response
 
@@ -188,8 +208,13 @@ def console_router(settings: Any, config: ConsoleConfig | None = None,
     def queue_context(request: Request) -> dict[str, Any]:
         f = queries.QueueFilter.parse(dict(request.query_params), queries.today_ist(clock()))
         alerts, store = backend.stores()
-        return {"f": f, "q": queries.queue(alerts, store, f), "statuses": queries.STATUSES,
-                "severities": SEVERITIES, "decisions": ALERT_DECISIONS}
+        return {
+            "f": f,
+            "q": queries.queue(alerts, store, f),
+            "statuses": queries.STATUSES,
+            "severities": SEVERITIES,
+            "decisions": ALERT_DECISIONS,
+        }
 
     @router.get("/", response_class=HTMLResponse)
     def queue_page(request: Request) -> Response:
@@ -212,9 +237,16 @@ def console_router(settings: Any, config: ConsoleConfig | None = None,
         if auth.allowed(s.role, "work") and view.state.opened_at is None:
             store.mark_opened(alert_id, clock())  # time to disposition counts from the first look
         workers = [u.username for u in store.users() if not u.disabled and auth.allowed(u.role, "work")]
-        return render(request, "case.html", user=s, can=_can(s), v=view, workers=workers,
-                      dispositions=list(cases.DISPOSITIONS), show=lambda v, k: queries.present(
-                          v, k, auth.allowed(s.role, "see_clear")))
+        return render(
+            request,
+            "case.html",
+            user=s,
+            can=_can(s),
+            v=view,
+            workers=workers,
+            dispositions=list(cases.DISPOSITIONS),
+            show=lambda v, k: queries.present(v, k, auth.allowed(s.role, "see_clear")),
+        )
 
     async def act(request: Request, alert_id: uuid.UUID, do: Callable[[Any, Any, Session, Any], Any]) -> Response:
         s = need(request)
@@ -228,13 +260,23 @@ def console_router(settings: Any, config: ConsoleConfig | None = None,
 
     @router.post("/cases/{alert_id}/assign")
     async def assign(request: Request, alert_id: uuid.UUID) -> Response:
-        return await act(request, alert_id, lambda alerts, store, s, form: cases.assign(
-            store, alert_id, s.username, s.role, str(form.get("assignee") or s.username), clock()))
+        return await act(
+            request,
+            alert_id,
+            lambda alerts, store, s, form: cases.assign(
+                store, alert_id, s.username, s.role, str(form.get("assignee") or s.username), clock()
+            ),
+        )
 
     @router.post("/cases/{alert_id}/comment")
     async def comment(request: Request, alert_id: uuid.UUID) -> Response:
-        return await act(request, alert_id, lambda alerts, store, s, form: cases.comment(
-            store, alert_id, s.username, s.role, str(form.get("text", "")), clock()))
+        return await act(
+            request,
+            alert_id,
+            lambda alerts, store, s, form: cases.comment(
+                store, alert_id, s.username, s.role, str(form.get("text", "")), clock()
+            ),
+        )
 
     @router.post("/cases/{alert_id}/disposition")
     async def disposition(request: Request, alert_id: uuid.UUID) -> Response:
@@ -242,8 +284,17 @@ def console_router(settings: Any, config: ConsoleConfig | None = None,
             alert = alerts.load_alert(alert_id)
             if alert is None:
                 raise cases.ActionRefused("no such alert")
-            cases.dispose(store, backend.sink, alert_id, alert.txn_id, s.username, s.role,
-                          str(form.get("disposition", "")), clock())
+            cases.dispose(
+                store,
+                backend.sink,
+                alert_id,
+                alert.txn_id,
+                s.username,
+                s.role,
+                str(form.get("disposition", "")),
+                clock(),
+            )
+
         return await act(request, alert_id, do)
 
     @router.post("/bulk-close")
@@ -279,13 +330,15 @@ def console_router(settings: Any, config: ConsoleConfig | None = None,
         data = None
         if account:
             alerts, _ = backend.stores()
-            data = insights.build(alerts.session, account, clock(),
-                                  lambda k: queries.present(k, "vpa" if "@" in k else "account", clear))
+            data = insights.build(
+                alerts.session, account, clock(), lambda k: queries.present(k, "vpa" if "@" in k else "account", clear)
+            )
         from txmon.spark_jobs.spending_insights import ALL_ACCOUNTS
 
         shown = "all accounts" if account == ALL_ACCOUNTS else queries.present(account, "account", clear)
-        return render(request, "insights.html", user=s, can=_can(s), i=data, error=error,
-                      shown_account=shown if account else "")
+        return render(
+            request, "insights.html", user=s, can=_can(s), i=data, error=error, shown_account=shown if account else ""
+        )
 
     @router.get("/insights", response_class=HTMLResponse)
     def insights_page(request: Request, alert: uuid.UUID | None = None, segment: str = "") -> Response:
