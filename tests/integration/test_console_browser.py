@@ -157,7 +157,7 @@ def _wait(condition, timeout: float = 20, what: str = "condition"):
 def _navigate(driver, click) -> None:
     """Click something that loads a new page, and wait until the new page is there (a
     find right after a click could still read the old one)."""
-    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.common.by import By
 
     old = driver.find_element(By.TAG_NAME, "html")
@@ -168,7 +168,13 @@ def _navigate(driver, click) -> None:
             old.tag_name  # noqa: B018 - raises once the old page is replaced
             return False
         except StaleElementReferenceException:
-            return driver.execute_script("return document.readyState") == "complete"
+            pass
+        except WebDriverException as exc:
+            # Chromium sometimes reports the replaced page's node this way instead of as
+            # stale, when the lookup races the navigation.
+            if "does not belong to the document" not in str(exc.msg):
+                raise
+        return driver.execute_script("return document.readyState") == "complete"
 
     _wait(gone, timeout=60, what="the next page")
 
