@@ -118,21 +118,16 @@ def create_app(
     async def api_error(request: Request, exc: ApiError):
         return JSONResponse(exc.body, status_code=exc.status_code, headers=exc.headers)
 
-    @app.exception_handler(StoreUnavailable)
-    async def store_down(request: Request, exc: StoreUnavailable):
-        return JSONResponse(
-            {"error": "cassandra_unavailable", "detail": str(exc), "retry": True},
-            status_code=503,
-            headers={"Retry-After": "1"},
-        )
+    def unavailable(error: str):
+        async def handler(request: Request, exc: Exception):
+            return JSONResponse(
+                {"error": error, "detail": str(exc), "retry": True}, status_code=503, headers={"Retry-After": "1"}
+            )
 
-    @app.exception_handler(KafkaUnavailable)
-    async def kafka_down(request: Request, exc: KafkaUnavailable):
-        return JSONResponse(
-            {"error": "kafka_unavailable", "detail": str(exc), "retry": True},
-            status_code=503,
-            headers={"Retry-After": "1"},
-        )
+        return handler
+
+    app.add_exception_handler(StoreUnavailable, unavailable("cassandra_unavailable"))
+    app.add_exception_handler(KafkaUnavailable, unavailable("kafka_unavailable"))
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError):

@@ -32,6 +32,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.integration.streams import stream_options, stream_topics
 from txmon.infra.settings import PROJECT_ROOT
 from txmon.ingestion.producer import TransactionProducer
 from txmon.ingestion.simulate import SimulateOptions, simulator_for
@@ -92,8 +93,7 @@ def _wait_drift(session, stream: str, part: str, timeout: float = 300) -> list:
 def loop(services, spark, tmp_path_factory):
     from tests.integration.history import keyspace_settings
     from txmon.infra.cassandra_schema import connect
-    from txmon.infra.services.kafka import ensure_topics
-    from txmon.spark_jobs.transactions_stream import StreamOptions, start_all
+    from txmon.spark_jobs.transactions_stream import start_all
 
     tmp = tmp_path_factory.mktemp("loop")
     settings = keyspace_settings(
@@ -117,16 +117,11 @@ def loop(services, spark, tmp_path_factory):
     champion = _train_champion(tmp / "models")
 
     base = f"loop_{zlib.crc32(str(tmp).encode()):x}"
-    names = {k: f"{base}_{k}" for k in ("tx", "dlq", "alerts", "labels")}
-    ensure_topics(settings.kafka.bootstrap, list(names.values()), settings.kafka.partitions)
-    opts = StreamOptions.from_settings(
+    names = stream_topics(settings, base)
+    opts = stream_options(
         settings,
-        topic=names["tx"],
-        dlq_topic=names["dlq"],
-        alerts_topic=names["alerts"],
-        labels_topic=names["labels"],
-        checkpoint_dir=str(tmp / "ckpt"),
-        registry_root=str(tmp / "models"),
+        names,
+        tmp,
         keyspace=KEYSPACE,
         trigger_seconds=1,
         secondary_trigger_seconds=2,

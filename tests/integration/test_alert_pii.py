@@ -14,6 +14,7 @@ from datetime import UTC
 import pytest
 import yaml
 
+from tests.integration.streams import stream_options, stream_topics
 from txmon.alerting.config import DEFAULT_ALERTING_CONFIG, load_alerting_config
 from txmon.alerting.contract import alert_day, from_json
 from txmon.alerting.runtime import dispatch
@@ -23,7 +24,7 @@ from txmon.infra.masking import account_ref, mask_account, pii_token_key
 from txmon.infra.settings import PROJECT_ROOT
 from txmon.ingestion.producer import TransactionProducer
 from txmon.ingestion.simulate import SimulateOptions, simulator_for
-from txmon.spark_jobs.transactions_stream import StreamOptions, start_all
+from txmon.spark_jobs.transactions_stream import start_all
 
 SEED = 20261205
 EVENTS = 3_000
@@ -67,12 +68,10 @@ def _clear_values(text: str, identifiers: set[str]) -> set[str]:
 @pytest.fixture(scope="module")
 def streamed(services, spark, cassandra_session, tmp_path_factory):
     """Simulated traffic (every scenario) run once through the full stream, rules only."""
-    from txmon.infra.services.kafka import ensure_topics
 
     tmp = tmp_path_factory.mktemp("pii")
     base = f"pii_{zlib.crc32(str(tmp).encode()):x}"
-    names = {k: f"{base}_{k}" for k in ("tx", "dlq", "alerts", "labels")}
-    ensure_topics(services.kafka.bootstrap, list(names.values()), services.kafka.partitions)
+    names = stream_topics(services, base)
     rules = yaml.safe_load((PROJECT_ROOT / "config" / "rules.yaml").read_text())
     rules["rules"].append(QUOTING_RULE)
     (tmp / "rules.yaml").write_text(yaml.safe_dump(rules, sort_keys=False))
@@ -85,14 +84,10 @@ def streamed(services, spark, cassandra_session, tmp_path_factory):
     for item in items:
         producer.send_event(item.event)
     producer.close()
-    opts = StreamOptions.from_settings(
+    opts = stream_options(
         services,
-        topic=names["tx"],
-        dlq_topic=names["dlq"],
-        alerts_topic=names["alerts"],
-        labels_topic=names["labels"],
-        checkpoint_dir=str(tmp / "ckpt"),
-        registry_root=str(tmp / "models"),
+        names,
+        tmp,
         available_now=True,
         rules_path=str(tmp / "rules.yaml"),
     )

@@ -15,12 +15,13 @@ import zlib
 import numpy as np
 import pytest
 
+from tests.integration.streams import stream_options, stream_topics
 from tests.integration.test_backtest_parity import _champion
 from txmon.infra.settings import PROJECT_ROOT
 from txmon.ingestion.events import to_json
 from txmon.ingestion.producer import TransactionProducer
 from txmon.ingestion.simulate import SimulateOptions, simulator_for
-from txmon.spark_jobs.transactions_stream import StreamOptions, start_all
+from txmon.spark_jobs.transactions_stream import start_all
 
 HISTORY = 2_500
 LATER = 1_500
@@ -56,11 +57,9 @@ def _send(services, topic: str, events) -> None:
 @pytest.fixture(scope="module")
 def both(services, spark, cassandra_session, tmp_path_factory):
     from tests.integration.test_api import api_client
-    from txmon.infra.services.kafka import ensure_topics
 
     tmp = tmp_path_factory.mktemp("api_parity")
-    names = {k: f"apiparity_{zlib.crc32(str(tmp).encode()):x}_{k}" for k in ("tx", "dlq", "alerts", "labels")}
-    ensure_topics(services.kafka.bootstrap, list(names.values()), services.kafka.partitions)
+    names = stream_topics(services, f"apiparity_{zlib.crc32(str(tmp).encode()):x}")
     rules = tmp / "rules.yaml"
     shutil.copy(PROJECT_ROOT / "config" / "rules.yaml", rules)
     _, version = _champion(tmp / "models")
@@ -80,14 +79,10 @@ def both(services, spark, cassandra_session, tmp_path_factory):
     )
     events = [item.event for item in sim.generate(HISTORY + LATER)]
     history, later = events[:HISTORY], _distinct_parties(events[HISTORY:])
-    opts = StreamOptions.from_settings(
+    opts = stream_options(
         services,
-        topic=names["tx"],
-        dlq_topic=names["dlq"],
-        alerts_topic=names["alerts"],
-        labels_topic=names["labels"],
-        checkpoint_dir=str(tmp / "ckpt"),
-        registry_root=str(tmp / "models"),
+        names,
+        tmp,
         available_now=True,
         rules_path=str(rules),
     )

@@ -15,11 +15,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.integration.streams import stream_options, stream_topics
 from txmon.infra.settings import PROJECT_ROOT
 from txmon.ingestion.producer import TransactionProducer
 from txmon.ingestion.simulate import SimulateOptions, simulator_for
 from txmon.models.rules import load_rules
-from txmon.spark_jobs.transactions_stream import StreamOptions, start_all
+from txmon.spark_jobs.transactions_stream import start_all
 
 RULES = PROJECT_ROOT / "config" / "rules.yaml"
 EVENTS = 4_000
@@ -60,13 +61,11 @@ def _champion(registry_root):
 
 @pytest.fixture(scope="module")
 def both(services, spark, cassandra_session, tmp_path_factory):
-    from txmon.infra.services.kafka import ensure_topics
     from txmon.models.dataset import features_in_chunks
     from txmon.spark_jobs import backtest as bt
 
     tmp = tmp_path_factory.mktemp("parity")
-    names = {k: f"parity_{zlib.crc32(str(tmp).encode()):x}_{k}" for k in ("tx", "dlq", "alerts", "labels")}
-    ensure_topics(services.kafka.bootstrap, list(names.values()), services.kafka.partitions)
+    names = stream_topics(services, f"parity_{zlib.crc32(str(tmp).encode()):x}")
     rules = tmp / "rules.yaml"
     shutil.copy(RULES, rules)
     bundle, version = _champion(tmp / "models")
@@ -84,14 +83,10 @@ def both(services, spark, cassandra_session, tmp_path_factory):
     for item in items:
         producer.send_event(item.event)
     producer.close()
-    opts = StreamOptions.from_settings(
+    opts = stream_options(
         services,
-        topic=names["tx"],
-        dlq_topic=names["dlq"],
-        alerts_topic=names["alerts"],
-        labels_topic=names["labels"],
-        checkpoint_dir=str(tmp / "ckpt"),
-        registry_root=str(tmp / "models"),
+        names,
+        tmp,
         available_now=True,
         rules_path=str(rules),
     )

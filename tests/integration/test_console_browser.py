@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.integration.streams import stream_options, stream_topics
 from txmon.infra.masking import mask_account, mask_vpa
 from txmon.infra.settings import PROJECT_ROOT
 
@@ -36,16 +37,12 @@ def _free_port() -> int:
 
 
 def _run_stream(spark, settings, names, tmp: Path) -> None:
-    from txmon.spark_jobs.transactions_stream import StreamOptions, start_all
+    from txmon.spark_jobs.transactions_stream import start_all
 
-    opts = StreamOptions.from_settings(
+    opts = stream_options(
         settings,
-        topic=names["tx"],
-        dlq_topic=names["dlq"],
-        alerts_topic=names["alerts"],
-        labels_topic=names["labels"],
-        checkpoint_dir=str(tmp / "ckpt"),
-        registry_root=str(tmp / "models"),
+        names,
+        tmp,
         available_now=True,
     )
     for q in start_all(spark, settings, opts):
@@ -57,14 +54,12 @@ def _run_stream(spark, settings, names, tmp: Path) -> None:
 def streamed(services, spark, cassandra_session, tmp_path_factory):
     """Live-clocked simulated traffic (ending about now, so today's queue holds it) run
     once through the full stream, rules only."""
-    from txmon.infra.services.kafka import ensure_topics
     from txmon.ingestion.producer import TransactionProducer
     from txmon.ingestion.simulate import SimulateOptions, simulator_for
 
     tmp = tmp_path_factory.mktemp("console")
     base = f"console_{zlib.crc32(str(tmp).encode()):x}"
-    names = {k: f"{base}_{k}" for k in ("tx", "dlq", "alerts", "labels")}
-    ensure_topics(services.kafka.bootstrap, list(names.values()), services.kafka.partitions)
+    names = stream_topics(services, base)
     # Features from this traffic alone, and a queue of this run's alerts only.
     for table in ("feature_profiles", "alerts", "alerts_by_day", "case_state", "case_actions", "case_labels"):
         cassandra_session.execute(f"TRUNCATE {table}")

@@ -11,6 +11,7 @@ from collections import Counter
 import pandas as pd
 import pytest
 
+from tests.integration.streams import stream_options, stream_topics
 from txmon.alerting.contract import alert_id_for, from_json
 from txmon.infra.kafka_client import client_config, spark_kafka_options
 from txmon.infra.settings import PROJECT_ROOT
@@ -18,31 +19,10 @@ from txmon.ingestion.producer import TransactionProducer
 from txmon.ingestion.simulate import SimulateOptions, simulator_for
 from txmon.models.features import FEATURES
 from txmon.models.rules import load_rules
-from txmon.spark_jobs.transactions_stream import StreamOptions, start_all
+from txmon.spark_jobs.transactions_stream import start_all
 
 RULES = PROJECT_ROOT / "config" / "rules.yaml"
 DETECTION_SEED = 20261123
-
-
-def _topics(services, base):
-    from txmon.infra.services.kafka import ensure_topics
-
-    names = {k: f"{base}_{k}" for k in ("tx", "dlq", "alerts", "labels")}
-    ensure_topics(services.kafka.bootstrap, list(names.values()), services.kafka.partitions)
-    return names
-
-
-def _options(services, names, tmp, **kw):
-    return StreamOptions.from_settings(
-        services,
-        topic=names["tx"],
-        dlq_topic=names["dlq"],
-        alerts_topic=names["alerts"],
-        labels_topic=names["labels"],
-        checkpoint_dir=str(tmp / "ckpt"),
-        registry_root=str(tmp / "models"),
-        **kw,
-    )
 
 
 def _scored(session, ids):
@@ -80,7 +60,7 @@ def detected(services, spark, cassandra_session, tmp_path_factory):
     """Simulated traffic with every scenario, run once through the full stream with the
     rules and a champion model trained on other simulated history."""
     tmp = tmp_path_factory.mktemp("detect")
-    names = _topics(services, f"det_{zlib.crc32(str(tmp).encode()):x}")
+    names = stream_topics(services, f"det_{zlib.crc32(str(tmp).encode()):x}")
     rules = tmp / "rules.yaml"
     shutil.copy(RULES, rules)
     version = _train_champion(tmp / "models")
@@ -101,7 +81,7 @@ def detected(services, spark, cassandra_session, tmp_path_factory):
     for item in items:
         producer.send_event(item.event)
     producer.close()
-    opts = _options(services, names, tmp, available_now=True, rules_path=str(rules))
+    opts = stream_options(services, names, tmp, available_now=True, rules_path=str(rules))
     for q in start_all(spark, services, opts):
         q.awaitTermination(timeout=900)
         assert q.exception() is None, q.exception()
@@ -231,10 +211,10 @@ def detected_settings(spark) -> str:
 
 
 def test_rules_reload_while_running_and_bad_rules_keep_the_old_ones(services, spark, cassandra_session, tmp_path):
-    names = _topics(services, f"reload_{int(time.time() * 1000) % 10**9}")
+    names = stream_topics(services, f"reload_{int(time.time() * 1000) % 10**9}")
     rules = tmp_path / "rules.yaml"
     shutil.copy(RULES, rules)
-    opts = _options(services, names, tmp_path, rules_path=str(rules), trigger_seconds=1)
+    opts = stream_options(services, names, tmp_path, rules_path=str(rules), trigger_seconds=1)
     queries = start_all(spark, services, opts)
     ingest = queries[0]
     # A seed of this run's own: txn ids derive from it, and with TXMON_TEST_KEEP=1 the rows a
