@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 
 import typer
 
@@ -406,9 +406,19 @@ def backtest(
             "--train-end",
             metavar="DATE",
             rich_help_panel="Windows",
-            help="training window end (exclusive); the model knows the labels known by then (default: test-start)",
+            help="training window end (exclusive) (default: test-start)",
         ),
     ] = None,
+    fit_at: Annotated[
+        str,
+        typer.Option(
+            "--fit-at",
+            metavar="WHEN",
+            rich_help_panel="Windows",
+            help="when the model is fitted, so which training labels it knows: test-start (as a deployed model; "
+            "a gap between --train-end and --test-start is where the training labels arrive) or train-end",
+        ),
+    ] = "test-start",
     test_start: Annotated[
         str | None,
         typer.Option(
@@ -509,8 +519,8 @@ def backtest(
     Features are computed as of each transaction from the source's first row (rows before
     --train-start only build profiles); a label counts only once it is known
     (--label-delay after its transaction), in the features and in training. The model is
-    trained with `txmon train`'s code on the training rows whose labels are known at
-    --train-end; the test window is scored with the stream's rules, models, risk and
+    trained with `txmon train`'s code on the training rows whose labels are known when it
+    is fitted (--fit-at, default the test's start); the test window is scored with the stream's rules, models, risk and
     decision. A logistic regression and a random forest on the same features and rows are
     the references every report compares with. See docs/detection.md, "Backtesting".
     """
@@ -534,6 +544,8 @@ def backtest(
         )
     if simulate is not None and (mapping is not None or rejects_out is not None):
         raise TrainingDataError("--mapping and --rejects-out go with FILE, not --simulate")
+    if fit_at not in get_args(bt.FitAt):
+        raise TrainingDataError(f"--fit-at {fit_at!r}: write one of {', '.join(get_args(bt.FitAt))}")
     delay = None
     if label_delay is not None:
         try:
@@ -597,6 +609,7 @@ def backtest(
         training=TrainingConfig(seed=seed, tune=tune),
         baselines=baselines,
         chunk_rows=chunk_rows,
+        fit_at=fit_at,
     )
     result = bt.run(source, config, ruleset, log=typer.echo)
     command = "txmon " + " ".join(shlex.quote(a) for a in sys.argv[1:])

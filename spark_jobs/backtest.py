@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -98,6 +99,14 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+FitAt = Literal["test-start", "train-end"]
+"""When a backtest's model is fitted. ``test-start``: as late as the test allows, the moment
+a deployed model would go live, so a gap between the training and the test window (the
+literature's "delay period") is where the training rows' labels arrive; ``train-end``: at
+the end of the training window. The two are the same when the test follows the training
+window directly."""
+
+
 class BacktestWindow(_Frozen):
     """[train_start, train_end) trains, [test_start, test_end) is scored; UTC instants."""
 
@@ -125,6 +134,10 @@ class BacktestWindow(_Frozen):
             test_end=self.test_end + delta,
         )
 
+    def fitted_at(self, fit_at: FitAt) -> datetime:
+        """When the model is fitted: the labels known then are the ones it learns from."""
+        return self.test_start if fit_at == "test-start" else self.train_end
+
     def describe(self) -> str:
         def fmt(t: datetime) -> str:
             return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
@@ -147,6 +160,7 @@ class BacktestConfig(_Frozen):
     training: TrainingConfig = TrainingConfig()
     baselines: bool = True
     chunk_rows: int = Field(DEFAULT_CHUNK_ROWS, ge=100)
+    fit_at: FitAt = Field("test-start", description="when the model is fitted: it learns the labels known then")
 
 
 # ------------------------------------------------------------------------ sources
@@ -583,7 +597,8 @@ def run(
     results, notes = [], []
     for i, (window, test) in enumerate(zip(windows, tests)):
         train = _window_rows(featured, window.train_start, window.train_end)
-        known = train[train["label_time"] <= pd.Timestamp(window.train_end)]
+        fitted_at = window.fitted_at(config.fit_at)
+        known = train[train["label_time"] <= pd.Timestamp(fitted_at)]
         counts = {
             "train_rows": len(train),
             "train_rows_label_known": len(known),
@@ -595,8 +610,9 @@ def run(
         }
         if known.empty:
             raise TrainingDataError(
-                f"window {i + 1}: no training transaction's label is known by train-end "
-                f"({window.describe()}); make the training window longer than the label delay"
+                f"window {i + 1}: no training transaction's label is known by {config.fit_at}, when the model "
+                f"is fitted ({window.describe()}); start the training window earlier, or leave a gap of the label "
+                "delay before the test window"
             )
         log(
             f"window {i + 1}/{len(windows)}: {window.describe()}: training on {len(known):,} rows with known "
@@ -837,7 +853,8 @@ def write_report(result: BacktestResult, out_dir: str | Path, command: str | Non
         lines += [
             f"History before training: {c['history_rows']:,} rows (profiles only). Training: "
             f"{c['train_rows_label_known']:,} rows with known labels ({c['train_frauds_known']:,} fraud); "
-            f"{c['train_rows'] - c['train_rows_label_known']:,} later rows dropped (label not yet known, "
+            f"{c['train_rows'] - c['train_rows_label_known']:,} later rows dropped (label not yet known at "
+            f"{result.config.fit_at}, when the model is fitted; "
             f"{c['train_frauds_unknown_yet']:,} of them fraud). Test: {c['test_rows']:,} rows, "
             f"{c['test_frauds']:,} fraud.",
             "",

@@ -143,6 +143,26 @@ def test_training_uses_only_labels_known_at_train_end(result):
     assert info["fit_rows"] + info["validation_rows"] == c["train_rows_label_known"]
 
 
+def test_a_gap_before_the_test_is_where_the_training_labels_arrive(source):
+    """The literature's set-up: a training week, a delay period as long as the label delay,
+    then the test week. Fitted at the test's start, the model knows every training label;
+    fitted at train-end it knows none, and says what to do instead of training on nothing."""
+    import copy
+
+    t0 = source.transactions["event_time"].min().floor("D")
+    w = lambda d: (t0 + pd.Timedelta(days=d)).to_pydatetime()
+    window = bt.BacktestWindow(train_start=w(1.0), train_end=w(1.5), test_start=w(2.0), test_end=w(3.0))
+    at_test = bt.BacktestConfig(window=window, label_delay=timedelta(hours=12), training=FAST, baselines=False)
+    result = bt.run(copy.deepcopy(source), at_test, load_rules(), log=lambda *_: None, rule_scorer=_no_rules)
+    c = result.windows[0].counts
+    assert c["train_rows"] > 0 and c["train_rows_label_known"] == c["train_rows"]
+    assert c["train_frauds_unknown_yet"] == 0 and c["train_frauds_known"] > 0
+
+    at_end = at_test.model_copy(update={"fit_at": "train-end"})
+    with pytest.raises(TrainingDataError, match="no training transaction's label is known by train-end"):
+        bt.run(copy.deepcopy(source), at_end, load_rules(), log=lambda *_: None, rule_scorer=_no_rules)
+
+
 def test_every_test_row_is_scored_once_with_every_scorer(result, tmp_path):
     w = result.windows[0]
     test = w.scored
