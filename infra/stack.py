@@ -9,11 +9,19 @@ from txmon.infra import credentials, jars
 from txmon.infra.services.base import Service, ServiceStatus
 from txmon.infra.services.cassandra import CassandraService
 from txmon.infra.services.kafka import KafkaService
+from txmon.infra.services.webapp import WebAppService
 from txmon.infra.settings import Settings
 
 
 def services(settings: Settings) -> list[Service]:
     return [KafkaService(settings), CassandraService(settings)]
+
+
+def started_extras(settings: Settings) -> list[Service]:
+    """Services `infra up` does not start but `txmon demo` may have (the web application):
+    listed while their record exists, so status shows them and down stops them."""
+    web = WebAppService.recorded(settings)
+    return [web] if web is not None else []
 
 
 @dataclass(frozen=True)
@@ -52,12 +60,13 @@ def up(settings: Settings, log=print) -> list[UpReport]:
 
 
 def status(settings: Settings) -> list[ServiceStatus]:
-    return [svc.status() for svc in services(settings)]
+    return [svc.status() for svc in [*services(settings), *started_extras(settings)]]
 
 
 def down(settings: Settings, purge: bool = False, log=print) -> None:
-    """Stop every service (Kafka first, so no client writes into a stopping Cassandra)."""
-    for svc in services(settings):
+    """Stop every service: the web application first (a client of both), then Kafka, so no
+    client writes into a stopping Cassandra."""
+    for svc in [*started_extras(settings), *services(settings)]:
         stopped = svc.stop()
         log(f"{svc.name}: {'stopped' if stopped else 'was not running'}")
         if purge:
