@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -200,19 +200,15 @@ def _event_frame(
     return frame
 
 
-class _OffsetMapper:
-    """A replay row mapper seen from a later chunk of the file: row numbers count from the
-    file's first row (generated txn ids depend on them)."""
+class _OffsetMapper(replay._RowMapper):
+    """The replay row mapper for a file read in chunks: ``offset`` is the number of rows
+    before the current chunk, so row numbers count from the file's first row (generated
+    txn ids depend on them)."""
 
-    def __init__(self, mapper, offset: int) -> None:
-        self.mapper, self.offset = mapper, offset
-        self.columns = mapper.columns
+    offset = 0
 
-    def event(self, row, row_number: int):
-        return self.mapper.event(row, row_number + self.offset)
-
-    def label(self, row):
-        return self.mapper.label(row)
+    def event(self, row: tuple[Any, ...], row_number: int) -> tuple[dict[str, Any], dict[str, replay._Reject]]:
+        return super().event(row, row_number + self.offset)
 
 
 def read_file(
@@ -238,14 +234,13 @@ def read_file(
     path = Path(path)
     delay = label_delay if label_delay is not None else mapping.label.delay
     frame = replay.read_source(path, mapping)
-    mapper = replay._RowMapper(mapping, path.name)
+    mapper = _OffsetMapper(mapping, path.name)
     now = now or datetime.now(UTC)
     parts, rejects = [], []
     for start in range(0, len(frame), chunk_rows):
         found: list = []
-        valid = replay._map_rows(
-            frame.iloc[start : start + chunk_rows], _OffsetMapper(mapper, start), now, found.append, progress=False
-        )
+        mapper.offset = start
+        valid = replay._map_rows(frame.iloc[start : start + chunk_rows], mapper, now, found.append, progress=False)
         rejects += [dataclasses.replace(r, row_number=r.row_number + start) for r in found]
         if valid:
             events = [v.event for v in valid]
@@ -403,7 +398,7 @@ def _top_reasons(scored: pd.DataFrame, fired: list[list[str]], bundle: ModelBund
     rules = {r.id: r for r in ruleset.rules}
     decision = scored["decision"].astype(str).to_numpy()
     flagged = np.flatnonzero(decision != "APPROVE")
-    explanations = dict(zip(flagged, bundle.explain(scored.iloc[flagged], top_k=3))) if len(flagged) else {}
+    explanations = dict(zip(flagged.tolist(), bundle.explain(scored.iloc[flagged], top_k=3))) if len(flagged) else {}
     out = [""] * len(scored)
     need = sorted(set(flagged.tolist()) | {i for i, f in enumerate(fired) if f})
     records = scored.iloc[need].to_dict("records") if need else []
@@ -743,7 +738,7 @@ def _charts(result: BacktestResult, out: Path) -> list[str]:
     names.append("pr_curve.png")
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=110)
-    bins = np.arange(0, 102, 2)
+    bins = list(range(0, 102, 2))
     ax.hist(pooled.loc[~y, "risk_score"], bins=bins, density=True, alpha=0.6, label="genuine")
     if y.any():
         ax.hist(pooled.loc[y, "risk_score"], bins=bins, density=True, alpha=0.6, label="fraud")

@@ -184,16 +184,14 @@ class _Parser:
         fn = self.and_()
         while self.peek("kw", "OR"):
             self.i += 1
-            left, right = fn, self.and_()
-            fn = lambda row, a=left, b=right: _or(_truth(a(row)), _truth(b(row)))
+            fn = _or_of(fn, self.and_())
         return fn
 
     def and_(self) -> Evaluator:
         fn = self.not_()
         while self.peek("kw", "AND"):
             self.i += 1
-            left, right = fn, self.not_()
-            fn = lambda row, a=left, b=right: _and(_truth(a(row)), _truth(b(row)))
+            fn = _and_of(fn, self.not_())
         return fn
 
     def not_(self) -> Evaluator:
@@ -250,16 +248,14 @@ class _Parser:
         fn = self.multiplicative()
         while self.peek("op") and self.tokens[self.i][1] in ("+", "-"):
             op = _null_safe(_ARITH[self.take("op")])
-            left, right = fn, self.multiplicative()
-            fn = lambda row, a=left, b=right, o=op: o(a(row), b(row))
+            fn = _binary(op, fn, self.multiplicative())
         return fn
 
     def multiplicative(self) -> Evaluator:
         fn = self.unary()
         while self.peek("op") and self.tokens[self.i][1] in ("*", "/", "%"):
             op = _null_safe(_ARITH[self.take("op")])
-            left, right = fn, self.unary()
-            fn = lambda row, a=left, b=right, o=op: o(a(row), b(row))
+            fn = _binary(op, fn, self.unary())
         return fn
 
     def unary(self) -> Evaluator:
@@ -322,6 +318,18 @@ def _in(value, items: list) -> bool | None:
     if any(item is not None and item == value for item in items):
         return True
     return None if any(item is None for item in items) else False
+
+
+def _or_of(a: Evaluator, b: Evaluator) -> Evaluator:
+    return lambda row: _or(_truth(a(row)), _truth(b(row)))
+
+
+def _and_of(a: Evaluator, b: Evaluator) -> Evaluator:
+    return lambda row: _and(_truth(a(row)), _truth(b(row)))
+
+
+def _binary(op: Callable[[Any, Any], Any], a: Evaluator, b: Evaluator) -> Evaluator:
+    return lambda row: op(a(row), b(row))
 
 
 def _maybe_not(fn: Evaluator, negate: bool) -> Evaluator:

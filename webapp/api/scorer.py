@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -49,6 +49,9 @@ from txmon.models.features import (
 from txmon.models.rules import RulesError, RuleSet, load_rules
 from txmon.spark_jobs.validation import TRANSACTION_COLUMNS, event_values
 from txmon.webapp.api.conditions import ConditionError, compile_condition
+
+if TYPE_CHECKING:
+    from txmon.models.bundle import ModelBundle
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +144,7 @@ class Champion:
     def __init__(self, registry_root: Path | None) -> None:
         self.root = None if registry_root is None else Path(registry_root)
         self.version = NO_MODEL
-        self.bundle = None
+        self.bundle: ModelBundle | None = None
         self.last_error: str | None = None
         self._stamp: tuple | None = None
         self._lock = threading.Lock()
@@ -157,7 +160,7 @@ class Champion:
             return None
         return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
 
-    def get(self) -> tuple[str, Any]:
+    def get(self) -> tuple[str, ModelBundle | None]:
         stamp = self._champion_stamp()
         if stamp != self._stamp:
             with self._lock:
@@ -170,6 +173,8 @@ class Champion:
         from txmon.models.registry import Registry
         from txmon.models.tree_export import tree_bytes
 
+        if self.root is None:  # no registry: the stamp stays None, so get() does not come here
+            return
         try:
             registry = Registry(self.root)
             champion = registry.champion()

@@ -4,8 +4,10 @@ the key verifier, the rate limiter, the metrics and (made on first use) the Kafk
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from txmon.infra.errors import TxmonError
 from txmon.infra.settings import Settings
@@ -14,6 +16,10 @@ from txmon.webapp.api.keys import KeyVerifier
 from txmon.webapp.api.limits import TokenBuckets
 from txmon.webapp.api.metrics import ApiMetrics
 from txmon.webapp.api.scorer import Scorer
+
+if TYPE_CHECKING:
+    from txmon.ingestion.producer import TransactionProducer
+    from txmon.webapp.api.store import ApiStore
 
 
 class KafkaUnavailable(TxmonError):
@@ -24,7 +30,7 @@ class KafkaUnavailable(TxmonError):
 class ApiServices:
     settings: Settings
     api: ApiSettings
-    store: object
+    store: ApiStore
     """:class:`txmon.webapp.api.store.ApiStore`, or a stand-in with the same methods in unit tests."""
     scorer: Scorer
     verifier: KeyVerifier
@@ -32,8 +38,8 @@ class ApiServices:
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
     max_age: timedelta | None = None
     """Events older than this are refused as the stream refuses them (contract.max_event_age_days)."""
-    producer_factory: object = None
-    _producer: object = None
+    producer_factory: Callable[[], TransactionProducer] | None = None
+    _producer: TransactionProducer | None = None
     _producer_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
@@ -53,7 +59,7 @@ class ApiServices:
             max_age=timedelta(days=settings.contract.max_event_age_days),
         )
 
-    def producer(self):
+    def producer(self) -> TransactionProducer:
         """The worker's Kafka producer (ingestion/producer.TransactionProducer), made on first use."""
         if self._producer is None:
             with self._producer_lock:

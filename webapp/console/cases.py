@@ -11,11 +11,14 @@ from __future__ import annotations
 import threading
 import uuid
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from txmon.infra.errors import TxmonError
 from txmon.webapp.console.auth import allowed
 from txmon.webapp.console.store import CaseState, ConsoleStore, LabelClaim
+
+if TYPE_CHECKING:
+    from txmon.ingestion.producer import TransactionProducer
 
 DISPOSITIONS = {
     # disposition -> (case status after it, label is_fraud or None for no label)
@@ -157,7 +160,7 @@ class KafkaLabelSink:
     def __init__(self, settings, labels_topic: str | None = None) -> None:
         self.settings = settings
         self.labels_topic = labels_topic or settings.kafka.topics.labels
-        self._producer = None
+        self._producer: TransactionProducer | None = None
         self._lock = threading.Lock()
 
     def send(self, claim: LabelClaim) -> None:
@@ -172,16 +175,17 @@ class KafkaLabelSink:
         value = label.model_dump_json().encode()
         validate_label(value)  # what the stream's labels query will check, checked before sending
         with self._lock:
-            if self._producer is None:
+            producer = self._producer
+            if producer is None:
                 from txmon.ingestion.producer import TransactionProducer
 
-                self._producer = TransactionProducer(
+                producer = self._producer = TransactionProducer(
                     self.settings, labels_topic=self.labels_topic, linger_ms=0, compression=None, max_block_ms=30_000
                 )
-            failed = self._producer.summary.failed
-            self._producer.send_label(claim.txn_id.encode(), value)
-            self._producer.flush(timeout=30)
-            if self._producer.summary.failed != failed or self._producer._pending:
+            failed = producer.summary.failed
+            producer.send_label(claim.txn_id.encode(), value)
+            producer.flush(timeout=30)
+            if producer.summary.failed != failed or producer._pending:
                 raise TxmonError(
                     "the labels topic did not acknowledge the label; it stays claimed and is "
                     "sent again by the next disposition attempt or `txmon console labels resend`"

@@ -85,7 +85,7 @@ def build(alerts: AlertStore, console: ConsoleStore, settings: Any, topic: str, 
             if r["event_time"] and r["event_time"] >= since:
                 rules.update(r["reason_codes"] or [])
         day += timedelta(days=1)
-    dead = Counter()
+    dead: Counter[str] = Counter()
     dl = session.prepare("SELECT reason FROM dead_letters WHERE topic = ? AND kafka_partition = ?")
     for p in range(settings.kafka.partitions):
         dead.update(r.reason for r in session.execute(dl, (topic, p)))
@@ -188,7 +188,7 @@ def _stream(settings: Any, topic: str) -> dict[str, Any]:
         beat = json.loads(path.read_text())
     except (FileNotFoundError, ValueError):
         return {"status": "no heartbeat (stream not running here)", "lag": None, "last_progress_at": None}
-    ingest = next(iter(beat.get("queries", {}).values()), {})
+    ingest: dict[str, Any] = next(iter(beat.get("queries", {}).values()), {})
     lag = None
     done = (ingest.get("end_offsets") or {}).get(topic)
     if done:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -375,9 +376,10 @@ def present(value: str | None, kind: str, clear: bool) -> str:
         return ""
     if clear:
         return value
-    return {
+    maskers: dict[str, Callable[[str], str]] = {
         "account": masking.mask_account,
         "vpa": masking.mask_vpa,
         "phone": masking.mask_phone,
         "email": masking.mask_email,
-    }[kind](value)
+    }
+    return maskers[kind](value)

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, overload
 
 ROLES = ("viewer", "analyst", "supervisor", "admin")
 """Console roles, least to most allowed (webapp.console.auth decides what each may do)."""
@@ -21,6 +21,10 @@ ROLES = ("viewer", "analyst", "supervisor", "admin")
 CONSOLE_TABLES = ("console_users", "console_sessions", "case_state", "case_actions", "console_audit", "case_labels")
 
 
+@overload
+def _utc(t: datetime) -> datetime: ...
+@overload
+def _utc(t: None) -> None: ...
 def _utc(t: datetime | None) -> datetime | None:
     return t.replace(tzinfo=UTC) if t is not None and t.tzinfo is None else t
 

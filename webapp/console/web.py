@@ -146,7 +146,7 @@ def console_router(
 
     async def form_of(request: Request, s: Session) -> Any:
         form = await request.form()
-        if not auth.csrf_ok(s.csrf_token, form.get("csrf_token")):
+        if not auth.csrf_ok(s.csrf_token, _text(form.get("csrf_token"))):
             raise HTTPException(403, "CSRF token missing or wrong: reload the page and try again")
         return form
 
@@ -174,7 +174,7 @@ def console_router(
     @router.post("/login")
     async def login(request: Request) -> Response:
         form = await request.form()
-        if not auth.csrf_ok(request.cookies.get(LOGIN_COOKIE), form.get("csrf_token")):
+        if not auth.csrf_ok(request.cookies.get(LOGIN_COOKIE), _text(form.get("csrf_token"))):
             raise HTTPException(403, "CSRF token missing or wrong: reload the login page and try again")
         username, password = str(form.get("username", "")).strip(), str(form.get("password", ""))
         _, store = backend.stores()
@@ -380,4 +380,9 @@ def console_router(
 
 
 def _can(s: Session) -> dict[str, bool]:
-    return {p: auth.allowed(s.role, p) for p in ("work", "see_clear", "assign_others", "bulk_close")}  # type: ignore[misc]
+    return {p: auth.allowed(s.role, p) for p in ("work", "see_clear", "assign_others", "bulk_close")}
+
+
+def _text(value: object) -> str | None:
+    """A form field's text, or None if it is missing or an uploaded file (a token is never one)."""
+    return value if isinstance(value, str) else None
