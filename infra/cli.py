@@ -103,7 +103,8 @@ def infra_status() -> None:
 
 @infra_app.command("down")
 def infra_down(purge: Annotated[bool, typer.Option(help="also delete the services' data and logs")] = False) -> None:
-    """Stop Kafka and Cassandra cleanly (SIGTERM, then SIGKILL after a grace period)."""
+    """Stop Kafka and Cassandra, and the web application if `txmon demo` started it, cleanly
+    (SIGTERM, then SIGKILL after a grace period)."""
     from txmon.infra import stack
 
     stack.down(load_settings(), purge=purge, log=typer.echo)
@@ -337,18 +338,12 @@ def demo(
     seed: Annotated[int | None, typer.Option(help="simulator seed (default: a new one each run)")] = None,
 ) -> None:
     """The main job on the local default: services up, stream running, simulated traffic
-    for SECONDS, then a summary read back from Cassandra. Services are left running."""
+    for SECONDS, then a summary read back from Cassandra. Services are left running, with
+    the scoring API and console beside them (URLs, an API key and a login at the end)."""
     from txmon.infra.demo import run_demo
 
     settings = load_settings()
     result = run_demo(settings, seconds=seconds, rate=rate, seed=seed, log=typer.echo)
-    from txmon.webapp.console.cli import first_login
-
-    user, password = first_login(settings)
-    typer.echo(
-        f"fraud-desk console: run `txmon console`, open http://127.0.0.1:8050/console/ and log in as "
-        f"{user}{' / ' + password if password else ''}"
-    )
     if not result.ok:
         raise typer.Exit(1)
 

@@ -8,6 +8,12 @@ starts itself (a loopback SMTP server and SMS gateway, and a chat webhook: the o
 was scored (read back from Cassandra), what the drift monitor recorded, and what
 reached people by email and SMS (masked), with an example message.
 
+It also starts the web application (scoring API and fraud-desk console, one uvicorn
+process on loopback) as a background service beside Kafka and Cassandra
+(infra/services/webapp.py: `txmon infra status` shows it, `txmon infra down` stops it; a
+second run reuses it), and ends with its URLs, an API key and a console login
+(webapp/demo_access.py: made once per state dir, shown by the run that made them).
+
 Spark logs at WARN (config/log4j2-demo.properties), minus start-up notes and the streaming
 trigger's "Current batch is falling behind", which would repeat once per late micro-batch:
 the demo counts late batches from the query's progress and says it once, in the summary. Progress (events produced, offsets
@@ -28,6 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import cycle
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 from txmon.infra import stack
 from txmon.infra.cassandra_schema import connect
@@ -41,6 +48,9 @@ from txmon.spark_jobs.session import build_session, spark_conf
 from txmon.spark_jobs.transactions_stream import StreamOptions, start_all
 
 RULE = "-" * 72
+if TYPE_CHECKING:
+    from txmon.infra.services.webapp import WebAppService
+
 SPARK_LOG_CONFIG = PROJECT_ROOT / "config" / "log4j2-demo.properties"
 DEMO_SMS_TOKEN_ENV = "TXMON_DEMO_SMS_TOKEN"
 
@@ -191,6 +201,7 @@ def run_demo(
         # accounts into profiles that already hold the first run's history.
         seed = int(time.time()) % 1_000_000
     stack.up(settings, log=log)
+    web = start_web(settings, log)
     log(f"simulator seed {seed} (pass --seed {seed} to draw the same population again)")
     topic = settings.kafka.topics.transactions
     start_offsets = kafka_end_offsets(settings.kafka.bootstrap, topic)
@@ -305,10 +316,10 @@ def run_demo(
             else "MISMATCH - see the counts above"
         )
     )
-    log("Kafka and Cassandra are still running (`txmon infra status`); stop them with `txmon infra down`.")
-    api = _api_line()
-    if api:
-        log(api)
+    if web is None:
+        log("Kafka and Cassandra keep running (`txmon infra status`); stop them with `txmon infra down`.")
+    else:
+        print_web_access(settings, web, log)
     return result
 
 
@@ -438,11 +449,62 @@ def _print_delivery(stats, delivered: dict[str, list], log) -> None:
         log(f"        {redact(body)[:120]}")
 
 
-def _api_line() -> str | None:
-    """Where the scoring API would answer, once the web application is installed."""
+def start_web(settings: Settings, log=print) -> WebAppService | None:
+    """Start the web application (scoring API + console) in the background unless this
+    state dir's one runs; its start-up overlaps the demo, :func:`print_web_access` waits
+    for it. None when the web application is not installed."""
     if importlib.util.find_spec("txmon.webapp") is None:
         return None
+    from txmon.infra.services.webapp import webapp_service
     from txmon.webapp.api.config import load_api_settings
 
-    api = load_api_settings()
-    return f"scoring API: run `txmon api`, then http://{api.host}:{api.port}/docs"
+    web = webapp_service(settings, load_api_settings().port)
+    started = web.start()
+    log(
+        f"web application (scoring API + console): {'starting' if started else 'already running'} (pid {web.process.pid()})"
+    )
+    return web
+
+
+def print_web_access(settings: Settings, web: WebAppService, log=print) -> None:
+    """The demo's last lines: where the API and the console answer, a key and a login to
+    use them with (each secret shown only by the run that made it; later runs say which
+    file keeps it), and how to stop everything."""
+    from shlex import quote
+
+    from txmon.infra.services.webapp import READY_TIMEOUT_S
+    from txmon.webapp.demo_access import API_KEY_SCOPES, ensure_api_key, ensure_console_login, write_example_event
+
+    web.wait_ready(READY_TIMEOUT_S)
+    key = ensure_api_key(settings)
+    login = ensure_console_login(settings)
+    event = write_example_event(settings)
+    url = web.url
+
+    def row(label: str, text: str) -> None:
+        log(f"  {label:<19}{text}")
+
+    log(f"web application (pid {web.process.pid()}, loopback only, log {web.process.log_file}):")
+    row("scoring API docs", f"{url}/docs")
+    scopes = ", ".join(API_KEY_SCOPES)
+    if key.new_value:
+        row("API key", f"{key.new_value}  (scopes {scopes})")
+        row("", f"shown this once; kept in {key.path} (mode 0600)")
+    else:
+        row("API key", f"in {key.path}  (scopes {scopes})")
+    row(
+        "try it",
+        f'curl -s -H "Authorization: Bearer $(cat {quote(str(key.path))})" '
+        f"-H 'Content-Type: application/json' --data @{quote(str(event))} {url}/v1/score",
+    )
+    console = f"{url}/console/"
+    if login.password is None:
+        row("fraud-desk console", f"{console}  log in as one of your users (`txmon console users list`)")
+        row("", f"(the demo's user {login.user} exists with a password the demo does not hold;")
+        row("", f"`txmon console users add {login.user} --role admin` sets a new one)")
+    elif login.password.new_value:
+        row("fraud-desk console", f"{console}  log in as {login.user} / {login.password.new_value}")
+        row("", f"shown this once; kept in {login.password.path} (mode 0600)")
+    else:
+        row("fraud-desk console", f"{console}  log in as {login.user}, password in {login.password.path}")
+    log("Kafka, Cassandra and the web application keep running (`txmon infra status`); `txmon infra down` stops them.")

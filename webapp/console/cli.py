@@ -145,38 +145,3 @@ def labels_resend(limit: Annotated[int | None, typer.Option(help="at most this m
         sink.close()
         cluster.shutdown()
     typer.echo(f"{sent} label(s) sent")
-
-
-FIRST_USER = "admin"
-FIRST_PASSWORD_FILE = "secrets/console-admin.txt"
-
-
-def first_login(settings) -> tuple[str, str | None]:
-    """(user, password) for the demo's closing lines: when the console has no user yet,
-    an ``admin`` with a generated password, kept in ``<state_dir>/secrets/`` (mode 0600)
-    so it can be shown again; when users exist, (first user, the kept password if any)."""
-    import os
-    import secrets
-
-    from txmon.infra.cassandra_schema import connect
-    from txmon.webapp.console.auth import hash_password
-
-    path = settings.state_path / FIRST_PASSWORD_FILE
-    cluster, session = connect(settings, settings.cassandra.keyspace)
-    try:
-        from txmon.webapp.console.store import ConsoleStore
-
-        store = ConsoleStore(session)
-        users = store.users()
-        if users:
-            kept = path.read_text().strip() if path.exists() and store.user(FIRST_USER) else None
-            return (FIRST_USER if kept else users[0].username), kept
-        password = secrets.token_urlsafe(12)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(password + "\n")
-        store.put_user(FIRST_USER, "admin", hash_password(password), datetime.now(UTC))
-        return FIRST_USER, password
-    finally:
-        cluster.shutdown()
