@@ -567,10 +567,16 @@ def run(
     its SparkSession) in tests that check everything but the rules."""
     if config.label_delay is not None:  # one delay for every label, features and training alike
         source.transactions["label_time"] = source.transactions["event_time"] + pd.Timedelta(config.label_delay)
+    windows = [config.window.shifted(i) for i in range(config.rolling)]
+    # A transaction's features depend only on the rows before it: rows after the last test
+    # window change nothing that is trained or scored.
+    after = source.transactions["event_time"] >= pd.Timestamp(windows[-1].test_end)
+    if after.any() and not after.all():  # none left: the empty test window is reported below
+        log(f"{int(after.sum()):,} transactions after the last test window are left out of the features")
+        source.transactions = source.transactions[~after.to_numpy()].reset_index(drop=True)
     log(f"features: {len(source.transactions):,} transactions in event-time order ({config.chunk_rows:,} per chunk)")
     featured = features_in_chunks(source.transactions, config.chunk_rows, _label_delay_s(source, config))
     source.transactions = featured.iloc[:0]  # the features frame holds every input column now
-    windows = [config.window.shifted(i) for i in range(config.rolling)]
     tests = [_window_rows(featured, w.test_start, w.test_end) for w in windows]
     empty = [i for i, t in enumerate(tests) if t.empty]
     if empty:
