@@ -482,7 +482,7 @@ def print_web_access(settings: Settings, web: WebAppService, log=print) -> None:
     url = web.url
 
     def row(label: str, text: str) -> None:
-        log(f"  {label:<19}{text}")
+        log(f"  {label:<20}{text}")
 
     log(f"web application (pid {web.process.pid()}, loopback only, log {web.process.log_file}):")
     row("scoring API docs", f"{url}/docs")

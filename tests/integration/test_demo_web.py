@@ -23,7 +23,8 @@ import pytest
 from txmon.infra import stack
 from txmon.infra.demo import print_web_access, start_web
 from txmon.infra.services.webapp import WebAppService
-from txmon.webapp.demo_access import API_KEY_FILE, CONSOLE_PASSWORD_FILE, CONSOLE_USER
+from txmon.webapp.api.keys import parse_key
+from txmon.webapp.demo_access import API_KEY_FILE, CONSOLE_PASSWORD_FILE, CONSOLE_USER, read_secret
 
 
 def _free_port() -> int:
@@ -51,6 +52,11 @@ def demo_settings(services, cassandra_session, tmp_path, monkeypatch):
     web = WebAppService.recorded(settings)
     if web is not None:
         web.stop()
+    # What the test made in the shared keyspace goes, so a demo run there later makes its own.
+    cassandra_session.execute("DELETE FROM console_users WHERE username = %s", (CONSOLE_USER,))
+    parsed = parse_key(read_secret(settings.state_path / API_KEY_FILE) or "")
+    if parsed is not None:
+        cassandra_session.execute("DELETE FROM api_keys WHERE key_id = %s", (parsed[0],))
 
 
 def _log_in(console: str, user: str, password: str) -> httpx.Response:
