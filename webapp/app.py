@@ -178,7 +178,13 @@ def single_threaded_models() -> None:
     """Keep scikit-learn's OpenMP pool to one thread in this process. A request scores one
     row: threads only add synchronisation, and on a busy machine the pool's barriers made
     one row's score 14x slower (52 vs 3.8 ms, load average ~25 on 2 cores). Parallelism
-    comes from requests (threads, workers), not from inside one prediction."""
+    comes from requests (threads, workers), not from inside one prediction.
+
+    threadpoolctl limits only the libraries already loaded: scikit-learn's OpenMP runtime
+    and scipy's BLAS are loaded here first, or the limit would reach numpy's BLAS alone and
+    every prediction would still start a team of OpenMP threads (1.8 vs 0.3 ms per
+    gradient-boosting call on one row, measured in a worker)."""
+    import sklearn.ensemble  # noqa: F401 - loads libgomp and scipy's BLAS, which the limit must see
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1)
