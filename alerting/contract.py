@@ -77,10 +77,12 @@ from txmon.ingestion.events import (
     Channel,
     TxnType,
 )
-from txmon.models.risk import AlertDecision, Severity
+from txmon.models.risk import SEVERITIES, AlertDecision, Severity
 
 __all__ = [
     "ALERT_BY_DAY_COLUMNS",
+    "ALERT_BY_PARTY_COLUMNS",
+    "ALERT_BY_RANK_COLUMNS",
     "ALERT_COLUMNS",
     "ALERT_ID_NAMESPACE",
     "DAY_TZ",
@@ -91,6 +93,9 @@ __all__ = [
     "alert_day",
     "alert_from_row",
     "alert_id_for",
+    "alert_parties",
+    "alert_party_rows",
+    "alert_rank_row",
     "alert_row",
     "build_alert",
     "from_json",
@@ -395,6 +400,64 @@ def alert_row(alert: Alert) -> dict[str, Any]:
         "model_version": alert.model_version,
         "rules_version": alert.rules_version,
     }
+
+
+ALERT_BY_RANK_COLUMNS = table_columns("alerts_by_rank")
+"""Columns of ``alerts_by_rank`` (the console queue's order), from schema.cql."""
+
+ALERT_BY_PARTY_COLUMNS = table_columns("alerts_by_party")
+"""Columns of ``alerts_by_party`` (a case's related alerts), from schema.cql."""
+
+
+def alert_rank_row(alert: Alert) -> tuple:
+    """The ``alerts_by_rank`` row of an alert, in :data:`ALERT_BY_RANK_COLUMNS` order."""
+    values = {
+        "day": alert_day(alert),
+        "risk_score": alert.risk_score,
+        "severity_rank": SEVERITIES.index(alert.severity.value),
+        "event_time": alert.event_time,
+        "alert_id": alert.alert_id,
+        "created_at": alert.created_at,
+        "decision": alert.decision,
+        "severity": alert.severity.value,
+        "channel": alert.channel.value,
+        "txn_type": alert.txn_type.value,
+        "payer_account_masked": alert.payer_account_masked,
+        "payee_masked": alert.payee_vpa_masked or alert.payee_account_masked,
+        "amount_paise": alert.amount_paise,
+        "reason_codes": alert.reason_codes,
+    }
+    return tuple(values[c] for c in ALERT_BY_RANK_COLUMNS)
+
+
+def alert_parties(alert: Alert) -> list[str]:
+    """The ``alerts_by_party`` partitions an alert is listed under: its payer's pseudonym
+    and its payee as masked (when it has one)."""
+    parties = [f"payer:{alert.payer_ref}"]
+    payee = alert.payee_vpa_masked or alert.payee_account_masked
+    if payee:
+        parties.append(f"payee:{payee}")
+    return parties
+
+
+def alert_party_rows(alert: Alert) -> list[tuple]:
+    """The ``alerts_by_party`` rows of an alert, in :data:`ALERT_BY_PARTY_COLUMNS` order."""
+    rows = []
+    for party in alert_parties(alert):
+        values = {
+            "party": party,
+            "event_time": alert.event_time,
+            "alert_id": alert.alert_id,
+            "txn_id": alert.txn_id,
+            "risk_score": alert.risk_score,
+            "decision": alert.decision,
+            "severity": alert.severity.value,
+            "amount_paise": alert.amount_paise,
+            "payer_account_masked": alert.payer_account_masked,
+            "reason_codes": alert.reason_codes,
+        }
+        rows.append(tuple(values[c] for c in ALERT_BY_PARTY_COLUMNS))
+    return rows
 
 
 def alert_from_row(row: Any) -> Alert:

@@ -14,8 +14,17 @@ from datetime import UTC, date, datetime
 from typing import Any, overload
 
 from txmon.alerting.contract import ALERT_BY_DAY_COLUMNS as _BY_DAY_COLUMNS
+from txmon.alerting.contract import (
+    ALERT_BY_PARTY_COLUMNS,
+    ALERT_BY_RANK_COLUMNS,
+    Alert,
+    alert_from_row,
+    alert_party_rows,
+    alert_rank_row,
+    alert_row,
+    upgrade_day_row,
+)
 from txmon.alerting.contract import ALERT_COLUMNS as _ALERT_COLUMNS
-from txmon.alerting.contract import Alert, alert_from_row, alert_row, upgrade_day_row
 from txmon.alerting.errors import AlertStoreUnavailableError
 from txmon.alerting.routing import Contact
 from txmon.infra.cassandra_schema import connect, table_columns
@@ -101,6 +110,14 @@ class AlertStore:
         self._insert_by_day = p(
             f"INSERT INTO alerts_by_day ({', '.join(_BY_DAY_COLUMNS)}) VALUES ({', '.join('?' * len(_BY_DAY_COLUMNS))})"
         )
+        self._insert_by_rank = p(
+            f"INSERT INTO alerts_by_rank ({', '.join(ALERT_BY_RANK_COLUMNS)}) "
+            f"VALUES ({', '.join('?' * len(ALERT_BY_RANK_COLUMNS))})"
+        )
+        self._insert_by_party = p(
+            f"INSERT INTO alerts_by_party ({', '.join(ALERT_BY_PARTY_COLUMNS)}) "
+            f"VALUES ({', '.join('?' * len(ALERT_BY_PARTY_COLUMNS))})"
+        )
         self._select_alert = p(f"SELECT {', '.join(_ALERT_READ_COLUMNS)} FROM alerts WHERE alert_id = ?")
         self._select_day = p(f"SELECT {', '.join(_BY_DAY_READ_COLUMNS)} FROM alerts_by_day WHERE day = ?")
         self._latest = p(
@@ -153,10 +170,19 @@ class AlertStore:
 
     # ------------------------------------------------------------------ alerts
     def save_alert(self, alert: Alert) -> None:
-        """Upsert into alerts and alerts_by_day (idempotent: keyed by alert id)."""
+        """Upsert into alerts, alerts_by_day and the console's alerts_by_rank and
+        alerts_by_party (idempotent: keyed by alert id)."""
         row = alert_row(alert)
         self.session.execute(self._insert_alert, [row[c] for c in _ALERT_COLUMNS])
         self.session.execute(self._insert_by_day, [row[c] for c in _BY_DAY_COLUMNS])
+        self.index_alert(alert)
+
+    def index_alert(self, alert: Alert) -> None:
+        """Upsert the console's rows of an alert (alerts_by_rank, alerts_by_party): also
+        how alerts raised before those tables existed are added (`txmon console reindex`)."""
+        self.session.execute(self._insert_by_rank, alert_rank_row(alert))
+        for party_row in alert_party_rows(alert):
+            self.session.execute(self._insert_by_party, party_row)
 
     def load_alert(self, alert_id: uuid.UUID) -> Alert | None:
         row = self.session.execute(self._select_alert, (alert_id,)).one()

@@ -32,13 +32,18 @@ from typing import Any
 
 from txmon.alerting.contract import (
     ALERT_BY_DAY_COLUMNS,
+    ALERT_BY_PARTY_COLUMNS,
+    ALERT_BY_RANK_COLUMNS,
     ALERT_COLUMNS,
+    alert_party_rows,
+    alert_rank_row,
     alert_row,
     build_alert,
     from_json,
     kafka_key,
     to_json,
 )
+from txmon.infra import hourly_counts
 from txmon.infra.cassandra_schema import table_columns
 from txmon.infra.masking import pii_token_key
 from txmon.infra.settings import DEFAULT_RULES, Settings
@@ -394,6 +399,7 @@ class Detector:
         self.rules = RulesWatcher(Path(rules_path or DEFAULT_RULES))
         self.models = ModelHolder(registry_root)
         self.alerts_topic = alerts_topic or settings.kafka.topics.alerts
+        self.query_key = query_key
 
         # Read on the driver and shipped in the outputs closure, so executors need neither
         # the variable nor the state directory (docs/security-pii.md).
@@ -442,6 +448,7 @@ class Detector:
                     self.models.version,
                     self.rules.current,
                     self.pii_key,
+                    self.query_key,
                 ),
                 outcome_schema,
             )
@@ -482,10 +489,13 @@ def _outputs_partition(
     model_version: str,
     ruleset,
     pii_key: bytes,
+    query_key: str = "",
 ):
     """mapInArrow function: reasons and alert JSON for the rows that need them
     (:func:`_explain_batch`), then each scored row to ``scored_transactions``, each alert to
-    ``alerts``/``alerts_by_day`` and the alerts topic, from the task; yield the outcome
+    ``alerts``/``alerts_by_day``/``alerts_by_rank``/``alerts_by_party`` and the alerts
+    topic, from the task; at the task's end its counts per IST hour to ``console_hourly``
+    (infra/hourly_counts.py: one read and one write per hour touched); yield the outcome
     columns. (One Spark job per micro-batch: see transactions_stream.land_partition.)"""
     names = list(outcome_schema.names)
     carried = [c for c in SCORED_COLUMNS if c != "scored_at"]  # scored_at: stamped here
@@ -493,6 +503,7 @@ def _outputs_partition(
 
     def run(batches: Iterator) -> Iterator:
         bundle = _worker_bundle(bundle_bc, bundle_key)
+        per_hour: dict = {}
         for batch in batches:
             n = batch.num_rows
             if n == 0:
@@ -506,17 +517,54 @@ def _outputs_partition(
             # measured the same within noise, 8 was ~2x slower (micro-bench of write_rows).
             write_rows(target, "scored_transactions", (*carried, "scored_at"), rows, batch_rows=16)
             alerts = [a for a in batch.column("alert_json").to_pylist() if a is not None]
+            raised = []
             if alerts:
-                main, by_day, messages = [], [], []
+                main, by_day, by_rank, by_party, messages = [], [], [], [], []
                 for text in alerts:
                     alert = from_json(text)
                     row = alert_row(alert)
                     main.append(tuple(row[c] for c in ALERT_COLUMNS))
                     by_day.append(tuple(row[c] for c in ALERT_BY_DAY_COLUMNS))
+                    by_rank.append(alert_rank_row(alert))
+                    by_party.extend(alert_party_rows(alert))
                     messages.append((kafka_key(alert), text.encode()))
+                    raised.append((alert.event_time, alert.reason_codes, alert.created_at))
                 write_rows(target, "alerts", ALERT_COLUMNS, main, batch_rows=8)
                 write_rows(target, "alerts_by_day", ALERT_BY_DAY_COLUMNS, by_day)
+                write_rows(target, "alerts_by_rank", ALERT_BY_RANK_COLUMNS, by_rank)
+                write_rows(target, "alerts_by_party", ALERT_BY_PARTY_COLUMNS, by_party)
                 publish(bootstrap, alerts_topic, messages)
+            counts = hourly_counts.batch_counts(
+                hourly_counts.hour_starts(batch.column("event_time")),
+                batch.column("decision").to_pylist(),
+                batch.column("model_version").to_pylist(),
+                raised,
+            )
+            for hour, c in counts.items():
+                per_hour[hour] = hourly_counts.merge(per_hour[hour], c) if hour in per_hour else c
             yield batch.select(names)
+        if per_hour:
+            _write_hourly(target, query_key, per_hour)
 
     return run
+
+
+def _write_hourly(target: CassandraTarget, query_key: str, per_hour: dict) -> None:
+    """This task's counts per hour into ``console_hourly``, keyed by its micro-batch and
+    partition (infra/hourly_counts.py): written once per task, after its last row."""
+    from pyspark import TaskContext
+
+    from txmon.spark_jobs.cassandra_sink import prepared, retried, session_for
+
+    context = TaskContext.get()
+    batch_id = context and context.getLocalProperty(BATCH_ID_PROPERTY)
+    if context is None or batch_id is None:
+        return  # not a streaming micro-batch (a batch run over history): no running counts
+    token = f"{query_key}#{batch_id}"
+    retried(
+        target,
+        f"writing the counts of {len(per_hour)} hour(s) to console_hourly",
+        lambda: hourly_counts.write_batch(
+            session_for(target), prepared, query_key, context.partitionId(), token, per_hour
+        ),
+    )

@@ -145,3 +145,33 @@ def labels_resend(limit: Annotated[int | None, typer.Option(help="at most this m
         sink.close()
         cluster.shutdown()
     typer.echo(f"{sent} label(s) sent")
+
+
+@console_app.command("reindex")
+def reindex(
+    days: Annotated[int, typer.Option(help="IST days back from today to index", min=1, max=3660)] = 31,
+) -> None:
+    """Fill the console's read tables (alerts_by_rank, alerts_by_party, console_hourly) for
+    alerts and transactions stored before they existed; safe to run again (upserts)."""
+    from datetime import timedelta
+
+    from txmon.alerting.contract import DAY_TZ
+    from txmon.alerting.store import AlertStore
+    from txmon.infra import hourly_counts
+    from txmon.webapp.console.queries import _prep
+
+    _, cluster, _store_ = _store()
+    try:
+        alerts = AlertStore(_store_.session)
+        today = datetime.now(UTC).astimezone(DAY_TZ).date()
+        indexed = 0
+        for n in range(days):
+            day_rows = alerts.alerts_for_day(today - timedelta(days=n))
+            for alert in alerts.load_alerts([r["alert_id"] for r in day_rows]):
+                alerts.index_alert(alert)
+                indexed += 1
+        typer.echo(f"{indexed:,} alert(s) indexed for the queue and cases")
+        since = datetime.combine(today - timedelta(days=days - 1), datetime.min.time(), DAY_TZ)
+        hourly_counts.backfill(_store_.session, _prep, alerts.alerts_for_day, since, log=typer.echo)
+    finally:
+        cluster.shutdown()

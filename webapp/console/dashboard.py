@@ -1,11 +1,10 @@
 """What the dashboard shows, read from Cassandra (and the stream's heartbeat file).
 
-Volume, alert rate, decision mix and model versions come from one paged scan of
-``scored_transactions`` over the chosen hours: no table counts transactions per hour
-yet, so this is the page's cost at scale (docs/console.md). Rules from
-``alerts_by_day``, dead letters per Kafka partition of the stream's topic, workload from
-the console's case state, drift events from ``drift_events``, frauds caught from
-``labels`` joined to the decisions.
+Volume, alert rate, decision mix, model versions and the rules of the alerts come from
+the stream's counts per IST hour (``console_hourly``, infra/hourly_counts.py): a few
+small rows per hour, whatever the traffic. Dead letters per Kafka partition of the
+stream's topic, workload from the console's case state, drift events from
+``drift_events``, frauds caught from ``labels`` joined to their decisions.
 """
 
 from __future__ import annotations
@@ -20,8 +19,6 @@ from typing import Any
 from txmon.alerting.store import AlertStore
 from txmon.webapp.console import charts
 from txmon.webapp.console.store import ConsoleStore
-
-SCAN_FETCH = 5000
 
 
 @dataclass
@@ -46,47 +43,29 @@ def _utc(t: datetime | None) -> datetime | None:
 
 def build(alerts: AlertStore, console: ConsoleStore, settings: Any, topic: str, hours: int, now: datetime) -> Dashboard:
     from txmon.alerting.contract import DAY_TZ
+    from txmon.infra import hourly_counts
+    from txmon.webapp.console.queries import _prep
 
     session = alerts.session
     since = now - timedelta(hours=hours)
-    scan = session.execute(
-        session.prepare("SELECT txn_id, event_time, decision, model_version FROM scored_transactions"), timeout=120
-    )
-    scan.paging_state  # noqa: B018 - pages are fetched as the loop below goes
-    rows = []
-    decision_of: dict[str, str] = {}
-    for r in scan:
-        decision_of[r.txn_id] = r.decision
-        t = _utc(r.event_time)
-        if t is not None and since <= t <= now + timedelta(minutes=5):
-            rows.append((t, r.decision, r.model_version))
-    decisions = Counter(d for _, d, _ in rows)
-    models = Counter(m for _, _, m in rows if m)
-    # Buckets: about 24 over the span the data covers within the window.
+    # Whole IST hours: the one holding ``since`` to the one holding now (a few minutes of
+    # clock skew past now included, as the stream may stamp slightly ahead).
+    per_hour = hourly_counts.read_hours(session, _prep, since, now + timedelta(minutes=5))
+    decisions: Counter[str] = Counter()
+    models: Counter[str] = Counter()
+    rules: Counter[str] = Counter()
     times, volume, rate = [], [], []
-    if rows:
-        first, last = min(t for t, _, _ in rows), max(t for t, _, _ in rows)
-        step = max(timedelta(minutes=1), (last - first) / 24)
-        counts: dict[int, list[int]] = defaultdict(lambda: [0, 0])
-        for t, d, _ in rows:
-            b = int((t - first) / step)
-            counts[b][0] += 1
-            counts[b][1] += d in ("REVIEW", "BLOCK")
-        for b in range(max(counts) + 1):
-            n, a = counts.get(b, [0, 0])
-            times.append((first + b * step).astimezone(DAY_TZ).replace(tzinfo=None))
-            volume.append(n)
-            rate.append(100.0 * a / n if n else 0.0)
-    # Rules of the alerts in the window.
-    rules: Counter = Counter()
-    day, end = since.astimezone(DAY_TZ).date(), now.astimezone(DAY_TZ).date()
-    while day <= end:
-        for r in alerts.alerts_for_day(day):
-            if r["event_time"] and r["event_time"] >= since:
-                rules.update(r["reason_codes"] or [])
-        day += timedelta(days=1)
+    for hour, c in per_hour.items():
+        decisions.update(c["decisions"])
+        models.update(c["models"])
+        rules.update(c["rules"])
+        times.append(hour.astimezone(DAY_TZ).replace(tzinfo=None))
+        volume.append(c["transactions"])
+        rate.append(100.0 * c["alerts"] / c["transactions"] if c["transactions"] else 0.0)
+    total = sum(volume)
+    decisions.pop("", None)
     dead: Counter[str] = Counter()
-    dl = session.prepare("SELECT reason FROM dead_letters WHERE topic = ? AND kafka_partition = ?")
+    dl = _prep(session, "SELECT reason FROM dead_letters WHERE topic = ? AND kafka_partition = ?")
     for p in range(settings.kafka.partitions):
         dead.update(r.reason for r in session.execute(dl, (topic, p)))
     workload = _workload(console)
@@ -101,18 +80,19 @@ def build(alerts: AlertStore, console: ConsoleStore, settings: Any, topic: str, 
             "notified": r.notified,
         }
         for r in session.execute(
-            session.prepare(
+            _prep(
+                session,
                 "SELECT part, signal, detected_at, mean_before, mean_after, model_version, notified "
-                "FROM drift_events WHERE stream = ? LIMIT 200"
+                "FROM drift_events WHERE stream = ? LIMIT 200",
             ),
             (topic,),
         )
     ]
     drift.sort(key=lambda d: d["detected_at"] or now, reverse=True)
-    caught = _caught(session, decision_of)
+    caught = _caught(session)
     d = Dashboard(
         hours,
-        len(rows),
+        total,
         decisions["REVIEW"] + decisions["BLOCK"],
         dict(decisions),
         dict(models),
@@ -128,7 +108,7 @@ def build(alerts: AlertStore, console: ConsoleStore, settings: Any, topic: str, 
             "Transactions and alert rate (IST)",
             times,
             {"transactions": volume},
-            "per bucket",
+            "per hour",
             secondary=("alert rate %", rate),
         ),
         "decisions": charts.bars("Decision mix", list(decisions), list(decisions.values()), "transactions"),
@@ -166,14 +146,27 @@ def _workload(console: ConsoleStore) -> list[dict[str, Any]]:
     ]
 
 
-def _caught(session, decision_of: dict[str, str]) -> list[dict[str, Any]]:
-    """Per fraud scenario of the labels received: how many the stream flagged."""
+def _caught(session) -> list[dict[str, Any]]:
+    """Per fraud scenario of the labels received: how many the stream flagged (each
+    fraud's decision read by txn id: the cost follows the labelled frauds)."""
+    from cassandra.concurrent import execute_concurrent_with_args
+
+    from txmon.webapp.console.queries import _prep
+
+    frauds = [
+        (r.txn_id, r.scenario or "unknown")
+        for r in session.execute("SELECT txn_id, is_fraud, scenario FROM labels", timeout=60)
+        if r.is_fraud
+    ]
+    stmt = _prep(session, "SELECT decision FROM scored_transactions WHERE txn_id = ?")
+    results = execute_concurrent_with_args(session, stmt, [(t,) for t, _ in frauds], concurrency=64)
     per: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for r in session.execute("SELECT txn_id, is_fraud, scenario FROM labels", timeout=60):
-        if not r.is_fraud or r.txn_id not in decision_of:
-            continue
-        per[r.scenario or "unknown"][0] += 1
-        per[r.scenario or "unknown"][1] += decision_of[r.txn_id] in ("REVIEW", "BLOCK")
+    for (_txn, scenario), (ok, rows) in zip(frauds, results):
+        row = rows.one() if ok else None
+        if row is None:
+            continue  # a label for a transaction this keyspace never scored
+        per[scenario][0] += 1
+        per[scenario][1] += row.decision in ("REVIEW", "BLOCK")
     return [
         {"scenario": k, "frauds": n, "flagged": c, "share": c / n if n else 0.0}
         for k, (n, c) in sorted(per.items(), key=lambda kv: -kv[1][0])

@@ -2,8 +2,9 @@
 tables (through alerting.store), the transaction tables, the account windows
 (infra.readback) and the console's own case state and audit log.
 
-The queue reads ``alerts_by_day`` one IST day partition at a time over the chosen range;
-the page's rows are then completed from ``alerts`` by id. Masking for viewers happens in
+The queue reads the head of each IST day's ``alerts_by_rank`` partition (already in the
+queue's order) over the chosen range, only as far as the page needs; a case's related
+alerts come from ``alerts_by_party``. Masking for viewers happens in
 :func:`present`, one place, with infra.masking.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -25,7 +26,8 @@ STATUSES = ("open", "assigned", "escalated", "closed")
 ACTIVE = ("open", "assigned", "escalated")
 PAGE_SIZE = 25
 MAX_DAYS = 31
-PAYEE_SCAN = 100  # alerts nearest in time searched for the same payee on a case page
+PAYEE_SCAN = 100  # alerts to the same masked payee read on a case page (then matched on the clear payee)
+ACCOUNT_ALERTS = 20  # other alerts of the account (and of the payee) a case page shows
 SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 
 
@@ -100,12 +102,13 @@ class QueueFilter:
 @dataclass
 class QueuePage:
     rows: list[dict[str, Any]]
-    total: int
+    total: int | None  # None: more match than were read (at_least of them)
     page: int
     pages: int
     newest_created: datetime | None
     rules: list[str] = field(default_factory=list)
     channels: list[str] = field(default_factory=list)
+    at_least: int = 0
 
 
 def today_ist(now: datetime) -> date:
@@ -117,72 +120,191 @@ def _status_ok(state: CaseState | None, wanted: str) -> bool:
     return wanted == "all" or (status in ACTIVE if wanted == "active" else status == wanted)
 
 
-def alerts_for_days(alerts: AlertStore, days: list[date]) -> list[dict[str, Any]]:
-    """The ``alerts_by_day`` rows of several days, the day partitions read at once (the
-    driver is thread-safe; one after another, their round trips added up)."""
-    from concurrent.futures import ThreadPoolExecutor
+RANK_COLUMNS = (
+    "alert_id",
+    "event_time",
+    "created_at",
+    "risk_score",
+    "decision",
+    "severity",
+    "channel",
+    "txn_type",
+    "payer_account_masked",
+    "payee_masked",
+    "amount_paise",
+    "reason_codes",
+)
+CASE_CHUNK = 50  # candidates whose case state is looked up at once (the active queue skips closed ones)
 
-    with ThreadPoolExecutor(max_workers=min(8, max(1, len(days)))) as pool:
-        return [row for rows in pool.map(alerts.alerts_for_day, days) for row in rows]
+
+def _ranked(alerts: AlertStore, days: list[date], fetch: int) -> Iterator[dict[str, Any]]:
+    """The alerts of ``days`` in queue order (risk, severity, newest), read lazily: each
+    day's ``alerts_by_rank`` partition is already in that order, so the days' first pages
+    are fetched at once and merged; further pages only if the consumer reads that far."""
+    import heapq
+
+    session = alerts.session
+    stmt = _prep(session, f"SELECT {', '.join(RANK_COLUMNS)} FROM alerts_by_rank WHERE day = ?")
+    futures = []
+    for d in days:
+        bound = stmt.bind((d,))
+        bound.fetch_size = fetch
+        futures.append(session.execute_async(bound))
+
+    def rows(future: Any) -> Iterator[dict[str, Any]]:
+        for r in future.result():
+            row = r._asdict()
+            row["event_time"] = _utc(row["event_time"])
+            row["created_at"] = _utc(row["created_at"])
+            row["reason_codes"] = list(row["reason_codes"] or [])
+            yield row
+
+    return heapq.merge(*(rows(f) for f in futures), key=_order)
+
+
+def _order(r: dict[str, Any]) -> tuple:
+    """The queue's order: highest risk, then most severe, then newest."""
+    t = r["event_time"] or datetime.min.replace(tzinfo=UTC)
+    return (-(r["risk_score"] or 0), -SEVERITY_RANK.get(r["severity"], 0), -t.timestamp())
+
+
+def _matches(r: dict[str, Any], f: QueueFilter) -> bool:
+    return (
+        r["decision"] in ALERT_DECISIONS
+        and (not f.decision or r["decision"] == f.decision)
+        and (not f.severity or r["severity"] == f.severity)
+        and (not f.rule or f.rule in r["reason_codes"])
+        and (not f.channel or r["channel"] == f.channel)
+    )
+
+
+def _worked_rows(alerts: AlertStore, console: ConsoleStore, f: QueueFilter) -> list[dict[str, Any]]:
+    """Queue rows of the worked cases with status ``f.status`` (assigned, escalated,
+    closed: only cases an analyst touched can have them), in queue order."""
+    from txmon.alerting.contract import alert_day
+
+    wanted = [i for i, c in console.cases().items() if c.status == f.status]
+    days = set(f.days())
+    rows: list[dict[str, Any]] = []
+    for a in alerts.load_alerts(wanted):
+        if alert_day(a) not in days:
+            continue
+        rows.append(
+            {
+                "alert_id": a.alert_id,
+                "event_time": _utc(a.event_time),
+                "created_at": _utc(a.created_at),
+                "risk_score": a.risk_score,
+                "decision": a.decision,
+                "severity": a.severity.value,
+                "channel": a.channel.value,
+                "txn_type": a.txn_type.value,
+                "payer_account_masked": a.payer_account_masked,
+                "payee_masked": a.payee_vpa_masked or a.payee_account_masked,
+                "amount_paise": a.amount_paise,
+                "reason_codes": list(a.reason_codes),
+            }
+        )
+    rows.sort(key=_order)
+    return rows
 
 
 def queue(alerts: AlertStore, console: ConsoleStore, f: QueueFilter) -> QueuePage:
-    """One page of the queue: matching alerts, highest risk first (then newest)."""
-    day_rows = alerts_for_days(alerts, f.days())
-    cases = console.cases()
-    rules = sorted({code for r in day_rows for code in (r["reason_codes"] or [])})
-    matching = [
-        r
-        for r in day_rows
-        if (r["decision"] in ALERT_DECISIONS)
-        and (not f.decision or r["decision"] == f.decision)
-        and (not f.severity or r["severity"] == f.severity)
-        and (not f.rule or f.rule in (r["reason_codes"] or []))
-        and _status_ok(cases.get(r["alert_id"]), f.status)
-    ]
-    full: dict[uuid.UUID, Any] = {}
-    if f.channel:  # channel is not in alerts_by_day: read the candidates' alert rows
-        full = {a.alert_id: a for a in alerts.load_alerts([r["alert_id"] for r in matching])}
-        matching = [r for r in matching if r["alert_id"] in full and full[r["alert_id"]].channel == f.channel]
-    matching.sort(
-        key=lambda r: (
-            -(r["risk_score"] or 0),
-            -SEVERITY_RANK.get(r["severity"], 0),
-            -(r["event_time"] or datetime.min.replace(tzinfo=UTC)).timestamp(),
-        )
-    )
-    pages = max(1, -(-len(matching) // PAGE_SIZE))
+    """One page of the queue: matching alerts, highest risk first (then severity, newest).
+
+    Reads the head of each day's ``alerts_by_rank`` partition, in order, until the page
+    and one more match are found: the cost follows the page, not the alerts in the range.
+    The total is exact only when the range was read to its end (``total`` None: at least
+    ``at_least``). Statuses only worked cases have are read from the case state instead."""
+    from txmon.ingestion.events import Channel
+
+    wanted = f.page * PAGE_SIZE + 1  # the page, and whether another follows
+    found: list[dict[str, Any]] = []
+    states: dict[uuid.UUID, CaseState] = {}
+    exhausted = True
+    if f.status in ("active", "open", "all"):
+        filtered = bool(f.decision or f.severity or f.rule or f.channel)
+        ranked = _ranked(alerts, f.days(), 200 if filtered else min(200, wanted))
+        seen: set[uuid.UUID] = set()
+        chunk: list[dict[str, Any]] = []
+
+        def settle() -> None:
+            states.update(console.cases_of(r["alert_id"] for r in chunk))
+            found.extend(r for r in chunk if _status_ok(states.get(r["alert_id"]), f.status))
+            chunk.clear()
+
+        for r in ranked:
+            # A replay under another model could rank an alert twice: it is shown once.
+            if r["alert_id"] in seen or not _matches(r, f):
+                continue
+            seen.add(r["alert_id"])
+            chunk.append(r)
+            if len(chunk) >= min(CASE_CHUNK, wanted - len(found)):
+                settle()
+                if len(found) >= wanted:
+                    exhausted = False
+                    break
+        settle()
+    else:
+        found = [r for r in _worked_rows(alerts, console, f) if _matches(r, f)]
+        states = console.cases_of(r["alert_id"] for r in found)
+    if exhausted:
+        total: int | None = len(found)
+        pages = max(1, -(-len(found) // PAGE_SIZE))
+    else:
+        total, pages = None, f.page + 1
     page = min(f.page, pages)
-    chosen = matching[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
-    missing = [r["alert_id"] for r in chosen if r["alert_id"] not in full]
-    full.update({a.alert_id: a for a in alerts.load_alerts(missing)})
+    chosen = found[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
     out = []
     for r in chosen:
-        a = full.get(r["alert_id"])
-        state = cases.get(r["alert_id"])
+        state = states.get(r["alert_id"])
         out.append(
             {
                 "alert_id": str(r["alert_id"]),
-                "event_time": _utc(r["event_time"]),
+                "event_time": r["event_time"],
                 "risk_score": r["risk_score"],
                 "decision": r["decision"],
                 "severity": r["severity"],
                 "amount_paise": r["amount_paise"],
-                "reason_codes": list(r["reason_codes"] or []),
+                "reason_codes": r["reason_codes"],
                 "payer_masked": r.get("payer_account_masked") or "",
-                "channel": a.channel if a else "",
-                "txn_type": a.txn_type if a else "",
-                "payee_masked": (a.payee_vpa_masked or a.payee_account_masked or "") if a else "",
+                "channel": r["channel"] or "",
+                "txn_type": r["txn_type"] or "",
+                "payee_masked": r.get("payee_masked") or "",
                 "status": state.status if state else "open",
                 "assignee": state.assignee if state else None,
             }
         )
-    created = [r["created_at"] for r in day_rows if r.get("created_at")]
-    from txmon.ingestion.events import Channel
-
+    rules, newest = _range_counts(alerts, f)
+    rules = sorted(set(rules) | {code for r in out for code in r["reason_codes"]})
+    created = [c for c in (newest, *(r["created_at"] for r in chosen)) if c is not None]
     return QueuePage(
-        out, len(matching), page, pages, _utc(max(created)) if created else None, rules, [c.value for c in Channel]
+        out,
+        total,
+        page,
+        pages,
+        max(created) if created else None,
+        rules,
+        [c.value for c in Channel],
+        at_least=len(found),
     )
+
+
+def _range_counts(alerts: AlertStore, f: QueueFilter) -> tuple[list[str], datetime | None]:
+    """The rules seen in the range's alerts and its newest alert's creation, from the
+    stream's hourly counts (infra/hourly_counts.py): a few small rows per day."""
+    from txmon.infra import hourly_counts
+
+    assert f.day_from is not None and f.day_to is not None
+    start = datetime.combine(f.day_from, datetime.min.time(), DAY_TZ)
+    end = datetime.combine(f.day_to + timedelta(days=1), datetime.min.time(), DAY_TZ) - timedelta(seconds=1)
+    rules: set[str] = set()
+    newest: str | None = None
+    for c in hourly_counts.read_hours(alerts.session, _prep, start, end).values():
+        rules.update(c["rules"])
+        if c["newest_alert"] and (newest is None or c["newest_alert"] > newest):
+            newest = c["newest_alert"]
+    return sorted(rules), datetime.fromisoformat(newest.replace("Z", "+00:00")) if newest else None
 
 
 _PREPARED: dict[tuple[int, str], Any] = {}
@@ -252,8 +374,9 @@ _SCORED_COLUMNS = (
 
 def case_view(alerts: AlertStore, console: ConsoleStore, alert_id: uuid.UUID, around_days: int = 3) -> CaseView | None:
     """Everything the case page shows. Other alerts of the account and payee are looked for
-    in the IST days within ``around_days`` of the alert's."""
-    from txmon.alerting.contract import alert_day
+    within ``around_days`` of the alert's event (the newest first, at most
+    :data:`ACCOUNT_ALERTS` and :data:`PAYEE_SCAN`)."""
+    from txmon.alerting.contract import alert_parties
 
     alert = alerts.load_alert(alert_id)
     if alert is None:
@@ -287,43 +410,26 @@ def case_view(alerts: AlertStore, console: ConsoleStore, alert_id: uuid.UUID, ar
                 windows[kind] = account_windows(session, txn["payer_account"], kind, since=since)[:6]
             except Exception:  # noqa: BLE001 - a case without windows still shows the rest
                 windows[kind] = []
-    day = alert_day(alert)
-    nearby = alerts_for_days(alerts, [day + timedelta(days=d) for d in range(-around_days, around_days + 1)])
-    account_alerts = sorted(
-        (r for r in nearby if r.get("payer_ref") == alert.payer_ref and r["alert_id"] != alert_id),
-        key=lambda r: r["event_time"] or datetime.min.replace(tzinfo=UTC),
-        reverse=True,
+    # Related alerts: bounded reads of alerts_by_party, within around_days of the alert.
+    lo = (alert.event_time - timedelta(days=around_days)).astimezone(UTC).replace(tzinfo=None)
+    hi = (alert.event_time + timedelta(days=around_days)).astimezone(UTC).replace(tzinfo=None)
+    party_stmt = _prep(
+        session,
+        f"SELECT {', '.join(_PARTY_COLUMNS)} FROM alerts_by_party "
+        "WHERE party = ? AND event_time >= ? AND event_time <= ? LIMIT ?",
     )
+    parties = alert_parties(alert)
+    futures = [
+        session.execute_async(party_stmt, (party, lo, hi, ACCOUNT_ALERTS + 1 if i == 0 else PAYEE_SCAN + 1))
+        for i, party in enumerate(parties)
+    ]
+    related = [[_party_row(r) for r in fut.result() if r.alert_id != alert_id] for fut in futures]
+    account_alerts = related[0]
     payee_alerts: list[dict[str, Any]] = []
-    payee_masked = alert.payee_vpa_masked or alert.payee_account_masked
-    if payee_masked and txn:
-        # No table is keyed by payee: the alerts nearest in time are read whole and matched.
-        when = alert.event_time
-        nearest = sorted(
-            (r for r in nearby if r["alert_id"] != alert_id and r.get("event_time")),
-            key=lambda r: abs((r["event_time"] - when).total_seconds()),
-        )[:PAYEE_SCAN]
-        others = [
-            a
-            for a in alerts.load_alerts([r["alert_id"] for r in nearest])
-            if (a.payee_vpa_masked or a.payee_account_masked) == payee_masked
-        ]
+    if len(related) > 1 and txn:
         # Masked forms can collide: keep those whose transaction names the same payee.
-        same = _same_payee(session, [a.txn_id for a in others], txn.get("payee_vpa"), txn.get("payee_account"))
-        payee_alerts = [
-            {
-                "alert_id": a.alert_id,
-                "event_time": a.event_time,
-                "risk_score": a.risk_score,
-                "decision": a.decision,
-                "severity": a.severity,
-                "amount_paise": a.amount_paise,
-                "payer_account_masked": a.payer_account_masked,
-                "reason_codes": a.reason_codes,
-            }
-            for a in others
-            if a.txn_id in same
-        ]
+        same = _same_payee(session, [r["txn_id"] for r in related[1]], txn.get("payee_vpa"), txn.get("payee_account"))
+        payee_alerts = [r for r in related[1] if r["txn_id"] in same]
     payee_frauds = 0
     if scored and scored.get("payee_key"):
         payee_frauds = len(
@@ -342,13 +448,33 @@ def case_view(alerts: AlertStore, console: ConsoleStore, alert_id: uuid.UUID, ar
         scored,
         top,
         windows,
-        account_alerts[:20],
-        payee_alerts[:20],
+        account_alerts[:ACCOUNT_ALERTS],
+        payee_alerts[:ACCOUNT_ALERTS],
         console.actions(alert_id),
         contact,
         console.label(alert_id),
         payee_frauds,
     )
+
+
+_PARTY_COLUMNS = (
+    "alert_id",
+    "txn_id",
+    "event_time",
+    "risk_score",
+    "decision",
+    "severity",
+    "amount_paise",
+    "payer_account_masked",
+    "reason_codes",
+)
+
+
+def _party_row(r: Any) -> dict[str, Any]:
+    row = r._asdict()
+    row["event_time"] = _utc(row["event_time"])
+    row["reason_codes"] = list(row["reason_codes"] or [])
+    return row
 
 
 def _same_payee(session, txn_ids: list[str], vpa: str | None, account: str | None) -> set[str]:

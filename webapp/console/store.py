@@ -203,6 +203,17 @@ class ConsoleStore:
         r = self.session.execute(self._case, (alert_id,)).one()
         return self._case_from(r) if r is not None else None
 
+    def cases_of(self, alert_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, CaseState]:
+        """The worked cases among ``alert_ids`` (one read each, concurrently): what a queue
+        page needs, without reading every case."""
+        from cassandra.concurrent import execute_concurrent_with_args
+
+        ids = [(i,) for i in dict.fromkeys(alert_ids)]
+        if not ids:
+            return {}
+        results = execute_concurrent_with_args(self.session, self._case, ids, concurrency=32, raise_on_first_error=True)
+        return {r.alert_id: self._case_from(r) for _ok, rows in results for r in rows}
+
     def cases(self) -> dict[uuid.UUID, CaseState]:
         """Every worked case (alerts nobody touched have no row). Read whole: it holds only
         what analysts acted on, far fewer rows than alerts."""
