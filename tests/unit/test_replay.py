@@ -831,6 +831,35 @@ def test_card_simulated_generator_is_seeded_and_has_the_layout() -> None:
     assert ((first["TX_FRAUD"] == 1) == (first["TX_FRAUD_SCENARIO"] > 0)).all()
 
 
+def test_card_simulated_geography_and_daily_compromises() -> None:
+    """The handbook shape: cards pay at the terminals within the radius (many terminals per
+    card, many cards per terminal), and exactly N terminals and cards are compromised a day."""
+    make = _card_simulated()
+    days = 30
+    frame = make.generate(
+        customers=300,
+        terminals=1_000,
+        days=days,
+        seed=5,
+        radius=8.0,
+        terminals_per_day=2,
+        cards_per_day=3,
+        zero_share=0,
+    )
+    per_card = frame.groupby("CUSTOMER_ID")["TERMINAL_ID"].nunique()
+    per_terminal = frame.groupby("TERMINAL_ID")["CUSTOMER_ID"].nunique()
+    # ~20 terminals lie within radius 8 of a card at this density; a handful-per-card draw has <= 8
+    assert per_card.median() > 8 and per_terminal.max() > 1
+    first_day = frame.groupby("TERMINAL_ID")["TX_TIME_DAYS"].min()
+    terminal_fraud = frame[frame["TX_FRAUD_SCENARIO"] == 2]
+    # every compromised terminal's frauds start on or after its first use; at most 2 a day
+    starts = terminal_fraud.groupby("TERMINAL_ID")["TX_TIME_DAYS"].min()
+    assert (starts >= first_day.loc[starts.index]).all()
+    assert 0 < len(starts) <= 2 * days
+    cards = frame.loc[frame["TX_FRAUD_SCENARIO"] == 3, "CUSTOMER_ID"].nunique()
+    assert 0 < cards <= 3 * days
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
 def test_card_simulated_mapping_reads_every_row(tmp_path: Path, suffix: str) -> None:
     from decimal import ROUND_HALF_EVEN, Decimal
