@@ -109,6 +109,14 @@ class KeyVerifier:
         self._cache: dict[bytes, tuple[float, Principal]] = {}
         self._lock = threading.Lock()
 
+    def cached(self, key: str) -> Principal | None:
+        """The principal of a key verified less than ``cache_s`` ago, else None (then
+        :meth:`verify`). No I/O: the event loop calls it, and goes to a thread only on a miss."""
+        hit = self._cache.get(hashlib.sha256(key.encode()).digest())
+        if hit is not None and time.monotonic() - hit[0] < self.cache_s:
+            return hit[1]
+        return None
+
     def verify(self, key: str) -> Principal | None:
         """The key's principal, or None for an unknown, wrong or revoked key. Raises
         store.StoreUnavailable when the key is not cached and Cassandra is away."""

@@ -1,7 +1,12 @@
 """The scoring API's HTTP routes (``/v1/...``, ``/readyz``, ``/metrics``).
 
 Handlers are thin: parse and check the request, call the scorer or the store, shape the
-answer. Blocking work (Cassandra, Kafka, the models) runs in the server's thread pool.
+answer. Blocking work (Cassandra, Kafka, key hashing, loading rules or a model) runs in the
+server's thread pool. The hot path, ``POST /v1/score`` without ingest, does not: its key is
+in the verified-key cache, its profile reads wait on the event loop (ApiStore.profiles_async)
+and its scoring (about a millisecond of CPU, holding the GIL wherever it runs) runs on the
+loop. A thread hop per step cost more than the step: each woken thread queued for the GIL
+and a core behind the others (docs/api.md).
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ def requires(scope: str | None):
     """Dependency: the caller's principal, holding ``scope`` (None: any valid key);
     401 without a valid key, 403 without the scope, 429 over the key's rate."""
 
-    def check(request: Request) -> Principal:
+    async def check(request: Request) -> Principal:
         api = services(request)
         key = _presented_key(request)
         if key is None:
@@ -63,7 +68,8 @@ def requires(scope: str | None):
                 "`X-API-Key: <key>` (create one with `txmon api keys create`)",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        principal = api.verifier.verify(key)
+        # A cached key costs a hash and a lookup; a miss reads Cassandra and runs argon2.
+        principal = api.verifier.cached(key) or await run_in_threadpool(api.verifier.verify, key)
         if principal is None:
             raise ApiError(
                 401,
@@ -121,7 +127,25 @@ def _event_or_422(api: ApiServices, raw: Any) -> TransactionEvent:
 def _score_one(api: ApiServices, event: TransactionEvent) -> dict:
     start = time.perf_counter()
     profiles = api.store.profiles(event.payer.account_number, event.payee.account_number or event.payee.vpa)
-    verdict = api.scorer.score(event, profiles)
+    return _answer(api, api.scorer.score(event, profiles), start)
+
+
+async def _score_one_async(api: ApiServices, event: TransactionEvent) -> dict:
+    """:func:`_score_one` on the event loop (see the module's docstring)."""
+    start = time.perf_counter()
+    payer, payee = event.payer.account_number, event.payee.account_number or event.payee.vpa
+    read = getattr(api.store, "profiles_async", None)  # a unit test's stand-in store has profiles() only
+    profiles = (
+        await read(payer, payee) if read is not None else await run_in_threadpool(api.store.profiles, payer, payee)
+    )
+    if api.scorer.loaded():
+        verdict = api.scorer.score(event, profiles)
+    else:  # the rules file or the champion changed: reloading takes up to seconds
+        verdict = await run_in_threadpool(api.scorer.score, event, profiles)
+    return _answer(api, verdict, start)
+
+
+def _answer(api: ApiServices, verdict, start: float) -> dict:
     api.metrics.decisions.labels(verdict.decision).inc()
     out = verdict.as_dict()
     out["latency_ms"] = round((time.perf_counter() - start) * 1000, 3)
@@ -183,7 +207,7 @@ async def score(
     event = _event_or_422(api, raw)
     if ingest:
         return await run_in_threadpool(_score_and_ingest, api, event, principal)
-    return await run_in_threadpool(_score_one, api, event)
+    return await _score_one_async(api, event)
 
 
 @router.post("/v1/score/batch", tags=["scoring"], summary="Score several transactions")

@@ -9,6 +9,8 @@ driver reconnects by itself once the node is back: no restart.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -148,14 +150,58 @@ class ApiStore:
 
     # -------------------------------------------------------------- features
 
+    @staticmethod
+    def _profile_calls(payer: str, payee: str | None) -> list[tuple[str, tuple]]:
+        calls = [("payer_profile", (payer,))]
+        if payee is not None:
+            calls += [("payee_profile", (payee,)), ("payee_frauds", (payee,))]
+        return calls
+
     def profiles(self, payer: str, payee: str | None) -> Profiles:
         """The payer's and payee's profiles as the stream last saved them (``state``: a
         half-applied micro-batch's profile is the one the stream will restart from or
         finish, and it finishes before it reads again), and the payee's known frauds."""
-        calls = [("payer_profile", (payer,))]
-        if payee is not None:
-            calls += [("payee_profile", (payee,)), ("payee_frauds", (payee,))]
-        results = self._gather(calls)
+        return self._profiles_from(self._gather(self._profile_calls(payer, payee)), payee)
+
+    async def profiles_async(self, payer: str, payee: str | None) -> Profiles:
+        """:meth:`profiles` for the event loop: the reads are sent at once and the loop
+        is woken once, when the last answer is in, with no thread of the server's pool
+        held while Cassandra answers (a pool thread per request, each needing the GIL,
+        made the loop and the driver's I/O thread queue for it)."""
+        if self._session is None:  # connecting blocks for seconds: never on the loop
+            from starlette.concurrency import run_in_threadpool
+
+            await run_in_threadpool(self.session)
+        session = self.session()
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        calls = self._profile_calls(payer, payee)
+        pending = [len(calls)]
+        lock = threading.Lock()
+
+        def finished(_result=None) -> None:  # on the driver's I/O thread (or this one)
+            with lock:
+                pending[0] -= 1
+                last = pending[0] == 0
+            if last:
+                with contextlib.suppress(RuntimeError):  # the loop closed (shutdown): no one waits
+                    loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+
+        try:
+            futures = [session.execute_async(self._prepared[n], p, timeout=self.timeout_s) for n, p in calls]
+            for future in futures:
+                future.add_callbacks(finished, finished)
+            await done
+            results = [f.result() for f in futures]  # all answered: no wait, or the error
+        except self._errors as exc:
+            raise StoreUnavailable(f"Cassandra unavailable ({type(exc).__name__}); retry shortly") from None
+        if any(r.has_more_pages for r in results):  # paging fetches synchronously: not on the loop
+            from starlette.concurrency import run_in_threadpool
+
+            return await run_in_threadpool(self._profiles_from, results, payee)
+        return self._profiles_from(results, payee)
+
+    def _profiles_from(self, results: list, payee: str | None) -> Profiles:
         payer_row = results[0].one()
         payee_row = results[1].one() if payee is not None else None
         frauds = []
