@@ -101,51 +101,80 @@ def create_key(store, name: str, scopes: list[str]) -> tuple[str, Principal]:
 
 
 class KeyVerifier:
-    """Verifies keys against the store, remembering good ones for ``cache_s`` seconds."""
+    """Verifies keys against the store, remembering good ones for ``cache_s`` seconds.
+
+    When a remembered key's time is up, its row is read again (revoked? scopes?), but
+    argon2 runs again only if the row's hash is not the one this key already passed: the
+    same key against the same hash gives the same answer, and at expiry every request in
+    flight with that key used to hash it at once (tens of ms of CPU each; 64 at once
+    stalled a 2-core box for seconds every ``cache_s``). For the same reason one thread
+    verifies a given key at a time; the others wait for its answer."""
 
     def __init__(self, store, cache_s: float = 30.0) -> None:
         self.store = store
         self.cache_s = cache_s
         self._cache: dict[bytes, tuple[float, Principal]] = {}
+        self._passed: dict[bytes, str] = {}  # key digest -> the stored hash its secret passed
+        self._flights: dict[bytes, threading.Lock] = {}
         self._lock = threading.Lock()
+
+    def _fresh(self, digest: bytes) -> Principal | None:
+        hit = self._cache.get(digest)
+        if hit is not None and time.monotonic() - hit[0] < self.cache_s:
+            return hit[1]
+        return None
 
     def cached(self, key: str) -> Principal | None:
         """The principal of a key verified less than ``cache_s`` ago, else None (then
         :meth:`verify`). No I/O: the event loop calls it, and goes to a thread only on a miss."""
-        hit = self._cache.get(hashlib.sha256(key.encode()).digest())
-        if hit is not None and time.monotonic() - hit[0] < self.cache_s:
-            return hit[1]
-        return None
+        return self._fresh(hashlib.sha256(key.encode()).digest())
 
     def verify(self, key: str) -> Principal | None:
         """The key's principal, or None for an unknown, wrong or revoked key. Raises
         store.StoreUnavailable when the key is not cached and Cassandra is away."""
         digest = hashlib.sha256(key.encode()).digest()
-        now = time.monotonic()
-        hit = self._cache.get(digest)
-        if hit is not None and now - hit[0] < self.cache_s:
-            return hit[1]
+        hit = self._fresh(digest)
+        if hit is not None:
+            return hit
         parsed = parse_key(key)
         if parsed is None:
             return None
-        key_id, secret = parsed
+        with self._lock:
+            flight = self._flights.setdefault(digest, threading.Lock())
+        try:
+            with flight:
+                hit = self._fresh(digest)  # verified while this one waited
+                if hit is not None:
+                    return hit
+                return self._check(digest, *parsed)
+        finally:
+            with self._lock:
+                if self._flights.get(digest) is flight:
+                    del self._flights[digest]
+
+    def _check(self, digest: bytes, key_id: str, secret: str) -> Principal | None:
+        now = time.monotonic()
         row = self.store.key(key_id)
         if row is None or row.revoked_at is not None:
             self._forget(digest)
             return None
-        from argon2.exceptions import InvalidHashError, VerificationError
+        if self._passed.get(digest) != row.secret_hash:
+            from argon2.exceptions import InvalidHashError, VerificationError
 
-        try:
-            _hasher().verify(row.secret_hash, secret)
-        except (VerificationError, InvalidHashError):
-            return None
+            try:
+                _hasher().verify(row.secret_hash, secret)
+            except (VerificationError, InvalidHashError):
+                return None
         principal = Principal(row.key_id, row.name or "", frozenset(row.scopes or ()))
         with self._lock:
             if len(self._cache) > 10_000:  # many clients: start again rather than grow without bound
                 self._cache.clear()
+                self._passed.clear()
             self._cache[digest] = (now, principal)
+            self._passed[digest] = row.secret_hash
         return principal
 
     def _forget(self, digest: bytes) -> None:
         with self._lock:
             self._cache.pop(digest, None)
+            self._passed.pop(digest, None)
