@@ -164,28 +164,43 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=20)
     p.add_argument("--keyspace", default="console_bench")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="time the pages on what an earlier run with the same --alerts/--transactions/--seed "
+        "left in the keyspace (no truncate, no fill; the alerts are then older than seven days "
+        "only if that run was)",
+    )
     args = p.parse_args(argv)
     base = load_settings()
     settings = base.model_copy(update={"cassandra": base.cassandra.model_copy(update={"keyspace": args.keyspace})})
     apply_schema(settings)
     cluster, session = connect(settings, args.keyspace, timeout=60)
-    for table in (
-        "alerts",
-        "alerts_by_day",
-        "alerts_by_rank",
-        "alerts_by_party",
-        "console_hourly",
-        "scored_transactions",
-        "case_state",
-        "console_users",
-    ):
-        session.execute(f"TRUNCATE {table}", timeout=120)
-    t = time.perf_counter()
-    ids = _fill(settings, session, args.alerts, max(args.transactions, args.alerts), args.seed)
-    print(
-        f"filled {args.alerts:,} alerts, {max(args.transactions, args.alerts):,} scored transactions "
-        f"in {time.perf_counter() - t:.0f} s"
-    )
+    if args.reuse:
+        from txmon.alerting.contract import alert_id_for
+
+        ids = [alert_id_for(f"TXNBENCH{args.seed}{0:09d}")]
+        if session.execute(session.prepare("SELECT alert_id FROM alerts WHERE alert_id = ?"), (ids[0],)).one() is None:
+            raise SystemExit(f"--reuse: keyspace {args.keyspace} holds no run of seed {args.seed}")
+        print(f"reusing the data in keyspace {args.keyspace}")
+    else:
+        for table in (
+            "alerts",
+            "alerts_by_day",
+            "alerts_by_rank",
+            "alerts_by_party",
+            "console_hourly",
+            "scored_transactions",
+            "case_state",
+            "console_users",
+        ):
+            session.execute(f"TRUNCATE {table}", timeout=120)
+        t = time.perf_counter()
+        ids = _fill(settings, session, args.alerts, max(args.transactions, args.alerts), args.seed)
+        print(
+            f"filled {args.alerts:,} alerts, {max(args.transactions, args.alerts):,} scored transactions "
+            f"in {time.perf_counter() - t:.0f} s"
+        )
     session.execute(
         session.prepare(
             "INSERT INTO console_users (username, role, password_hash, disabled) VALUES (?, 'analyst', ?, false)"

@@ -534,11 +534,8 @@ def _outputs_partition(
                 write_rows(target, "alerts_by_rank", ALERT_BY_RANK_COLUMNS, by_rank)
                 write_rows(target, "alerts_by_party", ALERT_BY_PARTY_COLUMNS, by_party)
                 publish(bootstrap, alerts_topic, messages)
-            counts = hourly_counts.batch_counts(
-                hourly_counts.hour_starts(batch.column("event_time")),
-                batch.column("decision").to_pylist(),
-                batch.column("model_version").to_pylist(),
-                raised,
+            counts = hourly_counts.arrow_counts(
+                batch.column("event_time"), batch.column("decision"), batch.column("model_version"), raised
             )
             for hour, c in counts.items():
                 per_hour[hour] = hourly_counts.merge(per_hour[hour], c) if hour in per_hour else c

@@ -61,7 +61,16 @@ def streamed(services, spark, cassandra_session, tmp_path_factory):
     base = f"console_{zlib.crc32(str(tmp).encode()):x}"
     names = stream_topics(services, base)
     # Features from this traffic alone, and a queue of this run's alerts only.
-    for table in ("feature_profiles", "alerts", "alerts_by_day", "case_state", "case_actions", "case_labels"):
+    for table in (
+        "feature_profiles",
+        "alerts",
+        "alerts_by_day",
+        "alerts_by_rank",
+        "alerts_by_party",
+        "case_state",
+        "case_actions",
+        "case_labels",
+    ):
         cassandra_session.execute(f"TRUNCATE {table}")
     # A seed of this run's own: its transactions, alerts, cases and labels are new, so no
     # earlier session's case state or label in the same keyspace can make a check pass.

@@ -106,3 +106,73 @@ def test_dashboard_counts_equal_a_direct_count_also_after_a_replayed_micro_batch
         tuple(r) for r in cassandra_session.execute("SELECT hour, query, part, counts FROM console_hourly")
     ) == (stored)
     _assert_equal(_dashboard(services, cassandra_session, names["tx"]), _direct(cassandra_session), EVENTS)
+
+
+def test_the_queue_pages_through_alerts_by_rank_in_order_with_filters_and_case_states(services, cassandra_session):
+    """The queue's pages, read from the head of each day's alerts_by_rank partition, are
+    exactly the matching alerts sorted by risk, severity and time, closed cases left out
+    of the active queue; a page that does not reach the end says "at least"."""
+    import random
+    from datetime import timedelta
+
+    from txmon.alerting.contract import DAY_TZ, alert_day, build_alert
+    from txmon.alerting.store import AlertStore
+    from txmon.infra.masking import pii_token_key
+    from txmon.webapp.console import queries
+    from txmon.webapp.console.store import ConsoleStore
+
+    for table in ("alerts", "alerts_by_day", "alerts_by_rank", "alerts_by_party", "case_state", "console_hourly"):
+        cassandra_session.execute(f"TRUNCATE {table}", timeout=120)
+    rng = random.Random(26)
+    key = pii_token_key(services.state_path)
+    store, console = AlertStore(cassandra_session), ConsoleStore(cassandra_session)
+    now = datetime.now(UTC)
+    made = []
+    for i in range(80):
+        t = now - timedelta(hours=rng.uniform(0, 70))
+        alert = build_alert(
+            key=key,
+            txn_id=f"TXNQUEUE{i:06d}",
+            created_at=t,
+            event_time=t,
+            payer_account=f"{rng.randrange(10**11, 10**12)}",
+            payee_vpa=f"shop{rng.randrange(5)}@ybl",
+            amount_paise=rng.randrange(100, 10**6),
+            channel=rng.choice(("UPI", "IMPS")),
+            txn_type="P2M",
+            risk_score=rng.randrange(60, 70),  # few values: ties broken by severity, then time
+            decision=rng.choice(("REVIEW", "BLOCK")),
+            severity=rng.choice(("MEDIUM", "HIGH", "CRITICAL")),
+            reasons=[{"code": rng.choice(("VELOCITY_BURST", "NEW_PAYEE")), "description": "t", "contribution": 1.0}],
+            model_version="t",
+            rules_version="t",
+        )
+        store.save_alert(alert)
+        made.append(alert)
+    closed = {a.alert_id for a in made[:10]}
+    for alert_id in closed:
+        console.put_case(alert_id, "closed", "alice", "legitimate", now, "alice")
+
+    def order(a):
+        return (-a.risk_score, -queries.SEVERITY_RANK[a.severity.value], -a.event_time.timestamp())
+
+    today = now.astimezone(DAY_TZ).date()
+    in_range = [a for a in made if alert_day(a) >= today - timedelta(days=6)]
+    active = sorted((a for a in in_range if a.alert_id not in closed), key=order)
+
+    def ids(page):
+        return [r["alert_id"] for r in page.rows]
+
+    first = queries.queue(store, console, queries.QueueFilter.parse({}, today))
+    assert ids(first) == [str(a.alert_id) for a in active[:25]]
+    assert first.total is None and first.at_least > 25 and first.pages == 2
+    last_page = -(-len(active) // 25)
+    end = queries.queue(store, console, queries.QueueFilter.parse({"page": str(last_page)}, today))
+    assert ids(end) == [str(a.alert_id) for a in active[(last_page - 1) * 25 :]]
+    assert end.total == len(active) and end.pages == last_page
+    upi = [a for a in active if a.channel.value == "UPI" and "NEW_PAYEE" in a.reason_codes]
+    filtered = queries.queue(store, console, queries.QueueFilter.parse({"channel": "UPI", "rule": "NEW_PAYEE"}, today))
+    assert ids(filtered) == [str(a.alert_id) for a in upi[:25]]
+    shut = queries.queue(store, console, queries.QueueFilter.parse({"status": "closed"}, today))
+    assert set(ids(shut)) == {str(a.alert_id) for a in in_range if a.alert_id in closed}
+    assert all(r["status"] == "closed" for r in shut.rows)

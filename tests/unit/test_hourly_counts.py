@@ -48,6 +48,18 @@ def test_a_batch_is_counted_per_hour_decision_model_and_rule():
     assert second["newest_alert"] == "2026-12-06T03:40:01.000000Z"
 
 
+def test_arrow_counts_equal_the_row_by_row_counts():
+    base = datetime(2026, 12, 6, 2, 0, tzinfo=UTC)
+    times = [base + timedelta(minutes=7 * i) for i in range(60)] + [None]
+    decisions = [("APPROVE", "REVIEW", "BLOCK", None)[i % 4] for i in range(61)]
+    models = [("v1", None, "v2")[i % 3] for i in range(61)]
+    alerts = [(base, ["NEW_PAYEE"], base + timedelta(seconds=5))]
+    column = pa.array([t.replace(tzinfo=None) if t else None for t in times], pa.timestamp("us", tz="UTC"))
+    expected = hc.batch_counts([hc.hour_of(t) if t else None for t in times], decisions, models, alerts)
+    assert hc.arrow_counts(column, pa.array(decisions), pa.array(models), alerts) == expected
+    assert sum(c["transactions"] for c in expected.values()) == 60
+
+
 def test_merge_adds_maps_key_by_key_and_keeps_the_newest_alert():
     a = {**hc.empty(), "transactions": 2, "decisions": {"APPROVE": 2}, "newest_alert": "2026-12-06T01:00:00.000000Z"}
     b = {**hc.empty(), "transactions": 1, "alerts": 1, "decisions": {"APPROVE": 0, "BLOCK": 1}}

@@ -290,20 +290,39 @@ def queue(alerts: AlertStore, console: ConsoleStore, f: QueueFilter) -> QueuePag
     )
 
 
+PAST_DAY_SECONDS = 300.0
+"""How long the rules and newest alert of a past IST day are kept (today's are read on
+every call): the queue polls every 5 s, and a past day changes only with late events."""
+_DAY_COUNTS: dict[tuple[int, date], tuple[float, set[str], str | None]] = {}
+
+
 def _range_counts(alerts: AlertStore, f: QueueFilter) -> tuple[list[str], datetime | None]:
     """The rules seen in the range's alerts and its newest alert's creation, from the
     stream's hourly counts (infra/hourly_counts.py): a few small rows per day."""
+    import time
+
     from txmon.infra import hourly_counts
 
-    assert f.day_from is not None and f.day_to is not None
-    start = datetime.combine(f.day_from, datetime.min.time(), DAY_TZ)
-    end = datetime.combine(f.day_to + timedelta(days=1), datetime.min.time(), DAY_TZ) - timedelta(seconds=1)
+    session, now = alerts.session, time.monotonic()
+    today = today_ist(datetime.now(UTC))
     rules: set[str] = set()
     newest: str | None = None
-    for c in hourly_counts.read_hours(alerts.session, _prep, start, end).values():
-        rules.update(c["rules"])
-        if c["newest_alert"] and (newest is None or c["newest_alert"] > newest):
-            newest = c["newest_alert"]
+    stale = []
+    for day in f.days():
+        kept = _DAY_COUNTS.get((id(session), day))
+        if kept is not None and day < today and now < kept[0]:
+            rules |= kept[1]
+            newest = max(filter(None, (newest, kept[2])), default=None)
+        else:
+            stale.append(day)
+    for day in stale:  # usually today alone
+        start = datetime.combine(day, datetime.min.time(), DAY_TZ)
+        counts = hourly_counts.read_hours(session, _prep, start, start + timedelta(hours=23))
+        day_rules = {code for c in counts.values() for code in c["rules"]}
+        day_newest = max((c["newest_alert"] for c in counts.values() if c["newest_alert"]), default=None)
+        _DAY_COUNTS[(id(session), day)] = (now + PAST_DAY_SECONDS, day_rules, day_newest)
+        rules |= day_rules
+        newest = max(filter(None, (newest, day_newest)), default=None)
     return sorted(rules), datetime.fromisoformat(newest.replace("Z", "+00:00")) if newest else None
 
 

@@ -122,6 +122,10 @@ class ConsoleStore:
         self._cases = p(
             "SELECT alert_id, status, assignee, disposition, updated_at, updated_by, opened_at FROM case_state"
         )
+        self._cases_in = p(
+            "SELECT alert_id, status, assignee, disposition, updated_at, updated_by, opened_at "
+            "FROM case_state WHERE alert_id IN ?"
+        )
         self._put_case = p(
             "UPDATE case_state SET status = ?, assignee = ?, disposition = ?, updated_at = ?, "
             "updated_by = ? WHERE alert_id = ?"
@@ -204,15 +208,12 @@ class ConsoleStore:
         return self._case_from(r) if r is not None else None
 
     def cases_of(self, alert_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, CaseState]:
-        """The worked cases among ``alert_ids`` (one read each, concurrently): what a queue
-        page needs, without reading every case."""
-        from cassandra.concurrent import execute_concurrent_with_args
-
-        ids = [(i,) for i in dict.fromkeys(alert_ids)]
+        """The worked cases among ``alert_ids`` (one IN query: a queue page's few dozen),
+        without reading every case."""
+        ids = list(dict.fromkeys(alert_ids))
         if not ids:
             return {}
-        results = execute_concurrent_with_args(self.session, self._case, ids, concurrency=32, raise_on_first_error=True)
-        return {r.alert_id: self._case_from(r) for _ok, rows in results for r in rows}
+        return {r.alert_id: self._case_from(r) for r in self.session.execute(self._cases_in, (ids,))}
 
     def cases(self) -> dict[uuid.UUID, CaseState]:
         """Every worked case (alerts nobody touched have no row). Read whole: it holds only
