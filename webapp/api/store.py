@@ -179,13 +179,17 @@ class ApiStore:
         pending = [len(calls)]
         lock = threading.Lock()
 
+        def wake() -> None:
+            if not done.done():
+                done.set_result(None)
+
         def finished(_result=None) -> None:  # on the driver's I/O thread (or this one)
             with lock:
                 pending[0] -= 1
                 last = pending[0] == 0
             if last:
                 with contextlib.suppress(RuntimeError):  # the loop closed (shutdown): no one waits
-                    loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+                    loop.call_soon_threadsafe(wake)
 
         try:
             futures = [session.execute_async(self._prepared[n], p, timeout=self.timeout_s) for n, p in calls]
