@@ -7,7 +7,9 @@ has the :data:`~models.features.FEATURES` columns:
 - ``fraud_probability``: the class-weighted gradient-boosting model's logit, mapped
   by a Platt sigmoid ``expit(a * logit + b)`` fitted out of time (or, with too few
   frauds to fit one, the exact prior correction of the class weights), so it is a
-  probability on the real base rate, which the noisy-OR in :mod:`models.risk` needs.
+  probability on the real base rate, which the noisy-OR in :mod:`models.risk` needs;
+  blended with a logistic regression's probability (:class:`LinearPart`) when that
+  ranked the validation slice better.
 - ``anomaly``: the Isolation Forest's score as its empirical CDF over the training
   traffic: 0.9 means "more unusual than 90% of the genuine transactions it saw".
   The forest's score is computed by :class:`ForestPaths` (the same per-tree Cython
@@ -31,7 +33,15 @@ from scipy.special import expit
 
 from txmon.models.features import FEATURES
 
-__all__ = ["LOG_FEATURES", "ForestPaths", "ModelBundle", "anomaly_pipeline", "feature_matrix", "signed_log1p"]
+__all__ = [
+    "LOG_FEATURES",
+    "ForestPaths",
+    "LinearPart",
+    "ModelBundle",
+    "anomaly_pipeline",
+    "feature_matrix",
+    "signed_log1p",
+]
 
 LOG_FEATURES = tuple(f for f in FEATURES if not f.startswith("is_") and f != "hour_ist")
 """Money, count, ratio, time and distance features: heavy-tailed, so the anomaly model
@@ -123,6 +133,35 @@ class ForestPaths:
 
 
 @dataclass(eq=False)
+class LinearPart:
+    """A logistic regression on the standardised FEATURES, blended into the boosting's
+    probability when the validation slice says it adds (models.training).
+
+    Trees rank the rows they have seen many of well and give one flat score to the rest; a
+    linear model's score moves with every feature, so on data unlike the training mix (a
+    fraud pattern with weak signals) it orders what the trees tie. The arithmetic below is
+    written out, one feature at a time, so the JVM scorer (TreeModels.java) repeats the
+    same operations in the same order and gets the same doubles."""
+
+    fill: np.ndarray
+    """Value used for a missing or non-finite feature: its training median (0 when it had none)."""
+    mean: np.ndarray
+    scale: np.ndarray
+    """Standardisation: (x - mean) / scale; scale 1 for a constant feature."""
+    coef: np.ndarray
+    intercept: float
+
+    def probability(self, x: np.ndarray) -> np.ndarray:
+        """P(fraud) of each row of a FEATURES matrix."""
+        z = np.full(len(x), float(self.intercept))
+        for i in range(x.shape[1]):
+            col = x[:, i]
+            col = np.where(np.isfinite(col), col, self.fill[i])
+            z = z + self.coef[i] * ((col - self.mean[i]) / self.scale[i])
+        return 1.0 / (1.0 + np.exp(-z))
+
+
+@dataclass(eq=False)
 class ModelBundle:
     """Both models and what scoring and explanations need. Build with models.training.train."""
 
@@ -141,6 +180,10 @@ class ModelBundle:
     features: tuple[str, ...] = field(default=FEATURES)
     drift_reference: object = None
     """models.drift.ScoreReference of the hold-out this bundle scored (None: older bundles)."""
+    linear: LinearPart | None = None
+    """The logistic regression blended in (None: the boosting alone; older bundles)."""
+    linear_weight: float = 0.0
+    """fraud_probability = (1 - w) * boosting probability + w * linear probability."""
 
     # ------------------------------------------------------------------ scoring
 
@@ -155,7 +198,11 @@ class ModelBundle:
         if len(x) == 0:
             return np.zeros(0)
         a, b = self.platt
-        return expit(a * self.classifier.decision_function(x) + b)
+        p = expit(a * self.classifier.decision_function(x) + b)
+        if self.linear is not None and self.linear_weight > 0:
+            w = self.linear_weight
+            p = (1.0 - w) * p + w * self.linear.probability(x)
+        return p
 
     def anomaly(self, x: np.ndarray) -> np.ndarray:
         """Anomaly in [0, 1] (empirical CDF against the training traffic) of each row."""

@@ -155,6 +155,20 @@ def _forest(out: io.BytesIO, bundle: ModelBundle) -> None:
     _trees(out, features, thresholds, missing, lefts, rights, terms)
 
 
+def _linear(out: io.BytesIO, bundle: ModelBundle) -> None:
+    """The blended logistic regression (LinearPart): weight, then fill, mean, scale and
+    coefficient per feature and the intercept; weight 0 and zeros when there is none."""
+    linear, n = getattr(bundle, "linear", None), len(FEATURES)
+    weight = float(getattr(bundle, "linear_weight", 0.0)) if linear is not None else 0.0
+    if linear is None or weight <= 0:
+        out.write(_doubles([0.0]) + _doubles(np.zeros(4 * n + 1)))
+        return
+    arrays = [np.asarray(a, dtype=np.float64) for a in (linear.fill, linear.mean, linear.scale, linear.coef)]
+    if any(a.shape != (n,) for a in arrays):
+        raise UnsupportedModelError("the blended linear model does not have one coefficient per feature")
+    out.write(_doubles([weight]) + b"".join(_doubles(a) for a in arrays) + _doubles([linear.intercept]))
+
+
 def tree_bytes(bundle: ModelBundle, version: str) -> bytes:
     """The export TreeModels.fromBytes reads (a few hundred KB for the default models)."""
     if tuple(bundle.features) != FEATURES:
@@ -167,5 +181,6 @@ def tree_bytes(bundle: ModelBundle, version: str) -> bytes:
     _forest(out, bundle)
     reference = np.asarray(bundle.anomaly_reference, dtype=np.float64)
     out.write(_ints([len(reference)]) + _doubles(reference) + _doubles(np.linspace(0.0, 1.0, len(reference))))
+    _linear(out, bundle)
     out.write(_ints([_MAGIC]))
     return out.getvalue()

@@ -66,6 +66,25 @@ def test_jvm_scores_equal_the_bundle_scores(spark, trained, holdout):
     assert probability.max() > 0.5 and anomaly.max() > 0.9 and anomaly.min() < 0.1
 
 
+def test_jvm_blends_the_linear_model_as_the_bundle_does(spark, trained, holdout):
+    """A bundle with a logistic regression blended in (training keeps one when it ranks the
+    validation slice better): the JVM repeats its arithmetic, missing and infinite values
+    included."""
+    import copy
+
+    from txmon.models.training import _fit_linear
+
+    bundle = copy.copy(trained.bundle)
+    x = bundle.matrix(trained.holdout)
+    bundle.linear = _fit_linear(x, trained.holdout["is_fraud"].to_numpy(dtype=bool))
+    bundle.linear_weight = 0.4
+    probability, _ = bundle.score(holdout)
+    boosted, _ = trained.bundle.score(holdout)
+    assert np.abs(probability - boosted).max() > 0.01  # the blend moves the scores
+    jvm = _jvm_scores(spark, bundle, holdout)
+    np.testing.assert_allclose(jvm["fraud_probability"].to_numpy(), probability, rtol=0, atol=TOLERANCE)
+
+
 def test_jvm_risk_and_decision_equal_the_python_scoring(spark, trained, holdout):
     from txmon.bench.stream_scoring_bench import _spark_frame
     from txmon.models.rules import load_rules

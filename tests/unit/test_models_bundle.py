@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.special import expit
 
 from txmon.models.bundle import ModelBundle, signed_log1p
 from txmon.models.features import FEATURES
@@ -275,4 +276,41 @@ def test_missing_values_are_learned_and_exported_for_the_stream():
     probability = result.bundle.probability(x)
     assert average_precision_score(holdout["is_fraud"], probability) > 0.5  # learned from missingness
     exported = _exported_probability(tree_bytes(result.bundle, "v-missing"), x)
-    np.testing.assert_allclose(exported, probability, rtol=0, atol=1e-12)
+    a, b = result.bundle.platt
+    boosted = expit(a * result.bundle.classifier.decision_function(x) + b)  # the trees' part of the probability
+    np.testing.assert_allclose(exported, boosted, rtol=0, atol=1e-12)
+
+
+def test_the_blended_linear_model_is_exported_with_its_arithmetic():
+    """The export's last section (before the closing magic) is the LinearPart: weight, then
+    fill, mean, scale, coefficient per feature, then the intercept; rebuilt from those bytes
+    it gives the bundle's linear probability exactly, missing and infinite values included."""
+    from txmon.models.bundle import LinearPart
+    from txmon.models.training import _fit_linear
+    from txmon.models.tree_export import tree_bytes
+
+    frame = planted_frame(n=3000, seed=5, dominant="payer_sum_5m")
+    result = train_frame(
+        frame,
+        TrainingConfig(seed=1, max_iter=20, iforest_estimators=5, tune=False, seed_spread=False),
+        data_source="linear",
+    )
+    bundle = result.bundle
+    x = bundle.matrix(result.holdout)
+    x[::5, 0], x[::7, 1] = np.nan, np.inf
+    bundle.linear = _fit_linear(bundle.matrix(frame), frame["is_fraud"].to_numpy(dtype=bool))
+    bundle.linear_weight = 0.25
+    n = len(FEATURES)
+    data = tree_bytes(bundle, "v-linear")
+    tail = np.frombuffer(data[-4 - 8 * (4 * n + 2) : -4], dtype=">f8").astype(np.float64)
+    weight, intercept = tail[0], tail[-1]
+    fill, mean, scale, coef = tail[1:-1].reshape(4, n)
+    rebuilt = LinearPart(fill=fill, mean=mean, scale=scale, coef=coef, intercept=intercept)
+    assert weight == 0.25
+    np.testing.assert_array_equal(rebuilt.probability(x), bundle.linear.probability(x))
+    a, b = bundle.platt
+    boosted = expit(a * bundle.classifier.decision_function(x) + b)
+    np.testing.assert_array_equal(bundle.probability(x), 0.75 * boosted + 0.25 * bundle.linear.probability(x))
+    assert np.isfinite(bundle.probability(x)).all()
+    bundle.linear_weight = 0.0  # a bundle without a blend exports zeros there
+    assert not np.frombuffer(tree_bytes(bundle, "v0")[-4 - 8 * (4 * n + 2) : -4], dtype=">f8").any()

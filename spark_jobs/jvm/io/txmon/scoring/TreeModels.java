@@ -37,6 +37,13 @@ public final class TreeModels implements Serializable {
     private final Trees forest;
     private final double[] referenceX;
     private final double[] referenceY;
+    // The blended logistic regression (models.bundle.LinearPart): weight 0 when there is none.
+    private final double linearWeight;
+    private final double[] linearFill;
+    private final double[] linearMean;
+    private final double[] linearScale;
+    private final double[] linearCoef;
+    private final double linearIntercept;
 
     /**
      * An ensemble's trees, all nodes in one set of arrays. {@code feature < 0} marks a
@@ -177,9 +184,21 @@ public final class TreeModels implements Serializable {
         referenceY = new double[nRef];
         for (int i = 0; i < nRef; i++) referenceX[i] = in.readDouble();
         for (int i = 0; i < nRef; i++) referenceY[i] = in.readDouble();
+        linearWeight = in.readDouble();
+        linearFill = readDoubles(in, nFeatures);
+        linearMean = readDoubles(in, nFeatures);
+        linearScale = readDoubles(in, nFeatures);
+        linearCoef = readDoubles(in, nFeatures);
+        linearIntercept = in.readDouble();
         if (in.readInt() != MAGIC) {
             throw new IOException("tree-model export is truncated or from another format version");
         }
+    }
+
+    private static double[] readDoubles(DataInputStream in, int n) throws IOException {
+        double[] out = new double[n];
+        for (int i = 0; i < n; i++) out[i] = in.readDouble();
+        return out;
     }
 
     /** Parses an export; the error names what is wrong. */
@@ -202,7 +221,20 @@ public final class TreeModels implements Serializable {
     /** Calibrated fraud probability of one row of FEATURES (NaN = missing). */
     public double probability(double[] x) {
         double raw = classifier.sum(x, baseline);
-        return 1.0 / (1.0 + Math.exp(-(plattA * raw + plattB)));
+        double p = 1.0 / (1.0 + Math.exp(-(plattA * raw + plattB)));
+        if (linearWeight > 0.0) p = (1.0 - linearWeight) * p + linearWeight * linear(x);
+        return p;
+    }
+
+    /** LinearPart.probability: the same operations, feature by feature, in the same order. */
+    private double linear(double[] x) {
+        double z = linearIntercept;
+        for (int i = 0; i < nFeatures; i++) {
+            double v = x[i];
+            if (Double.isNaN(v) || Double.isInfinite(v)) v = linearFill[i];
+            z = z + linearCoef[i] * ((v - linearMean[i]) / linearScale[i]);
+        }
+        return 1.0 / (1.0 + Math.exp(-z));
     }
 
     /**
