@@ -139,9 +139,9 @@ class LinearPart:
 
     Trees rank the rows they have seen many of well and give one flat score to the rest; a
     linear model's score moves with every feature, so on data unlike the training mix (a
-    fraud pattern with weak signals) it orders what the trees tie. The arithmetic below is
-    written out, one feature at a time, so the JVM scorer (TreeModels.java) repeats the
-    same operations in the same order and gets the same doubles."""
+    fraud pattern with weak signals) it orders what the trees tie. The JVM scorer
+    (TreeModels.java) repeats these operations; its dot product sums feature by feature,
+    so the two agree to a few units in the last place, as the trees' sums do."""
 
     fill: np.ndarray
     """Value used for a missing or non-finite feature: its training median (0 when it had none)."""
@@ -153,11 +153,8 @@ class LinearPart:
 
     def probability(self, x: np.ndarray) -> np.ndarray:
         """P(fraud) of each row of a FEATURES matrix."""
-        z = np.full(len(x), float(self.intercept))
-        for i in range(x.shape[1]):
-            col = x[:, i]
-            col = np.where(np.isfinite(col), col, self.fill[i])
-            z = z + self.coef[i] * ((col - self.mean[i]) / self.scale[i])
+        filled = np.where(np.isfinite(x), x, self.fill)
+        z = float(self.intercept) + ((filled - self.mean) / self.scale) @ self.coef
         return 1.0 / (1.0 + np.exp(-z))
 
 

@@ -226,7 +226,7 @@ public final class TreeModels implements Serializable {
         return p;
     }
 
-    /** LinearPart.probability: the same operations, feature by feature, in the same order. */
+    /** LinearPart.probability: the same operations (the dot product summed feature by feature). */
     private double linear(double[] x) {
         double z = linearIntercept;
         for (int i = 0; i < nFeatures; i++) {
