@@ -31,6 +31,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "txmon.infra.cassandra_schema",
             "txmon.infra.jars",
             "txmon.infra.kafka_client",
+            "txmon.infra.hourly_counts",
         ),
     ),
     ("contract", ("txmon.ingestion",)),
