@@ -251,7 +251,9 @@ def _blend(
     return (_fit_linear(x, y) if config.refit_all else linear), weight, info
 
 
-def _fit_supervised(rows: pd.DataFrame, config: TrainingConfig) -> tuple[object, tuple[float, float], str, dict]:
+def _fit_supervised(
+    rows: pd.DataFrame, config: TrainingConfig
+) -> tuple[object, tuple[float, float], str, dict, LinearPart | None]:
     x, y = feature_matrix(rows), rows["is_fraud"].to_numpy(dtype=bool)
     fit_part = _validation_cut(rows, config.validation_fraction)
     need = config.min_calibration_frauds
@@ -271,6 +273,7 @@ def _fit_supervised(rows: pd.DataFrame, config: TrainingConfig) -> tuple[object,
                 "fit_rows": len(y),
                 "validation_rows": 0,
             },
+            None,
         )
     xf, yf, xv, yv = _learnable(x[fit_part]), y[fit_part], x[~fit_part], y[~fit_part]
     tried, models = [], []
@@ -321,10 +324,9 @@ def _fit_supervised(rows: pd.DataFrame, config: TrainingConfig) -> tuple[object,
     )
     linear, weight, blend_info = _blend(x, y, fit_part, boosted_validation, config)
     info.update(blend_info)
-    info["_linear"] = linear
     if linear is not None:
         how += f"; a logistic regression blended in at weight {weight}"
-    return model, platt, how, info
+    return model, platt, how, info, linear
 
 
 def fit(rows: pd.DataFrame, config: TrainingConfig = TrainingConfig()) -> FitResult:
@@ -340,8 +342,7 @@ def fit(rows: pd.DataFrame, config: TrainingConfig = TrainingConfig()) -> FitRes
         )
     if y.all():
         raise TrainingDataError("every transaction in the training window is fraud; check the label mapping")
-    classifier, platt, calibration, info = _fit_supervised(rows, config)
-    linear = info.pop("_linear", None)
+    classifier, platt, calibration, info, linear = _fit_supervised(rows, config)
     x = feature_matrix(rows)
     genuine = x[~y]
     anomaly_model = anomaly_pipeline(config.iforest_estimators, config.seed).fit(genuine)
