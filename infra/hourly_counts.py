@@ -173,15 +173,21 @@ INSERT_ROW = f"INSERT INTO console_hourly ({', '.join(COLUMNS)}) VALUES ({', '.j
 
 
 def write_batch(session: Any, prepare: Any, query: str, part: int, token: str, per_hour: dict) -> int:
-    """Add one task's micro-batch counts to its rows (a read and a write per hour it
-    touched: one of each, but for a batch across an hour's end). ``prepare(session, cql)``
-    gives a prepared statement (spark_jobs.cassandra_sink.prepared in the stream)."""
+    """Add one task's micro-batch counts to its rows: a read and a write per hour it
+    touched, all reads in flight at once, then all writes (a micro-batch of replayed
+    history crosses many hours, and one round trip after another put their sum on the
+    task's critical path). ``prepare(session, cql)`` gives a prepared statement
+    (spark_jobs.cassandra_sink.prepared in the stream)."""
     select, insert = prepare(session, SELECT_ROW), prepare(session, INSERT_ROW)
-    for hour, counts in per_hour.items():
-        key = (day_of(hour), hour.astimezone(UTC).replace(tzinfo=None), query, part)
-        row = session.execute(select, key).one()
+    keys = [(day_of(h), h.astimezone(UTC).replace(tzinfo=None), query, part) for h in per_hour]
+    reads = [session.execute_async(select, key) for key in keys]
+    writes = []
+    for key, read, counts in zip(keys, reads, per_hour.values(), strict=True):
+        row = read.result().one()
         stored = (row.batch_token, row.counts, row.previous) if row is not None else None
-        session.execute(insert, (*key, token, *fold(stored, token, counts)))
+        writes.append(session.execute_async(insert, (*key, token, *fold(stored, token, counts))))
+    for write in writes:
+        write.result()  # raises the first failure: the caller retries the whole (idempotent) step
     return len(per_hour)
 
 

@@ -70,25 +70,30 @@ def test_merge_adds_maps_key_by_key_and_keeps_the_newest_alert():
 
 
 class _FakeSession:
-    """console_hourly as a dict, for write_batch's one select and one insert per hour."""
+    """console_hourly as a dict, for write_batch's select and insert per hour."""
 
     Row = namedtuple("Row", "batch_token counts previous")
 
     def __init__(self):
         self.rows: dict[tuple, tuple] = {}
 
-    def execute(self, stmt, params):
+    def execute_async(self, stmt, params):
         if stmt.startswith("SELECT"):
             found = self.rows.get(tuple(params))
-            return _One(self.Row(*found) if found else None)
+            return _Done(self.Row(*found) if found else None)
         *key, token, counts, previous = params
         self.rows[tuple(key)] = (token, counts, previous)
-        return _One(None)
+        return _Done(None)
 
 
-class _One:
+class _Done:
+    """A finished ResponseFuture: ``result()`` gives the rows."""
+
     def __init__(self, row):
         self.row = row
+
+    def result(self):
+        return self
 
     def one(self):
         return self.row
