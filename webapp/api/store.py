@@ -1,5 +1,5 @@
-"""Everything the API reads and writes in Cassandra: its statements in one place, all
-prepared, behind one small class.
+"""Everything the API reads and writes in Cassandra: its statements (from
+txmon.infra.statements), all prepared, behind one small class.
 
 The session is opened on first use, not at start-up, so the API starts (and answers
 /healthz) while Cassandra is away; while it is away every call raises
@@ -19,38 +19,13 @@ from typing import Any
 
 from txmon.infra.errors import TxmonError
 from txmon.infra.settings import Settings
+from txmon.infra.statements import API as STATEMENTS
 from txmon.webapp.api.scorer import Profiles
 
 log = logging.getLogger(__name__)
 
 _EPOCH = datetime(1970, 1, 1)  # noqa: DTZ001 - the driver gives naive UTC timestamps
 _US = timedelta(microseconds=1)
-
-STATEMENTS = {
-    "payer_profile": "SELECT state FROM feature_profiles WHERE kind = 'payer' AND key = ?",
-    "payee_profile": "SELECT state FROM feature_profiles WHERE kind = 'payee' AND key = ?",
-    "payee_frauds": "SELECT label_time, event_time FROM payee_fraud_labels WHERE payee_key = ?",
-    "key_get": "SELECT key_id, name, scopes, secret_hash, created_at, revoked_at FROM api_keys WHERE key_id = ?",
-    "key_insert": "INSERT INTO api_keys (key_id, name, scopes, secret_hash, created_at) VALUES (?, ?, ?, ?, ?) "
-    "IF NOT EXISTS",
-    "key_list": "SELECT key_id, name, scopes, created_at, revoked_at FROM api_keys",
-    "key_revoke": "UPDATE api_keys SET revoked_at = ? WHERE key_id = ? IF EXISTS",
-    "decision_claim": "INSERT INTO api_decisions (txn_id, content_hash, verdict, decided_at, key_id) "
-    "VALUES (?, ?, ?, ?, ?) IF NOT EXISTS",
-    "decision_get": "SELECT txn_id, content_hash, verdict, decided_at, published_at FROM api_decisions WHERE txn_id = ?",
-    "decision_published": "UPDATE api_decisions SET published_at = ? WHERE txn_id = ?",
-    "label_claim": "INSERT INTO api_labels (label_id, content_hash, txn_id, state, received_at, key_id) "
-    "VALUES (?, ?, ?, 'pending', ?, ?) IF NOT EXISTS",
-    "label_sent": "UPDATE api_labels SET state = 'sent' WHERE label_id = ?",
-    "scored_get": "SELECT txn_id, event_time, payer_account, payee_key, amount_paise, channel, txn_type, "
-    "risk_score, decision, rule_score, fraud_probability, anomaly_score, rules_fired, reasons, "
-    "model_version, rules_version, scored_at FROM scored_transactions WHERE txn_id = ?",
-    "transaction_get": "SELECT txn_id, event_time, channel, txn_type, payer_account, payer_vpa, payee_account, "
-    "payee_vpa, amount_paise, status, landed_at FROM transactions WHERE txn_id = ?",
-    "alerts_by_day": "SELECT alert_id, event_time, created_at, payer_account_masked, decision, severity, "
-    "risk_score, amount_paise, reason_codes FROM alerts_by_day WHERE day = ?",
-    "ping": "SELECT release_version FROM system.local",
-}
 
 
 class StoreUnavailable(TxmonError):

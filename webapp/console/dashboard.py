@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from txmon.alerting.store import AlertStore
+from txmon.infra import statements as cql
 from txmon.webapp.console import charts
 from txmon.webapp.console.store import ConsoleStore
 
@@ -65,7 +66,7 @@ def build(alerts: AlertStore, console: ConsoleStore, settings: Any, topic: str, 
     total = sum(volume)
     decisions.pop("", None)
     dead: Counter[str] = Counter()
-    dl = _prep(session, "SELECT reason FROM dead_letters WHERE topic = ? AND kafka_partition = ?")
+    dl = _prep(session, cql.DEAD_LETTER_REASONS)
     for p in range(settings.kafka.partitions):
         dead.update(r.reason for r in session.execute(dl, (topic, p)))
     workload = _workload(console)
@@ -80,11 +81,7 @@ def build(alerts: AlertStore, console: ConsoleStore, settings: Any, topic: str, 
             "notified": r.notified,
         }
         for r in session.execute(
-            _prep(
-                session,
-                "SELECT part, signal, detected_at, mean_before, mean_after, model_version, notified "
-                "FROM drift_events WHERE stream = ? LIMIT 200",
-            ),
+            _prep(session, cql.DRIFT_EVENTS_RECENT),
             (topic,),
         )
     ]
@@ -153,12 +150,8 @@ def _caught(session) -> list[dict[str, Any]]:
 
     from txmon.webapp.console.queries import _prep
 
-    frauds = [
-        (r.txn_id, r.scenario or "unknown")
-        for r in session.execute("SELECT txn_id, is_fraud, scenario FROM labels", timeout=60)
-        if r.is_fraud
-    ]
-    stmt = _prep(session, "SELECT decision FROM scored_transactions WHERE txn_id = ?")
+    frauds = [(r.txn_id, r.scenario or "unknown") for r in session.execute(cql.LABELS, timeout=60) if r.is_fraud]
+    stmt = _prep(session, cql.SCORED_DECISION)
     results = execute_concurrent_with_args(session, stmt, [(t,) for t, _ in frauds], concurrency=64)
     per: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for (_txn, scenario), (ok, rows) in zip(frauds, results):

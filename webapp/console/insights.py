@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from txmon.infra.statements import ACCOUNT_SPENDING
 from txmon.webapp.console import charts
 
 DAILY_DAYS = 30
@@ -42,10 +43,7 @@ def build(session: Any, account: str, now: datetime, show_payee) -> Insights:
 
     rows = list(
         session.execute(
-            session.prepare(
-                "SELECT period_kind, period, dimension, key, txn_count, total_paise, max_paise, avg_paise, computed_until "
-                "FROM account_spending WHERE payer_account = ?"
-            ),
+            session.prepare(ACCOUNT_SPENDING),
             (account,),
         )
     )
