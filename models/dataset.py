@@ -91,7 +91,8 @@ def features_in_chunks(
     folded in (event_time, txn_id) order ``chunk_rows`` at a time through one profile
     store, as the stream folds its micro-batches: the same features as one pass, with the
     fold's per-chunk lists and frames bounded. A chunk never splits rows that share a
-    timestamp (the fold orders those by txn_id)."""
+    timestamp (the fold orders those by txn_id). Profiles idle past their expiry are
+    dropped between chunks (MemoryProfileStore.forget_idle): they would start afresh anyway."""
     if transactions.empty:
         raise TrainingDataError("no transactions to compute features from")
     ordered = transactions.sort_values(["event_time", "txn_id"], kind="mergesort").reset_index(drop=True)
@@ -102,7 +103,10 @@ def features_in_chunks(
         end = min(len(ordered), start + chunk_rows)
         if end < len(ordered):
             end = int(times.searchsorted(times.iloc[end - 1], side="right"))
+        end_us = epoch_micros(times.iloc[end - 1 : end])[0]
+        store.batch_end_us = end_us
         parts.append(add_features(ordered.iloc[start:end].reset_index(drop=True), store))
+        store.forget_idle(end_us)  # later chunks start at or after end_us
         start = end
     return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
 

@@ -43,7 +43,11 @@ NO_FRAUD_DAYS = 999.0  # "no known fraud": longer ago than any profile remembers
 MAX_KNOWN_PAYEES = 500
 MAX_KNOWN_DEVICES = 20
 NEW_DEVICE_S = 3600  # a device counts as new for its first hour
-PAYER_STATE_TTL_S = 30 * 86400  # profiles idle this long are dropped
+PAYER_STATE_TTL_S = 30 * 86400
+"""A payer idle longer than this (event time) starts from an empty profile. The fold decides,
+not the store's clock, so the stream, training, backtest and the API forget alike, and a
+store may drop such profiles (feature_profiles' TTL, MemoryProfileStore.forget_idle)
+without changing a feature."""
 # Longer views (1, 7 and 30 days) come from fixed 6-hour buckets rather than the events
 # themselves: a 30-day profile stays at most 121 small entries whatever the traffic, and a
 # window (t - w, t] is summed from the buckets wholly after t - w (between w - 6 h and w).
@@ -191,6 +195,10 @@ class PayerState:
     first_us: int | None = None
     buckets: dict = field(default_factory=dict)  # 6-hour bucket -> [count, sum, sum of squares], 30 days
 
+    def forget(self) -> None:
+        """Back to an account never seen (idle past :data:`PAYER_STATE_TTL_S`)."""
+        self.__dict__.update(PayerState().__dict__)
+
     def to_json(self) -> str:
         return json.dumps(
             [
@@ -283,6 +291,8 @@ def payer_fold(
 ) -> tuple:
     """Features of one transaction given the payer's state; updates the state. Returns
     values in PAYER_FEATURES order."""
+    if state.last_us is not None and t_us - state.last_us > PAYER_STATE_TTL_S * MICROS:
+        state.forget()
     # windows over (t - w, t], this transaction included
     state.recent.append((t_us, amount, payee, failed))
     while state.recent and state.recent[0][0] <= t_us - WINDOWS_S["24h"] * MICROS:
@@ -637,6 +647,11 @@ class MemoryProfileStore(ProfileStore):
         self.keeps_windows = keep_windows
         self.windows: dict[tuple[str, str, int], tuple] = {}
         self.label_delay_us = round(label_delay_s * MICROS)
+        self.batch_end_us: int | None = None
+        """The latest event time of the rows being folded, when the caller says
+        (:func:`models.dataset.features_in_chunks`): saved profiles are stamped with it,
+        and only stamped profiles can be forgotten."""
+        self._stamps: dict[tuple[str, str], int] = {}
 
     def load(self, kind, keys):
         return {k: self.profiles[(kind, k)] for k in keys if (kind, k) in self.profiles}
@@ -644,6 +659,25 @@ class MemoryProfileStore(ProfileStore):
     def save(self, kind, profiles):
         for k, v in profiles.items():
             self.profiles[(kind, k)] = v
+            if self.batch_end_us is not None:
+                self._stamps[(kind, k)] = self.batch_end_us
+
+    def forget_idle(self, now_us: int) -> int:
+        """Drop the profiles that every event at or after ``now_us`` would find expired
+        anyway, so memory follows the active accounts and payees, not the whole history:
+        a payer idle past :data:`PAYER_STATE_TTL_S` (payer_fold starts it afresh); a payee
+        whose every bucket the next fold would prune (30 days + the label delay). A stamp is
+        at or after the profile's last event, so nothing is dropped early. Returns how many."""
+        payer_before = now_us - PAYER_STATE_TTL_S * MICROS
+        payee_bucket = bucket_of(now_us - LONG_HORIZON_S * MICROS - self.label_delay_us)
+        idle = [
+            key
+            for key, stamp in self._stamps.items()
+            if (stamp < payer_before if key[0] == "payer" else bucket_of(stamp) <= payee_bucket)
+        ]
+        for key in idle:
+            del self._stamps[key], self.profiles[key]
+        return len(idle)
 
     def fraud_label_times(self, payees):
         return {p: self.labels[p] for p in payees if p in self.labels}
