@@ -1,12 +1,15 @@
 """
-### spending_insights: monthly and yearly spending per account and category
+### spending_insights: spending per account and per segment of the book
 
 Daily at 01:30 UTC (07:00 IST, after the IST day has closed). One task,
 `compute`: `txmon spark-submit spark_jobs/spending_insights.py --until <end of the data
 interval>` reads every transaction before that time from Cassandra and rewrites
-`account_spending`: per payer account, IST month and year, totals overall and by
-channel, merchant category (mcc) and payee. The fraud desk's console shows them on its
-insights page. Keyed by the interval's end, so a rerun of a run writes the same rows.
+`account_spending` (per payer account, IST month and year, totals overall and by
+channel, merchant category (mcc) and payee) and `segment_spending` (the whole book, each
+channel and each merchant category, per IST day, month and year: totals, distinct
+accounts, by channel and category, the largest payees). The fraud desk's console shows
+them on its insights page. Keyed by the interval's end, so a rerun of a run writes the
+same rows.
 
 **Trigger by hand**: `txmon airflow trigger spending_insights` (until the trigger time),
 or with `--logical-date` for a past interval.
@@ -29,7 +32,7 @@ TXMON = Path(sys.executable).with_name("txmon")
 
 with DAG(
     dag_id="spending_insights",
-    description="Monthly and yearly spending per account and category (Spark batch) for the console's insights",
+    description="Spending per account and per segment (Spark batch) for the console's insights",
     doc_md=__doc__,
     schedule=CronDataIntervalTimetable("30 1 * * *", timezone="UTC"),
     start_date=datetime(2026, 1, 1, tzinfo=UTC),

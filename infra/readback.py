@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
+from txmon.infra import statements as cql
 from txmon.infra.kafka_client import client_config
 from txmon.models.features import AGGREGATE_WINDOWS_S, SLIDING_HOUR, sliding_hours
 
@@ -66,23 +67,26 @@ class AccountWindow(NamedTuple):
 
 _EPOCH = datetime(1970, 1, 1)  # noqa: DTZ001 - naive UTC, as the Cassandra driver returns timestamps
 _US = timedelta(microseconds=1)
+_END_OF_TIME = datetime(9999, 12, 31)  # noqa: DTZ001 - the open upper bound of a window read, naive UTC
 
 
-def account_windows(session, account: str, window_kind: str, since: datetime | None = None) -> list[AccountWindow]:
+def account_windows(
+    session, account: str, window_kind: str, since: datetime | None = None, until: datetime | None = None
+) -> list[AccountWindow]:
     """Every window of one account and kind, newest first (those starting at or after
-    ``since``, naive UTC, if given). Stored kinds (``tumble_1m``, ``tumble_5m``) are read
-    as they are; ``slide_1h`` is derived from the ``tumble_5m`` rows
-    (:func:`models.features.sliding_hours`)."""
+    ``since`` and at or before ``until``, naive UTC, if given: a case page reads the two
+    hours before its alert, not everything since). Stored kinds (``tumble_1m``,
+    ``tumble_5m``) are read as they are; ``slide_1h`` is derived from the ``tumble_5m``
+    rows (:func:`models.features.sliding_hours`)."""
     derived, size_s, bucket_kind = SLIDING_HOUR
     if window_kind not in (*AGGREGATE_WINDOWS_S, derived):
         raise ValueError(f"unknown window kind {window_kind!r}: one of {', '.join((*AGGREGATE_WINDOWS_S, derived))}")
     stored = bucket_kind if window_kind == derived else window_kind
     lookback = timedelta(seconds=size_s - AGGREGATE_WINDOWS_S[bucket_kind]) if window_kind == derived else timedelta(0)
-    stmt = session.prepare(
-        "SELECT window_start, window_end, txn_count, total_paise, max_paise, distinct_payees, payees "
-        "FROM account_aggregates WHERE payer_account = ? AND window_kind = ? AND window_start >= ?"
+    stmt = _prepared(session, cql.ACCOUNT_WINDOWS)
+    rows = list(
+        session.execute(stmt, (account, stored, (since - lookback) if since else _EPOCH, until or _END_OF_TIME))
     )
-    rows = list(session.execute(stmt, (account, stored, (since - lookback) if since else _EPOCH)))
     if window_kind != derived:
         return [
             AccountWindow(
@@ -129,3 +133,84 @@ def account_aggregates(session, accounts: Iterable[str], window_kind: str) -> li
         else:
             out.extend(account_windows(session, account, window_kind, since=row.window_start))
     return out
+
+
+class AccountTxn(NamedTuple):
+    """One of an account's scored transactions (``account_transactions``)."""
+
+    txn_id: str
+    event_time: datetime  # naive UTC
+    amount_paise: int | None
+    channel: str | None
+    txn_type: str | None
+    payee_key: str | None
+    risk_score: int | None
+    decision: str | None
+
+
+def txn_month(t: datetime) -> str:
+    """The ``account_transactions`` partition of a transaction: its UTC month.
+
+    >>> txn_month(datetime(2026, 12, 6, 23, 59))
+    '2026-12'
+    """
+    return f"{t.year:04d}-{t.month:02d}"
+
+
+def _month_before(month: str) -> str:
+    """
+    >>> _month_before("2026-01")
+    '2025-12'
+    """
+    year, m = int(month[:4]), int(month[5:])
+    return f"{year - 1:04d}-12" if m == 1 else f"{year:04d}-{m - 1:02d}"
+
+
+_PREPARED: dict[tuple[int, str], object] = {}
+
+
+def _prepared(session, statement: str):
+    """A statement prepared once per driver session: a page view must not pay a PREPARE
+    round trip for each read."""
+    key = (id(session), statement)
+    stmt = _PREPARED.get(key)
+    if stmt is None:
+        stmt = _PREPARED[key] = session.prepare(statement)
+    return stmt
+
+
+def account_transactions(session, account: str, until: datetime, limit: int = 20) -> list[AccountTxn]:
+    """The account's scored transactions at or before ``until`` (naive UTC), newest
+    first, at most ``limit``: the head of ``until``'s month partition and of the month
+    before, read at once (two reads of at most ``limit`` rows, whatever the account's
+    history)."""
+    stmt = _prepared(session, cql.ACCOUNT_TXNS_UNTIL)
+    month = txn_month(until)
+    futures = [session.execute_async(stmt, (account, m, until, limit)) for m in (month, _month_before(month))]
+    out: list[AccountTxn] = []
+    for future in futures:  # this month's rows, then the month before's: already newest first
+        out.extend(AccountTxn(*r) for r in future.result())
+    return out[:limit]
+
+
+def backfill_account_transactions(session, since: datetime) -> int:
+    """Fill ``account_transactions`` from ``scored_transactions`` for transactions at or
+    after ``since`` (naive UTC): for data scored before that table existed. One scan of
+    ``scored_transactions`` (a maintenance command, not a page); upserts, so it is safe
+    to run again. Returns the rows written."""
+    from cassandra.concurrent import execute_concurrent_with_args
+
+    scan = session.prepare(cql.SCORED_BY_ACCOUNT)
+    insert = _prepared(session, cql.ACCOUNT_TXN_INSERT)
+    written, pending = 0, []
+    for r in session.execute(scan, timeout=600):
+        if r.payer_account is None or r.event_time is None or r.event_time < since:
+            continue
+        pending.append((r.payer_account, txn_month(r.event_time), *r[1:]))
+        if len(pending) >= 5_000:
+            execute_concurrent_with_args(session, insert, pending, concurrency=64, raise_on_first_error=True)
+            written, pending = written + len(pending), []
+    if pending:
+        execute_concurrent_with_args(session, insert, pending, concurrency=64, raise_on_first_error=True)
+        written += len(pending)
+    return written

@@ -52,7 +52,6 @@ def token_range(table: str, columns: Sequence[str], key: str) -> str:
 
 # ---------------------------------------------------------------- the node itself
 PING = "SELECT release_version FROM system.local"
-ROLE_GET = "SELECT role FROM system_auth.roles WHERE role = ?"
 
 # ---------------------------------------------------------------- smoke_events
 SMOKE_COUNT = "SELECT count(*) FROM smoke_events WHERE run_id = ?"
@@ -102,10 +101,20 @@ DEAD_LETTER_REASONS_SINCE = DEAD_LETTER_REASONS + " AND kafka_offset >= ?"
 # ---------------------------------------------------------------- account_aggregates
 ACCOUNT_WINDOWS = (
     "SELECT window_start, window_end, txn_count, total_paise, max_paise, distinct_payees, payees "
-    "FROM account_aggregates WHERE payer_account = ? AND window_kind = ? AND window_start >= ?"
+    "FROM account_aggregates WHERE payer_account = ? AND window_kind = ? AND window_start >= ? AND window_start <= ?"
 )
 ACCOUNT_NEWEST_WINDOW = (
     "SELECT window_start FROM account_aggregates WHERE payer_account = ? AND window_kind = ? LIMIT 1"
+)
+
+# ---------------------------------------------------------------- account_transactions
+ACCOUNT_TXN_COLUMNS = table_columns("account_transactions")
+"""The columns of ``account_transactions`` in the order its writers bind them."""
+ACCOUNT_TXN_INSERT = insert("account_transactions")
+ACCOUNT_TXNS_UNTIL = select(
+    "account_transactions",
+    ("txn_id", "event_time", *ACCOUNT_TXN_COLUMNS[4:]),  # infra.readback.AccountTxn's order
+    "payer_account = ? AND month = ? AND event_time <= ? LIMIT ?",
 )
 
 # ---------------------------------------------------------------- feature_profiles
@@ -125,6 +134,7 @@ PAYEE_FRAUD_TXNS = "SELECT txn_id FROM payee_fraud_labels WHERE payee_key = ?"
 
 # ---------------------------------------------------------------- labels
 LABELS = "SELECT txn_id, is_fraud, scenario FROM labels"
+LABELS_FIRST = LABELS + " LIMIT ?"  # the dashboard's bounded read (token order: a sample of many)
 
 # ---------------------------------------------------------------- scored_transactions
 SCORED_EVALUATION_COLUMNS = (
@@ -141,6 +151,8 @@ SCORED_EVALUATION_COLUMNS = (
 """What the online evaluation of the live decisions reads of each scored transaction."""
 SCORED_EVALUATION = select("scored_transactions", SCORED_EVALUATION_COLUMNS)
 SCORED_HOURS = "SELECT event_time, decision, model_version FROM scored_transactions"
+# What account_transactions keeps of each scored row (its backfill), in that table's order.
+SCORED_BY_ACCOUNT = select("scored_transactions", tuple(c for c in ACCOUNT_TXN_COLUMNS if c != "month"))
 SCORED_DECISION = "SELECT decision FROM scored_transactions WHERE txn_id = ?"
 SCORED_DECISIONS_IN = "SELECT txn_id, decision, model_version FROM scored_transactions WHERE txn_id IN ?"
 SCORED_DEMO_IN = (
@@ -285,7 +297,6 @@ SESSION_INSERT = insert("console_sessions", suffix="USING TTL ?")
 SESSION_GET = "SELECT username, role, csrf_token, expires_at FROM console_sessions WHERE token_hash = ?"
 SESSION_DELETE = "DELETE FROM console_sessions WHERE token_hash = ?"
 _CASE_STATE = "SELECT alert_id, status, assignee, disposition, updated_at, updated_by, opened_at FROM case_state"
-CASES = _CASE_STATE
 CASE_GET = _CASE_STATE + " WHERE alert_id = ?"
 CASES_IN = _CASE_STATE + " WHERE alert_id IN ?"
 CASE_UPDATE = (
@@ -293,18 +304,35 @@ CASE_UPDATE = (
 )
 CASE_OPEN = "UPDATE case_state SET opened_at = ? WHERE alert_id = ?"
 CASE_ACTION_INSERT = insert("case_actions")
-CASE_ACTIONS = select("case_actions", where="alert_id = ?")
+# A case's history and a day's audit grow with the analysts' work: each read is one page,
+# newest first.
+CASE_ACTIONS = select("case_actions", where="alert_id = ? ORDER BY at DESC LIMIT ?")
+CASE_ACTIONS_BEFORE = select("case_actions", where="alert_id = ? AND at < ? ORDER BY at DESC LIMIT ?")
 AUDIT_INSERT = insert("console_audit")
-AUDIT_OF_DAY = "SELECT alert_id, at, actor, role, action, detail FROM console_audit WHERE day = ?"
+AUDIT_OF_DAY = "SELECT alert_id, at, actor, role, action, detail FROM console_audit WHERE day = ? LIMIT ?"
+AUDIT_BETWEEN = (
+    "SELECT alert_id, at, actor, role, action, detail FROM console_audit "
+    "WHERE day = ? AND at >= minTimeuuid(?) AND at <= maxTimeuuid(?) LIMIT ?"
+)
 CASE_LABEL_CLAIM = insert(
     "case_labels", tuple(c for c in table_columns("case_labels") if c != "published_at"), "IF NOT EXISTS"
 )
 CASE_LABELS = select("case_labels")
 CASE_LABEL_GET = select("case_labels", where="alert_id = ?")
 CASE_LABEL_PUBLISHED = "UPDATE case_labels SET published_at = ? WHERE alert_id = ?"
-ACCOUNT_SPENDING = (
-    "SELECT period_kind, period, dimension, key, txn_count, total_paise, max_paise, avg_paise, computed_until "
-    "FROM account_spending WHERE payer_account = ?"
+_SPENDING = ("period_kind", "period", "dimension", "key", "txn_count", "total_paise", "max_paise", "avg_paise")
+# An account's months from a given one on, and its years: bounded by the months asked for.
+ACCOUNT_SPENDING_MONTHS = select(
+    "account_spending", (*_SPENDING, "computed_until"), "payer_account = ? AND period_kind = 'month' AND period >= ?"
+)
+ACCOUNT_SPENDING_YEARS = select(
+    "account_spending", (*_SPENDING, "computed_until"), "payer_account = ? AND period_kind = 'year'"
+)
+# A segment's days, months or years from a given period on ('' for all of them).
+SEGMENT_SPENDING = select(
+    "segment_spending",
+    (*_SPENDING, "label", "accounts", "computed_until"),
+    "segment = ? AND period_kind = ? AND period >= ?",
 )
 
 # ---------------------------------------------------------------- the scoring API

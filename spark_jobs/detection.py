@@ -46,7 +46,9 @@ from txmon.alerting.contract import (
 from txmon.infra import hourly_counts
 from txmon.infra.cassandra_schema import table_columns
 from txmon.infra.masking import pii_token_key
+from txmon.infra.readback import txn_month
 from txmon.infra.settings import DEFAULT_RULES, Settings
+from txmon.infra.statements import ACCOUNT_TXN_COLUMNS
 from txmon.models.features import (
     FEATURES,
     INTEGER_FEATURES,
@@ -492,13 +494,17 @@ def _outputs_partition(
     query_key: str = "",
 ):
     """mapInArrow function: reasons and alert JSON for the rows that need them
-    (:func:`_explain_batch`), then each scored row to ``scored_transactions``, each alert to
+    (:func:`_explain_batch`), then each scored row to ``scored_transactions`` (and its
+    account's ``account_transactions``), each alert to
     ``alerts``/``alerts_by_day``/``alerts_by_rank``/``alerts_by_party`` and the alerts
     topic, from the task; at the task's end its counts per IST hour to ``console_hourly``
     (infra/hourly_counts.py: one read and one write per hour touched); yield the outcome
     columns. (One Spark job per micro-batch: see transactions_stream.land_partition.)"""
     names = list(outcome_schema.names)
     carried = [c for c in SCORED_COLUMNS if c != "scored_at"]  # scored_at: stamped here
+    # account_transactions rows are picked out of the scored rows (no second Arrow pass).
+    by_account = [carried.index(c) for c in ACCOUNT_TXN_COLUMNS if c != "month"]
+    account_at, time_at = carried.index("payer_account"), carried.index("event_time")
     rules = {r.id: r for r in ruleset.rules}
 
     def run(batches: Iterator) -> Iterator:
@@ -516,6 +522,16 @@ def _outputs_partition(
             # (infra/services/cassandra.py) and Cassandra logged every such batch; 16 and 32
             # measured the same within noise, 8 was ~2x slower (micro-bench of write_rows).
             write_rows(target, "scored_transactions", (*carried, "scored_at"), rows, batch_rows=16)
+            write_rows(
+                target,
+                "account_transactions",
+                ACCOUNT_TXN_COLUMNS,
+                (
+                    (row[account_at], txn_month(row[time_at]), *(row[i] for i in by_account[1:]))
+                    for row in rows
+                    if row[account_at] is not None and row[time_at] is not None
+                ),
+            )
             alerts = [a for a in batch.column("alert_json").to_pylist() if a is not None]
             raised = []
             if alerts:

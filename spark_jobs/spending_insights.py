@@ -1,15 +1,24 @@
-"""Monthly and yearly spending per account and per category, as a Spark batch job.
+"""Monthly and yearly spending per account, and daily, monthly and yearly spending per
+segment of the book, as a Spark batch job.
 
     txmon spark-submit spark_jobs/spending_insights.py [--until ISO]
 
 Reads every transaction before ``--until`` (default: now) from Cassandra by token range
-(spark_jobs.history), and writes ``account_spending`` (infra/schema.cql): for each payer
-account, IST month (``2026-11``) and year (``2026``), and dimension (``all``, ``channel``,
-``mcc``, ``payee``), the count, total, largest and mean amount, and the same over all
-accounts under payer_account ``*`` (the segment of the whole book). Rows are keyed by
-(account, period, dimension, key): a rerun for the same ``--until`` rewrites the same
-rows, so the job is idempotent; the console's insights page reads them. The output is one
-JSON line (rows written, periods) for the caller (the spending_insights DAG).
+(spark_jobs.history), once, and writes two tables (infra/schema.cql):
+
+- ``account_spending``: for each payer account, IST month (``2026-11``) and year
+  (``2026``), and dimension (``all``, ``channel``, ``mcc``, ``payee``), the count, total,
+  largest and mean amount.
+- ``segment_spending``: the same figures, and the number of distinct payer accounts, for
+  each segment (:data:`SEGMENTS`: the whole book, each channel, each merchant category)
+  per IST day (dimension ``all``), month and year; of the payees only the
+  :data:`TOP_PAYEES` largest of each period, keyed by rank, so what the console reads
+  stays bounded however many payees the book has.
+
+Rows are keyed by (account or segment, period, dimension, key): a rerun for the same
+``--until`` rewrites the same rows, so the job is idempotent; the console's insights
+page reads them. The output is one JSON line (rows written, periods, segments) for the
+caller (the spending_insights DAG).
 """
 
 from __future__ import annotations
@@ -31,9 +40,28 @@ SPENDING_COLUMNS = (
     "avg_paise",
     "computed_until",
 )
+SEGMENT_COLUMNS = (
+    "segment",
+    "period_kind",
+    "period",
+    "dimension",
+    "key",
+    "label",
+    "txn_count",
+    "total_paise",
+    "max_paise",
+    "avg_paise",
+    "accounts",
+    "computed_until",
+)
 DIMENSIONS = ("all", "channel", "mcc", "payee")
-ALL_ACCOUNTS = "*"
-"""The payer_account of the rows that sum every account (no account number is a '*')."""
+ALL_SEGMENT = "all"
+"""The segment of the whole book (every account)."""
+SEGMENTS = ("channel", "mcc")
+"""What else the book is cut by: segment ``channel:<channel>``, ``mcc:<category>``. The
+transactions carry no customer segment (no customer type or income band), so these are
+the segments the data supports."""
+TOP_PAYEES = 20
 _READ = {
     "txn_id": "string",
     "event_time": "timestamp",
@@ -73,9 +101,6 @@ def aggregate(transactions, until: datetime):
     rows = keyed[0]
     for other in keyed[1:]:
         rows = rows.unionByName(other)
-    # The whole book as one more "account" (ALL_ACCOUNTS): the segment every account's
-    # figures are read against.
-    rows = rows.unionByName(rows.withColumn("payer_account", F.lit(ALL_ACCOUNTS)))
     return (
         rows.groupBy("payer_account", "period_kind", "period", "dimension", "key")
         .agg(
@@ -86,6 +111,78 @@ def aggregate(transactions, until: datetime):
         )
         .withColumn("computed_until", F.lit(until))
     )
+
+
+def aggregate_segments(transactions, until: datetime, top_payees: int = TOP_PAYEES):
+    """Transactions (the _READ columns) -> segment rows (SEGMENT_COLUMNS).
+
+    Each transaction is counted in three segments (the book, its channel, its category),
+    and in each for its IST day (overall only), month and year, overall and by channel,
+    category and payee; a segment's own dimension (channel within a channel segment) is
+    left out, it would repeat the overall row. Payees: the ``top_payees`` largest by total
+    of each segment and period, keyed by rank."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    ist = F.from_utc_timestamp(F.col("event_time"), "Asia/Kolkata")
+    base = (
+        transactions.where(F.col("event_time") < F.lit(until))
+        .where(F.col("payer_account").isNotNull())
+        .select(
+            "payer_account",
+            "amount_paise",
+            F.coalesce(F.col("channel"), F.lit("?")).alias("channel"),
+            F.coalesce(F.col("mcc"), F.lit("none")).alias("mcc"),
+            F.coalesce(F.col("payee_vpa"), F.col("payee_account"), F.lit("?")).alias("payee"),
+            F.date_format(ist, "yyyy-MM-dd").alias("day"),
+            F.date_format(ist, "yyyy-MM").alias("month"),
+            F.date_format(ist, "yyyy").alias("year"),
+        )
+    )
+    segment_of = [F.lit(ALL_SEGMENT), *(F.concat(F.lit(f"{s}:"), F.col(s)) for s in SEGMENTS)]
+    segment = F.explode(F.array(*segment_of)).alias("segment")
+
+    def cut(kind: str, period: str, dimension: str, key):
+        return F.struct(
+            F.lit(kind).alias("period_kind"),
+            F.col(period).alias("period"),
+            F.lit(dimension).alias("dimension"),
+            key.alias("key"),
+        )
+
+    cuts = [cut("day", "day", "all", F.lit(""))]
+    for kind in ("month", "year"):
+        cuts += [
+            cut(kind, kind, "all", F.lit("")),
+            cut(kind, kind, "channel", F.col("channel")),
+            cut(kind, kind, "mcc", F.col("mcc")),
+            cut(kind, kind, "payee", F.col("payee")),
+        ]
+    exploded = (
+        base.select("*", segment)
+        .select("segment", "payer_account", "amount_paise", F.explode(F.array(*cuts)).alias("c"))
+        .select("segment", "payer_account", "amount_paise", "c.*")
+        # Within channel:UPI, "by channel" is one bar equal to the whole: not stored.
+        .where(~F.col("segment").startswith(F.concat(F.col("dimension"), F.lit(":"))))
+    )
+    grouped = exploded.groupBy("segment", "period_kind", "period", "dimension", "key").agg(
+        F.count(F.lit(1)).alias("txn_count"),
+        F.sum("amount_paise").alias("total_paise"),
+        F.max("amount_paise").alias("max_paise"),
+        F.round(F.avg("amount_paise")).cast("long").alias("avg_paise"),
+        F.countDistinct("payer_account").alias("accounts"),
+    )
+    ranked = Window.partitionBy("segment", "period_kind", "period").orderBy(F.desc("total_paise"), F.asc("key"))
+    payees = (
+        grouped.where(F.col("dimension") == "payee")
+        .withColumn("rank", F.row_number().over(ranked))
+        .where(F.col("rank") <= top_payees)
+        .withColumn("label", F.col("key"))
+        .withColumn("key", F.lpad(F.col("rank").cast("string"), 2, "0"))
+        .drop("rank")
+    )
+    others = grouped.where(F.col("dimension") != "payee").withColumn("label", F.lit(None).cast("string"))
+    return others.unionByName(payees).withColumn("computed_until", F.lit(until)).select(*SEGMENT_COLUMNS)
 
 
 def run(settings, until: datetime, spark=None, splits: int = 16) -> dict:
@@ -99,12 +196,26 @@ def run(settings, until: datetime, spark=None, splits: int = 16) -> dict:
         spark = build_session(settings, "txmon-spending-insights")
     try:
         target = CassandraTarget.from_settings(settings)
-        rows = aggregate(read_table(spark, target, "transactions", "txn_id", _READ, splits), until).cache()
+        # Read once: both aggregations start from the same transactions.
+        transactions = read_table(spark, target, "transactions", "txn_id", _READ, splits).cache()
+        rows = aggregate(transactions, until).cache()
         written = rows.count()
         write_dataframe(rows, target, "account_spending", SPENDING_COLUMNS)
         periods = sorted({r.period for r in rows.select("period").distinct().collect()})
         rows.unpersist()
-        return {"rows": written, "periods": periods, "until": until.isoformat()}
+        segment_rows = aggregate_segments(transactions, until).cache()
+        segment_written = segment_rows.count()
+        write_dataframe(segment_rows, target, "segment_spending", SEGMENT_COLUMNS)
+        segments = sorted({r.segment for r in segment_rows.select("segment").distinct().collect()})
+        segment_rows.unpersist()
+        transactions.unpersist()
+        return {
+            "rows": written,
+            "segment_rows": segment_written,
+            "periods": periods,
+            "segments": segments,
+            "until": until.isoformat(),
+        }
     finally:
         if own:
             spark.stop()

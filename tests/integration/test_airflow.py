@@ -471,10 +471,13 @@ def test_a_drift_event_triggers_model_retraining_through_the_rest_api(airflow_se
 
 def test_spending_insights_writes_each_accounts_months_years_and_categories(airflow_server):
     """The DAG's Spark job over transactions in Cassandra: IST months (a payment at 23:00 UTC
-    on 31 October is a November one in India), years, and totals per channel and payee."""
+    on 31 October is a November one in India), years, and totals per channel and payee;
+    and the segments of the book: a merchant category's days, months and accounts, equal
+    to a direct count of the keyspace's transactions (earlier runs' rows included)."""
     from txmon.infra.cassandra_schema import connect
 
     account = f"9{uuid.uuid4().int % 10**11:011d}"
+    mcc = f"{6000 + uuid.uuid4().int % 4000}"  # never the 5411 of the first two rows
     rows = [  # (txn_id, event_time UTC, channel, payee_vpa, amount_paise)
         (f"TXNSPEND{account}A", datetime(2026, 10, 31, 23, 0, tzinfo=UTC), "UPI", "shop@ybl", 10_000),
         (f"TXNSPEND{account}B", datetime(2026, 11, 2, 9, 0, tzinfo=UTC), "UPI", "shop@ybl", 30_000),
@@ -484,23 +487,51 @@ def test_spending_insights_writes_each_accounts_months_years_and_categories(airf
     try:
         insert = session.prepare(
             "INSERT INTO transactions (txn_id, event_time, channel, payer_account, payee_vpa, "
-            "amount_paise, mcc) VALUES (?, ?, ?, ?, ?, ?, '5411')"
+            "amount_paise, mcc) VALUES (?, ?, ?, ?, ?, ?, ?)"
         )
-        for txn_id, at, channel, payee, amount in rows:
-            session.execute(insert, (txn_id, at, channel, account, payee, amount))
+        for i, (txn_id, at, channel, payee, amount) in enumerate(rows):
+            session.execute(insert, (txn_id, at, channel, account, payee, amount, "5411" if i < 2 else mcc))
         run_dag(airflow_server, "spending_insights", None, 1800)
         got = {
             (r.period_kind, r.period, r.dimension, r.key): (r.txn_count, r.total_paise, r.max_paise)
             for r in session.execute("SELECT * FROM account_spending WHERE payer_account = %s", (account,))
         }
+        segment = {
+            (r.period_kind, r.period, r.dimension, r.key): (r.txn_count, r.total_paise, r.accounts, r.label)
+            for kind in ("day", "month", "year")
+            for r in session.execute(
+                "SELECT * FROM segment_spending WHERE segment = %s AND period_kind = %s", (f"mcc:{mcc}", kind)
+            )
+        }
+        # The category's October 2026 from the transactions themselves (a random category,
+        # but an earlier run may have drawn the same one: count what is there).
+        october = [
+            (r.payer_account, r.amount_paise, r.channel)
+            for r in session.execute("SELECT payer_account, amount_paise, channel, mcc, event_time FROM transactions")
+            if r.mcc == mcc
+            and r.event_time is not None
+            and datetime(2026, 9, 30, 18, 30) <= r.event_time < datetime(2026, 10, 31, 18, 30)
+        ]
     finally:
         cluster.shutdown()
+    assert segment[("month", "2026-10", "all", "")][:3] == (
+        len(october),
+        sum(a for _, a, _ in october),
+        len({p for p, _, _ in october}),
+    )
+    assert ("month", "2026-10", "mcc", mcc) not in segment  # a category's own dimension would repeat the whole
+    assert segment[("month", "2026-10", "channel", "IMPS")][0] == sum(c == "IMPS" for _, _, c in october)
+    assert segment[("day", "2026-10-05", "all", "")][0] >= 1
+    payees = sorted((k, v) for k, v in segment.items() if k[:3] == ("month", "2026-10", "payee"))
+    assert 1 <= len(payees) <= 20 and payees[0][0][3] == "01"  # ranked, the largest first
+    assert [v[1] for _, v in payees] == sorted((v[1] for _, v in payees), reverse=True)
     assert got[("month", "2026-10", "all", "")] == (1, 200_000, 200_000)
     assert got[("month", "2026-11", "all", "")] == (2, 40_000, 30_000)
     assert got[("year", "2026", "all", "")] == (3, 240_000, 200_000)
     assert got[("year", "2026", "channel", "UPI")] == (2, 40_000, 30_000)
     assert got[("year", "2026", "payee", "rent@okaxis")] == (1, 200_000, 200_000)
-    assert got[("year", "2026", "mcc", "5411")] == (3, 240_000, 200_000)
+    assert got[("year", "2026", "mcc", "5411")] == (2, 40_000, 30_000)
+    assert got[("year", "2026", "mcc", mcc)] == (1, 200_000, 200_000)
 
 
 # ------------------------------------------------------------------ model retraining

@@ -22,6 +22,7 @@ import pytest
 from tests.integration.streams import stream_options, stream_topics
 from txmon.infra.masking import mask_account, mask_vpa
 from txmon.infra.settings import PROJECT_ROOT
+from txmon.ingestion.events import IST
 
 SEED = 20261206
 EVENTS = 2_000
@@ -67,6 +68,7 @@ def streamed(services, spark, cassandra_session, tmp_path_factory):
         "alerts_by_day",
         "alerts_by_rank",
         "alerts_by_party",
+        "account_transactions",
         "case_state",
         "case_actions",
         "case_labels",
@@ -252,6 +254,37 @@ def _labels_on(services, topic: str) -> list[tuple[bytes, bytes]]:
         consumer.close()
 
 
+def _ms(t: datetime) -> int:
+    """An instant as Cassandra keeps it (whole milliseconds; integer arithmetic, no float)."""
+    return (t - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+
+
+def _recent_expected(events: dict, txn_id: str) -> list[str]:
+    """The case page's recent transactions of the alert ``txn_id``, from the events sent:
+    the payer's transactions up to the alert's, newest first (ties by txn id, as the
+    table clusters them), at most 20."""
+    alert = events[txn_id]
+    mine = [
+        (-_ms(e.event_time), e.txn_id)
+        for e in events.values()
+        if e.payer.account_number == alert.payer.account_number and _ms(e.event_time) <= _ms(alert.event_time)
+    ]
+    return [t for _, t in sorted(mine)[:20]]
+
+
+def _recent_shown(driver) -> list[tuple[str, str]]:
+    """(txn id, payee as shown) of the case page's recent transactions."""
+    from selenium.webdriver.common.by import By
+
+    rows = driver.find_elements(By.CSS_SELECTOR, "#recent-transactions tr[data-txn]")
+    return [(r.get_attribute("data-txn"), r.find_elements(By.TAG_NAME, "td")[3].text) for r in rows]
+
+
+def _payee_key(event) -> str:
+    """The payee as the stream keys it (account, else VPA)."""
+    return event.payee.account_number or event.payee.vpa
+
+
 def test_only_the_login_page_answers_without_a_session(console, browser):
     url = console["url"]
     browser.delete_all_cookies()
@@ -292,6 +325,11 @@ def test_analyst_works_an_alert_to_fraud_and_the_label_reaches_the_stream(
     txn_id = _text(browser, "txn-id")
     event = streamed["events"][txn_id]
     assert _text(browser, "payer-account") == event.payer.account_number  # analysts see the clear number
+    # The account's recent scored transactions, up to this one, newest first, payees in clear.
+    shown = _recent_shown(browser)
+    assert [t for t, _ in shown] == _recent_expected(streamed["events"], txn_id)
+    assert all(payee == _payee_key(streamed["events"][t]) for t, payee in shown)
+    assert browser.find_element(By.CSS_SELECTOR, "#recent-transactions tr.this-txn").get_attribute("data-txn") == txn_id
     _press(browser, "assign")
     assert "assigned" in _text(browser, "case-status")
     browser.find_element(By.ID, "comment-text").send_keys("Mule pattern: new payee, night-time, drained.")
@@ -352,6 +390,12 @@ def test_viewer_sees_masked_identifiers_and_cannot_act(console, browser, streame
     if event.payee.vpa:
         assert _text(browser, "payee-vpa") == mask_vpa(event.payee.vpa)
     assert event.payer.account_number not in browser.page_source
+    # Recent transactions: the same rows an analyst sees, each payee masked.
+    shown = _recent_shown(browser)
+    assert [t for t, _ in shown] == _recent_expected(streamed["events"], event.txn_id)
+    for t, payee in shown:
+        key = _payee_key(streamed["events"][t])
+        assert payee == (mask_vpa(key) if "@" in key else mask_account(key)) and key not in browser.page_source
     assert "cannot act" in _text(browser, "read-only")
     assert not browser.find_elements(By.ID, "assign") and not browser.find_elements(By.ID, "bulk-close")
     # Forged from outside the page, with the viewer's own valid session and token: refused.
@@ -431,7 +475,11 @@ def test_dashboard_and_insights_render_what_the_stream_and_the_batch_job_stored(
     from txmon.spark_jobs.spending_insights import run
 
     result = run(services, datetime.now(UTC) + timedelta(minutes=5), spark, splits=4)
-    assert result["rows"] > 0
+    assert result["rows"] > 0 and result["segment_rows"] > 0 and "all" in result["segments"]
+
+    def count_of(summary: str) -> int:
+        return int(re.search(r"Transactions \(batch, all time\) (\d+)", summary).group(1))
+
     url = console["url"]
     _login(browser, url, "alice")
     browser.get(url + "/dashboard?hours=168")
@@ -463,5 +511,25 @@ def test_dashboard_and_insights_render_what_the_stream_and_the_batch_job_stored(
     # The segment of all accounts: at least this run's traffic (the keyspace keeps earlier runs').
     _press(browser, "segment-all")
     assert _text(browser, "insights-account") == "all accounts"
-    count = int(re.search(r"Transactions \(batch, all time\) (\d+)", _text(browser, "insights-summary")).group(1))
-    assert count >= len(streamed["events"])
+    assert count_of(_text(browser, "insights-summary")) >= len(streamed["events"])
+
+    # A channel's segment: what the batch job counted equals the keyspace's transactions on
+    # that channel (earlier runs' included), and its accounts those of its latest IST year.
+    channel = event.channel.value
+    until = datetime.fromisoformat(result["until"]).astimezone(UTC).replace(tzinfo=None)  # naive UTC, as read
+    _press(browser, f"segment-channel-{channel}")
+    assert _text(browser, "insights-account") == f"channel {channel}"
+    on_channel = [
+        (r.payer_account, r.amount_paise, r.event_time.replace(tzinfo=UTC).astimezone(IST).year)
+        for r in cassandra_session.execute("SELECT channel, payer_account, amount_paise, event_time FROM transactions")
+        if r.channel == channel and r.payer_account is not None and r.event_time is not None and r.event_time < until
+    ]
+    summary = _text(browser, "insights-summary")
+    assert count_of(summary) == len(on_channel)
+    assert f"₹{sum(a for _, a, _ in on_channel) / 100:,.2f}" in summary
+    latest = max(y for _, _, y in on_channel)
+    assert int(_text(browser, "accounts")) == len({p for p, _, y in on_channel if y == latest})
+    assert 1 <= len(browser.find_elements(By.CSS_SELECTOR, "#payees tr")) - 1 <= 10
+    for name in ("daily", "monthly", "mcc", "payees"):
+        assert browser.find_element(By.ID, f"chart-{name}").get_attribute("src").startswith("data:image/svg+xml")
+    browser.save_screenshot(str(DOCS / "console-segment.png"))

@@ -151,13 +151,15 @@ def labels_resend(limit: Annotated[int | None, typer.Option(help="at most this m
 def reindex(
     days: Annotated[int, typer.Option(help="IST days back from today to index", min=1, max=3660)] = 31,
 ) -> None:
-    """Fill the console's read tables (alerts_by_rank, alerts_by_party, console_hourly) for
-    alerts and transactions stored before they existed; safe to run again (upserts)."""
+    """Fill the console's read tables (alerts_by_rank, alerts_by_party, console_hourly,
+    account_transactions) for alerts and transactions stored before they existed; safe to
+    run again (upserts)."""
     from datetime import timedelta
 
     from txmon.alerting.contract import DAY_TZ
     from txmon.alerting.store import AlertStore
     from txmon.infra import hourly_counts
+    from txmon.infra.readback import backfill_account_transactions
     from txmon.webapp.console.queries import _prep
 
     _, cluster, _store_ = _store()
@@ -172,6 +174,8 @@ def reindex(
                 indexed += 1
         typer.echo(f"{indexed:,} alert(s) indexed for the queue and cases")
         since = datetime.combine(today - timedelta(days=days - 1), datetime.min.time(), DAY_TZ)
+        recent = backfill_account_transactions(_store_.session, since.astimezone(UTC).replace(tzinfo=None))
+        typer.echo(f"{recent:,} scored transaction(s) indexed for the case pages' recent transactions")
         hourly_counts.backfill(_store_.session, _prep, alerts.alerts_for_day, since, log=typer.echo)
     finally:
         cluster.shutdown()

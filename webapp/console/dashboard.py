@@ -36,6 +36,8 @@ class Dashboard:
     caught: list[dict[str, Any]]
     stream: dict[str, Any]
     charts: dict[str, str] = field(default_factory=dict)
+    workload_partial: bool = False  # the window held more actions than WORKLOAD_ACTIONS
+    caught_partial: bool = False  # more labels than CAUGHT_LABELS were received
 
 
 def _utc(t: datetime | None) -> datetime | None:
@@ -69,7 +71,7 @@ def build(alerts: AlertStore, console: ConsoleStore, settings: Any, topic: str, 
     dl = _prep(session, cql.DEAD_LETTER_REASONS)
     for p in range(settings.kafka.partitions):
         dead.update(r.reason for r in session.execute(dl, (topic, p)))
-    workload = _workload(console)
+    workload, workload_partial = _workload(console, since, now)
     drift = [
         {
             "detected_at": _utc(r.detected_at),
@@ -86,7 +88,7 @@ def build(alerts: AlertStore, console: ConsoleStore, settings: Any, topic: str, 
         )
     ]
     drift.sort(key=lambda d: d["detected_at"] or now, reverse=True)
-    caught = _caught(session)
+    caught, caught_partial = _caught(session)
     d = Dashboard(
         hours,
         total,
@@ -99,6 +101,8 @@ def build(alerts: AlertStore, console: ConsoleStore, settings: Any, topic: str, 
         drift[:10],
         caught,
         _stream(settings, topic),
+        workload_partial=workload_partial,
+        caught_partial=caught_partial,
     )
     d.charts = {
         "volume": charts.series(
@@ -122,11 +126,25 @@ def build(alerts: AlertStore, console: ConsoleStore, settings: Any, topic: str, 
     return d
 
 
-def _workload(console: ConsoleStore) -> list[dict[str, Any]]:
+WORKLOAD_ACTIONS = 5_000
+"""Audit rows a dashboard reads for the workload: the window's newest (its cost follows
+this, not the actions ever logged)."""
+CAUGHT_LABELS = 10_000
+"""Labels a dashboard reads for frauds caught (``labels`` has no time order to page by)."""
+
+
+def _workload(console: ConsoleStore, since: datetime, now: datetime) -> tuple[list[dict[str, Any]], bool]:
+    """Per analyst, the cases worked in the window (from the audit log's newest
+    :data:`WORKLOAD_ACTIONS` rows of it) as they stand now: open (not closed), closed in
+    the window, and the median minutes from first opening to disposition; and whether
+    the window held more actions than were read."""
+    actions, partial = console.audit_between(since, now, WORKLOAD_ACTIONS)
     per: dict[str, dict[str, Any]] = defaultdict(lambda: {"open": 0, "closed": 0, "minutes": []})
-    for c in console.cases().values():
+    for c in console.cases_of(a.alert_id for a in actions).values():
         who = c.assignee or c.updated_by or "-"
         if c.status == "closed":
+            if c.updated_at is not None and c.updated_at < since:
+                continue  # closed before the window, touched since (a comment): not this window's
             per[who]["closed"] += 1
             if c.disposition and c.opened_at and c.updated_at:
                 per[who]["minutes"].append((c.updated_at - c.opened_at).total_seconds() / 60)
@@ -140,17 +158,20 @@ def _workload(console: ConsoleStore) -> list[dict[str, Any]]:
             "median_minutes": statistics.median(v["minutes"]) if v["minutes"] else None,
         }
         for k, v in sorted(per.items())
-    ]
+    ], partial
 
 
-def _caught(session) -> list[dict[str, Any]]:
+def _caught(session) -> tuple[list[dict[str, Any]], bool]:
     """Per fraud scenario of the labels received: how many the stream flagged (each
-    fraud's decision read by txn id: the cost follows the labelled frauds)."""
+    fraud's decision read by txn id), from at most :data:`CAUGHT_LABELS` labels, and
+    whether more were left unread (``labels`` is keyed by txn id alone, so the first
+    ones read are a sample in token order, not the newest)."""
     from cassandra.concurrent import execute_concurrent_with_args
 
     from txmon.webapp.console.queries import _prep
 
-    frauds = [(r.txn_id, r.scenario or "unknown") for r in session.execute(cql.LABELS, timeout=60) if r.is_fraud]
+    read = list(session.execute(_prep(session, cql.LABELS_FIRST), (CAUGHT_LABELS + 1,), timeout=60))
+    frauds = [(r.txn_id, r.scenario or "unknown") for r in read[:CAUGHT_LABELS] if r.is_fraud]
     stmt = _prep(session, cql.SCORED_DECISION)
     results = execute_concurrent_with_args(session, stmt, [(t,) for t, _ in frauds], concurrency=64)
     per: dict[str, list[int]] = defaultdict(lambda: [0, 0])
@@ -163,7 +184,7 @@ def _caught(session) -> list[dict[str, Any]]:
     return [
         {"scenario": k, "frauds": n, "flagged": c, "share": c / n if n else 0.0}
         for k, (n, c) in sorted(per.items(), key=lambda kv: -kv[1][0])
-    ]
+    ], len(read) > CAUGHT_LABELS
 
 
 def _stream(settings: Any, topic: str) -> dict[str, Any]:

@@ -28,6 +28,8 @@ PAGE_SIZE = 25
 MAX_DAYS = 31
 PAYEE_SCAN = 100  # alerts to the same masked payee read on a case page (then matched on the clear payee)
 ACCOUNT_ALERTS = 20  # other alerts of the account (and of the payee) a case page shows
+RECENT_TXNS = 20  # the account's scored transactions up to the alert a case page shows
+HISTORY_PAGE = 100  # actions of a case shown at once (older ones a page at a time)
 SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 
 
@@ -178,12 +180,29 @@ def _matches(r: dict[str, Any], f: QueueFilter) -> bool:
     )
 
 
-def _worked_rows(alerts: AlertStore, console: ConsoleStore, f: QueueFilter) -> list[dict[str, Any]]:
-    """Queue rows of the worked cases with status ``f.status`` (assigned, escalated,
-    closed: only cases an analyst touched can have them), in queue order."""
-    from txmon.alerting.contract import alert_day
+WORKED_ACTIONS = 2_000
+"""Audit rows a worked view (assigned, escalated, closed) reads to find its cases."""
+WORKED_AFTER_DAYS = 31
+"""How long after the range's last day the actions that worked its alerts are looked for."""
 
-    wanted = [i for i, c in console.cases().items() if c.status == f.status]
+
+def _worked_rows(
+    alerts: AlertStore, console: ConsoleStore, f: QueueFilter, now: datetime
+) -> tuple[list[dict[str, Any]], bool]:
+    """Queue rows of the worked cases with status ``f.status`` (assigned, escalated,
+    closed: only cases an analyst touched can have them), in queue order, and whether
+    some may be missing. The cases are those the audit log's newest
+    :data:`WORKED_ACTIONS` rows touched between the range's first day and
+    :data:`WORKED_AFTER_DAYS` after its last (or now): the read follows that bound, not
+    every case ever worked."""
+    from txmon.alerting.contract import DAY_TZ, alert_day
+
+    assert f.day_from is not None and f.day_to is not None
+    since = datetime.combine(f.day_from, datetime.min.time(), DAY_TZ)
+    until = min(now, datetime.combine(f.day_to + timedelta(days=WORKED_AFTER_DAYS + 1), datetime.min.time(), DAY_TZ))
+    actions, partial = console.audit_between(since, until, WORKED_ACTIONS)
+    states = console.cases_of(a.alert_id for a in actions)
+    wanted = [i for i, c in states.items() if c.status == f.status]
     days = set(f.days())
     rows: list[dict[str, Any]] = []
     for a in alerts.load_alerts(wanted):
@@ -206,7 +225,7 @@ def _worked_rows(alerts: AlertStore, console: ConsoleStore, f: QueueFilter) -> l
             }
         )
     rows.sort(key=_order)
-    return rows
+    return rows, partial
 
 
 def queue(alerts: AlertStore, console: ConsoleStore, f: QueueFilter) -> QueuePage:
@@ -246,13 +265,17 @@ def queue(alerts: AlertStore, console: ConsoleStore, f: QueueFilter) -> QueuePag
                     break
         settle()
     else:
-        found = [r for r in _worked_rows(alerts, console, f) if _matches(r, f)]
+        worked, partial = _worked_rows(alerts, console, f, datetime.now(UTC))
+        found = [r for r in worked if _matches(r, f)]
         states = console.cases_of(r["alert_id"] for r in found)
+        exhausted = not partial
     if exhausted:
         total: int | None = len(found)
         pages = max(1, -(-len(found) // PAGE_SIZE))
-    else:
+    elif f.status in ("active", "open", "all"):
         total, pages = None, f.page + 1
+    else:  # a worked view that hit its bound: all it found is paged, "N+" says there may be more
+        total, pages = None, max(1, -(-len(found) // PAGE_SIZE))
     page = min(f.page, pages)
     chosen = found[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
     out = []
@@ -355,6 +378,8 @@ class CaseView:
     contact: Any
     label: Any
     payee_frauds: int = 0
+    recent: list[Any] = field(default_factory=list)  # infra.readback.AccountTxn, newest first
+    older_actions: Any = None  # the ``at`` of the oldest action shown when older ones exist
 
 
 _TXN_COLUMNS = (
@@ -391,10 +416,18 @@ _SCORED_COLUMNS = (
 )
 
 
-def case_view(alerts: AlertStore, console: ConsoleStore, alert_id: uuid.UUID, around_days: int = 3) -> CaseView | None:
+def case_view(
+    alerts: AlertStore,
+    console: ConsoleStore,
+    alert_id: uuid.UUID,
+    around_days: int = 3,
+    actions_before: uuid.UUID | None = None,
+) -> CaseView | None:
     """Everything the case page shows. Other alerts of the account and payee are looked for
     within ``around_days`` of the alert's event (the newest first, at most
-    :data:`ACCOUNT_ALERTS` and :data:`PAYEE_SCAN`)."""
+    :data:`ACCOUNT_ALERTS` and :data:`PAYEE_SCAN`); the account's scored transactions up
+    to the alert, newest first, at most :data:`RECENT_TXNS`; the case's actions, the
+    :data:`HISTORY_PAGE` newest (before the action ``actions_before``, for older pages)."""
     from txmon.alerting.contract import alert_parties
 
     alert = alerts.load_alert(alert_id)
@@ -420,15 +453,18 @@ def case_view(alerts: AlertStore, console: ConsoleStore, alert_id: uuid.UUID, ar
         except ValueError:
             top = []
     windows: dict[str, list[Any]] = {}
+    recent: list[Any] = []
     if txn and txn.get("payer_account"):
-        from txmon.infra.readback import account_windows
+        from txmon.infra.readback import account_transactions, account_windows
 
-        since = (alert.event_time - timedelta(hours=2)).replace(tzinfo=None)
+        event_utc = _utc(alert.event_time).astimezone(UTC).replace(tzinfo=None)  # naive UTC, as stored
+        since = event_utc - timedelta(hours=2)
         for kind in ("tumble_5m", "slide_1h"):
             try:
-                windows[kind] = account_windows(session, txn["payer_account"], kind, since=since)[:6]
+                windows[kind] = account_windows(session, txn["payer_account"], kind, since=since, until=event_utc)[:6]
             except Exception:  # noqa: BLE001 - a case without windows still shows the rest
                 windows[kind] = []
+        recent = account_transactions(session, txn["payer_account"], event_utc, RECENT_TXNS)
     # Related alerts: bounded reads of alerts_by_party, within around_days of the alert.
     lo = (alert.event_time - timedelta(days=around_days)).astimezone(UTC).replace(tzinfo=None)
     hi = (alert.event_time + timedelta(days=around_days)).astimezone(UTC).replace(tzinfo=None)
@@ -460,6 +496,8 @@ def case_view(alerts: AlertStore, console: ConsoleStore, alert_id: uuid.UUID, ar
         )
     contact = alerts.contact(txn["payer_account"]) if txn and txn.get("payer_account") else None
     state = console.case(alert_id) or CaseState(alert_id, "open", None, None, None, None)
+    actions = console.actions(alert_id, HISTORY_PAGE + 1, before=actions_before)
+    older = actions[1].stamp if len(actions) > HISTORY_PAGE else None
     return CaseView(
         alert,
         state,
@@ -469,10 +507,12 @@ def case_view(alerts: AlertStore, console: ConsoleStore, alert_id: uuid.UUID, ar
         windows,
         account_alerts[:ACCOUNT_ALERTS],
         payee_alerts[:ACCOUNT_ALERTS],
-        console.actions(alert_id),
+        actions[-HISTORY_PAGE:],
         contact,
         console.label(alert_id),
         payee_frauds,
+        recent,
+        older,
     )
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, overload
 
+from txmon.infra import statements as cql
+
 ROLES = ("viewer", "analyst", "supervisor", "admin")
 """Console roles, least to most allowed (webapp.console.auth decides what each may do)."""
 
@@ -27,6 +29,36 @@ def _utc(t: datetime) -> datetime: ...
 def _utc(t: None) -> None: ...
 def _utc(t: datetime | None) -> datetime | None:
     return t.replace(tzinfo=UTC) if t is not None and t.tzinfo is None else t
+
+
+_UNIX = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)  # a version-1 UUID counts 100-ns intervals: 10 a microsecond
+_UUID_EPOCH = 0x01B21DD213814000  # 100-ns intervals from 1582-10-15 (the UUID epoch) to 1970-01-01
+
+
+def timeuuid(ticks: int) -> uuid.UUID:
+    """The version-1 (time) UUID of ``ticks`` 100-ns intervals after the Unix epoch, with a
+    random clock sequence and node, built with integers so one tick apart stays apart.
+
+    >>> u = timeuuid(17_000_000_000_000_001)
+    >>> u.version, u.variant == uuid.RFC_4122, u.time - 0x01B21DD213814000
+    (1, True, 17000000000000001)
+    """
+    import secrets
+
+    t = ticks + _UUID_EPOCH
+    clock_seq = secrets.randbits(14)
+    node = secrets.randbits(48) | 0x010000000000  # the multicast bit: no real network card's address
+    return uuid.UUID(
+        fields=(
+            t & 0xFFFFFFFF,
+            (t >> 32) & 0xFFFF,
+            ((t >> 48) & 0x0FFF) | 0x1000,
+            0x80 | (clock_seq >> 8),
+            clock_seq & 0xFF,
+            node,
+        )
+    )
 
 
 def token_hash(token: str) -> str:
@@ -69,6 +101,7 @@ class Action:
     role: str
     action: str
     detail: dict[str, Any]
+    stamp: uuid.UUID | None = None  # the row's timeuuid: where an older page of history starts
 
 
 @dataclass(frozen=True)
@@ -91,10 +124,10 @@ class ConsoleStore:
 
         self.session = session
         self._stamp_lock = threading.Lock()
-        self._last_stamp = 0.0
+        self._last_tick = 0
 
-        def p(cql: str, serial: bool = False) -> Any:
-            stmt = session.prepare(cql)
+        def p(statement: str, serial: bool = False) -> Any:
+            stmt = session.prepare(statement)
             # A majority both ways: an action is recorded once most replicas have it, and
             # the next page read by another analyst sees it.
             stmt.consistency_level = ConsistencyLevel.LOCAL_QUORUM
@@ -119,9 +152,6 @@ class ConsoleStore:
             "SELECT alert_id, status, assignee, disposition, updated_at, updated_by, opened_at "
             "FROM case_state WHERE alert_id = ?"
         )
-        self._cases = p(
-            "SELECT alert_id, status, assignee, disposition, updated_at, updated_by, opened_at FROM case_state"
-        )
         self._cases_in = p(
             "SELECT alert_id, status, assignee, disposition, updated_at, updated_by, opened_at "
             "FROM case_state WHERE alert_id IN ?"
@@ -137,8 +167,10 @@ class ConsoleStore:
         self._add_audit = p(
             "INSERT INTO console_audit (day, at, actor, role, action, alert_id, detail) VALUES (?, ?, ?, ?, ?, ?, ?)"
         )
-        self._actions = p("SELECT alert_id, at, actor, role, action, detail FROM case_actions WHERE alert_id = ?")
-        self._audit_day = p("SELECT alert_id, at, actor, role, action, detail FROM console_audit WHERE day = ?")
+        self._actions = p(cql.CASE_ACTIONS)  # one page, newest first
+        self._actions_before = p(cql.CASE_ACTIONS_BEFORE)
+        self._audit_day = p(cql.AUDIT_OF_DAY)
+        self._audit_between = p(cql.AUDIT_BETWEEN)
         self._claim = p(
             "INSERT INTO case_labels (alert_id, label_id, txn_id, is_fraud, scenario, label_time, "
             "claimed_by) VALUES (?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS",
@@ -208,17 +240,12 @@ class ConsoleStore:
         return self._case_from(r) if r is not None else None
 
     def cases_of(self, alert_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, CaseState]:
-        """The worked cases among ``alert_ids`` (one IN query: a queue page's few dozen),
-        without reading every case."""
+        """The worked cases among ``alert_ids`` (IN queries of at most 100 ids, sent at
+        once: a queue page's few dozen, or the cases an audit window touched), without
+        reading every case."""
         ids = list(dict.fromkeys(alert_ids))
-        if not ids:
-            return {}
-        return {r.alert_id: self._case_from(r) for r in self.session.execute(self._cases_in, (ids,))}
-
-    def cases(self) -> dict[uuid.UUID, CaseState]:
-        """Every worked case (alerts nobody touched have no row). Read whole: it holds only
-        what analysts acted on, far fewer rows than alerts."""
-        return {r.alert_id: self._case_from(r) for r in self.session.execute(self._cases)}
+        futures = [self.session.execute_async(self._cases_in, (ids[i : i + 100],)) for i in range(0, len(ids), 100)]
+        return {r.alert_id: self._case_from(r) for f in futures for r in f.result()}
 
     def put_case(
         self, alert_id: uuid.UUID, status: str, assignee: str | None, disposition: str | None, at: datetime, by: str
@@ -233,13 +260,13 @@ class ConsoleStore:
         self, alert_id: uuid.UUID, actor: str, role: str, action: str, detail: dict[str, Any], at: datetime
     ) -> None:
         """Append one action to the case's history and to the day's audit log."""
-        from cassandra.util import uuid_from_time
-
         # Strictly increasing stamps from this process, so actions recorded in one
         # millisecond (a disposition and its label) keep the order they happened in.
+        # Counted in whole 100-ns ticks: a float of seconds plus 1e-6 could round two
+        # stamps onto the same tick, and then Cassandra ordered them by their random bits.
         with self._stamp_lock:
-            self._last_stamp = max(at.timestamp(), self._last_stamp + 1e-6)
-            stamp = uuid_from_time(self._last_stamp)
+            self._last_tick = max((at - _UNIX) // _US * 10, self._last_tick + 1)
+            stamp = timeuuid(self._last_tick)
         text = json.dumps(detail, sort_keys=True, default=str)
         self.session.execute(self._add_action, (alert_id, stamp, actor, role, action, text))
         self.session.execute(self._add_audit, (at.astimezone(UTC).date(), stamp, actor, role, action, alert_id, text))
@@ -255,13 +282,43 @@ class ConsoleStore:
             r.role,
             r.action,
             json.loads(r.detail or "{}"),
+            r.at,
         )
 
-    def actions(self, alert_id: uuid.UUID) -> list[Action]:
-        return [self._action_from(r) for r in self.session.execute(self._actions, (alert_id,))]
+    def actions(self, alert_id: uuid.UUID, limit: int = 100, before: uuid.UUID | None = None) -> list[Action]:
+        """The case's ``limit`` newest actions (before the action ``before``, for an older
+        page), oldest first."""
+        if before is None:
+            rows = self.session.execute(self._actions, (alert_id, limit))
+        else:
+            rows = self.session.execute(self._actions_before, (alert_id, before, limit))
+        return [self._action_from(r) for r in rows][::-1]
 
-    def audit_day(self, day: date) -> list[Action]:
-        return [self._action_from(r) for r in self.session.execute(self._audit_day, (day,))]
+    def audit_day(self, day: date, limit: int = 1000) -> list[Action]:
+        """The day's ``limit`` newest audit rows, newest first."""
+        return [self._action_from(r) for r in self.session.execute(self._audit_day, (day, limit))]
+
+    def audit_between(self, since: datetime, until: datetime, limit: int) -> tuple[list[Action], bool]:
+        """The audit rows from ``since`` to ``until``, newest first, at most ``limit``, and
+        whether older ones were left unread. The UTC days' partitions are read newest day
+        first, a few at once, until ``limit`` rows are in: the cost follows ``limit``, not
+        the actions logged."""
+        first, day = since.astimezone(UTC).date(), until.astimezone(UTC).date()
+        days = []
+        while day >= first:
+            days.append(day)
+            day -= timedelta(days=1)
+        out: list[Action] = []
+        for i in range(0, len(days), 4):
+            futures = [
+                self.session.execute_async(self._audit_between, (d, since, until, limit + 1 - len(out)))
+                for d in days[i : i + 4]
+            ]
+            for future in futures:  # newest day first, each newest first
+                out.extend(self._action_from(r) for r in future.result())
+            if len(out) > limit:
+                return out[:limit], True
+        return out, False
 
     # ----------------------------------------------------------------- labels
     def claim_label(self, claim: LabelClaim) -> tuple[bool, LabelClaim]:

@@ -228,10 +228,10 @@ def console_router(
 
     # -------------------------------------------------------------- case
     @router.get("/cases/{alert_id}", response_class=HTMLResponse)
-    def case_page(request: Request, alert_id: uuid.UUID) -> Response:
+    def case_page(request: Request, alert_id: uuid.UUID, before: uuid.UUID | None = None) -> Response:
         s = need(request)
         alerts, store = backend.stores()
-        view = queries.case_view(alerts, store, alert_id)
+        view = queries.case_view(alerts, store, alert_id, actions_before=before)
         if view is None:
             return refused(request, s, "no such alert", 404)
         if auth.allowed(s.role, "work") and view.state.opened_at is None:
@@ -321,39 +321,62 @@ def console_router(
         alerts, store = backend.stores()
         hours = min(max(hours, 1), 24 * 31)
         d = dashboard.build(alerts, store, settings, backend.stream_topic, hours, clock())
-        return render(request, "dashboard.html", user=s, can=_can(s), d=d)
+        return render(
+            request,
+            "dashboard.html",
+            user=s,
+            can=_can(s),
+            d=d,
+            workload_actions=dashboard.WORKLOAD_ACTIONS,
+            caught_labels=dashboard.CAUGHT_LABELS,
+        )
 
-    def insights_response(request: Request, s: Session, account: str | None, error: str = "") -> Response:
+    def insights_response(
+        request: Request, s: Session, account: str | None, error: str = "", segment: str | None = None
+    ) -> Response:
         from txmon.webapp.console import insights
 
         clear = auth.allowed(s.role, "see_clear")
-        data = None
-        if account:
-            alerts, _ = backend.stores()
-            data = insights.build(
-                alerts.session, account, clock(), lambda k: queries.present(k, "vpa" if "@" in k else "account", clear)
-            )
-        from txmon.spark_jobs.spending_insights import ALL_ACCOUNTS
+        alerts, _ = backend.stores()
+        session = alerts.session
 
-        shown = "all accounts" if account == ALL_ACCOUNTS else queries.present(account, "account", clear)
+        def show_payee(k: str) -> str:
+            return queries.present(k, "vpa" if "@" in k else "account", clear)
+
+        data, shown = None, ""
+        if segment:
+            data = insights.build_segment(session, segment, clock(), show_payee)
+            shown = insights.segment_label(segment)
+        elif account:
+            data = insights.build(session, account, clock(), show_payee)
+            shown = queries.present(account, "account", clear)
         return render(
-            request, "insights.html", user=s, can=_can(s), i=data, error=error, shown_account=shown if account else ""
+            request,
+            "insights.html",
+            user=s,
+            can=_can(s),
+            i=data,
+            error=error,
+            shown_account=shown,
+            segments=insights.segments(session),
+            segment=segment or "",
         )
 
     @router.get("/insights", response_class=HTMLResponse)
     def insights_page(request: Request, alert: uuid.UUID | None = None, segment: str = "") -> Response:
-        # By alert id, so no account number travels in a URL (logs, history, referrers).
-        s = need(request)
-        if segment == "all":
-            from txmon.spark_jobs.spending_insights import ALL_ACCOUNTS
+        # By alert id, so no account number travels in a URL (logs, history, referrers);
+        # a segment names no one and may.
+        from txmon.webapp.console import insights
 
-            return insights_response(request, s, ALL_ACCOUNTS)
+        s = need(request)
+        if segment:
+            if not insights.SEGMENT.fullmatch(segment):
+                return insights_response(request, s, None, "no such segment")
+            return insights_response(request, s, None, segment=segment)
         account = None
         if alert is not None:
             alerts, _ = backend.stores()
-            from txmon.webapp.console.insights import account_of_alert
-
-            account = account_of_alert(alerts.session, alerts, alert)
+            account = insights.account_of_alert(alerts.session, alerts, alert)
             if account is None:
                 return insights_response(request, s, None, "no transaction found for that alert")
         return insights_response(request, s, account)
