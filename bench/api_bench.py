@@ -16,7 +16,9 @@ run:
 
 Then a paced step (``--rate`` requests/s, open loop over 32 connections) for the latency
 at a fixed load. The client shares the machine's cores with the server and the stack:
-its own cost is in every figure (compare /healthz).
+its own cost is in every figure (compare /healthz). Each step also reports the CPU spent
+per request by the server's processes, Cassandra and the client (``psutil``): on a shared
+machine requests/s follow the neighbours' load, CPU per request much less.
 
     .venv/bin/python -m txmon.bench.api_bench                    # 2 workers, 10 s per step
     .venv/bin/python -m txmon.bench.api_bench --workers 1 --seconds 5
@@ -221,7 +223,14 @@ async def _drive(
     await asyncio.gather(*(worker(w) for w in range(clients)))
     elapsed = time.perf_counter() - start
     p50, p95, p99 = _quantiles(latencies)
-    return {"rps": len(latencies) / elapsed, "p50": p50, "p95": p95, "p99": p99, "errors": errors}
+    return {
+        "rps": len(latencies) / elapsed,
+        "p50": p50,
+        "p95": p95,
+        "p99": p99,
+        "errors": errors,
+        "requests": len(latencies),
+    }
 
 
 def _run(coro):
@@ -282,6 +291,43 @@ def _warm_up(url: str, headers: dict, events: list[bytes], timeout: float = 300)
         streak = streak + 1 if ok else 0
 
 
+class _CpuMeter:
+    """CPU per request of each step by where it was spent: the server's processes (the
+    ``txmon api`` supervisor and its workers), Cassandra, and this client. The machine is
+    shared, so requests/s move with the neighbours' load; CPU per request mostly does not,
+    and on 2 cores ``2000 / (all ms per request)`` is the most requests/s it could carry."""
+
+    def __init__(self, settings, server_pid: int) -> None:
+        import psutil
+
+        from txmon.bench.memory import stack_processes
+
+        self.server = psutil.Process(server_pid)
+        self.cassandra = [p for name, procs in stack_processes(settings).items() if "cassandra" in name for p in procs]
+
+    @staticmethod
+    def _seconds(procs) -> float:
+        import psutil
+
+        total = 0.0
+        for p in procs:
+            try:
+                c = p.cpu_times()
+                total += c.user + c.system
+            except psutil.Error:  # gone: its share is lost, not the step
+                pass
+        return total
+
+    def measure(self, coro) -> dict:
+        server = [self.server, *self.server.children(recursive=True)]
+        before = (self._seconds(server), self._seconds(self.cassandra), time.process_time())
+        row = _run(coro)
+        after = (self._seconds(server), self._seconds(self.cassandra), time.process_time())
+        n = max(row["requests"], 1)
+        spent = [1000 * (b - a) / n for a, b in zip(before, after)]
+        return {**row, "server_ms": spent[0], "cassandra_ms": spent[1], "client_ms": spent[2]}
+
+
 def run(workers: int, seconds: float, rate: float, registry: Path | None = None) -> list[dict]:
     from txmon.infra.cassandra_schema import apply_schema
     from txmon.infra.settings import load_settings
@@ -307,26 +353,27 @@ def run(workers: int, seconds: float, rate: float, registry: Path | None = None)
     try:
         _wait_healthy(base, child, log)
         _warm_up(f"{base}/v1/score", headers, events)
+        cpu = _CpuMeter(settings, child.pid)
         for clients in CONCURRENCY:
             rows.append(
                 {
                     "step": "GET /healthz",
                     "clients": clients,
-                    **_run(_drive(f"{base}/healthz", {}, None, clients, seconds)),
+                    **cpu.measure(_drive(f"{base}/healthz", {}, None, clients, seconds)),
                 }
             )
             rows.append(
                 {
                     "step": "POST /v1/score",
                     "clients": clients,
-                    **_run(_drive(f"{base}/v1/score", headers, events, clients, seconds)),
+                    **cpu.measure(_drive(f"{base}/v1/score", headers, events, clients, seconds)),
                 }
             )
         rows.append(
             {
                 "step": f"POST /v1/score at {rate:g}/s",
                 "clients": 32,
-                **_run(_drive(f"{base}/v1/score", headers, events, 32, seconds, rate=rate)),
+                **cpu.measure(_drive(f"{base}/v1/score", headers, events, 32, seconds, rate=rate)),
             }
         )
     finally:
@@ -350,14 +397,16 @@ def _revoke(settings, key_id: str) -> None:
 
 
 def format_table(rows: list[dict]) -> str:
+    """The rows as a table; CPU ms per request (server, Cassandra, client) where measured."""
     lines = [
-        "| step | clients | requests/s | p50 ms | p95 ms | p99 ms | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| step | clients | requests/s | p50 ms | p95 ms | p99 ms | errors | CPU ms/request: server, Cassandra, client |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
+        cpu = f"{r['server_ms']:.2f}, {r['cassandra_ms']:.2f}, {r['client_ms']:.2f}" if "server_ms" in r else "-"
         lines.append(
             f"| {r['step']} | {r['clients']} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p95']:.2f} | "
-            f"{r['p99']:.2f} | {r['errors']} |"
+            f"{r['p99']:.2f} | {r['errors']} | {cpu} |"
         )
     return "\n".join(lines)
 
@@ -390,6 +439,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{clients:>2} clients: score / healthz requests/s {score['rps'] / health['rps']:.2f}; "
             f"score p50 / in-process p50 {score['p50'] / floor['p50']:.1f}x"
         )
+        if "server_ms" in score:
+            total = score["server_ms"] + score["cassandra_ms"] + score["client_ms"]
+            print(
+                f"{clients:>2} clients: {total:.2f} ms CPU per scored request (server {score['server_ms']:.2f}, "
+                f"Cassandra {score['cassandra_ms']:.2f}, client {score['client_ms']:.2f}): "
+                f"at most {1000 * (os.cpu_count() or 1) / total:,.0f} requests/s on {os.cpu_count()} cores"
+            )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     return 0

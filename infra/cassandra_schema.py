@@ -85,11 +85,16 @@ def open_cluster(
     consistency: str = "LOCAL_ONE",
     datacenter: str | None = None,
     credential: Credential | None = None,
+    compression: bool = True,
 ):
     """A driver Cluster with txmon's settings: token-aware local policy, protocol v5,
     the configured consistency (LOCAL_QUORUM on a multi-node cluster with RF 3), logged
     in as ``credential`` (default: the application role from the environment).
-    Every connection the project makes (CLI, tests, Spark sinks) is built here."""
+    Every connection the project makes (CLI, tests, Spark sinks) is built here.
+
+    ``compression``: the driver's default, LZ4 on every message. The scoring API turns
+    it off: its messages are a few hundred bytes, and compressing each one in Python's
+    driver cost its worker more CPU than the bytes saved."""
     # The Cassandra driver is slow to import: loaded on first connection, not by every command importing this module.
     from cassandra import ConsistencyLevel
     from cassandra.auth import PlainTextAuthProvider
@@ -115,6 +120,7 @@ def open_cluster(
         # against delayed ACKs) where a probe saw p50 2 ms, and micro-batches at 1,000 tx/s
         # took 1.10 s instead of 0.90 (docs/performance.md).
         sockopts=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+        compression=compression,
     )
 
 

@@ -32,6 +32,7 @@ import pandas as pd
 from scipy.special import expit
 
 from txmon.models.features import FEATURES
+from txmon.models.lockstep import LOCKSTEP_ROWS, LockstepTrees
 
 __all__ = [
     "LOG_FEATURES",
@@ -125,11 +126,29 @@ class ForestPaths:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """The forest's anomaly score (higher = more unusual) of each row of a FEATURES matrix."""
-        x32 = np.asarray(self.prepare.transform(x), dtype=np.float32)  # as sklearn's validate_data
-        depths = np.zeros(len(x32), order="F")
-        for tree, features, leaf_depth in self.trees:
-            depths += leaf_depth[tree.apply(x32 if features is None else x32[:, features])]
+        x32 = self.forest_input(x)
+        if len(x32) <= LOCKSTEP_ROWS:
+            depths = self._lockstep().total(x32)
+        else:
+            depths = np.zeros(len(x32), order="F")
+            for tree, features, leaf_depth in self.trees:
+                depths += leaf_depth[tree.apply(x32 if features is None else x32[:, features])]
         return 2 ** -np.divide(depths, self.denominator, out=np.ones_like(depths), where=self.denominator != 0)
+
+    def forest_input(self, x: np.ndarray) -> np.ndarray:
+        """What the trees compare: the pipeline's transforms, then float32 (as sklearn's
+        validate_data). signed_log1p is called directly when it is the only transform: the
+        Pipeline's own transform costs more than the function on one row."""
+        step = self.prepare[0] if len(self.prepare) == 1 else None
+        if step is not None and getattr(step, "func", None) is signed_log1p and not getattr(step, "kw_args", None):
+            return np.asarray(signed_log1p(x), dtype=np.float32)
+        return np.asarray(self.prepare.transform(x), dtype=np.float32)
+
+    def _lockstep(self) -> LockstepTrees:
+        walk = self.__dict__.get("_walk")
+        if walk is None:
+            walk = self.__dict__["_walk"] = LockstepTrees.of_forest(self)
+        return walk
 
 
 @dataclass(eq=False)
@@ -195,7 +214,7 @@ class ModelBundle:
         if len(x) == 0:
             return np.zeros(0)
         a, b = self.platt
-        p = expit(a * self.classifier.decision_function(x) + b)
+        p = expit(a * self._decision(x) + b)
         if self.linear is not None and self.linear_weight > 0:
             w = self.linear_weight
             p = (1.0 - w) * p + w * self.linear.probability(x)
@@ -209,6 +228,16 @@ class ModelBundle:
         grid = np.linspace(0.0, 1.0, len(self.anomaly_reference))
         return np.interp(raw, self.anomaly_reference, grid)
 
+    def _decision(self, x: np.ndarray) -> np.ndarray:
+        """The boosting's ``decision_function``: walked in lockstep for a few rows."""
+        if len(x) <= LOCKSTEP_ROWS:
+            if "_walk" not in self.__dict__:
+                self.__dict__["_walk"] = LockstepTrees.of_classifier(self.classifier)
+            walk = self.__dict__["_walk"]
+            if walk is not None:
+                return walk.total(np.asarray(x, dtype=np.float64))
+        return self.classifier.decision_function(x)
+
     def _forest_paths(self) -> ForestPaths:
         # Built on first use in each process (an executor after unpickling the broadcast);
         # never pickled with the bundle (__getstate__).
@@ -218,7 +247,7 @@ class ModelBundle:
         return paths
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "_paths"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_paths", "_walk")}
 
     def score(self, frame) -> tuple[np.ndarray, np.ndarray]:
         """(fraud_probability, anomaly), each in [0, 1], one per row of ``frame`` (pandas or Arrow)."""
@@ -233,7 +262,10 @@ class ModelBundle:
         have *lowered* the probability (drop > 0) are reported. One batched prediction
         over rows x candidate features; meant for flagged rows.
         """
-        x = self.matrix(frame)
+        return self.explain_matrix(self.matrix(frame), top_k)
+
+    def explain_matrix(self, x: np.ndarray, top_k: int = 3) -> list[list[tuple[str, float]]]:
+        """:meth:`explain` of a FEATURES matrix (the scoring API's one row, without a frame)."""
         n, d = x.shape
         if n == 0 or top_k <= 0:
             return [[] for _ in range(n)]

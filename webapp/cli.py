@@ -4,6 +4,9 @@ infra/cli.py. Every option can also be set as a ``TXMON_API__<NAME>`` variable."
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
@@ -62,17 +65,39 @@ def serve(
         f"txmon API on {scheme}://{host}:{port} ({workers} worker{'s' if workers > 1 else ''}); "
         f"docs at {scheme}://{host}:{port}/docs"
     )
-    uvicorn.run(
-        "txmon.webapp.app:app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level="warning",
-        access_log=False,
-        ssl_certfile=ssl_certfile,
-        ssl_keyfile=ssl_keyfile,
-    )
+    with _shared_metrics_dir(workers):
+        uvicorn.run(
+            "txmon.webapp.app:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="warning",
+            access_log=False,
+            ssl_certfile=ssl_certfile,
+            ssl_keyfile=ssl_keyfile,
+        )
+
+
+@contextmanager
+def _shared_metrics_dir(workers: int):
+    """With several workers, an empty directory for their metrics files
+    (webapp/api/metrics.py), set in the environment the workers inherit and removed when
+    the server stops: a scrape of any worker then counts every worker's requests. One
+    worker counts in memory. An operator's own PROMETHEUS_MULTIPROC_DIR is kept as it is
+    (prometheus_client asks for it to be emptied before each start)."""
+    from txmon.webapp.api.metrics import MULTIPROCESS_ENV
+
+    if workers < 2 or os.environ.get(MULTIPROCESS_ENV):
+        yield
+        return
+    path = tempfile.mkdtemp(prefix="txmon-api-metrics-")
+    os.environ[MULTIPROCESS_ENV] = path
+    try:
+        yield
+    finally:
+        os.environ.pop(MULTIPROCESS_ENV, None)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _store():

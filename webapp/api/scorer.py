@@ -25,6 +25,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -79,7 +80,7 @@ class CompiledRules:
     ruleset: RuleSet
     conditions: tuple[tuple[Any, Any], ...]  # (rule, evaluator) of the active rules, in file order
 
-    @property
+    @cached_property
     def by_id(self) -> dict:
         return {r.id: r for r in self.ruleset.rules}
 
@@ -344,32 +345,50 @@ class Scorer:
 
     def loaded(self) -> bool:
         """True if scoring now reads no file and loads no model: a request then costs
-        about a millisecond of CPU and can be scored on the event loop; a reload (seconds
+        under a millisecond of CPU and can be scored on the event loop; a reload (seconds
         for a champion) belongs in a thread."""
-        return self.rules.loaded() and self.champion.loaded()
+        return self.current() is not None
 
-    def score(self, event: TransactionEvent, profiles: Profiles) -> Verdict:
+    def current(self) -> tuple[CompiledRules, str, ModelBundle | None] | None:
+        """(rules, model version, champion) to score with if neither file changed since they
+        were loaded, else None (then :meth:`score` without them reloads, in a thread). Passed
+        on to :meth:`score`, each file is looked at once per request, not twice."""
+        rules = self.rules.current
+        if rules is None or not self.rules.loaded() or not self.champion.loaded():
+            return None
+        return rules, self.champion.version, self.champion.bundle
+
+    def score(
+        self,
+        event: TransactionEvent,
+        profiles: Profiles,
+        current: tuple[CompiledRules, str, ModelBundle | None] | None = None,
+    ) -> Verdict:
+        """The verdict of ``event`` on ``profiles``; ``current``: :meth:`current`'s answer
+        (default: the rules and champion as they are now, reloaded if their files changed)."""
         from txmon.models.risk import decisions, risk_scores
         from txmon.spark_jobs.detection import alert_reasons
 
-        compiled = self.rules.get()
-        version, bundle = self.champion.get()
+        if current is None:
+            compiled = self.rules.get()
+            version, bundle = self.champion.get()
+        else:
+            compiled, version, bundle = current
         row = feature_row(event, profiles)
         fired = [rule.id for rule, condition in compiled.conditions if condition(row) is True]
         rule_score = min(sum(float(r.score) for r, c in compiled.conditions if r.id in fired), 100.0)
+        x = np.array([[row[f] for f in FEATURES]], dtype=np.float64)
         if bundle is None:
             probability, anomaly = 0.0, 0.0
         else:
-            x = np.array([[row[f] for f in FEATURES]], dtype=np.float64)
             probability, anomaly = float(bundle.probability(x)[0]), float(bundle.anomaly(x)[0])
         policy = compiled.ruleset.policy
         risk = int(risk_scores([rule_score], [probability], [anomaly], policy)[0])
         decision = str(decisions([risk], policy)[0])
         explanation: list = []
         if bundle is not None and decision != "APPROVE":
-            import pandas as pd
-
-            explanation = bundle.explain(pd.DataFrame([[row[f] for f in FEATURES]], columns=list(FEATURES)), top_k=3)[0]
+            # The matrix a one-row frame would give (bundle.matrix), without building the frame.
+            explanation = bundle.explain_matrix(x, top_k=3)[0]
         reasons = alert_reasons(row, fired, compiled.by_id, explanation, decision, probability)
         return Verdict(
             txn_id=event.txn_id,
