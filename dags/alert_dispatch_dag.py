@@ -18,12 +18,20 @@ the IST days whose failed deliveries are retried.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import dataclasses
+import logging
+from datetime import UTC, date, datetime, timedelta
 
 from airflow.sdk import DAG, Param, task
 from airflow.sdk.definitions.timetables.interval import CronDataIntervalTimetable
 
-from txmon.infra.orchestration import default_args
+from txmon.alerting.config import load_alerting_config
+from txmon.alerting.contract import DAY_TZ
+from txmon.alerting.digest import send_digest as send
+from txmon.alerting.retry import retry_failed_deliveries
+from txmon.alerting.runtime import runtime
+from txmon.infra.orchestration import daily_due, default_args, interval_end, ist_day, utc
+from txmon.infra.settings import load_settings
 
 DIGEST_TIME_IST = (0, 30)  # the digest of day D goes out at 00:30 IST on D+1
 
@@ -55,12 +63,6 @@ with DAG(
     @task
     def retry_failed(params=None, **context) -> dict:
         """Retry the failed deliveries of the chosen IST days; fail while some still fail."""
-        import dataclasses
-        import logging
-        from datetime import date
-
-        from txmon.alerting.retry import retry_failed_deliveries
-        from txmon.infra.orchestration import interval_end, ist_day
 
         last = date.fromisoformat(params["retry_date"]) if params.get("retry_date") else ist_day(interval_end(context))
         days = [last - timedelta(days=n) for n in range(int(params.get("retry_days") or 2))]
@@ -73,9 +75,6 @@ with DAG(
     @task.short_circuit
     def digest_due(params=None, **context) -> bool:
         """True for a manual `digest_date`, or when this run's interval contains 00:30 IST."""
-        from txmon.alerting.contract import DAY_TZ
-        from txmon.infra.orchestration import daily_due, interval_end, utc
-
         if params.get("digest_date"):
             return True
         return daily_due(utc(context.get("data_interval_start")), interval_end(context), *DIGEST_TIME_IST, DAY_TZ)
@@ -83,13 +82,6 @@ with DAG(
     @task
     def send_digest(params=None, **context) -> dict:
         """Email the fraud desk the digest of the IST day (once per day: re-runs are no-ops)."""
-        from datetime import date
-
-        from txmon.alerting.config import load_alerting_config
-        from txmon.alerting.digest import send_digest as send
-        from txmon.alerting.runtime import runtime
-        from txmon.infra.orchestration import interval_end, ist_day
-        from txmon.infra.settings import load_settings
 
         day = (
             date.fromisoformat(params["digest_date"])

@@ -18,7 +18,7 @@ from txmon.infra.orchestration import notify_operator
 
 ROOT = Path(__file__).resolve().parents[2]
 DAG_IDS = {"ingestion", "stream_supervisor", "model_retraining", "alert_dispatch", "spending_insights"}
-HEAVY = ("pyspark", "pandas", "sklearn", "cassandra", "kafka", "river", "matplotlib", "pyarrow", "models", "alerting")
+HEAVY = ("pyspark", "pandas", "numpy", "sklearn", "cassandra", "kafka", "river", "matplotlib", "pyarrow")
 
 
 @pytest.fixture(scope="module")
@@ -65,27 +65,26 @@ def test_no_dag_file_can_shadow_a_package():
     assert json.loads(out.stdout) == []
 
 
-def test_parsing_the_dags_imports_no_heavy_package_and_is_quick():
-    """What the scheduler pays on every parse: no Spark, pandas, drivers or model code
-    at DAG top level (they are imported inside the tasks)."""
+def test_parsing_the_dags_imports_no_heavy_package():
+    """What the scheduler pays on every parse (every 30 s): no Spark, pandas, drivers or
+    model code at DAG top level, only what txmon.infra.orchestration already loads; the
+    tasks import the rest when they run. Checked by what a parse imports, not by its time."""
     code = f"""
-import json, sys, time
+import json, sys
 from airflow.dag_processing.dagbag import DagBag
 before = set(sys.modules)
-t = time.perf_counter()
 bag = DagBag({str(ROOT / "dags")!r})
-elapsed = time.perf_counter() - t
-new = sorted({{m.split('.')[0] for m in set(sys.modules) - before}})
-print(json.dumps({{"errors": bag.import_errors, "new": new, "seconds": elapsed,
-                  "per_file": {{s.file: s.duration.total_seconds() for s in bag.dagbag_stats}}}}))
+print(json.dumps({{"errors": bag.import_errors, "new": sorted(set(sys.modules) - before)}}))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["errors"] == {}
-    assert [m for m in report["new"] if m in HEAVY] == []
-    # Generous bound (about 20x what it takes here, ~0.1 s for all four): parsing must
-    # stay cheap, a heavy import at top level costs seconds.
-    assert report["seconds"] < 2.0, report["per_file"]
+    assert [m for m in report["new"] if m.split(".")[0] in HEAVY] == []
+    txmon = [m for m in report["new"] if m.startswith("txmon.")]
+    assert "txmon.infra.orchestration" in txmon  # the check sees txmon's own imports
+    # The tasks' own modules: Spark jobs, model code beyond the risk vocabulary, file landing.
+    heavy_txmon = ("txmon.spark_jobs", "txmon.ingestion.landing", "txmon.models.bundle", "txmon.models.training")
+    assert [m for m in txmon if m.startswith(heavy_txmon)] == []
 
 
 def test_ingestion_graph_and_params(dagbag):
