@@ -66,9 +66,14 @@ from pydantic import (
 )
 
 from txmon.alerting.errors import AlertContractError
-from txmon.infra.cassandra_schema import table_columns
 from txmon.infra.masking import account_ref, mask_account, mask_identifiers, mask_vpa, pii_token_key
 from txmon.infra.settings import describe_errors, settings
+from txmon.infra.statements import (
+    ALERT_BY_DAY_COLUMNS,
+    ALERT_BY_PARTY_COLUMNS,
+    ALERT_BY_RANK_COLUMNS,
+    ALERT_COLUMNS,
+)
 from txmon.ingestion.events import (
     ACCOUNT_NUMBER_PATTERN,
     IST,
@@ -365,16 +370,6 @@ def alert_day(alert: Alert) -> date:
     return alert.event_time.astimezone(DAY_TZ).date()
 
 
-_V1_COLUMNS = ("payer_account", "payer_vpa", "payee_account", "payee_vpa")
-"""Clear columns of ``alerts`` that only version-1 rows have filled: read, never written."""
-
-ALERT_COLUMNS = tuple(c for c in table_columns("alerts") if c not in _V1_COLUMNS)
-"""Columns of ``alerts`` written for an alert (:func:`alert_row` keys), from schema.cql."""
-
-ALERT_BY_DAY_COLUMNS = tuple(c for c in table_columns("alerts_by_day") if c not in _V1_COLUMNS)
-"""Columns of ``alerts_by_day`` written for an alert (a subset of :func:`alert_row`)."""
-
-
 def alert_row(alert: Alert) -> dict[str, Any]:
     """Column values of the Cassandra ``alerts`` table (reasons as a JSON array)."""
     return {
@@ -400,13 +395,6 @@ def alert_row(alert: Alert) -> dict[str, Any]:
         "model_version": alert.model_version,
         "rules_version": alert.rules_version,
     }
-
-
-ALERT_BY_RANK_COLUMNS = table_columns("alerts_by_rank")
-"""Columns of ``alerts_by_rank`` (the console queue's order), from schema.cql."""
-
-ALERT_BY_PARTY_COLUMNS = table_columns("alerts_by_party")
-"""Columns of ``alerts_by_party`` (a case's related alerts), from schema.cql."""
 
 
 def alert_rank_row(alert: Alert) -> tuple:

@@ -13,10 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, overload
 
-from txmon.alerting.contract import ALERT_BY_DAY_COLUMNS as _BY_DAY_COLUMNS
 from txmon.alerting.contract import (
-    ALERT_BY_PARTY_COLUMNS,
-    ALERT_BY_RANK_COLUMNS,
     Alert,
     alert_from_row,
     alert_party_rows,
@@ -24,15 +21,11 @@ from txmon.alerting.contract import (
     alert_row,
     upgrade_day_row,
 )
-from txmon.alerting.contract import ALERT_COLUMNS as _ALERT_COLUMNS
 from txmon.alerting.errors import AlertStoreUnavailableError
 from txmon.alerting.routing import Contact
-from txmon.infra.cassandra_schema import connect, table_columns
-
-# Every column is read back, the written ones and the clear ones of version-1 rows
-# (upgraded by alert_from_row; per day, the account those rows were counted by).
-_ALERT_READ_COLUMNS = table_columns("alerts")
-_BY_DAY_READ_COLUMNS = table_columns("alerts_by_day")
+from txmon.infra import statements as cql
+from txmon.infra.cassandra_schema import connect
+from txmon.infra.statements import ALERT_BY_DAY_COLUMNS, ALERT_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -98,83 +91,46 @@ class AlertStore:
 
         self.session = session
 
-        def p(cql: str) -> Any:
+        def p(statement: str) -> Any:
             # LOCAL_QUORUM both ways: an outcome counts as recorded (and the offset may be
             # committed) only once a majority of replicas has it, and reads see it.
-            stmt = session.prepare(cql)
+            stmt = session.prepare(statement)
             stmt.consistency_level = ConsistencyLevel.LOCAL_QUORUM
             return stmt
 
-        cols = ", ".join(_ALERT_COLUMNS)
-        self._insert_alert = p(f"INSERT INTO alerts ({cols}) VALUES ({', '.join('?' * len(_ALERT_COLUMNS))})")
-        self._insert_by_day = p(
-            f"INSERT INTO alerts_by_day ({', '.join(_BY_DAY_COLUMNS)}) VALUES ({', '.join('?' * len(_BY_DAY_COLUMNS))})"
-        )
-        self._insert_by_rank = p(
-            f"INSERT INTO alerts_by_rank ({', '.join(ALERT_BY_RANK_COLUMNS)}) "
-            f"VALUES ({', '.join('?' * len(ALERT_BY_RANK_COLUMNS))})"
-        )
-        self._insert_by_party = p(
-            f"INSERT INTO alerts_by_party ({', '.join(ALERT_BY_PARTY_COLUMNS)}) "
-            f"VALUES ({', '.join('?' * len(ALERT_BY_PARTY_COLUMNS))})"
-        )
-        self._select_alert = p(f"SELECT {', '.join(_ALERT_READ_COLUMNS)} FROM alerts WHERE alert_id = ?")
-        self._select_day = p(f"SELECT {', '.join(_BY_DAY_READ_COLUMNS)} FROM alerts_by_day WHERE day = ?")
-        self._latest = p(
-            "SELECT attempt, status FROM alert_deliveries "
-            "WHERE alert_id = ? AND channel = ? AND recipient_key = ? LIMIT 1"
-        )
-        self._attempts = p(
-            "SELECT alert_id, channel, recipient_key, attempt, kind, route, recipient_masked, status, "
-            "provider_response, at FROM alert_deliveries WHERE alert_id = ?"
-        )
-        self._insert_attempt = p(
-            "INSERT INTO alert_deliveries (alert_id, channel, recipient_key, attempt, kind, route, recipient_masked, "
-            "status, provider_response, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        )
-        self._insert_failure = p(
-            "INSERT INTO alert_delivery_failures (day, alert_id, channel, recipient_key, kind, recipient_masked, "
-            "last_response, failed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-        )
-        self._delete_failure = p(
-            "DELETE FROM alert_delivery_failures WHERE day = ? AND alert_id = ? AND channel = ? AND recipient_key = ?"
-        )
-        self._select_failures = p(
-            "SELECT day, alert_id, channel, recipient_key, kind, recipient_masked, last_response, "
-            "failed_at FROM alert_delivery_failures WHERE day = ?"
-        )
-        self._select_contact = p("SELECT account, phone, email FROM customer_contacts WHERE account = ?")
+        self._insert_alert = p(cql.ALERT_INSERT)
+        self._insert_by_day = p(cql.ALERT_BY_DAY_INSERT)
+        self._insert_by_rank = p(cql.ALERT_BY_RANK_INSERT)
+        self._insert_by_party = p(cql.ALERT_BY_PARTY_INSERT)
+        # Every column is read back, the written ones and the clear ones of version-1 rows
+        # (upgraded by alert_from_row; per day, the account those rows were counted by).
+        self._select_alert = p(cql.ALERT_GET)
+        self._select_day = p(cql.ALERTS_OF_DAY)
+        self._latest = p(cql.DELIVERY_LATEST)
+        self._attempts = p(cql.DELIVERY_ATTEMPTS)
+        self._insert_attempt = p(cql.DELIVERY_INSERT)
+        self._insert_failure = p(cql.FAILURE_INSERT)
+        self._delete_failure = p(cql.FAILURE_DELETE)
+        self._select_failures = p(cql.FAILURES_OF_DAY)
+        self._select_contact = p(cql.CONTACT_GET)
         # The one read of a clear account number on the alert path (docs/security-pii.md).
-        self._select_payer = p("SELECT payer_account FROM transactions WHERE txn_id = ?")
-        self._insert_contact = p(
-            "INSERT INTO customer_contacts (account, phone, email, name, updated_at) VALUES (?, ?, ?, ?, ?)"
-        )
-        self._select_windows = p(
-            "SELECT throttle_key, window_start, window_end, lead_alert_id, channel, recipient_key, "
-            "rule_code FROM alert_throttle WHERE scope = ?"
-        )
-        self._insert_window = p(
-            "INSERT INTO alert_throttle (scope, throttle_key, window_start, window_end, "
-            "lead_alert_id, channel, recipient_key, rule_code) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-        )
-        self._delete_window = p("DELETE FROM alert_throttle WHERE scope = ? AND throttle_key = ?")
-        self._select_folds = p("SELECT throttle_key, alert_id, window_start FROM alert_folds WHERE scope = ?")
-        self._insert_fold = p(
-            "INSERT INTO alert_folds (scope, throttle_key, alert_id, window_start, folded_at) VALUES (?, ?, ?, ?, ?)"
-        )
-        self._delete_fold = p("DELETE FROM alert_folds WHERE scope = ? AND throttle_key = ? AND alert_id = ?")
-        self._insert_dead = p(
-            "INSERT INTO dead_letters (topic, kafka_partition, kafka_offset, reason, detail, raw_key, raw_value, "
-            "kafka_timestamp, landed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        )
+        self._select_payer = p(cql.TRANSACTION_PAYER)
+        self._insert_contact = p(cql.CONTACT_INSERT)
+        self._select_windows = p(cql.THROTTLE_WINDOWS)
+        self._insert_window = p(cql.THROTTLE_INSERT)
+        self._delete_window = p(cql.THROTTLE_DELETE)
+        self._select_folds = p(cql.FOLDS)
+        self._insert_fold = p(cql.FOLD_INSERT)
+        self._delete_fold = p(cql.FOLD_DELETE)
+        self._insert_dead = p(cql.DEAD_LETTER_INSERT)
 
     # ------------------------------------------------------------------ alerts
     def save_alert(self, alert: Alert) -> None:
         """Upsert into alerts, alerts_by_day and the console's alerts_by_rank and
         alerts_by_party (idempotent: keyed by alert id)."""
         row = alert_row(alert)
-        self.session.execute(self._insert_alert, [row[c] for c in _ALERT_COLUMNS])
-        self.session.execute(self._insert_by_day, [row[c] for c in _BY_DAY_COLUMNS])
+        self.session.execute(self._insert_alert, [row[c] for c in ALERT_COLUMNS])
+        self.session.execute(self._insert_by_day, [row[c] for c in ALERT_BY_DAY_COLUMNS])
         self.index_alert(alert)
 
     def index_alert(self, alert: Alert) -> None:

@@ -28,6 +28,7 @@ from typing import Any
 
 from txmon.alerting.contract import build_alert
 from txmon.infra.process import wait_until
+from txmon.infra.statements import TRANSACTION_PAYER_INSERT
 
 __all__ = [
     "TEST_PII_KEY",
@@ -321,7 +322,7 @@ def land_payers(session: Any, pairs: Any) -> None:
     """Write (txn_id, payer_account) rows to ``transactions``, standing in for the stream's
     landing of the transactions behind hand-made alerts: the dispatcher reads the clear
     payer account there to find the customer's contacts. ``session``: bound to the keyspace."""
-    stmt = session.prepare("INSERT INTO transactions (txn_id, payer_account) VALUES (?, ?)")
+    stmt = session.prepare(TRANSACTION_PAYER_INSERT)
     for txn_id, account in pairs:
         session.execute(stmt, (txn_id, account))
 

@@ -42,6 +42,7 @@ from txmon.infra.masking import mask_account, mask_phone, redact
 from txmon.infra.process import wait_until
 from txmon.infra.readback import account_aggregates, count_landed, dead_letters_since, kafka_end_offsets
 from txmon.infra.settings import PROJECT_ROOT, Settings
+from txmon.infra.statements import SCORED_DEMO_IN
 from txmon.ingestion.bad_records import bad_records
 from txmon.ingestion.simulate import SimulateOptions, run_simulation
 from txmon.spark_jobs.session import build_session, spark_conf
@@ -328,10 +329,7 @@ def scored_decisions(session, ids: list[str]) -> dict[str, tuple]:
     # Driver on first use: the demo's other steps do not need it.
     from cassandra.concurrent import execute_concurrent_with_args
 
-    stmt = session.prepare(
-        "SELECT txn_id, decision, risk_score, rules_fired, reasons, payer_account "
-        "FROM scored_transactions WHERE txn_id IN ?"
-    )
+    stmt = session.prepare(SCORED_DEMO_IN)
     args = [(ids[i : i + 100],) for i in range(0, len(ids), 100)]
     out = {}
     for r in execute_concurrent_with_args(session, stmt, args, concurrency=32, raise_on_first_error=True):

@@ -23,11 +23,12 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from txmon.infra import statements as cql
+
 IST_OFFSET = timedelta(hours=5, minutes=30)
 """IST is UTC+05:30 all year: IST hours start at half past UTC hours, and an IST day is
 exactly 24 of them (alerting.contract.DAY_TZ is the same zone)."""
 ALERTING = ("REVIEW", "BLOCK")
-COLUMNS = ("day", "hour", "query", "part", "batch_token", "counts", "previous")
 
 
 def hour_of(t: datetime) -> datetime:
@@ -166,19 +167,13 @@ def fold(stored: tuple[str, str, str | None] | None, token: str, batch: dict[str
     return json.dumps(merge(base, batch), separators=(",", ":")), json.dumps(base, separators=(",", ":"))
 
 
-SELECT_ROW = (
-    "SELECT batch_token, counts, previous FROM console_hourly WHERE day = ? AND hour = ? AND query = ? AND part = ?"
-)
-INSERT_ROW = f"INSERT INTO console_hourly ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-
-
 def write_batch(session: Any, prepare: Any, query: str, part: int, token: str, per_hour: dict) -> int:
     """Add one task's micro-batch counts to its rows: a read and a write per hour it
     touched, all reads in flight at once, then all writes (a micro-batch of replayed
     history crosses many hours, and one round trip after another put their sum on the
     task's critical path). ``prepare(session, cql)`` gives a prepared statement
     (spark_jobs.cassandra_sink.prepared in the stream)."""
-    select, insert = prepare(session, SELECT_ROW), prepare(session, INSERT_ROW)
+    select, insert = prepare(session, cql.HOURLY_ROW), prepare(session, cql.HOURLY_INSERT)
     keys = [(day_of(h), h.astimezone(UTC).replace(tzinfo=None), query, part) for h in per_hour]
     reads = [session.execute_async(select, key) for key in keys]
     writes = []
@@ -195,7 +190,7 @@ def read_hours(session: Any, prepare: Any, since: datetime, until: datetime) -> 
     """The counts of every IST hour starting in [hour_of(since), until], summed over
     queries and partitions: one read per IST day."""
     first = hour_of(since)
-    stmt = prepare(session, "SELECT hour, counts FROM console_hourly WHERE day = ? AND hour >= ? AND hour <= ?")
+    stmt = prepare(session, cql.HOURLY_RANGE)
     days = []
     day = day_of(first)
     while day <= day_of(hour_of(until)):
@@ -224,9 +219,7 @@ def backfill(session: Any, prepare: Any, alerts_by_day: Any, since: datetime, lo
     the number of hours written."""
     first = hour_of(since)
     counted = [
-        r.hour.replace(tzinfo=UTC)
-        for r in session.execute("SELECT hour, query FROM console_hourly", timeout=120)
-        if r.query != BACKFILL_QUERY
+        r.hour.replace(tzinfo=UTC) for r in session.execute(cql.HOURLY_ALL, timeout=120) if r.query != BACKFILL_QUERY
     ]
     if not counted:
         from txmon.infra.errors import TxmonError
@@ -239,7 +232,7 @@ def backfill(session: Any, prepare: Any, alerts_by_day: Any, since: datetime, lo
     hours: list[datetime] = []
     decisions: list[str | None] = []
     models: list[str | None] = []
-    scan = prepare(session, "SELECT event_time, decision, model_version FROM scored_transactions")
+    scan = prepare(session, cql.SCORED_HOURS)
     for r in session.execute(scan, timeout=600):
         if r.event_time is None:
             continue
@@ -257,7 +250,7 @@ def backfill(session: Any, prepare: Any, alerts_by_day: Any, since: datetime, lo
                 raised.append((t, a["reason_codes"], a["created_at"] or t))
         day += timedelta(days=1)
     per_hour = batch_counts(hours, decisions, models, raised)
-    insert = prepare(session, INSERT_ROW)
+    insert = prepare(session, cql.HOURLY_INSERT)
     for hour, counts in per_hour.items():
         key = (day_of(hour), hour.astimezone(UTC).replace(tzinfo=None), BACKFILL_QUERY, 0)
         session.execute(insert, (*key, BACKFILL_QUERY, *fold(None, BACKFILL_QUERY, counts)))

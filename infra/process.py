@@ -13,12 +13,16 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, TypeVar
 
 import psutil
 
 from txmon.infra.errors import JavaMissingError, PortInUseError
+
+T = TypeVar("T")
 
 
 def find_java() -> str:
@@ -171,12 +175,16 @@ class ManagedProcess:
             return "(no log)"
 
 
-def wait_until(predicate, timeout: float, interval: float = 0.5, abort=None) -> bool:
-    """Poll ``predicate`` until true or timeout; stop early when ``abort()`` is true."""
+def wait_until(
+    predicate: Callable[[], T], timeout: float, interval: float = 0.5, abort: Callable[[], object] | None = None
+) -> T | Literal[False]:
+    """Poll ``predicate`` every ``interval`` seconds until it returns a true value, and
+    return that value (so a wait can hand back what it waited for); after ``timeout``,
+    its last answer. Stop early, returning False, when ``abort()`` is true."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():
-            return True
+        if value := predicate():
+            return value
         if abort is not None and abort():
             return False
         time.sleep(interval)

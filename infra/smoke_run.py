@@ -11,6 +11,7 @@ from txmon.infra.cassandra_schema import connect
 from txmon.infra.kafka_client import client_config
 from txmon.infra.services.kafka import ensure_topics
 from txmon.infra.settings import Settings
+from txmon.infra.statements import SMOKE_COUNT, SMOKE_SAMPLE
 from txmon.spark_jobs.session import build_session
 from txmon.spark_jobs.smoke import start_smoke_query
 
@@ -47,14 +48,10 @@ def run_smoke(settings: Settings, count: int, topic: str = "smoke", log=print) -
 
     cluster, session = connect(settings, settings.cassandra.keyspace)
     try:
-        landed = session.execute(
-            session.prepare("SELECT count(*) FROM smoke_events WHERE run_id = ?"), (run_id,)
-        ).one()[0]
+        landed = session.execute(session.prepare(SMOKE_COUNT), (run_id,)).one()[0]
         sample = list(
             session.execute(
-                session.prepare(
-                    "SELECT id, kafka_partition, kafka_offset, landed_at FROM smoke_events WHERE run_id = ? LIMIT 3"
-                ),
+                session.prepare(SMOKE_SAMPLE),
                 (run_id,),
             )
         )

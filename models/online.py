@@ -15,19 +15,8 @@ import pandas as pd
 
 from txmon.infra.cassandra_schema import connect
 from txmon.infra.settings import Settings
+from txmon.infra.statements import LABELS, SCORED_EVALUATION, SCORED_EVALUATION_COLUMNS
 from txmon.models.errors import TrainingDataError
-
-SCORED = (
-    "txn_id",
-    "payer_account",
-    "event_time",
-    "risk_score",
-    "decision",
-    "fraud_probability",
-    "anomaly_score",
-    "model_version",
-    "rules_version",
-)
 
 
 def read_labels_file(path: Path) -> pd.DataFrame:
@@ -60,14 +49,12 @@ def online_frame(settings: Settings, labels_file: Path | None = None) -> pd.Data
     """
     cluster, session = connect(settings, settings.cassandra.keyspace)
     try:
-        scored = _fetch(session, f"SELECT {', '.join(SCORED)} FROM scored_transactions", SCORED)
+        scored = _fetch(session, SCORED_EVALUATION, SCORED_EVALUATION_COLUMNS)
         if labels_file is not None:
             labels = read_labels_file(labels_file)
             frame = labels.merge(scored, on="txn_id", how="inner")
         else:
-            labels = _fetch(
-                session, "SELECT txn_id, is_fraud, scenario FROM labels", ("txn_id", "is_fraud", "scenario")
-            )
+            labels = _fetch(session, LABELS, ("txn_id", "is_fraud", "scenario"))
             frame = scored.merge(labels, on="txn_id", how="left")
             frame["is_fraud"] = frame["is_fraud"].astype("boolean").fillna(False).astype(bool)
     finally:

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from txmon.infra.cassandra_schema import open_cluster
 from txmon.infra.settings import Settings
+from txmon.infra.statements import insert
 from txmon.spark_jobs.recovery import Backoff, call_with_retry
 
 
@@ -105,14 +106,6 @@ def prepared(session, cql: str):
     return stmt
 
 
-def insert_statement(table: str, columns: tuple[str, ...]) -> str:
-    """
-    >>> insert_statement("transactions", ("txn_id", "amount_paise"))
-    'INSERT INTO transactions (txn_id, amount_paise) VALUES (?, ?)'
-    """
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
-
-
 def retried(target: CassandraTarget, what: str, fn: Callable[[], T]) -> T:
     """``fn()``, retried with ``target.retry``'s backoff while Cassandra is down or slow
     (spark_jobs/recovery.call_with_retry; a healthy call costs one ``try``). ``fn`` must
@@ -145,7 +138,7 @@ def _write_params(
     from cassandra.concurrent import execute_concurrent, execute_concurrent_with_args
 
     session = session_for(target)
-    stmt = prepared(session, insert_statement(table, columns))
+    stmt = prepared(session, insert(table, columns))
     batch_rows = batch_rows or target.batch_rows
     if batch_rows <= 1:
         execute_concurrent_with_args(session, stmt, params, concurrency=target.concurrency, raise_on_first_error=True)

@@ -30,6 +30,7 @@ import pandas as pd
 from txmon.infra.airflow import on_drift_event
 from txmon.infra.cassandra_schema import table_columns
 from txmon.infra.settings import Settings
+from txmon.infra.statements import DRIFT_STATE_GET, DRIFT_STATE_INSERT, SCORED_DECISIONS_IN
 from txmon.models.drift import DriftConfig, DriftEvent, DriftMonitor, DriftStateStore
 from txmon.models.registry import Registry
 from txmon.spark_jobs.cassandra_sink import CassandraTarget, prepared, session_for, write_rows
@@ -57,9 +58,7 @@ class CassandraDriftStateStore(DriftStateStore):
 
     def row(self, part: str):
         session = self._session()
-        stmt = prepared(
-            session, "SELECT state, applied_batch, last_notified_at FROM drift_state WHERE stream = ? AND part = ?"
-        )
+        stmt = prepared(session, DRIFT_STATE_GET)
         return session.execute(stmt, (self.stream, part)).one()
 
     def load(self, key: str) -> bytes | None:
@@ -71,11 +70,7 @@ class CassandraDriftStateStore(DriftStateStore):
     ) -> None:
         # One INSERT replaces the row atomically (a reader sees the old or the new state).
         session = self._session()
-        stmt = prepared(
-            session,
-            "INSERT INTO drift_state (stream, part, state, applied_batch, "
-            "last_notified_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-        )
+        stmt = prepared(session, DRIFT_STATE_INSERT)
         session.execute(stmt, (self.stream, key, data, applied_batch, last_notified_at, datetime.now(UTC)))
 
 
@@ -199,7 +194,7 @@ class StreamDrift:
 
     def _decisions(self, ids: list[str]) -> pd.DataFrame:
         session = session_for(self.target)
-        stmt = prepared(session, "SELECT txn_id, decision, model_version FROM scored_transactions WHERE txn_id IN ?")
+        stmt = prepared(session, SCORED_DECISIONS_IN)
         rows = []
         for i in range(0, len(ids), 100):
             rows += [(r.txn_id, r.decision, r.model_version) for r in session.execute(stmt, (ids[i : i + 100],))]

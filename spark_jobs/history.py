@@ -20,6 +20,7 @@ import itertools
 from datetime import UTC, datetime
 from functools import partial
 
+from txmon.infra.statements import token_range
 from txmon.models.dataset import fraud_label_times as by_payee
 from txmon.models.features import MemoryProfileStore
 from txmon.spark_jobs.cassandra_sink import CassandraTarget, prepared, session_for
@@ -81,7 +82,7 @@ def _fetch(
     target: CassandraTarget, table: str, key: str, columns: tuple[str, ...], timestamps: tuple[int, ...], ranges
 ):
     session = session_for(target)
-    stmt = prepared(session, f"SELECT {', '.join(columns)} FROM {table} WHERE token({key}) > ? AND token({key}) <= ?")
+    stmt = prepared(session, token_range(table, columns, key))
     stmt.fetch_size = 5000
     for lo, hi in ranges:
         for row in session.execute(stmt, (lo, hi)):

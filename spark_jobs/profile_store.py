@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from txmon.infra import statements as cql
 from txmon.infra.cassandra_schema import table_columns
 from txmon.models.features import ProfileStore
 from txmon.spark_jobs.cassandra_sink import CassandraTarget, prepared, replica_batches, retried, session_for, write_rows
@@ -34,20 +35,10 @@ class CassandraProfileStore(ProfileStore):
         # prev_state is read only for keys this batch token already wrote (a replay): it is
         # as large as state (24 h of JSON per key), and reading both for every key doubled
         # the bytes Cassandra served and the driver parsed (py-spy on the stream's workers).
-        self._select = prepared(
-            self.session, "SELECT key, state, applied_batch FROM feature_profiles WHERE kind = ? AND key IN ?"
-        )
-        self._select_prev = prepared(
-            self.session, "SELECT key, prev_state FROM feature_profiles WHERE kind = ? AND key IN ?"
-        )
-        self._insert = prepared(
-            self.session,
-            "INSERT INTO feature_profiles (kind, key, state, prev_state, applied_batch, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, toTimestamp(now()))",
-        )
-        self._labels = prepared(
-            self.session, "SELECT payee_key, label_time, event_time FROM payee_fraud_labels WHERE payee_key IN ?"
-        )
+        self._select = prepared(self.session, cql.PROFILES_IN)
+        self._select_prev = prepared(self.session, cql.PROFILES_PREVIOUS_IN)
+        self._insert = prepared(self.session, cql.PROFILE_INSERT)
+        self._labels = prepared(self.session, cql.PAYEE_FRAUDS_IN)
 
     def _read(self, stmt, kind: str | None, keys: list[str]) -> list:
         # Retried while Cassandra is down (the session reconnects by itself; cassandra_sink).

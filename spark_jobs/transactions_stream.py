@@ -42,6 +42,7 @@ from typing import Any
 from txmon.infra.errors import EventValidationError, TxmonError
 from txmon.infra.kafka_client import spark_kafka_options
 from txmon.infra.settings import Settings, load_settings
+from txmon.infra.statements import TRANSACTION_CONTENT_COLUMNS, TRANSACTION_PAYEES_IN, TRANSACTION_VERSIONS_IN
 from txmon.ingestion.events import DeadLetterReason, safe_text, validate_label
 from txmon.models.config import models_dir
 from txmon.spark_jobs import validation
@@ -60,7 +61,7 @@ TRANSACTION_COLUMNS = validation.TRANSACTION_COLUMNS
 DEAD_LETTER_COLUMNS = validation.DEAD_LETTER_COLUMNS
 # What "the same event" means for a txn_id seen again: every contract field, not where
 # Kafka put it or when it landed.
-CONTENT_COLUMNS = TRANSACTION_COLUMNS[: TRANSACTION_COLUMNS.index("status") + 1]
+CONTENT_COLUMNS = TRANSACTION_CONTENT_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -252,10 +253,7 @@ def _read_versions(target: CassandraTarget, ids: list[str]) -> dict[str, tuple]:
     from cassandra.concurrent import execute_concurrent_with_args
 
     session = session_for(target)
-    stmt = prepared(
-        session,
-        f"SELECT {', '.join(CONTENT_COLUMNS)}, kafka_partition, kafka_offset FROM transactions WHERE txn_id IN ?",
-    )
+    stmt = prepared(session, TRANSACTION_VERSIONS_IN)
     chunks = [(ids[i : i + 100],) for i in range(0, len(ids), 100)]
     found = {}
     for _ok, rows in execute_concurrent_with_args(
@@ -392,9 +390,7 @@ def start_labels_query(spark, settings: Settings, opts: StreamOptions, drift=Non
 
     def _write_payee_fraud_labels(frauds: dict, received_at) -> None:
         session = session_for(target)
-        stmt = prepared(
-            session, "SELECT txn_id, payee_account, payee_vpa, event_time FROM transactions WHERE txn_id IN ?"
-        )
+        stmt = prepared(session, TRANSACTION_PAYEES_IN)
         ids = list(frauds)
         payees = []
         for i in range(0, len(ids), 100):

@@ -7,6 +7,7 @@ import yaml
 from txmon.infra.cassandra_schema import apply_schema, connect, ensure_roles
 from txmon.infra.jars import classpath
 from txmon.infra.services.base import Service
+from txmon.infra.statements import PING
 
 # From Cassandra's conf/jvm17-server.options: the JDK 17 module openings it needs.
 _JDK17_OPTIONS = [
@@ -215,7 +216,7 @@ class CassandraService(Service):
                 )
             return f"CQL not answering: {type(exc).__name__}"
         try:
-            session.execute("SELECT release_version FROM system.local")
+            session.execute(PING)
             return None
         except Exception as exc:  # noqa: BLE001 - a probe reports, never raises
             return f"CQL query failed: {type(exc).__name__}"
