@@ -4,6 +4,7 @@ their own: the four topics and the options that point the stream at them."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from txmon.infra.services.kafka import ensure_topics
 from txmon.infra.settings import Settings
@@ -19,8 +20,12 @@ def stream_topics(settings: Settings, base: str) -> dict[str, str]:
     return names
 
 
-def stream_options(settings: Settings, names: dict[str, str], tmp: Path, **kw) -> StreamOptions:
-    """The stream on ``names``' topics, its checkpoint and model registry under ``tmp``."""
+def stream_options(
+    settings: Settings, names: dict[str, str], tmp: Path, registry: str = "models", **kw: Any
+) -> StreamOptions:
+    """The stream on ``names``' topics, its checkpoint and model registry under ``tmp``
+    (``registry``: the registry's folder there, e.g. one with no models, shared with an
+    API under test, so that both score by the rules alone)."""
     return StreamOptions.from_settings(
         settings,
         topic=names["tx"],
@@ -28,6 +33,6 @@ def stream_options(settings: Settings, names: dict[str, str], tmp: Path, **kw) -
         alerts_topic=names["alerts"],
         labels_topic=names["labels"],
         checkpoint_dir=str(tmp / "ckpt"),
-        registry_root=str(tmp / "models"),
+        registry_root=str(tmp / registry),
         **kw,
     )

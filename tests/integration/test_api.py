@@ -20,8 +20,10 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.integration.streams import stream_options, stream_topics
+from txmon.infra.process import wait_until
 from txmon.infra.settings import PROJECT_ROOT, KafkaTopics
-from txmon.spark_jobs.transactions_stream import StreamOptions, start_all
+from txmon.spark_jobs.transactions_stream import start_all
 
 
 @contextmanager
@@ -93,25 +95,11 @@ def _event(txn_id: str, payer: str = "555566667777", amount: int = 250_000) -> d
 
 @pytest.fixture(scope="module")
 def topics(services, tmp_path_factory):
-    from txmon.infra.services.kafka import ensure_topics
-
-    tmp = tmp_path_factory.mktemp("api")
-    names = {k: f"api_{zlib.crc32(str(tmp).encode()):x}_{k}" for k in ("tx", "dlq", "alerts", "labels")}
-    ensure_topics(services.kafka.bootstrap, list(names.values()), services.kafka.partitions)
-    return names
+    return stream_topics(services, f"api_{zlib.crc32(str(tmp_path_factory.mktemp('api')).encode()):x}")
 
 
 def _stream_once(spark, services, topics, tmp: Path) -> None:
-    opts = StreamOptions.from_settings(
-        services,
-        topic=topics["tx"],
-        dlq_topic=topics["dlq"],
-        alerts_topic=topics["alerts"],
-        labels_topic=topics["labels"],
-        checkpoint_dir=str(tmp / "ckpt"),
-        registry_root=str(tmp / "no-models"),
-        available_now=True,
-    )
+    opts = stream_options(services, topics, tmp, registry="no-models", available_now=True)
     for q in start_all(spark, services, opts):
         q.awaitTermination(timeout=600)
         assert q.exception() is None, q.exception()
@@ -208,7 +196,6 @@ def test_keys_cli_creates_lists_and_revokes(services, tmp_path):
 
 
 def test_cassandra_down_is_503_and_the_api_recovers_without_restart(services, tmp_path):
-    from txmon.infra.process import wait_until
     from txmon.infra.services.cassandra import CassandraService
 
     cassandra = CassandraService(services)
@@ -224,14 +211,12 @@ def test_cassandra_down_is_503_and_the_api_recovers_without_restart(services, tm
         finally:
             assert cassandra.start()
             cassandra.wait_ready(services.cassandra.ready_timeout_s)
-        deadline = time.monotonic() + 120
-        status = None
-        while time.monotonic() < deadline:
-            status = client.post("/v1/score", json=_event("api-int-down-3"), headers=_bearer(key)).status_code
-            if status == 200:
-                break
-            time.sleep(1)
-        assert status == 200  # the same app, no restart
+        scored = wait_until(
+            lambda: client.post("/v1/score", json=_event("api-int-down-3"), headers=_bearer(key)).status_code == 200,
+            120,
+            interval=1,
+        )
+        assert scored  # the same app, no restart
         assert client.get("/readyz", headers=_bearer(key)).json()["checks"]["cassandra"]["ok"] is True
 
 
@@ -253,14 +238,15 @@ def test_txmon_api_serves_on_loopback(services, tmp_path):
         env={**os.environ, "TXMON_API__REGISTRY_ROOT": str(tmp_path / "no-models")},
     )
     try:
-        deadline, health = time.monotonic() + 120, None
-        while time.monotonic() < deadline and child.poll() is None:
+
+        def healthz() -> httpx.Response | None:
             try:
-                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
-                break
+                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
             except httpx.TransportError:
-                time.sleep(0.5)
-        assert health is not None and health.json() == {"status": "ok"}, (tmp_path / "api.log").read_text()
+                return None
+
+        health = wait_until(healthz, 120, abort=lambda: child.poll() is not None)
+        assert health and health.json() == {"status": "ok"}, (tmp_path / "api.log").read_text()
         answer = httpx.post(
             f"http://127.0.0.1:{port}/v1/score",
             headers=_bearer(key),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import stat
-import time
 
 import psutil
 import pytest
@@ -19,6 +18,7 @@ from txmon.infra import credentials, spark_cluster, stack
 from txmon.infra.cassandra_schema import connect
 from txmon.infra.credentials import Credential
 from txmon.infra.kafka_client import client_config
+from txmon.infra.process import wait_until
 
 
 def _cassandra_refuses(settings, credential: Credential | None) -> str:
@@ -181,9 +181,7 @@ def test_nothing_txmon_starts_listens_beyond_loopback(services, spark, cluster, 
     ensure_topics(services.kafka.bootstrap, [topic], 1)
     query = start_smoke_query(spark, services, topic, str(tmp_path / "ckpt"), available_now=False)
     try:
-        deadline = time.monotonic() + 60
-        while query.lastProgress is None and time.monotonic() < deadline:
-            time.sleep(0.5)
+        wait_until(lambda: query.lastProgress is not None, 60)
         assert query.isActive and query.lastProgress is not None
 
         pids = {svc.process.pid() for svc in stack.services(services)}
