@@ -34,7 +34,7 @@ def count_landed(session, txn_ids: Sequence[str], table: str = "transactions", c
 
     if not txn_ids:
         return 0
-    stmt = session.prepare(f"SELECT txn_id FROM {table} WHERE txn_id IN ?")
+    stmt = session.prepare(cql.ids_present(table))
     args = [(list(txn_ids[i : i + chunk]),) for i in range(0, len(txn_ids), chunk)]
     results = execute_concurrent_with_args(session, stmt, args, concurrency=32, raise_on_first_error=True)
     return sum(len(list(r.result_or_exc)) for r in results)
@@ -42,9 +42,7 @@ def count_landed(session, txn_ids: Sequence[str], table: str = "transactions", c
 
 def dead_letters_since(session, topic: str, start_offsets: dict[int, int]) -> Counter:
     """Dead-letter reasons for records of ``topic`` at or after the given offsets."""
-    stmt = session.prepare(
-        "SELECT reason FROM dead_letters WHERE topic = ? AND kafka_partition = ? AND kafka_offset >= ?"
-    )
+    stmt = session.prepare(cql.DEAD_LETTER_REASONS_SINCE)
     reasons: Counter = Counter()
     for partition, offset in start_offsets.items():
         for row in session.execute(stmt, (topic, partition, offset)):
@@ -115,9 +113,7 @@ def account_aggregates(session, accounts: Iterable[str], window_kind: str) -> li
     """Each account's latest window of one kind: the newest stored row, or for
     ``slide_1h`` the hour that ends with the account's newest 5-minute bucket."""
     derived, size_s, bucket_kind = SLIDING_HOUR
-    newest = session.prepare(
-        "SELECT window_start FROM account_aggregates WHERE payer_account = ? AND window_kind = ? LIMIT 1"
-    )
+    newest = session.prepare(cql.ACCOUNT_NEWEST_WINDOW)
     out: list[AccountWindow] = []
     for account in accounts:
         row = session.execute(newest, (account, bucket_kind if window_kind == derived else window_kind)).one()

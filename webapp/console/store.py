@@ -135,56 +135,27 @@ class ConsoleStore:
                 stmt.serial_consistency_level = ConsistencyLevel.LOCAL_SERIAL
             return stmt
 
-        self._user = p("SELECT username, role, password_hash, disabled FROM console_users WHERE username = ?")
-        self._users = p("SELECT username, role, password_hash, disabled FROM console_users")
-        self._put_user = p(
-            "INSERT INTO console_users (username, role, password_hash, disabled, created_at, "
-            "updated_at) VALUES (?, ?, ?, ?, ?, ?)"
-        )
-        self._set_disabled = p("UPDATE console_users SET disabled = ?, updated_at = ? WHERE username = ?")
-        self._put_session = p(
-            "INSERT INTO console_sessions (token_hash, username, role, csrf_token, created_at, "
-            "expires_at) VALUES (?, ?, ?, ?, ?, ?) USING TTL ?"
-        )
-        self._session = p("SELECT username, role, csrf_token, expires_at FROM console_sessions WHERE token_hash = ?")
-        self._drop_session = p("DELETE FROM console_sessions WHERE token_hash = ?")
-        self._case = p(
-            "SELECT alert_id, status, assignee, disposition, updated_at, updated_by, opened_at "
-            "FROM case_state WHERE alert_id = ?"
-        )
-        self._cases_in = p(
-            "SELECT alert_id, status, assignee, disposition, updated_at, updated_by, opened_at "
-            "FROM case_state WHERE alert_id IN ?"
-        )
-        self._put_case = p(
-            "UPDATE case_state SET status = ?, assignee = ?, disposition = ?, updated_at = ?, "
-            "updated_by = ? WHERE alert_id = ?"
-        )
-        self._open_case = p("UPDATE case_state SET opened_at = ? WHERE alert_id = ?")
-        self._add_action = p(
-            "INSERT INTO case_actions (alert_id, at, actor, role, action, detail) VALUES (?, ?, ?, ?, ?, ?)"
-        )
-        self._add_audit = p(
-            "INSERT INTO console_audit (day, at, actor, role, action, alert_id, detail) VALUES (?, ?, ?, ?, ?, ?, ?)"
-        )
+        self._user = p(cql.USER_GET)
+        self._users = p(cql.USERS)
+        self._put_user = p(cql.USER_INSERT)
+        self._set_disabled = p(cql.USER_SET_DISABLED)
+        self._put_session = p(cql.SESSION_INSERT)
+        self._session = p(cql.SESSION_GET)
+        self._drop_session = p(cql.SESSION_DELETE)
+        self._case = p(cql.CASE_GET)
+        self._cases_in = p(cql.CASES_IN)
+        self._put_case = p(cql.CASE_UPDATE)
+        self._open_case = p(cql.CASE_OPEN)
+        self._add_action = p(cql.CASE_ACTION_INSERT)
+        self._add_audit = p(cql.AUDIT_INSERT)
         self._actions = p(cql.CASE_ACTIONS)  # one page, newest first
         self._actions_before = p(cql.CASE_ACTIONS_BEFORE)
         self._audit_day = p(cql.AUDIT_OF_DAY)
         self._audit_between = p(cql.AUDIT_BETWEEN)
-        self._claim = p(
-            "INSERT INTO case_labels (alert_id, label_id, txn_id, is_fraud, scenario, label_time, "
-            "claimed_by) VALUES (?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS",
-            serial=True,
-        )
-        self._label = p(
-            "SELECT alert_id, label_id, txn_id, is_fraud, scenario, label_time, claimed_by, "
-            "published_at FROM case_labels WHERE alert_id = ?"
-        )
-        self._published = p("UPDATE case_labels SET published_at = ? WHERE alert_id = ?")
-        self._unpublished = p(
-            "SELECT alert_id, label_id, txn_id, is_fraud, scenario, label_time, claimed_by, "
-            "published_at FROM case_labels"
-        )
+        self._claim = p(cql.CASE_LABEL_CLAIM, serial=True)
+        self._label = p(cql.CASE_LABEL_GET)
+        self._published = p(cql.CASE_LABEL_PUBLISHED)
+        self._unpublished = p(cql.CASE_LABELS)
 
     # ------------------------------------------------------------------ users
     def user(self, username: str) -> User | None:
