@@ -16,6 +16,10 @@ has the :data:`~models.features.FEATURES` columns:
   ``apply`` and the same float operations as ``IsolationForest.score_samples``,
   without its per-call validation, joblib dispatch and per-tree leaf arithmetic).
 
+For a few rows (the scoring API's one) both ensembles are walked by
+:class:`txmon.models.lockstep.LockstepTrees` instead, every tree at once: the same
+outputs, bit for bit, without a scikit-learn call per tree.
+
 This module imports only numpy, pandas, scikit-learn and the feature list, so Spark
 executors can unpickle a bundle cheaply.
 """
@@ -200,6 +204,10 @@ class ModelBundle:
     """The logistic regression blended in (None: the boosting alone; older bundles)."""
     linear_weight: float = 0.0
     """fraud_probability = (1 - w) * boosting probability + w * linear probability."""
+    anomaly_in_risk: bool = True
+    """False when training's validation slice ranked better without the Isolation Forest:
+    the risk score then leaves the anomaly out (:meth:`risk_policy`); it is still computed
+    and recorded (drift monitor, reports). True for older bundles."""
 
     # ------------------------------------------------------------------ scoring
 
@@ -225,7 +233,9 @@ class ModelBundle:
         if len(x) == 0:
             return np.zeros(0)
         raw = self._forest_paths()(x)
-        grid = np.linspace(0.0, 1.0, len(self.anomaly_reference))
+        grid = self.__dict__.get("_grid")
+        if grid is None or len(grid) != len(self.anomaly_reference):  # made once per process, as _paths
+            grid = self.__dict__["_grid"] = np.linspace(0.0, 1.0, len(self.anomaly_reference))
         return np.interp(raw, self.anomaly_reference, grid)
 
     def _decision(self, x: np.ndarray) -> np.ndarray:
@@ -247,7 +257,7 @@ class ModelBundle:
         return paths
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_paths", "_walk")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_paths", "_walk", "_grid")}
 
     def score(self, frame) -> tuple[np.ndarray, np.ndarray]:
         """(fraud_probability, anomaly), each in [0, 1], one per row of ``frame`` (pandas or Arrow)."""
@@ -282,6 +292,14 @@ class ModelBundle:
             rounded = [(self.explain_features[j], round(float(drops[j, i]), 6)) for j in order]
             out.append([(name, drop) for name, drop in rounded if drop > 0])
         return out
+
+    def risk_policy(self, policy):
+        """``policy`` (models.risk.RiskPolicy) as this bundle's scores are combined under it:
+        the anomaly weight 0 when the Isolation Forest was left out of the risk score.
+        Every path that turns this bundle's scores into a risk score goes through it."""
+        if self.anomaly_in_risk or policy.anomaly_weight == 0:
+            return policy
+        return policy.model_copy(update={"anomaly_weight": 0.0})
 
     # ------------------------------------------------------------ serialisation
 

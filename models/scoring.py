@@ -53,7 +53,9 @@ def score_frame(
     features: pd.DataFrame, bundle: ModelBundle, policy: RiskPolicy, rules: RuleScores = None
 ) -> pd.DataFrame:
     """A copy of ``features`` with SCORE_COLUMNS added (risk_score 0-100, decision), and
-    ``risk_exact``, the risk before rounding, which rankings use."""
+    ``risk_exact``, the risk before rounding, which rankings use. The risk combines the
+    scores under ``bundle.risk_policy(policy)`` (no anomaly where the bundle left it out)."""
+    policy = bundle.risk_policy(policy)
     probability, anomaly = bundle.score(features)
     rule = rule_scores_for(features, rules)
     exact = risk_values(rule, probability, anomaly, policy)

@@ -34,7 +34,10 @@ the validation slice (never random: the slice measures days the trees have not s
 3. Unsupervised: Isolation Forest on the presumed-genuine rows, on log-transformed
    money/count features; its score is reported as the empirical CDF against those rows
    (0-1). Its weight in the risk score is the policy's ``anomaly_weight``
-   (config/rules.yaml); every evaluation reports the risk with and without it.
+   (config/rules.yaml) where it adds: a forest fitted before the time cut scores the
+   validation slice, and when the risk there (no rules) ranks worse by average precision
+   with the anomaly than without, the bundle leaves it out of the risk score
+   (``ModelBundle.anomaly_in_risk``). Every evaluation reports the risk with and without it.
 4. Explanations: features ranked by the mean probability drop when occluded (set to
    the training median) over training frauds; the top ones are what ``explain`` tries.
 
@@ -60,7 +63,7 @@ from txmon.models.errors import TrainingDataError
 from txmon.models.evaluation import DEFAULT_K, EvaluationMetrics, evaluate_frame, ranking
 from txmon.models.features import FEATURES
 from txmon.models.metadata import ModelMetadata, SplitCounts, TimeWindow, library_versions
-from txmon.models.risk import RiskPolicy
+from txmon.models.risk import RiskPolicy, risk_values
 from txmon.models.scoring import score_frame
 
 if TYPE_CHECKING:
@@ -223,13 +226,13 @@ def _fit_linear(x: np.ndarray, y: np.ndarray) -> LinearPart:
 
 def _blend(
     x: np.ndarray, y: np.ndarray, fit_part: np.ndarray, boosted_validation: np.ndarray, config: TrainingConfig
-) -> tuple[LinearPart | None, float, dict]:
+) -> tuple[LinearPart | None, float, dict, np.ndarray]:
     """The linear model's weight, by average precision on the validation slice
-    (the boosting's calibrated probability there given), and the linear model refitted on
-    every row when it is kept."""
+    (the boosting's calibrated probability there given), the linear model refitted on
+    every row when it is kept, and the chosen blend's validation probability."""
     weights = sorted(set(config.linear_weights))
     if weights == [0.0]:
-        return None, 0.0, {}
+        return None, 0.0, {}, boosted_validation
     linear = _fit_linear(x[fit_part], y[fit_part])
     linear_validation = linear.probability(x[~fit_part])
     yv = y[~fit_part]
@@ -247,13 +250,27 @@ def _blend(
         "linear_validation_auc": {str(w): round(a, 6) for w, a in aucs.items()},
     }
     if weight == 0.0:
-        return None, 0.0, info
-    return (_fit_linear(x, y) if config.refit_all else linear), weight, info
+        return None, 0.0, info, boosted_validation
+    return (_fit_linear(x, y) if config.refit_all else linear), weight, info, blended[weight]
 
 
-def _fit_supervised(
-    rows: pd.DataFrame, config: TrainingConfig
-) -> tuple[object, tuple[float, float], str, dict, LinearPart | None]:
+@dataclass
+class _Supervised:
+    """What :func:`_fit_supervised` learned, and the validation slice's probabilities that
+    later choices (the Isolation Forest's place in the risk score) are judged on."""
+
+    classifier: object
+    platt: tuple[float, float]
+    calibration: str
+    info: dict
+    linear: LinearPart | None
+    fit_part: np.ndarray | None = None
+    """True for the rows fitted before the time cut; None when there was no validation slice."""
+    validation_probability: np.ndarray | None = None
+    """The chosen model's calibrated (and blended) probability on the validation slice."""
+
+
+def _fit_supervised(rows: pd.DataFrame, config: TrainingConfig) -> _Supervised:
     x, y = feature_matrix(rows), rows["is_fraud"].to_numpy(dtype=bool)
     fit_part = _validation_cut(rows, config.validation_fraction)
     need = config.min_calibration_frauds
@@ -262,7 +279,7 @@ def _fit_supervised(
         model = _classifier(params, config.max_iter, config.seed, config).fit(_learnable(x), y)
         # The exact prior correction of balanced weights; unweighted trees need none.
         platt = (1.0, float(np.log(y.sum() / (len(y) - y.sum()))) if config.class_weight else 0.0)
-        return (
+        return _Supervised(
             model,
             platt,
             f"prior correction (fewer than {need} frauds to validate out of time)",
@@ -322,16 +339,56 @@ def _fit_supervised(
     how = "platt sigmoid on the latest training slice" + (
         " (trees then grown again on every training row)" if config.refit_all else ""
     )
-    linear, weight, blend_info = _blend(x, y, fit_part, boosted_validation, config)
+    linear, weight, blend_info, validation_probability = _blend(x, y, fit_part, boosted_validation, config)
     info.update(blend_info)
     if linear is not None:
         how += f"; a logistic regression blended in at weight {weight}"
-    return model, platt, how, info, linear
+    return _Supervised(model, platt, how, info, linear, fit_part, validation_probability)
 
 
-def fit(rows: pd.DataFrame, config: TrainingConfig = TrainingConfig()) -> FitResult:
+def _anomaly_reference(model, genuine: np.ndarray) -> np.ndarray:
+    """Quantiles of the fitted forest's anomaly scores over ``genuine``: the empirical CDF
+    that ModelBundle.anomaly maps a score through."""
+    return np.quantile(-model.score_samples(genuine), np.linspace(0, 1, _REFERENCE_QUANTILES))
+
+
+def _anomaly_choice(
+    x: np.ndarray, y: np.ndarray, supervised: _Supervised, config: TrainingConfig, policy: RiskPolicy
+) -> tuple[bool, dict]:
+    """Whether the Isolation Forest belongs in this bundle's risk score: the validation
+    slice's risk (no rules) with the policy's anomaly weight against without it, by average
+    precision, as the other choices are made; a forest fitted on the genuine rows before
+    the time cut scores the slice. Kept where there is nothing to judge by."""
+    fit_part, probability = supervised.fit_part, supervised.validation_probability
+    if policy.anomaly_weight <= 0 or fit_part is None or probability is None:
+        return True, {}
+    genuine = x[fit_part & ~y]
+    forest = anomaly_pipeline(config.iforest_estimators, config.seed).fit(genuine)
+    reference = _anomaly_reference(forest, genuine)
+    anomaly = np.interp(-forest.score_samples(x[~fit_part]), reference, np.linspace(0.0, 1.0, len(reference)))
+    yv, zero = y[~fit_part], np.zeros(len(probability))
+    from sklearn.metrics import roc_auc_score
+
+    scores = {
+        "with": risk_values(zero, probability, anomaly, policy),
+        "without": risk_values(zero, probability, zero, policy),
+    }
+    aps = {k: _ap(yv, v) for k, v in scores.items()}
+    aucs = {k: float(roc_auc_score(yv, v)) for k, v in scores.items()}
+    keep = round(aps["with"], 6) > round(aps["without"], 6)
+    return keep, {
+        "anomaly_in_risk": keep,
+        "anomaly_validation_ap": {k: round(v, 6) for k, v in aps.items()},
+        "anomaly_validation_auc": {k: round(v, 6) for k, v in aucs.items()},
+        "anomaly_judged_at_weight": policy.anomaly_weight,
+    }
+
+
+def fit(rows: pd.DataFrame, config: TrainingConfig = TrainingConfig(), policy: RiskPolicy | None = None) -> FitResult:
     """Fit both models on ``rows``: labelled feature rows the caller may learn from (every
-    label known), any order. Raises TrainingDataError when they cannot train a model."""
+    label known), any order. ``policy``: the risk policy the bundle will score under (its
+    anomaly weight is what the Isolation Forest is judged at; default RiskPolicy()).
+    Raises TrainingDataError when they cannot train a model."""
     rows = rows.sort_values("event_time", kind="mergesort").reset_index(drop=True)
     y = rows["is_fraud"].to_numpy(dtype=bool)
     if not y.any():
@@ -342,28 +399,35 @@ def fit(rows: pd.DataFrame, config: TrainingConfig = TrainingConfig()) -> FitRes
         )
     if y.all():
         raise TrainingDataError("every transaction in the training window is fraud; check the label mapping")
-    classifier, platt, calibration, info, linear = _fit_supervised(rows, config)
+    supervised = _fit_supervised(rows, config)
+    info, linear = supervised.info, supervised.linear
     x = feature_matrix(rows)
+    anomaly_in_risk, anomaly_info = _anomaly_choice(x, y, supervised, config, policy or RiskPolicy())
+    info.update(anomaly_info)
     genuine = x[~y]
     anomaly_model = anomaly_pipeline(config.iforest_estimators, config.seed).fit(genuine)
-    reference = np.quantile(-anomaly_model.score_samples(genuine), np.linspace(0, 1, _REFERENCE_QUANTILES))
+    reference = _anomaly_reference(anomaly_model, genuine)
     # Medians ignore missing values (a feature a source lacks is NaN on every row: then 0).
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # "All-NaN slice": the column's median is then 0
         medians = np.nan_to_num(np.nanmedian(x, axis=0)) if len(x) else np.zeros(len(FEATURES))
     bundle = ModelBundle(
-        classifier=classifier,
-        platt=platt,
+        classifier=supervised.classifier,
+        platt=supervised.platt,
         anomaly_model=anomaly_model,
         anomaly_reference=reference,
         medians=medians,
         explain_features=FEATURES,
         linear=linear,
         linear_weight=float(info.get("linear_weight", 0.0)) if linear is not None else 0.0,
+        anomaly_in_risk=anomaly_in_risk,
     )
     bundle.explain_features = _explain_order(bundle, rows, config)
-    info["platt"] = list(platt)
+    info["platt"] = list(supervised.platt)
     info["explain_features"] = list(bundle.explain_features)
+    calibration = supervised.calibration
+    if not anomaly_in_risk:
+        calibration += "; the Isolation Forest left out of the risk score (it lowered the validation AP)"
     return FitResult(bundle=bundle, calibration=calibration, info=info)
 
 
@@ -401,7 +465,7 @@ def train_frame(
     every metric of :mod:`models.evaluation` goes into the metadata."""
     policy = policy or RiskPolicy()
     train_set, holdout = time_split(frame, config.holdout_fraction)
-    fitted = fit(train_set, config)
+    fitted = fit(train_set, config, policy)
     scored = score_frame(holdout, fitted.bundle, policy)
     fitted.bundle.drift_reference = ScoreReference.from_frame(scored)  # out-of-sample scores, per hour
     evaluation = evaluate_frame(scored, config.k, policy)
@@ -428,17 +492,18 @@ def holdout_metrics(
     scored: pd.DataFrame, evaluation: EvaluationMetrics, bundle: ModelBundle, policy: RiskPolicy, k: int
 ) -> dict:
     """The evaluation's summary plus the model's Brier score and the risk score without
-    the anomaly model (so every report shows whether the Isolation Forest adds)."""
+    and with the anomaly model at the policy's weight (so every report shows whether the
+    Isolation Forest adds, whichever the bundle chose)."""
     metrics = evaluation.summary()
     y = scored["is_fraud"].to_numpy(dtype=bool)
     metrics["model_brier"] = float(np.mean((scored["fraud_probability"].to_numpy() - y) ** 2)) if len(y) else None
-    plain = score_frame(
-        scored, bundle, policy.model_copy(update={"anomaly_weight": 0.0}), scored["rule_score"].to_numpy()
-    )
-    no_anomaly = ranking(plain, "risk_score", k, evaluation.tz, evaluation.fixed_alert_rate)
-    metrics["risk_without_anomaly_average_precision"] = no_anomaly.average_precision
-    metrics["risk_without_anomaly_roc_auc"] = no_anomaly.roc_auc
-    metrics[f"risk_without_anomaly_card_precision_at_{k}"] = no_anomaly.card_precision_at_k
+    parts = (scored["rule_score"], scored["fraud_probability"], scored["anomaly"])
+    for name, weight in (("without", 0.0), ("with", policy.anomaly_weight)):
+        variant = scored.assign(_risk=risk_values(*parts, policy.model_copy(update={"anomaly_weight": weight})))
+        measured = ranking(variant, "_risk", k, evaluation.tz, evaluation.fixed_alert_rate)
+        metrics[f"risk_{name}_anomaly_average_precision"] = measured.average_precision
+        metrics[f"risk_{name}_anomaly_roc_auc"] = measured.roc_auc
+        metrics[f"risk_{name}_anomaly_card_precision_at_{k}"] = measured.card_precision_at_k
     return metrics
 
 

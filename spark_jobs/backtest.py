@@ -59,7 +59,7 @@ from txmon.models.evaluation import (
     ranking,
 )
 from txmon.models.features import FEATURES, transactions_frame
-from txmon.models.risk import RiskPolicy
+from txmon.models.risk import RiskPolicy, risk_values
 from txmon.models.scoring import score_frame
 from txmon.models.sources import DEFAULT_SIMULATED_TPS
 from txmon.models.training import FitResult, TrainingConfig, fit
@@ -83,13 +83,21 @@ __all__ = [
 ]
 
 DEFAULT_CHUNK_ROWS = 100_000
-SCORERS = ("txmon risk", "txmon model", "txmon risk without anomaly", "logistic regression", "random forest")
+SCORERS = (
+    "txmon risk",
+    "txmon model",
+    "txmon risk without anomaly",
+    "txmon risk with anomaly",
+    "logistic regression",
+    "random forest",
+)
 """What every report compares, in this order; the first is txmon's verdict line."""
 # txmon's risk is ranked before rounding (models.risk.risk_values); scores.csv keeps both.
 _COLUMN = {
     "txmon risk": "risk_exact",
     "txmon model": "fraud_probability",
     "txmon risk without anomaly": "risk_without_anomaly",
+    "txmon risk with anomaly": "risk_with_anomaly",
     "logistic regression": "lr_probability",
     "random forest": "rf_probability",
 }
@@ -415,13 +423,16 @@ def score_window(
 ) -> pd.DataFrame:
     """``features`` scored as the stream scores them: rules + models + risk + decision
     (:func:`models.scoring.score_frame` under the rules file's policy), with
-    ``rules_fired``, ``top_reasons`` and ``risk_without_anomaly`` (anomaly weight 0)."""
+    ``rules_fired``, ``top_reasons``, ``risk_without_anomaly`` (anomaly weight 0) and
+    ``risk_with_anomaly`` (the policy's anomaly weight, whether or not the bundle keeps the
+    Isolation Forest in its risk score)."""
     rule_score, fired = hits if hits is not None else rule_hits(features, ruleset, spark)
     policy: RiskPolicy = ruleset.policy
     scored = score_frame(features, bundle, policy, rule_score)
     scored["rules_fired"] = [";".join(f) for f in fired]
-    plain = score_frame(features, bundle, policy.model_copy(update={"anomaly_weight": 0.0}), rule_score)
-    scored["risk_without_anomaly"] = plain["risk_exact"].to_numpy()
+    parts = (scored["rule_score"], scored["fraud_probability"], scored["anomaly"])
+    scored["risk_without_anomaly"] = risk_values(*parts, policy.model_copy(update={"anomaly_weight": 0.0}))
+    scored["risk_with_anomaly"] = risk_values(*parts, policy)
     scored["top_reasons"] = _top_reasons(scored, fired, bundle, ruleset)
     return scored
 
@@ -621,7 +632,7 @@ def run(
             f"their labels), testing on {len(test):,} ({counts['test_frauds']:,} fraud)"
         )
         training = config.training.model_copy(update={"k": config.k})
-        fitted = fit(known, training)
+        fitted = fit(known, training, ruleset.policy)
         a, b = offsets[i], offsets[i + 1]
         scored = score_window(test, fitted.bundle, ruleset, spark, (rule_score[a:b], fired[a:b]))
         if config.baselines:
@@ -671,6 +682,7 @@ SCORE_COLUMNS = (
     "rule_score",
     "anomaly",
     "risk_without_anomaly",
+    "risk_with_anomaly",
     "lr_probability",
     "rf_probability",
 )
@@ -760,7 +772,7 @@ def _charts(result: BacktestResult, out: Path) -> list[str]:
 
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     for name, column in _COLUMN.items():
-        if column not in pooled.columns or name == "txmon risk without anomaly":
+        if column not in pooled.columns or name in ("txmon risk without anomaly", "txmon risk with anomaly"):
             continue
         days = [
             d for w in result.windows for d in card_precision_at_k(w.scored, result.config.k, column, result.config.tz)

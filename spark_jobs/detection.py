@@ -212,27 +212,33 @@ class ModelHolder:
         self.version = champion
         return True
 
+    def risk_policy(self, policy):
+        """``policy`` as the live bundle combines its scores under it (ModelBundle.risk_policy)."""
+        return policy if self.broadcast is None else self.broadcast.value.risk_policy(policy)
+
     def drift_reference(self):
         """The live bundle's per-hour score reference (models.drift), from the driver's copy
         of the broadcast; None without a model or for bundles trained before it existed."""
         return None if self.broadcast is None else getattr(self.broadcast.value, "drift_reference", None)
 
 
-def score_ruled(ruled, trees, model_version: str, ruleset, spark=None):
+def score_ruled(ruled, trees, model_version: str, ruleset, spark=None, policy=None):
     """A ruled batch plus ``fraud_probability``, ``anomaly_score`` (both models in the JVM,
     spark_jobs/jvm_scoring.py), ``risk_score``, ``decision`` (models/risk.py's columns),
     ``model_version`` and ``rules_version``: no Python step. ``ruled``: a DataFrame or a
-    PreparedPlan."""
+    PreparedPlan. ``policy``: the risk policy as the model's bundle applies it
+    (ModelBundle.risk_policy; default the rules file's)."""
     from pyspark.sql import functions as F
 
+    policy = policy or ruleset.policy
     scored = with_model_scores(ruled, trees, spark or ruled.sparkSession)
-    risk = risk_column("rule_score", "fraud_probability", "anomaly_score", ruleset.policy)
+    risk = risk_column("rule_score", "fraud_probability", "anomaly_score", policy)
     # One withColumns: the driver analyses the whole plan again for every DataFrame step
     # (the optimizer collapses the projections either way).
     return scored.withColumns(
         {
             "risk_score": risk,
-            "decision": decision_column(risk, ruleset.policy),
+            "decision": decision_column(risk, policy),
             "model_version": F.lit(model_version),
             "rules_version": F.lit(ruleset.label),
         }
@@ -431,7 +437,9 @@ class Detector:
             from pyspark.sql import types as T
 
             ruled = apply_rules(self._featured, rules)
-            scored = score_ruled(ruled, self.models.trees, self.models.version, rules, spark)
+            scored = score_ruled(
+                ruled, self.models.trees, self.models.version, rules, spark, self.models.risk_policy(rules.policy)
+            )
             # What scored_transactions keeps of the features: one JSON object built in the JVM.
             # As a CQL map, building each row's dict and binding its 26 entries was half the
             # cost of binding a scored row in the outputs step, and each entry was a Cassandra

@@ -169,6 +169,9 @@ def test_every_test_row_is_scored_once_with_every_scorer(result, tmp_path):
     assert len(test) == w.counts["test_rows"] and test["txn_id"].is_unique
     assert test["event_time"].min() >= pd.Timestamp(w.window.test_start)
     assert set(result.summary()) == set(bt.SCORERS)
+    # txmon's risk is the "with anomaly" or the "without" variant, as training chose for the bundle.
+    chosen = "risk_with_anomaly" if w.fit.bundle.anomaly_in_risk else "risk_without_anomaly"
+    assert test["risk_exact"].to_numpy() == pytest.approx(test[chosen].to_numpy(), rel=0, abs=1e-9)
     out = bt.write_outputs(
         result,
         scores_out=tmp_path / "scores.csv",

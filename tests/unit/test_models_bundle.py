@@ -125,7 +125,8 @@ def test_rule_scores_combine_with_the_models(planted):
     model_only = score_frame(frame, planted.bundle, policy)
     assert (model_only["rule_score"] == 0).all()
     row = model_only.iloc[7]
-    assert row["risk_score"] == risk_score(0, row["fraud_probability"], row["anomaly"], policy)
+    combined = planted.bundle.risk_policy(policy)  # the anomaly weight 0 if training left the forest out
+    assert row["risk_score"] == risk_score(0, row["fraud_probability"], row["anomaly"], combined)
 
     by_function = score_frame(frame, planted.bundle, policy, lambda f: np.where(f["amount_paise"] > 3, 60.0, 0.0))
     assert (by_function["rule_score"] == np.where(frame["amount_paise"] > 3, 60.0, 0.0)).all()
@@ -139,6 +140,40 @@ def test_rule_scores_combine_with_the_models(planted):
 
     with pytest.raises(ValueError, match="one per row"):
         score_frame(frame, planted.bundle, policy, [1.0, 2.0])
+
+
+def test_the_anomaly_counts_in_the_risk_only_where_the_bundle_keeps_it(planted):
+    import copy
+
+    from txmon.models.risk import RiskPolicy, risk_scores
+    from txmon.models.scoring import score_frame
+
+    policy = RiskPolicy(anomaly_weight=0.3)
+    frame = planted.holdout.head(500).drop(
+        columns=["fraud_probability", "anomaly", "rule_score", "risk_score", "decision"]
+    )
+    scored = {}
+    for kept in (True, False):
+        bundle = copy.copy(planted.bundle)
+        bundle.anomaly_in_risk = kept
+        assert bundle.risk_policy(policy).anomaly_weight == (0.3 if kept else 0.0)
+        scored[kept] = score_frame(frame, bundle, policy)
+        p, a = scored[kept]["fraud_probability"], scored[kept]["anomaly"]
+        assert (scored[kept]["risk_score"] == risk_scores(np.zeros(len(p)), p, a if kept else 0 * a, policy)).all()
+    assert (scored[True]["anomaly"] == scored[False]["anomaly"]).all()  # still computed and reported
+    assert (scored[True]["risk_exact"] > scored[False]["risk_exact"]).any()
+    # A policy without the anomaly is never given one back.
+    assert planted.bundle.risk_policy(RiskPolicy(anomaly_weight=0.0)).anomaly_weight == 0.0
+
+
+def test_training_keeps_the_anomaly_by_the_validation_slice(planted):
+    params = planted.metadata.params
+    aps = params["anomaly_validation_ap"]
+    assert params["anomaly_in_risk"] is planted.bundle.anomaly_in_risk
+    assert planted.bundle.anomaly_in_risk == (round(aps["with"], 6) > round(aps["without"], 6))
+    assert params["anomaly_judged_at_weight"] == params["policy"]["anomaly_weight"]
+    metrics = planted.metadata.metrics
+    assert {"risk_with_anomaly_roc_auc", "risk_without_anomaly_roc_auc"} <= set(metrics)
 
 
 def test_scoring_bench_runs(planted):

@@ -382,7 +382,7 @@ class Scorer:
             probability, anomaly = 0.0, 0.0
         else:
             probability, anomaly = float(bundle.probability(x)[0]), float(bundle.anomaly(x)[0])
-        policy = compiled.ruleset.policy
+        policy = compiled.ruleset.policy if bundle is None else bundle.risk_policy(compiled.ruleset.policy)
         risk = int(risk_scores([rule_score], [probability], [anomaly], policy)[0])
         decision = str(decisions([risk], policy)[0])
         explanation: list = []
