@@ -121,7 +121,15 @@ def test_the_queue_pages_through_alerts_by_rank_in_order_with_filters_and_case_s
     from txmon.webapp.console import queries
     from txmon.webapp.console.store import ConsoleStore
 
-    for table in ("alerts", "alerts_by_day", "alerts_by_rank", "alerts_by_party", "case_state", "console_hourly"):
+    for table in (
+        "alerts",
+        "alerts_by_day",
+        "alerts_by_rank",
+        "alerts_by_party",
+        "case_state",
+        "console_audit",
+        "console_hourly",
+    ):
         cassandra_session.execute(f"TRUNCATE {table}", timeout=120)
     rng = random.Random(26)
     key = pii_token_key(services.state_path)
@@ -150,8 +158,9 @@ def test_the_queue_pages_through_alerts_by_rank_in_order_with_filters_and_case_s
         store.save_alert(alert)
         made.append(alert)
     closed = {a.alert_id for a in made[:10]}
-    for alert_id in closed:
+    for alert_id in closed:  # as the console closes a case: its state, and the audit row the closed view finds it by
         console.put_case(alert_id, "closed", "alice", "legitimate", now, "alice")
+        console.record(alert_id, "alice", "analyst", "disposition", {"disposition": "legitimate"}, now)
 
     def order(a):
         return (-a.risk_score, -queries.SEVERITY_RANK[a.severity.value], -a.event_time.timestamp())

@@ -457,7 +457,8 @@ def case_view(
     if txn and txn.get("payer_account"):
         from txmon.infra.readback import account_transactions, account_windows
 
-        event_utc = _utc(alert.event_time).astimezone(UTC).replace(tzinfo=None)  # naive UTC, as stored
+        event = alert.event_time if alert.event_time.tzinfo else alert.event_time.replace(tzinfo=UTC)
+        event_utc = event.astimezone(UTC).replace(tzinfo=None)  # naive UTC, as stored
         since = event_utc - timedelta(hours=2)
         for kind in ("tumble_5m", "slide_1h"):
             try:
