@@ -9,6 +9,9 @@ uses it up to :data:`LOCKSTEP_ROWS` rows and scikit-learn's own per-tree Cython 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 
 __all__ = ["LOCKSTEP_ROWS", "LockstepTrees"]
@@ -35,7 +38,7 @@ class LockstepTrees:
     ``+=`` per tree adds them: the totals are equal bit for bit
     (tests/unit/test_lockstep_trees.py)."""
 
-    def __init__(self, trees: list[tuple[np.ndarray, ...]], start: float = 0.0) -> None:
+    def __init__(self, trees: Sequence[Sequence[Any]], start: float = 0.0) -> None:
         """``trees``: per tree (feature, threshold, missing_go_to_left, left, right, output),
         node arrays with children as indexes into the tree (negative at a leaf)."""
         features, thresholds, missing, children, outputs, roots = [], [], [], [], [], []
@@ -75,7 +78,8 @@ class LockstepTrees:
         n, d = x.shape
         flat = np.ascontiguousarray(x, dtype=np.float64).ravel()
         base = (np.arange(n, dtype=np.intp) * d)[:, None]
-        node = np.broadcast_to(self.roots, (n, len(self.roots))).copy()
+        node = np.empty((n, len(self.roots)), dtype=np.intp)
+        node[:] = self.roots
         any_nan = bool(np.isnan(flat).any())
         for _ in range(self.levels):
             v = flat[base + self.feature[node]]
