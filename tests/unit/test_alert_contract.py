@@ -129,7 +129,7 @@ def test_cassandra_row_round_trip_with_naive_driver_times():
 
 def test_alert_is_frozen():
     with pytest.raises(ValidationError, match="frozen"):
-        make_alert(1).risk_score = 5  # type: ignore[misc]
+        make_alert(1).risk_score = 5
     assert isinstance(make_alert(1), Alert)
 
 

@@ -87,6 +87,7 @@ def test_staff_email_tells_what_happened_why_and_what_to_do():
     r = render_message("staff", "email", BankConfig(), alert=make_alert(5))
     assert r.subject == "[txmon] BLOCK CRITICAL: ₹12,500.05 UPI from XXXXXXXX0005 (AMOUNT_SPIKE)"
     for part in (r.text, r.html):
+        assert part is not None
         assert "₹12,500.05" in part
         assert "05 Jan 2026 09:00:05 IST" in part
         assert (
@@ -100,7 +101,7 @@ def test_staff_email_tells_what_happened_why_and_what_to_do():
 def test_html_escapes_reason_text():
     alert = make_alert(1, reasons=[{"code": "X", "description": "<script>alert(1)</script>", "contribution": 1}])
     html = render_message("staff", "email", BankConfig(), alert=alert).html
-    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert html is not None and "<script>" not in html and "&lt;script&gt;" in html
 
 
 @pytest.mark.parametrize("decision", ["BLOCK", "REVIEW"])
@@ -212,6 +213,7 @@ def test_digest_email_has_chart_and_masked_accounts():
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
     r = render_digest(d, BankConfig())
     assert r.subject == "[txmon] Daily fraud digest 2026-01-05: 30 alerts (10 BLOCK, 20 REVIEW)"
+    assert r.html is not None and r.text is not None
     assert f'src="cid:{CHART_CID}"' in r.html
     assert "500000000001" not in r.html + r.text and "XXXXXXXX0001" in r.html
     assert "AMOUNT_SPIKE" in r.text

@@ -9,6 +9,7 @@ import psutil
 
 import txmon.infra.stack as stack_module
 from txmon.bench.memory import stack_processes
+from txmon.infra.settings import load_settings
 
 
 def test_services_started_by_this_process_are_not_counted_as_the_spark_jvm(tmp_path, monkeypatch):
@@ -21,7 +22,7 @@ def test_services_started_by_this_process_are_not_counted_as_the_spark_jvm(tmp_p
     try:
         fake = types.SimpleNamespace(name="cassandra", process=types.SimpleNamespace(pid=lambda: service.pid))
         monkeypatch.setattr(stack_module, "services", lambda settings: [fake])
-        groups = stack_processes(settings=None)
+        groups = stack_processes(settings=load_settings())
         pids = {name: {p.pid for p in procs} for name, procs in groups.items()}
         assert pids["cassandra"] == {service.pid}
         # The test session may have java children of its own (the test stack, a Spark JVM).

@@ -7,6 +7,10 @@ from cassandra import AuthenticationFailed
 from cassandra.cluster import NoHostAvailable
 
 from txmon.infra import cassandra_schema
+from txmon.infra.settings import load_settings
+
+# Only passed through: the fake node below answers every connection.
+SETTINGS = load_settings()
 
 
 def _refused() -> NoHostAvailable:
@@ -37,20 +41,20 @@ def node(monkeypatch):
 
 
 def test_the_administrator_is_created_once_the_default_superuser_exists(node):
-    assert cassandra_schema.admin_session(None, timeout=10) == ("cluster", "session")
+    assert cassandra_schema.admin_session(SETTINGS, timeout=10) == ("cluster", "session")
     assert node["creations"] == 2  # refused once (no superuser yet), then created
 
 
 def test_an_existing_administrator_logs_in_without_being_created(node):
     node["admin"] = True
-    assert cassandra_schema.admin_session(None, timeout=10) == ("cluster", "session")
+    assert cassandra_schema.admin_session(SETTINGS, timeout=10) == ("cluster", "session")
     assert node["creations"] == 0 and node["connects"] == 1
 
 
 def test_refusals_past_the_timeout_raise_the_drivers_error(node):
     node["superuser_after"] = 10**6
     with pytest.raises(NoHostAvailable):
-        cassandra_schema.admin_session(None, timeout=0)
+        cassandra_schema.admin_session(SETTINGS, timeout=0)
 
 
 def test_a_node_that_is_down_is_not_retried(node, monkeypatch):
@@ -60,5 +64,5 @@ def test_a_node_that_is_down_is_not_retried(node, monkeypatch):
 
     monkeypatch.setattr(cassandra_schema, "connect", down)
     with pytest.raises(NoHostAvailable):
-        cassandra_schema.admin_session(None, timeout=10)
+        cassandra_schema.admin_session(SETTINGS, timeout=10)
     assert node["connects"] == 1

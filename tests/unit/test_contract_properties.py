@@ -140,8 +140,10 @@ def test_the_stream_judge_accounts_for_every_record_once(values: list) -> None:
     judged = validation.judge_batch(batch, NOW, validation.Judge(max_age=timedelta(days=1095)))
     letters = {row[2]: row for row in judged.dead_letters}
     assert sorted([*judged.index, *letters]) == list(range(len(values)))
-    assert judged.valid.num_rows == len(judged.index)
-    assert judged.valid.schema.names == list(validation.TRANSACTION_COLUMNS)
+    valid = judged.valid
+    assert isinstance(valid, pa.RecordBatch)
+    assert valid.num_rows == len(judged.index)
+    assert valid.schema.names == list(validation.TRANSACTION_COLUMNS)
     for row in letters.values():
         assert row[3] in DEAD_LETTER_REASONS
         for text in (row[4], row[5], row[6]):

@@ -35,22 +35,38 @@ def settings(tmp_path, monkeypatch):
     return load_settings()
 
 
+def _recording(calls: list, run_id: str):
+    """An on_drift_event stand-in that records the event and answers ``run_id``."""
+
+    def trigger(settings, event):
+        calls.append(event)
+        return run_id
+
+    return trigger
+
+
+def _notifier(settings):
+    notify = default_notifier(settings)
+    assert notify is not None, "drift.notify is airflow in these tests"
+    return notify
+
+
 def test_without_a_running_airflow_the_event_is_recorded_without_an_error(settings, monkeypatch):
-    calls = []
-    monkeypatch.setattr(airflow, "on_drift_event", lambda s, e: calls.append(e) or "run")
-    monkeypatch.setattr(drift_stream, "on_drift_event", lambda s, e: calls.append(e) or "run", raising=False)
+    calls: list = []
+    monkeypatch.setattr(airflow, "on_drift_event", _recording(calls, "run"))
+    monkeypatch.setattr(drift_stream, "on_drift_event", _recording(calls, "run"), raising=False)
     assert not airflow.reachable(settings)
     with pytest.raises(NotNotified, match="txmon airflow up"):
-        default_notifier(settings)(EVENT)
+        _notifier(settings)(EVENT)
     assert calls == []
 
 
 def test_with_an_airflow_to_tell_the_retraining_dag_is_triggered(settings, monkeypatch):
-    calls = []
-    monkeypatch.setattr(airflow, "on_drift_event", lambda s, e: calls.append(e) or "drift__run")
-    monkeypatch.setattr(drift_stream, "on_drift_event", lambda s, e: calls.append(e) or "drift__run", raising=False)
+    calls: list = []
+    monkeypatch.setattr(airflow, "on_drift_event", _recording(calls, "drift__run"))
+    monkeypatch.setattr(drift_stream, "on_drift_event", _recording(calls, "drift__run"), raising=False)
     monkeypatch.setenv("TXMON_AIRFLOW_PASSWORD", "elsewhere")
-    assert default_notifier(settings)(EVENT) == "airflow run drift__run"
+    assert _notifier(settings)(EVENT) == "airflow run drift__run"
     assert calls == [EVENT]
 
 

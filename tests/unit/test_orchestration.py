@@ -302,8 +302,10 @@ def test_retraining_window_params_as_text_win_over_the_interval():
 def test_the_digest_is_due_once_a_day_with_airflow_pendulum_intervals():
     ist = timezone(timedelta(hours=5, minutes=30))
     start, end = pendulum.datetime(2026, 11, 22, 18, 55, tz="UTC"), pendulum.datetime(2026, 11, 22, 19, 0, tz="UTC")
-    assert daily_due(utc(start), utc(end), 0, 30, ist)  # 00:30 IST = 19:00 UTC
-    assert not daily_due(utc(end), utc(end.add(minutes=5)), 0, 30, ist)
+    begin, finish, later = utc(start), utc(end), utc(end.add(minutes=5))
+    assert begin and finish and later
+    assert daily_due(begin, finish, 0, 30, ist)  # 00:30 IST = 19:00 UTC
+    assert not daily_due(finish, later, 0, 30, ist)
     assert interval_end({"data_interval_end": end}) == datetime(2026, 11, 22, 19, 0, tzinfo=UTC)
 
 

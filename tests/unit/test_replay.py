@@ -9,6 +9,7 @@ import copy
 import csv
 import importlib.util
 import json
+import types
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +24,7 @@ from txmon.ingestion.producer import ProduceSummary
 from txmon.ingestion.replay import (
     REJECT_REASONS,
     REPLAY_TXN_NAMESPACE,
+    RejectedRow,
     ReplayMappingError,
     ReplayPacer,
     due_offset,
@@ -82,7 +84,7 @@ class FakeClock:
 
 def _mapping(**fields: object) -> dict:
     """A small valid mapping over columns id, ts (ISO), acct, amt; overrides by target."""
-    base = {
+    base: dict[str, object] = {
         "txn_id": {"column": "id"},
         "event_time": {"column": "ts"},
         "channel": {"value": "UPI"},
@@ -793,7 +795,7 @@ def test_rejected_rows_carry_their_label(tmp_path: Path) -> None:
         "txn-00000004,2024-01-01T00:00:00Z,123456789,1,1,stolen",
     )
     mapping = parse_mapping({**_mapping(), "label": {"is_fraud": {"column": "fraud"}, "scenario": {"column": "kind"}}})
-    seen = []
+    seen: list[RejectedRow] = []
     _events, labels = load_labelled(source, mapping, now=NOW, on_reject=seen.append, rejects_path=tmp_path / "r.csv")
     assert [lb.is_fraud for lb in labels] == [True]
     assert [(r.row_number, r.reason, r.is_fraud, r.scenario) for r in seen] == [
@@ -810,7 +812,7 @@ def test_rejected_rows_carry_their_label(tmp_path: Path) -> None:
 # ------------------------------------------------------- simulated card layout
 
 
-def _card_simulated() -> object:
+def _card_simulated() -> types.ModuleType:
     spec = importlib.util.spec_from_file_location("make_card_simulated", SAMPLE.with_name("make_card_simulated.py"))
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -875,7 +877,7 @@ def test_card_simulated_mapping_reads_every_row(tmp_path: Path, suffix: str) -> 
         card_compromise_rate=0.02,
     )
     source = pd.read_csv(path, dtype=str) if suffix == ".csv" else pd.read_parquet(path)
-    rejects = []
+    rejects: list[RejectedRow] = []
     events, labels = load_labelled(path, CARD_SIMULATED_MAPPING, now=NOW, on_reject=rejects.append)
     assert rejects == [] and len(events) == len(source)
     by_id = source.set_index(source["TRANSACTION_ID"].astype(int))

@@ -167,7 +167,9 @@ def test_zero_weight_scenarios_never_run() -> None:
     assert {item.label.scenario for item in items if item.label.is_fraud} == {"card_testing"}
 
 
-def _signature_holds(scenario: str, event: TransactionEvent, customers: dict[str, Customer], vpas: set[str]) -> bool:
+def _signature_holds(
+    scenario: str, event: TransactionEvent, customers: dict[str, Customer], vpas: set[str | None]
+) -> bool:
     """Per-event part of each scenario's signature (the per-run part is tested below)."""
     fresh_payee = event.payee.account_number not in customers and event.payee.vpa not in vpas
     payer = customers[event.payer.account_number]
@@ -180,7 +182,7 @@ def _signature_holds(scenario: str, event: TransactionEvent, customers: dict[str
         case "late_night_social_engineering":
             return event.event_time.astimezone(IST).hour < 5 and fresh_payee
         case "account_takeover":
-            return event.device_id not in payer.devices and event.geo.city != payer.city.name
+            return event.device_id not in payer.devices and event.geo is not None and event.geo.city != payer.city.name
         case "velocity_burst":
             return event.txn_type is TxnType.P2P and 200_000 <= amount <= 2_000_000 and fresh_payee
         case "new_payee_high_value":
@@ -198,6 +200,7 @@ def test_fraud_events_carry_their_scenario_signature(
     vpas = {c.upi_payer.vpa for c in sim.population.customers}
     for item in items:
         if item.label.is_fraud:
+            assert item.label.scenario is not None, item
             assert _signature_holds(item.label.scenario, item.event, customers, vpas), item
 
 
@@ -290,6 +293,7 @@ def test_channel_mix_and_ticket_sizes(traffic: list[SimulatedTransaction]) -> No
 
 def test_population_looks_indian(default_sim: Simulator) -> None:
     customer = default_sim.population.customers[0]
+    assert customer.upi_payer.vpa is not None and customer.upi_payer.ifsc is not None
     assert customer.upi_payer.vpa.split("@")[1] in {
         "ybl",
         "oksbi",

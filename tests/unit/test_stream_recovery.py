@@ -241,6 +241,12 @@ def test_recovery_gives_up_after_its_budget_without_progress_but_progress_starts
 # ------------------------------------------------------------------ one stream per checkpoint
 
 
+def _holder_pid(checkpoint: str) -> int:
+    holder = CheckpointLock(checkpoint).holder()
+    assert holder is not None, f"nobody holds {checkpoint}"
+    return holder["pid"]
+
+
 def test_a_second_lock_on_a_checkpoint_is_refused_naming_the_holder(tmp_path):
     first = CheckpointLock(str(tmp_path / "ckpt")).acquire()
     try:
@@ -249,7 +255,7 @@ def test_a_second_lock_on_a_checkpoint_is_refused_naming_the_holder(tmp_path):
         message = str(refused.value)
         assert f"(pid {os.getpid()}" in message and f"kill {os.getpid()}" in message
         assert "--checkpoint-dir" in message and str(tmp_path / "ckpt") in message
-        assert CheckpointLock(f"file://{tmp_path / 'ckpt'}").holder()["pid"] == os.getpid()
+        assert _holder_pid(f"file://{tmp_path / 'ckpt'}") == os.getpid()
         CheckpointLock(str(tmp_path / "other")).acquire().release()  # another checkpoint is free
     finally:
         first.release()
@@ -266,8 +272,8 @@ def test_a_lock_holder_killed_with_sigkill_leaves_no_stale_lock(tmp_path):
     )
     holder = subprocess.Popen([sys.executable, "-c", code], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
     try:
-        assert holder.stdout.readline().strip() == "locked"
-        assert CheckpointLock(str(ckpt)).holder()["pid"] == holder.pid
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        assert _holder_pid(str(ckpt)) == holder.pid
         with pytest.raises(StreamLockedError, match=f"pid {holder.pid}"):
             CheckpointLock(str(ckpt)).acquire()
     finally:
