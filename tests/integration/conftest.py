@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
@@ -22,7 +23,7 @@ def settings() -> Settings:
 
 
 @pytest.fixture(scope="session")
-def services(settings: Settings) -> Settings:
+def services(settings: Settings) -> Iterator[Settings]:
     were_running = all(s.healthy for s in stack.status(settings))
     stack.up(settings, log=lambda msg: None)
     yield settings

@@ -16,6 +16,7 @@ import zlib
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -44,6 +45,7 @@ from txmon.alerting.testing import (
     payer_of,
 )
 from txmon.infra.kafka_client import client_config
+from txmon.infra.process import wait_until
 from txmon.infra.readback import dead_letters_since, kafka_end_offsets
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -271,13 +273,11 @@ def test_smtp_down_for_a_while_delivers_after_it_returns_none_lost_none_twice(
     worker.start()
 
     # Bring the server back once the dispatcher has demonstrably been failing and backing off.
-    first = None
-    for _ in range(600):  # bounded: 600 x 50 ms
-        retrying = [a for alert in alerts for a in store.attempts(alert.alert_id) if a.status == "retrying"]
-        if len(retrying) >= 3 or not worker.is_alive():
-            first = retrying[0] if retrying else None
-            break
-        time.sleep(0.05)
+    def retrying() -> list:
+        return [a for alert in alerts for a in store.attempts(alert.alert_id) if a.status == "retrying"]
+
+    wait_until(lambda: len(retrying()) >= 3, 30, interval=0.05, abort=lambda: not worker.is_alive())
+    first = next(iter(retrying()), None)
     assert first is not None, f"the dispatcher never hit the outage: {result}"
     smtp.start()
     worker.join(timeout=120)
@@ -353,7 +353,8 @@ def test_a_dispatcher_stopped_with_deliveries_parked_sends_them_once_after_its_r
         retry=RetryConfig(attempts=2, initial_s=0.05, max_s=0.1),
         circuit=CircuitConfig(failure_threshold=2, open_s=300, max_open_s=300),
     )
-    group, stop, result = unique_name("g"), threading.Event(), {}
+    group, stop = unique_name("g"), threading.Event()
+    result: dict[str, Any] = {}
 
     def run() -> None:
         try:
@@ -363,11 +364,12 @@ def test_a_dispatcher_stopped_with_deliveries_parked_sends_them_once_after_its_r
 
     worker = threading.Thread(target=run, daemon=True)
     worker.start()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and worker.is_alive():
-        if all(_latest_statuses(store, a) == {"email": "deferred"} for a in alerts):
-            break
-        time.sleep(0.1)
+    wait_until(
+        lambda: all(_latest_statuses(store, a) == {"email": "deferred"} for a in alerts),
+        60,
+        interval=0.1,
+        abort=lambda: not worker.is_alive(),
+    )
     stop.set()  # SIGTERM, as a service manager stops it
     worker.join(60)
     assert not worker.is_alive() and "error" not in result, result
@@ -582,9 +584,7 @@ def test_mail_server_down_for_a_while_then_back_the_dispatcher_alone_delivers_ev
         # Before: delivered normally; wait until the log has every outcome, so nothing is in
         # flight when the server goes (a mail cut off mid-DATA could legitimately arrive twice).
         publish(10)
-        deadline = time.monotonic() + 120
-        while not all_sent(published) and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.2)
+        wait_until(lambda: all_sent(published), 120, interval=0.2, abort=lambda: proc.poll() is not None)
         assert all_sent(published), log_file.read_text()[-3000:]
         assert len(smtp.messages()) == 20
 
@@ -614,11 +614,11 @@ def test_mail_server_down_for_a_while_then_back_the_dispatcher_alone_delivers_ev
             time.sleep(1)
 
         expected_mails = len(published) * len(desk)
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and proc.poll() is None:
-            if len(smtp.messages()) >= expected_mails and all_sent(published):
-                break
-            time.sleep(0.5)
+        wait_until(
+            lambda: len(smtp.messages()) >= expected_mails and all_sent(published),
+            180,
+            abort=lambda: proc.poll() is not None,
+        )
         assert proc.poll() is None, log_file.read_text()[-3000:]
     finally:
         proc.terminate()  # SIGTERM: the dispatcher finishes its poll and exits cleanly

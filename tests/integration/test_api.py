@@ -201,7 +201,9 @@ def test_cassandra_down_is_503_and_the_api_recovers_without_restart(services, tm
     cassandra = CassandraService(services)
     with api_client(services, tmp_path) as (client, key):
         assert client.post("/v1/score", json=_event("api-int-down-1"), headers=_bearer(key)).status_code == 200
-        os.kill(cassandra.process.pid(), signal.SIGKILL)
+        pid = cassandra.process.pid()
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
         try:
             assert wait_until(cassandra.process.exited, timeout=30)
             down = client.post("/v1/score", json=_event("api-int-down-2"), headers=_bearer(key))

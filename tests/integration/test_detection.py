@@ -14,6 +14,7 @@ import pytest
 from tests.integration.streams import stream_options, stream_topics
 from txmon.alerting.contract import alert_id_for, from_json
 from txmon.infra.kafka_client import client_config, spark_kafka_options
+from txmon.infra.process import wait_until
 from txmon.infra.settings import PROJECT_ROOT
 from txmon.ingestion.producer import TransactionProducer
 from txmon.ingestion.simulate import SimulateOptions, simulator_for
@@ -239,14 +240,17 @@ def test_rules_reload_while_running_and_bad_rules_keep_the_old_ones(services, sp
             producer.send_event(e)
         producer.flush()
         ids = [e.txn_id for e in events]
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            frame = _scored(cassandra_session, ids)
-            if len(frame) == len(ids):
-                return frame
-            assert ingest.exception() is None, ingest.exception()
-            time.sleep(1)
-        raise AssertionError("stream did not score the events in time")
+
+        scored: list[pd.DataFrame] = []
+
+        def all_scored() -> bool:
+            scored[:] = [_scored(cassandra_session, ids)]
+            return len(scored[0]) == len(ids)
+
+        done = wait_until(all_scored, 300, interval=1, abort=lambda: ingest.exception() is not None)
+        assert ingest.exception() is None, ingest.exception()
+        assert done, "stream did not score the events in time"
+        return scored[0]
 
     try:
         first = send_and_wait(items[:300])

@@ -184,10 +184,10 @@ def test_nothing_txmon_starts_listens_beyond_loopback(services, spark, cluster, 
         wait_until(lambda: query.lastProgress is not None, 60)
         assert query.isActive and query.lastProgress is not None
 
-        pids = {svc.process.pid() for svc in stack.services(services)}
-        pids |= {d.process.pid() for d in spark_cluster.daemons(services)}
+        known = [svc.process.pid() for svc in stack.services(services)]
+        known += [d.process.pid() for d in spark_cluster.daemons(services)]
+        pids = {pid for pid in known if pid is not None}
         pids |= {child.pid for child in psutil.Process(os.getpid()).children(recursive=True)}
-        pids.discard(None)
         found = listeners(pids)
         ui_port = int(spark.sparkContext.uiWebUrl.rsplit(":", 1)[1])
         c = services.spark.cluster
