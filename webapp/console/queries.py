@@ -19,6 +19,7 @@ from typing import Any
 
 from txmon.alerting.contract import DAY_TZ
 from txmon.alerting.store import AlertStore
+from txmon.infra import statements as cql
 from txmon.models.risk import ALERT_DECISIONS, SEVERITIES
 from txmon.webapp.console.store import CaseState, ConsoleStore
 
@@ -122,20 +123,6 @@ def _status_ok(state: CaseState | None, wanted: str) -> bool:
     return wanted == "all" or (status in ACTIVE if wanted == "active" else status == wanted)
 
 
-RANK_COLUMNS = (
-    "alert_id",
-    "event_time",
-    "created_at",
-    "risk_score",
-    "decision",
-    "severity",
-    "channel",
-    "txn_type",
-    "payer_account_masked",
-    "payee_masked",
-    "amount_paise",
-    "reason_codes",
-)
 CASE_CHUNK = 50  # candidates whose case state is looked up at once (the active queue skips closed ones)
 
 
@@ -146,7 +133,7 @@ def _ranked(alerts: AlertStore, days: list[date], fetch: int) -> Iterator[dict[s
     import heapq
 
     session = alerts.session
-    stmt = _prep(session, f"SELECT {', '.join(RANK_COLUMNS)} FROM alerts_by_rank WHERE day = ?")
+    stmt = _prep(session, cql.ALERTS_BY_RANK_OF_DAY)
     futures = []
     for d in days:
         bound = stmt.bind((d,))
@@ -382,40 +369,6 @@ class CaseView:
     older_actions: Any = None  # the ``at`` of the oldest action shown when older ones exist
 
 
-_TXN_COLUMNS = (
-    "txn_id",
-    "event_time",
-    "channel",
-    "txn_type",
-    "payer_account",
-    "payer_ifsc",
-    "payer_vpa",
-    "payee_account",
-    "payee_ifsc",
-    "payee_vpa",
-    "amount_paise",
-    "currency",
-    "mcc",
-    "device_id",
-    "ip",
-    "city",
-    "status",
-)
-_SCORED_COLUMNS = (
-    "risk_score",
-    "decision",
-    "rule_score",
-    "fraud_probability",
-    "anomaly_score",
-    "rules_fired",
-    "reasons",
-    "model_version",
-    "rules_version",
-    "features_json",
-    "payee_key",
-)
-
-
 def case_view(
     alerts: AlertStore,
     console: ConsoleStore,
@@ -434,12 +387,10 @@ def case_view(
     if alert is None:
         return None
     session = alerts.session
-    txn_row = session.execute(
-        _prep(session, f"SELECT {', '.join(_TXN_COLUMNS)} FROM transactions WHERE txn_id = ?"), (alert.txn_id,)
-    ).one()
+    txn_row = session.execute(_prep(session, cql.TRANSACTION_CASE), (alert.txn_id,)).one()
     txn = txn_row._asdict() if txn_row is not None else None
     scored_row = session.execute(
-        _prep(session, f"SELECT {', '.join(_SCORED_COLUMNS)} FROM scored_transactions WHERE txn_id = ?"),
+        _prep(session, cql.SCORED_CASE),
         (alert.txn_id,),
     ).one()
     scored = scored_row._asdict() if scored_row is not None else None
@@ -469,11 +420,7 @@ def case_view(
     # Related alerts: bounded reads of alerts_by_party, within around_days of the alert.
     lo = (alert.event_time - timedelta(days=around_days)).astimezone(UTC).replace(tzinfo=None)
     hi = (alert.event_time + timedelta(days=around_days)).astimezone(UTC).replace(tzinfo=None)
-    party_stmt = _prep(
-        session,
-        f"SELECT {', '.join(_PARTY_COLUMNS)} FROM alerts_by_party "
-        "WHERE party = ? AND event_time >= ? AND event_time <= ? LIMIT ?",
-    )
+    party_stmt = _prep(session, cql.ALERTS_OF_PARTY)
     parties = alert_parties(alert)
     futures = [
         session.execute_async(party_stmt, (party, lo, hi, ACCOUNT_ALERTS + 1 if i == 0 else PAYEE_SCAN + 1))
@@ -488,13 +435,7 @@ def case_view(
         payee_alerts = [r for r in related[1] if r["txn_id"] in same]
     payee_frauds = 0
     if scored and scored.get("payee_key"):
-        payee_frauds = len(
-            list(
-                session.execute(
-                    _prep(session, "SELECT txn_id FROM payee_fraud_labels WHERE payee_key = ?"), (scored["payee_key"],)
-                )
-            )
-        )
+        payee_frauds = len(list(session.execute(_prep(session, cql.PAYEE_FRAUD_TXNS), (scored["payee_key"],))))
     contact = alerts.contact(txn["payer_account"]) if txn and txn.get("payer_account") else None
     state = console.case(alert_id) or CaseState(alert_id, "open", None, None, None, None)
     actions = console.actions(alert_id, HISTORY_PAGE + 1, before=actions_before)
@@ -517,19 +458,6 @@ def case_view(
     )
 
 
-_PARTY_COLUMNS = (
-    "alert_id",
-    "txn_id",
-    "event_time",
-    "risk_score",
-    "decision",
-    "severity",
-    "amount_paise",
-    "payer_account_masked",
-    "reason_codes",
-)
-
-
 def _party_row(r: Any) -> dict[str, Any]:
     row = r._asdict()
     row["event_time"] = _utc(row["event_time"])
@@ -542,7 +470,7 @@ def _same_payee(session, txn_ids: list[str], vpa: str | None, account: str | Non
         return set()
     from cassandra.concurrent import execute_concurrent_with_args
 
-    stmt = _prep(session, "SELECT txn_id, payee_vpa, payee_account FROM transactions WHERE txn_id = ?")
+    stmt = _prep(session, cql.TRANSACTION_PAYEE)
     out = set()
     for ok, rows in execute_concurrent_with_args(session, stmt, [(t,) for t in txn_ids], concurrency=32):
         if not ok:
