@@ -54,8 +54,8 @@ def test_card_precision_removes_accounts_detected_on_earlier_days_and_divides_by
 
 
 def test_recall_at_a_fixed_alert_rate_shares_ties():
-    assert recall_at_alert_rate([1, 0, 1, 0], [5, 5, 5, 5], 0.5) == pytest.approx(0.5)
-    assert recall_at_alert_rate([0, 0], [1, 2], 0.5) is None
+    assert recall_at_alert_rate([True, False, True, False], [5, 5, 5, 5], 0.5) == pytest.approx(0.5)
+    assert recall_at_alert_rate([False, False], [1, 2], 0.5) is None
 
 
 def test_features_in_chunks_equal_one_pass(source):

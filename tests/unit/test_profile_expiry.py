@@ -127,5 +127,7 @@ def test_the_stores_ttl_outlasts_the_folds():
     schema = (ROOT / "infra/schema.cql").read_text()
     table = re.search(r"CREATE TABLE IF NOT EXISTS \{keyspace\}\.feature_profiles \(.*?\);", schema, re.S)
     assert table is not None
-    ttl = int(re.search(r"default_time_to_live = (\d+)", table.group(0)).group(1))
+    ttl_clause = re.search(r"default_time_to_live = (\d+)", table.group(0))
+    assert ttl_clause is not None, "feature_profiles has no TTL"
+    ttl = int(ttl_clause.group(1))
     assert ttl >= PAYER_STATE_TTL_S + 2 * DAY_S
