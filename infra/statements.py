@@ -65,7 +65,6 @@ TRANSACTION_VERSIONS_IN = select(
     "transactions", (*TRANSACTION_CONTENT_COLUMNS, "kafka_partition", "kafka_offset"), "txn_id IN ?"
 )
 TRANSACTION_PAYEES_IN = select("transactions", ("txn_id", "payee_account", "payee_vpa", "event_time"), "txn_id IN ?")
-TRANSACTION_PAYEE = select("transactions", ("txn_id", "payee_vpa", "payee_account"), "txn_id = ?")
 # The one read of a clear account number on the alert path (docs/security-pii.md).
 TRANSACTION_PAYER = select("transactions", ("payer_account",), "txn_id = ?")
 TRANSACTION_PAYER_INSERT = insert("transactions", ("txn_id", "payer_account"))

