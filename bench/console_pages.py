@@ -11,7 +11,9 @@ its main read (the head of the seven days' alerts_by_rank partitions, the alert 
 the last day's console_hourly rows) measured in the same run. Alerts are spread over the
 last seven IST days, so the default queue holds all of them. console_hourly is filled
 with the counts the stream would have left (infra/hourly_counts.py's functions, two
-Spark partitions).
+Spark partitions). The timed case is a busy account's (2,000 of the transactions, so its
+recent transactions come from long account_transactions partitions) with 300 comments
+in its history.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ def _fill(settings, session, alerts: int, transactions: int, seed: int) -> list[
         build_alert,
     )
     from txmon.infra import hourly_counts
+    from txmon.infra import statements as cql
     from txmon.infra.masking import pii_token_key
+    from txmon.infra.readback import txn_month
 
     rng = random.Random(seed)
     key = pii_token_key(settings.state_path)
@@ -62,16 +66,35 @@ def _fill(settings, session, alerts: int, transactions: int, seed: int) -> list[
         f"INSERT INTO alerts_by_party ({', '.join(ALERT_BY_PARTY_COLUMNS)}) "
         f"VALUES ({', '.join('?' * len(ALERT_BY_PARTY_COLUMNS))})"
     )
+    # What a case page reads of its account: the alerted payments themselves (the only
+    # clear payer account), and every transaction's account_transactions row, as the
+    # stream writes them. The first alert's account is a busy one (every BUSY_EVERY-th
+    # transaction), so that case's recent transactions come from long partitions.
+    ins_txn = session.prepare(
+        "INSERT INTO transactions (txn_id, event_time, channel, txn_type, payer_account, payee_vpa, "
+        "amount_paise) VALUES (?, ?, 'UPI', 'P2M', ?, ?, ?)"
+    )
+    ins_recent = session.prepare(cql.ACCOUNT_TXN_INSERT)
+    busy = f"{rng.randrange(10**11, 10**12)}"
+    t_rows: list[tuple] = []
+    at_rows: list[tuple] = []
     ids, a_rows, d_rows, s_rows, r_rows, p_rows = [], [], [], [], [], []
     per_part: list[dict] = [{}, {}]  # what two Spark partitions' running counts would hold
     pending: list[tuple[list, list, list]] = [([], [], []), ([], [], [])]
     for i in range(transactions):
         t = now - timedelta(seconds=rng.uniform(0, 6.5 * 86400))
         account = f"{rng.randrange(10**11, 10**12)}"
+        if i % BUSY_EVERY == 0:
+            account = busy
         alerted = i < alerts
         decision = rng.choice(("REVIEW", "BLOCK")) if alerted else "APPROVE"
         txn_id = f"TXNBENCH{seed}{i:09d}"
-        s_rows.append((txn_id, t, account, decision, rng.randrange(60, 101) if alerted else 5, "bench"))
+        risk = rng.randrange(60, 101) if alerted else 5
+        payee, amount = f"shop{rng.randrange(500)}@ybl", rng.randrange(100, 10**7)
+        s_rows.append((txn_id, t, account, decision, risk, "bench"))
+        at_rows.append((account, txn_month(t), t, txn_id, amount, "UPI", "P2M", payee, risk, decision))
+        if alerted:
+            t_rows.append((txn_id, t, account, payee, amount))
         if alerted:
             a = build_alert(
                 key=key,
@@ -79,11 +102,11 @@ def _fill(settings, session, alerts: int, transactions: int, seed: int) -> list[
                 created_at=t,
                 event_time=t,
                 payer_account=account,
-                payee_vpa=f"shop{rng.randrange(500)}@ybl",
-                amount_paise=rng.randrange(100, 10**7),
+                payee_vpa=payee,
+                amount_paise=amount,
                 channel="UPI",
                 txn_type="P2M",
-                risk_score=rng.randrange(60, 101),
+                risk_score=risk,
                 decision=decision,
                 severity=rng.choice(("MEDIUM", "HIGH", "CRITICAL")),
                 reasons=[
@@ -119,10 +142,12 @@ def _fill(settings, session, alerts: int, transactions: int, seed: int) -> list[
                 (ins_day, d_rows),
                 (ins_rank, r_rows),
                 (ins_party, p_rows),
+                (ins_txn, t_rows),
+                (ins_recent, at_rows),
             ):
                 if rows:
                     execute_concurrent_with_args(session, stmt, rows, concurrency=128, raise_on_first_error=True)
-            s_rows, a_rows, d_rows, r_rows, p_rows = [], [], [], [], []
+            s_rows, a_rows, d_rows, r_rows, p_rows, t_rows, at_rows = [], [], [], [], [], [], []
             print(f"  filled {i + 1:,} transactions", flush=True)
 
     def prepare(session, cql):
@@ -131,6 +156,12 @@ def _fill(settings, session, alerts: int, transactions: int, seed: int) -> list[
     for n, part in enumerate(per_part):
         hourly_counts.write_batch(session, prepare, "bench", n, "bench#0", part)
     return ids
+
+
+BUSY_EVERY = 500
+"""Every BUSY_EVERY-th transaction is the first alert's account's (2,000 of 1,000,000)."""
+HISTORY = 300
+"""Comments recorded on the timed case: its page shows one page of them (the newest)."""
 
 
 def _pct(samples: list[float]) -> tuple[float, float]:
@@ -191,14 +222,24 @@ def main(argv: list[str] | None = None) -> int:
             "alerts_by_party",
             "console_hourly",
             "scored_transactions",
+            "transactions",
+            "account_transactions",
             "case_state",
+            "case_actions",
+            "console_audit",
             "console_users",
         ):
             session.execute(f"TRUNCATE {table}", timeout=120)
         t = time.perf_counter()
         ids = _fill(settings, session, args.alerts, max(args.transactions, args.alerts), args.seed)
+        from txmon.webapp.console.store import ConsoleStore
+
+        console = ConsoleStore(session)
+        for n in range(HISTORY):
+            console.record(ids[0], "bench", "analyst", "comment", {"text": f"bench note {n}"}, datetime.now(UTC))
         print(
             f"filled {args.alerts:,} alerts, {max(args.transactions, args.alerts):,} scored transactions "
+            f"(and their account_transactions rows), {HISTORY} comments on the timed case "
             f"in {time.perf_counter() - t:.0f} s"
         )
     session.execute(
