@@ -109,7 +109,8 @@ def test_cli_contacts_import_digest_out_and_retry_failed(services, cassandra_ses
     result = runner.invoke(app, ["alerts", "contacts-import", str(contacts)])
     assert result.exit_code == 0, result.output
     assert result.output.strip() == "3 contacts upserted"
-    assert store.contact(accounts[1]).phone == f"+9199{accounts[1][-8:]}"
+    contact = store.contact(accounts[1])
+    assert contact is not None and contact.phone == f"+9199{accounts[1][-8:]}"
 
     bad = tmp_path / "bad.csv"
     bad.write_text("account,phone,email\n12,+911,\n")

@@ -21,6 +21,7 @@ import pytest
 
 from tests.integration.streams import stream_options, stream_topics
 from txmon.infra.masking import mask_account, mask_vpa
+from txmon.infra.process import wait_until
 from txmon.infra.settings import PROJECT_ROOT
 from txmon.ingestion.events import IST
 
@@ -110,23 +111,18 @@ def console(streamed, services, cassandra_session):
     for name, role in ROLES.items():
         store.put_user(name, role, hash_password(PASSWORDS[name]), now)
     app = FastAPI()
-    router = console_router(
-        services,
-        backend=Backend(services, labels_topic=streamed["names"]["labels"], stream_topic=streamed["names"]["tx"]),
-    )
+    backend = Backend(services, labels_topic=streamed["names"]["labels"], stream_topic=streamed["names"]["tx"])
+    router = console_router(services, backend=backend)
     app.include_router(router)
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "console did not start"
-        time.sleep(0.1)
+    assert wait_until(lambda: server.started, 30, interval=0.1), "console did not start"
     yield {"url": f"http://127.0.0.1:{port}/console", "store": store}
     server.should_exit = True
     thread.join(timeout=10)
-    router.backend.close()
+    backend.close()
 
 
 @pytest.fixture(scope="module")
@@ -150,14 +146,24 @@ def browser():
     driver.quit()
 
 
+def _found(pattern: str, text: str) -> str:
+    """The first group of ``pattern`` in ``text``, which must be there."""
+    match = re.search(pattern, text)
+    assert match is not None, f"{pattern!r} not on the page"
+    return match.group(1)
+
+
+class _NothingPublished:
+    """A label sink for a disposition that must be refused before anything is published."""
+
+    def send(self, claim) -> None:
+        raise AssertionError(f"published {claim}")
+
+
 def _wait(condition, timeout: float = 20, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
+    value = wait_until(condition, timeout, interval=0.2)
+    assert value, f"timed out waiting for {what}"
+    return value
 
 
 def _navigate(driver, click) -> None:
@@ -348,12 +354,12 @@ def test_analyst_works_an_alert_to_fraud_and_the_label_reaches_the_stream(
     with pytest.raises(cases.ActionRefused):
         cases.dispose(
             console["store"],
-            None,
+            _NothingPublished(),
             alert_id,
             txn_id,
             "alice",
             "analyst",
-            "legitimate",  # type: ignore[arg-type]
+            "legitimate",
             datetime.now(UTC),
         )
     labels = _labels_on(services, streamed["names"]["labels"])
@@ -399,7 +405,7 @@ def test_viewer_sees_masked_identifiers_and_cannot_act(console, browser, streame
     assert "cannot act" in _text(browser, "read-only")
     assert not browser.find_elements(By.ID, "assign") and not browser.find_elements(By.ID, "bulk-close")
     # Forged from outside the page, with the viewer's own valid session and token: refused.
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', browser.page_source).group(1)
+    csrf = _found(r'name="csrf_token" value="([^"]+)"', browser.page_source)
     case_url = browser.current_url
     r = httpx.post(
         case_url + "/disposition",
@@ -478,7 +484,7 @@ def test_dashboard_and_insights_render_what_the_stream_and_the_batch_job_stored(
     assert result["rows"] > 0 and result["segment_rows"] > 0 and "all" in result["segments"]
 
     def count_of(summary: str) -> int:
-        return int(re.search(r"Transactions \(batch, all time\) (\d+)", summary).group(1))
+        return int(_found(r"Transactions \(batch, all time\) (\d+)", summary))
 
     url = console["url"]
     _login(browser, url, "alice")

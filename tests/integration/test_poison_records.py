@@ -15,6 +15,7 @@ import time
 import zlib
 from collections import Counter
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -81,7 +82,7 @@ def test_hostile_records_never_stop_the_stream(services, spark, topics, cassandr
         producer.send_raw(kafka_key(event), to_json(event))
     expected_bad["conflicting_duplicate"] += len(changed)
     # Labels: valid ones for a few events, and broken ones the labels query must dead-letter.
-    good_labels = [
+    good_labels: list[dict[str, Any]] = [
         {"txn_id": e.txn_id, "is_fraud": True, "scenario": "test", "label_time": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
         for e in events[300:305]
     ]

@@ -100,6 +100,7 @@ def test_stream_runs_unchanged_on_a_standalone_cluster(cluster, cassandra_sessio
     assert len({round(r.anomaly_score, 6) for r in scored}) > 100  # real model scores, not a constant
 
     state = spark_cluster.master_state(settings)
+    assert state is not None, "the master does not answer"
     apps = [a for a in state["completedapps"] + state["activeapps"] if a["starttime"] >= submitted_ms]
     assert [a["name"] for a in apps] == ["txmon-transactions-stream"], state["completedapps"]
     ran = _worker_app_ids(settings)

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 import zlib
 from collections import Counter
 from datetime import UTC, datetime
@@ -15,6 +14,7 @@ import pandas as pd
 import pytest
 
 from txmon.infra.kafka_client import client_config
+from txmon.infra.process import wait_until
 from txmon.infra.readback import (
     account_aggregates,
     account_windows,
@@ -36,7 +36,7 @@ def _produce(settings, topic, n, seed, bad_every=None):
     """Produce n simulated events (+ optionally bad records); returns (events, bad reasons)."""
     sim = simulator_for(SimulateOptions(seed=seed, count=n, rate=None, n_customers=300, progress=False))
     producer = TransactionProducer(settings, topic=topic)
-    events, bad = [], Counter()
+    events, bad = [], Counter[str]()
     reasons = sorted(CONTRACT_REASONS)
     for i, item in enumerate(sim.generate(n)):
         # As the producer's own loop does (produce_events), in case the simulated clock still
@@ -273,13 +273,7 @@ def test_killed_stream_restarts_from_checkpoint_without_loss_or_double_counting(
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 240
-        landed = 0
-        while time.monotonic() < deadline:
-            landed = count_landed(cassandra_session, ids)
-            if landed > 0 or first.poll() is not None:
-                break
-            time.sleep(0.5)
+        landed = wait_until(lambda: count_landed(cassandra_session, ids), 240, abort=lambda: first.poll() is not None)
         assert first.poll() is None, (tmp_path / "first-run.log").read_text()[-3000:]
         assert 0 < landed < n, f"kill must happen mid-run, landed={landed}"
     finally:
