@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from txmon.infra.process import wait_until
+
 CONCURRENCY = (1, 8, 32)
 
 
@@ -262,16 +264,16 @@ def _serve(workers: int, port: int, registry: Path, log: Path) -> subprocess.Pop
 def _wait_healthy(base: str, child: subprocess.Popen, log: Path, timeout: float = 180) -> None:
     import httpx
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if child.poll() is not None:
-            raise SystemExit(f"txmon api exited:\n{log.read_text()[-3000:]}")
+    def healthy() -> bool:
         try:
-            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                return
+            return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
         except httpx.TransportError:
-            pass
-        time.sleep(0.5)
+            return False
+
+    if wait_until(healthy, timeout, abort=lambda: child.poll() is not None):
+        return
+    if child.poll() is not None:
+        raise SystemExit(f"txmon api exited:\n{log.read_text()[-3000:]}")
     raise SystemExit(f"txmon api not healthy after {timeout:.0f} s:\n{log.read_text()[-3000:]}")
 
 
@@ -280,15 +282,19 @@ def _warm_up(url: str, headers: dict, events: list[bytes], timeout: float = 300)
     champion (a worker loads them on its first request)."""
     import httpx
 
-    deadline, streak = time.monotonic() + timeout, 0
-    while streak < 50:
-        if time.monotonic() > deadline:
-            raise SystemExit(f"the API did not answer 50 requests in a row within {timeout:.0f} s")
+    streak = 0
+
+    def fifty_in_a_row() -> bool:
+        nonlocal streak
         try:  # a new connection each time, so that every worker gets some
             ok = httpx.post(url, content=events[streak], headers=headers, timeout=120).status_code == 200
         except httpx.TransportError:
             ok = False
         streak = streak + 1 if ok else 0
+        return streak >= 50
+
+    if not wait_until(fifty_in_a_row, timeout, interval=0):
+        raise SystemExit(f"the API did not answer 50 requests in a row within {timeout:.0f} s")
 
 
 class _CpuMeter:

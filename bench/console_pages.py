@@ -31,8 +31,6 @@ def _fill(settings, session, alerts: int, transactions: int, seed: int) -> list[
 
     from txmon.alerting.contract import (
         ALERT_BY_DAY_COLUMNS,
-        ALERT_BY_PARTY_COLUMNS,
-        ALERT_BY_RANK_COLUMNS,
         ALERT_COLUMNS,
         alert_party_rows,
         alert_rank_row,
@@ -47,25 +45,14 @@ def _fill(settings, session, alerts: int, transactions: int, seed: int) -> list[
     rng = random.Random(seed)
     key = pii_token_key(settings.state_path)
     now = datetime.now(UTC)
-    ins_alert = session.prepare(
-        f"INSERT INTO alerts ({', '.join(ALERT_COLUMNS)}) VALUES ({', '.join('?' * len(ALERT_COLUMNS))})"
-    )
-    ins_day = session.prepare(
-        f"INSERT INTO alerts_by_day ({', '.join(ALERT_BY_DAY_COLUMNS)}) "
-        f"VALUES ({', '.join('?' * len(ALERT_BY_DAY_COLUMNS))})"
-    )
+    ins_alert = session.prepare(cql.ALERT_INSERT)
+    ins_day = session.prepare(cql.ALERT_BY_DAY_INSERT)
     ins_scored = session.prepare(
         "INSERT INTO scored_transactions (txn_id, event_time, payer_account, decision, "
         "risk_score, model_version) VALUES (?, ?, ?, ?, ?, ?)"
     )
-    ins_rank = session.prepare(
-        f"INSERT INTO alerts_by_rank ({', '.join(ALERT_BY_RANK_COLUMNS)}) "
-        f"VALUES ({', '.join('?' * len(ALERT_BY_RANK_COLUMNS))})"
-    )
-    ins_party = session.prepare(
-        f"INSERT INTO alerts_by_party ({', '.join(ALERT_BY_PARTY_COLUMNS)}) "
-        f"VALUES ({', '.join('?' * len(ALERT_BY_PARTY_COLUMNS))})"
-    )
+    ins_rank = session.prepare(cql.ALERT_BY_RANK_INSERT)
+    ins_party = session.prepare(cql.ALERT_BY_PARTY_INSERT)
     # What a case page reads of its account: the alerted payments themselves (the only
     # clear payer account), and every transaction's account_transactions row, as the
     # stream writes them. The first alert's account is a busy one (every BUSY_EVERY-th

@@ -39,6 +39,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from txmon.infra.process import wait_until
+
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -178,12 +180,12 @@ class StreamUnderTest:
         """Seconds until every produced record is processed (None: not within timeout)."""
         target = self.end_offset()
         t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout:
-            self.check()
-            if self.processed_offset() >= target:
-                return time.monotonic() - t0
-            time.sleep(0.5)
-        return None
+
+        def caught_up() -> bool:
+            self.check()  # a failed query raises at once instead of waiting out the timeout
+            return self.processed_offset() >= target
+
+        return time.monotonic() - t0 if wait_until(caught_up, timeout) else None
 
     def stop(self) -> None:
         for q in self.queries:
