@@ -173,7 +173,9 @@ def _time(run: dict, key: str) -> datetime | None:
 
 
 def _run_after(run: dict) -> datetime:
-    return _time(run, "run_after")
+    t = _time(run, "run_after")
+    assert t is not None, run
+    return t
 
 
 def test_every_dag_is_registered_from_a_file_that_shadows_no_package(airflow_server):
@@ -200,11 +202,12 @@ def _records_since(settings, topic: str, since: dict[int, int], expected: int, t
         consumer.seek(tp, since[tp.partition])
     records: list[dict] = []
     try:
-        wait_until(
-            lambda: records.extend(json.loads(m.value) for m in consumer) or len(records) >= expected,
-            timeout_s,
-            interval=0,
-        )
+
+        def enough() -> bool:
+            records.extend(json.loads(m.value) for m in consumer)
+            return len(records) >= expected
+
+        wait_until(enough, timeout_s, interval=0)
     finally:
         consumer.close()
     return records
@@ -580,7 +583,9 @@ def test_model_retraining_by_interval_and_by_default_trains_evaluates_decides_an
             "notify_fraud_desk": "success",
         }
         challenger = registry.versions()[-1].version
+        assert challenger is not None
         verdict = registry.annotation(challenger, "retraining")
+        assert verdict is not None, f"no retraining verdict on {challenger}"
         assert verdict["champion_version"] == champion_before and verdict["challenger_version"] == challenger
         assert verdict["holdout_rows"] > 0 and verdict["challenger"]["model_average_precision"] is not None
         # The branch followed the decision, and the registry shows it.
@@ -611,6 +616,7 @@ def test_model_retraining_by_interval_and_by_default_trains_evaluates_decides_an
 
     # Without params: retraining.window_days back from when the run was triggered.
     champion_now = registry.champion()
+    assert champion_now is not None
     run, states = run_dag(airflow_server, "model_retraining", None, timeout_s=2400)
     plan = _xcom(client, "model_retraining", run["dag_run_id"], "extract")
     window_end = _run_after(run).astimezone(UTC).replace(second=0, microsecond=0)
