@@ -76,6 +76,20 @@ def stream_env(services, tmp_path):
     }
 
 
+def _kill(service) -> None:
+    """SIGKILL a service's process: an abrupt outage."""
+    pid = service.process.pid()
+    assert pid is not None, "the service is not running"
+    os.kill(pid, signal.SIGKILL)
+
+
+def _holder_pid(ckpt: Path) -> int:
+    """The pid of the process holding the checkpoint (the stream's driver)."""
+    holder = CheckpointLock(str(ckpt)).holder()
+    assert holder is not None, "nobody holds the checkpoint"
+    return holder["pid"]
+
+
 def _events(topic: str, n: int = EVENTS):
     sim = simulator_for(
         SimulateOptions(seed=zlib.crc32(topic.encode()), count=n, rate=None, n_customers=300, progress=False)
@@ -221,7 +235,7 @@ def test_stream_waits_out_a_cassandra_outage_and_loses_or_doubles_nothing(servic
     cassandra = CassandraService(services)
     try:
         landed = _wait_for_some(services, stream, [e.txn_id for e in first], "the outage")
-        os.kill(cassandra.process.pid(), signal.SIGKILL)
+        _kill(cassandra)
         killed_at = time.monotonic()
         assert wait_until(cassandra.process.exited, timeout=30)
         _produce(services, stream_topic, during)  # Kafka is up: the stream has work all through the outage
@@ -263,7 +277,7 @@ def test_stream_carries_on_after_kafka_is_killed_and_restarted(services, stream_
     kafka = KafkaService(services)
     try:
         landed = _wait_for_some(services, stream, [e.txn_id for e in before], "the outage")
-        os.kill(kafka.process.pid(), signal.SIGKILL)
+        _kill(kafka)
         killed_at = time.monotonic()
         assert wait_until(kafka.process.exited, timeout=30)
         assert landed < len(before), f"the kill must happen mid-run, landed={landed}"
@@ -303,7 +317,7 @@ def test_supervisor_restarts_a_stream_killed_with_sigkill(services, stream_topic
         _wait_for_some(services, supervisor, [e.txn_id for e in before], "the kill")
         (started,) = restarts(services)[recorded:]
         assert started["triggered_by"] == "txmon stream --supervise" and started["reason"].startswith("dead")
-        victim = CheckpointLock(str(ckpt)).holder()["pid"]  # the stream's driver: it holds the checkpoint
+        victim = _holder_pid(ckpt)  # the stream's driver: it holds the checkpoint
         landed = _landed(services, [e.txn_id for e in before])
         os.kill(victim, signal.SIGKILL)
         killed_at = time.monotonic()
@@ -325,7 +339,7 @@ def test_supervisor_restarts_a_stream_killed_with_sigkill(services, stream_topic
             restarted_after_s=round(restarted_after_s),
             **figures,
         )
-        assert CheckpointLock(str(ckpt)).holder()["pid"] != victim
+        assert _holder_pid(ckpt) != victim
         assert supervisor.alive() and "started pid" in supervisor.tail()
     finally:
         code = supervisor.stop()
