@@ -24,7 +24,6 @@ import dataclasses
 import json
 import math
 import os
-import time
 import uuid
 import zlib
 
@@ -33,6 +32,7 @@ import pytest
 import yaml
 
 from tests.integration.streams import stream_options, stream_topics
+from txmon.infra.process import wait_until
 from txmon.infra.settings import PROJECT_ROOT
 from txmon.ingestion.producer import TransactionProducer
 from txmon.ingestion.simulate import SimulateOptions, simulator_for
@@ -68,25 +68,26 @@ def _train_champion(registry_root) -> str:
 
 def _wait_scored(session, ids: list[str], timeout: float = 900) -> pd.DataFrame:
     stmt = session.prepare("SELECT txn_id, decision, model_version FROM scored_transactions WHERE txn_id IN ?")
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = []
-        for i in range(0, len(ids), 200):
-            rows += [r._asdict() for r in session.execute(stmt, (ids[i : i + 200],))]
-        if len(rows) == len(ids) or time.monotonic() > deadline:
-            assert len(rows) == len(ids), f"only {len(rows)} of {len(ids)} transactions scored in {timeout}s"
-            return pd.DataFrame(rows)
-        time.sleep(3)
+    rows: list[dict] = []
+
+    def all_scored() -> bool:
+        rows[:] = [r._asdict() for i in range(0, len(ids), 200) for r in session.execute(stmt, (ids[i : i + 200],))]
+        return len(rows) == len(ids)
+
+    assert wait_until(all_scored, timeout, interval=3), (
+        f"only {len(rows)} of {len(ids)} transactions scored in {timeout}s"
+    )
+    return pd.DataFrame(rows)
 
 
 def _wait_drift(session, stream: str, part: str, timeout: float = 300) -> list:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        rows = list(session.execute("SELECT * FROM drift_events WHERE stream = %s AND part = %s", (stream, part)))
-        if rows:
-            return rows
-        time.sleep(2)
-    raise AssertionError(f"no drift event on {stream}/{part} within {timeout}s")
+    rows = wait_until(
+        lambda: list(session.execute("SELECT * FROM drift_events WHERE stream = %s AND part = %s", (stream, part))),
+        timeout,
+        interval=2,
+    )
+    assert rows, f"no drift event on {stream}/{part} within {timeout}s"
+    return rows
 
 
 @pytest.fixture(scope="module")
@@ -264,7 +265,8 @@ def test_drift_retrain_promote_and_hot_swap(loop):
     assert result["promote"] and result["promoted"] == result["challenger_version"]
     registry = Registry(loop["tmp"] / "models")
     assert registry.champion() == result["challenger_version"]
-    assert registry.annotation(result["challenger_version"], "retraining")["promote"] is True
+    verdict = registry.annotation(result["challenger_version"], "retraining")
+    assert verdict is not None and verdict["promote"] is True
     # Idempotent per run: running it again redoes nothing and changes nothing.
     again = retraining.retrain(settings, run_id, first_time, last_time, spark=loop["spark"])
     assert again["challenger_version"] == result["challenger_version"] and len(registry.versions()) == 2
@@ -336,7 +338,8 @@ def test_a_benign_shift_is_judged_on_the_same_holdout(services, spark, tmp_path,
     assert result["champion_version"] == live
     better = result["challenger"]["model_average_precision"] >= result["champion"]["model_average_precision"] + 0.01
     assert result["promote"] is better
-    assert registry.annotation(result["challenger_version"], "retraining")["promote"] is better
+    verdict = registry.annotation(result["challenger_version"], "retraining")
+    assert verdict is not None and verdict["promote"] is better
     if better:
         assert result["promoted"] == result["challenger_version"] == registry.champion()
     else:
