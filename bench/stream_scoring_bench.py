@@ -139,7 +139,7 @@ def measure(spark, bundle, frame, repeats: int = 3) -> dict[str, float]:
     # No in-Spark step can beat it, so it bounds every ratio from above.
     results[SCAN_FLOOR] = n / _best(lambda: ruled.write.format("noop").mode("overwrite").save(), repeats)
     trees = broadcast_trees(spark, bundle, "bench")
-    scored = score_ruled(ruled, trees, "bench", rules, spark)
+    scored = score_ruled(ruled, trees, "bench", rules, spark, bundle.risk_policy(rules.policy))
     results[IN_STREAM] = n / _best(lambda: scored.write.format("noop").mode("overwrite").save(), repeats)
     results[WITH_REASONS] = n / _best(
         lambda: (
@@ -230,7 +230,9 @@ def compare_steps(spark, bundle, frame, ref: str, repeats: int = 3) -> dict:
     schema = old.scored_schema(ruled.schema)
     steps = {
         ref: lambda: ruled.mapInArrow(old._score_partition(bc, "bench", rules, schema), schema),
-        "working tree (JVM)": lambda: score_ruled(ruled, trees, "bench", rules, spark),
+        "working tree (JVM)": lambda: score_ruled(
+            ruled, trees, "bench", rules, spark, bundle.risk_policy(rules.policy)
+        ),
     }
     cols = ["txn_id", "fraud_probability", "anomaly_score", "risk_score", "decision"]
     a, b = (step().select(*cols).toPandas().set_index("txn_id").sort_index() for step in steps.values())

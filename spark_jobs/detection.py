@@ -222,15 +222,15 @@ class ModelHolder:
         return None if self.broadcast is None else getattr(self.broadcast.value, "drift_reference", None)
 
 
-def score_ruled(ruled, trees, model_version: str, ruleset, spark=None, policy=None):
+def score_ruled(ruled, trees, model_version: str, ruleset, spark, policy):
     """A ruled batch plus ``fraud_probability``, ``anomaly_score`` (both models in the JVM,
     spark_jobs/jvm_scoring.py), ``risk_score``, ``decision`` (models/risk.py's columns),
     ``model_version`` and ``rules_version``: no Python step. ``ruled``: a DataFrame or a
-    PreparedPlan. ``policy``: the risk policy as the model's bundle applies it
-    (ModelBundle.risk_policy; default the rules file's)."""
+    PreparedPlan. ``policy``: the rules file's policy as the model's bundle applies it
+    (ModelBundle.risk_policy), required: the rules file's own would keep an anomaly weight
+    the bundle may leave out."""
     from pyspark.sql import functions as F
 
-    policy = policy or ruleset.policy
     scored = with_model_scores(ruled, trees, spark or ruled.sparkSession)
     risk = risk_column("rule_score", "fraud_probability", "anomaly_score", policy)
     # One withColumns: the driver analyses the whole plan again for every DataFrame step

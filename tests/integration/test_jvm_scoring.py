@@ -96,7 +96,7 @@ def test_jvm_risk_and_decision_equal_the_python_scoring(spark, trained, holdout)
     trees = broadcast_trees(spark, trained.bundle, "test")
     try:
         stream = (
-            score_ruled(ruled, trees, "test", rules, spark)
+            score_ruled(ruled, trees, "test", rules, spark, trained.bundle.risk_policy(rules.policy))
             .select("txn_id", "rule_score", "risk_score", "decision")
             .toPandas()
             .set_index("txn_id")
