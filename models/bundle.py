@@ -257,7 +257,7 @@ class ModelBundle:
         return paths
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_paths", "_walk", "_grid")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_paths", "_walk", "_grid", "_policy")}
 
     def score(self, frame) -> tuple[np.ndarray, np.ndarray]:
         """(fraud_probability, anomaly), each in [0, 1], one per row of ``frame`` (pandas or Arrow)."""
@@ -299,7 +299,11 @@ class ModelBundle:
         Every path that turns this bundle's scores into a risk score goes through it."""
         if self.anomaly_in_risk or policy.anomaly_weight == 0:
             return policy
-        return policy.model_copy(update={"anomaly_weight": 0.0})
+        # The API asks once per request: one copy per rules policy, not one per call.
+        cached = self.__dict__.get("_policy")
+        if cached is None or cached[0] is not policy:
+            cached = self.__dict__["_policy"] = (policy, policy.model_copy(update={"anomaly_weight": 0.0}))
+        return cached[1]
 
     # ------------------------------------------------------------ serialisation
 

@@ -72,6 +72,16 @@ def api_client(
         yield client, key
 
 
+def _interrupt(child: subprocess.Popen, log) -> None:
+    """Stop a ``txmon api`` child as Ctrl-C does (killed if it has not exited in 30 s)."""
+    child.send_signal(signal.SIGINT)
+    try:
+        child.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        child.kill()
+    log.close()
+
+
 def _bearer(key: str) -> dict:
     return {"Authorization": f"Bearer {key}"}
 
@@ -258,9 +268,4 @@ def test_txmon_api_serves_on_loopback(services, tmp_path):
         assert answer.status_code == 200 and answer.json()["txn_id"] == "api-int-served-1"
         assert httpx.get(f"http://127.0.0.1:{port}/docs", timeout=10).status_code == 200
     finally:
-        child.send_signal(signal.SIGINT)
-        try:
-            child.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            child.kill()
-        log.close()
+        _interrupt(child, log)

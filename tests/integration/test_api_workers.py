@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.test_api import _bearer, _event
+from tests.integration.test_api import _bearer, _event, _interrupt
 
 REQUESTS = 40
 
@@ -93,10 +92,5 @@ def test_every_scrape_counts_both_workers_requests(services, tmp_path):
             assert scrape.status_code == 200
             assert _scored(scrape.text) == REQUESTS
     finally:
-        child.send_signal(signal.SIGINT)
-        try:
-            child.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            child.kill()
-        log.close()
+        _interrupt(child, log)
     assert not list(tmp_path.glob("txmon-api-metrics-*")), "the metrics directory is removed at shutdown"
