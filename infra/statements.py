@@ -94,8 +94,14 @@ TRANSACTION_CASE = select(
 
 # ---------------------------------------------------------------- dead_letters
 DEAD_LETTER_INSERT = insert("dead_letters")
-DEAD_LETTER_REASONS = "SELECT reason FROM dead_letters WHERE topic = ? AND kafka_partition = ?"
-DEAD_LETTER_REASONS_SINCE = DEAD_LETTER_REASONS + " AND kafka_offset >= ?"
+DEAD_LETTER_REASONS_SINCE = (
+    "SELECT reason FROM dead_letters WHERE topic = ? AND kafka_partition = ? AND kafka_offset >= ?"
+)
+# The console's dashboard: a partition's newest dead letters, at most a page of them.
+DEAD_LETTERS_NEWEST = (
+    "SELECT reason, landed_at FROM dead_letters WHERE topic = ? AND kafka_partition = ? "
+    "ORDER BY kafka_offset DESC LIMIT ?"
+)
 
 # ---------------------------------------------------------------- account_aggregates
 ACCOUNT_WINDOWS = (
@@ -132,8 +138,19 @@ PAYEE_FRAUDS = "SELECT label_time, event_time FROM payee_fraud_labels WHERE paye
 PAYEE_FRAUD_TXNS = "SELECT txn_id FROM payee_fraud_labels WHERE payee_key = ?"
 
 # ---------------------------------------------------------------- labels
-LABELS = "SELECT txn_id, is_fraud, scenario FROM labels"
-LABELS_FIRST = LABELS + " LIMIT ?"  # the dashboard's bounded read (token order: a sample of many)
+# What a batch of labels replaces (infra/fraud_label_days.py reads it before the write).
+LABELS_IN = "SELECT txn_id, is_fraud, scenario, received_at FROM labels WHERE txn_id IN ?"
+LABELS_RECEIVED = "SELECT txn_id, is_fraud, scenario, received_at FROM labels"  # `console reindex`: whole table
+
+# ---------------------------------------------------------------- fraud_labels_by_day
+FRAUD_DAY_INSERT = insert("fraud_labels_by_day")
+FRAUD_DAY_DELETE = "DELETE FROM fraud_labels_by_day WHERE day = ? AND scenario = ? AND outcome = ? AND txn_id = ?"
+# Cassandra counts the day's partition and answers a row per (scenario, outcome).
+FRAUD_DAY_COUNTS = (
+    "SELECT scenario, outcome, count(*) FROM fraud_labels_by_day WHERE day = ? GROUP BY scenario, outcome"
+)
+FRAUD_DAY_OUTCOME = select("fraud_labels_by_day", ("txn_id",), "day = ? AND scenario = ? AND outcome = ? LIMIT ?")
+FRAUD_DAY_ROWS = select("fraud_labels_by_day", ("scenario", "outcome", "txn_id"), "day = ?")  # reindex only
 
 # ---------------------------------------------------------------- scored_transactions
 SCORED_EVALUATION_COLUMNS = (
@@ -152,7 +169,6 @@ SCORED_EVALUATION = select("scored_transactions", SCORED_EVALUATION_COLUMNS)
 SCORED_HOURS = "SELECT event_time, decision, model_version FROM scored_transactions"
 # What account_transactions keeps of each scored row (its backfill), in that table's order.
 SCORED_BY_ACCOUNT = select("scored_transactions", tuple(c for c in ACCOUNT_TXN_COLUMNS if c != "month"))
-SCORED_DECISION = "SELECT decision FROM scored_transactions WHERE txn_id = ?"
 SCORED_DECISIONS_IN = "SELECT txn_id, decision, model_version FROM scored_transactions WHERE txn_id IN ?"
 SCORED_DEMO_IN = (
     "SELECT txn_id, decision, risk_score, rules_fired, reasons, payer_account "
@@ -316,7 +332,7 @@ AUDIT_BETWEEN = (
 CASE_LABEL_CLAIM = insert(
     "case_labels", tuple(c for c in table_columns("case_labels") if c != "published_at"), "IF NOT EXISTS"
 )
-CASE_LABELS = select("case_labels")
+CASE_LABELS_IN = select("case_labels", where="alert_id IN ?")
 CASE_LABEL_GET = select("case_labels", where="alert_id = ?")
 CASE_LABEL_PUBLISHED = "UPDATE case_labels SET published_at = ? WHERE alert_id = ?"
 _SPENDING = ("period_kind", "period", "dimension", "key", "txn_count", "total_paise", "max_paise", "avg_paise")

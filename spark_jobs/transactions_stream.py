@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from txmon.infra import fraud_label_days
 from txmon.infra.errors import EventValidationError, TxmonError
 from txmon.infra.kafka_client import spark_kafka_options
 from txmon.infra.settings import Settings, load_settings
@@ -349,7 +350,8 @@ LABEL_COLUMNS = ("txn_id", "is_fraud", "scenario", "label_time", "received_at")
 
 
 def start_labels_query(spark, settings: Settings, opts: StreamOptions, drift=None):
-    """Ground-truth labels as they arrive: into ``labels``, confirmed frauds by payee
+    """Ground-truth labels as they arrive: into ``labels``, frauds by the day they came
+    into ``fraud_labels_by_day`` (the console's fraud caught), confirmed frauds by payee
     into ``payee_fraud_labels`` (the payee_fraud_reports feature reads it), and the
     outcomes of the stream's decisions to the drift monitor. Each record is judged by the
     label contract (ingestion.events.validate_label) in Python on the driver (labels are
@@ -368,6 +370,14 @@ def start_labels_query(spark, settings: Settings, opts: StreamOptions, drift=Non
             publish_dead_letters(target, settings.kafka.bootstrap, opts.dlq_topic, letters)
         if not labels:
             return
+        # Before ``labels`` is overwritten: the day rows of a relabelled transaction are
+        # found through the label it replaces.
+        batch = [(lab.txn_id, lab.is_fraud, lab.scenario) for lab in labels]
+        retried(
+            target,
+            "fraud_labels_by_day",
+            lambda: fraud_label_days.record(session_for(target), prepared, batch, received_at),
+        )
         write_rows(
             target,
             "labels",

@@ -32,6 +32,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "txmon.infra.jars",
             "txmon.infra.kafka_client",
             "txmon.infra.hourly_counts",
+            "txmon.infra.fraud_label_days",
             "txmon.infra.statements",
         ),
     ),

@@ -4,7 +4,7 @@ infra/cli.py. Options can also be set through the environment variables in ``--h
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
@@ -130,21 +130,32 @@ def users_disable(username: str, enable: Annotated[bool, typer.Option(help="enab
 
 
 @labels_app.command("resend")
-def labels_resend(limit: Annotated[int | None, typer.Option(help="at most this many")] = None) -> None:
-    """Send the labels that were claimed by a disposition but never acknowledged by Kafka."""
+def labels_resend(
+    limit: Annotated[int, typer.Option(help="send at most this many", min=1)] = 1000,
+    days: Annotated[
+        int, typer.Option(help="look at the cases disposed in the last DAYS UTC days", min=1, max=3660)
+    ] = 30,
+) -> None:
+    """Send the labels that were claimed by a disposition but never acknowledged by Kafka,
+    newest first: those of the cases disposed in the last DAYS days (the audit log is read
+    a day at a time), at most LIMIT a run. Says when more are waiting."""
     from txmon.webapp.console.cases import KafkaLabelSink, publish_label
 
     settings, cluster, store = _store()
     sink = KafkaLabelSink(settings)
     sent = 0
+    now = datetime.now(UTC)
     try:
-        for claim in store.unpublished_labels()[:limit]:
+        claims, more = store.unpublished_labels(now - timedelta(days=days), now, limit)
+        for claim in claims:
             publish_label(store, sink, claim, "txmon-cli", "admin", datetime.now(UTC))
             sent += 1
     finally:
         sink.close()
         cluster.shutdown()
     typer.echo(f"{sent} label(s) sent")
+    if more:
+        typer.echo(f"at least one more is waiting: run again (at most --limit {limit} a run)")
 
 
 @console_app.command("reindex")
@@ -152,13 +163,11 @@ def reindex(
     days: Annotated[int, typer.Option(help="IST days back from today to index", min=1, max=3660)] = 31,
 ) -> None:
     """Fill the console's read tables (alerts_by_rank, alerts_by_party, console_hourly,
-    account_transactions) for alerts and transactions stored before they existed; safe to
-    run again (upserts)."""
-    from datetime import timedelta
-
+    account_transactions, fraud_labels_by_day) for alerts, transactions and labels stored
+    before they existed; safe to run again (upserts)."""
     from txmon.alerting.contract import DAY_TZ
     from txmon.alerting.store import AlertStore
-    from txmon.infra import hourly_counts
+    from txmon.infra import fraud_label_days, hourly_counts
     from txmon.infra.readback import backfill_account_transactions
     from txmon.webapp.console.queries import _prep
 
@@ -176,6 +185,7 @@ def reindex(
         since = datetime.combine(today - timedelta(days=days - 1), datetime.min.time(), DAY_TZ)
         recent = backfill_account_transactions(_store_.session, since.astimezone(UTC).replace(tzinfo=None))
         typer.echo(f"{recent:,} scored transaction(s) indexed for the case pages' recent transactions")
+        fraud_label_days.backfill(_store_.session, _prep, since, log=typer.echo)
         hourly_counts.backfill(_store_.session, _prep, alerts.alerts_for_day, since, log=typer.echo)
     finally:
         cluster.shutdown()

@@ -2,9 +2,10 @@
 
 Volume, alert rate, decision mix, model versions and the rules of the alerts come from
 the stream's counts per IST hour (``console_hourly``, infra/hourly_counts.py): a few
-small rows per hour, whatever the traffic. Dead letters per Kafka partition of the
-stream's topic, workload from the console's case state, drift events from
-``drift_events``, frauds caught from ``labels`` joined to their decisions.
+small rows per hour, whatever the traffic. Dead letters from the newest of each Kafka
+partition of the stream's topic, workload from the console's case state, drift events
+from ``drift_events``, frauds caught from the labels' days (``fraud_labels_by_day``,
+infra/fraud_label_days.py). Every read is bounded; a view that hit its bound says so.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from txmon.alerting.store import AlertStore
+from txmon.infra import fraud_label_days
 from txmon.infra import statements as cql
 from txmon.webapp.console import charts
+from txmon.webapp.console.queries import _prep
 from txmon.webapp.console.store import ConsoleStore
 
 
@@ -30,14 +33,16 @@ class Dashboard:
     decisions: dict[str, int]
     models: dict[str, int]
     rules: list[tuple[str, int]]
-    dead_letters: dict[str, int]
+    dead_letters: dict[str, int]  # in the window, by reason
     workload: list[dict[str, Any]]
     drift: list[dict[str, Any]]
     caught: list[dict[str, Any]]
     stream: dict[str, Any]
     charts: dict[str, str] = field(default_factory=dict)
     workload_partial: bool = False  # the window held more actions than WORKLOAD_ACTIONS
-    caught_partial: bool = False  # more labels than CAUGHT_LABELS were received
+    caught_partial: bool = False  # more unscored fraud labels than UNSCORED_CHECKS: flagged is a lower bound
+    caught_days: tuple[Any, Any] | None = None  # the IST days the fraud labels were received on
+    dead_partial: bool = False  # a partition held more dead letters in the window than DEAD_LETTERS_READ
 
 
 def _utc(t: datetime | None) -> datetime | None:
@@ -47,7 +52,6 @@ def _utc(t: datetime | None) -> datetime | None:
 def build(alerts: AlertStore, console: ConsoleStore, settings: Any, topic: str, hours: int, now: datetime) -> Dashboard:
     from txmon.alerting.contract import DAY_TZ
     from txmon.infra import hourly_counts
-    from txmon.webapp.console.queries import _prep
 
     session = alerts.session
     since = now - timedelta(hours=hours)
@@ -67,10 +71,7 @@ def build(alerts: AlertStore, console: ConsoleStore, settings: Any, topic: str, 
         rate.append(100.0 * c["alerts"] / c["transactions"] if c["transactions"] else 0.0)
     total = sum(volume)
     decisions.pop("", None)
-    dead: Counter[str] = Counter()
-    dl = _prep(session, cql.DEAD_LETTER_REASONS)
-    for p in range(settings.kafka.partitions):
-        dead.update(r.reason for r in session.execute(dl, (topic, p)))
+    dead, dead_partial = dead_letters(session, topic, settings.kafka.partitions, since)
     workload, workload_partial = _workload(console, since, now)
     drift = [
         {
@@ -88,7 +89,8 @@ def build(alerts: AlertStore, console: ConsoleStore, settings: Any, topic: str, 
         )
     ]
     drift.sort(key=lambda d: d["detected_at"] or now, reverse=True)
-    caught, caught_partial = _caught(session)
+    caught, caught_partial = fraud_label_days.read(session, _prep, since, now)
+    days = fraud_label_days.days_between(since, now)
     d = Dashboard(
         hours,
         total,
@@ -103,6 +105,8 @@ def build(alerts: AlertStore, console: ConsoleStore, settings: Any, topic: str, 
         _stream(settings, topic),
         workload_partial=workload_partial,
         caught_partial=caught_partial,
+        caught_days=(days[0], days[-1]),
+        dead_partial=dead_partial,
     )
     d.charts = {
         "volume": charts.series(
@@ -129,8 +133,8 @@ def build(alerts: AlertStore, console: ConsoleStore, settings: Any, topic: str, 
 WORKLOAD_ACTIONS = 5_000
 """Audit rows a dashboard reads for the workload: the window's newest (its cost follows
 this, not the actions ever logged)."""
-CAUGHT_LABELS = 10_000
-"""Labels a dashboard reads for frauds caught (``labels`` has no time order to page by)."""
+DEAD_LETTERS_READ = 2_000
+"""Dead letters a dashboard reads per Kafka partition, newest first."""
 
 
 def _workload(console: ConsoleStore, since: datetime, now: datetime) -> tuple[list[dict[str, Any]], bool]:
@@ -161,30 +165,24 @@ def _workload(console: ConsoleStore, since: datetime, now: datetime) -> tuple[li
     ], partial
 
 
-def _caught(session) -> tuple[list[dict[str, Any]], bool]:
-    """Per fraud scenario of the labels received: how many the stream flagged (each
-    fraud's decision read by txn id), from at most :data:`CAUGHT_LABELS` labels, and
-    whether more were left unread (``labels`` is keyed by txn id alone, so the first
-    ones read are a sample in token order, not the newest)."""
-    from cassandra.concurrent import execute_concurrent_with_args
-
-    from txmon.webapp.console.queries import _prep
-
-    read = list(session.execute(_prep(session, cql.LABELS_FIRST), (CAUGHT_LABELS + 1,), timeout=60))
-    frauds = [(r.txn_id, r.scenario or "unknown") for r in read[:CAUGHT_LABELS] if r.is_fraud]
-    stmt = _prep(session, cql.SCORED_DECISION)
-    results = execute_concurrent_with_args(session, stmt, [(t,) for t, _ in frauds], concurrency=64)
-    per: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for (_txn, scenario), (ok, rows) in zip(frauds, results):
-        row = rows.one() if ok else None
-        if row is None:
-            continue  # a label for a transaction this keyspace never scored
-        per[scenario][0] += 1
-        per[scenario][1] += row.decision in ("REVIEW", "BLOCK")
-    return [
-        {"scenario": k, "frauds": n, "flagged": c, "share": c / n if n else 0.0}
-        for k, (n, c) in sorted(per.items(), key=lambda kv: -kv[1][0])
-    ], len(read) > CAUGHT_LABELS
+def dead_letters(
+    session: Any, topic: str, partitions: int, since: datetime, limit: int = DEAD_LETTERS_READ
+) -> tuple[Counter[str], bool]:
+    """Dead letters of ``topic`` that landed since ``since``, by reason, from the newest
+    ``limit`` of each partition (a partition lands them in offset order, so its newest
+    offsets are its latest); and whether a partition's window went past what was read,
+    so that the counts are a lower bound."""
+    stmt = _prep(session, cql.DEAD_LETTERS_NEWEST)
+    futures = [session.execute_async(stmt, (topic, p, limit)) for p in range(partitions)]
+    lo = since.astimezone(UTC).replace(tzinfo=None)  # the driver gives naive UTC
+    dead: Counter[str] = Counter()
+    partial = False
+    for future in futures:
+        rows = list(future.result())
+        dead.update(r.reason for r in rows if r.landed_at is not None and r.landed_at >= lo)
+        oldest = rows[-1].landed_at if rows else None
+        partial |= len(rows) >= limit and oldest is not None and oldest >= lo
+    return dead, partial
 
 
 def _stream(settings: Any, topic: str) -> dict[str, Any]:

@@ -155,7 +155,7 @@ class ConsoleStore:
         self._claim = p(cql.CASE_LABEL_CLAIM, serial=True)
         self._label = p(cql.CASE_LABEL_GET)
         self._published = p(cql.CASE_LABEL_PUBLISHED)
-        self._unpublished = p(cql.CASE_LABELS)
+        self._labels_in = p(cql.CASE_LABELS_IN)
 
     # ------------------------------------------------------------------ users
     def user(self, username: str) -> User | None:
@@ -333,10 +333,37 @@ class ConsoleStore:
     def mark_published(self, alert_id: uuid.UUID, at: datetime) -> None:
         self.session.execute(self._published, (at, alert_id))
 
-    def unpublished_labels(self) -> list[LabelClaim]:
-        return [
-            c for c in (self._label_from(r) for r in self.session.execute(self._unpublished)) if c.published_at is None
-        ]
+    def unpublished_labels(self, since: datetime, until: datetime, limit: int) -> tuple[list[LabelClaim], bool]:
+        """Label claims never acknowledged by Kafka, of the cases disposed from ``since``
+        to ``until``: at most ``limit``, newest disposition first, and whether at least one
+        more is waiting. The audit log is read a day at a time, newest first, in driver
+        pages, its dispositions' claims looked up a hundred at a time; it stops once
+        ``limit`` + 1 are found, so neither memory nor the read follow all labels ever."""
+        found: dict[uuid.UUID, LabelClaim] = {}
+
+        def look_up(ids: list[uuid.UUID]) -> None:
+            for r in self.session.execute(self._labels_in, (list(dict.fromkeys(ids)),)):
+                claim = self._label_from(r)
+                if claim.published_at is None:
+                    found.setdefault(claim.alert_id, claim)
+
+        first, day = since.astimezone(UTC).date(), until.astimezone(UTC).date()
+        while day >= first and len(found) <= limit:
+            batch: list[uuid.UUID] = []
+            for r in self.session.execute(self._audit_between, (day, since, until, 2**31 - 1)):
+                if r.action != "disposition":
+                    continue
+                batch.append(r.alert_id)
+                if len(batch) == 100:
+                    look_up(batch)
+                    batch = []
+                    if len(found) > limit:
+                        break
+            if batch:
+                look_up(batch)
+            day -= timedelta(days=1)
+        claims = sorted(found.values(), key=lambda c: c.label_time, reverse=True)
+        return claims[:limit], len(claims) > limit
 
     def many(self, stmt: Any, args: Iterable[tuple]) -> list[Any]:
         """Rows of one prepared statement run concurrently over many argument tuples."""

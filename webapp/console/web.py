@@ -24,6 +24,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from starlette.templating import Jinja2Templates
 
 from txmon.alerting.contract import DAY_TZ
+from txmon.infra import fraud_label_days
 from txmon.models.risk import ALERT_DECISIONS, SEVERITIES
 from txmon.webapp.console import auth, cases, queries
 from txmon.webapp.console.store import Session
@@ -328,7 +329,8 @@ def console_router(
             can=_can(s),
             d=d,
             workload_actions=dashboard.WORKLOAD_ACTIONS,
-            caught_labels=dashboard.CAUGHT_LABELS,
+            dead_letters_read=dashboard.DEAD_LETTERS_READ,
+            unscored_checks=fraud_label_days.UNSCORED_CHECKS,
         )
 
     def insights_response(
