@@ -33,7 +33,7 @@ from txmon.models.rules import RulesError
 Row = dict
 Evaluator = Callable[[Row], Any]
 
-__all__ = ["ConditionError", "compile_condition"]
+__all__ = ["ConditionError", "compile_condition", "interpret_condition"]
 
 _TOKEN = re.compile(
     r"""
@@ -157,6 +157,13 @@ _FUNCTIONS: dict[str, Callable] = {
 }
 
 
+# A parsed condition is a tree of tuples, ``(kind, ...)``:
+#   ("lit", value)  ("col", name)  ("or", a, b)  ("and", a, b)  ("not", a)
+#   ("cmp", op, a, b)  ("nseq", a, b)  ("in", a, items, negate)  ("between", a, low, high, negate)
+#   ("isnull", a, is_not)  ("arith", op, a, b)  ("neg", a)  ("call", function name, args)
+Node = tuple
+
+
 class _Parser:
     def __init__(self, text: str, columns: frozenset[str]) -> None:
         self.tokens = _tokens(text)
@@ -175,44 +182,39 @@ class _Parser:
         self.i += 1
         return self.tokens[self.i - 1][1]
 
-    def parse(self) -> Evaluator:
-        fn = self.or_()
+    def parse(self) -> Node:
+        node = self.or_()
         self.take("end")
-        return fn
+        return node
 
-    def or_(self) -> Evaluator:
-        fn = self.and_()
+    def or_(self) -> Node:
+        node = self.and_()
         while self.peek("kw", "OR"):
             self.i += 1
-            fn = _or_of(fn, self.and_())
-        return fn
+            node = ("or", node, self.and_())
+        return node
 
-    def and_(self) -> Evaluator:
-        fn = self.not_()
+    def and_(self) -> Node:
+        node = self.not_()
         while self.peek("kw", "AND"):
             self.i += 1
-            fn = _and_of(fn, self.not_())
-        return fn
+            node = ("and", node, self.not_())
+        return node
 
-    def not_(self) -> Evaluator:
+    def not_(self) -> Node:
         if self.peek("kw", "NOT"):
             self.i += 1
-            inner = self.not_()
-            return lambda row: (lambda v: None if v is None else not v)(_truth(inner(row)))
+            return ("not", self.not_())
         return self.predicate()
 
-    def predicate(self) -> Evaluator:
+    def predicate(self) -> Node:
         left = self.additive()
         if self.peek("op") and self.tokens[self.i][1] in _COMPARE:
-            compare = _null_safe(_COMPARE[self.take("op")])
-            right = self.additive()
-            return lambda row: compare(left(row), right(row))
+            op = self.take("op")
+            return ("cmp", op, left, self.additive())
         if self.peek("op", "<=>"):
             self.i += 1
-            right = self.additive()
-            return lambda row: (lambda a, b: (a is None and b is None) or (a is not None and b is not None and a == b))(
-                left(row), right(row)
-            )
+            return ("nseq", left, self.additive())
         negate = False
         if (
             self.peek("kw", "NOT")
@@ -229,54 +231,50 @@ class _Parser:
                 self.i += 1
                 items.append(self.additive())
             self.take("op", ")")
-            return _maybe_not(lambda row: _in(left(row), [f(row) for f in items]), negate)
+            return ("in", left, tuple(items), negate)
         if self.peek("kw", "BETWEEN"):
             self.i += 1
             low = self.additive()
             self.take("kw", "AND")
-            high = self.additive()
-            ge, le = _null_safe(operator.ge), _null_safe(operator.le)
-            return _maybe_not(lambda row: _and(ge(left(row), low(row)), le(left(row), high(row))), negate)
+            return ("between", left, low, self.additive(), negate)
         if self.peek("kw", "IS"):
             self.i += 1
             is_not = bool(self.peek("kw", "NOT")) and bool(self.take("kw", "NOT"))
             self.take("kw", "NULL")
-            return (lambda row: left(row) is not None) if is_not else (lambda row: left(row) is None)
+            return ("isnull", left, is_not)
         return left
 
-    def additive(self) -> Evaluator:
-        fn = self.multiplicative()
+    def additive(self) -> Node:
+        node = self.multiplicative()
         while self.peek("op") and self.tokens[self.i][1] in ("+", "-"):
-            op = _null_safe(_ARITH[self.take("op")])
-            fn = _binary(op, fn, self.multiplicative())
-        return fn
+            op = self.take("op")
+            node = ("arith", op, node, self.multiplicative())
+        return node
 
-    def multiplicative(self) -> Evaluator:
-        fn = self.unary()
+    def multiplicative(self) -> Node:
+        node = self.unary()
         while self.peek("op") and self.tokens[self.i][1] in ("*", "/", "%"):
-            op = _null_safe(_ARITH[self.take("op")])
-            fn = _binary(op, fn, self.unary())
-        return fn
+            op = self.take("op")
+            node = ("arith", op, node, self.unary())
+        return node
 
-    def unary(self) -> Evaluator:
+    def unary(self) -> Node:
         if self.peek("op", "-"):
             self.i += 1
-            inner = self.unary()
-            return lambda row: (lambda v: None if v is None else -v)(inner(row))
+            return ("neg", self.unary())
         if self.peek("op", "+"):
             self.i += 1
             return self.unary()
         return self.primary()
 
-    def primary(self) -> Evaluator:
+    def primary(self) -> Node:
         kind, value = self.tokens[self.i]
         if kind == "lit":
             self.i += 1
-            return lambda row: value
+            return ("lit", value)
         if kind == "kw" and value in ("TRUE", "FALSE", "NULL"):
             self.i += 1
-            constant = {"TRUE": True, "FALSE": False, "NULL": None}[value]
-            return lambda row: constant
+            return ("lit", {"TRUE": True, "FALSE": False, "NULL": None}[value])
         if kind == "op" and value == "(":
             self.i += 1
             inner = self.or_()
@@ -285,24 +283,24 @@ class _Parser:
         if kind == "name":
             self.i += 1
             if self.peek("op", "("):
-                fn = _FUNCTIONS.get(value.lower())
-                if fn is None:
+                name = value.lower()
+                if name not in _FUNCTIONS:
                     raise ConditionError(
                         f"function {value}() is not one the API evaluates ({', '.join(sorted(_FUNCTIONS))})"
                     )
                 self.i += 1
-                args: list[Evaluator] = []
+                args: list[Node] = []
                 if not self.peek("op", ")"):
                     args.append(self.or_())
                     while self.peek("op", ","):
                         self.i += 1
                         args.append(self.or_())
                 self.take("op", ")")
-                return lambda row: fn(*(a(row) for a in args))
+                return ("call", name, tuple(args))
             if value not in self.columns:
                 raise ConditionError(f"column {value} is not a transaction or feature column")
             self.used.add(value)
-            return lambda row: row.get(value)
+            return ("col", value)
         raise ConditionError(f"unexpected {value if value is not None else 'end of condition'}")
 
 
@@ -338,6 +336,204 @@ def _maybe_not(fn: Evaluator, negate: bool) -> Evaluator:
     return lambda row: (lambda v: None if v is None else not v)(fn(row))
 
 
+def _null_safe_equal(a, b) -> bool:
+    return (a is None and b is None) or (a is not None and b is not None and a == b)
+
+
+_GE, _LE = _null_safe(operator.ge), _null_safe(operator.le)
+
+
+def _between(value, low, high) -> bool | None:
+    return _and(_GE(value, low), _LE(value, high))
+
+
+def _closure(node: Node) -> Evaluator:
+    """The reference evaluator of a parsed condition: one closure per node, each the plain
+    statement of its SQL semantics. Every operand is evaluated (no short cut), so whether
+    an evaluation raises does not depend on the order."""
+    kind = node[0]
+    if kind == "lit":
+        value = node[1]
+        return lambda row: value
+    if kind == "col":
+        name = node[1]
+        return lambda row: row.get(name)
+    if kind == "or":
+        return _or_of(_closure(node[1]), _closure(node[2]))
+    if kind == "and":
+        return _and_of(_closure(node[1]), _closure(node[2]))
+    if kind == "not":
+        inner = _closure(node[1])
+        return lambda row: (lambda v: None if v is None else not v)(_truth(inner(row)))
+    if kind == "cmp":
+        compare = _null_safe(_COMPARE[node[1]])
+        left, right = _closure(node[2]), _closure(node[3])
+        return lambda row: compare(left(row), right(row))
+    if kind == "nseq":
+        left, right = _closure(node[1]), _closure(node[2])
+        return lambda row: _null_safe_equal(left(row), right(row))
+    if kind == "in":
+        left, items = _closure(node[1]), [_closure(i) for i in node[2]]
+        return _maybe_not(lambda row: _in(left(row), [f(row) for f in items]), node[3])
+    if kind == "between":
+        left, low, high = _closure(node[1]), _closure(node[2]), _closure(node[3])
+        ge, le = _null_safe(operator.ge), _null_safe(operator.le)
+        return _maybe_not(lambda row: _and(ge(left(row), low(row)), le(left(row), high(row))), node[4])
+    if kind == "isnull":
+        left = _closure(node[1])
+        return (lambda row: left(row) is not None) if node[2] else (lambda row: left(row) is None)
+    if kind == "arith":
+        return _binary(_null_safe(_ARITH[node[1]]), _closure(node[2]), _closure(node[3]))
+    if kind == "neg":
+        inner = _closure(node[1])
+        return lambda row: (lambda v: None if v is None else -v)(inner(row))
+    if kind == "call":
+        fn, args = _FUNCTIONS[node[1]], [_closure(a) for a in node[2]]
+        return lambda row: fn(*(a(row) for a in args))
+    raise AssertionError(f"unknown node {kind}")
+
+
+# Nodes whose value is always True, False or None: _truth would return it unchanged.
+_BOOLEAN = frozenset(("or", "and", "not", "in", "between", "isnull"))
+# Nodes that can never raise: a test of one of them may skip evaluating the other operand.
+_SAFE = frozenset(("lit", "col"))
+
+
+class _Generator:
+    """A parsed condition as one Python function, with the same results as :func:`_closure`
+    but without its closure call per node (the rules ran a dozen Python calls per condition,
+    and every rule is evaluated on every scored request). Every value the condition holds
+    (literals, column names) is passed in as a default argument, never written into the
+    source, so no text from the rules file becomes code; the source holds only operators
+    and generated names."""
+
+    def __init__(self) -> None:
+        self.constants: dict[str, Any] = {}
+        self.temps = 0
+
+    def const(self, value: Any) -> str:
+        name = f"_k{len(self.constants)}"
+        self.constants[name] = value
+        return name
+
+    def temp(self) -> str:
+        self.temps += 1
+        return f"_t{self.temps}"
+
+    def truth(self, node: Node) -> str:
+        """``_truth`` of the node's value, with the usual True/False/None answered inline."""
+        code = self.expr(node)
+        if node[0] in _BOOLEAN or (node[0] == "lit" and (node[1] is None or isinstance(node[1], bool))):
+            return code
+        t = self.temp()
+        return f"({t} if ({t} := {code}) is None or {t} is True or {t} is False else _truth({t}))"
+
+    def null_safe(self, a: Node, b: Node, apply: str) -> str:
+        """``apply`` (an expression of ``{a}`` and ``{b}``) unless either operand is NULL,
+        both operands evaluated first unless the second cannot raise."""
+        ta, tb = self.temp(), self.temp()
+        ca, cb = self.expr(a), self.expr(b)
+        if b[0] == "lit":
+            if b[1] is None:
+                return f"(({ta} := {ca}), None)[1]"
+            return f"(None if ({ta} := {ca}) is None else {apply.format(a=ta, b=cb)})"
+        either = (
+            f"({ta} := {ca}) is None or ({tb} := {cb}) is None"
+            if b[0] in _SAFE
+            else f"(({ta} := {ca}) is None) | (({tb} := {cb}) is None)"
+        )
+        return f"(None if {either} else {apply.format(a=ta, b=tb)})"
+
+    def expr(self, node: Node) -> str:
+        kind = node[0]
+        if kind == "lit":
+            return self.const(node[1])
+        if kind == "col":
+            return f"_get({self.const(node[1])})"
+        if kind == "or":
+            return f"_or({self.truth(node[1])}, {self.truth(node[2])})"
+        if kind == "and":
+            return f"_and({self.truth(node[1])}, {self.truth(node[2])})"
+        if kind == "not":
+            t = self.temp()
+            return f"(None if ({t} := {self.truth(node[1])}) is None else not {t})"
+        if kind == "cmp":
+            return self.null_safe(node[2], node[3], f"{{a}} {_PY_COMPARE[node[1]]} {{b}}")
+        if kind == "nseq":
+            return f"_null_safe_equal({self.expr(node[1])}, {self.expr(node[2])})"
+        if kind == "in":
+            left, items = node[1], node[2]
+            if all(i[0] == "lit" and i[1] is not None for i in items):
+                # Only literals, none NULL: a tuple's `in` (identity, then ==) answers as
+                # _in's `==` does, since no row value is one of these parsed objects.
+                t, values = self.temp(), self.const(tuple(i[1] for i in items))
+                code = f"(None if ({t} := {self.expr(left)}) is None else {t} in {values})"
+            else:
+                code = f"_in({self.expr(left)}, [{', '.join(self.expr(i) for i in items)}])"
+        elif kind == "between":
+            code = f"_between({self.expr(node[1])}, {self.expr(node[2])}, {self.expr(node[3])})"
+        elif kind == "isnull":
+            return f"({self.expr(node[1])} is {'not ' if node[2] else ''}None)"
+        elif kind == "arith":
+            op = node[1]
+            apply = f"{{a}} {op} {{b}}" if op in "+-*" else f"{'_divide' if op == '/' else '_modulo'}({{a}}, {{b}})"
+            return self.null_safe(node[2], node[3], apply)
+        elif kind == "neg":
+            t = self.temp()
+            return f"(None if ({t} := {self.expr(node[1])}) is None else -{t})"
+        elif kind == "call":
+            return f"{self.const(_FUNCTIONS[node[1]])}({', '.join(self.expr(a) for a in node[2])})"
+        else:
+            raise AssertionError(f"unknown node {kind}")
+        if node[-1]:  # NOT IN, NOT BETWEEN
+            t = self.temp()
+            return f"(None if ({t} := {code}) is None else not {t})"
+        return code
+
+
+_PY_COMPARE = {"=": "==", "==": "==", "!=": "!=", "<>": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+_HELPERS = {
+    "_and": _and,
+    "_or": _or,
+    "_truth": _truth,
+    "_in": _in,
+    "_between": _between,
+    "_null_safe_equal": _null_safe_equal,
+    "_divide": _divide,
+    "_modulo": _modulo,
+}
+
+
+def _generated(node: Node) -> Evaluator | None:
+    """The condition as one generated function, or None if Python will not compile it
+    (nesting deeper than its parser allows): the closures then evaluate it."""
+    gen = _Generator()
+    body = gen.truth(node)
+    params = "".join(f", {name}={name}" for name in gen.constants)
+    source = f"def condition(row{params}):\n    _get = row.get\n    return {body}\n"
+    namespace = dict(_HELPERS, **gen.constants)
+    try:
+        exec(compile(source, "<rule condition>", "exec"), namespace)  # the source holds no rule text (see _Generator)
+    except (SyntaxError, RecursionError, MemoryError):
+        return None
+    return namespace["condition"]
+
+
+def _parse(text: str, columns: Iterable[str]) -> Node:
+    return _Parser(text, frozenset(columns)).parse()
+
+
+def interpret_condition(text: str, columns: Iterable[str]) -> Evaluator:
+    """:func:`compile_condition` by walking the parsed condition one closure per node: the
+    reference the generated functions are held to (tests/unit/test_api_conditions.py)."""
+    fn = _closure(_parse(text, columns))
+
+    def evaluate(row: Row) -> bool | None:
+        return _truth(fn(row))
+
+    return evaluate
+
+
 def compile_condition(text: str, columns: Iterable[str]) -> Evaluator:
     """``text`` -> ``f(row) -> True | False | None`` over a dict of column values.
 
@@ -356,10 +552,5 @@ def compile_condition(text: str, columns: Iterable[str]) -> Evaluator:
     ...     print(exc)
     function reflect() is not one the API evaluates (abs, coalesce, greatest, least, lower, upper)
     """
-    parser = _Parser(text, frozenset(columns))
-    fn = parser.parse()
-
-    def evaluate(row: Row) -> bool | None:
-        return _truth(fn(row))
-
-    return evaluate
+    node = _parse(text, columns)
+    return _generated(node) or interpret_condition(text, columns)

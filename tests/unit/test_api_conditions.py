@@ -1,0 +1,159 @@
+"""The API's rule conditions as generated Python functions answer exactly as the reference
+evaluator (one closure per node) on any condition the grammar allows and any row: True,
+False or NULL alike, and both raise where one does. The reference's own SQL semantics are
+held to the stream's by tests/integration/test_api_parity.py."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from txmon.infra.settings import DEFAULT_RULES
+from txmon.models.features import FEATURES, INTEGER_FEATURES
+from txmon.models.rules import load_rules
+from txmon.webapp.api.conditions import ConditionError, compile_condition, interpret_condition
+from txmon.webapp.api.scorer import RULE_COLUMNS, compile_rules
+
+COLUMNS = ("a", "b", "c", "txn_type", "mcc")
+NUMBERS = st.one_of(
+    st.none(),
+    st.integers(-20, 20),
+    st.sampled_from([2**63, -(2**70), 0, 1, 0.0, -0.0, 1.5, True, False]),
+    st.floats(allow_nan=True, allow_infinity=True),
+)
+# Text beside numbers: comparing them raises, in both. Text is never multiplied by a
+# number here (Python would repeat it, possibly to gigabytes): the conditions with text
+# have no `*`, the ones with `*` no text.
+TEXT = st.one_of(st.sampled_from(["P2P", "COLLECT", "", "p2p"]), st.text(max_size=4))
+
+
+def _string_literal(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+NUMBER_LITERALS = st.one_of(
+    st.integers(0, 10**6).map(str),
+    st.floats(0, 1e6, allow_nan=False).map(lambda x: f"{x:.3f}"),
+    st.sampled_from(["1e3", ".5", "2.", "TRUE", "FALSE", "NULL", "0", "1e400"]),
+)
+TEXT_LITERALS = st.one_of(
+    st.text(max_size=5).map(_string_literal),
+    st.sampled_from(["'P2P'", "'COLLECT'", "''", "'it''s'", "'); import os; ('"]),
+)
+OPERATORS = ["AND", "OR", "=", "==", "!=", "<>", "<", "<=", ">", ">=", "<=>", "+", "-", "/", "%"]
+
+
+def _conditions(with_text: bool):
+    literals = st.one_of(NUMBER_LITERALS, TEXT_LITERALS) if with_text else NUMBER_LITERALS
+    atoms = st.one_of(st.sampled_from(COLUMNS), st.sampled_from([f"`{c}`" for c in COLUMNS]), literals)
+    operators = OPERATORS if with_text else [*OPERATORS, "*"]
+
+    def extend(inner):
+        return st.one_of(
+            st.tuples(inner, st.sampled_from(operators), inner).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
+            inner.map(lambda x: f"(NOT ({x}))"),
+            inner.map(lambda x: f"(-({x}))"),
+            inner.map(lambda x: f"(+({x}))"),
+            st.tuples(inner, st.booleans()).map(lambda t: f"({t[0]} IS {'NOT ' if t[1] else ''}NULL)"),
+            st.tuples(inner, st.booleans(), st.lists(inner, min_size=1, max_size=4)).map(
+                lambda t: f"({t[0]} {'NOT ' if t[1] else ''}IN ({', '.join(t[2])}))"
+            ),
+            st.tuples(inner, st.booleans(), inner, inner).map(
+                lambda t: f"({t[0]} {'NOT ' if t[1] else ''}BETWEEN {t[2]} AND {t[3]})"
+            ),
+            st.tuples(st.sampled_from(["abs", "lower", "upper", "ABS"]), inner).map(lambda t: f"{t[0]}({t[1]})"),
+            st.tuples(st.sampled_from(["coalesce", "greatest", "least"]), st.lists(inner, min_size=1, max_size=3)).map(
+                lambda t: f"{t[0]}({', '.join(t[1])})"
+            ),
+        )
+
+    values = st.one_of(NUMBERS, TEXT) if with_text else NUMBERS
+    rows = st.fixed_dictionaries(dict.fromkeys(COLUMNS, values))
+    return st.tuples(st.recursive(atoms, extend, max_leaves=12), st.lists(rows, min_size=1, max_size=6))
+
+
+def _outcome(fn, row):
+    """What ``fn(row)`` gives: its value, or that it raised (the exception type may differ:
+    the two evaluate the operands of a node in different orders, and either raises)."""
+    try:
+        return ("value", fn(row))
+    except (ArithmeticError, TypeError, ValueError, ConditionError):  # what operators on odd values raise
+        return ("raised", None)
+
+
+def _same(x, y) -> bool:
+    if x[0] != y[0]:
+        return False
+    a, b = x[1], y[1]
+    return type(a) is type(b) and (a == b or (isinstance(a, float) and math.isnan(a) and math.isnan(b)))
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(_conditions(with_text=True), _conditions(with_text=False)))
+def test_generated_condition_answers_as_the_reference_on_any_row(case):
+    text, rows = case
+    compiled, reference = compile_condition(text, COLUMNS), interpret_condition(text, COLUMNS)
+    for row in rows:
+        got, want = _outcome(compiled, row), _outcome(reference, row)
+        assert _same(got, want), (text, row, got, want)
+        if got[0] == "value":
+            assert got[1] in (True, False, None)
+
+
+def test_conditions_are_generated_code_not_the_fallback():
+    fn = compile_condition("a >= 4 AND txn_type IN ('P2P', 'COLLECT')", COLUMNS)
+    assert fn.__code__.co_filename == "<rule condition>"
+    assert fn({"a": 5, "txn_type": "P2P"}) is True
+    assert fn({"a": None, "txn_type": "P2P"}) is None
+
+
+def test_rule_text_never_becomes_code():
+    """Literals and column names are passed to the generated function as values: a string
+    written to look like Python stays a string."""
+    hostile = '\'); __import__("os").system("false"); (\''
+    fn = compile_condition(f"txn_type = {_string_literal(hostile)}", COLUMNS)
+    assert fn({"txn_type": hostile}) is True
+    assert fn({"txn_type": "P2P"}) is False
+    assert hostile not in fn.__code__.co_consts
+
+
+def test_nesting_deeper_than_python_compiles_falls_back_to_the_reference():
+    text = "NOT " * 300 + "(a > 1)"  # 300 nested expressions in the generated source
+    fn, reference = compile_condition(text, COLUMNS), interpret_condition(text, COLUMNS)
+    for row in ({"a": 2}, {"a": 0}, {"a": None}):
+        assert fn(row) is reference(row)
+
+
+def _feature_value(name: str):
+    if name in INTEGER_FEATURES:
+        return st.one_of(st.integers(-1, 50), st.integers(0, 10**8))
+    return st.one_of(st.floats(-10, 1e8, allow_nan=False), st.just(float("nan")), st.just(0.0))
+
+
+FEATURE_ROWS = st.fixed_dictionaries(
+    {
+        **{name: _feature_value(name) for name in FEATURES},
+        "txn_type": st.sampled_from(["P2P", "P2M", "COLLECT", "TRANSFER", "BILL"]),
+        "channel": st.sampled_from(["UPI", "IMPS", "NEFT", "CARD_POS", "CARD_ECOM"]),
+        "status": st.sampled_from(["SUCCESS", "FAILED"]),
+        "mcc": st.one_of(st.none(), st.sampled_from(["5411", "6011", "7995"])),
+    }
+)
+
+
+@pytest.fixture(scope="module")
+def service_rules():
+    return compile_rules(load_rules(DEFAULT_RULES))
+
+
+@settings(max_examples=300, deadline=None)
+@given(FEATURE_ROWS)
+def test_the_service_rules_fire_as_the_reference_decides(service_rules, row):
+    assert service_rules.conditions, "the rules file has active rules"
+    for rule, compiled in service_rules.conditions:
+        assert compiled.__code__.co_filename == "<rule condition>", rule.id
+        reference = interpret_condition(rule.effective_condition, RULE_COLUMNS)
+        assert _same(_outcome(compiled, row), _outcome(reference, row)), (rule.id, row)
