@@ -103,6 +103,21 @@ def test_generated_condition_answers_as_the_reference_on_any_row(case):
             assert got[1] in (True, False, None)
 
 
+GRID = (None, -1, 0, 1, 1.0, 2, 0.5, float("nan"), float("inf"), "P2P", "", True, False)
+
+
+@pytest.mark.parametrize("op", [*OPERATORS, "*"])
+def test_every_operator_answers_as_the_reference_on_a_grid(op):
+    """Each operator on every pair of a grid with equal, smaller and larger values, NULLs
+    and text (random conditions rarely meet two equal operands)."""
+    for text in (f"a {op} b", f"a {op} 1", f"1 {op} b", f"a {op} NULL", f"NULL {op} b"):
+        compiled, reference = compile_condition(text, COLUMNS), interpret_condition(text, COLUMNS)
+        for x in GRID:
+            for y in GRID:
+                row = {"a": x, "b": y}
+                assert _same(_outcome(compiled, row), _outcome(reference, row)), (text, row)
+
+
 def test_conditions_are_generated_code_not_the_fallback():
     fn = compile_condition("a >= 4 AND txn_type IN ('P2P', 'COLLECT')", COLUMNS)
     assert fn.__code__.co_filename == "<rule condition>"
