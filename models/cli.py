@@ -513,6 +513,15 @@ def backtest(
         bool, typer.Option("--tune/--no-tune", help="search the boosting grid on the training window's latest slice")
     ] = True,
     chunk_rows: Annotated[int, typer.Option(min=1000, help="rows mapped and folded at a time (memory)")] = 100_000,
+    features_cache: Annotated[
+        Path | None,
+        typer.Option(
+            "--features-cache",
+            metavar="DIR",
+            help="save the featured rows in DIR and reuse them on a later run of the same source (file size and "
+            "modification time, mapping content, label delay, feature code; any difference computes them afresh)",
+        ),
+    ] = None,
 ) -> None:
     """Backtest txmon on labelled history: train on one window, score a later one as the stream would.
 
@@ -565,28 +574,8 @@ def backtest(
     }
     report_dir = report_dir or load_settings().state_path / "reports" / "backtest"
     ruleset = load_rules(rules or DEFAULT_RULES)
-    if file is not None:
-        rejects_out = rejects_out or report_dir / "rejects.csv"
-        source = bt.read_file(file, mapping, label_delay=delay, chunk_rows=chunk_rows, rejects_path=rejects_out)
-        typer.echo(
-            f"data: {source.name}: {source.rows_read:,} rows, {len(source.transactions):,} transactions, "
-            f"{int(source.transactions['is_fraud'].sum()):,} fraud"
-        )
-        typer.echo(
-            f"{len(source.rejects):,} rows rejected ({source.rejected_fraud:,} of them labelled fraud); "
-            f"details in {rejects_out}"
-        )
-    else:
-        assert simulate is not None  # one source, checked above
-        source = bt.simulated(simulate, seed, label_delay=delay, chunk_rows=chunk_rows)
-        typer.echo(
-            f"data: {source.name}: {len(source.transactions):,} transactions, "
-            f"{int(source.transactions['is_fraud'].sum()):,} fraud"
-        )
-    if all(v is None for v in windows.values()):
-        window = bt.default_window(source.transactions["event_time"], tz)
-        typer.echo(f"windows: none given, so the default split of the data's days: {window.describe()}")
-    else:
+    window = None
+    if any(v is not None for v in windows.values()):
         missing = [flag for flag, v in windows.items() if v is None and flag != "--train-end"]
         if missing:
             raise TrainingDataError(f"give {', '.join(missing)} too (or no window dates for the default split)")
@@ -599,6 +588,49 @@ def backtest(
             )
         except ValidationError as exc:
             raise TrainingDataError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
+    if file is not None:
+        rejects_out = rejects_out or report_dir / "rejects.csv"
+    cache = None
+    if features_cache is not None:
+        identity = (
+            bt.file_identity(file, mapping, delay)
+            if file is not None and mapping is not None
+            else bt.simulated_identity(simulate or 0, seed, delay)
+        )
+        cache = bt.FeatureCache(features_cache, identity, rejects_out)
+    # Without window dates the split follows the data's days, so only an entry holding the
+    # whole source can serve (end None).
+    end = window.shifted(rolling - 1).test_end if window is not None else None
+    cached = cache.load(end, typer.echo) if cache is not None else None
+    featured = cached[1] if cached is not None else None
+    if cached is not None:
+        source, featured = cached
+        typer.echo(
+            f"data: {source.name}: {source.rows_read:,} rows, {len(featured):,} transactions featured, "
+            f"{int(featured['is_fraud'].sum()):,} fraud"
+        )
+    elif file is not None:
+        source = bt.read_file(file, mapping, label_delay=delay, chunk_rows=chunk_rows, rejects_path=rejects_out)
+        typer.echo(
+            f"data: {source.name}: {source.rows_read:,} rows, {len(source.transactions):,} transactions, "
+            f"{int(source.transactions['is_fraud'].sum()):,} fraud"
+        )
+    else:
+        assert simulate is not None  # one source, checked above
+        source = bt.simulated(simulate, seed, label_delay=delay, chunk_rows=chunk_rows)
+        typer.echo(
+            f"data: {source.name}: {len(source.transactions):,} transactions, "
+            f"{int(source.transactions['is_fraud'].sum()):,} fraud"
+        )
+    if file is not None:
+        typer.echo(
+            f"{len(source.rejects):,} rows rejected ({source.rejected_fraud:,} of them labelled fraud); "
+            f"details in {rejects_out}"
+        )
+    if window is None:
+        times = featured["event_time"] if featured is not None else source.transactions["event_time"]
+        window = bt.default_window(times, tz)
+        typer.echo(f"windows: none given, so the default split of the data's days: {window.describe()}")
     config = bt.BacktestConfig(
         window=window,
         label_delay=delay,
@@ -611,7 +643,7 @@ def backtest(
         chunk_rows=chunk_rows,
         fit_at=fit_at,
     )
-    result = bt.run(source, config, ruleset, log=typer.echo)
+    result = bt.run(source, config, ruleset, log=typer.echo, cache=cache, featured=featured)
     command = "txmon " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     written = bt.write_outputs(
         result, scores_out=scores_out or report_dir / "scores.csv", report_dir=report_dir, command=command

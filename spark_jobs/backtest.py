@@ -29,9 +29,11 @@ the report (markdown, JSON, charts) and the rejects.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -71,14 +73,18 @@ __all__ = [
     "BacktestConfig",
     "BacktestResult",
     "BacktestWindow",
+    "FeatureCache",
     "LabelledSource",
     "WindowResult",
     "default_window",
+    "featured_rows",
+    "file_identity",
     "read_file",
     "rule_hits",
     "run",
     "score_window",
     "simulated",
+    "simulated_identity",
     "write_outputs",
 ]
 
@@ -569,25 +575,195 @@ def _window_rows(featured: pd.DataFrame, start: datetime, end: datetime) -> pd.D
     return featured[(t >= pd.Timestamp(start)) & (t < pd.Timestamp(end))].reset_index(drop=True)
 
 
+# ------------------------------------------------------------------ features cache
+
+_CACHE_FORMAT = 1
+_CACHE_SLICE = 200_000  # rows converted to Arrow at a time when saving (memory)
+
+
+def feature_code_digest() -> str:
+    """A digest of the code that turns a source into featured rows: the feature, dataset,
+    contract, mapping and simulator modules, this module's reading and featuring functions,
+    and the pandas and pyarrow versions. Any change to them makes a saved cache stale."""
+    import inspect
+
+    import pyarrow
+
+    from txmon.ingestion import events, simulator
+    from txmon.models import dataset, features
+
+    digest = hashlib.sha256(f"format {_CACHE_FORMAT} pandas {pd.__version__} pyarrow {pyarrow.__version__}".encode())
+    for module in (features, dataset, replay, events, simulator):
+        digest.update(Path(str(module.__file__)).read_bytes())
+    for part in (read_file, simulated, _event_frame, _OffsetMapper, featured_rows, _cut_after, _label_delay_s):
+        digest.update(inspect.getsource(part).encode())
+    return digest.hexdigest()
+
+
+def file_identity(path: str | Path, mapping: str | Path, label_delay: timedelta | None) -> dict:
+    """What a file's featured rows depend on: the file (resolved path, size, modification
+    time), the mapping's content, the label delay and the feature code."""
+    stat = Path(path).stat()
+    return {
+        "source": "file",
+        "path": str(Path(path).resolve()),
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "mapping_sha256": hashlib.sha256(Path(mapping).read_bytes()).hexdigest(),
+        "label_delay_s": None if label_delay is None else label_delay.total_seconds(),
+        "code": feature_code_digest(),
+    }
+
+
+def simulated_identity(n: int, seed: int, label_delay: timedelta | None, mean_tps: float | None = None) -> dict:
+    """What :func:`simulated`'s featured rows depend on."""
+    return {
+        "source": "simulator",
+        "n": n,
+        "seed": seed,
+        "mean_tps": mean_tps or DEFAULT_SIMULATED_TPS,
+        "label_delay_s": None if label_delay is None else label_delay.total_seconds(),
+        "code": feature_code_digest(),
+    }
+
+
+@dataclass
+class FeatureCache:
+    """A source's featured rows saved under ``directory`` (``txmon backtest --features-cache``),
+    so a later run on the same source skips reading and featuring it.
+
+    Entries are keyed by a digest of ``identity`` (:func:`file_identity`,
+    :func:`simulated_identity`): the source, the mapping's content, the label delay and the
+    feature code. A run whose identity differs in any part finds no entry and computes the
+    rows afresh. An entry holds the rows before the end of the last test window it was made
+    for (or the whole source), and serves a run only if that covers the run's windows."""
+
+    directory: Path
+    identity: dict
+    rejects_csv: Path | None = None
+    """The run's rejects file: saved with the entry, written again from it on reuse."""
+
+    @property
+    def path(self) -> Path:
+        key = hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()[:32]
+        return Path(self.directory) / key
+
+    def load(self, end: datetime | None, log=print) -> tuple[LabelledSource, pd.DataFrame] | None:
+        """(the source as it was read, without its rows, and its featured rows) for a run
+        whose last test window ends at ``end`` (None: a run that needs the whole source), or
+        None (said in ``log``) when there is no entry for this identity or it does not
+        cover the run's windows."""
+        meta_path = self.path / "meta.json"
+        if not meta_path.exists():
+            log(f"features cache: no entry for this source, label delay and feature code in {self.directory}")
+            return None
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("identity") != self.identity:
+            log(f"features cache: {self.path} was made for another source or code; computing afresh")
+            return None
+        until = meta["until"]
+        if until is not None and (end is None or pd.Timestamp(until) < pd.Timestamp(end)):
+            log(f"features cache: the entry holds rows before {until} only; computing afresh")
+            return None
+        featured = pd.read_parquet(self.path / "featured.parquet")
+        dtypes = {c: str(t) for c, t in featured.dtypes.items()}
+        if len(featured) != meta["rows"] or dtypes != meta["dtypes"]:
+            log(f"features cache: {self.path} does not read back as it was written; computing afresh")
+            return None
+        if self.rejects_csv is not None and (self.path / "rejects.csv").exists():
+            self.rejects_csv.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(self.path / "rejects.csv", self.rejects_csv)
+        rejects = [replay.RejectedRow(**r) for r in meta["rejects"]]
+        log(f"features cache: reusing {len(featured):,} featured rows from {self.path}")
+        return LabelledSource(featured.iloc[:0], meta["name"], rejects, meta["rows_read"]), featured
+
+    def save(self, featured: pd.DataFrame, source: LabelledSource, until: datetime | None, log=print) -> None:
+        """Save ``featured`` (the rows before ``until``; None: the whole source). A failure
+        is reported in ``log`` and leaves no entry: the run goes on without it."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        final = self.path
+        staging = final.with_name(final.name + f".tmp{os.getpid()}")
+        try:
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+            schema = pa.Schema.from_pandas(featured, preserve_index=False)
+            with pq.ParquetWriter(staging / "featured.parquet", schema) as writer:
+                for start in range(0, len(featured), _CACHE_SLICE):
+                    part = featured.iloc[start : start + _CACHE_SLICE]
+                    writer.write_table(pa.Table.from_pandas(part, schema=schema, preserve_index=False))
+            if self.rejects_csv is not None and self.rejects_csv.exists():
+                shutil.copyfile(self.rejects_csv, staging / "rejects.csv")
+            meta = {
+                "identity": self.identity,
+                "until": None if until is None else pd.Timestamp(until).isoformat(),
+                "rows": len(featured),
+                "dtypes": {c: str(t) for c, t in featured.dtypes.items()},
+                "name": source.name,
+                "rows_read": source.rows_read,
+                "rejects": [dataclasses.asdict(r) for r in source.rejects],
+            }
+            (staging / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(staging, final)
+        except (OSError, ValueError, TypeError, pa.ArrowException) as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            log(f"features cache: not saved ({type(exc).__name__}: {exc})")
+            return
+        log(f"features cache: {len(featured):,} featured rows saved in {final}")
+
+
+def _cut_after(frame: pd.DataFrame, end: datetime) -> tuple[pd.DataFrame, bool]:
+    """``frame`` without its rows at or after ``end``, and whether any were cut. A
+    transaction's features depend only on the rows before it, so rows after the last test
+    window change nothing that is trained or scored. Nothing is cut when nothing would be
+    left (the empty test window is reported later)."""
+    after = frame["event_time"] >= pd.Timestamp(end)
+    if after.any() and not after.all():
+        return frame[~after.to_numpy()].reset_index(drop=True), True
+    return frame, False
+
+
+def featured_rows(source: LabelledSource, config: BacktestConfig, log=print) -> tuple[pd.DataFrame, datetime | None]:
+    """The source's transactions with every feature, as of each row, up to the end of the
+    last test window; and that end (None when no row was left out: the whole source)."""
+    if config.label_delay is not None:  # one delay for every label, features and training alike
+        source.transactions["label_time"] = source.transactions["event_time"] + pd.Timedelta(config.label_delay)
+    end = config.window.shifted(config.rolling - 1).test_end
+    source.transactions, cut = _cut_after(source.transactions, end)
+    if cut:
+        log(f"transactions from {end.astimezone(UTC):%Y-%m-%d %H:%M} UTC on are left out of the features")
+    log(f"features: {len(source.transactions):,} transactions in event-time order ({config.chunk_rows:,} per chunk)")
+    featured = features_in_chunks(source.transactions, config.chunk_rows, _label_delay_s(source, config))
+    source.transactions = featured.iloc[:0]  # the features frame holds every input column now
+    return featured, (end if cut else None)
+
+
 def run(
-    source: LabelledSource, config: BacktestConfig, ruleset, *, spark=None, log=print, rule_scorer=None
+    source: LabelledSource,
+    config: BacktestConfig,
+    ruleset,
+    *,
+    spark=None,
+    log=print,
+    rule_scorer=None,
+    cache: FeatureCache | None = None,
+    featured: pd.DataFrame | None = None,
 ) -> BacktestResult:
     """Features over the whole source, then each window: fit, score, baselines, metrics.
 
     ``rule_scorer(features) -> (rule_score, rules_fired)`` replaces :func:`rule_hits` (and
-    its SparkSession) in tests that check everything but the rules."""
-    if config.label_delay is not None:  # one delay for every label, features and training alike
-        source.transactions["label_time"] = source.transactions["event_time"] + pd.Timedelta(config.label_delay)
+    its SparkSession) in tests that check everything but the rules. ``featured``: the
+    source's featured rows from :meth:`FeatureCache.load` (then not computed again);
+    otherwise they are computed and, with a ``cache``, saved in it."""
     windows = [config.window.shifted(i) for i in range(config.rolling)]
-    # A transaction's features depend only on the rows before it: rows after the last test
-    # window change nothing that is trained or scored.
-    after = source.transactions["event_time"] >= pd.Timestamp(windows[-1].test_end)
-    if after.any() and not after.all():  # none left: the empty test window is reported below
-        log(f"{int(after.sum()):,} transactions after the last test window are left out of the features")
-        source.transactions = source.transactions[~after.to_numpy()].reset_index(drop=True)
-    log(f"features: {len(source.transactions):,} transactions in event-time order ({config.chunk_rows:,} per chunk)")
-    featured = features_in_chunks(source.transactions, config.chunk_rows, _label_delay_s(source, config))
-    source.transactions = featured.iloc[:0]  # the features frame holds every input column now
+    if featured is None:
+        featured, until = featured_rows(source, config, log)
+        if cache is not None:
+            cache.save(featured, source, until, log)
+    else:
+        featured, _ = _cut_after(featured, windows[-1].test_end)
     tests = [_window_rows(featured, w.test_start, w.test_end) for w in windows]
     empty = [i for i, t in enumerate(tests) if t.empty]
     if empty:

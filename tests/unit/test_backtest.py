@@ -228,3 +228,119 @@ def test_backtest_cli_checks_its_source_options():
     result = CliRunner().invoke(app, ["backtest", str(ROOT / "ingestion/samples/card_transactions_sample.csv")])
     assert result.exit_code != 0
     assert "--mapping" in (result.output + str(result.exception))
+
+
+def _cache_config(source):
+    # the test window ends a day before the data does: the entry holds the rows before it
+    window = _window(source, history_days=1.0, train_days=1.0, test_days=0.5)
+    return bt.BacktestConfig(window=window, label_delay=timedelta(hours=12), training=FAST, k=20)
+
+
+def test_the_features_cache_reuses_the_rows_and_gives_the_same_scores(source, tmp_path, monkeypatch):
+    import copy
+    import json
+
+    config = _cache_config(source)
+    cache = bt.FeatureCache(tmp_path, bt.simulated_identity(6_000, 11, config.label_delay, 0.02))
+    said: list[str] = []
+    first = bt.run(copy.deepcopy(source), config, load_rules(), log=said.append, rule_scorer=_no_rules, cache=cache)
+    assert any("saved" in s for s in said)
+    assert pd.Timestamp(json.loads((cache.path / "meta.json").read_text())["until"]) == config.window.test_end
+
+    def no_features(*_args, **_kwargs):
+        raise AssertionError("the cached rows should have been reused")
+
+    monkeypatch.setattr(bt, "features_in_chunks", no_features)
+    loaded = cache.load(config.window.test_end, said.append)
+    assert loaded is not None
+    cached_source, featured = loaded
+    assert featured["event_time"].max() < pd.Timestamp(config.window.test_end)
+    again = bt.run(cached_source, config, load_rules(), log=said.append, rule_scorer=_no_rules, featured=featured)
+    pd.testing.assert_frame_equal(again.windows[0].scored, first.windows[0].scored)
+    assert again.windows[0].counts == first.windows[0].counts
+    assert (again.rows, again.source) == (first.rows, first.source)
+
+
+def test_the_features_cache_refuses_another_source_or_code_and_a_shorter_entry(source, tmp_path):
+    import copy
+    import json
+
+    config = _cache_config(source)
+    identity = bt.simulated_identity(6_000, 11, config.label_delay, 0.02)
+    cache = bt.FeatureCache(tmp_path, identity)
+    bt.run(copy.deepcopy(source), config, load_rules(), log=lambda *_: None, rule_scorer=_no_rules, cache=cache)
+    end = config.window.test_end
+    said: list[str] = []
+    assert cache.load(end, said.append) is not None
+    # any part of the identity differs: another entry, so none yet
+    for change in ({"label_delay_s": 3600.0}, {"seed": 12}, {"code": "0" * 64}):
+        assert bt.FeatureCache(tmp_path, {**identity, **change}).load(end, said.append) is None
+        assert "no entry" in said[-1]
+    # the entry covers rows before the test end it was made for, not a later one, nor the whole source
+    assert cache.load(end + timedelta(days=1), said.append) is None and "holds rows before" in said[-1]
+    assert cache.load(None, said.append) is None
+    # an entry that does not read back as written, or was written for another identity
+    meta_path = cache.path / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "rows": meta["rows"] + 1}))
+    assert cache.load(end, said.append) is None and "does not read back" in said[-1]
+    meta_path.write_text(json.dumps({**meta, "identity": {**identity, "n": 7}}))
+    assert cache.load(end, said.append) is None and "another source" in said[-1]
+
+
+def test_a_file_identity_follows_the_file_the_mapping_and_the_delay(tmp_path):
+    path = _card_file(tmp_path / "cards.csv")
+    mapping = tmp_path / "map.yaml"
+    mapping.write_text(CARD_MAPPING.read_text())
+    base = bt.file_identity(path, mapping, timedelta(hours=6))
+    assert bt.file_identity(path, mapping, timedelta(hours=6)) == base
+    assert bt.file_identity(path, mapping, timedelta(hours=7)) != base
+    assert base["code"] == bt.feature_code_digest()
+    mapping.write_text(CARD_MAPPING.read_text() + "\n# changed\n")
+    assert bt.file_identity(path, mapping, timedelta(hours=6))["mapping_sha256"] != base["mapping_sha256"]
+    with path.open("a") as f:
+        f.write(path.read_text().splitlines()[1] + "\n")
+    changed = bt.file_identity(path, CARD_MAPPING, timedelta(hours=6))
+    assert changed["size"] != base["size"]
+
+
+def test_backtest_cli_reuses_its_features_cache(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from txmon.infra.cli import app
+
+    # The rules run in Spark; tests/integration/test_backtest_parity.py covers them.
+    monkeypatch.setattr(bt, "rule_hits", lambda frame, ruleset, spark: _no_rules(frame))
+    monkeypatch.setattr(bt, "local_spark", lambda: None)
+    path = _card_file(tmp_path / "cards.csv")
+    args = [
+        "backtest",
+        str(path),
+        "--mapping",
+        str(CARD_MAPPING),
+        "--train-start",
+        "2024-06-01",
+        "--train-end",
+        "2024-06-02",
+        "--test-start",
+        "2024-06-02",
+        "--test-end",
+        "2024-06-03",
+        "--label-delay",
+        "PT6H",
+        "--no-tune",
+        "--features-cache",
+        str(tmp_path / "cache"),
+    ]
+    outputs = []
+    for run in ("first", "second"):
+        out = tmp_path / run
+        result = CliRunner().invoke(app, [*args, "--report-dir", str(out)])
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        outputs.append((result.output, pd.read_csv(out / "scores.csv"), pd.read_csv(out / "rejects.csv")))
+    (first, scores_1, rejects_1), (second, scores_2, rejects_2) = outputs
+    assert "featured rows saved" in first and "reusing" not in first
+    assert "reusing" in second and "features:" not in second
+    pd.testing.assert_frame_equal(scores_1, scores_2)
+    pd.testing.assert_frame_equal(rejects_1, rejects_2)
+    assert "1 of them labelled fraud" in second
