@@ -73,6 +73,8 @@ def streamed(services, spark, cassandra_session, tmp_path_factory):
         "case_state",
         "case_actions",
         "case_labels",
+        "labels",
+        "fraud_labels_by_day",
     ):
         cassandra_session.execute(f"TRUNCATE {table}")
     # A seed of this run's own: its transactions, alerts, cases and labels are new, so no
@@ -498,6 +500,25 @@ def test_dashboard_and_insights_render_what_the_stream_and_the_batch_job_stored(
     ).one()[0]
     shown = browser.find_elements(By.CSS_SELECTOR, "#drift tr")[1:]  # after the header
     assert len(shown) == max(1, min(10, fired)) and (fired > 0) == ("None." not in _text(browser, "drift"))
+    # Frauds caught: this run's labels (the analyst's above), each fraud's decision read here.
+    expected: dict[str, list[str]] = {}
+    for r in cassandra_session.execute("SELECT txn_id, is_fraud, scenario FROM labels"):
+        if not r.is_fraud:
+            continue
+        scored = cassandra_session.execute("SELECT decision FROM scored_transactions WHERE txn_id = %s", (r.txn_id,))
+        decision = scored.one()
+        row = expected.setdefault(r.scenario or "unknown", ["0", "0", "0"])
+        if decision is None:
+            row[2] = str(int(row[2]) + 1)
+        else:
+            row[0] = str(int(row[0]) + 1)
+            row[1] = str(int(row[1]) + (decision.decision in ("REVIEW", "BLOCK")))
+    caught = {
+        tr.get_attribute("data-scenario"): [td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+        for tr in browser.find_elements(By.CSS_SELECTOR, "#caught tr[data-scenario]")
+    }
+    assert "analyst" in expected
+    assert {k: [v[1], v[2], v[4]] for k, v in caught.items()} == expected
     browser.save_screenshot(str(DOCS / "console-dashboard.png"))
 
     browser.get(url + "/")

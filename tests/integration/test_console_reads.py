@@ -240,10 +240,14 @@ def test_the_dashboards_dead_letters_are_the_windows_newest_and_say_when_there_a
     assert counts == {"invalid_json": 5, "missing_field": 1} and not partial
 
 
-def test_labels_to_resend_are_the_windows_unpublished_claims_newest_first(cassandra_session):
+def test_labels_to_resend_are_the_windows_unsent_dispositions_newest_first(services, cassandra_session):
+    from txmon.alerting.contract import build_alert
+    from txmon.alerting.store import AlertStore
+    from txmon.infra.masking import pii_token_key
+    from txmon.webapp.console.cases import label_id_for, pending_labels
     from txmon.webapp.console.store import ConsoleStore, LabelClaim
 
-    store = ConsoleStore(cassandra_session)
+    store, alerts = ConsoleStore(cassandra_session), AlertStore(cassandra_session)
     start = datetime.combine(_RUN_DAY - timedelta(days=5), datetime.min.time(), UTC)
     made: dict[str, uuid.UUID] = {}
     plan = [  # (name, hours after start, disposition, claimed, published)
@@ -251,23 +255,51 @@ def test_labels_to_resend_are_the_windows_unpublished_claims_newest_first(cassan
         ("published", 30, "confirmed_fraud", True, True),
         ("escalated", 31, "escalate", False, False),
         ("pending-old", 32, "legitimate", True, False),
+        ("never-claimed", 40, "confirmed_fraud", False, False),  # stopped between audit and claim
         ("pending-new", 50, "confirmed_fraud", True, False),
     ]
     for name, hours, disposition, claimed, published in plan:
-        alert_id, at = uuid.uuid4(), start + timedelta(hours=hours)
-        made[name] = alert_id
-        store.record(alert_id, "alice", "analyst", "disposition", {"disposition": disposition}, at)
+        at = start + timedelta(hours=hours)
+        alert = build_alert(
+            key=pii_token_key(services.state_path),
+            txn_id=f"TXNRESEND{uuid.uuid4().hex[:12]}",
+            created_at=at,
+            event_time=at,
+            payer_account="501234567892",
+            payee_vpa="resend.case@ybl",
+            amount_paise=10_000,
+            channel="UPI",
+            txn_type="P2M",
+            risk_score=90,
+            decision="REVIEW",
+            severity="HIGH",
+            reasons=[{"code": "RESEND_TEST", "description": "raised by the resend test", "contribution": 1.0}],
+            model_version="test",
+            rules_version="test",
+        )
+        alerts.save_alert(alert)
+        made[name] = alert.alert_id
+        store.record(alert.alert_id, "alice", "analyst", "disposition", {"disposition": disposition}, at)
         if claimed:
             fraud = disposition == "confirmed_fraud"
             store.claim_label(
-                LabelClaim(alert_id, uuid.uuid4(), f"TXN{name}", fraud, "analyst" if fraud else None, at, "alice", None)
-            )
+                LabelClaim(
+                    alert.alert_id, label_id_for(alert.alert_id), alert.txn_id, fraud,
+                    "analyst" if fraud else None, at, "alice", None,
+                )
+            )  # fmt: skip
         if published:
-            store.mark_published(alert_id, at)
+            store.mark_published(alert.alert_id, at)
     since, until = start + timedelta(hours=24), start + timedelta(hours=60)
-    claims, more = store.unpublished_labels(since, until, 10)
-    assert [c.alert_id for c in claims] == [made["pending-new"], made["pending-old"]] and not more
-    claims, more = store.unpublished_labels(since, until, 1)
+    claims, more = pending_labels(store, alerts, since, until, 10)
+    assert [c.alert_id for c in claims] == [made["pending-new"], made["never-claimed"], made["pending-old"]]
+    assert not more
+    # The never-claimed disposition gets the claim its disposition would have made.
+    late = claims[1]
+    stored = alerts.load_alert(made["never-claimed"])
+    assert stored is not None and (late.txn_id, late.is_fraud, late.scenario) == (stored.txn_id, True, "analyst")
+    assert late.label_id == label_id_for(made["never-claimed"]) and late.published_at is None
+    claims, more = pending_labels(store, alerts, since, until, 1)
     assert [c.alert_id for c in claims] == [made["pending-new"]] and more
 
 

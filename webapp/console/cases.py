@@ -18,6 +18,7 @@ from txmon.webapp.console.auth import allowed
 from txmon.webapp.console.store import CaseState, ConsoleStore, LabelClaim
 
 if TYPE_CHECKING:
+    from txmon.alerting.store import AlertStore
     from txmon.ingestion.producer import TransactionProducer
 
 DISPOSITIONS = {
@@ -109,11 +110,15 @@ def dispose(
     store.put_case(alert_id, status, state.assignee or actor, disposition, now, actor)
     store.record(alert_id, actor, role, "disposition", {"disposition": disposition}, now)
     if is_fraud is not None:
-        claim = LabelClaim(
-            alert_id, label_id_for(alert_id), txn_id, is_fraud, ANALYST_SCENARIO if is_fraud else None, now, actor, None
-        )
-        publish_label(store, sink, claim, actor, role, now)
+        publish_label(store, sink, _claim(alert_id, txn_id, is_fraud, now, actor), actor, role, now)
     return _state(store, alert_id)
+
+
+def _claim(alert_id: uuid.UUID, txn_id: str, is_fraud: bool, at: datetime, actor: str) -> LabelClaim:
+    """The one label a case's disposition makes (its id fixed by the alert)."""
+    return LabelClaim(
+        alert_id, label_id_for(alert_id), txn_id, is_fraud, ANALYST_SCENARIO if is_fraud else None, at, actor, None
+    )
 
 
 def publish_label(
@@ -137,6 +142,36 @@ def publish_label(
         now,
     )
     return store.label(current.alert_id) or current
+
+
+def pending_labels(
+    store: ConsoleStore, alerts: AlertStore, since: datetime, until: datetime, limit: int
+) -> tuple[list[LabelClaim], bool]:
+    """The labels of the cases disposed (confirmed fraud or legitimate) from ``since`` to
+    ``until`` that Kafka never acknowledged: at most ``limit``, newest disposition first,
+    and whether at least one more is waiting. Found through the audit log, a hundred
+    dispositions at a time, so the read stops once ``limit`` + 1 are found. A disposition
+    with no claim at all (the process stopped between recording it and claiming its
+    label) gets the claim :func:`dispose` would have made, from the audit row."""
+    found: dict[uuid.UUID, LabelClaim] = {}
+    for chunk in store.dispositions(since, until):
+        claims = store.labels_of([a.alert_id for a in chunk])
+        for action in chunk:
+            is_fraud = DISPOSITIONS.get(str(action.detail.get("disposition")), ("", None))[1]
+            if is_fraud is None or action.alert_id in found:
+                continue
+            claim = claims.get(action.alert_id)
+            if claim is None:
+                alert = alerts.load_alert(action.alert_id)
+                if alert is None:
+                    continue
+                claim = _claim(action.alert_id, alert.txn_id, is_fraud, action.at, action.actor)
+            if claim.published_at is None:
+                found[action.alert_id] = claim
+        if len(found) > limit:
+            break
+    pending = sorted(found.values(), key=lambda c: c.label_time, reverse=True)
+    return pending[:limit], len(pending) > limit
 
 
 def bulk_close(store: ConsoleStore, alert_ids: list[uuid.UUID], actor: str, role: str, now: datetime) -> int:

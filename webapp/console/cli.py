@@ -136,17 +136,19 @@ def labels_resend(
         int, typer.Option(help="look at the cases disposed in the last DAYS UTC days", min=1, max=3660)
     ] = 30,
 ) -> None:
-    """Send the labels that were claimed by a disposition but never acknowledged by Kafka,
-    newest first: those of the cases disposed in the last DAYS days (the audit log is read
-    a day at a time), at most LIMIT a run. Says when more are waiting."""
-    from txmon.webapp.console.cases import KafkaLabelSink, publish_label
+    """Send the labels of dispositions that Kafka never acknowledged (claimed and not
+    sent, or never claimed), newest first: those of the cases disposed in the last DAYS
+    days (the audit log is read a day at a time), at most LIMIT a run. Says when more are
+    waiting."""
+    from txmon.alerting.store import AlertStore
+    from txmon.webapp.console.cases import KafkaLabelSink, pending_labels, publish_label
 
     settings, cluster, store = _store()
     sink = KafkaLabelSink(settings)
     sent = 0
     now = datetime.now(UTC)
     try:
-        claims, more = store.unpublished_labels(now - timedelta(days=days), now, limit)
+        claims, more = pending_labels(store, AlertStore(store.session), now - timedelta(days=days), now, limit)
         for claim in claims:
             publish_label(store, sink, claim, "txmon-cli", "admin", datetime.now(UTC))
             sent += 1

@@ -10,7 +10,7 @@ import hashlib
 import json
 import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, overload
@@ -333,37 +333,28 @@ class ConsoleStore:
     def mark_published(self, alert_id: uuid.UUID, at: datetime) -> None:
         self.session.execute(self._published, (at, alert_id))
 
-    def unpublished_labels(self, since: datetime, until: datetime, limit: int) -> tuple[list[LabelClaim], bool]:
-        """Label claims never acknowledged by Kafka, of the cases disposed from ``since``
-        to ``until``: at most ``limit``, newest disposition first, and whether at least one
-        more is waiting. The audit log is read a day at a time, newest first, in driver
-        pages, its dispositions' claims looked up a hundred at a time; it stops once
-        ``limit`` + 1 are found, so neither memory nor the read follow all labels ever."""
-        found: dict[uuid.UUID, LabelClaim] = {}
+    def labels_of(self, alert_ids: list[uuid.UUID]) -> dict[uuid.UUID, LabelClaim]:
+        """The label claims of ``alert_ids`` (IN reads of at most 100 ids, sent at once)."""
+        ids = list(dict.fromkeys(alert_ids))
+        futures = [self.session.execute_async(self._labels_in, (ids[i : i + 100],)) for i in range(0, len(ids), 100)]
+        return {r.alert_id: self._label_from(r) for f in futures for r in f.result()}
 
-        def look_up(ids: list[uuid.UUID]) -> None:
-            for r in self.session.execute(self._labels_in, (list(dict.fromkeys(ids)),)):
-                claim = self._label_from(r)
-                if claim.published_at is None:
-                    found.setdefault(claim.alert_id, claim)
-
+    def dispositions(self, since: datetime, until: datetime, size: int = 100) -> Iterator[list[Action]]:
+        """The audit log's dispositions from ``since`` to ``until``, newest first, ``size``
+        at a time: a day's partition at a time, in driver pages, so a caller that stops
+        early reads no further (`txmon console labels resend`)."""
         first, day = since.astimezone(UTC).date(), until.astimezone(UTC).date()
-        while day >= first and len(found) <= limit:
-            batch: list[uuid.UUID] = []
+        chunk: list[Action] = []
+        while day >= first:
             for r in self.session.execute(self._audit_between, (day, since, until, 2**31 - 1)):
-                if r.action != "disposition":
-                    continue
-                batch.append(r.alert_id)
-                if len(batch) == 100:
-                    look_up(batch)
-                    batch = []
-                    if len(found) > limit:
-                        break
-            if batch:
-                look_up(batch)
+                if r.action == "disposition":
+                    chunk.append(self._action_from(r))
+                    if len(chunk) == size:
+                        yield chunk
+                        chunk = []
             day -= timedelta(days=1)
-        claims = sorted(found.values(), key=lambda c: c.label_time, reverse=True)
-        return claims[:limit], len(claims) > limit
+        if chunk:
+            yield chunk
 
     def many(self, stmt: Any, args: Iterable[tuple]) -> list[Any]:
         """Rows of one prepared statement run concurrently over many argument tuples."""
