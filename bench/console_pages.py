@@ -13,7 +13,9 @@ last seven IST days, so the default queue holds all of them. console_hourly is f
 with the counts the stream would have left (infra/hourly_counts.py's functions, two
 Spark partitions). The timed case is a busy account's (2,000 of the transactions, so its
 recent transactions come from long account_transactions partitions) with 300 comments
-in its history.
+in its history. The dashboard also reads 10,000 fraud labels of the last day (and 200
+whose transaction was never scored, which it looks up again) and 3,000 dead letters per
+partition of the stream topic from the last twelve hours, more than it reads of them.
 """
 
 from __future__ import annotations
@@ -145,6 +147,52 @@ def _fill(settings, session, alerts: int, transactions: int, seed: int) -> list[
     return ids
 
 
+LABELS = 10_000
+"""Fraud labels received in the last day, of the bench's transactions (alerted: flagged)."""
+UNSCORED_LABELS = 200
+"""Fraud labels of transactions never scored: the dashboard looks each up again."""
+DEAD_LETTERS = 3_000
+"""Dead letters per partition of the stream topic in the last twelve hours (the dashboard
+reads the newest 500 of each and says "at least")."""
+
+
+def _fill_labels_and_dead_letters(settings, session, transactions: int, alerts: int, seed: int) -> None:
+    """What the dashboard's frauds caught and dead letters read, as the stream's labels
+    query and landing leave them; rewritten on every run (--reuse too), as it is quick."""
+    from cassandra.concurrent import execute_concurrent_with_args
+
+    from txmon.infra import fraud_label_days
+    from txmon.infra import statements as cql
+    from txmon.ingestion.events import DEAD_LETTER_REASONS
+
+    rng = random.Random(seed + 1)
+    now = datetime.now(UTC)
+    for table in ("fraud_labels_by_day", "dead_letters"):
+        session.execute(f"TRUNCATE {table}", timeout=120)
+    scenarios = ("mule", "account_takeover", "card_testing", "analyst", "unknown")
+    rows = []
+    picked = rng.sample(range(transactions), min(LABELS, transactions))
+    for n, i in enumerate([*picked, *[None] * UNSCORED_LABELS]):
+        at = now - timedelta(seconds=rng.uniform(0, 86400))
+        if i is None:
+            txn_id, outcome = f"TXNBENCHUNSCORED{seed}{n:09d}", "unscored"
+        else:
+            txn_id, outcome = f"TXNBENCH{seed}{i:09d}", "flagged" if i < alerts else "missed"
+        rows.append((fraud_label_days.ist_day(at), rng.choice(scenarios), outcome, txn_id, at.replace(tzinfo=None)))
+    insert = session.prepare(cql.FRAUD_DAY_INSERT)
+    execute_concurrent_with_args(session, insert, rows, concurrency=128, raise_on_first_error=True)
+    letters = []
+    for p in range(settings.kafka.partitions):
+        for offset in range(DEAD_LETTERS):
+            at = now - timedelta(hours=12) + timedelta(seconds=offset * 43_200 / DEAD_LETTERS)
+            reason = rng.choice(DEAD_LETTER_REASONS)
+            letters.append((settings.kafka.topics.transactions, p, offset, reason, at.replace(tzinfo=None)))
+    insert = session.prepare(
+        "INSERT INTO dead_letters (topic, kafka_partition, kafka_offset, reason, landed_at) VALUES (?, ?, ?, ?, ?)"
+    )
+    execute_concurrent_with_args(session, insert, letters, concurrency=128, raise_on_first_error=True)
+
+
 BUSY_EVERY = 500
 """Every BUSY_EVERY-th transaction is the first alert's account's (2,000 of 1,000,000)."""
 HISTORY = 300
@@ -229,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             f"(and their account_transactions rows), {HISTORY} comments on the timed case "
             f"in {time.perf_counter() - t:.0f} s"
         )
+    _fill_labels_and_dead_letters(settings, session, max(args.transactions, args.alerts), args.alerts, args.seed)
     session.execute(
         session.prepare(
             "INSERT INTO console_users (username, role, password_hash, disabled) VALUES (?, 'analyst', ?, false)"

@@ -36,7 +36,7 @@ from txmon.infra.hourly_counts import ALERTING, IST_OFFSET
 OUTCOMES = ("flagged", "missed", "unscored")
 UNKNOWN_SCENARIO = "unknown"
 """The scenario of a fraud label that names none (a clustering column cannot be null)."""
-UNSCORED_CHECKS = 1_000
+UNSCORED_CHECKS = 200
 """Unscored rows a dashboard looks up again, at most."""
 _IN = 100  # ids per IN read
 

@@ -133,7 +133,7 @@ def build(alerts: AlertStore, console: ConsoleStore, settings: Any, topic: str, 
 WORKLOAD_ACTIONS = 5_000
 """Audit rows a dashboard reads for the workload: the window's newest (its cost follows
 this, not the actions ever logged)."""
-DEAD_LETTERS_READ = 2_000
+DEAD_LETTERS_READ = 500
 """Dead letters a dashboard reads per Kafka partition, newest first."""
 
 
