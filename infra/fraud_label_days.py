@@ -148,7 +148,7 @@ def read(
         if txn_id in decisions:
             per[scenario]["unscored"] -= 1
             per[scenario][outcome_of(decisions[txn_id])] += 1
-    out = []
+    out: list[dict[str, Any]] = []
     for scenario, c in per.items():
         frauds = c["flagged"] + c["missed"]
         out.append(

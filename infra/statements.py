@@ -138,6 +138,7 @@ PAYEE_FRAUDS = "SELECT label_time, event_time FROM payee_fraud_labels WHERE paye
 PAYEE_FRAUD_TXNS = "SELECT txn_id FROM payee_fraud_labels WHERE payee_key = ?"
 
 # ---------------------------------------------------------------- labels
+LABELS = "SELECT txn_id, is_fraud, scenario FROM labels"  # the online evaluation's whole-table read
 # What a batch of labels replaces (infra/fraud_label_days.py reads it before the write).
 LABELS_IN = "SELECT txn_id, is_fraud, scenario, received_at FROM labels WHERE txn_id IN ?"
 LABELS_RECEIVED = "SELECT txn_id, is_fraud, scenario, received_at FROM labels"  # `console reindex`: whole table
