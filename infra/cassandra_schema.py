@@ -86,6 +86,7 @@ def open_cluster(
     datacenter: str | None = None,
     credential: Credential | None = None,
     compression: bool = True,
+    protocol_version: int = 5,
 ):
     """A driver Cluster with txmon's settings: token-aware local policy, protocol v5,
     the configured consistency (LOCAL_QUORUM on a multi-node cluster with RF 3), logged
@@ -94,7 +95,11 @@ def open_cluster(
 
     ``compression``: the driver's default, LZ4 on every message. The scoring API turns
     it off: its messages are a few hundred bytes, and compressing each one in Python's
-    driver cost its worker more CPU than the bytes saved."""
+    driver cost its worker more CPU than the bytes saved.
+
+    ``protocol_version``: 5 by default. Version 5 wraps every message in a checksummed
+    frame whose header CRC the Python driver computes bit by bit in Python, on both sending
+    and receiving; the scoring API, with three small reads per request, speaks version 4."""
     # The Cassandra driver is slow to import: loaded on first connection, not by every command importing this module.
     from cassandra import ConsistencyLevel
     from cassandra.auth import PlainTextAuthProvider
@@ -114,7 +119,7 @@ def open_cluster(
         auth_provider=PlainTextAuthProvider(credential.user, credential.password),
         connect_timeout=timeout,
         control_connection_timeout=timeout,
-        protocol_version=5,
+        protocol_version=protocol_version,
         # TCP_NODELAY (the driver leaves Nagle's algorithm on): without it, under load the
         # stream's one drift-state INSERT per micro-batch waited ~40 ms (the signature of Nagle
         # against delayed ACKs) where a probe saw p50 2 ms, and micro-batches at 1,000 tx/s
@@ -182,6 +187,7 @@ def ensure_roles(settings: Settings, timeout: float = 60) -> None:
     application role (LOGIN, no superuser) or reset its password to the environment's,
     so a password changed in the environment is applied by the next ``txmon infra up``.
     """
+    # lazy: cassandra (17 ms to import); the web app's workers load this module without it
     from cassandra import AuthenticationFailed
 
     cluster, session = admin_session(settings, timeout)
@@ -205,6 +211,7 @@ def admin_session(settings: Settings, timeout: float = 60) -> tuple:
     node has only its default superuser. Cassandra creates that superuser a moment after
     CQL opens: until then each login is refused, and retried every second up to
     ``timeout``; any other failure is raised at once."""
+    # lazy: cassandra (530 ms to import); the web app's workers load this module without it
     from cassandra import AuthenticationFailed
     from cassandra.cluster import NoHostAvailable
     from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_fixed
@@ -230,6 +237,7 @@ def admin_session(settings: Settings, timeout: float = 60) -> tuple:
 
 
 def _can_log_in(settings: Settings, credential: Credential, auth_failed: type) -> bool:
+    # lazy: cassandra (530 ms to import); the web app's workers load this module without it
     from cassandra.cluster import NoHostAvailable
 
     try:

@@ -17,7 +17,11 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
+
+from txmon.infra.cassandra_schema import open_cluster
 from txmon.infra.errors import TxmonError
+from txmon.infra.readback import account_windows
 from txmon.infra.settings import Settings
 from txmon.infra.statements import API as STATEMENTS
 from txmon.webapp.api.scorer import Profiles
@@ -36,6 +40,7 @@ class StoreUnavailable(TxmonError):
 
 
 def _driver_errors() -> tuple[type[BaseException], ...]:
+    # lazy: cassandra (253 ms to import); the web app's workers load this module without it
     from cassandra import OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
     from cassandra.cluster import NoHostAvailable
 
@@ -64,11 +69,10 @@ class ApiStore:
     # -------------------------------------------------------------- connection
 
     def _connect(self):
+        # lazy: cassandra (253 ms to import); the web app's workers load this module without it
         from cassandra.cluster import EXEC_PROFILE_DEFAULT
         from cassandra.policies import ConstantReconnectionPolicy
         from cassandra.query import tuple_factory
-
-        from txmon.infra.cassandra_schema import open_cluster
 
         c = self.settings.cassandra
         cluster = open_cluster(
@@ -79,6 +83,9 @@ class ApiStore:
             consistency=c.consistency,
             datacenter=c.datacenter,
             compression=False,  # a request's messages are small: compressing them cost more CPU than it saved
+            # Version 5's checksummed frames cost the driver a CRC computed in Python per
+            # message each way (~2 % of a worker's samples, py-spy); nothing here needs 5.
+            protocol_version=4,
         )
         # Back within a second of Cassandra's return (the default backs off up to 10 minutes).
         cluster.reconnection_policy = ConstantReconnectionPolicy(1.0, max_attempts=None)
@@ -160,8 +167,6 @@ class ApiStore:
         held while Cassandra answers (a pool thread per request, each needing the GIL,
         made the loop and the driver's I/O thread queue for it)."""
         if self._session is None:  # connecting blocks for seconds: never on the loop
-            from starlette.concurrency import run_in_threadpool
-
             await run_in_threadpool(self.session)
         session = self.session()
         loop = asyncio.get_running_loop()
@@ -194,8 +199,6 @@ class ApiStore:
         except self._errors as exc:
             raise StoreUnavailable(f"Cassandra unavailable ({type(exc).__name__}); retry shortly") from None
         if any(r.has_more_pages for r in results):  # paging fetches synchronously: not on the loop
-            from starlette.concurrency import run_in_threadpool
-
             return await run_in_threadpool(self._profiles_from, results, payee)
         return self._profiles_from(results, payee)
 
@@ -272,8 +275,6 @@ class ApiStore:
         return list(result.current_rows), result.paging_state
 
     def account_windows(self, account: str, kind: str, since: datetime | None):
-        from txmon.infra.readback import account_windows
-
         session = self.session()
         try:
             return account_windows(session, account, kind, since)
