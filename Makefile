@@ -66,7 +66,7 @@ lint: install
 	    print(*next(ast.literal_eval(n.value) for n in tree.body \
 	                if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "FOLDERS"))'); do \
 	  ln -s ../../$$folder .lint/txmon/$$folder; done
-	$(BIN)/mypy .lint/txmon dags
+	$(BIN)/mypy .lint/txmon dags tests
 
 # End-to-end benchmark (its own services under .txmon-bench): full <= 15 min, quick <= 4 min.
 bench: install

@@ -6,20 +6,55 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import TYPE_CHECKING
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 from txmon.infra.errors import TxmonError
 from txmon.infra.settings import Settings
+from txmon.ingestion.producer import TransactionProducer
+from txmon.models.config import models_dir
 from txmon.webapp.api.config import ApiSettings
 from txmon.webapp.api.keys import KeyVerifier
 from txmon.webapp.api.limits import TokenBuckets
 from txmon.webapp.api.metrics import ApiMetrics
-from txmon.webapp.api.scorer import Scorer
+from txmon.webapp.api.scorer import Profiles, Scorer
+from txmon.webapp.api.store import ApiStore
 
-if TYPE_CHECKING:
-    from txmon.ingestion.producer import TransactionProducer
-    from txmon.webapp.api.store import ApiStore
+
+class Store(Protocol):
+    """What the routes and the key verifier ask of Cassandra: :class:`txmon.webapp.api.store.ApiStore`,
+    or an in-memory stand-in with the same methods in unit tests. Rows are the driver's
+    (attributes by column name)."""
+
+    def ping(self) -> str: ...
+    def profiles(self, payer: str, payee: str | None) -> Profiles: ...
+    def key(self, key_id: str) -> Any: ...
+    def add_key(self, key_id: str, name: str, scopes: set[str], secret_hash: str) -> bool: ...
+    def claim_decision(self, txn_id: str, content_hash: str, verdict_json: str, key_id: str) -> tuple[bool, Any]: ...
+    def decision_published(self, txn_id: str) -> None: ...
+    def decision(self, txn_id: str) -> Any: ...
+    def claim_label(self, label_id: str, content_hash: str, txn_id: str, key_id: str) -> tuple[bool, Any]: ...
+    def label_sent(self, label_id: str) -> None: ...
+    def scored(self, txn_id: str) -> Any: ...
+    def transaction(self, txn_id: str) -> Any: ...
+    def alerts_page(self, day: Any, limit: int, paging_state: bytes | None) -> tuple[list, bytes | None]: ...
+    def account_windows(self, account: str, kind: str, since: datetime | None) -> list: ...
+
+
+class _Failures(Protocol):
+    failed: int
+
+
+class Producer(Protocol):
+    """What the routes ask of Kafka: :class:`txmon.ingestion.producer.TransactionProducer`,
+    or an in-memory stand-in in unit tests."""
+
+    @property
+    def summary(self) -> _Failures: ...
+    def send_event(self, event: Any) -> None: ...
+    def send_label(self, key: bytes, value: bytes) -> None: ...
+    def flush(self, timeout: float | None = ...) -> None: ...
+    def close(self, timeout: float = ...) -> Any: ...
 
 
 class KafkaUnavailable(TxmonError):
@@ -30,23 +65,19 @@ class KafkaUnavailable(TxmonError):
 class ApiServices:
     settings: Settings
     api: ApiSettings
-    store: ApiStore
-    """:class:`txmon.webapp.api.store.ApiStore`, or a stand-in with the same methods in unit tests."""
+    store: Store
     scorer: Scorer
     verifier: KeyVerifier
     buckets: TokenBuckets
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
     max_age: timedelta | None = None
     """Events older than this are refused as the stream refuses them (contract.max_event_age_days)."""
-    producer_factory: Callable[[], TransactionProducer] | None = None
-    _producer: TransactionProducer | None = None
+    producer_factory: Callable[[], Producer] | None = None
+    _producer: Producer | None = None
     _producer_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def build(cls, settings: Settings, api: ApiSettings) -> ApiServices:
-        from txmon.models.config import models_dir
-        from txmon.webapp.api.store import ApiStore
-
         store = ApiStore(settings, timeout_s=api.cassandra_timeout_s)
         scorer = Scorer(api.rules_path, api.registry_root or models_dir())
         return cls(
@@ -59,7 +90,7 @@ class ApiServices:
             max_age=timedelta(days=settings.contract.max_event_age_days),
         )
 
-    def producer(self) -> TransactionProducer:
+    def producer(self) -> Producer:
         """The worker's Kafka producer (ingestion/producer.TransactionProducer), made on first use."""
         if self._producer is None:
             with self._producer_lock:
@@ -68,8 +99,6 @@ class ApiServices:
                         if self.producer_factory is not None:
                             self._producer = self.producer_factory()
                         else:
-                            from txmon.ingestion.producer import TransactionProducer
-
                             # No linger: a request waits for its own record's acknowledgement.
                             self._producer = TransactionProducer(
                                 self.settings, linger_ms=0, max_block_ms=int(self.api.kafka_timeout_s * 1000)
