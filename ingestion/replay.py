@@ -1267,6 +1267,7 @@ def _send(
     labels_path: str | Path | None,
     progress: bool,
 ) -> None:
+    # lazy: tqdm (80 ms to import); txmon.ingestion.landing imports this module without it
     from tqdm import tqdm
 
     delay = mapping.label.delay if mapping.label else timedelta(0)
