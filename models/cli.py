@@ -7,13 +7,21 @@ are TxmonError subclasses: one line and a non-zero exit.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import argparse
+import json
+import shlex
+import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, get_args
 
 import typer
+from pydantic import TypeAdapter, ValidationError
 
+from txmon.infra.settings import DEFAULT_RULES, load_settings
 from txmon.models.config import MODELS_DIR_ENV
+from txmon.models.config import models_dir as default_dir
+from txmon.models.errors import RegistryError, TrainingDataError
 
 # Each command imports what it runs when it runs: `txmon --help` and every other command
 # stay free of pandas, Spark and scikit-learn (the slowest imports in the project).
@@ -71,7 +79,7 @@ RejectsOut = Annotated[
 
 
 def _registry(models_dir: Path | None):
-    from txmon.models.config import models_dir as default_dir
+    # lazy: pandas (3.4 s to import); `txmon --help` loads this module without it
     from txmon.models.registry import Registry
 
     return Registry(models_dir or default_dir())
@@ -80,8 +88,8 @@ def _registry(models_dir: Path | None):
 def _history(
     simulate: int | None, seed: int, replay: Path | None, mapping: Path | None, rejects_out: Path | None = None
 ):
+    # lazy: pandas + faker (3.7 s to import); `txmon --help` loads this module without it
     from txmon.models import sources
-    from txmon.models.errors import TrainingDataError
 
     if replay is not None and simulate is not None:
         raise TrainingDataError("choose one source: --simulate N or --replay FILE --mapping YAML")
@@ -91,8 +99,6 @@ def _history(
         if mapping is None:
             raise TrainingDataError("--replay needs --mapping YAML (e.g. config/replay/card_transactions.yaml)")
         if rejects_out is None:
-            from txmon.infra.settings import load_settings
-
             rejects_out = load_settings().state_path / "rejects" / f"{replay.name}.{mapping.stem}.rejects.csv"
         history = sources.from_file(replay, mapping, rejects_path=rejects_out)
     else:
@@ -107,6 +113,7 @@ def _history(
 
 
 def _policy():
+    # lazy: yaml (183 ms to import); `txmon --help` loads this module without it
     from txmon.models.rules import stream_policy
 
     return stream_policy()
@@ -139,6 +146,7 @@ def train(
     Trains on the earliest 70% of the history (by event time) and reports metrics on
     the latest 30% (model only, rule score 0, risk policy from config/rules.yaml).
     """
+    # lazy: pandas (3.4 s to import); `txmon --help` loads this module without it
     from txmon.models.evaluation import metrics_table
     from txmon.models.training import TrainingConfig
     from txmon.models.training import train as train_models
@@ -204,12 +212,13 @@ def evaluate(
     earlier part still builds the behavioural profiles). Rule score 0 (the rules run in
     Spark); risk policy from config/rules.yaml.
     """
+    # lazy: pandas (3.4 s to import); `txmon --help` loads this module without it
     import pandas as pd
 
-    from txmon.infra.settings import load_settings
     from txmon.models.evaluation import evaluate_offline, metrics_table, write_report
 
     if online:
+        # lazy: pandas (3.4 s to import); `txmon --help` loads this module without it
         from txmon.models.evaluation import evaluate_frame
         from txmon.models.online import online_frame
 
@@ -271,9 +280,8 @@ def retrain(
     The streaming job picks a promoted model up between micro-batches. Runs the same
     stages as `txmon spark-submit spark_jobs/retrain_job.py` and the model_retraining DAG.
     """
-    import argparse
-    import json
 
+    # lazy: pandas (3.7 s to import); `txmon --help` loads this module without it
     from txmon.spark_jobs.retrain_job import STAGES, run
 
     if stage not in STAGES:
@@ -282,6 +290,7 @@ def retrain(
     run_id = run_id or f"manual-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     result = run(argparse.Namespace(run_id=run_id, stage=stage, start=utc[0], end=utc[1]))
     if stage == "all":
+        # lazy: pandas (3.7 s to import); `txmon --help` loads this module without it
         from txmon.spark_jobs.retraining import comparison_markdown
 
         assert isinstance(result, dict)  # the whole run returns its summary
@@ -294,7 +303,6 @@ def retrain(
 @models_app.command("list")
 def list_versions(models_dir: ModelsDir = None) -> None:
     """Registered versions with their hold-out metrics; `*` marks the live champion."""
-    from txmon.models.errors import RegistryError
 
     registry = _registry(models_dir)
     versions = registry.versions()
@@ -350,9 +358,8 @@ def rollback(models_dir: ModelsDir = None) -> None:
 
 def _when(text: str | None, tz: str, flag: str):
     """A --train-start/... value: a date or ISO date-time; naive ones are in ``tz``."""
+    # lazy: pandas (2.5 s to import); `txmon --help` loads this module without it
     import pandas as pd
-
-    from txmon.models.errors import TrainingDataError
 
     if text is None:
         return None
@@ -533,14 +540,8 @@ def backtest(
     decision. A logistic regression and a random forest on the same features and rows are
     the references every report compares with. See docs/detection.md, "Backtesting".
     """
-    import shlex
-    import sys
-    from datetime import timedelta
 
-    from pydantic import TypeAdapter, ValidationError
-
-    from txmon.infra.settings import DEFAULT_RULES, load_settings
-    from txmon.models.errors import TrainingDataError
+    # lazy: pandas (4.8 s to import); `txmon --help` loads this module without it
     from txmon.models.rules import load_rules
     from txmon.models.training import TrainingConfig
     from txmon.spark_jobs import backtest as bt

@@ -354,6 +354,7 @@ def recall_by_scenario(frame: pd.DataFrame) -> list[ScenarioRecall]:
 
 
 def _curve(is_fraud: np.ndarray, score: np.ndarray) -> PrCurve | None:
+    # lazy: sklearn (3.8 s to import); txmon.models.training imports this module without it
     from sklearn.metrics import precision_recall_curve
 
     if is_fraud.all() or not is_fraud.any():
@@ -529,9 +530,11 @@ def metrics_table(metrics: EvaluationMetrics) -> list[tuple[str, str]]:
 
 def write_report(metrics: EvaluationMetrics, path_dir: str | Path, title: str = "Model evaluation") -> Path:
     """Write ``report.md``, ``pr_curve.png`` and ``metrics.json`` into ``path_dir``; return report.md."""
+    # lazy: matplotlib (1.3 s to import); txmon.models.training imports this module without it
     import matplotlib
 
     matplotlib.use("Agg")
+    # lazy: matplotlib (3.6 s to import); txmon.models.training imports this module without it
     import matplotlib.pyplot as plt
 
     out = Path(path_dir)

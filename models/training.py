@@ -171,6 +171,7 @@ def _classifier(params: dict, max_iter: int, seed: int, config: TrainingConfig, 
 
 
 def _ap(y: np.ndarray, score: np.ndarray) -> float:
+    # lazy: sklearn (3.8 s to import); txmon.spark_jobs.backtest imports this module without it
     from sklearn.metrics import average_precision_score
 
     return float(average_precision_score(y, score))
@@ -178,6 +179,7 @@ def _ap(y: np.ndarray, score: np.ndarray) -> float:
 
 def _platt(logit: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """(a, b) maximising the likelihood of y under expit(a * logit + b)."""
+    # lazy: sklearn (4.1 s to import); txmon.spark_jobs.backtest imports this module without it
     from sklearn.linear_model import LogisticRegression
 
     fit_ = LogisticRegression(C=1e6, max_iter=1000).fit(logit.reshape(-1, 1), y)
@@ -209,6 +211,7 @@ def _learnable(x: np.ndarray) -> np.ndarray:
 
 def _fit_linear(x: np.ndarray, y: np.ndarray) -> LinearPart:
     """A logistic regression on median-filled, standardised features (LinearPart's arithmetic)."""
+    # lazy: sklearn (4.1 s to import); txmon.spark_jobs.backtest imports this module without it
     from sklearn.linear_model import LogisticRegression
 
     x = np.where(np.isfinite(x), x, np.nan)
@@ -236,6 +239,7 @@ def _blend(
     linear = _fit_linear(x[fit_part], y[fit_part])
     linear_validation = linear.probability(x[~fit_part])
     yv = y[~fit_part]
+    # lazy: sklearn (3.8 s to import); txmon.spark_jobs.backtest imports this module without it
     from sklearn.metrics import roc_auc_score
 
     blended = {w: (1.0 - w) * boosted_validation + w * linear_validation for w in weights}
@@ -367,6 +371,7 @@ def _anomaly_choice(
     reference = _anomaly_reference(forest, genuine)
     anomaly = np.interp(-forest.score_samples(x[~fit_part]), reference, np.linspace(0.0, 1.0, len(reference)))
     yv, zero = y[~fit_part], np.zeros(len(probability))
+    # lazy: sklearn (3.8 s to import); txmon.spark_jobs.backtest imports this module without it
     from sklearn.metrics import roc_auc_score
 
     scores = {
