@@ -26,6 +26,8 @@ from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from aiosmtpd.controller import Controller
+
 from txmon.alerting.contract import build_alert
 from txmon.infra.process import wait_until
 from txmon.infra.statements import TRANSACTION_PAYER_INSERT
@@ -132,8 +134,6 @@ class SmtpSink:
         return check
 
     def start(self) -> SmtpSink:
-        from aiosmtpd.controller import Controller
-
         kwargs: dict[str, Any] = {}
         if self.credentials:
             kwargs.update(authenticator=self._authenticator(), auth_require_tls=False, auth_required=True)
