@@ -20,7 +20,8 @@ import httpx
 import pytest
 
 from tests.integration.streams import stream_options, stream_topics
-from txmon.infra.masking import mask_account, mask_vpa
+from txmon.alerting.store import AlertStore
+from txmon.infra.masking import mask_account, mask_phone, mask_vpa
 from txmon.infra.process import wait_until
 from txmon.infra.settings import PROJECT_ROOT
 from txmon.ingestion.events import IST
@@ -387,13 +388,39 @@ def test_analyst_works_an_alert_to_fraud_and_the_label_reaches_the_stream(
     assert drift is not None and drift.applied_batch >= 0
 
 
-def test_viewer_sees_masked_identifiers_and_cannot_act(console, browser, streamed):
+def _phone_of(account: str) -> str:
+    """A distinct Indian mobile number per account, so that any of them on a page is found."""
+    return f"+9197{zlib.crc32(account.encode()) % 10**8:08d}"
+
+
+def test_viewer_sees_masked_identifiers_and_cannot_act(console, browser, streamed, cassandra_session):
+    # Every payer of this run has a phone on file, so any page that showed one would show one.
+    accounts = {e.payer.account_number for e in streamed["events"].values() if e.payer.account_number}
+    AlertStore(cassandra_session).save_contacts([(a, _phone_of(a), None, None) for a in accounts], datetime.now(UTC))
+    try:
+        _viewer_sees_masked_identifiers_and_cannot_act(console, browser, streamed, accounts)
+    finally:
+        for a in accounts:
+            cassandra_session.execute("DELETE FROM customer_contacts WHERE account = %s", (a,))
+
+
+def _viewer_sees_masked_identifiers_and_cannot_act(console, browser, streamed, accounts: set[str]) -> None:
     from selenium.webdriver.common.by import By
 
     url = console["url"]
     _login(browser, url, "victor")
+    # No page a viewer reaches shows a phone number in clear (with or without +91).
+    nationals = [_phone_of(a)[3:] for a in accounts]
     _open_case(browser)
     event = streamed["events"][_text(browser, "txn-id")]
+    case_url = browser.current_url
+    assert _text(browser, "phone") == mask_phone(_phone_of(event.payer.account_number))
+    alert_id = case_url.rsplit("/", 1)[1]
+    for page in ("/", "/queue/rows", "/dashboard?hours=168", f"/insights?alert={alert_id}", f"/cases/{alert_id}"):
+        browser.get(url + page)
+        assert page == "/queue/rows" or _text(browser, "who") == "victor (viewer)", page  # rows: a fragment
+        shown = browser.page_source
+        assert not [n for n in nationals if n in shown], page
     assert _text(browser, "payer-account") == mask_account(event.payer.account_number)
     if event.payee.vpa:
         assert _text(browser, "payee-vpa") == mask_vpa(event.payee.vpa)
@@ -408,7 +435,6 @@ def test_viewer_sees_masked_identifiers_and_cannot_act(console, browser, streame
     assert not browser.find_elements(By.ID, "assign") and not browser.find_elements(By.ID, "bulk-close")
     # Forged from outside the page, with the viewer's own valid session and token: refused.
     csrf = _found(r'name="csrf_token" value="([^"]+)"', browser.page_source)
-    case_url = browser.current_url
     r = httpx.post(
         case_url + "/disposition",
         data={"csrf_token": csrf, "disposition": "legitimate"},
