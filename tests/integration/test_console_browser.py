@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.integration.console_alerts import hand_made_alert
 from tests.integration.streams import stream_options, stream_topics
 from txmon.alerting.store import AlertStore
 from txmon.infra.masking import mask_account, mask_phone, mask_vpa
@@ -464,30 +465,20 @@ def test_new_alerts_appear_without_a_reload_and_a_supervisor_closes_in_bulk(
 ):
     from selenium.webdriver.common.by import By
 
-    from txmon.alerting.contract import build_alert
-    from txmon.alerting.store import AlertStore
-    from txmon.infra.masking import pii_token_key
-
     _login(browser, console["url"], "sam")
     browser.find_element(By.ID, "queue")  # the queue page, polling
     now = datetime.now(UTC)
-    alert = build_alert(
-        key=pii_token_key(services.state_path),
-        txn_id=f"TXNCONSOLE{uuid.uuid4().hex[:12]}",
-        created_at=now,
+    alert = hand_made_alert(
+        services,
+        "console",
+        now,
         event_time=now - timedelta(seconds=5),
-        payer_account="501234567890",
         payer_vpa="late.payer@okaxis",
         payee_vpa="fresh.shop@ybl",
         amount_paise=9_999_900,
-        channel="UPI",
-        txn_type="P2M",
         risk_score=100,
         decision="BLOCK",
         severity="CRITICAL",
-        reasons=[{"code": "CONSOLE_TEST", "description": "raised by the console test", "contribution": 1.0}],
-        model_version="test",
-        rules_version="test",
     )
     AlertStore(cassandra_session).save_alert(alert)
     _wait(lambda: str(alert.alert_id) in browser.page_source, timeout=30, what="the new alert in the queue")

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from tests.integration.console_alerts import hand_made_alert
 from txmon.infra.process import wait_until
 from txmon.ingestion.events import IST
 
@@ -53,29 +54,19 @@ def test_recent_transactions_are_the_newest_up_to_the_alert_from_two_months_at_m
 
 
 def test_a_case_history_is_read_a_page_at_a_time_newest_page_first(services, cassandra_session):
-    from txmon.alerting.contract import build_alert
     from txmon.alerting.store import AlertStore
-    from txmon.infra.masking import pii_token_key
     from txmon.webapp.console import queries
     from txmon.webapp.console.store import ConsoleStore
 
     now = datetime.now(UTC)
-    alert = build_alert(
-        key=pii_token_key(services.state_path),
-        txn_id=f"TXNHISTORY{uuid.uuid4().hex[:12]}",
-        created_at=now,
+    alert = hand_made_alert(
+        services,
+        "history",
+        now,
         event_time=now - timedelta(minutes=1),
         payer_account="501234567891",
         payee_vpa="busy.case@ybl",
         amount_paise=123_400,
-        channel="UPI",
-        txn_type="P2M",
-        risk_score=90,
-        decision="REVIEW",
-        severity="HIGH",
-        reasons=[{"code": "HISTORY_TEST", "description": "raised by the history test", "contribution": 1.0}],
-        model_version="test",
-        rules_version="test",
     )
     alerts, console = AlertStore(cassandra_session), ConsoleStore(cassandra_session)
     alerts.save_alert(alert)
@@ -241,9 +232,7 @@ def test_the_dashboards_dead_letters_are_the_windows_newest_and_say_when_there_a
 
 
 def test_labels_to_resend_are_the_windows_unsent_dispositions_newest_first(services, cassandra_session):
-    from txmon.alerting.contract import build_alert
     from txmon.alerting.store import AlertStore
-    from txmon.infra.masking import pii_token_key
     from txmon.webapp.console.cases import label_id_for, pending_labels
     from txmon.webapp.console.store import ConsoleStore, LabelClaim
 
@@ -260,23 +249,7 @@ def test_labels_to_resend_are_the_windows_unsent_dispositions_newest_first(servi
     ]
     for name, hours, disposition, claimed, published in plan:
         at = start + timedelta(hours=hours)
-        alert = build_alert(
-            key=pii_token_key(services.state_path),
-            txn_id=f"TXNRESEND{uuid.uuid4().hex[:12]}",
-            created_at=at,
-            event_time=at,
-            payer_account="501234567892",
-            payee_vpa="resend.case@ybl",
-            amount_paise=10_000,
-            channel="UPI",
-            txn_type="P2M",
-            risk_score=90,
-            decision="REVIEW",
-            severity="HIGH",
-            reasons=[{"code": "RESEND_TEST", "description": "raised by the resend test", "contribution": 1.0}],
-            model_version="test",
-            rules_version="test",
-        )
+        alert = hand_made_alert(services, "resend", at, payer_account="501234567892")
         alerts.save_alert(alert)
         made[name] = alert.alert_id
         store.record(alert.alert_id, "alice", "analyst", "disposition", {"disposition": disposition}, at)
