@@ -284,7 +284,7 @@ def produce_events(
     ``on_label`` sees every (extra, event) pair that was handed to Kafka — used to release
     ground-truth labels on their own schedule.
     """
-    # lazy: tqdm (80 ms to import); `txmon --help` loads this module without it
+    # lazy: tqdm (79 ms to import); the web app's workers load this module without it
     from tqdm import tqdm
 
     pacer = Pacer(rate)
