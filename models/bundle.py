@@ -112,7 +112,7 @@ class ForestPaths:
     """
 
     def __init__(self, pipeline) -> None:
-        # lazy: sklearn (4.5 s to import); the stream supervisor (an Airflow task) imports this module without it
+        # lazy: sklearn (4.5 s to import); the stream supervisor imports this module without it
         from sklearn.ensemble._iforest import _average_path_length
 
         forest = pipeline[-1]

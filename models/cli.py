@@ -113,7 +113,7 @@ def _history(
 
 
 def _policy():
-    # lazy: yaml (183 ms to import); `txmon --help` loads this module without it
+    # lazy: ingestion.events + yaml (183 ms to import); `txmon --help` loads this module without it
     from txmon.models.rules import stream_policy
 
     return stream_policy()
@@ -281,7 +281,7 @@ def retrain(
     stages as `txmon spark-submit spark_jobs/retrain_job.py` and the model_retraining DAG.
     """
 
-    # lazy: pandas (3.7 s to import); `txmon --help` loads this module without it
+    # lazy: pandas (3.6 s to import); `txmon --help` loads this module without it
     from txmon.spark_jobs.retrain_job import STAGES, run
 
     if stage not in STAGES:
@@ -290,7 +290,7 @@ def retrain(
     run_id = run_id or f"manual-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     result = run(argparse.Namespace(run_id=run_id, stage=stage, start=utc[0], end=utc[1]))
     if stage == "all":
-        # lazy: pandas (3.7 s to import); `txmon --help` loads this module without it
+        # lazy: pandas (3.6 s to import); `txmon --help` loads this module without it
         from txmon.spark_jobs.retraining import comparison_markdown
 
         assert isinstance(result, dict)  # the whole run returns its summary

@@ -729,7 +729,7 @@ def _ordered(pdf):
 def add_payee_features(pdf, store: ProfileStore):
     """PAYEE_FEATURES and LABEL_FEATURES for rows that hold ALL of their payees' rows
     in this batch (the stream repartitions by payee_key first)."""
-    # lazy: pandas (2.5 s to import); the web app's workers load this module without it
+    # lazy: pandas (2.2 s to import); the web app's workers load this module without it
     import pandas as pd
 
     pdf = _ordered(pdf)
@@ -761,7 +761,7 @@ def add_payee_features(pdf, store: ProfileStore):
 
 def add_payer_features(pdf, store: ProfileStore):
     """PAYER_FEATURES for rows that hold ALL of their payers' rows in this batch."""
-    # lazy: pandas (2.5 s to import); the web app's workers load this module without it
+    # lazy: pandas (2.2 s to import); the web app's workers load this module without it
     import pandas as pd
 
     pdf = _ordered(pdf)
@@ -831,7 +831,7 @@ def add_features(pdf, store: ProfileStore):
 
 def transactions_frame(events) -> pd.DataFrame:
     """Contract events -> the typed transactions frame the features expect (no Spark)."""
-    # lazy: pandas (2.5 s to import); the web app's workers load this module without it
+    # lazy: pandas (2.2 s to import); the web app's workers load this module without it
     import pandas as pd
 
     rows = [

@@ -61,7 +61,7 @@ def risk_values(rule_score, fraud_probability, anomaly, policy: RiskPolicy):
     >>> risk_values(np.array([0, 0, 60]), np.array([.0101, .0102, .5]), np.zeros(3), RiskPolicy()).round(3).tolist()
     [0.909, 0.918, 78.0]
     """
-    # lazy: numpy (277 ms to import); the DAG processor parses this file every 30 s
+    # lazy: numpy (273 ms to import); the DAG processor parses this file every 30 s
     import numpy as np
 
     r = np.clip(np.asarray(rule_score, dtype=float), 0.0, 100.0) / 100.0
@@ -81,7 +81,7 @@ def risk_scores(rule_score, fraud_probability, anomaly, policy: RiskPolicy):
     >>> risk_scores(np.array([0, 60, 60, 250]), np.array([0, 0, .5, 0]), np.zeros(4), RiskPolicy()).tolist()
     [0, 60, 78, 100]
     """
-    # lazy: numpy (277 ms to import); the DAG processor parses this file every 30 s
+    # lazy: numpy (273 ms to import); the DAG processor parses this file every 30 s
     import numpy as np
 
     return np.rint(risk_values(rule_score, fraud_probability, anomaly, policy)).astype(int)
@@ -98,7 +98,7 @@ def risk_score(rule_score: float, fraud_probability: float, anomaly: float, poli
 
 def decisions(scores, policy: RiskPolicy):
     """Vectorised :func:`decide`."""
-    # lazy: numpy (277 ms to import); the DAG processor parses this file every 30 s
+    # lazy: numpy (273 ms to import); the DAG processor parses this file every 30 s
     import numpy as np
 
     scores = np.asarray(scores)
@@ -112,7 +112,7 @@ def risk_column(rule_score, fraud_probability, anomaly, policy: RiskPolicy):
     three factors multiplied left to right, ``rint``, half to even in both), so both give
     the same integer for the same inputs; tests/integration/test_jvm_scoring.py checks it on a grid.
     """
-    # lazy: pyspark (772 ms to import); the web app's workers load this module without it
+    # lazy: pyspark (750 ms to import); the web app's workers load this module without it
     from pyspark.sql import functions as F
 
     def col(c):
@@ -129,7 +129,7 @@ def risk_column(rule_score, fraud_probability, anomaly, policy: RiskPolicy):
 
 def decision_column(risk, policy: RiskPolicy):
     """:func:`decisions` as a Spark column."""
-    # lazy: pyspark (772 ms to import); the web app's workers load this module without it
+    # lazy: pyspark (750 ms to import); the web app's workers load this module without it
     from pyspark.sql import functions as F
 
     risk = F.col(risk) if isinstance(risk, str) else risk
