@@ -145,7 +145,7 @@ class AlertStore:
         return alert_from_row(row) if row is not None else None
 
     def load_alerts(self, alert_ids: Iterable[uuid.UUID]) -> list[Alert]:
-        # lazy: cassandra (526 ms to import); the DAG processor parses this file every 30 s
+        # lazy: cassandra (521 ms to import); the DAG processor parses this file every 30 s
         from cassandra.concurrent import execute_concurrent_with_args
 
         results = execute_concurrent_with_args(
@@ -258,7 +258,7 @@ class AlertStore:
 
     def save_contacts(self, contacts: Sequence[tuple[str, str | None, str | None, str | None]], at: datetime) -> int:
         """Upsert (account, phone, email, name) rows; returns how many were written."""
-        # lazy: cassandra (526 ms to import); the DAG processor parses this file every 30 s
+        # lazy: cassandra (521 ms to import); the DAG processor parses this file every 30 s
         from cassandra.concurrent import execute_concurrent_with_args
 
         execute_concurrent_with_args(
@@ -350,7 +350,7 @@ def open_store(settings: Any) -> tuple[Any, AlertStore]:
 
     Raises AlertStoreUnavailableError, naming the fix, when Cassandra is down or the
     alerting tables have not been created yet."""
-    # lazy: cassandra (524 ms to import); the DAG processor parses this file every 30 s
+    # lazy: cassandra (519 ms to import); the DAG processor parses this file every 30 s
     from cassandra.cluster import NoHostAvailable
 
     c = settings.cassandra
