@@ -6,6 +6,9 @@ from typing import Annotated
 
 import typer
 
+from txmon.infra.errors import AirflowApiError
+from txmon.infra.settings import load_settings
+
 airflow_app = typer.Typer(
     help="Local Airflow (AIRFLOW_HOME=<state_dir>/airflow, DAGs from dags/): start, check, stop, trigger.",
     no_args_is_help=True,
@@ -17,8 +20,8 @@ def up() -> None:
     """Start Airflow (scheduler, DAG processor, triggerer, API server) in the background
     (SQLite DB, project DAGs, connections from config) and wait until it is healthy;
     print the UI address and login."""
+    # lazy: psutil + alerting.config (150 ms to import); `txmon --help` loads this module without it
     from txmon.infra import airflow
-    from txmon.infra.settings import load_settings
 
     settings = load_settings()
     st, login, waited = airflow.up(settings, log=typer.echo)
@@ -30,8 +33,8 @@ def up() -> None:
 @airflow_app.command("status")
 def status() -> None:
     """Pid, health and login; the DAGs with their paused state. Exit 1 if unhealthy."""
+    # lazy: psutil + alerting.config (150 ms to import); `txmon --help` loads this module without it
     from txmon.infra import airflow
-    from txmon.infra.settings import load_settings
 
     settings = load_settings()
     st = airflow.status(settings)
@@ -49,8 +52,8 @@ def status() -> None:
 @airflow_app.command("down")
 def down() -> None:
     """Stop Airflow (scheduler, API server, DAG processor, triggerer and running tasks)."""
+    # lazy: psutil + alerting.config (150 ms to import); `txmon --help` loads this module without it
     from txmon.infra import airflow
-    from txmon.infra.settings import load_settings
 
     airflow.down(load_settings(), log=typer.echo)
 
@@ -71,8 +74,8 @@ def trigger(
     ] = None,
 ) -> None:
     """Trigger a DAG run through the REST API; print the run id and where to watch it."""
+    # lazy: psutil + alerting.config (150 ms to import); `txmon --help` loads this module without it
     from txmon.infra import airflow
-    from txmon.infra.settings import load_settings
 
     settings = load_settings()
     created = airflow.trigger_dag(
@@ -88,7 +91,7 @@ def trigger(
 
 def _logical_date(text: str | None):
     """``--logical-date`` as an aware datetime (a time without zone is UTC)."""
-    from txmon.infra.errors import AirflowApiError
+    # lazy: jinja2 (719 ms to import); `txmon --help` loads this module without it
     from txmon.infra.orchestration import utc
 
     try:
@@ -100,8 +103,8 @@ def _logical_date(text: str | None):
 @airflow_app.command("unpause")
 def unpause(dag_id: Annotated[str, typer.Argument(help="DAG to unpause (new DAGs start paused)")]) -> None:
     """Let the scheduler run a DAG on its schedule (and run queued manual runs)."""
+    # lazy: psutil + alerting.config (150 ms to import); `txmon --help` loads this module without it
     from txmon.infra import airflow
-    from txmon.infra.settings import load_settings
 
     airflow.set_paused(load_settings(), dag_id, False)
     typer.echo(f"{dag_id}: unpaused")
@@ -110,8 +113,8 @@ def unpause(dag_id: Annotated[str, typer.Argument(help="DAG to unpause (new DAGs
 @airflow_app.command("pause")
 def pause(dag_id: Annotated[str, typer.Argument(help="DAG to pause")]) -> None:
     """Stop scheduling a DAG (running tasks finish)."""
+    # lazy: psutil + alerting.config (150 ms to import); `txmon --help` loads this module without it
     from txmon.infra import airflow
-    from txmon.infra.settings import load_settings
 
     airflow.set_paused(load_settings(), dag_id, True)
     typer.echo(f"{dag_id}: paused")

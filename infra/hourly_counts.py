@@ -24,6 +24,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from txmon.infra import statements as cql
+from txmon.infra.errors import TxmonError
 
 IST_OFFSET = timedelta(hours=5, minutes=30)
 """IST is UTC+05:30 all year: IST hours start at half past UTC hours, and an IST day is
@@ -69,6 +70,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def _start_micros(event_times: Any) -> Any:
     """IST hour starts (microseconds since the epoch) of an Arrow timestamp column."""
+    # lazy: pyarrow (157 ms to import); txmon.infra.fraud_label_days imports this module without it
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -109,6 +111,7 @@ def arrow_counts(
 ) -> dict[datetime, dict[str, Any]]:
     """:func:`batch_counts` of Arrow columns, grouped in Arrow (the stream's outputs step
     calls it on every scored row: ~10x less CPU than the Python loop)."""
+    # lazy: pyarrow (157 ms to import); txmon.infra.fraud_label_days imports this module without it
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -222,8 +225,6 @@ def backfill(session: Any, prepare: Any, alerts_by_day: Any, since: datetime, lo
         r.hour.replace(tzinfo=UTC) for r in session.execute(cql.HOURLY_ALL, timeout=120) if r.query != BACKFILL_QUERY
     ]
     if not counted:
-        from txmon.infra.errors import TxmonError
-
         raise TxmonError(
             "the stream has counted no hour yet: run the upgraded stream first, since its first "
             "counted hour is where the backfill stops (else both would count the same hours)"

@@ -94,6 +94,7 @@ def scoring_jar(settings: Settings, force: bool = False) -> tuple[Path, bool]:
     """(path of txmon's scorer jar, whether it was built now). Compiles it when missing
     or when the sources or the pyspark version changed; the name carries the sources'
     fingerprint, so a running job never sees its jar replaced."""
+    # lazy: pyspark (755 ms to import); txmon.infra.services.cassandra imports this module without it
     import pyspark
 
     fingerprint = _scoring_fingerprint()

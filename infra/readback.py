@@ -30,6 +30,7 @@ def kafka_end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
 
 def count_landed(session, txn_ids: Sequence[str], table: str = "transactions", chunk: int = 100) -> int:
     """How many of these txn_ids have a row (point lookups by partition key, concurrently)."""
+    # lazy: cassandra (249 ms to import); the web app's workers load this module without it
     from cassandra.concurrent import execute_concurrent_with_args
 
     if not txn_ids:
@@ -194,6 +195,7 @@ def backfill_account_transactions(session, since: datetime) -> int:
     after ``since`` (naive UTC): for data scored before that table existed. One scan of
     ``scored_transactions`` (a maintenance command, not a page); upserts, so it is safe
     to run again. Returns the rows written."""
+    # lazy: cassandra (249 ms to import); the web app's workers load this module without it
     from cassandra.concurrent import execute_concurrent_with_args
 
     scan = session.prepare(cql.SCORED_BY_ACCOUNT)

@@ -21,6 +21,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from txmon.infra.errors import ServiceStartError
 from txmon.infra.process import ManagedProcess, ensure_port_free, find_java, wait_until
 from txmon.infra.services.base import ServiceStatus
@@ -195,7 +197,6 @@ def _up(settings: Settings, log, started: list[str]) -> ClusterReport:
 
 def _gone(daemon: Daemon) -> bool:
     """The launched process (spark-class, then the JVM it execs) is no longer alive."""
-    import psutil
 
     try:
         pid = int(daemon.process.pid_file.read_text().strip())

@@ -219,6 +219,7 @@ def new_cluster_id() -> str:
 
 def ensure_topics(bootstrap: str, topics: list[str], partitions: int) -> list[str]:
     """Create any missing topics (single replica). Returns the ones created."""
+    # lazy: kafka (561 ms to import); txmon.infra.smoke_run imports this module without it
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
@@ -247,6 +248,7 @@ APP_ACLS = (
 def ensure_app_acls(settings) -> None:
     """Allow the application principal what :data:`APP_ACLS` lists (idempotent: the
     broker keeps one copy of an ACL however often it is created)."""
+    # lazy: kafka (561 ms to import); txmon.infra.smoke_run imports this module without it
     from kafka import KafkaAdminClient
     from kafka.admin import ACL, ACLOperation, ACLPermissionType, ResourcePattern, ResourceType
 
