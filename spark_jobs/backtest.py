@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -44,10 +45,14 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from txmon.ingestion import replay
+from txmon.ingestion import events, replay, simulator
 from txmon.ingestion.simulator import Simulator, SimulatorConfig
+from txmon.models import dataset, features
 from txmon.models.bundle import ModelBundle, feature_matrix
 from txmon.models.dataset import features_in_chunks
 from txmon.models.errors import TrainingDataError
@@ -355,6 +360,7 @@ def _rules_schema():
 def local_spark():
     """A small local SparkSession for the rules (the active one if there is one): the rules
     are Spark SQL, and evaluating them with Spark is what keeps them one definition."""
+    # lazy: pyspark (748 ms to import), only for the rules' Spark pass
     from pyspark.sql import SparkSession
 
     active = SparkSession.getActiveSession()
@@ -382,6 +388,7 @@ def rule_hits(featured: pd.DataFrame, ruleset, spark) -> tuple[np.ndarray, list[
     """(rule_score, rules_fired) of every row of ``featured``, in its order, computed by
     :func:`spark_jobs.rules.apply_rules` on a Spark frame with the stream's column types
     (missing values are nulls there, as in the stream)."""
+    # lazy: pyspark (748 ms to import), only for the rules' Spark pass
     import pyarrow as pa
     from pyspark.sql.pandas.types import to_arrow_schema
 
@@ -455,6 +462,7 @@ def _baseline_matrix(frame: pd.DataFrame) -> np.ndarray:
 def fit_baselines(train: pd.DataFrame, seed: int) -> dict:
     """The textbook references, on the same rows and features as txmon's model: a
     logistic regression (median-imputed, standardised) and a random forest (median-imputed)."""
+    # lazy: sklearn (4.5 s to import), only when the baselines are fitted
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression
@@ -585,12 +593,6 @@ def feature_code_digest() -> str:
     """A digest of the code that turns a source into featured rows: the feature, dataset,
     contract, mapping and simulator modules, this module's reading and featuring functions,
     and the pandas and pyarrow versions. Any change to them makes a saved cache stale."""
-    import inspect
-
-    import pyarrow
-
-    from txmon.ingestion import events, simulator
-    from txmon.models import dataset, features
 
     digest = hashlib.sha256(f"format {_CACHE_FORMAT} pandas {pd.__version__} pyarrow {pyarrow.__version__}".encode())
     for module in (features, dataset, replay, events, simulator):
@@ -680,8 +682,6 @@ class FeatureCache:
     def save(self, featured: pd.DataFrame, source: LabelledSource, until: datetime | None, log=print) -> None:
         """Save ``featured`` (the rows before ``until``; None: the whole source). A failure
         is reported in ``log`` and leaves no entry: the run goes on without it."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
 
         final = self.path
         staging = final.with_name(final.name + f".tmp{os.getpid()}")
@@ -908,9 +908,11 @@ def headline_rows(result: BacktestResult) -> list[tuple[str, str, str, str, str]
 
 
 def _charts(result: BacktestResult, out: Path) -> list[str]:
+    # lazy: matplotlib (1.3 s to import), only for the charts; Agg is set before pyplot loads
     import matplotlib
 
     matplotlib.use("Agg")
+    # lazy: sklearn (3.8 s to import), only for the charts; Agg is set before pyplot loads
     import matplotlib.pyplot as plt
     from sklearn.metrics import precision_recall_curve
 

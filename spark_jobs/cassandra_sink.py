@@ -135,6 +135,7 @@ def write_rows(
 def _write_params(
     target: CassandraTarget, table: str, columns: tuple[str, ...], params: list[tuple], batch_rows: int | None
 ) -> int:
+    # lazy: cassandra (252 ms to import); txmon.spark_jobs.detection imports this module without it
     from cassandra.concurrent import execute_concurrent, execute_concurrent_with_args
 
     session = session_for(target)
@@ -155,6 +156,7 @@ def arrow_rows(batch, columns) -> list[tuple]:
     timezone-aware ones (same instant; the driver reads naive as UTC), measured on
     scored_transactions rows.
     """
+    # lazy: pyarrow (434 ms to import); txmon.spark_jobs.profile_store imports this module without it
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -173,6 +175,7 @@ def replica_batches(session, stmt, params: list[tuple], batch_rows: int) -> list
     Grouping by replica keeps each batch on the node that owns its rows, so a cluster
     does no extra coordinator fan-out; on one node every row shares the group.
     """
+    # lazy: cassandra (72 ms to import); txmon.spark_jobs.detection imports this module without it
     from cassandra.query import BatchStatement, BatchType
 
     token_map = session.cluster.metadata.token_map

@@ -30,6 +30,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from txmon.alerting.contract import (
     ALERT_BY_DAY_COLUMNS,
     ALERT_BY_PARTY_COLUMNS,
@@ -60,7 +65,7 @@ from txmon.models.features import (
 )
 from txmon.models.registry import Registry
 from txmon.models.risk import SEVERITIES, Severity, decision_column, risk_column
-from txmon.spark_jobs.cassandra_sink import CassandraTarget, arrow_rows, write_rows
+from txmon.spark_jobs.cassandra_sink import CassandraTarget, arrow_rows, prepared, retried, session_for, write_rows
 from txmon.spark_jobs.jvm_scoring import broadcast_trees, with_model_scores
 from txmon.spark_jobs.kafka_sink import publish
 from txmon.spark_jobs.profile_store import CassandraProfileStore
@@ -95,6 +100,7 @@ def _arrow_schema(spark_schema):
 
 def with_feature_fields(schema, names, integer=INTEGER_FEATURES):
     """``schema`` with the feature columns ``names`` (re)added in their stream types."""
+    # lazy: pyspark (747 ms to import); the scoring API imports this module without it
     from pyspark.sql import types as T
 
     fields = [f for f in schema.fields if f.name not in names]
@@ -118,6 +124,7 @@ def cassandra_profiles(target: CassandraTarget, query_key: str):
     micro-batch (spark_jobs/prepared_plan.py)."""
 
     def make():
+        # lazy: pyspark (747 ms to import); the scoring API imports this module without it
         from pyspark import TaskContext
 
         context = TaskContext.get()
@@ -137,8 +144,6 @@ def _partition_fold(fold, make_store, out_schema):
     arrow_schema = _arrow_schema(out_schema)
 
     def run(batches: Iterator) -> Iterator:
-        import pyarrow as pa
-
         nonempty = [b for b in batches if b.num_rows]
         if not nonempty:  # empty partitions are normal (few keys, many partitions)
             return
@@ -156,6 +161,7 @@ def add_features_to_batch(df, make_store, partitions: int):
     stream; ``MemoryProfileStore`` (fresh, empty) for batch runs over history, where
     every key's whole history is in one partition.
     """
+    # lazy: pyspark (747 ms to import); the scoring API imports this module without it
     from pyspark.sql import functions as F
 
     df = df.withColumn("payee_key", F.coalesce("payee_account", "payee_vpa"))
@@ -229,6 +235,7 @@ def score_ruled(ruled, trees, model_version: str, ruleset, spark, policy):
     PreparedPlan. ``policy``: the rules file's policy as the model's bundle applies it
     (ModelBundle.risk_policy), required: the rules file's own would keep an anomaly weight
     the bundle may leave out."""
+    # lazy: pyspark (747 ms to import); the scoring API imports this module without it
     from pyspark.sql import functions as F
 
     scored = with_model_scores(ruled, trees, spark or ruled.sparkSession)
@@ -247,7 +254,6 @@ def score_ruled(ruled, trees, model_version: str, ruleset, spark, policy):
 
 def with_explanations(batch, bundle, rules: dict, model_version: str, rules_label: str, now, pii_key: bytes):
     """The scored Arrow batch plus ``reasons`` and ``alert_json`` columns (:func:`_explain_batch`)."""
-    import pyarrow as pa
 
     reasons, alert_json = _explain_batch(batch, bundle, rules, model_version, rules_label, now, pii_key)
     return pa.RecordBatch.from_arrays(
@@ -263,9 +269,6 @@ def _explain_batch(batch, bundle, rules: dict, model_version: str, rules_label: 
     APPROVE; ~4 % of the bench's traffic); every other row's reasons are ``[]``. The
     model explanation (:meth:`ModelBundle.explain`) runs on the flagged rows only.
     """
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
 
     n = batch.num_rows
     decision = np.asarray(batch.column("decision").to_pylist(), dtype=object)
@@ -276,7 +279,6 @@ def _explain_batch(batch, bundle, rules: dict, model_version: str, rules_label: 
     alerts_col = np.full(n, None, dtype=object)
     if not len(need):
         return reasons_col, alerts_col
-    import pandas as pd
 
     flagged_idx = np.flatnonzero(flagged)
     explanations = {}
@@ -433,6 +435,7 @@ class Detector:
         assert rules is not None  # refresh() loads a rule set or raises
         built_for = (self.models.version, rules.label)
         if self._plan_for != built_for:
+            # lazy: pyspark (747 ms to import); the scoring API imports this module without it
             from pyspark.sql import functions as F
             from pyspark.sql import types as T
 
@@ -573,9 +576,8 @@ def _outputs_partition(
 def _write_hourly(target: CassandraTarget, query_key: str, per_hour: dict) -> None:
     """This task's counts per hour into ``console_hourly``, keyed by its micro-batch and
     partition (infra/hourly_counts.py): written once per task, after its last row."""
+    # lazy: pyspark (747 ms to import); the scoring API imports this module without it
     from pyspark import TaskContext
-
-    from txmon.spark_jobs.cassandra_sink import prepared, retried, session_for
 
     context = TaskContext.get()
     batch_id = context and context.getLocalProperty(BATCH_ID_PROPERTY)

@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
-from txmon.infra.airflow import on_drift_event
+from txmon.infra.airflow import on_drift_event, reachable
 from txmon.infra.cassandra_schema import table_columns
 from txmon.infra.settings import Settings
 from txmon.infra.statements import DRIFT_STATE_GET, DRIFT_STATE_INSERT, SCORED_DECISIONS_IN
@@ -97,8 +97,6 @@ def default_notifier(settings: Settings) -> Notifier | None:
     notify = airflow_notifier(settings)
 
     def when_airflow_runs(event: DriftEvent) -> str:
-        from txmon.infra.airflow import reachable
-
         if not reachable(settings):
             raise NotNotified("Airflow is not running (`txmon airflow up`: drift then triggers model_retraining)")
         return notify(event)

@@ -104,6 +104,7 @@ def read_table(spark, target: CassandraTarget, table: str, key: str, columns: di
 
 def read_history(spark, target: CassandraTarget, since: datetime, until: datetime, splits: int = 32):
     """(transactions with event_time in [since, until), labels with label_time < until)."""
+    # lazy: pyspark (748 ms to import); txmon.spark_jobs.retraining imports this module without it
     from pyspark.sql import functions as F
 
     transactions = read_table(spark, target, "transactions", "txn_id", HISTORY_COLUMNS, splits).where(
@@ -118,6 +119,7 @@ def read_history(spark, target: CassandraTarget, since: datetime, until: datetim
 def fraud_label_times(transactions, labels) -> dict[str, list[tuple[int, int]]]:
     """payee_key -> (label time, transaction time) of its confirmed frauds: the frauds (few) are
     collected and handed to the one definition, :func:`models.dataset.fraud_label_times`."""
+    # lazy: pyspark (748 ms to import); txmon.spark_jobs.retraining imports this module without it
     from pyspark.sql import functions as F
 
     frauds = (
@@ -133,6 +135,7 @@ def labelled_features(transactions, labels, partitions: int):
 
     An unlabelled transaction counts as genuine, as in training (models.dataset).
     """
+    # lazy: pyspark (748 ms to import); txmon.spark_jobs.retraining imports this module without it
     from pyspark.sql import functions as F
 
     make_store = partial(MemoryProfileStore, fraud_labels=fraud_label_times(transactions, labels))

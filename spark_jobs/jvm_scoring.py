@@ -44,6 +44,7 @@ def with_model_scores(df, trees, spark=None):
 
     ``trees``: a :func:`broadcast_trees` result, or None (no model: both 0.0, as the
     Python scoring did without a bundle)."""
+    # lazy: pyspark (747 ms to import); the scoring API imports this module without it
     from pyspark.sql import functions as F
 
     if trees is None:

@@ -22,6 +22,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from pyspark.rdd import PythonEvalType
+from pyspark.sql import functions as F
+from pyspark.sql.pandas.functions import pandas_udf
+
 
 class PreparedPlan:
     """Steps from a frame of ``schema`` to a frame of :attr:`schema`; immutable like a
@@ -53,6 +57,7 @@ class PreparedPlan:
         return self._template.columns
 
     def _then(self, method: str, *args) -> PreparedPlan:
+        # lazy: pyspark.sql.classic.dataframe (83 ms to import); the stream supervisor imports this module without it
         from pyspark.sql.classic.dataframe import DataFrame
 
         template = DataFrame(getattr(self._template._jdf, method)(*args), self.sparkSession)
@@ -60,11 +65,13 @@ class PreparedPlan:
 
     def _jseq(self, values, converter=None) -> object:
         """A Java Seq of ``values`` (names, or Columns with ``converter``), built once."""
+        # lazy: pyspark.sql.classic.column (21 ms to import); the stream supervisor imports this module without it
         from pyspark.sql.classic.column import _to_seq
 
         return _to_seq(self.sparkSession.sparkContext, list(values), converter)
 
     def _jcols(self, cols) -> object:
+        # lazy: pyspark.sql.classic.column (21 ms to import); the stream supervisor imports this module without it
         from pyspark.sql.classic.column import _to_java_column
 
         return self._jseq(cols, _to_java_column)
@@ -86,9 +93,6 @@ class PreparedPlan:
 
     def mapInArrow(self, func: Callable, schema) -> PreparedPlan:
         """Like ``DataFrame.mapInArrow``: ``func`` gets every column of this plan's frame."""
-        from pyspark.rdd import PythonEvalType
-        from pyspark.sql import functions as F
-        from pyspark.sql.pandas.functions import pandas_udf
 
         udf = pandas_udf(func, returnType=schema, functionType=PythonEvalType.SQL_MAP_ARROW_ITER_UDF)
         # By name, resolved against each micro-batch's frame (pyspark binds the template's

@@ -75,6 +75,7 @@ class CassandraProfileStore(ProfileStore):
         return profiles
 
     def save(self, kind, profiles):
+        # lazy: cassandra (252 ms to import); txmon.spark_jobs.detection imports this module without it
         from cassandra.concurrent import execute_concurrent
 
         params = [(kind, key, state, self._base.get((kind, key)), self.batch_token) for key, state in profiles.items()]

@@ -133,6 +133,7 @@ def _retry(
     clock: Callable[[], float],
     sleep: Callable[[float], None],
 ) -> T:
+    # lazy: tenacity (54 ms to import); the stream supervisor imports this module without it
     from tenacity import Retrying, retry_if_exception_type
 
     started = clock()
@@ -301,6 +302,7 @@ class SparkQueries:
         self.queries = self._start_all()
 
     def wait(self) -> BaseException | None:
+        # lazy: pyspark (747 ms to import); the scoring API imports this module without it
         from pyspark.errors import StreamingQueryException
 
         try:

@@ -53,6 +53,7 @@ def rule_columns(ruleset: RuleSet) -> dict:
     py4j a few times per rule and cost the driver 77-118 ms per micro-batch when it was done
     for each (13 rules, measured on an empty frame of the scored schema).
     """
+    # lazy: pyspark (747 ms to import); the scoring API imports this module without it
     from pyspark.sql import functions as F
 
     rules = ruleset.active

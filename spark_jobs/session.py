@@ -129,6 +129,7 @@ def spark_submit_bin() -> str:
         return str(beside)
     found = shutil.which("spark-submit")
     if found is None:
+        # lazy: pyspark (755 ms to import); txmon.infra.smoke_run imports this module without it
         import pyspark
 
         return str(Path(pyspark.__file__).parent / "bin" / "spark-submit")
@@ -140,6 +141,7 @@ def spark_submit_env(base: dict[str, str] | None = None, settings: Settings | No
     Python through these, which a shell without the venv activated lacks (the script asks
     whichever ``python3`` is first on PATH where Spark lives); and the address the
     driver's web UI binds to (:func:`local_ip_env`)."""
+    # lazy: pyspark (755 ms to import); txmon.infra.smoke_run imports this module without it
     import pyspark
 
     env = dict(os.environ if base is None else base)

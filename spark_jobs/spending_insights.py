@@ -28,6 +28,15 @@ import json
 import sys
 from datetime import UTC, datetime
 
+from pyspark.sql import Window
+from pyspark.sql import functions as F
+
+from txmon.infra.errors import TxmonError
+from txmon.infra.settings import load_settings
+from txmon.spark_jobs.cassandra_sink import CassandraTarget, write_dataframe
+from txmon.spark_jobs.history import read_table
+from txmon.spark_jobs.session import build_session
+
 SPENDING_COLUMNS = (
     "payer_account",
     "period_kind",
@@ -76,7 +85,6 @@ _READ = {
 
 def aggregate(transactions, until: datetime):
     """Transactions (the _READ columns) -> spending rows (SPENDING_COLUMNS)."""
-    from pyspark.sql import functions as F
 
     ist = F.from_utc_timestamp(F.col("event_time"), "Asia/Kolkata")
     base = transactions.where(F.col("event_time") < F.lit(until)).where(F.col("payer_account").isNotNull())
@@ -121,8 +129,6 @@ def aggregate_segments(transactions, until: datetime, top_payees: int = TOP_PAYE
     category and payee; a segment's own dimension (channel within a channel segment) is
     left out, it would repeat the overall row. Payees: the ``top_payees`` largest by total
     of each segment and period, keyed by rank."""
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
 
     ist = F.from_utc_timestamp(F.col("event_time"), "Asia/Kolkata")
     base = (
@@ -186,13 +192,8 @@ def aggregate_segments(transactions, until: datetime, top_payees: int = TOP_PAYE
 
 
 def run(settings, until: datetime, spark=None, splits: int = 16) -> dict:
-    from txmon.spark_jobs.cassandra_sink import CassandraTarget, write_dataframe
-    from txmon.spark_jobs.history import read_table
-
     own = spark is None
     if own:
-        from txmon.spark_jobs.session import build_session
-
         spark = build_session(settings, "txmon-spending-insights")
     try:
         target = CassandraTarget.from_settings(settings)
@@ -230,9 +231,6 @@ def _when(text: str) -> datetime:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from txmon.infra.errors import TxmonError
-    from txmon.infra.settings import load_settings
-
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--until", type=_when, help="count transactions before this time (default: now)")
     args = p.parse_args(argv)

@@ -39,6 +39,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+import pyarrow as pa
+from cassandra.concurrent import execute_concurrent_with_args
+
 from txmon.infra import fraud_label_days
 from txmon.infra.errors import EventValidationError, TxmonError
 from txmon.infra.kafka_client import spark_kafka_options
@@ -251,8 +255,6 @@ def _stored_versions(target: CassandraTarget, ids: list[str]) -> dict[str, tuple
 
 
 def _read_versions(target: CassandraTarget, ids: list[str]) -> dict[str, tuple]:
-    from cassandra.concurrent import execute_concurrent_with_args
-
     session = session_for(target)
     stmt = prepared(session, TRANSACTION_VERSIONS_IN)
     chunks = [(ids[i : i + 100],) for i in range(0, len(ids), 100)]
@@ -388,8 +390,6 @@ def start_labels_query(spark, settings: Settings, opts: StreamOptions, drift=Non
         if frauds:
             _write_payee_fraud_labels(frauds, received_at)
         if drift is not None:
-            import pandas as pd
-
             drift.observe_labels(
                 pd.DataFrame(
                     [(lab.txn_id, lab.is_fraud, lab.label_time) for lab in labels],
@@ -428,7 +428,6 @@ def start_labels_query(spark, settings: Settings, opts: StreamOptions, drift=Non
 
 def judge_labels(rows, now) -> tuple[list, list[tuple]]:
     """Collected raw label records -> (valid labels, the last per txn_id; dead-letter tuples)."""
-    import pyarrow as pa
 
     labels: dict[str, object] = {}
     bad = []

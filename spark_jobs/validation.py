@@ -99,6 +99,7 @@ def typed_schema():
 
 
 def validated_schema():
+    # lazy: pyspark (750 ms to import); the web app's workers load this module without it
     from pyspark.sql import types as T
 
     return T.StructType(
@@ -203,6 +204,7 @@ class Judged:
 def judge_batch(batch, now: datetime, judge: Judge = Judge()) -> Judged:
     """Judge every record of a raw Arrow batch (:data:`RAW_COLUMNS`; ``key``/``value``
     binary or text). ``now`` is the contract's clock and the ``landed_at`` stamp."""
+    # lazy: pyarrow (66 ms to import); the web app's workers load this module without it
     import pyarrow as pa
 
     stamp_type = batch.column("kafka_ts").type
@@ -272,6 +274,7 @@ def dead_letter_rows(batch, bad: list[tuple[int, EventValidationError]], now: da
 
 
 def _arrow_type(kind: str, stamp_type):
+    # lazy: pyarrow (66 ms to import); the web app's workers load this module without it
     import pyarrow as pa
 
     return {
@@ -286,6 +289,7 @@ def _arrow_type(kind: str, stamp_type):
 def with_verdicts(batch, judge: Judge = Judge()):
     """A raw Arrow batch plus ``dlq_reason``/``dlq_detail`` (null for a valid event), with
     key and value as display text (for batch reads of a topic and the bench)."""
+    # lazy: pyarrow (66 ms to import); the web app's workers load this module without it
     import pyarrow as pa
 
     now = datetime.now(UTC)
@@ -321,6 +325,7 @@ def validate_batches(batches: Iterator) -> Iterator:
 
 def raw_records(raw_df):
     """Kafka source DataFrame -> :data:`RAW_COLUMNS`, key and value as the bytes sent."""
+    # lazy: pyspark (750 ms to import); the web app's workers load this module without it
     from pyspark.sql import functions as F
 
     return raw_df.select("key", "value", "topic", "partition", "offset", F.col("timestamp").alias("kafka_ts"))
