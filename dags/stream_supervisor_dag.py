@@ -60,6 +60,7 @@ with DAG(
     @task.branch
     def check_stream(params=None) -> str:
         """Dead or stalled -> restart_stream; starting or running -> stream_healthy."""
+        # lazy: pandas (4.3 s to import); the DAG processor parses this file every 30 s
         from txmon.spark_jobs.supervisor import check
 
         health = check(load_settings(), topic=params.get("topic"))
@@ -69,6 +70,7 @@ with DAG(
     @task
     def restart_stream(params=None, run_id=None) -> dict:
         """Re-check (the job may have come back meanwhile), then restart and record it."""
+        # lazy: pandas (4.3 s to import); the DAG processor parses this file every 30 s
         from txmon.spark_jobs.supervisor import supervise
 
         result = supervise(load_settings(), topic=params.get("topic"), triggered_by=f"stream_supervisor/{run_id}")
