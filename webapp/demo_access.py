@@ -17,7 +17,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from txmon.infra.cassandra_schema import connect
 from txmon.infra.settings import Settings
+from txmon.webapp.api.keys import KeyVerifier, create_key
+from txmon.webapp.api.store import ApiStore
+from txmon.webapp.console.auth import check_login, hash_password
+from txmon.webapp.console.store import ConsoleStore
 
 API_KEY_NAME = "txmon-demo"
 API_KEY_SCOPES = ("score", "read")
@@ -63,8 +68,6 @@ def read_secret(path: Path) -> str | None:
 
 def ensure_api_key(settings: Settings) -> Kept:
     """The demo's API key: the kept one if it still verifies with both scopes, else a new one."""
-    from txmon.webapp.api.keys import KeyVerifier, create_key
-    from txmon.webapp.api.store import ApiStore
 
     path = settings.state_path / API_KEY_FILE
     store = ApiStore(settings, timeout_s=10)
@@ -83,9 +86,6 @@ def ensure_api_key(settings: Settings) -> Kept:
 def ensure_console_login(settings: Settings) -> ConsoleLogin:
     """The demo's console user (role admin): kept if its kept password still logs in, made
     with a new password if there is no such user."""
-    from txmon.infra.cassandra_schema import connect
-    from txmon.webapp.console.auth import check_login, hash_password
-    from txmon.webapp.console.store import ConsoleStore
 
     path = settings.state_path / CONSOLE_PASSWORD_FILE
     cluster, session = connect(settings, settings.cassandra.keyspace)

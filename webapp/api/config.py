@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from txmon.infra.settings import Port
+from txmon.infra.errors import ConfigError
+from txmon.infra.settings import Port, describe_errors
 
 
 class ApiSettings(BaseSettings):
@@ -39,11 +40,6 @@ class ApiSettings(BaseSettings):
 
 
 def load_api_settings(**overrides) -> ApiSettings:
-    from pydantic import ValidationError
-
-    from txmon.infra.errors import ConfigError
-    from txmon.infra.settings import describe_errors
-
     try:
         return ApiSettings(**overrides)
     except ValidationError as exc:

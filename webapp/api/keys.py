@@ -45,6 +45,7 @@ class Principal:
 
 
 def _hasher():
+    # lazy: argon2 (20 ms to import); `txmon --help` loads this module without it
     from argon2 import PasswordHasher
 
     return PasswordHasher()
@@ -159,6 +160,7 @@ class KeyVerifier:
             self._forget(digest)
             return None
         if self._passed.get(digest) != row.secret_hash:
+            # lazy: argon2 (20 ms to import); `txmon --help` loads this module without it
             from argon2.exceptions import InvalidHashError, VerificationError
 
             try:

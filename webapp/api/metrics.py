@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, values
+from prometheus_client.multiprocess import MultiProcessCollector
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -25,7 +26,6 @@ def multiprocess_dir() -> str | None:
 
     prometheus_client picks its value store once, when first imported: a variable set
     after that would leave this process counting in memory while the scrape reads files."""
-    from prometheus_client import values
 
     path = os.environ.get(MULTIPROCESS_ENV)
     if not path or not getattr(values.ValueClass, "_multiprocess", False):
@@ -50,8 +50,6 @@ class ApiMetrics:
         self.decisions = Counter("txmon_api_decisions_total", "Scoring decisions", ["decision"], registry=self.registry)
 
     def render(self) -> tuple[bytes, str]:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
         if self.multiprocess_dir is None:
             return generate_latest(self.registry), CONTENT_TYPE_LATEST
         return render_directory(self.multiprocess_dir), CONTENT_TYPE_LATEST
@@ -59,8 +57,6 @@ class ApiMetrics:
 
 def render_directory(path: str) -> bytes:
     """Every worker's metrics in ``path`` added up, as Prometheus text."""
-    from prometheus_client import generate_latest
-    from prometheus_client.multiprocess import MultiProcessCollector
 
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=path)

@@ -47,6 +47,7 @@ from txmon.models.features import (
     payee_label_features,
     payer_fold,
 )
+from txmon.models.risk import decisions, risk_scores
 from txmon.models.rules import RulesError, RuleSet, load_rules
 from txmon.spark_jobs.validation import TRANSACTION_COLUMNS, event_values
 from txmon.webapp.api.conditions import ConditionError, compile_condition
@@ -160,6 +161,7 @@ class Champion:
     def _champion_stamp(self) -> tuple | None:
         if self.root is None:
             return None
+        # lazy: pandas (3.1 s to import); the web app's workers load this module without it
         from txmon.models.registry import CHAMPION_FILE
 
         try:
@@ -182,6 +184,7 @@ class Champion:
         return self.version, self.bundle
 
     def _reload(self) -> None:
+        # lazy: pandas (3.1 s to import); the web app's workers load this module without it
         from txmon.models.registry import Registry
         from txmon.models.tree_export import tree_bytes
 
@@ -307,6 +310,7 @@ def feature_row(event: TransactionEvent, profiles: Profiles) -> dict:
 def frame_feature_row(event: TransactionEvent, profiles: Profiles) -> dict:
     """:func:`feature_row` the stream's way: :func:`add_features` over a one-row frame and a
     read-only store of the saved profiles. The reference the fast path is tested against."""
+    # lazy: pandas (2.2 s to import); the web app's workers load this module without it
     import pandas as pd
 
     row = transaction_row(event)
@@ -366,7 +370,7 @@ class Scorer:
     ) -> Verdict:
         """The verdict of ``event`` on ``profiles``; ``current``: :meth:`current`'s answer
         (default: the rules and champion as they are now, reloaded if their files changed)."""
-        from txmon.models.risk import decisions, risk_scores
+        # lazy: pandas (3.1 s to import); the web app's workers load this module without it
         from txmon.spark_jobs.detection import alert_reasons
 
         if current is None:

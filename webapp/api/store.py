@@ -40,7 +40,7 @@ class StoreUnavailable(TxmonError):
 
 
 def _driver_errors() -> tuple[type[BaseException], ...]:
-    # lazy: cassandra (253 ms to import); the web app's workers load this module without it
+    # lazy: cassandra (248 ms to import); the web app's workers load this module without it
     from cassandra import OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
     from cassandra.cluster import NoHostAvailable
 
@@ -69,7 +69,7 @@ class ApiStore:
     # -------------------------------------------------------------- connection
 
     def _connect(self):
-        # lazy: cassandra (253 ms to import); the web app's workers load this module without it
+        # lazy: cassandra (248 ms to import); the web app's workers load this module without it
         from cassandra.cluster import EXEC_PROFILE_DEFAULT
         from cassandra.policies import ConstantReconnectionPolicy
         from cassandra.query import tuple_factory

@@ -34,6 +34,7 @@ def allowed(role: str, permission: Permission) -> bool:
 
 
 def _hasher():
+    # lazy: argon2 (20 ms to import); the scoring API imports this module without it
     from argon2 import PasswordHasher
 
     return PasswordHasher()
@@ -44,6 +45,7 @@ def hash_password(password: str) -> str:
 
 
 def verify_password(password_hash: str, password: str) -> bool:
+    # lazy: argon2 (20 ms to import); the scoring API imports this module without it
     from argon2.exceptions import InvalidHashError, VerificationError
 
     try:

@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
 from txmon.infra.errors import TxmonError
+from txmon.ingestion.events import LabelEvent, validate_label
+from txmon.ingestion.producer import TransactionProducer
 from txmon.webapp.console.auth import allowed
 from txmon.webapp.console.store import CaseState, ConsoleStore, LabelClaim
 
@@ -199,8 +201,6 @@ class KafkaLabelSink:
         self._lock = threading.Lock()
 
     def send(self, claim: LabelClaim) -> None:
-        from txmon.ingestion.events import LabelEvent, validate_label
-
         label = LabelEvent(
             txn_id=claim.txn_id,
             is_fraud=claim.is_fraud,
@@ -212,8 +212,6 @@ class KafkaLabelSink:
         with self._lock:
             producer = self._producer
             if producer is None:
-                from txmon.ingestion.producer import TransactionProducer
-
                 producer = self._producer = TransactionProducer(
                     self.settings, labels_topic=self.labels_topic, linger_ms=0, compression=None, max_block_ms=30_000
                 )

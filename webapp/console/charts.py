@@ -36,9 +36,11 @@ def cached(fn):
 
 
 def _figure(width: float = 6.0, height: float = 2.6, left: float = 0.1):
+    # lazy: matplotlib (1.3 s to import); the scoring API imports this module without it
     import matplotlib
 
     matplotlib.use("Agg")  # no display on a server
+    # lazy: matplotlib (3.6 s to import); the scoring API imports this module without it
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(width, height), dpi=96)

@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from txmon.alerting.contract import DAY_TZ
 from txmon.alerting.store import AlertStore
-from txmon.infra import fraud_label_days
+from txmon.infra import fraud_label_days, hourly_counts
 from txmon.infra import statements as cql
+from txmon.infra.readback import kafka_end_offsets
 from txmon.webapp.console import charts
 from txmon.webapp.console.queries import _prep
 from txmon.webapp.console.store import ConsoleStore
@@ -51,9 +53,6 @@ def _utc(t: datetime | None) -> datetime | None:
 
 
 def build(alerts: AlertStore, console: ConsoleStore, settings: Any, topic: str, hours: int, now: datetime) -> Dashboard:
-    from txmon.alerting.contract import DAY_TZ
-    from txmon.infra import hourly_counts
-
     session = alerts.session
     since = now - timedelta(hours=hours)
     # The frauds caught (three dependent round trips: day counts, the unscored rows they
@@ -208,8 +207,6 @@ def _stream(settings: Any, topic: str) -> dict[str, Any]:
     done = (ingest.get("end_offsets") or {}).get(topic)
     if done:
         try:
-            from txmon.infra.readback import kafka_end_offsets
-
             end = kafka_end_offsets(settings.kafka.bootstrap, topic)
             lag = sum(max(0, end.get(int(p), 0) - int(o)) for p, o in done.items())
         except Exception:  # noqa: BLE001 - Kafka away: the page shows the rest

@@ -21,8 +21,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from txmon.alerting.contract import DAY_TZ
+from txmon.infra.readback import account_windows
 from txmon.infra.statements import ACCOUNT_SPENDING_MONTHS, ACCOUNT_SPENDING_YEARS, SEGMENT_SPENDING
 from txmon.webapp.console import charts
+from txmon.webapp.console.queries import _prep as prepared
 
 DAILY_DAYS = 30
 MONTHS = 24  # monthly rows read (an account's, a segment's): the last two years
@@ -65,8 +67,6 @@ def segment_label(segment: str) -> str:
 
 
 def _prep(session: Any, statement: str) -> Any:
-    from txmon.webapp.console.queries import _prep as prepared
-
     return prepared(session, statement)
 
 
@@ -147,7 +147,6 @@ def _charts(out: Insights, daily_title: str) -> dict[str, str]:
 def build(session: Any, account: str, now: datetime, show_payee) -> Insights:
     """One account's insights. ``show_payee(key)``: a payee as the user may see it
     (masked for viewers)."""
-    from txmon.infra.readback import account_windows
 
     months_read = session.execute_async(_prep(session, ACCOUNT_SPENDING_MONTHS), (account, _first_month(now)))
     years_read = session.execute_async(_prep(session, ACCOUNT_SPENDING_YEARS), (account,))

@@ -10,16 +10,22 @@ alerts come from ``alerts_by_party``. Masking for viewers happens in
 
 from __future__ import annotations
 
+import heapq
 import json
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
-from txmon.alerting.contract import DAY_TZ
+from txmon.alerting.contract import DAY_TZ, alert_day, alert_parties
 from txmon.alerting.store import AlertStore
+from txmon.infra import hourly_counts, masking
 from txmon.infra import statements as cql
+from txmon.infra.readback import account_transactions, account_windows
+from txmon.ingestion.events import Channel
 from txmon.models.risk import ALERT_DECISIONS, SEVERITIES
 from txmon.webapp.console.store import CaseState, ConsoleStore
 
@@ -86,7 +92,6 @@ class QueueFilter:
 
     def query(self, **changes: Any) -> str:
         """The query string of this filter with some fields changed (pager, polling)."""
-        from urllib.parse import urlencode
 
         values = {
             "status": self.status,
@@ -130,7 +135,6 @@ def _ranked(alerts: AlertStore, days: list[date], fetch: int) -> Iterator[dict[s
     """The alerts of ``days`` in queue order (risk, severity, newest), read lazily: each
     day's ``alerts_by_rank`` partition is already in that order, so the days' first pages
     are fetched at once and merged; further pages only if the consumer reads that far."""
-    import heapq
 
     session = alerts.session
     stmt = _prep(session, cql.ALERTS_BY_RANK_OF_DAY)
@@ -182,7 +186,6 @@ def _worked_rows(
     :data:`WORKED_ACTIONS` rows touched between the range's first day and
     :data:`WORKED_AFTER_DAYS` after its last (or now): the read follows that bound, not
     every case ever worked."""
-    from txmon.alerting.contract import DAY_TZ, alert_day
 
     assert f.day_from is not None and f.day_to is not None
     since = datetime.combine(f.day_from, datetime.min.time(), DAY_TZ)
@@ -222,7 +225,6 @@ def queue(alerts: AlertStore, console: ConsoleStore, f: QueueFilter) -> QueuePag
     and one more match are found: the cost follows the page, not the alerts in the range.
     The total is exact only when the range was read to its end (``total`` None: at least
     ``at_least``). Statuses only worked cases have are read from the case state instead."""
-    from txmon.ingestion.events import Channel
 
     wanted = f.page * PAGE_SIZE + 1  # the page, and whether another follows
     found: list[dict[str, Any]] = []
@@ -309,9 +311,6 @@ _DAY_COUNTS: dict[tuple[int, date], tuple[float, set[str], str | None]] = {}
 def _range_counts(alerts: AlertStore, f: QueueFilter) -> tuple[list[str], datetime | None]:
     """The rules seen in the range's alerts and its newest alert's creation, from the
     stream's hourly counts (infra/hourly_counts.py): a few small rows per day."""
-    import time
-
-    from txmon.infra import hourly_counts
 
     session, now = alerts.session, time.monotonic()
     today = today_ist(datetime.now(UTC))
@@ -381,7 +380,6 @@ def case_view(
     :data:`ACCOUNT_ALERTS` and :data:`PAYEE_SCAN`); the account's scored transactions up
     to the alert, newest first, at most :data:`RECENT_TXNS`; the case's actions, the
     :data:`HISTORY_PAGE` newest (before the action ``actions_before``, for older pages)."""
-    from txmon.alerting.contract import alert_parties
 
     alert = alerts.load_alert(alert_id)
     if alert is None:
@@ -406,8 +404,6 @@ def case_view(
     windows: dict[str, list[Any]] = {}
     recent: list[Any] = []
     if txn and txn.get("payer_account"):
-        from txmon.infra.readback import account_transactions, account_windows
-
         event = alert.event_time if alert.event_time.tzinfo else alert.event_time.replace(tzinfo=UTC)
         event_utc = event.astimezone(UTC).replace(tzinfo=None)  # naive UTC, as stored
         since = event_utc - timedelta(hours=2)
@@ -477,7 +473,6 @@ def _same_payee(session, txn_ids: list[str], vpa: str | None, account: str | Non
 def present(value: str | None, kind: str, clear: bool) -> str:
     """An identifier as this user may see it: clear for roles allowed to, else masked
     with infra.masking (kind: account | vpa | phone | email)."""
-    from txmon.infra import masking
 
     if value is None:
         return ""

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, overload
+
+from cassandra import ConsistencyLevel
+from cassandra.util import datetime_from_uuid1
 
 from txmon.infra import statements as cql
 
@@ -44,7 +48,6 @@ def timeuuid(ticks: int) -> uuid.UUID:
     >>> u.version, u.variant == uuid.RFC_4122, u.time - 0x01B21DD213814000
     (1, True, 17000000000000001)
     """
-    import secrets
 
     t = ticks + _UUID_EPOCH
     clock_seq = secrets.randbits(14)
@@ -120,8 +123,6 @@ class ConsoleStore:
     """All console reads and writes over one driver session bound to the keyspace."""
 
     def __init__(self, session: Any) -> None:
-        from cassandra import ConsistencyLevel
-
         self.session = session
         self._stamp_lock = threading.Lock()
         self._last_tick = 0
@@ -244,8 +245,6 @@ class ConsoleStore:
 
     @staticmethod
     def _action_from(r: Any) -> Action:
-        from cassandra.util import datetime_from_uuid1
-
         return Action(
             r.alert_id,
             datetime_from_uuid1(r.at).replace(tzinfo=UTC),
@@ -358,6 +357,7 @@ class ConsoleStore:
 
     def many(self, stmt: Any, args: Iterable[tuple]) -> list[Any]:
         """Rows of one prepared statement run concurrently over many argument tuples."""
+        # lazy: cassandra.concurrent (500 ms to import); txmon.webapp.console.auth imports this module without it
         from cassandra.concurrent import execute_concurrent_with_args
 
         results = execute_concurrent_with_args(

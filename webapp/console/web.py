@@ -24,10 +24,12 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from starlette.templating import Jinja2Templates
 
 from txmon.alerting.contract import DAY_TZ
+from txmon.alerting.store import AlertStore
 from txmon.infra import fraud_label_days
+from txmon.infra.cassandra_schema import connect
 from txmon.models.risk import ALERT_DECISIONS, SEVERITIES
-from txmon.webapp.console import auth, cases, queries
-from txmon.webapp.console.store import Session
+from txmon.webapp.console import auth, cases, dashboard, insights, queries
+from txmon.webapp.console.store import ConsoleStore, Session
 
 HERE = Path(__file__).parent
 PREFIX = "/console"
@@ -73,10 +75,6 @@ class Backend:
     def stores(self):
         with self._lock:
             if self._stores is None:
-                from txmon.alerting.store import AlertStore
-                from txmon.infra.cassandra_schema import connect
-                from txmon.webapp.console.store import ConsoleStore
-
                 self._cluster, session = connect(self.settings, self.settings.cassandra.keyspace)
                 self._stores = (AlertStore(session), ConsoleStore(session))
             return self._stores
@@ -316,8 +314,6 @@ def console_router(
     # --------------------------------------------------- dashboard, insights
     @router.get("/dashboard", response_class=HTMLResponse)
     def dashboard_page(request: Request, hours: int = 24) -> Response:
-        from txmon.webapp.console import dashboard
-
         s = need(request)
         alerts, store = backend.stores()
         hours = min(max(hours, 1), 24 * 31)
@@ -336,8 +332,6 @@ def console_router(
     def insights_response(
         request: Request, s: Session, account: str | None, error: str = "", segment: str | None = None
     ) -> Response:
-        from txmon.webapp.console import insights
-
         clear = auth.allowed(s.role, "see_clear")
         alerts, _ = backend.stores()
         session = alerts.session
