@@ -16,17 +16,25 @@ the stream's rows hold.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psutil
+
+from txmon.bench.cpu_split import stack_cpu
+from txmon.infra.cassandra_schema import apply_schema
+from txmon.infra.readback import txn_month
+from txmon.infra.settings import load_settings
+from txmon.infra.statements import ACCOUNT_TXN_COLUMNS
+from txmon.spark_jobs.cassandra_sink import CassandraTarget, session_for, write_rows
+from txmon.spark_jobs.detection import SCORED_COLUMNS
+
 
 def _rows(n: int, round_no: int, seed: int) -> tuple[list[tuple], list[tuple]]:
-    from txmon.infra.readback import txn_month
-    from txmon.spark_jobs.detection import SCORED_COLUMNS
-
     rng = random.Random(seed + round_no)
     now = datetime.now(UTC).replace(tzinfo=None)
     features = '{"' + '": 0.123456, "'.join(f"feature_{i:02d}" for i in range(60)) + '": 0.5}'
@@ -72,17 +80,6 @@ def _rows(n: int, round_no: int, seed: int) -> tuple[list[tuple], list[tuple]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import os
-
-    import psutil
-
-    from txmon.bench.cpu_split import stack_cpu
-    from txmon.infra.cassandra_schema import apply_schema
-    from txmon.infra.settings import load_settings
-    from txmon.infra.statements import ACCOUNT_TXN_COLUMNS
-    from txmon.spark_jobs.cassandra_sink import CassandraTarget, session_for, write_rows
-    from txmon.spark_jobs.detection import SCORED_COLUMNS
-
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", type=int, default=20_000)
     p.add_argument("--rounds", type=int, default=3)

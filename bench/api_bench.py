@@ -37,10 +37,26 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import httpx
 import numpy as np
+import psutil
 
+from txmon.bench.memory import stack_processes
+from txmon.infra.cassandra_schema import apply_schema
 from txmon.infra.process import wait_until
+from txmon.infra.settings import load_settings
+from txmon.ingestion.events import to_json, validate_event
+from txmon.ingestion.simulate import SimulateOptions, simulator_for
+from txmon.models.config import models_dir
+from txmon.models.registry import Registry
+from txmon.models.testing import planted_frame
+from txmon.models.training import TrainingConfig, train_frame
+from txmon.webapp.api.keys import create_key
+from txmon.webapp.api.scorer import Profiles, Scorer
+from txmon.webapp.api.store import ApiStore
+from txmon.webapp.app import single_threaded_models
 
 CONCURRENCY = (1, 8, 32)
 
@@ -53,8 +69,6 @@ def _free_port() -> int:
 
 def _events(n: int, seed: int = 7) -> list[bytes]:
     """``n`` live-clock simulated events as their wire JSON (valid for the contract's clock)."""
-    from txmon.ingestion.events import to_json
-    from txmon.ingestion.simulate import SimulateOptions, simulator_for
 
     sim = simulator_for(SimulateOptions(seed=seed, count=n, rate=None, n_customers=2_000, live=True, progress=False))
     now = datetime.now(UTC)
@@ -64,13 +78,9 @@ def _events(n: int, seed: int = 7) -> list[bytes]:
 def _registry(settings, tmp: Path) -> Path:
     """The configured registry if it has a champion, else a temporary one with a model
     trained here on planted data."""
-    from txmon.models.config import models_dir
-    from txmon.models.registry import Registry
 
     if Registry(models_dir()).champion() is not None:
         return models_dir()
-    from txmon.models.testing import planted_frame
-    from txmon.models.training import TrainingConfig, train_frame
 
     # The default model's sizes (up to 300 boosting rounds, 100 trees in the forest); no
     # hyperparameter search or seed spread, which change how long training takes, not scoring.
@@ -87,11 +97,6 @@ def _quantiles(latencies_s: list[float]) -> tuple[float, float, float]:
 
 
 def baseline_in_process(settings, registry: Path, events: list[bytes], seconds: float) -> list[dict]:
-    from txmon.ingestion.events import validate_event
-    from txmon.webapp.api.scorer import Profiles, Scorer
-    from txmon.webapp.api.store import ApiStore
-    from txmon.webapp.app import single_threaded_models
-
     single_threaded_models()  # as every API worker does
     scorer = Scorer(None, registry)
     scorer.ready()  # rules and champion loaded outside the timed loop, as a worker does at start
@@ -179,7 +184,6 @@ async def _drive(
 ) -> dict:
     """``clients`` keep-alive connections for ``seconds``; closed loop, or open loop at
     ``rate`` requests/s (latency then counts from each request's scheduled time)."""
-    from urllib.parse import urlsplit
 
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
@@ -239,6 +243,7 @@ def _run(coro):
     """The bench client's event loop: uvloop where installed (uvicorn's own choice), it
     costs the client less per request than asyncio's."""
     try:
+        # uvloop is optional (uvicorn's extra): without it the client runs on asyncio
         import uvloop
     except ImportError:
         return asyncio.run(coro)
@@ -262,8 +267,6 @@ def _serve(workers: int, port: int, registry: Path, log: Path) -> subprocess.Pop
 
 
 def _wait_healthy(base: str, child: subprocess.Popen, log: Path, timeout: float = 180) -> None:
-    import httpx
-
     def healthy() -> bool:
         try:
             return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
@@ -280,7 +283,6 @@ def _wait_healthy(base: str, child: subprocess.Popen, log: Path, timeout: float 
 def _warm_up(url: str, headers: dict, events: list[bytes], timeout: float = 300) -> None:
     """Until 50 requests in a row succeed: every worker has loaded the rules and the
     champion (a worker loads them on its first request)."""
-    import httpx
 
     streak = 0
 
@@ -304,17 +306,11 @@ class _CpuMeter:
     and on 2 cores ``2000 / (all ms per request)`` is the most requests/s it could carry."""
 
     def __init__(self, settings, server_pid: int) -> None:
-        import psutil
-
-        from txmon.bench.memory import stack_processes
-
         self.server = psutil.Process(server_pid)
         self.cassandra = [p for name, procs in stack_processes(settings).items() if "cassandra" in name for p in procs]
 
     @staticmethod
     def _seconds(procs) -> float:
-        import psutil
-
         total = 0.0
         for p in procs:
             try:
@@ -335,11 +331,6 @@ class _CpuMeter:
 
 
 def run(workers: int, seconds: float, rate: float, registry: Path | None = None) -> list[dict]:
-    from txmon.infra.cassandra_schema import apply_schema
-    from txmon.infra.settings import load_settings
-    from txmon.webapp.api.keys import create_key
-    from txmon.webapp.api.store import ApiStore
-
     settings = load_settings()
     apply_schema(settings)
     tmp = Path(tempfile.mkdtemp(prefix="txmon-api-bench-"))
@@ -393,8 +384,6 @@ def run(workers: int, seconds: float, rate: float, registry: Path | None = None)
 
 
 def _revoke(settings, key_id: str) -> None:
-    from txmon.webapp.api.store import ApiStore
-
     store = ApiStore(settings, timeout_s=10)
     try:
         store.revoke_key(key_id)

@@ -18,6 +18,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
+from txmon.ingestion.replay import load_labelled
+from txmon.models.dataset import features_in_chunks, labelled_features
+from txmon.spark_jobs.backtest import read_file
+
 ROOT = Path(__file__).resolve().parents[1]
 MAPPING = ROOT / "config" / "replay" / "card_transactions.yaml"
 CATEGORIES = (
@@ -39,9 +46,6 @@ CATEGORIES = (
 
 
 def generate(path: Path, rows: int, seed: int = 7) -> None:
-    import numpy as np
-    import pandas as pd
-
     rng = np.random.default_rng(seed)
     start = pd.Timestamp("2024-06-01")
     seconds = np.sort(rng.uniform(0, 60 * 86400, rows))
@@ -66,15 +70,9 @@ def generate(path: Path, rows: int, seed: int = 7) -> None:
 def measure(mode: str, path: Path) -> dict:
     started = time.perf_counter()
     if mode == "chunked":
-        from txmon.models.dataset import features_in_chunks
-        from txmon.spark_jobs.backtest import read_file
-
         source = read_file(path, MAPPING)
         rows = len(features_in_chunks(source.transactions))
     else:
-        from txmon.ingestion.replay import load_labelled
-        from txmon.models.dataset import labelled_features
-
         events, labels = load_labelled(path, MAPPING)
         rows = len(labelled_features(events, labels))
     return {

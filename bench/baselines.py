@@ -16,11 +16,29 @@ Every baseline goes through the code the pipeline uses, minus the rest of the pi
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
+from kafka import KafkaConsumer
+
+from txmon.bench.scoring_bench import load_or_train, scoring_frame
+from txmon.bench.stream_scoring_bench import measure
 from txmon.infra.kafka_client import client_config, spark_kafka_options
-from txmon.infra.settings import Settings
+from txmon.infra.services.kafka import ensure_topics
+from txmon.infra.settings import Settings, load_settings
+from txmon.ingestion.events import kafka_key, to_json
+from txmon.ingestion.producer import TransactionProducer
+from txmon.ingestion.simulate import SimulateOptions, simulator_for
+from txmon.spark_jobs.cassandra_sink import CassandraTarget, write_dataframe
+from txmon.spark_jobs.session import build_session, checkpoint_location
+from txmon.spark_jobs.transactions_stream import (
+    TRANSACTION_COLUMNS,
+    StreamOptions,
+    landed_transactions,
+    read_kafka,
+    start_ingest_query,
+)
 
 
 @dataclass(frozen=True)
@@ -37,16 +55,12 @@ class Rate:
 
 def simulated_payloads(n: int, seed: int) -> list[tuple[bytes, bytes]]:
     """(key, value) bytes of n simulated events, serialised as the producer sends them."""
-    from txmon.ingestion.events import kafka_key, to_json
-    from txmon.ingestion.simulate import SimulateOptions, simulator_for
 
     sim = simulator_for(SimulateOptions(seed=seed, count=n, rate=None, progress=False))
     return [(kafka_key(s.event), to_json(s.event)) for s in sim.generate(n)]
 
 
 def kafka_produce(settings: Settings, topic: str, payloads: list[tuple[bytes, bytes]]) -> Rate:
-    from txmon.ingestion.producer import TransactionProducer
-
     producer = TransactionProducer(settings, topic=topic)
     t0 = time.perf_counter()
     for key, value in payloads:
@@ -60,8 +74,6 @@ def kafka_produce(settings: Settings, topic: str, payloads: list[tuple[bytes, by
 
 
 def kafka_consume(settings: Settings, topic: str, expected: int) -> Rate:
-    from kafka import KafkaConsumer
-
     consumer = KafkaConsumer(
         topic,
         bootstrap_servers=settings.kafka.bootstrap,
@@ -95,8 +107,6 @@ def _trigger_seconds(query) -> tuple[int, float]:
 
 def spark_noop(spark, settings: Settings, topic: str) -> Rate:
     """The Spark Kafka source into the no-op sink: what Spark alone reads per second here."""
-    from txmon.spark_jobs.session import checkpoint_location
-    from txmon.spark_jobs.transactions_stream import StreamOptions, read_kafka
 
     opts = StreamOptions.from_settings(settings, topic=topic)
     for run in ("warm-up", "measured"):  # the first query of a session also pays JVM warm-up
@@ -118,7 +128,6 @@ def spark_noop(spark, settings: Settings, topic: str) -> Rate:
 
 def spark_stream(spark, settings: Settings, topic: str, detect: bool, checkpoint: str, **names) -> tuple[Rate, list]:
     """The ingest query (the stream's main query) over what is in ``topic``, available-now."""
-    from txmon.spark_jobs.transactions_stream import StreamOptions, start_ingest_query
 
     opts = StreamOptions.from_settings(
         settings, topic=topic, checkpoint_dir=checkpoint, available_now=True, detect=detect, **names
@@ -135,7 +144,6 @@ def spark_stream(spark, settings: Settings, topic: str, detect: bool, checkpoint
 def detection_backlog(spark, settings: Settings, name: str, events: int, seed: int) -> tuple[Rate, list]:
     """Simulated events into a fresh topic ``name``, then the detection stream over them
     (available-now): the profiling scripts' run (bench/batch_step_profile.py, cpu_split.py)."""
-    from txmon.infra.services.kafka import ensure_topics
 
     ensure_topics(settings.kafka.bootstrap, [name, f"{name}_dlq", f"{name}_alerts"], settings.kafka.partitions)
     kafka_produce(settings, name, simulated_payloads(events, seed))
@@ -154,10 +162,6 @@ def backlog_runner(app_name: str, rows_per_batch: int, partitions: int | None = 
     """``(spark, settings, run)`` for the profiling scripts: micro-batches of ``rows_per_batch``
     rows (and topics of ``partitions`` Kafka partitions) set before the settings load;
     ``run(name, events, seed)`` is :func:`detection_backlog` on a topic named for this run."""
-    import os
-
-    from txmon.infra.settings import load_settings
-    from txmon.spark_jobs.session import build_session
 
     os.environ["TXMON_SPARK__MAX_OFFSETS_PER_TRIGGER"] = str(rows_per_batch)
     if partitions:
@@ -174,8 +178,6 @@ def backlog_runner(app_name: str, rows_per_batch: int, partitions: int | None = 
 
 def cassandra_insert(spark, settings: Settings, topic: str) -> Rate:
     """Typed transactions (read once, cached) upserted through the pipeline's sink code."""
-    from txmon.spark_jobs.cassandra_sink import CassandraTarget, write_dataframe
-    from txmon.spark_jobs.transactions_stream import TRANSACTION_COLUMNS, landed_transactions
 
     raw = (
         spark.read.format("kafka")
@@ -202,8 +204,6 @@ def cassandra_insert(spark, settings: Settings, topic: str) -> Rate:
 
 def scoring(spark, rows: int, seed: int) -> dict[str, float]:
     """rows/s of plain predict_proba and of each in-Spark scoring path (same rows, same run)."""
-    from txmon.bench.scoring_bench import load_or_train, scoring_frame
-    from txmon.bench.stream_scoring_bench import measure
 
     bundle, _ = load_or_train(None, 50_000, 42)
     return measure(spark, bundle, scoring_frame(rows, seed), repeats=2)

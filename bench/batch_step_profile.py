@@ -22,14 +22,14 @@ import os
 import sys
 from pathlib import Path
 
+from txmon.bench import baselines
+from txmon.bench.spark_profile import format_steps, step_timers
+
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main(argv: list[str] | None = None) -> None:
-    from txmon.bench import baselines
-    from txmon.bench.spark_profile import format_steps, step_timers
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=8000)
     parser.add_argument("--rows-per-batch", type=int, default=1000, help="maxOffsetsPerTrigger")

@@ -22,28 +22,38 @@ from __future__ import annotations
 
 import argparse
 import random
+import re
 import statistics
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from cassandra.concurrent import execute_concurrent_with_args
+from fastapi.testclient import TestClient
+
+from txmon.alerting.contract import (
+    ALERT_BY_DAY_COLUMNS,
+    ALERT_COLUMNS,
+    DAY_TZ,
+    alert_id_for,
+    alert_party_rows,
+    alert_rank_row,
+    alert_row,
+    build_alert,
+)
+from txmon.infra import fraud_label_days, hourly_counts
+from txmon.infra import statements as cql
+from txmon.infra.cassandra_schema import apply_schema, connect
+from txmon.infra.masking import pii_token_key
+from txmon.infra.readback import txn_month
+from txmon.infra.settings import load_settings
+from txmon.ingestion.events import DEAD_LETTER_REASONS
+from txmon.webapp.app import create_app
+from txmon.webapp.console.auth import hash_password
+from txmon.webapp.console.store import ConsoleStore
+
 
 def _fill(settings, session, alerts: int, transactions: int, seed: int) -> list[uuid.UUID]:
-    from cassandra.concurrent import execute_concurrent_with_args
-
-    from txmon.alerting.contract import (
-        ALERT_BY_DAY_COLUMNS,
-        ALERT_COLUMNS,
-        alert_party_rows,
-        alert_rank_row,
-        alert_row,
-        build_alert,
-    )
-    from txmon.infra import hourly_counts
-    from txmon.infra import statements as cql
-    from txmon.infra.masking import pii_token_key
-    from txmon.infra.readback import txn_month
-
     rng = random.Random(seed)
     key = pii_token_key(settings.state_path)
     now = datetime.now(UTC)
@@ -159,11 +169,6 @@ reads the newest 500 of each and says "at least")."""
 def _fill_labels_and_dead_letters(settings, session, transactions: int, alerts: int, seed: int) -> None:
     """What the dashboard's frauds caught and dead letters read, as the stream's labels
     query and landing leave them; rewritten on every run (--reuse too), as it is quick."""
-    from cassandra.concurrent import execute_concurrent_with_args
-
-    from txmon.infra import fraud_label_days
-    from txmon.infra import statements as cql
-    from txmon.ingestion.events import DEAD_LETTER_REASONS
 
     rng = random.Random(seed + 1)
     now = datetime.now(UTC)
@@ -214,16 +219,6 @@ def _time(fn, n: int) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import re
-
-    from fastapi.testclient import TestClient
-
-    from txmon.alerting.contract import DAY_TZ
-    from txmon.infra.cassandra_schema import apply_schema, connect
-    from txmon.infra.settings import load_settings
-    from txmon.webapp.app import create_app
-    from txmon.webapp.console.auth import hash_password
-
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--alerts", type=int, default=100_000)
     p.add_argument("--transactions", type=int, default=1_000_000)
@@ -243,8 +238,6 @@ def main(argv: list[str] | None = None) -> int:
     apply_schema(settings)
     cluster, session = connect(settings, args.keyspace, timeout=60)
     if args.reuse:
-        from txmon.alerting.contract import alert_id_for
-
         ids = [alert_id_for(f"TXNBENCH{args.seed}{0:09d}")]
         if session.execute(session.prepare("SELECT alert_id FROM alerts WHERE alert_id = ?"), (ids[0],)).one() is None:
             raise SystemExit(f"--reuse: keyspace {args.keyspace} holds no run of seed {args.seed}")
@@ -267,7 +260,6 @@ def main(argv: list[str] | None = None) -> int:
             session.execute(f"TRUNCATE {table}", timeout=120)
         t = time.perf_counter()
         ids = _fill(settings, session, args.alerts, max(args.transactions, args.alerts), args.seed)
-        from txmon.webapp.console.store import ConsoleStore
 
         console = ConsoleStore(session)
         for n in range(HISTORY):

@@ -19,13 +19,16 @@ import os
 import sys
 from pathlib import Path
 
+import psutil
+
+from txmon.bench.memory import stack_processes
+
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def process_cpu(groups: dict) -> dict[str, dict[int, float]]:
     """CPU seconds (user + system) of every process, by group and pid."""
-    import psutil
 
     out: dict[str, dict[int, float]] = {}
     for group, procs in groups.items():
@@ -42,7 +45,6 @@ def process_cpu(groups: dict) -> dict[str, dict[int, float]]:
 def stack_cpu(settings) -> dict[str, dict[int, float]]:
     """:func:`process_cpu` of every process of the stack right now (bench.memory.stack_processes):
     read before and after a phase, for :func:`cpu_per_transaction`."""
-    from txmon.bench.memory import stack_processes
 
     return process_cpu(stack_processes(settings))
 
@@ -82,6 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=5)
     args = parser.parse_args(argv)
 
+    # lazy: faker + pyspark (2.7 s to import); txmon.bench.account_index_cost imports this module without it
     from txmon.bench import baselines
 
     _, settings, run = baselines.backlog_runner("txmon-cpu-split", args.rows_per_batch)

@@ -40,6 +40,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+
+from txmon.ingestion.simulate import SimulateOptions, simulator_for
+from txmon.models import sources
+from txmon.models.dataset import labelled_features
+from txmon.models.rules import stream_policy
+from txmon.models.scoring import score_frame
+from txmon.models.training import TrainingConfig, train
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -119,12 +127,6 @@ def simulated_stream(
     in fewer transactions. ``per_hour=False`` feeds raw values instead of the per-hour
     PIT. ``champion``: a bundle to score with (default: trained on separate history of
     the same population kind)."""
-    import pandas as pd
-
-    from txmon.ingestion.simulate import SimulateOptions, simulator_for
-    from txmon.models.dataset import labelled_features
-    from txmon.models.rules import stream_policy
-    from txmon.models.scoring import score_frame
 
     def options(seed_, count, **kw):
         return SimulateOptions(
@@ -242,8 +244,6 @@ def run(config: DriftConfig | None = None, *, million: float = 1.0, repeats: int
 def simulated_champion(*, seed: int = 5, n_customers: int = 1_000):
     """A champion trained on 100,000 transactions of separate history (another seed) of
     the population :func:`simulated_stream` simulates."""
-    from txmon.ingestion.simulate import SimulateOptions, simulator_for
-    from txmon.models.training import TrainingConfig, train
 
     opts = SimulateOptions(
         seed=seed + 1000, count=100_000, rate=None, n_customers=n_customers, live=False, progress=False
@@ -257,8 +257,6 @@ def simulated_champion(*, seed: int = 5, n_customers: int = 1_000):
 def demo_champion():
     """The champion ``make demo`` trains when the registry is empty (``txmon train
     --simulate 100000``: the default simulator mix, seed 42)."""
-    from txmon.models import sources
-    from txmon.models.training import TrainingConfig, train
 
     history = sources.simulated(100_000, 42)
     return train(history.events, history.labels, TrainingConfig(seed=42), data_source=history.source).bundle
@@ -277,10 +275,6 @@ def demo_population(
     transactions of a population new to the stream (``make demo``: a new seed each run,
     every profile empty at its first transaction), scored by ``champion`` (default:
     :func:`demo_champion`). Each alarm: (part, signal, transaction index)."""
-    from txmon.ingestion.simulate import SimulateOptions, simulator_for
-    from txmon.models.dataset import labelled_features
-    from txmon.models.rules import stream_policy
-    from txmon.models.scoring import score_frame
 
     champion = champion if champion is not None else demo_champion()
     configs = configs or {"default": DriftConfig(), "min_history_days=0": DriftConfig(min_history_days=0)}

@@ -43,6 +43,7 @@ def _rss(procs: list[psutil.Process]) -> float:
 
 def stack_processes(settings: Settings) -> dict[str, list[psutil.Process]]:
     """The processes of each group right now (missing ones are left out)."""
+    # lazy: alerting.config (101 ms to import); txmon.bench.api_bench imports this module without it
     from txmon.infra.stack import services
 
     groups: dict[str, list[psutil.Process]] = {}

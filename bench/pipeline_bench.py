@@ -30,16 +30,38 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import multiprocessing
 import os
+import platform
+import subprocess
 import sys
 import threading
 import time
+import traceback
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psutil
+
+from txmon.bench.cpu_split import cpu_per_transaction, stack_cpu
+from txmon.bench.memory import MemorySampler
+from txmon.bench.report import format_table, write_report
+from txmon.bench.spark_profile import (
+    format_profile,
+    format_steps,
+    job_profile,
+    last_job_id,
+    step_timers,
+)
+from txmon.bench.stream_scoring_bench import ratios as scoring_ratios
+from txmon.infra.cassandra_schema import connect
+from txmon.infra.kafka_client import client_config
 from txmon.infra.process import wait_until
+from txmon.infra.settings import load_settings
+from txmon.models.config import models_dir
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -132,6 +154,7 @@ class StreamUnderTest:
     def __init__(
         self, settings, names: dict[str, str], checkpoint: str, extra_conf: dict[str, str] | None = None
     ) -> None:
+        # lazy: pandas (4.3 s to import); the bench's producer child imports this module
         from kafka import KafkaConsumer
 
         from txmon.spark_jobs.session import build_session
@@ -143,7 +166,6 @@ class StreamUnderTest:
         self.opts = StreamOptions.from_settings(settings, checkpoint_dir=checkpoint, **names)
         self.queries = start_all(self.spark, settings, self.opts)
         self.ingest = self.queries[0]
-        from txmon.infra.kafka_client import client_config
 
         self._consumer = KafkaConsumer(
             bootstrap_servers=settings.kafka.bootstrap,
@@ -151,6 +173,7 @@ class StreamUnderTest:
             client_id="txmon-bench-lag",
             **client_config(settings),
         )
+        # lazy: kafka (561 ms to import); the bench's producer child imports this module
         from kafka import TopicPartition
 
         parts = self._consumer.partitions_for_topic(self.topic) or set()
@@ -211,8 +234,6 @@ class BenchTraffic:
     """
 
     def __init__(self, settings, names: dict[str, str], seed: int, planned_events: int) -> None:
-        import multiprocessing
-
         ctx = multiprocessing.get_context("spawn")  # never fork a process that runs a JVM gateway
         self._conn, child = ctx.Pipe()
         self._process = ctx.Process(
@@ -260,9 +281,9 @@ class BenchTraffic:
 
 def _traffic_process(conn, settings, names: dict[str, str], seed: int, planned_events: int) -> None:
     """BenchTraffic's process: one simulator and one producer, driven over ``conn``."""
-    import traceback
 
     try:
+        # imported in the try: a failure to import reaches the parent as this process's traceback
         from txmon.ingestion.labels import LabelReleaser
         from txmon.ingestion.producer import ProduceSummary, TransactionProducer, produce_events
         from txmon.ingestion.simulate import SimulateOptions, simulator_for
@@ -378,6 +399,7 @@ def percentiles(values: list[float]) -> dict[str, float]:
     >>> percentiles([1.0, 2.0, 3.0, 4.0])["p50"]
     2.5
     """
+    # lazy: numpy (275 ms to import); txmon.bench.stream_at_rate imports this module without it
     import numpy as np
 
     if not values:
@@ -396,7 +418,7 @@ def measure_latency(stream: StreamUnderTest, traffic: BenchTraffic, names, rate:
     """Latency per transaction at ``rate``: Kafka timestamp -> landed / scored / alerted; and
     the CPU each process group spent per transaction meanwhile (``cpu``, as
     bench/stream_at_rate.py measures it), which says where the time goes at that rate."""
-    from txmon.bench.cpu_split import cpu_per_transaction, stack_cpu
+    # lazy: infra.statements + infra.cassandra_schema (22 ms to import); the bench's producer child imports this module
     from txmon.infra.readback import kafka_end_offsets
 
     alerts_start = kafka_end_offsets(stream.settings.kafka.bootstrap, names["alerts_topic"])
@@ -418,7 +440,6 @@ def latencies(settings, names, ids: list[str], alerts_start: dict[int, int]) -> 
     (landed_s) and ``scored_transactions`` (scored_s) and to its alert on the alerts topic
     (alert_s, records after ``alerts_start``), plus the alerts' reason codes, once the
     stream has processed ``ids``."""
-    from txmon.infra.cassandra_schema import connect
 
     cluster, session = connect(settings, settings.cassandra.keyspace)
     try:
@@ -438,6 +459,7 @@ def latencies(settings, names, ids: list[str], alerts_start: dict[int, int]) -> 
 
 def _writetimes(session, table: str, column: str, ids: list[str]) -> dict[str, tuple[float, float]]:
     """txn_id -> (Kafka record timestamp, write time of ``column``) in epoch seconds."""
+    # lazy: cassandra (253 ms to import); the bench's producer child imports this module
     from cassandra.concurrent import execute_concurrent_with_args
 
     stmt = session.prepare(f"SELECT txn_id, kafka_timestamp, WRITETIME({column}) AS wt FROM {table} WHERE txn_id IN ?")
@@ -457,11 +479,9 @@ def _alert_latencies(
     """For this phase's transactions: alert record timestamp - transaction record timestamp,
     and how many alerts named each reason code (a sanity check of the traffic: a bank
     alerts on a few percent of transactions, and the codes say why)."""
-    from collections import Counter
 
+    # lazy: kafka (561 ms to import); the bench's producer child imports this module
     from kafka import KafkaConsumer, TopicPartition
-
-    from txmon.infra.kafka_client import client_config
 
     consumer = KafkaConsumer(
         bootstrap_servers=settings.kafka.bootstrap,
@@ -493,11 +513,12 @@ def _alert_latencies(
 
 
 def ensure_champion(train_events: int, log) -> str:
-    from txmon.models.config import models_dir
+    # lazy: pandas (3.0 s to import); the bench's producer child imports this module
     from txmon.models.registry import Registry
 
     registry = Registry(models_dir())
     if registry.champion() is None:
+        # lazy: pandas (3.0 s to import); the bench's producer child imports this module
         from txmon.models.sources import simulated
         from txmon.models.training import TrainingConfig, train
 
@@ -511,6 +532,7 @@ def ensure_champion(train_events: int, log) -> str:
 
 
 def _topics(settings, stamp: str) -> dict[str, str]:
+    # lazy: infra.jars + infra.services.kafka (23 ms to import); the bench's producer child imports this module
     from txmon.infra.services.kafka import ensure_topics
 
     names = {
@@ -524,9 +546,8 @@ def _topics(settings, stamp: str) -> dict[str, str]:
 
 
 def run(cfg: BenchConfig, out_dir: Path, log=print) -> dict:
+    # lazy: pandas (4.8 s to import); the bench's producer child imports this module
     from txmon.bench import baselines
-    from txmon.bench.memory import MemorySampler
-    from txmon.bench.report import write_report
     from txmon.infra.services.kafka import ensure_topics
 
     started = datetime.now(UTC)
@@ -563,6 +584,7 @@ def run(cfg: BenchConfig, out_dir: Path, log=print) -> dict:
                 rates.append(baselines.kafka_consume(settings, base_topic, len(payloads)))
                 _log_rate(rates[-1], log)
                 del payloads
+                # lazy: infra.jars (14 ms to import); the bench's producer child imports this module
                 from txmon.spark_jobs.session import build_session
 
                 spark = build_session(settings, "txmon-bench")
@@ -580,13 +602,6 @@ def run(cfg: BenchConfig, out_dir: Path, log=print) -> dict:
                 _log_rate(ingest_only, log)
                 alerts_base = f"bench_base_alerts_{stamp}"
                 ensure_topics(settings.kafka.bootstrap, [alerts_base], settings.kafka.partitions)
-                from txmon.bench.spark_profile import (
-                    format_profile,
-                    format_steps,
-                    job_profile,
-                    last_job_id,
-                    step_timers,
-                )
 
                 before = last_job_id(spark)
                 with step_timers(spark) as steps:
@@ -716,8 +731,8 @@ def bench_stack(stamp: str, log=print):
     this run's settings (:func:`use_bench_environment`). On the way out the run's own
     keyspace is dropped and a stack this started is stopped, unless ``TXMON_BENCH_KEEP=1``.
     Stop what uses them (streams, producers) inside the block."""
+    # lazy: yaml (195 ms to import); the bench's producer child imports this module
     from txmon.infra import stack
-    from txmon.infra.settings import load_settings
 
     own_keyspace = use_bench_environment(stamp)
     settings = load_settings()
@@ -734,8 +749,6 @@ def bench_stack(stamp: str, log=print):
 
 
 def drop_keyspace(settings) -> None:
-    from txmon.infra.cassandra_schema import connect
-
     cluster, session = connect(settings, admin=True)  # the application role may not drop schema
     try:
         session.execute(f"DROP KEYSPACE IF EXISTS {settings.cassandra.keyspace}", timeout=120)
@@ -748,8 +761,6 @@ def _log_rate(r, log) -> None:
 
 
 def _ratios(result: dict) -> dict[str, float]:
-    from txmon.bench.stream_scoring_bench import ratios as scoring_ratios
-
     by_name = {b["name"]: b["rows_per_s"] for b in result["baselines"]}
     noop = next(v for k, v in by_name.items() if k.startswith("Spark Kafka source"))
     out = {"pipeline_sustained / spark_noop": result["sustained_tx_s"] / noop if noop else 0.0}
@@ -761,10 +772,6 @@ def _ratios(result: dict) -> dict[str, float]:
 
 
 def machine_facts() -> dict:
-    import platform
-
-    import psutil
-
     return {
         "cpus": os.cpu_count(),
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
@@ -775,8 +782,6 @@ def machine_facts() -> dict:
 
 
 def _git_commit() -> str:
-    import subprocess
-
     try:
         return subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
@@ -792,7 +797,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = BenchConfig.quick() if args.quick else BenchConfig.full()
     out = args.out or ROOT / "bench" / "results" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    from txmon.bench.report import format_table
 
     result = run(cfg, out)
     print(format_table(result))

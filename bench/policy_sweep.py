@@ -13,18 +13,18 @@ import argparse
 
 import pandas as pd
 
+from txmon.infra.settings import load_settings
+from txmon.ingestion.simulate import SimulateOptions, simulator_for
+from txmon.models.config import models_dir
+from txmon.models.features import FEATURES, MemoryProfileStore, add_features, transactions_frame
+from txmon.models.registry import Registry
+from txmon.models.risk import RiskPolicy, decisions, risk_scores
+from txmon.models.rules import load_rules
+from txmon.spark_jobs.rules import apply_rules
+from txmon.spark_jobs.session import build_session
+
 
 def main() -> None:
-    from txmon.infra.settings import load_settings
-    from txmon.ingestion.simulate import SimulateOptions, simulator_for
-    from txmon.models.config import models_dir
-    from txmon.models.features import FEATURES, MemoryProfileStore, add_features, transactions_frame
-    from txmon.models.registry import Registry
-    from txmon.models.risk import RiskPolicy, decisions, risk_scores
-    from txmon.models.rules import load_rules
-    from txmon.spark_jobs.rules import apply_rules
-    from txmon.spark_jobs.session import build_session
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=60_000)
     parser.add_argument("--seed", type=int, default=7)

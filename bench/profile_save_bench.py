@@ -19,14 +19,20 @@ import sys
 import time
 from pathlib import Path
 
+from cassandra.concurrent import execute_concurrent_with_args
+
+from txmon.infra.settings import load_settings
+from txmon.ingestion.simulate import SimulateOptions, simulator_for
+from txmon.models.features import MemoryProfileStore, add_features, transactions_frame
+from txmon.spark_jobs.cassandra_sink import CassandraTarget
+from txmon.spark_jobs.profile_store import CassandraProfileStore
+
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def folded_profiles(n_events: int, seed: int) -> dict[str, str]:
     """Payer profiles (JSON) after folding simulated traffic: realistic sizes."""
-    from txmon.ingestion.simulate import SimulateOptions, simulator_for
-    from txmon.models.features import MemoryProfileStore, add_features, transactions_frame
 
     sim = simulator_for(SimulateOptions(seed=seed, count=n_events, rate=None, progress=False))
     store = MemoryProfileStore()
@@ -35,12 +41,6 @@ def folded_profiles(n_events: int, seed: int) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from cassandra.concurrent import execute_concurrent_with_args
-
-    from txmon.infra.settings import load_settings
-    from txmon.spark_jobs.cassandra_sink import CassandraTarget
-    from txmon.spark_jobs.profile_store import CassandraProfileStore
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=40_000, help="simulated events folded into profiles")
     parser.add_argument("--repeats", type=int, default=5)

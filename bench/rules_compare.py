@@ -16,6 +16,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import pandas as pd
+
+from txmon.infra.settings import load_settings
+from txmon.ingestion.simulate import SimulateOptions, simulator_for
+from txmon.models.config import models_dir
+from txmon.models.dataset import labelled_features
+from txmon.models.features import FEATURES
+from txmon.models.registry import Registry
+from txmon.models.risk import RiskPolicy, decisions, risk_scores
+from txmon.models.rules import load_rules
+from txmon.spark_jobs.rules import apply_rules
+from txmon.spark_jobs.session import build_session
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -28,19 +41,6 @@ def main(argv: list[str] | None = None) -> None:
     for path in args.rules:
         if not path.is_file():
             parser.error(f"rules file {path} not found: pass two existing YAML files (see config/rules.yaml)")
-
-    import pandas as pd
-
-    from txmon.infra.settings import load_settings
-    from txmon.ingestion.simulate import SimulateOptions, simulator_for
-    from txmon.models.config import models_dir
-    from txmon.models.dataset import labelled_features
-    from txmon.models.features import FEATURES
-    from txmon.models.registry import Registry
-    from txmon.models.risk import RiskPolicy, decisions, risk_scores
-    from txmon.models.rules import load_rules
-    from txmon.spark_jobs.rules import apply_rules
-    from txmon.spark_jobs.session import build_session
 
     sim = simulator_for(
         SimulateOptions(

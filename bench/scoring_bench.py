@@ -16,8 +16,18 @@ import argparse
 import statistics
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from txmon.models.bundle import feature_matrix
+from txmon.models.config import models_dir
+from txmon.models.dataset import labelled_features
+from txmon.models.registry import Registry
+from txmon.models.sources import simulated
+from txmon.models.training import TrainingConfig, train
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -53,8 +63,6 @@ def _median_seconds(fns, repeats: int) -> list[float]:
 
 def scoring_frame(events: int, seed: int):
     """Feature rows to score: simulated traffic (default mix, training's 0.2 tx/s)."""
-    from txmon.models.dataset import labelled_features
-    from txmon.models.sources import simulated
 
     history = simulated(events, seed)
     return labelled_features(history.events, history.labels)
@@ -63,15 +71,11 @@ def scoring_frame(events: int, seed: int):
 def load_or_train(version: str | None, train_events: int, seed: int):
     """(bundle, description): a registry version (default the champion) or, when the registry
     is empty, a bundle trained here on ``train_events`` simulated transactions."""
-    from txmon.models.config import models_dir
-    from txmon.models.registry import Registry
-    from txmon.models.training import TrainingConfig, train
 
     registry = Registry(models_dir())
     chosen = version or registry.champion()
     if chosen is not None:
         return registry.load(chosen), f"registry {registry.root} {chosen}"
-    from txmon.models.sources import simulated
 
     history = simulated(train_events, seed)
     result = train(history.events, history.labels, TrainingConfig(seed=seed), data_source=history.source)
@@ -80,7 +84,6 @@ def load_or_train(version: str | None, train_events: int, seed: int):
 
 def run(bundle, frame, batches=(1_000, 10_000, 50_000), repeats: int = 7, explain_batch: int = 100) -> list[BenchRow]:
     """Median rows/s of bundle.score and bundle.classifier.predict_proba for each batch size."""
-    from txmon.models.bundle import feature_matrix
 
     rows = []
     for batch in batches:
@@ -132,10 +135,6 @@ def main(argv: list[str] | None = None) -> None:
         "[default: 1; 0 = library default]",
     )
     args = parser.parse_args(argv)
-
-    from contextlib import nullcontext
-
-    from threadpoolctl import threadpool_info, threadpool_limits
 
     bundle, where = load_or_train(args.version, args.train_events, args.seed)
     frame = scoring_frame(args.rows, args.seed + 1)  # other traffic than the training default

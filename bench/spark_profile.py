@@ -13,6 +13,7 @@ Structured Streaming's ``durationMs`` puts all of a foreachBatch sink under ``ad
 from __future__ import annotations
 
 import json
+import time as _time
 import urllib.request
 from contextlib import contextmanager
 from datetime import datetime
@@ -76,8 +77,6 @@ def _timed_factory(name_of, factory, acc):
         name = name_of(*args)
 
         def timed_run(batches):
-            import time as _time
-
             # Steps of one stage are chained through the JVM, so waiting for the next input
             # batch is the upstream step's time: count only this function's own time.
             waited = [0.0]
@@ -117,6 +116,7 @@ def step_timers(spark):
 
     The steps are mapInArrow functions made by factories in spark_jobs; each factory is
     wrapped for the duration of the block (queries started inside it are timed)."""
+    # lazy: pandas (4.2 s to import); the bench's producer child imports this module
     from pyspark.accumulators import AccumulatorParam
 
     import txmon.spark_jobs.transactions_stream as stream

@@ -41,6 +41,24 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from txmon.bench.cpu_split import cpu_per_transaction, format_cpu_table, stack_cpu
+from txmon.bench.memory import MemorySampler
+from txmon.bench.pipeline_bench import (
+    BenchTraffic,
+    StreamUnderTest,
+    _duration_breakdown,
+    _git_commit,
+    _progress_in,
+    _topics,
+    bench_stack,
+    ensure_champion,
+    latencies,
+    percentiles,
+    stop_run,
+)
+from txmon.bench.spark_profile import compile_counters, compile_delta
+from txmon.infra.readback import kafka_end_offsets
+
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -63,11 +81,6 @@ def parse_conf(pairs: list[str]) -> dict[str, str]:
 def measure(stream, traffic, settings, names, rate: float, seconds: float, drain_timeout: float) -> dict:
     """Produce ``seconds`` at ``rate`` into a caught-up stream; CPU, batches, lag and latency
     (Kafka timestamp -> landed / scored / alert, p50/p95/p99) of that phase."""
-    from txmon.bench.cpu_split import cpu_per_transaction, stack_cpu
-    from txmon.bench.memory import MemorySampler
-    from txmon.bench.pipeline_bench import _duration_breakdown, _progress_in, latencies, percentiles
-    from txmon.bench.spark_profile import compile_counters, compile_delta
-    from txmon.infra.readback import kafka_end_offsets
 
     lags: list[int] = []
     producing = threading.Event()
@@ -144,8 +157,6 @@ def _quantiles(values: dict[str, float], top: str) -> str:
 
 
 def format_result(r: dict) -> str:
-    from txmon.bench.cpu_split import format_cpu_table
-
     lines = [
         f"{r['label'] or 'run'} @ {r['commit']}: {r['rate']:,.0f} tx/s x {r['seconds']:.0f} s, "
         f"produced {r['produced']:,} ({r['produce_rate']:,.0f}/s); max lag {r['max_lag']:,}; "
@@ -169,16 +180,6 @@ def format_result(r: dict) -> str:
 def run(
     rate: float, seconds: float, warmup_seconds: float, extra_conf: dict[str, str], label: str, seed: int, log=print
 ) -> dict:
-    from txmon.bench.pipeline_bench import (
-        BenchTraffic,
-        StreamUnderTest,
-        _git_commit,
-        _topics,
-        bench_stack,
-        ensure_champion,
-        stop_run,
-    )
-
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     with bench_stack(stamp, log) as settings:
         stream = traffic = None

@@ -36,10 +36,17 @@ Spark paths on ``local[2]`` sharing the machine's cores with the JVM.
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
+import statistics
+import subprocess
 import sys
 import time
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
+
+from txmon.infra.settings import load_settings
+from txmon.models.features import FEATURES
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -71,10 +78,10 @@ def measure(spark, bundle, frame, repeats: int = 3) -> dict[str, float]:
 
     Importable: the pipeline benchmark (bench/pipeline_bench.py) reports these in its run.
     """
+    # lazy: pandas (3.2 s to import); the bench's producer child imports this module
     from threadpoolctl import threadpool_limits
 
     from txmon.models.bundle import feature_matrix
-    from txmon.models.features import FEATURES
     from txmon.models.rules import load_rules
     from txmon.spark_jobs.detection import score_ruled
     from txmon.spark_jobs.jvm_scoring import broadcast_trees
@@ -97,6 +104,7 @@ def measure(spark, bundle, frame, repeats: int = 3) -> dict[str, float]:
 
     def models_only(plain: bool):
         def run(batches):
+            # lazy: pyarrow (66 ms to import); the bench's producer child imports this module
             import pyarrow as pa
 
             model = bc.value
@@ -158,6 +166,7 @@ def measure(spark, bundle, frame, repeats: int = 3) -> dict[str, float]:
 
 
 def _explained_schema(schema):
+    # lazy: pyspark (751 ms to import); the bench's producer child imports this module
     from pyspark.sql import types as T
 
     return T.StructType(
@@ -168,8 +177,8 @@ def _explained_schema(schema):
 def _explaining(bundle_bc, ruleset):
     """mapInArrow function: the write step's reasons/alerts code (detection.with_explanations)
     on a JVM-scored batch, the batch passed through with the two columns added."""
-    from datetime import datetime
 
+    # lazy: pandas (3.2 s to import); the bench's producer child imports this module
     from txmon.spark_jobs.detection import with_explanations
 
     rules = {r.id: r for r in ruleset.rules}
@@ -187,9 +196,8 @@ def _explaining(bundle_bc, ruleset):
 
 def detection_at(ref: str):
     """spark_jobs/detection.py as of git ``ref``, importable on Spark workers (by value)."""
-    import importlib.util
-    import subprocess
 
+    # lazy: pyspark (751 ms to import); the bench's producer child imports this module
     from pyspark import cloudpickle
 
     root = Path(__file__).resolve().parents[1]
@@ -210,8 +218,8 @@ def compare_steps(spark, bundle, frame, ref: str, repeats: int = 3) -> dict:
     """The Python scoring step of git ``ref`` (``_score_partition``, before scoring moved to
     the JVM) against the working tree's JVM scoring, same rows, interleaved; also how far
     their scores are apart and whether risk and decision agree on every row."""
-    import statistics
 
+    # lazy: pandas (3.2 s to import); the bench's producer child imports this module
     import numpy as np
 
     from txmon.models.rules import load_rules
@@ -253,8 +261,6 @@ def compare_steps(spark, bundle, frame, ref: str, repeats: int = 3) -> dict:
 
 
 def _spark_frame(spark, frame):
-    from txmon.models.features import FEATURES
-
     # The transaction columns the committed rules read (channel, txn_type, mcc, ...) and the features.
     cols = [
         "txn_id",
@@ -300,10 +306,8 @@ def format_results(results: dict[str, float]) -> str:
 
 
 def main() -> None:
-    import os
-
+    # lazy: pandas (3.1 s to import); the bench's producer child imports this module
     from txmon.bench.scoring_bench import load_or_train, scoring_frame
-    from txmon.infra.settings import load_settings
     from txmon.spark_jobs.session import build_session
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
