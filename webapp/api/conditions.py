@@ -3,7 +3,9 @@
 The rules file (config/rules.yaml, loaded by :mod:`txmon.models.rules`) writes each
 condition as a Spark SQL expression, and the stream evaluates it with Spark. A synchronous
 API cannot start a Spark job per request (hundreds of milliseconds), so the same text is
-compiled here into a small Python evaluator for the part of Spark SQL rules use:
+compiled here, once per rules file, into one generated Python function per condition
+(a closure evaluator, one closure per node, is kept as the reference it is tested
+against) for the part of Spark SQL rules use:
 
 - comparisons ``= == != <> < <= > >=``, ``AND OR NOT``, ``IN (...)``, ``NOT IN``,
   ``BETWEEN``, ``IS [NOT] NULL``, arithmetic ``+ - * / %``, parentheses;
