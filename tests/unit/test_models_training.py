@@ -119,3 +119,53 @@ def test_explain_names_known_features_for_flagged_rows(result):
         assert 1 <= len(row) <= 3
         assert all(name in FEATURES and drop > 0 for name, drop in row)
         assert [d for _, d in row] == sorted((d for _, d in row), reverse=True)
+
+
+
+def _blend_case(linear_on_validation: str):
+    """A validation slice where the boosting's probability is given and the logistic
+    regression learns one feature: on the slice that feature is the boosting's own signal
+    with a little noise ("alike": the blends differ by little) or its reverse ("reversed":
+    every blend is clearly worse)."""
+    from scipy.special import expit
+
+    from txmon.models.training import _blend
+
+    rng = np.random.default_rng(3)
+    n, fit_rows = 30_000, 20_000
+    y = rng.random(n) < 0.02
+    fit_part = np.arange(n) < fit_rows
+    latent = y * 3.0 + rng.normal(0, 1.0, n)
+    x = np.zeros((n, len(FEATURES)))
+    x[:, 0] = latent + rng.normal(0, 0.3, n)
+    if linear_on_validation == "reversed":
+        x[~fit_part, 0] = -x[~fit_part, 0]
+    boosted = expit(latent[~fit_part] - 5.0)
+    return _blend(x, y, fit_part, boosted, TrainingConfig())
+
+
+def test_the_blend_takes_the_largest_weight_within_one_standard_error_of_the_best():
+    linear, weight, info, _ = _blend_case("alike")
+    aps = {float(w): a for w, a in info["linear_validation_ap"].items()}
+    se = info["linear_validation_ap_se"]
+    assert info["linear_best_validation_weight"] == 0.0 and aps[0.0] == max(aps.values())
+    # 0.25 ranks a little below the boosting alone, within the noise: taken; 0.5 is not
+    assert 0 < aps[0.0] - aps[0.25] <= se < aps[0.0] - aps[0.5]
+    assert weight == 0.25 and linear is not None
+
+
+def test_a_blend_clearly_worse_on_validation_is_not_taken():
+    linear, weight, info, _ = _blend_case("reversed")
+    aps = {float(w): a for w, a in info["linear_validation_ap"].items()}
+    assert aps[0.0] - aps[0.25] > info["linear_validation_ap_se"]
+    assert (weight, linear) == (0.0, None)
+
+
+def test_the_standard_error_of_ap_does_not_move_with_the_seed():
+    from txmon.models.training import _ap_standard_error
+
+    rng = np.random.default_rng(1)
+    y, score = rng.random(2_000) < 0.05, rng.random(2_000)
+    first = _ap_standard_error(y, score)
+    rng.random(10)  # whatever else drew random numbers meanwhile
+    assert _ap_standard_error(y, score) == first > 0
