@@ -178,8 +178,11 @@ class LinearPart:
     def probability(self, x: np.ndarray) -> np.ndarray:
         """P(fraud) of each row of a FEATURES matrix."""
         filled = np.where(np.isfinite(x), x, self.fill)
-        z = float(self.intercept) + ((filled - self.mean) / self.scale) @ self.coef
-        return 1.0 / (1.0 + np.exp(-z))
+        # A row's sum along its own contiguous axis, not a matrix product: BLAS blocks a
+        # product by the number of rows, so one row scored alone (the API) and the same
+        # row in a micro-batch would differ in the last bits.
+        z = float(self.intercept) + (((filled - self.mean) / self.scale) * self.coef).sum(axis=1)
+        return expit(z)  # 1 / (1 + exp(-z)) without overflowing exp for very negative z
 
 
 @dataclass(eq=False)
