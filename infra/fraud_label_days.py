@@ -31,7 +31,8 @@ from typing import Any
 from cassandra.concurrent import execute_concurrent
 
 from txmon.infra import statements as cql
-from txmon.infra.hourly_counts import ALERTING, IST_OFFSET
+from txmon.infra.hourly_counts import ALERTING
+from txmon.infra.hourly_counts import day_of as ist_day
 
 OUTCOMES = ("flagged", "missed", "unscored")
 UNKNOWN_SCENARIO = "unknown"
@@ -39,17 +40,6 @@ UNKNOWN_SCENARIO = "unknown"
 UNSCORED_CHECKS = 200
 """Unscored rows a dashboard looks up again, at most."""
 _IN = 100  # ids per IN read
-
-
-def ist_day(t: datetime) -> date:
-    """The IST date of an instant (naive: UTC, as the driver gives it).
-
-    >>> ist_day(datetime(2026, 12, 5, 18, 30)), ist_day(datetime(2026, 12, 5, 18, 29))
-    (datetime.date(2026, 12, 6), datetime.date(2026, 12, 5))
-    """
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=UTC)
-    return (t.astimezone(UTC) + IST_OFFSET).date()
 
 
 def outcome_of(decision: str | None) -> str:

@@ -40,9 +40,16 @@ def hour_of(t: datetime) -> datetime:
     return local.replace(minute=0, second=0, microsecond=0) - IST_OFFSET
 
 
-def day_of(hour: datetime) -> date:
-    """The IST date of an hour (the partition key of ``console_hourly``)."""
-    return (hour.astimezone(UTC) + IST_OFFSET).date()
+def day_of(t: datetime) -> date:
+    """The IST date of an instant (naive: UTC, as the driver gives it): the partition key
+    of ``console_hourly`` and ``fraud_labels_by_day``.
+
+    >>> day_of(datetime(2026, 12, 5, 18, 30)), day_of(datetime(2026, 12, 5, 18, 29))
+    (datetime.date(2026, 12, 6), datetime.date(2026, 12, 5))
+    """
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return (t.astimezone(UTC) + IST_OFFSET).date()
 
 
 def empty() -> dict[str, Any]:
