@@ -7,6 +7,10 @@ Every connection logs in (PasswordAuthenticator): as the application role by def
 as the administrator role for schema and role changes (credentials from the environment,
 infra/credentials.py). The administrator creates each keyspace and grants the
 application role SELECT and MODIFY on it, nothing more.
+
+Every reader and writer prepares its statements through :func:`prepared` (once per
+driver session) and reads a list of keys through :func:`rows_in` (``... IN ?`` in
+reads of at most :data:`IN_KEYS` keys).
 """
 
 from __future__ import annotations
@@ -14,7 +18,10 @@ from __future__ import annotations
 import functools
 import re
 import socket
+from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from txmon.infra import credentials
 from txmon.infra.credentials import Credential
@@ -127,6 +134,56 @@ def open_cluster(
         sockopts=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         compression=compression,
     )
+
+
+_PREPARED: dict[tuple[int, str], Any] = {}
+
+
+def prepared(session: Any, cql: str) -> Any:
+    """``cql`` prepared once per driver session: a page view, a Spark task or a
+    micro-batch must not pay a PREPARE round trip for each read."""
+    key = (id(session), cql)
+    stmt = _PREPARED.get(key)
+    if stmt is None:
+        stmt = _PREPARED[key] = session.prepare(cql)
+    return stmt
+
+
+def forget_prepared() -> None:
+    """Drop every cached statement. A process that shuts its sessions down calls this:
+    a later session could get a closed one's ``id`` and find its statements."""
+    _PREPARED.clear()
+
+
+IN_KEYS = 100
+"""Keys one ``... IN ?`` read names at most: the coordinator fetches every partition of
+the list before it answers, so one long list is one slow read holding one connection."""
+
+
+def rows_in(
+    session: Any,
+    stmt: Any,
+    keys: Sequence[Any],
+    *,
+    before: tuple[Any, ...] = (),
+    per_read: int = IN_KEYS,
+    in_flight: int | None = None,
+) -> list[Any]:
+    """The rows of the prepared ``... IN ?`` statement ``stmt`` over ``keys``: one read
+    per ``per_read`` keys, bound as ``(*before, keys of the read)``, at most
+    ``in_flight`` reads sent and not yet answered (None: all at once). Rows come in the
+    order of the reads; the first read that failed, in that order, raises."""
+    if per_read < 1 or (in_flight is not None and in_flight < 1):
+        raise ValueError(f"per_read and in_flight must be at least 1, not {per_read} and {in_flight}")
+    rows: list[Any] = []
+    sent: deque[Any] = deque()
+    for start in range(0, len(keys), per_read):
+        if in_flight is not None and len(sent) >= in_flight:
+            rows.extend(sent.popleft().result())
+        sent.append(session.execute_async(stmt, (*before, list(keys[start : start + per_read]))))
+    while sent:
+        rows.extend(sent.popleft().result())
+    return rows
 
 
 def connect(

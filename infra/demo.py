@@ -42,7 +42,7 @@ from txmon.alerting.runtime import dispatch
 from txmon.alerting.store import open_store
 from txmon.alerting.testing import SmsGatewayStub, SmtpSink, WebhookSink, provider_env
 from txmon.infra import stack
-from txmon.infra.cassandra_schema import connect
+from txmon.infra.cassandra_schema import connect, rows_in
 from txmon.infra.masking import mask_account, mask_phone, redact
 from txmon.infra.process import wait_until
 from txmon.infra.readback import account_aggregates, count_landed, dead_letters_since, kafka_end_offsets
@@ -330,16 +330,10 @@ def run_demo(
 
 def scored_decisions(session, ids: list[str]) -> dict[str, tuple]:
     """txn_id -> (decision, risk_score, rules_fired, reasons JSON, payer) for scored transactions."""
-    # Driver on first use: the demo's other steps do not need it.
-    from cassandra.concurrent import execute_concurrent_with_args
-
-    stmt = session.prepare(SCORED_DEMO_IN)
-    args = [(ids[i : i + 100],) for i in range(0, len(ids), 100)]
-    out = {}
-    for r in execute_concurrent_with_args(session, stmt, args, concurrency=32, raise_on_first_error=True):
-        for row in r.result_or_exc:
-            out[row.txn_id] = (row.decision, row.risk_score, row.rules_fired or [], row.reasons, row.payer_account)
-    return out
+    return {
+        row.txn_id: (row.decision, row.risk_score, row.rules_fired or [], row.reasons, row.payer_account)
+        for row in rows_in(session, session.prepare(SCORED_DEMO_IN), ids, in_flight=32)
+    }
 
 
 # ------------------------------------------------------------------ the summary

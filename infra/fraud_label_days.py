@@ -26,11 +26,12 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from cassandra.concurrent import execute_concurrent
 
 from txmon.infra import statements as cql
+from txmon.infra.cassandra_schema import rows_in
 from txmon.infra.hourly_counts import ALERTING
 from txmon.infra.hourly_counts import day_of as ist_day
 
@@ -39,7 +40,6 @@ UNKNOWN_SCENARIO = "unknown"
 """The scenario of a fraud label that names none (a clustering column cannot be null)."""
 UNSCORED_CHECKS = 200
 """Unscored rows a dashboard looks up again, at most."""
-_IN = 100  # ids per IN read
 
 
 def outcome_of(decision: str | None) -> str:
@@ -55,14 +55,8 @@ def _naive(t: datetime) -> datetime:
     return t.astimezone(UTC).replace(tzinfo=None) if t.tzinfo is not None else t
 
 
-def _rows_in(session: Any, stmt: Any, ids: list[str]) -> list[Any]:
-    """Rows of an ``... IN ?`` statement over ``ids``, 100 a read, all reads in flight."""
-    futures = [session.execute_async(stmt, (ids[i : i + _IN],)) for i in range(0, len(ids), _IN)]
-    return [r for f in futures for r in f.result()]
-
-
 def _decisions(session: Any, prepare: Any, ids: list[str]) -> dict[str, str | None]:
-    return {r.txn_id: r.decision for r in _rows_in(session, prepare(session, cql.SCORED_DECISIONS_IN), ids)}
+    return {r.txn_id: r.decision for r in rows_in(session, prepare(session, cql.SCORED_DECISIONS_IN), ids)}
 
 
 def _send(session: Any, writes: list[tuple[Any, tuple]]) -> None:
@@ -80,7 +74,7 @@ def record(session: Any, prepare: Any, labels: Iterable[tuple[str, bool, str | N
     if not batch:
         return 0
     ids = list(batch)
-    previous = {r.txn_id: r for r in _rows_in(session, prepare(session, cql.LABELS_IN), ids)}
+    previous = {r.txn_id: r for r in rows_in(session, prepare(session, cql.LABELS_IN), ids)}
     decisions = _decisions(session, prepare, [t for t in ids if batch[t][0]])
     insert, delete = prepare(session, cql.FRAUD_DAY_INSERT), prepare(session, cql.FRAUD_DAY_DELETE)
     day, at = ist_day(received_at), _naive(received_at)
@@ -106,14 +100,23 @@ def days_between(since: datetime, until: datetime) -> list[date]:
     return [first + timedelta(days=n) for n in range((last - first).days + 1)]
 
 
-def read(
-    session: Any, prepare: Any, since: datetime, until: datetime, checks: int = UNSCORED_CHECKS
-) -> tuple[list[dict[str, Any]], bool]:
+class Caught(NamedTuple):
+    """What :func:`read` found."""
+
+    rows: list[dict[str, Any]]
+    """Per scenario: ``scenario``, ``frauds``, ``flagged``, ``share``, ``unscored``."""
+    partial: bool
+    """More unscored rows than the checks allowed: flagged and frauds are lower bounds."""
+    days: tuple[date, date]
+    """The first and last IST day read."""
+
+
+def read(session: Any, prepare: Any, since: datetime, until: datetime, checks: int = UNSCORED_CHECKS) -> Caught:
     """Per scenario, the fraud labels received on the IST days from ``since`` to
     ``until``: ``frauds`` (of transactions the stream scored), ``flagged`` (REVIEW or
     BLOCK), ``share`` and ``unscored`` (no scored row, even now); most frauds first. And
     whether more than ``checks`` unscored rows were found, so that some were not looked
-    up again (flagged and frauds are then at least the numbers given)."""
+    up again (flagged and frauds are then at least the numbers given), and the days read."""
     days = days_between(since, until)
     counts = prepare(session, cql.FRAUD_DAY_COUNTS)
     futures = [session.execute_async(counts, (d,)) for d in days]
@@ -151,7 +154,7 @@ def read(
             }
         )
     out.sort(key=lambda r: (-r["frauds"], -r["unscored"], r["scenario"]))
-    return out, sum(n for _, _, n in unscored) > checks
+    return Caught(out, sum(n for _, _, n in unscored) > checks, (days[0], days[-1]))
 
 
 def backfill(session: Any, prepare: Any, since: datetime, log: Any = print) -> int:

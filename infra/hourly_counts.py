@@ -182,7 +182,7 @@ def write_batch(session: Any, prepare: Any, query: str, part: int, token: str, p
     touched, all reads in flight at once, then all writes (a micro-batch of replayed
     history crosses many hours, and one round trip after another put their sum on the
     task's critical path). ``prepare(session, cql)`` gives a prepared statement
-    (spark_jobs.cassandra_sink.prepared in the stream)."""
+    (infra.cassandra_schema.prepared)."""
     select, insert = prepare(session, cql.HOURLY_ROW), prepare(session, cql.HOURLY_INSERT)
     keys = [(day_of(h), h.astimezone(UTC).replace(tzinfo=None), query, part) for h in per_hour]
     reads = [session.execute_async(select, key) for key in keys]

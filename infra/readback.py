@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from txmon.infra import statements as cql
+from txmon.infra.cassandra_schema import prepared, rows_in
 from txmon.infra.kafka_client import client_config
 from txmon.models.features import AGGREGATE_WINDOWS_S, SLIDING_HOUR, sliding_hours
 
@@ -30,15 +31,10 @@ def kafka_end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
 
 def count_landed(session, txn_ids: Sequence[str], table: str = "transactions", chunk: int = 100) -> int:
     """How many of these txn_ids have a row (point lookups by partition key, concurrently)."""
-    # lazy: cassandra (249 ms to import); the web app's workers load this module without it
-    from cassandra.concurrent import execute_concurrent_with_args
-
     if not txn_ids:
         return 0
     stmt = session.prepare(cql.ids_present(table))
-    args = [(list(txn_ids[i : i + chunk]),) for i in range(0, len(txn_ids), chunk)]
-    results = execute_concurrent_with_args(session, stmt, args, concurrency=32, raise_on_first_error=True)
-    return sum(len(list(r.result_or_exc)) for r in results)
+    return len(rows_in(session, stmt, txn_ids, per_read=chunk, in_flight=32))
 
 
 def dead_letters_since(session, topic: str, start_offsets: dict[int, int]) -> Counter:
@@ -82,7 +78,7 @@ def account_windows(
         raise ValueError(f"unknown window kind {window_kind!r}: one of {', '.join((*AGGREGATE_WINDOWS_S, derived))}")
     stored = bucket_kind if window_kind == derived else window_kind
     lookback = timedelta(seconds=size_s - AGGREGATE_WINDOWS_S[bucket_kind]) if window_kind == derived else timedelta(0)
-    stmt = _prepared(session, cql.ACCOUNT_WINDOWS)
+    stmt = prepared(session, cql.ACCOUNT_WINDOWS)
     rows = list(
         session.execute(stmt, (account, stored, (since - lookback) if since else _EPOCH, until or _END_OF_TIME))
     )
@@ -163,25 +159,12 @@ def _month_before(month: str) -> str:
     return f"{year - 1:04d}-12" if m == 1 else f"{year:04d}-{m - 1:02d}"
 
 
-_PREPARED: dict[tuple[int, str], object] = {}
-
-
-def _prepared(session, statement: str):
-    """A statement prepared once per driver session: a page view must not pay a PREPARE
-    round trip for each read."""
-    key = (id(session), statement)
-    stmt = _PREPARED.get(key)
-    if stmt is None:
-        stmt = _PREPARED[key] = session.prepare(statement)
-    return stmt
-
-
 def account_transactions(session, account: str, until: datetime, limit: int = 20) -> list[AccountTxn]:
     """The account's scored transactions at or before ``until`` (naive UTC), newest
     first, at most ``limit``: the head of ``until``'s month partition and of the month
     before, read at once (two reads of at most ``limit`` rows, whatever the account's
     history)."""
-    stmt = _prepared(session, cql.ACCOUNT_TXNS_UNTIL)
+    stmt = prepared(session, cql.ACCOUNT_TXNS_UNTIL)
     month = txn_month(until)
     futures = [session.execute_async(stmt, (account, m, until, limit)) for m in (month, _month_before(month))]
     out: list[AccountTxn] = []
@@ -199,7 +182,7 @@ def backfill_account_transactions(session, since: datetime) -> int:
     from cassandra.concurrent import execute_concurrent_with_args
 
     scan = session.prepare(cql.SCORED_BY_ACCOUNT)
-    insert = _prepared(session, cql.ACCOUNT_TXN_INSERT)
+    insert = prepared(session, cql.ACCOUNT_TXN_INSERT)
     written, pending = 0, []
     for r in session.execute(scan, timeout=600):
         if r.payer_account is None or r.event_time is None or r.event_time < since:

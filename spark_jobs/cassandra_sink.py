@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from txmon.infra.cassandra_schema import open_cluster
+from txmon.infra.cassandra_schema import forget_prepared, open_cluster, prepared
 from txmon.infra.settings import Settings
 from txmon.infra.statements import insert
 from txmon.spark_jobs.recovery import Backoff, call_with_retry
@@ -53,7 +53,6 @@ class CassandraTarget:
 T = TypeVar("T")
 
 _sessions: dict[tuple[str, int, str], Any] = {}
-_prepared: dict[tuple[int, str], Any] = {}
 _lock = threading.Lock()
 
 
@@ -94,16 +93,7 @@ def close_sessions() -> None:
         for session in _sessions.values():
             session.cluster.shutdown()
         _sessions.clear()
-        _prepared.clear()
-
-
-def prepared(session, cql: str):
-    """A prepared statement, prepared once per session (not once per task or batch)."""
-    key = (id(session), cql)
-    stmt = _prepared.get(key)
-    if stmt is None:
-        stmt = _prepared[key] = session.prepare(cql)
-    return stmt
+        forget_prepared()
 
 
 def retried(target: CassandraTarget, what: str, fn: Callable[[], T]) -> T:

@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 
 from txmon.infra.airflow import on_drift_event, reachable
-from txmon.infra.cassandra_schema import table_columns
+from txmon.infra.cassandra_schema import rows_in, table_columns
 from txmon.infra.settings import Settings
 from txmon.infra.statements import DRIFT_STATE_GET, DRIFT_STATE_INSERT, SCORED_DECISIONS_IN
 from txmon.models.drift import DriftConfig, DriftEvent, DriftMonitor, DriftStateStore
@@ -192,11 +192,10 @@ class StreamDrift:
 
     def _decisions(self, ids: list[str]) -> pd.DataFrame:
         session = session_for(self.target)
-        stmt = prepared(session, SCORED_DECISIONS_IN)
-        rows = []
-        for i in range(0, len(ids), 100):
-            rows += [(r.txn_id, r.decision, r.model_version) for r in session.execute(stmt, (ids[i : i + 100],))]
-        return pd.DataFrame(rows, columns=["txn_id", "decision", "model_version"])
+        rows = rows_in(session, prepared(session, SCORED_DECISIONS_IN), ids)
+        return pd.DataFrame(
+            [(r.txn_id, r.decision, r.model_version) for r in rows], columns=["txn_id", "decision", "model_version"]
+        )
 
     def _finish(self, part: _Part, batch_id: int, events: list[DriftEvent], data_time) -> list[DriftEvent]:
         # Events first, state second: a crash in between replays the batch, which finds

@@ -11,11 +11,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from txmon.infra import statements as cql
-from txmon.infra.cassandra_schema import table_columns
+from txmon.infra.cassandra_schema import rows_in, table_columns
 from txmon.models.features import ProfileStore
 from txmon.spark_jobs.cassandra_sink import CassandraTarget, prepared, replica_batches, retried, session_for, write_rows
 
-_CHUNK = 100
 _SAVE_BATCH_ROWS = 8  # a profile holds two JSON states: keep a batch well under batch_size_fail_threshold
 _EPOCH = datetime(1970, 1, 1)  # noqa: DTZ001 - naive UTC, as the driver binds fastest (cassandra_sink.arrow_rows)
 AGGREGATE_COLUMNS = table_columns("account_aggregates")
@@ -47,17 +46,8 @@ class CassandraProfileStore(ProfileStore):
         )
 
     def _read_once(self, stmt, kind: str | None, keys: list[str]) -> list:
-        # The Cassandra driver on first use, as in spark_jobs/cassandra_sink.py.
-        from cassandra.concurrent import execute_concurrent_with_args
-
-        chunks = [keys[i : i + _CHUNK] for i in range(0, len(keys), _CHUNK)]
-        args = [(kind, c) if kind is not None else (c,) for c in chunks]
-        rows = []
-        for result in execute_concurrent_with_args(
-            self.session, stmt, args, concurrency=self.target.concurrency, raise_on_first_error=True
-        ):
-            rows.extend(result.result_or_exc)
-        return rows
+        before = (kind,) if kind is not None else ()
+        return rows_in(self.session, stmt, keys, before=before, in_flight=self.target.concurrency)
 
     def load(self, kind, keys):
         rows = self._read(self._select, kind, keys)

@@ -171,8 +171,8 @@ def _caught_example(cassandra_session, base, ids, batches, decisions, scored_lat
             c["frauds"] += 1
             c["flagged"] += decision in ("REVIEW", "BLOCK")
     since = datetime.combine(base, datetime.min.time(), IST)
-    got, partial = fld.read(cassandra_session, prepared, since, since + timedelta(days=2, hours=23))
-    assert not partial
+    got, partial, days = fld.read(cassandra_session, prepared, since, since + timedelta(days=2, hours=23))
+    assert not partial and days == (base, base + timedelta(days=2))
     assert {r["scenario"]: {k: r[k] for k in ("frauds", "flagged", "unscored")} for r in got} == expected
     # One row per fraud, however often it was labelled or replayed.
     stored = [
@@ -196,9 +196,10 @@ def test_frauds_caught_say_when_the_unscored_checks_ran_out(cassandra_session):
     score = cassandra_session.prepare("INSERT INTO scored_transactions (txn_id, decision) VALUES (?, ?)")
     for t in ids:  # every one scored after its label came
         cassandra_session.execute(score, (t, "BLOCK"))
-    full, partial = fld.read(cassandra_session, prepared, at, at)
+    full, partial, days = fld.read(cassandra_session, prepared, at, at)
+    assert days == (day, day)
     assert not partial and [(r["frauds"], r["flagged"], r["unscored"]) for r in full] == [(5, 5, 0)]
-    short, partial = fld.read(cassandra_session, prepared, at, at, checks=2)
+    short, partial, _ = fld.read(cassandra_session, prepared, at, at, checks=2)
     assert partial and [(r["frauds"], r["flagged"], r["unscored"]) for r in short] == [(2, 2, 3)]
 
 

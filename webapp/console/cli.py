@@ -174,8 +174,8 @@ def reindex(
     from txmon.alerting.contract import DAY_TZ
     from txmon.alerting.store import AlertStore
     from txmon.infra import fraud_label_days, hourly_counts
+    from txmon.infra.cassandra_schema import prepared
     from txmon.infra.readback import backfill_account_transactions
-    from txmon.webapp.console.queries import _prep
 
     _, cluster, _store_ = _store()
     try:
@@ -191,7 +191,7 @@ def reindex(
         since = datetime.combine(today - timedelta(days=days - 1), datetime.min.time(), DAY_TZ)
         recent = backfill_account_transactions(_store_.session, since.astimezone(UTC).replace(tzinfo=None))
         typer.echo(f"{recent:,} scored transaction(s) indexed for the case pages' recent transactions")
-        fraud_label_days.backfill(_store_.session, _prep, since, log=typer.echo)
-        hourly_counts.backfill(_store_.session, _prep, alerts.alerts_for_day, since, log=typer.echo)
+        fraud_label_days.backfill(_store_.session, prepared, since, log=typer.echo)
+        hourly_counts.backfill(_store_.session, prepared, alerts.alerts_for_day, since, log=typer.echo)
     finally:
         cluster.shutdown()

@@ -22,9 +22,9 @@ from txmon.alerting.contract import DAY_TZ
 from txmon.alerting.store import AlertStore
 from txmon.infra import fraud_label_days, hourly_counts
 from txmon.infra import statements as cql
+from txmon.infra.cassandra_schema import prepared
 from txmon.infra.readback import kafka_end_offsets
 from txmon.webapp.console import charts
-from txmon.webapp.console.queries import _prep
 from txmon.webapp.console.store import ConsoleStore
 
 
@@ -59,12 +59,12 @@ def build(alerts: AlertStore, console: ConsoleStore, settings: Any, topic: str, 
     # name, those rows' decisions) and the workload (audit rows, then their cases) are
     # chains: each runs on its own thread while this one reads the rest, so the page
     # waits for the longest chain rather than for every round trip in turn.
-    caught_read = _READS.submit(fraud_label_days.read, session, _prep, since, now)
+    caught_read = _READS.submit(fraud_label_days.read, session, prepared, since, now)
     workload_read = _READS.submit(_workload, console, since, now)
-    drift_read = session.execute_async(_prep(session, cql.DRIFT_EVENTS_RECENT), (topic,))
+    drift_read = session.execute_async(prepared(session, cql.DRIFT_EVENTS_RECENT), (topic,))
     # Whole IST hours: the one holding ``since`` to the one holding now (a few minutes of
     # clock skew past now included, as the stream may stamp slightly ahead).
-    per_hour = hourly_counts.read_hours(session, _prep, since, now + timedelta(minutes=5))
+    per_hour = hourly_counts.read_hours(session, prepared, since, now + timedelta(minutes=5))
     decisions: Counter[str] = Counter()
     models: Counter[str] = Counter()
     rules: Counter[str] = Counter()
@@ -94,8 +94,7 @@ def build(alerts: AlertStore, console: ConsoleStore, settings: Any, topic: str, 
     ]
     drift.sort(key=lambda d: d["detected_at"] or now, reverse=True)
     workload, workload_partial = workload_read.result()
-    caught, caught_partial = caught_read.result()
-    days = fraud_label_days.days_between(since, now)
+    caught = caught_read.result()
     d = Dashboard(
         hours,
         total,
@@ -106,11 +105,11 @@ def build(alerts: AlertStore, console: ConsoleStore, settings: Any, topic: str, 
         dict(dead.most_common()),
         workload,
         drift[:10],
-        caught,
+        caught.rows,
         stream,
         workload_partial=workload_partial,
-        caught_partial=caught_partial,
-        caught_days=(days[0], days[-1]),
+        caught_partial=caught.partial,
+        caught_days=caught.days,
         dead_partial=dead_partial,
     )
     d.charts = {
@@ -181,7 +180,7 @@ def dead_letters(
     ``limit`` of each partition (a partition lands them in offset order, so its newest
     offsets are its latest); and whether a partition's window went past what was read,
     so that the counts are a lower bound."""
-    stmt = _prep(session, cql.DEAD_LETTERS_NEWEST)
+    stmt = prepared(session, cql.DEAD_LETTERS_NEWEST)
     futures = [session.execute_async(stmt, (topic, p, limit)) for p in range(partitions)]
     lo = since.astimezone(UTC).replace(tzinfo=None)  # the driver gives naive UTC
     dead: Counter[str] = Counter()

@@ -21,10 +21,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from txmon.alerting.contract import DAY_TZ
+from txmon.infra.cassandra_schema import prepared
 from txmon.infra.readback import account_windows
 from txmon.infra.statements import ACCOUNT_SPENDING_MONTHS, ACCOUNT_SPENDING_YEARS, SEGMENT_SPENDING
 from txmon.webapp.console import charts
-from txmon.webapp.console.queries import _prep as prepared
 
 DAILY_DAYS = 30
 MONTHS = 24  # monthly rows read (an account's, a segment's): the last two years
@@ -64,10 +64,6 @@ def segment_label(segment: str) -> str:
     if kind == "mcc":
         return "no merchant category" if value == "none" else f"merchant category {value}"
     return "all accounts"
-
-
-def _prep(session: Any, statement: str) -> Any:
-    return prepared(session, statement)
 
 
 def _first_month(now: datetime) -> str:
@@ -148,9 +144,9 @@ def build(session: Any, account: str, now: datetime, show_payee) -> Insights:
     """One account's insights. ``show_payee(key)``: a payee as the user may see it
     (masked for viewers)."""
 
-    months_read = session.execute_async(_prep(session, ACCOUNT_SPENDING_MONTHS), (account, _first_month(now)))
-    years_read = session.execute_async(_prep(session, ACCOUNT_SPENDING_YEARS), (account,))
-    book_read = session.execute_async(_prep(session, SEGMENT_SPENDING), (ALL_SEGMENT, "year", ""))
+    months_read = session.execute_async(prepared(session, ACCOUNT_SPENDING_MONTHS), (account, _first_month(now)))
+    years_read = session.execute_async(prepared(session, ACCOUNT_SPENDING_YEARS), (account,))
+    book_read = session.execute_async(prepared(session, SEGMENT_SPENDING), (ALL_SEGMENT, "year", ""))
     month_rows, year_rows, book_rows = list(months_read.result()), list(years_read.result()), list(book_read.result())
     months, years = _periods(month_rows, "month"), _periods(year_rows, "year")
     per = _by_dimension(year_rows)
@@ -192,7 +188,7 @@ def build_segment(session: Any, segment: str, now: datetime, show_payee) -> Insi
     last :data:`DAILY_DAYS`, its months over the last :data:`MONTHS`, its years, and the
     largest payees of its latest year. Three bounded reads, sent at once."""
     reads = {
-        kind: session.execute_async(_prep(session, SEGMENT_SPENDING), (segment, kind, start))
+        kind: session.execute_async(prepared(session, SEGMENT_SPENDING), (segment, kind, start))
         for kind, start in (("day", _first_day(now)), ("month", _first_month(now)), ("year", ""))
     }
     rows = {kind: list(future.result()) for kind, future in reads.items()}
@@ -235,7 +231,7 @@ def build_segment(session: Any, segment: str, now: datetime, show_payee) -> Insi
 def segments(session: Any) -> list[tuple[str, str]]:
     """The segments the batch job stored, as (segment, label): the book, then each
     channel and merchant category seen in its years (one bounded read)."""
-    rows = session.execute(_prep(session, SEGMENT_SPENDING), (ALL_SEGMENT, "year", ""))
+    rows = session.execute(prepared(session, SEGMENT_SPENDING), (ALL_SEGMENT, "year", ""))
     keys = sorted({(r.dimension, r.key) for r in rows if r.dimension in ("channel", "mcc")})
     found = [f"{dimension}:{key}" for dimension, key in keys]
     return [(s, segment_label(s)) for s in (ALL_SEGMENT, *found) if SEGMENT.fullmatch(s)]

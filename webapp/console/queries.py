@@ -24,6 +24,7 @@ from txmon.alerting.contract import DAY_TZ, alert_day, alert_parties
 from txmon.alerting.store import AlertStore
 from txmon.infra import hourly_counts, masking
 from txmon.infra import statements as cql
+from txmon.infra.cassandra_schema import prepared
 from txmon.infra.readback import account_transactions, account_windows
 from txmon.ingestion.events import Channel
 from txmon.models.risk import ALERT_DECISIONS, SEVERITIES
@@ -137,7 +138,7 @@ def _ranked(alerts: AlertStore, days: list[date], fetch: int) -> Iterator[dict[s
     are fetched at once and merged; further pages only if the consumer reads that far."""
 
     session = alerts.session
-    stmt = _prep(session, cql.ALERTS_BY_RANK_OF_DAY)
+    stmt = prepared(session, cql.ALERTS_BY_RANK_OF_DAY)
     futures = []
     for d in days:
         bound = stmt.bind((d,))
@@ -326,24 +327,13 @@ def _range_counts(alerts: AlertStore, f: QueueFilter) -> tuple[list[str], dateti
             stale.append(day)
     for day in stale:  # usually today alone
         start = datetime.combine(day, datetime.min.time(), DAY_TZ)
-        counts = hourly_counts.read_hours(session, _prep, start, start + timedelta(hours=23))
+        counts = hourly_counts.read_hours(session, prepared, start, start + timedelta(hours=23))
         day_rules = {code for c in counts.values() for code in c["rules"]}
         day_newest = max((c["newest_alert"] for c in counts.values() if c["newest_alert"]), default=None)
         _DAY_COUNTS[(id(session), day)] = (now + PAST_DAY_SECONDS, day_rules, day_newest)
         rules |= day_rules
         newest = max(filter(None, (newest, day_newest)), default=None)
     return sorted(rules), datetime.fromisoformat(newest.replace("Z", "+00:00")) if newest else None
-
-
-_PREPARED: dict[tuple[int, str], Any] = {}
-
-
-def _prep(session: Any, cql: str) -> Any:
-    """A statement prepared once per driver session (a page view must not re-prepare)."""
-    key = (id(session), cql)
-    if key not in _PREPARED:
-        _PREPARED[key] = session.prepare(cql)
-    return _PREPARED[key]
 
 
 def _utc(t: datetime | None) -> datetime | None:
@@ -385,10 +375,10 @@ def case_view(
     if alert is None:
         return None
     session = alerts.session
-    txn_row = session.execute(_prep(session, cql.TRANSACTION_CASE), (alert.txn_id,)).one()
+    txn_row = session.execute(prepared(session, cql.TRANSACTION_CASE), (alert.txn_id,)).one()
     txn = txn_row._asdict() if txn_row is not None else None
     scored_row = session.execute(
-        _prep(session, cql.SCORED_CASE),
+        prepared(session, cql.SCORED_CASE),
         (alert.txn_id,),
     ).one()
     scored = scored_row._asdict() if scored_row is not None else None
@@ -416,7 +406,7 @@ def case_view(
     # Related alerts: bounded reads of alerts_by_party, within around_days of the alert.
     lo = (alert.event_time - timedelta(days=around_days)).astimezone(UTC).replace(tzinfo=None)
     hi = (alert.event_time + timedelta(days=around_days)).astimezone(UTC).replace(tzinfo=None)
-    party_stmt = _prep(session, cql.ALERTS_OF_PARTY)
+    party_stmt = prepared(session, cql.ALERTS_OF_PARTY)
     parties = alert_parties(alert)
     futures = [
         session.execute_async(party_stmt, (party, lo, hi, ACCOUNT_ALERTS + 1 if i == 0 else PAYEE_SCAN + 1))
@@ -431,7 +421,7 @@ def case_view(
         payee_alerts = [r for r in related[1] if r["txn_id"] in same]
     payee_frauds = 0
     if scored and scored.get("payee_key"):
-        payee_frauds = len(list(session.execute(_prep(session, cql.PAYEE_FRAUD_TXNS), (scored["payee_key"],))))
+        payee_frauds = len(list(session.execute(prepared(session, cql.PAYEE_FRAUD_TXNS), (scored["payee_key"],))))
     contact = alerts.contact(txn["payer_account"]) if txn and txn.get("payer_account") else None
     state = console.case(alert_id) or CaseState(alert_id, "open", None, None, None, None)
     actions = console.actions(alert_id, HISTORY_PAGE + 1, before=actions_before)
@@ -466,7 +456,7 @@ def _same_payee(session, txn_ids: list[str], vpa: str | None, account: str | Non
         return set()
     # One IN query, not a request per id: a hundred requests and their callbacks were most
     # of a case page (case_view p50 89 -> 39 ms in-process, alternating, load ~6).
-    rows = session.execute(_prep(session, cql.TRANSACTION_PAYEES_IN), (list(dict.fromkeys(txn_ids)),))
+    rows = session.execute(prepared(session, cql.TRANSACTION_PAYEES_IN), (list(dict.fromkeys(txn_ids)),))
     return {r.txn_id for r in rows if (vpa and r.payee_vpa == vpa) or (account and r.payee_account == account)}
 
 

@@ -20,6 +20,7 @@ from cassandra import ConsistencyLevel
 from cassandra.util import datetime_from_uuid1
 
 from txmon.infra import statements as cql
+from txmon.infra.cassandra_schema import rows_in
 
 ROLES = ("viewer", "analyst", "supervisor", "admin")
 """Console roles, least to most allowed (webapp.console.auth decides what each may do)."""
@@ -216,8 +217,7 @@ class ConsoleStore:
         once: a queue page's few dozen, or the cases an audit window touched), without
         reading every case."""
         ids = list(dict.fromkeys(alert_ids))
-        futures = [self.session.execute_async(self._cases_in, (ids[i : i + 100],)) for i in range(0, len(ids), 100)]
-        return {r.alert_id: self._case_from(r) for f in futures for r in f.result()}
+        return {r.alert_id: self._case_from(r) for r in rows_in(self.session, self._cases_in, ids)}
 
     def put_case(
         self, alert_id: uuid.UUID, status: str, assignee: str | None, disposition: str | None, at: datetime, by: str
@@ -335,8 +335,7 @@ class ConsoleStore:
     def labels_of(self, alert_ids: list[uuid.UUID]) -> dict[uuid.UUID, LabelClaim]:
         """The label claims of ``alert_ids`` (IN reads of at most 100 ids, sent at once)."""
         ids = list(dict.fromkeys(alert_ids))
-        futures = [self.session.execute_async(self._labels_in, (ids[i : i + 100],)) for i in range(0, len(ids), 100)]
-        return {r.alert_id: self._label_from(r) for f in futures for r in f.result()}
+        return {r.alert_id: self._label_from(r) for r in rows_in(self.session, self._labels_in, ids)}
 
     def dispositions(self, since: datetime, until: datetime, size: int = 100) -> Iterator[list[Action]]:
         """The audit log's dispositions from ``since`` to ``until``, newest first, ``size``
