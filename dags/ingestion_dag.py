@@ -31,9 +31,8 @@ from airflow.sdk.definitions.timetables.interval import CronDataIntervalTimetabl
 from txmon.infra.orchestration import default_args, interval_end
 from txmon.infra.settings import load_settings
 
-# ingestion.landing is imported inside the tasks: the DAG processor re-parses this file
-# every 30 s, and it brings pandas and the Kafka client (5 s to import on a busy 2-core
-# machine, against under 2 s for everything above).
+# ingestion.landing is imported inside the tasks (each says what it costs): the DAG
+# processor re-parses this file every 30 s, and the module brings pandas and pyarrow.
 
 with DAG(
     dag_id="ingestion",

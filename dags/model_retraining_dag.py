@@ -37,9 +37,8 @@ from txmon.alerting.notify import notify_group, retraining_email
 from txmon.infra.orchestration import default_args, retraining_window
 from txmon.infra.settings import load_settings
 
-# spark_jobs.retraining is imported inside the tasks: the DAG processor re-parses this
-# file every 30 s, and it brings pyspark, pandas and scikit-learn (13 s to import on a
-# busy 2-core machine, against under 2 s for everything above).
+# spark_jobs.retraining is imported inside the tasks (each says what it costs): the DAG
+# processor re-parses this file every 30 s, and the module brings pandas and pyarrow.
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TXMON = Path(sys.executable).with_name("txmon")

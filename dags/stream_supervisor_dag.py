@@ -32,9 +32,9 @@ from airflow.sdk.definitions.timetables.interval import CronDataIntervalTimetabl
 from txmon.infra.orchestration import default_args
 from txmon.infra.settings import load_settings
 
-# spark_jobs.supervisor is imported inside the tasks: the DAG processor re-parses this
-# file every 30 s, and it brings pyspark (9 s to import on a busy 2-core machine, against
-# under 2 s for everything above).
+# spark_jobs.supervisor is imported inside the tasks (each says what it costs): the DAG
+# processor re-parses this file every 30 s, and the module brings pyspark, pandas, pyarrow
+# and the Cassandra driver (spark_jobs.heartbeat and spark_jobs.transactions_stream).
 
 with DAG(
     dag_id="stream_supervisor",

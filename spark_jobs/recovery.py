@@ -79,7 +79,7 @@ class Backoff:
 def cassandra_outage_errors() -> tuple[type[BaseException], ...]:
     """What the Python driver raises while a node is down or not answering in time.
     Anything else (a bad statement, a schema mismatch) is a bug: retrying cannot help."""
-    # Drivers and pyspark on first use: the stream supervisor imports this module without them.
+    # lazy: cassandra (310 ms to import); the scoring API imports this module without it
     from cassandra import OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
     from cassandra.cluster import NoHostAvailable
     from cassandra.connection import ConnectionException

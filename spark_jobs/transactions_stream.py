@@ -222,9 +222,6 @@ def split_duplicates(target: CassandraTarget, valid):
     lands again as before. Two records of one txn_id in one micro-batch but in different
     Kafka partitions (different payers) are judged by different tasks and both land: the
     check is per task, not a lock (docs/architecture.md)."""
-    # Drivers on first use: the stream supervisor (an Airflow task) imports this module without them.
-    import pyarrow as pa
-
     if valid.num_rows == 0:
         return valid, []
     ids = valid.column("txn_id").to_pylist()
