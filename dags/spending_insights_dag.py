@@ -6,8 +6,9 @@ Daily at 01:30 UTC (07:00 IST, after the IST day has closed). One task,
 interval>` reads every transaction before that time from Cassandra and rewrites
 `account_spending` (per payer account, IST month and year, totals overall and by
 channel, merchant category (mcc) and payee) and `segment_spending` (the whole book, each
-channel and each merchant category, per IST day, month and year: totals, distinct
-accounts, by channel and category, the largest payees). The fraud desk's console shows
+channel, each merchant category and each spending band of payers, per IST day, month and
+year: totals, distinct accounts, by channel, category and band, the largest payees). The
+fraud desk's console shows
 them on its insights page. Keyed by the interval's end, so a rerun of a run writes the
 same rows.
 

@@ -139,6 +139,22 @@ LABEL_FEATURES = (
 FEATURES = ("amount_paise", *PAYER_FEATURES, *PAYEE_FEATURES, *LABEL_FEATURES)
 """Every feature column, in the order models see them."""
 
+MODEL_SCORE_REASON = "MODEL_SCORE"
+"""The reason of a flagged transaction that no rule and no single feature explains."""
+
+
+def model_reason_code(feature: str) -> str:
+    """The reason code of the model's explanation naming ``feature``.
+
+    >>> model_reason_code("amount_to_mean")
+    'MODEL_AMOUNT_TO_MEAN'
+    """
+    return f"MODEL_{feature.upper()}"
+
+
+FEATURE_OF_REASON = {model_reason_code(f): f for f in FEATURES}
+"""A model reason's code -> the feature it names (readers of stored reasons, e.g. the console)."""
+
 INTEGER_FEATURES = frozenset(
     f
     for f in FEATURES

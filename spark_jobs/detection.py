@@ -58,10 +58,12 @@ from txmon.models.features import (
     FEATURES,
     INTEGER_FEATURES,
     LABEL_FEATURES,
+    MODEL_SCORE_REASON,
     PAYEE_FEATURES,
     PAYER_FEATURES,
     add_payee_features,
     add_payer_features,
+    model_reason_code,
 )
 from txmon.models.registry import Registry
 from txmon.models.risk import SEVERITIES, Severity, decision_column, risk_column
@@ -322,7 +324,7 @@ def alert_reasons(row: dict, fired: list[str], rules: dict, explanation, decisio
         if contribution > 0:
             reasons.append(
                 {
-                    "code": f"MODEL_{name.upper()}",
+                    "code": model_reason_code(name),
                     "description": f"model: unusual {name.replace('_', ' ')}",
                     "value": _fmt(row.get(name)),
                     "contribution": round(float(contribution), 4),
@@ -331,7 +333,7 @@ def alert_reasons(row: dict, fired: list[str], rules: dict, explanation, decisio
     if decision != "APPROVE" and not reasons:
         reasons.append(
             {
-                "code": "MODEL_SCORE",
+                "code": MODEL_SCORE_REASON,
                 "description": "model risk score",
                 "value": f"{prob:.3f}",
                 "contribution": float(prob),

@@ -10,8 +10,9 @@ Reads every transaction before ``--until`` (default: now) from Cassandra by toke
   (``2026``), and dimension (``all``, ``channel``, ``mcc``, ``payee``), the count, total,
   largest and mean amount.
 - ``segment_spending``: the same figures, and the number of distinct payer accounts, for
-  each segment (:data:`SEGMENTS`: the whole book, each channel, each merchant category)
-  per IST day (dimension ``all``), month and year; of the payees only the
+  each segment (the whole book; :data:`SEGMENTS`: each channel, each merchant category,
+  each spending band of :data:`SPEND_BANDS`) per IST day (dimension ``all``), month and
+  year, overall and by channel, category and spending band; of the payees only the
   :data:`TOP_PAYEES` largest of each period, keyed by rank, so what the console reads
   stays bounded however many payees the book has.
 
@@ -66,10 +67,16 @@ SEGMENT_COLUMNS = (
 DIMENSIONS = ("all", "channel", "mcc", "payee")
 ALL_SEGMENT = "all"
 """The segment of the whole book (every account)."""
-SEGMENTS = ("channel", "mcc")
-"""What else the book is cut by: segment ``channel:<channel>``, ``mcc:<category>``. The
-transactions carry no customer segment (no customer type or income band), so these are
-the segments the data supports."""
+SEGMENTS = ("channel", "mcc", "spend")
+"""What else the book is cut by: segment ``channel:<channel>``, ``mcc:<category>`` and
+``spend:<band>``, the payer's spending band (:data:`SPEND_BANDS`)."""
+SPEND_BANDS = (("low", 10_000_00), ("mid", 1_00_000_00), ("high", None))
+"""(band, upper bound in paise, exclusive) of a payer account's spending per active month:
+its total before ``--until`` over the IST months it paid in. The event contract carries no
+customer segment, and data replayed from elsewhere carries none either, so the customer
+is cut by what every transaction does say: how much the account spends (Rs 10,000 and
+Rs 1 lakh a month, the bands' edges). Fixed edges, not quantiles of the book, so that an
+account's band means the same amount in every run and on every bank's data."""
 TOP_PAYEES = 20
 _READ = {
     "txn_id": "string",
@@ -121,14 +128,33 @@ def aggregate(transactions, until: datetime):
     )
 
 
+def spend_band(monthly_paise):
+    """The :data:`SPEND_BANDS` band of a spend per month (a Column)."""
+    band = F.lit(SPEND_BANDS[-1][0])
+    for name, below in reversed(SPEND_BANDS[:-1]):
+        band = F.when(monthly_paise < F.lit(below), F.lit(name)).otherwise(band)
+    return band
+
+
+def spend_bands(base):
+    """(payer_account, spend) of every payer in ``base`` (the columns aggregate_segments
+    selects): its band by total spend over the IST months it paid in."""
+    return (
+        base.groupBy("payer_account")
+        .agg((F.sum("amount_paise") / F.countDistinct("month")).alias("monthly"))
+        .select("payer_account", spend_band(F.col("monthly")).alias("spend"))
+    )
+
+
 def aggregate_segments(transactions, until: datetime, top_payees: int = TOP_PAYEES):
     """Transactions (the _READ columns) -> segment rows (SEGMENT_COLUMNS).
 
-    Each transaction is counted in three segments (the book, its channel, its category),
-    and in each for its IST day (overall only), month and year, overall and by channel,
-    category and payee; a segment's own dimension (channel within a channel segment) is
-    left out, it would repeat the overall row. Payees: the ``top_payees`` largest by total
-    of each segment and period, keyed by rank."""
+    Each transaction is counted in four segments (the book, its channel, its category,
+    its payer's spending band), and in each for its IST day (overall only), month and
+    year, overall and by channel, category, spending band and payee; a segment's own
+    dimension (channel within a channel segment) is left out, it would repeat the overall
+    row. Payees: the ``top_payees`` largest by total of each segment and period, keyed by
+    rank."""
 
     ist = F.from_utc_timestamp(F.col("event_time"), "Asia/Kolkata")
     base = (
@@ -145,6 +171,7 @@ def aggregate_segments(transactions, until: datetime, top_payees: int = TOP_PAYE
             F.date_format(ist, "yyyy").alias("year"),
         )
     )
+    base = base.join(spend_bands(base), "payer_account")
     segment_of = [F.lit(ALL_SEGMENT), *(F.concat(F.lit(f"{s}:"), F.col(s)) for s in SEGMENTS)]
     segment = F.explode(F.array(*segment_of)).alias("segment")
 
@@ -162,6 +189,7 @@ def aggregate_segments(transactions, until: datetime, top_payees: int = TOP_PAYE
             cut(kind, kind, "all", F.lit("")),
             cut(kind, kind, "channel", F.col("channel")),
             cut(kind, kind, "mcc", F.col("mcc")),
+            cut(kind, kind, "spend", F.col("spend")),
             cut(kind, kind, "payee", F.col("payee")),
         ]
     exploded = (

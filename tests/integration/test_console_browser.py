@@ -2,7 +2,8 @@
 alerts that simulated traffic raised through the real stream: log in, work an alert to a
 fraud disposition whose label reaches the labels topic once and then the stream's labels
 query (labels table, payee fraud labels, drift monitor), role restrictions and masking,
-CSRF refusal, new alerts appearing without a reload. Saves docs/console-*.png."""
+CSRF refusal, new alerts appearing without a reload, a case's rules and model explanation,
+the stream's state and lag on the dashboard. Saves docs/console-*.png."""
 
 from __future__ import annotations
 
@@ -54,10 +55,29 @@ def _run_stream(spark, settings, names, tmp: Path) -> None:
         assert q.exception() is None, q.exception()
 
 
+def _train_champion(registry_root: Path):
+    """A small model on other simulated history, promoted in the run's own registry, so
+    that alerts carry the model's explanation beside the rules."""
+    from txmon.models.registry import Registry
+    from txmon.models.sources import simulated
+    from txmon.models.training import TrainingConfig, train
+
+    history = simulated(n=20_000, seed=4243, mean_tps=0.2)
+    result = train(
+        history.events,
+        history.labels,
+        TrainingConfig(seed=1, max_iter=120, iforest_estimators=50),
+        data_source=history.source,
+    )
+    registry = Registry(registry_root)
+    registry.promote(registry.register(result.bundle, result.metadata))
+    return result.bundle
+
+
 @pytest.fixture(scope="module")
 def streamed(services, spark, cassandra_session, tmp_path_factory):
     """Live-clocked simulated traffic (ending about now, so today's queue holds it) run
-    once through the full stream, rules only."""
+    once through the full stream, rules and a champion model."""
     from txmon.ingestion.producer import TransactionProducer
     from txmon.ingestion.simulate import SimulateOptions, simulator_for
 
@@ -90,10 +110,13 @@ def streamed(services, spark, cassandra_session, tmp_path_factory):
     for item in items:
         producer.send_event(item.event)
     producer.close()
+    bundle = _train_champion(tmp / "models")  # the registry stream_options points the stream at
     _run_stream(spark, services, names, tmp)
     yield {
         "names": names,
         "events": {i.event.txn_id: i.event for i in items},
+        "bundle": bundle,
+        "seed": seed,
         "tmp": tmp,
         "rerun": lambda: _run_stream(spark, services, names, tmp),
     }
@@ -574,6 +597,178 @@ def test_dashboard_and_insights_render_what_the_stream_and_the_batch_job_stored(
     latest = max(y for _, _, y in on_channel)
     assert int(_text(browser, "accounts")) == len({p for p, _, y in on_channel if y == latest})
     assert 1 <= len(browser.find_elements(By.CSS_SELECTOR, "#payees tr")) - 1 <= 10
-    for name in ("daily", "monthly", "mcc", "payees"):
+    for name in ("daily", "monthly", "mcc", "spend", "payees"):
         assert browser.find_element(By.ID, f"chart-{name}").get_attribute("src").startswith("data:image/svg+xml")
     browser.save_screenshot(str(DOCS / "console-segment.png"))
+
+    # Spending bands: each payer's band from its own spend per IST month it paid in,
+    # computed here from the keyspace's transactions; each band's segment holds exactly
+    # its payers' transactions, and the book's page shows them by band.
+    months: dict[str, set[str]] = {}
+    spent: dict[str, list] = {}  # account -> [(amount, IST year)]
+    for r in cassandra_session.execute("SELECT payer_account, amount_paise, event_time FROM transactions"):
+        if r.payer_account is None or r.event_time is None or r.event_time >= until:
+            continue
+        ist = r.event_time + timedelta(hours=5, minutes=30)
+        months.setdefault(r.payer_account, set()).add(ist.strftime("%Y-%m"))
+        spent.setdefault(r.payer_account, []).append((r.amount_paise, ist.year))
+
+    def band(account: str) -> str:
+        monthly = sum(a for a, _ in spent[account]) / len(months[account])
+        return "low" if monthly < 10_000_00 else "mid" if monthly < 1_00_000_00 else "high"
+
+    bands: dict[str, list[int]] = {}
+    for account, payments in spent.items():
+        row = bands.setdefault(band(account), [0, 0])
+        row[0] += len(payments)
+        row[1] += sum(a for a, _ in payments)
+    assert {f"spend:{b}" for b in bands} <= set(result["segments"])
+    browser.get(url + "/insights?segment=all")
+    shown_bands = {
+        tr.get_attribute("data-band"): [td.text for td in tr.find_elements(By.TAG_NAME, "td")[1:]]
+        for tr in browser.find_elements(By.CSS_SELECTOR, "#bands tr[data-band]")
+    }
+    assert shown_bands == {b: [str(c), f"₹{t / 100:,.2f}"] for b, (c, t) in bands.items()}
+    assert browser.find_element(By.ID, "chart-spend").get_attribute("src").startswith("data:image/svg+xml")
+    mine = band(event.payer.account_number)
+    _press(browser, f"segment-spend-{mine}")
+    assert _text(browser, "insights-account").startswith("spending ")
+    summary = _text(browser, "insights-summary")
+    assert count_of(summary) == bands[mine][0] and f"₹{bands[mine][1] / 100:,.2f}" in summary
+    assert not browser.find_elements(By.ID, "chart-spend")  # a band's own band would be one bar
+
+
+def _shown_number(text: str) -> float:
+    return float(text.replace(",", ""))
+
+
+def test_a_case_shows_the_rules_fired_and_what_moved_the_model(console, browser, streamed, cassandra_session):
+    """The case page of an alert that both rules and the model explain: every rule the
+    stream recorded as fired, with the values that fired it, and the features the
+    champion itself says lowered the fraud probability most when set to their usual value
+    (recomputed here from the transaction's stored features), with their values."""
+    import json
+
+    import pandas as pd
+    from selenium.webdriver.common.by import By
+
+    from txmon.infra.settings import DEFAULT_RULES
+    from txmon.models.features import FEATURE_OF_REASON, FEATURES
+    from txmon.models.rules import load_rules
+
+    rules = {r.id: r for r in load_rules(DEFAULT_RULES).rules}
+    both = [
+        r
+        for r in cassandra_session.execute("SELECT alert_id, txn_id, reasons FROM alerts")  # this run's only
+        if r.txn_id in streamed["events"]
+        and {c["code"] for c in json.loads(r.reasons)} & set(rules)
+        and {c["code"] for c in json.loads(r.reasons)} & set(FEATURE_OF_REASON)
+    ]
+    assert both, "an alert explained by a rule and by the model"
+    alert = min(both, key=lambda r: r.txn_id)
+    scored = cassandra_session.execute(
+        "SELECT rules_fired, features_json, model_version FROM scored_transactions WHERE txn_id = %s", (alert.txn_id,)
+    ).one()
+    features = json.loads(scored.features_json)
+
+    _login(browser, console["url"], "alice")
+    browser.get(f"{console['url']}/cases/{alert.alert_id}")
+    assert _text(browser, "txn-id") == alert.txn_id
+
+    # Rules fired: each one the stream recorded, each placeholder of its reason with this
+    # transaction's value of that feature.
+    shown_rules = {
+        tr.get_attribute("data-code"): tr.find_element(By.CSS_SELECTOR, "td.values").text
+        for tr in browser.find_elements(By.CSS_SELECTOR, "#rule-reasons tr[data-code]")
+    }
+    assert set(shown_rules) == set(scored.rules_fired) and shown_rules
+    for code, values in shown_rules.items():
+        pairs = [pair.split("=", 1) for pair in values.split(", ")] if values else []
+        assert [name for name, _ in pairs] == rules[code].placeholders(), code
+        for name, value in pairs:
+            assert abs(_shown_number(value) - features[name]) <= 0.005, (code, name, value, features[name])
+
+    # What moved the model: the champion's own explanation of the stored features.
+    frame = pd.DataFrame([{f: features.get(f) for f in FEATURES}])
+    expected = [(name, round(drop, 4)) for name, drop in streamed["bundle"].explain(frame, top_k=3)[0]]
+    assert expected, "the model names at least one feature for this alert"
+    rows = browser.find_elements(By.CSS_SELECTOR, "#model-reasons tr[data-feature]")
+    shown_model = [
+        (
+            tr.find_element(By.CSS_SELECTOR, "b.feature").text,
+            tr.find_element(By.CSS_SELECTOR, "td.value").text,
+            tr.find_element(By.CSS_SELECTOR, "td.drop").text,
+        )
+        for tr in rows
+    ]
+    assert [(name, f"{drop:.4f}") for name, drop in expected] == [(n, d) for n, _, d in shown_model]
+    for name, value, _ in shown_model:
+        assert abs(_shown_number(value) - features[name]) <= 0.005, (name, value, features[name])
+
+
+def _stream_shown(driver, url: str) -> tuple[str, str, str]:
+    """(data-state, the stream's line, the lag's line) of the dashboard."""
+    driver.get(url + "/dashboard?hours=1")
+    cell = driver.find_element("id", "stream")
+    return cell.get_attribute("data-state"), cell.text, _text(driver, "stream-lag")
+
+
+def test_dashboard_shows_the_stream_live_then_behind_then_stale(console, browser, streamed, services, spark):
+    """The real stream with its real heartbeat listener: live and caught up while it
+    runs, stopped and exactly as many records behind as were produced after it stopped,
+    stale once its heartbeat is older than the supervisor's limit."""
+    from txmon.ingestion.producer import TransactionProducer
+    from txmon.ingestion.simulate import SimulateOptions, simulator_for
+    from txmon.spark_jobs.heartbeat import heartbeat_path, read_heartbeat, register, write_json_atomic
+    from txmon.spark_jobs.transactions_stream import start_all
+
+    url, names = console["url"], streamed["names"]
+    path = heartbeat_path(services.state_path)
+    path.unlink(missing_ok=True)
+    _login(browser, url, "alice")
+    assert _stream_shown(browser, url)[0] == "none"
+
+    def produce(count: int, seed: int) -> None:
+        sim = simulator_for(
+            SimulateOptions(
+                seed=seed, count=count, rate=None, fraud_rate=0.0, n_customers=50, live=True, progress=False
+            )
+        )
+        producer = TransactionProducer(services, topic=names["tx"], labels_topic=names["labels"])
+        for item in sim.generate(count):
+            producer.send_event(item.event)
+        producer.close()
+
+    listener = register(spark, services)
+    try:
+        opts = stream_options(services, names, streamed["tmp"], trigger_seconds=1.0)
+        queries = start_all(spark, services, opts)
+        try:
+            produce(25, streamed["seed"] + 1)
+
+            def live_and_caught_up():
+                shown = _stream_shown(browser, url)
+                return shown if shown[0] == "live" and shown[2].startswith("0 records") else None
+
+            shown = _wait(live_and_caught_up, timeout=300, what="the dashboard to show the stream live and caught up")
+            assert "heartbeat" in shown[1] and "last progress" in shown[2]
+        finally:
+            for q in queries:
+                q.stop()
+        _wait(lambda: _stream_shown(browser, url)[0] == "stopped", timeout=60, what="the stream shown stopped")
+        produce(7, streamed["seed"] + 2)
+        state, line, lag = _stream_shown(browser, url)
+        assert state == "stopped" and lag.startswith("7 records in Kafka not yet processed"), (line, lag)
+
+        # The same heartbeat, older than the limit the supervisor restarts a stalled stream at.
+        beat = read_heartbeat(path)
+        assert beat is not None
+        limit = services.airflow.stream_stall_after_s
+        beat["written_at"] = (datetime.now(UTC) - timedelta(seconds=limit + 60)).isoformat()
+        write_json_atomic(path, beat)
+        state, line, lag = _stream_shown(browser, url)
+        assert state == "stale" and "no heartbeat for" in line and f"(limit {limit:.0f} s)" in line, line
+        assert lag.startswith("7 records")
+    finally:
+        spark.streams.removeListener(listener)
+        path.unlink(missing_ok=True)

@@ -5,11 +5,13 @@ covered in tests/integration/test_console_browser.py."""
 from __future__ import annotations
 
 import uuid
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from txmon.webapp.console import auth, cases, charts, queries
+from txmon.webapp.console import auth, cases, charts, dashboard, queries
 from txmon.webapp.console.store import ROLES, token_hash
 
 TODAY = date(2026, 12, 6)
@@ -133,3 +135,144 @@ def test_charts_are_svg_data_uris_and_say_when_there_is_no_data():
     empty = base64.b64decode(charts.bars("Nothing", [], []).split(",", 1)[1]).decode()
     assert "no data yet" in empty
     assert charts.bars("Top rules", ["NEW_PAYEE", "AMOUNT_SPIKE"], [5, 3]) is uri  # drawn once
+
+
+NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+TOPIC = "transactions"
+
+
+def _beat(age_s: float, status: str = "progress", progress_age_s: float | None = 1.0, done=None, **extra):
+    """A heartbeat as spark_jobs.heartbeat writes it: the ingest query (reading TOPIC, with
+    the offsets it processed) and the labels query (reading another topic)."""
+    at = lambda s: (NOW - timedelta(seconds=s)).isoformat().replace("+00:00", "Z")
+    ingest = {"status": status, "end_offsets": {TOPIC: done if done is not None else {"0": 10, "1": 5}}}
+    if progress_age_s is not None:
+        ingest["last_progress_at"] = at(progress_age_s)
+    labels = {"status": "idle", "end_offsets": {"labels": {"0": 99}}, "last_progress_at": at(1)}
+    return {"written_at": at(age_s), "queries": {"labels": labels, "ingest": ingest}, **extra}
+
+
+def _kafka(offsets):
+    def end_offsets(topic: str) -> dict[int, int]:
+        assert topic == TOPIC  # the ingest query's topic, not the labels query's
+        return offsets
+
+    return end_offsets
+
+
+def _down(topic: str) -> dict[int, int]:
+    raise OSError("Kafka away")
+
+
+def test_stream_status_of_a_live_stream_counts_its_lag_per_partition():
+    # Partition 2 was never read by the query: all of it is behind.
+    s = dashboard.stream_status(_beat(3), TOPIC, NOW, 300, _kafka({0: 12, 1: 5, 2: 4}))
+    assert (s["state"], s["lag"], s["status"]) == ("live", 2 + 0 + 4, "progress")
+    assert s["last_progress_at"] == NOW - timedelta(seconds=1) and s["age_s"] == 3
+
+
+def test_stream_status_without_a_heartbeat_says_so():
+    s = dashboard.stream_status(None, TOPIC, NOW, 300, _down)
+    assert s["state"] == "none" and s["lag"] is None
+
+
+def test_an_old_heartbeat_is_stale_whatever_it_says():
+    for status in ("progress", "idle", "terminated"):
+        s = dashboard.stream_status(_beat(301, status), TOPIC, NOW, 300, _kafka({0: 10, 1: 7}))
+        assert s["state"] == "stale" and "no heartbeat for 301 s (limit 300 s)" in s["reason"], status
+        assert s["lag"] == 2  # still shown: how far behind it was left
+
+
+def test_stream_status_stopped_waiting_and_stalled_with_a_fresh_heartbeat():
+    stopped = dashboard.stream_status(_beat(5, "terminated"), TOPIC, NOW, 300, _kafka({0: 10, 1: 5}))
+    assert stopped["state"] == "stopped" and stopped["lag"] == 0
+    waiting = _beat(5, recovery={"state": "waiting", "since": "x", "last_error": "Cassandra away"})
+    assert dashboard.stream_status(waiting, TOPIC, NOW, 300, _down)["state"] == "waiting"
+    # No progress for longer than the limit: stalled only if Kafka holds unread records.
+    assert dashboard.stream_status(_beat(5, "idle", 400), TOPIC, NOW, 300, _kafka({0: 10, 1: 5}))["state"] == "live"
+    stalled = dashboard.stream_status(_beat(5, "idle", 400), TOPIC, NOW, 300, _kafka({0: 11, 1: 5}))
+    assert stalled["state"] == "stale" and "1 unread records" in stalled["reason"]
+    assert dashboard.stream_status(_beat(5, "idle", 400), TOPIC, NOW, 300, _down)["lag"] is None
+
+
+@given(age=st.floats(0, 10_000), stall=st.floats(1, 5_000))
+def test_a_heartbeat_is_stale_exactly_when_older_than_the_limit(age, stall):
+    s = dashboard.stream_status(_beat(age), TOPIC, NOW, stall, _kafka({0: 10, 1: 5}))
+    assert (s["state"] == "stale") == (s["age_s"] > stall)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=4), c, max_size=3),
+    max_leaves=8,
+)
+QUERY = st.fixed_dictionaries(
+    {},
+    optional={
+        "status": JSON,
+        "last_progress_at": JSON | st.just("2026-12-06T11:59:00Z"),
+        "exception": JSON,
+        "end_offsets": JSON | st.fixed_dictionaries({TOPIC: JSON | st.dictionaries(st.sampled_from("012"), JSON)}),
+    },
+)
+HEARTBEAT = st.fixed_dictionaries(
+    {},
+    optional={
+        "written_at": JSON | st.sampled_from(["2026-12-06T11:59:58Z", "2026-12-06T11:00:00", "not a time"]),
+        "queries": JSON | st.dictionaries(st.text(max_size=4), QUERY | JSON, max_size=2),
+        "recovery": JSON | st.fixed_dictionaries({"state": st.just("waiting")}),
+    },
+)
+
+
+@given(beat=HEARTBEAT | JSON)
+def test_stream_status_survives_any_heartbeat_file(beat):
+    # The file is the stream's, but the page must render whatever a half-written or
+    # foreign JSON document holds.
+    s = dashboard.stream_status(beat, TOPIC, NOW, 300, _kafka({0: 10, 1: 5}))
+    assert s["state"] in dashboard.STREAM_STATES
+    assert s["lag"] is None or s["lag"] >= 0
+
+
+def test_a_case_splits_its_reasons_into_rules_fired_and_what_moved_the_model():
+    from txmon.alerting.contract import Reason
+    from txmon.infra.settings import DEFAULT_RULES
+    from txmon.models.rules import load_rules
+    from txmon.spark_jobs.detection import alert_reasons
+
+    rules = {r.id: r for r in load_rules(DEFAULT_RULES).rules}
+    row = {"payer_count_5m": 5, "payer_payees_5m": 3, "amount_to_mean": 7.25, "payee_count_1h": 9}
+    # The stream's own reasons (spark_jobs.detection.alert_reasons): a rule, then the
+    # model's explanation; a feature that did not raise the probability is left out.
+    stored = alert_reasons(
+        row,
+        ["VELOCITY_BURST"],
+        rules,
+        [("amount_to_mean", 0.31234), ("payee_count_1h", 0.05), ("payer_count_5m", 0.0)],
+        "BLOCK",
+        0.9,
+    )
+    fired, model = queries.split_reasons([Reason(**r) for r in stored])
+    assert [(r.code, r.value) for r in fired] == [("VELOCITY_BURST", "payer_count_5m=5, payer_payees_5m=3")]
+    assert [(m["feature"], m["value"], m["drop"]) for m in model] == [
+        ("amount_to_mean", "7.25", 0.3123),
+        ("payee_count_1h", "9", 0.05),
+    ]
+    # A flagged transaction that nothing else explains: the model's score, no feature.
+    alone = alert_reasons({}, [], rules, [], "REVIEW", 0.61)
+    assert queries.split_reasons([Reason(**r) for r in alone]) == (
+        [],
+        [{"code": "MODEL_SCORE", "feature": None, "description": "model risk score", "value": "0.610", "drop": 0.61}],
+    )
+
+
+def test_spending_band_segments_are_the_batch_jobs_bands_and_nothing_else():
+    from txmon.spark_jobs.spending_insights import SEGMENTS, SPEND_BANDS
+    from txmon.webapp.console import insights
+
+    assert "spend" in SEGMENTS
+    assert list(insights.SPEND_BANDS) == [band for band, _ in SPEND_BANDS]  # the words follow the job's bands
+    for band in insights.SPEND_BANDS:
+        assert insights.SEGMENT.fullmatch(f"spend:{band}")
+    for bad in ("spend:", "spend:huge", "spend:low;drop", "spend:LOW", "band:low"):
+        assert not insights.SEGMENT.fullmatch(bad), bad

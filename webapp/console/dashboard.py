@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import statistics
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -79,7 +80,7 @@ def build(alerts: AlertStore, console: ConsoleStore, settings: Any, topic: str, 
     total = sum(volume)
     decisions.pop("", None)
     dead, dead_partial = dead_letters(session, topic, settings.kafka.partitions, since)
-    stream = _stream(settings, topic)
+    stream = _stream(settings, topic, now)
     drift = [
         {
             "detected_at": _utc(r.detected_at),
@@ -193,21 +194,108 @@ def dead_letters(
     return dead, partial
 
 
-def _stream(settings: Any, topic: str) -> dict[str, Any]:
-    """The streaming job's heartbeat (status, last progress) and how far it is behind
-    Kafka, if it wrote one."""
+STREAM_STATES = {
+    "live": "running",
+    "waiting": "waiting out an outage",
+    "stopped": "stopped",
+    "stale": "stale",
+    "none": "not running here",
+}
+"""The stream's state on the dashboard (``data-state``) and its words."""
+
+
+def _stream(settings: Any, topic: str, now: datetime) -> dict[str, Any]:
+    """The streaming job's state from its heartbeat file (spark_jobs/heartbeat.py, which
+    this module does not import: it loads pyspark) and how far it is behind Kafka."""
     path = settings.state_path / "stream" / "heartbeat.json"
     try:
         beat = json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
-        return {"status": "no heartbeat (stream not running here)", "lag": None, "last_progress_at": None}
-    ingest: dict[str, Any] = next(iter(beat.get("queries", {}).values()), {})
+    except (OSError, ValueError):
+        beat = None
+    return stream_status(
+        beat,
+        topic,
+        now,
+        settings.airflow.stream_stall_after_s,
+        lambda t: kafka_end_offsets(settings.kafka.bootstrap, t),
+    )
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _instant(value: Any) -> datetime | None:
+    """An ISO instant from the heartbeat (naive read as UTC); None if absent or unreadable."""
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00")) if isinstance(value, str) and value else None
+    except ValueError:
+        return None
+    return t.replace(tzinfo=UTC) if t is not None and t.tzinfo is None else t
+
+
+def stream_status(
+    beat: dict[str, Any] | None,
+    topic: str,
+    now: datetime,
+    stall_s: float,
+    end_offsets: Callable[[str], dict[int, int]],
+) -> dict[str, Any]:
+    """The stream as the dashboard shows it: ``state`` (a key of :data:`STREAM_STATES`),
+    ``reason`` in words, the ingest query's ``status``, ``lag`` (records of ``topic`` in
+    Kafka past what it processed; None when unknown), ``last_progress_at`` and the
+    heartbeat's age in seconds.
+
+    Stale is judged as the stream supervisor judges a stall (spark_jobs/supervisor.py),
+    with the same limit (``airflow.stream_stall_after_s``): no heartbeat written for that
+    long, or the ingest query made no progress for that long while Kafka holds records
+    it has not read. A heartbeat alone says nothing of a job that died without a word,
+    so its age is checked before anything it says."""
+    if not isinstance(beat, dict):
+        return {
+            "state": "none",
+            "reason": "no heartbeat",
+            "status": None,
+            "lag": None,
+            "last_progress_at": None,
+            "age_s": None,
+        }
+    queries = [q for q in _dict(beat.get("queries")).values() if isinstance(q, dict)]
+    # The ingest query is the one reading the topic (the labels query reads another).
+    ingest = next((q for q in queries if topic in _dict(q.get("end_offsets"))), queries[0] if queries else {})
+    written = _instant(beat.get("written_at"))
+    age = (now - written).total_seconds() if written else None
+    progress = _instant(ingest.get("last_progress_at"))
     lag = None
-    done = (ingest.get("end_offsets") or {}).get(topic)
-    if done:
+    done = _dict(ingest.get("end_offsets")).get(topic)
+    if isinstance(done, dict):
         try:
-            end = kafka_end_offsets(settings.kafka.bootstrap, topic)
-            lag = sum(max(0, end.get(int(p), 0) - int(o)) for p, o in done.items())
-        except Exception:  # noqa: BLE001 - Kafka away: the page shows the rest
+            end = end_offsets(topic)
+            # A partition the query has not read yet counts from its start.
+            lag = sum(max(0, off - int(done.get(str(p), 0))) for p, off in end.items())
+        except Exception:  # noqa: BLE001 - Kafka away (or a foreign offset): the page shows the rest
             lag = None
-    return {"status": ingest.get("status", "unknown"), "lag": lag, "last_progress_at": ingest.get("last_progress_at")}
+    status = ingest.get("status") if isinstance(ingest.get("status"), str) else None
+    recovery = _dict(beat.get("recovery"))
+    if age is None or age > stall_s:
+        state = "stale"
+        reason = "no heartbeat ever written" if age is None else f"no heartbeat for {age:.0f} s (limit {stall_s:.0f} s)"
+    elif status == "terminated":
+        # A failed query's exception is a whole JVM stack trace: its first line says what.
+        error = str(ingest.get("exception") or "").strip().splitlines()
+        state, reason = "stopped", "its queries ended" + (f": {error[0][:200]}" if error else "")
+    elif recovery.get("state") == "waiting":
+        state, reason = "waiting", f"since {recovery.get('since')}: {recovery.get('last_error')}"
+    elif lag and (progress is None or (now - progress).total_seconds() > stall_s):
+        idle = "never" if progress is None else f"for {(now - progress).total_seconds():.0f} s"
+        state, reason = "stale", f"no progress {idle} while Kafka holds {lag} unread records"
+    else:
+        state, reason = "live", f"heartbeat {age:.0f} s ago"
+    return {
+        "state": state,
+        "reason": reason,
+        "status": status,
+        "lag": lag,
+        "last_progress_at": progress,
+        "age_s": age,
+    }

@@ -4,8 +4,9 @@ An account: what the spending_insights batch job stored in ``account_spending`` 
 and yearly totals, by channel, merchant category and payee) and the daily trend of the
 stream's own 5-minute windows (``account_aggregates``, through infra.readback), beside
 the whole book's average. A segment (the whole book, one channel, one merchant
-category): what the same job stored in ``segment_spending`` (daily, monthly and yearly
-totals, distinct accounts, by channel, category and the period's largest payees).
+category, one spending band of payers): what the same job stored in
+``segment_spending`` (daily, monthly and yearly totals, distinct accounts, by channel,
+category, spending band and the period's largest payees).
 
 Every read names its partition and a bounded range of periods (:data:`MONTHS`,
 :data:`DAILY_DAYS`), so a page costs the same however long the book's history is. Drawn
@@ -30,8 +31,12 @@ DAILY_DAYS = 30
 MONTHS = 24  # monthly rows read (an account's, a segment's): the last two years
 TOP = 10  # bars in the category and payee charts
 ALL_SEGMENT = "all"  # spark_jobs.spending_insights.ALL_SEGMENT (the console does not import the job)
-SEGMENT = re.compile(r"all|channel:[A-Z_]{1,16}|mcc:(?:\d{4}|none)")
-"""What a segment may be called in a URL: the book, a channel, a merchant category."""
+SPEND_BANDS = {"low": "under ₹10,000", "mid": "₹10,000 to ₹1 lakh", "high": "₹1 lakh or more"}
+"""spark_jobs.spending_insights.SPEND_BANDS (the job loads pyspark), in words: a payer's
+spend per month it paid in."""
+SEGMENT = re.compile(r"all|channel:[A-Z_]{1,16}|mcc:(?:\d{4}|none)|spend:(?:" + "|".join(SPEND_BANDS) + ")")
+"""What a segment may be called in a URL: the book, a channel, a merchant category, a
+spending band."""
 
 
 @dataclass
@@ -44,6 +49,7 @@ class Insights:
     years: list[dict[str, Any]]
     channels: list[tuple[str, int]]
     mccs: list[tuple[str, int]]
+    bands: list[tuple[str, int, int]]  # (band, transactions, spend), SPEND_BANDS' order; a segment's only
     payees: list[tuple[str, int, int]]
     days: list[tuple[str, int, int]]
     computed_until: datetime | None
@@ -57,10 +63,14 @@ def segment_label(segment: str) -> str:
     """
     >>> segment_label("mcc:5411"), segment_label("channel:UPI"), segment_label("all")
     ('merchant category 5411', 'channel UPI', 'all accounts')
+    >>> segment_label("spend:mid")
+    'spending ₹10,000 to ₹1 lakh a month'
     """
     kind, _, value = segment.partition(":")
     if kind == "channel":
         return f"channel {value}"
+    if kind == "spend":
+        return f"spending {SPEND_BANDS.get(value, value)} a month"
     if kind == "mcc":
         return "no merchant category" if value == "none" else f"merchant category {value}"
     return "all accounts"
@@ -137,6 +147,9 @@ def _charts(out: Insights, daily_title: str) -> dict[str, str]:
         ),
         "mcc": charts.bars("Spend by merchant category (₹)", [k for k, _ in out.mccs], [v / 100 for _, v in out.mccs]),
         "payees": charts.bars("Top payees (₹)", [p for p, _, _ in out.payees], [t / 100 for _, _, t in out.payees]),
+        "spend": charts.bars(
+            "Spend by payers' spending band (₹)", [b for b, _, _ in out.bands], [t / 100 for _, _, t in out.bands]
+        ),
     }
 
 
@@ -174,6 +187,7 @@ def build(session: Any, account: str, now: datetime, show_payee) -> Insights:
         years,
         channels,
         mccs,
+        [],
         payees,
         days,
         until,
@@ -196,6 +210,7 @@ def build_segment(session: Any, segment: str, now: datetime, show_payee) -> Insi
     per = _by_dimension([r for r in rows["year"] if r.dimension != "payee"])
     channels = sorted(((k, v[1]) for k, v in per["channel"].items()), key=lambda kv: -kv[1])
     mccs = sorted(((k, v[1]) for k, v in per["mcc"].items()), key=lambda kv: -kv[1])[:TOP]
+    bands = [(b, per["spend"][b][0], per["spend"][b][1]) for b in SPEND_BANDS if b in per["spend"]]
     latest = years[-1]["period"] if years else None
     payees = sorted(
         (
@@ -218,6 +233,7 @@ def build_segment(session: Any, segment: str, now: datetime, show_payee) -> Insi
         years,
         channels,
         mccs,
+        bands,
         payees,
         days,
         until,
@@ -230,8 +246,13 @@ def build_segment(session: Any, segment: str, now: datetime, show_payee) -> Insi
 
 def segments(session: Any) -> list[tuple[str, str]]:
     """The segments the batch job stored, as (segment, label): the book, then each
-    channel and merchant category seen in its years (one bounded read)."""
+    channel, merchant category and spending band (low to high) seen in its years (one
+    bounded read)."""
     rows = session.execute(prepared(session, SEGMENT_SPENDING), (ALL_SEGMENT, "year", ""))
-    keys = sorted({(r.dimension, r.key) for r in rows if r.dimension in ("channel", "mcc")})
+    bands = list(SPEND_BANDS)
+    keys = sorted(
+        {(r.dimension, r.key) for r in rows if r.dimension in ("channel", "mcc", "spend")},
+        key=lambda k: (k[0], bands.index(k[1]) if k[0] == "spend" and k[1] in bands else -1, k[1]),
+    )
     found = [f"{dimension}:{key}" for dimension, key in keys]
     return [(s, segment_label(s)) for s in (ALL_SEGMENT, *found) if SEGMENT.fullmatch(s)]

@@ -11,7 +11,6 @@ alerts come from ``alerts_by_party``. Masking for viewers happens in
 from __future__ import annotations
 
 import heapq
-import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,6 +26,7 @@ from txmon.infra import statements as cql
 from txmon.infra.cassandra_schema import prepared
 from txmon.infra.readback import account_transactions, account_windows
 from txmon.ingestion.events import Channel
+from txmon.models.features import FEATURE_OF_REASON, MODEL_SCORE_REASON
 from txmon.models.risk import ALERT_DECISIONS, SEVERITIES
 from txmon.webapp.console.store import CaseState, ConsoleStore
 
@@ -346,7 +346,8 @@ class CaseView:
     state: CaseState
     txn: dict[str, Any] | None
     scored: dict[str, Any] | None
-    top_features: list[tuple[str, Any]]
+    rule_reasons: list[Any]  # alerting.contract.Reason of each rule that fired
+    model_reasons: list[dict[str, Any]]  # see split_reasons
     windows: dict[str, list[Any]]
     account_alerts: list[dict[str, Any]]
     payee_alerts: list[dict[str, Any]]
@@ -356,6 +357,25 @@ class CaseView:
     payee_frauds: int = 0
     recent: list[Any] = field(default_factory=list)  # infra.readback.AccountTxn, newest first
     older_actions: Any = None  # the ``at`` of the oldest action shown when older ones exist
+
+
+def split_reasons(reasons: Any) -> tuple[list[Any], list[dict[str, Any]]]:
+    """An alert's reasons as the case page shows them: the rules that fired (code, words,
+    the values that fired them, score), then the model's explanation, each feature that
+    moved the fraud probability most (largest first, as stored): ``feature`` (None for the
+    model's score alone), ``value`` in this transaction, and ``drop``, how much lower the
+    probability would be with the feature at its usual value (models.bundle.explain)."""
+    rules: list[Any] = []
+    model: list[dict[str, Any]] = []
+    for r in reasons:
+        feature = FEATURE_OF_REASON.get(r.code)
+        if feature is None and r.code != MODEL_SCORE_REASON:
+            rules.append(r)
+            continue
+        model.append(
+            {"code": r.code, "feature": feature, "description": r.description, "value": r.value, "drop": r.contribution}
+        )
+    return rules, model
 
 
 def case_view(
@@ -382,15 +402,7 @@ def case_view(
         (alert.txn_id,),
     ).one()
     scored = scored_row._asdict() if scored_row is not None else None
-    top: list[tuple[str, Any]] = []
-    if scored and scored.get("features_json"):
-        try:
-            feats = json.loads(scored["features_json"])
-            top = sorted(
-                ((k, v) for k, v in feats.items() if isinstance(v, (int, float)) and v), key=lambda kv: -abs(kv[1])
-            )[:8]
-        except ValueError:
-            top = []
+    rule_reasons, model_reasons = split_reasons(alert.reasons)
     windows: dict[str, list[Any]] = {}
     recent: list[Any] = []
     if txn and txn.get("payer_account"):
@@ -431,7 +443,8 @@ def case_view(
         state,
         txn,
         scored,
-        top,
+        rule_reasons,
+        model_reasons,
         windows,
         account_alerts[:ACCOUNT_ALERTS],
         payee_alerts[:ACCOUNT_ALERTS],

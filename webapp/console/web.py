@@ -327,6 +327,7 @@ def console_router(
             workload_actions=dashboard.WORKLOAD_ACTIONS,
             dead_letters_read=dashboard.DEAD_LETTERS_READ,
             unscored_checks=fraud_label_days.UNSCORED_CHECKS,
+            stream_states=dashboard.STREAM_STATES,
         )
 
     def insights_response(
@@ -356,6 +357,7 @@ def console_router(
             shown_account=shown,
             segments=insights.segments(session),
             segment=segment or "",
+            spend_bands=insights.SPEND_BANDS,
         )
 
     @router.get("/insights", response_class=HTMLResponse)
