@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
@@ -16,17 +19,89 @@ from txmon.models.features import AGGREGATE_WINDOWS_S, SLIDING_HOUR, sliding_hou
 def kafka_end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     """Next offset to be written, per partition (what a consumer would reach at the end)."""
     # Kafka and Cassandra drivers on first use: readers of one store do not load the other's driver.
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import KafkaConsumer
 
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, client_id="txmon-readback", **client_config()
     )
     try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        return {tp.partition: off for tp, off in consumer.end_offsets(tps).items()}
+        return _end_offsets(consumer, topic)
     finally:
         consumer.close()
+
+
+def _end_offsets(consumer, topic: str, timeout_ms: int | None = None) -> dict[int, int]:
+    # Kafka's driver on first use, as above.
+    from kafka import TopicPartition
+
+    partitions = consumer.partitions_for_topic(topic) or set()
+    tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+    return {tp.partition: off for tp, off in consumer.end_offsets(tps, timeout_ms).items()}
+
+
+class EndOffsetsReader:
+    """:func:`kafka_end_offsets` for a caller that asks on every request (the console's
+    dashboard): one consumer kept open between calls, under a lock (a consumer is not
+    thread-safe). A consumer opened per call pays a connection, an API-version probe and
+    the cluster's metadata every time: 180-430 ms a call on the shared 2-core machine at
+    load ~9, against one ListOffsets request on an open one. A call waits at most
+    ``timeout_ms`` (a consumer's default is 30 s, which a page would wait while Kafka is
+    down); after a failure the consumer is closed, and calls within ``retry_after_s`` fail
+    at once instead of each waiting again."""
+
+    def __init__(self, bootstrap: str, timeout_ms: int = 3_000, retry_after_s: float = 15.0) -> None:
+        self.bootstrap = bootstrap
+        self.timeout_ms = timeout_ms
+        self.retry_after_s = retry_after_s
+        self._lock = threading.Lock()
+        self._consumer = None
+        self._failed_at: float | None = None
+
+    def __call__(self, topic: str) -> dict[int, int]:
+        # Kafka's driver on first use, as above.
+        from kafka import KafkaConsumer
+
+        with self._lock:
+            if self._failed_at is not None and time.monotonic() - self._failed_at < self.retry_after_s:
+                raise TimeoutError(
+                    f"Kafka at {self.bootstrap} did not answer {time.monotonic() - self._failed_at:.0f} s ago"
+                )
+            try:
+                if self._consumer is None:
+                    self._consumer = KafkaConsumer(
+                        bootstrap_servers=self.bootstrap,
+                        enable_auto_commit=False,
+                        client_id="txmon-readback",
+                        request_timeout_ms=self.timeout_ms,
+                        bootstrap_timeout_ms=self.timeout_ms,
+                        **client_config(),
+                    )
+                offsets = _end_offsets(self._consumer, topic, self.timeout_ms)
+            except Exception:
+                self._failed_at = time.monotonic()
+                self.close_consumer()
+                raise
+            self._failed_at = None
+            return offsets
+
+    def close_consumer(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            with contextlib.suppress(Exception):  # closing a consumer of a broker that is gone
+                consumer.close(timeout_ms=self.timeout_ms)
+
+
+_READERS: dict[str, EndOffsetsReader] = {}
+_READERS_LOCK = threading.Lock()
+
+
+def end_offsets_reader(bootstrap: str) -> EndOffsetsReader:
+    """This process's :class:`EndOffsetsReader` of ``bootstrap``."""
+    with _READERS_LOCK:
+        reader = _READERS.get(bootstrap)
+        if reader is None:
+            reader = _READERS[bootstrap] = EndOffsetsReader(bootstrap)
+        return reader
 
 
 def count_landed(session, txn_ids: Sequence[str], table: str = "transactions", chunk: int = 100) -> int:

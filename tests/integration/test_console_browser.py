@@ -374,7 +374,9 @@ def test_analyst_works_an_alert_to_fraud_and_the_label_reaches_the_stream(
         assert words in history
     assert "published" in _text(browser, "label-state")
     assert not browser.find_elements(By.ID, "dispose-confirmed_fraud")  # closed: no more dispositions
+    browser.set_window_size(1500, 1400)  # tall enough for the reasons, the model's included
     browser.save_screenshot(str(DOCS / "console-case.png"))
+    browser.set_window_size(1500, 1100)
 
     # A second disposition, straight to the handler, is refused and publishes nothing.
     alert_id = uuid.UUID(browser.current_url.rsplit("/", 1)[1])
@@ -559,7 +561,6 @@ def test_dashboard_and_insights_render_what_the_stream_and_the_batch_job_stored(
     }
     assert "analyst" in expected
     assert {k: [v[1], v[2], v[4]] for k, v in caught.items()} == expected
-    browser.save_screenshot(str(DOCS / "console-dashboard.png"))
 
     browser.get(url + "/")
     _open_case(browser)
@@ -752,6 +753,9 @@ def test_dashboard_shows_the_stream_live_then_behind_then_stale(console, browser
 
             shown = _wait(live_and_caught_up, timeout=300, what="the dashboard to show the stream live and caught up")
             assert "heartbeat" in shown[1] and "last progress" in shown[2]
+            browser.get(url + "/dashboard?hours=168")  # the week, with the stream running, for the docs
+            assert browser.find_element("id", "stream").get_attribute("data-state") == "live"
+            browser.save_screenshot(str(DOCS / "console-dashboard.png"))
         finally:
             for q in queries:
                 q.stop()

@@ -24,7 +24,7 @@ from txmon.alerting.store import AlertStore
 from txmon.infra import fraud_label_days, hourly_counts
 from txmon.infra import statements as cql
 from txmon.infra.cassandra_schema import prepared
-from txmon.infra.readback import kafka_end_offsets
+from txmon.infra.readback import end_offsets_reader
 from txmon.webapp.console import charts
 from txmon.webapp.console.store import ConsoleStore
 
@@ -217,7 +217,7 @@ def _stream(settings: Any, topic: str, now: datetime) -> dict[str, Any]:
         topic,
         now,
         settings.airflow.stream_stall_after_s,
-        lambda t: kafka_end_offsets(settings.kafka.bootstrap, t),
+        end_offsets_reader(settings.kafka.bootstrap),
     )
 
 
