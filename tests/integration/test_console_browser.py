@@ -620,9 +620,9 @@ def test_dashboard_and_insights_render_what_the_stream_and_the_batch_job_stored(
 
     bands: dict[str, list[int]] = {}
     for account, payments in spent.items():
-        row = bands.setdefault(band(account), [0, 0])
-        row[0] += len(payments)
-        row[1] += sum(a for a, _ in payments)
+        per_band = bands.setdefault(band(account), [0, 0])
+        per_band[0] += len(payments)
+        per_band[1] += sum(a for a, _ in payments)
     assert {f"spend:{b}" for b in bands} <= set(result["segments"])
     browser.get(url + "/insights?segment=all")
     shown_bands = {
@@ -631,11 +631,11 @@ def test_dashboard_and_insights_render_what_the_stream_and_the_batch_job_stored(
     }
     assert shown_bands == {b: [str(c), f"₹{t / 100:,.2f}"] for b, (c, t) in bands.items()}
     assert browser.find_element(By.ID, "chart-spend").get_attribute("src").startswith("data:image/svg+xml")
-    mine = band(event.payer.account_number)
-    _press(browser, f"segment-spend-{mine}")
+    payer_band = band(event.payer.account_number)
+    _press(browser, f"segment-spend-{payer_band}")
     assert _text(browser, "insights-account").startswith("spending ")
     summary = _text(browser, "insights-summary")
-    assert count_of(summary) == bands[mine][0] and f"₹{bands[mine][1] / 100:,.2f}" in summary
+    assert count_of(summary) == bands[payer_band][0] and f"₹{bands[payer_band][1] / 100:,.2f}" in summary
     assert not browser.find_elements(By.ID, "chart-spend")  # a band's own band would be one bar
 
 
