@@ -276,3 +276,24 @@ def test_spending_band_segments_are_the_batch_jobs_bands_and_nothing_else():
         assert insights.SEGMENT.fullmatch(f"spend:{band}")
     for bad in ("spend:", "spend:huge", "spend:low;drop", "spend:LOW", "band:low"):
         assert not insights.SEGMENT.fullmatch(bad), bad
+
+
+def test_the_dashboards_end_offsets_reader_gives_up_quickly_and_waits_before_asking_again():
+    import socket
+
+    from txmon.infra.readback import EndOffsetsReader
+
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    reader = EndOffsetsReader(f"127.0.0.1:{port}", timeout_ms=1000, retry_after_s=3600)
+    from kafka.errors import KafkaTimeoutError
+
+    with pytest.raises(KafkaTimeoutError, match="Unable to bootstrap"):
+        reader("transactions")
+    assert reader._consumer is None  # closed after the failure
+    with pytest.raises(TimeoutError, match="did not answer"):  # within retry_after_s: not asked again
+        reader("transactions")
+    reader.retry_after_s = 0
+    with pytest.raises(KafkaTimeoutError, match="Unable to bootstrap"):  # past it: asked again
+        reader("transactions")
