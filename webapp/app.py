@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 
 from txmon.infra.settings import Settings, load_settings
 from txmon.webapp.api.config import ApiSettings, load_api_settings
-from txmon.webapp.api.routes import _EVENT_SCHEMA, ApiError
+from txmon.webapp.api.routes import _EVENT_SCHEMA, ApiError, ScoreFastPath
 from txmon.webapp.api.routes import router as api_router
 from txmon.webapp.api.services import ApiServices, KafkaUnavailable
 from txmon.webapp.api.store import StoreUnavailable
@@ -131,6 +131,8 @@ def create_app(
     app.state.api = services
     app.state.settings = settings
 
+    # Innermost: the hot route's own path, inside the body limit and the metrics (routes.py).
+    app.add_middleware(ScoreFastPath, application=app)
     app.add_middleware(Measure, metrics=services.metrics)
     app.add_middleware(BodyLimit, limit=api_settings.max_body_bytes)  # outermost: a 413 is not counted
 

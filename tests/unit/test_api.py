@@ -434,3 +434,52 @@ def test_openapi_documents_the_event_contract(world):
     schema = client.get("/openapi.json").json()
     assert "TransactionEvent" in schema["components"]["schemas"]
     assert "/v1/score" in schema["paths"]
+
+
+def test_score_answers_the_same_through_its_fast_path_and_the_router(world):
+    """POST /v1/score without a query string is served by routes.ScoreFastPath; with one
+    (``?ingest=false``) by FastAPI's router. Both must answer alike: a verdict, a refused
+    event (422 naming the field), no key (401 and its challenge), a key without the scope
+    (403), a body that is not JSON, and Cassandra away (503)."""
+    client, store, _, keys, _ = world
+    served_by: list = []
+
+    class Recorder:  # outermost: sees the scope after the request, whoever served it
+        def __init__(self, app) -> None:
+            self.app = app
+
+        async def __call__(self, scope, receive, send):
+            await self.app(scope, receive, send)
+            if scope["type"] == "http":
+                served_by.append("router" if "endpoint" in scope else "fast path")
+
+    client.app.add_middleware(Recorder)
+    cases: list[dict] = [
+        {"json": event(), "headers": auth(keys["score"])},
+        {"json": event(amount_paise=-5), "headers": auth(keys["score"])},
+        {"json": event()},
+        {"json": event(), "headers": auth(keys["read"])},
+        {"content": b"{not json", "headers": {**auth(keys["score"]), "Content-Type": "application/json"}},
+    ]
+
+    def answer(path: str, case: dict) -> tuple:
+        response = client.post(path, **case)
+        body = response.json()
+        if isinstance(body, dict):
+            body.pop("latency_ms", None)
+        headers = {
+            k: v for k, v in response.headers.items() if k in ("content-type", "www-authenticate", "retry-after")
+        }
+        return response.status_code, headers, body
+
+    statuses = []
+    for case in cases:
+        fast = answer("/v1/score", case)
+        assert fast == answer("/v1/score?ingest=false", case)
+        statuses.append(fast[0])
+    assert statuses == [200, 422, 401, 403, 422]
+    store.down = True
+    down: dict = {"json": event(), "headers": auth(keys["score"])}
+    fast, routed = answer("/v1/score", down), answer("/v1/score?ingest=false", down)
+    assert fast == routed and fast[0] == 503 and fast[2]["error"] == "cassandra_unavailable"
+    assert served_by == ["fast path", "router"] * (len(cases) + 1)

@@ -19,11 +19,13 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from txmon.infra import credentials
 from txmon.infra.cassandra_schema import open_cluster
 from txmon.infra.errors import TxmonError
 from txmon.infra.readback import account_windows
 from txmon.infra.settings import Settings
 from txmon.infra.statements import API as STATEMENTS
+from txmon.webapp.api import cql
 from txmon.webapp.api.scorer import Profiles
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,11 @@ class ApiStore:
         self._last_attempt = 0.0
         self._last_error = "not connected yet"
         self._errors = _driver_errors()
+        # The hot reads' own connection (webapp/api/cql.py), on the event loop that made it.
+        self._wire: cql.CqlConnection | None = None
+        self._wire_loop: asyncio.AbstractEventLoop | None = None
+        self._wire_task: asyncio.Task | None = None
+        self._wire_attempt = -float("inf")
 
     # -------------------------------------------------------------- connection
 
@@ -120,6 +127,11 @@ class ApiStore:
         return self._session
 
     def close(self) -> None:
+        wire, loop = self._wire, self._wire_loop
+        self._wire = None
+        if wire is not None and loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # its loop is gone: so is the socket
+                loop.call_soon_threadsafe(wire.close)
         if self._cluster is not None:
             self._cluster.shutdown()
             self._cluster = self._session = None
@@ -162,13 +174,22 @@ class ApiStore:
         return self._profiles_from(self._gather(self._profile_calls(payer, payee)), payee)
 
     async def profiles_async(self, payer: str, payee: str | None) -> Profiles:
-        """:meth:`profiles` for the event loop: the reads are sent at once and the loop
-        is woken once, when the last answer is in, with no thread of the server's pool
-        held while Cassandra answers (a pool thread per request, each needing the GIL,
-        made the loop and the driver's I/O thread queue for it)."""
+        """:meth:`profiles` for the event loop: the reads are sent at once, with no thread
+        of the server's pool held while Cassandra answers (a pool thread per request, each
+        needing the GIL, made the loop and the driver's I/O thread queue for it).
+
+        Read on the loop's own connection (webapp/api/cql.py) when it is up; else, and for
+        any answer but rows, through the driver, as before that connection existed."""
         if self._session is None:  # connecting blocks for seconds: never on the loop
             await run_in_threadpool(self.session)
         session = self.session()
+        wire = self._wire_connection()
+        if wire is not None:
+            try:
+                return await self._profiles_wire(wire, payer, payee)
+            except cql.CqlError as exc:
+                log.info("profile reads through the driver (%s)", exc)
+                wire.close()
         loop = asyncio.get_running_loop()
         done = loop.create_future()
         calls = self._profile_calls(payer, payee)
@@ -202,15 +223,97 @@ class ApiStore:
             return await run_in_threadpool(self._profiles_from, results, payee)
         return self._profiles_from(results, payee)
 
+    # -------------------------------------------------------------- the hot reads' connection
+
+    def _wire_connection(self) -> cql.CqlConnection | None:
+        """The loop's connection if it is up; else None, and a connection is started in the
+        background (at most once per ``retry_connect_s``) while the driver reads."""
+        loop = asyncio.get_running_loop()
+        wire = self._wire
+        if wire is not None and wire.open and self._wire_loop is loop:
+            return wire
+        connecting = self._wire_task is not None and not self._wire_task.done() and self._wire_loop is loop
+        if not connecting and time.monotonic() - self._wire_attempt >= self.retry_connect_s:
+            self._wire_attempt = time.monotonic()
+            self._wire, self._wire_loop = None, loop
+            self._wire_task = loop.create_task(self._open_wire(loop))
+        return None
+
+    async def _open_wire(self, loop: asyncio.AbstractEventLoop) -> None:
+        # lazy: cassandra (248 ms to import); the web app's workers load this module without it
+        from cassandra import ConsistencyLevel
+
+        c = self.settings.cassandra
+        credential = credentials.cassandra()
+        try:
+            wire = await cql.connect(
+                c.host,
+                c.port,
+                credential.user,
+                credential.password,
+                c.keyspace,
+                {name: STATEMENTS[name] for name in _PROFILE_STATEMENTS},
+                getattr(ConsistencyLevel, c.consistency),
+                self.timeout_s,
+                ssl=getattr(self._cluster, "ssl_context", None),  # TLS exactly when the driver's session has it
+            )
+        except Exception as exc:  # noqa: BLE001 - any failure: the driver reads, a new try in retry_connect_s
+            log.info("profile reads through the driver: no connection of their own (%s: %s)", type(exc).__name__, exc)
+            return
+        if self._wire_loop is loop:
+            self._wire = wire
+        else:
+            wire.close()
+
+    async def _profiles_wire(self, wire: cql.CqlConnection, payer: str, payee: str | None) -> Profiles:
+        calls = self._profile_calls(payer, payee)
+        futures = wire.send([(cql.EXECUTE, cql.execute_body(wire.prepared[n], p, wire.consistency)) for n, p in calls])
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(self.timeout_s, _expire, futures)
+        try:
+            answers = [await f for f in futures]
+        except (TimeoutError, cql.CqlError) as exc:
+            for future in futures:  # each one's error read, so that none is logged as never retrieved
+                if future.done() and not future.cancelled():
+                    future.exception()
+            if isinstance(exc, cql.CqlError):
+                raise
+            wire.close()  # answers may still come: a fresh connection rather than a stream-id ledger
+            raise StoreUnavailable("Cassandra unavailable (OperationTimedOut); retry shortly") from None
+        finally:
+            timer.cancel()
+        rows = []
+        for (name, _), (opcode, flags, body) in zip(calls, answers):
+            if opcode != cql.RESULT:
+                raise cql.CqlError(cql.error_text(body) if opcode == cql.ERROR else f"opcode 0x{opcode:02x}")
+            rows.append(cql.parse_rows(flags, body, _PROFILE_STATEMENTS[name]))
+        frauds = [(cql.timestamp(a), cql.timestamp(b)) for a, b in rows[2]] if payee is not None else []
+        return self._profiles_of(
+            [(cql.text(r[0]),) for r in rows[0]],
+            [(cql.text(r[0]),) for r in rows[1]] if payee is not None else [],
+            frauds,
+            payee,
+        )
+
+    @classmethod
+    def _profiles_from(cls, results: list, payee: str | None) -> Profiles:
+        """Profiles of the driver's answers to :meth:`_profile_calls`."""
+        return cls._profiles_of(
+            list(results[0]),
+            list(results[1]) if payee is not None else [],
+            list(results[2]) if payee is not None else [],
+            payee,
+        )
+
     @staticmethod
-    def _profiles_from(results: list, payee: str | None) -> Profiles:
-        """Profiles of the answers to :meth:`_profile_calls` (rows as tuples: (state,) and
-        (label_time, event_time))."""
-        payer_row = results[0].one()
-        payee_row = results[1].one() if payee is not None else None
+    def _profiles_of(payer_rows: list, payee_rows: list, fraud_rows: list, payee: str | None) -> Profiles:
+        """Profiles of the rows of :meth:`_profile_calls` (as tuples: (state,), (state,) and
+        (label_time, event_time), timestamps as the driver gives them)."""
+        payer_row = payer_rows[0] if payer_rows else None
+        payee_row = payee_rows[0] if payee is not None and payee_rows else None
         frauds = []
         if payee is not None:
-            for label_time, event_time in results[2]:
+            for label_time, event_time in fraud_rows:
                 labelled = micros(label_time)
                 # A label stored before transaction times were kept counts as made when labelled
                 # (spark_jobs/profile_store.CassandraProfileStore.fraud_label_times).
@@ -280,6 +383,16 @@ class ApiStore:
             return account_windows(session, account, kind, since)
         except self._errors as exc:
             raise StoreUnavailable(f"Cassandra unavailable ({type(exc).__name__}); retry shortly") from None
+
+
+# The hot reads, by name, and the columns each selects (infra/statements.py).
+_PROFILE_STATEMENTS = {"payer_profile": 1, "payee_profile": 1, "payee_frauds": 2}
+
+
+def _expire(futures: list[asyncio.Future]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_exception(TimeoutError())
 
 
 def _now() -> datetime:
