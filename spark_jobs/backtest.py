@@ -808,7 +808,8 @@ def run(
             f"their labels), testing on {len(test):,} ({counts['test_frauds']:,} fraud)"
         )
         training = config.training.model_copy(update={"k": config.k})
-        fitted = fit(known, training, ruleset.policy)
+        # The blend is judged on the validation slice's risk with the rules' scores, as served.
+        fitted = fit(known, training, ruleset.policy, rules=lambda frame: rule_scorer(frame)[0])
         a, b = offsets[i], offsets[i + 1]
         scored = score_window(test, fitted.bundle, ruleset, spark, (rule_score[a:b], fired[a:b]))
         if config.baselines:

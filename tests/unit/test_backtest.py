@@ -344,3 +344,25 @@ def test_backtest_cli_reuses_its_features_cache(tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(scores_1, scores_2)
     pd.testing.assert_frame_equal(rejects_1, rejects_2)
     assert "1 of them labelled fraud" in second
+
+
+def test_each_window_fit_is_given_the_rule_scorer(source, monkeypatch):
+    """The blend is judged on the risk with the rules: each window's fit gets the same
+    rule scorer as the test rows (it calls it on its validation slice only,
+    tests/unit/test_models_training.py)."""
+    import copy
+
+    calls = []
+    real_fit = bt.fit
+
+    def spying_fit(rows, config, policy, rules=None):
+        calls.append(np.asarray(rules(rows.head(3))).tolist())
+        return real_fit(rows, config, policy, rules)
+
+    def sevens(frame):
+        return np.full(len(frame), 7.0), [[] for _ in range(len(frame))]
+
+    monkeypatch.setattr(bt, "fit", spying_fit)
+    config = bt.BacktestConfig(window=_window(source), label_delay=timedelta(hours=12), training=FAST, k=20)
+    bt.run(copy.deepcopy(source), config, load_rules(), log=lambda *_: None, rule_scorer=sevens)
+    assert calls == [[7.0, 7.0, 7.0]]

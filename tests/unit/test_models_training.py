@@ -119,3 +119,110 @@ def test_explain_names_known_features_for_flagged_rows(result):
         assert 1 <= len(row) <= 3
         assert all(name in FEATURES and drop > 0 for name, drop in row)
         assert [d for _, d in row] == sorted((d for _, d in row), reverse=True)
+
+
+def _blend_case(linear_on_validation: str, rules: np.ndarray | None = None, sharp: bool = False):
+    """A validation slice where the boosting's probability is given and the logistic
+    regression learns one feature: on the slice that feature is the boosting's own signal
+    with a little noise ("alike": the blends differ by little) or its reverse ("reversed":
+    every blend is clearly worse). ``rules``: the rule scores of the slice's rows;
+    ``sharp``: the boosting gives the frauds probabilities near 1 (the linear model does not)."""
+    from scipy.special import expit
+
+    from txmon.models.training import _blend
+
+    rng = np.random.default_rng(3)
+    n, fit_rows = 30_000, 20_000
+    y = rng.random(n) < 0.02
+    fit_part = np.arange(n) < fit_rows
+    latent = y * 3.0 + rng.normal(0, 1.0, n)
+    x = np.zeros((n, len(FEATURES)))
+    x[:, 0] = latent + rng.normal(0, 0.3, n)
+    if linear_on_validation == "reversed":
+        x[~fit_part, 0] = -x[~fit_part, 0]
+    boosted = expit(3.0 * latent[~fit_part] - 6.0) if sharp else expit(latent[~fit_part] - 5.0)
+    return _blend(x, y, fit_part, boosted, TrainingConfig(), rules), y[~fit_part]
+
+
+def test_the_blend_takes_the_largest_weight_within_one_standard_error_of_the_best():
+    (linear, weight, info, _), _ = _blend_case("alike", np.zeros(10_000))
+    aps = {float(w): a for w, a in info["linear_validation_ap"].items()}
+    se, best = info["linear_validation_ap_se"], info["linear_best_validation_weight"]
+    assert se > 0 and aps[best] == max(aps.values())
+    assert weight == max(w for w, a in aps.items() if aps[best] - a <= se)
+    # the case is one where the rule matters: the weight taken is not the best AP's
+    assert weight > best and linear is not None and info["linear_judged_with_rules"]
+
+
+def test_without_rule_scores_the_best_validation_ap_decides():
+    (linear, weight, info, _), _ = _blend_case("alike")
+    aps = {float(w): a for w, a in info["linear_validation_ap"].items()}
+    assert not info["linear_judged_with_rules"]
+    assert weight == info["linear_best_validation_weight"] == max(aps, key=aps.get) == 0.0
+    assert linear is None
+
+
+def test_a_blend_clearly_worse_on_validation_is_not_taken():
+    (linear, weight, info, _), _ = _blend_case("reversed", np.zeros(10_000))
+    aps = {float(w): a for w, a in info["linear_validation_ap"].items()}
+    assert aps[0.0] - aps[0.25] > info["linear_validation_ap_se"]
+    assert (weight, linear) == (0.0, None)
+
+
+def test_the_blend_is_judged_on_the_risk_with_the_rules_scores():
+    """Legitimate payments that fire a rule (score 60) sit between the frauds' risk with
+    the boosting alone (~0.9 x 0.95) and with a blend that pulls their probability down:
+    the probability alone would take the blend, the served risk does not."""
+    (_, alone, _, _), yv = _blend_case("alike", np.zeros(10_000), sharp=True)
+    rules = np.where(~yv & (np.random.default_rng(5).random(len(yv)) < 0.05), 60.0, 0.0)
+    (linear, weight, info, _), _ = _blend_case("alike", rules, sharp=True)
+    aps = {float(w): a for w, a in info["linear_validation_ap"].items()}
+    assert alone > 0 and info["linear_judged_with_rules"]  # no rule fired: the blend is taken
+    assert (weight, linear) == (0.0, None) and aps[0.0] - aps[alone] > info["linear_validation_ap_se"]
+
+
+def test_the_standard_error_of_ap_does_not_move_with_the_seed():
+    from txmon.models.training import _ap_standard_error
+
+    rng = np.random.default_rng(1)
+    y, score = rng.random(2_000) < 0.05, rng.random(2_000)
+    first = _ap_standard_error(y, score)
+    rng.random(10)  # whatever else drew random numbers meanwhile
+    assert _ap_standard_error(y, score) == first > 0
+
+
+def test_rule_scores_reach_the_blend_for_the_validation_rows_only():
+    import pandas as pd
+
+    from txmon.models.training import _validation_rules
+
+    rows = pd.DataFrame({"txn_id": [f"t{i}" for i in range(6)], "amount_paise": np.arange(6)})
+    fit_part = np.array([True, True, True, True, False, False])
+    seen = []
+
+    def scorer(frame):
+        seen.append(frame["txn_id"].tolist())
+        return frame["amount_paise"] * 10.0
+
+    assert _validation_rules(rows, fit_part, scorer).tolist() == [40.0, 50.0]
+    assert seen == [["t4", "t5"]]  # a Spark pass over the fitted rows would be wasted
+    assert _validation_rules(rows, fit_part, {"t5": 30.0}).tolist() == [0.0, 30.0]
+    assert _validation_rules(rows, fit_part, np.arange(6) * 1.0).tolist() == [4.0, 5.0]
+
+
+def test_fit_gives_a_rule_scorer_the_validation_slice_only():
+    from txmon.models.dataset import labelled_features
+    from txmon.models.training import fit
+
+    history = simulated(EVENTS, seed=7)
+    rows = labelled_features(history.events, history.labels)
+    seen = []
+
+    def scorer(frame):
+        seen.append(frame["event_time"])
+        return np.zeros(len(frame))
+
+    info = fit(rows, CONFIG.model_copy(update={"tune": False, "seed_spread": False}), rules=scorer).info
+    assert info["linear_judged_with_rules"] and len(seen) == 1 and len(seen[0]) == info["validation_rows"] > 0
+    ordered = rows["event_time"].sort_values(kind="mergesort").reset_index(drop=True)
+    assert seen[0].min() >= ordered.iloc[info["fit_rows"] - 1]
