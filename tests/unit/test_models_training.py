@@ -158,7 +158,7 @@ def test_without_rule_scores_the_best_validation_ap_decides():
     (linear, weight, info, _), _ = _blend_case("alike")
     aps = {float(w): a for w, a in info["linear_validation_ap"].items()}
     assert not info["linear_judged_with_rules"]
-    assert weight == info["linear_best_validation_weight"] == max(aps, key=aps.get) == 0.0
+    assert weight == info["linear_best_validation_weight"] == max(aps, key=lambda w: aps[w]) == 0.0
     assert linear is None
 
 
