@@ -139,6 +139,67 @@ LABEL_FEATURES = (
 FEATURES = ("amount_paise", *PAYER_FEATURES, *PAYEE_FEATURES, *LABEL_FEATURES)
 """Every feature column, in the order models see them."""
 
+FEATURE_WORDS = {
+    "amount_paise": "the amount",
+    "payer_count_5m": "the payer's payments in the last 5 minutes",
+    "payer_count_1h": "the payer's payments in the last hour",
+    "payer_count_24h": "the payer's payments in the last 24 hours",
+    "payer_sum_5m": "the payer's spending in the last 5 minutes",
+    "payer_sum_1h": "the payer's spending in the last hour",
+    "payer_sum_24h": "the payer's spending in the last 24 hours",
+    "payer_payees_5m": "distinct payees paid in the last 5 minutes",
+    "payer_payees_1h": "distinct payees paid in the last hour",
+    "payer_payees_24h": "distinct payees paid in the last 24 hours",
+    "payer_history_count": "the payer's payments seen so far",
+    "amount_to_mean": "the amount against the payer's usual amount",
+    "amount_zscore": "how far the amount is from the payer's usual spread",
+    "is_new_payee": "a payee this payer never paid before",
+    "is_new_device": "a device this payer never used before",
+    "hour_ist": "the hour of day (IST)",
+    "is_night": "a night-time payment (IST)",
+    "secs_since_prev": "the time since the payer's previous payment",
+    "km_from_prev": "the distance from the payer's previous payment",
+    "kmh_from_prev": "the speed implied since the payer's previous payment",
+    "payer_failed_1h": "the payer's failed payments in the last hour",
+    "payer_small_1h": "the payer's payments of Rs 200 or less in the last hour",
+    "payer_near_threshold_24h": "the payer's payments just under a reporting threshold in 24 hours",
+    "payer_count_7d": "the payer's payments in the last 7 days",
+    "payer_sum_7d": "the payer's spending in the last 7 days",
+    "payer_mean_7d": "the payer's mean payment over 7 days",
+    "payer_count_30d": "the payer's payments in the last 30 days",
+    "payer_sum_30d": "the payer's spending in the last 30 days",
+    "payer_mean_30d": "the payer's mean payment over 30 days",
+    "amount_to_mean_7d": "the amount against the payer's 7-day mean",
+    "amount_to_mean_30d": "the amount against the payer's 30-day mean",
+    "amount_zscore_30d": "how far the amount is from the payer's 30-day spread",
+    "days_since_first_seen": "how long the payer has been known",
+    "is_weekend_ist": "a weekend payment (IST)",
+    "payee_payers_1h": "distinct payers paying this payee in the last hour",
+    "payee_count_1h": "payments to this payee in the last hour",
+    "payee_count_1d": "payments to this payee in the last day",
+    "payee_count_7d": "payments to this payee in the last 7 days",
+    "payee_count_30d": "payments to this payee in the last 30 days",
+    "payee_fraud_reports": "fraud reports on this payee so far",
+    "payee_fraud_rate_1d": "this payee's confirmed-fraud rate over 1 day",
+    "payee_fraud_rate_7d": "this payee's confirmed-fraud rate over 7 days",
+    "payee_fraud_rate_30d": "this payee's confirmed-fraud rate over 30 days",
+    "payee_reports_7d": "fraud reports on this payee in the last 7 days",
+    "payee_fraud_days_since_first": "days since this payee's first known fraud",
+    "payee_fraud_days_since_last": "days since this payee's latest known fraud",
+    "payee_known_frauds_30d": "this payee's known frauds in the last 30 days",
+}
+"""Each feature in an analyst's words: the description of a model reason naming it."""
+
+
+def feature_words(feature: str) -> str:
+    """An analyst's words for ``feature`` (its name spelled out when it has none).
+
+    >>> feature_words("is_new_payee"), feature_words("some_new_thing")
+    ('a payee this payer never paid before', 'some new thing')
+    """
+    return FEATURE_WORDS.get(feature) or feature.replace("_", " ")
+
+
 MODEL_SCORE_REASON = "MODEL_SCORE"
 """The reason of a flagged transaction that no rule and no single feature explains."""
 

@@ -63,6 +63,7 @@ from txmon.models.features import (
     PAYER_FEATURES,
     add_payee_features,
     add_payer_features,
+    feature_words,
     model_reason_code,
 )
 from txmon.models.registry import Registry
@@ -325,7 +326,7 @@ def alert_reasons(row: dict, fired: list[str], rules: dict, explanation, decisio
             reasons.append(
                 {
                     "code": model_reason_code(name),
-                    "description": f"model: unusual {name.replace('_', ' ')}",
+                    "description": f"model: {feature_words(name)}",
                     "value": _fmt(row.get(name)),
                     "contribution": round(float(contribution), 4),
                 }

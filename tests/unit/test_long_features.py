@@ -141,3 +141,15 @@ def test_state_stays_bounded_and_old_profiles_still_load() -> None:
     old_payer = json.dumps([3, 100.0, 0.0, 5 * DAY, None, None, [[5 * DAY, 100, "m1", False]], {}, {}])
     assert PayerState.from_json(old_payer).first_us == 5 * DAY
     assert PayeeState.from_json(json.dumps([[5 * DAY, "acct"]])).recent[0][0] == 5 * DAY
+
+
+def test_every_feature_has_an_analysts_description_and_model_reasons_use_it():
+    from txmon.models.features import FEATURE_WORDS, FEATURES, feature_words
+    from txmon.spark_jobs.detection import alert_reasons
+
+    assert set(FEATURE_WORDS) == set(FEATURES)  # a new feature must say what it means
+    assert len(set(FEATURE_WORDS.values())) == len(FEATURE_WORDS)  # two features never read the same
+    reasons = alert_reasons({"is_new_payee": 1}, [], {}, [("is_new_payee", 0.2)], "REVIEW", 0.7)
+    assert [(r["code"], r["description"], r["value"]) for r in reasons] == [
+        ("MODEL_IS_NEW_PAYEE", "model: " + feature_words("is_new_payee"), "1")
+    ]
