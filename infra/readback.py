@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import threading
 import time
@@ -102,6 +103,21 @@ def end_offsets_reader(bootstrap: str) -> EndOffsetsReader:
         if reader is None:
             reader = _READERS[bootstrap] = EndOffsetsReader(bootstrap)
         return reader
+
+
+@atexit.register
+def close_end_offsets_readers() -> None:
+    """Close this process's kept consumers. Also at exit: a consumer left open keeps its
+    network thread (a daemon) reconnecting and logging once its broker is gone, and the
+    interpreter freezes daemon threads where they stand when it shuts down; one frozen
+    inside a logging handler holds that handler's lock, and the next log call of the
+    shutdown (py4j's connection finalizers log) then waits for it forever."""
+    with _READERS_LOCK:
+        readers = list(_READERS.values())
+        _READERS.clear()
+    for reader in readers:
+        with reader._lock:
+            reader.close_consumer()
 
 
 def count_landed(session, txn_ids: Sequence[str], table: str = "transactions", chunk: int = 100) -> int:

@@ -27,9 +27,11 @@ def services(settings: Settings) -> Iterator[Settings]:
     were_running = all(s.healthy for s in stack.status(settings))
     stack.up(settings, log=lambda msg: None)
     yield settings
+    from txmon.infra.readback import close_end_offsets_readers
     from txmon.spark_jobs.cassandra_sink import close_sessions
 
     close_sessions()  # the streams' driver-side sessions, before their Cassandra goes away
+    close_end_offsets_readers()  # the dashboard's kept Kafka consumers, before their Kafka goes away
     if not were_running and os.environ.get("TXMON_TEST_KEEP") != "1":
         stack.down(settings, purge=True, log=lambda msg: None)
 

@@ -297,3 +297,23 @@ def test_the_dashboards_end_offsets_reader_gives_up_quickly_and_waits_before_ask
     reader.retry_after_s = 0
     with pytest.raises(KafkaTimeoutError, match="Unable to bootstrap"):  # past it: asked again
         reader("transactions")
+
+
+def test_kept_end_offsets_consumers_are_closed_and_forgotten_at_shutdown():
+    # A kept consumer left open at exit keeps a daemon network thread logging while the
+    # interpreter shuts down (a test session hung on it): close_end_offsets_readers,
+    # registered with atexit, closes every one and forgets them.
+    from txmon.infra import readback
+
+    class Consumer:
+        closed = 0
+
+        def close(self, timeout_ms=None):
+            Consumer.closed += 1
+
+    reader = readback.end_offsets_reader("127.0.0.1:1")
+    assert readback.end_offsets_reader("127.0.0.1:1") is reader  # one per broker and process
+    reader._consumer = Consumer()
+    readback.close_end_offsets_readers()
+    assert Consumer.closed == 1 and reader._consumer is None
+    assert readback.end_offsets_reader("127.0.0.1:1") is not reader  # forgotten: a new one next time
