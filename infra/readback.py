@@ -9,7 +9,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from txmon.infra import statements as cql
 from txmon.infra.cassandra_schema import prepared, rows_in
@@ -55,7 +55,7 @@ class EndOffsetsReader:
         self.timeout_ms = timeout_ms
         self.retry_after_s = retry_after_s
         self._lock = threading.Lock()
-        self._consumer = None
+        self._consumer: Any = None  # a KafkaConsumer once opened
         self._failed_at: float | None = None
 
     def __call__(self, topic: str) -> dict[int, int]:
