@@ -278,8 +278,13 @@ def test_spending_band_segments_are_the_batch_jobs_bands_and_nothing_else():
         assert not insights.SEGMENT.fullmatch(bad), bad
 
 
-def test_the_dashboards_end_offsets_reader_gives_up_quickly_and_waits_before_asking_again():
+def test_the_dashboards_end_offsets_reader_gives_up_quickly_and_waits_before_asking_again(monkeypatch):
     import socket
+
+    # Credentials of its own: a unit run before any `txmon infra up` has no secrets file
+    # (nothing listens on the port, so they are never checked).
+    monkeypatch.setenv("TXMON_KAFKA_USER", "txmon")
+    monkeypatch.setenv("TXMON_KAFKA_PASSWORD", "not-checked")
 
     from txmon.infra.readback import EndOffsetsReader
 
