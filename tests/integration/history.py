@@ -43,3 +43,23 @@ def keyspace_settings(settings, keyspace: str, truncate=("transactions", "labels
     finally:
         cluster.shutdown()
     return own
+
+
+def train_champion(registry_root, n: int = 40_000, seed: int = 4242):
+    """A small model on separate simulated history, registered and promoted in a registry
+    of the test's own: (its version, its bundle)."""
+    from txmon.models.registry import Registry
+    from txmon.models.sources import simulated
+    from txmon.models.training import TrainingConfig, train
+
+    history = simulated(n=n, seed=seed, mean_tps=0.2)
+    result = train(
+        history.events,
+        history.labels,
+        TrainingConfig(seed=1, max_iter=120, iforest_estimators=50),
+        data_source=history.source,
+    )
+    registry = Registry(registry_root)
+    version = registry.register(result.bundle, result.metadata)
+    registry.promote(version)
+    return version, result.bundle

@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from tests.integration.console_alerts import hand_made_alert
+from tests.integration.history import train_champion
 from tests.integration.streams import stream_options, stream_topics
 from txmon.alerting.store import AlertStore
 from txmon.infra.masking import mask_account, mask_phone, mask_vpa
@@ -58,20 +59,7 @@ def _run_stream(spark, settings, names, tmp: Path) -> None:
 def _train_champion(registry_root: Path):
     """A small model on other simulated history, promoted in the run's own registry, so
     that alerts carry the model's explanation beside the rules."""
-    from txmon.models.registry import Registry
-    from txmon.models.sources import simulated
-    from txmon.models.training import TrainingConfig, train
-
-    history = simulated(n=20_000, seed=4243, mean_tps=0.2)
-    result = train(
-        history.events,
-        history.labels,
-        TrainingConfig(seed=1, max_iter=120, iforest_estimators=50),
-        data_source=history.source,
-    )
-    registry = Registry(registry_root)
-    registry.promote(registry.register(result.bundle, result.metadata))
-    return result.bundle
+    return train_champion(registry_root, n=20_000, seed=4243)[1]
 
 
 @pytest.fixture(scope="module")

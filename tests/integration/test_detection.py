@@ -11,6 +11,7 @@ from collections import Counter
 import pandas as pd
 import pytest
 
+from tests.integration.history import train_champion
 from tests.integration.streams import stream_options, stream_topics
 from txmon.alerting.contract import alert_id_for, from_json
 from txmon.infra.kafka_client import client_config, spark_kafka_options
@@ -39,21 +40,7 @@ def _scored(session, ids):
 
 def _train_champion(registry_root):
     """A small model on separate simulated history, promoted in a registry of the test's own."""
-    from txmon.models.registry import Registry
-    from txmon.models.sources import simulated
-    from txmon.models.training import TrainingConfig, train
-
-    history = simulated(n=40_000, seed=4242, mean_tps=0.2)
-    result = train(
-        history.events,
-        history.labels,
-        TrainingConfig(seed=1, max_iter=120, iforest_estimators=50),
-        data_source=history.source,
-    )
-    registry = Registry(registry_root)
-    version = registry.register(result.bundle, result.metadata)
-    registry.promote(version)
-    return version
+    return train_champion(registry_root)[0]
 
 
 @pytest.fixture(scope="module")
