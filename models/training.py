@@ -292,16 +292,18 @@ def _blend(
     # and the rule's larger weights are what cost the simulator's risk score: there the
     # best validation AP decides, as before the rule.
     best = max(weights, key=lambda w: (round(aps[w], 6), -w))
-    error = _ap_standard_error(yv, risks[best])
-    weight = best if rule_validation is None else max(w for w in weights if aps[best] - aps[w] <= error)
     info = {
-        "linear_weight": weight,
+        "linear_weight": best,
         "linear_best_validation_weight": best,
         "linear_judged_with_rules": rule_validation is not None,
         "linear_validation_ap": {str(w): round(a, 6) for w, a in aps.items()},
-        "linear_validation_ap_se": round(error, 6),
         "linear_validation_auc": {str(w): round(a, 6) for w, a in aucs.items()},
     }
+    weight = best
+    if rule_validation is not None:  # the bootstrap (200 APs) only where the rule uses it
+        error = _ap_standard_error(yv, risks[best])
+        weight = info["linear_weight"] = max(w for w in weights if aps[best] - aps[w] <= error)
+        info["linear_validation_ap_se"] = round(error, 6)
     if weight == 0.0:
         return None, 0.0, info, boosted_validation
     return (_fit_linear(x, y) if config.refit_all else linear), weight, info, blended[weight]
