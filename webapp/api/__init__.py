@@ -2,7 +2,8 @@
 
 - :mod:`.scorer`: one transaction -> risk, decision, reasons (the stream's features,
   rules and champion model, hot-reloaded);
-- :mod:`.conditions`: rule conditions evaluated per row, with Spark SQL's semantics;
+- rule conditions are evaluated per row by :mod:`txmon.models.rule_conditions` (Spark
+  SQL's semantics; training uses them too);
 - :mod:`.profiles`: the account's and payee's profiles as the stream last saved them;
 - :mod:`.keys`: API keys (hashed, scoped) and the FastAPI dependency that checks them;
 - :mod:`.limits`: per-key rate limit; :mod:`.metrics`: Prometheus metrics;

@@ -10,7 +10,7 @@ synchronous answer the same pieces run here in Python on one row:
    stream stays the only writer of profiles, so a scored-only transaction is never
    counted, and an ingested one is counted once, by the stream;
 2. rules: the same rules file, reloaded when it changes (:class:`RuleBook`), its
-   conditions evaluated by :mod:`.conditions` with Spark SQL's semantics;
+   conditions evaluated by :mod:`txmon.models.rule_conditions` with Spark SQL's semantics;
 3. models: the registry's champion, reloaded when ``champion.json`` changes
    (:class:`Champion`), scored by :class:`txmon.models.bundle.ModelBundle` (the JVM
    scorer equals it to 1e-12: tests/integration/test_jvm_scoring.py);
@@ -48,9 +48,9 @@ from txmon.models.features import (
     payer_fold,
 )
 from txmon.models.risk import decisions, risk_scores
+from txmon.models.rule_conditions import ConditionError, compile_condition
 from txmon.models.rules import RulesError, RuleSet, load_rules
 from txmon.spark_jobs.validation import TRANSACTION_COLUMNS, event_values
-from txmon.webapp.api.conditions import ConditionError, compile_condition
 
 if TYPE_CHECKING:
     from txmon.models.bundle import ModelBundle

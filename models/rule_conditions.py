@@ -2,10 +2,11 @@
 
 The rules file (config/rules.yaml, loaded by :mod:`txmon.models.rules`) writes each
 condition as a Spark SQL expression, and the stream evaluates it with Spark. A synchronous
-API cannot start a Spark job per request (hundreds of milliseconds), so the same text is
-compiled here, once per rules file, into one generated Python function per condition
-(a closure evaluator, one closure per node, is kept as the reference it is tested
-against) for the part of Spark SQL rules use:
+API cannot start a Spark job per request (hundreds of milliseconds), and training scores
+pandas frames with no Spark session, so the same text is compiled here, once per rules
+file, into one generated Python function per condition (a closure evaluator, one closure
+per node, is kept as the reference it is tested against) for the part of Spark SQL rules
+use:
 
 - comparisons ``= == != <> < <= > >=``, ``AND OR NOT``, ``IN (...)``, ``NOT IN``,
   ``BETWEEN``, ``IS [NOT] NULL``, arithmetic ``+ - * / %``, parentheses;
@@ -19,8 +20,9 @@ Division by zero gives NULL (Spark's ``try_divide``; the stream, in ANSI mode, w
 the micro-batch instead, so no rule in service divides by a value that can be zero).
 
 Anything outside this subset is refused when the rules are loaded, naming the rule, so
-the API never guesses at a rule it cannot evaluate exactly; the parity test
-(tests/integration/test_api_parity.py) holds its answers to the stream's.
+neither the API nor training ever guesses at a rule it cannot evaluate exactly; the parity
+tests (tests/integration/test_api_parity.py, tests/integration/test_backtest_parity.py) hold
+its answers to the stream's.
 """
 
 from __future__ import annotations
