@@ -37,7 +37,7 @@ from txmon.models.rules import RulesError
 Row = dict
 Evaluator = Callable[[Row], Any]
 
-__all__ = ["ConditionError", "compile_condition", "interpret_condition"]
+__all__ = ["ConditionError", "compile_condition", "condition_columns", "interpret_condition"]
 
 _TOKEN = re.compile(
     r"""
@@ -525,6 +525,17 @@ def _generated(node: Node) -> Evaluator | None:
 
 def _parse(text: str, columns: Iterable[str]) -> Node:
     return _Parser(text, frozenset(columns)).parse()
+
+
+def condition_columns(text: str, columns: Iterable[str]) -> frozenset[str]:
+    """The columns ``text`` reads (ConditionError as :func:`compile_condition`).
+
+    >>> sorted(condition_columns("coalesce(mcc, 'x') = 'x' AND amount_paise > 5", ["mcc", "amount_paise", "city"]))
+    ['amount_paise', 'mcc']
+    """
+    parser = _Parser(text, frozenset(columns))
+    parser.parse()
+    return frozenset(parser.used)
 
 
 def interpret_condition(text: str, columns: Iterable[str]) -> Evaluator:

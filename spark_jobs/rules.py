@@ -13,9 +13,16 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from txmon.models.features import FEATURES
 from txmon.models.rules import RulesError, RuleSet, load_rules
+from txmon.spark_jobs.validation import TRANSACTION_COLUMNS
 
 log = logging.getLogger(__name__)
+
+RULE_COLUMNS = frozenset((*TRANSACTION_COLUMNS, "payee_key", *FEATURES))
+"""What a rule may read: the landed transaction's columns, payee_key and every feature,
+as in the stream's scored frame. The Python evaluations of the rules (the scoring API,
+training: txmon.models.rule_engine) compile them against these."""
 
 
 def check_conditions(spark, ruleset: RuleSet, schema) -> None:

@@ -25,7 +25,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,8 +47,10 @@ from txmon.models.features import (
     payer_fold,
 )
 from txmon.models.risk import decisions, risk_scores
-from txmon.models.rule_conditions import ConditionError, compile_condition
+from txmon.models.rule_engine import CompiledRules
+from txmon.models.rule_engine import compile_rules as compile_models_rules
 from txmon.models.rules import RulesError, RuleSet, load_rules
+from txmon.spark_jobs.rules import RULE_COLUMNS
 from txmon.spark_jobs.validation import TRANSACTION_COLUMNS, event_values
 
 if TYPE_CHECKING:
@@ -59,9 +60,6 @@ log = logging.getLogger(__name__)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 NO_MODEL = "none"  # the stream's model_version without a champion (spark_jobs/detection.NO_MODEL)
-# What a rule may read: the landed transaction's columns, payee_key and every feature,
-# as in the stream's scored frame.
-RULE_COLUMNS = frozenset((*TRANSACTION_COLUMNS, "payee_key", *FEATURES))
 
 
 @dataclass(frozen=True)
@@ -76,29 +74,10 @@ class Profiles:
     """The payee's confirmed frauds received so far: (label time µs, transaction time µs)."""
 
 
-@dataclass(frozen=True)
-class CompiledRules:
-    ruleset: RuleSet
-    conditions: tuple[tuple[Any, Any], ...]  # (rule, evaluator) of the active rules, in file order
-
-    @cached_property
-    def by_id(self) -> dict:
-        return {r.id: r for r in self.ruleset.rules}
-
-
 def compile_rules(ruleset: RuleSet) -> CompiledRules:
-    """Every active rule's condition compiled; RulesError naming the rule if one cannot be."""
-    compiled = []
-    for rule in ruleset.active:
-        try:
-            compiled.append((rule, compile_condition(rule.effective_condition, RULE_COLUMNS)))
-        except ConditionError as exc:
-            raise RulesError(f"rule {rule.id}: condition `{rule.condition}`: {exc}") from None
-    for rule in ruleset.rules:
-        for name in rule.placeholders():
-            if name not in RULE_COLUMNS:
-                raise RulesError(f"rule {rule.id}: reason uses {{{name}}}, which is not a column")
-    return CompiledRules(ruleset, tuple(compiled))
+    """Every active rule's condition compiled against :data:`RULE_COLUMNS`; RulesError
+    naming the rule if one cannot be (:func:`txmon.models.rule_engine.compile_rules`)."""
+    return compile_models_rules(ruleset, RULE_COLUMNS)
 
 
 class RuleBook:
