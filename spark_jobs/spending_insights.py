@@ -37,6 +37,7 @@ from txmon.infra.settings import load_settings
 from txmon.spark_jobs.cassandra_sink import CassandraTarget, write_dataframe
 from txmon.spark_jobs.history import read_table
 from txmon.spark_jobs.session import build_session
+from txmon.spark_jobs.spend_bands import SPEND_BANDS
 
 SPENDING_COLUMNS = (
     "payer_account",
@@ -70,13 +71,6 @@ ALL_SEGMENT = "all"
 SEGMENTS = ("channel", "mcc", "spend")
 """What else the book is cut by: segment ``channel:<channel>``, ``mcc:<category>`` and
 ``spend:<band>``, the payer's spending band (:data:`SPEND_BANDS`)."""
-SPEND_BANDS = (("low", 10_000_00), ("mid", 1_00_000_00), ("high", None))
-"""(band, upper bound in paise, exclusive) of a payer account's spending per active month:
-its total before ``--until`` over the IST months it paid in. The event contract carries no
-customer segment, and data replayed from elsewhere carries none either, so the customer
-is cut by what every transaction does say: how much the account spends (Rs 10,000 and
-Rs 1 lakh a month, the bands' edges). Fixed edges, not quantiles of the book, so that an
-account's band means the same amount in every run and on every bank's data."""
 TOP_PAYEES = 20
 _READ = {
     "txn_id": "string",
@@ -129,7 +123,8 @@ def aggregate(transactions, until: datetime):
 
 
 def spend_band(monthly_paise):
-    """The :data:`SPEND_BANDS` band of a spend per month (a Column)."""
+    """The :data:`SPEND_BANDS` band of a spend per month (a Column): the Spark form of
+    spark_jobs.spend_bands.band_of, which the console uses on what this job stored."""
     band = F.lit(SPEND_BANDS[-1][0])
     for name, below in reversed(SPEND_BANDS[:-1]):
         band = F.when(monthly_paise < F.lit(below), F.lit(name)).otherwise(band)

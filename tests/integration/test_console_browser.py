@@ -28,6 +28,7 @@ from txmon.infra.masking import mask_account, mask_phone, mask_vpa
 from txmon.infra.process import wait_until
 from txmon.infra.settings import PROJECT_ROOT
 from txmon.ingestion.events import IST
+from txmon.webapp.console import insights
 
 SEED = 20261206
 EVENTS = 2_000
@@ -554,6 +555,7 @@ def test_dashboard_and_insights_render_what_the_stream_and_the_batch_job_stored(
     _open_case(browser)
     event = streamed["events"][_text(browser, "txn-id")]
     _press(browser, "insights-link")
+    account_page = browser.current_url
     assert _text(browser, "insights-account") == event.payer.account_number
     mine = [e for e in streamed["events"].values() if e.payer.account_number == event.payer.account_number]
     summary = _text(browser, "insights-summary")
@@ -625,6 +627,24 @@ def test_dashboard_and_insights_render_what_the_stream_and_the_batch_job_stored(
     summary = _text(browser, "insights-summary")
     assert count_of(summary) == bands[payer_band][0] and f"₹{bands[payer_band][1] / 100:,.2f}" in summary
     assert not browser.find_elements(By.ID, "chart-spend")  # a band's own band would be one bar
+
+    # The account's own page names its band (the one computed here), its spend a month,
+    # and the band's average beside its own; the band's link leads to that segment's page,
+    # which shows the same average.
+    account = event.payer.account_number
+    browser.get(account_page)
+    assert browser.find_element(By.ID, "band").get_attribute("data-band") == payer_band
+    own = [a for a, _ in spent[account]]
+    monthly = round(sum(own) / len(months[account]))
+    n = len(months[account])
+    assert f"₹{monthly / 100:,.2f} a month over {n} month{'' if n == 1 else 's'} paid in" in _text(browser, "band")
+    own_average, band_average = round(sum(own) / len(own)), round(bands[payer_band][1] / bands[payer_band][0])
+    assert _text(browser, "band-average") == (
+        f"₹{band_average / 100:,.2f} (this account {own_average / band_average:.2f} times)"
+    )
+    _press(browser, "band-link")
+    assert _text(browser, "insights-account") == insights.segment_label(f"spend:{payer_band}")
+    assert _text(browser, "average") == f"₹{band_average / 100:,.2f}"
 
 
 def _shown_number(text: str) -> float:

@@ -278,6 +278,53 @@ def test_spending_band_segments_are_the_batch_jobs_bands_and_nothing_else():
         assert not insights.SEGMENT.fullmatch(bad), bad
 
 
+def test_the_job_and_the_console_share_one_definition_of_the_spending_bands():
+    from txmon.spark_jobs import spend_bands, spending_insights
+
+    assert spending_insights.SPEND_BANDS is spend_bands.SPEND_BANDS
+
+
+@given(st.integers(0, 10**13), st.integers(1, 600))
+def test_an_accounts_band_is_its_spend_per_month_paid_in_cut_at_the_edges(total, months):
+    from txmon.spark_jobs.spend_bands import band_of
+
+    monthly = total / months
+    expected = "low" if monthly < 10_000_00 else "mid" if monthly < 1_00_000_00 else "high"
+    assert band_of(total, months) == expected
+    # More months for the same spend never raise the band; more spend never lowers it.
+    order = ["low", "mid", "high"]
+    assert order.index(band_of(total, months + 1)) <= order.index(expected)
+    assert order.index(band_of(total + 1, months)) >= order.index(expected)
+
+
+def test_an_account_page_names_the_band_from_the_stored_months_and_years():
+    from types import SimpleNamespace as Row
+
+    from txmon.webapp.console import insights
+
+    # 12,000 + 2,000 + 1,000 rupees over three months paid in: 5,000 a month, low,
+    # although one month alone was over 10,000.
+    months = [{"count": 3, "total": 12_000_00}, {"count": 1, "total": 2_000_00}, {"count": 2, "total": 1_000_00}]
+    years = [{"count": 4, "total": 14_000_00}, {"count": 2, "total": 1_000_00}]
+    assert insights.months_cover_years(months, years)
+    assert insights.account_band(months, years) == ("low", 5_000_00)
+    assert insights.account_band(months[:1], [years[0] | {"count": 3, "total": 12_000_00}]) == ("mid", 12_000_00)
+    assert insights.account_band([], []) == (None, None)  # not seen by the job
+    # A month older than the months read: its transactions are in the years only.
+    assert not insights.months_cover_years(months[1:], years)
+
+    book = [
+        Row(dimension="all", key="", txn_count=10, total_paise=10_000),
+        Row(dimension="spend", key="low", txn_count=3, total_paise=900),  # two years of the band
+        Row(dimension="spend", key="low", txn_count=1, total_paise=301),
+        Row(dimension="spend", key="mid", txn_count=6, total_paise=8_800),
+        Row(dimension="channel", key="low", txn_count=1, total_paise=10**9),  # not a band
+    ]
+    assert insights.band_average(book, "low") == 300  # 1,201 / 4, rounded
+    assert insights.band_average(book, "mid") == 1_467
+    assert insights.band_average(book, "high") is None and insights.band_average(book, None) is None
+
+
 def test_the_dashboards_end_offsets_reader_gives_up_quickly_and_waits_before_asking_again(monkeypatch):
     import socket
 

@@ -25,6 +25,7 @@ from txmon.alerting.contract import DAY_TZ
 from txmon.infra.cassandra_schema import prepared
 from txmon.infra.readback import account_windows
 from txmon.infra.statements import ACCOUNT_SPENDING_MONTHS, ACCOUNT_SPENDING_YEARS, SEGMENT_SPENDING
+from txmon.spark_jobs import spend_bands
 from txmon.webapp.console import charts
 
 DAILY_DAYS = 30
@@ -32,8 +33,7 @@ MONTHS = 24  # monthly rows read (an account's, a segment's): the last two years
 TOP = 10  # bars in the category and payee charts
 ALL_SEGMENT = "all"  # spark_jobs.spending_insights.ALL_SEGMENT (the console does not import the job)
 SPEND_BANDS = {"low": "under ₹10,000", "mid": "₹10,000 to ₹1 lakh", "high": "₹1 lakh or more"}
-"""spark_jobs.spending_insights.SPEND_BANDS (the job loads pyspark), in words: a payer's
-spend per month it paid in."""
+"""spark_jobs.spend_bands.SPEND_BANDS in words: a payer's spend per month it paid in."""
 SEGMENT = re.compile(r"all|channel:[A-Z_]{1,16}|mcc:(?:\d{4}|none)|spend:(?:" + "|".join(SPEND_BANDS) + ")")
 """What a segment may be called in a URL: the book, a channel, a merchant category, a
 spending band."""
@@ -57,6 +57,10 @@ class Insights:
     segment: str | None = None  # set for a segment's insights
     accounts: int | None = None  # a segment's distinct payer accounts in its latest year
     book_average_paise: int | None = None  # an account's page: the whole book's average, to compare
+    band: str | None = None  # an account's page: its spending band (a key of SPEND_BANDS)
+    band_monthly_paise: int | None = None  # its spend per IST month it paid in, which set the band
+    band_months: int = 0  # the IST months it paid in
+    band_average_paise: int | None = None  # the band's average spend (its segment page's)
 
 
 def segment_label(segment: str) -> str:
@@ -116,6 +120,35 @@ def _periods(rows: list[Any], kind: str) -> list[dict[str, Any]]:
         ),
         key=lambda m: m["period"],
     )
+
+
+def account_band(months: list[dict[str, Any]], years: list[dict[str, Any]]) -> tuple[str | None, int | None]:
+    """(band, spend per month) of an account from its stored months and years (as
+    :func:`_periods` gives them; ``months`` all of them): the job's definition
+    (spark_jobs.spend_bands), its total before the job's ``--until`` over the IST months it
+    paid in. (None, None) for an account the job has not seen."""
+    total = sum(y["total"] for y in years)
+    band = spend_bands.band_of(total, len(months))
+    return band, round(total / len(months)) if band else None
+
+
+def months_cover_years(months: list[dict[str, Any]], years: list[dict[str, Any]]) -> bool:
+    """Whether the months read hold every transaction of the years (no month of the
+    account's history before the :data:`MONTHS` read).
+
+    >>> months_cover_years([{"count": 2}], [{"count": 2}]), months_cover_years([{"count": 2}], [{"count": 5}])
+    (True, False)
+    """
+    return sum(m["count"] for m in months) == sum(y["count"] for y in years)
+
+
+def band_average(book_years: list[Any], band: str | None) -> int | None:
+    """The average spend of the payers in ``band`` over the book's years (the rows of
+    segment ``all``, by spending band): what the band's own segment page shows as its
+    average, as the job counts each transaction in both."""
+    mine = [r for r in book_years if r.dimension == "spend" and r.key == band]
+    count = sum(r.txn_count for r in mine)
+    return round(sum(r.total_paise for r in mine) / count) if count else None
 
 
 def _by_dimension(years: list[Any]) -> dict[str, dict[str, list[int]]]:
@@ -178,6 +211,13 @@ def build(session: Any, account: str, now: datetime, show_payee) -> Insights:
         daily[day][0] += w.txn_count
         daily[day][1] += w.total_paise
     days = sorted((d, c, t) for d, (c, t) in daily.items())
+    every_month = months
+    if not months_cover_years(months, years):
+        # History older than the months shown: the band counts every month paid in.
+        every_month = _periods(
+            list(session.execute(prepared(session, ACCOUNT_SPENDING_MONTHS), (account, ""))), "month"
+        )
+    band, monthly = account_band(every_month, years)
     out = Insights(
         account,
         count,
@@ -192,6 +232,10 @@ def build(session: Any, account: str, now: datetime, show_payee) -> Insights:
         days,
         until,
         book_average_paise=round(book_total / book_count) if book_count else None,
+        band=band,
+        band_monthly_paise=monthly,
+        band_months=len(every_month),
+        band_average_paise=band_average(book_rows, band),
     )
     out.charts = _charts(out, f"Daily spend, last {DAILY_DAYS} days (₹)")
     return out
