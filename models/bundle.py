@@ -17,8 +17,10 @@ has the :data:`~models.features.FEATURES` columns:
   without its per-call validation, joblib dispatch and per-tree leaf arithmetic).
 
 For a few rows (the scoring API's one) both ensembles are walked by
-:class:`txmon.models.lockstep.LockstepTrees` instead, every tree at once: the same
-outputs, bit for bit, without a scikit-learn call per tree.
+:mod:`txmon.models.lockstep` instead (:class:`~txmon.models.lockstep.DispatchTrees`: every
+tree in one compiled call; :class:`~txmon.models.lockstep.LockstepTrees` above
+:data:`~txmon.models.lockstep.DISPATCH_PAIRS` row-tree pairs): the same outputs, bit for
+bit, without a scikit-learn call per tree.
 
 This module imports only numpy, pandas, scikit-learn and the feature list, so Spark
 executors can unpickle a bundle cheaply.
@@ -36,7 +38,7 @@ import pandas as pd
 from scipy.special import expit
 
 from txmon.models.features import FEATURES
-from txmon.models.lockstep import LOCKSTEP_ROWS, LockstepTrees
+from txmon.models.lockstep import DISPATCH_PAIRS, LOCKSTEP_ROWS, DispatchTrees, LockstepTrees
 
 __all__ = [
     "LOG_FEATURES",
@@ -133,7 +135,11 @@ class ForestPaths:
         """The forest's anomaly score (higher = more unusual) of each row of a FEATURES matrix."""
         x32 = self.forest_input(x)
         if len(x32) <= LOCKSTEP_ROWS:
-            depths = self._lockstep().total(x32)
+            walk = self._lockstep()
+            if len(x32) * len(walk.roots) <= DISPATCH_PAIRS:
+                depths = _dispatch(self, walk).totals(x32)[0]
+            else:
+                depths = walk.total(x32)
         else:
             depths = np.zeros(len(x32), order="F")
             for tree, features, leaf_depth in self.trees:
@@ -154,6 +160,15 @@ class ForestPaths:
         if walk is None:
             walk = self.__dict__["_walk"] = LockstepTrees.of_forest(self)
         return walk
+
+
+def _dispatch(owner, walk: LockstepTrees) -> DispatchTrees:
+    """``walk``'s trees as one :class:`DispatchTrees`, made once per ``owner`` (a bundle, a
+    forest) and process, as its walk is."""
+    dispatch = owner.__dict__.get("_dispatch")
+    if dispatch is None:
+        dispatch = owner.__dict__["_dispatch"] = DispatchTrees([(walk, 0)], len(FEATURES))
+    return dispatch
 
 
 @dataclass(eq=False)
@@ -249,6 +264,8 @@ class ModelBundle:
                 self.__dict__["_walk"] = LockstepTrees.of_classifier(self.classifier)
             walk = self.__dict__["_walk"]
             if walk is not None:
+                if len(x) * len(walk.roots) <= DISPATCH_PAIRS:
+                    return _dispatch(self, walk).totals(x)[0]
                 return walk.total(np.asarray(x, dtype=np.float64))
         return self.classifier.decision_function(x)
 
@@ -261,7 +278,7 @@ class ModelBundle:
         return paths
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_paths", "_walk", "_grid", "_policy")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_paths", "_walk", "_dispatch", "_grid", "_policy")}
 
     def score(self, frame) -> tuple[np.ndarray, np.ndarray]:
         """(fraud_probability, anomaly), each in [0, 1], one per row of ``frame`` (pandas or Arrow)."""

@@ -1,7 +1,7 @@
-"""The bundle's lockstep tree walk (models.bundle.LockstepTrees), used for a few rows at a
-time (the scoring API's one row), gives scikit-learn's own outputs bit for bit: the
-boosting's decision_function and the forest's score_samples, for ordinary, missing,
-infinite and hostile values."""
+"""The bundle's few-row tree walks (models.lockstep: LockstepTrees, and DispatchTrees for
+the scoring API's one row), give scikit-learn's own outputs bit for bit: the boosting's
+decision_function and the forest's score_samples, for ordinary, missing, infinite and
+hostile values; and DispatchTrees gives LockstepTrees' totals for any row."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis.extra.numpy import arrays
 
 from txmon.models.bundle import ForestPaths, ModelBundle, feature_matrix
 from txmon.models.features import FEATURES
-from txmon.models.lockstep import LOCKSTEP_ROWS, LockstepTrees
+from txmon.models.lockstep import DISPATCH_PAIRS, LOCKSTEP_ROWS, DispatchTrees, LockstepTrees
 from txmon.models.testing import planted_frame
 from txmon.models.training import TrainingConfig, train_frame
 
@@ -49,11 +49,14 @@ def _sklearn_anomaly(bundle: ModelBundle, x: np.ndarray) -> np.ndarray:
     return np.interp(raw, bundle.anomaly_reference, np.linspace(0.0, 1.0, len(bundle.anomaly_reference)))
 
 
-def test_the_walk_is_what_a_few_rows_use(bundle, rows):
+def test_the_walks_are_what_a_few_rows_use(bundle, rows):
     bundle.probability(rows[:1])
     bundle.anomaly(rows[:1])
     assert isinstance(bundle.__dict__["_walk"], LockstepTrees)
     assert isinstance(bundle._forest_paths().__dict__["_walk"], LockstepTrees)
+    # one row: every tree in one compiled call
+    assert isinstance(bundle.__dict__["_dispatch"], DispatchTrees)
+    assert isinstance(bundle._forest_paths().__dict__["_dispatch"], DispatchTrees)
 
 
 def test_boosting_totals_equal_decision_function_bit_for_bit(bundle, rows):
@@ -79,6 +82,29 @@ def test_bundle_outputs_for_one_row_and_for_many_are_sklearns(bundle, rows):
     np.testing.assert_array_equal(bundle.anomaly(many), np.tile(bundle.anomaly(rows), 3))
 
 
+def test_above_dispatch_pairs_the_lockstep_walk_scores_as_sklearn(bundle, rows, monkeypatch):
+    import txmon.models.bundle as bundle_module
+
+    assert len(rows) * len(bundle.__dict__["_walk"].roots) <= DISPATCH_PAIRS  # the default: one call
+    monkeypatch.setattr(bundle_module, "DISPATCH_PAIRS", 0)  # every few-row call walks in lockstep
+    np.testing.assert_array_equal(bundle.probability(rows), _sklearn_probability(bundle, rows))
+    np.testing.assert_array_equal(bundle.anomaly(rows), _sklearn_anomaly(bundle, rows))
+
+
+def test_dispatch_totals_equal_the_lockstep_walks_bit_for_bit(bundle, rows):
+    boosting, forest = bundle.__dict__["_walk"], bundle._forest_paths()._lockstep()
+    x32 = bundle._forest_paths().forest_input(rows)
+    both = DispatchTrees([(boosting, 0), (forest, len(FEATURES))], 2 * len(FEATURES))
+    for n in (1, 2, LOCKSTEP_ROWS):
+        h, f = both.totals(np.hstack([rows[:n], x32[:n]]))
+        np.testing.assert_array_equal(h, boosting.total(rows[:n]))
+        np.testing.assert_array_equal(f, forest.total(x32[:n]))
+    for i in range(len(rows)):  # one row at a time, as the API scores
+        np.testing.assert_array_equal(
+            both.totals(np.hstack([rows[i : i + 1], x32[i : i + 1]]))[0], boosting.total(rows[i : i + 1])
+        )
+
+
 def test_hand_made_trees_walk_as_sklearn_splits():
     """Two hand-made trees: NaN follows missing_go_to_left, ties go left, outputs add in order."""
     children = (np.array([1, -1, -1]), np.array([2, -1, -1]))
@@ -89,6 +115,9 @@ def test_hand_made_trees_walk_as_sklearn_splits():
     np.testing.assert_array_equal(walk.leaf_outputs(x), [[10, 1], [20, 2], [10, 2], [10, 2]])
     np.testing.assert_array_equal(walk.total(x), [11.5, 22.5, 12.5, 12.5])
     assert walk.levels == 1
+    for trees in ([stump, other], [stump], [other, stump, other]):  # 2, 1 and 3 trees to pick among
+        one = LockstepTrees(trees, start=0.5)
+        np.testing.assert_array_equal(DispatchTrees([(one, 0)], 2).totals(x)[0], one.total(x))
 
 
 @settings(max_examples=60, deadline=None)
@@ -103,3 +132,22 @@ def test_hand_made_trees_walk_as_sklearn_splits():
 def test_hostile_rows_score_as_sklearn_scores_them(bundle, data):
     np.testing.assert_array_equal(bundle.probability(data), _sklearn_probability(bundle, data))
     np.testing.assert_array_equal(bundle.anomaly(data), _sklearn_anomaly(bundle, data))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    row=arrays(
+        np.float64,
+        (1, len(FEATURES)),
+        elements=st.floats(allow_nan=True, allow_infinity=True, width=64)
+        | st.sampled_from([0.0, -0.0, 1.0, np.nan, 1e300, -1e300, 5e-324]),
+    )
+)
+def test_one_hostile_row_walks_the_same_in_one_call_as_in_lockstep(bundle, row):
+    """The API's path (DispatchTrees, one row) against the reference walk and scikit-learn."""
+    boosting, paths = bundle.__dict__["_walk"], bundle._forest_paths()
+    x32 = paths.forest_input(row)
+    np.testing.assert_array_equal(bundle.__dict__["_dispatch"].totals(row)[0], boosting.total(row))
+    np.testing.assert_array_equal(paths.__dict__["_dispatch"].totals(x32)[0], paths._lockstep().total(x32))
+    np.testing.assert_array_equal(bundle.probability(row), _sklearn_probability(bundle, row))
+    np.testing.assert_array_equal(bundle.anomaly(row), _sklearn_anomaly(bundle, row))
