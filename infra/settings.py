@@ -184,7 +184,7 @@ class RetrainingSettings(_Section):
     )
     holdout_fraction: float = Field(0.3, gt=0, lt=1)
     # The backtest's measures (models/evaluation.py), on the challenger's hold-out: the
-    # model's probability (model_*) or the risk score without rules (model and anomaly).
+    # model's probability (model_*) or the risk score as served (the stream's rules and model).
     metric: Literal[
         "model_average_precision",
         "model_roc_auc",

@@ -18,7 +18,7 @@ from typing import Annotated, get_args
 import typer
 from pydantic import TypeAdapter, ValidationError
 
-from txmon.infra.settings import DEFAULT_RULES, load_settings
+from txmon.infra.settings import DEFAULT_RULES, PROJECT_ROOT, load_settings
 from txmon.models.config import MODELS_DIR_ENV
 from txmon.models.config import models_dir as default_dir
 from txmon.models.errors import RegistryError, TrainingDataError
@@ -119,6 +119,25 @@ def _policy():
     return stream_policy()
 
 
+RulesFile = Annotated[
+    Path | None,
+    typer.Option("--rules", metavar="YAML", help="rules and risk policy (default: config/rules.yaml, as the stream)"),
+]
+
+
+def _stream_rules(path: Path | None):
+    """The rules file compiled for pandas frames (txmon.models.rule_engine), as the
+    stream would read it; and where it came from."""
+    # lazy: numpy, yaml and ingestion.events (~0.5 s to import); `txmon --help` loads this module without them
+    from txmon.models.rule_engine import compile_rules
+    from txmon.models.rules import load_rules
+    from txmon.spark_jobs.rules import RULE_COLUMNS
+
+    path = (path or DEFAULT_RULES).resolve()
+    where = path.relative_to(PROJECT_ROOT) if path.is_relative_to(PROJECT_ROOT) else path
+    return compile_rules(load_rules(path), RULE_COLUMNS), str(where)
+
+
 def _print_table(rows: list[tuple[str, str]]) -> None:
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
@@ -140,21 +159,28 @@ def train(
         ),
     ] = None,
     models_dir: ModelsDir = None,
+    rules: RulesFile = None,
 ) -> None:
     """Train the fraud models on labelled history, time-split, and register a new version.
 
     Trains on the earliest 70% of the history (by event time) and reports metrics on
-    the latest 30% (model only, rule score 0, risk policy from config/rules.yaml).
+    the latest 30%, scored as the stream scores them: its rules and risk policy
+    (config/rules.yaml) with the model. The blend of the model is chosen on that risk too.
     """
     # lazy: pandas (3.4 s to import); `txmon --help` loads this module without it
     from txmon.models.evaluation import metrics_table
     from txmon.models.training import TrainingConfig
     from txmon.models.training import train as train_models
 
+    compiled, rules_source = _stream_rules(rules)
     history = _history(simulate, seed, replay, mapping, rejects_out)
-    policy, policy_source = _policy()
     result = train_models(
-        history.events, history.labels, TrainingConfig(seed=seed), data_source=history.source, policy=policy
+        history.events,
+        history.labels,
+        TrainingConfig(seed=seed),
+        data_source=history.source,
+        policy=compiled.ruleset.policy,
+        rules=compiled,
     )
     meta = result.metadata
     typer.echo(
@@ -168,7 +194,7 @@ def train(
     typer.echo(f"calibration: {meta.calibration}")
     for note in meta.notes:
         typer.echo(f"note: {note}")
-    typer.echo(f"hold-out metrics (model only, rule score 0, policy from {policy_source}):")
+    typer.echo(f"hold-out metrics (rules {compiled.label} and model, as the stream scores; from {rules_source}):")
     _print_table(metrics_table(result.evaluation))
     registry = _registry(models_dir)
     version = registry.register(result.bundle, meta)
@@ -202,6 +228,7 @@ def evaluate(
         Path | None,
         typer.Option(help="with --online: ground truth from this file (.jsonl/.csv) instead of the labels table"),
     ] = None,
+    rules: RulesFile = None,
 ) -> None:
     """Score labelled history with a registered model and report how well it catches fraud.
 
@@ -209,8 +236,8 @@ def evaluate(
     with the labels received so far, or with --labels-file.
 
     On the very data the model was trained on, only its hold-out window is scored (the
-    earlier part still builds the behavioural profiles). Rule score 0 (the rules run in
-    Spark); risk policy from config/rules.yaml.
+    earlier part still builds the behavioural profiles). The risk is the stream's: its
+    rules and risk policy (config/rules.yaml) with the model, as `txmon train` measures it.
     """
     # lazy: pandas (3.4 s to import); `txmon --help` loads this module without it
     import pandas as pd
@@ -224,7 +251,7 @@ def evaluate(
 
         settings = load_settings()
         frame = online_frame(settings, labels_file)
-        policy, policy_source = _policy()
+        policy = _policy()[0]
         metrics = evaluate_frame(frame, k=k, policy=policy)
         versions = ", ".join(sorted(set(frame["model_version"].dropna()))) or "none"
         for note in metrics.notes:
@@ -248,11 +275,13 @@ def evaluate(
             f"{version} was trained on this data: scoring only its hold-out window "
             f"(from {since:%Y-%m-%d %H:%M} UTC); earlier transactions warm up the profiles"
         )
-    policy, policy_source = _policy()
-    metrics = evaluate_offline(history.events, history.labels, bundle, policy, k=k, since=since)
+    compiled, rules_source = _stream_rules(rules)
+    metrics = evaluate_offline(
+        history.events, history.labels, bundle, compiled.ruleset.policy, compiled.scores, k=k, since=since
+    )
     for note in metrics.notes:
         typer.echo(f"note: {note}")
-    typer.echo(f"{version} on {metrics.rows:,} transactions (rule score 0, policy from {policy_source}):")
+    typer.echo(f"{version} on {metrics.rows:,} transactions (rules {compiled.label} and model, from {rules_source}):")
     _print_table(metrics_table(metrics))
     out = report_dir or load_settings().state_path / "reports" / version
     report = write_report(metrics, out, title=f"Model {version}: {history.source}")

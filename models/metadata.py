@@ -35,7 +35,9 @@ class ModelMetadata(_Frozen):
     rows: SplitCounts
     frauds: SplitCounts
     metrics: dict[str, float | None]
-    """Hold-out metrics (model only, rule score 0, default RiskPolicy); None when undefined."""
+    """Hold-out metrics; None when undefined. The risk is the stream's: the rules of
+    ``params["rules_version"]`` and the model under ``params["policy"]`` (rule score 0
+    where that version is None or absent: trained without rules)."""
     notes: tuple[str, ...] = ()
     """Caveats found while training, e.g. a hold-out without fraud."""
     calibration: str

@@ -3,7 +3,10 @@
 :func:`fit` is the one place models are fitted. ``txmon train`` (:func:`train_frame`:
 the latest ``holdout_fraction`` of the history held out), ``txmon backtest``
 (spark_jobs/backtest.py: an explicit training window, only labels known at its end) and
-retraining (spark_jobs/retraining.py) all call it with the rows they may learn from.
+retraining (spark_jobs/retraining.py) all call it with the rows they may learn from and the
+stream's rule scores of them (its rules file: :mod:`models.rule_engine` for the first and
+the last, the same rules through Spark for the backtest), so the model the stream serves
+is chosen and measured on the same risk whichever command trained it.
 
 Inside :func:`fit`, time order again: the latest ``validation_fraction`` of the rows is
 the validation slice (never random: the slice measures days the trees have not seen).
@@ -69,6 +72,7 @@ from txmon.models.evaluation import DEFAULT_K, EvaluationMetrics, evaluate_frame
 from txmon.models.features import FEATURES
 from txmon.models.metadata import ModelMetadata, SplitCounts, TimeWindow, library_versions
 from txmon.models.risk import RiskPolicy, risk_values
+from txmon.models.rule_engine import CompiledRules
 from txmon.models.scoring import RuleScores, rule_scores_for, score_frame
 
 if TYPE_CHECKING:
@@ -288,9 +292,9 @@ def _blend(
     # are inside its noise. Where the slice cannot tell them apart, the blend of two
     # different models holds up better a week later than the trees alone, which rank rows
     # unlike their training mix below random (docs/detection.md, "The supervised model").
-    # Without the rules' scores (txmon train, retraining) the served risk cannot be judged,
+    # Without the rules' scores (a caller with no rules) the served risk cannot be judged,
     # and the rule's larger weights are what cost the simulator's risk score: there the
-    # best validation AP decides, as before the rule.
+    # best validation AP decides.
     best = max(weights, key=lambda w: (round(aps[w], 6), -w))
     info = {
         "linear_weight": best,
@@ -541,15 +545,22 @@ def train_frame(
     *,
     data_source: str,
     policy: RiskPolicy | None = None,
+    rules: CompiledRules | None = None,
 ) -> TrainingResult:
     """Train on a labelled feature frame (see :func:`models.dataset.labelled_features`):
     the earliest ``1 - holdout_fraction`` by time fits (:func:`fit`), the rest is scored
-    exactly as the stream will (:func:`models.scoring.score_frame`, rule score 0) and
-    every metric of :mod:`models.evaluation` goes into the metadata."""
+    exactly as the stream will (:func:`models.scoring.score_frame`) and every metric of
+    :mod:`models.evaluation` goes into the metadata.
+
+    ``rules``: the stream's rules (:func:`models.rule_engine.compile_rules` of its rules
+    file). They judge the blend on the validation slice's served risk and score the
+    hold-out, so the risk metrics are the stream's risk; the metadata's params name their
+    version (``rules_version``). None: rule score 0 everywhere (the model alone)."""
     policy = policy or RiskPolicy()
     train_set, holdout = time_split(frame, config.holdout_fraction)
-    fitted = fit(train_set, config, policy)
-    scored = score_frame(holdout, fitted.bundle, policy)
+    rule_scores = None if rules is None else rules.scores
+    fitted = fit(train_set, config, policy, rules=rule_scores)
+    scored = score_frame(holdout, fitted.bundle, policy, rules=rule_scores)
     fitted.bundle.drift_reference = ScoreReference.from_frame(scored)  # out-of-sample scores, per hour
     evaluation = evaluate_frame(scored, config.k, policy)
     metrics = holdout_metrics(scored, evaluation, fitted.bundle, policy, config.k)
@@ -566,7 +577,12 @@ def train_frame(
         libraries=library_versions(),
         data_source=data_source,
         seed=config.seed,
-        params={**config.model_dump(), **fitted.info, "policy": policy.model_dump()},
+        params={
+            **config.model_dump(),
+            **fitted.info,
+            "policy": policy.model_dump(),
+            "rules_version": None if rules is None else rules.label,
+        },
     )
     return TrainingResult(bundle=fitted.bundle, metadata=metadata, holdout=scored, evaluation=evaluation)
 
@@ -597,6 +613,8 @@ def train(
     *,
     data_source: str,
     policy: RiskPolicy | None = None,
+    rules: CompiledRules | None = None,
 ) -> TrainingResult:
-    """Labelled history (contract events + their labels) -> bundle, metadata, scored hold-out."""
-    return train_frame(labelled_features(events, labels), config, data_source=data_source, policy=policy)
+    """Labelled history (contract events + their labels) -> bundle, metadata, scored hold-out
+    (:func:`train_frame`, ``rules`` included)."""
+    return train_frame(labelled_features(events, labels), config, data_source=data_source, policy=policy, rules=rules)

@@ -11,11 +11,13 @@ re-run of the same data interval changes nothing:
 2. :func:`build_features` — the shared feature definitions over that history in batch;
    the warm-up rows only warm the per-account profiles up and are dropped -> ``features/``.
 3. :func:`train_challenger` — :func:`models.training.train_frame` on the window (time
-   split: the latest ``holdout_fraction`` is held out) -> a registered version, NOT live.
-4. :func:`evaluate` — champion and challenger scored on the same held-out recent period
-   and measured with the backtest's metrics (models/evaluation.evaluate_frame: average
-   precision, ROC-AUC, the literature's card precision@k, recall at a fixed alert rate,
-   daily precision@k, recall per scenario); the decision:
+   split: the latest ``holdout_fraction`` is held out) with the stream's rules file, as
+   ``txmon train`` -> a registered version, NOT live.
+4. :func:`evaluate` — champion and challenger scored on the same held-out recent period,
+   rules included as the stream scores, and measured with the backtest's metrics
+   (models/evaluation.evaluate_frame: average precision, ROC-AUC, the literature's card
+   precision@k, recall at a fixed alert rate, daily precision@k, recall per scenario); the
+   decision:
    promote only if the challenger beats the champion on ``retraining.metric`` by
    ``retraining.margin`` -> ``comparison.json`` + ``comparison.md``, and the comparison is
    recorded on the challenger's registry entry whatever the outcome.
@@ -38,18 +40,20 @@ from pathlib import Path
 
 import pandas as pd
 
-from txmon.infra.settings import Settings
+from txmon.infra.settings import DEFAULT_RULES, Settings
 from txmon.models.config import models_dir
 from txmon.models.dataset import time_split
 from txmon.models.errors import ModelError, TrainingDataError
 from txmon.models.evaluation import evaluate_frame
 from txmon.models.registry import Registry
 from txmon.models.risk import RiskPolicy
-from txmon.models.rules import stream_policy
-from txmon.models.scoring import score_frame
+from txmon.models.rule_engine import CompiledRules, compile_rules
+from txmon.models.rules import load_rules
+from txmon.models.scoring import RuleScores, rule_scores_for, score_frame
 from txmon.models.training import TrainingConfig, train_frame
 from txmon.spark_jobs.cassandra_sink import CassandraTarget
 from txmon.spark_jobs.history import labelled_features, read_history
+from txmon.spark_jobs.rules import RULE_COLUMNS
 from txmon.spark_jobs.session import build_session
 
 log = logging.getLogger(__name__)
@@ -195,13 +199,15 @@ def train_challenger(settings: Settings, run_id: str) -> str:
         )
     extracted = _read_json(out / "extract.json")
     config = TrainingConfig(holdout_fraction=settings.retraining.holdout_fraction)
+    rules = _rules()
     result = train_frame(
         frame,
         config,
         data_source=(
             f"cassandra {settings.cassandra.keyspace} {extracted['start']}..{extracted['end']} (retrain run {run_id})"
         ),
-        policy=_policy(),
+        policy=rules.ruleset.policy,
+        rules=rules,
     )
     version = registry.register(result.bundle, result.metadata)
     _write_json(done, {"version": version, "run_id": run_id})
@@ -209,22 +215,34 @@ def train_challenger(settings: Settings, run_id: str) -> str:
     return version
 
 
-def _policy():
-    return stream_policy()[0]
+def _rules() -> CompiledRules:
+    """The stream's rules file (its rules and risk policy), compiled for pandas frames:
+    the challenger is chosen and measured on the risk the stream will serve with it."""
+    return compile_rules(load_rules(DEFAULT_RULES), RULE_COLUMNS)
 
 
 def compare(
-    holdout: pd.DataFrame, champion, challenger, *, metric: str, margin: float, k: int = 100, policy=None
+    holdout: pd.DataFrame,
+    champion,
+    challenger,
+    *,
+    metric: str,
+    margin: float,
+    k: int = 100,
+    policy=None,
+    rules: RuleScores = None,
 ) -> dict:
     """Score both bundles on the same labelled hold-out; the promotion decision.
 
     ``champion`` may be None (nothing live yet): the challenger is promoted if it is
-    a usable model at all (its metric is defined).
+    a usable model at all (its metric is defined). ``rules``: the hold-out's rule scores
+    (:data:`models.scoring.RuleScores`, computed once for both; None: rule score 0).
     """
     policy = policy or RiskPolicy()
+    rule_score = rule_scores_for(holdout, rules)
 
     def metrics(bundle) -> dict:
-        return evaluate_frame(score_frame(holdout, bundle, policy), k, policy).summary()
+        return evaluate_frame(score_frame(holdout, bundle, policy, rule_score), k, policy).summary()
 
     chall = metrics(challenger)
     champ = metrics(champion) if champion is not None else None
@@ -272,15 +290,18 @@ def evaluate(settings: Settings, run_id: str) -> dict:
     if champion == challenger:
         champion = None
     _, holdout = time_split(_features(settings, run_id), settings.retraining.holdout_fraction)
+    rules = _rules()
     result = compare(
         holdout,
         registry.load(champion) if champion else None,
         registry.load(challenger),
         metric=settings.retraining.metric,
         margin=settings.retraining.margin,
-        policy=_policy(),
+        policy=rules.ruleset.policy,
+        rules=rules.scores,
     )
     result.update(
+        rules_version=rules.label,
         run_id=run_id,
         champion_version=champion,
         challenger_version=challenger,
@@ -361,7 +382,8 @@ def comparison_markdown(result: dict) -> str:
         f"Decision: **{'promote' if result['promote'] else 'keep the champion'}** — {result['reason']}",
         "",
         f"Hold-out: {result['holdout_rows']:,} transactions, {result['holdout_frauds']:,} frauds, "
-        f"{result['holdout_start']} .. {result['holdout_end']}",
+        f"{result['holdout_start']} .. {result['holdout_end']}; risk with rules "
+        f"{result.get('rules_version') or '(none: rule score 0)'}",
         "",
         f"| metric | champion {result.get('champion_version') or '(none)'} | "
         f"challenger {result.get('challenger_version', '')} |",

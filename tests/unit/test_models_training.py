@@ -226,3 +226,43 @@ def test_fit_gives_a_rule_scorer_the_validation_slice_only():
     assert info["linear_judged_with_rules"] and len(seen) == 1 and len(seen[0]) == info["validation_rows"] > 0
     ordered = rows["event_time"].sort_values(kind="mergesort").reset_index(drop=True)
     assert seen[0].min() >= ordered.iloc[info["fit_rows"] - 1]
+
+
+def test_train_frame_judges_and_scores_with_the_streams_rules():
+    """Given the stream's rules, train_frame hands their scores to the blend and to the
+    hold-out's risk: the hold-out's rule scores are the rules', the risk is raised exactly
+    where a rule fired (the noisy-OR), and the metrics and metadata are those of that risk."""
+    from txmon.infra.settings import DEFAULT_RULES
+    from txmon.models.evaluation import ranking
+    from txmon.models.risk import RiskPolicy, risk_values
+    from txmon.models.rule_engine import compile_rules
+    from txmon.models.rules import load_rules
+    from txmon.models.testing import planted_frame
+    from txmon.models.training import train_frame
+    from txmon.spark_jobs.rules import RULE_COLUMNS
+
+    rules = compile_rules(load_rules(DEFAULT_RULES), RULE_COLUMNS)
+    frame = planted_frame(n=4000, seed=11)
+    small = TrainingConfig(
+        seed=3, max_iter=15, iforest_estimators=5, seed_spread=False, tune=False, min_calibration_frauds=10
+    )
+    policy = RiskPolicy()
+    served = train_frame(frame, small, data_source="planted", policy=policy, rules=rules)
+    scored = served.holdout
+    expected = rules.scores(scored)
+    fired = expected > 0
+    assert 0 < fired.sum() < len(scored)  # the planted counts fire some rules, not all
+    np.testing.assert_array_equal(scored["rule_score"].to_numpy(), expected)
+    parts = (scored["fraud_probability"], scored["anomaly"], served.bundle.risk_policy(policy))
+    model_only = risk_values(np.zeros(len(scored)), *parts)
+    exact = scored["risk_exact"].to_numpy()
+    assert (exact[fired] > model_only[fired]).all() and (exact[~fired] == model_only[~fired]).all()
+    np.testing.assert_allclose(exact, risk_values(expected, *parts))
+    params = served.metadata.params
+    assert params["rules_version"] == rules.label and params["linear_judged_with_rules"]
+    measured = ranking(scored, "risk_exact", small.k, served.evaluation.tz, served.evaluation.fixed_alert_rate)
+    assert served.metadata.metrics["average_precision"] == measured.average_precision
+
+    alone = train_frame(frame, small, data_source="planted", policy=policy)
+    assert alone.metadata.params["rules_version"] is None and not alone.metadata.params["linear_judged_with_rules"]
+    assert (alone.holdout["rule_score"] == 0).all()

@@ -79,6 +79,19 @@ def test_a_holdout_without_fraud_promotes_nothing(frames):
     assert result["promote"] is False and "undefined" in result["reason"]
 
 
+def test_both_bundles_are_compared_on_the_risk_with_the_rules_scores(frames):
+    """The hold-out's rule scores go into both bundles' risk (the model's own metrics stay):
+    a rule that fires on every fraud and nothing else ranks the hold-out perfectly."""
+    good, bad, holdout = frames
+    perfect = holdout["is_fraud"].to_numpy(dtype=float) * 100.0
+    plain = retraining.compare(holdout, bad, good, metric="average_precision", margin=0.0)
+    ruled = retraining.compare(holdout, bad, good, metric="average_precision", margin=0.0, rules=perfect)
+    assert plain["champion"]["average_precision"] < 0.9
+    assert ruled["champion"]["average_precision"] == ruled["challenger"]["average_precision"] == 1.0
+    for side in ("champion", "challenger"):
+        assert ruled[side]["model_average_precision"] == plain[side]["model_average_precision"]
+
+
 def test_run_ids_are_checked(settings_tmp):
     assert (
         retraining.run_dir(settings_tmp, "scheduled__2026-11-23T00:00:00+00:00").name
