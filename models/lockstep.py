@@ -174,7 +174,12 @@ class DispatchTrees:
     def __init__(self, ensembles: Sequence[tuple[LockstepTrees, int]], width: int) -> None:
         """``ensembles``: (walk, first column of its features in the input) each; ``width``:
         the input's number of columns (the tree number is one more)."""
+        # lazy: scikit-learn (4.5 s to import); models.bundle loads this module where bundles
+        # are only unpickled (Spark executors), and only a few-row call (the API's) makes one
+        from sklearn.ensemble._hist_gradient_boosting._predictor import _predict_from_raw_data
         from sklearn.ensemble._hist_gradient_boosting.common import PREDICTOR_RECORD_DTYPE
+
+        self._predict = _predict_from_raw_data
 
         self.width = width
         self.starts = [walk.start for walk, _ in ensembles]
@@ -223,14 +228,12 @@ class DispatchTrees:
     def totals(self, x: np.ndarray) -> list[np.ndarray]:
         """Per ensemble, per row of ``x`` (rows, width): ``start`` plus every tree's output,
         added in tree order."""
-        from sklearn.ensemble._hist_gradient_boosting._predictor import _predict_from_raw_data
-
         n = len(x)
         pairs = np.empty((n, self.trees, self.width + 1), dtype=np.float64)
         pairs[:, :, : self.width] = np.asarray(x, dtype=np.float64)[:, None, :]
         pairs[:, :, self.width] = self._number
         out = np.empty(n * self.trees, dtype=np.float64)
-        _predict_from_raw_data(
+        self._predict(
             self.nodes,
             pairs.reshape(n * self.trees, self.width + 1),
             self._no_bitsets,
