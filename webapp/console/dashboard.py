@@ -14,7 +14,6 @@ import json
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,6 +25,7 @@ from txmon.infra import statements as cql
 from txmon.infra.cassandra_schema import prepared
 from txmon.infra.readback import end_offsets_reader
 from txmon.webapp.console import charts
+from txmon.webapp.console.queries import READS
 from txmon.webapp.console.store import ConsoleStore
 
 
@@ -58,10 +58,13 @@ def build(alerts: AlertStore, console: ConsoleStore, settings: Any, topic: str, 
     since = now - timedelta(hours=hours)
     # The frauds caught (three dependent round trips: day counts, the unscored rows they
     # name, those rows' decisions) and the workload (audit rows, then their cases) are
-    # chains: each runs on its own thread while this one reads the rest, so the page
-    # waits for the longest chain rather than for every round trip in turn.
-    caught_read = _READS.submit(fraud_label_days.read, session, prepared, since, now)
-    workload_read = _READS.submit(_workload, console, since, now)
+    # chains, and the dead letters and the stream's lag (Kafka's end offsets) reads that
+    # block: each runs on its own thread while this one reads the hourly counts, so the
+    # page waits for the longest of them rather than for every round trip in turn.
+    caught_read = READS.submit(fraud_label_days.read, session, prepared, since, now)
+    workload_read = READS.submit(_workload, console, since, now)
+    dead_read = READS.submit(dead_letters, session, topic, settings.kafka.partitions, since)
+    stream_read = READS.submit(_stream, settings, topic, now)
     drift_read = session.execute_async(prepared(session, cql.DRIFT_EVENTS_RECENT), (topic,))
     # Whole IST hours: the one holding ``since`` to the one holding now (a few minutes of
     # clock skew past now included, as the stream may stamp slightly ahead).
@@ -79,8 +82,8 @@ def build(alerts: AlertStore, console: ConsoleStore, settings: Any, topic: str, 
         rate.append(100.0 * c["alerts"] / c["transactions"] if c["transactions"] else 0.0)
     total = sum(volume)
     decisions.pop("", None)
-    dead, dead_partial = dead_letters(session, topic, settings.kafka.partitions, since)
-    stream = _stream(settings, topic, now)
+    dead, dead_partial = dead_read.result()
+    stream = stream_read.result()
     drift = [
         {
             "detected_at": _utc(r.detected_at),
@@ -134,10 +137,6 @@ def build(alerts: AlertStore, console: ConsoleStore, settings: Any, topic: str, 
     }
     return d
 
-
-_READS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dashboard")
-"""Threads for the dashboard's chains of reads (two per page being built): they wait on
-Cassandra, so a few pages at once cost no more CPU than one after another."""
 
 WORKLOAD_ACTIONS = 5_000
 """Audit rows a dashboard reads for the workload: the window's newest (its cost follows

@@ -14,6 +14,7 @@ import heapq
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -39,6 +40,10 @@ ACCOUNT_ALERTS = 20  # other alerts of the account (and of the payee) a case pag
 RECENT_TXNS = 20  # the account's scored transactions up to the alert a case page shows
 HISTORY_PAGE = 100  # actions of a case shown at once (older ones a page at a time)
 SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
+READS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="console-reads")
+"""Threads for the reads of a page that are not one driver request (a store's method, a
+chain of reads): they wait on Cassandra, so a few pages at once cost no more CPU than
+one after another. The case page and the dashboard send theirs here."""
 
 
 @dataclass(frozen=True)
@@ -391,30 +396,20 @@ def case_view(
     to the alert, newest first, at most :data:`RECENT_TXNS`; the case's actions, the
     :data:`HISTORY_PAGE` newest (before the action ``actions_before``, for older pages)."""
 
+    # Three rounds of reads, each sent at once: what the alert id names (the alert, the
+    # case's state, history and label), then what the alert names (its transaction, its
+    # score, the alerts of its parties), then what those name (the account's windows,
+    # recent transactions and contact, the payee's alerts and frauds). One after another,
+    # its dozen round trips were most of the page's time on a busy Cassandra.
+    state_read = READS.submit(console.case, alert_id)
+    actions_read = READS.submit(console.actions, alert_id, HISTORY_PAGE + 1, before=actions_before)
+    label_read = READS.submit(console.label, alert_id)
     alert = alerts.load_alert(alert_id)
     if alert is None:
         return None
     session = alerts.session
-    txn_row = session.execute(prepared(session, cql.TRANSACTION_CASE), (alert.txn_id,)).one()
-    txn = txn_row._asdict() if txn_row is not None else None
-    scored_row = session.execute(
-        prepared(session, cql.SCORED_CASE),
-        (alert.txn_id,),
-    ).one()
-    scored = scored_row._asdict() if scored_row is not None else None
-    rule_reasons, model_reasons = split_reasons(alert.reasons)
-    windows: dict[str, list[Any]] = {}
-    recent: list[Any] = []
-    if txn and txn.get("payer_account"):
-        event = alert.event_time if alert.event_time.tzinfo else alert.event_time.replace(tzinfo=UTC)
-        event_utc = event.astimezone(UTC).replace(tzinfo=None)  # naive UTC, as stored
-        since = event_utc - timedelta(hours=2)
-        for kind in ("tumble_5m", "slide_1h"):
-            try:
-                windows[kind] = account_windows(session, txn["payer_account"], kind, since=since, until=event_utc)[:6]
-            except Exception:  # noqa: BLE001 - a case without windows still shows the rest
-                windows[kind] = []
-        recent = account_transactions(session, txn["payer_account"], event_utc, RECENT_TXNS)
+    txn_read = session.execute_async(prepared(session, cql.TRANSACTION_CASE), (alert.txn_id,))
+    scored_read = session.execute_async(prepared(session, cql.SCORED_CASE), (alert.txn_id,))
     # Related alerts: bounded reads of alerts_by_party, within around_days of the alert.
     lo = (alert.event_time - timedelta(days=around_days)).astimezone(UTC).replace(tzinfo=None)
     hi = (alert.event_time + timedelta(days=around_days)).astimezone(UTC).replace(tzinfo=None)
@@ -424,6 +419,28 @@ def case_view(
         session.execute_async(party_stmt, (party, lo, hi, ACCOUNT_ALERTS + 1 if i == 0 else PAYEE_SCAN + 1))
         for i, party in enumerate(parties)
     ]
+    txn_row, scored_row = txn_read.result().one(), scored_read.result().one()
+    txn = txn_row._asdict() if txn_row is not None else None
+    scored = scored_row._asdict() if scored_row is not None else None
+    rule_reasons, model_reasons = split_reasons(alert.reasons)
+    payer = txn.get("payer_account") if txn else None
+    frauds_read = (
+        session.execute_async(prepared(session, cql.PAYEE_FRAUD_TXNS), (scored["payee_key"],))
+        if scored and scored.get("payee_key")
+        else None
+    )
+    windows_read: dict[str, Future[list[Any]]] = {}
+    recent_read: Future[list[Any]] | None = None
+    contact_read: Future[Any] | None = None
+    if payer:
+        event = alert.event_time if alert.event_time.tzinfo else alert.event_time.replace(tzinfo=UTC)
+        event_utc = event.astimezone(UTC).replace(tzinfo=None)  # naive UTC, as stored
+        since = event_utc - timedelta(hours=2)
+        windows_read = {
+            kind: READS.submit(_windows, session, payer, kind, since, event_utc) for kind in ("tumble_5m", "slide_1h")
+        }
+        recent_read = READS.submit(account_transactions, session, payer, event_utc, RECENT_TXNS)
+        contact_read = READS.submit(alerts.contact, payer)
     related = [[_party_row(r) for r in fut.result() if r.alert_id != alert_id] for fut in futures]
     account_alerts = related[0]
     payee_alerts: list[dict[str, Any]] = []
@@ -431,12 +448,13 @@ def case_view(
         # Masked forms can collide: keep those whose transaction names the same payee.
         same = _same_payee(session, [r["txn_id"] for r in related[1]], txn.get("payee_vpa"), txn.get("payee_account"))
         payee_alerts = [r for r in related[1] if r["txn_id"] in same]
-    payee_frauds = 0
-    if scored and scored.get("payee_key"):
-        payee_frauds = len(list(session.execute(prepared(session, cql.PAYEE_FRAUD_TXNS), (scored["payee_key"],))))
-    contact = alerts.contact(txn["payer_account"]) if txn and txn.get("payer_account") else None
-    state = console.case(alert_id) or CaseState(alert_id, "open", None, None, None, None)
-    actions = console.actions(alert_id, HISTORY_PAGE + 1, before=actions_before)
+    payee_frauds = len(list(frauds_read.result())) if frauds_read is not None else 0
+    windows = {kind: read.result() for kind, read in windows_read.items()}
+    recent = recent_read.result() if recent_read is not None else []
+    contact = contact_read.result() if contact_read is not None else None
+    state = state_read.result() or CaseState(alert_id, "open", None, None, None, None)
+    actions = actions_read.result()
+    label = label_read.result()
     older = actions[1].stamp if len(actions) > HISTORY_PAGE else None
     return CaseView(
         alert,
@@ -450,11 +468,19 @@ def case_view(
         payee_alerts[:ACCOUNT_ALERTS],
         actions[-HISTORY_PAGE:],
         contact,
-        console.label(alert_id),
+        label,
         payee_frauds,
         recent,
         older,
     )
+
+
+def _windows(session: Any, account: str, kind: str, since: datetime, until: datetime) -> list[Any]:
+    """The account's newest six windows of ``kind`` from ``since`` to ``until``."""
+    try:
+        return account_windows(session, account, kind, since=since, until=until)[:6]
+    except Exception:  # noqa: BLE001 - a case without windows still shows the rest
+        return []
 
 
 def _party_row(r: Any) -> dict[str, Any]:

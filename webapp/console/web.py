@@ -230,12 +230,13 @@ def console_router(
     def case_page(request: Request, alert_id: uuid.UUID, before: uuid.UUID | None = None) -> Response:
         s = need(request)
         alerts, store = backend.stores()
+        users_read = queries.READS.submit(store.users)  # read while the case's own reads are out
         view = queries.case_view(alerts, store, alert_id, actions_before=before)
         if view is None:
             return refused(request, s, "no such alert", 404)
         if auth.allowed(s.role, "work") and view.state.opened_at is None:
             store.mark_opened(alert_id, clock())  # time to disposition counts from the first look
-        workers = [u.username for u in store.users() if not u.disabled and auth.allowed(u.role, "work")]
+        workers = [u.username for u in users_read.result() if not u.disabled and auth.allowed(u.role, "work")]
         return render(
             request,
             "case.html",
