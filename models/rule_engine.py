@@ -79,7 +79,8 @@ def compile_rules(ruleset: RuleSet, columns: Iterable[str]) -> CompiledRules:
     """Every active rule's condition compiled against ``columns`` (what a rule may read);
     RulesError naming the rule if one cannot be, or if a reason names another column."""
     allowed = frozenset(columns)
-    compiled, reads = [], set()
+    compiled: list[tuple[Rule, Callable[[dict], Any]]] = []
+    reads: set[str] = set()
     for rule in ruleset.active:
         try:
             compiled.append((rule, compile_condition(rule.effective_condition, allowed)))
