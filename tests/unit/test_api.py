@@ -483,3 +483,17 @@ def test_score_answers_the_same_through_its_fast_path_and_the_router(world):
     fast, routed = answer("/v1/score", down), answer("/v1/score?ingest=false", down)
     assert fast == routed and fast[0] == 503 and fast[2]["error"] == "cassandra_unavailable"
     assert served_by == ["fast path", "router"] * (len(cases) + 1)
+
+
+def test_a_started_worker_keeps_what_it_loaded_out_of_the_cyclic_collector(world):
+    import gc
+
+    client, *_ = world
+    gc.unfreeze()
+    try:
+        assert gc.get_freeze_count() == 0
+        with client:  # runs the lifespan: rules and champion loaded, then frozen
+            assert gc.get_freeze_count() > 0
+            assert client.get("/healthz").status_code == 200
+    finally:
+        gc.unfreeze()  # the rest of this test session collects as before
