@@ -92,6 +92,7 @@ def test_above_dispatch_pairs_the_lockstep_walk_scores_as_sklearn(bundle, rows, 
 
 
 def test_dispatch_totals_equal_the_lockstep_walks_bit_for_bit(bundle, rows):
+    bundle.probability(rows[:1]), bundle.anomaly(rows[:1])  # the walks are made on first use
     boosting, forest = bundle.__dict__["_walk"], bundle._forest_paths()._lockstep()
     x32 = bundle._forest_paths().forest_input(rows)
     both = DispatchTrees([(boosting, 0), (forest, len(FEATURES))], 2 * len(FEATURES))
@@ -145,9 +146,9 @@ def test_hostile_rows_score_as_sklearn_scores_them(bundle, data):
 )
 def test_one_hostile_row_walks_the_same_in_one_call_as_in_lockstep(bundle, row):
     """The API's path (DispatchTrees, one row) against the reference walk and scikit-learn."""
+    np.testing.assert_array_equal(bundle.probability(row), _sklearn_probability(bundle, row))
+    np.testing.assert_array_equal(bundle.anomaly(row), _sklearn_anomaly(bundle, row))
     boosting, paths = bundle.__dict__["_walk"], bundle._forest_paths()
     x32 = paths.forest_input(row)
     np.testing.assert_array_equal(bundle.__dict__["_dispatch"].totals(row)[0], boosting.total(row))
     np.testing.assert_array_equal(paths.__dict__["_dispatch"].totals(x32)[0], paths._lockstep().total(x32))
-    np.testing.assert_array_equal(bundle.probability(row), _sklearn_probability(bundle, row))
-    np.testing.assert_array_equal(bundle.anomaly(row), _sklearn_anomaly(bundle, row))
