@@ -18,7 +18,7 @@ from typing import Annotated, get_args
 import typer
 from pydantic import TypeAdapter, ValidationError
 
-from txmon.infra.settings import DEFAULT_RULES, PROJECT_ROOT, load_settings
+from txmon.infra.settings import DEFAULT_RULES, load_settings
 from txmon.models.config import MODELS_DIR_ENV
 from txmon.models.config import models_dir as default_dir
 from txmon.models.errors import RegistryError, TrainingDataError
@@ -129,13 +129,11 @@ def _stream_rules(path: Path | None):
     """The rules file compiled for pandas frames (txmon.models.rule_engine), as the
     stream would read it; and where it came from."""
     # lazy: numpy, yaml and ingestion.events (~0.5 s to import); `txmon --help` loads this module without them
-    from txmon.models.rule_engine import compile_rules
-    from txmon.models.rules import load_rules
-    from txmon.spark_jobs.rules import RULE_COLUMNS
+    from txmon.models.rules import load_rules, rules_source
+    from txmon.spark_jobs.rules import python_rules
 
     path = (path or DEFAULT_RULES).resolve()
-    where = path.relative_to(PROJECT_ROOT) if path.is_relative_to(PROJECT_ROOT) else path
-    return compile_rules(load_rules(path), RULE_COLUMNS), str(where)
+    return python_rules(load_rules(path)), rules_source(path)
 
 
 def _print_table(rows: list[tuple[str, str]]) -> None:

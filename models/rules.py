@@ -154,6 +154,9 @@ def stream_policy(path: Path = DEFAULT_RULES) -> tuple[RiskPolicy, str]:
     came from (the defaults if there is no rules file)."""
     if not path.is_file():
         return RiskPolicy(), "defaults"
-    ruleset = load_rules(path)
-    where = path.relative_to(PROJECT_ROOT) if path.is_relative_to(PROJECT_ROOT) else path
-    return ruleset.policy, str(where)
+    return load_rules(path).policy, rules_source(path)
+
+
+def rules_source(path: Path) -> str:
+    """How reports name a rules file: relative to the project when inside it."""
+    return str(path.relative_to(PROJECT_ROOT) if path.is_relative_to(PROJECT_ROOT) else path)

@@ -47,13 +47,13 @@ from txmon.models.errors import ModelError, TrainingDataError
 from txmon.models.evaluation import evaluate_frame
 from txmon.models.registry import Registry
 from txmon.models.risk import RiskPolicy
-from txmon.models.rule_engine import CompiledRules, compile_rules
+from txmon.models.rule_engine import CompiledRules
 from txmon.models.rules import load_rules
 from txmon.models.scoring import RuleScores, rule_scores_for, score_frame
 from txmon.models.training import TrainingConfig, train_frame
 from txmon.spark_jobs.cassandra_sink import CassandraTarget
 from txmon.spark_jobs.history import labelled_features, read_history
-from txmon.spark_jobs.rules import RULE_COLUMNS
+from txmon.spark_jobs.rules import python_rules
 from txmon.spark_jobs.session import build_session
 
 log = logging.getLogger(__name__)
@@ -218,7 +218,7 @@ def train_challenger(settings: Settings, run_id: str) -> str:
 def _rules() -> CompiledRules:
     """The stream's rules file (its rules and risk policy), compiled for pandas frames:
     the challenger is chosen and measured on the risk the stream will serve with it."""
-    return compile_rules(load_rules(DEFAULT_RULES), RULE_COLUMNS)
+    return python_rules(load_rules(DEFAULT_RULES))
 
 
 def compare(

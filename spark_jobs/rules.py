@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from txmon.models.features import FEATURES
+from txmon.models.rule_engine import CompiledRules, compile_rules
 from txmon.models.rules import RulesError, RuleSet, load_rules
 from txmon.spark_jobs.validation import TRANSACTION_COLUMNS
 
@@ -23,6 +24,12 @@ RULE_COLUMNS = frozenset((*TRANSACTION_COLUMNS, "payee_key", *FEATURES))
 """What a rule may read: the landed transaction's columns, payee_key and every feature,
 as in the stream's scored frame. The Python evaluations of the rules (the scoring API,
 training: txmon.models.rule_engine) compile them against these."""
+
+
+def python_rules(ruleset: RuleSet) -> CompiledRules:
+    """``ruleset`` compiled for the Python evaluations of the stream's rules (the scoring
+    API, training, retraining), against the columns the stream's frame gives them."""
+    return compile_rules(ruleset, RULE_COLUMNS)
 
 
 def check_conditions(spark, ruleset: RuleSet, schema) -> None:

@@ -15,7 +15,8 @@ from txmon.infra.settings import DEFAULT_RULES
 from txmon.models.features import FEATURES, INTEGER_FEATURES
 from txmon.models.rule_conditions import ConditionError, compile_condition, interpret_condition
 from txmon.models.rules import load_rules
-from txmon.webapp.api.scorer import RULE_COLUMNS, compile_rules
+from txmon.spark_jobs.rules import RULE_COLUMNS
+from txmon.webapp.api.scorer import compile_rules
 
 COLUMNS = ("a", "b", "c", "txn_type", "mcc")
 NUMBERS = st.one_of(

@@ -121,29 +121,27 @@ def test_hand_made_trees_walk_as_sklearn_splits():
         np.testing.assert_array_equal(DispatchTrees([(one, 0)], 2).totals(x)[0], one.total(x))
 
 
-@settings(max_examples=60, deadline=None)
-@given(
-    data=arrays(
+def _hostile_rows(n: int, *edges: float):
+    """n feature rows of any doubles, NaN and infinities included, with the edges that
+    split a tree's comparisons (signed zeros, the extremes, the smallest subnormal) drawn
+    often."""
+    return arrays(
         np.float64,
-        (3, len(FEATURES)),
+        (n, len(FEATURES)),
         elements=st.floats(allow_nan=True, allow_infinity=True, width=64)
-        | st.sampled_from([0.0, -0.0, 1.0, 1e300, -1e300, 5e-324]),
+        | st.sampled_from([0.0, -0.0, 1.0, *edges, 1e300, -1e300, 5e-324]),
     )
-)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=_hostile_rows(3))
 def test_hostile_rows_score_as_sklearn_scores_them(bundle, data):
     np.testing.assert_array_equal(bundle.probability(data), _sklearn_probability(bundle, data))
     np.testing.assert_array_equal(bundle.anomaly(data), _sklearn_anomaly(bundle, data))
 
 
 @settings(max_examples=200, deadline=None)
-@given(
-    row=arrays(
-        np.float64,
-        (1, len(FEATURES)),
-        elements=st.floats(allow_nan=True, allow_infinity=True, width=64)
-        | st.sampled_from([0.0, -0.0, 1.0, np.nan, 1e300, -1e300, 5e-324]),
-    )
-)
+@given(row=_hostile_rows(1, np.nan))
 def test_one_hostile_row_walks_the_same_in_one_call_as_in_lockstep(bundle, row):
     """The API's path (DispatchTrees, one row) against the reference walk and scikit-learn."""
     np.testing.assert_array_equal(bundle.probability(row), _sklearn_probability(bundle, row))

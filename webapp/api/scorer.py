@@ -48,9 +48,8 @@ from txmon.models.features import (
 )
 from txmon.models.risk import decisions, risk_scores
 from txmon.models.rule_engine import CompiledRules
-from txmon.models.rule_engine import compile_rules as compile_models_rules
 from txmon.models.rules import RulesError, RuleSet, load_rules
-from txmon.spark_jobs.rules import RULE_COLUMNS
+from txmon.spark_jobs.rules import python_rules
 from txmon.spark_jobs.validation import TRANSACTION_COLUMNS, event_values
 
 if TYPE_CHECKING:
@@ -77,7 +76,7 @@ class Profiles:
 def compile_rules(ruleset: RuleSet) -> CompiledRules:
     """Every active rule's condition compiled against :data:`RULE_COLUMNS`; RulesError
     naming the rule if one cannot be (:func:`txmon.models.rule_engine.compile_rules`)."""
-    return compile_models_rules(ruleset, RULE_COLUMNS)
+    return python_rules(ruleset)
 
 
 class RuleBook:
