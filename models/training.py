@@ -15,8 +15,10 @@ the validation slice (never random: the slice measures days the trees have not s
    ~1% of traffic), on the earlier part. With enough frauds on both sides
    (``min_calibration_frauds``), each point of a small grid (learning rate, leaves,
    min_samples_leaf, l2) grows until the validation slice's average precision stops
-   improving (early stopping out of time: scikit-learn's ``X_val``); the best point
-   and its iteration count win. Its validation AP over three seeds (mean, std, spread) is
+   improving (early stopping out of time: scikit-learn's ``X_val``); the point whose
+   calibrated probability gives the validation slice's served risk (with the rules'
+   scores, when the caller gives them; anomaly left out) the best average precision wins,
+   with its iteration count. Its validation AP over three seeds (mean, std, spread) is
    recorded; missing values (a field a source lacks) go down the side each split learned
    for them, no imputation. Below 200,000 rows the boosting draws nothing at random (no
    binning subsample, no feature subsampling, a fixed validation slice), so the seeds
@@ -43,7 +45,7 @@ the validation slice (never random: the slice measures days the trees have not s
    money/count features; its score is reported as the empirical CDF against those rows
    (0-1). Its weight in the risk score is the policy's ``anomaly_weight``
    (config/rules.yaml) where it adds: a forest fitted before the time cut scores the
-   validation slice, and when the risk there (no rules) ranks worse by average precision
+   validation slice, and when the risk there (rules included, where given) ranks worse by average precision
    with the anomaly than without, the bundle leaves it out of the risk score
    (``ModelBundle.anomaly_in_risk``). Every evaluation reports the risk with and without it.
 4. Explanations: features ranked by the mean probability drop when occluded (set to
@@ -278,11 +280,9 @@ def _blend(
     # that fired a rule outrank them (on the simulator the even blend kept the model's AP
     # and cost the risk score 0.05 AP against a quarter blend). The anomaly is left out:
     # whether it belongs in the risk is decided afterwards, on the chosen blend.
-    policy = (policy or RiskPolicy()).model_copy(update={"anomaly_weight": 0.0})
-    rules = np.zeros(len(yv)) if rule_validation is None else np.asarray(rule_validation, dtype=float)
-    zero = np.zeros(len(yv))
+    served = _served_risk(rule_validation, len(yv), policy)
     blended = {w: (1.0 - w) * boosted_validation + w * linear_validation for w in weights}
-    risks = {w: risk_values(rules, p, zero, policy) for w, p in blended.items()}
+    risks = {w: served(p) for w, p in blended.items()}
     aps = {w: _ap(yv, r) for w, r in risks.items()}
     aucs = {w: float(roc_auc_score(yv, r)) for w, r in risks.items()}
     # The one-standard-error rule: the largest weight whose validation risk AP is within
@@ -327,6 +327,8 @@ class _Supervised:
     """True for the rows fitted before the time cut; None when there was no validation slice."""
     validation_probability: np.ndarray | None = None
     """The chosen model's calibrated (and blended) probability on the validation slice."""
+    rule_validation: np.ndarray | None = None
+    """The rules' scores of the validation slice's rows (None: no rules given)."""
 
 
 def _fit_supervised(
@@ -354,23 +356,31 @@ def _fit_supervised(
             None,
         )
     xf, yf, xv, yv = _learnable(x[fit_part]), y[fit_part], x[~fit_part], y[~fit_part]
-    tried, models = [], []
+    rule_validation = None if rules is None else _validation_rules(rows, fit_part, rules)
+    served = _served_risk(rule_validation, len(yv), policy)
+    tried, models, platts = [], [], []
     for params in config.points():
         # Early stopping on the validation slice (X_val): time-based, never a random split.
         model = _classifier(params, config.max_iter, config.seed, config, early=True).fit(xf, yf, X_val=xv, y_val=yv)
+        logit = model.decision_function(xv)
+        platts.append(_platt(logit, yv))
         models.append(model)
         tried.append(
             {
                 **params,
                 "iterations": int(model.n_iter_),
-                "validation_ap": round(_ap(yv, model.decision_function(xv)), 6),
+                "validation_ap": round(_ap(yv, logit), 6),
+                "validation_risk_ap": round(_ap(yv, served(expit(platts[-1][0] * logit + platts[-1][1]))), 6),
             }
         )
-    chosen = max(range(len(tried)), key=lambda i: tried[i]["validation_ap"])  # first of equals: grid order
-    fitted, best = models[chosen], tried[chosen]
+    # Chosen on the risk the bundle will serve, as the blend and the forest are: where a
+    # rule fires the model only adds to it, so the point that ranks the model's own rows
+    # best is not always the one that ranks the served risk best. Without rule scores the
+    # risk orders rows as the probability does, and the two measures choose alike.
+    chosen = max(range(len(tried)), key=lambda i: tried[i]["validation_risk_ap"])  # first of equals: grid order
+    fitted, best, platt = models[chosen], tried[chosen], platts[chosen]
     params = {k: best[k] for k in ("learning_rate", "max_leaf_nodes", "min_samples_leaf", "l2_regularization")}
     iters = best["iterations"]
-    platt = _platt(fitted.decision_function(xv), yv)
     boosted_validation = expit(platt[0] * fitted.decision_function(xv) + platt[1])
     info = {
         "hyperparameters": params,
@@ -400,14 +410,21 @@ def _fit_supervised(
     how = "platt sigmoid on the latest training slice" + (
         " (trees then grown again on every training row)" if config.refit_all else ""
     )
-    rule_validation = None if rules is None else _validation_rules(rows, fit_part, rules)
     linear, weight, blend_info, validation_probability = _blend(
         x, y, fit_part, boosted_validation, config, rule_validation, policy
     )
     info.update(blend_info)
     if linear is not None:
         how += f"; a logistic regression blended in at weight {weight}"
-    return _Supervised(model, platt, how, info, linear, fit_part, validation_probability)
+    return _Supervised(model, platt, how, info, linear, fit_part, validation_probability, rule_validation)
+
+
+def _served_risk(rule_validation: np.ndarray | None, n: int, policy: RiskPolicy | None):
+    """probability -> the validation slice's risk as the bundle would serve it (the rules'
+    scores of those rows, 0 when None, by the policy's noisy-OR), anomaly left out."""
+    policy = (policy or RiskPolicy()).model_copy(update={"anomaly_weight": 0.0})
+    rules = np.zeros(n) if rule_validation is None else np.asarray(rule_validation, dtype=float)
+    return lambda probability: risk_values(rules, probability, np.zeros(n), policy)
 
 
 def _validation_rules(rows: pd.DataFrame, fit_part: np.ndarray, rules: RuleScores) -> np.ndarray:
@@ -430,7 +447,8 @@ def _anomaly_choice(
     x: np.ndarray, y: np.ndarray, supervised: _Supervised, config: TrainingConfig, policy: RiskPolicy
 ) -> tuple[bool, dict]:
     """Whether the Isolation Forest belongs in this bundle's risk score: the validation
-    slice's risk (no rules) with the policy's anomaly weight against without it, by average
+    slice's served risk (its rules' scores included, where given) with the policy's anomaly
+    weight against without it, by average
     precision, as the other choices are made; a forest fitted on the genuine rows before
     the time cut scores the slice. Kept where there is nothing to judge by."""
     fit_part, probability = supervised.fit_part, supervised.validation_probability
@@ -441,12 +459,13 @@ def _anomaly_choice(
     reference = _anomaly_reference(forest, genuine)
     anomaly = np.interp(-forest.score_samples(x[~fit_part]), reference, np.linspace(0.0, 1.0, len(reference)))
     yv, zero = y[~fit_part], np.zeros(len(probability))
+    rules = zero if supervised.rule_validation is None else np.asarray(supervised.rule_validation, dtype=float)
     # lazy: sklearn (3.8 s to import); txmon.spark_jobs.backtest imports this module without it
     from sklearn.metrics import roc_auc_score
 
     scores = {
-        "with": risk_values(zero, probability, anomaly, policy),
-        "without": risk_values(zero, probability, zero, policy),
+        "with": risk_values(rules, probability, anomaly, policy),
+        "without": risk_values(rules, probability, zero, policy),
     }
     aps = {k: _ap(yv, v) for k, v in scores.items()}
     aucs = {k: float(roc_auc_score(yv, v)) for k, v in scores.items()}
@@ -456,6 +475,7 @@ def _anomaly_choice(
         "anomaly_validation_ap": {k: round(v, 6) for k, v in aps.items()},
         "anomaly_validation_auc": {k: round(v, 6) for k, v in aucs.items()},
         "anomaly_judged_at_weight": policy.anomaly_weight,
+        "anomaly_judged_with_rules": supervised.rule_validation is not None,
     }
 
 

@@ -266,3 +266,32 @@ def test_train_frame_judges_and_scores_with_the_streams_rules():
     alone = train_frame(frame, small, data_source="planted", policy=policy)
     assert alone.metadata.params["rules_version"] is None and not alone.metadata.params["linear_judged_with_rules"]
     assert (alone.holdout["rule_score"] == 0).all()
+
+
+def test_the_grid_point_and_the_forest_are_chosen_on_the_served_risk():
+    """Each grid point is judged by the validation slice's risk with the rules' scores, not
+    by the probability alone: when the rules already rank every validation fraud first, no
+    point can add, every point's served risk AP is 1, the first point in grid order is kept
+    and the Isolation Forest stays out; without the rules the best probability decides."""
+    from txmon.models.dataset import labelled_features
+    from txmon.models.training import fit
+
+    history = simulated(EVENTS, seed=7)
+    rows = labelled_features(history.events, history.labels)
+    config = CONFIG.model_copy(update={"seed_spread": False, "linear_weights": (0.0,)})
+    alone = fit(rows, config).info
+    model_aps = [point["validation_ap"] for point in alone["grid"]]
+    best = max(range(len(model_aps)), key=lambda i: model_aps[i])
+    assert best != 0  # the case discriminates: on the probability alone a later point wins
+    # no rules: the risk orders rows as the probability does (equal but for float ties)
+    assert [point["validation_risk_ap"] for point in alone["grid"]] == pytest.approx(model_aps, abs=1e-5)
+    assert alone["hyperparameters"]["max_leaf_nodes"] == CONFIG.grid[best][1]
+    assert not alone["anomaly_judged_with_rules"]
+
+    frauds = dict.fromkeys(rows.loc[rows["is_fraud"], "txn_id"], 100.0)
+    served = fit(rows, config, rules=frauds).info
+    assert [point["validation_risk_ap"] for point in served["grid"]] == [1.0] * len(CONFIG.grid)
+    first = CONFIG.grid[0]
+    assert (served["hyperparameters"]["learning_rate"], served["hyperparameters"]["max_leaf_nodes"]) == first[:2]
+    assert served["anomaly_judged_with_rules"] and served["anomaly_validation_ap"] == {"with": 1.0, "without": 1.0}
+    assert served["anomaly_in_risk"] is False
