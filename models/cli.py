@@ -249,13 +249,20 @@ def evaluate(
 
         settings = load_settings()
         frame = online_frame(settings, labels_file)
-        policy = _policy()[0]
+        # The decisions are the stream's own; the policy is the one its report records and
+        # judges them by: the rules file the stream was given (--rules), else the default.
+        if rules is None:
+            policy, policy_source = _policy()
+        else:
+            compiled, policy_source = _stream_rules(rules)
+            policy = compiled.ruleset.policy
         metrics = evaluate_frame(frame, k=k, policy=policy)
         versions = ", ".join(sorted(set(frame["model_version"].dropna()))) or "none"
         for note in metrics.notes:
             typer.echo(f"note: {note}")
         typer.echo(
-            f"stream decisions on {metrics.rows:,} transactions (models: {versions}; rules and thresholds as deployed):"
+            f"stream decisions on {metrics.rows:,} transactions (models: {versions}; rules and thresholds as "
+            f"deployed; policy from {policy_source}):"
         )
         _print_table(metrics_table(metrics))
         out = report_dir or settings.state_path / "reports" / "online"

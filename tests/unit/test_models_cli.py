@@ -140,3 +140,38 @@ def test_train_on_generated_card_data_reports_and_writes_rejects(cli, tmp_path):
 def test_rejects_out_goes_with_replay(cli):
     result = cli("train", "--simulate", "1000", "--rejects-out", "r.csv", ok=False)
     assert "--rejects-out goes with --replay" in str(result.exception)
+
+
+def test_evaluate_online_records_the_policy_of_the_rules_file_given(cli, tmp_path, monkeypatch):
+    """--online judges the stream's own decisions; --rules names the file the stream ran
+    with, so the report records that file's policy, not the default's."""
+    import json
+
+    import numpy as np
+    import yaml
+
+    from txmon.infra.settings import DEFAULT_RULES
+    from txmon.models import online
+    from txmon.models.risk import decisions
+    from txmon.models.rules import load_rules
+    from txmon.models.testing import planted_frame
+
+    frame = planted_frame(n=1000, seed=3)
+    risk = np.where(frame["is_fraud"], 70, 10) + np.random.default_rng(0).integers(0, 30, len(frame))
+    frame = frame.assign(risk_score=risk, decision=decisions(risk, load_rules(DEFAULT_RULES).policy))
+    frame = frame.assign(model_version="v0001", fraud_probability=risk / 100, anomaly=0.0, rule_score=0.0)
+    # Cassandra's read of scored_transactions joined with labels is what is replaced here.
+    monkeypatch.setattr(online, "online_frame", lambda settings, labels_file: frame)
+    text = yaml.safe_load(DEFAULT_RULES.read_text(encoding="utf-8"))
+    text["policy"]["review_at"] = 42
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump(text), encoding="utf-8")
+    out = tmp_path / "online"
+    result = cli("evaluate", "--online", "--rules", str(rules), "--report-dir", str(out))
+    assert f"policy from {rules}" in result.output
+    assert json.loads((out / "metrics.json").read_text())["policy"]["review_at"] == 42
+    cli("evaluate", "--online", "--report-dir", str(out))
+    assert (
+        json.loads((out / "metrics.json").read_text())["policy"]["review_at"]
+        == load_rules(DEFAULT_RULES).policy.review_at
+    )
