@@ -182,12 +182,27 @@ def smoke(
         raise TxmonError(f"smoke pipeline landed {result.landed} of {count} records; see the Spark output above")
 
 
+EndsAt = Annotated[
+    datetime | None,
+    typer.Option(
+        formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"],
+        help="simulated traffic ends before this time (UTC unless an offset is given; default: now). "
+        "Live traffic follows the wall clock, so a seed alone draws other events each run; "
+        "the same seed and --ends-at in the past draw the same events",
+    ),
+]
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return None if value is None else value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 @app.command("simulate")
 def simulate(
     rate: Annotated[float, typer.Option(min=1, help="target events per second")] = 1000.0,
     count: Annotated[int | None, typer.Option(min=1, help="stop after this many events")] = None,
     duration: Annotated[float | None, typer.Option(min=1, help="stop after this many seconds")] = None,
-    seed: Annotated[int, typer.Option(help="simulator seed (same seed -> same traffic)")] = 42,
+    seed: Annotated[int, typer.Option(help="simulator seed (same seed and --ends-at -> same traffic)")] = 42,
     fraud_rate: Annotated[float, typer.Option(min=0, max=0.5, help="share of fraudulent events")] = 0.01,
     customers: Annotated[int, typer.Option(min=20, help="simulated account holders")] = 10_000,
     label_delay: Annotated[
@@ -195,6 +210,7 @@ def simulate(
     ] = 60.0,
     labels_file: Annotated[Path | None, typer.Option(help="write every ground-truth label here (.jsonl/.csv)")] = None,
     topic: Annotated[str | None, typer.Option(help="Kafka topic (default: kafka.topics.transactions)")] = None,
+    ends_at: EndsAt = None,
     drift_after_events: Annotated[
         int | None, typer.Option(rich_help_panel="Drift", help="change the regime after about this many events")
     ] = None,
@@ -235,6 +251,7 @@ def simulate(
             label_delay_seconds=label_delay,
             labels_file=labels_file,
             topic=topic,
+            live_until=_utc(ends_at),
             drift_after_events=drift_after_events,
             drift_fraud_rate=drift_fraud_rate,
             drift_scenario=drift_scenario,
@@ -345,6 +362,7 @@ def demo(
     seconds: Annotated[float, typer.Option(min=5, help="how long to produce traffic")] = 60,
     rate: Annotated[float, typer.Option(min=1, help="events per second to produce")] = 1000,
     seed: Annotated[int | None, typer.Option(help="simulator seed (default: a new one each run)")] = None,
+    ends_at: EndsAt = None,
 ) -> None:
     """The main job on the local default: services up, stream running, simulated traffic
     for SECONDS, then a summary read back from Cassandra. Services are left running, with
@@ -353,7 +371,7 @@ def demo(
     from txmon.infra.demo import run_demo
 
     settings = load_settings()
-    result = run_demo(settings, seconds=seconds, rate=rate, seed=seed, log=typer.echo)
+    result = run_demo(settings, seconds=seconds, rate=rate, seed=seed, ends_at=_utc(ends_at), log=typer.echo)
     if not result.ok:
         raise typer.Exit(1)
 

@@ -199,6 +199,7 @@ def run_demo(
     rate: float = 1000,
     seed: int | None = None,
     bad_every: int = 400,
+    ends_at: datetime | None = None,
     log=print,
 ) -> DemoResult:
     if seed is None:
@@ -207,7 +208,13 @@ def run_demo(
         seed = int(time.time()) % 1_000_000
     stack.up(settings, log=log)
     web = start_web(settings, log)
-    log(f"simulator seed {seed} (pass --seed {seed} to draw the same population again)")
+    if ends_at is None:
+        # The live clock: fixed here so that the line below can say how to draw these events again.
+        ends_at = datetime.now(UTC).replace(microsecond=0)
+    log(
+        f"simulator seed {seed}, traffic ending before {ends_at:%Y-%m-%dT%H:%M:%SZ} "
+        f"(pass --seed {seed} --ends-at {ends_at:%Y-%m-%dT%H:%M:%S} to draw the same events again)"
+    )
     topic = settings.kafka.topics.transactions
     start_offsets = kafka_end_offsets(settings.kafka.bootstrap, topic)
 
@@ -253,7 +260,9 @@ def run_demo(
     )
     t0 = time.monotonic()
     summary = run_simulation(
-        settings, SimulateOptions(seed=seed, rate=rate, duration=seconds, progress=False), on_event=on_event
+        settings,
+        SimulateOptions(seed=seed, rate=rate, duration=seconds, progress=False, live_until=ends_at),
+        on_event=on_event,
     )
     progress.clear()
     result.produced = len(ids)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from txmon.infra.errors import ConfigError
@@ -27,6 +28,9 @@ class SimulateOptions:
     topic: str | None = None
     labels_topic: str | None = None
     live: bool = True
+    # Live runs end at about the wall clock, so one seed draws other event times (and with
+    # the diurnal rhythm, other events) each run; a fixed end time draws the same events.
+    live_until: datetime | None = None
     progress: bool = True
     # A regime change after this many events (None: none). The other drift_* options say
     # what changes; each None keeps the value from before.
@@ -52,7 +56,9 @@ def simulator_for(opts: SimulateOptions) -> Simulator:
         if opts.count is not None
         else (int(opts.duration * opts.rate) if opts.duration is not None and opts.rate else None)
     )
-    extra = {"start_time": live_start_time(planned, mean_tps, opts.fraud_rate)} if opts.live else {}
+    extra = (
+        {"start_time": live_start_time(planned, mean_tps, opts.fraud_rate, now=opts.live_until)} if opts.live else {}
+    )
     config = SimulatorConfig(
         n_customers=opts.n_customers,
         n_merchants=opts.n_merchants,

@@ -25,6 +25,7 @@ from txmon.ingestion.events import (
     validate_event,
 )
 from txmon.ingestion.scenarios import SCENARIOS, THRESHOLDS_PAISE, UPI_LIMIT_PAISE, ScenarioId
+from txmon.ingestion.simulate import SimulateOptions, simulator_for
 from txmon.ingestion.simulator import (
     Customer,
     Label,
@@ -363,3 +364,19 @@ def test_a_live_run_without_a_planned_count_starts_a_day_back() -> None:
     now = datetime(2026, 11, 24, 12, tzinfo=UTC)
     assert live_start_time(None, 1.0, now=now) == now - timedelta(days=1)
     assert live_start_time(0, 1.0, now=now) == now
+
+
+def test_a_live_run_with_a_fixed_end_draws_the_same_events_whatever_the_wall_clock() -> None:
+    """Live traffic ends at about the wall clock, so a seed alone draws other event times
+    (and through the diurnal rhythm other events) each run; `--ends-at` fixes the clock."""
+    ends = datetime(2026, 12, 6, 17, 0, tzinfo=UTC)
+
+    def first(opts: SimulateOptions) -> list[bytes]:
+        return [to_json(item.event) for item in simulator_for(opts).generate(300)]
+
+    pinned = SimulateOptions(seed=5, count=300, n_customers=200, live_until=ends)
+    assert first(pinned) == first(pinned)
+    events = [item.event for item in simulator_for(pinned).generate(300)]
+    assert events[-1].event_time < ends  # the run is planned to end before that time
+    later = SimulateOptions(seed=5, count=300, n_customers=200, live_until=ends + timedelta(hours=7))
+    assert first(later) != first(pinned)
