@@ -183,18 +183,24 @@ def smoke(
 
 
 EndsAt = Annotated[
-    datetime | None,
+    str | None,
     typer.Option(
-        formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"],
-        help="simulated traffic ends before this time (UTC unless an offset is given; default: now). "
-        "Live traffic follows the wall clock, so a seed alone draws other events each run; "
-        "the same seed and --ends-at in the past draw the same events",
+        help="ISO time, e.g. 2026-12-06T17:00:00Z (no zone: UTC): simulated traffic ends before it "
+        "(default: now). Live traffic follows the wall clock, so a seed alone draws other events each "
+        "run; the same seed and --ends-at in the past draw the same events",
     ),
 ]
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    return None if value is None else value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+def _ends_at(text: str | None):
+    """``--ends-at`` as an aware UTC datetime, None when not given."""
+    # lazy: jinja2 (719 ms to import); `txmon --help` loads this module without it
+    from txmon.infra.orchestration import utc
+
+    try:
+        return utc(text)
+    except ValueError as exc:
+        raise TxmonError(f"--ends-at: {exc}") from None
 
 
 @app.command("simulate")
@@ -251,7 +257,7 @@ def simulate(
             label_delay_seconds=label_delay,
             labels_file=labels_file,
             topic=topic,
-            live_until=_utc(ends_at),
+            live_until=_ends_at(ends_at),
             drift_after_events=drift_after_events,
             drift_fraud_rate=drift_fraud_rate,
             drift_scenario=drift_scenario,
@@ -371,7 +377,7 @@ def demo(
     from txmon.infra.demo import run_demo
 
     settings = load_settings()
-    result = run_demo(settings, seconds=seconds, rate=rate, seed=seed, ends_at=_utc(ends_at), log=typer.echo)
+    result = run_demo(settings, seconds=seconds, rate=rate, seed=seed, ends_at=_ends_at(ends_at), log=typer.echo)
     if not result.ok:
         raise typer.Exit(1)
 

@@ -358,19 +358,20 @@ def _fit_supervised(
     xf, yf, xv, yv = _learnable(x[fit_part]), y[fit_part], x[~fit_part], y[~fit_part]
     rule_validation = None if rules is None else _validation_rules(rows, fit_part, rules)
     served = _served_risk(rule_validation, len(yv), policy)
-    tried, models, platts = [], [], []
+    tried, models, platts, calibrated = [], [], [], []
     for params in config.points():
         # Early stopping on the validation slice (X_val): time-based, never a random split.
         model = _classifier(params, config.max_iter, config.seed, config, early=True).fit(xf, yf, X_val=xv, y_val=yv)
         logit = model.decision_function(xv)
         platts.append(_platt(logit, yv))
+        calibrated.append(expit(platts[-1][0] * logit + platts[-1][1]))
         models.append(model)
         tried.append(
             {
                 **params,
                 "iterations": int(model.n_iter_),
                 "validation_ap": round(_ap(yv, logit), 6),
-                "validation_risk_ap": round(_ap(yv, served(expit(platts[-1][0] * logit + platts[-1][1]))), 6),
+                "validation_risk_ap": round(_ap(yv, served(calibrated[-1])), 6),
             }
         )
     # Chosen on the risk the bundle will serve, as the blend and the forest are: where a
@@ -378,10 +379,9 @@ def _fit_supervised(
     # best is not always the one that ranks the served risk best. Without rule scores the
     # risk orders rows as the probability does, and the two measures choose alike.
     chosen = max(range(len(tried)), key=lambda i: tried[i]["validation_risk_ap"])  # first of equals: grid order
-    fitted, best, platt = models[chosen], tried[chosen], platts[chosen]
+    fitted, best, platt, boosted_validation = models[chosen], tried[chosen], platts[chosen], calibrated[chosen]
     params = {k: best[k] for k in ("learning_rate", "max_leaf_nodes", "min_samples_leaf", "l2_regularization")}
     iters = best["iterations"]
-    boosted_validation = expit(platt[0] * fitted.decision_function(xv) + platt[1])
     info = {
         "hyperparameters": params,
         "boosting_iterations": iters,
@@ -420,11 +420,13 @@ def _fit_supervised(
 
 
 def _served_risk(rule_validation: np.ndarray | None, n: int, policy: RiskPolicy | None):
-    """probability -> the validation slice's risk as the bundle would serve it (the rules'
-    scores of those rows, 0 when None, by the policy's noisy-OR), anomaly left out."""
-    policy = (policy or RiskPolicy()).model_copy(update={"anomaly_weight": 0.0})
-    rules = np.zeros(n) if rule_validation is None else np.asarray(rule_validation, dtype=float)
-    return lambda probability: risk_values(rules, probability, np.zeros(n), policy)
+    """(probability, anomaly) -> the validation slice's risk as the bundle would serve it:
+    the rules' scores of those rows (0 when None) by the policy's noisy-OR; the anomaly is
+    left out (0, which its weight cannot raise) unless given."""
+    policy = policy or RiskPolicy()
+    zero = np.zeros(n)
+    rules = zero if rule_validation is None else np.asarray(rule_validation, dtype=float)
+    return lambda probability, anomaly=zero: risk_values(rules, probability, anomaly, policy)
 
 
 def _validation_rules(rows: pd.DataFrame, fit_part: np.ndarray, rules: RuleScores) -> np.ndarray:
@@ -458,15 +460,12 @@ def _anomaly_choice(
     forest = anomaly_pipeline(config.iforest_estimators, config.seed).fit(genuine)
     reference = _anomaly_reference(forest, genuine)
     anomaly = np.interp(-forest.score_samples(x[~fit_part]), reference, np.linspace(0.0, 1.0, len(reference)))
-    yv, zero = y[~fit_part], np.zeros(len(probability))
-    rules = zero if supervised.rule_validation is None else np.asarray(supervised.rule_validation, dtype=float)
+    yv = y[~fit_part]
+    served = _served_risk(supervised.rule_validation, len(probability), policy)
     # lazy: sklearn (3.8 s to import); txmon.spark_jobs.backtest imports this module without it
     from sklearn.metrics import roc_auc_score
 
-    scores = {
-        "with": risk_values(rules, probability, anomaly, policy),
-        "without": risk_values(rules, probability, zero, policy),
-    }
+    scores = {"with": served(probability, anomaly), "without": served(probability)}
     aps = {k: _ap(yv, v) for k, v in scores.items()}
     aucs = {k: float(roc_auc_score(yv, v)) for k, v in scores.items()}
     keep = round(aps["with"], 6) > round(aps["without"], 6)

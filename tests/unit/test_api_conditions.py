@@ -15,8 +15,7 @@ from txmon.infra.settings import DEFAULT_RULES
 from txmon.models.features import FEATURES, INTEGER_FEATURES
 from txmon.models.rule_conditions import ConditionError, compile_condition, interpret_condition
 from txmon.models.rules import load_rules
-from txmon.spark_jobs.rules import RULE_COLUMNS
-from txmon.webapp.api.scorer import compile_rules
+from txmon.spark_jobs.rules import RULE_COLUMNS, python_rules
 
 COLUMNS = ("a", "b", "c", "txn_type", "mcc")
 NUMBERS = st.one_of(
@@ -162,7 +161,7 @@ FEATURE_ROWS = st.fixed_dictionaries(
 
 @pytest.fixture(scope="module")
 def service_rules():
-    return compile_rules(load_rules(DEFAULT_RULES))
+    return python_rules(load_rules(DEFAULT_RULES))
 
 
 @settings(max_examples=300, deadline=None)

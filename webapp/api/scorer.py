@@ -48,7 +48,7 @@ from txmon.models.features import (
 )
 from txmon.models.risk import decisions, risk_scores
 from txmon.models.rule_engine import CompiledRules
-from txmon.models.rules import RulesError, RuleSet, load_rules
+from txmon.models.rules import RulesError, load_rules
 from txmon.spark_jobs.rules import python_rules
 from txmon.spark_jobs.validation import TRANSACTION_COLUMNS, event_values
 
@@ -71,12 +71,6 @@ class Profiles:
     """PayeeState JSON (kind 'payee')."""
     frauds: tuple[tuple[int, int], ...] = ()
     """The payee's confirmed frauds received so far: (label time µs, transaction time µs)."""
-
-
-def compile_rules(ruleset: RuleSet) -> CompiledRules:
-    """Every active rule's condition compiled against :data:`RULE_COLUMNS`; RulesError
-    naming the rule if one cannot be (:func:`txmon.models.rule_engine.compile_rules`)."""
-    return python_rules(ruleset)
 
 
 class RuleBook:
@@ -109,7 +103,7 @@ class RuleBook:
             if stamp != self._stamp or self.current is None:
                 self._stamp = stamp
                 try:
-                    candidate = compile_rules(load_rules(self.path))
+                    candidate = python_rules(load_rules(self.path))
                 except RulesError as exc:
                     self.last_error = str(exc)
                     if self.current is None:
