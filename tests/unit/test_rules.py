@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from txmon.models.features import FEATURES
+from txmon.models.features import FEATURES, PAYER_FEATURES, PayerState, payer_fold
 from txmon.models.rules import RulesError, load_rules, parse_rules
+from txmon.spark_jobs.rules import python_rules
 
 BASE = """
 version: 1
@@ -40,3 +41,21 @@ def test_the_shipped_rules_give_card_payments_reasons_of_their_own() -> None:
     assert len(card) >= 3
     for rule in card:  # every card rule reads features that exist, and says why in words
         assert rule.reason and all(name in FEATURES for name in rule.placeholders())
+
+
+def test_an_accounts_first_payment_just_below_a_threshold_counts_and_the_second_is_structuring() -> None:
+    conditions = {rule.id: condition for rule, condition in python_rules(load_rules()).conditions}
+    hour_us = 3_600 * 1_000_000
+
+    def fired(state: PayerState, at: int, channel: str, rupees: int) -> set[str]:
+        amount = rupees * 100
+        row = dict(zip(PAYER_FEATURES, payer_fold(state, at * hour_us, f"payee-{at}", amount, "d1", None, None, False)))
+        row.update(channel=channel, amount_paise=amount)
+        return {rule for rule in ("FIRST_PAYMENT_NEAR_THRESHOLD", "STRUCTURING") if conditions[rule](row) is True}
+
+    upi = PayerState()
+    assert fired(upi, 1, "IMPS", 49_600) == {"FIRST_PAYMENT_NEAR_THRESHOLD"}  # Rs 50,000 is a threshold
+    assert fired(upi, 2, "IMPS", 48_900) == {"STRUCTURING"}  # history now: the second is the rule's
+    assert fired(PayerState(), 1, "NEFT", 9_80_000) == {"FIRST_PAYMENT_NEAR_THRESHOLD"}  # Rs 10 lakh
+    assert fired(PayerState(), 1, "NEFT", 7_00_000) == set()  # large, but not just below one
+    assert fired(PayerState(), 1, "CARD_ECOM", 49_600) == set()  # cards: push rails only
