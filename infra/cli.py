@@ -192,7 +192,7 @@ EndsAt = Annotated[
 ]
 
 
-def _ends_at(text: str | None):
+def _ends_at(text: str | None) -> datetime | None:
     """``--ends-at`` as an aware UTC datetime, None when not given."""
     # lazy: jinja2 (719 ms to import); `txmon --help` loads this module without it
     from txmon.infra.orchestration import utc

@@ -53,9 +53,9 @@ def test_an_accounts_first_payment_just_below_a_threshold_counts_and_the_second_
         row.update(channel=channel, amount_paise=amount)
         return {rule for rule in ("FIRST_PAYMENT_NEAR_THRESHOLD", "STRUCTURING") if conditions[rule](row) is True}
 
-    upi = PayerState()
-    assert fired(upi, 1, "IMPS", 49_600) == {"FIRST_PAYMENT_NEAR_THRESHOLD"}  # Rs 50,000 is a threshold
-    assert fired(upi, 2, "IMPS", 48_900) == {"STRUCTURING"}  # history now: the second is the rule's
+    account = PayerState()
+    assert fired(account, 1, "IMPS", 49_600) == {"FIRST_PAYMENT_NEAR_THRESHOLD"}  # Rs 50,000 is a threshold
+    assert fired(account, 2, "IMPS", 48_900) == {"STRUCTURING"}  # history now: the second is the rule's
     assert fired(PayerState(), 1, "NEFT", 9_80_000) == {"FIRST_PAYMENT_NEAR_THRESHOLD"}  # Rs 10 lakh
     assert fired(PayerState(), 1, "NEFT", 7_00_000) == set()  # large, but not just below one
     assert fired(PayerState(), 1, "CARD_ECOM", 49_600) == set()  # cards: push rails only
