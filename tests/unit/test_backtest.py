@@ -53,6 +53,55 @@ def test_card_precision_removes_accounts_detected_on_earlier_days_and_divides_by
     assert card_precision_at_k(frame, k=10, tz="UTC")[0].precision == pytest.approx(0.2)  # 2 found / k
 
 
+def test_an_account_counts_as_known_fraud_from_the_day_after_its_label_arrives():
+    """The literature's protocol: a card whose fraud was known when the day began is out of
+    that day's test; a fraud before the training window, or one whose label lands during
+    the day, does not count."""
+    utc = lambda s: pd.Timestamp(s, tz="UTC")
+    history = pd.DataFrame(
+        {
+            "payer_account": ["A", "B", "C", "D"],
+            "event_time": [
+                utc("2025-01-02T10:00"),
+                utc("2025-01-02T10:00"),
+                utc("2024-12-01T10:00"),
+                utc("2025-01-03"),
+            ],
+            "label_time": [
+                utc("2025-01-04T10:00"),
+                utc("2025-01-05T10:00"),
+                utc("2024-12-03T10:00"),
+                utc("2025-01-05"),
+            ],
+            "is_fraud": [True, True, True, False],
+        }
+    )
+    test = pd.DataFrame(
+        {
+            "payer_account": ["A", "A", "B", "B", "C", "D", "E"],
+            "event_time": [
+                utc(t)
+                for t in [
+                    "2025-01-04T23:00",
+                    "2025-01-05T01:00",
+                    "2025-01-05T12:00",
+                    "2025-01-06T01:00",
+                    "2025-01-06T01:00",
+                    "2025-01-06T01:00",
+                    "2025-01-06T01:00",
+                ]
+            ],
+        }
+    )
+    known = bt.known_fraud_accounts(test, history, since=utc("2025-01-01").to_pydatetime(), tz="UTC")
+    # A: label at 01-04 10:00 -> out from 01-05; B: label lands mid-day 01-05 -> out from 01-06;
+    # C's fraud predates the training window; D was never fraud; E has no history.
+    assert known.tolist() == [False, True, False, True, False, False, False]
+    # Days are the report's time zone's: 01-04T23:00 UTC is 01-05 in Kolkata, after A's label.
+    in_ist = bt.known_fraud_accounts(test.iloc[:1], history, since=utc("2025-01-01").to_pydatetime(), tz="Asia/Kolkata")
+    assert in_ist.tolist() == [True]
+
+
 def test_recall_at_a_fixed_alert_rate_shares_ties():
     assert recall_at_alert_rate([True, False, True, False], [5, 5, 5, 5], 0.5) == pytest.approx(0.5)
     assert recall_at_alert_rate([False, False], [1, 2], 0.5) is None
@@ -184,6 +233,14 @@ def test_every_test_row_is_scored_once_with_every_scorer(result, tmp_path):
     assert scores["risk_score"].between(0, 100).all()
     report = (tmp_path / "report" / "report.md").read_text()
     assert "logistic regression" in report and "card precision@20" in report
+    # Both protocols are reported; the second leaves out the rows scores.csv marks.
+    assert "the literature's test protocol" in report
+    marked = scores["known_fraud_account"].astype(bool)
+    assert marked.sum() == w.counts["test_rows_known_fraud_account"]
+    unblocked = scores[~marked]
+    assert result.summary("unblocked")["txmon risk"]["roc_auc"]["values"] == [
+        pytest.approx(bt.ranking(unblocked, "risk_exact", 20, result.config.tz).roc_auc)
+    ]
     for chart in ("pr_curve.png", "score_distribution.png", "daily_precision.png", "backtest.json"):
         assert (tmp_path / "report" / chart).stat().st_size > 0
 
