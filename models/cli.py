@@ -683,17 +683,23 @@ def backtest(
     written = bt.write_outputs(
         result, scores_out=scores_out or report_dir / "scores.csv", report_dir=report_dir, command=command
     )
-    rows = [("scorer", "ROC-AUC", "AP", f"card p@{k}", f"recall@{alert_rate:.2%}"), *bt.headline_rows(result)]
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    for row in rows:
-        typer.echo("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
-    verdict = result.verdict()
-    if verdict:
-        beat = sum(bool(v) for v in verdict.values())
-        typer.echo(
-            f"txmon's risk score beats the baselines on {beat} of {len(verdict)} comparisons"
-            + "".join(f"; not {name}" for name, v in verdict.items() if v is False)
-        )
+    for protocol, title in (
+        ("all", "every test row"),
+        ("unblocked", "accounts already known fraudulent left out (the literature's test set)"),
+    ):
+        typer.echo(f"{title}:")
+        head = ("scorer", "ROC-AUC", "AP", f"card p@{k}", f"recall@{alert_rate:.2%}")
+        rows = [head, *bt.headline_rows(result, protocol)]
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        for row in rows:
+            typer.echo("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
+        verdict = result.verdict(protocol)
+        if verdict:
+            beat = sum(bool(v) for v in verdict.values())
+            typer.echo(
+                f"txmon's risk score beats the baselines on {beat} of {len(verdict)} comparisons"
+                + "".join(f"; not {name}" for name, v in verdict.items() if v is False)
+            )
     for note in result.notes:
         typer.echo(f"note: {note}")
     typer.echo(f"scores: {written['scores']}")
