@@ -683,10 +683,7 @@ def backtest(
     written = bt.write_outputs(
         result, scores_out=scores_out or report_dir / "scores.csv", report_dir=report_dir, command=command
     )
-    for protocol, title in (
-        ("all", "every test row"),
-        ("unblocked", "accounts already known fraudulent left out (the literature's test set)"),
-    ):
+    for protocol, title in bt.PROTOCOLS.items():
         typer.echo(f"{title}:")
         head = ("scorer", "ROC-AUC", "AP", f"card p@{k}", f"recall@{alert_rate:.2%}")
         rows = [head, *bt.headline_rows(result, protocol)]

@@ -501,9 +501,13 @@ class WindowResult:
     (:func:`known_fraud_accounts`): the literature's test protocol."""
 
 
-PROTOCOLS = ("all", "unblocked")
-"""``all``: every test row. ``unblocked``: the rows of accounts with no fraud on record when
-their day began (:func:`known_fraud_accounts`), as the literature measures card fraud."""
+PROTOCOLS = {
+    "all": "every test row",
+    "unblocked": "accounts already known fraudulent left out (the literature's test protocol)",
+}
+"""Test sets every metric is reported on, with their titles. ``unblocked``: the rows of
+accounts with no fraud on record when their day began (:func:`known_fraud_accounts`), as the
+literature measures card fraud."""
 
 
 @dataclass
@@ -557,7 +561,7 @@ class BacktestResult:
 
 def _rankings(window: WindowResult, protocol: str) -> dict:
     if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+        raise ValueError(f"protocol must be one of {tuple(PROTOCOLS)}, got {protocol!r}")
     return window.rankings if protocol == "all" else window.rankings_unblocked
 
 
@@ -846,11 +850,15 @@ def run(
             for column, model in fit_baselines(known, training.seed).items():
                 scored[column] = model.predict_proba(_baseline_matrix(scored))[:, 1]
         evaluation = evaluate_frame(scored, config.k, ruleset.policy, config.tz, config.alert_rate)
-        rankings = {
-            name: ranking(scored, column, config.k, config.tz, config.alert_rate)
-            for name, column in _COLUMN.items()
-            if column in scored.columns
-        }
+
+        def rank(frame: pd.DataFrame) -> dict:
+            return {
+                name: ranking(frame, column, config.k, config.tz, config.alert_rate)
+                for name, column in _COLUMN.items()
+                if column in frame.columns
+            }
+
+        rankings = rank(scored)
         scenarios = {
             name: _scenario_recall(scored, column, config.alert_rate)
             for name, column in _COLUMN.items()
@@ -858,14 +866,9 @@ def run(
         }
         blocked = known_fraud_accounts(scored, featured, window.train_start, config.tz)
         scored["known_fraud_account"] = blocked
-        unblocked = scored[~blocked]
         counts["test_rows_known_fraud_account"] = int(blocked.sum())
         counts["test_frauds_known_fraud_account"] = int(scored.loc[blocked, "is_fraud"].sum())
-        rankings_unblocked = {
-            name: ranking(unblocked, column, config.k, config.tz, config.alert_rate)
-            for name, column in _COLUMN.items()
-            if column in unblocked.columns
-        }
+        rankings_unblocked = rank(scored[~blocked])
         scored.insert(0, "window", i + 1)
         results.append(
             WindowResult(i + 1, window, scored, evaluation, rankings, scenarios, fitted, counts, rankings_unblocked)
@@ -1087,7 +1090,7 @@ def write_report(result: BacktestResult, out_dir: str | Path, command: str | Non
     tested_fraud = sum(w.counts["test_frauds"] for w in result.windows)
     lines += [
         "",
-        "### Accounts already known fraudulent left out (the literature's test protocol)",
+        f"### {PROTOCOLS['unblocked'].capitalize()}",
         "",
         f"A test row whose account had a fraud since the training window's start, with its label known "
         f"when the row's day began, is left out here: that card would be blocked, and its fraud is already "
