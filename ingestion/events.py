@@ -26,7 +26,7 @@ import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
-from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal, DecimalException
 from enum import Enum, StrEnum
 from typing import Annotated, Any, Literal
 
@@ -888,7 +888,11 @@ def rupees_to_paise(rupees: Decimal | int | str, *, rounding: AmountRounding | N
     if isinstance(rupees, float):
         raise TypeError("pass rupees as Decimal, int or str, never float")
     value = Decimal(rupees.replace(",", "")) if isinstance(rupees, str) else Decimal(rupees)
-    return whole_paise(value * PAISE_PER_RUPEE, rounding, shown=f"{rupees} INR")
+    try:
+        paise = value * PAISE_PER_RUPEE
+    except DecimalException:  # past the decimal context's exponent range (1e999999)
+        raise ValueError(f"{rupees} INR is out of range for an amount") from None
+    return whole_paise(paise, rounding, shown=f"{rupees} INR")
 
 
 def whole_paise(paise: Decimal, rounding: AmountRounding | None = None, *, shown: str | None = None) -> int:
@@ -901,7 +905,12 @@ def whole_paise(paise: Decimal, rounding: AmountRounding | None = None, *, shown
     if rounding is not None:
         if rounding not in AMOUNT_ROUNDINGS:
             raise ValueError(f"unknown rounding {rounding!r}; choose one of {', '.join(AMOUNT_ROUNDINGS)}")
-        paise = paise.quantize(Decimal(1), rounding=AMOUNT_ROUNDINGS[rounding])
+        try:
+            paise = paise.quantize(Decimal(1), rounding=AMOUNT_ROUNDINGS[rounding])
+        except DecimalException:  # more digits than the context's 28, or not a number
+            raise ValueError(f"{shown or f'{paise} paise'} is out of range for an amount") from None
+    if not paise.is_finite():
+        raise ValueError(f"{shown or f'{paise} paise'} is not a number of paise")
     if paise != paise.to_integral_value():
         raise ValueError(f"{shown or f'{paise} paise'} is not a whole number of paise; round it explicitly first")
     return int(paise)

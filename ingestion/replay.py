@@ -184,6 +184,9 @@ _MIN_SLEEP_S = 0.001
 # ------------------------------------------------------------------------ mapping
 
 _AMOUNT_UNITS = ("rupees", "paise")
+_AMOUNT_DIGITS = 24
+"""Digits before the point beyond which a cell cannot be an amount in any unit (the
+contract's cap, MAX_AMOUNT_PAISE, has 12 in paise): rejected as absurd before conversion."""
 _TIME_UNITS: dict[str, int | Decimal] = {
     "seconds": 1,
     "milliseconds": Decimal("0.001"),
@@ -693,6 +696,13 @@ def _to_amount(unit: str, rounding: AmountRounding | None, where: str) -> Callab
 
     def convert(value: Any) -> int:
         number = _decimal(value, where)
+        if number.adjusted() >= _AMOUNT_DIGITS:
+            # Decided before any arithmetic: the paise of 1e999999 rupees overflow the decimal
+            # context, and rounding one of 29 digits or more exceeds its precision.
+            raise _Reject(
+                DeadLetterReason.ABSURD_AMOUNT,
+                f"{where}: {number} {unit} has more than {_AMOUNT_DIGITS} digits before the point; no amount is that large",
+            )
         try:
             paise = rupees_to_paise(number, rounding=rounding) if unit == "rupees" else whole_paise(number, rounding)
         except ValueError:
