@@ -16,12 +16,20 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import event as hypothesis_event
 from hypothesis import strategies as st
 
 from txmon.ingestion.events import to_json, validate_event
-from txmon.ingestion.replay import REJECT_REASONS, RejectedRow, load_labelled, load_mapping
+from txmon.ingestion.replay import (
+    REJECT_REASONS,
+    RejectedRow,
+    ReplayMappingError,
+    load_labelled,
+    load_mapping,
+    parse_mapping,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 MAPPINGS = {
@@ -206,3 +214,104 @@ def test_the_valid_rows_the_properties_start_from_are_valid(tmp_path: Path, name
         writer.writerow({c: VALID[name][c] for c in MAPPINGS[name].columns()})
     events, _ = load_labelled(path, MAPPINGS[name], now=NOW)
     assert len(events) == 1
+
+
+def _loads_or_names_its_errors(load):
+    """``load()``'s result, or None when it raised ReplayMappingError with a message; any
+    other exception fails the test."""
+    try:
+        mapping, error = load(), ""
+    except ReplayMappingError as exc:
+        mapping, error = None, str(exc)
+    assert (mapping is None) == bool(error)
+    return mapping
+
+
+_OPTIONS = ("pattern", "map", "default", "template", "unit", "round", "format", "timezone", "origin")
+# Values a person might write in a mapping's specs, right and wrong.
+_spec_text = st.sampled_from(
+    [
+        "%Y-%m-%d %H:%M:%S",
+        "%Q",
+        "%",
+        "(",
+        "^(\\d+)$",
+        "(a*)*b",
+        "{value}",
+        "{value:0>12}",
+        "{value:>999999999}",
+        "{value!r}",
+        "{0}",
+        "{slug}@okaxis",
+        "{value.__class__}",
+        "{value[0]}",
+        "Asia/Kolkata",
+        "UTC",
+        "Mars/Base",
+        "half_even",
+        "down",
+        "rupees",
+        "paise",
+        "seconds",
+        "days",
+        "P1D",
+        "-P1D",
+        "PT0S",
+        "P99999999D",
+        "1970-01-01T00:00:00Z",
+        "TX_AMOUNT",
+        "TX_DATETIME",
+        "amt",
+        "step",
+        "csv",
+        "parquet",
+        ";",
+    ]
+)
+_json = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), _cell_text, _spec_text, _spec_text),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(_cell_text, inner, max_size=4)),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(sorted(MAPPINGS)), st.data())
+def test_a_shipped_mapping_edited_anyhow_loads_or_names_its_errors(tmp_path: Path, name: str, data) -> None:
+    """A hand-written mapping is the user's first input: a wrong value anywhere must come
+    back as ReplayMappingError (the message the CLI prints), never another exception."""
+    raw = yaml.safe_load((ROOT / "config" / "replay" / f"{name}.yaml").read_text())
+    for _ in range(data.draw(st.integers(min_value=1, max_value=3))):
+        fields = raw.get("fields")
+        specs = sorted(k for k, v in fields.items() if isinstance(v, dict)) if isinstance(fields, dict) else []
+        if specs and data.draw(st.integers(0, 2)):  # mostly one option of one field's spec, as people edit
+            spec = fields[data.draw(st.sampled_from(specs))]
+            spec[data.draw(st.sampled_from(sorted({*spec, *_OPTIONS})))] = data.draw(st.one_of(_spec_text, _json))
+            continue
+        section = data.draw(st.sampled_from(sorted(raw)))
+        target = raw[section]
+        if isinstance(target, dict) and target and data.draw(st.booleans()):
+            key = data.draw(st.sampled_from(sorted(target)))
+            if isinstance(target[key], dict) and target[key] and data.draw(st.booleans()):
+                target[key][data.draw(st.sampled_from(sorted(target[key])))] = data.draw(st.one_of(_spec_text, _json))
+            else:
+                target[key] = data.draw(_json)
+        else:
+            raw[section] = data.draw(_json)
+    mapping = _loads_or_names_its_errors(lambda: parse_mapping(raw))
+    hypothesis_event(f"mapping loads: {mapping is not None}")
+    if mapping is not None:  # a mapping that loads reads its file, or names what stops it
+        path = tmp_path / f"{name}.csv"
+        with path.open("w", newline="") as out:
+            writer = csv.DictWriter(out, fieldnames=list(VALID[name]))
+            writer.writeheader()
+            writer.writerow(VALID[name])
+        _loads_or_names_its_errors(lambda: _row_counts_match(path, mapping, 1) or mapping)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(max_size=200))
+def test_any_mapping_file_text_loads_or_names_its_errors(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "mapping.yaml"
+    path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    _loads_or_names_its_errors(lambda: load_mapping(path))
