@@ -662,6 +662,11 @@ def backtest(
             f"{len(source.rejects):,} rows rejected ({source.rejected_fraud:,} of them labelled fraud); "
             f"details in {rejects_out}"
         )
+        if source.duplicates:
+            typer.echo(
+                f"{source.duplicates:,} rows repeat an earlier row's txn_id and content: left out, as the stream "
+                "drops a repeated transaction"
+            )
     if window is None:
         times = featured["event_time"] if featured is not None else source.transactions["event_time"]
         window = bt.default_window(times, tz)

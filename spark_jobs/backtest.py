@@ -65,6 +65,7 @@ from txmon.models.evaluation import (
     evaluate_frame,
     ranking,
 )
+from txmon.infra.statements import TRANSACTION_CONTENT_COLUMNS
 from txmon.models.features import FEATURES, transactions_frame
 from txmon.models.risk import RiskPolicy, risk_values
 from txmon.models.scoring import score_frame
@@ -195,6 +196,8 @@ class LabelledSource:
     rejects: list = field(default_factory=list)
     """ingestion.replay.RejectedRow of every source row left out."""
     rows_read: int = 0
+    duplicates: int = 0
+    """Rows left out as exact repeats of an earlier row (same txn_id, same content)."""
 
     @property
     def rejected_fraud(self) -> int:
@@ -272,17 +275,66 @@ def read_file(
                 )
             )
         del valid
+    transactions, duplicates, conflicts = (
+        first_of_each_txn(pd.concat(parts, ignore_index=True)) if parts else (None, 0, [])
+    )
+    rejects += conflicts
     if rejects_path is not None:
         replay._write_rejects(Path(rejects_path), frame, rejects)
     rows = len(frame)
     del frame
-    if not parts:
+    if transactions is None:
         raise TrainingDataError(
             f"no row of {path.name} became a transaction ({len(rejects)} rejected); "
             "see the rejects file and fix the mapping"
         )
     name = f"replay {path.name} mapping {mapping_name}"
-    return LabelledSource(pd.concat(parts, ignore_index=True), name, rejects, rows)
+    return LabelledSource(transactions, name, rejects, rows, duplicates)
+
+
+def _plain(value: Any) -> Any:
+    """A NumPy scalar as the Python value it holds (its repr names the NumPy type)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def first_of_each_txn(frame: pd.DataFrame) -> tuple[pd.DataFrame, int, list]:
+    """A txn_id seen again, judged as the stream judges it (transactions_stream.split_duplicates):
+    the first row in the order the stream would receive them (replay sends in event-time
+    order, ties in file order) stands; a later row with the same content is a repeat and is
+    dropped; one with other content is rejected as ``conflicting_duplicate``, naming what
+    differs. Returns (the frame without them, in its order; how many repeats; the
+    conflicts as ingestion.replay.RejectedRow). Without this the backtest would score, and
+    train on, rows the stream never scores."""
+    ordered = frame.sort_values(["event_time", "row_number"], kind="stable")
+    again = ordered["txn_id"].duplicated(keep="first")
+    if not again.any():
+        return frame, 0, []
+    columns = [c for c in TRANSACTION_CONTENT_COLUMNS if c != "txn_id"]
+    firsts = ordered.loc[~again].set_index("txn_id")
+    later = ordered.loc[again]
+    first = firsts.loc[later["txn_id"], [*columns, "row_number"]].set_index(later.index)
+    # Event times compare at the millisecond, as Cassandra keeps them for the stream's check.
+    a, b = later[columns].copy(), first[columns].copy()
+    for side in (a, b):
+        side["event_time"] = pd.to_datetime(side["event_time"], utc=True).dt.floor("ms")
+    same = (a == b) | (a.isna() & b.isna())
+    conflicts = []
+    for index in later.index[~same.all(axis=1).to_numpy()]:
+        row = later.loc[index]
+        differs = "; ".join(
+            f"{c}: {_plain(b.at[index, c])!r} -> {_plain(a.at[index, c])!r}" for c in columns if not same.at[index, c]
+        )
+        conflicts.append(
+            replay.RejectedRow(
+                int(row["row_number"]),
+                str(events.DeadLetterReason.CONFLICTING_DUPLICATE),
+                f"txn_id {row['txn_id']} already seen at row {int(first.at[index, 'row_number'])} with other content "
+                f"({differs}); the first stands, as in the stream; give a new payment a new txn_id",
+                bool(row["is_fraud"]),
+                row["scenario"],
+            )
+        )
+    return frame.drop(index=later.index), len(later) - len(conflicts), conflicts
 
 
 def simulated(
@@ -619,7 +671,7 @@ def _window_rows(featured: pd.DataFrame, start: datetime, end: datetime) -> pd.D
 
 # ------------------------------------------------------------------ features cache
 
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2
 _CACHE_SLICE = 200_000  # rows converted to Arrow at a time when saving (memory)
 
 
@@ -631,7 +683,16 @@ def feature_code_digest() -> str:
     digest = hashlib.sha256(f"format {_CACHE_FORMAT} pandas {pd.__version__} pyarrow {pyarrow.__version__}".encode())
     for module in (features, dataset, replay, events, simulator):
         digest.update(Path(str(module.__file__)).read_bytes())
-    for part in (read_file, simulated, _event_frame, _OffsetMapper, featured_rows, _cut_after, _label_delay_s):
+    for part in (
+        read_file,
+        first_of_each_txn,
+        simulated,
+        _event_frame,
+        _OffsetMapper,
+        featured_rows,
+        _cut_after,
+        _label_delay_s,
+    ):
         digest.update(inspect.getsource(part).encode())
     return digest.hexdigest()
 
@@ -711,7 +772,10 @@ class FeatureCache:
             shutil.copyfile(self.path / "rejects.csv", self.rejects_csv)
         rejects = [replay.RejectedRow(**r) for r in meta["rejects"]]
         log(f"features cache: reusing {len(featured):,} featured rows from {self.path}")
-        return LabelledSource(featured.iloc[:0], meta["name"], rejects, meta["rows_read"]), featured
+        return (
+            LabelledSource(featured.iloc[:0], meta["name"], rejects, meta["rows_read"], meta["duplicates"]),
+            featured,
+        )
 
     def save(self, featured: pd.DataFrame, source: LabelledSource, until: datetime | None, log=print) -> None:
         """Save ``featured`` (the rows before ``until``; None: the whole source). A failure
@@ -736,6 +800,7 @@ class FeatureCache:
                 "dtypes": {c: str(t) for c, t in featured.dtypes.items()},
                 "name": source.name,
                 "rows_read": source.rows_read,
+                "duplicates": source.duplicates,
                 "rejects": [dataclasses.asdict(r) for r in source.rejects],
             }
             (staging / "meta.json").write_text(json.dumps(meta), encoding="utf-8")

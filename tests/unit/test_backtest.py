@@ -7,7 +7,7 @@ runs them, and the whole scoring, against the stream."""
 from __future__ import annotations
 
 import csv
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -161,6 +161,37 @@ def test_read_file_in_chunks_keeps_row_numbers_ids_and_rejected_labels(tmp_path)
     assert first["txn_id"] == "d21a7ef5562f19d82f73545bb54e9988"
     lag = small.transactions["label_time"] - small.transactions["event_time"]
     assert (lag == pd.Timedelta(hours=6)).all()
+
+
+def test_a_repeated_txn_id_is_judged_as_the_stream_judges_it(tmp_path):
+    """The first row in event-time order stands; an exact repeat is left out and counted; a
+    row with other content is rejected as a conflicting duplicate, with its label."""
+    rows = list(csv.reader((ROOT / "ingestion/samples/card_transactions_sample.csv").open()))
+    header, data = rows[0], rows[1:]
+    amt, when, fraud = header.index("amt"), header.index("trans_date_trans_time"), header.index("is_fraud")
+    repeat = list(data[3])
+    other = list(data[7])
+    other[amt], other[fraud] = "1.00", "1"
+    earlier = list(data[9])  # the same id, an hour before the row already in the file
+    earlier[when] = (datetime.fromisoformat(data[9][when]) - timedelta(hours=1)).isoformat(sep=" ")
+    path = tmp_path / "repeats.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows([*data, repeat, other, earlier])
+    n = len(data)
+    source = bt.read_file(path, CARD_MAPPING, chunk_rows=64, rejects_path=tmp_path / "rejects.csv")
+    plain = bt.read_file(ROOT / "ingestion/samples/card_transactions_sample.csv", CARD_MAPPING)
+    assert source.rows_read == n + 3 and source.duplicates == 1
+    conflicts = {r.row_number: r for r in source.rejects if r.reason == "conflicting_duplicate"}
+    assert sorted(conflicts) == [10, n + 2]  # the later copy, and the file's own row after the earlier copy
+    assert conflicts[n + 2].is_fraud is True
+    assert f"amount_paise: {round(float(data[7][amt]) * 100)} -> 100" in conflicts[n + 2].detail
+    assert "event_time" in conflicts[10].detail and "already seen at row " + str(n + 3) in conflicts[10].detail
+    kept = source.transactions.set_index("txn_id")
+    assert kept.index.is_unique and len(kept) == len(plain.transactions)
+    assert kept.loc[data[9][header.index("trans_num")], "row_number"] == n + 3
+    assert set(pd.read_csv(tmp_path / "rejects.csv")["row_number"]) >= {n + 2, 10}
 
 
 def _window(source, history_days=1.0, train_days=1.5, test_days=1.0):
