@@ -50,6 +50,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from txmon.infra.statements import TRANSACTION_CONTENT_COLUMNS
 from txmon.ingestion import events, replay, simulator
 from txmon.ingestion.simulator import Simulator, SimulatorConfig
 from txmon.models import dataset, features
@@ -65,7 +66,6 @@ from txmon.models.evaluation import (
     evaluate_frame,
     ranking,
 )
-from txmon.infra.statements import TRANSACTION_CONTENT_COLUMNS
 from txmon.models.features import FEATURES, transactions_frame
 from txmon.models.risk import RiskPolicy, risk_values
 from txmon.models.scoring import score_frame
