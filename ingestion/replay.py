@@ -1159,7 +1159,8 @@ def load_labelled(
 
     The same mapping, validation and ordering as :func:`replay_file`, nothing sent: for
     training and offline evaluation. Rows that cannot be mapped or break the contract
-    are left out (as replay leaves them out); ``labels[i]`` belongs to ``events[i]``,
+    are left out (as replay leaves them out), and so is a txn_id seen before, as the
+    stream leaves it out (an exact repeat silently, other content as a reject); ``labels[i]`` belongs to ``events[i]``,
     with ``label_time = event_time + label.delay``. ``now`` (default: the wall clock)
     is the reference of the future-timestamp check. ``on_reject`` is called with a
     :class:`RejectedRow` for each row left out; ``rejects_path`` gets them all as a CSV
@@ -1184,10 +1185,11 @@ def load_labelled(
             on_reject(rejected)
 
     valid = _map_rows(frame, _RowMapper(mapping, path.name), now or datetime.now(UTC), reject, progress=False)
+    valid.sort(key=lambda v: v.event.event_time)  # stable: ties keep file order
+    valid = _first_of_each_txn(valid, reject)
     if rejects_path is not None:
         _write_rejects(Path(rejects_path), frame, rejects)
     del frame
-    valid.sort(key=lambda v: v.event.event_time)  # stable: ties keep file order
     delay = mapping.label.delay
     events = [v.event for v in valid]
     labels = [
@@ -1230,6 +1232,38 @@ def _map_rows(
             assert event is not None
             valid.append(_Valid(event, row_number, label))
     return valid
+
+
+def _first_of_each_txn(valid: list[_Valid], reject: Callable[[RejectedRow], None]) -> list[_Valid]:
+    """Valid rows in the order the stream would receive them, without the rows whose txn_id
+    came before: an exact repeat is left out, as the stream's landing step drops it; one
+    with other content goes to ``reject`` as ``conflicting_duplicate`` (the stream
+    dead-letters it), naming what differs. The first stands either way, so training never
+    learns from a row the stream would not score. (The backtest's chunked reader applies
+    the same rule to its typed columns: spark_jobs/backtest.first_of_each_txn.)"""
+    first: dict[str, _Valid] = {}
+    kept: list[_Valid] = []
+    for v in valid:
+        seen = first.setdefault(v.event.txn_id, v)
+        if seen is v:
+            kept.append(v)
+            continue
+        if seen.event == v.event:
+            continue
+        a, b = seen.event.model_dump(), v.event.model_dump()
+        differs = "; ".join(f"{k}: {a[k]!r} -> {b[k]!r}" for k in a if a[k] != b[k])
+        is_fraud, scenario = v.label if v.label is not None else (None, None)
+        reject(
+            RejectedRow(
+                v.row_number,
+                str(DeadLetterReason.CONFLICTING_DUPLICATE),
+                f"txn_id {v.event.txn_id} already seen at row {seen.row_number} with other content ({differs}); "
+                "the first stands, as in the stream; give a new payment a new txn_id",
+                is_fraud,
+                scenario,
+            )
+        )
+    return kept
 
 
 def _echo(problem: Problem, failed: dict[str, _Reject]) -> bool:

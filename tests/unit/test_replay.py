@@ -894,3 +894,27 @@ def test_card_simulated_mapping_reads_every_row(tmp_path: Path, suffix: str) -> 
     assert any(e.amount_paise == 0 for e in events)
     fractional = [a for a in source["TX_AMOUNT"].astype(str) if len(a.partition(".")[2]) > 2]
     assert fractional  # float text such as 851.9499999999999, all read
+
+
+def test_load_labelled_keeps_the_first_of_a_repeated_txn_id(tmp_path: Path) -> None:
+    """As the stream lands them: the first in event-time order stands, an exact repeat is
+    left out, other content is rejected as a conflicting duplicate with its label."""
+    rows = list(csv.reader(SAMPLE.open()))
+    header, data = rows[0], rows[1:]
+    amt, fraud, txn = header.index("amt"), header.index("is_fraud"), header.index("trans_num")
+    other = list(data[7])
+    other[amt], other[fraud] = "1.00", "1"
+    path = tmp_path / "repeats.csv"
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows([header, *data, data[3], other])
+    rejects: list[RejectedRow] = []
+    events, labels = load_labelled(
+        path, CARD_MAPPING, now=NOW, on_reject=rejects.append, rejects_path=tmp_path / "r.csv"
+    )
+    plain, _ = load_labelled(SAMPLE, CARD_MAPPING, now=NOW)
+    assert [e.txn_id for e in events] == [e.txn_id for e in plain] and len(labels) == len(events)
+    conflict = [r for r in rejects if r.reason == "conflicting_duplicate"]
+    assert [(r.row_number, r.is_fraud) for r in conflict] == [(len(data) + 2, True)]
+    assert "already seen at row 8" in conflict[0].detail and "amount_paise" in conflict[0].detail
+    assert events[[e.txn_id for e in events].index(data[7][txn])].amount_paise != 100
+    assert len(data) + 2 in pd.read_csv(tmp_path / "r.csv")["row_number"].tolist()
