@@ -695,13 +695,9 @@ def backtest(
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
         for row in rows:
             typer.echo("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
-        verdict = result.verdict(protocol)
-        if verdict:
-            beat = sum(bool(v) for v in verdict.values())
-            typer.echo(
-                f"txmon's risk score beats the baselines on {beat} of {len(verdict)} comparisons"
-                + "".join(f"; not {name}" for name, v in verdict.items() if v is False)
-            )
+        sentence = bt.verdict_sentence(result.verdict(protocol))
+        if sentence:
+            typer.echo(sentence)
     for note in result.notes:
         typer.echo(f"note: {note}")
     typer.echo(f"scores: {written['scores']}")

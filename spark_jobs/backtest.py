@@ -611,6 +611,22 @@ class BacktestResult:
         return out
 
 
+def verdict_sentence(verdict: dict) -> str | None:
+    """The report's and the CLI's one sentence on a :meth:`BacktestResult.verdict` (None
+    without baselines). A comparison left undefined by a test without fraud is said to be
+    undefined, not counted as lost."""
+    if not verdict:
+        return None
+    known = {name: beat for name, beat in verdict.items() if beat is not None}
+    if not known:
+        return "no comparison with the baselines is defined: no fraud among these test rows"
+    text = f"txmon's risk score beats the baselines on {sum(known.values())} of {len(known)} comparisons"
+    if len(known) < len(verdict):
+        text += f" ({len(verdict) - len(known)} more undefined: no fraud among these test rows)"
+    lost = [name for name, beat in known.items() if not beat]
+    return text + (f"; not on: {', '.join(lost)}" if lost else "")
+
+
 def _rankings(window: WindowResult, protocol: str) -> dict:
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {tuple(PROTOCOLS)}, got {protocol!r}")
@@ -1137,15 +1153,9 @@ def write_report(result: BacktestResult, out_dir: str | Path, command: str | Non
 
     def table(protocol: str) -> list[str]:
         out = header + [f"| {' | '.join(row)} |" for row in headline_rows(result, protocol)]
-        verdict = result.verdict(protocol)
-        if verdict:
-            beat = [k_ for k_, v in verdict.items() if v]
-            lost = [k_ for k_, v in verdict.items() if v is False]
-            out += [
-                "",
-                f"**txmon's risk score beats the baselines on {len(beat)} of {len(verdict)} comparisons.**"
-                + (f" Not on: {', '.join(lost)}." if lost else ""),
-            ]
+        sentence = verdict_sentence(result.verdict(protocol))
+        if sentence:
+            out += ["", f"**{sentence}.**"]
         return out
 
     lines += table("all")

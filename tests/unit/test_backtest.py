@@ -194,6 +194,24 @@ def test_a_repeated_txn_id_is_judged_as_the_stream_judges_it(tmp_path):
     assert set(pd.read_csv(tmp_path / "rejects.csv")["row_number"]) >= {n + 2, 10}
 
 
+def test_the_verdict_sentence_counts_only_defined_comparisons():
+    say = bt.verdict_sentence
+    assert say({}) is None
+    assert say({"logistic regression: roc_auc": True, "random forest: roc_auc": False}) == (
+        "txmon's risk score beats the baselines on 1 of 2 comparisons; not on: random forest: roc_auc"
+    )
+    # A test without fraud: ROC-AUC undefined for everyone, card precision 0 for everyone (a tie, not a win).
+    no_fraud = {"logistic regression: roc_auc": None, "logistic regression: card_precision_at_k": False}
+    assert say(no_fraud) == (
+        "txmon's risk score beats the baselines on 0 of 1 comparisons (1 more undefined: no fraud among these "
+        "test rows); not on: logistic regression: card_precision_at_k"
+    )
+    assert (
+        say({"random forest: roc_auc": None})
+        == "no comparison with the baselines is defined: no fraud among these test rows"
+    )
+
+
 def _window(source, history_days=1.0, train_days=1.5, test_days=1.0):
     t0 = source.transactions["event_time"].min().floor("D")
     w = lambda d: (t0 + pd.Timedelta(days=d)).to_pydatetime()
