@@ -10,7 +10,7 @@ Parquet file keeps its types, so its cells are drawn as typed values as well.
 from __future__ import annotations
 
 import csv
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -30,6 +30,7 @@ from txmon.ingestion.replay import (
     load_mapping,
     parse_mapping,
 )
+from txmon.spark_jobs import backtest
 
 ROOT = Path(__file__).resolve().parents[2]
 MAPPINGS = {
@@ -324,3 +325,45 @@ def test_any_mapping_file_text_loads_or_names_its_errors(tmp_path: Path, text: s
     path = tmp_path / "mapping.yaml"
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
     _loads_or_names_its_errors(lambda: load_mapping(path))
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=30),  # which sample row comes again
+            st.sampled_from(["same", "amount", "earlier", "later"]),  # and how it differs
+        ),
+        max_size=12,
+    )
+)
+def test_training_and_backtest_keep_the_same_first_of_each_txn_id(tmp_path: Path, repeats: list) -> None:
+    """Training's reader (load_labelled, a list of events) and the backtest's chunked reader
+    (typed columns) apply the stream's rule for a repeated txn_id each in their own form:
+    they must keep the same rows and reject the same ones."""
+    sample = ROOT / "ingestion" / "samples" / "card_transactions_sample.csv"
+    header, *data = list(csv.reader(sample.open()))
+    amt, when = header.index("amt"), header.index("trans_date_trans_time")
+    extra = []
+    for index, how in repeats:
+        row = list(data[index])
+        if how == "amount":
+            row[amt] = "1.00"
+        elif how in ("earlier", "later"):
+            shift = timedelta(minutes=-5 if how == "earlier" else 5)
+            row[when] = (datetime.fromisoformat(row[when]) + shift).isoformat(sep=" ")
+        extra.append(row)
+    path = tmp_path / "cards.csv"
+    with path.open("w", newline="") as out:
+        csv.writer(out).writerows([header, *data, *extra])
+    mapping = MAPPINGS["card_transactions"]
+    rejects: list[RejectedRow] = []
+    events, _ = load_labelled(path, mapping, now=NOW, on_reject=rejects.append)
+    source = backtest.read_file(path, mapping, chunk_rows=50, now=NOW)
+    kept = source.transactions.sort_values(["event_time", "row_number"], kind="stable")
+    assert [e.txn_id for e in events] == kept["txn_id"].tolist()
+    assert [e.amount_paise for e in events] == kept["amount_paise"].tolist()
+    assert sorted((r.row_number, r.reason) for r in rejects) == sorted((r.row_number, r.reason) for r in source.rejects)
+    assert source.rows_read - len(kept) - len(source.rejects) == source.duplicates
