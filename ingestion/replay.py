@@ -133,6 +133,7 @@ from txmon.ingestion.labels import LabelReleaser
 from txmon.ingestion.simulator import Label
 
 __all__ = [
+    "MAX_LABEL_DELAY",
     "REJECTS_COLUMNS",
     "REJECT_REASONS",
     "REPLAY_TXN_NAMESPACE",
@@ -183,6 +184,9 @@ _MIN_SLEEP_S = 0.001
 
 # ------------------------------------------------------------------------ mapping
 
+MAX_LABEL_DELAY = timedelta(days=3650)
+"""The longest label delay a mapping or ``txmon backtest --label-delay`` takes: a label
+time must stay a date (event time plus 10**8 days overflowed it and stopped the file)."""
 _AMOUNT_UNITS = ("rupees", "paise")
 _AMOUNT_DIGITS = 24
 """Digits before the point beyond which a cell cannot be an amount in any unit (the
@@ -359,6 +363,8 @@ class LabelSpec(_Strict):
     def _not_negative(cls, value: timedelta) -> timedelta:
         if value < timedelta(0):
             raise PydanticCustomError("delay", "delay must be >= 0, e.g. P1D or 0")
+        if value > MAX_LABEL_DELAY:
+            raise PydanticCustomError("delay", "delay must be at most P3650D (ten years), e.g. P7D")
         return value
 
 

@@ -576,6 +576,7 @@ def backtest(
     """
 
     # lazy: pandas (4.8 s to import); `txmon --help` loads this module without it
+    from txmon.ingestion.replay import MAX_LABEL_DELAY
     from txmon.models.rules import load_rules
     from txmon.models.training import TrainingConfig
     from txmon.spark_jobs import backtest as bt
@@ -598,6 +599,8 @@ def backtest(
             raise TrainingDataError(
                 f"--label-delay {label_delay!r} is not a duration; write e.g. P7D or PT12H"
             ) from None
+        if not timedelta(0) <= delay <= MAX_LABEL_DELAY:
+            raise TrainingDataError(f"--label-delay {label_delay!r}: give a duration from 0 to P3650D, e.g. P7D")
     windows = {
         flag: _when(value, tz, flag)
         for flag, value in (

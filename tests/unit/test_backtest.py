@@ -472,3 +472,13 @@ def test_each_window_fit_is_given_the_rule_scorer(source, monkeypatch):
     config = bt.BacktestConfig(window=_window(source), label_delay=timedelta(hours=12), training=FAST, k=20)
     bt.run(copy.deepcopy(source), config, load_rules(), log=lambda *_: None, rule_scorer=sevens)
     assert calls == [[7.0, 7.0, 7.0]]
+
+
+@pytest.mark.parametrize("delay", ["P99999999D", "-P1D"])
+def test_backtest_cli_refuses_a_label_delay_outside_the_calendar(delay):
+    from typer.testing import CliRunner
+
+    from txmon.infra.cli import app
+
+    out = CliRunner().invoke(app, ["backtest", "--simulate", "1000", "--label-delay", delay])
+    assert out.exit_code != 0 and "from 0 to P3650D" in (out.output + str(out.exception))

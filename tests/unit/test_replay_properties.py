@@ -288,9 +288,10 @@ def test_a_shipped_mapping_edited_anyhow_loads_or_names_its_errors(tmp_path: Pat
     raw = yaml.safe_load((ROOT / "config" / "replay" / f"{name}.yaml").read_text())
     for _ in range(data.draw(st.integers(min_value=1, max_value=3))):
         fields = raw.get("fields")
-        specs = sorted(k for k, v in fields.items() if isinstance(v, dict)) if isinstance(fields, dict) else []
-        if specs and data.draw(st.integers(0, 2)):  # mostly one option of one field's spec, as people edit
-            spec = fields[data.draw(st.sampled_from(specs))]
+        specs = [v for _, v in sorted(fields.items()) if isinstance(v, dict)] if isinstance(fields, dict) else []
+        specs += [raw["label"]] if isinstance(raw.get("label"), dict) else []
+        if specs and data.draw(st.integers(0, 2)):  # mostly one option of one spec (or the label's), as people edit
+            spec = data.draw(st.sampled_from(specs))
             spec[data.draw(st.sampled_from(sorted({*spec, *_OPTIONS})))] = data.draw(st.one_of(_spec_text, _json))
             continue
         section = data.draw(st.sampled_from(sorted(raw)))
@@ -367,3 +368,14 @@ def test_training_and_backtest_keep_the_same_first_of_each_txn_id(tmp_path: Path
     assert [e.amount_paise for e in events] == kept["amount_paise"].tolist()
     assert sorted((r.row_number, r.reason) for r in rejects) == sorted((r.row_number, r.reason) for r in source.rejects)
     assert source.rows_read - len(kept) - len(source.rejects) == source.duplicates
+
+
+def test_a_label_delay_past_the_calendar_is_a_mapping_error(tmp_path: Path) -> None:
+    """Found by the edited-mapping property: ``delay: P99999999D`` put label times past year
+    9999 and stopped the file with an OverflowError."""
+    raw = yaml.safe_load((ROOT / "config" / "replay" / "card_simulated.yaml").read_text())
+    raw["label"]["delay"] = "P99999999D"
+    with pytest.raises(ReplayMappingError, match="at most P3650D"):
+        parse_mapping(raw)
+    raw["label"]["delay"] = "P3650D"
+    assert parse_mapping(raw).label is not None
