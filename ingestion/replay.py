@@ -147,6 +147,7 @@ __all__ = [
     "ReplaySummary",
     "SourceSpec",
     "due_offset",
+    "known_zone",
     "load_labelled",
     "load_mapping",
     "parse_mapping",
@@ -183,6 +184,17 @@ _NO_FUTURE_CHECK = datetime(9000, 1, 1, tzinfo=UTC)
 _MIN_SLEEP_S = 0.001
 
 # ------------------------------------------------------------------------ mapping
+
+
+def known_zone(name: str) -> str:
+    """``name`` when it is an IANA time zone; else ValueError naming the fix. For every
+    zone a user writes (a mapping's ``timezone``, ``txmon backtest --tz``)."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone '{name}'; use an IANA name such as UTC or Asia/Kolkata") from None
+    return name
+
 
 MAX_LABEL_DELAY = timedelta(days=3650)
 """The longest label delay a mapping or ``txmon backtest --label-delay`` takes: a label
@@ -329,13 +341,9 @@ class FieldSpec(_Strict):
     def _known_zone(cls, value: str | None) -> str | None:
         if value is not None:
             try:
-                ZoneInfo(value)
-            except (ZoneInfoNotFoundError, ValueError):
-                raise PydanticCustomError(
-                    "timezone",
-                    "unknown time zone '{zone}'; use an IANA name such as UTC or Asia/Kolkata",
-                    {"zone": value},
-                ) from None
+                known_zone(value)
+            except ValueError as exc:
+                raise PydanticCustomError("timezone", "{problem}", {"problem": str(exc)}) from None
         return value
 
     @property

@@ -576,7 +576,7 @@ def backtest(
     """
 
     # lazy: pandas (4.8 s to import); `txmon --help` loads this module without it
-    from txmon.ingestion.replay import MAX_LABEL_DELAY
+    from txmon.ingestion.replay import MAX_LABEL_DELAY, known_zone
     from txmon.models.rules import load_rules
     from txmon.models.training import TrainingConfig
     from txmon.spark_jobs import backtest as bt
@@ -591,6 +591,10 @@ def backtest(
         raise TrainingDataError("--mapping and --rejects-out go with FILE, not --simulate")
     if fit_at not in get_args(bt.FitAt):
         raise TrainingDataError(f"--fit-at {fit_at!r}: write one of {', '.join(get_args(bt.FitAt))}")
+    try:
+        known_zone(tz)
+    except ValueError as exc:
+        raise TrainingDataError(f"--tz: {exc}") from None
     delay = None
     if label_delay is not None:
         try:

@@ -48,7 +48,7 @@ import pandas as pd
 import pyarrow
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from txmon.infra.statements import TRANSACTION_CONTENT_COLUMNS
 from txmon.ingestion import events, replay, simulator
@@ -181,6 +181,11 @@ class BacktestConfig(_Frozen):
     baselines: bool = True
     chunk_rows: int = Field(DEFAULT_CHUNK_ROWS, ge=100)
     fit_at: FitAt = Field("test-start", description="when the model is fitted: it learns the labels known then")
+
+    @field_validator("tz")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        return replay.known_zone(value)
 
 
 # ------------------------------------------------------------------------ sources

@@ -482,3 +482,14 @@ def test_backtest_cli_refuses_a_label_delay_outside_the_calendar(delay):
 
     out = CliRunner().invoke(app, ["backtest", "--simulate", "1000", "--label-delay", delay])
     assert out.exit_code != 0 and "from 0 to P3650D" in (out.output + str(out.exception))
+
+
+def test_backtest_refuses_an_unknown_time_zone():
+    from typer.testing import CliRunner
+
+    from txmon.infra.cli import app
+
+    out = CliRunner().invoke(app, ["backtest", "--simulate", "1000", "--tz", "Mars/Base"])
+    assert out.exit_code != 0 and "unknown time zone 'Mars/Base'" in (out.output + str(out.exception))
+    with pytest.raises(ValueError, match="IANA name"):
+        bt.BacktestConfig(window=_window(bt.simulated(500)), tz="Mars/Base")
