@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from txmon.infra.settings import DEFAULT_RULES
 from txmon.models.features import FEATURES, PAYER_FEATURES, PayerState, payer_fold
 from txmon.models.rules import RulesError, load_rules, parse_rules
 from txmon.spark_jobs.rules import python_rules
@@ -59,3 +63,83 @@ def test_an_accounts_first_payment_just_below_a_threshold_counts_and_the_second_
     assert fired(PayerState(), 1, "NEFT", 9_80_000) == {"FIRST_PAYMENT_NEAR_THRESHOLD"}  # Rs 10 lakh
     assert fired(PayerState(), 1, "NEFT", 7_00_000) == set()  # large, but not just below one
     assert fired(PayerState(), 1, "CARD_ECOM", 49_600) == set()  # cards: push rails only
+
+
+# Values a person might write when editing a rule, right and wrong.
+_RULE_TEXT = st.sampled_from(
+    [
+        "amount_paise >= 5000000",
+        "amount_paise >",
+        "1/0 > 1",
+        "payer_count_5m >= 'x'",
+        "amount_paise >= 1e400",
+        "channel IN ('UPI', 'IMPS')",
+        "channel IN ()",
+        "NOT",
+        "(((",
+        "amount_paise BETWEEN 1 AND",
+        "mcc IS NULL",
+        "reflect('java.lang.Runtime', 'exec', 'x')",
+        "no_such_column = 1",
+        "payer_count_5m >= 4 OR",
+        "TRUE",
+        "{amount_paise} paise",
+        "{no_such_column}",
+        "{amount_paise:>999999999}",
+        "{",
+        "}",
+        "HIGH",
+        "LOW",
+        "CRITICAL",
+        "UPI",
+        "CARD_POS",
+        "",
+        " ",
+        "\u202e",
+        "9" * 40,
+    ]
+)
+_RULE_VALUE = st.one_of(
+    _RULE_TEXT,
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.lists(_RULE_TEXT, max_size=3),
+    st.text(max_size=20),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.data())
+def test_the_shipped_rules_edited_anyhow_load_or_name_the_problem(data) -> None:
+    """The rules file is edited by staff while the stream runs: an edit that breaks it must
+    come back as RulesError (the stream then keeps the last good rules), never another
+    exception; one that loads also compiles for the Python evaluations, or says why."""
+    raw = yaml.safe_load(DEFAULT_RULES.read_text())
+    for _ in range(data.draw(st.integers(min_value=1, max_value=3))):
+        where = data.draw(st.sampled_from(["rule", "rule", "rule", "policy", "top"]))
+        rules = [r for r in raw["rules"] if isinstance(r, dict)] if isinstance(raw.get("rules"), list) else []
+        if where == "rule" and rules:
+            rule = data.draw(st.sampled_from(rules))
+            rule[data.draw(st.sampled_from(sorted({*rule, "channels", "enabled", "severity", "score"})))] = data.draw(
+                _RULE_VALUE
+            )
+        elif where == "policy" and isinstance(raw.get("policy"), dict) and raw["policy"]:
+            raw["policy"][data.draw(st.sampled_from(sorted(raw["policy"])))] = data.draw(_RULE_VALUE)
+        else:
+            raw[data.draw(st.sampled_from(["version", "policy", "rules", "extra"]))] = data.draw(_RULE_VALUE)
+    ruleset = _loads_or_names_the_problem(lambda: parse_rules(yaml.safe_dump(raw, allow_unicode=True)))
+    if ruleset is not None:
+        _loads_or_names_the_problem(lambda: python_rules(ruleset))
+
+
+def _loads_or_names_the_problem(load):
+    """``load()``'s result, or None when it raised RulesError with a message; any other
+    exception fails the test."""
+    try:
+        result, problem = load(), ""
+    except RulesError as exc:
+        result, problem = None, str(exc)
+    assert (result is None) == bool(problem)
+    return result
