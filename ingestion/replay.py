@@ -24,7 +24,7 @@ Mapping file::
     label:                       # optional ground truth, for evaluation
       is_fraud: {column: is_fraud}
       scenario: {value: historical}
-      delay: P1D                 # label_time = event_time + delay (default 1 day, as the simulator)
+      delay: P1D                 # label_time = event_time + delay (0 to P3650D; default 1 day, as the simulator)
 
 A spec is ``{value: CONSTANT}``, ``{column: NAME, ...}`` or ``{absent: true}``. ``absent``
 declares that the source has no such field (typically ``device_id``, ``mcc``, ``ip``,

@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import event as hypothesis_event
 from hypothesis import strategies as st
 
+from tests.unit.verdicts import loads_or_names_the_problem
 from txmon.ingestion.events import to_json, validate_event
 from txmon.ingestion.replay import (
     REJECT_REASONS,
@@ -221,17 +222,6 @@ def test_the_valid_rows_the_properties_start_from_are_valid(tmp_path: Path, name
     assert len(events) == 1
 
 
-def _loads_or_names_its_errors(load):
-    """``load()``'s result, or None when it raised ReplayMappingError with a message; any
-    other exception fails the test."""
-    try:
-        mapping, error = load(), ""
-    except ReplayMappingError as exc:
-        mapping, error = None, str(exc)
-    assert (mapping is None) == bool(error)
-    return mapping
-
-
 _OPTIONS = ("pattern", "map", "default", "template", "unit", "round", "format", "timezone", "origin")
 # Values a person might write in a mapping's specs, right and wrong.
 _spec_text = st.sampled_from(
@@ -304,7 +294,7 @@ def test_a_shipped_mapping_edited_anyhow_loads_or_names_its_errors(tmp_path: Pat
                 target[key] = data.draw(_json)
         else:
             raw[section] = data.draw(_json)
-    mapping = _loads_or_names_its_errors(lambda: parse_mapping(raw))
+    mapping = loads_or_names_the_problem(lambda: parse_mapping(raw), ReplayMappingError)
     hypothesis_event(f"mapping loads: {mapping is not None}")
     if mapping is not None:  # a mapping that loads reads its file, or names what stops it
         path = tmp_path / f"{name}.csv"
@@ -317,7 +307,7 @@ def test_a_shipped_mapping_edited_anyhow_loads_or_names_its_errors(tmp_path: Pat
             _row_counts_match(path, mapping, 1)
             return mapping
 
-        _loads_or_names_its_errors(read)
+        loads_or_names_the_problem(read, ReplayMappingError)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -325,7 +315,7 @@ def test_a_shipped_mapping_edited_anyhow_loads_or_names_its_errors(tmp_path: Pat
 def test_any_mapping_file_text_loads_or_names_its_errors(tmp_path: Path, text: str) -> None:
     path = tmp_path / "mapping.yaml"
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
-    _loads_or_names_its_errors(lambda: load_mapping(path))
+    loads_or_names_the_problem(lambda: load_mapping(path), ReplayMappingError)
 
 
 @settings(

@@ -7,6 +7,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.unit.verdicts import loads_or_names_the_problem
 from txmon.infra.settings import DEFAULT_RULES
 from txmon.models.features import FEATURES, PAYER_FEATURES, PayerState, payer_fold
 from txmon.models.rules import RulesError, load_rules, parse_rules
@@ -129,17 +130,6 @@ def test_the_shipped_rules_edited_anyhow_load_or_name_the_problem(data) -> None:
             raw["policy"][data.draw(st.sampled_from(sorted(raw["policy"])))] = data.draw(_RULE_VALUE)
         else:
             raw[data.draw(st.sampled_from(["version", "policy", "rules", "extra"]))] = data.draw(_RULE_VALUE)
-    ruleset = _loads_or_names_the_problem(lambda: parse_rules(yaml.safe_dump(raw, allow_unicode=True)))
+    ruleset = loads_or_names_the_problem(lambda: parse_rules(yaml.safe_dump(raw, allow_unicode=True)), RulesError)
     if ruleset is not None:
-        _loads_or_names_the_problem(lambda: python_rules(ruleset))
-
-
-def _loads_or_names_the_problem(load):
-    """``load()``'s result, or None when it raised RulesError with a message; any other
-    exception fails the test."""
-    try:
-        result, problem = load(), ""
-    except RulesError as exc:
-        result, problem = None, str(exc)
-    assert (result is None) == bool(problem)
-    return result
+        loads_or_names_the_problem(lambda: python_rules(ruleset), RulesError)
