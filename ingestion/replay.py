@@ -146,6 +146,7 @@ __all__ = [
     "ReplayRejectReason",
     "ReplaySummary",
     "SourceSpec",
+    "conflicting_duplicate",
     "due_offset",
     "known_zone",
     "load_labelled",
@@ -1267,17 +1268,23 @@ def _first_of_each_txn(valid: list[_Valid], reject: Callable[[RejectedRow], None
         a, b = seen.event.model_dump(), v.event.model_dump()
         differs = "; ".join(f"{k}: {a[k]!r} -> {b[k]!r}" for k in a if a[k] != b[k])
         is_fraud, scenario = v.label if v.label is not None else (None, None)
-        reject(
-            RejectedRow(
-                v.row_number,
-                str(DeadLetterReason.CONFLICTING_DUPLICATE),
-                f"txn_id {v.event.txn_id} already seen at row {seen.row_number} with other content ({differs}); "
-                "the first stands, as in the stream; give a new payment a new txn_id",
-                is_fraud,
-                scenario,
-            )
-        )
+        reject(conflicting_duplicate(v.row_number, v.event.txn_id, seen.row_number, differs, is_fraud, scenario))
     return kept
+
+
+def conflicting_duplicate(
+    row_number: int, txn_id: str, first_row: int, differs: str, is_fraud: bool | None, scenario: str | None
+) -> RejectedRow:
+    """The reject of a row whose txn_id an earlier row (``first_row``) had with other
+    content (``differs``: what changed), for both offline readers."""
+    return RejectedRow(
+        row_number,
+        str(DeadLetterReason.CONFLICTING_DUPLICATE),
+        f"txn_id {txn_id} already seen at row {first_row} with other content ({differs}); "
+        "the first stands, as in the stream; give a new payment a new txn_id",
+        is_fraud,
+        scenario,
+    )
 
 
 def _echo(problem: Problem, failed: dict[str, _Reject]) -> bool:

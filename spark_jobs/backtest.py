@@ -330,11 +330,11 @@ def first_of_each_txn(frame: pd.DataFrame) -> tuple[pd.DataFrame, int, list]:
             f"{c}: {_plain(b.at[index, c])!r} -> {_plain(a.at[index, c])!r}" for c in columns if not same.at[index, c]
         )
         conflicts.append(
-            replay.RejectedRow(
+            replay.conflicting_duplicate(
                 int(row["row_number"]),
-                str(events.DeadLetterReason.CONFLICTING_DUPLICATE),
-                f"txn_id {row['txn_id']} already seen at row {int(first.at[index, 'row_number'])} with other content "
-                f"({differs}); the first stands, as in the stream; give a new payment a new txn_id",
+                row["txn_id"],
+                int(first.at[index, "row_number"]),
+                differs,
                 bool(row["is_fraud"]),
                 row["scenario"],
             )
