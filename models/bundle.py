@@ -42,6 +42,7 @@ from txmon.models.lockstep import DISPATCH_PAIRS, LOCKSTEP_ROWS, DispatchTrees, 
 
 __all__ = [
     "LOG_FEATURES",
+    "ForestPart",
     "ForestPaths",
     "LinearPart",
     "ModelBundle",
@@ -200,6 +201,76 @@ class LinearPart:
         return expit(z)  # 1 / (1 + exp(-z)) without overflowing exp for very negative z
 
 
+class ForestPart:
+    """A random forest's fraud probability (the mean over its trees of the fraud share in
+    the leaf a row reaches), blended into the model's probability when the validation
+    slice says it adds (models.training).
+
+    The boosting and the forest both split on the features, but a forest of deep trees
+    grown on bootstrap samples averages many partitions of the rows: rows unlike the
+    training mix (a compromised card spending small amounts, a terminal nobody has
+    reported yet) get a graded score from it where the boosting's few shallow trees give
+    them one flat low score. It was fitted on median-filled features, so a missing value
+    goes the way its training median would (folded into each split's missing-value
+    direction at construction); an infinite one compares as it is.
+
+    Every path computes the same float operations: the trees' leaf shares added in tree
+    order onto 0.0, then divided by the number of trees (scikit-learn's ``predict_proba``
+    order); a row's float32 value compared with each threshold, as the trees were grown.
+    The JVM scorer (TreeModels.java) compares raw values with thresholds mapped back to
+    doubles (models.tree_export.raw_thresholds) and agrees bit for bit."""
+
+    def __init__(self, forest, fill: np.ndarray) -> None:
+        """``forest``: a fitted binary RandomForestClassifier on median-filled FEATURES
+        (``fill``: the medians)."""
+        self.fill = np.asarray(fill, dtype=np.float64)
+        fraud = int(np.flatnonzero(np.asarray(forest.classes_) == 1)[0])
+        self.trees = [est.tree_ for est in forest.estimators_]
+        # tree_.value holds each node's class shares (scikit-learn >= 1.4), as predict_proba reads them
+        self.shares = [np.ascontiguousarray(tree.value[:, 0, fraud], dtype=np.float64) for tree in self.trees]
+
+    def probability(self, x: np.ndarray) -> np.ndarray:
+        """P(fraud) of each row of a FEATURES matrix."""
+        x = np.asarray(x, dtype=np.float64)
+        if len(x) <= LOCKSTEP_ROWS:
+            # float32 as the trees compare it (past its range: +-inf); NaN goes the fill's way
+            with np.errstate(over="ignore"):
+                x32 = x.astype(np.float32).astype(np.float64)
+            walk = self._lockstep()
+            if len(x32) * len(walk.roots) <= DISPATCH_PAIRS:
+                total = _dispatch(self, walk).totals(x32)[0]
+            else:
+                total = walk.total(x32)
+        else:
+            with np.errstate(over="ignore"):
+                filled = np.ascontiguousarray(np.where(np.isnan(x), self.fill, x), dtype=np.float32)
+            total = np.zeros(len(x))
+            for tree, share in zip(self.trees, self.shares):
+                total += share[tree.apply(filled)]
+        return total / len(self.trees)
+
+    def node_arrays(self) -> list[tuple]:
+        """Per tree (feature, threshold, missing_go_to_left, left, right, fraud share): the
+        missing-value direction is where the fill (as float32) goes at each split."""
+        fill32 = self.fill.astype(np.float32).astype(np.float64)
+        out = []
+        for tree, share in zip(self.trees, self.shares):
+            feature = tree.feature.astype(np.int64)
+            leaf = tree.children_left < 0
+            missing_left = np.where(leaf, False, fill32[np.maximum(feature, 0)] <= tree.threshold)
+            out.append((feature, tree.threshold, missing_left, tree.children_left, tree.children_right, share))
+        return out
+
+    def _lockstep(self) -> LockstepTrees:
+        walk = self.__dict__.get("_walk")
+        if walk is None:
+            walk = self.__dict__["_walk"] = LockstepTrees(self.node_arrays(), start=0.0)
+        return walk
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in ("_walk", "_dispatch")}
+
+
 @dataclass(eq=False)
 class ModelBundle:
     """Both models and what scoring and explanations need. Build with models.training.train."""
@@ -223,6 +294,10 @@ class ModelBundle:
     """The logistic regression blended in (None: the boosting alone; older bundles)."""
     linear_weight: float = 0.0
     """fraud_probability = (1 - w) * boosting probability + w * linear probability."""
+    forest: ForestPart | None = None
+    """The random forest blended in (None: none; older bundles)."""
+    forest_weight: float = 0.0
+    """fraud_probability = (1 - v) * (the above) + v * forest probability."""
     anomaly_in_risk: bool = True
     """False when training's validation slice ranked better without the Isolation Forest:
     the risk score then leaves the anomaly out (:meth:`risk_policy`); it is still computed
@@ -245,6 +320,9 @@ class ModelBundle:
         if self.linear is not None and self.linear_weight > 0:
             w = self.linear_weight
             p = (1.0 - w) * p + w * self.linear.probability(x)
+        if self.forest is not None and self.forest_weight > 0:
+            v = self.forest_weight
+            p = (1.0 - v) * p + v * self.forest.probability(x)
         return p
 
     def anomaly(self, x: np.ndarray) -> np.ndarray:

@@ -41,6 +41,10 @@ the validation slice (never random: the slice measures days the trees have not s
    The trees give one
    flat score to rows unlike the ones they learned from; the linear model keeps ordering
    them by every feature, which is what a fraud pattern with weak signals needs.
+   Then a random forest (deep trees on bootstrap samples, median-filled features) is
+   fitted on the same earlier part and blended into that probability by the same rule
+   (``forest_weights``): its average over many partitions of the rows grades what the
+   boosting's few shallow trees score flat (docs/detection.md).
 3. Unsupervised: Isolation Forest on the presumed-genuine rows, on log-transformed
    money/count features; its score is reported as the empirical CDF against those rows
    (0-1). Its weight in the risk score is the policy's ``anomaly_weight``
@@ -66,7 +70,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 from scipy.special import expit
 
-from txmon.models.bundle import LinearPart, ModelBundle, anomaly_pipeline, feature_matrix
+from txmon.models.bundle import ForestPart, LinearPart, ModelBundle, anomaly_pipeline, feature_matrix
 from txmon.models.dataset import labelled_features, time_split
 from txmon.models.drift import ScoreReference
 from txmon.models.errors import TrainingDataError
@@ -122,6 +126,13 @@ class TrainingConfig(BaseModel):
         description="fit the chosen point with 3 seeds and record the validation AP's "
         "mean, standard deviation and spread",
     )
+    forest_weights: tuple[float, ...] = Field(
+        (0.0, 0.25, 0.5),
+        description="weights of a random forest blended into that (boosting and logistic regression) probability, "
+        "chosen by the same rule on the validation slice's risk (0: no forest)",
+    )
+    forest_trees: int = Field(100, ge=1, description="trees of the blended random forest")
+    forest_min_samples_leaf: int = Field(5, ge=1, description="fewest training rows in a leaf of the forest")
     linear_weights: tuple[float, ...] = Field(
         (0.0, 0.25, 0.5),
         description="weights of a logistic regression blended into the boosting's probability; the largest "
@@ -272,16 +283,36 @@ def _blend(
     linear = _fit_linear(x[fit_part], y[fit_part])
     linear_validation = linear.probability(x[~fit_part])
     yv = y[~fit_part]
-    # lazy: sklearn (3.8 s to import); txmon.spark_jobs.backtest imports this module without it
-    from sklearn.metrics import roc_auc_score
-
     # Judged on the risk the bundle will serve, not on the probability: with the rules'
     # noisy-OR, a blend that lowers the frauds' probabilities lets legitimate payments
     # that fired a rule outrank them (on the simulator the even blend kept the model's AP
     # and cost the risk score 0.05 AP against a quarter blend). The anomaly is left out:
     # whether it belongs in the risk is decided afterwards, on the chosen blend.
     served = _served_risk(rule_validation, len(yv), policy)
-    blended = {w: (1.0 - w) * boosted_validation + w * linear_validation for w in weights}
+    weight, info, blended = _member_weight(
+        "linear", weights, boosted_validation, linear_validation, yv, served, rule_validation is not None
+    )
+    if weight == 0.0:
+        return None, 0.0, info, boosted_validation
+    return (_fit_linear(x, y) if config.refit_all else linear), weight, info, blended
+
+
+def _member_weight(
+    name: str,
+    weights: Sequence[float],
+    base_validation: np.ndarray,
+    member_validation: np.ndarray,
+    yv: np.ndarray,
+    served,
+    judged_with_rules: bool,
+) -> tuple[float, dict, np.ndarray]:
+    """The weight of a model blended into ``base_validation`` (the validation slice's
+    probability so far), judged on the served risk (``served``: :func:`_served_risk`):
+    (weight, what was measured under ``{name}_...`` keys, the chosen blend's probability)."""
+    # lazy: sklearn (3.8 s to import); txmon.spark_jobs.backtest imports this module without it
+    from sklearn.metrics import roc_auc_score
+
+    blended = {w: (1.0 - w) * base_validation + w * member_validation for w in weights}
     risks = {w: served(p) for w, p in blended.items()}
     aps = {w: _ap(yv, r) for w, r in risks.items()}
     aucs = {w: float(roc_auc_score(yv, r)) for w, r in risks.items()}
@@ -297,20 +328,66 @@ def _blend(
     # best validation AP decides.
     best = max(weights, key=lambda w: (round(aps[w], 6), -w))
     info = {
-        "linear_weight": best,
-        "linear_best_validation_weight": best,
-        "linear_judged_with_rules": rule_validation is not None,
-        "linear_validation_ap": {str(w): round(a, 6) for w, a in aps.items()},
-        "linear_validation_auc": {str(w): round(a, 6) for w, a in aucs.items()},
+        f"{name}_weight": best,
+        f"{name}_best_validation_weight": best,
+        f"{name}_judged_with_rules": judged_with_rules,
+        f"{name}_validation_ap": {str(w): round(a, 6) for w, a in aps.items()},
+        f"{name}_validation_auc": {str(w): round(a, 6) for w, a in aucs.items()},
     }
     weight = best
-    if rule_validation is not None:  # the bootstrap (200 APs) only where the rule uses it
+    if judged_with_rules:  # the bootstrap (200 APs) only where the rule uses it
         error = _ap_standard_error(yv, risks[best])
-        weight = info["linear_weight"] = max(w for w in weights if aps[best] - aps[w] <= error)
-        info["linear_validation_ap_se"] = round(error, 6)
+        weight = info[f"{name}_weight"] = max(w for w in weights if aps[best] - aps[w] <= error)
+        info[f"{name}_validation_ap_se"] = round(error, 6)
+    return weight, info, blended[weight]
+
+
+def _fit_forest(x: np.ndarray, y: np.ndarray, config: TrainingConfig) -> ForestPart:
+    """A random forest on median-filled features (ForestPart's arithmetic), seeded."""
+    # lazy: sklearn (4.1 s to import); txmon.spark_jobs.backtest imports this module without it
+    from sklearn.ensemble import RandomForestClassifier
+
+    x = np.where(np.isfinite(x), x, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "All-NaN slice": the column's fill is then 0
+        fill = np.nan_to_num(np.nanmedian(x, axis=0)) if len(x) else np.zeros(x.shape[1])
+    forest = RandomForestClassifier(
+        n_estimators=config.forest_trees,
+        min_samples_leaf=config.forest_min_samples_leaf,
+        random_state=config.seed,
+        n_jobs=-1,
+    ).fit(np.where(np.isnan(x), fill, x), y)
+    return ForestPart(forest, fill)
+
+
+def _forest_blend(
+    x: np.ndarray,
+    y: np.ndarray,
+    fit_part: np.ndarray,
+    validation: np.ndarray,
+    config: TrainingConfig,
+    rule_validation: np.ndarray | None,
+    policy: RiskPolicy | None,
+) -> tuple[ForestPart | None, float, dict, np.ndarray]:
+    """The random forest's weight in the blend, judged as the linear model's is, on top of
+    ``validation`` (the boosting and linear blend's validation probability)."""
+    weights = sorted(set(config.forest_weights))
+    if weights == [0.0]:
+        return None, 0.0, {}, validation
+    forest = _fit_forest(x[fit_part], y[fit_part], config)
+    yv = y[~fit_part]
+    served = _served_risk(rule_validation, len(yv), policy)
+    weight, info, blended = _member_weight(
+        "forest", weights, validation, forest.probability(x[~fit_part]), yv, served, rule_validation is not None
+    )
+    info["forest_hyperparameters"] = {
+        "n_estimators": config.forest_trees,
+        "min_samples_leaf": config.forest_min_samples_leaf,
+        "max_features": "sqrt",
+    }
     if weight == 0.0:
-        return None, 0.0, info, boosted_validation
-    return (_fit_linear(x, y) if config.refit_all else linear), weight, info, blended[weight]
+        return None, 0.0, info, validation
+    return (_fit_forest(x, y, config) if config.refit_all else forest), weight, info, blended
 
 
 @dataclass
@@ -329,6 +406,8 @@ class _Supervised:
     """The chosen model's calibrated (and blended) probability on the validation slice."""
     rule_validation: np.ndarray | None = None
     """The rules' scores of the validation slice's rows (None: no rules given)."""
+    forest: ForestPart | None = None
+    forest_weight: float = 0.0
 
 
 def _fit_supervised(
@@ -416,7 +495,15 @@ def _fit_supervised(
     info.update(blend_info)
     if linear is not None:
         how += f"; a logistic regression blended in at weight {weight}"
-    return _Supervised(model, platt, how, info, linear, fit_part, validation_probability, rule_validation)
+    forest, forest_weight, forest_info, validation_probability = _forest_blend(
+        x, y, fit_part, validation_probability, config, rule_validation, policy
+    )
+    info.update(forest_info)
+    if forest is not None:
+        how += f"; a random forest blended in at weight {forest_weight}"
+    return _Supervised(
+        model, platt, how, info, linear, fit_part, validation_probability, rule_validation, forest, forest_weight
+    )
 
 
 def _served_risk(rule_validation: np.ndarray | None, n: int, policy: RiskPolicy | None):
@@ -526,6 +613,8 @@ def fit(
         explain_features=FEATURES,
         linear=linear,
         linear_weight=float(info.get("linear_weight", 0.0)) if linear is not None else 0.0,
+        forest=supervised.forest,
+        forest_weight=supervised.forest_weight,
         anomaly_in_risk=anomaly_in_risk,
     )
     bundle.explain_features = _explain_order(bundle, rows, config)

@@ -1,4 +1,4 @@
-"""A model bundle's two tree ensembles as flat arrays, for the JVM scorer.
+"""A model bundle's tree ensembles and linear model as flat arrays, for the JVM scorer.
 
 The stream scores in the JVM (spark_jobs/jvm/io/txmon/scoring/TreeModels.java) so its
 rows never cross to Python for the models. This module writes what that class reads:
@@ -169,6 +169,31 @@ def _linear(out: io.BytesIO, bundle: ModelBundle) -> None:
     out.write(_doubles([weight]) + b"".join(_doubles(a) for a in arrays) + _doubles([linear.intercept]))
 
 
+def _blended_forest(out: io.BytesIO, bundle: ModelBundle) -> None:
+    """The blended random forest (ForestPart): weight, then its trees, each leaf's value its
+    fraud share, thresholds mapped back to raw values from the float32 the trees compare;
+    weight 0 and no trees when there is none."""
+    forest = getattr(bundle, "forest", None)
+    weight = float(getattr(bundle, "forest_weight", 0.0)) if forest is not None else 0.0
+    if forest is None or weight <= 0:
+        out.write(_doubles([0.0]) + _ints([0]))  # an ensemble of no trees
+        return
+    out.write(_doubles([weight]))
+    trees = forest.node_arrays()
+    if any(len(f) and int(np.max(f)) >= len(FEATURES) for f, *_ in trees):
+        raise UnsupportedModelError("the blended random forest splits on a feature outside FEATURES")
+    leaf = [left < 0 for _, _, _, left, _, _ in trees]
+    _trees(
+        out,
+        [np.where(lf, -1, f) for (f, *_), lf in zip(trees, leaf)],
+        [np.where(lf, np.nan, raw_thresholds(t, np.zeros(len(t), dtype=bool))) for (_, t, *_), lf in zip(trees, leaf)],
+        [m for _, _, m, *_ in trees],
+        [left for _, _, _, left, _, _ in trees],
+        [right for *_, right, _ in trees],
+        [share for *_, share in trees],
+    )
+
+
 def tree_bytes(bundle: ModelBundle, version: str) -> bytes:
     """The export TreeModels.fromBytes reads (a few hundred KB for the default models)."""
     if tuple(bundle.features) != FEATURES:
@@ -182,5 +207,6 @@ def tree_bytes(bundle: ModelBundle, version: str) -> bytes:
     reference = np.asarray(bundle.anomaly_reference, dtype=np.float64)
     out.write(_ints([len(reference)]) + _doubles(reference) + _doubles(np.linspace(0.0, 1.0, len(reference))))
     _linear(out, bundle)
+    _blended_forest(out, bundle)
     out.write(_ints([_MAGIC]))
     return out.getvalue()

@@ -85,6 +85,33 @@ def test_jvm_blends_the_linear_model_as_the_bundle_does(spark, trained, holdout)
     np.testing.assert_allclose(jvm["fraud_probability"].to_numpy(), probability, rtol=0, atol=TOLERANCE)
 
 
+def test_jvm_blends_the_random_forest_as_the_bundle_does(spark, trained, holdout):
+    """A bundle with a random forest blended in on top of a logistic regression: the JVM walks
+    the forest's trees (thresholds mapped back from float32, missing values the fill's way)
+    and repeats the blend's arithmetic; rows with missing and infinite values included."""
+    import copy
+
+    from txmon.models.training import TrainingConfig, _fit_forest, _fit_linear
+
+    bundle = copy.copy(trained.bundle)
+    x = bundle.matrix(trained.holdout)
+    y = trained.holdout["is_fraud"].to_numpy(dtype=bool)
+    bundle.linear, bundle.linear_weight = _fit_linear(x, y), 0.25
+    bundle.forest = _fit_forest(x, y, TrainingConfig(forest_trees=30))
+    bundle.forest_weight = 0.5
+    rows = holdout.copy()
+    numeric = [c for c in rows.columns if c in bundle.features and rows[c].dtype.kind == "f"]
+    rows.loc[rows.index[::7], numeric[0]] = np.nan
+    rows.loc[rows.index[3::11], numeric[1]] = np.inf
+    probability, _ = bundle.score(rows)
+    bundle_without = copy.copy(bundle)
+    bundle_without.forest_weight = 0.0
+    linear_only, _ = bundle_without.score(rows)
+    assert np.abs(probability - linear_only).max() > 0.01  # the forest moves the scores
+    jvm = _jvm_scores(spark, bundle, rows)
+    np.testing.assert_allclose(jvm["fraud_probability"].to_numpy(), probability, rtol=0, atol=TOLERANCE)
+
+
 def test_jvm_risk_and_decision_equal_the_python_scoring(spark, trained, holdout):
     from txmon.bench.stream_scoring_bench import _spark_frame
     from txmon.models.rules import load_rules

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -335,9 +338,11 @@ def test_the_blended_linear_model_is_exported_with_its_arithmetic():
     x[::5, 0], x[::7, 1] = np.nan, np.inf
     bundle.linear = _fit_linear(bundle.matrix(frame), frame["is_fraud"].to_numpy(dtype=bool))
     bundle.linear_weight = 0.25
+    bundle.forest = None  # its section follows: then the weight 0 and no trees (12 bytes)
     n = len(FEATURES)
     data = tree_bytes(bundle, "v-linear")
-    tail = np.frombuffer(data[-4 - 8 * (4 * n + 2) : -4], dtype=">f8").astype(np.float64)
+    assert data[-16:-4] == np.array([0.0], dtype=">f8").tobytes() + np.array([0], dtype=">i4").tobytes()
+    tail = np.frombuffer(data[-16 - 8 * (4 * n + 2) : -16], dtype=">f8").astype(np.float64)
     weight, intercept = tail[0], tail[-1]
     fill, mean, scale, coef = tail[1:-1].reshape(4, n)
     rebuilt = LinearPart(fill=fill, mean=mean, scale=scale, coef=coef, intercept=intercept)
@@ -348,4 +353,73 @@ def test_the_blended_linear_model_is_exported_with_its_arithmetic():
     np.testing.assert_array_equal(bundle.probability(x), 0.75 * boosted + 0.25 * bundle.linear.probability(x))
     assert np.isfinite(bundle.probability(x)).all()
     bundle.linear_weight = 0.0  # a bundle without a blend exports zeros there
-    assert not np.frombuffer(tree_bytes(bundle, "v0")[-4 - 8 * (4 * n + 2) : -4], dtype=">f8").any()
+    assert not np.frombuffer(tree_bytes(bundle, "v0")[-16 - 8 * (4 * n + 2) : -16], dtype=">f8").any()
+
+
+def _forest_section(section: bytes) -> tuple[float, list[tuple]]:
+    """The export's blended-forest section as TreeModels.java reads it: the weight, then per
+    tree (feature, threshold, missing left, left, right, value)."""
+    weight = float(np.frombuffer(section[:8], dtype=">f8")[0])
+    trees = int(np.frombuffer(section[8:12], dtype=">i4")[0])
+    counts = np.frombuffer(section[12 : 12 + 4 * trees], dtype=">i4")
+    total, at = int(counts.sum()), 12 + 4 * trees
+    assert len(section) == at + total * (4 + 8 + 1 + 4 + 4 + 8)
+    columns = []
+    for dtype, size in ((">i4", 4), (">f8", 8), ("u1", 1), (">i4", 4), (">i4", 4), (">f8", 8)):
+        columns.append(np.frombuffer(section[at : at + size * total], dtype=dtype))
+        at += size * total
+    bounds = np.concatenate([[0], np.cumsum(counts)])
+    return weight, [tuple(c[lo:hi] for c in columns) for lo, hi in itertools.pairwise(bounds)]
+
+
+def test_the_blended_forest_is_exported_so_a_raw_value_walk_gives_its_probability():
+    """What TreeModels.java does with the export's forest section (raw float64 values against
+    the mapped-back thresholds, a NaN the exported way, leaf shares summed in tree order, then
+    divided by the number of trees) gives ForestPart.probability bit for bit, on values at and
+    around the thresholds, missing, infinite and beyond float32's range; and the forest's
+    three Python paths (one row, a few rows, a batch) agree bit for bit."""
+    from txmon.models.training import _fit_forest
+    from txmon.models.tree_export import _blended_forest, tree_bytes
+
+    frame = planted_frame(n=3000, seed=5, dominant="payer_sum_5m")
+    result = train_frame(
+        frame,
+        TrainingConfig(seed=1, max_iter=20, iforest_estimators=5, tune=False, seed_spread=False),
+        data_source="forest",
+    )
+    bundle = result.bundle
+    x_train = bundle.matrix(frame)
+    x_train[::9, 2] = np.nan  # the fill then decides where a missing value goes
+    bundle.forest = _fit_forest(x_train, frame["is_fraud"].to_numpy(dtype=bool), TrainingConfig(forest_trees=12))
+    bundle.forest_weight = 0.5
+    x = bundle.matrix(result.holdout)
+    rng = np.random.default_rng(3)
+    thresholds = np.concatenate([t.threshold[t.children_left >= 0] for t in bundle.forest.trees])
+    features = np.concatenate([t.feature[t.children_left >= 0] for t in bundle.forest.trees])
+    pick = rng.integers(0, len(thresholds), len(x))
+    x[np.arange(len(x)), features[pick]] = thresholds[pick] + rng.choice([-1e-9, 0.0, 1e-9, 1e-30], len(x))
+    x[::5, 0], x[::7, 1], x[::11, 2], x[::13, 3] = np.nan, np.inf, -np.inf, 1e300
+    expected = bundle.forest.probability(x)
+    one = np.concatenate([bundle.forest.probability(x[i : i + 1]) for i in range(len(x))])
+    few = np.concatenate([bundle.forest.probability(x[i : i + 40]) for i in range(0, len(x), 40)])
+    np.testing.assert_array_equal(one, expected)
+    np.testing.assert_array_equal(few, expected)
+    section = io.BytesIO()
+    _blended_forest(section, bundle)
+    data = tree_bytes(bundle, "v-forest")
+    assert data.endswith(section.getvalue() + data[:4])  # the last section, then the magic
+    weight, trees = _forest_section(section.getvalue())
+    assert weight == 0.5 and len(trees) == 12
+    walked = np.zeros(len(x))
+    for feature, threshold, missing_left, left, right, value in trees:
+        node = np.zeros(len(x), dtype=np.intp)
+        for _ in range(len(feature)):
+            inner = feature[node] >= 0
+            if not inner.any():
+                break
+            v = x[np.arange(len(x)), np.maximum(feature[node], 0)]
+            go_left = np.where(np.isnan(v), missing_left[node].astype(bool), v <= threshold[node])
+            node = np.where(inner, np.where(go_left, left[node], right[node]), node)
+        walked += value[node]
+    np.testing.assert_array_equal(walked / len(trees), expected)
+    assert len(np.unique(expected)) > 20  # not a constant forest: the walk is compared on many leaves

@@ -92,6 +92,50 @@ def test_bundle_round_trips_through_bytes(result):
         np.testing.assert_array_equal(original, copy)
 
 
+def test_a_blended_random_forest_is_recorded_round_trips_and_equals_scikit_learn(result):
+    """A forest the validation slice keeps: its weight, validation figures and
+    hyperparameters are in the registry's params; the bundle's probability is the blend's
+    arithmetic (the forest's part equal to scikit-learn's predict_proba on the median-filled
+    rows to the last few bits); the bundle round-trips through bytes with it; and a forest
+    weight of 0 alone trains none."""
+    from scipy.special import expit
+
+    history = simulated(EVENTS, seed=7)
+    forced = train(
+        history.events,
+        history.labels,
+        CONFIG.model_copy(update={"forest_weights": (0.5,), "forest_trees": 20, "seed_spread": False}),
+        data_source=history.source,
+    )
+    bundle, params = forced.bundle, forced.metadata.params
+    assert bundle.forest is not None and bundle.forest_weight == params["forest_weight"] == 0.5
+    assert params["forest_hyperparameters"] == {"n_estimators": 20, "min_samples_leaf": 5, "max_features": "sqrt"}
+    assert set(params["forest_validation_ap"]) == {"0.5"} and "random forest blended in" in forced.metadata.calibration
+    x = bundle.matrix(forced.holdout)
+    x[::7, FEATURES.index("amount_to_mean")] = np.nan
+    filled = np.where(np.isnan(x), bundle.forest.fill, x)
+    forest = bundle.forest.probability(x)
+    # scikit-learn's trees on the median-filled rows (predict_proba renormalises each tree's
+    # shares, so equal to the last few bits)
+    shares = np.mean([t.predict(filled.astype(np.float32))[:, 1] for t in bundle.forest.trees], axis=0)
+    np.testing.assert_allclose(forest, shares, rtol=0, atol=1e-12)
+    a, b = bundle.platt
+    boosted = expit(a * bundle.classifier.decision_function(x) + b)
+    if bundle.linear is not None:
+        boosted = (1 - bundle.linear_weight) * boosted + bundle.linear_weight * bundle.linear.probability(x)
+    np.testing.assert_array_equal(bundle.probability(x), 0.5 * boosted + 0.5 * forest)
+    clone = ModelBundle.from_bytes(bundle.to_bytes())
+    np.testing.assert_array_equal(clone.probability(x), bundle.probability(x))
+    assert "_walk" not in clone.forest.__dict__
+    none = train(
+        history.events,
+        history.labels,
+        CONFIG.model_copy(update={"forest_weights": (0.0,), "seed_spread": False}),
+        data_source=history.source,
+    )
+    assert none.bundle.forest is None and "forest_weight" not in none.metadata.params
+
+
 def test_forest_paths_equal_sklearn_score_samples_bit_for_bit(result):
     """The bundle's forest traversal (models.bundle.ForestPaths) on the trained forest gives
     exactly sklearn's scores, also for missing and infinite values."""

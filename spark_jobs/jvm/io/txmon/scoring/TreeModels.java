@@ -6,7 +6,7 @@ import java.io.IOException;
 import java.io.Serializable;
 
 /**
- * The model bundle's two tree ensembles, evaluated in the JVM (no Python round trip).
+ * The model bundle's tree ensembles and linear model, evaluated in the JVM (no Python round trip).
  *
  * <p>Built from the flat arrays {@code models/tree_export.py} writes (big-endian, see
  * {@link #fromBytes}). Each method repeats, step for step, the float operations of the
@@ -14,7 +14,10 @@ import java.io.Serializable;
  * <ul>
  *   <li>{@link #probability}: HistGradientBoostingClassifier's raw prediction (baseline plus
  *   each tree's leaf value, summed in tree order; a NaN feature follows the node's
- *   missing-values direction), then the Platt sigmoid {@code 1 / (1 + exp(-(a * raw + b)))};
+ *   missing-values direction), then the Platt sigmoid {@code 1 / (1 + exp(-(a * raw + b)))},
+ *   blended with the logistic regression's and the random forest's probabilities (each
+ *   leaf's fraud share, summed in tree order and divided by the number of trees) at their
+ *   weights;
  *   <li>{@link #anomaly}: the Isolation Forest's {@code 2 ** -(depth sum / denominator)}
  *   (its input transform, float32 {@code sign(x) * log1p(|x|)}, is folded into the
  *   exported thresholds), then numpy's {@code interp} against the training reference.
@@ -44,6 +47,9 @@ public final class TreeModels implements Serializable {
     private final double[] linearScale;
     private final double[] linearCoef;
     private final double linearIntercept;
+    // The blended random forest (models.bundle.ForestPart): weight 0 and no trees when there is none.
+    private final double forestWeight;
+    private final Trees blendedForest;
 
     /**
      * An ensemble's trees, all nodes in one set of arrays. {@code feature < 0} marks a
@@ -190,6 +196,8 @@ public final class TreeModels implements Serializable {
         linearScale = readDoubles(in, nFeatures);
         linearCoef = readDoubles(in, nFeatures);
         linearIntercept = in.readDouble();
+        forestWeight = in.readDouble();
+        blendedForest = new Trees(in);
         if (in.readInt() != MAGIC) {
             throw new IOException("tree-model export is truncated or from another format version");
         }
@@ -223,6 +231,11 @@ public final class TreeModels implements Serializable {
         double raw = classifier.sum(x, baseline);
         double p = 1.0 / (1.0 + Math.exp(-(plattA * raw + plattB)));
         if (linearWeight > 0.0) p = (1.0 - linearWeight) * p + linearWeight * linear(x);
+        if (forestWeight > 0.0) {
+            // ForestPart.probability: the leaves' fraud shares summed in tree order, then the mean.
+            double share = blendedForest.sum(x, 0.0) / blendedForest.roots.length;
+            p = (1.0 - forestWeight) * p + forestWeight * share;
+        }
         return p;
     }
 
