@@ -136,11 +136,7 @@ class ForestPaths:
         """The forest's anomaly score (higher = more unusual) of each row of a FEATURES matrix."""
         x32 = self.forest_input(x)
         if len(x32) <= LOCKSTEP_ROWS:
-            walk = self._lockstep()
-            if len(x32) * len(walk.roots) <= DISPATCH_PAIRS:
-                depths = _dispatch(self, walk).totals(x32)[0]
-            else:
-                depths = walk.total(x32)
+            depths = _few_rows_total(self, self._lockstep(), x32)
         else:
             depths = np.zeros(len(x32), order="F")
             for tree, features, leaf_depth in self.trees:
@@ -161,6 +157,14 @@ class ForestPaths:
         if walk is None:
             walk = self.__dict__["_walk"] = LockstepTrees.of_forest(self)
         return walk
+
+
+def _few_rows_total(owner, walk: LockstepTrees, x: np.ndarray) -> np.ndarray:
+    """``walk.total(x)`` for a few rows: in one compiled call up to DISPATCH_PAIRS (row, tree)
+    pairs, level by level above (the same sums, bit for bit)."""
+    if len(x) * len(walk.roots) <= DISPATCH_PAIRS:
+        return _dispatch(owner, walk).totals(x)[0]
+    return walk.total(x)
 
 
 def _dispatch(owner, walk: LockstepTrees) -> DispatchTrees:
@@ -236,11 +240,7 @@ class ForestPart:
             # float32 as the trees compare it (past its range: +-inf); NaN goes the fill's way
             with np.errstate(over="ignore"):
                 x32 = x.astype(np.float32).astype(np.float64)
-            walk = self._lockstep()
-            if len(x32) * len(walk.roots) <= DISPATCH_PAIRS:
-                total = _dispatch(self, walk).totals(x32)[0]
-            else:
-                total = walk.total(x32)
+            total = _few_rows_total(self, self._lockstep(), x32)
         else:
             with np.errstate(over="ignore"):
                 filled = np.ascontiguousarray(np.where(np.isnan(x), self.fill, x), dtype=np.float32)
@@ -342,9 +342,7 @@ class ModelBundle:
                 self.__dict__["_walk"] = LockstepTrees.of_classifier(self.classifier)
             walk = self.__dict__["_walk"]
             if walk is not None:
-                if len(x) * len(walk.roots) <= DISPATCH_PAIRS:
-                    return _dispatch(self, walk).totals(x)[0]
-                return walk.total(np.asarray(x, dtype=np.float64))
+                return _few_rows_total(self, walk, np.asarray(x, dtype=np.float64))
         return self.classifier.decision_function(x)
 
     def _forest_paths(self) -> ForestPaths:

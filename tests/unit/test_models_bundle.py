@@ -327,12 +327,7 @@ def test_the_blended_linear_model_is_exported_with_its_arithmetic():
     from txmon.models.training import _fit_linear
     from txmon.models.tree_export import tree_bytes
 
-    frame = planted_frame(n=3000, seed=5, dominant="payer_sum_5m")
-    result = train_frame(
-        frame,
-        TrainingConfig(seed=1, max_iter=20, iforest_estimators=5, tune=False, seed_spread=False),
-        data_source="linear",
-    )
+    frame, result = _small_training("linear")
     bundle = result.bundle
     x = bundle.matrix(result.holdout)
     x[::5, 0], x[::7, 1] = np.nan, np.inf
@@ -354,6 +349,13 @@ def test_the_blended_linear_model_is_exported_with_its_arithmetic():
     assert np.isfinite(bundle.probability(x)).all()
     bundle.linear_weight = 0.0  # a bundle without a blend exports zeros there
     assert not np.frombuffer(tree_bytes(bundle, "v0")[-16 - 8 * (4 * n + 2) : -16], dtype=">f8").any()
+
+
+def _small_training(source: str):
+    """(frame, train_frame's result): a quick training on planted rows."""
+    frame = planted_frame(n=3000, seed=5, dominant="payer_sum_5m")
+    config = TrainingConfig(seed=1, max_iter=20, iforest_estimators=5, tune=False, seed_spread=False)
+    return frame, train_frame(frame, config, data_source=source)
 
 
 def _forest_section(section: bytes) -> tuple[float, list[tuple]]:
@@ -381,12 +383,7 @@ def test_the_blended_forest_is_exported_so_a_raw_value_walk_gives_its_probabilit
     from txmon.models.training import _fit_forest
     from txmon.models.tree_export import _blended_forest, tree_bytes
 
-    frame = planted_frame(n=3000, seed=5, dominant="payer_sum_5m")
-    result = train_frame(
-        frame,
-        TrainingConfig(seed=1, max_iter=20, iforest_estimators=5, tune=False, seed_spread=False),
-        data_source="forest",
-    )
+    frame, result = _small_training("forest")
     bundle = result.bundle
     x_train = bundle.matrix(frame)
     x_train[::9, 2] = np.nan  # the fill then decides where a missing value goes
