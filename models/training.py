@@ -233,16 +233,22 @@ def _learnable(x: np.ndarray) -> np.ndarray:
     return out
 
 
+def _median_filled(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(``x`` with every missing or non-finite value replaced by its column's median, the
+    medians): what the blended linear model and forest are fitted on."""
+    x = np.where(np.isfinite(x), x, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "All-NaN slice": the column's fill is then 0
+        fill = np.nan_to_num(np.nanmedian(x, axis=0)) if len(x) else np.zeros(x.shape[1])
+    return np.where(np.isnan(x), fill, x), fill
+
+
 def _fit_linear(x: np.ndarray, y: np.ndarray) -> LinearPart:
     """A logistic regression on median-filled, standardised features (LinearPart's arithmetic)."""
     # lazy: sklearn (4.1 s to import); txmon.spark_jobs.backtest imports this module without it
     from sklearn.linear_model import LogisticRegression
 
-    x = np.where(np.isfinite(x), x, np.nan)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # "All-NaN slice": the column's fill is then 0
-        fill = np.nan_to_num(np.nanmedian(x, axis=0)) if len(x) else np.zeros(x.shape[1])
-    filled = np.where(np.isnan(x), fill, x)
+    filled, fill = _median_filled(x)
     mean, scale = filled.mean(axis=0), filled.std(axis=0)
     scale[scale == 0] = 1.0
     model = LogisticRegression(max_iter=2000).fit((filled - mean) / scale, y)
@@ -350,16 +356,13 @@ def _fit_forest(x: np.ndarray, y: np.ndarray, config: TrainingConfig) -> ForestP
     # lazy: sklearn (4.1 s to import); txmon.spark_jobs.backtest imports this module without it
     from sklearn.ensemble import RandomForestClassifier
 
-    x = np.where(np.isfinite(x), x, np.nan)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # "All-NaN slice": the column's fill is then 0
-        fill = np.nan_to_num(np.nanmedian(x, axis=0)) if len(x) else np.zeros(x.shape[1])
+    filled, fill = _median_filled(x)
     forest = RandomForestClassifier(
         n_estimators=config.forest_trees,
         min_samples_leaf=config.forest_min_samples_leaf,
         random_state=config.seed,
         n_jobs=-1,
-    ).fit(np.where(np.isnan(x), fill, x), y)
+    ).fit(filled, y)
     return ForestPart(forest, fill)
 
 

@@ -179,18 +179,21 @@ def _blended_forest(out: io.BytesIO, bundle: ModelBundle) -> None:
         out.write(_doubles([0.0]) + _ints([0]))  # an ensemble of no trees
         return
     out.write(_doubles([weight]))
-    trees = forest.node_arrays()
-    if any(len(f) and int(np.max(f)) >= len(FEATURES) for f, *_ in trees):
+    features, thresholds, missing, lefts, rights, shares = zip(*forest.node_arrays())
+    if any(len(f) and int(np.max(f)) >= len(FEATURES) for f in features):
         raise UnsupportedModelError("the blended random forest splits on a feature outside FEATURES")
-    leaf = [left < 0 for _, _, _, left, _, _ in trees]
+    leaves = [left < 0 for left in lefts]
     _trees(
         out,
-        [np.where(lf, -1, f) for (f, *_), lf in zip(trees, leaf)],
-        [np.where(lf, np.nan, raw_thresholds(t, np.zeros(len(t), dtype=bool))) for (_, t, *_), lf in zip(trees, leaf)],
-        [m for _, _, m, *_ in trees],
-        [left for _, _, _, left, _, _ in trees],
-        [right for *_, right, _ in trees],
-        [share for *_, share in trees],
+        [np.where(leaf, -1, f) for f, leaf in zip(features, leaves)],
+        [
+            np.where(leaf, np.nan, raw_thresholds(t, np.zeros(len(t), dtype=bool)))
+            for t, leaf in zip(thresholds, leaves)
+        ],
+        missing,
+        lefts,
+        rights,
+        shares,
     )
 
 
