@@ -576,6 +576,8 @@ def backtest(
     """
 
     # lazy: pandas (4.8 s to import); `txmon --help` loads this module without it
+    import pandas as pd
+
     from txmon.ingestion.replay import MAX_LABEL_DELAY, known_zone
     from txmon.models.rules import load_rules
     from txmon.models.training import TrainingConfig
@@ -640,10 +642,12 @@ def backtest(
             else bt.simulated_identity(simulate or 0, seed, delay)
         )
         cache = bt.FeatureCache(features_cache, identity, rejects_out)
-    # Without window dates the split follows the data's days, so only an entry holding the
-    # whole source can serve (end None).
-    end = window.shifted(rolling - 1).test_end if window is not None else None
-    cached = cache.load(end, typer.echo) if cache is not None else None
+    dated = window is not None
+    if window is None and cache is not None and (span := cache.span()) is not None:
+        window = bt.default_window(pd.Series(span), tz)  # the data's days, as the entry recorded them
+    cached = None
+    if cache is not None and window is not None:
+        cached = cache.load(window.train_start, window.shifted(rolling - 1).test_end, typer.echo)
     featured = cached[1] if cached is not None else None
     if cached is not None:
         source, featured = cached
@@ -675,8 +679,8 @@ def backtest(
                 "drops a repeated transaction"
             )
     if window is None:
-        times = featured["event_time"] if featured is not None else source.transactions["event_time"]
-        window = bt.default_window(times, tz)
+        window = bt.default_window(source.transactions["event_time"], tz)
+    if not dated:
         typer.echo(f"windows: none given, so the default split of the data's days: {window.describe()}")
     config = bt.BacktestConfig(
         window=window,

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LABEL_COLUMNS",
+    "compact_text",
+    "concat_compact",
+    "feature_ordered",
     "feature_store",
     "features_in_chunks",
     "fraud_label_times",
@@ -84,31 +87,118 @@ def feature_store(transactions: pd.DataFrame, label_delay_s: float = 0.0) -> Mem
     return MemoryProfileStore(fraud_labels=fraud_label_times(transactions), label_delay_s=label_delay_s)
 
 
+# Kept as text (object) in the compact frame: txn_id is unique per row, so a categorical
+# would hold every value again plus codes; lat/lon are numbers or None.
+_PLAIN_COLUMNS = frozenset({"txn_id", "lat", "lon"})
+
+
+def compact_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its repeated text columns (channel, accounts, payee keys, ...) as
+    categoricals: one string per distinct value instead of one per row, about 1/8 of the
+    memory on a card file. :func:`features_in_chunks` turns a chunk back into plain text
+    before computing its features, so the features are the same either way."""
+    for name in frame.columns:
+        if frame[name].dtype == object and name not in _PLAIN_COLUMNS:
+            frame[name] = frame[name].astype("category")
+    return frame
+
+
+def concat_compact(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """:func:`compact_text` frames as one, their categoricals merged (pandas' own concat turns
+    categoricals with different values back into text). Categories are sorted, so the result
+    does not depend on how the rows were split into parts."""
+    if len(parts) == 1:
+        return parts[0].reset_index(drop=True)
+    columns = {}
+    for name in parts[0].columns:
+        pieces = [p[name] for p in parts]
+        if all(isinstance(p.dtype, pd.CategoricalDtype) for p in pieces):
+            columns[name] = pd.Series(pd.api.types.union_categoricals(pieces, sort_categories=True), name=name)
+        else:
+            columns[name] = pd.concat([p.reset_index(drop=True) for p in pieces], ignore_index=True)
+    return pd.DataFrame(columns)
+
+
+def _plain_text(chunk: pd.DataFrame) -> pd.DataFrame:
+    """A chunk of a :func:`compact_text` frame with its categoricals as text again, a missing
+    value as None (what the feature code is written for)."""
+    categorical = [c for c in chunk.columns if isinstance(chunk[c].dtype, pd.CategoricalDtype)]
+    if not categorical:
+        return chunk
+    chunk = chunk.copy()
+    for name in categorical:
+        column = chunk[name]
+        chunk[name] = column.astype(object).where(column.notna(), None)
+    return chunk
+
+
+def _in_feature_order(frame: pd.DataFrame) -> bool:
+    times = frame["event_time"].to_numpy()
+    if len(times) < 2:
+        return True
+    if not (times[1:] >= times[:-1]).all():
+        return False
+    tied = times[1:] == times[:-1]
+    if not tied.any():
+        return True
+    ids = frame["txn_id"].to_numpy(dtype=object)
+    return bool((ids[1:][tied] >= ids[:-1][tied]).all())
+
+
+def feature_ordered(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` in the order the features fold it, (event_time, txn_id), with a fresh
+    index; a frame already in that order is not copied (a long history is held once)."""
+    if _in_feature_order(frame):
+        index = frame.index
+        if isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1:
+            return frame
+        return frame.reset_index(drop=True)
+    return frame.sort_values(["event_time", "txn_id"], kind="mergesort").reset_index(drop=True)
+
+
 def features_in_chunks(
-    transactions: pd.DataFrame, chunk_rows: int = 100_000, label_delay_s: float = 0.0
+    transactions: pd.DataFrame,
+    chunk_rows: int = 100_000,
+    label_delay_s: float = 0.0,
+    keep_from: pd.Timestamp | None = None,
 ) -> pd.DataFrame:
     """:func:`models.features.add_features` over labelled ``transactions`` (any order),
     folded in (event_time, txn_id) order ``chunk_rows`` at a time through one profile
     store, as the stream folds its micro-batches: the same features as one pass, with the
     fold's per-chunk lists and frames bounded. A chunk never splits rows that share a
     timestamp (the fold orders those by txn_id). Profiles idle past their expiry are
-    dropped between chunks (MemoryProfileStore.forget_idle): they would start afresh anyway."""
+    dropped between chunks (MemoryProfileStore.forget_idle): they would start afresh anyway.
+
+    ``keep_from``: only rows at or after this time come back; the earlier ones still build
+    the profiles, but their featured rows are not kept (a long history then costs the
+    memory of its profiles, not of its rows). ``transactions`` may be :func:`compact_text`."""
     if transactions.empty:
         raise TrainingDataError("no transactions to compute features from")
-    ordered = transactions.sort_values(["event_time", "txn_id"], kind="mergesort").reset_index(drop=True)
+    ordered = feature_ordered(transactions)
     store = feature_store(ordered, label_delay_s)
     times = ordered["event_time"]
-    parts, start = [], 0
+    parts: list[pd.DataFrame] = []
+    empty: pd.DataFrame | None = None
+    start = 0
     while start < len(ordered):
         end = min(len(ordered), start + chunk_rows)
         if end < len(ordered):
             end = int(times.searchsorted(times.iloc[end - 1], side="right"))
         end_us = epoch_micros(times.iloc[end - 1 : end])[0]
         store.batch_end_us = end_us
-        parts.append(add_features(ordered.iloc[start:end].reset_index(drop=True), store))
+        featured = add_features(_plain_text(ordered.iloc[start:end].reset_index(drop=True)), store)
+        if keep_from is not None:
+            featured = featured[(featured["event_time"] >= keep_from).to_numpy()]
+        if len(featured):
+            parts.append(featured)
+        elif empty is None:
+            empty = featured  # the columns, should no row be kept
         store.forget_idle(end_us)  # later chunks start at or after end_us
         start = end
-    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    if not parts:
+        assert empty is not None  # the loop ran at least once: transactions is not empty
+        return empty.reset_index(drop=True)
+    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0].reset_index(drop=True)
 
 
 def time_split(frame: pd.DataFrame, holdout_fraction: float = 0.3) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -55,7 +55,7 @@ from txmon.ingestion import events, replay, simulator
 from txmon.ingestion.simulator import Simulator, SimulatorConfig
 from txmon.models import dataset, features
 from txmon.models.bundle import ModelBundle, feature_matrix
-from txmon.models.dataset import features_in_chunks
+from txmon.models.dataset import compact_text, concat_compact, feature_ordered, features_in_chunks
 from txmon.models.errors import TrainingDataError
 from txmon.models.evaluation import (
     DEFAULT_ALERT_RATE,
@@ -203,6 +203,11 @@ class LabelledSource:
     rows_read: int = 0
     duplicates: int = 0
     """Rows left out as exact repeats of an earlier row (same txn_id, same content)."""
+    rows_before: int = 0
+    """Transactions before the first training window: featured to build the profiles, then
+    not kept (:func:`featured_rows`)."""
+    span: tuple[pd.Timestamp, pd.Timestamp] | None = None
+    """The first and last event time of every transaction (the default split's days)."""
 
     @property
     def rejected_fraud(self) -> int:
@@ -272,17 +277,17 @@ def read_file(
         if valid:
             events = [v.event for v in valid]
             parts.append(
-                _event_frame(
-                    events,
-                    [v.row_number + start for v in valid],
-                    [v.label or (False, None) for v in valid],
-                    [e.event_time + delay for e in events],
+                compact_text(
+                    _event_frame(
+                        events,
+                        [v.row_number + start for v in valid],
+                        [v.label or (False, None) for v in valid],
+                        [e.event_time + delay for e in events],
+                    )
                 )
             )
         del valid
-    transactions, duplicates, conflicts = (
-        first_of_each_txn(pd.concat(parts, ignore_index=True)) if parts else (None, 0, [])
-    )
+    transactions, duplicates, conflicts = first_of_each_txn(concat_compact(parts)) if parts else (None, 0, [])
     rejects += conflicts
     if rejects_path is not None:
         replay._write_rejects(Path(rejects_path), frame, rejects)
@@ -294,7 +299,8 @@ def read_file(
             "see the rejects file and fix the mapping"
         )
     name = f"replay {path.name} mapping {mapping_name}"
-    return LabelledSource(transactions, name, rejects, rows, duplicates)
+    # In the features' order now, so featuring them needs no second, sorted copy.
+    return LabelledSource(feature_ordered(transactions), name, rejects, rows, duplicates)
 
 
 def _plain(value: Any) -> Any:
@@ -362,16 +368,18 @@ def simulated(
         events = [i.event for i in chunk]
         times = [(i.event.event_time + label_delay) if label_delay is not None else i.label.label_time for i in chunk]
         parts.append(
-            _event_frame(
-                events,
-                list(range(done + 1, done + len(chunk) + 1)),
-                [(i.label.is_fraud, i.label.scenario) for i in chunk],
-                times,
+            compact_text(
+                _event_frame(
+                    events,
+                    list(range(done + 1, done + len(chunk) + 1)),
+                    [(i.label.is_fraud, i.label.scenario) for i in chunk],
+                    times,
+                )
             )
         )
         done += len(chunk)
     return LabelledSource(
-        pd.concat(parts, ignore_index=True), f"simulator n={n} seed={seed} mean_tps={tps}", rows_read=done
+        feature_ordered(concat_compact(parts)), f"simulator n={n} seed={seed} mean_tps={tps}", rows_read=done
     )
 
 
@@ -753,8 +761,9 @@ class FeatureCache:
     Entries are keyed by a digest of ``identity`` (:func:`file_identity`,
     :func:`simulated_identity`): the source, the mapping's content, the label delay and the
     feature code. A run whose identity differs in any part finds no entry and computes the
-    rows afresh. An entry holds the rows before the end of the last test window it was made
-    for (or the whole source), and serves a run only if that covers the run's windows."""
+    rows afresh. An entry holds the featured rows from the first training window's start to
+    the end of the last test window it was made for (or to the source's end), and serves a
+    run only if that covers the run's windows."""
 
     directory: Path
     identity: dict
@@ -766,11 +775,7 @@ class FeatureCache:
         key = hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()[:32]
         return Path(self.directory) / key
 
-    def load(self, end: datetime | None, log=print) -> tuple[LabelledSource, pd.DataFrame] | None:
-        """(the source as it was read, without its rows, and its featured rows) for a run
-        whose last test window ends at ``end`` (None: a run that needs the whole source), or
-        None (said in ``log``) when there is no entry for this identity or it does not
-        cover the run's windows."""
+    def _meta(self, log=print) -> dict | None:
         meta_path = self.path / "meta.json"
         if not meta_path.exists():
             log(f"features cache: no entry for this source, label delay and feature code in {self.directory}")
@@ -779,9 +784,31 @@ class FeatureCache:
         if meta.get("identity") != self.identity:
             log(f"features cache: {self.path} was made for another source or code; computing afresh")
             return None
-        until = meta["until"]
+        return meta
+
+    def span(self) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+        """The source's first and last event time, as the entry recorded them (for a run
+        without window dates, whose split follows the data's days), or None (no entry)."""
+        meta = self._meta(log=lambda _: None)
+        if meta is None or meta.get("span") is None:
+            return None
+        first, last = meta["span"]
+        return pd.Timestamp(first), pd.Timestamp(last)
+
+    def load(self, start: datetime, end: datetime | None, log=print) -> tuple[LabelledSource, pd.DataFrame] | None:
+        """(the source as it was read, without its rows, and its featured rows) for a run
+        whose first training window starts at ``start`` and whose last test window ends at
+        ``end`` (None: at the source's end), or None (said in ``log``) when there is no
+        entry for this identity or it does not cover the run's windows."""
+        meta = self._meta(log)
+        if meta is None:
+            return None
+        until, kept_from = meta["until"], meta["kept_from"]
         if until is not None and (end is None or pd.Timestamp(until) < pd.Timestamp(end)):
             log(f"features cache: the entry holds rows before {until} only; computing afresh")
+            return None
+        if pd.Timestamp(kept_from) > pd.Timestamp(start):
+            log(f"features cache: the entry holds rows from {kept_from} only; computing afresh")
             return None
         featured = pd.read_parquet(self.path / "featured.parquet")
         dtypes = {c: str(t) for c, t in featured.dtypes.items()}
@@ -793,14 +820,18 @@ class FeatureCache:
             shutil.copyfile(self.path / "rejects.csv", self.rejects_csv)
         rejects = [replay.RejectedRow(**r) for r in meta["rejects"]]
         log(f"features cache: reusing {len(featured):,} featured rows from {self.path}")
-        return (
-            LabelledSource(featured.iloc[:0], meta["name"], rejects, meta["rows_read"], meta["duplicates"]),
-            featured,
+        source = LabelledSource(
+            featured.iloc[:0], meta["name"], rejects, meta["rows_read"], meta["duplicates"], meta["rows_before"]
         )
+        source.span = self.span()
+        return source, featured
 
-    def save(self, featured: pd.DataFrame, source: LabelledSource, until: datetime | None, log=print) -> None:
-        """Save ``featured`` (the rows before ``until``; None: the whole source). A failure
-        is reported in ``log`` and leaves no entry: the run goes on without it."""
+    def save(
+        self, featured: pd.DataFrame, source: LabelledSource, kept_from: datetime, until: datetime | None, log=print
+    ) -> None:
+        """Save ``featured`` (the rows from ``kept_from``, before ``until``; None: to the
+        source's end). A failure is reported in ``log`` and leaves no entry: the run goes on
+        without it."""
 
         final = self.path
         staging = final.with_name(final.name + f".tmp{os.getpid()}")
@@ -817,6 +848,9 @@ class FeatureCache:
             meta = {
                 "identity": self.identity,
                 "until": None if until is None else pd.Timestamp(until).isoformat(),
+                "kept_from": pd.Timestamp(kept_from).isoformat(),
+                "rows_before": source.rows_before,
+                "span": None if source.span is None else [pd.Timestamp(t).isoformat() for t in source.span],
                 "rows": len(featured),
                 "dtypes": {c: str(t) for c, t in featured.dtypes.items()},
                 "name": source.name,
@@ -846,8 +880,10 @@ def _cut_after(frame: pd.DataFrame, end: datetime) -> tuple[pd.DataFrame, bool]:
 
 
 def featured_rows(source: LabelledSource, config: BacktestConfig, log=print) -> tuple[pd.DataFrame, datetime | None]:
-    """The source's transactions with every feature, as of each row, up to the end of the
-    last test window; and that end (None when no row was left out: the whole source)."""
+    """The source's transactions with every feature, as of each row, from the first
+    training window's start to the end of the last test window; and that end (None when no
+    row was left out at the end). Rows before the first training window are featured (they
+    build the profiles) but not kept: ``source.rows_before`` counts them."""
     if config.label_delay is not None:  # one delay for every label, features and training alike
         source.transactions["label_time"] = source.transactions["event_time"] + pd.Timedelta(config.label_delay)
     end = config.window.shifted(config.rolling - 1).test_end
@@ -855,7 +891,11 @@ def featured_rows(source: LabelledSource, config: BacktestConfig, log=print) -> 
     if cut:
         log(f"transactions from {end.astimezone(UTC):%Y-%m-%d %H:%M} UTC on are left out of the features")
     log(f"features: {len(source.transactions):,} transactions in event-time order ({config.chunk_rows:,} per chunk)")
-    featured = features_in_chunks(source.transactions, config.chunk_rows, _label_delay_s(source, config))
+    times = source.transactions["event_time"]
+    source.span = (times.min(), times.max())
+    keep_from = pd.Timestamp(config.window.train_start)
+    source.rows_before = int((source.transactions["event_time"] < keep_from).sum())
+    featured = features_in_chunks(source.transactions, config.chunk_rows, _label_delay_s(source, config), keep_from)
     source.transactions = featured.iloc[:0]  # the features frame holds every input column now
     return featured, (end if cut else None)
 
@@ -881,7 +921,7 @@ def run(
     if featured is None:
         featured, until = featured_rows(source, config, log)
         if cache is not None:
-            cache.save(featured, source, until, log)
+            cache.save(featured, source, config.window.train_start, until, log)
     else:
         featured, _ = _cut_after(featured, windows[-1].test_end)
     tests = [_window_rows(featured, w.test_start, w.test_end) for w in windows]
@@ -912,7 +952,7 @@ def run(
             "train_rows_label_known": len(known),
             "train_frauds_known": int(known["is_fraud"].sum()),
             "train_frauds_unknown_yet": int(train["is_fraud"].sum() - known["is_fraud"].sum()),
-            "history_rows": int((featured["event_time"] < pd.Timestamp(window.train_start)).sum()),
+            "history_rows": source.rows_before + int((featured["event_time"] < pd.Timestamp(window.train_start)).sum()),
             "test_rows": len(test),
             "test_frauds": int(test["is_fraud"].sum()),
         }
@@ -964,7 +1004,7 @@ def run(
         config,
         source.name,
         results,
-        rows=len(featured),
+        rows=source.rows_before + len(featured),
         rejected=len(source.rejects),
         rejected_fraud=source.rejected_fraud,
         notes=notes,

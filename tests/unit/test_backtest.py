@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from txmon.models.dataset import features_in_chunks, labelled_features
+from txmon.models.dataset import compact_text, concat_compact, features_in_chunks, labelled_features
 from txmon.models.errors import TrainingDataError
 from txmon.models.evaluation import card_precision_at_k, recall_at_alert_rate
 from txmon.models.features import FEATURES
@@ -113,6 +113,41 @@ def test_features_in_chunks_equal_one_pass(source):
     whole = features_in_chunks(frame, chunk_rows=100_000)
     pd.testing.assert_frame_equal(chunked[["txn_id", *FEATURES]], whole[["txn_id", *FEATURES]])
     assert chunked["event_time"].is_monotonic_increasing
+
+
+def test_a_compact_history_gives_the_features_of_a_plain_one(source):
+    """A source is held with its repeated text as categoricals (about 1/8 of the memory);
+    the features are those of the same rows as plain text, whatever the chunks."""
+    frame = source.transactions
+    assert isinstance(frame["payer_account"].dtype, pd.CategoricalDtype)
+    plain = frame.copy()
+    for name in plain.columns:
+        if isinstance(plain[name].dtype, pd.CategoricalDtype):
+            plain[name] = plain[name].astype(object).where(plain[name].notna(), None)
+    shuffled = plain.sample(frac=1.0, random_state=3)  # any order in, the features' order out
+    expected = features_in_chunks(shuffled, chunk_rows=100_000)
+    got = features_in_chunks(frame, chunk_rows=900)
+    pd.testing.assert_frame_equal(got, expected)
+    assert got["payee_key"].map(type).isin([str, type(None)]).all()  # text again, not categories
+    # the same rows split otherwise give the same compact frame
+    halves = [compact_text(plain.iloc[:1234].copy()), compact_text(plain.iloc[1234:].copy())]
+    thirds = [compact_text(plain.iloc[i : i + 2000].copy()) for i in range(0, len(plain), 2000)]
+    pd.testing.assert_frame_equal(concat_compact(halves), concat_compact(thirds))
+
+
+def test_rows_before_keep_from_build_profiles_but_are_not_kept(source):
+    whole = features_in_chunks(source.transactions, chunk_rows=700)
+    keep_from = whole["event_time"].iloc[len(whole) // 2]
+    kept = features_in_chunks(source.transactions, chunk_rows=700, keep_from=keep_from)
+    expected = whole[whole["event_time"] >= keep_from].reset_index(drop=True)
+    pd.testing.assert_frame_equal(kept, expected)
+    # the earlier rows' profiles are carried: featured from an empty start, the same rows count less
+    later = source.transactions[source.transactions["event_time"] >= keep_from]
+    fresh = features_in_chunks(later, chunk_rows=700)
+    assert (kept["payer_count_30d"] > fresh["payer_count_30d"]).any()
+    after_all = whole["event_time"].max() + pd.Timedelta(1, "s")
+    nothing = features_in_chunks(source.transactions, chunk_rows=700, keep_from=after_all)
+    assert nothing.empty and list(nothing.columns) == list(whole.columns)
 
 
 def test_simulated_source_matches_the_training_path(source):
@@ -357,10 +392,13 @@ def test_the_features_cache_reuses_the_rows_and_gives_the_same_scores(source, tm
         raise AssertionError("the cached rows should have been reused")
 
     monkeypatch.setattr(bt, "features_in_chunks", no_features)
-    loaded = cache.load(config.window.test_end, said.append)
+    loaded = cache.load(config.window.train_start, config.window.test_end, said.append)
     assert loaded is not None
     cached_source, featured = loaded
     assert featured["event_time"].max() < pd.Timestamp(config.window.test_end)
+    # rows before the training window built the profiles and are counted, not kept
+    assert featured["event_time"].min() >= pd.Timestamp(config.window.train_start)
+    assert cached_source.rows_before > 0
     again = bt.run(cached_source, config, load_rules(), log=said.append, rule_scorer=_no_rules, featured=featured)
     pd.testing.assert_frame_equal(again.windows[0].scored, first.windows[0].scored)
     assert again.windows[0].counts == first.windows[0].counts
@@ -375,23 +413,26 @@ def test_the_features_cache_refuses_another_source_or_code_and_a_shorter_entry(s
     identity = bt.simulated_identity(6_000, 11, config.label_delay, 0.02)
     cache = bt.FeatureCache(tmp_path, identity)
     bt.run(copy.deepcopy(source), config, load_rules(), log=lambda *_: None, rule_scorer=_no_rules, cache=cache)
-    end = config.window.test_end
+    start, end = config.window.train_start, config.window.test_end
     said: list[str] = []
-    assert cache.load(end, said.append) is not None
+    assert cache.load(start, end, said.append) is not None
+    assert cache.load(start + timedelta(hours=1), end, said.append) is not None
     # any part of the identity differs: another entry, so none yet
     for change in ({"label_delay_s": 3600.0}, {"seed": 12}, {"code": "0" * 64}):
-        assert bt.FeatureCache(tmp_path, {**identity, **change}).load(end, said.append) is None
+        assert bt.FeatureCache(tmp_path, {**identity, **change}).load(start, end, said.append) is None
         assert "no entry" in said[-1]
-    # the entry covers rows before the test end it was made for, not a later one, nor the whole source
-    assert cache.load(end + timedelta(days=1), said.append) is None and "holds rows before" in said[-1]
-    assert cache.load(None, said.append) is None
+    # the entry covers rows before the test end it was made for, not a later one, nor the whole source,
+    # and rows from the training start it was made for, not an earlier one
+    assert cache.load(start, end + timedelta(days=1), said.append) is None and "holds rows before" in said[-1]
+    assert cache.load(start, None, said.append) is None
+    assert cache.load(start - timedelta(hours=1), end, said.append) is None and "holds rows from" in said[-1]
     # an entry that does not read back as written, or was written for another identity
     meta_path = cache.path / "meta.json"
     meta = json.loads(meta_path.read_text())
     meta_path.write_text(json.dumps({**meta, "rows": meta["rows"] + 1}))
-    assert cache.load(end, said.append) is None and "does not read back" in said[-1]
+    assert cache.load(start, end, said.append) is None and "does not read back" in said[-1]
     meta_path.write_text(json.dumps({**meta, "identity": {**identity, "n": 7}}))
-    assert cache.load(end, said.append) is None and "another source" in said[-1]
+    assert cache.load(start, end, said.append) is None and "another source" in said[-1]
 
 
 def test_a_file_identity_follows_the_file_the_mapping_and_the_delay(tmp_path):
