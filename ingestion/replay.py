@@ -88,7 +88,7 @@ import time
 import types
 import typing
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -155,6 +155,7 @@ __all__ = [
     "read_source",
     "replay_file",
     "slug",
+    "source_chunks",
 ]
 
 
@@ -620,28 +621,64 @@ def read_source(path: str | Path, mapping: ReplayMapping) -> pd.DataFrame:
     CSV cells stay text (so ``10.10`` stays exactly ``10.10``; empty cells are ``""``);
     Parquet keeps its types (ints, decimals, timestamps, nulls).
     """
+    parts = list(source_chunks(path, mapping, chunk_rows=None))
+    return parts[0] if len(parts) == 1 else pd.concat(parts)
+
+
+def source_chunks(path: str | Path, mapping: ReplayMapping, chunk_rows: int | None) -> Iterator[pd.DataFrame]:
+    """The file's rows ``chunk_rows`` at a time (None: all at once), typed as
+    :func:`read_source` types them, each chunk indexed by its rows' positions in the file
+    (from 0): a file larger than memory is read a chunk at a time. At least one chunk comes
+    (empty for a file without rows), so the columns are always checked."""
     path = Path(path)
     fmt = _format_of(path, mapping)
-    try:
+
+    def chunks() -> Iterator[pd.DataFrame]:
         if fmt == "csv":
-            frame = pd.read_csv(
-                path,
-                sep=mapping.source.delimiter,
-                dtype=pd.ArrowDtype(pa.string()),
-                keep_default_na=False,
-                na_values=[],
-            )
-        else:
-            frame = pd.read_parquet(path, dtype_backend="pyarrow")
-    except (OSError, ValueError, pa.ArrowException) as exc:
-        raise ReplayMappingError(f"cannot read {path} as {fmt}: {exc}; check the path and source.format") from None
-    missing = [c for c in mapping.columns() if c not in frame.columns]
-    if missing:
-        raise ReplayMappingError(
-            f"{path.name} has no column {', '.join(map(repr, missing))} named in the mapping "
-            f"(columns: {', '.join(map(str, frame.columns))}); fix the mapping's column names"
-        )
-    return frame
+            text = pd.ArrowDtype(pa.string())
+            sep = mapping.source.delimiter
+            if chunk_rows is None:
+                yield pd.read_csv(path, sep=sep, dtype=text, keep_default_na=False, na_values=[])
+                return
+            with pd.read_csv(
+                path, sep=sep, dtype=text, keep_default_na=False, na_values=[], chunksize=chunk_rows
+            ) as reader:
+                yield from reader
+            return
+        if chunk_rows is None:
+            yield pd.read_parquet(path, dtype_backend="pyarrow")
+            return
+        # lazy: pyarrow.parquet (~60 ms to import); a CSV replay never needs it
+        import pyarrow.parquet as pq
+
+        with pq.ParquetFile(path) as parquet:
+            done = 0
+            for batch in parquet.iter_batches(batch_size=chunk_rows):
+                frame = pa.Table.from_batches([batch]).to_pandas(types_mapper=pd.ArrowDtype)
+                frame.index = pd.RangeIndex(done, done + len(frame))
+                done += len(frame)
+                yield frame
+            if done == 0:
+                yield parquet.schema_arrow.empty_table().to_pandas(types_mapper=pd.ArrowDtype)
+
+    rows = chunks()
+    checked = False
+    while True:
+        try:
+            frame = next(rows)
+        except StopIteration:
+            break
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            raise ReplayMappingError(f"cannot read {path} as {fmt}: {exc}; check the path and source.format") from None
+        if not checked:
+            missing = [c for c in mapping.columns() if c not in frame.columns]
+            if missing:
+                raise ReplayMappingError(
+                    f"{path.name} has no column {', '.join(map(repr, missing))} named in the mapping "
+                    f"(columns: {', '.join(map(str, frame.columns))}); fix the mapping's column names"
+                )
+            checked = True
+        yield frame
 
 
 # ---------------------------------------------------------------- row mapping
@@ -1077,18 +1114,29 @@ def _json_cell(cell: Any) -> Any:
     return _text(cell)
 
 
-def _write_rejects(path: Path, frame: pd.DataFrame, rejects: list[RejectedRow]) -> None:
-    names = [str(c) for c in frame.columns]
+def _write_rejects(path: Path, chunks: Iterable[pd.DataFrame], rejects: list[RejectedRow]) -> None:
+    """The rejects file: each rejected row with its source row as JSON, in row order, from
+    the file's rows as :func:`source_chunks` gives them (or the whole frame, as one chunk)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    ordered = sorted(rejects, key=lambda r: r.row_number)
     with path.open("w", encoding="utf-8", newline="") as out:
         writer = csv.writer(out)
         writer.writerow(REJECTS_COLUMNS)
-        ordered = sorted(rejects, key=lambda r: r.row_number)
-        source_rows = frame.iloc[[r.row_number - 1 for r in ordered]]
-        for r, cells in zip(ordered, source_rows.itertuples(index=False, name=None)):
-            raw = json.dumps(dict(zip(names, map(_json_cell, cells))), ensure_ascii=False)
-            label = "" if r.is_fraud is None else int(r.is_fraud)
-            writer.writerow([r.row_number, r.reason, r.detail, label, r.scenario or "", raw])
+        at, first = 0, 0  # first: the chunk's first row's position in the file
+        for frame in chunks:
+            if at >= len(ordered):
+                break
+            names = [str(c) for c in frame.columns]
+            here = []
+            while at < len(ordered) and ordered[at].row_number - 1 < first + len(frame):
+                here.append(ordered[at])
+                at += 1
+            source_rows = frame.iloc[[r.row_number - 1 - first for r in here]]
+            for r, cells in zip(here, source_rows.itertuples(index=False, name=None)):
+                raw = json.dumps(dict(zip(names, map(_json_cell, cells))), ensure_ascii=False)
+                label = "" if r.is_fraud is None else int(r.is_fraud)
+                writer.writerow([r.row_number, r.reason, r.detail, label, r.scenario or "", raw])
+            first += len(frame)
 
 
 def replay_file(
@@ -1154,7 +1202,7 @@ def replay_file(
         summary.first_event_time = valid[0].event.event_time
         summary.last_event_time = valid[-1].event.event_time
     if rejects_path is not None:
-        _write_rejects(Path(rejects_path), frame, rejects)
+        _write_rejects(Path(rejects_path), [frame], rejects)
     del frame  # the source can be large; sending may take hours
 
     _send(valid, mapping, producer, pacer, summary, labels_path, progress)
@@ -1203,7 +1251,7 @@ def load_labelled(
     valid.sort(key=lambda v: v.event.event_time)  # stable: ties keep file order
     valid = _first_of_each_txn(valid, reject)
     if rejects_path is not None:
-        _write_rejects(Path(rejects_path), frame, rejects)
+        _write_rejects(Path(rejects_path), [frame], rejects)
     del frame
     delay = mapping.label.delay
     events = [v.event for v in valid]

@@ -265,14 +265,13 @@ def read_file(
         )
     path = Path(path)
     delay = label_delay if label_delay is not None else mapping.label.delay
-    frame = replay.read_source(path, mapping)
     mapper = _OffsetMapper(mapping, path.name)
     now = now or datetime.now(UTC)
-    parts, rejects = [], []
-    for start in range(0, len(frame), chunk_rows):
+    parts, rejects, start = [], [], 0
+    for chunk in replay.source_chunks(path, mapping, chunk_rows):
         found: list = []
         mapper.offset = start
-        valid = replay._map_rows(frame.iloc[start : start + chunk_rows], mapper, now, found.append, progress=False)
+        valid = replay._map_rows(chunk, mapper, now, found.append, progress=False)
         rejects += [dataclasses.replace(r, row_number=r.row_number + start) for r in found]
         if valid:
             events = [v.event for v in valid]
@@ -286,13 +285,14 @@ def read_file(
                     )
                 )
             )
-        del valid
+        start += len(chunk)
+        del valid, chunk
     transactions, duplicates, conflicts = first_of_each_txn(concat_compact(parts)) if parts else (None, 0, [])
+    del parts
     rejects += conflicts
-    if rejects_path is not None:
-        replay._write_rejects(Path(rejects_path), frame, rejects)
-    rows = len(frame)
-    del frame
+    if rejects_path is not None:  # the rejected rows' cells from a second read (the file is not held)
+        replay._write_rejects(Path(rejects_path), replay.source_chunks(path, mapping, chunk_rows), rejects)
+    rows = start
     if transactions is None:
         raise TrainingDataError(
             f"no row of {path.name} became a transaction ({len(rejects)} rejected); "

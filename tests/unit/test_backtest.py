@@ -120,15 +120,17 @@ def test_a_compact_history_gives_the_features_of_a_plain_one(source):
     the features are those of the same rows as plain text, whatever the chunks."""
     frame = source.transactions
     assert isinstance(frame["payer_account"].dtype, pd.CategoricalDtype)
+    assert isinstance(frame["txn_id"].dtype, pd.StringDtype)
     plain = frame.copy()
     for name in plain.columns:
-        if isinstance(plain[name].dtype, pd.CategoricalDtype):
+        if isinstance(plain[name].dtype, pd.CategoricalDtype | pd.StringDtype):
             plain[name] = plain[name].astype(object).where(plain[name].notna(), None)
     shuffled = plain.sample(frac=1.0, random_state=3)  # any order in, the features' order out
     expected = features_in_chunks(shuffled, chunk_rows=100_000)
     got = features_in_chunks(frame, chunk_rows=900)
     pd.testing.assert_frame_equal(got, expected)
-    assert got["payee_key"].map(type).isin([str, type(None)]).all()  # text again, not categories
+    for name in ("payee_key", "txn_id"):  # text again, not categories or Arrow strings
+        assert got[name].map(type).isin([str, type(None)]).all()
     # the same rows split otherwise give the same compact frame
     halves = [compact_text(plain.iloc[:1234].copy()), compact_text(plain.iloc[1234:].copy())]
     thirds = [compact_text(plain.iloc[i : i + 2000].copy()) for i in range(0, len(plain), 2000)]
@@ -185,6 +187,9 @@ def test_read_file_in_chunks_keeps_row_numbers_ids_and_rejected_labels(tmp_path)
     pd.testing.assert_frame_equal(
         small.transactions.drop(columns="label_time"), whole.transactions.drop(columns="label_time")
     )
+    # the rejects file is the same when the file is read (and read again for it) in chunks
+    bt.read_file(path, CARD_MAPPING, chunk_rows=10_000, rejects_path=tmp_path / "rejects_whole.csv")
+    assert (tmp_path / "rejects.csv").read_text() == (tmp_path / "rejects_whole.csv").read_text()
     assert small.rows_read == 201
     bad = [r for r in small.rejects if r.row_number == 51]
     assert bad and bad[0].is_fraud is True and small.rejected_fraud >= 1

@@ -31,7 +31,9 @@ from txmon.ingestion.replay import (
     load_labelled,
     load_mapping,
     parse_mapping,
+    read_source,
     replay_file,
+    source_chunks,
 )
 from txmon.ingestion.simulator import Label
 
@@ -274,6 +276,54 @@ def test_parquet_source_gives_the_same_events(tmp_path: Path) -> None:
     summary = replay_file(parquet, CARD_MAPPING, producer=from_parquet, now=NOW)
     assert [to_json(e) for e in from_parquet.events] == [to_json(e) for e in from_csv.events]
     assert summary.rejected_by_reason == dict.fromkeys(SAMPLE_REJECTS.values(), 1)
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_a_file_read_in_chunks_is_the_whole_file(tmp_path: Path, suffix: str) -> None:
+    """Backtest reads a file a chunk at a time (a history larger than memory): the chunks,
+    put together, are the file as read whole, cells and types alike."""
+    mapping = load_mapping(CARD_MAPPING)
+    path = SAMPLE
+    if suffix == "parquet":
+        frame = pd.read_csv(SAMPLE, dtype=str, keep_default_na=False)
+        frame["amt"] = frame["amt"].astype(float)
+        path = tmp_path / "cards.parquet"
+        frame.to_parquet(path, index=False, row_group_size=37)  # row groups unlike the chunks
+    whole = read_source(path, mapping)
+    chunks = list(source_chunks(path, mapping, chunk_rows=64))
+    assert [len(c) for c in chunks][:-1] == [64] * (len(chunks) - 1) and sum(map(len, chunks)) == len(whole)
+    assert [int(c.index[0]) for c in chunks] == list(range(0, len(whole), 64))  # positions in the file
+    pd.testing.assert_frame_equal(pd.concat(chunks), whole)
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_a_file_without_rows_or_with_a_missing_column_reads_as_such_in_chunks(tmp_path: Path, suffix: str) -> None:
+    mapping = load_mapping(CARD_MAPPING)
+    header = pd.read_csv(SAMPLE, dtype=str, nrows=0)
+    path = tmp_path / f"empty.{suffix}"
+    if suffix == "csv":
+        header.to_csv(path, index=False)
+    else:
+        header.to_parquet(path, index=False)
+    (chunk,) = source_chunks(path, mapping, chunk_rows=10)
+    assert chunk.empty and list(chunk.columns) == list(header.columns)
+    narrow = tmp_path / f"narrow.{suffix}"
+    if suffix == "csv":
+        header.drop(columns="amt").to_csv(narrow, index=False)
+    else:
+        header.drop(columns="amt").to_parquet(narrow, index=False)
+    with pytest.raises(ReplayMappingError, match=r"no column 'amt' named in the mapping"):
+        list(source_chunks(narrow, mapping, chunk_rows=10))
+
+
+def test_a_broken_csv_line_after_the_first_chunk_is_a_mapping_error(tmp_path: Path) -> None:
+    lines = SAMPLE.read_text().splitlines()
+    path = tmp_path / "broken.csv"
+    path.write_text("\n".join([*lines[:120], lines[120] + ",1,2,3", *lines[121:]]) + "\n")
+    chunks = source_chunks(path, load_mapping(CARD_MAPPING), chunk_rows=50)
+    assert len(next(chunks)) == 50
+    with pytest.raises(ReplayMappingError, match=r"cannot read .*broken\.csv as csv"):
+        list(chunks)
 
 
 def test_generated_txn_ids_are_deterministic(tmp_path: Path) -> None:
