@@ -1,11 +1,15 @@
-"""Peak memory of reading a labelled file for a backtest: chunked (spark_jobs/backtest.read_file
-+ features_in_chunks) against the whole-file path training uses (ingestion.replay.load_labelled:
-one validated event object per row, then labelled_features), on the same generated file.
+"""Peak memory of reading and featuring a labelled file for a backtest: the backtest's path
+(spark_jobs/backtest.read_file, a chunk of the file at a time, held compactly, then
+features_in_chunks keeping the rows from the training window on, here the last quarter of
+the days) on the file and on its first quarter, so the growth per row shows; against the
+whole-file path training uses (ingestion.replay.load_labelled: one validated event object per
+row, then labelled_features) on the whole file.
 
     .venv/bin/python bench/backtest_memory.py --rows 1000000
 
-Each path runs in its own process, so each peak RSS (``ru_maxrss``) is its own. The file is
-card-shaped (config/replay/card_transactions.yaml reads it): 20k cards, 2k merchants, 60 days.
+Each measure runs in its own process, so each peak RSS (``ru_maxrss``) is its own. The file
+is card-shaped (config/replay/card_transactions.yaml reads it): 20k cards, 2k merchants, 60
+days.
 """
 
 from __future__ import annotations
@@ -71,16 +75,39 @@ def measure(mode: str, path: Path) -> dict:
     started = time.perf_counter()
     if mode == "chunked":
         source = read_file(path, MAPPING)
-        rows = len(features_in_chunks(source.transactions))
+        times = source.transactions["event_time"]
+        keep_from = times.min() + (times.max() - times.min()) * 0.75
+        rows = len(source.transactions)
+        kept = len(features_in_chunks(source.transactions, keep_from=keep_from))
     else:
         events, labels = load_labelled(path, MAPPING)
-        rows = len(labelled_features(events, labels))
+        rows = kept = len(labelled_features(events, labels))
     return {
         "mode": mode,
         "rows": rows,
+        "kept": kept,
         "seconds": round(time.perf_counter() - started, 1),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
+
+
+def _run(mode: str, path: Path) -> dict | None:
+    out = subprocess.run(
+        [sys.executable, __file__, "--file", str(path), "--measure", mode],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    if out.returncode != 0:
+        print(f"{mode} {path.name}: failed\n{out.stderr[-2000:]}")
+        return None
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    print(
+        f"{mode:>8} {result['rows']:>10,} rows: peak RSS {result['peak_rss_mib']:,.0f} MiB, "
+        f"{result['seconds']} s, {result['kept']:,} featured rows kept"
+    )
+    return result
 
 
 def main() -> None:
@@ -94,26 +121,16 @@ def main() -> None:
         return
     if not args.file.exists():
         generate(args.file, args.rows)
-    print(f"file: {args.file} ({args.file.stat().st_size / 2**20:.0f} MiB, {args.rows:,} rows)")
-    results = {}
-    for mode in ("chunked", "whole"):
-        out = subprocess.run(
-            [sys.executable, __file__, "--file", str(args.file), "--measure", mode],
-            check=False,
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-        )
-        if out.returncode != 0:
-            print(f"{mode}: failed\n{out.stderr[-2000:]}")
-            continue
-        results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
-        print(
-            f"{mode:>8}: peak RSS {results[mode]['peak_rss_mib']:,.0f} MiB, {results[mode]['seconds']} s, "
-            f"{results[mode]['rows']:,} rows featured"
-        )
-    if len(results) == 2:
-        print(f"chunked / whole peak RSS: {results['chunked']['peak_rss_mib'] / results['whole']['peak_rss_mib']:.2f}")
+    quarter = args.file.with_name(args.file.stem + "-quarter.csv")
+    lines = args.file.read_text().splitlines(keepends=True)
+    quarter.write_text("".join(lines[: 1 + (len(lines) - 1) // 4]))
+    print(f"file: {args.file} ({args.file.stat().st_size / 2**20:.0f} MiB, {len(lines) - 1:,} rows)")
+    small, chunked, whole = _run("chunked", quarter), _run("chunked", args.file), _run("whole", args.file)
+    if small and chunked:
+        per_row = (chunked["peak_rss_mib"] - small["peak_rss_mib"]) * 2**20 / (chunked["rows"] - small["rows"])
+        print(f"backtest path: {per_row:,.0f} bytes of peak RSS per row of the file")
+    if chunked and whole:
+        print(f"backtest path / whole-file path peak RSS: {chunked['peak_rss_mib'] / whole['peak_rss_mib']:.2f}")
 
 
 if __name__ == "__main__":

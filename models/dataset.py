@@ -98,12 +98,17 @@ def compact_text(frame: pd.DataFrame) -> pd.DataFrame:
     per row to live on among the freed objects of the chunks mapped after it (which would
     keep their memory from going back to the system). :func:`features_in_chunks` turns a
     chunk back into plain text before computing its features, so the features are the same."""
+    columns = {}
     for name in frame.columns:
+        column = frame[name]
         if name == "txn_id":
-            frame[name] = frame[name].astype(pd.StringDtype("pyarrow"))
-        elif frame[name].dtype == object and name not in _NOT_TEXT:
-            frame[name] = frame[name].astype("category")
-    return frame
+            column = column.astype(pd.StringDtype("pyarrow"))
+        elif column.dtype == object and name not in _NOT_TEXT:
+            column = column.astype("category")
+        columns[name] = column
+    # A new frame, not columns set in place: pandas keeps a replaced column's 2-D block
+    # alive while the block's other columns are views into it, text and all.
+    return pd.DataFrame(columns)
 
 
 def concat_compact(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
