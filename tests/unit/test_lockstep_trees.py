@@ -150,3 +150,42 @@ def test_one_hostile_row_walks_the_same_in_one_call_as_in_lockstep(bundle, row):
     x32 = paths.forest_input(row)
     np.testing.assert_array_equal(bundle.__dict__["_dispatch"].totals(row)[0], boosting.total(row))
     np.testing.assert_array_equal(paths.__dict__["_dispatch"].totals(x32)[0], paths._lockstep().total(x32))
+
+
+@pytest.fixture(scope="module")
+def forest_bundle(bundle) -> ModelBundle:
+    """The module's bundle with a random forest blended in (models.bundle.ForestPart)."""
+    import copy
+
+    from txmon.models.training import _fit_forest
+
+    frame = planted_frame(dominant="payer_count_5m", seed=4)
+    x = feature_matrix(frame)
+    x[::6, FEATURES.index("amount_to_mean")] = np.nan  # the fill decides where a missing value goes
+    blended = copy.copy(bundle)
+    blended.__dict__.pop("_walk", None)
+    blended.__dict__.pop("_dispatch", None)
+    blended.forest = _fit_forest(x, frame["is_fraud"].to_numpy(dtype=bool), TrainingConfig(seed=2, forest_trees=9))
+    blended.forest_weight = 0.5
+    return blended
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=st.integers(1, 4).flatmap(lambda n: _hostile_rows(n, np.nan, 3.4028235e38, 3.4028236e38)))
+def test_hostile_rows_get_the_blended_forests_batch_probability_on_the_few_row_paths(forest_bundle, rows):
+    """A few rows (the scoring API, explanations) walk the blended forest with NaN folded into
+    each split's direction and float32 comparisons; a batch fills NaN with the medians and
+    lets scikit-learn's trees place the rows. Both give the same probability, bit for bit,
+    for any doubles (float32's edge and beyond included), and the bundle's blend stays a
+    probability."""
+    forest = forest_bundle.forest
+    with np.errstate(over="ignore"):
+        filled = np.ascontiguousarray(np.where(np.isnan(rows), forest.fill, rows), dtype=np.float32)
+    batch = sum(share[tree.apply(filled)] for tree, share in zip(forest.trees, forest.shares)) / len(forest.trees)
+    np.testing.assert_array_equal(forest.probability(rows), batch)
+    np.testing.assert_array_equal(
+        np.concatenate([forest.probability(rows[i : i + 1]) for i in range(len(rows))]), batch
+    )
+    blended = forest_bundle.probability(rows)
+    assert np.isfinite(blended).all() and ((blended >= 0) & (blended <= 1)).all()
+    np.testing.assert_array_equal(blended, 0.5 * _sklearn_probability(forest_bundle, rows) + 0.5 * batch)
