@@ -559,8 +559,9 @@ def backtest(
         typer.Option(
             "--features-cache",
             metavar="DIR",
-            help="save the featured rows in DIR and reuse them on a later run of the same source (file size and "
-            "modification time, mapping content, label delay, feature code; any difference computes them afresh)",
+            help="save the featured rows (from the first training window on) in DIR and reuse them on a later run "
+            "of the same source whose windows they cover (file size and modification time, mapping content, label "
+            "delay, feature code; any difference computes them afresh)",
         ),
     ] = None,
 ) -> None:

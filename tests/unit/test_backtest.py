@@ -6,6 +6,7 @@ runs them, and the whole scoring, against the stream."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -456,7 +457,29 @@ def test_a_file_identity_follows_the_file_the_mapping_and_the_delay(tmp_path):
     assert changed["size"] != base["size"]
 
 
-def test_backtest_cli_reuses_its_features_cache(tmp_path, monkeypatch):
+def _weeks_of_cards(path: Path) -> Path:
+    """The sample card file's two days again every two days for a week (new ids), and its
+    broken rows: long enough for the default split."""
+    rows = list(csv.reader(_card_file(path).open()))
+    header, data = rows[0], rows[1:]
+    when, ids = header.index("trans_date_trans_time"), header.index("trans_num")
+    out = []
+    for k in range(4):
+        for row in data:
+            copy = list(row)
+            with contextlib.suppress(ValueError):  # a broken time stays broken
+                copy[when] = (datetime.fromisoformat(row[when]) + timedelta(days=2 * k)).isoformat(sep=" ")
+            copy[ids] = f"{k}{row[ids][1:]}" if row[ids] else row[ids]
+            out.append(copy)
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows([header, *out])
+    return path
+
+
+@pytest.mark.parametrize("dated", [True, False], ids=["window dates", "default split"])
+def test_backtest_cli_reuses_its_features_cache(tmp_path, monkeypatch, dated):
+    """Given the dates, or without them (the default split then comes from the source's first
+    and last times as the entry recorded them)."""
     from typer.testing import CliRunner
 
     from txmon.infra.cli import app
@@ -464,7 +487,7 @@ def test_backtest_cli_reuses_its_features_cache(tmp_path, monkeypatch):
     # The rules run in Spark; tests/integration/test_backtest_parity.py covers them.
     monkeypatch.setattr(bt, "rule_hits", lambda frame, ruleset, spark: _no_rules(frame))
     monkeypatch.setattr(bt, "local_spark", lambda: None)
-    path = _card_file(tmp_path / "cards.csv")
+    path = _card_file(tmp_path / "cards.csv") if dated else _weeks_of_cards(tmp_path / "cards.csv")
     args = [
         "backtest",
         str(path),
@@ -484,6 +507,9 @@ def test_backtest_cli_reuses_its_features_cache(tmp_path, monkeypatch):
         "--features-cache",
         str(tmp_path / "cache"),
     ]
+    if not dated:
+        at = args.index("--train-start")
+        del args[at : at + 8]
     outputs = []
     for run in ("first", "second"):
         out = tmp_path / run
@@ -493,9 +519,10 @@ def test_backtest_cli_reuses_its_features_cache(tmp_path, monkeypatch):
     (first, scores_1, rejects_1), (second, scores_2, rejects_2) = outputs
     assert "featured rows saved" in first and "reusing" not in first
     assert "reusing" in second and "features:" not in second
+    assert ("default split" in first) == ("default split" in second) == (not dated)
     pd.testing.assert_frame_equal(scores_1, scores_2)
     pd.testing.assert_frame_equal(rejects_1, rejects_2)
-    assert "1 of them labelled fraud" in second
+    assert ("1 of them labelled fraud" if dated else "4 of them labelled fraud") in second
 
 
 def test_each_window_fit_is_given_the_rule_scorer(source, monkeypatch):
