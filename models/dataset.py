@@ -146,11 +146,11 @@ def _in_feature_order(frame: pd.DataFrame) -> bool:
         return True
     if not (times[1:] >= times[:-1]).all():
         return False
-    tied = times[1:] == times[:-1]
-    if not tied.any():
+    tied = np.flatnonzero(times[1:] == times[:-1])
+    if not len(tied):
         return True
-    ids = frame["txn_id"].to_numpy(dtype=object)
-    return bool((ids[1:][tied] >= ids[:-1][tied]).all())
+    ids = frame["txn_id"]  # only the tied rows' ids as Python strings, not the column's
+    return bool((ids.iloc[tied + 1].to_numpy(dtype=object) >= ids.iloc[tied].to_numpy(dtype=object)).all())
 
 
 def feature_ordered(frame: pd.DataFrame) -> pd.DataFrame:

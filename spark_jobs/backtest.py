@@ -700,7 +700,7 @@ def _window_rows(featured: pd.DataFrame, start: datetime, end: datetime) -> pd.D
 
 # ------------------------------------------------------------------ features cache
 
-_CACHE_FORMAT = 2
+_CACHE_FORMAT = 3
 _CACHE_SLICE = 200_000  # rows converted to Arrow at a time when saving (memory)
 
 

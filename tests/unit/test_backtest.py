@@ -566,3 +566,15 @@ def test_backtest_refuses_an_unknown_time_zone():
     assert out.exit_code != 0 and "unknown time zone 'Mars/Base'" in (out.output + str(out.exception))
     with pytest.raises(ValueError, match="IANA name"):
         bt.BacktestConfig(window=_window(bt.simulated(500)), tz="Mars/Base")
+
+
+def test_feature_order_is_judged_on_ties_by_txn_id():
+    from txmon.models.dataset import feature_ordered
+
+    t = pd.to_datetime(["2025-01-01T00:00Z", "2025-01-01T00:00Z", "2025-01-01T00:01Z"], utc=True)
+    ordered = pd.DataFrame({"event_time": t, "txn_id": pd.array(["a", "b", "a2"], dtype="string[pyarrow]")})
+    assert feature_ordered(ordered) is ordered  # already in order: not copied
+    swapped = pd.DataFrame({"event_time": t, "txn_id": ["b", "a", "a2"]})
+    assert feature_ordered(swapped)["txn_id"].tolist() == ["a", "b", "a2"]
+    late = pd.DataFrame({"event_time": t[::-1], "txn_id": ["x", "y", "z"]})
+    assert feature_ordered(late)["txn_id"].tolist() == ["y", "z", "x"]
