@@ -13,6 +13,7 @@ Mapping file::
     source:                      # optional
       format: csv                # csv | parquet; default: from the file suffix
       delimiter: ","             # csv only
+      encoding: utf-8            # csv only: the text's encoding, e.g. cp1252 or latin-1 for older exports
     fields:                      # contract target (dotted path) -> spec
       txn_id:       {column: trans_num}
       event_time:   {column: ts, format: "%Y-%m-%d %H:%M:%S", timezone: Asia/Kolkata}
@@ -78,6 +79,7 @@ after another. Duplicate ``txn_id`` values in the source are not detected here.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import difflib
 import json
@@ -359,6 +361,21 @@ class SourceSpec(_Strict):
 
     format: Literal["csv", "parquet"] | None = None
     delimiter: str = Field(",", min_length=1, max_length=1)
+    encoding: str = "utf-8"
+    """A CSV's text encoding (any name Python knows: utf-8, utf-8-sig, cp1252, latin-1, ...)."""
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise PydanticCustomError(
+                "encoding",
+                "'{value}' is not a text encoding Python knows; e.g. utf-8, cp1252, latin-1",
+                {"value": value},
+            ) from None
+        return value
 
 
 class LabelSpec(_Strict):
@@ -636,12 +653,12 @@ def source_chunks(path: str | Path, mapping: ReplayMapping, chunk_rows: int | No
     def chunks() -> Iterator[pd.DataFrame]:
         if fmt == "csv":
             text = pd.ArrowDtype(pa.string())
-            sep = mapping.source.delimiter
+            sep, encoding = mapping.source.delimiter, mapping.source.encoding
             if chunk_rows is None:
-                yield pd.read_csv(path, sep=sep, dtype=text, keep_default_na=False, na_values=[])
+                yield pd.read_csv(path, sep=sep, encoding=encoding, dtype=text, keep_default_na=False, na_values=[])
                 return
             with pd.read_csv(
-                path, sep=sep, dtype=text, keep_default_na=False, na_values=[], chunksize=chunk_rows
+                path, sep=sep, encoding=encoding, dtype=text, keep_default_na=False, na_values=[], chunksize=chunk_rows
             ) as reader:
                 yield from reader
             return
@@ -668,6 +685,11 @@ def source_chunks(path: str | Path, mapping: ReplayMapping, chunk_rows: int | No
             frame = next(rows)
         except StopIteration:
             break
+        except UnicodeDecodeError as exc:
+            raise ReplayMappingError(
+                f"cannot read {path} as {mapping.source.encoding} text: byte {exc.object[exc.start : exc.end]!r} "
+                f"({exc.reason}); set source.encoding in the mapping to the file's encoding, e.g. cp1252 or latin-1"
+            ) from None
         except (OSError, ValueError, pa.ArrowException) as exc:
             raise ReplayMappingError(f"cannot read {path} as {fmt}: {exc}; check the path and source.format") from None
         if not checked:

@@ -189,6 +189,25 @@ def test_load_mapping_reports_yaml_and_missing_file(tmp_path: Path) -> None:
         load_mapping(tmp_path / "absent.yaml")
 
 
+def test_a_csv_in_another_encoding_is_read_with_source_encoding(tmp_path: Path) -> None:
+    """Older bank exports are often cp1252 / latin-1: without `source.encoding` the file is a
+    mapping error that says how to read it; with it the text arrives as written."""
+    path = tmp_path / "latin.csv"
+    path.write_bytes("id,ts,acct,amt,city\ntxn-00000001,2024-01-01T00:00:00Z,123456789,1,Bogotá\n".encode("latin-1"))
+    data = _mapping()
+    with pytest.raises(ReplayMappingError, match=r"as utf-8 text: byte b'\\xe1'.*set source.encoding"):
+        replay_file(path, parse_mapping(data), now=NOW)
+    latin = parse_mapping({**data, "source": {"encoding": "latin-1"}})
+    assert read_source(path, latin)["city"].tolist() == ["Bogotá"]
+    (chunk,) = source_chunks(path, latin, chunk_rows=10)
+    assert chunk["city"].tolist() == ["Bogotá"]
+    producer = FakeProducer()
+    replay_file(path, latin, producer=producer, now=NOW)
+    assert [e.txn_id for e in producer.events] == ["txn-00000001"]
+    with pytest.raises(ReplayMappingError, match=r"source.encoding: 'latin-9000' is not a text encoding"):
+        parse_mapping({**data, "source": {"encoding": "latin-9000"}})
+
+
 def test_missing_source_column_is_a_mapping_error(tmp_path: Path) -> None:
     source = _csv(tmp_path / "t.csv", "id,ts,acct,amount", "txn-00000001,2024-01-01T00:00:00Z,123456789,1")
     with pytest.raises(ReplayMappingError, match=r"no column 'amt' named in the mapping"):
