@@ -95,6 +95,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
+from functools import partial
 from inspect import signature
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -638,8 +639,8 @@ def read_source(path: str | Path, mapping: ReplayMapping) -> pd.DataFrame:
     CSV cells stay text (so ``10.10`` stays exactly ``10.10``; empty cells are ``""``);
     Parquet keeps its types (ints, decimals, timestamps, nulls).
     """
-    parts = list(source_chunks(path, mapping, chunk_rows=None))
-    return parts[0] if len(parts) == 1 else pd.concat(parts)
+    (frame,) = source_chunks(path, mapping, chunk_rows=None)  # None: one chunk, the whole file
+    return frame
 
 
 def source_chunks(path: str | Path, mapping: ReplayMapping, chunk_rows: int | None) -> Iterator[pd.DataFrame]:
@@ -652,14 +653,19 @@ def source_chunks(path: str | Path, mapping: ReplayMapping, chunk_rows: int | No
 
     def chunks() -> Iterator[pd.DataFrame]:
         if fmt == "csv":
-            text = pd.ArrowDtype(pa.string())
-            sep, encoding = mapping.source.delimiter, mapping.source.encoding
+            read = partial(
+                pd.read_csv,
+                path,
+                sep=mapping.source.delimiter,
+                encoding=mapping.source.encoding,
+                dtype=pd.ArrowDtype(pa.string()),
+                keep_default_na=False,
+                na_values=[],
+            )
             if chunk_rows is None:
-                yield pd.read_csv(path, sep=sep, encoding=encoding, dtype=text, keep_default_na=False, na_values=[])
+                yield read()
                 return
-            with pd.read_csv(
-                path, sep=sep, encoding=encoding, dtype=text, keep_default_na=False, na_values=[], chunksize=chunk_rows
-            ) as reader:
+            with read(chunksize=chunk_rows) as reader:
                 yield from reader
             return
         if chunk_rows is None:

@@ -186,7 +186,6 @@ def features_in_chunks(
     store = feature_store(ordered, label_delay_s)
     times = ordered["event_time"]
     parts: list[pd.DataFrame] = []
-    empty: pd.DataFrame | None = None
     start = 0
     while start < len(ordered):
         end = min(len(ordered), start + chunk_rows)
@@ -199,13 +198,10 @@ def features_in_chunks(
             featured = featured[(featured["event_time"] >= keep_from).to_numpy()]
         if len(featured):
             parts.append(featured)
-        elif empty is None:
-            empty = featured  # the columns, should no row be kept
         store.forget_idle(end_us)  # later chunks start at or after end_us
         start = end
-    if not parts:
-        assert empty is not None  # the loop ran at least once: transactions is not empty
-        return empty.reset_index(drop=True)
+    if not parts:  # no row kept: the last chunk's (empty) rows give the columns
+        return featured.reset_index(drop=True)
     return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0].reset_index(drop=True)
 
 

@@ -753,6 +753,13 @@ def simulated_identity(n: int, seed: int, label_delay: timedelta | None, mean_tp
     }
 
 
+def _recorded_span(meta: dict) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+    if meta.get("span") is None:
+        return None
+    first, last = meta["span"]
+    return pd.Timestamp(first), pd.Timestamp(last)
+
+
 @dataclass
 class FeatureCache:
     """A source's featured rows saved under ``directory`` (``txmon backtest --features-cache``),
@@ -790,10 +797,7 @@ class FeatureCache:
         """The source's first and last event time, as the entry recorded them (for a run
         without window dates, whose split follows the data's days), or None (no entry)."""
         meta = self._meta(log=lambda _: None)
-        if meta is None or meta.get("span") is None:
-            return None
-        first, last = meta["span"]
-        return pd.Timestamp(first), pd.Timestamp(last)
+        return None if meta is None else _recorded_span(meta)
 
     def load(self, start: datetime, end: datetime | None, log=print) -> tuple[LabelledSource, pd.DataFrame] | None:
         """(the source as it was read, without its rows, and its featured rows) for a run
@@ -823,7 +827,7 @@ class FeatureCache:
         source = LabelledSource(
             featured.iloc[:0], meta["name"], rejects, meta["rows_read"], meta["duplicates"], meta["rows_before"]
         )
-        source.span = self.span()
+        source.span = _recorded_span(meta)
         return source, featured
 
     def save(
