@@ -95,8 +95,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
-from functools import partial
 from inspect import signature
+from operator import itemgetter
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -176,6 +176,9 @@ class ReplayRejectReason(StrEnum):
     """The cell is not a number, time or true/false where the target needs one."""
     FRACTIONAL_PAISE = "fractional_paise"
     """An amount that is not a whole number of paise (e.g. 12.345 rupees)."""
+    MALFORMED_ROW = "malformed_row"
+    """A CSV record whose cells do not line up with the header (more or fewer than its
+    columns, or one the CSV reader cannot split): none of its cells is read."""
 
 
 REJECT_REASONS: tuple[str, ...] = (*(r.value for r in ReplayRejectReason), *(r.value for r in DeadLetterReason))
@@ -637,37 +640,33 @@ def read_source(path: str | Path, mapping: ReplayMapping) -> pd.DataFrame:
     """Read the whole file with pyarrow-backed columns.
 
     CSV cells stay text (so ``10.10`` stays exactly ``10.10``; empty cells are ``""``);
-    Parquet keeps its types (ints, decimals, timestamps, nulls).
+    Parquet keeps its types (ints, decimals, timestamps, nulls). A malformed CSV record is
+    a :class:`ReplayMappingError` here; readers that reject it pass ``on_malformed`` to
+    :func:`source_chunks`.
     """
     (frame,) = source_chunks(path, mapping, chunk_rows=None)  # None: one chunk, the whole file
     return frame
 
 
-def source_chunks(path: str | Path, mapping: ReplayMapping, chunk_rows: int | None) -> Iterator[pd.DataFrame]:
+def source_chunks(
+    path: str | Path,
+    mapping: ReplayMapping,
+    chunk_rows: int | None,
+    on_malformed: Callable[[RejectedRow], None] | None = None,
+) -> Iterator[pd.DataFrame]:
     """The file's rows ``chunk_rows`` at a time (None: all at once), typed as
     :func:`read_source` types them, each chunk indexed by its rows' positions in the file
     (from 0): a file larger than memory is read a chunk at a time. At least one chunk comes
-    (empty for a file without rows), so the columns are always checked."""
+    (empty for a file without rows), so the columns are always checked.
+
+    A CSV record whose cells do not line up with the header (see :func:`_csv_chunks`)
+    goes to ``on_malformed`` as a :data:`ReplayRejectReason.MALFORMED_ROW` reject and
+    keeps its position, so the chunks' index skips it; without ``on_malformed`` it is a
+    :class:`ReplayMappingError`."""
     path = Path(path)
     fmt = _format_of(path, mapping)
 
-    def chunks() -> Iterator[pd.DataFrame]:
-        if fmt == "csv":
-            read = partial(
-                pd.read_csv,
-                path,
-                sep=mapping.source.delimiter,
-                encoding=mapping.source.encoding,
-                dtype=pd.ArrowDtype(pa.string()),
-                keep_default_na=False,
-                na_values=[],
-            )
-            if chunk_rows is None:
-                yield read()
-                return
-            with read(chunksize=chunk_rows) as reader:
-                yield from reader
-            return
+    def parquet_chunks() -> Iterator[pd.DataFrame]:
         if chunk_rows is None:
             yield pd.read_parquet(path, dtype_backend="pyarrow")
             return
@@ -684,7 +683,12 @@ def source_chunks(path: str | Path, mapping: ReplayMapping, chunk_rows: int | No
             if done == 0:
                 yield parquet.schema_arrow.empty_table().to_pandas(types_mapper=pd.ArrowDtype)
 
-    rows = chunks()
+    def malformed(rejected: RejectedRow) -> None:
+        if on_malformed is None:
+            raise ReplayMappingError(f"{path.name} row {rejected.row_number}: {rejected.detail}")
+        on_malformed(rejected)
+
+    rows = _csv_chunks(path, mapping.source, chunk_rows, malformed) if fmt == "csv" else parquet_chunks()
     checked = False
     while True:
         try:
@@ -707,6 +711,106 @@ def source_chunks(path: str | Path, mapping: ReplayMapping, chunk_rows: int | No
                 )
             checked = True
         yield frame
+
+
+def _column_names(header: list[str]) -> list[str]:
+    """A CSV header's names as pandas gives them: an empty name ``Unnamed: <i>``, a
+    repeated one ``<name>.1``, ``<name>.2``, ..."""
+    names: list[str] = []
+    for i, written in enumerate(header):
+        name = written or f"Unnamed: {i}"
+        base, repeat = name, 0
+        while name in names:
+            repeat += 1
+            name = f"{base}.{repeat}"
+        names.append(name)
+    return names
+
+
+def _text_frame(names: list[str], rows: list[list[str]], positions: list[int]) -> pd.DataFrame:
+    # Rows are lists of the header's width (checked as they are read); a column built with
+    # itemgetter is a list, which pyarrow converts several times faster than zip's tuples.
+    columns = {i: pa.array(list(map(itemgetter(i), rows)), pa.string()) for i in range(len(names))}
+    return pd.DataFrame(
+        {i: pd.arrays.ArrowExtensionArray(cells) for i, cells in columns.items()},
+        index=pd.Index(positions, dtype="int64"),
+    ).set_axis(names, axis=1)
+
+
+_CSV_BATCH_ROWS = 65_536
+"""Rows turned into columns at a time when a CSV is read whole (a list of Python strings
+per cell costs several times the columns' memory)."""
+
+
+def _csv_chunks(
+    path: Path, source: SourceSpec, chunk_rows: int | None, malformed: Callable[[RejectedRow], None]
+) -> Iterator[pd.DataFrame]:
+    """A CSV's rows as text, every cell as written (empty cells ``""``), blank lines skipped.
+
+    Read with the standard library's CSV reader, record by record, because a record must
+    be judged on its own: one whose cell count differs from the header's (an unquoted
+    delimiter in a merchant's name, a stray quote, a line cut off) cannot say which cell
+    belongs to which column, so it is a reject naming its lines, never a row with its
+    cells shifted. pandas' C reader shifts them silently when such a record is the first
+    data row (it turns the first column into the index) or the first of a chunk (it drops
+    the extra cells), and fails the whole read anywhere else."""
+    # utf-8-sig reads UTF-8 and drops a byte-order mark (spreadsheet exports write one), as pandas does.
+    encoding = "utf-8-sig" if codecs.lookup(source.encoding).name == "utf-8" else source.encoding
+    with path.open(encoding=encoding, newline="") as text:
+        records = csv.reader(text, delimiter=source.delimiter)  # the excel dialect: pandas' quoting
+        header = next((record for record in records if record), None)  # blank lines before it skipped, as pandas does
+        if header is None:
+            raise ReplayMappingError(f"{path.name} is empty: a CSV needs a header row naming its columns")
+        names = _column_names(header)
+        width, size = len(names), chunk_rows or _CSV_BATCH_ROWS
+        rows: list[list[str]] = []
+        positions: list[int] = []
+        frames: list[pd.DataFrame] = []  # the whole file's batches, when it is one chunk
+        position, line = 0, records.line_num  # line: where the record before ends
+        yielded = False
+
+        def reject(cells: list[str] | None, problem: str) -> None:
+            end = records.line_num
+            where = f"line {end}" if end == line + 1 else f"lines {line + 1}-{end}"
+            malformed(
+                RejectedRow(
+                    position + 1,
+                    ReplayRejectReason.MALFORMED_ROW.value,
+                    f"{where}: {problem}, so no cell can be told to be in its column; quote cells that "
+                    f"hold {source.delimiter!r} or a quote, close every quote, and check the line is not cut off",
+                    cells=cells,
+                )
+            )
+
+        while True:
+            try:
+                for record in records:  # the hot loop: one length check per record
+                    if len(record) == width:
+                        rows.append(record)
+                        positions.append(position)
+                        position += 1
+                        if len(rows) == size:
+                            frame = _text_frame(names, rows, positions)
+                            rows, positions = [], []
+                            if chunk_rows is None:
+                                frames.append(frame)
+                            else:
+                                yield frame
+                                yielded = True
+                    elif record:  # not a blank line
+                        reject(record, f"{len(record)} cells where the header has {width}")
+                        position += 1
+                    line = records.line_num
+                break
+            except csv.Error as exc:  # e.g. a cell over the reader's field size limit; reading goes on after it
+                reject(None, str(exc))
+                position += 1
+                line = records.line_num
+        last = _text_frame(names, rows, positions)
+        if chunk_rows is None:
+            yield pd.concat([*frames, last]) if frames else last
+        elif rows or not yielded:  # at least one chunk, so the columns are checked
+            yield last
 
 
 # ---------------------------------------------------------------- row mapping
@@ -1120,6 +1224,9 @@ class RejectedRow:
     detail: str
     is_fraud: bool | None = None
     scenario: str | None = None
+    cells: list[str] | None = None
+    """A malformed CSV record's cells as split (None when even that failed): there is no
+    row of the header's columns to show in the rejects file."""
 
 
 REJECTS_COLUMNS = ("row_number", "reason", "detail", "is_fraud", "scenario", "raw")
@@ -1144,27 +1251,39 @@ def _json_cell(cell: Any) -> Any:
 
 def _write_rejects(path: Path, chunks: Iterable[pd.DataFrame], rejects: list[RejectedRow]) -> None:
     """The rejects file: each rejected row with its source row as JSON, in row order, from
-    the file's rows as :func:`source_chunks` gives them (or the whole frame, as one chunk)."""
+    the file's rows as :func:`source_chunks` gives them (or the whole frame, as one chunk).
+    A malformed record has no row of the header's columns: its raw is the list of its cells."""
     path.parent.mkdir(parents=True, exist_ok=True)
     ordered = sorted(rejects, key=lambda r: r.row_number)
     with path.open("w", encoding="utf-8", newline="") as out:
         writer = csv.writer(out)
         writer.writerow(REJECTS_COLUMNS)
-        at, first = 0, 0  # first: the chunk's first row's position in the file
+
+        def write(r: RejectedRow, raw: Any) -> None:
+            label = "" if r.is_fraud is None else int(r.is_fraud)
+            writer.writerow(
+                [r.row_number, r.reason, r.detail, label, r.scenario or "", json.dumps(raw, ensure_ascii=False)]
+            )
+
+        at = 0
         for frame in chunks:
             if at >= len(ordered):
                 break
-            names = [str(c) for c in frame.columns]
+            if frame.empty:
+                continue
+            last = int(frame.index[-1])  # chunks are indexed by position in the file, in order
             here = []
-            while at < len(ordered) and ordered[at].row_number - 1 < first + len(frame):
+            while at < len(ordered) and ordered[at].row_number - 1 <= last:
                 here.append(ordered[at])
                 at += 1
-            source_rows = frame.iloc[[r.row_number - 1 - first for r in here]]
-            for r, cells in zip(here, source_rows.itertuples(index=False, name=None)):
-                raw = json.dumps(dict(zip(names, map(_json_cell, cells))), ensure_ascii=False)
-                label = "" if r.is_fraud is None else int(r.is_fraud)
-                writer.writerow([r.row_number, r.reason, r.detail, label, r.scenario or "", raw])
-            first += len(frame)
+            in_frame = [r for r in here if r.reason != ReplayRejectReason.MALFORMED_ROW]
+            source_rows = frame.loc[[r.row_number - 1 for r in in_frame]].itertuples(index=False, name=None)
+            names = [str(c) for c in frame.columns]
+            raws = {id(r): dict(zip(names, map(_json_cell, cells))) for r, cells in zip(in_frame, source_rows)}
+            for r in here:
+                write(r, raws.get(id(r), r.cells))
+        for r in ordered[at:]:  # malformed records after the last row
+            write(r, r.cells)
 
 
 def replay_file(
@@ -1211,13 +1330,15 @@ def replay_file(
         raise ValueError("now and shift_to must be timezone-aware, e.g. datetime.now(timezone.utc)")
     pacer = ReplayPacer(speedup=speedup, rate=rate, clock=clock, sleep=sleep)
     path = Path(path)
-    frame = read_source(path, mapping)
-    summary = ReplaySummary(source=path.name, dry_run=producer is None, rows_read=len(frame))
+    summary = ReplaySummary(source=path.name, dry_run=producer is None)
     rejects: list[RejectedRow] = []
 
     def reject(rejected: RejectedRow) -> None:
         rejects.append(rejected)
         summary.count_reject(rejected)
+
+    (frame,) = source_chunks(path, mapping, None, on_malformed=reject)
+    summary.rows_read = len(frame) + len(rejects)  # the rejects so far: malformed CSV records
 
     # With shift_to the future check has to wait until the times are final.
     check_against = now if shift_to is None else _NO_FUTURE_CHECK
@@ -1267,13 +1388,14 @@ def load_labelled(
             "add one (label: {is_fraud: {column: ...}})"
         )
     path = Path(path)
-    frame = read_source(path, mapping)
     rejects: list[RejectedRow] = []
 
     def reject(rejected: RejectedRow) -> None:
         rejects.append(rejected)
         if on_reject is not None:
             on_reject(rejected)
+
+    (frame,) = source_chunks(path, mapping, None, on_malformed=reject)
 
     valid = _map_rows(frame, _RowMapper(mapping, path.name), now or datetime.now(UTC), reject, progress=False)
     valid.sort(key=lambda v: v.event.event_time)  # stable: ties keep file order
@@ -1304,7 +1426,10 @@ def _map_rows(
         disable=not progress,
         mininterval=1.0,
     )
-    for row_number, row in enumerate(rows, start=1):
+    # A row's number is its position in the file (the frame's index) from 1, so the rows
+    # after a malformed CSV record keep theirs.
+    for position, row in zip(frame.index.tolist(), rows, strict=True):
+        row_number = position + 1
         raw, failed = mapper.event(row, row_number)
         problems = [Problem(exc.reason, None, exc.detail) for exc in failed.values()]
         try:

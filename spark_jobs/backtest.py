@@ -232,17 +232,6 @@ def _event_frame(
     return frame
 
 
-class _OffsetMapper(replay._RowMapper):
-    """The replay row mapper for a file read in chunks: ``offset`` is the number of rows
-    before the current chunk, so row numbers count from the file's first row (generated
-    txn ids depend on them)."""
-
-    offset = 0
-
-    def event(self, row: tuple[Any, ...], row_number: int) -> tuple[dict[str, Any], dict[str, replay._Reject]]:
-        return super().event(row, row_number + self.offset)
-
-
 def read_file(
     path: str | Path,
     mapping,
@@ -265,34 +254,36 @@ def read_file(
         )
     path = Path(path)
     delay = label_delay if label_delay is not None else mapping.label.delay
-    mapper = _OffsetMapper(mapping, path.name)
+    mapper = replay._RowMapper(mapping, path.name)
     now = now or datetime.now(UTC)
-    parts, rejects, start = [], [], 0
-    for chunk in replay.source_chunks(path, mapping, chunk_rows):
-        found: list = []
-        mapper.offset = start
-        valid = replay._map_rows(chunk, mapper, now, found.append, progress=False)
-        rejects += [dataclasses.replace(r, row_number=r.row_number + start) for r in found]
+    parts: list[pd.DataFrame] = []
+    rejects: list[replay.RejectedRow] = []
+    rows = 0
+    for chunk in replay.source_chunks(path, mapping, chunk_rows, on_malformed=rejects.append):
+        # Row numbers are the chunk's positions in the file, so they need no offset.
+        valid = replay._map_rows(chunk, mapper, now, rejects.append, progress=False)
         if valid:
             events = [v.event for v in valid]
             parts.append(
                 compact_text(
                     _event_frame(
                         events,
-                        [v.row_number + start for v in valid],
+                        [v.row_number for v in valid],
                         [v.label or (False, None) for v in valid],
                         [e.event_time + delay for e in events],
                     )
                 )
             )
-        start += len(chunk)
+        rows += len(chunk)
         del valid, chunk
+    rows += sum(r.reason == replay.ReplayRejectReason.MALFORMED_ROW for r in rejects)
     transactions, duplicates, conflicts = first_of_each_txn(concat_compact(parts)) if parts else (None, 0, [])
     del parts
     rejects += conflicts
     if rejects_path is not None:  # the rejected rows' cells from a second read (the file is not held)
-        replay._write_rejects(Path(rejects_path), replay.source_chunks(path, mapping, chunk_rows), rejects)
-    rows = start
+        # The malformed records are among the rejects already: the second read passes them by.
+        chunks = replay.source_chunks(path, mapping, chunk_rows, on_malformed=lambda _: None)
+        replay._write_rejects(Path(rejects_path), chunks, rejects)
     if transactions is None:
         raise TrainingDataError(
             f"no row of {path.name} became a transaction ({len(rejects)} rejected); "
@@ -717,7 +708,6 @@ def feature_code_digest() -> str:
         first_of_each_txn,
         simulated,
         _event_frame,
-        _OffsetMapper,
         featured_rows,
         _cut_after,
         _label_delay_s,

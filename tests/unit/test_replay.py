@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 import yaml
 from pydantic import ValidationError
@@ -335,14 +336,94 @@ def test_a_file_without_rows_or_with_a_missing_column_reads_as_such_in_chunks(tm
         list(source_chunks(narrow, mapping, chunk_rows=10))
 
 
-def test_a_broken_csv_line_after_the_first_chunk_is_a_mapping_error(tmp_path: Path) -> None:
-    lines = SAMPLE.read_text().splitlines()
-    path = tmp_path / "broken.csv"
-    path.write_text("\n".join([*lines[:120], lines[120] + ",1,2,3", *lines[121:]]) + "\n")
-    chunks = source_chunks(path, load_mapping(CARD_MAPPING), chunk_rows=50)
-    assert len(next(chunks)) == 50
-    with pytest.raises(ReplayMappingError, match=r"cannot read .*broken\.csv as csv"):
-        list(chunks)
+def _with_malformed(path: Path, bad: dict[int, str]) -> Path:
+    """The sample file with ``bad[i]`` written as a line before its data row ``i`` (from 0)."""
+    header, *data = SAMPLE.read_text().splitlines()
+    lines = [header]
+    for i, line in enumerate(data):
+        if i in bad:
+            lines.append(bad[i])
+        lines.append(line)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_malformed_csv_record_is_one_rejected_row_and_the_others_keep_their_cells(tmp_path: Path) -> None:
+    """An unquoted comma in a merchant's name (one cell too many), a line cut off (too few),
+    anywhere, including the first data row and the first row of a chunk: each is one
+    reject with its row number and lines; every other row is read with its own cells
+    (pandas' reader shifted the first row's cells into the index and dropped a chunk's
+    first row's extra cell, silently, and stopped the whole read anywhere else)."""
+    _header, *data = SAMPLE.read_text().splitlines()
+    extra = data[10].replace("fraud_", "fraud_Acme, ", 1)
+    assert extra.count(",") == data[10].count(",") + 1
+    bad = {0: extra, 50: extra, 120: data[3][:40], 199: "x,y"}
+    path = _with_malformed(tmp_path / "broken.csv", bad)
+    mapping = load_mapping(CARD_MAPPING)
+    clean = read_source(SAMPLE, mapping)
+    for chunk_rows in (None, 50, 51, 7):
+        malformed: list[RejectedRow] = []
+        chunks = list(source_chunks(path, mapping, chunk_rows, on_malformed=malformed.append))
+        read = pd.concat(chunks)
+        # the bad records keep their positions: row i of the sample is at i + (bad records before it)
+        expected_at = [i + sum(j <= i for j in bad) for i in range(len(data))]
+        assert read.index.tolist() == expected_at
+        pd.testing.assert_frame_equal(read.reset_index(drop=True), clean)
+        assert [r.row_number for r in malformed] == [i + k + 1 for k, i in enumerate(sorted(bad))]
+        assert {r.reason for r in malformed} == {"malformed_row"}
+    first, *_, cut, last = malformed
+    assert first.detail.startswith("line 2: 23 cells where the header has 22")
+    assert "quote cells that hold ','" in first.detail
+    assert cut.cells == next(csv.reader([data[3][:40]])) and "where the header has 22" in cut.detail
+    assert last.cells == ["x", "y"] and last.row_number == 199 + 3 + 1
+    with pytest.raises(ReplayMappingError, match=r"broken\.csv row 1: line 2: 23 cells where the header has 22"):
+        read_source(path, mapping)  # strict without a place for the rejects
+
+
+def test_replay_and_training_reject_a_malformed_record_and_go_on(tmp_path: Path) -> None:
+    _header, *data = SAMPLE.read_text().splitlines()
+    path = _with_malformed(tmp_path / "broken.csv", {30: data[30].replace(",", ";,", 1) + ",extra"})
+    producer, clean = FakeProducer(), FakeProducer()
+    replay_file(SAMPLE, CARD_MAPPING, producer=clean, now=NOW)
+    rejects = tmp_path / "rejects.csv"
+    summary = replay_file(path, CARD_MAPPING, producer=producer, now=NOW, rejects_path=rejects)
+    assert [to_json(e) for e in producer.events] == [to_json(e) for e in clean.events]
+    assert summary.rows_read == 201 and summary.rejected_by_reason["malformed_row"] == 1
+    by_row = {int(r["row_number"]): r for r in _read_rejects(rejects)}
+    assert by_row[31]["reason"] == "malformed_row" and by_row[31]["is_fraud"] == ""
+    assert json.loads(by_row[31]["raw"])[-1] == "extra"  # the record's cells, as a list: no columns to name
+    # the sample's own broken rows after it keep their row numbers, one later
+    assert {n: by_row[n]["reason"] for n in by_row if n != 31} == {
+        n + (n > 30): reason for n, reason in SAMPLE_REJECTS.items()
+    }
+    events, _ = load_labelled(path, CARD_MAPPING, now=NOW, rejects_path=tmp_path / "training_rejects.csv")
+    assert len(events) == len(clean.events)
+    assert (tmp_path / "training_rejects.csv").read_text() == rejects.read_text()
+
+
+def test_an_unclosed_quote_takes_the_rest_of_the_file_into_one_rejected_row(tmp_path: Path) -> None:
+    header, *lines = SAMPLE.read_text().splitlines()
+    data = [line for line in lines if '"' not in line]  # no later quote to close it
+    path = tmp_path / "open_quote.csv"
+    path.write_text("\n".join([header, *data[:9], '"' + data[9], *data[10:]]) + "\n")
+    malformed: list[RejectedRow] = []
+    (frame,) = source_chunks(path, load_mapping(CARD_MAPPING), None, on_malformed=malformed.append)
+    assert len(frame) == 9 and [r.row_number for r in malformed] == [10]
+    assert malformed[0].detail.startswith(f"lines 11-{len(data) + 1}: ")
+
+
+def test_blank_lines_a_byte_order_mark_and_repeated_names_read_as_pandas_reads_them(tmp_path: Path) -> None:
+    path = tmp_path / "odd.csv"
+    path.write_bytes('\ufeff\nid,ts,acct,amt,id,\r\n\r\n1,"2\n3",x,,,\r\n\n4,,,,,z\r\n'.encode())
+    mapping = parse_mapping(_mapping())
+    (frame,) = source_chunks(path, mapping, 10)
+    expected = pd.read_csv(path, dtype=pd.ArrowDtype(pa.string()), keep_default_na=False, na_values=[])
+    pd.testing.assert_frame_equal(frame.reset_index(drop=True), expected)
+    assert list(frame.columns) == ["id", "ts", "acct", "amt", "id.1", "Unnamed: 5"] and frame.index.tolist() == [0, 1]
+    empty = tmp_path / "empty.csv"
+    empty.write_text("\n\n")
+    with pytest.raises(ReplayMappingError, match=r"empty\.csv is empty: a CSV needs a header row"):
+        list(source_chunks(empty, mapping, 10))
 
 
 def test_generated_txn_ids_are_deterministic(tmp_path: Path) -> None:

@@ -10,9 +10,11 @@ Parquet file keeps its types, so its cells are drawn as typed values as well.
 from __future__ import annotations
 
 import csv
+import functools
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -30,6 +32,7 @@ from txmon.ingestion.replay import (
     load_labelled,
     load_mapping,
     parse_mapping,
+    replay_file,
 )
 from txmon.spark_jobs import backtest
 
@@ -369,3 +372,77 @@ def test_a_label_delay_past_the_calendar_is_a_mapping_error(tmp_path: Path) -> N
         parse_mapping(raw)
     raw["label"]["delay"] = "P3650D"
     assert parse_mapping(raw).label is not None
+
+
+_SAMPLE = ROOT / "ingestion" / "samples" / "card_transactions_sample.csv"
+_CARD = ROOT / "config" / "replay" / "card_transactions.yaml"
+# A line that cannot be split into the header's 22 cells: any text without quotes or line
+# breaks (those would join it to the next line), with any other number of delimiters.
+_malformed_line = (
+    st.tuples(
+        st.integers(min_value=0, max_value=40).filter(lambda n: n != 21),
+        st.text(st.characters(exclude_characters='",\r\n', exclude_categories=["Cs"]), max_size=8),
+    )
+    .map(lambda drawn: ",".join([drawn[1]] * (drawn[0] + 1)))
+    .filter(bool)
+)  # an empty line is blank: skipped
+
+
+@functools.cache
+def _clean_sample() -> backtest.LabelledSource:
+    return backtest.read_file(_SAMPLE, _CARD, now=NOW)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.dictionaries(st.integers(min_value=0, max_value=200), _malformed_line, max_size=6),
+    st.integers(min_value=4, max_value=80),
+)
+def test_malformed_records_anywhere_leave_every_other_row_as_it_was(tmp_path: Path, bad: dict, chunk_rows: int) -> None:
+    """Lines that do not split into the header's cells, at any place (the first data row, a
+    chunk's first row, the end), read in chunks of any size: each is one malformed_row
+    reject at its row number, and every other row becomes the transaction it is in the
+    clean file, with its row number moved by the bad lines before it."""
+    header, *data = _SAMPLE.read_text().splitlines()
+    lines, shift = [header], []
+    for i, line in enumerate([*data, None]):
+        if i in bad:
+            lines.append(bad[i])
+        if line is not None:
+            lines.append(line)
+            shift.append(sum(j <= i for j in bad))
+    path = tmp_path / "bad.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    clean = _clean_sample()
+    got = backtest.read_file(path, _CARD, chunk_rows=chunk_rows, now=NOW)
+    malformed = [r for r in got.rejects if r.reason == "malformed_row"]
+    assert [r.row_number for r in malformed] == [i + k + 1 for k, i in enumerate(sorted(bad))]
+    assert got.rows_read == clean.rows_read + len(bad)
+    moved = clean.transactions.assign(row_number=[n + shift[n - 1] for n in clean.transactions["row_number"]])
+    pd.testing.assert_frame_equal(got.transactions, moved)
+    others = sorted((r.row_number, r.reason) for r in got.rejects if r.reason != "malformed_row")
+    assert others == sorted((r.row_number + shift[r.row_number - 1], r.reason) for r in clean.rejects)
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+@given(st.text(st.one_of(st.sampled_from(list(',"\r\n\n')), st.characters(exclude_categories=["Cs"])), max_size=400))
+def test_any_text_after_the_header_gets_a_verdict_for_every_record(tmp_path: Path, text: str) -> None:
+    """Whatever follows a valid header (quotes opened and never closed, bare carriage
+    returns, NULs, runs of delimiters), the read does not stop: every record the CSV holds
+    is a transaction or a reject, the same ones read whole or in chunks."""
+    header, first = _SAMPLE.read_text().splitlines()[:2]
+    path = tmp_path / "any.csv"
+    path.write_text(f"{header}\n{first}\n{text}", encoding="utf-8", newline="")
+    rejects = path.with_suffix(".rejects.csv")
+    summary = replay_file(path, _CARD, producer=None, now=NOW, rejects_path=rejects)
+    assert summary.rows_read >= 1 and summary.rows_read == summary.events_valid + summary.rejected
+    written = list(csv.DictReader(rejects.open(encoding="utf-8", newline="")))
+    assert len(written) == summary.rejected and all(r["reason"] in REJECT_REASONS for r in written)
+    assert sorted(int(r["row_number"]) for r in written) == sorted({int(r["row_number"]) for r in written})
+    chunked = backtest.read_file(path, _CARD, chunk_rows=3, now=NOW, rejects_path=tmp_path / "chunked.csv")
+    assert chunked.rows_read == summary.rows_read
+    assert (tmp_path / "chunked.csv").read_text(encoding="utf-8") == rejects.read_text(encoding="utf-8")
