@@ -188,20 +188,27 @@ def contacts_import(
     from txmon.ingestion.events import ACCOUNT_NUMBER_PATTERN
 
     rows = []
-    with file.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = {"account", "phone", "email"} - set(reader.fieldnames or [])
-        if missing:
-            raise AlertingConfigError(
-                f"{file}: missing column(s) {sorted(missing)}; header must be account,phone,email[,name]"
-            )
-        for line, rec in enumerate(reader, start=2):
-            account, phone = rec["account"].strip(), (rec["phone"] or "").strip() or None
-            if not re.fullmatch(ACCOUNT_NUMBER_PATTERN, account):
-                raise AlertingConfigError(f"{file}:{line}: account is not 9-18 digits; fix the row")
-            if phone and not re.fullmatch(r"\+[0-9]{8,15}", phone):
-                raise AlertingConfigError(f"{file}:{line}: phone must be E.164, e.g. +919876543210; fix the row")
-            rows.append((account, phone, (rec["email"] or "").strip() or None, (rec.get("name") or "").strip() or None))
+    try:
+        with file.open(encoding="utf-8", newline="") as fh:
+            reader = csv.DictReader(fh)
+            missing = {"account", "phone", "email"} - set(reader.fieldnames or [])
+            if missing:
+                raise AlertingConfigError(
+                    f"{file}: missing column(s) {sorted(missing)}; header must be account,phone,email[,name]"
+                )
+            records = [(reader.line_num, rec) for rec in reader]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise AlertingConfigError(f"{file}: cannot read it as UTF-8 CSV ({exc}); save it as UTF-8") from None
+    for line, rec in records:
+        # A short line leaves its last cells None; a long one puts the rest under None.
+        if None in rec:
+            raise AlertingConfigError(f"{file}:{line}: more cells than the header's columns; quote cells with commas")
+        account, phone = (rec["account"] or "").strip(), (rec["phone"] or "").strip() or None
+        if not re.fullmatch(ACCOUNT_NUMBER_PATTERN, account):
+            raise AlertingConfigError(f"{file}:{line}: account is not 9-18 digits; fix the row")
+        if phone and not re.fullmatch(r"\+[0-9]{8,15}", phone):
+            raise AlertingConfigError(f"{file}:{line}: phone must be E.164, e.g. +919876543210; fix the row")
+        rows.append((account, phone, (rec["email"] or "").strip() or None, (rec.get("name") or "").strip() or None))
     cluster, store = open_store(load_settings())
     try:
         n = store.save_contacts(rows, datetime.now(UTC))
