@@ -671,21 +671,29 @@ def source_chunks(
     fmt = _format_of(path, mapping)
 
     def parquet_chunks() -> Iterator[pd.DataFrame]:
-        if chunk_rows is None:
-            yield pd.read_parquet(path, dtype_backend="pyarrow")
-            return
         # lazy: pyarrow.parquet (~60 ms to import); a CSV replay never needs it
         import pyarrow.parquet as pq
 
         with pq.ParquetFile(path) as parquet:
+            # Every column the file holds, under CSV's names for repeats: pandas' metadata is
+            # ignored, so a column pandas wrote as the index (a named index such as the
+            # transaction id) stays a column the mapping can name, not a hidden index.
+            names = _column_names(parquet.schema_arrow.names)
+
+            def frame_of(table: pa.Table, start: int) -> pd.DataFrame:
+                frame = table.rename_columns(names).to_pandas(types_mapper=pd.ArrowDtype, ignore_metadata=True)
+                frame.index = pd.RangeIndex(start, start + len(frame))
+                return frame
+
+            if chunk_rows is None:
+                yield frame_of(parquet.read(), 0)
+                return
             done = 0
             for batch in parquet.iter_batches(batch_size=chunk_rows):
-                frame = pa.Table.from_batches([batch]).to_pandas(types_mapper=pd.ArrowDtype)
-                frame.index = pd.RangeIndex(done, done + len(frame))
-                done += len(frame)
-                yield frame
+                yield frame_of(pa.Table.from_batches([batch]), done)
+                done += batch.num_rows
             if done == 0:
-                yield parquet.schema_arrow.empty_table().to_pandas(types_mapper=pd.ArrowDtype)
+                yield frame_of(parquet.schema_arrow.empty_table(), 0)
 
     def malformed(rejected: RejectedRow) -> None:
         if on_malformed is None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from pydantic import ValidationError
@@ -334,6 +335,32 @@ def test_a_file_without_rows_or_with_a_missing_column_reads_as_such_in_chunks(tm
         header.drop(columns="amt").to_parquet(narrow, index=False)
     with pytest.raises(ReplayMappingError, match=r"no column 'amt' named in the mapping"):
         list(source_chunks(narrow, mapping, chunk_rows=10))
+
+
+def test_a_parquet_file_keeps_every_column_it_holds_whatever_pandas_wrote(tmp_path: Path) -> None:
+    """pandas writes a frame's index into the file (a named index as its column, marked in
+    its metadata to come back as the index): the mapping must still find that column, and
+    row numbers stay positions. Repeated names get CSV's ``.1``, so the first one is read."""
+    frame = pd.read_csv(SAMPLE, dtype=str, keep_default_na=False)
+    clean, indexed = FakeProducer(), FakeProducer()
+    replay_file(SAMPLE, CARD_MAPPING, producer=clean, now=NOW)
+    named = tmp_path / "named.parquet"
+    frame.set_index("trans_num").to_parquet(named)  # the mapping's txn_id column, as the index
+    summary = replay_file(named, CARD_MAPPING, producer=indexed, now=NOW, rejects_path=tmp_path / "r.csv")
+    assert [to_json(e) for e in indexed.events] == [to_json(e) for e in clean.events]
+    assert {int(r["row_number"]) for r in _read_rejects(tmp_path / "r.csv")} == set(SAMPLE_REJECTS)
+    assert summary.rows_read == 200
+    text_index = tmp_path / "text_index.parquet"
+    frame.set_axis([f"r{i}" for i in range(len(frame))]).to_parquet(text_index)
+    for chunk_rows in (None, 64):
+        (first, *_) = source_chunks(text_index, load_mapping(CARD_MAPPING), chunk_rows)
+        assert first.index[0] == 0 and "__index_level_0__" in first.columns
+    repeated = tmp_path / "repeated.parquet"
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    pq.write_table(table.append_column("amt", pa.array(["1.00"] * len(frame))), repeated)
+    whole = read_source(repeated, load_mapping(CARD_MAPPING))
+    assert list(whole.columns)[-1] == "amt.1" and whole["amt"].tolist() == frame["amt"].tolist()
+    pd.testing.assert_frame_equal(pd.concat(source_chunks(repeated, load_mapping(CARD_MAPPING), 50)), whole)
 
 
 def _with_malformed(path: Path, bad: dict[int, str]) -> Path:
