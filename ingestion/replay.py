@@ -63,10 +63,12 @@ Not mapped: ``schema_version`` (always the current one), ``currency`` (``INR`` u
 mapped) and ``txn_id``, which is then ``uuid5(REPLAY_TXN_NAMESPACE, "<file name>:<row>")``:
 the same file replayed twice gives the same ids, so downstream upserts stay idempotent.
 Row numbers count data rows from 1 (a CSV's header is row 0; blank lines are not rows).
-A CSV record whose cells do not line up with the header's columns (an unquoted delimiter
-in a cell, a quote never closed, a line cut off) is a row too: a ``malformed_row``
-reject naming its lines, its cells as read in the rejects file, and every other row keeps
-its cells and its number.
+A Parquet file's columns are all it holds, under its own names (a column pandas wrote
+as the frame's index included); a name repeated in a header or a schema is read as
+``name.1``, ``name.2``, ... after the first. A CSV record whose cells do not line up
+with the header's columns (an unquoted delimiter in a cell, a quote never closed, a line
+cut off) is a row too: a ``malformed_row`` reject naming its lines, its cells as read in
+the rejects file, and every other row keeps its cells and its number.
 
 Rejection reasons: the contract's :class:`~ingestion.events.DeadLetterReason` values,
 plus :class:`ReplayRejectReason` for rows that never became an event. A row's reason is
