@@ -812,7 +812,7 @@ def _csv_chunks(
                                 yield frame
                                 yielded = True
                     elif record:  # not a blank line
-                        reject(record, f"{len(record)} cells where the header has {width}")
+                        reject(record, f"{len(record)} cell{'s' * (len(record) != 1)} where the header has {width}")
                         position += 1
                     line = records.line_num
                 break
