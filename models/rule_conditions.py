@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from txmon.models.rules import RulesError
@@ -47,7 +47,7 @@ _TOKEN = re.compile(
     | (?P<name>[A-Za-z_][A-Za-z_0-9]*|`[^`]+`)
     | (?P<op><=>|<=|>=|<>|!=|==|[-+*/%=<>(),])
     )""",
-    re.VERBOSE,
+    re.VERBOSE | re.ASCII,  # Spark reads only ASCII digits and spaces (an Arabic-Indic ten is no number there)
 )
 _KEYWORDS = {"AND", "OR", "NOT", "IN", "IS", "NULL", "TRUE", "FALSE", "BETWEEN"}
 
@@ -67,7 +67,12 @@ def _tokens(text: str) -> list[tuple[str, Any]]:
         pos = m.end()
         if m.group("number") is not None:
             raw = m.group("number")
-            out.append(("lit", float(raw) if any(c in raw for c in ".eE") else int(raw)))
+            try:
+                out.append(("lit", float(raw) if any(c in raw for c in ".eE") else int(raw)))
+            except ValueError:  # Python's limit on the digits of an int it converts (4,300)
+                raise ConditionError(
+                    f"number {raw[:20]}... has {len(raw):,} digits; no column holds one that long"
+                ) from None
         elif m.group("string") is not None:
             body = m.group("string")[1:-1]
             out.append(("lit", re.sub(r"\\(.)|''", lambda s: s.group(1) or "'", body)))
@@ -160,6 +165,17 @@ _FUNCTIONS: dict[str, Callable] = {
     "upper": _unary(str.upper),
 }
 
+
+# How many arguments each function takes (Spark's own limits): a call outside them is
+# refused when the rules load, not a TypeError on every row.
+_ARITY = {"coalesce": (1, 1 << 30), "abs": (1, 1), "greatest": (2, 1 << 30), "least": (2, 1 << 30)}
+_ARITY |= {"lower": (1, 1), "upper": (1, 1)}
+
+MAX_DEPTH = 100
+"""How deeply a condition may nest (operators inside operators). Python evaluates a parsed
+condition recursively, so a deeper one (hundreds of ANDs, parentheses or NOTs, from a
+generated or hostile rules file) would exhaust its stack on every row; no rule written
+for people comes near it."""
 
 # A parsed condition is a tree of tuples, ``(kind, ...)``:
 #   ("lit", value)  ("col", name)  ("or", a, b)  ("and", a, b)  ("not", a)
@@ -300,6 +316,10 @@ class _Parser:
                         self.i += 1
                         args.append(self.or_())
                 self.take("op", ")")
+                low, high = _ARITY[name]
+                if not low <= len(args) <= high:
+                    wanted = f"{low}" if low == high else f"at least {low}"
+                    raise ConditionError(f"{name}() takes {wanted} argument{'s' * (low != 1)}, not {len(args)}")
                 return ("call", name, tuple(args))
             if value not in self.columns:
                 raise ConditionError(f"column {value} is not a transaction or feature column")
@@ -512,7 +532,10 @@ def _generated(node: Node) -> Evaluator | None:
     """The condition as one generated function, or None if Python will not compile it
     (nesting deeper than its parser allows): the closures then evaluate it."""
     gen = _Generator()
-    body = gen.truth(node)
+    try:
+        body = gen.truth(node)
+    except RecursionError:  # the generator descends a few frames per level
+        return None
     params = "".join(f", {name}={name}" for name in gen.constants)
     source = f"def condition(row{params}):\n    _get = row.get\n    return {body}\n"
     namespace = dict(_HELPERS, **gen.constants)
@@ -523,8 +546,106 @@ def _generated(node: Node) -> Evaluator | None:
     return namespace["condition"]
 
 
-def _parse(text: str, columns: Iterable[str]) -> Node:
-    return _Parser(text, frozenset(columns)).parse()
+def _children(node: Node) -> list[Node]:
+    kind = node[0]
+    if kind in ("lit", "col"):
+        return []
+    if kind in ("cmp", "arith"):
+        return [node[2], node[3]]
+    if kind == "in":
+        return [node[1], *node[2]]
+    if kind == "between":
+        return [node[1], node[2], node[3]]
+    if kind == "isnull":
+        return [node[1]]
+    if kind == "call":
+        return list(node[2])
+    return list(node[1:])  # or, and, not, nseq, neg
+
+
+def _depth(node: Node) -> int:
+    """How deeply ``node`` nests, counted without recursion (it may be very deep)."""
+    deepest, stack = 0, [(node, 1)]
+    while stack:
+        current, level = stack.pop()
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in _children(current))
+    return deepest
+
+
+def _parse(text: str, columns: Iterable[str], kinds: Mapping[str, str] | None = None) -> Node:
+    parser = _Parser(text, frozenset(columns))
+    try:
+        node = parser.parse()
+    except RecursionError:  # the parser descends once per parenthesis
+        raise ConditionError(f"nested more than {MAX_DEPTH} levels deep; split it into several rules") from None
+    depth = _depth(node)
+    if depth > MAX_DEPTH:
+        raise ConditionError(f"nested {depth} levels deep, more than {MAX_DEPTH}; split it into several rules")
+    if kinds is not None:
+        kind = _kind(node, kinds)
+        if kind not in _TRUTHY:
+            raise ConditionError(f"is {kind}, not true/false; compare it with something (e.g. `>= 3`)")
+    return node
+
+
+# The kinds of value a condition computes: "number", "text", "bool", "time", "null" (the
+# NULL literal) and "any" (a column of unknown type). Spark casts between kinds where
+# Python cannot (text to number, text to time), and in ANSI mode fails the whole
+# micro-batch when such a cast fails on a row; so a condition mixing kinds is refused
+# when the rules load, before the stream or the API ever evaluates it.
+_TRUTHY = frozenset(("bool", "null", "any"))
+_NUMERIC = frozenset(("number", "null", "any"))
+
+
+def _common(kinds: list[str], what: str) -> str:
+    known = {k for k in kinds if k not in ("null", "any")}
+    if len(known) > 1:
+        raise ConditionError(f"{what} mixes {' and '.join(sorted(known))}; Python and Spark would disagree on it")
+    return known.pop() if known else ("any" if "any" in kinds else "null")
+
+
+def _kind(node: Node, kinds: Mapping[str, str]) -> str:
+    """The kind of ``node``'s value; ConditionError where kinds do not fit the operator."""
+    kind = node[0]
+    if kind == "lit":
+        value = node[1]
+        if value is None:
+            return "null"
+        return "bool" if isinstance(value, bool) else "text" if isinstance(value, str) else "number"
+    if kind == "col":
+        return kinds.get(node[1], "any")
+    if kind in ("or", "and", "not"):
+        for child in _children(node):
+            found = _kind(child, kinds)
+            if found not in _TRUTHY:
+                raise ConditionError(f"{kind.upper()} needs true/false operands, not {found}")
+        return "bool"
+    if kind == "cmp":
+        _common([_kind(node[2], kinds), _kind(node[3], kinds)], f"comparison {node[1]}")
+        return "bool"
+    if kind in ("nseq", "in", "between"):
+        _common([_kind(child, kinds) for child in _children(node)], kind.upper() if kind != "nseq" else "<=>")
+        return "bool"
+    if kind == "isnull":
+        _kind(node[1], kinds)
+        return "bool"
+    if kind in ("arith", "neg"):
+        for child in _children(node):
+            found = _kind(child, kinds)
+            if found not in _NUMERIC:
+                raise ConditionError(f"arithmetic needs numbers, not {found}")
+        return "number"
+    if kind == "call":
+        name, args = node[1], [_kind(a, kinds) for a in node[2]]
+        if name == "abs" and args[0] not in _NUMERIC:
+            raise ConditionError(f"abs() needs a number, not {args[0]}")
+        if name in ("lower", "upper"):
+            if args[0] not in ("text", "null", "any"):
+                raise ConditionError(f"{name}() needs text, not {args[0]}")
+            return "text"
+        return _common(args, f"{name}()") if name != "abs" else "number"
+    raise AssertionError(f"unknown node {kind}")
 
 
 def condition_columns(text: str, columns: Iterable[str]) -> frozenset[str]:
@@ -549,8 +670,13 @@ def interpret_condition(text: str, columns: Iterable[str]) -> Evaluator:
     return evaluate
 
 
-def compile_condition(text: str, columns: Iterable[str]) -> Evaluator:
+def compile_condition(text: str, columns: Iterable[str], kinds: Mapping[str, str] | None = None) -> Evaluator:
     """``text`` -> ``f(row) -> True | False | None`` over a dict of column values.
+
+    ``kinds``: column -> kind ("number", "text", "bool", "time"): with it, a condition
+    whose operands' kinds do not fit its operators (``amount_paise > 'abc'``,
+    ``lower(amount_paise)``, ``txn_type % 2``), or that is not true/false, is refused here
+    instead of raising on every row (and failing the stream's micro-batches in Spark).
 
     >>> f = compile_condition("payer_count_5m >= 4 AND txn_type IN ('P2P', 'COLLECT')",
     ...                       ["payer_count_5m", "txn_type"])
@@ -567,5 +693,5 @@ def compile_condition(text: str, columns: Iterable[str]) -> Evaluator:
     ...     print(exc)
     function reflect() is not one the API evaluates (abs, coalesce, greatest, least, lower, upper)
     """
-    node = _parse(text, columns)
+    node = _parse(text, columns, kinds)
     return _generated(node) or interpret_condition(text, columns)

@@ -15,7 +15,7 @@ at 100 (``rule_score``), which :mod:`models.risk`'s noisy-OR then combines with 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -75,15 +75,16 @@ class CompiledRules:
         return self.hits(frame)[0]
 
 
-def compile_rules(ruleset: RuleSet, columns: Iterable[str]) -> CompiledRules:
-    """Every active rule's condition compiled against ``columns`` (what a rule may read);
-    RulesError naming the rule if one cannot be, or if a reason names another column."""
+def compile_rules(ruleset: RuleSet, columns: Iterable[str], kinds: Mapping[str, str] | None = None) -> CompiledRules:
+    """Every active rule's condition compiled against ``columns`` (what a rule may read)
+    and their ``kinds`` (see :func:`models.rule_conditions.compile_condition`); RulesError
+    naming the rule if one cannot be, or if a reason names another column."""
     allowed = frozenset(columns)
     compiled: list[tuple[Rule, Callable[[dict], Any]]] = []
     reads: set[str] = set()
     for rule in ruleset.active:
         try:
-            compiled.append((rule, compile_condition(rule.effective_condition, allowed)))
+            compiled.append((rule, compile_condition(rule.effective_condition, allowed, kinds)))
             reads |= condition_columns(rule.effective_condition, allowed)
         except ConditionError as exc:
             raise RulesError(f"rule {rule.id}: condition `{rule.condition}`: {exc}") from None

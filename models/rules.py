@@ -120,10 +120,14 @@ def parse_rules(text: str, source: str = "rules") -> RuleSet:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise RulesError(f"{source}: not valid YAML ({exc}); fix the file") from None
+    except RecursionError:  # PyYAML builds nested collections recursively
+        raise RulesError(f"{source}: nested too deeply to be a rules file; fix the file") from None
     if not isinstance(data, dict):
         raise RulesError(f"{source}: expected a mapping with 'version', 'policy' and 'rules'")
     try:
-        ruleset = RuleSet(**data)
+        # model_validate, not RuleSet(**data): a key that is not a name (`1: 2`) is then a
+        # validation problem named below, not a TypeError out of the call.
+        ruleset = RuleSet.model_validate(data)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -143,9 +147,11 @@ def parse_rules(text: str, source: str = "rules") -> RuleSet:
 def load_rules(path: Path | str = DEFAULT_RULES) -> RuleSet:
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RulesError(f"rules file {path} not found: pass an existing YAML file (see config/rules.yaml)") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # a directory, unreadable, not UTF-8, a NUL in the path
+        raise RulesError(f"cannot read rules file {path} ({exc}); it must be a UTF-8 YAML file") from None
     return parse_rules(text, source=str(path))
 
 

@@ -16,20 +16,27 @@ from pathlib import Path
 from txmon.models.features import FEATURES
 from txmon.models.rule_engine import CompiledRules, compile_rules
 from txmon.models.rules import RulesError, RuleSet, load_rules
-from txmon.spark_jobs.validation import TRANSACTION_COLUMNS
+from txmon.spark_jobs.validation import TYPED_FIELDS
 
 log = logging.getLogger(__name__)
 
-RULE_COLUMNS = frozenset((*TRANSACTION_COLUMNS, "payee_key", *FEATURES))
-"""What a rule may read: the landed transaction's columns, payee_key and every feature,
-as in the stream's scored frame. The Python evaluations of the rules (the scoring API,
-training: txmon.models.rule_engine) compile them against these."""
+_KINDS = {"string": "text", "int": "number", "long": "number", "double": "number", "timestamp": "time"}
+RULE_COLUMN_KINDS: dict[str, str] = {
+    **{name: _KINDS[spark_type] for name, spark_type in TYPED_FIELDS},
+    "payee_key": "text",
+    **dict.fromkeys(FEATURES, "number"),
+}
+"""What a rule may read, and the kind of each value: the landed transaction's columns,
+payee_key and every feature, as in the stream's scored frame. The Python evaluations of
+the rules (the scoring API, training: txmon.models.rule_engine) compile them against
+these, and refuse a condition that mixes kinds (models.rule_conditions)."""
+RULE_COLUMNS = frozenset(RULE_COLUMN_KINDS)
 
 
 def python_rules(ruleset: RuleSet) -> CompiledRules:
     """``ruleset`` compiled for the Python evaluations of the stream's rules (the scoring
     API, training, retraining), against the columns the stream's frame gives them."""
-    return compile_rules(ruleset, RULE_COLUMNS)
+    return compile_rules(ruleset, RULE_COLUMNS, RULE_COLUMN_KINDS)
 
 
 def check_conditions(spark, ruleset: RuleSet, schema) -> None:
@@ -106,6 +113,10 @@ class RulesWatcher:
         self._stamp = stamp
         try:
             candidate = load_rules(self.path)
+            # The Python compilation too: the stream takes only rules the scoring API and
+            # training can evaluate the same way, and it refuses mixed kinds that Spark would
+            # cast on every row and, in ANSI mode, fail the micro-batch over.
+            python_rules(candidate)
             check_conditions(spark, candidate, schema)
         except RulesError as exc:
             self.last_error = str(exc)

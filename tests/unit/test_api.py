@@ -404,6 +404,34 @@ def test_rules_reload_when_the_file_changes(world, rules_file):
     assert kept["rules_version"] == after["rules_version"]
 
 
+@pytest.mark.parametrize(
+    "broken",
+    [
+        b"version: 1\n1: 2\nrules: []\n",  # a key that is not a name (was a TypeError)
+        b"version: 1\nrules:\n  - id: X\xff\n",  # not UTF-8 (was a UnicodeDecodeError)
+        b"version: " + b"[" * 5000 + b"]" * 5000,  # nested past PyYAML's recursion (RecursionError)
+        None,  # the path is now a directory (IsADirectoryError)
+    ],
+)
+def test_a_hostile_rules_edit_keeps_the_last_good_rules(world, rules_file, broken):
+    client, _, _, keys, _ = world
+    before = client.post("/v1/score", json=event(), headers=auth(keys["score"])).json()
+    good = rules_file.read_text()
+    rules_file.unlink()
+    if broken is None:
+        rules_file.mkdir()
+    else:
+        rules_file.write_bytes(broken)
+    kept = client.post("/v1/score", json=event(), headers=auth(keys["score"]))
+    assert kept.status_code == 200 and kept.json()["rules_version"] == before["rules_version"]
+    for condition in ("amount_paise > 'abc'", "(" * 150 + "amount_paise > 1" + ")" * 150):
+        if rules_file.is_dir():
+            rules_file.rmdir()
+        rules_file.write_text(good.replace("    condition: ", f"    condition: {condition} OR ", 1))
+        kept = client.post("/v1/score", json=event(), headers=auth(keys["score"]))
+        assert kept.status_code == 200 and kept.json()["rules_version"] == before["rules_version"]
+
+
 def test_champion_reloads_when_promoted(world, tmp_path):
     from txmon.models.registry import Registry
     from txmon.models.testing import planted_frame

@@ -13,7 +13,14 @@ from hypothesis import strategies as st
 
 from txmon.infra.settings import DEFAULT_RULES
 from txmon.models.features import FEATURES, INTEGER_FEATURES
-from txmon.models.rule_conditions import ConditionError, compile_condition, interpret_condition
+from txmon.models.rule_conditions import (
+    MAX_DEPTH,
+    ConditionError,
+    _generated,
+    _parse,
+    compile_condition,
+    interpret_condition,
+)
 from txmon.models.rules import load_rules
 from txmon.spark_jobs.rules import RULE_COLUMNS, python_rules
 
@@ -65,7 +72,10 @@ def _conditions(with_text: bool):
                 lambda t: f"({t[0]} {'NOT ' if t[1] else ''}BETWEEN {t[2]} AND {t[3]})"
             ),
             st.tuples(st.sampled_from(["abs", "lower", "upper", "ABS"]), inner).map(lambda t: f"{t[0]}({t[1]})"),
-            st.tuples(st.sampled_from(["coalesce", "greatest", "least"]), st.lists(inner, min_size=1, max_size=3)).map(
+            st.tuples(st.just("coalesce"), st.lists(inner, min_size=1, max_size=3)).map(
+                lambda t: f"{t[0]}({', '.join(t[1])})"
+            ),
+            st.tuples(st.sampled_from(["greatest", "least"]), st.lists(inner, min_size=2, max_size=3)).map(
                 lambda t: f"{t[0]}({', '.join(t[1])})"
             ),
         )
@@ -136,7 +146,8 @@ def test_rule_text_never_becomes_code():
 
 
 def test_nesting_deeper_than_python_compiles_falls_back_to_the_reference():
-    text = "NOT " * 300 + "(a > 1)"  # 300 nested expressions in the generated source
+    text = "-(" * 98 + "a" + ")" * 98 + " > 1"  # deeper than Python's parser takes the generated source
+    assert _generated(_parse(text, COLUMNS)) is None
     fn, reference = compile_condition(text, COLUMNS), interpret_condition(text, COLUMNS)
     for row in ({"a": 2}, {"a": 0}, {"a": None}):
         assert fn(row) is reference(row)
@@ -172,3 +183,71 @@ def test_the_service_rules_fire_as_the_reference_decides(service_rules, row):
         assert compiled.__code__.co_filename == "<rule condition>", rule.id
         reference = interpret_condition(rule.effective_condition, RULE_COLUMNS)
         assert _same(_outcome(compiled, row), _outcome(reference, row)), (rule.id, row)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "(" * (MAX_DEPTH + 30) + "a > 1" + ")" * (MAX_DEPTH + 30),
+        " AND ".join(["a > 1"] * 500),
+        "NOT " * 2000 + "a > 1",
+        "-(" * (MAX_DEPTH + 1) + "a" + ")" * (MAX_DEPTH + 1) + " > 1",
+    ],
+)
+def test_a_condition_nested_deeper_than_the_limit_is_refused_not_a_recursion_error(text):
+    """Evaluated recursively, such a condition would exhaust Python's stack on every row
+    (the parser and the code generator already did, with a RecursionError out of loading)."""
+    with pytest.raises(ConditionError, match=r"split it into several rules"):
+        compile_condition(text, COLUMNS)
+
+
+KINDS = {"a": "number", "b": "number", "c": "number", "txn_type": "text", "mcc": "text"}
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("abs() > 0", r"abs\(\) takes 1 argument, not 0"),
+        ("abs(1, 2) > 0", r"takes 1 argument, not 2"),
+        ("lower('A', 'B') = 'a'", r"lower\(\) takes 1 argument"),
+        ("greatest(a) > 1", r"at least 2 arguments, not 1"),
+        ("lower(a) = 'x'", r"lower\(\) needs text, not number"),
+        ("a > 'abc'", r"comparison > mixes number and text"),
+        ("a BETWEEN 'a' AND 'z'", r"BETWEEN mixes number and text"),
+        ("greatest(a, 'x') = 1", r"greatest\(\) mixes number and text"),
+        ("txn_type % 2 = 0", r"arithmetic needs numbers, not text"),
+        ("-txn_type > 0", r"arithmetic needs numbers, not text"),
+        ("FALSE - 'P2P' = 1", r"arithmetic needs numbers, not bool"),
+        ("a IN ('x', 1)", r"IN mixes number and text"),
+        ("a + 1", r"is number, not true/false"),
+        ("a AND TRUE", r"AND needs true/false operands, not number"),
+        ("a > 1" + "9" * 5000, r"has 5,001 digits"),
+        ("a > \u0661\u0660", r"cannot read"),  # Arabic-Indic ten: no number in Spark either
+    ],
+)
+def test_a_condition_spark_and_python_would_read_differently_is_refused_naming_why(text, problem):
+    """Each compiled before, then raised a TypeError (or ConditionError) on every row in
+    the API and training, and would have Spark cast text to a number on every row (failing
+    the stream's micro-batches in ANSI mode)."""
+    with pytest.raises(ConditionError, match=problem):
+        compile_condition(text, COLUMNS, KINDS)
+
+
+def _typed_value(kind: str):
+    return st.one_of(st.none(), NUMBERS if kind == "number" else TEXT)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(_conditions(with_text=True), _conditions(with_text=False)), st.data())
+def test_a_condition_its_kinds_accept_never_raises_on_a_row_of_those_kinds(case, data):
+    """What the kinds check lets through evaluates on every row whose values are of their
+    columns' kinds (NULL anywhere): True, False or NULL, never an exception, so a request
+    or a training run cannot fail on a rule."""
+    text, _ = case
+    try:
+        fn = compile_condition(text, COLUMNS, KINDS)
+    except ConditionError:
+        return
+    rows = st.fixed_dictionaries({c: _typed_value(kind) for c, kind in KINDS.items()})
+    for row in data.draw(st.lists(rows, min_size=1, max_size=6)):
+        assert fn(row) in (True, False, None)

@@ -11,6 +11,7 @@ from tests.unit.verdicts import loads_or_names_the_problem
 from txmon.infra.settings import DEFAULT_RULES
 from txmon.models.features import FEATURES, PAYER_FEATURES, PayerState, payer_fold
 from txmon.models.rules import RulesError, load_rules, parse_rules
+from txmon.spark_jobs import rules as spark_rules
 from txmon.spark_jobs.rules import python_rules
 
 BASE = """
@@ -133,3 +134,45 @@ def test_the_shipped_rules_edited_anyhow_load_or_name_the_problem(data) -> None:
     ruleset = loads_or_names_the_problem(lambda: parse_rules(yaml.safe_dump(raw, allow_unicode=True)), RulesError)
     if ruleset is not None:
         loads_or_names_the_problem(lambda: python_rules(ruleset), RulesError)
+
+
+def test_the_stream_keeps_its_rules_when_an_edit_mixes_kinds_or_nests_too_deep(tmp_path, monkeypatch) -> None:
+    """The stream's watcher compiles the rules for Python too: a condition Spark would cast
+    text to a number for on every row (failing each micro-batch in ANSI mode) or one too
+    deep for the API is refused before Spark sees it, and the last good rules stay.
+    Spark's own analysis is replaced here (it needs a session); its refusals are the
+    integration suite's (tests/integration/test_detection.py)."""
+    checked: list[str] = []
+    monkeypatch.setattr(spark_rules, "check_conditions", lambda spark, ruleset, schema: checked.append(ruleset.label))
+    path = tmp_path / "rules.yaml"
+    path.write_text(BASE)
+    watcher = spark_rules.RulesWatcher(path)
+    assert watcher.refresh(None, None) and watcher.current is not None
+    good = watcher.current.label
+    for condition in ("amount_paise > 'abc'", "channel % 2 = 0", "(" * 150 + "amount_paise > 1" + ")" * 150):
+        path.write_text(BASE.replace("amount_paise > 100", condition) + f"# {len(condition)}\n")
+        assert watcher.refresh(None, None) is False
+        assert watcher.current.label == good and "BIG_CARD" in (watcher.last_error or "")
+    assert checked == [good]  # Spark was never asked about the refused ones
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "version: 1\n1: 2\nrules: []\n",
+        "version: 1\n~: 2\n",
+        "version: " + "[" * 5000 + "]" * 5000,
+    ],
+)
+def test_a_rules_file_with_odd_keys_or_deep_nesting_is_a_rules_error(text) -> None:
+    with pytest.raises(RulesError):
+        parse_rules(text)
+
+
+def test_a_rules_path_that_is_not_a_utf8_file_is_a_rules_error(tmp_path) -> None:
+    with pytest.raises(RulesError, match="cannot read rules file"):
+        load_rules(tmp_path)  # a directory
+    latin = tmp_path / "rules.yaml"
+    latin.write_bytes(BASE.replace("big card", "gro\xdfe Karte").encode("latin-1"))
+    with pytest.raises(RulesError, match="UTF-8"):
+        load_rules(latin)
