@@ -15,10 +15,11 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from txmon.alerting.errors import AlertingConfigError, SecretMissingError
+from txmon.infra.errors import ConfigError
 from txmon.infra.settings import DEFAULT_ALERTING_CONFIG, YamlBackedSettings
 from txmon.models.risk import AlertDecision, Severity
 
@@ -57,6 +58,15 @@ class SmtpConfig(_Section):
     password_env: EnvName | None = "TXMON_SMTP_PASSWORD"
     from_address: str = "txmon alerts <alerts@bank.example>"
     timeout_s: float = Field(10, gt=0)
+
+    @field_validator("from_address")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        # The email package refuses a header that str.splitlines() would break (CR, LF and
+        # the other line breaks): such a From would fail every send, not just one.
+        if value and value.splitlines() != [value]:
+            raise ValueError("must be one line: a line break in From would start a mail header of its own")
+        return value
 
     def password(self) -> SecretStr | None:
         """The password, read now from ``password_env``; only needed with a username."""
@@ -109,6 +119,12 @@ class RetryConfig(_Section):
     max_s: float = Field(30, gt=0)
     requeue_rounds: int = Field(10, ge=0, le=1000)
     requeue_max_age_s: float = Field(3600, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RetryConfig:
+        if self.max_s < self.initial_s:
+            raise ValueError(f"max_s ({self.max_s}) must be at least initial_s ({self.initial_s})")
+        return self
 
 
 class CircuitConfig(_Section):
@@ -259,7 +275,9 @@ def load_alerting_config(**overrides: Any) -> AlertingConfig:
             f"alerting config {path} not found: set TXMON_ALERTING_CONFIG to an existing YAML file"
         )
     try:
-        return AlertingConfig(**overrides)
+        return AlertingConfig.load(**overrides)
+    except ConfigError as exc:  # the file or a variable could not be parsed at all
+        raise AlertingConfigError(str(exc)) from None
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'alerting'}: {re.sub(r'^Value error, ', '', err['msg'])}"

@@ -558,6 +558,10 @@ def parse_conf(text: str | None) -> dict[str, Any]:
             f"--conf is not JSON ({exc.msg} at character {exc.pos}); "
             'give an object, e.g. --conf \'{"file": "drop.csv"}\''
         ) from None
+    except RecursionError:
+        raise AirflowApiError(
+            '--conf nests too deeply to be read; give a flat object, e.g. --conf \'{"file": "drop.csv"}\''
+        ) from None
     if not isinstance(value, dict):
         raise AirflowApiError('--conf must be a JSON object, e.g. --conf \'{"start": "2026-11-01"}\'')
     return value

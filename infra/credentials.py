@@ -88,7 +88,7 @@ def ensure(settings: Settings) -> Path:
         except FileExistsError:
             pass  # written concurrently by another txmon process: use that one
         else:
-            with os.fdopen(fd, "w") as out:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
                 out.write("\n".join(lines) + "\n")
     load(settings, force=True)
     return path
@@ -103,8 +103,19 @@ def read_file(path: Path) -> dict[str, str]:
     >>> read_file(p)
     {'TXMON_KAFKA_USER': 'txmon', 'TXMON_KAFKA_PASSWORD': 'a=b'}
     """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"secrets file {path} is not UTF-8 text (byte {exc.start}); fix it, or delete it together with the "
+            f"services' data (`txmon infra down --purge`) so that `txmon infra up` writes a new one"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read secrets file {path}: {exc.strerror or exc}; check it and its permissions"
+        ) from None
     values = {}
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         line = line.strip()
         if line and not line.startswith("#") and "=" in line:
             name, value = line.split("=", 1)

@@ -7,17 +7,20 @@ Secrets never live in YAML; they are read from the environment only where used.
 
 from __future__ import annotations
 
+import json
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    YamlConfigSettingsSource,
+    SettingsError,
 )
 
 from txmon.infra.errors import ConfigError
@@ -227,6 +230,72 @@ def describe_errors(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}" for err in exc.errors())
 
 
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """The mapping a YAML settings file holds ({} when empty).
+
+    Raises ConfigError naming the file for anything else: not UTF-8, not YAML, more than
+    one document, a tag, a list or scalar at the top, a key that is not a name.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}; check the path") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML ({_yaml_problem(exc)}); fix the file") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} nests too deeply to be read; fix the file") from None
+    except (ValueError, LookupError, AttributeError) as exc:
+        # PyYAML's constructors let some bad scalars escape as plain Python errors: an
+        # impossible date (2020-13-01) or an explicit tag on the wrong text (!!int abc).
+        raise ConfigError(f"config file {path} has a value YAML cannot read ({exc}); fix the file") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config file {path} must hold a mapping of section names to settings "
+            f"(found {type(data).__name__} at the top level); fix the file"
+        )
+    for key in data:
+        if not isinstance(key, str):
+            raise ConfigError(f"config file {path}: top-level key {key!r} is not a section name; fix the file")
+    return data
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message on one line, placed by line and column."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        return " ".join(part for part in (exc.context, exc.problem) if part) + where
+    return str(exc).splitlines()[0]
+
+
+def _env_problem(settings_cls: type[BaseSettings], exc: SettingsError | RecursionError) -> str:
+    """Which environment variable pydantic-settings could not parse, and how to write it.
+
+    Its message names only the field ("kafka"): every set variable of that field is a
+    suspect, narrowed to the one holding the text JSON choked on when that is known.
+    """
+    prefix = str(settings_cls.model_config.get("env_prefix", "")).upper()
+    delimiter = str(settings_cls.model_config.get("env_nested_delimiter") or "__")
+    names: list[str] = []
+    if isinstance(exc, SettingsError):
+        stem = prefix + str(exc).partition('field "')[2].partition('"')[0].upper()
+        names = sorted(n for n in os.environ if n.upper() == stem or n.upper().startswith(stem + delimiter))
+    cause = exc.__cause__
+    if isinstance(cause, json.JSONDecodeError):
+        names = [n for n in names if os.environ[n] == cause.doc] or names
+    variables = f"environment variable {' or '.join(names)}" if names else f"a {prefix}* environment variable"
+    return (
+        f"{variables} cannot be parsed ({cause or exc}); write a section, list or mapping as JSON, "
+        f"e.g. '{{\"port\": 9092}}' or '[\"ops@bank.example\"]', or unset it"
+    )
+
+
 class YamlBackedSettings(BaseSettings):
     """Settings from init arguments, then the environment, then the YAML file that
     :meth:`yaml_path` names (read when the settings are built, never at import)."""
@@ -244,7 +313,26 @@ class YamlBackedSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls, yaml_file=cls.yaml_path()))
+        # The file is read here rather than by pydantic-settings' YAML source, which lets
+        # every PyYAML error and a file that is not a mapping escape as a crash; the
+        # mapping then goes in exactly as that source would put it (a missing file: {}).
+        path = cls.yaml_path().expanduser()
+        yaml_settings = InitSettingsSource(settings_cls, read_yaml_mapping(path) if path.is_file() else {})
+        return (init_settings, env_settings, yaml_settings)
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Self:
+        """Build the settings now from overrides, environment and file.
+
+        Raises ConfigError for a file or variable that cannot be parsed at all, naming it,
+        and pydantic's ValidationError for values that parse but are invalid.
+        """
+        # RecursionError: a variable's JSON nested too deeply, which pydantic-settings
+        # decodes without wrapping (the file's nesting is checked as it is read).
+        try:
+            return cls(**overrides)
+        except (SettingsError, RecursionError) as exc:
+            raise ConfigError(_env_problem(cls, exc)) from None
 
 
 class Settings(YamlBackedSettings):
@@ -307,7 +395,7 @@ def load_settings(**overrides: Any) -> Settings:
     if not Path(config_file).is_file():
         raise ConfigError(f"config file {config_file} not found: set TXMON_CONFIG to an existing YAML file")
     try:
-        return Settings(**overrides)
+        return Settings.load(**overrides)
     except ValidationError as exc:
         raise ConfigError(
             f"invalid configuration ({describe_errors(exc)}); fix {config_file} or the TXMON_* environment variables"
