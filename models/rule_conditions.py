@@ -16,8 +16,9 @@ use:
 NULL follows SQL's three-valued logic as Spark does (a comparison with NULL is NULL,
 ``false AND NULL`` is false, ``x IN (..., NULL)`` without a match is NULL), and a rule
 fires only when its condition is true (the stream's ``coalesce(condition, false)``).
-Division by zero gives NULL (Spark's ``try_divide``; the stream, in ANSI mode, would fail
-the micro-batch instead, so no rule in service divides by a value that can be zero).
+Division by zero gives NULL, as in the stream, which evaluates every arithmetic operator
+as Spark's ``try_`` function (:func:`guarded_sql`): in ANSI mode a plain ``/`` by zero
+would fail the whole micro-batch.
 
 Anything outside this subset is refused when the rules are loaded, naming the rule, so
 neither the API nor training ever guesses at a rule it cannot evaluate exactly; the parity
@@ -37,7 +38,7 @@ from txmon.models.rules import RulesError
 Row = dict
 Evaluator = Callable[[Row], Any]
 
-__all__ = ["ConditionError", "compile_condition", "condition_columns", "interpret_condition"]
+__all__ = ["ConditionError", "compile_condition", "condition_columns", "guarded_sql", "interpret_condition"]
 
 _TOKEN = re.compile(
     r"""
@@ -56,7 +57,9 @@ class ConditionError(RulesError):
     """A condition uses Spark SQL the API cannot evaluate exactly."""
 
 
-def _tokens(text: str) -> list[tuple[str, Any]]:
+def _tokens(text: str, spans: list[tuple[int, int]] | None = None) -> list[tuple[str, Any]]:
+    """The condition's tokens; ``spans`` (if given) gets each token's characters in
+    ``text`` as (start, end), the end token's an empty span at the end."""
     out: list[tuple[str, Any]] = []
     pos = 0
     text = text.rstrip()
@@ -65,6 +68,8 @@ def _tokens(text: str) -> list[tuple[str, Any]]:
         if m is None or m.end() == pos:
             raise ConditionError(f"cannot read {text[pos : pos + 20]!r}")
         pos = m.end()
+        if spans is not None:
+            spans.append((m.start(m.lastgroup or 0), pos))
         if m.group("number") is not None:
             raw = m.group("number")
             try:
@@ -87,6 +92,8 @@ def _tokens(text: str) -> list[tuple[str, Any]]:
         else:
             out.append(("op", m.group("op")))
     out.append(("end", None))
+    if spans is not None:
+        spans.append((len(text), len(text)))
     return out
 
 
@@ -186,7 +193,11 @@ Node = tuple
 
 class _Parser:
     def __init__(self, text: str, columns: frozenset[str]) -> None:
-        self.tokens = _tokens(text)
+        self.spans: list[tuple[int, int]] = []
+        self.tokens = _tokens(text, self.spans)
+        # Each arithmetic node's operands as token ranges [first, after last), by id(node):
+        # where its text lies in the condition (guarded_sql rewrites it).
+        self.operands: dict[int, tuple[str, tuple[int, int], tuple[int, int]]] = {}
         self.i = 0
         self.columns = columns
         self.used: set[str] = set()
@@ -265,17 +276,20 @@ class _Parser:
         return left
 
     def additive(self) -> Node:
-        node = self.multiplicative()
-        while self.peek("op") and self.tokens[self.i][1] in ("+", "-"):
-            op = self.take("op")
-            node = ("arith", op, node, self.multiplicative())
-        return node
+        return self._arithmetic(self.multiplicative, ("+", "-"))
 
     def multiplicative(self) -> Node:
-        node = self.unary()
-        while self.peek("op") and self.tokens[self.i][1] in ("*", "/", "%"):
+        return self._arithmetic(self.unary, ("*", "/", "%"))
+
+    def _arithmetic(self, operand: Callable[[], Node], ops: tuple[str, ...]) -> Node:
+        first = self.i
+        node = operand()
+        while self.peek("op") and self.tokens[self.i][1] in ops:
+            left = (first, self.i)
             op = self.take("op")
-            node = ("arith", op, node, self.unary())
+            start = self.i
+            node = ("arith", op, node, operand())
+            self.operands[id(node)] = (op, left, (start, self.i))
         return node
 
     def unary(self) -> Node:
@@ -695,3 +709,46 @@ def compile_condition(text: str, columns: Iterable[str], kinds: Mapping[str, str
     """
     node = _parse(text, columns, kinds)
     return _generated(node) or interpret_condition(text, columns)
+
+
+_TRY = {"+": "try_add", "-": "try_subtract", "*": "try_multiply", "/": "try_divide", "%": "try_mod"}
+
+
+def guarded_sql(text: str, columns: Iterable[str]) -> str:
+    """``text`` as the stream gives it to Spark: every arithmetic operator written as Spark's
+    ``try_`` function (``a / b`` -> ``try_divide(a, b)``), everything else as written.
+
+    In ANSI mode (Spark's default) a division by zero or an overflow on one row fails the
+    whole micro-batch, and a stream that restarts into the same rows fails again: one rule
+    such as ``payer_count_5m / payer_count_1h > 0.5`` would stop it for good. The ``try_``
+    functions give NULL instead (the rule then does not fire), which is what this module's
+    Python evaluation gives for a zero divisor; an overflow (beyond 9.2e18) stays a
+    difference: Python's integers do not overflow.
+
+    >>> guarded_sql("a / (b - 1) > 0.5 AND mcc IN ('5411')", ["a", "b", "mcc"])
+    "try_divide(a, (try_subtract(b, 1))) > 0.5 AND mcc IN ('5411')"
+    """
+    parser = _Parser(text, frozenset(columns))
+    try:
+        parser.parse()
+    except RecursionError:  # as _parse: the parser descends once per parenthesis
+        raise ConditionError(f"nested more than {MAX_DEPTH} levels deep; split it into several rules") from None
+    spans, source = parser.spans, text.rstrip()
+    # Every arithmetic node as (start char, end char, function, left chars, right chars).
+    rewrites = []
+    for op, left, right in parser.operands.values():
+        chars = [(spans[a][0], spans[b - 1][1]) for a, b in (left, right)]
+        rewrites.append((chars[0][0], chars[1][1], _TRY[op], chars[0], chars[1]))
+    rewrites.sort(key=lambda r: (r[0], -r[1]))
+
+    def render(lo: int, hi: int) -> str:
+        out, pos = [], lo
+        for start, end, function, left, right in rewrites:
+            if start < pos or end > hi or start < lo:
+                continue  # outside this range, or inside one already rewritten
+            out += [source[pos:start], f"{function}({render(*left)}, {render(*right)})"]
+            pos = end
+        out.append(source[pos:hi])
+        return "".join(out)
+
+    return render(0, len(source))

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from txmon.models.features import FEATURES
+from txmon.models.rule_conditions import ConditionError, guarded_sql
 from txmon.models.rule_engine import CompiledRules, compile_rules
-from txmon.models.rules import RulesError, RuleSet, load_rules
+from txmon.models.rules import Rule, RulesError, RuleSet, load_rules
 from txmon.spark_jobs.validation import TYPED_FIELDS
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,18 @@ def python_rules(ruleset: RuleSet) -> CompiledRules:
     return compile_rules(ruleset, RULE_COLUMNS, RULE_COLUMN_KINDS)
 
 
+def spark_condition(rule: Rule) -> str:
+    """The rule's condition as the stream evaluates it: its arithmetic through Spark's
+    ``try_`` functions (models.rule_conditions.guarded_sql), so a zero divisor or an
+    overflow on one row is NULL for that row instead of failing the micro-batch. A
+    condition the Python parser cannot read (refused by the watcher before it reaches the
+    stream) is left as written, for Spark's analyser to judge."""
+    try:
+        return guarded_sql(rule.effective_condition, RULE_COLUMNS)
+    except ConditionError:
+        return rule.effective_condition
+
+
 def check_conditions(spark, ruleset: RuleSet, schema) -> None:
     """Let Spark's analyser check every condition against the columns it will see."""
     # pyspark on first use, as in spark_jobs/detection.py.
@@ -49,7 +62,7 @@ def check_conditions(spark, ruleset: RuleSet, schema) -> None:
     empty = spark.createDataFrame([], schema)
     for rule in ruleset.rules:
         try:
-            dtype = empty.select(F.expr(rule.effective_condition).alias("c")).schema["c"].dataType
+            dtype = empty.select(F.expr(spark_condition(rule)).alias("c")).schema["c"].dataType
         except (ParseException, AnalysisException) as exc:
             first = str(exc).strip().splitlines()[0][:300]
             raise RulesError(f"rule {rule.id}: condition `{rule.condition}` is invalid: {first}") from None
@@ -80,7 +93,7 @@ def rule_columns(ruleset: RuleSet) -> dict:
     rules = ruleset.active
     if not rules:
         return {"rules_fired": F.array().cast("array<string>"), "rule_score": F.lit(0.0)}
-    hits = [F.coalesce(F.expr(r.effective_condition), F.lit(False)) for r in rules]
+    hits = [F.coalesce(F.expr(spark_condition(r)), F.lit(False)) for r in rules]
     fired = F.filter(F.array(*[F.when(h, F.lit(r.id)) for h, r in zip(hits, rules)]), lambda x: x.isNotNull())
     score = sum((F.when(h, F.lit(float(r.score))).otherwise(F.lit(0.0)) for h, r in zip(hits, rules)), F.lit(0.0))
     return {"rules_fired": fired, "rule_score": F.least(score, F.lit(100.0))}

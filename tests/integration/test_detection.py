@@ -307,3 +307,41 @@ def test_known_fraud_payee_rule_spares_merchants(spark):
     assert merchant.any() and (~merchant).any()  # both kinds of payee in the traffic
     assert fired[~merchant].all()
     assert not fired[merchant].any()
+
+
+def test_a_rule_dividing_by_zero_or_overflowing_does_not_fail_the_stream_s_rules(spark):
+    """In ANSI mode (Spark's default) one row with a zero divisor or an overflow failed the
+    whole micro-batch, and a restarted stream failed again on the same rows: one rule such
+    as a ratio of two counts stopped it for good. The stream evaluates arithmetic through
+    Spark's try_ functions: such a row is NULL (the rule does not fire there), as the
+    scoring API's Python evaluation answers for a zero divisor."""
+    from txmon.models.dataset import labelled_features
+    from txmon.models.rule_engine import CompiledRules
+    from txmon.models.rules import parse_rules
+    from txmon.spark_jobs.rules import apply_rules, python_rules
+
+    sim = simulator_for(
+        SimulateOptions(seed=7, count=800, rate=None, fraud_rate=0.05, n_customers=100, live=False, progress=False)
+    )
+    items = list(sim.generate(800))
+    frame = labelled_features([i.event for i in items], [i.label for i in items])
+    frame = frame.drop(columns=["label_time"]).assign(event_time=frame["event_time"].dt.tz_localize(None))
+    ruleset = parse_rules(
+        """
+version: 1
+rules:
+  - {id: RATIO, description: two counts, condition: payer_count_5m / (payer_count_1h - 1) > 0.5, score: 1, severity: LOW}
+  - {id: ZERO_MOD, description: by zero, condition: amount_paise % (payer_count_5m - payer_count_5m) = 0, score: 1,
+     severity: LOW}
+  - {id: OVERFLOW, description: beyond a long, condition: amount_paise * 9223372036854775807 > 1, score: 1, severity: LOW}
+"""
+    )
+    assert (frame["payer_count_1h"] == 1).any() and (frame["payer_count_1h"] > 1).any()  # both kinds of row
+    ruled = apply_rules(spark.createDataFrame(frame), ruleset).select("txn_id", "rules_fired").toPandas()
+    fired = dict(zip(ruled["txn_id"], ruled["rules_fired"].map(lambda r: set(r if r is not None else ()))))
+    compiled: CompiledRules = python_rules(ruleset)
+    for txn_id, hits in zip(frame["txn_id"], compiled.hits(frame)[1], strict=True):
+        assert ("RATIO" in fired[txn_id]) == ("RATIO" in hits)  # NULL where the divisor is zero, in both
+        assert "ZERO_MOD" not in fired[txn_id] and "ZERO_MOD" not in hits
+        assert "OVERFLOW" not in fired[txn_id]  # NULL in Spark; Python's integers do not overflow
+    assert any("RATIO" in f for f in fired.values())
