@@ -275,20 +275,26 @@ class _Parser:
             return ("isnull", left, is_not)
         return left
 
+    # additive and multiplicative are written out, not one helper: the parser recurses once
+    # per parenthesis through these methods, and a frame fewer per level keeps a condition
+    # of MAX_DEPTH parentheses within Python's recursion limit.
     def additive(self) -> Node:
-        return self._arithmetic(self.multiplicative, ("+", "-"))
+        first = self.i
+        node = self.multiplicative()
+        while self.peek("op") and self.tokens[self.i][1] in ("+", "-"):
+            left, op = (first, self.i), self.take("op")
+            start = self.i
+            node = ("arith", op, node, self.multiplicative())
+            self.operands[id(node)] = (op, left, (start, self.i))
+        return node
 
     def multiplicative(self) -> Node:
-        return self._arithmetic(self.unary, ("*", "/", "%"))
-
-    def _arithmetic(self, operand: Callable[[], Node], ops: tuple[str, ...]) -> Node:
         first = self.i
-        node = operand()
-        while self.peek("op") and self.tokens[self.i][1] in ops:
-            left = (first, self.i)
-            op = self.take("op")
+        node = self.unary()
+        while self.peek("op") and self.tokens[self.i][1] in ("*", "/", "%"):
+            left, op = (first, self.i), self.take("op")
             start = self.i
-            node = ("arith", op, node, operand())
+            node = ("arith", op, node, self.unary())
             self.operands[id(node)] = (op, left, (start, self.i))
         return node
 
