@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from txmon.infra.settings import DEFAULT_RULES
+from txmon.models import rule_conditions
 from txmon.models.features import FEATURES, INTEGER_FEATURES
 from txmon.models.rule_conditions import (
     MAX_DEPTH,
@@ -19,6 +20,7 @@ from txmon.models.rule_conditions import (
     _generated,
     _parse,
     compile_condition,
+    guarded_sql,
     interpret_condition,
 )
 from txmon.models.rules import load_rules
@@ -251,3 +253,33 @@ def test_a_condition_its_kinds_accept_never_raises_on_a_row_of_those_kinds(case,
     rows = st.fixed_dictionaries({c: _typed_value(kind) for c, kind in KINDS.items()})
     for row in data.draw(st.lists(rows, min_size=1, max_size=6)):
         assert fn(row) in (True, False, None)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(_conditions(with_text=True), _conditions(with_text=False)))
+def test_the_stream_s_guarded_text_means_the_condition_as_written(case):
+    """guarded_sql rewrites only arithmetic, operand for operand: read back with its try_
+    functions as the operators they stand for, it answers as the condition does on any
+    row (so its spans never cut an operand or carry text across one)."""
+    text, rows = case
+    guarded = guarded_sql(text, COLUMNS)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(rule_conditions._FUNCTIONS, "try_add", rule_conditions._null_safe(rule_conditions._ARITH["+"]))
+        patch.setitem(
+            rule_conditions._FUNCTIONS, "try_subtract", rule_conditions._null_safe(rule_conditions._ARITH["-"])
+        )
+        patch.setitem(
+            rule_conditions._FUNCTIONS, "try_multiply", rule_conditions._null_safe(rule_conditions._ARITH["*"])
+        )
+        patch.setitem(rule_conditions._FUNCTIONS, "try_divide", rule_conditions._null_safe(rule_conditions._ARITH["/"]))
+        patch.setitem(rule_conditions._FUNCTIONS, "try_mod", rule_conditions._null_safe(rule_conditions._ARITH["%"]))
+        for name in ("try_add", "try_subtract", "try_multiply", "try_divide", "try_mod"):
+            patch.setitem(rule_conditions._ARITY, name, (2, 2))
+        nodes, stack = [], [rule_conditions._parse(guarded, COLUMNS)]
+        while stack:
+            nodes.append(stack.pop())
+            stack.extend(rule_conditions._children(nodes[-1]))
+        assert all(node[0] != "arith" for node in nodes)  # every operator became its try_ function
+        read_back, reference = interpret_condition(guarded, COLUMNS), interpret_condition(text, COLUMNS)
+        for row in rows:
+            assert _same(_outcome(read_back, row), _outcome(reference, row))
