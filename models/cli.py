@@ -334,6 +334,14 @@ def retrain(
         typer.echo(json.dumps(result, default=str, indent=2))
 
 
+# What `txmon models list` shows of the comparison spark_jobs/retraining.evaluate records.
+_VERDICT_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "promote": bool,
+    "reason": str,
+    "champion_version": (str, type(None)),
+}
+
+
 @models_app.command("list")
 def list_versions(models_dir: ModelsDir = None) -> None:
     """Registered versions with their hold-out metrics; `*` marks the live champion."""
@@ -360,7 +368,13 @@ def list_versions(models_dir: ModelsDir = None) -> None:
             f"{m.frauds.holdout:>7,} {fmt('model_average_precision'):>7} {fmt('model_roc_auc'):>7} "
             f"{fmt('model_daily_precision_at_100'):>7}  {m.data_source}"
         )
-        verdict = registry.annotation(m.version, "retraining")
+        try:
+            verdict = registry.annotation(m.version, "retraining", _VERDICT_FIELDS)
+        except RegistryError as exc:
+            # The verdict is a note on the version, not the version: the listing goes on with
+            # the other versions and says which file to delete instead of failing on it.
+            typer.echo(f"  {'':<8} retraining annotation damaged: {exc}")
+            continue
         if verdict is not None:
             typer.echo(
                 f"  {'':<8} challenger vs {verdict.get('champion_version') or 'no champion'}: "

@@ -19,9 +19,13 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import shutil
+import struct
 import tempfile
+import zlib
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -39,6 +43,27 @@ CHAMPION_FILE = "champion.json"
 _VERSION = re.compile(r"^v(\d{4,})$")
 _ANNOTATION = re.compile(r"^[a-z][a-z_]{0,40}$")
 _MAX_CLAIM_ATTEMPTS = 100
+# What joblib.load raises on a damaged model file. Its unpickler is pickle's pure-Python one,
+# so a flipped, missing or foreign byte fails as the opcode it lands on fails: a memo key or
+# stack slot that is not there (KeyError, IndexError), a short binary field (struct.error),
+# a call with the wrong arguments (TypeError, AttributeError, OverflowError), a class name
+# that does not import (ImportError), a nesting too deep (RecursionError); and zlib.error in
+# the compressed stream. OSError, EOFError, ValueError: the file missing or ending early.
+_DAMAGED_MODEL = (
+    OSError,
+    EOFError,
+    ValueError,
+    pickle.UnpicklingError,
+    zlib.error,
+    struct.error,
+    KeyError,
+    IndexError,
+    TypeError,
+    AttributeError,
+    OverflowError,
+    ImportError,
+    RecursionError,
+)
 
 
 class Registry:
@@ -111,8 +136,10 @@ class Registry:
         path = self._dir(version) / MODEL_FILE
         try:
             bundle = joblib.load(path)
-        except (OSError, EOFError, ValueError) as exc:
-            raise RegistryError(f"cannot load {path} ({exc}); retrain with `txmon train`") from None
+        except _DAMAGED_MODEL as exc:
+            raise RegistryError(
+                f"cannot load {path} ({type(exc).__name__}: {exc}); the file is damaged: retrain with `txmon train`"
+            ) from None
         if not isinstance(bundle, ModelBundle):
             raise RegistryError(f"{path} does not hold a ModelBundle; retrain with `txmon train`")
         return bundle
@@ -133,29 +160,47 @@ class Registry:
             if os.path.exists(tmp):
                 os.unlink(tmp)
 
-    def annotation(self, version: str, name: str) -> dict | None:
-        """The document :meth:`annotate` attached, or None."""
+    def annotation(
+        self, version: str, name: str, fields: Mapping[str, type | tuple[type, ...]] | None = None
+    ) -> dict | None:
+        """The document :meth:`annotate` attached, or None. It is a JSON object holding
+        ``fields`` (name: the type(s) its value must have), else RegistryError."""
         path = self._dir(version) / f"{name}.json"
         if not path.is_file():
             return None
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nesting too deep to parse
             raise RegistryError(f"cannot read {path} ({exc}); delete it") from None
+        if not isinstance(document, dict):
+            raise RegistryError(
+                f"{path} is damaged: it holds a JSON {type(document).__name__}, not an object; delete it"
+            )
+        for field, kind in (fields or {}).items():
+            if not isinstance(document.get(field), kind):
+                raise RegistryError(f"{path} is damaged: its {field!r} is missing or of the wrong type; delete it")
+        return document
 
     # ----------------------------------------------------------------- champion
 
     def _history(self) -> list[dict]:
+        """The promotions in champion.json; every reader of the pointer goes through here,
+        so an entry is known to be a dict with a version id from then on."""
         path = self.root / CHAMPION_FILE
-        if not path.is_file():
+        if not path.exists():  # a directory in its place is damage, not "nothing promoted"
             return []
         try:
-            return list(json.loads(path.read_text(encoding="utf-8"))["history"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise RegistryError(
-                f"champion pointer {path} is unreadable ({exc}); "
-                "fix it or promote a version again with `txmon models promote VERSION`"
-            ) from None
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nesting too deep to parse
+            raise _damaged_pointer(path, f"unreadable: {exc}") from None
+        history = document.get("history") if isinstance(document, dict) else None
+        if not isinstance(history, list):
+            raise _damaged_pointer(path, 'not {"history": [...]}')
+        for i, entry in enumerate(history):
+            version = entry.get("version") if isinstance(entry, dict) else None
+            if not isinstance(version, str) or not _VERSION.fullmatch(version):
+                raise _damaged_pointer(path, f'history entry {i} is not {{"version": "v0001", ...}}')
+        return history
 
     def _write_history(self, history: list[dict]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -208,3 +253,10 @@ class Registry:
             )
         self._write_history(history[:-1])
         return history[-2]["version"]
+
+
+def _damaged_pointer(path: Path, why: str) -> RegistryError:
+    return RegistryError(
+        f"champion pointer {path} is damaged ({why}); fix or remove it, "
+        "then promote a version with `txmon models promote VERSION`"
+    )

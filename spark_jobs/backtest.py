@@ -41,14 +41,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
 import pyarrow
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from txmon.infra.statements import TRANSACTION_CONTENT_COLUMNS
 from txmon.ingestion import events, replay, simulator
@@ -743,11 +752,49 @@ def simulated_identity(n: int, seed: int, label_delay: timedelta | None, mean_tp
     }
 
 
-def _recorded_span(meta: dict) -> tuple[pd.Timestamp, pd.Timestamp] | None:
-    if meta.get("span") is None:
+def _instant(text: str) -> str:
+    """``text`` if it reads as a date-time with a time zone, as :meth:`FeatureCache.save`
+    writes them: the entry's times are compared with the run's (aware) window bounds."""
+    when = pd.Timestamp(text)  # a ValueError on anything else
+    if pd.isna(when) or when.tzinfo is None:
+        raise ValueError(f"{text!r} is not a date-time with a time zone")
+    return text
+
+
+_Instant = Annotated[str, AfterValidator(_instant)]
+
+
+class _CacheMeta(_Frozen):
+    """An entry's meta.json, as :meth:`FeatureCache.save` writes it."""
+
+    identity: dict[str, Any]
+    until: _Instant | None
+    kept_from: _Instant
+    rows_before: int = Field(ge=0)
+    span: tuple[_Instant, _Instant] | None
+    rows: int = Field(ge=0)
+    dtypes: dict[str, str]
+    name: str
+    rows_read: int = Field(ge=0)
+    duplicates: int = Field(ge=0)
+    rejects: list[replay.RejectedRow]
+
+
+def _recorded_span(meta: _CacheMeta) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+    if meta.span is None:
         return None
-    first, last = meta["span"]
+    first, last = meta.span
     return pd.Timestamp(first), pd.Timestamp(last)
+
+
+def _unreadable(what: Path, exc: Exception) -> str:
+    """The log line for a cache file that cannot be read: a miss, not the user's problem."""
+    if isinstance(exc, ValidationError):
+        problem = exc.errors()[0]
+        reason = f"{'.'.join(map(str, problem['loc'])) or 'content'}: {problem['msg']}"
+    else:
+        reason = f"{type(exc).__name__}: {exc}"
+    return f"features cache: {what} cannot be read ({reason}); computing afresh"
 
 
 @dataclass
@@ -758,9 +805,10 @@ class FeatureCache:
     Entries are keyed by a digest of ``identity`` (:func:`file_identity`,
     :func:`simulated_identity`): the source, the mapping's content, the label delay and the
     feature code. A run whose identity differs in any part finds no entry and computes the
-    rows afresh. An entry holds the featured rows from the first training window's start to
-    the end of the last test window it was made for (or to the source's end), and serves a
-    run only if that covers the run's windows."""
+    rows afresh, as does a run whose entry cannot be read (it is then written anew). An
+    entry holds the featured rows from the first training window's start to the end of the
+    last test window it was made for (or to the source's end), and serves a run only if
+    that covers the run's windows."""
 
     directory: Path
     identity: dict
@@ -772,13 +820,18 @@ class FeatureCache:
         key = hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()[:32]
         return Path(self.directory) / key
 
-    def _meta(self, log=print) -> dict | None:
+    def _meta(self, log=print) -> _CacheMeta | None:
         meta_path = self.path / "meta.json"
         if not meta_path.exists():
             log(f"features cache: no entry for this source, label delay and feature code in {self.directory}")
             return None
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("identity") != self.identity:
+        try:
+            meta = _CacheMeta.model_validate_json(meta_path.read_bytes())
+        # ValidationError: not JSON or not UTF-8, nested too deep, or not what save() writes
+        except (OSError, ValidationError) as exc:
+            log(_unreadable(meta_path, exc))
+            return None
+        if meta.identity != self.identity:
             log(f"features cache: {self.path} was made for another source or code; computing afresh")
             return None
         return meta
@@ -797,25 +850,31 @@ class FeatureCache:
         meta = self._meta(log)
         if meta is None:
             return None
-        until, kept_from = meta["until"], meta["kept_from"]
+        until, kept_from = meta.until, meta.kept_from
         if until is not None and (end is None or pd.Timestamp(until) < pd.Timestamp(end)):
             log(f"features cache: the entry holds rows before {until} only; computing afresh")
             return None
         if pd.Timestamp(kept_from) > pd.Timestamp(start):
             log(f"features cache: the entry holds rows from {kept_from} only; computing afresh")
             return None
-        featured = pd.read_parquet(self.path / "featured.parquet")
+        try:
+            featured = pd.read_parquet(self.path / "featured.parquet")
+        # Arrow's errors are the file's; the rest are pandas rebuilding the frame from the JSON
+        # its footer holds: not UTF-8 or not JSON (ValueError), a key missing or an unknown time
+        # zone (KeyError), an unknown dtype name (TypeError).
+        except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as exc:
+            log(_unreadable(self.path / "featured.parquet", exc))
+            return None
         dtypes = {c: str(t) for c, t in featured.dtypes.items()}
-        if len(featured) != meta["rows"] or dtypes != meta["dtypes"]:
+        if len(featured) != meta.rows or dtypes != meta.dtypes:
             log(f"features cache: {self.path} does not read back as it was written; computing afresh")
             return None
         if self.rejects_csv is not None and (self.path / "rejects.csv").exists():
             self.rejects_csv.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(self.path / "rejects.csv", self.rejects_csv)
-        rejects = [replay.RejectedRow(**r) for r in meta["rejects"]]
         log(f"features cache: reusing {len(featured):,} featured rows from {self.path}")
         source = LabelledSource(
-            featured.iloc[:0], meta["name"], rejects, meta["rows_read"], meta["duplicates"], meta["rows_before"]
+            featured.iloc[:0], meta.name, list(meta.rejects), meta.rows_read, meta.duplicates, meta.rows_before
         )
         source.span = _recorded_span(meta)
         return source, featured

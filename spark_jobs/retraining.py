@@ -89,8 +89,22 @@ def _registry(settings: Settings):
     return Registry(models_dir())
 
 
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))
+def _read_json(path: Path, stage: str, **fields: type | tuple[type, ...]) -> dict:
+    """The output file of ``stage``, a JSON object holding ``fields`` (name: the type(s) its
+    value must have, for the caller to read it); else the stage must be done again."""
+    _need(path, stage)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nesting too deep to parse
+        problem = f"unreadable: {exc}"
+    else:
+        if not isinstance(data, dict):
+            problem = f"a JSON {type(data).__name__}, not an object"
+        elif wrong := [name for name, kind in fields.items() if not isinstance(data.get(name), kind)]:
+            problem = f"{', '.join(wrong)} missing or of the wrong type"
+        else:
+            return data
+    raise RetrainingError(f"{path} is damaged ({problem}): delete it and run the {stage!r} stage of this run again")
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -120,7 +134,7 @@ def extract(settings: Settings, run_id: str, start: datetime, end: datetime, spa
     out = run_dir(settings, run_id)
     done = out / "extract.json"
     if done.is_file():
-        return _read_json(done)
+        return _read_json(done, "extract")
 
     spark = spark or _session(settings)
     since = start - timedelta(hours=settings.retraining.warmup_hours)
@@ -149,8 +163,8 @@ def build_features(settings: Settings, run_id: str, spark=None) -> dict:
     out = run_dir(settings, run_id)
     done = out / "features.json"
     if done.is_file():
-        return _read_json(done)
-    extracted = _read_json(_need(out / "extract.json", "extract"))
+        return _read_json(done, "build_features")
+    extracted = _read_json(out / "extract.json", "extract", start=str)
     # pyspark only in the Spark stages: the retraining DAG runs the others without it.
     from pyspark.sql import functions as F
 
@@ -182,7 +196,7 @@ def train_challenger(settings: Settings, run_id: str) -> str:
     done = out / "challenger.json"
     registry = _registry(settings)
     if done.is_file():
-        version = _read_json(done)["version"]
+        version = _read_json(done, "train_challenger", version=str)["version"]
         if version not in {m.version for m in registry.versions()}:
             raise RetrainingError(
                 f"run {run_id} registered challenger {version}, which is not in the registry at "
@@ -197,7 +211,7 @@ def train_challenger(settings: Settings, run_id: str) -> str:
             f"run {run_id}: the window has {frauds} confirmed frauds, fewer than retraining.min_frauds="
             f"{settings.retraining.min_frauds}; wait for more labels or widen retraining.window_days"
         )
-    extracted = _read_json(out / "extract.json")
+    extracted = _read_json(out / "extract.json", "extract", start=str, end=str)
     config = TrainingConfig(holdout_fraction=settings.retraining.holdout_fraction)
     rules = _rules()
     result = train_frame(
@@ -278,13 +292,24 @@ Comparison = dict
 """What :func:`compare` and :func:`evaluate` return (see comparison.json)."""
 
 
+# What evaluate's callers read of its result: the decision, and what comparison_markdown tabulates.
+_COMPARISON_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "promote": bool,
+    "reason": str,
+    "champion": (dict, type(None)),
+    "challenger": dict,
+    "holdout_rows": int,
+    "holdout_frauds": int,
+}
+
+
 def evaluate(settings: Settings, run_id: str) -> dict:
     """Stage 4: champion vs challenger on the challenger's hold-out; the decision."""
     out = run_dir(settings, run_id)
     done = out / "comparison.json"
     if done.is_file():
-        return _read_json(done)
-    challenger = _read_json(_need(out / "challenger.json", "train_challenger"))["version"]
+        return _read_json(done, "evaluate", **_COMPARISON_FIELDS)
+    challenger = _read_json(out / "challenger.json", "train_challenger", version=str)["version"]
     registry = _registry(settings)
     champion = registry.champion()
     if champion == challenger:
@@ -317,7 +342,13 @@ def evaluate(settings: Settings, run_id: str) -> dict:
 def promote(settings: Settings, run_id: str) -> str | None:
     """Stage 5: make the challenger live if the comparison says so; the new champion or None."""
     out = run_dir(settings, run_id)
-    result = _read_json(_need(out / "comparison.json", "evaluate"))
+    result = _read_json(
+        out / "comparison.json",
+        "evaluate",
+        promote=bool,
+        champion_version=(str, type(None)),
+        challenger_version=str,
+    )
     registry = _registry(settings)
     challenger = result["challenger_version"]
     live = registry.champion()

@@ -7,7 +7,10 @@ runs them, and the whole scoring, against the stream."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
+import json
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -439,6 +442,81 @@ def test_the_features_cache_refuses_another_source_or_code_and_a_shorter_entry(s
     assert cache.load(start, end, said.append) is None and "does not read back" in said[-1]
     meta_path.write_text(json.dumps({**meta, "identity": {**identity, "n": 7}}))
     assert cache.load(start, end, said.append) is None and "another source" in said[-1]
+
+
+def _meta_with(identity: dict, **changes: object) -> bytes:
+    """A meta.json of the shape FeatureCache.save writes, with ``changes``."""
+    meta = {
+        "identity": identity,
+        "until": "2024-06-03T00:00:00+00:00",
+        "kept_from": "2024-06-01T00:00:00+00:00",
+        "rows_before": 0,
+        "span": None,
+        "rows": 0,
+        "dtypes": {},
+        "name": "x",
+        "rows_read": 0,
+        "duplicates": 0,
+        "rejects": [],
+    }
+    return json.dumps({**meta, **changes}).encode()
+
+
+DAMAGED_META: list = [
+    pytest.param(lambda identity: b'{"identity": {"sour', id="truncated"),
+    pytest.param(lambda identity: b"", id="empty"),
+    pytest.param(lambda identity: b"[]", id="a list"),
+    pytest.param(lambda identity: b"\xff", id="not utf-8"),
+    pytest.param(lambda identity: b"[" * 100_000 + b"]" * 100_000, id="nested too deep"),
+    pytest.param(lambda identity: json.dumps({"identity": identity}).encode(), id="identity only"),
+    pytest.param(lambda identity: _meta_with(identity, until="garbage"), id="until not a time"),
+    pytest.param(lambda identity: _meta_with(identity, until="2024-06-03T00:00:00"), id="until without a zone"),
+    pytest.param(lambda identity: _meta_with(identity, rejects=[{"row": 1}]), id="a reject without its fields"),
+]
+
+
+def _damaged_entry(tmp_path: Path, config, content: Callable[[dict], bytes]) -> tuple[bt.FeatureCache, Path]:
+    cache = bt.FeatureCache(tmp_path, bt.simulated_identity(6_000, 11, config.label_delay, 0.02))
+    meta = cache.path / "meta.json"
+    meta.parent.mkdir(parents=True)
+    meta.write_bytes(content(cache.identity))
+    return cache, meta
+
+
+@pytest.mark.parametrize("damage", DAMAGED_META)
+def test_a_damaged_features_cache_entry_is_a_miss(source, tmp_path: Path, damage: Callable[[dict], bytes]) -> None:
+    config = _cache_config(source)
+    cache, meta = _damaged_entry(tmp_path, config, damage)
+    said: list[str] = []
+    assert cache.span() is None
+    assert cache.load(config.window.train_start, config.window.test_end, said.append) is None
+    assert said[-1].startswith(f"features cache: {meta} cannot be read (") and said[-1].endswith("computing afresh")
+
+
+def test_a_damaged_features_cache_entry_is_computed_afresh_and_rewritten(source, tmp_path: Path) -> None:
+    config = _cache_config(source)
+    cache, meta = _damaged_entry(tmp_path, config, lambda identity: json.dumps({"identity": identity}).encode())
+    start, end = config.window.train_start, config.window.test_end
+    said: list[str] = []
+    assert cache.load(start, end, said.append) is None
+    bt.run(copy.deepcopy(source), config, load_rules(), log=said.append, rule_scorer=_no_rules, cache=cache)
+    assert any("featured rows saved" in line for line in said)
+    assert json.loads(meta.read_text())["until"] is not None  # the entry is written anew
+    assert cache.load(start, end, said.append) is not None and "reusing" in said[-1]
+
+
+def test_a_features_cache_entry_whose_rows_are_damaged_is_computed_afresh(source, tmp_path: Path) -> None:
+    config = _cache_config(source)
+    cache = bt.FeatureCache(tmp_path, bt.simulated_identity(6_000, 11, config.label_delay, 0.02))
+    bt.run(copy.deepcopy(source), config, load_rules(), log=lambda *_: None, rule_scorer=_no_rules, cache=cache)
+    rows = cache.path / "featured.parquet"
+    rows.write_bytes(rows.read_bytes()[:100])
+    start, end = config.window.train_start, config.window.test_end
+    said: list[str] = []
+    assert cache.load(start, end, said.append) is None
+    assert said[-1].startswith(f"features cache: {rows} cannot be read (") and said[-1].endswith("computing afresh")
+    bt.run(copy.deepcopy(source), config, load_rules(), log=said.append, rule_scorer=_no_rules, cache=cache)
+    assert cache.load(start, end, said.append) is not None and "reusing" in said[-1]
 
 
 def test_a_file_identity_follows_the_file_the_mapping_and_the_delay(tmp_path):

@@ -3,6 +3,8 @@ tests/integration/test_adaptive_loop.py)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from txmon.models.registry import Registry
@@ -139,6 +141,41 @@ def test_registry_annotations(tmp_path):
     assert registry.annotation(version, "retraining") == {"promote": False, "reason": "r"}
     with pytest.raises(RegistryError, match="annotation name"):
         registry.annotate(version, "../metadata", {})
+
+
+WINDOW = (datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 2, tzinfo=UTC))
+STAGES = {
+    "extract": lambda settings: retraining.extract(settings, "r1", *WINDOW),
+    "build_features": lambda settings: retraining.build_features(settings, "r1"),
+    "train_challenger": lambda settings: retraining.train_challenger(settings, "r1"),
+    "evaluate": lambda settings: retraining.evaluate(settings, "r1"),
+    "promote": lambda settings: retraining.promote(settings, "r1"),
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "writer", "reader"),
+    [
+        ("extract.json", '{"rows": 1', "extract", "extract"),
+        ("extract.json", '{"rows": 1', "extract", "build_features"),
+        ("extract.json", '{"start": 1}', "extract", "build_features"),
+        ("challenger.json", "{}", "train_challenger", "train_challenger"),
+        ("challenger.json", '{"version": "v0', "train_challenger", "train_challenger"),
+        ("challenger.json", "[]", "train_challenger", "evaluate"),
+        ("comparison.json", '{"promote": "yes"}', "evaluate", "evaluate"),
+        ("comparison.json", '{"promote": true}', "evaluate", "promote"),
+        ("comparison.json", "[" * 100_000 + "]" * 100_000, "evaluate", "promote"),
+    ],
+    ids=lambda value: value if len(value) < 40 else "deep",
+)
+def test_a_damaged_stage_output_names_the_stage_to_redo(settings_tmp, name, content, writer, reader):
+    path = retraining.run_dir(settings_tmp, "r1") / name
+    path.parent.mkdir(parents=True)
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(retraining.RetrainingError) as err:
+        STAGES[reader](settings_tmp)
+    message = str(err.value)
+    assert f"{path} is damaged" in message and f"delete it and run the {writer!r} stage of this run again" in message
 
 
 @pytest.fixture
