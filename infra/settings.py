@@ -80,8 +80,10 @@ class CassandraSettings(_Section):
     keyspace: str = Field("txmon", pattern=r"^[a-z][a-z0-9_]{0,47}$")
     replication_factor: int = Field(1, ge=1, le=9)
     # Multi-node: name the local datacenter (NetworkTopologyStrategy, DC-aware routing)
-    # and use LOCAL_QUORUM with replication_factor 3. None / LOCAL_ONE suit one node.
-    datacenter: str | None = None
+    # and use LOCAL_QUORUM with replication_factor 3. None / LOCAL_ONE suit one node. The
+    # name is written into the keyspace's CQL (DDL takes no bind markers), so it is held to
+    # the characters Cassandra's snitches use for one: a quote could not end the string.
+    datacenter: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     consistency: Literal["ONE", "LOCAL_ONE", "QUORUM", "LOCAL_QUORUM", "ALL"] = "LOCAL_ONE"
     ready_timeout_s: float = Field(180, gt=0)
 

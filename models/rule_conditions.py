@@ -625,6 +625,13 @@ def _common(kinds: list[str], what: str) -> str:
     return known.pop() if known else ("any" if "any" in kinds else "null")
 
 
+def _operands_of(node: Node, kinds: Mapping[str, str], allowed: frozenset[str], needs: str) -> None:
+    for child in _children(node):
+        found = _kind(child, kinds)
+        if found not in allowed:
+            raise ConditionError(f"{needs}, not {found}")
+
+
 def _kind(node: Node, kinds: Mapping[str, str]) -> str:
     """The kind of ``node``'s value; ConditionError where kinds do not fit the operator."""
     kind = node[0]
@@ -636,10 +643,7 @@ def _kind(node: Node, kinds: Mapping[str, str]) -> str:
     if kind == "col":
         return kinds.get(node[1], "any")
     if kind in ("or", "and", "not"):
-        for child in _children(node):
-            found = _kind(child, kinds)
-            if found not in _TRUTHY:
-                raise ConditionError(f"{kind.upper()} needs true/false operands, not {found}")
+        _operands_of(node, kinds, _TRUTHY, f"{kind.upper()} needs true/false operands")
         return "bool"
     if kind == "cmp":
         _common([_kind(node[2], kinds), _kind(node[3], kinds)], f"comparison {node[1]}")
@@ -651,10 +655,7 @@ def _kind(node: Node, kinds: Mapping[str, str]) -> str:
         _kind(node[1], kinds)
         return "bool"
     if kind in ("arith", "neg"):
-        for child in _children(node):
-            found = _kind(child, kinds)
-            if found not in _NUMERIC:
-                raise ConditionError(f"arithmetic needs numbers, not {found}")
+        _operands_of(node, kinds, _NUMERIC, "arithmetic needs numbers")
         return "number"
     if kind == "call":
         name, args = node[1], [_kind(a, kinds) for a in node[2]]

@@ -174,3 +174,16 @@ def test_a_secrets_file_that_cannot_be_read_is_named(tmp_path: Path) -> None:
     path.mkdir()
     with pytest.raises(ConfigError, match=f"cannot read secrets file {path}"):
         credentials.read_file(path)
+
+
+@pytest.mark.parametrize("name", ["dc1'", "dc1': 3, 'x", "", " dc1", "dc\n1"])
+def test_a_datacenter_name_that_could_change_the_keyspace_cql_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """The datacenter goes into CREATE KEYSPACE's replication map as text (DDL has no bind
+    markers): a quote in it would end the string and write CQL of its own."""
+    monkeypatch.setenv("TXMON_CASSANDRA__DATACENTER", name)
+    with pytest.raises(ConfigError, match="cassandra.datacenter"):
+        load_settings()
+    monkeypatch.setenv("TXMON_CASSANDRA__DATACENTER", "datacenter1")
+    assert load_settings().cassandra.datacenter == "datacenter1"
