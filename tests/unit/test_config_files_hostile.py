@@ -183,7 +183,7 @@ def test_a_datacenter_name_that_could_change_the_keyspace_cql_is_refused(
     """The datacenter goes into CREATE KEYSPACE's replication map as text (DDL has no bind
     markers): a quote in it would end the string and write CQL of its own."""
     monkeypatch.setenv("TXMON_CASSANDRA__DATACENTER", name)
-    with pytest.raises(ConfigError, match="cassandra.datacenter"):
+    with pytest.raises(ConfigError, match=r"cassandra\.datacenter"):
         load_settings()
     monkeypatch.setenv("TXMON_CASSANDRA__DATACENTER", "datacenter1")
     assert load_settings().cassandra.datacenter == "datacenter1"
