@@ -593,7 +593,9 @@ def _depth(node: Node) -> int:
     return deepest
 
 
-def _parse(text: str, columns: Iterable[str], kinds: Mapping[str, str] | None = None) -> Node:
+def _parsed(text: str, columns: Iterable[str]) -> tuple[_Parser, Node]:
+    """The parser after reading ``text`` (its tokens' spans, its arithmetic's operands) and
+    the condition it read, no deeper than MAX_DEPTH."""
     parser = _Parser(text, frozenset(columns))
     try:
         node = parser.parse()
@@ -602,6 +604,11 @@ def _parse(text: str, columns: Iterable[str], kinds: Mapping[str, str] | None = 
     depth = _depth(node)
     if depth > MAX_DEPTH:
         raise ConditionError(f"nested {depth} levels deep, more than {MAX_DEPTH}; split it into several rules")
+    return parser, node
+
+
+def _parse(text: str, columns: Iterable[str], kinds: Mapping[str, str] | None = None) -> Node:
+    _, node = _parsed(text, columns)
     if kinds is not None:
         kind = _kind(node, kinds)
         if kind not in _TRUTHY:
@@ -735,11 +742,7 @@ def guarded_sql(text: str, columns: Iterable[str]) -> str:
     >>> guarded_sql("a / (b - 1) > 0.5 AND mcc IN ('5411')", ["a", "b", "mcc"])
     "try_divide(a, (try_subtract(b, 1))) > 0.5 AND mcc IN ('5411')"
     """
-    parser = _Parser(text, frozenset(columns))
-    try:
-        parser.parse()
-    except RecursionError:  # as _parse: the parser descends once per parenthesis
-        raise ConditionError(f"nested more than {MAX_DEPTH} levels deep; split it into several rules") from None
+    parser, _ = _parsed(text, columns)
     spans, source = parser.spans, text.rstrip()
     # Every arithmetic node as (start char, end char, function, left chars, right chars).
     rewrites = []
