@@ -13,11 +13,13 @@ import gc
 import logging
 import time
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from txmon.infra.settings import Settings, load_settings
 from txmon.webapp.api.config import ApiSettings, load_api_settings
@@ -145,6 +147,20 @@ def create_app(
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError):
         return JSONResponse(exc.body, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        # The framework's own refusals (no such route, a method the route lacks, a form
+        # without its multipart boundary) and the console's (CSRF, log in again) answer in
+        # the shape every other error has, a code in `error` included, not Starlette's bare
+        # {"detail": ...}. ApiError, a subclass, keeps its own handler above.
+        if exc.status_code < 200 or exc.status_code in (204, 205, 304):  # no body allowed
+            return Response(status_code=exc.status_code, headers=exc.headers)
+        try:
+            error = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
+        except ValueError:
+            error = f"http_{exc.status_code}"
+        return JSONResponse({"error": error, "detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     def unavailable(error: str):
         async def handler(request: Request, exc: Exception):

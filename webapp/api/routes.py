@@ -28,7 +28,15 @@ from pydantic import TypeAdapter, ValidationError
 
 from txmon.infra.errors import EventValidationError
 from txmon.infra.masking import mask_account, mask_vpa
-from txmon.ingestion.events import IST, TransactionEvent, check_event, describe_problems, to_json, validate_label
+from txmon.ingestion.events import (
+    IST,
+    TransactionEvent,
+    check_event,
+    describe_problems,
+    is_unsafe_text,
+    to_json,
+    validate_label,
+)
 from txmon.webapp.api.keys import Principal
 from txmon.webapp.api.services import ApiServices
 
@@ -210,6 +218,17 @@ def _ingest(request: Request) -> bool:
         ) from None
 
 
+def _json_body(raw: bytes) -> Any:
+    """The request body's JSON value; ValueError for a body that is not JSON. JSON nested
+    past the parser's recursion limit (a few thousand ``[`` fit well inside the body limit)
+    raises RecursionError, which is no ValueError: callers that catch ValueError for "not
+    JSON" would let it through as a 500."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 def _json_bytes(body: dict) -> bytes:
     """``body`` as the JSON bytes Starlette's JSONResponse would send."""
     return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
@@ -342,7 +361,7 @@ async def score_batch(request: Request, principal: Annotated[Principal, Depends(
     features); nothing is saved."""
     api = services(request)
     try:
-        body = json.loads(await request.body())
+        body = _json_body(await request.body())
         items = body["transactions"]
         if not isinstance(items, list):
             raise TypeError
@@ -425,6 +444,7 @@ def transaction(txn_id: str, request: Request, principal: Annotated[Principal, D
 
 
 WindowKind = Literal["tumble_1m", "tumble_5m", "slide_1h"]
+_WINDOWS_EPOCH = datetime(1970, 1, 1)  # noqa: DTZ001 - naive UTC, as the store compares window starts
 
 
 @router.get("/v1/accounts/{account}/windows", tags=["read"], summary="An account's windowed aggregates")
@@ -438,7 +458,23 @@ def account_windows(
 ) -> dict:
     api = services(request)
     since = since or datetime.now(UTC) - timedelta(hours=24)
-    naive = since.astimezone(UTC).replace(tzinfo=None) if since.tzinfo else since
+    try:
+        naive = since.astimezone(UTC).replace(tzinfo=None) if since.tzinfo else since
+    except OverflowError:  # 0001-01-01T00:00+01:00, 9999-12-31T23:59-01:00: no such time in UTC
+        naive = None
+    # Before the epoch no window exists, and the store reads slide_1h from an hour before
+    # ``since``: a time near datetime.min would overflow there instead of here.
+    if naive is None or naive < _WINDOWS_EPOCH:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("query", "since"),
+                    "msg": "since must be a time from 1970-01-01T00:00:00Z to the year 9999",
+                    "input": str(since),
+                }
+            ]
+        )
     rows = api.store.account_windows(account, kind, naive)[:limit]
     return {
         "account": _mask(account, principal),
@@ -534,9 +570,15 @@ def alerts(
 
 def _label(api: ApiServices, body: dict, principal: Principal) -> tuple[int, dict]:
     label_id = body.pop("label_id", None) or body.get("txn_id")
-    if not isinstance(label_id, str) or not 1 <= len(label_id) <= 128:
+    # label_id is the one field the label contract does not judge (it is popped before
+    # validate_label): held to the contract's printable-text rule here, or a lone surrogate
+    # from a JSON escape could not be encoded into the answer, a Cassandra key or a log line.
+    if not isinstance(label_id, str) or not 1 <= len(label_id) <= 128 or is_unsafe_text(label_id):
         raise ApiError(
-            422, "invalid_label", "label_id must be text of 1 to 128 characters (default: txn_id)", field="label_id"
+            422,
+            "invalid_label",
+            "label_id must be text of 1 to 128 printable characters (default: txn_id)",
+            field="label_id",
         )
     # A repeat is recognised by what the client sent: a label_time defaulted to now differs
     # on every attempt, so it is not part of the comparison.
@@ -575,7 +617,7 @@ async def post_label(request: Request, principal: Annotated[Principal, Depends(r
     exactly once per label id (default: the txn_id). 202 the first time, 200 for a repeat."""
     api = services(request)
     try:
-        body = json.loads(await request.body())
+        body = _json_body(await request.body())
         if not isinstance(body, dict):
             raise TypeError
     except (ValueError, TypeError):

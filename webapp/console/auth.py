@@ -89,8 +89,17 @@ def open_session(store: ConsoleStore, username: str, role: str, now: datetime, t
 def csrf_ok(expected: str | None, given: str | None) -> bool:
     """>>> csrf_ok("abc", "abc"), csrf_ok("abc", "abd"), csrf_ok("abc", None), csrf_ok(None, None)
     (True, False, False, False)
+    >>> csrf_ok("abc", "é"), csrf_ok("é", "é")
+    (False, True)
     """
-    return bool(expected) and bool(given) and hmac.compare_digest(str(expected), str(given))
+    if not expected or not given:
+        return False
+    # Compared as bytes: hmac.compare_digest refuses str holding non-ASCII (TypeError), and
+    # both sides come from the client (the form field; the login cookie). surrogatepass: a
+    # lone surrogate is still some bytes, never an error.
+    return hmac.compare_digest(
+        str(expected).encode("utf-8", "surrogatepass"), str(given).encode("utf-8", "surrogatepass")
+    )
 
 
 MIN_PASSWORD_LENGTH = 12

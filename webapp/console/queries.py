@@ -35,6 +35,10 @@ STATUSES = ("open", "assigned", "escalated", "closed")
 ACTIVE = ("open", "assigned", "escalated")
 PAGE_SIZE = 25
 MAX_DAYS = 31
+# The days a filter may name; others are ignored like any day it cannot read. No alert is
+# older than the epoch, and a range's arithmetic (MAX_DAYS back, WORKED_AFTER_DAYS on, the
+# IST midnight in UTC) must stay inside the limits of date, or the page fails.
+KNOWN_DAYS = (date(1970, 1, 1), date(9999, 1, 1))
 PAYEE_SCAN = 100  # alerts to the same masked payee read on a case page (then matched on the clear payee)
 ACCOUNT_ALERTS = 20  # other alerts of the account (and of the payee) a case page shows
 RECENT_TXNS = 20  # the account's scored transactions up to the alert a case page shows
@@ -63,9 +67,10 @@ class QueueFilter:
     def parse(cls, params: dict[str, str], today: date) -> QueueFilter:
         def day(name: str) -> date | None:
             try:
-                return date.fromisoformat(params[name]) if params.get(name) else None
+                d = date.fromisoformat(params[name]) if params.get(name) else None
             except ValueError:
                 return None
+            return d if d is not None and KNOWN_DAYS[0] <= d <= KNOWN_DAYS[1] else None
 
         status = params.get("status", "active")
         status = status if status in (*STATUSES, "active", "all") else "active"
