@@ -15,12 +15,12 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from txmon.alerting.errors import AlertingConfigError, SecretMissingError
 from txmon.infra.errors import ConfigError
-from txmon.infra.settings import DEFAULT_ALERTING_CONFIG, YamlBackedSettings
+from txmon.infra.settings import DEFAULT_ALERTING_CONFIG, Section, YamlBackedSettings
 from txmon.models.risk import AlertDecision, Severity
 
 CUSTOMER = "customer"
@@ -43,8 +43,8 @@ def _secret(env: str | None, what: str) -> SecretStr | None:
     return SecretStr(value)
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class _Section(Section):
+    """A section of the alerting file, held as the settings' sections are (Section)."""
 
 
 class SmtpConfig(_Section):
@@ -236,6 +236,19 @@ class AlertingConfig(YamlBackedSettings):
     @classmethod
     def yaml_path(cls) -> Path:
         return alerting_config_path()
+
+    @field_validator("routes")
+    @classmethod
+    def _unique_names(cls, routes: tuple[Route, ...]) -> tuple[Route, ...]:
+        # A delivery is recorded under its route's name (alerting/store.py): two routes of one
+        # name could not be told apart there, and a second copy is most often an edit that
+        # meant to replace the first.
+        seen: set[str] = set()
+        for route in routes:
+            if route.name in seen:
+                raise ValueError(f"route name {route.name!r} appears twice; route names must be unique")
+            seen.add(route.name)
+        return routes
 
     @model_validator(mode="after")
     def _targets_resolve(self) -> AlertingConfig:

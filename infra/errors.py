@@ -15,6 +15,11 @@ class ConfigError(TxmonError):
     """Configuration file or environment variable is invalid."""
 
 
+class YamlError(ConfigError):
+    """A YAML file's text cannot be read as plain data. The message is a clause that
+    follows the file's name; each loader raises its own error class with it."""
+
+
 class JavaMissingError(TxmonError):
     """No usable `java` on PATH (or in JAVA_HOME)."""
 

@@ -11,10 +11,10 @@ import json
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from types import UnionType
+from typing import Annotated, Any, Literal, Self, Union, get_args, get_origin
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -23,7 +23,8 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from txmon.infra.errors import ConfigError
+from txmon.infra.errors import ConfigError, YamlError
+from txmon.infra.yaml_loading import load_yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = PROJECT_ROOT / "config"
@@ -38,11 +39,38 @@ REPLAY_MAPPINGS = CONFIG_DIR / "replay"
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
-class _Section(BaseModel):
+def _refuse_lookalikes(model: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
+    """Refuse a value pydantic's lax mode would take for something it does not mean.
+
+    ``port: true`` would be 1 (a bool is an int to Python) and ``state_dir: ''`` the project
+    root (``Path('')`` is ``.``): both are slips in a file, not settings. A number written as
+    text (``"5"``, which is how every TXMON_* variable arrives) still converts.
+    """
+    name = info.field_name
+    if name is None:
+        return value
+    wanted = model.model_fields[name].annotation
+    choices = get_args(wanted) if get_origin(wanted) in (Union, UnionType) else (wanted,)
+    if isinstance(value, bool) and any(choice in (int, float) for choice in choices):
+        raise ValueError(f"expected a number, not the boolean {str(value).lower()}")
+    if isinstance(value, str) and not value.strip() and Path in choices:
+        raise ValueError("an empty path, which would be read as '.'; name the path, or leave the key out")
+    return value
+
+
+class Section(BaseModel):
+    """A section of a settings file: frozen, unknown keys refused, and no boolean taken for
+    a number nor empty text for a path (:func:`_refuse_lookalikes`)."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_lookalikes(cls, value: Any, info: ValidationInfo) -> Any:
+        return _refuse_lookalikes(cls, value, info)
 
-class KafkaTopics(_Section):
+
+class KafkaTopics(Section):
     transactions: str = "transactions"
     labels: str = "labels"
     alerts: str = "alerts"
@@ -52,7 +80,7 @@ class KafkaTopics(_Section):
         return [self.transactions, self.labels, self.alerts, self.dead_letter]
 
 
-class KafkaSettings(_Section):
+class KafkaSettings(Section):
     host: str = "127.0.0.1"
     port: Port = 9092
     controller_port: Port = 9093
@@ -72,7 +100,7 @@ class KafkaSettings(_Section):
         return f"{self.host}:{self.port}"
 
 
-class CassandraSettings(_Section):
+class CassandraSettings(Section):
     host: str = "127.0.0.1"
     port: Port = 9042
     storage_port: Port = 7000
@@ -88,7 +116,7 @@ class CassandraSettings(_Section):
     ready_timeout_s: float = Field(180, gt=0)
 
 
-class SparkClusterSettings(_Section):
+class SparkClusterSettings(Section):
     """A local Spark standalone cluster (infra/spark_cluster.py): master + workers."""
 
     host: str = "127.0.0.1"
@@ -108,7 +136,7 @@ class SparkClusterSettings(_Section):
         return f"spark://{self.host}:{self.master_port}"
 
 
-class SparkSettings(_Section):
+class SparkSettings(Section):
     master: str = "local[2]"
     # The driver binds its RPC, block manager and web UI here (loopback: nothing of a
     # job is reachable from the network unless configured).
@@ -124,7 +152,7 @@ class SparkSettings(_Section):
     cluster: SparkClusterSettings = SparkClusterSettings()
 
 
-class ContractSettings(_Section):
+class ContractSettings(Section):
     """What the stream accepts beyond the event contract's fixed rules."""
 
     # Older events are dead-lettered as stale_timestamp: 1970-01-01 is a producer's zero
@@ -133,7 +161,7 @@ class ContractSettings(_Section):
     max_event_age_days: int = Field(1095, ge=1, le=36_500)
 
 
-class RecoverySettings(_Section):
+class RecoverySettings(Section):
     """How the stream rides out Kafka and Cassandra outages (spark_jobs/recovery.py) and how
     ``txmon stream --supervise`` restarts a stream process that died (spark_jobs/supervisor.py).
 
@@ -168,7 +196,7 @@ class RecoverySettings(_Section):
         return self
 
 
-class DriftSettings(_Section):
+class DriftSettings(Section):
     """The stream's drift monitor (spark_jobs/drift_stream.py, models/drift.py)."""
 
     enabled: bool = True
@@ -180,7 +208,7 @@ class DriftSettings(_Section):
     sample_size: int = Field(2000, ge=1)
 
 
-class RetrainingSettings(_Section):
+class RetrainingSettings(Section):
     """Challenger training from Cassandra history (spark_jobs/retraining.py)."""
 
     window_days: float = Field(14, gt=0, description="history the challenger learns from, ending now")
@@ -205,7 +233,7 @@ class RetrainingSettings(_Section):
     min_frauds: int = Field(20, ge=1, description="confirmed frauds the window needs to train at all")
 
 
-class AirflowSettings(_Section):
+class AirflowSettings(Section):
     """The project's local Airflow (``txmon airflow up``): where it listens, who is told
     of failures, and how the stream supervisor judges the streaming job."""
 
@@ -236,7 +264,8 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
     """The mapping a YAML settings file holds ({} when empty).
 
     Raises ConfigError naming the file for anything else: not UTF-8, not YAML, more than
-    one document, a tag, a list or scalar at the top, a key that is not a name.
+    one document, a tag, a key given twice, a list or scalar at the top, a key that is not
+    a name.
     """
     try:
         text = path.read_text(encoding="utf-8")
@@ -245,15 +274,9 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}; check the path") from None
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML ({_yaml_problem(exc)}); fix the file") from None
-    except RecursionError:
-        raise ConfigError(f"config file {path} nests too deeply to be read; fix the file") from None
-    except (ValueError, LookupError, AttributeError) as exc:
-        # PyYAML's constructors let some bad scalars escape as plain Python errors: an
-        # impossible date (2020-13-01) or an explicit tag on the wrong text (!!int abc).
-        raise ConfigError(f"config file {path} has a value YAML cannot read ({exc}); fix the file") from None
+        data = load_yaml(text)
+    except YamlError as exc:
+        raise ConfigError(f"config file {path} {exc}; fix the file") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -265,15 +288,6 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
         if not isinstance(key, str):
             raise ConfigError(f"config file {path}: top-level key {key!r} is not a section name; fix the file")
     return data
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    """PyYAML's multi-line message on one line, placed by line and column."""
-    if isinstance(exc, yaml.MarkedYAMLError):
-        mark = exc.problem_mark or exc.context_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        return " ".join(part for part in (exc.context, exc.problem) if part) + where
-    return str(exc).splitlines()[0]
 
 
 def _env_problem(settings_cls: type[BaseSettings], exc: SettingsError | RecursionError) -> str:
@@ -301,6 +315,11 @@ def _env_problem(settings_cls: type[BaseSettings], exc: SettingsError | Recursio
 class YamlBackedSettings(BaseSettings):
     """Settings from init arguments, then the environment, then the YAML file that
     :meth:`yaml_path` names (read when the settings are built, never at import)."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_lookalikes(cls, value: Any, info: ValidationInfo) -> Any:
+        return _refuse_lookalikes(cls, value, info)
 
     @classmethod
     def yaml_path(cls) -> Path:
@@ -399,9 +418,27 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings.load(**overrides)
     except ValidationError as exc:
-        raise ConfigError(
-            f"invalid configuration ({describe_errors(exc)}); fix {config_file} or the TXMON_* environment variables"
-        ) from None
+        variables = _variables_behind(Settings, exc)
+        named = f"the environment variable{'s' * (len(variables) > 1)} {', '.join(variables)}"
+        where = named if variables else "the TXMON_* environment variables"
+        raise ConfigError(f"invalid configuration ({describe_errors(exc)}); fix {config_file} or {where}") from None
+
+
+def _variables_behind(settings_cls: type[BaseSettings], exc: ValidationError) -> list[str]:
+    """The set environment variables that hold a refused value: the key's own
+    (``TXMON_KAFKA__PORT``) or its section's JSON (``TXMON_KAFKA``), which outrank the file."""
+    prefix = str(settings_cls.model_config.get("env_prefix", "")).upper()
+    delimiter = str(settings_cls.model_config.get("env_nested_delimiter") or "__")
+    present = {name.upper(): name for name in os.environ}
+    found: list[str] = []
+    for err in exc.errors():
+        loc = [str(part).upper() for part in err["loc"]]
+        for depth in range(len(loc), 0, -1):
+            name = present.get(prefix + delimiter.join(loc[:depth]))
+            if name is not None:
+                found += [] if name in found else [name]
+                break
+    return found
 
 
 @lru_cache(maxsize=1)

@@ -109,7 +109,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
 import pyarrow as pa
-import yaml
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -122,7 +121,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from txmon.infra.errors import ConfigError
+from txmon.infra.errors import ConfigError, YamlError
+from txmon.infra.yaml_loading import load_yaml
 from txmon.ingestion.events import (
     FIELD_ENUMS,
     FIELD_PATTERNS,
@@ -618,11 +618,17 @@ def load_mapping(path: str | Path) -> ReplayMapping:
     """Read and validate a YAML mapping file."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ReplayMappingError(f"cannot read mapping {path}: {exc.strerror or exc}; check the path") from None
-    except yaml.YAMLError as exc:
-        raise ReplayMappingError(f"{path} is not valid YAML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ReplayMappingError(f"mapping {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except ValueError as exc:  # a NUL in the path
+        raise ReplayMappingError(f"cannot read mapping {path!r}: {exc}; check the path") from None
+    try:
+        data = load_yaml(text)
+    except YamlError as exc:
+        raise ReplayMappingError(f"mapping {path} {exc}; fix the file") from None
     return parse_mapping(data, source=str(path))
 
 

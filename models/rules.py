@@ -12,11 +12,11 @@ import hashlib
 import re
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from txmon.infra.errors import ConfigError
+from txmon.infra.errors import ConfigError, YamlError
 from txmon.infra.settings import DEFAULT_RULES, PROJECT_ROOT
+from txmon.infra.yaml_loading import load_yaml
 from txmon.ingestion.events import CHANNELS
 from txmon.models.risk import RiskPolicy, Severity
 
@@ -117,11 +117,9 @@ class RuleSet(BaseModel):
 def parse_rules(text: str, source: str = "rules") -> RuleSet:
     """YAML text -> RuleSet (structure only; conditions are checked by :func:`check_conditions`)."""
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RulesError(f"{source}: not valid YAML ({exc}); fix the file") from None
-    except RecursionError:  # PyYAML builds nested collections recursively
-        raise RulesError(f"{source}: nested too deeply to be a rules file; fix the file") from None
+        data = load_yaml(text)
+    except YamlError as exc:
+        raise RulesError(f"{source} {exc}; fix the file") from None
     if not isinstance(data, dict):
         raise RulesError(f"{source}: expected a mapping with 'version', 'policy' and 'rules'")
     try:

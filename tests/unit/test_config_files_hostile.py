@@ -4,19 +4,24 @@ the loader's own error, naming the file or variable and the fix, never a traceba
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.unit.verdicts import loads_or_names_the_problem
-from txmon.alerting.config import load_alerting_config
+from txmon.alerting.config import AlertingConfig, load_alerting_config
 from txmon.alerting.errors import AlertingConfigError
 from txmon.infra import credentials
 from txmon.infra.airflow import parse_conf
 from txmon.infra.errors import AirflowApiError, ConfigError
-from txmon.infra.settings import load_settings
+from txmon.infra.settings import Settings, load_settings
 
 DEEP = b"[" * 5000 + b"]" * 5000
 ALERTING = b"recipients:\n  fraud_desk: {email: [d@bank.example]}\n"
@@ -187,3 +192,128 @@ def test_a_datacenter_name_that_could_change_the_keyspace_cql_is_refused(
         load_settings()
     monkeypatch.setenv("TXMON_CASSANDRA__DATACENTER", "datacenter1")
     assert load_settings().cassandra.datacenter == "datacenter1"
+
+
+def _leaves(model: Any, loc: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], tuple[Any, ...], Any]]:
+    """(key path, the types a value may have, default) of every setting below the sections."""
+    for name, info in model.model_fields.items():
+        wanted = info.annotation
+        if isinstance(wanted, type) and hasattr(wanted, "model_fields"):
+            yield from _leaves(wanted, (*loc, name))
+        else:
+            choices = get_args(wanted) if get_origin(wanted) in (Union, UnionType) else (wanted,)
+            yield (*loc, name), choices, info.default
+
+
+def _nested(loc: tuple[str, ...], value: object) -> dict[str, object]:
+    return {loc[0]: _nested(loc[1:], value) if len(loc) > 1 else value}
+
+
+def _numbers(model: Any) -> list[tuple[str, ...]]:
+    return [loc for loc, choices, _ in _leaves(model) if {int, float} & set(choices)]
+
+
+def _paths(model: Any) -> list[tuple[str, ...]]:
+    return [loc for loc, choices, _ in _leaves(model) if Path in choices]
+
+
+@pytest.fixture
+def no_txmon_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test session's TXMON_* overrides outrank the file: without them the file's own
+    value is the one validated."""
+    for name in [n for n in os.environ if n.upper().startswith("TXMON_")]:
+        monkeypatch.delenv(name)
+
+
+def test_the_settings_have_numbers_and_paths_to_check() -> None:
+    assert {("kafka", "port"), ("spark", "trigger_seconds"), ("recovery", "supervise_max_failed_starts")} <= set(
+        _numbers(Settings)
+    )
+    assert {("state_dir",), ("jars_dir",), ("airflow", "landing_mapping"), ("kafka", "ssl_cafile")} <= set(
+        _paths(Settings)
+    )
+
+
+@pytest.mark.usefixtures("no_txmon_variables")
+@pytest.mark.parametrize("loc", _numbers(Settings), ids=".".join)
+def test_a_boolean_for_a_number_in_the_settings_file_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loc: tuple[str, ...]
+) -> None:
+    """Lax pydantic would read ``port: true`` as port 1."""
+    path = tmp_path / "txmon.yaml"
+    monkeypatch.setenv("TXMON_CONFIG", str(path))
+    for value in (True, False):
+        path.write_text(yaml.safe_dump(_nested(loc, value)))
+        with pytest.raises(ConfigError) as err:
+            load_settings()
+        message = str(err.value)
+        assert f"{'.'.join(loc)}: Value error, expected a number, not the boolean {str(value).lower()}" in message
+        assert str(path) in message
+
+
+@pytest.mark.usefixtures("no_txmon_variables")
+@pytest.mark.parametrize("loc", _numbers(Settings), ids=".".join)
+def test_a_number_as_text_still_loads_from_a_variable_or_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loc: tuple[str, ...]
+) -> None:
+    """Every TXMON_* variable is text: ``TXMON_KAFKA__PORT=5`` must stay port 5."""
+    choices, default = next((choices, default) for where, choices, default in _leaves(Settings) if where == loc)
+    text, kind = str(default if default is not None else 1), int if int in choices else float
+    path = tmp_path / "txmon.yaml"
+    path.write_text(yaml.safe_dump(_nested(loc, text)))
+    monkeypatch.setenv("TXMON_CONFIG", str(path))
+    assert _value(load_settings(), loc) == kind(text)
+    path.write_text("")
+    monkeypatch.setenv("TXMON_" + "__".join(loc).upper(), text)
+    assert _value(load_settings(), loc) == kind(text)
+
+
+def _value(settings: object, loc: tuple[str, ...]) -> Any:
+    for name in loc:
+        settings = getattr(settings, name)
+    return settings
+
+
+@pytest.mark.usefixtures("no_txmon_variables")
+@pytest.mark.parametrize("loc", _paths(Settings), ids=".".join)
+@pytest.mark.parametrize("empty", ["", "  "])
+def test_an_empty_path_in_the_settings_file_or_a_variable_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loc: tuple[str, ...], empty: str
+) -> None:
+    """``Path('')`` is ``.``: ``state_dir: ''`` would put the state in the project root."""
+    path = tmp_path / "txmon.yaml"
+    path.write_text(yaml.safe_dump(_nested(loc, empty)))
+    monkeypatch.setenv("TXMON_CONFIG", str(path))
+    with pytest.raises(ConfigError, match=f"{'.'.join(loc)}: Value error, an empty path") as err:
+        load_settings()
+    assert str(path) in str(err.value)
+    path.write_text("")
+    variable = "TXMON_" + "__".join(loc).upper()
+    monkeypatch.setenv(variable, empty)
+    with pytest.raises(ConfigError, match=f"an empty path.*the environment variable {variable}"):
+        load_settings()
+
+
+@pytest.mark.parametrize("loc", _numbers(AlertingConfig), ids=".".join)
+def test_a_boolean_for_a_number_in_the_alerting_file_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loc: tuple[str, ...]
+) -> None:
+    path = tmp_path / "alerting.yaml"
+    path.write_bytes(ALERTING + yaml.safe_dump(_nested(loc, True)).encode())
+    monkeypatch.setenv("TXMON_ALERTING_CONFIG", str(path))
+    monkeypatch.delenv("TXMON_ALERTING__" + "__".join(loc).upper(), raising=False)
+    with pytest.raises(AlertingConfigError, match=f"{'.'.join(loc)}: expected a number, not the boolean true"):
+        load_alerting_config()
+
+
+def test_two_routes_of_one_name_are_refused_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "alerting.yaml"
+    route = b"  - name: desk\n    deliver: [{channel: email, to: fraud_desk}]\n"
+    path.write_bytes(ALERTING + b"routes:\n" + route + route.replace(b"desk\n", b"other\n") + route)
+    monkeypatch.setenv("TXMON_ALERTING_CONFIG", str(path))
+    with pytest.raises(
+        AlertingConfigError, match="routes: route name 'desk' appears twice; route names must be unique"
+    ):
+        load_alerting_config()
+    path.write_bytes(ALERTING + b"routes:\n" + route + route.replace(b"desk\n", b"other\n"))
+    assert [r.name for r in load_alerting_config().routes] == ["desk", "other"]

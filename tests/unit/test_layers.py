@@ -25,6 +25,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "txmon.infra.__init__",
             "txmon.infra.errors",
             "txmon.infra.settings",
+            "txmon.infra.yaml_loading",
             "txmon.infra.masking",
             "txmon.infra.credentials",
             "txmon.infra.process",
