@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from txmon.infra.errors import TxmonError
+from txmon.infra.masking import pii_token_key
 from txmon.infra.settings import load_settings
 from txmon.webapp.api.config import load_api_settings
 from txmon.webapp.api.keys import check_scopes, create_key
@@ -57,7 +58,10 @@ def serve(
     # lazy: uvicorn (222 ms to import); `txmon --help` loads this module without it
     import uvicorn
 
-    load_settings()  # a configuration mistake is one clear line here, not one per worker
+    settings = load_settings()  # a configuration mistake is one clear line here, not one per worker
+    # The key the workers sign page tokens with (webapp/api/services.paging_key): checked, and
+    # its file made if it is to be, once here rather than by each worker at its start.
+    pii_token_key(settings.state_path)
     # The workers are fresh processes: they read their settings from the environment.
     os.environ.update({"TXMON_API__HOST": host, "TXMON_API__PORT": str(port), "TXMON_API__WORKERS": str(workers)})
     load_api_settings()

@@ -269,3 +269,59 @@ def test_txmon_api_serves_on_loopback(services, tmp_path):
         assert httpx.get(f"http://127.0.0.1:{port}/docs", timeout=10).status_code == 200
     finally:
         _interrupt(child, log)
+
+
+def test_alert_pages_follow_the_driver_and_refuse_tokens_they_did_not_issue(services, cassandra_session, tmp_path):
+    """Paging through a day's alerts in the real Cassandra, and the page tokens that must
+    not reach it: altered, a bare driver paging state (what any base64 was taken for
+    before), of another day or of other filters: each a 422 naming ``page``."""
+    from base64 import urlsafe_b64decode, urlsafe_b64encode
+
+    from txmon.alerting.store import AlertStore
+    from txmon.alerting.testing import make_alert
+    from txmon.infra.cassandra_schema import apply_schema
+
+    apply_schema(services)
+    # A day of this run's own: no other test's alerts are in its partition.
+    run = int(time.time() * 1000) % 100_000
+    day = datetime(1990, 1, 1, tzinfo=UTC) + timedelta(days=run % 9000)
+    store = AlertStore(cassandra_session)
+    made = [
+        make_alert(n, txn_id=f"TXNPAGE{run:05d}{n:03d}", event_time=day + timedelta(hours=6, seconds=n))
+        for n in range(5)
+    ]
+    for alert in made:
+        store.save_alert(alert)
+
+    def refused(answer) -> None:
+        assert answer.status_code == 422, answer.text
+        assert (answer.json()["error"], answer.json()["field"]) == ("invalid_page", "page")
+
+    with api_client(services, tmp_path, scopes=["read"]) as (client, key):
+        ids, page, tokens = [], None, []
+        while True:
+            params = {"day": day.date().isoformat(), "limit": 2, **({"page": page} if page else {})}
+            answer = client.get("/v1/alerts", params=params, headers=_bearer(key))
+            assert answer.status_code == 200, answer.text
+            ids += [a["alert_id"] for a in answer.json()["alerts"]]
+            page = answer.json()["next_page"]
+            if page is None:
+                break
+            tokens.append(page)
+        assert sorted(ids) == sorted(str(a.alert_id) for a in made) and len(tokens) >= 2
+
+        token = tokens[0]
+        state = urlsafe_b64decode(token + "=" * (-len(token) % 4))[1 + 16 + 4 :]  # the driver's paging state
+        # The same day without naming it: the token carries it.
+        assert client.get("/v1/alerts", params={"limit": 2, "page": token}, headers=_bearer(key)).status_code == 200
+        base = {"day": day.date().isoformat(), "limit": 2}
+        for page in (
+            token[:10] + ("A" if token[10] != "A" else "B") + token[11:],  # altered
+            urlsafe_b64encode(state).decode(),  # a bare paging state, as earlier versions issued
+            token + "AAAA",
+        ):
+            refused(client.get("/v1/alerts", params={**base, "page": page}, headers=_bearer(key)))
+        other_day = (day + timedelta(days=1)).date().isoformat()
+        refused(client.get("/v1/alerts", params={**base, "day": other_day, "page": token}, headers=_bearer(key)))
+        refused(client.get("/v1/alerts", params={**base, "decision": "BLOCK", "page": token}, headers=_bearer(key)))
+        refused(client.get("/v1/alerts", params={**base, "min_risk": 90, "page": token}, headers=_bearer(key)))

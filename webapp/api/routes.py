@@ -12,9 +12,12 @@ and a core behind the others (docs/api.md).
 from __future__ import annotations
 
 import hashlib
+import hmac
 import inspect
 import json
+import re
 import socket
+import sys
 import time
 from base64 import urlsafe_b64decode, urlsafe_b64encode
 from datetime import UTC, date, datetime, timedelta
@@ -218,15 +221,51 @@ def _ingest(request: Request) -> bool:
         ) from None
 
 
-def _json_body(raw: bytes) -> Any:
-    """The request body's JSON value; ValueError for a body that is not JSON. JSON nested
-    past the parser's recursion limit (a few thousand ``[`` fit well inside the body limit)
-    raises RecursionError, which is no ValueError: callers that catch ValueError for "not
-    JSON" would let it through as a 500."""
+class NumberOutOfRange(ValueError):
+    """The body is JSON, but holds an integer longer than Python converts (4,300 digits
+    by default: ``sys.get_int_max_str_digits()``)."""
+
+
+def _int(text: str) -> int:
+    # json.loads's own int() fails on such a literal with a plain ValueError, which the
+    # routes could not tell from a body that is not JSON at all.
     try:
-        return json.loads(raw)
+        return int(text)
+    except ValueError:
+        raise NumberOutOfRange(
+            f"a number in the body is out of range: integers have at most {sys.get_int_max_str_digits():,} digits"
+        ) from None
+
+
+def _json_body(raw: bytes) -> Any:
+    """The request body's JSON value; ValueError for a body that is not JSON, its subclass
+    NumberOutOfRange for JSON holding an integer too long to convert. JSON nested past the
+    parser's recursion limit (a few thousand ``[`` fit well inside the body limit) raises
+    RecursionError, which is no ValueError: callers that catch ValueError for "not JSON"
+    would let it through as a 500."""
+    try:
+        return json.loads(raw, parse_int=_int)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
+
+
+def _json_kind(value: Any) -> str:
+    """What JSON calls ``value``'s type, with its article.
+
+    >>> _json_kind("x"), _json_kind([]), _json_kind(None), _json_kind(True), _json_kind(1.5)
+    ('a string', 'an array', 'null', 'a boolean', 'a number')
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object" if isinstance(value, dict) else f"a {type(value).__name__}"
 
 
 def _json_bytes(body: dict) -> bytes:
@@ -365,12 +404,26 @@ async def score_batch(request: Request, principal: Annotated[Principal, Depends(
         items = body["transactions"]
         if not isinstance(items, list):
             raise TypeError
+    except NumberOutOfRange as exc:
+        raise ApiError(422, "invalid_body", str(exc), field=None) from None
     except (ValueError, KeyError, TypeError):
         raise ApiError(422, "invalid_body", 'send {"transactions": [event, ...]}', field="transactions") from None
     if not items or len(items) > api.api.batch_max:
         raise ApiError(
             422, "invalid_body", f"send 1 to {api.api.batch_max} transactions per batch", field="transactions"
         )
+    # Each item is an event as a JSON object. The contract's check also reads JSON text, so
+    # an item sent as a string holding an event would be parsed and scored: a client that
+    # encoded its events twice would not find out.
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ApiError(
+                422,
+                "invalid_body",
+                f"transactions[{i}] is {_json_kind(item)}: each transaction must be a JSON object (an event)",
+                field="transactions",
+                index=i,
+            )
 
     def run() -> list[dict]:
         out = []
@@ -518,6 +571,68 @@ def account_summary(account: str, request: Request, principal: Annotated[Princip
     return {"account": _mask(account, principal), "latest": latest}
 
 
+# A page token: the driver's paging state, the day it pages through and a MAC over both and
+# the query's filters. Cassandra is handed only a paging state this service issued for the
+# same day and filters: a token altered, made up, or from another query is refused here as
+# a 422 naming `page` (a paging state from elsewhere would reach Cassandra, which refuses
+# it in its own words or, worse, pages through something else). The day travels inside, so
+# a client that names no day keeps paging through the day it started on past midnight.
+_PAGE_VERSION = b"\x01"
+_PAGE_MAC_BYTES = 16
+_PAGE_DAY_BYTES = 4  # date.toordinal(): at most 3,652,059
+_PAGE_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,1024}")  # base64url, no padding; paging states are tens of bytes
+_PAGE_REFUSED = (
+    "page must be the next_page of a previous answer to the same query (the same day, decision, "
+    "severity and min_risk); start again without page"
+)
+
+
+def _alerts_query(decision: str | None, severity: str | None, min_risk: int) -> bytes:
+    """The filters a page token is bound to (``limit`` may change from page to page)."""
+    return json.dumps([decision, severity, min_risk]).encode()
+
+
+def _page_mac(key: bytes, day: bytes, query: bytes, state: bytes) -> bytes:
+    message = _PAGE_VERSION + day + len(query).to_bytes(4, "big") + query + state
+    return hmac.new(key, message, hashlib.sha256).digest()[:_PAGE_MAC_BYTES]
+
+
+def _page_token(key: bytes, day: date, query: bytes, state: bytes) -> str:
+    """``state``'s page token for one day's alerts under ``query``'s filters.
+
+    >>> k, q = b"k" * 32, _alerts_query(None, None, 0)
+    >>> token = _page_token(k, date(2026, 1, 5), q, b"state")
+    >>> _open_page(k, token, None, q)
+    (datetime.date(2026, 1, 5), b'state')
+    """
+    ordinal = day.toordinal().to_bytes(_PAGE_DAY_BYTES, "big")
+    raw = _PAGE_VERSION + _page_mac(key, ordinal, query, state) + ordinal + state
+    return urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _open_page(key: bytes, token: str, day: date | None, query: bytes) -> tuple[date, bytes]:
+    """(the day, the driver's paging state) of a token :func:`_page_token` made for
+    ``query``; a 422 naming ``page`` for any other text, or for a token of another day
+    than ``day`` (None: the request named none)."""
+    head = 1 + _PAGE_MAC_BYTES + _PAGE_DAY_BYTES
+    try:
+        if not _PAGE_TOKEN.fullmatch(token):
+            raise ValueError
+        raw = urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        # One spelling per token: base64 ignores the last character's unused bits.
+        if urlsafe_b64encode(raw).rstrip(b"=") != token.encode() or len(raw) <= head or raw[:1] != _PAGE_VERSION:
+            raise ValueError
+        mac, ordinal, state = raw[1 : 1 + _PAGE_MAC_BYTES], raw[1 + _PAGE_MAC_BYTES : head], raw[head:]
+        if not hmac.compare_digest(mac, _page_mac(key, ordinal, query, state)):
+            raise ValueError
+        issued = date.fromordinal(int.from_bytes(ordinal, "big"))
+        if day is not None and day != issued:
+            raise ValueError
+    except ValueError:  # binascii.Error (padding) and date's range are ValueErrors
+        raise ApiError(422, "invalid_page", _PAGE_REFUSED, field="page") from None
+    return issued, state
+
+
 @router.get("/v1/alerts", tags=["read"], summary="Alerts of one day, filtered, paged")
 def alerts(
     request: Request,
@@ -527,19 +642,19 @@ def alerts(
     severity: Literal["LOW", "MEDIUM", "HIGH", "CRITICAL"] | None = None,
     min_risk: Annotated[int, Query(ge=0, le=100)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    page: Annotated[str | None, Query(description="`next_page` of the previous answer")] = None,
+    page: Annotated[
+        str | None, Query(description="`next_page` of the previous answer to the same day and filters")
+    ] = None,
 ) -> dict:
     """One page of the day's alerts (account numbers are stored masked). Filters apply to
     each page, so a page can hold fewer than ``limit`` alerts; follow ``next_page`` until
     it is null."""
     api = services(request)
+    query = _alerts_query(decision, severity, min_risk)
+    state = None
+    if page:
+        day, state = _open_page(api.paging_key(), page, day, query)
     day = day or datetime.now(IST).date()
-    try:
-        state = urlsafe_b64decode(page.encode()) if page else None
-    except ValueError:
-        raise ApiError(
-            422, "invalid_page", "page must be a next_page value from a previous answer", field="page"
-        ) from None
     rows, next_state = api.store.alerts_page(day, limit, state)
     items = [
         {
@@ -561,7 +676,7 @@ def alerts(
     return {
         "day": day.isoformat(),
         "alerts": items,
-        "next_page": urlsafe_b64encode(next_state).decode() if next_state else None,
+        "next_page": _page_token(api.paging_key(), day, query, next_state) if next_state else None,
     }
 
 
@@ -620,6 +735,8 @@ async def post_label(request: Request, principal: Annotated[Principal, Depends(r
         body = _json_body(await request.body())
         if not isinstance(body, dict):
             raise TypeError
+    except NumberOutOfRange as exc:
+        raise ApiError(422, "invalid_label", str(exc), field=None) from None
     except (ValueError, TypeError):
         raise ApiError(422, "invalid_label", "send one JSON object", field=None) from None
     status, out = await run_in_threadpool(_label, api, body, principal)

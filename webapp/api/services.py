@@ -3,6 +3,8 @@ the key verifier, the rate limiter, the metrics and (made on first use) the Kafk
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -10,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from txmon.infra.errors import TxmonError
+from txmon.infra.masking import pii_token_key
 from txmon.infra.settings import Settings
 from txmon.ingestion.producer import TransactionProducer
 from txmon.models.config import models_dir
@@ -61,6 +64,15 @@ class KafkaUnavailable(TxmonError):
     """The transactions or labels topic did not acknowledge a record in time."""
 
 
+def paging_key(settings: Settings) -> bytes:
+    """The key that signs ``/v1/alerts`` page tokens: derived from the PII token key
+    (infra/masking.pii_token_key: ``$TXMON_PII_TOKEN_KEY``, else the state directory's key
+    file), the secret every worker already shares, so a token one worker issued is honoured
+    by the next. Derived, not the key itself: a page token's MAC must not double as an
+    account's pseudonym."""
+    return hmac.new(pii_token_key(settings.state_path), b"txmon api: alerts page token", hashlib.sha256).digest()
+
+
 @dataclass
 class ApiServices:
     settings: Settings
@@ -73,6 +85,8 @@ class ApiServices:
     max_age: timedelta | None = None
     """Events older than this are refused as the stream refuses them (contract.max_event_age_days)."""
     producer_factory: Callable[[], Producer] | None = None
+    page_key: bytes | None = None
+    """Signs ``/v1/alerts`` page tokens (routes.py); None: derived on first use (:meth:`paging_key`)."""
     _producer: Producer | None = None
     _producer_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -88,7 +102,14 @@ class ApiServices:
             verifier=KeyVerifier(store, api.key_cache_s),
             buckets=TokenBuckets(api.rate_per_s, api.burst),
             max_age=timedelta(days=settings.contract.max_event_age_days),
+            page_key=paging_key(settings),  # at start: a key too short is a ConfigError now, not a 500 later
         )
+
+    def paging_key(self) -> bytes:
+        """The key of the page tokens: :attr:`page_key`, else derived from the settings."""
+        if self.page_key is None:
+            self.page_key = paging_key(self.settings)
+        return self.page_key
 
     def producer(self) -> Producer:
         """The worker's Kafka producer (ingestion/producer.TransactionProducer), made on first use."""

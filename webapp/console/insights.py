@@ -34,9 +34,10 @@ TOP = 10  # bars in the category and payee charts
 ALL_SEGMENT = "all"  # spark_jobs.spending_insights.ALL_SEGMENT (the console does not import the job)
 SPEND_BANDS = {"low": "under ₹10,000", "mid": "₹10,000 to ₹1 lakh", "high": "₹1 lakh or more"}
 """spark_jobs.spend_bands.SPEND_BANDS in words: a payer's spend per month it paid in."""
-SEGMENT = re.compile(r"all|channel:[A-Z_]{1,16}|mcc:(?:\d{4}|none)|spend:(?:" + "|".join(SPEND_BANDS) + ")")
+SEGMENT = re.compile(r"all|channel:[A-Z_]{1,16}|mcc:(?:[0-9]{4}|none)|spend:(?:" + "|".join(SPEND_BANDS) + ")")
 """What a segment may be called in a URL: the book, a channel, a merchant category, a
-spending band."""
+spending band. ASCII digits only: ``\\d`` takes any script's, and a category code is 4 of
+0-9."""
 
 
 @dataclass

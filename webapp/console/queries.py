@@ -11,6 +11,7 @@ alerts come from ``alerts_by_party``. Masking for viewers happens in
 from __future__ import annotations
 
 import heapq
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -76,10 +77,10 @@ class QueueFilter:
         status = status if status in (*STATUSES, "active", "all") else "active"
         severity = params.get("severity", "")
         decision = params.get("decision", "")
-        try:
-            page = max(1, int(params.get("page", "1")))
-        except ValueError:
-            page = 1
+        # 1 to 6 ASCII digits: int() also reads other scripts' digits, signs, spaces and
+        # underscores, and fails on a number over 4,300 digits.
+        raw_page = params.get("page", "1")
+        page = max(1, int(raw_page)) if re.fullmatch(r"[0-9]{1,6}", raw_page) else 1
         to = day("to") or today
         frm = day("from") or to - timedelta(days=6)
         if frm > to:

@@ -8,6 +8,7 @@ login form, which has no session yet, checks a double-submit cookie instead.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import secrets
@@ -19,8 +20,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from cassandra import OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
+from cassandra.cluster import NoHostAvailable
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
 from starlette.templating import Jinja2Templates
 
 from txmon.alerting.contract import DAY_TZ
@@ -30,6 +34,8 @@ from txmon.infra.cassandra_schema import connect
 from txmon.models.risk import ALERT_DECISIONS, SEVERITIES
 from txmon.webapp.console import auth, cases, dashboard, insights, queries
 from txmon.webapp.console.store import ConsoleStore, Session
+
+log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
 PREFIX = "/console"
@@ -44,6 +50,12 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
+UNAVAILABLE = (NoHostAvailable, OperationTimedOut, Unavailable, ReadTimeout, WriteTimeout)
+"""The driver's errors for a Cassandra that cannot answer now (down, unreachable, too slow):
+a 503 the user can retry, as the scoring API answers them (webapp/api/store.py)."""
+ACCOUNT_NUMBER = re.compile(r"[0-9]{6,18}")
+"""An account number as the lookup form takes it: ASCII digits (``\\d`` would take any
+script's digits, which name no account and would be sent to Cassandra as typed)."""
 
 
 @dataclass(frozen=True)
@@ -114,13 +126,50 @@ def console_router(
     backend = backend or Backend(settings)
     templates = _templates()
     ttl = timedelta(minutes=config.session_minutes)
-    router = APIRouter(prefix=PREFIX, include_in_schema=False)
-    router.backend = backend  # type: ignore[attr-defined]
 
     def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
         response = templates.TemplateResponse(request, name, {"prefix": PREFIX, **context}, status_code=status)
         response.headers.update(SECURITY_HEADERS)
         return response
+
+    def unavailable(request: Request, exc: Exception) -> Response:
+        """503 for a Cassandra that cannot answer: the error page for a browser's page or
+        form, the service's error shape ({"error", "detail"}) for the queue's polling and
+        any other client. A write that timed out may or may not have been applied (as
+        Cassandra's WriteTimeout says), so the page does not claim that nothing changed."""
+        log.warning("console %s %s: Cassandra unavailable (%s)", request.method, request.url.path, type(exc).__name__)
+        detail = f"Cassandra unavailable ({type(exc).__name__}); retry shortly"
+        headers = {**SECURITY_HEADERS, "Retry-After": "1"}
+        if "text/html" in request.headers.get("accept", "") and not request.headers.get("X-Console-Fragment"):
+            message = (
+                "The alert store (Cassandra) cannot be reached just now; try again shortly. If you were "
+                "saving a change, reload the case to see whether it was kept before making it again."
+            )
+            response = render(request, "error.html", status=503, user=None, message=message)
+            response.headers.update(headers)
+            return response
+        return JSONResponse(
+            {"error": "cassandra_unavailable", "detail": detail, "retry": True}, status_code=503, headers=headers
+        )
+
+    class ConsoleRoute(APIRoute):
+        """A console route whose Cassandra errors are a 503 (:func:`unavailable`), wherever
+        in the route they are raised: connecting (Backend.stores), reading the session,
+        the page's own reads and writes."""
+
+        def get_route_handler(self) -> Callable[[Request], Any]:
+            handler = super().get_route_handler()
+
+            async def guarded(request: Request) -> Response:
+                try:
+                    return await handler(request)
+                except UNAVAILABLE as exc:
+                    return unavailable(request, exc)
+
+            return guarded
+
+    router = APIRouter(prefix=PREFIX, include_in_schema=False, route_class=ConsoleRoute)
+    router.backend = backend  # type: ignore[attr-defined]
 
     def session_of(request: Request) -> Session | None:
         token = request.cookies.get(COOKIE)
@@ -387,7 +436,7 @@ def console_router(
         if not auth.allowed(s.role, "see_clear"):
             return refused(request, s, "the viewer role may not look accounts up by number")
         account = str(form.get("account", "")).strip()
-        if not re.fullmatch(r"\d{6,18}", account):
+        if not ACCOUNT_NUMBER.fullmatch(account):
             return insights_response(request, s, None, "an account number is 6 to 18 digits")
         return insights_response(request, s, account)
 
