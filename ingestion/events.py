@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import types
 import typing
 import unicodedata
@@ -83,6 +84,7 @@ __all__ = [
     "DeadLetterReason",
     "Geo",
     "LabelEvent",
+    "NumberOutOfRange",
     "Party",
     "Payer",
     "Problem",
@@ -93,6 +95,7 @@ __all__ = [
     "describe_problems",
     "format_inr",
     "is_unsafe_text",
+    "json_int",
     "kafka_key",
     "paise_to_rupees",
     "rupees_to_paise",
@@ -447,7 +450,9 @@ def _decode(raw: bytes | str | dict[str, Any]) -> dict[str, Any]:
             f"expected JSON bytes/str or a dict, got {type(raw).__name__}",
         )
     try:
-        data = json.loads(raw, parse_constant=_reject_constant)
+        data = json.loads(raw, parse_constant=_reject_constant, parse_int=json_int)
+    except NumberOutOfRange as exc:
+        raise EventValidationError(DeadLetterReason.MALFORMED_JSON, str(exc)) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise EventValidationError(DeadLetterReason.MALFORMED_JSON, f"not valid UTF-8 JSON ({exc})") from None
     except RecursionError:
@@ -460,6 +465,33 @@ def _decode(raw: bytes | str | dict[str, Any]) -> dict[str, Any]:
             f"expected a JSON object, got {type(data).__name__}",
         )
     return data
+
+
+class NumberOutOfRange(ValueError):
+    """JSON holding an integer longer than Python converts (4,300 digits by default:
+    ``sys.get_int_max_str_digits()``)."""
+
+
+def json_int(text: str) -> int:
+    """``json.loads``'s ``parse_int``: an integer literal too long to convert is
+    :class:`NumberOutOfRange`, not the plain ValueError json's own int() raises, whose
+    message reads like a body that is not JSON and tells a client to call
+    ``sys.set_int_max_str_digits()``.
+
+    >>> json.loads("[1, -20]", parse_int=json_int)
+    [1, -20]
+    >>> try:
+    ...     json.loads("9" * 5000, parse_int=json_int)
+    ... except NumberOutOfRange as exc:
+    ...     print(exc)
+    a number is out of range: integers have at most 4,300 digits
+    """
+    try:
+        return int(text)
+    except ValueError:
+        raise NumberOutOfRange(
+            f"a number is out of range: integers have at most {sys.get_int_max_str_digits():,} digits"
+        ) from None
 
 
 def _reject_constant(name: str) -> None:

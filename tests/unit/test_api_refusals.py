@@ -321,7 +321,16 @@ def test_an_integer_too_long_to_convert_is_a_422_saying_so(api: Api, digits: int
         assert answer.status_code == 422, answer.text
         body = answer.json()
         assert (body["error"], body["field"]) == (error, None), body
-        assert body["detail"] == "a number in the body is out of range: integers have at most 4,300 digits"
+        assert body["detail"] == "a number is out of range: integers have at most 4,300 digits"
+
+
+@SOME
+@given(digits=DIGITS)
+def test_one_event_holding_an_integer_too_long_to_convert_is_a_422_saying_so(api: Api, digits: int):
+    content = '{"amount_paise": %s}' % ("9" * digits)
+    answer = api.client.post("/v1/score", content=content, headers={**api.auth, "Content-Type": "application/json"})
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["detail"].endswith("a number is out of range: integers have at most 4,300 digits")
 
 
 def test_long_numbers_within_range_and_bodies_that_are_not_json_keep_their_answers(api: Api):

@@ -415,3 +415,15 @@ def test_rounding_names_and_exactness_without_rounding() -> None:
         rupees_to_paise("851.9499999999999")
     with pytest.raises(ValueError, match="unknown rounding 'bankers'"):
         rupees_to_paise("1.005", rounding="bankers")  # type: ignore[arg-type]
+
+
+@settings(max_examples=30, deadline=None)
+@given(digits=st.integers(4301, 20_000), field=st.sampled_from(["amount_paise", "schema_version", "extra"]))
+def test_an_integer_too_long_to_convert_is_malformed_json_saying_so(digits: int, field: str):
+    # json's own int() refuses such a literal with a message telling the sender to call
+    # sys.set_int_max_str_digits(); the dead letter names the real problem instead.
+    raw = json.dumps({**GOOD, field: 0}).replace(f'"{field}": 0', f'"{field}": {"9" * digits}')
+    with pytest.raises(EventValidationError) as caught:
+        validate_event(raw.encode(), now=NOW)
+    assert caught.value.reason == DeadLetterReason.MALFORMED_JSON
+    assert caught.value.detail == "a number is out of range: integers have at most 4,300 digits"

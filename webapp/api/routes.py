@@ -17,7 +17,6 @@ import inspect
 import json
 import re
 import socket
-import sys
 import time
 from base64 import urlsafe_b64decode, urlsafe_b64encode
 from datetime import UTC, date, datetime, timedelta
@@ -33,10 +32,12 @@ from txmon.infra.errors import EventValidationError
 from txmon.infra.masking import mask_account, mask_vpa
 from txmon.ingestion.events import (
     IST,
+    NumberOutOfRange,
     TransactionEvent,
     check_event,
     describe_problems,
     is_unsafe_text,
+    json_int,
     to_json,
     validate_label,
 )
@@ -221,22 +222,6 @@ def _ingest(request: Request) -> bool:
         ) from None
 
 
-class NumberOutOfRange(ValueError):
-    """The body is JSON, but holds an integer longer than Python converts (4,300 digits
-    by default: ``sys.get_int_max_str_digits()``)."""
-
-
-def _int(text: str) -> int:
-    # json.loads's own int() fails on such a literal with a plain ValueError, which the
-    # routes could not tell from a body that is not JSON at all.
-    try:
-        return int(text)
-    except ValueError:
-        raise NumberOutOfRange(
-            f"a number in the body is out of range: integers have at most {sys.get_int_max_str_digits():,} digits"
-        ) from None
-
-
 def _json_body(raw: bytes) -> Any:
     """The request body's JSON value; ValueError for a body that is not JSON, its subclass
     NumberOutOfRange for JSON holding an integer too long to convert. JSON nested past the
@@ -244,7 +229,7 @@ def _json_body(raw: bytes) -> Any:
     RecursionError, which is no ValueError: callers that catch ValueError for "not JSON"
     would let it through as a 500."""
     try:
-        return json.loads(raw, parse_int=_int)
+        return json.loads(raw, parse_int=json_int)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
 
