@@ -11,10 +11,9 @@ import json
 import os
 from functools import lru_cache
 from pathlib import Path
-from types import UnionType
-from typing import Annotated, Any, Literal, Self, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -24,7 +23,7 @@ from pydantic_settings import (
 )
 
 from txmon.infra.errors import ConfigError, YamlError
-from txmon.infra.yaml_loading import load_yaml
+from txmon.infra.yaml_loading import WrittenModel, load_yaml, refuse_lookalikes
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = PROJECT_ROOT / "config"
@@ -39,35 +38,11 @@ REPLAY_MAPPINGS = CONFIG_DIR / "replay"
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
-def _refuse_lookalikes(model: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
-    """Refuse a value pydantic's lax mode would take for something it does not mean.
-
-    ``port: true`` would be 1 (a bool is an int to Python) and ``state_dir: ''`` the project
-    root (``Path('')`` is ``.``): both are slips in a file, not settings. A number written as
-    text (``"5"``, which is how every TXMON_* variable arrives) still converts.
-    """
-    name = info.field_name
-    if name is None:
-        return value
-    wanted = model.model_fields[name].annotation
-    choices = get_args(wanted) if get_origin(wanted) in (Union, UnionType) else (wanted,)
-    if isinstance(value, bool) and any(choice in (int, float) for choice in choices):
-        raise ValueError(f"expected a number, not the boolean {str(value).lower()}")
-    if isinstance(value, str) and not value.strip() and Path in choices:
-        raise ValueError("an empty path, which would be read as '.'; name the path, or leave the key out")
-    return value
-
-
-class Section(BaseModel):
+class Section(WrittenModel):
     """A section of a settings file: frozen, unknown keys refused, and no boolean taken for
-    a number nor empty text for a path (:func:`_refuse_lookalikes`)."""
+    a number nor empty text for a path (:func:`infra.yaml_loading.refuse_lookalikes`)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_lookalikes(cls, value: Any, info: ValidationInfo) -> Any:
-        return _refuse_lookalikes(cls, value, info)
 
 
 class KafkaTopics(Section):
@@ -319,7 +294,7 @@ class YamlBackedSettings(BaseSettings):
     @field_validator("*", mode="before")
     @classmethod
     def _no_lookalikes(cls, value: Any, info: ValidationInfo) -> Any:
-        return _refuse_lookalikes(cls, value, info)
+        return refuse_lookalikes(cls, value, info)
 
     @classmethod
     def yaml_path(cls) -> Path:

@@ -10,9 +10,12 @@ written beside a merge overrides the merged one, as YAML's merge key means it to
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import yaml
+from pydantic import BaseModel, ValidationInfo, field_validator
 
 from txmon.infra.errors import YamlError
 
@@ -97,6 +100,49 @@ def load_yaml(text: str) -> Any:
         raise YamlError(f"has a value YAML cannot read ({exc})") from None
 
 
+def _kinds(annotation: Any) -> set[Any]:
+    """The plain types a field's annotation admits, through ``Annotated`` and unions.
+
+    >>> sorted(k.__name__ for k in _kinds(Annotated[int, "x"] | None))
+    ['NoneType', 'int']
+    """
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _kinds(get_args(annotation)[0])
+    if origin in (Union, UnionType):
+        return set().union(*(_kinds(arg) for arg in get_args(annotation)))
+    return {annotation}
+
+
+def refuse_lookalikes(model: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
+    """Refuse a value pydantic's lax mode would take for something it does not mean.
+
+    ``port: true`` or a rule's ``score: true`` would be 1 (a bool is an int to Python) and
+    ``state_dir: ''`` the project root (``Path('')`` is ``.``): both are slips in a file, not
+    settings. A number written as text (``"5"``, which is how every TXMON_* variable
+    arrives) still converts, and a field that takes booleans too keeps them.
+    """
+    name = info.field_name
+    if name is None:
+        return value
+    kinds = _kinds(model.model_fields[name].annotation)
+    if isinstance(value, bool) and bool not in kinds and kinds & {int, float}:
+        raise ValueError(f"expected a number, not the boolean {str(value).lower()}")
+    if isinstance(value, str) and not value.strip() and Path in kinds:
+        raise ValueError("an empty path, which would be read as '.'; name the path, or leave the key out")
+    return value
+
+
+class WrittenModel(BaseModel):
+    """A model of a file people write (settings, alerting, rules, replay mappings): no
+    boolean taken for a number, no empty text for a path (:func:`refuse_lookalikes`)."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_lookalikes(cls, value: Any, info: ValidationInfo) -> Any:
+        return refuse_lookalikes(cls, value, info)
+
+
 def yaml_problem(exc: yaml.YAMLError) -> str:
     """PyYAML's multi-line message on one line, placed by line and column."""
     if isinstance(exc, yaml.MarkedYAMLError):
@@ -106,4 +152,4 @@ def yaml_problem(exc: yaml.YAMLError) -> str:
     return str(exc).splitlines()[0]
 
 
-__all__ = ["DuplicateKeyError", "UniqueKeyLoader", "load_yaml", "yaml_problem"]
+__all__ = ["DuplicateKeyError", "UniqueKeyLoader", "WrittenModel", "load_yaml", "refuse_lookalikes", "yaml_problem"]

@@ -122,7 +122,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from txmon.infra.errors import ConfigError, YamlError
-from txmon.infra.yaml_loading import load_yaml
+from txmon.infra.yaml_loading import WrittenModel, load_yaml
 from txmon.ingestion.events import (
     FIELD_ENUMS,
     FIELD_PATTERNS,
@@ -247,7 +247,7 @@ def _key_text(key: Any) -> str:
     return str(key)
 
 
-class _Strict(BaseModel):
+class _Strict(WrittenModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
+
+from txmon.infra.yaml_loading import WrittenModel
 
 Decision = Literal["APPROVE", "REVIEW", "BLOCK"]
 """What is done with a transaction, by its risk score (:func:`decide`)."""
@@ -34,7 +36,7 @@ class Severity(StrEnum):
 SEVERITIES: tuple[str, ...] = tuple(s.value for s in Severity)
 
 
-class RiskPolicy(BaseModel):
+class RiskPolicy(WrittenModel):
     """Weights and thresholds (config/rules.yaml, section `policy`)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -12,11 +12,11 @@ import hashlib
 import re
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from txmon.infra.errors import ConfigError, YamlError
 from txmon.infra.settings import DEFAULT_RULES, PROJECT_ROOT
-from txmon.infra.yaml_loading import load_yaml
+from txmon.infra.yaml_loading import WrittenModel, load_yaml
 from txmon.ingestion.events import CHANNELS
 from txmon.models.risk import RiskPolicy, Severity
 
@@ -29,7 +29,7 @@ class RulesError(ConfigError):
     """The rules file is invalid; the message names the rule and the problem."""
 
 
-class Rule(BaseModel):
+class Rule(WrittenModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: str = Field(pattern=r"^[A-Z][A-Z0-9_]{1,63}$")
@@ -88,7 +88,7 @@ class Rule(BaseModel):
         return _PLACEHOLDER.sub(fill, template)
 
 
-class RuleSet(BaseModel):
+class RuleSet(WrittenModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     version: int = Field(ge=1)

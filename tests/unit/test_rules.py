@@ -176,3 +176,23 @@ def test_a_rules_path_that_is_not_a_utf8_file_is_a_rules_error(tmp_path) -> None
     latin.write_bytes(BASE.replace("big card", "gro\xdfe Karte").encode("latin-1"))
     with pytest.raises(RulesError, match="UTF-8"):
         load_rules(latin)
+
+
+@pytest.mark.parametrize(
+    ("where", "text"),
+    [
+        ("score", BASE.replace("score: 10", "score: true")),
+        ("version", BASE.replace("version: 1", "version: true")),
+        ("review_at", BASE + "policy: {review_at: true}\n"),
+        ("model_weight", BASE + "policy: {model_weight: false}\n"),
+    ],
+)
+def test_a_boolean_where_a_rule_file_wants_a_number_is_refused(where: str, text: str) -> None:
+    # pydantic's lax mode reads true as 1: `score: true` would add one point, silently.
+    with pytest.raises(RulesError, match=f"(?s){where}.*expected a number, not the boolean"):
+        parse_rules(text)
+
+
+def test_numbers_in_a_rule_file_still_load() -> None:
+    ruleset = parse_rules(BASE.replace("score: 10", "score: 10.5") + "policy: {review_at: 40, model_weight: 1}\n")
+    assert ruleset.rules[0].score == 10.5 and ruleset.policy.review_at == 40 and ruleset.policy.model_weight == 1.0
