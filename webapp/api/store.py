@@ -27,6 +27,7 @@ from txmon.infra.settings import Settings
 from txmon.infra.statements import API as STATEMENTS
 from txmon.webapp.api import cql
 from txmon.webapp.api.scorer import Profiles
+from txmon.webapp.reconnect import NotConnected, Reconnect
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +64,9 @@ class ApiStore:
         self._cluster = None
         self._session = None
         self._prepared: dict[str, Any] = {}
-        self._lock = threading.Lock()
-        self._last_attempt = 0.0
-        self._last_error = "not connected yet"
+        # A constant interval (first_s = max_s): a scoring client retries within the second
+        # Cassandra is back. A burst of requests at start-up waits for the first connect.
+        self._connection = Reconnect(self._connect, first_s=retry_connect_s, max_s=retry_connect_s, wait_first=True)
         self._errors = _driver_errors()
         # The hot reads' own connection (webapp/api/cql.py), on the event loop that made it.
         self._wire: cql.CqlConnection | None = None
@@ -113,18 +114,13 @@ class ApiStore:
     def session(self):
         if self._session is not None:
             return self._session
-        with self._lock:
-            if self._session is None:
-                if time.monotonic() - self._last_attempt < self.retry_connect_s:
-                    raise StoreUnavailable(f"Cassandra unavailable ({self._last_error}); retry shortly")
-                self._last_attempt = time.monotonic()
-                try:
-                    self._cluster, session, self._prepared = self._connect()
-                except Exception as exc:  # noqa: BLE001 - any failure to connect is "unavailable"
-                    self._last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
-                    raise StoreUnavailable(f"Cassandra unavailable ({self._last_error}); retry shortly") from None
-                self._session = session
-        return self._session
+        try:  # any failure to connect is "unavailable"; one caller at a time tries (webapp/reconnect.py)
+            cluster, session, prepared = self._connection.get()
+        except NotConnected as exc:
+            raise StoreUnavailable(f"Cassandra unavailable ({exc.reason}); retry shortly") from None
+        self._cluster, self._prepared = cluster, prepared
+        self._session = session  # last: a caller seeing it set finds the statements prepared
+        return session
 
     def close(self) -> None:
         wire, loop = self._wire, self._wire_loop
@@ -132,6 +128,7 @@ class ApiStore:
         if wire is not None and loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # its loop is gone: so is the socket
                 loop.call_soon_threadsafe(wire.close)
+        self._connection.forget()
         if self._cluster is not None:
             self._cluster.shutdown()
             self._cluster = self._session = None

@@ -12,7 +12,7 @@ import logging
 import os
 import re
 import secrets
-import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +34,7 @@ from txmon.infra.cassandra_schema import connect
 from txmon.models.risk import ALERT_DECISIONS, SEVERITIES
 from txmon.webapp.console import auth, cases, dashboard, insights, queries
 from txmon.webapp.console.store import ConsoleStore, Session
+from txmon.webapp.reconnect import NotConnected, Reconnect
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +51,10 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
-UNAVAILABLE = (NoHostAvailable, OperationTimedOut, Unavailable, ReadTimeout, WriteTimeout)
-"""The driver's errors for a Cassandra that cannot answer now (down, unreachable, too slow):
-a 503 the user can retry, as the scoring API answers them (webapp/api/store.py)."""
+UNAVAILABLE = (NoHostAvailable, OperationTimedOut, Unavailable, ReadTimeout, WriteTimeout, NotConnected)
+"""The driver's errors for a Cassandra that cannot answer now (down, unreachable, too slow),
+and Backend.stores()'s while it waits to connect again: a 503 the user can retry, as the
+scoring API answers them (webapp/api/store.py)."""
 ACCOUNT_NUMBER = re.compile(r"[0-9]{6,18}")
 """An account number as the lookup form takes it: ASCII digits (``\\d`` would take any
 script's digits, which name no account and would be sent to Cassandra as typed)."""
@@ -74,27 +76,52 @@ class ConsoleConfig:
 
 
 class Backend:
-    """Cassandra stores and the label sink, connected on first use and shared by requests."""
+    """Cassandra stores and the label sink, connected on first use and shared by requests.
 
-    def __init__(self, settings: Any, labels_topic: str | None = None, stream_topic: str | None = None) -> None:
+    While Cassandra cannot be reached, connecting is tried by one request at a time and,
+    after a failure, not again for a back-off of ``first_s`` growing to ``max_s``
+    (webapp/reconnect.py): meanwhile :meth:`stores` raises NotConnected at once, a 503
+    whose Retry-After is the wait left, instead of every request queueing behind a connect
+    that can take the driver's whole connect timeout.
+
+    ``connect``: () -> (cluster, (alert store, console store)), by default the configured
+    Cassandra's; ``clock``: the back-off's (seconds, monotonic)."""
+
+    def __init__(
+        self,
+        settings: Any,
+        labels_topic: str | None = None,
+        stream_topic: str | None = None,
+        *,
+        connect: Callable[[], tuple[Any, tuple[Any, Any]]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        first_s: float = 1.0,
+        max_s: float = 15.0,
+    ) -> None:
         self.settings = settings
         self.stream_topic = stream_topic or settings.kafka.topics.transactions
-        self._lock = threading.Lock()
-        self._stores: tuple[Any, Any] | None = None
-        self._cluster: Any = None
+        self._connection = Reconnect(
+            connect or self._connect, first_s=first_s, max_s=max_s, clock=clock, name="Cassandra (console)"
+        )
         self.sink: Any = cases.KafkaLabelSink(settings, labels_topic)
 
-    def stores(self):
-        with self._lock:
-            if self._stores is None:
-                self._cluster, session = connect(self.settings, self.settings.cassandra.keyspace)
-                self._stores = (AlertStore(session), ConsoleStore(session))
-            return self._stores
+    def _connect(self) -> tuple[Any, tuple[Any, Any]]:
+        cluster, session = connect(self.settings, self.settings.cassandra.keyspace)
+        try:
+            return cluster, (AlertStore(session), ConsoleStore(session))
+        except Exception:  # preparing the statements failed: no half-made connection left open
+            cluster.shutdown()
+            raise
+
+    def stores(self) -> tuple[Any, Any]:
+        """(AlertStore, ConsoleStore); NotConnected while Cassandra cannot be reached."""
+        return self._connection.get()[1]
 
     def close(self) -> None:
         self.sink.close()
-        if self._cluster is not None:
-            self._cluster.shutdown()
+        connected = self._connection.forget()
+        if connected is not None:
+            connected[0].shutdown()
 
 
 def _money(paise: int | None) -> str:
@@ -137,9 +164,13 @@ def console_router(
         form, the service's error shape ({"error", "detail"}) for the queue's polling and
         any other client. A write that timed out may or may not have been applied (as
         Cassandra's WriteTimeout says), so the page does not claim that nothing changed."""
-        log.warning("console %s %s: Cassandra unavailable (%s)", request.method, request.url.path, type(exc).__name__)
-        detail = f"Cassandra unavailable ({type(exc).__name__}); retry shortly"
-        headers = {**SECURITY_HEADERS, "Retry-After": "1"}
+        # Not connected: the class of the connect's own failure, and the back-off's wait left.
+        cause, retry_after = (
+            (exc.cause, exc.retry_after_header) if isinstance(exc, NotConnected) else (type(exc).__name__, "1")
+        )
+        log.warning("console %s %s: Cassandra unavailable (%s)", request.method, request.url.path, cause)
+        detail = f"Cassandra unavailable ({cause}); retry shortly"
+        headers = {**SECURITY_HEADERS, "Retry-After": retry_after}
         if "text/html" in request.headers.get("accept", "") and not request.headers.get("X-Console-Fragment"):
             message = (
                 "The alert store (Cassandra) cannot be reached just now; try again shortly. If you were "
