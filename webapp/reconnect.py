@@ -50,9 +50,11 @@ class Reconnect(Generic[T]):
     """``connect()``'s value, made on first use and kept; thread-safe.
 
     ``wait_first``: a caller arriving while the first attempt (or the first since a
-    success or :meth:`forget`) is in progress waits for its outcome instead of being
-    refused, so that a burst of requests at start-up is served once the connection is up.
-    After a failure nobody waits: a caller arriving during a reconnect is refused at once.
+    success or :meth:`forget`) is in progress waits for the connection instead of being
+    refused, so that a burst of requests at start-up is served once the connection is up;
+    if that attempt fails after its back-off has already run out (a slow failure), one of
+    the waiting callers tries again and the others keep waiting. A caller arriving after
+    a failure never waits: during a reconnect it is refused at once.
     """
 
     def __init__(
@@ -99,18 +101,25 @@ class Reconnect(Generic[T]):
         if value is not None:
             return value
         with self._cond:
+            # Decided once, on arrival: a caller of the start-up burst keeps waiting through
+            # the attempts that follow a slow failed first one, as a request queued for the
+            # first connect did before; a caller arriving after a failure never waits.
+            patient = self.wait_first and self._failures == 0
             while True:
                 if self._value is not None:
                     return self._value
                 if not self._connecting:
+                    remaining = self._due - self._clock()
+                    if remaining > 0:
+                        raise NotConnected(self._cause, self._reason, remaining)
                     break
-                if not (self.wait_first and self._failures == 0):
+                if not patient:
                     raise NotConnected("connecting", f"connecting to {self.name}", self._next_interval())
                 self._cond.wait()
-            remaining = self._due - self._clock()
-            if remaining > 0:
-                raise NotConnected(self._cause, self._reason, remaining)
             self._connecting = True
+            # The back-off counts from the attempt's start: a connect that spent the
+            # driver's whole timeout failing has waited long enough for the next one.
+            started = self._clock()
         try:
             value = self._connect()
         except BaseException as exc:
@@ -118,14 +127,15 @@ class Reconnect(Generic[T]):
                 self._connecting = False
                 self._interval = self._next_interval()
                 self._failures += 1
-                self._due = self._clock() + self._interval
+                self._due = started + self._interval
                 self._cause = type(exc).__name__
                 self._reason = f"{self._cause}: {str(exc)[:200]}"
                 self._cond.notify_all()
             if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: not an outage
                 raise
-            log.warning("%s: no connection (%s); next attempt in %.1f s", self.name, self._reason, self._interval)
-            raise NotConnected(self._cause, self._reason, self._interval) from exc
+            wait = max(0.0, self._due - self._clock())
+            log.warning("%s: no connection (%s); next attempt in %.1f s", self.name, self._reason, wait)
+            raise NotConnected(self._cause, self._reason, wait) from exc
         with self._cond:
             self._value = value
             self._connecting = False

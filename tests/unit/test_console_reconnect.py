@@ -379,3 +379,69 @@ def test_wait_first_holds_callers_for_the_first_connect_only(clock):
     release.set()
     third.join(SAFETY_S)
     assert got[-1] == "session"
+
+
+def test_the_back_off_counts_from_the_attempts_start(clock):
+    # An attempt that spent the driver's connect timeout failing has waited long enough:
+    # the next caller connects at once instead of being refused for another interval.
+    calls: list[int] = []
+
+    def slow_failure() -> str:
+        calls.append(1)
+        clock.advance(10.0)  # the driver's connect timeout, longer than the interval
+        raise unreachable()
+
+    reconnect = Reconnect(slow_failure, first_s=FIRST_S, max_s=MAX_S, clock=clock)
+    with pytest.raises(NotConnected) as failed:
+        reconnect.get()
+    assert failed.value.retry_after == 0
+    with pytest.raises(NotConnected):
+        reconnect.get()  # a second attempt, not a refusal during a back-off
+    assert len(calls) == 2
+    # A fast failure next: its interval (the third, 4 s) holds from its start.
+    reconnect._connect = failing_reconnect(clock, calls)._connect
+    with pytest.raises(NotConnected):
+        reconnect.get()
+    with pytest.raises(NotConnected) as refused:
+        reconnect.get()
+    assert len(calls) == 3 and refused.value.retry_after == GROWTH[2] and refused.value.cause == "NoHostAvailable"
+
+
+def test_a_start_up_burst_outlasts_a_slow_failed_first_connect(clock):
+    # The scoring API's first requests wait for the first connect; if it fails slowly (a
+    # loaded machine, the driver's timeout), one of them tries again and the others keep
+    # waiting for that attempt, as requests queued for the first connect always did.
+    entered, release = threading.Event(), threading.Event()
+    attempts: list[int] = []
+
+    def connect() -> str:
+        attempts.append(1)
+        if len(attempts) == 1:
+            entered.set()
+            assert release.wait(SAFETY_S)
+            clock.advance(10.0)
+            raise unreachable()
+        return "session"
+
+    reconnect = Reconnect(connect, first_s=FIRST_S, max_s=MAX_S, clock=clock, wait_first=True)
+    got: list[str] = []
+    first = threading.Thread(target=lambda: got.append("refused") if _refused(reconnect) else None)
+    first.start()
+    assert entered.wait(SAFETY_S)
+    waiters = [threading.Thread(target=lambda: got.append(reconnect.get())) for _ in range(3)]
+    for w in waiters:
+        w.start()
+    while len(reconnect._cond._waiters) < 3 and all(w.is_alive() for w in waiters):  # type: ignore[attr-defined]
+        waiters[0].join(0.001)
+    release.set()
+    for t in (first, *waiters):
+        t.join(SAFETY_S)
+    assert sorted(got) == ["refused", "session", "session", "session"] and len(attempts) == 2
+
+
+def _refused(reconnect: Reconnect[str]) -> bool:
+    try:
+        reconnect.get()
+    except NotConnected:
+        return True
+    return False
