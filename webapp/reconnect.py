@@ -81,6 +81,7 @@ class Reconnect(Generic[T]):
         self._failures = 0  # in a row, since the last success
         self._interval = 0.0  # the back-off after the last failure
         self._due = -math.inf  # on the clock: the earliest next attempt
+        self._burst_due = -math.inf  # the same for a caller of the start-up burst (wait_first)
         self._cause = "not connected yet"
         self._reason = "not connected yet"
 
@@ -109,7 +110,7 @@ class Reconnect(Generic[T]):
                 if self._value is not None:
                     return self._value
                 if not self._connecting:
-                    remaining = self._due - self._clock()
+                    remaining = (self._burst_due if patient else self._due) - self._clock()
                     if remaining > 0:
                         raise NotConnected(self._cause, self._reason, remaining)
                     break
@@ -117,8 +118,6 @@ class Reconnect(Generic[T]):
                     raise NotConnected("connecting", f"connecting to {self.name}", self._next_interval())
                 self._cond.wait()
             self._connecting = True
-            # The back-off counts from the attempt's start: a connect that spent the
-            # driver's whole timeout failing has waited long enough for the next one.
             started = self._clock()
         try:
             value = self._connect()
@@ -127,21 +126,24 @@ class Reconnect(Generic[T]):
                 self._connecting = False
                 self._interval = self._next_interval()
                 self._failures += 1
-                self._due = started + self._interval
+                self._due = self._clock() + self._interval
+                # For the start-up burst the interval counts from the attempt's start: a
+                # first connect that spent the driver's whole timeout failing has made its
+                # waiters wait long enough, and one of them tries again at once.
+                self._burst_due = started + self._interval
                 self._cause = type(exc).__name__
                 self._reason = f"{self._cause}: {str(exc)[:200]}"
                 self._cond.notify_all()
             if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: not an outage
                 raise
-            wait = max(0.0, self._due - self._clock())
-            log.warning("%s: no connection (%s); next attempt in %.1f s", self.name, self._reason, wait)
-            raise NotConnected(self._cause, self._reason, wait) from exc
+            log.warning("%s: no connection (%s); next attempt in %.1f s", self.name, self._reason, self._interval)
+            raise NotConnected(self._cause, self._reason, self._interval) from exc
         with self._cond:
             self._value = value
             self._connecting = False
             self._failures = 0
             self._interval = 0.0
-            self._due = -math.inf
+            self._due = self._burst_due = -math.inf
             self._cond.notify_all()
         return value
 
@@ -150,7 +152,7 @@ class Reconnect(Generic[T]):
         connects again at once."""
         with self._cond:
             value, self._value = self._value, None
-            self._failures, self._interval, self._due = 0, 0.0, -math.inf
+            self._failures, self._interval, self._due, self._burst_due = 0, 0.0, -math.inf, -math.inf
             return value
 
     def _next_interval(self) -> float:

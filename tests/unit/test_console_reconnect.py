@@ -381,32 +381,6 @@ def test_wait_first_holds_callers_for_the_first_connect_only(clock):
     assert got[-1] == "session"
 
 
-def test_the_back_off_counts_from_the_attempts_start(clock):
-    # An attempt that spent the driver's connect timeout failing has waited long enough:
-    # the next caller connects at once instead of being refused for another interval.
-    calls: list[int] = []
-
-    def slow_failure() -> str:
-        calls.append(1)
-        clock.advance(10.0)  # the driver's connect timeout, longer than the interval
-        raise unreachable()
-
-    reconnect = Reconnect(slow_failure, first_s=FIRST_S, max_s=MAX_S, clock=clock)
-    with pytest.raises(NotConnected) as failed:
-        reconnect.get()
-    assert failed.value.retry_after == 0
-    with pytest.raises(NotConnected):
-        reconnect.get()  # a second attempt, not a refusal during a back-off
-    assert len(calls) == 2
-    # A fast failure next: its interval (the third, 4 s) holds from its start.
-    reconnect._connect = failing_reconnect(clock, calls)._connect
-    with pytest.raises(NotConnected):
-        reconnect.get()
-    with pytest.raises(NotConnected) as refused:
-        reconnect.get()
-    assert len(calls) == 3 and refused.value.retry_after == GROWTH[2] and refused.value.cause == "NoHostAvailable"
-
-
 def test_a_start_up_burst_outlasts_a_slow_failed_first_connect(clock):
     # The scoring API's first requests wait for the first connect; if it fails slowly (a
     # loaded machine, the driver's timeout), one of them tries again and the others keep
