@@ -11,6 +11,7 @@ import shutil
 from collections import namedtuple
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -152,15 +153,48 @@ def event(txn_id: str = "api-unit-0001", **changes) -> dict:
     return body
 
 
-@pytest.fixture(autouse=True)
-def cheap_hashes(monkeypatch):
+def cheap_hasher():
     """argon2 with its smallest cost: the real parameters spend ~50 ms (seconds on a busy
-    machine) per hash by design, and these tests make a few keys each."""
+    machine) per hash by design, and the API's unit tests make keys by the dozen."""
     from argon2 import PasswordHasher
 
+    return PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
+
+
+@pytest.fixture(autouse=True)
+def cheap_hashes(monkeypatch):
     from txmon.webapp.api import keys
 
-    monkeypatch.setattr(keys, "_hasher", lambda: PasswordHasher(time_cost=1, memory_cost=64, parallelism=1))
+    monkeypatch.setattr(keys, "_hasher", cheap_hasher)
+
+
+def memory_services(
+    store: Any,
+    producer: Any,
+    api: ApiSettings,
+    folder: Path,
+    *,
+    rules: Path | None = None,
+    key_ttl_s: float = 3600,
+    max_age: timedelta | None = timedelta(days=30),
+    **extra: Any,
+) -> ApiServices:
+    """The API's services on in-memory stand-ins for Cassandra and Kafka, scoring with the
+    shipped rules (copied into ``folder`` unless ``rules`` names a file) and no champion."""
+    if rules is None:
+        rules = folder / "rules.yaml"
+        shutil.copy(PROJECT_ROOT / "config" / "rules.yaml", rules)
+    return ApiServices(
+        settings=load_settings(),
+        api=api,
+        store=store,
+        scorer=Scorer(rules, folder / "models"),
+        verifier=KeyVerifier(store, key_ttl_s),
+        buckets=TokenBuckets(api.rate_per_s, api.burst),
+        max_age=max_age,
+        producer_factory=lambda: producer,
+        **extra,
+    )
 
 
 @pytest.fixture
@@ -175,16 +209,7 @@ def world(tmp_path, rules_file):
     """(client, store, producer, keys by scope set, services)."""
     store, producer = MemoryStore(), MemoryProducer()
     api = ApiSettings(rate_per_s=1000, burst=1000, max_body_bytes=4096, batch_max=3)
-    services = ApiServices(
-        settings=load_settings(),
-        api=api,
-        store=store,
-        scorer=Scorer(rules_file, tmp_path / "models"),
-        verifier=KeyVerifier(store, 30),
-        buckets=TokenBuckets(api.rate_per_s, api.burst),
-        max_age=timedelta(days=30),
-        producer_factory=lambda: producer,
-    )
+    services = memory_services(store, producer, api, tmp_path, rules=rules_file, key_ttl_s=30)
     keys = {
         name: create_key(store, name, scopes)[0]
         for name, scopes in {

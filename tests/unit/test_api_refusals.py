@@ -11,7 +11,6 @@ have reached Cassandra; tests/integration/test_api.py pages through the real one
 from __future__ import annotations
 
 import json
-import shutil
 from base64 import urlsafe_b64decode, urlsafe_b64encode
 from collections import namedtuple
 from collections.abc import Iterator
@@ -25,13 +24,11 @@ from httpx import Response
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.unit.test_api import MemoryProducer, MemoryStore, event
-from txmon.infra.settings import PROJECT_ROOT, load_settings
+from tests.unit.test_api import MemoryProducer, MemoryStore, cheap_hasher, event, memory_services
+from txmon.infra.settings import load_settings
 from txmon.webapp.api import keys as api_keys
 from txmon.webapp.api.config import ApiSettings
-from txmon.webapp.api.keys import KeyVerifier, create_key
-from txmon.webapp.api.limits import TokenBuckets
-from txmon.webapp.api.scorer import Scorer
+from txmon.webapp.api.keys import create_key
 from txmon.webapp.api.services import ApiServices, paging_key
 from txmon.webapp.app import create_app
 
@@ -95,26 +92,14 @@ class Api:
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    from argon2 import PasswordHasher
 
     tmp = tmp_path_factory.mktemp("refusals")
-    rules = tmp / "rules.yaml"
-    shutil.copy(PROJECT_ROOT / "config" / "rules.yaml", rules)
     store = PagingStore({DAY: [_alert(n) for n in range(7)], OTHER_DAY: [_alert(n) for n in range(100, 105)]})
-    producer = MemoryProducer()
     settings_ = ApiSettings(rate_per_s=1e9, burst=10**9, batch_max=5)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(api_keys, "_hasher", lambda: PasswordHasher(time_cost=1, memory_cost=64, parallelism=1))
-        services = ApiServices(
-            settings=load_settings(),
-            api=settings_,
-            store=store,
-            scorer=Scorer(rules, tmp / "models"),
-            verifier=KeyVerifier(store, 3600),
-            buckets=TokenBuckets(settings_.rate_per_s, settings_.burst),
-            max_age=timedelta(days=30),
-            producer_factory=lambda: producer,
-            page_key=b"this service's page key, 32 bytes+",
+        patch.setattr(api_keys, "_hasher", cheap_hasher)
+        services = memory_services(
+            store, MemoryProducer(), settings_, tmp, page_key=b"this service's page key, 32 bytes+"
         )
         key = create_key(store, "refusals", ["score", "read", "label"])[0]
         yield Api(TestClient(create_app(load_settings(), services=services)), key, store, services)

@@ -25,13 +25,9 @@ from httpx import Response
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.unit.test_api import MemoryProducer, MemoryStore
-from txmon.infra.settings import PROJECT_ROOT, load_settings
+from tests.unit.test_api import MemoryProducer, MemoryStore, memory_services
+from txmon.infra.settings import load_settings
 from txmon.webapp.api.config import ApiSettings
-from txmon.webapp.api.keys import KeyVerifier
-from txmon.webapp.api.limits import TokenBuckets
-from txmon.webapp.api.scorer import Scorer
-from txmon.webapp.api.services import ApiServices
 from txmon.webapp.app import create_app
 from txmon.webapp.console import insights, queries
 from txmon.webapp.console.store import Session, User
@@ -129,22 +125,10 @@ class EmptyAlerts:
 def app(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
     """The whole application (API and console), its API on in-memory stand-ins; the
     console's Backend is replaced per test (stores)."""
-    import shutil
 
     tmp = tmp_path_factory.mktemp("console-down")
-    rules = tmp / "rules.yaml"
-    shutil.copy(PROJECT_ROOT / "config" / "rules.yaml", rules)
-    store, producer = MemoryStore(), MemoryProducer()
     api = ApiSettings(rate_per_s=1e9, burst=10**9)
-    services = ApiServices(
-        settings=load_settings(),
-        api=api,
-        store=store,
-        scorer=Scorer(rules, tmp / "models"),
-        verifier=KeyVerifier(store, 3600),
-        buckets=TokenBuckets(api.rate_per_s, api.burst),
-        producer_factory=lambda: producer,
-    )
+    services = memory_services(MemoryStore(), MemoryProducer(), api, tmp, max_age=None)
     return TestClient(create_app(load_settings(), services=services), follow_redirects=False)
 
 

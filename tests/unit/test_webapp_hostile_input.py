@@ -15,7 +15,6 @@ other route's refusal), and its query-string filter is checked on its own.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -28,14 +27,11 @@ from httpx import Response
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.unit.test_api import MemoryProducer, MemoryStore, event
-from txmon.infra.settings import PROJECT_ROOT, load_settings
+from tests.unit.test_api import MemoryProducer, MemoryStore, cheap_hasher, event, memory_services
+from txmon.infra.settings import load_settings
 from txmon.webapp.api import keys as api_keys
 from txmon.webapp.api.config import ApiSettings
-from txmon.webapp.api.keys import KeyVerifier, create_key
-from txmon.webapp.api.limits import TokenBuckets
-from txmon.webapp.api.scorer import Scorer
-from txmon.webapp.api.services import ApiServices
+from txmon.webapp.api.keys import create_key
 from txmon.webapp.app import create_app
 from txmon.webapp.console import auth as console_auth
 from txmon.webapp.console import queries
@@ -65,25 +61,13 @@ class Service:
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """One application for the module (hundreds of requests): in-memory Cassandra and Kafka,
     a rate and burst no test reaches, cheap argon2 (as tests/unit/test_api.py)."""
-    from argon2 import PasswordHasher
 
     tmp = tmp_path_factory.mktemp("hostile")
-    rules = tmp / "rules.yaml"
-    shutil.copy(PROJECT_ROOT / "config" / "rules.yaml", rules)
     store, producer = MemoryStore(), MemoryProducer()
     api = ApiSettings(rate_per_s=1e9, burst=10**9, max_body_bytes=LIMIT, batch_max=5)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(api_keys, "_hasher", lambda: PasswordHasher(time_cost=1, memory_cost=64, parallelism=1))
-        services = ApiServices(
-            settings=load_settings(),
-            api=api,
-            store=store,
-            scorer=Scorer(rules, tmp / "models"),
-            verifier=KeyVerifier(store, 3600),
-            buckets=TokenBuckets(api.rate_per_s, api.burst),
-            max_age=timedelta(days=30),
-            producer_factory=lambda: producer,
-        )
+        patch.setattr(api_keys, "_hasher", cheap_hasher)
+        services = memory_services(store, producer, api, tmp)
         key = create_key(store, "fuzz", ["score", "read", "label"])[0]
         yield Service(TestClient(create_app(load_settings(), services=services)), key, store, producer)
 
