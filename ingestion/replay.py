@@ -1389,12 +1389,16 @@ def load_labelled(
 ) -> tuple[list[TransactionEvent], list[Label]]:
     """Read a labelled file into memory: (events, labels), both in event-time order.
 
-    The same mapping, validation and ordering as :func:`replay_file`, nothing sent: for
-    training and offline evaluation. Rows that cannot be mapped or break the contract
-    are left out (as replay leaves them out), and so is a txn_id seen before, as the
-    stream leaves it out (an exact repeat silently, other content as a reject); ``labels[i]`` belongs to ``events[i]``,
-    with ``label_time = event_time + label.delay``. ``now`` (default: the wall clock)
-    is the reference of the future-timestamp check. ``on_reject`` is called with a
+    The same mapping, validation and ordering as :func:`replay_file`, nothing sent. The
+    whole file is held as one event object per row: ``txmon train`` and ``evaluate`` read
+    files a chunk at a time instead (models/sources.read_file, the same rows, rejects and
+    labels), and this is the reference they are checked against.
+
+    Rows that cannot be mapped or break the contract are left out (as replay leaves them
+    out), and so is a txn_id seen before, as the stream leaves it out (an exact repeat
+    silently, other content as a reject); ``labels[i]`` belongs to ``events[i]``, with
+    ``label_time = event_time + label.delay``. ``now`` (default: the wall clock) is the
+    reference of the future-timestamp check. ``on_reject`` is called with a
     :class:`RejectedRow` for each row left out; ``rejects_path`` gets them all as a CSV
     of :data:`REJECTS_COLUMNS`, as replay's (written even when nothing was rejected, so
     a stale file from an earlier run never stands). Raises ReplayMappingError when the
@@ -1475,8 +1479,9 @@ def _first_of_each_txn(valid: list[_Valid], reject: Callable[[RejectedRow], None
     came before: an exact repeat is left out, as the stream's landing step drops it; one
     with other content goes to ``reject`` as ``conflicting_duplicate`` (the stream
     dead-letters it), naming what differs. The first stands either way, so training never
-    learns from a row the stream would not score. (The backtest's chunked reader applies
-    the same rule to its typed columns: spark_jobs/backtest.first_of_each_txn.)"""
+    learns from a row the stream would not score. (The chunked reader training and the
+    backtest read files with applies the same rule to its typed columns:
+    models/sources.first_of_each_txn.)"""
     first: dict[str, _Valid] = {}
     kept: list[_Valid] = []
     for v in valid:

@@ -105,8 +105,7 @@ def _history(
         if mapping is not None:
             raise TrainingDataError("--mapping goes with --replay FILE")
         history = sources.simulated(simulate or sources.DEFAULT_SIMULATED_EVENTS, seed)
-    frauds = sum(lb.is_fraud for lb in history.labels)
-    typer.echo(f"data: {history.source}: {len(history.events):,} transactions, {frauds:,} fraud")
+    typer.echo(f"data: {history.source}: {history.size:,} transactions, {history.frauds:,} fraud")
     if replay is not None:
         typer.echo(history.rejects_line())
     return history
@@ -167,14 +166,12 @@ def train(
     """
     # lazy: pandas (3.4 s to import); `txmon --help` loads this module without it
     from txmon.models.evaluation import metrics_table
-    from txmon.models.training import TrainingConfig
-    from txmon.models.training import train as train_models
+    from txmon.models.training import TrainingConfig, train_frame
 
     compiled, rules_source = _stream_rules(rules)
     history = _history(simulate, seed, replay, mapping, rejects_out)
-    result = train_models(
-        history.events,
-        history.labels,
+    result = train_frame(
+        history.features(),
         TrainingConfig(seed=seed),
         data_source=history.source,
         policy=compiled.ruleset.policy,
@@ -240,7 +237,7 @@ def evaluate(
     # lazy: pandas (3.4 s to import); `txmon --help` loads this module without it
     import pandas as pd
 
-    from txmon.models.evaluation import evaluate_offline, metrics_table, write_report
+    from txmon.models.evaluation import evaluate_featured, metrics_table, write_report
 
     if online:
         # lazy: pandas (3.4 s to import); `txmon --help` loads this module without it
@@ -281,9 +278,7 @@ def evaluate(
             f"(from {since:%Y-%m-%d %H:%M} UTC); earlier transactions warm up the profiles"
         )
     compiled, rules_source = _stream_rules(rules)
-    metrics = evaluate_offline(
-        history.events, history.labels, bundle, compiled.ruleset.policy, compiled.scores, k=k, since=since
-    )
+    metrics = evaluate_featured(history.features(), bundle, compiled.ruleset.policy, compiled.scores, k=k, since=since)
     for note in metrics.notes:
         typer.echo(f"note: {note}")
     typer.echo(f"{version} on {metrics.rows:,} transactions (rules {compiled.label} and model, from {rules_source}):")
@@ -671,6 +666,7 @@ def backtest(
             f"{int(featured['is_fraud'].sum()):,} fraud"
         )
     elif file is not None:
+        assert mapping is not None  # FILE goes with --mapping, checked above
         source = bt.read_file(file, mapping, label_delay=delay, chunk_rows=chunk_rows, rejects_path=rejects_out)
         typer.echo(
             f"data: {source.name}: {source.rows_read:,} rows, {len(source.transactions):,} transactions, "

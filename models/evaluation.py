@@ -55,6 +55,7 @@ __all__ = [
     "ScenarioRecall",
     "card_precision_at_k",
     "daily_precision_at_k",
+    "evaluate_featured",
     "evaluate_frame",
     "evaluate_offline",
     "metrics_table",
@@ -63,6 +64,7 @@ __all__ = [
     "ranking_metrics",
     "recall_at_alert_rate",
     "recall_by_scenario",
+    "score_featured",
     "score_labelled",
     "write_report",
 ]
@@ -467,7 +469,19 @@ def score_labelled(
     Earlier rows still warm up the behavioural profiles, exactly as the stream's state
     would have. ``rules_score``: see :data:`models.scoring.RuleScores` (default: 0).
     """
-    features = labelled_features(events, labels)
+    return score_featured(labelled_features(events, labels), bundle, policy, rules_score, since=since)
+
+
+def score_featured(
+    features: pd.DataFrame,
+    bundle: ModelBundle,
+    policy: RiskPolicy,
+    rules_score: RuleScores = None,
+    *,
+    since: pd.Timestamp | None = None,
+) -> pd.DataFrame:
+    """:func:`score_labelled` of a labelled feature frame already made (``labelled_features``,
+    or :meth:`models.sources.LabelledHistory.features` of a file read in chunks)."""
     if since is not None:
         features = features[features["event_time"] >= pd.Timestamp(since)].reset_index(drop=True)
     return score_frame(features, bundle, policy, rules_score)
@@ -486,7 +500,22 @@ def evaluate_offline(
 ) -> EvaluationMetrics:
     """Compute features, score with ``bundle``, combine with ``rules_score`` under ``policy``,
     and measure against ``labels`` (transactions at or after ``since`` only)."""
-    return evaluate_frame(score_labelled(events, labels, bundle, policy, rules_score, since=since), k, policy, tz)
+    return evaluate_featured(labelled_features(events, labels), bundle, policy, rules_score, k=k, since=since, tz=tz)
+
+
+def evaluate_featured(
+    features: pd.DataFrame,
+    bundle: ModelBundle,
+    policy: RiskPolicy,
+    rules_score: RuleScores = None,
+    *,
+    k: int = DEFAULT_K,
+    since: pd.Timestamp | None = None,
+    tz: str = DEFAULT_TZ,
+) -> EvaluationMetrics:
+    """:func:`evaluate_offline` of a labelled feature frame already made (see
+    :func:`score_featured`)."""
+    return evaluate_frame(score_featured(features, bundle, policy, rules_score, since=since), k, policy, tz)
 
 
 # ----------------------------------------------------------------------------- report

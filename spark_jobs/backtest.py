@@ -3,10 +3,11 @@
 ``txmon backtest`` is the one place txmon's detection numbers come from. Given a
 labelled file (or the simulator) and a train/test split in time, it:
 
-1. reads the source in chunks (:func:`read_file`, :func:`simulated`): each chunk is mapped
-   and validated by the replay mapping's own code (ingestion/replay.py) and kept as typed
-   columns; no Python object per row outlives its chunk. Rejected rows keep their row
-   number, reason and label (:class:`ingestion.replay.RejectedRow`).
+1. reads the source in chunks (:func:`read_file`, models/sources.py's, which ``txmon train``
+   reads files with too; :func:`simulated`): each chunk is mapped and validated by the
+   replay mapping's own code (ingestion/replay.py) and kept as typed columns; no Python
+   object per row outlives its chunk. Rejected rows keep their row number, reason and
+   label (:class:`ingestion.replay.RejectedRow`).
 2. computes the stream's features (models/features.add_features, one in-memory profile
    store) over the whole file in event-time order, chunk by chunk, so every row's features
    are as of that row, from the file's first row: rows before the training window only
@@ -59,7 +60,6 @@ from pydantic import (
     model_validator,
 )
 
-from txmon.infra.statements import TRANSACTION_CONTENT_COLUMNS
 from txmon.ingestion import events, replay, simulator
 from txmon.ingestion.simulator import Simulator, SimulatorConfig
 from txmon.models import dataset, features
@@ -75,10 +75,17 @@ from txmon.models.evaluation import (
     evaluate_frame,
     ranking,
 )
-from txmon.models.features import FEATURES, transactions_frame
+from txmon.models.features import FEATURES
 from txmon.models.risk import RiskPolicy, risk_values
 from txmon.models.scoring import score_frame
-from txmon.models.sources import DEFAULT_SIMULATED_TPS
+from txmon.models.sources import (
+    DEFAULT_CHUNK_ROWS,
+    DEFAULT_SIMULATED_TPS,
+    LabelledSource,
+    _event_frame,
+    first_of_each_txn,
+    read_file,
+)
 from txmon.models.training import FitResult, TrainingConfig, fit
 from txmon.spark_jobs.detection import alert_reasons, with_feature_fields
 from txmon.spark_jobs.rules import apply_rules, check_conditions
@@ -103,7 +110,6 @@ __all__ = [
     "write_outputs",
 ]
 
-DEFAULT_CHUNK_ROWS = 100_000
 SCORERS = (
     "txmon risk",
     "txmon model",
@@ -198,154 +204,6 @@ class BacktestConfig(_Frozen):
 
 
 # ------------------------------------------------------------------------ sources
-
-
-@dataclass
-class LabelledSource:
-    """A labelled history as typed columns: the features frame's inputs plus ``row_number``
-    (the source's, from 1), ``is_fraud``, ``scenario`` and ``label_time``."""
-
-    transactions: pd.DataFrame
-    name: str
-    rejects: list = field(default_factory=list)
-    """ingestion.replay.RejectedRow of every source row left out."""
-    rows_read: int = 0
-    duplicates: int = 0
-    """Rows left out as exact repeats of an earlier row (same txn_id, same content)."""
-    rows_before: int = 0
-    """Transactions before the first training window: featured to build the profiles, then
-    not kept (:func:`featured_rows`)."""
-    span: tuple[pd.Timestamp, pd.Timestamp] | None = None
-    """The first and last event time of every transaction (the default split's days)."""
-
-    @property
-    def rejected_fraud(self) -> int:
-        return sum(r.is_fraud is True for r in self.rejects)
-
-
-def _event_frame(
-    events: list, row_numbers: list[int], labels: list[tuple[bool, str | None]], label_times: list
-) -> pd.DataFrame:
-    frame = transactions_frame(events)
-    frame["schema_version"] = [e.schema_version for e in events]
-    frame["payer_ifsc"] = [e.payer.ifsc for e in events]
-    frame["payer_vpa"] = [e.payer.vpa for e in events]
-    frame["payee_ifsc"] = [e.payee.ifsc for e in events]
-    frame["currency"] = [str(e.currency) for e in events]
-    frame["ip"] = [e.ip for e in events]
-    frame["row_number"] = np.asarray(row_numbers, dtype=np.int64)
-    frame["is_fraud"] = np.asarray([bool(lb[0]) for lb in labels], dtype=bool)
-    frame["scenario"] = [lb[1] if lb[0] else None for lb in labels]
-    frame["label_time"] = pd.to_datetime(pd.Series(label_times), utc=True).to_numpy()
-    frame["label_time"] = pd.to_datetime(frame["label_time"], utc=True)
-    return frame
-
-
-def read_file(
-    path: str | Path,
-    mapping,
-    *,
-    label_delay: timedelta | None = None,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    rejects_path: str | Path | None = None,
-    now: datetime | None = None,
-) -> LabelledSource:
-    """A labelled CSV/Parquet file through its replay mapping (which needs a ``label:``
-    section), chunk by chunk; ``label_delay`` overrides the mapping's ``label.delay``.
-    ``rejects_path``: the rows left out, as replay writes them (row number, reason, every
-    problem, label, raw row)."""
-    mapping_name = "given" if isinstance(mapping, replay.ReplayMapping) else Path(mapping).name
-    mapping = mapping if isinstance(mapping, replay.ReplayMapping) else replay.load_mapping(mapping)
-    if mapping.label is None:
-        raise replay.ReplayMappingError(
-            "the mapping has no `label:` section, so the file has no ground truth to "
-            "backtest against; add one (label: {is_fraud: {column: ...}})"
-        )
-    path = Path(path)
-    delay = label_delay if label_delay is not None else mapping.label.delay
-    mapper = replay._RowMapper(mapping, path.name)
-    now = now or datetime.now(UTC)
-    parts: list[pd.DataFrame] = []
-    rejects: list[replay.RejectedRow] = []
-    rows = 0
-    for chunk in replay.source_chunks(path, mapping, chunk_rows, on_malformed=rejects.append):
-        # Row numbers are the chunk's positions in the file, so they need no offset.
-        valid = replay._map_rows(chunk, mapper, now, rejects.append, progress=False)
-        if valid:
-            events = [v.event for v in valid]
-            parts.append(
-                compact_text(
-                    _event_frame(
-                        events,
-                        [v.row_number for v in valid],
-                        [v.label or (False, None) for v in valid],
-                        [e.event_time + delay for e in events],
-                    )
-                )
-            )
-        rows += len(chunk)
-        del valid, chunk
-    rows += sum(r.reason == replay.ReplayRejectReason.MALFORMED_ROW for r in rejects)
-    transactions, duplicates, conflicts = first_of_each_txn(concat_compact(parts)) if parts else (None, 0, [])
-    del parts
-    rejects += conflicts
-    if rejects_path is not None:  # the rejected rows' cells from a second read (the file is not held)
-        # The malformed records are among the rejects already: the second read passes them by.
-        chunks = replay.source_chunks(path, mapping, chunk_rows, on_malformed=lambda _: None)
-        replay._write_rejects(Path(rejects_path), chunks, rejects)
-    if transactions is None:
-        raise TrainingDataError(
-            f"no row of {path.name} became a transaction ({len(rejects)} rejected); "
-            "see the rejects file and fix the mapping"
-        )
-    name = f"replay {path.name} mapping {mapping_name}"
-    # In the features' order now, so featuring them needs no second, sorted copy.
-    return LabelledSource(feature_ordered(transactions), name, rejects, rows, duplicates)
-
-
-def _plain(value: Any) -> Any:
-    """A NumPy scalar as the Python value it holds (its repr names the NumPy type)."""
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def first_of_each_txn(frame: pd.DataFrame) -> tuple[pd.DataFrame, int, list]:
-    """A txn_id seen again, judged as the stream judges it (transactions_stream.split_duplicates):
-    the first row in the order the stream would receive them (replay sends in event-time
-    order, ties in file order) stands; a later row with the same content is a repeat and is
-    dropped; one with other content is rejected as ``conflicting_duplicate``, naming what
-    differs. Returns (the frame without them, in its order; how many repeats; the
-    conflicts as ingestion.replay.RejectedRow). Without this the backtest would score, and
-    train on, rows the stream never scores."""
-    ordered = frame.sort_values(["event_time", "row_number"], kind="stable")
-    again = ordered["txn_id"].duplicated(keep="first")
-    if not again.any():
-        return frame, 0, []
-    columns = [c for c in TRANSACTION_CONTENT_COLUMNS if c != "txn_id"]
-    firsts = ordered.loc[~again].set_index("txn_id")
-    later = ordered.loc[again]
-    first = firsts.loc[later["txn_id"], [*columns, "row_number"]].set_index(later.index)
-    # Event times compare at the millisecond, as Cassandra keeps them for the stream's check.
-    a, b = later[columns].copy(), first[columns].copy()
-    for side in (a, b):
-        side["event_time"] = pd.to_datetime(side["event_time"], utc=True).dt.floor("ms")
-    same = (a == b) | (a.isna() & b.isna())
-    conflicts = []
-    for index in later.index[~same.all(axis=1).to_numpy()]:
-        row = later.loc[index]
-        differs = "; ".join(
-            f"{c}: {_plain(b.at[index, c])!r} -> {_plain(a.at[index, c])!r}" for c in columns if not same.at[index, c]
-        )
-        conflicts.append(
-            replay.conflicting_duplicate(
-                int(row["row_number"]),
-                row["txn_id"],
-                int(first.at[index, "row_number"]),
-                differs,
-                bool(row["is_fraud"]),
-                row["scenario"],
-            )
-        )
-    return frame.drop(index=later.index), len(later) - len(conflicts), conflicts
 
 
 def simulated(
@@ -706,8 +564,8 @@ _CACHE_SLICE = 200_000  # rows converted to Arrow at a time when saving (memory)
 
 def feature_code_digest() -> str:
     """A digest of the code that turns a source into featured rows: the feature, dataset,
-    contract, mapping and simulator modules, this module's reading and featuring functions,
-    and the pandas and pyarrow versions. Any change to them makes a saved cache stale."""
+    contract, mapping and simulator modules, the reading functions (models/sources.py's) and
+    this module's featuring ones, and the pandas and pyarrow versions. Any change to them makes a saved cache stale."""
 
     digest = hashlib.sha256(f"format {_CACHE_FORMAT} pandas {pd.__version__} pyarrow {pyarrow.__version__}".encode())
     for module in (features, dataset, replay, events, simulator):

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import csv
 import itertools
-from datetime import timedelta
+from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
-from txmon.ingestion.replay import ReplayMappingError, load_labelled
+from txmon.ingestion.replay import RejectedRow, ReplayMappingError, load_labelled
 from txmon.models.dataset import labelled_features
 from txmon.models.sources import from_file
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "ingestion/samples/card_transactions_sample.csv"
 MAPPING = ROOT / "config/replay/card_transactions.yaml"
+NOW = datetime(2025, 1, 1, tzinfo=UTC)
 
 
 def test_load_labelled_reads_events_and_labels_in_time_order():
@@ -41,7 +45,7 @@ def test_load_labelled_needs_a_label_section(tmp_path):
 def test_fraud_reports_count_only_labels_already_received():
     history = from_file(SAMPLE, MAPPING)
     assert history.source.startswith("replay card_transactions_sample.csv sha256:")
-    frame = labelled_features(history.events, history.labels)
+    frame = history.features()
     frauds = frame[frame["is_fraud"]]
     expected = [
         int(((frauds["payee_key"] == payee) & (frauds["label_time"] <= t)).sum())
@@ -54,3 +58,48 @@ def test_rows_left_out_are_counted_by_reason():
     history = from_file(SAMPLE, MAPPING)
     assert sum(history.rejected.values()) == 4  # 200 data rows, 196 events
     assert all(isinstance(reason, str) and n > 0 for reason, n in history.rejected.items())
+
+
+def _messy_file(path: Path) -> Path:
+    """The sample card file with what a real export has: a fraud whose amount cannot be read,
+    a line that does not split into the header's cells, an exact repeat, a repeated txn_id
+    with another amount (labelled fraud) and one an hour before the row it repeats."""
+    header, *data = list(csv.reader(SAMPLE.open()))
+    amt, when, fraud = header.index("amt"), header.index("trans_date_trans_time"), header.index("is_fraud")
+    bad = list(data[5])
+    bad[amt], bad[fraud] = "not money", "1"
+    other = list(data[7])
+    other[amt], other[fraud] = "1.00", "1"
+    earlier = list(data[9])
+    earlier[when] = (datetime.fromisoformat(data[9][when]) - timedelta(hours=1)).isoformat(sep=" ")
+    with path.open("w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerows([header, *data[:50], bad, *data[50:120]])
+        out.write("a,b,c\n")
+        writer.writerows([*data[120:], data[3], other, earlier])
+    return path
+
+
+@pytest.mark.parametrize("messy", [False, True], ids=["sample", "repeats-malformed-rejects"])
+def test_a_file_read_in_chunks_gives_training_the_whole_file_readers_frame(tmp_path, messy):
+    """from_file reads a chunk at a time into typed columns and features them chunk by chunk
+    (the backtest's reader): the rows it keeps and rejects, the rejects file, the label times
+    and the feature frame training takes are those of the whole-file reader (load_labelled +
+    labelled_features), row for row in the same order."""
+    path = _messy_file(tmp_path / "messy.csv") if messy else SAMPLE
+    rejects: list[RejectedRow] = []
+    events, labels = load_labelled(path, MAPPING, now=NOW, on_reject=rejects.append, rejects_path=tmp_path / "a.csv")
+    expected = labelled_features(events, labels)
+    history = from_file(path, MAPPING, tmp_path / "b.csv", chunk_rows=64, now=NOW)
+    assert (history.size, history.frauds) == (len(events), sum(lb.is_fraud for lb in labels))
+    assert history.rejected == dict(Counter(r.reason for r in rejects))
+    assert history.rejected_fraud == sum(r.is_fraud is True for r in rejects)
+    assert (tmp_path / "b.csv").read_text() == (tmp_path / "a.csv").read_text()
+    got = history.features(chunk_rows=50)
+    assert history.transactions is None  # handed over: the file's columns are held once
+    assert list(got.columns) == list(expected.columns)
+    pd.testing.assert_frame_equal(got, expected.reset_index(drop=True))
+    if messy:
+        assert {"malformed_row", "conflicting_duplicate", "unparsable_value"} <= set(history.rejected)
+        assert history.rejected["conflicting_duplicate"] == 2 and history.rejected_fraud == 2
+        assert len(got) == len(from_file(SAMPLE, MAPPING, now=NOW).features())  # the exact repeat dropped
