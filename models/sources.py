@@ -268,9 +268,13 @@ def read_file(
         chunks = replay.source_chunks(path, mapping, chunk_rows, on_malformed=lambda _: None)
         replay._write_rejects(Path(rejects_path), chunks, rejects)
     if transactions is None:
+        # Usually one mapping mistake repeated on every row: show the first row's problems
+        # (every one of them, with the format expected) so the fix needs no second command.
+        first = min(rejects, key=lambda r: r.row_number) if rejects else None
+        example = f"; row {first.row_number}: {first.detail}" if first is not None else ""
+        where = f"the rejects file {rejects_path} lists every row" if rejects_path is not None else "fix the mapping"
         raise TrainingDataError(
-            f"no row of {path.name} became a transaction ({len(rejects)} rejected); "
-            "see the rejects file and fix the mapping"
+            f"no row of {path.name} became a transaction ({len(rejects)} rejected{example}); {where}"
         )
     name = f"replay {path.name} mapping {mapping_name}"
     # In the features' order now, so featuring them needs no second, sorted copy.

@@ -103,3 +103,41 @@ def test_a_file_read_in_chunks_gives_training_the_whole_file_readers_frame(tmp_p
         assert {"malformed_row", "conflicting_duplicate", "unparsable_value"} <= set(history.rejected)
         assert history.rejected["conflicting_duplicate"] == 2 and history.rejected_fraud == 2
         assert len(got) == len(from_file(SAMPLE, MAPPING, now=NOW).features())  # the exact repeat dropped
+
+
+def test_a_file_no_row_of_which_maps_names_the_first_rows_problems_and_the_rejects_file(tmp_path: Path) -> None:
+    # A plain mapping of a file whose ids are short integers: every row breaks the contract
+    # the same way, and the error says how without a second command.
+    from txmon.models.errors import TrainingDataError
+    from txmon.models.sources import read_file
+
+    data = tmp_path / "cards.csv"
+    data.write_text(
+        "TRANSACTION_ID,TX_DATETIME,CUSTOMER_ID,TERMINAL_ID,TX_AMOUNT,TX_FRAUD\n0,2018-04-01 00:00:31,596,3156,57.16,0\n1,2018-04-01 00:02:10,4961,3412,81.51,1\n"
+    )
+    mapping = tmp_path / "plain.yaml"
+    mapping.write_text(
+        yaml.safe_dump(
+            {
+                "fields": {
+                    "txn_id": {"column": "TRANSACTION_ID"},
+                    "event_time": {"column": "TX_DATETIME", "timezone": "Asia/Kolkata"},
+                    "channel": {"value": "CARD_POS"},
+                    "txn_type": {"value": "CARD_PAYMENT"},
+                    "payer.account_number": {"column": "CUSTOMER_ID"},
+                    "payee.account_number": {"column": "TERMINAL_ID"},
+                    "amount_paise": {"column": "TX_AMOUNT", "unit": "rupees"},
+                    "status": {"value": "SUCCESS"},
+                },
+                "label": {"is_fraud": {"column": "TX_FRAUD"}},
+            }
+        )
+    )
+    rejects = tmp_path / "rejects.csv"
+    with pytest.raises(TrainingDataError) as caught:
+        read_file(data, mapping, rejects_path=rejects)
+    message = str(caught.value)
+    assert message.startswith("no row of cards.csv became a transaction (2 rejected; row 1: txn_id: '0' is not 8-64")
+    assert "payer.account_number: '596' is not 9-18 digits" in message and "left-pad" in message
+    assert message.endswith(f"the rejects file {rejects} lists every row")
+    assert len(rejects.read_text().splitlines()) == 3  # header and both rows
