@@ -113,7 +113,9 @@ def test_a_file_no_row_of_which_maps_names_the_first_rows_problems_and_the_rejec
 
     data = tmp_path / "cards.csv"
     data.write_text(
-        "TRANSACTION_ID,TX_DATETIME,CUSTOMER_ID,TERMINAL_ID,TX_AMOUNT,TX_FRAUD\n0,2018-04-01 00:00:31,596,3156,57.16,0\n1,2018-04-01 00:02:10,4961,3412,81.51,1\n"
+        "TRANSACTION_ID,TX_DATETIME,CUSTOMER_ID,TERMINAL_ID,TX_AMOUNT,TX_FRAUD\n"
+        "0,2018-04-01 00:00:31,596,3156,57.16,0\n"
+        "1,2018-04-01 00:02:10,4961,3412,81.51,1\n"
     )
     mapping = tmp_path / "plain.yaml"
     mapping.write_text(
