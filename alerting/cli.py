@@ -184,6 +184,7 @@ def contacts_import(
 ) -> None:
     """Load customer contact details (for customer SMS/email) into Cassandra (upsert)."""
     # lazy: ingestion.events (270 ms to import); `txmon --help` loads this module without it
+    from txmon.alerting.config import EMAIL_PATTERN
     from txmon.alerting.store import open_store
     from txmon.ingestion.events import ACCOUNT_NUMBER_PATTERN
 
@@ -208,7 +209,12 @@ def contacts_import(
             raise AlertingConfigError(f"{file}:{line}: account is not 9-18 digits; fix the row")
         if phone and not re.fullmatch(r"\+[0-9]{8,15}", phone):
             raise AlertingConfigError(f"{file}:{line}: phone must be E.164, e.g. +919876543210; fix the row")
-        rows.append((account, phone, (rec["email"] or "").strip() or None, (rec.get("name") or "").strip() or None))
+        mail = (rec["email"] or "").strip() or None
+        if mail and not re.fullmatch(EMAIL_PATTERN, mail):
+            raise AlertingConfigError(
+                f"{file}:{line}: email must be one plain ASCII address, e.g. name@bank.example; fix the row"
+            )
+        rows.append((account, phone, mail, (rec.get("name") or "").strip() or None))
     cluster, store = open_store(load_settings())
     try:
         n = store.save_contacts(rows, datetime.now(UTC))

@@ -30,8 +30,15 @@ ChannelName = Literal["email", "sms", "webhook"]
 CHANNEL_NAMES: tuple[str, ...] = ("email", "sms", "webhook")
 Port = Annotated[int, Field(ge=1, le=65535)]
 EnvName = Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")]
-Email = Annotated[str, Field(pattern=r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")]
-Phone = Annotated[str, Field(pattern=r"^\+?[0-9]{8,15}$")]
+# The one definition of a deliverable address, used for the staff addresses here and for
+# the customer contacts checked at import (alerting.cli) and again at send time (the
+# channels: customer_contacts rows may come from elsewhere). One plain ASCII mailbox: the
+# email channel speaks neither SMTPUTF8 nor address lists, and a CR/LF, comma or angle
+# bracket would smuggle a header or a second recipient into the message.
+EMAIL_PATTERN = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,63}){1,8}$"
+PHONE_PATTERN = r"^\+?[0-9]{8,15}$"
+Email = Annotated[str, Field(pattern=EMAIL_PATTERN)]
+Phone = Annotated[str, Field(pattern=PHONE_PATTERN)]
 
 
 def _secret(env: str | None, what: str) -> SecretStr | None:
@@ -304,6 +311,8 @@ def load_alerting_config(**overrides: Any) -> AlertingConfig:
 __all__ = [
     "CHANNEL_NAMES",
     "CUSTOMER",
+    "EMAIL_PATTERN",
+    "PHONE_PATTERN",
     "AlertingConfig",
     "BankConfig",
     "ChannelName",

@@ -134,6 +134,9 @@ NonEmpty = Annotated[str, StringConstraints(min_length=1, max_length=500)]
 MaskedAccount = Annotated[str, StringConstraints(pattern=r"^X{5,14}[0-9]{4}$")]
 MaskedVpa = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,2}\*\*\*@[A-Za-z][A-Za-z0-9]{1,63}$")]
 PayerRef = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+MAX_BIGINT: Final = 2**63 - 1
+"""Largest ``amount_paise`` an alert may carry: the Cassandra ``bigint`` column it is stored
+in. A larger one would pass here and fail the insert, stopping the dispatcher's batch."""
 
 
 def alert_id_for(txn_id: str) -> uuid.UUID:
@@ -187,7 +190,14 @@ class _AlertChecks(_Contract):
     def _aware_utc(cls, value: datetime) -> datetime:
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError("time has no UTC offset; append 'Z' or '+05:30' - naive times are ambiguous")
-        return value.astimezone(UTC)
+        try:
+            # Also in IST: alert_day takes the IST date, which must exist too. At the ends of
+            # the calendar (year 1, 9999) the shift overflows, and an OverflowError would
+            # escape validation instead of dead-lettering the message.
+            value.astimezone(DAY_TZ)
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("time is out of range once shifted to UTC or IST") from None
 
     @model_validator(mode="after")
     def _id_matches_txn(self) -> Any:
@@ -215,7 +225,7 @@ class Alert(_AlertChecks):
     payer_vpa_masked: MaskedVpa | None = None
     payee_account_masked: MaskedAccount | None = None
     payee_vpa_masked: MaskedVpa | None = None
-    amount_paise: StrictInt = Field(gt=0)
+    amount_paise: StrictInt = Field(gt=0, le=MAX_BIGINT)
     channel: Channel
     txn_type: TxnType
     risk_score: StrictInt = Field(ge=0, le=100)
@@ -247,7 +257,7 @@ class AlertV1(_AlertChecks):
     payer_vpa: Vpa | None = None
     payee_account: AccountNumber | None = None
     payee_vpa: Vpa | None = None
-    amount_paise: StrictInt = Field(gt=0)
+    amount_paise: StrictInt = Field(gt=0, le=MAX_BIGINT)
     channel: Channel
     txn_type: TxnType
     risk_score: StrictInt = Field(ge=0, le=100)
@@ -334,7 +344,7 @@ def to_json(alert: Alert) -> bytes:
 def _version(raw: bytes | str) -> Any:
     try:
         data = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # deeply nested arrays exhaust json's recursion
         return None
     return data.get("schema_version") if isinstance(data, dict) else None
 
@@ -455,10 +465,20 @@ def alert_from_row(row: Any) -> Alert:
     v1 = data.get("schema_version") == 1
     model: type[BaseModel] = AlertV1 if v1 else Alert
     fields = {k: v for k, v in data.items() if k in model.model_fields and v is not None}
-    fields["reasons"] = json.loads(data["reasons"])
-    for key in ("created_at", "event_time"):
-        if fields[key].tzinfo is None:  # the driver returns naive UTC datetimes
-            fields[key] = fields[key].replace(tzinfo=UTC)
-    if v1:
-        return _upgrade(AlertV1.model_validate(fields))
-    return Alert.model_validate(fields)
+    try:
+        fields["reasons"] = json.loads(data["reasons"])
+        for key in ("created_at", "event_time"):
+            if fields[key].tzinfo is None:  # the driver returns naive UTC datetimes
+                fields[key] = fields[key].replace(tzinfo=UTC)
+        if v1:
+            return _upgrade(AlertV1.model_validate(fields))
+        return Alert.model_validate(fields)
+    except ValidationError as exc:
+        problem = describe_errors(exc)
+    except (KeyError, TypeError, AttributeError, ValueError, RecursionError) as exc:
+        # A row written by other tools or older code: a missing column, reasons that are
+        # not JSON. One such row must not stop a retry run over the others.
+        problem = f"{type(exc).__name__} reading the row"
+    raise AlertContractError(
+        f"stored alert {data.get('alert_id')} is not a valid alert ({problem}); it cannot be re-sent"
+    ) from None

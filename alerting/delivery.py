@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, stop_any, wait_exponential
 
-from txmon.alerting.channels.base import Channel, OutboundMessage, Recipient
+from txmon.alerting.channels.base import Channel, OutboundMessage, Receipt, Recipient
 from txmon.alerting.circuit import Breakers, State
 from txmon.alerting.config import CircuitConfig, RetryConfig
 from txmon.alerting.errors import ChannelError
@@ -100,6 +100,29 @@ class _CircuitOpen(ChannelError):
 
     def __init__(self, channel: str) -> None:
         super().__init__(f"not attempted: {channel} circuit open after repeated failures", transient=True)
+
+
+def _send(channel: Channel, message: OutboundMessage) -> Receipt:
+    """``channel.send``, with anything but a ChannelError made a permanent one.
+
+    Channels classify what providers do; an exception of another type is a case nobody
+    classified (a reply or an address no one foresaw). It fails this delivery, which
+    goes to retry-failed, instead of escaping into the dispatcher and stopping the other
+    alerts. Only the exception's type is kept: its text may quote the address."""
+    try:
+        return channel.send(message)
+    except ChannelError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any other type is one nobody classified: see above
+        log.error(
+            "%s channel raised %s sending to %s: recorded as failed",
+            channel.name,
+            type(exc).__name__,
+            message.recipient.masked,
+        )
+        raise ChannelError(
+            f"{channel.name} channel failed unexpectedly ({type(exc).__name__})", transient=False
+        ) from None
 
 
 class Deliverer:
@@ -231,7 +254,7 @@ class Deliverer:
                     number = last + attempts
                     try:
                         self._record(job, recipient, number, "sending", "")
-                        receipt = channel.send(job.message)
+                        receipt = _send(channel, job.message)
                     except ChannelError as exc:
                         breaker.failed() if exc.transient else breaker.succeeded()
                         self._record(job, recipient, number, "retrying" if exc.transient else "failed", exc.response)

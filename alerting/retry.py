@@ -30,6 +30,7 @@ from txmon.alerting.circuit import State
 from txmon.alerting.config import RetryConfig, load_alerting_config
 from txmon.alerting.contract import alert_day
 from txmon.alerting.delivery import DEFERRED, Deliverer, Job, Outcome, build_message
+from txmon.alerting.errors import AlertContractError
 from txmon.alerting.render import render_message
 from txmon.infra.settings import load_settings
 
@@ -209,7 +210,12 @@ def retry_failed_deliveries(days: Iterable[date], rt: Runtime | None = None) -> 
         for failure in rt.store.failures(day):
             if failure.kind != "alert":
                 continue
-            alert = rt.store.load_alert(failure.delivery_id)
+            try:
+                alert = rt.store.load_alert(failure.delivery_id)
+            except AlertContractError as exc:
+                # A corrupt stored alert is this failure's problem only: it stays listed.
+                log.error("failed delivery %s: %s", failure.delivery_id, exc)
+                alert = None
             target = None
             if alert is not None:
                 contact = rt.store.contact_for(alert) if rt.directory.needs_contact(alert) else None

@@ -14,7 +14,7 @@ import ssl
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
 
-from txmon.alerting.channels.base import Channel, OutboundMessage, Receipt
+from txmon.alerting.channels.base import Channel, OutboundMessage, Receipt, check_address
 from txmon.alerting.config import SmtpConfig
 from txmon.alerting.errors import ChannelError
 from txmon.infra.masking import redact
@@ -69,6 +69,7 @@ class EmailChannel(Channel):
         return smtp
 
     def send(self, message: OutboundMessage) -> Receipt:
+        check_address(message.recipient)
         mail = build_email(message, self.config.from_address)
         try:
             smtp = self._connect()

@@ -12,7 +12,7 @@ import base64
 import json
 import urllib.parse
 
-from txmon.alerting.channels.base import Channel, OutboundMessage, Receipt
+from txmon.alerting.channels.base import Channel, OutboundMessage, Receipt, check_address
 from txmon.alerting.channels.http import post
 from txmon.alerting.config import SmsConfig
 from txmon.alerting.errors import ChannelError
@@ -30,6 +30,7 @@ class SmsChannel(Channel):
         self.url = f"{config.base_url.rstrip('/')}/2010-04-01/Accounts/{config.account_sid}/Messages.json"
 
     def send(self, message: OutboundMessage) -> Receipt:
+        check_address(message.recipient)
         segments = sms_segments(message.text)
         if segments > self.config.max_segments:
             raise ChannelError(
@@ -53,6 +54,8 @@ class SmsChannel(Channel):
         try:
             data = json.loads(reply.body)
         except json.JSONDecodeError:
+            data = {}
+        if not isinstance(data, dict):  # a 2xx is the acceptance; its body is only for the log
             data = {}
         sid, status = data.get("sid", "?"), data.get("status", "?")
         return Receipt(f"HTTP {reply.status} sid={sid} status={status} segments={segments}")
