@@ -36,7 +36,7 @@ EnvName = Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")]
 # email channel speaks neither SMTPUTF8 nor address lists, and a CR/LF, comma or angle
 # bracket would smuggle a header or a second recipient into the message.
 EMAIL_PATTERN = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,63}){1,8}$"
-PHONE_PATTERN = r"^\+?[0-9]{8,15}$"
+PHONE_PATTERN = r"^\+[0-9]{8,15}$"  # E.164: an SMS gateway refuses a number without its country code
 Email = Annotated[str, Field(pattern=EMAIL_PATTERN)]
 Phone = Annotated[str, Field(pattern=PHONE_PATTERN)]
 

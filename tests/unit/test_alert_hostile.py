@@ -157,7 +157,15 @@ HOSTILE_EMAILS = [
     "@b.in",
     "a@",
 ]
-HOSTILE_PHONES = ["+919812345678\r\nX", "+91 98123,+9198", "९८१२३४५६७८", "+" + "9" * 5000, "+91981234567a", " "]
+HOSTILE_PHONES = [
+    "919812345678",
+    "+919812345678\r\nX",
+    "+91 98123,+9198",
+    "९८१२३४५६७८",
+    "+" + "9" * 5000,
+    "+91981234567a",
+    " ",
+]
 
 
 @pytest.fixture
@@ -203,6 +211,17 @@ def test_a_hostile_phone_number_fails_that_delivery_only(gateway, address):
         _sms(gateway.base_url).send(OutboundMessage("k1", _recipient("sms", address), "", "hello"))
     assert not caught.value.transient
     assert gateway.requests == []
+
+
+@pytest.mark.parametrize("phone", ["919876543210", "+91 9876543210", "+91987654321a"])
+def test_contacts_import_refuses_a_phone_an_sms_channel_would_refuse(tmp_path, phone):
+    # The same E.164 rule as the channels' (PHONE_PATTERN): a contact stored without its
+    # country code would fail every SMS to it, after the alert was raised.
+    path = tmp_path / "contacts.csv"
+    path.write_text(f"account,phone,email\n123456789,{phone},a@b.in\n", encoding="utf-8")
+    result = CliRunner().invoke(alerts_app, ["contacts-import", str(path)])
+    assert isinstance(result.exception, AlertingConfigError), result.output
+    assert "phone must be E.164" in str(result.exception)
 
 
 @pytest.mark.parametrize(
