@@ -10,7 +10,7 @@ that only unpickle a bundle do not pay for the rest):
 - ``registry``: :class:`~models.registry.Registry` — versions on disk, champion, rollback.
 - ``scoring``: :func:`~models.scoring.score_frame` — bundle + rule scores -> risk and decision
   via :mod:`models.risk`.
-- ``evaluation``: frame-based metrics, :func:`~models.evaluation.evaluate_offline`, reports.
+- ``evaluation``: frame-based metrics, :func:`~models.evaluation.evaluate_featured`, reports.
 - ``dataset`` / ``sources``: labelled feature frames; simulated or replayed history.
 - ``errors``, ``config`` (registry location), ``metadata``, ``cli``.
 """

@@ -25,7 +25,7 @@ risk_score (0-100), decision, is_fraud, scenario`` (and optionally
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,14 +34,12 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from txmon.models.bundle import ModelBundle
-from txmon.models.dataset import labelled_features
 from txmon.models.errors import TrainingDataError
 from txmon.models.risk import RiskPolicy
 from txmon.models.scoring import RuleScores, score_frame
 
 if TYPE_CHECKING:
-    from txmon.ingestion.events import TransactionEvent
-    from txmon.ingestion.simulator import Label
+    pass
 
 __all__ = [
     "DEFAULT_ALERT_RATE",
@@ -57,7 +55,6 @@ __all__ = [
     "daily_precision_at_k",
     "evaluate_featured",
     "evaluate_frame",
-    "evaluate_offline",
     "metrics_table",
     "precision_at_k",
     "ranking",
@@ -65,7 +62,6 @@ __all__ = [
     "recall_at_alert_rate",
     "recall_by_scenario",
     "score_featured",
-    "score_labelled",
     "write_report",
 ]
 
@@ -455,23 +451,6 @@ def evaluate_frame(
 # ------------------------------------------------------------------------ offline path
 
 
-def score_labelled(
-    events: Sequence[TransactionEvent],
-    labels: Iterable[Label],
-    bundle: ModelBundle,
-    policy: RiskPolicy,
-    rules_score: RuleScores = None,
-    *,
-    since: pd.Timestamp | None = None,
-) -> pd.DataFrame:
-    """Features of the whole history, scored and labelled; rows before ``since`` dropped.
-
-    Earlier rows still warm up the behavioural profiles, exactly as the stream's state
-    would have. ``rules_score``: see :data:`models.scoring.RuleScores` (default: 0).
-    """
-    return score_featured(labelled_features(events, labels), bundle, policy, rules_score, since=since)
-
-
 def score_featured(
     features: pd.DataFrame,
     bundle: ModelBundle,
@@ -480,27 +459,14 @@ def score_featured(
     *,
     since: pd.Timestamp | None = None,
 ) -> pd.DataFrame:
-    """:func:`score_labelled` of a labelled feature frame already made (``labelled_features``,
-    or :meth:`models.sources.LabelledHistory.features` of a file read in chunks)."""
+    """A labelled feature frame (:func:`models.dataset.labelled_features`, or
+    :meth:`models.sources.LabelledHistory.features` of a file read in chunks) scored under
+    ``policy``; rows before ``since`` dropped after featuring, so earlier rows still warmed
+    up the behavioural profiles, exactly as the stream's state would have. ``rules_score``:
+    see :data:`models.scoring.RuleScores` (default: 0)."""
     if since is not None:
         features = features[features["event_time"] >= pd.Timestamp(since)].reset_index(drop=True)
     return score_frame(features, bundle, policy, rules_score)
-
-
-def evaluate_offline(
-    events: Sequence[TransactionEvent],
-    labels: Iterable[Label],
-    bundle: ModelBundle,
-    policy: RiskPolicy,
-    rules_score: RuleScores = None,
-    *,
-    k: int = DEFAULT_K,
-    since: pd.Timestamp | None = None,
-    tz: str = DEFAULT_TZ,
-) -> EvaluationMetrics:
-    """Compute features, score with ``bundle``, combine with ``rules_score`` under ``policy``,
-    and measure against ``labels`` (transactions at or after ``since`` only)."""
-    return evaluate_featured(labelled_features(events, labels), bundle, policy, rules_score, k=k, since=since, tz=tz)
 
 
 def evaluate_featured(
@@ -513,8 +479,8 @@ def evaluate_featured(
     since: pd.Timestamp | None = None,
     tz: str = DEFAULT_TZ,
 ) -> EvaluationMetrics:
-    """:func:`evaluate_offline` of a labelled feature frame already made (see
-    :func:`score_featured`)."""
+    """Score a labelled feature frame (:func:`score_featured`) and measure it against its
+    labels (transactions at or after ``since`` only)."""
     return evaluate_frame(score_featured(features, bundle, policy, rules_score, since=since), k, policy, tz)
 
 
