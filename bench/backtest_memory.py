@@ -10,10 +10,14 @@ Each path runs on the file and on its first quarter, so the growth per row shows
   that frame as the command trains it (models/training.train_frame, the stream's rules);
   the peak before training is reported too;
 - ``whole``, the whole-file path training used before: ingestion.replay.load_labelled (one
-  validated event object per row), then labelled_features.
+  validated event object per row), then labelled_features;
+- ``replay``, ``txmon replay``'s and the ingestion DAG's path, asked for by name only: a dry
+  run of ingestion.replay.replay_file (every row validated, held until sorted, rebuilt for
+  sending) with its rejects file.
 
     .venv/bin/python bench/backtest_memory.py --rows 1000000
     .venv/bin/python bench/backtest_memory.py --rows 300000 --paths train,whole
+    .venv/bin/python bench/backtest_memory.py --rows 300000 --paths replay
 
 Each measure runs in its own process, so each peak RSS (``ru_maxrss``) is its own. The file
 is card-shaped (config/replay/card_transactions.yaml reads it): 20k cards, 2k merchants, 60
@@ -27,14 +31,16 @@ import json
 import resource
 import subprocess
 import sys
+import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from txmon.infra.settings import DEFAULT_RULES
-from txmon.ingestion.replay import load_labelled
+from txmon.ingestion.replay import load_labelled, replay_file
 from txmon.models.dataset import features_in_chunks, labelled_features
 from txmon.models.rules import load_rules
 from txmon.models.sources import from_file, read_file
@@ -61,11 +67,12 @@ CATEGORIES = (
 )
 
 
-MODES = ("chunked", "train", "whole")
+MODES = ("chunked", "train", "whole", "replay")
 TITLES = {
     "chunked": "backtest path",
     "train": "train --replay path",
     "whole": "whole-file path",
+    "replay": "replay dry run",
 }
 
 
@@ -111,6 +118,12 @@ def measure(mode: str, path: Path) -> dict:
         rows = kept = len(frame)
         featured_peak = _peak_mib()
         train_frame(frame, TrainingConfig(), data_source=history.source, policy=compiled.ruleset.policy, rules=compiled)
+    elif mode == "replay":
+        with tempfile.TemporaryDirectory() as out:
+            # A fixed now, so the run does not depend on the date it is made.
+            now = datetime(2030, 1, 1, tzinfo=UTC)
+            summary = replay_file(path, MAPPING, now=now, rejects_path=Path(out) / "rejects.csv")
+        rows = kept = summary.events_valid
     else:
         events, labels = load_labelled(path, MAPPING)
         rows = kept = len(labelled_features(events, labels))
@@ -164,7 +177,7 @@ def main() -> None:
         "--paths",
         default="chunked,train,whole",
         help="comma-separated paths to measure: chunked (the backtest's), train (txmon train --replay's), "
-        "whole (the whole-file reader) (default: all three)",
+        "whole (the whole-file reader), replay (a dry-run replay) (default: the first three)",
     )
     parser.add_argument("--measure", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()

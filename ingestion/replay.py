@@ -76,15 +76,17 @@ its first problem (mapping problems before contract problems); its detail lists 
 all, e.g. ``amount_paise: 12.345 rupees is not a whole number of paise; ... | 1 more:
 [invalid_field] payer.account_number: '12345' is not 9-18 digits, e.g. 123456789012``.
 
-Limits: the whole file is read into memory (pyarrow-backed pandas columns, roughly
-the file's size), and every valid event is held until the file is sorted: about
-3 KB and 90 us of CPU per row, so a million rows take some 3 GB and a minute and a
-half before the first event leaves. Split larger files by date and replay them one
-after another. Duplicate ``txn_id`` values in the source are not detected here.
+Limits: the file is read a chunk at a time, and every valid event is held until the
+file is sorted, compactly (its contract JSON, event time, row number and label: some
+hundreds of bytes a row) and rebuilt as it is sent; rejects are written from a second
+read of the file. About 90 us of CPU per row, so a million rows take a minute and a
+half before the first event leaves. Duplicate ``txn_id`` values in the source are not
+detected here.
 """
 
 from __future__ import annotations
 
+import array
 import codecs
 import csv
 import difflib
@@ -107,6 +109,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 from pydantic import (
@@ -135,6 +139,7 @@ from txmon.ingestion.events import (
     check_event,
     describe_problems,
     rupees_to_paise,
+    to_json,
     validate_event,
     whole_paise,
 )
@@ -196,6 +201,11 @@ REPLAY_TXN_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "txmon:replay:txn_id")
 _MAX_FUTURE_SKEW: timedelta = signature(validate_event).parameters["max_future_skew"].default
 _NO_FUTURE_CHECK = datetime(9000, 1, 1, tzinfo=UTC)
 _MIN_SLEEP_S = 0.001
+_CHUNK_ROWS = 10_000
+"""Rows replay maps at a time: their event objects (some KB each) live only while their
+chunk is mapped, so the chunk sets the memory replay needs beyond the held events."""
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 # ------------------------------------------------------------------------ mapping
 
@@ -1320,6 +1330,7 @@ def replay_file(
     progress: bool = False,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    chunk_rows: int | None = _CHUNK_ROWS,
 ) -> ReplaySummary:
     """Map, validate, sort and send one file; return what happened.
 
@@ -1335,7 +1346,8 @@ def replay_file(
     the row's label when the mapping has one, the source row as JSON), written before
     sending starts. ``labels_path``: JSONL in the shape of
     :meth:`ingestion.simulator.Label.to_dict`; fraud labels also go to the labels
-    topic once the replay's event time passes their label_time.
+    topic once the replay's event time passes their label_time. ``chunk_rows``: rows
+    read and validated at a time (None: the whole file at once); the outcome is the same.
     """
     started = clock()
     if not isinstance(mapping, ReplayMapping):
@@ -1357,24 +1369,42 @@ def replay_file(
         rejects.append(rejected)
         summary.count_reject(rejected)
 
-    (frame,) = source_chunks(path, mapping, None, on_malformed=reject)
-    summary.rows_read = len(frame) + len(rejects)  # the rejects so far: malformed CSV records
-
+    # Counted once the file is read, malformed records first, as when the whole file was
+    # one frame: the summary's reasons and first examples keep that order.
+    malformed: list[RejectedRow] = []
+    mapped: list[RejectedRow] = []
     # With shift_to the future check has to wait until the times are final.
     check_against = now if shift_to is None else _NO_FUTURE_CHECK
-    valid = _map_rows(frame, _RowMapper(mapping, path.name), check_against, reject, progress)
-    valid.sort(key=lambda v: v.event.event_time)  # stable: ties keep file order
-    if shift_to is not None:
-        valid = _shift(valid, shift_to, now, reject)
-    summary.events_valid = len(valid)
-    if valid:
-        summary.first_event_time = valid[0].event.event_time
-        summary.last_event_time = valid[-1].event.event_time
-    if rejects_path is not None:
-        _write_rejects(Path(rejects_path), [frame], rejects)
-    del frame  # the source can be large; sending may take hours
+    mapper = _RowMapper(mapping, path.name)
+    held = _Held()
+    # lazy: tqdm (80 ms to import); txmon.ingestion.landing imports this module without it
+    from tqdm import tqdm
 
-    _send(valid, mapping, producer, pacer, summary, labels_path, progress)
+    with tqdm(unit="row", desc="validate", disable=not progress, mininterval=1.0) as bar:
+        for chunk in source_chunks(path, mapping, chunk_rows, on_malformed=malformed.append):
+            # Row numbers are the chunk's positions in the file, so they need no offset.
+            for item in _map_rows(chunk, mapper, check_against, mapped.append, progress=False):
+                held.add(item)
+            summary.rows_read += len(chunk)
+            bar.update(len(chunk))
+            del chunk
+    summary.rows_read += len(malformed)
+    for rejected in (*malformed, *mapped):
+        reject(rejected)
+    order = held.order()  # stable: ties keep file order
+    delta = None
+    if shift_to is not None:
+        order, delta = held.shift(order, shift_to, now, reject)
+    summary.events_valid = len(order)
+    if len(order):
+        summary.first_event_time = held.time(int(order[0]), delta)
+        summary.last_event_time = held.time(int(order[-1]), delta)
+    if rejects_path is not None:  # the rejected rows' cells from a second read (the file is not held)
+        # The malformed records are among the rejects already: the second read passes them by.
+        chunks = source_chunks(path, mapping, chunk_rows, on_malformed=lambda _: None)
+        _write_rejects(Path(rejects_path), chunks, rejects)
+
+    _send(held.events(order, delta), len(order), mapping, producer, pacer, summary, labels_path, progress)
     summary.seconds = clock() - started
     return summary
 
@@ -1520,37 +1550,81 @@ def _echo(problem: Problem, failed: dict[str, _Reject]) -> bool:
     return where is not None and any(path == where or path.startswith(where + ".") for path in failed)
 
 
-def _shift(
-    valid: list[_Valid], shift_to: datetime, now: datetime, reject: Callable[[RejectedRow], None]
-) -> list[_Valid]:
-    """Move every event so the last lands at ``shift_to``; reject those then in the future."""
-    if not valid:
-        return valid
-    delta = shift_to.astimezone(UTC) - valid[-1].event.event_time
-    limit = now + _MAX_FUTURE_SKEW
-    kept: list[_Valid] = []
-    for item in valid:
-        moved = item.event.event_time + delta
-        if moved > limit:
-            is_fraud, scenario = item.label if item.label is not None else (None, None)
-            reject(
-                RejectedRow(
-                    item.row_number,
-                    DeadLetterReason.FUTURE_TIMESTAMP.value,
-                    f"event_time {moved.isoformat()} (shifted by {delta}) is more than "
-                    f"{_MAX_FUTURE_SKEW} ahead of {now.isoformat()}; pick an earlier shift_to",
-                    is_fraud,
-                    scenario,
+class _Held:
+    """The valid events of a file, compactly until they are sent: each as its contract JSON
+    (what reaches Kafka) with its event time (int64 microseconds since the epoch, UTC), row
+    number and label in arrays, a few hundred bytes a row instead of an event object's KB."""
+
+    def __init__(self) -> None:
+        self.values: list[bytes] = []
+        self.micros = array.array("q")
+        self.rows = array.array("q")
+        self.fraud = array.array("b")  # -1: the row has no label
+        self.scenarios: list[str | None] = []
+
+    def add(self, item: _Valid) -> None:
+        self.values.append(to_json(item.event))
+        # Exact: an event time is UTC (the contract converts it) and within years 1-9999.
+        self.micros.append((item.event.event_time - _EPOCH) // _MICROSECOND)
+        self.rows.append(item.row_number)
+        is_fraud, scenario = item.label if item.label is not None else (None, None)
+        self.fraud.append(-1 if is_fraud is None else int(is_fraud))
+        self.scenarios.append(scenario)
+
+    def label(self, index: int) -> tuple[bool, str | None] | None:
+        fraud = self.fraud[index]
+        return None if fraud < 0 else (bool(fraud), self.scenarios[index])
+
+    def order(self) -> npt.NDArray[np.intp]:
+        """Indices in event-time order; a stable sort, so ties keep file order."""
+        return np.argsort(np.frombuffer(self.micros, dtype=np.int64), kind="stable")
+
+    def time(self, index: int, delta: timedelta | None) -> datetime:
+        moved = _EPOCH + timedelta(microseconds=self.micros[index])
+        return moved if delta is None else moved + delta
+
+    def shift(
+        self, order: npt.NDArray[np.intp], shift_to: datetime, now: datetime, reject: Callable[[RejectedRow], None]
+    ) -> tuple[npt.NDArray[np.intp], timedelta | None]:
+        """Move every event so the last lands at ``shift_to``: the order without the events
+        then in the future (rejected), and the delta."""
+        if not len(order):
+            return order, None
+        delta = shift_to.astimezone(UTC) - self.time(int(order[-1]), None)
+        limit = now + _MAX_FUTURE_SKEW
+        kept = np.ones(len(order), dtype=bool)
+        for at, index in enumerate(order.tolist()):
+            moved = self.time(index, delta)
+            if moved > limit:
+                label = self.label(index)
+                is_fraud, scenario = label if label is not None else (None, None)
+                reject(
+                    RejectedRow(
+                        self.rows[index],
+                        DeadLetterReason.FUTURE_TIMESTAMP.value,
+                        f"event_time {moved.isoformat()} (shifted by {delta}) is more than "
+                        f"{_MAX_FUTURE_SKEW} ahead of {now.isoformat()}; pick an earlier shift_to",
+                        is_fraud,
+                        scenario,
+                    )
                 )
-            )
-            continue
-        item.event = item.event.model_copy(update={"event_time": moved})
-        kept.append(item)
-    return kept
+                kept[at] = False
+        return order[kept], delta
+
+    def events(
+        self, order: npt.NDArray[np.intp], delta: timedelta | None
+    ) -> Iterator[tuple[TransactionEvent, tuple[bool, str | None] | None]]:
+        """Each event rebuilt from its JSON (the same bytes again), shifted by ``delta``."""
+        for index in order.tolist():
+            event = TransactionEvent.model_validate_json(self.values[index])
+            if delta is not None:
+                event = event.model_copy(update={"event_time": event.event_time + delta})
+            yield event, self.label(index)
 
 
 def _send(
-    valid: list[_Valid],
+    valid: Iterable[tuple[TransactionEvent, tuple[bool, str | None] | None]],
+    count: int,
     mapping: ReplayMapping,
     producer: Any,
     pacer: ReplayPacer,
@@ -1566,16 +1640,15 @@ def _send(
         LabelReleaser(producer, Path(labels_path) if labels_path else None) if mapping.label is not None else None
     )
     failed_before = producer.summary.failed if producer is not None else 0
-    bar = tqdm(total=len(valid), unit="tx", desc="send", disable=not progress, mininterval=1.0)
+    bar = tqdm(total=count, unit="tx", desc="send", disable=not progress, mininterval=1.0)
     try:
-        for index, item in enumerate(valid):
-            event = item.event
+        for index, (event, label) in enumerate(valid):
             if producer is not None:
                 pacer.wait(index, event.event_time)
                 producer.send_event(event)
                 summary.events_sent += 1
-            if releaser is not None and item.label is not None:
-                is_fraud, scenario = item.label
+            if releaser is not None and label is not None:
+                is_fraud, scenario = label
                 releaser(Label(event.txn_id, is_fraud, scenario, event.event_time + delay), event)
                 summary.labels += 1
                 summary.fraud_labels += is_fraud
