@@ -29,6 +29,16 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+def cassandra_unavailable() -> tuple[type[Exception], ...]:
+    """The driver's errors for a Cassandra that cannot answer now (down, unreachable, too
+    slow): what the API and the console answer with a 503 the client can retry."""
+    # lazy: cassandra (248 ms to import); the web app's workers load this module without it
+    from cassandra import OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
+    from cassandra.cluster import NoHostAvailable
+
+    return (NoHostAvailable, OperationTimedOut, Unavailable, ReadTimeout, WriteTimeout)
+
+
 class NotConnected(TxmonError):
     """No connection now: the last attempt failed (``cause``: its exception's class name,
     ``reason``: that and its text) and the next is ``retry_after`` seconds away, or another

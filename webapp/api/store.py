@@ -27,7 +27,7 @@ from txmon.infra.settings import Settings
 from txmon.infra.statements import API as STATEMENTS
 from txmon.webapp.api import cql
 from txmon.webapp.api.scorer import Profiles
-from txmon.webapp.reconnect import NotConnected, Reconnect
+from txmon.webapp.reconnect import NotConnected, Reconnect, cassandra_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +43,9 @@ class StoreUnavailable(TxmonError):
 
 
 def _driver_errors() -> tuple[type[BaseException], ...]:
-    # lazy: cassandra (248 ms to import); the web app's workers load this module without it
-    from cassandra import OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
-    from cassandra.cluster import NoHostAvailable
-
-    return (NoHostAvailable, OperationTimedOut, Unavailable, ReadTimeout, WriteTimeout, ConnectionError, OSError)
+    # The driver's (webapp/reconnect.py), and the socket errors of the hot reads' own
+    # connection (webapp/api/cql.py).
+    return (*cassandra_unavailable(), ConnectionError, OSError)
 
 
 def micros(naive_utc: datetime) -> int:

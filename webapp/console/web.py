@@ -20,8 +20,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from cassandra import OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
-from cassandra.cluster import NoHostAvailable
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
@@ -34,7 +32,7 @@ from txmon.infra.cassandra_schema import connect
 from txmon.models.risk import ALERT_DECISIONS, SEVERITIES
 from txmon.webapp.console import auth, cases, dashboard, insights, queries
 from txmon.webapp.console.store import ConsoleStore, Session
-from txmon.webapp.reconnect import NotConnected, Reconnect
+from txmon.webapp.reconnect import NotConnected, Reconnect, cassandra_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +49,7 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
-UNAVAILABLE = (NoHostAvailable, OperationTimedOut, Unavailable, ReadTimeout, WriteTimeout, NotConnected)
+UNAVAILABLE: tuple[type[Exception], ...] = (*cassandra_unavailable(), NotConnected)
 """The driver's errors for a Cassandra that cannot answer now (down, unreachable, too slow),
 and Backend.stores()'s while it waits to connect again: a 503 the user can retry, as the
 scoring API answers them (webapp/api/store.py)."""
