@@ -37,7 +37,7 @@ from txmon.ingestion.events import (
     check_event,
     describe_problems,
     is_unsafe_text,
-    json_int,
+    json_loads,
     to_json,
     validate_label,
 )
@@ -229,7 +229,7 @@ def _json_body(raw: bytes) -> Any:
     RecursionError, which is no ValueError: callers that catch ValueError for "not JSON"
     would let it through as a 500."""
     try:
-        return json.loads(raw, parse_int=json_int)
+        return json_loads(raw)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
 
