@@ -37,6 +37,20 @@ EnvName = Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")]
 # bracket would smuggle a header or a second recipient into the message.
 EMAIL_PATTERN = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,63}){1,8}$"
 PHONE_PATTERN = r"^\+[0-9]{8,15}$"  # E.164: an SMS gateway refuses a number without its country code
+_ADDRESS_PATTERNS = {"email": EMAIL_PATTERN, "sms": PHONE_PATTERN}
+
+
+def deliverable(channel: str, address: str) -> bool:
+    """Whether ``address`` is one its channel can send to safely: one plain ASCII mailbox,
+    an E.164 number (a webhook's address is its configured URL: always).
+
+    >>> deliverable("email", "a@b.in"), deliverable("email", "a@b.in\\r\\nBcc: x@y.in"), deliverable("sms", "919812345678")
+    (True, False, False)
+    """
+    pattern = _ADDRESS_PATTERNS.get(channel)
+    return pattern is None or re.fullmatch(pattern, address) is not None
+
+
 Email = Annotated[str, Field(pattern=EMAIL_PATTERN)]
 Phone = Annotated[str, Field(pattern=PHONE_PATTERN)]
 
@@ -329,5 +343,6 @@ __all__ = [
     "ThrottleConfig",
     "WebhookConfig",
     "alerting_config_path",
+    "deliverable",
     "load_alerting_config",
 ]

@@ -9,12 +9,11 @@ it by the clear payer account, which alerts do not carry: alerting.store.contact
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from txmon.alerting.channels.base import Recipient
-from txmon.alerting.config import CUSTOMER, EMAIL_PATTERN, PHONE_PATTERN, AlertingConfig, Route, RouteMatch
+from txmon.alerting.config import CUSTOMER, AlertingConfig, Route, RouteMatch, deliverable
 from txmon.alerting.contract import Alert
 from txmon.alerting.errors import SecretMissingError
 from txmon.infra.masking import mask_account, mask_email, mask_phone
@@ -57,9 +56,7 @@ def mask_recipient(channel: str, address: str, group: str) -> str:
     >>> mask_recipient("email", "a@b.in\\r\\nBcc: x@y.in", "customer")
     'invalid email address'
     """
-    if channel in ("sms", "email") and not re.fullmatch(
-        EMAIL_PATTERN if channel == "email" else PHONE_PATTERN, address
-    ):
+    if not deliverable(channel, address):
         # Masking keeps parts of the address: of a malformed one those parts could be a
         # line break (log injection) or a whole second address.
         return f"invalid {channel} address"

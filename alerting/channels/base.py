@@ -9,12 +9,11 @@ the delivery log live in :mod:`alerting.delivery`, not here.
 from __future__ import annotations
 
 import hashlib
-import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from txmon.alerting.config import EMAIL_PATTERN, PHONE_PATTERN
+from txmon.alerting.config import deliverable
 from txmon.alerting.errors import ChannelError
 
 Audience = Literal["customer", "staff"]
@@ -71,17 +70,13 @@ class Receipt:
     response: str
 
 
-_ADDRESS_PATTERNS = {"email": EMAIL_PATTERN, "sms": PHONE_PATTERN}
-
-
 def check_address(recipient: Recipient) -> None:
     """Refuse, as a permanent failure of this one delivery, an address its channel cannot
     send to safely. Customer addresses come from the ``customer_contacts`` table, which
     other tools may fill: a CR/LF there would inject mail headers, a comma a second
     recipient, non-ASCII makes smtplib raise instead of answering. The error names the
     masked form only."""
-    pattern = _ADDRESS_PATTERNS.get(recipient.channel)
-    if pattern is not None and not re.fullmatch(pattern, recipient.address):
+    if not deliverable(recipient.channel, recipient.address):
         raise ChannelError(
             f"not a deliverable {recipient.channel} address ({recipient.masked}); fix the contact "
             f"({'one plain ASCII mailbox' if recipient.channel == 'email' else 'E.164, e.g. +919876543210'})",
