@@ -184,7 +184,7 @@ def contacts_import(
 ) -> None:
     """Load customer contact details (for customer SMS/email) into Cassandra (upsert)."""
     # lazy: ingestion.events (270 ms to import); `txmon --help` loads this module without it
-    from txmon.alerting.config import EMAIL_PATTERN, PHONE_PATTERN
+    from txmon.alerting.config import deliverable
     from txmon.alerting.store import open_store
     from txmon.ingestion.events import ACCOUNT_NUMBER_PATTERN
 
@@ -207,10 +207,10 @@ def contacts_import(
         account, phone = (rec["account"] or "").strip(), (rec["phone"] or "").strip() or None
         if not re.fullmatch(ACCOUNT_NUMBER_PATTERN, account):
             raise AlertingConfigError(f"{file}:{line}: account is not 9-18 digits; fix the row")
-        if phone and not re.fullmatch(PHONE_PATTERN, phone):
+        if phone and not deliverable("sms", phone):
             raise AlertingConfigError(f"{file}:{line}: phone must be E.164, e.g. +919876543210; fix the row")
         mail = (rec["email"] or "").strip() or None
-        if mail and not re.fullmatch(EMAIL_PATTERN, mail):
+        if mail and not deliverable("email", mail):
             raise AlertingConfigError(
                 f"{file}:{line}: email must be one plain ASCII address, e.g. name@bank.example; fix the row"
             )

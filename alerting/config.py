@@ -64,11 +64,7 @@ def _secret(env: str | None, what: str) -> SecretStr | None:
     return SecretStr(value)
 
 
-class _Section(Section):
-    """A section of the alerting file, held as the settings' sections are (Section)."""
-
-
-class SmtpConfig(_Section):
+class SmtpConfig(Section):
     """Outgoing mail server. ``security``: ``ssl`` (implicit TLS, port 465),
     ``starttls`` (upgrade, port 587) or ``none`` (loopback relays and tests only)."""
 
@@ -94,7 +90,7 @@ class SmtpConfig(_Section):
         return _secret(self.password_env, "the SMTP password") if self.username else None
 
 
-class SmsConfig(_Section):
+class SmsConfig(Section):
     """An HTTP SMS gateway of the common Twilio REST shape: ``POST
     {base_url}/2010-04-01/Accounts/{account_sid}/Messages.json`` with form fields
     To/From/Body and HTTP basic auth (account sid, token)."""
@@ -112,14 +108,14 @@ class SmsConfig(_Section):
         return secret
 
 
-class WebhookConfig(_Section):
+class WebhookConfig(Section):
     """Incoming-webhook chat channels (Slack, Teams): a JSON ``{"text": ...}`` POST.
     Each recipient group names the environment variable holding its URL."""
 
     timeout_s: float = Field(10, gt=0)
 
 
-class RetryConfig(_Section):
+class RetryConfig(Section):
     """Two layers of retry, both in the dispatcher.
 
     Per delivery, exponential backoff: waits initial_s, initial_s*multiplier, ... capped
@@ -148,7 +144,7 @@ class RetryConfig(_Section):
         return self
 
 
-class CircuitConfig(_Section):
+class CircuitConfig(Section):
     """Per-channel circuit breaker (alerting/circuit.py): ``failure_threshold``
     consecutive transient failures open it; after ``open_s`` one probe send is let
     through (half-open); a failed probe re-opens it for ``multiplier`` times longer, up
@@ -166,7 +162,7 @@ class CircuitConfig(_Section):
         return self
 
 
-class ThrottleConfig(_Section):
+class ThrottleConfig(Section):
     """At most one message per (account, rule, channel, recipient) per window; alerts
     arriving inside an open window fold into one follow-up sent when it closes."""
 
@@ -174,7 +170,7 @@ class ThrottleConfig(_Section):
     window_s: float = Field(600, gt=0)
 
 
-class DispatcherConfig(_Section):
+class DispatcherConfig(Section):
     group_id: str = "txmon-alert-dispatcher"
     topic: str | None = None  # default: kafka.topics.alerts of the main configuration
     poll_ms: int = Field(500, ge=10, le=60_000)
@@ -188,14 +184,14 @@ class DispatcherConfig(_Section):
     Idempotency-Key so the receiver can collapse it; ``skip`` records it as sent."""
 
 
-class BankConfig(_Section):
+class BankConfig(Section):
     """How customer messages sign off and where they call."""
 
     name: str = "txmon Bank"
     helpline: str = "1800-000-0000"
 
 
-class RecipientGroup(_Section):
+class RecipientGroup(Section):
     """Staff recipients by channel. Webhook URLs are secrets: the group names the
     environment variable holding its URL."""
 
@@ -204,7 +200,7 @@ class RecipientGroup(_Section):
     webhook_url_env: EnvName | None = None
 
 
-class RouteMatch(_Section):
+class RouteMatch(Section):
     """All given conditions must hold; an omitted one matches anything."""
 
     decisions: tuple[AlertDecision, ...] | None = None
@@ -213,18 +209,18 @@ class RouteMatch(_Section):
     min_risk_score: int | None = Field(None, ge=0, le=100)
 
 
-class Target(_Section):
+class Target(Section):
     channel: ChannelName
     to: str  # "customer" or a recipient group name
 
 
-class Route(_Section):
+class Route(Section):
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$")
     match: RouteMatch = RouteMatch()
     deliver: tuple[Target, ...] = Field(min_length=1)
 
 
-class DigestConfig(_Section):
+class DigestConfig(Section):
     recipients: str = "fraud_desk"
     top_accounts: int = Field(10, ge=1, le=100)
     top_rules: int = Field(15, ge=1, le=100)
