@@ -22,7 +22,7 @@ from txmon.alerting.contract import ALERT_ID_NAMESPACE
 from txmon.alerting.delivery import Job, Outcome
 from txmon.alerting.dispatcher import build_message
 from txmon.alerting.errors import AlertingConfigError
-from txmon.alerting.render import Rendered
+from txmon.alerting.render import Rendered, printable
 from txmon.alerting.runtime import runtime
 from txmon.infra.masking import mask_email, redact
 
@@ -49,8 +49,8 @@ def email_now(
                 OutboundMessage(
                     f"{notice_id(key)}.email.{recipient.key}",
                     recipient,
-                    subject,
-                    redact(text),
+                    printable(subject),
+                    printable(redact(text)),
                     headers=(("X-Txmon-Kind", "operator-notice"),),
                 )
             )
@@ -80,7 +80,7 @@ def notify_group(
             "add it under recipients: or choose another group"
         )
     delivery_id = notice_id(key)
-    rendered = Rendered(subject, redact(text), html)
+    rendered = Rendered(printable(subject), printable(redact(text)), None if html is None else printable(html))
     outcomes = []
     with runtime(settings, config, needed={"email"}) as rt:
         for recipient in rt.directory.staff(group, "email"):

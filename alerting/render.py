@@ -143,8 +143,27 @@ def environment(templates_dir: Path = TEMPLATES_DIR) -> Environment:
     )
 
 
+# C0 controls but tab and newline, DEL, and the C1 controls.
+_CONTROLS = dict.fromkeys([*range(0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0)], " ")
+
+
+def printable(text: str) -> str:
+    r"""``text`` with every control character except newline and tab made a space.
+
+    A rule's reason, a bank name or a notice's text may carry NUL, ESC (terminal escape
+    sequences), CR or C1 codes; mail clients, terminals and SMS gateways show them as
+    garbage or act on them. A space, not U+FFFD: that would force an SMS into UCS-2.
+
+    >>> printable("amount\x1b[31m spike\x00\r\n\tnext\x85")
+    'amount [31m spike  \n\tnext '
+    """
+    return text.translate(_CONTROLS)
+
+
 def render_template(name: str, context: dict[str, Any]) -> str:
-    return environment().get_template(name).render(**context).strip()
+    """A template rendered, control characters made spaces: every alert, follow-up and
+    digest message (email subject, text and HTML, SMS, webhook) is built here."""
+    return printable(environment().get_template(name).render(**context)).strip()
 
 
 def _shorten(text: str, limit: int) -> str:

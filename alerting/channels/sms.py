@@ -2,18 +2,19 @@
 
 ``POST {base_url}/2010-04-01/Accounts/{sid}/Messages.json`` with form fields
 ``To``, ``From``, ``Body`` and HTTP basic auth (account sid, token); the reply is JSON
-with the message ``sid`` and ``status``. An ``Idempotency-Key`` header carries the
+with the message ``sid`` and ``status``; a 2xx whose JSON says the gateway refused the
+message (``status`` failed, ``success`` false, an ``error``: channels.http.refusal) is a
+permanent failure, not a sent SMS. An ``Idempotency-Key`` header carries the
 delivery's idempotency key for gateways that collapse repeats.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import urllib.parse
 
 from txmon.alerting.channels.base import Channel, OutboundMessage, Receipt, check_address
-from txmon.alerting.channels.http import post
+from txmon.alerting.channels.http import json_object, post
 from txmon.alerting.config import SmsConfig
 from txmon.alerting.errors import ChannelError
 from txmon.alerting.segments import sms_segments
@@ -51,11 +52,8 @@ class SmsChannel(Channel):
             self.config.timeout_s,
             "SMS gateway",
         )
-        try:
-            data = json.loads(reply.body)
-        except json.JSONDecodeError:
-            data = {}
-        if not isinstance(data, dict):  # a 2xx is the acceptance; its body is only for the log
-            data = {}
+        # post() has already turned a body refusing the message into an error; otherwise
+        # the body is only for the log.
+        data = json_object(reply.body) or {}
         sid, status = data.get("sid", "?"), data.get("status", "?")
         return Receipt(f"HTTP {reply.status} sid={sid} status={status} segments={segments}")
