@@ -54,6 +54,10 @@ without changing a feature."""
 BUCKET_S = 6 * 3600
 LONG_WINDOWS_DAYS = (1, 7, 30)
 LONG_HORIZON_S = max(LONG_WINDOWS_DAYS) * 86400
+UNUSUAL_TO_MEAN = 2.5
+"""A payment is out of its payer's pattern above this multiple of the payer's mean before it
+(:data:`PAYER_FEATURES` ``payer_unusual_*``). Chosen on public card data over five weekly
+train/test windows (2.0, 2.5 and 3.0 tried; docs/detection.md)."""
 # account_aggregates rows the payer fold writes: window_kind -> size of a tumbling window.
 # The 1-hour window sliding by 5 minutes is not stored: it is the sum of 12 tumble_5m rows
 # (each keeps its payee set for the distinct count), derived when read (sliding_hours).
@@ -110,6 +114,12 @@ PAYER_FEATURES = (
     "amount_zscore_30d",
     "days_since_first_seen",
     "is_weekend_ist",
+    # The payer's earlier payments over 1, 7 and 30 days that were out of its pattern (more
+    # than UNUSUAL_TO_MEAN times its usual amount then): a compromised card or account makes
+    # a run of them, and the run marks the modest payments in between as well.
+    "payer_unusual_1d",
+    "payer_unusual_7d",
+    "payer_unusual_30d",
 )
 PAYEE_FEATURES = (
     "payee_payers_1h",
@@ -174,6 +184,9 @@ FEATURE_WORDS = {
     "amount_zscore_30d": "how far the amount is from the payer's 30-day spread",
     "days_since_first_seen": "how long the payer has been known",
     "is_weekend_ist": "a weekend payment (IST)",
+    "payer_unusual_1d": "the payer's unusually large payments earlier in the last day",
+    "payer_unusual_7d": "the payer's unusually large payments earlier in the last 7 days",
+    "payer_unusual_30d": "the payer's unusually large payments earlier in the last 30 days",
     "payee_payers_1h": "distinct payers paying this payee in the last hour",
     "payee_count_1h": "payments to this payee in the last hour",
     "payee_count_1d": "payments to this payee in the last day",
@@ -219,7 +232,7 @@ FEATURE_OF_REASON = {model_reason_code(f): f for f in FEATURES}
 INTEGER_FEATURES = frozenset(
     f
     for f in FEATURES
-    if f.startswith(("payer_count", "payer_sum", "payer_payees", "payee_payers", "payee_count", "is_"))
+    if f.startswith(("payer_count", "payer_sum", "payer_payees", "payer_unusual", "payee_payers", "payee_count", "is_"))
     or f
     in (
         "payee_known_frauds_30d",
@@ -270,7 +283,7 @@ class PayerState:
     payees: dict = field(default_factory=dict)  # payee -> last t_us (capped)
     devices: dict = field(default_factory=dict)  # device -> [first t_us, history count then] (capped)
     first_us: int | None = None
-    buckets: dict = field(default_factory=dict)  # 6-hour bucket -> [count, sum, sum of squares], 30 days
+    buckets: dict = field(default_factory=dict)  # 6-hour bucket -> [count, sum, sum of squares, unusual], 30 days
 
     def forget(self) -> None:
         """Back to an account never seen (idle past :data:`PAYER_STATE_TTL_S`)."""
@@ -301,6 +314,8 @@ class PayerState:
         if longer:
             first_us, buckets = longer
             buckets = {int(k): v for k, v in buckets.items()}
+            if buckets and len(next(iter(buckets.values()))) == 3:  # saved before the unusual counts
+                buckets = {k: [*v, 0] for k, v in buckets.items()}
         else:  # a profile saved before the long views: known since its oldest remembered event
             first_us, buckets = (recent[0][0] if recent else last_us), {}
         return cls(n, mean, m2, last_us, lat, lon, recent, payees, devices, first_us, buckets)
@@ -316,32 +331,35 @@ def bucket_of(t_us: int) -> int:
 
 
 def long_window_totals(buckets: dict, t_us: int) -> list[list[float]]:
-    """[count, sum, sum of squares] over each window of :data:`LONG_WINDOWS_DAYS` ending
-    at ``t_us``, from the buckets wholly after ``t_us - window``.
+    """[count, sum, sum of squares, unusual] over each window of :data:`LONG_WINDOWS_DAYS`
+    ending at ``t_us``, from the buckets wholly after ``t_us - window``.
 
     >>> day = 86400 * MICROS
-    >>> b = {bucket_of(10 * day): [2, 30, 500], bucket_of(4 * day): [1, 7, 49], bucket_of(0): [5, 5, 5]}
+    >>> b = {bucket_of(10 * day): [2, 30, 500, 1], bucket_of(4 * day): [1, 7, 49, 0], bucket_of(0): [5, 5, 5, 2]}
     >>> long_window_totals(b, 10 * day + 1)
-    [[2, 30, 500], [3, 37, 549], [8, 42, 554]]
+    [[2, 30, 500, 1], [3, 37, 549, 1], [8, 42, 554, 3]]
     """
     # One pass: the windows are nested (1 day inside 7 inside 30), so a bucket outside
     # the widest is skipped at once and one inside the narrowest counts for all three.
     low_1, low_7, low_30 = (bucket_of(t_us - d * 86400 * MICROS) for d in LONG_WINDOWS_DAYS)
-    c1 = s1 = q1 = c7 = s7 = q7 = c30 = s30 = q30 = 0
-    for key, (count, total, squares) in buckets.items():
+    c1 = s1 = q1 = u1 = c7 = s7 = q7 = u7 = c30 = s30 = q30 = u30 = 0
+    for key, (count, total, squares, unusual) in buckets.items():
         if key > low_30:
             c30 += count
             s30 += total
             q30 += squares
+            u30 += unusual
             if key > low_7:
                 c7 += count
                 s7 += total
                 q7 += squares
+                u7 += unusual
                 if key > low_1:
                     c1 += count
                     s1 += total
                     q1 += squares
-    return [[c1, s1, q1], [c7, s7, q7], [c30, s30, q30]]
+                    u1 += unusual
+    return [[c1, s1, q1, u1], [c7, s7, q7, u7], [c30, s30, q30, u30]]
 
 
 def _prune_buckets(buckets: dict, t_us: int, delay_us: int = 0) -> None:
@@ -407,7 +425,7 @@ def payer_fold(
     local_s = t_us // MICROS + IST_OFFSET_S
     hour = (local_s // 3600) % 24
     weekend = int((local_s // 86400 + 3) % 7 >= 5)  # the epoch's day 0 was a Thursday
-    _, prior_7d, prior_30d = long_window_totals(state.buckets, t_us)
+    prior_1d, prior_7d, prior_30d = long_window_totals(state.buckets, t_us)
     count_7d, sum_7d = prior_7d[0] + 1, prior_7d[1] + amount
     count_30d, sum_30d = prior_30d[0] + 1, prior_30d[1] + amount
     to_mean_7d = amount * prior_7d[0] / prior_7d[1] if prior_7d[1] > 0 else 1.0
@@ -430,6 +448,7 @@ def payer_fold(
             km, kmh = 0.0, 0.0
 
     # update the profile
+    state_mean_before = state.mean
     state.n = history + 1
     delta = amount - state.mean
     state.mean += delta / state.n
@@ -446,10 +465,12 @@ def payer_fold(
     if lat is not None and lon is not None:
         state.last_lat, state.last_lon = lat, lon
     state.first_us = first_us
-    bucket = state.buckets.setdefault(bucket_of(t_us), [0, 0, 0])
+    bucket = state.buckets.setdefault(bucket_of(t_us), [0, 0, 0, 0])
     bucket[0] += 1
     bucket[1] += amount
     bucket[2] += amount * amount
+    if history >= 1 and amount > UNUSUAL_TO_MEAN * state_mean_before:
+        bucket[3] += 1
     _prune_buckets(state.buckets, t_us)
 
     return (
@@ -480,6 +501,9 @@ def payer_fold(
         round(zscore_30d, 6),
         round(days_known, 4),
         weekend,
+        prior_1d[3],
+        prior_7d[3],
+        prior_30d[3],
     )
 
 

@@ -12,6 +12,7 @@ from txmon.models.features import (
     BUCKET_S,
     MICROS,
     NO_FRAUD_DAYS,
+    UNUSUAL_TO_MEAN,
     MemoryProfileStore,
     PayeeState,
     PayerState,
@@ -77,6 +78,12 @@ def test_long_windows_match_brute_force(seed: int, delay_days: int) -> None:
             inside = _in_window([m[0] for m in mine], t, days)
             assert row[f"payer_count_{days}d"] == len(inside)
             assert row[f"payer_sum_{days}d"] == sum(a for x, a in mine if x in inside)
+        # earlier payments above UNUSUAL_TO_MEAN times the mean of the payments before each
+        unusual = [
+            x for k, (x, a) in enumerate(mine[:-1]) if k >= 1 and a > UNUSUAL_TO_MEAN * sum(b for _, b in mine[:k]) / k
+        ]
+        for days in (1, 7, 30):
+            assert row[f"payer_unusual_{days}d"] == len(_in_window(unusual, t, days))
         first_seen.setdefault(row.payer_account, t)
         assert row["days_since_first_seen"] == pytest.approx((t - first_seen[row.payer_account]) / DAY, abs=1e-4)
         payee_times = [times[j] for j in range(i + 1) if out.at[j, "payee_key"] == row.payee_key]
@@ -98,6 +105,31 @@ def test_long_windows_match_brute_force(seed: int, delay_days: int) -> None:
         assert row["payee_fraud_days_since_last"] == (
             pytest.approx((t - max(recent)) / DAY, abs=1e-4) if recent else NO_FRAUD_DAYS
         )
+
+
+def test_a_run_of_unusual_payments_marks_the_modest_ones_between() -> None:
+    t0 = pd.Timestamp("2025-01-06T10:00Z")
+    hours = [0, 24, 48, 72, 73, 74, 75, 24 * 9 + 75]
+    amounts = [1_000, 1_000, 1_000, 5_000, 800, 4_000, 900, 1_000]
+    frame = pd.DataFrame(
+        {
+            "txn_id": [f"u{i}" for i in range(len(hours))],
+            "event_time": pd.to_datetime([t0 + pd.Timedelta(hours=h) for h in hours], utc=True),
+            "payer_account": "000000000001",
+            "payee_key": "m1",
+            "amount_paise": amounts,
+            "device_id": None,
+            "lat": None,
+            "lon": None,
+            "status": "SUCCESS",
+        }
+    )
+    out = add_features(frame, MemoryProfileStore())
+    # 5,000 is 5x the mean 1,000 (unusual); 4,000 is 2.3x the mean 1,760 then
+    # (not); the payment 9 days later sees the first one only in its 30-day window.
+    assert out["payer_unusual_1d"].tolist() == [0, 0, 0, 0, 1, 1, 1, 0]
+    assert out["payer_unusual_7d"].tolist() == [0, 0, 0, 0, 1, 1, 1, 0]
+    assert out["payer_unusual_30d"].tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
 
 
 def test_zero_amounts_are_not_small_payment_probes() -> None:
@@ -127,6 +159,16 @@ def test_a_fraud_is_invisible_until_its_label_arrives() -> None:
     times = out["event_time"].astype("int64") // 1000
     early = out[(out["payee_key"] == "m1") & (times < made + 40 * DAY)]
     assert len(early) and (early["payee_fraud_reports"] == 0).all() and (early["payee_fraud_rate_30d"] == 0).all()
+
+
+def test_a_profile_saved_before_the_unusual_counts_loads_with_none() -> None:
+    day = 86400 * MICROS
+    old = json.dumps(
+        [3, 1000.0, 0.0, 5 * day, None, None, [], {}, {}, 0, {str(bucket_of(5 * day)): [3, 3000, 3_000_000]}]
+    )
+    state = PayerState.from_json(old)
+    assert state.buckets == {bucket_of(5 * day): [3, 3000, 3_000_000, 0]}
+    assert PayerState.from_json(state.to_json()).buckets == state.buckets
 
 
 def test_state_stays_bounded_and_old_profiles_still_load() -> None:

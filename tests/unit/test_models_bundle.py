@@ -173,7 +173,9 @@ def test_training_keeps_the_anomaly_by_the_validation_slice(planted):
     params = planted.metadata.params
     aps = params["anomaly_validation_ap"]
     assert params["anomaly_in_risk"] is planted.bundle.anomaly_in_risk
-    assert planted.bundle.anomaly_in_risk == (round(aps["with"], 6) > round(aps["without"], 6))
+    margin = round(aps["with"] - aps["without"], 6)
+    assert params["anomaly_validation_ap_se"] >= 0
+    assert planted.bundle.anomaly_in_risk == (margin > params["anomaly_validation_ap_se"])
     assert params["anomaly_judged_at_weight"] == params["policy"]["anomaly_weight"]
     metrics = planted.metadata.metrics
     assert {"risk_with_anomaly_roc_auc", "risk_without_anomaly_roc_auc"} <= set(metrics)

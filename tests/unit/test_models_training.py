@@ -339,3 +339,21 @@ def test_the_grid_point_and_the_forest_are_chosen_on_the_served_risk():
     assert (served["hyperparameters"]["learning_rate"], served["hyperparameters"]["max_leaf_nodes"]) == first[:2]
     assert served["anomaly_judged_with_rules"] and served["anomaly_validation_ap"] == {"with": 1.0, "without": 1.0}
     assert served["anomaly_in_risk"] is False
+
+
+def test_a_part_is_kept_only_when_it_adds_beyond_the_slices_noise() -> None:
+    from txmon.models.training import _adds_beyond_noise, _ap
+
+    rng = np.random.default_rng(3)
+    y = rng.random(3000) < 0.03
+    without = rng.normal(size=3000) + 1.5 * y
+    # One fraud nudged up: a higher AP by a few ten-thousandths, well inside the noise.
+    nudged = without.copy()
+    nudged[np.flatnonzero(y)[0]] += 0.05
+    clearer = without + 2.0 * y
+    ap_without = _ap(y, without)
+    assert _ap(y, nudged) > ap_without
+    keep, error = _adds_beyond_noise(y, _ap(y, nudged), ap_without, nudged)
+    assert not keep and error > _ap(y, nudged) - ap_without
+    keep, error = _adds_beyond_noise(y, _ap(y, clearer), ap_without, clearer)
+    assert keep and _ap(y, clearer) - ap_without > error > 0
