@@ -410,6 +410,7 @@ def payer_fold(
         to_mean = amount / state.mean
     else:
         to_mean = 1.0
+    unusual = history >= 1 and amount > UNUSUAL_TO_MEAN * state.mean
     std = math.sqrt(state.m2 / (history - 1)) if history >= 2 else 0.0
     zscore = (amount - state.mean) / std if std > 0 else 0.0
     new_payee = int(payee is not None and payee not in state.payees)
@@ -448,7 +449,6 @@ def payer_fold(
             km, kmh = 0.0, 0.0
 
     # update the profile
-    state_mean_before = state.mean
     state.n = history + 1
     delta = amount - state.mean
     state.mean += delta / state.n
@@ -469,8 +469,7 @@ def payer_fold(
     bucket[0] += 1
     bucket[1] += amount
     bucket[2] += amount * amount
-    if history >= 1 and amount > UNUSUAL_TO_MEAN * state_mean_before:
-        bucket[3] += 1
+    bucket[3] += unusual
     _prune_buckets(state.buckets, t_us)
 
     return (
